@@ -1,0 +1,382 @@
+//! `/api.ashx/v1/calls`: place, list, inspect and hang up outbound AI calls.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use codeb_types::{CallId, CallStatus, E164, TrunkId, UtcMillis};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, ListEnvelope, Paging, QueryParams};
+use super::validate;
+use crate::auth::Admin;
+use crate::crypto;
+use crate::state::AppState;
+use crate::store::{CallFilter, CallRecord, HangupResult, NewCall};
+use crate::switch_link::LinkError;
+
+pub const DEFAULT_MODEL: &str = "models/gemini-2.5-flash-native-audio-preview-12-2025";
+pub const DEFAULT_VOICE: &str = "Aoede";
+pub const DEFAULT_LANGUAGE: &str = "en-US";
+const MAX_PROMPT_CHARS: usize = 20_000;
+/// A `scheduleAtUtc` this far in the past is refused; nearer is "now".
+const PAST_TOLERANCE_MS: i64 = 5 * 60_000;
+const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * 24 * 3_600_000;
+
+/// Request body of `POST /v1/calls`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateCall {
+    /// E.164, e.g. +15551234567 (required).
+    pub phone: Option<String>,
+    /// Caller-ID label; defaults to phone.
+    pub display_name: Option<String>,
+    /// Where the transcript + outcome email is sent (required).
+    pub email: Option<String>,
+    /// The AI agent's instructions, or a known prompt slug (required).
+    pub system_prompt: Option<String>,
+    /// AI engine API key (required).
+    pub api_key: Option<String>,
+    pub model: Option<String>,
+    pub voice: Option<String>,
+    pub language: Option<String>,
+    /// 10–3600, default 300.
+    pub max_seconds: Option<i64>,
+    /// 0–10, default 0.
+    pub retries: Option<i64>,
+    /// 1–1440, default 5.
+    pub retry_delay_minutes: Option<i64>,
+    /// ISO-8601 UTC; omitted: dial immediately.
+    pub schedule_at_utc: Option<String>,
+    /// Trunk to use; default: the tenant's default trunk.
+    pub trunk_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCallReply {
+    pub ok: bool,
+    pub call_id: String,
+    pub tenant: String,
+    pub whitelist_added: bool,
+    pub whitelist_error: Option<String>,
+    pub bridge_reply: Option<String>,
+    /// `scheduled`, `dispatching`, `in-flight`, `ended-success`,
+    /// `ended-failed-retry-pending`, `ended-failed-final` or `cancelled`.
+    pub status: String,
+}
+
+/// One call record, as both the list and `GET /calls/{id}` show it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallView {
+    pub call_id: String,
+    pub tenant: String,
+    pub requested_by: String,
+    pub phone: String,
+    pub display_name: String,
+    pub email: String,
+    pub voice: String,
+    pub language: String,
+    pub model: String,
+    /// `scheduled`, `dispatching`, `in-flight`, `ended-success`,
+    /// `ended-failed-retry-pending`, `ended-failed-final` or `cancelled`.
+    pub status: String,
+    pub created_at_utc: String,
+    pub scheduled_for_utc: Option<String>,
+    pub dispatched_at_utc: Option<String>,
+    pub answered_at_utc: Option<String>,
+    pub ended_at_utc: Option<String>,
+    pub ended_reason: String,
+    pub duration_sec: i64,
+    pub trunk_id: Option<String>,
+    pub transcript_path: String,
+    pub error_detail: String,
+    pub attempt: i64,
+    pub retries_left: i64,
+    pub retry_delay_minutes: i64,
+    pub max_seconds: i64,
+    pub retries: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HangupReply {
+    pub ok: bool,
+    pub call_id: String,
+    pub new_status: String,
+    pub actor: String,
+    pub was_noop: bool,
+}
+
+fn iso(t: Option<UtcMillis>) -> Option<String> {
+    t.map(UtcMillis::to_iso)
+}
+
+impl From<CallRecord> for CallView {
+    fn from(c: CallRecord) -> Self {
+        CallView {
+            call_id: c.call_id.to_string(),
+            tenant: c.tenant,
+            requested_by: c.requested_by,
+            phone: c.phone,
+            display_name: c.display_name,
+            email: c.email,
+            voice: c.voice,
+            language: c.language,
+            model: c.model,
+            status: c.status.to_string(),
+            created_at_utc: c.created_at.to_iso(),
+            scheduled_for_utc: iso(c.scheduled_for),
+            dispatched_at_utc: iso(c.dispatched_at),
+            answered_at_utc: iso(c.answered_at),
+            ended_at_utc: iso(c.ended_at),
+            ended_reason: c.ended_reason,
+            duration_sec: c.duration_sec,
+            trunk_id: c.trunk_id,
+            transcript_path: c.transcript_path,
+            error_detail: c.error_detail,
+            attempt: c.attempt,
+            retries_left: c.retries_left,
+            retry_delay_minutes: c.retry_delay_minutes,
+            max_seconds: c.max_seconds,
+            retries: c.retries,
+        }
+    }
+}
+
+fn link_error(e: LinkError) -> ApiError {
+    match e {
+        LinkError::NotConfigured => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bridge_not_configured",
+            "No switch is configured (set CODEB_SWITCH_URLS); only scheduled calls can be stored",
+        ),
+        LinkError::Unreachable(detail) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bridge_unreachable",
+            format!("No switch node can take the call: {detail}"),
+        ),
+    }
+}
+
+/// Checks a create request and turns it into a storable call.
+async fn validate_create(
+    state: &AppState,
+    tenant: &str,
+    requested_by: &str,
+    body: CreateCall,
+    now: UtcMillis,
+) -> ApiResult<NewCall> {
+    let phone_raw = validate::required_text("phone", body.phone, 32, false)?;
+    let phone = E164::parse(phone_raw.trim()).map_err(|e| ApiError::field("phone", e))?;
+    let display_name = validate::optional_text("displayName", body.display_name, 64, false)?
+        .unwrap_or_else(|| phone.to_string());
+    let email = validate::required_text("email", body.email, 254, false)?;
+    validate::email("email", &email)?;
+    let system_prompt =
+        validate::required_text("systemPrompt", body.system_prompt, MAX_PROMPT_CHARS, true)?;
+    let ai_api_key = validate::required_text("apiKey", body.api_key, 512, false)?;
+    validate::token("apiKey", &ai_api_key, 512)?;
+    let model = match validate::optional_text("model", body.model, 200, false)? {
+        Some(m) => {
+            validate::token("model", &m, 200)?;
+            m
+        }
+        None => DEFAULT_MODEL.to_owned(),
+    };
+    let voice = body
+        .voice
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_VOICE.to_owned());
+    validate::voice("voice", &voice)?;
+    let language = body
+        .language
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_LANGUAGE.to_owned());
+    validate::language("language", &language)?;
+    let max_seconds = validate::int_range("maxSeconds", body.max_seconds.unwrap_or(300), 10, 3600)?;
+    let retries = validate::int_range("retries", body.retries.unwrap_or(0), 0, 10)?;
+    let retry_delay_minutes = validate::int_range(
+        "retryDelayMinutes",
+        body.retry_delay_minutes.unwrap_or(5),
+        1,
+        1440,
+    )?;
+    let scheduled_for = match body.schedule_at_utc.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => {
+            let at =
+                UtcMillis::parse_rfc3339(&s).map_err(|e| ApiError::field("scheduleAtUtc", e))?;
+            if at.0 < now.0 - PAST_TOLERANCE_MS {
+                return Err(ApiError::field("scheduleAtUtc", "is in the past"));
+            }
+            if at.0 > now.0 + MAX_SCHEDULE_AHEAD_MS {
+                return Err(ApiError::field(
+                    "scheduleAtUtc",
+                    "is more than 366 days ahead",
+                ));
+            }
+            // A time that has already come is an immediate call.
+            (at > now).then_some(at)
+        }
+    };
+    let trunk_id = match body.trunk_id.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => {
+            let id = TrunkId::parse(&s).map_err(|e| ApiError::field("trunkId", e))?;
+            if state.store.trunk(tenant, &id).await?.is_none() {
+                return Err(ApiError::field("trunkId", format!("no trunk with id {id}")));
+            }
+            Some(id)
+        }
+    };
+    Ok(NewCall {
+        call_id: CallId::from_random(crypto::random_bytes()),
+        tenant: tenant.to_owned(),
+        requested_by: requested_by.to_owned(),
+        phone,
+        display_name,
+        email,
+        system_prompt,
+        ai_api_key,
+        model,
+        voice,
+        language,
+        max_seconds,
+        retries,
+        retry_delay_minutes,
+        trunk_id,
+        status: if scheduled_for.is_some() {
+            CallStatus::Scheduled
+        } else {
+            CallStatus::Dispatching
+        },
+        created_at: now,
+        scheduled_for,
+        next_attempt_at: scheduled_for.unwrap_or(now),
+    })
+}
+
+/// `POST /v1/calls`
+pub async fn create(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    JsonBody(body): JsonBody<CreateCall>,
+) -> ApiResult<axum::Json<CreateCallReply>> {
+    let now = state.now();
+    let call = validate_create(&state, &who.tenant, &who.username, body, now).await?;
+    // An immediate call needs a switch now; nothing is stored if none can
+    // take it, so a client that retries the POST does not leave orphans.
+    let bridge_reply = match call.status {
+        CallStatus::Scheduled => None,
+        _ => Some(
+            state
+                .switch
+                .place_call(call.call_id.as_str())
+                .await
+                .map_err(link_error)?,
+        ),
+    };
+    let (record, whitelist_added) = state.store.insert_call(&call).await?;
+    tracing::info!(call = %record.call_id, tenant = %record.tenant, status = %record.status, "call stored");
+    Ok(axum::Json(CreateCallReply {
+        ok: true,
+        call_id: record.call_id.to_string(),
+        tenant: record.tenant,
+        whitelist_added,
+        whitelist_error: None,
+        bridge_reply,
+        status: record.status.to_string(),
+    }))
+}
+
+/// `GET /v1/calls`
+pub async fn list(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    query: QueryParams,
+) -> ApiResult<axum::Json<ListEnvelope<CallView>>> {
+    let paging = Paging::from_query(&query)?;
+    let mut filter = CallFilter::default();
+    if let Some(list) = query.get("status") {
+        for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let status = CallStatus::parse(s).ok_or_else(|| {
+                ApiError::field(
+                    "status",
+                    format!("unknown status '{s}' (valid: {})", CallStatus::expected()),
+                )
+            })?;
+            if !filter.statuses.contains(&status) {
+                filter.statuses.push(status);
+            }
+        }
+    }
+    let page = state
+        .store
+        .list_calls(&who.tenant, &filter, paging.limit, paging.offset)
+        .await?;
+    let data = page.items.into_iter().map(CallView::from).collect();
+    Ok(axum::Json(ListEnvelope::new(
+        data,
+        page.total,
+        paging,
+        &query,
+        "/api.ashx/v1/calls",
+    )))
+}
+
+fn no_such_call(id: &str) -> ApiError {
+    ApiError::not_found(format!("No call with id={id}"))
+}
+
+/// `GET /v1/calls/{id}`
+pub async fn get_one(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<CallView>> {
+    let call_id = CallId::parse(&id).map_err(|_| no_such_call(&id))?;
+    let call = state
+        .store
+        .call(&who.tenant, &call_id)
+        .await?
+        .ok_or_else(|| no_such_call(&id))?;
+    Ok(axum::Json(call.into()))
+}
+
+/// `POST /v1/calls/{id}/hangup`: idempotent.
+pub async fn hangup(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<HangupReply>> {
+    let call_id = CallId::parse(&id).map_err(|_| no_such_call(&id))?;
+    let now = state.now();
+    let reply = |status, was_noop| HangupReply {
+        ok: true,
+        call_id: call_id.to_string(),
+        new_status: CallStatus::to_string(&status),
+        actor: who.username.clone(),
+        was_noop,
+    };
+    match state
+        .store
+        .hangup_unplaced(&who.tenant, &call_id, now)
+        .await?
+    {
+        HangupResult::NotFound => Err(no_such_call(&id)),
+        HangupResult::Noop(status) => Ok(axum::Json(reply(status, true))),
+        HangupResult::Cancelled => {
+            tracing::info!(call = %call_id, actor = %who.username, "scheduled call cancelled");
+            Ok(axum::Json(reply(CallStatus::Cancelled, false)))
+        }
+        HangupResult::OnSwitch(status) => {
+            state
+                .switch
+                .hangup(call_id.as_str())
+                .await
+                .map_err(link_error)?;
+            Ok(axum::Json(reply(status, false)))
+        }
+    }
+}

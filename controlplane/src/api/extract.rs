@@ -1,0 +1,370 @@
+//! Request extractors with the API's error conventions: JSON bodies that
+//! accept camelCase or PascalCase and refuse unknown fields, query strings
+//! with strict pagination, and the client's IP address.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Largest request body accepted anywhere (1 MiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON request body deserialized into `T`.
+///
+/// Keys may be camelCase or PascalCase (`did` or `Did`): the first letter is
+/// folded to lower case before `T` (camelCase, `deny_unknown_fields`) sees
+/// them, so every field accepts both spellings and nothing else. A key given
+/// in both spellings is refused rather than silently picking one.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+fn is_json_content_type(ct: &str) -> bool {
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn camel_key(k: &str) -> String {
+    let mut chars = k.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Parses and normalizes a JSON object body; shared by `JsonBody` and tests.
+pub fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("Body is not valid JSON: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(ApiError::bad_request("Body must be a JSON object"));
+    };
+    let mut normalized = serde_json::Map::with_capacity(map.len());
+    for (k, v) in map {
+        let key = camel_key(&k);
+        if normalized.contains_key(&key) {
+            return Err(ApiError::bad_request(format!(
+                "Field '{key}' is given twice (in two spellings)"
+            )));
+        }
+        normalized.insert(key, v);
+    }
+    serde_path_to_error::deserialize(serde_json::Value::Object(normalized)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde's messages already name unknown and missing fields.
+        let inner = inner.split(" at line ").next().unwrap_or(&inner).to_owned();
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(inner)
+        } else {
+            ApiError::field(&path, inner)
+        }
+    })
+}
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if !ct.is_some_and(is_json_content_type) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::bad_request(format!("Could not read the body: {rej}"))
+            }
+        })?;
+        parse_json_object(&bytes).map(JsonBody)
+    }
+}
+
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("The body exceeds the limit of {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// The peer's IP address (unspecified when the request did not come over a
+/// socket, as in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        ))
+    }
+}
+
+/// The decoded query string, in order. A parameter given twice is refused
+/// (which one would win is not obvious, so neither does).
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    pub fn parse(query: Option<&str>) -> Result<QueryParams, ApiError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if out.iter().any(|(seen, _)| *seen == k) {
+                return Err(ApiError::bad_request(format!(
+                    "Query parameter '{k}' is given twice"
+                )));
+            }
+            out.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(QueryParams(out))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Builds `path?query` with `limit` and `offset` replaced, keeping every
+    /// other parameter (the filters) as given.
+    pub fn link(&self, path: &str, limit: i64, offset: i64) -> String {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.0 {
+            if k != "limit" && k != "offset" {
+                ser.append_pair(k, v);
+            }
+        }
+        ser.append_pair("limit", &limit.to_string());
+        ser.append_pair("offset", &offset.to_string());
+        format!("{path}?{}", ser.finish())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        QueryParams::parse(parts.uri.query())
+    }
+}
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+/// Offsets past this are refused: no real page is that deep, and it bounds
+/// the work one request can ask of the database.
+pub const MAX_OFFSET: i64 = 10_000_000;
+
+/// `?limit=N&offset=M` (defaults 50 / 0; limit capped at 500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Paging {
+    pub fn from_query(q: &QueryParams) -> Result<Paging, ApiError> {
+        let limit = match q.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n >= 1 => n.min(MAX_LIMIT),
+                _ => {
+                    return Err(ApiError::field(
+                        "limit",
+                        "must be a whole number from 1 to 500",
+                    ));
+                }
+            },
+        };
+        let offset = match q.get("offset") {
+            None => 0,
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (0..=MAX_OFFSET).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::field(
+                        "offset",
+                        format!("must be a whole number from 0 to {MAX_OFFSET}"),
+                    ));
+                }
+            },
+        };
+        Ok(Paging { limit, offset })
+    }
+}
+
+/// The list envelope: `{data, total, limit, offset, next}` (`next` is the
+/// relative URL of the following page, null on the last one).
+#[derive(Debug, Serialize)]
+pub struct ListEnvelope<T> {
+    pub data: Vec<T>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+    pub next: Option<String>,
+    /// Only `GET /numbers` carries this sibling (as the spec shows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+impl<T> ListEnvelope<T> {
+    pub fn new(data: Vec<T>, total: i64, paging: Paging, query: &QueryParams, path: &str) -> Self {
+        let next_offset = paging.offset.saturating_add(paging.limit);
+        let next = (next_offset < total).then(|| query.link(path, paging.limit, next_offset));
+        ListEnvelope {
+            data,
+            total,
+            limit: paging.limit,
+            offset: paging.offset,
+            next,
+            tenant: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Route {
+        did: String,
+        from_number: Option<String>,
+        user: String,
+    }
+
+    #[test]
+    fn both_casings_and_nothing_else() {
+        let a: Route =
+            parse_json_object(br#"{"Did":"+1","FromNumber":"*","User":"alex"}"#).unwrap();
+        let b: Route =
+            parse_json_object(br#"{"did":"+1","fromNumber":"*","user":"alex"}"#).unwrap();
+        assert_eq!(a, b);
+        let e =
+            parse_json_object::<Route>(br#"{"did":"+1","user":"a","role":"admin"}"#).unwrap_err();
+        assert!(
+            e.description.contains("unknown field `role`"),
+            "{}",
+            e.description
+        );
+        let e = parse_json_object::<Route>(br#"{"did":"+1","Did":"+2","user":"a"}"#).unwrap_err();
+        assert!(e.description.contains("given twice"));
+        let e = parse_json_object::<Route>(br#"{"user":"a"}"#).unwrap_err();
+        assert!(
+            e.description.contains("missing field `did`"),
+            "{}",
+            e.description
+        );
+        let e = parse_json_object::<Route>(br#"{"did":5,"user":"a"}"#).unwrap_err();
+        assert!(
+            e.description.starts_with("did: invalid type"),
+            "{}",
+            e.description
+        );
+        assert!(parse_json_object::<Route>(b"[1]").is_err());
+        assert!(parse_json_object::<Route>(b"{").is_err());
+        assert!(parse_json_object::<Route>(b"").is_err());
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(is_json_content_type("application/json"));
+        assert!(is_json_content_type("application/json; charset=utf-8"));
+        assert!(is_json_content_type("Application/JSON"));
+        assert!(is_json_content_type("application/merge-patch+json"));
+        assert!(!is_json_content_type("text/plain"));
+        assert!(!is_json_content_type("application/x-www-form-urlencoded"));
+    }
+
+    #[test]
+    fn paging_rules() {
+        let p = |q: &str| Paging::from_query(&QueryParams::parse(Some(q)).unwrap());
+        assert_eq!(
+            p("").unwrap(),
+            Paging {
+                limit: 50,
+                offset: 0
+            }
+        );
+        assert_eq!(
+            p("limit=20&offset=40").unwrap(),
+            Paging {
+                limit: 20,
+                offset: 40
+            }
+        );
+        assert_eq!(p("limit=100000").unwrap().limit, 500);
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=abc",
+            "limit=",
+            "offset=-5",
+            "offset=1e3",
+            "limit=99999999999999999999",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        assert!(QueryParams::parse(Some("limit=1&limit=2")).is_err());
+    }
+
+    #[test]
+    fn next_link_keeps_filters() {
+        let q = QueryParams::parse(Some("status=in-flight,scheduled&limit=20")).unwrap();
+        let env = ListEnvelope::new(
+            vec![1],
+            45,
+            Paging {
+                limit: 20,
+                offset: 20,
+            },
+            &q,
+            "/api.ashx/v1/calls",
+        );
+        assert_eq!(
+            env.next.as_deref(),
+            Some("/api.ashx/v1/calls?status=in-flight%2Cscheduled&limit=20&offset=40")
+        );
+        let last = ListEnvelope::new(
+            vec![1],
+            45,
+            Paging {
+                limit: 20,
+                offset: 40,
+            },
+            &q,
+            "/x",
+        );
+        assert_eq!(last.next, None);
+    }
+}

@@ -1,0 +1,251 @@
+//! The HTTP surface: one route table (`ENDPOINTS`) that builds the router,
+//! the `GET /api.ashx/v1` catalogue and the OpenAPI document, so none of the
+//! three can drift from the others.
+//!
+//! Layer order (outermost first): `common` (request id, `Cache-Control:
+//! no-store`, early 413, metrics, error logging) → body limit → routes.
+
+pub mod api_keys;
+pub mod calls;
+pub mod error;
+pub mod extract;
+pub mod inbound_routes;
+pub mod meta;
+pub mod numbers;
+pub mod openapi;
+pub mod transcripts;
+pub mod trunks;
+pub mod validate;
+pub mod webhooks;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post, put};
+
+use self::error::ApiError;
+use self::extract::MAX_BODY_BYTES;
+use crate::auth::oidc;
+use crate::state::AppState;
+
+/// Who may call an endpoint. Enforced by the handler's extractor (`Admin`,
+/// `OidcAdmin`, or none); the sweep test checks every row against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Admin,
+    /// Admin, signed in with OIDC (API keys are refused).
+    OidcAdmin,
+}
+
+/// Schema of a request or response body for the OpenAPI document.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    None,
+    /// One JSON object of the named component schema.
+    One(openapi::SchemaFn),
+    /// The list envelope around items of the named schema.
+    List(openapi::SchemaFn),
+    /// Not JSON (form posts, text).
+    Other(&'static str),
+}
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub description: &'static str,
+    pub area: &'static str,
+    pub access: Access,
+    pub request: Body,
+    /// Success status and body.
+    pub response: (u16, Body),
+    pub handler: fn() -> MethodRouter<AppState>,
+}
+
+macro_rules! ep {
+    ($m:ident $path:literal, $area:literal, $access:ident, $desc:literal,
+     req: $req:expr, resp: $status:literal $resp:expr, $router:ident($h:path)) => {
+        Endpoint {
+            method: Method::$m,
+            path: $path,
+            description: $desc,
+            area: $area,
+            access: Access::$access,
+            request: $req,
+            response: ($status, $resp),
+            handler: || $router($h),
+        }
+    };
+}
+
+use openapi::schema as s;
+
+/// Every route the control plane serves.
+pub static ENDPOINTS: &[Endpoint] = &[
+    ep!(GET "/api.ashx/v1", "meta", Public, "Self-describing endpoint catalogue",
+        req: Body::None, resp: 200 Body::One(s::<meta::Catalogue>), get(meta::catalogue)),
+    ep!(GET "/api.ashx/v1/openapi.json", "meta", Admin, "OpenAPI 3.1 description of this API",
+        req: Body::None, resp: 200 Body::Other("application/json"), get(meta::openapi)),
+    ep!(POST "/api.ashx/v1/calls", "outbound-ai", Admin, "Initiate an outbound AI call",
+        req: Body::One(s::<calls::CreateCall>), resp: 200 Body::One(s::<calls::CreateCallReply>),
+        post(calls::create)),
+    ep!(GET "/api.ashx/v1/calls", "outbound-ai", Admin, "List outbound AI calls",
+        req: Body::None, resp: 200 Body::List(s::<calls::CallView>), get(calls::list)),
+    ep!(GET "/api.ashx/v1/calls/{id}", "outbound-ai", Admin, "Get one call's status + outcome",
+        req: Body::None, resp: 200 Body::One(s::<calls::CallView>), get(calls::get_one)),
+    ep!(POST "/api.ashx/v1/calls/{id}/hangup", "outbound-ai", Admin, "Cancel/terminate a call",
+        req: Body::None, resp: 200 Body::One(s::<calls::HangupReply>), post(calls::hangup)),
+    ep!(GET "/api.ashx/v1/numbers", "numbers", Admin, "List virtual numbers",
+        req: Body::None, resp: 200 Body::List(s::<numbers::NumberView>), get(numbers::list)),
+    ep!(POST "/api.ashx/v1/numbers", "numbers", Admin, "Create a virtual number",
+        req: Body::One(s::<numbers::NumberInput>), resp: 201 Body::One(s::<numbers::NumberView>),
+        post(numbers::create)),
+    ep!(GET "/api.ashx/v1/numbers/{number}", "numbers", Admin, "Get one virtual number",
+        req: Body::None, resp: 200 Body::One(s::<numbers::NumberView>), get(numbers::get_one)),
+    ep!(PUT "/api.ashx/v1/numbers/{number}", "numbers", Admin, "Update a virtual number (fields given)",
+        req: Body::One(s::<numbers::NumberInput>), resp: 200 Body::One(s::<numbers::NumberView>),
+        put(numbers::update)),
+    ep!(DELETE "/api.ashx/v1/numbers/{number}", "numbers", Admin, "Delete a virtual number",
+        req: Body::None, resp: 200 Body::One(s::<numbers::DeletedNumber>), delete(numbers::remove)),
+    ep!(GET "/api.ashx/v1/transcripts", "transcripts", Admin, "List transcripts",
+        req: Body::None, resp: 200 Body::List(s::<transcripts::TranscriptListItem>),
+        get(transcripts::list)),
+    ep!(GET "/api.ashx/v1/transcripts/{callId}", "transcripts", Admin, "Get full transcript by callId",
+        req: Body::None, resp: 200 Body::One(s::<transcripts::TranscriptView>),
+        get(transcripts::get_one)),
+    ep!(GET "/api.ashx/v1/inbound-routes", "inbound-routes", Admin, "List inbound DID routes",
+        req: Body::None, resp: 200 Body::List(s::<inbound_routes::RouteItem>),
+        get(inbound_routes::list)),
+    ep!(POST "/api.ashx/v1/inbound-routes", "inbound-routes", Admin, "Create an inbound route",
+        req: Body::One(s::<inbound_routes::RouteInput>), resp: 201 Body::One(s::<inbound_routes::RouteEcho>),
+        post(inbound_routes::create)),
+    ep!(GET "/api.ashx/v1/inbound-routes/{did}", "inbound-routes", Admin, "Get one inbound route by DID",
+        req: Body::None, resp: 200 Body::One(s::<inbound_routes::RouteItem>),
+        get(inbound_routes::get_one)),
+    ep!(DELETE "/api.ashx/v1/inbound-routes/{did}", "inbound-routes", Admin, "Delete one inbound route by DID",
+        req: Body::None, resp: 200 Body::One(s::<inbound_routes::RouteDeleted>),
+        delete(inbound_routes::remove)),
+    ep!(PUT "/api.ashx/v1/inbound-routes/{did}", "inbound-routes", Admin, "Update one inbound route's User",
+        req: Body::One(s::<inbound_routes::RouteUserInput>), resp: 200 Body::One(s::<inbound_routes::RouteEcho>),
+        put(inbound_routes::update)),
+    ep!(GET "/api.ashx/v1/webhooks", "webhooks", Admin, "List webhook subscriptions",
+        req: Body::None, resp: 200 Body::List(s::<webhooks::SubscriptionView>), get(webhooks::list)),
+    ep!(POST "/api.ashx/v1/webhooks", "webhooks", Admin, "Create a webhook subscription (secret shown once)",
+        req: Body::One(s::<webhooks::SubscriptionInput>), resp: 201 Body::One(s::<webhooks::SubscriptionCreated>),
+        post(webhooks::create)),
+    ep!(DELETE "/api.ashx/v1/webhooks/{id}", "webhooks", Admin, "Delete a webhook subscription",
+        req: Body::None, resp: 200 Body::One(s::<webhooks::SubscriptionDeleted>), delete(webhooks::remove)),
+    ep!(GET "/api.ashx/v1/trunks", "trunks", Admin, "List SIP trunks",
+        req: Body::None, resp: 200 Body::List(s::<trunks::TrunkView>), get(trunks::list)),
+    ep!(POST "/api.ashx/v1/trunks", "trunks", Admin, "Create a SIP trunk",
+        req: Body::One(s::<trunks::TrunkInput>), resp: 201 Body::One(s::<trunks::TrunkView>),
+        post(trunks::create)),
+    ep!(GET "/api.ashx/v1/trunks/{id}", "trunks", Admin, "Get one SIP trunk",
+        req: Body::None, resp: 200 Body::One(s::<trunks::TrunkView>), get(trunks::get_one)),
+    ep!(PUT "/api.ashx/v1/trunks/{id}", "trunks", Admin, "Update a SIP trunk (fields given)",
+        req: Body::One(s::<trunks::TrunkInput>), resp: 200 Body::One(s::<trunks::TrunkView>),
+        put(trunks::update)),
+    ep!(DELETE "/api.ashx/v1/trunks/{id}", "trunks", Admin, "Delete a SIP trunk",
+        req: Body::None, resp: 200 Body::One(s::<trunks::TrunkDeleted>), delete(trunks::remove)),
+    ep!(GET "/api.ashx/v1/api-keys", "api-keys", Admin, "List API keys (never the keys themselves)",
+        req: Body::None, resp: 200 Body::List(s::<api_keys::ApiKeyView>), get(api_keys::list)),
+    ep!(POST "/api.ashx/v1/api-keys", "api-keys", OidcAdmin, "Mint an API key (shown once; needs an OIDC admin bearer)",
+        req: Body::One(s::<api_keys::ApiKeyInput>), resp: 201 Body::One(s::<api_keys::ApiKeyCreated>),
+        post(api_keys::create)),
+    ep!(DELETE "/api.ashx/v1/api-keys/{id}", "api-keys", Admin, "Revoke an API key",
+        req: Body::None, resp: 200 Body::One(s::<api_keys::ApiKeyRevoked>), delete(api_keys::revoke)),
+    ep!(POST "/oidc.ashx/token", "auth", Public, "OIDC token endpoint (password and refresh_token grants)",
+        req: Body::Other("application/x-www-form-urlencoded"), resp: 200 Body::Other("application/json"),
+        post(oidc::token)),
+    ep!(POST "/oidc.ashx/revoke", "auth", Public, "Revoke a refresh token (RFC 7009)",
+        req: Body::Other("application/x-www-form-urlencoded"), resp: 200 Body::None, post(oidc::revoke)),
+    ep!(GET "/oidc.ashx/jwks", "auth", Public, "JSON Web Key Set of the token signing key",
+        req: Body::None, resp: 200 Body::Other("application/json"), get(oidc::jwks)),
+    ep!(GET "/.well-known/openid-configuration", "auth", Public, "OIDC discovery document",
+        req: Body::None, resp: 200 Body::Other("application/json"), get(oidc::discovery)),
+    ep!(GET "/healthz", "ops", Public, "Liveness: the process answers",
+        req: Body::None, resp: 200 Body::Other("application/json"), get(meta::healthz)),
+    ep!(GET "/readyz", "ops", Public, "Readiness: the database answers",
+        req: Body::None, resp: 200 Body::Other("application/json"), get(meta::readyz)),
+    ep!(GET "/metrics", "ops", Admin, "Prometheus metrics",
+        req: Body::None, resp: 200 Body::Other("application/openmetrics-text"), get(meta::metrics)),
+];
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for ep in ENDPOINTS {
+        router = router.route(ep.path, (ep.handler)());
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), common))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("No such endpoint; GET /api.ashx/v1 lists them")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed on this endpoint; see the Allow header",
+    )
+}
+
+async fn common(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let declared_len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut resp = if declared_len.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        extract::too_large().into_response()
+    } else {
+        next.run(req).await
+    };
+    let status = resp.status();
+    // Axum's own rejections (e.g. a body over the limit read by a non-JSON
+    // handler) come back as text; keep every error in the API's shape.
+    if status == StatusCode::PAYLOAD_TOO_LARGE && !is_json(&resp) {
+        resp = extract::too_large().into_response();
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let elapsed = start.elapsed().as_secs_f64();
+    state
+        .metrics
+        .observe(&route, method.as_str(), status.as_u16(), elapsed);
+    if status.is_server_error() {
+        tracing::warn!(%method, %route, status = status.as_u16(), elapsed_ms = elapsed * 1000.0, "request failed");
+    } else {
+        tracing::debug!(%method, %route, status = status.as_u16(), elapsed_ms = elapsed * 1000.0, "request");
+    }
+    resp
+}
+
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,367 @@
+//! `/api.ashx/v1/calls`: validation, scheduling, the bridge errors, lists
+//! and hangup.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{ADMIN, Harness, TENANT, on_both_backends};
+
+on_both_backends!(
+    every_field_is_validated,
+    scheduled_call_is_stored_and_listed,
+    immediate_call_without_switch_is_503_and_not_stored,
+    hangup_is_idempotent,
+    list_filters_and_pages,
+);
+
+fn call_body() -> Value {
+    json!({
+        "phone": "+15551234567",
+        "displayName": "Reminder",
+        "email": "ops@example.com",
+        "systemPrompt": "You are calling Alex to remind them about a test appointment tomorrow at 14:00.",
+        "apiKey": "AIza-test-key-0123456789",
+        "voice": "Aoede",
+        "language": "en-US",
+        "maxSeconds": 180,
+        "scheduleAtUtc": "2026-06-05T09:00:00Z"
+    })
+}
+
+async fn every_field_is_validated(h: Harness) {
+    let t = h.admin().await;
+    let cases: &[(&str, Value, &str)] = &[
+        ("phone", json!(null), "phone: is required"),
+        ("phone", json!("15551234567"), "phone: must start with '+'"),
+        ("phone", json!("+1555abc"), "phone:"),
+        ("phone", json!(15551234567_i64), "phone: invalid type"),
+        ("email", json!(null), "email: is required"),
+        ("email", json!("not-an-email"), "email:"),
+        ("systemPrompt", json!(""), "systemPrompt: is required"),
+        (
+            "systemPrompt",
+            json!("x".repeat(20_001)),
+            "systemPrompt: must be at most",
+        ),
+        ("apiKey", json!(null), "apiKey: is required"),
+        ("apiKey", json!("has space"), "apiKey:"),
+        (
+            "maxSeconds",
+            json!(9),
+            "maxSeconds: must be between 10 and 3600",
+        ),
+        (
+            "maxSeconds",
+            json!(3601),
+            "maxSeconds: must be between 10 and 3600",
+        ),
+        ("maxSeconds", json!("300"), "maxSeconds: invalid type"),
+        ("maxSeconds", json!(30.5), "maxSeconds: invalid type"),
+        ("retries", json!(11), "retries: must be between 0 and 10"),
+        ("retries", json!(-1), "retries: must be between 0 and 10"),
+        (
+            "retryDelayMinutes",
+            json!(0),
+            "retryDelayMinutes: must be between 1 and 1440",
+        ),
+        (
+            "retryDelayMinutes",
+            json!(1441),
+            "retryDelayMinutes: must be between 1 and 1440",
+        ),
+        ("scheduleAtUtc", json!("tomorrow"), "scheduleAtUtc:"),
+        (
+            "scheduleAtUtc",
+            json!("2026-06-05 09:00:00"),
+            "scheduleAtUtc:",
+        ),
+        (
+            "scheduleAtUtc",
+            json!("2020-01-01T00:00:00Z"),
+            "scheduleAtUtc: is in the past",
+        ),
+        (
+            "scheduleAtUtc",
+            json!("2030-01-01T00:00:00Z"),
+            "scheduleAtUtc: is more than 366 days ahead",
+        ),
+        ("language", json!("english"), "language:"),
+        ("voice", json!("Ao de"), "voice:"),
+        (
+            "displayName",
+            json!("x".repeat(65)),
+            "displayName: must be at most 64",
+        ),
+        (
+            "displayName",
+            json!("a\u{7}b"),
+            "displayName: must not contain control",
+        ),
+        ("trunkId", json!("tr_nothex"), "trunkId:"),
+        ("trunkId", json!("tr_0123456789abcdef"), "trunkId: no trunk"),
+    ];
+    for (field, value, want) in cases {
+        let mut body = call_body();
+        body[*field] = value.clone();
+        let r = h.post("/api.ashx/v1/calls", &t, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{field}={value}: {}",
+            r.text
+        );
+        assert_eq!(r.json["error"], "invalid_request");
+        let d = r.json["error_description"].as_str().unwrap();
+        assert!(
+            d.starts_with(want),
+            "{field}={value}: got {d:?}, want prefix {want:?}"
+        );
+    }
+    let mut body = call_body();
+    body["status"] = json!("ended-success");
+    let r = h.post("/api.ashx/v1/calls", &t, body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "no mass assignment");
+    assert!(
+        r.json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `status`")
+    );
+    assert_eq!(
+        h.get("/api.ashx/v1/calls", &t).await.json["total"],
+        0,
+        "nothing stored"
+    );
+}
+
+async fn scheduled_call_is_stored_and_listed(h: Harness) {
+    let t = h.admin().await;
+    // PascalCase is accepted for every field.
+    let body = json!({
+        "Phone": "+15551234567", "DisplayName": "Reminder", "Email": "ops@example.com",
+        "SystemPrompt": "Remind Alex.", "ApiKey": "AIza-test-key-0123456789",
+        "MaxSeconds": 180, "Retries": 2, "RetryDelayMinutes": 7,
+        "ScheduleAtUtc": "2026-06-05T11:00:00+02:00"
+    });
+    let r = h.post("/api.ashx/v1/calls", &t, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["ok"], true);
+    assert_eq!(r.json["tenant"], TENANT);
+    assert_eq!(r.json["whitelistAdded"], true);
+    assert_eq!(r.json["whitelistError"], Value::Null);
+    assert_eq!(r.json["status"], "scheduled");
+    let id = r.json["callId"].as_str().unwrap().to_owned();
+    assert!(codeb_types::CallId::parse(&id).is_ok(), "{id}");
+    // Same number again: already on the whitelist.
+    let r = h.post("/api.ashx/v1/calls", &t, call_body()).await;
+    assert_eq!(r.json["whitelistAdded"], false);
+    let one = h.get(&format!("/api.ashx/v1/calls/{id}"), &t).await;
+    assert_eq!(one.status, StatusCode::OK);
+    let c = &one.json;
+    assert_eq!(c["callId"], id.as_str());
+    assert_eq!(c["status"], "scheduled");
+    assert_eq!(c["requestedBy"], ADMIN);
+    assert_eq!(c["phone"], "+15551234567");
+    assert_eq!(c["displayName"], "Reminder");
+    assert_eq!(c["email"], "ops@example.com");
+    assert_eq!(c["voice"], "Aoede");
+    assert_eq!(c["language"], "en-US");
+    assert_eq!(c["createdAtUtc"], "2026-06-04T17:55:12.401Z");
+    assert_eq!(c["scheduledForUtc"], "2026-06-05T09:00:00.000Z");
+    assert_eq!(c["dispatchedAtUtc"], Value::Null);
+    assert_eq!(c["endedReason"], "");
+    assert_eq!(c["attempt"], 0);
+    assert_eq!(c["retriesLeft"], 2);
+    assert_eq!(c["retryDelayMinutes"], 7);
+    assert!(
+        c.get("apiKey").is_none() && !one.text.contains("AIza"),
+        "the AI key is never returned"
+    );
+    // Every field of the spec's list item is present.
+    let list = h.get("/api.ashx/v1/calls", &t).await;
+    for f in [
+        "callId",
+        "tenant",
+        "requestedBy",
+        "phone",
+        "displayName",
+        "email",
+        "voice",
+        "language",
+        "model",
+        "status",
+        "createdAtUtc",
+        "scheduledForUtc",
+        "dispatchedAtUtc",
+        "answeredAtUtc",
+        "endedAtUtc",
+        "endedReason",
+        "durationSec",
+        "trunkId",
+        "transcriptPath",
+        "errorDetail",
+        "attempt",
+        "retriesLeft",
+        "retryDelayMinutes",
+    ] {
+        assert!(list.json["data"][0].get(f).is_some(), "list item lacks {f}");
+    }
+    assert_eq!(list.json["total"], 2);
+    let r = h.get("/api.ashx/v1/calls/oac-000000000000", &t).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json["error"], "not_found");
+    assert_eq!(
+        r.json["error_description"],
+        "No call with id=oac-000000000000"
+    );
+    assert_eq!(
+        h.get("/api.ashx/v1/calls/not-an-id", &t).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn immediate_call_without_switch_is_503_and_not_stored(h: Harness) {
+    let t = h.admin().await;
+    let mut body = call_body();
+    body.as_object_mut().unwrap().remove("scheduleAtUtc");
+    let r = h.post("/api.ashx/v1/calls", &t, body.clone()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.json["error"], "bridge_not_configured");
+    // A time that has already come counts as immediate.
+    body["scheduleAtUtc"] = json!("2026-06-04T17:55:00Z");
+    assert_eq!(
+        h.post("/api.ashx/v1/calls", &t, body).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(h.get("/api.ashx/v1/calls", &t).await.json["total"], 0);
+    assert!(
+        !h.db
+            .store
+            .is_whitelisted(TENANT, "+15551234567")
+            .await
+            .unwrap()
+    );
+}
+
+async fn hangup_is_idempotent(h: Harness) {
+    let t = h.admin().await;
+    let id = h.post("/api.ashx/v1/calls", &t, call_body()).await.json["callId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = h
+        .post(&format!("/api.ashx/v1/calls/{id}/hangup"), &t, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json,
+        json!({"ok": true, "callId": id, "newStatus": "cancelled", "actor": ADMIN, "wasNoop": false})
+    );
+    let c = h.get(&format!("/api.ashx/v1/calls/{id}"), &t).await.json;
+    assert_eq!(c["status"], "cancelled");
+    assert_eq!(c["endedReason"], "cancelled");
+    assert_eq!(c["endedAtUtc"], "2026-06-04T17:55:12.401Z");
+    // No body at all is fine too, and a second hangup is a no-op.
+    let r = h
+        .call(
+            axum::http::Method::POST,
+            &format!("/api.ashx/v1/calls/{id}/hangup"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["wasNoop"], true);
+    assert_eq!(r.json["newStatus"], "cancelled");
+    let r = h
+        .post("/api.ashx/v1/calls/oac-ffffffffffff/hangup", &t, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+async fn list_filters_and_pages(h: Harness) {
+    let t = h.admin().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        h.clock.advance_ms(1000);
+        let mut body = call_body();
+        body["phone"] = json!(format!("+1555123456{i}"));
+        ids.push(
+            h.post("/api.ashx/v1/calls", &t, body).await.json["callId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    h.post(
+        &format!("/api.ashx/v1/calls/{}/hangup", ids[1]),
+        &t,
+        json!({}),
+    )
+    .await;
+    // Newest first.
+    let r = h.get("/api.ashx/v1/calls?limit=2", &t).await;
+    assert_eq!(r.json["total"], 5);
+    assert_eq!(r.json["limit"], 2);
+    assert_eq!(r.json["offset"], 0);
+    assert_eq!(r.json["data"][0]["callId"], ids[4].as_str());
+    assert_eq!(r.json["next"], "/api.ashx/v1/calls?limit=2&offset=2");
+    let r = h.get("/api.ashx/v1/calls?limit=2&offset=4", &t).await;
+    assert_eq!(r.json["data"].as_array().unwrap().len(), 1);
+    assert_eq!(r.json["next"], Value::Null);
+    let r = h.get("/api.ashx/v1/calls?status=cancelled", &t).await;
+    assert_eq!(r.json["total"], 1);
+    assert_eq!(r.json["data"][0]["callId"], ids[1].as_str());
+    let r = h
+        .get("/api.ashx/v1/calls?status=scheduled,in-flight&limit=3", &t)
+        .await;
+    assert_eq!(r.json["total"], 4);
+    assert_eq!(
+        r.json["next"],
+        "/api.ashx/v1/calls?status=scheduled%2Cin-flight&limit=3&offset=3"
+    );
+    let r = h.get("/api.ashx/v1/calls?status=ringing", &t).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("status: unknown status 'ringing'")
+    );
+    for bad in ["limit=0", "limit=x", "offset=-1", "limit=5&limit=6"] {
+        assert_eq!(
+            h.get(&format!("/api.ashx/v1/calls?{bad}"), &t).await.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        h.get("/api.ashx/v1/calls?limit=100000", &t).await.json["limit"],
+        500
+    );
+}
+
+#[tokio::test]
+async fn unreachable_switch_is_502_and_not_stored() {
+    let db = crate::store::testing::TestDb::sqlite().await;
+    // Port 1 on loopback: nothing listens, the connect is refused at once.
+    let h = Harness::with_switch(db, vec!["http://127.0.0.1:1".into()]).await;
+    let t = h.admin().await;
+    let mut body = call_body();
+    body.as_object_mut().unwrap().remove("scheduleAtUtc");
+    let r = h.post("/api.ashx/v1/calls", &t, body).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    assert_eq!(r.json["error"], "bridge_unreachable");
+    assert!(
+        r.json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1:1")
+    );
+    assert_eq!(h.get("/api.ashx/v1/calls", &t).await.json["total"], 0);
+    // Scheduled calls do not need the switch yet.
+    assert_eq!(
+        h.post("/api.ashx/v1/calls", &t, call_body()).await.status,
+        StatusCode::OK
+    );
+}

@@ -1,0 +1,233 @@
+//! `/api.ashx/v1/transcripts`: list (newest first, filtered) and fetch one
+//! with its turns. Fields a call did not have are left out, as the spec's
+//! examples show (a vnum transcript has `number`, not `phone`).
+
+use axum::extract::{Path, State};
+use codeb_types::UtcMillis;
+use serde::Serialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ListEnvelope, Paging, QueryParams};
+use crate::auth::Admin;
+use crate::state::AppState;
+use crate::store::{TranscriptFilter, TranscriptRecord};
+
+const MAX_Q_CHARS: usize = 200;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptListItem {
+    pub call_id: String,
+    /// `outbound-ai`, `vnum` or `office-tab`.
+    pub caller_source: String,
+    pub started_utc: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_utc: Option<String>,
+    pub mtime_utc: String,
+    pub duration_sec: i64,
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub tokens_total: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_prompt: Option<i64>,
+    pub turn_count: i64,
+    pub size: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub file: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TurnView {
+    /// `AI` or `Caller`.
+    pub speaker: String,
+    pub text: String,
+    pub ts: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptView {
+    pub call_id: String,
+    pub caller_source: String,
+    pub tenant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trunk_id: Option<String>,
+    pub rule: String,
+    pub started_utc: String,
+    pub answered_utc: Option<String>,
+    pub ended_utc: Option<String>,
+    pub duration_sec: i64,
+    pub answered: bool,
+    pub outcome: String,
+    pub error_detail: String,
+    pub input_turns: i64,
+    pub output_turns: i64,
+    pub tokens_total: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_prompt: Option<i64>,
+    pub file: String,
+    pub turns: Vec<TurnView>,
+}
+
+impl From<TranscriptRecord> for TranscriptListItem {
+    fn from(t: TranscriptRecord) -> Self {
+        TranscriptListItem {
+            call_id: t.call_id,
+            caller_source: t.caller_source,
+            started_utc: t.started_at.to_iso(),
+            ended_utc: t.ended_at.map(UtcMillis::to_iso),
+            mtime_utc: t.mtime.to_iso(),
+            duration_sec: t.duration_sec,
+            rule: t.rule,
+            phone: t.phone,
+            number: t.number,
+            caller: t.caller,
+            display_name: t.display_name,
+            outcome: t.outcome,
+            voice: t.voice,
+            language: t.language,
+            model: t.model,
+            tokens_total: t.tokens_total,
+            tokens_prompt: t.tokens_prompt,
+            turn_count: t.turn_count,
+            size: t.size,
+            source: t.source,
+            file: t.file,
+        }
+    }
+}
+
+impl From<TranscriptRecord> for TranscriptView {
+    fn from(t: TranscriptRecord) -> Self {
+        TranscriptView {
+            answered: t.answered.unwrap_or(t.answered_at.is_some()),
+            call_id: t.call_id,
+            caller_source: t.caller_source,
+            tenant: t.tenant,
+            requested_by: t.requested_by,
+            phone: t.phone,
+            number: t.number,
+            caller: t.caller,
+            display_name: t.display_name,
+            email: t.email,
+            voice: t.voice,
+            language: t.language,
+            model: t.model,
+            trunk_id: t.trunk_id,
+            rule: t.rule,
+            started_utc: t.started_at.to_iso(),
+            answered_utc: t.answered_at.map(UtcMillis::to_iso),
+            ended_utc: t.ended_at.map(UtcMillis::to_iso),
+            duration_sec: t.duration_sec,
+            outcome: t.outcome,
+            error_detail: t.error_detail.unwrap_or_default(),
+            input_turns: t.input_turns,
+            output_turns: t.output_turns,
+            tokens_total: t.tokens_total,
+            tokens_prompt: t.tokens_prompt,
+            file: t.file,
+            turns: t
+                .turns
+                .into_iter()
+                .map(|turn| TurnView {
+                    speaker: turn.speaker,
+                    text: turn.text,
+                    ts: turn.ts.to_iso(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /v1/transcripts`
+pub async fn list(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    query: QueryParams,
+) -> ApiResult<axum::Json<ListEnvelope<TranscriptListItem>>> {
+    let paging = Paging::from_query(&query)?;
+    let mut filter = TranscriptFilter::default();
+    match query.get("source").filter(|s| !s.is_empty()) {
+        None => {}
+        // "vnum" covers both browser (vnum) and office-tab caller sources.
+        Some("vnum") => filter.caller_sources = vec!["vnum", "office-tab"],
+        Some("outbound-ai") => filter.caller_sources = vec!["outbound-ai"],
+        Some(_) => return Err(ApiError::field("source", "must be vnum or outbound-ai")),
+    }
+    if let Some(q) = query.get("q").filter(|s| !s.is_empty()) {
+        if q.chars().count() > MAX_Q_CHARS {
+            return Err(ApiError::field(
+                "q",
+                format!("must be at most {MAX_Q_CHARS} characters"),
+            ));
+        }
+        filter.q = Some(q.to_owned());
+    }
+    if let Some(since) = query.get("since").filter(|s| !s.is_empty()) {
+        filter.since =
+            Some(UtcMillis::parse_rfc3339(since).map_err(|e| ApiError::field("since", e))?);
+    }
+    let page = state
+        .store
+        .list_transcripts(&who.tenant, &filter, paging.limit, paging.offset)
+        .await?;
+    let data = page
+        .items
+        .into_iter()
+        .map(TranscriptListItem::from)
+        .collect();
+    Ok(axum::Json(ListEnvelope::new(
+        data,
+        page.total,
+        paging,
+        &query,
+        "/api.ashx/v1/transcripts",
+    )))
+}
+
+/// `GET /v1/transcripts/{callId}`
+pub async fn get_one(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    Path(call_id): Path<String>,
+) -> ApiResult<axum::Json<TranscriptView>> {
+    let t = state
+        .store
+        .transcript(&who.tenant, &call_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No transcript for callId={call_id}")))?;
+    Ok(axum::Json(t.into()))
+}

@@ -1,0 +1,266 @@
+//! Field validation shared by the resource handlers. Each check returns a
+//! 400 that names the field and says what is expected.
+
+use super::error::ApiError;
+
+/// A required text field: present, not blank, at most `max` characters, no
+/// control characters (unless `multiline`, which allows newlines and tabs).
+pub fn required_text(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+    multiline: bool,
+) -> Result<String, ApiError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => text(field, v, max, multiline),
+        _ => Err(ApiError::field(field, "is required")),
+    }
+}
+
+/// An optional text field with the same rules; blank means absent.
+pub fn optional_text(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+    multiline: bool,
+) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => text(field, v, max, multiline).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn text(field: &str, v: String, max: usize, multiline: bool) -> Result<String, ApiError> {
+    if v.chars().count() > max {
+        return Err(ApiError::field(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    let bad = v
+        .chars()
+        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')));
+    if bad {
+        return Err(ApiError::field(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(v)
+}
+
+/// Printable ASCII without spaces (keys, tokens, model names).
+pub fn token(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    if v.is_empty() || v.len() > max || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::field(
+            field,
+            format!("must be 1-{max} printable ASCII characters without spaces"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn int_range(field: &str, v: i64, lo: i64, hi: i64) -> Result<i64, ApiError> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::field(
+            field,
+            format!("must be between {lo} and {hi}, got {v}"),
+        ))
+    }
+}
+
+pub fn one_of(field: &str, v: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            format!("must be one of: {}", allowed.join(", ")),
+        ))
+    }
+}
+
+/// A plausible e-mail address: one `@`, a non-empty local part, a dotted
+/// domain, no spaces or control characters, at most 254 characters.
+pub fn email(field: &str, v: &str) -> Result<(), ApiError> {
+    let ok = v.len() <= 254
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ','))
+        && match v.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains("..")
+            }
+            None => false,
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(field, "must be an e-mail address"))
+    }
+}
+
+/// A BCP-47-style language tag (`en-US`, `de-DE`, `pt-BR`, `yue-Hant-HK`).
+pub fn language(field: &str, v: &str) -> Result<(), ApiError> {
+    let mut parts = v.split('-');
+    let primary_ok = parts
+        .next()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphabetic()));
+    let rest_ok =
+        parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if primary_ok && rest_ok && v.len() <= 35 {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            "must be a language tag such as en-US or de-DE",
+        ))
+    }
+}
+
+/// A voice name: letters, digits, `_` and `-`, at most 40 characters.
+pub fn voice(field: &str, v: &str) -> Result<(), ApiError> {
+    if !v.is_empty()
+        && v.len() <= 40
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            "must be a voice name such as Aoede or Charon",
+        ))
+    }
+}
+
+/// A DNS host name, IPv4 address or IPv6 address (bare or in brackets).
+pub fn host(field: &str, v: &str) -> Result<String, ApiError> {
+    let bare = v
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(v);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(bare.to_owned());
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name = v.strip_suffix('.').unwrap_or(v);
+    if !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(ApiError::field(
+            field,
+            "must be a host name or an IP address",
+        ))
+    }
+}
+
+/// A SIP user part we accept for users and route targets.
+pub fn sip_user(field: &str, v: &str) -> Result<(), ApiError> {
+    if !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            field,
+            "must be 1-64 letters, digits, '.', '_', '-' or '+'",
+        ))
+    }
+}
+
+/// Masks a secret for display: `...` and its last four characters when it
+/// is long enough that those four say little; otherwise only `***`.
+pub fn mask_secret(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return None;
+    }
+    let n = s.chars().count();
+    if n >= 16 {
+        let tail: String = s.chars().skip(n - 4).collect();
+        Some(format!("...{tail}"))
+    } else {
+        Some("***".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts() {
+        assert_eq!(required_text("f", Some("x".into()), 5, false).unwrap(), "x");
+        assert!(required_text("f", Some("   ".into()), 5, false).is_err());
+        assert!(
+            required_text("f", None, 5, false)
+                .unwrap_err()
+                .description
+                .starts_with("f: is required")
+        );
+        assert!(required_text("f", Some("123456".into()), 5, false).is_err());
+        assert!(required_text("f", Some("a\u{0}b".into()), 5, false).is_err());
+        assert!(required_text("f", Some("a\nb".into()), 5, false).is_err());
+        assert!(required_text("f", Some("a\nb".into()), 5, true).is_ok());
+        assert_eq!(
+            optional_text("f", Some(" ".into()), 5, false).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn formats() {
+        assert!(email("e", "ops@example.com").is_ok());
+        for bad in [
+            "ops",
+            "@example.com",
+            "ops@",
+            "ops@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "a@.com",
+            "a@x..com",
+        ] {
+            assert!(email("e", bad).is_err(), "{bad}");
+        }
+        for ok in ["en-US", "de-DE", "yue-Hant-HK", "fr"] {
+            assert!(language("l", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "english", "en_US", "e", "en--US"] {
+            assert!(language("l", bad).is_err(), "{bad}");
+        }
+        assert_eq!(host("h", "Sip.Example.COM").unwrap(), "sip.example.com");
+        assert_eq!(host("h", "[2001:db8::1]").unwrap(), "2001:db8::1");
+        assert!(host("h", "10.0.0.1").is_ok());
+        for bad in ["", "-a.com", "a_b.com", "a..com", "a b", &"a".repeat(64)] {
+            assert!(host("h", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            mask_secret("AIzaSyA-0123456789abcdef"),
+            Some("...cdef".into())
+        );
+        assert_eq!(mask_secret("short"), Some("***".into()));
+        assert_eq!(mask_secret(""), None);
+        assert!(int_range("n", 5, 1, 10).is_ok());
+        assert!(
+            int_range("n", 11, 1, 10)
+                .unwrap_err()
+                .description
+                .contains("between 1 and 10")
+        );
+    }
+}

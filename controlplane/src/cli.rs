@@ -1,0 +1,283 @@
+//! The `codeb` command line: `serve`, `dev`, `migrate` and `admin …`.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use codeb_types::{ApiKeyId, UserId};
+use tokio::net::TcpListener;
+
+use crate::auth::{password, validate_username};
+use crate::clock::Clock;
+use crate::config::{Config, Settings};
+use crate::crypto;
+use crate::server::{self, Bootstrap};
+use crate::store::{Role, Store, redact_url};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "codeb",
+    version,
+    about = "CodeB control plane: REST API, OIDC issuer, storage and scheduling for the CodeB voice platform",
+    after_help = "Every option can also be set by the environment variable shown next to it; \
+                  a flag wins over the variable."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the control plane (HTTP API).
+    Serve,
+    /// Local development: the control plane on SQLite in ./data, with
+    /// the admin credentials printed at start.
+    Dev,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users and API keys directly in the database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Platform users (who may sign in).
+    Users {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API keys (`ak_…`).
+    Keys {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user. The password comes from --password, or from
+    /// CODEB_USER_PASSWORD, or is generated and printed.
+    Add {
+        username: String,
+        #[arg(long, default_value = "admin", value_parser = ["admin", "viewer"])]
+        role: String,
+        #[arg(long, env = "CODEB_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Tenant of the user [default: the host of CODEB_PUBLIC_BASE_URL]
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Set a user's password (and optionally role); signs them out everywhere.
+    Passwd {
+        username: String,
+        #[arg(long, env = "CODEB_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: Option<String>,
+    },
+    /// List users.
+    List,
+    /// Remove a user.
+    Remove { username: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// List live API keys of every tenant (never the keys themselves).
+    List,
+    /// Revoke an API key by id (`key_…`).
+    Revoke { id: String },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.settings.resolve()?;
+    match cli.command {
+        Command::Serve => serve(config, false).await,
+        Command::Dev => serve(config, true).await,
+        Command::Migrate => {
+            let store = Store::connect(&config.database_url, &config.data_dir).await?;
+            store.migrate().await?;
+            println!("migrations applied to {}", redact_url(&config.database_url));
+            Ok(())
+        }
+        Command::Admin { command } => admin(config, command).await,
+    }
+}
+
+async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding CODEB_HTTP_ADDR {}", config.http_addr))?;
+    let (state, bootstrap) = server::prepare(&config, Clock::system()).await?;
+    let dev_pw = if dev {
+        let generated = match &bootstrap {
+            Bootstrap::Generated(pw) => Some(pw.as_str()),
+            _ => None,
+        };
+        server::dev_password(&config.data_dir, generated)?
+    } else {
+        None
+    };
+    match &bootstrap {
+        Bootstrap::Generated(pw) if !dev => {
+            // Printed once, on the first start only; it is not stored.
+            eprintln!(
+                "\n  Created admin user '{}' with generated password:\n\n      {pw}\n\n  \
+                 It is shown only now. Change it with: codeb admin users passwd {}\n",
+                config.admin_user, config.admin_user
+            );
+        }
+        Bootstrap::Created => {
+            tracing::info!(user = %config.admin_user, "bootstrap admin created");
+        }
+        _ => {}
+    }
+    if dev {
+        let url = format!("http://{}", config.http_addr);
+        let pw = match (&config.admin_password, dev_pw) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => p,
+            (None, None) => {
+                "(set before this data dir was created; reset with: codeb admin users passwd)"
+                    .into()
+            }
+        };
+        eprintln!(
+            "\n  CodeB dev: control plane at {url} (SQLite in {})\n  \
+             Admin user: {}   password: {pw}\n  \
+             The switch and the voice-AI simulator are not part of this build yet:\n  \
+             scheduled calls are stored, immediate calls answer 503 bridge_not_configured.\n",
+            config.data_dir.display(),
+            config.admin_user,
+        );
+    }
+    server::serve(state, listener).await
+}
+
+fn read_password(given: Option<String>) -> anyhow::Result<(String, bool)> {
+    match given {
+        Some(p) => {
+            if p.len() < password::MIN_PASSWORD_LEN || p.len() > password::MAX_PASSWORD_LEN {
+                anyhow::bail!(
+                    "the password must be {}-{} characters",
+                    password::MIN_PASSWORD_LEN,
+                    password::MAX_PASSWORD_LEN
+                );
+            }
+            Ok((p, false))
+        }
+        None => Ok((password::generate(), true)),
+    }
+}
+
+async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
+    let store = Store::open(&config.database_url, &config.data_dir).await?;
+    let now = Clock::system().now();
+    match command {
+        AdminCommand::Users { command } => match command {
+            UserCommand::Add {
+                username,
+                role,
+                password: pw,
+                tenant,
+            } => {
+                validate_username(&username).map_err(|e| anyhow::anyhow!("user name {e}"))?;
+                let role = Role::parse(&role).context("role must be admin or viewer")?;
+                let tenant = tenant
+                    .unwrap_or_else(|| config.tenant.clone())
+                    .to_ascii_lowercase();
+                let (pw, generated) = read_password(pw)?;
+                let pw2 = pw.clone();
+                let hash = tokio::task::spawn_blocking(move || password::hash(&pw2)).await??;
+                let id = UserId::from_random(crypto::random_bytes());
+                if store
+                    .create_user(&id, &tenant, &username, &hash, role, now)
+                    .await?
+                    .is_none()
+                {
+                    anyhow::bail!("user '{username}' already exists");
+                }
+                store
+                    .ensure_catchall(&tenant, crate::state::CATCHALL_DEFAULT_USER, now)
+                    .await?;
+                println!("added {} '{username}' in tenant {tenant}", role.as_str());
+                if generated {
+                    println!("password: {pw}");
+                }
+            }
+            UserCommand::Passwd {
+                username,
+                password: pw,
+                role,
+            } => {
+                let role = role
+                    .as_deref()
+                    .map(|r| Role::parse(r).context("role must be admin or viewer"))
+                    .transpose()?;
+                let (pw, generated) = read_password(pw)?;
+                let pw2 = pw.clone();
+                let hash = tokio::task::spawn_blocking(move || password::hash(&pw2)).await??;
+                if !store.update_user(&username, Some(&hash), role, now).await? {
+                    anyhow::bail!("no user '{username}'");
+                }
+                println!("password of '{username}' changed; their sessions are signed out");
+                if generated {
+                    println!("password: {pw}");
+                }
+            }
+            UserCommand::List => {
+                let users = store.list_users().await?;
+                println!("{:<24} {:<8} {:<28} CREATED", "USER", "ROLE", "TENANT");
+                for u in users {
+                    println!(
+                        "{:<24} {:<8} {:<28} {}",
+                        u.username,
+                        u.role.as_str(),
+                        u.tenant,
+                        u.created_at.to_iso()
+                    );
+                }
+            }
+            UserCommand::Remove { username } => {
+                if !store.remove_user(&username).await? {
+                    anyhow::bail!("no user '{username}'");
+                }
+                println!("removed '{username}'");
+            }
+        },
+        AdminCommand::Keys { command } => match command {
+            KeyCommand::List => {
+                let page = store.list_api_keys(None, i64::MAX, 0).await?;
+                println!(
+                    "{:<22} {:<24} {:<20} {:<24} LAST USED",
+                    "ID", "NAME", "TENANT", "CREATED"
+                );
+                for k in page.items {
+                    println!(
+                        "{:<22} {:<24} {:<20} {:<24} {}",
+                        k.id,
+                        k.name,
+                        k.tenant,
+                        k.created_at.to_iso(),
+                        k.last_used_at
+                            .map(|t| t.to_iso())
+                            .unwrap_or_else(|| "never".into())
+                    );
+                }
+            }
+            KeyCommand::Revoke { id } => {
+                let id = ApiKeyId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+                if !store.revoke_api_key(None, &id, now).await? {
+                    anyhow::bail!("no live API key {id}");
+                }
+                println!("revoked {id}");
+            }
+        },
+    }
+    store.close().await;
+    Ok(())
+}

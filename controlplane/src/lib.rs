@@ -1,0 +1,18 @@
+//! CodeB control plane: the v1 REST API, the built-in OIDC issuer, storage
+//! on SQLite or PostgreSQL, and (in later work) scheduling, webhooks and the
+//! link to switch nodes. The binary is `codeb`; `app()` is the whole HTTP
+//! application as a function, so tests drive it without a socket.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod switch_link;
+
+pub use api::app;

@@ -1,0 +1,67 @@
+//! Shared application state handed to every handler.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use codeb_types::{ApiKeyId, UtcMillis};
+
+use crate::auth::jwt::SigningKey;
+use crate::auth::throttle::LoginThrottle;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::switch_link::SwitchNodes;
+
+/// Audience (`aud`) of access tokens this issuer mints for the v1 API.
+pub const API_AUDIENCE: &str = "codeb-api";
+/// The one OAuth client: the admin UI and scripts using the password grant.
+pub const CLIENT_ID: &str = "codeb-admin";
+/// Access token lifetime.
+pub const ACCESS_TOKEN_SECS: i64 = 3600;
+/// Refresh token lifetime (each use rotates it and restarts the clock).
+pub const REFRESH_TOKEN_SECS: i64 = 30 * 24 * 3600;
+/// Default user of the auto-inserted catchall inbound route.
+pub const CATCHALL_DEFAULT_USER: &str = "operator";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub signing_key: Arc<SigningKey>,
+    pub throttle: Arc<LoginThrottle>,
+    pub metrics: Arc<Metrics>,
+    pub switch: Arc<SwitchNodes>,
+    pub clock: Clock,
+    /// When each API key's `last_used_at` was last written, so a busy key
+    /// costs one write a minute, not one per request.
+    pub key_touches: Arc<Mutex<HashMap<ApiKeyId, UtcMillis>>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("tenant", &self.config.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Config, signing_key: SigningKey, clock: Clock) -> AppState {
+        let switch = SwitchNodes::new(config.switch_urls.clone());
+        AppState {
+            store,
+            config: Arc::new(config),
+            signing_key: Arc::new(signing_key),
+            throttle: Arc::new(LoginThrottle::default()),
+            metrics: Arc::new(Metrics::new()),
+            switch: Arc::new(switch),
+            clock,
+            key_touches: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn now(&self) -> UtcMillis {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,61 @@
+//! Test databases: a fresh SQLite file per test, and, when
+//! `CODEB_TEST_PG_URL` names a PostgreSQL server, a fresh database on it per
+//! test. `tests/run` (and CI) set `CODEB_REQUIRE_PG=1`, which turns a missing
+//! server into a failure instead of a skip, so the PostgreSQL half of the
+//! suite cannot silently stop running.
+
+use tempfile::TempDir;
+
+use super::Store;
+
+pub struct TestDb {
+    pub store: Store,
+    pub dir: TempDir,
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/codeb.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url, dir.path()).await.expect("open sqlite");
+        TestDb { store, dir }
+    }
+
+    /// A fresh PostgreSQL database, or None when no server is configured
+    /// (and none is required).
+    pub async fn postgres() -> Option<TestDb> {
+        let Ok(admin_url) = std::env::var("CODEB_TEST_PG_URL") else {
+            assert!(
+                std::env::var("CODEB_REQUIRE_PG").as_deref() != Ok("1"),
+                "CODEB_REQUIRE_PG=1 but CODEB_TEST_PG_URL is not set"
+            );
+            eprintln!("CODEB_TEST_PG_URL not set: skipping the PostgreSQL run of this test");
+            return None;
+        };
+        let url = create_pg_database(&admin_url).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&url, dir.path()).await.expect("open postgres");
+        Some(TestDb { store, dir })
+    }
+}
+
+/// Creates a uniquely named database and returns its URL.
+pub async fn create_pg_database(admin_url: &str) -> String {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "codeb_t_{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    );
+    let mut conn = sqlx::AnyConnection::connect(admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let _ = conn.close().await;
+    let mut url = url::Url::parse(admin_url).expect("CODEB_TEST_PG_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}

@@ -1,0 +1,556 @@
+//! Whole-binary test: starts `codeb serve` on a free port and runs the v1
+//! spec's curl examples with the real `curl`, adapted to local data, on
+//! SQLite and on PostgreSQL. Also drives the `codeb admin` commands.
+
+#![allow(clippy::unwrap_used)] // a test: failing loudly is the point
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ADMIN: &str = "alex";
+const ADMIN_PW: &str = "spec-curl-password";
+
+struct Server {
+    child: Child,
+    base: String,
+    env: Vec<(String, String)>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut env = vec![
+            ("CODEB_HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+            ("CODEB_DATA_DIR".to_owned(), data_dir.display().to_string()),
+            ("CODEB_ADMIN_USER".to_owned(), ADMIN.to_owned()),
+            ("CODEB_ADMIN_PASSWORD".to_owned(), ADMIN_PW.to_owned()),
+            ("CODEB_LOG".to_owned(), "warn".to_owned()),
+        ];
+        if let Some(url) = database_url {
+            env.push(("CODEB_DATABASE_URL".to_owned(), url.to_owned()));
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_codeb"))
+            .arg("serve")
+            .envs(env.iter().cloned())
+            .env_remove("CODEB_PUBLIC_BASE_URL")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start codeb serve");
+        let server = Server { child, base, env };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if curl(&["-s", &format!("{}/healthz", server.base)]).0 == 200 {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("codeb serve did not become healthy");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn admin_cmd(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_codeb"))
+            .arg("admin")
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .expect("run codeb admin");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+/// Runs curl with `args`; returns (status, body as JSON or Null, raw body).
+fn curl(args: &[&str]) -> (u16, Value, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+        body.to_owned(),
+    )
+}
+
+fn run_spec_examples(server: &Server) {
+    // Authentication: the spec's token request, verbatim apart from host and credentials.
+    let (code, tok, raw) = curl(&[
+        "-X",
+        "POST",
+        &server.url("/oidc.ashx/token"),
+        "-d",
+        "grant_type=password",
+        "-d",
+        "client_id=codeb-admin",
+        "-d",
+        &format!("username={ADMIN}"),
+        "-d",
+        &format!("password={ADMIN_PW}"),
+        "-d",
+        "scope=openid",
+    ]);
+    assert_eq!(code, 200, "{raw}");
+    let oidc = tok["access_token"].as_str().unwrap().to_owned();
+    let auth = format!("Authorization: Bearer {oidc}");
+    // Quick start 1: mint an API key (the page's backend), then use it as $TOKEN.
+    let (code, key, raw) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name":"quick-start"}"#,
+        &server.url("/api.ashx/v1/api-keys"),
+    ]);
+    assert_eq!(code, 201, "{raw}");
+    let token = key["key"].as_str().unwrap().to_owned();
+    let bearer = format!("Authorization: Bearer {token}");
+    // Quick start 3.
+    let (code, cat, _) = curl(&[&server.url("/api.ashx/v1")]);
+    assert_eq!(code, 200);
+    assert_eq!(cat["version"], "v1");
+    let (code, routes, raw) = curl(&["-H", &bearer, &server.url("/api.ashx/v1/inbound-routes")]);
+    assert_eq!(code, 200, "{raw}");
+    assert_eq!(routes["data"][0]["did"], "*");
+    // Quick start 4 / POST /v1/calls example: immediate, and no switch is configured here.
+    let call = json!({
+        "phone": "+15551234567", "displayName": "Reminder", "email": "ops@example.com",
+        "systemPrompt": "You are calling Alex to remind them about a test appointment tomorrow at 14:00.",
+        "apiKey": "AIza-local-test", "voice": "Aoede", "language": "en-US", "maxSeconds": 180
+    });
+    let (code, err, raw) = curl(&[
+        "-X",
+        "POST",
+        &server.url("/api.ashx/v1/calls"),
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &call.to_string(),
+    ]);
+    assert_eq!(code, 503, "{raw}");
+    assert_eq!(err["error"], "bridge_not_configured");
+    let mut scheduled = call.clone();
+    scheduled["scheduleAtUtc"] = json!("2099-01-01T09:00:00Z");
+    let (code, _, raw) = curl(&[
+        "-X",
+        "POST",
+        &server.url("/api.ashx/v1/calls"),
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &scheduled.to_string(),
+    ]);
+    assert_eq!(code, 400, "more than a year ahead is refused: {raw}");
+    scheduled["scheduleAtUtc"] = json!(plus_hours(2));
+    let (code, created, raw) = curl(&[
+        "-X",
+        "POST",
+        &server.url("/api.ashx/v1/calls"),
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &scheduled.to_string(),
+    ]);
+    assert_eq!(code, 200, "{raw}");
+    assert_eq!(created["ok"], true);
+    assert_eq!(created["tenant"], "127.0.0.1");
+    assert_eq!(created["whitelistAdded"], true);
+    let call_id = created["callId"].as_str().unwrap().to_owned();
+    // GET /v1/calls example.
+    let (code, list, _) = curl(&[
+        "-H",
+        &bearer,
+        &server.url("/api.ashx/v1/calls?status=in-flight,scheduled&limit=20"),
+    ]);
+    assert_eq!(code, 200);
+    assert_eq!(
+        (
+            list["total"].as_i64(),
+            list["limit"].as_i64(),
+            list["offset"].as_i64()
+        ),
+        (Some(1), Some(20), Some(0))
+    );
+    assert_eq!(list["next"], Value::Null);
+    assert_eq!(list["data"][0]["callId"], call_id.as_str());
+    assert_eq!(list["data"][0]["requestedBy"], ADMIN);
+    // GET /v1/calls/{id}.
+    let (code, one, _) = curl(&[
+        "-H",
+        &bearer,
+        &server.url(&format!("/api.ashx/v1/calls/{call_id}")),
+    ]);
+    assert_eq!(code, 200);
+    assert_eq!(one["status"], "scheduled");
+    let (code, nf, _) = curl(&[
+        "-H",
+        &bearer,
+        &server.url("/api.ashx/v1/calls/oac-0123456789ab"),
+    ]);
+    assert_eq!((code, nf["error"].as_str()), (404, Some("not_found")));
+    // POST /v1/calls/{id}/hangup.
+    let (code, hung, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        &server.url(&format!("/api.ashx/v1/calls/{call_id}/hangup")),
+    ]);
+    assert_eq!(code, 200);
+    assert_eq!(hung["newStatus"], "cancelled");
+    assert_eq!(hung["actor"], ADMIN);
+    let (_, again, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        &server.url(&format!("/api.ashx/v1/calls/{call_id}/hangup")),
+    ]);
+    assert_eq!(again["wasNoop"], true);
+    // GET /v1/numbers.
+    let (code, _, raw) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name":"codebdemo","number":"1234","voice":"Aoede","visibility":"public","systemPrompt":"Receptionist"}"#,
+        &server.url("/api.ashx/v1/numbers"),
+    ]);
+    assert_eq!(code, 201, "{raw}");
+    let (code, nums, _) = curl(&["-H", &bearer, &server.url("/api.ashx/v1/numbers")]);
+    assert_eq!(code, 200);
+    assert_eq!(nums["tenant"], "127.0.0.1");
+    assert_eq!(nums["data"][0]["name"], "codebdemo");
+    // GET /v1/transcripts (empty here) and a transcript that does not exist.
+    let (code, ts, _) = curl(&[
+        "-H",
+        &bearer,
+        &server.url("/api.ashx/v1/transcripts?source=outbound-ai&limit=10"),
+    ]);
+    assert_eq!((code, ts["total"].as_i64()), (200, Some(0)));
+    let (code, nt, _) = curl(&[
+        "-H",
+        &bearer,
+        &server.url("/api.ashx/v1/transcripts/oac-0123456789ab"),
+    ]);
+    assert_eq!(code, 404);
+    assert_eq!(
+        nt["error_description"],
+        "No transcript for callId=oac-0123456789ab"
+    );
+    // Inbound routes: every example in order.
+    let (code, r, _) = curl(&[
+        "-H",
+        &bearer,
+        &server.url("/api.ashx/v1/inbound-routes/%2A"),
+    ]);
+    assert_eq!(
+        (code, r.clone()),
+        (200, json!({"did": "*", "user": "operator"}))
+    );
+    let (code, r, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"Did":"+15551234567","User":"alex"}"#,
+        &server.url("/api.ashx/v1/inbound-routes"),
+    ]);
+    assert_eq!(
+        (code, r),
+        (201, json!({"Did": "+15551234567", "User": "alex"}))
+    );
+    let (code, r, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"Did":"+15551234567","User":"alex"}"#,
+        &server.url("/api.ashx/v1/inbound-routes"),
+    ]);
+    assert_eq!((code, r["error"].as_str()), (409, Some("duplicate_route")));
+    let (code, r, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"User":"frontdesk"}"#,
+        &server.url("/api.ashx/v1/inbound-routes/%2A"),
+    ]);
+    assert_eq!((code, r), (200, json!({"Did": "*", "User": "frontdesk"})));
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"Did":"anonymous","FromNumber":"*","User":"callcentre"}"#,
+        &server.url("/api.ashx/v1/inbound-routes"),
+    ]);
+    let (code, r, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"User":"callcentre"}"#,
+        &server.url("/api.ashx/v1/inbound-routes/anonymous?fromNumber=%2A"),
+    ]);
+    assert_eq!(
+        (code, r),
+        (
+            200,
+            json!({"Did": "anonymous", "FromNumber": "*", "User": "callcentre"})
+        )
+    );
+    let (code, r, _) = curl(&[
+        "-X",
+        "DELETE",
+        "-H",
+        &bearer,
+        &server.url("/api.ashx/v1/inbound-routes/%2B15551234567"),
+    ]);
+    assert_eq!(
+        (code, r),
+        (
+            200,
+            json!({"deleted": {"Did": "+15551234567", "User": "alex"}})
+        )
+    );
+    let (code, r, _) = curl(&[
+        "-X",
+        "DELETE",
+        "-H",
+        &bearer,
+        &server.url("/api.ashx/v1/inbound-routes/%2A"),
+    ]);
+    assert_eq!(
+        (code, r["error"].as_str()),
+        (400, Some("cannot_delete_catchall"))
+    );
+    let (code, r, _) = curl(&[
+        "-H",
+        &bearer,
+        &server.url("/api.ashx/v1/inbound-routes/%2B4400000000"),
+    ]);
+    assert_eq!(
+        (code, r["error_description"].as_str()),
+        (404, Some("No inbound route with did='+4400000000'"))
+    );
+    // GET /v1/webhooks.
+    let (code, w, _) = curl(&["-H", &bearer, &server.url("/api.ashx/v1/webhooks")]);
+    assert_eq!(
+        (code, w["total"].as_i64(), w["next"].clone()),
+        (200, Some(0), Value::Null)
+    );
+    // Headers every response carries.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &server.url("/api.ashx/v1"),
+        ])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.contains("cache-control: no-store"), "{head}");
+    // The CLI: keys list shows the key's id but never the key; revoke stops it at once.
+    let (ok, listing) = server.admin_cmd(&["keys", "list"]);
+    assert!(ok, "{listing}");
+    let key_id = key["id"].as_str().unwrap();
+    assert!(
+        listing.contains(key_id) && !listing.contains(&token),
+        "{listing}"
+    );
+    let (ok, out) = server.admin_cmd(&["keys", "revoke", key_id]);
+    assert!(ok, "{out}");
+    let (code, _, _) = curl(&["-H", &bearer, &server.url("/api.ashx/v1/calls")]);
+    assert_eq!(code, 401);
+    // Users: add a viewer (403 on the API), change a password, remove.
+    let (ok, out) = server.admin_cmd(&[
+        "users",
+        "add",
+        "vic",
+        "--role",
+        "viewer",
+        "--password",
+        "viewer-pass-1",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = server.admin_cmd(&["users", "add", "vic", "--password", "viewer-pass-1"]);
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let login = |user: &str, pw: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            &server.url("/oidc.ashx/token"),
+            "-d",
+            "grant_type=password",
+            "-d",
+            "client_id=codeb-admin",
+            "-d",
+            &format!("username={user}"),
+            "-d",
+            &format!("password={pw}"),
+        ])
+    };
+    let (code, v, _) = login("vic", "viewer-pass-1");
+    assert_eq!(code, 200);
+    let vauth = format!(
+        "Authorization: Bearer {}",
+        v["access_token"].as_str().unwrap()
+    );
+    assert_eq!(
+        curl(&["-H", &vauth, &server.url("/api.ashx/v1/calls")]).0,
+        403
+    );
+    let (ok, out) = server.admin_cmd(&["users", "passwd", "vic", "--password", "viewer-pass-2"]);
+    assert!(ok, "{out}");
+    assert_eq!(login("vic", "viewer-pass-1").0, 400);
+    assert_eq!(login("vic", "viewer-pass-2").0, 200);
+    let (ok, out) = server.admin_cmd(&["users", "list"]);
+    assert!(
+        ok && out.contains("vic") && out.contains("viewer") && out.contains(ADMIN),
+        "{out}"
+    );
+    let (ok, out) = server.admin_cmd(&["users", "remove", "vic"]);
+    assert!(ok, "{out}");
+    assert_eq!(login("vic", "viewer-pass-2").0, 400);
+}
+
+fn plus_hours(h: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    codeb_types::UtcMillis(i64::try_from(now).unwrap() + h * 3_600_000).to_iso()
+}
+
+#[test]
+fn spec_examples_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    run_spec_examples(&server);
+    // The database and the signing key live in the data dir.
+    assert!(dir.path().join("codeb.db").exists());
+    assert!(dir.path().join("oidc-signing-key.p8").exists());
+}
+
+#[test]
+fn spec_examples_on_postgres() {
+    let Ok(admin_url) = std::env::var("CODEB_TEST_PG_URL") else {
+        assert!(
+            std::env::var("CODEB_REQUIRE_PG").as_deref() != Ok("1"),
+            "CODEB_REQUIRE_PG=1 but CODEB_TEST_PG_URL is not set"
+        );
+        eprintln!("CODEB_TEST_PG_URL not set: skipping");
+        return;
+    };
+    let url = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let name = format!("codeb_curl_{}", std::process::id());
+        let mut conn = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut u = url::Url::parse(&admin_url).unwrap();
+        u.set_path(&format!("/{name}"));
+        u.to_string()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Some(&url));
+    run_spec_examples(&server);
+    assert!(
+        !dir.path().join("codeb.db").exists(),
+        "PostgreSQL, not SQLite"
+    );
+}
+
+#[test]
+fn help_documents_every_setting() {
+    let out = Command::new(env!("CARGO_BIN_EXE_codeb"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "CODEB_HTTP_ADDR",
+        "CODEB_DATA_DIR",
+        "CODEB_DATABASE_URL",
+        "CODEB_PUBLIC_BASE_URL",
+        "CODEB_ADMIN_USER",
+        "CODEB_ADMIN_PASSWORD",
+        "CODEB_SWITCH_URLS",
+    ] {
+        assert!(help.contains(var), "--help lacks {var}:\n{help}");
+    }
+    for cmd in ["serve", "dev", "migrate", "admin"] {
+        assert!(help.contains(cmd), "--help lacks {cmd}");
+    }
+}
