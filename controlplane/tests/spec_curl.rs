@@ -506,9 +506,8 @@ fn spec_examples_on_postgres() {
     };
     let url = tokio::runtime::Runtime::new().unwrap().block_on(async {
         use sqlx::Connection as _;
-        sqlx::any::install_default_drivers();
         let name = format!("codeb_curl_{}", std::process::id());
-        let mut conn = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {name}"
         )))

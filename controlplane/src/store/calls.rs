@@ -4,9 +4,8 @@
 
 use codeb_types::{CallId, CallStatus, E164, TrunkId, UtcMillis};
 use sqlx::AssertSqlSafe;
-use sqlx::any::AnyRow;
 
-use super::{Page, Result, Store, StoreError, col, ms, opt_ms};
+use super::{Page, Result, RowExt, Store, StoreError, WritePool, col, ms, on_pool, opt_ms};
 
 /// A validated call request, ready to store.
 #[derive(Debug, Clone)]
@@ -73,7 +72,7 @@ macro_rules! call_columns {
     };
 }
 
-fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
+fn call_from_row(row: &impl RowExt) -> Result<CallRecord> {
     let id: String = col(row, "call_id")?;
     let status: String = col(row, "status")?;
     Ok(CallRecord {
@@ -125,45 +124,84 @@ pub enum HangupResult {
     OnSwitch(CallStatus),
 }
 
+/// The INSERT of one call row, as a query to execute on either backend.
+macro_rules! insert_call_query {
+    ($c:expr) => {{
+        let c: &NewCall = $c;
+        sqlx::query(
+            "INSERT INTO calls (call_id, tenant, requested_by, phone, display_name, email, \
+             system_prompt, ai_api_key, model, voice, language, max_seconds, retries, \
+             retry_delay_minutes, trunk_id, status, created_at, scheduled_for, next_attempt_at, \
+             retries_left, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20, $17)",
+        )
+        .bind(c.call_id.as_str())
+        .bind(&c.tenant)
+        .bind(&c.requested_by)
+        .bind(c.phone.as_str())
+        .bind(&c.display_name)
+        .bind(&c.email)
+        .bind(&c.system_prompt)
+        .bind(&c.ai_api_key)
+        .bind(&c.model)
+        .bind(&c.voice)
+        .bind(&c.language)
+        .bind(c.max_seconds)
+        .bind(c.retries)
+        .bind(c.retry_delay_minutes)
+        .bind(c.trunk_id.as_ref().map(TrunkId::as_str))
+        .bind(c.status.as_str())
+        .bind(c.created_at.0)
+        .bind(c.scheduled_for.map(|t| t.0))
+        .bind(c.next_attempt_at.0)
+        .bind(c.retries)
+    }};
+}
+
 impl Store {
     /// Stores a call and adds its number to the tenant's whitelist, in one
     /// transaction. Returns the record and whether the number was new to the
     /// whitelist.
     pub async fn insert_call(&self, c: &NewCall) -> Result<(CallRecord, bool)> {
-        let mut tx = self.write_tx().await?;
-        let added = sqlx::query(
-            "INSERT INTO whitelist (tenant, phone, added_at, added_by) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&c.tenant)
-        .bind(c.phone.as_str())
-        .bind(c.created_at.0)
-        .bind(&c.requested_by)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        insert_call_row(&mut tx, c).await?;
-        tx.commit().await?;
-        let record = self
-            .call(&c.tenant, &c.call_id)
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            let added = sqlx::query(
+                "INSERT INTO whitelist (tenant, phone, added_at, added_by) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.tenant)
+            .bind(c.phone.as_str())
+            .bind(c.created_at.0)
+            .bind(&c.requested_by)
+            .execute(&mut *tx)
             .await?
-            .ok_or_else(|| StoreError::Corrupt("inserted call vanished".into()))?;
-        Ok((record, added))
+            .rows_affected()
+                > 0;
+            insert_call_query!(c).execute(&mut *tx).await?;
+            tx.commit().await?;
+            let record = self
+                .call(&c.tenant, &c.call_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("inserted call vanished".into()))?;
+            Ok((record, added))
+        })
     }
 
     pub async fn call(&self, tenant: &str, id: &CallId) -> Result<Option<CallRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            call_columns!(),
-            " FROM calls WHERE tenant = $1 AND call_id = $2"
-        );
-        let row = sqlx::query(sql)
-            .bind(tenant)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(call_from_row).transpose()
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                call_columns!(),
+                " FROM calls WHERE tenant = $1 AND call_id = $2"
+            );
+            let row = sqlx::query(sql)
+                .bind(tenant)
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(call_from_row).transpose()
+        })
     }
 
     /// Newest first.
@@ -174,41 +212,44 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Page<CallRecord>> {
-        // Statuses are from a closed enum, so inlining their spellings is
-        // safe and lets both dialects use the (tenant, status, ...) index.
-        let status_clause = if filter.statuses.is_empty() {
-            String::new()
-        } else {
-            let list: Vec<String> = filter
-                .statuses
-                .iter()
-                .map(|s| format!("'{}'", s.as_str()))
-                .collect();
-            format!(" AND status IN ({})", list.join(", "))
-        };
-        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM calls WHERE tenant = $1{status_clause}"
-        )))
-        .bind(tenant)
-        .fetch_one(&self.pool)
-        .await?;
-        let sql = format!(
-            concat!(
-                "SELECT ",
-                call_columns!(),
-                " FROM calls WHERE tenant = $1{} ORDER BY created_at DESC, call_id DESC \
-                 LIMIT $2 OFFSET $3"
-            ),
-            status_clause
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        on_pool!(self, |pool| {
+            // Statuses are from a closed enum, so inlining their spellings is
+            // safe and lets both dialects use the (tenant, status, ...) index.
+            let status_clause = if filter.statuses.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = filter
+                    .statuses
+                    .iter()
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect();
+                format!(" AND status IN ({})", list.join(", "))
+            };
+            // Totals come from the trigger-maintained counts (migration 0002).
+            let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM call_counts WHERE tenant = $1{status_clause}"
+            )))
             .bind(tenant)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
+            .fetch_one(pool)
             .await?;
-        let items = rows.iter().map(call_from_row).collect::<Result<_>>()?;
-        Ok(Page { items, total })
+            let sql = format!(
+                concat!(
+                    "SELECT ",
+                    call_columns!(),
+                    " FROM calls WHERE tenant = $1{} ORDER BY created_at DESC, call_id DESC \
+                     LIMIT $2 OFFSET $3"
+                ),
+                status_clause
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(tenant)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            let items = rows.iter().map(call_from_row).collect::<Result<_>>()?;
+            Ok(Page { items, total })
+        })
     }
 
     /// Cancels a call that has not reached a switch; reports what it found
@@ -221,91 +262,64 @@ impl Store {
         id: &CallId,
         now: UtcMillis,
     ) -> Result<HangupResult> {
-        let mut tx = self.write_tx().await?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM calls WHERE tenant = $1 AND call_id = $2")
-                .bind(tenant)
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(status) = status else {
-            return Ok(HangupResult::NotFound);
-        };
-        let status = CallStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("call status {status}")))?;
-        match status {
-            s if s.is_terminal() => Ok(HangupResult::Noop(s)),
-            CallStatus::Scheduled | CallStatus::EndedFailedRetryPending => {
-                sqlx::query(
-                    "UPDATE calls SET status = 'cancelled', ended_reason = 'cancelled', \
-                     ended_at = $1, next_attempt_at = NULL, updated_at = $1 \
-                     WHERE tenant = $2 AND call_id = $3",
-                )
-                .bind(now.0)
-                .bind(tenant)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(HangupResult::Cancelled)
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM calls WHERE tenant = $1 AND call_id = $2")
+                    .bind(tenant)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(status) = status else {
+                return Ok(HangupResult::NotFound);
+            };
+            let status = CallStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("call status {status}")))?;
+            match status {
+                s if s.is_terminal() => Ok(HangupResult::Noop(s)),
+                CallStatus::Scheduled | CallStatus::EndedFailedRetryPending => {
+                    sqlx::query(
+                        "UPDATE calls SET status = 'cancelled', ended_reason = 'cancelled', \
+                         ended_at = $1, next_attempt_at = NULL, updated_at = $1 \
+                         WHERE tenant = $2 AND call_id = $3",
+                    )
+                    .bind(now.0)
+                    .bind(tenant)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(HangupResult::Cancelled)
+                }
+                s => Ok(HangupResult::OnSwitch(s)),
             }
-            s => Ok(HangupResult::OnSwitch(s)),
-        }
+        })
     }
 
     /// Whether the number is on the tenant's whitelist.
     pub async fn is_whitelisted(&self, tenant: &str, phone: &str) -> Result<bool> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM whitelist WHERE tenant = $1 AND phone = $2")
-                .bind(tenant)
-                .bind(phone)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(n > 0)
+        on_pool!(self, |pool| {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM whitelist WHERE tenant = $1 AND phone = $2",
+            )
+            .bind(tenant)
+            .bind(phone)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
+        })
     }
 
     /// Bulk insert used by the benchmark seeder and tests: many calls in one
     /// transaction, without whitelist bookkeeping.
     pub async fn seed_calls(&self, calls: &[NewCall]) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        for c in calls {
-            insert_call_row(&mut tx, c).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            for c in calls {
+                insert_call_query!(c).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
-}
-
-async fn insert_call_row(conn: &mut sqlx::AnyConnection, c: &NewCall) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO calls (call_id, tenant, requested_by, phone, display_name, email, \
-         system_prompt, ai_api_key, model, voice, language, max_seconds, retries, \
-         retry_delay_minutes, trunk_id, status, created_at, scheduled_for, next_attempt_at, \
-         retries_left, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $17)",
-    )
-    .bind(c.call_id.as_str())
-    .bind(&c.tenant)
-    .bind(&c.requested_by)
-    .bind(c.phone.as_str())
-    .bind(&c.display_name)
-    .bind(&c.email)
-    .bind(&c.system_prompt)
-    .bind(&c.ai_api_key)
-    .bind(&c.model)
-    .bind(&c.voice)
-    .bind(&c.language)
-    .bind(c.max_seconds)
-    .bind(c.retries)
-    .bind(c.retry_delay_minutes)
-    .bind(c.trunk_id.as_ref().map(TrunkId::as_str))
-    .bind(c.status.as_str())
-    .bind(c.created_at.0)
-    .bind(c.scheduled_for.map(|t| t.0))
-    .bind(c.next_attempt_at.0)
-    .bind(c.retries)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

@@ -3,9 +3,8 @@
 //! families so a replayed, already-rotated token revokes its whole family.
 
 use codeb_types::{ApiKeyId, UserId, UtcMillis};
-use sqlx::any::AnyRow;
 
-use super::{Page, Result, Store, StoreError, col, ms, opt_ms};
+use super::{Page, Result, RowExt, Store, StoreError, WritePool, col, ms, on_pool, opt_ms};
 
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
@@ -17,7 +16,7 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<UtcMillis>,
 }
 
-fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
+fn key_from_row(row: &impl RowExt) -> Result<ApiKeyRecord> {
     let id: String = col(row, "id")?;
     Ok(ApiKeyRecord {
         id: ApiKeyId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -64,49 +63,52 @@ impl Store {
         created_by: &str,
         now: UtcMillis,
     ) -> Result<ApiKeyRecord> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, tenant, name, key_hash, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id.as_str())
-        .bind(tenant)
-        .bind(name)
-        .bind(key_hash)
-        .bind(created_by)
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?;
-        Ok(ApiKeyRecord {
-            id: id.clone(),
-            tenant: tenant.to_owned(),
-            name: name.to_owned(),
-            created_by: created_by.to_owned(),
-            created_at: now,
-            last_used_at: None,
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO api_keys (id, tenant, name, key_hash, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id.as_str())
+            .bind(tenant)
+            .bind(name)
+            .bind(key_hash)
+            .bind(created_by)
+            .bind(now.0)
+            .execute(pool)
+            .await?;
+            Ok(ApiKeyRecord {
+                id: id.clone(),
+                tenant: tenant.to_owned(),
+                name: name.to_owned(),
+                created_by: created_by.to_owned(),
+                created_at: now,
+                last_used_at: None,
+            })
         })
     }
 
     /// The live (not revoked) key with this hash.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
-        );
-        let row = sqlx::query(sql)
-            .bind(key_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(key_from_row).transpose()
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+            );
+            let row = sqlx::query(sql).bind(key_hash).fetch_optional(pool).await?;
+            row.as_ref().map(key_from_row).transpose()
+        })
     }
 
     pub async fn touch_api_key(&self, id: &ApiKeyId, now: UtcMillis) -> Result<()> {
-        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
-            .bind(now.0)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        on_pool!(self, |pool| {
+            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                .bind(now.0)
+                .bind(id.as_str())
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
     }
 
     /// Live keys of a tenant (all tenants when `tenant` is None, for the CLI).
@@ -116,26 +118,28 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Page<ApiKeyRecord>> {
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL AND ($1 IS NULL OR tenant = $1)",
-        )
-            .bind(tenant)
-            .fetch_one(&self.pool)
-            .await?;
-        let sql = concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM api_keys WHERE revoked_at IS NULL AND ($1 IS NULL OR tenant = $1) \
-             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-        );
-        let rows = sqlx::query(sql)
-            .bind(tenant)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(key_from_row).collect::<Result<_>>()?;
-        Ok(Page { items, total })
+        on_pool!(self, |pool| {
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL AND ($1 IS NULL OR tenant = $1)",
+            )
+                .bind(tenant)
+                .fetch_one(pool)
+                .await?;
+            let sql = concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM api_keys WHERE revoked_at IS NULL AND ($1 IS NULL OR tenant = $1) \
+                 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+            );
+            let rows = sqlx::query(sql)
+                .bind(tenant)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            let items = rows.iter().map(key_from_row).collect::<Result<_>>()?;
+            Ok(Page { items, total })
+        })
     }
 
     /// Revokes a live key; false if there is none with that id (in that tenant).
@@ -145,16 +149,18 @@ impl Store {
         id: &ApiKeyId,
         now: UtcMillis,
     ) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 \
-             WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR tenant = $3)",
-        )
-        .bind(now.0)
-        .bind(id.as_str())
-        .bind(tenant)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() > 0)
+        on_pool!(self, |pool| {
+            let res = sqlx::query(
+                "UPDATE api_keys SET revoked_at = $1 \
+                 WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR tenant = $3)",
+            )
+            .bind(now.0)
+            .bind(id.as_str())
+            .bind(tenant)
+            .execute(pool)
+            .await?;
+            Ok(res.rows_affected() > 0)
+        })
     }
 
     pub async fn insert_refresh_token(
@@ -166,19 +172,21 @@ impl Store {
         now: UtcMillis,
         expires_at: UtcMillis,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family, user_id, scope, issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(token_hash)
-        .bind(family)
-        .bind(user_id.as_str())
-        .bind(scope)
-        .bind(now.0)
-        .bind(expires_at.0)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family, user_id, scope, issued_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(token_hash)
+            .bind(family)
+            .bind(user_id.as_str())
+            .bind(scope)
+            .bind(now.0)
+            .bind(expires_at.0)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Spends `old_hash` and, if it was valid, stores `new_hash` in the same
@@ -190,83 +198,90 @@ impl Store {
         now: UtcMillis,
         new_expires_at: UtcMillis,
     ) -> Result<RefreshOutcome> {
-        let mut tx = self.write_tx().await?;
-        let row = sqlx::query(
-            "SELECT family, user_id, scope, expires_at, used_at, revoked_at \
-             FROM refresh_tokens WHERE token_hash = $1",
-        )
-        .bind(old_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(RefreshOutcome::Invalid);
-        };
-        let family: String = col(&row, "family")?;
-        if opt_ms(&row, "revoked_at")?.is_some() {
-            return Ok(RefreshOutcome::Invalid);
-        }
-        if opt_ms(&row, "used_at")?.is_some() {
-            sqlx::query(
-                "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            let row = sqlx::query(
+                "SELECT family, user_id, scope, expires_at, used_at, revoked_at \
+                 FROM refresh_tokens WHERE token_hash = $1",
             )
-            .bind(now.0)
+            .bind(old_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(RefreshOutcome::Invalid);
+            };
+            let family: String = col(&row, "family")?;
+            if opt_ms(&row, "revoked_at")?.is_some() {
+                return Ok(RefreshOutcome::Invalid);
+            }
+            if opt_ms(&row, "used_at")?.is_some() {
+                sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
+                )
+                .bind(now.0)
+                .bind(&family)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(RefreshOutcome::Replayed);
+            }
+            if ms(&row, "expires_at")? <= now {
+                return Ok(RefreshOutcome::Invalid);
+            }
+            let user_id: String = col(&row, "user_id")?;
+            let user_id =
+                UserId::parse(&user_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let scope: String = col(&row, "scope")?;
+            sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2")
+                .bind(now.0)
+                .bind(old_hash)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family, user_id, scope, issued_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(new_hash)
             .bind(&family)
+            .bind(user_id.as_str())
+            .bind(&scope)
+            .bind(now.0)
+            .bind(new_expires_at.0)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            return Ok(RefreshOutcome::Replayed);
-        }
-        if ms(&row, "expires_at")? <= now {
-            return Ok(RefreshOutcome::Invalid);
-        }
-        let user_id: String = col(&row, "user_id")?;
-        let user_id = UserId::parse(&user_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let scope: String = col(&row, "scope")?;
-        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2")
-            .bind(now.0)
-            .bind(old_hash)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family, user_id, scope, issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(new_hash)
-        .bind(&family)
-        .bind(user_id.as_str())
-        .bind(&scope)
-        .bind(now.0)
-        .bind(new_expires_at.0)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(RefreshOutcome::Rotated(RefreshToken {
-            user_id,
-            scope,
-            family,
-        }))
+            Ok(RefreshOutcome::Rotated(RefreshToken {
+                user_id,
+                scope,
+                family,
+            }))
+        })
     }
 
     /// Revokes the family the token belongs to (RFC 7009). Unknown tokens
     /// are not an error.
     pub async fn revoke_refresh_family(&self, token_hash: &str, now: UtcMillis) -> Result<()> {
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND family = \
-             (SELECT family FROM refresh_tokens WHERE token_hash = $2)",
-        )
-        .bind(now.0)
-        .bind(token_hash)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND family = \
+                 (SELECT family FROM refresh_tokens WHERE token_hash = $2)",
+            )
+            .bind(now.0)
+            .bind(token_hash)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Drops refresh tokens that can no longer be used.
     pub async fn purge_refresh_tokens(&self, now: UtcMillis) -> Result<u64> {
-        let res = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
-            .bind(now.0)
-            .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected())
+        on_pool!(self, |pool| {
+            let res = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+                .bind(now.0)
+                .execute(pool)
+                .await?;
+            Ok(res.rows_affected())
+        })
     }
 }

@@ -1,13 +1,15 @@
 //! Storage: one `Store` over SQLite (embedded default, WAL) or PostgreSQL,
 //! chosen by the database URL at start.
 //!
-//! Both backends run the same SQL through sqlx's `Any` driver. The schema is
-//! written so that holds: times are epoch milliseconds (`BIGINT`), flags are
-//! 0/1 `BIGINT`s, text is `TEXT`, placeholders are `$1..$n` in order of first
-//! use (SQLite accepts that spelling). Where the dialects differ (migrations,
-//! write-transaction start, row locking) the `Dialect` decides. Every query is
-//! scoped by tenant; a row of another tenant is indistinguishable from a
-//! missing one.
+//! Every query is written once and compiled for both backends: a store
+//! method's body sits inside `on_pool!`, which expands it once per native
+//! sqlx pool, so there is no runtime-generic driver converting every value
+//! on the hot path. The schema keeps the SQL portable: times are epoch
+//! milliseconds (`BIGINT`), flags are 0/1 `BIGINT`s, text is `TEXT`,
+//! placeholders are `$1..$n` (SQLite accepts that spelling). Where the
+//! dialects differ (migrations, write-transaction start, text search) the
+//! `Dialect` decides. Every query is scoped by tenant; a row of another
+//! tenant is indistinguishable from a missing one.
 
 mod calls;
 mod keys;
@@ -31,8 +33,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use codeb_types::UtcMillis;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{PgPool, Row, SqlitePool};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -64,10 +70,28 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the native pool of whichever backend
+/// the store has; the body is compiled once per backend.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
 /// The storage handle shared by the API, the CLI and background tasks.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) pool: AnyPool,
+    pub(crate) pool: Pool,
     dialect: Dialect,
     data_dir: PathBuf,
 }
@@ -91,57 +115,36 @@ impl Store {
 
     /// Opens the database without migrating (for `codeb migrate` and tests).
     pub async fn connect(url: &str, data_dir: &Path) -> Result<Store> {
-        sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("sqlite:") {
-            Dialect::Sqlite
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Dialect::Postgres
-        } else {
-            return Err(StoreError::UnsupportedUrl(redact_url(url)));
-        };
-        if dialect == Dialect::Sqlite {
+        let (pool, dialect) = if url.starts_with("sqlite:") {
             std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
                 path: data_dir.to_owned(),
                 source,
             })?;
-        }
-        let options = AnyConnectOptions::from_str(url)?;
-        let pool = match dialect {
-            Dialect::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(|conn, _meta| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside the single writer;
-                            // NORMAL sync is durable across process crashes,
-                            // and the busy timeout queues writers instead of
-                            // failing them.
-                            sqlx::query("PRAGMA journal_mode = WAL")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA synchronous = NORMAL")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA busy_timeout = 10000")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA foreign_keys = ON")
-                                .execute(&mut *conn)
-                                .await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(options)
-                    .await?
-            }
-            Dialect::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
-                    .await?
-            }
+            // WAL lets readers run beside the single writer; NORMAL sync is
+            // durable across process crashes; the busy timeout queues
+            // writers instead of failing them.
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            (Pool::Sqlite(pool), Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            (Pool::Postgres(pool), Dialect::Postgres)
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
         Ok(Store {
             pool,
@@ -151,9 +154,9 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        match self.dialect {
-            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
-            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        match &self.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
         }
         Ok(())
     }
@@ -168,22 +171,38 @@ impl Store {
 
     /// Readiness: the database answers a trivial query.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, |pool| pool.close().await)
     }
+}
 
-    /// Starts a transaction that will write. SQLite takes the write lock up
-    /// front (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout
-    /// instead of one failing when it upgrades a read lock.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
-        })
+/// Starting a transaction that will write. SQLite takes the write lock up
+/// front (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout
+/// instead of one failing when it upgrades a read lock.
+pub(crate) trait WritePool {
+    type Db: sqlx::Database;
+    fn write_tx(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+}
+
+impl WritePool for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+impl WritePool for PgPool {
+    type Db = sqlx::Postgres;
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.begin().await?)
     }
 }
 
@@ -199,27 +218,60 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-// Row access helpers: a column of the wrong type is a corrupt row, reported
-// with the column name rather than as a panic.
+// Row access: the column types the schema uses, read the same way from
+// either backend's rows. A column of the wrong type is a corrupt row,
+// reported with the column name rather than as a panic.
 
-fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
-where
-    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get::<T, _>(name)
+pub(crate) trait Cell: Sized {
+    fn from_sqlite(row: &SqliteRow, name: &str) -> std::result::Result<Self, sqlx::Error>;
+    fn from_pg(row: &PgRow, name: &str) -> std::result::Result<Self, sqlx::Error>;
+}
+
+macro_rules! cell {
+    ($($t:ty),*) => {$(
+        impl Cell for $t {
+            fn from_sqlite(row: &SqliteRow, name: &str) -> std::result::Result<Self, sqlx::Error> {
+                row.try_get(name)
+            }
+            fn from_pg(row: &PgRow, name: &str) -> std::result::Result<Self, sqlx::Error> {
+                row.try_get(name)
+            }
+        }
+    )*};
+}
+cell!(String, i64, Option<String>, Option<i64>);
+
+pub(crate) trait RowExt {
+    fn cell<T: Cell>(&self, name: &str) -> std::result::Result<T, sqlx::Error>;
+}
+
+impl RowExt for SqliteRow {
+    fn cell<T: Cell>(&self, name: &str) -> std::result::Result<T, sqlx::Error> {
+        T::from_sqlite(self, name)
+    }
+}
+
+impl RowExt for PgRow {
+    fn cell<T: Cell>(&self, name: &str) -> std::result::Result<T, sqlx::Error> {
+        T::from_pg(self, name)
+    }
+}
+
+fn col<T: Cell>(row: &impl RowExt, name: &str) -> Result<T> {
+    row.cell::<T>(name)
         .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
-fn flag(row: &AnyRow, name: &str) -> Result<bool> {
+fn flag(row: &impl RowExt, name: &str) -> Result<bool> {
     Ok(col::<i64>(row, name)? != 0)
 }
 
-fn opt_ms(row: &AnyRow, name: &str) -> Result<Option<codeb_types::UtcMillis>> {
-    Ok(col::<Option<i64>>(row, name)?.map(codeb_types::UtcMillis))
+fn opt_ms(row: &impl RowExt, name: &str) -> Result<Option<UtcMillis>> {
+    Ok(col::<Option<i64>>(row, name)?.map(UtcMillis))
 }
 
-fn ms(row: &AnyRow, name: &str) -> Result<codeb_types::UtcMillis> {
-    Ok(codeb_types::UtcMillis(col::<i64>(row, name)?))
+fn ms(row: &impl RowExt, name: &str) -> Result<UtcMillis> {
+    Ok(UtcMillis(col::<i64>(row, name)?))
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.

@@ -3,9 +3,8 @@
 //! use it, and never leaves the API unmasked.
 
 use codeb_types::UtcMillis;
-use sqlx::any::AnyRow;
 
-use super::{Page, Result, Store, col, flag, ms};
+use super::{Page, Result, RowExt, Store, col, flag, ms, on_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NumberRecord {
@@ -33,7 +32,7 @@ macro_rules! number_columns {
     };
 }
 
-fn number_from_row(row: &AnyRow) -> Result<NumberRecord> {
+fn number_from_row(row: &impl RowExt) -> Result<NumberRecord> {
     Ok(NumberRecord {
         tenant: col(row, "tenant")?,
         number: col(row, "number")?,
@@ -59,99 +58,109 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Page<NumberRecord>> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM numbers WHERE tenant = $1")
-            .bind(tenant)
-            .fetch_one(&self.pool)
-            .await?;
-        let sql = concat!(
-            "SELECT ",
-            number_columns!(),
-            " FROM numbers WHERE tenant = $1 \
-             ORDER BY number LIMIT $2 OFFSET $3"
-        );
-        let rows = sqlx::query(sql)
-            .bind(tenant)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(number_from_row).collect::<Result<_>>()?;
-        Ok(Page { items, total })
+        on_pool!(self, |pool| {
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM numbers WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_one(pool)
+                .await?;
+            let sql = concat!(
+                "SELECT ",
+                number_columns!(),
+                " FROM numbers WHERE tenant = $1 \
+                 ORDER BY number LIMIT $2 OFFSET $3"
+            );
+            let rows = sqlx::query(sql)
+                .bind(tenant)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            let items = rows.iter().map(number_from_row).collect::<Result<_>>()?;
+            Ok(Page { items, total })
+        })
     }
 
     pub async fn number(&self, tenant: &str, number: &str) -> Result<Option<NumberRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            number_columns!(),
-            " FROM numbers WHERE tenant = $1 AND number = $2"
-        );
-        let row = sqlx::query(sql)
-            .bind(tenant)
-            .bind(number)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(number_from_row).transpose()
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                number_columns!(),
+                " FROM numbers WHERE tenant = $1 AND number = $2"
+            );
+            let row = sqlx::query(sql)
+                .bind(tenant)
+                .bind(number)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(number_from_row).transpose()
+        })
     }
 
     /// Adds a number; false if the tenant already has it.
     pub async fn create_number(&self, n: &NumberRecord) -> Result<bool> {
-        let res = sqlx::query(
-            "INSERT INTO numbers (tenant, number, name, mode, voice, language, model, \
-             save_transcripts, max_duration_sec, visibility, system_prompt, ai_api_key, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&n.tenant)
-        .bind(&n.number)
-        .bind(&n.name)
-        .bind(&n.mode)
-        .bind(&n.voice)
-        .bind(&n.language)
-        .bind(&n.model)
-        .bind(i64::from(n.save_transcripts))
-        .bind(n.max_duration_sec)
-        .bind(&n.visibility)
-        .bind(&n.system_prompt)
-        .bind(&n.ai_api_key)
-        .bind(n.created_at.0)
-        .bind(n.updated_at.0)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() > 0)
+        on_pool!(self, |pool| {
+            let res = sqlx::query(
+                "INSERT INTO numbers (tenant, number, name, mode, voice, language, model, \
+                 save_transcripts, max_duration_sec, visibility, system_prompt, ai_api_key, \
+                 created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&n.tenant)
+            .bind(&n.number)
+            .bind(&n.name)
+            .bind(&n.mode)
+            .bind(&n.voice)
+            .bind(&n.language)
+            .bind(&n.model)
+            .bind(i64::from(n.save_transcripts))
+            .bind(n.max_duration_sec)
+            .bind(&n.visibility)
+            .bind(&n.system_prompt)
+            .bind(&n.ai_api_key)
+            .bind(n.created_at.0)
+            .bind(n.updated_at.0)
+            .execute(pool)
+            .await?;
+            Ok(res.rows_affected() > 0)
+        })
     }
 
     /// Replaces every editable field; false if there is no such number.
     pub async fn update_number(&self, n: &NumberRecord) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE numbers SET name = $1, mode = $2, voice = $3, language = $4, model = $5, \
-             save_transcripts = $6, max_duration_sec = $7, visibility = $8, system_prompt = $9, \
-             ai_api_key = $10, updated_at = $11 WHERE tenant = $12 AND number = $13",
-        )
-        .bind(&n.name)
-        .bind(&n.mode)
-        .bind(&n.voice)
-        .bind(&n.language)
-        .bind(&n.model)
-        .bind(i64::from(n.save_transcripts))
-        .bind(n.max_duration_sec)
-        .bind(&n.visibility)
-        .bind(&n.system_prompt)
-        .bind(&n.ai_api_key)
-        .bind(n.updated_at.0)
-        .bind(&n.tenant)
-        .bind(&n.number)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() > 0)
+        on_pool!(self, |pool| {
+            let res = sqlx::query(
+                "UPDATE numbers SET name = $1, mode = $2, voice = $3, language = $4, model = $5, \
+                 save_transcripts = $6, max_duration_sec = $7, visibility = $8, system_prompt = $9, \
+                 ai_api_key = $10, updated_at = $11 WHERE tenant = $12 AND number = $13",
+            )
+            .bind(&n.name)
+            .bind(&n.mode)
+            .bind(&n.voice)
+            .bind(&n.language)
+            .bind(&n.model)
+            .bind(i64::from(n.save_transcripts))
+            .bind(n.max_duration_sec)
+            .bind(&n.visibility)
+            .bind(&n.system_prompt)
+            .bind(&n.ai_api_key)
+            .bind(n.updated_at.0)
+            .bind(&n.tenant)
+            .bind(&n.number)
+            .execute(pool)
+            .await?;
+            Ok(res.rows_affected() > 0)
+        })
     }
 
     pub async fn delete_number(&self, tenant: &str, number: &str) -> Result<bool> {
-        let res = sqlx::query("DELETE FROM numbers WHERE tenant = $1 AND number = $2")
-            .bind(tenant)
-            .bind(number)
-            .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected() > 0)
+        on_pool!(self, |pool| {
+            let res = sqlx::query("DELETE FROM numbers WHERE tenant = $1 AND number = $2")
+                .bind(tenant)
+                .bind(number)
+                .execute(pool)
+                .await?;
+            Ok(res.rows_affected() > 0)
+        })
     }
 }

@@ -5,9 +5,8 @@
 //! a unique index keeps unique. "No From filter" is stored as ''.
 
 use codeb_types::UtcMillis;
-use sqlx::any::AnyRow;
 
-use super::{Page, Result, Store, col};
+use super::{Page, Result, RowExt, Store, WritePool, col, on_pool};
 
 pub const CATCHALL_DID: &str = "*";
 
@@ -30,7 +29,7 @@ pub enum RouteError {
     CannotDeleteCatchall,
 }
 
-fn route_from_row(row: &AnyRow) -> Result<InboundRoute> {
+fn route_from_row(row: &impl RowExt) -> Result<InboundRoute> {
     let from: String = col(row, "from_number")?;
     Ok(InboundRoute {
         did: col(row, "did")?,
@@ -54,24 +53,26 @@ impl Store {
         default_user: &str,
         now: UtcMillis,
     ) -> Result<()> {
-        let present: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM inbound_routes WHERE tenant = $1 AND did = '*' AND from_number = ''",
-        )
-        .bind(tenant)
-        .fetch_one(&self.pool)
-        .await?;
-        if present == 0 {
-            sqlx::query(
-                "INSERT INTO inbound_routes (tenant, position, did, from_number, user_name, created_at) \
-                 VALUES ($1, 0, '*', '', $2, $3) ON CONFLICT DO NOTHING",
+        on_pool!(self, |pool| {
+            let present: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM inbound_routes WHERE tenant = $1 AND did = '*' AND from_number = ''",
             )
             .bind(tenant)
-            .bind(default_user)
-            .bind(now.0)
-            .execute(&self.pool)
+            .fetch_one(pool)
             .await?;
-        }
-        Ok(())
+            if present == 0 {
+                sqlx::query(
+                    "INSERT INTO inbound_routes (tenant, position, did, from_number, user_name, created_at) \
+                     VALUES ($1, 0, '*', '', $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(tenant)
+                .bind(default_user)
+                .bind(now.0)
+                .execute(pool)
+                .await?;
+            }
+            Ok(())
+        })
     }
 
     /// The table in evaluation order.
@@ -81,25 +82,27 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Page<InboundRoute>> {
-        let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM inbound_routes WHERE tenant = $1")
+        on_pool!(self, |pool| {
+            let total: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM inbound_routes WHERE tenant = $1")
+                    .bind(tenant)
+                    .fetch_one(pool)
+                    .await?;
+            let sql = concat!(
+                "SELECT did, from_number, user_name FROM inbound_routes WHERE tenant = $1 \
+                 ORDER BY ",
+                route_order!(),
+                " LIMIT $2 OFFSET $3"
+            );
+            let rows = sqlx::query(sql)
                 .bind(tenant)
-                .fetch_one(&self.pool)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
                 .await?;
-        let sql = concat!(
-            "SELECT did, from_number, user_name FROM inbound_routes WHERE tenant = $1 \
-             ORDER BY ",
-            route_order!(),
-            " LIMIT $2 OFFSET $3"
-        );
-        let rows = sqlx::query(sql)
-            .bind(tenant)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(route_from_row).collect::<Result<_>>()?;
-        Ok(Page { items, total })
+            let items = rows.iter().map(route_from_row).collect::<Result<_>>()?;
+            Ok(Page { items, total })
+        })
     }
 
     /// The row addressed by `did` and `from`: with `from` given, exactly that
@@ -113,29 +116,31 @@ impl Store {
         from: Option<&str>,
         first_with_did: bool,
     ) -> Result<Option<InboundRoute>> {
-        let exact = "SELECT did, from_number, user_name FROM inbound_routes \
-             WHERE tenant = $1 AND did = $2 AND from_number = $3";
-        let row = sqlx::query(exact)
-            .bind(tenant)
-            .bind(did)
-            .bind(from.unwrap_or(""))
-            .fetch_optional(&self.pool)
-            .await?;
-        if row.is_some() || from.is_some() || !first_with_did {
-            return row.as_ref().map(route_from_row).transpose();
-        }
-        let first = concat!(
-            "SELECT did, from_number, user_name FROM inbound_routes WHERE tenant = $1 AND did = $2 \
-             ORDER BY ",
-            route_order!(),
-            " LIMIT 1"
-        );
-        let row = sqlx::query(first)
-            .bind(tenant)
-            .bind(did)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(route_from_row).transpose()
+        on_pool!(self, |pool| {
+            let exact = "SELECT did, from_number, user_name FROM inbound_routes \
+                 WHERE tenant = $1 AND did = $2 AND from_number = $3";
+            let row = sqlx::query(exact)
+                .bind(tenant)
+                .bind(did)
+                .bind(from.unwrap_or(""))
+                .fetch_optional(pool)
+                .await?;
+            if row.is_some() || from.is_some() || !first_with_did {
+                return row.as_ref().map(route_from_row).transpose();
+            }
+            let first = concat!(
+                "SELECT did, from_number, user_name FROM inbound_routes WHERE tenant = $1 AND did = $2 \
+                 ORDER BY ",
+                route_order!(),
+                " LIMIT 1"
+            );
+            let row = sqlx::query(first)
+                .bind(tenant)
+                .bind(did)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(route_from_row).transpose()
+        })
     }
 
     /// Appends a row (it sorts before the catchall).
@@ -145,30 +150,32 @@ impl Store {
         route: &InboundRoute,
         now: UtcMillis,
     ) -> Result<Result<(), RouteError>> {
-        let mut tx = self.write_tx().await?;
-        let next: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(position), 0) + 1 FROM inbound_routes WHERE tenant = $1",
-        )
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await?;
-        let res = sqlx::query(
-            "INSERT INTO inbound_routes (tenant, position, did, from_number, user_name, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(next)
-        .bind(&route.did)
-        .bind(route.from_number.as_deref().unwrap_or(""))
-        .bind(&route.user)
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Ok(Err(RouteError::Duplicate));
-        }
-        tx.commit().await?;
-        Ok(Ok(()))
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            let next: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(position), 0) + 1 FROM inbound_routes WHERE tenant = $1",
+            )
+            .bind(tenant)
+            .fetch_one(&mut *tx)
+            .await?;
+            let res = sqlx::query(
+                "INSERT INTO inbound_routes (tenant, position, did, from_number, user_name, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(next)
+            .bind(&route.did)
+            .bind(route.from_number.as_deref().unwrap_or(""))
+            .bind(&route.user)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+            if res.rows_affected() == 0 {
+                return Ok(Err(RouteError::Duplicate));
+            }
+            tx.commit().await?;
+            Ok(Ok(()))
+        })
     }
 
     /// Changes the user of the row addressed by the exact (DID, From) pair.
@@ -179,24 +186,26 @@ impl Store {
         from: Option<&str>,
         user: &str,
     ) -> Result<Option<InboundRoute>> {
-        let res = sqlx::query(
-            "UPDATE inbound_routes SET user_name = $1 \
-             WHERE tenant = $2 AND did = $3 AND from_number = $4",
-        )
-        .bind(user)
-        .bind(tenant)
-        .bind(did)
-        .bind(from.unwrap_or(""))
-        .execute(&self.pool)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(InboundRoute {
-            did: did.to_owned(),
-            from_number: from.map(str::to_owned),
-            user: user.to_owned(),
-        }))
+        on_pool!(self, |pool| {
+            let res = sqlx::query(
+                "UPDATE inbound_routes SET user_name = $1 \
+                 WHERE tenant = $2 AND did = $3 AND from_number = $4",
+            )
+            .bind(user)
+            .bind(tenant)
+            .bind(did)
+            .bind(from.unwrap_or(""))
+            .execute(pool)
+            .await?;
+            if res.rows_affected() == 0 {
+                return Ok(None);
+            }
+            Ok(Some(InboundRoute {
+                did: did.to_owned(),
+                from_number: from.map(str::to_owned),
+                user: user.to_owned(),
+            }))
+        })
     }
 
     /// Deletes the row `route()` would address; the catchall is refused.
@@ -206,36 +215,38 @@ impl Store {
         did: &str,
         from: Option<&str>,
     ) -> Result<Result<Option<InboundRoute>, RouteError>> {
-        let mut tx = self.write_tx().await?;
-        let first = concat!(
-            "SELECT did, from_number, user_name FROM inbound_routes WHERE tenant = $1 AND did = $2 \
-             AND ($3 = '' OR from_number = $3) \
-             ORDER BY CASE WHEN from_number = $4 THEN 0 ELSE 1 END, ",
-            route_order!(),
-            " LIMIT 1"
-        );
-        let row = sqlx::query(first)
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            let first = concat!(
+                "SELECT did, from_number, user_name FROM inbound_routes WHERE tenant = $1 AND did = $2 \
+                 AND ($3 = '' OR from_number = $3) \
+                 ORDER BY CASE WHEN from_number = $4 THEN 0 ELSE 1 END, ",
+                route_order!(),
+                " LIMIT 1"
+            );
+            let row = sqlx::query(first)
+                .bind(tenant)
+                .bind(did)
+                .bind(from.unwrap_or(""))
+                .bind(from.unwrap_or(""))
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(route) = row.as_ref().map(route_from_row).transpose()? else {
+                return Ok(Ok(None));
+            };
+            if route.is_catchall() {
+                return Ok(Err(RouteError::CannotDeleteCatchall));
+            }
+            sqlx::query(
+                "DELETE FROM inbound_routes WHERE tenant = $1 AND did = $2 AND from_number = $3",
+            )
             .bind(tenant)
-            .bind(did)
-            .bind(from.unwrap_or(""))
-            .bind(from.unwrap_or(""))
-            .fetch_optional(&mut *tx)
+            .bind(&route.did)
+            .bind(route.from_number.as_deref().unwrap_or(""))
+            .execute(&mut *tx)
             .await?;
-        let Some(route) = row.as_ref().map(route_from_row).transpose()? else {
-            return Ok(Ok(None));
-        };
-        if route.is_catchall() {
-            return Ok(Err(RouteError::CannotDeleteCatchall));
-        }
-        sqlx::query(
-            "DELETE FROM inbound_routes WHERE tenant = $1 AND did = $2 AND from_number = $3",
-        )
-        .bind(tenant)
-        .bind(&route.did)
-        .bind(route.from_number.as_deref().unwrap_or(""))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(Some(route)))
+            tx.commit().await?;
+            Ok(Ok(Some(route)))
+        })
     }
 }

@@ -42,12 +42,11 @@ impl TestDb {
 /// Creates a uniquely named database and returns its URL.
 pub async fn create_pg_database(admin_url: &str) -> String {
     use sqlx::Connection as _;
-    sqlx::any::install_default_drivers();
     let name = format!(
         "codeb_t_{}",
         hex::encode(crate::crypto::random_bytes::<8>())
     );
-    let mut conn = sqlx::AnyConnection::connect(admin_url)
+    let mut conn = sqlx::PgConnection::connect(admin_url)
         .await
         .expect("connect to PostgreSQL");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use codeb_types::UtcMillis;
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
 
-use super::{Page, Result, Store, StoreError, col, like_escape, ms, opt_ms};
+use super::{
+    Page, Pool, Result, RowExt, Store, StoreError, WritePool, col, like_escape, ms, on_pool, opt_ms,
+};
 
 /// One utterance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +93,7 @@ macro_rules! list_columns {
     };
 }
 
-fn transcript_from_row(row: &AnyRow, with_turns: bool) -> Result<TranscriptRecord> {
+fn transcript_from_row(row: &impl RowExt, with_turns: bool) -> Result<TranscriptRecord> {
     let turns = if with_turns {
         let json: String = col(row, "turns")?;
         serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("turns: {e}")))?
@@ -247,58 +248,60 @@ impl Store {
     /// The row alone (used by `save_transcript` and by the benchmark seeder,
     /// which does not need 100k files).
     pub async fn insert_transcript_row(&self, t: &TranscriptRecord) -> Result<()> {
-        let turns = serde_json::to_string(&t.turns)
-            .map_err(|e| StoreError::Corrupt(format!("turns: {e}")))?;
-        let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM transcripts WHERE call_id = $1")
+        on_pool!(self, |pool| {
+            let turns = serde_json::to_string(&t.turns)
+                .map_err(|e| StoreError::Corrupt(format!("turns: {e}")))?;
+            let mut tx = pool.write_tx().await?;
+            sqlx::query("DELETE FROM transcripts WHERE call_id = $1")
+                .bind(&t.call_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO transcripts (call_id, tenant, caller_source, started_at, answered_at, \
+                 ended_at, mtime, duration_sec, rule, caller, phone, number, display_name, \
+                 requested_by, email, outcome, voice, language, model, trunk_id, answered, \
+                 error_detail, tokens_total, tokens_prompt, input_turns, output_turns, turn_count, \
+                 size, source, file, turns, search_text) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+            )
             .bind(&t.call_id)
+            .bind(&t.tenant)
+            .bind(&t.caller_source)
+            .bind(t.started_at.0)
+            .bind(t.answered_at.map(|v| v.0))
+            .bind(t.ended_at.map(|v| v.0))
+            .bind(t.mtime.0)
+            .bind(t.duration_sec)
+            .bind(&t.rule)
+            .bind(&t.caller)
+            .bind(&t.phone)
+            .bind(&t.number)
+            .bind(&t.display_name)
+            .bind(&t.requested_by)
+            .bind(&t.email)
+            .bind(&t.outcome)
+            .bind(&t.voice)
+            .bind(&t.language)
+            .bind(&t.model)
+            .bind(&t.trunk_id)
+            .bind(t.answered.map(i64::from))
+            .bind(&t.error_detail)
+            .bind(t.tokens_total)
+            .bind(t.tokens_prompt)
+            .bind(t.input_turns)
+            .bind(t.output_turns)
+            .bind(t.turn_count)
+            .bind(t.size)
+            .bind(&t.source)
+            .bind(&t.file)
+            .bind(turns)
+            .bind(search_text(t))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO transcripts (call_id, tenant, caller_source, started_at, answered_at, \
-             ended_at, mtime, duration_sec, rule, caller, phone, number, display_name, \
-             requested_by, email, outcome, voice, language, model, trunk_id, answered, \
-             error_detail, tokens_total, tokens_prompt, input_turns, output_turns, turn_count, \
-             size, source, file, turns, search_text) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
-        )
-        .bind(&t.call_id)
-        .bind(&t.tenant)
-        .bind(&t.caller_source)
-        .bind(t.started_at.0)
-        .bind(t.answered_at.map(|v| v.0))
-        .bind(t.ended_at.map(|v| v.0))
-        .bind(t.mtime.0)
-        .bind(t.duration_sec)
-        .bind(&t.rule)
-        .bind(&t.caller)
-        .bind(&t.phone)
-        .bind(&t.number)
-        .bind(&t.display_name)
-        .bind(&t.requested_by)
-        .bind(&t.email)
-        .bind(&t.outcome)
-        .bind(&t.voice)
-        .bind(&t.language)
-        .bind(&t.model)
-        .bind(&t.trunk_id)
-        .bind(t.answered.map(i64::from))
-        .bind(&t.error_detail)
-        .bind(t.tokens_total)
-        .bind(t.tokens_prompt)
-        .bind(t.input_turns)
-        .bind(t.output_turns)
-        .bind(t.turn_count)
-        .bind(t.size)
-        .bind(&t.source)
-        .bind(&t.file)
-        .bind(turns)
-        .bind(search_text(t))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Newest first.
@@ -309,54 +312,173 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Page<TranscriptRecord>> {
-        // The filter is always the same statement; absent criteria are NULL.
-        let pattern = filter
-            .q
+        // Absent criteria are bound as NULL, so each dialect has one
+        // statement. `q` is a case-insensitive substring (LIKE with its
+        // wildcards escaped). PostgreSQL answers it from the trigram GIN
+        // index; SQLite first narrows rows with the FTS5 trigram index
+        // (a quoted phrase matches exactly that substring, for three or
+        // more characters) and LIKE confirms.
+        let q = filter.q.as_ref().map(|q| q.to_lowercase());
+        let pattern = q.as_ref().map(|q| format!("%{}%", like_escape(q)));
+        let phrase = q
             .as_ref()
-            .map(|q| format!("%{}%", like_escape(&q.to_lowercase())));
+            .filter(|q| q.chars().count() >= 3)
+            .map(|q| format!("\"{}\"", q.replace('"', "\"\"")));
         let since = filter.since.map(|t| t.0);
         let src_a = filter.caller_sources.first().copied();
         let src_b = filter.caller_sources.get(1).copied().or(src_a);
         macro_rules! transcript_filter {
             () => {
                 "tenant = $1 AND ($2 IS NULL OR started_at >= $2) \
-                 AND ($3 IS NULL OR search_text LIKE $3 ESCAPE '\\') \
+                 AND ($3 IS NULL OR transcripts.search_text LIKE $3 ESCAPE '\\') \
                  AND ($4 IS NULL OR caller_source = $4 OR caller_source = $5)"
             };
         }
-        let total: i64 = sqlx::query_scalar(concat!(
-            "SELECT COUNT(*) FROM transcripts WHERE ",
-            transcript_filter!()
-        ))
-        .bind(tenant)
-        .bind(since)
-        .bind(&pattern)
-        .bind(src_a)
-        .bind(src_b)
-        .fetch_one(&self.pool)
-        .await?;
-        let sql = concat!(
-            "SELECT ",
-            list_columns!(),
-            " FROM transcripts WHERE ",
-            transcript_filter!(),
-            " ORDER BY started_at DESC, call_id DESC LIMIT $6 OFFSET $7"
-        );
-        let rows = sqlx::query(sql)
-            .bind(tenant)
-            .bind(since)
-            .bind(&pattern)
-            .bind(src_a)
-            .bind(src_b)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(|r| transcript_from_row(r, false))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Page { items, total })
+        // With a phrase, SQLite reads the matching rows out of the FTS index
+        // first (CROSS JOIN fixes that order) instead of walking every row
+        // of the tenant and probing the index for each.
+        macro_rules! sqlite_fts_from {
+            () => {
+                " FROM transcripts_fts CROSS JOIN transcripts \
+                 ON transcripts.rowid = transcripts_fts.rowid \
+                 WHERE transcripts_fts MATCH $8 AND "
+            };
+        }
+        const COUNTS: &str = "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM transcript_counts \
+             WHERE tenant = $1 AND ($2 IS NULL OR caller_source = $2 OR caller_source = $3)";
+        let counted = pattern.is_none() && since.is_none();
+        let (total, rows) = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let total: i64 = match (&phrase, counted) {
+                    (_, true) => {
+                        sqlx::query_scalar(COUNTS)
+                            .bind(tenant)
+                            .bind(src_a)
+                            .bind(src_b)
+                            .fetch_one(pool)
+                            .await?
+                    }
+                    (Some(phrase), false) => {
+                        sqlx::query_scalar(concat!(
+                            "SELECT COUNT(*)",
+                            sqlite_fts_from!(),
+                            transcript_filter!()
+                        ))
+                        .bind(tenant)
+                        .bind(since)
+                        .bind(&pattern)
+                        .bind(src_a)
+                        .bind(src_b)
+                        .bind(limit)
+                        .bind(offset)
+                        .bind(phrase)
+                        .fetch_one(pool)
+                        .await?
+                    }
+                    (None, false) => {
+                        sqlx::query_scalar(concat!(
+                            "SELECT COUNT(*) FROM transcripts WHERE ",
+                            transcript_filter!()
+                        ))
+                        .bind(tenant)
+                        .bind(since)
+                        .bind(&pattern)
+                        .bind(src_a)
+                        .bind(src_b)
+                        .fetch_one(pool)
+                        .await?
+                    }
+                };
+                let rows = match &phrase {
+                    Some(phrase) => {
+                        sqlx::query(concat!(
+                            "SELECT ",
+                            list_columns!(),
+                            sqlite_fts_from!(),
+                            transcript_filter!(),
+                            " ORDER BY started_at DESC, call_id DESC LIMIT $6 OFFSET $7"
+                        ))
+                        .bind(tenant)
+                        .bind(since)
+                        .bind(&pattern)
+                        .bind(src_a)
+                        .bind(src_b)
+                        .bind(limit)
+                        .bind(offset)
+                        .bind(phrase)
+                        .fetch_all(pool)
+                        .await?
+                    }
+                    None => {
+                        sqlx::query(concat!(
+                            "SELECT ",
+                            list_columns!(),
+                            " FROM transcripts WHERE ",
+                            transcript_filter!(),
+                            " ORDER BY started_at DESC, call_id DESC LIMIT $6 OFFSET $7"
+                        ))
+                        .bind(tenant)
+                        .bind(since)
+                        .bind(&pattern)
+                        .bind(src_a)
+                        .bind(src_b)
+                        .bind(limit)
+                        .bind(offset)
+                        .fetch_all(pool)
+                        .await?
+                    }
+                };
+                let items = rows
+                    .iter()
+                    .map(|r| transcript_from_row(r, false))
+                    .collect::<Result<Vec<_>>>()?;
+                (total, items)
+            }
+            Pool::Postgres(pool) => {
+                let total: i64 = if counted {
+                    sqlx::query_scalar(COUNTS)
+                        .bind(tenant)
+                        .bind(src_a)
+                        .bind(src_b)
+                        .fetch_one(pool)
+                        .await?
+                } else {
+                    sqlx::query_scalar(concat!(
+                        "SELECT COUNT(*) FROM transcripts WHERE ",
+                        transcript_filter!()
+                    ))
+                    .bind(tenant)
+                    .bind(since)
+                    .bind(&pattern)
+                    .bind(src_a)
+                    .bind(src_b)
+                    .fetch_one(pool)
+                    .await?
+                };
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    list_columns!(),
+                    " FROM transcripts WHERE ",
+                    transcript_filter!(),
+                    " ORDER BY started_at DESC, call_id DESC LIMIT $6 OFFSET $7"
+                ))
+                .bind(tenant)
+                .bind(since)
+                .bind(&pattern)
+                .bind(src_a)
+                .bind(src_b)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+                let items = rows
+                    .iter()
+                    .map(|r| transcript_from_row(r, false))
+                    .collect::<Result<Vec<_>>>()?;
+                (total, items)
+            }
+        };
+        Ok(Page { items: rows, total })
     }
 
     pub async fn transcript(
@@ -364,18 +486,20 @@ impl Store {
         tenant: &str,
         call_id: &str,
     ) -> Result<Option<TranscriptRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            list_columns!(),
-            ", turns FROM transcripts WHERE tenant = $1 AND call_id = $2"
-        );
-        let row = sqlx::query(sql)
-            .bind(tenant)
-            .bind(call_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref()
-            .map(|r| transcript_from_row(r, true))
-            .transpose()
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                list_columns!(),
+                ", turns FROM transcripts WHERE tenant = $1 AND call_id = $2"
+            );
+            let row = sqlx::query(sql)
+                .bind(tenant)
+                .bind(call_id)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref()
+                .map(|r| transcript_from_row(r, true))
+                .transpose()
+        })
     }
 }

@@ -4,9 +4,8 @@
 //! transaction as the write that could break it.
 
 use codeb_types::{TrunkId, UtcMillis};
-use sqlx::any::AnyRow;
 
-use super::{Page, Result, Store, StoreError, col, flag, ms};
+use super::{Page, Result, RowExt, Store, StoreError, WritePool, col, flag, ms, on_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrunkRecord {
@@ -36,7 +35,7 @@ macro_rules! trunk_columns {
     };
 }
 
-fn trunk_from_row(row: &AnyRow) -> Result<TrunkRecord> {
+fn trunk_from_row(row: &impl RowExt) -> Result<TrunkRecord> {
     let id: String = col(row, "id")?;
     Ok(TrunkRecord {
         id: TrunkId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -58,6 +57,17 @@ fn trunk_from_row(row: &AnyRow) -> Result<TrunkRecord> {
     })
 }
 
+/// Unmarks the tenant's current default trunk (run before marking another).
+macro_rules! clear_default_query {
+    ($tenant:expr, $now:expr) => {
+        sqlx::query(
+            "UPDATE trunks SET is_default = 0, updated_at = $1 WHERE tenant = $2 AND is_default = 1",
+        )
+        .bind($now.0)
+        .bind($tenant)
+    };
+}
+
 impl Store {
     pub async fn list_trunks(
         &self,
@@ -65,151 +75,152 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Page<TrunkRecord>> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM trunks WHERE tenant = $1")
-            .bind(tenant)
-            .fetch_one(&self.pool)
-            .await?;
-        let sql = concat!(
-            "SELECT ",
-            trunk_columns!(),
-            " FROM trunks WHERE tenant = $1 \
-             ORDER BY created_at, id LIMIT $2 OFFSET $3"
-        );
-        let rows = sqlx::query(sql)
-            .bind(tenant)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(trunk_from_row).collect::<Result<_>>()?;
-        Ok(Page { items, total })
+        on_pool!(self, |pool| {
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM trunks WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_one(pool)
+                .await?;
+            let sql = concat!(
+                "SELECT ",
+                trunk_columns!(),
+                " FROM trunks WHERE tenant = $1 \
+                 ORDER BY created_at, id LIMIT $2 OFFSET $3"
+            );
+            let rows = sqlx::query(sql)
+                .bind(tenant)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            let items = rows.iter().map(trunk_from_row).collect::<Result<_>>()?;
+            Ok(Page { items, total })
+        })
     }
 
     pub async fn trunk(&self, tenant: &str, id: &TrunkId) -> Result<Option<TrunkRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            trunk_columns!(),
-            " FROM trunks WHERE tenant = $1 AND id = $2"
-        );
-        let row = sqlx::query(sql)
-            .bind(tenant)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(trunk_from_row).transpose()
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                trunk_columns!(),
+                " FROM trunks WHERE tenant = $1 AND id = $2"
+            );
+            let row = sqlx::query(sql)
+                .bind(tenant)
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(trunk_from_row).transpose()
+        })
     }
 
     /// The trunk a call uses when it names none: the one marked default, or
     /// the tenant's only trunk.
     pub async fn default_trunk(&self, tenant: &str) -> Result<Option<TrunkRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            trunk_columns!(),
-            " FROM trunks WHERE tenant = $1 \
-             ORDER BY is_default DESC, created_at LIMIT 2"
-        );
-        let rows = sqlx::query(sql).bind(tenant).fetch_all(&self.pool).await?;
-        let trunks = rows
-            .iter()
-            .map(trunk_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(match trunks.as_slice() {
-            [only] => Some(only.clone()),
-            [first, ..] if first.is_default => Some(first.clone()),
-            _ => None,
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                trunk_columns!(),
+                " FROM trunks WHERE tenant = $1 \
+                 ORDER BY is_default DESC, created_at LIMIT 2"
+            );
+            let rows = sqlx::query(sql).bind(tenant).fetch_all(pool).await?;
+            let trunks = rows
+                .iter()
+                .map(trunk_from_row)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(match trunks.as_slice() {
+                [only] => Some(only.clone()),
+                [first, ..] if first.is_default => Some(first.clone()),
+                _ => None,
+            })
         })
     }
 
     pub async fn create_trunk(&self, t: &TrunkRecord) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        if t.is_default {
-            clear_default(&mut tx, &t.tenant, t.updated_at).await?;
-        }
-        sqlx::query(
-            "INSERT INTO trunks (id, tenant, name, host, port, transport, username, password, \
-             from_user, from_domain, max_concurrent_calls, calls_per_second, is_default, \
-             register, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(t.id.as_str())
-        .bind(&t.tenant)
-        .bind(&t.name)
-        .bind(&t.host)
-        .bind(t.port)
-        .bind(&t.transport)
-        .bind(&t.username)
-        .bind(&t.password)
-        .bind(&t.from_user)
-        .bind(&t.from_domain)
-        .bind(t.max_concurrent_calls)
-        .bind(t.calls_per_second)
-        .bind(i64::from(t.is_default))
-        .bind(i64::from(t.register))
-        .bind(t.created_at.0)
-        .bind(t.updated_at.0)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            if t.is_default {
+                clear_default_query!(&t.tenant, t.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO trunks (id, tenant, name, host, port, transport, username, password, \
+                 from_user, from_domain, max_concurrent_calls, calls_per_second, is_default, \
+                 register, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(t.id.as_str())
+            .bind(&t.tenant)
+            .bind(&t.name)
+            .bind(&t.host)
+            .bind(t.port)
+            .bind(&t.transport)
+            .bind(&t.username)
+            .bind(&t.password)
+            .bind(&t.from_user)
+            .bind(&t.from_domain)
+            .bind(t.max_concurrent_calls)
+            .bind(t.calls_per_second)
+            .bind(i64::from(t.is_default))
+            .bind(i64::from(t.register))
+            .bind(t.created_at.0)
+            .bind(t.updated_at.0)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Replaces every editable field; false if there is no such trunk.
     pub async fn update_trunk(&self, t: &TrunkRecord) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        if t.is_default {
-            clear_default(&mut tx, &t.tenant, t.updated_at).await?;
-        }
-        let res = sqlx::query(
-            "UPDATE trunks SET name = $1, host = $2, port = $3, transport = $4, username = $5, \
-             password = $6, from_user = $7, from_domain = $8, max_concurrent_calls = $9, \
-             calls_per_second = $10, is_default = $11, register = $12, updated_at = $13 \
-             WHERE tenant = $14 AND id = $15",
-        )
-        .bind(&t.name)
-        .bind(&t.host)
-        .bind(t.port)
-        .bind(&t.transport)
-        .bind(&t.username)
-        .bind(&t.password)
-        .bind(&t.from_user)
-        .bind(&t.from_domain)
-        .bind(t.max_concurrent_calls)
-        .bind(t.calls_per_second)
-        .bind(i64::from(t.is_default))
-        .bind(i64::from(t.register))
-        .bind(t.updated_at.0)
-        .bind(&t.tenant)
-        .bind(t.id.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            if t.is_default {
+                clear_default_query!(&t.tenant, t.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let res = sqlx::query(
+                "UPDATE trunks SET name = $1, host = $2, port = $3, transport = $4, username = $5, \
+                 password = $6, from_user = $7, from_domain = $8, max_concurrent_calls = $9, \
+                 calls_per_second = $10, is_default = $11, register = $12, updated_at = $13 \
+                 WHERE tenant = $14 AND id = $15",
+            )
+            .bind(&t.name)
+            .bind(&t.host)
+            .bind(t.port)
+            .bind(&t.transport)
+            .bind(&t.username)
+            .bind(&t.password)
+            .bind(&t.from_user)
+            .bind(&t.from_domain)
+            .bind(t.max_concurrent_calls)
+            .bind(t.calls_per_second)
+            .bind(i64::from(t.is_default))
+            .bind(i64::from(t.register))
+            .bind(t.updated_at.0)
+            .bind(&t.tenant)
+            .bind(t.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if res.rows_affected() == 0 {
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     pub async fn delete_trunk(&self, tenant: &str, id: &TrunkId) -> Result<bool> {
-        let res = sqlx::query("DELETE FROM trunks WHERE tenant = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected() > 0)
+        on_pool!(self, |pool| {
+            let res = sqlx::query("DELETE FROM trunks WHERE tenant = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id.as_str())
+                .execute(pool)
+                .await?;
+            Ok(res.rows_affected() > 0)
+        })
     }
-}
-
-async fn clear_default(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    tenant: &str,
-    now: UtcMillis,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE trunks SET is_default = 0, updated_at = $1 WHERE tenant = $2 AND is_default = 1",
-    )
-    .bind(now.0)
-    .bind(tenant)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

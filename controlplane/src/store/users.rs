@@ -3,9 +3,8 @@
 //! invalidates the user's outstanding tokens.
 
 use codeb_types::{UserId, UtcMillis};
-use sqlx::any::AnyRow;
 
-use super::{Result, Store, StoreError, col, ms};
+use super::{Result, RowExt, Store, StoreError, WritePool, col, ms, on_pool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -44,7 +43,7 @@ pub struct UserRecord {
     pub tokens_valid_after: UtcMillis,
 }
 
-fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
+fn user_from_row(row: &impl RowExt) -> Result<UserRecord> {
     let id: String = col(row, "id")?;
     let role: String = col(row, "role")?;
     Ok(UserRecord {
@@ -75,60 +74,67 @@ impl Store {
         role: Role,
         now: UtcMillis,
     ) -> Result<Option<UserRecord>> {
-        let res = sqlx::query(
-            "INSERT INTO users (id, tenant, username, password_hash, role, created_at, updated_at, tokens_valid_after) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6, 0) ON CONFLICT DO NOTHING",
-        )
-        .bind(id.as_str())
-        .bind(tenant)
-        .bind(username)
-        .bind(password_hash)
-        .bind(role.as_str())
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Ok(None);
-        }
-        self.user_by_id(id).await
+        on_pool!(self, |pool| {
+            let res = sqlx::query(
+                "INSERT INTO users (id, tenant, username, password_hash, role, created_at, updated_at, tokens_valid_after) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, 0) ON CONFLICT DO NOTHING",
+            )
+            .bind(id.as_str())
+            .bind(tenant)
+            .bind(username)
+            .bind(password_hash)
+            .bind(role.as_str())
+            .bind(now.0)
+            .execute(pool)
+            .await?;
+            if res.rows_affected() == 0 {
+                return Ok(None);
+            }
+            self.user_by_id(id).await
+        })
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE username = $1"
-        );
-        let row = sqlx::query(sql)
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE username = $1"
+            );
+            let row = sqlx::query(sql).bind(username).fetch_optional(pool).await?;
+            row.as_ref().map(user_from_row).transpose()
+        })
     }
 
     pub async fn user_by_id(&self, id: &UserId) -> Result<Option<UserRecord>> {
-        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
-        let row = sqlx::query(sql)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
+        on_pool!(self, |pool| {
+            let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+            let row = sqlx::query(sql)
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(user_from_row).transpose()
+        })
     }
 
     pub async fn list_users(&self) -> Result<Vec<UserRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users ORDER BY tenant, username"
-        );
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
-        rows.iter().map(user_from_row).collect()
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users ORDER BY tenant, username"
+            );
+            let rows = sqlx::query(sql).fetch_all(pool).await?;
+            rows.iter().map(user_from_row).collect()
+        })
     }
 
     pub async fn count_users(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.pool)
-            .await?)
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users")
+                .fetch_one(pool)
+                .await?)
+        })
     }
 
     /// Sets a new password hash (and optionally role). Tokens issued before
@@ -141,46 +147,50 @@ impl Store {
         role: Option<Role>,
         now: UtcMillis,
     ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let res = sqlx::query(
-            "UPDATE users SET password_hash = COALESCE($1, password_hash), role = COALESCE($2, role), \
-             updated_at = $3, tokens_valid_after = $3 WHERE username = $4",
-        )
-        .bind(password_hash)
-        .bind(role.map(Role::as_str))
-        .bind(now.0)
-        .bind(username)
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND user_id = \
-             (SELECT id FROM users WHERE username = $2)",
-        )
-        .bind(now.0)
-        .bind(username)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            let res = sqlx::query(
+                "UPDATE users SET password_hash = COALESCE($1, password_hash), role = COALESCE($2, role), \
+                 updated_at = $3, tokens_valid_after = $3 WHERE username = $4",
+            )
+            .bind(password_hash)
+            .bind(role.map(Role::as_str))
+            .bind(now.0)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+            if res.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND user_id = \
+                 (SELECT id FROM users WHERE username = $2)",
+            )
+            .bind(now.0)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Removes a user and their refresh tokens. Returns false if absent.
     pub async fn remove_user(&self, username: &str) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "DELETE FROM refresh_tokens WHERE user_id = (SELECT id FROM users WHERE username = $1)",
-        )
-        .bind(username)
-        .execute(&mut *tx)
-        .await?;
-        let res = sqlx::query("DELETE FROM users WHERE username = $1")
+        on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            sqlx::query(
+                "DELETE FROM refresh_tokens WHERE user_id = (SELECT id FROM users WHERE username = $1)",
+            )
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(res.rows_affected() > 0)
+            let res = sqlx::query("DELETE FROM users WHERE username = $1")
+                .bind(username)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(res.rows_affected() > 0)
+        })
     }
 }

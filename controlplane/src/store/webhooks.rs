@@ -3,9 +3,8 @@
 //! counters the API shows.
 
 use codeb_types::{SubscriptionId, UtcMillis};
-use sqlx::any::AnyRow;
 
-use super::{Page, Result, Store, StoreError, col, flag, ms, opt_ms};
+use super::{Page, Result, RowExt, Store, StoreError, col, flag, ms, on_pool, opt_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionRecord {
@@ -29,7 +28,7 @@ macro_rules! subscription_columns {
     };
 }
 
-fn subscription_from_row(row: &AnyRow) -> Result<SubscriptionRecord> {
+fn subscription_from_row(row: &impl RowExt) -> Result<SubscriptionRecord> {
     let id: String = col(row, "id")?;
     let events: String = col(row, "events")?;
     Ok(SubscriptionRecord {
@@ -50,27 +49,29 @@ fn subscription_from_row(row: &AnyRow) -> Result<SubscriptionRecord> {
 
 impl Store {
     pub async fn create_subscription(&self, s: &SubscriptionRecord) -> Result<()> {
-        let events = serde_json::to_string(&s.events)
-            .map_err(|e| StoreError::Corrupt(format!("webhook events: {e}")))?;
-        sqlx::query(
-            "INSERT INTO webhooks (id, tenant, url, events, secret, active, created_at, \
-             created_by, last_fired_at, failures, paused_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(s.id.as_str())
-        .bind(&s.tenant)
-        .bind(&s.url)
-        .bind(events)
-        .bind(&s.secret)
-        .bind(i64::from(s.active))
-        .bind(s.created_at.0)
-        .bind(&s.created_by)
-        .bind(s.last_fired_at.map(|t| t.0))
-        .bind(s.failures)
-        .bind(&s.paused_reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_pool!(self, |pool| {
+            let events = serde_json::to_string(&s.events)
+                .map_err(|e| StoreError::Corrupt(format!("webhook events: {e}")))?;
+            sqlx::query(
+                "INSERT INTO webhooks (id, tenant, url, events, secret, active, created_at, \
+                 created_by, last_fired_at, failures, paused_reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(s.id.as_str())
+            .bind(&s.tenant)
+            .bind(&s.url)
+            .bind(events)
+            .bind(&s.secret)
+            .bind(i64::from(s.active))
+            .bind(s.created_at.0)
+            .bind(&s.created_by)
+            .bind(s.last_fired_at.map(|t| t.0))
+            .bind(s.failures)
+            .bind(&s.paused_reason)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
     }
 
     pub async fn list_subscriptions(
@@ -79,27 +80,29 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Page<SubscriptionRecord>> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE tenant = $1")
-            .bind(tenant)
-            .fetch_one(&self.pool)
-            .await?;
-        let sql = concat!(
-            "SELECT ",
-            subscription_columns!(),
-            " FROM webhooks WHERE tenant = $1 \
-             ORDER BY created_at, id LIMIT $2 OFFSET $3"
-        );
-        let rows = sqlx::query(sql)
-            .bind(tenant)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(subscription_from_row)
-            .collect::<Result<_>>()?;
-        Ok(Page { items, total })
+        on_pool!(self, |pool| {
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_one(pool)
+                .await?;
+            let sql = concat!(
+                "SELECT ",
+                subscription_columns!(),
+                " FROM webhooks WHERE tenant = $1 \
+                 ORDER BY created_at, id LIMIT $2 OFFSET $3"
+            );
+            let rows = sqlx::query(sql)
+                .bind(tenant)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            let items = rows
+                .iter()
+                .map(subscription_from_row)
+                .collect::<Result<_>>()?;
+            Ok(Page { items, total })
+        })
     }
 
     pub async fn subscription(
@@ -107,25 +110,29 @@ impl Store {
         tenant: &str,
         id: &SubscriptionId,
     ) -> Result<Option<SubscriptionRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            subscription_columns!(),
-            " FROM webhooks WHERE tenant = $1 AND id = $2"
-        );
-        let row = sqlx::query(sql)
-            .bind(tenant)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(subscription_from_row).transpose()
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                subscription_columns!(),
+                " FROM webhooks WHERE tenant = $1 AND id = $2"
+            );
+            let row = sqlx::query(sql)
+                .bind(tenant)
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(subscription_from_row).transpose()
+        })
     }
 
     pub async fn delete_subscription(&self, tenant: &str, id: &SubscriptionId) -> Result<bool> {
-        let res = sqlx::query("DELETE FROM webhooks WHERE tenant = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected() > 0)
+        on_pool!(self, |pool| {
+            let res = sqlx::query("DELETE FROM webhooks WHERE tenant = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id.as_str())
+                .execute(pool)
+                .await?;
+            Ok(res.rows_affected() > 0)
+        })
     }
 }

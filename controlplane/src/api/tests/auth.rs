@@ -361,10 +361,12 @@ async fn api_keys_lifecycle(h: Harness) {
     assert_eq!(r.json["data"][0]["id"], id.as_str());
     assert_eq!(r.json["data"][0]["createdBy"], ADMIN);
     // Nor does the database.
-    let stored: String = sqlx::query_scalar("SELECT key_hash FROM api_keys")
-        .fetch_one(&h.db.store.pool)
-        .await
-        .unwrap();
+    let stored: String = crate::store::on_pool!(h.db.store, |pool| {
+        sqlx::query_scalar("SELECT key_hash FROM api_keys")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
     assert_eq!(stored, crate::crypto::sha256_hex(key.as_bytes()));
     // Revoked: refused at once.
     let r = h
