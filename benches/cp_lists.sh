@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Control-plane list benchmark: 100k calls and 100k transcripts in one
+# tenant, then GET /calls?limit=50 and GET /transcripts?q=… at full speed and
+# at a fixed rate, against a release `codeb serve`.
+#
+#   benches/cp_lists.sh sqlite
+#   CODEB_BENCH_PG_URL=postgres://postgres@127.0.0.1:55432/postgres benches/cp_lists.sh postgres
+#
+# Needs: curl, jq; for postgres an admin URL (a database codeb_bench is
+# dropped and recreated). Seeding takes about a minute on SQLite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend=${1:?sqlite or postgres}
+SECONDS_RUN=${SECONDS_RUN:-20}
+cargo build --release -p codeb -p codeb-benches >&2
+BIN=target/release
+DIR=$(mktemp -d /tmp/codeb-bench.XXXXXX)
+PORT=18080
+case $backend in
+    sqlite) DB="sqlite://$DIR/codeb.db?mode=rwc" ;;
+    postgres)
+        ADMIN=${CODEB_BENCH_PG_URL:?set CODEB_BENCH_PG_URL}
+        psql "$ADMIN" -qc 'DROP DATABASE IF EXISTS codeb_bench' -c 'CREATE DATABASE codeb_bench' >&2
+        DB="${ADMIN%/*}/codeb_bench" ;;
+    *) echo "sqlite or postgres" >&2; exit 2 ;;
+esac
+echo "== seeding 100k calls + 100k transcripts ($backend)"
+$BIN/cp-load seed --database-url "$DB" --data-dir "$DIR" --tenant 127.0.0.1 2>&1 | grep -v '^  '
+CODEB_HTTP_ADDR=127.0.0.1:$PORT CODEB_DATA_DIR=$DIR CODEB_DATABASE_URL=$DB \
+    CODEB_ADMIN_USER=bench CODEB_ADMIN_PASSWORD=bench-password CODEB_LOG=warn \
+    $BIN/codeb serve >"$DIR/serve.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null; rm -rf "$DIR"' EXIT
+for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
+AT=$(curl -s -X POST http://127.0.0.1:$PORT/oidc.ashx/token -d grant_type=password \
+    -d client_id=codeb-admin -d username=bench -d password=bench-password | jq -r .access_token)
+export CP_LOAD_TOKEN=$(curl -s -X POST -H "Authorization: Bearer $AT" -H 'Content-Type: application/json' \
+    -d '{"name":"bench"}' http://127.0.0.1:$PORT/api.ashx/v1/api-keys | jq -r .key)
+run() { echo; $BIN/cp-load run --pid $PID --seconds "$SECONDS_RUN" "$@"; }
+B=http://127.0.0.1:$PORT/api.ashx/v1
+run --url "$B/calls?limit=50" --connections 32
+run --url "$B/calls?limit=50" --connections 32 --rate 1000
+run --url "$B/calls?limit=50&status=in-flight,scheduled" --connections 32
+run --url "$B/transcripts?limit=50" --connections 32
+# A selective search (a number fragment: ~100 matches) and a broad one
+# (a word in one transcript in six: ~17k matches, all counted for `total`).
+run --url "$B/transcripts?limit=50&q=1555123" --connections 32
+run --url "$B/transcripts?limit=50&q=1555123" --connections 32 --rate 200
+run --url "$B/transcripts?limit=50&q=renewal" --connections 32
