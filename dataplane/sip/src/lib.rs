@@ -32,6 +32,7 @@
 //! ```
 
 mod builder;
+pub mod digest;
 mod error;
 pub mod header;
 mod limits;
@@ -40,6 +41,7 @@ mod method;
 mod params;
 mod parse;
 mod print;
+pub mod sdp;
 mod syntax;
 mod uri;
 pub mod validate;

@@ -1,0 +1,428 @@
+//! RFC 3264 offer/answer for the audio stream of a call.
+//!
+//! The switch takes the first usable audio section (RTP, port not 0) and
+//! rejects the others (port 0, formats echoed, RFC 3264 §6). The answer keeps
+//! the offerer's payload-type numbers and preference order, listing every
+//! codec both sides support; the first of them is the one the call uses.
+//! Telephone-event (RFC 4733) rides along when both sides have it.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::{Direction, Media, RtpMap, Sdp};
+
+/// Codecs the media engine handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    Pcmu,
+    Pcma,
+    Opus,
+    TelephoneEvent,
+}
+
+impl Codec {
+    /// The payload type we use when we offer.
+    pub fn default_pt(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+            Codec::Opus => 111,
+            Codec::TelephoneEvent => 101,
+        }
+    }
+
+    pub fn encoding(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::Opus => "opus",
+            Codec::TelephoneEvent => "telephone-event",
+        }
+    }
+
+    /// RTP clock rate.
+    pub fn clock(self) -> u32 {
+        match self {
+            Codec::Opus => 48_000,
+            _ => 8_000,
+        }
+    }
+
+    fn channels(self) -> Option<u8> {
+        (self == Codec::Opus).then_some(2)
+    }
+
+    fn fmtp(self) -> Option<&'static str> {
+        match self {
+            Codec::Opus => Some("useinbandfec=1"),
+            Codec::TelephoneEvent => Some("0-16"),
+            _ => None,
+        }
+    }
+
+    /// Which codec a payload type of `m` denotes, if one of ours: by rtpmap,
+    /// or by the static table (RFC 3551) when there is no rtpmap.
+    fn of(m: &Media, pt: u8) -> Option<Codec> {
+        match m.rtpmap(pt) {
+            Some(r) => Self::by_name(r),
+            None => match pt {
+                0 => Some(Codec::Pcmu),
+                8 => Some(Codec::Pcma),
+                _ => None,
+            },
+        }
+    }
+
+    fn by_name(r: &RtpMap) -> Option<Codec> {
+        let e = r.encoding.as_str();
+        [Codec::Pcmu, Codec::Pcma, Codec::Opus, Codec::TelephoneEvent]
+            .into_iter()
+            .find(|c| c.encoding().eq_ignore_ascii_case(e) && c.clock() == r.clock)
+    }
+}
+
+/// Our side of the media: where we receive and what we accept.
+#[derive(Debug, Clone)]
+pub struct LocalMedia {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Accepted codecs in our order of preference (for our offers).
+    pub codecs: Vec<Codec>,
+    pub ptime: u32,
+    /// What we want: `SendRecv` normally, `SendOnly`/`Inactive` to hold.
+    pub direction: Direction,
+    pub session_id: u64,
+    pub session_version: u64,
+}
+
+/// The result of an exchange, for the media engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Where to send RTP; None while the far end holds (port 0 / 0.0.0.0).
+    pub remote: Option<SocketAddr>,
+    pub codec: Codec,
+    pub pt: u8,
+    /// Payload type of telephone-event, if both sides have it.
+    pub dtmf_pt: Option<u8>,
+    /// Our direction for this stream.
+    pub direction: Direction,
+    pub ptime: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NegotiationError {
+    #[error("no usable audio stream")]
+    NoAudio,
+    #[error("no codec in common")]
+    NoCommonCodec,
+    #[error("the answer does not match the offer")]
+    AnswerMismatch,
+}
+
+fn media_section(local: &LocalMedia, listed: &[(u8, Codec)], direction: Direction) -> Media {
+    Media {
+        kind: "audio".into(),
+        port: local.port,
+        proto: "RTP/AVP".into(),
+        formats: listed.iter().map(|(pt, _)| pt.to_string()).collect(),
+        connection: None,
+        rtpmaps: listed
+            .iter()
+            .map(|(pt, c)| RtpMap {
+                pt: *pt,
+                encoding: c.encoding().into(),
+                clock: c.clock(),
+                channels: c.channels(),
+            })
+            .collect(),
+        fmtps: listed
+            .iter()
+            .filter_map(|(pt, c)| c.fmtp().map(|f| (*pt, f.to_owned())))
+            .collect(),
+        direction: Some(direction),
+        ptime: Some(local.ptime),
+        attributes: Vec::new(),
+    }
+}
+
+fn session(local: &LocalMedia, media: Vec<Media>) -> Sdp {
+    Sdp {
+        origin_user: "codeb".into(),
+        session_id: local.session_id,
+        session_version: local.session_version,
+        origin_addr: local.addr,
+        session_name: "codeb".into(),
+        connection: Some(local.addr),
+        direction: None,
+        media,
+    }
+}
+
+/// Our offer: every codec we accept, with our payload types.
+pub fn offer(local: &LocalMedia) -> Sdp {
+    let listed: Vec<(u8, Codec)> = local.codecs.iter().map(|c| (c.default_pt(), *c)).collect();
+    session(local, vec![media_section(local, &listed, local.direction)])
+}
+
+/// Combines what the other side allows with what we want.
+fn our_direction(theirs: Direction, ours: Direction) -> Direction {
+    let they_recv = matches!(theirs, Direction::SendRecv | Direction::RecvOnly);
+    let they_send = matches!(theirs, Direction::SendRecv | Direction::SendOnly);
+    let we_send = matches!(ours, Direction::SendRecv | Direction::SendOnly) && they_recv;
+    let we_recv = matches!(ours, Direction::SendRecv | Direction::RecvOnly) && they_send;
+    match (we_send, we_recv) {
+        (true, true) => Direction::SendRecv,
+        (true, false) => Direction::SendOnly,
+        (false, true) => Direction::RecvOnly,
+        (false, false) => Direction::Inactive,
+    }
+}
+
+fn remote_of(sdp: &Sdp, m: &Media) -> Option<SocketAddr> {
+    let addr = sdp.media_addr(m)?;
+    (m.port != 0 && !addr.is_unspecified()).then(|| SocketAddr::new(addr, m.port))
+}
+
+fn is_usable_audio(m: &Media) -> bool {
+    m.kind == "audio" && m.port != 0 && matches!(m.proto.as_str(), "RTP/AVP" | "RTP/AVPF")
+}
+
+/// Answers `offer` (a far end's), or says why the call cannot be taken
+/// (the B2BUA then answers 488).
+pub fn answer(offer: &Sdp, local: &LocalMedia) -> Result<(Sdp, Negotiated), NegotiationError> {
+    let chosen = offer
+        .media
+        .iter()
+        .position(is_usable_audio)
+        .ok_or(NegotiationError::NoAudio)?;
+    let m = &offer.media[chosen];
+    let common: Vec<(u8, Codec)> = m
+        .payload_types()
+        .filter_map(|pt| Codec::of(m, pt).map(|c| (pt, c)))
+        .filter(|(_, c)| local.codecs.contains(c))
+        .fold(Vec::new(), |mut acc, (pt, c)| {
+            if !acc.iter().any(|(_, seen)| *seen == c) {
+                acc.push((pt, c));
+            }
+            acc
+        });
+    let (pt, codec) = common
+        .iter()
+        .copied()
+        .find(|(_, c)| *c != Codec::TelephoneEvent)
+        .ok_or(NegotiationError::NoCommonCodec)?;
+    let dtmf_pt = common
+        .iter()
+        .find(|(_, c)| *c == Codec::TelephoneEvent)
+        .map(|(pt, _)| *pt);
+    let direction = our_direction(offer.media_direction(m), local.direction);
+    let media = offer
+        .media
+        .iter()
+        .enumerate()
+        .map(|(i, other)| {
+            if i == chosen {
+                media_section(local, &common, direction)
+            } else {
+                Media {
+                    port: 0,
+                    connection: None,
+                    rtpmaps: Vec::new(),
+                    fmtps: Vec::new(),
+                    direction: None,
+                    ptime: None,
+                    attributes: Vec::new(),
+                    ..other.clone()
+                }
+            }
+        })
+        .collect();
+    let negotiated = Negotiated {
+        remote: remote_of(offer, m),
+        codec,
+        pt,
+        dtmf_pt,
+        direction,
+        ptime: m.ptime.unwrap_or(local.ptime),
+    };
+    Ok((session(local, media), negotiated))
+}
+
+/// Reads the far end's answer to our `offer(local)`.
+pub fn read_answer(local: &LocalMedia, answer: &Sdp) -> Result<Negotiated, NegotiationError> {
+    let m = answer
+        .media
+        .iter()
+        .find(|m| is_usable_audio(m))
+        .ok_or(NegotiationError::NoAudio)?;
+    let mut first = None;
+    let mut dtmf_pt = None;
+    for pt in m.payload_types() {
+        let Some(c) = Codec::of(m, pt) else { continue };
+        if !local.codecs.contains(&c) {
+            return Err(NegotiationError::AnswerMismatch);
+        }
+        match c {
+            Codec::TelephoneEvent => dtmf_pt = dtmf_pt.or(Some(pt)),
+            c => first = first.or(Some((pt, c))),
+        }
+    }
+    let (pt, codec) = first.ok_or(NegotiationError::NoCommonCodec)?;
+    Ok(Negotiated {
+        remote: remote_of(answer, m),
+        codec,
+        pt,
+        dtmf_pt,
+        direction: our_direction(answer.media_direction(m), local.direction),
+        ptime: m.ptime.unwrap_or(local.ptime),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::SdpLimits;
+
+    fn local() -> LocalMedia {
+        LocalMedia {
+            addr: "203.0.113.5".parse().unwrap(),
+            port: 20000,
+            codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus, Codec::TelephoneEvent],
+            ptime: 20,
+            direction: Direction::SendRecv,
+            session_id: 42,
+            session_version: 1,
+        }
+    }
+
+    fn sdp(s: &str) -> Sdp {
+        Sdp::parse(s.as_bytes(), &SdpLimits::default()).unwrap()
+    }
+
+    const HEAD: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n";
+
+    #[test]
+    fn answers_with_offerers_numbers_and_order() {
+        let o = sdp(&format!(
+            "{HEAD}m=audio 4000 RTP/AVP 96 8 0 97\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/8000\r\n"
+        ));
+        let (a, n) = answer(&o, &local()).unwrap();
+        assert_eq!((n.codec, n.pt, n.dtmf_pt), (Codec::Opus, 96, Some(97)));
+        assert_eq!(n.remote, Some("192.0.2.1:4000".parse().unwrap()));
+        let m = &a.media[0];
+        assert_eq!(m.formats, vec!["96", "8", "0", "97"]);
+        assert_eq!(m.port, 20000);
+        assert_eq!(
+            a.connection,
+            Some("203.0.113.5".parse().unwrap()),
+            "our address, never theirs"
+        );
+        assert!(!a.to_text().contains("192.0.2.1"));
+        // The answer parses, and reading it as an answer agrees.
+        let again = sdp(&a.to_text());
+        let back = read_answer(&local(), &again).unwrap();
+        assert_eq!((back.codec, back.pt), (Codec::Opus, 96));
+    }
+
+    #[test]
+    fn static_types_without_rtpmap_and_no_common_codec() {
+        let o = sdp(&format!("{HEAD}m=audio 4000 RTP/AVP 18 0\r\n"));
+        let (_, n) = answer(&o, &local()).unwrap();
+        assert_eq!((n.codec, n.pt, n.dtmf_pt), (Codec::Pcmu, 0, None));
+        let g729 = sdp(&format!(
+            "{HEAD}m=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n"
+        ));
+        assert_eq!(
+            answer(&g729, &local()).err(),
+            Some(NegotiationError::NoCommonCodec)
+        );
+        let dtmf_only = sdp(&format!(
+            "{HEAD}m=audio 4000 RTP/AVP 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        ));
+        assert_eq!(
+            answer(&dtmf_only, &local()).err(),
+            Some(NegotiationError::NoCommonCodec)
+        );
+        let video = sdp(&format!(
+            "{HEAD}m=video 4000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+        ));
+        assert_eq!(
+            answer(&video, &local()).err(),
+            Some(NegotiationError::NoAudio)
+        );
+        let mut pcma_only = local();
+        pcma_only.codecs = vec![Codec::Pcma];
+        let o = sdp(&format!("{HEAD}m=audio 4000 RTP/AVP 0\r\n"));
+        assert_eq!(
+            answer(&o, &pcma_only).err(),
+            Some(NegotiationError::NoCommonCodec)
+        );
+    }
+
+    #[test]
+    fn other_sections_are_rejected_in_place() {
+        let o = sdp(&format!(
+            "{HEAD}m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\nm=audio 4000 RTP/AVP 0\r\nm=audio 4002 RTP/AVP 8\r\n"
+        ));
+        let (a, n) = answer(&o, &local()).unwrap();
+        assert_eq!(a.media.len(), 3, "same number of sections, same order");
+        assert_eq!((a.media[0].port, a.media[0].kind.as_str()), (0, "video"));
+        assert_eq!(a.media[1].port, 20000);
+        assert_eq!(a.media[2].port, 0);
+        assert_eq!(n.remote, Some("192.0.2.1:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn hold_and_directions() {
+        let hold = sdp(&format!("{HEAD}m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n"));
+        let (a, n) = answer(&hold, &local()).unwrap();
+        assert_eq!(n.direction, Direction::RecvOnly);
+        assert_eq!(a.media[0].direction, Some(Direction::RecvOnly));
+        let old_hold = sdp(
+            "v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+        );
+        assert_eq!(answer(&old_hold, &local()).unwrap().1.remote, None);
+        let inactive = sdp(&format!("{HEAD}a=inactive\r\nm=audio 4000 RTP/AVP 0\r\n"));
+        assert_eq!(
+            answer(&inactive, &local()).unwrap().1.direction,
+            Direction::Inactive
+        );
+        let mut holding = local();
+        holding.direction = Direction::SendOnly;
+        let o = sdp(&format!("{HEAD}m=audio 4000 RTP/AVP 0\r\n"));
+        assert_eq!(
+            answer(&o, &holding).unwrap().1.direction,
+            Direction::SendOnly
+        );
+        let off = offer(&holding);
+        assert_eq!(off.media[0].direction, Some(Direction::SendOnly));
+    }
+
+    #[test]
+    fn our_offer_and_their_answer() {
+        let o = offer(&local());
+        let text = o.to_text();
+        assert!(
+            text.contains("m=audio 20000 RTP/AVP 0 8 111 101\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("a=rtpmap:111 opus/48000/2\r\n"));
+        assert!(text.contains("a=fmtp:101 0-16\r\n"));
+        let a = sdp(&format!(
+            "{HEAD}m=audio 6000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        ));
+        let n = read_answer(&local(), &a).unwrap();
+        assert_eq!((n.codec, n.pt, n.dtmf_pt), (Codec::Pcma, 8, Some(101)));
+        let bad = sdp(&format!(
+            "{HEAD}m=audio 6000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n"
+        ));
+        assert_eq!(
+            read_answer(&local(), &bad).err(),
+            Some(NegotiationError::NoCommonCodec)
+        );
+        let rejected = sdp(&format!("{HEAD}m=audio 0 RTP/AVP 0\r\n"));
+        assert_eq!(
+            read_answer(&local(), &rejected).err(),
+            Some(NegotiationError::NoAudio)
+        );
+    }
+}
