@@ -1,0 +1,262 @@
+//! The data plane's IO, and the only crate that makes syscalls or reads the
+//! clock on the hot path.
+//!
+//! A [`Reactor`] owns sockets and reports what happened to them as
+//! [`Event`]s: datagrams, accepted TCP connections, stream bytes, closes,
+//! and wake-ups from other threads. Two backends with one interface:
+//!
+//! * io_uring (preferred): multishot `recvmsg`/`accept`/`recv` fed from a
+//!   provided-buffer ring, sends submitted in batches, one `io_uring_enter`
+//!   per loop turn that both submits and waits (with the deadline as its
+//!   timeout). Set up `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has
+//!   them.
+//! * epoll, chosen when io_uring is unavailable (old kernel, seccomp,
+//!   `io_uring_disabled`), or forced with `Options::force_epoll`.
+//!
+//! The choice is logged once at start.
+
+#![allow(unsafe_code)] // FFI to io_uring, epoll and socket calls, each block justified.
+
+mod bufring;
+mod epoll;
+mod sys;
+mod uring;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A UDP socket or TCP listener registered with a reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u32);
+
+/// A TCP connection. The generation makes a stale id (of a closed
+/// connection whose slot was reused) harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed it.
+    PeerClosed,
+    /// We closed it.
+    Local,
+    /// A socket error.
+    Error(i32),
+}
+
+/// Something that happened; borrowed data is valid only during the callback.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Datagram {
+        socket: SocketId,
+        from: SocketAddr,
+        data: &'a [u8],
+    },
+    Accepted {
+        listener: SocketId,
+        conn: ConnId,
+        peer: SocketAddr,
+    },
+    /// An outbound connection from [`Reactor::connect`] is established.
+    Connected {
+        conn: ConnId,
+        peer: SocketAddr,
+    },
+    Data {
+        conn: ConnId,
+        data: &'a [u8],
+    },
+    Closed {
+        conn: ConnId,
+        reason: CloseReason,
+    },
+    /// [`Waker::wake`] was called (possibly several times).
+    Woken,
+}
+
+/// Wakes a reactor blocked in [`Reactor::poll`] from another thread.
+#[derive(Debug, Clone)]
+pub struct Waker {
+    fd: Arc<OwnedFd>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to an eventfd we own.
+        // A full counter (EAGAIN) already means "wake up", so errors are moot.
+        unsafe {
+            libc::write(self.fd.as_raw_fd(), (&raw const one).cast(), 8);
+        }
+    }
+}
+
+/// Reactor settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Use epoll even where io_uring works (tests exercise both paths).
+    pub force_epoll: bool,
+    /// Submission queue entries of the io_uring.
+    pub ring_entries: u32,
+    /// Receive buffers (a power of two) and their size (one datagram or one
+    /// stream read each).
+    pub buffers: u16,
+    pub buffer_len: usize,
+    /// Most TCP connections at once; more are closed at accept.
+    pub max_connections: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            force_epoll: false,
+            ring_entries: 1024,
+            buffers: 256,
+            buffer_len: 65_536 + 512,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Counters a reactor keeps (exported as metrics by its owner).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub datagrams_truncated: u64,
+    pub send_errors: u64,
+    pub accepted: u64,
+    pub refused_connections: u64,
+    pub open_connections: u64,
+}
+
+/// An event loop over either backend.
+pub enum Reactor {
+    Uring(Box<uring::UringReactor>),
+    Epoll(Box<epoll::EpollReactor>),
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Reactor").field(&self.backend()).finish()
+    }
+}
+
+impl Reactor {
+    /// io_uring when it works here, epoll otherwise; says which in the log.
+    pub fn new(opts: &Options) -> io::Result<Reactor> {
+        if !opts.force_epoll {
+            match uring::UringReactor::new(opts) {
+                Ok(r) => {
+                    tracing::info!(backend = "io_uring", "IO reactor ready");
+                    return Ok(Reactor::Uring(Box::new(r)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "io_uring is unavailable on this kernel; using epoll");
+                }
+            }
+        } else {
+            tracing::info!(backend = "epoll", "IO reactor ready (epoll forced)");
+        }
+        Ok(Reactor::Epoll(Box::new(epoll::EpollReactor::new(opts)?)))
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Reactor::Uring(_) => "io_uring",
+            Reactor::Epoll(_) => "epoll",
+        }
+    }
+
+    pub fn add_udp(&mut self, socket: UdpSocket) -> io::Result<SocketId> {
+        match self {
+            Reactor::Uring(r) => r.add_udp(socket),
+            Reactor::Epoll(r) => r.add_udp(socket),
+        }
+    }
+
+    pub fn add_tcp_listener(&mut self, listener: TcpListener) -> io::Result<SocketId> {
+        match self {
+            Reactor::Uring(r) => r.add_listener(listener),
+            Reactor::Epoll(r) => r.add_listener(listener),
+        }
+    }
+
+    /// The local address of a registered socket.
+    pub fn local_addr(&self, socket: SocketId) -> Option<SocketAddr> {
+        match self {
+            Reactor::Uring(r) => r.local_addr(socket),
+            Reactor::Epoll(r) => r.local_addr(socket),
+        }
+    }
+
+    /// Queues a datagram (copied) for `to`.
+    pub fn send_to(&mut self, socket: SocketId, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+        match self {
+            Reactor::Uring(r) => r.send_to(socket, to, data),
+            Reactor::Epoll(r) => r.send_to(socket, to, data),
+        }
+    }
+
+    /// Queues stream bytes (copied); they go out in order.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> io::Result<()> {
+        match self {
+            Reactor::Uring(r) => r.send(conn, data),
+            Reactor::Epoll(r) => r.send(conn, data),
+        }
+    }
+
+    /// Starts a TCP connection; [`Event::Connected`] or [`Event::Closed`]
+    /// follows.
+    pub fn connect(&mut self, to: SocketAddr) -> io::Result<ConnId> {
+        match self {
+            Reactor::Uring(r) => r.connect(to),
+            Reactor::Epoll(r) => r.connect(to),
+        }
+    }
+
+    /// Closes a connection; [`Event::Closed`] with `Local` follows.
+    pub fn close(&mut self, conn: ConnId) {
+        match self {
+            Reactor::Uring(r) => r.close(conn),
+            Reactor::Epoll(r) => r.close(conn),
+        }
+    }
+
+    pub fn waker(&self) -> Waker {
+        match self {
+            Reactor::Uring(r) => r.waker(),
+            Reactor::Epoll(r) => r.waker(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        match self {
+            Reactor::Uring(r) => r.stats(),
+            Reactor::Epoll(r) => r.stats(),
+        }
+    }
+
+    /// Sends what is queued, waits until something happens or `timeout`
+    /// passes (None: no limit), and reports every event to `on_event`.
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<()> {
+        match self {
+            Reactor::Uring(r) => r.poll(timeout, on_event),
+            Reactor::Epoll(r) => r.poll(timeout, on_event),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! Both backends against real sockets on loopback.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::{CloseReason, Event, Options, Reactor};
+
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Datagram(std::net::SocketAddr, Vec<u8>),
+    Accepted(crate::ConnId),
+    Connected(crate::ConnId),
+    Data(crate::ConnId, Vec<u8>),
+    Closed(crate::ConnId, CloseReason),
+    Woken,
+}
+
+fn reactors(opts: Options) -> Vec<Reactor> {
+    let mut out = vec![
+        Reactor::new(&Options {
+            force_epoll: true,
+            ..opts.clone()
+        })
+        .unwrap(),
+    ];
+    let r = Reactor::new(&opts).unwrap();
+    if r.backend() == "io_uring" {
+        out.push(r);
+    } else {
+        eprintln!("io_uring unavailable here: only the epoll backend is tested");
+    }
+    out
+}
+
+/// Polls until `done` says so (or 5 s pass), collecting events.
+fn pump(r: &mut Reactor, seen: &mut Vec<Seen>, done: impl Fn(&[Seen]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done(seen) {
+        assert!(
+            Instant::now() < deadline,
+            "{}: timed out; saw {seen:?}",
+            r.backend()
+        );
+        r.poll(Some(Duration::from_millis(50)), &mut |ev| {
+            seen.push(match ev {
+                Event::Datagram { from, data, .. } => Seen::Datagram(from, data.to_vec()),
+                Event::Accepted { conn, .. } => Seen::Accepted(conn),
+                Event::Connected { conn, .. } => Seen::Connected(conn),
+                Event::Data { conn, data } => Seen::Data(conn, data.to_vec()),
+                Event::Closed { conn, reason } => Seen::Closed(conn, reason),
+                Event::Woken => Seen::Woken,
+            })
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn udp_both_ways_and_truncation() {
+    for mut r in reactors(Options {
+        buffer_len: 2048,
+        ..Options::default()
+    }) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let id = r.add_udp(sock).unwrap();
+        let addr = r.local_addr(id).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        peer.send_to(&[7u8; 4000], addr).unwrap();
+        for i in 0..20u8 {
+            peer.send_to(&[i; 100], addr).unwrap();
+        }
+        let mut seen = Vec::new();
+        pump(&mut r, &mut seen, |s| s.len() >= 20);
+        assert_eq!(
+            seen[0],
+            Seen::Datagram(peer.local_addr().unwrap(), vec![0; 100]),
+            "{}",
+            r.backend()
+        );
+        assert_eq!(
+            seen[19],
+            Seen::Datagram(peer.local_addr().unwrap(), vec![19; 100])
+        );
+        assert_eq!(
+            r.stats().datagrams_truncated,
+            1,
+            "{}: the oversized one is dropped",
+            r.backend()
+        );
+        r.send_to(id, peer.local_addr().unwrap(), b"pong").unwrap();
+        r.poll(Some(Duration::from_millis(10)), &mut |_| {})
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"pong"[..], addr));
+    }
+}
+
+#[test]
+fn tcp_accept_data_and_peer_close() {
+    for mut r in reactors(Options::default()) {
+        let l = r
+            .add_tcp_listener(TcpListener::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        let addr = r.local_addr(l).unwrap();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client.write_all(b"INVITE").unwrap();
+        let mut seen = Vec::new();
+        pump(&mut r, &mut seen, |s| {
+            s.iter().any(|e| matches!(e, Seen::Data(..)))
+        });
+        let Seen::Accepted(conn) = seen[0] else {
+            panic!("{seen:?}")
+        };
+        assert_eq!(seen[1], Seen::Data(conn, b"INVITE".to_vec()));
+        let big = vec![b'x'; 300_000];
+        r.send(conn, &big).unwrap();
+        r.send(conn, b"END").unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 300_003 {
+                let mut buf = [0u8; 65536];
+                let n = client.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(
+                got.ends_with(b"END") && got[..300_000].iter().all(|b| *b == b'x'),
+                "in order"
+            );
+            drop(client);
+        });
+        pump(&mut r, &mut seen, |s| {
+            s.iter().any(|e| matches!(e, Seen::Closed(..)))
+        });
+        reader.join().unwrap();
+        assert!(
+            seen.contains(&Seen::Closed(conn, CloseReason::PeerClosed)),
+            "{seen:?}"
+        );
+        assert!(
+            r.send(conn, b"late").is_err(),
+            "a closed connection refuses sends"
+        );
+    }
+}
+
+#[test]
+fn tcp_connect_and_local_close() {
+    for mut r in reactors(Options::default()) {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let conn = r.connect(server.local_addr().unwrap()).unwrap();
+        r.send(conn, b"queued before connect").unwrap();
+        let mut seen = Vec::new();
+        pump(&mut r, &mut seen, |s| s.contains(&Seen::Connected(conn)));
+        // Sends are submitted by the next poll (batched), as in the loop.
+        r.poll(Some(Duration::ZERO), &mut |_| {}).unwrap();
+        let (mut peer, _) = server.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while got.len() < 21 {
+            let n = peer.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"queued before connect");
+        r.close(conn);
+        pump(&mut r, &mut seen, |s| {
+            s.contains(&Seen::Closed(conn, CloseReason::Local))
+        });
+        assert_eq!(
+            peer.read(&mut buf)
+                .map_err(|e| format!("{}: {e}", r.backend()))
+                .unwrap(),
+            0,
+            "the peer sees the close"
+        );
+        // A refused connect ends in Closed with the error.
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let c2 = r.connect(dead).unwrap();
+        pump(&mut r, &mut seen, |s| {
+            s.iter()
+                .any(|e| matches!(e, Seen::Closed(c, CloseReason::Error(_)) if *c == c2))
+        });
+    }
+}
+
+#[test]
+fn connection_limit_and_waker() {
+    for mut r in reactors(Options {
+        max_connections: 1,
+        ..Options::default()
+    }) {
+        let l = r
+            .add_tcp_listener(TcpListener::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        let addr = r.local_addr(l).unwrap();
+        let _a = TcpStream::connect(addr).unwrap();
+        let mut seen = Vec::new();
+        pump(&mut r, &mut seen, |s| {
+            s.iter().any(|e| matches!(e, Seen::Accepted(_)))
+        });
+        let mut b = TcpStream::connect(addr).unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.stats().refused_connections == 0 {
+            assert!(Instant::now() < deadline);
+            r.poll(Some(Duration::from_millis(20)), &mut |_| {})
+                .unwrap();
+        }
+        let mut buf = [0u8; 1];
+        assert!(
+            matches!(b.read(&mut buf), Ok(0) | Err(_)),
+            "the extra connection is closed"
+        );
+        let w = r.waker();
+        std::thread::spawn(move || w.wake());
+        pump(&mut r, &mut seen, |s| s.contains(&Seen::Woken));
+    }
+}

@@ -1,0 +1,667 @@
+//! The io_uring backend.
+//!
+//! Receives are multishot and draw buffers from one provided-buffer ring;
+//! a multishot operation that the kernel ends (no `MORE` flag, e.g. when
+//! buffers ran out) is re-armed after the completions of that turn have
+//! been handled and their buffers recycled. Sends own their bytes (and, for
+//! UDP, the `msghdr` the kernel reads) in boxed slots until they complete;
+//! per connection one send is in flight at a time, so partial writes keep
+//! their order. Each `poll` is one `io_uring_enter` that submits everything
+//! queued and waits for a completion or the deadline.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem::size_of;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+
+use crate::bufring::BufRing;
+use crate::sys::{Slab, eventfd, from_sockaddr_bytes, to_sockaddr};
+use crate::{CloseReason, ConnId, Event, Options, SocketId, Stats, Waker};
+
+const BUF_GROUP: u16 = 0;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Kind {
+    Udp = 1,
+    Accept = 2,
+    Recv = 3,
+    Send = 4,
+    Wake = 5,
+    Connect = 6,
+}
+
+fn user_data(kind: Kind, generation: u32, index: u32) -> u64 {
+    (u64::from(kind as u8) << 56) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(index)
+}
+
+fn split(ud: u64) -> (u8, u32, u32) {
+    (
+        (ud >> 56) as u8,
+        ((ud >> 32) & 0x00ff_ffff) as u32,
+        (ud & 0xffff_ffff) as u32,
+    )
+}
+
+struct UdpSlot {
+    sock: UdpSocket,
+    /// The template multishot recvmsg reads: name length and no control.
+    msg: Box<libc::msghdr>,
+    armed: bool,
+}
+
+#[derive(PartialEq, Eq)]
+enum ConnState {
+    Connecting,
+    Open,
+    Closing(CloseReason),
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: ConnState,
+    recv_armed: bool,
+    /// Bytes waiting behind the send in flight.
+    queue: VecDeque<Vec<u8>>,
+    sending: bool,
+    /// Keeps the address a Connect reads alive.
+    connect_addr: Option<Box<(libc::sockaddr_storage, libc::socklen_t)>>,
+}
+
+/// A send in flight: its bytes and, for UDP, the message header.
+struct SendOp {
+    buf: Vec<u8>,
+    offset: usize,
+    conn: Option<ConnId>,
+    addr: libc::sockaddr_storage,
+    iov: libc::iovec,
+    msg: libc::msghdr,
+}
+
+pub struct UringReactor {
+    ring: IoUring,
+    bufs: BufRing,
+    udp: Vec<UdpSlot>,
+    listeners: Vec<(TcpListener, bool)>,
+    conns: Slab<Conn>,
+    sends: Vec<Option<Box<SendOp>>>,
+    free_sends: Vec<u32>,
+    wake_fd: Arc<OwnedFd>,
+    wake_buf: Box<u64>,
+    max_connections: usize,
+    stats: Stats,
+    /// Work discovered while handling completions, done before the wait.
+    rearm: Vec<u64>,
+    /// Connections closed while nothing was in flight on them; their
+    /// `Closed` event goes out at the next poll.
+    closed: Vec<(ConnId, CloseReason)>,
+}
+
+impl UringReactor {
+    pub fn new(opts: &Options) -> io::Result<UringReactor> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_submit_all()
+            .build(opts.ring_entries)
+            .or_else(|_| IoUring::builder().build(opts.ring_entries))?;
+        // Kernels before 6.0 lack multishot recvmsg; probe for it.
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for op in [
+            opcode::RecvMsg::CODE,
+            opcode::AcceptMulti::CODE,
+            opcode::RecvMulti::CODE,
+        ] {
+            if !probe.is_supported(op) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "io_uring lacks a needed operation",
+                ));
+            }
+        }
+        let bufs = BufRing::register(&ring, BUF_GROUP, opts.buffers, opts.buffer_len)?;
+        let mut r = UringReactor {
+            ring,
+            bufs,
+            udp: Vec::new(),
+            listeners: Vec::new(),
+            conns: Slab::new(),
+            sends: Vec::new(),
+            free_sends: Vec::new(),
+            wake_fd: Arc::new(eventfd()?),
+            wake_buf: Box::new(0),
+            max_connections: opts.max_connections,
+            stats: Stats::default(),
+            rearm: Vec::new(),
+            closed: Vec::new(),
+        };
+        r.arm_wake()?;
+        // The first enter fails on kernels where io_uring exists but is
+        // switched off by policy; find out now, not in the loop.
+        r.ring.submit()?;
+        Ok(r)
+    }
+
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: every entry's buffers and headers live in `self` (boxed
+        // slots, the buffer ring, sockets) until its completion arrives.
+        unsafe {
+            if self.ring.submission().push(entry).is_err() {
+                self.ring.submit()?;
+                self.ring
+                    .submission()
+                    .push(entry)
+                    .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let e = opcode::Read::new(
+            Fd(self.wake_fd.as_raw_fd()),
+            (&raw mut *self.wake_buf).cast(),
+            8,
+        )
+        .build()
+        .user_data(user_data(Kind::Wake, 0, 0));
+        self.push(&e)
+    }
+
+    fn arm_udp(&mut self, idx: u32) -> io::Result<()> {
+        let Some(slot) = self.udp.get_mut(idx as usize) else {
+            return Ok(());
+        };
+        slot.armed = true;
+        let e =
+            opcode::RecvMsgMulti::new(Fd(slot.sock.as_raw_fd()), &raw const *slot.msg, BUF_GROUP)
+                .build()
+                .user_data(user_data(Kind::Udp, 0, idx));
+        self.push(&e)
+    }
+
+    fn arm_accept(&mut self, idx: u32) -> io::Result<()> {
+        let Some(l) = self.listeners.get_mut(idx as usize) else {
+            return Ok(());
+        };
+        l.1 = true;
+        let e = opcode::AcceptMulti::new(Fd(l.0.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(Kind::Accept, 0, idx));
+        self.push(&e)
+    }
+
+    fn arm_recv(&mut self, id: ConnId) -> io::Result<()> {
+        let Some(c) = self.conns.get_mut(id) else {
+            return Ok(());
+        };
+        if c.state != ConnState::Open {
+            return Ok(());
+        }
+        c.recv_armed = true;
+        let e = opcode::RecvMulti::new(Fd(c.stream.as_raw_fd()), BUF_GROUP)
+            .build()
+            .user_data(user_data(Kind::Recv, id.generation, id.index));
+        self.push(&e)
+    }
+
+    pub fn add_udp(&mut self, sock: UdpSocket) -> io::Result<SocketId> {
+        // SAFETY: zeroed msghdr is valid; only namelen is set.
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let idx = u32::try_from(self.udp.len()).map_err(io::Error::other)?;
+        self.udp.push(UdpSlot {
+            sock,
+            msg,
+            armed: false,
+        });
+        self.arm_udp(idx)?;
+        Ok(SocketId(idx))
+    }
+
+    pub fn add_listener(&mut self, l: TcpListener) -> io::Result<SocketId> {
+        // Listener ids follow the UDP ones' numbering space apart: high bit.
+        let idx = u32::try_from(self.listeners.len()).map_err(io::Error::other)?;
+        self.listeners.push((l, false));
+        self.arm_accept(idx)?;
+        Ok(SocketId(idx | LISTENER_BIT))
+    }
+
+    pub fn local_addr(&self, s: SocketId) -> Option<SocketAddr> {
+        if s.0 & LISTENER_BIT != 0 {
+            self.listeners
+                .get((s.0 & !LISTENER_BIT) as usize)?
+                .0
+                .local_addr()
+                .ok()
+        } else {
+            self.udp.get(s.0 as usize)?.sock.local_addr().ok()
+        }
+    }
+
+    fn send_slot(&mut self, op: Box<SendOp>) -> u32 {
+        match self.free_sends.pop() {
+            Some(i) => {
+                self.sends[i as usize] = Some(op);
+                i
+            }
+            None => {
+                self.sends.push(Some(op));
+                u32::try_from(self.sends.len() - 1).unwrap_or(u32::MAX)
+            }
+        }
+    }
+
+    pub fn send_to(&mut self, s: SocketId, to: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let fd = match self.udp.get(s.0 as usize) {
+            Some(slot) => slot.sock.as_raw_fd(),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no such UDP socket",
+                ));
+            }
+        };
+        // SAFETY: zeroed C structs are valid; pointers are set below, after
+        // boxing, so they point into the box's final location.
+        let mut op = Box::new(SendOp {
+            buf: data.to_vec(),
+            offset: 0,
+            conn: None,
+            addr: unsafe { std::mem::zeroed() },
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            msg: unsafe { std::mem::zeroed() },
+        });
+        let len = to_sockaddr(&to, &mut op.addr);
+        op.iov = libc::iovec {
+            iov_base: op.buf.as_mut_ptr().cast(),
+            iov_len: op.buf.len(),
+        };
+        op.msg.msg_name = (&raw mut op.addr).cast();
+        op.msg.msg_namelen = len;
+        op.msg.msg_iov = &raw mut op.iov;
+        op.msg.msg_iovlen = 1;
+        let msg_ptr: *const libc::msghdr = &raw const op.msg;
+        let idx = self.send_slot(op);
+        let e = opcode::SendMsg::new(Fd(fd), msg_ptr)
+            .build()
+            .user_data(user_data(Kind::Send, 0, idx));
+        self.stats.datagrams_out += 1;
+        self.push(&e)
+    }
+
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> io::Result<()> {
+        let Some(c) = self.conns.get_mut(id) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection is closed",
+            ));
+        };
+        if matches!(c.state, ConnState::Closing(_)) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection is closing",
+            ));
+        }
+        c.queue.push_back(data.to_vec());
+        if !c.sending && c.state == ConnState::Open {
+            self.start_stream_send(id)?;
+        }
+        Ok(())
+    }
+
+    fn start_stream_send(&mut self, id: ConnId) -> io::Result<()> {
+        let Some(c) = self.conns.get_mut(id) else {
+            return Ok(());
+        };
+        let Some(buf) = c.queue.pop_front() else {
+            return Ok(());
+        };
+        c.sending = true;
+        let fd = c.stream.as_raw_fd();
+        // SAFETY: zeroed C structs are valid and unused for stream sends.
+        let op = Box::new(SendOp {
+            buf,
+            offset: 0,
+            conn: Some(id),
+            addr: unsafe { std::mem::zeroed() },
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            msg: unsafe { std::mem::zeroed() },
+        });
+        let idx = self.send_slot(op);
+        self.submit_stream_send(idx, fd)
+    }
+
+    fn submit_stream_send(&mut self, idx: u32, fd: i32) -> io::Result<()> {
+        let Some(Some(op)) = self.sends.get(idx as usize) else {
+            return Ok(());
+        };
+        let rest = &op.buf[op.offset..];
+        let e = opcode::Send::new(
+            Fd(fd),
+            rest.as_ptr(),
+            u32::try_from(rest.len()).unwrap_or(u32::MAX),
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data(Kind::Send, 0, idx));
+        self.push(&e)
+    }
+
+    pub fn connect(&mut self, to: SocketAddr) -> io::Result<ConnId> {
+        if self.conns.len() >= self.max_connections {
+            return Err(io::Error::other("connection table full"));
+        }
+        let domain = if to.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // SAFETY: plain socket(2); the result is checked and owned below.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is fresh and ours.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let _ = stream.set_nodelay(true);
+        // SAFETY: zeroed storage is valid.
+        let mut addr = Box::new((unsafe { std::mem::zeroed::<libc::sockaddr_storage>() }, 0));
+        addr.1 = to_sockaddr(&to, &mut addr.0);
+        let (ptr, len) = ((&raw const addr.0).cast::<libc::sockaddr>(), addr.1);
+        let id = self.conns.insert(Conn {
+            stream,
+            peer: to,
+            state: ConnState::Connecting,
+            recv_armed: false,
+            queue: VecDeque::new(),
+            sending: false,
+            connect_addr: Some(addr),
+        });
+        let e = opcode::Connect::new(Fd(fd), ptr, len)
+            .build()
+            .user_data(user_data(Kind::Connect, id.generation, id.index));
+        self.push(&e)?;
+        Ok(id)
+    }
+
+    pub fn close(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id)
+            && !matches!(c.state, ConnState::Closing(_))
+        {
+            c.state = ConnState::Closing(CloseReason::Local);
+            // Shutting down ends the multishot recv with 0 bytes; the
+            // slot is freed when that completion arrives.
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            // A connect in flight still reads the boxed address: its
+            // completion frees the slot instead.
+            if !c.recv_armed && c.connect_addr.is_none() && self.conns.remove(id).is_some() {
+                self.stats.open_connections = self.conns.len() as u64;
+                self.closed.push((id, CloseReason::Local));
+            }
+        }
+    }
+
+    fn finish_close(&mut self, id: ConnId, on_event: &mut dyn FnMut(Event<'_>)) {
+        if let Some(c) = self.conns.remove(id) {
+            let reason = match c.state {
+                ConnState::Closing(r) => r,
+                _ => CloseReason::PeerClosed,
+            };
+            self.stats.open_connections = self.conns.len() as u64;
+            on_event(Event::Closed { conn: id, reason });
+        }
+    }
+
+    pub fn waker(&self) -> Waker {
+        Waker {
+            fd: self.wake_fd.clone(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<()> {
+        let res = match timeout {
+            Some(t) => {
+                let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match res {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        for (conn, reason) in std::mem::take(&mut self.closed) {
+            on_event(Event::Closed { conn, reason });
+        }
+        let completions: Vec<(u64, i32, u32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()))
+            .collect();
+        for (ud, res, flags) in completions {
+            self.complete(ud, res, flags, on_event)?;
+        }
+        for ud in std::mem::take(&mut self.rearm) {
+            let (kind, generation, idx) = split(ud);
+            match kind {
+                k if k == Kind::Udp as u8 => self.arm_udp(idx)?,
+                k if k == Kind::Accept as u8 => self.arm_accept(idx)?,
+                k if k == Kind::Recv as u8 => self.arm_recv(ConnId {
+                    index: idx,
+                    generation,
+                })?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(
+        &mut self,
+        ud: u64,
+        res: i32,
+        flags: u32,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<()> {
+        let (kind, generation, idx) = split(ud);
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        match kind {
+            k if k == Kind::Udp as u8 => {
+                if let (Some(bid), true) = (bid, res >= 0) {
+                    let len = usize::try_from(res).unwrap_or(0);
+                    if let Some(slot) = self.udp.get(idx as usize) {
+                        let buf = self.bufs.buffer(bid, len);
+                        if let Ok(out) = RecvMsgOut::parse(buf, &slot.msg) {
+                            if out.is_payload_truncated() {
+                                self.stats.datagrams_truncated += 1;
+                            } else if let Some(from) = from_sockaddr_bytes(out.name_data()) {
+                                self.stats.datagrams_in += 1;
+                                on_event(Event::Datagram {
+                                    socket: SocketId(idx),
+                                    from,
+                                    data: out.payload_data(),
+                                });
+                            }
+                        }
+                    }
+                    self.bufs.recycle(bid);
+                }
+                if !more {
+                    if let Some(slot) = self.udp.get_mut(idx as usize) {
+                        slot.armed = false;
+                    }
+                    self.rearm.push(ud);
+                }
+            }
+            k if k == Kind::Accept as u8 => {
+                if res >= 0 {
+                    // SAFETY: a successful accept returns a new fd we own.
+                    let stream = unsafe { TcpStream::from_raw_fd(res) };
+                    self.stats.accepted += 1;
+                    let peer = stream.peer_addr();
+                    match peer {
+                        Ok(peer) if self.conns.len() < self.max_connections => {
+                            let _ = stream.set_nodelay(true);
+                            let id = self.conns.insert(Conn {
+                                stream,
+                                peer,
+                                state: ConnState::Open,
+                                recv_armed: false,
+                                queue: VecDeque::new(),
+                                sending: false,
+                                connect_addr: None,
+                            });
+                            self.stats.open_connections = self.conns.len() as u64;
+                            self.arm_recv(id)?;
+                            on_event(Event::Accepted {
+                                listener: SocketId(idx | LISTENER_BIT),
+                                conn: id,
+                                peer,
+                            });
+                        }
+                        _ => self.stats.refused_connections += 1,
+                    }
+                }
+                if !more {
+                    self.rearm.push(ud);
+                }
+            }
+            k if k == Kind::Recv as u8 => {
+                let id = ConnId {
+                    index: idx,
+                    generation,
+                };
+                let open = self.conns.get_mut(id).map(|c| c.state == ConnState::Open);
+                match (res, bid) {
+                    (n, Some(bid)) if n > 0 => {
+                        if open == Some(true) {
+                            let data = self.bufs.buffer(bid, usize::try_from(n).unwrap_or(0));
+                            on_event(Event::Data { conn: id, data });
+                        }
+                        self.bufs.recycle(bid);
+                    }
+                    (n, _) if n == -libc::ENOBUFS => {}
+                    (n, _) => {
+                        if let Some(c) = self.conns.get_mut(id)
+                            && c.state == ConnState::Open
+                        {
+                            c.state = ConnState::Closing(if n == 0 {
+                                CloseReason::PeerClosed
+                            } else {
+                                CloseReason::Error(-n)
+                            });
+                        }
+                    }
+                }
+                if !more && let Some(c) = self.conns.get_mut(id) {
+                    c.recv_armed = false;
+                    if matches!(c.state, ConnState::Closing(_)) {
+                        self.finish_close(id, on_event);
+                    } else {
+                        self.rearm.push(ud);
+                    }
+                }
+            }
+            k if k == Kind::Send as u8 => {
+                let Some(op) = self.sends.get_mut(idx as usize).and_then(Option::take) else {
+                    return Ok(());
+                };
+                self.free_sends.push(idx);
+                match op.conn {
+                    None => {
+                        if res < 0 {
+                            self.stats.send_errors += 1;
+                        }
+                    }
+                    Some(id) => self.stream_sent(id, op, res)?,
+                }
+            }
+            k if k == Kind::Connect as u8 => {
+                let id = ConnId {
+                    index: idx,
+                    generation,
+                };
+                if let Some(c) = self.conns.get_mut(id) {
+                    c.connect_addr = None;
+                    if res < 0 || matches!(c.state, ConnState::Closing(_)) {
+                        if res < 0 && c.state == ConnState::Connecting {
+                            c.state = ConnState::Closing(CloseReason::Error(-res));
+                        }
+                        self.finish_close(id, on_event);
+                    } else if c.state == ConnState::Connecting {
+                        c.state = ConnState::Open;
+                        let peer = c.peer;
+                        self.stats.open_connections = self.conns.len() as u64;
+                        self.arm_recv(id)?;
+                        on_event(Event::Connected { conn: id, peer });
+                        self.start_stream_send(id)?;
+                    }
+                }
+            }
+            k if k == Kind::Wake as u8 => {
+                on_event(Event::Woken);
+                self.arm_wake()?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn stream_sent(&mut self, id: ConnId, mut op: Box<SendOp>, res: i32) -> io::Result<()> {
+        let Some(c) = self.conns.get_mut(id) else {
+            return Ok(());
+        };
+        if res < 0 {
+            self.stats.send_errors += 1;
+            c.sending = false;
+            c.queue.clear();
+            if c.state == ConnState::Open {
+                c.state = ConnState::Closing(CloseReason::Error(-res));
+                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            }
+            return Ok(());
+        }
+        op.offset += usize::try_from(res).unwrap_or(0);
+        if op.offset < op.buf.len() {
+            let fd = c.stream.as_raw_fd();
+            let idx = self.send_slot(op);
+            return self.submit_stream_send(idx, fd);
+        }
+        c.sending = false;
+        self.start_stream_send(id)
+    }
+}
+
+/// Listener ids carry this bit so they never collide with UDP socket ids.
+const LISTENER_BIT: u32 = 1 << 31;
