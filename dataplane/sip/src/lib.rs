@@ -43,6 +43,7 @@ mod parse;
 mod print;
 pub mod sdp;
 mod syntax;
+pub mod transaction;
 mod uri;
 pub mod validate;
 
@@ -57,6 +58,9 @@ pub use message::{Message, Request, Response, StatusCode, Version};
 pub use method::{Method, MethodSet};
 pub use params::{Param, ParamKind, Params};
 pub use parse::{Frame, frame_stream, parse_datagram, parse_stream_message};
+pub use transaction::{
+    Address, IdGenerator, Peer, Timers, TransactionError, TransactionId, TransactionLayer, Transmit,
+};
 pub use uri::{AbsoluteUri, Host, SipScheme, SipUri, TelUri, Uri};
 pub use validate::{
     Policy, Problem, Role, Verdict, check_request, check_response, rejection, screen_datagram,
