@@ -260,3 +260,35 @@ impl Reactor {
 
 #[cfg(test)]
 mod tests;
+
+/// Asks for a larger socket receive buffer (signalling bursts, RTP): the
+/// kernel may grant less (`net.core.rmem_max`); what it granted is returned.
+pub fn set_recv_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt/getsockopt with a live fd and correctly sized ints.
+    unsafe {
+        if libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const want).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let mut got: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        if libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut got).cast(),
+            &raw mut len,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(got).unwrap_or(0))
+    }
+}

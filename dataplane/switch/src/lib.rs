@@ -1,0 +1,11 @@
+//! The CodeB switch: SIP B2BUA, registrar and inbound routing on the
+//! io_uring transport. The binary is `codeb-switch`.
+
+pub mod cidr;
+pub mod config;
+pub mod metrics;
+pub mod ports;
+pub mod protection;
+pub mod registrar;
+pub mod routing;
+pub mod sip;

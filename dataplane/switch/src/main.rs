@@ -1,0 +1,253 @@
+//! `codeb-switch`: the data plane process. Today: the SIP thread (io_uring
+//! transport, transactions, registrar, B2BUA) configured from a TOML file
+//! in standalone mode; the media engine and the gRPC link to the control
+//! plane are not built yet.
+
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use codeb_io::{Event, Options, Reactor};
+use codeb_sip::transaction::Timers;
+use codeb_switch::config::SwitchConfig;
+use codeb_switch::metrics;
+use codeb_switch::ports::PortRange;
+use codeb_switch::protection;
+use codeb_switch::registrar::RegistrarLimits;
+use codeb_switch::sip::{Core, CoreSettings, Flow};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "codeb-switch",
+    version,
+    about = "CodeB switch: SIP B2BUA and media relay for the CodeB voice platform",
+    after_help = "Every option can also be set by the environment variable shown next to it; a flag wins."
+)]
+struct Cli {
+    /// SIP listen address (UDP and TCP).
+    #[arg(long, env = "CODEB_SIP_ADDR", default_value = "127.0.0.1:5060")]
+    sip_addr: SocketAddr,
+    /// gRPC listen address for the control plane (the link is not built
+    /// yet; the address is reserved).
+    #[arg(
+        long,
+        env = "CODEB_SWITCH_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    grpc_addr: SocketAddr,
+    /// Address advertised in SDP [default: the IP of CODEB_SIP_ADDR].
+    #[arg(long, env = "CODEB_MEDIA_ADDR")]
+    media_addr: Option<IpAddr>,
+    /// RTP port range.
+    #[arg(long, env = "CODEB_RTP_PORTS", default_value = "20000-29999")]
+    rtp_ports: PortRange,
+    /// Directory for the switch's state (and its default config file).
+    #[arg(long, env = "CODEB_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Standalone configuration file [default: $CODEB_DATA_DIR/switch.toml if present].
+    #[arg(long, env = "CODEB_SWITCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Prometheus metrics listen address (serves GET /metrics).
+    #[arg(
+        long,
+        env = "CODEB_SWITCH_METRICS_ADDR",
+        default_value = "127.0.0.1:9091"
+    )]
+    metrics_addr: SocketAddr,
+    /// IO backend: `auto` (io_uring when available) or `epoll`.
+    #[arg(long, env = "CODEB_IO", default_value = "auto", value_parser = ["auto", "epoll"])]
+    io: String,
+    /// SIP timer T1 in milliseconds (RFC 3261 §17).
+    #[arg(long, env = "CODEB_SIP_T1_MS", default_value_t = 500)]
+    t1_ms: u64,
+    /// SIP timer T2 in milliseconds.
+    #[arg(long, env = "CODEB_SIP_T2_MS", default_value_t = 4000)]
+    t2_ms: u64,
+    /// SIP timer T4 in milliseconds.
+    #[arg(long, env = "CODEB_SIP_T4_MS", default_value_t = 5000)]
+    t4_ms: u64,
+    /// Most concurrent calls.
+    #[arg(long, env = "CODEB_MAX_CALLS", default_value_t = 20_000)]
+    max_calls: usize,
+    /// Most concurrent SIP transactions.
+    #[arg(long, env = "CODEB_MAX_TRANSACTIONS", default_value_t = 131_072)]
+    max_transactions: usize,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "CODEB_LOG", default_value = "info")]
+    log: String,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        RELOAD.store(true, Ordering::Relaxed);
+    } else {
+        STOP.store(true, Ordering::Relaxed);
+    }
+}
+
+#[allow(unsafe_code)]
+fn install_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to atomics, which is signal-safe.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    use std::io::Read as _;
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.config.clone().or_else(|| {
+        let p = cli.data_dir.join("switch.toml");
+        p.exists().then_some(p)
+    })
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<SwitchConfig> {
+    match config_path(cli) {
+        Some(p) => Ok(SwitchConfig::load(&p)?),
+        None => {
+            tracing::info!("no configuration file: starting with no trunks, users or routes");
+            Ok(SwitchConfig::default())
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("codeb-switch: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    install_signals();
+    std::fs::create_dir_all(&cli.data_dir)
+        .with_context(|| format!("creating {}", cli.data_dir.display()))?;
+    let config = load_config(&cli)?;
+    let udp =
+        UdpSocket::bind(cli.sip_addr).with_context(|| format!("binding UDP {}", cli.sip_addr))?;
+    let sip_addr = udp.local_addr()?;
+    match codeb_io::set_recv_buffer(&udp, 4 << 20) {
+        Ok(got) if got < 4 << 20 => tracing::info!(
+            bytes = got,
+            "SIP receive buffer capped by net.core.rmem_max"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not size the SIP receive buffer"),
+    }
+    let tcp = TcpListener::bind(sip_addr).with_context(|| format!("binding TCP {sip_addr}"))?;
+    let mut reactor = Reactor::new(&Options {
+        force_epoll: cli.io == "epoll",
+        ..Options::default()
+    })?;
+    let udp_id = reactor.add_udp(udp)?;
+    reactor.add_tcp_listener(tcp)?;
+    let now = Instant::now();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let settings = CoreSettings {
+        sip_addr,
+        timers: Timers {
+            t1: Duration::from_millis(cli.t1_ms.max(1)),
+            t2: Duration::from_millis(cli.t2_ms.max(1)),
+            t4: Duration::from_millis(cli.t4_ms.max(1)),
+        },
+        max_transactions: cli.max_transactions,
+        nonce_key: random_bytes()?,
+        id_seed: u64::from_le_bytes(random_bytes()?),
+        tcp_idle: Duration::from_secs(600),
+        protection: protection::Limits::default(),
+        registrar: RegistrarLimits::default(),
+        wall_base: (now, wall),
+        media_ip: cli.media_addr.unwrap_or(sip_addr.ip()),
+        rtp_ports: cli.rtp_ports,
+        max_calls: cli.max_calls,
+    };
+    let mut core = Core::new(settings, config);
+    core.set_udp_socket(udp_id);
+    let exposition = metrics::Exposition::default();
+    match metrics::serve(cli.metrics_addr, exposition.clone()) {
+        Ok(addr) => tracing::info!(%addr, "metrics at /metrics"),
+        Err(e) => {
+            tracing::warn!(error = %e, addr = %cli.metrics_addr, "metrics endpoint not started")
+        }
+    }
+    tracing::info!(sip = %sip_addr, backend = reactor.backend(), grpc = %cli.grpc_addr,
+        "switch listening (the gRPC control link is not built yet; standalone configuration)");
+    let mut next_metrics = now;
+    while !STOP.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let wait = core
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        reactor.poll(Some(wait), &mut |ev| {
+            let now = Instant::now();
+            match ev {
+                Event::Datagram { socket, from, data } => {
+                    core.handle_datagram(now, socket, from, data)
+                }
+                Event::Accepted { conn, peer, .. } | Event::Connected { conn, peer } => {
+                    core.handle_connection(now, conn, peer)
+                }
+                Event::Data { conn, data } => core.handle_stream_data(now, conn, data),
+                Event::Closed { conn, .. } => core.handle_stream_closed(conn),
+                Event::Woken => {}
+            }
+        })?;
+        let now = Instant::now();
+        core.handle_timeout(now);
+        for c in core.take_closes() {
+            reactor.close(c);
+        }
+        while let Some(out) = core.poll_transmit() {
+            let sent = match out.flow {
+                Flow::Udp { socket, peer } => reactor.send_to(socket, peer, &out.payload),
+                Flow::Tcp { conn, .. } => reactor.send(conn, &out.payload),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, peer = %out.flow.peer(), "send failed");
+            }
+        }
+        if RELOAD.swap(false, Ordering::Relaxed) {
+            match load_config(&cli) {
+                Ok(c) => core.apply_config(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload refused; keeping the running one")
+                }
+            }
+        }
+        if now >= next_metrics {
+            exposition.set(metrics::render(&core, &reactor.stats(), reactor.backend()));
+            next_metrics = now + Duration::from_secs(1);
+        }
+    }
+    tracing::info!("switch stopped");
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! Prometheus metrics of the switch, rendered from the SIP core's and the
+//! reactor's counters by the SIP thread (which owns them) and served by a
+//! small HTTP thread, so scraping never touches the signalling path.
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use codeb_io::Stats as IoStats;
+
+use crate::sip::Core;
+
+/// The latest rendering, shared with the HTTP thread.
+#[derive(Clone, Default)]
+pub struct Exposition(Arc<Mutex<String>>);
+
+impl Exposition {
+    pub fn set(&self, text: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = text;
+    }
+
+    fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', " ")
+}
+
+/// The text exposition format (version 0.0.4).
+pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
+    let mut o = String::new();
+    let s = &core.stats;
+    let l = core.layer_stats();
+    let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    let gauge = |o: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    counter(
+        &mut o,
+        "codeb_sip_messages_received_total",
+        "SIP messages received",
+        s.messages_in,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_stateless_replies_total",
+        "Malformed requests answered statelessly",
+        s.stateless_replies,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_dropped_invalid_total",
+        "Messages dropped as invalid",
+        s.dropped_invalid,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_dropped_scanner_total",
+        "Requests from scanner user agents dropped",
+        s.dropped_scanner,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_rate_limited_total",
+        "Messages dropped by per-source rate limits",
+        s.dropped_rate_limited,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_framing_errors_total",
+        "TCP framing errors (connection closed)",
+        s.framing_errors,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_forbidden_destinations_total",
+        "Sends refused to broadcast/multicast addresses",
+        s.dropped_forbidden_destination,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_retransmissions_absorbed_total",
+        "Retransmitted requests absorbed by transactions",
+        l.retransmissions_absorbed,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_stray_responses_total",
+        "Responses matching no transaction",
+        l.stray_responses,
+    );
+    gauge(
+        &mut o,
+        "codeb_sip_transactions",
+        "Live SIP transactions",
+        core.transactions() as u64,
+    );
+    gauge(
+        &mut o,
+        "codeb_sip_dialogs",
+        "Active call legs (dialogs)",
+        core.dialogs() as u64,
+    );
+    gauge(
+        &mut o,
+        "codeb_sip_registrations",
+        "Registered contacts",
+        core.registrar().total() as u64,
+    );
+    let _ = writeln!(
+        o,
+        "# HELP codeb_sip_parse_errors_total Malformed messages by problem\n# TYPE codeb_sip_parse_errors_total counter"
+    );
+    let mut problems: Vec<_> = s.problems.iter().collect();
+    problems.sort();
+    for (k, v) in problems {
+        let _ = writeln!(
+            o,
+            "codeb_sip_parse_errors_total{{kind=\"{}\"}} {v}",
+            escape(k)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP codeb_sip_responses_total Final responses sent, by method and status\n# TYPE codeb_sip_responses_total counter"
+    );
+    let mut responses: Vec<_> = s.responses.iter().collect();
+    responses.sort();
+    for ((m, code), v) in responses {
+        let _ = writeln!(
+            o,
+            "codeb_sip_responses_total{{method=\"{}\",status=\"{code}\"}} {v}",
+            escape(m)
+        );
+    }
+    counter(
+        &mut o,
+        "codeb_io_datagrams_in_total",
+        "Datagrams received",
+        io.datagrams_in,
+    );
+    counter(
+        &mut o,
+        "codeb_io_datagrams_out_total",
+        "Datagrams sent",
+        io.datagrams_out,
+    );
+    counter(
+        &mut o,
+        "codeb_io_datagrams_truncated_total",
+        "Datagrams too large for a buffer",
+        io.datagrams_truncated,
+    );
+    counter(
+        &mut o,
+        "codeb_io_send_errors_total",
+        "Failed sends",
+        io.send_errors,
+    );
+    counter(
+        &mut o,
+        "codeb_io_refused_connections_total",
+        "TCP connections refused at the limit",
+        io.refused_connections,
+    );
+    gauge(
+        &mut o,
+        "codeb_io_open_connections",
+        "Open TCP connections",
+        io.open_connections,
+    );
+    let _ = writeln!(
+        o,
+        "# HELP codeb_io_backend IO backend in use\n# TYPE codeb_io_backend gauge\ncodeb_io_backend{{backend=\"{backend}\"}} 1"
+    );
+    o
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own.
+pub fn serve(addr: SocketAddr, exposition: Exposition) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics ") {
+                ("200 OK", exposition.get())
+            } else if head.starts_with("GET /healthz ") {
+                ("200 OK", "ok\n".to_owned())
+            } else {
+                ("404 Not Found", "not found\n".to_owned())
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })?;
+    Ok(local)
+}

@@ -1,0 +1,701 @@
+//! The switch's SIP core: everything between received bytes and sent bytes
+//! that is not a socket. Screening (RFC 4475 verdicts), abuse protection,
+//! TCP framing (§18.3), the transaction layer, the registrar, OPTIONS, and
+//! the hand-off of INVITE dialogs to the B2BUA (`calls`).
+//!
+//! Sans-IO like the layers under it: the IO loop feeds it bytes and `now`,
+//! drains [`Core::poll_transmit`], and sleeps until [`Core::poll_timeout`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use codeb_io::{ConnId, SocketId};
+use codeb_sip::digest::{Algorithm, Check, Verifier};
+use codeb_sip::header::{HeaderName, KnownHeader};
+use codeb_sip::transaction::{
+    Config as LayerConfig, Event, IdGenerator, Timers, TransactionId, TransactionLayer,
+    stamp_received,
+};
+use codeb_sip::validate::{Policy, Role, Verdict};
+use codeb_sip::{
+    Frame, Limits, Message, Method, MethodSet, Request, Response, StatusCode, frame_stream,
+    parse_stream_message, screen_datagram,
+};
+
+use super::calls::Calls;
+use super::flow::{Flow, is_forbidden_destination};
+use crate::config::SwitchConfig;
+use crate::ports::{PortPool, PortRange};
+use crate::protection::{self, Protection, is_scanner};
+use crate::registrar::{RegisterError, Registrar, RegistrarLimits, Registration};
+
+/// Methods the switch implements; others get 501 from screening.
+pub(crate) const IMPLEMENTED: &[Method] = &[
+    Method::Invite,
+    Method::Ack,
+    Method::Bye,
+    Method::Cancel,
+    Method::Options,
+    Method::Register,
+    Method::Info,
+    Method::Update,
+];
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE";
+const SUPPORTED: &[&str] = &["timer"];
+const ACCEPTED: &[&str] = &[
+    "application/sdp",
+    "application/dtmf-relay",
+    "application/dtmf",
+];
+const SERVER: &str = "CodeB-Switch";
+/// How often housekeeping runs (registrar expiry, idle TCP).
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    /// The SIP listening address (Via and Contact of what we send).
+    pub sip_addr: SocketAddr,
+    pub timers: Timers,
+    pub max_transactions: usize,
+    /// Secret of the registrar's nonces.
+    pub nonce_key: [u8; 32],
+    /// Seed of branch, tag and Call-ID generation.
+    pub id_seed: u64,
+    pub tcp_idle: Duration,
+    pub protection: protection::Limits,
+    pub registrar: RegistrarLimits,
+    /// An instant and the Unix time at it: the wall clock, passed in (for
+    /// nonce timestamps, which must survive restarts).
+    pub wall_base: (Instant, u64),
+    /// Address advertised in SDP.
+    pub media_ip: std::net::IpAddr,
+    pub rtp_ports: PortRange,
+    pub max_calls: usize,
+}
+
+/// A message for the IO loop to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub flow: Flow,
+    pub payload: Bytes,
+}
+
+/// Counters the metrics endpoint exports.
+#[derive(Debug, Clone, Default)]
+pub struct CoreStats {
+    pub messages_in: u64,
+    pub stateless_replies: u64,
+    pub dropped_invalid: u64,
+    pub dropped_scanner: u64,
+    pub dropped_rate_limited: u64,
+    pub dropped_forbidden_destination: u64,
+    pub framing_errors: u64,
+    /// Parse or screening problems by kind (their reason phrase).
+    pub problems: HashMap<String, u64>,
+    /// Final responses we sent, by method and status.
+    pub responses: HashMap<(String, u16), u64>,
+}
+
+struct Stream {
+    buf: BytesMut,
+    peer: SocketAddr,
+    last_active: Instant,
+}
+
+pub struct Core {
+    pub(crate) settings: CoreSettings,
+    pub(crate) config: SwitchConfig,
+    pub(crate) layer: TransactionLayer<Flow>,
+    pub(crate) ids: IdGenerator,
+    pub(crate) limits: Limits,
+    registrar: Registrar,
+    verifier: Verifier,
+    protection: Protection,
+    streams: HashMap<ConnId, Stream>,
+    out: VecDeque<Outgoing>,
+    closes: Vec<ConnId>,
+    next_tick: Option<Instant>,
+    pub(crate) calls: Calls,
+    /// The UDP socket outbound UDP requests leave from.
+    pub(crate) udp_socket: Option<SocketId>,
+    /// Messages sent outside transactions (ACK for 2xx, 2xx retransmits).
+    pub(crate) raw_out: Vec<(Flow, Bytes)>,
+    pub stats: CoreStats,
+}
+
+fn policy(tag_key: u64) -> Policy<'static> {
+    let implemented: MethodSet = IMPLEMENTED.iter().cloned().collect();
+    Policy {
+        role: Role::Uas,
+        implemented: Some(implemented),
+        supported: SUPPORTED,
+        accepted: Some(ACCEPTED),
+        answer_type: Some("application/sdp"),
+        accept_tel: false,
+        tag_key,
+    }
+}
+
+impl Core {
+    pub fn new(settings: CoreSettings, config: SwitchConfig) -> Core {
+        let layer = TransactionLayer::new(LayerConfig {
+            timers: settings.timers,
+            max_transactions: settings.max_transactions,
+            retry_after: 5,
+            trying_immediately: true,
+            tag_key: settings.id_seed,
+        });
+        let trusted = config
+            .trunks
+            .iter()
+            .flat_map(|t| t.inbound.iter().copied())
+            .collect();
+        let calls = Calls::new(
+            PortPool::new(settings.rtp_ports),
+            settings.media_ip,
+            settings.max_calls,
+        );
+        Core {
+            verifier: Verifier::new(settings.nonce_key, config.realm()),
+            protection: Protection::new(settings.protection.clone(), trusted),
+            registrar: Registrar::new(settings.registrar.clone()),
+            ids: IdGenerator::new(settings.id_seed),
+            limits: Limits::default(),
+            layer,
+            config,
+            settings,
+            streams: HashMap::new(),
+            out: VecDeque::new(),
+            closes: Vec::new(),
+            next_tick: None,
+            calls,
+            udp_socket: None,
+            raw_out: Vec::new(),
+            stats: CoreStats::default(),
+        }
+    }
+
+    /// Replaces the routing configuration (already validated).
+    pub fn apply_config(&mut self, config: SwitchConfig) {
+        let trusted = config
+            .trunks
+            .iter()
+            .flat_map(|t| t.inbound.iter().copied())
+            .collect();
+        self.protection.set_trusted(trusted);
+        self.verifier = Verifier::new(self.settings.nonce_key, config.realm());
+        tracing::info!(
+            version = config.version,
+            trunks = config.trunks.len(),
+            users = config.users.len(),
+            routes = config.routes.len(),
+            "configuration applied"
+        );
+        self.config = config;
+    }
+
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub fn protection(&self) -> &Protection {
+        &self.protection
+    }
+
+    /// Tells the core which UDP socket its own requests leave from.
+    pub fn set_udp_socket(&mut self, socket: SocketId) {
+        self.udp_socket = Some(socket);
+    }
+
+    /// A datagram arrived.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        peer: SocketAddr,
+        data: &[u8],
+    ) {
+        self.stats.messages_in += 1;
+        if !self.admit(peer, now) {
+            return;
+        }
+        let flow = Flow::Udp { socket, peer };
+        match screen_datagram(
+            Bytes::copy_from_slice(data),
+            &self.limits,
+            &policy(self.settings.id_seed),
+        ) {
+            Verdict::Accept(msg) => self.accept(now, msg, flow),
+            Verdict::Reply { response, problem } => {
+                self.count_problem(&problem.to_string());
+                self.stats.stateless_replies += 1;
+                self.send_response(flow, &response);
+            }
+            Verdict::Drop(problem) => {
+                self.count_problem(&problem.to_string());
+                self.stats.dropped_invalid += 1;
+            }
+        }
+        self.drain(now);
+    }
+
+    fn admit(&mut self, peer: SocketAddr, now: Instant) -> bool {
+        match self.protection.check(peer.ip(), now) {
+            protection::Verdict::Allow => true,
+            _ => {
+                self.stats.dropped_rate_limited += 1;
+                false
+            }
+        }
+    }
+
+    fn count_problem(&mut self, what: &str) {
+        // Reason phrases come from a closed set of problems; cap the map
+        // anyway so no input can grow it without bound.
+        if self.stats.problems.len() < 256 || self.stats.problems.contains_key(what) {
+            *self.stats.problems.entry(what.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// A TCP connection was accepted or established.
+    pub fn handle_connection(&mut self, now: Instant, conn: ConnId, peer: SocketAddr) {
+        self.streams.insert(
+            conn,
+            Stream {
+                buf: BytesMut::new(),
+                peer,
+                last_active: now,
+            },
+        );
+    }
+
+    /// Bytes arrived on a TCP connection: frame them (§18.3).
+    pub fn handle_stream_data(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(s) = self.streams.get_mut(&conn) else {
+            return;
+        };
+        s.last_active = now;
+        let peer = s.peer;
+        s.buf.extend_from_slice(data);
+        if s.buf.len() > self.limits.max_message_len + 4 {
+            self.stats.framing_errors += 1;
+            self.close_stream(conn);
+            return;
+        }
+        loop {
+            let Some(s) = self.streams.get_mut(&conn) else {
+                return;
+            };
+            match frame_stream(&s.buf, &self.limits) {
+                Ok(Frame::Complete { len }) => {
+                    let bytes = s.buf.split_to(len).freeze();
+                    self.stats.messages_in += 1;
+                    if !self.admit(peer, now) {
+                        continue;
+                    }
+                    self.stream_message(now, conn, peer, bytes);
+                }
+                Ok(Frame::KeepAlive { len }) => {
+                    let _ = s.buf.split_to(len);
+                }
+                Ok(Frame::Incomplete { .. }) => break,
+                Err(e) => {
+                    // A framing error loses the message boundaries for
+                    // good: the connection cannot be trusted any more.
+                    self.count_problem(&e.to_string());
+                    self.stats.framing_errors += 1;
+                    self.close_stream(conn);
+                    return;
+                }
+            }
+        }
+        self.drain(now);
+    }
+
+    fn stream_message(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, bytes: Bytes) {
+        let flow = Flow::Tcp { conn, peer };
+        let policy = policy(self.settings.id_seed);
+        match parse_stream_message(bytes, &self.limits) {
+            Ok(Message::Request(req)) => match codeb_sip::check_request(&req, &policy) {
+                Ok(()) => self.accept(now, Message::Request(req), flow),
+                Err(problem) => {
+                    self.count_problem(&problem.to_string());
+                    if req.method != Method::Ack
+                        && let Ok(resp) = codeb_sip::rejection(&req.headers, &problem, &policy)
+                    {
+                        self.stats.stateless_replies += 1;
+                        self.send_response(flow, &resp);
+                    }
+                }
+            },
+            Ok(Message::Response(resp)) => match codeb_sip::check_response(&resp) {
+                Ok(()) => self.accept(now, Message::Response(resp), flow),
+                Err(problem) => self.count_problem(&problem.to_string()),
+            },
+            Err(e) => {
+                self.count_problem(&e.to_string());
+                self.stats.dropped_invalid += 1;
+            }
+        }
+    }
+
+    /// A TCP connection ended.
+    pub fn handle_stream_closed(&mut self, conn: ConnId) {
+        self.streams.remove(&conn);
+    }
+
+    fn close_stream(&mut self, conn: ConnId) {
+        self.streams.remove(&conn);
+        self.closes.push(conn);
+    }
+
+    /// Connections the IO loop should close.
+    pub fn take_closes(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.closes)
+    }
+
+    fn accept(&mut self, now: Instant, mut msg: Message, flow: Flow) {
+        if let Message::Request(req) = &mut msg {
+            let ua = req
+                .headers
+                .get(KnownHeader::UserAgent)
+                .cloned()
+                .unwrap_or_default();
+            if is_scanner(&ua) {
+                self.stats.dropped_scanner += 1;
+                return;
+            }
+            if stamp_received(&mut req.headers, flow.peer()).is_err() {
+                self.stats.dropped_invalid += 1;
+                return;
+            }
+        }
+        self.layer.handle_message(now, msg, flow);
+    }
+
+    /// Runs transaction output and events until both queues are empty.
+    pub(crate) fn drain(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.layer.poll_transmit() {
+                progressed = true;
+                self.queue(t.destination, t.payload);
+            }
+            while let Some(ev) = self.layer.poll_event() {
+                progressed = true;
+                self.on_event(now, ev);
+            }
+            for (flow, payload) in std::mem::take(&mut self.raw_out) {
+                progressed = true;
+                self.queue(flow, payload);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn queue(&mut self, flow: Flow, payload: Bytes) {
+        if is_forbidden_destination(&flow.peer()) {
+            self.stats.dropped_forbidden_destination += 1;
+            return;
+        }
+        self.out.push_back(Outgoing { flow, payload });
+    }
+
+    fn send_response(&mut self, flow: Flow, response: &Response) {
+        let mut b = BytesMut::new();
+        response.write_to(&mut b);
+        self.queue(flow, b.freeze());
+    }
+
+    fn on_event(&mut self, now: Instant, ev: Event<Flow>) {
+        match ev {
+            Event::Request {
+                id,
+                request,
+                source,
+            } => self.on_request(now, id, request, source),
+            Event::Cancel {
+                id,
+                request,
+                invite,
+                ..
+            } => self.on_cancel(now, id, &request, invite),
+            Event::Ack { request, .. } => self.on_ack(now, request),
+            Event::Response { id, response } => self.on_response(now, id, response),
+            Event::Timeout { id, timer } => self.on_timeout(now, id, timer),
+            Event::TransportError { id } => self.on_transport_error(now, id),
+            Event::CancelSent { .. } => {}
+            Event::Terminated { id } => self.on_terminated(now, id),
+        }
+    }
+
+    /// Answers a server transaction, counting the final status.
+    pub(crate) fn respond(&mut self, now: Instant, id: TransactionId, response: Response) {
+        if response.status.is_final() {
+            let method = self
+                .layer
+                .request(id)
+                .map(|r| r.method.to_string())
+                .unwrap_or_default();
+            *self
+                .stats
+                .responses
+                .entry((method, response.status.as_u16()))
+                .or_default() += 1;
+        }
+        if let Err(e) = self.layer.respond(now, id, response) {
+            tracing::debug!(error = %e, "response for a transaction that is gone");
+        }
+    }
+
+    /// A reply to `request` with our Server header, ready for extra headers.
+    pub(crate) fn reply(
+        &mut self,
+        request: &Request,
+        status: StatusCode,
+    ) -> codeb_sip::ResponseBuilder {
+        let tag = if request
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(<[u8]>::to_vec))
+            .is_some()
+        {
+            None
+        } else {
+            Some(self.ids.tag())
+        };
+        request
+            .reply(status, tag.as_deref())
+            .header(KnownHeader::Server, SERVER)
+    }
+
+    pub(crate) fn simple(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        request: &Request,
+        status: StatusCode,
+    ) {
+        if let Ok(r) = self.reply(request, status).build() {
+            self.respond(now, id, r);
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, id: TransactionId, request: Request, source: Flow) {
+        match request.method {
+            Method::Options => {
+                let r = self
+                    .reply(&request, StatusCode::OK)
+                    .header(KnownHeader::Allow, ALLOW)
+                    .header(KnownHeader::Accept, "application/sdp")
+                    .header(KnownHeader::Supported, SUPPORTED.join(", "))
+                    .build();
+                if let Ok(r) = r {
+                    self.respond(now, id, r);
+                }
+            }
+            Method::Register => self.on_register(now, id, &request, source),
+            Method::Invite => self.on_invite(now, id, request, source),
+            Method::Bye | Method::Info | Method::Update => {
+                self.on_in_dialog(now, id, request, source)
+            }
+            _ => {
+                let r = self
+                    .reply(&request, StatusCode::METHOD_NOT_ALLOWED)
+                    .header(KnownHeader::Allow, ALLOW)
+                    .build();
+                if let Ok(r) = r {
+                    self.respond(now, id, r);
+                }
+            }
+        }
+    }
+
+    fn on_register(&mut self, now: Instant, id: TransactionId, request: &Request, source: Flow) {
+        let h = &request.headers;
+        let user = h.to().ok().and_then(|t| {
+            t.uri.as_sip().and_then(|u| {
+                u.user_unescaped()
+                    .map(|u| String::from_utf8_lossy(&u).into_owned())
+            })
+        });
+        let Some(user) = user else {
+            return self.simple(now, id, request, StatusCode::BAD_REQUEST);
+        };
+        let Some(password) = self
+            .config
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .and_then(|u| u.password.clone())
+        else {
+            return self.simple(now, id, request, StatusCode::NOT_FOUND);
+        };
+        let (base, base_secs) = self.settings.wall_base;
+        let now_secs = base_secs + now.saturating_duration_since(base).as_secs();
+        let creds = h
+            .authorizations()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| {
+                a.is_digest() && a.realm().as_deref() == Some(self.verifier.realm().as_bytes())
+            });
+        let stale = match &creds {
+            None => false,
+            Some(c) => {
+                if c.username().as_deref() != Some(user.as_bytes()) {
+                    return self.simple(now, id, request, StatusCode::FORBIDDEN);
+                }
+                match self.verifier.check(c, "REGISTER", &password, now_secs) {
+                    Check::Ok => {
+                        return self.finish_register(now, id, request, &user, source);
+                    }
+                    Check::Stale => true,
+                    Check::Bad => return self.simple(now, id, request, StatusCode::FORBIDDEN),
+                }
+            }
+        };
+        let nonce = self
+            .verifier
+            .nonce(now_secs, self.ids.next_u64().to_be_bytes());
+        let mut b = self.reply(request, StatusCode::UNAUTHORIZED);
+        for alg in [Algorithm::Sha256, Algorithm::Md5] {
+            b = b.header(
+                KnownHeader::WwwAuthenticate,
+                self.verifier.challenge(&nonce, alg, stale),
+            );
+        }
+        if let Ok(r) = b.build() {
+            self.respond(now, id, r);
+        }
+    }
+
+    fn finish_register(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        request: &Request,
+        user: &str,
+        source: Flow,
+    ) {
+        let h = &request.headers;
+        let (Ok(contacts), Ok(cseq), Ok(call_id)) = (h.contacts(), h.cseq(), h.call_id()) else {
+            return self.simple(now, id, request, StatusCode::BAD_REQUEST);
+        };
+        if contacts.is_empty() {
+            // A query: list the bindings.
+            let bindings: Vec<_> = self
+                .registrar
+                .lookup(user, now)
+                .into_iter()
+                .cloned()
+                .collect();
+            return self.register_ok(now, id, request, &bindings);
+        }
+        let reg = Registration {
+            user,
+            contacts: &contacts,
+            header_expires: h.expires().ok().flatten(),
+            call_id: &call_id,
+            cseq: cseq.seq,
+            source: source.peer(),
+        };
+        match self.registrar.register(&reg, now) {
+            Ok(bindings) => {
+                tracing::info!(user, contacts = bindings.len(), "registered");
+                self.register_ok(now, id, request, &bindings);
+            }
+            Err(RegisterError::IntervalTooBrief { min }) => {
+                if let Ok(r) = self
+                    .reply(request, StatusCode::INTERVAL_TOO_BRIEF)
+                    .header(KnownHeader::MinExpires, min.to_string())
+                    .build()
+                {
+                    self.respond(now, id, r);
+                }
+            }
+            Err(RegisterError::BadStar) => self.simple(now, id, request, StatusCode::BAD_REQUEST),
+            Err(RegisterError::OutOfOrder) => {
+                self.simple(now, id, request, StatusCode::SERVER_INTERNAL_ERROR)
+            }
+            Err(RegisterError::Full) => {
+                if let Ok(r) = self
+                    .reply(request, StatusCode::SERVICE_UNAVAILABLE)
+                    .header(HeaderName::from(KnownHeader::RetryAfter), "30")
+                    .build()
+                {
+                    self.respond(now, id, r);
+                }
+            }
+        }
+    }
+
+    fn register_ok(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        request: &Request,
+        bindings: &[crate::registrar::Binding],
+    ) {
+        let mut b = self.reply(request, StatusCode::OK);
+        for bind in bindings {
+            let left = bind.expires_at.saturating_duration_since(now).as_secs();
+            b = b.header(
+                KnownHeader::Contact,
+                format!("<{}>{};expires={left}", bind.uri, bind.params),
+            );
+        }
+        if let Ok(r) = b.build() {
+            self.respond(now, id, r);
+        }
+    }
+
+    /// The next moment `handle_timeout` has work.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        [
+            self.layer.poll_timeout(),
+            self.next_tick,
+            self.calls_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.layer.handle_timeout(now);
+        self.retransmit_due(now);
+        if self.next_tick.is_none_or(|t| t <= now) {
+            self.next_tick = Some(now + TICK);
+            self.registrar.purge(now);
+            let idle = self.settings.tcp_idle;
+            let stale: Vec<ConnId> = self
+                .streams
+                .iter()
+                .filter(|(_, s)| now.saturating_duration_since(s.last_active) > idle)
+                .map(|(c, _)| *c)
+                .collect();
+            for c in stale {
+                self.close_stream(c);
+            }
+        }
+        self.drain(now);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        self.out.pop_front()
+    }
+
+    pub fn transactions(&self) -> usize {
+        self.layer.len()
+    }
+
+    pub fn layer_stats(&self) -> codeb_sip::transaction::Stats {
+        self.layer.stats()
+    }
+}
