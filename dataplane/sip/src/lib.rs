@@ -32,6 +32,7 @@
 //! ```
 
 mod builder;
+pub mod dialog;
 pub mod digest;
 mod error;
 pub mod header;
@@ -48,6 +49,7 @@ mod uri;
 pub mod validate;
 
 pub use builder::{RequestBuilder, ResponseBuilder, ack_for_non2xx, cancel_for};
+pub use dialog::{Dialog, DialogConfig, DialogId, DialogTable};
 pub use error::{ParseError, ValueError};
 pub use header::{
     Auth, CSeq, Contact, DisplayName, Header, HeaderName, Headers, KnownHeader, MediaType,

@@ -88,6 +88,7 @@ pub use layer::{Config, Event, Stats, TransactionLayer};
 pub use server_invite::ServerInvite;
 pub use server_non_invite::ServerNonInvite;
 pub use timer_queue::TimerQueue;
+pub(crate) use timers::{Backoff, after};
 pub use timers::{Timer, Timers};
 
 /// What the transaction layer needs to know about a transport address.

@@ -1,0 +1,226 @@
+use super::*;
+
+fn rejected(i: Incoming) -> Response {
+    match i {
+        Incoming::Reject(r) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn cseq_order_is_enforced_with_500() {
+    let mut c = call_with(no_timers(), &[]);
+    let first = c.alice.request(Method::Info).unwrap().build().unwrap();
+    let second = c.alice.request(Method::Info).unwrap().build().unwrap();
+    assert_eq!(c.bob.handle_request(c.t0, &second), Incoming::Accept);
+    assert_eq!(c.bob.remote_seq(), Some(3));
+    let late = rejected(c.bob.handle_request(c.t0, &first));
+    assert_eq!(late.status, StatusCode::SERVER_INTERNAL_ERROR);
+    assert_eq!(&late.reason[..], b"Out of Order");
+    assert_eq!(late.headers.to().unwrap().tag(), Some(&b"bob1"[..]));
+    assert_eq!(c.bob.remote_seq(), Some(3));
+    // Equal is not lower (§12.2.2 only refuses lower numbers).
+    assert_eq!(c.bob.handle_request(c.t0, &second), Incoming::Accept);
+    let bad = Request {
+        headers: {
+            let mut h = second.headers.clone();
+            h.remove(KnownHeader::CSeq);
+            h
+        },
+        ..second
+    };
+    assert_eq!(
+        rejected(c.bob.handle_request(c.t0, &bad)).status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[test]
+fn our_2xx_repeats_t1_doubling_to_t2_until_acked() {
+    let t0 = Instant::now();
+    let mut ids = IdGenerator::new(11);
+    let inv = invite(&[], &[]);
+    let mut bob =
+        Dialog::uas(&inv, b"b", bob_local(), alice_peer(), no_timers(), &mut ids).unwrap();
+    let ok = bob_answers(t0, &mut bob, &inv, 200);
+    events(&mut bob);
+    let mut times = Vec::new();
+    while let Some(at) = bob.poll_timeout().filter(|at| *at < t0 + secs(40)) {
+        bob.handle_timeout(at);
+        if let Some(t) = bob.poll_transmit() {
+            assert_eq!(t.payload, Message::Response(ok.clone()).to_bytes());
+            assert_eq!(t.destination, alice_peer());
+            times.push(at - t0);
+        }
+    }
+    let expected: Vec<_> = [
+        500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500,
+    ]
+    .into_iter()
+    .map(ms)
+    .collect();
+    assert_eq!(times, expected);
+    assert_eq!(events(&mut bob), vec![DialogEvent::AckTimeout { cseq: 1 }]);
+    assert_eq!(bob.poll_timeout(), None);
+}
+
+#[test]
+fn the_ack_stops_retransmission_and_late_acks_are_ignored() {
+    let mut c = call_with(no_timers(), &[]);
+    assert_eq!(c.bob.poll_timeout(), None);
+    let ack = c.alice.ack_builder(1).unwrap().build().unwrap();
+    assert_eq!(c.bob.handle_request(c.t0 + secs(1), &ack), Incoming::Ignore);
+    // An ACK for another CSeq does not stop a pending 2xx either.
+    let reinvite = c.alice.request(Method::Invite).unwrap().build().unwrap();
+    assert_eq!(c.bob.handle_request(c.t0, &reinvite), Incoming::Accept);
+    let ok = bob_answers(c.t0 + secs(2), &mut c.bob, &reinvite, 200);
+    assert!(c.bob.poll_timeout().is_some());
+    assert_eq!(c.bob.handle_request(c.t0, &ack), Incoming::Ignore);
+    c.alice.handle_response(c.t0 + secs(2), &ok);
+    let ack2 = sent(&mut c.alice);
+    assert_eq!(ack2[0].headers().cseq().unwrap().seq, 2);
+    assert_eq!(
+        c.bob.handle_request(c.t0, ack2[0].as_request().unwrap()),
+        Incoming::Ack
+    );
+    assert_eq!(c.bob.poll_timeout(), None);
+}
+
+#[test]
+fn glare_gets_491_and_the_14_1_back_off() {
+    let mut c = call_with(no_timers(), &[]);
+    let ours = c.alice.request(Method::Invite).unwrap().build().unwrap();
+    let theirs = c.bob.request(Method::Invite).unwrap().build().unwrap();
+    let r = rejected(c.alice.handle_request(c.t0, &theirs));
+    assert_eq!(r.status.as_u16(), 491);
+    let r2 = rejected(c.bob.handle_request(c.t0, &ours));
+    assert_eq!(r2.status.as_u16(), 491);
+    // Alice owns the Call-ID: 2.1–4 s; Bob: 0–2 s.
+    let now = c.t0 + secs(10);
+    c.alice.handle_response(now, &r2);
+    c.bob.handle_response(now, &r);
+    let alice_at = c.alice.poll_timeout().unwrap() - now;
+    let bob_at = c.bob.poll_timeout().unwrap() - now;
+    assert!(alice_at >= ms(2100) && alice_at <= secs(4), "{alice_at:?}");
+    assert!(bob_at <= secs(2), "{bob_at:?}");
+    assert!(!c.alice.is_pending());
+    c.alice.handle_timeout(now + alice_at);
+    assert_eq!(events(&mut c.alice), vec![DialogEvent::RetryRequest]);
+    // The retry goes out with a new CSeq.
+    let retry = c.alice.request(Method::Invite).unwrap().build().unwrap();
+    assert_eq!(retry.headers.cseq().unwrap().seq, 3);
+}
+
+#[test]
+fn a_second_invite_before_our_final_gets_500_with_retry_after() {
+    let mut c = call_with(no_timers(), &[]);
+    let first = c.alice.request(Method::Invite).unwrap().build().unwrap();
+    assert_eq!(c.bob.handle_request(c.t0, &first), Incoming::Accept);
+    // A broken peer sends another before Bob answered the first.
+    c.alice.ours_pending = None;
+    let second = c.alice.request(Method::Invite).unwrap().build().unwrap();
+    let r = rejected(c.bob.handle_request(c.t0, &second));
+    assert_eq!(r.status, StatusCode::SERVER_INTERNAL_ERROR);
+    let secs: u32 = std::str::from_utf8(r.headers.get(KnownHeader::RetryAfter).unwrap())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs <= 10);
+}
+
+#[test]
+fn target_refresh_applies_only_when_answered_with_2xx() {
+    let mut c = call_with(no_timers(), &[]);
+    let moved = |r: Request| {
+        let mut r = r;
+        r.headers.remove(KnownHeader::Contact);
+        with_header(r, KnownHeader::Contact, "<sip:alice@203.0.113.50:5070>")
+    };
+    let refused = moved(c.alice.request(Method::Invite).unwrap().build().unwrap());
+    assert_eq!(c.bob.handle_request(c.t0, &refused), Incoming::Accept);
+    let nah = bob_answers(c.t0, &mut c.bob, &refused, 488);
+    assert_eq!(
+        c.bob.remote_target().to_bytes(),
+        "sip:alice@192.0.2.10:5060"
+    );
+    c.alice.handle_response(c.t0, &nah);
+    assert_eq!(
+        c.alice.state(),
+        DialogState::Confirmed,
+        "a failed re-INVITE keeps the dialog"
+    );
+    let update = moved(c.alice.request(Method::Update).unwrap().build().unwrap());
+    assert_eq!(c.bob.handle_request(c.t0, &update), Incoming::Accept);
+    let ok = bob_answers(c.t0, &mut c.bob, &update, 200);
+    assert_eq!(
+        c.bob.remote_target().to_bytes(),
+        "sip:alice@203.0.113.50:5070"
+    );
+    assert!(
+        c.bob.poll_timeout().is_none(),
+        "UPDATE's 2xx is not retransmitted"
+    );
+    // Alice learns Bob's new Contact from the 2xx.
+    let mut ok2 = ok;
+    ok2.headers.remove(KnownHeader::Contact);
+    ok2.headers
+        .push(Header::new(KnownHeader::Contact, "<sip:bob@203.0.113.60>").unwrap());
+    c.alice.handle_response(c.t0, &ok2);
+    assert_eq!(c.alice.remote_target().to_bytes(), "sip:bob@203.0.113.60");
+}
+
+#[test]
+fn updates_collide_only_when_both_carry_offers() {
+    let mut c = call_with(no_timers(), &[]);
+    c.alice.request(Method::Invite).unwrap();
+    let plain = c.bob.request(Method::Update).unwrap().build().unwrap();
+    let offer = body(plain.clone(), "v=0\r\n");
+    assert_eq!(c.alice.handle_request(c.t0, &plain), Incoming::Accept);
+    assert_eq!(
+        rejected(c.alice.handle_request(c.t0, &offer))
+            .status
+            .as_u16(),
+        491
+    );
+}
+
+#[test]
+fn bye_ends_the_dialog_and_later_requests_get_481() {
+    let mut c = call_with(no_timers(), &[]);
+    let info = c.alice.request(Method::Info).unwrap().build().unwrap();
+    let bye = c.alice.request(Method::Bye).unwrap().build().unwrap();
+    assert_eq!(c.bob.handle_request(c.t0, &bye), Incoming::Accept);
+    assert_eq!(c.bob.state(), DialogState::Terminated);
+    assert_eq!(
+        events(&mut c.bob),
+        vec![DialogEvent::Terminated(Termination::RemoteBye)]
+    );
+    assert_eq!(
+        rejected(c.bob.handle_request(c.t0, &info)).status,
+        StatusCode::CALL_DOES_NOT_EXIST
+    );
+    // CANCEL is hop by hop: the dialog lets it through.
+    let cancel = crate::cancel_for(&c.invite).unwrap();
+    assert_eq!(c.bob.handle_request(c.t0, &cancel), Incoming::Accept);
+}
+
+#[test]
+fn responses_481_and_408_end_the_dialog() {
+    for code in [481, 408] {
+        let mut c = call_with(no_timers(), &[]);
+        let info = c.alice.request(Method::Info).unwrap().build().unwrap();
+        let r = c
+            .bob
+            .reply(&info, StatusCode::new(code).unwrap())
+            .build()
+            .unwrap();
+        c.alice.handle_response(c.t0, &r);
+        assert_eq!(
+            events(&mut c.alice),
+            vec![DialogEvent::Terminated(Termination::Gone)]
+        );
+    }
+    let mut c = call_with(no_timers(), &[]);
+    c.alice.request_failed(c.t0);
+    assert_eq!(c.alice.state(), DialogState::Terminated);
+}
