@@ -5,8 +5,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+
+use crate::webhooks::IpNet;
 
 /// Settings shared by every subcommand.
 #[derive(Args, Debug, Clone)]
@@ -55,6 +58,38 @@ pub struct Settings {
     #[arg(long, env = "CODEB_SWITCH_URLS", value_delimiter = ',', global = true)]
     pub switch_urls: Vec<String>,
 
+    /// CIDR blocks webhook URLs may reach despite the SSRF guard
+    /// (comma-separated, e.g. 127.0.0.0/8 for tests or 10.1.2.0/24 for an
+    /// internal receiver). Everything else private, loopback, link-local,
+    /// CGNAT, multicast, reserved or documentation is refused.
+    #[arg(
+        long,
+        env = "CODEB_WEBHOOK_ALLOW",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub webhook_allow: Vec<String>,
+
+    /// Waits before webhook retries (attempts 2, 3, 4, …), comma-separated
+    /// durations (`ms`, `s`, `m`). Change only for tests.
+    #[arg(
+        long,
+        env = "CODEB_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,30s,120s",
+        global = true
+    )]
+    pub webhook_retry_schedule: String,
+
+    /// Time limit of one webhook attempt (connect and response). Change
+    /// only for tests.
+    #[arg(
+        long,
+        env = "CODEB_WEBHOOK_TIMEOUT",
+        default_value = "10s",
+        global = true
+    )]
+    pub webhook_timeout: String,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `codeb=debug,info`.
     #[arg(long, env = "CODEB_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -84,6 +119,49 @@ pub struct Config {
     pub admin_user: String,
     pub admin_password: Option<String>,
     pub switch_urls: Vec<String>,
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook delivery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// `CODEB_WEBHOOK_ALLOW`.
+    pub allow: Vec<IpNet>,
+    /// Waits before attempts 2, 3, … (the v1 spec's 5 s, 30 s, 120 s).
+    pub retry_delays: Vec<Duration>,
+    /// Connect + response limit of one attempt.
+    pub timeout: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            allow: Vec::new(),
+            retry_delays: vec![
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(120),
+            ],
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `250ms`, `5s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (like 250ms, 5s or 2m)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!("'{s}' is not a duration (like 250ms, 5s or 2m)")),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +172,12 @@ pub enum ConfigError {
     DataDirNotUtf8(PathBuf),
     #[error("CODEB_ADMIN_USER is not a valid user name: {0}")]
     BadAdminUser(String),
+    #[error("CODEB_WEBHOOK_ALLOW: {0}")]
+    BadWebhookAllow(String),
+    #[error("CODEB_WEBHOOK_RETRY_SCHEDULE: {0}")]
+    BadRetrySchedule(String),
+    #[error("CODEB_WEBHOOK_TIMEOUT: {0}")]
+    BadWebhookTimeout(String),
 }
 
 impl Settings {
@@ -129,6 +213,29 @@ impl Settings {
         if crate::auth::validate_username(&self.admin_user).is_err() {
             return Err(ConfigError::BadAdminUser(self.admin_user.clone()));
         }
+        let allow = self
+            .webhook_allow
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<IpNet>().map_err(ConfigError::BadWebhookAllow))
+            .collect::<Result<Vec<_>, _>>()?;
+        let retry_delays = self
+            .webhook_retry_schedule
+            .split(',')
+            .map(parse_duration)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::BadRetrySchedule)?;
+        if retry_delays.is_empty() || retry_delays.len() > 9 {
+            return Err(ConfigError::BadRetrySchedule(
+                "give 1 to 9 waits (attempts 2 to 10)".into(),
+            ));
+        }
+        let timeout =
+            parse_duration(&self.webhook_timeout).map_err(ConfigError::BadWebhookTimeout)?;
+        if timeout.is_zero() {
+            return Err(ConfigError::BadWebhookTimeout("must be more than 0".into()));
+        }
         Ok(Config {
             http_addr: self.http_addr,
             data_dir: self.data_dir.clone(),
@@ -144,6 +251,11 @@ impl Settings {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            webhooks: WebhookConfig {
+                allow,
+                retry_delays,
+                timeout,
+            },
         })
     }
 }
@@ -158,5 +270,20 @@ pub fn init_logging(settings: &Settings) {
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration(" 5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "5", "s", "5h", "-5s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! CodeB control plane: the v1 REST API, the built-in OIDC issuer, storage
-//! on SQLite or PostgreSQL, and (in later work) scheduling, webhooks and the
-//! link to switch nodes. The binary is `codeb`; `app()` is the whole HTTP
+//! on SQLite or PostgreSQL, webhook delivery, and (in later work)
+//! scheduling and the link to switch nodes. The binary is `codeb`; `app()` is the whole HTTP
 //! application as a function, so tests drive it without a socket.
 
 pub mod api;
@@ -14,5 +14,6 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod switch_link;
+pub mod webhooks;
 
 pub use api::app;

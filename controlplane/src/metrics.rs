@@ -17,6 +17,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
     method: String,
@@ -31,6 +36,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    webhook_attempts: Family<AttemptLabels, Counter>,
+    webhook_latency: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -58,10 +65,24 @@ impl Metrics {
             "Time from request to response head",
             latency.clone(),
         );
+        let webhook_attempts = Family::<AttemptLabels, Counter>::default();
+        let webhook_latency = latency_histogram();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by result (success, http_error, timeout, transport_error, refused)",
+            webhook_attempts.clone(),
+        );
+        registry.register(
+            "webhook_attempt_duration_seconds",
+            "Time from sending a webhook to its response",
+            webhook_latency.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
+            webhook_attempts,
+            webhook_latency,
         }
     }
 
@@ -79,6 +100,13 @@ impl Metrics {
                 method: method.to_owned(),
             })
             .observe(seconds);
+    }
+
+    pub fn observe_webhook_attempt(&self, result: &'static str, seconds: f64) {
+        self.webhook_attempts
+            .get_or_create(&AttemptLabels { result })
+            .inc();
+        self.webhook_latency.observe(seconds);
     }
 
     /// The OpenMetrics text exposition.
@@ -100,7 +128,12 @@ mod tests {
         let m = Metrics::new();
         m.observe("/api.ashx/v1/calls", "GET", 200, 0.002);
         m.observe("/api.ashx/v1/calls", "GET", 200, 0.004);
+        m.observe_webhook_attempt("success", 0.01);
         let text = m.render();
+        assert!(
+            text.contains(r#"codeb_webhook_attempts_total{result="success"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"codeb_http_requests_total{route="/api.ashx/v1/calls",method="GET",status="200"} 2"#),
             "{text}"

@@ -1,6 +1,7 @@
 //! Starting the control plane: open and migrate the store, bootstrap the
-//! admin user and the signing key on first start, then serve HTTP until
-//! SIGINT/SIGTERM, finishing requests in flight.
+//! admin user and the signing key on first start, then serve HTTP and
+//! deliver webhooks until SIGINT/SIGTERM, finishing requests in flight and
+//! recording (or handing back) webhook attempts in flight.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -106,10 +107,13 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         tracing::info!("no switch configured (CODEB_SWITCH_URLS): immediate calls answer 503");
     }
     let store = state.store.clone();
+    let delivery = crate::webhooks::start(&state).context("starting webhook delivery")?;
     let app = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        .await;
+    delivery.shutdown().await;
+    served?;
     store.close().await;
     tracing::info!("control plane stopped");
     Ok(())

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::switch_link::SwitchNodes;
+use crate::webhooks::UrlGuard;
 
 /// Audience (`aud`) of access tokens this issuer mints for the v1 API.
 pub const API_AUDIENCE: &str = "codeb-api";
@@ -36,6 +37,8 @@ pub struct AppState {
     /// When each API key's `last_used_at` was last written, so a busy key
     /// costs one write a minute, not one per request.
     pub key_touches: Arc<Mutex<HashMap<ApiKeyId, UtcMillis>>>,
+    /// The SSRF guard webhook URLs pass (at creation and on delivery).
+    pub guard: Arc<UrlGuard>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -49,6 +52,7 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(store: Store, config: Config, signing_key: SigningKey, clock: Clock) -> AppState {
         let switch = SwitchNodes::new(config.switch_urls.clone());
+        let guard = Arc::new(crate::webhooks::guard_for(&config));
         AppState {
             store,
             config: Arc::new(config),
@@ -58,6 +62,7 @@ impl AppState {
             switch: Arc::new(switch),
             clock,
             key_touches: Arc::new(Mutex::new(HashMap::new())),
+            guard,
         }
     }
 

@@ -7,12 +7,15 @@
 
 pub mod api_keys;
 pub mod calls;
+pub mod deliveries;
 pub mod error;
 pub mod extract;
 pub mod inbound_routes;
 pub mod meta;
 pub mod numbers;
 pub mod openapi;
+pub mod share_page;
+pub mod shares;
 pub mod transcripts;
 pub mod trunks;
 pub mod validate;
@@ -118,6 +121,18 @@ pub static ENDPOINTS: &[Endpoint] = &[
     ep!(GET "/api.ashx/v1/transcripts/{callId}", "transcripts", Admin, "Get full transcript by callId",
         req: Body::None, resp: 200 Body::One(s::<transcripts::TranscriptView>),
         get(transcripts::get_one)),
+    ep!(POST "/api.ashx/v1/transcripts/{callId}/shares", "transcripts", Admin,
+        "Create a public share link for a transcript (token shown once)",
+        req: Body::One(s::<shares::ShareInput>), resp: 201 Body::One(s::<shares::ShareCreated>),
+        post(shares::create)),
+    ep!(GET "/api.ashx/v1/transcripts/{callId}/shares", "transcripts", Admin,
+        "List a transcript's share links (tokens masked)",
+        req: Body::None, resp: 200 Body::List(s::<shares::ShareItem>), get(shares::list)),
+    ep!(DELETE "/api.ashx/v1/transcripts/{callId}/shares/{id}", "transcripts", Admin,
+        "Revoke a transcript share link",
+        req: Body::None, resp: 200 Body::One(s::<shares::ShareDeleted>), delete(shares::remove)),
+    ep!(GET "/share/{token}", "transcripts", Public, "A shared transcript (public page; counts the view)",
+        req: Body::None, resp: 200 Body::Other("text/html"), get(shares::page)),
     ep!(GET "/api.ashx/v1/inbound-routes", "inbound-routes", Admin, "List inbound DID routes",
         req: Body::None, resp: 200 Body::List(s::<inbound_routes::RouteItem>),
         get(inbound_routes::list)),
@@ -140,6 +155,21 @@ pub static ENDPOINTS: &[Endpoint] = &[
         post(webhooks::create)),
     ep!(DELETE "/api.ashx/v1/webhooks/{id}", "webhooks", Admin, "Delete a webhook subscription",
         req: Body::None, resp: 200 Body::One(s::<webhooks::SubscriptionDeleted>), delete(webhooks::remove)),
+    ep!(POST "/api.ashx/v1/webhooks/{id}/test", "webhooks", Admin, "Fire webhook.test at one subscription",
+        req: Body::None, resp: 202 Body::One(s::<webhooks::TestFired>), post(webhooks::test_fire)),
+    ep!(POST "/api.ashx/v1/webhooks/{id}/resume", "webhooks", Admin,
+        "Reactivate a paused subscription (held deliveries go out)",
+        req: Body::None, resp: 200 Body::One(s::<webhooks::SubscriptionView>), post(webhooks::resume)),
+    ep!(POST "/api.ashx/v1/webhooks/{id}/rotate-secret", "webhooks", Admin,
+        "New signing secret (shown once); the old one signs beside it for a grace period",
+        req: Body::One(s::<webhooks::RotateInput>), resp: 200 Body::One(s::<webhooks::SecretRotated>),
+        post(webhooks::rotate_secret)),
+    ep!(GET "/api.ashx/v1/webhooks/{id}/deliveries", "webhooks", Admin,
+        "Delivery log: attempts, status codes, latency, errors",
+        req: Body::None, resp: 200 Body::List(s::<deliveries::DeliveryView>), get(deliveries::list)),
+    ep!(POST "/api.ashx/v1/webhooks/deliveries/{id}/replay", "webhooks", Admin,
+        "Send a finished delivery's event again (new delivery id)",
+        req: Body::None, resp: 202 Body::One(s::<deliveries::ReplayQueued>), post(deliveries::replay)),
     ep!(GET "/api.ashx/v1/trunks", "trunks", Admin, "List SIP trunks",
         req: Body::None, resp: 200 Body::List(s::<trunks::TrunkView>), get(trunks::list)),
     ep!(POST "/api.ashx/v1/trunks", "trunks", Admin, "Create a SIP trunk",

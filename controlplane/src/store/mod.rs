@@ -14,23 +14,33 @@
 mod calls;
 mod keys;
 mod numbers;
+mod outbox;
 mod routes;
+mod shares;
 mod transcripts;
 mod trunks;
+pub(crate) mod tx;
 mod users;
 mod webhooks;
 
 pub use calls::{CallFilter, CallRecord, HangupResult, NewCall};
 pub use keys::{ApiKeyRecord, RefreshOutcome, RefreshToken};
 pub use numbers::NumberRecord;
+pub use outbox::{
+    AttemptLog, AttemptOutcome, Audience, ClaimedDelivery, DeliveryRecord, DeliveryState, NextStep,
+    Paused, ReplayOutcome, event_body,
+};
 pub use routes::{InboundRoute, RouteError};
+pub use shares::{NewShare, ShareRecord, ShareView};
 pub use transcripts::{TranscriptFilter, TranscriptRecord, Turn};
 pub use trunks::TrunkRecord;
+pub use tx::StoreTx;
 pub use users::{Role, UserRecord};
 pub use webhooks::SubscriptionRecord;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use codeb_types::UtcMillis;
@@ -39,6 +49,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{PgPool, Row, SqlitePool};
+use tokio::sync::Notify;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -94,6 +105,9 @@ pub struct Store {
     pub(crate) pool: Pool,
     dialect: Dialect,
     data_dir: PathBuf,
+    /// Woken when webhook deliveries become due in this process (an event
+    /// was recorded, a subscription resumed, a delivery replayed).
+    outbox_wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -150,6 +164,7 @@ impl Store {
             pool,
             dialect,
             data_dir: data_dir.to_owned(),
+            outbox_wake: Arc::new(Notify::new()),
         })
     }
 

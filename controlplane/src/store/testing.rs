@@ -11,6 +11,8 @@ use super::Store;
 pub struct TestDb {
     pub store: Store,
     pub dir: TempDir,
+    /// The database URL, to open a second store on it (a restart, a replica).
+    pub url: String,
 }
 
 impl TestDb {
@@ -18,7 +20,7 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/codeb.db?mode=rwc", dir.path().display());
         let store = Store::open(&url, dir.path()).await.expect("open sqlite");
-        TestDb { store, dir }
+        TestDb { store, dir, url }
     }
 
     /// A fresh PostgreSQL database, or None when no server is configured
@@ -35,7 +37,7 @@ impl TestDb {
         let url = create_pg_database(&admin_url).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(&url, dir.path()).await.expect("open postgres");
-        Some(TestDb { store, dir })
+        Some(TestDb { store, dir, url })
     }
 }
 
@@ -57,4 +59,30 @@ pub async fn create_pg_database(admin_url: &str) -> String {
     let mut url = url::Url::parse(admin_url).expect("CODEB_TEST_PG_URL is a URL");
     url.set_path(&format!("/{name}"));
     url.to_string()
+}
+
+/// Every recorded event of a tenant, oldest first: (name, call id, body).
+pub async fn events(store: &Store, tenant: &str) -> Vec<(String, Option<String>, String)> {
+    super::on_pool!(store, |pool| {
+        sqlx::query_as(
+            "SELECT name, call_id, body FROM webhook_events WHERE tenant = $1 ORDER BY seq",
+        )
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .expect("read events")
+    })
+}
+
+/// Each event's `data`, parsed from its body, for the events named `name`.
+pub async fn event_data(store: &Store, tenant: &str, name: &str) -> Vec<serde_json::Value> {
+    events(store, tenant)
+        .await
+        .into_iter()
+        .filter(|(n, _, _)| n == name)
+        .map(|(_, _, body)| {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("event body is JSON");
+            v["data"].clone()
+        })
+        .collect()
 }

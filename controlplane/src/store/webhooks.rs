@@ -1,9 +1,11 @@
 //! Webhook subscriptions: a receiver URL, the events it wants (names or
-//! `*`), its signing secret (write-only through the API) and the delivery
+//! `*`), its signing secret (write-only through the API; the previous one
+//! keeps signing during a rotation's grace period) and the delivery
 //! counters the API shows.
 
 use codeb_types::{SubscriptionId, UtcMillis};
 
+use super::tx::on_tx;
 use super::{Page, Result, RowExt, Store, StoreError, col, flag, ms, on_pool, opt_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,12 +21,17 @@ pub struct SubscriptionRecord {
     pub last_fired_at: Option<UtcMillis>,
     pub failures: i64,
     pub paused_reason: String,
+    pub paused_at: Option<UtcMillis>,
+    /// The secret before the last rotation ('' when none) and until when
+    /// it still signs.
+    pub prev_secret: String,
+    pub prev_secret_until: Option<UtcMillis>,
 }
 
 macro_rules! subscription_columns {
     () => {
         "id, tenant, url, events, secret, active, created_at, \
-    created_by, last_fired_at, failures, paused_reason"
+    created_by, last_fired_at, failures, paused_reason, paused_at, prev_secret, prev_secret_until"
     };
 }
 
@@ -44,6 +51,9 @@ fn subscription_from_row(row: &impl RowExt) -> Result<SubscriptionRecord> {
         last_fired_at: opt_ms(row, "last_fired_at")?,
         failures: col(row, "failures")?,
         paused_reason: col(row, "paused_reason")?,
+        paused_at: opt_ms(row, "paused_at")?,
+        prev_secret: col(row, "prev_secret")?,
+        prev_secret_until: opt_ms(row, "prev_secret_until")?,
     })
 }
 
@@ -134,5 +144,56 @@ impl Store {
                 .await?;
             Ok(res.rows_affected() > 0)
         })
+    }
+
+    /// Replaces the secret; the old one keeps signing until `prev_until`
+    /// (an older previous secret is dropped). False when not found.
+    pub async fn rotate_secret(
+        &self,
+        tenant: &str,
+        id: &SubscriptionId,
+        new_secret: &str,
+        prev_until: UtcMillis,
+    ) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let res = sqlx::query(
+                "UPDATE webhooks SET prev_secret = secret, prev_secret_until = $3, secret = $4 \
+                 WHERE tenant = $1 AND id = $2",
+            )
+            .bind(tenant)
+            .bind(id.as_str())
+            .bind(prev_until.0)
+            .bind(new_secret)
+            .execute(pool)
+            .await?;
+            Ok(res.rows_affected() > 0)
+        })
+    }
+
+    /// Reactivates a subscription and clears its failure count; deliveries
+    /// held while it was paused become due. Returns it, or None.
+    pub async fn resume_subscription(
+        &self,
+        tenant: &str,
+        id: &SubscriptionId,
+    ) -> Result<Option<SubscriptionRecord>> {
+        let mut tx = self.begin().await?;
+        let n = on_tx!(tx, |t| {
+            sqlx::query(
+                "UPDATE webhooks SET active = 1, failures = 0, paused_reason = '', \
+                 paused_at = NULL WHERE tenant = $1 AND id = $2",
+            )
+            .bind(tenant)
+            .bind(id.as_str())
+            .execute(&mut **t)
+            .await?
+            .rows_affected()
+        });
+        if n == 0 {
+            return Ok(None);
+        }
+        tx.announce_deliveries().await?;
+        tx.commit().await?;
+        self.subscription(tenant, id).await
     }
 }

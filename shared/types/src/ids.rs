@@ -118,6 +118,16 @@ prefixed_id!(
     /// A transcript share link's id (not its token): `sh_` + 16 hex.
     ShareId, "share", "sh_", 8, "sh_ followed by 16 lowercase hex digits"
 );
+prefixed_id!(
+    /// One event the platform emitted (a call ended, a share was viewed):
+    /// `evt_` + 16 hex.
+    EventId, "event", "evt_", 8, "evt_ followed by 16 lowercase hex digits"
+);
+prefixed_id!(
+    /// One event on its way to one subscription: `dlv_` + 16 hex. Sent as
+    /// `X-CodeB-Delivery-Id` and `webhook-id`, the same on every attempt.
+    DeliveryId, "delivery", "dlv_", 8, "dlv_ followed by 16 lowercase hex digits"
+);
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,9 @@ pub mod state;
 pub mod time;
 
 pub use e164::E164;
-pub use ids::{ApiKeyId, CallId, IdError, ShareId, SubscriptionId, TrunkId, UserId, VnumCallId};
+pub use ids::{
+    ApiKeyId, CallId, DeliveryId, EventId, IdError, ShareId, SubscriptionId, TrunkId, UserId,
+    VnumCallId,
+};
 pub use state::{CallStatus, EventName, Outcome};
 pub use time::UtcMillis;

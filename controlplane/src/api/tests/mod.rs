@@ -5,7 +5,9 @@ mod auth;
 mod calls;
 mod conventions;
 mod resources;
+mod shares;
 mod sweeps;
+mod webhooks;
 
 use axum::Router;
 use axum::body::Body;
@@ -59,6 +61,7 @@ impl Harness {
             admin_user: ADMIN.into(),
             admin_password: Some(ADMIN_PW.into()),
             switch_urls,
+            webhooks: crate::config::WebhookConfig::default(),
         };
         let clock = Clock::manual(UtcMillis::parse_rfc3339("2026-06-04T17:55:12.401Z").unwrap());
         let now = clock.now();
@@ -70,7 +73,11 @@ impl Harness {
             .await
             .unwrap();
         let key = SigningKey::load_or_create(db.dir.path()).unwrap();
-        let state = AppState::new(db.store.clone(), config, key, clock.clone());
+        let mut state = AppState::new(db.store.clone(), config, key, clock.clone());
+        // No DNS in route tests: names resolve from a fixed table.
+        state.guard = std::sync::Arc::new(
+            crate::webhooks::guard_for(&state.config).with_resolver(test_resolver()),
+        );
         Harness {
             app: crate::app(state.clone()),
             state,
@@ -203,6 +210,16 @@ impl Harness {
             r.json["key"].as_str().unwrap().to_owned(),
         )
     }
+}
+
+/// Names route tests resolve: `internal.test` is a private address,
+/// `public.test` a public one; anything else does not exist.
+pub fn test_resolver() -> crate::webhooks::Resolver {
+    crate::webhooks::Resolver::Fixed(std::sync::Arc::new(|host: &str| match host {
+        "internal.test" => Some(vec![std::net::IpAddr::from([10, 1, 2, 3])]),
+        "public.test" => Some(vec![std::net::IpAddr::from([93, 184, 216, 34])]),
+        _ => None,
+    }))
 }
 
 /// Generates one `#[tokio::test]` per backend for each listed test

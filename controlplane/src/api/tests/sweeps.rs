@@ -25,12 +25,21 @@ struct Ids {
     transcript: String,
     did: String,
     webhook: String,
+    delivery: String,
+    share: String,
+    share_token: String,
     trunk: String,
     key: String,
 }
 
 fn concrete(path: &str, ids: &Ids) -> String {
     let replaced = path
+        .replace(
+            "/webhooks/deliveries/{id}",
+            &format!("/webhooks/deliveries/{}", ids.delivery),
+        )
+        .replace("/shares/{id}", &format!("/shares/{}", ids.share))
+        .replace("/share/{token}", &format!("/share/{}", ids.share_token))
         .replace("/calls/{id}", &format!("/calls/{}", ids.call))
         .replace("{number}", &ids.number)
         .replace("{callId}", &ids.transcript)
@@ -109,12 +118,35 @@ async fn seed(h: &Harness, token: &str) -> Ids {
     }
     let t = super::resources::transcript("oac-0123456789ab", "outbound-ai", "2026-01-01T12:00:00Z");
     h.db.store.save_transcript(t, h.clock.now()).await.unwrap();
+    let share = h
+        .post(
+            "/api.ashx/v1/transcripts/oac-0123456789ab/shares",
+            token,
+            json!({"ttlHours": 0}),
+        )
+        .await;
+    let fired = h
+        .post(
+            &format!(
+                "/api.ashx/v1/webhooks/{}/test",
+                webhook.json["id"].as_str().unwrap()
+            ),
+            token,
+            json!({}),
+        )
+        .await;
+    for r in [&share, &fired] {
+        assert!(r.status.is_success(), "seed: {}", r.text);
+    }
     Ids {
         call: call.json["callId"].as_str().unwrap().into(),
         number: "1234".into(),
         transcript: "oac-0123456789ab".into(),
         did: "%2B15551234567".into(),
         webhook: webhook.json["id"].as_str().unwrap().into(),
+        delivery: fired.json["deliveryId"].as_str().unwrap().into(),
+        share: share.json["id"].as_str().unwrap().into(),
+        share_token: share.json["token"].as_str().unwrap().into(),
         trunk: trunk.json["id"].as_str().unwrap().into(),
         key: key.json["id"].as_str().unwrap().into(),
     }
@@ -214,17 +246,17 @@ async fn every_protected_route_refuses_bad_bearers(h: Harness) {
         );
         checked += 1;
     }
-    assert!(checked >= 29, "the sweep covered only {checked} routes");
+    assert!(checked >= 37, "the sweep covered only {checked} routes");
     // And the public ones really are public.
     for ep in ENDPOINTS
         .iter()
         .filter(|e| e.access == Access::Public && e.method == Method::GET)
     {
+        let uri = concrete(ep.path, &ids);
         assert_eq!(
-            h.call(Method::GET, ep.path, None, None).await.status,
+            h.call(Method::GET, &uri, None, None).await.status,
             StatusCode::OK,
-            "{}",
-            ep.path
+            "{uri}"
         );
     }
 }

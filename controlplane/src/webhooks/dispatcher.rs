@@ -1,0 +1,449 @@
+//! The delivery workers of one control plane: a loop that claims due
+//! deliveries and runs each attempt as its own task, and a recorder that
+//! writes attempt results back in batches.
+//!
+//! - Claims are leases in the database, so any number of replicas can run
+//!   this loop against one PostgreSQL and each delivery goes to one of them.
+//! - At most `concurrency` attempts run at once and at most
+//!   `per_subscription` for any one subscription, so a slow or dead
+//!   receiver holds a bounded share and never delays the others.
+//! - The loop sleeps until a delivery is due, an event is recorded (a local
+//!   wake, or PostgreSQL `NOTIFY` from another process), an attempt
+//!   finishes, or `idle_poll` passes (which covers expired leases).
+//! - Time comes from the `Clock`: with a manual clock a test steps through
+//!   5 s, 30 s and 120 s of retry schedule without waiting.
+//! - On shutdown it stops claiming, lets running attempts finish for
+//!   `shutdown_grace`, records their results, and hands back the leases of
+//!   attempts it had to abandon, so the next start re-sends them at once
+//!   under the same delivery id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codeb_types::SubscriptionId;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::client::{SendError, WebhookClient};
+use super::schedule::{AttemptResult, RetryPolicy, parse_retry_after};
+use super::sign::{Signing, delivery_headers};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{AttemptOutcome, ClaimedDelivery, Store};
+
+/// Most attempt results written in one transaction.
+const RECORD_BATCH: usize = 512;
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub policy: RetryPolicy,
+    /// Time limit of one attempt: connect, request, response.
+    pub timeout: Duration,
+    /// How long a claim holds a delivery; longer than an attempt can take.
+    pub lease: Duration,
+    pub concurrency: usize,
+    pub per_subscription: usize,
+    /// Most deliveries claimed in one query.
+    pub batch: usize,
+    pub idle_poll: Duration,
+    /// Finished deliveries (and pending ones that old) are purged after this.
+    pub retention: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl DeliveryConfig {
+    pub fn new(policy: RetryPolicy, timeout: Duration) -> DeliveryConfig {
+        DeliveryConfig {
+            policy,
+            timeout,
+            lease: timeout * 2 + Duration::from_secs(2),
+            concurrency: 512,
+            per_subscription: 16,
+            batch: 256,
+            idle_poll: Duration::from_secs(1),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Shared {
+    store: Store,
+    clock: Clock,
+    client: WebhookClient,
+    cfg: DeliveryConfig,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// The running workers; `shutdown` stops them.
+#[derive(Debug)]
+pub struct DispatcherHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DispatcherHandle {
+    /// Stops claiming, finishes or hands back running attempts, returns
+    /// when everything is recorded.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "webhook dispatcher ended abnormally");
+        }
+    }
+
+    /// Stops dead, as a crash would: nothing is recorded or handed back,
+    /// leases run out on their own. For tests of exactly that.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the delivery workers.
+pub fn start(
+    store: Store,
+    clock: Clock,
+    client: WebhookClient,
+    cfg: DeliveryConfig,
+    metrics: Option<Arc<Metrics>>,
+) -> DispatcherHandle {
+    let (stop, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        store,
+        clock,
+        client,
+        cfg,
+        metrics,
+    });
+    let task = tokio::spawn(run(shared, stop_rx));
+    DispatcherHandle { stop, task }
+}
+
+/// Attempts running now.
+#[derive(Default)]
+struct InFlight {
+    /// task -> (subscription, seq, lease token)
+    tasks: HashMap<tokio::task::Id, (SubscriptionId, i64, i64)>,
+    per_subscription: HashMap<SubscriptionId, usize>,
+}
+
+impl InFlight {
+    fn add(&mut self, task: tokio::task::Id, d: &ClaimedDelivery) {
+        self.tasks
+            .insert(task, (d.webhook_id.clone(), d.seq, d.lease_token));
+        *self
+            .per_subscription
+            .entry(d.webhook_id.clone())
+            .or_default() += 1;
+    }
+
+    /// Forgets a finished task; returns its lease.
+    fn done(&mut self, task: tokio::task::Id) -> Option<(i64, i64)> {
+        let (sub, seq, token) = self.tasks.remove(&task)?;
+        if let Some(n) = self.per_subscription.get_mut(&sub) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_subscription.remove(&sub);
+            }
+        }
+        Some((seq, token))
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let wake = sh.store.outbox_wake();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(record(sh.clone(), done_rx));
+    let relay = {
+        let store = sh.store.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { store.relay_outbox_notifications(stop).await })
+    };
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut in_flight = InFlight::default();
+    let mut housekeeping_at = Instant::now() + Duration::from_secs(60);
+    tracing::info!(
+        concurrency = sh.cfg.concurrency,
+        per_subscription = sh.cfg.per_subscription,
+        "webhook delivery started"
+    );
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        while let Some(r) = tasks.try_join_next_with_id() {
+            finished(r, &mut in_flight);
+        }
+        if Instant::now() >= housekeeping_at {
+            housekeeping_at = Instant::now() + HOUSEKEEPING_EVERY;
+            housekeep(&sh).await;
+        }
+        let want = sh
+            .cfg
+            .concurrency
+            .saturating_sub(tasks.len())
+            .min(sh.cfg.batch);
+        let mut got = 0;
+        if want > 0 {
+            let claim = sh
+                .store
+                .claim_deliveries(
+                    sh.clock.now(),
+                    millis(sh.cfg.lease),
+                    i64::try_from(want).unwrap_or(i64::MAX),
+                    &in_flight.per_subscription,
+                    sh.cfg.per_subscription,
+                )
+                .await;
+            match claim {
+                Ok(claimed) => {
+                    got = claimed.len();
+                    for d in claimed {
+                        let handle = tasks.spawn(attempt(sh.clone(), d.clone(), done_tx.clone()));
+                        in_flight.add(handle.id(), &d);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming webhook deliveries failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        r = stop.changed() => if r.is_err() { break },
+                    }
+                    continue;
+                }
+            }
+        }
+        if want > 0 && got == want {
+            // A full batch: more may be due right now.
+            continue;
+        }
+        let pause = if want == 0 {
+            sh.cfg.idle_poll
+        } else {
+            idle_pause(&sh).await
+        };
+        tokio::select! {
+            () = wake.notified() => {}
+            Some(r) = tasks.join_next_with_id(), if !tasks.is_empty() => finished(r, &mut in_flight),
+            () = tokio::time::sleep(pause) => {}
+            r = stop.changed() => if r.is_err() { break },
+        }
+    }
+    // Shutdown: no new claims; let running attempts finish for a while.
+    let grace = sh.cfg.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(r) = tasks.join_next_with_id().await {
+            finished(r, &mut in_flight);
+        }
+    })
+    .await;
+    let mut abandoned = Vec::new();
+    if drained.is_err() {
+        tasks.abort_all();
+        while let Some(r) = tasks.join_next_with_id().await {
+            match r {
+                Ok((id, ())) => {
+                    in_flight.done(id);
+                }
+                Err(e) => abandoned.extend(in_flight.done(e.id())),
+            }
+        }
+    }
+    // Every result sent so far is written before the leases go back, so a
+    // lease is only released for an attempt whose result never arrived.
+    drop(done_tx);
+    if let Err(e) = recorder.await {
+        tracing::error!(error = %e, "webhook result recorder ended abnormally");
+    }
+    if !abandoned.is_empty() {
+        tracing::info!(
+            n = abandoned.len(),
+            "handing back deliveries interrupted by shutdown"
+        );
+        if let Err(e) = sh.store.release_leases(&abandoned).await {
+            tracing::warn!(error = %e, "could not hand back leases; they expire on their own");
+        }
+    }
+    let _ = relay.await;
+    tracing::info!("webhook delivery stopped");
+}
+
+fn finished(r: Result<(tokio::task::Id, ()), tokio::task::JoinError>, in_flight: &mut InFlight) {
+    match r {
+        Ok((id, ())) => {
+            in_flight.done(id);
+        }
+        Err(e) => {
+            // A panicked attempt: its lease expires and the delivery is
+            // retried under the same id.
+            tracing::error!(error = %e, "a webhook delivery attempt failed abnormally");
+            in_flight.done(e.id());
+        }
+    }
+}
+
+/// How long to sleep when nothing is claimable: until the next scheduled
+/// retry, at most `idle_poll`.
+async fn idle_pause(sh: &Shared) -> Duration {
+    let now = sh.clock.now();
+    match sh.store.next_delivery_due(now).await {
+        Ok(Some(t)) => Duration::from_millis(u64::try_from(t.0 - now.0).unwrap_or(1).max(1))
+            .min(sh.cfg.idle_poll),
+        Ok(None) => sh.cfg.idle_poll,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the next webhook retry time failed");
+            sh.cfg.idle_poll
+        }
+    }
+}
+
+async fn housekeep(sh: &Shared) {
+    let now = sh.clock.now();
+    let cutoff = now.plus_ms(-millis(sh.cfg.retention));
+    match sh.store.purge_deliveries(cutoff, now).await {
+        Ok((0, 0)) => {}
+        Ok((expired, deleted)) => {
+            tracing::info!(expired, deleted, "webhook delivery log purged")
+        }
+        Err(e) => tracing::warn!(error = %e, "purging the webhook delivery log failed"),
+    }
+}
+
+/// One attempt: sign, POST, decide what follows, report.
+async fn attempt(sh: Arc<Shared>, d: ClaimedDelivery, done: mpsc::UnboundedSender<AttemptOutcome>) {
+    let started = sh.clock.now();
+    let t0 = Instant::now();
+    let headers = delivery_headers(&Signing {
+        event: &d.event,
+        delivery_id: d.id.as_str(),
+        attempt: d.attempt,
+        timestamp: started.0.div_euclid(1000),
+        body: d.body.as_bytes(),
+        secret: &d.secret,
+        prev_secret: d.prev_secret.as_deref(),
+    });
+    let sent = sh
+        .client
+        .post(&d.url, &headers, Bytes::from(d.body.clone()))
+        .await;
+    let elapsed = t0.elapsed();
+    let now = sh.clock.now();
+    let (status, error, result, label) = match sent {
+        Ok(r) if (200..300).contains(&r.status) => (
+            Some(r.status),
+            String::new(),
+            AttemptResult::Status {
+                status: r.status,
+                retry_after: None,
+            },
+            "success",
+        ),
+        Ok(r) => {
+            let error = if r.snippet.is_empty() {
+                format!("HTTP {}", r.status)
+            } else {
+                format!("HTTP {}: {}", r.status, r.snippet)
+            };
+            let retry_after = r
+                .retry_after
+                .as_deref()
+                .and_then(|v| parse_retry_after(v, now));
+            (
+                Some(r.status),
+                error,
+                AttemptResult::Status {
+                    status: r.status,
+                    retry_after,
+                },
+                "http_error",
+            )
+        }
+        Err(e) => {
+            let label = match e {
+                SendError::Refused(_) => "refused",
+                SendError::Timeout(_) => "timeout",
+                SendError::Transport(_) => "transport_error",
+            };
+            (None, e.to_string(), AttemptResult::NoAnswer, label)
+        }
+    };
+    let decision = sh.cfg.policy.decide(d.attempt, &result, now);
+    if let Some(m) = &sh.metrics {
+        m.observe_webhook_attempt(label, elapsed.as_secs_f64());
+    }
+    if error.is_empty() {
+        tracing::debug!(delivery = %d.id, webhook = %d.webhook_id, attempt = d.attempt,
+            ms = elapsed.as_millis(), "webhook delivered");
+    } else {
+        tracing::info!(delivery = %d.id, webhook = %d.webhook_id, attempt = d.attempt,
+            error = %error, next = ?decision.next, "webhook attempt failed");
+    }
+    let _ = done.send(AttemptOutcome {
+        seq: d.seq,
+        lease_token: d.lease_token,
+        webhook_id: d.webhook_id,
+        attempt: d.attempt,
+        started_at: started,
+        status,
+        latency_ms: millis(elapsed),
+        error,
+        next: decision.next,
+        gone: decision.gone,
+    });
+}
+
+/// Writes attempt results in batches (whatever has arrived since the last
+/// write), then wakes the claim loop: a result can make the next delivery
+/// of the same call claimable.
+async fn record(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<AttemptOutcome>) {
+    let wake = sh.store.outbox_wake();
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < RECORD_BATCH {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let mut tries: u32 = 0;
+        loop {
+            let now = sh.clock.now();
+            match sh
+                .store
+                .record_attempts(&batch, now, sh.cfg.policy.pause_after)
+                .await
+            {
+                Ok(paused) => {
+                    for p in paused {
+                        tracing::warn!(webhook = %p.webhook_id, reason = %p.reason,
+                            "webhook subscription paused");
+                    }
+                    break;
+                }
+                Err(e) if tries < 10 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, n = batch.len(), "recording webhook attempts failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200) * tries).await;
+                }
+                Err(e) => {
+                    // The leases run out and the deliveries go again under
+                    // their ids: duplicates for the receiver to drop, no loss.
+                    tracing::error!(error = %e, n = batch.len(),
+                        "giving up recording webhook attempts; they will be retried");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+        wake.notify_one();
+    }
+}

@@ -1,0 +1,202 @@
+//! Receivers that fail: down, slow past the timeout, asking for time with
+//! `Retry-After`, gone (410), and failing long enough to be paused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codeb_types::{EventName, UtcMillis};
+use serde_json::json;
+
+use super::{Answer, Fx, QUIET, Receiver, SOON, TENANT, closed_port, on_both, statuses};
+use crate::store::DeliveryState;
+
+on_both!(
+    receiver_down_gives_up_after_four_attempts,
+    a_timeout_is_a_failed_attempt,
+    retry_after_is_honoured,
+    gone_disables_and_holds_later_events,
+    twenty_failures_pause_the_subscription,
+);
+
+async fn receiver_down_gives_up_after_four_attempts(mut fx: Fx) {
+    let url = format!("http://127.0.0.1:{}/h", closed_port());
+    let (sub, _) = fx.subscribe(&url, &["*"]).await;
+    fx.start();
+    fx.event(EventName::CallEnded, json!({}), None).await;
+    for (n, wait) in [(1, 5_000), (2, 30_000), (3, 120_000)] {
+        fx.until(&sub, "an attempt", |d| d[0].attempts == n).await;
+        fx.advance(wait);
+    }
+    let d = fx
+        .until(&sub, "giving up", |d| d[0].state == DeliveryState::Failed)
+        .await;
+    assert_eq!(d[0].attempts, 4);
+    assert!(d[0].log.iter().all(|a| a.status_code.is_none()));
+    assert!(
+        d[0].log[0].error.starts_with("connection failed"),
+        "{}",
+        d[0].log[0].error
+    );
+    let s = fx.subscription(&sub).await;
+    assert_eq!((s.failures, s.active), (4, true));
+    fx.stop().await;
+}
+
+async fn a_timeout_is_a_failed_attempt(mut fx: Fx) {
+    fx.cfg.timeout = Duration::from_millis(300);
+    let rx = Receiver::start(Arc::new(|i, _| {
+        if i == 0 {
+            Answer::status(200).after(Duration::from_millis(1500))
+        } else {
+            Answer::status(200)
+        }
+    }))
+    .await;
+    let (sub, _) = fx.subscribe(&rx.url("/h"), &["*"]).await;
+    fx.start();
+    fx.event(EventName::CallEnded, json!({}), None).await;
+    let d = fx.until(&sub, "attempt 1", |d| d[0].attempts == 1).await;
+    assert_eq!(d[0].last_error, "timed out after 300 ms");
+    assert!(d[0].log[0].latency_ms >= 300);
+    fx.advance(5_000);
+    let hits = rx.wait_for(2, SOON).await;
+    fx.until(&sub, "success", |d| d[0].state == DeliveryState::Succeeded)
+        .await;
+    assert_eq!(
+        hits[0].header("x-codeb-delivery-id"),
+        hits[1].header("x-codeb-delivery-id")
+    );
+    assert_eq!(hits[1].header("x-codeb-attempt"), "2");
+    fx.stop().await;
+}
+
+/// IMF-fixdate, as an HTTP server writes `Retry-After`.
+fn http_date(t: UtcMillis) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let c = t.civil();
+    let weekday = DAYS[usize::try_from(t.0.div_euclid(86_400_000).rem_euclid(7)).unwrap()];
+    format!(
+        "{weekday}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        c.day,
+        MONTHS[usize::try_from(c.month - 1).unwrap()],
+        c.year,
+        c.hour,
+        c.minute,
+        c.second
+    )
+}
+
+async fn retry_after_is_honoured(mut fx: Fx) {
+    let clock = fx.clock.clone();
+    let rx = Receiver::start(Arc::new(move |i, _| match i {
+        0 => Answer::status(429).with("retry-after", "60"),
+        1 => Answer::status(503).with("retry-after", http_date(clock.now().plus_ms(200_000))),
+        _ => Answer::status(200),
+    }))
+    .await;
+    let (sub, _) = fx.subscribe(&rx.url("/h"), &["*"]).await;
+    fx.start();
+    let t0 = fx.clock.now();
+    fx.event(EventName::CallEnded, json!({}), None).await;
+    let d = fx.until(&sub, "attempt 1", |d| d[0].attempts == 1).await;
+    assert_eq!(d[0].next_attempt_at, t0.plus_ms(60_000), "not the 5 s step");
+    fx.advance(5_000);
+    rx.stays_at(1, QUIET).await;
+    fx.advance(55_000);
+    rx.wait_for(2, SOON).await;
+    let d = fx.until(&sub, "attempt 2", |d| d[0].attempts == 2).await;
+    // An HTTP-date has whole seconds.
+    let date = t0.plus_ms(60_000 + 200_000).0 / 1000 * 1000;
+    assert_eq!(d[0].next_attempt_at, UtcMillis(date));
+    fx.advance(30_000);
+    rx.stays_at(2, QUIET).await;
+    fx.advance(170_000);
+    rx.wait_for(3, SOON).await;
+    fx.until(&sub, "success", |d| d[0].state == DeliveryState::Succeeded)
+        .await;
+    fx.stop().await;
+}
+
+async fn gone_disables_and_holds_later_events(mut fx: Fx) {
+    let rx = Receiver::start(statuses(&[410, 200])).await;
+    let (sub, _) = fx.subscribe(&rx.url("/h"), &["*"]).await;
+    fx.start();
+    fx.event(EventName::CallEnded, json!({"n": 1}), None).await;
+    let d = fx
+        .until(&sub, "giving up", |d| d[0].state == DeliveryState::Failed)
+        .await;
+    assert_eq!(d[0].attempts, 1, "no retry after 410");
+    let s = fx.subscription(&sub).await;
+    assert!(!s.active);
+    assert!(s.paused_reason.contains("410 Gone"), "{}", s.paused_reason);
+    fx.event(EventName::CallEnded, json!({"n": 2}), None).await;
+    fx.advance(60_000);
+    rx.stays_at(1, QUIET).await;
+    assert!(
+        fx.store
+            .resume_subscription(TENANT, &sub)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let hits = rx.wait_for(2, SOON).await;
+    assert_eq!(hits[1].json()["data"]["n"], 2, "held, then delivered");
+    fx.stop().await;
+}
+
+async fn twenty_failures_pause_the_subscription(mut fx: Fx) {
+    // Five deliveries, four attempts each: the twentieth failure pauses.
+    let rx = Receiver::start(Arc::new(|i, _| {
+        Answer::status(if i < 20 { 500 } else { 200 })
+    }))
+    .await;
+    let (sub, _) = fx.subscribe(&rx.url("/h"), &["*"]).await;
+    fx.start();
+    for n in 0..5 {
+        fx.event(
+            EventName::CallEnded,
+            json!({"n": n}),
+            Some(&format!("oac-00000000000{n}")),
+        )
+        .await;
+    }
+    for (round, wait) in [(1, 5_000), (2, 30_000), (3, 120_000)] {
+        fx.until(&sub, "a round of attempts", |d| {
+            d.len() == 5 && d.iter().all(|d| d.attempts == round)
+        })
+        .await;
+        assert!(fx.subscription(&sub).await.active);
+        fx.advance(wait);
+    }
+    fx.until(&sub, "the last round", |d| {
+        d.iter().all(|d| d.state == DeliveryState::Failed)
+    })
+    .await;
+    let s = fx.subscription(&sub).await;
+    assert_eq!((s.active, s.failures), (false, 20));
+    assert!(
+        s.paused_reason
+            .contains("after 20 consecutive failed attempts; last: HTTP 500"),
+        "{}",
+        s.paused_reason
+    );
+    assert!(s.paused_at.is_some());
+    // Paused: events are kept, nothing is sent.
+    fx.event(EventName::CallEnded, json!({"n": "held"}), None)
+        .await;
+    fx.advance(600_000);
+    rx.stays_at(20, QUIET).await;
+    fx.store.resume_subscription(TENANT, &sub).await.unwrap();
+    let hits = rx.wait_for(21, SOON).await;
+    assert_eq!(hits[20].json()["data"]["n"], "held");
+    fx.until(&sub, "the held one delivered", |d| {
+        d.last()
+            .is_some_and(|d| d.state == DeliveryState::Succeeded)
+    })
+    .await;
+    assert_eq!(fx.subscription(&sub).await.failures, 0);
+    fx.stop().await;
+}
