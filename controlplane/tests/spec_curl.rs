@@ -4,104 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // a test: failing loudly is the point
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::process::Command;
+
+use common::{ADMIN, ADMIN_PW, Server, curl};
 use serde_json::{Value, json};
-
-const ADMIN: &str = "alex";
-const ADMIN_PW: &str = "spec-curl-password";
-
-struct Server {
-    child: Child,
-    base: String,
-    env: Vec<(String, String)>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Server {
-    fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
-        let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let mut env = vec![
-            ("CODEB_HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-            ("CODEB_DATA_DIR".to_owned(), data_dir.display().to_string()),
-            ("CODEB_ADMIN_USER".to_owned(), ADMIN.to_owned()),
-            ("CODEB_ADMIN_PASSWORD".to_owned(), ADMIN_PW.to_owned()),
-            ("CODEB_LOG".to_owned(), "warn".to_owned()),
-        ];
-        if let Some(url) = database_url {
-            env.push(("CODEB_DATABASE_URL".to_owned(), url.to_owned()));
-        }
-        let child = Command::new(env!("CARGO_BIN_EXE_codeb"))
-            .arg("serve")
-            .envs(env.iter().cloned())
-            .env_remove("CODEB_PUBLIC_BASE_URL")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start codeb serve");
-        let server = Server { child, base, env };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if curl(&["-s", &format!("{}/healthz", server.base)]).0 == 200 {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("codeb serve did not become healthy");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn admin_cmd(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_codeb"))
-            .arg("admin")
-            .args(args)
-            .envs(self.env.iter().cloned())
-            .output()
-            .expect("run codeb admin");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
-}
-
-/// Runs curl with `args`; returns (status, body as JSON or Null, raw body).
-fn curl(args: &[&str]) -> (u16, Value, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-        body.to_owned(),
-    )
-}
 
 fn run_spec_examples(server: &Server) {
     // Authentication: the spec's token request, verbatim apart from host and credentials.
@@ -496,32 +404,9 @@ fn spec_examples_on_sqlite() {
 
 #[test]
 fn spec_examples_on_postgres() {
-    let Ok(admin_url) = std::env::var("CODEB_TEST_PG_URL") else {
-        assert!(
-            std::env::var("CODEB_REQUIRE_PG").as_deref() != Ok("1"),
-            "CODEB_REQUIRE_PG=1 but CODEB_TEST_PG_URL is not set"
-        );
-        eprintln!("CODEB_TEST_PG_URL not set: skipping");
+    let Some(url) = common::pg_database("codeb_curl") else {
         return;
     };
-    let url = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        use sqlx::Connection as _;
-        let name = format!("codeb_curl_{}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name}"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let mut u = url::Url::parse(&admin_url).unwrap();
-        u.set_path(&format!("/{name}"));
-        u.to_string()
-    });
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), Some(&url));
     run_spec_examples(&server);
@@ -546,6 +431,9 @@ fn help_documents_every_setting() {
         "CODEB_ADMIN_USER",
         "CODEB_ADMIN_PASSWORD",
         "CODEB_SWITCH_URLS",
+        "CODEB_WEBHOOK_ALLOW",
+        "CODEB_WEBHOOK_RETRY_SCHEDULE",
+        "CODEB_WEBHOOK_TIMEOUT",
     ] {
         assert!(help.contains(var), "--help lacks {var}:\n{help}");
     }

@@ -1,0 +1,158 @@
+//! What the whole-binary tests share: a `codeb serve` child process on a
+//! free port, `curl`, and fresh PostgreSQL databases from
+//! `CODEB_TEST_PG_URL` (a missing server fails the test when
+//! `CODEB_REQUIRE_PG=1`).
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN: &str = "alex";
+pub const ADMIN_PW: &str = "whole-binary-password";
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
+        Self::start_with(data_dir, database_url, &[], Stdio::inherit())
+    }
+
+    /// With extra environment and somewhere for the log (stderr) to go.
+    pub fn start_with(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        extra_env: &[(&str, &str)],
+        log: Stdio,
+    ) -> Server {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut env = vec![
+            ("CODEB_HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+            ("CODEB_DATA_DIR".to_owned(), data_dir.display().to_string()),
+            ("CODEB_ADMIN_USER".to_owned(), ADMIN.to_owned()),
+            ("CODEB_ADMIN_PASSWORD".to_owned(), ADMIN_PW.to_owned()),
+            ("CODEB_LOG".to_owned(), "warn".to_owned()),
+        ];
+        if let Some(url) = database_url {
+            env.push(("CODEB_DATABASE_URL".to_owned(), url.to_owned()));
+        }
+        for (k, v) in extra_env {
+            env.retain(|(name, _)| name != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_codeb"))
+            .arg("serve")
+            .envs(env.iter().cloned())
+            .env_remove("CODEB_PUBLIC_BASE_URL")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start codeb serve");
+        let server = Server { child, base, env };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if curl(&["-s", &format!("{}/healthz", server.base)]).0 == 200 {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("codeb serve did not become healthy");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL: no shutdown, nothing flushed — a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn admin_cmd(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_codeb"))
+            .arg("admin")
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .expect("run codeb admin");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+/// Runs curl with `args`; returns (status, body as JSON or Null, raw body).
+pub fn curl(args: &[&str]) -> (u16, Value, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+        body.to_owned(),
+    )
+}
+
+/// A fresh, empty PostgreSQL database named after `prefix`; None when no
+/// server is configured and none is required.
+pub fn pg_database(prefix: &str) -> Option<String> {
+    let Ok(admin_url) = std::env::var("CODEB_TEST_PG_URL") else {
+        assert!(
+            std::env::var("CODEB_REQUIRE_PG").as_deref() != Ok("1"),
+            "CODEB_REQUIRE_PG=1 but CODEB_TEST_PG_URL is not set"
+        );
+        eprintln!("CODEB_TEST_PG_URL not set: skipping");
+        return None;
+    };
+    let url = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection as _;
+        let name = format!("{prefix}_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut u = url::Url::parse(&admin_url).unwrap();
+        u.set_path(&format!("/{name}"));
+        u.to_string()
+    });
+    Some(url)
+}
