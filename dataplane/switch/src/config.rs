@@ -55,6 +55,27 @@ pub struct TrunkConfig {
     /// Source networks INVITEs from this trunk arrive from.
     #[serde(default)]
     pub inbound: Vec<Cidr>,
+    /// The digest realm we answer challenges for [default: the host]; a
+    /// challenge for any other realm is not answered.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// Seconds between OPTIONS keep-alives (0: none).
+    #[serde(default = "default_options_interval")]
+    pub options_interval: u32,
+}
+
+fn default_options_interval() -> u32 {
+    30
+}
+
+impl TrunkConfig {
+    pub fn realm(&self) -> &str {
+        self.realm.as_deref().unwrap_or(&self.host)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(5060)
+    }
 }
 
 fn default_register_expires() -> u32 {
@@ -79,7 +100,29 @@ pub struct RouteConfig {
     pub did: String,
     #[serde(default)]
     pub from: Option<String>,
-    pub user: String,
+    /// The user whose contacts ring (one of `user` and `trunk`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Forward the call out through this trunk instead.
+    #[serde(default)]
+    pub trunk: Option<String>,
+}
+
+/// Where a matched route sends the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTarget<'a> {
+    User(&'a str),
+    Trunk(&'a str),
+}
+
+impl RouteConfig {
+    pub fn target(&self) -> Option<RouteTarget<'_>> {
+        match (&self.user, &self.trunk) {
+            (Some(u), None) => Some(RouteTarget::User(u)),
+            (None, Some(t)) => Some(RouteTarget::Trunk(t)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
@@ -209,8 +252,18 @@ impl SwitchConfig {
             if !keys.insert((r.did.as_str(), r.from.as_deref())) {
                 return bad(format!("route {:?} from {:?} appears twice", r.did, r.from));
             }
-            if !sip_token(&r.user) {
-                return bad(format!("route {}: bad user", r.did));
+            match r.target() {
+                Some(RouteTarget::User(u)) if sip_token(u) => {}
+                Some(RouteTarget::Trunk(t)) if ids.contains(t) => {}
+                Some(RouteTarget::Trunk(t)) => {
+                    return bad(format!("route {}: no trunk {t}", r.did));
+                }
+                _ => {
+                    return bad(format!(
+                        "route {}: needs exactly one of a valid user or trunk",
+                        r.did
+                    ));
+                }
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! in standalone mode; the media engine and the gRPC link to the control
 //! plane are not built yet.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,6 +116,28 @@ fn config_path(cli: &Cli) -> Option<PathBuf> {
     })
 }
 
+/// Resolves every trunk's host (DNS happens here, before a configuration is
+/// applied, never on the SIP thread's hot path). A trunk that does not
+/// resolve stays configured but unreachable, with a log line.
+fn resolve_trunks(config: &SwitchConfig) -> HashMap<String, SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    let mut out = HashMap::new();
+    for t in &config.trunks {
+        match (t.host.as_str(), t.port()).to_socket_addrs().map(|mut a| {
+            a.find(SocketAddr::is_ipv4)
+                .or_else(|| (t.host.as_str(), t.port()).to_socket_addrs().ok()?.next())
+        }) {
+            Ok(Some(addr)) => {
+                out.insert(t.id.clone(), addr);
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!(trunk = %t.id, host = %t.host, "trunk host does not resolve; calls through it fail until it does")
+            }
+        }
+    }
+    out
+}
+
 fn load_config(cli: &Cli) -> anyhow::Result<SwitchConfig> {
     match config_path(cli) {
         Some(p) => Ok(SwitchConfig::load(&p)?),
@@ -188,7 +211,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         rtp_ports: cli.rtp_ports,
         max_calls: cli.max_calls,
     };
-    let mut core = Core::new(settings, config);
+    let addrs = resolve_trunks(&config);
+    let mut core = Core::new(settings, config, addrs);
     core.set_udp_socket(udp_id);
     let exposition = metrics::Exposition::default();
     match metrics::serve(cli.metrics_addr, exposition.clone()) {
@@ -237,7 +261,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         if RELOAD.swap(false, Ordering::Relaxed) {
             match load_config(&cli) {
-                Ok(c) => core.apply_config(c),
+                Ok(c) => {
+                    let addrs = resolve_trunks(&c);
+                    core.apply_config(c, addrs);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "configuration reload refused; keeping the running one")
                 }

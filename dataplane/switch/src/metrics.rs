@@ -141,6 +141,35 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
             escape(m)
         );
     }
+    let _ = writeln!(
+        o,
+        "# HELP codeb_trunk_up Trunk answers OPTIONS (1), does not (0); absent until known\n# TYPE codeb_trunk_up gauge"
+    );
+    let trunks = core.trunk_status();
+    for t in &trunks {
+        if let Some(up) = t.up {
+            let _ = writeln!(
+                o,
+                "codeb_trunk_up{{trunk=\"{}\"}} {}",
+                escape(&t.id),
+                u8::from(up)
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP codeb_trunk_registered Registration with the trunk is current\n# TYPE codeb_trunk_registered gauge"
+    );
+    for t in &trunks {
+        if let Some(r) = t.registered {
+            let _ = writeln!(
+                o,
+                "codeb_trunk_registered{{trunk=\"{}\"}} {}",
+                escape(&t.id),
+                u8::from(r)
+            );
+        }
+    }
     counter(
         &mut o,
         "codeb_io_datagrams_in_total",

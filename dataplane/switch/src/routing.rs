@@ -84,7 +84,8 @@ mod tests {
         RouteConfig {
             did: did.into(),
             from: from.map(Into::into),
-            user: user.into(),
+            user: Some(user.into()),
+            trunk: None,
         }
     }
 
@@ -108,7 +109,8 @@ mod tests {
             r("1000", None, "ext"),
             r("*", None, "codeb"),
         ];
-        let call = |did, from| route(&table, &CallFacts { did, from }).map(|r| r.user.as_str());
+        let call =
+            |did, from| route(&table, &CallFacts { did, from }).and_then(|r| r.user.as_deref());
         assert_eq!(call("+15551234567", Some("+35621234567")), Some("malta"));
         assert_eq!(call("+15551234567", Some("+4930123")), Some("alex"));
         assert_eq!(

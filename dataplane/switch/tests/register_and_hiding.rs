@@ -137,7 +137,7 @@ fn digest_registration_then_call_with_topology_hiding() {
         "Bypass",
         "bypass",
         "P-Internal",
-        &aa.port().to_string(),
+        &aa.to_string(),
         "z9hG4bKa1",
     ] {
         assert!(!text.contains(secret), "B sees {secret:?}:\n{text}");
@@ -186,7 +186,7 @@ fn digest_registration_then_call_with_topology_hiding() {
         b.send(
             sw.sip,
             &format!(
-                "SIP/2.0 {code} {reason}\r\nVia: {inv_via}\r\nFrom: {b_from}\r\nTo: {b_to};tag=b1\r\nCall-ID: {b_callid}\r\nCSeq: 1 INVITE\r\nContact: <sip:alex@{}>\r\n{ct}Content-Length: {}\r\n\r\n{sdp}",
+                "SIP/2.0 {code} {reason}\r\nVia: {inv_via}\r\nFrom: {b_from}\r\nTo: {b_to};tag=tagOfTheCallee\r\nCall-ID: {b_callid}\r\nCSeq: 1 INVITE\r\nContact: <sip:alex@{}>\r\n{ct}Content-Length: {}\r\n\r\n{sdp}",
                 b.addr,
                 sdp.len()
             ),
@@ -201,7 +201,12 @@ fn digest_registration_then_call_with_topology_hiding() {
     assert_eq!(status_of(ringing.as_bytes()), Some(180), "{ringing}");
     let (_, ok, _) = a.recv();
     assert_eq!(status_of(ok.as_bytes()), Some(200), "{ok}");
-    for secret in ["42000", "b1", &b.addr.port().to_string(), b_callid.as_ref()] {
+    for secret in [
+        "m=audio 42000",
+        "tagOfTheCallee",
+        &b.addr.to_string(),
+        b_callid.as_ref(),
+    ] {
         assert!(!ok.contains(secret), "A sees {secret:?} of B:\n{ok}");
     }
     assert!(ok.contains("RTP/AVP 8"), "A's answer keeps PCMA");

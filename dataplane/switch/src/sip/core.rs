@@ -26,6 +26,7 @@ use codeb_sip::{
 
 use super::calls::Calls;
 use super::flow::{Flow, is_forbidden_destination};
+use super::trunks::TrunkLinks;
 use crate::config::SwitchConfig;
 use crate::ports::{PortPool, PortRange};
 use crate::protection::{self, Protection, is_scanner};
@@ -122,6 +123,9 @@ pub struct Core {
     pub(crate) udp_socket: Option<SocketId>,
     /// Messages sent outside transactions (ACK for 2xx, 2xx retransmits).
     pub(crate) raw_out: Vec<(Flow, Bytes)>,
+    pub(crate) trunk_links: TrunkLinks,
+    /// Resolved trunk addresses (by trunk id), from the configuration.
+    pub(crate) trunk_addrs: HashMap<String, SocketAddr>,
     pub stats: CoreStats,
 }
 
@@ -139,7 +143,11 @@ fn policy(tag_key: u64) -> Policy<'static> {
 }
 
 impl Core {
-    pub fn new(settings: CoreSettings, config: SwitchConfig) -> Core {
+    pub fn new(
+        settings: CoreSettings,
+        config: SwitchConfig,
+        trunk_addrs: HashMap<String, SocketAddr>,
+    ) -> Core {
         let layer = TransactionLayer::new(LayerConfig {
             timers: settings.timers,
             max_transactions: settings.max_transactions,
@@ -173,12 +181,16 @@ impl Core {
             calls,
             udp_socket: None,
             raw_out: Vec::new(),
+            trunk_links: TrunkLinks::default(),
+            trunk_addrs,
             stats: CoreStats::default(),
         }
     }
 
-    /// Replaces the routing configuration (already validated).
-    pub fn apply_config(&mut self, config: SwitchConfig) {
+    /// Replaces the routing configuration (already validated) and the
+    /// trunk addresses resolved for it.
+    pub fn apply_config(&mut self, config: SwitchConfig, trunk_addrs: HashMap<String, SocketAddr>) {
+        self.trunk_addrs = trunk_addrs;
         let trusted = config
             .trunks
             .iter()
@@ -194,6 +206,7 @@ impl Core {
             "configuration applied"
         );
         self.config = config;
+        self.next_tick = None;
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -425,10 +438,17 @@ impl Core {
                 ..
             } => self.on_cancel(now, id, &request, invite),
             Event::Ack { request, .. } => self.on_ack(now, request),
+            Event::Response { id, response } if self.trunk_owns(id) => {
+                self.on_trunk_response(now, id, response)
+            }
             Event::Response { id, response } => self.on_response(now, id, response),
+            Event::Timeout { id, .. } | Event::TransportError { id } if self.trunk_owns(id) => {
+                self.on_trunk_timeout(now, id)
+            }
             Event::Timeout { id, timer } => self.on_timeout(now, id, timer),
             Event::TransportError { id } => self.on_transport_error(now, id),
             Event::CancelSent { .. } => {}
+            Event::Terminated { id } if self.trunk_owns(id) => self.on_trunk_terminated(id),
             Event::Terminated { id } => self.on_terminated(now, id),
         }
     }
@@ -673,6 +693,8 @@ impl Core {
         if self.next_tick.is_none_or(|t| t <= now) {
             self.next_tick = Some(now + TICK);
             self.registrar.purge(now);
+            self.sync_trunks(now);
+            self.trunks_tick(now);
             let idle = self.settings.tcp_idle;
             let stale: Vec<ConnId> = self
                 .streams

@@ -92,6 +92,10 @@ impl Core {
         if status.is_success() {
             return self.on_branch_answered(now, key, bi, resp);
         }
+        if matches!(status.as_u16(), 401 | 407) && self.retry_branch_with_auth(now, key, bi, &resp)
+        {
+            return;
+        }
         // A branch failed; when all have, A gets the best failure.
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
@@ -281,10 +285,10 @@ impl Core {
         self.calls.ports.release(call.b_port);
         self.calls.by_dialog.retain(|_, (k, _)| *k != key);
         self.calls.by_tx.retain(|_, k| *k != key);
-        if let Some(t) = &call.trunk
-            && let Some(load) = self.calls.trunks.get_mut(t)
-        {
-            load.active = load.active.saturating_sub(1);
+        for t in &call.trunks {
+            if let Some(load) = self.calls.trunks.get_mut(t) {
+                load.active = load.active.saturating_sub(1);
+            }
         }
         let secs = call.answered_at.map(|a| a.elapsed().as_secs()).unwrap_or(0);
         tracing::info!(
@@ -336,5 +340,76 @@ impl Core {
             b.failed.get_or_insert(StatusCode::REQUEST_TERMINATED);
         }
         self.settle_pending(key, tx);
+    }
+
+    /// A trunk challenged a B-leg INVITE: send it again with credentials
+    /// (same dialog identifiers, next CSeq, new branch). Only once, and
+    /// only for the trunk's realm; true if the retry went out.
+    pub(super) fn retry_branch_with_auth(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        bi: usize,
+        resp: &Response,
+    ) -> bool {
+        let Some(call) = self.calls.calls.get(&key) else {
+            return false;
+        };
+        let Some(branch) = call.branches.get(bi) else {
+            return false;
+        };
+        if branch.auth_tried {
+            return false;
+        }
+        let Some(t) = branch
+            .trunk
+            .as_ref()
+            .and_then(|id| self.config.trunks.iter().find(|t| &t.id == id))
+            .cloned()
+        else {
+            return false;
+        };
+        let (mut invite, flow) = (branch.invite.clone(), branch.flow);
+        let mut uri = BytesMut::new();
+        invite.uri.render(&mut uri);
+        let uri = String::from_utf8_lossy(&uri).into_owned();
+        let Some((header, value)) = self.answer_trunk_challenge(&t, resp, "INVITE", &uri) else {
+            return false;
+        };
+        let Some(via) = self.our_via("UDP") else {
+            return false;
+        };
+        let mut rendered = BytesMut::new();
+        via.render(&mut rendered);
+        invite.headers.remove(KnownHeader::Via);
+        invite.headers.remove(KnownHeader::CSeq);
+        let (Ok(v), Ok(c), Ok(a)) = (
+            codeb_sip::Header::new(KnownHeader::Via, rendered.freeze()),
+            codeb_sip::Header::new(KnownHeader::CSeq, "2 INVITE"),
+            codeb_sip::Header::new(header, value),
+        ) else {
+            return false;
+        };
+        invite.headers.insert(0, v);
+        invite.headers.push(c);
+        invite.headers.push(a);
+        match self.layer.send_request(now, invite.clone(), flow) {
+            Ok(tx) => {
+                self.calls.by_tx.insert(tx, key);
+                if let Some(call) = self.calls.calls.get_mut(&key) {
+                    call.b_invite_cseq = 2;
+                    if let Some(b) = call.branches.get_mut(bi) {
+                        b.tx = tx;
+                        b.invite = invite;
+                        b.auth_tried = true;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not resend the INVITE with credentials");
+                false
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ use codeb_sip::transaction::TransactionId;
 use codeb_sip::{Method, Request, RequestBuilder, StatusCode, Uri};
 
 use super::*;
+use crate::config::{RouteTarget, TrunkConfig};
 
 impl Core {
     /// A new INVITE: check, route, and fork the B-leg.
@@ -103,24 +104,38 @@ impl Core {
             tracing::info!(%did, "no inbound route");
             return self.reject(now, id, &req, StatusCode::NOT_FOUND, None);
         };
-        let mut targets: Vec<(Uri, SocketAddr)> = self
-            .registrar_targets(&route.user, now)
-            .into_iter()
-            .collect();
-        if let Some(c) = self
-            .config
-            .users
-            .iter()
-            .find(|u| u.name == route.user)
-            .and_then(|u| u.contact.clone())
-            && let Ok(uri) = Uri::parse(Bytes::from(c))
-            && let Some(addr) = contact_addr(&uri)
-        {
-            targets.push((uri, addr));
-        }
-        targets.retain(|(_, addr)| !crate::sip::flow::is_forbidden_destination(addr));
+        let mut trunks = vec![trunk.id.clone()];
+        let targets = match route.target() {
+            Some(RouteTarget::User(user)) => self.user_targets(user, now),
+            Some(RouteTarget::Trunk(out)) => {
+                let Some(out) = self.config.trunks.iter().find(|t| t.id == out).cloned() else {
+                    return self.reject(
+                        now,
+                        id,
+                        &req,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Some("route names no trunk"),
+                    );
+                };
+                if let Some(retry) =
+                    self.trunk_admit(&out.id, out.max_concurrent_calls, out.calls_per_second, now)
+                {
+                    if let Ok(r) = self
+                        .reply(&req, StatusCode::SERVICE_UNAVAILABLE)
+                        .header(KnownHeader::RetryAfter, retry.to_string())
+                        .build()
+                    {
+                        self.respond(now, id, r);
+                    }
+                    return;
+                }
+                trunks.push(out.id.clone());
+                self.trunk_target(&out, &did).into_iter().collect()
+            }
+            None => Vec::new(),
+        };
         if targets.is_empty() {
-            tracing::info!(user = %route.user, %did, "routed user is offline");
+            tracing::info!(%did, "routed target is unreachable (user offline or trunk unresolved)");
             return self.reject(now, id, &req, StatusCode::TEMPORARILY_UNAVAILABLE, None);
         }
         let (Some(a_port), Some(b_port)) =
@@ -208,7 +223,7 @@ impl Core {
             b_invite_cseq: 1,
             retransmit: None,
             pending: Vec::new(),
-            trunk: Some(trunk.id.clone()),
+            trunks,
             started: now,
             answered_at: None,
         };
@@ -223,8 +238,8 @@ impl Core {
             .unwrap_or(70)
             .saturating_sub(1);
         let caller = a_from.clone();
-        for (uri, addr) in targets {
-            let Some(flow) = self.udp_flow(addr) else {
+        for target in targets {
+            let Some(flow) = self.udp_flow(target.addr) else {
                 continue;
             };
             let b_local = LocalMedia {
@@ -234,10 +249,10 @@ impl Core {
             };
             let offer = sdp::offer(&b_local);
             let tag = self.ids.tag();
+            let identity = self.caller_identity(&caller, target.trunk.as_deref());
             let Some(invite) = self.build_b_invite(
-                &uri,
-                &caller,
-                &route.user,
+                &target.uri,
+                &identity,
                 &tag,
                 hops,
                 Bytes::from(offer.to_text()),
@@ -252,6 +267,8 @@ impl Core {
                         invite,
                         flow,
                         failed: None,
+                        trunk: target.trunk,
+                        auth_tried: false,
                     });
                 }
                 Err(e) => tracing::warn!(error = %e, "could not start a B-leg"),
@@ -272,10 +289,10 @@ impl Core {
         self.calls
             .by_dialog
             .insert((call_id, a_tag), (key, Side::A));
-        if let Some(t) = &call.trunk {
+        for t in &call.trunks {
             self.calls.trunks.entry(t.clone()).or_default().active += 1;
         }
-        tracing::info!(call = key, %did, user = %route.user, branches = call.branches.len(), "call routed");
+        tracing::info!(call = key, %did, target = ?route.target(), branches = call.branches.len(), "call routed");
         self.calls.calls.insert(key, call);
     }
 
@@ -305,41 +322,73 @@ impl Core {
         None
     }
 
-    pub(super) fn registrar_targets(&self, user: &str, now: Instant) -> Vec<(Uri, SocketAddr)> {
-        self.registrar()
+    /// A user's contacts: registrations (sent to where the REGISTER came
+    /// from when the contact names another address, i.e. behind NAT) and
+    /// the configured fixed contact.
+    pub(super) fn user_targets(&self, user: &str, now: Instant) -> Vec<Target> {
+        let mut out: Vec<Target> = self
+            .registrar()
             .lookup(user, now)
             .into_iter()
             .filter_map(|b| {
-                Uri::parse(Bytes::from(b.uri.clone()))
-                    .ok()
-                    .map(|u| (u, b.source))
+                let uri = Uri::parse(Bytes::from(b.uri.clone())).ok()?;
+                let addr = match contact_addr(&uri) {
+                    Some(a) if a.ip() == b.source.ip() => a,
+                    _ => b.source,
+                };
+                Some(Target {
+                    uri,
+                    addr,
+                    trunk: None,
+                })
             })
-            .collect()
+            .collect();
+        if let Some(c) = self
+            .config
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .and_then(|u| u.contact.clone())
+            && let Ok(uri) = Uri::parse(Bytes::from(c))
+            && let Some(addr) = contact_addr(&uri)
+        {
+            out.push(Target {
+                uri,
+                addr,
+                trunk: None,
+            });
+        }
+        out.retain(|t| !crate::sip::flow::is_forbidden_destination(&t.addr));
+        out
     }
 
-    /// The flow for sending to `addr` over our UDP socket.
-    pub(super) fn udp_flow(&self, addr: SocketAddr) -> Option<Flow> {
-        self.udp_socket
-            .map(|socket| Flow::Udp { socket, peer: addr })
+    /// The dialled number at a trunk: `sip:<did>@<host>:<port>`.
+    pub(super) fn trunk_target(&self, trunk: &TrunkConfig, did: &str) -> Option<Target> {
+        let addr = *self.trunk_addrs.get(&trunk.id)?;
+        let user: String = did
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "+*#".contains(*c))
+            .take(32)
+            .collect();
+        let uri = Uri::parse(Bytes::from(format!(
+            "sip:{user}@{}:{}",
+            trunk.host,
+            trunk.port()
+        )))
+        .ok()?;
+        Some(Target {
+            uri,
+            addr,
+            trunk: Some(trunk.id.clone()),
+        })
     }
 
-    pub(super) fn build_b_invite(
-        &mut self,
-        target: &Uri,
-        caller: &NameAddr,
-        user: &str,
-        tag: &[u8],
-        hops: u8,
-        sdp_body: Bytes,
-    ) -> Option<Request> {
-        let via = self.our_via("UDP")?;
-        let contact = self.our_contact()?;
-        let host = self.our_host();
-        // The caller's number and name cross; nothing else of A does.
-        let caller_user = user_of(caller)
+    /// Who the B-leg says is calling: the caller's number and name, or a
+    /// trunk's configured identity.
+    pub(super) fn caller_identity(&self, caller: &NameAddr, trunk: Option<&str>) -> Identity {
+        let caller_user: String = user_of(caller)
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "anonymous".into());
-        let caller_user: String = caller_user
+            .unwrap_or_else(|| "anonymous".into())
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || "+-_.*#".contains(*c))
             .take(64)
@@ -355,22 +404,55 @@ impl Core {
                     .collect::<String>()
             })
             .filter(|d| !d.is_empty());
-        let from = match display {
-            Some(d) => format!(
-                "\"{d}\" <sip:{caller_user}@{host}>;tag={}",
-                String::from_utf8_lossy(tag)
-            ),
-            None => format!(
-                "<sip:{caller_user}@{host}>;tag={}",
-                String::from_utf8_lossy(tag)
-            ),
+        let trunk = trunk.and_then(|t| self.config.trunks.iter().find(|c| c.id == t));
+        match trunk {
+            Some(t) => Identity {
+                user: if t.from_user.is_empty() {
+                    caller_user
+                } else {
+                    t.from_user.clone()
+                },
+                host: if t.from_domain.is_empty() {
+                    t.host.clone()
+                } else {
+                    t.from_domain.clone()
+                },
+                display,
+            },
+            None => Identity {
+                user: caller_user,
+                host: self.our_host(),
+                display,
+            },
+        }
+    }
+
+    /// The flow for sending to `addr` over our UDP socket.
+    pub(super) fn udp_flow(&self, addr: SocketAddr) -> Option<Flow> {
+        self.udp_socket
+            .map(|socket| Flow::Udp { socket, peer: addr })
+    }
+
+    pub(super) fn build_b_invite(
+        &mut self,
+        target: &Uri,
+        who: &Identity,
+        tag: &[u8],
+        hops: u8,
+        sdp_body: Bytes,
+    ) -> Option<Request> {
+        let via = self.our_via("UDP")?;
+        let contact = self.our_contact()?;
+        let tag = String::from_utf8_lossy(tag);
+        let from = match &who.display {
+            Some(d) => format!("\"{d}\" <sip:{}@{}>;tag={tag}", who.user, who.host),
+            None => format!("<sip:{}@{}>;tag={tag}", who.user, who.host),
         };
         let from = NameAddr::from_bytes(from).ok()?;
         let mut to_uri = BytesMut::new();
         target.render(&mut to_uri);
-        let _ = user;
         let to = NameAddr::from_bytes(format!("<{}>", String::from_utf8_lossy(&to_uri))).ok()?;
-        let call_id = self.ids.call_id(Some(host.as_bytes()));
+        let call_id = self.ids.call_id(Some(self.our_host().as_bytes()));
         RequestBuilder::new(Method::Invite, target.clone())
             .via(&via)
             .max_forwards(hops)

@@ -66,6 +66,27 @@ struct Branch {
     invite: Request,
     flow: Flow,
     failed: Option<StatusCode>,
+    /// Set when the branch goes out through a trunk (whose digest
+    /// challenges we answer, once).
+    trunk: Option<String>,
+    auth_tried: bool,
+}
+
+/// The From of a B-leg INVITE.
+#[derive(Debug, Clone)]
+pub(super) struct Identity {
+    user: String,
+    host: String,
+    display: Option<String>,
+}
+
+/// Where a B-leg attempt goes.
+#[derive(Debug, Clone)]
+struct Target {
+    uri: Uri,
+    addr: SocketAddr,
+    /// Through this trunk (outbound) rather than to a user's contact.
+    trunk: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +127,8 @@ pub struct Call {
     retransmit: Option<Retransmit>,
     /// Requests we sent on a leg and are waiting for.
     pending: Vec<TransactionId>,
-    trunk: Option<String>,
+    /// Trunks this call counts against (inbound and, if forwarded, outbound).
+    trunks: Vec<String>,
     started: Instant,
     answered_at: Option<Instant>,
 }
@@ -200,18 +222,18 @@ impl Core {
         self.calls.active()
     }
 
-    pub(super) fn our_host(&self) -> String {
+    pub(crate) fn our_host(&self) -> String {
         match self.settings.sip_addr {
             SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         }
     }
 
-    pub(super) fn our_contact(&self) -> Option<NameAddr> {
+    pub(crate) fn our_contact(&self) -> Option<NameAddr> {
         NameAddr::from_bytes(format!("<sip:codeb@{}>", self.our_host())).ok()
     }
 
-    pub(super) fn our_via(&mut self, transport: &'static str) -> Option<Via> {
+    pub(crate) fn our_via(&mut self, transport: &'static str) -> Option<Via> {
         let branch = format!("z9hG4bKcb{:016x}", self.ids.next_u64());
         Via::from_bytes(format!(
             "SIP/2.0/{transport} {};branch={branch};rport",

@@ -1,0 +1,362 @@
+//! The switch's side of each trunk: where it is (resolved before the
+//! configuration is applied, so no lookup blocks the SIP thread), whether it
+//! answers (OPTIONS keep-alive every `options_interval`, up/down state with
+//! a log line on every change), and, where configured, the registration
+//! the carrier expects (REGISTER with digest, refreshed at 80% of the
+//! granted time, retried a minute after a failure).
+//!
+//! Digest challenges are answered only for the trunk's own realm and only
+//! once per request, so a wrong password fails instead of looping.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codeb_sip::digest::{Answer, authorize, pick_challenge};
+use codeb_sip::header::{KnownHeader, NameAddr};
+use codeb_sip::transaction::TransactionId;
+use codeb_sip::{Method, Request, RequestBuilder, Response, StatusCode, Uri};
+
+use super::core::Core;
+use super::flow::Flow;
+use crate::config::TrunkConfig;
+
+const RETRY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Options,
+    Register,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reg {
+    Off,
+    Due(Instant),
+    Pending { authed: bool },
+    Registered { refresh: Instant },
+}
+
+#[derive(Debug)]
+struct Link {
+    up: Option<bool>,
+    next_options: Option<Instant>,
+    reg: Reg,
+    reg_cseq: u32,
+    reg_call_id: Bytes,
+    reg_tag: Bytes,
+}
+
+/// Per-trunk runtime state.
+#[derive(Debug, Default)]
+pub struct TrunkLinks {
+    links: HashMap<String, Link>,
+    txs: HashMap<TransactionId, (String, Purpose)>,
+}
+
+/// What the metrics show of a trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkStatus {
+    pub id: String,
+    /// None until the first keep-alive has an outcome.
+    pub up: Option<bool>,
+    pub registered: Option<bool>,
+}
+
+impl TrunkLinks {
+    pub fn owns(&self, tx: TransactionId) -> bool {
+        self.txs.contains_key(&tx)
+    }
+}
+
+fn secs(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n))
+}
+
+impl Core {
+    /// Brings the per-trunk state in line with the configuration, keeping
+    /// the state of trunks that stay.
+    pub(crate) fn sync_trunks(&mut self, now: Instant) {
+        let ids: Vec<String> = self.config.trunks.iter().map(|t| t.id.clone()).collect();
+        self.trunk_links.links.retain(|id, _| ids.contains(id));
+        for t in self.config.trunks.clone() {
+            let fresh_call_id = self.ids.call_id(Some(b"codeb"));
+            let tag = self.ids.tag();
+            let link = self.trunk_links.links.entry(t.id.clone()).or_insert(Link {
+                up: None,
+                next_options: None,
+                reg: Reg::Off,
+                reg_cseq: 0,
+                reg_call_id: fresh_call_id,
+                reg_tag: tag,
+            });
+            link.next_options =
+                (t.options_interval > 0).then_some(link.next_options.unwrap_or(now));
+            link.reg = match (t.register, link.reg) {
+                (false, _) => Reg::Off,
+                (true, Reg::Off) => Reg::Due(now),
+                (true, r) => r,
+            };
+        }
+    }
+
+    pub fn trunk_status(&self) -> Vec<TrunkStatus> {
+        let mut out: Vec<TrunkStatus> = self
+            .config
+            .trunks
+            .iter()
+            .map(|t| {
+                let link = self.trunk_links.links.get(&t.id);
+                TrunkStatus {
+                    id: t.id.clone(),
+                    up: link.and_then(|l| l.up),
+                    registered: t
+                        .register
+                        .then(|| link.is_some_and(|l| matches!(l.reg, Reg::Registered { .. }))),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Keep-alives and registrations that are due.
+    pub(crate) fn trunks_tick(&mut self, now: Instant) {
+        for t in self.config.trunks.clone() {
+            let Some(addr) = self.trunk_addrs.get(&t.id).copied() else {
+                continue;
+            };
+            let Some(link) = self.trunk_links.links.get_mut(&t.id) else {
+                continue;
+            };
+            if link.next_options.is_some_and(|at| at <= now) {
+                link.next_options = Some(now + secs(t.options_interval));
+                if let Some(req) = self.trunk_request(&t, Method::Options, None) {
+                    self.start_trunk_tx(now, &t.id, Purpose::Options, req, addr);
+                }
+            }
+            let Some(link) = self.trunk_links.links.get_mut(&t.id) else {
+                continue;
+            };
+            let due = match link.reg {
+                Reg::Due(at) => at <= now,
+                Reg::Registered { refresh } => refresh <= now,
+                _ => false,
+            };
+            if due {
+                link.reg = Reg::Pending { authed: false };
+                if let Some(req) = self.trunk_request(&t, Method::Register, None) {
+                    self.start_trunk_tx(now, &t.id, Purpose::Register, req, addr);
+                }
+            }
+        }
+    }
+
+    fn start_trunk_tx(
+        &mut self,
+        now: Instant,
+        id: &str,
+        purpose: Purpose,
+        req: Request,
+        addr: SocketAddr,
+    ) {
+        let Some(socket) = self.udp_socket else {
+            return;
+        };
+        match self
+            .layer
+            .send_request(now, req, Flow::Udp { socket, peer: addr })
+        {
+            Ok(tx) => {
+                self.trunk_links.txs.insert(tx, (id.to_owned(), purpose));
+            }
+            Err(e) => tracing::warn!(trunk = id, error = %e, "could not send to trunk"),
+        }
+    }
+
+    /// OPTIONS or REGISTER towards a trunk, optionally with credentials.
+    fn trunk_request(
+        &mut self,
+        t: &TrunkConfig,
+        method: Method,
+        auth: Option<(KnownHeader, String)>,
+    ) -> Option<Request> {
+        let host = format!("{}:{}", t.host, t.port());
+        let uri = Uri::parse(Bytes::from(format!("sip:{host}"))).ok()?;
+        let via = self.our_via("UDP")?;
+        let user = if t.username.is_empty() {
+            "codeb"
+        } else {
+            t.username.as_str()
+        };
+        let aor = NameAddr::from_bytes(format!("<sip:{user}@{}>", t.host)).ok()?;
+        let contact = NameAddr::from_bytes(format!("<sip:{user}@{}>", self.our_host())).ok()?;
+        let (call_id, tag, cseq) = match method {
+            Method::Register => {
+                let link = self.trunk_links.links.get_mut(&t.id)?;
+                link.reg_cseq = link.reg_cseq.saturating_add(1);
+                (
+                    link.reg_call_id.clone(),
+                    link.reg_tag.clone(),
+                    link.reg_cseq,
+                )
+            }
+            _ => (self.ids.call_id(Some(b"codeb")), self.ids.tag(), 1),
+        };
+        let from = aor.with_tag(&tag).ok()?;
+        let mut b = RequestBuilder::new(method.clone(), uri)
+            .via(&via)
+            .max_forwards(70)
+            .from(&from)
+            .to(&aor)
+            .call_id(call_id)
+            .cseq(cseq)
+            .header(KnownHeader::UserAgent, "CodeB-Switch");
+        if method == Method::Register {
+            b = b
+                .contact(&contact)
+                .header(KnownHeader::Expires, t.register_expires.to_string());
+        }
+        if let Some((name, value)) = auth {
+            b = b.header(name, value);
+        }
+        b.build().ok()
+    }
+
+    /// A response to a keep-alive or registration.
+    pub(crate) fn on_trunk_response(&mut self, now: Instant, tx: TransactionId, resp: Response) {
+        if !resp.status.is_final() {
+            return;
+        }
+        let Some((id, purpose)) = self.trunk_links.txs.get(&tx).cloned() else {
+            return;
+        };
+        let Some(t) = self.config.trunks.iter().find(|t| t.id == id).cloned() else {
+            return;
+        };
+        match purpose {
+            // Any final answer means the carrier is there.
+            Purpose::Options => self.set_trunk_up(&id, true),
+            Purpose::Register => {
+                let code = resp.status.as_u16();
+                let authed = matches!(
+                    self.trunk_links.links.get(&id).map(|l| l.reg),
+                    Some(Reg::Pending { authed: true })
+                );
+                if resp.status.is_success() {
+                    let granted = resp
+                        .headers
+                        .contacts()
+                        .ok()
+                        .and_then(|c| c.iter().find_map(|c| c.expires()))
+                        .or_else(|| resp.headers.expires().ok().flatten())
+                        .unwrap_or(t.register_expires)
+                        .clamp(30, 86_400);
+                    tracing::info!(trunk = %id, expires = granted, "registered with trunk");
+                    if let Some(l) = self.trunk_links.links.get_mut(&id) {
+                        l.reg = Reg::Registered {
+                            refresh: now + secs(granted) * 4 / 5,
+                        };
+                    }
+                } else if matches!(code, 401 | 407) && !authed {
+                    if let Some(auth) = self.answer_trunk_challenge(
+                        &t,
+                        &resp,
+                        "REGISTER",
+                        &format!("sip:{}:{}", t.host, t.port()),
+                    ) && let Some(addr) = self.trunk_addrs.get(&id).copied()
+                        && let Some(req) = self.trunk_request(&t, Method::Register, Some(auth))
+                    {
+                        if let Some(l) = self.trunk_links.links.get_mut(&id) {
+                            l.reg = Reg::Pending { authed: true };
+                        }
+                        self.start_trunk_tx(now, &id, Purpose::Register, req, addr);
+                        return;
+                    }
+                    self.trunk_register_failed(now, &id, code);
+                } else {
+                    self.trunk_register_failed(now, &id, code);
+                }
+            }
+        }
+    }
+
+    fn trunk_register_failed(&mut self, now: Instant, id: &str, code: u16) {
+        tracing::warn!(
+            trunk = id,
+            status = code,
+            "registration with trunk failed; retrying in 60 s"
+        );
+        if let Some(l) = self.trunk_links.links.get_mut(id) {
+            l.reg = Reg::Due(now + RETRY);
+        }
+    }
+
+    /// The (Proxy-)Authorization answering a trunk's challenge, if it is
+    /// for the trunk's realm.
+    pub(crate) fn answer_trunk_challenge(
+        &mut self,
+        t: &TrunkConfig,
+        resp: &Response,
+        method: &str,
+        uri: &str,
+    ) -> Option<(KnownHeader, String)> {
+        let (challenges, header) = if resp.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            (
+                resp.headers.proxy_authenticates().ok()?,
+                KnownHeader::ProxyAuthorization,
+            )
+        } else {
+            (
+                resp.headers.www_authenticates().ok()?,
+                KnownHeader::Authorization,
+            )
+        };
+        let Some(ch) = pick_challenge(challenges.iter(), Some(t.realm())) else {
+            tracing::warn!(trunk = %t.id, "challenge is not for the trunk's realm; not answered");
+            return None;
+        };
+        let cnonce = format!("{:016x}", self.ids.next_u64());
+        let answer = Answer {
+            username: &t.username,
+            password: &t.password,
+            method,
+            uri,
+            cnonce: &cnonce,
+            nc: 1,
+        };
+        authorize(&ch, &answer).ok().map(|v| (header, v))
+    }
+
+    pub(crate) fn on_trunk_timeout(&mut self, now: Instant, tx: TransactionId) {
+        let Some((id, purpose)) = self.trunk_links.txs.get(&tx).cloned() else {
+            return;
+        };
+        match purpose {
+            Purpose::Options => self.set_trunk_up(&id, false),
+            Purpose::Register => self.trunk_register_failed(now, &id, 408),
+        }
+    }
+
+    pub(crate) fn on_trunk_terminated(&mut self, tx: TransactionId) {
+        self.trunk_links.txs.remove(&tx);
+    }
+
+    fn set_trunk_up(&mut self, id: &str, up: bool) {
+        if let Some(l) = self.trunk_links.links.get_mut(id)
+            && l.up != Some(up)
+        {
+            if up {
+                tracing::info!(trunk = id, "trunk is up");
+            } else {
+                tracing::warn!(trunk = id, "trunk is down (no answer to OPTIONS)");
+            }
+            l.up = Some(up);
+        }
+    }
+
+    pub(crate) fn trunk_owns(&self, tx: TransactionId) -> bool {
+        self.trunk_links.owns(tx)
+    }
+}
