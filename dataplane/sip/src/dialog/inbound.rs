@@ -170,9 +170,13 @@ impl<A: Address> Dialog<A> {
     /// its Session-Expires and is retransmitted until ACKed; a non-2xx
     /// final to the dialog-creating INVITE ends the early dialog.
     pub fn sent_response(&mut self, now: Instant, response: &Response) {
+        // A terminated dialog keeps no timers, whatever the TU still sends.
         let Ok(cseq) = response.headers.cseq() else {
             return;
         };
+        if self.state == DialogState::Terminated {
+            return;
+        }
         let (seq, status) = (cseq.seq, response.status);
         if !matches!(cseq.method, Method::Invite | Method::Update) || status.is_provisional() {
             return;

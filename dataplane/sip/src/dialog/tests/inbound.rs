@@ -199,6 +199,10 @@ fn bye_ends_the_dialog_and_later_requests_get_481() {
         rejected(c.bob.handle_request(c.t0, &info)).status,
         StatusCode::CALL_DOES_NOT_EXIST
     );
+    // Whatever the TU still sends, a terminated dialog arms nothing.
+    bob_answers(c.t0, &mut c.bob, &c.invite, 200);
+    assert_eq!(c.bob.poll_timeout(), None);
+    assert!(events(&mut c.bob).is_empty() && sent(&mut c.bob).is_empty());
     // CANCEL is hop by hop: the dialog lets it through.
     let cancel = crate::cancel_for(&c.invite).unwrap();
     assert_eq!(c.bob.handle_request(c.t0, &cancel), Incoming::Accept);
