@@ -25,7 +25,8 @@ pub struct Config {
     /// Send 100 Trying as soon as an INVITE arrives instead of after
     /// 200 ms of TU silence (§17.2.1).
     pub trying_immediately: bool,
-    /// Secret for the To-tags of stateless 503s ([`stateless_tag`]).
+    /// Secret for the To-tags of stateless 503s
+    /// ([`stateless_tag`](crate::validate::stateless_tag)).
     pub tag_key: u64,
 }
 
