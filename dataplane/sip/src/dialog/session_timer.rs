@@ -32,6 +32,12 @@ pub struct SessionTimerConfig {
     /// Where the protocol leaves us the choice, refresh ourselves. A B2BUA
     /// that refreshes both legs notices dead peers on either side.
     pub we_refresh: bool,
+    /// The lowest interval used at all, ours or a peer's: RFC 4028's 90 s
+    /// (§4, §5), which is also what a request without Min-SE is taken to
+    /// ask for. Only tests go lower, so that whole programs can show
+    /// sessions refreshing and expiring in seconds; a lower floor puts
+    /// non-conforming values on the wire.
+    pub floor: u32,
 }
 
 impl Default for SessionTimerConfig {
@@ -40,18 +46,22 @@ impl Default for SessionTimerConfig {
             session_expires: 1800,
             min_se: MIN_INTERVAL,
             we_refresh: true,
+            floor: MIN_INTERVAL,
         }
     }
 }
 
 impl SessionTimerConfig {
-    /// Min-SE at least 90 s and Session-Expires at least Min-SE.
+    /// Min-SE at least the floor (90 s unless lowered, never below 1 s)
+    /// and Session-Expires at least Min-SE.
     pub fn sanitized(self) -> Self {
-        let min_se = self.min_se.max(MIN_INTERVAL);
+        let floor = self.floor.max(1);
+        let min_se = self.min_se.max(floor);
         Self {
             min_se,
             session_expires: self.session_expires.max(min_se),
-            ..self
+            we_refresh: self.we_refresh,
+            floor,
         }
     }
 
@@ -120,8 +130,8 @@ pub(crate) fn answer(request: &Headers, config: &SessionTimerConfig) -> (u32, Re
         .min_se()
         .ok()
         .flatten()
-        .unwrap_or(MIN_INTERVAL)
-        .max(MIN_INTERVAL);
+        .unwrap_or(config.floor)
+        .max(config.floor);
     let preferred = if config.we_refresh || !uac_supports {
         Refresher::Uas
     } else {
@@ -294,11 +304,48 @@ mod tests {
     }
 
     #[test]
+    fn a_lowered_floor_admits_intervals_of_seconds() {
+        use KnownHeader::{MinSe, SessionExpires as Se, Supported};
+        let fast = SessionTimerConfig {
+            session_expires: 6,
+            min_se: 2,
+            we_refresh: true,
+            floor: 2,
+        };
+        // A request without Min-SE is taken to ask for the floor, not 90 s.
+        let h = headers(&[(Supported, "timer"), (Se, "4;refresher=uac")]);
+        assert_eq!(too_small(&h, &fast), None);
+        assert_eq!(answer(&h, &fast), (4, Refresher::Uac));
+        assert_eq!(answer(&Headers::new(), &fast), (6, Refresher::Uas));
+        let h = headers(&[(Supported, "timer"), (Se, "1"), (MinSe, "1")]);
+        assert_eq!(too_small(&h, &fast), Some(2));
+        // The default floor still holds a request without Min-SE to 90 s,
+        // and a zero floor means one second.
+        let h = headers(&[(Supported, "timer"), (Se, "4;refresher=uac")]);
+        assert_eq!(answer(&h, &SessionTimerConfig::default()).0, MIN_INTERVAL);
+        let zero = SessionTimerConfig {
+            min_se: 0,
+            floor: 0,
+            ..fast
+        };
+        assert_eq!(zero.sanitized().min_se, 1);
+        let r = fast
+            .offer(RequestBuilder::new(
+                crate::Method::Invite,
+                crate::Uri::parse("sip:a@b").unwrap(),
+            ))
+            .build()
+            .unwrap();
+        assert_eq!(r.headers.session_expires().unwrap().unwrap().interval, 6);
+        assert_eq!(r.headers.min_se().unwrap(), Some(2));
+    }
+
+    #[test]
     fn offers_and_422s_carry_the_right_headers() {
         let c = SessionTimerConfig {
             session_expires: 60,
             min_se: 10,
-            we_refresh: true,
+            ..SessionTimerConfig::default()
         };
         let r = c
             .offer(RequestBuilder::new(
