@@ -1,0 +1,23 @@
+//! Sans-IO media for the switch: RTP/RTCP, per-stream statistics,
+//! symmetric-RTP source latching, stream rewriting and G.711.
+//!
+//! No sockets, no clock reads, no threads: the IO worker passes every
+//! datagram in with the time it arrived (`Instant`), and sends what the
+//! machines hand back.
+//!
+//! * [`rtp`]: bounded zero-copy RTP parsing, header writing and in-place
+//!   rewriting.
+//! * [`rtcp`]: compound validation and reading; SR/RR/SDES/BYE writing.
+//! * [`stats`]: RFC 3550 receive statistics (A.1 sequence, A.3 loss, A.8
+//!   jitter) and send counters.
+//! * [`latch`]: learn the far end's address, then accept only it.
+//! * [`rewrite`]: one continuous SSRC/sequence/timestamp stream per far end
+//!   across source changes.
+//! * [`g711`]: µ-law and A-law.
+
+pub mod g711;
+pub mod latch;
+pub mod rewrite;
+pub mod rtcp;
+pub mod rtp;
+pub mod stats;

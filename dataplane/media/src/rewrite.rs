@@ -1,0 +1,183 @@
+//! Outgoing stream rewriting: one continuous RTP stream per far end, whatever
+//! feeds it.
+//!
+//! A leg's output can switch between relayed packets of the other leg (which
+//! may change SSRC on a re-INVITE or transfer), locally generated audio (AI
+//! playout, tones) and silence. The far end must see one SSRC with
+//! sequence numbers that keep counting and timestamps that advance with
+//! real time, or its jitter buffer resets and audio clicks or stalls.
+//!
+//! The rewriter keeps an offset pair per current source. Within a source the
+//! mapping is a plain offset, so gaps and reordering of the source pass
+//! through unchanged (the far end still measures loss correctly). When the
+//! source changes, the new offsets put the first packet one sequence number
+//! after the last one sent and its timestamp after the last one sent by the
+//! wall time elapsed since (passed in), at least one frame on; that packet
+//! carries the marker bit.
+
+use std::time::Instant;
+
+/// Identity of what feeds a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Packets relayed from a far end, by their SSRC.
+    Relay { ssrc: u32 },
+    /// Audio generated here (playout, silence, tones), by a caller-chosen id.
+    Local { id: u32 },
+}
+
+/// The header fields to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    pub sequence: u16,
+    pub timestamp: u32,
+    /// Set on the first packet after a source change.
+    pub marker: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    source: Source,
+    seq_offset: u16,
+    ts_offset: u32,
+}
+
+/// Rewrites SSRC, sequence and timestamp of one outgoing stream.
+#[derive(Debug, Clone)]
+pub struct StreamRewriter {
+    ssrc: u32,
+    clock_rate: u32,
+    /// Samples per packet at `clock_rate` (the minimum step on a switch).
+    frame_ticks: u32,
+    mapping: Option<Mapping>,
+    /// Highest sequence and timestamp sent, and when.
+    last: Option<(u16, u32, Instant)>,
+    first_seq: u16,
+    first_ts: u32,
+}
+
+impl StreamRewriter {
+    /// `ssrc`, `first_seq` and `first_ts` should be random (RFC 3550 §5.1);
+    /// the caller picks them, this crate has no randomness source.
+    pub fn new(
+        ssrc: u32,
+        clock_rate: u32,
+        frame_ticks: u32,
+        first_seq: u16,
+        first_ts: u32,
+    ) -> Self {
+        StreamRewriter {
+            ssrc,
+            clock_rate: clock_rate.max(1),
+            frame_ticks,
+            mapping: None,
+            last: None,
+            first_seq,
+            first_ts,
+        }
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
+    /// Maps a packet of `source` with its own `seq`/`ts` onto the stream.
+    pub fn map(&mut self, now: Instant, source: Source, seq: u16, ts: u32) -> Rewritten {
+        let switched = self.mapping.is_none_or(|m| m.source != source);
+        if switched {
+            let (next_seq, next_ts) = match self.last {
+                Some((last_seq, last_ts, at)) => {
+                    let nanos = now.saturating_duration_since(at).as_nanos();
+                    let elapsed = (nanos * u128::from(self.clock_rate) / 1_000_000_000) as u32;
+                    (
+                        last_seq.wrapping_add(1),
+                        last_ts.wrapping_add(elapsed.max(self.frame_ticks)),
+                    )
+                }
+                None => (self.first_seq, self.first_ts),
+            };
+            self.mapping = Some(Mapping {
+                source,
+                seq_offset: next_seq.wrapping_sub(seq),
+                ts_offset: next_ts.wrapping_sub(ts),
+            });
+        }
+        let m = self.mapping.unwrap_or(Mapping {
+            source,
+            seq_offset: 0,
+            ts_offset: 0,
+        });
+        let out = Rewritten {
+            sequence: seq.wrapping_add(m.seq_offset),
+            timestamp: ts.wrapping_add(m.ts_offset),
+            marker: switched,
+        };
+        // Track the newest packet sent (sequence order, modulo wrap).
+        let newer = match self.last {
+            None => true,
+            Some((s, _, _)) => {
+                let d = out.sequence.wrapping_sub(s);
+                d != 0 && d < 0x8000
+            }
+        };
+        if newer || switched {
+            self.last = Some((out.sequence, out.timestamp, now));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn continuity_across_relay_local_relay() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut r = StreamRewriter::new(0xabc, 8000, 160, 1000, 50_000);
+        // Relay SSRC 1: seq 7.., ts 9000..
+        let a = r.map(ms(0), Source::Relay { ssrc: 1 }, 7, 9000);
+        assert_eq!((a.sequence, a.timestamp, a.marker), (1000, 50_000, true));
+        let b = r.map(ms(20), Source::Relay { ssrc: 1 }, 8, 9160);
+        assert_eq!((b.sequence, b.timestamp, b.marker), (1001, 50_160, false));
+        // Source gap inside one source passes through.
+        let c = r.map(ms(60), Source::Relay { ssrc: 1 }, 10, 9480);
+        assert_eq!((c.sequence, c.timestamp), (1003, 50_480));
+        // Switch to local playout 100 ms later: seq +1, ts + 100 ms.
+        let d = r.map(ms(160), Source::Local { id: 0 }, 0, 0);
+        assert_eq!(
+            (d.sequence, d.timestamp, d.marker),
+            (1004, 50_480 + 800, true)
+        );
+        let e = r.map(ms(180), Source::Local { id: 0 }, 1, 160);
+        assert_eq!((e.sequence, e.timestamp, e.marker), (1005, 51_440, false));
+        // Back to relay with a new SSRC and wild numbers, immediately: at
+        // least one frame on.
+        let f = r.map(ms(180), Source::Relay { ssrc: 2 }, 60_000, 4_000_000_000);
+        assert_eq!((f.sequence, f.timestamp, f.marker), (1006, 51_600, true));
+        let g = r.map(ms(200), Source::Relay { ssrc: 2 }, 60_001, 4_000_000_160);
+        assert_eq!((g.sequence, g.timestamp), (1007, 51_760));
+        assert_eq!(r.ssrc(), 0xabc);
+    }
+
+    #[test]
+    fn wraps_and_reorder_within_source() {
+        let t0 = Instant::now();
+        let mut r = StreamRewriter::new(1, 8000, 160, 65_535, u32::MAX - 100);
+        let a = r.map(t0, Source::Relay { ssrc: 5 }, 10, 0);
+        assert_eq!((a.sequence, a.timestamp), (65_535, u32::MAX - 100));
+        let b = r.map(t0, Source::Relay { ssrc: 5 }, 12, 320);
+        assert_eq!((b.sequence, b.timestamp), (1, 219));
+        // Late packet 11 maps between, and does not move "last".
+        let c = r.map(t0, Source::Relay { ssrc: 5 }, 11, 160);
+        assert_eq!((c.sequence, c.timestamp), (0, 59));
+        let d = r.map(t0, Source::Local { id: 1 }, 0, 0);
+        assert_eq!(d.sequence, 2);
+    }
+}
