@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use codeb_io::{Event, Options, Reactor};
+use codeb_sip::dialog::SessionTimerConfig;
 use codeb_sip::transaction::Timers;
 use codeb_switch::config::SwitchConfig;
 use codeb_switch::metrics;
@@ -70,6 +71,17 @@ struct Cli {
     /// SIP timer T4 in milliseconds.
     #[arg(long, env = "CODEB_SIP_T4_MS", default_value_t = 5000)]
     t4_ms: u64,
+    /// Session interval in seconds offered to callees and granted to
+    /// callers (RFC 4028 session timers; the switch refreshes where it
+    /// may and hangs up both legs of a call whose session expires); 0 turns
+    /// session timers off.
+    #[arg(long, env = "CODEB_SESSION_EXPIRES", default_value_t = 1800)]
+    session_expires: u32,
+    /// Smallest session interval in seconds accepted from peers (Min-SE;
+    /// shorter requests get 422). RFC 4028 forbids less than 90; lower
+    /// values are for tests only and also lower that floor.
+    #[arg(long, env = "CODEB_MIN_SE", default_value_t = 90)]
+    min_se: u32,
     /// Most concurrent calls.
     #[arg(long, env = "CODEB_MAX_CALLS", default_value_t = 20_000)]
     max_calls: usize,
@@ -136,6 +148,38 @@ fn resolve_trunks(config: &SwitchConfig) -> HashMap<String, SocketAddr> {
         }
     }
     out
+}
+
+/// The session-timer settings, checked: Min-SE at least one second, and an
+/// interval (unless off) no shorter than Min-SE.
+fn session_timer(cli: &Cli) -> anyhow::Result<Option<SessionTimerConfig>> {
+    if cli.min_se == 0 {
+        anyhow::bail!("CODEB_MIN_SE must be at least 1 second");
+    }
+    if cli.session_expires == 0 {
+        return Ok(None);
+    }
+    if cli.session_expires < cli.min_se {
+        anyhow::bail!(
+            "CODEB_SESSION_EXPIRES ({}) must be 0 (off) or at least CODEB_MIN_SE ({})",
+            cli.session_expires,
+            cli.min_se
+        );
+    }
+    // RFC 4028's floor, 90 s.
+    let rfc_floor = SessionTimerConfig::default().floor;
+    if cli.min_se < rfc_floor {
+        tracing::warn!(
+            min_se = cli.min_se,
+            "session intervals below RFC 4028's 90 s: for tests only"
+        );
+    }
+    Ok(Some(SessionTimerConfig {
+        session_expires: cli.session_expires,
+        min_se: cli.min_se,
+        we_refresh: true,
+        floor: cli.min_se.min(rfc_floor),
+    }))
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<SwitchConfig> {
@@ -210,6 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         media_ip: cli.media_addr.unwrap_or(sip_addr.ip()),
         rtp_ports: cli.rtp_ports,
         max_calls: cli.max_calls,
+        session_timer: session_timer(&cli)?,
     };
     let addrs = resolve_trunks(&config);
     let mut core = Core::new(settings, config, addrs);

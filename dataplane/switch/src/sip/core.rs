@@ -1,7 +1,8 @@
 //! The switch's SIP core: everything between received bytes and sent bytes
 //! that is not a socket. Screening (RFC 4475 verdicts), abuse protection,
 //! TCP framing (§18.3), the transaction layer, the registrar, OPTIONS, and
-//! the hand-off of INVITE dialogs to the B2BUA (`calls`).
+//! the hand-off of INVITE dialogs to the B2BUA (`calls`, which owns the
+//! dialog table whose output is drained here with the transactions').
 //!
 //! Sans-IO like the layers under it: the IO loop feeds it bytes and `now`,
 //! drains [`Core::poll_transmit`], and sleeps until [`Core::poll_timeout`].
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use codeb_io::{ConnId, SocketId};
+use codeb_sip::dialog::SessionTimerConfig;
 use codeb_sip::digest::{Algorithm, Check, Verifier};
 use codeb_sip::header::{HeaderName, KnownHeader};
 use codeb_sip::transaction::{
@@ -74,6 +76,9 @@ pub struct CoreSettings {
     pub media_ip: std::net::IpAddr,
     pub rtp_ports: PortRange,
     pub max_calls: usize,
+    /// RFC 4028 session timers: offered on B-legs, honoured on A-legs;
+    /// `None` turns them off (a peer's Session-Expires is still obeyed).
+    pub session_timer: Option<SessionTimerConfig>,
 }
 
 /// A message for the IO loop to send.
@@ -121,8 +126,6 @@ pub struct Core {
     pub(crate) calls: Calls,
     /// The UDP socket outbound UDP requests leave from.
     pub(crate) udp_socket: Option<SocketId>,
-    /// Messages sent outside transactions (ACK for 2xx, 2xx retransmits).
-    pub(crate) raw_out: Vec<(Flow, Bytes)>,
     pub(crate) trunk_links: TrunkLinks,
     /// Resolved trunk addresses (by trunk id), from the configuration.
     pub(crate) trunk_addrs: HashMap<String, SocketAddr>,
@@ -180,7 +183,6 @@ impl Core {
             next_tick: None,
             calls,
             udp_socket: None,
-            raw_out: Vec::new(),
             trunk_links: TrunkLinks::default(),
             trunk_addrs,
             stats: CoreStats::default(),
@@ -211,6 +213,13 @@ impl Core {
 
     pub fn registrar(&self) -> &Registrar {
         &self.registrar
+    }
+
+    /// Bindings made directly, for tests of what a registered user's
+    /// calls do (REGISTER itself is tested on the wire).
+    #[cfg(test)]
+    pub(crate) fn registrar_mut(&mut self) -> &mut Registrar {
+        &mut self.registrar
     }
 
     pub fn protection(&self) -> &Protection {
@@ -388,7 +397,9 @@ impl Core {
         self.layer.handle_message(now, msg, flow);
     }
 
-    /// Runs transaction output and events until both queues are empty.
+    /// Runs transaction and dialog output and events until every queue is
+    /// empty (dialogs send ACKs and 2xx retransmissions outside any
+    /// transaction).
     pub(crate) fn drain(&mut self, now: Instant) {
         loop {
             let mut progressed = false;
@@ -400,9 +411,13 @@ impl Core {
                 progressed = true;
                 self.on_event(now, ev);
             }
-            for (flow, payload) in std::mem::take(&mut self.raw_out) {
+            while let Some(t) = self.calls.dialogs_mut().poll_transmit() {
                 progressed = true;
-                self.queue(flow, payload);
+                self.queue(t.destination, t.payload);
+            }
+            while let Some((id, ev)) = self.calls.dialogs_mut().poll_event() {
+                progressed = true;
+                self.on_dialog_event(now, id, ev);
             }
             if !progressed {
                 break;
@@ -410,7 +425,7 @@ impl Core {
         }
     }
 
-    fn queue(&mut self, flow: Flow, payload: Bytes) {
+    pub(crate) fn queue(&mut self, flow: Flow, payload: Bytes) {
         if is_forbidden_destination(&flow.peer()) {
             self.stats.dropped_forbidden_destination += 1;
             return;
@@ -431,12 +446,7 @@ impl Core {
                 request,
                 source,
             } => self.on_request(now, id, request, source),
-            Event::Cancel {
-                id,
-                request,
-                invite,
-                ..
-            } => self.on_cancel(now, id, &request, invite),
+            Event::Cancel { id, invite, .. } => self.on_cancel(now, id, invite),
             Event::Ack { request, .. } => self.on_ack(now, request),
             Event::Response { id, response } if self.trunk_owns(id) => {
                 self.on_trunk_response(now, id, response)
@@ -680,7 +690,7 @@ impl Core {
         [
             self.layer.poll_timeout(),
             self.next_tick,
-            self.calls_deadline(),
+            self.calls.dialogs_mut().poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -689,7 +699,7 @@ impl Core {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
-        self.retransmit_due(now);
+        self.calls.dialogs_mut().handle_timeout(now);
         if self.next_tick.is_none_or(|t| t <= now) {
             self.next_tick = Some(now + TICK);
             self.registrar.purge(now);

@@ -1,14 +1,16 @@
-//! How the B-leg attempts end: provisional responses relayed to A, the
-//! first 2xx bridged, failures mapped to A's final response, and the
-//! bookkeeping that frees a call.
+//! What comes back on the transactions a call started: provisional
+//! responses relayed to A, failures collected until every fork has failed,
+//! a trunk's digest challenge or a 422 answered by sending the INVITE
+//! again, responses to in-dialog requests handed to their dialog, and
+//! transaction timeouts and ends.
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use codeb_sip::dialog::min_se_of_422;
 use codeb_sip::header::KnownHeader;
-use codeb_sip::sdp::{self, LocalMedia, Sdp, SdpLimits};
 use codeb_sip::transaction::{Timer, TransactionId};
-use codeb_sip::{Request, Response, StatusCode};
+use codeb_sip::{Header, Request, Response, StatusCode};
 
 use super::*;
 
@@ -24,76 +26,45 @@ impl Core {
         if let Some(bi) = call.branches.iter().position(|b| b.tx == tx) {
             return self.on_branch_response(now, key, bi, resp);
         }
-        // A final answer to a BYE we sent: once every BYE is answered the
-        // call is over (whatever the status: the dialog ends either way,
-        // §15.1.1).
-        if resp.status.is_final() && call.pending.contains(&tx) {
-            self.settle_pending(key, tx);
+        // A request we sent in a dialog: the dialog learns from every
+        // response (session timer restart, 491 back-off, 422, 481 ends it).
+        if let Some(id) = self.calls.dialogs.find_response(&resp) {
+            self.calls
+                .dialogs
+                .update(&id, |d| d.handle_response(now, &resp));
         }
-    }
-
-    pub(super) fn settle_pending(&mut self, key: CallKey, tx: TransactionId) {
+        if !resp.status.is_final() {
+            return;
+        }
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
-        call.pending.retain(|t| *t != tx);
-        let branches_done = call.b.is_some() || call.branches.iter().all(|b| b.failed.is_some());
-        if call.phase == Phase::Ending && call.pending.is_empty() && branches_done {
-            self.finish(key);
+        let Some(pos) = call.sent.iter().position(|(t, _, _)| *t == tx) else {
+            return;
+        };
+        let (_, side, kind) = call.sent.remove(pos);
+        if kind == Sent::Refresh {
+            self.refresh_answered(now, key, side, &resp);
         }
+        self.settle(now, key);
     }
 
-    pub(super) fn on_branch_response(
-        &mut self,
-        now: Instant,
-        key: CallKey,
-        bi: usize,
-        resp: Response,
-    ) {
+    fn on_branch_response(&mut self, now: Instant, key: CallKey, bi: usize, resp: Response) {
         let status = resp.status;
-        if status.is_provisional() {
-            if status == StatusCode::TRYING {
-                return;
-            }
-            // Ringing (or early media) on the B side: tell A, once per kind.
-            let Some(call) = self.calls.calls.get(&key) else {
-                return;
-            };
-            let Some(a_tx) = call.a_invite_tx else { return };
-            let a_req = call.a_invite.clone();
-            let early = if status == StatusCode::SESSION_PROGRESS && !resp.body.is_empty() {
-                Some(call.a_invite.body.clone())
-            } else {
-                None
-            };
-            let to_tag = call.a.local.tag().map(<[u8]>::to_vec);
-            let contact = self.our_contact();
-            let mut b = a_req
-                .reply(
-                    if early.is_some() {
-                        StatusCode::SESSION_PROGRESS
-                    } else {
-                        StatusCode::RINGING
-                    },
-                    to_tag.as_deref(),
-                )
-                .header(KnownHeader::Server, "CodeB-Switch");
-            if let Some(c) = &contact {
-                b = b.contact(c);
-            }
-            if let Some(body) = early {
-                b = b.body(&sdp_type(), body);
-            }
-            if let Ok(r) = b.build() {
-                let _ = self.layer.respond(now, a_tx, r);
-            }
+        if status == StatusCode::TRYING {
             return;
+        }
+        if status.is_provisional() {
+            return self.relay_provisional(now, key, &resp);
         }
         if status.is_success() {
             return self.on_branch_answered(now, key, bi, resp);
         }
         if matches!(status.as_u16(), 401 | 407) && self.retry_branch_with_auth(now, key, bi, &resp)
         {
+            return;
+        }
+        if status.as_u16() == 422 && self.retry_branch_with_interval(now, key, bi, &resp) {
             return;
         }
         // A branch failed; when all have, A gets the best failure.
@@ -111,251 +82,58 @@ impl Core {
                 .filter_map(|b| b.failed)
                 .min_by_key(|s| failure_rank(*s))
                 .unwrap_or(StatusCode::TEMPORARILY_UNAVAILABLE);
+            // Challenges and interval demands were B's to us, not ours to A.
             let relay = match best.as_u16() {
-                401 | 407 => StatusCode::TEMPORARILY_UNAVAILABLE,
+                401 | 407 | 422 => StatusCode::TEMPORARILY_UNAVAILABLE,
                 _ => best,
             };
             self.fail_call(now, key, relay);
         }
     }
 
-    pub(super) fn on_branch_answered(
-        &mut self,
-        now: Instant,
-        key: CallKey,
-        bi: usize,
-        resp: Response,
-    ) {
-        let Some(call) = self.calls.calls.get_mut(&key) else {
-            return;
-        };
-        let Some(branch) = call.branches.get(bi) else {
-            return;
-        };
-        let flow = branch.flow;
-        let h = &resp.headers;
-        let (Ok(to), Ok(from)) = (h.to(), h.from()) else {
-            return;
-        };
-        let remote_target = h
-            .contacts()
-            .ok()
-            .and_then(|c| c.first().and_then(|c| c.addr().map(|a| a.uri.clone())));
-        if call.phase != Phase::Routing || call.b.is_some() {
-            // A retransmitted 2xx of the winner (ACK it again) or a 2xx of
-            // another fork: ACK and BYE it (§13.2.2.4).
-            let winner = call.b.as_ref().is_some_and(|b| to.tag() == b.remote.tag());
-            let mut leg = Leg {
-                call_id: h.call_id().unwrap_or_default(),
-                local: from,
-                remote: to,
-                remote_target: remote_target.unwrap_or_else(|| branch.invite.uri.clone()),
-                route_set: h
-                    .record_routes()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .rev()
-                    .collect(),
-                local_cseq: 1,
-                flow,
-            };
-            self.send_ack(&mut leg, 1);
-            if !winner {
-                self.send_bye(now, key, &mut leg);
-            }
-            return;
-        }
-        let Some(remote_target) = remote_target else {
-            tracing::warn!(call = key, "2xx without Contact from B");
-            return;
-        };
-        let b_local = LocalMedia {
-            port: call.b_port,
-            ..call_local_media(call, self.calls.media_ip)
-        };
-        let negotiated = Sdp::parse(&resp.body, &SdpLimits::default())
-            .ok()
-            .and_then(|a| sdp::read_answer(&b_local, &a).ok());
-        let mut leg = Leg {
-            call_id: h.call_id().unwrap_or_default(),
-            local: from,
-            remote: to,
-            remote_target,
-            route_set: h
-                .record_routes()
-                .unwrap_or_default()
-                .into_iter()
-                .rev()
-                .collect(),
-            local_cseq: call.b_invite_cseq,
-            flow,
-        };
-        self.send_ack(&mut leg, 1);
-        let Some(call) = self.calls.calls.get_mut(&key) else {
-            return;
-        };
-        if negotiated.is_none() {
-            // B answered without a usable SDP: hang B up, fail A.
-            call.b = Some(leg.clone());
-            self.send_bye(now, key, &mut leg);
-            return self.fail_call(now, key, StatusCode::NOT_ACCEPTABLE_HERE);
-        }
-        call.b_media = negotiated;
-        if let Some(tag) = leg.local.tag() {
-            self.calls.by_dialog.insert(
-                (leg.call_id.clone(), Bytes::copy_from_slice(tag)),
-                (key, Side::B),
-            );
-        }
-        call.b = Some(leg);
-        call.phase = Phase::Answered;
-        call.answered_at = Some(now);
-        // Cancel the other forks.
-        let others: Vec<TransactionId> = call
-            .branches
-            .iter()
-            .enumerate()
-            .filter(|(i, b)| *i != bi && b.failed.is_none())
-            .map(|(_, b)| b.tx)
-            .collect();
-        for tx in others {
-            let _ = self.layer.cancel(now, tx);
-        }
-        // Answer A with our SDP and start the 2xx retransmissions.
-        let Some(call) = self.calls.calls.get_mut(&key) else {
-            return;
-        };
-        let Some(a_tx) = call.a_invite_tx.take() else {
-            return;
-        };
-        let to_tag = call.a.local.tag().map(<[u8]>::to_vec);
-        let body = call.a_invite.body.clone();
-        let mut b = call
-            .a_invite
-            .reply(StatusCode::OK, to_tag.as_deref())
-            .header(KnownHeader::Server, "CodeB-Switch");
-        if let Some(c) = self.our_contact() {
-            b = b.contact(&c);
-        }
-        let Ok(ok) = b.body(&sdp_type(), body).build() else {
-            return;
-        };
-        let mut wire = BytesMut::new();
-        ok.write_to(&mut wire);
-        let t1 = self.settings.timers.t1;
-        if let Some(call) = self.calls.calls.get_mut(&key) {
-            call.retransmit = Some(Retransmit {
-                payload: wire.freeze(),
-                next: now + t1,
-                interval: t1,
-                give_up: now + t1 * 64,
-            });
-            self.calls.retransmits.insert((now + t1, key));
-        }
-        self.respond(now, a_tx, ok);
-        tracing::info!(call = key, "call answered");
-    }
-
-    /// Ends a call that never got answered: A gets `status`.
-    pub(super) fn fail_call(&mut self, now: Instant, key: CallKey, status: StatusCode) {
-        let Some(call) = self.calls.calls.get_mut(&key) else {
-            return;
-        };
-        if let Some(a_tx) = call.a_invite_tx.take() {
-            let req = call.a_invite.clone();
-            let to_tag = call.a.local.tag().map(<[u8]>::to_vec);
-            if let Ok(r) = req
-                .reply(status, to_tag.as_deref())
-                .header(KnownHeader::Server, "CodeB-Switch")
-                .build()
-            {
-                self.respond(now, a_tx, r);
-            }
-        }
-        self.calls.failed += 1;
-        self.finish(key);
-    }
-
-    /// Forgets a call and frees what it held.
-    pub(super) fn finish(&mut self, key: CallKey) {
-        let Some(call) = self.calls.calls.remove(&key) else {
-            return;
-        };
-        self.calls.ports.release(call.a_port);
-        self.calls.ports.release(call.b_port);
-        self.calls.by_dialog.retain(|_, (k, _)| *k != key);
-        self.calls.by_tx.retain(|_, k| *k != key);
-        for t in &call.trunks {
-            if let Some(load) = self.calls.trunks.get_mut(t) {
-                load.active = load.active.saturating_sub(1);
-            }
-        }
-        let secs = call.answered_at.map(|a| a.elapsed().as_secs()).unwrap_or(0);
-        tracing::info!(
-            call = key,
-            talk_secs = secs,
-            total_ms = call.started.elapsed().as_millis() as u64,
-            "call ended"
-        );
-    }
-
-    pub(crate) fn on_timeout(&mut self, now: Instant, tx: TransactionId, timer: Timer) {
-        let Some(key) = self.calls.by_tx.get(&tx).copied() else {
-            return;
-        };
+    /// Ringing (or early media) on the B side: A hears it in its early
+    /// dialog, with our SDP answer for early media.
+    fn relay_provisional(&mut self, now: Instant, key: CallKey, resp: &Response) {
         let Some(call) = self.calls.calls.get(&key) else {
             return;
         };
-        if let Some(bi) = call.branches.iter().position(|b| b.tx == tx) {
-            let status = StatusCode::REQUEST_TIMEOUT;
-            tracing::info!(call = key, ?timer, "B-leg timed out");
-            let fake = self.synthetic_failure(&call.branches[bi].invite, status);
-            if let Some(resp) = fake {
-                self.on_branch_response(now, key, bi, resp);
-            }
+        let (Some(a_tx), Some(a_id)) = (call.a_invite_tx, call.a.dialog.clone()) else {
+            return;
+        };
+        let early = resp.status == StatusCode::SESSION_PROGRESS && !resp.body.is_empty();
+        let status = if early {
+            StatusCode::SESSION_PROGRESS
+        } else {
+            StatusCode::RINGING
+        };
+        let Some(mut b) = self
+            .calls
+            .dialogs
+            .get(&a_id)
+            .map(|d| d.reply(&call.a_invite, status))
+        else {
+            return;
+        };
+        b = b.header(KnownHeader::Server, "CodeB-Switch");
+        if early {
+            b = b.body(&sdp_type(), call.a.sdp.clone());
+        }
+        if let Ok(r) = b.build() {
+            self.respond(now, a_tx, r);
         }
     }
 
-    pub(super) fn synthetic_failure(
-        &self,
-        invite: &Request,
-        status: StatusCode,
-    ) -> Option<Response> {
-        invite.reply(status, Some(b"timeout")).build().ok()
-    }
-
-    pub(crate) fn on_transport_error(&mut self, now: Instant, tx: TransactionId) {
-        self.on_timeout(now, tx, Timer::B);
-    }
-
-    pub(crate) fn on_terminated(&mut self, _now: Instant, tx: TransactionId) {
-        let Some(key) = self.calls.by_tx.remove(&tx) else {
-            return;
-        };
-        let Some(call) = self.calls.calls.get_mut(&key) else {
-            return;
-        };
-        // A branch that ended without a final answer counts as failed.
-        if let Some(b) = call.branches.iter_mut().find(|b| b.tx == tx) {
-            b.failed.get_or_insert(StatusCode::REQUEST_TERMINATED);
-        }
-        self.settle_pending(key, tx);
-    }
-
-    /// A trunk challenged a B-leg INVITE: send it again with credentials
-    /// (same dialog identifiers, next CSeq, new branch). Only once, and
-    /// only for the trunk's realm; true if the retry went out.
-    pub(super) fn retry_branch_with_auth(
+    /// A trunk challenged a B-leg INVITE: send it again with credentials.
+    /// Only once, and only for the trunk's realm; true if the retry went
+    /// out.
+    fn retry_branch_with_auth(
         &mut self,
         now: Instant,
         key: CallKey,
         bi: usize,
         resp: &Response,
     ) -> bool {
-        let Some(call) = self.calls.calls.get(&key) else {
-            return false;
-        };
-        let Some(branch) = call.branches.get(bi) else {
+        let Some(branch) = self.calls.calls.get(&key).and_then(|c| c.branches.get(bi)) else {
             return false;
         };
         if branch.auth_tried {
@@ -369,47 +147,170 @@ impl Core {
         else {
             return false;
         };
-        let (mut invite, flow) = (branch.invite.clone(), branch.flow);
         let mut uri = BytesMut::new();
-        invite.uri.render(&mut uri);
+        branch.invite.uri.render(&mut uri);
         let uri = String::from_utf8_lossy(&uri).into_owned();
         let Some((header, value)) = self.answer_trunk_challenge(&t, resp, "INVITE", &uri) else {
             return false;
         };
+        self.resend_branch(now, key, bi, |invite, branch| {
+            branch.auth_tried = true;
+            invite.headers.push(Header::new(header, value)?);
+            Ok(())
+        })
+    }
+
+    /// B wants a longer session interval (RFC 4028 §7.4: 422 with Min-SE):
+    /// send the INVITE again asking for it. Once.
+    fn retry_branch_with_interval(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        bi: usize,
+        resp: &Response,
+    ) -> bool {
+        let (Some(min_se), Some(timer)) = (min_se_of_422(resp), self.settings.session_timer) else {
+            return false;
+        };
+        let Some(branch) = self.calls.calls.get(&key).and_then(|c| c.branches.get(bi)) else {
+            return false;
+        };
+        if branch.interval_raised {
+            return false;
+        }
+        let interval = min_se.max(timer.sanitized().session_expires);
+        self.resend_branch(now, key, bi, |invite, branch| {
+            branch.interval_raised = true;
+            let h = &mut invite.headers;
+            h.remove(KnownHeader::SessionExpires);
+            h.remove(KnownHeader::MinSe);
+            let refresher = if timer.we_refresh {
+                ";refresher=uac"
+            } else {
+                ""
+            };
+            h.push(Header::new(
+                KnownHeader::SessionExpires,
+                format!("{interval}{refresher}"),
+            )?);
+            h.push(Header::new(KnownHeader::MinSe, min_se.to_string())?);
+            Ok(())
+        })
+    }
+
+    /// Sends a branch's INVITE again after a response asked for a change
+    /// (§8.1.3.5): same Call-ID and tags, the next CSeq, a new Via branch,
+    /// and `change` applied. True if it went out.
+    fn resend_branch(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        bi: usize,
+        change: impl FnOnce(&mut Request, &mut Branch) -> Result<(), codeb_sip::ValueError>,
+    ) -> bool {
         let Some(via) = self.our_via("UDP") else {
+            return false;
+        };
+        let Some(branch) = self
+            .calls
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.branches.get_mut(bi))
+        else {
+            return false;
+        };
+        let mut invite = branch.invite.clone();
+        let Ok(seq) = invite.headers.cseq().map(|c| c.seq.saturating_add(1)) else {
             return false;
         };
         let mut rendered = BytesMut::new();
         via.render(&mut rendered);
         invite.headers.remove(KnownHeader::Via);
         invite.headers.remove(KnownHeader::CSeq);
-        let (Ok(v), Ok(c), Ok(a)) = (
-            codeb_sip::Header::new(KnownHeader::Via, rendered.freeze()),
-            codeb_sip::Header::new(KnownHeader::CSeq, "2 INVITE"),
-            codeb_sip::Header::new(header, value),
-        ) else {
+        let edited = Header::new(KnownHeader::Via, rendered.freeze())
+            .and_then(|v| {
+                invite.headers.insert(0, v);
+                Header::new(KnownHeader::CSeq, format!("{seq} INVITE"))
+            })
+            .and_then(|c| {
+                invite.headers.push(c);
+                change(&mut invite, branch)
+            });
+        if let Err(e) = edited {
+            tracing::warn!(call = key, error = %e, "could not rebuild the B-leg INVITE");
             return false;
-        };
-        invite.headers.insert(0, v);
-        invite.headers.push(c);
-        invite.headers.push(a);
+        }
+        let flow = branch.flow;
         match self.layer.send_request(now, invite.clone(), flow) {
             Ok(tx) => {
                 self.calls.by_tx.insert(tx, key);
-                if let Some(call) = self.calls.calls.get_mut(&key) {
-                    call.b_invite_cseq = 2;
-                    if let Some(b) = call.branches.get_mut(bi) {
-                        b.tx = tx;
-                        b.invite = invite;
-                        b.auth_tried = true;
-                    }
+                if let Some(b) = self
+                    .calls
+                    .calls
+                    .get_mut(&key)
+                    .and_then(|c| c.branches.get_mut(bi))
+                {
+                    b.tx = tx;
+                    b.invite = invite;
                 }
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not resend the INVITE with credentials");
+                tracing::warn!(call = key, error = %e, "could not send the B-leg INVITE again");
                 false
             }
         }
+    }
+
+    /// Timer B or F: a branch counts as failed with 408; a request in a
+    /// dialog that got no answer ends that dialog (§12.2.1.2), and with it
+    /// the call (see `session.rs`).
+    pub(crate) fn on_timeout(&mut self, now: Instant, tx: TransactionId, timer: Timer) {
+        let Some(key) = self.calls.by_tx.get(&tx).copied() else {
+            return;
+        };
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
+        if let Some(bi) = call.branches.iter().position(|b| b.tx == tx) {
+            tracing::info!(call = key, ?timer, "B-leg timed out");
+            let fake = call.branches[bi]
+                .invite
+                .reply(StatusCode::REQUEST_TIMEOUT, Some(b"timeout"))
+                .build();
+            if let Ok(resp) = fake {
+                self.on_branch_response(now, key, bi, resp);
+            }
+            return;
+        }
+        let Some(&(_, side, kind)) = call.sent.iter().find(|(t, _, _)| *t == tx) else {
+            return;
+        };
+        if kind != Sent::Bye
+            && let Some(id) = call.leg(side).dialog.clone()
+        {
+            tracing::info!(call = key, ?side, ?timer, "in-dialog request timed out");
+            self.calls.dialogs.update(&id, |d| d.request_failed(now));
+        }
+    }
+
+    pub(crate) fn on_transport_error(&mut self, now: Instant, tx: TransactionId) {
+        self.on_timeout(now, tx, Timer::B);
+    }
+
+    /// A transaction of a call is gone: a branch that ended without a final
+    /// answer counts as failed, and the call may now be over.
+    pub(crate) fn on_terminated(&mut self, now: Instant, tx: TransactionId) {
+        let Some(key) = self.calls.by_tx.remove(&tx) else {
+            return;
+        };
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        if let Some(b) = call.branches.iter_mut().find(|b| b.tx == tx) {
+            b.failed.get_or_insert(StatusCode::REQUEST_TERMINATED);
+        }
+        call.sent.retain(|(t, _, _)| *t != tx);
+        self.settle(now, key);
     }
 }

@@ -1,17 +1,19 @@
-//! New calls: the checks on an incoming INVITE, routing, trunk limits,
-//! and forking the B-leg to every contact of the routed user.
+//! New calls: the checks on an incoming INVITE (hops, loops, trusted
+//! source, RFC 4028 Min-SE, trunk limits, an SDP offer), routing, then the
+//! A-leg dialog, media ports, our SDP answer, and the B-leg forked to every
+//! target.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use codeb_sip::header::{KnownHeader, NameAddr};
+use bytes::Bytes;
+use codeb_sip::header::KnownHeader;
 use codeb_sip::sdp::{self, Direction, LocalMedia, Sdp, SdpLimits};
 use codeb_sip::transaction::TransactionId;
-use codeb_sip::{Method, Request, RequestBuilder, StatusCode, Uri};
+use codeb_sip::{Dialog, Method, Request, StatusCode};
 
 use super::*;
-use crate::config::{RouteTarget, TrunkConfig};
+use crate::config::RouteTarget;
+use crate::routing::{self, CallFacts};
 
 impl Core {
     /// A new INVITE: check, route, and fork the B-leg.
@@ -49,20 +51,20 @@ impl Core {
                 Some("calls are accepted from configured trunks only"),
             );
         };
+        // A session interval below our Min-SE is refused before the call
+        // costs anything (RFC 4028 §9); the caller retries with ours.
+        if let Some(timer) = self.settings.session_timer
+            && let Some(r) = timer.check(&req, &self.ids.tag())
+        {
+            return self.respond(now, id, r);
+        }
         if let Some(retry) = self.trunk_admit(
             &trunk.id,
             trunk.max_concurrent_calls,
             trunk.calls_per_second,
             now,
         ) {
-            if let Ok(r) = self
-                .reply(&req, StatusCode::SERVICE_UNAVAILABLE)
-                .header(KnownHeader::RetryAfter, retry.to_string())
-                .build()
-            {
-                self.respond(now, id, r);
-            }
-            return;
+            return self.busy(now, id, &req, retry);
         }
         if self.calls.calls.len() >= self.calls.max_calls {
             return self.reject(
@@ -120,14 +122,7 @@ impl Core {
                 if let Some(retry) =
                     self.trunk_admit(&out.id, out.max_concurrent_calls, out.calls_per_second, now)
                 {
-                    if let Ok(r) = self
-                        .reply(&req, StatusCode::SERVICE_UNAVAILABLE)
-                        .header(KnownHeader::RetryAfter, retry.to_string())
-                        .build()
-                    {
-                        self.respond(now, id, r);
-                    }
-                    return;
+                    return self.busy(now, id, &req, retry);
                 }
                 trunks.push(out.id.clone());
                 self.trunk_target(&out, &did).into_iter().collect()
@@ -138,6 +133,49 @@ impl Core {
             tracing::info!(%did, "routed target is unreachable (user offline or trunk unresolved)");
             return self.reject(now, id, &req, StatusCode::TEMPORARILY_UNAVAILABLE, None);
         }
+        tracing::info!(%did, target = ?route.target(), "routing call");
+        self.start_call(now, id, req, source, &offer, targets, trunks);
+    }
+
+    /// 503 with Retry-After: a trunk is at its call or CPS limit.
+    fn busy(&mut self, now: Instant, id: TransactionId, req: &Request, retry: u32) {
+        if let Ok(r) = self
+            .reply(req, StatusCode::SERVICE_UNAVAILABLE)
+            .header(KnownHeader::RetryAfter, retry.to_string())
+            .build()
+        {
+            self.respond(now, id, r);
+        }
+    }
+
+    /// A routed INVITE becomes a call: the A-leg dialog, two media ports,
+    /// our answer to A's offer, and one B-leg INVITE per target.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; the routing results it needs"
+    )]
+    fn start_call(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        req: Request,
+        source: Flow,
+        offer: &Sdp,
+        targets: Vec<Target>,
+        trunks: Vec<String>,
+    ) {
+        let a_tag = self.ids.tag();
+        let Some(local) = self.dialog_local(&source) else {
+            return self.reject(now, id, &req, StatusCode::SERVER_INTERNAL_ERROR, None);
+        };
+        let config = self.dialog_config(Side::A);
+        let a_dialog = match Dialog::uas(&req, &a_tag, local, source, config, &mut self.ids) {
+            Ok(d) => d,
+            Err(e) => {
+                let warning = e.to_string();
+                return self.reject(now, id, &req, StatusCode::BAD_REQUEST, Some(&warning));
+            }
+        };
         let (Some(a_port), Some(b_port)) =
             (self.calls.ports.allocate(), self.calls.ports.allocate())
         else {
@@ -149,7 +187,8 @@ impl Core {
                 Some("no media ports left"),
             );
         };
-        let a_local = LocalMedia {
+        let key = self.calls.next_key;
+        let a_media = LocalMedia {
             addr: self.calls.media_ip,
             port: a_port,
             codecs: CODECS.to_vec(),
@@ -158,142 +197,135 @@ impl Core {
             session_id: self.ids.next_u64() >> 1,
             session_version: 1,
         };
-        let (answer, a_media) = match sdp::answer(&offer, &a_local) {
+        let (answer, negotiated) = match sdp::answer(offer, &a_media) {
             Ok(x) => x,
             Err(e) => {
                 self.calls.ports.release(a_port);
                 self.calls.ports.release(b_port);
+                let warning = e.to_string();
                 return self.reject(
                     now,
                     id,
                     &req,
                     StatusCode::NOT_ACCEPTABLE_HERE,
-                    Some(&e.to_string()),
+                    Some(&warning),
                 );
             }
         };
-        // A-leg dialog state (UAS side, §12.1.1).
-        let (Ok(a_from), Ok(a_to), Ok(call_id), Some(contact)) = (
-            h.from(),
-            h.to(),
-            h.call_id(),
-            h.contacts()
-                .ok()
-                .and_then(|c| c.first().and_then(|c| c.addr().cloned())),
-        ) else {
+        // Prefer A's codec on B so the call can be relayed without
+        // transcoding.
+        let mut b_codecs = vec![negotiated.codec];
+        b_codecs.extend(CODECS.iter().copied().filter(|c| *c != negotiated.codec));
+        let b_media = LocalMedia {
+            port: b_port,
+            codecs: b_codecs,
+            session_id: self.ids.next_u64() >> 1,
+            ..a_media.clone()
+        };
+        let a_id = match self.calls.dialogs.insert(a_dialog) {
+            Ok(a_id) => a_id,
+            Err(e) => {
+                self.calls.ports.release(a_port);
+                self.calls.ports.release(b_port);
+                let warning = e.to_string();
+                return self.reject(
+                    now,
+                    id,
+                    &req,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(&warning),
+                );
+            }
+        };
+        let mut a = Leg::new(a_media);
+        a.dialog = Some(a_id.clone());
+        a.sdp = Bytes::from(answer.to_text());
+        a.negotiated = Some(negotiated);
+        a.update = req
+            .headers
+            .allow()
+            .is_ok_and(|m| m.contains(&Method::Update));
+        let mut b = Leg::new(b_media);
+        b.sdp = Bytes::from(sdp::offer(&b.media).to_text());
+        let mut call = Call {
+            key,
+            phase: Phase::Routing,
+            a_invite_tx: Some(id),
+            a_invite: req,
+            a,
+            b,
+            branches: Vec::new(),
+            sent: Vec::new(),
+            bye_a_when_acked: false,
+            trunks,
+            started: now,
+            answered_at: None,
+        };
+        self.fork(now, &mut call, targets);
+        if call.branches.is_empty() {
+            self.calls.dialogs.remove(&a_id);
             self.calls.ports.release(a_port);
             self.calls.ports.release(b_port);
             return self.reject(
                 now,
                 id,
-                &req,
-                StatusCode::BAD_REQUEST,
-                Some("missing Contact"),
+                &call.a_invite,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("no usable contact"),
             );
-        };
-        let a_tag = self.ids.tag();
-        let Ok(a_local_addr) = a_to.with_tag(&a_tag) else {
-            self.calls.ports.release(a_port);
-            self.calls.ports.release(b_port);
-            return self.reject(now, id, &req, StatusCode::BAD_REQUEST, None);
-        };
-        let a = Leg {
-            call_id: call_id.clone(),
-            local: a_local_addr,
-            remote: a_from.clone(),
-            remote_target: contact.uri.clone(),
-            route_set: h.record_routes().unwrap_or_default(),
-            local_cseq: 0,
-            flow: source,
-        };
-        let key = self.calls.next_key;
+        }
         self.calls.next_key += 1;
-        let mut call = Call {
-            key,
-            phase: Phase::Routing,
-            a_invite_tx: Some(id),
-            a_invite: req.clone(),
-            a,
-            a_media,
-            a_port,
-            b_port,
-            branches: Vec::new(),
-            b: None,
-            b_media: None,
-            b_invite_cseq: 1,
-            retransmit: None,
-            pending: Vec::new(),
-            trunks,
-            started: now,
-            answered_at: None,
-        };
-        // Keep the A-side answer for the 2xx.
-        let a_answer = Bytes::from(answer.to_text());
-        call.a_invite.body = a_answer;
-        // Fork the B-leg to every contact.
-        let hops = h
+        self.calls.by_tx.insert(id, key);
+        self.calls.owners.insert(a_id, (key, Side::A));
+        for t in &call.trunks {
+            self.calls.trunks.entry(t.clone()).or_default().active += 1;
+        }
+        tracing::info!(call = key, branches = call.branches.len(), "call routed");
+        self.calls.calls.insert(key, call);
+    }
+
+    /// Sends the B-leg INVITE to every target (parallel forking).
+    fn fork(&mut self, now: Instant, call: &mut Call, targets: Vec<Target>) {
+        let hops = call
+            .a_invite
+            .headers
             .max_forwards()
             .ok()
             .flatten()
             .unwrap_or(70)
             .saturating_sub(1);
-        let caller = a_from.clone();
+        let caller = call.a_invite.headers.from().ok();
         for target in targets {
             let Some(flow) = self.udp_flow(target.addr) else {
                 continue;
             };
-            let b_local = LocalMedia {
-                port: b_port,
-                direction: Direction::SendRecv,
-                ..call_local_media(&call, self.calls.media_ip)
-            };
-            let offer = sdp::offer(&b_local);
             let tag = self.ids.tag();
-            let identity = self.caller_identity(&caller, target.trunk.as_deref());
-            let Some(invite) = self.build_b_invite(
-                &target.uri,
-                &identity,
-                &tag,
-                hops,
-                Bytes::from(offer.to_text()),
-            ) else {
+            let identity = match &caller {
+                Some(c) => self.caller_identity(c, target.trunk.as_deref()),
+                None => continue,
+            };
+            let Some(invite) =
+                self.build_b_invite(&target.uri, &identity, &tag, hops, call.b.sdp.clone())
+            else {
                 continue;
             };
             match self.layer.send_request(now, invite.clone(), flow) {
                 Ok(tx) => {
-                    self.calls.by_tx.insert(tx, key);
+                    self.calls.by_tx.insert(tx, call.key);
                     call.branches.push(Branch {
                         tx,
                         invite,
                         flow,
                         failed: None,
+                        won: false,
                         trunk: target.trunk,
                         auth_tried: false,
+                        interval_raised: false,
                     });
                 }
                 Err(e) => tracing::warn!(error = %e, "could not start a B-leg"),
             }
         }
-        if call.branches.is_empty() {
-            self.calls.ports.release(a_port);
-            self.calls.ports.release(b_port);
-            return self.reject(
-                now,
-                id,
-                &req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("no usable contact"),
-            );
-        }
-        self.calls.by_tx.insert(id, key);
-        self.calls
-            .by_dialog
-            .insert((call_id, a_tag), (key, Side::A));
-        for t in &call.trunks {
-            self.calls.trunks.entry(t.clone()).or_default().active += 1;
-        }
-        tracing::info!(call = key, %did, target = ?route.target(), branches = call.branches.len(), "call routed");
-        self.calls.calls.insert(key, call);
     }
 
     /// Applies a trunk's limits to a new call; `Some(seconds)` to refuse.
@@ -320,154 +352,5 @@ impl Core {
         }
         load.recent.push_back(now);
         None
-    }
-
-    /// A user's contacts: registrations (sent to where the REGISTER came
-    /// from when the contact names another address, i.e. behind NAT) and
-    /// the configured fixed contact.
-    pub(super) fn user_targets(&self, user: &str, now: Instant) -> Vec<Target> {
-        let mut out: Vec<Target> = self
-            .registrar()
-            .lookup(user, now)
-            .into_iter()
-            .filter_map(|b| {
-                let uri = Uri::parse(Bytes::from(b.uri.clone())).ok()?;
-                let addr = match contact_addr(&uri) {
-                    Some(a) if a.ip() == b.source.ip() => a,
-                    _ => b.source,
-                };
-                Some(Target {
-                    uri,
-                    addr,
-                    trunk: None,
-                })
-            })
-            .collect();
-        if let Some(c) = self
-            .config
-            .users
-            .iter()
-            .find(|u| u.name == user)
-            .and_then(|u| u.contact.clone())
-            && let Ok(uri) = Uri::parse(Bytes::from(c))
-            && let Some(addr) = contact_addr(&uri)
-        {
-            out.push(Target {
-                uri,
-                addr,
-                trunk: None,
-            });
-        }
-        out.retain(|t| !crate::sip::flow::is_forbidden_destination(&t.addr));
-        out
-    }
-
-    /// The dialled number at a trunk: `sip:<did>@<host>:<port>`.
-    pub(super) fn trunk_target(&self, trunk: &TrunkConfig, did: &str) -> Option<Target> {
-        let addr = *self.trunk_addrs.get(&trunk.id)?;
-        let user: String = did
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || "+*#".contains(*c))
-            .take(32)
-            .collect();
-        let uri = Uri::parse(Bytes::from(format!(
-            "sip:{user}@{}:{}",
-            trunk.host,
-            trunk.port()
-        )))
-        .ok()?;
-        Some(Target {
-            uri,
-            addr,
-            trunk: Some(trunk.id.clone()),
-        })
-    }
-
-    /// Who the B-leg says is calling: the caller's number and name, or a
-    /// trunk's configured identity.
-    pub(super) fn caller_identity(&self, caller: &NameAddr, trunk: Option<&str>) -> Identity {
-        let caller_user: String = user_of(caller)
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "anonymous".into())
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || "+-_.*#".contains(*c))
-            .take(64)
-            .collect();
-        let display = caller
-            .display_name
-            .as_ref()
-            .map(|d| {
-                String::from_utf8_lossy(&d.text())
-                    .chars()
-                    .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
-                    .take(64)
-                    .collect::<String>()
-            })
-            .filter(|d| !d.is_empty());
-        let trunk = trunk.and_then(|t| self.config.trunks.iter().find(|c| c.id == t));
-        match trunk {
-            Some(t) => Identity {
-                user: if t.from_user.is_empty() {
-                    caller_user
-                } else {
-                    t.from_user.clone()
-                },
-                host: if t.from_domain.is_empty() {
-                    t.host.clone()
-                } else {
-                    t.from_domain.clone()
-                },
-                display,
-            },
-            None => Identity {
-                user: caller_user,
-                host: self.our_host(),
-                display,
-            },
-        }
-    }
-
-    /// The flow for sending to `addr` over our UDP socket.
-    pub(super) fn udp_flow(&self, addr: SocketAddr) -> Option<Flow> {
-        self.udp_socket
-            .map(|socket| Flow::Udp { socket, peer: addr })
-    }
-
-    pub(super) fn build_b_invite(
-        &mut self,
-        target: &Uri,
-        who: &Identity,
-        tag: &[u8],
-        hops: u8,
-        sdp_body: Bytes,
-    ) -> Option<Request> {
-        let via = self.our_via("UDP")?;
-        let contact = self.our_contact()?;
-        let tag = String::from_utf8_lossy(tag);
-        let from = match &who.display {
-            Some(d) => format!("\"{d}\" <sip:{}@{}>;tag={tag}", who.user, who.host),
-            None => format!("<sip:{}@{}>;tag={tag}", who.user, who.host),
-        };
-        let from = NameAddr::from_bytes(from).ok()?;
-        let mut to_uri = BytesMut::new();
-        target.render(&mut to_uri);
-        let to = NameAddr::from_bytes(format!("<{}>", String::from_utf8_lossy(&to_uri))).ok()?;
-        let call_id = self.ids.call_id(Some(self.our_host().as_bytes()));
-        RequestBuilder::new(Method::Invite, target.clone())
-            .via(&via)
-            .max_forwards(hops)
-            .from(&from)
-            .to(&to)
-            .call_id(call_id)
-            .cseq(1)
-            .contact(&contact)
-            .header(
-                KnownHeader::Allow,
-                "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE",
-            )
-            .header(KnownHeader::UserAgent, "CodeB-Switch")
-            .body(&sdp_type(), sdp_body)
-            .build()
-            .ok()
     }
 }

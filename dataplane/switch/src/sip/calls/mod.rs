@@ -1,8 +1,12 @@
 //! The B2BUA: a call is an A-leg (the dialog with whoever sent the INVITE)
-//! and a B-leg (the dialog we open towards the routed user), each a
-//! separate SIP dialog with its own Call-ID, tags, CSeq and Via.
+//! and a B-leg (the dialog we open towards the routed user or trunk), each
+//! a [`codeb_sip::Dialog`] of its own (A as UAS, B as UAC) in one
+//! [`DialogTable`]. The dialog layer owns what RFC 3261 and RFC 4028 say
+//! about a dialog: CSeq order (500), glare (491), 2xx retransmission until
+//! the ACK and its timeout, the ACK for B's 2xx, in-dialog request
+//! construction and session timers. This module owns what a call is.
 //!
-//! Topology hiding is structural: the B-leg request is built from scratch
+//! Topology hiding is structural: the B-leg INVITE is built from scratch
 //! (our Via, our Contact, a new Call-ID; only the caller's number and
 //! display name are carried over), so no A-leg header, internal or not, in
 //! whatever spelling, reaches B. SDP is always answered and offered with
@@ -10,29 +14,37 @@
 //! through.
 //!
 //! Incoming calls fork in parallel to every contact of the routed user;
-//! the first 2xx wins and the other branches are cancelled. The switch
-//! answers in-dialog re-INVITE and UPDATE itself (its media address does
-//! not change), relays INFO (DTMF) and BYE to the other leg, and turns a
-//! CANCEL from A into CANCELs towards B.
+//! the first 2xx wins, the other branches are cancelled, and a 2xx from a
+//! losing fork is ACKed and hung up. The switch answers in-dialog
+//! re-INVITE and UPDATE itself (its media address does not change), relays
+//! INFO (DTMF) and BYE to the other leg, turns a CANCEL from A into
+//! CANCELs towards B, and hangs up both legs when a session timer expires
+//! or an ACK never comes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use codeb_sip::header::{KnownHeader, MediaType, NameAddr, Via};
-use codeb_sip::sdp::{Codec, Direction, LocalMedia, Negotiated};
-use codeb_sip::transaction::TransactionId;
-use codeb_sip::{Request, StatusCode, Uri};
+use codeb_sip::dialog::{DialogConfig, DialogError, Local};
+use codeb_sip::header::{KnownHeader, MediaType, NameAddr, Transport, Via};
+use codeb_sip::sdp::{Codec, LocalMedia, Negotiated};
+use codeb_sip::transaction::{TransactionError, TransactionId};
+use codeb_sip::{DialogId, DialogTable, Host, Request, StatusCode, Uri, ValueError};
 
 use super::core::Core;
 use super::flow::Flow;
 
 mod answer;
-mod dialog;
+mod branches;
+mod in_dialog;
 mod inbound;
+mod session;
+mod targets;
+#[cfg(test)]
+mod tests;
+
 use crate::ports::PortPool;
-use crate::routing::{self, CallFacts};
 
 /// A call's handle in the table.
 pub type CallKey = u64;
@@ -44,32 +56,62 @@ pub enum Side {
     B,
 }
 
-/// One dialog of a call.
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// One side of a call: its dialog (state in the [`DialogTable`]) and our
+/// media on it.
 #[derive(Debug, Clone)]
 pub struct Leg {
-    pub call_id: Bytes,
-    /// Our end (with our tag).
-    pub local: NameAddr,
-    /// Their end (with their tag once known).
-    pub remote: NameAddr,
-    pub remote_target: Uri,
-    /// Route set, in the order requests carry it.
-    pub route_set: Vec<NameAddr>,
-    pub local_cseq: u32,
-    pub flow: Flow,
+    /// A: from the INVITE on; B: once a branch answered. `None` once the
+    /// dialog has ended.
+    dialog: Option<DialogId>,
+    /// Our media on this leg: port, codecs, and the o= line's session id
+    /// and version.
+    media: LocalMedia,
+    /// The description we last sent on this leg; a refresh re-INVITE
+    /// repeats it unchanged (same o= version, RFC 3264 §8).
+    sdp: Bytes,
+    negotiated: Option<Negotiated>,
+    /// The peer lists UPDATE in its Allow: refreshes use it, without a body
+    /// (RFC 4028 §9 recommends no offer in a refreshing UPDATE).
+    update: bool,
+}
+
+impl Leg {
+    fn new(media: LocalMedia) -> Leg {
+        Leg {
+            dialog: None,
+            media,
+            sdp: Bytes::new(),
+            negotiated: None,
+            update: false,
+        }
+    }
 }
 
 /// A B-leg attempt towards one contact.
 #[derive(Debug)]
 struct Branch {
     tx: TransactionId,
+    /// The INVITE as last sent (retries change CSeq, Via and headers).
     invite: Request,
     flow: Flow,
     failed: Option<StatusCode>,
+    /// This branch's 2xx made the call's B-leg.
+    won: bool,
     /// Set when the branch goes out through a trunk (whose digest
     /// challenges we answer, once).
     trunk: Option<String>,
     auth_tried: bool,
+    /// A 422 was answered with the interval it asked for (once).
+    interval_raised: bool,
 }
 
 /// The From of a B-leg INVITE.
@@ -96,41 +138,55 @@ enum Phase {
     /// B answered; A has our 2xx and we wait for A's ACK.
     Answered,
     Confirmed,
-    /// BYEs are out; the call ends when they are answered or time out.
+    /// BYEs (or CANCELs) are out; the call ends when they are answered or
+    /// time out.
     Ending,
 }
 
-/// The UAS side's 2xx, retransmitted until the ACK (§13.3.1.4).
-#[derive(Debug)]
-struct Retransmit {
-    payload: Bytes,
-    next: Instant,
-    interval: Duration,
-    give_up: Instant,
+/// What a request we sent in one of a call's dialogs is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Bye,
+    Info,
+    /// A session refresh (RFC 4028): re-INVITE or UPDATE.
+    Refresh,
 }
 
 #[derive(Debug)]
 pub struct Call {
     key: CallKey,
     phase: Phase,
+    /// A's INVITE while it awaits our final response.
     a_invite_tx: Option<TransactionId>,
     a_invite: Request,
     a: Leg,
-    a_media: Negotiated,
-    a_port: u16,
-    b_port: u16,
+    b: Leg,
     branches: Vec<Branch>,
-    b: Option<Leg>,
-    b_media: Option<Negotiated>,
-    /// The B-leg INVITE's CSeq number (its ACK reuses it).
-    b_invite_cseq: u32,
-    retransmit: Option<Retransmit>,
-    /// Requests we sent on a leg and are waiting for.
-    pending: Vec<TransactionId>,
+    /// Requests we sent in the call's dialogs, awaiting a final response.
+    sent: Vec<(TransactionId, Side, Sent)>,
+    /// A BYE for A that waits for A's ACK of our 2xx (§15: the callee
+    /// may not send BYE before it).
+    bye_a_when_acked: bool,
     /// Trunks this call counts against (inbound and, if forwarded, outbound).
     trunks: Vec<String>,
     started: Instant,
     answered_at: Option<Instant>,
+}
+
+impl Call {
+    fn leg(&self, side: Side) -> &Leg {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    fn leg_mut(&mut self, side: Side) -> &mut Leg {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
 }
 
 /// Per-trunk call accounting for the concurrent-call and CPS limits.
@@ -145,15 +201,15 @@ struct TrunkLoad {
 pub struct Calls {
     calls: HashMap<CallKey, Call>,
     by_tx: HashMap<TransactionId, CallKey>,
-    /// (Call-ID, our tag) of every dialog we are in.
-    by_dialog: HashMap<(Bytes, Bytes), (CallKey, Side)>,
+    /// Every leg's dialog...
+    dialogs: DialogTable<Flow>,
+    /// ...and the call it belongs to (the table carries no user data).
+    owners: HashMap<DialogId, (CallKey, Side)>,
     next_key: CallKey,
     ports: PortPool,
     trunks: HashMap<String, TrunkLoad>,
     media_ip: IpAddr,
     max_calls: usize,
-    /// Due 2xx retransmissions (or give-ups) towards A, earliest first.
-    retransmits: std::collections::BTreeSet<(Instant, CallKey)>,
     pub completed: u64,
     pub failed: u64,
 }
@@ -163,13 +219,14 @@ impl Calls {
         Calls {
             calls: HashMap::new(),
             by_tx: HashMap::new(),
-            by_dialog: HashMap::new(),
+            // Two legs per call; a losing fork's dialog never enters.
+            dialogs: DialogTable::new(max_calls.saturating_mul(2).max(2)),
+            owners: HashMap::new(),
             next_key: 1,
             ports,
             trunks: HashMap::new(),
             media_ip,
             max_calls,
-            retransmits: std::collections::BTreeSet::new(),
             completed: 0,
             failed: 0,
         }
@@ -180,12 +237,31 @@ impl Calls {
     }
 
     pub fn dialogs(&self) -> usize {
-        self.by_dialog.len()
+        self.dialogs.len()
+    }
+
+    pub(crate) fn dialogs_mut(&mut self) -> &mut DialogTable<Flow> {
+        &mut self.dialogs
     }
 
     pub fn ports_in_use(&self) -> usize {
         self.ports.in_use()
     }
+}
+
+/// Why a request could not be started in a leg's dialog.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LegError {
+    /// The call, or the dialog on that side, does not exist (any more).
+    #[error("no dialog on that side of the call")]
+    NoDialog,
+    /// The dialog refused (state, pending offer, ...).
+    #[error(transparent)]
+    Dialog(#[from] DialogError),
+    #[error("request could not be built: {0}")]
+    Build(#[from] ValueError),
+    #[error(transparent)]
+    Transaction(#[from] TransactionError),
 }
 
 fn sdp_type() -> MediaType {
@@ -206,11 +282,21 @@ fn user_of(addr: &NameAddr) -> Option<String> {
 fn contact_addr(uri: &Uri) -> Option<SocketAddr> {
     let sip = uri.as_sip()?;
     let ip: IpAddr = match &sip.host {
-        codeb_sip::Host::V4(a) => IpAddr::V4(*a),
-        codeb_sip::Host::V6(a) => IpAddr::V6(*a),
-        codeb_sip::Host::Domain(_) => return None,
+        Host::V4(a) => IpAddr::V4(*a),
+        Host::V6(a) => IpAddr::V6(*a),
+        Host::Domain(_) => return None,
     };
     Some(SocketAddr::new(ip, sip.port.unwrap_or(5060)))
+}
+
+/// Which failure to relay when every fork failed (§16.7 step 6, simplified):
+/// 6xx first, then busy, then the rest by code.
+fn failure_rank(s: StatusCode) -> u32 {
+    match s.as_u16() {
+        600..=699 => 0,
+        486 => 1,
+        c => 10 + u32::from(c),
+    }
 }
 
 impl Core {
@@ -233,6 +319,9 @@ impl Core {
         NameAddr::from_bytes(format!("<sip:codeb@{}>", self.our_host())).ok()
     }
 
+    /// The Via of a request that starts something (a B-leg INVITE, a
+    /// trunk's OPTIONS or REGISTER): its branch carries our `cb` mark, which
+    /// [`Self::is_loop`] looks for.
     pub(crate) fn our_via(&mut self, transport: &'static str) -> Option<Via> {
         let branch = format!("z9hG4bKcb{:016x}", self.ids.next_u64());
         Via::from_bytes(format!(
@@ -277,48 +366,73 @@ impl Core {
         }
     }
 
-    pub(super) fn queue_raw(&mut self, flow: Flow, payload: Bytes) {
-        self.raw_out.push((flow, payload));
+    /// How we appear in a dialog reached over `flow`.
+    pub(super) fn dialog_local(&self, flow: &Flow) -> Option<Local> {
+        let addr = self.settings.sip_addr;
+        Some(Local {
+            transport: match flow {
+                Flow::Udp { .. } => Transport::Udp,
+                Flow::Tcp { .. } => Transport::Tcp,
+            },
+            host: match addr.ip() {
+                IpAddr::V4(a) => Host::V4(a),
+                IpAddr::V6(a) => Host::V6(a),
+            },
+            port: Some(addr.port()),
+            contact: self.our_contact()?,
+        })
     }
 
-    pub(super) fn dialog_of(&self, req: &Request) -> Option<(CallKey, Side)> {
-        let call_id = req.headers.call_id().ok()?;
-        let to = req.headers.to().ok()?;
-        let tag = Bytes::copy_from_slice(to.tag()?);
-        self.calls.by_dialog.get(&(call_id, tag)).copied()
-    }
-
-    pub(super) fn store_leg(&mut self, key: CallKey, side: Side, leg: Leg) {
-        if let Some(call) = self.calls.calls.get_mut(&key) {
-            match side {
-                Side::A => call.a = leg,
-                Side::B => call.b = Some(leg),
-            }
+    /// A leg's dialog settings. B-leg ACKs are ours to send: the first one
+    /// carries the INVITE's credentials (see `answer.rs`).
+    pub(super) fn dialog_config(&self, side: Side) -> DialogConfig {
+        DialogConfig {
+            timers: self.settings.timers,
+            session_timer: self.settings.session_timer,
+            auto_ack: side == Side::A,
+            max_forwards: 70,
         }
     }
-}
 
-fn call_local_media(call: &Call, ip: IpAddr) -> LocalMedia {
-    // Prefer A's codec on B so the call can be relayed without transcoding.
-    let mut codecs = vec![call.a_media.codec];
-    codecs.extend(CODECS.iter().copied().filter(|c| *c != call.a_media.codec));
-    LocalMedia {
-        addr: ip,
-        port: 0,
-        codecs,
-        ptime: 20,
-        direction: Direction::SendRecv,
-        session_id: call.key,
-        session_version: 1,
-    }
-}
-
-/// Which failure to relay when every fork failed (§16.7 step 6, simplified):
-/// 6xx first, then busy, then the rest by code.
-fn failure_rank(s: StatusCode) -> u32 {
-    match s.as_u16() {
-        600..=699 => 0,
-        486 => 1,
-        c => 10 + u32::from(c),
+    /// Starts `method` in one leg's dialog, lets `edit` add to it, and sends
+    /// it to the leg's peer. A request that cannot go out after the dialog
+    /// counted it fails the dialog (its CSeq and pending state would lie).
+    fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        side: Side,
+        method: codeb_sip::Method,
+        kind: Sent,
+        edit: impl FnOnce(codeb_sip::RequestBuilder) -> codeb_sip::RequestBuilder,
+    ) -> Result<TransactionId, LegError> {
+        let id = self
+            .calls
+            .calls
+            .get(&key)
+            .and_then(|c| c.leg(side).dialog.clone())
+            .ok_or(LegError::NoDialog)?;
+        let (builder, flow) = self
+            .calls
+            .dialogs
+            .update(&id, |d| d.request(method).map(|b| (b, *d.remote())))
+            .ok_or(LegError::NoDialog)??;
+        let sent = edit(builder)
+            .build()
+            .map_err(LegError::from)
+            .and_then(|req| Ok(self.layer.send_request(now, req, flow)?));
+        match sent {
+            Ok(tx) => {
+                self.calls.by_tx.insert(tx, key);
+                if let Some(call) = self.calls.calls.get_mut(&key) {
+                    call.sent.push((tx, side, kind));
+                }
+                Ok(tx)
+            }
+            Err(e) => {
+                self.calls.dialogs.update(&id, |d| d.request_failed(now));
+                Err(e)
+            }
+        }
     }
 }

@@ -1,0 +1,153 @@
+//! What the dialogs report, and hanging up. A missing ACK (64·T1), an
+//! expired session timer (RFC 4028 §10) or a dialog that vanished under a
+//! request (481/408, §12.2.1.2) ends the whole call: BYE on both legs.
+//! When a leg's session timer asks us to refresh, we send UPDATE without a
+//! body if the peer allows UPDATE (RFC 4028 §9 recommends no offer in it),
+//! else a re-INVITE repeating our current SDP; 491 and 422 make the dialog
+//! ask again, and a peer that refuses UPDATE gets the re-INVITE.
+
+use std::time::Instant;
+
+use codeb_sip::dialog::{DialogError, DialogEvent, Termination};
+use codeb_sip::sdp::{self, Sdp, SdpLimits};
+use codeb_sip::{DialogId, Method, Response};
+
+use super::*;
+
+impl Core {
+    /// An event of one of the calls' dialogs (drained from the table).
+    pub(crate) fn on_dialog_event(&mut self, now: Instant, id: DialogId, ev: DialogEvent) {
+        let Some(&(key, side)) = self.calls.owners.get(&id) else {
+            return;
+        };
+        match ev {
+            DialogEvent::Confirmed => {}
+            // A 2xx to a re-INVITE of ours (the first ACK is sent when
+            // the dialog is made, see `answer.rs`).
+            DialogEvent::AckDue { cseq } => {
+                if let Some(Err(e)) = self.calls.dialogs.update(&id, |d| d.ack(now, cseq)) {
+                    tracing::warn!(call = key, ?side, error = %e, "could not ACK");
+                }
+            }
+            DialogEvent::AckTimeout { .. } => {
+                tracing::warn!(call = key, ?side, "no ACK for our 2xx; hanging up");
+                self.hang_up(now, key);
+            }
+            DialogEvent::RefreshDue
+            | DialogEvent::RetryRequest
+            | DialogEvent::SessionIntervalRaised { .. } => self.refresh(now, key, side),
+            DialogEvent::SessionExpired => {
+                tracing::info!(call = key, ?side, "session timer expired; hanging up");
+                self.hang_up(now, key);
+            }
+            DialogEvent::Terminated(why) => {
+                self.calls.owners.remove(&id);
+                let Some(call) = self.calls.calls.get_mut(&key) else {
+                    return;
+                };
+                if call.leg(side).dialog.as_ref() == Some(&id) {
+                    call.leg_mut(side).dialog = None;
+                }
+                if why == Termination::Gone && call.phase != Phase::Ending {
+                    tracing::info!(call = key, ?side, "dialog gone; hanging up");
+                    self.hang_up(now, key);
+                }
+            }
+        }
+    }
+
+    /// Sends a session refresh on one leg.
+    fn refresh(&mut self, now: Instant, key: CallKey, side: Side) {
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
+        if call.phase == Phase::Ending {
+            return;
+        }
+        let leg = call.leg(side);
+        let (method, body) = if leg.update {
+            (Method::Update, None)
+        } else {
+            (Method::Invite, Some(leg.sdp.clone()))
+        };
+        let sent = self.send_in_dialog(now, key, side, method, Sent::Refresh, |b| match body {
+            Some(sdp) => b.body(&sdp_type(), sdp),
+            None => b,
+        });
+        match sent {
+            Ok(_) => tracing::debug!(call = key, ?side, "session refresh sent"),
+            // The peer's own re-INVITE or UPDATE is in progress: our 2xx to
+            // it restarts the session timer.
+            Err(LegError::Dialog(DialogError::Pending)) => {}
+            Err(e) => tracing::warn!(call = key, ?side, error = %e, "session refresh not sent"),
+        }
+    }
+
+    /// The final response to a refresh of ours: an SDP answer updates the
+    /// leg's media; a peer that refuses UPDATE gets a re-INVITE instead.
+    pub(super) fn refresh_answered(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        side: Side,
+        resp: &Response,
+    ) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        let leg = call.leg_mut(side);
+        if resp.status.is_success() && !resp.body.is_empty() {
+            if let Some(n) = Sdp::parse(&resp.body, &SdpLimits::default())
+                .ok()
+                .and_then(|a| sdp::read_answer(&leg.media, &a).ok())
+            {
+                leg.negotiated = Some(n);
+            }
+            return;
+        }
+        let refused = matches!(resp.status.as_u16(), 405 | 501);
+        let was_update = resp
+            .headers
+            .cseq()
+            .is_ok_and(|c| c.method == Method::Update);
+        if refused && was_update && leg.update {
+            leg.update = false;
+            self.refresh(now, key, side);
+        }
+    }
+
+    /// Ends an answered call on both legs.
+    pub(super) fn hang_up(&mut self, now: Instant, key: CallKey) {
+        self.ending(key);
+        self.hang_up_side(now, key, Side::A);
+        self.hang_up_side(now, key, Side::B);
+        self.settle(now, key);
+    }
+
+    /// Marks an answered call as ending, counting it once as completed.
+    pub(super) fn ending(&mut self, key: CallKey) {
+        if let Some(call) = self.calls.calls.get_mut(&key)
+            && call.phase != Phase::Ending
+        {
+            call.phase = Phase::Ending;
+            self.calls.completed += 1;
+        }
+    }
+
+    /// Sends BYE on one side, if that dialog is up; towards A it waits for
+    /// A's ACK of our 2xx (§15), which the dialog enforces.
+    pub(super) fn hang_up_side(&mut self, now: Instant, key: CallKey, side: Side) {
+        match self.send_in_dialog(now, key, side, Method::Bye, Sent::Bye, |b| b) {
+            Ok(_) => {}
+            Err(LegError::Dialog(DialogError::WrongState)) if side == Side::A => {
+                if let Some(call) = self.calls.calls.get_mut(&key)
+                    && call.answered_at.is_some()
+                {
+                    call.bye_a_when_acked = true;
+                }
+            }
+            Err(LegError::NoDialog | LegError::Dialog(DialogError::Terminated)) => {}
+            Err(e) => tracing::warn!(call = key, ?side, error = %e, "could not send BYE"),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Where a B-leg goes and what goes there: a user's contacts (registered
+//! or fixed), a trunk's dialled-number URI, the caller identity shown to B,
+//! and the B-leg INVITE itself, built from scratch (topology hiding) with
+//! our session-timer offer (RFC 4028 §7.1).
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use codeb_sip::header::{KnownHeader, NameAddr};
+use codeb_sip::{Method, Request, RequestBuilder, Uri};
+
+use super::*;
+use crate::config::TrunkConfig;
+
+impl Core {
+    /// A user's contacts: registrations (sent to where the REGISTER came
+    /// from when the contact names another address, i.e. behind NAT) and
+    /// the configured fixed contact.
+    pub(super) fn user_targets(&self, user: &str, now: Instant) -> Vec<Target> {
+        let mut out: Vec<Target> = self
+            .registrar()
+            .lookup(user, now)
+            .into_iter()
+            .filter_map(|b| {
+                let uri = Uri::parse(Bytes::from(b.uri.clone())).ok()?;
+                let addr = match contact_addr(&uri) {
+                    Some(a) if a.ip() == b.source.ip() => a,
+                    _ => b.source,
+                };
+                Some(Target {
+                    uri,
+                    addr,
+                    trunk: None,
+                })
+            })
+            .collect();
+        if let Some(c) = self
+            .config
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .and_then(|u| u.contact.clone())
+            && let Ok(uri) = Uri::parse(Bytes::from(c))
+            && let Some(addr) = contact_addr(&uri)
+        {
+            out.push(Target {
+                uri,
+                addr,
+                trunk: None,
+            });
+        }
+        out.retain(|t| !crate::sip::flow::is_forbidden_destination(&t.addr));
+        out
+    }
+
+    /// The dialled number at a trunk: `sip:<did>@<host>:<port>`.
+    pub(super) fn trunk_target(&self, trunk: &TrunkConfig, did: &str) -> Option<Target> {
+        let addr = *self.trunk_addrs.get(&trunk.id)?;
+        let user: String = did
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "+*#".contains(*c))
+            .take(32)
+            .collect();
+        let uri = Uri::parse(Bytes::from(format!(
+            "sip:{user}@{}:{}",
+            trunk.host,
+            trunk.port()
+        )))
+        .ok()?;
+        Some(Target {
+            uri,
+            addr,
+            trunk: Some(trunk.id.clone()),
+        })
+    }
+
+    /// Who the B-leg says is calling: the caller's number and name, or a
+    /// trunk's configured identity.
+    pub(super) fn caller_identity(&self, caller: &NameAddr, trunk: Option<&str>) -> Identity {
+        let caller_user: String = user_of(caller)
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "anonymous".into())
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "+-_.*#".contains(*c))
+            .take(64)
+            .collect();
+        let display = caller
+            .display_name
+            .as_ref()
+            .map(|d| {
+                String::from_utf8_lossy(&d.text())
+                    .chars()
+                    .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+                    .take(64)
+                    .collect::<String>()
+            })
+            .filter(|d| !d.is_empty());
+        let trunk = trunk.and_then(|t| self.config.trunks.iter().find(|c| c.id == t));
+        match trunk {
+            Some(t) => Identity {
+                user: if t.from_user.is_empty() {
+                    caller_user
+                } else {
+                    t.from_user.clone()
+                },
+                host: if t.from_domain.is_empty() {
+                    t.host.clone()
+                } else {
+                    t.from_domain.clone()
+                },
+                display,
+            },
+            None => Identity {
+                user: caller_user,
+                host: self.our_host(),
+                display,
+            },
+        }
+    }
+
+    /// The flow for sending to `addr` over our UDP socket.
+    pub(super) fn udp_flow(&self, addr: SocketAddr) -> Option<Flow> {
+        self.udp_socket
+            .map(|socket| Flow::Udp { socket, peer: addr })
+    }
+
+    pub(super) fn build_b_invite(
+        &mut self,
+        target: &Uri,
+        who: &Identity,
+        tag: &[u8],
+        hops: u8,
+        sdp_body: Bytes,
+    ) -> Option<Request> {
+        let via = self.our_via("UDP")?;
+        let contact = self.our_contact()?;
+        let tag = String::from_utf8_lossy(tag);
+        let from = match &who.display {
+            Some(d) => format!("\"{d}\" <sip:{}@{}>;tag={tag}", who.user, who.host),
+            None => format!("<sip:{}@{}>;tag={tag}", who.user, who.host),
+        };
+        let from = NameAddr::from_bytes(from).ok()?;
+        let mut to_uri = BytesMut::new();
+        target.render(&mut to_uri);
+        let to = NameAddr::from_bytes(format!("<{}>", String::from_utf8_lossy(&to_uri))).ok()?;
+        let call_id = self.ids.call_id(Some(self.our_host().as_bytes()));
+        let b = RequestBuilder::new(Method::Invite, target.clone())
+            .via(&via)
+            .max_forwards(hops)
+            .from(&from)
+            .to(&to)
+            .call_id(call_id)
+            .cseq(1)
+            .contact(&contact)
+            .header(
+                KnownHeader::Allow,
+                "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE",
+            )
+            .header(KnownHeader::UserAgent, "CodeB-Switch")
+            .body(&sdp_type(), sdp_body);
+        // We ask to refresh B ourselves: a B2BUA that refreshes both legs
+        // notices a dead peer on either side.
+        let b = match self.settings.session_timer {
+            Some(timer) => timer.offer(b),
+            None => b,
+        };
+        b.build().ok()
+    }
+}

@@ -1,0 +1,180 @@
+//! Parallel forking to every contact of the routed user: the first 2xx
+//! wins, the other branches are cancelled, a 2xx from a losing fork is
+//! ACKed and hung up (§13.2.2.4), and when every fork fails A gets the
+//! best failure (§16.7).
+
+use bytes::Bytes;
+use codeb_sip::Method;
+use codeb_sip::header::Contact;
+
+use crate::registrar::Registration;
+
+use super::*;
+
+/// Bob is also registered at B2, so his calls ring B (his fixed contact)
+/// and B2.
+fn two_phones() -> Harness {
+    let mut h = Harness::new(None);
+    let owner = Bytes::from_static(b"<sip:bob@192.0.2.21:5060>");
+    let contact = Contact::parse(&owner, &owner, &codeb_sip::Limits::default()).unwrap();
+    let now = h.now;
+    h.core
+        .registrar_mut()
+        .register(
+            &Registration {
+                user: "bob",
+                contacts: &[contact],
+                header_expires: Some(3600),
+                call_id: b"reg-1",
+                cseq: 1,
+                source: addr(B2),
+            },
+            now,
+        )
+        .unwrap();
+    h
+}
+
+/// A calls 1000; both phones get an INVITE.
+fn ring_both(h: &mut Harness) -> (Request, Request, Request) {
+    let invite = h.invite_from_a("1000", &[]);
+    h.send(A, invite.clone());
+    let to_b = request(h.one(B));
+    let to_b2 = request(h.one(B2));
+    assert_eq!(
+        (&to_b.method, &to_b2.method),
+        (&Method::Invite, &Method::Invite)
+    );
+    assert_ne!(
+        to_b.headers.top_via().unwrap().branch,
+        to_b2.headers.top_via().unwrap().branch,
+        "each fork is its own client transaction"
+    );
+    (invite, to_b, to_b2)
+}
+
+fn reply(req: &Request, status: u16, tag: &[u8]) -> Response {
+    let mut b = req.reply(StatusCode::new(status).unwrap(), Some(tag));
+    if status == 200 {
+        b = b
+            .contact(&local(B).contact)
+            .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000));
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn first_answer_wins_and_the_other_fork_is_cancelled() {
+    let mut h = two_phones();
+    let (_, to_b, to_b2) = ring_both(&mut h);
+    h.send(B2, reply(&to_b2, 180, b"t2"));
+    assert_eq!(
+        response(h.one(A)).status.as_u16(),
+        180,
+        "ringing is relayed"
+    );
+    h.send(B, reply(&to_b, 200, b"t1"));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    let cancel = request(h.one(B2));
+    assert_eq!(cancel.method, Method::Cancel);
+    assert_eq!(
+        cancel.headers.top_via().unwrap().branch,
+        to_b2.headers.top_via().unwrap().branch,
+        "CANCEL matches the INVITE's branch (§9.1)"
+    );
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    // B2 confirms the CANCEL and ends its INVITE with 487, which we ACK.
+    h.send(B2, reply(&cancel, 200, b"t2"));
+    h.send(B2, reply(&to_b2, 487, b"t2"));
+    let ack = request(h.one(B2));
+    assert_eq!(ack.method, Method::Ack);
+    assert!(h.take(A).is_empty(), "A hears nothing of the loser");
+    assert_eq!(h.core.active_calls(), 1);
+    assert_eq!(h.core.dialogs(), 2, "A's dialog and the winner's only");
+}
+
+#[test]
+fn a_late_2xx_from_the_losing_fork_is_acked_and_hung_up() {
+    let mut h = two_phones();
+    let (_, to_b, to_b2) = ring_both(&mut h);
+    h.send(B2, reply(&to_b2, 180, b"t2"));
+    assert_eq!(response(h.one(A)).status.as_u16(), 180);
+    h.send(B, reply(&to_b, 200, b"t1"));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert_eq!(request(h.one(B2)).method, Method::Cancel);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    // B2 answered before our CANCEL arrived.
+    h.send(B2, reply(&to_b2, 200, b"t2"));
+    let got = h.take(B2);
+    let methods: Vec<_> = got.into_iter().map(|m| request(m).method).collect();
+    assert_eq!(methods, [Method::Ack, Method::Bye]);
+    assert!(h.take(A).is_empty(), "A gets one 2xx only");
+    assert_eq!(h.core.dialogs(), 2);
+}
+
+#[test]
+fn a_fork_that_never_answered_is_cancelled_once_it_rings() {
+    let mut h = two_phones();
+    let (_, to_b, to_b2) = ring_both(&mut h);
+    h.send(B, reply(&to_b, 200, b"t1"));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert!(
+        h.take(B2).is_empty(),
+        "no CANCEL before a provisional response (§9.1)"
+    );
+    h.send(B2, reply(&to_b2, 100, b"t2"));
+    assert_eq!(request(h.one(B2)).method, Method::Cancel);
+}
+
+#[test]
+fn when_every_fork_fails_a_gets_the_6xx_first() {
+    let mut h = two_phones();
+    let (_, to_b, to_b2) = ring_both(&mut h);
+    h.send(B, reply(&to_b, 486, b"t1"));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert!(
+        h.take(A).is_empty(),
+        "no final while a fork is still ringing"
+    );
+    h.send(B2, reply(&to_b2, 603, b"t2"));
+    assert_eq!(request(h.one(B2)).method, Method::Ack);
+    assert_eq!(response(h.one(A)).status.as_u16(), 603);
+    h.advance(secs(40));
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0);
+}
+
+#[test]
+fn cancel_from_a_cancels_every_fork() {
+    let mut h = two_phones();
+    let (invite, to_b, to_b2) = ring_both(&mut h);
+    // A fork is cancelled once it has answered provisionally (§9.1); the
+    // rings go to A.
+    h.send(B, reply(&to_b, 180, b"t1"));
+    h.send(B2, reply(&to_b2, 180, b"t2"));
+    let rings = h.take(A);
+    assert!(!rings.is_empty());
+    assert!(
+        rings
+            .into_iter()
+            .all(|m| response(m).status.as_u16() == 180)
+    );
+    let cancel = codeb_sip::cancel_for(&invite).unwrap();
+    h.send(A, cancel);
+    let mut to_a: Vec<u16> = h
+        .take(A)
+        .into_iter()
+        .map(|m| response(m).status.as_u16())
+        .collect();
+    to_a.sort_unstable();
+    assert_eq!(to_a, [200, 487], "CANCEL answered, INVITE terminated");
+    for (at, fork, tag) in [(B, &to_b, b"t1"), (B2, &to_b2, b"t2")] {
+        let c = request(h.one(at));
+        assert_eq!(c.method, Method::Cancel);
+        h.send(at, reply(&c, 200, tag));
+        h.send(at, reply(fork, 487, tag));
+        assert_eq!(request(h.one(at)).method, Method::Ack);
+    }
+    h.advance(secs(40));
+    assert_eq!(h.core.active_calls(), 0);
+}

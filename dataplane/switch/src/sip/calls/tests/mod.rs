@@ -1,0 +1,347 @@
+//! The B2BUA in-process: a [`Core`] between scripted peers — A, a trunk
+//! calling in from 192.0.2.10, and B, the routed user's phone at
+//! 192.0.2.20 — with time stepped by hand, so half an hour of session
+//! timer takes microseconds. The peers' own dialogs are `codeb_sip`
+//! dialogs, so they build ACKs and in-dialog requests the standard way.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod forking;
+mod rules;
+mod timers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codeb_io::SocketId;
+use codeb_sip::dialog::{DialogConfig, Local, SessionTimerConfig};
+use codeb_sip::header::{KnownHeader, NameAddr, Transport, Via};
+use codeb_sip::transaction::{IdGenerator, Peer, Timers};
+use codeb_sip::{
+    Dialog, Host, Limits, Message, Method, Request, RequestBuilder, Response, StatusCode, Uri,
+    parse_datagram,
+};
+
+use crate::config::SwitchConfig;
+use crate::ports::PortRange;
+use crate::protection;
+use crate::registrar::RegistrarLimits;
+use crate::sip::{Core, CoreSettings};
+
+pub(super) const SW: &str = "192.0.2.1:5060";
+pub(super) const A: &str = "192.0.2.10:5060";
+pub(super) const B: &str = "192.0.2.20:5060";
+pub(super) const B2: &str = "192.0.2.21:5060";
+pub(super) const CARRIER: &str = "192.0.2.30:5060";
+
+pub(super) fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub(super) fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Trunk `tr_…01` brings calls from 192.0.2.0/24; DID 1000 rings user
+/// `bob` at B (and `extra` may add more); DID 2000 goes out through the
+/// carrier trunk, which wants digest credentials.
+fn config(extra: &str) -> SwitchConfig {
+    let text = format!(
+        r#"
+[[trunks]]
+id = "tr_0000000000000001"
+host = "192.0.2.10"
+inbound = ["192.0.2.0/24"]
+options_interval = 0
+
+[[trunks]]
+id = "tr_00000000000000ca"
+host = "carrier.example"
+username = "acct"
+password = "s3cret"
+realm = "carrier.example"
+options_interval = 0
+
+[[users]]
+name = "bob"
+contact = "sip:bob@{B}"
+{extra}
+[[routes]]
+did = "1000"
+user = "bob"
+
+[[routes]]
+did = "2000"
+trunk = "tr_00000000000000ca"
+"#
+    );
+    let c: SwitchConfig = toml::from_str(&text).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+pub(super) struct Harness {
+    pub core: Core,
+    pub now: Instant,
+    inbox: HashMap<SocketAddr, Vec<Message>>,
+    pub ids: IdGenerator,
+}
+
+impl Harness {
+    pub fn new(session_timer: Option<SessionTimerConfig>) -> Harness {
+        Harness::with_config(session_timer, "")
+    }
+
+    pub fn with_config(session_timer: Option<SessionTimerConfig>, extra: &str) -> Harness {
+        let now = Instant::now();
+        let settings = CoreSettings {
+            sip_addr: addr(SW),
+            timers: Timers::default(),
+            max_transactions: 1024,
+            nonce_key: [7; 32],
+            id_seed: 42,
+            tcp_idle: secs(600),
+            protection: protection::Limits::default(),
+            registrar: RegistrarLimits::default(),
+            wall_base: (now, 1_700_000_000),
+            media_ip: addr(SW).ip(),
+            rtp_ports: "30000-30099".parse::<PortRange>().unwrap(),
+            max_calls: 16,
+            session_timer,
+        };
+        let trunks = HashMap::from([("tr_00000000000000ca".to_owned(), addr(CARRIER))]);
+        let mut core = Core::new(settings, config(extra), trunks);
+        core.set_udp_socket(SocketId(0));
+        Harness {
+            core,
+            now,
+            inbox: HashMap::new(),
+            ids: IdGenerator::new(9),
+        }
+    }
+
+    /// `from` sends `msg` to the switch.
+    pub fn send(&mut self, from: &str, msg: impl Into<Message>) {
+        let bytes = msg.into().to_bytes();
+        self.core
+            .handle_datagram(self.now, SocketId(0), addr(from), &bytes);
+        self.collect();
+    }
+
+    /// Sends what a peer's dialog queued (ACKs).
+    pub fn flush(&mut self, from: &str, d: &mut Dialog<Peer>) {
+        while let Some(t) = d.poll_transmit() {
+            self.core
+                .handle_datagram(self.now, SocketId(0), addr(from), &t.payload);
+        }
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        while let Some(out) = self.core.poll_transmit() {
+            let msg = parse_datagram(out.payload, &Limits::default()).unwrap();
+            self.inbox.entry(out.flow.peer()).or_default().push(msg);
+        }
+    }
+
+    /// Everything the switch has sent to `to` since the last call, but
+    /// 100 Trying.
+    pub fn take(&mut self, to: &str) -> Vec<Message> {
+        self.collect();
+        let mut all = self.inbox.remove(&addr(to)).unwrap_or_default();
+        all.retain(|m| {
+            m.as_response()
+                .is_none_or(|r| r.status != StatusCode::TRYING)
+        });
+        all
+    }
+
+    /// The one message the switch has sent to `to`.
+    pub fn one(&mut self, to: &str) -> Message {
+        let mut got = self.take(to);
+        assert_eq!(got.len(), 1, "one message to {to}: {got:#?}");
+        got.remove(0)
+    }
+
+    /// Lets protocol time pass, firing every timer that falls due.
+    pub fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        while let Some(at) = self.core.poll_timeout().filter(|at| *at <= until) {
+            self.now = self.now.max(at);
+            self.core.handle_timeout(self.now);
+            self.collect();
+        }
+        self.now = until;
+    }
+
+    pub fn invite_from_a(&mut self, did: &str, extra: &[(KnownHeader, &str)]) -> Request {
+        let via = Via::new(
+            &Transport::Udp,
+            &Host::from_bytes("192.0.2.10").unwrap(),
+            Some(5060),
+            &self.ids.branch(),
+            true,
+        )
+        .unwrap();
+        let from = NameAddr::from_bytes(format!("\"Carol\" <sip:+15550002222@{A}>"))
+            .unwrap()
+            .with_tag(&self.ids.tag())
+            .unwrap();
+        let mut b = RequestBuilder::new(
+            Method::Invite,
+            Uri::parse(format!("sip:{did}@{SW}")).unwrap(),
+        )
+        .via(&via)
+        .max_forwards(70)
+        .from(&from)
+        .to(&NameAddr::from_bytes(format!("<sip:{did}@{SW}>")).unwrap())
+        .call_id(self.ids.call_id(Some(b"192.0.2.10")))
+        .cseq(1)
+        .contact(&local(A).contact);
+        for (name, value) in extra {
+            b = b.header(*name, value.to_string());
+        }
+        let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8 0\r\na=rtpmap:8 PCMA/8000\r\n";
+        b.body(&super::sdp_type(), Bytes::from_static(sdp.as_bytes()))
+            .build()
+            .unwrap()
+    }
+}
+
+/// How a peer appears in its own dialog.
+pub(super) fn local(at: &str) -> Local {
+    let a = addr(at);
+    Local {
+        transport: Transport::Udp,
+        host: Host::from_bytes(a.ip().to_string()).unwrap(),
+        port: Some(a.port()),
+        contact: NameAddr::from_bytes(format!("<sip:peer@{a}>")).unwrap(),
+    }
+}
+
+/// A peer's dialog settings: no session timers of its own unless asked.
+pub(super) fn peer_config(session_timer: Option<SessionTimerConfig>) -> DialogConfig {
+    DialogConfig {
+        session_timer,
+        ..DialogConfig::default()
+    }
+}
+
+pub(super) fn sdp_answer(ip: &str, port: u16) -> Bytes {
+    Bytes::from(format!(
+        "v=0\r\no=- 2 2 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+    ))
+}
+
+pub(super) fn request(m: Message) -> Request {
+    match m {
+        Message::Request(r) => r,
+        Message::Response(r) => panic!("expected a request, got {} {:?}", r.status, r.headers),
+    }
+}
+
+pub(super) fn response(m: Message) -> Response {
+    match m {
+        Message::Response(r) => r,
+        Message::Request(r) => panic!("expected a response, got {}", r.method),
+    }
+}
+
+pub(super) fn header(m: &impl HasHeaders, name: KnownHeader) -> Option<String> {
+    m.headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+pub(super) trait HasHeaders {
+    fn headers(&self) -> &codeb_sip::Headers;
+}
+
+impl HasHeaders for Request {
+    fn headers(&self) -> &codeb_sip::Headers {
+        &self.headers
+    }
+}
+
+impl HasHeaders for Response {
+    fn headers(&self) -> &codeb_sip::Headers {
+        &self.headers
+    }
+}
+
+/// How [`answered_call`] sets up its call.
+#[derive(Default)]
+pub(super) struct Setup<'a> {
+    /// Extra headers of A's INVITE.
+    pub a_extra: &'a [(KnownHeader, &'a str)],
+    /// Extra headers of B's 200.
+    pub b_extra: &'a [(KnownHeader, &'a str)],
+    /// The peers' own session-timer settings (they answer refreshes with
+    /// Session-Expires only when they have some).
+    pub a_timer: Option<SessionTimerConfig>,
+    pub b_timer: Option<SessionTimerConfig>,
+    /// A withholds its ACK.
+    pub no_ack: bool,
+}
+
+/// A call from A to DID 1000, answered by B; the peers' dialogs.
+pub(super) struct Call {
+    pub a: Dialog<Peer>,
+    pub b: Dialog<Peer>,
+    /// The switch's INVITE to B and its 2xx to A.
+    pub to_b: Request,
+    pub ok: Response,
+}
+
+pub(super) fn answered_call(h: &mut Harness, s: Setup<'_>) -> Call {
+    let invite = h.invite_from_a("1000", s.a_extra);
+    h.send(A, invite.clone());
+    let to_b = request(h.one(B));
+    assert_eq!(to_b.method, Method::Invite);
+    let mut b = Dialog::uas(
+        &to_b,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(s.b_timer),
+        &mut h.ids,
+    )
+    .unwrap();
+    let mut rb = b.reply(&to_b, StatusCode::OK);
+    for (name, value) in s.b_extra {
+        rb = rb.header(*name, value.to_string());
+    }
+    let ok_b = rb
+        .body(&super::sdp_type(), sdp_answer("192.0.2.20", 42000))
+        .build()
+        .unwrap();
+    b.sent_response(h.now, &ok_b);
+    h.send(B, ok_b);
+    let ack_b = request(h.one(B));
+    assert_eq!(ack_b.method, Method::Ack);
+    assert_eq!(
+        b.handle_request(h.now, &ack_b),
+        codeb_sip::dialog::Incoming::Ack
+    );
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK);
+    let mut a = Dialog::uac(
+        h.now,
+        &invite,
+        &ok,
+        local(A),
+        Peer::udp(addr(SW)),
+        DialogConfig {
+            auto_ack: !s.no_ack,
+            ..peer_config(s.a_timer)
+        },
+        &mut h.ids,
+    )
+    .unwrap();
+    h.flush(A, &mut a);
+    while a.poll_event().is_some() {}
+    while b.poll_event().is_some() {}
+    Call { a, b, to_b, ok }
+}

@@ -1,0 +1,193 @@
+//! What a call does with what its legs send: topology hiding on the
+//! B-leg INVITE, re-INVITE and UPDATE answered by the switch on the leg
+//! they arrive on, INFO relayed, BYE relayed, the dialog's own checks
+//! (CSeq order → 500), and 488 when no codec is common.
+
+use codeb_sip::Method;
+use codeb_sip::dialog::Incoming;
+
+use super::*;
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn the_b_leg_sees_nothing_of_a() {
+    let mut h = Harness::new(None);
+    let invite = h.invite_from_a("1000", &[(KnownHeader::Subject, "internal")]);
+    // An internal header in an odd spelling, as a raw line.
+    let raw = String::from_utf8(Message::from(invite.clone()).to_bytes().to_vec()).unwrap();
+    let raw = raw.replacen(
+        "\r\n",
+        "\r\nX-Bypass-me : lol\r\nX-Internal-Route: 10.0.0.7\r\n",
+        1,
+    );
+    h.core
+        .handle_datagram(h.now, codeb_io::SocketId(0), addr(A), raw.as_bytes());
+    let to_b = request(h.one(B));
+    let wire = text(&Message::from(to_b.clone()).to_bytes());
+    let a_call_id = text(&invite.headers.call_id().unwrap());
+    for leak in [
+        a_call_id.as_str(),
+        "192.0.2.10",
+        "X-Bypass",
+        "X-Internal",
+        "10.0.0.7",
+        "internal",
+        "sip:peer@",
+    ] {
+        assert!(!wire.contains(leak), "{leak:?} leaked to B:\n{wire}");
+    }
+    assert_eq!(to_b.headers.vias().unwrap().len(), 1, "only our Via");
+    assert!(
+        wire.contains("+15550002222"),
+        "the caller's number is carried"
+    );
+    assert!(wire.contains("Carol"), "and the display name");
+    // Our media, every codec we offer.
+    let sdp = text(&to_b.body);
+    assert!(sdp.contains("c=IN IP4 192.0.2.1\r\n"), "{sdp}");
+    for codec in [
+        "PCMU/8000",
+        "PCMA/8000",
+        "opus/48000",
+        "telephone-event/8000",
+    ] {
+        assert!(sdp.contains(codec), "{codec} offered:\n{sdp}");
+    }
+}
+
+#[test]
+fn a_hold_reinvite_is_answered_on_its_own_leg() {
+    let mut h = Harness::new(None);
+    let mut call = answered_call(&mut h, Setup::default());
+    let before = text(&call.ok.body);
+    let hold = "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendonly\r\n";
+    let reinvite = call
+        .a
+        .request(Method::Invite)
+        .unwrap()
+        .body(
+            &super::super::sdp_type(),
+            Bytes::from_static(hold.as_bytes()),
+        )
+        .build()
+        .unwrap();
+    h.send(A, reinvite);
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK);
+    let answer = text(&ok.body);
+    assert!(
+        answer.contains("a=recvonly"),
+        "hold answered recvonly:\n{answer}"
+    );
+    assert!(answer.contains("c=IN IP4 192.0.2.1\r\n"), "{answer}");
+    // Same session, next version (RFC 3264 §8).
+    let o = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("o="))
+            .unwrap()
+            .split(' ')
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (o1, o2) = (o(&before), o(&answer));
+    assert_eq!(o1[1], o2[1], "session id kept");
+    assert_eq!(
+        o2[2].parse::<u64>().unwrap(),
+        o1[2].parse::<u64>().unwrap() + 1,
+        "version bumped"
+    );
+    call.a.handle_response(h.now, &ok);
+    h.flush(A, &mut call.a);
+    assert!(h.take(B).is_empty(), "B is not disturbed");
+    assert!(h.take(A).is_empty(), "the ACK stopped our 2xx");
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn info_is_relayed_to_the_other_leg() {
+    let mut h = Harness::new(None);
+    let mut call = answered_call(&mut h, Setup::default());
+    let body = Bytes::from_static(b"Signal=5\r\nDuration=160\r\n");
+    let ct =
+        codeb_sip::header::MediaType::from_bytes(Bytes::from_static(b"application/dtmf-relay"))
+            .unwrap();
+    let info = call
+        .a
+        .request(Method::Info)
+        .unwrap()
+        .body(&ct, body.clone())
+        .build()
+        .unwrap();
+    h.send(A, info);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    let relayed = request(h.one(B));
+    assert_eq!(relayed.method, Method::Info);
+    assert_eq!(relayed.body, body);
+    assert_eq!(
+        header(&relayed, KnownHeader::ContentType).as_deref(),
+        Some("application/dtmf-relay")
+    );
+    assert_eq!(call.b.handle_request(h.now, &relayed), Incoming::Accept);
+    h.send(B, call.b.reply(&relayed, StatusCode::OK).build().unwrap());
+    assert!(h.take(A).is_empty());
+}
+
+#[test]
+fn an_out_of_order_cseq_gets_500() {
+    let mut h = Harness::new(None);
+    let mut call = answered_call(&mut h, Setup::default());
+    let first = call.a.request(Method::Info).unwrap().build().unwrap();
+    let second = call.a.request(Method::Info).unwrap().build().unwrap();
+    h.send(A, second);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    let _ = h.take(B);
+    h.send(A, first);
+    assert_eq!(response(h.one(A)).status.as_u16(), 500);
+    assert!(h.take(B).is_empty(), "a refused request goes nowhere");
+}
+
+#[test]
+fn bye_from_b_ends_both_legs_and_frees_the_ports() {
+    let mut h = Harness::new(None);
+    let mut call = answered_call(&mut h, Setup::default());
+    assert!(h.core.calls.ports_in_use() > 0);
+    let bye = call.b.request(Method::Bye).unwrap().build().unwrap();
+    h.send(B, bye);
+    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    let to_a = request(h.one(A));
+    assert_eq!(to_a.method, Method::Bye);
+    assert_eq!(call.a.handle_request(h.now, &to_a), Incoming::Accept);
+    h.send(A, call.a.reply(&to_a, StatusCode::OK).build().unwrap());
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0);
+    assert_eq!(h.core.calls.ports_in_use(), 0);
+    // A request in the ended dialog: 481.
+    let late = call.b.request(Method::Info);
+    assert!(late.is_err(), "B's own dialog ended with its BYE");
+}
+
+#[test]
+fn no_common_codec_is_488() {
+    let mut h = Harness::new(None);
+    let invite = h.invite_from_a("1000", &[]);
+    let g729 = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+    let raw = String::from_utf8(Message::from(invite.clone()).to_bytes().to_vec()).unwrap();
+    let (head, old) = raw.split_once("\r\n\r\n").unwrap();
+    let head = head.replace(
+        &format!("Content-Length: {}", old.len()),
+        &format!("Content-Length: {}", g729.len()),
+    );
+    assert!(head.contains(&format!("Content-Length: {}", g729.len())));
+    h.core.handle_datagram(
+        h.now,
+        codeb_io::SocketId(0),
+        addr(A),
+        format!("{head}\r\n\r\n{g729}").as_bytes(),
+    );
+    assert_eq!(response(h.one(A)).status.as_u16(), 488);
+    assert!(h.take(B).is_empty(), "nothing rings");
+    assert_eq!(h.core.active_calls(), 0);
+}
