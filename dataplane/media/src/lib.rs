@@ -16,7 +16,11 @@
 //! * [`g711`]: µ-law and A-law.
 
 pub mod g711;
+pub mod goertzel;
+pub mod jitter;
 pub mod latch;
+pub mod opus;
+pub mod resample;
 pub mod rewrite;
 pub mod rtcp;
 pub mod rtp;
