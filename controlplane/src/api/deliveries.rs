@@ -36,7 +36,8 @@ pub struct DeliveryView {
     pub event: String,
     pub event_id: String,
     pub call_id: Option<String>,
-    /// `pending`, `succeeded` or `failed`.
+    /// `pending`, `held` (its subscription is paused), `succeeded` or
+    /// `failed`.
     pub state: String,
     pub attempts: i64,
     pub created_at_utc: String,
@@ -104,10 +105,9 @@ pub async fn list(
     let paging = Paging::from_query(&query)?;
     let filter = match query.get("state").filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(
-            DeliveryState::parse(s)
-                .ok_or_else(|| ApiError::field("state", "must be pending, succeeded or failed"))?,
-        ),
+        Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| {
+            ApiError::field("state", "must be pending, held, succeeded or failed")
+        })?),
     };
     let page = state
         .store
@@ -141,7 +141,8 @@ pub async fn replay(
         ReplayOutcome::StillPending => Err(ApiError::conflict(
             "delivery_pending",
             format!(
-                "Delivery {id} has not finished yet; replay it once it has succeeded or failed"
+                "Delivery {id} has not finished yet (it is pending, or held while its \
+                 subscription is paused); replay it once it has succeeded or failed"
             ),
         )),
         ReplayOutcome::Queued(new_id) => {

@@ -13,6 +13,23 @@
 //! Order: deliveries of one call (`order_key`) to one subscription are
 //! claimable only when no earlier one of them is still pending, so
 //! `transcript.saved` never overtakes the terminal event before it.
+//!
+//! Held: the deliveries of a paused subscription are `held`, not
+//! `pending`, so the claim query (which walks the pending index in due
+//! order) never wades through a paused subscription's backlog; resuming
+//! makes them pending again, in their original order. Pausing holds what
+//! is not being attempted right now; an attempt in flight still records
+//! its result, and a retry it asks for is held.
+//!
+//! Pause and resume race with everything that reads `active` to choose
+//! between held and pending. On SQLite writers take turns. On PostgreSQL
+//! the two mistakes a race could make are handled apart:
+//! - a held delivery of an active subscription would never go out, so
+//!   whatever writes `held` first locks the subscription rows it decides
+//!   for (a resume then waits for it, or it sees the resume);
+//! - a pending delivery of a paused subscription (an event recorded as
+//!   the pause commits) must not go out, so the claim checks `active` and
+//!   holds such a row instead of leasing it.
 
 use std::collections::HashMap;
 
@@ -21,7 +38,8 @@ use serde::Serialize;
 
 use super::tx::{StoreTx, on_tx};
 use super::{
-    Page, Pool, Result, RowExt, Store, StoreError, WritePool, col, like_escape, ms, on_pool, opt_ms,
+    Page, Pool, Result, RowExt, Store, StoreError, WritePool, col, flag, like_escape, ms, on_pool,
+    opt_ms,
 };
 use crate::crypto;
 
@@ -40,7 +58,10 @@ pub enum Audience<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryState {
+    /// Due now or later, or being attempted.
     Pending,
+    /// Waiting for its paused subscription to resume.
+    Held,
     Succeeded,
     Failed,
 }
@@ -49,6 +70,7 @@ impl DeliveryState {
     pub const fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
+            DeliveryState::Held => "held",
             DeliveryState::Succeeded => "succeeded",
             DeliveryState::Failed => "failed",
         }
@@ -57,6 +79,7 @@ impl DeliveryState {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "pending" => Some(DeliveryState::Pending),
+            "held" => Some(DeliveryState::Held),
             "succeeded" => Some(DeliveryState::Succeeded),
             "failed" => Some(DeliveryState::Failed),
             _ => None,
@@ -233,6 +256,29 @@ fn pause_reason(c: &CounterChange, pause_after: i64, now: UtcMillis) -> String {
     }
 }
 
+/// The state a recorded result leaves a delivery in (`$state` is the
+/// result's): a retry of a subscription paused meanwhile is held.
+macro_rules! retry_state {
+    ($state:literal, $row:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $state,
+            " = 'pending' AND NOT EXISTS (SELECT 1 FROM webhooks w \
+             WHERE w.id = ",
+            $row,
+            ".webhook_id AND w.active = 1) THEN 'held' ELSE ",
+            $state,
+            " END"
+        )
+    };
+}
+
+/// Holds a just-paused subscription's pending deliveries, except those
+/// being attempted right now (their results still land).
+const HOLD: &str = "UPDATE webhook_deliveries SET state = 'held' \
+     WHERE webhook_id = $1 AND state = 'pending' \
+     AND (lease_until IS NULL OR lease_until <= $2)";
+
 fn state_of(next: NextStep) -> &'static str {
     match next {
         NextStep::Succeeded => DeliveryState::Succeeded.as_str(),
@@ -268,24 +314,51 @@ async fn relay(
     }
 }
 
+/// The claim: first the due rows in due order from the pending index
+/// alone (a plan the database cannot get wrong, whatever its statistics
+/// say), then their bodies and subscriptions. `$skip` excludes busy
+/// subscriptions; `$lock` is PostgreSQL's row locking. `active` shows the
+/// rows that slipped past a pause (see the module docs).
 macro_rules! claim_select {
-    ($skip:literal, $tail:literal) => {
+    ($skip:literal, $lock:literal) => {
         concat!(
-            "SELECT d.seq, d.id, d.webhook_id, d.attempts, e.name, e.body, w.url, w.secret, \
-             w.prev_secret, w.prev_secret_until \
-             FROM webhook_deliveries d \
-             JOIN webhooks w ON w.id = d.webhook_id \
-             JOIN webhook_events e ON e.seq = d.event_seq \
+            "WITH due AS MATERIALIZED (SELECT d.seq FROM webhook_deliveries d \
              WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
-             AND (d.lease_until IS NULL OR d.lease_until <= $1) AND w.active = 1 AND ",
+             AND (d.lease_until IS NULL OR d.lease_until <= $1) AND ",
             $skip,
             " AND (d.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_deliveries p \
              WHERE p.state = 'pending' AND p.webhook_id = d.webhook_id \
              AND p.order_key = d.order_key AND p.seq < d.seq)) \
              ORDER BY d.next_attempt_at, d.seq LIMIT $2",
-            $tail
+            $lock,
+            ") SELECT d.seq, d.id, d.webhook_id, d.attempts, e.name, e.body, w.url, w.secret, \
+             w.prev_secret, w.prev_secret_until, w.active \
+             FROM due JOIN webhook_deliveries d ON d.seq = due.seq \
+             JOIN webhooks w ON w.id = d.webhook_id \
+             JOIN webhook_events e ON e.seq = d.event_seq \
+             ORDER BY d.next_attempt_at, d.seq"
         )
     };
+}
+
+/// Due rows as the claim query returns them, apart: those to lease, and
+/// those of a subscription that is paused (by the query's snapshot).
+fn split_claim<R: RowExt>(
+    rows: &[R],
+    token: i64,
+    now: UtcMillis,
+) -> Result<(Vec<ClaimedDelivery>, Vec<ClaimedDelivery>)> {
+    let mut live = Vec::with_capacity(rows.len());
+    let mut paused = Vec::new();
+    for r in rows {
+        let c = claimed_from_row(r, token, now)?;
+        if flag(r, "active")? {
+            live.push(c);
+        } else {
+            paused.push(c);
+        }
+    }
+    Ok((live, paused))
 }
 
 fn claimed_from_row(row: &impl RowExt, token: i64, now: UtcMillis) -> Result<ClaimedDelivery> {
@@ -382,8 +455,8 @@ impl StoreTx {
             .bind(now.0)
             .fetch_one(&mut **t)
             .await?;
-            let subs: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM webhooks WHERE tenant = $1 AND \
+            let subs: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT id, active FROM webhooks WHERE tenant = $1 AND \
                  (($3 IS NULL AND (events LIKE '%\"*\"%' OR events LIKE $2 ESCAPE '\\')) \
                  OR id = $3) ORDER BY id",
             )
@@ -410,25 +483,34 @@ impl StoreTx {
         Ok((event_id, ids))
     }
 
-    /// Inserts pending deliveries of one event and announces them.
+    /// Inserts the deliveries of one event (pending, or held for a paused
+    /// subscription; `subs` is (id, active)) and announces them.
     #[allow(clippy::too_many_arguments)]
     async fn insert_deliveries(
         &mut self,
         event_seq: i64,
         tenant: &str,
         order_key: Option<&str>,
-        subs: &[String],
+        subs: &[(String, i64)],
         ids: &[String],
         replay_of: Option<&str>,
         now: UtcMillis,
     ) -> Result<()> {
+        let state = |active: i64| {
+            if active != 0 {
+                DeliveryState::Pending.as_str()
+            } else {
+                DeliveryState::Held.as_str()
+            }
+        };
         match &mut self.inner {
             super::tx::TxInner::Sqlite(t) => {
-                for (sub, id) in subs.iter().zip(ids) {
+                // A writer at a time: `active` cannot change under us.
+                for ((sub, active), id) in subs.iter().zip(ids) {
                     sqlx::query(
                         "INSERT INTO webhook_deliveries (id, event_seq, webhook_id, tenant, \
                          order_key, state, attempts, next_attempt_at, created_at, replay_of) \
-                         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $7)",
+                         VALUES ($1, $2, $3, $4, $5, $8, 0, $6, $6, $7)",
                     )
                     .bind(id)
                     .bind(event_seq)
@@ -437,26 +519,56 @@ impl StoreTx {
                     .bind(order_key)
                     .bind(now.0)
                     .bind(replay_of)
+                    .bind(state(*active))
                     .execute(&mut **t)
                     .await?;
                 }
             }
             super::tx::TxInner::Postgres(t) => {
+                let webhooks: Vec<&str> = subs.iter().map(|(s, _)| s.as_str()).collect();
+                let mut states: Vec<&str> = subs.iter().map(|(_, a)| state(*a)).collect();
+                // Held only if still paused once locked: a resume running
+                // now either commits first (the row is then active and
+                // drops out) or waits for this transaction and then sees
+                // these rows held. Paused subscriptions only, so the usual
+                // event locks nothing it did not already.
+                let paused: Vec<&str> = subs
+                    .iter()
+                    .filter(|(_, a)| *a == 0)
+                    .map(|(s, _)| s.as_str())
+                    .collect();
+                if !paused.is_empty() {
+                    let still: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM webhooks WHERE id = ANY($1::text[]) AND active = 0 \
+                         ORDER BY id FOR SHARE",
+                    )
+                    .bind(&paused)
+                    .fetch_all(&mut **t)
+                    .await?;
+                    for (st, (sub, _)) in states.iter_mut().zip(subs) {
+                        *st = if still.contains(sub) {
+                            DeliveryState::Held.as_str()
+                        } else {
+                            DeliveryState::Pending.as_str()
+                        };
+                    }
+                }
                 // One statement for all subscribers: an event for 1,000
                 // subscriptions is one round trip, not 1,000.
                 sqlx::query(
                     "INSERT INTO webhook_deliveries (id, event_seq, webhook_id, tenant, \
                      order_key, state, attempts, next_attempt_at, created_at, replay_of) \
-                     SELECT u.id, $3, u.webhook_id, $4, $5, 'pending', 0, $6, $6, $7 \
-                     FROM UNNEST($1::text[], $2::text[]) AS u(id, webhook_id)",
+                     SELECT u.id, $3, u.webhook_id, $4, $5, u.state, 0, $6, $6, $7 \
+                     FROM UNNEST($1::text[], $2::text[], $8::text[]) AS u(id, webhook_id, state)",
                 )
                 .bind(ids)
-                .bind(subs)
+                .bind(&webhooks)
                 .bind(event_seq)
                 .bind(tenant)
                 .bind(order_key)
                 .bind(now.0)
                 .bind(replay_of)
+                .bind(&states)
                 .execute(&mut **t)
                 .await?;
                 // Delivered at commit, to every replica's workers.
@@ -565,10 +677,14 @@ impl Store {
                 .bind(&skip_json)
                 .fetch_all(&mut *tx)
                 .await?;
-                let claimed = rows
-                    .iter()
-                    .map(|r| claimed_from_row(r, token, now))
-                    .collect::<Result<Vec<_>>>()?;
+                let (claimed, paused) = split_claim(&rows, token, now)?;
+                // In this transaction `active` cannot change: hold them.
+                for c in &paused {
+                    sqlx::query("UPDATE webhook_deliveries SET state = 'held' WHERE seq = $1")
+                        .bind(c.seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let claimed = fit_to_room(claimed, in_flight, per_subscription);
                 for c in &claimed {
                     sqlx::query(
@@ -590,17 +706,45 @@ impl Store {
                 // are passed over, not waited for and not claimed twice.
                 let rows = sqlx::query(claim_select!(
                     "d.webhook_id <> ALL($3::text[])",
-                    " FOR UPDATE OF d SKIP LOCKED"
+                    " FOR UPDATE SKIP LOCKED"
                 ))
                 .bind(now.0)
                 .bind(limit)
                 .bind(&skip)
                 .fetch_all(&mut *tx)
                 .await?;
-                let claimed = rows
-                    .iter()
-                    .map(|r| claimed_from_row(r, token, now))
-                    .collect::<Result<Vec<_>>>()?;
+                let (claimed, paused) = split_claim(&rows, token, now)?;
+                if !paused.is_empty() {
+                    // Held only under a share lock on a subscription still
+                    // paused, so a resume cannot miss them; one being
+                    // changed right now is skipped (neither leased nor
+                    // held) and looked at again by the next claim.
+                    let mut subs: Vec<&str> =
+                        paused.iter().map(|c| c.webhook_id.as_str()).collect();
+                    subs.sort_unstable();
+                    subs.dedup();
+                    let still: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM webhooks WHERE id = ANY($1::text[]) AND active = 0 \
+                         ORDER BY id FOR SHARE SKIP LOCKED",
+                    )
+                    .bind(&subs)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let hold: Vec<i64> = paused
+                        .iter()
+                        .filter(|c| still.iter().any(|s| s == c.webhook_id.as_str()))
+                        .map(|c| c.seq)
+                        .collect();
+                    if !hold.is_empty() {
+                        sqlx::query(
+                            "UPDATE webhook_deliveries SET state = 'held' \
+                             WHERE seq = ANY($1::bigint[])",
+                        )
+                        .bind(&hold)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
                 let claimed = fit_to_room(claimed, in_flight, per_subscription);
                 let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
                 if !seqs.is_empty() {
@@ -620,14 +764,25 @@ impl Store {
         }
     }
 
-    /// The earliest future moment a delivery of an active subscription
-    /// becomes due (to sleep until then), if any.
+    /// How many deliveries are not finished (due, leased, scheduled for a
+    /// retry, or held for a paused subscription).
+    pub async fn delivery_backlog(&self) -> Result<i64> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE state IN ('pending', 'held')",
+            )
+            .fetch_one(pool)
+            .await?)
+        })
+    }
+
+    /// The earliest future moment a pending delivery becomes due (to sleep
+    /// until then), if any.
     pub async fn next_delivery_due(&self, now: UtcMillis) -> Result<Option<UtcMillis>> {
         on_pool!(self, |pool| {
             let t: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(d.next_attempt_at) FROM webhook_deliveries d \
-                 JOIN webhooks w ON w.id = d.webhook_id \
-                 WHERE d.state = 'pending' AND d.next_attempt_at > $1 AND w.active = 1",
+                "SELECT MIN(next_attempt_at) FROM webhook_deliveries \
+                 WHERE state = 'pending' AND next_attempt_at > $1",
             )
             .bind(now.0)
             .fetch_one(pool)
@@ -656,12 +811,14 @@ impl Store {
                 let mut tx = pool.write_tx().await?;
                 let mut applied = Vec::new();
                 for o in outcomes {
-                    let n = sqlx::query(
-                        "UPDATE webhook_deliveries SET state = $1, attempts = $2, \
+                    let n = sqlx::query(concat!(
+                        "UPDATE webhook_deliveries SET state = ",
+                        retry_state!("$1", "webhook_deliveries"),
+                        ", attempts = $2, \
                          next_attempt_at = $3, lease_until = NULL, lease_token = NULL, \
                          last_status = $4, last_error = $5, finished_at = $6 \
-                         WHERE seq = $7 AND lease_token = $8 AND state = 'pending'",
-                    )
+                         WHERE seq = $7 AND lease_token = $8 AND state = 'pending'"
+                    ))
                     .bind(state_of(o.next))
                     .bind(o.attempt)
                     .bind(next_at(o, now))
@@ -720,6 +877,11 @@ impl Store {
                     .await?
                     .rows_affected();
                     if n > 0 {
+                        sqlx::query(HOLD)
+                            .bind(&sub)
+                            .bind(now.0)
+                            .execute(&mut *tx)
+                            .await?;
                         paused.push((sub, reason));
                     }
                 }
@@ -727,6 +889,21 @@ impl Store {
             }
             Pool::Postgres(pool) => {
                 let mut tx = pool.write_tx().await?;
+                // The batch's subscriptions first, in one order for every
+                // writer (no deadlocks between replicas): a pause or resume
+                // in progress finishes before the rows below choose
+                // between pending and held, and none starts until this
+                // batch commits.
+                let mut subs: Vec<&str> = outcomes.iter().map(|o| o.webhook_id.as_str()).collect();
+                subs.sort_unstable();
+                subs.dedup();
+                sqlx::query(
+                    "SELECT id FROM webhooks WHERE id = ANY($1::text[]) ORDER BY id \
+                     FOR NO KEY UPDATE",
+                )
+                .bind(&subs)
+                .fetch_all(&mut *tx)
+                .await?;
                 let col_i64 = |f: fn(&AttemptOutcome) -> i64| -> Vec<i64> {
                     outcomes.iter().map(f).collect()
                 };
@@ -742,16 +919,18 @@ impl Store {
                     outcomes.iter().map(|o| finished_at(o, now)).collect();
                 // Whole batch in three statements: the rate this path
                 // sustains is the delivery rate of the platform.
-                let done: Vec<i64> = sqlx::query_scalar(
-                    "UPDATE webhook_deliveries d SET state = u.state, attempts = u.attempt, \
+                let done: Vec<i64> = sqlx::query_scalar(concat!(
+                    "UPDATE webhook_deliveries d SET state = ",
+                    retry_state!("u.state", "d"),
+                    ", attempts = u.attempt, \
                      next_attempt_at = u.next_at, lease_until = NULL, lease_token = NULL, \
                      last_status = u.status, last_error = u.error, finished_at = u.finished \
                      FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], \
                      $5::bigint[], $6::bigint[], $7::text[], $8::bigint[]) \
                      AS u(seq, token, attempt, state, next_at, status, error, finished) \
                      WHERE d.seq = u.seq AND d.lease_token = u.token AND d.state = 'pending' \
-                     RETURNING d.seq",
-                )
+                     RETURNING d.seq"
+                ))
                 .bind(&seqs)
                 .bind(&tokens)
                 .bind(&attempts)
@@ -833,6 +1012,13 @@ impl Store {
                         .bind(pause_after)
                         .fetch_all(&mut *tx)
                         .await?;
+                        for (sub, _) in &rows {
+                            sqlx::query(HOLD)
+                                .bind(sub)
+                                .bind(now.0)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
                         paused.extend(rows);
                     }
                 }
@@ -985,20 +1171,21 @@ impl Store {
         now: UtcMillis,
     ) -> Result<ReplayOutcome> {
         let mut tx = self.begin().await?;
-        let found: Option<(i64, String, String)> = on_tx!(tx, |t| {
+        let found: Option<(i64, String, String, i64)> = on_tx!(tx, |t| {
             sqlx::query_as(
-                "SELECT event_seq, webhook_id, state FROM webhook_deliveries \
-                 WHERE tenant = $1 AND id = $2",
+                "SELECT d.event_seq, d.webhook_id, d.state, w.active \
+                 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                 WHERE d.tenant = $1 AND d.id = $2",
             )
             .bind(tenant)
             .bind(id.as_str())
             .fetch_optional(&mut **t)
             .await?
         });
-        let Some((event_seq, webhook_id, state)) = found else {
+        let Some((event_seq, webhook_id, state, active)) = found else {
             return Ok(ReplayOutcome::NotFound);
         };
-        if state == DeliveryState::Pending.as_str() {
+        if state == DeliveryState::Pending.as_str() || state == DeliveryState::Held.as_str() {
             return Ok(ReplayOutcome::StillPending);
         }
         let new_id = new_delivery_id();
@@ -1008,7 +1195,7 @@ impl Store {
             event_seq,
             tenant,
             None,
-            &[webhook_id],
+            &[(webhook_id, active)],
             &[new_id.as_str().to_owned()],
             Some(id.as_str()),
             now,
@@ -1029,7 +1216,7 @@ impl Store {
                 "UPDATE webhook_deliveries SET state = 'failed', finished_at = $2, \
                  lease_until = NULL, lease_token = NULL, \
                  last_error = 'expired: still undelivered at the end of the retention period' \
-                 WHERE state = 'pending' AND created_at < $1",
+                 WHERE state IN ('pending', 'held') AND created_at < $1",
             )
             .bind(cutoff.0)
             .bind(now.0)
@@ -1037,7 +1224,8 @@ impl Store {
             .await?
             .rows_affected();
             let deleted = sqlx::query(
-                "DELETE FROM webhook_deliveries WHERE state <> 'pending' AND created_at < $1 \
+                "DELETE FROM webhook_deliveries WHERE state IN ('succeeded', 'failed') \
+                 AND created_at < $1 \
                  AND (finished_at IS NULL OR finished_at < $1)",
             )
             .bind(cutoff.0)

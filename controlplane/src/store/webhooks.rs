@@ -179,7 +179,7 @@ impl Store {
     ) -> Result<Option<SubscriptionRecord>> {
         let mut tx = self.begin().await?;
         let n = on_tx!(tx, |t| {
-            sqlx::query(
+            let n = sqlx::query(
                 "UPDATE webhooks SET active = 1, failures = 0, paused_reason = '', \
                  paused_at = NULL WHERE tenant = $1 AND id = $2",
             )
@@ -187,7 +187,22 @@ impl Store {
             .bind(id.as_str())
             .execute(&mut **t)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if n > 0 {
+                // What was held goes out again; the claim keeps each
+                // call's deliveries in their original order (seq). On
+                // PostgreSQL whatever holds deliveries locks the
+                // subscription row first, as the update above did, so
+                // nothing becomes held after this statement.
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET state = 'pending' \
+                     WHERE webhook_id = $1 AND state = 'held'",
+                )
+                .bind(id.as_str())
+                .execute(&mut **t)
+                .await?;
+            }
+            n
         });
         if n == 0 {
             return Ok(None);

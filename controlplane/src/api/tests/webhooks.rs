@@ -304,6 +304,29 @@ async fn pause_resume_and_rotation(h: Harness) {
         finish_all(&h, NextStep::Succeeded, Some(200), false).await,
         0
     );
+    let held = h
+        .get(
+            &format!("/api.ashx/v1/webhooks/{id}/deliveries?state=held"),
+            &t,
+        )
+        .await;
+    assert_eq!(held.status, StatusCode::OK, "{}", held.text);
+    assert_eq!(held.json["total"], 1);
+    assert_eq!(held.json["data"][0]["event"], "transcript.saved");
+    assert_eq!(held.json["data"][0]["state"], "held");
+    assert_eq!(held.json["data"][0]["nextAttemptUtc"], Value::Null);
+    let bad = h
+        .get(
+            &format!("/api.ashx/v1/webhooks/{id}/deliveries?state=paused"),
+            &t,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    assert!(
+        bad.text.contains("pending, held, succeeded or failed"),
+        "{}",
+        bad.text
+    );
     let r = h
         .post(&format!("/api.ashx/v1/webhooks/{id}/resume"), &t, json!({}))
         .await;

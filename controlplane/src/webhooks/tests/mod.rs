@@ -8,6 +8,7 @@
 mod delivery;
 mod failures;
 mod guarded;
+mod held;
 mod python;
 mod restarts;
 
