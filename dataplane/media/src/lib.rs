@@ -14,9 +14,16 @@
 //! * [`rewrite`]: one continuous SSRC/sequence/timestamp stream per far end
 //!   across source changes.
 //! * [`g711`]: µ-law and A-law.
+//! * [`resample`]: 20 ms frame conversion between 8/16/24/48 kHz (rubato FFT).
+//! * [`opus`]: libopus encoder/decoder for 20 ms mono frames, PLC and FEC.
+//! * [`jitter`]: adaptive jitter buffer for decoded paths.
+//! * [`dtmf`]: RFC 4733 telephone-event parsing, reporting and sending;
+//!   [`inband`]: Goertzel DTMF detection for G.711 legs.
 
+pub mod dtmf;
 pub mod g711;
 pub mod goertzel;
+pub mod inband;
 pub mod jitter;
 pub mod latch;
 pub mod opus;
