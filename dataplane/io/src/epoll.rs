@@ -29,7 +29,9 @@ struct Conn {
 
 pub struct EpollReactor {
     ep: OwnedFd,
-    udp: Vec<UdpSocket>,
+    /// UDP sockets by [`SocketId`]; `None` is a free slot (in `free_udp`).
+    udp: Vec<Option<UdpSocket>>,
+    free_udp: Vec<u32>,
     listeners: Vec<TcpListener>,
     conns: Slab<Conn>,
     wake_fd: Arc<OwnedFd>,
@@ -55,6 +57,7 @@ impl EpollReactor {
         let r = EpollReactor {
             ep,
             udp: Vec::new(),
+            free_udp: Vec::new(),
             listeners: Vec::new(),
             conns: Slab::new(),
             wake_fd: Arc::new(eventfd()?),
@@ -83,15 +86,42 @@ impl EpollReactor {
 
     pub fn add_udp(&mut self, sock: UdpSocket) -> io::Result<SocketId> {
         sock.set_nonblocking(true)?;
-        let idx = u32::try_from(self.udp.len()).map_err(io::Error::other)?;
+        let idx = match self.free_udp.last() {
+            Some(&idx) => idx,
+            None => u32::try_from(self.udp.len())
+                .ok()
+                .filter(|i| i & LISTENER_BIT == 0)
+                .ok_or_else(|| io::Error::other("too many UDP sockets"))?,
+        };
         self.ctl(
             libc::EPOLL_CTL_ADD,
             sock.as_raw_fd(),
             libc::EPOLLIN as u32,
             TAG_UDP | u64::from(idx),
         )?;
-        self.udp.push(sock);
+        if self.free_udp.last() == Some(&idx) {
+            self.free_udp.pop();
+            self.udp[idx as usize] = Some(sock);
+        } else {
+            self.udp.push(Some(sock));
+        }
         Ok(SocketId(idx))
+    }
+
+    /// Stops receiving on a UDP socket and closes it; its id may be reused
+    /// by a later [`Self::add_udp`].
+    pub fn remove_udp(&mut self, s: SocketId) -> io::Result<()> {
+        let sock = self
+            .udp
+            .get_mut(s.0 as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such UDP socket"))?;
+        // Closing the socket removes it from the epoll set too; deleting
+        // first keeps a readiness event of it out of the next wait.
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, sock.as_raw_fd(), 0, 0);
+        drop(sock);
+        self.free_udp.push(s.0);
+        Ok(())
     }
 
     pub fn add_listener(&mut self, l: TcpListener) -> io::Result<SocketId> {
@@ -114,7 +144,7 @@ impl EpollReactor {
                 .local_addr()
                 .ok()
         } else {
-            self.udp.get(s.0 as usize)?.local_addr().ok()
+            self.udp.get(s.0 as usize)?.as_ref()?.local_addr().ok()
         }
     }
 
@@ -122,6 +152,7 @@ impl EpollReactor {
         let sock = self
             .udp
             .get(s.0 as usize)
+            .and_then(Option::as_ref)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such UDP socket"))?;
         self.stats.datagrams_out += 1;
         if let Err(e) = sock.send_to(data, to) {
@@ -324,7 +355,7 @@ impl EpollReactor {
     }
 
     fn read_udp(&mut self, idx: u32, on_event: &mut dyn FnMut(Event<'_>)) {
-        let Some(sock) = self.udp.get(idx as usize) else {
+        let Some(sock) = self.udp.get(idx as usize).and_then(Option::as_ref) else {
             return;
         };
         loop {

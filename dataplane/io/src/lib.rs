@@ -182,6 +182,16 @@ impl Reactor {
         }
     }
 
+    /// Stops receiving on a UDP socket and closes it (a call's media port
+    /// when the call ends). Its id is never reported again, though a later
+    /// [`Self::add_udp`] may be given the same id.
+    pub fn remove_udp(&mut self, socket: SocketId) -> io::Result<()> {
+        match self {
+            Reactor::Uring(r) => r.remove_udp(socket),
+            Reactor::Epoll(r) => r.remove_udp(socket),
+        }
+    }
+
     pub fn add_tcp_listener(&mut self, listener: TcpListener) -> io::Result<SocketId> {
         match self {
             Reactor::Uring(r) => r.add_listener(listener),

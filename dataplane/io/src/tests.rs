@@ -99,6 +99,73 @@ fn udp_both_ways_and_truncation() {
 }
 
 #[test]
+fn removed_udp_sockets_close_and_their_ids_are_reused() {
+    for mut r in reactors(Options {
+        buffer_len: 2048,
+        ..Options::default()
+    }) {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = r.add_udp(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let b = r.add_udp(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let (a_addr, b_addr) = (r.local_addr(a).unwrap(), r.local_addr(b).unwrap());
+        peer.send_to(b"to a", a_addr).unwrap();
+        let mut seen = Vec::new();
+        pump(&mut r, &mut seen, |s| !s.is_empty());
+        r.remove_udp(a).unwrap();
+        assert!(r.remove_udp(a).is_err(), "{}: removed once", r.backend());
+        assert!(r.local_addr(a).is_none(), "{}: gone at once", r.backend());
+        assert!(r.send_to(a, peer.local_addr().unwrap(), b"x").is_err());
+        // Datagrams to a removed socket are never reported, and the port is
+        // free again once the kernel has let go of it.
+        peer.send_to(b"late", a_addr).unwrap();
+        peer.send_to(b"to b", b_addr).unwrap();
+        seen.clear();
+        pump(&mut r, &mut seen, |s| !s.is_empty());
+        assert_eq!(
+            seen,
+            [Seen::Datagram(peer.local_addr().unwrap(), b"to b".to_vec())],
+            "{}",
+            r.backend()
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let again = loop {
+            r.poll(Some(Duration::from_millis(10)), &mut |_| {})
+                .unwrap();
+            if let Ok(s) = UdpSocket::bind(a_addr) {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: port never freed",
+                r.backend()
+            );
+        };
+        let c = r.add_udp(again).unwrap();
+        assert_eq!(c, a, "{}: the freed id is reused", r.backend());
+        peer.send_to(b"to c", a_addr).unwrap();
+        seen.clear();
+        pump(&mut r, &mut seen, |s| !s.is_empty());
+        assert_eq!(
+            seen,
+            [Seen::Datagram(peer.local_addr().unwrap(), b"to c".to_vec())]
+        );
+        // Churn: many sockets come and go without leaking slots or fds.
+        for _ in 0..200 {
+            let s = r.add_udp(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+            r.remove_udp(s).unwrap();
+            r.poll(Some(Duration::ZERO), &mut |_| {}).unwrap();
+        }
+        let last = r.add_udp(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        assert!(
+            last.0 < 8,
+            "{}: slots reused, got id {}",
+            r.backend(),
+            last.0
+        );
+    }
+}
+
+#[test]
 fn tcp_accept_data_and_peer_close() {
     for mut r in reactors(Options::default()) {
         let l = r

@@ -26,6 +26,10 @@ use crate::{CloseReason, ConnId, Event, Options, SocketId, Stats, Waker};
 
 const BUF_GROUP: u16 = 0;
 
+/// Datagram send slots kept for reuse: enough for a worker's burst of
+/// sends in one loop turn.
+const MAX_SPARE_SENDS: usize = 4096;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 enum Kind {
@@ -35,6 +39,9 @@ enum Kind {
     Send = 4,
     Wake = 5,
     Connect = 6,
+    /// The completion of an `AsyncCancel` (nothing to do: the cancelled
+    /// operation reports its own end).
+    Cancel = 7,
 }
 
 fn user_data(kind: Kind, generation: u32, index: u32) -> u64 {
@@ -54,6 +61,9 @@ struct UdpSlot {
     /// The template multishot recvmsg reads: name length and no control.
     msg: Box<libc::msghdr>,
     armed: bool,
+    /// Removed by the owner: its receive is being cancelled, and the slot
+    /// is freed (the socket closed) when the final completion arrives.
+    closing: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -88,11 +98,21 @@ struct SendOp {
 pub struct UringReactor {
     ring: IoUring,
     bufs: BufRing,
-    udp: Vec<UdpSlot>,
+    /// UDP sockets by [`SocketId`]; `None` is a free slot (in `free_udp`).
+    udp: Vec<Option<UdpSlot>>,
+    free_udp: Vec<u32>,
     listeners: Vec<(TcpListener, bool)>,
     conns: Slab<Conn>,
     sends: Vec<Option<Box<SendOp>>>,
     free_sends: Vec<u32>,
+    /// Finished datagram sends, kept for reuse (at most `MAX_SPARE_SENDS`).
+    #[allow(
+        clippy::vec_box,
+        reason = "kept boxed: an op's address must not move while the kernel reads it"
+    )]
+    spare_sends: Vec<Box<SendOp>>,
+    /// The completions of one turn (kept to reuse its allocation).
+    completions: Vec<(u64, i32, u32)>,
     wake_fd: Arc<OwnedFd>,
     wake_buf: Box<u64>,
     max_connections: usize,
@@ -132,10 +152,13 @@ impl UringReactor {
             ring,
             bufs,
             udp: Vec::new(),
+            free_udp: Vec::new(),
             listeners: Vec::new(),
             conns: Slab::new(),
             sends: Vec::new(),
             free_sends: Vec::new(),
+            spare_sends: Vec::new(),
+            completions: Vec::new(),
             wake_fd: Arc::new(eventfd()?),
             wake_buf: Box::new(0),
             max_connections: opts.max_connections,
@@ -177,9 +200,12 @@ impl UringReactor {
     }
 
     fn arm_udp(&mut self, idx: u32) -> io::Result<()> {
-        let Some(slot) = self.udp.get_mut(idx as usize) else {
+        let Some(slot) = self.udp.get_mut(idx as usize).and_then(Option::as_mut) else {
             return Ok(());
         };
+        if slot.closing {
+            return Ok(());
+        }
         slot.armed = true;
         let e =
             opcode::RecvMsgMulti::new(Fd(slot.sock.as_raw_fd()), &raw const *slot.msg, BUF_GROUP)
@@ -218,14 +244,65 @@ impl UringReactor {
         // SAFETY: zeroed msghdr is valid; only namelen is set.
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let idx = u32::try_from(self.udp.len()).map_err(io::Error::other)?;
-        self.udp.push(UdpSlot {
+        let slot = UdpSlot {
             sock,
             msg,
             armed: false,
-        });
+            closing: false,
+        };
+        let idx = match self.free_udp.pop() {
+            Some(idx) => {
+                self.udp[idx as usize] = Some(slot);
+                idx
+            }
+            None => {
+                let idx = u32::try_from(self.udp.len())
+                    .ok()
+                    .filter(|i| i & LISTENER_BIT == 0)
+                    .ok_or_else(|| io::Error::other("too many UDP sockets"))?;
+                self.udp.push(Some(slot));
+                idx
+            }
+        };
         self.arm_udp(idx)?;
         Ok(SocketId(idx))
+    }
+
+    /// Stops receiving on a UDP socket and closes it. Its id is not
+    /// reported again; the slot is reused once the kernel has ended the
+    /// socket's receive (a later poll).
+    pub fn remove_udp(&mut self, s: SocketId) -> io::Result<()> {
+        let idx = s.0;
+        let Some(slot) = self.udp.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such UDP socket",
+            ));
+        };
+        if slot.closing {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such UDP socket",
+            ));
+        }
+        slot.closing = true;
+        if slot.armed {
+            let e = opcode::AsyncCancel::new(user_data(Kind::Udp, 0, idx))
+                .build()
+                .user_data(user_data(Kind::Cancel, 0, idx));
+            self.push(&e)
+        } else {
+            self.free_udp_slot(idx);
+            Ok(())
+        }
+    }
+
+    fn free_udp_slot(&mut self, idx: u32) {
+        if let Some(entry) = self.udp.get_mut(idx as usize)
+            && entry.take().is_some()
+        {
+            self.free_udp.push(idx);
+        }
     }
 
     pub fn add_listener(&mut self, l: TcpListener) -> io::Result<SocketId> {
@@ -244,7 +321,13 @@ impl UringReactor {
                 .local_addr()
                 .ok()
         } else {
-            self.udp.get(s.0 as usize)?.sock.local_addr().ok()
+            self.udp
+                .get(s.0 as usize)?
+                .as_ref()
+                .filter(|slot| !slot.closing)?
+                .sock
+                .local_addr()
+                .ok()
         }
     }
 
@@ -262,28 +345,41 @@ impl UringReactor {
     }
 
     pub fn send_to(&mut self, s: SocketId, to: SocketAddr, data: &[u8]) -> io::Result<()> {
-        let fd = match self.udp.get(s.0 as usize) {
-            Some(slot) => slot.sock.as_raw_fd(),
-            None => {
+        let fd = match self.udp.get(s.0 as usize).and_then(Option::as_ref) {
+            Some(slot) if !slot.closing => slot.sock.as_raw_fd(),
+            _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
                     "no such UDP socket",
                 ));
             }
         };
-        // SAFETY: zeroed C structs are valid; pointers are set below, after
-        // boxing, so they point into the box's final location.
-        let mut op = Box::new(SendOp {
-            buf: data.to_vec(),
-            offset: 0,
-            conn: None,
-            addr: unsafe { std::mem::zeroed() },
-            iov: libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
-            msg: unsafe { std::mem::zeroed() },
-        });
+        // A finished datagram send's box and buffer are reused, so the
+        // steady state (media relay) allocates nothing per packet.
+        let mut op = match self.spare_sends.pop() {
+            Some(mut op) => {
+                op.buf.clear();
+                op.buf.extend_from_slice(data);
+                op.offset = 0;
+                op.conn = None;
+                // SAFETY: zeroed C structs are valid.
+                op.msg = unsafe { std::mem::zeroed() };
+                op
+            }
+            // SAFETY: zeroed C structs are valid; pointers are set below,
+            // after boxing, so they point into the box's final location.
+            None => Box::new(SendOp {
+                buf: data.to_vec(),
+                offset: 0,
+                conn: None,
+                addr: unsafe { std::mem::zeroed() },
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                msg: unsafe { std::mem::zeroed() },
+            }),
+        };
         let len = to_sockaddr(&to, &mut op.addr);
         op.iov = libc::iovec {
             iov_base: op.buf.as_mut_ptr().cast(),
@@ -463,14 +559,22 @@ impl UringReactor {
         for (conn, reason) in std::mem::take(&mut self.closed) {
             on_event(Event::Closed { conn, reason });
         }
-        let completions: Vec<(u64, i32, u32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result(), c.flags()))
-            .collect();
-        for (ud, res, flags) in completions {
-            self.complete(ud, res, flags, on_event)?;
+        let mut completions = std::mem::take(&mut self.completions);
+        completions.clear();
+        completions.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let mut result = Ok(());
+        for &(ud, res, flags) in &completions {
+            if let Err(e) = self.complete(ud, res, flags, on_event) {
+                result = Err(e);
+                break;
+            }
         }
+        self.completions = completions;
+        result?;
         for ud in std::mem::take(&mut self.rearm) {
             let (kind, generation, idx) = split(ud);
             match kind {
@@ -500,7 +604,12 @@ impl UringReactor {
             k if k == Kind::Udp as u8 => {
                 if let (Some(bid), true) = (bid, res >= 0) {
                     let len = usize::try_from(res).unwrap_or(0);
-                    if let Some(slot) = self.udp.get(idx as usize) {
+                    if let Some(slot) = self
+                        .udp
+                        .get(idx as usize)
+                        .and_then(Option::as_ref)
+                        .filter(|slot| !slot.closing)
+                    {
                         let buf = self.bufs.buffer(bid, len);
                         if let Ok(out) = RecvMsgOut::parse(buf, &slot.msg) {
                             if out.is_payload_truncated() {
@@ -518,10 +627,18 @@ impl UringReactor {
                     self.bufs.recycle(bid);
                 }
                 if !more {
-                    if let Some(slot) = self.udp.get_mut(idx as usize) {
-                        slot.armed = false;
+                    let closing = match self.udp.get_mut(idx as usize).and_then(Option::as_mut) {
+                        Some(slot) => {
+                            slot.armed = false;
+                            slot.closing
+                        }
+                        None => false,
+                    };
+                    if closing {
+                        self.free_udp_slot(idx);
+                    } else {
+                        self.rearm.push(ud);
                     }
-                    self.rearm.push(ud);
                 }
             }
             k if k == Kind::Accept as u8 => {
@@ -602,6 +719,9 @@ impl UringReactor {
                     None => {
                         if res < 0 {
                             self.stats.send_errors += 1;
+                        }
+                        if self.spare_sends.len() < MAX_SPARE_SENDS {
+                            self.spare_sends.push(op);
                         }
                     }
                     Some(id) => self.stream_sent(id, op, res)?,
