@@ -1,0 +1,658 @@
+//! Gemini Live (`BidiGenerateContent`) as a sans-IO [`Engine`].
+//!
+//! Client frames are JSON text; the server's JSON may come in text or binary
+//! frames (Google sends binary). The key rides in `?key=`. Audio in is base64
+//! PCM16 16 kHz, audio out base64 PCM16 24 kHz. Transcripts arrive as
+//! fragments without a final flag: the caller's utterance is final when the
+//! model turn starts, the AI's when the turn ends (`generationComplete`,
+//! `turnComplete` or `interrupted`, whichever comes first).
+//!
+//! Resumption: setup always asks for `sessionResumption`; the newest
+//! resumable handle is kept. On `goAway` the engine asks the driver for a new
+//! connection as soon as no model turn is in flight (or at once if the
+//! server closes first), and the new setup carries the handle, so the
+//! conversation goes on where it was.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use url::Url;
+
+use crate::config::{AudioFormat, Codec, Provider, SessionConfig, ToolDecl};
+use crate::error::EngineError;
+use crate::event::{EngineEvent, Usage};
+use crate::session::{Command, Engine, Step, Target};
+
+/// Longest transcript kept per utterance/turn; fragments past it are still
+/// reported but not appended to the final text.
+pub(crate) const MAX_TRANSCRIPT: usize = 16 * 1024;
+/// Longest resumption handle we keep.
+const MAX_HANDLE: usize = 4096;
+
+/// Gemini Live session state.
+pub struct GeminiEngine {
+    url: Url,
+    key: String,
+    setup: Map<String, Value>,
+    kickoff: Option<String>,
+    /// Ready once (first `setupComplete`); later ones are resumptions.
+    ready: bool,
+    /// This connection got its `setupComplete`.
+    connection_ready: bool,
+    handle: Option<String>,
+    go_away: bool,
+    in_turn: bool,
+    input_text: String,
+    output_text: String,
+}
+
+impl GeminiEngine {
+    /// An engine for `cfg` (nothing is sent until the driver opens a connection).
+    pub fn new(cfg: &SessionConfig) -> Self {
+        Self {
+            url: cfg.endpoints.gemini.clone(),
+            key: cfg.api_key.clone(),
+            setup: setup_body(cfg),
+            kickoff: cfg.kickoff.clone(),
+            ready: false,
+            connection_ready: false,
+            handle: None,
+            go_away: false,
+            in_turn: false,
+            input_text: String::new(),
+            output_text: String::new(),
+        }
+    }
+
+    /// The newest resumption handle (for diagnostics and tests).
+    pub fn resumption_handle(&self) -> Option<&str> {
+        self.handle.as_deref()
+    }
+
+    fn flush_input(&mut self, events: &mut Vec<EngineEvent>) {
+        if !self.input_text.is_empty() {
+            let text = std::mem::take(&mut self.input_text);
+            events.push(EngineEvent::InputTranscript {
+                text,
+                is_final: true,
+            });
+        }
+    }
+
+    fn model_content(&mut self, events: &mut Vec<EngineEvent>) {
+        self.flush_input(events);
+        self.in_turn = true;
+    }
+
+    fn end_turn(&mut self, events: &mut Vec<EngineEvent>) {
+        self.flush_input(events);
+        if !self.in_turn {
+            return;
+        }
+        self.in_turn = false;
+        if !self.output_text.is_empty() {
+            let text = std::mem::take(&mut self.output_text);
+            events.push(EngineEvent::OutputTranscript {
+                text,
+                is_final: true,
+            });
+        }
+        events.push(EngineEvent::TurnComplete);
+    }
+
+    fn server_content(
+        &mut self,
+        sc: &Value,
+        events: &mut Vec<EngineEvent>,
+    ) -> Result<(), EngineError> {
+        if let Some(t) = sc
+            .pointer("/inputTranscription/text")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            push_bounded(&mut self.input_text, t);
+            events.push(EngineEvent::InputTranscript {
+                text: t.to_owned(),
+                is_final: false,
+            });
+        }
+        if let Some(parts) = sc.pointer("/modelTurn/parts").and_then(Value::as_array) {
+            for part in parts {
+                let Some(inline) = part.get("inlineData") else {
+                    continue;
+                };
+                let mime = inline.get("mimeType").and_then(Value::as_str).unwrap_or("");
+                let format = audio_format(mime)?;
+                let data = inline.get("data").and_then(Value::as_str).unwrap_or("");
+                let pcm = B64
+                    .decode(data)
+                    .map_err(|_| EngineError::Protocol("inlineData is not base64".into()))?;
+                if !pcm.len().is_multiple_of(2) {
+                    return Err(EngineError::Protocol(
+                        "PCM16 audio with an odd byte count".into(),
+                    ));
+                }
+                self.model_content(events);
+                events.push(EngineEvent::Audio {
+                    data: Bytes::from(pcm),
+                    format,
+                });
+            }
+        }
+        if let Some(t) = sc
+            .pointer("/outputTranscription/text")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            self.model_content(events);
+            push_bounded(&mut self.output_text, t);
+            events.push(EngineEvent::OutputTranscript {
+                text: t.to_owned(),
+                is_final: false,
+            });
+        }
+        if sc.get("interrupted").and_then(Value::as_bool) == Some(true) {
+            events.push(EngineEvent::Interrupted);
+            self.end_turn(events);
+        }
+        if sc.get("generationComplete").and_then(Value::as_bool) == Some(true) {
+            self.end_turn(events);
+        }
+        if sc.get("turnComplete").and_then(Value::as_bool) == Some(true) {
+            self.end_turn(events);
+        }
+        Ok(())
+    }
+}
+
+fn push_bounded(buf: &mut String, piece: &str) {
+    if buf.len() + piece.len() <= MAX_TRANSCRIPT {
+        buf.push_str(piece);
+    }
+}
+
+/// `audio/pcm;rate=24000` → PCM16 at that rate (24 kHz when unsaid).
+fn audio_format(mime: &str) -> Result<AudioFormat, EngineError> {
+    let mut parts = mime.split(';').map(str::trim);
+    if !matches!(parts.next(), Some("audio/pcm" | "audio/l16" | "audio/L16")) {
+        return Err(EngineError::Protocol(format!(
+            "unexpected inlineData type {:?}",
+            mime.chars().take(64).collect::<String>()
+        )));
+    }
+    let mut rate = 24_000;
+    for p in parts {
+        if let Some(r) = p.strip_prefix("rate=") {
+            rate = r
+                .parse::<u32>()
+                .ok()
+                .filter(|r| (8_000..=48_000).contains(r))
+                .ok_or_else(|| EngineError::Protocol("inlineData rate out of range".into()))?;
+        }
+    }
+    Ok(AudioFormat {
+        codec: Codec::PcmS16le,
+        rate_hz: rate,
+    })
+}
+
+/// Proto Duration string (`"50s"`, `"9.5s"`) in ms; bounded to a day.
+pub(crate) fn parse_duration_ms(s: &str) -> Option<u64> {
+    let secs = s.strip_suffix('s')?;
+    let (whole, frac) = secs.split_once('.').unwrap_or((secs, ""));
+    if whole.is_empty() || whole.len() > 6 || frac.len() > 9 {
+        return None;
+    }
+    let w: u64 = whole.parse().ok()?;
+    let mut ms = w.checked_mul(1000)?;
+    let f3: String = frac.chars().chain(std::iter::repeat('0')).take(3).collect();
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ms += f3.parse::<u64>().ok()?;
+    (ms <= 86_400_000).then_some(ms)
+}
+
+/// JSON Schema types upper-cased (`object` → `OBJECT`), as Gemini declares them.
+fn gemini_schema(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v) {
+                        ("type", Value::String(t)) => Value::String(t.to_ascii_uppercase()),
+                        _ => gemini_schema(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(gemini_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+fn tools_json(tools: &[ToolDecl]) -> Value {
+    let decls: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            json!({"name": t.name, "description": t.description, "parameters": gemini_schema(&t.parameters)})
+        })
+        .collect();
+    json!([{ "functionDeclarations": decls }])
+}
+
+/// The `setup` body without `sessionResumption` (added per connection).
+fn setup_body(cfg: &SessionConfig) -> Map<String, Value> {
+    let mut speech = Map::new();
+    if let Some(v) = &cfg.voice {
+        speech.insert(
+            "voiceConfig".into(),
+            json!({"prebuiltVoiceConfig": {"voiceName": v}}),
+        );
+    }
+    if let Some(l) = &cfg.language {
+        speech.insert("languageCode".into(), json!(l));
+    }
+    let mut gen_cfg = Map::new();
+    gen_cfg.insert("responseModalities".into(), json!(["AUDIO"]));
+    if !speech.is_empty() {
+        gen_cfg.insert("speechConfig".into(), Value::Object(speech));
+    }
+    let mut s = Map::new();
+    s.insert("model".into(), json!(cfg.model.model));
+    s.insert("generationConfig".into(), Value::Object(gen_cfg));
+    if !cfg.instructions.is_empty() {
+        s.insert(
+            "systemInstruction".into(),
+            json!({"parts": [{"text": cfg.instructions}]}),
+        );
+    }
+    if !cfg.tools.is_empty() {
+        s.insert("tools".into(), tools_json(&cfg.tools));
+    }
+    s.insert(
+        "realtimeInputConfig".into(),
+        json!({
+            "automaticActivityDetection": {"disabled": false, "silenceDurationMs": cfg.vad_silence_ms},
+            "activityHandling": "START_OF_ACTIVITY_INTERRUPTS",
+            "turnCoverage": "TURN_INCLUDES_ONLY_ACTIVITY"
+        }),
+    );
+    if cfg.transcribe_input {
+        s.insert("inputAudioTranscription".into(), json!({}));
+    }
+    if cfg.transcribe_output {
+        s.insert("outputAudioTranscription".into(), json!({}));
+    }
+    // Audio-only sessions end after 15 minutes without compression; calls
+    // may run an hour.
+    s.insert(
+        "contextWindowCompression".into(),
+        json!({"slidingWindow": {}}),
+    );
+    s
+}
+
+impl Engine for GeminiEngine {
+    fn provider(&self) -> Provider {
+        Provider::Gemini
+    }
+
+    fn input_format(&self) -> AudioFormat {
+        AudioFormat::PCM16_16K
+    }
+
+    fn target(&self) -> Result<Target, EngineError> {
+        let mut u = self.url.clone();
+        u.query_pairs_mut().clear().append_pair("key", &self.key);
+        Ok((u, Vec::new()))
+    }
+
+    fn on_open(&mut self, out: &mut Vec<String>) -> Result<(), EngineError> {
+        self.connection_ready = false;
+        self.go_away = false;
+        self.in_turn = false;
+        self.output_text.clear();
+        let mut setup = self.setup.clone();
+        let resumption = match &self.handle {
+            Some(h) => json!({"handle": h}),
+            None => json!({}),
+        };
+        setup.insert("sessionResumption".into(), resumption);
+        out.push(json!({ "setup": setup }).to_string());
+        Ok(())
+    }
+
+    fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError> {
+        match cmd {
+            Command::Audio(pcm) => out.push(
+                json!({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": B64.encode(&pcm)}}})
+                    .to_string(),
+            ),
+            Command::Text(t) => out.push(
+                json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": t}]}], "turnComplete": true}})
+                    .to_string(),
+            ),
+            Command::ToolResult { call_id, name, output } => {
+                let response = if output.is_object() { output } else { json!({ "result": output }) };
+                out.push(
+                    json!({"toolResponse": {"functionResponses": [{"id": call_id, "name": name, "response": response}]}})
+                        .to_string(),
+                );
+            }
+            Command::Truncate { .. } | Command::Close => {}
+        }
+        Ok(())
+    }
+
+    fn on_message(
+        &mut self,
+        text: &str,
+        events: &mut Vec<EngineEvent>,
+        out: &mut Vec<String>,
+    ) -> Result<Step, EngineError> {
+        let msg: Value = match serde_json::from_str(text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                events.push(EngineEvent::Error {
+                    code: Some("bad_frame".into()),
+                    message: "server frame is not a JSON object".into(),
+                });
+                return Ok(Step::Continue);
+            }
+        };
+        let mut step = Step::Continue;
+        if msg.get("setupComplete").is_some() {
+            self.connection_ready = true;
+            if self.ready {
+                events.push(EngineEvent::Resumed);
+            } else {
+                self.ready = true;
+                events.push(EngineEvent::Ready);
+                if let Some(k) = self.kickoff.clone() {
+                    self.on_command(Command::Text(k), out)?;
+                }
+            }
+        }
+        if let Some(sc) = msg.get("serverContent") {
+            self.server_content(sc, events)?;
+        }
+        if let Some(calls) = msg
+            .pointer("/toolCall/functionCalls")
+            .and_then(Value::as_array)
+        {
+            for c in calls {
+                let call_id = c.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+                let name = c
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                if name.is_empty() {
+                    return Err(EngineError::Protocol("toolCall without a name".into()));
+                }
+                self.in_turn = true;
+                let args = c.get("args").cloned().unwrap_or_else(|| json!({}));
+                events.push(EngineEvent::ToolCall {
+                    call_id,
+                    name,
+                    args,
+                });
+            }
+        }
+        if let Some(ids) = msg
+            .pointer("/toolCallCancellation/ids")
+            .and_then(Value::as_array)
+        {
+            let ids = ids
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+            events.push(EngineEvent::ToolCallCancelled { ids });
+        }
+        if let Some(upd) = msg.get("sessionResumptionUpdate") {
+            let resumable = upd
+                .get("resumable")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if let Some(h) = upd.get("newHandle").and_then(Value::as_str)
+                && resumable
+                && !h.is_empty()
+                && h.len() <= MAX_HANDLE
+            {
+                self.handle = Some(h.to_owned());
+            }
+        }
+        if let Some(u) = msg.get("usageMetadata") {
+            let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+            events.push(EngineEvent::Usage(Usage {
+                prompt_tokens: n("promptTokenCount"),
+                response_tokens: n("responseTokenCount"),
+                total_tokens: n("totalTokenCount"),
+                ..Usage::default()
+            }));
+        }
+        if let Some(g) = msg.get("goAway") {
+            let left = g
+                .get("timeLeft")
+                .and_then(Value::as_str)
+                .and_then(parse_duration_ms)
+                .unwrap_or(0);
+            events.push(EngineEvent::GoAway { time_left_ms: left });
+            self.go_away = true;
+        }
+        if self.go_away && !self.in_turn && self.handle.is_some() {
+            step = Step::Reconnect;
+        }
+        Ok(step)
+    }
+
+    fn on_close(&mut self, code: Option<u16>, reason: &str, events: &mut Vec<EngineEvent>) -> Step {
+        if !self.connection_ready && !self.ready {
+            return Step::Close {
+                code,
+                error: Some(EngineError::Rejected {
+                    code: code.unwrap_or(1006),
+                    kind: None,
+                    message: reason.chars().take(512).collect(),
+                }),
+            };
+        }
+        // The turn in flight (if any) is over on this connection.
+        self.end_turn(events);
+        let retiring = self.go_away || matches!(code, None | Some(1001 | 1006 | 1008 | 1011));
+        if self.ready && retiring && self.handle.is_some() {
+            return Step::Reconnect;
+        }
+        match code {
+            Some(1000) => Step::Close { code, error: None },
+            _ => Step::Close {
+                code,
+                error: Some(EngineError::Rejected {
+                    code: code.unwrap_or(1006),
+                    kind: None,
+                    message: reason.chars().take(512).collect(),
+                }),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Endpoints, ModelChoice};
+
+    fn cfg() -> SessionConfig {
+        let mut c = SessionConfig::new(
+            ModelChoice::from_model("").unwrap(),
+            Endpoints::parse("ws://127.0.0.1:1", "ws://127.0.0.1:1").unwrap(),
+            "k&y",
+        );
+        c.voice = Some("Aoede".into());
+        c.language = Some("de-DE".into());
+        c.instructions = "Be brief.".into();
+        c
+    }
+
+    fn feed(e: &mut GeminiEngine, v: Value) -> (Vec<EngineEvent>, Vec<String>, Step) {
+        let (mut ev, mut out) = (Vec::new(), Vec::new());
+        let step = e.on_message(&v.to_string(), &mut ev, &mut out).unwrap();
+        (ev, out, step)
+    }
+
+    #[test]
+    fn setup_has_the_documented_shape() {
+        let mut e = GeminiEngine::new(&cfg());
+        let (u, h) = e.target().unwrap();
+        assert!(u.as_str().ends_with("BidiGenerateContent?key=k%26y"), "{u}");
+        assert!(h.is_empty());
+        let mut out = Vec::new();
+        e.on_open(&mut out).unwrap();
+        let v: Value = serde_json::from_str(&out[0]).unwrap();
+        let s = &v["setup"];
+        assert_eq!(s["model"], GEMINI_DEFAULT_MODEL_JSON);
+        assert_eq!(
+            s["generationConfig"]["responseModalities"],
+            json!(["AUDIO"])
+        );
+        assert_eq!(
+            s["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"],
+            "Aoede"
+        );
+        assert_eq!(
+            s["generationConfig"]["speechConfig"]["languageCode"],
+            "de-DE"
+        );
+        assert_eq!(s["systemInstruction"]["parts"][0]["text"], "Be brief.");
+        let decls = &s["tools"][0]["functionDeclarations"];
+        assert_eq!(decls[0]["name"], "end_call");
+        assert_eq!(decls[1]["parameters"]["type"], "OBJECT");
+        assert_eq!(
+            decls[1]["parameters"]["properties"]["user"]["type"],
+            "STRING"
+        );
+        assert_eq!(s["inputAudioTranscription"], json!({}));
+        assert_eq!(s["outputAudioTranscription"], json!({}));
+        assert!(
+            s["generationConfig"]
+                .get("inputAudioTranscription")
+                .is_none()
+        );
+        assert_eq!(s["sessionResumption"], json!({}));
+    }
+
+    const GEMINI_DEFAULT_MODEL_JSON: &str = crate::config::GEMINI_DEFAULT_MODEL;
+
+    #[test]
+    fn a_turn_becomes_events_and_go_away_waits_for_its_end() {
+        let mut e = GeminiEngine::new(&cfg());
+        e.on_open(&mut Vec::new()).unwrap();
+        let (ev, out, _) = feed(&mut e, json!({"setupComplete": {}}));
+        assert_eq!(ev, vec![EngineEvent::Ready]);
+        assert!(out[0].contains("clientContent"));
+        feed(
+            &mut e,
+            json!({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true}}),
+        );
+        let (ev, _, _) = feed(
+            &mut e,
+            json!({"serverContent": {"inputTranscription": {"text": "hi "}}}),
+        );
+        assert_eq!(
+            ev,
+            vec![EngineEvent::InputTranscript {
+                text: "hi ".into(),
+                is_final: false
+            }]
+        );
+        let audio = B64.encode([1u8, 0, 2, 0]);
+        let (ev, _, _) = feed(
+            &mut e,
+            json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio}}]}}}),
+        );
+        assert_eq!(
+            ev[0],
+            EngineEvent::InputTranscript {
+                text: "hi ".into(),
+                is_final: true
+            }
+        );
+        assert!(
+            matches!(&ev[1], EngineEvent::Audio { data, format } if data.len() == 4 && *format == AudioFormat::PCM16_24K)
+        );
+        let (ev, _, step) = feed(&mut e, json!({"goAway": {"timeLeft": "9.5s"}}));
+        assert_eq!(ev, vec![EngineEvent::GoAway { time_left_ms: 9500 }]);
+        assert_eq!(step, Step::Continue, "mid-turn: wait");
+        feed(
+            &mut e,
+            json!({"serverContent": {"outputTranscription": {"text": "Hel"}}}),
+        );
+        feed(
+            &mut e,
+            json!({"serverContent": {"outputTranscription": {"text": "lo"}}}),
+        );
+        let (ev, _, step) = feed(
+            &mut e,
+            json!({"serverContent": {"turnComplete": true}, "usageMetadata": {"promptTokenCount": 3, "responseTokenCount": 4, "totalTokenCount": 7}}),
+        );
+        assert_eq!(
+            ev[0],
+            EngineEvent::OutputTranscript {
+                text: "Hello".into(),
+                is_final: true
+            }
+        );
+        assert_eq!(ev[1], EngineEvent::TurnComplete);
+        assert!(matches!(ev[2], EngineEvent::Usage(u) if u.total_tokens == 7));
+        assert_eq!(step, Step::Reconnect);
+        let mut out = Vec::new();
+        e.on_open(&mut out).unwrap();
+        assert!(
+            out[0].contains(r#""sessionResumption":{"handle":"h1"}"#),
+            "{}",
+            out[0]
+        );
+        let (ev, out, _) = feed(&mut e, json!({"setupComplete": {}}));
+        assert_eq!(ev, vec![EngineEvent::Resumed]);
+        assert!(out.is_empty(), "no second greeting");
+    }
+
+    #[test]
+    fn close_during_setup_is_a_rejection() {
+        let mut e = GeminiEngine::new(&cfg());
+        e.on_open(&mut Vec::new()).unwrap();
+        let step = e.on_close(
+            Some(1007),
+            "API key not valid. Please pass a valid API key.",
+            &mut Vec::new(),
+        );
+        assert!(matches!(
+            step,
+            Step::Close {
+                error: Some(EngineError::Rejected { code: 1007, .. }),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn durations_and_mime_types() {
+        assert_eq!(parse_duration_ms("50s"), Some(50_000));
+        assert_eq!(parse_duration_ms("0.25s"), Some(250));
+        assert_eq!(parse_duration_ms("9.123456789s"), Some(9_123));
+        for bad in ["", "s", "5", "1.xs", "99999999s", "-1s"] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad}");
+        }
+        assert_eq!(audio_format("audio/pcm").unwrap(), AudioFormat::PCM16_24K);
+        assert_eq!(
+            audio_format("audio/pcm;rate=16000").unwrap(),
+            AudioFormat::PCM16_16K
+        );
+        assert!(audio_format("audio/pcm;rate=1").is_err());
+        assert!(audio_format("video/mp4").is_err());
+    }
+}

@@ -1,0 +1,444 @@
+//! OpenAI Realtime (GA shapes) as a sans-IO [`Engine`].
+//!
+//! `wss://…/v1/realtime?model=…` with `Authorization: Bearer`, no
+//! `OpenAI-Beta` header. One `session.update` (`type: realtime`, G.711 both
+//! ways, server VAD that interrupts responses, input transcription); ready
+//! at `session.updated`. Barge-in is `input_audio_buffer.speech_started`:
+//! reported as [`EngineEvent::Interrupted`]; the call answers with
+//! `Session::truncate(played_ms)`, sent as `conversation.item.truncate` for
+//! the last audio item. Usage is summed over `response.done`. There is no
+//! resumption: a dropped connection ends the session.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::config::{AudioFormat, Codec, Provider, SessionConfig, openai_format};
+use crate::error::EngineError;
+use crate::event::{EngineEvent, Usage};
+use crate::gemini::MAX_TRANSCRIPT;
+use crate::session::{Command, Engine, Step, Target};
+
+/// OpenAI's input transcription model.
+pub const TRANSCRIBE_MODEL: &str = "gpt-4o-mini-transcribe";
+
+/// OpenAI Realtime session state.
+pub struct OpenAiEngine {
+    url: Url,
+    key: String,
+    session: Value,
+    kickoff: Option<String>,
+    format: AudioFormat,
+    ready: bool,
+    last_audio_item: Option<String>,
+    response_had_output: bool,
+    last_error: Option<(Option<String>, String)>,
+}
+
+fn format_json(f: AudioFormat) -> Value {
+    match f.codec {
+        Codec::Pcmu => json!({"type": "audio/pcmu"}),
+        Codec::Pcma => json!({"type": "audio/pcma"}),
+        Codec::PcmS16le => json!({"type": "audio/pcm", "rate": 24_000}),
+    }
+}
+
+impl OpenAiEngine {
+    /// An engine for `cfg`.
+    pub fn new(cfg: &SessionConfig) -> Self {
+        let format = openai_format(cfg.telephony_codec);
+        let mut input = json!({
+            "format": format_json(format),
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": cfg.vad_silence_ms,
+                               "create_response": true, "interrupt_response": true}
+        });
+        if cfg.transcribe_input {
+            let mut t = json!({"model": TRANSCRIBE_MODEL});
+            if let Some(lang) = cfg
+                .language
+                .as_deref()
+                .and_then(|l| l.split('-').next())
+                .filter(|l| !l.is_empty())
+            {
+                t["language"] = json!(lang.to_ascii_lowercase());
+            }
+            input["transcription"] = t;
+        }
+        let mut output = json!({"format": format_json(format)});
+        if let Some(v) = &cfg.voice {
+            output["voice"] = json!(v);
+        }
+        let tools: Vec<Value> = cfg
+            .tools
+            .iter()
+            .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}))
+            .collect();
+        let mut session = json!({
+            "type": "realtime",
+            "model": cfg.model.model,
+            "output_modalities": ["audio"],
+            "audio": {"input": input, "output": output},
+        });
+        if !cfg.instructions.is_empty() {
+            session["instructions"] = json!(cfg.instructions);
+        }
+        if !tools.is_empty() {
+            session["tools"] = json!(tools);
+            session["tool_choice"] = json!("auto");
+        }
+        Self {
+            url: cfg.endpoints.openai.clone(),
+            key: cfg.api_key.clone(),
+            session,
+            kickoff: cfg.kickoff.clone(),
+            format,
+            ready: false,
+            last_audio_item: None,
+            response_had_output: false,
+            last_error: None,
+        }
+    }
+
+    fn user_text(text: &str, out: &mut Vec<String>) {
+        out.push(
+            json!({"type": "conversation.item.create",
+                   "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+            .to_string(),
+        );
+        out.push(json!({"type": "response.create"}).to_string());
+    }
+
+    fn rejection(&self, code: Option<u16>, reason: &str) -> EngineError {
+        let (kind, message) = match &self.last_error {
+            Some((k, m)) => (k.clone(), m.clone()),
+            None => (None, reason.chars().take(512).collect()),
+        };
+        let kind =
+            kind.or_else(|| (!reason.is_empty()).then(|| reason.chars().take(128).collect()));
+        EngineError::Rejected {
+            code: code.unwrap_or(1006),
+            kind,
+            message,
+        }
+    }
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+impl Engine for OpenAiEngine {
+    fn provider(&self) -> Provider {
+        Provider::OpenAi
+    }
+
+    fn input_format(&self) -> AudioFormat {
+        self.format
+    }
+
+    fn target(&self) -> Result<Target, EngineError> {
+        let mut u = self.url.clone();
+        let model = self
+            .session
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        u.query_pairs_mut().clear().append_pair("model", model);
+        Ok((u, vec![("authorization", format!("Bearer {}", self.key))]))
+    }
+
+    fn on_open(&mut self, out: &mut Vec<String>) -> Result<(), EngineError> {
+        out.push(json!({"type": "session.update", "session": self.session}).to_string());
+        Ok(())
+    }
+
+    fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError> {
+        match cmd {
+            Command::Audio(a) => out.push(
+                json!({"type": "input_audio_buffer.append", "audio": B64.encode(&a)}).to_string(),
+            ),
+            Command::Text(t) => Self::user_text(&t, out),
+            Command::ToolResult {
+                call_id, output, ..
+            } => {
+                out.push(
+                    json!({"type": "conversation.item.create",
+                           "item": {"type": "function_call_output", "call_id": call_id, "output": output.to_string()}})
+                    .to_string(),
+                );
+                out.push(json!({"type": "response.create"}).to_string());
+            }
+            Command::Truncate { played_ms } => {
+                if let Some(item) = self.last_audio_item.take() {
+                    out.push(
+                        json!({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": played_ms})
+                            .to_string(),
+                    );
+                }
+            }
+            Command::Close => {}
+        }
+        Ok(())
+    }
+
+    fn on_message(
+        &mut self,
+        text: &str,
+        events: &mut Vec<EngineEvent>,
+        out: &mut Vec<String>,
+    ) -> Result<Step, EngineError> {
+        let Ok(msg) = serde_json::from_str::<Value>(text) else {
+            events.push(EngineEvent::Error {
+                code: Some("bad_frame".into()),
+                message: "server frame is not JSON".into(),
+            });
+            return Ok(Step::Continue);
+        };
+        match s(&msg, "type") {
+            "session.updated" if !self.ready => {
+                self.ready = true;
+                events.push(EngineEvent::Ready);
+                if let Some(k) = self.kickoff.clone() {
+                    Self::user_text(&k, out);
+                }
+            }
+            "input_audio_buffer.speech_started" => events.push(EngineEvent::Interrupted),
+            "conversation.item.input_audio_transcription.delta" => {
+                let d = s(&msg, "delta");
+                if !d.is_empty() {
+                    events.push(EngineEvent::InputTranscript {
+                        text: d.to_owned(),
+                        is_final: false,
+                    });
+                }
+            }
+            "conversation.item.input_audio_transcription.completed" => {
+                let t: String = s(&msg, "transcript").chars().take(MAX_TRANSCRIPT).collect();
+                events.push(EngineEvent::InputTranscript {
+                    text: t,
+                    is_final: true,
+                });
+            }
+            "response.created" => self.response_had_output = false,
+            // `response.audio.*` are the beta names, accepted read-only.
+            "response.output_audio.delta" | "response.audio.delta" => {
+                let data = B64
+                    .decode(s(&msg, "delta"))
+                    .map_err(|_| EngineError::Protocol("output audio is not base64".into()))?;
+                let item = s(&msg, "item_id");
+                if !item.is_empty() && item.len() <= 256 {
+                    self.last_audio_item = Some(item.to_owned());
+                }
+                self.response_had_output = true;
+                events.push(EngineEvent::Audio {
+                    data: Bytes::from(data),
+                    format: self.format,
+                });
+            }
+            "response.output_audio_transcript.delta" | "response.audio_transcript.delta" => {
+                let d = s(&msg, "delta");
+                if !d.is_empty() {
+                    self.response_had_output = true;
+                    events.push(EngineEvent::OutputTranscript {
+                        text: d.to_owned(),
+                        is_final: false,
+                    });
+                }
+            }
+            "response.output_audio_transcript.done" | "response.audio_transcript.done" => {
+                let t: String = s(&msg, "transcript").chars().take(MAX_TRANSCRIPT).collect();
+                events.push(EngineEvent::OutputTranscript {
+                    text: t,
+                    is_final: true,
+                });
+            }
+            "response.function_call_arguments.done" => {
+                let name = s(&msg, "name");
+                if name.is_empty() {
+                    return Err(EngineError::Protocol("function call without a name".into()));
+                }
+                let raw = s(&msg, "arguments");
+                let args = match serde_json::from_str::<Value>(raw) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => json!({ "arguments": raw }),
+                };
+                events.push(EngineEvent::ToolCall {
+                    call_id: s(&msg, "call_id").to_owned(),
+                    name: name.to_owned(),
+                    args,
+                });
+            }
+            "response.done" => {
+                if let Some(u) = msg.pointer("/response/usage") {
+                    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    events.push(EngineEvent::Usage(Usage {
+                        prompt_tokens: n("input_tokens"),
+                        response_tokens: n("output_tokens"),
+                        total_tokens: n("total_tokens"),
+                        ..Usage::default()
+                    }));
+                }
+                if std::mem::take(&mut self.response_had_output) {
+                    events.push(EngineEvent::TurnComplete);
+                }
+            }
+            "error" => {
+                let e = msg.get("error").cloned().unwrap_or(Value::Null);
+                let code = e.get("code").and_then(Value::as_str).map(str::to_owned);
+                let message: String = s(&e, "message").chars().take(512).collect();
+                self.last_error = Some((code.clone(), message.clone()));
+                events.push(EngineEvent::Error { code, message });
+            }
+            _ => {}
+        }
+        Ok(Step::Continue)
+    }
+
+    fn on_close(
+        &mut self,
+        code: Option<u16>,
+        reason: &str,
+        _events: &mut Vec<EngineEvent>,
+    ) -> Step {
+        if !self.ready || code.is_some_and(|c| c >= 3000) {
+            return Step::Close {
+                code,
+                error: Some(self.rejection(code, reason)),
+            };
+        }
+        match code {
+            Some(1000) => Step::Close { code, error: None },
+            _ => Step::Close {
+                code,
+                error: Some(EngineError::Transport(format!(
+                    "connection closed ({}): {}",
+                    code.map_or("no close frame".to_owned(), |c| c.to_string()),
+                    reason.chars().take(256).collect::<String>()
+                ))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Endpoints, ModelChoice};
+
+    fn engine() -> OpenAiEngine {
+        let mut c = SessionConfig::new(
+            ModelChoice::from_model("openai/gpt-realtime").unwrap(),
+            Endpoints::parse("ws://127.0.0.1:1", "ws://127.0.0.1:1").unwrap(),
+            "sk-test",
+        );
+        c.voice = Some("marin".into());
+        c.language = Some("de-DE".into());
+        c.instructions = "Be brief.".into();
+        c.telephony_codec = Codec::Pcma;
+        OpenAiEngine::new(&c)
+    }
+
+    #[test]
+    fn session_update_has_the_ga_shape() {
+        let mut e = engine();
+        let (u, h) = e.target().unwrap();
+        assert_eq!(
+            u.as_str(),
+            "ws://127.0.0.1:1/v1/realtime?model=gpt-realtime"
+        );
+        assert_eq!(h, vec![("authorization", "Bearer sk-test".to_owned())]);
+        let mut out = Vec::new();
+        e.on_open(&mut out).unwrap();
+        let v: Value = serde_json::from_str(&out[0]).unwrap();
+        assert_eq!(v["type"], "session.update");
+        let s = &v["session"];
+        assert_eq!(s["type"], "realtime");
+        assert_eq!(s["audio"]["input"]["format"]["type"], "audio/pcma");
+        assert_eq!(s["audio"]["output"]["format"]["type"], "audio/pcma");
+        assert_eq!(s["audio"]["output"]["voice"], "marin");
+        assert_eq!(s["audio"]["input"]["transcription"]["language"], "de");
+        assert_eq!(
+            s["audio"]["input"]["turn_detection"]["interrupt_response"],
+            true
+        );
+        assert_eq!(s["tools"][0]["type"], "function");
+        assert_eq!(s["tools"][1]["parameters"]["type"], "object");
+        assert!(s.get("input_audio_format").is_none() && s.get("voice").is_none());
+        assert_eq!(e.input_format(), AudioFormat::PCMA);
+    }
+
+    #[test]
+    fn events_map_and_function_calls_parse() {
+        let mut e = engine();
+        let (mut ev, mut out) = (Vec::new(), Vec::new());
+        let mut feed = |e: &mut OpenAiEngine, v: Value| {
+            ev.clear();
+            out.clear();
+            e.on_message(&v.to_string(), &mut ev, &mut out).unwrap();
+            (ev.clone(), out.clone())
+        };
+        let (ev, out) = feed(&mut e, json!({"type": "session.updated", "session": {}}));
+        assert_eq!(ev, vec![EngineEvent::Ready]);
+        assert!(out[0].contains("input_text") && out[1].contains("response.create"));
+        feed(&mut e, json!({"type": "response.created"}));
+        let (ev, _) = feed(
+            &mut e,
+            json!({"type": "response.output_audio.delta", "item_id": "item_1", "delta": B64.encode([0xd5u8; 160])}),
+        );
+        assert!(
+            matches!(&ev[0], EngineEvent::Audio { data, format } if data.len() == 160 && *format == AudioFormat::PCMA)
+        );
+        let (ev, _) = feed(
+            &mut e,
+            json!({"type": "response.function_call_arguments.done", "call_id": "call_9", "name": "end_call", "arguments": "{\"reason\":\"done\"}"}),
+        );
+        assert_eq!(
+            ev[0],
+            EngineEvent::ToolCall {
+                call_id: "call_9".into(),
+                name: "end_call".into(),
+                args: json!({"reason": "done"})
+            }
+        );
+        let (ev, _) = feed(
+            &mut e,
+            json!({"type": "response.done", "response": {"usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}}}),
+        );
+        assert!(matches!(ev[0], EngineEvent::Usage(u) if u.total_tokens == 15));
+        assert_eq!(ev[1], EngineEvent::TurnComplete);
+        let (ev, _) = feed(
+            &mut e,
+            json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 5, "item_id": "item_2"}),
+        );
+        assert_eq!(ev, vec![EngineEvent::Interrupted]);
+        let mut out = Vec::new();
+        e.on_command(Command::Truncate { played_ms: 120 }, &mut out)
+            .unwrap();
+        assert!(
+            out[0].contains(r#""item_id":"item_1""#) && out[0].contains(r#""audio_end_ms":120"#)
+        );
+    }
+
+    #[test]
+    fn a_bad_key_is_a_rejection_with_the_vendor_code() {
+        let mut e = engine();
+        let mut ev = Vec::new();
+        e.on_message(
+            r#"{"type":"error","error":{"type":"invalid_request_error","code":"invalid_api_key","message":"Incorrect API key provided"}}"#,
+            &mut ev,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let step = e.on_close(Some(3000), "invalid_request_error.invalid_api_key", &mut ev);
+        let Step::Close {
+            error: Some(EngineError::Rejected { code, kind, .. }),
+            ..
+        } = step
+        else {
+            panic!()
+        };
+        assert_eq!((code, kind.as_deref()), (3000, Some("invalid_api_key")));
+    }
+}

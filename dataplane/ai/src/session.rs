@@ -1,0 +1,521 @@
+//! The session: a sans-IO [`Engine`] per vendor, driven by one task that
+//! owns the WebSocket.
+//!
+//! Drain contract of an [`Engine`]: every call may push frames to send (`out`)
+//! and events to report (`events`); the driver sends the frames in order,
+//! then forwards the events. `EngineEvent::Usage` from an engine is a
+//! per-report increment; the driver sums it into the call's [`Usage`] and
+//! forwards the running total. An engine never reads the clock or touches a
+//! socket: reconnects happen when it returns [`Step::Reconnect`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use url::Url;
+
+use crate::config::{AudioFormat, Provider, SessionConfig};
+use crate::error::EngineError;
+use crate::event::{EngineEvent, Usage};
+use crate::transport::{self, Ws};
+
+/// Commands queued to a session (about 10 s of 20 ms audio frames).
+const COMMAND_QUEUE: usize = 512;
+/// Events queued to the call before the driver waits for it.
+const EVENT_QUEUE: usize = 1024;
+/// Largest audio chunk accepted in one command.
+pub const MAX_AUDIO_CHUNK: usize = 256 * 1024;
+/// Longest text or tool output accepted in one command.
+pub const MAX_TEXT: usize = 64 * 1024;
+/// Attempts to re-establish a dropped or retiring connection.
+const RECONNECT_ATTEMPTS: u32 = 3;
+
+/// What the call asks of the session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Caller audio in the session's input format.
+    Audio(Bytes),
+    /// A user text turn.
+    Text(String),
+    /// The result of a tool call.
+    ToolResult {
+        /// The call's id.
+        call_id: String,
+        /// The function name.
+        name: String,
+        /// The result (a JSON object).
+        output: Value,
+    },
+    /// Barge-in bookkeeping: the AI audio actually played of the current
+    /// item, in ms (OpenAI `conversation.item.truncate`; Gemini needs none).
+    Truncate {
+        /// Milliseconds played.
+        played_ms: u32,
+    },
+    /// End the session.
+    Close,
+}
+
+/// What the driver does after an engine handled a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Keep going.
+    Continue,
+    /// Open a new connection now (the engine has what it needs to resume).
+    Reconnect,
+    /// End the session.
+    Close {
+        /// Close code seen, if any.
+        code: Option<u16>,
+        /// Why, if it was not a normal end.
+        error: Option<EngineError>,
+    },
+}
+
+/// Where and how to open a connection: URL and extra request headers.
+pub type Target = (Url, Vec<(&'static str, String)>);
+
+/// A vendor protocol, sans IO.
+pub trait Engine: Send + Sync + 'static {
+    /// The vendor.
+    fn provider(&self) -> Provider;
+    /// The format caller audio must be in.
+    fn input_format(&self) -> AudioFormat;
+    /// URL and extra headers of the next connection (the key goes where the
+    /// vendor wants it: Gemini `?key=`, OpenAI `Authorization: Bearer`).
+    fn target(&self) -> Result<Target, EngineError>;
+    /// A connection opened: frames to send first (setup / session.update).
+    fn on_open(&mut self, out: &mut Vec<String>) -> Result<(), EngineError>;
+    /// A command from the call.
+    fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError>;
+    /// A text or binary frame from the vendor (already UTF-8).
+    fn on_message(
+        &mut self,
+        text: &str,
+        events: &mut Vec<EngineEvent>,
+        out: &mut Vec<String>,
+    ) -> Result<Step, EngineError>;
+    /// The connection ended (close frame, or `None` if it just dropped).
+    fn on_close(&mut self, code: Option<u16>, reason: &str, events: &mut Vec<EngineEvent>) -> Step;
+}
+
+/// Handle to a live session; cheap to clone. Dropping every handle ends
+/// the session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    tx: mpsc::Sender<Command>,
+    provider: Provider,
+    input_format: AudioFormat,
+}
+
+impl Session {
+    /// The vendor in use.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The format [`Session::send_audio`] expects.
+    pub fn input_format(&self) -> AudioFormat {
+        self.input_format
+    }
+
+    /// Queues caller audio without waiting: `Busy` if the queue is full (the
+    /// switch drops the frame rather than stall its media worker).
+    pub fn try_send_audio(&self, data: Bytes) -> Result<(), EngineError> {
+        self.check_audio(&data)?;
+        self.tx.try_send(Command::Audio(data)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => EngineError::Busy,
+            mpsc::error::TrySendError::Closed(_) => EngineError::Closed,
+        })
+    }
+
+    /// Queues caller audio, waiting for room.
+    pub async fn send_audio(&self, data: Bytes) -> Result<(), EngineError> {
+        self.check_audio(&data)?;
+        self.send(Command::Audio(data)).await
+    }
+
+    /// Sends a user text turn.
+    pub async fn send_text(&self, text: impl Into<String>) -> Result<(), EngineError> {
+        let text = text.into();
+        if text.len() > MAX_TEXT {
+            return Err(EngineError::Invalid("text too long"));
+        }
+        self.send(Command::Text(text)).await
+    }
+
+    /// Answers a [`EngineEvent::ToolCall`].
+    pub async fn tool_result(
+        &self,
+        call_id: impl Into<String>,
+        name: impl Into<String>,
+        output: Value,
+    ) -> Result<(), EngineError> {
+        if output.to_string().len() > MAX_TEXT {
+            return Err(EngineError::Invalid("tool output too long"));
+        }
+        self.send(Command::ToolResult {
+            call_id: call_id.into(),
+            name: name.into(),
+            output,
+        })
+        .await
+    }
+
+    /// Reports how much of the interrupted AI audio was played.
+    pub async fn truncate(&self, played_ms: u32) -> Result<(), EngineError> {
+        self.send(Command::Truncate { played_ms }).await
+    }
+
+    /// Ends the session; [`EngineEvent::Closed`] follows.
+    pub async fn close(&self) -> Result<(), EngineError> {
+        self.send(Command::Close).await
+    }
+
+    fn check_audio(&self, data: &[u8]) -> Result<(), EngineError> {
+        if data.len() > MAX_AUDIO_CHUNK {
+            return Err(EngineError::Invalid("audio chunk too large"));
+        }
+        if !data
+            .len()
+            .is_multiple_of(self.input_format.bytes_per_sample() as usize)
+        {
+            return Err(EngineError::Invalid("audio chunk is not whole samples"));
+        }
+        Ok(())
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), EngineError> {
+        self.tx.send(cmd).await.map_err(|_| EngineError::Closed)
+    }
+}
+
+/// Starts a session with the engine `cfg.model` names: connects, sets up,
+/// waits until the vendor is ready, then hands back the handle and the
+/// event stream (its first event is [`EngineEvent::Ready`]).
+pub async fn connect(
+    cfg: SessionConfig,
+) -> Result<(Session, mpsc::Receiver<EngineEvent>), EngineError> {
+    let engine: Box<dyn Engine> = match cfg.model.provider {
+        Provider::Gemini => Box::new(crate::gemini::GeminiEngine::new(&cfg)),
+        Provider::OpenAi => Box::new(crate::openai::OpenAiEngine::new(&cfg)),
+    };
+    start(engine, cfg.tls.clone(), cfg.connect_timeout).await
+}
+
+/// Starts a session on any [`Engine`] (what [`connect`] does after picking one).
+pub async fn start(
+    mut engine: Box<dyn Engine>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+) -> Result<(Session, mpsc::Receiver<EngineEvent>), EngineError> {
+    let mut usage = Usage::default();
+    let mut early = Vec::new();
+    let ws = tokio::time::timeout(
+        connect_timeout,
+        open(engine.as_mut(), tls.as_ref(), &mut early, &mut usage),
+    )
+    .await
+    .map_err(|_| EngineError::Timeout("session setup"))??;
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let session = Session {
+        tx,
+        provider: engine.provider(),
+        input_format: engine.input_format(),
+    };
+    let driver = Driver {
+        engine,
+        tls,
+        connect_timeout,
+        usage,
+        ev_tx,
+        cmd_rx: rx,
+    };
+    tokio::spawn(driver.run(ws, early));
+    Ok((session, ev_rx))
+}
+
+/// Opens a connection and runs it until the engine reports `Ready` or
+/// `Resumed`; events seen on the way are appended to `events`.
+async fn open(
+    engine: &mut dyn Engine,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    events: &mut Vec<EngineEvent>,
+    usage: &mut Usage,
+) -> Result<Ws, EngineError> {
+    let (url, headers) = engine.target()?;
+    let mut ws = transport::connect(&url, &headers, tls).await?;
+    let mut out = Vec::new();
+    engine.on_open(&mut out)?;
+    send_all(&mut ws, &mut out).await?;
+    loop {
+        let mut evs = Vec::new();
+        let step = match ws.next().await {
+            Some(Ok(Message::Text(t))) => engine.on_message(t.as_str(), &mut evs, &mut out)?,
+            Some(Ok(Message::Binary(b))) => {
+                let t = std::str::from_utf8(&b)
+                    .map_err(|_| EngineError::Protocol("binary frame is not UTF-8 JSON".into()))?;
+                engine.on_message(t, &mut evs, &mut out)?
+            }
+            Some(Ok(Message::Close(f))) => {
+                let (code, reason) = close_parts(f.as_ref());
+                engine.on_close(code, &reason, &mut evs)
+            }
+            Some(Ok(_)) => Step::Continue,
+            Some(Err(e)) => engine.on_close(None, &e.to_string(), &mut evs),
+            None => engine.on_close(None, "connection dropped during setup", &mut evs),
+        };
+        send_all(&mut ws, &mut out).await?;
+        let ready = evs
+            .iter()
+            .any(|e| matches!(e, EngineEvent::Ready | EngineEvent::Resumed));
+        account(usage, &mut evs);
+        events.append(&mut evs);
+        match step {
+            Step::Continue if ready => return Ok(ws),
+            Step::Continue => {}
+            Step::Reconnect => {
+                return Err(EngineError::Protocol(
+                    "engine asked to reconnect during setup".into(),
+                ));
+            }
+            Step::Close { code, error } => {
+                return Err(error.unwrap_or(EngineError::Rejected {
+                    code: code.unwrap_or(1006),
+                    kind: None,
+                    message: "closed during setup".into(),
+                }));
+            }
+        }
+    }
+}
+
+fn close_parts(f: Option<&CloseFrame>) -> (Option<u16>, String) {
+    match f {
+        Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
+        None => (None, String::new()),
+    }
+}
+
+/// Sums usage increments into the running total and rewrites them to it;
+/// counts AI audio for the fallback estimate.
+fn account(usage: &mut Usage, events: &mut [EngineEvent]) {
+    for e in events.iter_mut() {
+        match e {
+            EngineEvent::Usage(inc) => {
+                usage.add_report(inc.prompt_tokens, inc.response_tokens, inc.total_tokens);
+                *inc = *usage;
+            }
+            EngineEvent::Audio { data, format } => {
+                usage.audio_out_us = usage
+                    .audio_out_us
+                    .saturating_add(format.duration_us(data.len()));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn send_all(ws: &mut Ws, out: &mut Vec<String>) -> Result<(), EngineError> {
+    for frame in out.drain(..) {
+        ws.feed(Message::text(frame))
+            .await
+            .map_err(EngineError::transport)?;
+    }
+    ws.flush().await.map_err(EngineError::transport)
+}
+
+struct Driver {
+    engine: Box<dyn Engine>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    usage: Usage,
+    ev_tx: mpsc::Sender<EngineEvent>,
+    cmd_rx: mpsc::Receiver<Command>,
+}
+
+enum Flow {
+    Go,
+    Reconnect,
+    End {
+        code: Option<u16>,
+        error: Option<EngineError>,
+    },
+}
+
+impl Driver {
+    async fn run(mut self, mut ws: Ws, early: Vec<EngineEvent>) {
+        if self.emit(early).await.is_err() {
+            let _ = ws.close(None).await;
+            return;
+        }
+        let (code, error) = loop {
+            let mut out = Vec::new();
+            let mut evs = Vec::new();
+            let flow = tokio::select! {
+                msg = ws.next() => self.on_frame(msg, &mut evs, &mut out),
+                cmd = self.cmd_rx.recv() => self.on_command(cmd, &mut ws, &mut out).await,
+            };
+            let sent = send_all(&mut ws, &mut out).await;
+            account(&mut self.usage, &mut evs);
+            if self.emit(evs).await.is_err() {
+                // Nobody listens any more: the call is gone.
+                let _ = ws.close(None).await;
+                return;
+            }
+            let flow = match (flow, sent) {
+                (Flow::Go, Err(e)) => self.lost(e),
+                (f, _) => f,
+            };
+            match flow {
+                Flow::Go => {}
+                Flow::End { code, error } => {
+                    let _ = ws.close(None).await;
+                    break (code, error);
+                }
+                Flow::Reconnect => match self.reconnect(&mut ws).await {
+                    Ok(new) => ws = new,
+                    Err(e) => break (None, Some(e)),
+                },
+            }
+        };
+        let usage = self.usage;
+        let _ = self
+            .ev_tx
+            .send(EngineEvent::Closed { code, error, usage })
+            .await;
+    }
+
+    fn lost(&mut self, e: EngineError) -> Flow {
+        let mut evs = Vec::new();
+        let step = self.engine.on_close(None, &e.to_string(), &mut evs);
+        account(&mut self.usage, &mut evs);
+        self.step(step)
+    }
+
+    fn step(&self, step: Step) -> Flow {
+        match step {
+            Step::Continue => Flow::Go,
+            Step::Reconnect => Flow::Reconnect,
+            Step::Close { code, error } => Flow::End { code, error },
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        evs: &mut Vec<EngineEvent>,
+        out: &mut Vec<String>,
+    ) -> Flow {
+        let step = match msg {
+            Some(Ok(Message::Text(t))) => self.engine.on_message(t.as_str(), evs, out),
+            Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
+                Ok(t) => self.engine.on_message(t, evs, out),
+                Err(_) => Err(EngineError::Protocol(
+                    "binary frame is not UTF-8 JSON".into(),
+                )),
+            },
+            Some(Ok(Message::Close(f))) => {
+                let (code, reason) = close_parts(f.as_ref());
+                Ok(self.engine.on_close(code, &reason, evs))
+            }
+            Some(Ok(_)) => Ok(Step::Continue),
+            Some(Err(e)) => Ok(self.engine.on_close(None, &e.to_string(), evs)),
+            None => Ok(self.engine.on_close(None, "connection dropped", evs)),
+        };
+        match step {
+            Ok(s) => self.step(s),
+            Err(e) => Flow::End {
+                code: None,
+                error: Some(e),
+            },
+        }
+    }
+
+    async fn on_command(
+        &mut self,
+        cmd: Option<Command>,
+        ws: &mut Ws,
+        out: &mut Vec<String>,
+    ) -> Flow {
+        match cmd {
+            None | Some(Command::Close) => {
+                let _ = ws
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "call ended".into(),
+                    })))
+                    .await;
+                Flow::End {
+                    code: Some(1000),
+                    error: None,
+                }
+            }
+            Some(cmd) => {
+                if let Command::Audio(a) = &cmd {
+                    let us = self.engine.input_format().duration_us(a.len());
+                    self.usage.audio_in_us = self.usage.audio_in_us.saturating_add(us);
+                }
+                match self.engine.on_command(cmd, out) {
+                    Ok(()) => Flow::Go,
+                    Err(e) => Flow::End {
+                        code: None,
+                        error: Some(e),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Retires `old` and opens a resumed connection, retrying a few times.
+    async fn reconnect(&mut self, old: &mut Ws) -> Result<Ws, EngineError> {
+        let _ = old
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "resuming".into(),
+            })))
+            .await;
+        let mut last = EngineError::Closed;
+        for attempt in 0..RECONNECT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            let mut evs = Vec::new();
+            let opened = tokio::time::timeout(
+                self.connect_timeout,
+                open(
+                    self.engine.as_mut(),
+                    self.tls.as_ref(),
+                    &mut evs,
+                    &mut self.usage,
+                ),
+            )
+            .await
+            .unwrap_or(Err(EngineError::Timeout("session resumption")));
+            self.emit(evs).await.map_err(|_| EngineError::Closed)?;
+            match opened {
+                Ok(ws) => return Ok(ws),
+                // A refusal will not change on retry.
+                Err(e @ EngineError::Rejected { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "voice-AI session resumption failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn emit(&self, evs: Vec<EngineEvent>) -> Result<(), ()> {
+        for e in evs {
+            self.ev_tx.send(e).await.map_err(|_| ())?;
+        }
+        Ok(())
+    }
+}

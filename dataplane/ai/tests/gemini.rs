@@ -1,0 +1,333 @@
+//! Our Gemini Live client against the Gemini simulator over real sockets.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::time::Duration;
+
+use codeb_ai::sim::{SimRecord, Vendor, gemini::BAD_KEY_REASON};
+use codeb_ai::{AudioFormat, EngineError, EngineEvent, Provider};
+use common::*;
+use serde_json::json;
+
+const GREETING: &str = "Hello, this is the CodeB voice simulator. How can I help you today?";
+
+#[tokio::test]
+async fn a_whole_conversation_turn_by_turn() {
+    let sim = sim(Vendor::Gemini, sim_cfg()).await;
+    let cfg = config(
+        &sim,
+        "models/gemini-2.5-flash-native-audio-preview-12-2025",
+        "sim-key",
+        "Be kind. END_AFTER_TURNS=2",
+    );
+    let mut c = Caller::connect(cfg).await;
+    assert_eq!(c.session.provider(), Provider::Gemini);
+    assert_eq!(c.session.input_format(), AudioFormat::PCM16_16K);
+
+    // Ready, then the greeting (asked for by the kickoff turn): 670 ms at 24 kHz.
+    let evs = c.until("ready", |e| *e == EngineEvent::Ready).await;
+    assert_eq!(evs.len(), 1);
+    let (text, evs) = c.ai_says().await;
+    assert_eq!(text, GREETING);
+    assert_eq!(audio_bytes(&evs, AudioFormat::PCM16_24K), 670 * 24 * 2);
+    let fragments: String = evs
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::OutputTranscript {
+                text,
+                is_final: false,
+            } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fragments, GREETING);
+    c.until("greeting turn complete", |e| {
+        *e == EngineEvent::TurnComplete
+    })
+    .await;
+    c.until("greeting usage", |e| matches!(e, EngineEvent::Usage(_)))
+        .await;
+
+    // The greeting plays out; the caller speaks 1.2 s; the AI answers.
+    c.silence(700).await;
+    c.speak(1200).await;
+    c.silence(400).await;
+    let evs = c
+        .until("caller transcript", |e| {
+            matches!(e, EngineEvent::InputTranscript { is_final: true, .. })
+        })
+        .await;
+    assert_eq!(
+        evs.last(),
+        Some(&EngineEvent::InputTranscript {
+            text: "[caller spoke 1.2 s]".into(),
+            is_final: true
+        })
+    );
+    let (text, evs) = c.ai_says().await;
+    assert_eq!(text, "Reply 1: I heard 1.2 seconds from you.");
+    assert_eq!(audio_bytes(&evs, AudioFormat::PCM16_24K), 380 * 24 * 2);
+    c.until("reply 1 complete", |e| *e == EngineEvent::TurnComplete)
+        .await;
+
+    // The caller talks over reply 1 (still playing by the audio clock).
+    c.speak(400).await;
+    c.until("barge-in", |e| *e == EngineEvent::Interrupted)
+        .await;
+
+    // Second utterance: the prompt's rule makes this the goodbye + end_call.
+    c.silence(400).await;
+    // The goodbye is spoken, then end_call; the turn (and its final
+    // transcript) waits for the tool response.
+    let evs = c
+        .until("end_call", |e| matches!(e, EngineEvent::ToolCall { .. }))
+        .await;
+    assert!(!evs.iter().any(|e| matches!(
+        e,
+        EngineEvent::TurnComplete | EngineEvent::OutputTranscript { is_final: true, .. }
+    )));
+    assert_eq!(audio_bytes(&evs, AudioFormat::PCM16_24K), 580 * 24 * 2);
+    let Some(EngineEvent::ToolCall {
+        call_id,
+        name,
+        args,
+    }) = evs.last().cloned()
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (name.as_str(), args),
+        ("end_call", json!({"reason": "finished"}))
+    );
+    c.session
+        .tool_result(&call_id, &name, json!({"ok": true}))
+        .await
+        .unwrap();
+    let (text, _) = c.ai_says().await;
+    assert_eq!(
+        text,
+        "Reply 2: I heard 0.4 seconds from you. Thank you, goodbye."
+    );
+    c.until("goodbye turn complete", |e| *e == EngineEvent::TurnComplete)
+        .await;
+    c.until("goodbye usage", |e| matches!(e, EngineEvent::Usage(_)))
+        .await;
+
+    c.session.close().await.unwrap();
+    let evs = c
+        .until("closed", |e| matches!(e, EngineEvent::Closed { .. }))
+        .await;
+    let Some(EngineEvent::Closed { code, error, usage }) = evs.last().cloned() else {
+        unreachable!()
+    };
+    assert_eq!((code, error), (Some(1000), None));
+
+    // Every turn, as the simulator saw it.
+    let recs = sim.records();
+    let said: Vec<(u32, u32)> = recs
+        .iter()
+        .filter_map(|r| match r {
+            SimRecord::Said { turn, audio_ms, .. } => Some((*turn, *audio_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    let heard: Vec<_> = recs
+        .iter()
+        .filter(|r| matches!(r, SimRecord::Heard { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(
+        heard,
+        vec![
+            SimRecord::Heard {
+                utterance: 1,
+                ms: 1200
+            },
+            SimRecord::Heard {
+                utterance: 2,
+                ms: 400
+            }
+        ]
+    );
+    assert!(recs.contains(&SimRecord::Interrupted { turn: 1 }));
+    assert!(recs.contains(&SimRecord::ToolResponse {
+        call_id,
+        response: json!({"ok": true})
+    }));
+    let setup = recs.iter().find_map(|r| match r {
+        SimRecord::Setup(s) => Some(s.clone()),
+        _ => None,
+    });
+    let setup = setup.unwrap();
+    assert_eq!(
+        setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"],
+        "Aoede"
+    );
+    assert_eq!(
+        setup["systemInstruction"]["parts"][0]["text"],
+        "Be kind. END_AFTER_TURNS=2"
+    );
+
+    // Usage: the sum of what the simulator reported, one report per turn.
+    let (mut p, mut r, mut t, mut n) = (0, 0, 0, 0);
+    for rec in &recs {
+        if let SimRecord::Usage {
+            prompt,
+            response,
+            total,
+        } = rec
+        {
+            (p, r, t, n) = (p + prompt, r + response, t + total, n + 1);
+        }
+    }
+    assert_eq!(n, 3);
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.response_tokens,
+            usage.total_tokens,
+            usage.reports
+        ),
+        (p, r, t, 3)
+    );
+    assert_eq!(usage.tokens_total(), t);
+    // Audio clock: 0.7 + 1.2 + 0.4 + 0.4 + 0.4 s sent; 0.67 + 0.38 + 0.58 s received.
+    assert_eq!(usage.audio_in_us, 3_100_000);
+    assert_eq!(usage.audio_out_us, 670_000 + 380_000 + 580_000);
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_a_clean_rejection() {
+    let sim = sim(Vendor::Gemini, sim_cfg()).await;
+    let cfg = config(&sim, "", "not-the-key", "hi");
+    let err = codeb_ai::connect(cfg).await.unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::Rejected {
+            code: 1007,
+            kind: None,
+            message: BAD_KEY_REASON.into()
+        }
+    );
+    assert!(sim.records().contains(&SimRecord::Rejected { code: 1007 }));
+}
+
+#[tokio::test]
+async fn go_away_resumes_transparently_and_the_conversation_continues() {
+    let mut sc = sim_cfg();
+    sc.connection_lifetime = Some(Duration::from_millis(3000));
+    sc.go_away_notice = Duration::from_millis(500);
+    let sim = sim(Vendor::Gemini, sc).await;
+    let mut c = Caller::connect(config(&sim, "gemini-live-2.5-flash", "sim-key", "chat")).await;
+    assert_eq!(c.ai_says().await.0, GREETING);
+    c.silence(700).await;
+    c.speak(800).await;
+    c.silence(400).await;
+    assert_eq!(
+        c.ai_says().await.0,
+        "Reply 1: I heard 0.8 seconds from you."
+    );
+    // Audio clock passes 2.5 s: goAway; the client resumes on a new connection.
+    c.silence(800).await;
+    let evs = c.until("resumed", |e| *e == EngineEvent::Resumed).await;
+    assert!(
+        evs.contains(&EngineEvent::GoAway { time_left_ms: 500 }),
+        "{}",
+        summary(&evs)
+    );
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e, EngineEvent::Closed { .. } | EngineEvent::Ready))
+    );
+    // Same conversation: the next utterance is number 2, the next turn is 2.
+    c.speak(800).await;
+    c.silence(400).await;
+    let (text, evs) = c.ai_says().await;
+    assert_eq!(text, "Reply 2: I heard 0.8 seconds from you.");
+    assert!(evs.contains(&EngineEvent::InputTranscript {
+        text: "[caller spoke 0.8 s]".into(),
+        is_final: true
+    }));
+    let recs = sim.records();
+    assert!(recs.contains(&SimRecord::GoAway));
+    assert_eq!(
+        recs.iter()
+            .filter(|r| matches!(r, SimRecord::Connected { .. }))
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![
+            SimRecord::Connected { resumed: false },
+            SimRecord::Connected { resumed: true }
+        ]
+    );
+    assert!(recs.contains(&SimRecord::Heard {
+        utterance: 2,
+        ms: 800
+    }));
+    // Only one greeting in the whole call.
+    assert_eq!(
+        recs.iter()
+            .filter(|r| matches!(r, SimRecord::Said { turn: 0, .. }))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_abrupt_1008_close_also_resumes() {
+    let mut sc = sim_cfg();
+    sc.connection_lifetime = Some(Duration::from_millis(1500));
+    sc.go_away_notice = Duration::ZERO;
+    let sim = sim(Vendor::Gemini, sc).await;
+    let mut c = Caller::connect(config(&sim, "", "sim-key", "chat")).await;
+    assert_eq!(c.ai_says().await.0, GREETING);
+    c.silence(1600).await;
+    let evs = c.until("resumed", |e| *e == EngineEvent::Resumed).await;
+    assert!(!evs.iter().any(|e| matches!(e, EngineEvent::GoAway { .. })));
+    c.speak(600).await;
+    c.silence(400).await;
+    assert_eq!(
+        c.ai_says().await.0,
+        "Reply 1: I heard 0.6 seconds from you."
+    );
+    assert!(sim.records().contains(&SimRecord::Closed { code: 1008 }));
+}
+
+#[tokio::test]
+async fn without_reported_usage_the_audio_clock_estimates_it() {
+    let mut sc = sim_cfg();
+    sc.send_usage = false;
+    let sim = sim(Vendor::Gemini, sc).await;
+    let mut c = Caller::connect(config(&sim, "", "sim-key", "chat")).await;
+    c.ai_says().await;
+    c.silence(1000).await;
+    c.until("turn complete", |e| *e == EngineEvent::TurnComplete)
+        .await;
+    // Make sure the driver has counted all the caller audio before closing.
+    c.session.close().await.unwrap();
+    let evs = c
+        .until("closed", |e| matches!(e, EngineEvent::Closed { .. }))
+        .await;
+    let Some(EngineEvent::Closed { usage, .. }) = evs.last().cloned() else {
+        unreachable!()
+    };
+    assert_eq!(usage.reports, 0);
+    assert_eq!(
+        (usage.audio_in_us, usage.audio_out_us),
+        (1_000_000, 670_000)
+    );
+    // 25 tokens per second of 1.67 s of audio.
+    assert_eq!(usage.tokens_total(), 41);
+    assert_eq!(usage.tokens_prompt(), 25);
+}
+
+#[tokio::test]
+async fn unknown_models_are_refused_before_connecting() {
+    assert!(matches!(
+        codeb_ai::ModelChoice::from_model("claude-voice"),
+        Err(EngineError::UnknownModel(_))
+    ));
+}
