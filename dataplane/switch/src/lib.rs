@@ -3,6 +3,7 @@
 
 pub mod cidr;
 pub mod config;
+pub mod media;
 pub mod metrics;
 pub mod ports;
 pub mod protection;

@@ -1,0 +1,436 @@
+//! The media engine: N worker threads, each with its own reactor (io_uring
+//! where it works, epoll otherwise), carrying the RTP and RTCP of the calls
+//! pinned to it for their whole life.
+//!
+//! The SIP thread asks for a call's media with [`MediaEngine::open`]: the
+//! least-loaded worker is chosen, two even RTP ports (and the odd RTCP
+//! ports above them) are taken from that worker's shard of
+//! `CODEB_RTP_PORTS` and bound here (so a port that is busy is skipped at
+//! once and the SDP only ever names bound ports), and the sockets move to
+//! the worker with a command. Commands cross through a bounded queue and a
+//! wake-up of the worker's reactor; the worker never waits on the SIP
+//! thread. Events (a call's RTP went quiet) come back the same way.
+//!
+//! What a worker does with a packet is in [`worker`]: validate, filter by
+//! source (learn, then lock), rewrite the header into the other leg's
+//! stream, send. No lock and no allocation per packet.
+
+mod worker;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use codeb_io::{Options, Reactor, Waker};
+
+use crate::ports::{PortPool, PortRange};
+
+pub use worker::LegStats;
+
+/// Commands queued per worker before `open` answers "busy".
+const COMMAND_QUEUE: usize = 4096;
+/// Events queued towards the SIP thread.
+const EVENT_QUEUE: usize = 16_384;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// Worker threads (at least one).
+    pub workers: usize,
+    /// The address media sockets bind to (the SIP address's IP).
+    pub bind_ip: IpAddr,
+    pub ports: PortRange,
+    /// A call whose legs both received nothing for this long is reported.
+    pub inactivity: Duration,
+    /// Use epoll even where io_uring works.
+    pub force_epoll: bool,
+}
+
+/// Which leg of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LegSide {
+    A = 0,
+    B = 1,
+}
+
+/// A call's media on the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MediaHandle {
+    worker: usize,
+    id: u64,
+}
+
+/// What [`MediaEngine::open`] gives the SIP thread: the ports to put in
+/// each leg's SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenedMedia {
+    pub handle: MediaHandle,
+    pub ports: [u16; 2],
+}
+
+/// What a leg's far end negotiated: where to send, and the payload type
+/// our packets to it carry for the call's codec (and for
+/// telephone-event, if negotiated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    pub addr: SocketAddr,
+    pub payload_type: u8,
+    pub clock_rate: u32,
+    pub dtmf_payload_type: Option<u8>,
+}
+
+/// What the engine reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    /// Neither leg has received RTP for the inactivity timeout.
+    Inactive {
+        handle: MediaHandle,
+        stats: [LegStats; 2],
+    },
+    /// The call's media is closed; its final counters.
+    Closed {
+        handle: MediaHandle,
+        stats: [LegStats; 2],
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("no RTP ports left on any worker")]
+    NoPorts,
+    #[error("media worker is overloaded (command queue full)")]
+    Busy,
+    #[error("media worker has stopped")]
+    Stopped,
+    #[error("media socket: {0}")]
+    Socket(#[from] io::Error),
+}
+
+enum Command {
+    Open {
+        id: u64,
+        sockets: Box<[[UdpSocket; 2]; 2]>,
+    },
+    Remote {
+        id: u64,
+        leg: LegSide,
+        remote: Remote,
+    },
+    Close {
+        id: u64,
+    },
+    Stop,
+}
+
+struct Worker {
+    tx: SyncSender<Command>,
+    waker: Waker,
+    pool: PortPool,
+    calls: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The engine, owned by the SIP thread.
+pub struct MediaEngine {
+    workers: Vec<Worker>,
+    events: Receiver<MediaEvent>,
+    bind_ip: IpAddr,
+    next_id: u64,
+    /// Packets relayed by all workers (for metrics).
+    relayed: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for MediaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaEngine")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits a port range into `n` shards of whole even/odd pairs.
+fn shards(range: PortRange, n: usize) -> Vec<PortRange> {
+    let first = u32::from(range.first + range.first % 2);
+    let pairs = (u32::from(range.last) + 1 - first) / 2;
+    let n = u32::try_from(n.max(1)).unwrap_or(1).min(pairs.max(1));
+    let per = pairs / n;
+    (0..n)
+        .map(|i| {
+            let start = first + i * per * 2;
+            let end = if i + 1 == n {
+                u32::from(range.last)
+            } else {
+                start + per * 2 - 1
+            };
+            PortRange {
+                first: u16::try_from(start).unwrap_or(u16::MAX),
+                last: u16::try_from(end).unwrap_or(u16::MAX),
+            }
+        })
+        .collect()
+}
+
+impl MediaEngine {
+    /// Starts the workers. `notify` wakes whoever drains
+    /// [`Self::poll_event`] (the SIP thread's reactor).
+    pub fn start(settings: &MediaSettings, notify: Option<Waker>) -> io::Result<MediaEngine> {
+        let (ev_tx, events) = sync_channel(EVENT_QUEUE);
+        let relayed = Arc::new(AtomicU64::new(0));
+        let mut workers = Vec::new();
+        for (i, range) in shards(settings.ports, settings.workers)
+            .into_iter()
+            .enumerate()
+        {
+            // A reactor stays on the thread that made it (io_uring is
+            // single-issuer): it is built there and its waker sent back.
+            let opts = Options {
+                force_epoll: settings.force_epoll,
+                ring_entries: 4096,
+                buffers: 4096,
+                buffer_len: 2048,
+                max_connections: 0,
+            };
+            let (init_tx, init_rx) = sync_channel::<io::Result<Waker>>(1);
+            let (tx, rx) = sync_channel(COMMAND_QUEUE);
+            let events = ev_tx.clone();
+            let notify = notify.clone();
+            let inactivity = settings.inactivity;
+            let count = Arc::clone(&relayed);
+            let workers_n = settings.workers.max(1);
+            let thread = std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || {
+                    let reactor = match Reactor::new(&opts) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = init_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    if i == 0 {
+                        tracing::info!(
+                            backend = reactor.backend(),
+                            workers = workers_n,
+                            "media workers starting"
+                        );
+                    }
+                    if init_tx.send(Ok(reactor.waker())).is_err() {
+                        return;
+                    }
+                    worker::Worker::new(reactor, rx, events, notify, inactivity, count, i).run();
+                })?;
+            let waker = init_rx
+                .recv()
+                .map_err(|_| io::Error::other("media worker did not start"))??;
+            workers.push(Worker {
+                tx,
+                waker,
+                pool: PortPool::new(range),
+                calls: 0,
+                thread: Some(thread),
+            });
+        }
+        Ok(MediaEngine {
+            workers,
+            events,
+            bind_ip: settings.bind_ip,
+            next_id: 1,
+            relayed,
+        })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Calls open on the engine.
+    pub fn calls(&self) -> usize {
+        self.workers.iter().map(|w| w.calls).sum()
+    }
+
+    /// Packets relayed since start.
+    pub fn relayed(&self) -> u64 {
+        self.relayed.load(Ordering::Relaxed)
+    }
+
+    /// RTP ports in use (both legs of every call).
+    pub fn ports_in_use(&self) -> usize {
+        self.workers.iter().map(|w| w.pool.in_use()).sum()
+    }
+
+    /// Opens a call's media: two RTP/RTCP port pairs on the least-loaded
+    /// worker that has ports.
+    pub fn open(&mut self) -> Result<OpenedMedia, MediaError> {
+        let mut order: Vec<usize> = (0..self.workers.len()).collect();
+        order.sort_by_key(|&i| self.workers[i].calls);
+        for wi in order {
+            let Some(sockets) = self.bind_pair(wi)? else {
+                continue;
+            };
+            let [(a, a_port), (b, b_port)] = sockets;
+            let ports = [a_port, b_port];
+            let id = self.next_id;
+            let sockets = Box::new([[a.rtp, a.rtcp], [b.rtp, b.rtcp]]);
+            let w = &mut self.workers[wi];
+            match w.tx.try_send(Command::Open { id, sockets }) {
+                Ok(()) => {}
+                Err(e) => {
+                    for p in ports {
+                        w.pool.release(p);
+                    }
+                    return Err(match e {
+                        TrySendError::Full(_) => MediaError::Busy,
+                        TrySendError::Disconnected(_) => MediaError::Stopped,
+                    });
+                }
+            }
+            w.waker.wake();
+            w.calls += 1;
+            self.next_id += 1;
+            return Ok(OpenedMedia {
+                handle: MediaHandle { worker: wi, id },
+                ports,
+            });
+        }
+        Err(MediaError::NoPorts)
+    }
+
+    /// Two bound RTP/RTCP pairs from one worker's shard, or None when it
+    /// has no free ports. Busy ports (another process, or a socket still
+    /// closing) are skipped and stay marked for a later retry.
+    fn bind_pair(&mut self, wi: usize) -> Result<Option<[(Pair, u16); 2]>, MediaError> {
+        let ip = self.bind_ip;
+        let pool = &mut self.workers[wi].pool;
+        let mut got: Vec<(Pair, u16)> = Vec::with_capacity(2);
+        let mut busy = Vec::new();
+        let attempts = pool.capacity();
+        for _ in 0..attempts {
+            if got.len() == 2 {
+                break;
+            }
+            let Some(port) = pool.allocate() else {
+                break;
+            };
+            match Pair::bind(ip, port) {
+                Ok(pair) => got.push((pair, port)),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => busy.push(port),
+                Err(e) => {
+                    for (_, p) in &got {
+                        pool.release(*p);
+                    }
+                    for p in busy {
+                        pool.release(p);
+                    }
+                    pool.release(port);
+                    return Err(e.into());
+                }
+            }
+        }
+        for p in busy {
+            pool.release(p);
+        }
+        if got.len() < 2 {
+            for (_, p) in &got {
+                pool.release(*p);
+            }
+            return Ok(None);
+        }
+        let b = got.pop();
+        let a = got.pop();
+        Ok(a.zip(b).map(|(a, b)| [a, b]))
+    }
+
+    /// Tells the worker where a leg's far end is and what it speaks.
+    pub fn set_remote(
+        &mut self,
+        handle: MediaHandle,
+        leg: LegSide,
+        remote: Remote,
+    ) -> Result<(), MediaError> {
+        self.command(
+            handle.worker,
+            Command::Remote {
+                id: handle.id,
+                leg,
+                remote,
+            },
+        )
+    }
+
+    /// Closes a call's media; its ports return to the pool (a port whose
+    /// socket the worker has not closed yet is skipped by a later `open`).
+    pub fn close(&mut self, handle: MediaHandle, ports: [u16; 2]) {
+        if self
+            .command(handle.worker, Command::Close { id: handle.id })
+            .is_err()
+        {
+            tracing::warn!(
+                worker = handle.worker,
+                "media close not queued; the worker reports the call when it goes quiet"
+            );
+        }
+        if let Some(w) = self.workers.get_mut(handle.worker) {
+            w.calls = w.calls.saturating_sub(1);
+            for p in ports {
+                w.pool.release(p);
+            }
+        }
+    }
+
+    fn command(&mut self, worker: usize, cmd: Command) -> Result<(), MediaError> {
+        let w = self.workers.get_mut(worker).ok_or(MediaError::Stopped)?;
+        match w.tx.try_send(cmd) {
+            Ok(()) => {
+                w.waker.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(MediaError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(MediaError::Stopped),
+        }
+    }
+
+    /// The next event from any worker.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl Drop for MediaEngine {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            // A full queue still ends: the worker stops when the sender
+            // is gone.
+            let _ = w.tx.try_send(Command::Stop);
+            w.waker.wake();
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// An RTP socket and the RTCP socket on the port above it.
+struct Pair {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+}
+
+impl Pair {
+    fn bind(ip: IpAddr, port: u16) -> io::Result<Pair> {
+        let rtp = UdpSocket::bind(SocketAddr::new(ip, port))?;
+        let rtcp = UdpSocket::bind(SocketAddr::new(ip, port.wrapping_add(1)))?;
+        // Bursts of a few hundred calls' packets must not overflow the
+        // default buffer between two loop turns.
+        let _ = codeb_io::set_recv_buffer(&rtp, 256 * 1024);
+        Ok(Pair { rtp, rtcp })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,266 @@
+//! The engine on loopback with real sockets: two phones exchange RTP
+//! through a call's two legs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use codeb_media::rtp::{RtpHeader, RtpPacket};
+
+use super::*;
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn engines(ports: &str) -> Vec<MediaEngine> {
+    [true, false]
+        .into_iter()
+        .map(|force_epoll| {
+            MediaEngine::start(
+                &MediaSettings {
+                    workers: 2,
+                    bind_ip: LO,
+                    ports: ports.parse().unwrap(),
+                    inactivity: Duration::from_secs(1),
+                    force_epoll,
+                },
+                None,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn phone() -> UdpSocket {
+    let s = UdpSocket::bind((LO, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
+fn remote(s: &UdpSocket, pt: u8) -> Remote {
+    Remote {
+        addr: s.local_addr().unwrap(),
+        payload_type: pt,
+        clock_rate: 8000,
+        dtmf_payload_type: Some(101),
+    }
+}
+
+fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 12 + payload.len()];
+    RtpHeader {
+        marker: false,
+        payload_type: pt,
+        sequence: seq,
+        timestamp: ts,
+        ssrc,
+    }
+    .write_packet(payload, &mut out)
+    .unwrap();
+    out
+}
+
+fn recv(s: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = [0u8; 2048];
+    let (n, from) = s.recv_from(&mut buf).ok()?;
+    Some((buf[..n].to_vec(), from))
+}
+
+/// A call with both remotes set: A speaks PCMU as 0, B gets it as 0.
+fn call(engine: &mut MediaEngine) -> (OpenedMedia, UdpSocket, UdpSocket, [SocketAddr; 2]) {
+    let opened = engine.open().unwrap();
+    let (a, b) = (phone(), phone());
+    engine
+        .set_remote(opened.handle, LegSide::A, remote(&a, 0))
+        .unwrap();
+    engine
+        .set_remote(opened.handle, LegSide::B, remote(&b, 0))
+        .unwrap();
+    let ours = [
+        SocketAddr::new(LO, opened.ports[0]),
+        SocketAddr::new(LO, opened.ports[1]),
+    ];
+    (opened, a, b, ours)
+}
+
+#[test]
+fn relays_both_ways_as_one_continuous_stream_per_leg() {
+    for mut engine in engines("31000-31099") {
+        let (opened, a, b, ours) = call(&mut engine);
+        assert_ne!(opened.ports[0], opened.ports[1]);
+        assert!(opened.ports.iter().all(|p| p % 2 == 0), "even RTP ports");
+        let mut last: Option<(u16, u32, u32)> = None;
+        for i in 0..20u16 {
+            // A's source changes mid-call (a new SSRC and numbering, as
+            // when its own media server switches): B must not notice.
+            let (ssrc, base) = if i < 10 { (0x1111, 0) } else { (0x2222, 5000) };
+            let p = packet(0, base + i, u32::from(base + i) * 160, ssrc, &[0x55; 160]);
+            a.send_to(&p, ours[0]).unwrap();
+            let (got, from) = recv(&b).expect("relayed to B");
+            assert_eq!(from, ours[1], "B hears us from B's leg port");
+            let pkt = RtpPacket::parse(&got).unwrap();
+            assert_eq!(pkt.payload(), &[0x55; 160]);
+            assert_eq!(pkt.payload_type(), 0);
+            if let Some((seq, ts, ssrc)) = last {
+                assert_eq!(pkt.ssrc(), ssrc, "one SSRC towards B");
+                assert_eq!(pkt.sequence(), seq.wrapping_add(1), "packet {i}");
+                assert!(pkt.timestamp().wrapping_sub(ts) >= 160, "packet {i}");
+            }
+            last = Some((pkt.sequence(), pkt.timestamp(), pkt.ssrc()));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        b.send_to(&packet(0, 7, 1120, 0x3333, &[0xAA; 160]), ours[1])
+            .unwrap();
+        let (got, from) = recv(&a).expect("relayed to A");
+        assert_eq!(from, ours[0]);
+        assert_eq!(RtpPacket::parse(&got).unwrap().payload(), &[0xAA; 160]);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while engine.relayed() < 21 {
+            assert!(Instant::now() < deadline, "relayed {}", engine.relayed());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        engine.close(opened.handle, opened.ports);
+        let closed = wait_event(&mut engine);
+        let MediaEvent::Closed { stats, .. } = closed else {
+            panic!("{closed:?}")
+        };
+        assert_eq!(stats[0].rx_packets, 20);
+        assert_eq!(stats[1].tx_packets, 20);
+        assert_eq!(stats[1].rx_packets, 1);
+    }
+}
+
+fn wait_event(engine: &mut MediaEngine) -> MediaEvent {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(e) = engine.poll_event() {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no media event");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_stranger_cannot_inject_once_the_source_is_learned() {
+    for mut engine in engines("31100-31199") {
+        let (opened, a, b, ours) = call(&mut engine);
+        for i in 0..6u16 {
+            a.send_to(&packet(0, i, u32::from(i) * 160, 9, &[1; 160]), ours[0])
+                .unwrap();
+            recv(&b).expect("relayed");
+        }
+        let stranger = phone();
+        stranger
+            .send_to(&packet(0, 100, 16_000, 9, &[2; 160]), ours[0])
+            .unwrap();
+        b.set_read_timeout(Some(Duration::from_millis(150)))
+            .unwrap();
+        assert!(recv(&b).is_none(), "injected audio reached B");
+        // Garbage is counted, never relayed, never fatal.
+        for junk in [&b"\x00\x01"[..], &[0xff; 40][..], &[0x80; 3][..]] {
+            a.send_to(junk, ours[0]).unwrap();
+        }
+        assert!(recv(&b).is_none());
+        engine.close(opened.handle, opened.ports);
+        let MediaEvent::Closed { stats, .. } = wait_event(&mut engine) else {
+            panic!()
+        };
+        assert_eq!(stats[0].dropped_source, 1);
+        assert!(stats[0].dropped_invalid >= 2, "{:?}", stats[0]);
+        assert_eq!(stats[0].rx_packets, 6);
+    }
+}
+
+#[test]
+fn payload_types_are_mapped_per_leg() {
+    for mut engine in engines("31200-31299") {
+        let opened = engine.open().unwrap();
+        let (a, b) = (phone(), phone());
+        let ours = SocketAddr::new(LO, opened.ports[0]);
+        // Same codec, different dynamic numbers (opus 111 on A, 96 on B),
+        // and telephone-event 101 on A, 97 on B.
+        let ra = Remote {
+            dtmf_payload_type: Some(101),
+            ..remote(&a, 111)
+        };
+        let rb = Remote {
+            dtmf_payload_type: Some(97),
+            ..remote(&b, 96)
+        };
+        engine.set_remote(opened.handle, LegSide::A, ra).unwrap();
+        engine.set_remote(opened.handle, LegSide::B, rb).unwrap();
+        for (i, (pt, want)) in [
+            (111, Some(96)),
+            (101, Some(97)),
+            (13, Some(13)),
+            (120, None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let seq = u16::try_from(i).unwrap();
+            a.send_to(&packet(pt, seq, u32::from(seq) * 960, 5, &[3; 20]), ours)
+                .unwrap();
+            b.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let got = recv(&b).map(|(p, _)| RtpPacket::parse(&p).unwrap().payload_type());
+            assert_eq!(got, want, "PT {pt}");
+        }
+        engine.close(opened.handle, opened.ports);
+    }
+}
+
+#[test]
+fn a_quiet_call_is_reported_and_ports_are_reused() {
+    // Two pairs per call, one worker's shard of four pairs... two calls.
+    let mut engine = MediaEngine::start(
+        &MediaSettings {
+            workers: 1,
+            bind_ip: LO,
+            ports: "31300-31307".parse().unwrap(),
+            inactivity: Duration::from_millis(300),
+            force_epoll: false,
+        },
+        None,
+    )
+    .unwrap();
+    let first = engine.open().unwrap();
+    let second = engine.open().unwrap();
+    assert!(matches!(engine.open(), Err(MediaError::NoPorts)));
+    let MediaEvent::Inactive { handle, .. } = wait_event(&mut engine) else {
+        panic!()
+    };
+    assert!(handle == first.handle || handle == second.handle);
+    engine.close(first.handle, first.ports);
+    // The freed ports come back (once the worker has closed them).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let third = loop {
+        match engine.open() {
+            Ok(o) => break o,
+            Err(MediaError::NoPorts) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(engine.calls(), 2);
+    assert_eq!(engine.ports_in_use(), 4);
+    engine.close(second.handle, second.ports);
+    engine.close(third.handle, third.ports);
+}
+
+#[test]
+fn port_ranges_shard_into_whole_pairs() {
+    let s = shards("20000-20099".parse().unwrap(), 3);
+    assert_eq!(s.len(), 3);
+    assert_eq!(s[0].first, 20000);
+    assert!(s.iter().all(|r| r.first % 2 == 0));
+    assert_eq!(s[2].last, 20099);
+    for w in s.windows(2) {
+        assert_eq!(w[0].last + 1, w[1].first);
+    }
+    // More workers than pairs: one shard per pair.
+    assert_eq!(shards("20000-20003".parse().unwrap(), 8).len(), 2);
+}

@@ -1,0 +1,455 @@
+//! One media worker: a reactor thread relaying the RTP of its calls.
+//!
+//! Per packet, with no lock and no allocation in the steady state: find the
+//! socket's call and leg (an index), validate the RTP header (bounded
+//! parse), filter the source (learn the far end during a short window,
+//! then drop every other address: no RTP bleed, no injection), account it
+//! (RFC 3550 receive statistics), map its payload type onto the other
+//! leg's, and rewrite SSRC, sequence and timestamp so that leg's far end
+//! sees one continuous stream of ours. Rewritten packets collect in one
+//! buffer during a loop turn and are sent after it.
+//!
+//! RTCP arriving on the odd ports (or multiplexed on the RTP port) is
+//! validated and counted, not forwarded: each leg is its own RTP session.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use codeb_io::{Event, Reactor, SocketId, Waker};
+use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch};
+use codeb_media::rewrite::{Source, StreamRewriter};
+use codeb_media::rtcp;
+use codeb_media::rtp::{self, RtpHeader, RtpPacket};
+use codeb_media::stats::ReceiveStats;
+
+use super::{Command, LegSide, MediaEvent, MediaHandle, Remote};
+
+/// How often quiet calls are looked for.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// G.711's 20 ms frame at 8 kHz, until a leg's remote says otherwise.
+const DEFAULT_CLOCK: u32 = 8000;
+
+/// A leg's counters, as reported with its call's events.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LegStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Valid RTP from an address other than the latched one.
+    pub dropped_source: u64,
+    /// Not RTP (bad version, lengths past the datagram, ...).
+    pub dropped_invalid: u64,
+    /// RTP that could not be relayed (the other leg has no far end yet,
+    /// or an unknown dynamic payload type).
+    pub dropped_unrouted: u64,
+    pub rtcp_packets: u64,
+    /// RFC 3550 A.3 cumulative loss and A.8 jitter of what the far end
+    /// sends.
+    pub lost: i64,
+    pub jitter_ms: f64,
+}
+
+struct Leg {
+    rtp: SocketId,
+    rtcp: SocketId,
+    latch: SourceLatch,
+    remote: Option<Remote>,
+    /// The stream this leg's far end receives from us.
+    out: StreamRewriter,
+    rx: ReceiveStats,
+    stats: LegStats,
+    last_rx: Option<Instant>,
+}
+
+impl Leg {
+    fn snapshot(&self) -> LegStats {
+        LegStats {
+            lost: i64::from(self.rx.cumulative_lost()),
+            jitter_ms: self.rx.jitter().as_secs_f64() * 1000.0,
+            ..self.stats
+        }
+    }
+}
+
+struct Call {
+    legs: [Leg; 2],
+    opened: Instant,
+    reported_quiet: bool,
+}
+
+impl Call {
+    fn stats(&self) -> [LegStats; 2] {
+        [self.legs[0].snapshot(), self.legs[1].snapshot()]
+    }
+}
+
+/// Everything but the reactor, so a poll callback can use it.
+struct State {
+    worker: usize,
+    calls: HashMap<u64, Call>,
+    /// By socket id: (call, leg, is RTCP).
+    sockets: Vec<Option<(u64, LegSide, bool)>>,
+    /// This turn's rewritten packets, back to back, and where each goes.
+    out: Vec<u8>,
+    sends: Vec<(SocketId, SocketAddr, usize, usize)>,
+    unknown_socket: u64,
+    ssrc_seed: std::collections::hash_map::RandomState,
+}
+
+pub(super) struct Worker {
+    reactor: Reactor,
+    rx: Receiver<Command>,
+    events: SyncSender<MediaEvent>,
+    notify: Option<Waker>,
+    inactivity: Duration,
+    relayed: Arc<AtomicU64>,
+    dropped_events: u64,
+    st: State,
+}
+
+impl Worker {
+    pub(super) fn new(
+        reactor: Reactor,
+        rx: Receiver<Command>,
+        events: SyncSender<MediaEvent>,
+        notify: Option<Waker>,
+        inactivity: Duration,
+        relayed: Arc<AtomicU64>,
+        worker: usize,
+    ) -> Worker {
+        Worker {
+            reactor,
+            rx,
+            events,
+            notify,
+            inactivity,
+            relayed,
+            dropped_events: 0,
+            st: State {
+                worker,
+                calls: HashMap::new(),
+                sockets: Vec::new(),
+                out: Vec::with_capacity(64 * 1024),
+                sends: Vec::with_capacity(512),
+                unknown_socket: 0,
+                ssrc_seed: std::collections::hash_map::RandomState::new(),
+            },
+        }
+    }
+
+    pub(super) fn run(&mut self) {
+        let mut next_check = Instant::now() + CHECK_EVERY;
+        loop {
+            if !self.commands() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_check {
+                self.check_quiet(now);
+                next_check = now + CHECK_EVERY;
+            }
+            let wait = next_check.saturating_duration_since(now);
+            let Worker { reactor, st, .. } = self;
+            let polled = reactor.poll(Some(wait), &mut |ev| {
+                if let Event::Datagram { socket, from, data } = ev {
+                    st.datagram(Instant::now(), socket, from, data);
+                }
+            });
+            if let Err(e) = polled {
+                tracing::error!(worker = self.st.worker, error = %e, "media worker reactor failed");
+                break;
+            }
+            self.flush();
+        }
+        let ids: Vec<u64> = self.st.calls.keys().copied().collect();
+        for id in ids {
+            self.close(id);
+        }
+    }
+
+    /// Sends this turn's packets.
+    fn flush(&mut self) {
+        let n = self.st.sends.len();
+        for &(socket, to, start, end) in &self.st.sends {
+            if let Some(bytes) = self.st.out.get(start..end) {
+                // A send error is a lost packet, as on the wire.
+                let _ = self.reactor.send_to(socket, to, bytes);
+            }
+        }
+        self.st.sends.clear();
+        self.st.out.clear();
+        if n > 0 {
+            self.relayed.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Applies queued commands; false when the worker must stop.
+    fn commands(&mut self) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Open { id, sockets }) => self.open(id, *sockets),
+                Ok(Command::Remote { id, leg, remote }) => self.remote(id, leg, remote),
+                Ok(Command::Close { id }) => self.close(id),
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn open(&mut self, id: u64, sockets: [[UdpSocket; 2]; 2]) {
+        let now = Instant::now();
+        let mut legs = Vec::with_capacity(2);
+        for (side, [rtp_sock, rtcp_sock]) in [LegSide::A, LegSide::B].into_iter().zip(sockets) {
+            let added = self.reactor.add_udp(rtp_sock).and_then(|rtp| {
+                match self.reactor.add_udp(rtcp_sock) {
+                    Ok(rtcp) => Ok((rtp, rtcp)),
+                    Err(e) => {
+                        let _ = self.reactor.remove_udp(rtp);
+                        Err(e)
+                    }
+                }
+            });
+            let (rtp, rtcp) = match added {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(worker = self.st.worker, call = id, error = %e,
+                        "media sockets not added; the call has no media");
+                    for leg in &legs {
+                        self.forget_leg(leg);
+                    }
+                    return;
+                }
+            };
+            self.st.map_socket(rtp, id, side, false);
+            self.st.map_socket(rtcp, id, side, true);
+            let ssrc = self.st.ssrc_seed.hash_one((id, side as u8)) as u32;
+            let seq_ts = self.st.ssrc_seed.hash_one((side as u8, id));
+            legs.push(Leg {
+                rtp,
+                rtcp,
+                latch: SourceLatch::new(LatchConfig::default(), None),
+                remote: None,
+                out: StreamRewriter::new(
+                    ssrc,
+                    DEFAULT_CLOCK,
+                    DEFAULT_CLOCK / 50,
+                    seq_ts as u16,
+                    (seq_ts >> 32) as u32,
+                ),
+                rx: ReceiveStats::new(DEFAULT_CLOCK),
+                stats: LegStats::default(),
+                last_rx: None,
+            });
+        }
+        let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
+            return;
+        };
+        self.st.calls.insert(
+            id,
+            Call {
+                legs: [a, b],
+                opened: now,
+                reported_quiet: false,
+            },
+        );
+    }
+
+    fn remote(&mut self, id: u64, side: LegSide, remote: Remote) {
+        let Some(call) = self.st.calls.get_mut(&id) else {
+            return;
+        };
+        let leg = &mut call.legs[side as usize];
+        let moved = leg.remote.is_none_or(|r| r.addr != remote.addr);
+        if leg.remote.is_none_or(|r| r.clock_rate != remote.clock_rate) {
+            let rate = remote.clock_rate.max(1);
+            leg.out = StreamRewriter::new(
+                leg.out.ssrc(),
+                rate,
+                rate / 50,
+                self.st.ssrc_seed.hash_one((id, side as u8, rate)) as u16,
+                self.st.ssrc_seed.hash_one((rate, id)) as u32,
+            );
+        }
+        leg.remote = Some(remote);
+        if moved {
+            // A new far end (answer, re-INVITE): learn it again.
+            leg.latch.relearn(Some(remote.addr));
+        }
+    }
+
+    fn close(&mut self, id: u64) {
+        let Some(call) = self.st.calls.remove(&id) else {
+            return;
+        };
+        for leg in &call.legs {
+            self.forget_leg(leg);
+        }
+        let stats = call.stats();
+        self.emit(MediaEvent::Closed {
+            handle: MediaHandle {
+                worker: self.st.worker,
+                id,
+            },
+            stats,
+        });
+    }
+
+    fn forget_leg(&mut self, leg: &Leg) {
+        for s in [leg.rtp, leg.rtcp] {
+            if let Some(slot) = self.st.sockets.get_mut(s.0 as usize) {
+                *slot = None;
+            }
+            let _ = self.reactor.remove_udp(s);
+        }
+    }
+
+    fn check_quiet(&mut self, now: Instant) {
+        let mut quiet = Vec::new();
+        for (id, call) in &mut self.st.calls {
+            let last = call
+                .legs
+                .iter()
+                .filter_map(|l| l.last_rx)
+                .max()
+                .unwrap_or(call.opened);
+            let is_quiet = now.saturating_duration_since(last) >= self.inactivity;
+            if is_quiet && !call.reported_quiet {
+                call.reported_quiet = true;
+                quiet.push((*id, call.stats()));
+            } else if !is_quiet {
+                call.reported_quiet = false;
+            }
+        }
+        for (id, stats) in quiet {
+            self.emit(MediaEvent::Inactive {
+                handle: MediaHandle {
+                    worker: self.st.worker,
+                    id,
+                },
+                stats,
+            });
+        }
+    }
+
+    fn emit(&mut self, ev: MediaEvent) {
+        if self.events.try_send(ev).is_err() {
+            self.dropped_events += 1;
+            if self.dropped_events.is_power_of_two() {
+                tracing::warn!(
+                    worker = self.st.worker,
+                    dropped = self.dropped_events,
+                    "media events dropped: the SIP thread is not draining them"
+                );
+            }
+        }
+        if let Some(w) = &self.notify {
+            w.wake();
+        }
+    }
+}
+
+impl State {
+    fn map_socket(&mut self, s: SocketId, id: u64, side: LegSide, rtcp: bool) {
+        let i = s.0 as usize;
+        if self.sockets.len() <= i {
+            self.sockets.resize(i + 1, None);
+        }
+        self.sockets[i] = Some((id, side, rtcp));
+    }
+
+    fn datagram(&mut self, now: Instant, socket: SocketId, from: SocketAddr, data: &[u8]) {
+        let Some(&Some((id, side, is_rtcp))) = self.sockets.get(socket.0 as usize) else {
+            self.unknown_socket += 1;
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let (this, other) = match side {
+            LegSide::A => {
+                let [a, b] = &mut call.legs;
+                (a, b)
+            }
+            LegSide::B => {
+                let [a, b] = &mut call.legs;
+                (b, a)
+            }
+        };
+        if is_rtcp || rtp::is_rtcp(data) {
+            if rtcp::Compound::parse(data).is_ok() {
+                this.stats.rtcp_packets += 1;
+            } else {
+                this.stats.dropped_invalid += 1;
+            }
+            return;
+        }
+        let Ok(pkt) = RtpPacket::parse(data) else {
+            this.stats.dropped_invalid += 1;
+            return;
+        };
+        if this.latch.check(now, from) == LatchVerdict::Drop {
+            this.stats.dropped_source += 1;
+            return;
+        }
+        this.stats.rx_packets += 1;
+        this.stats.rx_bytes += data.len() as u64;
+        this.last_rx = Some(now);
+        call.reported_quiet = false;
+        this.rx
+            .update(now, pkt.sequence(), pkt.timestamp(), pkt.payload().len());
+        let (Some(there), Some(here)) = (other.remote, this.remote) else {
+            this.stats.dropped_unrouted += 1;
+            return;
+        };
+        let pt = pkt.payload_type();
+        let out_pt = if pt == here.payload_type {
+            there.payload_type
+        } else if Some(pt) == here.dtmf_payload_type {
+            match there.dtmf_payload_type {
+                Some(p) => p,
+                None => {
+                    this.stats.dropped_unrouted += 1;
+                    return;
+                }
+            }
+        } else if pt < 96 {
+            // Static types (comfort noise and the like) mean the same on
+            // both legs.
+            pt
+        } else {
+            this.stats.dropped_unrouted += 1;
+            return;
+        };
+        let to = other.latch.destination().unwrap_or(there.addr);
+        let mapped = other.out.map(
+            now,
+            Source::Relay { ssrc: pkt.ssrc() },
+            pkt.sequence(),
+            pkt.timestamp(),
+        );
+        let start = self.out.len();
+        self.out.extend_from_slice(data);
+        let end = self.out.len();
+        let header = RtpHeader {
+            marker: pkt.marker() || mapped.marker,
+            payload_type: out_pt,
+            sequence: mapped.sequence,
+            timestamp: mapped.timestamp,
+            ssrc: other.out.ssrc(),
+        };
+        if rtp::rewrite_header(&mut self.out[start..end], &header).is_err() {
+            self.out.truncate(start);
+            this.stats.dropped_invalid += 1;
+            return;
+        }
+        other.stats.tx_packets += 1;
+        other.stats.tx_bytes += data.len() as u64;
+        self.sends.push((other.rtp, to, start, end));
+    }
+}
