@@ -32,6 +32,8 @@ const EVENT_QUEUE: usize = 1024;
 pub const MAX_AUDIO_CHUNK: usize = 256 * 1024;
 /// Longest text or tool output accepted in one command.
 pub const MAX_TEXT: usize = 64 * 1024;
+/// Longest a write to the vendor may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts to re-establish a dropped or retiring connection.
 const RECONNECT_ATTEMPTS: u32 = 3;
 
@@ -322,13 +324,32 @@ fn account(usage: &mut Usage, events: &mut [EngineEvent]) {
     }
 }
 
+/// Sends `out` in order. A vendor that takes none of it for
+/// [`WRITE_TIMEOUT`] counts as gone (a stalled socket must not stall the call).
 async fn send_all(ws: &mut Ws, out: &mut Vec<String>) -> Result<(), EngineError> {
-    for frame in out.drain(..) {
-        ws.feed(Message::text(frame))
-            .await
-            .map_err(EngineError::transport)?;
+    if out.is_empty() {
+        return Ok(());
     }
-    ws.flush().await.map_err(EngineError::transport)
+    let write = async {
+        for frame in out.drain(..) {
+            ws.feed(Message::text(frame))
+                .await
+                .map_err(EngineError::transport)?;
+        }
+        ws.flush().await.map_err(EngineError::transport)
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or(Err(EngineError::Timeout("vendor stopped reading")))
+}
+
+/// Sends a close frame (bounded like any write); the socket is dropped after.
+async fn close_ws(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+    let frame = Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    });
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(frame)).await;
 }
 
 struct Driver {
@@ -352,7 +373,7 @@ enum Flow {
 impl Driver {
     async fn run(mut self, mut ws: Ws, early: Vec<EngineEvent>) {
         if self.emit(early).await.is_err() {
-            let _ = ws.close(None).await;
+            close_ws(&mut ws, CloseCode::Normal, "call ended").await;
             return;
         }
         let (code, error) = loop {
@@ -366,7 +387,7 @@ impl Driver {
             account(&mut self.usage, &mut evs);
             if self.emit(evs).await.is_err() {
                 // Nobody listens any more: the call is gone.
-                let _ = ws.close(None).await;
+                close_ws(&mut ws, CloseCode::Normal, "call ended").await;
                 return;
             }
             let flow = match (flow, sent) {
@@ -376,7 +397,7 @@ impl Driver {
             match flow {
                 Flow::Go => {}
                 Flow::End { code, error } => {
-                    let _ = ws.close(None).await;
+                    close_ws(&mut ws, CloseCode::Normal, "call ended").await;
                     break (code, error);
                 }
                 Flow::Reconnect => match self.reconnect(&mut ws).await {
@@ -446,12 +467,7 @@ impl Driver {
     ) -> Flow {
         match cmd {
             None | Some(Command::Close) => {
-                let _ = ws
-                    .send(Message::Close(Some(CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: "call ended".into(),
-                    })))
-                    .await;
+                close_ws(ws, CloseCode::Normal, "call ended").await;
                 Flow::End {
                     code: Some(1000),
                     error: None,
@@ -475,12 +491,7 @@ impl Driver {
 
     /// Retires `old` and opens a resumed connection, retrying a few times.
     async fn reconnect(&mut self, old: &mut Ws) -> Result<Ws, EngineError> {
-        let _ = old
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "resuming".into(),
-            })))
-            .await;
+        close_ws(old, CloseCode::Normal, "resuming").await;
         let mut last = EngineError::Closed;
         for attempt in 0..RECONNECT_ATTEMPTS {
             if attempt > 0 {

@@ -101,8 +101,29 @@ pub(crate) async fn serve_connection(
     shared.log.push(SimRecord::Connected {
         resumed: handle.is_some(),
     });
+    // The client's VAD settings, where given, override the simulator's.
+    let ric = field(&setup, "realtimeInputConfig", "realtime_input_config");
+    let mut hearing = shared.cfg.hearing;
+    if let Some(ms) = ric
+        .and_then(|r| {
+            field(
+                r,
+                "automaticActivityDetection",
+                "automatic_activity_detection",
+            )
+        })
+        .and_then(|a| field(a, "silenceDurationMs", "silence_duration_ms"))
+        .and_then(Value::as_u64)
+    {
+        hearing.end_silence = std::time::Duration::from_millis(ms.clamp(50, 10_000));
+    }
+    let interrupts = ric
+        .and_then(|r| field(r, "activityHandling", "activity_handling"))
+        .and_then(Value::as_str)
+        != Some("NO_INTERRUPTION");
     let mut conn = Conn {
-        script: Script::new(&prompt, shared.cfg.hearing, conv),
+        script: Script::new(&prompt, hearing, conv),
+        interrupts,
         prompt_tokens: prompt.split_whitespace().count() as u64,
         resumable: resumption.is_some(),
         shared: Arc::clone(&shared),
@@ -184,6 +205,8 @@ async fn close(ws: &mut Ws, shared: &Shared, code: u16, reason: &str) -> Result<
 
 struct Conn {
     script: Script,
+    /// `activityHandling` is not `NO_INTERRUPTION`.
+    interrupts: bool,
     prompt_tokens: u64,
     resumable: bool,
     shared: Arc<Shared>,
@@ -304,7 +327,7 @@ impl Conn {
             }
             Act::Interrupt { turn } => {
                 // A turn ending in a tool call waits for the tool, not the caller.
-                if self.pending_tool.is_none() && self.open_turn.is_some() {
+                if self.interrupts && self.pending_tool.is_none() && self.open_turn.is_some() {
                     self.open_turn = None;
                     self.shared.log.push(SimRecord::Interrupted { turn });
                     send(ws, json!({"serverContent": {"interrupted": true}})).await?;

@@ -417,11 +417,14 @@ impl Conn {
         if self.script.is_none() {
             let prompt = s.get("instructions").and_then(Value::as_str).unwrap_or("");
             self.prompt_tokens = prompt.split_whitespace().count() as u64;
-            self.script = Some(Script::new(
-                prompt,
-                self.shared.cfg.hearing,
-                Conversation::default(),
-            ));
+            let mut hearing = self.shared.cfg.hearing;
+            if let Some(ms) = s
+                .pointer("/audio/input/turn_detection/silence_duration_ms")
+                .and_then(Value::as_u64)
+            {
+                hearing.end_silence = std::time::Duration::from_millis(ms.clamp(50, 10_000));
+            }
+            self.script = Some(Script::new(prompt, hearing, Conversation::default()));
         }
         self.session = s;
         self.send(

@@ -26,6 +26,7 @@ pub fn config(sim: &SimServer, model: &str, key: &str, prompt: &str) -> SessionC
     c.instructions = prompt.to_owned();
     c.voice = Some("Aoede".into());
     c.language = Some("en-US".into());
+    c.vad_silence_ms = 300;
     c
 }
 
@@ -148,8 +149,8 @@ pub fn audio_bytes(evs: &[EngineEvent], want: AudioFormat) -> usize {
         .sum()
 }
 
+/// The simulators' defaults (the client's `vad_silence_ms` sets the
+/// end-of-utterance silence: 300 ms in these tests).
 pub fn sim_cfg() -> SimConfig {
-    let mut c = SimConfig::default();
-    c.hearing.end_silence = Duration::from_millis(300);
-    c
+    SimConfig::default()
 }
