@@ -1,0 +1,1146 @@
+//! A call's media pipeline: two legs bridged (relay or transcode), or one
+//! leg tapped by a voice-AI engine. Sans-IO; one media worker drives many.
+//!
+//! # Drain contract
+//!
+//! The worker owns the sockets and the clock. For each pipeline it:
+//!
+//! 1. passes every datagram received on a leg's RTP (or RTCP) socket to
+//!    [`Pipeline::handle_rtp`] (or [`Pipeline::handle_rtcp`]) with the time
+//!    it arrived and its source address;
+//! 2. calls [`Pipeline::handle_timeout`] when the instant from
+//!    [`Pipeline::poll_timeout`] has passed (jitter-buffer playout, AI
+//!    playout pacing, RTCP reports, inactivity, DTMF timeouts);
+//! 3. after either, sends everything [`Pipeline::poll_transmit`] returns
+//!    (each names the leg, RTP or RTCP socket, and destination), and reads
+//!    [`Pipeline::poll_event`] until `None`.
+//!
+//! The transmit queue is bounded ([`TX_QUEUE`] packets); a worker that does
+//! not drain it after each call loses packets (counted in [`LegStats`]).
+//! Nothing here allocates after construction.
+//!
+//! # Modes
+//!
+//! * **Relay** (same codec on both legs): each packet is validated, filtered
+//!   by the leg's source latch, accounted, and copied to the other leg with
+//!   SSRC, sequence, timestamp and payload type rewritten.
+//! * **Transcode** (different codecs): packets go into the leg's jitter
+//!   buffer; at each playout time the frame is decoded (or concealed:
+//!   Opus FEC/PLC), resampled to the other leg's rate, encoded and sent.
+//! * **AI tap** (one leg): the caller's audio is decoded, resampled to
+//!   16 kHz (by default) and pushed to the engine ring; engine audio
+//!   (24 kHz by default) is paced out one packet per ptime, with flush
+//!   (barge-in) and a played-milliseconds counter; see [`crate::tap`].
+//!
+//! DTMF: RFC 4733 events are reported once ([`Event::Dtmf`]) and relayed to
+//! the other leg with its own telephone-event payload type (translated onto
+//! its timeline when transcoding); on G.711 legs without telephone-event,
+//! in-band tones are detected when `inband_dtmf` is set.
+
+mod leg;
+#[cfg(test)]
+mod tests;
+
+use crate::codec::{CodecError, CodecSpec};
+use crate::dtmf::{Digit, TelephoneEvent};
+use crate::latch::{LatchConfig, LatchVerdict};
+use crate::resample::{ResampleError, Resampler};
+use crate::rewrite::Source;
+use crate::rtcp::{Compound, CompoundWriter, RtcpPacket, SenderInfo};
+use crate::rtp::{MAX_PACKET_LEN, RtpHeader, RtpPacket, is_rtcp, rewrite_header};
+use crate::tap::{EngineFrame, TapConfig, TapEngine, TapWorker};
+use leg::LegState;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// Packets the transmit queue holds.
+pub const TX_QUEUE: usize = 8;
+const EVENT_QUEUE: usize = 32;
+const PTIME: Duration = Duration::from_millis(20);
+/// Largest 20 ms frame (48 kHz).
+const MAX_FRAME: usize = 960;
+
+/// A side of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    A,
+    B,
+}
+
+impl Leg {
+    fn index(self) -> usize {
+        match self {
+            Leg::A => 0,
+            Leg::B => 1,
+        }
+    }
+    pub fn other(self) -> Leg {
+        match self {
+            Leg::A => Leg::B,
+            Leg::B => Leg::A,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketKind {
+    Rtp,
+    Rtcp,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    pub leg: Leg,
+    /// Which of the leg's sockets sends it (with rtcp-mux, both are the RTP
+    /// socket).
+    pub kind: PacketKind,
+    pub destination: SocketAddr,
+    pub data: &'a [u8],
+}
+
+/// What a leg negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegConfig {
+    pub codec: CodecSpec,
+    /// RFC 4733 payload type, at the codec's clock rate.
+    pub telephone_event: Option<u8>,
+    /// Where the far end's SDP says to send (before latching).
+    pub remote_rtp: Option<SocketAddr>,
+    pub remote_rtcp: Option<SocketAddr>,
+    pub rtcp_mux: bool,
+    /// Our stream's SSRC and starting numbers; pick them at random
+    /// (RFC 3550 §5.1).
+    pub ssrc: u32,
+    pub first_seq: u16,
+    pub first_ts: u32,
+    /// Detect DTMF tones in the audio (G.711 legs without telephone-event).
+    pub inband_dtmf: bool,
+}
+
+impl LegConfig {
+    pub fn new(codec: CodecSpec, ssrc: u32) -> Self {
+        LegConfig {
+            codec,
+            telephone_event: None,
+            remote_rtp: None,
+            remote_rtcp: None,
+            rtcp_mux: false,
+            ssrc,
+            first_seq: (ssrc >> 16) as u16,
+            first_ts: ssrc.rotate_left(7),
+            inband_dtmf: true,
+        }
+    }
+}
+
+/// Settings shared by the legs of a pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub latch: LatchConfig,
+    /// No RTP received on a leg for this long: [`Event::Inactive`].
+    pub inactivity_timeout: Duration,
+    pub rtcp_interval: Duration,
+    pub jitter_min: Duration,
+    pub jitter_max: Duration,
+    /// A telephone-event without packets this long is reported as ended.
+    pub dtmf_end_timeout: Duration,
+    /// RTCP SDES CNAME of our streams.
+    pub cname: [u8; 16],
+    /// A wall-clock reading and the `Instant` it was taken at, for the NTP
+    /// timestamps of sender reports (zero when absent, as RFC 3550 allows).
+    pub wallclock: Option<(Instant, SystemTime)>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            latch: LatchConfig::default(),
+            inactivity_timeout: Duration::from_secs(60),
+            rtcp_interval: Duration::from_secs(5),
+            jitter_min: Duration::from_millis(20),
+            jitter_max: Duration::from_millis(200),
+            dtmf_end_timeout: Duration::from_millis(300),
+            cname: *b"codeb-switch\0\0\0\0",
+            wallclock: None,
+        }
+    }
+}
+
+/// Something the owner should know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Dtmf {
+        leg: Leg,
+        digit: Digit,
+    },
+    /// No RTP from the leg since `since` (reported once until it resumes).
+    Inactive {
+        leg: Leg,
+        since: Instant,
+    },
+    /// The leg's far end was learned (or moved during learning).
+    Latched {
+        leg: Leg,
+        address: SocketAddr,
+    },
+    /// A flush emptied the AI playout queue.
+    PlayoutFlushed {
+        played_ms: u64,
+        discarded_ms: u64,
+    },
+}
+
+/// Why a received packet went no further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Malformed,
+    /// Not from the latched (or learning-candidate) address.
+    WrongSource,
+    UnknownPayloadType,
+    /// Its turn in the jitter buffer had passed, or a duplicate.
+    Late,
+    /// The other side has no address yet.
+    NoDestination,
+    QueueFull,
+    /// No such leg in this pipeline.
+    NoLeg,
+}
+
+/// What became of a received packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Sent on to the other leg.
+    Forwarded,
+    /// Held for playout (decoded paths).
+    Buffered,
+    /// Used here (RTCP, DTMF without a telephone-event on the other side).
+    Consumed,
+    Dropped(DropReason),
+}
+
+/// Counters of one leg (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegStats {
+    pub rtp_in: u64,
+    pub bytes_in: u64,
+    pub rtcp_in: u64,
+    pub malformed: u64,
+    pub wrong_source: u64,
+    pub unknown_payload_type: u64,
+    pub late: u64,
+    pub codec_errors: u64,
+    /// Packets sent to this leg.
+    pub rtp_out: u64,
+    pub rtcp_out: u64,
+    pub no_destination: u64,
+    pub queue_full: u64,
+    /// Loss and jitter the far end reports about our stream.
+    pub far_fraction_lost: u8,
+    pub far_cumulative_lost: i32,
+    pub far_jitter: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Resample(#[from] ResampleError),
+    #[error("payload type {0} is not 0..=127 or collides with RTCP")]
+    PayloadType(u8),
+}
+
+struct TxSlot {
+    leg: Leg,
+    kind: PacketKind,
+    dst: SocketAddr,
+    len: usize,
+    buf: [u8; MAX_PACKET_LEN],
+}
+
+/// Fixed ring of outgoing datagrams.
+struct TxQueue {
+    slots: Box<[TxSlot]>,
+    head: usize,
+    len: usize,
+}
+
+impl TxQueue {
+    fn new() -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        TxQueue {
+            slots: (0..TX_QUEUE)
+                .map(|_| TxSlot {
+                    leg: Leg::A,
+                    kind: PacketKind::Rtp,
+                    dst: unspecified,
+                    len: 0,
+                    buf: [0; MAX_PACKET_LEN],
+                })
+                .collect(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, leg: Leg, kind: PacketKind, dst: SocketAddr) -> Option<&mut TxSlot> {
+        if self.len == TX_QUEUE {
+            return None;
+        }
+        let i = (self.head + self.len) % TX_QUEUE;
+        self.len += 1;
+        let s = &mut self.slots[i];
+        s.leg = leg;
+        s.kind = kind;
+        s.dst = dst;
+        s.len = 0;
+        Some(s)
+    }
+
+    /// Takes back the last push (when writing into it failed).
+    fn unpush(&mut self) {
+        self.len -= 1;
+    }
+
+    fn pop(&mut self) -> Option<&TxSlot> {
+        if self.len == 0 {
+            return None;
+        }
+        let i = self.head;
+        self.head = (self.head + 1) % TX_QUEUE;
+        self.len -= 1;
+        Some(&self.slots[i])
+    }
+}
+
+/// Per-mode state.
+enum Mode {
+    Relay,
+    Transcode {
+        /// [A→B, B→A].
+        resample: [Box<Resampler>; 2],
+    },
+    Tap(Box<Tap>),
+}
+
+struct Tap {
+    cfg: TapConfig,
+    worker: TapWorker,
+    to_engine: Resampler,
+    from_engine: Resampler,
+    next_tick: Instant,
+    partial_waiting: bool,
+    /// Source id for the rewriter: bumped when playout resumes after not
+    /// sending (so the timestamp jumps by the real gap).
+    source: u32,
+    sending: bool,
+}
+
+/// Scratch buffers (allocated once per pipeline).
+struct Scratch {
+    pcm: [i16; MAX_FRAME],
+    pcm2: [i16; MAX_FRAME],
+    payload: [u8; MAX_PACKET_LEN],
+}
+
+/// One call's media state machine. See the module docs for the drain
+/// contract.
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    legs: [Option<LegState>; 2],
+    mode: Mode,
+    tx: TxQueue,
+    events: VecDeque<Event>,
+    events_dropped: u64,
+    scratch: Box<Scratch>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            Mode::Relay => "relay",
+            Mode::Transcode { .. } => "transcode",
+            Mode::Tap(_) => "ai-tap",
+        };
+        f.debug_struct("Pipeline").field("mode", &mode).finish()
+    }
+}
+
+fn check_pt(pt: u8) -> Result<(), ConfigError> {
+    if pt > 127 || (64..=95).contains(&pt) {
+        return Err(ConfigError::PayloadType(pt));
+    }
+    Ok(())
+}
+
+fn check_leg(l: &LegConfig) -> Result<(), ConfigError> {
+    check_pt(l.codec.payload_type)?;
+    if let Some(te) = l.telephone_event {
+        check_pt(te)?;
+        if te == l.codec.payload_type {
+            return Err(ConfigError::PayloadType(te));
+        }
+    }
+    Ok(())
+}
+
+impl Pipeline {
+    /// Bridges two legs: relay when their codecs carry the same bitstream,
+    /// transcode otherwise.
+    pub fn bridge(
+        now: Instant,
+        cfg: PipelineConfig,
+        a: LegConfig,
+        b: LegConfig,
+    ) -> Result<Pipeline, ConfigError> {
+        check_leg(&a)?;
+        check_leg(&b)?;
+        let relay = a.codec.relay_compatible(&b.codec);
+        let mode = if relay {
+            Mode::Relay
+        } else {
+            Mode::Transcode {
+                resample: [
+                    Box::new(Resampler::new(a.codec.pcm_rate, b.codec.pcm_rate)?),
+                    Box::new(Resampler::new(b.codec.pcm_rate, a.codec.pcm_rate)?),
+                ],
+            }
+        };
+        let legs = [
+            Some(LegState::new(now, Leg::A, &cfg, a, !relay)?),
+            Some(LegState::new(now, Leg::B, &cfg, b, !relay)?),
+        ];
+        Ok(Pipeline::assemble(cfg, legs, mode))
+    }
+
+    /// Taps one leg (the caller, [`Leg::A`]) with a voice-AI engine; the
+    /// returned handle goes to the AI side.
+    pub fn ai_tap(
+        now: Instant,
+        cfg: PipelineConfig,
+        caller: LegConfig,
+        tap: TapConfig,
+    ) -> Result<(Pipeline, TapEngine), ConfigError> {
+        check_leg(&caller)?;
+        let to_engine = Resampler::new(caller.codec.pcm_rate, tap.to_engine_rate)?;
+        let from_engine = Resampler::new(tap.from_engine_rate, caller.codec.pcm_rate)?;
+        let (worker, engine) = TapWorker::new(&tap);
+        let legs = [Some(LegState::new(now, Leg::A, &cfg, caller, true)?), None];
+        let mode = Mode::Tap(Box::new(Tap {
+            cfg: tap,
+            worker,
+            to_engine,
+            from_engine,
+            next_tick: now + PTIME,
+            partial_waiting: false,
+            source: 0,
+            sending: false,
+        }));
+        Ok((Pipeline::assemble(cfg, legs, mode), engine))
+    }
+
+    fn assemble(cfg: PipelineConfig, legs: [Option<LegState>; 2], mode: Mode) -> Pipeline {
+        Pipeline {
+            cfg,
+            legs,
+            mode,
+            tx: TxQueue::new(),
+            events: VecDeque::with_capacity(EVENT_QUEUE),
+            events_dropped: 0,
+            scratch: Box::new(Scratch {
+                pcm: [0; MAX_FRAME],
+                pcm2: [0; MAX_FRAME],
+                payload: [0; MAX_PACKET_LEN],
+            }),
+        }
+    }
+
+    /// True when the legs' codecs differ (decode/resample/encode).
+    pub fn is_transcoding(&self) -> bool {
+        matches!(self.mode, Mode::Transcode { .. })
+    }
+
+    pub fn stats(&self, leg: Leg) -> Option<LegStats> {
+        self.legs[leg.index()].as_ref().map(|l| l.stats)
+    }
+
+    /// RFC 3550 receive statistics of the far end's stream on `leg`:
+    /// (expected, received, cumulative lost, jitter in RTP units).
+    pub fn receive_stats(&self, leg: Leg) -> Option<(u64, u64, i32, u32)> {
+        self.legs[leg.index()].as_ref().map(|l| {
+            (
+                l.recv.expected(),
+                l.recv.received(),
+                l.recv.cumulative_lost(),
+                l.recv.jitter_rtp(),
+            )
+        })
+    }
+
+    /// Packets dropped from other sources than the latched one on `leg`.
+    pub fn dropped_foreign(&self, leg: Leg) -> u64 {
+        self.legs[leg.index()]
+            .as_ref()
+            .map_or(0, |l| l.latch.dropped() + l.rtcp_latch.dropped())
+    }
+
+    /// Where we send the leg's RTP (latched, or the SDP address).
+    pub fn destination(&self, leg: Leg) -> Option<SocketAddr> {
+        self.legs[leg.index()]
+            .as_ref()
+            .and_then(|l| l.latch.destination())
+    }
+
+    /// Events lost because nobody drained them.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
+    }
+
+    /// The far end's SDP changed (re-INVITE): learn its address anew.
+    pub fn update_remote(&mut self, leg: Leg, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
+        if let Some(l) = &mut self.legs[leg.index()] {
+            l.cfg.remote_rtp = rtp;
+            l.cfg.remote_rtcp = rtcp;
+            l.latch.relearn(rtp);
+            let rtcp =
+                rtcp.or_else(|| rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))));
+            l.rtcp_latch.relearn(rtcp);
+        }
+    }
+
+    fn emit(&mut self, e: Event) {
+        if self.events.len() == EVENT_QUEUE {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        let s = self.tx.pop()?;
+        Some(Transmit {
+            leg: s.leg,
+            kind: s.kind,
+            destination: s.dst,
+            data: &s.buf[..s.len],
+        })
+    }
+
+    /// The earliest instant [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut at = |i: Option<Instant>| {
+            if let Some(i) = i {
+                t = Some(t.map_or(i, |t| t.min(i)));
+            }
+        };
+        for l in self.legs.iter().flatten() {
+            at(Some(l.next_rtcp));
+            at(l.inactivity_deadline(&self.cfg));
+            at(l.dtmf.next_timeout());
+            at(l.rx.as_ref().and_then(|r| r.jb.next_due()));
+        }
+        if let Mode::Tap(tap) = &self.mode {
+            at(Some(tap.next_tick));
+        }
+        t
+    }
+
+    /// A datagram from `src` on `leg`'s RTP socket (RTCP too with rtcp-mux).
+    pub fn handle_rtp(&mut self, now: Instant, leg: Leg, src: SocketAddr, data: &[u8]) -> Verdict {
+        let Some(l) = &mut self.legs[leg.index()] else {
+            return Verdict::Dropped(DropReason::NoLeg);
+        };
+        if l.cfg.rtcp_mux && is_rtcp(data) {
+            return self.handle_rtcp(now, leg, src, data);
+        }
+        let Ok(pkt) = RtpPacket::parse(data) else {
+            l.stats.malformed += 1;
+            return Verdict::Dropped(DropReason::Malformed);
+        };
+        let pt = pkt.payload_type();
+        let is_te = l.cfg.telephone_event == Some(pt);
+        if pt != l.cfg.codec.payload_type && !is_te {
+            l.stats.unknown_payload_type += 1;
+            return Verdict::Dropped(DropReason::UnknownPayloadType);
+        }
+        match l.latch.check(now, src) {
+            LatchVerdict::Drop => {
+                l.stats.wrong_source += 1;
+                return Verdict::Dropped(DropReason::WrongSource);
+            }
+            LatchVerdict::Learned(address) => self.emit(Event::Latched { leg, address }),
+            LatchVerdict::Accept => {}
+        }
+        let Some(l) = &mut self.legs[leg.index()] else {
+            return Verdict::Dropped(DropReason::NoLeg);
+        };
+        l.on_received(
+            now,
+            pkt.ssrc(),
+            pkt.sequence(),
+            pkt.timestamp(),
+            pkt.payload().len(),
+        );
+        if is_te {
+            return self.on_telephone_event(now, leg, &pkt);
+        }
+        match self.mode {
+            Mode::Relay => {
+                self.inband_detect_payload(leg, pkt.payload());
+                self.relay(now, leg, &pkt, pt)
+            }
+            Mode::Transcode { .. } | Mode::Tap(_) => {
+                let Some(l) = &mut self.legs[leg.index()] else {
+                    return Verdict::Dropped(DropReason::NoLeg);
+                };
+                let Some(rx) = &mut l.rx else {
+                    return Verdict::Dropped(DropReason::NoLeg);
+                };
+                let was_idle = rx.jb.next_due().is_none();
+                use crate::jitter::Insert;
+                match rx.jb.insert(
+                    now,
+                    pkt.sequence(),
+                    pkt.timestamp(),
+                    pkt.marker(),
+                    pkt.payload(),
+                ) {
+                    Insert::Stored if was_idle => {
+                        rx.talkspurt = rx.talkspurt.wrapping_add(1);
+                        Verdict::Buffered
+                    }
+                    Insert::Resync => {
+                        rx.talkspurt = rx.talkspurt.wrapping_add(1);
+                        Verdict::Buffered
+                    }
+                    Insert::Stored => Verdict::Buffered,
+                    Insert::Late | Insert::Duplicate => {
+                        l.stats.late += 1;
+                        Verdict::Dropped(DropReason::Late)
+                    }
+                    Insert::TooLarge => {
+                        l.stats.malformed += 1;
+                        Verdict::Dropped(DropReason::Malformed)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs in-band DTMF detection on a G.711 payload (relay path).
+    fn inband_detect_payload(&mut self, leg: Leg, payload: &[u8]) {
+        let Some(l) = &mut self.legs[leg.index()] else {
+            return;
+        };
+        let (Some(det), Some(law)) = (&mut l.inband, l.cfg.codec.law()) else {
+            return;
+        };
+        let n = payload.len().min(MAX_FRAME);
+        law.decode(&payload[..n], &mut self.scratch.pcm[..n]);
+        if let Some(digit) = det.push(&self.scratch.pcm[..n]) {
+            self.emit(Event::Dtmf { leg, digit });
+        }
+    }
+
+    fn relay(&mut self, now: Instant, from: Leg, pkt: &RtpPacket<'_>, pt: u8) -> Verdict {
+        let [a, b] = &mut self.legs;
+        let (Some(src_leg), Some(dst_leg)) = (match from {
+            Leg::A => (a.as_mut(), b.as_mut()),
+            Leg::B => (b.as_mut(), a.as_mut()),
+        }) else {
+            return Verdict::Dropped(DropReason::NoLeg);
+        };
+        let out_pt = if pt == src_leg.cfg.codec.payload_type {
+            dst_leg.cfg.codec.payload_type
+        } else {
+            match dst_leg.cfg.telephone_event {
+                Some(te) => te,
+                None => return Verdict::Consumed,
+            }
+        };
+        let Some(dst) = dst_leg.latch.destination() else {
+            dst_leg.stats.no_destination += 1;
+            return Verdict::Dropped(DropReason::NoDestination);
+        };
+        let rw = dst_leg.rewriter.map(
+            now,
+            Source::Relay { ssrc: pkt.ssrc() },
+            pkt.sequence(),
+            pkt.timestamp(),
+        );
+        let Some(slot) = self.tx.push(dst_leg.leg, PacketKind::Rtp, dst) else {
+            dst_leg.stats.queue_full += 1;
+            return Verdict::Dropped(DropReason::QueueFull);
+        };
+        let bytes = pkt.as_bytes();
+        slot.buf[..bytes.len()].copy_from_slice(bytes);
+        slot.len = bytes.len();
+        let header = RtpHeader {
+            marker: pkt.marker() || rw.marker,
+            payload_type: out_pt,
+            sequence: rw.sequence,
+            timestamp: rw.timestamp,
+            ssrc: dst_leg.rewriter.ssrc(),
+        };
+        if rewrite_header(&mut slot.buf[..bytes.len()], &header).is_err() {
+            self.tx.unpush();
+            return Verdict::Dropped(DropReason::Malformed);
+        }
+        dst_leg.send.on_sent(now, rw.timestamp, pkt.payload().len());
+        dst_leg.stats.rtp_out += 1;
+        Verdict::Forwarded
+    }
+
+    fn on_telephone_event(&mut self, now: Instant, leg: Leg, pkt: &RtpPacket<'_>) -> Verdict {
+        let Ok(ev) = TelephoneEvent::parse(pkt.payload()) else {
+            if let Some(l) = &mut self.legs[leg.index()] {
+                l.stats.malformed += 1;
+            }
+            return Verdict::Dropped(DropReason::Malformed);
+        };
+        let mut also = None;
+        let digit = self.legs[leg.index()]
+            .as_mut()
+            .and_then(|l| l.dtmf.on_packet(now, pkt.timestamp(), &ev, &mut also));
+        for digit in [digit, also].into_iter().flatten() {
+            self.emit(Event::Dtmf { leg, digit });
+        }
+        match self.mode {
+            Mode::Relay => {
+                let pt = pkt.payload_type();
+                self.relay(now, leg, pkt, pt)
+            }
+            Mode::Transcode { .. } => self.translate_event(now, leg, pkt, &ev),
+            Mode::Tap(_) => Verdict::Consumed,
+        }
+    }
+
+    /// Re-sends a telephone-event on the other leg's own timeline (the two
+    /// legs' streams are generated separately when transcoding).
+    fn translate_event(
+        &mut self,
+        now: Instant,
+        from: Leg,
+        pkt: &RtpPacket<'_>,
+        ev: &TelephoneEvent,
+    ) -> Verdict {
+        let [a, b] = &mut self.legs;
+        let (Some(src_leg), Some(dst_leg)) = (match from {
+            Leg::A => (a.as_mut(), b.as_mut()),
+            Leg::B => (b.as_mut(), a.as_mut()),
+        }) else {
+            return Verdict::Dropped(DropReason::NoLeg);
+        };
+        let Some(te_pt) = dst_leg.cfg.telephone_event else {
+            return Verdict::Consumed;
+        };
+        let (Some(rx), Some(tx)) = (&src_leg.rx, &mut dst_leg.tx) else {
+            return Verdict::Dropped(DropReason::NoLeg);
+        };
+        let Some(dst) = dst_leg.latch.destination() else {
+            dst_leg.stats.no_destination += 1;
+            return Verdict::Dropped(DropReason::NoDestination);
+        };
+        let start = match tx.te_map {
+            Some((their, ours)) if their == pkt.timestamp() => ours,
+            _ => {
+                tx.te_map = Some((pkt.timestamp(), tx.ts));
+                tx.ts
+            }
+        };
+        let scale = |d: u16| {
+            (u64::from(d) * u64::from(dst_leg.cfg.codec.clock_rate)
+                / u64::from(src_leg.cfg.codec.clock_rate))
+            .min(u64::from(u16::MAX)) as u16
+        };
+        let out_ev = TelephoneEvent {
+            duration: scale(ev.duration),
+            ..*ev
+        };
+        let seq = tx.seq;
+        tx.seq = tx.seq.wrapping_add(1);
+        let rw = dst_leg
+            .rewriter
+            .map(now, Source::Local { id: rx.talkspurt }, seq, start);
+        let Some(slot) = self.tx.push(dst_leg.leg, PacketKind::Rtp, dst) else {
+            dst_leg.stats.queue_full += 1;
+            return Verdict::Dropped(DropReason::QueueFull);
+        };
+        let header = RtpHeader {
+            marker: pkt.marker() || rw.marker,
+            payload_type: te_pt,
+            sequence: rw.sequence,
+            timestamp: rw.timestamp,
+            ssrc: dst_leg.rewriter.ssrc(),
+        };
+        match header.write_packet(&out_ev.to_bytes(), &mut slot.buf) {
+            Ok(n) => slot.len = n,
+            Err(_) => {
+                self.tx.unpush();
+                return Verdict::Dropped(DropReason::Malformed);
+            }
+        }
+        dst_leg.send.on_sent(now, rw.timestamp, 4);
+        dst_leg.stats.rtp_out += 1;
+        Verdict::Forwarded
+    }
+
+    /// A datagram on `leg`'s RTCP socket.
+    pub fn handle_rtcp(&mut self, now: Instant, leg: Leg, src: SocketAddr, data: &[u8]) -> Verdict {
+        let Some(l) = &mut self.legs[leg.index()] else {
+            return Verdict::Dropped(DropReason::NoLeg);
+        };
+        let Ok(compound) = Compound::parse(data) else {
+            l.stats.malformed += 1;
+            return Verdict::Dropped(DropReason::Malformed);
+        };
+        let latch = if l.cfg.rtcp_mux {
+            &mut l.latch
+        } else {
+            &mut l.rtcp_latch
+        };
+        if latch.check(now, src) == LatchVerdict::Drop {
+            l.stats.wrong_source += 1;
+            return Verdict::Dropped(DropReason::WrongSource);
+        }
+        l.stats.rtcp_in += 1;
+        let ours = l.rewriter.ssrc();
+        for p in compound.packets() {
+            let reports = match p {
+                RtcpPacket::SenderReport {
+                    ssrc,
+                    info,
+                    reports,
+                } => {
+                    if Some(ssrc) == l.remote_ssrc {
+                        l.recv.on_sender_report(now, info.ntp);
+                    }
+                    reports
+                }
+                RtcpPacket::ReceiverReport { reports, .. } => reports,
+                _ => continue,
+            };
+            for r in reports.iter().filter(|r| r.ssrc == ours) {
+                l.stats.far_fraction_lost = r.fraction_lost;
+                l.stats.far_cumulative_lost = r.cumulative_lost;
+                l.stats.far_jitter = r.jitter;
+            }
+        }
+        Verdict::Consumed
+    }
+
+    /// Explicit flush of the AI playout (when the barge-in decision is made
+    /// on the worker's side); [`TapEngine::flush`] does the same from the AI
+    /// side.
+    pub fn flush_playout(&mut self) {
+        let Mode::Tap(tap) = &mut self.mode else {
+            return;
+        };
+        let mut discarded = 0u64;
+        let frame = crate::resample::frame_len(tap.cfg.from_engine_rate);
+        while tap.worker.engine_available() > 0 {
+            let (_, n) = tap.worker.pull_engine(&mut self.scratch.pcm[..frame], true);
+            discarded += n as u64;
+        }
+        tap.from_engine.reset();
+        tap.partial_waiting = false;
+        let rate = u64::from(tap.cfg.from_engine_rate);
+        let played_ms = tap.worker.played() * 1000 / rate;
+        self.emit(Event::PlayoutFlushed {
+            played_ms,
+            discarded_ms: discarded * 1000 / rate,
+        });
+    }
+
+    /// Does whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for leg in [Leg::A, Leg::B] {
+            self.playout(now, leg);
+        }
+        self.tap_ticks(now);
+        for i in 0..2 {
+            let Some(l) = &mut self.legs[i] else { continue };
+            let leg = l.leg;
+            if let Some(e) = l.check_inactivity(now, &self.cfg) {
+                self.emit(e);
+            }
+            let Some(l) = &mut self.legs[i] else { continue };
+            if let Some(digit) = l.dtmf.poll(now) {
+                self.emit(Event::Dtmf { leg, digit });
+            }
+            let Some(l) = &mut self.legs[i] else { continue };
+            if now >= l.next_rtcp {
+                l.next_rtcp = now + self.cfg.rtcp_interval;
+                self.send_report(now, i);
+            }
+        }
+    }
+
+    /// Plays out every frame due in `leg`'s jitter buffer.
+    fn playout(&mut self, now: Instant, leg: Leg) {
+        loop {
+            let i = leg.index();
+            let Some(l) = &mut self.legs[i] else { return };
+            let Some(rx) = &mut l.rx else { return };
+            let n = l.cfg.codec.frame_samples();
+            let pcm = &mut self.scratch.pcm[..n];
+            let talkspurt = rx.talkspurt;
+            use crate::jitter::Playout;
+            let res = match rx.jb.pop(now) {
+                None => return,
+                Some(Playout::Frame { payload, .. }) => rx.dec.decode(payload, pcm),
+                Some(Playout::Lost { next, .. }) => rx.dec.conceal(next, pcm),
+            };
+            if res.is_err() {
+                l.stats.codec_errors += 1;
+                pcm.fill(0);
+            }
+            if let Some(det) = &mut l.inband
+                && l.cfg.codec.pcm_rate == 8_000
+                && let Some(digit) = det.push(&self.scratch.pcm[..n])
+            {
+                self.emit(Event::Dtmf { leg, digit });
+            }
+            self.deliver_decoded(now, leg, n, talkspurt);
+        }
+    }
+
+    /// Sends a decoded frame (in `scratch.pcm[..n]`) where this mode wants it.
+    fn deliver_decoded(&mut self, now: Instant, from: Leg, n: usize, talkspurt: u32) {
+        let Scratch { pcm, pcm2, payload } = &mut *self.scratch;
+        match &mut self.mode {
+            Mode::Relay => {}
+            Mode::Transcode { resample } => {
+                let r = &mut resample[from.index()];
+                let out_n = r.output_len();
+                if r.process(&pcm[..n], &mut pcm2[..out_n]).is_err() {
+                    return;
+                }
+                let to = from.other();
+                let Some(dst_leg) = &mut self.legs[to.index()] else {
+                    return;
+                };
+                send_encoded(
+                    now,
+                    dst_leg,
+                    &mut self.tx,
+                    &pcm2[..out_n],
+                    payload,
+                    Source::Local { id: talkspurt },
+                );
+            }
+            Mode::Tap(tap) => {
+                let out_n = tap.to_engine.output_len();
+                if tap.to_engine.process(&pcm[..n], &mut pcm2[..out_n]).is_ok() {
+                    tap.worker.push_caller(&pcm2[..out_n]);
+                }
+            }
+        }
+    }
+
+    /// AI playout: one packet per ptime to the caller.
+    fn tap_ticks(&mut self, now: Instant) {
+        loop {
+            let Pipeline {
+                mode,
+                legs,
+                tx,
+                scratch,
+                ..
+            } = self;
+            let Mode::Tap(tap) = mode else { return };
+            if now.saturating_duration_since(tap.next_tick) > 3 * PTIME {
+                // The worker stalled: do not burst to catch up.
+                tap.next_tick = now;
+            }
+            if now < tap.next_tick {
+                return;
+            }
+            tap.next_tick += PTIME;
+            let rate = u64::from(tap.cfg.from_engine_rate);
+            let flushed = tap.worker.apply_flush().map(|discarded| {
+                tap.from_engine.reset();
+                tap.partial_waiting = false;
+                Event::PlayoutFlushed {
+                    played_ms: tap.worker.played() * 1000 / rate,
+                    discarded_ms: discarded * 1000 / rate,
+                }
+            });
+            if let Some(caller) = &mut legs[0] {
+                tap_tick(now, tap, caller, tx, scratch);
+            }
+            if let Some(e) = flushed {
+                self.emit(e);
+            }
+        }
+    }
+
+    /// Sends an SR (if we have sent on the leg) or RR, with SDES CNAME.
+    fn send_report(&mut self, now: Instant, i: usize) {
+        let ntp = self.ntp(now);
+        let Some(l) = &mut self.legs[i] else { return };
+        let Some(dst) = l.rtcp_destination() else {
+            return;
+        };
+        let kind = if l.cfg.rtcp_mux {
+            PacketKind::Rtp
+        } else {
+            PacketKind::Rtcp
+        };
+        let Some(slot) = self.tx.push(l.leg, kind, dst) else {
+            l.stats.queue_full += 1;
+            return;
+        };
+        let ours = l.rewriter.ssrc();
+        let block = match l.remote_ssrc {
+            Some(ssrc) if l.recv.received() > 0 => Some(l.recv.report_block(now, ssrc)),
+            _ => None,
+        };
+        let blocks = block.as_slice();
+        let cname_len = self.cfg.cname.iter().position(|&c| c == 0).unwrap_or(16);
+        let mut w = CompoundWriter::new(&mut slot.buf);
+        let res = if l.send.packets > 0 {
+            let info = SenderInfo {
+                ntp,
+                rtp_timestamp: l.send.rtp_ts_at(now, l.cfg.codec.clock_rate),
+                packet_count: l.send.packets as u32,
+                octet_count: l.send.octets as u32,
+            };
+            w.sender_report(ours, &info, blocks)
+        } else {
+            w.receiver_report(ours, blocks)
+        }
+        .and_then(|_| w.sdes_cname(ours, &self.cfg.cname[..cname_len]));
+        let n = w.len();
+        if res.is_err() {
+            self.tx.unpush();
+            return;
+        }
+        slot.len = n;
+        l.stats.rtcp_out += 1;
+    }
+
+    fn ntp(&self, now: Instant) -> u64 {
+        let Some((at, wall)) = self.cfg.wallclock else {
+            return 0;
+        };
+        let t = if now >= at {
+            wall + (now - at)
+        } else {
+            wall - (at - now)
+        };
+        let Ok(d) = t.duration_since(UNIX_EPOCH) else {
+            return 0;
+        };
+        let secs = d.as_secs() + 2_208_988_800;
+        let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+        (secs << 32) | frac
+    }
+}
+
+/// Encodes `pcm` for `dst_leg` and queues the packet; true when queued.
+fn send_encoded(
+    now: Instant,
+    dst_leg: &mut LegState,
+    tx: &mut TxQueue,
+    pcm: &[i16],
+    payload: &mut [u8; MAX_PACKET_LEN],
+    source: Source,
+) -> bool {
+    let Some(path) = &mut dst_leg.tx else {
+        return false;
+    };
+    let body = &mut payload[..MAX_PACKET_LEN - 12];
+    let Ok(n) = path.enc.encode(pcm, body) else {
+        dst_leg.stats.codec_errors += 1;
+        return false;
+    };
+    let (seq, ts) = (path.seq, path.ts);
+    path.seq = path.seq.wrapping_add(1);
+    path.ts = path.ts.wrapping_add(dst_leg.cfg.codec.frame_ticks());
+    let rw = dst_leg.rewriter.map(now, source, seq, ts);
+    let Some(dst) = dst_leg.latch.destination() else {
+        dst_leg.stats.no_destination += 1;
+        return false;
+    };
+    let Some(slot) = tx.push(dst_leg.leg, PacketKind::Rtp, dst) else {
+        dst_leg.stats.queue_full += 1;
+        return false;
+    };
+    let header = RtpHeader {
+        marker: rw.marker,
+        payload_type: dst_leg.cfg.codec.payload_type,
+        sequence: rw.sequence,
+        timestamp: rw.timestamp,
+        ssrc: dst_leg.rewriter.ssrc(),
+    };
+    match header.write_packet(&payload[..n], &mut slot.buf) {
+        Ok(len) => slot.len = len,
+        Err(_) => {
+            tx.unpush();
+            return false;
+        }
+    }
+    dst_leg.send.on_sent(now, rw.timestamp, n);
+    dst_leg.stats.rtp_out += 1;
+    true
+}
+
+/// One AI playout tick: a frame of engine audio (or silence) to the caller.
+fn tap_tick(
+    now: Instant,
+    tap: &mut Tap,
+    caller: &mut LegState,
+    tx: &mut TxQueue,
+    scratch: &mut Scratch,
+) {
+    let Scratch { pcm, pcm2, payload } = scratch;
+    let in_n = tap.from_engine.input_len();
+    let out_n = tap.from_engine.output_len();
+    let (kind, got) = tap
+        .worker
+        .pull_engine(&mut pcm[..in_n], tap.partial_waiting);
+    match kind {
+        EngineFrame::Audio => {
+            tap.partial_waiting = false;
+            if tap
+                .from_engine
+                .process(&pcm[..in_n], &mut pcm2[..out_n])
+                .is_err()
+            {
+                return;
+            }
+        }
+        EngineFrame::Empty => {
+            tap.partial_waiting = got > 0;
+            if !tap.cfg.send_silence {
+                tap.sending = false;
+                return;
+            }
+            pcm2[..out_n].fill(0);
+        }
+    }
+    if !tap.sending {
+        tap.source = tap.source.wrapping_add(1);
+        tap.sending = true;
+    }
+    let sent = send_encoded(
+        now,
+        caller,
+        tx,
+        &pcm2[..out_n],
+        payload,
+        Source::Local { id: tap.source },
+    );
+    if sent && kind == EngineFrame::Audio {
+        tap.worker.mark_played(got);
+    }
+}

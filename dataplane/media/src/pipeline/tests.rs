@@ -1,0 +1,837 @@
+//! Pipelines driven deterministically: time is stepped, never slept.
+
+use super::*;
+use crate::dtmf::{DtmfSender, DtmfSource, char_event};
+use crate::g711::Law;
+use crate::goertzel::{power_i16, sine};
+use crate::rtcp::ReportBlock;
+use crate::tap::TapEngine;
+
+const FAR_A: &str = "198.51.100.10:40000";
+const FAR_B: &str = "203.0.113.20:50000";
+const ATTACKER: &str = "192.0.2.66:12345";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Sent {
+    leg: Leg,
+    kind: PacketKind,
+    dst: SocketAddr,
+    data: Vec<u8>,
+}
+
+struct Harness {
+    p: Pipeline,
+    now: Instant,
+    sent: Vec<Sent>,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new(p: Pipeline, now: Instant) -> Self {
+        Harness {
+            p,
+            now,
+            sent: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.p.poll_transmit() {
+            self.sent.push(Sent {
+                leg: t.leg,
+                kind: t.kind,
+                dst: t.destination,
+                data: t.data.to_vec(),
+            });
+        }
+        while let Some(e) = self.p.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    fn rtp(&mut self, leg: Leg, src: &str, data: &[u8]) -> Verdict {
+        let v = self.p.handle_rtp(self.now, leg, addr(src), data);
+        self.drain();
+        v
+    }
+
+    /// Runs every timeout up to `t` in order, as a worker would.
+    fn advance_to(&mut self, t: Instant) {
+        while let Some(due) = self.p.poll_timeout() {
+            if due > t {
+                break;
+            }
+            self.now = self.now.max(due);
+            self.p.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = self.now.max(t);
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.advance_to(t);
+    }
+
+    fn rtp_to(&self, leg: Leg) -> Vec<RtpPacket<'_>> {
+        self.sent
+            .iter()
+            .filter(|s| s.leg == leg && !is_rtcp(&s.data) && s.kind == PacketKind::Rtp)
+            .map(|s| RtpPacket::parse(&s.data).unwrap())
+            .collect()
+    }
+}
+
+/// An RTP packet from a far end.
+fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 12 + payload.len()];
+    RtpHeader {
+        marker,
+        payload_type: pt,
+        sequence: seq,
+        timestamp: ts,
+        ssrc,
+    }
+    .write_packet(payload, &mut b)
+    .unwrap();
+    b
+}
+
+fn leg(codec: CodecSpec, ssrc: u32, remote: &str) -> LegConfig {
+    LegConfig {
+        remote_rtp: Some(addr(remote)),
+        first_seq: 1000,
+        first_ts: 50_000,
+        ..LegConfig::new(codec, ssrc)
+    }
+}
+
+fn cfg() -> PipelineConfig {
+    PipelineConfig {
+        latch: LatchConfig {
+            learn_packets: 3,
+            learn_window: Duration::from_millis(500),
+        },
+        ..PipelineConfig::default()
+    }
+}
+
+fn ulaw_frame(x: &[i16]) -> Vec<u8> {
+    let mut out = vec![0u8; x.len()];
+    Law::Ulaw.encode(x, &mut out);
+    out
+}
+
+#[test]
+fn relay_rewrites_header_and_enforces_strict_source() {
+    let t0 = Instant::now();
+    let p = Pipeline::bridge(
+        t0,
+        cfg(),
+        leg(CodecSpec::pcmu(), 0xaaaa, FAR_A),
+        leg(
+            CodecSpec {
+                payload_type: 0,
+                ..CodecSpec::pcmu()
+            },
+            0xbbbb,
+            FAR_B,
+        ),
+    )
+    .unwrap();
+    assert!(!p.is_transcoding());
+    let mut h = Harness::new(p, t0);
+    for i in 0..10u16 {
+        let v = h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(
+                0,
+                7 + i,
+                160 * u32::from(i),
+                0x1234,
+                i == 0,
+                &[i as u8; 160],
+            ),
+        );
+        assert_eq!(v, Verdict::Forwarded);
+        h.now += PTIME;
+    }
+    let out = h.rtp_to(Leg::B);
+    assert_eq!(out.len(), 10);
+    for (i, p) in out.iter().enumerate() {
+        assert_eq!(p.ssrc(), 0xbbbb);
+        assert_eq!(p.sequence(), 1000 + i as u16);
+        assert_eq!(p.timestamp(), 50_000 + 160 * i as u32);
+        assert_eq!(p.payload(), &[i as u8; 160][..]);
+        assert_eq!(p.marker(), i == 0);
+    }
+    assert!(h.sent.iter().all(|s| s.dst == addr(FAR_B)));
+    assert_eq!(
+        h.events[0],
+        Event::Latched {
+            leg: Leg::A,
+            address: addr(FAR_A)
+        }
+    );
+
+    // Latched: an attacker spraying valid RTP at the port forwards nothing.
+    let before = h.sent.len();
+    for i in 0..50u16 {
+        let v = h.rtp(
+            Leg::A,
+            ATTACKER,
+            &packet(0, 100 + i, 0, 0x666, false, &[0x55; 160]),
+        );
+        assert_eq!(v, Verdict::Dropped(DropReason::WrongSource));
+    }
+    // Garbage is dropped as malformed, wrong payload types as unknown.
+    assert_eq!(
+        h.rtp(Leg::A, FAR_A, &[0x80, 0, 1]),
+        Verdict::Dropped(DropReason::Malformed)
+    );
+    assert_eq!(
+        h.rtp(Leg::A, FAR_A, &packet(18, 1, 1, 0x1234, false, &[0; 20])),
+        Verdict::Dropped(DropReason::UnknownPayloadType)
+    );
+    assert_eq!(h.sent.len(), before);
+    let st = h.p.stats(Leg::A).unwrap();
+    assert_eq!(
+        (st.wrong_source, st.malformed, st.unknown_payload_type),
+        (50, 1, 1)
+    );
+    assert_eq!(h.p.dropped_foreign(Leg::A), 50);
+    assert_eq!(h.p.stats(Leg::B).unwrap().rtp_out, 10);
+    // B has not sent yet: its destination is its SDP address.
+    assert_eq!(h.p.destination(Leg::B), Some(addr(FAR_B)));
+}
+
+#[test]
+fn relay_source_change_stays_one_stream_and_relatch_needs_policy() {
+    let t0 = Instant::now();
+    let p = Pipeline::bridge(
+        t0,
+        cfg(),
+        leg(CodecSpec::pcma(), 1, FAR_A),
+        leg(
+            CodecSpec {
+                payload_type: 8,
+                ..CodecSpec::pcma()
+            },
+            2,
+            FAR_B,
+        ),
+    )
+    .unwrap();
+    let mut h = Harness::new(p, t0);
+    for i in 0..5u16 {
+        h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(8, i, 160 * u32::from(i), 77, false, &[1; 160]),
+        );
+        h.now += PTIME;
+    }
+    // The far end restarts with a new SSRC and random numbers (e.g. after a
+    // transfer on its side): the B side still sees one continuous stream.
+    h.now += Duration::from_millis(60);
+    for i in 0..3u16 {
+        h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(
+                8,
+                40_000 + i,
+                9_999_000 + 160 * u32::from(i),
+                78,
+                false,
+                &[2; 160],
+            ),
+        );
+        h.now += PTIME;
+    }
+    let out = h.rtp_to(Leg::B);
+    let seqs: Vec<u16> = out.iter().map(|p| p.sequence()).collect();
+    assert_eq!(seqs, (1000..1008).collect::<Vec<_>>());
+    // The jump covers the real gap: 20 ms after packet 4 plus 60 ms.
+    assert_eq!(out[5].timestamp() - out[4].timestamp(), 640);
+    assert!(out[5].marker());
+    assert!(out.iter().all(|p| p.ssrc() == 2));
+
+    // The far end moves (re-INVITE): only after update_remote is it heard.
+    let moved = "198.51.100.99:41000";
+    assert_eq!(
+        h.rtp(Leg::A, moved, &packet(8, 9, 0, 78, false, &[3; 160])),
+        Verdict::Dropped(DropReason::WrongSource)
+    );
+    h.p.update_remote(Leg::A, Some(addr(moved)), None);
+    assert_eq!(
+        h.rtp(
+            Leg::A,
+            moved,
+            &packet(8, 40_003, 9_999_480, 78, false, &[3; 160])
+        ),
+        Verdict::Forwarded
+    );
+    assert_eq!(
+        h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(8, 40_004, 9_999_640, 78, false, &[3; 160])
+        ),
+        Verdict::Dropped(DropReason::WrongSource)
+    );
+}
+
+#[test]
+fn relay_dtmf_uses_other_legs_payload_type_and_reports_once() {
+    let t0 = Instant::now();
+    let mut a = leg(CodecSpec::pcmu(), 1, FAR_A);
+    a.telephone_event = Some(101);
+    let mut b = leg(CodecSpec::pcmu(), 2, FAR_B);
+    b.telephone_event = Some(96);
+    let mut h = Harness::new(Pipeline::bridge(t0, cfg(), a, b).unwrap(), t0);
+    let mut tx = DtmfSender::new(
+        char_event('#').unwrap(),
+        10,
+        Duration::from_millis(100),
+        8000,
+        PTIME,
+        3200,
+    );
+    let mut seq = 20;
+    while let Some(ev) = tx.next_packet() {
+        assert_eq!(
+            h.rtp(
+                Leg::A,
+                FAR_A,
+                &packet(101, seq, ev.timestamp, 5, ev.marker, &ev.payload)
+            ),
+            Verdict::Forwarded
+        );
+        seq += 1;
+        h.now += PTIME;
+    }
+    let out = h.rtp_to(Leg::B);
+    assert_eq!(out.len(), 7);
+    assert!(out.iter().all(|p| p.payload_type() == 96));
+    let digits: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dtmf { leg: Leg::A, digit } => Some(*digit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits.len(), 1);
+    assert_eq!(digits[0].char(), Some('#'));
+    assert_eq!(digits[0].duration, Duration::from_millis(100));
+}
+
+#[test]
+fn relay_inband_dtmf_on_g711_without_telephone_event() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(
+        Pipeline::bridge(
+            t0,
+            cfg(),
+            leg(CodecSpec::pcmu(), 1, FAR_A),
+            leg(CodecSpec::pcmu(), 2, FAR_B),
+        )
+        .unwrap(),
+        t0,
+    );
+    // '8' (852 + 1336 Hz) for 100 ms, then silence.
+    let row = sine(852.0, 8000, 6000.0, 800, 0);
+    let col = sine(1336.0, 8000, 6000.0, 800, 0);
+    let mut x: Vec<i16> = row.iter().zip(&col).map(|(a, b)| a + b).collect();
+    x.extend(vec![0i16; 800]);
+    for (i, f) in x.chunks_exact(160).enumerate() {
+        h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(0, i as u16, 160 * i as u32, 9, false, &ulaw_frame(f)),
+        );
+        h.now += PTIME;
+    }
+    let digits: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dtmf { digit, .. } => Some(*digit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits.len(), 1);
+    assert_eq!(digits[0].char(), Some('8'));
+    assert_eq!(digits[0].source, DtmfSource::InBand);
+    // The audio itself was relayed untouched.
+    assert_eq!(h.rtp_to(Leg::B).len(), 10);
+}
+
+/// Feeds `frames` 20 ms frames of a tone from leg A's far end, encoded by
+/// `encode`, stepping time; returns the harness.
+fn feed_tone(
+    h: &mut Harness,
+    pt: u8,
+    ticks: u32,
+    frames: usize,
+    skip: &[usize],
+    mut encode: impl FnMut(usize) -> Vec<u8>,
+) {
+    for i in 0..frames {
+        if !skip.contains(&i) {
+            let v = h.rtp(
+                Leg::A,
+                FAR_A,
+                &packet(pt, i as u16, ticks * i as u32, 42, i == 0, &encode(i)),
+            );
+            assert_eq!(v, Verdict::Buffered, "frame {i}");
+        }
+        h.advance(PTIME);
+    }
+}
+
+#[test]
+fn transcode_pcmu_to_pcma_keeps_audio_and_paces_one_frame_per_ptime() {
+    let t0 = Instant::now();
+    let p = Pipeline::bridge(
+        t0,
+        cfg(),
+        leg(CodecSpec::pcmu(), 1, FAR_A),
+        leg(CodecSpec::pcma(), 2, FAR_B),
+    )
+    .unwrap();
+    assert!(p.is_transcoding());
+    let mut h = Harness::new(p, t0);
+    let x = sine(1000.0, 8000, 8000.0, 160 * 50, 0);
+    feed_tone(&mut h, 0, 160, 50, &[], |i| {
+        ulaw_frame(&x[i * 160..(i + 1) * 160])
+    });
+    h.advance(Duration::from_millis(300));
+    let out = h.rtp_to(Leg::B);
+    // One packet per received frame, then concealment while the stream
+    // looks paused (at most max_delay = 200 ms of it).
+    assert!((50..=60).contains(&out.len()), "{}", out.len());
+    let mut pcm = Vec::new();
+    for (i, p) in out.iter().enumerate() {
+        assert_eq!(p.payload_type(), 8);
+        assert_eq!(p.ssrc(), 2);
+        assert_eq!(p.sequence(), 1000 + i as u16);
+        assert_eq!(p.timestamp(), 50_000 + 160 * i as u32);
+        let mut f = [0i16; 160];
+        Law::Alaw.decode(p.payload(), &mut f);
+        pcm.extend_from_slice(&f);
+    }
+    let on = power_i16(&pcm[800..8000], 1000.0, 8000.0);
+    assert!(on > 100.0 * power_i16(&pcm[800..8000], 1700.0, 8000.0));
+    assert_eq!(h.p.stats(Leg::B).unwrap().rtp_out, out.len() as u64);
+}
+
+#[test]
+fn transcode_output_is_paced_by_playout_not_arrival() {
+    let t0 = Instant::now();
+    let p = Pipeline::bridge(
+        t0,
+        cfg(),
+        leg(CodecSpec::pcmu(), 1, FAR_A),
+        leg(CodecSpec::pcma(), 2, FAR_B),
+    )
+    .unwrap();
+    let mut h = Harness::new(p, t0);
+    // Ten frames arrive in one burst (a network hiccup released them).
+    for i in 0..10u16 {
+        h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(0, i, 160 * u32::from(i), 42, false, &[0xff; 160]),
+        );
+    }
+    assert!(
+        h.rtp_to(Leg::B).is_empty(),
+        "nothing leaves before playout time"
+    );
+    let mut per_tick = Vec::new();
+    for _ in 0..8 {
+        let before = h.rtp_to(Leg::B).len();
+        h.advance(PTIME);
+        per_tick.push(h.rtp_to(Leg::B).len() - before);
+    }
+    // The burst drains at most one frame per ptime (plus one catch-up drop
+    // when over target, which sends nothing).
+    assert!(per_tick.iter().all(|&n| n <= 1), "{per_tick:?}");
+    assert!(per_tick.iter().sum::<usize>() >= 6, "{per_tick:?}");
+}
+
+#[test]
+fn transcode_opus_with_loss_uses_fec_and_stream_stays_continuous() {
+    let t0 = Instant::now();
+    let p = Pipeline::bridge(
+        t0,
+        cfg(),
+        leg(CodecSpec::opus(111, 8_000), 1, FAR_A),
+        leg(CodecSpec::pcmu(), 2, FAR_B),
+    )
+    .unwrap();
+    let mut h = Harness::new(p, t0);
+    let x = sine(440.0, 8000, 8000.0, 160 * 60, 0);
+    let mut enc = crate::opus::OpusEncoder::new(8_000, 20).unwrap();
+    // Packet 30 is lost (and 31 arrives in order, carrying its FEC).
+    feed_tone(&mut h, 111, 960, 60, &[30], |i| {
+        let mut b = [0u8; 400];
+        let n = enc.encode(&x[i * 160..(i + 1) * 160], &mut b).unwrap();
+        b[..n].to_vec()
+    });
+    h.advance(Duration::from_millis(300));
+    let out = h.rtp_to(Leg::B);
+    // The lost frame is rebuilt, not skipped (trailing concealment after
+    // the stream stops may follow).
+    assert!((60..=70).contains(&out.len()), "{}", out.len());
+    for w in out.windows(2) {
+        assert_eq!(w[1].sequence(), w[0].sequence().wrapping_add(1));
+        assert_eq!(w[1].timestamp(), w[0].timestamp().wrapping_add(160));
+    }
+    // The rebuilt frame carries the tone.
+    let mut f = [0i16; 160];
+    Law::Ulaw.decode(out[30].payload(), &mut f);
+    let e: f64 = f.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / 160.0;
+    assert!(e > 1e6, "rebuilt frame energy {e}");
+    let (expected, received, lost, _) = h.p.receive_stats(Leg::A).unwrap();
+    assert_eq!((expected, received, lost), (59, 58, 1));
+}
+
+#[test]
+fn transcode_translates_telephone_events_between_clocks() {
+    let t0 = Instant::now();
+    let mut a = leg(CodecSpec::opus(111, 8_000), 1, FAR_A);
+    a.telephone_event = Some(101);
+    let mut b = leg(CodecSpec::pcmu(), 2, FAR_B);
+    b.telephone_event = Some(100);
+    let mut h = Harness::new(Pipeline::bridge(t0, cfg(), a, b).unwrap(), t0);
+    let mut tx = DtmfSender::new(5, 10, Duration::from_millis(60), 48_000, PTIME, 96_000);
+    let mut seq = 0;
+    while let Some(ev) = tx.next_packet() {
+        h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(101, seq, ev.timestamp, 5, ev.marker, &ev.payload),
+        );
+        seq += 1;
+        h.now += PTIME;
+    }
+    let out = h.rtp_to(Leg::B);
+    let evs: Vec<_> = out
+        .iter()
+        .filter(|p| p.payload_type() == 100)
+        .map(|p| (p.timestamp(), TelephoneEvent::parse(p.payload()).unwrap()))
+        .collect();
+    assert_eq!(evs.len(), 5);
+    // 60 ms at 48 kHz is 2880; at 8 kHz, 480.
+    assert_eq!(evs.last().unwrap().1.duration, 480);
+    assert!(evs.iter().all(|e| e.0 == evs[0].0 && e.1.event == 5));
+    assert!(out[0].marker());
+    assert_eq!(
+        h.events
+            .iter()
+            .filter(|e| matches!(e, Event::Dtmf { .. }))
+            .count(),
+        1
+    );
+}
+
+fn tap_pipeline(t0: Instant, send_silence: bool) -> (Harness, TapEngine) {
+    let (p, e) = Pipeline::ai_tap(
+        t0,
+        cfg(),
+        leg(CodecSpec::pcmu(), 7, FAR_A),
+        TapConfig {
+            send_silence,
+            ..TapConfig::default()
+        },
+    )
+    .unwrap();
+    (Harness::new(p, t0), e)
+}
+
+#[test]
+fn ai_tap_caller_audio_reaches_engine_at_16k() {
+    let t0 = Instant::now();
+    let (mut h, mut engine) = tap_pipeline(t0, true);
+    let x = sine(700.0, 8000, 8000.0, 160 * 40, 0);
+    feed_tone(&mut h, 0, 160, 40, &[], |i| {
+        ulaw_frame(&x[i * 160..(i + 1) * 160])
+    });
+    h.advance(Duration::from_millis(300));
+    let mut got = vec![0i16; 16_000];
+    let n = engine.read_caller(&mut got);
+    // One 16 kHz frame per caller frame, plus trailing concealment.
+    assert!(n % 320 == 0 && (40 * 320..=50 * 320).contains(&n), "{n}");
+    let y = &got[320 * 5..320 * 40];
+    let on = power_i16(y, 700.0, 16_000.0);
+    assert!(on > 100.0 * power_i16(y, 1900.0, 16_000.0));
+    assert_eq!(engine.to_engine_rate(), 16_000);
+}
+
+#[test]
+fn ai_tap_paces_engine_audio_flushes_within_a_ptime_and_reports_played() {
+    let t0 = Instant::now();
+    let (mut h, mut engine) = tap_pipeline(t0, true);
+    // A learned far end to send to.
+    h.rtp(Leg::A, FAR_A, &packet(0, 1, 0, 3, false, &[0xff; 160]));
+    // One second of 24 kHz engine audio arrives at once.
+    let tone = sine(500.0, 24_000, 10_000.0, 24_000, 0);
+    assert_eq!(engine.write_engine(&tone), 24_000);
+    let mut per_tick = Vec::new();
+    for _ in 0..10 {
+        let before = h.rtp_to(Leg::A).len();
+        h.advance(PTIME);
+        per_tick.push(h.rtp_to(Leg::A).len() - before);
+    }
+    assert!(per_tick.iter().all(|&n| n == 1), "paced: {per_tick:?}");
+    assert_eq!(engine.played_ms(), 200);
+    // Barge-in.
+    engine.flush();
+    h.advance(PTIME);
+    let flushed: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PlayoutFlushed {
+                played_ms,
+                discarded_ms,
+            } => Some((*played_ms, *discarded_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flushed, vec![(200, 800)]);
+    // The packet of that tick and all later ones are silence.
+    for _ in 0..3 {
+        h.advance(PTIME);
+    }
+    let out = h.rtp_to(Leg::A);
+    assert_eq!(out.len(), 14);
+    for p in &out[10..] {
+        assert!(
+            p.payload().iter().all(|&b| b == 0xff),
+            "silence after flush"
+        );
+    }
+    // Before the flush: the tone, continuous numbering throughout.
+    let mut pcm = [0i16; 160];
+    Law::Ulaw.decode(out[8].payload(), &mut pcm);
+    assert!(power_i16(&pcm, 500.0, 8000.0) > 100.0 * power_i16(&pcm, 1500.0, 8000.0));
+    for w in out.windows(2) {
+        assert_eq!(w[1].sequence(), w[0].sequence().wrapping_add(1));
+        assert_eq!(w[1].timestamp(), w[0].timestamp().wrapping_add(160));
+    }
+    assert_eq!(engine.played_ms(), 200);
+    // New audio written after the flush plays.
+    engine.write_engine(&tone[..4800]);
+    h.advance(PTIME * 2);
+    assert_eq!(engine.played_ms(), 240);
+}
+
+#[test]
+fn ai_tap_without_silence_resumes_with_real_time_gap() {
+    let t0 = Instant::now();
+    let (mut h, mut engine) = tap_pipeline(t0, false);
+    h.rtp(Leg::A, FAR_A, &packet(0, 1, 0, 3, false, &[0xff; 160]));
+    engine.write_engine(&[1000; 480 * 2]);
+    h.advance(PTIME * 5);
+    assert_eq!(h.rtp_to(Leg::A).len(), 2);
+    h.advance(Duration::from_millis(400));
+    engine.write_engine(&[1000; 480]);
+    h.advance(PTIME);
+    let out = h.rtp_to(Leg::A);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[2].sequence(), out[1].sequence().wrapping_add(1));
+    assert!(out[2].marker());
+    // Sent at the 40 ms and 520 ms ticks: 480 ms of real time apart.
+    let dt = out[2].timestamp().wrapping_sub(out[1].timestamp());
+    assert_eq!(dt, 3_840);
+}
+
+#[test]
+fn inactivity_is_reported_once_and_rearmed() {
+    let t0 = Instant::now();
+    let cfg = PipelineConfig {
+        inactivity_timeout: Duration::from_secs(10),
+        ..cfg()
+    };
+    let mut h = Harness::new(
+        Pipeline::bridge(
+            t0,
+            cfg,
+            leg(CodecSpec::pcmu(), 1, FAR_A),
+            leg(CodecSpec::pcmu(), 2, FAR_B),
+        )
+        .unwrap(),
+        t0,
+    );
+    h.advance(Duration::from_secs(5));
+    h.rtp(Leg::A, FAR_A, &packet(0, 1, 0, 3, false, &[0xff; 160]));
+    h.advance(Duration::from_secs(9));
+    let inactive = |h: &Harness| {
+        h.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Inactive { leg, .. } => Some(*leg),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // B never sent: reported at 10 s. A sent at 5 s: not yet.
+    assert_eq!(inactive(&h), vec![Leg::B]);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(inactive(&h), vec![Leg::B, Leg::A]);
+    h.advance(Duration::from_secs(60));
+    assert_eq!(inactive(&h).len(), 2);
+    h.rtp(Leg::A, FAR_A, &packet(0, 2, 160, 3, false, &[0xff; 160]));
+    h.advance(Duration::from_secs(11));
+    assert_eq!(inactive(&h), vec![Leg::B, Leg::A, Leg::A]);
+}
+
+#[test]
+fn rtcp_reports_per_leg_and_far_end_reports_are_read() {
+    let t0 = Instant::now();
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let cfg = PipelineConfig {
+        rtcp_interval: Duration::from_secs(5),
+        wallclock: Some((t0, wall)),
+        ..cfg()
+    };
+    let mut h = Harness::new(
+        Pipeline::bridge(
+            t0,
+            cfg,
+            leg(CodecSpec::pcmu(), 0xa, FAR_A),
+            leg(CodecSpec::pcmu(), 0xb, FAR_B),
+        )
+        .unwrap(),
+        t0,
+    );
+    for i in 0..100u16 {
+        if i != 50 {
+            h.rtp(
+                Leg::A,
+                FAR_A,
+                &packet(0, i, 160 * u32::from(i), 0x77, false, &[0xff; 160]),
+            );
+        }
+        h.now += PTIME;
+    }
+    h.advance_to(t0 + Duration::from_secs(5));
+    let reports: Vec<_> = h
+        .sent
+        .iter()
+        .filter(|s| s.kind == PacketKind::Rtcp)
+        .collect();
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        let c = Compound::parse(&r.data).unwrap();
+        let pkts: Vec<_> = c.packets().collect();
+        match (r.leg, pkts[0]) {
+            // A: we received from it (report block with the loss), sent nothing.
+            (Leg::A, RtcpPacket::ReceiverReport { ssrc, reports }) => {
+                assert_eq!(ssrc, 0xa);
+                let b: Vec<ReportBlock> = reports.iter().collect();
+                assert_eq!(b[0].ssrc, 0x77);
+                assert_eq!(b[0].cumulative_lost, 1);
+                assert_eq!(b[0].highest_seq, 99);
+                assert_eq!(r.dst, addr("198.51.100.10:40001"));
+            }
+            // B: we sent to it (SR with counts), received nothing.
+            (
+                Leg::B,
+                RtcpPacket::SenderReport {
+                    ssrc,
+                    info,
+                    reports,
+                },
+            ) => {
+                assert_eq!(ssrc, 0xb);
+                assert_eq!(info.packet_count, 99);
+                assert_eq!(info.octet_count, 99 * 160);
+                assert_eq!(info.ntp >> 32, 1_800_000_005 + 2_208_988_800);
+                assert!(reports.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(pkts[1], RtcpPacket::Sdes { .. }));
+    }
+    // B's far end reports 5% loss on our stream.
+    let mut buf = [0u8; 64];
+    let mut w = CompoundWriter::new(&mut buf);
+    w.receiver_report(
+        0x99,
+        &[ReportBlock {
+            ssrc: 0xb,
+            fraction_lost: 13,
+            cumulative_lost: 5,
+            jitter: 40,
+            ..ReportBlock::default()
+        }],
+    )
+    .unwrap();
+    let n = w.len();
+    let v =
+        h.p.handle_rtcp(h.now, Leg::B, addr("203.0.113.20:50001"), &buf[..n]);
+    assert_eq!(v, Verdict::Consumed);
+    let st = h.p.stats(Leg::B).unwrap();
+    assert_eq!(
+        (st.far_fraction_lost, st.far_cumulative_lost, st.far_jitter),
+        (13, 5, 40)
+    );
+    assert_eq!(
+        h.p.handle_rtcp(h.now, Leg::B, addr("203.0.113.20:50001"), &buf[..n - 1]),
+        Verdict::Dropped(DropReason::Malformed)
+    );
+}
+
+#[test]
+fn rtcp_mux_is_demultiplexed_on_the_rtp_socket() {
+    let t0 = Instant::now();
+    let mut a = leg(CodecSpec::pcmu(), 0xa, FAR_A);
+    a.rtcp_mux = true;
+    let mut h = Harness::new(
+        Pipeline::bridge(t0, cfg(), a, leg(CodecSpec::pcmu(), 0xb, FAR_B)).unwrap(),
+        t0,
+    );
+    h.rtp(Leg::A, FAR_A, &packet(0, 1, 0, 0x77, false, &[0xff; 160]));
+    let mut buf = [0u8; 64];
+    let mut w = CompoundWriter::new(&mut buf);
+    w.receiver_report(0x77, &[]).unwrap();
+    let n = w.len();
+    assert_eq!(h.rtp(Leg::A, FAR_A, &buf[..n]), Verdict::Consumed);
+    assert_eq!(h.p.stats(Leg::A).unwrap().rtcp_in, 1);
+    h.advance(Duration::from_secs(6));
+    let r: Vec<_> = h
+        .sent
+        .iter()
+        .filter(|s| s.leg == Leg::A && is_rtcp(&s.data))
+        .collect();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].kind, r[0].dst), (PacketKind::Rtp, addr(FAR_A)));
+}
+
+#[test]
+fn config_errors() {
+    let t0 = Instant::now();
+    let mut bad = leg(CodecSpec::pcmu(), 1, FAR_A);
+    bad.telephone_event = Some(0);
+    assert!(matches!(
+        Pipeline::bridge(t0, cfg(), bad, leg(CodecSpec::pcmu(), 2, FAR_B)),
+        Err(ConfigError::PayloadType(0))
+    ));
+    let rtcp_range = leg(CodecSpec::l16(72, 16_000), 1, FAR_A);
+    assert!(Pipeline::bridge(t0, cfg(), rtcp_range, leg(CodecSpec::pcmu(), 2, FAR_B)).is_err());
+    let bad_rate = TapConfig {
+        from_engine_rate: 22_050,
+        ..TapConfig::default()
+    };
+    assert!(Pipeline::ai_tap(t0, cfg(), leg(CodecSpec::pcmu(), 1, FAR_A), bad_rate).is_err());
+}

@@ -1,0 +1,297 @@
+//! The AI tap's thread crossing: two SPSC rings of linear PCM and a few
+//! atomics, between a media worker (which owns the call's [`Pipeline`]) and
+//! the AI side (which owns the [`TapEngine`] handle).
+//!
+//! * Caller audio: the worker pushes 20 ms frames at `to_engine_rate`
+//!   (16 kHz by default); when the AI side falls behind, whole frames are
+//!   dropped and counted, never blocking the worker.
+//! * Engine audio: the AI side writes PCM at `from_engine_rate` (24 kHz by
+//!   default) as fast as it arrives, up to the ring's capacity (it learns
+//!   how much was taken and keeps the rest); the worker takes one 20 ms
+//!   frame per ptime.
+//! * Flush (barge-in): [`TapEngine::flush`] publishes how many samples it
+//!   had written so far; at its next tick (within one ptime) the worker
+//!   discards everything up to that mark and nothing after it, so audio of
+//!   the next response written right after the flush survives.
+//! * Played: the worker publishes how many engine samples it has sent to
+//!   the caller, which [`TapEngine::played_ms`] reads (for truncating the
+//!   engine's transcript to what was heard).
+//!
+//! [`Pipeline`]: crate::pipeline::Pipeline
+
+use rtrb::{Consumer, Producer, RingBuffer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Rates and ring sizes of one tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapConfig {
+    /// Rate of the caller audio handed to the engine.
+    pub to_engine_rate: u32,
+    /// Rate of the audio the engine produces.
+    pub from_engine_rate: u32,
+    /// Caller-audio ring, in milliseconds.
+    pub to_engine_ms: u32,
+    /// Engine-audio ring, in milliseconds (engines send faster than real
+    /// time; the AI side holds back what does not fit).
+    pub from_engine_ms: u32,
+    /// Send silence frames to the caller while the engine is quiet (keeps
+    /// NAT bindings and the far end's jitter buffer steady).
+    pub send_silence: bool,
+}
+
+impl Default for TapConfig {
+    fn default() -> Self {
+        TapConfig {
+            to_engine_rate: 16_000,
+            from_engine_rate: 24_000,
+            to_engine_ms: 1_000,
+            from_engine_ms: 5_000,
+            send_silence: true,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TapShared {
+    /// Engine samples written before the last flush request.
+    pub flush_upto: AtomicU64,
+    /// Engine samples sent to the caller.
+    pub played: AtomicU64,
+    /// Caller frames dropped because the ring was full.
+    pub dropped_frames: AtomicU64,
+}
+
+/// The AI side's end of a tap.
+#[derive(Debug)]
+pub struct TapEngine {
+    caller: Consumer<i16>,
+    engine: Producer<i16>,
+    shared: Arc<TapShared>,
+    written: u64,
+    from_engine_rate: u32,
+    to_engine_rate: u32,
+}
+
+impl TapEngine {
+    /// Takes caller audio (at `to_engine_rate`) into `out`; returns how
+    /// many samples were copied.
+    pub fn read_caller(&mut self, out: &mut [i16]) -> usize {
+        let (got, _) = self.caller.pop_partial_slice(out);
+        got.len()
+    }
+
+    /// Caller samples waiting.
+    pub fn caller_available(&self) -> usize {
+        self.caller.slots()
+    }
+
+    /// Queues engine audio (at `from_engine_rate`); returns how many samples
+    /// fit. The caller keeps the rest and retries later.
+    pub fn write_engine(&mut self, pcm: &[i16]) -> usize {
+        let (pushed, _) = self.engine.push_partial_slice(pcm);
+        self.written += pushed.len() as u64;
+        pushed.len()
+    }
+
+    /// Room left in the engine-audio ring, in samples.
+    pub fn engine_space(&self) -> usize {
+        self.engine.slots()
+    }
+
+    /// Barge-in: everything written so far is discarded by the worker
+    /// within one ptime; audio written after this call plays.
+    pub fn flush(&mut self) {
+        self.shared
+            .flush_upto
+            .fetch_max(self.written, Ordering::Release);
+    }
+
+    /// Milliseconds of engine audio sent to the caller so far.
+    pub fn played_ms(&self) -> u64 {
+        self.shared.played.load(Ordering::Acquire) * 1000 / u64::from(self.from_engine_rate)
+    }
+
+    /// Caller frames lost because this side did not read in time.
+    pub fn dropped_caller_frames(&self) -> u64 {
+        self.shared.dropped_frames.load(Ordering::Relaxed)
+    }
+
+    pub fn to_engine_rate(&self) -> u32 {
+        self.to_engine_rate
+    }
+    pub fn from_engine_rate(&self) -> u32 {
+        self.from_engine_rate
+    }
+
+    /// True when the worker dropped its side (the call ended).
+    pub fn is_closed(&self) -> bool {
+        self.caller.is_abandoned()
+    }
+}
+
+/// The worker's end of a tap.
+#[derive(Debug)]
+pub(crate) struct TapWorker {
+    caller: Producer<i16>,
+    engine: Consumer<i16>,
+    pub shared: Arc<TapShared>,
+    /// Engine samples taken from the ring (played or discarded).
+    read: u64,
+    played: u64,
+}
+
+/// What the worker got for one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EngineFrame {
+    /// A full frame, or the zero-padded tail of an utterance.
+    Audio,
+    /// Nothing to play.
+    Empty,
+}
+
+impl TapWorker {
+    pub fn new(cfg: &TapConfig) -> (TapWorker, TapEngine) {
+        let ms = |rate: u32, ms: u32| (u64::from(rate) * u64::from(ms.max(20)) / 1000) as usize;
+        let (cp, cc) = RingBuffer::new(ms(cfg.to_engine_rate, cfg.to_engine_ms));
+        let (ep, ec) = RingBuffer::new(ms(cfg.from_engine_rate, cfg.from_engine_ms));
+        let shared = Arc::new(TapShared::default());
+        (
+            TapWorker {
+                caller: cp,
+                engine: ec,
+                shared: shared.clone(),
+                read: 0,
+                played: 0,
+            },
+            TapEngine {
+                caller: cc,
+                engine: ep,
+                shared,
+                written: 0,
+                from_engine_rate: cfg.from_engine_rate,
+                to_engine_rate: cfg.to_engine_rate,
+            },
+        )
+    }
+
+    /// Hands one caller frame to the engine, or drops it when the ring is
+    /// full. Returns false when dropped.
+    pub fn push_caller(&mut self, frame: &[i16]) -> bool {
+        if self.caller.push_entire_slice(frame).is_err() {
+            self.shared.dropped_frames.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Applies a pending flush; returns the samples discarded (if any flush
+    /// was pending).
+    pub fn apply_flush(&mut self) -> Option<u64> {
+        let upto = self.shared.flush_upto.load(Ordering::Acquire);
+        if upto <= self.read {
+            return None;
+        }
+        let mut want = upto - self.read;
+        let mut discarded = 0;
+        while want > 0 {
+            let n = (want as usize).min(self.engine.slots());
+            if n == 0 {
+                break;
+            }
+            if let Ok(chunk) = self.engine.read_chunk(n) {
+                chunk.commit_all();
+            }
+            want -= n as u64;
+            discarded += n as u64;
+        }
+        self.read += discarded;
+        Some(discarded)
+    }
+
+    /// Takes one frame of engine audio into `out`. A partial frame is only
+    /// taken (zero-padded) when `take_partial` says the tail has waited a
+    /// tick already, so a stream arriving in small pieces is not chopped.
+    pub fn pull_engine(&mut self, out: &mut [i16], take_partial: bool) -> (EngineFrame, usize) {
+        let avail = self.engine.slots();
+        if avail == 0 || (avail < out.len() && !take_partial) {
+            return (EngineFrame::Empty, avail);
+        }
+        let n = avail.min(out.len());
+        let (got, rest) = self.engine.pop_partial_slice(&mut out[..n]);
+        let got = got.len();
+        let _ = rest;
+        out[got..].fill(0);
+        self.read += got as u64;
+        (EngineFrame::Audio, got)
+    }
+
+    /// Counts `samples` of engine audio as sent to the caller.
+    pub fn mark_played(&mut self, samples: usize) {
+        self.played += samples as u64;
+        self.shared.played.store(self.played, Ordering::Release);
+    }
+
+    pub fn played(&self) -> u64 {
+        self.played
+    }
+
+    /// Engine samples waiting.
+    pub fn engine_available(&self) -> usize {
+        self.engine.slots()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flush_discards_only_what_was_written_before() {
+        let (mut w, mut e) = TapWorker::new(&TapConfig::default());
+        assert_eq!(e.write_engine(&[1; 1000]), 1000);
+        e.flush();
+        assert_eq!(e.write_engine(&[2; 480]), 480);
+        assert_eq!(w.apply_flush(), Some(1000));
+        assert_eq!(w.apply_flush(), None);
+        let mut f = [0i16; 480];
+        assert_eq!(w.pull_engine(&mut f, false), (EngineFrame::Audio, 480));
+        assert!(f.iter().all(|&s| s == 2));
+        w.mark_played(480);
+        assert_eq!(e.played_ms(), 20);
+    }
+
+    #[test]
+    fn partial_frames_wait_one_tick() {
+        let (mut w, mut e) = TapWorker::new(&TapConfig::default());
+        e.write_engine(&[5; 100]);
+        let mut f = [9i16; 480];
+        assert_eq!(w.pull_engine(&mut f, false), (EngineFrame::Empty, 100));
+        assert_eq!(w.pull_engine(&mut f, true), (EngineFrame::Audio, 100));
+        assert!(f[..100].iter().all(|&s| s == 5) && f[100..].iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn bounded_rings() {
+        let cfg = TapConfig {
+            to_engine_ms: 40,
+            from_engine_ms: 20,
+            ..TapConfig::default()
+        };
+        let (mut w, mut e) = TapWorker::new(&cfg);
+        // Engine ring holds 20 ms at 24 kHz.
+        assert_eq!(e.write_engine(&[0; 1000]), 480);
+        assert_eq!(e.engine_space(), 0);
+        // Caller ring holds two 16 kHz frames; the third is dropped.
+        assert!(w.push_caller(&[1; 320]));
+        assert!(w.push_caller(&[2; 320]));
+        assert!(!w.push_caller(&[3; 320]));
+        assert_eq!(e.dropped_caller_frames(), 1);
+        let mut out = [0i16; 700];
+        assert_eq!(e.read_caller(&mut out), 640);
+        assert_eq!(out[319], 1);
+        assert_eq!(out[320], 2);
+        drop(w);
+        assert!(e.is_closed());
+    }
+}
