@@ -236,3 +236,27 @@ async fn sessions_refuse_partial_samples_locally() {
         .try_send_audio(bytes::Bytes::from(vec![0u8; 640]))
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_empty_simulator_key_accepts_any_key_but_none() {
+    let mut sc = sim_cfg();
+    sc.api_key = String::new();
+    let gemini = sim(Vendor::Gemini, sc.clone()).await;
+    let openai = sim(Vendor::OpenAi, sc).await;
+    codeb_ai::connect(config(&gemini, "", "AIza-anything", "chat"))
+        .await
+        .unwrap();
+    codeb_ai::connect(config(
+        &openai,
+        "openai/gpt-realtime",
+        "sk-anything",
+        "chat",
+    ))
+    .await
+    .unwrap();
+    let Err(EngineError::Rejected { code: 1007, .. }) =
+        codeb_ai::connect(config(&gemini, "", "", "chat")).await
+    else {
+        panic!("an empty key is no key");
+    };
+}

@@ -17,7 +17,7 @@ struct Args {
     /// OpenAI Realtime simulator listen address.
     #[arg(long, env = "CODEB_SIM_OPENAI_ADDR", default_value = "127.0.0.1:9311")]
     openai_addr: String,
-    /// The API key both simulators accept.
+    /// The API key both simulators accept; empty: any non-empty key.
     #[arg(long, env = "CODEB_SIM_API_KEY", default_value = "sim-key")]
     api_key: String,
     /// Gemini connection lifetime in ms of caller audio (goAway, then close
@@ -27,7 +27,8 @@ struct Args {
     /// Notice `goAway` gives before the lifetime ends, ms.
     #[arg(long, env = "CODEB_SIM_GO_AWAY_NOTICE_MS", default_value_t = 1000)]
     go_away_notice_ms: u64,
-    /// Silence that ends a caller utterance, ms.
+    /// Silence that ends a caller utterance, ms, when the client's setup
+    /// does not say (clients normally do).
     #[arg(long, env = "CODEB_SIM_END_SILENCE_MS", default_value_t = 500)]
     end_silence_ms: u64,
     /// RMS (0–32767) at or above which caller audio counts as speech.

@@ -66,7 +66,7 @@ pub(crate) async fn serve_connection(
         Ok(Err(reason)) => return close(&mut ws, &shared, 1007, &reason).await,
         Err(_) => return close(&mut ws, &shared, 1008, "setup timeout").await,
     };
-    if key.as_deref() != Some(shared.cfg.api_key.as_str()) {
+    if !shared.key_ok(key.as_deref()) {
         shared.log.push(SimRecord::Rejected { code: 1007 });
         return close(&mut ws, &shared, 1007, BAD_KEY_REASON).await;
     }

@@ -26,7 +26,8 @@ pub use script::{Conversation, Hearing};
 /// Simulator settings.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// The one API key accepted.
+    /// The one API key accepted; empty: any non-empty key is accepted
+    /// (`codeb dev`, where callers bring whatever key they like).
     pub api_key: String,
     /// How the script hears.
     pub hearing: Hearing,
@@ -180,6 +181,14 @@ pub(crate) struct Shared {
 const MAX_HANDLES: usize = 10_000;
 
 impl Shared {
+    pub(crate) fn key_ok(&self, key: Option<&str>) -> bool {
+        match key {
+            Some(k) if self.cfg.api_key.is_empty() => !k.is_empty(),
+            Some(k) => k == self.cfg.api_key,
+            None => false,
+        }
+    }
+
     pub(crate) fn next_id(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }

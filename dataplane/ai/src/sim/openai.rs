@@ -106,9 +106,7 @@ pub(crate) async fn serve_connection(
         .await
         .map_err(EngineError::transport)?;
     let mut c = Conn::new(Arc::clone(&shared));
-    if hs.auth.as_deref().and_then(|a| a.strip_prefix("Bearer "))
-        != Some(shared.cfg.api_key.as_str())
-    {
+    if !shared.key_ok(hs.auth.as_deref().and_then(|a| a.strip_prefix("Bearer "))) {
         shared.log.push(SimRecord::Rejected { code: 3000 });
         let shown: String = hs
             .auth
