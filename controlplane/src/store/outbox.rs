@@ -315,8 +315,7 @@ async fn relay(
 }
 
 /// The claim: first the due rows in due order from the pending index
-/// alone (a plan the database cannot get wrong, whatever its statistics
-/// say), then their bodies and subscriptions. `$skip` excludes busy
+/// alone, then their bodies and subscriptions. `$skip` excludes busy
 /// subscriptions; `$lock` is PostgreSQL's row locking. `active` shows the
 /// rows that slipped past a pause (see the module docs).
 macro_rules! claim_select {
@@ -702,6 +701,15 @@ impl Store {
             }
             Pool::Postgres(pool) => {
                 let mut tx = pool.write_tx().await?;
+                // The due rows must come from the pending index in its
+                // order, stopping at the limit. After a burst of events,
+                // before autovacuum has analysed the table, the planner
+                // believes few rows are due and picks a bitmap scan that
+                // reads and sorts every due row instead (measured: 0.9 s
+                // per claim with 100k due, against 14 ms).
+                sqlx::query("SET LOCAL enable_bitmapscan = off")
+                    .execute(&mut *tx)
+                    .await?;
                 // SKIP LOCKED: rows another replica is claiming right now
                 // are passed over, not waited for and not claimed twice.
                 let rows = sqlx::query(claim_select!(
