@@ -146,9 +146,44 @@ impl Usage {
     }
 }
 
+/// The part of an AI turn's transcript the caller actually heard, when
+/// barge-in stopped playout after `played_us` of `total_us` audio: the text
+/// is cut in proportion, back to the last word boundary (whole text when
+/// everything played).
+pub fn played_text(text: &str, played_us: u64, total_us: u64) -> &str {
+    if total_us == 0 || played_us >= total_us {
+        return text;
+    }
+    let want = (text.len() as u128 * u128::from(played_us) / u128::from(total_us)) as usize;
+    let mut cut = want.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // Back to the end of the last whole word.
+    let head = &text[..cut];
+    let end = if text[cut..].starts_with(char::is_whitespace) || cut == text.len() {
+        head.len()
+    } else {
+        head.rfind(char::is_whitespace).unwrap_or(0)
+    };
+    text[..end].trim_end()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn played_text_is_cut_at_a_word() {
+        let t = "Hello there, this is a test.";
+        assert_eq!(played_text(t, 10, 10), t);
+        assert_eq!(played_text(t, 0, 10), "");
+        assert_eq!(played_text(t, 5, 10), "Hello there,");
+        assert_eq!(played_text(t, 1, 28), "");
+        assert_eq!(played_text(t, 5, 28), "Hello");
+        assert_eq!(played_text("Grüße aus Köln", 9, 14), "Grüße");
+        assert_eq!(played_text("x", 1, 0), "x");
+    }
 
     #[test]
     fn reported_usage_wins_over_the_estimate() {

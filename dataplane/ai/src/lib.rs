@@ -21,7 +21,8 @@
 //! let (session, mut events) = codeb_ai::connect(cfg).await?;    // Ready is the first event
 //! media worker: session.try_send_audio(frame)                  // in session.input_format(), every ptime
 //! events:  Audio{data, format}   -> resample/encode, queue for playout
-//!          Interrupted            -> flush playout; session.truncate(played_ms)
+//!          Interrupted            -> flush playout; session.truncate(played_ms);
+//!                                    played_text() cuts the AI turn at what was heard
 //!          InputTranscript/OutputTranscript{is_final: true} -> transcript turns
 //!          TurnComplete           -> outputTurns += 1
 //!          ToolCall{end_call}     -> tool_result, wait for TurnComplete + drained playout, BYE
@@ -41,5 +42,5 @@ pub mod transport;
 
 pub use config::{AudioFormat, Codec, Endpoints, ModelChoice, Provider, SessionConfig, ToolDecl};
 pub use error::EngineError;
-pub use event::{EngineEvent, Usage};
+pub use event::{EngineEvent, Usage, played_text};
 pub use session::{Command, Engine, Session, Step, connect};
