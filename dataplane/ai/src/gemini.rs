@@ -469,13 +469,22 @@ impl Engine for GeminiEngine {
         }
         match code {
             Some(1000) => Step::Close { code, error: None },
-            _ => Step::Close {
+            // A 1007 mid-session: the vendor refused something we sent.
+            Some(1007) => Step::Close {
                 code,
                 error: Some(EngineError::Rejected {
-                    code: code.unwrap_or(1006),
+                    code: 1007,
                     kind: None,
                     message: reason.chars().take(512).collect(),
                 }),
+            },
+            _ => Step::Close {
+                code,
+                error: Some(EngineError::Transport(format!(
+                    "Gemini closed the session ({}) without a way to resume: {}",
+                    code.map_or("no close frame".to_owned(), |c| c.to_string()),
+                    reason.chars().take(256).collect::<String>()
+                ))),
             },
         }
     }
@@ -619,6 +628,23 @@ mod tests {
         let (ev, out, _) = feed(&mut e, json!({"setupComplete": {}}));
         assert_eq!(ev, vec![EngineEvent::Resumed]);
         assert!(out.is_empty(), "no second greeting");
+    }
+
+    #[test]
+    fn without_a_handle_a_1008_ends_the_session() {
+        let mut e = GeminiEngine::new(&cfg());
+        e.on_open(&mut Vec::new()).unwrap();
+        feed(&mut e, json!({"setupComplete": {}}));
+        let (_, _, step) = feed(&mut e, json!({"goAway": {"timeLeft": "1s"}}));
+        assert_eq!(step, Step::Continue, "nothing to resume with");
+        let step = e.on_close(Some(1008), "limit", &mut Vec::new());
+        assert!(matches!(
+            step,
+            Step::Close {
+                code: Some(1008),
+                error: Some(EngineError::Transport(_))
+            }
+        ));
     }
 
     #[test]
