@@ -3,7 +3,6 @@
 //! in standalone mode; the media engine and the gRPC link to the control
 //! plane are not built yet.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +13,7 @@ use clap::Parser;
 use codeb_io::{Event, Options, Reactor};
 use codeb_sip::dialog::SessionTimerConfig;
 use codeb_sip::transaction::Timers;
-use codeb_switch::config::SwitchConfig;
+use codeb_switch::config::{SwitchConfig, resolve_trunks};
 use codeb_switch::metrics;
 use codeb_switch::ports::PortRange;
 use codeb_switch::protection;
@@ -128,28 +127,6 @@ fn config_path(cli: &Cli) -> Option<PathBuf> {
     })
 }
 
-/// Resolves every trunk's host (DNS happens here, before a configuration is
-/// applied, never on the SIP thread's hot path). A trunk that does not
-/// resolve stays configured but unreachable, with a log line.
-fn resolve_trunks(config: &SwitchConfig) -> HashMap<String, SocketAddr> {
-    use std::net::ToSocketAddrs as _;
-    let mut out = HashMap::new();
-    for t in &config.trunks {
-        match (t.host.as_str(), t.port()).to_socket_addrs().map(|mut a| {
-            a.find(SocketAddr::is_ipv4)
-                .or_else(|| (t.host.as_str(), t.port()).to_socket_addrs().ok()?.next())
-        }) {
-            Ok(Some(addr)) => {
-                out.insert(t.id.clone(), addr);
-            }
-            Ok(None) | Err(_) => {
-                tracing::warn!(trunk = %t.id, host = %t.host, "trunk host does not resolve; calls through it fail until it does")
-            }
-        }
-    }
-    out
-}
-
 /// The session-timer settings, checked: Min-SE at least one second, and an
 /// interval (unless off) no shorter than Min-SE.
 fn session_timer(cli: &Cli) -> anyhow::Result<Option<SessionTimerConfig>> {
@@ -233,10 +210,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let udp_id = reactor.add_udp(udp)?;
     reactor.add_tcp_listener(tcp)?;
     let now = Instant::now();
-    let wall = std::time::SystemTime::now()
+    let wall_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
         .unwrap_or(0);
+    let wall = wall_ms / 1000;
     let settings = CoreSettings {
         sip_addr,
         timers: Timers {
@@ -251,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         protection: protection::Limits::default(),
         registrar: RegistrarLimits::default(),
         wall_base: (now, wall),
+        wall_base_ms: (now, wall_ms),
         media_ip: cli.media_addr.unwrap_or(sip_addr.ip()),
         rtp_ports: cli.rtp_ports,
         max_calls: cli.max_calls,

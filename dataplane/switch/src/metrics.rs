@@ -75,6 +75,12 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
     );
     counter(
         &mut o,
+        "codeb_virtual_number_calls_refused_total",
+        "Inbound calls to a virtual number refused (480): no AI engine attached yet",
+        s.virtual_number_refused,
+    );
+    counter(
+        &mut o,
         "codeb_sip_framing_errors_total",
         "TCP framing errors (connection closed)",
         s.framing_errors,

@@ -11,6 +11,8 @@ use crate::config::RouteConfig;
 /// The facts of a call that routing looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct CallFacts<'a> {
+    /// The tenant of the trunk the call came from: only its rows apply.
+    pub tenant: &'a str,
     pub did: &'a str,
     /// The caller's number, or None when the caller withheld it.
     pub from: Option<&'a str>,
@@ -68,7 +70,7 @@ fn row_matches(r: &RouteConfig, call: &CallFacts<'_>) -> bool {
         Some(p) if p.eq_ignore_ascii_case("anonymous") => call.from.is_none(),
         Some(p) => call.from.is_some_and(|f| number_matches(p, f)),
     };
-    did_ok && from_ok
+    r.tenant == call.tenant && did_ok && from_ok
 }
 
 /// The first row matching `call`, in table order.
@@ -82,10 +84,12 @@ mod tests {
 
     fn r(did: &str, from: Option<&str>, user: &str) -> RouteConfig {
         RouteConfig {
+            tenant: String::new(),
             did: did.into(),
             from: from.map(Into::into),
             user: Some(user.into()),
             trunk: None,
+            virtual_number: None,
         }
     }
 
@@ -109,8 +113,17 @@ mod tests {
             r("1000", None, "ext"),
             r("*", None, "codeb"),
         ];
-        let call =
-            |did, from| route(&table, &CallFacts { did, from }).and_then(|r| r.user.as_deref());
+        let call = |did, from| {
+            route(
+                &table,
+                &CallFacts {
+                    tenant: "",
+                    did,
+                    from,
+                },
+            )
+            .and_then(|r| r.user.as_deref())
+        };
         assert_eq!(call("+15551234567", Some("+35621234567")), Some("malta"));
         assert_eq!(call("+15551234567", Some("+4930123")), Some("alex"));
         assert_eq!(
@@ -126,6 +139,7 @@ mod tests {
             route(
                 &table[..2],
                 &CallFacts {
+                    tenant: "",
                     did: "4711",
                     from: None
                 }

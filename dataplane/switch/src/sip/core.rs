@@ -72,6 +72,9 @@ pub struct CoreSettings {
     /// An instant and the Unix time at it: the wall clock, passed in (for
     /// nonce timestamps, which must survive restarts).
     pub wall_base: (Instant, u64),
+    /// The same instant and the Unix time at it in milliseconds (event
+    /// times).
+    pub wall_base_ms: (Instant, u64),
     /// Address advertised in SDP.
     pub media_ip: std::net::IpAddr,
     pub rtp_ports: PortRange,
@@ -102,6 +105,9 @@ pub struct CoreStats {
     pub problems: HashMap<String, u64>,
     /// Final responses we sent, by method and status.
     pub responses: HashMap<(String, u16), u64>,
+    /// Inbound calls routed to a virtual number and refused (480) because
+    /// no AI engine is attached yet.
+    pub virtual_number_refused: u64,
 }
 
 struct Stream {
@@ -209,6 +215,11 @@ impl Core {
         );
         self.config = config;
         self.next_tick = None;
+    }
+
+    /// The running configuration's version.
+    pub fn config_version(&self) -> u64 {
+        self.config.version
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -691,6 +702,7 @@ impl Core {
             self.layer.poll_timeout(),
             self.next_tick,
             self.calls.dialogs_mut().poll_timeout(),
+            self.placed_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -700,6 +712,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         self.calls.dialogs_mut().handle_timeout(now);
+        self.placed_deadlines(now);
         if self.next_tick.is_none_or(|t| t <= now) {
             self.next_tick = Some(now + TICK);
             self.registrar.purge(now);

@@ -55,6 +55,7 @@ impl Core {
                 // Two dialogs per call fit by construction; if this ever
                 // fails, B's dialog is lost and A must not hang on.
                 tracing::error!(call = key, error = %e, "B-leg dialog not kept");
+                self.note_end(key, "failed", "the callee's dialog could not be kept");
                 return self.fail_call(now, key, StatusCode::SERVER_INTERNAL_ERROR);
             }
         };
@@ -81,6 +82,7 @@ impl Core {
         }
         if negotiated.is_none() {
             tracing::info!(call = key, "B answered without a usable SDP answer");
+            self.note_end(key, "failed", "the callee's answer has no usable SDP");
             self.hang_up_side(now, key, Side::B);
             return self.fail_call(now, key, StatusCode::NOT_ACCEPTABLE_HERE);
         }
@@ -88,6 +90,7 @@ impl Core {
             call.b.negotiated = negotiated;
         }
         self.answer_a(now, key);
+        self.placed_answered(now, key);
         tracing::info!(call = key, "call answered");
     }
 
@@ -270,6 +273,7 @@ impl Core {
                 load.active = load.active.saturating_sub(1);
             }
         }
+        self.placed_finished(now, &call);
         let talk = call
             .answered_at
             .map(|a| now.saturating_duration_since(a).as_secs());

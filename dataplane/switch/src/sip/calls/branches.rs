@@ -68,6 +68,7 @@ impl Core {
             return;
         }
         // A branch failed; when all have, A gets the best failure.
+        self.note_failure(key, status.as_u16(), &resp.reason);
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
@@ -88,6 +89,9 @@ impl Core {
                 _ => best,
             };
             self.fail_call(now, key, relay);
+        } else if call.phase == Phase::Ending {
+            // A call given up (CANCEL) is over once its last branch is.
+            self.settle(now, key);
         }
     }
 

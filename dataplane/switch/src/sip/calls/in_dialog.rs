@@ -155,6 +155,9 @@ impl Core {
             }
             return self.abandon(now, key);
         }
+        if side == Side::B {
+            self.note_end(key, "far-hangup", "");
+        }
         self.ending(key);
         self.hang_up_side(now, key, side.other());
         self.settle(now, key);

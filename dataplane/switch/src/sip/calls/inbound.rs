@@ -100,9 +100,15 @@ impl Core {
         let from = from_user
             .as_deref()
             .filter(|u| !routing::is_anonymous(Some(u)));
-        let Some(route) =
-            routing::route(&self.config.routes, &CallFacts { did: &did, from }).cloned()
-        else {
+        let Some(route) = routing::route(
+            &self.config.routes,
+            &CallFacts {
+                tenant: &trunk.tenant,
+                did: &did,
+                from,
+            },
+        )
+        .cloned() else {
             tracing::info!(%did, "no inbound route");
             return self.reject(now, id, &req, StatusCode::NOT_FOUND, None);
         };
@@ -126,6 +132,19 @@ impl Core {
                 }
                 trunks.push(out.id.clone());
                 self.trunk_target(&out, &did).into_iter().collect()
+            }
+            Some(RouteTarget::VirtualNumber(number)) => {
+                // The AI engine is not wired to the switch yet: say so
+                // rather than ring nobody.
+                self.stats.virtual_number_refused += 1;
+                tracing::info!(%did, number, "call to a virtual number refused: no AI engine attached yet");
+                return self.reject(
+                    now,
+                    id,
+                    &req,
+                    StatusCode::TEMPORARILY_UNAVAILABLE,
+                    Some("AI engine not attached yet"),
+                );
             }
             None => Vec::new(),
         };
@@ -260,6 +279,7 @@ impl Core {
             trunks,
             started: now,
             answered_at: None,
+            origin: None,
         };
         self.fork(now, &mut call, targets);
         if call.branches.is_empty() {

@@ -39,12 +39,17 @@ mod answer;
 mod branches;
 mod in_dialog;
 mod inbound;
+mod originate;
 mod session;
 mod targets;
 #[cfg(test)]
 mod tests;
 
 use crate::ports::PortPool;
+pub use originate::{
+    CallEvent, CallEventKind, DEFAULT_MAX_SECONDS, DEFAULT_RING_SECONDS, Originate, OriginateError,
+    Placed, UnknownCall,
+};
 
 /// A call's handle in the table.
 pub type CallKey = u64;
@@ -158,6 +163,7 @@ pub struct Call {
     phase: Phase,
     /// A's INVITE while it awaits our final response.
     a_invite_tx: Option<TransactionId>,
+    /// A's INVITE; for a call the switch placed (no A side), our INVITE.
     a_invite: Request,
     a: Leg,
     b: Leg,
@@ -171,6 +177,8 @@ pub struct Call {
     trunks: Vec<String>,
     started: Instant,
     answered_at: Option<Instant>,
+    /// Set when the switch placed the call itself (PlaceCall).
+    origin: Option<Box<originate::Origin>>,
 }
 
 impl Call {
@@ -210,6 +218,7 @@ pub struct Calls {
     trunks: HashMap<String, TrunkLoad>,
     media_ip: IpAddr,
     max_calls: usize,
+    placed: originate::Placements,
     pub completed: u64,
     pub failed: u64,
 }
@@ -227,6 +236,7 @@ impl Calls {
             trunks: HashMap::new(),
             media_ip,
             max_calls,
+            placed: originate::Placements::default(),
             completed: 0,
             failed: 0,
         }
@@ -242,6 +252,10 @@ impl Calls {
 
     pub(crate) fn dialogs_mut(&mut self) -> &mut DialogTable<Flow> {
         &mut self.dialogs
+    }
+
+    pub fn max_calls(&self) -> usize {
+        self.max_calls
     }
 
     pub fn ports_in_use(&self) -> usize {

@@ -31,6 +31,7 @@ impl Core {
             }
             DialogEvent::AckTimeout { .. } => {
                 tracing::warn!(call = key, ?side, "no ACK for our 2xx; hanging up");
+                self.note_end(key, "failed", "no ACK for our 2xx");
                 self.hang_up(now, key);
             }
             DialogEvent::RefreshDue
@@ -38,6 +39,7 @@ impl Core {
             | DialogEvent::SessionIntervalRaised { .. } => self.refresh(now, key, side),
             DialogEvent::SessionExpired => {
                 tracing::info!(call = key, ?side, "session timer expired; hanging up");
+                self.note_end(key, "failed", "session timer expired");
                 self.hang_up(now, key);
             }
             DialogEvent::Terminated(why) => {
@@ -50,6 +52,7 @@ impl Core {
                 }
                 if why == Termination::Gone && call.phase != Phase::Ending {
                     tracing::info!(call = key, ?side, "dialog gone; hanging up");
+                    self.note_end(key, "failed", "the far end's dialog is gone");
                     self.hang_up(now, key);
                 }
             }

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod forking;
+mod originate;
 mod rules;
 mod timers;
 
@@ -106,6 +107,7 @@ impl Harness {
             protection: protection::Limits::default(),
             registrar: RegistrarLimits::default(),
             wall_base: (now, 1_700_000_000),
+            wall_base_ms: (now, 1_700_000_000_000),
             media_ip: addr(SW).ip(),
             rtp_ports: "30000-30099".parse::<PortRange>().unwrap(),
             max_calls: 16,

@@ -1,0 +1,600 @@
+//! Calls the switch places itself (the control plane's `PlaceCall`): only
+//! a B-leg, an INVITE through a trunk to a number, with our SDP offer. The
+//! trunk's digest answer, its call and CPS limits, the ring timeout (then
+//! CANCEL), and the talk-time limit apply; hanging up is CANCEL before the
+//! answer and BYE after it. Each call reports what happened to it as
+//! [`CallEvent`]s, which the IO loop hands to the event journal.
+//!
+//! There is no AI session yet (the engine is not wired to the switch): an
+//! answered call stays up, carrying no audio, until the far end hangs up,
+//! the control plane hangs it up, or its talk time runs out.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codeb_sip::sdp::{self, Direction, LocalMedia};
+
+use super::*;
+use crate::config::number_ok;
+
+/// Ring time when the request says 0.
+pub const DEFAULT_RING_SECONDS: u32 = 60;
+/// Longest ring time accepted.
+pub const MAX_RING_SECONDS: u32 = 600;
+/// Talk time when the request says 0.
+pub const DEFAULT_MAX_SECONDS: u32 = 3600;
+/// Longest talk time accepted.
+pub const MAX_TALK_SECONDS: u32 = 86_400;
+/// Finished calls whose ids are remembered (a retried PlaceCall of a call
+/// that already ended is still a duplicate).
+const RECENT_IDS: usize = 65_536;
+
+/// A call to place.
+#[derive(Debug, Clone, Default)]
+pub struct Originate {
+    pub call_id: String,
+    pub tenant: String,
+    pub phone: String,
+    pub display_name: String,
+    /// Empty: the tenant's default trunk.
+    pub trunk_id: String,
+    /// 0: [`DEFAULT_MAX_SECONDS`].
+    pub max_seconds: u32,
+    /// 0: [`DEFAULT_RING_SECONDS`].
+    pub ring_timeout_seconds: u32,
+}
+
+/// A call was accepted for dialling (or had been already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub trunk_id: String,
+    pub duplicate: bool,
+}
+
+/// Why a call was not placed; each maps to one gRPC status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginateError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+}
+
+/// No call with that id is on this node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no call {0} on this node")]
+pub struct UnknownCall(pub String);
+
+/// Something that happened to a placed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEvent {
+    pub at_unix_ms: u64,
+    pub call_id: String,
+    pub tenant: String,
+    pub kind: CallEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEventKind {
+    Answered {
+        trunk_id: String,
+        /// From the INVITE to the 2xx.
+        answer_ms: u32,
+    },
+    Ended {
+        outcome: String,
+        error_detail: String,
+        answered: bool,
+        answered_at_unix_ms: u64,
+        talk_seconds: u32,
+        duration_seconds: u32,
+        /// Final status of the dialling; 0 when answered.
+        sip_status: u16,
+    },
+}
+
+/// What a placed call carries beside the B2BUA state.
+#[derive(Debug)]
+pub(super) struct Origin {
+    call_id: String,
+    tenant: String,
+    trunk_id: String,
+    max_seconds: u32,
+    /// Why the call ends, decided by whoever ended it first.
+    end: Option<(String, String)>,
+    /// The last final failure of the dialling: status and reason.
+    failure: Option<(u16, String)>,
+    answered_at_ms: Option<u64>,
+    /// Its entries in the deadline set, removed when it ends.
+    ring_at: Instant,
+    talk_at: Option<Instant>,
+}
+
+/// A timed step of a placed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Deadline {
+    Ring,
+    Talk,
+}
+
+/// The placed calls' bookkeeping inside [`Calls`].
+#[derive(Debug, Default)]
+pub(super) struct Placements {
+    by_id: HashMap<String, (CallKey, String)>,
+    recent: VecDeque<(String, String)>,
+    recent_set: HashSet<String>,
+    deadlines: std::collections::BTreeSet<(Instant, CallKey, Deadline)>,
+    events: VecDeque<CallEvent>,
+    no_ai_logged: bool,
+}
+
+impl Placements {
+    fn remember(&mut self, call_id: String, trunk: String) {
+        if self.recent.len() >= RECENT_IDS
+            && let Some((old, _)) = self.recent.pop_front()
+        {
+            self.recent_set.remove(&old);
+        }
+        self.recent_set.insert(call_id.clone());
+        self.recent.push_back((call_id, trunk));
+    }
+
+    fn duplicate(&self, call_id: &str) -> Option<String> {
+        if let Some((_, t)) = self.by_id.get(call_id) {
+            return Some(t.clone());
+        }
+        if self.recent_set.contains(call_id) {
+            return self
+                .recent
+                .iter()
+                .find(|(c, _)| c == call_id)
+                .map(|(_, t)| t.clone());
+        }
+        None
+    }
+}
+
+fn printable_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// The failure outcome of a dialling that ended with `code`.
+fn failure_outcome(code: u16, reason: &str) -> (String, String) {
+    match code {
+        486 | 600 => ("busy".into(), String::new()),
+        480 | 408 => ("no-answer".into(), String::new()),
+        _ => ("failed".into(), format!("SIP {code} {reason}")),
+    }
+}
+
+impl Core {
+    /// Unix milliseconds at `now` (the wall clock passed in at start).
+    pub(crate) fn wall_ms(&self, now: Instant) -> u64 {
+        let (base, ms) = self.settings.wall_base_ms;
+        let since = now.saturating_duration_since(base).as_millis();
+        ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// Places a call: checks it, picks the trunk, and sends the INVITE.
+    /// Placing a `call_id` again returns the first result and starts
+    /// nothing.
+    pub fn place_call(&mut self, now: Instant, req: Originate) -> Result<Placed, OriginateError> {
+        use OriginateError::*;
+        if !printable_id(&req.call_id) {
+            return Err(InvalidArgument(
+                "call_id: 1-64 characters of A-Z a-z 0-9 - _ . :".into(),
+            ));
+        }
+        if let Some(trunk_id) = self.calls.placed.duplicate(&req.call_id) {
+            return Ok(Placed {
+                trunk_id,
+                duplicate: true,
+            });
+        }
+        if !number_ok(&req.phone) {
+            return Err(InvalidArgument(
+                "phone: an optional + and 1-32 digits".into(),
+            ));
+        }
+        if req.tenant.len() > 253 || req.display_name.len() > 256 || req.trunk_id.len() > 64 {
+            return Err(InvalidArgument(
+                "tenant, display_name or trunk_id too long".into(),
+            ));
+        }
+        if req.ring_timeout_seconds > MAX_RING_SECONDS {
+            return Err(InvalidArgument(format!(
+                "ring_timeout_seconds: at most {MAX_RING_SECONDS}"
+            )));
+        }
+        if req.max_seconds > MAX_TALK_SECONDS {
+            return Err(InvalidArgument(format!(
+                "max_seconds: at most {MAX_TALK_SECONDS}"
+            )));
+        }
+        // Trunks without a tenant serve every tenant on the node.
+        let trunk = if req.trunk_id.is_empty() {
+            self.config
+                .default_trunk(&req.tenant)
+                .or_else(|| self.config.default_trunk(""))
+                .cloned()
+                .ok_or_else(|| {
+                    FailedPrecondition(format!(
+                        "no default trunk for tenant {:?} on this node",
+                        req.tenant
+                    ))
+                })?
+        } else {
+            self.config
+                .trunks
+                .iter()
+                .find(|t| t.id == req.trunk_id && (t.tenant.is_empty() || t.tenant == req.tenant))
+                .cloned()
+                .ok_or_else(|| {
+                    FailedPrecondition(format!("no trunk {} for this tenant", req.trunk_id))
+                })?
+        };
+        if !self.config.may_dial(&req.tenant, &req.phone) {
+            return Err(FailedPrecondition(format!(
+                "{} is not on the tenant's whitelist",
+                req.phone
+            )));
+        }
+        if self
+            .trunk_status()
+            .iter()
+            .any(|s| s.id == trunk.id && s.up == Some(false))
+        {
+            return Err(FailedPrecondition(format!(
+                "trunk {} is down (no answer to OPTIONS)",
+                trunk.id
+            )));
+        }
+        let Some(target) = self.trunk_target(&trunk, &req.phone) else {
+            return Err(FailedPrecondition(format!(
+                "trunk {} has no address (its host does not resolve)",
+                trunk.id
+            )));
+        };
+        let Some(flow) = self.udp_flow(target.addr) else {
+            return Err(FailedPrecondition("no SIP socket".into()));
+        };
+        if self.calls.calls.len() >= self.calls.max_calls {
+            return Err(ResourceExhausted("the node's call limit is reached".into()));
+        }
+        if let Some(retry) = self.trunk_admit(
+            &trunk.id,
+            trunk.max_concurrent_calls,
+            trunk.calls_per_second,
+            now,
+        ) {
+            return Err(ResourceExhausted(format!(
+                "trunk {} is at its call or CPS limit; retry in {retry} s",
+                trunk.id
+            )));
+        }
+        let Some(port) = self.calls.ports.allocate() else {
+            return Err(ResourceExhausted("no media ports left".into()));
+        };
+        let media = LocalMedia {
+            addr: self.calls.media_ip,
+            port,
+            codecs: CODECS.to_vec(),
+            ptime: 20,
+            direction: Direction::SendRecv,
+            session_id: self.ids.next_u64() >> 1,
+            session_version: 1,
+        };
+        let mut b = Leg::new(media.clone());
+        b.sdp = Bytes::from(sdp::offer(&b.media).to_text());
+        let display: String = req
+            .display_name
+            .chars()
+            .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+            .take(64)
+            .collect();
+        let user = [&trunk.from_user, &trunk.username]
+            .into_iter()
+            .find(|u| !u.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "codeb".into());
+        let identity = Identity {
+            user,
+            host: if trunk.from_domain.is_empty() {
+                trunk.host.clone()
+            } else {
+                trunk.from_domain.clone()
+            },
+            display: (!display.is_empty()).then_some(display),
+        };
+        let tag = self.ids.tag();
+        let invite = self.build_b_invite(&target.uri, &identity, &tag, 70, b.sdp.clone());
+        let sent = invite.ok_or_else(|| "the INVITE could not be built".to_owned());
+        let sent = sent.and_then(|invite| {
+            self.layer
+                .send_request(now, invite.clone(), flow)
+                .map(|tx| (tx, invite))
+                .map_err(|e| e.to_string())
+        });
+        let (tx, invite) = match sent {
+            Ok(x) => x,
+            Err(e) => {
+                self.calls.ports.release(port);
+                return Err(ResourceExhausted(format!("call not started: {e}")));
+            }
+        };
+        let key = self.calls.next_key;
+        self.calls.next_key += 1;
+        let ring = match req.ring_timeout_seconds {
+            0 => DEFAULT_RING_SECONDS,
+            s => s,
+        };
+        let ring_at = now + Duration::from_secs(u64::from(ring));
+        // No A side: its media is empty (port 0 is never allocated) and
+        // `a_invite` holds our INVITE, which nothing answers (the A-side
+        // paths all need `a_invite_tx`, which stays None).
+        let a = Leg::new(LocalMedia { port: 0, ..media });
+        let call = Call {
+            key,
+            phase: Phase::Routing,
+            a_invite_tx: None,
+            a_invite: invite.clone(),
+            a,
+            b,
+            branches: vec![Branch {
+                tx,
+                invite,
+                flow,
+                failed: None,
+                won: false,
+                trunk: Some(trunk.id.clone()),
+                auth_tried: false,
+                interval_raised: false,
+            }],
+            sent: Vec::new(),
+            bye_a_when_acked: false,
+            trunks: vec![trunk.id.clone()],
+            started: now,
+            answered_at: None,
+            origin: Some(Box::new(Origin {
+                call_id: req.call_id.clone(),
+                tenant: req.tenant,
+                trunk_id: trunk.id.clone(),
+                max_seconds: if req.max_seconds == 0 {
+                    DEFAULT_MAX_SECONDS
+                } else {
+                    req.max_seconds
+                },
+                end: None,
+                failure: None,
+                answered_at_ms: None,
+                ring_at,
+                talk_at: None,
+            })),
+        };
+        self.calls.by_tx.insert(tx, key);
+        self.calls
+            .trunks
+            .entry(trunk.id.clone())
+            .or_default()
+            .active += 1;
+        self.calls
+            .placed
+            .deadlines
+            .insert((ring_at, key, Deadline::Ring));
+        self.calls
+            .placed
+            .by_id
+            .insert(req.call_id.clone(), (key, trunk.id.clone()));
+        self.calls.calls.insert(key, call);
+        tracing::info!(call = key, call_id = %req.call_id, trunk = %trunk.id, "placing call");
+        self.drain(now);
+        Ok(Placed {
+            trunk_id: trunk.id,
+            duplicate: false,
+        })
+    }
+
+    /// Ends a placed call: CANCEL while it rings, BYE once answered.
+    /// `outcome` (default "cancelled") is what its end reports. A call
+    /// already ending is left to end.
+    pub fn hangup_call(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        outcome: Option<&str>,
+    ) -> Result<(), UnknownCall> {
+        let Some((key, _)) = self.calls.placed.by_id.get(call_id).cloned() else {
+            return Err(UnknownCall(call_id.to_owned()));
+        };
+        let outcome = outcome
+            .filter(|o| !o.is_empty())
+            .map(|o| o.chars().take(64).collect::<String>())
+            .unwrap_or_else(|| "cancelled".into());
+        self.end_placed(now, key, &outcome, "");
+        self.drain(now);
+        Ok(())
+    }
+
+    /// Ends a placed call for a reason of ours.
+    fn end_placed(&mut self, now: Instant, key: CallKey, outcome: &str, detail: &str) {
+        let Some(phase) = self.calls.calls.get(&key).map(|c| c.phase) else {
+            return;
+        };
+        self.note_end(key, outcome, detail);
+        match phase {
+            Phase::Routing => {
+                if let Some(call) = self.calls.calls.get_mut(&key) {
+                    call.phase = Phase::Ending;
+                }
+                self.calls.failed += 1;
+                self.cancel_branches(now, key);
+                self.settle(now, key);
+            }
+            Phase::Answered | Phase::Confirmed => self.hang_up(now, key),
+            Phase::Ending => {}
+        }
+    }
+
+    /// Records why a placed call ends, unless something ended it first.
+    pub(super) fn note_end(&mut self, key: CallKey, outcome: &str, detail: &str) {
+        if let Some(o) = self
+            .calls
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.origin.as_mut())
+            && o.end.is_none()
+        {
+            o.end = Some((outcome.to_owned(), detail.to_owned()));
+        }
+    }
+
+    /// A placed call's dialling failed with a final response.
+    pub(super) fn note_failure(&mut self, key: CallKey, code: u16, reason: &[u8]) {
+        if let Some(o) = self
+            .calls
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.origin.as_mut())
+        {
+            let reason: String = String::from_utf8_lossy(reason)
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(128)
+                .collect();
+            o.failure = Some((code, reason));
+        }
+    }
+
+    /// A placed call was answered: it is confirmed at once (our ACK is
+    /// out; there is no A side to wait for), reports CallAnswered, and its
+    /// talk time starts.
+    pub(super) fn placed_answered(&mut self, now: Instant, key: CallKey) {
+        let at_ms = self.wall_ms(now);
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        let started = call.started;
+        let Some(o) = call.origin.as_mut() else {
+            return;
+        };
+        call.phase = Phase::Confirmed;
+        o.answered_at_ms = Some(at_ms);
+        let talk_at = now + Duration::from_secs(u64::from(o.max_seconds));
+        o.talk_at = Some(talk_at);
+        let event = CallEvent {
+            at_unix_ms: at_ms,
+            call_id: o.call_id.clone(),
+            tenant: o.tenant.clone(),
+            kind: CallEventKind::Answered {
+                trunk_id: o.trunk_id.clone(),
+                answer_ms: u32::try_from(now.saturating_duration_since(started).as_millis())
+                    .unwrap_or(u32::MAX),
+            },
+        };
+        let call_id = o.call_id.clone();
+        let placed = &mut self.calls.placed;
+        placed.deadlines.insert((talk_at, key, Deadline::Talk));
+        placed.events.push_back(event);
+        if !placed.no_ai_logged {
+            placed.no_ai_logged = true;
+            tracing::info!(
+                call_id = %call_id,
+                "placed call answered; no AI engine is attached to the switch yet, so it carries no audio until it is hung up"
+            );
+        } else {
+            tracing::debug!(call_id = %call_id, "placed call answered (no AI engine attached)");
+        }
+    }
+
+    /// A placed call is gone: its CallEnded, and its id is remembered.
+    pub(super) fn placed_finished(&mut self, now: Instant, call: &Call) {
+        let Some(o) = call.origin.as_ref() else {
+            return;
+        };
+        let answered = o.answered_at_ms.is_some();
+        let (outcome, error_detail) = match (&o.end, &o.failure) {
+            (Some(end), _) => end.clone(),
+            (None, _) if answered => ("far-hangup".into(), String::new()),
+            (None, Some((code, reason))) => failure_outcome(*code, reason),
+            (None, None) => ("failed".into(), "the call ended before any answer".into()),
+        };
+        let sip_status = if answered {
+            0
+        } else {
+            o.failure.as_ref().map(|(c, _)| *c).unwrap_or(0)
+        };
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        let event = CallEvent {
+            at_unix_ms: self.wall_ms(now),
+            call_id: o.call_id.clone(),
+            tenant: o.tenant.clone(),
+            kind: CallEventKind::Ended {
+                outcome,
+                error_detail,
+                answered,
+                answered_at_unix_ms: o.answered_at_ms.unwrap_or(0),
+                talk_seconds: call
+                    .answered_at
+                    .filter(|_| answered)
+                    .map(|a| secs(now.saturating_duration_since(a)))
+                    .unwrap_or(0),
+                duration_seconds: secs(now.saturating_duration_since(call.started)),
+                sip_status,
+            },
+        };
+        let placed = &mut self.calls.placed;
+        placed
+            .deadlines
+            .remove(&(o.ring_at, call.key, Deadline::Ring));
+        if let Some(at) = o.talk_at {
+            placed.deadlines.remove(&(at, call.key, Deadline::Talk));
+        }
+        placed.by_id.remove(&o.call_id);
+        placed.remember(o.call_id.clone(), o.trunk_id.clone());
+        placed.events.push_back(event);
+    }
+
+    /// The next event of a placed call, oldest first.
+    pub fn poll_call_event(&mut self) -> Option<CallEvent> {
+        self.calls.placed.events.pop_front()
+    }
+
+    /// Placed calls in progress.
+    pub fn placed_calls(&self) -> usize {
+        self.calls.placed.by_id.len()
+    }
+
+    pub(crate) fn placed_timeout(&self) -> Option<Instant> {
+        self.calls.placed.deadlines.first().map(|(at, _, _)| *at)
+    }
+
+    /// Ring and talk deadlines that fell due.
+    pub(crate) fn placed_deadlines(&mut self, now: Instant) {
+        while let Some(&(at, key, what)) = self.calls.placed.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.calls.placed.deadlines.pop_first();
+            let Some(phase) = self.calls.calls.get(&key).map(|c| c.phase) else {
+                continue;
+            };
+            match (what, phase) {
+                (Deadline::Ring, Phase::Routing) => {
+                    tracing::info!(call = key, "ring timeout; cancelling");
+                    self.end_placed(now, key, "no-answer", "");
+                }
+                (Deadline::Talk, Phase::Answered | Phase::Confirmed) => {
+                    tracing::info!(call = key, "talk time limit reached; hanging up");
+                    self.end_placed(now, key, "max-duration", "");
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! Calls the switch places itself (PlaceCall), with the carrier scripted
+//! in-process and time stepped: the digest challenge answered, answer and
+//! far hangup, busy, the ring timeout's CANCEL, Hangup before and after
+//! the answer, the talk-time limit, the trunk's limits, and idempotency.
+
+use codeb_sip::dialog::Incoming;
+use codeb_sip::digest::{Algorithm, Check, Verifier};
+
+use super::*;
+use crate::sip::calls::{CallEvent, CallEventKind, Originate, OriginateError};
+
+const CARRIER_TRUNK: &str = "tr_00000000000000ca";
+
+fn place(h: &mut Harness, call_id: &str, tweak: impl FnOnce(&mut Originate)) -> Request {
+    let mut req = Originate {
+        call_id: call_id.into(),
+        tenant: "example.com".into(),
+        phone: "+15551230000".into(),
+        display_name: "Reminder \"Bot\"".into(),
+        trunk_id: CARRIER_TRUNK.into(),
+        ..Originate::default()
+    };
+    tweak(&mut req);
+    let placed = h.core.place_call(h.now, req).expect("placed");
+    assert_eq!(placed.trunk_id, CARRIER_TRUNK);
+    assert!(!placed.duplicate);
+    let invite = request(h.one(CARRIER));
+    assert_eq!(invite.method, Method::Invite);
+    invite
+}
+
+/// The carrier's plain reply (provisional or failure) to `invite`.
+fn reply(h: &mut Harness, invite: &Request, status: StatusCode) {
+    let r = invite.reply(status, Some(b"carriertag")).build().unwrap();
+    h.send(CARRIER, r);
+}
+
+/// The carrier answers: its dialog, after the switch's ACK.
+fn answer(h: &mut Harness, invite: &Request) -> Dialog<Peer> {
+    let mut d = Dialog::uas(
+        invite,
+        b"carriertag",
+        local(CARRIER),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let ok = d
+        .reply(invite, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.30", 44000))
+        .build()
+        .unwrap();
+    d.sent_response(h.now, &ok);
+    h.send(CARRIER, ok);
+    let ack = request(h.one(CARRIER));
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(d.handle_request(h.now, &ack), Incoming::Ack);
+    while d.poll_event().is_some() {}
+    d
+}
+
+fn events(h: &mut Harness) -> Vec<CallEvent> {
+    std::iter::from_fn(|| h.core.poll_call_event()).collect()
+}
+
+/// The one CallEnded among `evs`: (outcome, detail, answered, talk, status).
+fn ended(evs: &[CallEvent]) -> (String, String, bool, u32, u16) {
+    let ends: Vec<_> = evs
+        .iter()
+        .filter_map(|e| match &e.kind {
+            CallEventKind::Ended {
+                outcome,
+                error_detail,
+                answered,
+                talk_seconds,
+                sip_status,
+                ..
+            } => Some((
+                outcome.clone(),
+                error_detail.clone(),
+                *answered,
+                *talk_seconds,
+                *sip_status,
+            )),
+            CallEventKind::Answered { .. } => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "{evs:#?}");
+    ends[0].clone()
+}
+
+/// Answers the switch's INVITE with a digest challenge and checks the
+/// credentials of the INVITE it sends again; returns that INVITE.
+fn challenge(h: &mut Harness, invite: &Request) -> Request {
+    let verifier = Verifier::new([3; 32], "carrier.example");
+    let nonce = verifier.nonce(1_700_000_000, [1; 8]);
+    let r = invite
+        .reply(StatusCode::UNAUTHORIZED, Some(b"authtag"))
+        .header(
+            KnownHeader::WwwAuthenticate,
+            verifier.challenge(&nonce, Algorithm::Md5, false),
+        )
+        .build()
+        .unwrap();
+    h.send(CARRIER, r);
+    let mut got = h.take(CARRIER);
+    assert_eq!(
+        got.len(),
+        2,
+        "ACK of the 401 and the INVITE again: {got:#?}"
+    );
+    assert_eq!(request(got.remove(0)).method, Method::Ack);
+    let again = request(got.remove(0));
+    assert_eq!(again.method, Method::Invite);
+    let creds = again.headers.authorizations().unwrap();
+    assert_eq!(creds.len(), 1);
+    assert_eq!(
+        verifier.check(&creds[0], "INVITE", "s3cret", 1_700_000_001),
+        Check::Ok,
+        "the trunk's credentials answer the challenge"
+    );
+    again
+}
+
+#[test]
+fn placed_call_authenticates_is_answered_and_ends_with_the_far_hangup() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-000000000001", |_| {});
+    assert_eq!(
+        text_uri(&invite.uri),
+        "sip:+15551230000@carrier.example:5060"
+    );
+    let from = header(&invite, KnownHeader::From).unwrap();
+    assert!(
+        from.starts_with("\"Reminder Bot\" <sip:acct@carrier.example>"),
+        "{from}"
+    );
+    assert!(invite.body.starts_with(b"v=0"), "an SDP offer");
+    assert!(
+        String::from_utf8_lossy(&invite.body).contains("c=IN IP4 192.0.2.1"),
+        "our media address"
+    );
+    let invite = challenge(&mut h, &invite);
+    reply(&mut h, &invite, StatusCode::RINGING);
+    assert!(events(&mut h).is_empty());
+    h.advance(secs(3));
+    let mut carrier = answer(&mut h, &invite);
+    let evs = events(&mut h);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0].call_id, "oac-000000000001");
+    assert_eq!(evs[0].tenant, "example.com");
+    assert_eq!(
+        evs[0].kind,
+        CallEventKind::Answered {
+            trunk_id: CARRIER_TRUNK.into(),
+            answer_ms: 3000
+        }
+    );
+    assert_eq!(evs[0].at_unix_ms, 1_700_000_003_000);
+    assert_eq!(h.core.placed_calls(), 1);
+
+    // The call stays up (no AI yet) until the carrier hangs up.
+    h.advance(secs(7));
+    assert!(h.take(CARRIER).is_empty());
+    let bye = carrier.request(Method::Bye).unwrap().build().unwrap();
+    h.send(CARRIER, bye);
+    let ok = response(h.one(CARRIER));
+    assert_eq!(ok.status, StatusCode::OK);
+    let evs = events(&mut h);
+    let (outcome, detail, answered, talk, status) = ended(&evs);
+    assert_eq!(
+        (outcome.as_str(), detail.as_str(), answered, talk, status),
+        ("far-hangup", "", true, 7, 0)
+    );
+    match &evs[0].kind {
+        CallEventKind::Ended {
+            answered_at_unix_ms,
+            duration_seconds,
+            ..
+        } => {
+            assert_eq!(*answered_at_unix_ms, 1_700_000_003_000);
+            assert_eq!(*duration_seconds, 10);
+        }
+        k => panic!("{k:?}"),
+    }
+    assert_eq!(h.core.placed_calls(), 0);
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.calls.ports_in_use(), 0, "the media port is free");
+}
+
+fn text_uri(u: &Uri) -> String {
+    let mut b = bytes::BytesMut::new();
+    u.render(&mut b);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+#[test]
+fn busy_and_other_failures_become_outcomes() {
+    for (status, outcome, detail) in [
+        (StatusCode::BUSY_HERE, "busy", ""),
+        (StatusCode::new(600).unwrap(), "busy", ""),
+        (StatusCode::TEMPORARILY_UNAVAILABLE, "no-answer", ""),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failed",
+            "SIP 503 Service Unavailable",
+        ),
+        (StatusCode::DECLINE, "failed", "SIP 603 Decline"),
+    ] {
+        let mut h = Harness::new(None);
+        let invite = place(&mut h, "oac-busy", |_| {});
+        reply(&mut h, &invite, StatusCode::RINGING);
+        reply(&mut h, &invite, status);
+        let ack = request(h.one(CARRIER));
+        assert_eq!(ack.method, Method::Ack, "the failure is ACKed");
+        h.advance(secs(40));
+        let evs = events(&mut h);
+        assert_eq!(
+            ended(&evs),
+            (
+                outcome.to_owned(),
+                detail.to_owned(),
+                false,
+                0,
+                status.as_u16()
+            ),
+            "{status}"
+        );
+        assert_eq!(h.core.active_calls(), 0);
+    }
+}
+
+#[test]
+fn ring_timeout_cancels_and_ends_as_no_answer() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-ring", |r| r.ring_timeout_seconds = 20);
+    reply(&mut h, &invite, StatusCode::RINGING);
+    h.advance(Duration::from_millis(19_999));
+    assert!(h.take(CARRIER).is_empty(), "still ringing");
+    h.advance(Duration::from_millis(1));
+    let cancel = request(h.one(CARRIER));
+    assert_eq!(cancel.method, Method::Cancel);
+    h.send(CARRIER, cancel.reply(StatusCode::OK, None).build().unwrap());
+    reply(&mut h, &invite, StatusCode::REQUEST_TERMINATED);
+    assert_eq!(request(h.one(CARRIER)).method, Method::Ack);
+    let evs = events(&mut h);
+    assert_eq!(
+        ended(&evs),
+        ("no-answer".into(), String::new(), false, 0, 487)
+    );
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn hangup_before_the_answer_cancels() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-early", |_| {});
+    reply(&mut h, &invite, StatusCode::RINGING);
+    h.core
+        .hangup_call(h.now, "oac-early", None)
+        .expect("a known call");
+    let cancel = request(h.one(CARRIER));
+    assert_eq!(cancel.method, Method::Cancel);
+    h.send(CARRIER, cancel.reply(StatusCode::OK, None).build().unwrap());
+    // The carrier's 200 crossed our CANCEL: ACKed, then hung up.
+    let mut carrier = Dialog::uas(
+        &invite,
+        b"carriertag",
+        local(CARRIER),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let ok = carrier
+        .reply(&invite, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.30", 44000))
+        .build()
+        .unwrap();
+    carrier.sent_response(h.now, &ok);
+    h.send(CARRIER, ok);
+    let got = h.take(CARRIER);
+    let methods: Vec<_> = got.into_iter().map(|m| request(m).method).collect();
+    assert_eq!(
+        methods,
+        vec![Method::Ack, Method::Bye],
+        "a late 2xx is hung up"
+    );
+    h.advance(secs(40));
+    let evs = events(&mut h);
+    let (outcome, _, answered, _, _) = ended(&evs);
+    assert_eq!((outcome.as_str(), answered), ("cancelled", false));
+    assert!(
+        evs.iter()
+            .all(|e| !matches!(e.kind, CallEventKind::Answered { .. })),
+        "a cancelled call never reports an answer"
+    );
+}
+
+#[test]
+fn hangup_after_the_answer_sends_bye_with_the_requested_outcome() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-bye", |_| {});
+    let mut carrier = answer(&mut h, &invite);
+    let _ = events(&mut h);
+    h.advance(secs(4));
+    h.core
+        .hangup_call(h.now, "oac-bye", Some("finished"))
+        .unwrap();
+    let bye = request(h.one(CARRIER));
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(carrier.handle_request(h.now, &bye), Incoming::Accept);
+    assert!(events(&mut h).is_empty(), "ended once the BYE is answered");
+    let ok = carrier.reply(&bye, StatusCode::OK).build().unwrap();
+    h.send(CARRIER, ok);
+    let evs = events(&mut h);
+    assert_eq!(ended(&evs), ("finished".into(), String::new(), true, 4, 0));
+    assert_eq!(
+        h.core.hangup_call(h.now, "oac-bye", None),
+        Err(crate::sip::calls::UnknownCall("oac-bye".into())),
+        "an ended call is unknown"
+    );
+}
+
+#[test]
+fn talk_time_limit_hangs_up() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-max", |r| r.max_seconds = 5);
+    let mut carrier = answer(&mut h, &invite);
+    let _ = events(&mut h);
+    h.advance(Duration::from_millis(4_999));
+    assert!(h.take(CARRIER).is_empty());
+    h.advance(Duration::from_millis(1));
+    let bye = request(h.one(CARRIER));
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(carrier.handle_request(h.now, &bye), Incoming::Accept);
+    h.send(
+        CARRIER,
+        carrier.reply(&bye, StatusCode::OK).build().unwrap(),
+    );
+    let evs = events(&mut h);
+    assert_eq!(
+        ended(&evs),
+        ("max-duration".into(), String::new(), true, 5, 0)
+    );
+}
+
+#[test]
+fn placing_again_is_idempotent() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-twice", |_| {});
+    let again = h
+        .core
+        .place_call(
+            h.now,
+            Originate {
+                call_id: "oac-twice".into(),
+                phone: "+15551230000".into(),
+                trunk_id: CARRIER_TRUNK.into(),
+                ..Originate::default()
+            },
+        )
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.trunk_id, CARRIER_TRUNK);
+    assert!(h.take(CARRIER).is_empty(), "nothing rings twice");
+    reply(&mut h, &invite, StatusCode::BUSY_HERE);
+    assert_eq!(request(h.one(CARRIER)).method, Method::Ack);
+    h.advance(secs(40));
+    let _ = events(&mut h);
+    // Still a duplicate after the call ended.
+    let later = h
+        .core
+        .place_call(
+            h.now,
+            Originate {
+                call_id: "oac-twice".into(),
+                phone: "+15551230000".into(),
+                ..Originate::default()
+            },
+        )
+        .unwrap();
+    assert!(later.duplicate);
+    assert!(h.take(CARRIER).is_empty());
+}
+
+#[test]
+fn refusals_name_their_reason() {
+    let extra = r#"
+[[trunks]]
+id = "tr_00000000000000cb"
+tenant = "example.com"
+host = "carrier.example"
+max_concurrent_calls = 1
+options_interval = 0
+"#;
+    let mut h = Harness::with_config(None, extra);
+    let base = Originate {
+        call_id: "oac-1".into(),
+        tenant: "example.com".into(),
+        phone: "+15551230000".into(),
+        ..Originate::default()
+    };
+    let try_place = |h: &mut Harness, f: &dyn Fn(&mut Originate)| {
+        let mut r = base.clone();
+        f(&mut r);
+        h.core.place_call(h.now, r)
+    };
+    assert!(matches!(
+        try_place(&mut h, &|r| r.phone = "12ab".into()),
+        Err(OriginateError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        try_place(&mut h, &|r| r.call_id = String::new()),
+        Err(OriginateError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        try_place(&mut h, &|r| r.trunk_id = "tr_nope".into()),
+        Err(OriginateError::FailedPrecondition(_))
+    ));
+    // Tenant example.com's only trunk is its default; it has no address.
+    assert!(matches!(
+        try_place(&mut h, &|_| {}),
+        Err(OriginateError::FailedPrecondition(m)) if m.contains("no address")
+    ));
+    assert!(matches!(
+        try_place(&mut h, &|r| r.tenant = "other.example".into()),
+        Err(OriginateError::FailedPrecondition(m)) if m.contains("no default trunk")
+    ));
+    assert!(h.take(CARRIER).is_empty());
+}
+
+#[test]
+fn trunk_limits_refuse_with_resource_exhausted() {
+    let extra = r#"
+[[trunks]]
+id = "tr_00000000000000cc"
+host = "carrier.example"
+max_concurrent_calls = 1
+options_interval = 0
+"#;
+    let mut h = Harness::with_config(None, extra);
+    h.core
+        .trunk_addrs
+        .insert("tr_00000000000000cc".into(), addr(CARRIER));
+    let mk = |id: &str| Originate {
+        call_id: id.into(),
+        phone: "+15551230000".into(),
+        trunk_id: "tr_00000000000000cc".into(),
+        ..Originate::default()
+    };
+    h.core.place_call(h.now, mk("oac-a")).unwrap();
+    let invite = request(h.one(CARRIER));
+    assert!(matches!(
+        h.core.place_call(h.now, mk("oac-b")),
+        Err(OriginateError::ResourceExhausted(m)) if m.contains("limit")
+    ));
+    reply(&mut h, &invite, StatusCode::BUSY_HERE);
+    h.advance(secs(1));
+    assert!(
+        h.core.place_call(h.now, mk("oac-c")).is_ok(),
+        "the slot is free again"
+    );
+}
