@@ -1,8 +1,10 @@
 //! The CodeB switch: SIP B2BUA, registrar and inbound routing on the
-//! io_uring transport. The binary is `codeb-switch`.
+//! io_uring transport, and the gRPC control link with its event journal.
+//! The binary is `codeb-switch`.
 
 pub mod cidr;
 pub mod config;
+pub mod control;
 pub mod media;
 pub mod metrics;
 pub mod ports;

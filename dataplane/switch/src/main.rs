@@ -1,7 +1,9 @@
-//! `codeb-switch`: the data plane process. Today: the SIP thread (io_uring
-//! transport, transactions, registrar, B2BUA) configured from a TOML file
-//! in standalone mode; the media engine and the gRPC link to the control
-//! plane are not built yet.
+//! `codeb-switch`: the data plane process: the SIP thread (io_uring
+//! transport, transactions, registrar, B2BUA), and the gRPC control link
+//! (a small tokio runtime of its own, plus the event journal's writer
+//! thread). Configuration comes from the control plane (ApplyConfig; the
+//! last pushed snapshot is kept in the data directory) or, standalone, from
+//! a TOML file.
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use codeb_io::{Event, Options, Reactor};
 use codeb_sip::dialog::SessionTimerConfig;
 use codeb_sip::transaction::Timers;
 use codeb_switch::config::{SwitchConfig, resolve_trunks};
+use codeb_switch::control;
 use codeb_switch::metrics;
 use codeb_switch::ports::PortRange;
 use codeb_switch::protection;
@@ -31,8 +34,8 @@ struct Cli {
     /// SIP listen address (UDP and TCP).
     #[arg(long, env = "CODEB_SIP_ADDR", default_value = "127.0.0.1:5060")]
     sip_addr: SocketAddr,
-    /// gRPC listen address for the control plane (the link is not built
-    /// yet; the address is reserved).
+    /// gRPC listen address of the control link (the `codeb.switch.v1.Switch`
+    /// service the control plane calls).
     #[arg(
         long,
         env = "CODEB_SWITCH_GRPC_ADDR",
@@ -48,9 +51,25 @@ struct Cli {
     /// Directory for the switch's state (and its default config file).
     #[arg(long, env = "CODEB_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Standalone configuration file [default: $CODEB_DATA_DIR/switch.toml if present].
+    /// Standalone configuration file [default: $CODEB_DATA_DIR/switch.toml
+    /// if present]. Once the control plane has pushed a snapshot (kept as
+    /// $CODEB_DATA_DIR/config.pb and loaded at start), the snapshot wins and
+    /// SIGHUP no longer reloads the file; delete config.pb to go back to it.
     #[arg(long, env = "CODEB_SWITCH_CONFIG")]
     config: Option<PathBuf>,
+    /// This node's id in Stats [default: a random id kept in
+    /// $CODEB_DATA_DIR/node_id].
+    #[arg(long, env = "CODEB_NODE_ID")]
+    node_id: Option<String>,
+    /// Unacknowledged events the journal holds before it counts as full
+    /// (new calls are then refused; calls in progress keep recording up to
+    /// an eighth more).
+    #[arg(long, env = "CODEB_JOURNAL_MAX_EVENTS", default_value_t = 1_000_000)]
+    journal_max_events: u64,
+    /// Bytes of unacknowledged events the journal holds before it counts
+    /// as full (same rule as CODEB_JOURNAL_MAX_EVENTS).
+    #[arg(long, env = "CODEB_JOURNAL_MAX_BYTES", default_value_t = 1 << 30)]
+    journal_max_bytes: u64,
     /// Prometheus metrics listen address (serves GET /metrics).
     #[arg(
         long,
@@ -159,6 +178,26 @@ fn session_timer(cli: &Cli) -> anyhow::Result<Option<SessionTimerConfig>> {
     }))
 }
 
+/// The configuration to start on: the last snapshot the control plane
+/// pushed, if one was kept (with its version), else the file.
+fn initial_config(cli: &Cli) -> anyhow::Result<(SwitchConfig, Option<u64>)> {
+    match control::snapshot::load(&cli.data_dir) {
+        Ok(Some(c)) => {
+            tracing::info!(
+                version = c.version,
+                "starting on the last configuration the control plane pushed"
+            );
+            let v = c.version;
+            return Ok((c, Some(v)));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "the kept configuration snapshot is unusable; using the file")
+        }
+    }
+    Ok((load_config(cli)?, None))
+}
+
 fn load_config(cli: &Cli) -> anyhow::Result<SwitchConfig> {
     match config_path(cli) {
         Some(p) => Ok(SwitchConfig::load(&p)?),
@@ -190,7 +229,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     install_signals();
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
-    let config = load_config(&cli)?;
+    anyhow::ensure!(
+        cli.journal_max_events > 0 && cli.journal_max_bytes >= 4096,
+        "CODEB_JOURNAL_MAX_EVENTS must be at least 1 and CODEB_JOURNAL_MAX_BYTES at least 4096"
+    );
+    let (config, pushed_version) = initial_config(&cli)?;
     let udp =
         UdpSocket::bind(cli.sip_addr).with_context(|| format!("binding UDP {}", cli.sip_addr))?;
     let sip_addr = udp.local_addr()?;
@@ -235,9 +278,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_calls: cli.max_calls,
         session_timer: session_timer(&cli)?,
     };
+    let config_version = config.version;
     let addrs = resolve_trunks(&config);
     let mut core = Core::new(settings, config, addrs);
     core.set_udp_socket(udp_id);
+    let mut link = control::start(
+        control::Settings {
+            grpc_addr: cli.grpc_addr,
+            data_dir: cli.data_dir.clone(),
+            node_id: cli.node_id.clone(),
+            journal: control::journal::Limits {
+                max_events: cli.journal_max_events,
+                max_bytes: cli.journal_max_bytes,
+            },
+            max_calls: cli.max_calls,
+            pushed_version,
+            config_version,
+        },
+        reactor.waker(),
+    )?;
     let exposition = metrics::Exposition::default();
     match metrics::serve(cli.metrics_addr, exposition.clone()) {
         Ok(addr) => tracing::info!(%addr, "metrics at /metrics"),
@@ -245,8 +304,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::warn!(error = %e, addr = %cli.metrics_addr, "metrics endpoint not started")
         }
     }
-    tracing::info!(sip = %sip_addr, backend = reactor.backend(), grpc = %cli.grpc_addr,
-        "switch listening (the gRPC control link is not built yet; standalone configuration)");
+    tracing::info!(sip = %sip_addr, backend = reactor.backend(), grpc = %link.local_addr,
+        "switch listening");
     let mut next_metrics = now;
     while !STOP.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -271,6 +330,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         })?;
         let now = Instant::now();
         core.handle_timeout(now);
+        link.sip.run_commands(&mut core, now);
+        link.sip.forward_events(&mut core);
         for c in core.take_closes() {
             reactor.close(c);
         }
@@ -284,21 +345,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         if RELOAD.swap(false, Ordering::Relaxed) {
-            match load_config(&cli) {
-                Ok(c) => {
-                    let addrs = resolve_trunks(&c);
-                    core.apply_config(c, addrs);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "configuration reload refused; keeping the running one")
+            if link.sip.pushed() {
+                tracing::warn!(
+                    "SIGHUP ignored: the switch runs on the configuration the control plane pushed (delete config.pb in the data directory and restart to use the file)"
+                );
+            } else {
+                match load_config(&cli) {
+                    Ok(c) => {
+                        let addrs = resolve_trunks(&c);
+                        core.apply_config(c, addrs);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "configuration reload refused; keeping the running one")
+                    }
                 }
             }
         }
         if now >= next_metrics {
+            link.sip.publish(&core, now);
             exposition.set(metrics::render(&core, &reactor.stats(), reactor.backend()));
             next_metrics = now + Duration::from_secs(1);
         }
     }
+    link.shutdown(&mut core);
     tracing::info!("switch stopped");
     Ok(())
 }

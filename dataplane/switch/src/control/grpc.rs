@@ -1,0 +1,366 @@
+//! The `Switch` service: each RPC checks its request, hands what touches
+//! calls or routing to the SIP thread (bounded queue + wake-up, reply by
+//! oneshot, never an unbounded wait), and serves events from the journal.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use codeb_proto::v1::switch_server::{Switch, SwitchServer};
+use codeb_proto::v1::{self, transfer_request};
+use tokio::sync::{Semaphore, broadcast, oneshot};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::journal::Journal;
+use super::{Command, NodeState, snapshot};
+use crate::config::SwitchConfig;
+use crate::sip::calls::{Originate, OriginateError};
+
+/// How long an RPC waits for the SIP thread's answer.
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+/// Concurrent Subscribe streams.
+const MAX_SUBSCRIBERS: usize = 16;
+/// Events read from disk per step of a catching-up stream.
+const READ_BATCH: usize = 256;
+/// Events buffered per stream towards its client.
+const STREAM_BUFFER: usize = 256;
+
+/// What the service shares with the rest of the switch.
+pub struct Shared {
+    pub state: Arc<NodeState>,
+    pub journal: Arc<Mutex<Journal>>,
+    pub live: broadcast::Sender<Arc<v1::Event>>,
+    pub commands: SyncSender<Command>,
+    pub waker: codeb_io::Waker,
+    pub data_dir: PathBuf,
+}
+
+pub struct Service {
+    shared: Arc<Shared>,
+    subscribers: Arc<Semaphore>,
+    /// ApplyConfig one at a time: apply and persist in the same order.
+    apply: tokio::sync::Mutex<()>,
+}
+
+impl Service {
+    pub fn new(shared: Shared) -> Service {
+        Service {
+            shared: Arc::new(shared),
+            subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
+            apply: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Queues a command for the SIP thread and waits (bounded) for its
+    /// answer.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Status> {
+        if self.shared.state.draining() {
+            return Err(Status::unavailable("the switch is shutting down"));
+        }
+        let (tx, rx) = oneshot::channel();
+        match self.shared.commands.try_send(make(tx)) {
+            Ok(()) => self.shared.waker.wake(),
+            Err(TrySendError::Full(_)) => {
+                return Err(Status::unavailable(
+                    "the switch's command queue is full; retry shortly",
+                ));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(Status::unavailable("the switch is shutting down"));
+            }
+        }
+        match tokio::time::timeout(REPLY_WAIT, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(Status::unavailable("the switch is shutting down")),
+            Err(_) => Err(Status::unavailable("the SIP thread did not answer in time")),
+        }
+    }
+}
+
+/// Serves until `stop` fires.
+pub async fn serve(
+    service: Service,
+    listener: tokio::net::TcpListener,
+    stop: oneshot::Receiver<()>,
+) {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let res = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .timeout(Duration::from_secs(30))
+        .add_service(
+            SwitchServer::new(service)
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(16 << 20),
+        )
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop.await;
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, "gRPC server failed");
+    }
+}
+
+fn originate_status(e: OriginateError) -> Status {
+    match e {
+        OriginateError::InvalidArgument(m) => Status::invalid_argument(m),
+        OriginateError::FailedPrecondition(m) => Status::failed_precondition(m),
+        OriginateError::ResourceExhausted(m) => Status::resource_exhausted(m),
+    }
+}
+
+/// Resolves trunk hosts off the async threads (DNS may block).
+async fn resolve(config: &SwitchConfig) -> HashMap<String, SocketAddr> {
+    let c = config.clone();
+    tokio::task::spawn_blocking(move || crate::config::resolve_trunks(&c))
+        .await
+        .unwrap_or_default()
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Switch for Service {
+    async fn place_call(
+        &self,
+        request: Request<v1::PlaceCallRequest>,
+    ) -> Result<Response<v1::PlaceCallReply>, Status> {
+        let r = request.into_inner();
+        if self.shared.state.journal_full() {
+            tracing::warn!(call_id = %r.call_id, "PlaceCall refused: the event journal is full");
+            return Err(Status::resource_exhausted(
+                "the switch's event journal is full (unacknowledged events); call refused",
+            ));
+        }
+        let req = Originate {
+            call_id: r.call_id,
+            tenant: r.tenant,
+            phone: r.phone,
+            display_name: r.display_name,
+            trunk_id: r.trunk_id,
+            max_seconds: r.max_seconds,
+            ring_timeout_seconds: r.ring_timeout_seconds,
+        };
+        let placed = self
+            .ask(|tx| Command::Place(req, tx))
+            .await?
+            .map_err(originate_status)?;
+        Ok(Response::new(v1::PlaceCallReply {
+            trunk_id: placed.trunk_id,
+            duplicate: placed.duplicate,
+        }))
+    }
+
+    async fn hangup(
+        &self,
+        request: Request<v1::HangupRequest>,
+    ) -> Result<Response<v1::HangupReply>, Status> {
+        let r = request.into_inner();
+        if r.call_id.is_empty() || r.call_id.len() > 64 || r.outcome.len() > 64 {
+            return Err(Status::invalid_argument(
+                "call_id (1-64 characters) and outcome (at most 64)",
+            ));
+        }
+        self.ask(|reply| Command::Hangup {
+            call_id: r.call_id,
+            outcome: r.outcome,
+            reply,
+        })
+        .await?
+        .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(v1::HangupReply {}))
+    }
+
+    async fn transfer(
+        &self,
+        request: Request<v1::TransferRequest>,
+    ) -> Result<Response<v1::TransferReply>, Status> {
+        let r = request.into_inner();
+        match r.target {
+            Some(transfer_request::Target::ToUser(_) | transfer_request::Target::ToPhone(_)) => {
+                Err(Status::unimplemented(
+                    "transfer is not available on this node yet: bridging the far party to the new leg needs the media engine, which is not wired to the switch",
+                ))
+            }
+            None => Err(Status::invalid_argument("target: to_user or to_phone")),
+        }
+    }
+
+    async fn apply_config(
+        &self,
+        request: Request<v1::ConfigSnapshot>,
+    ) -> Result<Response<v1::ApplyConfigReply>, Status> {
+        let snap = request.into_inner();
+        let config = snapshot::to_config(&snap).map_err(|e| {
+            tracing::warn!(version = snap.version, error = %e, "configuration snapshot refused");
+            Status::invalid_argument(e.to_string())
+        })?;
+        let _one = self.apply.lock().await;
+        let addrs = resolve(&config).await;
+        let version = config.version;
+        let applied = self
+            .ask(|reply| Command::Apply {
+                config: Box::new(config),
+                addrs,
+                reply,
+            })
+            .await?;
+        if applied {
+            let dir = self.shared.data_dir.clone();
+            let stored = tokio::task::spawn_blocking(move || snapshot::store(&dir, &snap)).await;
+            match stored {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the applied snapshot could not be kept on disk")
+                }
+                Err(e) => tracing::error!(error = %e, "storing the snapshot failed"),
+            }
+        }
+        Ok(Response::new(v1::ApplyConfigReply {
+            running_version: if applied {
+                version
+            } else {
+                self.shared.state.config_version()
+            },
+            applied,
+        }))
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        let permit = self
+            .subscribers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Status::resource_exhausted("too many event subscribers"))?;
+        let after = if r.journal_id == self.shared.state.journal_id {
+            r.after_seq
+        } else {
+            0
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            stream_events(shared, after, tx).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<v1::AckRequest>,
+    ) -> Result<Response<v1::AckReply>, Status> {
+        let r = request.into_inner();
+        if r.journal_id != self.shared.state.journal_id {
+            return Err(Status::failed_precondition(format!(
+                "journal {:?} is not this node's journal",
+                r.journal_id
+            )));
+        }
+        let journal = self.shared.journal.clone();
+        let state = self.shared.state.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
+            let r = j.ack(r.up_to_seq);
+            if !j.is_full() && state.journal_full() {
+                state
+                    .journal_full
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!("event journal has room again");
+            }
+            r
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => Ok(Response::new(v1::AckReply {})),
+            Ok(Err(e)) => Err(Status::internal(format!("journal: {e}"))),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<v1::StatsRequest>,
+    ) -> Result<Response<v1::StatsReply>, Status> {
+        let s = &self.shared.state;
+        Ok(Response::new(v1::StatsReply {
+            node_id: s.node_id.clone(),
+            journal_id: s.journal_id.clone(),
+            config_version: s.config_version(),
+            active_calls: s.active_calls(),
+            max_calls: s.max_calls,
+            load: s.load(),
+            draining: s.draining(),
+            uptime_seconds: s.started.elapsed().as_secs(),
+            last_seq: s.last_seq(),
+        }))
+    }
+}
+
+/// One subscriber: retained events from disk after `after`, then live
+/// ones; back to disk whenever the live feed skipped (a slow client).
+async fn stream_events(
+    shared: Arc<Shared>,
+    mut after: u64,
+    tx: tokio::sync::mpsc::Sender<Result<v1::Event, Status>>,
+) {
+    // Subscribed before reading, so nothing written meanwhile is missed.
+    let mut live = shared.live.subscribe();
+    loop {
+        let view = {
+            let j = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
+            j.view()
+        };
+        let last = view.last_seq();
+        if last > after {
+            let from = after;
+            let batch =
+                tokio::task::spawn_blocking(move || view.read_after(from, READ_BATCH)).await;
+            let batch = match batch {
+                Ok(b) => b,
+                Err(_) => return,
+            };
+            if batch.is_empty() {
+                // Acknowledged meanwhile (or unreadable, which the reader
+                // logged): nothing retained up to `last` is left to send.
+                after = last;
+                continue;
+            }
+            for ev in batch {
+                after = ev.seq;
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            () = tx.closed() => return,
+            got = live.recv() => match got {
+                Ok(ev) if ev.seq <= after => {}
+                Ok(ev) if ev.seq == after + 1 => {
+                    after = ev.seq;
+                    if tx.send(Ok((*ev).clone())).await.is_err() {
+                        return;
+                    }
+                }
+                // A gap or a lag: read the disk again.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The control link: the switch's side of the gRPC contract
+//! (`codeb.switch.v1.Switch`), served by a small tokio runtime on threads
+//! of its own, and the event journal.
+//!
+//! The SIP thread owns all call state and never waits on the runtime:
+//! - commands (PlaceCall, Hangup, ApplyConfig) cross to it through a
+//!   bounded queue plus a reactor wake-up (the reactor's eventfd
+//!   [`codeb_io::Waker`]); it answers each through a oneshot channel. A
+//!   full queue is answered UNAVAILABLE at once, never waited on.
+//! - events leave it as small structs through a bounded queue to the
+//!   journal thread, which numbers, encodes and writes them (one fsync per
+//!   batch) and only then streams them to subscribers. If that queue is
+//!   momentarily full the SIP thread keeps the events and retries on its
+//!   next turn.
+//! - figures for Stats (active calls, config version, its own CPU load)
+//!   are published as atomics.
+
+pub mod grpc;
+pub mod journal;
+pub mod snapshot;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use codeb_proto::v1::{self, event};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::config::SwitchConfig;
+use crate::sip::Core;
+use crate::sip::calls::{CallEvent, CallEventKind, Originate, OriginateError, Placed, UnknownCall};
+
+/// Commands waiting for the SIP thread, at most.
+pub const COMMAND_QUEUE: usize = 1024;
+/// Events waiting for the journal thread, at most.
+const EVENT_QUEUE: usize = 8192;
+/// Commands the SIP thread runs per loop turn (the rest wait a turn, so
+/// signalling is never starved by a burst of commands).
+const COMMANDS_PER_TURN: usize = 256;
+/// Events the journal writes per batch (one fsync each).
+const JOURNAL_BATCH: usize = 512;
+
+/// A request for the SIP thread.
+#[derive(Debug)]
+pub enum Command {
+    Place(Originate, oneshot::Sender<Result<Placed, OriginateError>>),
+    Hangup {
+        call_id: String,
+        outcome: String,
+        reply: oneshot::Sender<Result<(), UnknownCall>>,
+    },
+    Apply {
+        config: Box<SwitchConfig>,
+        addrs: HashMap<String, SocketAddr>,
+        /// Answered with whether it was applied (false: not newer).
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// What Stats reports, kept current by the SIP and journal threads.
+#[derive(Debug)]
+pub struct NodeState {
+    pub node_id: String,
+    pub journal_id: String,
+    pub max_calls: u32,
+    pub started: Instant,
+    config_version: AtomicU64,
+    active_calls: AtomicU32,
+    /// f32 bits of the SIP thread's busy fraction.
+    load: AtomicU32,
+    draining: AtomicBool,
+    last_seq: AtomicU64,
+    journal_full: AtomicBool,
+}
+
+impl NodeState {
+    pub fn config_version(&self) -> u64 {
+        self.config_version.load(Ordering::Relaxed)
+    }
+
+    pub fn active_calls(&self) -> u32 {
+        self.active_calls.load(Ordering::Relaxed)
+    }
+
+    pub fn load(&self) -> f32 {
+        f32::from_bits(self.load.load(Ordering::Relaxed))
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Relaxed)
+    }
+
+    pub fn journal_full(&self) -> bool {
+        self.journal_full.load(Ordering::Relaxed)
+    }
+}
+
+/// The SIP thread's end of the link.
+#[derive(Debug)]
+pub struct SipSide {
+    commands: Receiver<Command>,
+    events: Option<SyncSender<CallEvent>>,
+    pending: VecDeque<CallEvent>,
+    state: Arc<NodeState>,
+    /// Version of the last snapshot pushed (None: running on the file).
+    pushed: Option<u64>,
+    load: LoadMeter,
+}
+
+impl SipSide {
+    /// Runs queued commands against the core.
+    pub fn run_commands(&mut self, core: &mut Core, now: Instant) {
+        for _ in 0..COMMANDS_PER_TURN {
+            let Ok(cmd) = self.commands.try_recv() else {
+                return;
+            };
+            match cmd {
+                Command::Place(req, reply) => {
+                    let _ = reply.send(core.place_call(now, req));
+                }
+                Command::Hangup {
+                    call_id,
+                    outcome,
+                    reply,
+                } => {
+                    let outcome = (!outcome.is_empty()).then_some(outcome.as_str());
+                    let _ = reply.send(core.hangup_call(now, &call_id, outcome));
+                }
+                Command::Apply {
+                    config,
+                    addrs,
+                    reply,
+                } => {
+                    let version = config.version;
+                    if self.pushed.is_some_and(|v| version <= v) {
+                        let _ = reply.send(false);
+                        continue;
+                    }
+                    core.apply_config(*config, addrs);
+                    self.pushed = Some(version);
+                    self.state.config_version.store(version, Ordering::Relaxed);
+                    let _ = reply.send(true);
+                }
+            }
+        }
+    }
+
+    /// Hands the core's call events to the journal thread.
+    pub fn forward_events(&mut self, core: &mut Core) {
+        while let Some(ev) = core.poll_call_event() {
+            self.pending.push_back(ev);
+        }
+        let Some(tx) = &self.events else {
+            return;
+        };
+        while let Some(ev) = self.pending.pop_front() {
+            match tx.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ev)) => {
+                    self.pending.push_front(ev);
+                    return;
+                }
+                Err(TrySendError::Disconnected(ev)) => {
+                    tracing::error!(call_id = %ev.call_id, "event journal thread is gone; event lost");
+                }
+            }
+        }
+    }
+
+    /// Publishes the figures Stats reads; call about once a second (it
+    /// samples the thread's CPU time).
+    pub fn publish(&mut self, core: &Core, now: Instant) {
+        let s = &self.state;
+        s.active_calls.store(
+            u32::try_from(core.active_calls()).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+        if self.pushed.is_none() {
+            s.config_version
+                .store(core.config_version(), Ordering::Relaxed);
+        }
+        if let Some(load) = self.load.sample(now) {
+            s.load.store(load.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a snapshot was pushed (SIGHUP then leaves the file alone).
+    pub fn pushed(&self) -> bool {
+        self.pushed.is_some()
+    }
+
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.state
+    }
+
+    /// Sends what is still pending and closes the queue (at shutdown).
+    pub fn close(&mut self, core: &mut Core) {
+        self.forward_events(core);
+        if let Some(tx) = self.events.take() {
+            for ev in self.pending.drain(..) {
+                if tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The SIP thread's CPU time over wall time, averaged over the last five
+/// one-second samples.
+#[derive(Debug)]
+struct LoadMeter {
+    last: Option<(Instant, Duration)>,
+    samples: VecDeque<f32>,
+}
+
+/// CPU time this thread has used.
+#[allow(unsafe_code)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
+}
+
+impl LoadMeter {
+    fn new() -> LoadMeter {
+        LoadMeter {
+            last: None,
+            samples: VecDeque::new(),
+        }
+    }
+
+    fn sample(&mut self, now: Instant) -> Option<f32> {
+        let cpu = thread_cpu_time()?;
+        let Some((at, was)) = self.last else {
+            self.last = Some((now, cpu));
+            return None;
+        };
+        let wall = now.saturating_duration_since(at);
+        if wall < Duration::from_millis(500) {
+            return None;
+        }
+        self.last = Some((now, cpu));
+        let busy = (cpu.saturating_sub(was).as_secs_f64() / wall.as_secs_f64()).clamp(0.0, 1.0);
+        if self.samples.len() == 5 {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(busy as f32);
+        Some(self.samples.iter().sum::<f32>() / self.samples.len() as f32)
+    }
+}
+
+/// The control link's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub grpc_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// None: a random id kept in `$CODEB_DATA_DIR/node_id`.
+    pub node_id: Option<String>,
+    pub journal: journal::Limits,
+    pub max_calls: usize,
+    /// Version of the snapshot the switch starts on, when it was pushed.
+    pub pushed_version: Option<u64>,
+    pub config_version: u64,
+}
+
+/// The running link.
+pub struct Link {
+    pub sip: SipSide,
+    pub local_addr: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    journal_thread: std::thread::JoinHandle<()>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+fn node_id(data_dir: &Path, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(id) = given.filter(|s| !s.is_empty()) {
+        anyhow::ensure!(
+            id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()),
+            "CODEB_NODE_ID: up to 64 printable characters"
+        );
+        return Ok(id);
+    }
+    let p = data_dir.join("node_id");
+    if let Ok(s) = std::fs::read_to_string(&p)
+        && !s.trim().is_empty()
+        && s.trim().len() <= 64
+    {
+        return Ok(s.trim().to_owned());
+    }
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let id = format!(
+        "sw-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    );
+    std::fs::write(&p, &id)?;
+    Ok(id)
+}
+
+/// The protobuf form of a call event (journal_id and seq set on writing).
+fn to_proto(ev: CallEvent) -> v1::Event {
+    let kind = match ev.kind {
+        CallEventKind::Answered {
+            trunk_id,
+            answer_ms,
+        } => event::Kind::Answered(v1::CallAnswered {
+            direction: "outbound".into(),
+            trunk_id,
+            answer_ms,
+        }),
+        CallEventKind::Ended {
+            outcome,
+            error_detail,
+            answered,
+            answered_at_unix_ms,
+            talk_seconds,
+            duration_seconds,
+            sip_status,
+        } => event::Kind::Ended(v1::CallEnded {
+            outcome,
+            error_detail,
+            answered,
+            answered_at_unix_ms,
+            talk_seconds,
+            duration_seconds,
+            sip_status: u32::from(sip_status),
+            ..Default::default()
+        }),
+    };
+    v1::Event {
+        seq: 0,
+        journal_id: String::new(),
+        at_unix_ms: ev.at_unix_ms,
+        call_id: ev.call_id,
+        tenant: ev.tenant,
+        kind: Some(kind),
+    }
+}
+
+/// Writes events as they come, one durable batch at a time, then
+/// streams them.
+fn journal_loop(
+    rx: Receiver<CallEvent>,
+    journal: Arc<Mutex<journal::Journal>>,
+    live: broadcast::Sender<Arc<v1::Event>>,
+    state: Arc<NodeState>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![to_proto(first)];
+        while batch.len() < JOURNAL_BATCH {
+            match rx.try_recv() {
+                Ok(ev) => batch.push(to_proto(ev)),
+                Err(_) => break,
+            }
+        }
+        let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
+        let written = match j.append(batch) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "event journal write failed; events of this batch are lost");
+                Vec::new()
+            }
+        };
+        state.last_seq.store(j.last_seq(), Ordering::Relaxed);
+        let full = j.is_full();
+        if full && !state.journal_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                retained = j.retained(),
+                bytes = j.retained_bytes(),
+                "event journal is full: new calls are refused until the control plane acknowledges events"
+            );
+        }
+        drop(j);
+        for ev in written {
+            // No subscriber is fine: the events are on disk.
+            let _ = live.send(Arc::new(ev));
+        }
+    }
+}
+
+/// Opens the journal, binds the gRPC address and starts serving.
+pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link> {
+    use anyhow::Context as _;
+    let node_id = node_id(&settings.data_dir, settings.node_id.clone())?;
+    let journal = journal::Journal::open(&settings.data_dir.join("events"), settings.journal)
+        .context("opening the event journal")?;
+    let state = Arc::new(NodeState {
+        node_id,
+        journal_id: journal.id().to_owned(),
+        max_calls: u32::try_from(settings.max_calls).unwrap_or(u32::MAX),
+        started: Instant::now(),
+        config_version: AtomicU64::new(settings.config_version),
+        active_calls: AtomicU32::new(0),
+        load: AtomicU32::new(0f32.to_bits()),
+        draining: AtomicBool::new(false),
+        last_seq: AtomicU64::new(journal.last_seq()),
+        journal_full: AtomicBool::new(journal.is_full()),
+    });
+    tracing::info!(
+        journal_id = %state.journal_id,
+        last_seq = journal.last_seq(),
+        acked = journal.acked(),
+        retained = journal.retained(),
+        "event journal open"
+    );
+    let journal = Arc::new(Mutex::new(journal));
+    let (live, _) = broadcast::channel(4096);
+    let (cmd_tx, cmd_rx) = mpsc::sync_channel(COMMAND_QUEUE);
+    let (ev_tx, ev_rx) = mpsc::sync_channel(EVENT_QUEUE);
+    let listener = std::net::TcpListener::bind(settings.grpc_addr)
+        .with_context(|| format!("binding gRPC {}", settings.grpc_addr))?;
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let journal_thread = {
+        let (journal, live, state) = (journal.clone(), live.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || journal_loop(ev_rx, journal, live, state))?
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("grpc")
+        .enable_all()
+        .build()?;
+    let service = grpc::Service::new(grpc::Shared {
+        state: state.clone(),
+        journal,
+        live,
+        commands: cmd_tx,
+        waker,
+        data_dir: settings.data_dir.clone(),
+    });
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let listener = {
+        let _guard = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    runtime.spawn(grpc::serve(service, listener, stop_rx));
+    tracing::info!(addr = %local_addr, "gRPC control link listening");
+    Ok(Link {
+        sip: SipSide {
+            commands: cmd_rx,
+            events: Some(ev_tx),
+            pending: VecDeque::new(),
+            state,
+            pushed: settings.pushed_version,
+            load: LoadMeter::new(),
+        },
+        local_addr,
+        runtime,
+        journal_thread,
+        shutdown: Some(stop_tx),
+    })
+}
+
+impl Link {
+    /// Stops serving, writes the last events, and waits for the journal.
+    pub fn shutdown(mut self, core: &mut Core) {
+        self.sip.state.set_draining();
+        self.sip.close(core);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let Link {
+            sip,
+            runtime,
+            journal_thread,
+            ..
+        } = self;
+        drop(sip);
+        if journal_thread.join().is_err() {
+            tracing::error!("event journal thread panicked");
+        }
+        runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}
