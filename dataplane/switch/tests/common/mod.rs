@@ -13,7 +13,9 @@ pub struct Switch {
     child: Child,
     pub sip: SocketAddr,
     pub metrics: SocketAddr,
+    pub grpc: SocketAddr,
     pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Switch {
@@ -39,37 +41,70 @@ impl Switch {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("switch.toml"), config).unwrap();
         let port = free_port();
-        let metrics = free_port();
-        let rtp = 20_000 + (port % 100) * 100;
-        let child = Command::new(env!("CARGO_BIN_EXE_codeb-switch"))
-            .env("CODEB_SIP_ADDR", format!("127.0.0.1:{port}"))
-            .env(
-                "CODEB_SWITCH_GRPC_ADDR",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .env("CODEB_RTP_PORTS", format!("{rtp}-{}", rtp + 99))
-            .env("CODEB_DATA_DIR", dir.path())
-            .env("CODEB_SWITCH_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
-            .env("CODEB_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start codeb-switch");
-        let s = Switch {
-            child,
+        let mut s = Switch {
+            child: Command::new("true").spawn().unwrap(),
             sip: format!("127.0.0.1:{port}").parse().unwrap(),
-            metrics: format!("127.0.0.1:{metrics}").parse().unwrap(),
+            metrics: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            grpc: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             dir,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let port = self.sip.port();
+        let rtp = 20_000 + (port % 100) * 100;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_codeb-switch"));
+        cmd.env("CODEB_SIP_ADDR", self.sip.to_string())
+            .env("CODEB_SWITCH_GRPC_ADDR", self.grpc.to_string())
+            .env("CODEB_RTP_PORTS", format!("{rtp}-{}", rtp + 99))
+            .env("CODEB_DATA_DIR", self.dir.path())
+            .env("CODEB_SWITCH_METRICS_ADDR", self.metrics.to_string())
+            .env("CODEB_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null());
+        // CODEB_TEST_SWITCH_LOG=<filter> shows the switch's log (debugging).
+        match std::env::var("CODEB_TEST_SWITCH_LOG") {
+            Ok(filter) => cmd.env("CODEB_LOG", filter).stderr(Stdio::inherit()),
+            Err(_) => cmd.stderr(Stdio::piped()),
+        };
+        self.child = cmd.spawn().expect("start codeb-switch");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if options_ok(s.sip) {
-                return s;
+            if options_ok(self.sip) {
+                return;
+            }
+            if let Some(st) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("codeb-switch exited ({st}): {err}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("codeb-switch did not answer OPTIONS");
+    }
+
+    /// SIGKILL, then the same switch again on the same data dir (on new
+    /// ports: another test may have taken the old ones meanwhile).
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.sip = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.metrics = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.grpc = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.spawn();
+    }
+
+    /// The gRPC URL of the control link.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
     }
 
     pub fn metrics(&self) -> String {
@@ -163,6 +198,21 @@ fn sipp_cmd(args: &[&str], port: u16) -> Command {
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     c
+}
+
+impl Sipp {
+    /// Waits for SIPp to exit; its status, or None if it is still running
+    /// after `wait`.
+    pub fn wait(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 /// Starts a SIPp server (uas side) in the background.
