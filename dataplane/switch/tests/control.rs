@@ -359,3 +359,37 @@ async fn a_pushed_configuration_routes_inbound_calls_and_outlives_a_restart() {
         "an older snapshot is ignored after a restart too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_refuses_new_calls_until_acknowledged() {
+    let carrier = sipp_server(&["-sf", scenario("uas_busy.xml").to_str().unwrap()]);
+    let sw = Switch::start(
+        &carrier_config(carrier.port),
+        &[("CODEB_JOURNAL_MAX_EVENTS", "1")],
+    );
+    let mut c = client(&sw).await;
+    let journal_id = c
+        .stats(v1::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .journal_id;
+    let mut events = subscribe(&mut c, &journal_id, 0).await;
+    c.place_call(place("oac-full-1")).await.unwrap();
+    let ev = next(&mut events, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(ev.seq, 1);
+    // One retained event fills it (the journal thread marks it full
+    // before it streams the event): the next call is refused, not dialled.
+    let e = c.place_call(place("oac-full-2")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("journal"), "{e}");
+    c.ack(v1::AckRequest {
+        journal_id: journal_id.clone(),
+        up_to_seq: 1,
+    })
+    .await
+    .unwrap();
+    c.place_call(place("oac-full-2")).await.unwrap();
+    let ev = next(&mut events, Duration::from_secs(10)).await.unwrap();
+    assert_eq!((ev.seq, ev.call_id.as_str()), (2, "oac-full-2"));
+}
