@@ -10,8 +10,8 @@
 //! - events leave it as small structs through a bounded queue to the
 //!   journal thread, which numbers, encodes and writes them (one fsync per
 //!   batch) and only then streams them to subscribers. If that queue is
-//!   momentarily full the SIP thread keeps the events and retries on its
-//!   next turn.
+//!   momentarily full the SIP thread keeps the events (up to
+//!   [`MAX_PENDING_EVENTS`]) and retries on its next turn.
 //! - figures for Stats (active calls, config version, its own CPU load)
 //!   are published as atomics.
 
@@ -39,6 +39,8 @@ use crate::sip::calls::{CallEvent, CallEventKind, Originate, OriginateError, Pla
 pub const COMMAND_QUEUE: usize = 1024;
 /// Events waiting for the journal thread, at most.
 const EVENT_QUEUE: usize = 8192;
+/// Events the SIP thread holds while the journal's queue is full, at most.
+pub const MAX_PENDING_EVENTS: usize = 1 << 20;
 /// Commands the SIP thread runs per loop turn (the rest wait a turn, so
 /// signalling is never starved by a burst of commands).
 const COMMANDS_PER_TURN: usize = 256;
@@ -161,6 +163,12 @@ impl SipSide {
     /// Hands the core's call events to the journal thread.
     pub fn forward_events(&mut self, core: &mut Core) {
         while let Some(ev) = core.poll_call_event() {
+            if self.pending.len() >= MAX_PENDING_EVENTS {
+                // The journal thread has not taken events for a long while
+                // (a hung disk): keep the SIP thread's memory bounded.
+                tracing::error!(call_id = %ev.call_id, "event journal is not keeping up; event dropped");
+                continue;
+            }
             self.pending.push_back(ev);
         }
         let Some(tx) = &self.events else {
