@@ -54,9 +54,21 @@ pub struct Settings {
     )]
     pub admin_password: Option<String>,
 
-    /// Comma-separated gRPC URLs of switch nodes (none: calls cannot be placed).
+    /// Comma-separated gRPC URLs of switch nodes, `http://host:port`
+    /// (none: calls cannot be placed).
     #[arg(long, env = "CODEB_SWITCH_URLS", value_delimiter = ',', global = true)]
     pub switch_urls: Vec<String>,
+
+    /// How long a switch node may stay unreachable before its calls are
+    /// ended (`ended-failed-*`, errorDetail "switch node <url> lost") and
+    /// retried per their settings (`ms`, `s`, `m`).
+    #[arg(
+        long,
+        env = "CODEB_SWITCH_LOST_AFTER",
+        default_value = "5s",
+        global = true
+    )]
+    pub switch_lost_after: String,
 
     /// CIDR blocks webhook URLs may reach despite the SSRF guard
     /// (comma-separated, e.g. 127.0.0.0/8 for tests or 10.1.2.0/24 for an
@@ -119,6 +131,8 @@ pub struct Config {
     pub admin_user: String,
     pub admin_password: Option<String>,
     pub switch_urls: Vec<String>,
+    /// `CODEB_SWITCH_LOST_AFTER`.
+    pub switch_lost_after: Duration,
     pub webhooks: WebhookConfig,
 }
 
@@ -178,6 +192,30 @@ pub enum ConfigError {
     BadRetrySchedule(String),
     #[error("CODEB_WEBHOOK_TIMEOUT: {0}")]
     BadWebhookTimeout(String),
+    #[error("CODEB_SWITCH_URLS: {0}")]
+    BadSwitchUrl(String),
+    #[error("CODEB_SWITCH_LOST_AFTER: {0}")]
+    BadSwitchLostAfter(String),
+}
+
+/// A switch node URL the link can use: `http://host:port` (the link is
+/// plaintext gRPC; keep it on a private network).
+fn switch_url(s: &str) -> Result<String, ConfigError> {
+    let u = url::Url::parse(s).map_err(|e| ConfigError::BadSwitchUrl(format!("{s}: {e}")))?;
+    if u.scheme() != "http" {
+        return Err(ConfigError::BadSwitchUrl(format!(
+            "{s}: use http://host:port (the link does not do TLS)"
+        )));
+    }
+    if u.host_str().is_none_or(str::is_empty) || u.port_or_known_default().is_none() {
+        return Err(ConfigError::BadSwitchUrl(format!("{s}: no host or port")));
+    }
+    if u.path() != "/" || u.query().is_some() || !u.username().is_empty() {
+        return Err(ConfigError::BadSwitchUrl(format!(
+            "{s}: only scheme, host and port are allowed"
+        )));
+    }
+    Ok(s.trim_end_matches('/').to_owned())
 }
 
 impl Settings {
@@ -236,6 +274,20 @@ impl Settings {
         if timeout.is_zero() {
             return Err(ConfigError::BadWebhookTimeout("must be more than 0".into()));
         }
+        let switch_urls = self
+            .switch_urls
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(switch_url)
+            .collect::<Result<Vec<_>, _>>()?;
+        let switch_lost_after =
+            parse_duration(&self.switch_lost_after).map_err(ConfigError::BadSwitchLostAfter)?;
+        if switch_lost_after < Duration::from_secs(1) {
+            return Err(ConfigError::BadSwitchLostAfter(
+                "must be at least 1s (probes run every second)".into(),
+            ));
+        }
         Ok(Config {
             http_addr: self.http_addr,
             data_dir: self.data_dir.clone(),
@@ -245,12 +297,8 @@ impl Settings {
             issuer,
             admin_user: self.admin_user.clone(),
             admin_password: self.admin_password.clone(),
-            switch_urls: self
-                .switch_urls
-                .iter()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            switch_urls,
+            switch_lost_after,
             webhooks: WebhookConfig {
                 allow,
                 retry_delays,
@@ -284,6 +332,23 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         for bad in ["", "5", "s", "5h", "-5s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn switch_urls() {
+        assert_eq!(
+            switch_url("http://10.0.0.5:50051/").unwrap(),
+            "http://10.0.0.5:50051"
+        );
+        for bad in [
+            "10.0.0.5:50051",
+            "https://s:1",
+            "http://:1",
+            "http://s:1/x",
+            "http://u:p@s:1",
+        ] {
+            assert!(switch_url(bad).is_err(), "{bad}");
         }
     }
 }

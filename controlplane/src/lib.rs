@@ -1,6 +1,6 @@
 //! CodeB control plane: the v1 REST API, the built-in OIDC issuer, storage
-//! on SQLite or PostgreSQL, webhook delivery, and (in later work)
-//! scheduling and the link to switch nodes. The binary is `codeb`; `app()` is the whole HTTP
+//! on SQLite or PostgreSQL, webhook delivery, the scheduler and the gRPC
+//! link to switch nodes. The binary is `codeb`; `app()` is the whole HTTP
 //! application as a function, so tests drive it without a socket.
 
 pub mod api;
@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod metrics;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -100,18 +100,22 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tenant = %state.config.tenant, issuer = %state.config.issuer, "control plane listening");
     if state.switch.is_configured() {
-        tracing::warn!(nodes = ?state.switch.urls(),
-            "CODEB_SWITCH_URLS is set, but this build has no switch control link yet: \
-             immediate calls answer 502 bridge_unreachable; scheduled calls are stored");
+        tracing::info!(nodes = ?state.switch.urls(), lost_after = ?state.switch.settings().lost_after,
+            "switch link: dispatching calls to these nodes");
     } else {
-        tracing::info!("no switch configured (CODEB_SWITCH_URLS): immediate calls answer 503");
+        tracing::info!(
+            "no switch configured (CODEB_SWITCH_URLS): immediate calls answer 503; \
+             scheduled calls wait until a switch is configured"
+        );
     }
     let store = state.store.clone();
     let delivery = crate::webhooks::start(&state).context("starting webhook delivery")?;
+    let link = state.switch.start(&store);
     let app = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
+    link.shutdown().await;
     delivery.shutdown().await;
     served?;
     store.close().await;

@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::switch_link::SwitchNodes;
+use crate::switch_link::{LinkSettings, SwitchNodes};
 use crate::webhooks::UrlGuard;
 
 /// Audience (`aud`) of access tokens this issuer mints for the v1 API.
@@ -51,7 +51,11 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(store: Store, config: Config, signing_key: SigningKey, clock: Clock) -> AppState {
-        let switch = SwitchNodes::new(config.switch_urls.clone());
+        let settings = LinkSettings {
+            lost_after: config.switch_lost_after,
+            ..LinkSettings::default()
+        };
+        let switch = SwitchNodes::new(config.switch_urls.clone(), settings, clock.clone());
         let guard = Arc::new(crate::webhooks::guard_for(&config));
         AppState {
             store,

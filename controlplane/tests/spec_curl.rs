@@ -431,6 +431,7 @@ fn help_documents_every_setting() {
         "CODEB_ADMIN_USER",
         "CODEB_ADMIN_PASSWORD",
         "CODEB_SWITCH_URLS",
+        "CODEB_SWITCH_LOST_AFTER",
         "CODEB_WEBHOOK_ALLOW",
         "CODEB_WEBHOOK_RETRY_SCHEDULE",
         "CODEB_WEBHOOK_TIMEOUT",

@@ -11,8 +11,8 @@ use super::validate;
 use crate::auth::Admin;
 use crate::crypto;
 use crate::state::AppState;
-use crate::store::{CallFilter, CallRecord, HangupResult, NewCall};
-use crate::switch_link::LinkError;
+use crate::store::{CallFilter, CallRecord, DISPATCH_LEASE_MS, HangupResult, NewCall};
+use crate::switch_link::{Dispatched, LinkError};
 
 pub const DEFAULT_MODEL: &str = "models/gemini-2.5-flash-native-audio-preview-12-2025";
 pub const DEFAULT_VOICE: &str = "Aoede";
@@ -246,14 +246,14 @@ async fn validate_create(
         retries,
         retry_delay_minutes,
         trunk_id,
-        status: if scheduled_for.is_some() {
-            CallStatus::Scheduled
-        } else {
-            CallStatus::Dispatching
-        },
+        // An immediate call is stored due now and claimed by the request
+        // itself (see `create`).
+        status: CallStatus::Scheduled,
         created_at: now,
         scheduled_for,
-        next_attempt_at: scheduled_for.unwrap_or(now),
+        // An immediate call is claimed by the request that stores it; the
+        // scheduler only takes it if that request died before dispatching.
+        next_attempt_at: scheduled_for.unwrap_or(now.plus_ms(DISPATCH_LEASE_MS)),
     })
 }
 
@@ -265,20 +265,29 @@ pub async fn create(
 ) -> ApiResult<axum::Json<CreateCallReply>> {
     let now = state.now();
     let call = validate_create(&state, &who.tenant, &who.username, body, now).await?;
-    // An immediate call needs a switch now; nothing is stored if none can
-    // take it, so a client that retries the POST does not leave orphans.
-    let bridge_reply = match call.status {
-        CallStatus::Scheduled => None,
-        _ => Some(
-            state
-                .switch
-                .place_call(call.call_id.as_str())
-                .await
-                .map_err(link_error)?,
-        ),
-    };
+    let immediate = call.scheduled_for.is_none();
+    // An immediate call needs a switch that can take it now; nothing is
+    // stored if there is none, so a client that retries the POST does not
+    // leave orphans.
+    if immediate {
+        state.switch.choose_probing().await.map_err(link_error)?;
+    }
     let (record, whitelist_added) = state.store.insert_call(&call).await?;
     tracing::info!(call = %record.call_id, tenant = %record.tenant, status = %record.status, "call stored");
+    let mut bridge_reply = None;
+    if immediate {
+        // Dispatch here, so the reply says what the switch answered. If the
+        // scheduler claimed it first, it is already on its way.
+        if let Some(claimed) = state.store.claim_call(&record.call_id, state.now()).await? {
+            let outcome = state.switch.dispatch(&state.store, &claimed).await;
+            bridge_reply = Some(bridge_text(&outcome));
+        }
+    }
+    let status = state
+        .store
+        .call(&who.tenant, &record.call_id)
+        .await?
+        .map_or(record.status, |c| c.status);
     Ok(axum::Json(CreateCallReply {
         ok: true,
         call_id: record.call_id.to_string(),
@@ -286,8 +295,33 @@ pub async fn create(
         whitelist_added,
         whitelist_error: None,
         bridge_reply,
-        status: record.status.to_string(),
+        status: status.to_string(),
     }))
+}
+
+/// `bridgeReply`: what the switch said, as a JSON string (the spec shows a
+/// string holding JSON).
+fn bridge_text(d: &Dispatched) -> String {
+    let v = match d {
+        Dispatched::Placed {
+            node,
+            trunk_id,
+            duplicate,
+        } => {
+            serde_json::json!({"placed": true, "node": node, "trunkId": trunk_id, "duplicate": duplicate})
+        }
+        Dispatched::Failed { status, detail } => {
+            serde_json::json!({"placed": false, "status": status.as_str(), "error": detail})
+        }
+        Dispatched::Unknown { node, detail } => serde_json::json!({
+            "placed": null, "node": node, "error": detail,
+            "note": "the switch did not answer in time; the call is retried on the same node"
+        }),
+        Dispatched::Lost => {
+            serde_json::json!({"placed": false, "error": "taken over or cancelled"})
+        }
+    };
+    v.to_string()
 }
 
 /// `GET /v1/calls`
@@ -370,12 +404,15 @@ pub async fn hangup(
             tracing::info!(call = %call_id, actor = %who.username, "scheduled call cancelled");
             Ok(axum::Json(reply(CallStatus::Cancelled, false)))
         }
-        HangupResult::OnSwitch(status) => {
+        HangupResult::OnSwitch(status, node) => {
+            // The switch ends it (CANCEL or BYE); the outcome `cancelled`
+            // arrives as its event, so the status shown is the current one.
             state
                 .switch
-                .hangup(call_id.as_str())
+                .hangup(&node, call_id.as_str())
                 .await
                 .map_err(link_error)?;
+            tracing::info!(call = %call_id, actor = %who.username, node = %node, "hangup sent to the switch");
             Ok(axum::Json(reply(status, false)))
         }
     }

@@ -278,4 +278,4 @@ fn is_json(resp: &Response) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

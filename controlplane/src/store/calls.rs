@@ -120,8 +120,8 @@ pub enum HangupResult {
     Noop(CallStatus),
     /// It had not reached the switch: now `cancelled`.
     Cancelled,
-    /// It is on a switch: only the switch can end it.
-    OnSwitch(CallStatus),
+    /// It is on a switch (the node's URL): only the switch can end it.
+    OnSwitch(CallStatus, String),
 }
 
 /// The INSERT of one call row, as a query to execute on either backend.
@@ -180,6 +180,9 @@ impl Store {
                 > 0;
             insert_call_query!(c).execute(&mut *tx).await?;
             tx.commit().await?;
+            if added {
+                self.config_changed();
+            }
             let record = self
                 .call(&c.tenant, &c.call_id)
                 .await?
@@ -264,23 +267,28 @@ impl Store {
     ) -> Result<HangupResult> {
         on_pool!(self, |pool| {
             let mut tx = pool.write_tx().await?;
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM calls WHERE tenant = $1 AND call_id = $2")
-                    .bind(tenant)
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some(status) = status else {
+            let row: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT status, node_url FROM calls WHERE tenant = $1 AND call_id = $2",
+            )
+            .bind(tenant)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((status, node)) = row else {
                 return Ok(HangupResult::NotFound);
             };
             let status = CallStatus::parse(&status)
                 .ok_or_else(|| StoreError::Corrupt(format!("call status {status}")))?;
-            match status {
-                s if s.is_terminal() => Ok(HangupResult::Noop(s)),
-                CallStatus::Scheduled | CallStatus::EndedFailedRetryPending => {
+            match (status, node) {
+                (s, _) if s.is_terminal() => Ok(HangupResult::Noop(s)),
+                // Not handed to a node yet: a dispatcher holding the claim
+                // finds it cancelled when it records its node, and stops.
+                (CallStatus::Scheduled | CallStatus::EndedFailedRetryPending, _)
+                | (CallStatus::Dispatching, None) => {
                     sqlx::query(
                         "UPDATE calls SET status = 'cancelled', ended_reason = 'cancelled', \
-                         ended_at = $1, next_attempt_at = NULL, updated_at = $1 \
+                         ended_at = $1, next_attempt_at = NULL, lease_until = NULL, \
+                         lease_token = NULL, updated_at = $1 \
                          WHERE tenant = $2 AND call_id = $3",
                     )
                     .bind(now.0)
@@ -291,7 +299,10 @@ impl Store {
                     tx.commit().await?;
                     Ok(HangupResult::Cancelled)
                 }
-                s => Ok(HangupResult::OnSwitch(s)),
+                (s, Some(node)) => Ok(HangupResult::OnSwitch(s, node)),
+                (s, None) => Err(StoreError::Corrupt(format!(
+                    "call {id} is {s} without a switch node"
+                ))),
             }
         })
     }

@@ -12,11 +12,14 @@
 //! tenant is indistinguishable from a missing one.
 
 mod calls;
+mod dispatch;
 mod keys;
 mod numbers;
 mod outbox;
 mod routes;
 mod shares;
+mod switch_config;
+mod switch_events;
 mod transcripts;
 mod trunks;
 pub(crate) mod tx;
@@ -24,6 +27,9 @@ mod users;
 mod webhooks;
 
 pub use calls::{CallFilter, CallRecord, HangupResult, NewCall};
+pub use dispatch::{
+    AttemptEnd, DISPATCH_LEASE_MS, DispatchCall, LiveCall, cut as cut_text, retryable_outcome,
+};
 pub use keys::{ApiKeyRecord, RefreshOutcome, RefreshToken};
 pub use numbers::NumberRecord;
 pub use outbox::{
@@ -32,6 +38,8 @@ pub use outbox::{
 };
 pub use routes::{InboundRoute, RouteError};
 pub use shares::{NewShare, ShareRecord, ShareView};
+pub use switch_config::{ConfigRows, TenantRoute};
+pub use switch_events::{Applied, Cursor, EventKind, Speaker, SwitchEvent};
 pub use transcripts::{TranscriptFilter, TranscriptRecord, Turn};
 pub use trunks::TrunkRecord;
 pub use tx::StoreTx;
@@ -108,6 +116,8 @@ pub struct Store {
     /// Woken when webhook deliveries become due in this process (an event
     /// was recorded, a subscription resumed, a delivery replayed).
     outbox_wake: Arc<Notify>,
+    /// Woken when the routing configuration changed in this process.
+    config_wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -165,6 +175,7 @@ impl Store {
             dialect,
             data_dir: data_dir.to_owned(),
             outbox_wake: Arc::new(Notify::new()),
+            config_wake: Arc::new(Notify::new()),
         })
     }
 

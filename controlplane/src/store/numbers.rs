@@ -32,7 +32,7 @@ macro_rules! number_columns {
     };
 }
 
-fn number_from_row(row: &impl RowExt) -> Result<NumberRecord> {
+pub(super) fn number_from_row(row: &impl RowExt) -> Result<NumberRecord> {
     Ok(NumberRecord {
         tenant: col(row, "tenant")?,
         number: col(row, "number")?,
@@ -122,6 +122,7 @@ impl Store {
             .bind(n.updated_at.0)
             .execute(pool)
             .await?;
+            self.config_changed();
             Ok(res.rows_affected() > 0)
         })
     }
@@ -149,6 +150,7 @@ impl Store {
             .bind(&n.number)
             .execute(pool)
             .await?;
+            self.config_changed();
             Ok(res.rows_affected() > 0)
         })
     }
@@ -160,6 +162,7 @@ impl Store {
                 .bind(number)
                 .execute(pool)
                 .await?;
+            self.config_changed();
             Ok(res.rows_affected() > 0)
         })
     }

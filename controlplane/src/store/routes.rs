@@ -70,6 +70,7 @@ impl Store {
                 .bind(now.0)
                 .execute(pool)
                 .await?;
+                self.config_changed();
             }
             Ok(())
         })
@@ -174,6 +175,7 @@ impl Store {
                 return Ok(Err(RouteError::Duplicate));
             }
             tx.commit().await?;
+            self.config_changed();
             Ok(Ok(()))
         })
     }
@@ -200,6 +202,7 @@ impl Store {
             if res.rows_affected() == 0 {
                 return Ok(None);
             }
+            self.config_changed();
             Ok(Some(InboundRoute {
                 did: did.to_owned(),
                 from_number: from.map(str::to_owned),
@@ -246,6 +249,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            self.config_changed();
             Ok(Ok(Some(route)))
         })
     }

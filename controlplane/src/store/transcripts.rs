@@ -9,9 +9,8 @@ use std::path::PathBuf;
 use codeb_types::UtcMillis;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Page, Pool, Result, RowExt, Store, StoreError, WritePool, col, like_escape, ms, on_pool, opt_ms,
-};
+use super::tx::{StoreTx, on_tx};
+use super::{Page, Pool, Result, RowExt, Store, StoreError, col, like_escape, ms, on_pool, opt_ms};
 
 /// One utterance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +219,20 @@ impl Store {
     /// of the same call). Fills in `file`, `size`, `mtime` and `turn_count`.
     pub async fn save_transcript(
         &self,
+        t: TranscriptRecord,
+        now: UtcMillis,
+    ) -> Result<TranscriptRecord> {
+        let t = self.write_transcript_file(t, now).await?;
+        self.insert_transcript_row(&t).await?;
+        Ok(t)
+    }
+
+    /// The text file alone, written atomically (temporary file + rename),
+    /// so rewriting it (an event applied again after a crash) is harmless.
+    /// Fills in `file`, `size`, `mtime` and `turn_count`; the row is the
+    /// caller's to insert.
+    pub async fn write_transcript_file(
+        &self,
         mut t: TranscriptRecord,
         now: UtcMillis,
     ) -> Result<TranscriptRecord> {
@@ -241,67 +254,15 @@ impl Store {
         tokio::fs::rename(&tmp, &path)
             .await
             .map_err(io(path.clone()))?;
-        self.insert_transcript_row(&t).await?;
         Ok(t)
     }
 
     /// The row alone (used by `save_transcript` and by the benchmark seeder,
     /// which does not need 100k files).
     pub async fn insert_transcript_row(&self, t: &TranscriptRecord) -> Result<()> {
-        on_pool!(self, |pool| {
-            let turns = serde_json::to_string(&t.turns)
-                .map_err(|e| StoreError::Corrupt(format!("turns: {e}")))?;
-            let mut tx = pool.write_tx().await?;
-            sqlx::query("DELETE FROM transcripts WHERE call_id = $1")
-                .bind(&t.call_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO transcripts (call_id, tenant, caller_source, started_at, answered_at, \
-                 ended_at, mtime, duration_sec, rule, caller, phone, number, display_name, \
-                 requested_by, email, outcome, voice, language, model, trunk_id, answered, \
-                 error_detail, tokens_total, tokens_prompt, input_turns, output_turns, turn_count, \
-                 size, source, file, turns, search_text) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
-            )
-            .bind(&t.call_id)
-            .bind(&t.tenant)
-            .bind(&t.caller_source)
-            .bind(t.started_at.0)
-            .bind(t.answered_at.map(|v| v.0))
-            .bind(t.ended_at.map(|v| v.0))
-            .bind(t.mtime.0)
-            .bind(t.duration_sec)
-            .bind(&t.rule)
-            .bind(&t.caller)
-            .bind(&t.phone)
-            .bind(&t.number)
-            .bind(&t.display_name)
-            .bind(&t.requested_by)
-            .bind(&t.email)
-            .bind(&t.outcome)
-            .bind(&t.voice)
-            .bind(&t.language)
-            .bind(&t.model)
-            .bind(&t.trunk_id)
-            .bind(t.answered.map(i64::from))
-            .bind(&t.error_detail)
-            .bind(t.tokens_total)
-            .bind(t.tokens_prompt)
-            .bind(t.input_turns)
-            .bind(t.output_turns)
-            .bind(t.turn_count)
-            .bind(t.size)
-            .bind(&t.source)
-            .bind(&t.file)
-            .bind(turns)
-            .bind(search_text(t))
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        })
+        let mut tx = self.begin().await?;
+        tx.insert_transcript_row(t).await?;
+        tx.commit().await
     }
 
     /// Newest first.
@@ -501,5 +462,63 @@ impl Store {
                 .map(|r| transcript_from_row(r, true))
                 .transpose()
         })
+    }
+}
+
+impl StoreTx {
+    /// Inserts (or replaces) a transcript row inside this transaction.
+    pub async fn insert_transcript_row(&mut self, t: &TranscriptRecord) -> Result<()> {
+        let turns = serde_json::to_string(&t.turns)
+            .map_err(|e| StoreError::Corrupt(format!("turns: {e}")))?;
+        on_tx!(self, |tx| {
+            sqlx::query("DELETE FROM transcripts WHERE call_id = $1")
+                .bind(&t.call_id)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO transcripts (call_id, tenant, caller_source, started_at, answered_at, \
+                 ended_at, mtime, duration_sec, rule, caller, phone, number, display_name, \
+                 requested_by, email, outcome, voice, language, model, trunk_id, answered, \
+                 error_detail, tokens_total, tokens_prompt, input_turns, output_turns, turn_count, \
+                 size, source, file, turns, search_text) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+            )
+            .bind(&t.call_id)
+            .bind(&t.tenant)
+            .bind(&t.caller_source)
+            .bind(t.started_at.0)
+            .bind(t.answered_at.map(|v| v.0))
+            .bind(t.ended_at.map(|v| v.0))
+            .bind(t.mtime.0)
+            .bind(t.duration_sec)
+            .bind(&t.rule)
+            .bind(&t.caller)
+            .bind(&t.phone)
+            .bind(&t.number)
+            .bind(&t.display_name)
+            .bind(&t.requested_by)
+            .bind(&t.email)
+            .bind(&t.outcome)
+            .bind(&t.voice)
+            .bind(&t.language)
+            .bind(&t.model)
+            .bind(&t.trunk_id)
+            .bind(t.answered.map(i64::from))
+            .bind(&t.error_detail)
+            .bind(t.tokens_total)
+            .bind(t.tokens_prompt)
+            .bind(t.input_turns)
+            .bind(t.output_turns)
+            .bind(t.turn_count)
+            .bind(t.size)
+            .bind(&t.source)
+            .bind(&t.file)
+            .bind(&turns)
+            .bind(search_text(t))
+            .execute(&mut **tx)
+            .await?;
+        });
+        Ok(())
     }
 }

@@ -35,7 +35,7 @@ macro_rules! trunk_columns {
     };
 }
 
-fn trunk_from_row(row: &impl RowExt) -> Result<TrunkRecord> {
+pub(super) fn trunk_from_row(row: &impl RowExt) -> Result<TrunkRecord> {
     let id: String = col(row, "id")?;
     Ok(TrunkRecord {
         id: TrunkId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -169,6 +169,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            self.config_changed();
             Ok(())
         })
     }
@@ -209,6 +210,7 @@ impl Store {
                 return Ok(false);
             }
             tx.commit().await?;
+            self.config_changed();
             Ok(true)
         })
     }
@@ -220,6 +222,7 @@ impl Store {
                 .bind(id.as_str())
                 .execute(pool)
                 .await?;
+            self.config_changed();
             Ok(res.rows_affected() > 0)
         })
     }

@@ -1,0 +1,626 @@
+//! Dispatching calls to switch nodes and ending their attempts.
+//!
+//! A due call (`scheduled` or `ended-failed-retry-pending` whose
+//! `next_attempt_at` has come) is *claimed*: it becomes `dispatching` under
+//! a lease (`lease_until`, `lease_token`). On PostgreSQL the claim selects
+//! rows `FOR UPDATE SKIP LOCKED`, so control planes sharing the database
+//! never claim the same call; SQLite has one writer (`BEGIN IMMEDIATE`).
+//! The dispatcher records the node it chose *before* `PlaceCall`, so a call
+//! left in `dispatching` by a crash (its lease runs out) is claimed again
+//! and placed again on the same node with the same call id, which the
+//! node's idempotency turns into a no-op if it was placed the first time.
+//!
+//! Ending an attempt (an `Ended` event, a refused `PlaceCall`, a lost node)
+//! goes through one function, which decides the status:
+//!
+//! | outcome | answered | status |
+//! |---|---|---|
+//! | `cancelled` | any | `cancelled` |
+//! | `no-answer`, `busy`, `failed` | no | `ended-failed-retry-pending` while `retriesLeft` > 0, else `ended-failed-final` |
+//! | `failed`, `voicemail` | any | `ended-failed-final` (`voicemail`: a machine took the call; the glossary gives it no retry) |
+//! | anything else (`finished`, `far-hangup`, `not-now`, `max-duration`, `transferred-to-vnum`, …) | yes | `ended-success` |
+//! | anything else | no | `ended-failed-final` |
+//!
+//! Only unanswered technical failures and `no-answer`/`busy` are retried: a
+//! person who picked up is never rung again by a retry. Each ended attempt
+//! records `outbound-ai.finished` (and `transcript.saved` after it when the
+//! attempt produced turns) in the same transaction.
+
+use codeb_types::{CallId, CallStatus, EventName, UtcMillis};
+use serde_json::json;
+
+use super::tx::{StoreTx, TxInner};
+use super::{Pool, Result, RowExt, Store, StoreError, TranscriptRecord, Turn, col, opt_ms};
+use crate::crypto;
+
+/// How long a dispatcher holds a claimed call before another may take it
+/// over (it covers a config push and `PlaceCall`, both with deadlines well
+/// inside this).
+pub const DISPATCH_LEASE_MS: i64 = 60_000;
+
+/// Longest `errorDetail` stored; longer details (engine errors) are cut.
+const MAX_ERROR_DETAIL: usize = 1024;
+
+/// A claimed call with what `PlaceCall` needs.
+#[derive(Debug, Clone)]
+pub struct DispatchCall {
+    pub call_id: CallId,
+    pub tenant: String,
+    pub phone: String,
+    pub display_name: String,
+    pub system_prompt: String,
+    pub ai_api_key: String,
+    pub model: String,
+    pub voice: String,
+    pub language: String,
+    pub max_seconds: i64,
+    pub trunk_id: Option<String>,
+    pub attempt: i64,
+    /// Set when this is a repeat of an interrupted dispatch: it must go to
+    /// this node again.
+    pub node_url: Option<String>,
+    pub lease_token: i64,
+}
+
+fn dispatch_from_row(row: &impl RowExt) -> Result<DispatchCall> {
+    let id: String = col(row, "call_id")?;
+    Ok(DispatchCall {
+        call_id: CallId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        tenant: col(row, "tenant")?,
+        phone: col(row, "phone")?,
+        display_name: col(row, "display_name")?,
+        system_prompt: col(row, "system_prompt")?,
+        ai_api_key: col(row, "ai_api_key")?,
+        model: col(row, "model")?,
+        voice: col(row, "voice")?,
+        language: col(row, "language")?,
+        max_seconds: col(row, "max_seconds")?,
+        trunk_id: col(row, "trunk_id")?,
+        attempt: col(row, "attempt")?,
+        node_url: col(row, "node_url")?,
+        lease_token: col::<Option<i64>>(row, "lease_token")?.unwrap_or_default(),
+    })
+}
+
+/// A call on (or being handed to) a switch, as ending its attempt needs it.
+#[derive(Debug, Clone)]
+pub struct LiveCall {
+    pub call_id: String,
+    pub tenant: String,
+    pub status: CallStatus,
+    pub phone: String,
+    pub display_name: String,
+    pub requested_by: String,
+    pub email: String,
+    pub model: String,
+    pub voice: String,
+    pub language: String,
+    pub trunk_id: Option<String>,
+    pub node_url: Option<String>,
+    pub lease_token: Option<i64>,
+    pub attempt: i64,
+    pub retries_left: i64,
+    pub retry_delay_minutes: i64,
+    pub dispatched_at: Option<UtcMillis>,
+    pub answered_at: Option<UtcMillis>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+}
+
+macro_rules! live_columns {
+    () => {
+        "call_id, tenant, status, phone, display_name, requested_by, email, model, voice, \
+         language, trunk_id, node_url, lease_token, attempt, retries_left, retry_delay_minutes, \
+         dispatched_at, answered_at, tokens_in, tokens_out"
+    };
+}
+
+pub(super) fn live_from_row(row: &impl RowExt) -> Result<LiveCall> {
+    let status: String = col(row, "status")?;
+    Ok(LiveCall {
+        call_id: col(row, "call_id")?,
+        tenant: col(row, "tenant")?,
+        status: CallStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("call status {status}")))?,
+        phone: col(row, "phone")?,
+        display_name: col(row, "display_name")?,
+        requested_by: col(row, "requested_by")?,
+        email: col(row, "email")?,
+        model: col(row, "model")?,
+        voice: col(row, "voice")?,
+        language: col(row, "language")?,
+        trunk_id: col(row, "trunk_id")?,
+        node_url: col(row, "node_url")?,
+        lease_token: col(row, "lease_token")?,
+        attempt: col(row, "attempt")?,
+        retries_left: col(row, "retries_left")?,
+        retry_delay_minutes: col(row, "retry_delay_minutes")?,
+        dispatched_at: opt_ms(row, "dispatched_at")?,
+        answered_at: opt_ms(row, "answered_at")?,
+        tokens_in: col(row, "tokens_in")?,
+        tokens_out: col(row, "tokens_out")?,
+    })
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptEnd {
+    pub outcome: String,
+    pub error_detail: String,
+    pub answered: bool,
+    pub answered_at: Option<UtcMillis>,
+    pub ended_at: UtcMillis,
+    pub talk_seconds: i64,
+    pub duration_seconds: i64,
+    pub input_turns: i64,
+    pub output_turns: i64,
+}
+
+/// Whether an attempt that ended this way may be tried again (see the
+/// module table).
+pub fn retryable_outcome(outcome: &str, answered: bool) -> bool {
+    !answered && matches!(outcome, "no-answer" | "busy" | "failed")
+}
+
+/// The status an attempt's end leads to, given the retries left.
+pub(super) fn status_after(end: &AttemptEnd, retries_left: i64) -> CallStatus {
+    match end.outcome.as_str() {
+        "cancelled" => CallStatus::Cancelled,
+        o if retryable_outcome(o, end.answered) => {
+            if retries_left > 0 {
+                CallStatus::EndedFailedRetryPending
+            } else {
+                CallStatus::EndedFailedFinal
+            }
+        }
+        "failed" | "voicemail" => CallStatus::EndedFailedFinal,
+        _ if end.answered => CallStatus::EndedSuccess,
+        _ => CallStatus::EndedFailedFinal,
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+fn new_lease_token() -> i64 {
+    // Positive, so it never collides with the NULL/0 of an unclaimed row.
+    i64::from_le_bytes(crypto::random_bytes::<8>()) & i64::MAX
+}
+
+/// The claim: one statement, so a row is either claimed whole or not.
+/// A `dispatching` row (an interrupted dispatch) keeps its attempt number,
+/// node and dispatch time; a due row starts a new attempt.
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE calls SET \
+             attempt = CASE WHEN status = 'dispatching' THEN attempt ELSE attempt + 1 END, \
+             node_url = CASE WHEN status = 'dispatching' THEN node_url ELSE NULL END, \
+             dispatched_at = CASE WHEN status = 'dispatching' THEN COALESCE(dispatched_at, $1) \
+                 ELSE $1 END, \
+             answered_at = CASE WHEN status = 'dispatching' THEN answered_at ELSE NULL END, \
+             ended_at = NULL, ended_reason = '', error_detail = '', duration_sec = 0, \
+             input_turns = 0, output_turns = 0, \
+             status = 'dispatching', lease_until = $2, lease_token = $3, updated_at = $1 \
+             WHERE call_id IN (SELECT call_id FROM calls WHERE \
+             (($5 IS NULL AND ((status IN ('scheduled', 'ended-failed-retry-pending') \
+               AND next_attempt_at <= $1) \
+              OR (status = 'dispatching' AND (lease_until IS NULL OR lease_until <= $1)))) \
+             OR (call_id = $5 AND status = 'scheduled')) \
+             ORDER BY next_attempt_at, call_id LIMIT $4",
+            $lock,
+            ") RETURNING call_id, tenant, phone, display_name, system_prompt, ai_api_key, model, \
+             voice, language, max_seconds, trunk_id, attempt, node_url, lease_token"
+        )
+    };
+}
+
+impl Store {
+    /// Claims up to `limit` calls that are due at `now` (and interrupted
+    /// dispatches whose lease ran out), for `DISPATCH_LEASE_MS`.
+    pub async fn claim_due_calls(&self, now: UtcMillis, limit: i64) -> Result<Vec<DispatchCall>> {
+        self.claim(now, limit, None).await
+    }
+
+    /// Claims one `scheduled` call at once, whatever its due time (an
+    /// immediate call from the API). None if it is no longer `scheduled`
+    /// (the scheduler took it first, or it was cancelled).
+    pub async fn claim_call(&self, id: &CallId, now: UtcMillis) -> Result<Option<DispatchCall>> {
+        Ok(self.claim(now, 1, Some(id.as_str())).await?.pop())
+    }
+
+    async fn claim(
+        &self,
+        now: UtcMillis,
+        limit: i64,
+        only: Option<&str>,
+    ) -> Result<Vec<DispatchCall>> {
+        let token = new_lease_token();
+        let lease = now.0.saturating_add(DISPATCH_LEASE_MS);
+        let rows = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let rows = sqlx::query(claim_sql!(""))
+                    .bind(now.0)
+                    .bind(lease)
+                    .bind(token)
+                    .bind(limit)
+                    .bind(only)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows.iter()
+                    .map(dispatch_from_row)
+                    .collect::<Result<Vec<_>>>()?
+            }
+            Pool::Postgres(pool) => {
+                let rows = sqlx::query(claim_sql!(" FOR UPDATE SKIP LOCKED"))
+                    .bind(now.0)
+                    .bind(lease)
+                    .bind(token)
+                    .bind(limit)
+                    .bind(only)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(dispatch_from_row)
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Records the node (and trunk) a claimed call is being handed to,
+    /// before `PlaceCall`. False if the claim was lost (cancelled, or taken
+    /// over after the lease ran out).
+    pub async fn set_dispatch_node(
+        &self,
+        call: &DispatchCall,
+        node_url: &str,
+        trunk_id: Option<&str>,
+        now: UtcMillis,
+    ) -> Result<bool> {
+        super::on_pool!(self, |pool| {
+            let res = sqlx::query(
+                "UPDATE calls SET node_url = $1, trunk_id = COALESCE($2, trunk_id), updated_at = $3 \
+                 WHERE call_id = $4 AND status = 'dispatching' AND lease_token = $5",
+            )
+            .bind(node_url)
+            .bind(trunk_id)
+            .bind(now.0)
+            .bind(call.call_id.as_str())
+            .bind(call.lease_token)
+            .execute(pool)
+            .await?;
+            Ok(res.rows_affected() == 1)
+        })
+    }
+
+    /// `PlaceCall` succeeded: the call is `in-flight` (unless events got
+    /// there first). `trunk_id` is the node's answer ('' keeps the row's).
+    pub async fn mark_placed(
+        &self,
+        call: &DispatchCall,
+        trunk_id: &str,
+        now: UtcMillis,
+    ) -> Result<bool> {
+        super::on_pool!(self, |pool| {
+            let res = sqlx::query(
+                "UPDATE calls SET status = 'in-flight', \
+                 trunk_id = CASE WHEN $1 = '' THEN trunk_id ELSE $1 END, \
+                 lease_until = NULL, updated_at = $2 \
+                 WHERE call_id = $3 AND status = 'dispatching' AND lease_token = $4",
+            )
+            .bind(trunk_id)
+            .bind(now.0)
+            .bind(call.call_id.as_str())
+            .bind(call.lease_token)
+            .execute(pool)
+            .await?;
+            Ok(res.rows_affected() == 1)
+        })
+    }
+
+    /// The call could not be placed (no node, or the node refused it): the
+    /// attempt ends `failed` with `detail`. Returns the new status, or None
+    /// if the claim was lost meanwhile.
+    pub async fn dispatch_failed(
+        &self,
+        call: &DispatchCall,
+        detail: &str,
+        now: UtcMillis,
+    ) -> Result<Option<CallStatus>> {
+        let mut tx = self.begin().await?;
+        let Some(live) = tx.lock_call(call.call_id.as_str()).await? else {
+            return Ok(None);
+        };
+        if live.status != CallStatus::Dispatching || live.lease_token != Some(call.lease_token) {
+            return Ok(None);
+        }
+        let end = AttemptEnd {
+            outcome: "failed".into(),
+            error_detail: detail.to_owned(),
+            ended_at: now,
+            ..AttemptEnd::default()
+        };
+        let status = self.finish_attempt(&mut tx, &live, &end, now).await?;
+        tx.commit().await?;
+        Ok(Some(status))
+    }
+
+    /// Calls this node carries (or is being handed), oldest first.
+    pub async fn live_calls_on_node(&self, node_url: &str) -> Result<Vec<LiveCall>> {
+        super::on_pool!(self, |pool| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                live_columns!(),
+                " FROM calls WHERE node_url = $1 AND status IN ('dispatching', 'in-flight') \
+                 ORDER BY dispatched_at, call_id"
+            ))
+            .bind(node_url)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(live_from_row).collect()
+        })
+    }
+
+    /// Ends every attempt on a node that is gone: each call's attempt ends
+    /// `failed` with `detail` (and is retried per its settings), one
+    /// transaction per call. Returns how many calls it ended.
+    pub async fn fail_calls_on_node(
+        &self,
+        node_url: &str,
+        detail: &str,
+        now: UtcMillis,
+    ) -> Result<usize> {
+        let mut ended = 0;
+        for call in self.live_calls_on_node(node_url).await? {
+            let mut tx = self.begin().await?;
+            let Some(live) = tx.lock_call(&call.call_id).await? else {
+                continue;
+            };
+            if !matches!(live.status, CallStatus::Dispatching | CallStatus::InFlight)
+                || live.node_url.as_deref() != Some(node_url)
+            {
+                continue;
+            }
+            let talk = live
+                .answered_at
+                .map_or(0, |a| now.0.saturating_sub(a.0).max(0) / 1000);
+            let end = AttemptEnd {
+                outcome: "failed".into(),
+                error_detail: detail.to_owned(),
+                answered: live.answered_at.is_some(),
+                answered_at: live.answered_at,
+                ended_at: now,
+                talk_seconds: talk,
+                duration_seconds: live
+                    .dispatched_at
+                    .map_or(0, |d| now.0.saturating_sub(d.0).max(0) / 1000),
+                ..AttemptEnd::default()
+            };
+            self.finish_attempt(&mut tx, &live, &end, now).await?;
+            tx.commit().await?;
+            ended += 1;
+        }
+        Ok(ended)
+    }
+
+    /// Ends the current attempt of `call` inside `tx`: status, timings,
+    /// retry scheduling, `outbound-ai.finished`, and the transcript (file,
+    /// row, `transcript.saved`) when the attempt produced turns.
+    pub(super) async fn finish_attempt(
+        &self,
+        tx: &mut StoreTx,
+        call: &LiveCall,
+        end: &AttemptEnd,
+        now: UtcMillis,
+    ) -> Result<CallStatus> {
+        let status = status_after(end, call.retries_left);
+        let retry = status == CallStatus::EndedFailedRetryPending;
+        let retries_left = if retry {
+            call.retries_left - 1
+        } else {
+            call.retries_left
+        };
+        let next_attempt_at = retry.then(|| {
+            now.plus_ms(call.retry_delay_minutes.saturating_mul(60_000))
+                .0
+        });
+        // The answer time recorded from the Answered event stands.
+        let answered_at = call.answered_at.or(end.answered_at);
+        let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
+        let outcome = cut(&end.outcome, 64);
+        let turns = tx.attempt_turns(&call.call_id, call.attempt).await?;
+        let transcript = if turns.is_empty() {
+            None
+        } else {
+            let started = call.dispatched_at.unwrap_or(end.ended_at);
+            let base = answered_at.unwrap_or(started);
+            let record = TranscriptRecord {
+                call_id: call.call_id.clone(),
+                tenant: call.tenant.clone(),
+                caller_source: "outbound-ai".into(),
+                started_at: started,
+                answered_at,
+                ended_at: Some(end.ended_at),
+                duration_sec: end.duration_seconds,
+                rule: format!("outbound: {} ({})", call.phone, call.display_name),
+                phone: Some(call.phone.clone()),
+                display_name: Some(call.display_name.clone()),
+                requested_by: Some(call.requested_by.clone()),
+                email: Some(call.email.clone()),
+                outcome: outcome.clone(),
+                voice: Some(call.voice.clone()),
+                language: Some(call.language.clone()),
+                model: Some(call.model.clone()),
+                trunk_id: call.trunk_id.clone(),
+                answered: Some(end.answered),
+                error_detail: Some(detail.clone()),
+                tokens_total: call.tokens_in.saturating_add(call.tokens_out),
+                tokens_prompt: Some(call.tokens_in),
+                input_turns: end.input_turns,
+                output_turns: end.output_turns,
+                source: Some("tenant".into()),
+                turns: turns
+                    .into_iter()
+                    .map(|(speaker, text, at_ms)| Turn {
+                        speaker,
+                        text,
+                        ts: base.plus_ms(at_ms),
+                    })
+                    .collect(),
+                ..TranscriptRecord::default()
+            };
+            let record = self.write_transcript_file(record, now).await?;
+            tx.insert_transcript_row(&record).await?;
+            Some(record)
+        };
+        let transcript_path = transcript.as_ref().map(|t| t.file.clone());
+        macro_rules! update {
+            ($t:expr) => {
+                sqlx::query(
+                    "UPDATE calls SET status = $1, ended_at = $2, ended_reason = $3, \
+                     error_detail = $4, duration_sec = $5, answered_at = $6, retries_left = $7, \
+                     next_attempt_at = $8, input_turns = $9, output_turns = $10, \
+                     transcript_path = COALESCE($11, transcript_path), \
+                     node_url = CASE WHEN $12 = 1 THEN NULL ELSE node_url END, \
+                     lease_until = NULL, lease_token = NULL, updated_at = $13 \
+                     WHERE call_id = $14",
+                )
+                .bind(status.as_str())
+                .bind(end.ended_at.0)
+                .bind(&outcome)
+                .bind(&detail)
+                .bind(end.talk_seconds)
+                .bind(answered_at.map(|t| t.0))
+                .bind(retries_left)
+                .bind(next_attempt_at)
+                .bind(end.input_turns)
+                .bind(end.output_turns)
+                .bind(transcript_path.as_deref())
+                .bind(i64::from(retry))
+                .bind(now.0)
+                .bind(&call.call_id)
+                .execute(&mut **$t)
+                .await?
+            };
+        }
+        match &mut tx.inner {
+            TxInner::Sqlite(t) => {
+                update!(t);
+            }
+            TxInner::Postgres(t) => {
+                update!(t);
+            }
+        }
+        let data = json!({
+            "callId": call.call_id,
+            "phone": call.phone,
+            "displayName": call.display_name,
+            "outcome": outcome,
+            "answered": end.answered,
+            "talkSec": end.talk_seconds,
+            "trunk": call.trunk_id.clone().unwrap_or_default(),
+            "inputTurns": end.input_turns,
+            "outputTurns": end.output_turns,
+            "errorDetail": detail,
+        });
+        tx.record_event(
+            &call.tenant,
+            EventName::OutboundAiFinished,
+            data,
+            Some(&call.call_id),
+            now,
+        )
+        .await?;
+        if let Some(t) = transcript {
+            let data = json!({
+                "callId": call.call_id,
+                "phone": call.phone,
+                "displayName": call.display_name,
+                "file": t.file,
+                "outcome": t.outcome,
+                "source": "outbound-ai",
+            });
+            tx.record_event(
+                &call.tenant,
+                EventName::TranscriptSaved,
+                data,
+                Some(&call.call_id),
+                now,
+            )
+            .await?;
+        }
+        tracing::info!(call = %call.call_id, attempt = call.attempt, status = %status,
+            outcome = %end.outcome, detail = %detail, "call attempt ended");
+        Ok(status)
+    }
+}
+
+impl StoreTx {
+    /// The call row, locked for this transaction (`FOR UPDATE` on
+    /// PostgreSQL; SQLite's write transaction already excludes others).
+    pub(super) async fn lock_call(&mut self, call_id: &str) -> Result<Option<LiveCall>> {
+        let row = match &mut self.inner {
+            TxInner::Sqlite(t) => sqlx::query(concat!(
+                "SELECT ",
+                live_columns!(),
+                " FROM calls WHERE call_id = $1"
+            ))
+            .bind(call_id)
+            .fetch_optional(&mut **t)
+            .await?
+            .as_ref()
+            .map(live_from_row)
+            .transpose()?,
+            TxInner::Postgres(t) => sqlx::query(concat!(
+                "SELECT ",
+                live_columns!(),
+                " FROM calls WHERE call_id = $1 FOR UPDATE"
+            ))
+            .bind(call_id)
+            .fetch_optional(&mut **t)
+            .await?
+            .as_ref()
+            .map(live_from_row)
+            .transpose()?,
+        };
+        Ok(row)
+    }
+
+    /// The turns of one attempt in the order the switch reported them:
+    /// (speaker, text, ms after the answer).
+    async fn attempt_turns(
+        &mut self,
+        call_id: &str,
+        attempt: i64,
+    ) -> Result<Vec<(String, String, i64)>> {
+        super::tx::on_tx!(self, |t| {
+            let rows = sqlx::query(
+                "SELECT speaker, text, at_ms FROM call_turns WHERE call_id = $1 AND attempt = $2 \
+                 ORDER BY journal_id, seq",
+            )
+            .bind(call_id)
+            .bind(attempt)
+            .fetch_all(&mut **t)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((col(r, "speaker")?, col(r, "text")?, col(r, "at_ms")?)))
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

@@ -1,0 +1,518 @@
+//! Store-level tests of dispatch and event application, each run on SQLite
+//! and on PostgreSQL. Time is passed in; nothing sleeps.
+
+use codeb_types::{CallId, CallStatus, E164, UtcMillis};
+
+use crate::store::testing::{TestDb, event_data, events};
+use crate::store::{
+    Applied, AttemptEnd, DISPATCH_LEASE_MS, DispatchCall, EventKind, NewCall, Speaker, Store,
+    SwitchEvent,
+};
+
+const TENANT: &str = "t.example";
+const NODE: &str = "http://10.0.0.1:50051";
+const T0: UtcMillis = UtcMillis(1_780_000_000_000);
+
+fn new_call(n: u8, at: UtcMillis, retries: i64) -> NewCall {
+    NewCall {
+        call_id: CallId::from_random([n; 6]),
+        tenant: TENANT.into(),
+        requested_by: "alex".into(),
+        phone: E164::parse("+15551234567").unwrap(),
+        display_name: "Reminder".into(),
+        email: "ops@example.com".into(),
+        system_prompt: "Say hi".into(),
+        ai_api_key: "key".into(),
+        model: "m".into(),
+        voice: "Aoede".into(),
+        language: "en-US".into(),
+        max_seconds: 60,
+        retries,
+        retry_delay_minutes: 5,
+        trunk_id: None,
+        status: CallStatus::Scheduled,
+        created_at: T0,
+        scheduled_for: None,
+        next_attempt_at: at,
+    }
+}
+
+async fn status(s: &Store, id: &CallId) -> CallStatus {
+    s.call(TENANT, id).await.unwrap().unwrap().status
+}
+
+/// Inserts, claims, hands to NODE and marks placed.
+async fn in_flight(s: &Store, n: u8, retries: i64) -> DispatchCall {
+    let c = new_call(n, T0, retries);
+    s.insert_call(&c).await.unwrap();
+    let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+    assert!(
+        s.mark_placed(&claimed, "tr_0123456789abcdef", T0)
+            .await
+            .unwrap()
+    );
+    s.reset_switch_cursor(NODE, "j1", T0).await.unwrap();
+    claimed
+}
+
+fn ev(seq: i64, call: &DispatchCall, kind: EventKind) -> SwitchEvent {
+    SwitchEvent {
+        journal_id: "j1".into(),
+        seq,
+        at: T0.plus_ms(seq * 1000),
+        call_id: call.call_id.to_string(),
+        tenant: TENANT.into(),
+        kind,
+    }
+}
+
+fn ended(outcome: &str, answered: bool) -> EventKind {
+    EventKind::Ended(AttemptEnd {
+        outcome: outcome.into(),
+        answered,
+        answered_at: answered.then_some(T0.plus_ms(2000)),
+        ended_at: T0.plus_ms(60_000),
+        talk_seconds: if answered { 58 } else { 0 },
+        duration_seconds: 60,
+        input_turns: 1,
+        output_turns: 1,
+        ..AttemptEnd::default()
+    })
+}
+
+async fn claims_are_exclusive(db: TestDb) {
+    // Two stores on one database: two control planes.
+    let a = db.store.clone();
+    let b = Store::open(&db.url, db.dir.path()).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..40u8 {
+        let c = new_call(n, T0, 0);
+        ids.push(c.call_id.clone());
+        a.insert_call(&c).await.unwrap();
+    }
+    // Not due yet: nothing is claimed.
+    assert!(
+        a.claim_due_calls(T0.plus_ms(-1), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = s.claim_due_calls(T0, 3).await.unwrap();
+                if batch.is_empty() {
+                    break got;
+                }
+                got.extend(batch.into_iter().map(|c| c.call_id.to_string()));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let mut unique = all.clone();
+    unique.dedup();
+    assert_eq!(all.len(), 40, "every call claimed once");
+    assert_eq!(unique.len(), 40, "no call claimed twice");
+    for id in &ids {
+        let c = a.call(TENANT, id).await.unwrap().unwrap();
+        assert_eq!(c.status, CallStatus::Dispatching);
+        assert_eq!(c.attempt, 1);
+        assert_eq!(c.dispatched_at, Some(T0));
+    }
+    // Held under a lease: nobody takes them again until it runs out ...
+    assert!(
+        a.claim_due_calls(T0.plus_ms(1000), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // ... then an interrupted dispatch is taken over with the same attempt
+    // and the node it was handed to.
+    let first = a.claim_call(&ids[0], T0).await.unwrap();
+    assert!(first.is_none(), "claim_call only takes scheduled calls");
+    let later = T0.plus_ms(DISPATCH_LEASE_MS);
+    let again = b.claim_due_calls(later, 100).await.unwrap();
+    assert_eq!(again.len(), 40);
+    assert!(again.iter().all(|c| c.attempt == 1));
+    b.close().await;
+}
+
+async fn stuck_dispatch_returns_to_its_node(db: TestDb) {
+    let s = &db.store;
+    let c = new_call(1, T0, 0);
+    s.insert_call(&c).await.unwrap();
+    let first = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    assert!(s.set_dispatch_node(&first, NODE, None, T0).await.unwrap());
+    // The dispatcher died here. After the lease, the call is claimed again
+    // with the node recorded, and the old claim is worthless.
+    let later = T0.plus_ms(DISPATCH_LEASE_MS);
+    let again = s.claim_due_calls(later, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].node_url.as_deref(), Some(NODE));
+    assert_eq!(again[0].attempt, 1);
+    assert_ne!(again[0].lease_token, first.lease_token);
+    assert!(!s.mark_placed(&first, "", later).await.unwrap());
+    assert!(
+        s.dispatch_failed(&first, "x", later)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.mark_placed(&again[0], "", later).await.unwrap());
+    assert_eq!(status(s, &c.call_id).await, CallStatus::InFlight);
+}
+
+async fn failed_dispatch_retries_on_time(db: TestDb) {
+    let s = &db.store;
+    let c = new_call(2, T0, 1);
+    s.insert_call(&c).await.unwrap();
+    let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    let st = s
+        .dispatch_failed(&claimed, "RESOURCE_EXHAUSTED: node full", T0)
+        .await
+        .unwrap();
+    assert_eq!(st, Some(CallStatus::EndedFailedRetryPending));
+    let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.retries_left, 0);
+    assert_eq!(rec.error_detail, "RESOURCE_EXHAUSTED: node full");
+    assert_eq!(rec.ended_reason, "failed");
+    // Due retryDelayMinutes later, not a millisecond before.
+    let due = T0.plus_ms(5 * 60_000);
+    assert!(
+        s.claim_due_calls(due.plus_ms(-1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retry = s.claim_due_calls(due, 10).await.unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].attempt, 2);
+    assert_eq!(retry[0].node_url, None, "a new attempt may go to any node");
+    let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.error_detail, "", "a new attempt starts clean");
+    // No retries left: final.
+    let st = s
+        .dispatch_failed(&retry[0], "no switch node", due)
+        .await
+        .unwrap();
+    assert_eq!(st, Some(CallStatus::EndedFailedFinal));
+    assert!(
+        s.claim_due_calls(due.plus_ms(3_600_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let finished = event_data(s, TENANT, "outbound-ai.finished").await;
+    assert_eq!(finished.len(), 2, "each attempt reports its end");
+    assert_eq!(finished[1]["errorDetail"], "no switch node");
+    assert_eq!(finished[1]["answered"], false);
+}
+
+async fn events_apply_once(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 3, 0).await;
+    let answered = ev(
+        1,
+        &call,
+        EventKind::Answered {
+            trunk_id: "tr_0123456789abcdef".into(),
+            answer_ms: 2755,
+        },
+    );
+    let now = T0.plus_ms(10_000);
+    assert_eq!(
+        s.apply_switch_event(NODE, &answered, now).await.unwrap(),
+        Applied::Applied
+    );
+    assert_eq!(
+        s.apply_switch_event(NODE, &answered, now).await.unwrap(),
+        Applied::Duplicate,
+        "the same seq again changes nothing"
+    );
+    let a = event_data(s, TENANT, "call.answered").await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        a[0],
+        serde_json::json!({"callId": call.call_id.as_str(), "phone": "+15551234567",
+            "displayName": "Reminder", "trunkId": "tr_0123456789abcdef",
+            "direction": "outbound", "source": "outbound-ai", "answerMs": 2755})
+    );
+    let turns = [
+        (Speaker::Ai, "Hi, this is a reminder.", 500),
+        (Speaker::Caller, "Thanks, bye.", 4000),
+    ];
+    let mut seq = 2;
+    for (speaker, text, at_ms) in turns {
+        let e = ev(
+            seq,
+            &call,
+            EventKind::Turn {
+                speaker,
+                text: text.into(),
+                at_ms,
+            },
+        );
+        assert_eq!(
+            s.apply_switch_event(NODE, &e, now).await.unwrap(),
+            Applied::Applied
+        );
+        seq += 1;
+    }
+    let usage = ev(
+        seq,
+        &call,
+        EventKind::Usage {
+            input: 100,
+            output: 50,
+        },
+    );
+    s.apply_switch_event(NODE, &usage, now).await.unwrap();
+    assert_eq!(
+        s.apply_switch_event(NODE, &usage, now).await.unwrap(),
+        Applied::Duplicate
+    );
+    seq += 1;
+    let end = ev(seq, &call, ended("finished", true));
+    assert_eq!(
+        s.apply_switch_event(NODE, &end, now).await.unwrap(),
+        Applied::Applied
+    );
+    assert_eq!(
+        s.apply_switch_event(NODE, &end, now).await.unwrap(),
+        Applied::Duplicate
+    );
+    let rec = s.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::EndedSuccess);
+    assert_eq!(rec.ended_reason, "finished");
+    assert_eq!(rec.duration_sec, 58);
+    assert_eq!(
+        rec.answered_at,
+        Some(T0.plus_ms(1000)),
+        "from the Answered event"
+    );
+    assert!(
+        rec.transcript_path.starts_with("outbound-ai-"),
+        "{}",
+        rec.transcript_path
+    );
+    // Terminal event, then transcript.saved, each once.
+    let names: Vec<String> = events(s, TENANT).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        ["call.answered", "outbound-ai.finished", "transcript.saved"]
+    );
+    let fin = &event_data(s, TENANT, "outbound-ai.finished").await[0];
+    assert_eq!(fin["outcome"], "finished");
+    assert_eq!(fin["talkSec"], 58);
+    assert_eq!(fin["trunk"], "tr_0123456789abcdef");
+    let t = s
+        .transcript(TENANT, call.call_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.turns.len(), 2);
+    assert_eq!(t.turns[0].speaker, "AI");
+    assert_eq!(t.turns[1].ts, T0.plus_ms(1000 + 4000));
+    assert_eq!(t.tokens_total, 150);
+    assert!(s.transcripts_dir().join(&t.file).exists());
+    // An event for a call that already ended is skipped, but moves the
+    // cursor (it will not come back).
+    let late = ev(seq + 1, &call, EventKind::Started);
+    assert!(matches!(
+        s.apply_switch_event(NODE, &late, now).await.unwrap(),
+        Applied::Skipped(_)
+    ));
+    assert_eq!(
+        s.switch_cursor(NODE).await.unwrap().unwrap().last_seq,
+        seq + 1
+    );
+    // Another journal's events are not applied against this cursor.
+    let mut other = ev(seq + 2, &call, EventKind::Started);
+    other.journal_id = "j2".into();
+    assert_eq!(
+        s.apply_switch_event(NODE, &other, now).await.unwrap(),
+        Applied::WrongJournal
+    );
+}
+
+async fn a_failed_application_leaves_no_trace(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 4, 0).await;
+    let turn = ev(
+        1,
+        &call,
+        EventKind::Turn {
+            speaker: Speaker::Ai,
+            text: "Hello".into(),
+            at_ms: 0,
+        },
+    );
+    s.apply_switch_event(NODE, &turn, T0).await.unwrap();
+    // The transcript cannot be written (a file where its directory goes):
+    // the Ended event fails as a whole.
+    std::fs::write(s.transcripts_dir(), b"in the way").unwrap();
+    let end = ev(2, &call, ended("far-hangup", true));
+    assert!(s.apply_switch_event(NODE, &end, T0).await.is_err());
+    assert_eq!(status(s, &call.call_id).await, CallStatus::InFlight);
+    assert_eq!(s.switch_cursor(NODE).await.unwrap().unwrap().last_seq, 1);
+    assert!(
+        event_data(s, TENANT, "outbound-ai.finished")
+            .await
+            .is_empty()
+    );
+    // Resent after the problem is fixed, it applies once.
+    std::fs::remove_file(s.transcripts_dir()).unwrap();
+    assert_eq!(
+        s.apply_switch_event(NODE, &end, T0).await.unwrap(),
+        Applied::Applied
+    );
+    assert_eq!(status(s, &call.call_id).await, CallStatus::EndedSuccess);
+    assert_eq!(event_data(s, TENANT, "outbound-ai.finished").await.len(), 1);
+    assert_eq!(event_data(s, TENANT, "transcript.saved").await.len(), 1);
+}
+
+async fn no_answer_is_retried_then_final(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 5, 1).await;
+    let now = T0.plus_ms(70_000);
+    s.apply_switch_event(NODE, &ev(1, &call, ended("no-answer", false)), now)
+        .await
+        .unwrap();
+    let rec = s.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::EndedFailedRetryPending);
+    assert_eq!(rec.retries_left, 0);
+    // Re-queued retryDelayMinutes after the attempt ended here.
+    let due = now.plus_ms(5 * 60_000);
+    assert!(
+        s.claim_due_calls(due.plus_ms(-1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retry = s.claim_due_calls(due, 10).await.unwrap().pop().unwrap();
+    assert_eq!(retry.attempt, 2);
+    assert!(s.set_dispatch_node(&retry, NODE, None, due).await.unwrap());
+    assert!(s.mark_placed(&retry, "", due).await.unwrap());
+    s.apply_switch_event(NODE, &ev(2, &call, ended("no-answer", false)), due)
+        .await
+        .unwrap();
+    let rec = s.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::EndedFailedFinal);
+    assert_eq!(rec.attempt, 2);
+    // not-now and voicemail are never retried; a cancelled call is
+    // cancelled.
+    for (n, outcome, answered, want) in [
+        (6, "not-now", true, CallStatus::EndedSuccess),
+        (7, "voicemail", true, CallStatus::EndedFailedFinal),
+        (8, "cancelled", false, CallStatus::Cancelled),
+        (9, "busy", false, CallStatus::EndedFailedRetryPending),
+    ] {
+        let c = in_flight(s, n, 3).await;
+        let cursor = s.switch_cursor(NODE).await.unwrap().unwrap().last_seq;
+        s.apply_switch_event(NODE, &ev(cursor + 1, &c, ended(outcome, answered)), now)
+            .await
+            .unwrap();
+        assert_eq!(status(s, &c.call_id).await, want, "{outcome}");
+    }
+}
+
+async fn lost_node_ends_its_calls(db: TestDb) {
+    let s = &db.store;
+    let a = in_flight(s, 10, 1).await;
+    let b = in_flight(s, 11, 0).await;
+    s.apply_switch_event(
+        NODE,
+        &ev(
+            1,
+            &b,
+            EventKind::Answered {
+                trunk_id: String::new(),
+                answer_ms: 1,
+            },
+        ),
+        T0,
+    )
+    .await
+    .unwrap();
+    let now = T0.plus_ms(30_000);
+    let detail = format!("switch node {NODE} lost");
+    assert_eq!(s.fail_calls_on_node(NODE, &detail, now).await.unwrap(), 2);
+    let ra = s.call(TENANT, &a.call_id).await.unwrap().unwrap();
+    assert_eq!(ra.status, CallStatus::EndedFailedRetryPending);
+    assert_eq!(ra.error_detail, detail);
+    let rb = s.call(TENANT, &b.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        rb.status,
+        CallStatus::EndedFailedFinal,
+        "answered: not retried"
+    );
+    assert_eq!(rb.duration_sec, 29);
+    assert_eq!(s.fail_calls_on_node(NODE, &detail, now).await.unwrap(), 0);
+    // If the node comes back and reports the old attempt, it is ignored.
+    let late = ev(2, &a, ended("finished", true));
+    assert!(matches!(
+        s.apply_switch_event(NODE, &late, now).await.unwrap(),
+        Applied::Skipped(_)
+    ));
+    assert_eq!(
+        status(s, &a.call_id).await,
+        CallStatus::EndedFailedRetryPending
+    );
+}
+
+async fn hangup_of_an_unplaced_dispatch_cancels_it(db: TestDb) {
+    let s = &db.store;
+    let c = new_call(12, T0, 0);
+    s.insert_call(&c).await.unwrap();
+    let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    let r = s.hangup_unplaced(TENANT, &c.call_id, T0).await.unwrap();
+    assert!(matches!(r, crate::store::HangupResult::Cancelled), "{r:?}");
+    assert!(!s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+    let placed = in_flight(s, 13, 0).await;
+    let r = s
+        .hangup_unplaced(TENANT, &placed.call_id, T0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r, crate::store::HangupResult::OnSwitch(CallStatus::InFlight, n) if n == NODE),
+        "{r:?}"
+    );
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::store::testing::TestDb::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(db) = crate::store::testing::TestDb::postgres().await {
+                    super::$name(db).await;
+                }
+            })*
+        }
+    };
+}
+
+both!(
+    claims_are_exclusive,
+    stuck_dispatch_returns_to_its_node,
+    failed_dispatch_retries_on_time,
+    events_apply_once,
+    a_failed_application_leaves_no_trace,
+    no_answer_is_retried_then_final,
+    lost_node_ends_its_calls,
+    hangup_of_an_unplaced_dispatch_cancels_it,
+);

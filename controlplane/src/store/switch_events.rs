@@ -1,0 +1,393 @@
+//! Applying a switch node's events. Each event is applied in one
+//! transaction with the node's cursor (`switch_cursors`) and the webhook
+//! events it causes, so after a crash an event is either wholly applied
+//! (and its seq is at or below the cursor, so a resend is skipped) or not
+//! at all (and the resend applies it). Nothing here reads the clock; `now`
+//! is passed in.
+//!
+//! An event only touches a call that this node carries in its current
+//! attempt (`node_url` matches, status `dispatching` or `in-flight`);
+//! anything else (a call already ended, or moved to another node after this
+//! one was declared lost) is logged and skipped, and the cursor still moves.
+
+use codeb_types::{CallStatus, EventName, UtcMillis};
+use serde_json::json;
+
+use super::dispatch::{AttemptEnd, cut};
+use super::tx::{StoreTx, TxInner, on_tx};
+use super::{Result, Store, col};
+
+/// Bounds on what a node may send (beyond them the value is cut or the
+/// turn dropped, with a log line).
+pub const MAX_TURN_TEXT: usize = 16 * 1024;
+pub const MAX_TURNS_PER_ATTEMPT: i64 = 10_000;
+
+/// Who spoke a transcript turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    Ai,
+    Caller,
+}
+
+impl Speaker {
+    /// As the v1 spec's transcripts spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Speaker::Ai => "AI",
+            Speaker::Caller => "Caller",
+        }
+    }
+}
+
+/// What happened, already checked and bounded by the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Answered {
+        trunk_id: String,
+        answer_ms: i64,
+    },
+    Started,
+    Transferred {
+        to_user: String,
+        to_phone: String,
+        trunk_id: String,
+        transfer_type: String,
+    },
+    Ended(AttemptEnd),
+    Turn {
+        speaker: Speaker,
+        text: String,
+        at_ms: i64,
+    },
+    /// Token counts to add to the call's totals.
+    Usage {
+        input: i64,
+        output: i64,
+    },
+    /// Something this control plane does not act on (yet): the name, for
+    /// the log.
+    Ignored(&'static str),
+}
+
+/// One event of a node's journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchEvent {
+    pub journal_id: String,
+    pub seq: i64,
+    pub at: UtcMillis,
+    pub call_id: String,
+    pub tenant: String,
+    pub kind: EventKind,
+}
+
+/// Where a node's stream resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub journal_id: String,
+    pub last_seq: i64,
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Its effects and the cursor move were committed.
+    Applied,
+    /// Committed the cursor move only (call unknown, ended, or elsewhere).
+    Skipped(String),
+    /// At or below the cursor: applied before; nothing changed.
+    Duplicate,
+    /// From another journal than the cursor's: nothing changed.
+    WrongJournal,
+}
+
+impl Store {
+    /// The stored cursor of a node, if it ever had one.
+    pub async fn switch_cursor(&self, node_url: &str) -> Result<Option<Cursor>> {
+        super::on_pool!(self, |pool| {
+            let row =
+                sqlx::query("SELECT journal_id, last_seq FROM switch_cursors WHERE node_url = $1")
+                    .bind(node_url)
+                    .fetch_optional(pool)
+                    .await?;
+            row.map(|r| {
+                Ok(Cursor {
+                    journal_id: col(&r, "journal_id")?,
+                    last_seq: col(&r, "last_seq")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Points a node's cursor at the start of a journal (first contact, or
+    /// the node lost its journal and started a new one).
+    pub async fn reset_switch_cursor(
+        &self,
+        node_url: &str,
+        journal_id: &str,
+        now: UtcMillis,
+    ) -> Result<()> {
+        super::on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO switch_cursors (node_url, journal_id, last_seq, updated_at) \
+                 VALUES ($1, $2, 0, $3) ON CONFLICT (node_url) DO UPDATE SET \
+                 journal_id = excluded.journal_id, last_seq = 0, updated_at = excluded.updated_at",
+            )
+            .bind(node_url)
+            .bind(journal_id)
+            .bind(now.0)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Applies one event of `node_url`'s journal (see the module docs).
+    pub async fn apply_switch_event(
+        &self,
+        node_url: &str,
+        ev: &SwitchEvent,
+        now: UtcMillis,
+    ) -> Result<Applied> {
+        let mut tx = self.begin().await?;
+        let cursor = tx.lock_cursor(node_url).await?;
+        match cursor {
+            Some(c) if c.journal_id != ev.journal_id => return Ok(Applied::WrongJournal),
+            Some(c) if ev.seq <= c.last_seq => return Ok(Applied::Duplicate),
+            None => return Ok(Applied::WrongJournal),
+            Some(c) if ev.seq != c.last_seq + 1 => {
+                tracing::error!(node = %node_url, journal = %ev.journal_id, after = c.last_seq,
+                    seq = ev.seq, "switch journal has a gap: events in between are lost");
+            }
+            Some(_) => {}
+        }
+        let outcome = self.apply_effects(&mut tx, node_url, ev, now).await?;
+        on_tx!(tx, |t| {
+            sqlx::query(
+                "UPDATE switch_cursors SET last_seq = $1, updated_at = $2 WHERE node_url = $3",
+            )
+            .bind(ev.seq)
+            .bind(now.0)
+            .bind(node_url)
+            .execute(&mut **t)
+            .await?;
+        });
+        tx.commit().await?;
+        if let Applied::Skipped(why) = &outcome {
+            tracing::info!(node = %node_url, seq = ev.seq, call = %ev.call_id, "switch event skipped: {why}");
+        }
+        Ok(outcome)
+    }
+
+    async fn apply_effects(
+        &self,
+        tx: &mut StoreTx,
+        node_url: &str,
+        ev: &SwitchEvent,
+        now: UtcMillis,
+    ) -> Result<Applied> {
+        if let EventKind::Ignored(what) = ev.kind {
+            return Ok(Applied::Skipped(format!("{what} events are not handled")));
+        }
+        let Some(call) = tx.lock_call(&ev.call_id).await? else {
+            return Ok(Applied::Skipped("no such call".into()));
+        };
+        if call.tenant != ev.tenant {
+            return Ok(Applied::Skipped(format!(
+                "event tenant {} is not the call's",
+                ev.tenant
+            )));
+        }
+        if call.status.is_terminal() {
+            return Ok(Applied::Skipped(format!("call is already {}", call.status)));
+        }
+        if !matches!(call.status, CallStatus::Dispatching | CallStatus::InFlight)
+            || call.node_url.as_deref() != Some(node_url)
+        {
+            return Ok(Applied::Skipped(format!(
+                "call is {} on {} (an earlier attempt's event)",
+                call.status,
+                call.node_url.as_deref().unwrap_or("no node")
+            )));
+        }
+        match &ev.kind {
+            EventKind::Answered {
+                trunk_id,
+                answer_ms,
+            } => {
+                let trunk = (!trunk_id.is_empty())
+                    .then_some(trunk_id.as_str())
+                    .or(call.trunk_id.as_deref());
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE calls SET status = 'in-flight', answered_at = $1, \
+                         trunk_id = $2, lease_until = NULL, updated_at = $3 WHERE call_id = $4",
+                    )
+                    .bind(ev.at.0)
+                    .bind(trunk)
+                    .bind(now.0)
+                    .bind(&call.call_id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+                let data = json!({
+                    "callId": call.call_id,
+                    "phone": call.phone,
+                    "displayName": call.display_name,
+                    "trunkId": trunk.unwrap_or_default(),
+                    "direction": "outbound",
+                    "source": "outbound-ai",
+                    "answerMs": answer_ms,
+                });
+                tx.record_event(
+                    &call.tenant,
+                    EventName::CallAnswered,
+                    data,
+                    Some(&call.call_id),
+                    now,
+                )
+                .await?;
+            }
+            EventKind::Started => {
+                let data = json!({
+                    "callId": call.call_id,
+                    "phone": call.phone,
+                    "displayName": call.display_name,
+                    "direction": "outbound",
+                    "source": "outbound-ai",
+                });
+                tx.record_event(
+                    &call.tenant,
+                    EventName::CallStarted,
+                    data,
+                    Some(&call.call_id),
+                    now,
+                )
+                .await?;
+            }
+            EventKind::Transferred {
+                to_user,
+                to_phone,
+                trunk_id,
+                transfer_type,
+            } => {
+                let mut data = json!({
+                    "callId": call.call_id,
+                    "fromOutbound": call.call_id,
+                    "fromPhone": call.phone,
+                    "transferType": transfer_type,
+                    "source": "outbound-ai",
+                });
+                for (k, v) in [
+                    ("toUser", to_user),
+                    ("toPhone", to_phone),
+                    ("trunkId", trunk_id),
+                ] {
+                    if !v.is_empty() {
+                        data[k] = json!(v);
+                    }
+                }
+                tx.record_event(
+                    &call.tenant,
+                    EventName::CallTransferred,
+                    data,
+                    Some(&call.call_id),
+                    now,
+                )
+                .await?;
+            }
+            EventKind::Turn {
+                speaker,
+                text,
+                at_ms,
+            } => {
+                let stored = tx.turn_count(&call.call_id, call.attempt).await?;
+                if stored >= MAX_TURNS_PER_ATTEMPT {
+                    return Ok(Applied::Skipped(format!(
+                        "more than {MAX_TURNS_PER_ATTEMPT} transcript turns"
+                    )));
+                }
+                let text = cut(text, MAX_TURN_TEXT);
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "INSERT INTO call_turns (call_id, attempt, journal_id, seq, speaker, \
+                         text, at_ms, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, 0) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&call.call_id)
+                    .bind(call.attempt)
+                    .bind(&ev.journal_id)
+                    .bind(ev.seq)
+                    .bind(speaker.as_str())
+                    .bind(&text)
+                    .bind(*at_ms)
+                    .execute(&mut **t)
+                    .await?;
+                });
+            }
+            EventKind::Usage { input, output } => {
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE calls SET tokens_in = tokens_in + $1, \
+                         tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4",
+                    )
+                    .bind(*input)
+                    .bind(*output)
+                    .bind(now.0)
+                    .bind(&call.call_id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+            }
+            EventKind::Ended(end) => {
+                self.finish_attempt(tx, &call, end, now).await?;
+            }
+            EventKind::Ignored(_) => {}
+        }
+        Ok(Applied::Applied)
+    }
+}
+
+impl StoreTx {
+    /// The node's cursor row, locked for this transaction.
+    async fn lock_cursor(&mut self, node_url: &str) -> Result<Option<Cursor>> {
+        let row = match &mut self.inner {
+            TxInner::Sqlite(t) => {
+                sqlx::query("SELECT journal_id, last_seq FROM switch_cursors WHERE node_url = $1")
+                    .bind(node_url)
+                    .fetch_optional(&mut **t)
+                    .await?
+                    .map(|r| cursor_from(&r))
+                    .transpose()?
+            }
+            TxInner::Postgres(t) => sqlx::query(
+                "SELECT journal_id, last_seq FROM switch_cursors WHERE node_url = $1 FOR UPDATE",
+            )
+            .bind(node_url)
+            .fetch_optional(&mut **t)
+            .await?
+            .map(|r| cursor_from(&r))
+            .transpose()?,
+        };
+        Ok(row)
+    }
+
+    async fn turn_count(&mut self, call_id: &str, attempt: i64) -> Result<i64> {
+        on_tx!(self, |t| {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM call_turns WHERE call_id = $1 AND attempt = $2",
+            )
+            .bind(call_id)
+            .bind(attempt)
+            .fetch_one(&mut **t)
+            .await?)
+        })
+    }
+}
+
+fn cursor_from(r: &impl super::RowExt) -> Result<Cursor> {
+    Ok(Cursor {
+        journal_id: col(r, "journal_id")?,
+        last_seq: col(r, "last_seq")?,
+    })
+}

@@ -1,0 +1,242 @@
+//! The routing snapshot pushed to switch nodes (`ApplyConfig`), built from
+//! the store, and the task that pushes it: to every node whose running
+//! version is older than the store's, on a change in this process (the
+//! store's `config_wake`, bursts coalesced), on a node (re)appearing, and
+//! on a slow poll of the version (changes made by other control planes).
+//!
+//! Mapping decisions:
+//! - SIP users: the store has none (its users are platform users who sign
+//!   in to the API), so the snapshot carries none.
+//! - An inbound route's `user` that names one of the tenant's virtual
+//!   numbers targets that number (answered by its AI persona); any other
+//!   value is a user.
+//! - Only virtual numbers in mode `live-voice-ai` are sent (`disabled` ones
+//!   are not answered).
+//! - Whitelists are enforced: every outbound call adds its number first,
+//!   and the dispatcher makes sure the node runs a configuration at least
+//!   as new as the call before it places it (`ensure_config`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use codeb_proto::v1 as pb;
+use tonic::Code;
+
+use super::SwitchNodes;
+use super::node::Node;
+use crate::store::{ConfigRows, Store};
+
+/// Quiet time that ends a burst of changes before one push.
+const COALESCE: Duration = Duration::from_millis(100);
+/// How often the version is polled for changes made elsewhere.
+const POLL: Duration = Duration::from_secs(2);
+/// Deadline of one ApplyConfig call.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn u32_of(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The snapshot of `rows`.
+pub fn snapshot(rows: &ConfigRows) -> pb::ConfigSnapshot {
+    let ai_numbers: HashSet<(&str, &str)> = rows
+        .numbers
+        .iter()
+        .filter(|n| n.mode == "live-voice-ai")
+        .map(|n| (n.tenant.as_str(), n.number.as_str()))
+        .collect();
+    let trunks = rows
+        .trunks
+        .iter()
+        .map(|t| pb::Trunk {
+            id: t.id.to_string(),
+            tenant: t.tenant.clone(),
+            host: t.host.clone(),
+            port: u32_of(t.port),
+            transport: t.transport.clone(),
+            username: t.username.clone(),
+            password: t.password.clone(),
+            realm: String::new(),
+            from_user: t.from_user.clone(),
+            from_domain: t.from_domain.clone(),
+            max_concurrent_calls: u32_of(t.max_concurrent_calls),
+            calls_per_second: u32_of(t.calls_per_second),
+            register: t.register,
+            register_expires: 0,
+            is_default: t.is_default,
+            inbound: Vec::new(),
+            options_interval: 0,
+        })
+        .collect();
+    let routes = rows
+        .routes
+        .iter()
+        .map(|r| pb::InboundRoute {
+            tenant: r.tenant.clone(),
+            did: r.did.clone(),
+            from_number: r.from_number.clone(),
+            target: Some(
+                if ai_numbers.contains(&(r.tenant.as_str(), r.user.as_str())) {
+                    pb::inbound_route::Target::VirtualNumber(r.user.clone())
+                } else {
+                    pb::inbound_route::Target::User(r.user.clone())
+                },
+            ),
+        })
+        .collect();
+    let virtual_numbers = rows
+        .numbers
+        .iter()
+        .filter(|n| n.mode == "live-voice-ai")
+        .map(|n| pb::VirtualNumber {
+            tenant: n.tenant.clone(),
+            number: n.number.clone(),
+            name: n.name.clone(),
+            ai: Some(pb::AiSession {
+                model: n.model.clone(),
+                voice: n.voice.clone(),
+                language: n.language.clone(),
+                system_prompt: n.system_prompt.clone(),
+                api_key: n.ai_api_key.clone(),
+                transfer_targets: Vec::new(),
+                save_transcript: n.save_transcripts,
+            }),
+            max_seconds: u32_of(n.max_duration_sec),
+        })
+        .collect();
+    let mut lists: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for t in &rows.trunks {
+        lists.entry(t.tenant.as_str()).or_default();
+    }
+    for (tenant, phone) in &rows.whitelist {
+        lists
+            .entry(tenant.as_str())
+            .or_default()
+            .push(phone.clone());
+    }
+    let whitelists = lists
+        .into_iter()
+        .map(|(tenant, numbers)| pb::Whitelist {
+            tenant: tenant.to_owned(),
+            numbers,
+            enforce: true,
+        })
+        .collect();
+    pb::ConfigSnapshot {
+        version: u64::try_from(rows.version).unwrap_or(0),
+        trunks,
+        users: Vec::new(),
+        routes,
+        virtual_numbers,
+        whitelists,
+    }
+}
+
+/// What pushing a snapshot to a node did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// The node runs this version (or a newer one) now.
+    Running(u64),
+    /// The node refused the snapshot; it keeps its last good one.
+    Refused(String),
+    /// The node could not be reached.
+    Failed(String),
+}
+
+/// Sends `snap` to one node.
+pub async fn push(node: &Node, snap: &pb::ConfigSnapshot) -> Pushed {
+    let mut client = match node.client() {
+        Ok(c) => c,
+        Err(e) => return Pushed::Failed(e),
+    };
+    let reply = tokio::time::timeout(APPLY_TIMEOUT, client.apply_config(snap.clone())).await;
+    match reply {
+        Ok(Ok(r)) => {
+            let r = r.into_inner();
+            node.record_running_version(r.running_version);
+            if r.running_version > snap.version {
+                tracing::error!(node = %node.url(), ours = snap.version, running = r.running_version,
+                    "switch node runs a NEWER configuration than this control plane's database \
+                     holds (was the database replaced?); it ignores our snapshots until our \
+                     version passes its own");
+            } else if r.applied {
+                tracing::info!(node = %node.url(), version = snap.version, "configuration applied");
+            }
+            Pushed::Running(r.running_version)
+        }
+        Ok(Err(status)) if status.code() == Code::InvalidArgument => {
+            node.record_refused(snap.version);
+            tracing::error!(node = %node.url(), version = snap.version,
+                "SWITCH NODE REFUSED THE CONFIGURATION: {}; it keeps running its last good \
+                 configuration until a corrected one is pushed", status.message());
+            Pushed::Refused(status.message().to_owned())
+        }
+        Ok(Err(status)) => Pushed::Failed(format!("{}: {}", node.url(), status.message())),
+        Err(_) => Pushed::Failed(format!("{}: ApplyConfig timed out", node.url())),
+    }
+}
+
+/// Whether `node` should be sent `version`.
+fn behind(node: &Node, version: u64) -> bool {
+    let h = node.health();
+    h.healthy && h.running_version < version && h.refused_version != Some(version)
+}
+
+/// Pushes the store's configuration to every reachable node that runs an
+/// older one. Returns how many nodes it pushed to.
+pub async fn push_all(link: &SwitchNodes, store: &Store) -> crate::store::Result<usize> {
+    let version = u64::try_from(store.config_version().await?).unwrap_or(0);
+    let stale: Vec<Arc<Node>> = link
+        .nodes()
+        .iter()
+        .filter(|n| behind(n, version))
+        .cloned()
+        .collect();
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let snap = snapshot(&store.config_rows().await?);
+    for node in &stale {
+        if let Pushed::Failed(e) = push(node, &snap).await {
+            tracing::warn!(node = %node.url(), "configuration push failed: {e}");
+        }
+    }
+    Ok(stale.len())
+}
+
+/// Makes sure `node` runs the store's current configuration (or newer)
+/// before a call is placed on it.
+pub async fn ensure_config(node: &Node, store: &Store) -> Result<(), String> {
+    let version =
+        u64::try_from(store.config_version().await.map_err(|e| e.to_string())?).unwrap_or(0);
+    let h = node.health();
+    if h.running_version >= version {
+        return Ok(());
+    }
+    let rows = store.config_rows().await.map_err(|e| e.to_string())?;
+    match push(node, &snapshot(&rows)).await {
+        Pushed::Running(_) => Ok(()),
+        Pushed::Refused(e) => Err(format!("{} refused the configuration: {e}", node.url())),
+        Pushed::Failed(e) => Err(e),
+    }
+}
+
+/// The push task: runs until aborted.
+pub async fn run(link: Arc<SwitchNodes>, store: Store) {
+    let wake = store.config_wake();
+    loop {
+        tokio::select! {
+            () = wake.notified() => {
+                // Let the burst finish; the notification it leaves behind
+                // (if any) costs one extra version read.
+                tokio::time::sleep(COALESCE).await;
+            }
+            () = link.node_appeared.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+        if let Err(e) = push_all(&link, &store).await {
+            tracing::warn!("configuration push: cannot read the store: {e}");
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Reading a node's event stream: `Subscribe` from the cursor stored in the
+//! database, apply each event (one transaction with the cursor and its
+//! webhook events, see `store::switch_events`), then `Ack` it. A restart of
+//! either side resumes from the stored cursor: an event applied before the
+//! crash is at or below the cursor and skipped when resent; one that was
+//! not is applied now.
+//!
+//! A node that lost its journal starts a new one with a new id; its first
+//! event under that id is logged loudly, the cursor is reset to the new
+//! journal, and reading goes on from there (what the old journal still
+//! held unacknowledged is gone with it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codeb_proto::v1 as pb;
+use codeb_types::UtcMillis;
+
+use super::backoff::Backoff;
+use super::node::Node;
+use crate::clock::Clock;
+use crate::store::{
+    Applied, AttemptEnd, Cursor, EventKind, Speaker, Store, StoreError, SwitchEvent,
+};
+
+/// Longest id or tenant a node may send.
+const MAX_ID: usize = 256;
+/// Longest outcome / free-text field kept.
+const MAX_SHORT: usize = 256;
+
+/// Why an event from the wire was not usable as sent.
+fn bad(what: &str) -> String {
+    format!("invalid switch event: {what}")
+}
+
+fn i64_of(what: &str, v: u64) -> Result<i64, String> {
+    i64::try_from(v).map_err(|_| bad(&format!("{what} {v} is out of range")))
+}
+
+fn short(s: &str) -> String {
+    crate::store::cut_text(s, MAX_SHORT)
+}
+
+/// Checks and converts one event. `Err` when the envelope itself is
+/// unusable (then it cannot be applied or skipped by seq); a bad payload
+/// becomes `EventKind::Ignored`, so the cursor still moves past it.
+pub fn convert(ev: &pb::Event) -> Result<SwitchEvent, String> {
+    let seq = i64_of("seq", ev.seq)?;
+    if seq == 0 {
+        return Err(bad("seq 0 (sequences start at 1)"));
+    }
+    if ev.journal_id.is_empty() || ev.journal_id.len() > MAX_ID {
+        return Err(bad("journal_id is empty or too long"));
+    }
+    let at = UtcMillis(i64_of("at_unix_ms", ev.at_unix_ms)?);
+    let mut out = SwitchEvent {
+        journal_id: ev.journal_id.clone(),
+        seq,
+        at,
+        call_id: String::new(),
+        tenant: String::new(),
+        kind: EventKind::Ignored("invalid"),
+    };
+    if ev.call_id.len() > MAX_ID || ev.tenant.len() > MAX_ID {
+        tracing::error!(
+            seq,
+            "switch event with an oversized call id or tenant: skipped"
+        );
+        return Ok(out);
+    }
+    out.call_id.clone_from(&ev.call_id);
+    out.tenant.clone_from(&ev.tenant);
+    out.kind = match kind(ev) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(seq, call = %ev.call_id, "{e}: skipped");
+            EventKind::Ignored("invalid")
+        }
+    };
+    Ok(out)
+}
+
+fn kind(ev: &pb::Event) -> Result<EventKind, String> {
+    use pb::event::Kind;
+    Ok(match &ev.kind {
+        None => return Err(bad("no kind")),
+        Some(Kind::Answered(a)) => EventKind::Answered {
+            trunk_id: short(&a.trunk_id),
+            answer_ms: i64::from(a.answer_ms),
+        },
+        Some(Kind::Started(_)) => EventKind::Started,
+        Some(Kind::Transferred(t)) => EventKind::Transferred {
+            to_user: short(&t.to_user),
+            to_phone: short(&t.to_phone),
+            trunk_id: short(&t.trunk_id),
+            transfer_type: short(&t.transfer_type),
+        },
+        Some(Kind::Ended(e)) => {
+            let answered_at = (e.answered && e.answered_at_unix_ms > 0)
+                .then(|| i64_of("answered_at_unix_ms", e.answered_at_unix_ms))
+                .transpose()?
+                .map(UtcMillis);
+            let outcome = if e.outcome.is_empty() {
+                // A node that reports only a failure detail failed.
+                if e.error_detail.is_empty() {
+                    return Err(bad("ended without an outcome"));
+                }
+                "failed".to_owned()
+            } else {
+                short(&e.outcome)
+            };
+            let mut detail = e.error_detail.clone();
+            if e.sip_status != 0 && detail.is_empty() && !e.answered {
+                detail = format!("SIP {}", e.sip_status);
+            }
+            EventKind::Ended(AttemptEnd {
+                outcome,
+                error_detail: detail,
+                answered: e.answered,
+                answered_at,
+                ended_at: UtcMillis(i64_of("at_unix_ms", ev.at_unix_ms)?),
+                talk_seconds: i64::from(e.talk_seconds),
+                duration_seconds: i64::from(e.duration_seconds),
+                input_turns: i64::from(e.input_turns),
+                output_turns: i64::from(e.output_turns),
+            })
+        }
+        Some(Kind::Turn(t)) => EventKind::Turn {
+            speaker: match t.role.as_str() {
+                "ai" | "AI" => Speaker::Ai,
+                "caller" | "Caller" => Speaker::Caller,
+                other => return Err(bad(&format!("turn role '{}'", short(other)))),
+            },
+            text: t.text.clone(),
+            at_ms: i64::from(t.at_ms),
+        },
+        Some(Kind::Usage(u)) => EventKind::Usage {
+            input: i64_of("input_tokens", u.input_tokens)?,
+            output: i64_of("output_tokens", u.output_tokens)?,
+        },
+        Some(Kind::Inbound(_)) => EventKind::Ignored("inbound"),
+    })
+}
+
+/// Why a stream session ended.
+#[derive(Debug)]
+enum StreamEnd {
+    /// Transport or node error: reconnect after a backoff.
+    Link(String),
+    /// The database failed: retry after a backoff (nothing was acked).
+    Store(StoreError),
+    /// The node sent an event whose envelope is unusable (it cannot even
+    /// be skipped by seq): nothing to do but complain and retry.
+    Invalid(String),
+}
+
+/// Reads `node`'s events until aborted, reconnecting with backoff.
+pub async fn run(node: Arc<Node>, store: Store, clock: Clock) {
+    let mut backoff = Backoff::default();
+    loop {
+        match session(&node, &store, &clock, &mut backoff).await {
+            StreamEnd::Link(e) => {
+                tracing::debug!(node = %node.url(), "event stream ended: {e}");
+            }
+            StreamEnd::Store(e) => {
+                tracing::error!(node = %node.url(), "applying switch events: {e}");
+            }
+            StreamEnd::Invalid(e) => {
+                tracing::error!(node = %node.url(), "{e}; the stream is stuck on it until the \
+                    node sends a valid event");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// One Subscribe call: resume from the stored cursor and apply until the
+/// stream breaks.
+async fn session(node: &Node, store: &Store, clock: &Clock, backoff: &mut Backoff) -> StreamEnd {
+    let mut client = match node.client() {
+        Ok(c) => c,
+        Err(e) => return StreamEnd::Link(e),
+    };
+    let mut cursor = match store.switch_cursor(node.url()).await {
+        Ok(c) => c,
+        Err(e) => return StreamEnd::Store(e),
+    };
+    let (journal_id, after_seq) = cursor.as_ref().map_or((String::new(), 0), |c| {
+        (c.journal_id.clone(), u64::try_from(c.last_seq).unwrap_or(0))
+    });
+    let request = pb::SubscribeRequest {
+        journal_id,
+        after_seq,
+    };
+    let mut stream = match client.subscribe(request).await {
+        Ok(s) => s.into_inner(),
+        Err(s) => return StreamEnd::Link(s.message().to_owned()),
+    };
+    tracing::info!(node = %node.url(), after_seq, "subscribed to switch events");
+    loop {
+        let ev = match stream.message().await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return StreamEnd::Link("stream closed by the node".into()),
+            Err(s) => return StreamEnd::Link(s.message().to_owned()),
+        };
+        backoff.reset();
+        let ev = match convert(&ev) {
+            Ok(ev) => ev,
+            Err(e) => return StreamEnd::Invalid(e),
+        };
+        if cursor.as_ref().map(|c| c.journal_id.as_str()) != Some(ev.journal_id.as_str()) {
+            match &cursor {
+                Some(c) => tracing::error!(node = %node.url(), old = %c.journal_id,
+                    new = %ev.journal_id, applied_up_to = c.last_seq,
+                    "SWITCH NODE LOST ITS EVENT JOURNAL: events it had not delivered are gone; \
+                     reading its new journal from the start"),
+                None => tracing::info!(node = %node.url(), journal = %ev.journal_id,
+                    "first contact with this node's journal"),
+            }
+            if let Err(e) = store
+                .reset_switch_cursor(node.url(), &ev.journal_id, clock.now())
+                .await
+            {
+                return StreamEnd::Store(e);
+            }
+            cursor = Some(Cursor {
+                journal_id: ev.journal_id.clone(),
+                last_seq: 0,
+            });
+        }
+        match store.apply_switch_event(node.url(), &ev, clock.now()).await {
+            Ok(Applied::WrongJournal) => {
+                return StreamEnd::Link("cursor moved to another journal meanwhile".into());
+            }
+            Ok(_) => {}
+            Err(e) => return StreamEnd::Store(e),
+        }
+        if let Some(c) = cursor.as_mut() {
+            c.last_seq = c.last_seq.max(ev.seq);
+        }
+        let ack = pb::AckRequest {
+            journal_id: ev.journal_id.clone(),
+            up_to_seq: u64::try_from(ev.seq).unwrap_or(0),
+        };
+        // A lost ack only means the node resends; the cursor skips it.
+        if let Err(s) = tokio::time::timeout(Duration::from_secs(5), client.ack(ack)).await {
+            tracing::debug!(node = %node.url(), "ack timed out: {s}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: pb::event::Kind) -> pb::Event {
+        pb::Event {
+            seq: 3,
+            journal_id: "j".into(),
+            at_unix_ms: 1_000,
+            call_id: "oac-0123456789ab".into(),
+            tenant: "t".into(),
+            kind: Some(kind),
+        }
+    }
+
+    #[test]
+    fn envelopes_are_checked() {
+        let mut e = ev(pb::event::Kind::Started(pb::CallStarted {}));
+        assert!(convert(&e).is_ok());
+        e.seq = 0;
+        assert!(convert(&e).is_err());
+        e.seq = u64::MAX;
+        assert!(convert(&e).is_err());
+        e.seq = 1;
+        e.journal_id = String::new();
+        assert!(convert(&e).is_err());
+        e.journal_id = "j".repeat(300);
+        assert!(convert(&e).is_err());
+    }
+
+    #[test]
+    fn bad_payloads_are_skipped_not_fatal() {
+        let e = ev(pb::event::Kind::Turn(pb::TranscriptTurn {
+            role: "robot".into(),
+            text: "hi".into(),
+            at_ms: 5,
+            interrupted: false,
+        }));
+        assert_eq!(convert(&e).unwrap().kind, EventKind::Ignored("invalid"));
+        let e = ev(pb::event::Kind::Usage(pb::Usage {
+            input_tokens: u64::MAX,
+            output_tokens: 1,
+            estimated: false,
+        }));
+        assert_eq!(convert(&e).unwrap().kind, EventKind::Ignored("invalid"));
+        let mut e = ev(pb::event::Kind::Started(pb::CallStarted {}));
+        e.call_id = "x".repeat(1000);
+        let c = convert(&e).unwrap();
+        assert_eq!(c.kind, EventKind::Ignored("invalid"));
+        assert!(c.call_id.is_empty());
+    }
+
+    #[test]
+    fn ended_maps_sip_status_and_missing_outcome() {
+        let e = ev(pb::event::Kind::Ended(pb::CallEnded {
+            outcome: String::new(),
+            error_detail: "engine closed".into(),
+            ..Default::default()
+        }));
+        let EventKind::Ended(end) = convert(&e).unwrap().kind else {
+            panic!("not ended")
+        };
+        assert_eq!(end.outcome, "failed");
+        assert_eq!(end.error_detail, "engine closed");
+        let e = ev(pb::event::Kind::Ended(pb::CallEnded {
+            outcome: "busy".into(),
+            sip_status: 486,
+            ..Default::default()
+        }));
+        let EventKind::Ended(end) = convert(&e).unwrap().kind else {
+            panic!("not ended")
+        };
+        assert_eq!(end.error_detail, "SIP 486");
+        assert!(!end.answered);
+        assert_eq!(end.ended_at, UtcMillis(1_000));
+    }
+}

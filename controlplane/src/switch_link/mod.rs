@@ -1,0 +1,485 @@
+//! The control plane's side of the gRPC link to switch nodes
+//! (`CODEB_SWITCH_URLS`, contract `codeb.switch.v1`).
+//!
+//! One lazily connected client per node. Per node, background tasks
+//! - probe it with `Stats` (every second while it answers; with capped
+//!   exponential backoff and jitter while it does not), which gives health,
+//!   load and the configuration version it runs;
+//! - read its event stream from the cursor stored in the database
+//!   (`events`).
+//!
+//! Beside them, one task pushes the routing configuration (`config`) and
+//! the scheduler (`crate::scheduler`) dispatches due calls to the least
+//! loaded healthy node and ends the calls of nodes that stay unreachable
+//! longer than `CODEB_SWITCH_LOST_AFTER`.
+//!
+//! The API uses `choose` (503 `bridge_not_configured` without nodes, 502
+//! `bridge_unreachable` when none can take a call), `dispatch` and
+//! `hangup`.
+
+pub mod backoff;
+pub mod config;
+pub mod events;
+pub mod node;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codeb_proto::v1 as pb;
+use codeb_types::{CallStatus, UtcMillis};
+use tonic::Code;
+
+use self::backoff::Backoff;
+use self::node::{ChannelSettings, Node};
+use crate::clock::Clock;
+use crate::store::{DispatchCall, Store};
+
+/// Deadline of one Stats probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time between probes of a healthy node.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Deadline of PlaceCall and Hangup.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// No switch nodes are configured.
+    NotConfigured,
+    /// Nodes are configured but none can take the request.
+    Unreachable(String),
+}
+
+/// Link settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSettings {
+    /// A node unreachable this long has lost its calls
+    /// (`CODEB_SWITCH_LOST_AFTER`).
+    pub lost_after: Duration,
+    pub channel: ChannelSettings,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            lost_after: Duration::from_secs(5),
+            channel: ChannelSettings {
+                connect_timeout: Duration::from_secs(2),
+                keepalive: Duration::from_secs(2),
+            },
+        }
+    }
+}
+
+/// What became of a dispatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatched {
+    /// Placed (or found already placed) on the node.
+    Placed {
+        node: String,
+        trunk_id: String,
+        duplicate: bool,
+    },
+    /// Not placed; the attempt ended and the call is now in this status.
+    Failed { status: CallStatus, detail: String },
+    /// The outcome is unknown (timeout); the call stays `dispatching` and
+    /// is dispatched again to the same node when its lease runs out.
+    Unknown { node: String, detail: String },
+    /// Someone else owns the call now (cancelled, or taken over).
+    Lost,
+}
+
+#[derive(Debug)]
+pub struct SwitchNodes {
+    nodes: Vec<Arc<Node>>,
+    settings: LinkSettings,
+    clock: Clock,
+    /// Fired when a node turns reachable (so configuration goes out now).
+    node_appeared: tokio::sync::Notify,
+}
+
+impl SwitchNodes {
+    pub fn new(urls: Vec<String>, settings: LinkSettings, clock: Clock) -> SwitchNodes {
+        let mut seen = std::collections::HashSet::new();
+        let nodes = urls
+            .into_iter()
+            .filter(|u| seen.insert(u.clone()))
+            .map(|u| Arc::new(Node::new(&u, settings.channel)))
+            .collect();
+        SwitchNodes {
+            nodes,
+            settings,
+            clock,
+            node_appeared: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url().to_owned()).collect()
+    }
+
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    pub fn node(&self, url: &str) -> Option<&Arc<Node>> {
+        self.nodes.iter().find(|n| n.url() == url)
+    }
+
+    pub fn settings(&self) -> &LinkSettings {
+        &self.settings
+    }
+
+    /// The least loaded healthy node by what the probes last saw: lowest
+    /// share of call capacity in use, then lowest media load, then the
+    /// order of `CODEB_SWITCH_URLS`.
+    pub fn choose(&self) -> Result<Arc<Node>, LinkError> {
+        if self.nodes.is_empty() {
+            return Err(LinkError::NotConfigured);
+        }
+        let mut best: Option<(&Arc<Node>, (f64, f32))> = None;
+        for node in &self.nodes {
+            if let Some(key) = node.load_key() {
+                let better = best
+                    .as_ref()
+                    .is_none_or(|(_, b)| key.0 < b.0 || (key.0 == b.0 && key.1 < b.1));
+                if better {
+                    best = Some((node, key));
+                }
+            }
+        }
+        match best {
+            Some((n, _)) => Ok(n.clone()),
+            None => Err(LinkError::Unreachable(
+                self.nodes
+                    .iter()
+                    .map(|n| n.why_unusable())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
+    }
+
+    /// `choose`, but when no node is known usable, probes every node once
+    /// first (the API's first call after start, or after an outage).
+    pub async fn choose_probing(&self) -> Result<Arc<Node>, LinkError> {
+        match self.choose() {
+            Err(LinkError::Unreachable(_)) => {
+                let probes = self.nodes.iter().map(|n| self.probe(n));
+                for ok in futures_join(probes).await {
+                    if ok {
+                        self.node_appeared.notify_one();
+                    }
+                }
+                self.choose()
+            }
+            other => other,
+        }
+    }
+
+    /// One Stats call; records the result. True when it turned the node
+    /// reachable.
+    async fn probe(&self, node: &Node) -> bool {
+        let was = node.health().healthy;
+        let result = match node.client() {
+            Ok(mut c) => tokio::time::timeout(PROBE_TIMEOUT, c.stats(pb::StatsRequest {}))
+                .await
+                .map_err(|_| "Stats timed out".to_owned())
+                .and_then(|r| r.map_err(|s| describe(&s))),
+            Err(e) => Err(e),
+        };
+        let now = self.clock.now();
+        match result {
+            Ok(r) => {
+                node.record_ok(r.into_inner(), now);
+                !was
+            }
+            Err(e) => {
+                node.record_failure(e, now);
+                false
+            }
+        }
+    }
+
+    /// Probes `node` until aborted: every `PROBE_INTERVAL` while it
+    /// answers, with backoff while it does not.
+    async fn probe_loop(self: Arc<Self>, node: Arc<Node>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let appeared = self.probe(&node).await;
+            if appeared {
+                self.node_appeared.notify_one();
+            }
+            let wait = if node.health().healthy {
+                backoff.reset();
+                PROBE_INTERVAL
+            } else {
+                backoff.next_delay()
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Ends the calls of every node unreachable for `lost_after` at `now`.
+    pub async fn sweep_lost_nodes(&self, store: &Store, now: UtcMillis) {
+        for node in &self.nodes {
+            if !node.is_lost(now, self.settings.lost_after) {
+                continue;
+            }
+            let detail = format!("switch node {} lost", node.url());
+            match store.fail_calls_on_node(node.url(), &detail, now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::error!(node = %node.url(), calls = n,
+                    "switch node unreachable for {:?}: its calls ended", self.settings.lost_after),
+                Err(e) => tracing::error!(node = %node.url(), "ending a lost node's calls: {e}"),
+            }
+        }
+    }
+
+    /// Places a claimed call: on the node it was already handed to (an
+    /// interrupted dispatch), else on the least loaded healthy node. The
+    /// node is recorded on the call before `PlaceCall`.
+    pub async fn dispatch(&self, store: &Store, call: &DispatchCall) -> Dispatched {
+        match self.try_dispatch(store, call).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(call = %call.call_id, "dispatch: store error: {e}");
+                Dispatched::Unknown {
+                    node: call.node_url.clone().unwrap_or_default(),
+                    detail: e.to_string(),
+                }
+            }
+        }
+    }
+
+    async fn try_dispatch(
+        &self,
+        store: &Store,
+        call: &DispatchCall,
+    ) -> crate::store::Result<Dispatched> {
+        let fail = |detail: String| async move {
+            match store
+                .dispatch_failed(call, &detail, self.clock.now())
+                .await?
+            {
+                Some(status) => Ok(Dispatched::Failed { status, detail }),
+                None => Ok(Dispatched::Lost),
+            }
+        };
+        let node = match &call.node_url {
+            Some(url) => match self.node(url) {
+                Some(n) => n.clone(),
+                // The node left CODEB_SWITCH_URLS: nothing can reach it.
+                None => return fail(format!("switch node {url} lost")).await,
+            },
+            None => match self.choose() {
+                Ok(n) => n,
+                Err(LinkError::NotConfigured) => {
+                    return fail("no switch node is configured".into()).await;
+                }
+                Err(LinkError::Unreachable(why)) => {
+                    return fail(format!("no switch node can take the call: {why}")).await;
+                }
+            },
+        };
+        let trunk = match &call.trunk_id {
+            Some(t) => Some(t.clone()),
+            None => store
+                .default_trunk(&call.tenant)
+                .await?
+                .map(|t| t.id.to_string()),
+        };
+        if !store
+            .set_dispatch_node(call, node.url(), trunk.as_deref(), self.clock.now())
+            .await?
+        {
+            return Ok(Dispatched::Lost);
+        }
+        if let Err(e) = config::ensure_config(&node, store).await {
+            return fail(e).await;
+        }
+        let request = pb::PlaceCallRequest {
+            call_id: call.call_id.to_string(),
+            tenant: call.tenant.clone(),
+            phone: call.phone.clone(),
+            display_name: call.display_name.clone(),
+            trunk_id: trunk.unwrap_or_default(),
+            ai: Some(pb::AiSession {
+                model: call.model.clone(),
+                voice: call.voice.clone(),
+                language: call.language.clone(),
+                system_prompt: call.system_prompt.clone(),
+                api_key: call.ai_api_key.clone(),
+                transfer_targets: Vec::new(),
+                save_transcript: true,
+            }),
+            max_seconds: u32::try_from(call.max_seconds.max(0)).unwrap_or(u32::MAX),
+            ring_timeout_seconds: 0,
+            attempt: u32::try_from(call.attempt.max(1)).unwrap_or(u32::MAX),
+        };
+        let mut client = match node.client() {
+            Ok(c) => c,
+            Err(e) => return fail(e).await,
+        };
+        let reply = tokio::time::timeout(CALL_TIMEOUT, client.place_call(request)).await;
+        match reply {
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                if !store
+                    .mark_placed(call, &r.trunk_id, self.clock.now())
+                    .await?
+                {
+                    tracing::info!(call = %call.call_id, "placed, but events or another \
+                        dispatcher moved the call on first");
+                }
+                tracing::info!(call = %call.call_id, node = %node.url(), attempt = call.attempt,
+                    duplicate = r.duplicate, "call placed");
+                Ok(Dispatched::Placed {
+                    node: node.url().to_owned(),
+                    trunk_id: r.trunk_id,
+                    duplicate: r.duplicate,
+                })
+            }
+            // The node said no: nothing rings; the attempt failed.
+            Ok(Err(s))
+                if matches!(
+                    s.code(),
+                    Code::ResourceExhausted
+                        | Code::Unavailable
+                        | Code::FailedPrecondition
+                        | Code::InvalidArgument
+                ) =>
+            {
+                fail(format!("{}: {}", node.url(), describe(&s))).await
+            }
+            Ok(Err(s)) => Ok(Dispatched::Unknown {
+                node: node.url().to_owned(),
+                detail: describe(&s),
+            }),
+            Err(_) => Ok(Dispatched::Unknown {
+                node: node.url().to_owned(),
+                detail: "PlaceCall timed out".into(),
+            }),
+        }
+    }
+
+    /// Asks `node_url` to end a call (CANCEL or BYE); the outcome arrives
+    /// as its `Ended` event. A node that does not know the call (it ended
+    /// meanwhile) is not an error.
+    pub async fn hangup(&self, node_url: &str, call_id: &str) -> Result<(), LinkError> {
+        let node = self.node(node_url).ok_or_else(|| {
+            LinkError::Unreachable(format!("{node_url}: no longer in CODEB_SWITCH_URLS"))
+        })?;
+        let mut client = node.client().map_err(LinkError::Unreachable)?;
+        let request = pb::HangupRequest {
+            call_id: call_id.to_owned(),
+            outcome: "cancelled".into(),
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, client.hangup(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) if s.code() == Code::NotFound => Ok(()),
+            Ok(Err(s)) => Err(LinkError::Unreachable(format!(
+                "{node_url}: {}",
+                describe(&s)
+            ))),
+            Err(_) => Err(LinkError::Unreachable(format!(
+                "{node_url}: Hangup timed out"
+            ))),
+        }
+    }
+
+    /// Starts the probers, event readers, configuration pusher and
+    /// scheduler. Dropping (or `shutdown`) the handle stops them.
+    pub fn start(self: &Arc<Self>, store: &Store) -> LinkTasks {
+        let mut tasks = Vec::new();
+        for node in &self.nodes {
+            tasks.push(tokio::spawn(self.clone().probe_loop(node.clone())));
+            tasks.push(tokio::spawn(events::run(
+                node.clone(),
+                store.clone(),
+                self.clock.clone(),
+            )));
+        }
+        // Without nodes nothing can be placed: scheduled calls wait for a
+        // restart with CODEB_SWITCH_URLS rather than failing.
+        if !self.nodes.is_empty() {
+            tasks.push(tokio::spawn(config::run(self.clone(), store.clone())));
+            tasks.push(tokio::spawn(crate::scheduler::run(
+                self.clone(),
+                store.clone(),
+                self.clock.clone(),
+            )));
+        }
+        LinkTasks { tasks }
+    }
+}
+
+/// The link's background tasks; aborted when dropped.
+#[derive(Debug)]
+pub struct LinkTasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LinkTasks {
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for LinkTasks {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A gRPC status as one line: code and message.
+fn describe(s: &tonic::Status) -> String {
+    if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        format!("{:?}: {}", s.code(), s.message())
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futs.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    // Probes are few (one per node) and bounded by PROBE_TIMEOUT each;
+    // polling them together keeps the API's worst case at one timeout.
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, res) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *res = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! One switch node: its gRPC client and what the control plane knows of
+//! its health. The channel connects lazily and reconnects by itself on the
+//! next call after a failure; the prober (`probe_loop`) paces those calls
+//! with capped exponential backoff, so a dead node costs one connect
+//! attempt per backoff step, not one per request.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use codeb_proto::v1::StatsReply;
+use codeb_proto::v1::switch_client::SwitchClient;
+use codeb_types::UtcMillis;
+use tonic::transport::{Channel, Endpoint};
+
+/// What the last probes of a node found.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// The last Stats call succeeded.
+    pub healthy: bool,
+    /// When a Stats call last succeeded.
+    pub last_ok: Option<UtcMillis>,
+    /// When the current run of failures began (None while healthy).
+    pub failing_since: Option<UtcMillis>,
+    pub last_error: String,
+    pub stats: Option<StatsReply>,
+    /// The configuration version the node runs, as it last told us.
+    pub running_version: u64,
+    /// A version the node refused (INVALID_ARGUMENT): not pushed again.
+    pub refused_version: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    url: String,
+    client: Option<SwitchClient<Channel>>,
+    health: Mutex<Health>,
+}
+
+/// Transport settings of every node's channel.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelSettings {
+    pub connect_timeout: Duration,
+    /// HTTP/2 PING interval: a silently dead peer (no FIN, no RST) is
+    /// noticed within interval + timeout even on an idle event stream.
+    pub keepalive: Duration,
+}
+
+impl Node {
+    /// A node for `url` (`http://host:port`). A URL the channel cannot use
+    /// gives a node that is never healthy and says why.
+    pub fn new(url: &str, settings: ChannelSettings) -> Node {
+        let client = Endpoint::from_shared(url.to_owned())
+            .map(|e| {
+                let channel = e
+                    .connect_timeout(settings.connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(settings.keepalive)
+                    .keep_alive_timeout(settings.keepalive)
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                SwitchClient::new(channel)
+            })
+            .map_err(|e| tracing::error!(node = %url, "unusable switch URL: {e}"))
+            .ok();
+        let health = Health {
+            last_error: if client.is_some() {
+                "not probed yet".into()
+            } else {
+                "unusable URL".into()
+            },
+            ..Health::default()
+        };
+        Node {
+            url: url.to_owned(),
+            client,
+            health: Mutex::new(health),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A client for one call (clones share the channel).
+    pub fn client(&self) -> Result<SwitchClient<Channel>, String> {
+        self.client
+            .clone()
+            .ok_or_else(|| format!("{}: unusable URL", self.url))
+    }
+
+    pub fn health(&self) -> Health {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain
+        // data; the data is still the best we know.
+        self.health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a successful Stats answer.
+    pub fn record_ok(&self, stats: StatsReply, now: UtcMillis) {
+        let mut h = self.lock();
+        if !h.healthy {
+            tracing::info!(node = %self.url, node_id = %stats.node_id, journal = %stats.journal_id,
+                config_version = stats.config_version, "switch node reachable");
+        }
+        h.healthy = true;
+        h.last_ok = Some(now);
+        h.failing_since = None;
+        h.last_error.clear();
+        h.running_version = stats.config_version;
+        h.stats = Some(stats);
+    }
+
+    /// Records a failed Stats call.
+    pub fn record_failure(&self, error: String, now: UtcMillis) {
+        let mut h = self.lock();
+        if h.healthy {
+            tracing::warn!(node = %self.url, "switch node unreachable: {error}");
+        }
+        h.healthy = false;
+        h.failing_since.get_or_insert(now);
+        h.last_error = error;
+    }
+
+    /// The node answered ApplyConfig with the version it now runs.
+    pub fn record_running_version(&self, version: u64) {
+        self.lock().running_version = version;
+    }
+
+    pub fn record_refused(&self, version: u64) {
+        self.lock().refused_version = Some(version);
+    }
+
+    /// Unreachable for at least `after` at `now`: its calls are lost.
+    pub fn is_lost(&self, now: UtcMillis, after: Duration) -> bool {
+        let h = self.lock();
+        let after = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        h.failing_since
+            .is_some_and(|since| now.0.saturating_sub(since.0) >= after)
+    }
+
+    /// How busy the node is, lower first: (share of its call capacity in
+    /// use, media CPU load). None when it cannot take a call (unhealthy,
+    /// draining, or full).
+    pub fn load_key(&self) -> Option<(f64, f32)> {
+        let h = self.lock();
+        let s = h.stats.as_ref().filter(|_| h.healthy)?;
+        if s.draining || (s.max_calls > 0 && s.active_calls >= s.max_calls) {
+            return None;
+        }
+        let share = if s.max_calls > 0 {
+            f64::from(s.active_calls) / f64::from(s.max_calls)
+        } else {
+            // No stated capacity: compare by calls alone.
+            f64::from(s.active_calls)
+        };
+        let load = if s.load.is_finite() {
+            s.load.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        Some((share, load))
+    }
+
+    /// Why the node cannot take a call, for error messages.
+    pub fn why_unusable(&self) -> String {
+        let h = self.lock();
+        match &h.stats {
+            Some(s) if h.healthy && s.draining => format!("{}: draining", self.url),
+            Some(s) if h.healthy => format!(
+                "{}: full ({} of {} calls)",
+                self.url, s.active_calls, s.max_calls
+            ),
+            _ => format!("{}: {}", self.url, h.last_error),
+        }
+    }
+}

@@ -1,0 +1,834 @@
+//! Link tests against an in-process switch node: a tonic server that keeps
+//! the `codeb.switch.v1` contract (a journal of numbered events kept until
+//! acknowledged, resend from `after_seq`, a new journal id after losing
+//! it, PlaceCall idempotent per call and attempt, snapshots not newer than
+//! the running one ignored, invalid ones refused whole) with knobs for the
+//! failures the link must survive.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use codeb_proto::v1 as pb;
+use codeb_proto::v1::switch_server::{Switch, SwitchServer};
+use codeb_types::{CallStatus, TrunkId, UtcMillis};
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use super::{Dispatched, LinkSettings, SwitchNodes};
+use crate::clock::Clock;
+use crate::store::testing::{TestDb, event_data};
+use crate::store::{NewCall, Store, TrunkRecord};
+
+const TENANT: &str = "t.example";
+
+#[derive(Debug, Default)]
+struct PeerState {
+    journal_id: String,
+    /// Retained (unacknowledged) events.
+    journal: Vec<pb::Event>,
+    next_seq: u64,
+    running: Option<pb::ConfigSnapshot>,
+    applies: u32,
+    refuse_config: bool,
+    /// (call_id, attempt) placed; calls still up.
+    placed: HashSet<(String, u32)>,
+    active: HashSet<String>,
+    place_error: Option<tonic::Code>,
+    placements: Vec<pb::PlaceCallRequest>,
+    hangups: Vec<String>,
+    subscribes: Vec<(String, u64)>,
+    /// A node that forgets to honour after_seq (resends all it retains).
+    resend_all: bool,
+    max_calls: u32,
+    load: f32,
+    draining: bool,
+    dead: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    state: Arc<Mutex<PeerState>>,
+    changed: Arc<Notify>,
+}
+
+impl Peer {
+    fn new(journal: &str) -> Peer {
+        Peer {
+            state: Arc::new(Mutex::new(PeerState {
+                journal_id: journal.into(),
+                next_seq: 1,
+                max_calls: 100,
+                ..PeerState::default()
+            })),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut PeerState) -> R) -> R {
+        let r = f(&mut self.state.lock().unwrap());
+        self.changed.notify_waiters();
+        r
+    }
+
+    fn emit(&self, call_id: &str, kind: pb::event::Kind) -> u64 {
+        self.with(|s| {
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            if matches!(kind, pb::event::Kind::Ended(_)) {
+                s.active.remove(call_id);
+            }
+            let tenant = s
+                .placements
+                .iter()
+                .find(|p| p.call_id == call_id)
+                .map_or(TENANT.to_owned(), |p| p.tenant.clone());
+            s.journal.push(pb::Event {
+                seq,
+                journal_id: s.journal_id.clone(),
+                at_unix_ms: 1_780_000_000_000 + seq * 1000,
+                call_id: call_id.into(),
+                tenant,
+                kind: Some(kind),
+            });
+            seq
+        })
+    }
+
+    /// The node lost its journal: a new id, seq from 1 again.
+    fn lose_journal(&self, new_id: &str) {
+        self.with(|s| {
+            s.journal_id = new_id.into();
+            s.journal.clear();
+            s.next_seq = 1;
+        });
+    }
+
+    fn dead(&self) -> bool {
+        self.state.lock().unwrap().dead
+    }
+}
+
+fn unavailable() -> Status {
+    Status::unavailable("node is down")
+}
+
+#[tonic::async_trait]
+impl Switch for Peer {
+    async fn place_call(
+        &self,
+        request: Request<pb::PlaceCallRequest>,
+    ) -> Result<Response<pb::PlaceCallReply>, Status> {
+        let r = request.into_inner();
+        self.with(|s| {
+            if s.dead {
+                return Err(unavailable());
+            }
+            if r.call_id.is_empty() || r.phone.is_empty() {
+                return Err(Status::invalid_argument("call_id and phone are required"));
+            }
+            if let Some(code) = s.place_error {
+                return Err(Status::new(code, "scripted refusal"));
+            }
+            let trunk = if r.trunk_id.is_empty() {
+                "tr_00000000000000aa".to_owned()
+            } else {
+                r.trunk_id.clone()
+            };
+            let key = (r.call_id.clone(), r.attempt);
+            let duplicate = !s.placed.insert(key);
+            if !duplicate {
+                s.active.insert(r.call_id.clone());
+                s.placements.push(r);
+            }
+            Ok(Response::new(pb::PlaceCallReply {
+                trunk_id: trunk,
+                duplicate,
+            }))
+        })
+    }
+
+    async fn hangup(
+        &self,
+        request: Request<pb::HangupRequest>,
+    ) -> Result<Response<pb::HangupReply>, Status> {
+        let r = request.into_inner();
+        let known = self.with(|s| {
+            if s.dead {
+                return Err(unavailable());
+            }
+            s.hangups.push(r.call_id.clone());
+            Ok(s.active.contains(&r.call_id))
+        })?;
+        if !known {
+            return Err(Status::not_found("no such call"));
+        }
+        self.emit(
+            &r.call_id,
+            pb::event::Kind::Ended(pb::CallEnded {
+                outcome: if r.outcome.is_empty() {
+                    "cancelled".into()
+                } else {
+                    r.outcome
+                },
+                ..Default::default()
+            }),
+        );
+        Ok(Response::new(pb::HangupReply {}))
+    }
+
+    async fn transfer(
+        &self,
+        _request: Request<pb::TransferRequest>,
+    ) -> Result<Response<pb::TransferReply>, Status> {
+        Err(Status::unimplemented("not in these tests"))
+    }
+
+    async fn apply_config(
+        &self,
+        request: Request<pb::ConfigSnapshot>,
+    ) -> Result<Response<pb::ApplyConfigReply>, Status> {
+        let snap = request.into_inner();
+        self.with(|s| {
+            if s.dead {
+                return Err(unavailable());
+            }
+            s.applies += 1;
+            if s.refuse_config {
+                return Err(Status::invalid_argument("trunks[0].host: not a host"));
+            }
+            let running = s.running.as_ref().map_or(0, |r| r.version);
+            if snap.version <= running {
+                return Ok(Response::new(pb::ApplyConfigReply {
+                    running_version: running,
+                    applied: false,
+                }));
+            }
+            let v = snap.version;
+            s.running = Some(snap);
+            Ok(Response::new(pb::ApplyConfigReply {
+                running_version: v,
+                applied: true,
+            }))
+        })
+    }
+
+    type SubscribeStream = tokio_stream::wrappers::ReceiverStream<Result<pb::Event, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        if self.dead() {
+            return Err(unavailable());
+        }
+        self.with(|s| s.subscribes.push((r.journal_id.clone(), r.after_seq)));
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let peer = self.clone();
+        tokio::spawn(async move {
+            let (mut sent, journal) = {
+                let s = peer.state.lock().unwrap();
+                let from = if r.journal_id == s.journal_id && !s.resend_all {
+                    r.after_seq
+                } else {
+                    0
+                };
+                (from, s.journal_id.clone())
+            };
+            loop {
+                let changed = peer.changed.notified();
+                let (batch, dead) = {
+                    let s = peer.state.lock().unwrap();
+                    let batch: Vec<pb::Event> =
+                        s.journal.iter().filter(|e| e.seq > sent).cloned().collect();
+                    // Losing the journal is a restart: streams break.
+                    (batch, s.dead || s.journal_id != journal)
+                };
+                if dead {
+                    let _ = tx.send(Err(unavailable())).await;
+                    return;
+                }
+                for e in batch {
+                    sent = e.seq;
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    () = changed => {}
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckReply>, Status> {
+        let r = request.into_inner();
+        self.with(|s| {
+            if s.dead {
+                return Err(unavailable());
+            }
+            if r.journal_id == s.journal_id {
+                s.journal.retain(|e| e.seq > r.up_to_seq);
+            }
+            Ok(Response::new(pb::AckReply {}))
+        })
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsReply>, Status> {
+        self.with(|s| {
+            if s.dead {
+                return Err(unavailable());
+            }
+            Ok(Response::new(pb::StatsReply {
+                node_id: "peer".into(),
+                journal_id: s.journal_id.clone(),
+                config_version: s.running.as_ref().map_or(0, |r| r.version),
+                active_calls: u32::try_from(s.active.len()).unwrap(),
+                max_calls: s.max_calls,
+                load: s.load,
+                draining: s.draining,
+                uptime_seconds: 1,
+                last_seq: s.next_seq - 1,
+            }))
+        })
+    }
+}
+
+/// A running peer server.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(peer: &Peer, addr: Option<SocketAddr>) -> Server {
+        let listener = tokio::net::TcpListener::bind(addr.unwrap_or(([127, 0, 0, 1], 0).into()))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        peer.with(|s| s.dead = false);
+        let svc = SwitchServer::new(peer.clone());
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await;
+        });
+        Server {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The node goes away: every RPC and stream fails, the listener closes.
+    async fn kill(mut self, peer: &Peer) -> SocketAddr {
+        peer.with(|s| s.dead = true);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        self.task.abort();
+        self.addr
+    }
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    for _ in 0..400 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn link(urls: Vec<String>, clock: &Clock) -> Arc<SwitchNodes> {
+    Arc::new(SwitchNodes::new(
+        urls,
+        LinkSettings::default(),
+        clock.clone(),
+    ))
+}
+
+fn new_call(n: u8, now: UtcMillis) -> NewCall {
+    NewCall {
+        call_id: codeb_types::CallId::from_random([n; 6]),
+        tenant: TENANT.into(),
+        requested_by: "alex".into(),
+        phone: codeb_types::E164::parse("+15551234567").unwrap(),
+        display_name: "Reminder".into(),
+        email: "ops@example.com".into(),
+        system_prompt: "Say hi".into(),
+        ai_api_key: "key".into(),
+        model: "m".into(),
+        voice: "Aoede".into(),
+        language: "en-US".into(),
+        max_seconds: 60,
+        retries: 1,
+        retry_delay_minutes: 1,
+        trunk_id: None,
+        status: CallStatus::Scheduled,
+        created_at: now,
+        scheduled_for: None,
+        next_attempt_at: now,
+    }
+}
+
+fn trunk(n: u8) -> TrunkRecord {
+    TrunkRecord {
+        id: TrunkId::from_random([n; 8]),
+        tenant: TENANT.into(),
+        name: "carrier".into(),
+        host: "127.0.0.1".into(),
+        port: 5070,
+        transport: "udp".into(),
+        username: String::new(),
+        password: String::new(),
+        from_user: String::new(),
+        from_domain: String::new(),
+        max_concurrent_calls: 0,
+        calls_per_second: 0,
+        is_default: true,
+        register: false,
+        created_at: UtcMillis(1),
+        updated_at: UtcMillis(1),
+    }
+}
+
+async fn status(store: &Store, id: &codeb_types::CallId) -> CallStatus {
+    store.call(TENANT, id).await.unwrap().unwrap().status
+}
+
+fn answered() -> pb::event::Kind {
+    pb::event::Kind::Answered(pb::CallAnswered {
+        direction: "outbound".into(),
+        trunk_id: String::new(),
+        answer_ms: 900,
+    })
+}
+
+fn ended(outcome: &str) -> pb::event::Kind {
+    pb::event::Kind::Ended(pb::CallEnded {
+        outcome: outcome.into(),
+        answered: true,
+        talk_seconds: 12,
+        duration_seconds: 15,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn least_loaded_healthy_node_is_chosen() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let (busy, idle) = (Peer::new("a"), Peer::new("b"));
+    busy.with(|s| s.active.extend(["x".to_owned(), "y".to_owned()]));
+    idle.with(|s| s.active.insert("z".to_owned()));
+    let (sa, sb) = (
+        Server::start(&busy, None).await,
+        Server::start(&idle, None).await,
+    );
+    let l = link(
+        vec![sa.url(), sb.url(), "http://127.0.0.1:1".into()],
+        &clock,
+    );
+    // Nothing probed yet: the API's path probes first.
+    assert!(l.choose().is_err());
+    let n = l.choose_probing().await.unwrap();
+    assert_eq!(n.url(), sb.url(), "1 of 100 calls beats 2 of 100");
+    // Equal shares: the lower media load wins.
+    busy.with(|s| {
+        s.active.remove("x");
+        s.load = 0.1;
+    });
+    idle.with(|s| s.load = 0.9);
+    for node in l.nodes() {
+        l.probe(node).await;
+    }
+    assert_eq!(l.choose().unwrap().url(), sa.url());
+    // Draining and full nodes take no calls.
+    busy.with(|s| s.draining = true);
+    idle.with(|s| s.max_calls = 1);
+    for node in l.nodes() {
+        l.probe(node).await;
+    }
+    let err = l.choose().unwrap_err();
+    let super::LinkError::Unreachable(why) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        why.contains("draining") && why.contains("full") && why.contains("127.0.0.1:1"),
+        "{why}"
+    );
+    // A call goes to the chosen node, with the whole request.
+    busy.with(|s| s.draining = false);
+    l.probe(&l.nodes()[0]).await;
+    let call = new_call(1, clock.now());
+    db.store.insert_call(&call).await.unwrap();
+    let claimed = db
+        .store
+        .claim_call(&call.call_id, clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    let d = l.dispatch(&db.store, &claimed).await;
+    assert!(
+        matches!(&d, Dispatched::Placed { node, duplicate: false, .. } if *node == sa.url()),
+        "{d:?}"
+    );
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::InFlight);
+    assert_eq!(rec.trunk_id.as_deref(), Some("tr_00000000000000aa"));
+    let placed = busy.with(|s| s.placements.clone());
+    assert_eq!(placed.len(), 1);
+    let p = &placed[0];
+    assert_eq!(p.call_id, call.call_id.as_str());
+    assert_eq!(
+        (
+            p.tenant.as_str(),
+            p.phone.as_str(),
+            p.attempt,
+            p.max_seconds
+        ),
+        (TENANT, "+15551234567", 1, 60)
+    );
+    let ai = p.ai.as_ref().unwrap();
+    assert_eq!(
+        (
+            ai.system_prompt.as_str(),
+            ai.api_key.as_str(),
+            ai.voice.as_str()
+        ),
+        ("Say hi", "key", "Aoede")
+    );
+    // The node got the configuration (with the call's whitelisted number)
+    // before the call.
+    let running = busy.with(|s| s.running.clone()).unwrap();
+    assert_eq!(running.whitelists[0].numbers, ["+15551234567"]);
+}
+
+#[tokio::test]
+async fn refused_placements_follow_the_retry_policy() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("a");
+    let server = Server::start(&peer, None).await;
+    let l = link(vec![server.url()], &clock);
+    l.choose_probing().await.unwrap();
+    peer.with(|s| s.place_error = Some(tonic::Code::ResourceExhausted));
+    let call = new_call(2, clock.now());
+    db.store.insert_call(&call).await.unwrap();
+    let out = crate::scheduler::tick(&l, &db.store, &clock).await;
+    assert!(
+        matches!(&out[..], [Dispatched::Failed { status: CallStatus::EndedFailedRetryPending, detail }] if detail.contains("ResourceExhausted")),
+        "{out:?}"
+    );
+    // A minute later (retryDelayMinutes = 1) the retry goes out, and the
+    // node sees attempt 2.
+    peer.with(|s| s.place_error = None);
+    clock.advance_ms(59_000);
+    assert!(
+        crate::scheduler::tick(&l, &db.store, &clock)
+            .await
+            .is_empty()
+    );
+    clock.advance_ms(1_000);
+    let out = crate::scheduler::tick(&l, &db.store, &clock).await;
+    assert!(matches!(&out[..], [Dispatched::Placed { .. }]), "{out:?}");
+    assert_eq!(peer.with(|s| s.placements[0].attempt), 2);
+    // No node at all: the last attempt is refused, final.
+    let gone = server.kill(&peer).await;
+    let _ = gone;
+    l.probe(&l.nodes()[0]).await;
+    let c2 = new_call(3, clock.now());
+    let mut c2 = c2;
+    c2.retries = 0;
+    db.store.insert_call(&c2).await.unwrap();
+    let out = crate::scheduler::tick(&l, &db.store, &clock).await;
+    assert!(
+        matches!(&out[..], [Dispatched::Failed { status: CallStatus::EndedFailedFinal, detail }] if detail.starts_with("no switch node can take the call")),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn reconnects_with_backoff_and_pushes_config_on_connect_and_change() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    // Reserve a port, then start the node only after the link is running.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let l = link(vec![format!("http://{addr}")], &clock);
+    let tasks = l.start(&db.store);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!l.nodes()[0].health().healthy);
+    db.store.create_trunk(&trunk(1)).await.unwrap();
+    let peer = Peer::new("a");
+    let server = Server::start(&peer, Some(addr)).await;
+    // Reconnected (backoff is capped at 5 s) and handed the configuration.
+    eventually("config pushed on connect", || async {
+        peer.with(|s| s.running.as_ref().is_some_and(|r| r.trunks.len() == 1))
+    })
+    .await;
+    assert!(l.nodes()[0].health().healthy);
+    let v1 = peer.with(|s| s.running.as_ref().unwrap().version);
+    // A change is pushed promptly, as a new version.
+    let mut t = trunk(1);
+    t.host = "10.9.9.9".into();
+    db.store.update_trunk(&t).await.unwrap();
+    eventually("config pushed on change", || async {
+        peer.with(|s| s.running.as_ref().unwrap().trunks[0].host == "10.9.9.9")
+    })
+    .await;
+    assert!(peer.with(|s| s.running.as_ref().unwrap().version) > v1);
+    // A refused snapshot is logged, not retried in a loop, and the node
+    // keeps its last good one.
+    peer.with(|s| s.refuse_config = true);
+    t.host = "bad host".into();
+    db.store.update_trunk(&t).await.unwrap();
+    eventually("refusal recorded", || async {
+        l.nodes()[0].health().refused_version.is_some()
+    })
+    .await;
+    let tries = peer.with(|s| s.applies);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(peer.with(|s| s.applies), tries, "no retry storm");
+    assert_eq!(
+        peer.with(|s| s.running.as_ref().unwrap().trunks[0].host.clone()),
+        "10.9.9.9"
+    );
+    tasks.shutdown().await;
+    server.kill(&peer).await;
+}
+
+#[tokio::test]
+async fn events_resume_from_the_cursor_across_restarts() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("j1");
+    let server = Server::start(&peer, None).await;
+    let l = link(vec![server.url()], &clock);
+    l.choose_probing().await.unwrap();
+    let call = new_call(4, clock.now());
+    db.store.insert_call(&call).await.unwrap();
+    let claimed = db
+        .store
+        .claim_call(&call.call_id, clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    let id = call.call_id.as_str();
+    let tasks = l.start(&db.store);
+    peer.emit(id, answered());
+    eventually("answered applied", || async {
+        db.store
+            .call(TENANT, &call.call_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .answered_at
+            .is_some()
+    })
+    .await;
+    eventually("acked", || async { peer.with(|s| s.journal.is_empty()) }).await;
+    // The control plane goes away; the call goes on and ends meanwhile.
+    tasks.shutdown().await;
+    peer.emit(
+        id,
+        pb::event::Kind::Turn(pb::TranscriptTurn {
+            role: "ai".into(),
+            text: "Goodbye.".into(),
+            at_ms: 100,
+            interrupted: false,
+        }),
+    );
+    peer.emit(id, ended("finished"));
+    // A restarted control plane (new link, same database) resumes after
+    // what it applied; with a node that resends everything it retains,
+    // the cursor still keeps each event to one application.
+    peer.with(|s| s.resend_all = true);
+    let l2 = link(vec![server.url()], &clock);
+    let tasks = l2.start(&db.store);
+    eventually("ended applied", || async {
+        status(&db.store, &call.call_id).await == CallStatus::EndedSuccess
+    })
+    .await;
+    eventually("acked again", || async {
+        peer.with(|s| s.journal.is_empty())
+    })
+    .await;
+    let subs = peer.with(|s| s.subscribes.clone());
+    assert_eq!(subs[0], (String::new(), 0), "first contact");
+    assert_eq!(
+        subs.last().unwrap(),
+        &("j1".to_owned(), 1),
+        "resumed after seq 1"
+    );
+    assert_eq!(
+        event_data(&db.store, TENANT, "call.answered").await.len(),
+        1
+    );
+    assert_eq!(
+        event_data(&db.store, TENANT, "outbound-ai.finished")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        event_data(&db.store, TENANT, "transcript.saved")
+            .await
+            .len(),
+        1
+    );
+    // The node loses its journal: the link says so and reads the new one
+    // from its start.
+    let call2 = new_call(5, clock.now());
+    db.store.insert_call(&call2).await.unwrap();
+    // The running scheduler places it.
+    eventually("second call placed", || async {
+        status(&db.store, &call2.call_id).await == CallStatus::InFlight
+    })
+    .await;
+    peer.lose_journal("j2");
+    peer.emit(call2.call_id.as_str(), answered());
+    eventually("new journal read", || async {
+        db.store.switch_cursor(&server.url()).await.unwrap()
+            == Some(crate::store::Cursor {
+                journal_id: "j2".into(),
+                last_seq: 1,
+            })
+    })
+    .await;
+    assert!(
+        db.store
+            .call(TENANT, &call2.call_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .answered_at
+            .is_some()
+    );
+    tasks.shutdown().await;
+    server.kill(&peer).await;
+}
+
+#[tokio::test]
+async fn a_lost_node_ends_its_calls_within_the_bound() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("j1");
+    let server = Server::start(&peer, None).await;
+    let url = server.url();
+    let l = link(vec![url.clone()], &clock);
+    l.choose_probing().await.unwrap();
+    let call = new_call(6, clock.now());
+    db.store.insert_call(&call).await.unwrap();
+    let claimed = db
+        .store
+        .claim_call(&call.call_id, clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    server.kill(&peer).await;
+    let node = l.nodes()[0].clone();
+    l.probe(&node).await;
+    assert!(!node.health().healthy);
+    // Not yet: unreachable for less than CODEB_SWITCH_LOST_AFTER.
+    clock.advance_ms(4_999);
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
+    clock.advance_ms(1);
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::EndedFailedRetryPending);
+    assert_eq!(rec.error_detail, format!("switch node {url} lost"));
+    // A hangup for a call on a dead node is a 502-class error.
+    assert!(l.hangup(&url, call.call_id.as_str()).await.is_err());
+}
+
+#[tokio::test]
+async fn api_places_and_hangs_up_through_the_node() {
+    use axum::http::StatusCode;
+    let peer = Peer::new("j1");
+    let server = Server::start(&peer, None).await;
+    let db = TestDb::sqlite().await;
+    let h = crate::api::tests::Harness::with_switch(db, vec![server.url()]).await;
+    let tasks = h.state.switch.start(&h.state.store);
+    let t = h.admin().await;
+    let body = serde_json::json!({
+        "phone": "+15551234567", "displayName": "Reminder", "email": "ops@example.com",
+        "systemPrompt": "Say hi", "apiKey": "AIza-test", "maxSeconds": 30
+    });
+    let r = h.post("/api.ashx/v1/calls", &t, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"], "in-flight");
+    let reply: serde_json::Value =
+        serde_json::from_str(r.json["bridgeReply"].as_str().unwrap()).unwrap();
+    assert_eq!(reply["placed"], true);
+    assert_eq!(reply["node"], server.url());
+    let id = r.json["callId"].as_str().unwrap().to_owned();
+    peer.emit(&id, answered());
+    let url = format!("/api.ashx/v1/calls/{id}");
+    eventually("answered", || async {
+        h.get(&url, &t).await.json["answeredAtUtc"].is_string()
+    })
+    .await;
+    let r = h
+        .post(&format!("{url}/hangup"), &t, serde_json::json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["wasNoop"], false);
+    assert_eq!(peer.with(|s| s.hangups.clone()), vec![id.clone()]);
+    eventually("cancelled by the node's Ended event", || async {
+        h.get(&url, &t).await.json["status"] == "cancelled"
+    })
+    .await;
+    let tenant = crate::api::tests::TENANT;
+    let answered = event_data(&h.state.store, tenant, "call.answered").await;
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0]["callId"], id.as_str());
+    assert_eq!(answered[0]["answerMs"], 900);
+    let finished = event_data(&h.state.store, tenant, "outbound-ai.finished").await;
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0]["outcome"], "cancelled");
+    // Hanging up again is a no-op.
+    let r = h
+        .post(&format!("{url}/hangup"), &t, serde_json::json!({}))
+        .await;
+    assert_eq!(r.json["wasNoop"], true);
+    tasks.shutdown().await;
+    server.kill(&peer).await;
+}
