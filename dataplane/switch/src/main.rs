@@ -363,7 +363,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         if now >= next_metrics {
             link.sip.publish(&core, now);
-            exposition.set(metrics::render(&core, &reactor.stats(), reactor.backend()));
+            let mut text = metrics::render(&core, &reactor.stats(), reactor.backend());
+            link.sip.state().render_metrics(&mut text);
+            exposition.set(text);
             next_metrics = now + Duration::from_secs(1);
         }
     }

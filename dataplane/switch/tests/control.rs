@@ -381,6 +381,8 @@ async fn a_full_journal_refuses_new_calls_until_acknowledged() {
     // One retained event fills it (the journal thread marks it full
     // before it streams the event): the next call is refused, not dialled.
     let e = c.place_call(place("oac-full-2")).await.unwrap_err();
+    let full = tokio::task::block_in_place(|| sw.metric("codeb_journal_full "));
+    assert_eq!(full, Some(1.0));
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
     assert!(e.message().contains("journal"), "{e}");
     c.ack(v1::AckRequest {

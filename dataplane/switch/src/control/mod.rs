@@ -108,6 +108,36 @@ impl NodeState {
     pub fn journal_full(&self) -> bool {
         self.journal_full.load(Ordering::Relaxed)
     }
+
+    /// The control link's gauges, in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let gauges: [(&str, &str, String); 4] = [
+            (
+                "codeb_journal_last_seq",
+                "Highest event seq written to the journal",
+                self.last_seq().to_string(),
+            ),
+            (
+                "codeb_journal_full",
+                "The event journal is full: new calls are refused",
+                u8::from(self.journal_full()).to_string(),
+            ),
+            (
+                "codeb_config_version",
+                "Version of the running configuration",
+                self.config_version().to_string(),
+            ),
+            (
+                "codeb_sip_thread_load",
+                "CPU busy fraction of the SIP thread over the last seconds",
+                format!("{:.3}", self.load()),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+    }
 }
 
 /// The SIP thread's end of the link.
