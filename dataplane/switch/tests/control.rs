@@ -349,6 +349,14 @@ async fn a_pushed_configuration_routes_inbound_calls_and_outlives_a_restart() {
         (2, 0),
         "routes kept across a restart"
     );
+    // SIGHUP no longer reloads the (empty) file over the pushed snapshot.
+    sw.sighup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        calls(sw.sip).await.unwrap(),
+        (2, 0),
+        "routes kept after SIGHUP"
+    );
     let r = c
         .apply_config(snapshot(4, uas.port))
         .await

@@ -102,6 +102,16 @@ impl Switch {
         self.spawn();
     }
 
+    /// Sends SIGHUP (reload the configuration file).
+    pub fn sighup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP");
+    }
+
     /// The gRPC URL of the control link.
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
