@@ -93,7 +93,10 @@ async fn placed_call_is_answered_and_hung_up_with_events() {
         .await
         .unwrap()
         .into_inner();
-    assert!(again.duplicate, "placing the same call_id twice rings once");
+    assert!(
+        again.duplicate,
+        "placing the same call_id and attempt twice rings once"
+    );
 
     let ev = next(&mut events, Duration::from_secs(10))
         .await

@@ -145,6 +145,7 @@ impl Switch for Service {
             trunk_id: r.trunk_id,
             max_seconds: r.max_seconds,
             ring_timeout_seconds: r.ring_timeout_seconds,
+            attempt: r.attempt,
         };
         let placed = self
             .ask(|tx| Command::Place(req, tx))

@@ -26,8 +26,8 @@ pub const MAX_RING_SECONDS: u32 = 600;
 pub const DEFAULT_MAX_SECONDS: u32 = 3600;
 /// Longest talk time accepted.
 pub const MAX_TALK_SECONDS: u32 = 86_400;
-/// Finished calls whose ids are remembered (a retried PlaceCall of a call
-/// that already ended is still a duplicate).
+/// Finished attempts remembered (a repeated PlaceCall of an attempt that
+/// already ended is still a duplicate).
 const RECENT_IDS: usize = 65_536;
 
 /// A call to place.
@@ -43,6 +43,9 @@ pub struct Originate {
     pub max_seconds: u32,
     /// 0: [`DEFAULT_RING_SECONDS`].
     pub ring_timeout_seconds: u32,
+    /// Which attempt of the call this is (a retry is a new attempt of the
+    /// same call id; 0 counts as 1).
+    pub attempt: u32,
 }
 
 /// A call was accepted for dialling (or had been already).
@@ -100,6 +103,7 @@ pub enum CallEventKind {
 #[derive(Debug)]
 pub(super) struct Origin {
     call_id: String,
+    attempt: u32,
     tenant: String,
     trunk_id: String,
     max_seconds: u32,
@@ -123,37 +127,47 @@ pub(super) enum Deadline {
 /// The placed calls' bookkeeping inside [`Calls`].
 #[derive(Debug, Default)]
 pub(super) struct Placements {
-    by_id: HashMap<String, (CallKey, String)>,
-    recent: VecDeque<(String, String)>,
-    recent_set: HashSet<String>,
+    /// Calls in progress by call id: their key, attempt and trunk.
+    by_id: HashMap<String, (CallKey, u32, String)>,
+    /// Ended attempts (call id, attempt) and their trunks, oldest first.
+    recent: VecDeque<((String, u32), String)>,
+    recent_set: HashSet<(String, u32)>,
     deadlines: std::collections::BTreeSet<(Instant, CallKey, Deadline)>,
     events: VecDeque<CallEvent>,
     no_ai_logged: bool,
 }
 
 impl Placements {
-    fn remember(&mut self, call_id: String, trunk: String) {
+    fn remember(&mut self, attempt: (String, u32), trunk: String) {
         if self.recent.len() >= RECENT_IDS
             && let Some((old, _)) = self.recent.pop_front()
         {
             self.recent_set.remove(&old);
         }
-        self.recent_set.insert(call_id.clone());
-        self.recent.push_back((call_id, trunk));
+        self.recent_set.insert(attempt.clone());
+        self.recent.push_back((attempt, trunk));
     }
 
-    fn duplicate(&self, call_id: &str) -> Option<String> {
-        if let Some((_, t)) = self.by_id.get(call_id) {
-            return Some(t.clone());
+    /// The trunk of this attempt if it was placed already; an error when
+    /// another attempt of the call is still in progress here.
+    fn duplicate(&self, call_id: &str, attempt: u32) -> Result<Option<String>, OriginateError> {
+        if let Some((_, a, t)) = self.by_id.get(call_id) {
+            if *a == attempt {
+                return Ok(Some(t.clone()));
+            }
+            return Err(OriginateError::FailedPrecondition(format!(
+                "attempt {a} of call {call_id} is still in progress on this node"
+            )));
         }
-        if self.recent_set.contains(call_id) {
-            return self
+        let key = (call_id.to_owned(), attempt);
+        if self.recent_set.contains(&key) {
+            return Ok(self
                 .recent
                 .iter()
-                .find(|(c, _)| c == call_id)
-                .map(|(_, t)| t.clone());
+                .find(|(k, _)| *k == key)
+                .map(|(_, t)| t.clone()));
         }
-        None
+        Ok(None)
     }
 }
 
@@ -182,8 +196,8 @@ impl Core {
     }
 
     /// Places a call: checks it, picks the trunk, and sends the INVITE.
-    /// Placing a `call_id` again returns the first result and starts
-    /// nothing.
+    /// Placing the same attempt of a `call_id` again returns the first
+    /// result and starts nothing; a new attempt (a retry) is a new call.
     pub fn place_call(&mut self, now: Instant, req: Originate) -> Result<Placed, OriginateError> {
         use OriginateError::*;
         if !printable_id(&req.call_id) {
@@ -191,7 +205,8 @@ impl Core {
                 "call_id: 1-64 characters of A-Z a-z 0-9 - _ . :".into(),
             ));
         }
-        if let Some(trunk_id) = self.calls.placed.duplicate(&req.call_id) {
+        let attempt = req.attempt.max(1);
+        if let Some(trunk_id) = self.calls.placed.duplicate(&req.call_id, attempt)? {
             return Ok(Placed {
                 trunk_id,
                 duplicate: true,
@@ -363,6 +378,7 @@ impl Core {
             answered_at: None,
             origin: Some(Box::new(Origin {
                 call_id: req.call_id.clone(),
+                attempt,
                 tenant: req.tenant,
                 trunk_id: trunk.id.clone(),
                 max_seconds: if req.max_seconds == 0 {
@@ -390,7 +406,7 @@ impl Core {
         self.calls
             .placed
             .by_id
-            .insert(req.call_id.clone(), (key, trunk.id.clone()));
+            .insert(req.call_id.clone(), (key, attempt, trunk.id.clone()));
         self.calls.calls.insert(key, call);
         tracing::info!(call = key, call_id = %req.call_id, trunk = %trunk.id, "placing call");
         self.drain(now);
@@ -409,7 +425,7 @@ impl Core {
         call_id: &str,
         outcome: Option<&str>,
     ) -> Result<(), UnknownCall> {
-        let Some((key, _)) = self.calls.placed.by_id.get(call_id).cloned() else {
+        let Some((key, _, _)) = self.calls.placed.by_id.get(call_id).cloned() else {
             return Err(UnknownCall(call_id.to_owned()));
         };
         let outcome = outcome
@@ -556,7 +572,7 @@ impl Core {
             placed.deadlines.remove(&(at, call.key, Deadline::Talk));
         }
         placed.by_id.remove(&o.call_id);
-        placed.remember(o.call_id.clone(), o.trunk_id.clone());
+        placed.remember((o.call_id.clone(), o.attempt), o.trunk_id.clone());
         placed.events.push_back(event);
     }
 

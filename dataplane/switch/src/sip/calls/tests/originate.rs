@@ -383,6 +383,37 @@ fn placing_again_is_idempotent() {
         .unwrap();
     assert!(later.duplicate);
     assert!(h.take(CARRIER).is_empty());
+    // A retry is a new attempt of the same call: it rings.
+    let retry = h
+        .core
+        .place_call(
+            h.now,
+            Originate {
+                call_id: "oac-twice".into(),
+                phone: "+15551230000".into(),
+                trunk_id: CARRIER_TRUNK.into(),
+                attempt: 2,
+                ..Originate::default()
+            },
+        )
+        .unwrap();
+    assert!(!retry.duplicate);
+    assert_eq!(request(h.one(CARRIER)).method, Method::Invite);
+    // A third attempt while the second rings is refused, not dialled.
+    assert!(matches!(
+        h.core.place_call(
+            h.now,
+            Originate {
+                call_id: "oac-twice".into(),
+                phone: "+15551230000".into(),
+                trunk_id: CARRIER_TRUNK.into(),
+                attempt: 3,
+                ..Originate::default()
+            },
+        ),
+        Err(OriginateError::FailedPrecondition(m)) if m.contains("still in progress")
+    ));
+    assert!(h.take(CARRIER).is_empty());
 }
 
 #[test]
