@@ -326,6 +326,20 @@ impl SwitchNodes {
         };
         let reply = tokio::time::timeout(CALL_TIMEOUT, client.place_call(request)).await;
         match reply {
+            Ok(Ok(r)) if r.get_ref().duplicate && call.node_url.is_none() => {
+                // A fresh attempt (not the repeat of an interrupted
+                // dispatch) that the node calls a duplicate: it remembers
+                // this call id from an earlier attempt and rang nothing.
+                // Waiting for events would leave the call in-flight
+                // forever, so the attempt ends here.
+                fail(format!(
+                    "{}: the node treats attempt {} as a duplicate of an earlier attempt \
+                     of this call id and did not place it",
+                    node.url(),
+                    call.attempt
+                ))
+                .await
+            }
             Ok(Ok(r)) => {
                 let r = r.into_inner();
                 if !store

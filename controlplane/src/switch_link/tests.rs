@@ -41,6 +41,9 @@ struct PeerState {
     subscribes: Vec<(String, u64)>,
     /// A node that forgets to honour after_seq (resends all it retains).
     resend_all: bool,
+    /// A node whose idempotency key is the call id alone (every attempt
+    /// after the first is a "duplicate").
+    dedup_by_call_id: bool,
     max_calls: u32,
     load: f32,
     draining: bool,
@@ -136,7 +139,10 @@ impl Switch for Peer {
             } else {
                 r.trunk_id.clone()
             };
-            let key = (r.call_id.clone(), r.attempt);
+            let key = (
+                r.call_id.clone(),
+                if s.dedup_by_call_id { 0 } else { r.attempt },
+            );
             let duplicate = !s.placed.insert(key);
             if !duplicate {
                 s.active.insert(r.call_id.clone());
@@ -830,5 +836,58 @@ async fn api_places_and_hangs_up_through_the_node() {
         .await;
     assert_eq!(r.json["wasNoop"], true);
     tasks.shutdown().await;
+    server.kill(&peer).await;
+}
+
+#[tokio::test]
+async fn a_retry_the_node_calls_a_duplicate_is_not_left_in_flight() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("j1");
+    peer.with(|s| s.dedup_by_call_id = true);
+    let server = Server::start(&peer, None).await;
+    let l = link(vec![server.url()], &clock);
+    l.choose_probing().await.unwrap();
+    let call = new_call(7, clock.now());
+    db.store.insert_call(&call).await.unwrap();
+    let claimed = db
+        .store
+        .claim_call(&call.call_id, clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    // The attempt rings out; the retry is due a minute later.
+    db.store
+        .reset_switch_cursor(&server.url(), "j1", clock.now())
+        .await
+        .unwrap();
+    let seq = peer.emit(
+        call.call_id.as_str(),
+        pb::event::Kind::Ended(pb::CallEnded {
+            outcome: "no-answer".into(),
+            sip_status: 480,
+            ..Default::default()
+        }),
+    );
+    let ev = super::events::convert(&peer.with(|s| s.journal[0].clone())).unwrap();
+    assert_eq!(ev.seq, i64::try_from(seq).unwrap());
+    db.store
+        .apply_switch_event(&server.url(), &ev, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&db.store, &call.call_id).await,
+        CallStatus::EndedFailedRetryPending
+    );
+    clock.advance_ms(60_000);
+    let out = crate::scheduler::tick(&l, &db.store, &clock).await;
+    assert!(
+        matches!(&out[..], [Dispatched::Failed { status: CallStatus::EndedFailedFinal, detail }] if detail.contains("duplicate")),
+        "{out:?}"
+    );
     server.kill(&peer).await;
 }
