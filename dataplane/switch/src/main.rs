@@ -45,9 +45,18 @@ struct Cli {
     /// Address advertised in SDP [default: the IP of CODEB_SIP_ADDR].
     #[arg(long, env = "CODEB_MEDIA_ADDR")]
     media_addr: Option<IpAddr>,
-    /// RTP port range.
+    /// RTP port range (even ports RTP, odd RTCP), split evenly among the
+    /// media workers. Media sockets bind to the IP of CODEB_SIP_ADDR.
     #[arg(long, env = "CODEB_RTP_PORTS", default_value = "20000-29999")]
     rtp_ports: PortRange,
+    /// Media worker threads, each with its own io_uring ring [default: one
+    /// per core].
+    #[arg(long, env = "CODEB_WORKERS")]
+    workers: Option<usize>,
+    /// Seconds without RTP or RTCP in either direction after which an
+    /// answered call is hung up; 0 never.
+    #[arg(long, env = "CODEB_RTP_TIMEOUT", default_value_t = 60)]
+    rtp_timeout: u64,
     /// Directory for the switch's state (and its default config file).
     #[arg(long, env = "CODEB_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -282,6 +291,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let addrs = resolve_trunks(&config);
     let mut core = Core::new(settings, config, addrs);
     core.set_udp_socket(udp_id);
+    let workers = cli
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .clamp(1, 256);
+    let engine = codeb_switch::media::MediaEngine::start(
+        &codeb_switch::media::MediaSettings {
+            workers,
+            bind_ip: sip_addr.ip(),
+            ports: cli.rtp_ports,
+            inactivity: match cli.rtp_timeout {
+                0 => Duration::MAX,
+                s => Duration::from_secs(s),
+            },
+            force_epoll: cli.io == "epoll",
+        },
+        Some(reactor.waker()),
+    )
+    .context("starting the media workers")?;
+    core.set_media_engine(engine);
     let mut link = control::start(
         control::Settings {
             grpc_addr: cli.grpc_addr,

@@ -115,6 +115,25 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
         "Active call legs (dialogs)",
         core.dialogs() as u64,
     );
+    counter(
+        &mut o,
+        "codeb_rtp_timeouts_total",
+        "Answered calls hung up because their RTP stopped (CODEB_RTP_TIMEOUT)",
+        s.rtp_timeouts,
+    );
+    let (relayed, ports) = core.media_stats();
+    counter(
+        &mut o,
+        "codeb_media_relayed_packets_total",
+        "RTP packets relayed by the media workers",
+        relayed,
+    );
+    gauge(
+        &mut o,
+        "codeb_media_ports_in_use",
+        "RTP ports held by calls (two per call)",
+        ports as u64,
+    );
     gauge(
         &mut o,
         "codeb_sip_registrations",

@@ -229,10 +229,24 @@ fn a_quiet_call_is_reported_and_ports_are_reused() {
     let first = engine.open().unwrap();
     let second = engine.open().unwrap();
     assert!(matches!(engine.open(), Err(MediaError::NoPorts)));
+    // Only a routed call (both far ends known) can go quiet: the second,
+    // still "ringing", is never reported.
+    let (a, b) = (phone(), phone());
+    engine
+        .set_remote(first.handle, LegSide::A, remote(&a, 0))
+        .unwrap();
+    engine
+        .set_remote(first.handle, LegSide::B, remote(&b, 0))
+        .unwrap();
     let MediaEvent::Inactive { handle, .. } = wait_event(&mut engine) else {
         panic!()
     };
-    assert!(handle == first.handle || handle == second.handle);
+    assert_eq!(handle, first.handle);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        engine.poll_event().is_none(),
+        "reported once, the other never"
+    );
     engine.close(first.handle, first.ports);
     // The freed ports come back (once the worker has closed them).
     let deadline = Instant::now() + Duration::from_secs(5);

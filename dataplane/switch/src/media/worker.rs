@@ -79,7 +79,9 @@ impl Leg {
 
 struct Call {
     legs: [Leg; 2],
-    opened: Instant,
+    /// When both legs last got a far end: the inactivity clock starts
+    /// there (a call still ringing has no media to miss).
+    routed_at: Option<Instant>,
     reported_quiet: bool,
 }
 
@@ -203,7 +205,6 @@ impl Worker {
     }
 
     fn open(&mut self, id: u64, sockets: [[UdpSocket; 2]; 2]) {
-        let now = Instant::now();
         let mut legs = Vec::with_capacity(2);
         for (side, [rtp_sock, rtcp_sock]) in [LegSide::A, LegSide::B].into_iter().zip(sockets) {
             let added = self.reactor.add_udp(rtp_sock).and_then(|rtp| {
@@ -254,7 +255,7 @@ impl Worker {
             id,
             Call {
                 legs: [a, b],
-                opened: now,
+                routed_at: None,
                 reported_quiet: false,
             },
         );
@@ -277,6 +278,11 @@ impl Worker {
             );
         }
         leg.remote = Some(remote);
+        if call.legs.iter().all(|l| l.remote.is_some()) {
+            call.routed_at = Some(Instant::now());
+            call.reported_quiet = false;
+        }
+        let leg = &mut call.legs[side as usize];
         if moved {
             // A new far end (answer, re-INVITE): learn it again.
             leg.latch.relearn(Some(remote.addr));
@@ -312,12 +318,15 @@ impl Worker {
     fn check_quiet(&mut self, now: Instant) {
         let mut quiet = Vec::new();
         for (id, call) in &mut self.st.calls {
+            let Some(routed) = call.routed_at else {
+                continue;
+            };
             let last = call
                 .legs
                 .iter()
                 .filter_map(|l| l.last_rx)
                 .max()
-                .unwrap_or(call.opened);
+                .map_or(routed, |rx| rx.max(routed));
             let is_quiet = now.saturating_duration_since(last) >= self.inactivity;
             if is_quiet && !call.reported_quiet {
                 call.reported_quiet = true;
@@ -383,7 +392,10 @@ impl State {
         };
         if is_rtcp || rtp::is_rtcp(data) {
             if rtcp::Compound::parse(data).is_ok() {
+                // RTCP from the far end keeps a held call alive.
                 this.stats.rtcp_packets += 1;
+                this.last_rx = Some(now);
+                call.reported_quiet = false;
             } else {
                 this.stats.dropped_invalid += 1;
             }

@@ -108,6 +108,8 @@ pub struct CoreStats {
     /// Inbound calls routed to a virtual number and refused (480) because
     /// no AI engine is attached yet.
     pub virtual_number_refused: u64,
+    /// Answered calls hung up because their RTP stopped.
+    pub rtp_timeouts: u64,
 }
 
 struct Stream {
@@ -712,6 +714,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         self.calls.dialogs_mut().handle_timeout(now);
+        self.media_events(now);
         self.placed_deadlines(now);
         if self.next_tick.is_none_or(|t| t <= now) {
             self.next_tick = Some(now + TICK);

@@ -89,6 +89,7 @@ impl Core {
         if let Some(call) = self.calls.calls.get_mut(&key) {
             call.b.negotiated = negotiated;
         }
+        self.sync_media(key);
         self.answer_a(now, key);
         self.placed_answered(now, key);
         tracing::info!(call = key, "call answered");
@@ -260,8 +261,10 @@ impl Core {
         let Some(call) = self.calls.calls.remove(&key) else {
             return;
         };
-        self.calls.ports.release(call.a.media.port);
-        self.calls.ports.release(call.b.media.port);
+        self.calls.media.close(call.media);
+        if let Some(h) = call.media.handle {
+            self.calls.by_media.remove(&h);
+        }
         for id in [&call.a.dialog, &call.b.dialog].into_iter().flatten() {
             self.calls.owners.remove(id);
             if self.calls.dialogs.remove(id).is_some() {

@@ -211,6 +211,7 @@ impl Core {
                 .update(dialog, |d| d.sent_response(now, &r));
             self.respond(now, id, r);
         }
+        self.sync_media(key);
     }
 
     /// Relays an INFO (DTMF) to the other leg, if it is up.

@@ -195,9 +195,7 @@ impl Core {
                 return self.reject(now, id, &req, StatusCode::BAD_REQUEST, Some(&warning));
             }
         };
-        let (Some(a_port), Some(b_port)) =
-            (self.calls.ports.allocate(), self.calls.ports.allocate())
-        else {
+        let Some(call_media) = self.calls.media.open() else {
             return self.reject(
                 now,
                 id,
@@ -206,6 +204,7 @@ impl Core {
                 Some("no media ports left"),
             );
         };
+        let [a_port, b_port] = call_media.ports;
         let key = self.calls.next_key;
         let a_media = LocalMedia {
             addr: self.calls.media_ip,
@@ -219,8 +218,7 @@ impl Core {
         let (answer, negotiated) = match sdp::answer(offer, &a_media) {
             Ok(x) => x,
             Err(e) => {
-                self.calls.ports.release(a_port);
-                self.calls.ports.release(b_port);
+                self.calls.media.close(call_media);
                 let warning = e.to_string();
                 return self.reject(
                     now,
@@ -244,8 +242,7 @@ impl Core {
         let a_id = match self.calls.dialogs.insert(a_dialog) {
             Ok(a_id) => a_id,
             Err(e) => {
-                self.calls.ports.release(a_port);
-                self.calls.ports.release(b_port);
+                self.calls.media.close(call_media);
                 let warning = e.to_string();
                 return self.reject(
                     now,
@@ -280,12 +277,13 @@ impl Core {
             started: now,
             answered_at: None,
             origin: None,
+            media: call_media,
+            codec_mismatch_logged: false,
         };
         self.fork(now, &mut call, targets);
         if call.branches.is_empty() {
             self.calls.dialogs.remove(&a_id);
-            self.calls.ports.release(a_port);
-            self.calls.ports.release(b_port);
+            self.calls.media.close(call_media);
             return self.reject(
                 now,
                 id,
@@ -301,6 +299,9 @@ impl Core {
             self.calls.trunks.entry(t.clone()).or_default().active += 1;
         }
         tracing::info!(call = key, branches = call.branches.len(), "call routed");
+        if let Some(h) = call.media.handle {
+            self.calls.by_media.insert(h, key);
+        }
         self.calls.calls.insert(key, call);
     }
 

@@ -39,6 +39,7 @@ mod answer;
 mod branches;
 mod in_dialog;
 mod inbound;
+mod media;
 mod originate;
 mod session;
 mod targets;
@@ -179,6 +180,10 @@ pub struct Call {
     answered_at: Option<Instant>,
     /// Set when the switch placed the call itself (PlaceCall).
     origin: Option<Box<originate::Origin>>,
+    /// The call's RTP ports and its relay on the media engine.
+    media: media::CallMedia,
+    /// The legs' codecs differ and that was logged.
+    codec_mismatch_logged: bool,
 }
 
 impl Call {
@@ -214,7 +219,9 @@ pub struct Calls {
     /// ...and the call it belongs to (the table carries no user data).
     owners: HashMap<DialogId, (CallKey, Side)>,
     next_key: CallKey,
-    ports: PortPool,
+    media: media::MediaPorts,
+    /// Calls by their media on the engine (for its events).
+    by_media: HashMap<crate::media::MediaHandle, CallKey>,
     trunks: HashMap<String, TrunkLoad>,
     media_ip: IpAddr,
     max_calls: usize,
@@ -232,7 +239,8 @@ impl Calls {
             dialogs: DialogTable::new(max_calls.saturating_mul(2).max(2)),
             owners: HashMap::new(),
             next_key: 1,
-            ports,
+            media: media::MediaPorts::Pool(ports),
+            by_media: HashMap::new(),
             trunks: HashMap::new(),
             media_ip,
             max_calls,
@@ -259,7 +267,7 @@ impl Calls {
     }
 
     pub fn ports_in_use(&self) -> usize {
-        self.ports.in_use()
+        self.media.in_use()
     }
 }
 

@@ -293,9 +293,11 @@ impl Core {
                 trunk.id
             )));
         }
-        let Some(port) = self.calls.ports.allocate() else {
+        let Some(call_media) = self.calls.media.open() else {
             return Err(ResourceExhausted("no media ports left".into()));
         };
+        // A's port waits for the AI leg; B's is in the INVITE.
+        let [a_port, port] = call_media.ports;
         let media = LocalMedia {
             addr: self.calls.media_ip,
             port,
@@ -339,7 +341,7 @@ impl Core {
         let (tx, invite) = match sent {
             Ok(x) => x,
             Err(e) => {
-                self.calls.ports.release(port);
+                self.calls.media.close(call_media);
                 return Err(ResourceExhausted(format!("call not started: {e}")));
             }
         };
@@ -350,10 +352,13 @@ impl Core {
             s => s,
         };
         let ring_at = now + Duration::from_secs(u64::from(ring));
-        // No A side: its media is empty (port 0 is never allocated) and
+        // No A side yet: its port waits for the AI leg, and
         // `a_invite` holds our INVITE, which nothing answers (the A-side
         // paths all need `a_invite_tx`, which stays None).
-        let a = Leg::new(LocalMedia { port: 0, ..media });
+        let a = Leg::new(LocalMedia {
+            port: a_port,
+            ..media
+        });
         let call = Call {
             key,
             phase: Phase::Routing,
@@ -376,6 +381,8 @@ impl Core {
             trunks: vec![trunk.id.clone()],
             started: now,
             answered_at: None,
+            media: call_media,
+            codec_mismatch_logged: false,
             origin: Some(Box::new(Origin {
                 call_id: req.call_id.clone(),
                 attempt,
@@ -407,6 +414,9 @@ impl Core {
             .placed
             .by_id
             .insert(req.call_id.clone(), (key, attempt, trunk.id.clone()));
+        if let Some(h) = call_media.handle {
+            self.calls.by_media.insert(h, key);
+        }
         self.calls.calls.insert(key, call);
         tracing::info!(call = key, call_id = %req.call_id, trunk = %trunk.id, "placing call");
         self.drain(now);
@@ -438,7 +448,7 @@ impl Core {
     }
 
     /// Ends a placed call for a reason of ours.
-    fn end_placed(&mut self, now: Instant, key: CallKey, outcome: &str, detail: &str) {
+    pub(super) fn end_placed(&mut self, now: Instant, key: CallKey, outcome: &str, detail: &str) {
         let Some(phase) = self.calls.calls.get(&key).map(|c| c.phase) else {
             return;
         };

@@ -106,6 +106,7 @@ impl Core {
             {
                 leg.negotiated = Some(n);
             }
+            self.sync_media(key);
             return;
         }
         let refused = matches!(resp.status.as_u16(), 405 | 501);

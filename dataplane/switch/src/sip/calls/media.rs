@@ -1,0 +1,202 @@
+//! A call's media: ports for its SDP and, in the running switch, the media
+//! engine that relays its RTP (see `crate::media`). The sans-IO tests run
+//! on a bare port pool: the same SDP, no sockets.
+//!
+//! Relaying starts once both legs have negotiated the same codec, and
+//! follows every later negotiation (re-INVITE, UPDATE, hold). Legs that
+//! settled on different codecs are not relayed: transcoding is not wired
+//! into the workers yet, and relaying one codec's payload as another's
+//! would be noise; the call is logged once.
+
+use std::time::Instant;
+
+use codeb_sip::sdp::{Codec, Negotiated};
+
+use super::*;
+use crate::media::{LegSide, MediaEngine, MediaEvent, MediaHandle, Remote};
+
+/// Where a call's ports come from.
+pub(crate) enum MediaPorts {
+    Pool(PortPool),
+    Engine(MediaEngine),
+}
+
+impl std::fmt::Debug for MediaPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MediaPorts::Pool(p) => f.debug_tuple("Pool").field(p).finish(),
+            MediaPorts::Engine(e) => f.debug_tuple("Engine").field(e).finish(),
+        }
+    }
+}
+
+/// A call's media: the engine's handle (None on a bare pool) and the RTP
+/// ports of its A and B legs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallMedia {
+    pub handle: Option<MediaHandle>,
+    pub ports: [u16; 2],
+}
+
+impl MediaPorts {
+    /// Two RTP ports (A, B), or None when none are left.
+    pub(crate) fn open(&mut self) -> Option<CallMedia> {
+        match self {
+            MediaPorts::Pool(p) => {
+                let a = p.allocate()?;
+                match p.allocate() {
+                    Some(b) => Some(CallMedia {
+                        handle: None,
+                        ports: [a, b],
+                    }),
+                    None => {
+                        p.release(a);
+                        None
+                    }
+                }
+            }
+            MediaPorts::Engine(e) => match e.open() {
+                Ok(o) => Some(CallMedia {
+                    handle: Some(o.handle),
+                    ports: o.ports,
+                }),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no media for a call");
+                    None
+                }
+            },
+        }
+    }
+
+    pub(crate) fn close(&mut self, media: CallMedia) {
+        match (self, media.handle) {
+            (MediaPorts::Pool(p), _) => {
+                for port in media.ports {
+                    p.release(port);
+                }
+            }
+            (MediaPorts::Engine(e), Some(h)) => e.close(h, media.ports),
+            (MediaPorts::Engine(_), None) => {}
+        }
+    }
+
+    pub(crate) fn in_use(&self) -> usize {
+        match self {
+            MediaPorts::Pool(p) => p.in_use(),
+            MediaPorts::Engine(e) => e.ports_in_use(),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<MediaEvent> {
+        match self {
+            MediaPorts::Pool(_) => None,
+            MediaPorts::Engine(e) => e.poll_event(),
+        }
+    }
+}
+
+fn clock_rate(codec: Codec) -> u32 {
+    match codec {
+        Codec::Opus => 48_000,
+        Codec::Pcmu | Codec::Pcma | Codec::TelephoneEvent => 8000,
+    }
+}
+
+fn remote_of(n: &Negotiated) -> Option<Remote> {
+    Some(Remote {
+        addr: n.remote?,
+        payload_type: n.pt,
+        clock_rate: clock_rate(n.codec),
+        dtmf_payload_type: n.dtmf_pt,
+    })
+}
+
+impl Core {
+    /// Runs the switch's calls on a media engine instead of a bare pool.
+    pub fn set_media_engine(&mut self, engine: MediaEngine) {
+        self.calls.media = MediaPorts::Engine(engine);
+    }
+
+    /// Tells the engine what both legs negotiated, once they agree on a
+    /// codec (after every negotiation; repeating it changes nothing).
+    pub(super) fn sync_media(&mut self, key: CallKey) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        let MediaPorts::Engine(engine) = &mut self.calls.media else {
+            return;
+        };
+        let Some(handle) = call.media.handle else {
+            return;
+        };
+        let (Some(a), Some(b)) = (&call.a.negotiated, &call.b.negotiated) else {
+            return;
+        };
+        if a.codec != b.codec {
+            if !call.codec_mismatch_logged {
+                call.codec_mismatch_logged = true;
+                tracing::warn!(call = key, a = ?a.codec, b = ?b.codec,
+                    "legs negotiated different codecs; media is not relayed (no transcoding yet)");
+            }
+            return;
+        }
+        for (side, n) in [(LegSide::A, a), (LegSide::B, b)] {
+            if let Some(r) = remote_of(n)
+                && let Err(e) = engine.set_remote(handle, side, r)
+            {
+                tracing::warn!(call = key, ?side, error = %e, "media not updated");
+            }
+        }
+    }
+
+    /// Events of the media engine: a call whose RTP stopped in both
+    /// directions for the inactivity timeout is hung up.
+    pub(crate) fn media_events(&mut self, now: Instant) {
+        while let Some(ev) = self.calls.media.poll_event() {
+            match ev {
+                MediaEvent::Inactive { handle, stats } => {
+                    let Some(&key) = self.calls.by_media.get(&handle) else {
+                        continue;
+                    };
+                    tracing::info!(call = key, a = ?stats[0], b = ?stats[1],
+                        "no RTP for the inactivity timeout; hanging up");
+                    self.stats.rtp_timeouts += 1;
+                    self.media_timeout(now, key);
+                }
+                MediaEvent::Closed { handle, stats } => {
+                    tracing::debug!(?handle, a = ?stats[0], b = ?stats[1], "call media closed");
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Ends an answered call whose RTP stopped (a placed call reports it
+    /// as a failure with its reason).
+    fn media_timeout(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
+        if !matches!(call.phase, Phase::Answered | Phase::Confirmed) {
+            return;
+        }
+        if call.origin.is_some() {
+            self.end_placed(now, key, "failed", "no RTP for the inactivity timeout");
+        } else {
+            self.hang_up(now, key);
+        }
+    }
+}
+
+impl Core {
+    /// Media counters for the metrics endpoint: packets relayed since
+    /// start (0 without an engine) and RTP ports in use.
+    pub fn media_stats(&self) -> (u64, usize) {
+        let relayed = match &self.calls.media {
+            MediaPorts::Engine(e) => e.relayed(),
+            MediaPorts::Pool(_) => 0,
+        };
+        (relayed, self.calls.media.in_use())
+    }
+}

@@ -1,0 +1,68 @@
+//! RTP through the switch: SIPp plays a recorded PCMA call (and an RFC 4733
+//! digit) from the caller, the callee's SIPp echoes its media port, and
+//! the switch's media workers relay both directions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: failing loudly is the point
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Switch, free_port, loopback_config, scenario, shared, sipp_server};
+
+#[test]
+fn a_recorded_call_is_relayed_both_ways() {
+    let media_port = free_port();
+    let uas = sipp_server(&[
+        "-sf",
+        scenario("uas_pcma_echo.xml").to_str().unwrap(),
+        "-rtp_echo",
+        "-mp",
+        &media_port.to_string(),
+    ]);
+    let sw = Switch::start(
+        &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
+        &[("CODEB_WORKERS", "2")],
+    );
+    // The scenario names its recordings relative to its working directory.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(shared("testdata/sip/sipp/pcap"), dir.path().join("pcap")).unwrap();
+    let status = Command::new("sipp")
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-m",
+            "1",
+            "-sf",
+            shared("testdata/sip/sipp/builtin-3.6.1/uac_pcap.xml")
+                .to_str()
+                .unwrap(),
+            &sw.sip.to_string(),
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run sipp");
+    assert!(status.success(), "the call completed: {status}");
+    // The caller plays g711a.pcap (236 RTP packets) and dtmf_2833_1.pcap
+    // (10): 246 packets towards the callee, echoed back, 492 in all; on
+    // loopback nothing should be lost.
+    let relayed = sw
+        .metric("codeb_media_relayed_packets_total")
+        .expect("relay counter");
+    assert!(
+        (480.0..=492.0).contains(&relayed),
+        "packets relayed both ways through the switch: {relayed}"
+    );
+    assert_eq!(sw.metric("codeb_media_ports_in_use"), Some(0.0));
+    assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
+}
