@@ -4,6 +4,7 @@
 //! One test in this binary, so no other test thread allocates meanwhile.
 
 #![allow(unsafe_code)] // A GlobalAlloc impl is unsafe by definition; it only forwards to System.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use codeb_media::codec::CodecSpec;
 use codeb_media::pipeline::{Leg, LegConfig, Pipeline, PipelineConfig};
