@@ -258,7 +258,11 @@ struct Endpoint {
 }
 
 /// Sets up `n` calls through rtpengine; two endpoints per call.
-fn rtpengine_calls(ng: &mut Ng, n: usize, run: u64) -> anyhow::Result<Vec<(String, Endpoint, Endpoint)>> {
+fn rtpengine_calls(
+    ng: &mut Ng,
+    n: usize,
+    run: u64,
+) -> anyhow::Result<Vec<(String, Endpoint, Endpoint)>> {
     let mut calls = Vec::with_capacity(n);
     for i in 0..n {
         let a = UdpSocket::bind((LO, 0))?;
@@ -271,7 +275,10 @@ fn rtpengine_calls(ng: &mut Ng, n: usize, run: u64) -> anyhow::Result<Vec<(Strin
             ("sdp", B::Str(sdp(a.local_addr()?.port()).into_bytes())),
             (
                 "replace",
-                B::List(vec![B::Str(b"origin".to_vec()), B::Str(b"session-connection".to_vec())]),
+                B::List(vec![
+                    B::Str(b"origin".to_vec()),
+                    B::Str(b"session-connection".to_vec()),
+                ]),
             ),
         ])?;
         let to_b = sdp_addr(offer.get("sdp").context("offer without sdp")?)?;
@@ -285,7 +292,11 @@ fn rtpengine_calls(ng: &mut Ng, n: usize, run: u64) -> anyhow::Result<Vec<(Strin
         let to_a = sdp_addr(answer.get("sdp").context("answer without sdp")?)?;
         // A sends to the port rtpengine gave A (the answer's); B to the
         // offer's.
-        calls.push((id, Endpoint { sock: a, to: to_a }, Endpoint { sock: b, to: to_b }));
+        calls.push((
+            id,
+            Endpoint { sock: a, to: to_a },
+            Endpoint { sock: b, to: to_b },
+        ));
     }
     Ok(calls)
 }
@@ -485,7 +496,15 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:>6} {:>10} {:>10} {:>8} {:>10} {:>10} {:>10} {:>11} {:>9}",
-        "calls", "sent pps", "relay pps", "loss %", "p50 ms", "p99 ms", "jitter us", "relay CPU", "gen late"
+        "calls",
+        "sent pps",
+        "relay pps",
+        "loss %",
+        "p50 ms",
+        "p99 ms",
+        "jitter us",
+        "relay CPU",
+        "gen late"
     );
     let mut ng = Ng::new(a.ng)?;
     for (run, &n) in a.calls.iter().enumerate() {
@@ -512,7 +531,11 @@ fn main() -> anyhow::Result<()> {
             loss,
             t.latency.percentile_ms(50.0),
             t.latency.percentile_ms(99.0),
-            if t.jitter_legs == 0 { 0.0 } else { t.jitter_sum_us / t.jitter_legs as f64 },
+            if t.jitter_legs == 0 {
+                0.0
+            } else {
+                t.jitter_sum_us / t.jitter_legs as f64
+            },
             cpu.map_or("n/a".to_owned(), |c| format!("{:.0}%", c * 100.0)),
             t.max_late.as_secs_f64() * 1000.0,
         );
