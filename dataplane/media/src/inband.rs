@@ -61,6 +61,8 @@ impl Default for DetectorConfig {
 #[derive(Debug, Clone)]
 pub struct DtmfDetector {
     cfg: DetectorConfig,
+    /// Goertzel coefficients of the four rows, then the four columns.
+    coeffs: [f32; 8],
     buf: [f32; WINDOW],
     filled: usize,
     candidate: Option<u8>,
@@ -72,8 +74,13 @@ pub struct DtmfDetector {
 
 impl DtmfDetector {
     pub fn new(cfg: DetectorConfig) -> Self {
+        let mut coeffs = [0f32; 8];
+        for (c, &f) in coeffs.iter_mut().zip(ROWS.iter().chain(&COLS)) {
+            *c = goertzel::coefficient(f, RATE);
+        }
         DtmfDetector {
             cfg,
+            coeffs,
             buf: [0.0; WINDOW],
             filled: 0,
             candidate: None,
@@ -111,14 +118,9 @@ impl DtmfDetector {
             return None;
         }
         let norm = 2.0 / (WINDOW as f32 * energy);
-        let mut rows = [0f32; 4];
-        let mut cols = [0f32; 4];
-        for (p, &f) in rows.iter_mut().zip(&ROWS) {
-            *p = goertzel::power(x, f, RATE) * norm;
-        }
-        for (p, &f) in cols.iter_mut().zip(&COLS) {
-            *p = goertzel::power(x, f, RATE) * norm;
-        }
+        let p = goertzel::power_bank8(x, &self.coeffs);
+        let rows = [p[0] * norm, p[1] * norm, p[2] * norm, p[3] * norm];
+        let cols = [p[4] * norm, p[5] * norm, p[6] * norm, p[7] * norm];
         let (r, rp, r2) = best(&rows);
         let (c, cp, c2) = best(&cols);
         if rp + cp < self.cfg.min_tone_fraction {

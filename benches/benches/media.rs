@@ -1,0 +1,321 @@
+//! Per-packet and per-20 ms-frame CPU cost of the media engine's pieces and
+//! of whole call pipelines (relay, transcode, AI tap), with time stepped
+//! synthetically (no sleeping: each iteration is one 20 ms frame).
+//!
+//! cargo bench -p codeb-benches --bench media -- --warm-up-time 1 --measurement-time 3
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use codeb_media::codec::CodecSpec;
+use codeb_media::g711::Law;
+use codeb_media::opus::{OpusDecoder, OpusEncoder};
+use codeb_media::pipeline::{Leg, LegConfig, Pipeline, PipelineConfig};
+use codeb_media::resample::Resampler;
+use codeb_media::rtp::{RtpHeader, RtpPacket, rewrite_header};
+use codeb_media::tap::TapConfig;
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fn speech_like(rate: u32, len: usize) -> Vec<i16> {
+    (0..len)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            let v = 6000.0 * (2.0 * std::f32::consts::PI * 220.0 * t).sin()
+                + 3000.0 * (2.0 * std::f32::consts::PI * 660.0 * t).sin()
+                + 1500.0 * (2.0 * std::f32::consts::PI * 1320.0 * t).sin();
+            v as i16
+        })
+        .collect()
+}
+
+fn rtp(pt: u8, seq: u16, ts: u32, payload: &[u8], out: &mut [u8]) -> usize {
+    RtpHeader {
+        marker: false,
+        payload_type: pt,
+        sequence: seq,
+        timestamp: ts,
+        ssrc: 0x1234_5678,
+    }
+    .write_packet(payload, out)
+    .unwrap()
+}
+
+fn bench_rtp(c: &mut Criterion) {
+    let mut pkt = [0u8; 172];
+    let n = rtp(0, 1, 160, &[0xff; 160], &mut pkt);
+    c.bench_function("rtp parse (172 B)", |b| {
+        b.iter(|| {
+            let p = RtpPacket::parse(black_box(&pkt[..n])).unwrap();
+            (p.sequence(), p.timestamp(), p.ssrc(), p.payload().len())
+        })
+    });
+    let mut out = [0u8; 1500];
+    let h = RtpHeader {
+        marker: false,
+        payload_type: 8,
+        sequence: 7,
+        timestamp: 99,
+        ssrc: 42,
+    };
+    c.bench_function("rtp copy + header rewrite (172 B)", |b| {
+        b.iter(|| {
+            out[..n].copy_from_slice(black_box(&pkt[..n]));
+            rewrite_header(&mut out[..n], black_box(&h)).unwrap();
+            out[3]
+        })
+    });
+}
+
+fn bench_g711(c: &mut Criterion) {
+    let pcm = speech_like(8000, 160);
+    let mut codes = [0u8; 160];
+    let mut back = [0i16; 160];
+    for (name, law) in [("µ-law", Law::Ulaw), ("A-law", Law::Alaw)] {
+        c.bench_function(&format!("g711 {name} encode 20 ms"), |b| {
+            b.iter(|| law.encode(black_box(&pcm), &mut codes))
+        });
+        law.encode(&pcm, &mut codes);
+        c.bench_function(&format!("g711 {name} decode 20 ms"), |b| {
+            b.iter(|| law.decode(black_box(&codes), &mut back))
+        });
+    }
+}
+
+fn bench_opus(c: &mut Criterion) {
+    for rate in [8_000u32, 16_000, 48_000] {
+        let frame = (rate / 50) as usize;
+        let pcm = speech_like(rate, frame * 50);
+        let mut enc = OpusEncoder::new(rate, 10).unwrap();
+        let mut out = [0u8; 1500];
+        let mut i = 0;
+        c.bench_function(&format!("opus encode 20 ms @{} kHz", rate / 1000), |b| {
+            b.iter(|| {
+                i = (i + 1) % 50;
+                enc.encode(black_box(&pcm[i * frame..(i + 1) * frame]), &mut out)
+                    .unwrap()
+            })
+        });
+        let pkts: Vec<Vec<u8>> = pcm
+            .chunks_exact(frame)
+            .map(|f| {
+                let n = enc.encode(f, &mut out).unwrap();
+                out[..n].to_vec()
+            })
+            .collect();
+        let mut dec = OpusDecoder::new(rate).unwrap();
+        let mut y = vec![0i16; frame];
+        let mut j = 0;
+        c.bench_function(&format!("opus decode 20 ms @{} kHz", rate / 1000), |b| {
+            b.iter(|| {
+                j = (j + 1) % pkts.len();
+                dec.decode(black_box(&pkts[j]), &mut y).unwrap()
+            })
+        });
+    }
+}
+
+fn bench_resample(c: &mut Criterion) {
+    for (from, to) in [
+        (8_000u32, 16_000u32),
+        (16_000, 8_000),
+        (8_000, 48_000),
+        (24_000, 8_000),
+        (48_000, 8_000),
+    ] {
+        let mut r = Resampler::new(from, to).unwrap();
+        let x = speech_like(from, r.input_len());
+        let mut y = vec![0i16; r.output_len()];
+        c.bench_function(
+            &format!("resample 20 ms {}k->{}k", from / 1000, to / 1000),
+            |b| b.iter(|| r.process(black_box(&x), &mut y).unwrap()),
+        );
+    }
+}
+
+fn leg(codec: CodecSpec, ssrc: u32, remote: &str) -> LegConfig {
+    LegConfig {
+        remote_rtp: Some(remote.parse().unwrap()),
+        ..LegConfig::new(codec, ssrc)
+    }
+}
+
+/// One 20 ms frame of a call: a packet from leg A's far end arrives, the
+/// timers due by then run, and everything queued is drained.
+struct Call {
+    p: Pipeline,
+    t0: Instant,
+    i: u32,
+    pt: u8,
+    ticks: u32,
+    payloads: Vec<Vec<u8>>,
+    buf: [u8; 1500],
+    from: SocketAddr,
+}
+
+impl Call {
+    fn frame(&mut self) -> usize {
+        self.i = self.i.wrapping_add(1);
+        let now = self.t0 + Duration::from_millis(20 * u64::from(self.i));
+        let payload = &self.payloads[self.i as usize % self.payloads.len()];
+        let n = rtp(
+            self.pt,
+            self.i as u16,
+            self.ticks.wrapping_mul(self.i),
+            payload,
+            &mut self.buf,
+        );
+        self.p.handle_rtp(now, Leg::A, self.from, &self.buf[..n]);
+        let mut sent = 0;
+        while let Some(t) = self.p.poll_transmit() {
+            sent += t.data.len();
+        }
+        while let Some(due) = self.p.poll_timeout() {
+            if due > now {
+                break;
+            }
+            self.p.handle_timeout(due);
+            while let Some(t) = self.p.poll_transmit() {
+                sent += t.data.len();
+            }
+        }
+        while self.p.poll_event().is_some() {}
+        sent
+    }
+}
+
+fn bench_pipelines(c: &mut Criterion) {
+    let far_a = "198.51.100.10:40000";
+    let far_b = "203.0.113.20:50000";
+    let t0 = Instant::now();
+    let pcm8 = speech_like(8_000, 160 * 50);
+    let ulaw: Vec<Vec<u8>> = pcm8
+        .chunks_exact(160)
+        .map(|f| {
+            let mut o = vec![0u8; 160];
+            Law::Ulaw.encode(f, &mut o);
+            o
+        })
+        .collect();
+    let mut enc = OpusEncoder::new(8_000, 10).unwrap();
+    let opus: Vec<Vec<u8>> = pcm8
+        .chunks_exact(160)
+        .map(|f| {
+            let mut o = [0u8; 1500];
+            let n = enc.encode(f, &mut o).unwrap();
+            o[..n].to_vec()
+        })
+        .collect();
+    let call = |p: Pipeline, pt: u8, ticks: u32, payloads: &Vec<Vec<u8>>| Call {
+        p,
+        t0,
+        i: 0,
+        pt,
+        ticks,
+        payloads: payloads.clone(),
+        buf: [0; 1500],
+        from: far_a.parse().unwrap(),
+    };
+
+    let relay = Pipeline::bridge(
+        t0,
+        PipelineConfig::default(),
+        leg(CodecSpec::pcmu(), 1, far_a),
+        leg(CodecSpec::pcmu(), 2, far_b),
+    )
+    .unwrap();
+    let mut relay = call(relay, 0, 160, &ulaw);
+    c.bench_function(
+        "pipeline relay PCMU + in-band DTMF detection, per packet",
+        |b| b.iter(|| relay.frame()),
+    );
+
+    let te = |codec, ssrc, remote| LegConfig {
+        telephone_event: Some(101),
+        ..leg(codec, ssrc, remote)
+    };
+    let relay_te = Pipeline::bridge(
+        t0,
+        PipelineConfig::default(),
+        te(CodecSpec::pcmu(), 1, far_a),
+        te(CodecSpec::pcmu(), 2, far_b),
+    )
+    .unwrap();
+    let mut relay_te = call(relay_te, 0, 160, &ulaw);
+    c.bench_function(
+        "pipeline relay PCMU (telephone-event, no in-band), per packet",
+        |b| b.iter(|| relay_te.frame()),
+    );
+
+    let pcmu_pcma = Pipeline::bridge(
+        t0,
+        PipelineConfig::default(),
+        leg(CodecSpec::pcmu(), 1, far_a),
+        leg(CodecSpec::pcma(), 2, far_b),
+    )
+    .unwrap();
+    let mut pcmu_pcma = call(pcmu_pcma, 0, 160, &ulaw);
+    c.bench_function("pipeline transcode PCMU->PCMA, per frame", |b| {
+        b.iter(|| pcmu_pcma.frame())
+    });
+
+    let opus_pcmu = Pipeline::bridge(
+        t0,
+        PipelineConfig::default(),
+        leg(CodecSpec::opus(111, 8_000), 1, far_a),
+        leg(CodecSpec::pcmu(), 2, far_b),
+    )
+    .unwrap();
+    let mut opus_pcmu = call(opus_pcmu, 111, 960, &opus);
+    c.bench_function("pipeline transcode Opus@8k->PCMU, per frame", |b| {
+        b.iter(|| opus_pcmu.frame())
+    });
+
+    let pcmu_opus = Pipeline::bridge(
+        t0,
+        PipelineConfig::default(),
+        leg(CodecSpec::pcmu(), 1, far_a),
+        leg(CodecSpec::opus(111, 8_000), 2, far_b),
+    )
+    .unwrap();
+    let mut pcmu_opus = call(pcmu_opus, 0, 160, &ulaw);
+    c.bench_function("pipeline transcode PCMU->Opus@8k, per frame", |b| {
+        b.iter(|| pcmu_opus.frame())
+    });
+
+    // AI tap: per 20 ms, one caller packet decoded, resampled to 16 kHz and
+    // handed to the engine ring, and one 24 kHz engine frame resampled,
+    // encoded and paced out. The engine side's ring work (one 480-sample
+    // write, one 320-sample read) is included.
+    let (tap, mut engine) = Pipeline::ai_tap(
+        t0,
+        PipelineConfig::default(),
+        leg(CodecSpec::pcmu(), 1, far_a),
+        TapConfig::default(),
+    )
+    .unwrap();
+    let mut tap = call(tap, 0, 160, &ulaw);
+    let engine_frame = speech_like(24_000, 480);
+    let mut caller = [0i16; 640];
+    engine.write_engine(&engine_frame);
+    engine.write_engine(&engine_frame);
+    c.bench_function("pipeline AI tap PCMU <-> 16k/24k PCM, per frame", |b| {
+        b.iter(|| {
+            engine.write_engine(&engine_frame);
+            let n = tap.frame();
+            engine.read_caller(&mut caller);
+            n
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_rtp,
+    bench_g711,
+    bench_opus,
+    bench_resample,
+    bench_pipelines
+);
+criterion_main!(benches);
