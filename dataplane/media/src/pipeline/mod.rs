@@ -37,23 +37,30 @@
 //! its timeline when transcoding); on G.711 legs without telephone-event,
 //! in-band tones are detected when `inband_dtmf` is set.
 
+mod ai_tap;
 mod leg;
+mod reports;
 #[cfg(test)]
 mod tests;
+mod txqueue;
+mod types;
 
-use crate::codec::{CodecError, CodecSpec};
-use crate::dtmf::{Digit, TelephoneEvent};
-use crate::latch::{LatchConfig, LatchVerdict};
-use crate::resample::{ResampleError, Resampler};
+use crate::dtmf::TelephoneEvent;
+use crate::latch::LatchVerdict;
+use crate::resample::Resampler;
 use crate::rewrite::Source;
-use crate::rtcp::{Compound, CompoundWriter, RtcpPacket, SenderInfo};
 use crate::rtp::{MAX_PACKET_LEN, RtpHeader, RtpPacket, is_rtcp, rewrite_header};
-use crate::tap::{EngineFrame, TapConfig, TapEngine, TapWorker};
+use crate::tap::{TapConfig, TapEngine, TapWorker};
+use ai_tap::Tap;
 use leg::LegState;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use thiserror::Error;
+use std::time::{Duration, Instant};
+use txqueue::TxQueue;
+pub use types::{
+    ConfigError, DropReason, Event, Leg, LegConfig, LegStats, PacketKind, PipelineConfig, Transmit,
+    Verdict,
+};
 
 /// Packets the transmit queue holds.
 pub const TX_QUEUE: usize = 8;
@@ -61,260 +68,6 @@ const EVENT_QUEUE: usize = 32;
 const PTIME: Duration = Duration::from_millis(20);
 /// Largest 20 ms frame (48 kHz).
 const MAX_FRAME: usize = 960;
-
-/// A side of the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Leg {
-    A,
-    B,
-}
-
-impl Leg {
-    fn index(self) -> usize {
-        match self {
-            Leg::A => 0,
-            Leg::B => 1,
-        }
-    }
-    pub fn other(self) -> Leg {
-        match self {
-            Leg::A => Leg::B,
-            Leg::B => Leg::A,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PacketKind {
-    Rtp,
-    Rtcp,
-}
-
-/// A datagram to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit<'a> {
-    pub leg: Leg,
-    /// Which of the leg's sockets sends it (with rtcp-mux, both are the RTP
-    /// socket).
-    pub kind: PacketKind,
-    pub destination: SocketAddr,
-    pub data: &'a [u8],
-}
-
-/// What a leg negotiated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LegConfig {
-    pub codec: CodecSpec,
-    /// RFC 4733 payload type, at the codec's clock rate.
-    pub telephone_event: Option<u8>,
-    /// Where the far end's SDP says to send (before latching).
-    pub remote_rtp: Option<SocketAddr>,
-    pub remote_rtcp: Option<SocketAddr>,
-    pub rtcp_mux: bool,
-    /// Our stream's SSRC and starting numbers; pick them at random
-    /// (RFC 3550 §5.1).
-    pub ssrc: u32,
-    pub first_seq: u16,
-    pub first_ts: u32,
-    /// Detect DTMF tones in the audio (G.711 legs without telephone-event).
-    pub inband_dtmf: bool,
-}
-
-impl LegConfig {
-    pub fn new(codec: CodecSpec, ssrc: u32) -> Self {
-        LegConfig {
-            codec,
-            telephone_event: None,
-            remote_rtp: None,
-            remote_rtcp: None,
-            rtcp_mux: false,
-            ssrc,
-            first_seq: (ssrc >> 16) as u16,
-            first_ts: ssrc.rotate_left(7),
-            inband_dtmf: true,
-        }
-    }
-}
-
-/// Settings shared by the legs of a pipeline.
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    pub latch: LatchConfig,
-    /// No RTP received on a leg for this long: [`Event::Inactive`].
-    pub inactivity_timeout: Duration,
-    pub rtcp_interval: Duration,
-    pub jitter_min: Duration,
-    pub jitter_max: Duration,
-    /// A telephone-event without packets this long is reported as ended.
-    pub dtmf_end_timeout: Duration,
-    /// RTCP SDES CNAME of our streams.
-    pub cname: [u8; 16],
-    /// A wall-clock reading and the `Instant` it was taken at, for the NTP
-    /// timestamps of sender reports (zero when absent, as RFC 3550 allows).
-    pub wallclock: Option<(Instant, SystemTime)>,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            latch: LatchConfig::default(),
-            inactivity_timeout: Duration::from_secs(60),
-            rtcp_interval: Duration::from_secs(5),
-            jitter_min: Duration::from_millis(20),
-            jitter_max: Duration::from_millis(200),
-            dtmf_end_timeout: Duration::from_millis(300),
-            cname: *b"codeb-switch\0\0\0\0",
-            wallclock: None,
-        }
-    }
-}
-
-/// Something the owner should know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    Dtmf {
-        leg: Leg,
-        digit: Digit,
-    },
-    /// No RTP from the leg since `since` (reported once until it resumes).
-    Inactive {
-        leg: Leg,
-        since: Instant,
-    },
-    /// The leg's far end was learned (or moved during learning).
-    Latched {
-        leg: Leg,
-        address: SocketAddr,
-    },
-    /// A flush emptied the AI playout queue.
-    PlayoutFlushed {
-        played_ms: u64,
-        discarded_ms: u64,
-    },
-}
-
-/// Why a received packet went no further.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    Malformed,
-    /// Not from the latched (or learning-candidate) address.
-    WrongSource,
-    UnknownPayloadType,
-    /// Its turn in the jitter buffer had passed, or a duplicate.
-    Late,
-    /// The other side has no address yet.
-    NoDestination,
-    QueueFull,
-    /// No such leg in this pipeline.
-    NoLeg,
-}
-
-/// What became of a received packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Sent on to the other leg.
-    Forwarded,
-    /// Held for playout (decoded paths).
-    Buffered,
-    /// Used here (RTCP, DTMF without a telephone-event on the other side).
-    Consumed,
-    Dropped(DropReason),
-}
-
-/// Counters of one leg (for metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LegStats {
-    pub rtp_in: u64,
-    pub bytes_in: u64,
-    pub rtcp_in: u64,
-    pub malformed: u64,
-    pub wrong_source: u64,
-    pub unknown_payload_type: u64,
-    pub late: u64,
-    pub codec_errors: u64,
-    /// Packets sent to this leg.
-    pub rtp_out: u64,
-    pub rtcp_out: u64,
-    pub no_destination: u64,
-    pub queue_full: u64,
-    /// Loss and jitter the far end reports about our stream.
-    pub far_fraction_lost: u8,
-    pub far_cumulative_lost: i32,
-    pub far_jitter: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum ConfigError {
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error(transparent)]
-    Resample(#[from] ResampleError),
-    #[error("payload type {0} is not 0..=127 or collides with RTCP")]
-    PayloadType(u8),
-}
-
-struct TxSlot {
-    leg: Leg,
-    kind: PacketKind,
-    dst: SocketAddr,
-    len: usize,
-    buf: [u8; MAX_PACKET_LEN],
-}
-
-/// Fixed ring of outgoing datagrams.
-struct TxQueue {
-    slots: Box<[TxSlot]>,
-    head: usize,
-    len: usize,
-}
-
-impl TxQueue {
-    fn new() -> Self {
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        TxQueue {
-            slots: (0..TX_QUEUE)
-                .map(|_| TxSlot {
-                    leg: Leg::A,
-                    kind: PacketKind::Rtp,
-                    dst: unspecified,
-                    len: 0,
-                    buf: [0; MAX_PACKET_LEN],
-                })
-                .collect(),
-            head: 0,
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, leg: Leg, kind: PacketKind, dst: SocketAddr) -> Option<&mut TxSlot> {
-        if self.len == TX_QUEUE {
-            return None;
-        }
-        let i = (self.head + self.len) % TX_QUEUE;
-        self.len += 1;
-        let s = &mut self.slots[i];
-        s.leg = leg;
-        s.kind = kind;
-        s.dst = dst;
-        s.len = 0;
-        Some(s)
-    }
-
-    /// Takes back the last push (when writing into it failed).
-    fn unpush(&mut self) {
-        self.len -= 1;
-    }
-
-    fn pop(&mut self) -> Option<&TxSlot> {
-        if self.len == 0 {
-            return None;
-        }
-        let i = self.head;
-        self.head = (self.head + 1) % TX_QUEUE;
-        self.len -= 1;
-        Some(&self.slots[i])
-    }
-}
 
 /// Per-mode state.
 enum Mode {
@@ -324,19 +77,6 @@ enum Mode {
         resample: [Box<Resampler>; 2],
     },
     Tap(Box<Tap>),
-}
-
-struct Tap {
-    cfg: TapConfig,
-    worker: TapWorker,
-    to_engine: Resampler,
-    from_engine: Resampler,
-    next_tick: Instant,
-    partial_waiting: bool,
-    /// Source id for the rewriter: bumped when playout resumes after not
-    /// sending (so the timestamp jumps by the real gap).
-    source: u32,
-    sending: bool,
 }
 
 /// Scratch buffers (allocated once per pipeline).
@@ -793,73 +533,6 @@ impl Pipeline {
         Verdict::Forwarded
     }
 
-    /// A datagram on `leg`'s RTCP socket.
-    pub fn handle_rtcp(&mut self, now: Instant, leg: Leg, src: SocketAddr, data: &[u8]) -> Verdict {
-        let Some(l) = &mut self.legs[leg.index()] else {
-            return Verdict::Dropped(DropReason::NoLeg);
-        };
-        let Ok(compound) = Compound::parse(data) else {
-            l.stats.malformed += 1;
-            return Verdict::Dropped(DropReason::Malformed);
-        };
-        let latch = if l.cfg.rtcp_mux {
-            &mut l.latch
-        } else {
-            &mut l.rtcp_latch
-        };
-        if latch.check(now, src) == LatchVerdict::Drop {
-            l.stats.wrong_source += 1;
-            return Verdict::Dropped(DropReason::WrongSource);
-        }
-        l.stats.rtcp_in += 1;
-        let ours = l.rewriter.ssrc();
-        for p in compound.packets() {
-            let reports = match p {
-                RtcpPacket::SenderReport {
-                    ssrc,
-                    info,
-                    reports,
-                } => {
-                    if Some(ssrc) == l.remote_ssrc {
-                        l.recv.on_sender_report(now, info.ntp);
-                    }
-                    reports
-                }
-                RtcpPacket::ReceiverReport { reports, .. } => reports,
-                _ => continue,
-            };
-            for r in reports.iter().filter(|r| r.ssrc == ours) {
-                l.stats.far_fraction_lost = r.fraction_lost;
-                l.stats.far_cumulative_lost = r.cumulative_lost;
-                l.stats.far_jitter = r.jitter;
-            }
-        }
-        Verdict::Consumed
-    }
-
-    /// Explicit flush of the AI playout (when the barge-in decision is made
-    /// on the worker's side); [`TapEngine::flush`] does the same from the AI
-    /// side.
-    pub fn flush_playout(&mut self) {
-        let Mode::Tap(tap) = &mut self.mode else {
-            return;
-        };
-        let mut discarded = 0u64;
-        let frame = crate::resample::frame_len(tap.cfg.from_engine_rate);
-        while tap.worker.engine_available() > 0 {
-            let (_, n) = tap.worker.pull_engine(&mut self.scratch.pcm[..frame], true);
-            discarded += n as u64;
-        }
-        tap.from_engine.reset();
-        tap.partial_waiting = false;
-        let rate = u64::from(tap.cfg.from_engine_rate);
-        let played_ms = tap.worker.played() * 1000 / rate;
-        self.emit(Event::PlayoutFlushed {
-            played_ms,
-            discarded_ms: discarded * 1000 / rate,
-        });
-    }
-
     /// Does whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for leg in [Leg::A, Leg::B] {
@@ -945,105 +618,6 @@ impl Pipeline {
             }
         }
     }
-
-    /// AI playout: one packet per ptime to the caller.
-    fn tap_ticks(&mut self, now: Instant) {
-        loop {
-            let Pipeline {
-                mode,
-                legs,
-                tx,
-                scratch,
-                ..
-            } = self;
-            let Mode::Tap(tap) = mode else { return };
-            if now.saturating_duration_since(tap.next_tick) > 3 * PTIME {
-                // The worker stalled: do not burst to catch up.
-                tap.next_tick = now;
-            }
-            if now < tap.next_tick {
-                return;
-            }
-            tap.next_tick += PTIME;
-            let rate = u64::from(tap.cfg.from_engine_rate);
-            let flushed = tap.worker.apply_flush().map(|discarded| {
-                tap.from_engine.reset();
-                tap.partial_waiting = false;
-                Event::PlayoutFlushed {
-                    played_ms: tap.worker.played() * 1000 / rate,
-                    discarded_ms: discarded * 1000 / rate,
-                }
-            });
-            if let Some(caller) = &mut legs[0] {
-                tap_tick(now, tap, caller, tx, scratch);
-            }
-            if let Some(e) = flushed {
-                self.emit(e);
-            }
-        }
-    }
-
-    /// Sends an SR (if we have sent on the leg) or RR, with SDES CNAME.
-    fn send_report(&mut self, now: Instant, i: usize) {
-        let ntp = self.ntp(now);
-        let Some(l) = &mut self.legs[i] else { return };
-        let Some(dst) = l.rtcp_destination() else {
-            return;
-        };
-        let kind = if l.cfg.rtcp_mux {
-            PacketKind::Rtp
-        } else {
-            PacketKind::Rtcp
-        };
-        let Some(slot) = self.tx.push(l.leg, kind, dst) else {
-            l.stats.queue_full += 1;
-            return;
-        };
-        let ours = l.rewriter.ssrc();
-        let block = match l.remote_ssrc {
-            Some(ssrc) if l.recv.received() > 0 => Some(l.recv.report_block(now, ssrc)),
-            _ => None,
-        };
-        let blocks = block.as_slice();
-        let cname_len = self.cfg.cname.iter().position(|&c| c == 0).unwrap_or(16);
-        let mut w = CompoundWriter::new(&mut slot.buf);
-        let res = if l.send.packets > 0 {
-            let info = SenderInfo {
-                ntp,
-                rtp_timestamp: l.send.rtp_ts_at(now, l.cfg.codec.clock_rate),
-                packet_count: l.send.packets as u32,
-                octet_count: l.send.octets as u32,
-            };
-            w.sender_report(ours, &info, blocks)
-        } else {
-            w.receiver_report(ours, blocks)
-        }
-        .and_then(|_| w.sdes_cname(ours, &self.cfg.cname[..cname_len]));
-        let n = w.len();
-        if res.is_err() {
-            self.tx.unpush();
-            return;
-        }
-        slot.len = n;
-        l.stats.rtcp_out += 1;
-    }
-
-    fn ntp(&self, now: Instant) -> u64 {
-        let Some((at, wall)) = self.cfg.wallclock else {
-            return 0;
-        };
-        let t = if now >= at {
-            wall + (now - at)
-        } else {
-            wall - (at - now)
-        };
-        let Ok(d) = t.duration_since(UNIX_EPOCH) else {
-            return 0;
-        };
-        let secs = d.as_secs() + 2_208_988_800;
-        let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
-        (secs << 32) | frac
-    }
 }
 
 /// Encodes `pcm` for `dst_leg` and queues the packet; true when queued.
@@ -1092,55 +666,4 @@ fn send_encoded(
     dst_leg.send.on_sent(now, rw.timestamp, n);
     dst_leg.stats.rtp_out += 1;
     true
-}
-
-/// One AI playout tick: a frame of engine audio (or silence) to the caller.
-fn tap_tick(
-    now: Instant,
-    tap: &mut Tap,
-    caller: &mut LegState,
-    tx: &mut TxQueue,
-    scratch: &mut Scratch,
-) {
-    let Scratch { pcm, pcm2, payload } = scratch;
-    let in_n = tap.from_engine.input_len();
-    let out_n = tap.from_engine.output_len();
-    let (kind, got) = tap
-        .worker
-        .pull_engine(&mut pcm[..in_n], tap.partial_waiting);
-    match kind {
-        EngineFrame::Audio => {
-            tap.partial_waiting = false;
-            if tap
-                .from_engine
-                .process(&pcm[..in_n], &mut pcm2[..out_n])
-                .is_err()
-            {
-                return;
-            }
-        }
-        EngineFrame::Empty => {
-            tap.partial_waiting = got > 0;
-            if !tap.cfg.send_silence {
-                tap.sending = false;
-                return;
-            }
-            pcm2[..out_n].fill(0);
-        }
-    }
-    if !tap.sending {
-        tap.source = tap.source.wrapping_add(1);
-        tap.sending = true;
-    }
-    let sent = send_encoded(
-        now,
-        caller,
-        tx,
-        &pcm2[..out_n],
-        payload,
-        Source::Local { id: tap.source },
-    );
-    if sent && kind == EngineFrame::Audio {
-        tap.worker.mark_played(got);
-    }
 }

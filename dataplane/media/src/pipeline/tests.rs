@@ -1,11 +1,15 @@
 //! Pipelines driven deterministically: time is stepped, never slept.
 
 use super::*;
+use crate::codec::CodecSpec;
 use crate::dtmf::{DtmfSender, DtmfSource, char_event};
 use crate::g711::Law;
 use crate::goertzel::{power_i16, sine};
+use crate::latch::LatchConfig;
 use crate::rtcp::ReportBlock;
+use crate::rtcp::{Compound, CompoundWriter, RtcpPacket};
 use crate::tap::TapEngine;
+use std::time::SystemTime;
 
 const FAR_A: &str = "198.51.100.10:40000";
 const FAR_B: &str = "203.0.113.20:50000";

@@ -1,0 +1,137 @@
+//! The AI tap's worker side: pacing engine audio out one packet per ptime,
+//! flushes (barge-in) and the played counter. The caller-to-engine
+//! direction runs through the decoded path in `mod.rs`.
+
+use super::leg::LegState;
+use super::txqueue::TxQueue;
+use super::{Event, Mode, PTIME, Pipeline, Scratch, send_encoded};
+use crate::resample::Resampler;
+use crate::rewrite::Source;
+use crate::tap::{EngineFrame, TapConfig, TapWorker};
+use std::time::Instant;
+
+pub(super) struct Tap {
+    pub(super) cfg: TapConfig,
+    pub(super) worker: TapWorker,
+    pub(super) to_engine: Resampler,
+    pub(super) from_engine: Resampler,
+    pub(super) next_tick: Instant,
+    pub(super) partial_waiting: bool,
+    /// Source id for the rewriter: bumped when playout resumes after not
+    /// sending (so the timestamp jumps by the real gap).
+    pub(super) source: u32,
+    pub(super) sending: bool,
+}
+
+impl Pipeline {
+    /// Explicit flush of the AI playout (when the barge-in decision is made
+    /// on the worker's side); [`TapEngine::flush`](crate::tap::TapEngine::flush) does the same from the AI
+    /// side.
+    pub fn flush_playout(&mut self) {
+        let Mode::Tap(tap) = &mut self.mode else {
+            return;
+        };
+        let mut discarded = 0u64;
+        let frame = crate::resample::frame_len(tap.cfg.from_engine_rate);
+        while tap.worker.engine_available() > 0 {
+            let (_, n) = tap.worker.pull_engine(&mut self.scratch.pcm[..frame], true);
+            discarded += n as u64;
+        }
+        tap.from_engine.reset();
+        tap.partial_waiting = false;
+        let rate = u64::from(tap.cfg.from_engine_rate);
+        let played_ms = tap.worker.played() * 1000 / rate;
+        self.emit(Event::PlayoutFlushed {
+            played_ms,
+            discarded_ms: discarded * 1000 / rate,
+        });
+    }
+
+    /// AI playout: one packet per ptime to the caller.
+    pub(super) fn tap_ticks(&mut self, now: Instant) {
+        loop {
+            let Pipeline {
+                mode,
+                legs,
+                tx,
+                scratch,
+                ..
+            } = self;
+            let Mode::Tap(tap) = mode else { return };
+            if now.saturating_duration_since(tap.next_tick) > 3 * PTIME {
+                // The worker stalled: do not burst to catch up.
+                tap.next_tick = now;
+            }
+            if now < tap.next_tick {
+                return;
+            }
+            tap.next_tick += PTIME;
+            let rate = u64::from(tap.cfg.from_engine_rate);
+            let flushed = tap.worker.apply_flush().map(|discarded| {
+                tap.from_engine.reset();
+                tap.partial_waiting = false;
+                Event::PlayoutFlushed {
+                    played_ms: tap.worker.played() * 1000 / rate,
+                    discarded_ms: discarded * 1000 / rate,
+                }
+            });
+            if let Some(caller) = &mut legs[0] {
+                tap_tick(now, tap, caller, tx, scratch);
+            }
+            if let Some(e) = flushed {
+                self.emit(e);
+            }
+        }
+    }
+}
+
+/// One AI playout tick: a frame of engine audio (or silence) to the caller.
+fn tap_tick(
+    now: Instant,
+    tap: &mut Tap,
+    caller: &mut LegState,
+    tx: &mut TxQueue,
+    scratch: &mut Scratch,
+) {
+    let Scratch { pcm, pcm2, payload } = scratch;
+    let in_n = tap.from_engine.input_len();
+    let out_n = tap.from_engine.output_len();
+    let (kind, got) = tap
+        .worker
+        .pull_engine(&mut pcm[..in_n], tap.partial_waiting);
+    match kind {
+        EngineFrame::Audio => {
+            tap.partial_waiting = false;
+            if tap
+                .from_engine
+                .process(&pcm[..in_n], &mut pcm2[..out_n])
+                .is_err()
+            {
+                return;
+            }
+        }
+        EngineFrame::Empty => {
+            tap.partial_waiting = got > 0;
+            if !tap.cfg.send_silence {
+                tap.sending = false;
+                return;
+            }
+            pcm2[..out_n].fill(0);
+        }
+    }
+    if !tap.sending {
+        tap.source = tap.source.wrapping_add(1);
+        tap.sending = true;
+    }
+    let sent = send_encoded(
+        now,
+        caller,
+        tx,
+        &pcm2[..out_n],
+        payload,
+        Source::Local { id: tap.source },
+    );
+    if sent && kind == EngineFrame::Audio {
+        tap.worker.mark_played(got);
+    }
+}
