@@ -114,7 +114,7 @@ pub enum CodecError {
 pub enum AudioDecoder {
     G711 {
         law: Law,
-        last: Box<[i16; 160]>,
+        last: [i16; 160],
         losses: u32,
     },
     Opus(Box<OpusDecoder>),
@@ -132,7 +132,7 @@ impl AudioDecoder {
                 }
                 AudioDecoder::G711 {
                     law: spec.law().unwrap_or(Law::Ulaw),
-                    last: Box::new([0; 160]),
+                    last: [0; 160],
                     losses: 0,
                 }
             }
