@@ -27,6 +27,7 @@ use anyhow::{Context as _, bail};
 use codeb_benches::latency::Samples;
 use codeb_benches::proc_cpu::cpu_seconds;
 use codeb_io::{Event, Options, Reactor, SocketId};
+use codeb_sip::sdp::{Sdp, SdpLimits};
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const PTIME: Duration = Duration::from_millis(20);
@@ -234,21 +235,20 @@ fn sdp(port: u16) -> String {
     )
 }
 
-/// The media address of an SDP.
+/// The audio address of an SDP (the project's parser, bounded).
 fn sdp_addr(sdp: &str) -> anyhow::Result<SocketAddr> {
-    let ip = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
-        .context("SDP without c=")?
-        .trim()
-        .parse::<IpAddr>()?;
-    let port = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|r| r.split(' ').next())
-        .context("SDP without m=audio")?
-        .parse::<u16>()?;
-    Ok(SocketAddr::new(ip, port))
+    let parsed = Sdp::parse(sdp.as_bytes(), &SdpLimits::default())
+        .map_err(|e| anyhow::anyhow!("SDP: {e}"))?;
+    let audio = parsed
+        .media
+        .iter()
+        .find(|m| m.kind == "audio")
+        .context("SDP without m=audio")?;
+    let ip = audio
+        .connection
+        .or(parsed.connection)
+        .context("SDP without c=")?;
+    Ok(SocketAddr::new(ip, audio.port))
 }
 
 /// One generator endpoint: its socket and where it sends.
@@ -573,8 +573,8 @@ mod tests {
 
     #[test]
     fn sdp_address() {
-        let s = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 30000 RTP/AVP 0\r\n";
-        assert_eq!(sdp_addr(s).unwrap(), "127.0.0.1:30000".parse().unwrap());
+        let s = sdp(30000);
+        assert_eq!(sdp_addr(&s).unwrap(), "127.0.0.1:30000".parse().unwrap());
         assert!(sdp_addr("v=0\r\n").is_err());
     }
 }

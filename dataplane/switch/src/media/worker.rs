@@ -158,9 +158,13 @@ impl Worker {
             }
             let wait = next_check.saturating_duration_since(now);
             let Worker { reactor, st, .. } = self;
+            // One clock read per loop turn: a turn's datagrams arrived
+            // together, and per-packet reads would be pure overhead.
+            let mut turn: Option<Instant> = None;
             let polled = reactor.poll(Some(wait), &mut |ev| {
                 if let Event::Datagram { socket, from, data } = ev {
-                    st.datagram(Instant::now(), socket, from, data);
+                    let now = *turn.get_or_insert_with(Instant::now);
+                    st.datagram(now, socket, from, data);
                 }
             });
             if let Err(e) = polled {
