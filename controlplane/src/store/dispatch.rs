@@ -39,7 +39,7 @@ use crate::crypto;
 pub const DISPATCH_LEASE_MS: i64 = 60_000;
 
 /// Longest `errorDetail` stored; longer details (engine errors) are cut.
-const MAX_ERROR_DETAIL: usize = 1024;
+pub(super) const MAX_ERROR_DETAIL: usize = 1024;
 
 /// A claimed call with what `PlaceCall` needs.
 #[derive(Debug, Clone)]
@@ -154,6 +154,8 @@ pub struct AttemptEnd {
     pub duration_seconds: i64,
     pub input_turns: i64,
     pub output_turns: i64,
+    /// The final SIP status of the dialling; 0 when answered or unknown.
+    pub sip_status: i64,
 }
 
 /// Whether an attempt that ended this way may be tried again (see the
@@ -375,7 +377,8 @@ impl Store {
 
     /// Ends every attempt on a node that is gone: each call's attempt ends
     /// `failed` with `detail` (and is retried per its settings), one
-    /// transaction per call. Returns how many calls it ended.
+    /// transaction per call; inbound calls the node carried end the same
+    /// way (see `store::inbound`). Returns how many calls it ended.
     pub async fn fail_calls_on_node(
         &self,
         node_url: &str,
@@ -412,6 +415,9 @@ impl Store {
             tx.commit().await?;
             ended += 1;
         }
+        ended += self
+            .fail_inbound_calls_on_node(node_url, detail, now)
+            .await?;
         Ok(ended)
     }
 
@@ -600,7 +606,7 @@ impl StoreTx {
 
     /// The turns of one attempt in the order the switch reported them:
     /// (speaker, text, ms after the answer).
-    async fn attempt_turns(
+    pub(super) async fn attempt_turns(
         &mut self,
         call_id: &str,
         attempt: i64,

@@ -13,6 +13,7 @@
 
 mod calls;
 mod dispatch;
+mod inbound;
 mod keys;
 mod numbers;
 mod outbox;
@@ -30,6 +31,7 @@ pub use calls::{CallFilter, CallRecord, HangupResult, NewCall};
 pub use dispatch::{
     AttemptEnd, DISPATCH_LEASE_MS, DispatchCall, LiveCall, cut as cut_text, retryable_outcome,
 };
+pub use inbound::InboundCallRecord;
 pub use keys::{ApiKeyRecord, RefreshOutcome, RefreshToken};
 pub use numbers::NumberRecord;
 pub use outbox::{
@@ -39,7 +41,9 @@ pub use outbox::{
 pub use routes::{InboundRoute, RouteError};
 pub use shares::{NewShare, ShareRecord, ShareView};
 pub use switch_config::{ConfigRows, TenantRoute};
-pub use switch_events::{Applied, Cursor, EventKind, Speaker, SwitchEvent};
+pub use switch_events::{
+    Applied, Cursor, EventKind, InboundStart, MAX_INBOUND_FIELD, Speaker, SwitchEvent,
+};
 pub use transcripts::{TranscriptFilter, TranscriptRecord, Turn};
 pub use trunks::TrunkRecord;
 pub use tx::StoreTx;

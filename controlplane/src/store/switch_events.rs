@@ -9,6 +9,9 @@
 //! attempt (`node_url` matches, status `dispatching` or `in-flight`);
 //! anything else (a call already ended, or moved to another node after this
 //! one was declared lost) is logged and skipped, and the cursor still moves.
+//! Inbound calls to virtual numbers (`vnum…` ids, created by their
+//! `InboundCall` event) follow the same rule with their own record: see
+//! `store::inbound`.
 
 use codeb_types::{CallStatus, EventName, UtcMillis};
 use serde_json::json;
@@ -64,10 +67,28 @@ pub enum EventKind {
         input: i64,
         output: i64,
     },
+    /// An inbound call reached a virtual number (the first event of a
+    /// call whose id the node assigned; see `store::inbound`).
+    Inbound(InboundStart),
     /// Something this control plane does not act on (yet): the name, for
     /// the log.
     Ignored(&'static str),
 }
+
+/// What a node reports about a new inbound call, checked and bounded by
+/// the link: `virtual_number` is a valid number, the caller-controlled
+/// `did` and `from_number` are cut to `MAX_INBOUND_FIELD` bytes with control
+/// characters replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundStart {
+    pub did: String,
+    pub from_number: String,
+    pub virtual_number: String,
+    pub trunk_id: Option<String>,
+}
+
+/// Longest DID, caller number or trunk id kept from an inbound call.
+pub const MAX_INBOUND_FIELD: usize = 64;
 
 /// One event of a node's journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +209,13 @@ impl Store {
     ) -> Result<Applied> {
         if let EventKind::Ignored(what) = ev.kind {
             return Ok(Applied::Skipped(format!("{what} events are not handled")));
+        }
+        // Inbound calls have node-assigned `vnum…` ids and their own table;
+        // outbound calls are `oac-…`, so the id alone tells them apart.
+        if matches!(ev.kind, EventKind::Inbound(_))
+            || codeb_types::VnumCallId::parse(&ev.call_id).is_ok()
+        {
+            return self.apply_inbound_event(tx, node_url, ev, now).await;
         }
         let Some(call) = tx.lock_call(&ev.call_id).await? else {
             return Ok(Applied::Skipped("no such call".into()));
@@ -342,7 +370,7 @@ impl Store {
             EventKind::Ended(end) => {
                 self.finish_attempt(tx, &call, end, now).await?;
             }
-            EventKind::Ignored(_) => {}
+            EventKind::Ignored(_) | EventKind::Inbound(_) => {}
         }
         Ok(Applied::Applied)
     }
@@ -372,7 +400,7 @@ impl StoreTx {
         Ok(row)
     }
 
-    async fn turn_count(&mut self, call_id: &str, attempt: i64) -> Result<i64> {
+    pub(super) async fn turn_count(&mut self, call_id: &str, attempt: i64) -> Result<i64> {
         on_tx!(self, |t| {
             Ok(sqlx::query_scalar(
                 "SELECT COUNT(*) FROM call_turns WHERE call_id = $1 AND attempt = $2",

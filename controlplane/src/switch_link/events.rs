@@ -20,7 +20,8 @@ use super::backoff::Backoff;
 use super::node::Node;
 use crate::clock::Clock;
 use crate::store::{
-    Applied, AttemptEnd, Cursor, EventKind, Speaker, Store, StoreError, SwitchEvent,
+    Applied, AttemptEnd, Cursor, EventKind, InboundStart, MAX_INBOUND_FIELD, Speaker, Store,
+    StoreError, SwitchEvent,
 };
 
 /// Longest id or tenant a node may send.
@@ -39,6 +40,59 @@ fn i64_of(what: &str, v: u64) -> Result<i64, String> {
 
 fn short(s: &str) -> String {
     crate::store::cut_text(s, MAX_SHORT)
+}
+
+/// A caller-controlled value (a DID, a From number): kept, but cut to
+/// `MAX_INBOUND_FIELD` bytes with control characters replaced, so a caller
+/// can neither bloat the record nor make the call vanish from it.
+fn caller_text(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    crate::store::cut_text(&clean, MAX_INBOUND_FIELD)
+}
+
+/// A virtual number as the API accepts one: 1–32 digits, optional `+`.
+fn valid_virtual_number(n: &str) -> bool {
+    let digits = n.strip_prefix('+').unwrap_or(n);
+    (1..=32).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn inbound(ev: &pb::Event, i: &pb::InboundCall) -> Result<EventKind, String> {
+    // The id and tenant identify the record; without them it cannot be
+    // attributed (and the following events could not find it).
+    if codeb_types::VnumCallId::parse(&ev.call_id).is_err() {
+        return Err(bad(&format!(
+            "inbound call id '{}' is not vnum + 12 lowercase hex",
+            short(&ev.call_id)
+        )));
+    }
+    if ev.tenant.is_empty() {
+        return Err(bad("inbound call without a tenant"));
+    }
+    if !valid_virtual_number(&i.virtual_number) {
+        return Err(bad(&format!(
+            "inbound virtual_number '{}' is not 1-32 digits",
+            short(&i.virtual_number)
+        )));
+    }
+    let trunk_id = match i.trunk_id.as_str() {
+        "" => None,
+        t if t.len() <= MAX_INBOUND_FIELD && t.chars().all(|c| c.is_ascii_graphic()) => {
+            Some(t.to_owned())
+        }
+        t => {
+            tracing::warn!(call = %ev.call_id, "inbound call with an invalid trunk id '{}':                 recorded without it", short(t));
+            None
+        }
+    };
+    Ok(EventKind::Inbound(InboundStart {
+        did: caller_text(&i.did),
+        from_number: caller_text(&i.from_number),
+        virtual_number: i.virtual_number.clone(),
+        trunk_id,
+    }))
 }
 
 /// Checks and converts one event. `Err` when the envelope itself is
@@ -123,6 +177,7 @@ fn kind(ev: &pb::Event) -> Result<EventKind, String> {
                 duration_seconds: i64::from(e.duration_seconds),
                 input_turns: i64::from(e.input_turns),
                 output_turns: i64::from(e.output_turns),
+                sip_status: i64::from(e.sip_status),
             })
         }
         Some(Kind::Turn(t)) => EventKind::Turn {
@@ -138,7 +193,7 @@ fn kind(ev: &pb::Event) -> Result<EventKind, String> {
             input: i64_of("input_tokens", u.input_tokens)?,
             output: i64_of("output_tokens", u.output_tokens)?,
         },
-        Some(Kind::Inbound(_)) => EventKind::Ignored("inbound"),
+        Some(Kind::Inbound(i)) => inbound(ev, i)?,
     })
 }
 

@@ -76,17 +76,24 @@ impl Peer {
     }
 
     fn emit(&self, call_id: &str, kind: pb::event::Kind) -> u64 {
+        self.emit_as(None, call_id, kind)
+    }
+
+    /// `emit` with the tenant given (an inbound call's: the node knows it
+    /// from the virtual number, not from a placement).
+    fn emit_as(&self, tenant: Option<&str>, call_id: &str, kind: pb::event::Kind) -> u64 {
         self.with(|s| {
             let seq = s.next_seq;
             s.next_seq += 1;
             if matches!(kind, pb::event::Kind::Ended(_)) {
                 s.active.remove(call_id);
             }
-            let tenant = s
-                .placements
-                .iter()
-                .find(|p| p.call_id == call_id)
-                .map_or(TENANT.to_owned(), |p| p.tenant.clone());
+            let tenant = tenant.map(str::to_owned).unwrap_or_else(|| {
+                s.placements
+                    .iter()
+                    .find(|p| p.call_id == call_id)
+                    .map_or(TENANT.to_owned(), |p| p.tenant.clone())
+            });
             s.journal.push(pb::Event {
                 seq,
                 journal_id: s.journal_id.clone(),
@@ -889,5 +896,137 @@ async fn a_retry_the_node_calls_a_duplicate_is_not_left_in_flight() {
         matches!(&out[..], [Dispatched::Failed { status: CallStatus::EndedFailedFinal, detail }] if detail.contains("duplicate")),
         "{out:?}"
     );
+    server.kill(&peer).await;
+}
+
+#[tokio::test]
+async fn an_inbound_call_streams_into_its_record_transcript_and_events() {
+    use axum::http::StatusCode;
+    let peer = Peer::new("j1");
+    let server = Server::start(&peer, None).await;
+    let db = TestDb::sqlite().await;
+    let h = crate::api::tests::Harness::with_switch(db, vec![server.url()]).await;
+    let tenant = crate::api::tests::TENANT;
+    let t = h.admin().await;
+    let body = serde_json::json!({
+        "name": "codebdemo", "number": "1234", "systemPrompt": "You are the receptionist.",
+        "saveTranscripts": true
+    });
+    let r = h.post("/api.ashx/v1/numbers", &t, body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let tasks = h.state.switch.start(&h.state.store);
+    // The node pushes the number to its AI persona (with saveTranscripts).
+    eventually("number pushed", || async {
+        peer.with(|s| {
+            s.running
+                .as_ref()
+                .is_some_and(|r| r.virtual_numbers.iter().any(|n| n.number == "1234"))
+        })
+    })
+    .await;
+    let id = "vnum0123456789ab";
+    let emit = |kind| peer.emit_as(Some(tenant), id, kind);
+    emit(pb::event::Kind::Inbound(pb::InboundCall {
+        did: "+15551234567".into(),
+        from_number: "+35699123456".into(),
+        virtual_number: "1234".into(),
+        trunk_id: "tr_0123456789abcdef".into(),
+    }));
+    emit(pb::event::Kind::Answered(pb::CallAnswered {
+        direction: "inbound".into(),
+        trunk_id: "tr_0123456789abcdef".into(),
+        answer_ms: 80,
+    }));
+    emit(pb::event::Kind::Started(pb::CallStarted {}));
+    for (role, text, at_ms) in [
+        ("ai", "Hello, CodeB reception.", 200),
+        ("caller", "Hi, just testing.", 2_000),
+        ("ai", "Test received, goodbye.", 3_500),
+    ] {
+        emit(pb::event::Kind::Turn(pb::TranscriptTurn {
+            role: role.into(),
+            text: text.into(),
+            at_ms,
+            interrupted: false,
+        }));
+    }
+    emit(pb::event::Kind::Usage(pb::Usage {
+        input_tokens: 600,
+        output_tokens: 400,
+        estimated: true,
+    }));
+    emit(pb::event::Kind::Ended(pb::CallEnded {
+        outcome: "finished".into(),
+        answered: true,
+        answered_at_unix_ms: 1_780_000_002_000,
+        talk_seconds: 5,
+        duration_seconds: 6,
+        input_turns: 1,
+        output_turns: 2,
+        ..Default::default()
+    }));
+    let url = format!("/api.ashx/v1/transcripts/{id}");
+    eventually("transcript saved", || async {
+        h.get(&url, &t).await.status == StatusCode::OK
+    })
+    .await;
+    eventually("acked", || async { peer.with(|s| s.journal.is_empty()) }).await;
+    // The transcript, as the spec shows a vnum one.
+    let one = h.get(&url, &t).await.json;
+    assert_eq!(one["callerSource"], "vnum");
+    assert_eq!(one["number"], "1234");
+    assert_eq!(one["rule"], "vnum:codebdemo");
+    assert_eq!(one["outcome"], "finished");
+    assert_eq!(one["answered"], true);
+    assert_eq!(one["tokensTotal"], 1000);
+    assert_eq!(one["trunkId"], "tr_0123456789abcdef");
+    assert_eq!(one["turns"].as_array().unwrap().len(), 3);
+    assert_eq!(one["turns"][1]["speaker"], "Caller");
+    assert!(one.get("phone").is_none());
+    let file = format!("vnum-1234-20260528-202641-{id}.txt");
+    assert_eq!(one["file"], file.as_str());
+    let list = h.get("/api.ashx/v1/transcripts?source=vnum", &t).await.json;
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["data"][0]["callId"], id);
+    assert_eq!(list["data"][0]["file"], file.as_str());
+    let outbound = h
+        .get("/api.ashx/v1/transcripts?source=outbound-ai", &t)
+        .await
+        .json;
+    assert_eq!(outbound["total"], 0);
+    // Not an outbound AI call: /calls does not list or show it.
+    assert_eq!(h.get("/api.ashx/v1/calls", &t).await.json["total"], 0);
+    assert_eq!(
+        h.get(&format!("/api.ashx/v1/calls/{id}"), &t).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let names: Vec<String> = crate::store::testing::events(&h.state.store, tenant)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "call.answered",
+            "call.started",
+            "call.ended",
+            "transcript.saved"
+        ]
+    );
+    let ended = event_data(&h.state.store, tenant, "call.ended").await;
+    assert_eq!(ended[0]["tokens"], 1000);
+    assert_eq!(ended[0]["source"], "sip");
+    let rec = h
+        .state
+        .store
+        .inbound_call(tenant, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.node_url, server.url());
+    assert_eq!(rec.from_number, "+35699123456");
+    assert_eq!(rec.transcript_path, file);
+    tasks.shutdown().await;
     server.kill(&peer).await;
 }

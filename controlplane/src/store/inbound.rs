@@ -1,0 +1,630 @@
+//! Inbound calls to virtual numbers, answered by the number's AI persona.
+//!
+//! A switch node assigns the call id (`vnum` + 12 hex) and reports the call
+//! on its event stream: `InboundCall` (which creates the record here), then
+//! `CallAnswered`, `CallStarted`, transcript turns, usage, perhaps
+//! `CallTransferred`, and `CallEnded` (which finalizes it: there are no
+//! retries for a call someone else placed). Each event is applied in the
+//! transaction that moves the node's cursor (`switch_events`), so it takes
+//! effect exactly once across restarts of either side.
+//!
+//! Decisions:
+//! - The records live in `inbound_calls`, not `calls`: the v1 spec defines
+//!   `GET /v1/calls` as outbound AI calls, and the outbound state model
+//!   (scheduler, retries, whitelist) does not apply. They surface through
+//!   their transcripts (`callerSource` `vnum`, `GET /v1/transcripts?source=
+//!   vnum`) and their webhook events.
+//! - An `InboundCall` for a number the tenant does not have (deleted while
+//!   a node still ran an older snapshot, or a node on its own
+//!   `switch.toml`) is recorded anyway: a caller was answered and engine
+//!   tokens were spent, and an operator reconciling traffic and cost must
+//!   see that call, and the warning says why it looks odd. Its transcript
+//!   is not saved, since no `saveTranscripts` consent is on record for it.
+//! - The number's settings (name, `saveTranscripts`) are taken when the call
+//!   begins, so editing the number mid-call does not split a transcript.
+//!   Turns of a number that does not save transcripts are not stored at
+//!   all (counts still come from `CallEnded`).
+//! - Only the node that reported the call applies events to it; an event
+//!   for a call that ended (or that a lost node's sweep ended) is skipped.
+//!
+//! Webhook payloads, as the spec's event catalogue gives them for the SIP
+//! inbound AI path (`source` spelled as the spec spells that path per
+//! event):
+//! - `call.answered`: `callId`, `did`, `fromNumber`, `direction: inbound`,
+//!   `source: gemini-live` (the spec's name for the SIP AI receptionist,
+//!   whichever engine answers), `answerMs`; no `trunkId` (outbound only).
+//! - `call.started`: `callId`, `number` (the virtual number), `did`,
+//!   `direction: inbound`, `source: gemini-live`; no `room` (vnum/WebRTC
+//!   only).
+//! - `call.transferred`: `callId`, `fromVnum`, `toUser`/`toPhone`,
+//!   `transferType`, `room`, `source: vnum`.
+//! - `call.ended`: `callId`, `number` (the DID, as the spec says for
+//!   inbound SIP), `room`, `outcome`, `durationSec`, `tokens`, `source: sip`.
+//! - `transcript.saved` (after `call.ended`): `callId`, `number` (the
+//!   virtual number), `file`, `outcome`, `source: vnum`.
+//!
+//! `room` is the signalling room of the spec's WebRTC path; a SIP call has
+//! none, so where the payload carries the key it is the empty string (a
+//! made-up room name would mislead, and parsers expecting the key get a
+//! string).
+
+use codeb_types::{EventName, UtcMillis};
+use serde_json::json;
+
+use super::dispatch::{AttemptEnd, MAX_ERROR_DETAIL, cut};
+use super::numbers::number_from_row;
+use super::switch_events::{InboundStart, MAX_TURN_TEXT, MAX_TURNS_PER_ATTEMPT};
+use super::tx::{StoreTx, TxInner, on_tx};
+use super::{
+    Applied, EventKind, NumberRecord, Result, RowExt, Store, SwitchEvent, TranscriptRecord, Turn,
+    col, flag, ms, on_pool, opt_ms,
+};
+
+/// Transcript turns of an inbound call are stored under this attempt
+/// number (the call has exactly one).
+const ATTEMPT: i64 = 1;
+
+/// A stored inbound call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundCallRecord {
+    pub call_id: String,
+    pub tenant: String,
+    pub node_url: String,
+    pub number: String,
+    pub did: String,
+    pub from_number: String,
+    pub trunk_id: Option<String>,
+    /// Whether the tenant had the number when the call began.
+    pub number_known: bool,
+    pub number_name: String,
+    pub save_transcripts: bool,
+    pub created_at: UtcMillis,
+    pub answered_at: Option<UtcMillis>,
+    pub answer_ms: Option<i64>,
+    pub started_at: Option<UtcMillis>,
+    pub ended_at: Option<UtcMillis>,
+    pub outcome: String,
+    pub error_detail: String,
+    pub answered: bool,
+    pub talk_sec: i64,
+    pub duration_sec: i64,
+    pub sip_status: i64,
+    pub input_turns: i64,
+    pub output_turns: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub transfers: i64,
+    pub transcript_path: String,
+}
+
+macro_rules! inbound_columns {
+    () => {
+        "call_id, tenant, node_url, number, did, from_number, trunk_id, number_known, \
+         number_name, save_transcripts, created_at, answered_at, answer_ms, started_at, ended_at, \
+         outcome, error_detail, answered, talk_sec, duration_sec, sip_status, input_turns, \
+         output_turns, tokens_in, tokens_out, transfers, transcript_path"
+    };
+}
+
+fn inbound_from_row(row: &impl RowExt) -> Result<InboundCallRecord> {
+    Ok(InboundCallRecord {
+        call_id: col(row, "call_id")?,
+        tenant: col(row, "tenant")?,
+        node_url: col(row, "node_url")?,
+        number: col(row, "number")?,
+        did: col(row, "did")?,
+        from_number: col(row, "from_number")?,
+        trunk_id: col(row, "trunk_id")?,
+        number_known: flag(row, "number_known")?,
+        number_name: col(row, "number_name")?,
+        save_transcripts: flag(row, "save_transcripts")?,
+        created_at: ms(row, "created_at")?,
+        answered_at: opt_ms(row, "answered_at")?,
+        answer_ms: col(row, "answer_ms")?,
+        started_at: opt_ms(row, "started_at")?,
+        ended_at: opt_ms(row, "ended_at")?,
+        outcome: col(row, "outcome")?,
+        error_detail: col(row, "error_detail")?,
+        answered: flag(row, "answered")?,
+        talk_sec: col(row, "talk_sec")?,
+        duration_sec: col(row, "duration_sec")?,
+        sip_status: col(row, "sip_status")?,
+        input_turns: col(row, "input_turns")?,
+        output_turns: col(row, "output_turns")?,
+        tokens_in: col(row, "tokens_in")?,
+        tokens_out: col(row, "tokens_out")?,
+        transfers: col(row, "transfers")?,
+        transcript_path: col(row, "transcript_path")?,
+    })
+}
+
+impl InboundCallRecord {
+    /// The transcript `rule`, as the spec's example spells it
+    /// (`vnum:<name>`); the number stands in when the tenant did not have
+    /// it.
+    fn rule(&self) -> String {
+        if self.number_name.is_empty() {
+            format!("vnum:{}", self.number)
+        } else {
+            format!("vnum:{}", self.number_name)
+        }
+    }
+}
+
+impl Store {
+    /// One inbound call of a tenant.
+    pub async fn inbound_call(
+        &self,
+        tenant: &str,
+        call_id: &str,
+    ) -> Result<Option<InboundCallRecord>> {
+        on_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                inbound_columns!(),
+                " FROM inbound_calls WHERE tenant = $1 AND call_id = $2"
+            ))
+            .bind(tenant)
+            .bind(call_id)
+            .fetch_optional(pool)
+            .await?;
+            row.as_ref().map(inbound_from_row).transpose()
+        })
+    }
+
+    /// Ends every inbound call still up on a node that is gone: outcome
+    /// `failed` with `detail`, `call.ended`, and the transcript when the
+    /// number saves them; one transaction per call. Returns how many.
+    pub(super) async fn fail_inbound_calls_on_node(
+        &self,
+        node_url: &str,
+        detail: &str,
+        now: UtcMillis,
+    ) -> Result<usize> {
+        let ids: Vec<String> = on_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT call_id FROM inbound_calls WHERE node_url = $1 AND ended_at IS NULL \
+                 ORDER BY created_at, call_id",
+            )
+            .bind(node_url)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut ended = 0;
+        for id in ids {
+            let mut tx = self.begin().await?;
+            let Some(call) = tx.lock_inbound_call(&id).await? else {
+                continue;
+            };
+            if call.ended_at.is_some() || call.node_url != node_url {
+                continue;
+            }
+            let since = |t: UtcMillis| now.0.saturating_sub(t.0).max(0) / 1000;
+            let end = AttemptEnd {
+                outcome: "failed".into(),
+                error_detail: detail.to_owned(),
+                answered: call.answered_at.is_some(),
+                answered_at: call.answered_at,
+                ended_at: now,
+                talk_seconds: call.answered_at.map_or(0, since),
+                duration_seconds: since(call.created_at),
+                ..AttemptEnd::default()
+            };
+            self.finish_inbound(&mut tx, &call, &end, now).await?;
+            tx.commit().await?;
+            ended += 1;
+        }
+        Ok(ended)
+    }
+
+    /// Applies one event of an inbound call inside the cursor's
+    /// transaction (see the module docs).
+    pub(super) async fn apply_inbound_event(
+        &self,
+        tx: &mut StoreTx,
+        node_url: &str,
+        ev: &SwitchEvent,
+        now: UtcMillis,
+    ) -> Result<Applied> {
+        if let EventKind::Inbound(start) = &ev.kind {
+            return start_inbound(tx, node_url, ev, start, now).await;
+        }
+        let Some(call) = tx.lock_inbound_call(&ev.call_id).await? else {
+            return Ok(Applied::Skipped("no such inbound call".into()));
+        };
+        if call.tenant != ev.tenant {
+            return Ok(Applied::Skipped(format!(
+                "event tenant {} is not the call's",
+                ev.tenant
+            )));
+        }
+        if call.node_url != node_url {
+            return Ok(Applied::Skipped(format!(
+                "the call is on {}, not this node",
+                call.node_url
+            )));
+        }
+        if call.ended_at.is_some() {
+            return Ok(Applied::Skipped("the call already ended".into()));
+        }
+        let id = call.call_id.as_str();
+        match &ev.kind {
+            EventKind::Answered {
+                trunk_id,
+                answer_ms,
+            } => {
+                if call.answered_at.is_some() {
+                    return Ok(Applied::Skipped("the call was already answered".into()));
+                }
+                let trunk = call
+                    .trunk_id
+                    .clone()
+                    .or_else(|| (!trunk_id.is_empty()).then(|| trunk_id.clone()));
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE inbound_calls SET answered_at = $1, answer_ms = $2, \
+                         trunk_id = $3, updated_at = $4 WHERE call_id = $5",
+                    )
+                    .bind(ev.at.0)
+                    .bind(*answer_ms)
+                    .bind(&trunk)
+                    .bind(now.0)
+                    .bind(id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+                let data = json!({
+                    "callId": id,
+                    "did": call.did,
+                    "fromNumber": call.from_number,
+                    "direction": "inbound",
+                    "source": "gemini-live",
+                    "answerMs": answer_ms,
+                });
+                tx.record_event(&call.tenant, EventName::CallAnswered, data, Some(id), now)
+                    .await?;
+            }
+            EventKind::Started => {
+                if call.started_at.is_some() {
+                    return Ok(Applied::Skipped("the call already started".into()));
+                }
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE inbound_calls SET started_at = $1, updated_at = $2 \
+                         WHERE call_id = $3",
+                    )
+                    .bind(ev.at.0)
+                    .bind(now.0)
+                    .bind(id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+                let data = json!({
+                    "callId": id,
+                    "number": call.number,
+                    "did": call.did,
+                    "direction": "inbound",
+                    "source": "gemini-live",
+                });
+                tx.record_event(&call.tenant, EventName::CallStarted, data, Some(id), now)
+                    .await?;
+            }
+            EventKind::Transferred {
+                to_user,
+                to_phone,
+                trunk_id: _,
+                transfer_type,
+            } => {
+                // The spec's transferType for a node that did not say: a
+                // number is PSTN, a user is an office-tab user.
+                let kind = match (transfer_type.is_empty(), to_phone.is_empty()) {
+                    (false, _) => transfer_type.as_str(),
+                    (true, false) => "vnum-to-pstn",
+                    (true, true) => "vnum-to-officetab",
+                };
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE inbound_calls SET transfers = transfers + 1, updated_at = $1 \
+                         WHERE call_id = $2",
+                    )
+                    .bind(now.0)
+                    .bind(id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+                let mut data = json!({
+                    "callId": id,
+                    "fromVnum": call.number,
+                    "transferType": kind,
+                    "room": "",
+                    "source": "vnum",
+                });
+                for (k, v) in [("toUser", to_user), ("toPhone", to_phone)] {
+                    if !v.is_empty() {
+                        data[k] = json!(v);
+                    }
+                }
+                tx.record_event(
+                    &call.tenant,
+                    EventName::CallTransferred,
+                    data,
+                    Some(id),
+                    now,
+                )
+                .await?;
+            }
+            EventKind::Turn {
+                speaker,
+                text,
+                at_ms,
+            } => {
+                if !call.save_transcripts {
+                    // Not kept: the number does not save transcripts.
+                    return Ok(Applied::Applied);
+                }
+                if tx.turn_count(id, ATTEMPT).await? >= MAX_TURNS_PER_ATTEMPT {
+                    return Ok(Applied::Skipped(format!(
+                        "more than {MAX_TURNS_PER_ATTEMPT} transcript turns"
+                    )));
+                }
+                let text = cut(text, MAX_TURN_TEXT);
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "INSERT INTO call_turns (call_id, attempt, journal_id, seq, speaker, \
+                         text, at_ms, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, 0) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(ATTEMPT)
+                    .bind(&ev.journal_id)
+                    .bind(ev.seq)
+                    .bind(speaker.as_str())
+                    .bind(&text)
+                    .bind(*at_ms)
+                    .execute(&mut **t)
+                    .await?;
+                });
+            }
+            EventKind::Usage { input, output } => {
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE inbound_calls SET tokens_in = tokens_in + $1, \
+                         tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4",
+                    )
+                    .bind(*input)
+                    .bind(*output)
+                    .bind(now.0)
+                    .bind(id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+            }
+            EventKind::Ended(end) => {
+                self.finish_inbound(tx, &call, end, now).await?;
+            }
+            EventKind::Inbound(_) | EventKind::Ignored(_) => {}
+        }
+        Ok(Applied::Applied)
+    }
+
+    /// Finalizes an inbound call inside `tx`: the record, the transcript
+    /// (file, row) when the number saves them and there were turns, then
+    /// `call.ended` and `transcript.saved`, in that order.
+    async fn finish_inbound(
+        &self,
+        tx: &mut StoreTx,
+        call: &InboundCallRecord,
+        end: &AttemptEnd,
+        now: UtcMillis,
+    ) -> Result<()> {
+        let id = call.call_id.as_str();
+        // The answer time from the Answered event stands.
+        let answered_at = call.answered_at.or(end.answered_at);
+        let answered = end.answered || answered_at.is_some();
+        let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
+        let outcome = cut(&end.outcome, 64);
+        let tokens = call.tokens_in.saturating_add(call.tokens_out);
+        let turns = if call.save_transcripts {
+            tx.attempt_turns(id, ATTEMPT).await?
+        } else {
+            Vec::new()
+        };
+        let transcript = if turns.is_empty() {
+            None
+        } else {
+            let base = answered_at.unwrap_or(call.created_at);
+            let record = TranscriptRecord {
+                call_id: call.call_id.clone(),
+                tenant: call.tenant.clone(),
+                caller_source: "vnum".into(),
+                started_at: call.created_at,
+                answered_at,
+                ended_at: Some(end.ended_at),
+                duration_sec: end.duration_seconds,
+                rule: call.rule(),
+                caller: Some(call.from_number.clone()),
+                number: Some(call.number.clone()),
+                outcome: outcome.clone(),
+                trunk_id: call.trunk_id.clone(),
+                answered: Some(answered),
+                error_detail: Some(detail.clone()),
+                tokens_total: tokens,
+                input_turns: end.input_turns,
+                output_turns: end.output_turns,
+                turns: turns
+                    .into_iter()
+                    .map(|(speaker, text, at_ms)| Turn {
+                        speaker,
+                        text,
+                        ts: base.plus_ms(at_ms),
+                    })
+                    .collect(),
+                ..TranscriptRecord::default()
+            };
+            let record = self.write_transcript_file(record, now).await?;
+            tx.insert_transcript_row(&record).await?;
+            Some(record)
+        };
+        on_tx!(tx, |t| {
+            sqlx::query(
+                "UPDATE inbound_calls SET ended_at = $1, outcome = $2, error_detail = $3, \
+                 answered = $4, answered_at = $5, talk_sec = $6, duration_sec = $7, \
+                 sip_status = $8, input_turns = $9, output_turns = $10, \
+                 transcript_path = $11, updated_at = $12 WHERE call_id = $13",
+            )
+            .bind(end.ended_at.0)
+            .bind(&outcome)
+            .bind(&detail)
+            .bind(i64::from(answered))
+            .bind(answered_at.map(|t| t.0))
+            .bind(end.talk_seconds)
+            .bind(end.duration_seconds)
+            .bind(end.sip_status)
+            .bind(end.input_turns)
+            .bind(end.output_turns)
+            .bind(transcript.as_ref().map_or("", |t| t.file.as_str()))
+            .bind(now.0)
+            .bind(id)
+            .execute(&mut **t)
+            .await?;
+        });
+        let number = if call.did.is_empty() {
+            &call.number
+        } else {
+            &call.did
+        };
+        let data = json!({
+            "callId": id,
+            "number": number,
+            "room": "",
+            "outcome": outcome,
+            "durationSec": end.duration_seconds,
+            "tokens": tokens,
+            "source": "sip",
+        });
+        tx.record_event(&call.tenant, EventName::CallEnded, data, Some(id), now)
+            .await?;
+        if let Some(t) = &transcript {
+            let data = json!({
+                "callId": id,
+                "number": call.number,
+                "file": t.file,
+                "outcome": t.outcome,
+                "source": "vnum",
+            });
+            tx.record_event(
+                &call.tenant,
+                EventName::TranscriptSaved,
+                data,
+                Some(id),
+                now,
+            )
+            .await?;
+        }
+        tracing::info!(call = %id, number = %call.number, outcome = %outcome, detail = %detail,
+            "inbound call ended");
+        Ok(())
+    }
+}
+
+/// Creates the record of a new inbound call; a second `InboundCall` for the
+/// same id is a duplicate and changes nothing.
+async fn start_inbound(
+    tx: &mut StoreTx,
+    node_url: &str,
+    ev: &SwitchEvent,
+    start: &InboundStart,
+    now: UtcMillis,
+) -> Result<Applied> {
+    if ev.tenant.is_empty() {
+        return Ok(Applied::Skipped("inbound call without a tenant".into()));
+    }
+    if let Some(existing) = tx.lock_inbound_call(&ev.call_id).await? {
+        return Ok(Applied::Skipped(format!(
+            "inbound call already recorded (reported by {})",
+            existing.node_url
+        )));
+    }
+    let number = tx.number(&ev.tenant, &start.virtual_number).await?;
+    if number.is_none() {
+        tracing::warn!(call = %ev.call_id, tenant = %ev.tenant, number = %start.virtual_number,
+            node = %node_url, "inbound call to a virtual number this tenant does not have: \
+            recorded without its transcript");
+    }
+    on_tx!(tx, |t| {
+        sqlx::query(
+            "INSERT INTO inbound_calls (call_id, tenant, node_url, number, did, from_number, \
+             trunk_id, number_known, number_name, save_transcripts, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+        )
+        .bind(&ev.call_id)
+        .bind(&ev.tenant)
+        .bind(node_url)
+        .bind(&start.virtual_number)
+        .bind(&start.did)
+        .bind(&start.from_number)
+        .bind(&start.trunk_id)
+        .bind(i64::from(number.is_some()))
+        .bind(number.as_ref().map_or("", |n| n.name.as_str()))
+        .bind(i64::from(
+            number.as_ref().is_some_and(|n| n.save_transcripts),
+        ))
+        .bind(ev.at.0)
+        .bind(now.0)
+        .execute(&mut **t)
+        .await?;
+    });
+    Ok(Applied::Applied)
+}
+
+impl StoreTx {
+    /// The inbound call row, locked for this transaction (`FOR UPDATE` on
+    /// PostgreSQL; SQLite's write transaction already excludes others).
+    async fn lock_inbound_call(&mut self, call_id: &str) -> Result<Option<InboundCallRecord>> {
+        let row = match &mut self.inner {
+            TxInner::Sqlite(t) => sqlx::query(concat!(
+                "SELECT ",
+                inbound_columns!(),
+                " FROM inbound_calls WHERE call_id = $1"
+            ))
+            .bind(call_id)
+            .fetch_optional(&mut **t)
+            .await?
+            .as_ref()
+            .map(inbound_from_row)
+            .transpose()?,
+            TxInner::Postgres(t) => sqlx::query(concat!(
+                "SELECT ",
+                inbound_columns!(),
+                " FROM inbound_calls WHERE call_id = $1 FOR UPDATE"
+            ))
+            .bind(call_id)
+            .fetch_optional(&mut **t)
+            .await?
+            .as_ref()
+            .map(inbound_from_row)
+            .transpose()?,
+        };
+        Ok(row)
+    }
+
+    /// A tenant's virtual number, read inside this transaction.
+    async fn number(&mut self, tenant: &str, number: &str) -> Result<Option<NumberRecord>> {
+        on_tx!(self, |t| {
+            let row = sqlx::query(
+                "SELECT tenant, number, name, mode, voice, language, model, save_transcripts, \
+                 max_duration_sec, visibility, system_prompt, ai_api_key, created_at, updated_at \
+                 FROM numbers WHERE tenant = $1 AND number = $2",
+            )
+            .bind(tenant)
+            .bind(number)
+            .fetch_optional(&mut **t)
+            .await?;
+            row.as_ref().map(number_from_row).transpose()
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;

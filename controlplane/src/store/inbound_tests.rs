@@ -1,0 +1,662 @@
+//! Store-level tests of inbound virtual-number calls, each run on SQLite
+//! and on PostgreSQL. Events go through the same path as the link's
+//! (`apply_switch_event`, one transaction with the cursor); time is passed
+//! in.
+
+use codeb_proto::v1 as pb;
+use codeb_types::UtcMillis;
+use serde_json::json;
+
+use crate::store::testing::{TestDb, event_data, events};
+use crate::store::{
+    Applied, AttemptEnd, CallFilter, EventKind, InboundStart, NumberRecord, Speaker, Store,
+    SwitchEvent, TranscriptFilter,
+};
+
+const TENANT: &str = "t.example";
+const NODE: &str = "http://10.0.0.1:50051";
+const OTHER_NODE: &str = "http://10.0.0.2:50051";
+/// 2026-05-28T20:26:40Z.
+const T0: UtcMillis = UtcMillis(1_780_000_000_000);
+const CALL: &str = "vnum0123456789ab";
+
+fn number(tenant: &str, number: &str, save: bool) -> NumberRecord {
+    NumberRecord {
+        tenant: tenant.into(),
+        number: number.into(),
+        name: "codebdemo".into(),
+        mode: "live-voice-ai".into(),
+        voice: "Aoede".into(),
+        language: "en-US".into(),
+        model: "m".into(),
+        save_transcripts: save,
+        max_duration_sec: 3500,
+        visibility: "public".into(),
+        system_prompt: "You are the receptionist.".into(),
+        ai_api_key: "key".into(),
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn ev(seq: i64, call: &str, tenant: &str, kind: EventKind) -> SwitchEvent {
+    SwitchEvent {
+        journal_id: "j1".into(),
+        seq,
+        at: T0.plus_ms(seq * 1000),
+        call_id: call.into(),
+        tenant: tenant.into(),
+        kind,
+    }
+}
+
+fn start(vnum: &str) -> EventKind {
+    EventKind::Inbound(InboundStart {
+        did: "+15551234567".into(),
+        from_number: "+35699123456".into(),
+        virtual_number: vnum.into(),
+        trunk_id: Some("tr_0123456789abcdef".into()),
+    })
+}
+
+fn answered() -> EventKind {
+    EventKind::Answered {
+        trunk_id: String::new(),
+        answer_ms: 120,
+    }
+}
+
+fn turn(speaker: Speaker, text: &str, at_ms: i64) -> EventKind {
+    EventKind::Turn {
+        speaker,
+        text: text.into(),
+        at_ms,
+    }
+}
+
+fn ended(outcome: &str) -> EventKind {
+    EventKind::Ended(AttemptEnd {
+        outcome: outcome.into(),
+        answered: true,
+        answered_at: Some(T0.plus_ms(2000)),
+        ended_at: T0.plus_ms(40_000),
+        talk_seconds: 38,
+        duration_seconds: 39,
+        input_turns: 1,
+        output_turns: 2,
+        ..AttemptEnd::default()
+    })
+}
+
+/// Applies `kinds` as seq 1, 2, … of journal j1 and checks each applied.
+async fn apply_all(s: &Store, call: &str, tenant: &str, kinds: Vec<EventKind>) -> Vec<SwitchEvent> {
+    s.reset_switch_cursor(NODE, "j1", T0).await.unwrap();
+    let mut out = Vec::new();
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let e = ev(i64::try_from(i).unwrap() + 1, call, tenant, kind);
+        assert_eq!(
+            s.apply_switch_event(NODE, &e, T0.plus_ms(50_000))
+                .await
+                .unwrap(),
+            Applied::Applied,
+            "{e:?}"
+        );
+        out.push(e);
+    }
+    out
+}
+
+fn whole_call() -> Vec<EventKind> {
+    vec![
+        start("1234"),
+        answered(),
+        EventKind::Started,
+        turn(Speaker::Ai, "Hello, CodeB reception.", 300),
+        turn(Speaker::Caller, "Hi, is Alex in?", 2500),
+        EventKind::Usage {
+            input: 1000,
+            output: 200,
+        },
+        turn(Speaker::Ai, "Putting you through.", 4000),
+        EventKind::Usage {
+            input: 40,
+            output: 0,
+        },
+        EventKind::Transferred {
+            to_user: "alex".into(),
+            to_phone: String::new(),
+            trunk_id: String::new(),
+            transfer_type: String::new(),
+        },
+        ended("finished"),
+    ]
+}
+
+async fn a_whole_inbound_call_is_recorded(db: TestDb) {
+    let s = &db.store;
+    assert!(
+        s.create_number(&number(TENANT, "1234", true))
+            .await
+            .unwrap()
+    );
+    apply_all(s, CALL, TENANT, whole_call()).await;
+
+    let rec = s.inbound_call(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            rec.number.as_str(),
+            rec.did.as_str(),
+            rec.from_number.as_str()
+        ),
+        ("1234", "+15551234567", "+35699123456")
+    );
+    assert_eq!(rec.trunk_id.as_deref(), Some("tr_0123456789abcdef"));
+    assert_eq!(rec.node_url, NODE);
+    assert!(rec.number_known && rec.save_transcripts && rec.answered);
+    assert_eq!(rec.created_at, T0.plus_ms(1000));
+    assert_eq!(rec.answered_at, Some(T0.plus_ms(2000)));
+    assert_eq!(rec.started_at, Some(T0.plus_ms(3000)));
+    assert_eq!(rec.ended_at, Some(T0.plus_ms(40_000)));
+    assert_eq!(rec.answer_ms, Some(120));
+    assert_eq!((rec.tokens_in, rec.tokens_out), (1040, 200));
+    assert_eq!((rec.talk_sec, rec.duration_sec), (38, 39));
+    assert_eq!((rec.input_turns, rec.output_turns), (1, 2));
+    assert_eq!(rec.outcome, "finished");
+    assert_eq!(rec.transfers, 1);
+    let file = format!("vnum-1234-20260528-202641-{CALL}.txt");
+    assert_eq!(rec.transcript_path, file);
+
+    // The transcript: row, file, and how the list filters see it.
+    let t = s.transcript(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(t.caller_source, "vnum");
+    assert_eq!(t.rule, "vnum:codebdemo");
+    assert_eq!(t.number.as_deref(), Some("1234"));
+    assert_eq!(t.caller.as_deref(), Some("+35699123456"));
+    assert_eq!(t.phone, None);
+    assert_eq!(t.tokens_total, 1240);
+    assert_eq!(t.duration_sec, 39);
+    assert_eq!(t.file, file);
+    let speakers: Vec<&str> = t.turns.iter().map(|t| t.speaker.as_str()).collect();
+    assert_eq!(speakers, ["AI", "Caller", "AI"]);
+    assert_eq!(
+        t.turns[1].ts,
+        T0.plus_ms(2000 + 2500),
+        "offset from the answer"
+    );
+    let text = std::fs::read_to_string(s.transcripts_dir().join(&file)).unwrap();
+    assert!(text.contains("Number:      1234"), "{text}");
+    assert!(text.contains("AI: Putting you through."), "{text}");
+    let vnum = TranscriptFilter {
+        caller_sources: vec!["vnum", "office-tab"],
+        ..TranscriptFilter::default()
+    };
+    let page = s.list_transcripts(TENANT, &vnum, 50, 0).await.unwrap();
+    assert_eq!((page.total, page.items[0].call_id.as_str()), (1, CALL));
+    let outbound = TranscriptFilter {
+        caller_sources: vec!["outbound-ai"],
+        ..TranscriptFilter::default()
+    };
+    assert_eq!(
+        s.list_transcripts(TENANT, &outbound, 50, 0)
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    let q = TranscriptFilter {
+        q: Some("CODEBDEMO".into()),
+        ..TranscriptFilter::default()
+    };
+    assert_eq!(
+        s.list_transcripts(TENANT, &q, 50, 0).await.unwrap().total,
+        1
+    );
+    // GET /calls is outbound AI calls only.
+    let calls = s
+        .list_calls(TENANT, &CallFilter::default(), 50, 0)
+        .await
+        .unwrap();
+    assert_eq!(calls.total, 0);
+    assert!(calls.items.is_empty());
+
+    // Webhook events, in order, with the inbound payloads.
+    let names: Vec<String> = events(s, TENANT).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        [
+            "call.answered",
+            "call.started",
+            "call.transferred",
+            "call.ended",
+            "transcript.saved"
+        ]
+    );
+    assert_eq!(
+        event_data(s, TENANT, "call.answered").await,
+        [
+            json!({"callId": CALL, "did": "+15551234567", "fromNumber": "+35699123456",
+            "direction": "inbound", "source": "gemini-live", "answerMs": 120})
+        ]
+    );
+    assert_eq!(
+        event_data(s, TENANT, "call.started").await,
+        [
+            json!({"callId": CALL, "number": "1234", "did": "+15551234567",
+            "direction": "inbound", "source": "gemini-live"})
+        ]
+    );
+    assert_eq!(
+        event_data(s, TENANT, "call.transferred").await,
+        [json!({"callId": CALL, "fromVnum": "1234", "toUser": "alex",
+            "transferType": "vnum-to-officetab", "room": "", "source": "vnum"})]
+    );
+    assert_eq!(
+        event_data(s, TENANT, "call.ended").await,
+        [
+            json!({"callId": CALL, "number": "+15551234567", "room": "", "outcome": "finished",
+            "durationSec": 39, "tokens": 1240, "source": "sip"})
+        ]
+    );
+    assert_eq!(
+        event_data(s, TENANT, "transcript.saved").await,
+        [
+            json!({"callId": CALL, "number": "1234", "file": file, "outcome": "finished",
+            "source": "vnum"})
+        ]
+    );
+    // Every event row names the call.
+    assert!(
+        events(s, TENANT)
+            .await
+            .iter()
+            .all(|e| e.1.as_deref() == Some(CALL))
+    );
+}
+
+async fn replayed_events_apply_once(db: TestDb) {
+    let s = &db.store;
+    assert!(
+        s.create_number(&number(TENANT, "1234", true))
+            .await
+            .unwrap()
+    );
+    let applied = apply_all(s, CALL, TENANT, whole_call()).await;
+    let before = s.inbound_call(TENANT, CALL).await.unwrap().unwrap();
+    let events_before = events(s, TENANT).await;
+    // The whole journal resent (a restart before the ack): each is at or
+    // below the cursor.
+    for e in &applied {
+        assert_eq!(
+            s.apply_switch_event(NODE, e, T0.plus_ms(99_000))
+                .await
+                .unwrap(),
+            Applied::Duplicate
+        );
+    }
+    // The node reporting the same things again under new seqs (a node bug
+    // or its own replay) changes nothing either.
+    let mut seq = i64::try_from(applied.len()).unwrap();
+    for kind in whole_call() {
+        seq += 1;
+        let e = ev(seq, CALL, TENANT, kind);
+        assert!(
+            matches!(
+                s.apply_switch_event(NODE, &e, T0.plus_ms(99_000))
+                    .await
+                    .unwrap(),
+                Applied::Skipped(_)
+            ),
+            "{e:?}"
+        );
+    }
+    assert_eq!(s.inbound_call(TENANT, CALL).await.unwrap().unwrap(), before);
+    assert_eq!(events(s, TENANT).await, events_before);
+    assert_eq!(s.switch_cursor(NODE).await.unwrap().unwrap().last_seq, seq);
+    let t = s.transcript(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(t.turns.len(), 3);
+
+    // Within a live call: a second InboundCall, Answered or Started for
+    // the same id is a duplicate, not a second record or webhook.
+    let call2 = "vnum00000000beef";
+    let mut next = |kind| {
+        seq += 1;
+        ev(seq, call2, TENANT, kind)
+    };
+    for (kind, first) in [
+        (start("1234"), true),
+        (start("1234"), false),
+        (answered(), true),
+        (answered(), false),
+        (EventKind::Started, true),
+        (EventKind::Started, false),
+    ] {
+        let got = s.apply_switch_event(NODE, &next(kind), T0).await.unwrap();
+        assert_eq!(got == Applied::Applied, first, "{got:?}");
+    }
+    let answers = event_data(s, TENANT, "call.answered").await;
+    assert_eq!(answers.len(), 2, "one per call");
+    assert_eq!(event_data(s, TENANT, "call.started").await.len(), 2);
+    // Another node's events for this call are not applied to it.
+    s.reset_switch_cursor(OTHER_NODE, "k1", T0).await.unwrap();
+    let mut foreign = ev(1, call2, TENANT, ended("finished"));
+    foreign.journal_id = "k1".into();
+    assert!(matches!(
+        s.apply_switch_event(OTHER_NODE, &foreign, T0)
+            .await
+            .unwrap(),
+        Applied::Skipped(_)
+    ));
+    assert_eq!(
+        s.inbound_call(TENANT, call2)
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at,
+        None
+    );
+    // Nor another tenant's.
+    let other_tenant = next(ended("finished"));
+    let other_tenant = SwitchEvent {
+        tenant: "evil.example".into(),
+        ..other_tenant
+    };
+    assert!(matches!(
+        s.apply_switch_event(NODE, &other_tenant, T0).await.unwrap(),
+        Applied::Skipped(_)
+    ));
+    assert!(
+        s.inbound_call("evil.example", call2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn a_failed_end_leaves_no_trace(db: TestDb) {
+    let s = &db.store;
+    assert!(
+        s.create_number(&number(TENANT, "1234", true))
+            .await
+            .unwrap()
+    );
+    apply_all(
+        s,
+        CALL,
+        TENANT,
+        vec![start("1234"), answered(), turn(Speaker::Ai, "Hello", 0)],
+    )
+    .await;
+    // The transcript cannot be written: the End fails as a whole.
+    std::fs::write(s.transcripts_dir(), b"in the way").unwrap();
+    let end = ev(4, CALL, TENANT, ended("far-hangup"));
+    assert!(s.apply_switch_event(NODE, &end, T0).await.is_err());
+    assert_eq!(
+        s.inbound_call(TENANT, CALL)
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at,
+        None
+    );
+    assert!(event_data(s, TENANT, "call.ended").await.is_empty());
+    assert_eq!(s.switch_cursor(NODE).await.unwrap().unwrap().last_seq, 3);
+    std::fs::remove_file(s.transcripts_dir()).unwrap();
+    assert_eq!(
+        s.apply_switch_event(NODE, &end, T0).await.unwrap(),
+        Applied::Applied
+    );
+    assert_eq!(event_data(s, TENANT, "call.ended").await.len(), 1);
+    assert_eq!(event_data(s, TENANT, "transcript.saved").await.len(), 1);
+}
+
+async fn unknown_numbers_are_recorded_without_transcripts(db: TestDb) {
+    let s = &db.store;
+    let stranger = "nobody.example";
+    let kinds = vec![
+        start("999"),
+        answered(),
+        EventKind::Started,
+        turn(
+            Speaker::Caller,
+            "My card number is 4111 1111 1111 1111",
+            100,
+        ),
+        EventKind::Usage {
+            input: 10,
+            output: 5,
+        },
+        ended("far-hangup"),
+    ];
+    apply_all(s, CALL, stranger, kinds).await;
+    let rec = s.inbound_call(stranger, CALL).await.unwrap().unwrap();
+    assert!(!rec.number_known && !rec.save_transcripts);
+    assert_eq!(rec.number_name, "");
+    assert_eq!(rec.outcome, "far-hangup");
+    assert_eq!(rec.transcript_path, "");
+    assert!(s.transcript(stranger, CALL).await.unwrap().is_none());
+    assert!(!s.transcripts_dir().exists(), "no file either");
+    let names: Vec<String> = events(s, stranger).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["call.answered", "call.started", "call.ended"]);
+    assert_eq!(event_data(s, stranger, "call.ended").await[0]["tokens"], 15);
+    // Not visible to any other tenant.
+    assert!(s.inbound_call(TENANT, CALL).await.unwrap().is_none());
+    assert!(events(s, TENANT).await.is_empty());
+    // The turn's text was never stored.
+    let stored: i64 = crate::store::on_pool!(s, |pool| {
+        sqlx::query_scalar("SELECT COUNT(*) FROM call_turns WHERE call_id = $1")
+            .bind(CALL)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(stored, 0);
+
+    // A known number that does not save transcripts: the same.
+    assert!(s.create_number(&number(TENANT, "55", false)).await.unwrap());
+    let call = "vnum0000000000aa";
+    s.reset_switch_cursor(NODE, "j1", T0).await.unwrap();
+    for (i, kind) in [
+        start("55"),
+        answered(),
+        turn(Speaker::Ai, "Hello", 0),
+        ended("finished"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = ev(i64::try_from(i).unwrap() + 1, call, TENANT, kind);
+        assert_eq!(
+            s.apply_switch_event(NODE, &e, T0).await.unwrap(),
+            Applied::Applied
+        );
+    }
+    let rec = s.inbound_call(TENANT, call).await.unwrap().unwrap();
+    assert!(rec.number_known && !rec.save_transcripts);
+    assert!(s.transcript(TENANT, call).await.unwrap().is_none());
+    assert!(event_data(s, TENANT, "transcript.saved").await.is_empty());
+    // Events before (or without) an InboundCall are skipped.
+    let orphan = ev(5, "vnum00000000dead", TENANT, answered());
+    assert!(matches!(
+        s.apply_switch_event(NODE, &orphan, T0).await.unwrap(),
+        Applied::Skipped(_)
+    ));
+}
+
+async fn oversized_fields_are_bounded(db: TestDb) {
+    let s = &db.store;
+    assert!(
+        s.create_number(&number(TENANT, "1234", true))
+            .await
+            .unwrap()
+    );
+    s.reset_switch_cursor(NODE, "j1", T0).await.unwrap();
+    let wire = |seq: u64, call_id: &str, kind| pb::Event {
+        seq,
+        journal_id: "j1".into(),
+        at_unix_ms: 1_780_000_000_000 + seq * 1000,
+        call_id: call_id.into(),
+        tenant: TENANT.into(),
+        kind: Some(kind),
+    };
+    let apply = |e: pb::Event| async move {
+        let e = crate::switch_link::events::convert(&e).unwrap();
+        s.apply_switch_event(NODE, &e, T0).await.unwrap()
+    };
+    // A caller's huge From and DID are cut, not a reason to lose the call.
+    let first = wire(
+        1,
+        CALL,
+        pb::event::Kind::Inbound(pb::InboundCall {
+            did: "9".repeat(100_000),
+            from_number: format!("evil\r\nX-Injected: 1{}", "x".repeat(100_000)),
+            virtual_number: "1234".into(),
+            trunk_id: "t".repeat(1000),
+        }),
+    );
+    assert_eq!(apply(first).await, Applied::Applied);
+    let rec = s.inbound_call(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(rec.did.len(), crate::store::MAX_INBOUND_FIELD);
+    assert_eq!(rec.from_number.len(), crate::store::MAX_INBOUND_FIELD);
+    assert!(rec.from_number.starts_with("evil??X-Injected"));
+    assert_eq!(rec.trunk_id, None, "an invalid trunk id is dropped");
+    // A huge turn is cut to the bound.
+    let big = wire(
+        2,
+        CALL,
+        pb::event::Kind::Turn(pb::TranscriptTurn {
+            role: "ai".into(),
+            text: "é".repeat(100_000),
+            at_ms: 1,
+            interrupted: false,
+        }),
+    );
+    assert_eq!(apply(big).await, Applied::Applied);
+    // Unattributable InboundCalls are refused (skipped, cursor moved):
+    // a bad id, a bad virtual number, no tenant.
+    let bad_id = wire(
+        3,
+        "oac-0123456789ab",
+        pb::event::Kind::Inbound(pb::InboundCall {
+            virtual_number: "1234".into(),
+            ..Default::default()
+        }),
+    );
+    let bad_number = wire(
+        4,
+        "vnum0000000000bb",
+        pb::event::Kind::Inbound(pb::InboundCall {
+            virtual_number: "1".repeat(40),
+            ..Default::default()
+        }),
+    );
+    let mut no_tenant = wire(
+        5,
+        "vnum0000000000cc",
+        pb::event::Kind::Inbound(pb::InboundCall {
+            virtual_number: "1234".into(),
+            ..Default::default()
+        }),
+    );
+    no_tenant.tenant = String::new();
+    for e in [bad_id, bad_number, no_tenant] {
+        assert!(matches!(apply(e).await, Applied::Skipped(_)));
+    }
+    assert!(
+        s.inbound_call(TENANT, "vnum0000000000bb")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.switch_cursor(NODE).await.unwrap().unwrap().last_seq, 5);
+    // Huge outcome and error detail are cut when the call ends.
+    let end = wire(
+        6,
+        CALL,
+        pb::event::Kind::Ended(pb::CallEnded {
+            outcome: "o".repeat(10_000),
+            error_detail: "d".repeat(100_000),
+            answered: true,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(apply(end).await, Applied::Applied);
+    let rec = s.inbound_call(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(rec.outcome.len(), 64);
+    assert_eq!(rec.error_detail.len(), 1024);
+    let t = s.transcript(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(
+        t.turns[0].text.len(),
+        crate::store::switch_events::MAX_TURN_TEXT
+    );
+}
+
+async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
+    let s = &db.store;
+    assert!(
+        s.create_number(&number(TENANT, "1234", true))
+            .await
+            .unwrap()
+    );
+    apply_all(
+        s,
+        CALL,
+        TENANT,
+        vec![start("1234"), answered(), turn(Speaker::Ai, "Hello", 0)],
+    )
+    .await;
+    let now = T0.plus_ms(32_000);
+    let detail = format!("switch node {NODE} lost");
+    assert_eq!(s.fail_calls_on_node(NODE, &detail, now).await.unwrap(), 1);
+    let rec = s.inbound_call(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(rec.ended_at, Some(now));
+    assert_eq!(
+        (rec.outcome.as_str(), rec.error_detail.as_str()),
+        ("failed", detail.as_str())
+    );
+    assert_eq!((rec.talk_sec, rec.duration_sec), (30, 31));
+    assert!(rec.answered);
+    assert_eq!(
+        event_data(s, TENANT, "call.ended").await[0]["outcome"],
+        "failed"
+    );
+    assert_eq!(event_data(s, TENANT, "transcript.saved").await.len(), 1);
+    assert_eq!(s.fail_calls_on_node(NODE, &detail, now).await.unwrap(), 0);
+    // The node's own end, arriving later, does not rewrite it.
+    let late = ev(4, CALL, TENANT, ended("finished"));
+    assert!(matches!(
+        s.apply_switch_event(NODE, &late, now).await.unwrap(),
+        Applied::Skipped(_)
+    ));
+    assert_eq!(
+        s.inbound_call(TENANT, CALL).await.unwrap().unwrap().outcome,
+        "failed"
+    );
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::store::testing::TestDb::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(db) = crate::store::testing::TestDb::postgres().await {
+                    super::$name(db).await;
+                }
+            })*
+        }
+    };
+}
+
+both!(
+    a_whole_inbound_call_is_recorded,
+    replayed_events_apply_once,
+    a_failed_end_leaves_no_trace,
+    unknown_numbers_are_recorded_without_transcripts,
+    oversized_fields_are_bounded,
+    a_lost_node_ends_its_inbound_calls,
+);
