@@ -2,6 +2,7 @@
 //! io_uring transport, and the gRPC control link with its event journal.
 //! The binary is `codeb-switch`.
 
+pub mod ai;
 pub mod cidr;
 pub mod config;
 pub mod control;

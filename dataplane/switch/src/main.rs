@@ -15,6 +15,7 @@ use clap::Parser;
 use codeb_io::{Event, Options, Reactor};
 use codeb_sip::dialog::SessionTimerConfig;
 use codeb_sip::transaction::Timers;
+use codeb_switch::ai::hub::{AiHub, AiSettings};
 use codeb_switch::config::{SwitchConfig, resolve_trunks};
 use codeb_switch::control;
 use codeb_switch::metrics;
@@ -115,6 +116,36 @@ struct Cli {
     /// Most concurrent SIP transactions.
     #[arg(long, env = "CODEB_MAX_TRANSACTIONS", default_value_t = 131_072)]
     max_transactions: usize,
+    /// Gemini Live WebSocket endpoint (a simulator in tests and `codeb dev`).
+    #[arg(
+        long,
+        env = "CODEB_GEMINI_URL",
+        default_value = "wss://generativelanguage.googleapis.com"
+    )]
+    gemini_url: String,
+    /// OpenAI Realtime WebSocket endpoint.
+    #[arg(long, env = "CODEB_OPENAI_URL", default_value = "wss://api.openai.com")]
+    openai_url: String,
+    /// The node's Gemini API key, for calls whose persona brings none.
+    #[arg(
+        long,
+        env = "CODEB_GEMINI_API_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    gemini_api_key: String,
+    /// The node's OpenAI API key, for calls whose persona brings none.
+    #[arg(
+        long,
+        env = "CODEB_OPENAI_API_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    openai_api_key: String,
+    /// Seconds a voice-AI session may take to connect and set up before
+    /// the call fails.
+    #[arg(long, env = "CODEB_AI_CONNECT_TIMEOUT", default_value_t = 10)]
+    ai_connect_timeout: u64,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CODEB_LOG", default_value = "info")]
     log: String,
@@ -310,6 +341,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     )
     .context("starting the media workers")?;
     core.set_media_engine(engine);
+    let endpoints = codeb_ai::Endpoints::parse(&cli.gemini_url, &cli.openai_url)
+        .map_err(|e| anyhow::anyhow!("CODEB_GEMINI_URL / CODEB_OPENAI_URL: {e}"))?;
+    tracing::info!(gemini = %endpoints.gemini, openai = %endpoints.openai, "voice-AI endpoints");
+    let mut ai = AiHub::start(
+        AiSettings {
+            endpoints,
+            gemini_key: cli.gemini_api_key.clone(),
+            openai_key: cli.openai_api_key.clone(),
+            connect_timeout: Duration::from_secs(cli.ai_connect_timeout.clamp(1, 120)),
+            threads: 2,
+        },
+        reactor.waker(),
+    )
+    .context("starting the voice-AI runtime")?;
     let mut link = control::start(
         control::Settings {
             grpc_addr: cli.grpc_addr,
@@ -359,6 +404,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let now = Instant::now();
         core.handle_timeout(now);
         link.sip.run_commands(&mut core, now);
+        while let Some((key, note)) = ai.poll_note() {
+            core.ai_note(now, key, note);
+        }
+        while let Some(req) = core.poll_ai_request() {
+            ai.handle(req);
+        }
         link.sip.forward_events(&mut core);
         for c in core.take_closes() {
             reactor.close(c);
@@ -397,6 +448,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             next_metrics = now + Duration::from_secs(1);
         }
     }
+    ai.shutdown();
     link.shutdown(&mut core);
     tracing::info!("switch stopped");
     Ok(())

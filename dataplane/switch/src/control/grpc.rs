@@ -122,6 +122,19 @@ async fn resolve(config: &SwitchConfig) -> HashMap<String, SocketAddr> {
         .unwrap_or_default()
 }
 
+/// The persona of a call or virtual number, as the contract carries it.
+pub fn persona(a: v1::AiSession) -> crate::ai::Persona {
+    crate::ai::Persona {
+        model: a.model,
+        voice: a.voice,
+        language: a.language,
+        system_prompt: a.system_prompt,
+        api_key: a.api_key,
+        transfer_targets: a.transfer_targets,
+        save_transcript: a.save_transcript,
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -146,9 +159,10 @@ impl Switch for Service {
             max_seconds: r.max_seconds,
             ring_timeout_seconds: r.ring_timeout_seconds,
             attempt: r.attempt,
+            ai: r.ai.map(persona),
         };
         let placed = self
-            .ask(|tx| Command::Place(req, tx))
+            .ask(|tx| Command::Place(Box::new(req), tx))
             .await?
             .map_err(originate_status)?;
         Ok(Response::new(v1::PlaceCallReply {

@@ -50,7 +50,10 @@ const JOURNAL_BATCH: usize = 512;
 /// A request for the SIP thread.
 #[derive(Debug)]
 pub enum Command {
-    Place(Originate, oneshot::Sender<Result<Placed, OriginateError>>),
+    Place(
+        Box<Originate>,
+        oneshot::Sender<Result<Placed, OriginateError>>,
+    ),
     Hangup {
         call_id: String,
         outcome: String,
@@ -161,7 +164,7 @@ impl SipSide {
             };
             match cmd {
                 Command::Place(req, reply) => {
-                    let _ = reply.send(core.place_call(now, req));
+                    let _ = reply.send(core.place_call(now, *req));
                 }
                 Command::Hangup {
                     call_id,
@@ -378,6 +381,27 @@ fn to_proto(ev: CallEvent) -> v1::Event {
             trunk_id,
             answer_ms,
         }),
+        CallEventKind::Started => event::Kind::Started(v1::CallStarted {}),
+        CallEventKind::Turn {
+            role,
+            text,
+            at_ms,
+            interrupted,
+        } => event::Kind::Turn(v1::TranscriptTurn {
+            role: role.as_str().into(),
+            text,
+            at_ms,
+            interrupted,
+        }),
+        CallEventKind::Usage {
+            input,
+            output,
+            estimated,
+        } => event::Kind::Usage(v1::Usage {
+            input_tokens: input,
+            output_tokens: output,
+            estimated,
+        }),
         CallEventKind::Ended {
             outcome,
             error_detail,
@@ -386,6 +410,8 @@ fn to_proto(ev: CallEvent) -> v1::Event {
             talk_seconds,
             duration_seconds,
             sip_status,
+            input_turns,
+            output_turns,
         } => event::Kind::Ended(v1::CallEnded {
             outcome,
             error_detail,
@@ -394,7 +420,8 @@ fn to_proto(ev: CallEvent) -> v1::Event {
             talk_seconds,
             duration_seconds,
             sip_status: u32::from(sip_status),
-            ..Default::default()
+            input_turns,
+            output_turns,
         }),
     };
     v1::Event {

@@ -23,9 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use codeb_io::{Options, Reactor, Waker};
+use codeb_media::pipeline::{ConfigError, LegConfig, Pipeline, PipelineConfig};
+use codeb_media::tap::{TapConfig, TapEngine};
 
 use crate::ports::{PortPool, PortRange};
 
@@ -108,6 +110,8 @@ pub enum MediaError {
     Stopped,
     #[error("media socket: {0}")]
     Socket(#[from] io::Error),
+    #[error("media pipeline: {0}")]
+    Pipeline(#[from] ConfigError),
 }
 
 enum Command {
@@ -119,6 +123,13 @@ enum Command {
         id: u64,
         leg: LegSide,
         remote: Remote,
+    },
+    /// From now on the leg's RTP goes to (and comes from) a voice-AI
+    /// engine through this pipeline, instead of being relayed.
+    Tap {
+        id: u64,
+        leg: LegSide,
+        pipeline: Box<Pipeline>,
     },
     Close {
         id: u64,
@@ -361,6 +372,30 @@ impl MediaEngine {
         )
     }
 
+    /// Hands one leg of a call to a voice-AI engine: the leg's audio is
+    /// decoded for the engine and the engine's audio paced out to it, by
+    /// the call's worker (see [`codeb_media::pipeline`], AI tap). Returns
+    /// the engine side of the tap.
+    pub fn start_tap(
+        &mut self,
+        now: Instant,
+        handle: MediaHandle,
+        leg: LegSide,
+        caller: LegConfig,
+        tap: TapConfig,
+    ) -> Result<TapEngine, MediaError> {
+        let (pipeline, engine) = Pipeline::ai_tap(now, tap_pipeline_config(now), caller, tap)?;
+        self.command(
+            handle.worker,
+            Command::Tap {
+                id: handle.id,
+                leg,
+                pipeline: Box::new(pipeline),
+            },
+        )?;
+        Ok(engine)
+    }
+
     /// Closes a call's media; its ports return to the pool (a port whose
     /// socket the worker has not closed yet is skipped by a later `open`).
     pub fn close(&mut self, handle: MediaHandle, ports: [u16; 2]) {
@@ -412,6 +447,17 @@ impl Drop for MediaEngine {
                 let _ = t.join();
             }
         }
+    }
+}
+
+/// Settings of an AI-tap pipeline. The worker watches the call's
+/// inactivity itself (`CODEB_RTP_TIMEOUT`), so the pipeline's own
+/// timeout is only a far backstop.
+pub fn tap_pipeline_config(now: Instant) -> PipelineConfig {
+    PipelineConfig {
+        inactivity_timeout: Duration::from_secs(24 * 3600),
+        wallclock: Some((now, std::time::SystemTime::now())),
+        ..PipelineConfig::default()
     }
 }
 

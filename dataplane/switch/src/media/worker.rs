@@ -11,6 +11,11 @@
 //!
 //! RTCP arriving on the odd ports (or multiplexed on the RTP port) is
 //! validated and counted, not forwarded: each leg is its own RTP session.
+//!
+//! A leg handed to a voice-AI engine (an AI tap) is not relayed: its
+//! packets go through the call's [`Pipeline`] (decode for the engine,
+//! engine audio paced out every ptime, RTCP reports), whose timers the
+//! loop runs beside the reactor.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -22,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use codeb_io::{Event, Reactor, SocketId, Waker};
 use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch};
+use codeb_media::pipeline::{self, PacketKind, Pipeline};
 use codeb_media::rewrite::{Source, StreamRewriter};
 use codeb_media::rtcp;
 use codeb_media::rtp::{self, RtpHeader, RtpPacket};
@@ -77,8 +83,15 @@ impl Leg {
     }
 }
 
+/// A leg handed to a voice-AI engine.
+struct Tapped {
+    side: LegSide,
+    pipeline: Box<Pipeline>,
+}
+
 struct Call {
     legs: [Leg; 2],
+    tap: Option<Tapped>,
     /// When both legs last got a far end: the inactivity clock starts
     /// there (a call still ringing has no media to miss).
     routed_at: Option<Instant>,
@@ -95,6 +108,8 @@ impl Call {
 struct State {
     worker: usize,
     calls: HashMap<u64, Call>,
+    /// Calls with an AI tap, whose pipelines have timers.
+    taps: Vec<u64>,
     /// By socket id: (call, leg, is RTCP).
     sockets: Vec<Option<(u64, LegSide, bool)>>,
     /// This turn's rewritten packets, back to back, and where each goes.
@@ -136,6 +151,7 @@ impl Worker {
             st: State {
                 worker,
                 calls: HashMap::new(),
+                taps: Vec::new(),
                 sockets: Vec::new(),
                 out: Vec::with_capacity(64 * 1024),
                 sends: Vec::with_capacity(512),
@@ -156,7 +172,13 @@ impl Worker {
                 self.check_quiet(now);
                 next_check = now + CHECK_EVERY;
             }
-            let wait = next_check.saturating_duration_since(now);
+            let next_tap = self.st.tap_timers(now);
+            if !self.st.sends.is_empty() {
+                self.flush();
+            }
+            let wait = next_tap
+                .map_or(next_check, |t| t.min(next_check))
+                .saturating_duration_since(now);
             let Worker { reactor, st, .. } = self;
             // One clock read per loop turn: a turn's datagrams arrived
             // together, and per-packet reads would be pure overhead.
@@ -201,6 +223,7 @@ impl Worker {
             match self.rx.try_recv() {
                 Ok(Command::Open { id, sockets }) => self.open(id, *sockets),
                 Ok(Command::Remote { id, leg, remote }) => self.remote(id, leg, remote),
+                Ok(Command::Tap { id, leg, pipeline }) => self.tap(id, leg, pipeline),
                 Ok(Command::Close { id }) => self.close(id),
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
@@ -259,6 +282,7 @@ impl Worker {
             id,
             Call {
                 legs: [a, b],
+                tap: None,
                 routed_at: None,
                 reported_quiet: false,
             },
@@ -290,6 +314,26 @@ impl Worker {
         if moved {
             // A new far end (answer, re-INVITE): learn it again.
             leg.latch.relearn(Some(remote.addr));
+            if let Some(t) = &mut call.tap
+                && t.side == side
+            {
+                t.pipeline
+                    .update_remote(pipeline::Leg::A, Some(remote.addr), None);
+            }
+        }
+    }
+
+    /// Hands a leg to an AI tap: from now on its packets go through the
+    /// pipeline, and the inactivity clock runs on that leg alone.
+    fn tap(&mut self, id: u64, side: LegSide, pipeline: Box<Pipeline>) {
+        let Some(call) = self.st.calls.get_mut(&id) else {
+            return;
+        };
+        call.tap = Some(Tapped { side, pipeline });
+        call.routed_at = Some(Instant::now());
+        call.reported_quiet = false;
+        if !self.st.taps.contains(&id) {
+            self.st.taps.push(id);
         }
     }
 
@@ -297,6 +341,7 @@ impl Worker {
         let Some(call) = self.st.calls.remove(&id) else {
             return;
         };
+        self.st.taps.retain(|t| *t != id);
         for leg in &call.legs {
             self.forget_leg(leg);
         }
@@ -367,7 +412,55 @@ impl Worker {
     }
 }
 
+/// Queues what a tap's pipeline wants sent on its leg's sockets.
+fn drain(
+    p: &mut Pipeline,
+    leg: &mut Leg,
+    out: &mut Vec<u8>,
+    sends: &mut Vec<(SocketId, SocketAddr, usize, usize)>,
+) {
+    while let Some(t) = p.poll_transmit() {
+        let socket = match t.kind {
+            PacketKind::Rtp => {
+                leg.stats.tx_packets += 1;
+                leg.stats.tx_bytes += t.data.len() as u64;
+                leg.rtp
+            }
+            PacketKind::Rtcp => leg.rtcp,
+        };
+        let start = out.len();
+        out.extend_from_slice(t.data);
+        sends.push((socket, t.destination, start, out.len()));
+    }
+    while let Some(ev) = p.poll_event() {
+        tracing::trace!(?ev, "AI tap pipeline event");
+    }
+}
+
 impl State {
+    /// Runs the AI taps' due timers (playout pacing, RTCP reports);
+    /// returns when the next one falls due.
+    fn tap_timers(&mut self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for id in &self.taps {
+            let Some(call) = self.calls.get_mut(id) else {
+                continue;
+            };
+            let Some(t) = &mut call.tap else {
+                continue;
+            };
+            if t.pipeline.poll_timeout().is_some_and(|due| due <= now) {
+                t.pipeline.handle_timeout(now);
+                let leg = &mut call.legs[t.side as usize];
+                drain(&mut t.pipeline, leg, &mut self.out, &mut self.sends);
+            }
+            if let Some(due) = t.pipeline.poll_timeout() {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        next
+    }
+
     fn map_socket(&mut self, s: SocketId, id: u64, side: LegSide, rtcp: bool) {
         let i = s.0 as usize;
         if self.sockets.len() <= i {
@@ -394,6 +487,36 @@ impl State {
                 (b, a)
             }
         };
+        if let Some(t) = &mut call.tap
+            && t.side == side
+        {
+            let verdict = if is_rtcp {
+                t.pipeline.handle_rtcp(now, pipeline::Leg::A, from, data)
+            } else {
+                t.pipeline.handle_rtp(now, pipeline::Leg::A, from, data)
+            };
+            match verdict {
+                pipeline::Verdict::Dropped(pipeline::DropReason::WrongSource) => {
+                    this.stats.dropped_source += 1;
+                }
+                pipeline::Verdict::Dropped(pipeline::DropReason::Malformed) => {
+                    this.stats.dropped_invalid += 1;
+                }
+                pipeline::Verdict::Dropped(_) => this.stats.dropped_unrouted += 1,
+                _ => {
+                    if is_rtcp || rtp::is_rtcp(data) {
+                        this.stats.rtcp_packets += 1;
+                    } else {
+                        this.stats.rx_packets += 1;
+                        this.stats.rx_bytes += data.len() as u64;
+                    }
+                    this.last_rx = Some(now);
+                    call.reported_quiet = false;
+                }
+            }
+            drain(&mut t.pipeline, this, &mut self.out, &mut self.sends);
+            return;
+        }
         if is_rtcp || rtp::is_rtcp(data) {
             if rtcp::Compound::parse(data).is_ok() {
                 // RTCP from the far end keeps a held call alive.

@@ -35,6 +35,7 @@ use codeb_sip::{DialogId, DialogTable, Host, Request, StatusCode, Uri, ValueErro
 use super::core::Core;
 use super::flow::Flow;
 
+mod ai;
 mod answer;
 mod branches;
 mod in_dialog;

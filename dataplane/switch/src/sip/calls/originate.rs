@@ -5,9 +5,9 @@
 //! answer and BYE after it. Each call reports what happened to it as
 //! [`CallEvent`]s, which the IO loop hands to the event journal.
 //!
-//! There is no AI session yet (the engine is not wired to the switch): an
-//! answered call stays up, carrying no audio, until the far end hangs up,
-//! the control plane hangs it up, or its talk time runs out.
+//! An answered call is joined to its persona's voice-AI session (see
+//! [`super::ai`]); it ends when the AI calls `end_call`, the far end hangs
+//! up, the control plane hangs it up, or its talk time runs out.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -46,6 +46,9 @@ pub struct Originate {
     /// Which attempt of the call this is (a retry is a new attempt of the
     /// same call id; 0 counts as 1).
     pub attempt: u32,
+    /// Who talks to the callee once it answers; `None`: nobody (the call
+    /// carries no audio).
+    pub ai: Option<crate::ai::Persona>,
 }
 
 /// A call was accepted for dialling (or had been already).
@@ -87,6 +90,22 @@ pub enum CallEventKind {
         /// From the INVITE to the 2xx.
         answer_ms: u32,
     },
+    /// The AI session is up and audio flows.
+    Started,
+    /// One whole turn of the conversation.
+    Turn {
+        role: crate::ai::Role,
+        text: String,
+        /// From the answer.
+        at_ms: u32,
+        interrupted: bool,
+    },
+    /// The AI session's token usage.
+    Usage {
+        input: u64,
+        output: u64,
+        estimated: bool,
+    },
     Ended {
         outcome: String,
         error_detail: String,
@@ -96,15 +115,19 @@ pub enum CallEventKind {
         duration_seconds: u32,
         /// Final status of the dialling; 0 when answered.
         sip_status: u16,
+        /// Transcript turns of the caller and of the AI.
+        input_turns: u32,
+        output_turns: u32,
     },
 }
 
 /// What a placed call carries beside the B2BUA state.
 #[derive(Debug)]
 pub(super) struct Origin {
-    call_id: String,
+    pub(super) call_id: String,
     attempt: u32,
-    tenant: String,
+    pub(super) tenant: String,
+    pub(super) ai: Option<crate::ai::Persona>,
     trunk_id: String,
     max_seconds: u32,
     /// Why the call ends, decided by whoever ended it first.
@@ -133,8 +156,12 @@ pub(super) struct Placements {
     recent: VecDeque<((String, u32), String)>,
     recent_set: HashSet<(String, u32)>,
     deadlines: std::collections::BTreeSet<(Instant, CallKey, Deadline)>,
-    events: VecDeque<CallEvent>,
-    no_ai_logged: bool,
+    pub(super) events: VecDeque<CallEvent>,
+    /// Calls with an AI leg, what the hub must do, and when held ends
+    /// are released without their session.
+    pub(super) ai: HashMap<CallKey, super::ai::AiCall>,
+    pub(super) ai_requests: VecDeque<crate::ai::AiRequest>,
+    pub(super) ai_close: std::collections::BTreeSet<(Instant, CallKey)>,
 }
 
 impl Placements {
@@ -387,6 +414,7 @@ impl Core {
                 call_id: req.call_id.clone(),
                 attempt,
                 tenant: req.tenant,
+                ai: req.ai,
                 trunk_id: trunk.id.clone(),
                 max_seconds: if req.max_seconds == 0 {
                     DEFAULT_MAX_SECONDS
@@ -523,19 +551,10 @@ impl Core {
                     .unwrap_or(u32::MAX),
             },
         };
-        let call_id = o.call_id.clone();
         let placed = &mut self.calls.placed;
         placed.deadlines.insert((talk_at, key, Deadline::Talk));
         placed.events.push_back(event);
-        if !placed.no_ai_logged {
-            placed.no_ai_logged = true;
-            tracing::info!(
-                call_id = %call_id,
-                "placed call answered; no AI engine is attached to the switch yet, so it carries no audio until it is hung up"
-            );
-        } else {
-            tracing::debug!(call_id = %call_id, "placed call answered (no AI engine attached)");
-        }
+        self.start_ai(now, key);
     }
 
     /// A placed call is gone: its CallEnded, and its id is remembered.
@@ -572,6 +591,8 @@ impl Core {
                     .unwrap_or(0),
                 duration_seconds: secs(now.saturating_duration_since(call.started)),
                 sip_status,
+                input_turns: 0,
+                output_turns: 0,
             },
         };
         let placed = &mut self.calls.placed;
@@ -583,7 +604,7 @@ impl Core {
         }
         placed.by_id.remove(&o.call_id);
         placed.remember((o.call_id.clone(), o.attempt), o.trunk_id.clone());
-        placed.events.push_back(event);
+        self.end_with_ai(now, call.key, event);
     }
 
     /// The next event of a placed call, oldest first.
@@ -597,11 +618,16 @@ impl Core {
     }
 
     pub(crate) fn placed_timeout(&self) -> Option<Instant> {
-        self.calls.placed.deadlines.first().map(|(at, _, _)| *at)
+        let ring_talk = self.calls.placed.deadlines.first().map(|(at, _, _)| *at);
+        match (ring_talk, self.ai_close_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Ring and talk deadlines that fell due.
     pub(crate) fn placed_deadlines(&mut self, now: Instant) {
+        self.ai_close_deadlines(now);
         while let Some(&(at, key, what)) = self.calls.placed.deadlines.first() {
             if at > now {
                 break;

@@ -83,7 +83,7 @@ fn ended(evs: &[CallEvent]) -> (String, String, bool, u32, u16) {
                 *talk_seconds,
                 *sip_status,
             )),
-            CallEventKind::Answered { .. } => None,
+            _ => None,
         })
         .collect();
     assert_eq!(ends.len(), 1, "{evs:#?}");
@@ -160,7 +160,8 @@ fn placed_call_authenticates_is_answered_and_ends_with_the_far_hangup() {
     assert_eq!(evs[0].at_unix_ms, 1_700_000_003_000);
     assert_eq!(h.core.placed_calls(), 1);
 
-    // The call stays up (no AI yet) until the carrier hangs up.
+    // Without a persona the call has no AI leg: it stays up until the
+    // carrier hangs up.
     h.advance(secs(7));
     assert!(h.take(CARRIER).is_empty());
     let bye = carrier.request(Method::Bye).unwrap().build().unwrap();
@@ -493,4 +494,193 @@ options_interval = 0
         h.core.place_call(h.now, mk("oac-c")).is_ok(),
         "the slot is free again"
     );
+}
+
+fn with_ai(r: &mut Originate) {
+    r.ai = Some(crate::ai::Persona {
+        model: "gemini-live-2.5-flash".into(),
+        system_prompt: "Remind the callee of the appointment.".into(),
+        ..crate::ai::Persona::default()
+    });
+}
+
+/// The hub's next request: the call's AI start (its key) or a stop.
+fn ai_request(h: &mut Harness) -> crate::ai::AiRequest {
+    h.core.poll_ai_request().expect("a request for the AI hub")
+}
+
+#[test]
+fn an_ai_call_reports_its_conversation_and_ends_when_the_ai_says_goodbye() {
+    use crate::ai::{AiNote, AiRequest, Role};
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-ai", with_ai);
+    let invite = challenge(&mut h, &invite);
+    reply(&mut h, &invite, StatusCode::RINGING);
+    h.advance(secs(2));
+    let carrier = answer(&mut h, &invite);
+    let key = match ai_request(&mut h) {
+        AiRequest::Start(s) => {
+            assert_eq!(s.call_id, "oac-ai");
+            assert_eq!(s.tap.to_engine_rate(), 16_000, "Gemini hears 16 kHz");
+            assert_eq!(s.tap.from_engine_rate(), 24_000);
+            assert_eq!(
+                s.persona.system_prompt,
+                "Remind the callee of the appointment."
+            );
+            s.key
+        }
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(h.core.ai_calls(), 1);
+    h.core.ai_note(h.now, key, AiNote::Started);
+    for (role, text) in [
+        (Role::Ai, "Hello!"),
+        (Role::Caller, "Hi."),
+        (Role::Ai, "Bye."),
+    ] {
+        h.core.ai_note(
+            h.now,
+            key,
+            AiNote::Turn {
+                role,
+                text: text.into(),
+                at_ms: 100,
+                interrupted: false,
+            },
+        );
+    }
+    h.advance(secs(5));
+    h.core.ai_note(
+        h.now,
+        key,
+        AiNote::EndCall {
+            reason: "voicemail".into(),
+        },
+    );
+    let bye = request(h.one(CARRIER));
+    assert_eq!(bye.method, Method::Bye, "the AI's end_call hangs up");
+    let ok = carrier.reply(&bye, StatusCode::OK).build().unwrap();
+    h.send(CARRIER, ok);
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == key));
+    let evs = events(&mut h);
+    let kinds: Vec<_> = evs
+        .iter()
+        .map(|e| std::mem::discriminant(&e.kind))
+        .collect();
+    assert_eq!(
+        kinds.len(),
+        5,
+        "answered, started, three turns; the end waits: {evs:#?}"
+    );
+    assert_eq!(evs[1].kind, CallEventKind::Started);
+    // The session's last word, then the held end.
+    h.core.ai_note(
+        h.now,
+        key,
+        AiNote::Usage {
+            input: 120,
+            output: 80,
+            estimated: false,
+        },
+    );
+    h.core.ai_note(h.now, key, AiNote::Closed);
+    let evs = events(&mut h);
+    assert_eq!(
+        evs[0].kind,
+        CallEventKind::Usage {
+            input: 120,
+            output: 80,
+            estimated: false
+        }
+    );
+    assert_eq!(ended(&evs), ("voicemail".into(), String::new(), true, 5, 0));
+    match &evs[1].kind {
+        CallEventKind::Ended {
+            input_turns,
+            output_turns,
+            ..
+        } => assert_eq!((*input_turns, *output_turns), (1, 2)),
+        k => panic!("{k:?}"),
+    }
+    assert_eq!(h.core.ai_calls(), 0);
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn an_ai_session_that_never_closes_does_not_hold_the_end_forever() {
+    use crate::ai::AiRequest;
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-ai2", with_ai);
+    let invite = challenge(&mut h, &invite);
+    let mut carrier = answer(&mut h, &invite);
+    assert!(matches!(ai_request(&mut h), AiRequest::Start(_)));
+    let _ = events(&mut h);
+    let bye = carrier.request(Method::Bye).unwrap().build().unwrap();
+    h.send(CARRIER, bye);
+    assert_eq!(response(h.one(CARRIER)).status, StatusCode::OK);
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(_)));
+    assert!(events(&mut h).is_empty(), "held for the session's close");
+    h.advance(super::super::ai::AI_CLOSE_GRACE);
+    let evs = events(&mut h);
+    assert_eq!(ended(&evs).0, "far-hangup");
+    assert_eq!(h.core.ai_calls(), 0);
+}
+
+#[test]
+fn a_failed_ai_session_ends_the_call_as_failed() {
+    use crate::ai::{AiNote, AiRequest};
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-ai3", with_ai);
+    let invite = challenge(&mut h, &invite);
+    let carrier = answer(&mut h, &invite);
+    let AiRequest::Start(start) = ai_request(&mut h) else {
+        panic!("no start");
+    };
+    let key = start.key;
+    h.core.ai_note(
+        h.now,
+        key,
+        AiNote::Failed {
+            detail: "AI engine: rejected (1008)".into(),
+        },
+    );
+    h.core.ai_note(h.now, key, AiNote::Closed);
+    let bye = request(h.one(CARRIER));
+    assert_eq!(bye.method, Method::Bye);
+    h.send(
+        CARRIER,
+        carrier.reply(&bye, StatusCode::OK).build().unwrap(),
+    );
+    let evs = events(&mut h);
+    assert_eq!(
+        ended(&evs),
+        (
+            "failed".into(),
+            "AI engine: rejected (1008)".into(),
+            true,
+            0,
+            0
+        )
+    );
+    // A persona the node cannot run fails the call at once.
+    let invite = place(&mut h, "oac-ai4", |r| {
+        with_ai(r);
+        if let Some(p) = &mut r.ai {
+            p.model = "claude-3".into();
+        }
+    });
+    let invite = challenge(&mut h, &invite);
+    let ok = invite
+        .reply(StatusCode::OK, Some(b"carriertag"))
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.30", 44000))
+        .build()
+        .unwrap();
+    h.send(CARRIER, ok);
+    let sent: Vec<_> = h
+        .take(CARRIER)
+        .into_iter()
+        .map(|m| request(m).method)
+        .collect();
+    assert_eq!(sent, [Method::Ack, Method::Bye], "answered, then hung up");
+    assert!(h.core.poll_ai_request().is_none());
 }

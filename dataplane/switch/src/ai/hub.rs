@@ -1,0 +1,140 @@
+//! The AI calls' IO: a tokio runtime of its own (so a slow vendor never
+//! touches the SIP thread or the control link) with one task per call.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use codeb_ai::{Codec, Endpoints, Provider, SessionConfig, ToolDecl};
+use tokio::sync::{mpsc, oneshot};
+
+use super::task::{self, Notes};
+use super::{AiNote, AiRequest, AiStart};
+use crate::sip::calls::CallKey;
+
+/// Notes queued towards the SIP thread before tasks wait for it.
+const NOTE_QUEUE: usize = 16_384;
+
+/// The hub's settings.
+#[derive(Debug, Clone)]
+pub struct AiSettings {
+    /// Where the engines are (`CODEB_GEMINI_URL` / `CODEB_OPENAI_URL`).
+    pub endpoints: Endpoints,
+    /// The node's vendor keys, used when a call's persona brings none.
+    pub gemini_key: String,
+    pub openai_key: String,
+    /// Bound on connecting a session.
+    pub connect_timeout: Duration,
+    /// Runtime threads.
+    pub threads: usize,
+}
+
+/// The running hub, owned by the SIP thread's loop.
+pub struct AiHub {
+    runtime: tokio::runtime::Runtime,
+    settings: AiSettings,
+    tx: mpsc::Sender<(CallKey, AiNote)>,
+    rx: mpsc::Receiver<(CallKey, AiNote)>,
+    waker: codeb_io::Waker,
+    stops: HashMap<CallKey, oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for AiHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AiHub")
+            .field("calls", &self.stops.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AiHub {
+    /// Starts the runtime. `waker` wakes the loop that drains
+    /// [`Self::poll_note`].
+    pub fn start(settings: AiSettings, waker: codeb_io::Waker) -> std::io::Result<AiHub> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.threads.max(1))
+            .thread_name("ai")
+            .enable_all()
+            .build()?;
+        let (tx, rx) = mpsc::channel(NOTE_QUEUE);
+        Ok(AiHub {
+            runtime,
+            settings,
+            tx,
+            rx,
+            waker,
+            stops: HashMap::new(),
+        })
+    }
+
+    /// AI calls running.
+    pub fn active(&self) -> usize {
+        self.stops.len()
+    }
+
+    /// Carries out a request of the core.
+    pub fn handle(&mut self, req: AiRequest) {
+        match req {
+            AiRequest::Start(start) => self.begin(*start),
+            AiRequest::Stop(key) => {
+                if let Some(stop) = self.stops.remove(&key) {
+                    let _ = stop.send(());
+                }
+            }
+        }
+    }
+
+    fn session_config(&self, start: &AiStart) -> SessionConfig {
+        let p = &start.persona;
+        let key = if p.api_key.is_empty() {
+            match start.model.provider {
+                Provider::Gemini => self.settings.gemini_key.clone(),
+                Provider::OpenAi => self.settings.openai_key.clone(),
+            }
+        } else {
+            p.api_key.clone()
+        };
+        let mut cfg = SessionConfig::new(start.model.clone(), self.settings.endpoints.clone(), key);
+        cfg.voice = (!p.voice.is_empty()).then(|| p.voice.clone());
+        cfg.language = (!p.language.is_empty()).then(|| p.language.clone());
+        cfg.instructions.clone_from(&p.system_prompt);
+        // Transfers are not carried out by the switch yet: the model is
+        // offered only what the call can do.
+        cfg.tools = vec![ToolDecl::end_call()];
+        cfg.telephony_codec = match start.telephony {
+            Codec::Pcma => Codec::Pcma,
+            _ => Codec::Pcmu,
+        };
+        cfg.connect_timeout = self.settings.connect_timeout;
+        cfg
+    }
+
+    fn begin(&mut self, start: AiStart) {
+        let key = start.key;
+        let cfg = self.session_config(&start);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let notes = Notes {
+            key,
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+        };
+        self.stops.insert(key, stop_tx);
+        self.runtime.spawn(task::run(start, cfg, notes, stop_rx));
+    }
+
+    /// The next note from any AI call. A call's `Closed` note is its last.
+    pub fn poll_note(&mut self) -> Option<(CallKey, AiNote)> {
+        let (key, note) = self.rx.try_recv().ok()?;
+        if note == AiNote::Closed {
+            self.stops.remove(&key);
+        }
+        Some((key, note))
+    }
+
+    /// Closes every session and waits (bounded) for the tasks.
+    pub fn shutdown(mut self) {
+        for (_, stop) in self.stops.drain() {
+            let _ = stop.send(());
+        }
+        self.runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}

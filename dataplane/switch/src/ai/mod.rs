@@ -1,0 +1,197 @@
+//! The AI leg of a call: a live voice-AI session (`codeb_ai`) joined to one
+//! SIP leg through the media worker's AI tap (`codeb_media::tap`).
+//!
+//! The split follows the rest of the switch: the SIP thread (sans-IO
+//! [`crate::sip::Core`]) decides when a call gets an AI leg and what its
+//! end means, and hands the IO to the [`hub`]: a small tokio runtime with
+//! one task per AI call, which owns the WebSocket session and the engine
+//! side of the tap. The task never touches call state; it reports
+//! [`AiNote`]s back through a queue and a wake-up of the SIP thread's
+//! reactor, and the core turns them into the call's events (CallStarted,
+//! TranscriptTurn, Usage) and actions (hang up after `end_call`, fail the
+//! call when the engine is lost).
+//!
+//! Audio never passes the SIP thread: the media worker decodes the leg's
+//! RTP into the tap's caller ring (16 kHz for Gemini, 8 kHz for OpenAI's
+//! G.711 sessions) and paces the engine's audio out every ptime.
+
+pub mod audio;
+pub mod hub;
+mod task;
+
+use std::time::Instant;
+
+use codeb_ai::{Codec, ModelChoice, Provider};
+use codeb_media::tap::{TapConfig, TapEngine};
+
+use crate::sip::calls::CallKey;
+
+/// Longest system prompt accepted from the control plane.
+pub const MAX_PROMPT: usize = 64 * 1024;
+
+/// Who the AI is on a call: the control plane's persona.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Persona {
+    /// e.g. `gemini-2.5-flash-native-audio`, `openai/gpt-realtime`; empty:
+    /// the default Gemini Live model.
+    pub model: String,
+    pub voice: String,
+    /// BCP 47.
+    pub language: String,
+    pub system_prompt: String,
+    /// The vendor key for this session; empty: the node's key for the
+    /// vendor.
+    pub api_key: String,
+    /// Users the AI may transfer to.
+    pub transfer_targets: Vec<String>,
+    pub save_transcript: bool,
+}
+
+impl Persona {
+    /// Checks what came over the wire: bounded, and a model we can run.
+    pub fn check(&self) -> Result<ModelChoice, String> {
+        if self.system_prompt.len() > MAX_PROMPT {
+            return Err(format!("ai.system_prompt: at most {MAX_PROMPT} bytes"));
+        }
+        if self.voice.len() > 64 || self.language.len() > 35 || self.api_key.len() > 512 {
+            return Err("ai.voice, ai.language or ai.api_key too long".into());
+        }
+        if self.transfer_targets.len() > 64 || self.transfer_targets.iter().any(|t| t.len() > 64) {
+            return Err("ai.transfer_targets: at most 64 names of 64 bytes".into());
+        }
+        ModelChoice::from_model(&self.model).map_err(|e| format!("ai.model: {e}"))
+    }
+
+    /// The tap's rates for the engine this persona runs on: Gemini hears
+    /// 16 kHz and speaks 24 kHz PCM; OpenAI's telephony sessions speak
+    /// G.711 (8 kHz) both ways.
+    pub fn tap_config(provider: Provider) -> TapConfig {
+        match provider {
+            Provider::Gemini => TapConfig::default(),
+            Provider::OpenAi => TapConfig {
+                to_engine_rate: 8_000,
+                from_engine_rate: 8_000,
+                ..TapConfig::default()
+            },
+        }
+    }
+}
+
+/// What the core asks of the hub.
+#[derive(Debug)]
+pub enum AiRequest {
+    /// Open the call's session and join it to the tap.
+    Start(Box<AiStart>),
+    /// The call is over: close the session (its last notes follow).
+    Stop(CallKey),
+}
+
+/// A call's AI leg, ready to connect.
+#[derive(Debug)]
+pub struct AiStart {
+    pub key: CallKey,
+    pub call_id: String,
+    pub persona: Persona,
+    pub model: ModelChoice,
+    /// The G.711 law of the SIP leg (OpenAI sessions speak it natively).
+    pub telephony: Codec,
+    pub tap: TapEngine,
+    /// When the call was answered: transcript offsets count from here.
+    pub answered_at: Instant,
+}
+
+/// Who spoke a transcript turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Caller,
+    Ai,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Caller => "caller",
+            Role::Ai => "ai",
+        }
+    }
+}
+
+/// What an AI call's task reports to the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AiNote {
+    /// The session is up and audio flows both ways.
+    Started,
+    /// One whole turn of the conversation.
+    Turn {
+        role: Role,
+        text: String,
+        /// From the answer.
+        at_ms: u32,
+        /// An AI turn cut by the caller: `text` is what was played.
+        interrupted: bool,
+    },
+    /// The AI called `end_call` and its goodbye has played out.
+    EndCall { reason: String },
+    /// The session could not start or was lost; the call cannot go on.
+    Failed { detail: String },
+    /// The session's token usage, once, at its end.
+    Usage {
+        input: u64,
+        output: u64,
+        estimated: bool,
+    },
+    /// The task is done; nothing follows.
+    Closed,
+}
+
+/// The outcome an `end_call` reason maps to (the spec's glossary); any
+/// other reason is a normal end.
+pub fn end_outcome(reason: &str) -> &'static str {
+    match reason.trim().to_ascii_lowercase().as_str() {
+        "voicemail" => "voicemail",
+        "not-now" | "not now" | "call back later" | "callback" => "not-now",
+        _ => "finished",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn personas_are_checked() {
+        let p = Persona::default();
+        assert_eq!(p.check().map(|m| m.provider), Ok(Provider::Gemini));
+        let p = Persona {
+            model: "openai/gpt-realtime".into(),
+            ..Persona::default()
+        };
+        assert_eq!(p.check().map(|m| m.provider), Ok(Provider::OpenAi));
+        let p = Persona {
+            model: "claude-3".into(),
+            ..Persona::default()
+        };
+        assert!(p.check().is_err());
+        let p = Persona {
+            system_prompt: "x".repeat(MAX_PROMPT + 1),
+            ..Persona::default()
+        };
+        assert!(p.check().is_err());
+    }
+
+    #[test]
+    fn end_reasons_map_to_outcomes() {
+        assert_eq!(end_outcome("voicemail"), "voicemail");
+        assert_eq!(end_outcome(" Not-Now "), "not-now");
+        assert_eq!(end_outcome("the caller said goodbye"), "finished");
+        assert_eq!(end_outcome(""), "finished");
+    }
+
+    #[test]
+    fn tap_rates_follow_the_engine() {
+        let g = Persona::tap_config(Provider::Gemini);
+        assert_eq!((g.to_engine_rate, g.from_engine_rate), (16_000, 24_000));
+        let o = Persona::tap_config(Provider::OpenAi);
+        assert_eq!((o.to_engine_rate, o.from_engine_rate), (8_000, 8_000));
+    }
+}

@@ -1,0 +1,590 @@
+//! One AI call: the session, the engine side of the tap, and the
+//! conversation's bookkeeping (turns, barge-in, the end).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codeb_ai::{AudioFormat, EngineError, EngineEvent, SessionConfig, Usage, played_text};
+use codeb_media::tap::TapEngine;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AiNote, AiStart, Role, audio};
+use crate::sip::calls::CallKey;
+
+/// The pace at which caller audio is sent and engine audio topped up.
+const TICK: Duration = Duration::from_millis(20);
+/// Engine audio held beyond the tap's ring, at most (engines send replies
+/// faster than real time).
+const MAX_PENDING_SECONDS: usize = 120;
+/// After `end_call`, the goodbye has this long to play out.
+const END_GRACE: Duration = Duration::from_secs(20);
+/// After a stop, the session has this long to say its last word (usage).
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// Longest transcript turn kept (the control plane cuts again).
+const MAX_TURN_TEXT: usize = 16 * 1024;
+
+/// Where notes go.
+pub(super) struct Notes {
+    pub key: CallKey,
+    pub tx: mpsc::Sender<(CallKey, AiNote)>,
+    pub waker: codeb_io::Waker,
+}
+
+impl Notes {
+    async fn send(&self, note: AiNote) {
+        // The hub outlives its tasks; a send fails only at shutdown.
+        let _ = self.tx.send((self.key, note)).await;
+        self.waker.wake();
+    }
+}
+
+fn push_text(buf: &mut String, text: &str) {
+    let room = MAX_TURN_TEXT.saturating_sub(buf.len());
+    let mut cut = text.len().min(room);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    buf.push_str(&text[..cut]);
+}
+
+/// The conversation as the task sees it, sans IO: it is fed events and
+/// audio counts and says which turns are whole.
+#[derive(Debug)]
+pub(super) struct Conversation {
+    answered_at: Instant,
+    /// Engine sample rate.
+    rate: u64,
+    caller_text: String,
+    ai_text: String,
+    /// Stream position (in engine samples that reach the caller) where
+    /// the current AI turn's audio starts.
+    turn_start: Option<u64>,
+    turn_samples: u64,
+    /// Played samples of the current turn when the caller cut in.
+    interrupted_at: Option<u64>,
+    /// Samples received from the engine, and the ones a flush threw away.
+    received: u64,
+    discarded: u64,
+    /// `end_call` was called: its reason and how long playout may take.
+    ending: Option<(String, Instant)>,
+    end_reported: bool,
+}
+
+impl Conversation {
+    pub(super) fn new(answered_at: Instant, rate: u32) -> Conversation {
+        Conversation {
+            answered_at,
+            rate: u64::from(rate.max(1)),
+            caller_text: String::new(),
+            ai_text: String::new(),
+            turn_start: None,
+            turn_samples: 0,
+            interrupted_at: None,
+            received: 0,
+            discarded: 0,
+            ending: None,
+            end_reported: false,
+        }
+    }
+
+    fn at_ms(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.answered_at).as_millis())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Engine audio arrived (`samples` of it).
+    pub(super) fn ai_audio(&mut self, samples: u64) {
+        if self.turn_start.is_none() {
+            self.turn_start = Some(self.received.saturating_sub(self.discarded));
+        }
+        self.turn_samples += samples;
+        self.received += samples;
+    }
+
+    /// The caller cut in: everything not yet played is thrown away.
+    /// `played` is the tap's count of engine samples sent to the caller.
+    pub(super) fn interrupted(&mut self, played: u64) {
+        let unplayed = self
+            .received
+            .saturating_sub(self.discarded)
+            .saturating_sub(played);
+        self.discarded += unplayed;
+        if let Some(start) = self.turn_start {
+            self.interrupted_at = Some(played.saturating_sub(start).min(self.turn_samples));
+        }
+    }
+
+    /// Milliseconds of the current AI turn the caller heard.
+    pub(super) fn played_ms_of_turn(&self, played: u64) -> u32 {
+        let heard = match (self.interrupted_at, self.turn_start) {
+            (Some(at), _) => at,
+            (None, Some(start)) => played.saturating_sub(start).min(self.turn_samples),
+            (None, None) => 0,
+        };
+        u32::try_from(heard * 1000 / self.rate).unwrap_or(u32::MAX)
+    }
+
+    pub(super) fn caller_transcript(
+        &mut self,
+        now: Instant,
+        text: &str,
+        is_final: bool,
+    ) -> Option<AiNote> {
+        if is_final {
+            self.caller_text.clear();
+            push_text(&mut self.caller_text, text);
+        } else {
+            push_text(&mut self.caller_text, text);
+            return None;
+        }
+        self.take_caller(now)
+    }
+
+    fn take_caller(&mut self, now: Instant) -> Option<AiNote> {
+        let text = std::mem::take(&mut self.caller_text);
+        let text = text.trim();
+        (!text.is_empty()).then(|| AiNote::Turn {
+            role: Role::Caller,
+            text: text.to_owned(),
+            at_ms: self.at_ms(now),
+            interrupted: false,
+        })
+    }
+
+    pub(super) fn ai_transcript(&mut self, text: &str, is_final: bool) {
+        if is_final {
+            self.ai_text.clear();
+        }
+        push_text(&mut self.ai_text, text);
+    }
+
+    /// The AI's turn is over: its transcript, cut to what was heard when
+    /// the caller interrupted it.
+    pub(super) fn turn_complete(&mut self, now: Instant) -> Option<AiNote> {
+        let text = std::mem::take(&mut self.ai_text);
+        let interrupted = self.interrupted_at.is_some();
+        let heard = if let Some(at) = self.interrupted_at {
+            played_text(text.trim(), at, self.turn_samples.max(1)).to_owned()
+        } else {
+            text.trim().to_owned()
+        };
+        self.turn_start = None;
+        self.turn_samples = 0;
+        self.interrupted_at = None;
+        (!heard.is_empty() || interrupted).then(|| AiNote::Turn {
+            role: Role::Ai,
+            text: heard,
+            at_ms: self.at_ms(now),
+            interrupted,
+        })
+    }
+
+    pub(super) fn end_call(&mut self, now: Instant, reason: String) {
+        if self.ending.is_none() {
+            self.ending = Some((reason, now + END_GRACE));
+        }
+    }
+
+    /// Once the goodbye has played (`drained`) or its grace is over: the
+    /// reason to end the call with, reported once.
+    pub(super) fn end_due(&mut self, now: Instant, drained: bool) -> Option<String> {
+        let (reason, by) = self.ending.as_ref()?;
+        if self.end_reported || !(drained || now >= *by) {
+            return None;
+        }
+        self.end_reported = true;
+        Some(reason.clone())
+    }
+
+    pub(super) fn ending(&self) -> bool {
+        self.ending.is_some()
+    }
+
+    /// What is left unsaid when the session ends.
+    pub(super) fn finish(&mut self, now: Instant) -> Vec<AiNote> {
+        let mut out = Vec::new();
+        out.extend(self.take_caller(now));
+        if !self.ai_text.trim().is_empty() {
+            out.extend(self.turn_complete(now));
+        }
+        out
+    }
+}
+
+/// The usage note for a session's final counters.
+pub(super) fn usage_note(u: &Usage) -> AiNote {
+    if u.reports > 0 {
+        AiNote::Usage {
+            input: u.prompt_tokens,
+            output: u.response_tokens,
+            estimated: false,
+        }
+    } else {
+        let per_s = codeb_ai::event::TOKENS_PER_AUDIO_SECOND;
+        AiNote::Usage {
+            input: u.audio_in_us.saturating_mul(per_s) / 1_000_000,
+            output: u.audio_out_us.saturating_mul(per_s) / 1_000_000,
+            estimated: true,
+        }
+    }
+}
+
+/// Engine audio on its way into the tap's ring.
+struct Playout {
+    tap: TapEngine,
+    pending: VecDeque<i16>,
+    max_pending: usize,
+    ring: usize,
+    rate: u32,
+    scratch: Vec<i16>,
+    wrong_format_logged: bool,
+}
+
+impl Playout {
+    fn top_up(&mut self) {
+        while !self.pending.is_empty() {
+            let (a, _) = self.pending.as_slices();
+            let want = a.len();
+            let n = self.tap.write_engine(a);
+            self.pending.drain(..n);
+            if n < want || n == 0 {
+                break;
+            }
+        }
+    }
+
+    fn push(&mut self, data: &[u8], format: AudioFormat) -> u64 {
+        if format.rate_hz != self.rate {
+            if !self.wrong_format_logged {
+                self.wrong_format_logged = true;
+                tracing::warn!(
+                    got = format.rate_hz,
+                    want = self.rate,
+                    "engine audio at an unexpected rate; dropped"
+                );
+            }
+            return 0;
+        }
+        self.scratch.clear();
+        audio::decode(data, format, &mut self.scratch);
+        let n = self.scratch.len();
+        let room = self.max_pending.saturating_sub(self.pending.len());
+        if n > room {
+            tracing::warn!(
+                dropped = n - room,
+                "engine audio backlog full; newest audio dropped"
+            );
+        }
+        self.pending.extend(self.scratch.iter().take(room));
+        self.top_up();
+        n.min(room) as u64
+    }
+
+    fn played(&self) -> u64 {
+        self.tap.played_ms() * u64::from(self.rate) / 1000
+    }
+
+    fn drained(&self) -> bool {
+        self.pending.is_empty() && self.tap.engine_space() >= self.ring
+    }
+}
+
+/// Runs one AI call until the session ends or the core stops it.
+pub(super) async fn run(
+    start: AiStart,
+    cfg: SessionConfig,
+    notes: Notes,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let call_id = start.call_id.clone();
+    let connected = tokio::select! {
+        r = codeb_ai::connect(cfg) => Some(r),
+        _ = &mut stop => None,
+    };
+    let (session, mut events) = match connected {
+        None => {
+            notes.send(AiNote::Closed).await;
+            return;
+        }
+        Some(Err(e)) => {
+            tracing::warn!(call_id = %call_id, error = %e, "AI session did not start");
+            notes
+                .send(AiNote::Failed {
+                    detail: format!("AI engine: {e}"),
+                })
+                .await;
+            notes.send(AiNote::Closed).await;
+            return;
+        }
+        Some(Ok(s)) => s,
+    };
+    tracing::info!(call_id = %call_id, provider = ?session.provider(), "AI session started");
+    notes.send(AiNote::Started).await;
+    let input = session.input_format();
+    let to_rate = start.tap.to_engine_rate() as usize;
+    let rate = start.tap.from_engine_rate();
+    let ring = start.tap.engine_space();
+    let mut play = Playout {
+        tap: start.tap,
+        pending: VecDeque::new(),
+        max_pending: rate as usize * MAX_PENDING_SECONDS,
+        ring,
+        rate,
+        scratch: Vec::new(),
+        wrong_format_logged: false,
+    };
+    let mut conv = Conversation::new(start.answered_at, rate);
+    let mut caller = vec![0i16; to_rate / 50 * 5];
+    let mut bytes = Vec::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut usage = Usage::default();
+    let mut stop_by: Option<Instant> = None;
+    let mut busy_drops = 0u64;
+    loop {
+        tokio::select! {
+            _ = &mut stop, if stop_by.is_none() => {
+                stop_by = Some(Instant::now() + CLOSE_GRACE);
+                let _ = session.close().await;
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if stop_by.is_some_and(|by| now >= by) {
+                    tracing::info!(call_id = %call_id, "AI session did not close in time; dropped");
+                    break;
+                }
+                loop {
+                    let n = play.tap.read_caller(&mut caller);
+                    if n == 0 {
+                        break;
+                    }
+                    audio::encode(&caller[..n], input, &mut bytes);
+                    match session.try_send_audio(Bytes::copy_from_slice(&bytes)) {
+                        Ok(()) => {}
+                        Err(EngineError::Busy) => {
+                            busy_drops += 1;
+                            if busy_drops.is_power_of_two() {
+                                tracing::warn!(call_id = %call_id, busy_drops,
+                                    "AI session is not taking caller audio; frames dropped");
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                    if n < caller.len() {
+                        break;
+                    }
+                }
+                play.top_up();
+                if stop_by.is_none()
+                    && let Some(reason) = conv.end_due(now, play.drained())
+                {
+                    tracing::info!(call_id = %call_id, %reason, "the AI ended the call");
+                    notes.send(AiNote::EndCall { reason }).await;
+                }
+            }
+            ev = events.recv() => {
+                let now = Instant::now();
+                let Some(ev) = ev else {
+                    if stop_by.is_none() {
+                        notes.send(AiNote::Failed {
+                            detail: "AI engine: the session ended without a close".into(),
+                        }).await;
+                    }
+                    break;
+                };
+                match ev {
+                    EngineEvent::Audio { data, format } => {
+                        let n = play.push(&data, format);
+                        conv.ai_audio(n);
+                    }
+                    EngineEvent::Interrupted => {
+                        play.tap.flush();
+                        play.pending.clear();
+                        let played = play.played();
+                        conv.interrupted(played);
+                        let heard = conv.played_ms_of_turn(played);
+                        let _ = session.truncate(heard).await;
+                    }
+                    EngineEvent::InputTranscript { text, is_final } => {
+                        if let Some(n) = conv.caller_transcript(now, &text, is_final) {
+                            notes.send(n).await;
+                        }
+                    }
+                    EngineEvent::OutputTranscript { text, is_final } => {
+                        conv.ai_transcript(&text, is_final);
+                    }
+                    EngineEvent::TurnComplete => {
+                        if let Some(n) = conv.turn_complete(now) {
+                            notes.send(n).await;
+                        }
+                    }
+                    EngineEvent::ToolCall { call_id: id, name, args } => {
+                        let out = if name == codeb_ai::config::TOOL_END_CALL {
+                            let reason = args
+                                .get("reason")
+                                .and_then(|r| r.as_str())
+                                .unwrap_or_default()
+                                .chars()
+                                .take(200)
+                                .collect();
+                            conv.end_call(now, reason);
+                            json!({"ok": true})
+                        } else {
+                            tracing::info!(call_id = %call_id, tool = %name, "AI asked for a tool this node does not offer");
+                            json!({"ok": false, "error": format!("{name} is not available on this call")})
+                        };
+                        let _ = session.tool_result(id, name, out).await;
+                    }
+                    EngineEvent::Usage(u) => usage = u,
+                    EngineEvent::Closed { code, error, usage: u } => {
+                        usage = u;
+                        if stop_by.is_none() {
+                            let detail = match error {
+                                Some(e) => format!("AI engine: {e}"),
+                                None if conv.ending() => String::new(),
+                                None => format!(
+                                    "AI engine closed the session{}",
+                                    code.map(|c| format!(" (code {c})")).unwrap_or_default()
+                                ),
+                            };
+                            if !detail.is_empty() {
+                                notes.send(AiNote::Failed { detail }).await;
+                            } else if let Some(reason) = conv.end_due(now, true) {
+                                notes.send(AiNote::EndCall { reason }).await;
+                            }
+                        }
+                        break;
+                    }
+                    EngineEvent::Error { code, message } => {
+                        tracing::info!(call_id = %call_id, ?code, %message, "AI engine reported an error");
+                    }
+                    EngineEvent::Ready
+                    | EngineEvent::ToolCallCancelled { .. }
+                    | EngineEvent::GoAway { .. }
+                    | EngineEvent::Resumed => {
+                        tracing::debug!(call_id = %call_id, ?ev, "AI session event");
+                    }
+                }
+            }
+        }
+    }
+    for n in conv.finish(Instant::now()) {
+        notes.send(n).await;
+    }
+    notes.send(usage_note(&usage)).await;
+    notes.send(AiNote::Closed).await;
+    tracing::info!(call_id = %call_id, tokens = usage.tokens_total(), "AI session closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(n: Option<AiNote>) -> (String, bool) {
+        match n {
+            Some(AiNote::Turn {
+                text, interrupted, ..
+            }) => (text, interrupted),
+            other => panic!("not a turn: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn whole_turns_are_reported_once_final() {
+        let t0 = Instant::now();
+        let mut c = Conversation::new(t0, 24_000);
+        assert_eq!(c.caller_transcript(t0, "hel", false), None);
+        assert_eq!(c.caller_transcript(t0, "lo", false), None);
+        let n = c.caller_transcript(t0 + Duration::from_millis(1500), "hello there", true);
+        assert_eq!(
+            n,
+            Some(AiNote::Turn {
+                role: Role::Caller,
+                text: "hello there".into(),
+                at_ms: 1500,
+                interrupted: false
+            })
+        );
+        c.ai_transcript("Hi, ", false);
+        c.ai_transcript("how can I help?", false);
+        c.ai_audio(24_000);
+        assert_eq!(
+            turn(c.turn_complete(t0)),
+            ("Hi, how can I help?".into(), false)
+        );
+        // An empty turn says nothing.
+        assert_eq!(c.turn_complete(t0), None);
+    }
+
+    #[test]
+    fn an_interrupted_turn_keeps_what_was_heard() {
+        let t0 = Instant::now();
+        let mut c = Conversation::new(t0, 24_000);
+        // A first, fully played turn of one second.
+        c.ai_audio(24_000);
+        c.ai_transcript("First turn.", true);
+        assert!(!turn(c.turn_complete(t0)).1);
+        // The second turn: 4 s of audio, interrupted after 1 s of it played.
+        c.ai_audio(96_000);
+        c.ai_transcript("one two three four five six seven eight", true);
+        c.interrupted(24_000 + 24_000);
+        assert_eq!(c.played_ms_of_turn(24_000 + 24_000), 1000);
+        let (text, interrupted) = turn(c.turn_complete(t0));
+        assert!(interrupted);
+        assert_eq!(text, "one two");
+        // The next turn starts where the caller's stream is, not after
+        // the discarded audio.
+        c.ai_audio(24_000);
+        assert_eq!(c.played_ms_of_turn(48_000 + 12_000), 500);
+    }
+
+    #[test]
+    fn end_call_waits_for_playout_or_its_grace() {
+        let t0 = Instant::now();
+        let mut c = Conversation::new(t0, 8_000);
+        assert_eq!(c.end_due(t0, true), None);
+        c.end_call(t0, "voicemail".into());
+        assert_eq!(c.end_due(t0, false), None);
+        assert_eq!(c.end_due(t0, true), Some("voicemail".into()));
+        assert_eq!(c.end_due(t0, true), None, "reported once");
+        let mut c = Conversation::new(t0, 8_000);
+        c.end_call(t0, String::new());
+        assert_eq!(c.end_due(t0 + END_GRACE, false), Some(String::new()));
+    }
+
+    #[test]
+    fn usage_is_reported_or_estimated() {
+        let mut u = Usage {
+            audio_in_us: 10_000_000,
+            audio_out_us: 4_000_000,
+            ..Usage::default()
+        };
+        assert_eq!(
+            usage_note(&u),
+            AiNote::Usage {
+                input: 250,
+                output: 100,
+                estimated: true
+            }
+        );
+        u.add_report(30, 70, 100);
+        assert_eq!(
+            usage_note(&u),
+            AiNote::Usage {
+                input: 30,
+                output: 70,
+                estimated: false
+            }
+        );
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_char_boundary() {
+        let mut s = String::new();
+        push_text(&mut s, &"é".repeat(MAX_TURN_TEXT));
+        assert!(s.len() <= MAX_TURN_TEXT);
+        assert!(s.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,258 @@
+//! The AI leg as the call sees it: when an answered call gets its voice-AI
+//! session (a tap on the media engine plus a request to the AI hub), what
+//! the session's notes mean for the call, and holding a call's CallEnded
+//! until its session has said its last word (transcript turns, usage), so
+//! the control plane gets them before the call's end.
+
+use std::time::{Duration, Instant};
+
+use codeb_ai::Codec as AiCodec;
+use codeb_media::codec::CodecSpec;
+use codeb_media::pipeline::{LegConfig, Pipeline};
+use codeb_sip::sdp::{Codec, Negotiated};
+
+use super::originate::{CallEvent, CallEventKind};
+use super::*;
+use crate::ai::{AiNote, AiRequest, AiStart, Persona, Role, end_outcome};
+use crate::media::{LegSide, tap_pipeline_config};
+
+/// How long a call's end waits for its AI session to close.
+pub const AI_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A call with an AI leg, from its start until its CallEnded is out.
+#[derive(Debug)]
+pub(super) struct AiCall {
+    call_id: String,
+    tenant: String,
+    /// Transcript turns: [caller, ai].
+    turns: [u32; 2],
+    /// The call's CallEnded, held until the session closes.
+    ended: Option<CallEvent>,
+    closed: bool,
+    close_by: Option<Instant>,
+}
+
+/// The tap's leg configuration for what the leg negotiated.
+fn tap_leg(n: &Negotiated, ssrc: u32) -> Option<LegConfig> {
+    let codec = match n.codec {
+        Codec::Pcmu => CodecSpec {
+            payload_type: n.pt,
+            ..CodecSpec::pcmu()
+        },
+        Codec::Pcma => CodecSpec {
+            payload_type: n.pt,
+            ..CodecSpec::pcma()
+        },
+        Codec::Opus => CodecSpec::opus(n.pt, 48_000),
+        Codec::TelephoneEvent => return None,
+    };
+    let mut leg = LegConfig::new(codec, ssrc);
+    leg.telephone_event = n.dtmf_pt.filter(|pt| *pt != n.pt);
+    leg.remote_rtp = n.remote;
+    leg.inband_dtmf = false;
+    Some(leg)
+}
+
+impl Core {
+    /// The next thing the AI hub must do.
+    pub fn poll_ai_request(&mut self) -> Option<AiRequest> {
+        self.calls.placed.ai_requests.pop_front()
+    }
+
+    /// AI calls whose session is open or closing.
+    pub fn ai_calls(&self) -> usize {
+        self.calls.placed.ai.len()
+    }
+
+    /// Joins a just-answered placed call to its persona's AI session.
+    pub(super) fn start_ai(&mut self, now: Instant, key: CallKey) {
+        let calls = &mut self.calls;
+        let Some(call) = calls.calls.get(&key) else {
+            return;
+        };
+        let Some(o) = call.origin.as_ref() else {
+            return;
+        };
+        let Some(persona) = o.ai.clone() else {
+            tracing::info!(call_id = %o.call_id, "placed call has no AI persona; it carries no audio");
+            return;
+        };
+        let (call_id, tenant) = (o.call_id.clone(), o.tenant.clone());
+        let model = match persona.check() {
+            Ok(m) => m,
+            Err(e) => return self.end_placed(now, key, "failed", &format!("AI persona: {e}")),
+        };
+        let Some(negotiated) = call.b.negotiated.clone() else {
+            return self.end_placed(now, key, "failed", "the callee's answer has no usable SDP");
+        };
+        let ssrc = self.ids.next_u64() as u32;
+        let Some(leg) = tap_leg(&negotiated, ssrc) else {
+            return self.end_placed(now, key, "failed", "the callee's answer has no audio codec");
+        };
+        let tap_cfg = Persona::tap_config(model.provider);
+        let tap = match (&mut calls.media, call.media.handle) {
+            (media::MediaPorts::Engine(engine), Some(h)) => engine
+                .start_tap(now, h, LegSide::B, leg, tap_cfg)
+                .map_err(|e| e.to_string()),
+            // Without an engine (the sans-IO tests) the tap exists but
+            // nothing drives its worker side.
+            _ => Pipeline::ai_tap(now, tap_pipeline_config(now), leg, tap_cfg)
+                .map(|(_, engine)| engine)
+                .map_err(|e| e.to_string()),
+        };
+        let tap = match tap {
+            Ok(t) => t,
+            Err(e) => return self.end_placed(now, key, "failed", &format!("media: {e}")),
+        };
+        let placed = &mut self.calls.placed;
+        placed.ai.insert(
+            key,
+            AiCall {
+                call_id: call_id.clone(),
+                tenant,
+                turns: [0, 0],
+                ended: None,
+                closed: false,
+                close_by: None,
+            },
+        );
+        placed
+            .ai_requests
+            .push_back(AiRequest::Start(Box::new(AiStart {
+                key,
+                call_id,
+                persona,
+                model,
+                telephony: if negotiated.codec == Codec::Pcma {
+                    AiCodec::Pcma
+                } else {
+                    AiCodec::Pcmu
+                },
+                tap,
+                answered_at: now,
+            })));
+    }
+
+    /// What an AI call's session reports.
+    pub fn ai_note(&mut self, now: Instant, key: CallKey, note: AiNote) {
+        let at = self.wall_ms(now);
+        let placed = &mut self.calls.placed;
+        let Some(ai) = placed.ai.get_mut(&key) else {
+            return;
+        };
+        let (call_id, tenant) = (ai.call_id.clone(), ai.tenant.clone());
+        let event = |kind| CallEvent {
+            at_unix_ms: at,
+            call_id: call_id.clone(),
+            tenant: tenant.clone(),
+            kind,
+        };
+        match note {
+            AiNote::Started => placed.events.push_back(event(CallEventKind::Started)),
+            AiNote::Turn {
+                role,
+                text,
+                at_ms,
+                interrupted,
+            } => {
+                let i = usize::from(role == Role::Ai);
+                ai.turns[i] = ai.turns[i].saturating_add(1);
+                placed.events.push_back(event(CallEventKind::Turn {
+                    role,
+                    text,
+                    at_ms,
+                    interrupted,
+                }));
+            }
+            AiNote::Usage {
+                input,
+                output,
+                estimated,
+            } => {
+                if input > 0 || output > 0 {
+                    placed.events.push_back(event(CallEventKind::Usage {
+                        input,
+                        output,
+                        estimated,
+                    }));
+                }
+            }
+            AiNote::EndCall { reason } => {
+                self.end_placed(now, key, end_outcome(&reason), "");
+                self.drain(now);
+            }
+            AiNote::Failed { detail } => {
+                tracing::info!(call = key, %detail, "AI leg failed; ending the call");
+                self.end_placed(now, key, "failed", &detail);
+                self.drain(now);
+            }
+            AiNote::Closed => {
+                ai.closed = true;
+                if ai.ended.is_some() {
+                    self.release_ended(key);
+                }
+            }
+        }
+    }
+
+    /// A placed call is over: its CallEnded goes out now, or once its AI
+    /// session has closed (at most [`AI_CLOSE_GRACE`] later).
+    pub(super) fn end_with_ai(&mut self, now: Instant, key: CallKey, event: CallEvent) {
+        let placed = &mut self.calls.placed;
+        let Some(ai) = placed.ai.get_mut(&key) else {
+            placed.events.push_back(event);
+            return;
+        };
+        ai.ended = Some(event);
+        if ai.closed {
+            self.release_ended(key);
+            return;
+        }
+        let by = now + AI_CLOSE_GRACE;
+        ai.close_by = Some(by);
+        placed.ai_close.insert((by, key));
+        placed.ai_requests.push_back(AiRequest::Stop(key));
+    }
+
+    /// Sends a held CallEnded with the call's turn counts.
+    fn release_ended(&mut self, key: CallKey) {
+        let placed = &mut self.calls.placed;
+        let Some(ai) = placed.ai.remove(&key) else {
+            return;
+        };
+        if let Some(by) = ai.close_by {
+            placed.ai_close.remove(&(by, key));
+        }
+        if let Some(mut ev) = ai.ended {
+            if let CallEventKind::Ended {
+                input_turns,
+                output_turns,
+                ..
+            } = &mut ev.kind
+            {
+                *input_turns = ai.turns[0];
+                *output_turns = ai.turns[1];
+            }
+            placed.events.push_back(ev);
+        }
+    }
+
+    /// Calls whose AI session did not close in time end without it.
+    pub(super) fn ai_close_deadlines(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.calls.placed.ai_close.first() {
+            if at > now {
+                break;
+            }
+            self.calls.placed.ai_close.pop_first();
+            tracing::warn!(
+                call = key,
+                "AI session did not close in time; the call's end is reported without it"
+            );
+            self.release_ended(key);
+        }
+    }
+
+    pub(super) fn ai_close_timeout(&self) -> Option<Instant> {
+        self.calls.placed.ai_close.first().map(|(at, _)| *at)
+    }
+}

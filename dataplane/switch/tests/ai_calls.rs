@@ -1,0 +1,300 @@
+//! AI calls against the real binary: a tonic client in the control plane's
+//! seat places a call with a persona; SIPp answers as the carrier, with
+//! its media on a socket this test owns, where a "callee" talks (paced
+//! G.711 speech-like audio) and listens; the AI is the Gemini Live
+//! simulator (`codeb_ai::sim`, the real wire protocol) that our real client
+//! talks to. The call must carry audio both ways, report its transcript,
+//! usage and end as the contract says, and hang up when the AI says
+//! goodbye.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: failing loudly is the point
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use codeb_ai::sim::{SimConfig, SimRecord, SimServer, Vendor};
+use codeb_media::g711::{ulaw_decode, ulaw_encode};
+use codeb_proto::v1::switch_client::SwitchClient;
+use codeb_proto::v1::{self, event};
+use common::Switch;
+
+const TRUNK: &str = "tr_00000000000000ca";
+
+/// A callee that answers with its media at `media_port` and waits for our
+/// BYE (the AI hangs up).
+fn callee_scenario(dir: &std::path::Path, media_port: u16) -> std::path::PathBuf {
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="callee with external media">
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:callee@127.0.0.1:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=callee 1 1 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio {media_port} RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=ptime:20
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"#
+    );
+    let p = dir.join("callee.xml");
+    std::fs::write(&p, xml).unwrap();
+    p
+}
+
+/// What the callee's media socket heard.
+#[derive(Default)]
+struct Heard {
+    packets: AtomicU64,
+    loud: AtomicU64,
+}
+
+/// The callee: waits for the switch's first packet (learning where to
+/// send), says `speech` of audio after `pause`, then keeps sending silence
+/// (as a phone does) until `stop`; counts what it receives.
+fn callee_media(
+    sock: UdpSocket,
+    pause: Duration,
+    speech: Duration,
+    stop: Arc<AtomicBool>,
+    heard: Arc<Heard>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut peer: Option<SocketAddr> = None;
+        let mut next = Instant::now();
+        let mut started: Option<Instant> = None;
+        let (mut seq, mut ts) = (1000u16, 160_000u32);
+        let mut phase = 0f64;
+        while !stop.load(Ordering::Relaxed) {
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                if n > 12 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 0 {
+                    peer.get_or_insert(from);
+                    heard.packets.fetch_add(1, Ordering::Relaxed);
+                    let payload = &buf[12..n];
+                    let energy: f64 = payload
+                        .iter()
+                        .map(|b| f64::from(ulaw_decode(*b)).powi(2))
+                        .sum::<f64>()
+                        / payload.len() as f64;
+                    if energy.sqrt() > 500.0 {
+                        heard.loud.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let Some(to) = peer else { continue };
+            let now = Instant::now();
+            if now < next {
+                continue;
+            }
+            next += Duration::from_millis(20);
+            let t0 = *started.get_or_insert(now);
+            let talking = now >= t0 + pause && now < t0 + pause + speech;
+            let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44];
+            pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+            pkt[4..8].copy_from_slice(&ts.to_be_bytes());
+            for _ in 0..160 {
+                let s = if talking {
+                    phase += std::f64::consts::TAU * 300.0 / 8000.0;
+                    (phase.sin() * 8000.0) as i16
+                } else {
+                    0
+                };
+                pkt.push(ulaw_encode(s));
+            }
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(160);
+            let _ = sock.send_to(&pkt, to);
+        }
+    })
+}
+
+async fn next(s: &mut tonic::Streaming<v1::Event>, wait: Duration) -> Option<v1::Event> {
+    tokio::time::timeout(wait, s.message())
+        .await
+        .ok()
+        .and_then(|r| r.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
+    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
+        .await
+        .unwrap();
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let media_port = media.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = callee_scenario(dir.path(), media_port);
+    let carrier = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
+    let config = format!(
+        "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n",
+        carrier.port
+    );
+    let url = sim.url();
+    let sw = Switch::start(
+        &config,
+        &[
+            ("CODEB_GEMINI_URL", url.as_str()),
+            ("CODEB_GEMINI_API_KEY", "sim-key"),
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let heard = Arc::new(Heard::default());
+    // The callee listens to the greeting, then talks for 1.2 s.
+    let phone = callee_media(
+        media,
+        Duration::from_millis(2500),
+        Duration::from_millis(1200),
+        stop.clone(),
+        heard.clone(),
+    );
+
+    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
+    let mut events = c
+        .subscribe(v1::SubscribeRequest {
+            journal_id: String::new(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.place_call(v1::PlaceCallRequest {
+        call_id: "oac-ai-0001".into(),
+        tenant: "example.com".into(),
+        phone: "+15551230000".into(),
+        display_name: "Reminder".into(),
+        attempt: 1,
+        ai: Some(v1::AiSession {
+            model: "gemini-live-2.5-flash".into(),
+            voice: "Aoede".into(),
+            language: "en-US".into(),
+            system_prompt: "You remind people of appointments. END_AFTER_TURNS=1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Some(ev) = next(&mut events, Duration::from_secs(30)).await else {
+            break;
+        };
+        let end = matches!(ev.kind, Some(event::Kind::Ended(_)));
+        got.push(ev);
+        if end {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    phone.join().unwrap();
+    let kinds: Vec<_> = got.iter().filter_map(|e| e.kind.clone()).collect();
+    assert!(
+        matches!(kinds.first(), Some(event::Kind::Answered(_))),
+        "{kinds:#?}"
+    );
+    assert!(
+        matches!(kinds.get(1), Some(event::Kind::Started(_))),
+        "{kinds:#?}"
+    );
+    let turns: Vec<(String, String)> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            event::Kind::Turn(t) => Some((t.role.clone(), t.text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        turns.len(),
+        3,
+        "greeting, the callee, the goodbye: {turns:#?}"
+    );
+    assert_eq!(turns[0].0, "ai");
+    assert_eq!(turns[1].0, "caller");
+    assert!(
+        turns[1].1.contains("caller spoke 1."),
+        "the engine heard about 1.2 s of the callee: {turns:#?}"
+    );
+    assert_eq!(turns[2].0, "ai");
+    let usage = kinds.iter().find_map(|k| match k {
+        event::Kind::Usage(u) => Some(*u),
+        _ => None,
+    });
+    let usage = usage.expect("usage before the end");
+    assert!(usage.input_tokens > 0 && usage.output_tokens > 0 && !usage.estimated);
+    let Some(event::Kind::Ended(end)) = kinds.last() else {
+        panic!("no CallEnded: {kinds:#?}");
+    };
+    assert_eq!(end.outcome, "finished", "{end:?}");
+    assert!(end.answered);
+    assert_eq!((end.input_turns, end.output_turns), (1, 2));
+    // The callee heard the AI: paced packets, many of them speech.
+    let (packets, loud) = (
+        heard.packets.load(Ordering::Relaxed),
+        heard.loud.load(Ordering::Relaxed),
+    );
+    assert!(packets > 100, "RTP from the switch: {packets}");
+    assert!(loud > 20, "AI speech among them: {loud} of {packets}");
+    // The simulator saw the call's persona and our tool answer.
+    let records = sim.records();
+    let setup = records
+        .iter()
+        .find_map(|r| match r {
+            SimRecord::Setup(v) => Some(v.to_string()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        setup.contains("END_AFTER_TURNS=1") && setup.contains("Aoede"),
+        "{setup}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(r, SimRecord::ToolResponse { .. })),
+        "end_call answered"
+    );
+    let mut carrier = carrier;
+    let st = carrier
+        .wait(Duration::from_secs(10))
+        .expect("SIPp got our BYE");
+    assert!(st.success(), "SIPp: {st}");
+}
