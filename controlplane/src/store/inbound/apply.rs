@@ -1,181 +1,23 @@
-//! Inbound calls to virtual numbers, answered by the number's AI persona.
-//!
-//! A switch node assigns the call id (`vnum` + 12 hex) and reports the call
-//! on its event stream: `InboundCall` (which creates the record here), then
-//! `CallAnswered`, `CallStarted`, transcript turns, usage, perhaps
-//! `CallTransferred`, and `CallEnded` (which finalizes it: there are no
-//! retries for a call someone else placed). Each event is applied in the
-//! transaction that moves the node's cursor (`switch_events`), so it takes
-//! effect exactly once across restarts of either side.
-//!
-//! Decisions:
-//! - The records live in `inbound_calls`, not `calls`: the v1 spec defines
-//!   `GET /v1/calls` as outbound AI calls, and the outbound state model
-//!   (scheduler, retries, whitelist) does not apply. They surface through
-//!   their transcripts (`callerSource` `vnum`, `GET /v1/transcripts?source=
-//!   vnum`) and their webhook events.
-//! - An `InboundCall` for a number the tenant does not have (deleted while
-//!   a node still ran an older snapshot, or a node on its own
-//!   `switch.toml`) is recorded anyway: a caller was answered and engine
-//!   tokens were spent, and an operator reconciling traffic and cost must
-//!   see that call, and the warning says why it looks odd. Its transcript
-//!   is not saved, since no `saveTranscripts` consent is on record for it.
-//! - The number's settings (name, `saveTranscripts`) are taken when the call
-//!   begins, so editing the number mid-call does not split a transcript.
-//!   Turns of a number that does not save transcripts are not stored at
-//!   all (counts still come from `CallEnded`).
-//! - Only the node that reported the call applies events to it; an event
-//!   for a call that ended (or that a lost node's sweep ended) is skipped.
-//!
-//! Webhook payloads, as the spec's event catalogue gives them for the SIP
-//! inbound AI path (`source` spelled as the spec spells that path per
-//! event):
-//! - `call.answered`: `callId`, `did`, `fromNumber`, `direction: inbound`,
-//!   `source: gemini-live` (the spec's name for the SIP AI receptionist,
-//!   whichever engine answers), `answerMs`; no `trunkId` (outbound only).
-//! - `call.started`: `callId`, `number` (the virtual number), `did`,
-//!   `direction: inbound`, `source: gemini-live`; no `room` (vnum/WebRTC
-//!   only).
-//! - `call.transferred`: `callId`, `fromVnum`, `toUser`/`toPhone`,
-//!   `transferType`, `room`, `source: vnum`.
-//! - `call.ended`: `callId`, `number` (the DID, as the spec says for
-//!   inbound SIP), `room`, `outcome`, `durationSec`, `tokens`, `source: sip`.
-//! - `transcript.saved` (after `call.ended`): `callId`, `number` (the
-//!   virtual number), `file`, `outcome`, `source: vnum`.
-//!
-//! `room` is the signalling room of the spec's WebRTC path; a SIP call has
-//! none, so where the payload carries the key it is the empty string (a
-//! made-up room name would mislead, and parsers expecting the key get a
-//! string).
+//! Applying a node's events to inbound calls (see the parent module for
+//! the decisions and the webhook payloads).
 
 use codeb_types::{EventName, UtcMillis};
 use serde_json::json;
 
-use super::dispatch::{AttemptEnd, MAX_ERROR_DETAIL, cut};
-use super::numbers::number_from_row;
-use super::switch_events::{InboundStart, MAX_TURN_TEXT, MAX_TURNS_PER_ATTEMPT};
-use super::tx::{StoreTx, TxInner, on_tx};
-use super::{
-    Applied, EventKind, NumberRecord, Result, RowExt, Store, SwitchEvent, TranscriptRecord, Turn,
-    col, flag, ms, on_pool, opt_ms,
+use super::{ATTEMPT, InboundCallRecord};
+use crate::store::dispatch::{AttemptEnd, MAX_ERROR_DETAIL, cut};
+use crate::store::numbers::number_from_row;
+use crate::store::switch_events::{InboundStart, MAX_TURN_TEXT, MAX_TURNS_PER_ATTEMPT};
+use crate::store::tx::{StoreTx, on_tx};
+use crate::store::{
+    Applied, EventKind, NumberRecord, Result, Store, SwitchEvent, TranscriptRecord, Turn, on_pool,
 };
 
-/// Transcript turns of an inbound call are stored under this attempt
-/// number (the call has exactly one).
-const ATTEMPT: i64 = 1;
-
-/// A stored inbound call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboundCallRecord {
-    pub call_id: String,
-    pub tenant: String,
-    pub node_url: String,
-    pub number: String,
-    pub did: String,
-    pub from_number: String,
-    pub trunk_id: Option<String>,
-    /// Whether the tenant had the number when the call began.
-    pub number_known: bool,
-    pub number_name: String,
-    pub save_transcripts: bool,
-    pub created_at: UtcMillis,
-    pub answered_at: Option<UtcMillis>,
-    pub answer_ms: Option<i64>,
-    pub started_at: Option<UtcMillis>,
-    pub ended_at: Option<UtcMillis>,
-    pub outcome: String,
-    pub error_detail: String,
-    pub answered: bool,
-    pub talk_sec: i64,
-    pub duration_sec: i64,
-    pub sip_status: i64,
-    pub input_turns: i64,
-    pub output_turns: i64,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    pub transfers: i64,
-    pub transcript_path: String,
-}
-
-macro_rules! inbound_columns {
-    () => {
-        "call_id, tenant, node_url, number, did, from_number, trunk_id, number_known, \
-         number_name, save_transcripts, created_at, answered_at, answer_ms, started_at, ended_at, \
-         outcome, error_detail, answered, talk_sec, duration_sec, sip_status, input_turns, \
-         output_turns, tokens_in, tokens_out, transfers, transcript_path"
-    };
-}
-
-fn inbound_from_row(row: &impl RowExt) -> Result<InboundCallRecord> {
-    Ok(InboundCallRecord {
-        call_id: col(row, "call_id")?,
-        tenant: col(row, "tenant")?,
-        node_url: col(row, "node_url")?,
-        number: col(row, "number")?,
-        did: col(row, "did")?,
-        from_number: col(row, "from_number")?,
-        trunk_id: col(row, "trunk_id")?,
-        number_known: flag(row, "number_known")?,
-        number_name: col(row, "number_name")?,
-        save_transcripts: flag(row, "save_transcripts")?,
-        created_at: ms(row, "created_at")?,
-        answered_at: opt_ms(row, "answered_at")?,
-        answer_ms: col(row, "answer_ms")?,
-        started_at: opt_ms(row, "started_at")?,
-        ended_at: opt_ms(row, "ended_at")?,
-        outcome: col(row, "outcome")?,
-        error_detail: col(row, "error_detail")?,
-        answered: flag(row, "answered")?,
-        talk_sec: col(row, "talk_sec")?,
-        duration_sec: col(row, "duration_sec")?,
-        sip_status: col(row, "sip_status")?,
-        input_turns: col(row, "input_turns")?,
-        output_turns: col(row, "output_turns")?,
-        tokens_in: col(row, "tokens_in")?,
-        tokens_out: col(row, "tokens_out")?,
-        transfers: col(row, "transfers")?,
-        transcript_path: col(row, "transcript_path")?,
-    })
-}
-
-impl InboundCallRecord {
-    /// The transcript `rule`, as the spec's example spells it
-    /// (`vnum:<name>`); the number stands in when the tenant did not have
-    /// it.
-    fn rule(&self) -> String {
-        if self.number_name.is_empty() {
-            format!("vnum:{}", self.number)
-        } else {
-            format!("vnum:{}", self.number_name)
-        }
-    }
-}
-
 impl Store {
-    /// One inbound call of a tenant.
-    pub async fn inbound_call(
-        &self,
-        tenant: &str,
-        call_id: &str,
-    ) -> Result<Option<InboundCallRecord>> {
-        on_pool!(self, |pool| {
-            let row = sqlx::query(concat!(
-                "SELECT ",
-                inbound_columns!(),
-                " FROM inbound_calls WHERE tenant = $1 AND call_id = $2"
-            ))
-            .bind(tenant)
-            .bind(call_id)
-            .fetch_optional(pool)
-            .await?;
-            row.as_ref().map(inbound_from_row).transpose()
-        })
-    }
-
     /// Ends every inbound call still up on a node that is gone: outcome
     /// `failed` with `detail`, `call.ended`, and the transcript when the
     /// number saves them; one transaction per call. Returns how many.
-    pub(super) async fn fail_inbound_calls_on_node(
+    pub(in crate::store) async fn fail_inbound_calls_on_node(
         &self,
         node_url: &str,
         detail: &str,
@@ -219,7 +61,7 @@ impl Store {
 
     /// Applies one event of an inbound call inside the cursor's
     /// transaction (see the module docs).
-    pub(super) async fn apply_inbound_event(
+    pub(in crate::store) async fn apply_inbound_event(
         &self,
         tx: &mut StoreTx,
         node_url: &str,
@@ -578,36 +420,6 @@ async fn start_inbound(
 }
 
 impl StoreTx {
-    /// The inbound call row, locked for this transaction (`FOR UPDATE` on
-    /// PostgreSQL; SQLite's write transaction already excludes others).
-    async fn lock_inbound_call(&mut self, call_id: &str) -> Result<Option<InboundCallRecord>> {
-        let row = match &mut self.inner {
-            TxInner::Sqlite(t) => sqlx::query(concat!(
-                "SELECT ",
-                inbound_columns!(),
-                " FROM inbound_calls WHERE call_id = $1"
-            ))
-            .bind(call_id)
-            .fetch_optional(&mut **t)
-            .await?
-            .as_ref()
-            .map(inbound_from_row)
-            .transpose()?,
-            TxInner::Postgres(t) => sqlx::query(concat!(
-                "SELECT ",
-                inbound_columns!(),
-                " FROM inbound_calls WHERE call_id = $1 FOR UPDATE"
-            ))
-            .bind(call_id)
-            .fetch_optional(&mut **t)
-            .await?
-            .as_ref()
-            .map(inbound_from_row)
-            .transpose()?,
-        };
-        Ok(row)
-    }
-
     /// A tenant's virtual number, read inside this transaction.
     async fn number(&mut self, tenant: &str, number: &str) -> Result<Option<NumberRecord>> {
         on_tx!(self, |t| {
@@ -624,7 +436,3 @@ impl StoreTx {
         })
     }
 }
-
-#[cfg(test)]
-#[path = "inbound_tests.rs"]
-mod tests;
