@@ -10,6 +10,7 @@ pub mod calls;
 pub mod deliveries;
 pub mod error;
 pub mod extract;
+pub mod inbound_calls;
 pub mod inbound_routes;
 pub mod meta;
 pub mod numbers;
@@ -115,6 +116,14 @@ pub static ENDPOINTS: &[Endpoint] = &[
         put(numbers::update)),
     ep!(DELETE "/api.ashx/v1/numbers/{number}", "numbers", Admin, "Delete a virtual number",
         req: Body::None, resp: 200 Body::One(s::<numbers::DeletedNumber>), delete(numbers::remove)),
+    ep!(GET "/api.ashx/v1/inbound-calls", "inbound-calls", Admin,
+        "List inbound calls to virtual numbers (AI persona answered)",
+        req: Body::None, resp: 200 Body::List(s::<inbound_calls::InboundCallView>),
+        get(inbound_calls::list)),
+    ep!(GET "/api.ashx/v1/inbound-calls/{callId}", "inbound-calls", Admin,
+        "Get one inbound call's record + outcome",
+        req: Body::None, resp: 200 Body::One(s::<inbound_calls::InboundCallView>),
+        get(inbound_calls::get_one)),
     ep!(GET "/api.ashx/v1/transcripts", "transcripts", Admin, "List transcripts",
         req: Body::None, resp: 200 Body::List(s::<transcripts::TranscriptListItem>),
         get(transcripts::list)),

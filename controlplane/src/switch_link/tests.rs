@@ -1027,6 +1027,9 @@ async fn an_inbound_call_streams_into_its_record_transcript_and_events() {
     assert_eq!(rec.node_url, server.url());
     assert_eq!(rec.from_number, "+35699123456");
     assert_eq!(rec.transcript_path, file);
+    let shown = h.get(&format!("/api.ashx/v1/inbound-calls/{id}"), &t).await;
+    assert_eq!(shown.json["status"], "ended");
+    assert_eq!(shown.json["transcriptPath"], file.as_str());
     tasks.shutdown().await;
     server.kill(&peer).await;
 }

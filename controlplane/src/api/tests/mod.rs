@@ -4,6 +4,7 @@
 mod auth;
 mod calls;
 mod conventions;
+mod inbound_calls;
 mod resources;
 mod shares;
 mod sweeps;

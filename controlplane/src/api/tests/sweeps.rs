@@ -30,6 +30,7 @@ struct Ids {
     share_token: String,
     trunk: String,
     key: String,
+    inbound: String,
 }
 
 fn concrete(path: &str, ids: &Ids) -> String {
@@ -41,6 +42,10 @@ fn concrete(path: &str, ids: &Ids) -> String {
         .replace("/shares/{id}", &format!("/shares/{}", ids.share))
         .replace("/share/{token}", &format!("/share/{}", ids.share_token))
         .replace("/calls/{id}", &format!("/calls/{}", ids.call))
+        .replace(
+            "/inbound-calls/{callId}",
+            &format!("/inbound-calls/{}", ids.inbound),
+        )
         .replace("{number}", &ids.number)
         .replace("{callId}", &ids.transcript)
         .replace("{did}", &ids.did)
@@ -138,6 +143,28 @@ async fn seed(h: &Harness, token: &str) -> Ids {
     for r in [&share, &fired] {
         assert!(r.status.is_success(), "seed: {}", r.text);
     }
+    // An inbound call to the number, as a switch node reports it.
+    let inbound = "vnum0123456789ab";
+    let s = &h.db.store;
+    let node = "http://10.0.0.1:50051";
+    s.reset_switch_cursor(node, "j1", h.clock.now())
+        .await
+        .unwrap();
+    let ev = crate::store::SwitchEvent {
+        journal_id: "j1".into(),
+        seq: 1,
+        at: h.clock.now(),
+        call_id: inbound.into(),
+        tenant: TENANT.into(),
+        kind: crate::store::EventKind::Inbound(crate::store::InboundStart {
+            did: "+15551234567".into(),
+            from_number: "+15557654321".into(),
+            virtual_number: "1234".into(),
+            trunk_id: None,
+        }),
+    };
+    let applied = s.apply_switch_event(node, &ev, h.clock.now()).await;
+    assert_eq!(applied.unwrap(), crate::store::Applied::Applied);
     Ids {
         call: call.json["callId"].as_str().unwrap().into(),
         number: "1234".into(),
@@ -149,6 +176,7 @@ async fn seed(h: &Harness, token: &str) -> Ids {
         share_token: share.json["token"].as_str().unwrap().into(),
         trunk: trunk.json["id"].as_str().unwrap().into(),
         key: key.json["id"].as_str().unwrap().into(),
+        inbound: inbound.into(),
     }
 }
 
@@ -309,6 +337,7 @@ async fn no_route_crosses_tenants(h: Harness) {
         "webhooks",
         "api-keys",
         "transcripts",
+        "inbound-calls",
     ] {
         let r = h.get(&format!("/api.ashx/v1/{path}"), &b).await;
         assert_eq!(r.json["total"], 0, "{path}: {}", r.text);
@@ -346,6 +375,12 @@ async fn no_route_crosses_tenants(h: Harness) {
     );
     assert_eq!(h.get("/api.ashx/v1/webhooks", &a).await.json["total"], 1);
     assert_eq!(h.get("/api.ashx/v1/api-keys", &a).await.json["total"], 1);
+    assert_eq!(
+        h.get(&format!("/api.ashx/v1/inbound-calls/{}", ids.inbound), &a)
+            .await
+            .json["numberName"],
+        "tenant-a-number"
+    );
     // B's own writes land in B's tenant.
     let r = h
         .post(
