@@ -31,9 +31,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the control plane (HTTP API).
     Serve,
-    /// Local development: the control plane on SQLite in ./data, with
-    /// the admin credentials printed at start.
-    Dev,
+    /// Local development: the whole platform (control plane, switch and
+    /// voice-AI simulator) on loopback, in one command.
+    ///
+    /// The control plane runs on SQLite in ./data and prints the admin
+    /// credentials at start; the switch (state in ./data/switch) and the
+    /// simulator it talks to are started from the `codeb-switch` and
+    /// `codeb-ai-sim` executables beside `codeb`, their output shown here
+    /// with their names in front. Ctrl-C or SIGTERM stops all three; if the
+    /// switch or the simulator exits on its own, so does `codeb dev`, with
+    /// an error. With CODEB_SWITCH_URLS given, neither is started and those
+    /// nodes are used.
+    Dev(crate::dev::DevSettings),
     /// Apply database migrations and exit.
     Migrate,
     /// Manage users and API keys directly in the database.
@@ -96,8 +105,8 @@ pub enum KeyCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.settings.resolve()?;
     match cli.command {
-        Command::Serve => serve(config, false).await,
-        Command::Dev => serve(config, true).await,
+        Command::Serve => serve(config, None).await,
+        Command::Dev(dev) => crate::dev::run(config, dev, &cli.settings.log).await,
         Command::Migrate => {
             let store = Store::connect(&config.database_url, &config.data_dir).await?;
             store.migrate().await?;
@@ -108,12 +117,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
+/// Runs the control plane until a stop signal. `dev`: the lines about the
+/// rest of the platform for `codeb dev`'s start banner.
+pub(crate) async fn serve(config: Config, dev: Option<&str>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding CODEB_HTTP_ADDR {}", config.http_addr))?;
     let (state, bootstrap) = server::prepare(&config, Clock::system()).await?;
-    let dev_pw = if dev {
+    let dev_pw = if dev.is_some() {
         let generated = match &bootstrap {
             Bootstrap::Generated(pw) => Some(pw.as_str()),
             _ => None,
@@ -123,7 +134,7 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         None
     };
     match &bootstrap {
-        Bootstrap::Generated(pw) if !dev => {
+        Bootstrap::Generated(pw) if dev.is_none() => {
             // Printed once, on the first start only; it is not stored.
             eprintln!(
                 "\n  Created admin user '{}' with generated password:\n\n      {pw}\n\n  \
@@ -136,7 +147,7 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    if dev {
+    if let Some(platform) = dev {
         let url = format!("http://{}", config.http_addr);
         let pw = match (&config.admin_password, dev_pw) {
             (Some(p), _) => p.clone(),
@@ -148,9 +159,7 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         };
         eprintln!(
             "\n  CodeB dev: control plane at {url} (SQLite in {})\n  \
-             Admin user: {}   password: {pw}\n  \
-             The switch and the voice-AI simulator are not part of this build yet:\n  \
-             scheduled calls are stored, immediate calls answer 503 bridge_not_configured.\n",
+             Admin user: {}   password: {pw}\n{platform}",
             config.data_dir.display(),
             config.admin_user,
         );

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod dev;
 pub mod metrics;
 pub mod scheduler;
 pub mod server;
