@@ -357,6 +357,53 @@ mod tests {
     }
 
     #[test]
+    fn inbound_calls_are_checked_and_bounded() {
+        let inbound = |id: &str, tenant: &str, i: pb::InboundCall| {
+            let mut e = ev(pb::event::Kind::Inbound(i));
+            e.call_id = id.into();
+            e.tenant = tenant.into();
+            convert(&e).unwrap().kind
+        };
+        let ok = pb::InboundCall {
+            did: "+15551234567".into(),
+            from_number: "anonymous\u{0}".into(),
+            virtual_number: "+1234".into(),
+            trunk_id: String::new(),
+        };
+        assert_eq!(
+            inbound("vnum0123456789ab", "t", ok.clone()),
+            EventKind::Inbound(InboundStart {
+                did: "+15551234567".into(),
+                from_number: "anonymous?".into(),
+                virtual_number: "+1234".into(),
+                trunk_id: None,
+            })
+        );
+        let long = pb::InboundCall {
+            did: "1".repeat(65),
+            trunk_id: "tr_0123456789abcdef".into(),
+            ..ok.clone()
+        };
+        let EventKind::Inbound(s) = inbound("vnum0123456789ab", "t", long) else {
+            panic!("not inbound")
+        };
+        assert_eq!(s.did.len(), MAX_INBOUND_FIELD);
+        assert_eq!(s.trunk_id.as_deref(), Some("tr_0123456789abcdef"));
+        // Unattributable: skipped, not recorded.
+        let invalid = EventKind::Ignored("invalid");
+        assert_eq!(inbound("vnum0123456789AB", "t", ok.clone()), invalid);
+        assert_eq!(inbound("oac-0123456789ab", "t", ok.clone()), invalid);
+        assert_eq!(inbound("vnum0123456789ab", "", ok.clone()), invalid);
+        for bad in ["", "12a4", "+", &"1".repeat(33)] {
+            let i = pb::InboundCall {
+                virtual_number: bad.to_owned(),
+                ..ok.clone()
+            };
+            assert_eq!(inbound("vnum0123456789ab", "t", i), invalid, "{bad}");
+        }
+    }
+
+    #[test]
     fn ended_maps_sip_status_and_missing_outcome() {
         let e = ev(pb::event::Kind::Ended(pb::CallEnded {
             outcome: String::new(),

@@ -12,8 +12,9 @@
 //! - The records live in `inbound_calls`, not `calls`: the v1 spec defines
 //!   `GET /v1/calls` as outbound AI calls, and the outbound state model
 //!   (scheduler, retries, whitelist) does not apply. They surface through
-//!   their transcripts (`callerSource` `vnum`, `GET /v1/transcripts?source=
-//!   vnum`) and their webhook events.
+//!   `GET /v1/inbound-calls` (our addition), their transcripts
+//!   (`callerSource` `vnum`, `GET /v1/transcripts?source=vnum`) and their
+//!   webhook events.
 //! - An `InboundCall` for a number the tenant does not have (deleted while
 //!   a node still ran an older snapshot, or a node on its own
 //!   `switch.toml`) is recorded anyway: a caller was answered and engine
