@@ -75,9 +75,9 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
     );
     counter(
         &mut o,
-        "codeb_virtual_number_calls_refused_total",
-        "Inbound calls to a virtual number refused (480): no AI engine attached yet",
-        s.virtual_number_refused,
+        "codeb_virtual_number_calls_total",
+        "Inbound calls answered by a virtual number's AI persona",
+        s.virtual_number_calls,
     );
     counter(
         &mut o,

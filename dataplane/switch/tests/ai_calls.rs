@@ -298,3 +298,143 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
         .expect("SIPp got our BYE");
     assert!(st.success(), "SIPp: {st}");
 }
+
+/// A configuration routing DID 7000 from any local caller to a virtual
+/// number whose persona runs on OpenAI Realtime and says goodbye at once.
+fn receptionist(version: u64) -> v1::ConfigSnapshot {
+    v1::ConfigSnapshot {
+        version,
+        trunks: vec![v1::Trunk {
+            id: "tr_0000000000000001".into(),
+            tenant: "example.com".into(),
+            host: "127.0.0.1".into(),
+            inbound: vec!["127.0.0.0/8".into()],
+            ..Default::default()
+        }],
+        routes: vec![v1::InboundRoute {
+            tenant: "example.com".into(),
+            did: "7000".into(),
+            target: Some(v1::inbound_route::Target::VirtualNumber(
+                "+15550007000".into(),
+            )),
+            ..Default::default()
+        }],
+        virtual_numbers: vec![v1::VirtualNumber {
+            tenant: "example.com".into(),
+            number: "+15550007000".into(),
+            name: "reception".into(),
+            ai: Some(v1::AiSession {
+                model: "openai/gpt-realtime".into(),
+                voice: "marin".into(),
+                system_prompt: "You are the receptionist. END_AFTER_TURNS=0".into(),
+                save_transcript: true,
+                ..Default::default()
+            }),
+            max_seconds: 60,
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_number_is_answered_by_its_ai_persona() {
+    let sim = SimServer::bind(Vendor::OpenAi, "127.0.0.1:0", SimConfig::default())
+        .await
+        .unwrap();
+    let url = sim.url();
+    let sw = Switch::start(
+        "",
+        &[
+            ("CODEB_OPENAI_URL", url.as_str()),
+            ("CODEB_OPENAI_API_KEY", "sim-key"),
+        ],
+    );
+    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
+    c.apply_config(receptionist(1)).await.unwrap();
+    let mut events = c
+        .subscribe(v1::SubscribeRequest {
+            journal_id: String::new(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The caller (SIPp, offering PCMA) waits for the AI to hang up.
+    let target = sw.sip;
+    let caller = tokio::task::spawn_blocking(move || {
+        common::sipp_client(
+            target,
+            &[
+                "-sf",
+                common::scenario("uac_wait_bye.xml").to_str().unwrap(),
+                "-s",
+                "7000",
+                "-m",
+                "1",
+            ],
+        )
+    });
+    let mut got = Vec::new();
+    while let Some(ev) = next(&mut events, Duration::from_secs(20)).await {
+        let end = matches!(ev.kind, Some(event::Kind::Ended(_)));
+        got.push(ev);
+        if end {
+            break;
+        }
+    }
+    assert_eq!(caller.await.unwrap(), (1, 0), "the caller got the AI's BYE");
+    let call_id = got.first().map(|e| e.call_id.clone()).unwrap_or_default();
+    assert!(
+        call_id.len() == 16
+            && call_id.starts_with("vnum")
+            && call_id[4..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{call_id}"
+    );
+    assert!(
+        got.iter()
+            .all(|e| e.call_id == call_id && e.tenant == "example.com")
+    );
+    let kinds: Vec<_> = got.iter().filter_map(|e| e.kind.clone()).collect();
+    match kinds.first() {
+        Some(event::Kind::Inbound(i)) => {
+            assert_eq!(i.did, "7000");
+            assert_eq!(i.from_number, "+15550001111");
+            assert_eq!(i.virtual_number, "+15550007000");
+            assert_eq!(i.trunk_id, "tr_0000000000000001");
+        }
+        k => panic!("{k:?}"),
+    }
+    match kinds.get(1) {
+        Some(event::Kind::Answered(a)) => assert_eq!(a.direction, "inbound"),
+        k => panic!("{k:?}"),
+    }
+    assert!(
+        matches!(kinds.get(2), Some(event::Kind::Started(_))),
+        "{kinds:#?}"
+    );
+    let turns: Vec<_> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            event::Kind::Turn(t) => Some(t.role.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(turns, ["ai"], "the greeting was the goodbye: {kinds:#?}");
+    let Some(event::Kind::Ended(end)) = kinds.last() else {
+        panic!("{kinds:#?}");
+    };
+    assert_eq!(end.outcome, "finished");
+    assert!(end.answered);
+    assert_eq!(end.output_turns, 1);
+    // The session ran G.711 A-law end to end (the caller's codec).
+    let setup = sim
+        .records()
+        .iter()
+        .find_map(|r| match r {
+            SimRecord::Setup(v) => Some(v.to_string()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(setup.contains("pcma") && setup.contains("marin"), "{setup}");
+    assert!(sw.metric("codeb_virtual_number_calls_total").unwrap_or(0.0) >= 1.0);
+}

@@ -199,7 +199,7 @@ impl Switch for Service {
         match r.target {
             Some(transfer_request::Target::ToUser(_) | transfer_request::Target::ToPhone(_)) => {
                 Err(Status::unimplemented(
-                    "transfer is not available on this node yet: bridging the far party to the new leg needs the media engine, which is not wired to the switch",
+                    "transfer is not available on this node yet: the switch does not bridge an answered call to a new leg",
                 ))
             }
             None => Err(Status::invalid_argument("target: to_user or to_phone")),

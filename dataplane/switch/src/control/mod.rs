@@ -373,11 +373,23 @@ fn node_id(data_dir: &Path, given: Option<String>) -> anyhow::Result<String> {
 /// The protobuf form of a call event (journal_id and seq set on writing).
 fn to_proto(ev: CallEvent) -> v1::Event {
     let kind = match ev.kind {
+        CallEventKind::Inbound {
+            did,
+            from_number,
+            virtual_number,
+            trunk_id,
+        } => event::Kind::Inbound(v1::InboundCall {
+            did,
+            from_number,
+            virtual_number,
+            trunk_id,
+        }),
         CallEventKind::Answered {
             trunk_id,
             answer_ms,
+            inbound,
         } => event::Kind::Answered(v1::CallAnswered {
-            direction: "outbound".into(),
+            direction: if inbound { "inbound" } else { "outbound" }.into(),
             trunk_id,
             answer_ms,
         }),

@@ -107,7 +107,7 @@ pub struct CoreStats {
     pub responses: HashMap<(String, u16), u64>,
     /// Inbound calls routed to a virtual number and refused (480) because
     /// no AI engine is attached yet.
-    pub virtual_number_refused: u64,
+    pub virtual_number_calls: u64,
     /// Answered calls hung up because their RTP stopped.
     pub rtp_timeouts: u64,
 }

@@ -64,7 +64,8 @@ impl Core {
         self.calls.placed.ai.len()
     }
 
-    /// Joins a just-answered placed call to its persona's AI session.
+    /// Joins a just-answered call to its persona's AI session: the callee
+    /// of a placed call (B), or the caller of a virtual number (A).
     pub(super) fn start_ai(&mut self, now: Instant, key: CallKey) {
         let calls = &mut self.calls;
         let Some(call) = calls.calls.get(&key) else {
@@ -78,21 +79,26 @@ impl Core {
             return;
         };
         let (call_id, tenant) = (o.call_id.clone(), o.tenant.clone());
+        let (side, media_side) = if o.inbound {
+            (&call.a, LegSide::A)
+        } else {
+            (&call.b, LegSide::B)
+        };
         let model = match persona.check() {
             Ok(m) => m,
             Err(e) => return self.end_placed(now, key, "failed", &format!("AI persona: {e}")),
         };
-        let Some(negotiated) = call.b.negotiated.clone() else {
-            return self.end_placed(now, key, "failed", "the callee's answer has no usable SDP");
+        let Some(negotiated) = side.negotiated.clone() else {
+            return self.end_placed(now, key, "failed", "the far end's SDP has no usable audio");
         };
         let ssrc = self.ids.next_u64() as u32;
         let Some(leg) = tap_leg(&negotiated, ssrc) else {
-            return self.end_placed(now, key, "failed", "the callee's answer has no audio codec");
+            return self.end_placed(now, key, "failed", "the far end's SDP has no audio codec");
         };
         let tap_cfg = Persona::tap_config(model.provider);
         let tap = match (&mut calls.media, call.media.handle) {
             (media::MediaPorts::Engine(engine), Some(h)) => engine
-                .start_tap(now, h, LegSide::B, leg, tap_cfg)
+                .start_tap(now, h, media_side, leg, tap_cfg)
                 .map_err(|e| e.to_string()),
             // Without an engine (the sans-IO tests) the tap exists but
             // nothing drives its worker side.

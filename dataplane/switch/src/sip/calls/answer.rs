@@ -161,7 +161,7 @@ impl Core {
 
     /// Our 2xx to A's INVITE with our SDP answer, through A's dialog: it
     /// adds our Contact and Session-Expires, and retransmits until the ACK.
-    fn answer_a(&mut self, now: Instant, key: CallKey) {
+    pub(super) fn answer_a(&mut self, now: Instant, key: CallKey) {
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };

@@ -134,16 +134,19 @@ impl Core {
                 self.trunk_target(&out, &did).into_iter().collect()
             }
             Some(RouteTarget::VirtualNumber(number)) => {
-                // The AI engine is not wired to the switch yet: say so
-                // rather than ring nobody.
-                self.stats.virtual_number_refused += 1;
-                tracing::info!(%did, number, "call to a virtual number refused: no AI engine attached yet");
-                return self.reject(
+                let (number, from) = (number.to_owned(), from.unwrap_or_default().to_owned());
+                return self.answer_virtual_number(
                     now,
                     id,
-                    &req,
-                    StatusCode::TEMPORARILY_UNAVAILABLE,
-                    Some("AI engine not attached yet"),
+                    req,
+                    source,
+                    &offer,
+                    super::vnum::VnumCall {
+                        trunk: &trunk,
+                        did: &did,
+                        from: &from,
+                        number: &number,
+                    },
                 );
             }
             None => Vec::new(),

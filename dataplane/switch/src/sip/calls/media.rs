@@ -129,6 +129,23 @@ impl Core {
         let Some(handle) = call.media.handle else {
             return;
         };
+        // A call with an AI leg has one SIP leg; the tap learns its far
+        // end (answer, re-INVITE) from here.
+        if let Some(o) = &call.origin
+            && o.ai.is_some()
+        {
+            let (side, n) = if o.inbound {
+                (LegSide::A, &call.a.negotiated)
+            } else {
+                (LegSide::B, &call.b.negotiated)
+            };
+            if let Some(r) = n.as_ref().and_then(remote_of)
+                && let Err(e) = engine.set_remote(handle, side, r)
+            {
+                tracing::warn!(call = key, ?side, error = %e, "media not updated");
+            }
+            return;
+        }
         let (Some(a), Some(b)) = (&call.a.negotiated, &call.b.negotiated) else {
             return;
         };

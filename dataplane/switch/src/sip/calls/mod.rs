@@ -46,6 +46,7 @@ mod session;
 mod targets;
 #[cfg(test)]
 mod tests;
+mod vnum;
 
 use crate::ports::PortPool;
 pub use originate::{

@@ -85,10 +85,20 @@ pub struct CallEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEventKind {
+    /// An inbound call reached a virtual number (its first event; the
+    /// node chose its call id).
+    Inbound {
+        did: String,
+        from_number: String,
+        virtual_number: String,
+        trunk_id: String,
+    },
     Answered {
         trunk_id: String,
         /// From the INVITE to the 2xx.
         answer_ms: u32,
+        /// An inbound call answered by the AI (not a placed call).
+        inbound: bool,
     },
     /// The AI session is up and audio flows.
     Started,
@@ -128,6 +138,8 @@ pub(super) struct Origin {
     attempt: u32,
     pub(super) tenant: String,
     pub(super) ai: Option<crate::ai::Persona>,
+    /// The caller called in (a virtual number): the AI is on the A leg.
+    pub(super) inbound: bool,
     trunk_id: String,
     max_seconds: u32,
     /// Why the call ends, decided by whoever ended it first.
@@ -138,6 +150,39 @@ pub(super) struct Origin {
     /// Its entries in the deadline set, removed when it ends.
     ring_at: Instant,
     talk_at: Option<Instant>,
+}
+
+impl Origin {
+    /// An inbound call the switch answers itself (a virtual number): it
+    /// is answered from the start, with `max_seconds` of talk time.
+    pub(super) fn inbound(
+        now: Instant,
+        call_id: String,
+        tenant: String,
+        trunk_id: String,
+        persona: crate::ai::Persona,
+        max_seconds: u32,
+        answered_at_ms: u64,
+    ) -> Origin {
+        Origin {
+            call_id,
+            attempt: 1,
+            tenant,
+            ai: Some(persona),
+            inbound: true,
+            trunk_id,
+            max_seconds: if max_seconds == 0 {
+                DEFAULT_MAX_SECONDS
+            } else {
+                max_seconds.min(MAX_TALK_SECONDS)
+            },
+            end: None,
+            failure: None,
+            answered_at_ms: Some(answered_at_ms),
+            ring_at: now,
+            talk_at: None,
+        }
+    }
 }
 
 /// A timed step of a placed call.
@@ -415,6 +460,7 @@ impl Core {
                 attempt,
                 tenant: req.tenant,
                 ai: req.ai,
+                inbound: false,
                 trunk_id: trunk.id.clone(),
                 max_seconds: if req.max_seconds == 0 {
                     DEFAULT_MAX_SECONDS
@@ -549,12 +595,28 @@ impl Core {
                 trunk_id: o.trunk_id.clone(),
                 answer_ms: u32::try_from(now.saturating_duration_since(started).as_millis())
                     .unwrap_or(u32::MAX),
+                inbound: o.inbound,
             },
         };
         let placed = &mut self.calls.placed;
         placed.deadlines.insert((talk_at, key, Deadline::Talk));
         placed.events.push_back(event);
         self.start_ai(now, key);
+    }
+
+    /// Books an inbound AI call as a call with an id of its own (Hangup
+    /// and events use it), with its talk-time deadline; returns that id.
+    pub(super) fn book_inbound(&mut self, now: Instant, key: CallKey) -> Option<String> {
+        let call = self.calls.calls.get_mut(&key)?;
+        let o = call.origin.as_mut()?;
+        let talk_at = now + Duration::from_secs(u64::from(o.max_seconds));
+        o.talk_at = Some(talk_at);
+        let placed = &mut self.calls.placed;
+        placed.deadlines.insert((talk_at, key, Deadline::Talk));
+        placed
+            .by_id
+            .insert(o.call_id.clone(), (key, o.attempt, o.trunk_id.clone()));
+        Some(o.call_id.clone())
     }
 
     /// A placed call is gone: its CallEnded, and its id is remembered.

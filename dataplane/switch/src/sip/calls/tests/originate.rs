@@ -154,7 +154,8 @@ fn placed_call_authenticates_is_answered_and_ends_with_the_far_hangup() {
         evs[0].kind,
         CallEventKind::Answered {
             trunk_id: CARRIER_TRUNK.into(),
-            answer_ms: 3000
+            answer_ms: 3000,
+            inbound: false,
         }
     );
     assert_eq!(evs[0].at_unix_ms, 1_700_000_003_000);
