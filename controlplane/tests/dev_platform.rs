@@ -1,7 +1,8 @@
 //! `codeb dev` as a newcomer runs it: the real `codeb` binary in an empty
 //! directory starts the voice-AI simulator and the switch from the
 //! executables beside it, links the control plane to that switch, prints
-//! where everything is, and on SIGTERM stops all three processes.
+//! where everything is, carries a call (SIPp as the trunk's callee, the
+//! simulator as its AI), and on SIGTERM stops all three processes.
 //!
 //! `codeb-switch` and `codeb-ai-sim` are other packages' binaries, so the
 //! test finds them beside `codeb` in the target directory (the workspace
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::curl;
+use serde_json::{Value, json};
 
 /// A port free for UDP and TCP on loopback now.
 fn free_sip_port() -> u16 {
@@ -231,6 +233,30 @@ fn realtime_handshake(port: u16) -> Vec<u8> {
     got
 }
 
+fn api_post(base: &str, token: &str, path: &str, body: &Value) -> (u16, Value, String) {
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &body.to_string(),
+        &format!("{base}{path}"),
+    ])
+}
+
+/// A SIPp callee, killed when the test ends.
+struct Sipp(Child);
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -310,7 +336,7 @@ fn codeb_dev_runs_the_whole_platform_and_stops_all_of_it() {
         &format!("password={pw}"),
     ]);
     assert_eq!(code, 200, "{raw}");
-    assert!(tok["access_token"].is_string(), "{raw}");
+    let token = tok["access_token"].as_str().unwrap().to_owned();
 
     // The control plane reached the switch over the link and pushed its
     // configuration: the switch runs a pushed version and kept it in its
@@ -348,6 +374,51 @@ fn codeb_dev_runs_the_whole_platform_and_stops_all_of_it() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
+
+    // A call through it all: the switch dials SIPp through the trunk, its
+    // AI leg reaches the simulator (any key will do locally), which greets
+    // and ends the call as the prompt says.
+    let callee_port = free_sip_port();
+    let _callee = Sipp(
+        Command::new("sipp")
+            .args(["-sn", "uas", "-i", "127.0.0.1", "-p"])
+            .arg(callee_port.to_string())
+            .args(["-m", "1", "-nostdin", "-timeout", "60s"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp is installed (Debian sip-tester)"),
+    );
+    let (code, _, raw) = api_post(
+        &base,
+        &token,
+        "/api.ashx/v1/trunks",
+        &json!({"name": "carrier", "host": "127.0.0.1", "port": callee_port,
+                "transport": "udp", "isDefault": true}),
+    );
+    assert_eq!(code, 201, "{raw}");
+    let (code, placed, raw) = api_post(
+        &base,
+        &token,
+        "/api.ashx/v1/calls",
+        &json!({"phone": "+15551234567", "displayName": "Dev test",
+                "email": "ops@example.com", "apiKey": "AIza-any-local-key",
+                "systemPrompt": "Say: this is a test, goodbye. Then end the call.",
+                "maxSeconds": 30}),
+    );
+    assert_eq!(code, 200, "{raw}");
+    let call_url = format!(
+        "{base}/api.ashx/v1/calls/{}",
+        placed["callId"].as_str().unwrap()
+    );
+    let call = wait("the call to end", 60, &out, || {
+        let (code, c, _) = curl(&["-H", &format!("Authorization: Bearer {token}"), &call_url]);
+        (code == 200 && c["status"].as_str().is_some_and(|s| s.starts_with("ended"))).then_some(c)
+    });
+    assert_eq!(call["status"], "ended-success", "{call}\n{}", out.text());
+    assert_eq!(call["endedReason"], "finished", "{call}");
+    assert!(call["answeredAtUtc"].is_string(), "{call}");
 
     // Exactly the switch and the simulator run as its children.
     let mut kids = children_of(dev.child.id());
