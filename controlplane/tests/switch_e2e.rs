@@ -1,11 +1,16 @@
 //! The whole system: `codeb serve` driving a real `codeb-switch` over the
-//! gRPC link, SIPp as the trunk's callee, and an HTTP receiver for the
-//! webhooks. `POST /calls` → the call is answered at SIPp → `call.answered`
-//! reaches the receiver → hangup → the switch sends BYE and reports the
-//! end → `outbound-ai.finished`.
+//! gRPC link, SIPp as the trunk's callee, the voice-AI simulator
+//! (`codeb-ai-sim`, Gemini Live's wire protocol) as the persona's engine,
+//! and an HTTP receiver for the webhooks. `POST /calls` → the call is
+//! answered at SIPp → `call.answered`, then `call.started` once the AI
+//! talks → hangup → the switch sends BYE and reports the end →
+//! `outbound-ai.finished`. A second call is ended by the AI itself
+//! (`end_call` after its greeting): `finished`, with its transcript saved
+//! and served.
 //!
-//! `codeb-switch` is another package's binary, so the test finds it beside
-//! `codeb` in the target directory (the workspace test command builds it).
+//! `codeb-switch` and `codeb-ai-sim` are other packages' binaries, so the
+//! test finds them beside `codeb` in the target directory (the workspace
+//! test command builds them).
 //! Where it has not been built the test says so and passes only when the
 //! run does not require every peer (`CODEB_REQUIRE_PG=1`, set by
 //! `tests/run`, turns that into a failure).
@@ -45,9 +50,19 @@ fn free_port() -> u16 {
     }
 }
 
-fn switch_binary() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_codeb")).with_file_name("codeb-switch");
+fn sibling_binary(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_codeb")).with_file_name(name);
     p.exists().then_some(p)
+}
+
+/// The events the receiver got for one call, in order.
+fn events_of(seen: &Seen, call_id: &str) -> Vec<(String, Value)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["data"]["callId"] == call_id)
+        .cloned()
+        .collect()
 }
 
 fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
@@ -105,24 +120,45 @@ fn get(server: &Server, token: &str, path: &str) -> Value {
 
 #[test]
 fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
-    let Some(switch_bin) = switch_binary() else {
+    let (Some(switch_bin), Some(sim_bin)) = (
+        sibling_binary("codeb-switch"),
+        sibling_binary("codeb-ai-sim"),
+    ) else {
         assert!(
             std::env::var("CODEB_REQUIRE_PG").as_deref() != Ok("1"),
-            "codeb-switch is not built beside codeb: run `cargo build -p codeb-switch` \
-             (the workspace test command builds it)"
+            "codeb-switch or codeb-ai-sim is not built beside codeb: run \
+             `cargo build -p codeb-switch -p codeb-ai --bins` (the workspace test command builds them)"
         );
-        eprintln!("codeb-switch is not built: skipping the whole-system call test");
+        eprintln!("codeb-switch or codeb-ai-sim is not built: skipping the whole-system call test");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
 
-    // The trunk's far end: SIPp's uas answers one call and waits for BYE.
+    // The persona's engine: the simulators, accepting any key.
+    let (gemini, openai) = (free_port(), free_port());
+    let _sim = Killed(
+        Command::new(&sim_bin)
+            .env("CODEB_SIM_GEMINI_ADDR", format!("127.0.0.1:{gemini}"))
+            .env("CODEB_SIM_OPENAI_ADDR", format!("127.0.0.1:{openai}"))
+            .env("CODEB_SIM_API_KEY", "")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start codeb-ai-sim"),
+    );
+    wait("the simulator's port", 20, || {
+        std::net::TcpStream::connect(("127.0.0.1", gemini))
+            .ok()
+            .map(|_| ())
+    });
+
+    // The trunk's far end: SIPp's uas answers two calls, each waiting for
+    // our BYE.
     let callee_port = free_port();
     let mut callee = Killed(
         Command::new("sipp")
             .args(["-sn", "uas", "-i", "127.0.0.1", "-p"])
             .arg(callee_port.to_string())
-            .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+            .args(["-m", "2", "-nostdin", "-timeout", "60s", "-timeout_error"])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -142,6 +178,8 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
             .env("CODEB_RTP_PORTS", format!("{rtp}-{}", rtp + 99))
             .env("CODEB_DATA_DIR", &switch_dir)
             .env("CODEB_SWITCH_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
+            .env("CODEB_GEMINI_URL", format!("ws://127.0.0.1:{gemini}"))
+            .env("CODEB_OPENAI_URL", format!("ws://127.0.0.1:{openai}"))
             .env("CODEB_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -244,6 +282,12 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
     assert_eq!(call["status"], "in-flight");
     assert!(call["answeredAtUtc"].is_string(), "{call}");
     assert_eq!(call["trunkId"], trunk_id.as_str());
+    // The AI joins the call.
+    wait("call.started at the receiver", 30, || {
+        events_of(&seen, &id)
+            .into_iter()
+            .find(|(e, _)| e == "call.started")
+    });
 
     // Hang up: BYE to SIPp, the end comes back as an event.
     let (code, r, raw) = post(&server, &token, &format!("{call_path}/hangup"), &json!({}));
@@ -268,28 +312,61 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
     assert_eq!(call["status"], "cancelled", "{call}");
     assert_eq!(call["endedReason"], "cancelled");
     assert!(call["endedAtUtc"].is_string());
-    // SIPp got its BYE and finished its one call cleanly.
+    // Each event once, answered before started before finished.
+    let names: Vec<String> = events_of(&seen, &id).into_iter().map(|(e, _)| e).collect();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    assert!(at("call.answered") < at("call.started"), "{names:?}");
+    assert!(at("call.started") < at("outbound-ai.finished"), "{names:?}");
+    for n in ["call.answered", "call.started", "outbound-ai.finished"] {
+        assert_eq!(
+            names.iter().filter(|x| *x == n).count(),
+            1,
+            "{n}: {names:?}"
+        );
+    }
+
+    // A call the AI ends itself: its greeting is its goodbye.
+    let (code, placed, raw) = post(
+        &server,
+        &token,
+        "/api.ashx/v1/calls",
+        &json!({"phone": "+15551230000", "displayName": "Reminder",
+                "email": "ops@example.com",
+                "systemPrompt": "Greet the callee, then end the call. END_AFTER_TURNS=0",
+                "apiKey": "test-key", "maxSeconds": 60}),
+    );
+    assert_eq!(code, 200, "{raw}");
+    let id2 = placed["callId"].as_str().unwrap().to_owned();
+    let saved = wait("transcript.saved at the receiver", 40, || {
+        events_of(&seen, &id2)
+            .into_iter()
+            .find(|(e, _)| e == "transcript.saved")
+    });
+    let finished = events_of(&seen, &id2)
+        .into_iter()
+        .find(|(e, _)| e == "outbound-ai.finished")
+        .expect("the terminal event before transcript.saved");
+    assert_eq!(finished.1["data"]["outcome"], "finished", "{finished:?}");
+    assert_eq!(finished.1["data"]["outputTurns"], 1, "{finished:?}");
+    let file = saved.1["data"]["file"].as_str().unwrap().to_owned();
+    assert!(
+        file.starts_with("outbound-ai-") && file.ends_with(&format!("-{id2}.txt")),
+        "{file}"
+    );
+    let text = std::fs::read_to_string(cp_dir.join("transcripts").join(&file)).unwrap();
+    assert!(
+        !text.trim().is_empty(),
+        "the transcript file has the greeting"
+    );
+    let t = get(&server, &token, &format!("/api.ashx/v1/transcripts/{id2}"));
+    assert_eq!(t["outcome"], "finished", "{t}");
+    assert_eq!(t["answered"], true);
+    let turns = t["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 1, "{t}");
+    assert_eq!(turns[0]["speaker"], "AI");
+    assert!(t["tokensTotal"].as_i64().unwrap() > 0, "{t}");
+
+    // SIPp got both BYEs and finished its two calls cleanly.
     let st = wait("SIPp to finish", 15, || callee.0.try_wait().unwrap());
     assert!(st.success(), "SIPp: {st}");
-    // Each event once, answered before finished.
-    let names: Vec<String> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(e, _)| e.clone())
-        .collect();
-    let answered_at = names.iter().position(|n| n == "call.answered").unwrap();
-    let finished_at = names
-        .iter()
-        .position(|n| n == "outbound-ai.finished")
-        .unwrap();
-    assert!(answered_at < finished_at, "{names:?}");
-    assert_eq!(names.iter().filter(|n| *n == "call.answered").count(), 1);
-    assert_eq!(
-        names
-            .iter()
-            .filter(|n| *n == "outbound-ai.finished")
-            .count(),
-        1
-    );
 }
