@@ -154,7 +154,22 @@ impl Dev {
 }
 
 impl Drop for Dev {
+    /// On a failed test: SIGTERM so `codeb dev` stops its children, then
+    /// SIGKILL for whatever is left, children included.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let mut pids: Vec<u32> = children_of(self.child.id())
+                .into_iter()
+                .map(|(pid, _)| pid)
+                .collect();
+            pids.extend(&self.children);
+            signal(self.child.id(), rustix::process::Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.children = pids;
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         for &pid in &self.children {
