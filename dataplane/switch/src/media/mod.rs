@@ -131,6 +131,12 @@ enum Command {
         leg: LegSide,
         pipeline: Box<Pipeline>,
     },
+    /// Both legs through this (transcoding) pipeline; None: back to the
+    /// plain relay.
+    Bridge {
+        id: u64,
+        pipeline: Option<Box<Pipeline>>,
+    },
     Close {
         id: u64,
     },
@@ -396,6 +402,32 @@ impl MediaEngine {
         Ok(engine)
     }
 
+    /// Bridges a call's two legs through a transcoding pipeline (their
+    /// codecs differ), or with `None` returns them to the plain relay.
+    pub fn set_bridge(
+        &mut self,
+        now: Instant,
+        handle: MediaHandle,
+        legs: Option<(LegConfig, LegConfig)>,
+    ) -> Result<(), MediaError> {
+        let pipeline = match legs {
+            Some((a, b)) => Some(Box::new(Pipeline::bridge(
+                now,
+                bridge_pipeline_config(now),
+                a,
+                b,
+            )?)),
+            None => None,
+        };
+        self.command(
+            handle.worker,
+            Command::Bridge {
+                id: handle.id,
+                pipeline,
+            },
+        )
+    }
+
     /// Closes a call's media; its ports return to the pool (a port whose
     /// socket the worker has not closed yet is skipped by a later `open`).
     pub fn close(&mut self, handle: MediaHandle, ports: [u16; 2]) {
@@ -459,6 +491,12 @@ pub fn tap_pipeline_config(now: Instant) -> PipelineConfig {
         wallclock: Some((now, std::time::SystemTime::now())),
         ..PipelineConfig::default()
     }
+}
+
+/// Settings of a transcoding bridge (inactivity is the worker's, as for
+/// taps).
+pub fn bridge_pipeline_config(now: Instant) -> PipelineConfig {
+    tap_pipeline_config(now)
 }
 
 /// An RTP socket and the RTCP socket on the port above it.

@@ -278,3 +278,90 @@ fn port_ranges_shard_into_whole_pairs() {
     // More workers than pairs: one shard per pair.
     assert_eq!(shards("20000-20003".parse().unwrap(), 8).len(), 2);
 }
+
+#[test]
+fn legs_on_different_codecs_are_transcoded_and_back_to_relay_when_they_agree() {
+    use codeb_media::codec::CodecSpec;
+    use codeb_media::g711::Law;
+    use codeb_media::pipeline::LegConfig;
+    for mut engine in engines("31500-31599") {
+        let opened = engine.open().unwrap();
+        let (a, b) = (phone(), phone());
+        let ours = [
+            SocketAddr::new(LO, opened.ports[0]),
+            SocketAddr::new(LO, opened.ports[1]),
+        ];
+        let mut la = LegConfig::new(CodecSpec::pcmu(), 0xA);
+        la.remote_rtp = Some(a.local_addr().unwrap());
+        let mut lb = LegConfig::new(CodecSpec::pcma(), 0xB);
+        lb.remote_rtp = Some(b.local_addr().unwrap());
+        engine
+            .set_remote(opened.handle, LegSide::A, remote(&a, 0))
+            .unwrap();
+        engine
+            .set_remote(opened.handle, LegSide::B, remote(&b, 8))
+            .unwrap();
+        engine
+            .set_bridge(Instant::now(), opened.handle, Some((la, lb)))
+            .unwrap();
+        // A talks PCMU (a 400 Hz tone), paced; B must hear PCMA carrying
+        // the same audio.
+        let tone: Vec<i16> = (0..160)
+            .map(|i| ((i as f64 * std::f64::consts::TAU * 400.0 / 8000.0).sin() * 8000.0) as i16)
+            .collect();
+        let mut ulaw = vec![0u8; 160];
+        Law::Ulaw.encode(&tone, &mut ulaw);
+        let mut heard = Vec::new();
+        for i in 0..25u16 {
+            let p = packet(0, 100 + i, u32::from(i) * 160, 0x5151, &ulaw);
+            a.send_to(&p, ours[0]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            b.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = b.recv_from(&mut buf) {
+                assert_eq!(from, ours[1]);
+                if let Ok(pkt) = RtpPacket::parse(&buf[..n]) {
+                    heard.push((pkt.payload_type(), pkt.payload().to_vec()));
+                }
+            }
+        }
+        let rtp: Vec<_> = heard.iter().filter(|(pt, _)| *pt == 8).collect();
+        assert!(rtp.len() >= 15, "PCMA frames at B: {}", rtp.len());
+        let loud = rtp
+            .iter()
+            .filter(|(_, payload)| {
+                let mut pcm = vec![0i16; payload.len()];
+                Law::Alaw.decode(payload, &mut pcm);
+                let rms = (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>()
+                    / pcm.len().max(1) as f64)
+                    .sqrt();
+                rms > 3000.0
+            })
+            .count();
+        assert!(loud >= 10, "the tone came through: {loud} of {}", rtp.len());
+        // Both legs renegotiate onto PCMU: plain relay again, bytes intact.
+        engine
+            .set_bridge(Instant::now(), opened.handle, None)
+            .unwrap();
+        engine
+            .set_remote(opened.handle, LegSide::B, remote(&b, 0))
+            .unwrap();
+        b.set_nonblocking(false).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        while recv_now(&b).is_some() {}
+        a.send_to(&packet(0, 200, 40_000, 0x5151, &[0x42; 160]), ours[0])
+            .unwrap();
+        let (got, _) = recv(&b).expect("relayed");
+        let pkt = RtpPacket::parse(&got).unwrap();
+        assert_eq!((pkt.payload_type(), pkt.payload()), (0, &[0x42u8; 160][..]));
+        engine.close(opened.handle, opened.ports);
+    }
+}
+
+fn recv_now(s: &UdpSocket) -> Option<Vec<u8>> {
+    s.set_nonblocking(true).ok()?;
+    let mut buf = [0u8; 2048];
+    let r = s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec());
+    let _ = s.set_nonblocking(false);
+    r
+}

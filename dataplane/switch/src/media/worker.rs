@@ -12,10 +12,11 @@
 //! RTCP arriving on the odd ports (or multiplexed on the RTP port) is
 //! validated and counted, not forwarded: each leg is its own RTP session.
 //!
-//! A leg handed to a voice-AI engine (an AI tap) is not relayed: its
-//! packets go through the call's [`Pipeline`] (decode for the engine,
-//! engine audio paced out every ptime, RTCP reports), whose timers the
-//! loop runs beside the reactor.
+//! A leg handed to a voice-AI engine (an AI tap), and the legs of a call
+//! whose codecs differ (a transcoding bridge), are not relayed: their
+//! packets go through the call's [`Pipeline`] (decode, resample, encode,
+//! jitter buffer, engine audio paced out every ptime, RTCP reports), whose
+//! timers the loop runs beside the reactor.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -83,15 +84,48 @@ impl Leg {
     }
 }
 
-/// A leg handed to a voice-AI engine.
-struct Tapped {
-    side: LegSide,
+/// What a call's pipeline carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PipeKind {
+    /// One leg and a voice-AI engine (the pipeline's leg A is that leg).
+    Tap(LegSide),
+    /// Both legs, transcoded between their codecs.
+    Bridge,
+}
+
+impl PipeKind {
+    /// The pipeline's leg for one of the call's legs, if it carries it.
+    fn leg_of(self, side: LegSide) -> Option<pipeline::Leg> {
+        match self {
+            PipeKind::Tap(s) if s == side => Some(pipeline::Leg::A),
+            PipeKind::Tap(_) => None,
+            PipeKind::Bridge => Some(match side {
+                LegSide::A => pipeline::Leg::A,
+                LegSide::B => pipeline::Leg::B,
+            }),
+        }
+    }
+
+    /// The call's leg for one of the pipeline's.
+    fn side_of(self, leg: pipeline::Leg) -> usize {
+        match (self, leg) {
+            (PipeKind::Tap(s), _) => s as usize,
+            (PipeKind::Bridge, pipeline::Leg::A) => 0,
+            (PipeKind::Bridge, pipeline::Leg::B) => 1,
+        }
+    }
+}
+
+/// A call whose packets go through a media pipeline instead of the plain
+/// relay: an AI tap, or a transcoding bridge.
+struct Piped {
+    kind: PipeKind,
     pipeline: Box<Pipeline>,
 }
 
 struct Call {
     legs: [Leg; 2],
-    tap: Option<Tapped>,
+    pipe: Option<Piped>,
     /// When both legs last got a far end: the inactivity clock starts
     /// there (a call still ringing has no media to miss).
     routed_at: Option<Instant>,
@@ -223,7 +257,12 @@ impl Worker {
             match self.rx.try_recv() {
                 Ok(Command::Open { id, sockets }) => self.open(id, *sockets),
                 Ok(Command::Remote { id, leg, remote }) => self.remote(id, leg, remote),
-                Ok(Command::Tap { id, leg, pipeline }) => self.tap(id, leg, pipeline),
+                Ok(Command::Tap { id, leg, pipeline }) => {
+                    self.pipe(id, Some((PipeKind::Tap(leg), pipeline)));
+                }
+                Ok(Command::Bridge { id, pipeline }) => {
+                    self.pipe(id, pipeline.map(|p| (PipeKind::Bridge, p)));
+                }
                 Ok(Command::Close { id }) => self.close(id),
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
@@ -282,7 +321,7 @@ impl Worker {
             id,
             Call {
                 legs: [a, b],
-                tap: None,
+                pipe: None,
                 routed_at: None,
                 reported_quiet: false,
             },
@@ -314,24 +353,31 @@ impl Worker {
         if moved {
             // A new far end (answer, re-INVITE): learn it again.
             leg.latch.relearn(Some(remote.addr));
-            if let Some(t) = &mut call.tap
-                && t.side == side
+            if let Some(p) = &mut call.pipe
+                && let Some(leg) = p.kind.leg_of(side)
             {
-                t.pipeline
-                    .update_remote(pipeline::Leg::A, Some(remote.addr), None);
+                p.pipeline.update_remote(leg, Some(remote.addr), None);
             }
         }
     }
 
-    /// Hands a leg to an AI tap: from now on its packets go through the
-    /// pipeline, and the inactivity clock runs on that leg alone.
-    fn tap(&mut self, id: u64, side: LegSide, pipeline: Box<Pipeline>) {
+    /// Puts a call's packets through a pipeline (an AI tap: one leg and
+    /// the engine, whose inactivity clock then runs on that leg alone; a
+    /// bridge: both legs transcoded), or back on the plain relay (None).
+    fn pipe(&mut self, id: u64, pipe: Option<(PipeKind, Box<Pipeline>)>) {
         let Some(call) = self.st.calls.get_mut(&id) else {
             return;
         };
-        call.tap = Some(Tapped { side, pipeline });
-        call.routed_at = Some(Instant::now());
-        call.reported_quiet = false;
+        let Some((kind, pipeline)) = pipe else {
+            call.pipe = None;
+            self.st.taps.retain(|t| *t != id);
+            return;
+        };
+        if matches!(kind, PipeKind::Tap(_)) {
+            call.routed_at = Some(Instant::now());
+            call.reported_quiet = false;
+        }
+        call.pipe = Some(Piped { kind, pipeline });
         if !self.st.taps.contains(&id) {
             self.st.taps.push(id);
         }
@@ -412,14 +458,17 @@ impl Worker {
     }
 }
 
-/// Queues what a tap's pipeline wants sent on its leg's sockets.
+/// Queues what a call's pipeline wants sent on its legs' sockets.
 fn drain(
-    p: &mut Pipeline,
-    leg: &mut Leg,
+    p: &mut Piped,
+    legs: &mut [Leg; 2],
     out: &mut Vec<u8>,
     sends: &mut Vec<(SocketId, SocketAddr, usize, usize)>,
 ) {
+    let kind = p.kind;
+    let p = &mut p.pipeline;
     while let Some(t) = p.poll_transmit() {
+        let leg = &mut legs[kind.side_of(t.leg)];
         let socket = match t.kind {
             PacketKind::Rtp => {
                 leg.stats.tx_packets += 1;
@@ -433,28 +482,27 @@ fn drain(
         sends.push((socket, t.destination, start, out.len()));
     }
     while let Some(ev) = p.poll_event() {
-        tracing::trace!(?ev, "AI tap pipeline event");
+        tracing::trace!(?ev, "media pipeline event");
     }
 }
 
 impl State {
-    /// Runs the AI taps' due timers (playout pacing, RTCP reports);
-    /// returns when the next one falls due.
+    /// Runs the pipelines' due timers (AI playout pacing, jitter-buffer
+    /// playout, RTCP reports); returns when the next one falls due.
     fn tap_timers(&mut self, now: Instant) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         for id in &self.taps {
             let Some(call) = self.calls.get_mut(id) else {
                 continue;
             };
-            let Some(t) = &mut call.tap else {
+            let Some(p) = &mut call.pipe else {
                 continue;
             };
-            if t.pipeline.poll_timeout().is_some_and(|due| due <= now) {
-                t.pipeline.handle_timeout(now);
-                let leg = &mut call.legs[t.side as usize];
-                drain(&mut t.pipeline, leg, &mut self.out, &mut self.sends);
+            if p.pipeline.poll_timeout().is_some_and(|due| due <= now) {
+                p.pipeline.handle_timeout(now);
+                drain(p, &mut call.legs, &mut self.out, &mut self.sends);
             }
-            if let Some(due) = t.pipeline.poll_timeout() {
+            if let Some(due) = p.pipeline.poll_timeout() {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
@@ -477,24 +525,15 @@ impl State {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let (this, other) = match side {
-            LegSide::A => {
-                let [a, b] = &mut call.legs;
-                (a, b)
-            }
-            LegSide::B => {
-                let [a, b] = &mut call.legs;
-                (b, a)
-            }
-        };
-        if let Some(t) = &mut call.tap
-            && t.side == side
+        if let Some(p) = &mut call.pipe
+            && let Some(leg) = p.kind.leg_of(side)
         {
             let verdict = if is_rtcp {
-                t.pipeline.handle_rtcp(now, pipeline::Leg::A, from, data)
+                p.pipeline.handle_rtcp(now, leg, from, data)
             } else {
-                t.pipeline.handle_rtp(now, pipeline::Leg::A, from, data)
+                p.pipeline.handle_rtp(now, leg, from, data)
             };
+            let this = &mut call.legs[side as usize];
             match verdict {
                 pipeline::Verdict::Dropped(pipeline::DropReason::WrongSource) => {
                     this.stats.dropped_source += 1;
@@ -514,9 +553,19 @@ impl State {
                     call.reported_quiet = false;
                 }
             }
-            drain(&mut t.pipeline, this, &mut self.out, &mut self.sends);
+            drain(p, &mut call.legs, &mut self.out, &mut self.sends);
             return;
         }
+        let (this, other) = match side {
+            LegSide::A => {
+                let [a, b] = &mut call.legs;
+                (a, b)
+            }
+            LegSide::B => {
+                let [a, b] = &mut call.legs;
+                (b, a)
+            }
+        };
         if is_rtcp || rtp::is_rtcp(data) {
             if rtcp::Compound::parse(data).is_ok() {
                 // RTCP from the far end keeps a held call alive.

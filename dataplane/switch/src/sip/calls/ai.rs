@@ -7,9 +7,8 @@
 use std::time::{Duration, Instant};
 
 use codeb_ai::Codec as AiCodec;
-use codeb_media::codec::CodecSpec;
-use codeb_media::pipeline::{LegConfig, Pipeline};
-use codeb_sip::sdp::{Codec, Negotiated};
+use codeb_media::pipeline::Pipeline;
+use codeb_sip::sdp::Codec;
 
 use super::originate::{CallEvent, CallEventKind};
 use super::*;
@@ -30,27 +29,6 @@ pub(super) struct AiCall {
     ended: Option<CallEvent>,
     closed: bool,
     close_by: Option<Instant>,
-}
-
-/// The tap's leg configuration for what the leg negotiated.
-fn tap_leg(n: &Negotiated, ssrc: u32) -> Option<LegConfig> {
-    let codec = match n.codec {
-        Codec::Pcmu => CodecSpec {
-            payload_type: n.pt,
-            ..CodecSpec::pcmu()
-        },
-        Codec::Pcma => CodecSpec {
-            payload_type: n.pt,
-            ..CodecSpec::pcma()
-        },
-        Codec::Opus => CodecSpec::opus(n.pt, 48_000),
-        Codec::TelephoneEvent => return None,
-    };
-    let mut leg = LegConfig::new(codec, ssrc);
-    leg.telephone_event = n.dtmf_pt.filter(|pt| *pt != n.pt);
-    leg.remote_rtp = n.remote;
-    leg.inband_dtmf = false;
-    Some(leg)
 }
 
 impl Core {
@@ -92,7 +70,7 @@ impl Core {
             return self.end_placed(now, key, "failed", "the far end's SDP has no usable audio");
         };
         let ssrc = self.ids.next_u64() as u32;
-        let Some(leg) = tap_leg(&negotiated, ssrc) else {
+        let Some(leg) = media::leg_config(&negotiated, ssrc) else {
             return self.end_placed(now, key, "failed", "the far end's SDP has no audio codec");
         };
         let tap_cfg = Persona::tap_config(model.provider);

@@ -281,7 +281,7 @@ impl Core {
             answered_at: None,
             origin: None,
             media: call_media,
-            codec_mismatch_logged: false,
+            bridged: None,
         };
         self.fork(now, &mut call, targets);
         if call.branches.is_empty() {

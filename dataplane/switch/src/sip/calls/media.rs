@@ -2,14 +2,17 @@
 //! engine that relays its RTP (see `crate::media`). The sans-IO tests run
 //! on a bare port pool: the same SDP, no sockets.
 //!
-//! Relaying starts once both legs have negotiated the same codec, and
-//! follows every later negotiation (re-INVITE, UPDATE, hold). Legs that
-//! settled on different codecs are not relayed: transcoding is not wired
-//! into the workers yet, and relaying one codec's payload as another's
-//! would be noise; the call is logged once.
+//! Relaying starts once both legs have negotiated, and follows every later
+//! negotiation (re-INVITE, UPDATE, hold). Legs on the same codec are
+//! relayed packet for packet; legs that settled on different codecs are
+//! bridged through a transcoding pipeline on the call's worker (decode,
+//! resample, encode), which a later negotiation onto one codec turns back
+//! into the plain relay.
 
 use std::time::Instant;
 
+use codeb_media::codec::CodecSpec;
+use codeb_media::pipeline::LegConfig;
 use codeb_sip::sdp::{Codec, Negotiated};
 
 use super::*;
@@ -95,6 +98,28 @@ impl MediaPorts {
     }
 }
 
+/// A media pipeline's view of what a leg negotiated (None: no audio
+/// codec). `ssrc` is our stream's towards it.
+pub(super) fn leg_config(n: &Negotiated, ssrc: u32) -> Option<LegConfig> {
+    let codec = match n.codec {
+        Codec::Pcmu => CodecSpec {
+            payload_type: n.pt,
+            ..CodecSpec::pcmu()
+        },
+        Codec::Pcma => CodecSpec {
+            payload_type: n.pt,
+            ..CodecSpec::pcma()
+        },
+        Codec::Opus => CodecSpec::opus(n.pt, 48_000),
+        Codec::TelephoneEvent => return None,
+    };
+    let mut leg = LegConfig::new(codec, ssrc);
+    leg.telephone_event = n.dtmf_pt.filter(|pt| *pt != n.pt);
+    leg.remote_rtp = n.remote;
+    leg.inband_dtmf = false;
+    Some(leg)
+}
+
 fn clock_rate(codec: Codec) -> u32 {
     match codec {
         Codec::Opus => 48_000,
@@ -149,13 +174,27 @@ impl Core {
         let (Some(a), Some(b)) = (&call.a.negotiated, &call.b.negotiated) else {
             return;
         };
-        if a.codec != b.codec {
-            if !call.codec_mismatch_logged {
-                call.codec_mismatch_logged = true;
-                tracing::warn!(call = key, a = ?a.codec, b = ?b.codec,
-                    "legs negotiated different codecs; media is not relayed (no transcoding yet)");
+        let codecs = (a.codec != b.codec).then_some((a.codec, b.codec));
+        if codecs != call.bridged {
+            // Codecs changed: a new bridge between them, or back to relay.
+            let ssrcs = [self.ids.next_u64() as u32, self.ids.next_u64() as u32];
+            let legs = match codecs {
+                Some(_) => match (leg_config(a, ssrcs[0]), leg_config(b, ssrcs[1])) {
+                    (Some(la), Some(lb)) => Some((la, lb)),
+                    _ => return,
+                },
+                None => None,
+            };
+            // The pipeline's clock is the worker's (a monotonic Instant);
+            // the sans-IO time passed around the core is not used there.
+            match engine.set_bridge(Instant::now(), handle, legs) {
+                Ok(()) => {
+                    tracing::info!(call = key, a = ?a.codec, b = ?b.codec,
+                        transcoding = codecs.is_some(), "call media bridged");
+                    call.bridged = codecs;
+                }
+                Err(e) => tracing::warn!(call = key, error = %e, "media bridge not set up"),
             }
-            return;
         }
         for (side, n) in [(LegSide::A, a), (LegSide::B, b)] {
             if let Some(r) = remote_of(n)

@@ -184,8 +184,9 @@ pub struct Call {
     origin: Option<Box<originate::Origin>>,
     /// The call's RTP ports and its relay on the media engine.
     media: media::CallMedia,
-    /// The legs' codecs differ and that was logged.
-    codec_mismatch_logged: bool,
+    /// The legs' codecs (A, B) while they differ and are bridged through
+    /// a transcoding pipeline.
+    bridged: Option<(Codec, Codec)>,
 }
 
 impl Call {

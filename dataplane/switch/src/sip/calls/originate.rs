@@ -454,7 +454,7 @@ impl Core {
             started: now,
             answered_at: None,
             media: call_media,
-            codec_mismatch_logged: false,
+            bridged: None,
             origin: Some(Box::new(Origin {
                 call_id: req.call_id.clone(),
                 attempt,

@@ -168,7 +168,7 @@ impl Core {
                 answered_ms,
             ))),
             media: call_media,
-            codec_mismatch_logged: false,
+            bridged: None,
         };
         self.calls.by_tx.insert(id, key);
         self.calls.owners.insert(a_id, (key, Side::A));
