@@ -6,6 +6,7 @@ pub mod ai;
 pub mod cidr;
 pub mod config;
 pub mod control;
+pub mod fdlimit;
 pub mod media;
 pub mod metrics;
 pub mod ports;

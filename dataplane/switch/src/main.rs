@@ -273,6 +273,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cli.journal_max_events > 0 && cli.journal_max_bytes >= 4096,
         "CODEB_JOURNAL_MAX_EVENTS must be at least 1 and CODEB_JOURNAL_MAX_BYTES at least 4096"
     );
+    match codeb_switch::fdlimit::ensure(cli.max_calls as u64) {
+        Ok(None) => {}
+        Ok(Some(calls)) => tracing::warn!(
+            max_calls = cli.max_calls,
+            calls_the_limit_allows = calls,
+            "the open-file limit is too low for CODEB_MAX_CALLS (4 sockets per call): raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower CODEB_MAX_CALLS; calls past it fail for want of media ports"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the open-file limit"),
+    }
     let (config, pushed_version) = initial_config(&cli)?;
     let udp =
         UdpSocket::bind(cli.sip_addr).with_context(|| format!("binding UDP {}", cli.sip_addr))?;
