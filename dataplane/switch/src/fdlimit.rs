@@ -22,7 +22,9 @@ pub enum Plan {
 
 /// Descriptors `max_calls` calls need.
 pub fn needed(max_calls: u64) -> u64 {
-    max_calls.saturating_mul(FDS_PER_CALL).saturating_add(RESERVE)
+    max_calls
+        .saturating_mul(FDS_PER_CALL)
+        .saturating_add(RESERVE)
 }
 
 /// Calls a limit of `fds` descriptors carries.
