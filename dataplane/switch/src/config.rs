@@ -59,7 +59,8 @@ pub struct TrunkConfig {
     /// The trunk outbound calls use when they name none.
     #[serde(default)]
     pub default: bool,
-    /// Source networks INVITEs from this trunk arrive from.
+    /// Source networks INVITEs from this trunk arrive from; empty: its own
+    /// signalling address (the resolved `host`).
     #[serde(default)]
     pub inbound: Vec<Cidr>,
     /// The digest realm we answer challenges for [default: the host]; a

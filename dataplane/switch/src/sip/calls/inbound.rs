@@ -35,11 +35,22 @@ impl Core {
         if self.is_loop(&req) {
             return self.reject(now, id, &req, StatusCode::LOOP_DETECTED, None);
         }
+        // A trunk's calls come from its inbound networks, or, when it
+        // names none, from its own signalling address.
+        let from_ip = source.peer().ip();
         let trunk = self
             .config
             .trunks
             .iter()
-            .find(|t| t.inbound.iter().any(|c| c.contains(source.peer().ip())))
+            .find(|t| {
+                if t.inbound.is_empty() {
+                    self.trunk_addrs
+                        .get(&t.id)
+                        .is_some_and(|a| a.ip() == from_ip)
+                } else {
+                    t.inbound.iter().any(|c| c.contains(from_ip))
+                }
+            })
             .cloned();
         let Some(trunk) = trunk else {
             tracing::info!(source = %source.peer(), "INVITE from an unknown source refused");
