@@ -379,6 +379,18 @@ async fn start(
         .env("CODEB_GEMINI_URL", &gemini_url)
         .env("CODEB_OPENAI_URL", &openai_url)
         .env("CODEB_LOG", log);
+    // Personas without a key of their own (a virtual number made with no
+    // geminiApiKey) use the node's; the simulator takes any key, or the
+    // one chosen for it.
+    let sim_key = std::env::var("CODEB_SIM_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| "codeb-dev".into());
+    for var in ["CODEB_GEMINI_API_KEY", "CODEB_OPENAI_API_KEY"] {
+        if std::env::var_os(var).is_none() {
+            switch.env(var, &sim_key);
+        }
+    }
     let switch = children
         .switch
         .insert(Proc::spawn(SWITCH_BIN, &mut switch)?);
