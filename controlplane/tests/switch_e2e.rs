@@ -180,6 +180,8 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
             .env("CODEB_SWITCH_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
             .env("CODEB_GEMINI_URL", format!("ws://127.0.0.1:{gemini}"))
             .env("CODEB_OPENAI_URL", format!("ws://127.0.0.1:{openai}"))
+            // For personas without a key of their own (the number below).
+            .env("CODEB_GEMINI_API_KEY", "node-key")
             .env("CODEB_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -369,4 +371,92 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
     // SIPp got both BYEs and finished its two calls cleanly.
     let st = wait("SIPp to finish", 15, || callee.0.try_wait().unwrap());
     assert!(st.success(), "SIPp: {st}");
+
+    // Inbound: a virtual number answered by its persona. The carrier's
+    // trunk names no inbound networks, so its own address is where its
+    // calls come from.
+    let version = || {
+        let text = std::process::Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{metrics}/metrics")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&text.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("codeb_config_version "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = version();
+    let (code, _, raw) = post(
+        &server,
+        &token,
+        "/api.ashx/v1/numbers",
+        &json!({"name": "reception", "number": "7000", "saveTranscripts": true,
+                "systemPrompt": "You are the receptionist. END_AFTER_TURNS=0"}),
+    );
+    assert_eq!(code, 201, "{raw}");
+    let (code, _, raw) = post(
+        &server,
+        &token,
+        "/api.ashx/v1/inbound-routes",
+        &json!({"Did": "7000", "User": "7000"}),
+    );
+    assert!(code == 200 || code == 201, "{raw}");
+    wait("the new configuration on the switch", 20, || {
+        (version() > before).then_some(())
+    });
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../dataplane/switch/tests/scenarios/uac_wait_bye.xml");
+    let caller = Command::new("sipp")
+        .arg(format!("127.0.0.1:{sip}"))
+        .args(["-sf", scenario.to_str().unwrap(), "-s", "7000", "-m", "1"])
+        .args(["-i", "127.0.0.1", "-p"])
+        .arg(free_port().to_string())
+        .args(["-nostdin", "-timeout", "30s", "-timeout_error"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(caller.success(), "the caller got the AI's BYE: {caller}");
+    let saved = wait("transcript.saved (vnum) at the receiver", 30, || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .find(|(e, v)| e == "transcript.saved" && v["data"]["source"] == "vnum")
+            .cloned()
+    });
+    let vnum_id = saved.1["data"]["callId"].as_str().unwrap().to_owned();
+    assert!(vnum_id.starts_with("vnum"), "{vnum_id}");
+    let names: Vec<String> = events_of(&seen, &vnum_id)
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    for n in [
+        "call.answered",
+        "call.started",
+        "call.ended",
+        "transcript.saved",
+    ] {
+        assert_eq!(
+            names.iter().filter(|x| *x == n).count(),
+            1,
+            "{n}: {names:?}"
+        );
+    }
+    let inbound = get(
+        &server,
+        &token,
+        &format!("/api.ashx/v1/inbound-calls/{vnum_id}"),
+    );
+    assert_eq!(inbound["outcome"], "finished", "{inbound}");
+    assert_eq!(inbound["number"], "7000", "{inbound}");
+    assert_eq!(inbound["outputTurns"], 1, "{inbound}");
+    let t = get(
+        &server,
+        &token,
+        &format!("/api.ashx/v1/transcripts/{vnum_id}"),
+    );
+    assert_eq!(t["callerSource"], "vnum", "{t}");
+    assert_eq!(t["turns"][0]["speaker"], "AI", "{t}");
 }
