@@ -62,6 +62,7 @@
 //!   [`inband`]: Goertzel DTMF detection for G.711 legs.
 //! * [`tap`]: the SPSC rings and counters between a worker and an AI engine.
 
+pub mod amd;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;

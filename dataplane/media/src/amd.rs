@@ -1,0 +1,309 @@
+//! Answering-machine detection on the callee's audio of a placed call,
+//! sans IO: fed linear PCM as it arrives, it says "machine" when it hears
+//! a voicemail beep (a steady pure tone) or a greeting far longer than a
+//! person's "hello" without a pause, and gives up (the callee is taken to
+//! be a person) once its listening window is over.
+//!
+//! Time is the audio itself (samples pushed), so the same audio always
+//! gives the same verdict. The AI greets first on our calls, so silence
+//! from the callee says nothing either way and is not used.
+//!
+//! Known blind spots: a steady sung or hummed note in the beep range for
+//! 160 ms reads as a beep; a machine with a short greeting and no beep
+//! reads as a person.
+
+use crate::goertzel::{coefficient, power_bank8};
+
+/// Candidate beep frequencies: 500–2050 Hz in 50 Hz steps (the bin width
+/// of a 20 ms frame), above the 425 Hz of European dial and busy tones.
+const BEEP_LOW: f32 = 500.0;
+const BEEP_STEP: f32 = 50.0;
+const BANKS: usize = 4;
+
+/// Why the detector says "machine".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineCue {
+    /// A steady pure tone (the beep before the recording starts).
+    Beep { hz: u32 },
+    /// Speech without a pause longer than a person's greeting.
+    LongGreeting { ms: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Machine(MachineCue),
+    /// Nothing machine-like in the window: a person (or unknown).
+    Human,
+}
+
+/// Thresholds, in milliseconds of audio unless named otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AmdConfig {
+    /// How long to listen before deciding "human".
+    pub window_ms: u32,
+    /// A long greeting counts only if it starts this early in the call.
+    pub greeting_start_ms: u32,
+    /// Speech this long without a pause is a recorded greeting.
+    pub greeting_ms: u32,
+    /// Silence that ends a stretch of speech.
+    pub pause_ms: u32,
+    /// A pure tone this long is a beep.
+    pub beep_ms: u32,
+    /// RMS (i16 scale) from which a frame is sound.
+    pub sound_rms: f32,
+    /// Share of a frame's energy in one frequency bin from which it is a
+    /// pure tone (1.0: a sine exactly on the bin).
+    pub tone_share: f32,
+}
+
+impl Default for AmdConfig {
+    fn default() -> Self {
+        AmdConfig {
+            window_ms: 30_000,
+            greeting_start_ms: 10_000,
+            greeting_ms: 4_000,
+            pause_ms: 500,
+            beep_ms: 160,
+            sound_rms: 500.0,
+            tone_share: 0.6,
+        }
+    }
+}
+
+/// The detector for one call.
+#[derive(Debug)]
+pub struct VoicemailDetector {
+    cfg: AmdConfig,
+    rate: u32,
+    frame: Vec<f32>,
+    frame_len: usize,
+    coeffs: [[f32; 8]; BANKS],
+    /// Audio heard, ms (20 ms frames).
+    at_ms: u32,
+    /// The current stretch of speech: where it started and where its
+    /// last sound was.
+    speech: Option<(u32, u32)>,
+    /// The current run of tone frames: its bin and length in frames.
+    tone: Option<(usize, u32)>,
+    verdict: Option<Verdict>,
+}
+
+impl VoicemailDetector {
+    /// A detector for PCM at `rate` Hz (8, 16, 24 or 48 kHz).
+    pub fn new(rate: u32, cfg: AmdConfig) -> VoicemailDetector {
+        let rate = rate.max(8_000);
+        let mut coeffs = [[0f32; 8]; BANKS];
+        for (b, bank) in coeffs.iter_mut().enumerate() {
+            for (k, c) in bank.iter_mut().enumerate() {
+                let hz = BEEP_LOW + BEEP_STEP * (b * 8 + k) as f32;
+                *c = coefficient(hz, rate as f32);
+            }
+        }
+        let frame_len = (rate / 50) as usize;
+        VoicemailDetector {
+            cfg,
+            rate,
+            frame: Vec::with_capacity(frame_len),
+            frame_len,
+            coeffs,
+            at_ms: 0,
+            speech: None,
+            tone: None,
+            verdict: None,
+        }
+    }
+
+    /// The verdict, once there is one.
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.verdict
+    }
+
+    /// Feeds audio; returns the verdict the moment it is reached (once).
+    pub fn push(&mut self, pcm: &[i16]) -> Option<Verdict> {
+        if self.verdict.is_some() {
+            return None;
+        }
+        for &s in pcm {
+            self.frame.push(f32::from(s));
+            if self.frame.len() == self.frame_len {
+                let v = self.analyse();
+                self.frame.clear();
+                if let Some(v) = v {
+                    self.verdict = Some(v);
+                    return Some(v);
+                }
+            }
+        }
+        None
+    }
+
+    /// One 20 ms frame.
+    fn analyse(&mut self) -> Option<Verdict> {
+        self.at_ms += 20;
+        let n = self.frame.len() as f32;
+        let energy: f32 = self.frame.iter().map(|x| x * x).sum();
+        let rms = (energy / n).sqrt();
+        let sound = rms >= self.cfg.sound_rms;
+        // The strongest candidate bin and its share of the frame's energy.
+        let mut best = (0usize, 0f32);
+        if rms >= self.cfg.sound_rms * 0.6 {
+            for (b, bank) in self.coeffs.iter().enumerate() {
+                for (k, p) in power_bank8(&self.frame, bank).into_iter().enumerate() {
+                    if p > best.1 {
+                        best = (b * 8 + k, p);
+                    }
+                }
+            }
+        }
+        let share = if energy > 0.0 {
+            best.1 / (n * energy / 2.0)
+        } else {
+            0.0
+        };
+        if share >= self.cfg.tone_share {
+            let run = match self.tone {
+                Some((bin, len)) if bin.abs_diff(best.0) <= 1 => (bin, len + 1),
+                _ => (best.0, 1),
+            };
+            self.tone = Some(run);
+            if run.1 * 20 >= self.cfg.beep_ms {
+                let hz = BEEP_LOW + BEEP_STEP * run.0 as f32;
+                return Some(Verdict::Machine(MachineCue::Beep { hz: hz as u32 }));
+            }
+        } else {
+            self.tone = None;
+        }
+        match (self.speech, sound) {
+            (None, true) => self.speech = Some((self.at_ms - 20, self.at_ms)),
+            (Some((start, _)), true) => {
+                self.speech = Some((start, self.at_ms));
+                let ms = self.at_ms - start;
+                if ms >= self.cfg.greeting_ms && start < self.cfg.greeting_start_ms {
+                    return Some(Verdict::Machine(MachineCue::LongGreeting { ms }));
+                }
+            }
+            (Some((_, last)), false) if self.at_ms - last >= self.cfg.pause_ms => {
+                self.speech = None;
+            }
+            _ => {}
+        }
+        (self.at_ms >= self.cfg.window_ms).then_some(Verdict::Human)
+    }
+
+    /// The rate it listens at.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: u32 = 8_000;
+
+    fn silence(ms: u32) -> Vec<i16> {
+        vec![0; (RATE * ms / 1000) as usize]
+    }
+
+    fn tone(hz: f32, ms: u32, amp: f32) -> Vec<i16> {
+        (0..RATE * ms / 1000)
+            .map(|i| (amp * (std::f32::consts::TAU * hz * i as f32 / RATE as f32).sin()) as i16)
+            .collect()
+    }
+
+    /// Speech-like: a voiced 140 Hz fundamental with harmonics, its
+    /// loudness following 4 Hz syllables that never fall silent for long.
+    fn speech(ms: u32) -> Vec<i16> {
+        (0..RATE * ms / 1000)
+            .map(|i| {
+                let t = i as f32 / RATE as f32;
+                let f0 = 140.0 + 20.0 * (std::f32::consts::TAU * 0.7 * t).sin();
+                let tau = std::f32::consts::TAU;
+                let voice = (tau * f0 * t).sin()
+                    + 0.6 * (tau * 2.0 * f0 * t).sin()
+                    + 0.4 * (tau * 3.3 * f0 * t).sin()
+                    + 0.3 * (tau * 5.1 * f0 * t).sin();
+                let env = 0.35 + 0.65 * (0.5 * (1.0 - (tau * 4.0 * t).cos()));
+                (voice * env * 5000.0) as i16
+            })
+            .collect()
+    }
+
+    fn run(parts: &[Vec<i16>]) -> Option<Verdict> {
+        let mut d = VoicemailDetector::new(RATE, AmdConfig::default());
+        // Odd chunk sizes: frames are cut by the detector, not the caller.
+        let all: Vec<i16> = parts.concat();
+        for chunk in all.chunks(173) {
+            if let Some(v) = d.push(chunk) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_beep_after_a_greeting_is_a_machine() {
+        let v = run(&[speech(2_500), silence(300), tone(1_000.0, 400, 8_000.0)]);
+        assert_eq!(v, Some(Verdict::Machine(MachineCue::Beep { hz: 1_000 })));
+        // Off the 50 Hz grid and quiet: still a beep.
+        let v = run(&[silence(500), tone(1_410.0, 300, 1_500.0)]);
+        assert!(
+            matches!(v, Some(Verdict::Machine(MachineCue::Beep { .. }))),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn short_tones_low_tones_and_dtmf_are_not_beeps() {
+        assert_eq!(run(&[tone(1_000.0, 100, 8_000.0), silence(1_000)]), None);
+        // A 425 Hz dial tone is below the beep range.
+        assert_eq!(run(&[tone(425.0, 2_000, 8_000.0)]), None);
+        // DTMF '5' (770 + 1336 Hz): two tones, no single one dominates.
+        let mut dual = tone(770.0, 500, 5_000.0);
+        for (d, s) in dual.iter_mut().zip(tone(1_336.0, 500, 5_000.0)) {
+            *d = d.saturating_add(s);
+        }
+        assert_eq!(run(&[dual]), None);
+    }
+
+    #[test]
+    fn a_long_greeting_is_a_machine_and_a_hello_is_not() {
+        let v = run(&[silence(800), speech(4_500)]);
+        assert_eq!(
+            v,
+            Some(Verdict::Machine(MachineCue::LongGreeting { ms: 4_000 }))
+        );
+        // "Hello?" then listening, then a reply with pauses: a person.
+        let v = run(&[
+            speech(700),
+            silence(3_000),
+            speech(2_000),
+            silence(700),
+            speech(2_500),
+            silence(22_000),
+        ]);
+        assert_eq!(v, Some(Verdict::Human));
+        // Long speech that starts late (mid-conversation) is not a greeting.
+        let v = run(&[silence(11_000), speech(6_000)]);
+        assert_eq!(v, None);
+    }
+
+    #[test]
+    fn speech_is_not_mistaken_for_a_tone() {
+        assert_eq!(run(&[speech(3_000)]), None);
+    }
+
+    #[test]
+    fn the_verdict_comes_once() {
+        let mut d = VoicemailDetector::new(16_000, AmdConfig::default());
+        let beep: Vec<i16> = (0..16_000 / 2)
+            .map(|i| {
+                (8_000.0 * (std::f32::consts::TAU * 1_000.0 * i as f32 / 16_000.0).sin()) as i16
+            })
+            .collect();
+        assert!(d.push(&beep).is_some());
+        assert!(d.push(&beep).is_none());
+        assert!(matches!(d.verdict(), Some(Verdict::Machine(_))));
+    }
+}
