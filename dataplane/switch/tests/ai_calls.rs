@@ -84,12 +84,14 @@ struct Heard {
 }
 
 /// The callee: waits for the switch's first packet (learning where to
-/// send), says `speech` of audio after `pause`, then keeps sending silence
-/// (as a phone does) until `stop`; counts what it receives.
+/// send), sends `speech` of a `hz` tone after `pause` (300 Hz: a voice to
+/// the simulator's ear; 1 kHz: a voicemail beep), then keeps sending
+/// silence (as a phone does) until `stop`; counts what it receives.
 fn callee_media(
     sock: UdpSocket,
     pause: Duration,
     speech: Duration,
+    hz: f64,
     stop: Arc<AtomicBool>,
     heard: Arc<Heard>,
 ) -> std::thread::JoinHandle<()> {
@@ -131,7 +133,7 @@ fn callee_media(
             pkt[4..8].copy_from_slice(&ts.to_be_bytes());
             for _ in 0..160 {
                 let s = if talking {
-                    phase += std::f64::consts::TAU * 300.0 / 8000.0;
+                    phase += std::f64::consts::TAU * hz / 8000.0;
                     (phase.sin() * 8000.0) as i16
                 } else {
                     0
@@ -181,6 +183,7 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
         media,
         Duration::from_millis(2500),
         Duration::from_millis(1200),
+        300.0,
         stop.clone(),
         heard.clone(),
     );
@@ -437,4 +440,76 @@ async fn a_virtual_number_is_answered_by_its_ai_persona() {
         .unwrap();
     assert!(setup.contains("pcma") && setup.contains("marin"), "{setup}");
     assert!(sw.metric("codeb_virtual_number_calls_total").unwrap_or(0.0) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voicemail_beep_ends_the_call_as_voicemail() {
+    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
+        .await
+        .unwrap();
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = callee_scenario(dir.path(), media.local_addr().unwrap().port());
+    let mut carrier = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
+    let config = format!(
+        "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n",
+        carrier.port
+    );
+    let url = sim.url();
+    let sw = Switch::start(
+        &config,
+        &[
+            ("CODEB_GEMINI_URL", url.as_str()),
+            ("CODEB_GEMINI_API_KEY", "sim-key"),
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    // The machine: a second of greeting-time silence, then its beep.
+    let phone = callee_media(
+        media,
+        Duration::from_millis(1000),
+        Duration::from_millis(500),
+        1000.0,
+        stop.clone(),
+        Arc::new(Heard::default()),
+    );
+    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
+    let mut events = c
+        .subscribe(v1::SubscribeRequest {
+            journal_id: String::new(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.place_call(v1::PlaceCallRequest {
+        call_id: "oac-vm-0001".into(),
+        tenant: "example.com".into(),
+        phone: "+15551230000".into(),
+        attempt: 1,
+        ai: Some(v1::AiSession {
+            system_prompt: "You remind people of appointments.".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut end = None;
+    while let Some(ev) = next(&mut events, Duration::from_secs(20)).await {
+        if let Some(event::Kind::Ended(e)) = ev.kind {
+            end = Some(e);
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    phone.join().unwrap();
+    let end = end.expect("CallEnded");
+    assert_eq!(end.outcome, "voicemail", "{end:?}");
+    assert!(end.answered);
+    assert!(end.talk_seconds < 10, "hung up at the beep: {end:?}");
+    let st = carrier
+        .wait(Duration::from_secs(10))
+        .expect("SIPp got our BYE");
+    assert!(st.success(), "SIPp: {st}");
 }

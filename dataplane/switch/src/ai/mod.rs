@@ -98,6 +98,9 @@ pub struct AiStart {
     pub tap: TapEngine,
     /// When the call was answered: transcript offsets count from here.
     pub answered_at: Instant,
+    /// Listen for an answering machine (placed calls): one ends the call
+    /// as `voicemail`.
+    pub detect_voicemail: bool,
 }
 
 /// Who spoke a transcript turn.

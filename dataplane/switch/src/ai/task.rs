@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use codeb_ai::{AudioFormat, EngineError, EngineEvent, SessionConfig, Usage, played_text};
+use codeb_media::amd::{AmdConfig, Verdict, VoicemailDetector};
 use codeb_media::tap::TapEngine;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -336,6 +337,9 @@ pub(super) async fn run(
         wrong_format_logged: false,
     };
     let mut conv = Conversation::new(start.answered_at, rate);
+    let mut amd = start
+        .detect_voicemail
+        .then(|| VoicemailDetector::new(to_rate as u32, AmdConfig::default()));
     let mut caller = vec![0i16; to_rate / 50 * 5];
     let mut bytes = Vec::new();
     let mut tick = tokio::time::interval(TICK);
@@ -359,6 +363,20 @@ pub(super) async fn run(
                     let n = play.tap.read_caller(&mut caller);
                     if n == 0 {
                         break;
+                    }
+                    if let Some(d) = &mut amd
+                        && let Some(v) = d.push(&caller[..n])
+                    {
+                        amd = None;
+                        if let Verdict::Machine(cue) = v
+                            && stop_by.is_none()
+                            && !conv.ending()
+                        {
+                            tracing::info!(call_id = %call_id, ?cue, "answering machine detected; hanging up");
+                            conv.end_call(now, "voicemail".into());
+                            let _ = conv.end_due(now, true);
+                            notes.send(AiNote::EndCall { reason: "voicemail".into() }).await;
+                        }
                     }
                     audio::encode(&caller[..n], input, &mut bytes);
                     match session.try_send_audio(Bytes::copy_from_slice(&bytes)) {

@@ -57,6 +57,7 @@ impl Core {
             return;
         };
         let (call_id, tenant) = (o.call_id.clone(), o.tenant.clone());
+        let inbound = o.inbound;
         let (side, media_side) = if o.inbound {
             (&call.a, LegSide::A)
         } else {
@@ -114,6 +115,7 @@ impl Core {
                 },
                 tap,
                 answered_at: now,
+                detect_voicemail: !inbound,
             })));
     }
 
