@@ -1,6 +1,7 @@
 //! RTP through the switch: SIPp plays a recorded PCMA call (and an RFC 4733
 //! digit) from the caller, the callee's SIPp echoes its media port, and
-//! the switch's media workers relay both directions.
+//! the switch's media workers relay both directions; with a callee that
+//! speaks only PCMU, they transcode both directions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: failing loudly is the point
 
@@ -12,10 +13,34 @@ use common::{Switch, free_port, loopback_config, scenario, shared, sipp_server};
 
 #[test]
 fn a_recorded_call_is_relayed_both_ways() {
+    let relayed = recorded_call_through("uas_pcma_echo.xml");
+    assert!(
+        (480.0..=492.0).contains(&relayed),
+        "packets relayed both ways through the switch: {relayed}"
+    );
+}
+
+#[test]
+fn a_recorded_pcma_call_to_a_pcmu_callee_is_transcoded_both_ways() {
+    // The recording is 236 packets with contiguous sequence numbers over
+    // 7.05 s of timestamps (the source suppressed its silences): relayed,
+    // it is 236 packets each way; transcoded, the bridge sends a frame every
+    // 20 ms of the stream's timeline, its silences filled (about 352 each
+    // way), plus the digit's events and the legs' RTCP reports.
+    let sent = recorded_call_through("uas_pcmu_echo.xml");
+    assert!(
+        (680.0..=800.0).contains(&sent),
+        "packets sent both ways through the transcoding bridge: {sent}"
+    );
+}
+
+/// Places the recorded call to a callee running `callee` with its media
+/// echoed; returns the packets the switch's media workers sent.
+fn recorded_call_through(callee: &str) -> f64 {
     let media_port = free_port();
     let uas = sipp_server(&[
         "-sf",
-        scenario("uas_pcma_echo.xml").to_str().unwrap(),
+        scenario(callee).to_str().unwrap(),
         "-rtp_echo",
         "-mp",
         &media_port.to_string(),
@@ -59,10 +84,7 @@ fn a_recorded_call_is_relayed_both_ways() {
     let relayed = sw
         .metric("codeb_media_relayed_packets_total")
         .expect("relay counter");
-    assert!(
-        (480.0..=492.0).contains(&relayed),
-        "packets relayed both ways through the switch: {relayed}"
-    );
     assert_eq!(sw.metric("codeb_media_ports_in_use"), Some(0.0));
     assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
+    relayed
 }
