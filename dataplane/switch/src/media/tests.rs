@@ -68,7 +68,17 @@ fn recv(s: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
 }
 
 /// A call with both remotes set: A speaks PCMU as 0, B gets it as 0.
-fn call(engine: &mut MediaEngine) -> (OpenedMedia, UdpSocket, UdpSocket, [SocketAddr; 2]) {
+/// A call with both remotes set and its media up (see [`media_up`]).
+#[allow(clippy::type_complexity)]
+fn call(
+    engine: &mut MediaEngine,
+) -> (
+    OpenedMedia,
+    UdpSocket,
+    UdpSocket,
+    [SocketAddr; 2],
+    (u64, u64),
+) {
     let opened = engine.open().unwrap();
     let (a, b) = (phone(), phone());
     engine
@@ -81,13 +91,43 @@ fn call(engine: &mut MediaEngine) -> (OpenedMedia, UdpSocket, UdpSocket, [Socket
         SocketAddr::new(LO, opened.ports[0]),
         SocketAddr::new(LO, opened.ports[1]),
     ];
-    (opened, a, b, ours)
+    let probes = media_up(&a, &b, ours[0], 0);
+    (opened, a, b, ours, probes)
+}
+
+/// The worker applies remotes on its next turn, and a packet that beats
+/// them is dropped (as one arriving before the answer would be): probes
+/// from `a` (payload type `pt`) until one reaches `b`, then drains the
+/// rest. Returns (probes sent, probes relayed), which the leg counters
+/// include.
+fn media_up(a: &UdpSocket, b: &UdpSocket, to: SocketAddr, pt: u8) -> (u64, u64) {
+    b.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut sent, mut relayed) = (0u64, 0u64);
+    loop {
+        a.send_to(&packet(pt, 60_000, 0, 0x7777, &[0; 20]), to)
+            .unwrap();
+        sent += 1;
+        if recv(b).is_some() {
+            relayed += 1;
+            break;
+        }
+        assert!(Instant::now() < deadline, "the call's media never came up");
+    }
+    b.set_read_timeout(Some(Duration::from_millis(150)))
+        .unwrap();
+    while recv(b).is_some() {
+        relayed += 1;
+    }
+    b.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    (sent, relayed)
 }
 
 #[test]
 fn relays_both_ways_as_one_continuous_stream_per_leg() {
     for mut engine in engines("31000-31099") {
-        let (opened, a, b, ours) = call(&mut engine);
+        let (opened, a, b, ours, (probes, probes_relayed)) = call(&mut engine);
         assert_ne!(opened.ports[0], opened.ports[1]);
         assert!(opened.ports.iter().all(|p| p % 2 == 0), "even RTP ports");
         let mut last: Option<(u16, u32, u32)> = None;
@@ -125,8 +165,8 @@ fn relays_both_ways_as_one_continuous_stream_per_leg() {
         let MediaEvent::Closed { stats, .. } = closed else {
             panic!("{closed:?}")
         };
-        assert_eq!(stats[0].rx_packets, 20);
-        assert_eq!(stats[1].tx_packets, 20);
+        assert_eq!(stats[0].rx_packets, 20 + probes);
+        assert_eq!(stats[1].tx_packets, 20 + probes_relayed);
         assert_eq!(stats[1].rx_packets, 1);
     }
 }
@@ -145,7 +185,7 @@ fn wait_event(engine: &mut MediaEngine) -> MediaEvent {
 #[test]
 fn a_stranger_cannot_inject_once_the_source_is_learned() {
     for mut engine in engines("31100-31199") {
-        let (opened, a, b, ours) = call(&mut engine);
+        let (opened, a, b, ours, (probes, _)) = call(&mut engine);
         for i in 0..6u16 {
             a.send_to(&packet(0, i, u32::from(i) * 160, 9, &[1; 160]), ours[0])
                 .unwrap();
@@ -169,7 +209,7 @@ fn a_stranger_cannot_inject_once_the_source_is_learned() {
         };
         assert_eq!(stats[0].dropped_source, 1);
         assert!(stats[0].dropped_invalid >= 2, "{:?}", stats[0]);
-        assert_eq!(stats[0].rx_packets, 6);
+        assert_eq!(stats[0].rx_packets, 6 + probes);
     }
 }
 
@@ -191,6 +231,7 @@ fn payload_types_are_mapped_per_leg() {
         };
         engine.set_remote(opened.handle, LegSide::A, ra).unwrap();
         engine.set_remote(opened.handle, LegSide::B, rb).unwrap();
+        media_up(&a, &b, ours, 111);
         for (i, (pt, want)) in [
             (111, Some(96)),
             (101, Some(97)),
