@@ -344,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 0 => Duration::MAX,
                 s => Duration::from_secs(s),
             },
+            rtcp_interval: Duration::from_secs(5),
             force_epoll: cli.io == "epoll",
         },
         Some(reactor.waker()),

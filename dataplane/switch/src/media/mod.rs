@@ -48,6 +48,9 @@ pub struct MediaSettings {
     pub ports: PortRange,
     /// A call whose legs both received nothing for this long is reported.
     pub inactivity: Duration,
+    /// How often each relayed leg gets our RTCP report (SR or RR with
+    /// SDES); RFC 3550's 5 s is the usual value.
+    pub rtcp_interval: Duration,
     /// Use epoll even where io_uring works.
     pub force_epoll: bool,
 }
@@ -216,6 +219,7 @@ impl MediaEngine {
             let events = ev_tx.clone();
             let notify = notify.clone();
             let inactivity = settings.inactivity;
+            let rtcp_interval = settings.rtcp_interval;
             let count = Arc::clone(&relayed);
             let workers_n = settings.workers.max(1);
             let thread = std::thread::Builder::new()
@@ -238,7 +242,16 @@ impl MediaEngine {
                     if init_tx.send(Ok(reactor.waker())).is_err() {
                         return;
                     }
-                    worker::Worker::new(reactor, rx, events, notify, inactivity, count, i).run();
+                    worker::Worker::new(
+                        reactor,
+                        rx,
+                        events,
+                        notify,
+                        (inactivity, rtcp_interval),
+                        count,
+                        i,
+                    )
+                    .run();
                 })?;
             let waker = init_rx
                 .recv()

@@ -13,6 +13,11 @@ use super::*;
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn engines(ports: &str) -> Vec<MediaEngine> {
+    engines_reporting(ports, Duration::from_secs(5))
+}
+
+/// Both IO backends, with RTCP reports every `rtcp_interval`.
+fn engines_reporting(ports: &str, rtcp_interval: Duration) -> Vec<MediaEngine> {
     [true, false]
         .into_iter()
         .map(|force_epoll| {
@@ -22,6 +27,7 @@ fn engines(ports: &str) -> Vec<MediaEngine> {
                     bind_ip: LO,
                     ports: ports.parse().unwrap(),
                     inactivity: Duration::from_secs(1),
+                    rtcp_interval,
                     force_epoll,
                 },
                 None,
@@ -262,6 +268,7 @@ fn a_quiet_call_is_reported_and_ports_are_reused() {
             bind_ip: LO,
             ports: "31300-31307".parse().unwrap(),
             inactivity: Duration::from_millis(300),
+            rtcp_interval: Duration::from_secs(5),
             force_epoll: false,
         },
         None,
@@ -405,4 +412,80 @@ fn recv_now(s: &UdpSocket) -> Option<Vec<u8>> {
     let r = s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec());
     let _ = s.set_nonblocking(false);
     r
+}
+
+/// An RTP socket and the RTCP socket on the port above it.
+fn phone_pair() -> (UdpSocket, UdpSocket) {
+    loop {
+        let rtp = phone();
+        let port = rtp.local_addr().unwrap().port();
+        if port.is_multiple_of(2)
+            && let Ok(rtcp) = UdpSocket::bind((LO, port + 1))
+        {
+            rtcp.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            return (rtp, rtcp);
+        }
+    }
+}
+
+#[test]
+fn each_relayed_leg_gets_its_own_rtcp_reports() {
+    use codeb_media::rtcp::{Compound, RtcpPacket};
+    for mut engine in engines_reporting("31600-31699", Duration::from_millis(300)) {
+        let opened = engine.open().unwrap();
+        let ((a, a_rtcp), (b, b_rtcp)) = (phone_pair(), phone_pair());
+        let ours = SocketAddr::new(LO, opened.ports[0]);
+        engine
+            .set_remote(opened.handle, LegSide::A, remote(&a, 0))
+            .unwrap();
+        engine
+            .set_remote(opened.handle, LegSide::B, remote(&b, 0))
+            .unwrap();
+        let (probes, _) = media_up(&a, &b, ours, 0);
+        for i in 0..10u16 {
+            a.send_to(
+                &packet(0, 100 + i, u32::from(i) * 160, 0xA0A0, &[7; 160]),
+                ours,
+            )
+            .unwrap();
+            recv(&b).expect("relayed");
+        }
+        // Within two report intervals (300 ms here) each side hears from
+        // its own leg: B an SR (we sent to it), A an RR on A's stream.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let (mut sr_to_b, mut rr_to_a) = (None, None);
+        while (sr_to_b.is_none() || rr_to_a.is_none()) && Instant::now() < deadline {
+            let mut buf = [0u8; 1500];
+            if let Ok((n, from)) = b_rtcp.recv_from(&mut buf) {
+                assert_eq!(from.port(), opened.ports[1] + 1, "from B's RTCP port");
+                let c = Compound::parse(&buf[..n]).unwrap();
+                for p in c.packets() {
+                    if let RtcpPacket::SenderReport { info, .. } = p {
+                        sr_to_b = Some(info.packet_count);
+                    }
+                }
+            }
+            if let Ok((n, from)) = a_rtcp.recv_from(&mut buf) {
+                assert_eq!(from.port(), opened.ports[0] + 1, "from A's RTCP port");
+                let c = Compound::parse(&buf[..n]).unwrap();
+                for p in c.packets() {
+                    if let RtcpPacket::ReceiverReport { reports, .. } = p {
+                        rr_to_a = reports
+                            .iter()
+                            .find(|r| r.ssrc == 0xA0A0)
+                            .map(|r| r.cumulative_lost);
+                    }
+                }
+            }
+        }
+        let relayed_probes = u32::try_from(probes).unwrap();
+        let sent = sr_to_b.expect("an SR towards B");
+        assert!(
+            sent >= 10 && sent <= 10 + relayed_probes,
+            "SR packet count {sent}"
+        );
+        assert_eq!(rr_to_a, Some(0), "an RR on A's stream, nothing lost");
+        engine.close(opened.handle, opened.ports);
+    }
 }

@@ -10,7 +10,10 @@
 //! buffer during a loop turn and are sent after it.
 //!
 //! RTCP arriving on the odd ports (or multiplexed on the RTP port) is
-//! validated and counted, not forwarded: each leg is its own RTP session.
+//! validated and counted, not forwarded: each leg is its own RTP session,
+//! and the worker sends each relayed leg its own report every RTCP
+//! interval (an SR once we have sent on the leg, else an RR; a report
+//! block on the far end's stream; SDES CNAME).
 //!
 //! A leg handed to a voice-AI engine (an AI tap), and the legs of a call
 //! whose codecs differ (a transcoding bridge), are not relayed: their
@@ -30,9 +33,9 @@ use codeb_io::{Event, Reactor, SocketId, Waker};
 use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch};
 use codeb_media::pipeline::{self, PacketKind, Pipeline};
 use codeb_media::rewrite::{Source, StreamRewriter};
-use codeb_media::rtcp;
+use codeb_media::rtcp::{self, CompoundWriter, RtcpPacket, SenderInfo};
 use codeb_media::rtp::{self, RtpHeader, RtpPacket};
-use codeb_media::stats::ReceiveStats;
+use codeb_media::stats::{ReceiveStats, SendStats};
 
 use super::{Command, LegSide, MediaEvent, MediaHandle, Remote};
 
@@ -40,6 +43,10 @@ use super::{Command, LegSide, MediaEvent, MediaHandle, Remote};
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// G.711's 20 ms frame at 8 kHz, until a leg's remote says otherwise.
 const DEFAULT_CLOCK: u32 = 8000;
+/// SDES CNAME of the switch's streams.
+const CNAME: &[u8] = b"codeb-switch";
+/// Room for one report (SR, one block, SDES).
+const REPORT_ROOM: usize = 256;
 
 /// A leg's counters, as reported with its call's events.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -72,6 +79,14 @@ struct Leg {
     rx: ReceiveStats,
     stats: LegStats,
     last_rx: Option<Instant>,
+    /// The far end's stream (the SSRC of its last accepted packet), for
+    /// our report block.
+    remote_ssrc: Option<u32>,
+    /// What we sent on the leg, for our SR.
+    send: SendStats,
+    /// Where the far end's RTCP came from (else RTP port + 1).
+    rtcp_from: Option<SocketAddr>,
+    next_report: Option<Instant>,
 }
 
 impl Leg {
@@ -150,6 +165,8 @@ struct State {
     out: Vec<u8>,
     sends: Vec<(SocketId, SocketAddr, usize, usize)>,
     unknown_socket: u64,
+    /// Our RTCP reports among this turn's sends (not relayed packets).
+    reports_queued: usize,
     ssrc_seed: std::collections::hash_map::RandomState,
 }
 
@@ -159,6 +176,7 @@ pub(super) struct Worker {
     events: SyncSender<MediaEvent>,
     notify: Option<Waker>,
     inactivity: Duration,
+    rtcp_interval: Duration,
     relayed: Arc<AtomicU64>,
     dropped_events: u64,
     st: State,
@@ -170,7 +188,7 @@ impl Worker {
         rx: Receiver<Command>,
         events: SyncSender<MediaEvent>,
         notify: Option<Waker>,
-        inactivity: Duration,
+        (inactivity, rtcp_interval): (Duration, Duration),
         relayed: Arc<AtomicU64>,
         worker: usize,
     ) -> Worker {
@@ -180,6 +198,7 @@ impl Worker {
             events,
             notify,
             inactivity,
+            rtcp_interval: rtcp_interval.max(Duration::from_millis(100)),
             relayed,
             dropped_events: 0,
             st: State {
@@ -190,13 +209,15 @@ impl Worker {
                 out: Vec::with_capacity(64 * 1024),
                 sends: Vec::with_capacity(512),
                 unknown_socket: 0,
+                reports_queued: 0,
                 ssrc_seed: std::collections::hash_map::RandomState::new(),
             },
         }
     }
 
     pub(super) fn run(&mut self) {
-        let mut next_check = Instant::now() + CHECK_EVERY;
+        let every = CHECK_EVERY.min(self.rtcp_interval);
+        let mut next_check = Instant::now() + every;
         loop {
             if !self.commands() {
                 break;
@@ -204,7 +225,8 @@ impl Worker {
             let now = Instant::now();
             if now >= next_check {
                 self.check_quiet(now);
-                next_check = now + CHECK_EVERY;
+                self.st.reports(now, self.rtcp_interval);
+                next_check = now + every;
             }
             let next_tap = self.st.tap_timers(now);
             if !self.st.sends.is_empty() {
@@ -246,6 +268,7 @@ impl Worker {
         }
         self.st.sends.clear();
         self.st.out.clear();
+        let n = n.saturating_sub(std::mem::take(&mut self.st.reports_queued));
         if n > 0 {
             self.relayed.fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -312,6 +335,10 @@ impl Worker {
                 rx: ReceiveStats::new(DEFAULT_CLOCK),
                 stats: LegStats::default(),
                 last_rx: None,
+                remote_ssrc: None,
+                send: SendStats::default(),
+                rtcp_from: None,
+                next_report: None,
             });
         }
         let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
@@ -486,7 +513,76 @@ fn drain(
     }
 }
 
+/// The NTP timestamp (RFC 3550 §4) of the wall clock now.
+fn ntp_now() -> u64 {
+    let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) else {
+        return 0;
+    };
+    let secs = d.as_secs() + 2_208_988_800;
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
 impl State {
+    /// Sends each relayed leg its RTCP report when one is due (legs on a
+    /// pipeline get theirs from it).
+    fn reports(&mut self, now: Instant, interval: Duration) {
+        let mut ntp: Option<u64> = None;
+        for call in self.calls.values_mut() {
+            for (i, leg) in call.legs.iter_mut().enumerate() {
+                let side = if i == 0 { LegSide::A } else { LegSide::B };
+                if call
+                    .pipe
+                    .as_ref()
+                    .is_some_and(|p| p.kind.leg_of(side).is_some())
+                {
+                    continue;
+                }
+                let Some(remote) = leg.remote else {
+                    continue;
+                };
+                let due = *leg.next_report.get_or_insert(now + interval);
+                if now < due {
+                    continue;
+                }
+                leg.next_report = Some(now + interval);
+                let to = leg.rtcp_from.unwrap_or_else(|| {
+                    SocketAddr::new(remote.addr.ip(), remote.addr.port().wrapping_add(1))
+                });
+                let ntp = *ntp.get_or_insert_with(ntp_now);
+                let ours = leg.out.ssrc();
+                let block = match leg.remote_ssrc {
+                    Some(ssrc) if leg.rx.received() > 0 => Some(leg.rx.report_block(now, ssrc)),
+                    _ => None,
+                };
+                let start = self.out.len();
+                self.out.resize(start + REPORT_ROOM, 0);
+                let mut w = CompoundWriter::new(&mut self.out[start..]);
+                let written = if leg.send.packets > 0 {
+                    let info = SenderInfo {
+                        ntp,
+                        rtp_timestamp: leg.send.rtp_ts_at(now, remote.clock_rate),
+                        packet_count: leg.send.packets as u32,
+                        octet_count: leg.send.octets as u32,
+                    };
+                    w.sender_report(ours, &info, block.as_slice())
+                } else {
+                    w.receiver_report(ours, block.as_slice())
+                }
+                .and_then(|_| w.sdes_cname(ours, CNAME));
+                let n = w.len();
+                match written {
+                    Ok(()) => {
+                        self.out.truncate(start + n);
+                        self.sends.push((leg.rtcp, to, start, start + n));
+                        self.reports_queued += 1;
+                    }
+                    Err(_) => self.out.truncate(start),
+                }
+            }
+        }
+    }
+
     /// Runs the pipelines' due timers (AI playout pacing, jitter-buffer
     /// playout, RTCP reports); returns when the next one falls due.
     fn tap_timers(&mut self, now: Instant) -> Option<Instant> {
@@ -567,11 +663,21 @@ impl State {
             }
         };
         if is_rtcp || rtp::is_rtcp(data) {
-            if rtcp::Compound::parse(data).is_ok() {
+            if let Ok(compound) = rtcp::Compound::parse(data) {
                 // RTCP from the far end keeps a held call alive.
                 this.stats.rtcp_packets += 1;
                 this.last_rx = Some(now);
                 call.reported_quiet = false;
+                if this.remote.is_some_and(|r| r.addr.ip() == from.ip()) {
+                    this.rtcp_from = Some(from);
+                }
+                for p in compound.packets() {
+                    if let RtcpPacket::SenderReport { ssrc, info, .. } = p
+                        && Some(ssrc) == this.remote_ssrc
+                    {
+                        this.rx.on_sender_report(now, info.ntp);
+                    }
+                }
             } else {
                 this.stats.dropped_invalid += 1;
             }
@@ -591,6 +697,7 @@ impl State {
         call.reported_quiet = false;
         this.rx
             .update(now, pkt.sequence(), pkt.timestamp(), pkt.payload().len());
+        this.remote_ssrc = Some(pkt.ssrc());
         let (Some(there), Some(here)) = (other.remote, this.remote) else {
             this.stats.dropped_unrouted += 1;
             return;
@@ -638,6 +745,9 @@ impl State {
         }
         other.stats.tx_packets += 1;
         other.stats.tx_bytes += data.len() as u64;
+        other
+            .send
+            .on_sent(now, mapped.timestamp, pkt.payload().len());
         self.sends.push((other.rtp, to, start, end));
     }
 }
