@@ -137,7 +137,9 @@ pub enum AiNote {
     EndCall { reason: String },
     /// The session could not start or was lost; the call cannot go on.
     Failed { detail: String },
-    /// The session's token usage, once, at its end.
+    /// Tokens used since the last Usage note: the vendor's reports as they
+    /// come, or, at the end of a session it never reported on, the
+    /// estimate from the audio.
     Usage {
         input: u64,
         output: u64,

@@ -214,22 +214,29 @@ impl Conversation {
     }
 }
 
-/// The usage note for a session's final counters.
-pub(super) fn usage_note(u: &Usage) -> AiNote {
-    if u.reports > 0 {
-        AiNote::Usage {
-            input: u.prompt_tokens,
-            output: u.response_tokens,
+/// The usage not yet reported, as an increment: what the vendor reported
+/// since `sent` (sent as it comes, so a node lost mid-call loses little),
+/// or, at the `end` of a session whose vendor never reported, the
+/// estimate from its audio. None when there is nothing to add.
+pub(super) fn usage_note(total: &Usage, sent: &Usage, end: bool) -> Option<AiNote> {
+    if total.reports > 0 {
+        let input = total.prompt_tokens.saturating_sub(sent.prompt_tokens);
+        let output = total.response_tokens.saturating_sub(sent.response_tokens);
+        return (input > 0 || output > 0).then_some(AiNote::Usage {
+            input,
+            output,
             estimated: false,
-        }
-    } else {
-        let per_s = codeb_ai::event::TOKENS_PER_AUDIO_SECOND;
-        AiNote::Usage {
-            input: u.audio_in_us.saturating_mul(per_s) / 1_000_000,
-            output: u.audio_out_us.saturating_mul(per_s) / 1_000_000,
-            estimated: true,
-        }
+        });
     }
+    if !end {
+        return None;
+    }
+    let per_s = codeb_ai::event::TOKENS_PER_AUDIO_SECOND;
+    Some(AiNote::Usage {
+        input: total.audio_in_us.saturating_mul(per_s) / 1_000_000,
+        output: total.audio_out_us.saturating_mul(per_s) / 1_000_000,
+        estimated: true,
+    })
 }
 
 /// Engine audio on its way into the tap's ring.
@@ -345,6 +352,7 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut usage = Usage::default();
+    let mut usage_sent = Usage::default();
     let mut stop_by: Option<Instant> = None;
     let mut busy_drops = 0u64;
     loop {
@@ -455,7 +463,13 @@ pub(super) async fn run(
                         };
                         let _ = session.tool_result(id, name, out).await;
                     }
-                    EngineEvent::Usage(u) => usage = u,
+                    EngineEvent::Usage(u) => {
+                        usage = u;
+                        if let Some(n) = usage_note(&usage, &usage_sent, false) {
+                            usage_sent = usage;
+                            notes.send(n).await;
+                        }
+                    }
                     EngineEvent::Closed { code, error, usage: u } => {
                         usage = u;
                         if stop_by.is_none() {
@@ -491,7 +505,9 @@ pub(super) async fn run(
     for n in conv.finish(Instant::now()) {
         notes.send(n).await;
     }
-    notes.send(usage_note(&usage)).await;
+    if let Some(n) = usage_note(&usage, &usage_sent, true) {
+        notes.send(n).await;
+    }
     notes.send(AiNote::Closed).await;
     tracing::info!(call_id = %call_id, tokens = usage.tokens_total(), "AI session closed");
 }
@@ -573,28 +589,41 @@ mod tests {
     }
 
     #[test]
-    fn usage_is_reported_or_estimated() {
+    fn usage_is_reported_as_increments_or_estimated_at_the_end() {
+        let none = Usage::default();
         let mut u = Usage {
             audio_in_us: 10_000_000,
             audio_out_us: 4_000_000,
             ..Usage::default()
         };
+        assert_eq!(usage_note(&u, &none, false), None, "no estimate mid-call");
         assert_eq!(
-            usage_note(&u),
-            AiNote::Usage {
+            usage_note(&u, &none, true),
+            Some(AiNote::Usage {
                 input: 250,
                 output: 100,
                 estimated: true
-            }
+            })
         );
         u.add_report(30, 70, 100);
         assert_eq!(
-            usage_note(&u),
-            AiNote::Usage {
+            usage_note(&u, &none, false),
+            Some(AiNote::Usage {
                 input: 30,
                 output: 70,
                 estimated: false
-            }
+            })
+        );
+        let sent = u;
+        assert_eq!(usage_note(&u, &sent, true), None, "nothing new at the end");
+        u.add_report(5, 20, 25);
+        assert_eq!(
+            usage_note(&u, &sent, true),
+            Some(AiNote::Usage {
+                input: 5,
+                output: 20,
+                estimated: false
+            })
         );
     }
 
