@@ -15,6 +15,15 @@ use super::*;
 use crate::config::RouteTarget;
 use crate::routing::{self, CallFacts};
 
+/// A new call's A leg, ready (see [`Core::open_a_leg`]).
+pub(super) struct OpenedA {
+    /// Its dialog, our answer and what it negotiated.
+    pub a: Leg,
+    pub call_media: media::CallMedia,
+    /// The call's second port, for its B side.
+    pub b_port: u16,
+}
+
 impl Core {
     /// A new INVITE: check, route, and fork the B-leg.
     pub(crate) fn on_invite(
@@ -197,84 +206,29 @@ impl Core {
         targets: Vec<Target>,
         trunks: Vec<String>,
     ) {
-        let a_tag = self.ids.tag();
-        let Some(local) = self.dialog_local(&source) else {
-            return self.reject(now, id, &req, StatusCode::SERVER_INTERNAL_ERROR, None);
+        let Some(opened) = self.open_a_leg(now, id, &req, source, offer) else {
+            return;
         };
-        let config = self.dialog_config(Side::A);
-        let a_dialog = match Dialog::uas(&req, &a_tag, local, source, config, &mut self.ids) {
-            Ok(d) => d,
-            Err(e) => {
-                let warning = e.to_string();
-                return self.reject(now, id, &req, StatusCode::BAD_REQUEST, Some(&warning));
-            }
-        };
-        let Some(call_media) = self.calls.media.open() else {
-            return self.reject(
-                now,
-                id,
-                &req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("no media ports left"),
-            );
-        };
-        let [a_port, b_port] = call_media.ports;
+        let OpenedA {
+            a,
+            call_media,
+            b_port,
+        } = opened;
         let key = self.calls.next_key;
-        let a_media = LocalMedia {
-            addr: self.calls.media_ip,
-            port: a_port,
-            codecs: CODECS.to_vec(),
-            ptime: 20,
-            direction: Direction::SendRecv,
-            session_id: self.ids.next_u64() >> 1,
-            session_version: 1,
-        };
-        let (answer, negotiated) = match sdp::answer(offer, &a_media) {
-            Ok(x) => x,
-            Err(e) => {
-                self.calls.media.close(call_media);
-                let warning = e.to_string();
-                return self.reject(
-                    now,
-                    id,
-                    &req,
-                    StatusCode::NOT_ACCEPTABLE_HERE,
-                    Some(&warning),
-                );
-            }
+        let Some(a_id) = a.dialog.clone() else {
+            return;
         };
         // Prefer A's codec on B so the call can be relayed without
         // transcoding.
-        let mut b_codecs = vec![negotiated.codec];
-        b_codecs.extend(CODECS.iter().copied().filter(|c| *c != negotiated.codec));
+        let first = a.negotiated.as_ref().map(|n| n.codec);
+        let mut b_codecs: Vec<Codec> = first.into_iter().collect();
+        b_codecs.extend(CODECS.iter().copied().filter(|c| Some(*c) != first));
         let b_media = LocalMedia {
             port: b_port,
             codecs: b_codecs,
             session_id: self.ids.next_u64() >> 1,
-            ..a_media.clone()
+            ..a.media.clone()
         };
-        let a_id = match self.calls.dialogs.insert(a_dialog) {
-            Ok(a_id) => a_id,
-            Err(e) => {
-                self.calls.media.close(call_media);
-                let warning = e.to_string();
-                return self.reject(
-                    now,
-                    id,
-                    &req,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some(&warning),
-                );
-            }
-        };
-        let mut a = Leg::new(a_media);
-        a.dialog = Some(a_id.clone());
-        a.sdp = Bytes::from(answer.to_text());
-        a.negotiated = Some(negotiated);
-        a.update = req
-            .headers
-            .allow()
-            .is_ok_and(|m| m.contains(&Method::Update));
         let mut b = Leg::new(b_media);
         b.sdp = Bytes::from(sdp::offer(&b.media).to_text());
         let mut call = Call {
@@ -317,6 +271,77 @@ impl Core {
             self.calls.by_media.insert(h, key);
         }
         self.calls.calls.insert(key, call);
+    }
+
+    /// The A leg of a new call: its UAS dialog (in the table), the call's
+    /// two media ports and our SDP answer to A's offer. None when the call
+    /// was refused (the response is sent and nothing is held).
+    pub(super) fn open_a_leg(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        req: &Request,
+        source: Flow,
+        offer: &Sdp,
+    ) -> Option<OpenedA> {
+        let a_tag = self.ids.tag();
+        let Some(local) = self.dialog_local(&source) else {
+            self.reject(now, id, req, StatusCode::SERVER_INTERNAL_ERROR, None);
+            return None;
+        };
+        let config = self.dialog_config(Side::A);
+        let a_dialog = match Dialog::uas(req, &a_tag, local, source, config, &mut self.ids) {
+            Ok(d) => d,
+            Err(e) => {
+                let warning = e.to_string();
+                self.reject(now, id, req, StatusCode::BAD_REQUEST, Some(&warning));
+                return None;
+            }
+        };
+        let Some(call_media) = self.calls.media.open() else {
+            self.reject(
+                now,
+                id,
+                req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("no media ports left"),
+            );
+            return None;
+        };
+        let [a_port, b_port] = call_media.ports;
+        let a_media = LocalMedia {
+            addr: self.calls.media_ip,
+            port: a_port,
+            codecs: CODECS.to_vec(),
+            ptime: 20,
+            direction: Direction::SendRecv,
+            session_id: self.ids.next_u64() >> 1,
+            session_version: 1,
+        };
+        let refused = match sdp::answer(offer, &a_media) {
+            Ok((answer, negotiated)) => match self.calls.dialogs.insert(a_dialog) {
+                Ok(a_id) => {
+                    let mut a = Leg::new(a_media);
+                    a.dialog = Some(a_id);
+                    a.sdp = Bytes::from(answer.to_text());
+                    a.negotiated = Some(negotiated);
+                    a.update = req
+                        .headers
+                        .allow()
+                        .is_ok_and(|m| m.contains(&Method::Update));
+                    return Some(OpenedA {
+                        a,
+                        call_media,
+                        b_port,
+                    });
+                }
+                Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            },
+            Err(e) => (StatusCode::NOT_ACCEPTABLE_HERE, e.to_string()),
+        };
+        self.calls.media.close(call_media);
+        self.reject(now, id, req, refused.0, Some(&refused.1));
+        None
     }
 
     /// Sends the B-leg INVITE to every target (parallel forking).

@@ -6,11 +6,11 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-use codeb_sip::sdp::{self, Direction, LocalMedia, Sdp};
+use codeb_sip::sdp::{LocalMedia, Sdp};
 use codeb_sip::transaction::TransactionId;
-use codeb_sip::{Dialog, Method, Request, StatusCode};
+use codeb_sip::{Request, StatusCode};
 
+use super::inbound::OpenedA;
 use super::originate::{CallEvent, CallEventKind, Origin};
 use super::*;
 use crate::ai::Persona;
@@ -69,80 +69,24 @@ impl Core {
             tracing::warn!(number = v.number, error = %e, "virtual number has a persona the node cannot run");
             return self.reject(now, id, &req, StatusCode::SERVICE_UNAVAILABLE, Some(&e));
         }
-        let a_tag = self.ids.tag();
-        let Some(local) = self.dialog_local(&source) else {
-            return self.reject(now, id, &req, StatusCode::SERVER_INTERNAL_ERROR, None);
+        let Some(opened) = self.open_a_leg(now, id, &req, source, offer) else {
+            return;
         };
-        let config = self.dialog_config(Side::A);
-        let a_dialog = match Dialog::uas(&req, &a_tag, local, source, config, &mut self.ids) {
-            Ok(d) => d,
-            Err(e) => {
-                let warning = e.to_string();
-                return self.reject(now, id, &req, StatusCode::BAD_REQUEST, Some(&warning));
-            }
-        };
-        let Some(call_media) = self.calls.media.open() else {
-            return self.reject(
-                now,
-                id,
-                &req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("no media ports left"),
-            );
-        };
-        let [a_port, b_port] = call_media.ports;
-        let a_media = LocalMedia {
-            addr: self.calls.media_ip,
-            port: a_port,
-            codecs: CODECS.to_vec(),
-            ptime: 20,
-            direction: Direction::SendRecv,
-            session_id: self.ids.next_u64() >> 1,
-            session_version: 1,
-        };
-        let (answer, negotiated) = match sdp::answer(offer, &a_media) {
-            Ok(x) => x,
-            Err(e) => {
-                self.calls.media.close(call_media);
-                let warning = e.to_string();
-                return self.reject(
-                    now,
-                    id,
-                    &req,
-                    StatusCode::NOT_ACCEPTABLE_HERE,
-                    Some(&warning),
-                );
-            }
-        };
-        let a_id = match self.calls.dialogs.insert(a_dialog) {
-            Ok(a_id) => a_id,
-            Err(e) => {
-                self.calls.media.close(call_media);
-                let warning = e.to_string();
-                return self.reject(
-                    now,
-                    id,
-                    &req,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some(&warning),
-                );
-            }
+        let OpenedA {
+            a,
+            call_media,
+            b_port,
+        } = opened;
+        let Some(a_id) = a.dialog.clone() else {
+            return;
         };
         let key = self.calls.next_key;
         self.calls.next_key += 1;
         let call_id = format!("vnum{:012x}", self.ids.next_u64() & 0xffff_ffff_ffff);
-        let mut a = Leg::new(a_media.clone());
-        a.dialog = Some(a_id.clone());
-        a.sdp = Bytes::from(answer.to_text());
-        a.negotiated = Some(negotiated);
-        a.update = req
-            .headers
-            .allow()
-            .is_ok_and(|m| m.contains(&Method::Update));
         // The B side's port stays unused: the AI is the other party.
         let b = Leg::new(LocalMedia {
             port: b_port,
-            ..a_media
+            ..a.media.clone()
         });
         let answered_ms = self.wall_ms(now);
         let call = Call {
