@@ -154,15 +154,55 @@ async fn next(s: &mut tonic::Streaming<v1::Event>, wait: Duration) -> Option<v1:
         .and_then(|r| r.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
+/// Every event of the node's journal, from the start.
+async fn subscribe_all(
+    c: &mut SwitchClient<tonic::transport::Channel>,
+) -> tonic::Streaming<v1::Event> {
+    c.subscribe(v1::SubscribeRequest {
+        journal_id: String::new(),
+        after_seq: 0,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// Events up to and including the first CallEnded (or until 30 s pass
+/// without one).
+async fn until_ended(events: &mut tonic::Streaming<v1::Event>) -> Vec<v1::Event> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Some(ev) = next(events, Duration::from_secs(30)).await else {
+            break;
+        };
+        let end = matches!(ev.kind, Some(event::Kind::Ended(_)));
+        got.push(ev);
+        if end {
+            break;
+        }
+    }
+    got
+}
+
+/// An outbound set-up: the Gemini simulator, a SIPp carrier that answers
+/// one call with its media on `media` (a socket the test owns), and a
+/// switch whose default trunk is that carrier.
+struct Outbound {
+    sim: SimServer,
+    sw: Switch,
+    carrier: common::Sipp,
+    media: UdpSocket,
+    _dir: tempfile::TempDir,
+}
+
+async fn outbound() -> Outbound {
     let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
         .await
         .unwrap();
     let media = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let media_port = media.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let scenario = callee_scenario(dir.path(), media_port);
+    let scenario = callee_scenario(dir.path(), media.local_addr().unwrap().port());
     let carrier = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
     let config = format!(
         "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n",
@@ -176,6 +216,24 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
             ("CODEB_GEMINI_API_KEY", "sim-key"),
         ],
     );
+    Outbound {
+        sim,
+        sw,
+        carrier,
+        media,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
+    let Outbound {
+        sim,
+        sw,
+        carrier,
+        media,
+        _dir,
+    } = outbound().await;
     let stop = Arc::new(AtomicBool::new(false));
     let heard = Arc::new(Heard::default());
     // The callee listens to the greeting, then talks for 1.2 s.
@@ -189,14 +247,7 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
     );
 
     let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
-    let mut events = c
-        .subscribe(v1::SubscribeRequest {
-            journal_id: String::new(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = subscribe_all(&mut c).await;
     c.place_call(v1::PlaceCallRequest {
         call_id: "oac-ai-0001".into(),
         tenant: "example.com".into(),
@@ -215,18 +266,7 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
     .await
     .unwrap();
 
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let Some(ev) = next(&mut events, Duration::from_secs(30)).await else {
-            break;
-        };
-        let end = matches!(ev.kind, Some(event::Kind::Ended(_)));
-        got.push(ev);
-        if end {
-            break;
-        }
-    }
+    let got = until_ended(&mut events).await;
     stop.store(true, Ordering::Relaxed);
     phone.join().unwrap();
     let kinds: Vec<_> = got.iter().filter_map(|e| e.kind.clone()).collect();
@@ -354,14 +394,7 @@ async fn a_virtual_number_is_answered_by_its_ai_persona() {
     );
     let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
     c.apply_config(receptionist(1)).await.unwrap();
-    let mut events = c
-        .subscribe(v1::SubscribeRequest {
-            journal_id: String::new(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = subscribe_all(&mut c).await;
     // The caller (SIPp, offering PCMA) waits for the AI to hang up.
     let target = sw.sip;
     let caller = tokio::task::spawn_blocking(move || {
@@ -377,14 +410,7 @@ async fn a_virtual_number_is_answered_by_its_ai_persona() {
             ],
         )
     });
-    let mut got = Vec::new();
-    while let Some(ev) = next(&mut events, Duration::from_secs(20)).await {
-        let end = matches!(ev.kind, Some(event::Kind::Ended(_)));
-        got.push(ev);
-        if end {
-            break;
-        }
-    }
+    let got = until_ended(&mut events).await;
     assert_eq!(caller.await.unwrap(), (1, 0), "the caller got the AI's BYE");
     let call_id = got.first().map(|e| e.call_id.clone()).unwrap_or_default();
     assert!(
@@ -444,25 +470,13 @@ async fn a_virtual_number_is_answered_by_its_ai_persona() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voicemail_beep_ends_the_call_as_voicemail() {
-    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
-        .await
-        .unwrap();
-    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = callee_scenario(dir.path(), media.local_addr().unwrap().port());
-    let mut carrier = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
-    let config = format!(
-        "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n",
-        carrier.port
-    );
-    let url = sim.url();
-    let sw = Switch::start(
-        &config,
-        &[
-            ("CODEB_GEMINI_URL", url.as_str()),
-            ("CODEB_GEMINI_API_KEY", "sim-key"),
-        ],
-    );
+    let Outbound {
+        sim: _sim,
+        sw,
+        mut carrier,
+        media,
+        _dir,
+    } = outbound().await;
     let stop = Arc::new(AtomicBool::new(false));
     // The machine: a second of greeting-time silence, then its beep.
     let phone = callee_media(
@@ -474,14 +488,7 @@ async fn a_voicemail_beep_ends_the_call_as_voicemail() {
         Arc::new(Heard::default()),
     );
     let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
-    let mut events = c
-        .subscribe(v1::SubscribeRequest {
-            journal_id: String::new(),
-            after_seq: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = subscribe_all(&mut c).await;
     c.place_call(v1::PlaceCallRequest {
         call_id: "oac-vm-0001".into(),
         tenant: "example.com".into(),
@@ -495,13 +502,13 @@ async fn a_voicemail_beep_ends_the_call_as_voicemail() {
     })
     .await
     .unwrap();
-    let mut end = None;
-    while let Some(ev) = next(&mut events, Duration::from_secs(20)).await {
-        if let Some(event::Kind::Ended(e)) = ev.kind {
-            end = Some(e);
-            break;
-        }
-    }
+    let end = until_ended(&mut events)
+        .await
+        .pop()
+        .and_then(|e| match e.kind {
+            Some(event::Kind::Ended(e)) => Some(e),
+            _ => None,
+        });
     stop.store(true, Ordering::Relaxed);
     phone.join().unwrap();
     let end = end.expect("CallEnded");
