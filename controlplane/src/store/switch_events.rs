@@ -329,29 +329,10 @@ impl Store {
                 text,
                 at_ms,
             } => {
-                let stored = tx.turn_count(&call.call_id, call.attempt).await?;
-                if stored >= MAX_TURNS_PER_ATTEMPT {
-                    return Ok(Applied::Skipped(format!(
-                        "more than {MAX_TURNS_PER_ATTEMPT} transcript turns"
-                    )));
+                let turn = (*speaker, text.as_str(), *at_ms);
+                if let Some(skipped) = tx.add_turn(&call.call_id, call.attempt, ev, turn).await? {
+                    return Ok(skipped);
                 }
-                let text = cut(text, MAX_TURN_TEXT);
-                on_tx!(tx, |t| {
-                    sqlx::query(
-                        "INSERT INTO call_turns (call_id, attempt, journal_id, seq, speaker, \
-                         text, at_ms, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, 0) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&call.call_id)
-                    .bind(call.attempt)
-                    .bind(&ev.journal_id)
-                    .bind(ev.seq)
-                    .bind(speaker.as_str())
-                    .bind(&text)
-                    .bind(*at_ms)
-                    .execute(&mut **t)
-                    .await?;
-                });
             }
             EventKind::Usage { input, output } => {
                 on_tx!(tx, |t| {
@@ -400,7 +381,42 @@ impl StoreTx {
         Ok(row)
     }
 
-    pub(super) async fn turn_count(&mut self, call_id: &str, attempt: i64) -> Result<i64> {
+    /// Stores one transcript turn of an attempt (once per event: a
+    /// replayed event inserts nothing); Some(skip) past the attempt's turn
+    /// limit.
+    pub(super) async fn add_turn(
+        &mut self,
+        call_id: &str,
+        attempt: i64,
+        ev: &SwitchEvent,
+        (speaker, text, at_ms): (Speaker, &str, i64),
+    ) -> Result<Option<Applied>> {
+        if self.turn_count(call_id, attempt).await? >= MAX_TURNS_PER_ATTEMPT {
+            return Ok(Some(Applied::Skipped(format!(
+                "more than {MAX_TURNS_PER_ATTEMPT} transcript turns"
+            ))));
+        }
+        let text = cut(text, MAX_TURN_TEXT);
+        on_tx!(self, |t| {
+            sqlx::query(
+                "INSERT INTO call_turns (call_id, attempt, journal_id, seq, speaker, \
+                 text, at_ms, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, 0) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(call_id)
+            .bind(attempt)
+            .bind(&ev.journal_id)
+            .bind(ev.seq)
+            .bind(speaker.as_str())
+            .bind(&text)
+            .bind(at_ms)
+            .execute(&mut **t)
+            .await?;
+        });
+        Ok(None)
+    }
+
+    async fn turn_count(&mut self, call_id: &str, attempt: i64) -> Result<i64> {
         on_tx!(self, |t| {
             Ok(sqlx::query_scalar(
                 "SELECT COUNT(*) FROM call_turns WHERE call_id = $1 AND attempt = $2",

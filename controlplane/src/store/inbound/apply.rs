@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{ATTEMPT, InboundCallRecord};
 use crate::store::dispatch::{AttemptEnd, MAX_ERROR_DETAIL, cut};
 use crate::store::numbers::number_from_row;
-use crate::store::switch_events::{InboundStart, MAX_TURN_TEXT, MAX_TURNS_PER_ATTEMPT};
+use crate::store::switch_events::InboundStart;
 use crate::store::tx::{StoreTx, on_tx};
 use crate::store::{
     Applied, EventKind, NumberRecord, Result, Store, SwitchEvent, TranscriptRecord, Turn, on_pool,
@@ -204,28 +204,10 @@ impl Store {
                     // Not kept: the number does not save transcripts.
                     return Ok(Applied::Applied);
                 }
-                if tx.turn_count(id, ATTEMPT).await? >= MAX_TURNS_PER_ATTEMPT {
-                    return Ok(Applied::Skipped(format!(
-                        "more than {MAX_TURNS_PER_ATTEMPT} transcript turns"
-                    )));
+                let turn = (*speaker, text.as_str(), *at_ms);
+                if let Some(skipped) = tx.add_turn(id, ATTEMPT, ev, turn).await? {
+                    return Ok(skipped);
                 }
-                let text = cut(text, MAX_TURN_TEXT);
-                on_tx!(tx, |t| {
-                    sqlx::query(
-                        "INSERT INTO call_turns (call_id, attempt, journal_id, seq, speaker, \
-                         text, at_ms, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, 0) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(id)
-                    .bind(ATTEMPT)
-                    .bind(&ev.journal_id)
-                    .bind(ev.seq)
-                    .bind(speaker.as_str())
-                    .bind(&text)
-                    .bind(*at_ms)
-                    .execute(&mut **t)
-                    .await?;
-                });
             }
             EventKind::Usage { input, output } => {
                 on_tx!(tx, |t| {
