@@ -70,6 +70,17 @@ pub struct Settings {
     )]
     pub switch_lost_after: String,
 
+    /// Length of one unit of a call's `retryDelayMinutes` (1s to 1m).
+    /// Change only for tests: whole-system tests make a one-minute retry
+    /// delay take a second.
+    #[arg(
+        long,
+        env = "CODEB_CALL_RETRY_DELAY_UNIT",
+        default_value = "1m",
+        global = true
+    )]
+    pub call_retry_delay_unit: String,
+
     /// CIDR blocks webhook URLs may reach despite the SSRF guard
     /// (comma-separated, e.g. 127.0.0.0/8 for tests or 10.1.2.0/24 for an
     /// internal receiver). Everything else private, loopback, link-local,
@@ -133,6 +144,8 @@ pub struct Config {
     pub switch_urls: Vec<String>,
     /// `CODEB_SWITCH_LOST_AFTER`.
     pub switch_lost_after: Duration,
+    /// `CODEB_CALL_RETRY_DELAY_UNIT`: what one `retryDelayMinutes` is.
+    pub call_retry_delay_unit: Duration,
     pub webhooks: WebhookConfig,
 }
 
@@ -196,6 +209,8 @@ pub enum ConfigError {
     BadSwitchUrl(String),
     #[error("CODEB_SWITCH_LOST_AFTER: {0}")]
     BadSwitchLostAfter(String),
+    #[error("CODEB_CALL_RETRY_DELAY_UNIT: {0}")]
+    BadRetryDelayUnit(String),
 }
 
 /// A switch node URL the link can use: `http://host:port` (the link is
@@ -288,6 +303,13 @@ impl Settings {
                 "must be at least 1s (probes run every second)".into(),
             ));
         }
+        let call_retry_delay_unit =
+            parse_duration(&self.call_retry_delay_unit).map_err(ConfigError::BadRetryDelayUnit)?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&call_retry_delay_unit) {
+            return Err(ConfigError::BadRetryDelayUnit(
+                "must be from 1s to 1m (a minute; shorter only for tests)".into(),
+            ));
+        }
         Ok(Config {
             http_addr: self.http_addr,
             data_dir: self.data_dir.clone(),
@@ -299,6 +321,7 @@ impl Settings {
             admin_password: self.admin_password.clone(),
             switch_urls,
             switch_lost_after,
+            call_retry_delay_unit,
             webhooks: WebhookConfig {
                 allow,
                 retry_delays,
@@ -332,6 +355,41 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         for bad in ["", "5", "s", "5h", "-5s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn call_retry_delay_unit_is_a_minute_unless_shortened_for_tests() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let resolve = |args: &[&str]| {
+            use clap::Parser as _;
+            Cli::try_parse_from(std::iter::once("codeb").chain(args.iter().copied()))
+                .unwrap()
+                .settings
+                .resolve()
+        };
+        assert_eq!(
+            resolve(&[]).unwrap().call_retry_delay_unit,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            resolve(&["--call-retry-delay-unit", "1s"])
+                .unwrap()
+                .call_retry_delay_unit,
+            Duration::from_secs(1)
+        );
+        for bad in ["999ms", "2m", "x"] {
+            assert!(
+                matches!(
+                    resolve(&["--call-retry-delay-unit", bad]),
+                    Err(ConfigError::BadRetryDelayUnit(_))
+                ),
+                "{bad}"
+            );
         }
     }
 

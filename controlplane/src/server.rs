@@ -78,7 +78,8 @@ pub async fn bootstrap_admin(
 pub async fn prepare(config: &Config, clock: Clock) -> anyhow::Result<(AppState, Bootstrap)> {
     let store = Store::open(&config.database_url, &config.data_dir)
         .await
-        .with_context(|| format!("opening the database {}", redact_url(&config.database_url)))?;
+        .with_context(|| format!("opening the database {}", redact_url(&config.database_url)))?
+        .with_retry_delay_unit(config.call_retry_delay_unit);
     let signing_key = SigningKey::load_or_create(&config.data_dir)?;
     let now = clock.now();
     let bootstrap = bootstrap_admin(&store, config, now).await?;

@@ -438,10 +438,10 @@ impl Store {
         } else {
             call.retries_left
         };
-        let next_attempt_at = retry.then(|| {
-            now.plus_ms(call.retry_delay_minutes.saturating_mul(60_000))
-                .0
-        });
+        let delay_ms = call
+            .retry_delay_minutes
+            .saturating_mul(self.retry_delay_unit_ms);
+        let next_attempt_at = retry.then(|| now.plus_ms(delay_ms).0);
         // The answer time recorded from the Answered event stands.
         let answered_at = call.answered_at.or(end.answered_at);
         let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);

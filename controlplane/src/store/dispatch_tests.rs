@@ -487,6 +487,33 @@ async fn hangup_of_an_unplaced_dispatch_cancels_it(db: TestDb) {
     );
 }
 
+async fn the_retry_delay_unit_scales_retry_delay_minutes(db: TestDb) {
+    // CODEB_CALL_RETRY_DELAY_UNIT=1s: retryDelayMinutes 5 waits 5 s.
+    let s = &db
+        .store
+        .clone()
+        .with_retry_delay_unit(std::time::Duration::from_secs(1));
+    let call = in_flight(s, 9, 1).await;
+    let now = T0.plus_ms(70_000);
+    s.apply_switch_event(NODE, &ev(1, &call, ended("no-answer", false)), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        status(s, &call.call_id).await,
+        CallStatus::EndedFailedRetryPending
+    );
+    let due = now.plus_ms(5_000);
+    assert!(
+        s.claim_due_calls(due.plus_ms(-1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retry = s.claim_due_calls(due, 10).await.unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].attempt, 2);
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -513,6 +540,7 @@ both!(
     events_apply_once,
     a_failed_application_leaves_no_trace,
     no_answer_is_retried_then_final,
+    the_retry_delay_unit_scales_retry_delay_minutes,
     lost_node_ends_its_calls,
     hangup_of_an_unplaced_dispatch_cancels_it,
 );

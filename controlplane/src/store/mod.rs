@@ -122,6 +122,9 @@ pub struct Store {
     outbox_wake: Arc<Notify>,
     /// Woken when the routing configuration changed in this process.
     config_wake: Arc<Notify>,
+    /// What one unit of a call's `retryDelayMinutes` is, ms (a minute;
+    /// `CODEB_CALL_RETRY_DELAY_UNIT` shortens it for tests).
+    retry_delay_unit_ms: i64,
 }
 
 impl std::fmt::Debug for Store {
@@ -180,7 +183,15 @@ impl Store {
             data_dir: data_dir.to_owned(),
             outbox_wake: Arc::new(Notify::new()),
             config_wake: Arc::new(Notify::new()),
+            retry_delay_unit_ms: 60_000,
         })
+    }
+
+    /// Makes one unit of `retryDelayMinutes` last `unit` instead of a
+    /// minute (`CODEB_CALL_RETRY_DELAY_UNIT`, for tests).
+    pub fn with_retry_delay_unit(mut self, unit: Duration) -> Store {
+        self.retry_delay_unit_ms = i64::try_from(unit.as_millis()).unwrap_or(i64::MAX);
+        self
     }
 
     pub async fn migrate(&self) -> Result<()> {
