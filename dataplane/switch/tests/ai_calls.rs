@@ -25,8 +25,8 @@ use common::Switch;
 const TRUNK: &str = "tr_00000000000000ca";
 
 /// A callee that answers with its media at `media_port` and waits for our
-/// BYE (the AI hangs up).
-fn callee_scenario(dir: &std::path::Path, media_port: u16) -> std::path::PathBuf {
+/// BYE (the AI hangs up); written to `<dir>/<name>.xml`.
+fn callee_scenario(dir: &std::path::Path, name: &str, media_port: u16) -> std::path::PathBuf {
     let xml = format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -71,7 +71,7 @@ fn callee_scenario(dir: &std::path::Path, media_port: u16) -> std::path::PathBuf
 </scenario>
 "#
     );
-    let p = dir.join("callee.xml");
+    let p = dir.join(format!("{name}.xml"));
     std::fs::write(&p, xml).unwrap();
     p
 }
@@ -196,16 +196,17 @@ struct Outbound {
     _dir: tempfile::TempDir,
 }
 
-async fn outbound() -> Outbound {
+/// `extra` is more switch configuration (TOML).
+async fn outbound(extra: &str) -> Outbound {
     let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
         .await
         .unwrap();
     let media = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let scenario = callee_scenario(dir.path(), media.local_addr().unwrap().port());
+    let scenario = callee_scenario(dir.path(), "callee", media.local_addr().unwrap().port());
     let carrier = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
     let config = format!(
-        "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n",
+        "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n{extra}",
         carrier.port
     );
     let url = sim.url();
@@ -233,7 +234,7 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
         carrier,
         media,
         _dir,
-    } = outbound().await;
+    } = outbound("").await;
     let stop = Arc::new(AtomicBool::new(false));
     let heard = Arc::new(Heard::default());
     // The callee listens to the greeting, then talks for 1.2 s.
@@ -476,7 +477,7 @@ async fn a_voicemail_beep_ends_the_call_as_voicemail() {
         mut carrier,
         media,
         _dir,
-    } = outbound().await;
+    } = outbound("").await;
     let stop = Arc::new(AtomicBool::new(false));
     // The machine: a second of greeting-time silence, then its beep.
     let phone = callee_media(
@@ -519,4 +520,139 @@ async fn a_voicemail_beep_ends_the_call_as_voicemail() {
         .wait(Duration::from_secs(10))
         .expect("SIPp got our BYE");
     assert!(st.success(), "SIPp: {st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
+    // The user's phone: a SIPp that answers with its media on a socket
+    // this test owns.
+    let human_media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let human_dir = tempfile::tempdir().unwrap();
+    let scenario = callee_scenario(
+        human_dir.path(),
+        "human",
+        human_media.local_addr().unwrap().port(),
+    );
+    let mut human = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
+    let Outbound {
+        sim,
+        sw,
+        mut carrier,
+        media,
+        _dir,
+    } = outbound(&format!(
+        "[[users]]\nname = \"sales\"\ncontact = \"sip:sales@127.0.0.1:{}\"\n",
+        human.port
+    ))
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let callee_heard = Arc::new(Heard::default());
+    let human_heard = Arc::new(Heard::default());
+    // The callee answers the greeting; the AI transfers on that turn.
+    let callee = callee_media(
+        media,
+        Duration::from_millis(2500),
+        Duration::from_millis(1200),
+        300.0,
+        stop.clone(),
+        callee_heard.clone(),
+    );
+    // The person talks (a 440 Hz tone) once the switch sends them audio.
+    let person = callee_media(
+        human_media,
+        Duration::ZERO,
+        Duration::from_secs(60),
+        440.0,
+        stop.clone(),
+        human_heard.clone(),
+    );
+    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
+    let mut events = subscribe_all(&mut c).await;
+    c.place_call(v1::PlaceCallRequest {
+        call_id: "oac-tr-0001".into(),
+        tenant: "example.com".into(),
+        phone: "+15551230000".into(),
+        attempt: 1,
+        ai: Some(v1::AiSession {
+            system_prompt: "Put callers through to sales. TRANSFER_AFTER_TURNS=1:sales".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut transferred = None;
+    while transferred.is_none() {
+        let ev = next(&mut events, Duration::from_secs(30))
+            .await
+            .expect("CallTransferred within 30 s");
+        match ev.kind {
+            Some(event::Kind::Transferred(t)) => transferred = Some(t),
+            Some(event::Kind::Ended(e)) => panic!("ended before the transfer: {e:?}"),
+            _ => {}
+        }
+    }
+    let t = transferred.unwrap();
+    assert_eq!(
+        (
+            t.to_user.as_str(),
+            t.transfer_type.as_str(),
+            t.trunk_id.as_str()
+        ),
+        ("sales", "outbound-to-user", TRUNK)
+    );
+    // Bridged: each now hears the other (the callee hears the person's
+    // tone; the person gets the callee's stream).
+    let loud_before = callee_heard.loud.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && (callee_heard.loud.load(Ordering::Relaxed) < loud_before + 50
+            || human_heard.packets.load(Ordering::Relaxed) < 50)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (callee_loud, person_packets) = (
+        callee_heard.loud.load(Ordering::Relaxed) - loud_before,
+        human_heard.packets.load(Ordering::Relaxed),
+    );
+    assert!(
+        callee_loud >= 50,
+        "the callee hears the person: {callee_loud} loud packets"
+    );
+    assert!(
+        person_packets >= 50,
+        "the person hears the callee: {person_packets} packets"
+    );
+    // The control plane hangs up; both parties get a BYE, and the call's
+    // outcome says the AI handed it over.
+    c.hangup(v1::HangupRequest {
+        call_id: "oac-tr-0001".into(),
+        outcome: String::new(),
+    })
+    .await
+    .unwrap();
+    let end = until_ended(&mut events)
+        .await
+        .pop()
+        .and_then(|e| match e.kind {
+            Some(event::Kind::Ended(e)) => Some(e),
+            _ => None,
+        })
+        .expect("CallEnded");
+    stop.store(true, Ordering::Relaxed);
+    callee.join().unwrap();
+    person.join().unwrap();
+    assert_eq!(end.outcome, "transferred-to-vnum", "{end:?}");
+    assert!(end.answered);
+    assert!(
+        sim.records().iter().any(|r| matches!(r,
+            SimRecord::ToolCall { name, .. } if name == "transfer_to_user")),
+        "the simulator asked for the transfer"
+    );
+    for (who, sipp) in [("carrier", &mut carrier), ("sales", &mut human)] {
+        let st = sipp
+            .wait(Duration::from_secs(10))
+            .expect("SIPp got our BYE");
+        assert!(st.success(), "{who} SIPp: {st}");
+    }
 }

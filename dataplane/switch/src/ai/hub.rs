@@ -5,14 +5,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use codeb_ai::{Codec, Endpoints, Provider, SessionConfig, ToolDecl};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::task::{self, Notes};
+use super::task::{self, Control, Notes};
 use super::{AiNote, AiRequest, AiStart};
 use crate::sip::calls::CallKey;
 
 /// Notes queued towards the SIP thread before tasks wait for it.
 const NOTE_QUEUE: usize = 16_384;
+/// Control messages queued towards one call's task (a tool result at a
+/// time is all the core sends).
+const CONTROL_QUEUE: usize = 4;
 
 /// The hub's settings.
 #[derive(Debug, Clone)]
@@ -35,13 +38,14 @@ pub struct AiHub {
     tx: mpsc::Sender<(CallKey, AiNote)>,
     rx: mpsc::Receiver<(CallKey, AiNote)>,
     waker: codeb_io::Waker,
-    stops: HashMap<CallKey, oneshot::Sender<()>>,
+    /// Each running call's control channel (dropped: stop).
+    controls: HashMap<CallKey, mpsc::Sender<Control>>,
 }
 
 impl std::fmt::Debug for AiHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AiHub")
-            .field("calls", &self.stops.len())
+            .field("calls", &self.controls.len())
             .finish_non_exhaustive()
     }
 }
@@ -62,22 +66,38 @@ impl AiHub {
             tx,
             rx,
             waker,
-            stops: HashMap::new(),
+            controls: HashMap::new(),
         })
     }
 
     /// AI calls running.
     pub fn active(&self) -> usize {
-        self.stops.len()
+        self.controls.len()
     }
 
     /// Carries out a request of the core.
     pub fn handle(&mut self, req: AiRequest) {
         match req {
             AiRequest::Start(start) => self.begin(*start),
-            AiRequest::Stop(key) => {
-                if let Some(stop) = self.stops.remove(&key) {
-                    let _ = stop.send(());
+            // Dropping the sender is the stop.
+            AiRequest::Stop(key) => drop(self.controls.remove(&key)),
+            AiRequest::ToolResult {
+                key,
+                id,
+                name,
+                ok,
+                detail,
+            } => {
+                if let Some(c) = self.controls.get(&key)
+                    && c.try_send(Control::ToolResult {
+                        id,
+                        name,
+                        ok,
+                        detail,
+                    })
+                    .is_err()
+                {
+                    tracing::warn!(call = key, "AI task not taking its tool result");
                 }
             }
         }
@@ -97,9 +117,17 @@ impl AiHub {
         cfg.voice = (!p.voice.is_empty()).then(|| p.voice.clone());
         cfg.language = (!p.language.is_empty()).then(|| p.language.clone());
         cfg.instructions.clone_from(&p.system_prompt);
-        // Transfers are not carried out by the switch yet: the model is
-        // offered only what the call can do.
+        // The model is offered only what the call can do.
         cfg.tools = vec![ToolDecl::end_call()];
+        if !start.transfer_users.is_empty() {
+            let mut t = ToolDecl::transfer_to_user();
+            t.description = format!(
+                "Transfer the caller to a person; say that you are transferring first. \
+                 user is one of: {}.",
+                start.transfer_users.join(", ")
+            );
+            cfg.tools.push(t);
+        }
         cfg.telephony_codec = match start.telephony {
             Codec::Pcma => Codec::Pcma,
             _ => Codec::Pcmu,
@@ -111,30 +139,28 @@ impl AiHub {
     fn begin(&mut self, start: AiStart) {
         let key = start.key;
         let cfg = self.session_config(&start);
-        let (stop_tx, stop_rx) = oneshot::channel();
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let notes = Notes {
             key,
             tx: self.tx.clone(),
             waker: self.waker.clone(),
         };
-        self.stops.insert(key, stop_tx);
-        self.runtime.spawn(task::run(start, cfg, notes, stop_rx));
+        self.controls.insert(key, control_tx);
+        self.runtime.spawn(task::run(start, cfg, notes, control_rx));
     }
 
     /// The next note from any AI call. A call's `Closed` note is its last.
     pub fn poll_note(&mut self) -> Option<(CallKey, AiNote)> {
         let (key, note) = self.rx.try_recv().ok()?;
         if note == AiNote::Closed {
-            self.stops.remove(&key);
+            self.controls.remove(&key);
         }
         Some((key, note))
     }
 
     /// Closes every session and waits (bounded) for the tasks.
     pub fn shutdown(mut self) {
-        for (_, stop) in self.stops.drain() {
-            let _ = stop.send(());
-        }
+        self.controls.clear();
         self.runtime.shutdown_timeout(Duration::from_secs(2));
     }
 }

@@ -56,8 +56,12 @@ impl Persona {
         if self.voice.len() > 64 || self.language.len() > 35 || self.api_key.len() > 512 {
             return Err("ai.voice, ai.language or ai.api_key too long".into());
         }
-        if self.transfer_targets.len() > 64 || self.transfer_targets.iter().any(|t| t.len() > 64) {
-            return Err("ai.transfer_targets: at most 64 names of 64 bytes".into());
+        if self.transfer_targets.len() > 64
+            || !self.transfer_targets.iter().all(|t| user_name_ok(t))
+        {
+            return Err(format!(
+                "ai.transfer_targets: at most 64 user names of 1-{MAX_USER} letters, digits or _-.+"
+            ));
         }
         ModelChoice::from_model(&self.model).map_err(|e| format!("ai.model: {e}"))
     }
@@ -82,8 +86,19 @@ impl Persona {
 pub enum AiRequest {
     /// Open the call's session and join it to the tap.
     Start(Box<AiStart>),
-    /// The call is over: close the session (its last notes follow).
+    /// The call is over, or its caller was handed to a person: close
+    /// the session (its last notes follow).
     Stop(CallKey),
+    /// The answer to a tool call the session is waiting for (a transfer
+    /// that could not be made).
+    ToolResult {
+        key: CallKey,
+        /// The engine's id of the call.
+        id: String,
+        name: String,
+        ok: bool,
+        detail: String,
+    },
 }
 
 /// A call's AI leg, ready to connect.
@@ -101,6 +116,9 @@ pub struct AiStart {
     /// Listen for an answering machine (placed calls): one ends the call
     /// as `voicemail`.
     pub detect_voicemail: bool,
+    /// Users the AI may transfer the caller to (no `transfer_to_user`
+    /// tool when empty).
+    pub transfer_users: Vec<String>,
 }
 
 /// Who spoke a transcript turn.
@@ -135,6 +153,10 @@ pub enum AiNote {
     },
     /// The AI called `end_call` and its goodbye has played out.
     EndCall { reason: String },
+    /// The AI called `transfer_to_user`: the engine waits for the answer
+    /// to tool call `id` (sent only if the transfer fails; one that
+    /// succeeds stops the session).
+    Transfer { id: String, user: String },
     /// The session could not start or was lost; the call cannot go on.
     Failed { detail: String },
     /// Tokens used since the last Usage note: the vendor's reports as they
@@ -147,6 +169,19 @@ pub enum AiNote {
     },
     /// The task is done; nothing follows.
     Closed,
+}
+
+/// The longest user name a transfer may name.
+pub const MAX_USER: usize = 64;
+
+/// A user name as a transfer may carry it: 1 to [`MAX_USER`] characters
+/// of letters, digits and `_ - . +`.
+pub fn user_name_ok(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= MAX_USER
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.+".contains(&b))
 }
 
 /// The outcome an `end_call` reason maps to (the spec's glossary); any
@@ -182,6 +217,16 @@ mod tests {
             ..Persona::default()
         };
         assert!(p.check().is_err());
+    }
+
+    #[test]
+    fn transfer_user_names_are_bounded() {
+        assert!(user_name_ok("sales"));
+        assert!(user_name_ok("+4930123"));
+        assert!(!user_name_ok(""));
+        assert!(!user_name_ok("a b"));
+        assert!(!user_name_ok("sales@evil.example"));
+        assert!(!user_name_ok(&"x".repeat(MAX_USER + 1)));
     }
 
     #[test]

@@ -9,9 +9,9 @@ use codeb_ai::{AudioFormat, EngineError, EngineEvent, SessionConfig, Usage, play
 use codeb_media::amd::{AmdConfig, Verdict, VoicemailDetector};
 use codeb_media::tap::TapEngine;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{AiNote, AiStart, Role, audio};
+use super::{AiNote, AiStart, Role, audio, user_name_ok};
 use crate::sip::calls::CallKey;
 
 /// The pace at which caller audio is sent and engine audio topped up.
@@ -25,6 +25,19 @@ const END_GRACE: Duration = Duration::from_secs(20);
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// Longest transcript turn kept (the control plane cuts again).
 const MAX_TURN_TEXT: usize = 16 * 1024;
+
+/// What the core tells a running call's task; the channel closing means
+/// stop.
+#[derive(Debug)]
+pub(super) enum Control {
+    /// Answer a tool call the engine waits for.
+    ToolResult {
+        id: String,
+        name: String,
+        ok: bool,
+        detail: String,
+    },
+}
 
 /// Where notes go.
 pub(super) struct Notes {
@@ -304,12 +317,13 @@ pub(super) async fn run(
     start: AiStart,
     cfg: SessionConfig,
     notes: Notes,
-    mut stop: oneshot::Receiver<()>,
+    mut control: mpsc::Receiver<Control>,
 ) {
     let call_id = start.call_id.clone();
     let connected = tokio::select! {
         r = codeb_ai::connect(cfg) => Some(r),
-        _ = &mut stop => None,
+        // Nothing but the stop can come before the session exists.
+        _ = control.recv() => None,
     };
     let (session, mut events) = match connected {
         None => {
@@ -357,10 +371,20 @@ pub(super) async fn run(
     let mut busy_drops = 0u64;
     loop {
         tokio::select! {
-            _ = &mut stop, if stop_by.is_none() => {
-                stop_by = Some(Instant::now() + CLOSE_GRACE);
-                let _ = session.close().await;
-            }
+            ctl = control.recv(), if stop_by.is_none() => match ctl {
+                Some(Control::ToolResult { id, name, ok, detail }) => {
+                    let out = if ok {
+                        json!({"ok": true})
+                    } else {
+                        json!({"ok": false, "error": detail})
+                    };
+                    let _ = session.tool_result(id, name, out).await;
+                }
+                None => {
+                    stop_by = Some(Instant::now() + CLOSE_GRACE);
+                    let _ = session.close().await;
+                }
+            },
             _ = tick.tick() => {
                 let now = Instant::now();
                 if stop_by.is_some_and(|by| now >= by) {
@@ -447,19 +471,30 @@ pub(super) async fn run(
                         }
                     }
                     EngineEvent::ToolCall { call_id: id, name, args } => {
-                        let out = if name == codeb_ai::config::TOOL_END_CALL {
-                            let reason = args
-                                .get("reason")
-                                .and_then(|r| r.as_str())
-                                .unwrap_or_default()
-                                .chars()
-                                .take(200)
-                                .collect();
-                            conv.end_call(now, reason);
-                            json!({"ok": true})
-                        } else {
-                            tracing::info!(call_id = %call_id, tool = %name, "AI asked for a tool this node does not offer");
-                            json!({"ok": false, "error": format!("{name} is not available on this call")})
+                        let arg = |k: &str| args.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+                        let out = match name.as_str() {
+                            codeb_ai::config::TOOL_END_CALL => {
+                                conv.end_call(now, arg("reason").chars().take(200).collect());
+                                json!({"ok": true})
+                            }
+                            codeb_ai::config::TOOL_TRANSFER_TO_USER
+                                if !start.transfer_users.is_empty() && user_name_ok(arg("user")) =>
+                            {
+                                // Answered by the core: the session waits
+                                // while the user's phone rings.
+                                let user = arg("user").to_owned();
+                                tracing::info!(call_id = %call_id, %user, "the AI transfers the caller");
+                                notes.send(AiNote::Transfer { id, user }).await;
+                                continue;
+                            }
+                            codeb_ai::config::TOOL_TRANSFER_TO_USER if !start.transfer_users.is_empty() => {
+                                json!({"ok": false, "error": format!(
+                                    "user must be one of: {}", start.transfer_users.join(", "))})
+                            }
+                            _ => {
+                                tracing::info!(call_id = %call_id, tool = %name, "AI asked for a tool this node does not offer");
+                                json!({"ok": false, "error": format!("{name} is not available on this call")})
+                            }
                         };
                         let _ = session.tool_result(id, name, out).await;
                     }

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use super::journal::Journal;
 use super::{Command, NodeState, snapshot};
 use crate::config::SwitchConfig;
-use crate::sip::calls::{Originate, OriginateError};
+use crate::sip::calls::{Originate, OriginateError, TransferError, TransferTarget};
 
 /// How long an RPC waits for the SIP thread's answer.
 const REPLY_WAIT: Duration = Duration::from_secs(5);
@@ -196,14 +196,39 @@ impl Switch for Service {
         request: Request<v1::TransferRequest>,
     ) -> Result<Response<v1::TransferReply>, Status> {
         let r = request.into_inner();
-        match r.target {
-            Some(transfer_request::Target::ToUser(_) | transfer_request::Target::ToPhone(_)) => {
-                Err(Status::unimplemented(
-                    "transfer is not available on this node yet: the switch does not bridge an answered call to a new leg",
-                ))
-            }
-            None => Err(Status::invalid_argument("target: to_user or to_phone")),
+        if r.call_id.is_empty() || r.call_id.len() > 64 || r.trunk_id.len() > 64 {
+            return Err(Status::invalid_argument(
+                "call_id (1-64 characters) and trunk_id (at most 64)",
+            ));
         }
+        let target = match r.target {
+            Some(transfer_request::Target::ToUser(user)) if crate::ai::user_name_ok(&user) => {
+                TransferTarget::User(user)
+            }
+            Some(transfer_request::Target::ToUser(_)) => {
+                return Err(Status::invalid_argument(
+                    "to_user: 1-64 letters, digits or _-.+",
+                ));
+            }
+            Some(transfer_request::Target::ToPhone(number)) => TransferTarget::Phone {
+                number,
+                trunk_id: r.trunk_id,
+            },
+            None => return Err(Status::invalid_argument("target: to_user or to_phone")),
+        };
+        self.ask(|reply| Command::Transfer {
+            call_id: r.call_id,
+            target,
+            reply,
+        })
+        .await?
+        .map_err(|e| match e {
+            TransferError::UnknownCall(m) => Status::not_found(m),
+            TransferError::InvalidArgument(m) => Status::invalid_argument(m),
+            TransferError::FailedPrecondition(m) => Status::failed_precondition(m),
+            TransferError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        })?;
+        Ok(Response::new(v1::TransferReply {}))
     }
 
     async fn apply_config(

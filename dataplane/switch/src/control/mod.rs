@@ -33,7 +33,10 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::config::SwitchConfig;
 use crate::sip::Core;
-use crate::sip::calls::{CallEvent, CallEventKind, Originate, OriginateError, Placed, UnknownCall};
+use crate::sip::calls::{
+    CallEvent, CallEventKind, Originate, OriginateError, Placed, TransferError, TransferTarget,
+    UnknownCall,
+};
 
 /// Commands waiting for the SIP thread, at most.
 pub const COMMAND_QUEUE: usize = 1024;
@@ -58,6 +61,11 @@ pub enum Command {
         call_id: String,
         outcome: String,
         reply: oneshot::Sender<Result<(), UnknownCall>>,
+    },
+    Transfer {
+        call_id: String,
+        target: TransferTarget,
+        reply: oneshot::Sender<Result<(), TransferError>>,
     },
     Apply {
         config: Box<SwitchConfig>,
@@ -173,6 +181,13 @@ impl SipSide {
                 } => {
                     let outcome = (!outcome.is_empty()).then_some(outcome.as_str());
                     let _ = reply.send(core.hangup_call(now, &call_id, outcome));
+                }
+                Command::Transfer {
+                    call_id,
+                    target,
+                    reply,
+                } => {
+                    let _ = reply.send(core.transfer_call(now, &call_id, target));
                 }
                 Command::Apply {
                     config,
@@ -413,6 +428,17 @@ fn to_proto(ev: CallEvent) -> v1::Event {
             input_tokens: input,
             output_tokens: output,
             estimated,
+        }),
+        CallEventKind::Transferred {
+            to_user,
+            to_phone,
+            trunk_id,
+            transfer_type,
+        } => event::Kind::Transferred(v1::CallTransferred {
+            to_user,
+            to_phone,
+            trunk_id,
+            transfer_type,
         }),
         CallEventKind::Ended {
             outcome,

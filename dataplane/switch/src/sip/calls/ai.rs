@@ -45,8 +45,7 @@ impl Core {
     /// Joins a just-answered call to its persona's AI session: the callee
     /// of a placed call (B), or the caller of a virtual number (A).
     pub(super) fn start_ai(&mut self, now: Instant, key: CallKey) {
-        let calls = &mut self.calls;
-        let Some(call) = calls.calls.get(&key) else {
+        let Some(call) = self.calls.calls.get(&key) else {
             return;
         };
         let Some(o) = call.origin.as_ref() else {
@@ -58,7 +57,12 @@ impl Core {
         };
         let (call_id, tenant) = (o.call_id.clone(), o.tenant.clone());
         let inbound = o.inbound;
-        let (side, media_side) = if o.inbound {
+        let transfer_users = self.transfer_users(&tenant, &persona);
+        let calls = &mut self.calls;
+        let Some(call) = calls.calls.get(&key) else {
+            return;
+        };
+        let (side, media_side) = if inbound {
             (&call.a, LegSide::A)
         } else {
             (&call.b, LegSide::B)
@@ -116,12 +120,16 @@ impl Core {
                 tap,
                 answered_at: now,
                 detect_voicemail: !inbound,
+                transfer_users,
             })));
     }
 
     /// What an AI call's session reports.
     pub fn ai_note(&mut self, now: Instant, key: CallKey, note: AiNote) {
         let at = self.wall_ms(now);
+        // Once the party is handed over, the AI no longer decides how the
+        // call ends (a note may have crossed the stop).
+        let handed_over = self.calls.calls.get(&key).is_some_and(|c| c.transferred);
         let placed = &mut self.calls.placed;
         let Some(ai) = placed.ai.get_mut(&key) else {
             return;
@@ -163,10 +171,16 @@ impl Core {
                     }));
                 }
             }
+            AiNote::EndCall { .. } | AiNote::Failed { .. } | AiNote::Transfer { .. }
+                if handed_over =>
+            {
+                tracing::debug!(call = key, ?note, "AI note after the transfer; ignored");
+            }
             AiNote::EndCall { reason } => {
                 self.end_placed(now, key, end_outcome(&reason), "");
                 self.drain(now);
             }
+            AiNote::Transfer { id, user } => self.ai_transfer(now, key, id, user),
             AiNote::Failed { detail } => {
                 tracing::info!(call = key, %detail, "AI leg failed; ending the call");
                 self.end_placed(now, key, "failed", &detail);

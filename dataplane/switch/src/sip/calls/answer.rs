@@ -38,6 +38,9 @@ impl Core {
         let Some(dialog) = self.b_dialog(now, &invite, &resp, flow) else {
             return;
         };
+        if self.transfer_branch(key, bi) {
+            return self.transfer_answered(now, key, bi, dialog, &resp);
+        }
         if !wanted {
             // Another fork won, or A gave up meanwhile (§13.2.2.4: ACK, then
             // BYE).
@@ -138,7 +141,7 @@ impl Core {
 
     /// A losing fork's dialog: its ACK goes out, then BYE; the dialog never
     /// enters the table (a retransmitted 2xx makes and ends it again).
-    fn drop_fork(&mut self, now: Instant, key: CallKey, mut d: Dialog<Flow>) {
+    pub(super) fn drop_fork(&mut self, now: Instant, key: CallKey, mut d: Dialog<Flow>) {
         let flow = *d.remote();
         let bye = d
             .request(Method::Bye)
@@ -232,7 +235,7 @@ impl Core {
         let live: Vec<TransactionId> = call
             .branches
             .iter()
-            .filter(|b| b.failed.is_none())
+            .filter(|b| b.failed.is_none() && !b.won)
             .map(|b| b.tx)
             .collect();
         for tx in live {

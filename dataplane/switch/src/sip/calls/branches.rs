@@ -75,6 +75,13 @@ impl Core {
         if let Some(b) = call.branches.get_mut(bi) {
             b.failed = Some(status);
         }
+        if self.transfer_branch(key, bi) {
+            self.transfer_branch_failed(now, key, status);
+            return self.settle(now, key);
+        }
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
         let all_failed = call.branches.iter().all(|b| b.failed.is_some());
         if call.phase == Phase::Routing && all_failed {
             let best = call

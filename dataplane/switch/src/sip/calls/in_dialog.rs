@@ -158,7 +158,7 @@ impl Core {
         if side == Side::B {
             self.note_end(key, "far-hangup", "");
         }
-        self.ending(key);
+        self.ending(now, key);
         self.hang_up_side(now, key, side.other());
         self.settle(now, key);
     }

@@ -220,12 +220,9 @@ impl Core {
         };
         // Prefer A's codec on B so the call can be relayed without
         // transcoding.
-        let first = a.negotiated.as_ref().map(|n| n.codec);
-        let mut b_codecs: Vec<Codec> = first.into_iter().collect();
-        b_codecs.extend(CODECS.iter().copied().filter(|c| Some(*c) != first));
         let b_media = LocalMedia {
             port: b_port,
-            codecs: b_codecs,
+            codecs: preferring(a.negotiated.as_ref().map(|n| n.codec)),
             session_id: self.ids.next_u64() >> 1,
             ..a.media.clone()
         };
@@ -247,8 +244,11 @@ impl Core {
             origin: None,
             media: call_media,
             bridged: None,
+            transfer: None,
+            transferred: false,
         };
-        self.fork(now, &mut call, targets);
+        let caller = call.a_invite.headers.from().ok();
+        self.fork(now, &mut call, targets, Side::B, caller.as_ref());
         if call.branches.is_empty() {
             self.calls.dialogs.remove(&a_id);
             self.calls.media.close(call_media);
@@ -344,8 +344,17 @@ impl Core {
         None
     }
 
-    /// Sends the B-leg INVITE to every target (parallel forking).
-    fn fork(&mut self, now: Instant, call: &mut Call, targets: Vec<Target>) {
+    /// Sends an INVITE to every target (parallel forking) for the call's
+    /// `side` (B for a routed call; the free side for a transfer), with
+    /// that side's offer and `caller` shown as who calls.
+    pub(super) fn fork(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        targets: Vec<Target>,
+        side: Side,
+        caller: Option<&NameAddr>,
+    ) {
         let hops = call
             .a_invite
             .headers
@@ -354,18 +363,17 @@ impl Core {
             .flatten()
             .unwrap_or(70)
             .saturating_sub(1);
-        let caller = call.a_invite.headers.from().ok();
         for target in targets {
             let Some(flow) = self.udp_flow(target.addr) else {
                 continue;
             };
             let tag = self.ids.tag();
-            let identity = match &caller {
+            let identity = match caller {
                 Some(c) => self.caller_identity(c, target.trunk.as_deref()),
                 None => continue,
             };
-            let Some(invite) =
-                self.build_b_invite(&target.uri, &identity, &tag, hops, call.b.sdp.clone())
+            let offer = call.leg(side).sdp.clone();
+            let Some(invite) = self.build_b_invite(&target.uri, &identity, &tag, hops, offer)
             else {
                 continue;
             };

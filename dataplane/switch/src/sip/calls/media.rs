@@ -158,6 +158,7 @@ impl Core {
         // end (answer, re-INVITE) from here.
         if let Some(o) = &call.origin
             && o.ai.is_some()
+            && !call.transferred
         {
             let (side, n) = if o.inbound {
                 (LegSide::A, &call.a.negotiated)

@@ -46,6 +46,7 @@ mod session;
 mod targets;
 #[cfg(test)]
 mod tests;
+mod transfer;
 mod vnum;
 
 use crate::ports::PortPool;
@@ -53,6 +54,7 @@ pub use originate::{
     CallEvent, CallEventKind, DEFAULT_MAX_SECONDS, DEFAULT_RING_SECONDS, Originate, OriginateError,
     Placed, UnknownCall,
 };
+pub use transfer::{TRANSFER_RING, TRANSFERRED, TransferError, TransferTarget};
 
 /// A call's handle in the table.
 pub type CallKey = u64;
@@ -187,6 +189,10 @@ pub struct Call {
     /// The legs' codecs (A, B) while they differ and are bridged through
     /// a transcoding pipeline.
     bridged: Option<(Codec, Codec)>,
+    /// A transfer of the AI's party, while its target rings.
+    transfer: Option<Box<transfer::Transfer>>,
+    /// The AI handed its party over: the call is a bridge of two SIP legs.
+    transferred: bool,
 }
 
 impl Call {
@@ -295,6 +301,14 @@ fn sdp_type() -> MediaType {
 }
 
 const CODECS: &[Codec] = &[Codec::Pcmu, Codec::Pcma, Codec::Opus, Codec::TelephoneEvent];
+
+/// Our codecs with `first` (the other leg's) in front, so that both legs
+/// can agree and be relayed without transcoding.
+fn preferring(first: Option<Codec>) -> Vec<Codec> {
+    let mut codecs: Vec<Codec> = first.into_iter().collect();
+    codecs.extend(CODECS.iter().copied().filter(|c| Some(*c) != first));
+    codecs
+}
 
 fn user_of(addr: &NameAddr) -> Option<String> {
     addr.uri

@@ -116,6 +116,14 @@ pub enum CallEventKind {
         output: u64,
         estimated: bool,
     },
+    /// The AI's party was handed to a person (or a number).
+    Transferred {
+        to_user: String,
+        to_phone: String,
+        trunk_id: String,
+        /// The spec's `transferType`.
+        transfer_type: String,
+    },
     Ended {
         outcome: String,
         error_detail: String,
@@ -140,7 +148,7 @@ pub(super) struct Origin {
     pub(super) ai: Option<crate::ai::Persona>,
     /// The caller called in (a virtual number): the AI is on the A leg.
     pub(super) inbound: bool,
-    trunk_id: String,
+    pub(super) trunk_id: String,
     max_seconds: u32,
     /// Why the call ends, decided by whoever ended it first.
     end: Option<(String, String)>,
@@ -190,6 +198,8 @@ impl Origin {
 pub(super) enum Deadline {
     Ring,
     Talk,
+    /// A transfer's target rang too long.
+    TransferRing,
 }
 
 /// The placed calls' bookkeeping inside [`Calls`].
@@ -200,7 +210,7 @@ pub(super) struct Placements {
     /// Ended attempts (call id, attempt) and their trunks, oldest first.
     recent: VecDeque<((String, u32), String)>,
     recent_set: HashSet<(String, u32)>,
-    deadlines: std::collections::BTreeSet<(Instant, CallKey, Deadline)>,
+    pub(super) deadlines: std::collections::BTreeSet<(Instant, CallKey, Deadline)>,
     pub(super) events: VecDeque<CallEvent>,
     /// Calls with an AI leg, what the hub must do, and when held ends
     /// are released without their session.
@@ -210,6 +220,11 @@ pub(super) struct Placements {
 }
 
 impl Placements {
+    /// The key of a call in progress.
+    pub(super) fn key_of(&self, call_id: &str) -> Option<CallKey> {
+        self.by_id.get(call_id).map(|(k, _, _)| *k)
+    }
+
     fn remember(&mut self, attempt: (String, u32), trunk: String) {
         if self.recent.len() >= RECENT_IDS
             && let Some((old, _)) = self.recent.pop_front()
@@ -455,6 +470,8 @@ impl Core {
             answered_at: None,
             media: call_media,
             bridged: None,
+            transfer: None,
+            transferred: false,
             origin: Some(Box::new(Origin {
                 call_id: req.call_id.clone(),
                 attempt,
@@ -707,6 +724,7 @@ impl Core {
                     tracing::info!(call = key, "talk time limit reached; hanging up");
                     self.end_placed(now, key, "max-duration", "");
                 }
+                (Deadline::TransferRing, _) => self.transfer_ring_timeout(now, key),
                 _ => {}
             }
         }

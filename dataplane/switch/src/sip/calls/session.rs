@@ -122,19 +122,21 @@ impl Core {
 
     /// Ends an answered call on both legs.
     pub(super) fn hang_up(&mut self, now: Instant, key: CallKey) {
-        self.ending(key);
+        self.ending(now, key);
         self.hang_up_side(now, key, Side::A);
         self.hang_up_side(now, key, Side::B);
         self.settle(now, key);
     }
 
-    /// Marks an answered call as ending, counting it once as completed.
-    pub(super) fn ending(&mut self, key: CallKey) {
+    /// Marks an answered call as ending, counting it once as completed;
+    /// a transfer still ringing is cancelled.
+    pub(super) fn ending(&mut self, now: Instant, key: CallKey) {
         if let Some(call) = self.calls.calls.get_mut(&key)
             && call.phase != Phase::Ending
         {
             call.phase = Phase::Ending;
             self.calls.completed += 1;
+            self.cancel_branches(now, key);
         }
     }
 

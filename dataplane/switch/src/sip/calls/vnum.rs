@@ -113,6 +113,8 @@ impl Core {
             ))),
             media: call_media,
             bridged: None,
+            transfer: None,
+            transferred: false,
         };
         self.calls.by_tx.insert(id, key);
         self.calls.owners.insert(a_id, (key, Side::A));

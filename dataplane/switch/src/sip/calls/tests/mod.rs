@@ -10,6 +10,7 @@ mod forking;
 mod originate;
 mod rules;
 mod timers;
+mod transfer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use crate::sip::calls::{CallEvent, CallEventKind, Originate, OriginateError};
 
 const CARRIER_TRUNK: &str = "tr_00000000000000ca";
 
-fn place(h: &mut Harness, call_id: &str, tweak: impl FnOnce(&mut Originate)) -> Request {
+pub(super) fn place(h: &mut Harness, call_id: &str, tweak: impl FnOnce(&mut Originate)) -> Request {
     let mut req = Originate {
         call_id: call_id.into(),
         tenant: "example.com".into(),
@@ -30,13 +30,13 @@ fn place(h: &mut Harness, call_id: &str, tweak: impl FnOnce(&mut Originate)) -> 
 }
 
 /// The carrier's plain reply (provisional or failure) to `invite`.
-fn reply(h: &mut Harness, invite: &Request, status: StatusCode) {
+pub(super) fn reply(h: &mut Harness, invite: &Request, status: StatusCode) {
     let r = invite.reply(status, Some(b"carriertag")).build().unwrap();
     h.send(CARRIER, r);
 }
 
 /// The carrier answers: its dialog, after the switch's ACK.
-fn answer(h: &mut Harness, invite: &Request) -> Dialog<Peer> {
+pub(super) fn answer(h: &mut Harness, invite: &Request) -> Dialog<Peer> {
     let mut d = Dialog::uas(
         invite,
         b"carriertag",
@@ -60,12 +60,12 @@ fn answer(h: &mut Harness, invite: &Request) -> Dialog<Peer> {
     d
 }
 
-fn events(h: &mut Harness) -> Vec<CallEvent> {
+pub(super) fn events(h: &mut Harness) -> Vec<CallEvent> {
     std::iter::from_fn(|| h.core.poll_call_event()).collect()
 }
 
 /// The one CallEnded among `evs`: (outcome, detail, answered, talk, status).
-fn ended(evs: &[CallEvent]) -> (String, String, bool, u32, u16) {
+pub(super) fn ended(evs: &[CallEvent]) -> (String, String, bool, u32, u16) {
     let ends: Vec<_> = evs
         .iter()
         .filter_map(|e| match &e.kind {
@@ -92,7 +92,7 @@ fn ended(evs: &[CallEvent]) -> (String, String, bool, u32, u16) {
 
 /// Answers the switch's INVITE with a digest challenge and checks the
 /// credentials of the INVITE it sends again; returns that INVITE.
-fn challenge(h: &mut Harness, invite: &Request) -> Request {
+pub(super) fn challenge(h: &mut Harness, invite: &Request) -> Request {
     let verifier = Verifier::new([3; 32], "carrier.example");
     let nonce = verifier.nonce(1_700_000_000, [1; 8]);
     let r = invite
@@ -497,7 +497,7 @@ options_interval = 0
     );
 }
 
-fn with_ai(r: &mut Originate) {
+pub(super) fn with_ai(r: &mut Originate) {
     r.ai = Some(crate::ai::Persona {
         model: "gemini-live-2.5-flash".into(),
         system_prompt: "Remind the callee of the appointment.".into(),
@@ -506,7 +506,7 @@ fn with_ai(r: &mut Originate) {
 }
 
 /// The hub's next request: the call's AI start (its key) or a stop.
-fn ai_request(h: &mut Harness) -> crate::ai::AiRequest {
+pub(super) fn ai_request(h: &mut Harness) -> crate::ai::AiRequest {
     h.core.poll_ai_request().expect("a request for the AI hub")
 }
 

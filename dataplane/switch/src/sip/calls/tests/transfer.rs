@@ -1,0 +1,208 @@
+//! Transfers of an AI call's party: the AI's `transfer_to_user` dials the
+//! user on the call's free side; an answer bridges the parties and stops
+//! the AI; busy, no answer or an unknown user leave the call with the AI,
+//! which is told why; a hangup while the user rings cancels the dialling.
+
+use codeb_sip::dialog::Incoming;
+
+use super::originate::{ai_request, answer, challenge, ended, events, place, with_ai};
+use super::*;
+use crate::ai::{AiNote, AiRequest};
+use crate::sip::calls::{CallEventKind, TRANSFER_RING, TRANSFERRED, TransferTarget};
+
+/// A placed AI call, answered by the carrier: the harness, the carrier's
+/// dialog and the call's key (from the AI start, which must offer `bob`).
+fn answered_ai_call(call_id: &str) -> (Harness, Dialog<Peer>, u64) {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, call_id, with_ai);
+    let invite = challenge(&mut h, &invite);
+    let carrier = answer(&mut h, &invite);
+    let AiRequest::Start(start) = ai_request(&mut h) else {
+        panic!("no AI start");
+    };
+    assert_eq!(start.transfer_users, ["bob"], "the tenant's users");
+    let _ = events(&mut h);
+    (h, carrier, start.key)
+}
+
+fn transfer_to(h: &mut Harness, key: u64, user: &str) {
+    h.core.ai_note(
+        h.now,
+        key,
+        AiNote::Transfer {
+            id: "fc-1".into(),
+            user: user.into(),
+        },
+    );
+}
+
+/// The tool result the AI gets back: (ok, detail).
+fn tool_result(h: &mut Harness) -> (bool, String) {
+    match ai_request(h) {
+        AiRequest::ToolResult { id, ok, detail, .. } => {
+            assert_eq!(id, "fc-1");
+            (ok, detail)
+        }
+        r => panic!("expected a tool result, got {r:?}"),
+    }
+}
+
+/// Bob's phone answers `invite` (PCMA at 192.0.2.20:42000); his dialog.
+fn bob_answers(h: &mut Harness, invite: &Request) -> Dialog<Peer> {
+    let mut d = Dialog::uas(
+        invite,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let ok = d
+        .reply(invite, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
+        .build()
+        .unwrap();
+    d.sent_response(h.now, &ok);
+    h.send(B, ok);
+    let ack = request(h.one(B));
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(d.handle_request(h.now, &ack), Incoming::Ack);
+    while d.poll_event().is_some() {}
+    d
+}
+
+fn plain(invite: &Request, status: StatusCode) -> Response {
+    invite.reply(status, Some(b"bobtag")).build().unwrap()
+}
+
+#[test]
+fn the_ai_hands_the_callee_to_a_user_and_the_two_are_bridged() {
+    let (mut h, carrier, key) = answered_ai_call("oac-tr1");
+    transfer_to(&mut h, key, "bob");
+    let to_bob = request(h.one(B));
+    assert_eq!(to_bob.method, Method::Invite);
+    let from = header(&to_bob, KnownHeader::From).unwrap();
+    assert!(
+        from.contains("+15551230000"),
+        "bob sees the callee's number: {from}"
+    );
+    let offer = String::from_utf8_lossy(&to_bob.body).into_owned();
+    assert!(
+        offer.contains("m=audio 30000 RTP/AVP 8 0"),
+        "the free side's port, the callee's codec (PCMA) first: {offer}"
+    );
+    assert!(h.take(CARRIER).is_empty(), "the callee hears nothing of it");
+    let mut bob = bob_answers(&mut h, &to_bob);
+    assert!(
+        matches!(ai_request(&mut h), AiRequest::Stop(k) if k == key),
+        "the AI leaves"
+    );
+    let evs = events(&mut h);
+    assert_eq!(
+        evs.iter().map(|e| &e.kind).collect::<Vec<_>>(),
+        [&CallEventKind::Transferred {
+            to_user: "bob".into(),
+            to_phone: String::new(),
+            trunk_id: "tr_00000000000000ca".into(),
+            transfer_type: "outbound-to-user".into(),
+        }]
+    );
+    // A note that crossed the stop changes nothing.
+    h.core.ai_note(
+        h.now,
+        key,
+        AiNote::EndCall {
+            reason: "bye".into(),
+        },
+    );
+    assert!(h.take(CARRIER).is_empty(), "no BYE from a late end_call");
+    h.core.ai_note(h.now, key, AiNote::Closed);
+    assert!(events(&mut h).is_empty(), "the call goes on, bridged");
+    h.advance(secs(40));
+    // Bob hangs up: the callee gets the BYE; the call ends transferred.
+    let bye = bob.request(Method::Bye).unwrap().build().unwrap();
+    h.send(B, bye);
+    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    let bye = request(h.one(CARRIER));
+    assert_eq!(bye.method, Method::Bye);
+    h.send(
+        CARRIER,
+        carrier.reply(&bye, StatusCode::OK).build().unwrap(),
+    );
+    let evs = events(&mut h);
+    let (outcome, _, answered, talk, _) = ended(&evs);
+    assert_eq!((outcome.as_str(), answered), (TRANSFERRED, true));
+    assert!(talk >= 40, "the bridged talk counts: {talk}");
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0);
+}
+
+#[test]
+fn a_busy_user_leaves_the_call_with_the_ai_and_the_ai_is_told() {
+    let (mut h, _carrier, key) = answered_ai_call("oac-tr2");
+    transfer_to(&mut h, key, "bob");
+    let to_bob = request(h.one(B));
+    h.send(B, plain(&to_bob, StatusCode::BUSY_HERE));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    let (ok, why) = tool_result(&mut h);
+    assert!(!ok);
+    assert_eq!(why, "the target is busy");
+    assert!(events(&mut h).is_empty(), "no transfer, no end");
+    assert_eq!(h.core.active_calls(), 1);
+
+    // A second try that only rings is given up after the ring time.
+    transfer_to(&mut h, key, "bob");
+    let to_bob = request(h.one(B));
+    h.send(B, plain(&to_bob, StatusCode::RINGING));
+    h.advance(TRANSFER_RING);
+    let cancel = request(h.one(B));
+    assert_eq!(cancel.method, Method::Cancel);
+    let (ok, why) = tool_result(&mut h);
+    assert_eq!((ok, why.as_str()), (false, "the target did not answer"));
+    h.send(B, plain(&cancel, StatusCode::OK));
+    h.send(B, plain(&to_bob, StatusCode::REQUEST_TERMINATED));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert!(h.take(CARRIER).is_empty());
+    assert_eq!(h.core.active_calls(), 1, "the AI still has the callee");
+}
+
+#[test]
+fn a_user_the_call_may_not_reach_is_refused_at_once() {
+    let (mut h, _carrier, key) = answered_ai_call("oac-tr3");
+    transfer_to(&mut h, key, "mallory");
+    let (ok, why) = tool_result(&mut h);
+    assert!(!ok);
+    assert!(why.contains("mallory"), "{why}");
+    assert!(h.take(B).is_empty());
+    // The control plane's transfer of an unknown call, or to a number
+    // off the whitelist, is refused too.
+    assert!(
+        h.core
+            .transfer_call(h.now, "oac-nope", TransferTarget::User("bob".into()))
+            .is_err()
+    );
+}
+
+#[test]
+fn hanging_up_while_the_user_rings_cancels_the_transfer() {
+    let (mut h, mut carrier, key) = answered_ai_call("oac-tr4");
+    h.core
+        .transfer_call(h.now, "oac-tr4", TransferTarget::User("bob".into()))
+        .unwrap();
+    let to_bob = request(h.one(B));
+    h.send(B, plain(&to_bob, StatusCode::RINGING));
+    let bye = carrier.request(Method::Bye).unwrap().build().unwrap();
+    h.send(CARRIER, bye);
+    assert_eq!(response(h.one(CARRIER)).status, StatusCode::OK);
+    let cancel = request(h.one(B));
+    assert_eq!(cancel.method, Method::Cancel);
+    h.send(B, plain(&cancel, StatusCode::OK));
+    h.send(B, plain(&to_bob, StatusCode::REQUEST_TERMINATED));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == key));
+    h.core.ai_note(h.now, key, AiNote::Closed);
+    let evs = events(&mut h);
+    assert_eq!(ended(&evs).0, "far-hangup");
+    assert_eq!(h.core.active_calls(), 0);
+}
