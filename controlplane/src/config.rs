@@ -113,6 +113,33 @@ pub struct Settings {
     )]
     pub webhook_timeout: String,
 
+    /// SMTP relay for the transcript + outcome email of every outbound AI
+    /// call: `smtp://host:port` (plain, e.g. a local relay on this machine
+    /// or a private network) or `smtps://user:password@host:port`
+    /// (implicit TLS; AUTH PLAIN or LOGIN). Unset: emails are queued, not
+    /// sent, and go out once it is set.
+    #[arg(long, env = "CODEB_SMTP_URL", global = true, hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Sender address of the emails [default: codeb@<host of CODEB_PUBLIC_BASE_URL>]
+    #[arg(long, env = "CODEB_SMTP_FROM", global = true)]
+    pub smtp_from: Option<String>,
+
+    /// Waits before email retries (attempts 2, 3, …) after a 4xx answer or
+    /// a connection failure, comma-separated durations (`ms`, `s`, `m`); a
+    /// 5xx answer to the message fails it at once.
+    #[arg(
+        long,
+        env = "CODEB_SMTP_RETRY_SCHEDULE",
+        default_value = "30s,2m,10m,30m,60m,120m,240m,480m",
+        global = true
+    )]
+    pub smtp_retry_schedule: String,
+
+    /// Time limit of each SMTP step (connect, TLS handshake, each answer).
+    #[arg(long, env = "CODEB_SMTP_TIMEOUT", default_value = "30s", global = true)]
+    pub smtp_timeout: String,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `codeb=debug,info`.
     #[arg(long, env = "CODEB_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -147,6 +174,45 @@ pub struct Config {
     /// `CODEB_CALL_RETRY_DELAY_UNIT`: what one `retryDelayMinutes` is.
     pub call_retry_delay_unit: Duration,
     pub webhooks: WebhookConfig,
+    pub email: EmailConfig,
+}
+
+/// Transcript email settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailConfig {
+    /// `CODEB_SMTP_URL`; None: emails stay queued.
+    pub smtp: Option<crate::email::SmtpUrl>,
+    /// `CODEB_SMTP_FROM`.
+    pub from: String,
+    /// The name this control plane greets relays with (`EHLO`) and the
+    /// right side of Message-IDs: the public host, an address literal for
+    /// an IP.
+    pub host: String,
+    /// Waits before attempts 2, 3, …
+    pub retry_delays: Vec<Duration>,
+    /// Limit of each SMTP step.
+    pub timeout: Duration,
+}
+
+impl EmailConfig {
+    /// The defaults for a tenant host, without a relay.
+    pub fn unsent(tenant: &str) -> EmailConfig {
+        let host = match tenant.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => format!("[{ip}]"),
+            Ok(std::net::IpAddr::V6(ip)) => format!("[IPv6:{ip}]"),
+            Err(_) => tenant.to_owned(),
+        };
+        EmailConfig {
+            smtp: None,
+            from: format!("codeb@{host}"),
+            host,
+            retry_delays: [30, 120, 600, 1800, 3600, 7200, 14_400, 28_800]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Webhook delivery settings.
@@ -209,6 +275,14 @@ pub enum ConfigError {
     BadSwitchUrl(String),
     #[error("CODEB_SWITCH_LOST_AFTER: {0}")]
     BadSwitchLostAfter(String),
+    #[error("CODEB_SMTP_URL: {0}")]
+    BadSmtpUrl(String),
+    #[error("CODEB_SMTP_FROM: {0}")]
+    BadSmtpFrom(String),
+    #[error("CODEB_SMTP_RETRY_SCHEDULE: {0}")]
+    BadSmtpRetrySchedule(String),
+    #[error("CODEB_SMTP_TIMEOUT: {0}")]
+    BadSmtpTimeout(String),
     #[error("CODEB_CALL_RETRY_DELAY_UNIT: {0}")]
     BadRetryDelayUnit(String),
 }
@@ -310,6 +384,7 @@ impl Settings {
                 "must be from 1s to 1m (a minute; shorter only for tests)".into(),
             ));
         }
+        let email = self.email_config(&tenant)?;
         Ok(Config {
             http_addr: self.http_addr,
             data_dir: self.data_dir.clone(),
@@ -327,7 +402,52 @@ impl Settings {
                 retry_delays,
                 timeout,
             },
+            email,
         })
+    }
+
+    fn email_config(&self, tenant: &str) -> Result<EmailConfig, ConfigError> {
+        let mut email = EmailConfig::unsent(tenant);
+        email.smtp = match self.smtp_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(u) => Some(crate::email::SmtpUrl::parse(u).map_err(ConfigError::BadSmtpUrl)?),
+        };
+        if let Some(from) = self
+            .smtp_from
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
+            let ok = from
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+                && from.len() <= 254
+                && !from
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ','));
+            if !ok {
+                return Err(ConfigError::BadSmtpFrom(format!(
+                    "{from} is not an e-mail address"
+                )));
+            }
+            email.from = from.to_owned();
+        }
+        email.retry_delays = self
+            .smtp_retry_schedule
+            .split(',')
+            .map(parse_duration)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::BadSmtpRetrySchedule)?;
+        if email.retry_delays.is_empty() || email.retry_delays.len() > 20 {
+            return Err(ConfigError::BadSmtpRetrySchedule(
+                "give 1 to 20 waits (attempts 2 to 21)".into(),
+            ));
+        }
+        email.timeout = parse_duration(&self.smtp_timeout).map_err(ConfigError::BadSmtpTimeout)?;
+        if email.timeout.is_zero() {
+            return Err(ConfigError::BadSmtpTimeout("must be more than 0".into()));
+        }
+        Ok(email)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dev;
+pub mod email;
 pub mod metrics;
 pub mod scheduler;
 pub mod server;

@@ -38,6 +38,9 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     webhook_attempts: Family<AttemptLabels, Counter>,
     webhook_latency: Histogram,
+    emails_sent: Counter,
+    emails_failed: Counter,
+    email_retries: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,7 +80,27 @@ impl Metrics {
             "Time from sending a webhook to its response",
             webhook_latency.clone(),
         );
+        let (emails_sent, emails_failed, email_retries) =
+            (Counter::default(), Counter::default(), Counter::default());
+        registry.register(
+            "emails_sent",
+            "Transcript emails the SMTP relay accepted",
+            emails_sent.clone(),
+        );
+        registry.register(
+            "emails_failed",
+            "Transcript emails given up on (5xx, or retries exhausted)",
+            emails_failed.clone(),
+        );
+        registry.register(
+            "email_retries",
+            "Email attempts that will be retried (4xx, connection failures)",
+            email_retries.clone(),
+        );
         Metrics {
+            emails_sent,
+            emails_failed,
+            email_retries,
             registry,
             requests,
             latency,
@@ -109,6 +132,15 @@ impl Metrics {
         self.webhook_latency.observe(seconds);
     }
 
+    /// One email attempt's result: `sent`, `retry` or `failed`.
+    pub fn observe_email(&self, result: &str) {
+        match result {
+            "sent" => self.emails_sent.inc(),
+            "failed" => self.emails_failed.inc(),
+            _ => self.email_retries.inc(),
+        };
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -129,7 +161,10 @@ mod tests {
         m.observe("/api.ashx/v1/calls", "GET", 200, 0.002);
         m.observe("/api.ashx/v1/calls", "GET", 200, 0.004);
         m.observe_webhook_attempt("success", 0.01);
+        m.observe_email("sent");
         let text = m.render();
+        assert!(text.contains("codeb_emails_sent_total 1"), "{text}");
+        assert!(text.contains("codeb_emails_failed_total 0"), "{text}");
         assert!(
             text.contains(r#"codeb_webhook_attempts_total{result="success"} 1"#),
             "{text}"

@@ -1,6 +1,6 @@
 //! Starting the control plane: open and migrate the store, bootstrap the
 //! admin user and the signing key on first start, then serve HTTP and
-//! deliver webhooks until SIGINT/SIGTERM, finishing requests in flight and
+//! deliver webhooks (and emails, with a relay) until SIGINT/SIGTERM, finishing requests in flight and
 //! recording (or handing back) webhook attempts in flight.
 
 use std::net::SocketAddr;
@@ -111,6 +111,14 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     }
     let store = state.store.clone();
     let delivery = crate::webhooks::start(&state).context("starting webhook delivery")?;
+    let mail = crate::email::start(&state).context("starting the email sender")?;
+    match (&state.config.email.smtp, &mail) {
+        (Some(url), Some(_)) => {
+            tracing::info!(relay = %format!("{}:{}", url.host, url.port), tls = url.tls,
+                from = %state.config.email.from, "sending transcript emails")
+        }
+        _ => tracing::info!("no CODEB_SMTP_URL: transcript emails are queued, not sent"),
+    }
     let link = state.switch.start(&store);
     let app = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
@@ -118,6 +126,9 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         .await;
     link.shutdown().await;
     delivery.shutdown().await;
+    if let Some(mail) = mail {
+        mail.shutdown().await;
+    }
     served?;
     store.close().await;
     tracing::info!("control plane stopped");

@@ -5,7 +5,10 @@
 use codeb_types::{CallId, CallStatus, E164, TrunkId, UtcMillis};
 use sqlx::AssertSqlSafe;
 
-use super::{Page, Result, RowExt, Store, StoreError, WritePool, col, ms, on_pool, opt_ms};
+use super::tx::on_tx;
+use super::{
+    AttemptEnd, Page, Result, RowExt, Store, StoreError, WritePool, col, ms, on_pool, opt_ms,
+};
 
 /// A validated call request, ready to store.
 #[derive(Debug, Clone)]
@@ -256,35 +259,32 @@ impl Store {
     }
 
     /// Cancels a call that has not reached a switch; reports what it found
-    /// otherwise. The status check and the update are one transaction, so a
-    /// scheduler that claims the call at the same moment either wins (the
-    /// call is `dispatching`, the switch ends it) or loses (it is cancelled).
+    /// otherwise. The status check and the update are one transaction (the
+    /// row locked on PostgreSQL), so a scheduler that claims the call at
+    /// the same moment either wins (the call is `dispatching`, the switch
+    /// ends it) or loses (it is cancelled). A cancelled call's email is
+    /// queued in the same transaction.
     pub async fn hangup_unplaced(
         &self,
         tenant: &str,
         id: &CallId,
         now: UtcMillis,
     ) -> Result<HangupResult> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.write_tx().await?;
-            let row: Option<(String, Option<String>)> = sqlx::query_as(
-                "SELECT status, node_url FROM calls WHERE tenant = $1 AND call_id = $2",
-            )
-            .bind(tenant)
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((status, node)) = row else {
-                return Ok(HangupResult::NotFound);
-            };
-            let status = CallStatus::parse(&status)
-                .ok_or_else(|| StoreError::Corrupt(format!("call status {status}")))?;
-            match (status, node) {
-                (s, _) if s.is_terminal() => Ok(HangupResult::Noop(s)),
-                // Not handed to a node yet: a dispatcher holding the claim
-                // finds it cancelled when it records its node, and stops.
-                (CallStatus::Scheduled | CallStatus::EndedFailedRetryPending, _)
-                | (CallStatus::Dispatching, None) => {
+        let mut tx = self.begin().await?;
+        let Some(call) = tx
+            .lock_call(id.as_str())
+            .await?
+            .filter(|c| c.tenant == tenant)
+        else {
+            return Ok(HangupResult::NotFound);
+        };
+        match (call.status, &call.node_url) {
+            (s, _) if s.is_terminal() => Ok(HangupResult::Noop(s)),
+            // Not handed to a node yet: a dispatcher holding the claim
+            // finds it cancelled when it records its node, and stops.
+            (CallStatus::Scheduled | CallStatus::EndedFailedRetryPending, _)
+            | (CallStatus::Dispatching, None) => {
+                on_tx!(tx, |t| {
                     sqlx::query(
                         "UPDATE calls SET status = 'cancelled', ended_reason = 'cancelled', \
                          ended_at = $1, next_attempt_at = NULL, lease_until = NULL, \
@@ -294,17 +294,31 @@ impl Store {
                     .bind(now.0)
                     .bind(tenant)
                     .bind(id.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut **t)
                     .await?;
-                    tx.commit().await?;
-                    Ok(HangupResult::Cancelled)
-                }
-                (s, Some(node)) => Ok(HangupResult::OnSwitch(s, node)),
-                (s, None) => Err(StoreError::Corrupt(format!(
-                    "call {id} is {s} without a switch node"
-                ))),
+                });
+                let end = AttemptEnd {
+                    outcome: "cancelled".into(),
+                    ended_at: now,
+                    ..AttemptEnd::default()
+                };
+                let ending = super::emails::CallEnd {
+                    status: CallStatus::Cancelled,
+                    outcome: "cancelled",
+                    detail: "",
+                    end: &end,
+                    answered_at: None,
+                    transcript: None,
+                };
+                tx.queue_call_email(&call, &ending, now).await?;
+                tx.commit().await?;
+                Ok(HangupResult::Cancelled)
             }
-        })
+            (s, Some(node)) => Ok(HangupResult::OnSwitch(s, node.clone())),
+            (s, None) => Err(StoreError::Corrupt(format!(
+                "call {id} is {s} without a switch node"
+            ))),
+        }
     }
 
     /// Whether the number is on the tenant's whitelist.

@@ -24,7 +24,8 @@
 //! Only unanswered technical failures and `no-answer`/`busy` are retried: a
 //! person who picked up is never rung again by a retry. Each ended attempt
 //! records `outbound-ai.finished` (and `transcript.saved` after it when the
-//! attempt produced turns) in the same transaction.
+//! attempt produced turns) in the same transaction, and an attempt that
+//! ends the call for good queues its email there too (`store::emails`).
 
 use codeb_types::{CallId, CallStatus, EventName, UtcMillis};
 use serde_json::json;
@@ -549,7 +550,7 @@ impl Store {
             now,
         )
         .await?;
-        if let Some(t) = transcript {
+        if let Some(t) = &transcript {
             let data = json!({
                 "callId": call.call_id,
                 "phone": call.phone,
@@ -567,6 +568,17 @@ impl Store {
             )
             .await?;
         }
+        // The transcript + outcome email, with this very transcript, in
+        // the same transaction (see `store::emails`).
+        let ending = super::emails::CallEnd {
+            status,
+            outcome: &outcome,
+            detail: &detail,
+            end,
+            answered_at,
+            transcript: transcript.as_ref(),
+        };
+        tx.queue_call_email(call, &ending, now).await?;
         tracing::info!(call = %call.call_id, attempt = call.attempt, status = %status,
             outcome = %end.outcome, detail = %detail, "call attempt ended");
         Ok(status)

@@ -13,6 +13,7 @@
 
 mod calls;
 mod dispatch;
+mod emails;
 mod inbound;
 mod keys;
 mod numbers;
@@ -31,6 +32,7 @@ pub use calls::{CallFilter, CallRecord, HangupResult, NewCall};
 pub use dispatch::{
     AttemptEnd, DISPATCH_LEASE_MS, DispatchCall, LiveCall, cut as cut_text, retryable_outcome,
 };
+pub use emails::{ClaimedEmail, EmailRecord, EmailState, EmailStep};
 pub use inbound::InboundCallRecord;
 pub use keys::{ApiKeyRecord, RefreshOutcome, RefreshToken};
 pub use numbers::NumberRecord;

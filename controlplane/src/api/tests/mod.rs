@@ -65,6 +65,7 @@ impl Harness {
             switch_lost_after: std::time::Duration::from_secs(5),
             call_retry_delay_unit: std::time::Duration::from_secs(60),
             webhooks: crate::config::WebhookConfig::default(),
+            email: crate::config::EmailConfig::unsent(TENANT),
         };
         let clock = Clock::manual(UtcMillis::parse_rfc3339("2026-06-04T17:55:12.401Z").unwrap());
         let now = clock.now();

@@ -1,0 +1,329 @@
+//! The email outbox at the store level, each test on SQLite and on
+//! PostgreSQL: the email is written with the call's end (and only then),
+//! carries that end's transcript, and is claimed by one sender.
+
+use codeb_types::{CallId, CallStatus, E164, UtcMillis};
+
+use super::{EmailState, EmailStep};
+use crate::store::testing::TestDb;
+use crate::store::{
+    Applied, AttemptEnd, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent,
+};
+
+const TENANT: &str = "t.example";
+const NODE: &str = "http://10.0.0.1:50051";
+const T0: UtcMillis = UtcMillis(1_780_000_000_000);
+
+fn new_call(n: u8, retries: i64) -> NewCall {
+    NewCall {
+        call_id: CallId::from_random([n; 6]),
+        tenant: TENANT.into(),
+        requested_by: "alex".into(),
+        phone: E164::parse("+15551234567").unwrap(),
+        display_name: "Zahnarzt Müller".into(),
+        email: format!("ops{n}@example.com"),
+        system_prompt: "Say hi".into(),
+        ai_api_key: "key".into(),
+        model: "m".into(),
+        voice: "Aoede".into(),
+        language: "en-US".into(),
+        max_seconds: 60,
+        retries,
+        retry_delay_minutes: 5,
+        trunk_id: None,
+        status: CallStatus::Scheduled,
+        created_at: T0,
+        scheduled_for: None,
+        next_attempt_at: T0,
+    }
+}
+
+async fn in_flight(s: &Store, n: u8, retries: i64) -> DispatchCall {
+    let c = new_call(n, retries);
+    s.insert_call(&c).await.unwrap();
+    let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+    assert!(s.mark_placed(&claimed, "", T0).await.unwrap());
+    if s.switch_cursor(NODE).await.unwrap().is_none() {
+        s.reset_switch_cursor(NODE, "j1", T0).await.unwrap();
+    }
+    claimed
+}
+
+async fn apply(s: &Store, call: &DispatchCall, kind: EventKind) -> Applied {
+    let seq = s.switch_cursor(NODE).await.unwrap().unwrap().last_seq + 1;
+    let ev = SwitchEvent {
+        journal_id: "j1".into(),
+        seq,
+        at: T0.plus_ms(seq * 1000),
+        call_id: call.call_id.to_string(),
+        tenant: TENANT.into(),
+        kind,
+    };
+    s.apply_switch_event(NODE, &ev, T0.plus_ms(60_000))
+        .await
+        .unwrap()
+}
+
+fn ended(outcome: &str, answered: bool) -> EventKind {
+    EventKind::Ended(AttemptEnd {
+        outcome: outcome.into(),
+        answered,
+        answered_at: answered.then_some(T0.plus_ms(2000)),
+        ended_at: T0.plus_ms(60_000),
+        talk_seconds: if answered { 58 } else { 0 },
+        duration_seconds: 60,
+        ..AttemptEnd::default()
+    })
+}
+
+fn turn(speaker: Speaker, text: &str, at_ms: i64) -> EventKind {
+    EventKind::Turn {
+        speaker,
+        text: text.into(),
+        at_ms,
+    }
+}
+
+async fn an_ended_call_queues_one_email_with_its_transcript(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 1, 0).await;
+    let id = call.call_id.as_str();
+    apply(
+        s,
+        &call,
+        turn(Speaker::Ai, "Hi, this is your reminder.", 500),
+    )
+    .await;
+    assert!(
+        s.call_email(TENANT, id).await.unwrap().is_none(),
+        "nothing before the end"
+    );
+    apply(s, &call, turn(Speaker::Caller, "Danke, tschüss.", 4000)).await;
+    assert_eq!(
+        apply(s, &call, ended("finished", true)).await,
+        Applied::Applied
+    );
+    let e = s.call_email(TENANT, id).await.unwrap().unwrap();
+    assert_eq!(e.state, EmailState::Queued);
+    assert_eq!(e.recipient, "ops1@example.com");
+    assert_eq!(e.attempts, 0);
+    assert_eq!(
+        e.subject,
+        format!("Call to +15551234567 (Zahnarzt Müller): finished [{id}]")
+    );
+    for want in [
+        "Status:      ended-success",
+        "AI: Hi, this is your reminder.",
+        "Caller: Danke, tschüss.",
+    ] {
+        assert!(e.body.contains(want), "{want} in {}", e.body);
+    }
+    let t = s.transcript(TENANT, id).await.unwrap().unwrap();
+    assert!(e.body.contains(&t.file), "names the transcript file");
+    // The end applies once, so the email is queued once.
+    assert!(matches!(
+        apply(s, &call, ended("finished", true)).await,
+        Applied::Skipped(_)
+    ));
+    assert_eq!(s.list_emails(TENANT, 10).await.unwrap().len(), 1);
+}
+
+async fn only_the_final_attempt_and_cancellations_send_email(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 2, 1).await;
+    let id = call.call_id.as_str();
+    apply(s, &call, ended("no-answer", false)).await;
+    let rec = s.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::EndedFailedRetryPending);
+    assert!(
+        s.call_email(TENANT, id).await.unwrap().is_none(),
+        "a retry is coming: no email yet"
+    );
+    let due = T0.plus_ms(60_000 + 5 * 60_000);
+    let retry = s.claim_due_calls(due, 10).await.unwrap().pop().unwrap();
+    s.dispatch_failed(&retry, "SIP 503 Service Unavailable", due)
+        .await
+        .unwrap();
+    let e = s.call_email(TENANT, id).await.unwrap().unwrap();
+    assert!(e.subject.contains(": failed ["), "{}", e.subject);
+    assert!(
+        e.body.contains("Error:       SIP 503 Service Unavailable"),
+        "{}",
+        e.body
+    );
+    assert!(e.body.contains("Attempt:     2"), "{}", e.body);
+    assert!(e.body.contains("No transcript"), "{}", e.body);
+    // A scheduled call cancelled before it was dialled reports that too.
+    let c = new_call(3, 0);
+    s.insert_call(&c).await.unwrap();
+    let r = s.hangup_unplaced(TENANT, &c.call_id, T0).await.unwrap();
+    assert!(matches!(r, crate::store::HangupResult::Cancelled), "{r:?}");
+    let e = s
+        .call_email(TENANT, c.call_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(e.subject.contains(": cancelled ["), "{}", e.subject);
+    // A hangup of another tenant's call neither cancels it nor emails.
+    let other = new_call(4, 0);
+    s.insert_call(&other).await.unwrap();
+    let r = s
+        .hangup_unplaced("other.example", &other.call_id, T0)
+        .await
+        .unwrap();
+    assert!(matches!(r, crate::store::HangupResult::NotFound), "{r:?}");
+    assert!(
+        s.call_email(TENANT, other.call_id.as_str())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn a_rolled_back_end_queues_nothing(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 5, 0).await;
+    apply(s, &call, turn(Speaker::Ai, "Hello", 0)).await;
+    // The transcript cannot be written: the end fails whole.
+    std::fs::write(s.transcripts_dir(), b"in the way").unwrap();
+    let ev = SwitchEvent {
+        journal_id: "j1".into(),
+        seq: 2,
+        at: T0,
+        call_id: call.call_id.to_string(),
+        tenant: TENANT.into(),
+        kind: ended("far-hangup", true),
+    };
+    assert!(s.apply_switch_event(NODE, &ev, T0).await.is_err());
+    assert!(s.list_emails(TENANT, 10).await.unwrap().is_empty());
+    std::fs::remove_file(s.transcripts_dir()).unwrap();
+    assert_eq!(
+        s.apply_switch_event(NODE, &ev, T0).await.unwrap(),
+        Applied::Applied
+    );
+    let e = s
+        .call_email(TENANT, call.call_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(e.body.contains("AI: Hello"), "{}", e.body);
+}
+
+async fn claims_are_exclusive_and_results_need_the_lease(db: TestDb) {
+    let a = db.store.clone();
+    let b = Store::open(&db.url, db.dir.path()).await.unwrap();
+    for n in 10..40u8 {
+        let c = new_call(n, 0);
+        a.insert_call(&c).await.unwrap();
+        a.hangup_unplaced(TENANT, &c.call_id, T0).await.unwrap();
+    }
+    assert_eq!(a.email_backlog().await.unwrap(), 30);
+    assert!(
+        a.claim_emails(T0.plus_ms(-1), 60_000, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due before they were queued"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = s.claim_emails(T0, 60_000, 3).await.unwrap();
+                if batch.is_empty() {
+                    break got;
+                }
+                got.extend(batch);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let mut ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        (all.len(), ids.len()),
+        (30, 30),
+        "each claimed exactly once"
+    );
+    assert!(all.iter().all(|e| e.attempt == 1));
+    // A retry: queued again, due later, attempts counted.
+    let first = &all[0];
+    let later = T0.plus_ms(30_000);
+    assert!(
+        a.record_email_attempt(first, &EmailStep::RetryAt(later), "451 busy", T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.record_email_attempt(first, &EmailStep::Sent, "", T0)
+            .await
+            .unwrap(),
+        "its lease is spent"
+    );
+    assert!(
+        a.claim_emails(later.plus_ms(-1), 60_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = a.claim_emails(later, 60_000, 100).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].id.as_str(), again[0].attempt),
+        (first.id.as_str(), 2)
+    );
+    // An expired lease is taken over; the old holder cannot record.
+    let second = &all[1];
+    let after_lease = T0.plus_ms(60_000);
+    let taken = b.claim_emails(after_lease, 60_000, 100).await.unwrap();
+    assert!(taken.iter().any(|e| e.id == second.id));
+    assert!(
+        !a.record_email_attempt(second, &EmailStep::Failed, "x", after_lease)
+            .await
+            .unwrap()
+    );
+    let mine = taken.iter().find(|e| e.id == second.id).unwrap();
+    assert!(
+        b.record_email_attempt(mine, &EmailStep::Failed, "550 no such user", after_lease)
+            .await
+            .unwrap()
+    );
+    let rec = a.call_email(TENANT, &mine.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.state, EmailState::Failed);
+    assert_eq!(rec.last_error, "550 no such user");
+    assert_eq!(rec.finished_at, Some(after_lease));
+    b.close().await;
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::store::testing::TestDb::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(db) = crate::store::testing::TestDb::postgres().await {
+                    super::$name(db).await;
+                }
+            })*
+        }
+    };
+}
+
+both!(
+    an_ended_call_queues_one_email_with_its_transcript,
+    only_the_final_attempt_and_cancellations_send_email,
+    a_rolled_back_end_queues_nothing,
+    claims_are_exclusive_and_results_need_the_lease,
+);
