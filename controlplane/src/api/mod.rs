@@ -15,6 +15,7 @@ pub mod inbound_routes;
 pub mod meta;
 pub mod numbers;
 pub mod openapi;
+pub mod prompts;
 pub mod share_page;
 pub mod shares;
 pub mod transcripts;
@@ -116,6 +117,20 @@ pub static ENDPOINTS: &[Endpoint] = &[
         put(numbers::update)),
     ep!(DELETE "/api.ashx/v1/numbers/{number}", "numbers", Admin, "Delete a virtual number",
         req: Body::None, resp: 200 Body::One(s::<numbers::DeletedNumber>), delete(numbers::remove)),
+    ep!(GET "/api.ashx/v1/prompts", "prompts", Admin,
+        "List the prompt library: the tenant's prompts and the built-ins (a systemPrompt may name a slug)",
+        req: Body::None, resp: 200 Body::List(s::<prompts::PromptView>), get(prompts::list)),
+    ep!(POST "/api.ashx/v1/prompts", "prompts", Admin,
+        "Create a prompt (a built-in's slug overrides it for this tenant)",
+        req: Body::One(s::<prompts::PromptInput>), resp: 201 Body::One(s::<prompts::PromptView>),
+        post(prompts::create)),
+    ep!(GET "/api.ashx/v1/prompts/{slug}", "prompts", Admin, "Get one prompt by slug",
+        req: Body::None, resp: 200 Body::One(s::<prompts::PromptView>), get(prompts::get_one)),
+    ep!(PUT "/api.ashx/v1/prompts/{slug}", "prompts", Admin, "Update a prompt (fields given; built-ins are read-only)",
+        req: Body::One(s::<prompts::PromptInput>), resp: 200 Body::One(s::<prompts::PromptView>),
+        put(prompts::update)),
+    ep!(DELETE "/api.ashx/v1/prompts/{slug}", "prompts", Admin, "Delete a prompt (built-ins are read-only)",
+        req: Body::None, resp: 200 Body::One(s::<prompts::DeletedPrompt>), delete(prompts::remove)),
     ep!(GET "/api.ashx/v1/inbound-calls", "inbound-calls", Admin,
         "List inbound calls to virtual numbers (AI persona answered)",
         req: Body::None, resp: 200 Body::List(s::<inbound_calls::InboundCallView>),

@@ -18,6 +18,7 @@ mod inbound;
 mod keys;
 mod numbers;
 mod outbox;
+mod prompts;
 mod routes;
 mod shares;
 mod switch_config;
@@ -39,6 +40,10 @@ pub use numbers::NumberRecord;
 pub use outbox::{
     AttemptLog, AttemptOutcome, Audience, ClaimedDelivery, DeliveryRecord, DeliveryState, NextStep,
     Paused, ReplayOutcome, event_body,
+};
+pub use prompts::{
+    BUILTIN_PROMPTS, BuiltinPrompt, MAX_PROMPT_NAME, MAX_PROMPT_TEXT, MAX_SLUG, PromptRecord,
+    builtin_prompt, is_slug,
 };
 pub use routes::{InboundRoute, RouteError};
 pub use shares::{NewShare, ShareRecord, ShareView};

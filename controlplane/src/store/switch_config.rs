@@ -5,7 +5,8 @@
 //! tables, so it names exactly one configuration and only ever grows.
 //!
 //! Rows are read in one transaction, so a snapshot never mixes two
-//! versions. The gRPC shape is built by `switch_link::config`.
+//! versions. A virtual number whose `systemPrompt` is a prompt slug carries
+//! the prompt's text here (see `store::prompts`). The gRPC shape is built by `switch_link::config`.
 
 use super::numbers::number_from_row;
 use super::trunks::trunk_from_row;
@@ -31,6 +32,30 @@ pub struct ConfigRows {
     pub numbers: Vec<NumberRecord>,
     /// (tenant, E.164 number), ordered by tenant.
     pub whitelist: Vec<(String, String)>,
+}
+
+/// Replaces each number's `systemPrompt` that is a slug with the text it
+/// stands for: the tenant's prompt (`named`: tenant, slug, text), else a
+/// built-in; the text alone (a number has no call context to add).
+fn resolve_number_prompts(
+    mut numbers: Vec<NumberRecord>,
+    named: &[(String, String, String)],
+) -> Vec<NumberRecord> {
+    for n in &mut numbers {
+        if !super::prompts::is_slug(&n.system_prompt) {
+            continue;
+        }
+        let own = named
+            .iter()
+            .find(|(t, slug, _)| *t == n.tenant && *slug == n.system_prompt)
+            .map(|(_, _, text)| text.clone());
+        if let Some(text) =
+            own.or_else(|| super::prompts::builtin_prompt(&n.system_prompt).map(|b| b.text.into()))
+        {
+            n.system_prompt = text;
+        }
+    }
+    numbers
 }
 
 macro_rules! read_rows {
@@ -74,6 +99,15 @@ macro_rules! read_rows {
         .iter()
         .map(number_from_row)
         .collect::<Result<Vec<_>>>()?;
+        // Tenant prompts named by a number's systemPrompt, in the same
+        // snapshot, so a number's persona gets the prompt's text.
+        let named: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT p.tenant, p.slug, p.text FROM prompts p JOIN numbers n \
+             ON n.tenant = p.tenant AND n.system_prompt = p.slug",
+        )
+        .fetch_all(&mut *$tx)
+        .await?;
+        let numbers = resolve_number_prompts(numbers, &named);
         let whitelist = sqlx::query("SELECT tenant, phone FROM whitelist ORDER BY tenant, phone")
             .fetch_all(&mut *$tx)
             .await?

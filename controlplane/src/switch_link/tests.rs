@@ -1033,3 +1033,97 @@ async fn an_inbound_call_streams_into_its_record_transcript_and_events() {
     tasks.shutdown().await;
     server.kill(&peer).await;
 }
+
+#[tokio::test]
+async fn prompt_slugs_are_placed_as_their_text() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("a");
+    let server = Server::start(&peer, None).await;
+    let l = link(vec![server.url()], &clock);
+    l.choose_probing().await.unwrap();
+    let s = &db.store;
+    let now = clock.now();
+    assert!(
+        s.create_prompt(
+            TENANT,
+            "dentist",
+            "Dentist",
+            "Remind them of the dentist.",
+            now
+        )
+        .await
+        .unwrap()
+    );
+    // A virtual number whose persona is a built-in slug.
+    let number = crate::store::NumberRecord {
+        tenant: TENANT.into(),
+        number: "1234".into(),
+        name: "desk".into(),
+        mode: "live-voice-ai".into(),
+        voice: "Aoede".into(),
+        language: "en-US".into(),
+        model: "m".into(),
+        save_transcripts: true,
+        max_duration_sec: 600,
+        visibility: "signed-in".into(),
+        system_prompt: "reminder".into(),
+        ai_api_key: String::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    assert!(s.create_number(&number).await.unwrap());
+    let mut placed_prompts = Vec::new();
+    for (n, prompt) in [(40, "dentist"), (41, "reminder"), (42, "Say hi")] {
+        let mut call = new_call(n, now);
+        call.system_prompt = prompt.into();
+        call.display_name = "Dr Who, Tuesday 10:00".into();
+        s.insert_call(&call).await.unwrap();
+        let claimed = s.claim_call(&call.call_id, now).await.unwrap().unwrap();
+        assert_eq!(
+            claimed.system_prompt, prompt,
+            "the record keeps what was sent"
+        );
+        let d = l.dispatch(s, &claimed).await;
+        assert!(matches!(d, Dispatched::Placed { .. }), "{d:?}");
+        let p = peer.with(|st| st.placements.last().cloned()).unwrap();
+        assert_eq!(p.call_id, call.call_id.as_str());
+        placed_prompts.push(p.ai.unwrap().system_prompt);
+    }
+    let context = "\n\nCall context: you are calling +15551234567; \
+                   the call's caller-ID name is \"Dr Who, Tuesday 10:00\".";
+    assert_eq!(
+        placed_prompts[0],
+        format!("Remind them of the dentist.{context}"),
+        "the tenant's prompt"
+    );
+    let builtin = crate::store::builtin_prompt("reminder").unwrap().text;
+    assert_eq!(placed_prompts[1], format!("{builtin}{context}"));
+    assert_eq!(placed_prompts[2], "Say hi", "plain text as given");
+    // The number's persona got the built-in's text in the snapshot; a
+    // tenant override of the slug is a configuration change that replaces
+    // it on the node.
+    let running = peer.with(|st| st.running.clone()).unwrap();
+    assert_eq!(
+        running.virtual_numbers[0]
+            .ai
+            .as_ref()
+            .unwrap()
+            .system_prompt,
+        builtin
+    );
+    let before = s.config_version().await.unwrap();
+    assert!(
+        s.create_prompt(TENANT, "reminder", "Ours", "Our reminder.", now)
+            .await
+            .unwrap()
+    );
+    assert!(s.config_version().await.unwrap() > before);
+    let rows = s.config_rows().await.unwrap();
+    let snap = super::config::snapshot(&rows);
+    assert_eq!(
+        snap.virtual_numbers[0].ai.as_ref().unwrap().system_prompt,
+        "Our reminder."
+    );
+    server.kill(&peer).await;
+}

@@ -5,6 +5,7 @@ mod auth;
 mod calls;
 mod conventions;
 mod inbound_calls;
+mod prompts;
 mod resources;
 mod shares;
 mod sweeps;

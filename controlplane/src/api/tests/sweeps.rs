@@ -31,6 +31,7 @@ struct Ids {
     trunk: String,
     key: String,
     inbound: String,
+    prompt: String,
 }
 
 fn concrete(path: &str, ids: &Ids) -> String {
@@ -47,6 +48,7 @@ fn concrete(path: &str, ids: &Ids) -> String {
             &format!("/inbound-calls/{}", ids.inbound),
         )
         .replace("{number}", &ids.number)
+        .replace("{slug}", &ids.prompt)
         .replace("{callId}", &ids.transcript)
         .replace("{did}", &ids.did)
         .replace("/webhooks/{id}", &format!("/webhooks/{}", ids.webhook))
@@ -73,6 +75,8 @@ fn valid_body(method: &Method, path: &str) -> Option<Value> {
         ("PUT", "/api.ashx/v1/inbound-routes/{did}") => json!({"User": "mallory"}),
         ("POST", "/api.ashx/v1/webhooks") => json!({"url": "https://x.example/h", "events": ["*"]}),
         ("POST", "/api.ashx/v1/api-keys") => json!({"name": "k"}),
+        ("POST", "/api.ashx/v1/prompts") => json!({"slug": "other-prompt", "text": "x"}),
+        ("PUT", "/api.ashx/v1/prompts/{slug}") => json!({"text": "changed"}),
         ("POST", _) | ("PUT", _) => json!({}),
         _ => return None,
     };
@@ -118,7 +122,14 @@ async fn seed(h: &Harness, token: &str) -> Ids {
             json!({"Did": "+15551234567", "User": "tenant-a-user"}),
         )
         .await;
-    for r in [&call, &trunk, &webhook, &key, &number, &route] {
+    let prompt = h
+        .post(
+            "/api.ashx/v1/prompts",
+            token,
+            json!({"slug": "tenant-a-prompt", "name": "tenant-a-prompt-name", "text": "x"}),
+        )
+        .await;
+    for r in [&call, &trunk, &webhook, &key, &number, &route, &prompt] {
         assert!(r.status.is_success(), "seed: {}", r.text);
     }
     let t = super::resources::transcript("oac-0123456789ab", "outbound-ai", "2026-01-01T12:00:00Z");
@@ -177,6 +188,7 @@ async fn seed(h: &Harness, token: &str) -> Ids {
         trunk: trunk.json["id"].as_str().unwrap().into(),
         key: key.json["id"].as_str().unwrap().into(),
         inbound: inbound.into(),
+        prompt: "tenant-a-prompt".into(),
     }
 }
 
@@ -319,6 +331,7 @@ async fn no_route_crosses_tenants(h: Harness) {
             "tenant-a-host",
             "tenant-a-number",
             "tenant-a-user",
+            "tenant-a-prompt-name",
             "Reminder",
         ] {
             assert!(
@@ -342,6 +355,10 @@ async fn no_route_crosses_tenants(h: Harness) {
         let r = h.get(&format!("/api.ashx/v1/{path}"), &b).await;
         assert_eq!(r.json["total"], 0, "{path}: {}", r.text);
     }
+    // Only the built-ins are in B's prompt library.
+    let r = h.get("/api.ashx/v1/prompts", &b).await;
+    assert_eq!(r.json["total"], 1, "{}", r.text);
+    assert_eq!(r.json["data"][0]["slug"], "reminder");
     let r = h.get("/api.ashx/v1/inbound-routes", &b).await;
     assert_eq!(
         r.json["data"],
@@ -374,6 +391,10 @@ async fn no_route_crosses_tenants(h: Harness) {
         "tenant-a-user"
     );
     assert_eq!(h.get("/api.ashx/v1/webhooks", &a).await.json["total"], 1);
+    assert_eq!(
+        h.get("/api.ashx/v1/prompts/tenant-a-prompt", &a).await.json["text"],
+        "x"
+    );
     assert_eq!(h.get("/api.ashx/v1/api-keys", &a).await.json["total"], 1);
     assert_eq!(
         h.get(&format!("/api.ashx/v1/inbound-calls/{}", ids.inbound), &a)
