@@ -331,3 +331,81 @@ async fn unknown_models_are_refused_before_connecting() {
         Err(EngineError::UnknownModel(_))
     ));
 }
+
+/// Heard audio as an observer was told of it: connection, instructions,
+/// samples, rate, when.
+type HeardAt = (u64, String, usize, u32, std::time::Instant);
+
+/// What an observer was told.
+#[derive(Debug, Default)]
+struct Seen {
+    heard: std::sync::Mutex<Vec<HeardAt>>,
+    says: std::sync::Mutex<Vec<(u64, u32, std::time::Instant)>>,
+}
+
+impl codeb_ai::sim::SimObserver for Seen {
+    fn heard(
+        &self,
+        conn: &codeb_ai::sim::ObservedConn,
+        samples: &[i16],
+        rate_hz: u32,
+        at: std::time::Instant,
+    ) {
+        self.heard.lock().unwrap().push((
+            conn.id,
+            conn.instructions.to_string(),
+            samples.len(),
+            rate_hz,
+            at,
+        ));
+    }
+
+    fn says(&self, conn: &codeb_ai::sim::ObservedConn, turn: u32, at: std::time::Instant) {
+        self.says.lock().unwrap().push((conn.id, turn, at));
+    }
+}
+
+#[tokio::test]
+async fn an_observer_sees_the_audio_heard_and_each_turn_start() {
+    let seen = std::sync::Arc::new(Seen::default());
+    let sim = sim(
+        Vendor::Gemini,
+        codeb_ai::sim::SimConfig {
+            observer: Some(seen.clone()),
+            ..sim_cfg()
+        },
+    )
+    .await;
+    let cfg = config(
+        &sim,
+        "models/gemini-2.5-flash-native-audio-preview-12-2025",
+        "sim-key",
+        "Be brief. CALL=7",
+    );
+    let before = std::time::Instant::now();
+    let mut c = Caller::connect(cfg).await;
+    let (text, _) = c.ai_says().await;
+    assert_eq!(text, GREETING);
+    let greeted = std::time::Instant::now();
+    c.silence(700).await;
+    c.speak(300).await;
+    c.silence(400).await;
+    c.ai_says().await;
+    c.session.close().await.unwrap();
+
+    let says = seen.says.lock().unwrap().clone();
+    assert_eq!(says.iter().map(|s| s.1).collect::<Vec<_>>(), [0, 1]);
+    assert!(before <= says[0].2 && says[0].2 <= greeted);
+    let heard = seen.heard.lock().unwrap();
+    assert!(
+        heard
+            .iter()
+            .all(|h| h.0 == says[0].0 && h.1.contains("CALL=7") && h.3 == 16_000)
+    );
+    assert!(heard.windows(2).all(|w| w[0].4 <= w[1].4));
+    // The reply started only once the speech and the end-of-utterance
+    // silence (300 ms here) had been heard: 1.3 s at 16 kHz at least.
+    let before_reply: usize = heard.iter().filter(|h| h.4 <= says[1].2).map(|h| h.2).sum();
+    assert!(before_reply >= 1300 * 16, "{before_reply}");
+    assert!(heard.iter().map(|h| h.2).sum::<usize>() <= 1400 * 16);
+}

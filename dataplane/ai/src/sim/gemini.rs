@@ -122,6 +122,7 @@ pub(crate) async fn serve_connection(
         .and_then(Value::as_str)
         != Some("NO_INTERRUPTION");
     let mut conn = Conn {
+        observed: shared.observed(&prompt),
         script: Script::new(&prompt, hearing, conv),
         interrupts,
         prompt_tokens: prompt.split_whitespace().count() as u64,
@@ -204,6 +205,8 @@ async fn close(ws: &mut Ws, shared: &Shared, code: u16, reason: &str) -> Result<
 }
 
 struct Conn {
+    /// This connection as the config's observer sees it.
+    observed: Option<super::ObservedConn>,
     script: Script,
     /// `activityHandling` is not `NO_INTERRUPTION`.
     interrupts: bool,
@@ -226,6 +229,7 @@ impl Conn {
                 Ok(None) => return Ok(()),
                 Err(reason) => return close(ws, &self.shared, 1007, &reason).await,
             };
+            let read_at = std::time::Instant::now();
             if let Some(ri) = field(&msg, "realtimeInput", "realtime_input") {
                 let chunk = ri
                     .get("audio")
@@ -242,6 +246,8 @@ impl Conn {
                         return close(ws, &self.shared, 1007, "Invalid audio data.").await;
                     };
                     let samples = pcm16(&bytes);
+                    self.shared
+                        .observe_heard(self.observed.as_ref(), &samples, rate, read_at);
                     self.heard_ms_unreported += samples.len() as u64 * 1000 / u64::from(rate);
                     let acts = self.script.push_audio(&samples, rate);
                     for act in acts {
@@ -361,6 +367,7 @@ impl Conn {
         let per_chunk = (OUT_RATE * self.shared.cfg.chunk_ms.clamp(10, 1000) / 1000) as usize;
         let chunks: Vec<&[i16]> = pcm.chunks(per_chunk).collect();
         let words = pieces(&r.text, chunks.len());
+        self.shared.observe_says(self.observed.as_ref(), r.turn);
         for (i, c) in chunks.iter().enumerate() {
             let data = B64.encode(pcm16_bytes(c));
             send(

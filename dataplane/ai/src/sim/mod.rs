@@ -3,7 +3,9 @@
 //! and close codes, driven by the deterministic [`script`].
 //!
 //! Every simulator logs what it did as [`SimRecord`]s so tests can assert
-//! each turn; [`SimServer::wait_for`] waits (bounded) for a record.
+//! each turn; [`SimServer::wait_for`] waits (bounded) for a record. A
+//! [`SimObserver`] in the config sees the audio as it passes, with when,
+//! for benchmarks that time a client's audio path.
 
 pub mod g711;
 pub mod gemini;
@@ -13,7 +15,7 @@ pub mod script;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -40,6 +42,8 @@ pub struct SimConfig {
     pub send_usage: bool,
     /// Length of each audio chunk sent, ms.
     pub chunk_ms: u32,
+    /// Told of the audio each connection hears and says (none by default).
+    pub observer: Option<Arc<dyn SimObserver>>,
 }
 
 impl Default for SimConfig {
@@ -51,8 +55,34 @@ impl Default for SimConfig {
             go_away_notice: Duration::from_secs(1),
             send_usage: true,
             chunk_ms: 40,
+            observer: None,
         }
     }
+}
+
+/// A simulator connection as a [`SimObserver`] sees it.
+#[derive(Debug, Clone)]
+pub struct ObservedConn {
+    /// Unique among the simulator's connections.
+    pub id: u64,
+    /// The system instruction the client set up the session with (Gemini
+    /// `systemInstruction`, OpenAI `instructions`): the persona's prompt,
+    /// where a benchmark can mark which call a connection carries.
+    pub instructions: Arc<str>,
+}
+
+/// Sees the audio passing through a simulator, with the instant of each
+/// event, so a benchmark can time a client's audio path against the
+/// simulator's clock (the same process's `Instant`). It changes nothing the
+/// simulator does. Methods run on the connection's task: keep them short.
+pub trait SimObserver: Send + Sync + std::fmt::Debug {
+    /// Caller audio arrived: `samples` (mono, `rate_hz`) decoded from one
+    /// client message, which had been read and parsed at `at`.
+    fn heard(&self, conn: &ObservedConn, samples: &[i16], rate_hz: u32, at: Instant);
+    /// The AI's turn `turn` starts: its first audio chunk is sent right
+    /// after `at` (the turn's audio starts from silence, so its onset is
+    /// the first chunk).
+    fn says(&self, conn: &ObservedConn, turn: u32, at: Instant);
 }
 
 /// Something the simulator did or saw.
@@ -191,6 +221,34 @@ impl Shared {
 
     pub(crate) fn next_id(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The connection as the observer will see it (None: no observer).
+    pub(crate) fn observed(&self, instructions: &str) -> Option<ObservedConn> {
+        self.cfg.observer.as_ref().map(|_| ObservedConn {
+            id: self.next_id(),
+            instructions: instructions.into(),
+        })
+    }
+
+    /// Tells the observer of heard audio (read at `at`).
+    pub(crate) fn observe_heard(
+        &self,
+        conn: Option<&ObservedConn>,
+        samples: &[i16],
+        rate_hz: u32,
+        at: Instant,
+    ) {
+        if let (Some(o), Some(c)) = (&self.cfg.observer, conn) {
+            o.heard(c, samples, rate_hz, at);
+        }
+    }
+
+    /// Tells the observer a turn's audio starts now.
+    pub(crate) fn observe_says(&self, conn: Option<&ObservedConn>, turn: u32) {
+        if let (Some(o), Some(c)) = (&self.cfg.observer, conn) {
+            o.says(c, turn, Instant::now());
+        }
     }
 
     /// Stores `conv` under a fresh handle.

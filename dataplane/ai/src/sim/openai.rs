@@ -175,6 +175,9 @@ async fn close(ws: &mut Ws, shared: &Shared, code: u16, reason: &str) -> Result<
 
 struct Conn {
     shared: Arc<Shared>,
+    /// This connection as the config's observer sees it (from its first
+    /// `session.update`).
+    observed: Option<super::ObservedConn>,
     script: Option<Script>,
     session: Value,
     in_fmt: Fmt,
@@ -191,6 +194,7 @@ impl Conn {
     fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
+            observed: None,
             script: None,
             session: Value::Null,
             in_fmt: Fmt::Pcm24,
@@ -257,6 +261,7 @@ impl Conn {
                 .await?;
                 continue;
             };
+            let read_at = std::time::Instant::now();
             let kind = msg
                 .get("type")
                 .and_then(Value::as_str)
@@ -292,6 +297,12 @@ impl Conn {
                         continue;
                     };
                     let samples = self.in_fmt.decode(&bytes);
+                    self.shared.observe_heard(
+                        self.observed.as_ref(),
+                        &samples,
+                        self.in_fmt.rate(),
+                        read_at,
+                    );
                     self.heard_ms_unreported +=
                         samples.len() as u64 * 1000 / u64::from(self.in_fmt.rate());
                     let acts = script.push_audio(&samples, self.in_fmt.rate());
@@ -415,6 +426,7 @@ impl Conn {
         if self.script.is_none() {
             let prompt = s.get("instructions").and_then(Value::as_str).unwrap_or("");
             self.prompt_tokens = prompt.split_whitespace().count() as u64;
+            self.observed = self.shared.observed(prompt);
             let mut hearing = self.shared.cfg.hearing;
             if let Some(ms) = s
                 .pointer("/audio/input/turn_detection/silence_duration_ms")
@@ -513,6 +525,7 @@ impl Conn {
             (self.out_fmt.rate() * self.shared.cfg.chunk_ms.clamp(10, 1000) / 1000) as usize;
         let chunks: Vec<&[i16]> = pcm.chunks(per_chunk).collect();
         let words = pieces(&r.text, chunks.len());
+        self.shared.observe_says(self.observed.as_ref(), r.turn);
         for (i, c) in chunks.iter().enumerate() {
             let delta = B64.encode(self.out_fmt.encode(c));
             self.send(ws, json!({"type": "response.output_audio.delta", "event_id": self.ev(), "response_id": rid, "item_id": item, "output_index": 0, "content_index": 0, "delta": delta})).await?;
