@@ -301,16 +301,6 @@ impl SwitchNodes {
         if let Err(e) = config::ensure_config(&node, store).await {
             return fail(e).await;
         }
-        // A systemPrompt naming a prompt slug is placed as its text (the
-        // call record keeps what the integrator sent).
-        let system_prompt = store
-            .expand_call_prompt(
-                &call.tenant,
-                &call.system_prompt,
-                &call.phone,
-                &call.display_name,
-            )
-            .await?;
         let request = pb::PlaceCallRequest {
             call_id: call.call_id.to_string(),
             tenant: call.tenant.clone(),
@@ -321,7 +311,7 @@ impl SwitchNodes {
                 model: call.model.clone(),
                 voice: call.voice.clone(),
                 language: call.language.clone(),
-                system_prompt,
+                system_prompt: call.system_prompt.clone(),
                 api_key: call.ai_api_key.clone(),
                 transfer_targets: Vec::new(),
                 save_transcript: true,
@@ -329,6 +319,9 @@ impl SwitchNodes {
             max_seconds: u32::try_from(call.max_seconds.max(0)).unwrap_or(u32::MAX),
             ring_timeout_seconds: 0,
             attempt: u32::try_from(call.attempt.max(1)).unwrap_or(u32::MAX),
+            // The API has no per-call recording switch: the node's
+            // CODEB_RECORD=all records every call.
+            record: false,
         };
         let mut client = match node.client() {
             Ok(c) => c,

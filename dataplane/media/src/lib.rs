@@ -61,6 +61,8 @@
 //! * [`dtmf`]: RFC 4733 telephone-event parsing, reporting and sending;
 //!   [`inband`]: Goertzel DTMF detection for G.711 legs.
 //! * [`tap`]: the SPSC rings and counters between a worker and an AI engine.
+//! * [`record`]: dual-channel WAV recording fed from the worker through an
+//!   SPSC ring, decoded and written by a recorder thread.
 
 pub mod amd;
 pub mod codec;
@@ -72,6 +74,7 @@ pub mod jitter;
 pub mod latch;
 pub mod opus;
 pub mod pipeline;
+pub mod record;
 pub mod resample;
 pub mod rewrite;
 pub mod rtcp;

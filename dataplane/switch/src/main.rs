@@ -58,6 +58,12 @@ struct Cli {
     /// answered call is hung up; 0 never.
     #[arg(long, env = "CODEB_RTP_TIMEOUT", default_value_t = 60)]
     rtp_timeout: u64,
+    /// Call recording (dual-channel WAV in $CODEB_DATA_DIR/recordings):
+    /// `off`, `requested` (calls whose PlaceCall asks) or `all` (every
+    /// answered call).
+    #[arg(long, env = "CODEB_RECORD", default_value = "requested",
+          value_parser = ["off", "requested", "all"])]
+    record: String,
     /// Directory for the switch's state (and its default config file).
     #[arg(long, env = "CODEB_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -346,11 +352,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             rtcp_interval: Duration::from_secs(5),
             force_epoll: cli.io == "epoll",
+            record_dir: (cli.record != "off").then(|| cli.data_dir.join("recordings")),
         },
         Some(reactor.waker()),
     )
     .context("starting the media workers")?;
     core.set_media_engine(engine);
+    core.set_record_all(cli.record == "all");
     let endpoints = codeb_ai::Endpoints::parse(&cli.gemini_url, &cli.openai_url)
         .map_err(|e| anyhow::anyhow!("CODEB_GEMINI_URL / CODEB_OPENAI_URL: {e}"))?;
     tracing::info!(gemini = %endpoints.gemini, openai = %endpoints.openai, "voice-AI endpoints");

@@ -262,6 +262,7 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
             system_prompt: "You remind people of appointments. END_AFTER_TURNS=1".into(),
             ..Default::default()
         }),
+        record: true,
         ..Default::default()
     })
     .await
@@ -341,6 +342,48 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
         .wait(Duration::from_secs(10))
         .expect("SIPp got our BYE");
     assert!(st.success(), "SIPp: {st}");
+    // The call asked to be recorded: the callee (leg B) on the right, the
+    // AI on the left.
+    let (left, right) = recorded(&sw, "oac-ai-0001").await;
+    assert!(
+        left > 1000,
+        "the AI's speech on the left: {left} loud samples ({right} right)"
+    );
+    assert!(
+        (4000..12_000).contains(&right),
+        "the callee's 1.2 s of tone on the right: {right} loud samples"
+    );
+}
+
+/// Loud samples (left, right) of a call's recording, once the recorder
+/// has finished it (its RIFF sizes are written last).
+async fn recorded(sw: &Switch, call_id: &str) -> (usize, usize) {
+    let dir = sw.dir.path().join("recordings");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let wav = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(&format!("-{call_id}.wav")))
+            .and_then(|p| std::fs::read(p).ok())
+            .filter(|w| w.len() > 44 && w[40..44] != [0, 0, 0, 0]);
+        if let Some(w) = wav {
+            let loud = |at: usize| {
+                w[44..]
+                    .chunks_exact(4)
+                    .filter(|s| i16::from_le_bytes([s[at], s[at + 1]]).unsigned_abs() > 2000)
+                    .count()
+            };
+            return (loud(0), loud(2));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no finished recording of {call_id} in {dir:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A configuration routing DID 7000 from any local caller to a virtual

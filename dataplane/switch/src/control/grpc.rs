@@ -159,6 +159,7 @@ impl Switch for Service {
             max_seconds: r.max_seconds,
             ring_timeout_seconds: r.ring_timeout_seconds,
             attempt: r.attempt,
+            record: r.record,
             ai: r.ai.map(persona),
         };
         let placed = self

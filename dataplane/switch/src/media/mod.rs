@@ -15,10 +15,12 @@
 //! source (learn, then lock), rewrite the header into the other leg's
 //! stream, send. No lock and no allocation per packet.
 
+mod recorder;
 mod worker;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use codeb_io::{Options, Reactor, Waker};
 use codeb_media::pipeline::{ConfigError, LegConfig, Pipeline, PipelineConfig};
+use codeb_media::record::{self, RecordFeed};
 use codeb_media::tap::{TapConfig, TapEngine};
 
 use crate::ports::{PortPool, PortRange};
@@ -53,6 +56,8 @@ pub struct MediaSettings {
     pub rtcp_interval: Duration,
     /// Use epoll even where io_uring works.
     pub force_epoll: bool,
+    /// Where call recordings go (None: calls cannot be recorded).
+    pub record_dir: Option<PathBuf>,
 }
 
 /// Which leg of a call.
@@ -115,6 +120,8 @@ pub enum MediaError {
     Socket(#[from] io::Error),
     #[error("media pipeline: {0}")]
     Pipeline(#[from] ConfigError),
+    #[error("recording is not enabled on this node")]
+    NotRecording,
 }
 
 enum Command {
@@ -140,6 +147,11 @@ enum Command {
         id: u64,
         pipeline: Option<Box<Pipeline>>,
     },
+    /// Copy the call's audio into this recording from now on.
+    Record {
+        id: u64,
+        feed: Box<RecordFeed>,
+    },
     Close {
         id: u64,
     },
@@ -162,6 +174,8 @@ pub struct MediaEngine {
     next_id: u64,
     /// Packets relayed by all workers (for metrics).
     relayed: Arc<AtomicU64>,
+    /// The recorder thread and its directory, if recording is enabled.
+    recorder: Option<(recorder::Recorder, PathBuf)>,
 }
 
 impl std::fmt::Debug for MediaEngine {
@@ -264,12 +278,20 @@ impl MediaEngine {
                 thread: Some(thread),
             });
         }
+        let recorder = match &settings.record_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                Some((recorder::Recorder::start()?, dir.clone()))
+            }
+            None => None,
+        };
         Ok(MediaEngine {
             workers,
             events,
             bind_ip: settings.bind_ip,
             next_id: 1,
             relayed,
+            recorder,
         })
     }
 
@@ -439,6 +461,28 @@ impl MediaEngine {
                 pipeline,
             },
         )
+    }
+
+    /// Records a call from now on into `<record dir>/<name>.wav`: left
+    /// channel what leg A's far end says, right leg B's (for an AI call,
+    /// the AI's audio is the other channel). Returns the file's path.
+    pub fn record(&mut self, handle: MediaHandle, name: &str) -> Result<PathBuf, MediaError> {
+        let Some((_, dir)) = &self.recorder else {
+            return Err(MediaError::NotRecording);
+        };
+        let path = dir.join(format!("{name}.wav"));
+        let (feed, source) = record::ring(Instant::now());
+        self.command(
+            handle.worker,
+            Command::Record {
+                id: handle.id,
+                feed: Box::new(feed),
+            },
+        )?;
+        match &self.recorder {
+            Some((r, _)) if r.add(source, path.clone()) => Ok(path),
+            _ => Err(MediaError::Busy),
+        }
     }
 
     /// Closes a call's media; its ports return to the pool (a port whose

@@ -29,6 +29,7 @@ fn engines_reporting(ports: &str, rtcp_interval: Duration) -> Vec<MediaEngine> {
                     inactivity: Duration::from_secs(1),
                     rtcp_interval,
                     force_epoll,
+                    record_dir: None,
                 },
                 None,
             )
@@ -270,6 +271,7 @@ fn a_quiet_call_is_reported_and_ports_are_reused() {
             inactivity: Duration::from_millis(300),
             rtcp_interval: Duration::from_secs(5),
             force_epoll: false,
+            record_dir: None,
         },
         None,
     )
@@ -488,4 +490,96 @@ fn each_relayed_leg_gets_its_own_rtcp_reports() {
         assert_eq!(rr_to_a, Some(0), "an RR on A's stream, nothing lost");
         engine.close(opened.handle, opened.ports);
     }
+}
+
+#[test]
+fn a_recorded_call_is_written_as_a_two_channel_wav() {
+    use codeb_media::g711::ulaw_encode;
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = MediaEngine::start(
+        &MediaSettings {
+            workers: 1,
+            bind_ip: LO,
+            ports: "31400-31419".parse().unwrap(),
+            inactivity: Duration::from_secs(5),
+            rtcp_interval: Duration::from_secs(5),
+            force_epoll: false,
+            record_dir: Some(dir.path().to_path_buf()),
+        },
+        None,
+    )
+    .unwrap();
+    let (opened, a, b, ours, _) = call(&mut engine);
+    let path = engine.record(opened.handle, "rec-test").unwrap();
+    assert_eq!(path, dir.path().join("rec-test.wav"));
+    // Let the worker take the command before the talking starts.
+    std::thread::sleep(Duration::from_millis(100));
+    // A talks for 0.6 s (a loud tone), then B answers for 0.4 s; paced
+    // like phones.
+    let loud: Vec<u8> = (0..160)
+        .map(|i| ulaw_encode(((f64::from(i) * 0.34).sin() * 12_000.0) as i16))
+        .collect();
+    let quiet = [0xffu8; 160];
+    let start = Instant::now();
+    for k in 0..50u16 {
+        let (a_says, b_says) = if k < 30 {
+            (&loud[..], &quiet[..])
+        } else {
+            (&quiet[..], &loud[..])
+        };
+        let ts = u32::from(k) * 160;
+        a.send_to(&packet(0, k, ts, 0xa, a_says), ours[0]).unwrap();
+        b.send_to(&packet(0, k, ts, 0xb, b_says), ours[1]).unwrap();
+        let next = start + Duration::from_millis(20 * u64::from(k + 1));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    engine.close(opened.handle, opened.ports);
+    // Dropping the engine finishes every recording.
+    drop(engine);
+    let wav = std::fs::read(&path).unwrap();
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "two channels");
+    let data = u32::from_le_bytes(wav[40..44].try_into().unwrap()) as usize;
+    assert_eq!(data, wav.len() - 44);
+    let frames: Vec<(i16, i16)> = wav[44..]
+        .chunks_exact(4)
+        .map(|s| {
+            (
+                i16::from_le_bytes([s[0], s[1]]),
+                i16::from_le_bytes([s[2], s[3]]),
+            )
+        })
+        .collect();
+    let loud = |right: bool| -> Vec<usize> {
+        frames
+            .iter()
+            .enumerate()
+            .filter(|(_, (l, r))| {
+                if right {
+                    r.abs() > 3000
+                } else {
+                    l.abs() > 3000
+                }
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (left, right) = (loud(false), loud(true));
+    // A's 0.6 s of talk is on the left, then B's 0.4 s on the right, on
+    // one timeline (each stream placed by its RTP timestamps from where
+    // its first packet arrived, so the two may differ by the workers'
+    // scheduling of those first packets: 25 ms allowed).
+    let a0 = left[0];
+    assert!(*left.last().unwrap() < a0 + 4800, "A talks for 0.6 s");
+    assert!(
+        right[0] >= a0 + 4600,
+        "B starts as A stops: {}",
+        right[0] - a0
+    );
+    assert!(*right.last().unwrap() < a0 + 8200);
+    assert!(
+        left.len() > 3000 && right.len() > 2000,
+        "mostly loud samples"
+    );
+    assert!(frames.len() >= a0 + 7900, "the whole second is written");
 }

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use codeb_io::{Event, Reactor, SocketId, Waker};
 use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch};
 use codeb_media::pipeline::{self, PacketKind, Pipeline};
+use codeb_media::record::{RecCodec, RecordFeed};
 use codeb_media::rewrite::{Source, StreamRewriter};
 use codeb_media::rtcp::{self, CompoundWriter, RtcpPacket, SenderInfo};
 use codeb_media::rtp::{self, RtpHeader, RtpPacket};
@@ -145,6 +146,8 @@ struct Call {
     /// there (a call still ringing has no media to miss).
     routed_at: Option<Instant>,
     reported_quiet: bool,
+    /// The call's recording, if it is recorded.
+    record: Option<Box<RecordFeed>>,
 }
 
 impl Call {
@@ -286,6 +289,11 @@ impl Worker {
                 Ok(Command::Bridge { id, pipeline }) => {
                     self.pipe(id, pipeline.map(|p| (PipeKind::Bridge, p)));
                 }
+                Ok(Command::Record { id, feed }) => {
+                    if let Some(call) = self.st.calls.get_mut(&id) {
+                        call.record = Some(feed);
+                    }
+                }
                 Ok(Command::Close { id }) => self.close(id),
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
@@ -351,6 +359,7 @@ impl Worker {
                 pipe: None,
                 routed_at: None,
                 reported_quiet: false,
+                record: None,
             },
         );
     }
@@ -489,17 +498,24 @@ impl Worker {
 fn drain(
     p: &mut Piped,
     legs: &mut [Leg; 2],
+    record: &mut Option<Box<RecordFeed>>,
     out: &mut Vec<u8>,
     sends: &mut Vec<(SocketId, SocketAddr, usize, usize)>,
 ) {
     let kind = p.kind;
     let p = &mut p.pipeline;
     while let Some(t) = p.poll_transmit() {
-        let leg = &mut legs[kind.side_of(t.leg)];
+        let side = kind.side_of(t.leg);
+        let leg = &mut legs[side];
         let socket = match t.kind {
             PacketKind::Rtp => {
                 leg.stats.tx_packets += 1;
                 leg.stats.tx_bytes += t.data.len() as u64;
+                // The engine's voice, on the channel of the side the AI
+                // takes (a bridge's output is what was recorded coming in).
+                if let (PipeKind::Tap(_), Some(rec)) = (kind, record.as_deref_mut()) {
+                    record_rtp(rec, 1 - side as u8, leg.remote, Instant::now(), t.data);
+                }
                 leg.rtp
             }
             PacketKind::Rtcp => leg.rtcp,
@@ -510,6 +526,30 @@ fn drain(
     }
     while let Some(ev) = p.poll_event() {
         tracing::trace!(?ev, "media pipeline event");
+    }
+}
+
+/// Copies an RTP packet's audio into a recording, if it is the leg's
+/// negotiated codec.
+fn record_rtp(rec: &mut RecordFeed, channel: u8, remote: Option<Remote>, at: Instant, data: &[u8]) {
+    let Some(r) = remote else {
+        return;
+    };
+    let Ok(pkt) = RtpPacket::parse(data) else {
+        return;
+    };
+    if pkt.payload_type() != r.payload_type {
+        return;
+    }
+    if let Some(codec) = RecCodec::of(r.payload_type, r.clock_rate) {
+        rec.push(
+            channel,
+            codec,
+            pkt.ssrc(),
+            pkt.timestamp(),
+            at,
+            pkt.payload(),
+        );
     }
 }
 
@@ -596,7 +636,13 @@ impl State {
             };
             if p.pipeline.poll_timeout().is_some_and(|due| due <= now) {
                 p.pipeline.handle_timeout(now);
-                drain(p, &mut call.legs, &mut self.out, &mut self.sends);
+                drain(
+                    p,
+                    &mut call.legs,
+                    &mut call.record,
+                    &mut self.out,
+                    &mut self.sends,
+                );
             }
             if let Some(due) = p.pipeline.poll_timeout() {
                 next = Some(next.map_or(due, |n| n.min(due)));
@@ -644,12 +690,21 @@ impl State {
                     } else {
                         this.stats.rx_packets += 1;
                         this.stats.rx_bytes += data.len() as u64;
+                        if let Some(rec) = call.record.as_deref_mut() {
+                            record_rtp(rec, side as u8, this.remote, now, data);
+                        }
                     }
                     this.last_rx = Some(now);
                     call.reported_quiet = false;
                 }
             }
-            drain(p, &mut call.legs, &mut self.out, &mut self.sends);
+            drain(
+                p,
+                &mut call.legs,
+                &mut call.record,
+                &mut self.out,
+                &mut self.sends,
+            );
             return;
         }
         let (this, other) = match side {
@@ -698,6 +753,9 @@ impl State {
         this.rx
             .update(now, pkt.sequence(), pkt.timestamp(), pkt.payload().len());
         this.remote_ssrc = Some(pkt.ssrc());
+        if let Some(rec) = call.record.as_deref_mut() {
+            record_rtp(rec, side as u8, this.remote, now, data);
+        }
         let (Some(there), Some(here)) = (other.remote, this.remote) else {
             this.stats.dropped_unrouted += 1;
             return;

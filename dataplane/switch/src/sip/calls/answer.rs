@@ -93,6 +93,7 @@ impl Core {
             call.b.negotiated = negotiated;
         }
         self.sync_media(key);
+        self.start_recording(now, key);
         self.answer_a(now, key);
         self.placed_answered(now, key);
         tracing::info!(call = key, "call answered");

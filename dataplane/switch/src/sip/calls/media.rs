@@ -206,6 +206,39 @@ impl Core {
         }
     }
 
+    /// Records every answered call (`CODEB_RECORD=all`), not only those
+    /// whose PlaceCall asks.
+    pub fn set_record_all(&mut self, all: bool) {
+        self.calls.record_all = all;
+    }
+
+    /// An answered call starts recording if the node records every call
+    /// or the call asked (and the node records at all).
+    pub(super) fn start_recording(&mut self, now: Instant, key: CallKey) {
+        let at = self.wall_ms(now);
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
+        let asked = call.origin.as_ref().is_some_and(|o| o.record);
+        if !(self.calls.record_all || asked) {
+            return;
+        }
+        let (MediaPorts::Engine(engine), Some(h)) = (&mut self.calls.media, call.media.handle)
+        else {
+            return;
+        };
+        // Placed and virtual-number ids are checked printable; routed
+        // calls have none of ours.
+        let name = match &call.origin {
+            Some(o) => format!("{at}-{}", o.call_id),
+            None => format!("{at}-call{key}"),
+        };
+        match engine.record(h, &name) {
+            Ok(path) => tracing::info!(call = key, path = %path.display(), "recording"),
+            Err(e) => tracing::warn!(call = key, error = %e, "call not recorded"),
+        }
+    }
+
     /// Events of the media engine: a call whose RTP stopped in both
     /// directions for the inactivity timeout is hung up.
     pub(crate) fn media_events(&mut self, now: Instant) {

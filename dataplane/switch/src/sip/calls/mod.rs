@@ -235,6 +235,8 @@ pub struct Calls {
     media_ip: IpAddr,
     max_calls: usize,
     placed: originate::Placements,
+    /// Record every answered call (`CODEB_RECORD=all`).
+    record_all: bool,
     pub completed: u64,
     pub failed: u64,
 }
@@ -254,6 +256,7 @@ impl Calls {
             media_ip,
             max_calls,
             placed: originate::Placements::default(),
+            record_all: false,
             completed: 0,
             failed: 0,
         }

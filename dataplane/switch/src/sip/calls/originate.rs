@@ -49,6 +49,8 @@ pub struct Originate {
     /// Who talks to the callee once it answers; `None`: nobody (the call
     /// carries no audio).
     pub ai: Option<crate::ai::Persona>,
+    /// Record the answered call (if the node records at all).
+    pub record: bool,
 }
 
 /// A call was accepted for dialling (or had been already).
@@ -149,6 +151,8 @@ pub(super) struct Origin {
     /// The caller called in (a virtual number): the AI is on the A leg.
     pub(super) inbound: bool,
     pub(super) trunk_id: String,
+    /// The call asked to be recorded.
+    pub(super) record: bool,
     max_seconds: u32,
     /// Why the call ends, decided by whoever ended it first.
     end: Option<(String, String)>,
@@ -179,6 +183,7 @@ impl Origin {
             ai: Some(persona),
             inbound: true,
             trunk_id,
+            record: false,
             max_seconds: if max_seconds == 0 {
                 DEFAULT_MAX_SECONDS
             } else {
@@ -479,6 +484,7 @@ impl Core {
                 ai: req.ai,
                 inbound: false,
                 trunk_id: trunk.id.clone(),
+                record: req.record,
                 max_seconds: if req.max_seconds == 0 {
                     DEFAULT_MAX_SECONDS
                 } else {

@@ -155,6 +155,7 @@ impl Core {
         self.stats.virtual_number_calls += 1;
         tracing::info!(call = key, %call_id, number = %vn.number, "virtual number answered");
         self.sync_media(key);
+        self.start_recording(now, key);
         self.start_ai(now, key);
     }
 }

@@ -1,0 +1,501 @@
+//! Per-call recording: a dual-channel 8 kHz 16-bit WAV, written off the
+//! packet path.
+//!
+//! The worker holds a [`RecordFeed`] per recorded call and copies each
+//! audio payload it handles into a lock-free SPSC ring (no allocation, no
+//! decoding, no syscall: a full ring drops the frame and counts it). A
+//! recorder thread owns the [`Recording`] on the other end: it decodes
+//! (G.711, Opus), lays each channel out on the call's timeline, and writes
+//! interleaved samples to any `Write + Seek`, holding back a short window
+//! for late packets. [`Recording::finish`] writes what is left and the
+//! RIFF sizes.
+//!
+//! Timeline: a stream (SSRC) is placed by its RTP timestamps, anchored
+//! where its first packet arrived (or where the channel's audio ends, if
+//! later); a new SSRC or a jump of more than [`MAX_JUMP`] anchors again.
+//! So gaps (DTX, hold) become silence, reordering inside the hold-back
+//! window is repaired, and a source change never overlaps earlier audio.
+
+use std::io::{self, Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+use rtrb::{Consumer, Producer, PushError, RingBuffer};
+
+use crate::g711::Law;
+use crate::opus::OpusDecoder;
+
+/// Output sample rate.
+pub const RATE: u32 = 8000;
+/// Largest payload carried (40 ms of G.711; Opus at telephony rates is far
+/// smaller); larger ones are dropped and counted.
+pub const MAX_PAYLOAD: usize = 320;
+/// Frames the ring holds: five seconds of two 20 ms streams.
+pub const RING_FRAMES: usize = 512;
+/// How long audio is held for late packets before it is written.
+pub const HOLD_BACK: Duration = Duration::from_millis(300);
+/// A timestamp jump past this re-anchors the stream.
+pub const MAX_JUMP: Duration = Duration::from_secs(10);
+/// Longest recording: the WAV sizes are 32-bit (37 hours at 32 kB/s).
+const MAX_DATA_BYTES: u64 = u32::MAX as u64 - 64;
+
+/// The codec of a recorded payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecCodec {
+    Pcmu,
+    Pcma,
+    /// 20 ms frames, RTP clock 48 kHz.
+    Opus,
+}
+
+impl RecCodec {
+    /// The codec of a payload type as the leg negotiated it: the static
+    /// G.711 types, or Opus by its 48 kHz clock. Anything else is not
+    /// recorded.
+    pub fn of(payload_type: u8, clock_rate: u32) -> Option<RecCodec> {
+        match (payload_type, clock_rate) {
+            (0, _) => Some(RecCodec::Pcmu),
+            (8, _) => Some(RecCodec::Pcma),
+            (96..=127, 48_000) => Some(RecCodec::Opus),
+            _ => None,
+        }
+    }
+
+    fn clock(self) -> u32 {
+        match self {
+            RecCodec::Opus => 48_000,
+            RecCodec::Pcmu | RecCodec::Pcma => 8000,
+        }
+    }
+}
+
+/// One payload in the ring.
+#[derive(Clone, Copy)]
+struct Frame {
+    channel: u8,
+    codec: RecCodec,
+    ssrc: u32,
+    timestamp: u32,
+    at: Instant,
+    len: u16,
+    data: [u8; MAX_PAYLOAD],
+}
+
+/// The worker's end: copies payloads in.
+pub struct RecordFeed {
+    tx: Producer<Frame>,
+    /// Frames lost to a full ring or an oversized payload.
+    pub dropped: u64,
+}
+
+impl std::fmt::Debug for RecordFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordFeed")
+            .field("dropped", &self.dropped)
+            .finish()
+    }
+}
+
+impl RecordFeed {
+    /// Records one payload on `channel` (0 left, 1 right).
+    pub fn push(
+        &mut self,
+        channel: u8,
+        codec: RecCodec,
+        ssrc: u32,
+        timestamp: u32,
+        at: Instant,
+        payload: &[u8],
+    ) {
+        if payload.len() > MAX_PAYLOAD || payload.is_empty() || channel > 1 {
+            self.dropped += 1;
+            return;
+        }
+        let mut frame = Frame {
+            channel,
+            codec,
+            ssrc,
+            timestamp,
+            at,
+            len: payload.len() as u16,
+            data: [0; MAX_PAYLOAD],
+        };
+        frame.data[..payload.len()].copy_from_slice(payload);
+        if let Err(PushError::Full(_)) = self.tx.push(frame) {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// Where one stream of a channel sits on the timeline.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    ssrc: u32,
+    timestamp: u32,
+    /// Sample index of `timestamp`.
+    at: u64,
+}
+
+#[derive(Default)]
+struct Channel {
+    /// Samples from `written` on (index 0 is sample `written`).
+    pending: Vec<i16>,
+    /// One past the last sample placed.
+    end: u64,
+    anchor: Option<Anchor>,
+    opus: Option<OpusDecoder>,
+}
+
+/// The recorder thread's end: decodes and writes one call's WAV.
+pub struct Recording<W: Write + Seek> {
+    rx: Consumer<Frame>,
+    out: W,
+    started: Instant,
+    channels: [Channel; 2],
+    /// Samples (per channel) written so far.
+    written: u64,
+    scratch: Vec<i16>,
+    /// Payloads that could not be decoded.
+    pub undecodable: u64,
+    /// Packets that came after their place was written.
+    pub late: u64,
+}
+
+impl<W: Write + Seek> std::fmt::Debug for Recording<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording")
+            .field("written", &self.written)
+            .field("undecodable", &self.undecodable)
+            .field("late", &self.late)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The recorder's end of the ring, until it has somewhere to write.
+pub struct RecordSource {
+    rx: Consumer<Frame>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for RecordSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordSource").finish_non_exhaustive()
+    }
+}
+
+/// A recording's ring: the worker's feed and the recorder's source.
+/// Timeline positions count from `started`.
+pub fn ring(started: Instant) -> (RecordFeed, RecordSource) {
+    let (tx, rx) = RingBuffer::new(RING_FRAMES);
+    (RecordFeed { tx, dropped: 0 }, RecordSource { rx, started })
+}
+
+impl<W: Write + Seek> Recording<W> {
+    /// Starts writing `source` to `out` (the WAV header goes out at once;
+    /// its sizes are set by [`Recording::finish`]).
+    pub fn start(source: RecordSource, mut out: W) -> io::Result<Recording<W>> {
+        out.write_all(&wav_header(0))?;
+        Ok(Recording {
+            rx: source.rx,
+            out,
+            started: source.started,
+            channels: [Channel::default(), Channel::default()],
+            written: 0,
+            scratch: vec![0; 960],
+            undecodable: 0,
+            late: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+fn recording<W: Write + Seek>(started: Instant, out: W) -> io::Result<(RecordFeed, Recording<W>)> {
+    let (feed, source) = ring(started);
+    Ok((feed, Recording::start(source, out)?))
+}
+
+/// The 44-byte header of a 2-channel 8 kHz 16-bit PCM WAV with `data`
+/// bytes of samples.
+fn wav_header(data: u32) -> [u8; 44] {
+    let mut h = [0u8; 44];
+    let channels = 2u16;
+    let block = channels * 2;
+    h[0..4].copy_from_slice(b"RIFF");
+    h[4..8].copy_from_slice(&data.saturating_add(36).to_le_bytes());
+    h[8..12].copy_from_slice(b"WAVE");
+    h[12..16].copy_from_slice(b"fmt ");
+    h[16..20].copy_from_slice(&16u32.to_le_bytes());
+    h[20..22].copy_from_slice(&1u16.to_le_bytes());
+    h[22..24].copy_from_slice(&channels.to_le_bytes());
+    h[24..28].copy_from_slice(&RATE.to_le_bytes());
+    h[28..32].copy_from_slice(&(RATE * u32::from(block)).to_le_bytes());
+    h[32..34].copy_from_slice(&block.to_le_bytes());
+    h[34..36].copy_from_slice(&16u16.to_le_bytes());
+    h[36..40].copy_from_slice(b"data");
+    h[40..44].copy_from_slice(&data.to_le_bytes());
+    h
+}
+
+fn samples_in(d: Duration) -> u64 {
+    (d.as_micros() as u64).saturating_mul(u64::from(RATE)) / 1_000_000
+}
+
+impl<W: Write + Seek> Recording<W> {
+    /// True once the feed is gone (the call's media closed).
+    pub fn is_abandoned(&self) -> bool {
+        self.rx.is_abandoned()
+    }
+
+    /// Takes what the feed queued and writes every sample older than the
+    /// hold-back window at `now`.
+    pub fn pump(&mut self, now: Instant) -> io::Result<()> {
+        self.take();
+        let due = samples_in(
+            now.saturating_duration_since(self.started)
+                .saturating_sub(HOLD_BACK),
+        );
+        self.write_until(due)
+    }
+
+    /// Writes everything placed (the call is over) and the final sizes;
+    /// returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.take();
+        let end = self.channels[0].end.max(self.channels[1].end);
+        self.write_until(end)?;
+        let bytes = self.written * 4;
+        self.out.seek(SeekFrom::Start(0))?;
+        self.out.write_all(&wav_header(bytes as u32))?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    fn take(&mut self) {
+        while let Ok(f) = self.rx.pop() {
+            self.place(&f);
+        }
+    }
+
+    fn place(&mut self, f: &Frame) {
+        let written = self.written;
+        let ch = &mut self.channels[usize::from(f.channel)];
+        let payload = &f.data[..usize::from(f.len)];
+        let n = match f.codec {
+            RecCodec::Pcmu | RecCodec::Pcma => {
+                let law = if f.codec == RecCodec::Pcmu {
+                    Law::Ulaw
+                } else {
+                    Law::Alaw
+                };
+                law.decode(payload, &mut self.scratch)
+            }
+            RecCodec::Opus => {
+                if ch.opus.is_none() {
+                    ch.opus = OpusDecoder::new(RATE).ok();
+                }
+                let Some(dec) = ch.opus.as_mut() else {
+                    self.undecodable += 1;
+                    return;
+                };
+                let len = dec.frame_len();
+                match dec.decode(payload, &mut self.scratch[..len]) {
+                    Ok(()) => len,
+                    Err(_) => {
+                        self.undecodable += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        let arrival = samples_in(f.at.saturating_duration_since(self.started));
+        let scale = |ticks: u32| u64::from(ticks) * u64::from(RATE) / u64::from(f.codec.clock());
+        let max_jump = samples_in(MAX_JUMP);
+        let pos = match ch.anchor {
+            Some(a) if a.ssrc == f.ssrc => {
+                let ahead = f.timestamp.wrapping_sub(a.timestamp);
+                // Behind the anchor reads as a huge wrap-around: a jump.
+                let p = a.at + scale(ahead);
+                (p <= ch.end + max_jump).then_some(p)
+            }
+            _ => None,
+        };
+        let pos = pos.unwrap_or_else(|| {
+            // A new stream starts where it arrived, but never over audio
+            // already placed or written.
+            let at = arrival.max(ch.end).max(written);
+            ch.anchor = Some(Anchor {
+                ssrc: f.ssrc,
+                timestamp: f.timestamp,
+                at,
+            });
+            at
+        });
+        if pos < written {
+            self.late += 1;
+            return;
+        }
+        let from = (pos - written) as usize;
+        let to = from + n;
+        if ch.pending.len() < to {
+            ch.pending.resize(to, 0);
+        }
+        ch.pending[from..to].copy_from_slice(&self.scratch[..n]);
+        ch.end = ch.end.max(pos + n as u64);
+    }
+
+    fn write_until(&mut self, until: u64) -> io::Result<()> {
+        let until = until.min(MAX_DATA_BYTES / 4);
+        if until <= self.written {
+            return Ok(());
+        }
+        let count = (until - self.written) as usize;
+        let mut buf = Vec::with_capacity(count * 4);
+        for i in 0..count {
+            for ch in &self.channels {
+                let s = ch.pending.get(i).copied().unwrap_or(0);
+                buf.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        self.out.write_all(&buf)?;
+        for ch in &mut self.channels {
+            let n = count.min(ch.pending.len());
+            ch.pending.drain(..n);
+        }
+        self.written = until;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::g711::{alaw_encode, ulaw_encode};
+    use std::io::Cursor;
+
+    fn tone(hz: f64, from: usize, n: usize) -> Vec<i16> {
+        (from..from + n)
+            .map(|i| ((i as f64 * std::f64::consts::TAU * hz / 8000.0).sin() * 8000.0) as i16)
+            .collect()
+    }
+
+    /// (left, right) samples of a finished recording, checking the header.
+    fn read(wav: &[u8]) -> (Vec<i16>, Vec<i16>) {
+        assert_eq!(&wav[0..4], b"RIFF");
+        assert_eq!(&wav[8..16], b"WAVEfmt ");
+        let data = u32::from_le_bytes(wav[40..44].try_into().unwrap()) as usize;
+        assert_eq!(data, wav.len() - 44, "data size written at the end");
+        assert_eq!(
+            u32::from_le_bytes(wav[4..8].try_into().unwrap()) as usize,
+            wav.len() - 8
+        );
+        let mut l = Vec::new();
+        let mut r = Vec::new();
+        for s in wav[44..].chunks_exact(4) {
+            l.push(i16::from_le_bytes([s[0], s[1]]));
+            r.push(i16::from_le_bytes([s[2], s[3]]));
+        }
+        (l, r)
+    }
+
+    fn energy(s: &[i16]) -> f64 {
+        (s.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
+    }
+
+    #[test]
+    fn two_streams_land_on_their_channels_in_time() {
+        let t0 = Instant::now();
+        let (mut feed, mut rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
+        // Left: 1 s of µ-law tone from the start; right: A-law tone that
+        // starts 500 ms in, with one packet (20 ms) lost.
+        for k in 0..50u32 {
+            let pcm = tone(440.0, k as usize * 160, 160);
+            let codes: Vec<u8> = pcm.iter().map(|s| ulaw_encode(*s)).collect();
+            let at = t0 + Duration::from_millis(u64::from(k) * 20);
+            feed.push(0, RecCodec::Pcmu, 1, 1000 + k * 160, at, &codes);
+            if k >= 25 && k != 30 {
+                let codes: Vec<u8> = pcm.iter().map(|s| alaw_encode(*s)).collect();
+                feed.push(1, RecCodec::Pcma, 2, 7 + k * 160, at, &codes);
+            }
+            if k % 10 == 0 {
+                rec.pump(at).unwrap();
+            }
+        }
+        assert!(rec.written > 0, "written while the call runs");
+        let wav = rec.finish().unwrap().into_inner();
+        let (l, r) = read(&wav);
+        assert_eq!(l.len(), 8000, "one second");
+        assert!(energy(&l[..4000]) > 4000.0);
+        assert!(energy(&r[..4000]) < 1.0, "right is quiet for 500 ms");
+        assert!(energy(&r[4000..4800]) > 4000.0);
+        assert!(
+            energy(&r[4800..4960]) < 1.0,
+            "the lost packet is silence, in its place"
+        );
+        assert!(energy(&r[4960..]) > 4000.0);
+    }
+
+    #[test]
+    fn a_new_source_never_overlaps_and_late_packets_are_dropped() {
+        let t0 = Instant::now();
+        let (mut feed, mut rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
+        let loud = [0x80u8; 160]; // µ-law near full scale
+        feed.push(0, RecCodec::Pcmu, 1, 0, t0, &loud);
+        feed.push(
+            0,
+            RecCodec::Pcmu,
+            1,
+            160,
+            t0 + Duration::from_millis(20),
+            &loud,
+        );
+        // Another SSRC arrives "early" (its arrival is before the end of
+        // the first stream's audio): it goes after it.
+        feed.push(
+            0,
+            RecCodec::Pcmu,
+            9,
+            5,
+            t0 + Duration::from_millis(10),
+            &loud,
+        );
+        rec.pump(t0 + Duration::from_secs(2)).unwrap();
+        let written = rec.written;
+        assert_eq!(written, samples_in(Duration::from_secs(2) - HOLD_BACK));
+        // A packet of the current stream whose place was written: dropped.
+        feed.push(0, RecCodec::Pcmu, 9, 5 + 160, t0, &[0xffu8; 160]);
+        // The first source again: a new stream, placed after what is
+        // written rather than lost.
+        feed.push(0, RecCodec::Pcmu, 1, 320, t0, &loud);
+        rec.pump(t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!(rec.late, 1);
+        let (l, _) = read(&rec.finish().unwrap().into_inner());
+        assert!(energy(&l[..480]) > 4000.0, "three packets back to back");
+        assert!(energy(&l[480..written as usize]) < 1.0);
+        assert_eq!(l.len(), written as usize + 160);
+        assert!(energy(&l[written as usize..]) > 4000.0);
+    }
+
+    #[test]
+    fn bad_input_is_counted_not_written() {
+        let t0 = Instant::now();
+        let (mut feed, mut rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
+        feed.push(0, RecCodec::Pcmu, 1, 0, t0, &[0u8; MAX_PAYLOAD + 1]);
+        feed.push(2, RecCodec::Pcmu, 1, 0, t0, &[0u8; 160]);
+        feed.push(1, RecCodec::Opus, 1, 0, t0, &[0xffu8; 3]);
+        assert_eq!(feed.dropped, 2);
+        rec.pump(t0).unwrap();
+        assert_eq!(rec.undecodable, 1);
+        drop(feed);
+        assert!(rec.is_abandoned());
+        let (l, r) = read(&rec.finish().unwrap().into_inner());
+        assert!(l.is_empty() && r.is_empty());
+    }
+
+    #[test]
+    fn payload_types_map_to_codecs() {
+        assert_eq!(RecCodec::of(0, 8000), Some(RecCodec::Pcmu));
+        assert_eq!(RecCodec::of(8, 8000), Some(RecCodec::Pcma));
+        assert_eq!(RecCodec::of(111, 48_000), Some(RecCodec::Opus));
+        assert_eq!(RecCodec::of(101, 8000), None, "telephone-event");
+        assert_eq!(RecCodec::of(13, 8000), None, "comfort noise");
+    }
+}
