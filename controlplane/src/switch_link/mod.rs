@@ -301,6 +301,16 @@ impl SwitchNodes {
         if let Err(e) = config::ensure_config(&node, store).await {
             return fail(e).await;
         }
+        // A systemPrompt naming a prompt slug is placed as its text (the
+        // call record keeps what the integrator sent).
+        let system_prompt = store
+            .expand_call_prompt(
+                &call.tenant,
+                &call.system_prompt,
+                &call.phone,
+                &call.display_name,
+            )
+            .await?;
         let request = pb::PlaceCallRequest {
             call_id: call.call_id.to_string(),
             tenant: call.tenant.clone(),
@@ -311,7 +321,7 @@ impl SwitchNodes {
                 model: call.model.clone(),
                 voice: call.voice.clone(),
                 language: call.language.clone(),
-                system_prompt: call.system_prompt.clone(),
+                system_prompt,
                 api_key: call.ai_api_key.clone(),
                 transfer_targets: Vec::new(),
                 save_transcript: true,
