@@ -206,3 +206,112 @@ fn hanging_up_while_the_user_rings_cancels_the_transfer() {
     assert_eq!(ended(&evs).0, "far-hangup");
     assert_eq!(h.core.active_calls(), 0);
 }
+
+/// DID 7000 is a virtual number whose AI answers callers from A.
+const RECEPTIONIST: &str = r#"
+[[virtual_numbers]]
+number = "7000"
+
+[[routes]]
+did = "7000"
+virtual_number = "7000"
+"#;
+
+#[test]
+fn a_virtual_numbers_caller_is_handed_to_a_user() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[]);
+    h.send(A, invite.clone());
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK, "the AI answers");
+    let mut caller = Dialog::uac(
+        h.now,
+        &invite,
+        &ok,
+        local(A),
+        Peer::udp(addr(SW)),
+        DialogConfig {
+            auto_ack: true,
+            ..peer_config(None)
+        },
+        &mut h.ids,
+    )
+    .unwrap();
+    h.flush(A, &mut caller);
+    while caller.poll_event().is_some() {}
+    let AiRequest::Start(start) = ai_request(&mut h) else {
+        panic!("no AI start");
+    };
+    let key = start.key;
+    let call_id = start.call_id.clone();
+    let _ = events(&mut h);
+
+    transfer_to(&mut h, key, "bob");
+    let to_bob = request(h.one(B));
+    let from = header(&to_bob, KnownHeader::From).unwrap();
+    assert!(from.contains("+15550002222"), "bob sees the caller: {from}");
+    let offer = String::from_utf8_lossy(&to_bob.body).into_owned();
+    assert!(
+        offer.contains("RTP/AVP 8 0"),
+        "the caller's codec (PCMA) first: {offer}"
+    );
+    let _bob = bob_answers(&mut h, &to_bob);
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == key));
+    let evs = events(&mut h);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0].call_id, call_id);
+    assert_eq!(
+        evs[0].kind,
+        CallEventKind::Transferred {
+            to_user: "bob".into(),
+            to_phone: String::new(),
+            trunk_id: "tr_0000000000000001".into(),
+            transfer_type: "vnum-to-officetab".into(),
+        }
+    );
+    h.core.ai_note(h.now, key, AiNote::Closed);
+    // The caller hangs up: bob gets the BYE.
+    let bye = caller.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    let bye = request(h.one(B));
+    assert_eq!(bye.method, Method::Bye);
+    h.send(B, plain(&bye, StatusCode::OK));
+    let evs = events(&mut h);
+    assert_eq!(ended(&evs).0, TRANSFERRED);
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn a_number_transfer_goes_out_through_the_calls_trunk() {
+    let (mut h, _carrier, _key) = answered_ai_call("oac-tr5");
+    let to_phone = |n: &str| TransferTarget::Phone {
+        number: n.into(),
+        trunk_id: String::new(),
+    };
+    let refused = h.core.transfer_call(h.now, "oac-tr5", to_phone("sales"));
+    assert!(refused.is_err(), "not a number: {refused:?}");
+    h.core
+        .transfer_call(h.now, "oac-tr5", to_phone("+15557654321"))
+        .unwrap();
+    // Through the call's own trunk (the carrier, with its credentials).
+    let invite = request(h.one(CARRIER));
+    assert_eq!(invite.method, Method::Invite);
+    assert!(
+        text(&invite.uri).starts_with("sip:+15557654321@carrier.example"),
+        "{}",
+        text(&invite.uri)
+    );
+    assert!(
+        h.core
+            .transfer_call(h.now, "oac-tr5", to_phone("+15557654322"))
+            .is_err(),
+        "one transfer at a time"
+    );
+}
+
+fn text(u: &codeb_sip::Uri) -> String {
+    let mut b = bytes::BytesMut::new();
+    u.render(&mut b);
+    String::from_utf8_lossy(&b).into_owned()
+}
