@@ -14,25 +14,16 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::curl;
-use serde_json::{Value, json};
-
-/// A port free for UDP and TCP on loopback now.
-fn free_sip_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+use common::platform::{Killed, free_sip_port};
+use common::post_url;
+use serde_json::json;
 
 fn wait<T>(what: &str, secs: u64, log: &Output, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -248,30 +239,6 @@ fn realtime_handshake(port: u16) -> Vec<u8> {
     got
 }
 
-fn api_post(base: &str, token: &str, path: &str, body: &Value) -> (u16, Value, String) {
-    curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {token}"),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &body.to_string(),
-        &format!("{base}{path}"),
-    ])
-}
-
-/// A SIPp callee, killed when the test ends.
-struct Sipp(Child);
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -394,7 +361,7 @@ fn codeb_dev_runs_the_whole_platform_and_stops_all_of_it() {
     // AI leg reaches the simulator (any key will do locally), which greets
     // and ends the call as the prompt says.
     let callee_port = free_sip_port();
-    let _callee = Sipp(
+    let _callee = Killed(
         Command::new("sipp")
             .args(["-sn", "uas", "-i", "127.0.0.1", "-p"])
             .arg(callee_port.to_string())
@@ -405,7 +372,7 @@ fn codeb_dev_runs_the_whole_platform_and_stops_all_of_it() {
             .spawn()
             .expect("sipp is installed (Debian sip-tester)"),
     );
-    let (code, _, raw) = api_post(
+    let (code, _, raw) = post_url(
         &base,
         &token,
         "/api.ashx/v1/trunks",
@@ -413,7 +380,7 @@ fn codeb_dev_runs_the_whole_platform_and_stops_all_of_it() {
                 "transport": "udp", "isDefault": true}),
     );
     assert_eq!(code, 201, "{raw}");
-    let (code, placed, raw) = api_post(
+    let (code, placed, raw) = post_url(
         &base,
         &token,
         "/api.ashx/v1/calls",

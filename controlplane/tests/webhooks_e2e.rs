@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use common::{ADMIN, ADMIN_PW, Server, curl};
+use common::{Server, api_key, curl, post};
 use serde_json::{Value, json};
 
 /// One request the receiver got: (delivery id, attempt, event).
@@ -113,46 +113,6 @@ const FAST_RETRIES: [(&str, &str); 3] = [
     ("CODEB_WEBHOOK_RETRY_SCHEDULE", "1s,1s,1s"),
     ("CODEB_WEBHOOK_TIMEOUT", "1s"),
 ];
-
-/// An API key (checked against the database, so any replica accepts it).
-fn api_key(server: &Server) -> String {
-    let (code, tok, raw) = curl(&[
-        "-X",
-        "POST",
-        &server.url("/oidc.ashx/token"),
-        "-d",
-        "grant_type=password",
-        "-d",
-        "client_id=codeb-admin",
-        "-d",
-        &format!("username={ADMIN}"),
-        "-d",
-        &format!("password={ADMIN_PW}"),
-    ]);
-    assert_eq!(code, 200, "{raw}");
-    let (code, key, raw) = post(
-        server,
-        tok["access_token"].as_str().unwrap(),
-        "/api.ashx/v1/api-keys",
-        &json!({"name": "e2e"}),
-    );
-    assert_eq!(code, 201, "{raw}");
-    key["key"].as_str().unwrap().to_owned()
-}
-
-fn post(server: &Server, token: &str, path: &str, body: &Value) -> (u16, Value, String) {
-    curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {token}"),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &body.to_string(),
-        &server.url(path),
-    ])
-}
 
 fn subscribe(server: &Server, key: &str, url: &str) -> String {
     let (code, sub, raw) = post(

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod platform;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -49,7 +51,6 @@ impl Server {
         log: Stdio,
     ) -> Server {
         let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
         let mut env = vec![
             ("CODEB_HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
             ("CODEB_DATA_DIR".to_owned(), data_dir.display().to_string()),
@@ -64,6 +65,17 @@ impl Server {
             env.retain(|(name, _)| name != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
+        Self::start_env(env, log)
+    }
+
+    /// With exactly this environment (that of an earlier `Server`, to
+    /// start it again on its data directory and port).
+    pub fn start_env(env: Vec<(String, String)>, log: Stdio) -> Server {
+        let base = env
+            .iter()
+            .find(|(k, _)| k == "CODEB_HTTP_ADDR")
+            .map(|(_, addr)| format!("http://{addr}"))
+            .expect("CODEB_HTTP_ADDR is set");
         let child = Command::new(env!("CARGO_BIN_EXE_codeb"))
             .arg("serve")
             .envs(env.iter().cloned())
@@ -107,6 +119,60 @@ impl Server {
         );
         (out.status.success(), text)
     }
+}
+
+/// An access token of the bootstrap admin (password grant).
+pub fn admin_token(server: &Server) -> String {
+    let (code, tok, raw) = curl(&[
+        "-X",
+        "POST",
+        &server.url("/oidc.ashx/token"),
+        "-d",
+        "grant_type=password",
+        "-d",
+        "client_id=codeb-admin",
+        "-d",
+        &format!("username={ADMIN}"),
+        "-d",
+        &format!("password={ADMIN_PW}"),
+    ]);
+    assert_eq!(code, 200, "{raw}");
+    tok["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A new API key of the bootstrap admin (checked against the database, so
+/// it outlives restarts and any replica accepts it).
+pub fn api_key(server: &Server) -> String {
+    let token = admin_token(server);
+    let (code, key, raw) = post(
+        server,
+        &token,
+        "/api.ashx/v1/api-keys",
+        &serde_json::json!({"name": "e2e"}),
+    );
+    assert_eq!(code, 201, "{raw}");
+    key["key"].as_str().unwrap().to_owned()
+}
+
+/// POSTs `body` as JSON to `server`'s `path` with a bearer token (an
+/// access token or API key).
+pub fn post(server: &Server, token: &str, path: &str, body: &Value) -> (u16, Value, String) {
+    post_url(&server.url(""), token, path, body)
+}
+
+/// `post` to the control plane at `base`.
+pub fn post_url(base: &str, token: &str, path: &str, body: &Value) -> (u16, Value, String) {
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &body.to_string(),
+        &format!("{base}{path}"),
+    ])
 }
 
 /// Runs curl with `args`; returns (status, body as JSON or Null, raw body).
