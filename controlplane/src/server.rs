@@ -117,7 +117,13 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
             tracing::info!(relay = %format!("{}:{}", url.host, url.port), tls = url.tls,
                 from = %state.config.email.from, "sending transcript emails")
         }
-        _ => tracing::info!("no CODEB_SMTP_URL: transcript emails are queued, not sent"),
+        _ => match state.store.email_backlog().await {
+            Ok(n) => tracing::info!(
+                queued = n,
+                "no CODEB_SMTP_URL: transcript emails are queued, not sent"
+            ),
+            Err(e) => tracing::warn!(error = %e, "counting queued emails failed"),
+        },
     }
     let link = state.switch.start(&store);
     let app = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();

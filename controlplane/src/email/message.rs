@@ -166,8 +166,9 @@ pub fn encode_header_value(name: &str, value: &str) -> String {
     if printable && !value.contains("=?") {
         return fold(name.len() + 2, value);
     }
-    // "=?utf-8?B?" + base64 + "?=" within 75: 45 input bytes → 60 chars.
-    const CHUNK: usize = 45;
+    // "=?utf-8?B?" + base64 + "?=": 39 input bytes → 52 + 12 characters,
+    // so even the first line ("Subject: " + word) stays within 78.
+    const CHUNK: usize = 39;
     let mut words = Vec::new();
     let mut start = 0;
     while start < value.len() {

@@ -8,6 +8,7 @@
 //!   of the retry schedule; past the last one, or after a 5xx answer to the
 //!   message, it is `failed` with the reason. Transcripts are not touched.
 //! - Time comes from the `Clock`, so a test steps through the schedule.
+//! - Sent and failed emails are deleted `retention` after they finished.
 //! - On shutdown it stops claiming and lets running attempts finish for a
 //!   while; the leases of any it had to abandon run out and the next start
 //!   sends them again (with the same Message-ID).
@@ -24,6 +25,8 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{ClaimedEmail, EmailStep, Store};
 
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
     /// The `From` address (and `MAIL FROM`).
@@ -39,6 +42,8 @@ pub struct SenderConfig {
     /// How long a claim holds an email; longer than an attempt can take.
     pub lease: Duration,
     pub shutdown_grace: Duration,
+    /// Sent and failed emails are deleted this long after they finished.
+    pub retention: Duration,
 }
 
 impl SenderConfig {
@@ -52,6 +57,7 @@ impl SenderConfig {
             // Connect, TLS and about ten answers, each within the timeout.
             lease: email.timeout * 12 + Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -138,9 +144,19 @@ fn millis(d: Duration) -> i64 {
 async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tasks: JoinSet<()> = JoinSet::new();
     tracing::info!(from = %sh.cfg.from, "email sender started");
+    let mut housekeeping_at = std::time::Instant::now();
     loop {
         if *stop.borrow() {
             break;
+        }
+        if std::time::Instant::now() >= housekeeping_at {
+            housekeeping_at = std::time::Instant::now() + HOUSEKEEPING_EVERY;
+            let cutoff = sh.clock.now().plus_ms(-millis(sh.cfg.retention));
+            match sh.store.purge_emails(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "finished emails purged from the outbox"),
+                Err(e) => tracing::warn!(error = %e, "purging finished emails failed"),
+            }
         }
         while tasks.try_join_next().is_some() {}
         let free = sh.cfg.concurrency.saturating_sub(tasks.len());

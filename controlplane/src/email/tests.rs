@@ -34,6 +34,7 @@ fn config(retry: Duration) -> SenderConfig {
         poll: Duration::from_millis(20),
         lease: Duration::from_secs(60),
         shutdown_grace: Duration::from_secs(2),
+        retention: Duration::from_secs(30 * 24 * 3600),
     }
 }
 

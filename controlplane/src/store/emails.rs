@@ -181,6 +181,20 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ClaimedEmail>> {
         // Positive: never the NULL of an unclaimed row.
+        // A read first: an idle outbox costs no write lock (SQLite has one
+        // writer) and no write transaction.
+        let due: Option<i64> = on_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT seq FROM email_outbox WHERE state = 'queued' AND next_attempt_at <= $1 \
+                 AND (lease_until IS NULL OR lease_until <= $1) LIMIT 1",
+            )
+            .bind(now.0)
+            .fetch_optional(pool)
+            .await?
+        });
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let token = i64::from_le_bytes(crypto::random_bytes::<8>()) & i64::MAX;
         let until = now.0.saturating_add(lease_ms);
         let rows = match &self.pool {
@@ -296,6 +310,20 @@ impl Store {
             .fetch_all(pool)
             .await?;
             rows.iter().map(email_from_row).collect()
+        })
+    }
+
+    /// Deletes sent and failed emails that finished before `cutoff`.
+    /// Returns how many.
+    pub async fn purge_emails(&self, cutoff: UtcMillis) -> Result<u64> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query(
+                "DELETE FROM email_outbox WHERE state IN ('sent', 'failed') AND finished_at < $1",
+            )
+            .bind(cutoff.0)
+            .execute(pool)
+            .await?
+            .rows_affected())
         })
     }
 

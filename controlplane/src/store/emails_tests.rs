@@ -299,6 +299,11 @@ async fn claims_are_exclusive_and_results_need_the_lease(db: TestDb) {
     assert_eq!(rec.state, EmailState::Failed);
     assert_eq!(rec.last_error, "550 no such user");
     assert_eq!(rec.finished_at, Some(after_lease));
+    // Finished emails are purged after the retention; queued ones stay.
+    assert_eq!(a.purge_emails(after_lease).await.unwrap(), 0);
+    assert_eq!(a.purge_emails(after_lease.plus_ms(1)).await.unwrap(), 1);
+    assert!(a.call_email(TENANT, &mine.call_id).await.unwrap().is_none());
+    assert_eq!(a.email_backlog().await.unwrap(), 29);
     b.close().await;
 }
 
