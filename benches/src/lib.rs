@@ -1,7 +1,10 @@
 //! Shared pieces of the load generators: latency recording, process CPU
-//! accounting and a minimal webhook receiver. Benchmarks are measurements,
+//! accounting, a minimal webhook receiver, paced RTP streams and a SIP
+//! agent that places and answers calls through a switch. Benchmarks are measurements,
 //! never tests.
 
 pub mod latency;
 pub mod proc_cpu;
 pub mod receiver;
+pub mod rtp_stream;
+pub mod sip_agent;

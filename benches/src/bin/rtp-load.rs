@@ -4,41 +4,60 @@
 //! relay's own CPU (from `/proc/PID/stat`) over the measured window.
 //!
 //! Each leg is its own UDP socket on loopback, paced on one of the
-//! generator's threads (each with its own reactor: io_uring or epoll).
-//! Every packet carries its send time, so latency is measured from the
-//! moment it left the generator to the moment it came back from the relay.
+//! generator's threads (`codeb_benches::rtp_stream`). Every packet carries
+//! its send time, so latency is measured from the moment it left the
+//! generator to the moment it came back from the relay.
 //!
 //! Relays:
+//! * `switch`: real calls through a running `codeb-switch` over SIP, as a
+//!   deployment makes them. The generator is the caller (INVITE with SDP
+//!   to `--sip`, for `--did`) and the callee (the switch routes the DID to
+//!   a user whose fixed contact is `--uas`, where the generator answers
+//!   200 with SDP); BYE ends every call after each line.
 //! * `rtpengine`: calls made with the ng protocol (`offer`/`answer`,
 //!   bencode over UDP) at `--ng`.
+//! * `both`: for each N, the switch and then rtpengine, and the ratio of
+//!   their calls per core.
 //!
 //! ```text
-//! rtp-load --target rtpengine --ng 127.0.0.1:22222 --pid $(pidof rtpengine) \
-//!          --calls 500,1000,1500 --seconds 10
+//! rtp-load --target both --sip 127.0.0.1:5060 --uas 127.0.0.1:5090 \
+//!          --ng 127.0.0.1:22222 --switch-pid $(pidof codeb-switch) \
+//!          --rtpengine-pid $(pidof rtpengine) --calls 500,1000,1500 --seconds 10
 //! ```
+//! `benches/relay_vs_rtpengine.sh` starts both relays and runs that.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use codeb_benches::latency::Samples;
-use codeb_benches::proc_cpu::cpu_seconds;
-use codeb_io::{Event, Options, Reactor, SocketId};
-use codeb_sip::sdp::{Sdp, SdpLimits};
+use codeb_benches::rtp_stream::{
+    Endpoint, HEADER, PAYLOAD, Traffic, WARMUP, Window, leg_socket, measure, sdp, sdp_addr,
+};
+use codeb_benches::sip_agent::Agent;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const PTIME: Duration = Duration::from_millis(20);
-const PAYLOAD: usize = 160;
-const WARMUP: Duration = Duration::from_secs(3);
-const DRAIN: Duration = Duration::from_millis(500);
+/// INVITEs outstanding at once while calls are set up.
+const SETUP_WINDOW: usize = 100;
+/// How long setting up (or tearing down) one line's calls may take.
+const SIGNALLING_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Switch,
+    Rtpengine,
+    Both,
+}
 
 struct Args {
-    target: String,
+    target: Target,
     ng: SocketAddr,
-    pid: Option<u32>,
+    sip: SocketAddr,
+    uas: SocketAddr,
+    did: String,
+    switch_pid: Option<u32>,
+    rtpengine_pid: Option<u32>,
     calls: Vec<usize>,
     seconds: u64,
     threads: usize,
@@ -46,20 +65,38 @@ struct Args {
 
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
-        target: String::new(),
+        target: Target::Switch,
         ng: "127.0.0.1:22222".parse()?,
-        pid: None,
+        sip: "127.0.0.1:5060".parse()?,
+        uas: "127.0.0.1:5090".parse()?,
+        did: "5000".into(),
+        switch_pid: None,
+        rtpengine_pid: None,
         calls: vec![100],
         seconds: 10,
         threads: 1,
     };
+    let mut target = None;
+    let mut pid = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--target" => a.target = value()?,
+            "--target" => {
+                target = Some(match value()?.as_str() {
+                    "switch" => Target::Switch,
+                    "rtpengine" => Target::Rtpengine,
+                    "both" => Target::Both,
+                    other => bail!("--target {other}: switch, rtpengine or both"),
+                });
+            }
             "--ng" => a.ng = value()?.parse()?,
-            "--pid" => a.pid = Some(value()?.parse()?),
+            "--sip" => a.sip = value()?.parse()?,
+            "--uas" => a.uas = value()?.parse()?,
+            "--did" => a.did = value()?,
+            "--pid" => pid = Some(value()?.parse()?),
+            "--switch-pid" => a.switch_pid = Some(value()?.parse()?),
+            "--rtpengine-pid" => a.rtpengine_pid = Some(value()?.parse()?),
             "--calls" => {
                 a.calls = value()?
                     .split(',')
@@ -71,10 +108,17 @@ fn args() -> anyhow::Result<Args> {
             other => bail!("unknown flag {other}"),
         }
     }
-    if a.target != "rtpengine" {
-        bail!("--target rtpengine is required (the relay to measure)");
+    a.target = target.context("--target switch|rtpengine|both is required")?;
+    // `--pid` names the one relay measured.
+    match (a.target, pid) {
+        (Target::Switch, Some(p)) => a.switch_pid = Some(p),
+        (Target::Rtpengine, Some(p)) => a.rtpengine_pid = Some(p),
+        (Target::Both, Some(_)) => {
+            bail!("with --target both, give --switch-pid and --rtpengine-pid")
+        }
+        (_, None) => {}
     }
-    if a.threads == 0 || a.calls.is_empty() {
+    if a.threads == 0 || a.calls.is_empty() || a.calls.contains(&0) {
         bail!("--threads and --calls must be positive");
     }
     Ok(a)
@@ -228,45 +272,17 @@ impl Ng {
     }
 }
 
-fn sdp(port: u16) -> String {
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-    )
-}
-
-/// The audio address of an SDP (the project's parser, bounded).
-fn sdp_addr(sdp: &str) -> anyhow::Result<SocketAddr> {
-    let parsed = Sdp::parse(sdp.as_bytes(), &SdpLimits::default())
-        .map_err(|e| anyhow::anyhow!("SDP: {e}"))?;
-    let audio = parsed
-        .media
-        .iter()
-        .find(|m| m.kind == "audio")
-        .context("SDP without m=audio")?;
-    let ip = audio
-        .connection
-        .or(parsed.connection)
-        .context("SDP without c=")?;
-    Ok(SocketAddr::new(ip, audio.port))
-}
-
-/// One generator endpoint: its socket and where it sends.
-struct Endpoint {
-    sock: UdpSocket,
-    to: SocketAddr,
-}
-
-/// Sets up `n` calls through rtpengine; two endpoints per call.
+/// Sets up `n` calls through rtpengine: their Call-IDs and two legs each.
 fn rtpengine_calls(
     ng: &mut Ng,
     n: usize,
     run: u64,
-) -> anyhow::Result<Vec<(String, Endpoint, Endpoint)>> {
-    let mut calls = Vec::with_capacity(n);
+) -> anyhow::Result<(Vec<String>, Vec<Endpoint>)> {
+    let mut ids = Vec::with_capacity(n);
+    let mut legs = Vec::with_capacity(2 * n);
     for i in 0..n {
-        let a = UdpSocket::bind((LO, 0))?;
-        let b = UdpSocket::bind((LO, 0))?;
+        let a = leg_socket()?;
+        let b = leg_socket()?;
         let id = format!("load-{run}-{i}");
         let offer = ng.command(vec![
             ("command", B::Str(b"offer".to_vec())),
@@ -281,7 +297,7 @@ fn rtpengine_calls(
                 ]),
             ),
         ])?;
-        let to_b = sdp_addr(offer.get("sdp").context("offer without sdp")?)?;
+        let to_b = sdp_addr(offer.get("sdp").context("offer without sdp")?.as_bytes())?;
         let answer = ng.command(vec![
             ("command", B::Str(b"answer".to_vec())),
             ("call-id", B::Str(id.clone().into_bytes())),
@@ -289,213 +305,206 @@ fn rtpengine_calls(
             ("to-tag", B::Str(b"b".to_vec())),
             ("sdp", B::Str(sdp(b.local_addr()?.port()).into_bytes())),
         ])?;
-        let to_a = sdp_addr(answer.get("sdp").context("answer without sdp")?)?;
+        let to_a = sdp_addr(answer.get("sdp").context("answer without sdp")?.as_bytes())?;
         // A sends to the port rtpengine gave A (the answer's); B to the
         // offer's.
-        calls.push((
-            id,
-            Endpoint { sock: a, to: to_a },
-            Endpoint { sock: b, to: to_b },
-        ));
+        ids.push(id);
+        legs.push(Endpoint { sock: a, to: to_a });
+        legs.push(Endpoint { sock: b, to: to_b });
     }
-    Ok(calls)
+    Ok((ids, legs))
 }
 
-/// What one generator thread measured.
-#[derive(Default)]
-struct Tally {
-    sent: u64,
+/// Sets up `n` calls through the switch: the caller's and the callee's leg
+/// of each.
+fn switch_calls(agent: &mut Agent, did: &str, n: usize) -> anyhow::Result<Vec<Endpoint>> {
+    let mut legs = Vec::with_capacity(2 * n);
+    let (mut placed, mut answered) = (0usize, 0usize);
+    let deadline = Instant::now() + SIGNALLING_TIMEOUT;
+    let base = agent.tally();
+    loop {
+        let t = agent.tally();
+        let settled = (t.placed_up + t.placed_failed + t.placed_ended)
+            - (base.placed_up + base.placed_failed + base.placed_ended);
+        while placed < n && placed - settled < SETUP_WINDOW {
+            agent.place(did)?;
+            placed += 1;
+        }
+        for leg in agent.take_placed() {
+            legs.push(leg.endpoint);
+        }
+        for leg in agent.take_answered() {
+            answered += 1;
+            legs.push(leg.endpoint);
+        }
+        if settled >= n && answered >= t.placed_up - base.placed_up {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "setting up {n} calls took over {SIGNALLING_TIMEOUT:?}: {placed} placed, {settled} settled, {answered} answered"
+            );
+        }
+        agent.pump(Duration::from_millis(2))?;
+    }
+    let failed = agent.tally().placed_failed - base.placed_failed;
+    if failed > 0 {
+        bail!("{failed} of {n} calls failed: {:?}", agent.failures());
+    }
+    Ok(legs)
+}
+
+/// Hangs up every call that is up and waits for the BYEs to be answered.
+fn switch_hang_up(agent: &mut Agent, ids: &[String]) -> anyhow::Result<()> {
+    for id in ids {
+        agent.hang_up(id)?;
+    }
+    let deadline = Instant::now() + SIGNALLING_TIMEOUT;
+    while agent.tally().placed_up > 0 && Instant::now() < deadline {
+        agent.pump(Duration::from_millis(5))?;
+    }
+    // The switch's BYEs to the callee legs.
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        agent.pump(Duration::from_millis(5))?;
+    }
+    Ok(())
+}
+
+/// The relay measurement: every packet carries its send time in its first
+/// eight payload bytes (the rest is µ-law silence).
+struct Relay {
+    window: Window,
     received: u64,
     latency: Samples,
-    jitter_sum_us: f64,
-    jitter_legs: u64,
-    max_late: Duration,
+    /// Per leg: RFC 3550 A.8 jitter on (arrival - send), µs, and the last
+    /// transit time.
+    jitter: Vec<Option<(f64, f64)>>,
 }
 
-struct LegState {
-    id: SocketId,
-    to: SocketAddr,
-    seq: u16,
-    ts: u32,
-    ssrc: u32,
-    /// RFC 3550 A.8 on (arrival - send), in µs.
-    jitter_us: f64,
-    last_transit_us: Option<f64>,
-}
+impl Traffic for Relay {
+    fn payload(&mut self, _leg: usize, sent_ns: u64, out: &mut [u8; PAYLOAD]) {
+        out.fill(0xff);
+        out[..8].copy_from_slice(&sent_ns.to_be_bytes());
+    }
 
-/// Paces `endpoints` (one packet per leg per 20 ms, spread evenly) and
-/// counts what comes back, for packets sent in [measure_from, measure_to).
-fn run_thread(
-    endpoints: Vec<Endpoint>,
-    start: Instant,
-    measure_from: Instant,
-    measure_to: Instant,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<Tally> {
-    let mut reactor = Reactor::new(&Options {
-        ring_entries: 4096,
-        buffers: 4096,
-        buffer_len: 2048,
-        max_connections: 0,
-        ..Options::default()
-    })?;
-    let mut legs = Vec::with_capacity(endpoints.len());
-    let mut by_socket: Vec<usize> = Vec::new();
-    for (i, e) in endpoints.into_iter().enumerate() {
-        let id = reactor.add_udp(e.sock)?;
-        if by_socket.len() <= id.0 as usize {
-            by_socket.resize(id.0 as usize + 1, usize::MAX);
+    fn received(&mut self, leg: usize, packet: &[u8], at_ns: u64) {
+        let Some(stamp) = packet.get(HEADER..HEADER + 8) else {
+            return;
+        };
+        let mut ns = [0u8; 8];
+        ns.copy_from_slice(stamp);
+        let sent_ns = u64::from_be_bytes(ns);
+        if !self.window.measured(sent_ns) {
+            return;
         }
-        by_socket[id.0 as usize] = i;
-        legs.push(LegState {
-            id,
-            to: e.to,
-            seq: (i as u16).wrapping_mul(7),
-            ts: (i as u32).wrapping_mul(1000),
-            ssrc: 0x1000_0000 + i as u32,
-            jitter_us: 0.0,
-            last_transit_us: None,
+        let transit = Duration::from_nanos(at_ns.saturating_sub(sent_ns));
+        self.received += 1;
+        self.latency.record(transit);
+        if self.jitter.len() <= leg {
+            self.jitter.resize(leg + 1, None);
+        }
+        let t = transit.as_secs_f64() * 1e6;
+        self.jitter[leg] = Some(match self.jitter[leg] {
+            Some((j, prev)) => (j + ((t - prev).abs() - j) / 16.0, t),
+            None => (0.0, t),
         });
     }
-    let n = legs.len().max(1);
-    let slot = PTIME / u32::try_from(n).unwrap_or(u32::MAX);
-    let mut tally = Tally::default();
-    let mut cycle = Instant::now();
-    let mut cursor = 0usize;
-    let mut pkt = [0u8; 12 + PAYLOAD];
-    pkt[0] = 0x80;
-    pkt[12..].fill(0xff);
-    let measure_from_ns = measure_from.duration_since(start).as_nanos() as u64;
-    let measure_to_ns = measure_to.duration_since(start).as_nanos() as u64;
-    let mut received: Vec<(usize, u64, Instant)> = Vec::with_capacity(4096);
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        // Send everything due.
-        loop {
-            let due = cycle + slot * u32::try_from(cursor).unwrap_or(0);
-            if due > now {
-                break;
-            }
-            let late = now.saturating_duration_since(due);
-            let sending = now < measure_to;
-            if let Some(leg) = legs.get_mut(cursor)
-                && sending
-            {
-                pkt[2..4].copy_from_slice(&leg.seq.to_be_bytes());
-                pkt[4..8].copy_from_slice(&leg.ts.to_be_bytes());
-                pkt[8..12].copy_from_slice(&leg.ssrc.to_be_bytes());
-                let sent_ns = Instant::now().duration_since(start).as_nanos() as u64;
-                pkt[12..20].copy_from_slice(&sent_ns.to_be_bytes());
-                let _ = reactor.send_to(leg.id, leg.to, &pkt);
-                leg.seq = leg.seq.wrapping_add(1);
-                leg.ts = leg.ts.wrapping_add(160);
-                if sent_ns >= measure_from_ns && sent_ns < measure_to_ns {
-                    tally.sent += 1;
-                    tally.max_late = tally.max_late.max(late);
-                }
-            }
-            cursor += 1;
-            if cursor >= n {
-                cursor = 0;
-                cycle += PTIME;
-            }
-        }
-        let due = cycle + slot * u32::try_from(cursor).unwrap_or(0);
-        let wait = due.saturating_duration_since(Instant::now());
-        received.clear();
-        reactor.poll(Some(wait), &mut |ev| {
-            if let Event::Datagram { socket, data, .. } = ev
-                && data.len() >= 20
-                && let Some(&leg) = by_socket.get(socket.0 as usize)
-            {
-                let mut ns = [0u8; 8];
-                ns.copy_from_slice(&data[12..20]);
-                received.push((leg, u64::from_be_bytes(ns), Instant::now()));
-            }
-        })?;
-        for &(leg, sent_ns, at) in &received {
-            if sent_ns < measure_from_ns || sent_ns >= measure_to_ns {
-                continue;
-            }
-            let arrival_ns = at.duration_since(start).as_nanos() as u64;
-            let transit = Duration::from_nanos(arrival_ns.saturating_sub(sent_ns));
-            tally.received += 1;
-            tally.latency.record(transit);
-            if let Some(l) = legs.get_mut(leg) {
-                let t = transit.as_secs_f64() * 1e6;
-                if let Some(prev) = l.last_transit_us {
-                    l.jitter_us += ((t - prev).abs() - l.jitter_us) / 16.0;
-                }
-                l.last_transit_us = Some(t);
-            }
-        }
-    }
-    for l in &legs {
-        if l.last_transit_us.is_some() {
-            tally.jitter_sum_us += l.jitter_us;
-            tally.jitter_legs += 1;
-        }
-    }
-    Ok(tally)
 }
 
-fn measure(
-    endpoints: Vec<Endpoint>,
-    threads: usize,
-    seconds: u64,
+/// One measured line.
+struct Line {
+    calls: usize,
+    relay_pps: f64,
+    cpu: Option<f64>,
+}
+
+impl Line {
+    /// Calls one fully busy core would carry at this load's cost.
+    fn per_core(&self) -> Option<f64> {
+        self.cpu.filter(|c| *c > 0.0).map(|c| self.calls as f64 / c)
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn run_line(
+    name: &str,
+    legs: Vec<Endpoint>,
+    calls: usize,
+    a: &Args,
     pid: Option<u32>,
-) -> anyhow::Result<(Tally, Option<f64>, f64)> {
-    let start = Instant::now();
-    let measure_from = start + WARMUP;
-    let window = Duration::from_secs(seconds);
-    let measure_to = measure_from + window;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut shares: Vec<Vec<Endpoint>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, e) in endpoints.into_iter().enumerate() {
-        shares[i % threads].push(e);
+) -> anyhow::Result<Line> {
+    let load = load_average();
+    let run = measure(legs, a.threads, a.seconds, pid, |window| Relay {
+        window,
+        received: 0,
+        latency: Samples::default(),
+        jitter: Vec::new(),
+    })?;
+    let secs = run.window.as_secs_f64();
+    let mut latency = Samples::default();
+    let (mut received, mut jitter_sum, mut jitter_legs) = (0u64, 0f64, 0u64);
+    for t in run.traffic {
+        received += t.received;
+        latency.merge(t.latency);
+        for (j, _) in t.jitter.into_iter().flatten() {
+            jitter_sum += j;
+            jitter_legs += 1;
+        }
     }
-    let mut handles = Vec::new();
-    for share in shares {
-        let stop = Arc::clone(&stop);
-        handles.push(std::thread::spawn(move || {
-            run_thread(share, start, measure_from, measure_to, stop)
-        }));
-    }
-    std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
-    let cpu_before = pid.and_then(cpu_seconds);
-    std::thread::sleep(measure_to.saturating_duration_since(Instant::now()));
-    let cpu_after = pid.and_then(cpu_seconds);
-    std::thread::sleep(DRAIN);
-    stop.store(true, Ordering::Relaxed);
-    let mut total = Tally::default();
-    for h in handles {
-        let t = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("generator thread panicked"))??;
-        total.sent += t.sent;
-        total.received += t.received;
-        total.latency.merge(t.latency);
-        total.jitter_sum_us += t.jitter_sum_us;
-        total.jitter_legs += t.jitter_legs;
-        total.max_late = total.max_late.max(t.max_late);
-    }
-    let cpu = cpu_before
-        .zip(cpu_after)
-        .map(|(b, a)| (a - b) / window.as_secs_f64());
-    Ok((total, cpu, window.as_secs_f64()))
+    latency.finish();
+    let sent = run.paced.sent;
+    let loss = if sent == 0 {
+        0.0
+    } else {
+        100.0 * sent.saturating_sub(received) as f64 / sent as f64
+    };
+    let line = Line {
+        calls,
+        relay_pps: received as f64 / secs,
+        cpu: run.cpu,
+    };
+    println!(
+        "{:>9} {:>6} {:>10.0} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>9.1} {:>9} {:>9} {:>8.1}ms {:>5}",
+        name,
+        calls,
+        sent as f64 / secs,
+        line.relay_pps,
+        loss,
+        latency.percentile_ms(50.0),
+        latency.percentile_ms(99.0),
+        if jitter_legs == 0 {
+            0.0
+        } else {
+            jitter_sum / jitter_legs as f64
+        },
+        line.cpu
+            .map_or("n/a".to_owned(), |c| format!("{:.0}%", c * 100.0)),
+        line.per_core()
+            .map_or("n/a".to_owned(), |c| format!("{c:.0}")),
+        run.paced.max_late.as_secs_f64() * 1000.0,
+        load,
+    );
+    Ok(line)
 }
 
 fn main() -> anyhow::Result<()> {
     let a = args()?;
     println!(
-        "target {}  threads {}  window {} s after {} s warm-up  (G.711 20 ms, both legs, 50 pps each)",
-        a.target,
+        "threads {}  window {} s after {} s warm-up  (G.711 20 ms, both legs, 50 pps each; CPU is the relay's, % of one core; load is the 1-minute load average at the line's start)",
         a.threads,
         a.seconds,
         WARMUP.as_secs()
     );
     println!(
-        "{:>6} {:>10} {:>10} {:>8} {:>10} {:>10} {:>10} {:>11} {:>9}",
+        "{:>9} {:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>5}",
+        "relay",
         "calls",
         "sent pps",
         "relay pps",
@@ -504,46 +513,50 @@ fn main() -> anyhow::Result<()> {
         "p99 ms",
         "jitter us",
         "relay CPU",
-        "gen late"
+        "calls/core",
+        "gen late",
+        "load"
     );
-    let mut ng = Ng::new(a.ng)?;
+    let switch = matches!(a.target, Target::Switch | Target::Both);
+    let rtpengine = matches!(a.target, Target::Rtpengine | Target::Both);
+    let mut agent = if switch {
+        Some(Agent::new(a.sip, a.uas)?)
+    } else {
+        None
+    };
+    let mut ng = if rtpengine {
+        Some(Ng::new(a.ng)?)
+    } else {
+        None
+    };
     for (run, &n) in a.calls.iter().enumerate() {
-        let calls = rtpengine_calls(&mut ng, n, run as u64)?;
-        let mut endpoints = Vec::with_capacity(2 * n);
-        let mut ids = Vec::with_capacity(n);
-        for (id, ea, eb) in calls {
-            ids.push(id);
-            endpoints.push(ea);
-            endpoints.push(eb);
+        let mut sw_line = None;
+        if let Some(agent) = &mut agent {
+            let legs = switch_calls(agent, &a.did, n)?;
+            let ids: Vec<String> = agent.up_calls();
+            sw_line = Some(run_line("switch", legs, n, &a, a.switch_pid)?);
+            switch_hang_up(agent, &ids)?;
         }
-        let (mut t, cpu, secs) = measure(endpoints, a.threads, a.seconds, a.pid)?;
-        t.latency.finish();
-        let loss = if t.sent == 0 {
-            0.0
-        } else {
-            100.0 * (t.sent.saturating_sub(t.received)) as f64 / t.sent as f64
-        };
-        println!(
-            "{:>6} {:>10.0} {:>10.0} {:>8.3} {:>10.3} {:>10.3} {:>10.1} {:>10} {:>8.1}ms",
-            n,
-            t.sent as f64 / secs,
-            t.received as f64 / secs,
-            loss,
-            t.latency.percentile_ms(50.0),
-            t.latency.percentile_ms(99.0),
-            if t.jitter_legs == 0 {
-                0.0
-            } else {
-                t.jitter_sum_us / t.jitter_legs as f64
-            },
-            cpu.map_or("n/a".to_owned(), |c| format!("{:.0}%", c * 100.0)),
-            t.max_late.as_secs_f64() * 1000.0,
-        );
-        for id in ids {
-            let _ = ng.command(vec![
-                ("command", B::Str(b"delete".to_vec())),
-                ("call-id", B::Str(id.into_bytes())),
-            ]);
+        let mut re_line = None;
+        if let Some(ng) = &mut ng {
+            let (ids, legs) = rtpengine_calls(ng, n, run as u64)?;
+            re_line = Some(run_line("rtpengine", legs, n, &a, a.rtpengine_pid)?);
+            for id in ids {
+                let _ = ng.command(vec![
+                    ("command", B::Str(b"delete".to_vec())),
+                    ("call-id", B::Str(id.into_bytes())),
+                ]);
+            }
+        }
+        if let (Some(s), Some(r)) = (sw_line, re_line) {
+            let ratio = s.per_core().zip(r.per_core()).map(|(s, r)| s / r);
+            println!(
+                "{:>9} {:>6} switch/rtpengine: relayed pps {:.3}x, calls per core {}",
+                "ratio",
+                n,
+                s.relay_pps / r.relay_pps.max(1.0),
+                ratio.map_or("n/a".to_owned(), |x| format!("{x:.2}x")),
+            );
         }
     }
     Ok(())
@@ -569,12 +582,5 @@ mod tests {
         assert_eq!(m.get("sdp").map(String::as_str), Some("v=0"));
         assert!(bdecode_strings(b"d6:result99:ok").is_err());
         assert!(bdecode_strings(b"x").is_err());
-    }
-
-    #[test]
-    fn sdp_address() {
-        let s = sdp(30000);
-        assert_eq!(sdp_addr(&s).unwrap(), "127.0.0.1:30000".parse().unwrap());
-        assert!(sdp_addr("v=0\r\n").is_err());
     }
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The switch's media relay beside rtpengine, same load, same run: N real
+# calls through a release codeb-switch (SIP from rtp-load, which is both
+# caller and callee), then the same N through rtpengine (ng protocol), for
+# each N given; rtp-load prints both lines and the ratio of calls per core.
+#
+#   benches/relay_vs_rtpengine.sh [calls...]   (default: 500 1000 1500 2000 2500 3000)
+#
+# Settings (environment): SECS (measured window per line, default 10),
+# RELAY_CPU (the core both relays are pinned to, default 0), GEN_CPU (the
+# generator's core, default 1), NO_BUILD=1 (use the binaries as built).
+#
+# The switch runs one media worker (CODEB_WORKERS=1) so its CPU is one
+# media core's, from the config written below: a trunk for loopback, one
+# user whose fixed contact is rtp-load's callee socket, and every DID
+# routed to it. RTP ports: the switch 10000-23999, rtpengine 24000-39999,
+# the generator's legs 40000-59998 (rtp-load picks them), so none takes
+# another's. rtpengine runs userspace with one thread
+# (../shared/reference/performance.md) and --delete-delay=0, so a line's
+# ports are free for the next.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CALLS=${*:-500 1000 1500 2000 2500 3000}
+SECS=${SECS:-10}
+RELAY_CPU=${RELAY_CPU:-0}
+GEN_CPU=${GEN_CPU:-1}
+[ -n "${NO_BUILD:-}" ] || cargo build --release -p codeb-switch -p codeb-benches --bins >&2
+DIR=$(mktemp -d /tmp/codeb-relay.XXXXXX)
+SW_PORT=15060
+UAS_PORT=15090
+NG=127.0.0.1:22222
+cat >"$DIR/switch.toml" <<TOML
+[[trunks]]
+id = "tr_0000000000000001"
+host = "127.0.0.1"
+inbound = ["127.0.0.0/8"]
+options_interval = 0
+max_concurrent_calls = 0
+calls_per_second = 0
+
+[[users]]
+name = "bench"
+contact = "sip:bench@127.0.0.1:$UAS_PORT"
+
+[[routes]]
+did = "*"
+user = "bench"
+TOML
+# Four sockets per call on each relay, two on the generator.
+ulimit -n "$(ulimit -Hn)"
+CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=10000-23999 \
+    CODEB_WORKERS=1 CODEB_LOG=warn CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19091 \
+    CODEB_SWITCH_GRPC_ADDR=127.0.0.1:15051 \
+    taskset -c "$RELAY_CPU" target/release/codeb-switch 2>"$DIR/switch.log" &
+SW=$!
+taskset -c "$RELAY_CPU" rtpengine --config-file=none --table=-1 --interface=127.0.0.1 \
+    --listen-ng=$NG --foreground --log-stderr --log-level=4 \
+    --port-min=24000 --port-max=39999 --num-threads=1 --delete-delay=0 2>"$DIR/rtpengine.log" &
+RE=$!
+trap 'kill $SW $RE 2>/dev/null; wait $SW $RE 2>/dev/null; rm -rf "$DIR"' EXIT
+sleep 2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+taskset -c "$GEN_CPU" target/release/rtp-load --target both \
+    --sip 127.0.0.1:$SW_PORT --uas 127.0.0.1:$UAS_PORT --ng $NG \
+    --switch-pid $SW --rtpengine-pid $RE \
+    --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
