@@ -479,6 +479,63 @@ mod tests {
     }
 
     #[test]
+    fn smtp_settings() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let resolve = |args: &[&str]| {
+            use clap::Parser as _;
+            Cli::try_parse_from(std::iter::once("codeb").chain(args.iter().copied()))
+                .unwrap()
+                .settings
+                .resolve()
+        };
+        // No relay: queued only; the sender address from the public host.
+        let c = resolve(&["--public-base-url", "https://phone.example.com/"]).unwrap();
+        assert_eq!(c.email.smtp, None);
+        assert_eq!(c.email.from, "codeb@phone.example.com");
+        assert_eq!(c.email.host, "phone.example.com");
+        assert_eq!(c.email.retry_delays.len(), 8);
+        assert_eq!(c.email.timeout, Duration::from_secs(30));
+        // An IP host is an address literal.
+        let c = resolve(&["--http-addr", "127.0.0.1:8080"]).unwrap();
+        assert_eq!(c.email.from, "codeb@[127.0.0.1]");
+        let c = resolve(&[
+            "--smtp-url",
+            "smtps://u:p@mail.example.com",
+            "--smtp-from",
+            "calls@example.com",
+            "--smtp-retry-schedule",
+            "1s,5s",
+            "--smtp-timeout",
+            "5s",
+        ])
+        .unwrap();
+        let url = c.email.smtp.unwrap();
+        assert_eq!((url.tls, url.port), (true, 465));
+        assert_eq!(c.email.from, "calls@example.com");
+        assert_eq!(
+            c.email.retry_delays,
+            [Duration::from_secs(1), Duration::from_secs(5)]
+        );
+        for (args, what) in [
+            (&["--smtp-url", "smtp://u:p@relay"][..], "credentials"),
+            (&["--smtp-url", "http://relay"][..], "scheme"),
+            (&["--smtp-from", "not an address"][..], "e-mail"),
+            (&["--smtp-retry-schedule", "5h"][..], "duration"),
+            (&["--smtp-timeout", "0s"][..], "more than 0"),
+        ] {
+            let e = resolve(args).unwrap_err().to_string();
+            assert!(
+                e.contains(what) && e.starts_with("CODEB_SMTP_"),
+                "{args:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn call_retry_delay_unit_is_a_minute_unless_shortened_for_tests() {
         #[derive(clap::Parser)]
         struct Cli {
