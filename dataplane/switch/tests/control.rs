@@ -152,7 +152,7 @@ async fn placed_call_is_answered_and_hung_up_with_events() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert_eq!(err.code(), tonic::Code::NotFound, "the call is over");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

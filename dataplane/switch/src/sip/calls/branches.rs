@@ -111,7 +111,11 @@ impl Core {
         let (Some(a_tx), Some(a_id)) = (call.a_invite_tx, call.a.dialog.clone()) else {
             return;
         };
-        let early = resp.status == StatusCode::SESSION_PROGRESS && !resp.body.is_empty();
+        // Early media needs A's offer answered; a late-offer call just
+        // rings.
+        let early = resp.status == StatusCode::SESSION_PROGRESS
+            && !resp.body.is_empty()
+            && call.a.negotiated.is_some();
         let status = if early {
             StatusCode::SESSION_PROGRESS
         } else {

@@ -89,10 +89,45 @@ impl Core {
         if call.phase == Phase::Answered {
             call.phase = Phase::Confirmed;
         }
+        if side == Side::A && call.a.negotiated.is_none() && call.phase != Phase::Ending {
+            return self.late_answer(now, key, &req);
+        }
         if side == Side::A && call.bye_a_when_acked {
             call.bye_a_when_acked = false;
             self.hang_up_side(now, key, Side::A);
             self.settle(now, key);
+        }
+    }
+
+    /// A's ACK answers the offer our 2xx made to its offerless INVITE:
+    /// media starts (and a virtual number's AI); an ACK without a usable
+    /// answer ends the call (RFC 3261 §13.3.1.4: the UAS hangs up).
+    fn late_answer(&mut self, now: Instant, key: CallKey, ack: &Request) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        let negotiated = Sdp::parse(&ack.body, &SdpLimits::default())
+            .ok()
+            .filter(|_| !ack.body.is_empty())
+            .and_then(|a| sdp::read_answer(&call.a.media, &a).ok());
+        let Some(n) = negotiated else {
+            tracing::info!(call = key, "late offer not answered in the ACK; hanging up");
+            self.note_end(
+                key,
+                "failed",
+                "the caller's ACK did not answer our SDP offer",
+            );
+            return self.hang_up(now, key);
+        };
+        call.a.negotiated = Some(n);
+        let ai_waits = call
+            .origin
+            .as_ref()
+            .is_some_and(|o| o.inbound && o.ai.is_some())
+            && !self.calls.placed.ai.contains_key(&key);
+        self.sync_media(key);
+        if ai_waits {
+            self.start_ai(now, key);
         }
     }
 

@@ -95,16 +95,23 @@ impl Core {
                 Some("call table full"),
             );
         }
-        let offer = match Sdp::parse(&req.body, &SdpLimits::default()) {
-            Ok(o) if !req.body.is_empty() => o,
-            _ => {
-                return self.reject(
-                    now,
-                    id,
-                    &req,
-                    StatusCode::NOT_ACCEPTABLE_HERE,
-                    Some("an SDP offer is required in the INVITE"),
-                );
+        // No body: a late offer (RFC 3261 §13.2.1). Our 2xx carries the
+        // offer and A's ACK the answer.
+        let offer = if req.body.is_empty() {
+            None
+        } else {
+            match Sdp::parse(&req.body, &SdpLimits::default()) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    let warning = format!("the SDP offer is not usable: {e}");
+                    return self.reject(
+                        now,
+                        id,
+                        &req,
+                        StatusCode::NOT_ACCEPTABLE_HERE,
+                        Some(&warning),
+                    );
+                }
             }
         };
         let did = req
@@ -160,7 +167,7 @@ impl Core {
                     id,
                     req,
                     source,
-                    &offer,
+                    offer.as_ref(),
                     super::vnum::VnumCall {
                         trunk: &trunk,
                         did: &did,
@@ -176,7 +183,7 @@ impl Core {
             return self.reject(now, id, &req, StatusCode::TEMPORARILY_UNAVAILABLE, None);
         }
         tracing::info!(%did, target = ?route.target(), "routing call");
-        self.start_call(now, id, req, source, &offer, targets, trunks);
+        self.start_call(now, id, req, source, offer.as_ref(), targets, trunks);
     }
 
     /// 503 with Retry-After: a trunk is at its call or CPS limit.
@@ -202,7 +209,7 @@ impl Core {
         id: TransactionId,
         req: Request,
         source: Flow,
-        offer: &Sdp,
+        offer: Option<&Sdp>,
         targets: Vec<Target>,
         trunks: Vec<String>,
     ) {
@@ -274,7 +281,8 @@ impl Core {
     }
 
     /// The A leg of a new call: its UAS dialog (in the table), the call's
-    /// two media ports and our SDP answer to A's offer. None when the call
+    /// two media ports and our SDP answer to A's offer (or, for a late
+    /// offer, our offer, which A answers in its ACK). None when the call
     /// was refused (the response is sent and nothing is held).
     pub(super) fn open_a_leg(
         &mut self,
@@ -282,7 +290,7 @@ impl Core {
         id: TransactionId,
         req: &Request,
         source: Flow,
-        offer: &Sdp,
+        offer: Option<&Sdp>,
     ) -> Option<OpenedA> {
         let a_tag = self.ids.tag();
         let Some(local) = self.dialog_local(&source) else {
@@ -318,13 +326,17 @@ impl Core {
             session_id: self.ids.next_u64() >> 1,
             session_version: 1,
         };
-        let refused = match sdp::answer(offer, &a_media) {
-            Ok((answer, negotiated)) => match self.calls.dialogs.insert(a_dialog) {
+        let described = match offer {
+            Some(offer) => sdp::answer(offer, &a_media).map(|(a, n)| (a, Some(n))),
+            None => Ok((sdp::offer(&a_media), None)),
+        };
+        let refused = match described {
+            Ok((ours, negotiated)) => match self.calls.dialogs.insert(a_dialog) {
                 Ok(a_id) => {
                     let mut a = Leg::new(a_media);
                     a.dialog = Some(a_id);
-                    a.sdp = Bytes::from(answer.to_text());
-                    a.negotiated = Some(negotiated);
+                    a.sdp = Bytes::from(ours.to_text());
+                    a.negotiated = negotiated;
                     a.update = req
                         .headers
                         .allow()

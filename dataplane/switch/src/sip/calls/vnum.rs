@@ -45,7 +45,7 @@ impl Core {
         id: TransactionId,
         req: Request,
         source: Flow,
-        offer: &Sdp,
+        offer: Option<&Sdp>,
         v: VnumCall<'_>,
     ) {
         let tenant = v.trunk.tenant.clone();
@@ -156,6 +156,9 @@ impl Core {
         tracing::info!(call = key, %call_id, number = %vn.number, "virtual number answered");
         self.sync_media(key);
         self.start_recording(now, key);
-        self.start_ai(now, key);
+        // A late offer's answer comes with the ACK; the AI starts then.
+        if offer.is_some() {
+            self.start_ai(now, key);
+        }
     }
 }

@@ -191,3 +191,117 @@ fn no_common_codec_is_488() {
     assert!(h.take(B).is_empty(), "nothing rings");
     assert_eq!(h.core.active_calls(), 0);
 }
+
+/// A's INVITE without a body (a late offer), sent as raw bytes.
+fn offerless_invite(h: &mut Harness) -> Request {
+    let invite = h.invite_from_a("1000", &[]);
+    let raw = String::from_utf8(Message::from(invite).to_bytes().to_vec()).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let head = head
+        .replace(
+            &format!("Content-Length: {}", body.len()),
+            "Content-Length: 0",
+        )
+        .replace("Content-Type: application/sdp\r\n", "");
+    let bytes = format!("{head}\r\n\r\n");
+    match parse_datagram(bytes::Bytes::from(bytes), &Limits::default()).unwrap() {
+        Message::Request(r) => r,
+        Message::Response(_) => unreachable!(),
+    }
+}
+
+/// B answers the switch's INVITE; returns our 2xx to A.
+fn late_offer_answered(h: &mut Harness) -> (Request, Response) {
+    let invite = offerless_invite(h);
+    assert!(invite.body.is_empty());
+    h.send(A, invite.clone());
+    let to_b = request(h.one(B));
+    assert!(!to_b.body.is_empty(), "B gets our offer as for any call");
+    let mut b = Dialog::uas(
+        &to_b,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let ok_b = b
+        .reply(&to_b, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
+        .build()
+        .unwrap();
+    b.sent_response(h.now, &ok_b);
+    h.send(B, ok_b);
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK);
+    (invite, ok)
+}
+
+#[test]
+fn a_late_offer_is_made_in_our_2xx_and_answered_in_the_ack() {
+    let mut h = Harness::new(None);
+    let (invite, ok) = late_offer_answered(&mut h);
+    let offer = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(
+        offer.contains("m=audio 30000 RTP/AVP 0 8"),
+        "our full offer to A: {offer}"
+    );
+    let mut a = Dialog::uac(
+        h.now,
+        &invite,
+        &ok,
+        local(A),
+        Peer::udp(addr(SW)),
+        DialogConfig {
+            auto_ack: false,
+            ..peer_config(None)
+        },
+        &mut h.ids,
+    )
+    .unwrap();
+    let answer = "v=0\r\no=- 5 5 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+    let ack = a
+        .ack_builder(1)
+        .unwrap()
+        .body(
+            &super::super::sdp_type(),
+            bytes::Bytes::from_static(answer.as_bytes()),
+        )
+        .build()
+        .unwrap();
+    h.send(A, ack);
+    assert!(h.take(A).is_empty() && h.take(B).is_empty(), "nothing else");
+    assert_eq!(h.core.active_calls(), 1, "the call is up");
+    let call = h.core.calls.calls.values().next().unwrap();
+    let a_codec = call.a.negotiated.as_ref().map(|n| n.codec);
+    assert_eq!(
+        a_codec,
+        Some(codeb_sip::sdp::Codec::Pcma),
+        "A's answer was taken"
+    );
+}
+
+#[test]
+fn a_late_offer_left_unanswered_ends_the_call() {
+    let mut h = Harness::new(None);
+    let (invite, ok) = late_offer_answered(&mut h);
+    let mut a = Dialog::uac(
+        h.now,
+        &invite,
+        &ok,
+        local(A),
+        Peer::udp(addr(SW)),
+        DialogConfig {
+            auto_ack: false,
+            ..peer_config(None)
+        },
+        &mut h.ids,
+    )
+    .unwrap();
+    let ack = a.ack_builder(1).unwrap().build().unwrap();
+    h.send(A, ack);
+    assert_eq!(request(h.one(A)).method, Method::Bye);
+    assert_eq!(request(h.one(B)).method, Method::Bye);
+}
