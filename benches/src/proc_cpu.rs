@@ -1,5 +1,6 @@
 //! CPU time a process has used, from `/proc/PID/stat` (utime + stime), so a
-//! benchmark can report the server's own CPU beside its throughput.
+//! benchmark can report the server's own CPU beside its throughput; and the
+//! machine's load average, to print beside every figure.
 
 /// Clock ticks per second for `/proc` times; 100 on every Linux this runs on
 /// (`getconf CLK_TCK`).
@@ -16,6 +17,15 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / TICKS_PER_SEC)
+}
+
+/// The 1-minute load average (`/proc/loadavg`), as written there; `?` if
+/// unreadable.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 #[cfg(test)]

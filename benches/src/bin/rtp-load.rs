@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use codeb_benches::latency::Samples;
+use codeb_benches::proc_cpu::load_average;
 use codeb_benches::rtp_stream::{
     Endpoint, HEADER, PAYLOAD, Traffic, WARMUP, Window, leg_socket, measure, sdp, sdp_addr,
 };
@@ -424,13 +425,6 @@ impl Line {
     fn per_core(&self) -> Option<f64> {
         self.cpu.filter(|c| *c > 0.0).map(|c| self.calls as f64 / c)
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 fn run_line(

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Concurrent AI calls through one switch: a release codeb-switch with one
+# media worker, and ai-load (benches/src/bin/ai-load.rs), which places the
+# calls over gRPC, answers them as the carrier, talks on every call and
+# runs the Gemini Live simulator in its own process; for each N given it
+# prints the switch's CPU per call and the latency the switch adds on the
+# AI path both ways.
+#
+#   benches/ai_calls.sh [calls...]      (default: 100 250 500 1000)
+#
+# Settings (environment): SECS (measured window per line, default 20),
+# SWITCH_CPU (the switch's core, default 0), GEN_CPU (ai-load's core,
+# default 1), RATE (calls placed per second, default 100), NO_BUILD=1 (use
+# the binaries as built).
+#
+# The switch's config: one trunk, the default for every tenant, whose host
+# is ai-load's callee socket; CODEB_GEMINI_URL points at the simulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CALLS=${*:-100 250 500 1000}
+SECS=${SECS:-20}
+SWITCH_CPU=${SWITCH_CPU:-0}
+GEN_CPU=${GEN_CPU:-1}
+RATE=${RATE:-100}
+[ -n "${NO_BUILD:-}" ] || cargo build --release -p codeb-switch -p codeb-benches --bins >&2
+DIR=$(mktemp -d /tmp/codeb-ai-load.XXXXXX)
+SW_PORT=15061
+GRPC=127.0.0.1:15052
+UAS_PORT=15091
+SIM=127.0.0.1:19410
+cat >"$DIR/switch.toml" <<TOML
+[[trunks]]
+id = "tr_00000000000000a1"
+host = "127.0.0.1"
+port = $UAS_PORT
+default = true
+options_interval = 0
+max_concurrent_calls = 0
+calls_per_second = 0
+TOML
+ulimit -n "$(ulimit -Hn)"
+CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=10000-23999 \
+    CODEB_WORKERS=1 CODEB_LOG=warn CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19092 \
+    CODEB_SWITCH_GRPC_ADDR=$GRPC CODEB_GEMINI_URL=ws://$SIM CODEB_GEMINI_API_KEY=sim-key \
+    taskset -c "$SWITCH_CPU" target/release/codeb-switch 2>"$DIR/switch.log" &
+SW=$!
+trap 'kill $SW 2>/dev/null; wait $SW 2>/dev/null; rm -rf "$DIR"' EXIT
+sleep 2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+taskset -c "$GEN_CPU" target/release/ai-load --grpc $GRPC --sip 127.0.0.1:$SW_PORT \
+    --uas 127.0.0.1:$UAS_PORT --sim $SIM --pid $SW --rate "$RATE" \
+    --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "switch warnings: $(grep -c WARN "$DIR/switch.log" || true)"
