@@ -84,6 +84,18 @@ pub(super) struct Conversation {
     /// `end_call` was called: its reason and how long playout may take.
     ending: Option<(String, Instant)>,
     end_reported: bool,
+    /// An AI turn the engine has finished but the caller has not heard to
+    /// the end yet: reported once played out, or cut by an interruption.
+    playing: Option<Spoken>,
+}
+
+/// A generated AI turn still being played.
+#[derive(Debug)]
+struct Spoken {
+    text: String,
+    /// Stream position of its first sample, and its length.
+    start: u64,
+    samples: u64,
 }
 
 impl Conversation {
@@ -100,6 +112,7 @@ impl Conversation {
             discarded: 0,
             ending: None,
             end_reported: false,
+            playing: None,
         }
     }
 
@@ -119,7 +132,9 @@ impl Conversation {
 
     /// The caller cut in: everything not yet played is thrown away.
     /// `played` is the tap's count of engine samples sent to the caller.
-    pub(super) fn interrupted(&mut self, played: u64) {
+    /// A finished turn still playing is reported now, cut to what was
+    /// heard; the one being generated is cut when it completes.
+    pub(super) fn interrupted(&mut self, now: Instant, played: u64) -> Option<AiNote> {
         let unplayed = self
             .received
             .saturating_sub(self.discarded)
@@ -128,16 +143,42 @@ impl Conversation {
         if let Some(start) = self.turn_start {
             self.interrupted_at = Some(played.saturating_sub(start).min(self.turn_samples));
         }
+        let p = self.playing.take()?;
+        let heard = played.saturating_sub(p.start).min(p.samples);
+        let text = played_text(&p.text, heard, p.samples.max(1)).to_owned();
+        Some(AiNote::Turn {
+            role: Role::Ai,
+            text,
+            at_ms: self.at_ms(now),
+            interrupted: true,
+        })
     }
 
-    /// Milliseconds of the current AI turn the caller heard.
+    /// Milliseconds the caller heard of the AI turn an interruption cut
+    /// (the one still playing, else the one being generated).
     pub(super) fn played_ms_of_turn(&self, played: u64) -> u32 {
-        let heard = match (self.interrupted_at, self.turn_start) {
-            (Some(at), _) => at,
-            (None, Some(start)) => played.saturating_sub(start).min(self.turn_samples),
-            (None, None) => 0,
+        let heard = match (self.interrupted_at, &self.playing, self.turn_start) {
+            (Some(at), _, _) => at,
+            (None, Some(p), _) => played.saturating_sub(p.start).min(p.samples),
+            (None, None, Some(start)) => played.saturating_sub(start).min(self.turn_samples),
+            (None, None, None) => 0,
         };
         u32::try_from(heard * 1000 / self.rate).unwrap_or(u32::MAX)
+    }
+
+    /// A finished turn whose audio has now all been played, reported.
+    pub(super) fn played_out(&mut self, now: Instant, played: u64) -> Option<AiNote> {
+        let p = self.playing.as_ref()?;
+        if played < p.start + p.samples {
+            return None;
+        }
+        let p = self.playing.take()?;
+        Some(AiNote::Turn {
+            role: Role::Ai,
+            text: p.text,
+            at_ms: self.at_ms(now),
+            interrupted: false,
+        })
     }
 
     pub(super) fn caller_transcript(
@@ -174,19 +215,36 @@ impl Conversation {
         push_text(&mut self.ai_text, text);
     }
 
-    /// The AI's turn is over: its transcript, cut to what was heard when
-    /// the caller interrupted it.
-    pub(super) fn turn_complete(&mut self, now: Instant) -> Option<AiNote> {
+    /// The engine finished the AI's turn: its transcript, cut to what was
+    /// heard if the caller interrupted it. A turn whose audio is still
+    /// playing (engines generate faster than real time) waits for
+    /// [`Self::played_out`] or [`Self::interrupted`]: the caller may yet
+    /// cut it.
+    pub(super) fn turn_complete(&mut self, now: Instant, played: u64) -> Option<AiNote> {
         let text = std::mem::take(&mut self.ai_text);
         let interrupted = self.interrupted_at.is_some();
-        let heard = if let Some(at) = self.interrupted_at {
-            played_text(text.trim(), at, self.turn_samples.max(1)).to_owned()
+        let (start, samples) = (
+            self.turn_start.take(),
+            std::mem::take(&mut self.turn_samples),
+        );
+        let heard = if let Some(at) = self.interrupted_at.take() {
+            played_text(text.trim(), at, samples.max(1)).to_owned()
         } else {
             text.trim().to_owned()
         };
-        self.turn_start = None;
-        self.turn_samples = 0;
-        self.interrupted_at = None;
+        if let Some(start) = start
+            && !interrupted
+            && played < start + samples
+        {
+            // Anything still playing from before is heard first.
+            let earlier = self.played_out(now, u64::MAX);
+            self.playing = Some(Spoken {
+                text: heard,
+                start,
+                samples,
+            });
+            return earlier;
+        }
         (!heard.is_empty() || interrupted).then(|| AiNote::Turn {
             role: Role::Ai,
             text: heard,
@@ -216,12 +274,15 @@ impl Conversation {
         self.ending.is_some()
     }
 
-    /// What is left unsaid when the session ends.
-    pub(super) fn finish(&mut self, now: Instant) -> Vec<AiNote> {
+    /// What is left unsaid when the session ends (`played`: the tap's
+    /// count): a turn still playing counts as heard.
+    pub(super) fn finish(&mut self, now: Instant, played: u64) -> Vec<AiNote> {
         let mut out = Vec::new();
         out.extend(self.take_caller(now));
+        out.extend(self.played_out(now, u64::MAX));
         if !self.ai_text.trim().is_empty() {
-            out.extend(self.turn_complete(now));
+            out.extend(self.turn_complete(now, played));
+            out.extend(self.played_out(now, u64::MAX));
         }
         out
     }
@@ -427,6 +488,9 @@ pub(super) async fn run(
                     }
                 }
                 play.top_up();
+                if let Some(n) = conv.played_out(now, play.played()) {
+                    notes.send(n).await;
+                }
                 if stop_by.is_none()
                     && let Some(reason) = conv.end_due(now, play.drained())
                 {
@@ -453,8 +517,10 @@ pub(super) async fn run(
                         play.tap.flush();
                         play.pending.clear();
                         let played = play.played();
-                        conv.interrupted(played);
                         let heard = conv.played_ms_of_turn(played);
+                        if let Some(n) = conv.interrupted(now, played) {
+                            notes.send(n).await;
+                        }
                         let _ = session.truncate(heard).await;
                     }
                     EngineEvent::InputTranscript { text, is_final } => {
@@ -466,7 +532,7 @@ pub(super) async fn run(
                         conv.ai_transcript(&text, is_final);
                     }
                     EngineEvent::TurnComplete => {
-                        if let Some(n) = conv.turn_complete(now) {
+                        if let Some(n) = conv.turn_complete(now, play.played()) {
                             notes.send(n).await;
                         }
                     }
@@ -537,7 +603,7 @@ pub(super) async fn run(
             }
         }
     }
-    for n in conv.finish(Instant::now()) {
+    for n in conv.finish(Instant::now(), play.played()) {
         notes.send(n).await;
     }
     if let Some(n) = usage_note(&usage, &usage_sent, true) {
@@ -579,12 +645,15 @@ mod tests {
         c.ai_transcript("Hi, ", false);
         c.ai_transcript("how can I help?", false);
         c.ai_audio(24_000);
+        // Generated faster than it plays: reported once heard to the end.
+        assert_eq!(c.turn_complete(t0, 12_000), None);
+        assert_eq!(c.played_out(t0, 23_999), None);
         assert_eq!(
-            turn(c.turn_complete(t0)),
+            turn(c.played_out(t0, 24_000)),
             ("Hi, how can I help?".into(), false)
         );
         // An empty turn says nothing.
-        assert_eq!(c.turn_complete(t0), None);
+        assert_eq!(c.turn_complete(t0, 24_000), None);
     }
 
     #[test]
@@ -594,19 +663,45 @@ mod tests {
         // A first, fully played turn of one second.
         c.ai_audio(24_000);
         c.ai_transcript("First turn.", true);
-        assert!(!turn(c.turn_complete(t0)).1);
-        // The second turn: 4 s of audio, interrupted after 1 s of it played.
+        assert!(!turn(c.turn_complete(t0, 24_000)).1);
+        // The second turn: 4 s of audio, interrupted after 1 s of it played
+        // while it was still being generated.
         c.ai_audio(96_000);
         c.ai_transcript("one two three four five six seven eight", true);
-        c.interrupted(24_000 + 24_000);
         assert_eq!(c.played_ms_of_turn(24_000 + 24_000), 1000);
-        let (text, interrupted) = turn(c.turn_complete(t0));
+        assert_eq!(c.interrupted(t0, 24_000 + 24_000), None);
+        let (text, interrupted) = turn(c.turn_complete(t0, 48_000));
         assert!(interrupted);
         assert_eq!(text, "one two");
         // The next turn starts where the caller's stream is, not after
         // the discarded audio.
         c.ai_audio(24_000);
         assert_eq!(c.played_ms_of_turn(48_000 + 12_000), 500);
+    }
+
+    #[test]
+    fn a_generated_turn_cut_during_its_playout_keeps_what_was_heard() {
+        let t0 = Instant::now();
+        let mut c = Conversation::new(t0, 24_000);
+        // 4 s of reply, generated at once; the caller cuts in after 1 s.
+        c.ai_audio(96_000);
+        c.ai_transcript("one two three four five six seven eight", true);
+        assert_eq!(c.turn_complete(t0, 0), None, "held while it plays");
+        assert_eq!(c.played_ms_of_turn(24_000), 1000);
+        let (text, interrupted) = turn(c.interrupted(t0, 24_000));
+        assert!(interrupted);
+        assert_eq!(text, "one two");
+        assert_eq!(c.played_out(t0, u64::MAX), None, "reported once");
+        // The next turn starts where the caller's stream is.
+        c.ai_audio(24_000);
+        c.ai_transcript("Sorry, go on.", true);
+        assert_eq!(c.turn_complete(t0, 24_000), None);
+        let left = c.finish(t0, 30_000);
+        assert_eq!(left.len(), 1, "a turn playing at the end counts as heard");
+        assert_eq!(
+            turn(left.into_iter().next()),
+            ("Sorry, go on.".into(), false)
+        );
     }
 
     #[test]
