@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod prompts;
 pub mod share_page;
 pub mod shares;
+pub mod sip_users;
 pub mod transcripts;
 pub mod trunks;
 pub mod validate;
@@ -206,6 +207,21 @@ pub static ENDPOINTS: &[Endpoint] = &[
         put(trunks::update)),
     ep!(DELETE "/api.ashx/v1/trunks/{id}", "trunks", Admin, "Delete a SIP trunk",
         req: Body::None, resp: 200 Body::One(s::<trunks::TrunkDeleted>), delete(trunks::remove)),
+    ep!(GET "/api.ashx/v1/sip-users", "sip-users", Admin,
+        "List SIP users (who inbound routes ring and transfer_to_user may name)",
+        req: Body::None, resp: 200 Body::List(s::<sip_users::SipUserView>), get(sip_users::list)),
+    ep!(POST "/api.ashx/v1/sip-users", "sip-users", Admin,
+        "Create a SIP user (digest password for REGISTER and/or a static contact)",
+        req: Body::One(s::<sip_users::SipUserInput>), resp: 201 Body::One(s::<sip_users::SipUserView>),
+        post(sip_users::create)),
+    ep!(GET "/api.ashx/v1/sip-users/{name}", "sip-users", Admin, "Get one SIP user",
+        req: Body::None, resp: 200 Body::One(s::<sip_users::SipUserView>), get(sip_users::get_one)),
+    ep!(PUT "/api.ashx/v1/sip-users/{name}", "sip-users", Admin,
+        "Update a SIP user (fields given; an empty string clears one)",
+        req: Body::One(s::<sip_users::SipUserInput>), resp: 200 Body::One(s::<sip_users::SipUserView>),
+        put(sip_users::update)),
+    ep!(DELETE "/api.ashx/v1/sip-users/{name}", "sip-users", Admin, "Delete a SIP user",
+        req: Body::None, resp: 200 Body::One(s::<sip_users::SipUserDeleted>), delete(sip_users::remove)),
     ep!(GET "/api.ashx/v1/api-keys", "api-keys", Admin, "List API keys (never the keys themselves)",
         req: Body::None, resp: 200 Body::List(s::<api_keys::ApiKeyView>), get(api_keys::list)),
     ep!(POST "/api.ashx/v1/api-keys", "api-keys", OidcAdmin, "Mint an API key (shown once; needs an OIDC admin bearer)",

@@ -93,18 +93,6 @@ impl From<TrunkRecord> for TrunkView {
     }
 }
 
-/// Credentials end up inside quoted digest parameters; keep them free of
-/// quotes, backslashes and control characters.
-fn credential(field: &str, v: &str) -> ApiResult<()> {
-    if v.len() > 128 || v.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-        return Err(ApiError::field(
-            field,
-            "must be at most 128 characters without quotes, backslashes or control characters",
-        ));
-    }
-    Ok(())
-}
-
 fn apply(t: &mut TrunkRecord, input: TrunkInput, creating: bool) -> ApiResult<()> {
     if let Some(host) = input.host {
         t.host = validate::host("host", &host)?;
@@ -122,11 +110,11 @@ fn apply(t: &mut TrunkRecord, input: TrunkInput, creating: bool) -> ApiResult<()
         t.name = name;
     }
     if let Some(u) = input.username {
-        credential("username", &u)?;
+        validate::credential("username", &u)?;
         t.username = u;
     }
     if let Some(p) = input.password {
-        credential("password", &p)?;
+        validate::credential("password", &p)?;
         t.password = p;
     }
     if let Some(u) = input.from_user {

@@ -183,6 +183,19 @@ pub fn sip_user(field: &str, v: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A digest user name or password (trunks, SIP users). Credentials end up
+/// inside quoted digest parameters; keep them free of quotes, backslashes
+/// and control characters.
+pub fn credential(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.len() > 128 || v.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        return Err(ApiError::field(
+            field,
+            "must be at most 128 characters without quotes, backslashes or control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Masks a secret for display: `...` and its last four characters when it
 /// is long enough that those four say little; otherwise only `***`.
 pub fn mask_secret(s: &str) -> Option<String> {

@@ -21,6 +21,7 @@ mod outbox;
 mod prompts;
 mod routes;
 mod shares;
+mod sip_users;
 mod switch_config;
 mod switch_events;
 mod transcripts;
@@ -47,6 +48,7 @@ pub use prompts::{
 };
 pub use routes::{InboundRoute, RouteError};
 pub use shares::{NewShare, ShareRecord, ShareView};
+pub use sip_users::SipUserRecord;
 pub use switch_config::{ConfigRows, TenantRoute};
 pub use switch_events::{
     Applied, Cursor, EventKind, InboundStart, MAX_INBOUND_FIELD, Speaker, SwitchEvent,

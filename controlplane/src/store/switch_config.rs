@@ -1,7 +1,7 @@
 //! What the routing snapshot pushed to switch nodes is built from: every
-//! tenant's trunks, inbound routes, virtual numbers and whitelist, and the
-//! configuration version. The version is a one-row counter that triggers
-//! (migration 0007) bump in the same transaction as any change to those
+//! tenant's trunks, SIP users, inbound routes, virtual numbers and
+//! whitelist, and the configuration version. The version is a one-row
+//! counter that triggers (migrations 0007, 0010, 0011) bump in the same transaction as any change to those
 //! tables, so it names exactly one configuration and only ever grows.
 //!
 //! Rows are read in one transaction, so a snapshot never mixes two
@@ -9,8 +9,9 @@
 //! the prompt's text here (see `store::prompts`). The gRPC shape is built by `switch_link::config`.
 
 use super::numbers::number_from_row;
+use super::sip_users::{sip_user_columns, sip_user_from_row};
 use super::trunks::trunk_from_row;
-use super::{NumberRecord, Pool, Result, Store, TrunkRecord, col};
+use super::{NumberRecord, Pool, Result, SipUserRecord, Store, TrunkRecord, col};
 
 /// An inbound route with its tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub struct TenantRoute {
 pub struct ConfigRows {
     pub version: i64,
     pub trunks: Vec<TrunkRecord>,
+    /// By name (unique across tenants).
+    pub sip_users: Vec<SipUserRecord>,
     /// Per tenant in evaluation order (catchall last).
     pub routes: Vec<TenantRoute>,
     pub numbers: Vec<NumberRecord>,
@@ -114,9 +117,20 @@ macro_rules! read_rows {
             .iter()
             .map(|r| Ok((col(r, "tenant")?, col(r, "phone")?)))
             .collect::<Result<Vec<_>>>()?;
+        let sip_users = sqlx::query(concat!(
+            "SELECT ",
+            sip_user_columns!(),
+            " FROM sip_users ORDER BY name"
+        ))
+        .fetch_all(&mut *$tx)
+        .await?
+        .iter()
+        .map(sip_user_from_row)
+        .collect::<Result<Vec<_>>>()?;
         ConfigRows {
             version,
             trunks,
+            sip_users,
             routes,
             numbers,
             whitelist,

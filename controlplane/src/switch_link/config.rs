@@ -5,8 +5,11 @@
 //! on a slow poll of the version (changes made by other control planes).
 //!
 //! Mapping decisions:
-//! - SIP users: the store has none (its users are platform users who sign
-//!   in to the API), so the snapshot carries none.
+//! - SIP users (`/api.ashx/v1/sip-users`) go out with their tenant, digest
+//!   password and static contact (their display name stays in the control
+//!   plane). The store keeps names unique across tenants and checks
+//!   contacts the way the switch's own validation does, so a node never
+//!   refuses a snapshot over them.
 //! - An inbound route's `user` that names one of the tenant's virtual
 //!   numbers targets that number (answered by its AI persona); any other
 //!   value is a user.
@@ -69,6 +72,16 @@ pub fn snapshot(rows: &ConfigRows) -> pb::ConfigSnapshot {
             options_interval: 0,
         })
         .collect();
+    let users = rows
+        .sip_users
+        .iter()
+        .map(|u| pb::User {
+            name: u.name.clone(),
+            tenant: u.tenant.clone(),
+            password: u.password.clone(),
+            contact: u.contact.clone(),
+        })
+        .collect();
     let routes = rows
         .routes
         .iter()
@@ -126,7 +139,7 @@ pub fn snapshot(rows: &ConfigRows) -> pb::ConfigSnapshot {
     pb::ConfigSnapshot {
         version: u64::try_from(rows.version).unwrap_or(0),
         trunks,
-        users: Vec::new(),
+        users,
         routes,
         virtual_numbers,
         whitelists,

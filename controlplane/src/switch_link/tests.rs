@@ -1127,3 +1127,83 @@ async fn prompt_slugs_are_placed_as_their_text() {
     );
     server.kill(&peer).await;
 }
+
+#[tokio::test]
+async fn sip_users_reach_the_node_with_their_tenant() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("a");
+    let server = Server::start(&peer, None).await;
+    let l = link(vec![server.url()], &clock);
+    l.choose_probing().await.unwrap();
+    let s = &db.store;
+    let now = clock.now();
+    let user =
+        |tenant: &str, name: &str, password: &str, contact: &str| crate::store::SipUserRecord {
+            tenant: tenant.into(),
+            name: name.into(),
+            display_name: "stays in the control plane".into(),
+            password: password.into(),
+            contact: contact.into(),
+            created_at: now,
+            updated_at: now,
+        };
+    s.create_sip_user(&user(TENANT, "desk", "desk-secret", ""))
+        .await
+        .unwrap();
+    s.create_sip_user(&user("other.test", "pbx", "", "sip:pbx@192.0.2.20:5060"))
+        .await
+        .unwrap();
+    // A route to a user and one to an AI number: only the number's is a
+    // virtual-number target.
+    let route = |did: &str, user: &str| crate::store::InboundRoute {
+        did: did.into(),
+        from_number: None,
+        user: user.into(),
+    };
+    s.create_route(TENANT, &route("+15550001", "desk"), now)
+        .await
+        .unwrap()
+        .unwrap();
+    let node = l.nodes()[0].clone();
+    super::config::ensure_config(&node, s).await.unwrap();
+    let running = peer.with(|st| st.running.clone()).unwrap();
+    assert_eq!(
+        running.users,
+        vec![
+            pb::User {
+                name: "desk".into(),
+                tenant: TENANT.into(),
+                password: "desk-secret".into(),
+                contact: String::new(),
+            },
+            pb::User {
+                name: "pbx".into(),
+                tenant: "other.test".into(),
+                password: String::new(),
+                contact: "sip:pbx@192.0.2.20:5060".into(),
+            },
+        ]
+    );
+    let desk = running
+        .routes
+        .iter()
+        .find(|r| r.did == "+15550001")
+        .unwrap();
+    assert_eq!(
+        desk.target,
+        Some(pb::inbound_route::Target::User("desk".into()))
+    );
+    // A change to a user is a new configuration for the node.
+    let mut pbx = user("other.test", "pbx", "", "sip:pbx@192.0.2.21:5060");
+    pbx.updated_at = UtcMillis(now.0 + 1);
+    assert!(s.update_sip_user(&pbx).await.unwrap());
+    super::config::ensure_config(&node, s).await.unwrap();
+    let running2 = peer.with(|st| st.running.clone()).unwrap();
+    assert!(running2.version > running.version);
+    assert_eq!(running2.users[1].contact, "sip:pbx@192.0.2.21:5060");
+    assert!(s.delete_sip_user(TENANT, "desk").await.unwrap());
+    super::config::ensure_config(&node, s).await.unwrap();
+    assert_eq!(peer.with(|st| st.running.as_ref().unwrap().users.len()), 1);
+    server.kill(&peer).await;
+}

@@ -8,6 +8,7 @@ mod inbound_calls;
 mod prompts;
 mod resources;
 mod shares;
+mod sip_users;
 mod sweeps;
 mod webhooks;
 

@@ -32,6 +32,7 @@ struct Ids {
     key: String,
     inbound: String,
     prompt: String,
+    sip_user: String,
 }
 
 fn concrete(path: &str, ids: &Ids) -> String {
@@ -49,6 +50,7 @@ fn concrete(path: &str, ids: &Ids) -> String {
         )
         .replace("{number}", &ids.number)
         .replace("{slug}", &ids.prompt)
+        .replace("/sip-users/{name}", &format!("/sip-users/{}", ids.sip_user))
         .replace("{callId}", &ids.transcript)
         .replace("{did}", &ids.did)
         .replace("/webhooks/{id}", &format!("/webhooks/{}", ids.webhook))
@@ -77,6 +79,10 @@ fn valid_body(method: &Method, path: &str) -> Option<Value> {
         ("POST", "/api.ashx/v1/api-keys") => json!({"name": "k"}),
         ("POST", "/api.ashx/v1/prompts") => json!({"slug": "other-prompt", "text": "x"}),
         ("PUT", "/api.ashx/v1/prompts/{slug}") => json!({"text": "changed"}),
+        ("POST", "/api.ashx/v1/sip-users") => {
+            json!({"name": "other-sip", "password": "pw-secret-1"})
+        }
+        ("PUT", "/api.ashx/v1/sip-users/{name}") => json!({"contact": "sip:10.6.6.6"}),
         ("POST", _) | ("PUT", _) => json!({}),
         _ => return None,
     };
@@ -129,7 +135,17 @@ async fn seed(h: &Harness, token: &str) -> Ids {
             json!({"slug": "tenant-a-prompt", "name": "tenant-a-prompt-name", "text": "x"}),
         )
         .await;
-    for r in [&call, &trunk, &webhook, &key, &number, &route, &prompt] {
+    let sip_user = h
+        .post(
+            "/api.ashx/v1/sip-users",
+            token,
+            json!({"name": "tenant-a-sip", "displayName": "tenant-a-sip-display",
+                "password": "sip-secret-1", "contact": "sip:10.1.2.3:5070"}),
+        )
+        .await;
+    for r in [
+        &call, &trunk, &webhook, &key, &number, &route, &prompt, &sip_user,
+    ] {
         assert!(r.status.is_success(), "seed: {}", r.text);
     }
     let t = super::resources::transcript("oac-0123456789ab", "outbound-ai", "2026-01-01T12:00:00Z");
@@ -189,6 +205,7 @@ async fn seed(h: &Harness, token: &str) -> Ids {
         key: key.json["id"].as_str().unwrap().into(),
         inbound: inbound.into(),
         prompt: "tenant-a-prompt".into(),
+        sip_user: "tenant-a-sip".into(),
     }
 }
 
@@ -332,6 +349,8 @@ async fn no_route_crosses_tenants(h: Harness) {
             "tenant-a-number",
             "tenant-a-user",
             "tenant-a-prompt-name",
+            "tenant-a-sip-display",
+            "10.1.2.3",
             "Reminder",
         ] {
             assert!(
@@ -351,6 +370,7 @@ async fn no_route_crosses_tenants(h: Harness) {
         "api-keys",
         "transcripts",
         "inbound-calls",
+        "sip-users",
     ] {
         let r = h.get(&format!("/api.ashx/v1/{path}"), &b).await;
         assert_eq!(r.json["total"], 0, "{path}: {}", r.text);
@@ -396,6 +416,10 @@ async fn no_route_crosses_tenants(h: Harness) {
         "x"
     );
     assert_eq!(h.get("/api.ashx/v1/api-keys", &a).await.json["total"], 1);
+    assert_eq!(
+        h.get("/api.ashx/v1/sip-users/tenant-a-sip", &a).await.json["contact"],
+        "sip:10.1.2.3:5070"
+    );
     assert_eq!(
         h.get(&format!("/api.ashx/v1/inbound-calls/{}", ids.inbound), &a)
             .await
