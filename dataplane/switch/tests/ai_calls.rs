@@ -699,3 +699,184 @@ async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
         assert!(st.success(), "{who} SIPp: {st}");
     }
 }
+
+/// Writes a classic-format pcap of one PCMU stream (Ethernet/IPv4/UDP
+/// from 127.0.0.1:6000 to :6002, 20 ms apart): an answering machine's
+/// greeting (a voice-like 250 Hz buzz in syllables, with the short gaps
+/// of speech) for 2.4 s, 0.3 s of silence, a 1 kHz beep of 0.5 s, then a
+/// second of silence.
+fn voicemail_pcap(path: &std::path::Path) {
+    let mut out = Vec::new();
+    // Global header: magic, v2.4, zone 0, sigfigs 0, snaplen, Ethernet.
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    let frames: u32 = (2400 + 300 + 500 + 1000) / 20;
+    let mut phase = 0f64;
+    for k in 0..frames {
+        let ms = k * 20;
+        let mut payload = Vec::with_capacity(160);
+        for i in 0..160 {
+            let t = f64::from(ms) / 1000.0 + f64::from(i) / 8000.0;
+            let s = if ms < 2400 {
+                // Syllables: 200 ms of voice, 60 ms apart.
+                let voiced = (t * 1000.0) % 260.0 < 200.0;
+                phase += std::f64::consts::TAU * 250.0 / 8000.0;
+                if voiced { phase.sin() * 9000.0 } else { 0.0 }
+            } else if (2700..3200).contains(&ms) {
+                phase += std::f64::consts::TAU * 1000.0 / 8000.0;
+                phase.sin() * 9000.0
+            } else {
+                0.0
+            };
+            payload.push(ulaw_encode(s as i16));
+        }
+        let mut rtp = vec![0x80, 0];
+        rtp.extend_from_slice(&(k as u16).to_be_bytes());
+        rtp.extend_from_slice(&(k * 160).to_be_bytes());
+        rtp.extend_from_slice(&0x5eed_cafeu32.to_be_bytes());
+        rtp.extend_from_slice(&payload);
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&[0x45, 0]);
+        frame.extend_from_slice(&(ip_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        frame.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&6002u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&rtp);
+        out.extend_from_slice(&(ms / 1000).to_le_bytes());
+        out.extend_from_slice(&((ms % 1000) * 1000).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// A callee that answers PCMU and plays `pcap` as its media, then waits
+/// for our BYE.
+fn pcap_callee_scenario(dir: &std::path::Path, pcap: &std::path::Path) -> std::path::PathBuf {
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="answering machine">
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:machine@127.0.0.1:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=machine 1 1 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+      a=ptime:20
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <nop>
+    <action>
+      <exec play_pcap_audio="{}"/>
+    </action>
+  </nop>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"#,
+        pcap.display()
+    );
+    let p = dir.join("machine.xml");
+    std::fs::write(&p, xml).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answering_machine_played_from_a_pcap_ends_the_call_as_voicemail() {
+    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("voicemail.pcap");
+    voicemail_pcap(&pcap);
+    let scenario = pcap_callee_scenario(dir.path(), &pcap);
+    let mut machine = common::sipp_server(&[
+        "-sf",
+        scenario.to_str().unwrap(),
+        "-m",
+        "1",
+        "-mp",
+        &common::free_port().to_string(),
+    ]);
+    let config = format!(
+        "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n",
+        machine.port
+    );
+    let url = sim.url();
+    let sw = Switch::start(
+        &config,
+        &[
+            ("CODEB_GEMINI_URL", url.as_str()),
+            ("CODEB_GEMINI_API_KEY", "sim-key"),
+        ],
+    );
+    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
+    let mut events = subscribe_all(&mut c).await;
+    c.place_call(v1::PlaceCallRequest {
+        call_id: "oac-vm-pcap".into(),
+        tenant: "example.com".into(),
+        phone: "+15551230000".into(),
+        attempt: 1,
+        ai: Some(v1::AiSession {
+            system_prompt: "You remind people of appointments.".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let end = until_ended(&mut events)
+        .await
+        .pop()
+        .and_then(|e| match e.kind {
+            Some(event::Kind::Ended(e)) => Some(e),
+            _ => None,
+        })
+        .expect("CallEnded");
+    assert_eq!(end.outcome, "voicemail", "{end:?}");
+    assert!(
+        (2..8).contains(&end.talk_seconds),
+        "hung up at the beep, after the greeting: {end:?}"
+    );
+    let st = machine
+        .wait(Duration::from_secs(10))
+        .expect("SIPp got our BYE");
+    assert!(st.success(), "SIPp: {st}");
+}
