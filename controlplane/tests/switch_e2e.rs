@@ -170,3 +170,58 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
     assert_eq!(t["callerSource"], "vnum", "{t}");
     assert_eq!(t["turns"][0]["speaker"], "AI", "{t}");
 }
+
+/// An inbound route to a SIP user (`/api.ashx/v1/sip-users`, pushed to the
+/// node in the snapshot) rings the user's static contact: SIPp's uac calls
+/// the switch from the carrier's address, the switch forks to the user's
+/// contact (SIPp's uas), which answers; the caller's BYE ends both legs.
+#[test]
+fn an_inbound_route_to_a_sip_user_rings_its_static_contact() {
+    let Some(p) = Platform::start(&[]) else {
+        return;
+    };
+    let desk_port = free_sip_port();
+    let mut desk = sipp_callee(p.dir.path(), desk_port, &["-sn", "uas", "-m", "1"]);
+    // The carrier: its calls come from its own address (loopback).
+    p.default_trunk(free_sip_port());
+    let pushed = |after: u64| {
+        wait("the new configuration on the switch", 20, || {
+            let v = p.switch.config_version();
+            (v > after).then_some(v)
+        })
+    };
+    let v0 = pushed(0);
+    let (code, user, raw) = p.post(
+        "/api.ashx/v1/sip-users",
+        &json!({"name": "desk", "displayName": "Front desk",
+                "contact": format!("sip:desk@127.0.0.1:{desk_port}")}),
+    );
+    assert_eq!(code, 201, "{raw}");
+    assert_eq!(user["passwordSet"], false);
+    let v1 = pushed(v0);
+    let (code, _, raw) = p.post(
+        "/api.ashx/v1/inbound-routes",
+        &json!({"Did": "7100", "User": "desk"}),
+    );
+    assert!(code == 200 || code == 201, "{raw}");
+    pushed(v1);
+    let caller = Command::new("sipp")
+        .arg(format!("127.0.0.1:{}", p.switch.sip))
+        .args(["-sn", "uac", "-s", "7100", "-m", "1", "-d", "500"])
+        .args(["-i", "127.0.0.1", "-p"])
+        .arg(free_sip_port().to_string())
+        .args(["-nostdin", "-timeout", "30s", "-timeout_error"])
+        .current_dir(p.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(caller.success(), "the user answered the caller: {caller}");
+    let st = wait("the user's SIPp to finish", 15, || {
+        desk.0.try_wait().unwrap()
+    });
+    assert!(
+        st.success(),
+        "the user's SIPp got the call and its BYE: {st}"
+    );
+}
