@@ -285,6 +285,22 @@ impl SwitchNodes {
                 }
             },
         };
+        // Events do not say which attempt they belong to: a retry placed on
+        // a node whose journal still holds unread events of an earlier
+        // attempt (the node came back after a crash, or this control plane
+        // did) would take those events as its own. It waits until they are
+        // read: the claim's lease runs out and the call is dispatched anew.
+        if call.node_url.is_none()
+            && call.attempt > 1
+            && let Some(why) = journal_unread(store, &node).await?
+        {
+            tracing::info!(call = %call.call_id, node = %node.url(), attempt = call.attempt,
+                "retry waits for the node's journal to be read: {why}");
+            return Ok(Dispatched::Unknown {
+                node: node.url().to_owned(),
+                detail: why,
+            });
+        }
         let trunk = match &call.trunk_id {
             Some(t) => Some(t.clone()),
             None => store
@@ -465,6 +481,30 @@ impl Drop for LinkTasks {
             t.abort();
         }
     }
+}
+
+/// Why the events `node` had written at its last probe are not all applied
+/// yet (by any control plane on this database), or None when they are.
+async fn journal_unread(store: &Store, node: &Node) -> crate::store::Result<Option<String>> {
+    let Some(stats) = node.health().stats else {
+        return Ok(None);
+    };
+    let written = i64::try_from(stats.last_seq).unwrap_or(i64::MAX);
+    if written == 0 {
+        return Ok(None);
+    }
+    Ok(match store.switch_cursor(node.url()).await? {
+        Some(c) if c.journal_id == stats.journal_id && c.last_seq >= written => None,
+        Some(c) if c.journal_id == stats.journal_id => Some(format!(
+            "events {} to {written} of journal {} are not applied yet",
+            c.last_seq + 1,
+            stats.journal_id
+        )),
+        _ => Some(format!(
+            "journal {} ({written} events) is not read yet",
+            stats.journal_id
+        )),
+    })
 }
 
 /// A gRPC status as one line: code and message.

@@ -793,6 +793,76 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
 }
 
 #[tokio::test]
+async fn a_retry_waits_until_the_nodes_journal_is_read() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("j1");
+    let server = Server::start(&peer, None).await;
+    let url = server.url();
+    let l = link(vec![url.clone()], &clock);
+    l.choose_probing().await.unwrap();
+    let node = l.nodes()[0].clone();
+    let call = new_call(8, clock.now());
+    db.store.insert_call(&call).await.unwrap();
+    let claimed = db
+        .store
+        .claim_call(&call.call_id, clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    // Attempt 1 is answered on the node, but nobody reads the node's
+    // events (say it crashed and came back, or this control plane did),
+    // and the attempt ends as lost.
+    peer.emit(call.call_id.as_str(), answered());
+    db.store
+        .fail_calls_on_node(&url, "lost", clock.now())
+        .await
+        .unwrap();
+    // The retry is due, and the node reports the event it wrote.
+    clock.advance_ms(60_000);
+    l.probe(&node).await;
+    let retry = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    assert_eq!(retry[0].attempt, 2);
+    assert!(matches!(
+        l.dispatch(&db.store, &retry[0]).await,
+        Dispatched::Unknown { .. }
+    ));
+    assert_eq!(peer.with(|s| s.placements.len()), 1, "nothing rang");
+    // Read now, attempt 1's answer is skipped, not taken for attempt 2's.
+    let reader = tokio::spawn(super::events::run(
+        node.clone(),
+        db.store.clone(),
+        clock.clone(),
+    ));
+    eventually("the journal read", || async {
+        db.store
+            .switch_cursor(&url)
+            .await
+            .unwrap()
+            .is_some_and(|c| c.last_seq == 1)
+    })
+    .await;
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.answered_at, None);
+    assert_eq!(rec.status, CallStatus::Dispatching);
+    // Once the claim's lease runs out, the retry goes out.
+    clock.advance_ms(crate::store::DISPATCH_LEASE_MS);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    assert_eq!(again[0].attempt, 2);
+    assert!(matches!(
+        l.dispatch(&db.store, &again[0]).await,
+        Dispatched::Placed { .. }
+    ));
+    assert_eq!(peer.with(|s| s.placements[1].attempt), 2);
+    reader.abort();
+    server.kill(&peer).await;
+}
+
+#[tokio::test]
 async fn api_places_and_hangs_up_through_the_node() {
     use axum::http::StatusCode;
     let peer = Peer::new("j1");
