@@ -6,7 +6,9 @@
 //! talks → hangup → the switch sends BYE and reports the end →
 //! `outbound-ai.finished`. A second call is ended by the AI itself
 //! (`end_call` after its greeting): `finished`, with its transcript saved
-//! and served.
+//! and served. SIP users set through the API reach the switch: an inbound
+//! route to one rings its static contact, or where it registered with the
+//! digest password the API stored.
 //!
 //! The platform's set-up is `common::platform`'s (shared with
 //! `call_lifecycle.rs`).
@@ -224,4 +226,125 @@ fn an_inbound_route_to_a_sip_user_rings_its_static_contact() {
         st.success(),
         "the user's SIPp got the call and its BYE: {st}"
     );
+}
+
+/// RFC 7616 SHA-256 of `parts` joined with ':', in hex.
+fn sha256_hex(parts: &[&str]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, parts.join(":").as_bytes());
+    hex::encode(d.as_ref())
+}
+
+/// Sends a REGISTER for `user` from `sock` (binding its own address) and
+/// returns the final answer's text.
+fn register(sock: &std::net::UdpSocket, switch: u16, user: &str, cseq: u32, auth: &str) -> String {
+    let a = sock.local_addr().unwrap();
+    let msg = format!(
+        "REGISTER sip:codeb SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bKreg{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{user}@codeb>;tag=r1\r\nTo: <sip:{user}@codeb>\r\n\
+         Call-ID: reg-{user}@{a}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{a}>\r\n\
+         Expires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+    );
+    sock.send_to(msg.as_bytes(), ("127.0.0.1", switch)).unwrap();
+    loop {
+        let text = recv_text(sock);
+        if !text.starts_with("SIP/2.0 100 ") {
+            return text;
+        }
+    }
+}
+
+fn recv_text(sock: &std::net::UdpSocket) -> String {
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = sock.recv_from(&mut buf).expect("a SIP message within 10 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The Authorization header answering the SHA-256 challenge in `challenge`
+/// (a 401's text) for REGISTER to `sip:codeb`.
+fn digest_answer(challenge: &str, user: &str, password: &str) -> String {
+    let www = challenge
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:") && l.contains("SHA-256"))
+        .unwrap_or_else(|| panic!("a SHA-256 challenge: {challenge}"));
+    let param = |name: &str| {
+        let start = www.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        let len = www[start..].find('"').unwrap();
+        www[start..start + len].to_owned()
+    };
+    let (realm, nonce) = (param("realm"), param("nonce"));
+    let ha1 = sha256_hex(&[user, &realm, password]);
+    let ha2 = sha256_hex(&["REGISTER", "sip:codeb"]);
+    let response = sha256_hex(&[&ha1, &nonce, "00000001", "0a4f113b", "auth", &ha2]);
+    format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", \
+         uri=\"sip:codeb\", response=\"{response}\", algorithm=SHA-256, cnonce=\"0a4f113b\", \
+         qop=auth, nc=00000001\r\n"
+    )
+}
+
+/// A SIP user with a password (set through the API, pushed in the
+/// snapshot) registers with digest auth at the switch; an inbound route to
+/// it then rings the registered contact.
+#[test]
+fn a_sip_user_registers_with_its_password_and_its_route_rings_it() {
+    let Some(p) = Platform::start(&[]) else {
+        return;
+    };
+    p.default_trunk(free_sip_port());
+    let pushed = |after: u64| {
+        wait("the new configuration on the switch", 20, || {
+            let v = p.switch.config_version();
+            (v > after).then_some(v)
+        })
+    };
+    let v0 = pushed(0);
+    let (code, _, raw) = p.post(
+        "/api.ashx/v1/sip-users",
+        &json!({"name": "alex", "password": "alex-digest-secret"}),
+    );
+    assert_eq!(code, 201, "{raw}");
+    let v1 = pushed(v0);
+    let (code, _, raw) = p.post(
+        "/api.ashx/v1/inbound-routes",
+        &json!({"Did": "7200", "User": "alex"}),
+    );
+    assert!(code == 200 || code == 201, "{raw}");
+    pushed(v1);
+
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    phone
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let sip = p.switch.sip;
+    let challenge = register(&phone, sip, "alex", 1, "");
+    assert!(challenge.starts_with("SIP/2.0 401 "), "{challenge}");
+    let wrong = register(
+        &phone,
+        sip,
+        "alex",
+        2,
+        &digest_answer(&challenge, "alex", "guess"),
+    );
+    assert!(wrong.starts_with("SIP/2.0 403 "), "{wrong}");
+    let challenge = register(&phone, sip, "alex", 3, "");
+    let auth = digest_answer(&challenge, "alex", "alex-digest-secret");
+    let ok = register(&phone, sip, "alex", 4, &auth);
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+
+    // A carrier call to DID 7200 rings the phone where it registered.
+    let _caller = common::platform::Killed(
+        Command::new("sipp")
+            .arg(format!("127.0.0.1:{sip}"))
+            .args(["-sn", "uac", "-s", "7200", "-m", "1"])
+            .args(["-i", "127.0.0.1", "-p"])
+            .arg(free_sip_port().to_string())
+            .args(["-nostdin", "-timeout", "30s"])
+            .current_dir(p.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let invite = recv_text(&phone);
+    assert!(invite.starts_with("INVITE sip:alex@"), "{invite}");
 }
