@@ -8,7 +8,8 @@
 //! (`end_call` after its greeting): `finished`, with its transcript saved
 //! and served. SIP users set through the API reach the switch: an inbound
 //! route to one rings its static contact, or where it registered with the
-//! digest password the API stored.
+//! digest password the API stored, and an AI call hands its callee to one
+//! with `transfer_to_user`.
 //!
 //! The platform's set-up is `common::platform`'s (shared with
 //! `call_lifecycle.rs`).
@@ -347,4 +348,53 @@ fn a_sip_user_registers_with_its_password_and_its_route_rings_it() {
     );
     let invite = recv_text(&phone);
     assert!(invite.starts_with("INVITE sip:alex@"), "{invite}");
+}
+
+/// The AI of an outbound call is offered `transfer_to_user` with the
+/// tenant's SIP users (set through the API): the simulator's script names
+/// `desk` after the callee's first utterance, the switch dials desk's
+/// static contact (SIPp's uas), which answers, and `call.transferred`
+/// names the user.
+#[test]
+fn an_ai_call_hands_its_callee_to_a_sip_user() {
+    let Some(p) = Platform::start(&[]) else {
+        return;
+    };
+    let desk_port = free_sip_port();
+    let _desk = sipp_callee(p.dir.path(), desk_port, &["-sn", "uas", "-m", "1"]);
+    let callee = common::platform::Callee::start();
+    let callee_port = free_sip_port();
+    let _callee_sipp = sipp_callee(
+        p.dir.path(),
+        callee_port,
+        &[
+            "-sf",
+            &common::platform::scenario("uas_test_media.xml"),
+            "-key",
+            "callee_rtp",
+            &callee.port.to_string(),
+            "-m",
+            "1",
+        ],
+    );
+    p.default_trunk(callee_port);
+    let (code, _, raw) = p.post(
+        "/api.ashx/v1/sip-users",
+        &json!({"name": "desk", "contact": format!("sip:desk@127.0.0.1:{desk_port}")}),
+    );
+    assert_eq!(code, 201, "{raw}");
+    // The call waits for a configuration at least as new as itself, so the
+    // node has the user when the AI starts.
+    let (id, _) = p.place("Help them. TRANSFER_AFTER_TURNS=1:desk", &json!({}));
+    p.hooks.wait_for(&id, "call.started", 30);
+    wait("the AI's greeting at the callee", 30, || {
+        (callee.heard().1 >= 10).then_some(())
+    });
+    callee.speak(std::time::Duration::from_millis(1200));
+    let transferred = p.hooks.wait_for(&id, "call.transferred", 40);
+    assert_eq!(
+        transferred.body["data"]["toUser"], "desk",
+        "{:?}",
+        transferred.body
+    );
 }
