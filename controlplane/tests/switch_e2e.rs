@@ -132,15 +132,8 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
     });
     let scenario = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../dataplane/switch/tests/scenarios/uac_wait_bye.xml");
-    let caller = Command::new("sipp")
-        .arg(format!("127.0.0.1:{}", p.switch.sip))
-        .args(["-sf", scenario.to_str().unwrap(), "-s", "7000", "-m", "1"])
-        .args(["-i", "127.0.0.1", "-p"])
-        .arg(free_sip_port().to_string())
-        .args(["-nostdin", "-timeout", "30s", "-timeout_error"])
-        .current_dir(p.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let caller = carrier_call(&p, "7000", &["-sf", scenario.to_str().unwrap()])
+        .arg("-timeout_error")
         .status()
         .unwrap();
     assert!(caller.success(), "the caller got the AI's BYE: {caller}");
@@ -174,6 +167,45 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
     assert_eq!(t["turns"][0]["speaker"], "AI", "{t}");
 }
 
+/// SIPp as the carrier calling `did` at the switch (from loopback, the
+/// carrier trunk's address), one call; `args` name the scenario.
+fn carrier_call(p: &Platform, did: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("sipp");
+    c.arg(format!("127.0.0.1:{}", p.switch.sip))
+        .args(args)
+        .args(["-s", did, "-m", "1", "-i", "127.0.0.1", "-p"])
+        .arg(free_sip_port().to_string())
+        .args(["-nostdin", "-timeout", "30s"])
+        .current_dir(p.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// A carrier trunk (its calls come from loopback), the SIP user `user`
+/// (the POST body), and an inbound route from `did` to it, each waited for
+/// on the switch; the user as the API shows it.
+fn user_behind_did(p: &Platform, user: &serde_json::Value, did: &str) -> serde_json::Value {
+    p.default_trunk(free_sip_port());
+    let pushed = |after: u64| {
+        wait("the new configuration on the switch", 20, || {
+            let v = p.switch.config_version();
+            (v > after).then_some(v)
+        })
+    };
+    let v0 = pushed(0);
+    let (code, created, raw) = p.post("/api.ashx/v1/sip-users", user);
+    assert_eq!(code, 201, "{raw}");
+    let v1 = pushed(v0);
+    let (code, _, raw) = p.post(
+        "/api.ashx/v1/inbound-routes",
+        &json!({"Did": did, "User": user["name"]}),
+    );
+    assert!(code == 200 || code == 201, "{raw}");
+    pushed(v1);
+    created
+}
+
 /// An inbound route to a SIP user (`/api.ashx/v1/sip-users`, pushed to the
 /// node in the snapshot) rings the user's static contact: SIPp's uac calls
 /// the switch from the carrier's address, the switch forks to the user's
@@ -185,38 +217,15 @@ fn an_inbound_route_to_a_sip_user_rings_its_static_contact() {
     };
     let desk_port = free_sip_port();
     let mut desk = sipp_callee(p.dir.path(), desk_port, &["-sn", "uas", "-m", "1"]);
-    // The carrier: its calls come from its own address (loopback).
-    p.default_trunk(free_sip_port());
-    let pushed = |after: u64| {
-        wait("the new configuration on the switch", 20, || {
-            let v = p.switch.config_version();
-            (v > after).then_some(v)
-        })
-    };
-    let v0 = pushed(0);
-    let (code, user, raw) = p.post(
-        "/api.ashx/v1/sip-users",
+    let user = user_behind_did(
+        &p,
         &json!({"name": "desk", "displayName": "Front desk",
                 "contact": format!("sip:desk@127.0.0.1:{desk_port}")}),
+        "7100",
     );
-    assert_eq!(code, 201, "{raw}");
     assert_eq!(user["passwordSet"], false);
-    let v1 = pushed(v0);
-    let (code, _, raw) = p.post(
-        "/api.ashx/v1/inbound-routes",
-        &json!({"Did": "7100", "User": "desk"}),
-    );
-    assert!(code == 200 || code == 201, "{raw}");
-    pushed(v1);
-    let caller = Command::new("sipp")
-        .arg(format!("127.0.0.1:{}", p.switch.sip))
-        .args(["-sn", "uac", "-s", "7100", "-m", "1", "-d", "500"])
-        .args(["-i", "127.0.0.1", "-p"])
-        .arg(free_sip_port().to_string())
-        .args(["-nostdin", "-timeout", "30s", "-timeout_error"])
-        .current_dir(p.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let caller = carrier_call(&p, "7100", &["-sn", "uac", "-d", "500"])
+        .arg("-timeout_error")
         .status()
         .unwrap();
     assert!(caller.success(), "the user answered the caller: {caller}");
@@ -291,26 +300,12 @@ fn a_sip_user_registers_with_its_password_and_its_route_rings_it() {
     let Some(p) = Platform::start(&[]) else {
         return;
     };
-    p.default_trunk(free_sip_port());
-    let pushed = |after: u64| {
-        wait("the new configuration on the switch", 20, || {
-            let v = p.switch.config_version();
-            (v > after).then_some(v)
-        })
-    };
-    let v0 = pushed(0);
-    let (code, _, raw) = p.post(
-        "/api.ashx/v1/sip-users",
+    let user = user_behind_did(
+        &p,
         &json!({"name": "alex", "password": "alex-digest-secret"}),
+        "7200",
     );
-    assert_eq!(code, 201, "{raw}");
-    let v1 = pushed(v0);
-    let (code, _, raw) = p.post(
-        "/api.ashx/v1/inbound-routes",
-        &json!({"Did": "7200", "User": "alex"}),
-    );
-    assert!(code == 200 || code == 201, "{raw}");
-    pushed(v1);
+    assert_eq!(user["passwordSet"], true);
 
     let phone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     phone
@@ -333,19 +328,8 @@ fn a_sip_user_registers_with_its_password_and_its_route_rings_it() {
     assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
 
     // A carrier call to DID 7200 rings the phone where it registered.
-    let _caller = common::platform::Killed(
-        Command::new("sipp")
-            .arg(format!("127.0.0.1:{sip}"))
-            .args(["-sn", "uac", "-s", "7200", "-m", "1"])
-            .args(["-i", "127.0.0.1", "-p"])
-            .arg(free_sip_port().to_string())
-            .args(["-nostdin", "-timeout", "30s"])
-            .current_dir(p.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _caller =
+        common::platform::Killed(carrier_call(&p, "7200", &["-sn", "uac"]).spawn().unwrap());
     let invite = recv_text(&phone);
     assert!(invite.starts_with("INVITE sip:alex@"), "{invite}");
 }
