@@ -27,10 +27,22 @@ const TRUNK: &str = "tr_00000000000000ca";
 /// A callee that answers with its media at `media_port` and waits for our
 /// BYE (the AI hangs up); written to `<dir>/<name>.xml`.
 fn callee_scenario(dir: &std::path::Path, name: &str, media_port: u16) -> std::path::PathBuf {
+    answering_scenario(dir, name, &media_port.to_string(), "")
+}
+
+/// A uas scenario answering PCMU with its media at `media` (a port, or
+/// SIPp's `[media_port]`), running `after_ack` (scenario XML) once
+/// ACKed, then waiting for our BYE; written to `<dir>/<name>.xml`.
+fn answering_scenario(
+    dir: &std::path::Path,
+    name: &str,
+    media: &str,
+    after_ack: &str,
+) -> std::path::PathBuf {
     let xml = format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="callee with external media">
+<scenario name="{name}">
   <recv request="INVITE"/>
   <send>
     <![CDATA[
@@ -49,13 +61,14 @@ fn callee_scenario(dir: &std::path::Path, name: &str, media_port: u16) -> std::p
       s=-
       c=IN IP4 127.0.0.1
       t=0 0
-      m=audio {media_port} RTP/AVP 0 101
+      m=audio {media} RTP/AVP 0 101
       a=rtpmap:0 PCMU/8000
       a=rtpmap:101 telephone-event/8000
       a=ptime:20
     ]]>
   </send>
   <recv request="ACK"/>
+  {after_ack}
   <recv request="BYE"/>
   <send>
     <![CDATA[
@@ -764,58 +777,11 @@ fn voicemail_pcap(path: &std::path::Path) {
 /// A callee that answers PCMU and plays `pcap` as its media, then waits
 /// for our BYE.
 fn pcap_callee_scenario(dir: &std::path::Path, pcap: &std::path::Path) -> std::path::PathBuf {
-    let xml = format!(
-        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="answering machine">
-  <recv request="INVITE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:machine@127.0.0.1:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=machine 1 1 IN IP4 127.0.0.1
-      s=-
-      c=IN IP4 127.0.0.1
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-      a=ptime:20
-    ]]>
-  </send>
-  <recv request="ACK"/>
-  <nop>
-    <action>
-      <exec play_pcap_audio="{}"/>
-    </action>
-  </nop>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-</scenario>
-"#,
+    let play = format!(
+        r#"<nop><action><exec play_pcap_audio="{}"/></action></nop>"#,
         pcap.display()
     );
-    let p = dir.join("machine.xml");
-    std::fs::write(&p, xml).unwrap();
-    p
+    answering_scenario(dir, "machine", "[media_port]", &play)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -408,6 +408,27 @@ impl Core {
         }
     }
 
+    /// A trunk's limits applied to a call the switch places itself: why
+    /// it is refused, if it is.
+    pub(super) fn trunk_refusal(
+        &mut self,
+        trunk: &crate::config::TrunkConfig,
+        now: Instant,
+    ) -> Option<String> {
+        self.trunk_admit(
+            &trunk.id,
+            trunk.max_concurrent_calls,
+            trunk.calls_per_second,
+            now,
+        )
+        .map(|retry| {
+            format!(
+                "trunk {} is at its call or CPS limit; retry in {retry} s",
+                trunk.id
+            )
+        })
+    }
+
     /// Applies a trunk's limits to a new call; `Some(seconds)` to refuse.
     pub(super) fn trunk_admit(
         &mut self,

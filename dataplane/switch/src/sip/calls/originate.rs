@@ -374,16 +374,8 @@ impl Core {
         if self.calls.calls.len() >= self.calls.max_calls {
             return Err(ResourceExhausted("the node's call limit is reached".into()));
         }
-        if let Some(retry) = self.trunk_admit(
-            &trunk.id,
-            trunk.max_concurrent_calls,
-            trunk.calls_per_second,
-            now,
-        ) {
-            return Err(ResourceExhausted(format!(
-                "trunk {} is at its call or CPS limit; retry in {retry} s",
-                trunk.id
-            )));
+        if let Some(why) = self.trunk_refusal(&trunk, now) {
+            return Err(ResourceExhausted(why));
         }
         let Some(call_media) = self.calls.media.open() else {
             return Err(ResourceExhausted("no media ports left".into()));

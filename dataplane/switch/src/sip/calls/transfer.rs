@@ -198,16 +198,8 @@ impl Core {
                 let t = self.trunk_target(&trunk, number).ok_or_else(|| {
                     FailedPrecondition(format!("trunk {} has no address", trunk.id))
                 })?;
-                if let Some(retry) = self.trunk_admit(
-                    &trunk.id,
-                    trunk.max_concurrent_calls,
-                    trunk.calls_per_second,
-                    now,
-                ) {
-                    return Err(ResourceExhausted(format!(
-                        "trunk {} is at its call or CPS limit; retry in {retry} s",
-                        trunk.id
-                    )));
+                if let Some(why) = self.trunk_refusal(&trunk, now) {
+                    return Err(ResourceExhausted(why));
                 }
                 (vec![t], trunk.id.clone())
             }

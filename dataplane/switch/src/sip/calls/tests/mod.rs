@@ -298,6 +298,68 @@ pub(super) struct Call {
     pub ok: Response,
 }
 
+/// The peer at `at` answers the switch's `invite` with 200 and PCMA at
+/// `media` (its dialog tag `tag`), and takes the switch's ACK; its dialog.
+pub(super) fn answer_invite(
+    h: &mut Harness,
+    at: &str,
+    invite: &Request,
+    tag: &[u8],
+    media: (&str, u16),
+) -> Dialog<Peer> {
+    let mut d = Dialog::uas(
+        invite,
+        tag,
+        local(at),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let ok = d
+        .reply(invite, StatusCode::OK)
+        .body(&super::sdp_type(), sdp_answer(media.0, media.1))
+        .build()
+        .unwrap();
+    d.sent_response(h.now, &ok);
+    h.send(at, ok);
+    let ack = request(h.one(at));
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(
+        d.handle_request(h.now, &ack),
+        codeb_sip::dialog::Incoming::Ack
+    );
+    while d.poll_event().is_some() {}
+    d
+}
+
+/// A's dialog from the switch's 2xx to its `invite`; with `auto_ack` its
+/// ACK is sent at once (else the test sends its own).
+pub(super) fn a_dialog(
+    h: &mut Harness,
+    invite: &Request,
+    ok: &Response,
+    auto_ack: bool,
+    timer: Option<SessionTimerConfig>,
+) -> Dialog<Peer> {
+    let mut a = Dialog::uac(
+        h.now,
+        invite,
+        ok,
+        local(A),
+        Peer::udp(addr(SW)),
+        DialogConfig {
+            auto_ack,
+            ..peer_config(timer)
+        },
+        &mut h.ids,
+    )
+    .unwrap();
+    h.flush(A, &mut a);
+    while a.poll_event().is_some() {}
+    a
+}
+
 pub(super) fn answered_call(h: &mut Harness, s: Setup<'_>) -> Call {
     let invite = h.invite_from_a("1000", s.a_extra);
     h.send(A, invite.clone());
@@ -330,21 +392,7 @@ pub(super) fn answered_call(h: &mut Harness, s: Setup<'_>) -> Call {
     );
     let ok = response(h.one(A));
     assert_eq!(ok.status, StatusCode::OK);
-    let mut a = Dialog::uac(
-        h.now,
-        &invite,
-        &ok,
-        local(A),
-        Peer::udp(addr(SW)),
-        DialogConfig {
-            auto_ack: !s.no_ack,
-            ..peer_config(s.a_timer)
-        },
-        &mut h.ids,
-    )
-    .unwrap();
-    h.flush(A, &mut a);
-    while a.poll_event().is_some() {}
+    let a = a_dialog(h, &invite, &ok, !s.no_ack, s.a_timer);
     while b.poll_event().is_some() {}
     Call { a, b, to_b, ok }
 }

@@ -37,27 +37,7 @@ pub(super) fn reply(h: &mut Harness, invite: &Request, status: StatusCode) {
 
 /// The carrier answers: its dialog, after the switch's ACK.
 pub(super) fn answer(h: &mut Harness, invite: &Request) -> Dialog<Peer> {
-    let mut d = Dialog::uas(
-        invite,
-        b"carriertag",
-        local(CARRIER),
-        Peer::udp(addr(SW)),
-        peer_config(None),
-        &mut h.ids,
-    )
-    .unwrap();
-    let ok = d
-        .reply(invite, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.30", 44000))
-        .build()
-        .unwrap();
-    d.sent_response(h.now, &ok);
-    h.send(CARRIER, ok);
-    let ack = request(h.one(CARRIER));
-    assert_eq!(ack.method, Method::Ack);
-    assert_eq!(d.handle_request(h.now, &ack), Incoming::Ack);
-    while d.poll_event().is_some() {}
-    d
+    answer_invite(h, CARRIER, invite, b"carriertag", ("192.0.2.30", 44000))
 }
 
 pub(super) fn events(h: &mut Harness) -> Vec<CallEvent> {

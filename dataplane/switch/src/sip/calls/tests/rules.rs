@@ -217,23 +217,7 @@ fn late_offer_answered(h: &mut Harness) -> (Request, Response) {
     h.send(A, invite.clone());
     let to_b = request(h.one(B));
     assert!(!to_b.body.is_empty(), "B gets our offer as for any call");
-    let mut b = Dialog::uas(
-        &to_b,
-        b"bobtag",
-        local(B),
-        Peer::udp(addr(SW)),
-        peer_config(None),
-        &mut h.ids,
-    )
-    .unwrap();
-    let ok_b = b
-        .reply(&to_b, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
-        .build()
-        .unwrap();
-    b.sent_response(h.now, &ok_b);
-    h.send(B, ok_b);
-    assert_eq!(request(h.one(B)).method, Method::Ack);
+    answer_invite(h, B, &to_b, b"bobtag", ("192.0.2.20", 42000));
     let ok = response(h.one(A));
     assert_eq!(ok.status, StatusCode::OK);
     (invite, ok)
@@ -248,19 +232,7 @@ fn a_late_offer_is_made_in_our_2xx_and_answered_in_the_ack() {
         offer.contains("m=audio 30000 RTP/AVP 0 8"),
         "our full offer to A: {offer}"
     );
-    let mut a = Dialog::uac(
-        h.now,
-        &invite,
-        &ok,
-        local(A),
-        Peer::udp(addr(SW)),
-        DialogConfig {
-            auto_ack: false,
-            ..peer_config(None)
-        },
-        &mut h.ids,
-    )
-    .unwrap();
+    let mut a = a_dialog(&mut h, &invite, &ok, false, None);
     let answer = "v=0\r\no=- 5 5 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
     let ack = a
         .ack_builder(1)
@@ -287,19 +259,7 @@ fn a_late_offer_is_made_in_our_2xx_and_answered_in_the_ack() {
 fn a_late_offer_left_unanswered_ends_the_call() {
     let mut h = Harness::new(None);
     let (invite, ok) = late_offer_answered(&mut h);
-    let mut a = Dialog::uac(
-        h.now,
-        &invite,
-        &ok,
-        local(A),
-        Peer::udp(addr(SW)),
-        DialogConfig {
-            auto_ack: false,
-            ..peer_config(None)
-        },
-        &mut h.ids,
-    )
-    .unwrap();
+    let mut a = a_dialog(&mut h, &invite, &ok, false, None);
     let ack = a.ack_builder(1).unwrap().build().unwrap();
     h.send(A, ack);
     assert_eq!(request(h.one(A)).method, Method::Bye);

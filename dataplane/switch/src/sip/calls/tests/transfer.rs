@@ -3,8 +3,6 @@
 //! the AI; busy, no answer or an unknown user leave the call with the AI,
 //! which is told why; a hangup while the user rings cancels the dialling.
 
-use codeb_sip::dialog::Incoming;
-
 use super::originate::{ai_request, answer, challenge, ended, events, place, with_ai};
 use super::*;
 use crate::ai::{AiNote, AiRequest};
@@ -49,27 +47,7 @@ fn tool_result(h: &mut Harness) -> (bool, String) {
 
 /// Bob's phone answers `invite` (PCMA at 192.0.2.20:42000); his dialog.
 fn bob_answers(h: &mut Harness, invite: &Request) -> Dialog<Peer> {
-    let mut d = Dialog::uas(
-        invite,
-        b"bobtag",
-        local(B),
-        Peer::udp(addr(SW)),
-        peer_config(None),
-        &mut h.ids,
-    )
-    .unwrap();
-    let ok = d
-        .reply(invite, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
-        .build()
-        .unwrap();
-    d.sent_response(h.now, &ok);
-    h.send(B, ok);
-    let ack = request(h.one(B));
-    assert_eq!(ack.method, Method::Ack);
-    assert_eq!(d.handle_request(h.now, &ack), Incoming::Ack);
-    while d.poll_event().is_some() {}
-    d
+    answer_invite(h, B, invite, b"bobtag", ("192.0.2.20", 42000))
 }
 
 fn plain(invite: &Request, status: StatusCode) -> Response {
@@ -224,21 +202,7 @@ fn a_virtual_numbers_caller_is_handed_to_a_user() {
     h.send(A, invite.clone());
     let ok = response(h.one(A));
     assert_eq!(ok.status, StatusCode::OK, "the AI answers");
-    let mut caller = Dialog::uac(
-        h.now,
-        &invite,
-        &ok,
-        local(A),
-        Peer::udp(addr(SW)),
-        DialogConfig {
-            auto_ack: true,
-            ..peer_config(None)
-        },
-        &mut h.ids,
-    )
-    .unwrap();
-    h.flush(A, &mut caller);
-    while caller.poll_event().is_some() {}
+    let mut caller = a_dialog(&mut h, &invite, &ok, true, None);
     let AiRequest::Start(start) = ai_request(&mut h) else {
         panic!("no AI start");
     };
