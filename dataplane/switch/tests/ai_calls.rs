@@ -211,16 +211,28 @@ struct Outbound {
 
 /// `extra` is more switch configuration (TOML).
 async fn outbound(extra: &str) -> Outbound {
-    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
-        .await
-        .unwrap();
     let media = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let scenario = callee_scenario(dir.path(), "callee", media.local_addr().unwrap().port());
     let carrier = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
+    let (sim, sw) = ai_switch(carrier.port, extra).await;
+    Outbound {
+        sim,
+        sw,
+        carrier,
+        media,
+        _dir: dir,
+    }
+}
+
+/// The Gemini simulator, and a switch whose default trunk is the carrier
+/// at `carrier_port` (`extra`: more configuration, TOML).
+async fn ai_switch(carrier_port: u16, extra: &str) -> (SimServer, Switch) {
+    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
+        .await
+        .unwrap();
     let config = format!(
-        "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n{extra}",
-        carrier.port
+        "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {carrier_port}\ndefault = true\noptions_interval = 0\n{extra}"
     );
     let url = sim.url();
     let sw = Switch::start(
@@ -230,13 +242,47 @@ async fn outbound(extra: &str) -> Outbound {
             ("CODEB_GEMINI_API_KEY", "sim-key"),
         ],
     );
-    Outbound {
-        sim,
-        sw,
-        carrier,
-        media,
-        _dir: dir,
-    }
+    (sim, sw)
+}
+
+/// Places the AI call `call_id` (persona prompt `prompt`) and returns the
+/// node's events from the journal's start.
+async fn place_ai_call(
+    sw: &Switch,
+    call_id: &str,
+    prompt: &str,
+) -> (
+    SwitchClient<tonic::transport::Channel>,
+    tonic::Streaming<v1::Event>,
+) {
+    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
+    let events = subscribe_all(&mut c).await;
+    c.place_call(v1::PlaceCallRequest {
+        call_id: call_id.into(),
+        tenant: "example.com".into(),
+        phone: "+15551230000".into(),
+        attempt: 1,
+        ai: Some(v1::AiSession {
+            system_prompt: prompt.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    (c, events)
+}
+
+/// The call's CallEnded, once it comes.
+async fn call_end(events: &mut tonic::Streaming<v1::Event>) -> v1::CallEnded {
+    until_ended(events)
+        .await
+        .pop()
+        .and_then(|e| match e.kind {
+            Some(event::Kind::Ended(e)) => Some(e),
+            _ => None,
+        })
+        .expect("CallEnded")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,31 +590,11 @@ async fn a_voicemail_beep_ends_the_call_as_voicemail() {
         stop.clone(),
         Arc::new(Heard::default()),
     );
-    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
-    let mut events = subscribe_all(&mut c).await;
-    c.place_call(v1::PlaceCallRequest {
-        call_id: "oac-vm-0001".into(),
-        tenant: "example.com".into(),
-        phone: "+15551230000".into(),
-        attempt: 1,
-        ai: Some(v1::AiSession {
-            system_prompt: "You remind people of appointments.".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let end = until_ended(&mut events)
-        .await
-        .pop()
-        .and_then(|e| match e.kind {
-            Some(event::Kind::Ended(e)) => Some(e),
-            _ => None,
-        });
+    let (_c, mut events) =
+        place_ai_call(&sw, "oac-vm-0001", "You remind people of appointments.").await;
+    let end = call_end(&mut events).await;
     stop.store(true, Ordering::Relaxed);
     phone.join().unwrap();
-    let end = end.expect("CallEnded");
     assert_eq!(end.outcome, "voicemail", "{end:?}");
     assert!(end.answered);
     assert!(end.talk_seconds < 10, "hung up at the beep: {end:?}");
@@ -786,9 +812,6 @@ fn pcap_callee_scenario(dir: &std::path::Path, pcap: &std::path::Path) -> std::p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answering_machine_played_from_a_pcap_ends_the_call_as_voicemail() {
-    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("voicemail.pcap");
     voicemail_pcap(&pcap);
@@ -801,41 +824,10 @@ async fn an_answering_machine_played_from_a_pcap_ends_the_call_as_voicemail() {
         "-mp",
         &common::free_port().to_string(),
     ]);
-    let config = format!(
-        "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n",
-        machine.port
-    );
-    let url = sim.url();
-    let sw = Switch::start(
-        &config,
-        &[
-            ("CODEB_GEMINI_URL", url.as_str()),
-            ("CODEB_GEMINI_API_KEY", "sim-key"),
-        ],
-    );
-    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
-    let mut events = subscribe_all(&mut c).await;
-    c.place_call(v1::PlaceCallRequest {
-        call_id: "oac-vm-pcap".into(),
-        tenant: "example.com".into(),
-        phone: "+15551230000".into(),
-        attempt: 1,
-        ai: Some(v1::AiSession {
-            system_prompt: "You remind people of appointments.".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let end = until_ended(&mut events)
-        .await
-        .pop()
-        .and_then(|e| match e.kind {
-            Some(event::Kind::Ended(e)) => Some(e),
-            _ => None,
-        })
-        .expect("CallEnded");
+    let (_sim, sw) = ai_switch(machine.port, "").await;
+    let (_c, mut events) =
+        place_ai_call(&sw, "oac-vm-pcap", "You remind people of appointments.").await;
+    let end = call_end(&mut events).await;
     assert_eq!(end.outcome, "voicemail", "{end:?}");
     assert!(
         (2..8).contains(&end.talk_seconds),
