@@ -11,13 +11,10 @@
 //! - the control plane killed mid-call and restarted: the events of the
 //!   call's end (which happened while it was down) arrive from the switch's
 //!   journal, and every webhook is delivered once;
-//! - barge-in: the callee talks over the AI's greeting; its playout stops.
-//!   That the transcript keeps only what was played of it is asserted by
-//!   an ignored test: the Gemini client (`codeb_ai::gemini`) ends the AI
-//!   turn at `generationComplete`, which arrives as soon as the reply is
-//!   generated, long before it has played out; the switch's AI task then
-//!   reports the whole turn's text at once, and the `interrupted` that
-//!   comes during the playout finds no turn left to cut.
+//! - barge-in: the callee talks over the AI's greeting; its playout stops
+//!   and the transcript keeps only what was played of it (the switch
+//!   reports an AI turn once it has played, or as cut by an interruption,
+//!   not when the engine finished generating it).
 //!
 //! Waits poll with generous deadlines (a loaded 2-core machine); nothing
 //! asserts on a fixed sleep.
@@ -359,8 +356,6 @@ fn a_callee_talking_over_the_greeting_stops_its_playout() {
 }
 
 #[test]
-#[ignore = "switch bug: the AI turn is reported at generationComplete, before its playout, so a \
-            barge-in during the playout cannot cut its transcript (see the module doc)"]
 fn a_callee_talking_over_the_greeting_cuts_its_transcript() {
     let Some((t, _)) = barge_in_call() else {
         return;
