@@ -8,7 +8,8 @@
 #
 # Settings (environment): SECS (measured window per line, default 10),
 # RELAY_CPU (the core both relays are pinned to, default 0), GEN_CPU (the
-# generator's core, default 1), NO_BUILD=1 (use the binaries as built).
+# generator's core, default 1), NO_BUILD=1 (use the binaries as built);
+# the binaries are taken from $CARGO_TARGET_DIR/release (default target/).
 #
 # The switch runs one media worker (CODEB_WORKERS=1) so its CPU is one
 # media core's, from the config written below: a trunk for loopback, one
@@ -24,6 +25,7 @@ CALLS=${*:-500 1000 1500 2000 2500 3000}
 SECS=${SECS:-10}
 RELAY_CPU=${RELAY_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
+BIN=${CARGO_TARGET_DIR:-target}/release
 [ -n "${NO_BUILD:-}" ] || cargo build --release -p codeb-switch -p codeb-benches --bins >&2
 DIR=$(mktemp -d /tmp/codeb-relay.XXXXXX)
 SW_PORT=15060
@@ -51,7 +53,7 @@ ulimit -n "$(ulimit -Hn)"
 CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=10000-23999 \
     CODEB_WORKERS=1 CODEB_LOG=warn CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19091 \
     CODEB_SWITCH_GRPC_ADDR=127.0.0.1:15051 \
-    taskset -c "$RELAY_CPU" target/release/codeb-switch 2>"$DIR/switch.log" &
+    taskset -c "$RELAY_CPU" "$BIN/codeb-switch" 2>"$DIR/switch.log" &
 SW=$!
 taskset -c "$RELAY_CPU" rtpengine --config-file=none --table=-1 --interface=127.0.0.1 \
     --listen-ng=$NG --foreground --log-stderr --log-level=4 \
@@ -60,7 +62,7 @@ RE=$!
 trap 'kill $SW $RE 2>/dev/null; wait $SW $RE 2>/dev/null; rm -rf "$DIR"' EXIT
 sleep 2
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-taskset -c "$GEN_CPU" target/release/rtp-load --target both \
+taskset -c "$GEN_CPU" "$BIN/rtp-load" --target both \
     --sip 127.0.0.1:$SW_PORT --uas 127.0.0.1:$UAS_PORT --ng $NG \
     --switch-pid $SW --rtpengine-pid $RE \
     --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS"

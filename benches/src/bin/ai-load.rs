@@ -381,14 +381,14 @@ fn main() -> anyhow::Result<()> {
         PERIOD.as_secs()
     );
     println!(
-        "{:>6} {:>8} {:>9} {:>10} {:>10} {:>31} {:>31} {:>9} {:>5}",
+        "{:>6} {:>8} {:>9} {:>10} {:>10} {:>36} {:>36} {:>9} {:>5}",
         "calls",
         "rtp pps",
         "sw CPU",
         "CPU/call",
         "calls/core",
-        "caller->engine p50/p99/max ms",
-        "engine->caller p50/p99/max ms",
+        "caller->engine min/p50/p99/max ms",
+        "engine->caller min/p50/p99/max ms",
         "gen late",
         "load"
     );
@@ -506,7 +506,8 @@ fn main() -> anyhow::Result<()> {
         let per_call = result.cpu.map(|c| c / n as f64);
         let lat = |s: &Samples| {
             format!(
-                "{:.1}/{:.1}/{:.1} (n={})",
+                "{:.1}/{:.1}/{:.1}/{:.1} (n={})",
+                s.percentile_ms(0.0),
                 s.percentile_ms(50.0),
                 s.percentile_ms(99.0),
                 s.max_ms(),
@@ -514,7 +515,7 @@ fn main() -> anyhow::Result<()> {
             )
         };
         println!(
-            "{:>6} {:>8.0} {:>9} {:>10} {:>10} {:>31} {:>31} {:>7.1}ms {:>5}",
+            "{:>6} {:>8.0} {:>9} {:>10} {:>10} {:>36} {:>36} {:>7.1}ms {:>5}",
             n,
             rtp as f64 / secs,
             result
