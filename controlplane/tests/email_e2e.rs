@@ -154,6 +154,7 @@ async fn play_call(store: &Store, id: &str) {
             seq,
             at: now(),
             call_id: id.to_owned(),
+            attempt: 0,
             tenant: TENANT.into(),
             kind,
         };

@@ -62,6 +62,7 @@ fn ev(seq: i64, call: &DispatchCall, kind: EventKind) -> SwitchEvent {
         seq,
         at: T0.plus_ms(seq * 1000),
         call_id: call.call_id.to_string(),
+        attempt: call.attempt,
         tenant: TENANT.into(),
         kind,
     }
@@ -401,7 +402,15 @@ async fn no_answer_is_retried_then_final(db: TestDb) {
     assert_eq!(retry.attempt, 2);
     assert!(s.set_dispatch_node(&retry, NODE, None, due).await.unwrap());
     assert!(s.mark_placed(&retry, "", due).await.unwrap());
-    s.apply_switch_event(NODE, &ev(2, &call, ended("no-answer", false)), due)
+    // A late event of the first attempt (a node replaying it, say) does
+    // not touch the retry.
+    let late = s
+        .apply_switch_event(NODE, &ev(2, &call, ended("finished", true)), due)
+        .await
+        .unwrap();
+    assert!(matches!(late, Applied::Skipped(_)), "{late:?}");
+    assert_eq!(status(s, &call.call_id).await, CallStatus::InFlight);
+    s.apply_switch_event(NODE, &ev(3, &retry, ended("no-answer", false)), due)
         .await
         .unwrap();
     let rec = s.call(TENANT, &call.call_id).await.unwrap().unwrap();

@@ -57,6 +57,7 @@ async fn apply(s: &Store, call: &DispatchCall, kind: EventKind) -> Applied {
         seq,
         at: T0.plus_ms(seq * 1000),
         call_id: call.call_id.to_string(),
+        attempt: call.attempt,
         tenant: TENANT.into(),
         kind,
     };
@@ -192,6 +193,7 @@ async fn a_rolled_back_end_queues_nothing(db: TestDb) {
         seq: 2,
         at: T0,
         call_id: call.call_id.to_string(),
+        attempt: call.attempt,
         tenant: TENANT.into(),
         kind: ended("far-hangup", true),
     };

@@ -97,6 +97,9 @@ pub struct SwitchEvent {
     pub seq: i64,
     pub at: UtcMillis,
     pub call_id: String,
+    /// The call's attempt the event belongs to; 0 when the node did not
+    /// say.
+    pub attempt: i64,
     pub tenant: String,
     pub kind: EventKind,
 }
@@ -236,6 +239,12 @@ impl Store {
                 "call is {} on {} (an earlier attempt's event)",
                 call.status,
                 call.node_url.as_deref().unwrap_or("no node")
+            )));
+        }
+        if ev.attempt > 0 && ev.attempt != call.attempt {
+            return Ok(Applied::Skipped(format!(
+                "event of attempt {}; the call is on attempt {}",
+                ev.attempt, call.attempt
             )));
         }
         match &ev.kind {

@@ -112,6 +112,7 @@ pub fn convert(ev: &pb::Event) -> Result<SwitchEvent, String> {
         seq,
         at,
         call_id: String::new(),
+        attempt: i64::from(ev.attempt),
         tenant: String::new(),
         kind: EventKind::Ignored("invalid"),
     };
@@ -314,6 +315,7 @@ mod tests {
             journal_id: "j".into(),
             at_unix_ms: 1_000,
             call_id: "oac-0123456789ab".into(),
+            attempt: 1,
             tenant: "t".into(),
             kind: Some(kind),
         }

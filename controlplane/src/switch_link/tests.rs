@@ -99,6 +99,7 @@ impl Peer {
                 journal_id: s.journal_id.clone(),
                 at_unix_ms: 1_780_000_000_000 + seq * 1000,
                 call_id: call_id.into(),
+                attempt: 0,
                 tenant,
                 kind: Some(kind),
             });

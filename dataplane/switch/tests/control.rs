@@ -104,6 +104,7 @@ async fn placed_call_is_answered_and_hung_up_with_events() {
     assert_eq!(ev.seq, 1);
     assert_eq!(ev.journal_id, stats.journal_id);
     assert_eq!(ev.call_id, "oac-e2e-0001");
+    assert_eq!(ev.attempt, 1, "events name the call's attempt");
     assert_eq!(ev.tenant, "example.com");
     match &ev.kind {
         Some(event::Kind::Answered(a)) => {

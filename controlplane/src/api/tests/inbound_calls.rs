@@ -23,6 +23,7 @@ async fn report(h: &Harness, call: &str, first_seq: i64, kinds: Vec<EventKind>) 
             seq,
             at: start.plus_ms((seq - 1) * 1000),
             call_id: call.into(),
+            attempt: 1,
             tenant: TENANT.into(),
             kind,
         };

@@ -182,6 +182,7 @@ async fn seed(h: &Harness, token: &str) -> Ids {
         seq: 1,
         at: h.clock.now(),
         call_id: inbound.into(),
+        attempt: 1,
         tenant: TENANT.into(),
         kind: crate::store::EventKind::Inbound(crate::store::InboundStart {
             did: "+15551234567".into(),

@@ -45,6 +45,7 @@ fn ev(seq: i64, call: &str, tenant: &str, kind: EventKind) -> SwitchEvent {
         seq,
         at: T0.plus_ms(seq * 1000),
         call_id: call.into(),
+        attempt: 1,
         tenant: tenant.into(),
         kind,
     }
@@ -495,6 +496,7 @@ async fn oversized_fields_are_bounded(db: TestDb) {
         journal_id: "j1".into(),
         at_unix_ms: 1_780_000_000_000 + seq * 1000,
         call_id: call_id.into(),
+        attempt: 1,
         tenant: TENANT.into(),
         kind: Some(kind),
     };

@@ -467,6 +467,7 @@ fn to_proto(ev: CallEvent) -> v1::Event {
         journal_id: String::new(),
         at_unix_ms: ev.at_unix_ms,
         call_id: ev.call_id,
+        attempt: ev.attempt,
         tenant: ev.tenant,
         kind: Some(kind),
     }

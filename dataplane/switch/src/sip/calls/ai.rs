@@ -22,6 +22,7 @@ pub const AI_CLOSE_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(super) struct AiCall {
     call_id: String,
+    attempt: u32,
     tenant: String,
     /// Transcript turns: [caller, ai].
     turns: [u32; 2],
@@ -55,7 +56,7 @@ impl Core {
             tracing::info!(call_id = %o.call_id, "placed call has no AI persona; it carries no audio");
             return;
         };
-        let (call_id, tenant) = (o.call_id.clone(), o.tenant.clone());
+        let (call_id, tenant, attempt) = (o.call_id.clone(), o.tenant.clone(), o.attempt);
         let inbound = o.inbound;
         let transfer_users = self.transfer_users(&tenant, &persona);
         let calls = &mut self.calls;
@@ -98,6 +99,7 @@ impl Core {
             key,
             AiCall {
                 call_id: call_id.clone(),
+                attempt,
                 tenant,
                 turns: [0, 0],
                 ended: None,
@@ -134,10 +136,11 @@ impl Core {
         let Some(ai) = placed.ai.get_mut(&key) else {
             return;
         };
-        let (call_id, tenant) = (ai.call_id.clone(), ai.tenant.clone());
+        let (call_id, tenant, attempt) = (ai.call_id.clone(), ai.tenant.clone(), ai.attempt);
         let event = |kind| CallEvent {
             at_unix_ms: at,
             call_id: call_id.clone(),
+            attempt,
             tenant: tenant.clone(),
             kind,
         };

@@ -81,6 +81,8 @@ pub struct UnknownCall(pub String);
 pub struct CallEvent {
     pub at_unix_ms: u64,
     pub call_id: String,
+    /// The attempt of the call (a retry is a new attempt of the same id).
+    pub attempt: u32,
     pub tenant: String,
     pub kind: CallEventKind,
 }
@@ -145,7 +147,7 @@ pub enum CallEventKind {
 #[derive(Debug)]
 pub(super) struct Origin {
     pub(super) call_id: String,
-    attempt: u32,
+    pub(super) attempt: u32,
     pub(super) tenant: String,
     pub(super) ai: Option<crate::ai::Persona>,
     /// The caller called in (a virtual number): the AI is on the A leg.
@@ -605,6 +607,7 @@ impl Core {
         let event = CallEvent {
             at_unix_ms: at_ms,
             call_id: o.call_id.clone(),
+            attempt: o.attempt,
             tenant: o.tenant.clone(),
             kind: CallEventKind::Answered {
                 trunk_id: o.trunk_id.clone(),
@@ -655,6 +658,7 @@ impl Core {
         let event = CallEvent {
             at_unix_ms: self.wall_ms(now),
             call_id: o.call_id.clone(),
+            attempt: o.attempt,
             tenant: o.tenant.clone(),
             kind: CallEventKind::Ended {
                 outcome,

@@ -404,6 +404,7 @@ impl Core {
         let event = CallEvent {
             at_unix_ms: self.wall_ms(now),
             call_id: o.call_id.clone(),
+            attempt: o.attempt,
             tenant: o.tenant.clone(),
             kind: CallEventKind::Transferred {
                 to_user,

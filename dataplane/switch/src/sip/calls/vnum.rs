@@ -131,6 +131,7 @@ impl Core {
         let event = |kind| CallEvent {
             at_unix_ms: answered_ms,
             call_id: call_id.clone(),
+            attempt: 1,
             tenant: tenant.clone(),
             kind,
         };
