@@ -7,7 +7,9 @@
 //! to make of what comes back. The legs are shared out over generator
 //! threads, each with its own reactor (io_uring or epoll). [`measure`] runs
 //! a warm-up, then a measured window over which it reads the relay's CPU
-//! from `/proc`, then a short drain.
+//! from `/proc`, then a short drain. `CODEB_BENCH_EPOLL=1` makes the
+//! generator's reactors use epoll instead of io_uring (to tell the two
+//! apart when a run looks wrong).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -157,11 +159,11 @@ fn run_thread<T: Traffic>(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(Paced, T)> {
     let mut reactor = Reactor::new(&Options {
+        force_epoll: std::env::var_os("CODEB_BENCH_EPOLL").is_some(),
         ring_entries: 4096,
         buffers: 4096,
         buffer_len: 2048,
         max_connections: 0,
-        ..Options::default()
     })?;
     let mut states = Vec::with_capacity(legs.len());
     let mut by_socket: Vec<usize> = Vec::new();
