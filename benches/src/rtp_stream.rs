@@ -159,7 +159,7 @@ fn run_thread<T: Traffic>(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(Paced, T)> {
     let mut reactor = Reactor::new(&Options {
-        force_epoll: std::env::var_os("CODEB_BENCH_EPOLL").is_some(),
+        force_epoll: std::env::var_os("CODEB_BENCH_EPOLL").is_some_and(|v| v == "1"),
         ring_entries: 4096,
         buffers: 4096,
         buffer_len: 2048,
