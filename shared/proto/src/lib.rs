@@ -28,6 +28,7 @@ mod tests {
             journal_id: "j1".into(),
             at_unix_ms: 1_700_000_000_000,
             call_id: "oac-0123456789ab".into(),
+            attempt: 2,
             tenant: "example.com".into(),
             kind: Some(v1::event::Kind::Ended(v1::CallEnded {
                 outcome: "far-hangup".into(),
