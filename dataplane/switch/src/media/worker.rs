@@ -21,7 +21,8 @@
 //! jitter buffer, engine audio paced out every ptime, RTCP reports), whose
 //! timers the loop runs beside the reactor.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasher;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -148,6 +149,9 @@ struct Call {
     reported_quiet: bool,
     /// The call's recording, if it is recorded.
     record: Option<Box<RecordFeed>>,
+    /// The pipeline's deadline as entered in the worker's timer heap
+    /// (entries for other instants are stale).
+    scheduled: Option<Instant>,
 }
 
 impl Call {
@@ -160,8 +164,11 @@ impl Call {
 struct State {
     worker: usize,
     calls: HashMap<u64, Call>,
-    /// Calls with an AI tap, whose pipelines have timers.
-    taps: Vec<u64>,
+    /// Pipelines' deadlines (pacing, jitter-buffer playout, reports), by
+    /// call: each loop turn touches only the calls that are due, so a
+    /// worker with N tapped calls does not walk all N at every one of
+    /// their 50-per-second ticks.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// By socket id: (call, leg, is RTCP).
     sockets: Vec<Option<(u64, LegSide, bool)>>,
     /// This turn's rewritten packets, back to back, and where each goes.
@@ -207,7 +214,7 @@ impl Worker {
             st: State {
                 worker,
                 calls: HashMap::new(),
-                taps: Vec::new(),
+                timers: BinaryHeap::new(),
                 sockets: Vec::new(),
                 out: Vec::with_capacity(64 * 1024),
                 sends: Vec::with_capacity(512),
@@ -360,6 +367,7 @@ impl Worker {
                 routed_at: None,
                 reported_quiet: false,
                 record: None,
+                scheduled: None,
             },
         );
     }
@@ -406,7 +414,7 @@ impl Worker {
         };
         let Some((kind, pipeline)) = pipe else {
             call.pipe = None;
-            self.st.taps.retain(|t| *t != id);
+            call.scheduled = None;
             return;
         };
         if matches!(kind, PipeKind::Tap(_)) {
@@ -414,16 +422,15 @@ impl Worker {
             call.reported_quiet = false;
         }
         call.pipe = Some(Piped { kind, pipeline });
-        if !self.st.taps.contains(&id) {
-            self.st.taps.push(id);
-        }
+        call.scheduled = None;
+        self.st.schedule(id);
     }
 
     fn close(&mut self, id: u64) {
+        // Its timer entries go stale and are dropped as they come up.
         let Some(call) = self.st.calls.remove(&id) else {
             return;
         };
-        self.st.taps.retain(|t| *t != id);
         for leg in &call.legs {
             self.forget_leg(leg);
         }
@@ -626,11 +633,18 @@ impl State {
     /// Runs the pipelines' due timers (AI playout pacing, jitter-buffer
     /// playout, RTCP reports); returns when the next one falls due.
     fn tap_timers(&mut self, now: Instant) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        for id in &self.taps {
-            let Some(call) = self.calls.get_mut(id) else {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                return Some(at);
+            }
+            self.timers.pop();
+            let Some(call) = self.calls.get_mut(&id) else {
                 continue;
             };
+            if call.scheduled != Some(at) {
+                continue;
+            }
+            call.scheduled = None;
             let Some(p) = &mut call.pipe else {
                 continue;
             };
@@ -644,11 +658,26 @@ impl State {
                     &mut self.sends,
                 );
             }
-            if let Some(due) = p.pipeline.poll_timeout() {
-                next = Some(next.map_or(due, |n| n.min(due)));
-            }
+            self.schedule(id);
         }
-        next
+        None
+    }
+
+    /// Enters a call's pipeline deadline in the timer heap, unless an
+    /// entry at or before it is there already (an earlier entry finds the
+    /// later deadline when it comes up).
+    fn schedule(&mut self, id: u64) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(due) = call.pipe.as_mut().and_then(|p| p.pipeline.poll_timeout()) else {
+            return;
+        };
+        if call.scheduled.is_some_and(|s| s <= due) {
+            return;
+        }
+        call.scheduled = Some(due);
+        self.timers.push(Reverse((due, id)));
     }
 
     fn map_socket(&mut self, s: SocketId, id: u64, side: LegSide, rtcp: bool) {
@@ -705,6 +734,9 @@ impl State {
                 &mut self.out,
                 &mut self.sends,
             );
+            // A packet can move the pipeline's next deadline (jitter
+            // buffer playout).
+            self.schedule(id);
             return;
         }
         let (this, other) = match side {
