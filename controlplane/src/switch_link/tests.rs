@@ -388,6 +388,19 @@ fn link(urls: Vec<String>, clock: &Clock) -> Arc<SwitchNodes> {
     ))
 }
 
+/// Call `n`, stored and claimed for dispatch at the clock's time.
+async fn claimed_call(db: &TestDb, n: u8, clock: &Clock) -> (NewCall, crate::store::DispatchCall) {
+    let call = new_call(n, clock.now());
+    db.store.insert_call(&call).await.unwrap();
+    let claimed = db
+        .store
+        .claim_call(&call.call_id, clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    (call, claimed)
+}
+
 fn new_call(n: u8, now: UtcMillis) -> NewCall {
     NewCall {
         call_id: codeb_types::CallId::from_random([n; 6]),
@@ -501,14 +514,7 @@ async fn least_loaded_healthy_node_is_chosen() {
     // A call goes to the chosen node, with the whole request.
     busy.with(|s| s.draining = false);
     l.probe(&l.nodes()[0]).await;
-    let call = new_call(1, clock.now());
-    db.store.insert_call(&call).await.unwrap();
-    let claimed = db
-        .store
-        .claim_call(&call.call_id, clock.now())
-        .await
-        .unwrap()
-        .unwrap();
+    let (call, claimed) = claimed_call(&db, 1, &clock).await;
     let d = l.dispatch(&db.store, &claimed).await;
     assert!(
         matches!(&d, Dispatched::Placed { node, duplicate: false, .. } if *node == sa.url()),
@@ -648,14 +654,7 @@ async fn events_resume_from_the_cursor_across_restarts() {
     let server = Server::start(&peer, None).await;
     let l = link(vec![server.url()], &clock);
     l.choose_probing().await.unwrap();
-    let call = new_call(4, clock.now());
-    db.store.insert_call(&call).await.unwrap();
-    let claimed = db
-        .store
-        .claim_call(&call.call_id, clock.now())
-        .await
-        .unwrap()
-        .unwrap();
+    let (call, claimed) = claimed_call(&db, 4, &clock).await;
     assert!(matches!(
         l.dispatch(&db.store, &claimed).await,
         Dispatched::Placed { .. }
@@ -764,14 +763,7 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
     let url = server.url();
     let l = link(vec![url.clone()], &clock);
     l.choose_probing().await.unwrap();
-    let call = new_call(6, clock.now());
-    db.store.insert_call(&call).await.unwrap();
-    let claimed = db
-        .store
-        .claim_call(&call.call_id, clock.now())
-        .await
-        .unwrap()
-        .unwrap();
+    let (call, claimed) = claimed_call(&db, 6, &clock).await;
     assert!(matches!(
         l.dispatch(&db.store, &claimed).await,
         Dispatched::Placed { .. }
@@ -803,14 +795,7 @@ async fn a_retry_waits_until_the_nodes_journal_is_read() {
     let l = link(vec![url.clone()], &clock);
     l.choose_probing().await.unwrap();
     let node = l.nodes()[0].clone();
-    let call = new_call(8, clock.now());
-    db.store.insert_call(&call).await.unwrap();
-    let claimed = db
-        .store
-        .claim_call(&call.call_id, clock.now())
-        .await
-        .unwrap()
-        .unwrap();
+    let (call, claimed) = claimed_call(&db, 8, &clock).await;
     assert!(matches!(
         l.dispatch(&db.store, &claimed).await,
         Dispatched::Placed { .. }
@@ -926,14 +911,7 @@ async fn a_retry_the_node_calls_a_duplicate_is_not_left_in_flight() {
     let server = Server::start(&peer, None).await;
     let l = link(vec![server.url()], &clock);
     l.choose_probing().await.unwrap();
-    let call = new_call(7, clock.now());
-    db.store.insert_call(&call).await.unwrap();
-    let claimed = db
-        .store
-        .claim_call(&call.call_id, clock.now())
-        .await
-        .unwrap()
-        .unwrap();
+    let (call, claimed) = claimed_call(&db, 7, &clock).await;
     assert!(matches!(
         l.dispatch(&db.store, &claimed).await,
         Dispatched::Placed { .. }
