@@ -21,6 +21,13 @@
 //!   catch up.
 //! * A packet `capacity` or more ahead of the playout point re-synchronises
 //!   the buffer on it (the far end restarted its sequence).
+//! * With [`JitterConfig::on_arrival`] (a consumer with no playout clock of
+//!   its own, such as a voice-AI engine fed over a socket), the frame at the
+//!   playout point is released as soon as it is here rather than at its due
+//!   time; only a missing frame is waited for, until one ptime plus the
+//!   target delay after the previous release, and then reported lost as
+//!   above. Reordering within that wait is still put right, but nothing is
+//!   delayed that arrives in order.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +42,9 @@ pub struct JitterConfig {
     pub max_payload: usize,
     /// RTP clock rate of the stream (for the jitter estimate).
     pub clock_rate: u32,
+    /// Release frames as they arrive in order instead of on the playout
+    /// clock (see the module docs).
+    pub on_arrival: bool,
 }
 
 impl JitterConfig {
@@ -46,6 +56,7 @@ impl JitterConfig {
             capacity: 16,
             max_payload: crate::opus::MAX_PACKET,
             clock_rate,
+            on_arrival: false,
         }
     }
 }
@@ -279,16 +290,42 @@ impl JitterBuffer {
         &self.data[at..at + usize::from(self.slots[i].len)]
     }
 
+    /// Plays the stored frame `seq` (the playout point).
+    fn take(&mut self, seq: u16) -> Playout<'_> {
+        let i = self.index(seq);
+        self.slots[i].occupied = false;
+        self.play_seq = seq.wrapping_add(1);
+        self.silent_ticks = 0;
+        self.stats.played += 1;
+        let s = self.slots[i];
+        Playout::Frame {
+            seq,
+            timestamp: s.ts,
+            marker: s.marker,
+            payload: self.payload(seq),
+        }
+    }
+
     /// Frames buffered from the playout point to the newest packet.
     fn span(&self) -> u32 {
         let d = self.high_seq.wrapping_sub(self.play_seq) as i16;
         if d < 0 { 0 } else { d as u32 + 1 }
     }
 
-    /// The frame due at `now`, if one is. Call again until `None` when
-    /// called late.
+    /// The frame due at `now`, if one is (with `on_arrival`, also the next
+    /// frame in order as soon as it is here). Call again until `None`.
     pub fn pop(&mut self, now: Instant) -> Option<Playout<'_>> {
-        if self.state == State::Idle || now < self.next_due {
+        if self.state == State::Idle {
+            return None;
+        }
+        if self.cfg.on_arrival && self.occupied(self.play_seq) {
+            // Wait for the next frame until one ptime plus the target delay
+            // from now; declare it lost after that.
+            self.next_due = now + self.cfg.ptime + self.target;
+            self.state = State::Playing;
+            return Some(self.take(self.play_seq));
+        }
+        if now < self.next_due {
             return None;
         }
         self.state = State::Playing;
@@ -308,18 +345,7 @@ impl JitterBuffer {
         }
         let seq = self.play_seq;
         if self.occupied(seq) {
-            let i = self.index(seq);
-            self.slots[i].occupied = false;
-            self.play_seq = seq.wrapping_add(1);
-            self.silent_ticks = 0;
-            self.stats.played += 1;
-            let s = self.slots[i];
-            return Some(Playout::Frame {
-                seq,
-                timestamp: s.ts,
-                marker: s.marker,
-                payload: self.payload(seq),
-            });
+            return Some(self.take(seq));
         }
         if self.span() > 0 {
             // Later packets are here: this one is lost.
@@ -397,6 +423,50 @@ mod tests {
         assert!(played.iter().all(|p| p.1 == 'F'));
         // Little jitter: the target stays at the floor.
         assert_eq!(jb.target_delay(), Duration::from_millis(40));
+    }
+
+    #[test]
+    fn on_arrival_releases_in_order_frames_at_once_and_waits_only_for_gaps() {
+        let t0 = Instant::now();
+        let on_arrival = JitterConfig {
+            on_arrival: true,
+            ..cfg()
+        };
+        let mut jb = JitterBuffer::new(t0, on_arrival);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let put = |jb: &mut JitterBuffer, ms: u64, s: u16| {
+            jb.insert(at(ms), s, u32::from(s) * 160, false, &pl(s));
+            drain(jb, at(ms))
+        };
+        // In order: each frame out the moment it arrives, the first too.
+        assert_eq!(put(&mut jb, 0, 0), vec![(0, 'F')]);
+        assert_eq!(put(&mut jb, 20, 1), vec![(1, 'F')]);
+        assert_eq!(put(&mut jb, 43, 2), vec![(2, 'F')]);
+        // 3 and 4 swapped: 4 waits for 3, then both go.
+        assert_eq!(put(&mut jb, 61, 4), vec![]);
+        assert_eq!(put(&mut jb, 64, 3), vec![(3, 'F'), (4, 'F')]);
+        // 5 never comes: it is waited for one ptime plus the target (40 ms)
+        // after 4 went out, then reported lost with 6's payload as the FEC
+        // hint, and 6 follows at once.
+        assert_eq!(put(&mut jb, 100, 6), vec![]);
+        assert_eq!(jb.next_due(), Some(at(64 + 20 + 40)));
+        assert_eq!(drain(&mut jb, at(123)), vec![]);
+        assert_eq!(drain(&mut jb, at(124)), vec![(5, 'N'), (6, 'F')]);
+        assert_eq!(put(&mut jb, 125, 5), vec![]);
+        assert_eq!(jb.stats.late, 1);
+        assert_eq!(jb.stats.lost, 1);
+        assert_eq!(jb.stats.played, 6);
+        // The caller stops sending: concealment every ptime from the wait's
+        // end until the stream counts as paused, then nothing.
+        let mut concealed = Vec::new();
+        for ms in (140..600).step_by(20) {
+            concealed.extend(drain(&mut jb, at(ms)));
+        }
+        assert!(concealed.iter().all(|&(s, k)| s == 7 && k == 'L'));
+        assert!(!concealed.is_empty() && concealed.len() <= 10);
+        assert_eq!(jb.next_due(), None);
+        // A new talkspurt starts at once.
+        assert_eq!(put(&mut jb, 700, 50), vec![(50, 'F')]);
     }
 
     #[test]

@@ -13,6 +13,19 @@ use crate::stats::{ReceiveStats, SendStats};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+/// How a leg's incoming audio is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Receive {
+    /// Relayed as packets, not decoded.
+    Relay,
+    /// Decoded on the playout clock of an adaptive jitter buffer (the
+    /// frames go out to a far end as a paced stream).
+    Paced,
+    /// Decoded as soon as each frame is here in order (the frames go to a
+    /// consumer without a playout clock, such as a voice-AI engine).
+    OnArrival,
+}
+
 /// Receive side of a decoded path: jitter buffer and decoder.
 #[derive(Debug)]
 pub(crate) struct DecodePath {
@@ -61,15 +74,16 @@ impl LegState {
         leg: Leg,
         pcfg: &PipelineConfig,
         cfg: LegConfig,
-        decoded: bool,
+        receive: Receive,
     ) -> Result<Self, CodecError> {
         let codec = cfg.codec;
         let inband = (cfg.inband_dtmf && cfg.telephone_event.is_none() && codec.law().is_some())
             .then(|| DtmfDetector::new(DetectorConfig::default()));
-        let (rx, tx) = if decoded {
+        let (rx, tx) = if receive != Receive::Relay {
             let jcfg = JitterConfig {
                 min_delay: pcfg.jitter_min,
                 max_delay: pcfg.jitter_max,
+                on_arrival: receive == Receive::OnArrival,
                 ..JitterConfig::new(codec.clock_rate)
             };
             (

@@ -27,8 +27,10 @@
 //! * **Transcode** (different codecs): packets go into the leg's jitter
 //!   buffer; at each playout time the frame is decoded (or concealed:
 //!   Opus FEC/PLC), resampled to the other leg's rate, encoded and sent.
-//! * **AI tap** (one leg): the caller's audio is decoded, resampled to
-//!   16 kHz (by default) and pushed to the engine ring; engine audio
+//! * **AI tap** (one leg): the caller's audio is decoded as soon as each
+//!   frame is here in order (the jitter buffer then only waits for gaps;
+//!   the engine has no playout clock to feed), resampled to 16 kHz (by
+//!   default) and pushed to the engine ring; engine audio
 //!   (24 kHz by default) is paced out one packet per ptime, with flush
 //!   (barge-in) and a played-milliseconds counter; see [`crate::tap`].
 //!
@@ -52,7 +54,7 @@ use crate::rewrite::Source;
 use crate::rtp::{MAX_PACKET_LEN, RtpHeader, RtpPacket, is_rtcp, rewrite_header};
 use crate::tap::{TapConfig, TapEngine, TapWorker};
 use ai_tap::Tap;
-use leg::LegState;
+use leg::{LegState, Receive};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -149,9 +151,14 @@ impl Pipeline {
                 ],
             }
         };
+        let receive = if relay {
+            Receive::Relay
+        } else {
+            Receive::Paced
+        };
         let legs = [
-            Some(LegState::new(now, Leg::A, &cfg, a, !relay)?),
-            Some(LegState::new(now, Leg::B, &cfg, b, !relay)?),
+            Some(LegState::new(now, Leg::A, &cfg, a, receive)?),
+            Some(LegState::new(now, Leg::B, &cfg, b, receive)?),
         ];
         Ok(Pipeline::assemble(cfg, legs, mode))
     }
@@ -168,7 +175,16 @@ impl Pipeline {
         let to_engine = Resampler::new(caller.codec.pcm_rate, tap.to_engine_rate)?;
         let from_engine = Resampler::new(tap.from_engine_rate, caller.codec.pcm_rate)?;
         let (worker, engine) = TapWorker::new(&tap);
-        let legs = [Some(LegState::new(now, Leg::A, &cfg, caller, true)?), None];
+        let legs = [
+            Some(LegState::new(
+                now,
+                Leg::A,
+                &cfg,
+                caller,
+                Receive::OnArrival,
+            )?),
+            None,
+        ];
         let mode = Mode::Tap(Box::new(Tap {
             cfg: tap,
             worker,
@@ -355,22 +371,25 @@ impl Pipeline {
                 ) {
                     Insert::Stored if was_idle => {
                         rx.talkspurt = rx.talkspurt.wrapping_add(1);
-                        Verdict::Buffered
                     }
                     Insert::Resync => {
                         rx.talkspurt = rx.talkspurt.wrapping_add(1);
-                        Verdict::Buffered
                     }
-                    Insert::Stored => Verdict::Buffered,
+                    Insert::Stored => {}
                     Insert::Late | Insert::Duplicate => {
                         l.stats.late += 1;
-                        Verdict::Dropped(DropReason::Late)
+                        return Verdict::Dropped(DropReason::Late);
                     }
                     Insert::TooLarge => {
                         l.stats.malformed += 1;
-                        Verdict::Dropped(DropReason::Malformed)
+                        return Verdict::Dropped(DropReason::Malformed);
                     }
                 }
+                if matches!(self.mode, Mode::Tap(_)) {
+                    // Frames the buffer releases on arrival go now.
+                    self.playout(now, leg);
+                }
+                Verdict::Buffered
             }
         }
     }

@@ -581,6 +581,30 @@ fn ai_tap_caller_audio_reaches_engine_at_16k() {
 }
 
 #[test]
+fn ai_tap_hands_each_caller_frame_to_the_engine_as_it_arrives() {
+    let t0 = Instant::now();
+    let (mut h, mut engine) = tap_pipeline(t0, true);
+    let mut got = vec![0i16; 4 * 320];
+    // No jitter-buffer delay on the way to the engine: each frame is there
+    // at the instant its packet arrived, in order.
+    for seq in 0..3u16 {
+        let v = h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(0, seq, u32::from(seq) * 160, 42, seq == 0, &[0xff; 160]),
+        );
+        assert_eq!(v, Verdict::Buffered);
+        assert_eq!(engine.read_caller(&mut got), 320, "frame {seq}");
+        h.advance(PTIME);
+    }
+    // 4 before 3: 4 waits for 3, then both go at once.
+    h.rtp(Leg::A, FAR_A, &packet(0, 4, 640, 42, false, &[0xff; 160]));
+    assert_eq!(engine.read_caller(&mut got), 0);
+    h.rtp(Leg::A, FAR_A, &packet(0, 3, 480, 42, false, &[0xff; 160]));
+    assert_eq!(engine.read_caller(&mut got), 640);
+}
+
+#[test]
 fn ai_tap_paces_engine_audio_flushes_within_a_ptime_and_reports_played() {
     let t0 = Instant::now();
     let (mut h, mut engine) = tap_pipeline(t0, true);
