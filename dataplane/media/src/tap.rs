@@ -16,12 +16,23 @@
 //! * Played: the worker publishes how many engine samples it has sent to
 //!   the caller, which [`TapEngine::played_ms`] reads (for truncating the
 //!   engine's transcript to what was heard).
+//! * Wake-ups both ways, so neither side polls on a clock: every caller
+//!   frame (and the worker dropping its side) wakes the task waiting on
+//!   [`CallerSignal::ready`]; engine audio landing in an empty ring (a turn
+//!   starting) calls the [`Kick`] the owner installed, so the worker can
+//!   send its first frame at once instead of at its next tick.
 //!
 //! [`Pipeline`]: crate::pipeline::Pipeline
 
+use atomic_waker::AtomicWaker;
 use rtrb::{Consumer, Producer, RingBuffer};
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+/// Tells the worker that engine audio landed in an empty ring.
+pub type Kick = Box<dyn Fn() + Send + Sync>;
 
 /// Rates and ring sizes of one tap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +71,14 @@ pub(crate) struct TapShared {
     pub played: AtomicU64,
     /// Caller frames dropped because the ring was full.
     pub dropped_frames: AtomicU64,
+    /// Caller frames pushed, and the worker's side dropped: what wakes
+    /// the AI side.
+    pub caller_frames: AtomicU64,
+    pub worker_gone: AtomicBool,
+    pub caller_waker: AtomicWaker,
 }
 
 /// The AI side's end of a tap.
-#[derive(Debug)]
 pub struct TapEngine {
     caller: Consumer<i16>,
     engine: Producer<i16>,
@@ -71,9 +86,69 @@ pub struct TapEngine {
     written: u64,
     from_engine_rate: u32,
     to_engine_rate: u32,
+    kick: Option<Kick>,
+}
+
+impl std::fmt::Debug for TapEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapEngine")
+            .field("written", &self.written)
+            .field("from_engine_rate", &self.from_engine_rate)
+            .field("to_engine_rate", &self.to_engine_rate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for caller audio without holding the [`TapEngine`] (so the task
+/// can use the engine handle while it waits).
+#[derive(Debug)]
+pub struct CallerSignal {
+    shared: Arc<TapShared>,
+    seen: u64,
+}
+
+impl CallerSignal {
+    /// Resolves once a caller frame was pushed since the last time it
+    /// resolved, or the worker's side is gone.
+    pub fn ready(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx: &mut Context<'_>| {
+            if self.check() {
+                return Poll::Ready(());
+            }
+            self.shared.caller_waker.register(cx.waker());
+            // A push between the check and the registration is seen here.
+            if self.check() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    fn check(&mut self) -> bool {
+        let pushed = self.shared.caller_frames.load(Ordering::Acquire);
+        if pushed != self.seen {
+            self.seen = pushed;
+            return true;
+        }
+        self.shared.worker_gone.load(Ordering::Acquire)
+    }
 }
 
 impl TapEngine {
+    /// The wake-up for caller audio.
+    pub fn caller_signal(&self) -> CallerSignal {
+        CallerSignal {
+            shared: self.shared.clone(),
+            seen: 0,
+        }
+    }
+
+    /// Installs what tells the worker that a turn's audio is waiting.
+    pub fn set_kick(&mut self, kick: Kick) {
+        self.kick = Some(kick);
+    }
+
     /// Takes caller audio (at `to_engine_rate`) into `out`; returns how
     /// many samples were copied.
     pub fn read_caller(&mut self, out: &mut [i16]) -> usize {
@@ -89,9 +164,17 @@ impl TapEngine {
     /// Queues engine audio (at `from_engine_rate`); returns how many samples
     /// fit. The caller keeps the rest and retries later.
     pub fn write_engine(&mut self, pcm: &[i16]) -> usize {
+        let was_empty = self.engine.slots() == self.engine.buffer().capacity();
         let (pushed, _) = self.engine.push_partial_slice(pcm);
-        self.written += pushed.len() as u64;
-        pushed.len()
+        let n = pushed.len();
+        self.written += n as u64;
+        if was_empty
+            && n > 0
+            && let Some(kick) = &self.kick
+        {
+            kick();
+        }
+        n
     }
 
     /// Room left in the engine-audio ring, in samples.
@@ -171,6 +254,7 @@ impl TapWorker {
                 written: 0,
                 from_engine_rate: cfg.from_engine_rate,
                 to_engine_rate: cfg.to_engine_rate,
+                kick: None,
             },
         )
     }
@@ -182,6 +266,8 @@ impl TapWorker {
             self.shared.dropped_frames.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        self.shared.caller_frames.fetch_add(1, Ordering::Release);
+        self.shared.caller_waker.wake();
         true
     }
 
@@ -242,9 +328,72 @@ impl TapWorker {
     }
 }
 
+impl Drop for TapWorker {
+    fn drop(&mut self) {
+        self.shared.worker_gone.store(true, Ordering::Release);
+        self.shared.caller_waker.wake();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn caller_frames_wake_the_waiting_side_and_so_does_the_end() {
+        let (mut w, e) = TapWorker::new(&TapConfig::default());
+        let mut signal = e.caller_signal();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = |s: &mut CallerSignal| {
+            let f = std::pin::pin!(s.ready());
+            f.poll(&mut cx).is_ready()
+        };
+        assert!(!poll(&mut signal));
+        assert!(w.push_caller(&[1; 320]));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(poll(&mut signal));
+        // Two frames while nobody waited: one wake-up reports both.
+        assert!(!poll(&mut signal));
+        w.push_caller(&[1; 320]);
+        w.push_caller(&[1; 320]);
+        assert!(poll(&mut signal));
+        assert!(!poll(&mut signal));
+        drop(w);
+        assert!(poll(&mut signal));
+        assert!(poll(&mut signal), "stays ready once the worker is gone");
+    }
+
+    #[test]
+    fn engine_audio_into_an_empty_ring_kicks_the_worker_once_per_turn() {
+        let (mut w, mut e) = TapWorker::new(&TapConfig::default());
+        let kicks = Arc::new(AtomicUsize::new(0));
+        let k = kicks.clone();
+        e.set_kick(Box::new(move || {
+            k.fetch_add(1, Ordering::SeqCst);
+        }));
+        e.write_engine(&[1; 960]);
+        e.write_engine(&[1; 960]);
+        assert_eq!(kicks.load(Ordering::SeqCst), 1);
+        let mut f = [0i16; 480];
+        for _ in 0..4 {
+            w.pull_engine(&mut f, false);
+        }
+        e.write_engine(&[]);
+        assert_eq!(kicks.load(Ordering::SeqCst), 1, "nothing written");
+        e.write_engine(&[1; 480]);
+        assert_eq!(kicks.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn flush_discards_only_what_was_written_before() {

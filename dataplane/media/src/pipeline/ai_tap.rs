@@ -21,6 +21,8 @@ pub(super) struct Tap {
     /// sending (so the timestamp jumps by the real gap).
     pub(super) source: u32,
     pub(super) sending: bool,
+    /// The last tick sent engine audio (not silence, not nothing).
+    pub(super) speaking: bool,
 }
 
 impl Pipeline {
@@ -45,6 +47,22 @@ impl Pipeline {
             played_ms,
             discarded_ms: discarded * 1000 / rate,
         });
+    }
+
+    /// Engine audio landed while the tap was quiet (see
+    /// [`Kick`](crate::tap::Kick)): its first frame goes at once, and the
+    /// pacing continues from there, instead of waiting up to a ptime for
+    /// the next tick. While the engine speaks this does nothing.
+    pub fn kick_playout(&mut self, now: Instant) {
+        let Mode::Tap(tap) = &mut self.mode else {
+            return;
+        };
+        if !tap.speaking
+            && now < tap.next_tick
+            && tap.worker.engine_available() >= tap.from_engine.input_len()
+        {
+            tap.next_tick = now;
+        }
     }
 
     /// AI playout: one packet per ptime to the caller.
@@ -99,6 +117,7 @@ fn tap_tick(
     let (kind, got) = tap
         .worker
         .pull_engine(&mut pcm[..in_n], tap.partial_waiting);
+    tap.speaking = kind == EngineFrame::Audio;
     match kind {
         EngineFrame::Audio => {
             tap.partial_waiting = false;

@@ -194,6 +194,7 @@ impl Pipeline {
             partial_waiting: false,
             source: 0,
             sending: false,
+            speaking: false,
         }));
         Ok((Pipeline::assemble(cfg, legs, mode), engine))
     }

@@ -664,6 +664,41 @@ fn ai_tap_paces_engine_audio_flushes_within_a_ptime_and_reports_played() {
 }
 
 #[test]
+fn ai_tap_kick_starts_a_turn_at_once_and_paces_from_there() {
+    let t0 = Instant::now();
+    let (mut h, mut engine) = tap_pipeline(t0, true);
+    h.rtp(Leg::A, FAR_A, &packet(0, 1, 0, 3, false, &[0xff; 160]));
+    for _ in 0..3 {
+        h.advance(PTIME);
+    }
+    let silent = h.rtp_to(Leg::A).len();
+    assert_eq!(silent, 3);
+    // A turn lands 7 ms after a silence packet: sent now, not 13 ms later.
+    h.advance(Duration::from_millis(7));
+    let tone = sine(500.0, 24_000, 10_000.0, 4_800, 0);
+    engine.write_engine(&tone);
+    h.p.kick_playout(h.now);
+    h.advance(Duration::ZERO);
+    assert_eq!(h.rtp_to(Leg::A).len(), silent + 1);
+    // A kick while the engine speaks changes nothing.
+    h.advance(Duration::from_millis(5));
+    h.p.kick_playout(h.now);
+    h.advance(Duration::from_millis(14));
+    assert_eq!(h.rtp_to(Leg::A).len(), silent + 1);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.rtp_to(Leg::A).len(), silent + 2);
+    // One continuous stream for the far end.
+    let out = h.rtp_to(Leg::A);
+    for w in out.windows(2) {
+        assert_eq!(w[1].sequence(), w[0].sequence().wrapping_add(1));
+        assert_eq!(w[1].timestamp(), w[0].timestamp().wrapping_add(160));
+    }
+    let mut pcm = [0i16; 160];
+    Law::Ulaw.decode(out[silent].payload(), &mut pcm);
+    assert!(power_i16(&pcm, 500.0, 8000.0) > 100.0 * power_i16(&pcm, 1500.0, 8000.0));
+}
+
+#[test]
 fn ai_tap_without_silence_resumes_with_real_time_gap() {
     let t0 = Instant::now();
     let (mut h, mut engine) = tap_pipeline(t0, false);

@@ -14,8 +14,10 @@ use tokio::sync::mpsc;
 use super::{AiNote, AiStart, Role, audio, user_name_ok};
 use crate::sip::calls::CallKey;
 
-/// The pace at which caller audio is sent and engine audio topped up.
-const TICK: Duration = Duration::from_millis(20);
+/// Caller audio goes to the engine as each frame arrives (the worker wakes
+/// the task); this clock only tops up long engine turns, notices played-out
+/// turns and due ends while the caller sends nothing.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Engine audio held beyond the tap's ring, at most (engines send replies
 /// faster than real time).
 const MAX_PENDING_SECONDS: usize = 120;
@@ -424,13 +426,19 @@ pub(super) async fn run(
         .then(|| VoicemailDetector::new(to_rate as u32, AmdConfig::default()));
     let mut caller = vec![0i16; to_rate / 50 * 5];
     let mut bytes = Vec::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut caller_audio = play.tap.caller_signal();
+    // Until the worker drops its side (the call ended, or a transfer took
+    // the tap away); then the signal would be ready forever.
+    let mut caller_open = true;
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut usage = Usage::default();
     let mut usage_sent = Usage::default();
     let mut stop_by: Option<Instant> = None;
     let mut busy_drops = 0u64;
     loop {
+        // Caller audio came, or the housekeeping clock ticked.
+        let mut serve = false;
         tokio::select! {
             ctl = control.recv(), if stop_by.is_none() => match ctl {
                 Some(Control::ToolResult { id, name, ok, detail }) => {
@@ -446,58 +454,11 @@ pub(super) async fn run(
                     let _ = session.close().await;
                 }
             },
-            _ = tick.tick() => {
-                let now = Instant::now();
-                if stop_by.is_some_and(|by| now >= by) {
-                    tracing::info!(call_id = %call_id, "AI session did not close in time; dropped");
-                    break;
-                }
-                loop {
-                    let n = play.tap.read_caller(&mut caller);
-                    if n == 0 {
-                        break;
-                    }
-                    if let Some(d) = &mut amd
-                        && let Some(v) = d.push(&caller[..n])
-                    {
-                        amd = None;
-                        if let Verdict::Machine(cue) = v
-                            && stop_by.is_none()
-                            && !conv.ending()
-                        {
-                            tracing::info!(call_id = %call_id, ?cue, "answering machine detected; hanging up");
-                            conv.end_call(now, "voicemail".into());
-                            let _ = conv.end_due(now, true);
-                            notes.send(AiNote::EndCall { reason: "voicemail".into() }).await;
-                        }
-                    }
-                    audio::encode(&caller[..n], input, &mut bytes);
-                    match session.try_send_audio(Bytes::copy_from_slice(&bytes)) {
-                        Ok(()) => {}
-                        Err(EngineError::Busy) => {
-                            busy_drops += 1;
-                            if busy_drops.is_power_of_two() {
-                                tracing::warn!(call_id = %call_id, busy_drops,
-                                    "AI session is not taking caller audio; frames dropped");
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                    if n < caller.len() {
-                        break;
-                    }
-                }
-                play.top_up();
-                if let Some(n) = conv.played_out(now, play.played()) {
-                    notes.send(n).await;
-                }
-                if stop_by.is_none()
-                    && let Some(reason) = conv.end_due(now, play.drained())
-                {
-                    tracing::info!(call_id = %call_id, %reason, "the AI ended the call");
-                    notes.send(AiNote::EndCall { reason }).await;
-                }
+            () = caller_audio.ready(), if caller_open => {
+                caller_open = !play.tap.is_closed();
+                serve = true;
             }
+            _ = tick.tick() => serve = true,
             ev = events.recv() => {
                 let now = Instant::now();
                 let Some(ev) = ev else {
@@ -601,6 +562,63 @@ pub(super) async fn run(
                     }
                 }
             }
+        }
+        if !serve {
+            continue;
+        }
+        let now = Instant::now();
+        if stop_by.is_some_and(|by| now >= by) {
+            tracing::info!(call_id = %call_id, "AI session did not close in time; dropped");
+            break;
+        }
+        loop {
+            let n = play.tap.read_caller(&mut caller);
+            if n == 0 {
+                break;
+            }
+            if let Some(d) = &mut amd
+                && let Some(v) = d.push(&caller[..n])
+            {
+                amd = None;
+                if let Verdict::Machine(cue) = v
+                    && stop_by.is_none()
+                    && !conv.ending()
+                {
+                    tracing::info!(call_id = %call_id, ?cue, "answering machine detected; hanging up");
+                    conv.end_call(now, "voicemail".into());
+                    let _ = conv.end_due(now, true);
+                    notes
+                        .send(AiNote::EndCall {
+                            reason: "voicemail".into(),
+                        })
+                        .await;
+                }
+            }
+            audio::encode(&caller[..n], input, &mut bytes);
+            match session.try_send_audio(Bytes::copy_from_slice(&bytes)) {
+                Ok(()) => {}
+                Err(EngineError::Busy) => {
+                    busy_drops += 1;
+                    if busy_drops.is_power_of_two() {
+                        tracing::warn!(call_id = %call_id, busy_drops,
+                            "AI session is not taking caller audio; frames dropped");
+                    }
+                }
+                Err(_) => break,
+            }
+            if n < caller.len() {
+                break;
+            }
+        }
+        play.top_up();
+        if let Some(n) = conv.played_out(now, play.played()) {
+            notes.send(n).await;
+        }
+        if stop_by.is_none()
+            && let Some(reason) = conv.end_due(now, play.drained())
+        {
+            tracing::info!(call_id = %call_id, %reason, "the AI ended the call");
+            notes.send(AiNote::EndCall { reason }).await;
         }
     }
     for n in conv.finish(Instant::now(), play.played()) {

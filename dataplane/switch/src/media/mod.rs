@@ -152,6 +152,10 @@ enum Command {
         id: u64,
         feed: Box<RecordFeed>,
     },
+    /// A tapped call's engine audio landed in an empty ring.
+    TapKick {
+        id: u64,
+    },
     Close {
         id: u64,
     },
@@ -425,7 +429,17 @@ impl MediaEngine {
         caller: LegConfig,
         tap: TapConfig,
     ) -> Result<TapEngine, MediaError> {
-        let (pipeline, engine) = Pipeline::ai_tap(now, tap_pipeline_config(now), caller, tap)?;
+        let (pipeline, mut engine) = Pipeline::ai_tap(now, tap_pipeline_config(now), caller, tap)?;
+        if let Some(w) = self.workers.get(handle.worker) {
+            let (tx, waker, id) = (w.tx.clone(), w.waker.clone(), handle.id);
+            engine.set_kick(Box::new(move || {
+                // A full queue only loses the head start: the worker's own
+                // tick plays the turn within a ptime.
+                if tx.try_send(Command::TapKick { id }).is_ok() {
+                    waker.wake();
+                }
+            }));
+        }
         self.command(
             handle.worker,
             Command::Tap {

@@ -301,11 +301,21 @@ impl Worker {
                         call.record = Some(feed);
                     }
                 }
+                Ok(Command::TapKick { id }) => self.kick(id),
                 Ok(Command::Close { id }) => self.close(id),
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }
         }
+    }
+
+    /// A tapped call's engine started a turn: play it from now.
+    fn kick(&mut self, id: u64) {
+        let Some(p) = self.st.calls.get_mut(&id).and_then(|c| c.pipe.as_mut()) else {
+            return;
+        };
+        p.pipeline.kick_playout(Instant::now());
+        self.st.schedule(id);
     }
 
     fn open(&mut self, id: u64, sockets: [[UdpSocket; 2]; 2]) {
