@@ -327,10 +327,11 @@ impl Engine for GeminiEngine {
 
     fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError> {
         match cmd {
-            Command::Audio(pcm) => out.push(
-                json!({"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000", "data": B64.encode(&pcm)}}})
-                    .to_string(),
-            ),
+            Command::Audio(pcm) => out.push(crate::transport::audio_frame(
+                r#"{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":""#,
+                &pcm,
+                r#""}}}"#,
+            )),
             Command::Text(t) => out.push(
                 json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": t}]}], "turnComplete": true}})
                     .to_string(),

@@ -156,9 +156,11 @@ impl Engine for OpenAiEngine {
 
     fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError> {
         match cmd {
-            Command::Audio(a) => out.push(
-                json!({"type": "input_audio_buffer.append", "audio": B64.encode(&a)}).to_string(),
-            ),
+            Command::Audio(a) => out.push(crate::transport::audio_frame(
+                r#"{"type":"input_audio_buffer.append","audio":""#,
+                &a,
+                r#""}"#,
+            )),
             Command::Text(t) => Self::user_text(&t, out),
             Command::ToolResult {
                 call_id, output, ..

@@ -25,6 +25,21 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// A connected WebSocket.
 pub type Ws = WebSocketStream<Box<dyn Io>>;
 
+/// A JSON text frame carrying base64 audio: `head`, the base64 of `audio`,
+/// `tail`, written straight into one string sized up front. Sent every 20 ms
+/// on every call, so it skips building a JSON value tree; the base64
+/// alphabet needs no JSON escaping, and `head`/`tail` are our own constants.
+pub fn audio_frame(head: &str, audio: &[u8], tail: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let len = base64::encoded_len(audio.len(), true).unwrap_or(0);
+    let mut s = String::with_capacity(head.len() + len + tail.len());
+    s.push_str(head);
+    b64.encode_string(audio, &mut s);
+    s.push_str(tail);
+    s
+}
+
 /// Our WebSocket limits.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -113,5 +128,22 @@ pub async fn connect(
         Err(e) => Err(EngineError::Transport(format!(
             "WebSocket handshake with {host}: {e}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_frames_are_the_json_the_vendors_expect() {
+        let pcm = [1u8, 0, 2, 0, 255, 127];
+        let f = audio_frame(r#"{"a":{"data":""#, &pcm, r#""}}"#);
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
+        assert_eq!(v["a"]["data"], "AQACAP9/");
+        assert_eq!(f.len(), f.capacity());
+        let empty: serde_json::Value =
+            serde_json::from_str(&audio_frame(r#"{"d":""#, &[], r#""}"#)).unwrap();
+        assert_eq!(empty["d"], "");
     }
 }
