@@ -18,6 +18,9 @@ use crate::error::EngineError;
 /// many times over; a runaway peer does not).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
+/// Bytes read from the socket at a time.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// A byte stream a WebSocket can run on.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -43,6 +46,11 @@ pub fn audio_frame(head: &str, audio: &[u8], tail: &str) -> String {
 /// Our WebSocket limits.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
+        // tungstenite zero-fills its read buffer up to this size before
+        // every socket read, even one that finds nothing; at the default
+        // 128 KiB that memset was the AI runtime's largest single cost.
+        // Vendor messages are a few KiB; a larger one takes several reads.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
 }

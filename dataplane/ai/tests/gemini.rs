@@ -409,3 +409,28 @@ async fn an_observer_sees_the_audio_heard_and_each_turn_start() {
     assert!(before_reply >= 1300 * 16, "{before_reply}");
     assert!(heard.iter().map(|h| h.2).sum::<usize>() <= 1400 * 16);
 }
+
+#[tokio::test]
+async fn messages_larger_than_a_socket_read_arrive_whole() {
+    // One-second chunks: the 670 ms greeting is one message of ~43 KiB of
+    // base64, nearly three times the client's 16 KiB socket read.
+    let sim = sim(
+        Vendor::Gemini,
+        codeb_ai::sim::SimConfig {
+            chunk_ms: 1000,
+            ..sim_cfg()
+        },
+    )
+    .await;
+    let cfg = config(
+        &sim,
+        "models/gemini-2.5-flash-native-audio-preview-12-2025",
+        "sim-key",
+        "Be kind.",
+    );
+    let mut c = Caller::connect(cfg).await;
+    c.until("ready", |e| *e == EngineEvent::Ready).await;
+    let (text, evs) = c.ai_says().await;
+    assert_eq!(text, GREETING);
+    assert_eq!(audio_bytes(&evs, AudioFormat::PCM16_24K), 670 * 24 * 2);
+}
