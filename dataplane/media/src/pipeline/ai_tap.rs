@@ -2,9 +2,9 @@
 //! flushes (barge-in) and the played counter. The caller-to-engine
 //! direction runs through the decoded path in `mod.rs`.
 
-use super::leg::LegState;
+use super::leg::{LegState, Receive};
 use super::txqueue::TxQueue;
-use super::{Event, Mode, PTIME, Pipeline, Scratch, send_encoded};
+use super::{ConfigError, Event, Leg, LegConfig, Mode, PTIME, Pipeline, Scratch, send_encoded};
 use crate::resample::Resampler;
 use crate::rewrite::Source;
 use crate::tap::{EngineFrame, TapConfig, TapWorker};
@@ -47,6 +47,31 @@ impl Pipeline {
             played_ms,
             discarded_ms: discarded * 1000 / rate,
         });
+    }
+
+    /// The tapped leg renegotiated (a re-INVITE that changes codec): its
+    /// receive and send paths are rebuilt for `caller`, and so are the
+    /// resamplers between it and the engine; the engine's side (rings,
+    /// flush and played counters) carries on untouched, so the AI session
+    /// never notices. The leg's counters carry over; its stream starts
+    /// anew (the new SSRC in `caller`), as a codec change warrants. False
+    /// when this is not a tap.
+    pub fn retap(&mut self, now: Instant, caller: LegConfig) -> Result<bool, ConfigError> {
+        let Mode::Tap(tap) = &mut self.mode else {
+            return Ok(false);
+        };
+        super::check_leg(&caller)?;
+        let to_engine = Resampler::new(caller.codec.pcm_rate, tap.cfg.to_engine_rate)?;
+        let from_engine = Resampler::new(tap.cfg.from_engine_rate, caller.codec.pcm_rate)?;
+        let mut leg = LegState::new(now, Leg::A, &self.cfg, caller, Receive::OnArrival)?;
+        if let Some(old) = &self.legs[0] {
+            leg.stats = old.stats;
+        }
+        self.legs[0] = Some(leg);
+        tap.to_engine = to_engine;
+        tap.from_engine = from_engine;
+        tap.partial_waiting = false;
+        Ok(true)
     }
 
     /// Engine audio landed while the tap was quiet (see

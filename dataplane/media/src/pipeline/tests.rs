@@ -699,6 +699,67 @@ fn ai_tap_kick_starts_a_turn_at_once_and_paces_from_there() {
 }
 
 #[test]
+fn ai_tap_follows_a_codec_change_without_the_engine_noticing() {
+    let t0 = Instant::now();
+    let (mut h, mut engine) = tap_pipeline(t0, true);
+    let mut got = vec![0i16; 16_000];
+    let tone = sine(700.0, 8000, 8000.0, 160 * 20, 0);
+    for i in 0..5u16 {
+        let f = ulaw_frame(&tone[usize::from(i) * 160..][..160]);
+        h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(0, i, u32::from(i) * 160, 42, i == 0, &f),
+        );
+        h.advance(PTIME);
+    }
+    assert_eq!(engine.read_caller(&mut got), 5 * 320);
+    // Re-INVITE: the caller moves to PCMA (and we to a new SSRC).
+    assert!(h.p.retap(h.now, leg(CodecSpec::pcma(), 77, FAR_A)).unwrap());
+    // PCMU now is a payload type the leg no longer carries.
+    let f = ulaw_frame(&tone[..160]);
+    assert_eq!(
+        h.rtp(Leg::A, FAR_A, &packet(0, 5, 800, 42, false, &f)),
+        Verdict::Dropped(DropReason::UnknownPayloadType)
+    );
+    for i in 0..15u16 {
+        let mut f = vec![0u8; 160];
+        Law::Alaw.encode(&tone[usize::from(i) * 160..][..160], &mut f);
+        let v = h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(8, 100 + i, 9000 + u32::from(i) * 160, 43, false, &f),
+        );
+        assert_eq!(v, Verdict::Buffered);
+        h.advance(PTIME);
+    }
+    let n = engine.read_caller(&mut got);
+    assert_eq!(n, 15 * 320);
+    let y = &got[320 * 3..n];
+    assert!(power_i16(y, 700.0, 16_000.0) > 100.0 * power_i16(y, 1900.0, 16_000.0));
+    // The engine's audio goes out in PCMA on the new stream.
+    let before = h.rtp_to(Leg::A).len();
+    engine.write_engine(&sine(500.0, 24_000, 10_000.0, 4_800, 0));
+    h.advance(PTIME * 3);
+    let out = h.rtp_to(Leg::A);
+    let last = &out[out.len() - 1];
+    assert!(out.len() > before);
+    assert_eq!((last.payload_type(), last.ssrc()), (8, 77));
+    let mut pcm = [0i16; 160];
+    Law::Alaw.decode(last.payload(), &mut pcm);
+    assert!(power_i16(&pcm, 500.0, 8000.0) > 100.0 * power_i16(&pcm, 1500.0, 8000.0));
+    // Not a tap: nothing to do.
+    let mut relay = Pipeline::bridge(
+        t0,
+        cfg(),
+        leg(CodecSpec::pcmu(), 1, FAR_A),
+        leg(CodecSpec::pcmu(), 2, FAR_B),
+    )
+    .unwrap();
+    assert!(!relay.retap(t0, leg(CodecSpec::pcma(), 3, FAR_A)).unwrap());
+}
+
+#[test]
 fn ai_tap_without_silence_resumes_with_real_time_gap() {
     let t0 = Instant::now();
     let (mut h, mut engine) = tap_pipeline(t0, false);

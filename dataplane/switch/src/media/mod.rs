@@ -152,6 +152,11 @@ enum Command {
         id: u64,
         feed: Box<RecordFeed>,
     },
+    /// A tapped call's leg renegotiated its codec.
+    Retap {
+        id: u64,
+        caller: Box<LegConfig>,
+    },
     /// A tapped call's engine audio landed in an empty ring.
     TapKick {
         id: u64,
@@ -449,6 +454,19 @@ impl MediaEngine {
             },
         )?;
         Ok(engine)
+    }
+
+    /// A tapped leg renegotiated (a re-INVITE changed its codec): the tap
+    /// decodes and encodes `caller`'s codec from now on; the AI side's
+    /// handle is unchanged.
+    pub fn retap(&mut self, handle: MediaHandle, caller: LegConfig) -> Result<(), MediaError> {
+        self.command(
+            handle.worker,
+            Command::Retap {
+                id: handle.id,
+                caller: Box::new(caller),
+            },
+        )
     }
 
     /// Bridges a call's two legs through a transcoding pipeline (their

@@ -583,3 +583,96 @@ fn a_recorded_call_is_written_as_a_two_channel_wav() {
     );
     assert!(frames.len() >= a0 + 7900, "the whole second is written");
 }
+
+#[test]
+fn an_ai_tap_hears_the_caller_at_once_and_follows_a_codec_change() {
+    use codeb_media::codec::CodecSpec;
+    use codeb_media::g711::Law;
+    use codeb_media::pipeline::LegConfig;
+    use codeb_media::tap::TapConfig;
+    let tone: Vec<i16> = (0..160)
+        .map(|i| ((i as f64 * std::f64::consts::TAU * 400.0 / 8000.0).sin() * 8000.0) as i16)
+        .collect();
+    let loud = |pcm: &[i16]| {
+        (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
+            > 2000.0
+    };
+    for mut engine in engines("31700-31799") {
+        let opened = engine.open().unwrap();
+        let a = phone();
+        let ours = SocketAddr::new(LO, opened.ports[0]);
+        engine
+            .set_remote(opened.handle, LegSide::A, remote(&a, 0))
+            .unwrap();
+        let mut leg = LegConfig::new(CodecSpec::pcmu(), 0xA1);
+        leg.remote_rtp = Some(a.local_addr().unwrap());
+        let mut tap = engine
+            .start_tap(
+                Instant::now(),
+                opened.handle,
+                LegSide::A,
+                leg,
+                TapConfig::default(),
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        // Caller audio: each frame is in the engine's ring almost at once
+        // (no jitter-buffer hold on the way to the engine).
+        let mut ulaw = vec![0u8; 160];
+        Law::Ulaw.encode(&tone, &mut ulaw);
+        let mut pcm16 = vec![0i16; 16_000];
+        let mut got = 0;
+        for i in 0..5u16 {
+            a.send_to(&packet(0, i, u32::from(i) * 160, 0x5151, &ulaw), ours)
+                .unwrap();
+            let sent = Instant::now();
+            while tap.caller_available() == 0 && sent.elapsed() < Duration::from_secs(1) {
+                std::thread::yield_now();
+            }
+            got += tap.read_caller(&mut pcm16);
+        }
+        assert_eq!(got, 5 * 320);
+        // A re-INVITE moved the caller to PCMA: the tap follows.
+        let mut leg = LegConfig::new(CodecSpec::pcma(), 0xA2);
+        leg.remote_rtp = Some(a.local_addr().unwrap());
+        engine.retap(opened.handle, leg).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut alaw = vec![0u8; 160];
+        Law::Alaw.encode(&tone, &mut alaw);
+        let mut heard = Vec::new();
+        for i in 0..10u16 {
+            a.send_to(&packet(8, 500 + i, u32::from(i) * 160, 0x6161, &alaw), ours)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            let n = tap.read_caller(&mut pcm16);
+            heard.extend_from_slice(&pcm16[..n]);
+        }
+        assert!(heard.len() >= 8 * 320, "{} samples", heard.len());
+        assert!(
+            loud(&heard[heard.len() - 320..]),
+            "the PCMA tone reached the engine"
+        );
+        // The engine speaks: the caller hears it as PCMA, from the new SSRC.
+        while recv_now(&a).is_some() {}
+        let speech: Vec<i16> = (0..24_000)
+            .map(|i| ((i as f64 * std::f64::consts::TAU * 300.0 / 24_000.0).sin() * 8000.0) as i16)
+            .collect();
+        tap.write_engine(&speech[..9_600]);
+        let mut loud_pcma = 0;
+        let until = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < until {
+            let Some((p, _)) = recv(&a) else { break };
+            let pkt = RtpPacket::parse(&p).unwrap();
+            if pkt.payload_type() == 8 && pkt.ssrc() == 0xA2 {
+                let mut pcm = vec![0i16; pkt.payload().len()];
+                Law::Alaw.decode(pkt.payload(), &mut pcm);
+                loud_pcma += usize::from(loud(&pcm));
+            }
+        }
+        assert!(
+            loud_pcma >= 5,
+            "engine audio as PCMA: {loud_pcma} loud frames"
+        );
+        engine.close(opened.handle, opened.ports);
+    }
+}

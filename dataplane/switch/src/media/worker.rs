@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use codeb_io::{Event, Reactor, SocketId, Waker};
 use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch};
-use codeb_media::pipeline::{self, PacketKind, Pipeline};
+use codeb_media::pipeline::{self, LegConfig, PacketKind, Pipeline};
 use codeb_media::record::{RecCodec, RecordFeed};
 use codeb_media::rewrite::{Source, StreamRewriter};
 use codeb_media::rtcp::{self, CompoundWriter, RtcpPacket, SenderInfo};
@@ -302,11 +302,24 @@ impl Worker {
                     }
                 }
                 Ok(Command::TapKick { id }) => self.kick(id),
+                Ok(Command::Retap { id, caller }) => self.retap(id, *caller),
                 Ok(Command::Close { id }) => self.close(id),
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }
         }
+    }
+
+    /// A tapped call's leg changed codec.
+    fn retap(&mut self, id: u64, caller: LegConfig) {
+        let Some(p) = self.st.calls.get_mut(&id).and_then(|c| c.pipe.as_mut()) else {
+            return;
+        };
+        if let Err(e) = p.pipeline.retap(Instant::now(), caller) {
+            tracing::warn!(worker = self.st.worker, call = id, error = %e,
+                "AI tap kept its old codec");
+        }
+        self.st.schedule(id);
     }
 
     /// A tapped call's engine started a turn: play it from now.

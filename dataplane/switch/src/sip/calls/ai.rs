@@ -94,6 +94,9 @@ impl Core {
             Ok(t) => t,
             Err(e) => return self.end_placed(now, key, "failed", &format!("media: {e}")),
         };
+        if let Some(call) = self.calls.calls.get_mut(&key) {
+            call.tapped = Some(media::tap_key(&negotiated));
+        }
         let placed = &mut self.calls.placed;
         placed.ai.insert(
             key,

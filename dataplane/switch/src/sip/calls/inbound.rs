@@ -251,6 +251,7 @@ impl Core {
             origin: None,
             media: call_media,
             bridged: None,
+            tapped: None,
             transfer: None,
             transferred: false,
         };

@@ -120,6 +120,12 @@ pub(super) fn leg_config(n: &Negotiated, ssrc: u32) -> Option<LegConfig> {
     Some(leg)
 }
 
+/// What an AI tap is built for: a negotiation that changes any of it needs
+/// a new tap leg.
+pub(super) fn tap_key(n: &Negotiated) -> (Codec, u8, Option<u8>) {
+    (n.codec, n.pt, n.dtmf_pt)
+}
+
 fn clock_rate(codec: Codec) -> u32 {
     match codec {
         Codec::Opus => 48_000,
@@ -165,6 +171,21 @@ impl Core {
             } else {
                 (LegSide::B, &call.b.negotiated)
             };
+            if let Some(n) = n
+                && call.tapped.is_some_and(|t| t != tap_key(n))
+            {
+                // A re-INVITE changed the codec under the AI: the tap
+                // decodes and encodes the new one from now on.
+                let ssrc = self.ids.next_u64() as u32;
+                match leg_config(n, ssrc).map(|leg| engine.retap(handle, leg)) {
+                    Some(Ok(())) => {
+                        tracing::info!(call = key, codec = ?n.codec, "AI tap follows the new codec");
+                        call.tapped = Some(tap_key(n));
+                    }
+                    Some(Err(e)) => tracing::warn!(call = key, error = %e, "AI tap not re-tapped"),
+                    None => {}
+                }
+            }
             if let Some(r) = n.as_ref().and_then(remote_of)
                 && let Err(e) = engine.set_remote(handle, side, r)
             {

@@ -189,6 +189,9 @@ pub struct Call {
     /// The legs' codecs (A, B) while they differ and are bridged through
     /// a transcoding pipeline.
     bridged: Option<(Codec, Codec)>,
+    /// What the AI tap decodes and encodes (codec, payload type,
+    /// telephone-event type), so a re-INVITE that changes it re-taps.
+    tapped: Option<(Codec, u8, Option<u8>)>,
     /// A transfer of the AI's party, while its target rings.
     transfer: Option<Box<transfer::Transfer>>,
     /// The AI handed its party over: the call is a bridge of two SIP legs.

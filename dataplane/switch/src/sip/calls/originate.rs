@@ -469,6 +469,7 @@ impl Core {
             answered_at: None,
             media: call_media,
             bridged: None,
+            tapped: None,
             transfer: None,
             transferred: false,
             origin: Some(Box::new(Origin {

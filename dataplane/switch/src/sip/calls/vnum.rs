@@ -113,6 +113,7 @@ impl Core {
             ))),
             media: call_media,
             bridged: None,
+            tapped: None,
             transfer: None,
             transferred: false,
         };
