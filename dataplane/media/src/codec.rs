@@ -148,34 +148,56 @@ impl AudioDecoder {
         })
     }
 
-    /// Decodes one packet's payload into one frame.
+    /// Decodes one packet's payload into exactly one 20 ms frame (`out`).
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<(), CodecError> {
+        if let AudioDecoder::Opus(d) = self {
+            return Ok(d.decode(payload, out)?);
+        }
+        let want = out.len();
+        if self.decode_packet(payload, out)? != want {
+            return Err(CodecError::FrameSize);
+        }
+        Ok(())
+    }
+
+    /// Decodes one packet of whatever duration the far end chose (its
+    /// ptime: 10, 20, 30, 60 ms…) into the front of `out`, which must have
+    /// room for it (120 ms at the codec's rate serves every packet);
+    /// returns the samples decoded.
+    pub fn decode_packet(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
         match self {
             AudioDecoder::G711 { law, last, losses } => {
-                if payload.len() != 160 || out.len() != 160 {
+                let n = payload.len();
+                if n == 0 || n > out.len() {
                     return Err(CodecError::FrameSize);
                 }
-                law.decode(payload, out);
-                last.copy_from_slice(out);
+                law.decode(payload, &mut out[..n]);
+                // Concealment repeats the last 20 ms heard.
+                let keep = n.min(last.len());
+                last.copy_within(keep.., 0);
+                let at = last.len() - keep;
+                last[at..].copy_from_slice(&out[n - keep..n]);
                 *losses = 0;
-                Ok(())
+                Ok(n)
             }
-            AudioDecoder::Opus(d) => Ok(d.decode(payload, out)?),
+            AudioDecoder::Opus(d) => Ok(d.decode_packet(payload, out)?),
             AudioDecoder::L16 { samples } => {
-                if payload.len() != 2 * *samples || out.len() != *samples {
+                let n = payload.len() / 2;
+                if n == 0 || !payload.len().is_multiple_of(2) || n > out.len() || n > 6 * *samples {
                     return Err(CodecError::FrameSize);
                 }
                 for (o, b) in out.iter_mut().zip(payload.chunks_exact(2)) {
                     *o = i16::from_be_bytes([b[0], b[1]]);
                 }
-                Ok(())
+                Ok(n)
             }
         }
     }
 
-    /// Fills one frame for a lost packet: Opus rebuilds it from `next`'s
-    /// FEC or conceals; G.711 and L16 repeat the last frame at half the
-    /// level per consecutive loss (silence after the third).
+    /// Fills `out` (the lost packet's duration) for a lost packet: Opus
+    /// rebuilds it from `next`'s FEC or conceals; G.711 repeats the last
+    /// 20 ms heard at half the level per consecutive loss (silence after
+    /// the third); L16 is silence.
     pub fn conceal(&mut self, next: Option<&[u8]>, out: &mut [i16]) -> Result<(), CodecError> {
         match self {
             AudioDecoder::Opus(d) => match next {
@@ -183,12 +205,12 @@ impl AudioDecoder {
                 None => Ok(d.conceal(out)?),
             },
             AudioDecoder::G711 { last, losses, .. } => {
-                if out.len() != 160 {
+                if out.is_empty() || out.len() > 6 * last.len() {
                     return Err(CodecError::FrameSize);
                 }
                 *losses += 1;
                 let shift = (*losses).min(16);
-                for (o, &l) in out.iter_mut().zip(last.iter()) {
+                for (o, &l) in out.iter_mut().zip(last.iter().cycle()) {
                     *o = if *losses > 3 { 0 } else { l >> shift };
                 }
                 Ok(())

@@ -21,6 +21,10 @@
 //!   catch up.
 //! * A packet `capacity` or more ahead of the playout point re-synchronises
 //!   the buffer on it (the far end restarted its sequence).
+//! * The packet duration (`ptime`) is learned from the timestamps of
+//!   consecutive packets (two agreeing steps of 2.5–120 ms in a row), so a
+//!   far end that sends 10, 30 or 60 ms packets is played at its own pace;
+//!   [`JitterBuffer::ptime`] says what it is.
 //! * With [`JitterConfig::on_arrival`] (a consumer with no playout clock of
 //!   its own, such as a voice-AI engine fed over a socket), the frame at the
 //!   playout point is released as soon as it is here rather than at its due
@@ -130,6 +134,10 @@ pub struct JitterBuffer {
     /// Interarrival jitter estimate in microseconds, scaled by 16.
     jitter_q4: u64,
     last_arrival: Option<(Instant, u32)>,
+    /// The last packet inserted (sequence, timestamp) and the timestamp
+    /// step before it, for learning the packet duration.
+    last_inserted: Option<(u16, u32)>,
+    last_step: u32,
     silent_ticks: u32,
     pub stats: JitterStats,
 }
@@ -153,10 +161,35 @@ impl JitterBuffer {
             target: (cfg.min_delay + cfg.ptime).min(cfg.max_delay),
             jitter_q4: 0,
             last_arrival: None,
+            last_inserted: None,
+            last_step: 0,
             silent_ticks: 0,
             stats: JitterStats::default(),
             cfg,
         }
+    }
+
+    /// The far end's packet duration (learned; 20 ms until then).
+    pub fn ptime(&self) -> Duration {
+        self.cfg.ptime
+    }
+
+    /// Learns the packet duration from consecutive packets' timestamps. A
+    /// marked packet (the first of a talkspurt after silence) says nothing.
+    fn learn_ptime(&mut self, seq: u16, ts: u32, marker: bool) {
+        if let Some((prev_seq, prev_ts)) = self.last_inserted
+            && seq == prev_seq.wrapping_add(1)
+            && !marker
+        {
+            let step = ts.wrapping_sub(prev_ts);
+            let rate = self.cfg.clock_rate;
+            if step == self.last_step && (rate / 400..=rate / 1000 * 120).contains(&step) {
+                self.cfg.ptime =
+                    Duration::from_micros(u64::from(step) * 1_000_000 / u64::from(rate));
+            }
+            self.last_step = step;
+        }
+        self.last_inserted = Some((seq, ts));
     }
 
     /// Current target delay.
@@ -242,6 +275,7 @@ impl JitterBuffer {
             self.stats.too_large += 1;
             return Insert::TooLarge;
         }
+        self.learn_ptime(seq, ts, marker);
         self.estimate_jitter(now, ts);
         let cap = self.cfg.capacity as i32;
         let ahead = i32::from(seq.wrapping_sub(self.play_seq) as i16);
@@ -467,6 +501,31 @@ mod tests {
         assert_eq!(jb.next_due(), None);
         // A new talkspurt starts at once.
         assert_eq!(put(&mut jb, 700, 50), vec![(50, 'F')]);
+    }
+
+    #[test]
+    fn learns_the_far_ends_packet_duration_from_timestamps() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(t0, cfg());
+        assert_eq!(jb.ptime(), P);
+        // 30 ms packets: two agreeing steps of 240 ticks.
+        jb.insert(t0, 0, 0, true, &pl(0));
+        jb.insert(t0, 1, 240, false, &pl(1));
+        assert_eq!(jb.ptime(), P);
+        jb.insert(t0, 2, 480, false, &pl(2));
+        assert_eq!(jb.ptime(), Duration::from_millis(30));
+        // A talkspurt after silence (marker, timestamp jump) changes nothing,
+        // nor does a step out of range (an Opus DTX gap of 400 ms).
+        jb.insert(t0, 3, 8480, true, &pl(3));
+        jb.insert(t0, 4, 8720, false, &pl(4));
+        assert_eq!(jb.ptime(), Duration::from_millis(30));
+        jb.insert(t0, 5, 11_920, false, &pl(5));
+        jb.insert(t0, 6, 15_120, false, &pl(6));
+        assert_eq!(jb.ptime(), Duration::from_millis(30));
+        // Paced at the learned duration.
+        let first = jb.next_due().unwrap();
+        drain(&mut jb, first);
+        assert_eq!(jb.next_due(), Some(first + Duration::from_millis(30)));
     }
 
     #[test]

@@ -139,17 +139,23 @@ impl OpusDecoder {
         Ok(())
     }
 
+    /// A span of audio libopus can conceal or rebuild: a whole number of
+    /// 2.5 ms steps, up to 120 ms.
+    fn check_span(&self, out: &[i16]) -> Result<(), OpusError> {
+        let step = self.frame / 8;
+        if out.is_empty() || !out.len().is_multiple_of(step.max(1)) || out.len() > 6 * self.frame {
+            return Err(OpusError::FrameLength {
+                got: out.len(),
+                expected: self.frame,
+            });
+        }
+        Ok(())
+    }
+
     /// Decodes a received packet into one 20 ms frame.
     pub fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<(), OpusError> {
         self.check_out(out)?;
-        if packet.is_empty() || packet.len() > MAX_PACKET {
-            return Err(OpusError::BadPacket);
-        }
-        let n = self
-            .inner
-            .decode(Some(packet), &mut out[..], false)
-            .map_err(|_| OpusError::BadPacket)?;
-        if n != self.frame {
+        if self.decode_packet(packet, out)? != self.frame {
             // A packet of another duration than our ptime: refuse it rather
             // than hand back a partial frame.
             return Err(OpusError::BadPacket);
@@ -157,9 +163,23 @@ impl OpusDecoder {
         Ok(())
     }
 
-    /// Packet loss concealment for one missing 20 ms frame.
+    /// Decodes a received packet of any duration libopus allows (2.5 to
+    /// 120 ms) into `out` (room for 120 ms serves every packet); returns
+    /// the samples decoded.
+    pub fn decode_packet(&mut self, packet: &[u8], out: &mut [i16]) -> Result<usize, OpusError> {
+        if packet.is_empty() || packet.len() > MAX_PACKET {
+            return Err(OpusError::BadPacket);
+        }
+        let room = out.len().min(6 * self.frame);
+        self.inner
+            .decode(Some(packet), &mut out[..room], false)
+            .map_err(|_| OpusError::BadPacket)
+    }
+
+    /// Packet loss concealment for one missing packet (`out` is its
+    /// duration: a whole number of 2.5 ms steps, up to 120 ms).
     pub fn conceal(&mut self, out: &mut [i16]) -> Result<(), OpusError> {
-        self.check_out(out)?;
+        self.check_span(out)?;
         self.inner
             .decode(None::<&[u8]>, &mut out[..], false)
             .map_err(|_| OpusError::Codec("plc"))?;
@@ -170,7 +190,7 @@ impl OpusDecoder {
     /// (falls back to concealment inside libopus when `next` carries none).
     /// `next` itself must then be decoded normally.
     pub fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<(), OpusError> {
-        self.check_out(out)?;
+        self.check_span(out)?;
         if next.is_empty() || next.len() > MAX_PACKET {
             return Err(OpusError::BadPacket);
         }

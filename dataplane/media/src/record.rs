@@ -296,9 +296,9 @@ impl<W: Write + Seek> Recording<W> {
                     self.undecodable += 1;
                     return;
                 };
-                let len = dec.frame_len();
-                match dec.decode(payload, &mut self.scratch[..len]) {
-                    Ok(()) => len,
+                // Any packet duration (the scratch holds 120 ms).
+                match dec.decode_packet(payload, &mut self.scratch) {
+                    Ok(n) => n,
                     Err(_) => {
                         self.undecodable += 1;
                         return;

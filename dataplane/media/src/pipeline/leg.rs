@@ -34,6 +34,10 @@ pub(crate) struct DecodePath {
     /// Bumped when the buffer restarts (new talkspurt, resync): the stream
     /// fed from it then counts as a new source for the rewriter.
     pub talkspurt: u32,
+    /// Decoded audio short of a whole 20 ms frame (the far end's packets
+    /// are not 20 ms long), played with the next packet's.
+    pub carry: [i16; super::MAX_FRAME],
+    pub carry_len: usize,
 }
 
 /// Send side of a generated stream: encoder and our own counters (mapped
@@ -91,6 +95,8 @@ impl LegState {
                     jb: JitterBuffer::new(now, jcfg),
                     dec: AudioDecoder::new(&codec)?,
                     talkspurt: 0,
+                    carry: [0; super::MAX_FRAME],
+                    carry_len: 0,
                 })),
                 Some(Box::new(EncodePath {
                     enc: AudioEncoder::new(&codec)?,

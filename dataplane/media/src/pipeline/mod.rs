@@ -70,6 +70,8 @@ const EVENT_QUEUE: usize = 32;
 const PTIME: Duration = Duration::from_millis(20);
 /// Largest 20 ms frame (48 kHz).
 const MAX_FRAME: usize = 960;
+/// Largest packet decoded at once: 120 ms at 48 kHz (Opus's longest).
+const MAX_DECODE: usize = 6 * MAX_FRAME;
 
 /// Per-mode state.
 enum Mode {
@@ -83,7 +85,8 @@ enum Mode {
 
 /// Scratch buffers (allocated once per pipeline).
 struct Scratch {
-    pcm: [i16; MAX_FRAME],
+    /// Decoded audio: a leg's carried-over samples, then a packet's.
+    pcm: [i16; MAX_FRAME + MAX_DECODE],
     pcm2: [i16; MAX_FRAME],
     payload: [u8; MAX_PACKET_LEN],
 }
@@ -208,7 +211,7 @@ impl Pipeline {
             events: VecDeque::with_capacity(EVENT_QUEUE),
             events_dropped: 0,
             scratch: Box::new(Scratch {
-                pcm: [0; MAX_FRAME],
+                pcm: [0; MAX_FRAME + MAX_DECODE],
                 pcm2: [0; MAX_FRAME],
                 payload: [0; MAX_PACKET_LEN],
             }),
@@ -577,38 +580,63 @@ impl Pipeline {
         }
     }
 
-    /// Plays out every frame due in `leg`'s jitter buffer.
+    /// Plays out every packet due in `leg`'s jitter buffer, whatever its
+    /// duration: decoded audio goes on in 20 ms frames, and what is short
+    /// of a whole frame waits for the next packet's.
     fn playout(&mut self, now: Instant, leg: Leg) {
+        let i = leg.index();
         loop {
-            let i = leg.index();
             let Some(l) = &mut self.legs[i] else { return };
             let Some(rx) = &mut l.rx else { return };
-            let n = l.cfg.codec.frame_samples();
-            let pcm = &mut self.scratch.pcm[..n];
+            let frame = l.cfg.codec.frame_samples();
+            let rate = u128::from(l.cfg.codec.pcm_rate);
+            // A lost packet is as long as the far end's packets, in whole
+            // 2.5 ms steps (what Opus can conceal).
+            let step = (l.cfg.codec.pcm_rate / 400).max(1) as usize;
+            let lost = (rx.jb.ptime().as_micros() * rate / 1_000_000) as usize;
+            let lost = (lost / step * step).clamp(step, MAX_DECODE);
+            let carry = rx.carry_len;
+            let pcm = &mut self.scratch.pcm;
+            pcm[..carry].copy_from_slice(&rx.carry[..carry]);
+            let room = &mut pcm[carry..carry + MAX_DECODE];
             let talkspurt = rx.talkspurt;
             use crate::jitter::Playout;
             let res = match rx.jb.pop(now) {
                 None => return,
-                Some(Playout::Frame { payload, .. }) => rx.dec.decode(payload, pcm),
-                Some(Playout::Lost { next, .. }) => rx.dec.conceal(next, pcm),
+                Some(Playout::Frame { payload, .. }) => rx.dec.decode_packet(payload, room),
+                Some(Playout::Lost { next, .. }) => {
+                    rx.dec.conceal(next, &mut room[..lost]).map(|()| lost)
+                }
             };
-            if res.is_err() {
+            let n = res.unwrap_or_else(|_| {
                 l.stats.codec_errors += 1;
-                pcm.fill(0);
-            }
+                room[..frame].fill(0);
+                frame
+            });
             if let Some(det) = &mut l.inband
                 && l.cfg.codec.pcm_rate == 8_000
-                && let Some(digit) = det.push(&self.scratch.pcm[..n])
+                && let Some(digit) = det.push(&pcm[carry..carry + n])
             {
                 self.emit(Event::Dtmf { leg, digit });
             }
-            self.deliver_decoded(now, leg, n, talkspurt);
+            let total = carry + n;
+            let whole = total - total % frame.max(1);
+            for start in (0..whole).step_by(frame.max(1)) {
+                self.deliver_decoded(now, leg, start, frame, talkspurt);
+            }
+            let Some(rx) = self.legs[i].as_mut().and_then(|l| l.rx.as_mut()) else {
+                return;
+            };
+            rx.carry_len = total - whole;
+            rx.carry[..total - whole].copy_from_slice(&self.scratch.pcm[whole..total]);
         }
     }
 
-    /// Sends a decoded frame (in `scratch.pcm[..n]`) where this mode wants it.
-    fn deliver_decoded(&mut self, now: Instant, from: Leg, n: usize, talkspurt: u32) {
+    /// Sends a decoded 20 ms frame (in `scratch.pcm[start..start + n]`)
+    /// where this mode wants it.
+    fn deliver_decoded(&mut self, now: Instant, from: Leg, start: usize, n: usize, talkspurt: u32) {
         let Scratch { pcm, pcm2, payload } = &mut *self.scratch;
+        let pcm = &pcm[start..start + n];
         match &mut self.mode {
             Mode::Relay => {}
             Mode::Transcode { resample } => {

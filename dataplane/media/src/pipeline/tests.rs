@@ -436,6 +436,81 @@ fn transcode_pcmu_to_pcma_keeps_audio_and_paces_one_frame_per_ptime() {
     assert_eq!(h.p.stats(Leg::B).unwrap().rtp_out, out.len() as u64);
 }
 
+/// PCMU packets of `ms` milliseconds from A (a 1 kHz tone), paced at
+/// their own duration; `skip` are lost.
+fn feed_ptime(h: &mut Harness, ms: u32, packets: u32, skip: &[u32]) {
+    let n = 8 * ms as usize;
+    let x = sine(1000.0, 8000, 8000.0, n * packets as usize, 0);
+    for i in 0..packets {
+        if !skip.contains(&i) {
+            let f = ulaw_frame(&x[i as usize * n..][..n]);
+            let v = h.rtp(
+                Leg::A,
+                FAR_A,
+                &packet(0, i as u16, i * n as u32, 42, i == 0, &f),
+            );
+            assert_eq!(v, Verdict::Buffered, "packet {i}");
+        }
+        h.advance(Duration::from_millis(u64::from(ms)));
+    }
+}
+
+#[test]
+fn transcode_takes_packets_of_any_duration_and_sends_20_ms_frames() {
+    for (ms, lost) in [(30u32, None), (10, None), (60, None), (30, Some(20u32))] {
+        let t0 = Instant::now();
+        let p = Pipeline::bridge(
+            t0,
+            cfg(),
+            leg(CodecSpec::pcmu(), 1, FAR_A),
+            leg(CodecSpec::pcma(), 2, FAR_B),
+        )
+        .unwrap();
+        let mut h = Harness::new(p, t0);
+        let packets = 1200 / ms;
+        feed_ptime(&mut h, ms, packets, &lost.into_iter().collect::<Vec<_>>());
+        h.advance(Duration::from_millis(300));
+        let out = h.rtp_to(Leg::B);
+        // 1.2 s of audio in 20 ms frames (a lost packet concealed for its
+        // whole duration), then concealment until the stream counts as
+        // paused (200 ms and up to a packet more); until the duration is
+        // learned (the third packet) a gap is concealed 20 ms at a time.
+        assert!(
+            (60..=78).contains(&out.len()),
+            "{ms} ms: {} frames",
+            out.len()
+        );
+        let mut pcm = Vec::new();
+        for (i, p) in out.iter().enumerate() {
+            assert_eq!(p.payload().len(), 160);
+            assert_eq!(p.timestamp(), 50_000 + 160 * i as u32);
+            let mut f = [0i16; 160];
+            Law::Alaw.decode(p.payload(), &mut f);
+            pcm.extend_from_slice(&f);
+        }
+        let y = &pcm[800..8000];
+        assert!(
+            power_i16(y, 1000.0, 8000.0) > 100.0 * power_i16(y, 1700.0, 8000.0),
+            "{ms} ms: the tone survives"
+        );
+        let a = h.p.stats(Leg::A).unwrap();
+        assert_eq!(a.codec_errors, 0, "{ms} ms");
+    }
+}
+
+#[test]
+fn ai_tap_takes_30_ms_packets() {
+    let t0 = Instant::now();
+    let (mut h, mut engine) = tap_pipeline(t0, true);
+    feed_ptime(&mut h, 30, 20, &[]);
+    let mut got = vec![0i16; 16_000];
+    let n = engine.read_caller(&mut got);
+    // 600 ms of caller audio, at 16 kHz, in whole 20 ms frames.
+    assert_eq!(n, 30 * 320, "{n}");
+    let y = &got[320 * 3..n];
+    assert!(power_i16(y, 1000.0, 16_000.0) > 100.0 * power_i16(y, 1900.0, 16_000.0));
+}
+
 #[test]
 fn transcode_output_is_paced_by_playout_not_arrival() {
     let t0 = Instant::now();
