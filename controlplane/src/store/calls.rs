@@ -5,9 +5,11 @@
 use codeb_types::{CallId, CallStatus, E164, TrunkId, UtcMillis};
 use sqlx::AssertSqlSafe;
 
+use super::sqlite_read::{self, Cols, Conn, Param, Row};
 use super::tx::on_tx;
 use super::{
-    AttemptEnd, Page, Result, RowExt, Store, StoreError, WritePool, col, ms, on_pool, opt_ms,
+    AttemptEnd, JsonPage, Page, Result, RowExt, Store, StoreError, WritePool, col, ms, on_pool,
+    opt_ms,
 };
 
 /// A validated call request, ready to store.
@@ -66,6 +68,73 @@ pub struct CallRecord {
     pub retries_left: i64,
 }
 
+/// A call as a list page reads it: the text borrows the row it came from
+/// (SQLite's row buffer on the read path, a `CallRecord` otherwise).
+/// Fields are in the order `call_columns!` selects them.
+#[derive(Debug, Clone, Copy)]
+pub struct CallRow<'a> {
+    pub call_id: &'a str,
+    pub tenant: &'a str,
+    pub requested_by: &'a str,
+    pub phone: &'a str,
+    pub display_name: &'a str,
+    pub email: &'a str,
+    pub model: &'a str,
+    pub voice: &'a str,
+    pub language: &'a str,
+    pub max_seconds: i64,
+    pub retries: i64,
+    pub retry_delay_minutes: i64,
+    pub trunk_id: Option<&'a str>,
+    pub status: CallStatus,
+    pub created_at: UtcMillis,
+    pub scheduled_for: Option<UtcMillis>,
+    pub dispatched_at: Option<UtcMillis>,
+    pub answered_at: Option<UtcMillis>,
+    pub ended_at: Option<UtcMillis>,
+    pub ended_reason: &'a str,
+    pub duration_sec: i64,
+    pub transcript_path: &'a str,
+    pub error_detail: &'a str,
+    pub attempt: i64,
+    pub retries_left: i64,
+}
+
+impl CallRecord {
+    pub fn as_row(&self) -> CallRow<'_> {
+        CallRow {
+            call_id: self.call_id.as_str(),
+            tenant: &self.tenant,
+            requested_by: &self.requested_by,
+            phone: &self.phone,
+            display_name: &self.display_name,
+            email: &self.email,
+            model: &self.model,
+            voice: &self.voice,
+            language: &self.language,
+            max_seconds: self.max_seconds,
+            retries: self.retries,
+            retry_delay_minutes: self.retry_delay_minutes,
+            trunk_id: self.trunk_id.as_deref(),
+            status: self.status,
+            created_at: self.created_at,
+            scheduled_for: self.scheduled_for,
+            dispatched_at: self.dispatched_at,
+            answered_at: self.answered_at,
+            ended_at: self.ended_at,
+            ended_reason: &self.ended_reason,
+            duration_sec: self.duration_sec,
+            transcript_path: &self.transcript_path,
+            error_detail: &self.error_detail,
+            attempt: self.attempt,
+            retries_left: self.retries_left,
+        }
+    }
+}
+
+/// Renders one call of a list page as one JSON value.
+pub type RenderCall = fn(&CallRow<'_>, &mut Vec<u8>) -> serde_json::Result<()>;
+
 macro_rules! call_columns {
     () => {
         "call_id, tenant, requested_by, phone, display_name, email, model, \
@@ -105,6 +174,101 @@ fn call_from_row(row: &impl RowExt) -> Result<CallRecord> {
         error_detail: col(row, "error_detail")?,
         attempt: col(row, "attempt")?,
         retries_left: col(row, "retries_left")?,
+    })
+}
+
+/// Reads a row selected with `call_columns!`, in place. The same checks as
+/// `call_from_row`: a malformed id or an unknown status is a corrupt row.
+fn call_row<'r>(row: &'r Row<'_>) -> Result<CallRow<'r>> {
+    let mut c = Cols::new(row);
+    let call = CallRow {
+        call_id: c.text()?,
+        tenant: c.text()?,
+        requested_by: c.text()?,
+        phone: c.text()?,
+        display_name: c.text()?,
+        email: c.text()?,
+        model: c.text()?,
+        voice: c.text()?,
+        language: c.text()?,
+        max_seconds: c.int()?,
+        retries: c.int()?,
+        retry_delay_minutes: c.int()?,
+        trunk_id: c.opt_text()?,
+        status: {
+            let s = c.text()?;
+            CallStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("call status {s}")))?
+        },
+        created_at: UtcMillis(c.int()?),
+        scheduled_for: c.opt_int()?.map(UtcMillis),
+        dispatched_at: c.opt_int()?.map(UtcMillis),
+        answered_at: c.opt_int()?.map(UtcMillis),
+        ended_at: c.opt_int()?.map(UtcMillis),
+        ended_reason: c.text()?,
+        duration_sec: c.int()?,
+        transcript_path: c.text()?,
+        error_detail: c.text()?,
+        attempt: c.int()?,
+        retries_left: c.int()?,
+    };
+    c.finish()?;
+    CallId::parse(call.call_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(call)
+}
+
+/// ` AND status IN ('a', 'b')` for a status filter (empty: no clause).
+/// Statuses are from a closed enum, so inlining their spellings is safe and
+/// lets both dialects use the (tenant, status, ...) index.
+fn status_clause(statuses: &[CallStatus]) -> String {
+    if statuses.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!(" AND status IN ({})", list.join(", "))
+}
+
+/// A list page's total and rows on a SQLite reader connection, from one
+/// snapshot, each row rendered as it is read.
+fn read_calls(
+    conn: &Conn,
+    tenant: &str,
+    statuses: &[CallStatus],
+    limit: i64,
+    offset: i64,
+    render: RenderCall,
+) -> Result<JsonPage> {
+    // The statement text is the cache key: the set of statuses is put in
+    // one order, so each set is one cached statement.
+    let clause = status_clause(statuses);
+    sqlite_read::snapshot(conn, || {
+        let total = conn
+            .one_row(
+                &format!(
+                    "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM call_counts \
+                     WHERE tenant = ?1{clause}"
+                ),
+                &[Param::Text(tenant)],
+                |r| Cols::new(r).int(),
+            )?
+            .unwrap_or(0);
+        let mut page = JsonPage::new(total, limit);
+        conn.each_row(
+            &format!(
+                concat!(
+                    "SELECT ",
+                    call_columns!(),
+                    " FROM calls WHERE tenant = ?1{} ORDER BY created_at DESC, call_id DESC \
+                     LIMIT ?2 OFFSET ?3"
+                ),
+                clause
+            ),
+            &[Param::Text(tenant), Param::Int(limit), Param::Int(offset)],
+            |row| page.push_with(|out| Ok(render(&call_row(row)?, out)?)),
+        )?;
+        Ok(page)
     })
 }
 
@@ -219,18 +383,7 @@ impl Store {
         offset: i64,
     ) -> Result<Page<CallRecord>> {
         on_pool!(self, |pool| {
-            // Statuses are from a closed enum, so inlining their spellings is
-            // safe and lets both dialects use the (tenant, status, ...) index.
-            let status_clause = if filter.statuses.is_empty() {
-                String::new()
-            } else {
-                let list: Vec<String> = filter
-                    .statuses
-                    .iter()
-                    .map(|s| format!("'{}'", s.as_str()))
-                    .collect();
-                format!(" AND status IN ({})", list.join(", "))
-            };
+            let status_clause = status_clause(&filter.statuses);
             // Totals come from the trigger-maintained counts (migration 0002).
             let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM call_counts WHERE tenant = $1{status_clause}"
@@ -256,6 +409,33 @@ impl Store {
             let items = rows.iter().map(call_from_row).collect::<Result<_>>()?;
             Ok(Page { items, total })
         })
+    }
+
+    /// `list_calls` with each row rendered by `render` as it is read: on
+    /// SQLite in place on the read path, elsewhere from the records.
+    pub async fn list_calls_json(
+        &self,
+        tenant: &str,
+        filter: &CallFilter,
+        limit: i64,
+        offset: i64,
+        render: RenderCall,
+    ) -> Result<JsonPage> {
+        let Some(readers) = &self.readers else {
+            let page = self.list_calls(tenant, filter, limit, offset).await?;
+            let mut out = JsonPage::new(page.total, limit);
+            for c in &page.items {
+                out.push_with(|buf| Ok(render(&c.as_row(), buf)?))?;
+            }
+            return Ok(out);
+        };
+        let tenant = tenant.to_owned();
+        let mut statuses = filter.statuses.clone();
+        statuses.sort_by_key(|s| CallStatus::ALL.iter().position(|a| a == s));
+        statuses.dedup();
+        readers
+            .run(move |conn| read_calls(conn, &tenant, &statuses, limit, offset, render))
+            .await
     }
 
     /// Cancels a call that has not reached a switch; reports what it found

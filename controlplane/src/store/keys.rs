@@ -4,6 +4,7 @@
 
 use codeb_types::{ApiKeyId, UserId, UtcMillis};
 
+use super::sqlite_read::{Cols, Param};
 use super::{Page, Result, RowExt, Store, StoreError, WritePool, col, ms, on_pool, opt_ms};
 
 #[derive(Debug, Clone)]
@@ -87,8 +88,39 @@ impl Store {
         })
     }
 
-    /// The live (not revoked) key with this hash.
+    /// The live (not revoked) key with this hash. Every request with an
+    /// API key asks this, so on SQLite it takes the read path; a key
+    /// revoked a moment ago is already gone from the next read.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>> {
+        if let Some(readers) = &self.readers {
+            let key_hash = key_hash.to_owned();
+            return readers
+                .run(move |conn| {
+                    conn.one_row(
+                        concat!(
+                            "SELECT ",
+                            key_columns!(),
+                            " FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL"
+                        ),
+                        &[Param::Text(&key_hash)],
+                        |row| {
+                            let mut c = Cols::new(row);
+                            let key = ApiKeyRecord {
+                                id: ApiKeyId::parse(c.text()?)
+                                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                                tenant: c.text()?.to_owned(),
+                                name: c.text()?.to_owned(),
+                                created_by: c.text()?.to_owned(),
+                                created_at: UtcMillis(c.int()?),
+                                last_used_at: c.opt_int()?.map(UtcMillis),
+                            };
+                            c.finish()?;
+                            Ok(key)
+                        },
+                    )
+                })
+                .await;
+        }
         on_pool!(self, |pool| {
             let sql = concat!(
                 "SELECT ",

@@ -9,8 +9,11 @@ use std::path::PathBuf;
 use codeb_types::UtcMillis;
 use serde::{Deserialize, Serialize};
 
+use super::sqlite_read::{self, Cols, Conn, Param, Row};
 use super::tx::{StoreTx, on_tx};
-use super::{Page, Pool, Result, RowExt, Store, StoreError, col, like_escape, ms, on_pool, opt_ms};
+use super::{
+    JsonPage, Page, Pool, Result, RowExt, Store, StoreError, col, like_escape, ms, on_pool, opt_ms,
+};
 
 /// One utterance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +93,245 @@ macro_rules! list_columns {
     outcome, voice, language, model, trunk_id, answered, error_detail, tokens_total, \
     tokens_prompt, input_turns, output_turns, turn_count, size, source, file"
     };
+}
+
+/// A transcript as a list page reads it: the text borrows the row it came
+/// from (SQLite's row buffer on the read path, a `TranscriptRecord`
+/// otherwise). Fields are in the order `list_columns!` selects them.
+#[derive(Debug, Clone, Copy)]
+pub struct TranscriptRow<'a> {
+    pub call_id: &'a str,
+    pub tenant: &'a str,
+    pub caller_source: &'a str,
+    pub started_at: UtcMillis,
+    pub answered_at: Option<UtcMillis>,
+    pub ended_at: Option<UtcMillis>,
+    pub mtime: UtcMillis,
+    pub duration_sec: i64,
+    pub rule: &'a str,
+    pub caller: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub number: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+    pub requested_by: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub outcome: &'a str,
+    pub voice: Option<&'a str>,
+    pub language: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub trunk_id: Option<&'a str>,
+    pub answered: Option<bool>,
+    pub error_detail: Option<&'a str>,
+    pub tokens_total: i64,
+    pub tokens_prompt: Option<i64>,
+    pub input_turns: i64,
+    pub output_turns: i64,
+    pub turn_count: i64,
+    pub size: i64,
+    pub source: Option<&'a str>,
+    pub file: &'a str,
+}
+
+impl TranscriptRecord {
+    pub fn as_row(&self) -> TranscriptRow<'_> {
+        TranscriptRow {
+            call_id: &self.call_id,
+            tenant: &self.tenant,
+            caller_source: &self.caller_source,
+            started_at: self.started_at,
+            answered_at: self.answered_at,
+            ended_at: self.ended_at,
+            mtime: self.mtime,
+            duration_sec: self.duration_sec,
+            rule: &self.rule,
+            caller: self.caller.as_deref(),
+            phone: self.phone.as_deref(),
+            number: self.number.as_deref(),
+            display_name: self.display_name.as_deref(),
+            requested_by: self.requested_by.as_deref(),
+            email: self.email.as_deref(),
+            outcome: &self.outcome,
+            voice: self.voice.as_deref(),
+            language: self.language.as_deref(),
+            model: self.model.as_deref(),
+            trunk_id: self.trunk_id.as_deref(),
+            answered: self.answered,
+            error_detail: self.error_detail.as_deref(),
+            tokens_total: self.tokens_total,
+            tokens_prompt: self.tokens_prompt,
+            input_turns: self.input_turns,
+            output_turns: self.output_turns,
+            turn_count: self.turn_count,
+            size: self.size,
+            source: self.source.as_deref(),
+            file: &self.file,
+        }
+    }
+}
+
+/// Renders one transcript of a list page as one JSON value.
+pub type RenderTranscript = fn(&TranscriptRow<'_>, &mut Vec<u8>) -> serde_json::Result<()>;
+
+/// Reads a row selected with `list_columns!`, in place.
+fn transcript_row<'r>(row: &'r Row<'_>) -> Result<TranscriptRow<'r>> {
+    let mut c = Cols::new(row);
+    let t = TranscriptRow {
+        call_id: c.text()?,
+        tenant: c.text()?,
+        caller_source: c.text()?,
+        started_at: UtcMillis(c.int()?),
+        answered_at: c.opt_int()?.map(UtcMillis),
+        ended_at: c.opt_int()?.map(UtcMillis),
+        mtime: UtcMillis(c.int()?),
+        duration_sec: c.int()?,
+        rule: c.text()?,
+        caller: c.opt_text()?,
+        phone: c.opt_text()?,
+        number: c.opt_text()?,
+        display_name: c.opt_text()?,
+        requested_by: c.opt_text()?,
+        email: c.opt_text()?,
+        outcome: c.text()?,
+        voice: c.opt_text()?,
+        language: c.opt_text()?,
+        model: c.opt_text()?,
+        trunk_id: c.opt_text()?,
+        answered: c.opt_int()?.map(|v| v != 0),
+        error_detail: c.opt_text()?,
+        tokens_total: c.int()?,
+        tokens_prompt: c.opt_int()?,
+        input_turns: c.int()?,
+        output_turns: c.int()?,
+        turn_count: c.int()?,
+        size: c.int()?,
+        source: c.opt_text()?,
+        file: c.text()?,
+    };
+    c.finish()?;
+    Ok(t)
+}
+
+/// A transcript list's criteria, as bound to the queries (absent ones are
+/// NULL, so each query shape is one statement).
+#[derive(Debug, Clone)]
+struct ListArgs {
+    tenant: String,
+    since: Option<i64>,
+    /// `%q%` for LIKE, wildcards escaped.
+    pattern: Option<String>,
+    /// `"q"` for the SQLite FTS5 trigram index (three characters or more).
+    phrase: Option<String>,
+    src_a: Option<&'static str>,
+    src_b: Option<&'static str>,
+    limit: i64,
+    offset: i64,
+}
+
+impl ListArgs {
+    fn new(tenant: &str, filter: &TranscriptFilter, limit: i64, offset: i64) -> ListArgs {
+        let q = filter.q.as_ref().map(|q| q.to_lowercase());
+        let src_a = filter.caller_sources.first().copied();
+        ListArgs {
+            tenant: tenant.to_owned(),
+            since: filter.since.map(|t| t.0),
+            pattern: q.as_ref().map(|q| format!("%{}%", like_escape(q))),
+            phrase: q
+                .as_ref()
+                .filter(|q| q.chars().count() >= 3)
+                .map(|q| format!("\"{}\"", q.replace('"', "\"\""))),
+            src_a,
+            src_b: filter.caller_sources.get(1).copied().or(src_a),
+            limit,
+            offset,
+        }
+    }
+
+    /// Without a text or time criterion the total comes from the
+    /// trigger-maintained counts.
+    fn counted(&self) -> bool {
+        self.pattern.is_none() && self.since.is_none()
+    }
+}
+
+// SQLite's statements, in `?N` form (numbered parameters, so the FTS
+// phrase can be ?8 wherever it appears), for the read path and the pool.
+// `q` is a case-insensitive substring: the FTS5 trigram index narrows rows
+// first (a quoted phrase matches exactly that substring, for three or more
+// characters; CROSS JOIN makes SQLite read the matches first instead of
+// walking every row of the tenant) and LIKE confirms.
+macro_rules! sqlite_filter {
+    () => {
+        "tenant = ?1 AND (?2 IS NULL OR started_at >= ?2) \
+         AND (?3 IS NULL OR transcripts.search_text LIKE ?3 ESCAPE '\\') \
+         AND (?4 IS NULL OR caller_source = ?4 OR caller_source = ?5)"
+    };
+}
+macro_rules! sqlite_fts_from {
+    () => {
+        " FROM transcripts_fts CROSS JOIN transcripts \
+         ON transcripts.rowid = transcripts_fts.rowid \
+         WHERE transcripts_fts MATCH ?8 AND "
+    };
+}
+const SQLITE_COUNTED: &str = "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM transcript_counts \
+     WHERE tenant = ?1 AND (?2 IS NULL OR caller_source = ?2 OR caller_source = ?3)";
+const SQLITE_COUNT_FTS: &str = concat!("SELECT COUNT(*)", sqlite_fts_from!(), sqlite_filter!());
+const SQLITE_COUNT: &str = concat!("SELECT COUNT(*) FROM transcripts WHERE ", sqlite_filter!());
+const SQLITE_PAGE_FTS: &str = concat!(
+    "SELECT ",
+    list_columns!(),
+    sqlite_fts_from!(),
+    sqlite_filter!(),
+    " ORDER BY started_at DESC, call_id DESC LIMIT ?6 OFFSET ?7"
+);
+const SQLITE_PAGE: &str = concat!(
+    "SELECT ",
+    list_columns!(),
+    " FROM transcripts WHERE ",
+    sqlite_filter!(),
+    " ORDER BY started_at DESC, call_id DESC LIMIT ?6 OFFSET ?7"
+);
+
+/// A transcript list page on a SQLite reader connection: total and rows
+/// from one snapshot, each row rendered as it is read.
+fn read_transcripts(conn: &Conn, a: &ListArgs, render: RenderTranscript) -> Result<JsonPage> {
+    // ?1..?8 as the statements number them; a statement is given exactly
+    // as many as its highest number.
+    let all = [
+        Param::Text(&a.tenant),
+        a.since.into(),
+        a.pattern.as_deref().into(),
+        a.src_a.into(),
+        a.src_b.into(),
+        Param::Int(a.limit),
+        Param::Int(a.offset),
+        a.phrase.as_deref().into(),
+    ];
+    sqlite_read::snapshot(conn, || {
+        let (sql, params) = if a.counted() {
+            (
+                SQLITE_COUNTED,
+                &[Param::Text(&a.tenant), a.src_a.into(), a.src_b.into()][..],
+            )
+        } else if a.phrase.is_some() {
+            (SQLITE_COUNT_FTS, &all[..])
+        } else {
+            (SQLITE_COUNT, &all[..5])
+        };
+        let total = conn
+            .one_row(sql, params, |r| Cols::new(r).int())?
+            .unwrap_or(0);
+        let (sql, params) = if a.phrase.is_some() {
+            (SQLITE_PAGE_FTS, &all[..])
+        } else {
+            (SQLITE_PAGE, &all[..7])
+        };
+        let mut page = JsonPage::new(total, a.limit);
+        conn.each_row(sql, params, |row| {
+            page.push_with(|out| Ok(render(&transcript_row(row)?, out)?))
+        })?;
+        Ok(page)
+    })
 }
 
 fn transcript_from_row(row: &impl RowExt, with_turns: bool) -> Result<TranscriptRecord> {
@@ -273,21 +515,8 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Page<TranscriptRecord>> {
-        // Absent criteria are bound as NULL, so each dialect has one
-        // statement. `q` is a case-insensitive substring (LIKE with its
-        // wildcards escaped). PostgreSQL answers it from the trigram GIN
-        // index; SQLite first narrows rows with the FTS5 trigram index
-        // (a quoted phrase matches exactly that substring, for three or
-        // more characters) and LIKE confirms.
-        let q = filter.q.as_ref().map(|q| q.to_lowercase());
-        let pattern = q.as_ref().map(|q| format!("%{}%", like_escape(q)));
-        let phrase = q
-            .as_ref()
-            .filter(|q| q.chars().count() >= 3)
-            .map(|q| format!("\"{}\"", q.replace('"', "\"\"")));
-        let since = filter.since.map(|t| t.0);
-        let src_a = filter.caller_sources.first().copied();
-        let src_b = filter.caller_sources.get(1).copied().or(src_a);
+        let a = ListArgs::new(tenant, filter, limit, offset);
+        // PostgreSQL answers `q` from the trigram GIN index.
         macro_rules! transcript_filter {
             () => {
                 "tenant = $1 AND ($2 IS NULL OR started_at >= $2) \
@@ -295,100 +524,49 @@ impl Store {
                  AND ($4 IS NULL OR caller_source = $4 OR caller_source = $5)"
             };
         }
-        // With a phrase, SQLite reads the matching rows out of the FTS index
-        // first (CROSS JOIN fixes that order) instead of walking every row
-        // of the tenant and probing the index for each.
-        macro_rules! sqlite_fts_from {
-            () => {
-                " FROM transcripts_fts CROSS JOIN transcripts \
-                 ON transcripts.rowid = transcripts_fts.rowid \
-                 WHERE transcripts_fts MATCH $8 AND "
-            };
-        }
         const COUNTS: &str = "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM transcript_counts \
              WHERE tenant = $1 AND ($2 IS NULL OR caller_source = $2 OR caller_source = $3)";
-        let counted = pattern.is_none() && since.is_none();
         let (total, rows) = match &self.pool {
             Pool::Sqlite(pool) => {
-                let total: i64 = match (&phrase, counted) {
-                    (_, true) => {
-                        sqlx::query_scalar(COUNTS)
-                            .bind(tenant)
-                            .bind(src_a)
-                            .bind(src_b)
-                            .fetch_one(pool)
-                            .await?
-                    }
-                    (Some(phrase), false) => {
-                        sqlx::query_scalar(concat!(
-                            "SELECT COUNT(*)",
-                            sqlite_fts_from!(),
-                            transcript_filter!()
-                        ))
-                        .bind(tenant)
-                        .bind(since)
-                        .bind(&pattern)
-                        .bind(src_a)
-                        .bind(src_b)
-                        .bind(limit)
-                        .bind(offset)
-                        .bind(phrase)
+                let total: i64 = if a.counted() {
+                    sqlx::query_scalar(SQLITE_COUNTED)
+                        .bind(&a.tenant)
+                        .bind(a.src_a)
+                        .bind(a.src_b)
                         .fetch_one(pool)
                         .await?
-                    }
-                    (None, false) => {
-                        sqlx::query_scalar(concat!(
-                            "SELECT COUNT(*) FROM transcripts WHERE ",
-                            transcript_filter!()
-                        ))
-                        .bind(tenant)
-                        .bind(since)
-                        .bind(&pattern)
-                        .bind(src_a)
-                        .bind(src_b)
-                        .fetch_one(pool)
-                        .await?
-                    }
+                } else {
+                    sqlx::query_scalar(if a.phrase.is_some() {
+                        SQLITE_COUNT_FTS
+                    } else {
+                        SQLITE_COUNT
+                    })
+                    .bind(&a.tenant)
+                    .bind(a.since)
+                    .bind(&a.pattern)
+                    .bind(a.src_a)
+                    .bind(a.src_b)
+                    .bind(a.limit)
+                    .bind(a.offset)
+                    .bind(&a.phrase)
+                    .fetch_one(pool)
+                    .await?
                 };
-                let rows = match &phrase {
-                    Some(phrase) => {
-                        sqlx::query(concat!(
-                            "SELECT ",
-                            list_columns!(),
-                            sqlite_fts_from!(),
-                            transcript_filter!(),
-                            " ORDER BY started_at DESC, call_id DESC LIMIT $6 OFFSET $7"
-                        ))
-                        .bind(tenant)
-                        .bind(since)
-                        .bind(&pattern)
-                        .bind(src_a)
-                        .bind(src_b)
-                        .bind(limit)
-                        .bind(offset)
-                        .bind(phrase)
-                        .fetch_all(pool)
-                        .await?
-                    }
-                    None => {
-                        sqlx::query(concat!(
-                            "SELECT ",
-                            list_columns!(),
-                            " FROM transcripts WHERE ",
-                            transcript_filter!(),
-                            " ORDER BY started_at DESC, call_id DESC LIMIT $6 OFFSET $7"
-                        ))
-                        .bind(tenant)
-                        .bind(since)
-                        .bind(&pattern)
-                        .bind(src_a)
-                        .bind(src_b)
-                        .bind(limit)
-                        .bind(offset)
-                        .fetch_all(pool)
-                        .await?
-                    }
-                };
+                let rows = sqlx::query(if a.phrase.is_some() {
+                    SQLITE_PAGE_FTS
+                } else {
+                    SQLITE_PAGE
+                })
+                .bind(&a.tenant)
+                .bind(a.since)
+                .bind(&a.pattern)
+                .bind(a.src_a)
+                .bind(a.src_b)
+                .bind(a.limit)
+                .bind(a.offset)
+                .bind(&a.phrase)
+                .fetch_all(pool)
+                .await?;
                 let items = rows
                     .iter()
                     .map(|r| transcript_from_row(r, false))
@@ -396,11 +574,11 @@ impl Store {
                 (total, items)
             }
             Pool::Postgres(pool) => {
-                let total: i64 = if counted {
+                let total: i64 = if a.counted() {
                     sqlx::query_scalar(COUNTS)
-                        .bind(tenant)
-                        .bind(src_a)
-                        .bind(src_b)
+                        .bind(&a.tenant)
+                        .bind(a.src_a)
+                        .bind(a.src_b)
                         .fetch_one(pool)
                         .await?
                 } else {
@@ -408,11 +586,11 @@ impl Store {
                         "SELECT COUNT(*) FROM transcripts WHERE ",
                         transcript_filter!()
                     ))
-                    .bind(tenant)
-                    .bind(since)
-                    .bind(&pattern)
-                    .bind(src_a)
-                    .bind(src_b)
+                    .bind(&a.tenant)
+                    .bind(a.since)
+                    .bind(&a.pattern)
+                    .bind(a.src_a)
+                    .bind(a.src_b)
                     .fetch_one(pool)
                     .await?
                 };
@@ -423,13 +601,13 @@ impl Store {
                     transcript_filter!(),
                     " ORDER BY started_at DESC, call_id DESC LIMIT $6 OFFSET $7"
                 ))
-                .bind(tenant)
-                .bind(since)
-                .bind(&pattern)
-                .bind(src_a)
-                .bind(src_b)
-                .bind(limit)
-                .bind(offset)
+                .bind(&a.tenant)
+                .bind(a.since)
+                .bind(&a.pattern)
+                .bind(a.src_a)
+                .bind(a.src_b)
+                .bind(a.limit)
+                .bind(a.offset)
                 .fetch_all(pool)
                 .await?;
                 let items = rows
@@ -440,6 +618,30 @@ impl Store {
             }
         };
         Ok(Page { items: rows, total })
+    }
+
+    /// `list_transcripts` with each row rendered by `render` as it is read:
+    /// on SQLite in place on the read path, elsewhere from the records.
+    pub async fn list_transcripts_json(
+        &self,
+        tenant: &str,
+        filter: &TranscriptFilter,
+        limit: i64,
+        offset: i64,
+        render: RenderTranscript,
+    ) -> Result<JsonPage> {
+        let Some(readers) = &self.readers else {
+            let page = self.list_transcripts(tenant, filter, limit, offset).await?;
+            let mut out = JsonPage::new(page.total, limit);
+            for t in &page.items {
+                out.push_with(|buf| Ok(render(&t.as_row(), buf)?))?;
+            }
+            return Ok(out);
+        };
+        let a = ListArgs::new(tenant, filter, limit, offset);
+        readers
+            .run(move |conn| read_transcripts(conn, &a, render))
+            .await
     }
 
     pub async fn transcript(
