@@ -2,16 +2,18 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use codeb_types::{CallId, CallStatus, E164, TrunkId, UtcMillis};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{JsonBody, ListEnvelope, Paging, QueryParams};
+use super::extract::{JsonBody, Paging, QueryParams};
+use super::json::{self, Iso};
 use super::validate;
 use crate::auth::Admin;
 use crate::crypto;
 use crate::state::AppState;
-use crate::store::{CallFilter, CallRecord, DISPATCH_LEASE_MS, HangupResult, NewCall};
+use crate::store::{CallFilter, CallRow, DISPATCH_LEASE_MS, HangupResult, NewCall};
 use crate::switch_link::{Dispatched, LinkError};
 
 pub const DEFAULT_MODEL: &str = "models/gemini-2.5-flash-native-audio-preview-12-2025";
@@ -65,32 +67,39 @@ pub struct CreateCallReply {
     pub status: String,
 }
 
-/// One call record, as both the list and `GET /calls/{id}` show it.
+/// One call record, as both the list and `GET /calls/{id}` show it. It
+/// borrows the row it shows, so a list page renders rows without copying
+/// their text.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CallView {
-    pub call_id: String,
-    pub tenant: String,
-    pub requested_by: String,
-    pub phone: String,
-    pub display_name: String,
-    pub email: String,
-    pub voice: String,
-    pub language: String,
-    pub model: String,
+pub struct CallView<'a> {
+    pub call_id: &'a str,
+    pub tenant: &'a str,
+    pub requested_by: &'a str,
+    pub phone: &'a str,
+    pub display_name: &'a str,
+    pub email: &'a str,
+    pub voice: &'a str,
+    pub language: &'a str,
+    pub model: &'a str,
     /// `scheduled`, `dispatching`, `in-flight`, `ended-success`,
     /// `ended-failed-retry-pending`, `ended-failed-final` or `cancelled`.
-    pub status: String,
-    pub created_at_utc: String,
-    pub scheduled_for_utc: Option<String>,
-    pub dispatched_at_utc: Option<String>,
-    pub answered_at_utc: Option<String>,
-    pub ended_at_utc: Option<String>,
-    pub ended_reason: String,
+    pub status: &'a str,
+    #[schema(value_type = String)]
+    pub created_at_utc: Iso,
+    #[schema(value_type = Option<String>)]
+    pub scheduled_for_utc: Option<Iso>,
+    #[schema(value_type = Option<String>)]
+    pub dispatched_at_utc: Option<Iso>,
+    #[schema(value_type = Option<String>)]
+    pub answered_at_utc: Option<Iso>,
+    #[schema(value_type = Option<String>)]
+    pub ended_at_utc: Option<Iso>,
+    pub ended_reason: &'a str,
     pub duration_sec: i64,
-    pub trunk_id: Option<String>,
-    pub transcript_path: String,
-    pub error_detail: String,
+    pub trunk_id: Option<&'a str>,
+    pub transcript_path: &'a str,
+    pub error_detail: &'a str,
     pub attempt: i64,
     pub retries_left: i64,
     pub retry_delay_minutes: i64,
@@ -108,14 +117,10 @@ pub struct HangupReply {
     pub was_noop: bool,
 }
 
-fn iso(t: Option<UtcMillis>) -> Option<String> {
-    t.map(UtcMillis::to_iso)
-}
-
-impl From<CallRecord> for CallView {
-    fn from(c: CallRecord) -> Self {
+impl<'a> From<&CallRow<'a>> for CallView<'a> {
+    fn from(c: &CallRow<'a>) -> Self {
         CallView {
-            call_id: c.call_id.to_string(),
+            call_id: c.call_id,
             tenant: c.tenant,
             requested_by: c.requested_by,
             phone: c.phone,
@@ -124,12 +129,12 @@ impl From<CallRecord> for CallView {
             voice: c.voice,
             language: c.language,
             model: c.model,
-            status: c.status.to_string(),
-            created_at_utc: c.created_at.to_iso(),
-            scheduled_for_utc: iso(c.scheduled_for),
-            dispatched_at_utc: iso(c.dispatched_at),
-            answered_at_utc: iso(c.answered_at),
-            ended_at_utc: iso(c.ended_at),
+            status: c.status.as_str(),
+            created_at_utc: Iso(c.created_at),
+            scheduled_for_utc: Iso::opt(c.scheduled_for),
+            dispatched_at_utc: Iso::opt(c.dispatched_at),
+            answered_at_utc: Iso::opt(c.answered_at),
+            ended_at_utc: Iso::opt(c.ended_at),
             ended_reason: c.ended_reason,
             duration_sec: c.duration_sec,
             trunk_id: c.trunk_id,
@@ -142,6 +147,11 @@ impl From<CallRecord> for CallView {
             retries: c.retries,
         }
     }
+}
+
+/// A list page's row renderer (runs on the store's read path).
+fn render_call(c: &CallRow<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    json::render(&CallView::from(c), out)
 }
 
 fn link_error(e: LinkError) -> ApiError {
@@ -329,7 +339,7 @@ pub async fn list(
     State(state): State<AppState>,
     Admin(who): Admin,
     query: QueryParams,
-) -> ApiResult<axum::Json<ListEnvelope<CallView>>> {
+) -> ApiResult<Response> {
     let paging = Paging::from_query(&query)?;
     let mut filter = CallFilter::default();
     if let Some(list) = query.get("status") {
@@ -347,16 +357,20 @@ pub async fn list(
     }
     let page = state
         .store
-        .list_calls(&who.tenant, &filter, paging.limit, paging.offset)
+        .list_calls_json(
+            &who.tenant,
+            &filter,
+            paging.limit,
+            paging.offset,
+            render_call,
+        )
         .await?;
-    let data = page.items.into_iter().map(CallView::from).collect();
-    Ok(axum::Json(ListEnvelope::new(
-        data,
-        page.total,
+    Ok(json::list_response(
+        page,
         paging,
         &query,
         "/api.ashx/v1/calls",
-    )))
+    ))
 }
 
 fn no_such_call(id: &str) -> ApiError {
@@ -368,14 +382,14 @@ pub async fn get_one(
     State(state): State<AppState>,
     Admin(who): Admin,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<CallView>> {
+) -> ApiResult<Response> {
     let call_id = CallId::parse(&id).map_err(|_| no_such_call(&id))?;
     let call = state
         .store
         .call(&who.tenant, &call_id)
         .await?
         .ok_or_else(|| no_such_call(&id))?;
-    Ok(axum::Json(call.into()))
+    Ok(axum::Json(CallView::from(&call.as_row())).into_response())
 }
 
 /// `POST /v1/calls/{id}/hangup`: idempotent.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod inbound_calls;
 pub mod inbound_routes;
+pub mod json;
 pub mod meta;
 pub mod numbers;
 pub mod openapi;
@@ -101,9 +102,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         req: Body::One(s::<calls::CreateCall>), resp: 200 Body::One(s::<calls::CreateCallReply>),
         post(calls::create)),
     ep!(GET "/api.ashx/v1/calls", "outbound-ai", Admin, "List outbound AI calls",
-        req: Body::None, resp: 200 Body::List(s::<calls::CallView>), get(calls::list)),
+        req: Body::None, resp: 200 Body::List(s::<calls::CallView<'static>>), get(calls::list)),
     ep!(GET "/api.ashx/v1/calls/{id}", "outbound-ai", Admin, "Get one call's status + outcome",
-        req: Body::None, resp: 200 Body::One(s::<calls::CallView>), get(calls::get_one)),
+        req: Body::None, resp: 200 Body::One(s::<calls::CallView<'static>>), get(calls::get_one)),
     ep!(POST "/api.ashx/v1/calls/{id}/hangup", "outbound-ai", Admin, "Cancel/terminate a call",
         req: Body::None, resp: 200 Body::One(s::<calls::HangupReply>), post(calls::hangup)),
     ep!(GET "/api.ashx/v1/numbers", "numbers", Admin, "List virtual numbers",
@@ -141,7 +142,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         req: Body::None, resp: 200 Body::One(s::<inbound_calls::InboundCallView>),
         get(inbound_calls::get_one)),
     ep!(GET "/api.ashx/v1/transcripts", "transcripts", Admin, "List transcripts",
-        req: Body::None, resp: 200 Body::List(s::<transcripts::TranscriptListItem>),
+        req: Body::None, resp: 200 Body::List(s::<transcripts::TranscriptListItem<'static>>),
         get(transcripts::list)),
     ep!(GET "/api.ashx/v1/transcripts/{callId}", "transcripts", Admin, "Get full transcript by callId",
         req: Body::None, resp: 200 Body::One(s::<transcripts::TranscriptView>),

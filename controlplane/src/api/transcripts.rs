@@ -3,52 +3,59 @@
 //! examples show (a vnum transcript has `number`, not `phone`).
 
 use axum::extract::{Path, State};
+use axum::response::Response;
 use codeb_types::UtcMillis;
 use serde::Serialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ListEnvelope, Paging, QueryParams};
+use super::extract::{Paging, QueryParams};
+use super::json::{self, Iso};
 use crate::auth::Admin;
 use crate::state::AppState;
-use crate::store::{TranscriptFilter, TranscriptRecord};
+use crate::store::{TranscriptFilter, TranscriptRecord, TranscriptRow};
 
 const MAX_Q_CHARS: usize = 200;
 
+/// One transcript of the list. It borrows the row it shows, so a page
+/// renders rows without copying their text.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TranscriptListItem {
-    pub call_id: String,
+pub struct TranscriptListItem<'a> {
+    pub call_id: &'a str,
     /// `outbound-ai`, `vnum` or `office-tab`.
-    pub caller_source: String,
-    pub started_utc: String,
+    pub caller_source: &'a str,
+    #[schema(value_type = String)]
+    pub started_utc: Iso,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ended_utc: Option<String>,
-    pub mtime_utc: String,
+    #[schema(value_type = Option<String>)]
+    pub ended_utc: Option<Iso>,
+    #[schema(value_type = String)]
+    pub mtime_utc: Iso,
     pub duration_sec: i64,
-    pub rule: String,
+    pub rule: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
+    pub phone: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub number: Option<String>,
+    pub number: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub caller: Option<String>,
+    pub caller: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    pub outcome: String,
+    pub display_name: Option<&'a str>,
+    pub outcome: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub voice: Option<String>,
+    pub voice: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
+    pub language: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub model: Option<&'a str>,
     pub tokens_total: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_prompt: Option<i64>,
     pub turn_count: i64,
     pub size: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    pub file: String,
+    pub source: Option<&'a str>,
+    pub file: &'a str,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -102,14 +109,14 @@ pub struct TranscriptView {
     pub turns: Vec<TurnView>,
 }
 
-impl From<TranscriptRecord> for TranscriptListItem {
-    fn from(t: TranscriptRecord) -> Self {
+impl<'a> From<&TranscriptRow<'a>> for TranscriptListItem<'a> {
+    fn from(t: &TranscriptRow<'a>) -> Self {
         TranscriptListItem {
             call_id: t.call_id,
             caller_source: t.caller_source,
-            started_utc: t.started_at.to_iso(),
-            ended_utc: t.ended_at.map(UtcMillis::to_iso),
-            mtime_utc: t.mtime.to_iso(),
+            started_utc: Iso(t.started_at),
+            ended_utc: Iso::opt(t.ended_at),
+            mtime_utc: Iso(t.mtime),
             duration_sec: t.duration_sec,
             rule: t.rule,
             phone: t.phone,
@@ -128,6 +135,11 @@ impl From<TranscriptRecord> for TranscriptListItem {
             file: t.file,
         }
     }
+}
+
+/// A list page's row renderer (runs on the store's read path).
+fn render_item(t: &TranscriptRow<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    json::render(&TranscriptListItem::from(t), out)
 }
 
 impl From<TranscriptRecord> for TranscriptView {
@@ -177,7 +189,7 @@ pub async fn list(
     State(state): State<AppState>,
     Admin(who): Admin,
     query: QueryParams,
-) -> ApiResult<axum::Json<ListEnvelope<TranscriptListItem>>> {
+) -> ApiResult<Response> {
     let paging = Paging::from_query(&query)?;
     let mut filter = TranscriptFilter::default();
     match query.get("source").filter(|s| !s.is_empty()) {
@@ -202,20 +214,20 @@ pub async fn list(
     }
     let page = state
         .store
-        .list_transcripts(&who.tenant, &filter, paging.limit, paging.offset)
+        .list_transcripts_json(
+            &who.tenant,
+            &filter,
+            paging.limit,
+            paging.offset,
+            render_item,
+        )
         .await?;
-    let data = page
-        .items
-        .into_iter()
-        .map(TranscriptListItem::from)
-        .collect();
-    Ok(axum::Json(ListEnvelope::new(
-        data,
-        page.total,
+    Ok(json::list_response(
+        page,
         paging,
         &query,
         "/api.ashx/v1/transcripts",
-    )))
+    ))
 }
 
 /// `GET /v1/transcripts/{callId}`
