@@ -67,9 +67,9 @@ pub struct CreateCallReply {
     pub status: String,
 }
 
-/// One call record, as both the list and `GET /calls/{id}` show it. It
-/// borrows the row it shows, so a list page renders rows without copying
-/// their text.
+// It borrows the row it shows, so a list page renders rows without copying
+// their text (a `///` line here would change the OpenAPI description).
+/// One call record, as both the list and `GET /calls/{id}` show it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallView<'a> {

@@ -16,8 +16,9 @@ use crate::store::{TranscriptFilter, TranscriptRecord, TranscriptRow};
 
 const MAX_Q_CHARS: usize = 200;
 
-/// One transcript of the list. It borrows the row it shows, so a page
-/// renders rows without copying their text.
+// One transcript of the list. It borrows the row it shows, so a page
+// renders rows without copying their text (a doc comment would add an
+// OpenAPI description).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TranscriptListItem<'a> {
