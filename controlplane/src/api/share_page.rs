@@ -1,11 +1,12 @@
 //! The public page behind a share link: the transcript as a small,
 //! self-contained HTML document. Everything from the transcript is
 //! HTML-escaped; the page loads nothing (its Content-Security-Policy says
-//! so) and sends no Referer, so the token in its URL does not leak.
+//! so) and sends no Referer, so the token in its URL does not leak. A link
+//! that does not work gets an HTML 404 page with the same headers.
 
 use std::fmt::Write as _;
 
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use codeb_types::UtcMillis;
 
@@ -75,13 +76,32 @@ pub fn render(t: &TranscriptRecord) -> String {
 
 /// The page as a response, with the headers that keep it contained.
 pub fn response(t: &TranscriptRecord) -> Response {
-    let mut resp = render(t).into_response();
+    contained(render(t).into_response())
+}
+
+/// What an unknown, revoked or expired link shows: a 404 page that says
+/// nothing about which, contained like the transcript page (a browser
+/// shows it, and its URL still carries a token).
+pub fn not_found() -> Response {
+    let page = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+                <meta name=\"robots\" content=\"noindex\"><title>Share link not found</title>\
+                </head><body><h1>No such share link</h1>\
+                <p>It may have expired or been revoked.</p></body></html>";
+    contained((StatusCode::NOT_FOUND, page).into_response())
+}
+
+/// A public page whose URL is a secret: nothing may load, run, frame it,
+/// post from it, rebase its links or learn its URL through a Referer; no
+/// sniffing; no indexing. (`Cache-Control: no-store` comes from the
+/// router, for every response.)
+fn contained(mut resp: Response) -> Response {
     let headers = resp.headers_mut();
     for (k, v) in [
         (header::CONTENT_TYPE, "text/html; charset=utf-8"),
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'",
         ),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ClientIp, ListEnvelope, OptionalJsonBody, Paging, QueryParams};
+use super::share_page;
 use crate::auth::Admin;
 use crate::crypto;
 use crate::state::AppState;
@@ -184,29 +185,32 @@ fn is_token_shape(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// `GET /share/{token}`: public. An unknown, revoked or expired token is a
-/// plain 404 that says nothing about which.
+/// `GET /share/{token}`: public. An unknown, revoked or expired token gets
+/// the HTML not-found page (404), which says nothing about which.
 pub async fn page(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(token): Path<String>,
 ) -> ApiResult<Response> {
-    let gone = || ApiError::not_found("No such share link (it may have expired or been revoked)");
     if !is_token_shape(&token) {
-        return Err(gone());
+        return Ok(share_page::not_found());
     }
     let viewer = crate::webhooks::addr::canonical(ip).to_string();
-    let view = state
+    let Some(view) = state
         .store
         .view_share(&crypto::sha256_hex(token.as_bytes()), &viewer, state.now())
         .await?
-        .ok_or_else(gone)?;
-    let transcript = state
+    else {
+        return Ok(share_page::not_found());
+    };
+    let Some(transcript) = state
         .store
         .transcript(&view.share.tenant, &view.share.call_id)
         .await?
-        .ok_or_else(gone)?;
-    Ok(super::share_page::response(&transcript))
+    else {
+        return Ok(share_page::not_found());
+    };
+    Ok(share_page::response(&transcript))
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! What the whole-binary tests share: a `codeb serve` child process on a
-//! free port, `curl`, and fresh PostgreSQL databases from
+//! free port, `curl`, fresh PostgreSQL databases from
 //! `CODEB_TEST_PG_URL` (a missing server fails the test when
-//! `CODEB_REQUIRE_PG=1`).
+//! `CODEB_REQUIRE_PG=1`), and headless Chromium (`browser`; missing, it
+//! fails the test when `CODEB_REQUIRE_CHROMIUM=1`).
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod browser;
 pub mod platform;
 
 use std::net::TcpListener;

@@ -139,7 +139,11 @@ async fn share_links_end_to_end(h: Harness) {
     let t = h.token_for(ADMIN, super::ADMIN_PW).await;
     let r = open(&h, &token, "203.0.113.42:51000").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.json["error"], "not_found");
+    // A browser opens it: the HTML not-found page, contained like the page.
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert!(r.text.contains("No such share link"), "{}", r.text);
+    assert_eq!(r.headers[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     let list = h.get(&shares, &t).await;
     let first = list.json["data"]
         .as_array()
