@@ -272,21 +272,45 @@ impl Reactor {
 mod tests;
 
 /// Asks for a larger socket receive buffer (signalling bursts, RTP): the
-/// kernel may grant less (`net.core.rmem_max`); what it granted is returned.
+/// kernel may grant less (`net.core.rmem_max`) unless the process may
+/// exceed that limit (`CAP_NET_ADMIN`, `SO_RCVBUFFORCE`), which is tried
+/// when the plain request falls short; what was granted is returned (the
+/// kernel doubles the request for its own bookkeeping, as `socket(7)` says).
 pub fn set_recv_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
-    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt/getsockopt with a live fd and correctly sized ints.
-    unsafe {
-        if libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const want).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) < 0
-        {
-            return Err(io::Error::last_os_error());
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX / 2);
+    let set = |opt: libc::c_int| {
+        // SAFETY: setsockopt with a live fd and a correctly sized int.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const want).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
         }
+    };
+    set(libc::SO_RCVBUF)?;
+    let granted = get_recv_buffer(socket)?;
+    if granted >= bytes {
+        return Ok(granted);
+    }
+    // Without the capability this fails (EPERM) and the plain grant stands.
+    match set(libc::SO_RCVBUFFORCE) {
+        Ok(()) => get_recv_buffer(socket),
+        Err(_) => Ok(granted),
+    }
+}
+
+/// The socket's receive buffer size as the kernel reports it.
+fn get_recv_buffer(socket: &impl AsRawFd) -> io::Result<usize> {
+    // SAFETY: getsockopt with a live fd and correctly sized ints.
+    unsafe {
         let mut got: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         if libc::getsockopt(

@@ -293,3 +293,21 @@ fn connection_limit_and_waker() {
         pump(&mut r, &mut seen, |s| s.contains(&Seen::Woken));
     }
 }
+
+#[test]
+fn receive_buffers_are_granted_up_to_the_limit_or_past_it_with_the_capability() {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Within net.core.rmem_max (at least 208 KiB on Linux): granted, and
+    // reported doubled as socket(7) says.
+    assert!(crate::set_recv_buffer(&s, 64 * 1024).unwrap() >= 64 * 1024);
+    // Far past any default limit: either granted (CAP_NET_ADMIN) or what
+    // the limit allows, and never less than before.
+    let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let want = (max * 4).max(1 << 20);
+    let got = crate::set_recv_buffer(&s, want).unwrap();
+    assert!(got >= max.min(want), "granted {got}, limit {max}");
+    assert!(got >= 64 * 1024);
+}

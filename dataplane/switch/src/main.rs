@@ -116,6 +116,12 @@ struct Cli {
     /// values are for tests only and also lower that floor.
     #[arg(long, env = "CODEB_MIN_SE", default_value_t = 90)]
     min_se: u32,
+    /// Receive buffer of the SIP UDP socket in bytes: what queues while
+    /// the SIP thread is busy (a burst of calls) instead of being dropped
+    /// by the kernel. Above `net.core.rmem_max` it takes CAP_NET_ADMIN;
+    /// without it the switch logs what it got.
+    #[arg(long, env = "CODEB_SIP_RECV_BUFFER", default_value_t = 16 << 20)]
+    sip_recv_buffer: usize,
     /// Most concurrent calls.
     #[arg(long, env = "CODEB_MAX_CALLS", default_value_t = 20_000)]
     max_calls: usize,
@@ -292,10 +298,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let udp =
         UdpSocket::bind(cli.sip_addr).with_context(|| format!("binding UDP {}", cli.sip_addr))?;
     let sip_addr = udp.local_addr()?;
-    match codeb_io::set_recv_buffer(&udp, 4 << 20) {
-        Ok(got) if got < 4 << 20 => tracing::info!(
+    match codeb_io::set_recv_buffer(&udp, cli.sip_recv_buffer) {
+        Ok(got) if got < cli.sip_recv_buffer => tracing::info!(
             bytes = got,
-            "SIP receive buffer capped by net.core.rmem_max"
+            wanted = cli.sip_recv_buffer,
+            "SIP receive buffer capped by net.core.rmem_max (raising it takes CAP_NET_ADMIN)"
         ),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not size the SIP receive buffer"),
@@ -357,6 +364,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(reactor.waker()),
     )
     .context("starting the media workers")?;
+    // The workers are woken once per loop turn (below), not per command.
+    let mut engine = engine;
+    engine.set_deferred_wakes(true);
     core.set_media_engine(engine);
     core.set_record_all(cli.record == "all");
     let endpoints = codeb_ai::Endpoints::parse(&cli.gemini_url, &cli.openai_url)
@@ -432,6 +442,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         for c in core.take_closes() {
             reactor.close(c);
         }
+        core.wake_media();
         while let Some(out) = core.poll_transmit() {
             let sent = match out.flow {
                 Flow::Udp { socket, peer } => reactor.send_to(socket, peer, &out.payload),

@@ -316,6 +316,89 @@ fn a_quiet_call_is_reported_and_ports_are_reused() {
 }
 
 #[test]
+fn calls_take_pairs_the_worker_bound_ahead() {
+    // One worker with 1,000 pairs: room to bind ahead.
+    let mut engine = MediaEngine::start(
+        &MediaSettings {
+            workers: 1,
+            bind_ip: LO,
+            ports: "32000-33999".parse().unwrap(),
+            inactivity: Duration::from_secs(60),
+            rtcp_interval: Duration::from_secs(5),
+            force_epoll: false,
+            record_dir: None,
+        },
+        None,
+    )
+    .unwrap();
+    assert!(
+        engine.ready_ports().is_empty(),
+        "nothing is bound before a call"
+    );
+    let first = engine.open().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.ready_ports().len() < PREBIND_BATCH {
+        assert!(Instant::now() < deadline, "the worker never bound ahead");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ready = engine.ready_ports();
+    assert!(!ready.contains(&first.ports[0]) && !ready.contains(&first.ports[1]));
+    let (second, a, b, ours, _) = call(&mut engine);
+    assert_eq!(
+        second.ports[..],
+        ready[..2],
+        "the second call took the oldest pairs bound ahead"
+    );
+    for port in second.ports {
+        for p in [port, port + 1] {
+            let taken = UdpSocket::bind(SocketAddr::new(LO, p)).unwrap_err();
+            assert_eq!(taken.kind(), io::ErrorKind::AddrInUse, "port {p} is ours");
+        }
+    }
+    // The prebound pairs relay like any others, both ways.
+    a.send_to(&packet(0, 1, 160, 0x1111, &[0x55; 160]), ours[0])
+        .unwrap();
+    let (got, from) = recv(&b).expect("relayed to B");
+    assert_eq!(
+        (from, RtpPacket::parse(&got).unwrap().payload()),
+        (ours[1], &[0x55; 160][..])
+    );
+    b.send_to(&packet(0, 7, 1120, 0x3333, &[0xAA; 160]), ours[1])
+        .unwrap();
+    let (got, from) = recv(&a).expect("relayed to A");
+    assert_eq!(
+        (from, RtpPacket::parse(&got).unwrap().payload()),
+        (ours[0], &[0xAA; 160][..])
+    );
+    // Only the calls' ports count as in use, not those bound ahead.
+    assert_eq!(engine.ports_in_use(), 4);
+    engine.close(first.handle, first.ports);
+    engine.close(second.handle, second.ports);
+    assert_eq!(engine.ports_in_use(), 0);
+}
+
+#[test]
+fn deferred_wakes_lose_no_command() {
+    for mut engine in engines("31400-31499") {
+        engine.set_deferred_wakes(true);
+        let opened = engine.open().unwrap();
+        let (a, b) = (phone(), phone());
+        engine
+            .set_remote(opened.handle, LegSide::A, remote(&a, 0))
+            .unwrap();
+        engine
+            .set_remote(opened.handle, LegSide::B, remote(&b, 0))
+            .unwrap();
+        engine.wake_workers();
+        media_up(&a, &b, SocketAddr::new(LO, opened.ports[0]), 0);
+        engine.close(opened.handle, opened.ports);
+        engine.wake_workers();
+        let closed = wait_event(&mut engine);
+        assert!(matches!(closed, MediaEvent::Closed { handle, .. } if handle == opened.handle));
+    }
+}
+
+#[test]
 fn port_ranges_shard_into_whole_pairs() {
     let s = shards("20000-20099".parse().unwrap(), 3);
     assert_eq!(s.len(), 3);

@@ -39,7 +39,7 @@ use codeb_media::rtcp::{self, CompoundWriter, RtcpPacket, SenderInfo};
 use codeb_media::rtp::{self, RtpHeader, RtpPacket};
 use codeb_media::stats::{ReceiveStats, SendStats};
 
-use super::{Command, LegSide, MediaEvent, MediaHandle, Remote};
+use super::{Bound, Command, LegSide, MediaEvent, MediaHandle, Pair, Remote};
 
 /// How often quiet calls are looked for.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -189,6 +189,10 @@ pub(super) struct Worker {
     rtcp_interval: Duration,
     relayed: Arc<AtomicU64>,
     dropped_events: u64,
+    /// Pairs bound ahead of calls (see `MediaEngine::open`), by RTP port.
+    prebound: HashMap<u16, [UdpSocket; 2]>,
+    /// Where prebinding binds, and where its outcomes go.
+    prebind: Option<(std::net::IpAddr, SyncSender<Bound>)>,
     st: State,
 }
 
@@ -211,6 +215,8 @@ impl Worker {
             rtcp_interval: rtcp_interval.max(Duration::from_millis(100)),
             relayed,
             dropped_events: 0,
+            prebound: HashMap::new(),
+            prebind: None,
             st: State {
                 worker,
                 calls: HashMap::new(),
@@ -223,6 +229,13 @@ impl Worker {
                 ssrc_seed: std::collections::hash_map::RandomState::new(),
             },
         }
+    }
+
+    /// Lets the SIP thread ask this worker to bind pairs ahead of calls
+    /// on `ip`; each port's outcome goes back on `bound`.
+    pub(super) fn prebinding(mut self, ip: std::net::IpAddr, bound: SyncSender<Bound>) -> Self {
+        self.prebind = Some((ip, bound));
+        self
     }
 
     pub(super) fn run(&mut self) {
@@ -289,6 +302,8 @@ impl Worker {
         loop {
             match self.rx.try_recv() {
                 Ok(Command::Open { id, sockets }) => self.open(id, *sockets),
+                Ok(Command::Prebind { ports }) => self.bind_ahead(&ports),
+                Ok(Command::OpenPrebound { id, ports }) => self.open_prebound(id, ports),
                 Ok(Command::Remote { id, leg, remote }) => self.remote(id, leg, remote),
                 Ok(Command::Tap { id, leg, pipeline }) => {
                     self.pipe(id, Some((PipeKind::Tap(leg), pipeline)));
@@ -329,6 +344,40 @@ impl Worker {
         };
         p.pipeline.kick_playout(Instant::now());
         self.st.schedule(id);
+    }
+
+    /// Binds an RTP/RTCP pair on each port for later calls, and tells the
+    /// SIP thread which are ready (a port another process holds is not).
+    fn bind_ahead(&mut self, ports: &[u16]) {
+        let Some((ip, bound)) = &self.prebind else {
+            return;
+        };
+        for &port in ports {
+            let outcome = match Pair::bind(*ip, port) {
+                Ok(pair) => {
+                    self.prebound.insert(port, [pair.rtp, pair.rtcp]);
+                    Bound::Ready(port)
+                }
+                Err(_) => Bound::Failed(port),
+            };
+            // The channel holds every port the SIP thread has outstanding,
+            // so it is never full; if the SIP thread is gone, so are we.
+            let _ = bound.try_send(outcome);
+        }
+    }
+
+    /// A call on two pairs bound ahead.
+    fn open_prebound(&mut self, id: u64, ports: [u16; 2]) {
+        let [a, b] = ports.map(|p| self.prebound.remove(&p));
+        match (a, b) {
+            (Some(a), Some(b)) => self.open(id, [a, b]),
+            _ => tracing::error!(
+                worker = self.st.worker,
+                call = id,
+                ?ports,
+                "prebound media ports missing; the call has no media"
+            ),
+        }
     }
 
     fn open(&mut self, id: u64, sockets: [[UdpSocket; 2]; 2]) {

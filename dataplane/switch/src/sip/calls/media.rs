@@ -227,6 +227,16 @@ impl Core {
         }
     }
 
+    /// Wakes the media workers that were given commands since the last
+    /// call (the engine defers wake-ups when told to; see
+    /// [`MediaEngine::set_deferred_wakes`]). The IO loop calls it once per
+    /// turn.
+    pub fn wake_media(&mut self) {
+        if let MediaPorts::Engine(engine) = &mut self.calls.media {
+            engine.wake_workers();
+        }
+    }
+
     /// Records every answered call (`CODEB_RECORD=all`), not only those
     /// whose PlaceCall asks.
     pub fn set_record_all(&mut self, all: bool) {
