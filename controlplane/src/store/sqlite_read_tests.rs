@@ -441,3 +441,44 @@ async fn parameters_are_checked_and_bound() {
     assert!(short.unwrap_err().to_string().contains("0 of 2"));
     r.close();
 }
+
+/// A parameter the plan depends on is bound again only when its value
+/// changes (binding it expires the statement under STAT4, and the next
+/// step re-prepares it: a list page's query did, on every request).
+#[tokio::test]
+async fn unchanged_parameters_are_not_bound_again() {
+    let db = TestDb::sqlite().await;
+    seed_calls(&db.store).await;
+    let r = readers_on(&db, 1);
+    const PAGE: &str = "SELECT call_id FROM calls WHERE tenant = ?1 \
+                        ORDER BY created_at DESC, call_id DESC LIMIT ?2 OFFSET ?3";
+    let runs = r
+        .run(|c| {
+            let mut out = Vec::new();
+            for (tenant, offset) in [
+                (TENANT, 0),
+                (TENANT, 0),
+                (TENANT, 0),
+                (TENANT, 0),
+                (OTHER, 5),
+            ] {
+                let mut rows = 0;
+                c.each_row(
+                    PAGE,
+                    &[Param::Text(tenant), Param::Int(50), Param::Int(offset)],
+                    |_| -> crate::store::Result<()> {
+                        rows += 1;
+                        Ok(())
+                    },
+                )?;
+                out.push((rows, c.reprepares(PAGE).unwrap_or(-1)));
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap();
+    let (rows, reprepares): (Vec<_>, Vec<_>) = runs.into_iter().unzip();
+    assert_eq!(rows, [50, 50, 50, 50, 5]);
+    assert_eq!(reprepares[1], reprepares[3], "same values: {reprepares:?}");
+    r.close();
+}
