@@ -7,13 +7,23 @@
 #
 #   benches/sipp_cps.sh [rates...]      (default: 1000 2000 3000 4000 5000)
 #
-# Prints, per rate: calls attempted/succeeded/failed, the achieved rate and
-# the switch's CPU (utime+stime from /proc/PID/stat over the run).
+# Prints, per rate: calls attempted/succeeded/failed, the achieved rate,
+# the CPU of the switch and of each SIPp (utime+stime from /proc/PID/stat
+# over the run, in % of one core), the UDP datagrams the kernel dropped for
+# full receive buffers during the run (RcvbufErrors in /proc/net/snmp, all
+# sockets of the machine) and the 1-minute load average before the line.
+#
+# Settings (environment): SECS (seconds of calls per rate, default 15),
+# HOLD (idle calls held for the memory figure, default 5000; 0 skips it),
+# SWITCH_ENV (extra VAR=value settings for the switch), NO_BUILD=1 (use the
+# switch as built); the switch is taken from $CARGO_TARGET_DIR/release
+# (default target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${*:-1000 2000 3000 4000 5000}
 SECS=${SECS:-15}
-cargo build --release -p codeb-switch >&2
+BIN=${CARGO_TARGET_DIR:-target}/release
+[ -n "${NO_BUILD:-}" ] || cargo build --release -p codeb-switch >&2
 DIR=$(mktemp -d /tmp/codeb-cps.XXXXXX)
 UAS_PORT=15090
 SW_PORT=15060
@@ -35,35 +45,56 @@ contact = "sip:uas@127.0.0.1:$UAS_PORT"
 did = "*"
 user = "uas"
 TOML
-CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=20000-59999 CODEB_LOG=warn \
-    CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19091 target/release/codeb-switch 2>"$DIR/switch.log" &
+# shellcheck disable=SC2086 # SWITCH_ENV is a list of words
+env CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=20000-59999 CODEB_LOG=warn \
+    CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19091 ${SWITCH_ENV:-} "$BIN/codeb-switch" 2>"$DIR/switch.log" &
 SW=$!
 timeout 3600 sipp -sn uas -i 127.0.0.1 -p $UAS_PORT -nostdin $X >/dev/null 2>&1 &
 UAS=$!
 trap 'kill $SW $UAS 2>/dev/null; rm -rf "$DIR"' EXIT
 sleep 1
-cpu() { awk '{print $14+$15}' /proc/$SW/stat; }
+UAS_SIPP=$(pgrep -P $UAS)
+cpu() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+rcvbuf_errors() { awk '/^Udp:/ && !h {for (i = 1; i <= NF; i++) c[$i] = i; h = 1; next}
+    /^Udp:/ {print $c["RcvbufErrors"]; exit}' /proc/net/snmp; }
 for r in $RATES; do
     n=$((r * SECS))
-    before=$(cpu)
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    before=$(cpu $SW)
+    uas_before=$(cpu "$UAS_SIPP")
+    drops_before=$(rcvbuf_errors)
     start=$(date +%s.%N)
     timeout $((SECS * 4 + 30)) sipp -sn uac 127.0.0.1:$SW_PORT -i 127.0.0.1 -p 15071 -nostdin $X \
-        -r "$r" -m "$n" -trace_stat -stf "$DIR/stat.csv" -fd 1 >/dev/null 2>&1 || true
+        -r "$r" -m "$n" -trace_stat -stf "$DIR/stat.csv" -fd 1 >/dev/null 2>&1 &
+    UAC=$!
+    # SIPp itself is the child of `timeout`; its CPU is read while it runs.
+    uac_cpu=0
+    while kill -0 $UAC 2>/dev/null; do
+        child=$(pgrep -P $UAC || true)
+        [ -z "$child" ] || uac_cpu=$(cpu "$child")
+        sleep 0.2
+    done
+    wait $UAC || true
     end=$(date +%s.%N)
-    after=$(cpu)
+    after=$(cpu $SW)
+    uas_after=$(cpu "$UAS_SIPP")
+    drops=$(($(rcvbuf_errors) - drops_before))
     line=$(tail -1 "$DIR/stat.csv"); head=$(head -1 "$DIR/stat.csv")
     col() { echo "$head" | tr ';' '\n' | grep -nx "$1" | cut -d: -f1; }
     ok=$(echo "$line" | cut -d';' -f"$(col 'SuccessfulCall(C)')")
     failed=$(echo "$line" | cut -d';' -f"$(col 'FailedCall(C)')")
     secs=$(echo "$end - $start" | bc)
     cpu_s=$(echo "($after - $before) / 100" | bc -l)
-    printf 'rate %5d/s  calls %6d  ok %6d  failed %5d  achieved %7.0f/s  switch CPU %5.1f s (%3.0f%% of a core)\n' \
-        "$r" "$n" "$ok" "$failed" "$(echo "$ok / $secs" | bc -l)" "$cpu_s" "$(echo "100 * $cpu_s / $secs" | bc -l)"
+    pct() { echo "($1) / $secs" | bc -l; }
+    printf 'rate %5d/s  calls %6d  ok %6d  failed %5d  achieved %7.0f/s  switch CPU %5.1f s (%3.0f%% of a core)  uac %3.0f%%  uas %3.0f%%  UDP rcvbuf drops %d  load %s\n' \
+        "$r" "$n" "$ok" "$failed" "$(echo "$ok / $secs" | bc -l)" "$cpu_s" "$(pct "100 * $cpu_s")" \
+        "$(pct "$uac_cpu")" "$(pct "$uas_after - $uas_before")" "$drops" "$load"
     rm -f "$DIR/stat.csv"
     sleep 3
 done
 # Memory per established idle call.
 HOLD=${HOLD:-5000}
+[ "$HOLD" -gt 0 ] || exit 0
 rss() { awk '/VmRSS/{print $2}' /proc/$SW/status; }
 before=$(rss)
 timeout 120 sipp -sn uac 127.0.0.1:$SW_PORT -i 127.0.0.1 -p 15072 -nostdin $X -r 1000 -m "$HOLD" -d 60000 >/dev/null 2>&1 &
