@@ -38,11 +38,10 @@ use serde::Serialize;
 
 use super::tx::{StoreTx, on_tx};
 use super::{
-    Page, Pool, Result, Store, StoreError, WritePool, col, like_escape, ms, on_pool, opt_ms,
+    Page, Pool, Result, RowExt, Store, StoreError, WritePool, col, flag, like_escape, ms, on_pool,
+    opt_ms,
 };
 use crate::crypto;
-
-mod claim;
 
 /// The PostgreSQL notification channel that tells every replica's workers
 /// that deliveries are due.
@@ -129,9 +128,6 @@ pub struct ClaimedDelivery {
     pub secret: String,
     /// The previous secret while its rotation grace period runs.
     pub prev_secret: Option<String>,
-    /// It belongs to a call (an order key): until its result is recorded,
-    /// that call's later deliveries to this subscription wait for it.
-    pub ordered: bool,
 }
 
 /// What happens to a delivery after an attempt.
@@ -316,6 +312,95 @@ async fn relay(
         l.recv().await?;
         wake.notify_one();
     }
+}
+
+/// The claim: first the due rows in due order from the pending index
+/// alone, then their bodies and subscriptions. `$skip` excludes busy
+/// subscriptions; `$lock` is PostgreSQL's row locking. `active` shows the
+/// rows that slipped past a pause (see the module docs).
+macro_rules! claim_select {
+    ($skip:literal, $lock:literal) => {
+        concat!(
+            "WITH due AS MATERIALIZED (SELECT d.seq FROM webhook_deliveries d \
+             WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
+             AND (d.lease_until IS NULL OR d.lease_until <= $1) AND ",
+            $skip,
+            " AND (d.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_deliveries p \
+             WHERE p.state = 'pending' AND p.webhook_id = d.webhook_id \
+             AND p.order_key = d.order_key AND p.seq < d.seq)) \
+             ORDER BY d.next_attempt_at, d.seq LIMIT $2",
+            $lock,
+            ") SELECT d.seq, d.id, d.webhook_id, d.attempts, e.name, e.body, w.url, w.secret, \
+             w.prev_secret, w.prev_secret_until, w.active \
+             FROM due JOIN webhook_deliveries d ON d.seq = due.seq \
+             JOIN webhooks w ON w.id = d.webhook_id \
+             JOIN webhook_events e ON e.seq = d.event_seq \
+             ORDER BY d.next_attempt_at, d.seq"
+        )
+    };
+}
+
+/// Due rows as the claim query returns them, apart: those to lease, and
+/// those of a subscription that is paused (by the query's snapshot).
+fn split_claim<R: RowExt>(
+    rows: &[R],
+    token: i64,
+    now: UtcMillis,
+) -> Result<(Vec<ClaimedDelivery>, Vec<ClaimedDelivery>)> {
+    let mut live = Vec::with_capacity(rows.len());
+    let mut paused = Vec::new();
+    for r in rows {
+        let c = claimed_from_row(r, token, now)?;
+        if flag(r, "active")? {
+            live.push(c);
+        } else {
+            paused.push(c);
+        }
+    }
+    Ok((live, paused))
+}
+
+fn claimed_from_row(row: &impl RowExt, token: i64, now: UtcMillis) -> Result<ClaimedDelivery> {
+    let id: String = col(row, "id")?;
+    let webhook_id: String = col(row, "webhook_id")?;
+    let prev_secret: String = col(row, "prev_secret")?;
+    let prev_until = opt_ms(row, "prev_secret_until")?;
+    let attempts: i64 = col(row, "attempts")?;
+    Ok(ClaimedDelivery {
+        seq: col(row, "seq")?,
+        id: DeliveryId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        lease_token: token,
+        webhook_id: SubscriptionId::parse(&webhook_id)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        event: col(row, "name")?,
+        body: col(row, "body")?,
+        attempt: attempts + 1,
+        url: col(row, "url")?,
+        secret: col(row, "secret")?,
+        prev_secret: (!prev_secret.is_empty() && prev_until.is_some_and(|t| t > now))
+            .then_some(prev_secret),
+    })
+}
+
+/// Keeps at most `room(sub)` rows per subscription, in claim order.
+fn fit_to_room(
+    rows: Vec<ClaimedDelivery>,
+    in_flight: &HashMap<SubscriptionId, usize>,
+    per_subscription: usize,
+) -> Vec<ClaimedDelivery> {
+    let mut taken: HashMap<SubscriptionId, usize> = HashMap::new();
+    rows.into_iter()
+        .filter(|r| {
+            let busy = in_flight.get(&r.webhook_id).copied().unwrap_or(0);
+            let n = taken.entry(r.webhook_id.clone()).or_insert(0);
+            if busy + *n < per_subscription {
+                *n += 1;
+                true
+            } else {
+                false
+            }
+        })
+        .collect()
 }
 
 impl StoreTx {
@@ -556,6 +641,133 @@ impl Store {
             tokio::select! {
                 () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Claims up to `limit` due deliveries for `lease_ms`, at most
+    /// `per_subscription` in flight per subscription counting `in_flight`.
+    pub async fn claim_deliveries(
+        &self,
+        now: UtcMillis,
+        lease_ms: i64,
+        limit: i64,
+        in_flight: &HashMap<SubscriptionId, usize>,
+        per_subscription: usize,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let skip: Vec<String> = in_flight
+            .iter()
+            .filter(|(_, n)| **n >= per_subscription)
+            .map(|(k, _)| k.as_str().to_owned())
+            .collect();
+        let token = i64::from_be_bytes(crypto::random_bytes::<8>());
+        let until = now.0.saturating_add(lease_ms);
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let skip_json = serde_json::to_string(&skip)
+                    .map_err(|e| StoreError::Corrupt(format!("skip list: {e}")))?;
+                let mut tx = pool.write_tx().await?;
+                let rows = sqlx::query(claim_select!(
+                    "d.webhook_id NOT IN (SELECT value FROM json_each($3))",
+                    ""
+                ))
+                .bind(now.0)
+                .bind(limit)
+                .bind(&skip_json)
+                .fetch_all(&mut *tx)
+                .await?;
+                let (claimed, paused) = split_claim(&rows, token, now)?;
+                // In this transaction `active` cannot change: hold them.
+                for c in &paused {
+                    sqlx::query("UPDATE webhook_deliveries SET state = 'held' WHERE seq = $1")
+                        .bind(c.seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let claimed = fit_to_room(claimed, in_flight, per_subscription);
+                for c in &claimed {
+                    sqlx::query(
+                        "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2 \
+                         WHERE seq = $3",
+                    )
+                    .bind(until)
+                    .bind(token)
+                    .bind(c.seq)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(claimed)
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.write_tx().await?;
+                // The due rows must come from the pending index in its
+                // order, stopping at the limit. After a burst of events,
+                // before autovacuum has analysed the table, the planner
+                // believes few rows are due and picks a bitmap scan that
+                // reads and sorts every due row instead (measured: 0.9 s
+                // per claim with 100k due, against 14 ms).
+                sqlx::query("SET LOCAL enable_bitmapscan = off")
+                    .execute(&mut *tx)
+                    .await?;
+                // SKIP LOCKED: rows another replica is claiming right now
+                // are passed over, not waited for and not claimed twice.
+                let rows = sqlx::query(claim_select!(
+                    "d.webhook_id <> ALL($3::text[])",
+                    " FOR UPDATE SKIP LOCKED"
+                ))
+                .bind(now.0)
+                .bind(limit)
+                .bind(&skip)
+                .fetch_all(&mut *tx)
+                .await?;
+                let (claimed, paused) = split_claim(&rows, token, now)?;
+                if !paused.is_empty() {
+                    // Held only under a share lock on a subscription still
+                    // paused, so a resume cannot miss them; one being
+                    // changed right now is skipped (neither leased nor
+                    // held) and looked at again by the next claim.
+                    let mut subs: Vec<&str> =
+                        paused.iter().map(|c| c.webhook_id.as_str()).collect();
+                    subs.sort_unstable();
+                    subs.dedup();
+                    let still: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM webhooks WHERE id = ANY($1::text[]) AND active = 0 \
+                         ORDER BY id FOR SHARE SKIP LOCKED",
+                    )
+                    .bind(&subs)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let hold: Vec<i64> = paused
+                        .iter()
+                        .filter(|c| still.iter().any(|s| s == c.webhook_id.as_str()))
+                        .map(|c| c.seq)
+                        .collect();
+                    if !hold.is_empty() {
+                        sqlx::query(
+                            "UPDATE webhook_deliveries SET state = 'held' \
+                             WHERE seq = ANY($1::bigint[])",
+                        )
+                        .bind(&hold)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                let claimed = fit_to_room(claimed, in_flight, per_subscription);
+                let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
+                if !seqs.is_empty() {
+                    sqlx::query(
+                        "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2 \
+                         WHERE seq = ANY($3::bigint[])",
+                    )
+                    .bind(until)
+                    .bind(token)
+                    .bind(&seqs)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(claimed)
             }
         }
     }
@@ -1095,5 +1307,27 @@ mod tests {
         assert_eq!(c[0].1.last_error, "timed out");
         assert_eq!(c[0].1.fired, Some(1005));
         assert!(c[1].1.reset && c[1].1.add == 0);
+    }
+
+    #[test]
+    fn room_per_subscription() {
+        let mk = |sub: &str, seq| ClaimedDelivery {
+            seq,
+            id: DeliveryId::from_random([0; 8]),
+            lease_token: 0,
+            webhook_id: SubscriptionId::parse(sub).unwrap(),
+            event: String::new(),
+            body: String::new(),
+            attempt: 1,
+            url: String::new(),
+            secret: String::new(),
+            prev_secret: None,
+        };
+        let a = "aaaaaaaaaaaaaaaa";
+        let b = "bbbbbbbbbbbbbbbb";
+        let rows = vec![mk(a, 1), mk(a, 2), mk(b, 3), mk(a, 4), mk(b, 5)];
+        let busy = HashMap::from([(SubscriptionId::parse(a).unwrap(), 1)]);
+        let kept: Vec<i64> = fit_to_room(rows, &busy, 2).iter().map(|c| c.seq).collect();
+        assert_eq!(kept, vec![1, 3, 5]);
     }
 }

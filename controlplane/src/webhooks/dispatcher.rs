@@ -9,11 +9,7 @@
 //!   receiver holds a bounded share and never delays the others.
 //! - The loop sleeps until a delivery is due, an event is recorded (a local
 //!   wake, or PostgreSQL `NOTIFY` from another process), an attempt
-//!   finishes, a recorded result can have made something claimable (the
-//!   next delivery of a call, a retry's new time), or `idle_poll` passes
-//!   (which covers expired leases). Results that change nothing for the
-//!   claim (most successes) do not wake it: at a high rate to one
-//!   subscription that was a second claim per delivery, mostly empty.
+//!   finishes, or `idle_poll` passes (which covers expired leases).
 //! - Time comes from the `Clock`: with a manual clock a test steps through
 //!   5 s, 30 s and 120 s of retry schedule without waiting.
 //! - On shutdown it stops claiming, lets running attempts finish for
@@ -35,7 +31,7 @@ use super::schedule::{AttemptResult, RetryPolicy, parse_retry_after};
 use super::sign::{Signing, delivery_headers};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{AttemptOutcome, ClaimedDelivery, NextStep, Store};
+use crate::store::{AttemptOutcome, ClaimedDelivery, Store};
 
 /// Most attempt results written in one transaction.
 const RECORD_BATCH: usize = 512;
@@ -145,16 +141,6 @@ impl InFlight {
             .or_default() += 1;
     }
 
-    /// How many attempts the task's subscription has running (0 for a
-    /// task not known).
-    fn count_of(&self, task: tokio::task::Id) -> usize {
-        self.tasks
-            .get(&task)
-            .and_then(|(sub, _, _)| self.per_subscription.get(sub))
-            .copied()
-            .unwrap_or(0)
-    }
-
     /// Forgets a finished task; returns its lease.
     fn done(&mut self, task: tokio::task::Id) -> Option<(i64, i64)> {
         let (sub, seq, token) = self.tasks.remove(&task)?;
@@ -194,7 +180,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             break;
         }
         while let Some(r) = tasks.try_join_next_with_id() {
-            finished(r, &mut in_flight, sh.cfg.per_subscription);
+            finished(r, &mut in_flight);
         }
         if Instant::now() >= housekeeping_at {
             housekeeping_at = Instant::now() + HOUSEKEEPING_EVERY;
@@ -239,50 +225,23 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             // A full batch: more may be due right now.
             continue;
         }
-        // Attempts are running (or just started): each one finishing
-        // wakes the loop, and so does a retry recorded, so only an empty
-        // claim needs to look up when the next retry is due.
-        let pause = if want == 0 || got > 0 {
+        let pause = if want == 0 {
             sh.cfg.idle_poll
         } else {
             idle_pause(&sh).await
         };
-        // An attempt that finishes makes room for a claim only if its
-        // subscription was at its cap, or if every worker was busy (then
-        // the loop waits for a quarter batch of free workers, so a backlog
-        // is claimed in batches, not one claim per delivery). Otherwise
-        // whatever was due has been claimed, and claiming again would come
-        // back empty: a wasted round trip per delivery.
-        let refill = (sh.cfg.batch / 4).max(1);
-        let sleep = tokio::time::sleep(pause);
-        tokio::pin!(sleep);
-        let mut closed = false;
-        loop {
-            tokio::select! {
-                () = wake.notified() => break,
-                Some(r) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    let room = finished(r, &mut in_flight, sh.cfg.per_subscription);
-                    let free = sh.cfg.concurrency.saturating_sub(tasks.len());
-                    if room || (want == 0 && free >= refill) {
-                        break;
-                    }
-                }
-                () = &mut sleep => break,
-                r = stop.changed() => {
-                    closed = r.is_err();
-                    break;
-                }
-            }
-        }
-        if closed {
-            break;
+        tokio::select! {
+            () = wake.notified() => {}
+            Some(r) = tasks.join_next_with_id(), if !tasks.is_empty() => finished(r, &mut in_flight),
+            () = tokio::time::sleep(pause) => {}
+            r = stop.changed() => if r.is_err() { break },
         }
     }
     // Shutdown: no new claims; let running attempts finish for a while.
     let grace = sh.cfg.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         while let Some(r) = tasks.join_next_with_id().await {
-            finished(r, &mut in_flight, sh.cfg.per_subscription);
+            finished(r, &mut in_flight);
         }
     })
     .await;
@@ -317,25 +276,18 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     tracing::info!("webhook delivery stopped");
 }
 
-/// Forgets a finished attempt; true if its subscription was at `cap`
-/// (so its end makes room for a claim).
-fn finished(
-    r: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-    in_flight: &mut InFlight,
-    cap: usize,
-) -> bool {
-    let id = match r {
-        Ok((id, ())) => id,
+fn finished(r: Result<(tokio::task::Id, ()), tokio::task::JoinError>, in_flight: &mut InFlight) {
+    match r {
+        Ok((id, ())) => {
+            in_flight.done(id);
+        }
         Err(e) => {
             // A panicked attempt: its lease expires and the delivery is
             // retried under the same id.
             tracing::error!(error = %e, "a webhook delivery attempt failed abnormally");
-            e.id()
+            in_flight.done(e.id());
         }
-    };
-    let was_full = in_flight.count_of(id) >= cap;
-    in_flight.done(id);
-    was_full
+    }
 }
 
 /// How long to sleep when nothing is claimable: until the next scheduled
@@ -366,7 +318,7 @@ async fn housekeep(sh: &Shared) {
 }
 
 /// One attempt: sign, POST, decide what follows, report.
-async fn attempt(sh: Arc<Shared>, d: ClaimedDelivery, done: mpsc::UnboundedSender<Recorded>) {
+async fn attempt(sh: Arc<Shared>, d: ClaimedDelivery, done: mpsc::UnboundedSender<AttemptOutcome>) {
     let started = sh.clock.now();
     let t0 = Instant::now();
     let headers = delivery_headers(&Signing {
@@ -434,10 +386,7 @@ async fn attempt(sh: Arc<Shared>, d: ClaimedDelivery, done: mpsc::UnboundedSende
         tracing::info!(delivery = %d.id, webhook = %d.webhook_id, attempt = d.attempt,
             error = %error, next = ?decision.next, "webhook attempt failed");
     }
-    // A retry has a new due time; a call's delivery that finishes frees
-    // the call's next one.
-    let wakes = d.ordered || matches!(decision.next, NextStep::RetryAt(_));
-    let outcome = AttemptOutcome {
+    let _ = done.send(AttemptOutcome {
         seq: d.seq,
         lease_token: d.lease_token,
         webhook_id: d.webhook_id,
@@ -448,34 +397,20 @@ async fn attempt(sh: Arc<Shared>, d: ClaimedDelivery, done: mpsc::UnboundedSende
         error,
         next: decision.next,
         gone: decision.gone,
-    };
-    let _ = done.send(Recorded { outcome, wakes });
-}
-
-/// An attempt's result on its way to the recorder.
-struct Recorded {
-    outcome: AttemptOutcome,
-    /// Recording it can make a delivery claimable sooner than the claim
-    /// loop would otherwise look.
-    wakes: bool,
+    });
 }
 
 /// Writes attempt results in batches (whatever has arrived since the last
-/// write), then, if one of them can have made a delivery claimable (the
-/// next delivery of the same call, or a retry at its time), wakes the
-/// claim loop.
-async fn record(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Recorded>) {
+/// write), then wakes the claim loop: a result can make the next delivery
+/// of the same call claimable.
+async fn record(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<AttemptOutcome>) {
     let wake = sh.store.outbox_wake();
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut wakes = first.wakes;
-        batch.push(first.outcome);
+        batch.push(first);
         while batch.len() < RECORD_BATCH {
             match rx.try_recv() {
-                Ok(r) => {
-                    wakes |= r.wakes;
-                    batch.push(r.outcome);
-                }
+                Ok(o) => batch.push(o),
                 Err(_) => break,
             }
         }
@@ -509,8 +444,6 @@ async fn record(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Recorded>) {
             }
         }
         batch.clear();
-        if wakes {
-            wake.notify_one();
-        }
+        wake.notify_one();
     }
 }

@@ -5,7 +5,6 @@
 //! 120 s schedule by moving it and waking the workers; only receivers that
 //! are slow on purpose spend real time.
 
-mod claim;
 mod delivery;
 mod failures;
 mod guarded;
