@@ -400,9 +400,8 @@ fn feed_tone(
     }
 }
 
-#[test]
-fn transcode_pcmu_to_pcma_keeps_audio_and_paces_one_frame_per_ptime() {
-    let t0 = Instant::now();
+/// A transcoding bridge: A speaks PCMU (SSRC 1), B PCMA (SSRC 2).
+fn pcmu_to_pcma(t0: Instant) -> Harness {
     let p = Pipeline::bridge(
         t0,
         cfg(),
@@ -410,8 +409,14 @@ fn transcode_pcmu_to_pcma_keeps_audio_and_paces_one_frame_per_ptime() {
         leg(CodecSpec::pcma(), 2, FAR_B),
     )
     .unwrap();
-    assert!(p.is_transcoding());
-    let mut h = Harness::new(p, t0);
+    Harness::new(p, t0)
+}
+
+#[test]
+fn transcode_pcmu_to_pcma_keeps_audio_and_paces_one_frame_per_ptime() {
+    let t0 = Instant::now();
+    let mut h = pcmu_to_pcma(t0);
+    assert!(h.p.is_transcoding());
     let x = sine(1000.0, 8000, 8000.0, 160 * 50, 0);
     feed_tone(&mut h, 0, 160, 50, &[], |i| {
         ulaw_frame(&x[i * 160..(i + 1) * 160])
@@ -459,14 +464,7 @@ fn feed_ptime(h: &mut Harness, ms: u32, packets: u32, skip: &[u32]) {
 fn transcode_takes_packets_of_any_duration_and_sends_20_ms_frames() {
     for (ms, lost) in [(30u32, None), (10, None), (60, None), (30, Some(20u32))] {
         let t0 = Instant::now();
-        let p = Pipeline::bridge(
-            t0,
-            cfg(),
-            leg(CodecSpec::pcmu(), 1, FAR_A),
-            leg(CodecSpec::pcma(), 2, FAR_B),
-        )
-        .unwrap();
-        let mut h = Harness::new(p, t0);
+        let mut h = pcmu_to_pcma(t0);
         let packets = 1200 / ms;
         feed_ptime(&mut h, ms, packets, &lost.into_iter().collect::<Vec<_>>());
         h.advance(Duration::from_millis(300));
@@ -514,14 +512,7 @@ fn ai_tap_takes_30_ms_packets() {
 #[test]
 fn transcode_output_is_paced_by_playout_not_arrival() {
     let t0 = Instant::now();
-    let p = Pipeline::bridge(
-        t0,
-        cfg(),
-        leg(CodecSpec::pcmu(), 1, FAR_A),
-        leg(CodecSpec::pcma(), 2, FAR_B),
-    )
-    .unwrap();
-    let mut h = Harness::new(p, t0);
+    let mut h = pcmu_to_pcma(t0);
     // Ten frames arrive in one burst (a network hiccup released them).
     for i in 0..10u16 {
         h.rtp(
