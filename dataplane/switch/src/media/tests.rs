@@ -38,6 +38,19 @@ fn engines_reporting(ports: &str, rtcp_interval: Duration) -> Vec<MediaEngine> {
         .collect()
 }
 
+/// One io_uring worker on `ports`, reports every 5 s, no recording.
+fn one_worker(ports: &str, inactivity: Duration) -> MediaSettings {
+    MediaSettings {
+        workers: 1,
+        bind_ip: LO,
+        ports: ports.parse().unwrap(),
+        inactivity,
+        rtcp_interval: Duration::from_secs(5),
+        force_epoll: false,
+        record_dir: None,
+    }
+}
+
 fn phone() -> UdpSocket {
     let s = UdpSocket::bind((LO, 0)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(500)))
@@ -263,19 +276,8 @@ fn payload_types_are_mapped_per_leg() {
 #[test]
 fn a_quiet_call_is_reported_and_ports_are_reused() {
     // Two pairs per call, one worker's shard of four pairs... two calls.
-    let mut engine = MediaEngine::start(
-        &MediaSettings {
-            workers: 1,
-            bind_ip: LO,
-            ports: "31300-31307".parse().unwrap(),
-            inactivity: Duration::from_millis(300),
-            rtcp_interval: Duration::from_secs(5),
-            force_epoll: false,
-            record_dir: None,
-        },
-        None,
-    )
-    .unwrap();
+    let mut engine =
+        MediaEngine::start(&one_worker("31300-31307", Duration::from_millis(300)), None).unwrap();
     let first = engine.open().unwrap();
     let second = engine.open().unwrap();
     assert!(matches!(engine.open(), Err(MediaError::NoPorts)));
@@ -318,19 +320,8 @@ fn a_quiet_call_is_reported_and_ports_are_reused() {
 #[test]
 fn calls_take_pairs_the_worker_bound_ahead() {
     // One worker with 1,000 pairs: room to bind ahead.
-    let mut engine = MediaEngine::start(
-        &MediaSettings {
-            workers: 1,
-            bind_ip: LO,
-            ports: "32000-33999".parse().unwrap(),
-            inactivity: Duration::from_secs(60),
-            rtcp_interval: Duration::from_secs(5),
-            force_epoll: false,
-            record_dir: None,
-        },
-        None,
-    )
-    .unwrap();
+    let mut engine =
+        MediaEngine::start(&one_worker("32000-33999", Duration::from_secs(60)), None).unwrap();
     assert!(
         engine.ready_ports().is_empty(),
         "nothing is bound before a call"
@@ -581,13 +572,8 @@ fn a_recorded_call_is_written_as_a_two_channel_wav() {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = MediaEngine::start(
         &MediaSettings {
-            workers: 1,
-            bind_ip: LO,
-            ports: "31400-31419".parse().unwrap(),
-            inactivity: Duration::from_secs(5),
-            rtcp_interval: Duration::from_secs(5),
-            force_epoll: false,
             record_dir: Some(dir.path().to_path_buf()),
+            ..one_worker("31400-31419", Duration::from_secs(5))
         },
         None,
     )
