@@ -526,6 +526,19 @@ impl Store {
         }
         const COUNTS: &str = "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM transcript_counts \
              WHERE tenant = $1 AND ($2 IS NULL OR caller_source = $2 OR caller_source = $3)";
+        // The SQLite count and page statements take the same parameters.
+        macro_rules! sqlite_args {
+            ($q:expr) => {
+                $q.bind(&a.tenant)
+                    .bind(a.since)
+                    .bind(&a.pattern)
+                    .bind(a.src_a)
+                    .bind(a.src_b)
+                    .bind(a.limit)
+                    .bind(a.offset)
+                    .bind(&a.phrase)
+            };
+        }
         let (total, rows) = match &self.pool {
             Pool::Sqlite(pool) => {
                 let total: i64 = if a.counted() {
@@ -536,35 +549,19 @@ impl Store {
                         .fetch_one(pool)
                         .await?
                 } else {
-                    sqlx::query_scalar(if a.phrase.is_some() {
+                    sqlite_args!(sqlx::query_scalar(if a.phrase.is_some() {
                         SQLITE_COUNT_FTS
                     } else {
                         SQLITE_COUNT
-                    })
-                    .bind(&a.tenant)
-                    .bind(a.since)
-                    .bind(&a.pattern)
-                    .bind(a.src_a)
-                    .bind(a.src_b)
-                    .bind(a.limit)
-                    .bind(a.offset)
-                    .bind(&a.phrase)
+                    }))
                     .fetch_one(pool)
                     .await?
                 };
-                let rows = sqlx::query(if a.phrase.is_some() {
+                let rows = sqlite_args!(sqlx::query(if a.phrase.is_some() {
                     SQLITE_PAGE_FTS
                 } else {
                     SQLITE_PAGE
-                })
-                .bind(&a.tenant)
-                .bind(a.since)
-                .bind(&a.pattern)
-                .bind(a.src_a)
-                .bind(a.src_b)
-                .bind(a.limit)
-                .bind(a.offset)
-                .bind(&a.phrase)
+                }))
                 .fetch_all(pool)
                 .await?;
                 let items = rows
