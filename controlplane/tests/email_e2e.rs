@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use codeb::store::{AttemptEnd, EmailState, EventKind, Speaker, Store, SwitchEvent};
 use codeb_types::{CallId, UtcMillis};
-use common::{ADMIN, ADMIN_PW, Server, curl};
-use serde_json::{Value, json};
+use common::{ADMIN, ADMIN_PW, Server, api, curl};
+use serde_json::json;
 use smtp_sink::{Answer, Sink, qp_decode};
 
 const NODE: &str = "http://10.9.9.9:50051";
@@ -74,27 +74,6 @@ fn token(server: &Server) -> String {
     ]);
     assert_eq!(code, 200, "{raw}");
     tok["access_token"].as_str().unwrap().to_owned()
-}
-
-fn api(server: &Server, token: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let auth = format!("Authorization: Bearer {token}");
-    let url = server.url(path);
-    let text = body.map(Value::to_string);
-    let mut args = vec![
-        "-X",
-        method,
-        "-H",
-        &auth,
-        "-H",
-        "Content-Type: application/json",
-    ];
-    if let Some(t) = &text {
-        args.extend(["-d", t.as_str()]);
-    }
-    args.push(&url);
-    let (code, v, raw) = curl(&args);
-    assert!((200..300).contains(&code), "{method} {path}: {code} {raw}");
-    v
 }
 
 /// A call to be dialled in an hour (so nothing else touches it).

@@ -17,7 +17,7 @@ mod common;
 
 use codeb::store::{Store, TranscriptRecord, Turn};
 use codeb_types::UtcMillis;
-use common::{Server, browser, curl};
+use common::{Server, api, browser};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
@@ -60,27 +60,6 @@ fn as_dom_text(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn api(server: &Server, token: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let auth = format!("Authorization: Bearer {token}");
-    let url = server.url(path);
-    let text = body.map(Value::to_string);
-    let mut args = vec![
-        "-X",
-        method,
-        "-H",
-        &auth,
-        "-H",
-        "Content-Type: application/json",
-    ];
-    if let Some(t) = &text {
-        args.extend(["-d", t.as_str()]);
-    }
-    args.push(&url);
-    let (code, v, raw) = curl(&args);
-    assert!((200..300).contains(&code), "{method} {path}: {code} {raw}");
-    v
 }
 
 /// Status and headers (lower-case names) of a plain GET; counts as a view.

@@ -177,6 +177,29 @@ pub fn post_url(base: &str, token: &str, path: &str, body: &Value) -> (u16, Valu
     ])
 }
 
+/// An API call with `token` as the bearer; asserts a 2xx and returns the
+/// JSON body.
+pub fn api(server: &Server, token: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let auth = format!("Authorization: Bearer {token}");
+    let url = server.url(path);
+    let text = body.map(Value::to_string);
+    let mut args = vec![
+        "-X",
+        method,
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+    ];
+    if let Some(t) = &text {
+        args.extend(["-d", t.as_str()]);
+    }
+    args.push(&url);
+    let (code, v, raw) = curl(&args);
+    assert!((200..300).contains(&code), "{method} {path}: {code} {raw}");
+    v
+}
+
 /// Runs curl with `args`; returns (status, body as JSON or Null, raw body).
 pub fn curl(args: &[&str]) -> (u16, Value, String) {
     let out = Command::new("curl")
