@@ -154,7 +154,7 @@ fn render_call(c: &CallRow<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     json::render(&CallView::from(c), out)
 }
 
-fn link_error(e: LinkError) -> ApiError {
+pub(super) fn link_error(e: LinkError) -> ApiError {
     match e {
         LinkError::NotConfigured => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

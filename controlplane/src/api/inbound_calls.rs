@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use codeb_types::{UtcMillis, VnumCallId};
 use serde::Serialize;
 
+use super::calls::{HangupReply, link_error};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ListEnvelope, Paging, QueryParams};
 use crate::auth::Admin;
@@ -59,15 +60,19 @@ pub struct InboundCallView {
     pub transcript_path: String,
 }
 
+/// `in-flight` until the call ends, then `ended`.
+fn status(c: &InboundCallRecord) -> &'static str {
+    if c.ended_at.is_some() {
+        "ended"
+    } else {
+        "in-flight"
+    }
+}
+
 impl From<InboundCallRecord> for InboundCallView {
     fn from(c: InboundCallRecord) -> Self {
         InboundCallView {
-            status: if c.ended_at.is_some() {
-                "ended"
-            } else {
-                "in-flight"
-            }
-            .to_owned(),
+            status: status(&c).to_owned(),
             call_id: c.call_id,
             tenant: c.tenant,
             number: c.number,
@@ -119,18 +124,52 @@ pub async fn list(
     )))
 }
 
+async fn find(state: &AppState, tenant: &str, call_id: &str) -> ApiResult<InboundCallRecord> {
+    let missing = || ApiError::not_found(format!("No inbound call with id={call_id}"));
+    let id = VnumCallId::parse(call_id).map_err(|_| missing())?;
+    state
+        .store
+        .inbound_call(tenant, id.as_str())
+        .await?
+        .ok_or_else(missing)
+}
+
 /// `GET /v1/inbound-calls/{callId}`
 pub async fn get_one(
     State(state): State<AppState>,
     Admin(who): Admin,
     Path(call_id): Path<String>,
 ) -> ApiResult<axum::Json<InboundCallView>> {
-    let missing = || ApiError::not_found(format!("No inbound call with id={call_id}"));
-    let id = VnumCallId::parse(&call_id).map_err(|_| missing())?;
-    let call = state
-        .store
-        .inbound_call(&who.tenant, id.as_str())
-        .await?
-        .ok_or_else(missing)?;
-    Ok(axum::Json(call.into()))
+    Ok(axum::Json(
+        find(&state, &who.tenant, &call_id).await?.into(),
+    ))
+}
+
+/// `POST /v1/inbound-calls/{callId}/hangup`: idempotent, like the outbound
+/// calls' hangup. The switch node carrying the call sends the BYE; the end
+/// (outcome `cancelled`) arrives as its event, so the status answered is
+/// the current one.
+pub async fn hangup(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    Path(call_id): Path<String>,
+) -> ApiResult<axum::Json<HangupReply>> {
+    let call = find(&state, &who.tenant, &call_id).await?;
+    let was_noop = call.ended_at.is_some();
+    if !was_noop {
+        state
+            .switch
+            .hangup(&call.node_url, &call.call_id)
+            .await
+            .map_err(link_error)?;
+        tracing::info!(call = %call.call_id, actor = %who.username, node = %call.node_url,
+            "inbound call hangup sent to the switch");
+    }
+    Ok(axum::Json(HangupReply {
+        ok: true,
+        new_status: status(&call).to_owned(),
+        call_id: call.call_id,
+        actor: who.username,
+        was_noop,
+    }))
 }

@@ -151,6 +151,44 @@ async fn inbound_calls_show_as_records_and_vnum_transcripts(h: Harness) {
         assert_eq!(r.json["error"], "not_found");
     }
 
+    // Hangup: an ended call is a no-op; a live one goes to the switch node
+    // carrying it, which this harness does not know (502, the record is
+    // left as it is); an unknown id is 404.
+    let r = h
+        .post(
+            &format!("/api.ashx/v1/inbound-calls/{saved}/hangup"),
+            &t,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json,
+        json!({"ok": true, "callId": saved, "newStatus": "ended", "actor": super::ADMIN,
+               "wasNoop": true})
+    );
+    let r = h
+        .post(
+            &format!("/api.ashx/v1/inbound-calls/{unsaved}/hangup"),
+            &t,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    assert_eq!(r.json["error"], "bridge_unreachable");
+    let live = h
+        .get(&format!("/api.ashx/v1/inbound-calls/{unsaved}"), &t)
+        .await;
+    assert_eq!(live.json["status"], "in-flight");
+    let r = h
+        .post(
+            "/api.ashx/v1/inbound-calls/vnum00000000ffff/hangup",
+            &t,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
     // The transcript list item has the keys of the spec's vnum example
     // (plus mtimeUtc, which every item carries, and caller).
     let vnum = h.get("/api.ashx/v1/transcripts?source=vnum", &t).await;
