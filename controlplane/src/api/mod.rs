@@ -8,6 +8,7 @@
 pub mod api_keys;
 pub mod calls;
 pub mod deliveries;
+pub mod emails;
 pub mod error;
 pub mod extract;
 pub mod inbound_calls;
@@ -145,6 +146,14 @@ pub static ENDPOINTS: &[Endpoint] = &[
         "Hang up an inbound call (the switch sends BYE; idempotent)",
         req: Body::None, resp: 200 Body::One(s::<calls::HangupReply>),
         post(inbound_calls::hangup)),
+    ep!(GET "/api.ashx/v1/emails", "emails", Admin,
+        "List the outbound calls' transcript emails (status=queued|sent|failed)",
+        req: Body::None, resp: 200 Body::List(s::<emails::EmailView>), get(emails::list)),
+    ep!(GET "/api.ashx/v1/emails/{id}", "emails", Admin, "Get one email, with its text",
+        req: Body::None, resp: 200 Body::One(s::<emails::EmailView>), get(emails::get_one)),
+    ep!(POST "/api.ashx/v1/emails/{id}/retry", "emails", Admin,
+        "Queue a failed email again (attempts start over)",
+        req: Body::None, resp: 200 Body::One(s::<emails::RetryReply>), post(emails::retry)),
     ep!(GET "/api.ashx/v1/transcripts", "transcripts", Admin, "List transcripts",
         req: Body::None, resp: 200 Body::List(s::<transcripts::TranscriptListItem<'static>>),
         get(transcripts::list)),

@@ -17,7 +17,7 @@
 use codeb_types::UtcMillis;
 
 use super::tx::{StoreTx, on_tx};
-use super::{Pool, Result, RowExt, Store, WritePool, col, ms, on_pool, opt_ms};
+use super::{Page, Pool, Result, RowExt, Store, WritePool, col, ms, on_pool, opt_ms};
 use crate::crypto;
 
 /// A queued email's state.
@@ -297,20 +297,82 @@ impl Store {
         })
     }
 
-    /// Every email of a tenant, oldest first, at most `limit`.
-    pub async fn list_emails(&self, tenant: &str, limit: i64) -> Result<Vec<EmailRecord>> {
+    /// A page of a tenant's emails, newest first, optionally of one state.
+    pub async fn email_page(
+        &self,
+        tenant: &str,
+        state: Option<EmailState>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<EmailRecord>> {
+        let state = state.map(EmailState::as_str);
         on_pool!(self, |pool| {
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM email_outbox WHERE tenant = $1 \
+                 AND ($2 IS NULL OR state = $2)",
+            )
+            .bind(tenant)
+            .bind(state)
+            .fetch_one(pool)
+            .await?;
             let rows = sqlx::query(concat!(
                 "SELECT ",
                 email_columns!(),
-                " FROM email_outbox WHERE tenant = $1 ORDER BY seq LIMIT $2"
+                " FROM email_outbox WHERE tenant = $1 AND ($2 IS NULL OR state = $2) \
+                 ORDER BY seq DESC LIMIT $3 OFFSET $4"
             ))
             .bind(tenant)
+            .bind(state)
             .bind(limit)
+            .bind(offset)
             .fetch_all(pool)
             .await?;
-            rows.iter().map(email_from_row).collect()
+            let items = rows.iter().map(email_from_row).collect::<Result<_>>()?;
+            Ok(Page { items, total })
         })
+    }
+
+    /// One email of a tenant by its id.
+    pub async fn email(&self, tenant: &str, id: &str) -> Result<Option<EmailRecord>> {
+        on_pool!(self, |pool| {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                email_columns!(),
+                " FROM email_outbox WHERE tenant = $1 AND id = $2"
+            ))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            row.as_ref().map(email_from_row).transpose()
+        })
+    }
+
+    /// Queues a failed email again, due now, with a fresh retry schedule
+    /// (its attempts start over; `last_error` stays until the next attempt
+    /// replaces it). Only a failed email: a sent one would reach its
+    /// recipient twice, a queued one is already on its way. The same row,
+    /// so the same Message-ID. Answers the email as it is afterwards.
+    pub async fn retry_email(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: UtcMillis,
+    ) -> Result<Option<(bool, EmailRecord)>> {
+        let requeued = on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE email_outbox SET state = 'queued', attempts = 0, next_attempt_at = $3, \
+                 finished_at = NULL, lease_until = NULL, lease_token = NULL \
+                 WHERE tenant = $1 AND id = $2 AND state = 'failed'",
+            )
+            .bind(tenant)
+            .bind(id)
+            .bind(now.0)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }) == 1;
+        Ok(self.email(tenant, id).await?.map(|e| (requeued, e)))
     }
 
     /// Deletes sent and failed emails that finished before `cutoff`.

@@ -4,6 +4,7 @@
 mod auth;
 mod calls;
 mod conventions;
+mod emails;
 mod inbound_calls;
 mod prompts;
 mod resources;

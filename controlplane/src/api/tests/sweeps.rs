@@ -33,6 +33,7 @@ struct Ids {
     inbound: String,
     prompt: String,
     sip_user: String,
+    email: String,
 }
 
 fn concrete(path: &str, ids: &Ids) -> String {
@@ -44,6 +45,7 @@ fn concrete(path: &str, ids: &Ids) -> String {
         .replace("/shares/{id}", &format!("/shares/{}", ids.share))
         .replace("/share/{token}", &format!("/share/{}", ids.share_token))
         .replace("/calls/{id}", &format!("/calls/{}", ids.call))
+        .replace("/emails/{id}", &format!("/emails/{}", ids.email))
         .replace(
             "/inbound-calls/{callId}",
             &format!("/inbound-calls/{}", ids.inbound),
@@ -193,6 +195,24 @@ async fn seed(h: &Harness, token: &str) -> Ids {
     };
     let applied = s.apply_switch_event(node, &ev, h.clock.now()).await;
     assert_eq!(applied.unwrap(), crate::store::Applied::Applied);
+    // A cancelled call's email.
+    let cancelled = h
+        .post(
+            "/api.ashx/v1/calls",
+            token,
+            valid_body(&Method::POST, "/api.ashx/v1/calls").unwrap(),
+        )
+        .await;
+    let cancelled = cancelled.json["callId"].as_str().unwrap();
+    let r = h
+        .post(
+            &format!("/api.ashx/v1/calls/{cancelled}/hangup"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert!(r.status.is_success(), "seed: {}", r.text);
+    let email = s.email_page(TENANT, None, 1, 0).await.unwrap().items;
     Ids {
         call: call.json["callId"].as_str().unwrap().into(),
         number: "1234".into(),
@@ -207,6 +227,7 @@ async fn seed(h: &Harness, token: &str) -> Ids {
         inbound: inbound.into(),
         prompt: "tenant-a-prompt".into(),
         sip_user: "tenant-a-sip".into(),
+        email: email[0].id.clone(),
     }
 }
 
@@ -372,6 +393,7 @@ async fn no_route_crosses_tenants(h: Harness) {
         "transcripts",
         "inbound-calls",
         "sip-users",
+        "emails",
     ] {
         let r = h.get(&format!("/api.ashx/v1/{path}"), &b).await;
         assert_eq!(r.json["total"], 0, "{path}: {}", r.text);
