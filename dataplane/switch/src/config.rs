@@ -24,6 +24,25 @@ pub enum TrunkTransport {
     Tcp,
 }
 
+impl TrunkTransport {
+    /// The transport as a Via names it.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            TrunkTransport::Udp => "UDP",
+            TrunkTransport::Tcp => "TCP",
+        }
+    }
+
+    /// The `transport` URI parameter naming it (RFC 3261 §19.1.1), for
+    /// Request-URIs and our Contact; none for UDP, the default.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            TrunkTransport::Udp => "",
+            TrunkTransport::Tcp => ";transport=tcp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use codeb_io::{Event, Options, Reactor};
+use codeb_io::{CloseReason, Event, Options, Reactor};
 use codeb_sip::dialog::SessionTimerConfig;
 use codeb_sip::transaction::Timers;
 use codeb_switch::ai::hub::{AiHub, AiSettings};
@@ -425,7 +425,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     core.handle_connection(now, conn, peer)
                 }
                 Event::Data { conn, data } => core.handle_stream_data(now, conn, data),
-                Event::Closed { conn, .. } => core.handle_stream_closed(conn),
+                Event::Closed { conn, reason } => {
+                    let why = match reason {
+                        CloseReason::PeerClosed => "closed by the peer".to_owned(),
+                        CloseReason::Local => "closed by the switch".to_owned(),
+                        CloseReason::Error(errno) => {
+                            std::io::Error::from_raw_os_error(errno).to_string()
+                        }
+                    };
+                    core.handle_stream_closed(now, conn, &why)
+                }
                 Event::Woken => {}
             }
         })?;
@@ -442,11 +451,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         for c in core.take_closes() {
             reactor.close(c);
         }
+        while let Some(peer) = core.poll_connect() {
+            match reactor.connect(peer) {
+                Ok(conn) => core.handle_connecting(peer, conn),
+                Err(e) => core.handle_connect_refused(now, peer, &e.to_string()),
+            }
+        }
         core.wake_media();
         while let Some(out) = core.poll_transmit() {
             let sent = match out.flow {
                 Flow::Udp { socket, peer } => reactor.send_to(socket, peer, &out.payload),
                 Flow::Tcp { conn, .. } => reactor.send(conn, &out.payload),
+                // The core resolves these to a connection before it hands
+                // a message out.
+                Flow::TcpTo { .. } => Err(std::io::Error::other("no TCP connection named")),
             };
             if let Err(e) = sent {
                 tracing::debug!(error = %e, peer = %out.flow.peer(), "send failed");

@@ -121,6 +121,30 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
         "Answered calls hung up because their RTP stopped (CODEB_RTP_TIMEOUT)",
         s.rtp_timeouts,
     );
+    counter(
+        &mut o,
+        "codeb_sip_tcp_connects_total",
+        "TCP connections the switch opened (to trunks configured for TCP)",
+        s.outbound.connects,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_tcp_connect_failures_total",
+        "TCP connections the switch opened that failed before they were up",
+        s.outbound.connect_failures,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_tcp_refused_total",
+        "Messages not sent because an opening TCP connection's queue or the outbound connection table was full",
+        s.outbound.refused,
+    );
+    gauge(
+        &mut o,
+        "codeb_sip_tcp_outbound_connections",
+        "TCP connections the switch opened, open or opening",
+        core.outbound_connections() as u64,
+    );
     let (relayed, ports) = core.media_stats();
     counter(
         &mut o,

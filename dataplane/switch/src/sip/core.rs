@@ -28,6 +28,7 @@ use codeb_sip::{
 
 use super::calls::Calls;
 use super::flow::{Flow, is_forbidden_destination};
+use super::outbound::{Outbound, OutboundStats};
 use super::trunks::TrunkLinks;
 use crate::config::SwitchConfig;
 use crate::ports::{PortPool, PortRange};
@@ -110,6 +111,8 @@ pub struct CoreStats {
     pub virtual_number_calls: u64,
     /// Answered calls hung up because their RTP stopped.
     pub rtp_timeouts: u64,
+    /// TCP connections we opened (to trunks).
+    pub outbound: OutboundStats,
 }
 
 struct Stream {
@@ -128,7 +131,8 @@ pub struct Core {
     verifier: Verifier,
     protection: Protection,
     streams: HashMap<ConnId, Stream>,
-    out: VecDeque<Outgoing>,
+    pub(crate) out: VecDeque<Outgoing>,
+    pub(crate) outbound: Outbound,
     closes: Vec<ConnId>,
     next_tick: Option<Instant>,
     pub(crate) calls: Calls,
@@ -187,6 +191,7 @@ impl Core {
             settings,
             streams: HashMap::new(),
             out: VecDeque::new(),
+            outbound: Outbound::default(),
             closes: Vec::new(),
             next_tick: None,
             calls,
@@ -294,7 +299,8 @@ impl Core {
         }
     }
 
-    /// A TCP connection was accepted or established.
+    /// A TCP connection was accepted or established (one we opened: what
+    /// waited for it goes out).
     pub fn handle_connection(&mut self, now: Instant, conn: ConnId, peer: SocketAddr) {
         self.streams.insert(
             conn,
@@ -304,6 +310,7 @@ impl Core {
                 last_active: now,
             },
         );
+        self.outbound_connected(conn);
     }
 
     /// Bytes arrived on a TCP connection: frame them (§18.3).
@@ -376,13 +383,16 @@ impl Core {
         }
     }
 
-    /// A TCP connection ended.
-    pub fn handle_stream_closed(&mut self, conn: ConnId) {
+    /// A TCP connection ended (or one we were opening failed).
+    pub fn handle_stream_closed(&mut self, now: Instant, conn: ConnId, why: &str) {
         self.streams.remove(&conn);
+        self.outbound_closed(conn, why);
+        self.drain(now);
     }
 
     fn close_stream(&mut self, conn: ConnId) {
         self.streams.remove(&conn);
+        self.outbound_closed(conn, "closed by the switch");
         self.closes.push(conn);
     }
 
@@ -416,9 +426,13 @@ impl Core {
     pub(crate) fn drain(&mut self, now: Instant) {
         loop {
             let mut progressed = false;
+            for tx in self.outbound.take_failed() {
+                progressed = true;
+                self.layer.handle_transport_error(now, tx);
+            }
             while let Some(t) = self.layer.poll_transmit() {
                 progressed = true;
-                self.queue(t.destination, t.payload);
+                self.send(t.destination, t.payload, t.transaction);
             }
             while let Some(ev) = self.layer.poll_event() {
                 progressed = true;
@@ -439,11 +453,20 @@ impl Core {
     }
 
     pub(crate) fn queue(&mut self, flow: Flow, payload: Bytes) {
+        self.send(flow, payload, None);
+    }
+
+    /// Queues `payload` for `flow`; `tx` is the transaction that sends it
+    /// (told of a transport error if a TCP connection cannot be made).
+    fn send(&mut self, flow: Flow, payload: Bytes, tx: Option<TransactionId>) {
         if is_forbidden_destination(&flow.peer()) {
             self.stats.dropped_forbidden_destination += 1;
             return;
         }
-        self.out.push_back(Outgoing { flow, payload });
+        match flow {
+            Flow::TcpTo { peer } => self.send_tcp_to(peer, payload, tx),
+            _ => self.out.push_back(Outgoing { flow, payload }),
+        }
     }
 
     fn send_response(&mut self, flow: Flow, response: &Response) {

@@ -1,7 +1,9 @@
 //! Transport addresses as the SIP core sees them: a UDP peer on one of our
-//! sockets, or a TCP connection. Responses go back over the flow a request
-//! came in on (RFC 3581 `rport` behaviour for UDP, connection reuse for
-//! TCP, RFC 3261 §18.2.2).
+//! sockets, a TCP connection, or a TCP peer reached over whichever
+//! connection the core has to it (opened on demand, RFC 3261 §18.1.1: how
+//! trunks configured for TCP are addressed, so a dialog outlives any one
+//! connection). Responses go back over the flow a request came in on (RFC
+//! 3581 `rport` behaviour for UDP, connection reuse for TCP, §18.2.2).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,28 +12,40 @@ use codeb_sip::transaction::Address;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Flow {
-    Udp { socket: SocketId, peer: SocketAddr },
-    Tcp { conn: ConnId, peer: SocketAddr },
+    Udp {
+        socket: SocketId,
+        peer: SocketAddr,
+    },
+    Tcp {
+        conn: ConnId,
+        peer: SocketAddr,
+    },
+    /// TCP to `peer`: the core sends over its open connection to it, or
+    /// has the IO loop open one and queues until it is up. Never handed to
+    /// the IO loop (`Outgoing` always names a connection).
+    TcpTo {
+        peer: SocketAddr,
+    },
 }
 
 impl Flow {
     pub fn peer(&self) -> SocketAddr {
         match self {
-            Flow::Udp { peer, .. } | Flow::Tcp { peer, .. } => *peer,
+            Flow::Udp { peer, .. } | Flow::Tcp { peer, .. } | Flow::TcpTo { peer } => *peer,
         }
     }
 
     pub fn transport(&self) -> &'static str {
         match self {
             Flow::Udp { .. } => "UDP",
-            Flow::Tcp { .. } => "TCP",
+            Flow::Tcp { .. } | Flow::TcpTo { .. } => "TCP",
         }
     }
 }
 
 impl Address for Flow {
     fn is_reliable(&self) -> bool {
-        matches!(self, Flow::Tcp { .. })
+        matches!(self, Flow::Tcp { .. } | Flow::TcpTo { .. })
     }
 }
 

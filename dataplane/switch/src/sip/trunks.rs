@@ -7,6 +7,11 @@
 //!
 //! Digest challenges are answered only for the trunk's own realm and only
 //! once per request, so a wrong password fails instead of looping.
+//!
+//! A trunk configured with `transport = "tcp"` gets both over TCP, on the
+//! connection its calls use (see `outbound.rs`): a connection that cannot
+//! be made fails the OPTIONS at once, so the trunk goes down without
+//! waiting for Timer F.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +25,7 @@ use codeb_sip::{Method, Request, RequestBuilder, Response, StatusCode, Uri};
 
 use super::core::Core;
 use super::flow::Flow;
-use crate::config::TrunkConfig;
+use crate::config::{TrunkConfig, TrunkTransport};
 
 const RETRY: Duration = Duration::from_secs(60);
 
@@ -68,6 +73,12 @@ impl TrunkLinks {
     pub fn owns(&self, tx: TransactionId) -> bool {
         self.txs.contains_key(&tx)
     }
+}
+
+/// The Request-URI of a trunk's OPTIONS and REGISTER (and the digest
+/// `uri` of the latter): the trunk itself, naming TCP where it is used.
+fn trunk_uri(t: &TrunkConfig) -> String {
+    format!("sip:{}:{}{}", t.host, t.port(), t.transport.uri_param())
 }
 
 fn secs(n: u32) -> Duration {
@@ -133,7 +144,7 @@ impl Core {
             if link.next_options.is_some_and(|at| at <= now) {
                 link.next_options = Some(now + secs(t.options_interval));
                 if let Some(req) = self.trunk_request(&t, Method::Options, None) {
-                    self.start_trunk_tx(now, &t.id, Purpose::Options, req, addr);
+                    self.start_trunk_tx(now, &t, Purpose::Options, req, addr);
                 }
             }
             let Some(link) = self.trunk_links.links.get_mut(&t.id) else {
@@ -147,7 +158,7 @@ impl Core {
             if due {
                 link.reg = Reg::Pending { authed: false };
                 if let Some(req) = self.trunk_request(&t, Method::Register, None) {
-                    self.start_trunk_tx(now, &t.id, Purpose::Register, req, addr);
+                    self.start_trunk_tx(now, &t, Purpose::Register, req, addr);
                 }
             }
         }
@@ -156,22 +167,30 @@ impl Core {
     fn start_trunk_tx(
         &mut self,
         now: Instant,
-        id: &str,
+        t: &TrunkConfig,
         purpose: Purpose,
         req: Request,
         addr: SocketAddr,
     ) {
-        let Some(socket) = self.udp_socket else {
+        let Some(flow) = self.trunk_flow(t, addr) else {
             return;
         };
-        match self
-            .layer
-            .send_request(now, req, Flow::Udp { socket, peer: addr })
-        {
+        match self.layer.send_request(now, req, flow) {
             Ok(tx) => {
-                self.trunk_links.txs.insert(tx, (id.to_owned(), purpose));
+                self.trunk_links.txs.insert(tx, (t.id.clone(), purpose));
             }
-            Err(e) => tracing::warn!(trunk = id, error = %e, "could not send to trunk"),
+            Err(e) => tracing::warn!(trunk = %t.id, error = %e, "could not send to trunk"),
+        }
+    }
+
+    /// How the trunk at `addr` is reached: over TCP if configured so (the
+    /// connection opened on demand), else from our UDP socket.
+    fn trunk_flow(&self, t: &TrunkConfig, addr: SocketAddr) -> Option<Flow> {
+        match t.transport {
+            TrunkTransport::Tcp => Some(Flow::TcpTo { peer: addr }),
+            TrunkTransport::Udp => self
+                .udp_socket
+                .map(|socket| Flow::Udp { socket, peer: addr }),
         }
     }
 
@@ -182,16 +201,20 @@ impl Core {
         method: Method,
         auth: Option<(KnownHeader, String)>,
     ) -> Option<Request> {
-        let host = format!("{}:{}", t.host, t.port());
-        let uri = Uri::parse(Bytes::from(format!("sip:{host}"))).ok()?;
-        let via = self.our_via("UDP")?;
+        let uri = Uri::parse(Bytes::from(trunk_uri(t))).ok()?;
+        let via = self.our_via(t.transport.via_name())?;
         let user = if t.username.is_empty() {
             "codeb"
         } else {
             t.username.as_str()
         };
         let aor = NameAddr::from_bytes(format!("<sip:{user}@{}>", t.host)).ok()?;
-        let contact = NameAddr::from_bytes(format!("<sip:{user}@{}>", self.our_host())).ok()?;
+        let contact = NameAddr::from_bytes(format!(
+            "<sip:{user}@{}{}>",
+            self.our_host(),
+            t.transport.uri_param()
+        ))
+        .ok()?;
         let (call_id, tag, cseq) = match method {
             Method::Register => {
                 let link = self.trunk_links.links.get_mut(&t.id)?;
@@ -260,18 +283,15 @@ impl Core {
                         };
                     }
                 } else if matches!(code, 401 | 407) && !authed {
-                    if let Some(auth) = self.answer_trunk_challenge(
-                        &t,
-                        &resp,
-                        "REGISTER",
-                        &format!("sip:{}:{}", t.host, t.port()),
-                    ) && let Some(addr) = self.trunk_addrs.get(&id).copied()
+                    if let Some(auth) =
+                        self.answer_trunk_challenge(&t, &resp, "REGISTER", &trunk_uri(&t))
+                        && let Some(addr) = self.trunk_addrs.get(&id).copied()
                         && let Some(req) = self.trunk_request(&t, Method::Register, Some(auth))
                     {
                         if let Some(l) = self.trunk_links.links.get_mut(&id) {
                             l.reg = Reg::Pending { authed: true };
                         }
-                        self.start_trunk_tx(now, &id, Purpose::Register, req, addr);
+                        self.start_trunk_tx(now, &t, Purpose::Register, req, addr);
                         return;
                     }
                     self.trunk_register_failed(now, &id, code);

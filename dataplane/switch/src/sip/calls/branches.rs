@@ -223,7 +223,16 @@ impl Core {
         bi: usize,
         change: impl FnOnce(&mut Request, &mut Branch) -> Result<(), codeb_sip::ValueError>,
     ) -> bool {
-        let Some(via) = self.our_via("UDP") else {
+        let Some(transport) = self
+            .calls
+            .calls
+            .get(&key)
+            .and_then(|c| c.branches.get(bi))
+            .map(|b| b.flow.transport())
+        else {
+            return false;
+        };
+        let Some(via) = self.our_via(transport) else {
             return false;
         };
         let Some(branch) = self

@@ -377,7 +377,7 @@ impl Core {
             .unwrap_or(70)
             .saturating_sub(1);
         for target in targets {
-            let Some(flow) = self.udp_flow(target.addr) else {
+            let Some(flow) = self.target_flow(&target) else {
                 continue;
             };
             let tag = self.ids.tag();
@@ -386,7 +386,8 @@ impl Core {
                 None => continue,
             };
             let offer = call.leg(side).sdp.clone();
-            let Some(invite) = self.build_b_invite(&target.uri, &identity, &tag, hops, offer)
+            let Some(invite) =
+                self.build_b_invite(&flow, &target.uri, &identity, &tag, hops, offer)
             else {
                 continue;
             };

@@ -139,6 +139,8 @@ struct Target {
     addr: SocketAddr,
     /// Through this trunk (outbound) rather than to a user's contact.
     trunk: Option<String>,
+    /// Over TCP (a trunk configured for it), else UDP.
+    tcp: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,8 +362,14 @@ impl Core {
         }
     }
 
-    pub(crate) fn our_contact(&self) -> Option<NameAddr> {
-        NameAddr::from_bytes(format!("<sip:codeb@{}>", self.our_host())).ok()
+    /// Our Contact in what goes over `flow`: with `transport=tcp` over
+    /// TCP, so the peer's requests come back over TCP (RFC 3261 §19.1.1).
+    pub(crate) fn our_contact(&self, flow: &Flow) -> Option<NameAddr> {
+        let transport = match flow {
+            Flow::Udp { .. } => "",
+            Flow::Tcp { .. } | Flow::TcpTo { .. } => ";transport=tcp",
+        };
+        NameAddr::from_bytes(format!("<sip:codeb@{}{transport}>", self.our_host())).ok()
     }
 
     /// The Via of a request that starts something (a B-leg INVITE, a
@@ -417,14 +425,14 @@ impl Core {
         Some(Local {
             transport: match flow {
                 Flow::Udp { .. } => Transport::Udp,
-                Flow::Tcp { .. } => Transport::Tcp,
+                Flow::Tcp { .. } | Flow::TcpTo { .. } => Transport::Tcp,
             },
             host: match addr.ip() {
                 IpAddr::V4(a) => Host::V4(a),
                 IpAddr::V6(a) => Host::V6(a),
             },
             port: Some(addr.port()),
-            contact: self.our_contact()?,
+            contact: self.our_contact(flow)?,
         })
     }
 

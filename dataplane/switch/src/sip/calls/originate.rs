@@ -370,7 +370,7 @@ impl Core {
                 trunk.id
             )));
         };
-        let Some(flow) = self.udp_flow(target.addr) else {
+        let Some(flow) = self.target_flow(&target) else {
             return Err(FailedPrecondition("no SIP socket".into()));
         };
         if self.calls.calls.len() >= self.calls.max_calls {
@@ -416,7 +416,7 @@ impl Core {
             display: (!display.is_empty()).then_some(display),
         };
         let tag = self.ids.tag();
-        let invite = self.build_b_invite(&target.uri, &identity, &tag, 70, b.sdp.clone());
+        let invite = self.build_b_invite(&flow, &target.uri, &identity, &tag, 70, b.sdp.clone());
         let sent = invite.ok_or_else(|| "the INVITE could not be built".to_owned());
         let sent = sent.and_then(|invite| {
             self.layer

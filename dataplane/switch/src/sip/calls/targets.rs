@@ -10,7 +10,7 @@ use codeb_sip::header::{KnownHeader, NameAddr};
 use codeb_sip::{Method, Request, RequestBuilder, Uri};
 
 use super::*;
-use crate::config::TrunkConfig;
+use crate::config::{TrunkConfig, TrunkTransport};
 
 impl Core {
     /// A user's contacts: registrations (sent to where the REGISTER came
@@ -31,6 +31,7 @@ impl Core {
                     uri,
                     addr,
                     trunk: None,
+                    tcp: false,
                 })
             })
             .collect();
@@ -47,13 +48,16 @@ impl Core {
                 uri,
                 addr,
                 trunk: None,
+                tcp: false,
             });
         }
         out.retain(|t| !crate::sip::flow::is_forbidden_destination(&t.addr));
         out
     }
 
-    /// The dialled number at a trunk: `sip:<did>@<host>:<port>`.
+    /// The dialled number at a trunk: `sip:<did>@<host>:<port>`, with
+    /// `;transport=tcp` for a TCP trunk (RFC 3261 §19.1.1: the URI names
+    /// the transport, for the trunk's proxies as much as for us).
     pub(super) fn trunk_target(&self, trunk: &TrunkConfig, did: &str) -> Option<Target> {
         let addr = *self.trunk_addrs.get(&trunk.id)?;
         let user: String = did
@@ -62,15 +66,17 @@ impl Core {
             .take(32)
             .collect();
         let uri = Uri::parse(Bytes::from(format!(
-            "sip:{user}@{}:{}",
+            "sip:{user}@{}:{}{}",
             trunk.host,
-            trunk.port()
+            trunk.port(),
+            trunk.transport.uri_param()
         )))
         .ok()?;
         Some(Target {
             uri,
             addr,
             trunk: Some(trunk.id.clone()),
+            tcp: trunk.transport == TrunkTransport::Tcp,
         })
     }
 
@@ -124,16 +130,28 @@ impl Core {
             .map(|socket| Flow::Udp { socket, peer: addr })
     }
 
+    /// The flow a B-leg INVITE to `target` goes out on: TCP to a trunk
+    /// configured for it (over the connection to it, opened on demand),
+    /// else UDP.
+    pub(super) fn target_flow(&self, target: &Target) -> Option<Flow> {
+        if target.tcp {
+            Some(Flow::TcpTo { peer: target.addr })
+        } else {
+            self.udp_flow(target.addr)
+        }
+    }
+
     pub(super) fn build_b_invite(
         &mut self,
+        flow: &Flow,
         target: &Uri,
         who: &Identity,
         tag: &[u8],
         hops: u8,
         sdp_body: Bytes,
     ) -> Option<Request> {
-        let via = self.our_via("UDP")?;
-        let contact = self.our_contact()?;
+        let via = self.our_via(flow.transport())?;
+        let contact = self.our_contact(flow)?;
         let tag = String::from_utf8_lossy(tag);
         let from = match &who.display {
             Some(d) => format!("\"{d}\" <sip:{}@{}>;tag={tag}", who.user, who.host),

@@ -9,6 +9,7 @@
 mod forking;
 mod originate;
 mod rules;
+mod tcp_trunk;
 mod timers;
 mod transfer;
 
@@ -30,7 +31,7 @@ use crate::config::SwitchConfig;
 use crate::ports::PortRange;
 use crate::protection;
 use crate::registrar::RegistrarLimits;
-use crate::sip::{Core, CoreSettings};
+use crate::sip::{Core, CoreSettings, Flow};
 
 pub(super) const SW: &str = "192.0.2.1:5060";
 pub(super) const A: &str = "192.0.2.10:5060";
@@ -88,6 +89,8 @@ pub(super) struct Harness {
     pub core: Core,
     pub now: Instant,
     inbox: HashMap<SocketAddr, Vec<Message>>,
+    /// The flow of everything sent, by peer (read by the TCP tests).
+    pub flows: HashMap<SocketAddr, Vec<Flow>>,
     pub ids: IdGenerator,
 }
 
@@ -121,6 +124,7 @@ impl Harness {
             core,
             now,
             inbox: HashMap::new(),
+            flows: HashMap::new(),
             ids: IdGenerator::new(9),
         }
     }
@@ -144,6 +148,10 @@ impl Harness {
 
     fn collect(&mut self) {
         while let Some(out) = self.core.poll_transmit() {
+            self.flows
+                .entry(out.flow.peer())
+                .or_default()
+                .push(out.flow);
             let msg = parse_datagram(out.payload, &Limits::default()).unwrap();
             self.inbox.entry(out.flow.peer()).or_default().push(msg);
         }

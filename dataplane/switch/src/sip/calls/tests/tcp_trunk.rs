@@ -1,0 +1,302 @@
+//! A trunk configured with `transport = "tcp"`: the switch opens the
+//! connection itself (through the IO loop's `poll_connect`), queues until
+//! it is up, and keeps every message of the call on it; a connection that
+//! cannot be made fails the call at once.
+
+use codeb_io::ConnId;
+use codeb_sip::dialog::Incoming;
+
+use super::*;
+use crate::sip::outbound::MAX_PENDING;
+
+const TCP_CARRIER: &str = "192.0.2.40:5060";
+const TCP_TRUNK: &str = "tr_00000000000000cb";
+
+/// The harness with a TCP trunk (keep-alive every `options` seconds, 0
+/// none) that DID 3000 goes out through.
+fn tcp_harness(options: u32) -> Harness {
+    let extra = format!(
+        r#"
+[[trunks]]
+id = "{TCP_TRUNK}"
+host = "tcp-carrier.example"
+transport = "tcp"
+options_interval = {options}
+
+[[routes]]
+did = "3000"
+trunk = "{TCP_TRUNK}"
+"#
+    );
+    let mut h = Harness::with_config(None, &extra);
+    h.core
+        .trunk_addrs
+        .insert(TCP_TRUNK.to_owned(), addr(TCP_CARRIER));
+    h
+}
+
+fn conn(index: u32) -> ConnId {
+    ConnId {
+        index,
+        generation: 1,
+    }
+}
+
+impl Harness {
+    /// The carrier sends `msg` over connection `conn`.
+    fn send_tcp(&mut self, conn: ConnId, msg: impl Into<Message>) {
+        let bytes = msg.into().to_bytes();
+        self.core.handle_stream_data(self.now, conn, &bytes);
+        self.collect();
+    }
+
+    /// The IO loop's part: the connection the core asks for is started as
+    /// `id` (and comes up if `up`).
+    fn open(&mut self, id: ConnId, up: bool) {
+        let peer = self.core.poll_connect().expect("a connection is asked for");
+        assert_eq!(peer, addr(TCP_CARRIER));
+        assert_eq!(self.core.poll_connect(), None, "one connection per peer");
+        self.core.handle_connecting(peer, id);
+        assert!(self.take(TCP_CARRIER).is_empty(), "nothing before it is up");
+        if up {
+            self.core.handle_connection(self.now, id, peer);
+            self.collect();
+        }
+    }
+
+    /// Every message sent to the TCP carrier went over `id`.
+    fn all_over(&self, id: ConnId) {
+        let flows = self
+            .flows
+            .get(&addr(TCP_CARRIER))
+            .cloned()
+            .unwrap_or_default();
+        assert!(!flows.is_empty());
+        for f in flows {
+            assert_eq!(
+                f,
+                Flow::Tcp {
+                    conn: id,
+                    peer: addr(TCP_CARRIER)
+                }
+            );
+        }
+    }
+}
+
+fn uri_text(uri: &Uri) -> String {
+    let mut b = bytes::BytesMut::new();
+    uri.render(&mut b);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+fn carrier_local() -> Local {
+    Local {
+        transport: Transport::Tcp,
+        ..local(TCP_CARRIER)
+    }
+}
+
+#[test]
+fn invite_waits_for_the_connection_and_the_whole_call_stays_on_it() {
+    let mut h = tcp_harness(0);
+    let invite = h.invite_from_a("3000", &[]);
+    h.send(A, invite.clone());
+    h.open(conn(7), true);
+    let to_c = request(h.one(TCP_CARRIER));
+    assert_eq!(to_c.method, Method::Invite);
+    let via = header(&to_c, KnownHeader::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/TCP 192.0.2.1:5060;"), "{via}");
+    let ruri = uri_text(&to_c.uri);
+    assert_eq!(ruri, "sip:3000@tcp-carrier.example:5060;transport=tcp");
+    let contact = header(&to_c, KnownHeader::Contact).unwrap();
+    assert!(contact.contains(";transport=tcp"), "{contact}");
+    // A reliable transport: no Timer A retransmissions.
+    h.advance(secs(4));
+    assert!(h.take(TCP_CARRIER).is_empty(), "no retransmission over TCP");
+
+    let mut c = Dialog::uas(
+        &to_c,
+        b"ctag",
+        carrier_local(),
+        Peer::tcp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let ok = c
+        .reply(&to_c, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.40", 43000))
+        .build()
+        .unwrap();
+    c.sent_response(h.now, &ok);
+    h.send_tcp(conn(7), ok);
+    let ack = request(h.one(TCP_CARRIER));
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(c.handle_request(h.now, &ack), Incoming::Ack);
+    let ok_a = response(h.one(A));
+    assert_eq!(ok_a.status, StatusCode::OK);
+    let mut a = a_dialog(&mut h, &invite, &ok_a, true, None);
+
+    // The carrier hangs up over the same connection; its 200 goes back on
+    // it, and A gets the BYE.
+    let bye = c.request(Method::Bye).unwrap().build().unwrap();
+    h.send_tcp(conn(7), bye);
+    assert_eq!(response(h.one(TCP_CARRIER)).status, StatusCode::OK);
+    let to_a = request(h.one(A));
+    assert_eq!(to_a.method, Method::Bye);
+    assert_eq!(a.handle_request(h.now, &to_a), Incoming::Accept);
+    h.send(A, a.reply(&to_a, StatusCode::OK).build().unwrap());
+    assert_eq!(h.core.active_calls(), 0);
+    h.all_over(conn(7));
+    assert_eq!(h.core.poll_connect(), None, "the one connection served all");
+}
+
+#[test]
+fn our_bye_reopens_a_connection_that_closed_during_the_call() {
+    let mut h = tcp_harness(0);
+    let invite = h.invite_from_a("3000", &[]);
+    h.send(A, invite.clone());
+    h.open(conn(7), true);
+    let to_c = request(h.one(TCP_CARRIER));
+    let c = Dialog::uas(
+        &to_c,
+        b"ctag",
+        carrier_local(),
+        Peer::tcp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let ok = c
+        .reply(&to_c, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.40", 43000))
+        .build()
+        .unwrap();
+    h.send_tcp(conn(7), ok);
+    assert_eq!(request(h.one(TCP_CARRIER)).method, Method::Ack);
+    let ok_a = response(h.one(A));
+    let mut a = a_dialog(&mut h, &invite, &ok_a, true, None);
+    h.flows.clear();
+
+    // The connection goes away (an idle timeout on either side); A's BYE
+    // still reaches the carrier, over a new one.
+    h.core
+        .handle_stream_closed(h.now, conn(7), "closed by the peer");
+    let bye = a.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    h.open(conn(8), true);
+    let bye_c = request(h.one(TCP_CARRIER));
+    assert_eq!(bye_c.method, Method::Bye);
+    let via = header(&bye_c, KnownHeader::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/TCP "), "{via}");
+    h.send_tcp(conn(8), c.reply(&bye_c, StatusCode::OK).build().unwrap());
+    assert_eq!(h.core.active_calls(), 0);
+    h.all_over(conn(8));
+}
+
+/// What A hears when its call to a trunk gets no answer over UDP: Timer B
+/// (64·T1) runs out first.
+fn unanswered_udp_outcome() -> StatusCode {
+    let mut h = Harness::new(None);
+    let invite = h.invite_from_a("2000", &[]);
+    h.send(A, invite);
+    assert_eq!(request(h.one(CARRIER)).method, Method::Invite);
+    assert!(h.take(A).is_empty());
+    h.advance(secs(33));
+    // The first of them (A has not ACKed, so Timer G repeats it).
+    response(h.take(A).remove(0)).status
+}
+
+#[test]
+fn a_connection_that_fails_fails_the_call_at_once_as_udp_silence_would() {
+    let udp = unanswered_udp_outcome();
+    let mut h = tcp_harness(0);
+    // Refused when it is being made (connection refused, unreachable).
+    let invite = h.invite_from_a("3000", &[]);
+    h.send(A, invite);
+    h.open(conn(7), false);
+    h.core
+        .handle_stream_closed(h.now, conn(7), "Connection refused (os error 111)");
+    h.collect();
+    assert_eq!(response(h.one(A)).status, udp, "same outcome, no waiting");
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.stats.outbound.connect_failures, 1);
+    assert_eq!(h.core.outbound_connections(), 0);
+
+    // Refused by the IO loop itself (its connection table is full).
+    let invite = h.invite_from_a("3000", &[]);
+    h.send(A, invite);
+    let peer = h.core.poll_connect().unwrap();
+    h.core
+        .handle_connect_refused(h.now, peer, "connection table full");
+    h.collect();
+    assert_eq!(response(h.one(A)).status, udp);
+    assert_eq!(h.core.stats.outbound.connect_failures, 2);
+    assert!(h.take(TCP_CARRIER).is_empty());
+}
+
+#[test]
+fn keepalive_goes_over_tcp_and_a_failed_connect_marks_the_trunk_down() {
+    let mut h = tcp_harness(30);
+    // The first housekeeping tick starts the keep-alives.
+    h.core.handle_timeout(h.now);
+    let status = |h: &Harness| {
+        h.core
+            .trunk_status()
+            .into_iter()
+            .find(|s| s.id == TCP_TRUNK)
+            .unwrap()
+            .up
+    };
+    h.open(conn(3), false);
+    h.core
+        .handle_stream_closed(h.now, conn(3), "Connection refused");
+    assert_eq!(status(&h), Some(false), "down at once, not after Timer F");
+
+    h.advance(secs(30));
+    h.open(conn(4), true);
+    let options = request(h.one(TCP_CARRIER));
+    assert_eq!(options.method, Method::Options);
+    assert_eq!(
+        uri_text(&options.uri),
+        "sip:tcp-carrier.example:5060;transport=tcp"
+    );
+    let via = header(&options, KnownHeader::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/TCP "), "{via}");
+    h.send_tcp(
+        conn(4),
+        options.reply(StatusCode::OK, Some(b"c")).build().unwrap(),
+    );
+    assert_eq!(status(&h), Some(true));
+    h.all_over(conn(4));
+}
+
+#[test]
+fn the_queue_of_a_connection_being_made_is_bounded() {
+    let mut h = tcp_harness(0);
+    for i in 0..=MAX_PENDING {
+        h.core.send_tcp_to(
+            addr(TCP_CARRIER),
+            Bytes::from(format!("OPTIONS sip:x SIP/2.0\r\nX-N: {i}\r\n\r\n")),
+            None,
+        );
+    }
+    assert_eq!(h.core.stats.outbound.refused, 1);
+    let peer = h.core.poll_connect().unwrap();
+    h.core.handle_connecting(peer, conn(5));
+    h.core.handle_connection(h.now, conn(5), peer);
+    let mut sent = 0;
+    while let Some(out) = h.core.poll_transmit() {
+        assert_eq!(
+            out.flow,
+            Flow::Tcp {
+                conn: conn(5),
+                peer
+            }
+        );
+        sent += 1;
+    }
+    assert_eq!(sent, MAX_PENDING);
+}
