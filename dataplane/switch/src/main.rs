@@ -453,7 +453,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         while let Some(peer) = core.poll_connect() {
             match reactor.connect(peer) {
-                Ok(conn) => core.handle_connecting(peer, conn),
+                Ok(conn) => core.handle_connecting(now, peer, conn),
                 Err(e) => core.handle_connect_refused(now, peer, &e.to_string()),
             }
         }

@@ -754,6 +754,10 @@ impl Core {
             for c in stale {
                 self.close_stream(c);
             }
+            for c in self.overdue_connects(now) {
+                self.outbound_closed(c, "not connected within the connect timeout");
+                self.closes.push(c);
+            }
         }
         self.drain(now);
     }

@@ -10,9 +10,10 @@
 //! and reports the id ([`Core::handle_connecting`]) or the refusal
 //! ([`Core::handle_connect_refused`]); `Event::Connected` arrives as
 //! [`Core::handle_connection`], which flushes the queue. A connection that
-//! fails or closes before it is up fails the queued messages' transactions
-//! as transport errors (§17.1.4), so callers learn at once instead of after
-//! Timer B.
+//! fails, closes or is not up within [`CONNECT_TIMEOUT`] (a black-holed
+//! address would otherwise hold its queue for the kernel's two minutes of
+//! SYN retries) fails the queued messages' transactions as transport
+//! errors (§17.1.4), so callers learn at once instead of after Timer B.
 //!
 //! Idle timeouts close these connections like inbound ones; a later message
 //! to the peer (an in-dialog BYE, a keep-alive) opens a new one, which is
@@ -22,7 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use codeb_io::ConnId;
@@ -35,13 +36,15 @@ use super::flow::Flow;
 pub const MAX_PENDING: usize = 64;
 /// Outbound connections (open or opening) at once; more are refused.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// How long a connection may take to come up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Offered on `poll_connect`, not yet taken by the IO loop.
     Wanted,
-    /// The IO loop started it.
-    Connecting(ConnId),
+    /// The IO loop started it; given up at the deadline.
+    Connecting(ConnId, Instant),
     Open(ConnId),
 }
 
@@ -161,12 +164,24 @@ impl Core {
     }
 
     /// The IO loop started the connection to `peer` as `conn`.
-    pub fn handle_connecting(&mut self, peer: SocketAddr, conn: ConnId) {
+    pub fn handle_connecting(&mut self, now: Instant, peer: SocketAddr, conn: ConnId) {
         let o = &mut self.outbound;
         if let Some(c) = o.by_peer.get_mut(&peer) {
-            c.state = State::Connecting(conn);
+            c.state = State::Connecting(conn, now + CONNECT_TIMEOUT);
             o.by_conn.insert(conn, peer);
         }
+    }
+
+    /// Connections still not up at their deadline, to close (and fail).
+    pub(crate) fn overdue_connects(&self, now: Instant) -> Vec<ConnId> {
+        self.outbound
+            .by_peer
+            .values()
+            .filter_map(|c| match c.state {
+                State::Connecting(conn, deadline) if deadline <= now => Some(conn),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The IO loop could not even start the connection to `peer`.

@@ -7,7 +7,7 @@ use codeb_io::ConnId;
 use codeb_sip::dialog::Incoming;
 
 use super::*;
-use crate::sip::outbound::MAX_PENDING;
+use crate::sip::outbound::{CONNECT_TIMEOUT, MAX_PENDING};
 
 const TCP_CARRIER: &str = "192.0.2.40:5060";
 const TCP_TRUNK: &str = "tr_00000000000000cb";
@@ -56,7 +56,7 @@ impl Harness {
         let peer = self.core.poll_connect().expect("a connection is asked for");
         assert_eq!(peer, addr(TCP_CARRIER));
         assert_eq!(self.core.poll_connect(), None, "one connection per peer");
-        self.core.handle_connecting(peer, id);
+        self.core.handle_connecting(self.now, peer, id);
         assert!(self.take(TCP_CARRIER).is_empty(), "nothing before it is up");
         if up {
             self.core.handle_connection(self.now, id, peer);
@@ -238,6 +238,34 @@ fn a_connection_that_fails_fails_the_call_at_once_as_udp_silence_would() {
 }
 
 #[test]
+fn a_connection_that_never_comes_up_is_given_up_before_timer_b() {
+    let udp = unanswered_udp_outcome();
+    let mut h = tcp_harness(0);
+    // Housekeeping (which gives up on connections) runs every second from
+    // the first tick on.
+    h.core.handle_timeout(h.now);
+    let invite = h.invite_from_a("3000", &[]);
+    h.send(A, invite);
+    h.open(conn(7), false);
+    // A black-holed address: no answer to the SYN, no error either.
+    h.advance(CONNECT_TIMEOUT - secs(1));
+    assert!(h.take(A).is_empty());
+    assert!(h.core.take_closes().is_empty());
+    h.advance(secs(2));
+    let first = h.take(A).remove(0);
+    assert_eq!(response(first).status, udp, "well before Timer B's 32 s");
+    assert_eq!(h.core.take_closes(), [conn(7)], "the IO loop closes it");
+    // Its late close event changes nothing; the next call tries afresh.
+    h.core
+        .handle_stream_closed(h.now, conn(7), "closed by the switch");
+    assert_eq!(h.core.stats.outbound.connect_failures, 1);
+    let invite = h.invite_from_a("3000", &[]);
+    h.send(A, invite);
+    h.open(conn(8), true);
+    assert_eq!(request(h.one(TCP_CARRIER)).method, Method::Invite);
+}
+
+#[test]
 fn keepalive_goes_over_tcp_and_a_failed_connect_marks_the_trunk_down() {
     let mut h = tcp_harness(30);
     // The first housekeeping tick starts the keep-alives.
@@ -285,7 +313,7 @@ fn the_queue_of_a_connection_being_made_is_bounded() {
     }
     assert_eq!(h.core.stats.outbound.refused, 1);
     let peer = h.core.poll_connect().unwrap();
-    h.core.handle_connecting(peer, conn(5));
+    h.core.handle_connecting(h.now, peer, conn(5));
     h.core.handle_connection(h.now, conn(5), peer);
     let mut sent = 0;
     while let Some(out) = h.core.poll_transmit() {
