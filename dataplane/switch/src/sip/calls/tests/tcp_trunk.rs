@@ -138,6 +138,31 @@ fn invite_waits_for_the_connection_and_the_whole_call_stays_on_it() {
     assert_eq!(ok_a.status, StatusCode::OK);
     let mut a = a_dialog(&mut h, &invite, &ok_a, true, None);
 
+    // The carrier puts the call on hold over the same connection: the
+    // switch answers on it, naming TCP in its Contact.
+    let hold = "v=0\r\no=- 2 3 IN IP4 192.0.2.40\r\ns=-\r\nc=IN IP4 192.0.2.40\r\nt=0 0\r\nm=audio 43000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendonly\r\n";
+    let reinvite = c
+        .request(Method::Invite)
+        .unwrap()
+        .body(
+            &super::super::sdp_type(),
+            Bytes::from_static(hold.as_bytes()),
+        )
+        .build()
+        .unwrap();
+    h.send_tcp(conn(7), reinvite);
+    let ok_hold = response(h.one(TCP_CARRIER));
+    assert_eq!(ok_hold.status, StatusCode::OK);
+    let contact = header(&ok_hold, KnownHeader::Contact).unwrap();
+    assert!(contact.contains(";transport=tcp"), "{contact}");
+    c.handle_response(h.now, &ok_hold);
+    while let Some(t) = c.poll_transmit() {
+        h.core.handle_stream_data(h.now, conn(7), &t.payload);
+    }
+    h.advance(secs(2));
+    assert!(h.take(TCP_CARRIER).is_empty(), "its ACK stopped our 2xx");
+    assert!(h.take(A).is_empty(), "A is not disturbed");
+
     // The carrier hangs up over the same connection; its 200 goes back on
     // it, and A gets the BYE.
     let bye = c.request(Method::Bye).unwrap().build().unwrap();
