@@ -353,3 +353,46 @@ fn the_queue_of_a_connection_being_made_is_bounded() {
     }
     assert_eq!(sent, MAX_PENDING);
 }
+
+#[test]
+fn a_placed_call_goes_out_over_tcp_and_ends_at_once_when_it_cannot_connect() {
+    let placed = |h: &mut Harness, trunk: &str| {
+        let req = crate::sip::calls::Originate {
+            call_id: format!("call-{trunk}"),
+            tenant: "example.com".into(),
+            phone: "+15551230000".into(),
+            trunk_id: trunk.into(),
+            ..crate::sip::calls::Originate::default()
+        };
+        h.core.place_call(h.now, req).expect("placed");
+    };
+    // Over UDP, an unanswered INVITE ends the call at Timer B.
+    let mut h = tcp_harness(0);
+    placed(&mut h, "tr_00000000000000ca");
+    assert_eq!(request(h.one(CARRIER)).method, Method::Invite);
+    h.advance(secs(33));
+    let udp = super::originate::ended(&super::originate::events(&mut h));
+
+    // Over TCP: the INVITE waits for the connection and goes out on it...
+    placed(&mut h, TCP_TRUNK);
+    h.open(conn(7), true);
+    let invite = request(h.one(TCP_CARRIER));
+    assert_eq!(invite.method, Method::Invite);
+    assert_eq!(
+        uri_text(&invite.uri),
+        "sip:+15551230000@tcp-carrier.example:5060;transport=tcp"
+    );
+    h.all_over(conn(7));
+    let _ = super::originate::events(&mut h);
+
+    // ...and a call whose connection fails ends the same way, at once.
+    let mut h = tcp_harness(0);
+    placed(&mut h, TCP_TRUNK);
+    h.open(conn(9), false);
+    h.core
+        .handle_stream_closed(h.now, conn(9), "Connection refused");
+    assert_eq!(
+        super::originate::ended(&super::originate::events(&mut h)),
+        udp
+    );
+}
