@@ -465,6 +465,14 @@ impl Core {
         }
         match flow {
             Flow::TcpTo { peer } => self.send_tcp_to(peer, payload, tx),
+            // A connection to a TCP trunk's own address that has closed
+            // (a response, or a request in a dialog the trunk opened over
+            // our connection): a new one, as §18.2.2 has a server do.
+            Flow::Tcp { conn, peer }
+                if !self.streams.contains_key(&conn) && self.is_tcp_trunk(peer) =>
+            {
+                self.send_tcp_to(peer, payload, tx)
+            }
             _ => self.out.push_back(Outgoing { flow, payload }),
         }
     }

@@ -19,7 +19,10 @@
 //! to the peer (an in-dialog BYE, a keep-alive) opens a new one, which is
 //! what §18.1.1 asks of a client, and the peer reaches us over our own
 //! listener (our Via and Contact say `transport=tcp`) if it has something
-//! to send meanwhile. So no dialog is tied to one connection.
+//! to send meanwhile. So no dialog is tied to one connection. The same
+//! holds for what goes back to a trunk's own requests on our connection
+//! (a response, or a request in a dialog the trunk started there): once
+//! that connection is gone, a new one to the trunk carries it (§18.2.2).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -31,6 +34,7 @@ use codeb_sip::transaction::TransactionId;
 
 use super::core::{Core, Outgoing};
 use super::flow::Flow;
+use crate::config::TrunkTransport;
 
 /// Messages queued per connection while it opens; more are refused.
 pub const MAX_PENDING: usize = 64;
@@ -231,6 +235,13 @@ impl Core {
                 _ => self.connect_failed(peer, pending, why),
             }
         }
+    }
+
+    /// `peer` is the address of a trunk we reach over TCP.
+    pub(crate) fn is_tcp_trunk(&self, peer: SocketAddr) -> bool {
+        self.config.trunks.iter().any(|t| {
+            t.transport == TrunkTransport::Tcp && self.trunk_addrs.get(&t.id) == Some(&peer)
+        })
     }
 
     /// Outbound connections open or opening.

@@ -396,3 +396,44 @@ fn a_placed_call_goes_out_over_tcp_and_ends_at_once_when_it_cannot_connect() {
         udp
     );
 }
+
+#[test]
+fn a_call_from_the_trunk_on_our_connection_is_answered_over_a_new_one_once_it_closed() {
+    let mut h = tcp_harness(30);
+    // The keep-alive's connection carries the trunk's own INVITE to DID
+    // 1000 (bob, at B).
+    h.core.handle_timeout(h.now);
+    h.open(conn(7), true);
+    assert_eq!(request(h.one(TCP_CARRIER)).method, Method::Options);
+    let mut invite = h.invite_from_a("1000", &[]);
+    invite.headers.remove(KnownHeader::Via);
+    let via = Via::new(
+        &Transport::Tcp,
+        &Host::from_bytes("192.0.2.40").unwrap(),
+        Some(5060),
+        &h.ids.branch(),
+        true,
+    )
+    .unwrap();
+    let mut rendered = bytes::BytesMut::new();
+    via.render(&mut rendered);
+    invite.headers.insert(
+        0,
+        codeb_sip::header::Header::new(KnownHeader::Via, rendered.freeze()).unwrap(),
+    );
+    h.send_tcp(conn(7), invite.clone());
+    let to_b = request(h.one(B));
+    assert_eq!(to_b.method, Method::Invite);
+    h.flows.clear();
+
+    // The connection closes while bob rings; his answer still reaches the
+    // trunk, over a connection the switch opens for it.
+    h.core
+        .handle_stream_closed(h.now, conn(7), "closed by the peer");
+    answer_invite(&mut h, B, &to_b, b"bobtag", ("192.0.2.20", 42000));
+    assert!(h.take(TCP_CARRIER).is_empty());
+    h.open(conn(8), true);
+    let ok = response(h.one(TCP_CARRIER));
+    assert_eq!(ok.status, StatusCode::OK);
+    h.all_over(conn(8));
+}
