@@ -9,7 +9,8 @@
 //! and served. SIP users set through the API reach the switch: an inbound
 //! route to one rings its static contact, or where it registered with the
 //! digest password the API stored, and an AI call hands its callee to one
-//! with `transfer_to_user`.
+//! with `transfer_to_user`. Inbound calls to a virtual number end on
+//! their own or when the API hangs them up.
 //!
 //! The platform's set-up is `common::platform`'s (shared with
 //! `call_lifecycle.rs`).
@@ -20,7 +21,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::platform::{Platform, free_sip_port, sipp_callee, wait};
+use common::platform::{Killed, Platform, free_sip_port, sipp_callee, wait};
 use serde_json::json;
 
 #[test]
@@ -165,6 +166,56 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
     let t = p.get(&format!("/api.ashx/v1/transcripts/{vnum_id}"));
     assert_eq!(t["callerSource"], "vnum", "{t}");
     assert_eq!(t["turns"][0]["speaker"], "AI", "{t}");
+
+    // An inbound call the operator hangs up: its persona would talk on.
+    let before = p.switch.config_version();
+    let (code, _, raw) = p.post(
+        "/api.ashx/v1/numbers",
+        &json!({"name": "desk", "number": "7001", "systemPrompt": "You are the front desk."}),
+    );
+    assert_eq!(code, 201, "{raw}");
+    let (code, _, raw) = p.post(
+        "/api.ashx/v1/inbound-routes",
+        &json!({"Did": "7001", "User": "7001"}),
+    );
+    assert!(code == 200 || code == 201, "{raw}");
+    wait("the new configuration on the switch", 20, || {
+        (p.switch.config_version() > before).then_some(())
+    });
+    let mut caller = Killed(
+        carrier_call(&p, "7001", &["-sf", scenario.to_str().unwrap()])
+            .arg("-timeout_error")
+            .spawn()
+            .unwrap(),
+    );
+    let desk_id = wait("the desk call's AI session", 30, || {
+        p.get("/api.ashx/v1/inbound-calls")["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["number"] == "7001" && c["startedAtUtc"].is_string())
+            .and_then(|c| c["callId"].as_str().map(str::to_owned))
+    });
+    let hangup = format!("/api.ashx/v1/inbound-calls/{desk_id}/hangup");
+    let (code, r, raw) = p.post(&hangup, &json!({}));
+    assert_eq!(code, 200, "{raw}");
+    assert_eq!(r["wasNoop"], false, "{r}");
+    assert_eq!(r["newStatus"], "in-flight", "{r}");
+    let st = wait("the desk caller to get our BYE", 15, || {
+        caller.0.try_wait().unwrap()
+    });
+    assert!(st.success(), "the caller got the BYE: {st}");
+    let ended = p.hooks.wait_for(&desk_id, "call.ended", 30);
+    assert_eq!(ended.body["data"]["outcome"], "cancelled", "{ended:?}");
+    let desk = wait("the desk call's record to end", 10, || {
+        let c = p.get(&format!("/api.ashx/v1/inbound-calls/{desk_id}"));
+        (c["status"] == "ended").then_some(c)
+    });
+    assert_eq!(desk["outcome"], "cancelled", "{desk}");
+    let (code, r, raw) = p.post(&hangup, &json!({}));
+    assert_eq!(code, 200, "{raw}");
+    assert_eq!(r["wasNoop"], true, "{r}");
+    assert_eq!(r["newStatus"], "ended", "{r}");
 }
 
 /// SIPp as the carrier calling `did` at the switch (from loopback, the
