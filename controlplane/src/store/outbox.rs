@@ -10,6 +10,12 @@
 //! row another worker has since claimed. A delivery's id never changes, so
 //! a crash between attempts, or during one, only ever re-sends the same id.
 //!
+//! A lease also moves the delivery's `next_attempt_at` to the lease's end
+//! (when it goes again if the attempt's result never arrives), so the
+//! rows being attempted drop out of the due range of the pending index:
+//! a claim reads only rows it can take, not every attempt in flight
+//! before them (up to `concurrency` heap rows per claim otherwise).
+//!
 //! Order: deliveries of one call (`order_key`) to one subscription are
 //! claimable only when no earlier one of them is still pending, so
 //! `transcript.saved` never overtakes the terminal event before it.
@@ -182,6 +188,9 @@ pub struct DeliveryRecord {
     pub call_id: Option<String>,
     pub state: DeliveryState,
     pub attempts: i64,
+    /// When the next attempt is due; while an attempt is in flight, the
+    /// end of its lease (when the delivery goes again should its result
+    /// never arrive).
     pub next_attempt_at: UtcMillis,
     pub created_at: UtcMillis,
     pub finished_at: Option<UtcMillis>,
@@ -278,6 +287,19 @@ macro_rules! retry_state {
 const HOLD: &str = "UPDATE webhook_deliveries SET state = 'held' \
      WHERE webhook_id = $1 AND state = 'pending' \
      AND (lease_until IS NULL OR lease_until <= $2)";
+
+/// The attempt log holds every attempt but a delivery's latest, which
+/// stays on its row (`last_*`, numbered `attempts`): a delivery that
+/// succeeds at once writes no log row. Before the row takes a new
+/// attempt, or is expired, this copies the latest into the log (the
+/// caller adds the `WHERE`).
+macro_rules! keep_latest {
+    () => {
+        "(delivery_seq, attempt, started_at, status_code, latency_ms, error) \
+         SELECT seq, attempts, last_started_at, last_status, last_latency_ms, last_error \
+         FROM webhook_deliveries"
+    };
+}
 
 fn state_of(next: NextStep) -> &'static str {
     match next {
@@ -687,8 +709,8 @@ impl Store {
                 let claimed = fit_to_room(claimed, in_flight, per_subscription);
                 for c in &claimed {
                     sqlx::query(
-                        "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2 \
-                         WHERE seq = $3",
+                        "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2, \
+                         next_attempt_at = $1 WHERE seq = $3",
                     )
                     .bind(until)
                     .bind(token)
@@ -757,8 +779,8 @@ impl Store {
                 let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
                 if !seqs.is_empty() {
                     sqlx::query(
-                        "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2 \
-                         WHERE seq = ANY($3::bigint[])",
+                        "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2, \
+                         next_attempt_at = $1 WHERE seq = ANY($3::bigint[])",
                     )
                     .bind(until)
                     .bind(token)
@@ -819,12 +841,13 @@ impl Store {
                 let mut tx = pool.write_tx().await?;
                 let mut applied = Vec::new();
                 for o in outcomes {
-                    let n = sqlx::query(concat!(
+                    let update = sqlx::query(concat!(
                         "UPDATE webhook_deliveries SET state = ",
                         retry_state!("$1", "webhook_deliveries"),
                         ", attempts = $2, \
                          next_attempt_at = $3, lease_until = NULL, lease_token = NULL, \
-                         last_status = $4, last_error = $5, finished_at = $6 \
+                         last_status = $4, last_error = $5, finished_at = $6, \
+                         last_started_at = $9, last_latency_ms = $10 \
                          WHERE seq = $7 AND lease_token = $8 AND state = 'pending'"
                     ))
                     .bind(state_of(o.next))
@@ -835,25 +858,24 @@ impl Store {
                     .bind(finished_at(o, now))
                     .bind(o.seq)
                     .bind(o.lease_token)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    .bind(o.started_at.0)
+                    .bind(o.latency_ms);
+                    if o.attempt > 1 {
+                        sqlx::query(concat!(
+                            "INSERT INTO webhook_attempts ",
+                            keep_latest!(),
+                            " WHERE seq = $1 AND lease_token = $2 AND state = 'pending' \
+                             AND last_started_at IS NOT NULL ON CONFLICT DO NOTHING"
+                        ))
+                        .bind(o.seq)
+                        .bind(o.lease_token)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let n = update.execute(&mut *tx).await?.rows_affected();
                     if n == 0 {
                         continue;
                     }
-                    sqlx::query(
-                        "INSERT INTO webhook_attempts (delivery_seq, attempt, started_at, \
-                         status_code, latency_ms, error) VALUES ($1, $2, $3, $4, $5, $6) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(o.seq)
-                    .bind(o.attempt)
-                    .bind(o.started_at.0)
-                    .bind(o.status.map(i64::from))
-                    .bind(o.latency_ms)
-                    .bind(&o.error)
-                    .execute(&mut *tx)
-                    .await?;
                     applied.push(o);
                 }
                 for (sub, c) in counter_changes(&applied) {
@@ -925,17 +947,43 @@ impl Store {
                 let errors: Vec<&str> = outcomes.iter().map(|o| o.error.as_str()).collect();
                 let finished: Vec<Option<i64>> =
                     outcomes.iter().map(|o| finished_at(o, now)).collect();
-                // Whole batch in three statements: the rate this path
-                // sustains is the delivery rate of the platform.
+                let started = col_i64(|o| o.started_at.0);
+                let latency = col_i64(|o| o.latency_ms);
+                // Retries: the attempt before, still on the row, moves to
+                // the log first (first attempts, nearly all, write no log).
+                let retries: Vec<&AttemptOutcome> =
+                    outcomes.iter().filter(|o| o.attempt > 1).collect();
+                if !retries.is_empty() {
+                    let seqs: Vec<i64> = retries.iter().map(|o| o.seq).collect();
+                    let tokens: Vec<i64> = retries.iter().map(|o| o.lease_token).collect();
+                    sqlx::query(concat!(
+                        "INSERT INTO webhook_attempts ",
+                        keep_latest!(),
+                        " WHERE seq IN (SELECT d.seq FROM webhook_deliveries d \
+                         JOIN UNNEST($1::bigint[], $2::bigint[]) AS u(seq, token) \
+                         ON d.seq = u.seq AND d.lease_token = u.token \
+                         WHERE d.state = 'pending' AND d.last_started_at IS NOT NULL) \
+                         ON CONFLICT DO NOTHING"
+                    ))
+                    .bind(&seqs)
+                    .bind(&tokens)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                // The whole batch's rows in one statement: the rate this
+                // path sustains is the delivery rate of the platform.
                 let done: Vec<i64> = sqlx::query_scalar(concat!(
                     "UPDATE webhook_deliveries d SET state = ",
                     retry_state!("u.state", "d"),
                     ", attempts = u.attempt, \
                      next_attempt_at = u.next_at, lease_until = NULL, lease_token = NULL, \
-                     last_status = u.status, last_error = u.error, finished_at = u.finished \
+                     last_status = u.status, last_error = u.error, finished_at = u.finished, \
+                     last_started_at = u.started, last_latency_ms = u.latency \
                      FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], \
-                     $5::bigint[], $6::bigint[], $7::text[], $8::bigint[]) \
-                     AS u(seq, token, attempt, state, next_at, status, error, finished) \
+                     $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], \
+                     $10::bigint[]) \
+                     AS u(seq, token, attempt, state, next_at, status, error, finished, \
+                     started, latency) \
                      WHERE d.seq = u.seq AND d.lease_token = u.token AND d.state = 'pending' \
                      RETURNING d.seq"
                 ))
@@ -947,34 +995,13 @@ impl Store {
                 .bind(&statuses)
                 .bind(&errors)
                 .bind(&finished)
+                .bind(&started)
+                .bind(&latency)
                 .fetch_all(&mut *tx)
                 .await?;
                 let done: std::collections::HashSet<i64> = done.into_iter().collect();
                 let applied: Vec<&AttemptOutcome> =
                     outcomes.iter().filter(|o| done.contains(&o.seq)).collect();
-                if !applied.is_empty() {
-                    let seqs: Vec<i64> = applied.iter().map(|o| o.seq).collect();
-                    let attempts: Vec<i64> = applied.iter().map(|o| o.attempt).collect();
-                    let started: Vec<i64> = applied.iter().map(|o| o.started_at.0).collect();
-                    let statuses: Vec<Option<i64>> =
-                        applied.iter().map(|o| o.status.map(i64::from)).collect();
-                    let latency: Vec<i64> = applied.iter().map(|o| o.latency_ms).collect();
-                    let errors: Vec<&str> = applied.iter().map(|o| o.error.as_str()).collect();
-                    sqlx::query(
-                        "INSERT INTO webhook_attempts (delivery_seq, attempt, started_at, \
-                         status_code, latency_ms, error) \
-                         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], \
-                         $4::bigint[], $5::bigint[], $6::text[]) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&seqs)
-                    .bind(&attempts)
-                    .bind(&started)
-                    .bind(&statuses)
-                    .bind(&latency)
-                    .bind(&errors)
-                    .execute(&mut *tx)
-                    .await?;
-                }
                 let changes = counter_changes(&applied);
                 if !changes.is_empty() {
                     let ids: Vec<&str> = changes.iter().map(|(k, _)| k.as_str()).collect();
@@ -1046,17 +1073,20 @@ impl Store {
     }
 
     /// Gives back leases a worker will not use (shutting down mid-attempt),
-    /// so the next worker re-sends at once instead of after the lease.
-    pub async fn release_leases(&self, leases: &[(i64, i64)]) -> Result<()> {
+    /// so the next worker re-sends at once (due `now`) instead of after
+    /// the lease.
+    pub async fn release_leases(&self, leases: &[(i64, i64)], now: UtcMillis) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.write_tx().await?;
             for (seq, token) in leases {
                 sqlx::query(
-                    "UPDATE webhook_deliveries SET lease_until = NULL, lease_token = NULL \
+                    "UPDATE webhook_deliveries SET lease_until = NULL, lease_token = NULL, \
+                     next_attempt_at = $3 \
                      WHERE seq = $1 AND lease_token = $2 AND state = 'pending'",
                 )
                 .bind(seq)
                 .bind(token)
+                .bind(now.0)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -1103,6 +1133,7 @@ impl Store {
             let rows = sqlx::query(concat!(
                 "SELECT d.seq, d.id, e.id AS event_id, e.name, e.call_id, d.state, d.attempts, \
                  d.next_attempt_at, d.created_at, d.finished_at, d.last_status, d.last_error, \
+                 d.last_started_at, d.last_latency_ms, \
                  d.replay_of FROM webhook_deliveries d \
                  JOIN webhook_events e ON e.seq = d.event_seq WHERE ",
                 page_filter!(),
@@ -1148,6 +1179,23 @@ impl Store {
                 let id: String = col(r, "id")?;
                 let event_id: String = col(r, "event_id")?;
                 let state: String = col(r, "state")?;
+                let attempts: i64 = col(r, "attempts")?;
+                let last_status: Option<i64> = col(r, "last_status")?;
+                let last_error: String = col(r, "last_error")?;
+                let mut log = by_seq.remove(&seq).unwrap_or_default();
+                // The latest attempt lives on the row (see `keep_latest!`).
+                if let Some(started_at) = opt_ms(r, "last_started_at")?
+                    && log.last().is_none_or(|l| l.attempt < attempts)
+                {
+                    let latency_ms: Option<i64> = col(r, "last_latency_ms")?;
+                    log.push(AttemptLog {
+                        attempt: attempts,
+                        started_at,
+                        status_code: last_status,
+                        latency_ms: latency_ms.unwrap_or(0),
+                        error: last_error.clone(),
+                    });
+                }
                 items.push(DeliveryRecord {
                     id: DeliveryId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     event_id: EventId::parse(&event_id)
@@ -1156,14 +1204,14 @@ impl Store {
                     call_id: col(r, "call_id")?,
                     state: DeliveryState::parse(&state)
                         .ok_or_else(|| StoreError::Corrupt(format!("delivery state {state}")))?,
-                    attempts: col(r, "attempts")?,
+                    attempts,
                     next_attempt_at: ms(r, "next_attempt_at")?,
                     created_at: ms(r, "created_at")?,
                     finished_at: opt_ms(r, "finished_at")?,
-                    last_status: col(r, "last_status")?,
-                    last_error: col(r, "last_error")?,
+                    last_status,
+                    last_error,
                     replay_of: col(r, "replay_of")?,
-                    log: by_seq.remove(&seq).unwrap_or_default(),
+                    log,
                 });
             }
             Ok(Some(Page { items, total }))
@@ -1220,9 +1268,21 @@ impl Store {
     pub async fn purge_deliveries(&self, cutoff: UtcMillis, now: UtcMillis) -> Result<(u64, u64)> {
         on_pool!(self, |pool| {
             let mut tx = pool.write_tx().await?;
+            // The latest attempt's error is about to be overwritten: into
+            // the log with it first.
+            sqlx::query(concat!(
+                "INSERT INTO webhook_attempts ",
+                keep_latest!(),
+                " WHERE state IN ('pending', 'held') AND created_at < $1 \
+                 AND last_started_at IS NOT NULL ON CONFLICT DO NOTHING"
+            ))
+            .bind(cutoff.0)
+            .execute(&mut *tx)
+            .await?;
             let expired = sqlx::query(
                 "UPDATE webhook_deliveries SET state = 'failed', finished_at = $2, \
                  lease_until = NULL, lease_token = NULL, \
+                 last_started_at = NULL, last_latency_ms = NULL, \
                  last_error = 'expired: still undelivered at the end of the retention period' \
                  WHERE state IN ('pending', 'held') AND created_at < $1",
             )

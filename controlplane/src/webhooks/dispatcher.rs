@@ -10,6 +10,9 @@
 //! - The loop sleeps until a delivery is due, an event is recorded (a local
 //!   wake, or PostgreSQL `NOTIFY` from another process), an attempt
 //!   finishes, or `idle_poll` passes (which covers expired leases).
+//! - With a backlog and nearly every slot busy, it gathers `claim_min`
+//!   free slots (for at most `claim_wait`) before claiming again, so a
+//!   drain at full speed claims rows by the dozen, not one by one.
 //! - Time comes from the `Clock`: with a manual clock a test steps through
 //!   5 s, 30 s and 120 s of retry schedule without waiting.
 //! - On shutdown it stops claiming, lets running attempts finish for
@@ -48,6 +51,13 @@ pub struct DeliveryConfig {
     pub per_subscription: usize,
     /// Most deliveries claimed in one query.
     pub batch: usize,
+    /// With more due than fits and attempts running, the loop waits for
+    /// this many free slots before claiming again, at most `claim_wait`
+    /// after the first one freed: a claim costs the database about the
+    /// same for one row as for dozens, and at full speed attempts end one
+    /// by one.
+    pub claim_min: usize,
+    pub claim_wait: Duration,
     pub idle_poll: Duration,
     /// Finished deliveries (and pending ones that old) are purged after this.
     pub retention: Duration,
@@ -63,6 +73,8 @@ impl DeliveryConfig {
             concurrency: 512,
             per_subscription: 16,
             batch: 256,
+            claim_min: 64,
+            claim_wait: Duration::from_millis(5),
             idle_poll: Duration::from_secs(1),
             retention: Duration::from_secs(30 * 24 * 3600),
             shutdown_grace: Duration::from_secs(5),
@@ -170,6 +182,14 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut in_flight = InFlight::default();
     let mut housekeeping_at = Instant::now() + Duration::from_secs(60);
+    // The last claim filled its batch: more is due than was taken.
+    let mut backlog = false;
+    let mut coalesce_until: Option<Instant> = None;
+    let claim_min = sh
+        .cfg
+        .claim_min
+        .min(sh.cfg.batch)
+        .min(sh.cfg.concurrency / 2);
     tracing::info!(
         concurrency = sh.cfg.concurrency,
         per_subscription = sh.cfg.per_subscription,
@@ -191,6 +211,20 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .concurrency
             .saturating_sub(tasks.len())
             .min(sh.cfg.batch);
+        if backlog && want > 0 && want < claim_min && !tasks.is_empty() {
+            // A backlog and most slots busy: gather a few more free slots
+            // (for at most `claim_wait`) rather than claim one at a time.
+            let until = *coalesce_until.get_or_insert_with(|| Instant::now() + sh.cfg.claim_wait);
+            if Instant::now() < until {
+                tokio::select! {
+                    Some(r) = tasks.join_next_with_id() => finished(r, &mut in_flight),
+                    () = tokio::time::sleep_until(until.into()) => {}
+                    r = stop.changed() => if r.is_err() { break },
+                }
+                continue;
+            }
+        }
+        coalesce_until = None;
         let mut got = 0;
         if want > 0 {
             let claim = sh
@@ -206,6 +240,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             match claim {
                 Ok(claimed) => {
                     got = claimed.len();
+                    backlog = got == want;
                     for d in claimed {
                         let handle = tasks.spawn(attempt(sh.clone(), d.clone(), done_tx.clone()));
                         in_flight.add(handle.id(), &d);
@@ -268,7 +303,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             n = abandoned.len(),
             "handing back deliveries interrupted by shutdown"
         );
-        if let Err(e) = sh.store.release_leases(&abandoned).await {
+        if let Err(e) = sh.store.release_leases(&abandoned, sh.clock.now()).await {
             tracing::warn!(error = %e, "could not hand back leases; they expire on their own");
         }
     }

@@ -16,6 +16,7 @@ on_both!(
     retry_after_is_honoured,
     gone_disables_and_holds_later_events,
     twenty_failures_pause_the_subscription,
+    the_purge_expires_the_undelivered_and_keeps_their_log,
 );
 
 async fn receiver_down_gives_up_after_four_attempts(mut fx: Fx) {
@@ -199,4 +200,57 @@ async fn twenty_failures_pause_the_subscription(mut fx: Fx) {
     .await;
     assert_eq!(fx.subscription(&sub).await.failures, 0);
     fx.stop().await;
+}
+
+async fn the_purge_expires_the_undelivered_and_keeps_their_log(mut fx: Fx) {
+    let rx = Receiver::start(Arc::new(|_, hit| {
+        Answer::status(if hit.path == "/bad" { 500 } else { 200 })
+    }))
+    .await;
+    let (bad, _) = fx.subscribe(&rx.url("/bad"), &["*"]).await;
+    let (good, _) = fx.subscribe(&rx.url("/good"), &["*"]).await;
+    let t0 = fx.clock.now();
+    fx.start();
+    fx.event(EventName::CallEnded, json!({}), None).await;
+    fx.until(&bad, "attempt 1", |d| d[0].attempts == 1).await;
+    fx.until(&good, "delivered", |d| {
+        d[0].state == DeliveryState::Succeeded
+    })
+    .await;
+    fx.stop().await;
+    fx.advance(10_000);
+    let now = fx.clock.now();
+    // Retention ends just after the event: the retry still waiting is
+    // expired, the delivered one deleted.
+    let purged = fx.store.purge_deliveries(t0.plus_ms(1), now).await.unwrap();
+    assert_eq!(purged, (1, 1));
+    assert!(fx.deliveries(&good).await.is_empty());
+    let d = fx.deliveries(&bad).await;
+    assert_eq!(d[0].state, DeliveryState::Failed);
+    assert!(
+        d[0].last_error.starts_with("expired"),
+        "{}",
+        d[0].last_error
+    );
+    assert_eq!(d[0].finished_at, Some(now));
+    // The attempt that failed is still in the log, as it was.
+    assert_eq!(d[0].log.len(), 1);
+    assert_eq!(
+        (d[0].log[0].attempt, d[0].log[0].status_code),
+        (1, Some(500))
+    );
+    assert_eq!(d[0].log[0].started_at, t0);
+    assert!(
+        d[0].log[0].error.starts_with("HTTP 500"),
+        "{}",
+        d[0].log[0].error
+    );
+    // Later the expired one goes too, and with it the event.
+    let purged = fx
+        .store
+        .purge_deliveries(now.plus_ms(1), now.plus_ms(2))
+        .await
+        .unwrap();
+    assert_eq!(purged, (0, 1));
+    assert!(fx.deliveries(&bad).await.is_empty());
 }

@@ -58,6 +58,8 @@ pub struct Answer {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub delay: Duration,
+    /// Held until the test opens the gate (sends `true`).
+    pub gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Answer {
@@ -66,6 +68,7 @@ impl Answer {
             status,
             headers: Vec::new(),
             delay: Duration::ZERO,
+            gate: None,
         }
     }
 
@@ -76,6 +79,12 @@ impl Answer {
 
     pub fn after(mut self, delay: Duration) -> Answer {
         self.delay = delay;
+        self
+    }
+
+    /// Answers only once `gate` is open, however long that takes.
+    pub fn when_open(mut self, gate: tokio::sync::watch::Receiver<bool>) -> Answer {
+        self.gate = Some(gate);
         self
     }
 }
@@ -116,6 +125,9 @@ async fn receive(State(st): State<ReceiverState>, req: Request) -> Response {
         hits.push(hit.clone());
         (st.script)(i, &hit)
     };
+    if let Some(mut gate) = answer.gate {
+        let _ = gate.wait_for(|open| *open).await;
+    }
     tokio::time::sleep(answer.delay).await;
     let mut resp = (StatusCode::from_u16(answer.status).unwrap(), "").into_response();
     for (k, v) in answer.headers {
