@@ -179,6 +179,17 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
     }
     let _ = writeln!(
         o,
+        "# HELP codeb_sip_refer_transfers_total REFER transfers by result (transferred, failed: the target did not answer, refused: 403)\n# TYPE codeb_sip_refer_transfers_total counter"
+    );
+    for result in ["transferred", "failed", "refused"] {
+        let v = s.refer_transfers.get(result).copied().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "codeb_sip_refer_transfers_total{{result=\"{result}\"}} {v}"
+        );
+    }
+    let _ = writeln!(
+        o,
         "# HELP codeb_sip_responses_total Final responses sent, by method and status\n# TYPE codeb_sip_responses_total counter"
     );
     let mut responses: Vec<_> = s.responses.iter().collect();

@@ -45,9 +45,11 @@ pub(crate) const IMPLEMENTED: &[Method] = &[
     Method::Register,
     Method::Info,
     Method::Update,
+    Method::Refer,
 ];
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE";
-const SUPPORTED: &[&str] = &["timer"];
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, REFER";
+/// `norefersub`: a REFER may ask for no NOTIFYs (RFC 4488).
+const SUPPORTED: &[&str] = &["timer", "norefersub"];
 const ACCEPTED: &[&str] = &[
     "application/sdp",
     "application/dtmf-relay",
@@ -111,6 +113,9 @@ pub struct CoreStats {
     pub virtual_number_calls: u64,
     /// Answered calls hung up because their RTP stopped.
     pub rtp_timeouts: u64,
+    /// REFER transfers by result: `transferred`, `failed` (the target did
+    /// not answer), `refused` (403: a target the switch would not route).
+    pub refer_transfers: HashMap<&'static str, u64>,
     /// TCP connections we opened (to trunks).
     pub outbound: OutboundStats,
 }
@@ -575,7 +580,7 @@ impl Core {
             }
             Method::Register => self.on_register(now, id, &request, source),
             Method::Invite => self.on_invite(now, id, request, source),
-            Method::Bye | Method::Info | Method::Update => {
+            Method::Bye | Method::Info | Method::Update | Method::Refer => {
                 self.on_in_dialog(now, id, request, source)
             }
             _ => {

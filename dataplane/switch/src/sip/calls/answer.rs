@@ -269,7 +269,11 @@ impl Core {
         if let Some(h) = call.media.handle {
             self.calls.by_media.remove(&h);
         }
-        for id in [&call.a.dialog, &call.b.dialog].into_iter().flatten() {
+        let referrer = call.referral.as_ref().map(|r| &r.dialog);
+        for id in [&call.a.dialog, &call.b.dialog, &referrer.cloned()]
+            .into_iter()
+            .flatten()
+        {
             self.calls.owners.remove(id);
             if self.calls.dialogs.remove(id).is_some() {
                 tracing::debug!(call = key, "dialog dropped with its call");

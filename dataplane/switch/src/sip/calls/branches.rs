@@ -26,9 +26,15 @@ impl Core {
         if let Some(bi) = call.branches.iter().position(|b| b.tx == tx) {
             return self.on_branch_response(now, key, bi, resp);
         }
+        // A NOTIFY's answer concerns the REFER's subscription, not the
+        // dialog (RFC 5057: a 481 to it ends only the subscription).
+        let notify = call
+            .sent
+            .iter()
+            .any(|(t, _, k)| *t == tx && *k == Sent::Notify);
         // A request we sent in a dialog: the dialog learns from every
         // response (session timer restart, 491 back-off, 422, 481 ends it).
-        if let Some(id) = self.calls.dialogs.find_response(&resp) {
+        if !notify && let Some(id) = self.calls.dialogs.find_response(&resp) {
             self.calls
                 .dialogs
                 .update(&id, |d| d.handle_response(now, &resp));
@@ -45,6 +51,9 @@ impl Core {
         let (_, side, kind) = call.sent.remove(pos);
         if kind == Sent::Refresh {
             self.refresh_answered(now, key, side, &resp);
+        }
+        if kind == Sent::Notify {
+            self.notify_answered(now, key, tx, resp.status);
         }
         self.settle(now, key);
     }
@@ -310,6 +319,9 @@ impl Core {
         let Some(&(_, side, kind)) = call.sent.iter().find(|(t, _, _)| *t == tx) else {
             return;
         };
+        if kind == Sent::Notify {
+            return self.notify_answered(now, key, tx, StatusCode::REQUEST_TIMEOUT);
+        }
         if kind != Sent::Bye
             && let Some(id) = call.leg(side).dialog.clone()
         {

@@ -145,6 +145,19 @@ impl Core {
             .find_request(&req)
             .and_then(|d| Some((self.calls.owners.get(&d).copied()?, d)));
         let Some(((key, side), dialog)) = found else {
+            // A REFER without a To-tag is outside any dialog: the switch
+            // takes REFER only inside a call.
+            if req.method == Method::Refer
+                && req.headers.to().ok().is_some_and(|t| t.tag().is_none())
+            {
+                return self.reject(
+                    now,
+                    id,
+                    &req,
+                    StatusCode::FORBIDDEN,
+                    Some("REFER is accepted only inside an established call"),
+                );
+            }
             return self.simple(now, id, &req, StatusCode::CALL_DOES_NOT_EXIST);
         };
         match self
@@ -156,6 +169,14 @@ impl Core {
             Some(Incoming::Reject(r)) => return self.respond(now, id, r),
             Some(Incoming::Ack | Incoming::Ignore) | None => return,
         }
+        let current = self
+            .calls
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.leg(side).dialog.as_ref() == Some(&dialog));
+        if !current {
+            return self.former_leg_request(now, id, key, &req);
+        }
         match req.method {
             Method::Bye => {
                 self.simple(now, id, &req, StatusCode::OK);
@@ -166,6 +187,7 @@ impl Core {
                 self.simple(now, id, &req, StatusCode::OK);
             }
             Method::Invite | Method::Update => self.answer_offer(now, id, key, side, &dialog, &req),
+            Method::Refer => self.on_refer(now, id, key, side, &dialog, &req),
             _ => self.simple(now, id, &req, StatusCode::METHOD_NOT_ALLOWED),
         }
     }
@@ -189,6 +211,9 @@ impl Core {
                 self.respond(now, a_tx, r);
             }
             return self.abandon(now, key);
+        }
+        if self.referrer_left(key, side) {
+            return;
         }
         if side == Side::B {
             self.note_end(key, "far-hangup", "");

@@ -254,6 +254,7 @@ impl Core {
             tapped: None,
             transfer: None,
             transferred: false,
+            referral: None,
         };
         let caller = call.a_invite.headers.from().ok();
         self.fork(now, &mut call, targets, Side::B, caller.as_ref());
@@ -386,11 +387,18 @@ impl Core {
                 None => continue,
             };
             let offer = call.leg(side).sdp.clone();
-            let Some(invite) =
+            let Some(mut invite) =
                 self.build_b_invite(&flow, &target.uri, &identity, &tag, hops, offer)
             else {
                 continue;
             };
+            // A REFER's target learns who referred (RFC 3892), as rebuilt
+            // by `refer.rs` (the referrer's user and name at our host).
+            if let Some(by) = call.referral.as_ref().and_then(|r| r.referred_by())
+                && let Ok(h) = codeb_sip::Header::new(KnownHeader::ReferredBy, by.to_owned())
+            {
+                invite.headers.push(h);
+            }
             match self.layer.send_request(now, invite.clone(), flow) {
                 Ok(tx) => {
                     self.calls.by_tx.insert(tx, call.key);

@@ -42,6 +42,7 @@ mod in_dialog;
 mod inbound;
 mod media;
 mod originate;
+mod refer;
 mod session;
 mod targets;
 #[cfg(test)]
@@ -162,6 +163,8 @@ enum Sent {
     Info,
     /// A session refresh (RFC 4028): re-INVITE or UPDATE.
     Refresh,
+    /// A NOTIFY of a REFER's implicit subscription (RFC 3515).
+    Notify,
 }
 
 #[derive(Debug)]
@@ -198,6 +201,9 @@ pub struct Call {
     transfer: Option<Box<transfer::Transfer>>,
     /// The AI handed its party over: the call is a bridge of two SIP legs.
     transferred: bool,
+    /// A REFER of one party, from its 202 until the referrer has its
+    /// final NOTIFY (and, on success, our BYE).
+    referral: Option<Box<refer::Referral>>,
 }
 
 impl Call {
@@ -465,6 +471,24 @@ impl Core {
             .get(&key)
             .and_then(|c| c.leg(side).dialog.clone())
             .ok_or(LegError::NoDialog)?;
+        self.send_in_dialog_id(now, key, side, &id, method, kind, edit)
+    }
+
+    /// [`Self::send_in_dialog`] in a given dialog of the call's `side`
+    /// (a referrer's, which is no longer the leg's once its transfer
+    /// answered).
+    #[allow(clippy::too_many_arguments)]
+    fn send_in_dialog_id(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        side: Side,
+        id: &DialogId,
+        method: codeb_sip::Method,
+        kind: Sent,
+        edit: impl FnOnce(codeb_sip::RequestBuilder) -> codeb_sip::RequestBuilder,
+    ) -> Result<TransactionId, LegError> {
+        let id = id.clone();
         let (builder, flow) = self
             .calls
             .dialogs

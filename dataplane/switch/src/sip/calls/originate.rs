@@ -472,6 +472,7 @@ impl Core {
             tapped: None,
             transfer: None,
             transferred: false,
+            referral: None,
             origin: Some(Box::new(Origin {
                 call_id: req.call_id.clone(),
                 attempt,

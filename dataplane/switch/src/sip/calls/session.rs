@@ -20,6 +20,16 @@ impl Core {
         let Some(&(key, side)) = self.calls.owners.get(&id) else {
             return;
         };
+        // A referrer's dialog after its transfer answered is no longer its
+        // side's leg: only its ACKs and its end matter (our BYE is out).
+        let current = self
+            .calls
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.leg(side).dialog.as_ref() == Some(&id));
+        if !current && !matches!(ev, DialogEvent::AckDue { .. } | DialogEvent::Terminated(_)) {
+            return;
+        }
         match ev {
             DialogEvent::Confirmed => {}
             // A 2xx to a re-INVITE of ours (the first ACK is sent when
@@ -50,7 +60,7 @@ impl Core {
                 if call.leg(side).dialog.as_ref() == Some(&id) {
                     call.leg_mut(side).dialog = None;
                 }
-                if why == Termination::Gone && call.phase != Phase::Ending {
+                if why == Termination::Gone && call.phase != Phase::Ending && current {
                     tracing::info!(call = key, ?side, "dialog gone; hanging up");
                     self.note_end(key, "failed", "the far end's dialog is gone");
                     self.hang_up(now, key);
@@ -125,6 +135,7 @@ impl Core {
         self.ending(now, key);
         self.hang_up_side(now, key, Side::A);
         self.hang_up_side(now, key, Side::B);
+        self.hang_up_referrer(now, key);
         self.settle(now, key);
     }
 

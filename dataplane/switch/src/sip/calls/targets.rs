@@ -172,7 +172,7 @@ impl Core {
             .contact(&contact)
             .header(
                 KnownHeader::Allow,
-                "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE",
+                "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER",
             )
             .header(KnownHeader::UserAgent, "CodeB-Switch")
             .body(&sdp_type(), sdp_body);

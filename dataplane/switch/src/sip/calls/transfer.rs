@@ -54,13 +54,15 @@ pub enum TransferError {
 /// the call.
 #[derive(Debug)]
 pub(super) struct Transfer {
-    target: TransferTarget,
-    side: Side,
-    first_branch: usize,
+    pub(super) target: TransferTarget,
+    pub(super) side: Side,
+    pub(super) first_branch: usize,
     /// The AI's tool call waiting for the result, if the AI asked.
-    tool: Option<String>,
-    ring_at: Instant,
-    trunk_id: String,
+    pub(super) tool: Option<String>,
+    pub(super) ring_at: Instant,
+    pub(super) trunk_id: String,
+    /// A party's REFER asked for it (see `refer.rs`), not the AI.
+    pub(super) refer: bool,
 }
 
 impl Core {
@@ -239,6 +241,7 @@ impl Core {
                 tool,
                 ring_at,
                 trunk_id,
+                refer: false,
             }));
             self.calls
                 .placed
@@ -309,6 +312,9 @@ impl Core {
         let Some(t) = call.transfer.take() else {
             return self.drop_fork(now, key, dialog);
         };
+        if t.refer {
+            return self.refer_answered(now, key, bi, dialog, resp, *t);
+        }
         let side = t.side;
         let negotiated = Sdp::parse(&resp.body, &SdpLimits::default())
             .ok()
@@ -317,7 +323,13 @@ impl Core {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(call = key, error = %e, "transfer target's dialog not kept");
-                return self.transfer_failed(now, key, *t, "the switch is full".into());
+                return self.transfer_failed(
+                    now,
+                    key,
+                    *t,
+                    "the switch is full".into(),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                );
             }
         };
         self.calls.owners.insert(id.clone(), (key, side));
@@ -352,6 +364,7 @@ impl Core {
                 key,
                 *t,
                 "the target's answer has no usable audio".into(),
+                StatusCode::NOT_ACCEPTABLE_HERE,
             );
         }
         call.transferred = true;
@@ -440,6 +453,12 @@ impl Core {
         if !all_failed || call.phase == Phase::Ending {
             return;
         }
+        // The target's answer, as a caller would have had it.
+        let best = call.branches[t.first_branch..]
+            .iter()
+            .filter_map(|b| b.failed)
+            .min_by_key(|s| failure_rank(*s))
+            .unwrap_or(status);
         let why = match status.as_u16() {
             486 | 600 | 603 => "the target is busy".to_owned(),
             408 | 480 | 487 => "the target did not answer".to_owned(),
@@ -451,14 +470,22 @@ impl Core {
             .get_mut(&key)
             .and_then(|c| c.transfer.take())
         {
-            self.transfer_failed(now, key, *t, why);
+            self.transfer_failed(now, key, *t, why, best);
         }
     }
 
     /// The transfer is over without an answer: ringing branches are
-    /// cancelled, the trunk it counted against is released, the AI told.
-    fn transfer_failed(&mut self, now: Instant, key: CallKey, t: Transfer, why: String) {
-        tracing::info!(call = key, %why, "transfer failed; the AI keeps the call");
+    /// cancelled, the trunk it counted against is released, the AI (or
+    /// the referrer, told `status`) told.
+    pub(super) fn transfer_failed(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        t: Transfer,
+        why: String,
+        status: StatusCode,
+    ) {
+        tracing::info!(call = key, %why, refer = t.refer, "transfer failed; the call stays as it was");
         self.calls
             .placed
             .deadlines
@@ -476,6 +503,9 @@ impl Core {
         if let Some(id) = t.tool {
             self.tool_answer(key, id, false, why);
         }
+        if t.refer {
+            self.refer_failed(now, key, status);
+        }
     }
 
     /// The transfer target rang too long.
@@ -486,7 +516,13 @@ impl Core {
             .get_mut(&key)
             .and_then(|c| c.transfer.take())
         {
-            self.transfer_failed(now, key, *t, "the target did not answer".into());
+            self.transfer_failed(
+                now,
+                key,
+                *t,
+                "the target did not answer".into(),
+                StatusCode::REQUEST_TIMEOUT,
+            );
         }
     }
 

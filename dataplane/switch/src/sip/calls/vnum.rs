@@ -116,6 +116,7 @@ impl Core {
             tapped: None,
             transfer: None,
             transferred: false,
+            referral: None,
         };
         self.calls.by_tx.insert(id, key);
         self.calls.owners.insert(a_id, (key, Side::A));

@@ -8,6 +8,7 @@
 
 mod forking;
 mod originate;
+mod refer;
 mod rules;
 mod tcp_trunk;
 mod timers;

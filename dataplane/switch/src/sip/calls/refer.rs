@@ -1,0 +1,629 @@
+//! Unattended (blind) transfer by REFER (RFC 3515) inside a bridged call.
+//!
+//! Either party of a confirmed two-leg call may send an in-dialog REFER
+//! whose `Refer-To` names a target. The target is resolved the way an
+//! inbound call to that user part is routed (the tenant's inbound route
+//! table, if it routes to a SIP user of the tenant) or as a SIP user of the
+//! tenant by name; anything else, a trunk or a number in particular, is
+//! refused with 403 and nothing is dialled (an open Refer-To on a carrier
+//! switch is toll fraud). An accepted REFER gets 202 and a first NOTIFY
+//! (`100 Trying`); the target is dialled on the referrer's side with the
+//! AI transfer's machinery (forking branches, `TRANSFER_RING`), as a leg
+//! built from scratch (topology hiding: the target sees none of the
+//! referrer's Via, Contact or Call-ID; a `Referred-By` is passed on with
+//! the referrer's user and name, at our host). When the target answers, it
+//! becomes the call's leg on that side, the other party is bridged to it
+//! (the relay follows the new leg's media), the referrer gets the final
+//! NOTIFY (`200 OK`) and then our BYE. When it does not, the referrer gets a
+//! final NOTIFY with the target's status and the call stays as it was.
+//!
+//! `Refer-Sub: false` (RFC 4488) suppresses the NOTIFYs and is echoed in
+//! the 202. A 481 or a timeout on a NOTIFY ends only the subscription
+//! (RFC 5057), never the call. A second REFER while one is in progress gets
+//! 491 Request Pending: the refusal is transient (the first transfer ends
+//! within the ring time) and 491 is how SIP says "retry later" inside a
+//! dialog, where 403 would say the request is never allowed. A REFER
+//! outside a dialog gets 403 (the switch accepts REFER only in a call),
+//! one naming an unknown dialog 481 (RFC 3261 §12.2.2).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use codeb_sip::header::{HeaderName, KnownHeader, MediaType, NameAddr};
+use codeb_sip::sdp::{self, Sdp, SdpLimits};
+use codeb_sip::transaction::TransactionId;
+use codeb_sip::{Dialog, DialogId, Method, Request, Response, StatusCode};
+
+use super::originate::{CallEvent, CallEventKind, Deadline};
+use super::transfer::{TRANSFER_RING, Transfer, TransferTarget};
+use super::*;
+use crate::ai::user_name_ok;
+use crate::config::RouteTarget;
+use crate::routing::{self, CallFacts};
+
+const fn status(code: u16) -> StatusCode {
+    match StatusCode::new(code) {
+        Some(s) => s,
+        None => StatusCode::SERVER_INTERNAL_ERROR,
+    }
+}
+
+const ACCEPTED: StatusCode = status(202);
+const REQUEST_PENDING: StatusCode = status(491);
+/// The implicit subscription's lifetime as the first NOTIFY states it:
+/// the ring time and a margin; the final NOTIFY comes before it runs out.
+const SUBSCRIPTION_SECS: u64 = TRANSFER_RING.as_secs() + 30;
+/// The transfer type `CallTransferred` reports for a REFER.
+pub const REFER_TRANSFER: &str = "refer-to-user";
+
+fn refer_sub() -> HeaderName {
+    HeaderName::Other(Bytes::from_static(b"Refer-Sub"))
+}
+
+/// A REFER being acted on.
+#[derive(Debug)]
+pub(super) struct Referral {
+    /// The referrer's side and dialog. The dialog stays the referrer's
+    /// after the target took the side's leg, until our BYE.
+    pub(super) side: Side,
+    pub(super) dialog: DialogId,
+    /// The REFER's CSeq: the `id` of its subscription's Event.
+    event_id: u32,
+    /// NOTIFYs are wanted (no `Refer-Sub: false`) and the referrer has
+    /// not ended the subscription (481, timeout).
+    notify: bool,
+    /// What the target's INVITE carries as Referred-By.
+    referred_by: Option<String>,
+    /// The side's leg towards the target: its offer; it replaces the
+    /// referrer's leg when the target answers.
+    pending: Leg,
+    /// The referrer hung up while the target rang.
+    gone: bool,
+    /// The target answered.
+    answered: bool,
+    /// The final NOTIFY, awaiting its response (then the referrer's BYE).
+    final_notify: Option<TransactionId>,
+}
+
+impl Referral {
+    pub(super) fn referred_by(&self) -> Option<&str> {
+        self.referred_by.as_deref()
+    }
+}
+
+/// Why a REFER is not acted on.
+type Refusal = (StatusCode, String);
+
+impl Core {
+    /// A REFER in one of a call's dialogs (already through the dialog's
+    /// own checks): 202 and the transfer started, or a refusal.
+    pub(super) fn on_refer(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        key: CallKey,
+        side: Side,
+        dialog: &DialogId,
+        req: &Request,
+    ) {
+        let (status, warning, wants_notify) = match self.start_refer(now, key, side, dialog, req) {
+            Ok(notify) => (ACCEPTED, None, notify),
+            Err((status, why)) => {
+                tracing::info!(call = key, ?side, status = status.as_u16(), %why, "REFER refused");
+                if status == StatusCode::FORBIDDEN {
+                    self.count_refer("refused");
+                }
+                (status, Some(why), true)
+            }
+        };
+        let Some(mut b) = self.calls.dialogs.get(dialog).map(|d| d.reply(req, status)) else {
+            return;
+        };
+        b = b.header(KnownHeader::Server, "CodeB-Switch");
+        if status == ACCEPTED {
+            if let Some(contact) = self
+                .calls
+                .dialogs
+                .get(dialog)
+                .map(|d| *d.remote())
+                .and_then(|flow| self.our_contact(&flow))
+            {
+                b = b.contact(&contact);
+            }
+            if !wants_notify {
+                b = b.header(refer_sub(), "false");
+            }
+        }
+        if let Some(w) = warning {
+            b = b.header(KnownHeader::Warning, format!("399 codeb \"{w}\""));
+        }
+        if let Ok(r) = b.build() {
+            self.respond(now, id, r);
+        }
+        if status == ACCEPTED {
+            tracing::info!(call = key, ?side, "REFER accepted; dialling the target");
+            self.refer_notify(now, key, StatusCode::TRYING, false);
+        }
+    }
+
+    /// Checks a REFER and dials its target; whether NOTIFYs are wanted.
+    fn start_refer(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        side: Side,
+        dialog: &DialogId,
+        req: &Request,
+    ) -> Result<bool, Refusal> {
+        let forbidden = |why: &str| (StatusCode::FORBIDDEN, why.to_owned());
+        let call = self
+            .calls
+            .calls
+            .get(&key)
+            .ok_or((StatusCode::CALL_DOES_NOT_EXIST, "no such call".to_owned()))?;
+        if call.phase != Phase::Confirmed || call.leg(side.other()).dialog.is_none() {
+            return Err(forbidden("the call is not established"));
+        }
+        if call.origin.as_ref().is_some_and(|o| o.ai.is_some()) && !call.transferred {
+            return Err(forbidden("the other party is an AI"));
+        }
+        if call.transfer.is_some() || call.referral.is_some() {
+            return Err((
+                REQUEST_PENDING,
+                "a transfer of this call is in progress".to_owned(),
+            ));
+        }
+        // RFC 3515 §2.4.1: exactly one Refer-To, else 400.
+        if req.headers.count(KnownHeader::ReferTo) != 1 {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "exactly one Refer-To is required".to_owned(),
+            ));
+        }
+        let refer_to = req
+            .headers
+            .get(KnownHeader::ReferTo)
+            .and_then(|v| NameAddr::from_bytes(v.clone()).ok())
+            .ok_or((
+                StatusCode::BAD_REQUEST,
+                "Refer-To is not a valid address".to_owned(),
+            ))?;
+        let mut rendered = bytes::BytesMut::new();
+        refer_to.uri.render(&mut rendered);
+        let rendered = String::from_utf8_lossy(&rendered).to_ascii_lowercase();
+        // Headers in the URI (Replaces: an attended transfer) or another
+        // method than INVITE are not what this switch does.
+        if rendered.contains('?')
+            || (rendered.contains(";method=") && !rendered.contains(";method=invite"))
+        {
+            return Err(forbidden(
+                "only a plain INVITE to the target is supported (no URI headers, no Replaces)",
+            ));
+        }
+        let user = refer_to
+            .uri
+            .as_sip()
+            .and_then(|u| u.user_unescaped())
+            .map(|u| String::from_utf8_lossy(&u).into_owned())
+            .filter(|u| user_name_ok(u))
+            .ok_or_else(|| forbidden("Refer-To names no user this switch routes"))?;
+        let tenant = self.call_tenant(call);
+        // The other party is presented to the target as the caller, as in
+        // an AI transfer.
+        let shown = if side == Side::B {
+            call.a_invite.headers.from().ok()
+        } else {
+            call.a_invite.headers.to().ok()
+        };
+        let from = shown
+            .as_ref()
+            .and_then(user_of)
+            .filter(|u| !routing::is_anonymous(Some(u)));
+        let target = self
+            .refer_user(&tenant, &user, from.as_deref())
+            .ok_or_else(|| forbidden("Refer-To names no user this switch routes"))?;
+        let targets = self.user_targets(&target, now);
+        if targets.is_empty() {
+            return Err((
+                StatusCode::TEMPORARILY_UNAVAILABLE,
+                format!("{target} is offline"),
+            ));
+        }
+        let notify = !req
+            .headers
+            .get_named(b"Refer-Sub")
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"false"));
+        let referred_by = req
+            .headers
+            .get(KnownHeader::ReferredBy)
+            .and_then(|v| NameAddr::from_bytes(v.clone()).ok())
+            .map(|by| {
+                let who = self.caller_identity(&by, None);
+                match who.display {
+                    Some(d) => format!("\"{d}\" <sip:{}@{}>", who.user, who.host),
+                    None => format!("<sip:{}@{}>", who.user, who.host),
+                }
+            });
+        let event_id = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+        let Some(mut call) = self.calls.calls.remove(&key) else {
+            return Err((StatusCode::CALL_DOES_NOT_EXIST, "no such call".to_owned()));
+        };
+        // The target's offer: the side's port, the other party's codec
+        // first (so the bridge can be a plain relay), a new session.
+        let first = call.leg(side.other()).negotiated.as_ref().map(|n| n.codec);
+        let mut pending = Leg::new(call.leg(side).media.clone());
+        pending.media.codecs = preferring(first);
+        pending.media.session_id = self.ids.next_u64() >> 1;
+        pending.sdp = Bytes::from(sdp::offer(&pending.media).to_text());
+        call.referral = Some(Box::new(Referral {
+            side,
+            dialog: dialog.clone(),
+            event_id,
+            notify,
+            referred_by,
+            pending: pending.clone(),
+            gone: false,
+            answered: false,
+            final_notify: None,
+        }));
+        // `fork` offers the side's description: the target's, meanwhile.
+        let kept = std::mem::replace(&mut call.leg_mut(side).sdp, pending.sdp);
+        let first_branch = call.branches.len();
+        self.fork(now, &mut call, targets, side, shown.as_ref());
+        call.leg_mut(side).sdp = kept;
+        let started = call.branches.len() > first_branch;
+        if started {
+            let ring_at = now + TRANSFER_RING;
+            call.transfer = Some(Box::new(Transfer {
+                target: TransferTarget::User(target),
+                side,
+                first_branch,
+                tool: None,
+                ring_at,
+                trunk_id: String::new(),
+                refer: true,
+            }));
+            self.calls
+                .placed
+                .deadlines
+                .insert((ring_at, key, Deadline::TransferRing));
+        } else {
+            call.referral = None;
+        }
+        self.calls.calls.insert(key, call);
+        if !started {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the target could not be dialled".to_owned(),
+            ));
+        }
+        Ok(notify)
+    }
+
+    /// The tenant a call belongs to: its placement's, else its inbound
+    /// trunk's.
+    fn call_tenant(&self, call: &Call) -> String {
+        if let Some(o) = &call.origin {
+            return o.tenant.clone();
+        }
+        call.trunks
+            .first()
+            .and_then(|id| self.config.trunks.iter().find(|t| &t.id == id))
+            .map(|t| t.tenant.clone())
+            .unwrap_or_default()
+    }
+
+    /// The SIP user a Refer-To's user part reaches: what an inbound call
+    /// of the tenant to it would ring (when that is a user of the tenant),
+    /// else the tenant's user of that name. Trunks and virtual numbers
+    /// are never targets.
+    pub(super) fn refer_user(
+        &self,
+        tenant: &str,
+        user: &str,
+        from: Option<&str>,
+    ) -> Option<String> {
+        let mine = |name: &str| {
+            self.config
+                .users
+                .iter()
+                .any(|u| u.name == name && (u.tenant.is_empty() || u.tenant == tenant))
+        };
+        let routed = routing::route(
+            &self.config.routes,
+            &CallFacts {
+                tenant,
+                did: user,
+                from,
+            },
+        )
+        .and_then(|r| match r.target() {
+            Some(RouteTarget::User(u)) if mine(u) => Some(u.to_owned()),
+            _ => None,
+        });
+        routed.or_else(|| mine(user).then(|| user.to_owned()))
+    }
+
+    /// The REFER's target answered: it takes the referrer's side of the
+    /// call, the other party is bridged to it, the referrer is told (and
+    /// then hung up).
+    pub(super) fn refer_answered(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        bi: usize,
+        dialog: Dialog<Flow>,
+        resp: &Response,
+        t: Transfer,
+    ) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(r) = call.referral.as_ref() else {
+            return self.drop_fork(now, key, dialog);
+        };
+        let side = t.side;
+        let negotiated = Sdp::parse(&resp.body, &SdpLimits::default())
+            .ok()
+            .and_then(|a| sdp::read_answer(&r.pending.media, &a).ok());
+        let mut leg = r.pending.clone();
+        let others: Vec<TransactionId> = call.branches[t.first_branch..]
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| t.first_branch + *i != bi && b.failed.is_none())
+            .map(|(_, b)| b.tx)
+            .collect();
+        for tx in others {
+            let _ = self.layer.cancel(now, tx);
+        }
+        self.calls
+            .placed
+            .deadlines
+            .remove(&(t.ring_at, key, Deadline::TransferRing));
+        if negotiated.is_none() {
+            tracing::info!(call = key, "REFER target answered without usable SDP");
+            self.drop_fork(now, key, dialog);
+            return self.refer_failed(now, key, StatusCode::NOT_ACCEPTABLE_HERE);
+        }
+        let id = match self.calls.dialogs.insert(dialog) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(call = key, error = %e, "REFER target's dialog not kept");
+                return self.refer_failed(now, key, StatusCode::SERVICE_UNAVAILABLE);
+            }
+        };
+        self.calls.owners.insert(id.clone(), (key, side));
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        leg.dialog = Some(id);
+        leg.negotiated = negotiated;
+        leg.update = resp
+            .headers
+            .allow()
+            .is_ok_and(|m| m.contains(&Method::Update));
+        *call.leg_mut(side) = leg;
+        if let Some(b) = call.branches.get_mut(bi) {
+            b.won = true;
+        }
+        if let Some(r) = call.referral.as_mut() {
+            r.answered = true;
+        }
+        self.sync_media(key);
+        self.count_refer("transferred");
+        if let TransferTarget::User(user) = &t.target {
+            self.refer_event(now, key, user);
+        }
+        tracing::info!(call = key, ?side, "REFER target answered; parties bridged");
+        match self.refer_notify(now, key, StatusCode::OK, true) {
+            Some(tx) => {
+                if let Some(r) = self
+                    .calls
+                    .calls
+                    .get_mut(&key)
+                    .and_then(|c| c.referral.as_mut())
+                {
+                    r.final_notify = Some(tx);
+                }
+            }
+            None => self.refer_done(now, key),
+        }
+    }
+
+    /// `CallTransferred` for a placed or virtual-number call (routed calls
+    /// have no id the control plane knows).
+    fn refer_event(&mut self, now: Instant, key: CallKey, user: &str) {
+        let at_unix_ms = self.wall_ms(now);
+        let Some(o) = self.calls.calls.get(&key).and_then(|c| c.origin.as_ref()) else {
+            return;
+        };
+        let event = CallEvent {
+            at_unix_ms,
+            call_id: o.call_id.clone(),
+            attempt: o.attempt,
+            tenant: o.tenant.clone(),
+            kind: CallEventKind::Transferred {
+                to_user: user.to_owned(),
+                to_phone: String::new(),
+                trunk_id: o.trunk_id.clone(),
+                transfer_type: REFER_TRANSFER.into(),
+            },
+        };
+        self.calls.placed.events.push_back(event);
+    }
+
+    /// The REFER's target did not answer (`status`): the referrer is
+    /// told, and keeps the call, unless it hung up meanwhile, in which
+    /// case the other party is alone and the call ends.
+    pub(super) fn refer_failed(&mut self, now: Instant, key: CallKey, status: StatusCode) {
+        self.count_refer("failed");
+        let notify = self.refer_notify(now, key, status, true);
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(r) = call.referral.as_mut() else {
+            return;
+        };
+        if r.gone {
+            call.referral = None;
+            tracing::info!(
+                call = key,
+                "REFER failed after the referrer left; hanging up"
+            );
+            self.note_end(key, "failed", "the transfer target did not answer");
+            return self.hang_up(now, key);
+        }
+        match notify {
+            Some(tx) => r.final_notify = Some(tx),
+            None => call.referral = None,
+        }
+    }
+
+    /// Sends the referrer a NOTIFY with `status` as the sipfrag, if it
+    /// wants them; the transaction.
+    fn refer_notify(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        status: StatusCode,
+        last: bool,
+    ) -> Option<TransactionId> {
+        let r = self.calls.calls.get(&key)?.referral.as_ref()?;
+        if !r.notify || r.gone {
+            return None;
+        }
+        let (side, dialog, event_id) = (r.side, r.dialog.clone(), r.event_id);
+        let flow = self.calls.dialogs.get(&dialog).map(|d| *d.remote())?;
+        let contact = self.our_contact(&flow)?;
+        let state = if last {
+            "terminated;reason=noresource".to_owned()
+        } else {
+            format!("active;expires={SUBSCRIPTION_SECS}")
+        };
+        let frag = Bytes::from(format!(
+            "SIP/2.0 {} {}\r\n",
+            status.as_u16(),
+            status.canonical_reason()
+        ));
+        let sipfrag =
+            MediaType::from_bytes(Bytes::from_static(b"message/sipfrag;version=2.0")).ok()?;
+        let sent =
+            self.send_in_dialog_id(now, key, side, &dialog, Method::Notify, Sent::Notify, |b| {
+                b.contact(&contact)
+                    .header(KnownHeader::Event, format!("refer;id={event_id}"))
+                    .header(KnownHeader::SubscriptionState, state)
+                    .body(&sipfrag, frag)
+            });
+        match sent {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                tracing::debug!(call = key, error = %e, "NOTIFY not sent");
+                None
+            }
+        }
+    }
+
+    /// The final response (or the timeout) of a NOTIFY of ours: a 481 or
+    /// 408 ends the subscription only (RFC 5057 §5.2); the final NOTIFY's
+    /// answer lets the referrer go.
+    pub(super) fn notify_answered(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        tx: TransactionId,
+        status: StatusCode,
+    ) {
+        let Some(r) = self
+            .calls
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.referral.as_mut())
+        else {
+            return;
+        };
+        if !status.is_success() {
+            r.notify = false;
+        }
+        if r.final_notify == Some(tx) {
+            self.refer_done(now, key);
+        }
+    }
+
+    /// The REFER is over: after a transfer, the referrer is hung up.
+    fn refer_done(&mut self, now: Instant, key: CallKey) {
+        let Some(r) = self
+            .calls
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.referral.take())
+        else {
+            return;
+        };
+        if r.answered && !r.gone {
+            let sent =
+                self.send_in_dialog_id(now, key, r.side, &r.dialog, Method::Bye, Sent::Bye, |b| b);
+            if let Err(e) = sent {
+                tracing::debug!(call = key, error = %e, "referrer not hung up");
+            }
+        }
+    }
+
+    /// A call hung up while the referrer still has its final NOTIFY
+    /// outstanding: the referrer's dialog ends too.
+    pub(super) fn hang_up_referrer(&mut self, now: Instant, key: CallKey) {
+        let answered = self
+            .calls
+            .calls
+            .get(&key)
+            .and_then(|c| c.referral.as_ref())
+            .is_some_and(|r| r.answered);
+        if answered {
+            self.refer_done(now, key);
+        }
+    }
+
+    /// BYE from the referrer while its target rings: it leaves, the
+    /// transfer goes on (as unattended transfer means). True if so.
+    pub(super) fn referrer_left(&mut self, key: CallKey, side: Side) -> bool {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return false;
+        };
+        let ringing = call.transfer.as_ref().is_some_and(|t| t.refer);
+        match call.referral.as_mut() {
+            Some(r) if r.side == side && ringing => {
+                tracing::info!(call = key, ?side, "referrer hung up; the transfer goes on");
+                r.gone = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A request in a referrer's dialog after its transfer answered (the
+    /// dialog is no longer its side's leg): its BYE is answered and ends
+    /// only that dialog; anything else gets 481.
+    pub(super) fn former_leg_request(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        key: CallKey,
+        req: &Request,
+    ) {
+        if req.method == Method::Bye {
+            if let Some(r) = self
+                .calls
+                .calls
+                .get_mut(&key)
+                .and_then(|c| c.referral.as_mut())
+            {
+                r.gone = true;
+            }
+            return self.simple(now, id, req, StatusCode::OK);
+        }
+        self.simple(now, id, req, StatusCode::CALL_DOES_NOT_EXIST);
+    }
+
+    fn count_refer(&mut self, result: &'static str) {
+        *self.stats.refer_transfers.entry(result).or_default() += 1;
+    }
+}

@@ -1,0 +1,374 @@
+//! Unattended transfer by REFER (RFC 3515) in a bridged call: either
+//! party refers the other to a user the switch routes; 202, NOTIFYs with
+//! sipfrag, the target dialled from scratch, the other party bridged to it
+//! and the referrer hung up; a busy target leaves the call as it was; a
+//! target the switch would not route is refused with nothing dialled.
+
+use codeb_sip::dialog::Incoming;
+
+use super::*;
+
+const CARL: &str = B2;
+
+/// `carl` (a phone at B2) is a user of the tenant, and DID 3000 rings him.
+const EXTRA: &str = r#"
+[[users]]
+name = "carl"
+contact = "sip:carl@192.0.2.21:5060"
+
+[[routes]]
+did = "3000"
+user = "carl"
+"#;
+
+fn harness() -> (Harness, Call) {
+    let mut h = Harness::with_config(None, EXTRA);
+    let call = answered_call(&mut h, Setup::default());
+    (h, call)
+}
+
+fn refer(d: &mut Dialog<Peer>, to: &str, extra: &[(&str, &str)]) -> Request {
+    let mut b = d
+        .request(Method::Refer)
+        .unwrap()
+        .header(KnownHeader::ReferTo, to.to_owned());
+    for (name, value) in extra {
+        b = b.header(
+            codeb_sip::header::HeaderName::parse(name.to_string()).unwrap(),
+            value.to_string(),
+        );
+    }
+    b.build().unwrap()
+}
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn named(m: &impl HasHeaders, name: &str) -> Option<String> {
+    m.headers()
+        .get_named(name.as_bytes())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The referrer's peer takes a NOTIFY and answers it with `status`.
+fn answer_notify(
+    h: &mut Harness,
+    at: &str,
+    d: &mut Dialog<Peer>,
+    notify: &Request,
+    status: StatusCode,
+) {
+    assert_eq!(notify.method, Method::Notify);
+    assert_eq!(d.handle_request(h.now, notify), Incoming::Accept);
+    let r = d.reply(notify, status).build().unwrap();
+    h.send(at, r);
+}
+
+/// Checks a NOTIFY of the REFER's subscription: its state and sipfrag.
+fn assert_notify(notify: &Request, state: &str, frag: &str) {
+    assert_eq!(notify.method, Method::Notify);
+    assert!(
+        header(notify, KnownHeader::Event)
+            .unwrap()
+            .starts_with("refer"),
+        "{notify:?}"
+    );
+    let sub = header(notify, KnownHeader::SubscriptionState).unwrap();
+    assert!(sub.starts_with(state), "{sub}");
+    assert_eq!(
+        header(notify, KnownHeader::ContentType).unwrap(),
+        "message/sipfrag;version=2.0"
+    );
+    assert_eq!(text(&notify.body), format!("{frag}\r\n"));
+    assert!(header(notify, KnownHeader::Contact).is_some());
+}
+
+/// The 202 to a REFER and the first NOTIFY, in the order sent.
+fn accepted(h: &mut Harness, at: &str) -> (Response, Request) {
+    let mut got = h.take(at);
+    assert_eq!(got.len(), 2, "202 and NOTIFY: {got:#?}");
+    let notify = request(got.remove(1));
+    let r = response(got.remove(0));
+    assert_eq!(r.status.as_u16(), 202);
+    assert_notify(&notify, "active;expires=", "SIP/2.0 100 Trying");
+    (r, notify)
+}
+
+fn refer_count(h: &Harness, result: &str) -> u64 {
+    h.core
+        .stats
+        .refer_transfers
+        .get(result)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_caller_refers_the_callee_to_a_user() {
+    let (mut h, mut call) = harness();
+    let a_call_id = text(&call.a.id().call_id);
+    let r = refer(
+        &mut call.a,
+        "<sip:carl@192.0.2.1>",
+        &[("Referred-By", "\"Carol\" <sip:+15550002222@192.0.2.10>")],
+    );
+    h.send(A, r);
+    let (_, notify) = accepted(&mut h, A);
+    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    // Carl is called from scratch: only our Via, none of A's identifiers.
+    let to_carl = request(h.one(CARL));
+    assert_eq!(to_carl.method, Method::Invite);
+    let wire = text(&Message::from(to_carl.clone()).to_bytes());
+    assert_eq!(to_carl.headers.vias().unwrap().len(), 1);
+    for leak in [a_call_id.as_str(), "192.0.2.10", "sip:peer@"] {
+        assert!(
+            !wire.contains(leak),
+            "{leak:?} leaked to the target:\n{wire}"
+        );
+    }
+    assert!(
+        header(&to_carl, KnownHeader::From)
+            .unwrap()
+            .contains("1000"),
+        "carl sees the callee's number: {wire}"
+    );
+    let by = header(&to_carl, KnownHeader::ReferredBy).unwrap();
+    assert_eq!(by, "\"Carol\" <sip:+15550002222@192.0.2.1:5060>");
+    let offer = text(&to_carl.body);
+    assert!(
+        offer.contains("m=audio 30000 RTP/AVP 8 0"),
+        "A's port, B's codec (PCMA) first: {offer}"
+    );
+    assert!(h.take(B).is_empty(), "B hears nothing of it");
+    let mut carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
+    // The referrer learns the outcome, then is hung up.
+    let last = request(h.one(A));
+    assert_notify(&last, "terminated;reason=noresource", "SIP/2.0 200 OK");
+    answer_notify(&mut h, A, &mut call.a, &last, StatusCode::OK);
+    let bye = request(h.one(A));
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(call.a.handle_request(h.now, &bye), Incoming::Accept);
+    let ok = call.a.reply(&bye, StatusCode::OK).build().unwrap();
+    h.send(A, ok);
+    assert!(h.take(B).is_empty(), "B stays, unaware");
+    assert_eq!(h.core.active_calls(), 1);
+    assert_eq!(refer_count(&h, "transferred"), 1);
+    // B and carl are the call now: B's INFO reaches carl, B's BYE too.
+    let info = call.b.request(Method::Info).unwrap().build().unwrap();
+    h.send(B, info);
+    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    assert_eq!(request(h.one(CARL)).method, Method::Info);
+    let bye = call.b.request(Method::Bye).unwrap().build().unwrap();
+    h.send(B, bye);
+    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    let bye = request(h.one(CARL));
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(carl.handle_request(h.now, &bye), Incoming::Accept);
+    let ok = carl.reply(&bye, StatusCode::OK).build().unwrap();
+    h.send(CARL, ok);
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0);
+}
+
+#[test]
+fn the_callee_refers_the_caller_to_a_routed_number() {
+    let (mut h, mut call) = harness();
+    // DID 3000 routes to carl; the host part is not ours to trust.
+    let r = refer(&mut call.b, "sip:3000@203.0.113.9", &[]);
+    h.send(B, r);
+    let (_, notify) = accepted(&mut h, B);
+    // The referrer ends the subscription: no more NOTIFYs, the call goes on.
+    answer_notify(
+        &mut h,
+        B,
+        &mut call.b,
+        &notify,
+        StatusCode::CALL_DOES_NOT_EXIST,
+    );
+    let to_carl = request(h.one(CARL));
+    assert!(
+        header(&to_carl, KnownHeader::From)
+            .unwrap()
+            .contains("+15550002222"),
+        "carl sees the caller"
+    );
+    assert!(header(&to_carl, KnownHeader::ReferredBy).is_none());
+    assert!(h.take(A).is_empty(), "A hears nothing of it");
+    let _carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
+    // No final NOTIFY (481 ended the subscription): straight to the BYE.
+    let bye = request(h.one(B));
+    assert_eq!(bye.method, Method::Bye);
+    assert!(h.take(A).is_empty());
+    // A's requests now reach carl.
+    let info = call.a.request(Method::Info).unwrap().build().unwrap();
+    h.send(A, info);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    assert_eq!(request(h.one(CARL)).method, Method::Info);
+}
+
+#[test]
+fn a_busy_target_leaves_the_call_as_it_was() {
+    let (mut h, mut call) = harness();
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    let (_, notify) = accepted(&mut h, A);
+    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    let to_carl = request(h.one(CARL));
+    let busy = to_carl
+        .reply(StatusCode::BUSY_HERE, Some(b"carltag"))
+        .build()
+        .unwrap();
+    h.send(CARL, busy);
+    assert_eq!(request(h.one(CARL)).method, Method::Ack);
+    let last = request(h.one(A));
+    assert_notify(
+        &last,
+        "terminated;reason=noresource",
+        "SIP/2.0 486 Busy Here",
+    );
+    answer_notify(&mut h, A, &mut call.a, &last, StatusCode::OK);
+    assert!(h.take(A).is_empty(), "no BYE: the referrer keeps the call");
+    assert!(h.take(B).is_empty());
+    assert_eq!(refer_count(&h, "failed"), 1);
+    // A and B still talk.
+    let info = call.a.request(Method::Info).unwrap().build().unwrap();
+    h.send(A, info);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    assert_eq!(request(h.one(B)).method, Method::Info);
+    // And a new REFER may follow.
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    accepted(&mut h, A);
+}
+
+#[test]
+fn a_target_that_never_answers_is_given_up() {
+    let (mut h, mut call) = harness();
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    let (_, notify) = accepted(&mut h, A);
+    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    let to_carl = request(h.one(CARL));
+    let ringing = to_carl
+        .reply(StatusCode::RINGING, Some(b"carltag"))
+        .build()
+        .unwrap();
+    h.send(CARL, ringing);
+    h.advance(crate::sip::calls::TRANSFER_RING + secs(1));
+    let cancel = h
+        .take(CARL)
+        .into_iter()
+        .filter_map(|m| m.as_request().cloned())
+        .find(|r| r.method == Method::Cancel);
+    assert!(cancel.is_some(), "the ringing target is cancelled");
+    let last = h
+        .take(A)
+        .into_iter()
+        .filter_map(|m| m.as_request().cloned())
+        .find(|r| r.method == Method::Notify)
+        .unwrap();
+    assert_notify(
+        &last,
+        "terminated;reason=noresource",
+        "SIP/2.0 408 Request Timeout",
+    );
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn a_target_the_switch_would_not_route_is_refused() {
+    let (mut h, mut call) = harness();
+    for target in [
+        // DID 2000 goes out through the carrier: toll fraud.
+        "<sip:2000@192.0.2.1>",
+        "<sip:+4930123456@carrier.example>",
+        "<sip:nobody@192.0.2.1>",
+        "<tel:+15550009999>",
+        // Attended transfer (Replaces) is not supported.
+        "<sip:carl@192.0.2.1?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>",
+    ] {
+        let r = refer(&mut call.a, target, &[]);
+        h.send(A, r);
+        let r = response(h.one(A));
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}");
+    }
+    assert!(h.take(CARRIER).is_empty(), "nothing dialled");
+    assert!(h.take(CARL).is_empty(), "nothing dialled");
+    assert!(h.take(B).is_empty());
+    assert_eq!(refer_count(&h, "refused"), 5);
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn refer_sub_false_means_no_notifies() {
+    let (mut h, mut call) = harness();
+    let r = refer(
+        &mut call.a,
+        "<sip:carl@192.0.2.1>",
+        &[("Refer-Sub", "false")],
+    );
+    h.send(A, r);
+    let ok = response(h.one(A));
+    assert_eq!(ok.status.as_u16(), 202);
+    assert_eq!(named(&ok, "Refer-Sub").as_deref(), Some("false"));
+    let to_carl = request(h.one(CARL));
+    let _carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
+    let bye = request(h.one(A));
+    assert_eq!(bye.method, Method::Bye, "no NOTIFY, just the BYE");
+}
+
+#[test]
+fn a_second_refer_while_one_rings_is_refused_with_491() {
+    let (mut h, mut call) = harness();
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    accepted(&mut h, A);
+    assert_eq!(request(h.one(CARL)).method, Method::Invite);
+    let r = refer(&mut call.b, "<sip:bob@192.0.2.1>", &[]);
+    h.send(B, r);
+    assert_eq!(response(h.one(B)).status.as_u16(), 491);
+    assert!(h.take(CARL).is_empty());
+}
+
+#[test]
+fn refer_outside_a_dialog_is_refused() {
+    let (mut h, mut call) = harness();
+    // A To-tag that names no dialog: 481.
+    let mut r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    r.headers.remove(KnownHeader::To);
+    r.headers.push(
+        codeb_sip::Header::new(KnownHeader::To, format!("<sip:1000@{SW}>;tag=nosuchtag")).unwrap(),
+    );
+    h.send(A, r);
+    assert_eq!(response(h.one(A)).status, StatusCode::CALL_DOES_NOT_EXIST);
+    // No To-tag at all: outside any dialog, 403.
+    let mut r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    r.headers.remove(KnownHeader::To);
+    r.headers
+        .push(codeb_sip::Header::new(KnownHeader::To, format!("<sip:1000@{SW}>")).unwrap());
+    h.send(A, r);
+    assert_eq!(response(h.one(A)).status, StatusCode::FORBIDDEN);
+    assert!(h.take(CARL).is_empty());
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn the_referrer_may_hang_up_while_the_target_rings() {
+    let (mut h, mut call) = harness();
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    let (_, notify) = accepted(&mut h, A);
+    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    let to_carl = request(h.one(CARL));
+    let bye = call.a.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    assert!(h.take(B).is_empty(), "B waits for carl");
+    let _carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
+    assert!(h.take(A).is_empty(), "nothing more to the referrer");
+    let info = call.b.request(Method::Info).unwrap().build().unwrap();
+    h.send(B, info);
+    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    assert_eq!(request(h.one(CARL)).method, Method::Info);
+}
