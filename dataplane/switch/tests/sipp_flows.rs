@@ -1,12 +1,14 @@
 //! SIPp as both far ends: uac -> codeb-switch -> uas, for the basic call,
-//! CANCEL, BYE from the callee, hold/resume with re-INVITE, and a PCMA
-//! offer.
+//! CANCEL, BYE from the callee, hold/resume with re-INVITE, a PCMA offer,
+//! and unattended transfer by REFER (a third SIPp as the target).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: failing loudly is the point
 
 mod common;
 
-use common::{Switch, loopback_config, scenario, sipp_client, sipp_server};
+use std::time::Duration;
+
+use common::{Sipp, Switch, loopback_config, scenario, sipp_client, sipp_server};
 
 #[test]
 fn basic_calls_flow_through_the_b2bua() {
@@ -98,4 +100,100 @@ fn hold_with_reinvite_is_answered_recvonly() {
         (3, 0),
         "the 200 to the hold re-INVITE carries a=recvonly"
     );
+}
+
+/// The loopback config, the callee `uas` at `uas`, plus the SIP user
+/// `transfer` whose static contact is the transfer target's SIPp.
+fn refer_config(uas: &Sipp, target: &Sipp) -> String {
+    format!(
+        "{}\n[[users]]\nname = \"transfer\"\ncontact = \"sip:transfer@127.0.0.1:{}\"\n",
+        loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
+        target.port
+    )
+}
+
+/// A SIPp server that handled its one call (`-m 1`) successfully.
+fn finished_ok(sipp: &mut Sipp, what: &str) {
+    let status = sipp.wait(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what} did not complete its scenario: {status:?}"
+    );
+}
+
+/// Adapted from opensips-sipssert b2b/03.refer-unattended-uac: the caller
+/// REFERs the callee to the SIP user `transfer`; 202 and NOTIFYs (100,
+/// then 200 terminated) to the caller, which the switch then hangs up; the
+/// callee, now bridged to the target, hangs up, and the target gets that
+/// BYE. The target's INVITE carries nothing of the caller but a
+/// Referred-By rebuilt at the switch's host.
+#[test]
+fn caller_transfers_the_callee_by_refer() {
+    let mut uas = sipp_server(&[
+        "-sf",
+        scenario("uas_transferred.xml").to_str().unwrap(),
+        "-m",
+        "1",
+    ]);
+    let mut target = sipp_server(&[
+        "-sf",
+        scenario("uas_transfer_target.xml").to_str().unwrap(),
+        "-m",
+        "1",
+    ]);
+    let sw = Switch::start(&refer_config(&uas, &target), &[]);
+    let (ok, failed) = sipp_client(
+        sw.sip,
+        &[
+            "-sf",
+            scenario("uac_refer.xml").to_str().unwrap(),
+            "-m",
+            "1",
+        ],
+    );
+    assert_eq!((ok, failed), (1, 0), "202, NOTIFY 100, NOTIFY 200, BYE");
+    finished_ok(&mut target, "the transfer target");
+    finished_ok(&mut uas, "the transferred callee");
+    assert_eq!(
+        sw.metric("codeb_sip_refer_transfers_total{result=\"transferred\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sw.metric("codeb_sip_dialogs "),
+        Some(0.0),
+        "every leg ended"
+    );
+}
+
+/// Adapted from opensips-sipssert b2b/05.refer-unattended-uac-fail: the
+/// target answers 404; the caller gets NOTIFY 100 then NOTIFY 404
+/// (terminated), and the call is intact: the caller's own BYE reaches the
+/// callee.
+#[test]
+fn a_failed_refer_leaves_the_call_up() {
+    let mut uas = sipp_server(&["-sn", "uas", "-m", "1"]);
+    let mut target = sipp_server(&[
+        "-sf",
+        scenario("uas_transfer_404.xml").to_str().unwrap(),
+        "-m",
+        "1",
+    ]);
+    let sw = Switch::start(&refer_config(&uas, &target), &[]);
+    let (ok, failed) = sipp_client(
+        sw.sip,
+        &[
+            "-sf",
+            scenario("uac_refer_fail.xml").to_str().unwrap(),
+            "-m",
+            "1",
+        ],
+    );
+    assert_eq!((ok, failed), (1, 0), "NOTIFY 404, then our BYE is answered");
+    finished_ok(&mut target, "the transfer target");
+    finished_ok(&mut uas, "the callee");
+    assert_eq!(
+        sw.metric("codeb_sip_refer_transfers_total{result=\"failed\"}"),
+        Some(1.0)
+    );
+    assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
 }

@@ -1,10 +1,10 @@
 //! Unattended (blind) transfer by REFER (RFC 3515) inside a bridged call.
 //!
 //! Either party of a confirmed two-leg call may send an in-dialog REFER
-//! whose `Refer-To` names a target. The target is resolved the way an
-//! inbound call to that user part is routed (the tenant's inbound route
-//! table, if it routes to a SIP user of the tenant) or as a SIP user of the
-//! tenant by name; anything else, a trunk or a number in particular, is
+//! whose `Refer-To` names a target. Its user part is resolved as a SIP
+//! user of the tenant by that name, else the way an inbound call to it is
+//! routed (the tenant's inbound route table, when it routes to a SIP user
+//! of the tenant); anything else, a trunk or a number in particular, is
 //! refused with 403 and nothing is dialled (an open Refer-To on a carrier
 //! switch is toll fraud). An accepted REFER gets 202 and a first NOTIFY
 //! (`100 Trying`); the target is dialled on the referrer's side with the
@@ -313,10 +313,11 @@ impl Core {
             .unwrap_or_default()
     }
 
-    /// The SIP user a Refer-To's user part reaches: what an inbound call
-    /// of the tenant to it would ring (when that is a user of the tenant),
-    /// else the tenant's user of that name. Trunks and virtual numbers
-    /// are never targets.
+    /// The SIP user a Refer-To's user part reaches: the tenant's user of
+    /// that name (an extension, even where a catch-all route would send
+    /// the number elsewhere), else what an inbound call of the tenant to
+    /// it would ring, when that is a user of the tenant. Trunks and
+    /// virtual numbers are never targets.
     pub(super) fn refer_user(
         &self,
         tenant: &str,
@@ -329,7 +330,10 @@ impl Core {
                 .iter()
                 .any(|u| u.name == name && (u.tenant.is_empty() || u.tenant == tenant))
         };
-        let routed = routing::route(
+        if mine(user) {
+            return Some(user.to_owned());
+        }
+        routing::route(
             &self.config.routes,
             &CallFacts {
                 tenant,
@@ -340,8 +344,7 @@ impl Core {
         .and_then(|r| match r.target() {
             Some(RouteTarget::User(u)) if mine(u) => Some(u.to_owned()),
             _ => None,
-        });
-        routed.or_else(|| mine(user).then(|| user.to_owned()))
+        })
     }
 
     /// The REFER's target answered: it takes the referrer's side of the
