@@ -372,3 +372,75 @@ fn the_referrer_may_hang_up_while_the_target_rings() {
     assert_eq!(response(h.one(B)).status, StatusCode::OK);
     assert_eq!(request(h.one(CARL)).method, Method::Info);
 }
+
+#[test]
+fn a_user_by_name_wins_over_a_catch_all_route_and_other_tenants_are_refused() {
+    let extra = format!(
+        "{EXTRA}
+[[users]]
+name = \"dora\"
+tenant = \"other.example\"
+contact = \"sip:dora@192.0.2.22:5060\"
+
+[[routes]]
+did = \"4000\"
+user = \"dora\"
+
+[[routes]]
+did = \"*\"
+user = \"bob\"
+"
+    );
+    let mut h = Harness::with_config(None, &extra);
+    let mut call = answered_call(&mut h, Setup::default());
+    // DID 4000 routes to dora, a user of another tenant: refused.
+    let r = refer(&mut call.a, "<sip:4000@192.0.2.1>", &[]);
+    h.send(A, r);
+    assert_eq!(response(h.one(A)).status, StatusCode::FORBIDDEN);
+    assert!(h.take("192.0.2.22:5060").is_empty(), "dora is never rung");
+    assert!(h.take(B).is_empty());
+    // carl by name, although the catch-all would ring bob.
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    accepted(&mut h, A);
+    let to_carl = request(h.one(CARL));
+    assert_eq!(to_carl.method, Method::Invite);
+    assert!(h.take(B).is_empty(), "bob is not rung");
+}
+
+#[test]
+fn a_refer_before_the_call_is_confirmed_is_refused() {
+    let mut h = Harness::with_config(None, EXTRA);
+    let mut call = answered_call(
+        &mut h,
+        Setup {
+            no_ack: true,
+            ..Setup::default()
+        },
+    );
+    let r = refer(&mut call.b, "<sip:carl@192.0.2.1>", &[]);
+    h.send(B, r);
+    assert_eq!(response(h.one(B)).status, StatusCode::FORBIDDEN);
+    assert!(h.take(CARL).is_empty());
+}
+
+#[test]
+fn the_other_party_hanging_up_while_the_target_rings_ends_it_all() {
+    let (mut h, mut call) = harness();
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    let (_, notify) = accepted(&mut h, A);
+    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    let to_carl = request(h.one(CARL));
+    let ringing = to_carl
+        .reply(StatusCode::RINGING, Some(b"carltag"))
+        .build()
+        .unwrap();
+    h.send(CARL, ringing);
+    let bye = call.b.request(Method::Bye).unwrap().build().unwrap();
+    h.send(B, bye);
+    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    let to_a = request(h.one(A));
+    assert_eq!(to_a.method, Method::Bye, "the referrer is hung up");
+    assert_eq!(request(h.one(CARL)).method, Method::Cancel);
+}
