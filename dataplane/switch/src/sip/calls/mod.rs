@@ -257,8 +257,7 @@ impl Calls {
         Calls {
             calls: HashMap::new(),
             by_tx: HashMap::new(),
-            // Two legs per call; a losing fork's dialog never enters.
-            dialogs: DialogTable::new(max_calls.saturating_mul(2).max(2)),
+            dialogs: DialogTable::new(dialog_capacity(max_calls)),
             owners: HashMap::new(),
             next_key: 1,
             media: media::MediaPorts::Pool(ports),
@@ -289,9 +288,20 @@ impl Calls {
         self.max_calls
     }
 
+    fn dialog_capacity(&self) -> usize {
+        dialog_capacity(self.max_calls)
+    }
+
     pub fn ports_in_use(&self) -> usize {
         self.media.in_use()
     }
+}
+
+/// How many dialogs the calls may hold: two legs per call, and a third
+/// while a REFER's target has answered and the referrer awaits our BYE (a
+/// losing fork's dialog never enters).
+fn dialog_capacity(max_calls: usize) -> usize {
+    max_calls.saturating_mul(3).max(3)
 }
 
 /// Why a request could not be started in a leg's dialog.

@@ -388,6 +388,13 @@ impl Core {
             self.drop_fork(now, key, dialog);
             return self.refer_failed(now, key, StatusCode::NOT_ACCEPTABLE_HERE);
         }
+        // A full table would drop the target's dialog unanswered: it is
+        // hung up instead (ACK, BYE) and the referrer told.
+        if self.calls.dialogs.len() >= self.calls.dialog_capacity() {
+            tracing::warn!(call = key, "dialog table full; REFER target hung up");
+            self.drop_fork(now, key, dialog);
+            return self.refer_failed(now, key, StatusCode::SERVICE_UNAVAILABLE);
+        }
         let id = match self.calls.dialogs.insert(dialog) {
             Ok(id) => id,
             Err(e) => {
