@@ -165,6 +165,40 @@ fn caller_transfers_the_callee_by_refer() {
     );
 }
 
+/// Adapted from opensips-sipssert b2b/04.refer-unattended-uas: the callee
+/// REFERs the caller to the SIP user `transfer`; NOTIFYs and then the BYE
+/// go to the callee; the caller, now bridged to the target, hangs up after
+/// 2.5 s (SIPp's built-in uac) and the target gets that BYE.
+#[test]
+fn callee_transfers_the_caller_by_refer() {
+    let mut uas = sipp_server(&[
+        "-sf",
+        scenario("uas_refer.xml").to_str().unwrap(),
+        "-m",
+        "1",
+    ]);
+    let mut target = sipp_server(&[
+        "-sf",
+        scenario("uas_transfer_target.xml").to_str().unwrap(),
+        "-m",
+        "1",
+    ]);
+    let sw = Switch::start(&refer_config(&uas, &target), &[]);
+    let (ok, failed) = sipp_client(sw.sip, &["-sn", "uac", "-d", "2500", "-m", "1"]);
+    assert_eq!((ok, failed), (1, 0), "the caller's BYE is answered");
+    finished_ok(&mut uas, "the referring callee");
+    finished_ok(&mut target, "the transfer target");
+    assert_eq!(
+        sw.metric("codeb_sip_refer_transfers_total{result=\"transferred\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sw.metric("codeb_sip_dialogs "),
+        Some(0.0),
+        "every leg ended"
+    );
+}
+
 /// Adapted from opensips-sipssert b2b/05.refer-unattended-uac-fail: the
 /// target answers 404; the caller gets NOTIFY 100 then NOTIFY 404
 /// (terminated), and the call is intact: the caller's own BYE reaches the
