@@ -10,6 +10,9 @@
 //! virtual number / human queue"). A target that is busy, unreachable or
 //! does not answer within [`TRANSFER_RING`] leaves the call with the AI,
 //! which is told why.
+//!
+//! A party's REFER in a bridged call (see `refer.rs`) dials its target
+//! with this same machinery, on the referrer's side.
 
 use std::time::{Duration, Instant};
 

@@ -444,3 +444,76 @@ fn the_other_party_hanging_up_while_the_target_rings_ends_it_all() {
     assert_eq!(to_a.method, Method::Bye, "the referrer is hung up");
     assert_eq!(request(h.one(CARL)).method, Method::Cancel);
 }
+
+#[test]
+fn a_refer_needs_exactly_one_refer_to() {
+    let (mut h, mut call) = harness();
+    let r = call
+        .a
+        .request(Method::Refer)
+        .unwrap()
+        .header(KnownHeader::ReferTo, "<sip:carl@192.0.2.1>")
+        .header(KnownHeader::ReferTo, "<sip:bob@192.0.2.1>")
+        .build()
+        .unwrap();
+    h.send(A, r);
+    assert_eq!(response(h.one(A)).status, StatusCode::BAD_REQUEST);
+    let r = call.a.request(Method::Refer).unwrap().build().unwrap();
+    h.send(A, r);
+    assert_eq!(response(h.one(A)).status, StatusCode::BAD_REQUEST);
+    assert!(h.take(CARL).is_empty());
+}
+
+#[test]
+fn the_referrers_own_bye_after_the_answer_ends_only_its_leg() {
+    let (mut h, mut call) = harness();
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    let (_, notify) = accepted(&mut h, A);
+    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    let to_carl = request(h.one(CARL));
+    let _carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
+    let last = request(h.one(A));
+    assert_notify(&last, "terminated", "SIP/2.0 200 OK");
+    // The referrer hangs up before answering the NOTIFY (the BYEs cross).
+    assert_eq!(call.a.handle_request(h.now, &last), Incoming::Accept);
+    let bye = call.a.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    let ok = call.a.reply(&last, StatusCode::OK).build().unwrap();
+    h.send(A, ok);
+    assert!(
+        h.take(A).is_empty(),
+        "no BYE of ours to a dialog that ended"
+    );
+    assert!(h.take(B).is_empty(), "B stays, with carl");
+    assert!(h.take(CARL).is_empty());
+    assert_eq!(h.core.active_calls(), 1);
+    assert_eq!(h.core.dialogs(), 2, "B's and carl's");
+}
+
+#[test]
+fn notifies_the_referrer_never_answers_do_not_end_the_call() {
+    let (mut h, mut call) = harness();
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    accepted(&mut h, A);
+    let to_carl = request(h.one(CARL));
+    let mut carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
+    let last = request(h.one(A));
+    assert_notify(&last, "terminated", "SIP/2.0 200 OK");
+    // Timer F (64·T1) runs out on both NOTIFYs: then the BYE.
+    h.advance(secs(33));
+    let bye = h
+        .take(A)
+        .into_iter()
+        .filter_map(|m| m.as_request().cloned())
+        .find(|r| r.method == Method::Bye);
+    assert!(bye.is_some(), "the referrer is hung up after all");
+    assert!(h.take(B).is_empty(), "B stays");
+    assert_eq!(h.core.active_calls(), 1);
+    let info = carl.request(Method::Info).unwrap().build().unwrap();
+    h.send(CARL, info);
+    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
+    assert_eq!(request(h.one(B)).method, Method::Info);
+}
