@@ -123,7 +123,7 @@ fn finished_ok(sipp: &mut Sipp, what: &str) {
 
 /// Adapted from opensips-sipssert b2b/03.refer-unattended-uac: the caller
 /// REFERs the callee to the SIP user `transfer`; 202 and NOTIFYs (100,
-/// then 200 terminated) to the caller, which the switch then hangs up; the
+/// 180 as the target rings, then 200 terminated) to the caller, which the switch then hangs up; the
 /// callee, now bridged to the target, hangs up, and the target gets that
 /// BYE. The target's INVITE carries nothing of the caller but a
 /// Referred-By rebuilt at the switch's host.
@@ -151,7 +151,7 @@ fn caller_transfers_the_callee_by_refer() {
             "1",
         ],
     );
-    assert_eq!((ok, failed), (1, 0), "202, NOTIFY 100, NOTIFY 200, BYE");
+    assert_eq!((ok, failed), (1, 0), "202, NOTIFY 100, 180, 200, BYE");
     finished_ok(&mut target, "the transfer target");
     finished_ok(&mut uas, "the transferred callee");
     assert_eq!(

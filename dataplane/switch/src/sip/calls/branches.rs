@@ -64,6 +64,11 @@ impl Core {
             return;
         }
         if status.is_provisional() {
+            // A transfer target rings inside an answered call: A has
+            // nothing to hear (a REFER's referrer is told, once).
+            if self.transfer_branch(key, bi) {
+                return self.refer_ringing(now, key, status);
+            }
             return self.relay_provisional(now, key, &resp);
         }
         if status.is_success() {

@@ -7,11 +7,12 @@
 //! of the tenant); anything else, a trunk or a number in particular, is
 //! refused with 403 and nothing is dialled (an open Refer-To on a carrier
 //! switch is toll fraud). An accepted REFER gets 202 and a first NOTIFY
-//! (`100 Trying`); the target is dialled on the referrer's side with the
-//! AI transfer's machinery (forking branches, `TRANSFER_RING`), as a leg
-//! built from scratch (topology hiding: the target sees none of the
-//! referrer's Via, Contact or Call-ID; a `Referred-By` is passed on with
-//! the referrer's user and name, at our host). When the target answers, it
+//! (`100 Trying`, and the target's first 180/183 in another); the target
+//! is dialled on the referrer's side with the AI transfer's machinery
+//! (forking branches, `TRANSFER_RING`), as a leg built from scratch
+//! (topology hiding: the target sees none of the referrer's Via, Contact
+//! or Call-ID; a `Referred-By` is passed on with the referrer's user and
+//! name, at our host). When the target answers, it
 //! becomes the call's leg on that side, the other party is bridged to it
 //! (the relay follows the new leg's media), the referrer gets the final
 //! NOTIFY (`200 OK`) and then our BYE. When it does not, the referrer gets a
@@ -81,6 +82,8 @@ pub(super) struct Referral {
     gone: bool,
     /// The target answered.
     answered: bool,
+    /// The referrer was told the target rings.
+    rang: bool,
     /// The final NOTIFY, awaiting its response (then the referrer's BYE).
     final_notify: Option<TransactionId>,
 }
@@ -264,6 +267,7 @@ impl Core {
             pending: pending.clone(),
             gone: false,
             answered: false,
+            rang: false,
             final_notify: None,
         }));
         // `fork` offers the side's description: the target's, meanwhile.
@@ -438,6 +442,24 @@ impl Core {
             }
             None => self.refer_done(now, key),
         }
+    }
+
+    /// The REFER's target rings (180, 183): the referrer hears of it
+    /// once, in a NOTIFY of the still active subscription.
+    pub(super) fn refer_ringing(&mut self, now: Instant, key: CallKey, status: StatusCode) {
+        let Some(r) = self
+            .calls
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.referral.as_mut())
+        else {
+            return;
+        };
+        if r.rang || r.answered {
+            return;
+        }
+        r.rang = true;
+        self.refer_notify(now, key, status, false);
     }
 
     /// `CallTransferred` for a placed or virtual-number call (routed calls

@@ -254,7 +254,13 @@ fn a_target_that_never_answers_is_given_up() {
         .reply(StatusCode::RINGING, Some(b"carltag"))
         .build()
         .unwrap();
+    h.send(CARL, ringing.clone());
+    // The referrer hears that the target rings, once.
+    let rings = request(h.one(A));
+    assert_notify(&rings, "active;expires=", "SIP/2.0 180 Ringing");
+    answer_notify(&mut h, A, &mut call.a, &rings, StatusCode::OK);
     h.send(CARL, ringing);
+    assert!(h.take(A).is_empty(), "a repeated 180 is not NOTIFYed again");
     h.advance(crate::sip::calls::TRANSFER_RING + secs(1));
     let cancel = h
         .take(CARL)
@@ -437,6 +443,7 @@ fn the_other_party_hanging_up_while_the_target_rings_ends_it_all() {
         .build()
         .unwrap();
     h.send(CARL, ringing);
+    assert_notify(&request(h.one(A)), "active", "SIP/2.0 180 Ringing");
     let bye = call.b.request(Method::Bye).unwrap().build().unwrap();
     h.send(B, bye);
     assert_eq!(response(h.one(B)).status, StatusCode::OK);
