@@ -1,7 +1,8 @@
 //! RTP through the switch: SIPp plays a recorded PCMA call (and an RFC 4733
 //! digit) from the caller, the callee's SIPp echoes its media port, and
 //! the switch's media workers relay both directions; with a callee that
-//! speaks only PCMU, they transcode both directions.
+//! speaks only PCMU, they transcode both directions; after a REFER, the
+//! relay follows the transfer target.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: failing loudly is the point
 
@@ -87,4 +88,75 @@ fn recorded_call_through(callee: &str) -> f64 {
     assert_eq!(sw.metric("codeb_media_ports_in_use"), Some(0.0));
     assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
     relayed
+}
+
+/// The callee REFERs the caller at once to the SIP user `transfer`, whose
+/// phone answers PCMA and echoes its media port. The caller's recording,
+/// played once the transfer is done, comes back from the target: the
+/// relay follows the new leg (were it still pointing at the old callee,
+/// which echoes nothing, about half as many packets would pass).
+#[test]
+fn after_a_refer_the_relay_follows_the_transfer_target() {
+    let uas = sipp_server(&[
+        "-sf",
+        scenario("uas_refer.xml").to_str().unwrap(),
+        "-m",
+        "1",
+    ]);
+    let media_port = free_port();
+    let target = sipp_server(&[
+        "-sf",
+        scenario("uas_transfer_echo.xml").to_str().unwrap(),
+        "-rtp_echo",
+        "-mp",
+        &media_port.to_string(),
+        "-m",
+        "1",
+    ]);
+    let config = format!(
+        "{}\n[[users]]\nname = \"transfer\"\ncontact = \"sip:transfer@127.0.0.1:{}\"\n",
+        loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
+        target.port
+    );
+    let sw = Switch::start(&config, &[("CODEB_WORKERS", "2")]);
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(shared("testdata/sip/sipp/pcap"), dir.path().join("pcap")).unwrap();
+    let status = Command::new("sipp")
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-m",
+            "1",
+            "-sf",
+            scenario("uac_pcma_after_transfer.xml").to_str().unwrap(),
+            &sw.sip.to_string(),
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run sipp");
+    assert!(status.success(), "the call completed: {status}");
+    assert_eq!(
+        sw.metric("codeb_sip_refer_transfers_total{result=\"transferred\"}"),
+        Some(1.0)
+    );
+    // 236 packets towards the target, echoed back: 472.
+    let relayed = sw
+        .metric("codeb_media_relayed_packets_total")
+        .expect("relay counter");
+    assert!(
+        (460.0..=480.0).contains(&relayed),
+        "packets relayed both ways between the caller and the target: {relayed}"
+    );
+    assert_eq!(sw.metric("codeb_media_ports_in_use"), Some(0.0));
+    assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
 }
