@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use codeb_io::ConnId;
 use codeb_sip::header::Contact;
 
 /// One registered contact.
@@ -26,6 +27,11 @@ pub struct Binding {
     pub cseq: u32,
     /// Where the REGISTER came from (the contact may sit behind NAT).
     pub source: SocketAddr,
+    /// The TCP connection the REGISTER came on (from `source`), if it came
+    /// over TCP: a contact that asks for TCP is reached over it while it
+    /// is open (RFC 3261 §18.1.1 connection reuse; a phone behind NAT can
+    /// be reached no other way).
+    pub conn: Option<ConnId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +81,8 @@ pub struct Registration<'a> {
     pub call_id: &'a [u8],
     pub cseq: u32,
     pub source: SocketAddr,
+    /// The TCP connection it came on, if any.
+    pub conn: Option<ConnId>,
 }
 
 #[derive(Debug, Default)]
@@ -174,6 +182,7 @@ impl Registrar {
                     call_id: r.call_id.to_vec(),
                     cseq: r.cseq,
                     source: r.source,
+                    conn: r.conn,
                 });
             }
         }
@@ -243,6 +252,7 @@ mod tests {
             call_id: b"c1",
             cseq,
             source: "192.0.2.1:5060".parse().unwrap(),
+            conn: None,
         }
     }
 

@@ -395,6 +395,12 @@ impl Core {
         self.drain(now);
     }
 
+    /// `conn` is an open connection with `peer` (the peer is checked as
+    /// well, in case the id now names another connection).
+    pub(crate) fn stream_open(&self, conn: ConnId, peer: SocketAddr) -> bool {
+        self.streams.get(&conn).is_some_and(|s| s.peer == peer)
+    }
+
     fn close_stream(&mut self, conn: ConnId) {
         self.streams.remove(&conn);
         self.outbound_closed(conn, "closed by the switch");
@@ -683,6 +689,10 @@ impl Core {
             call_id: &call_id,
             cseq: cseq.seq,
             source: source.peer(),
+            conn: match source {
+                Flow::Tcp { conn, .. } => Some(conn),
+                Flow::Udp { .. } | Flow::TcpTo { .. } => None,
+            },
         };
         match self.registrar.register(&reg, now) {
             Ok(bindings) => {

@@ -1,8 +1,8 @@
 //! Transport addresses as the SIP core sees them: a UDP peer on one of our
 //! sockets, a TCP connection, or a TCP peer reached over whichever
 //! connection the core has to it (opened on demand, RFC 3261 §18.1.1: how
-//! trunks configured for TCP are addressed, so a dialog outlives any one
-//! connection). Responses go back over the flow a request came in on (RFC
+//! TCP trunks and TCP user contacts are addressed, so a dialog outlives any
+//! one connection). Responses go back over the flow a request came in on (RFC
 //! 3581 `rport` behaviour for UDP, connection reuse for TCP, §18.2.2).
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,6 +1,7 @@
 //! TCP connections the switch opens itself (RFC 3261 §18.1.1): towards
-//! trunks configured with `transport = "tcp"`, addressed as
-//! [`Flow::TcpTo`]. One connection per peer address, reused by every
+//! trunks configured with `transport = "tcp"` and users' contacts that say
+//! `transport=tcp` (when no connection their REGISTER came on is open),
+//! addressed as [`Flow::TcpTo`]. One connection per peer address, reused by every
 //! transaction and dialog towards it (and carrying the peer's responses and
 //! in-dialog requests back, which arrive as ordinary stream data).
 //!

@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use codeb_io::ConnId;
 use codeb_sip::dialog::{DialogConfig, DialogError, Local};
 use codeb_sip::header::{KnownHeader, MediaType, NameAddr, Transport, Via};
 use codeb_sip::sdp::{Codec, LocalMedia, Negotiated};
@@ -140,8 +141,12 @@ struct Target {
     addr: SocketAddr,
     /// Through this trunk (outbound) rather than to a user's contact.
     trunk: Option<String>,
-    /// Over TCP (a trunk configured for it), else UDP.
+    /// Over TCP (a trunk configured for it, or a contact with
+    /// `transport=tcp`), else UDP.
     tcp: bool,
+    /// The connection a TCP contact registered over (and its peer): used
+    /// while it is open, before a new connection to `addr`.
+    conn: Option<(ConnId, SocketAddr)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use codeb_sip::header::{KnownHeader, NameAddr};
-use codeb_sip::{Method, Request, RequestBuilder, Uri};
+use codeb_sip::{Method, Request, RequestBuilder, SipScheme, Uri};
 
 use super::*;
 use crate::config::{TrunkConfig, TrunkTransport};
@@ -15,7 +15,11 @@ use crate::config::{TrunkConfig, TrunkTransport};
 impl Core {
     /// A user's contacts: registrations (sent to where the REGISTER came
     /// from when the contact names another address, i.e. behind NAT) and
-    /// the configured fixed contact.
+    /// the configured fixed contact. A contact's `transport` parameter
+    /// picks UDP (none, or `udp`) or TCP (`tcp`: over the connection the
+    /// REGISTER came on while it is open, else a new one, RFC 3261
+    /// §18.1.1); one asking for a transport we lack (`tls`, `sctp`, `ws`,
+    /// a `sips:` URI) is skipped and logged.
     pub(super) fn user_targets(&self, user: &str, now: Instant) -> Vec<Target> {
         let mut out: Vec<Target> = self
             .registrar()
@@ -23,15 +27,25 @@ impl Core {
             .into_iter()
             .filter_map(|b| {
                 let uri = Uri::parse(Bytes::from(b.uri.clone())).ok()?;
-                let addr = match contact_addr(&uri) {
-                    Some(a) if a.ip() == b.source.ip() => a,
-                    _ => b.source,
+                let tcp = contact_tcp(user, &uri)?;
+                let named = contact_addr(&uri).filter(|a| a.ip() == b.source.ip());
+                let addr = match named {
+                    Some(a) => a,
+                    // Behind NAT: the REGISTER's source. Over TCP its port
+                    // is the phone's own for that connection, so a new one
+                    // goes to the port the contact names.
+                    None if tcp => SocketAddr::new(
+                        b.source.ip(),
+                        uri.as_sip().and_then(|u| u.port).unwrap_or(5060),
+                    ),
+                    None => b.source,
                 };
                 Some(Target {
                     uri,
                     addr,
                     trunk: None,
-                    tcp: false,
+                    tcp,
+                    conn: b.conn.filter(|_| tcp).map(|c| (c, b.source)),
                 })
             })
             .collect();
@@ -43,12 +57,14 @@ impl Core {
             .and_then(|u| u.contact.clone())
             && let Ok(uri) = Uri::parse(Bytes::from(c))
             && let Some(addr) = contact_addr(&uri)
+            && let Some(tcp) = contact_tcp(user, &uri)
         {
             out.push(Target {
                 uri,
                 addr,
                 trunk: None,
-                tcp: false,
+                tcp,
+                conn: None,
             });
         }
         out.retain(|t| !crate::sip::flow::is_forbidden_destination(&t.addr));
@@ -77,6 +93,7 @@ impl Core {
             addr,
             trunk: Some(trunk.id.clone()),
             tcp: trunk.transport == TrunkTransport::Tcp,
+            conn: None,
         })
     }
 
@@ -130,14 +147,18 @@ impl Core {
             .map(|socket| Flow::Udp { socket, peer: addr })
     }
 
-    /// The flow a B-leg INVITE to `target` goes out on: TCP to a trunk
-    /// configured for it (over the connection to it, opened on demand),
+    /// The flow a B-leg INVITE to `target` goes out on (and the rest of
+    /// that branch: CANCEL, ACK, in-dialog requests): for TCP, the
+    /// connection the contact registered over while it is open, else our
+    /// connection to the trunk or contact address (opened on demand);
     /// else UDP.
     pub(super) fn target_flow(&self, target: &Target) -> Option<Flow> {
-        if target.tcp {
-            Some(Flow::TcpTo { peer: target.addr })
-        } else {
-            self.udp_flow(target.addr)
+        if !target.tcp {
+            return self.udp_flow(target.addr);
+        }
+        match target.conn {
+            Some((conn, peer)) if self.stream_open(conn, peer) => Some(Flow::Tcp { conn, peer }),
+            _ => Some(Flow::TcpTo { peer: target.addr }),
         }
     }
 
@@ -183,5 +204,31 @@ impl Core {
             None => b,
         };
         b.build().ok()
+    }
+}
+
+/// Whether `user`'s contact `uri` is reached over TCP (`transport=tcp`,
+/// any case) or UDP (no transport, or `udp`); None, logged, for a
+/// transport the switch does not speak (RFC 3261 §19.1.1: the URI's
+/// transport is the one to use, so falling back to UDP would be wrong).
+fn contact_tcp(user: &str, uri: &Uri) -> Option<bool> {
+    let Some(sip) = uri.as_sip() else {
+        // Not a SIP URI (a registered `tel:`): as before, UDP to where
+        // the REGISTER came from.
+        return Some(false);
+    };
+    let transport = sip.params.value("transport").unwrap_or(b"udp");
+    if sip.scheme == SipScheme::Sip && transport.eq_ignore_ascii_case(b"udp") {
+        Some(false)
+    } else if sip.scheme == SipScheme::Sip && transport.eq_ignore_ascii_case(b"tcp") {
+        Some(true)
+    } else {
+        tracing::info!(
+            user,
+            transport = %String::from_utf8_lossy(transport),
+            sips = sip.scheme == SipScheme::Sips,
+            "contact skipped: a transport the switch does not speak"
+        );
+        None
     }
 }

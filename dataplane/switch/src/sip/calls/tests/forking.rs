@@ -28,6 +28,7 @@ fn two_phones() -> Harness {
                 call_id: b"reg-1",
                 cseq: 1,
                 source: addr(B2),
+                conn: None,
             },
             now,
         )

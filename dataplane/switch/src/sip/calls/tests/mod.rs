@@ -11,6 +11,7 @@ mod originate;
 mod refer;
 mod rules;
 mod tcp_trunk;
+mod tcp_user;
 mod timers;
 mod transfer;
 

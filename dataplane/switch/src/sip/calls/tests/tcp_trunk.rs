@@ -35,7 +35,7 @@ trunk = "{TCP_TRUNK}"
     h
 }
 
-fn conn(index: u32) -> ConnId {
+pub(super) fn conn(index: u32) -> ConnId {
     ConnId {
         index,
         generation: 1,
@@ -43,8 +43,8 @@ fn conn(index: u32) -> ConnId {
 }
 
 impl Harness {
-    /// The carrier sends `msg` over connection `conn`.
-    fn send_tcp(&mut self, conn: ConnId, msg: impl Into<Message>) {
+    /// The peer at the other end of `conn` sends `msg` over it.
+    pub(super) fn send_tcp(&mut self, conn: ConnId, msg: impl Into<Message>) {
         let bytes = msg.into().to_bytes();
         self.core.handle_stream_data(self.now, conn, &bytes);
         self.collect();

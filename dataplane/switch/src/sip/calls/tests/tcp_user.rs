@@ -1,0 +1,374 @@
+//! A user's contact that says `transport=tcp` is rung over TCP (RFC 3261
+//! §18.1.1, §19.1.1): over the connection its REGISTER came on while that
+//! is open, else over a connection the switch opens to the contact; one
+//! naming a transport the switch does not speak is skipped.
+
+use codeb_io::ConnId;
+use codeb_sip::cancel_for;
+use codeb_sip::digest::{Answer, authorize, pick_challenge};
+use codeb_sip::header::Contact;
+
+use super::tcp_trunk::conn;
+use super::*;
+use crate::registrar::Registration;
+
+/// Alex's phone: the address its TCP connection comes from (an ephemeral
+/// port) and the one its contact names.
+const ALEX_CONN: &str = "198.51.100.7:40001";
+const ALEX: &str = "198.51.100.7:5062";
+/// Carl: a PBX-style peer with a fixed TCP contact.
+const CARL: &str = "198.51.100.9:5070";
+/// Dana: a fixed contact over TLS only.
+const DANA: &str = "198.51.100.11:5061";
+
+/// DID 4000 rings alex (who registers), 4100 carl, 4200 dana, 4300 erin
+/// (a fixed UDP contact at B2).
+fn harness() -> Harness {
+    Harness::with_config(
+        None,
+        &format!(
+            r#"
+[[users]]
+name = "alex"
+password = "alexpw"
+
+[[users]]
+name = "carl"
+contact = "sip:carl@{CARL};transport=TCP"
+
+[[users]]
+name = "dana"
+contact = "sip:dana@{DANA};transport=tls"
+
+[[users]]
+name = "erin"
+contact = "sip:erin@{B2}"
+
+[[routes]]
+did = "4000"
+user = "alex"
+
+[[routes]]
+did = "4100"
+user = "carl"
+
+[[routes]]
+did = "4200"
+user = "dana"
+
+[[routes]]
+did = "4300"
+user = "erin"
+"#
+        ),
+    )
+}
+
+fn phone_local(at: &str, user: &str) -> Local {
+    let a = addr(at);
+    Local {
+        transport: Transport::Tcp,
+        host: Host::from_bytes(a.ip().to_string()).unwrap(),
+        port: Some(a.port()),
+        contact: NameAddr::from_bytes(format!("<sip:{user}@{a};transport=tcp>")).unwrap(),
+    }
+}
+
+fn tcp_flow(id: ConnId, peer: &str) -> Flow {
+    Flow::Tcp {
+        conn: id,
+        peer: addr(peer),
+    }
+}
+
+impl Harness {
+    /// Alex's REGISTER (CSeq `cseq`, optionally answering a challenge).
+    fn alex_register(&mut self, cseq: u32, auth: Option<String>) -> Request {
+        let via = Via::new(
+            &Transport::Tcp,
+            &Host::from_bytes("198.51.100.7").unwrap(),
+            Some(5062),
+            &self.ids.branch(),
+            true,
+        )
+        .unwrap();
+        let aor = format!("<sip:alex@{}>", addr(SW).ip());
+        let mut b = RequestBuilder::new(Method::Register, Uri::parse(format!("sip:{SW}")).unwrap())
+            .via(&via)
+            .max_forwards(70)
+            .from(
+                &NameAddr::from_bytes(aor.clone())
+                    .unwrap()
+                    .with_tag(b"regtag")
+                    .unwrap(),
+            )
+            .to(&NameAddr::from_bytes(aor).unwrap())
+            .call_id(Bytes::from_static(b"alex-reg-1"))
+            .cseq(cseq)
+            .contact(&phone_local(ALEX, "alex").contact)
+            .header(KnownHeader::Expires, "3600");
+        if let Some(a) = auth {
+            b = b.header(KnownHeader::Authorization, a);
+        }
+        b.build().unwrap()
+    }
+
+    /// Alex registers over connection `id`, digest and all.
+    fn alex_registers_over(&mut self, id: ConnId) {
+        self.core.handle_connection(self.now, id, addr(ALEX_CONN));
+        let first = self.alex_register(1, None);
+        self.send_tcp(id, first);
+        let challenge = response(self.one(ALEX_CONN));
+        assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
+        let challenges = challenge.headers.www_authenticates().unwrap();
+        let ch = pick_challenge(challenges.iter(), None).unwrap();
+        let uri = format!("sip:{SW}");
+        let answer = Answer {
+            username: "alex",
+            password: "alexpw",
+            method: "REGISTER",
+            uri: &uri,
+            cnonce: "0a1b2c3d",
+            nc: 1,
+        };
+        let second = self.alex_register(2, Some(authorize(&ch, &answer).unwrap()));
+        self.send_tcp(id, second);
+        let ok = response(self.one(ALEX_CONN));
+        assert_eq!(ok.status, StatusCode::OK);
+        assert_eq!(self.flows.remove(&addr(ALEX_CONN)).unwrap().len(), 2);
+    }
+
+    /// The IO loop opens the connection the core asks for to `peer` as
+    /// `id`, and it comes up.
+    fn connect(&mut self, peer: &str, id: ConnId) {
+        assert_eq!(self.core.poll_connect(), Some(addr(peer)));
+        assert_eq!(self.core.poll_connect(), None, "one connection");
+        self.core.handle_connecting(self.now, addr(peer), id);
+        assert!(self.take(peer).is_empty(), "nothing before it is up");
+        self.core.handle_connection(self.now, id, addr(peer));
+        self.collect();
+    }
+}
+
+fn uri_text(uri: &Uri) -> String {
+    let mut b = bytes::BytesMut::new();
+    uri.render(&mut b);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// What a B-leg INVITE over TCP says about its transport.
+fn assert_tcp_invite(invite: &Request) {
+    assert_eq!(invite.method, Method::Invite);
+    let via = header(invite, KnownHeader::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/TCP 192.0.2.1:5060;"), "{via}");
+    let contact = header(invite, KnownHeader::Contact).unwrap();
+    assert!(contact.contains(";transport=tcp"), "{contact}");
+}
+
+#[test]
+fn a_user_registered_over_tcp_is_rung_on_that_connection_for_the_whole_call() {
+    let mut h = harness();
+    h.alex_registers_over(conn(5));
+
+    let invite = h.invite_from_a("4000", &[]);
+    h.send(A, invite.clone());
+    let to_alex = request(h.one(ALEX_CONN));
+    assert_tcp_invite(&to_alex);
+    assert_eq!(
+        uri_text(&to_alex.uri),
+        format!("sip:alex@{ALEX};transport=tcp"),
+        "the contact, as registered"
+    );
+    assert_eq!(h.core.poll_connect(), None, "no new connection");
+    assert!(h.take(ALEX).is_empty());
+    // Reliable: no Timer A retransmissions.
+    h.advance(secs(4));
+    assert!(h.take(ALEX_CONN).is_empty(), "no retransmission over TCP");
+
+    // Alex answers over the connection; the ACK goes back on it.
+    let mut alex = Dialog::uas(
+        &to_alex,
+        b"alextag",
+        phone_local(ALEX, "alex"),
+        Peer::tcp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let ok = alex
+        .reply(&to_alex, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("198.51.100.7", 44000))
+        .build()
+        .unwrap();
+    alex.sent_response(h.now, &ok);
+    h.send_tcp(conn(5), ok);
+    let ack = request(h.one(ALEX_CONN));
+    assert_eq!(ack.method, Method::Ack);
+    let ok_a = response(h.one(A));
+    assert_eq!(ok_a.status, StatusCode::OK);
+    let mut a = a_dialog(&mut h, &invite, &ok_a, true, None);
+
+    // A hangs up: the BYE to alex takes the same connection.
+    let bye = a.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    let bye_alex = request(h.one(ALEX_CONN));
+    assert_eq!(bye_alex.method, Method::Bye);
+    let via = header(&bye_alex, KnownHeader::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/TCP "), "{via}");
+    h.send_tcp(
+        conn(5),
+        alex.reply(&bye_alex, StatusCode::OK).build().unwrap(),
+    );
+    assert_eq!(h.core.active_calls(), 0);
+    let flows = h.flows.remove(&addr(ALEX_CONN)).unwrap();
+    assert_eq!(flows.len(), 3, "INVITE, ACK, BYE");
+    assert!(flows.iter().all(|f| *f == tcp_flow(conn(5), ALEX_CONN)));
+
+    // Once that connection is gone, the next call opens one to the
+    // contact's address.
+    h.core
+        .handle_stream_closed(h.now, conn(5), "closed by the peer");
+    let invite = h.invite_from_a("4000", &[]);
+    h.send(A, invite);
+    h.connect(ALEX, conn(6));
+    assert_tcp_invite(&request(h.one(ALEX)));
+    assert_eq!(h.flows[&addr(ALEX)], [tcp_flow(conn(6), ALEX)]);
+    assert!(h.take(ALEX_CONN).is_empty());
+}
+
+#[test]
+fn a_contact_registered_over_udp_with_transport_tcp_gets_a_connection() {
+    let mut h = harness();
+    let raw = Bytes::from(format!("<sip:alex@{ALEX};transport=Tcp>"));
+    let contact = Contact::parse(&raw, &raw, &Limits::default()).unwrap();
+    let now = h.now;
+    h.core
+        .registrar_mut()
+        .register(
+            &Registration {
+                user: "alex",
+                contacts: &[contact],
+                header_expires: Some(3600),
+                call_id: b"reg-udp",
+                cseq: 1,
+                source: addr(ALEX),
+                conn: None,
+            },
+            now,
+        )
+        .unwrap();
+    let invite = h.invite_from_a("4000", &[]);
+    h.send(A, invite);
+    h.connect(ALEX, conn(9));
+    assert_tcp_invite(&request(h.one(ALEX)));
+    assert_eq!(h.flows[&addr(ALEX)], [tcp_flow(conn(9), ALEX)]);
+}
+
+#[test]
+fn a_fixed_tcp_contact_gets_a_new_connection_that_carries_the_cancel() {
+    let mut h = harness();
+    let invite = h.invite_from_a("4100", &[]);
+    h.send(A, invite.clone());
+    assert!(h.take(CARL).is_empty(), "waits for the connection");
+    h.connect(CARL, conn(3));
+    let to_carl = request(h.one(CARL));
+    assert_tcp_invite(&to_carl);
+    assert_eq!(
+        uri_text(&to_carl.uri),
+        format!("sip:carl@{CARL};transport=TCP")
+    );
+
+    let ringing = to_carl
+        .reply(StatusCode::new(180).unwrap(), Some(b"carltag"))
+        .build()
+        .unwrap();
+    h.send_tcp(conn(3), ringing);
+    assert_eq!(response(h.one(A)).status.as_u16(), 180);
+
+    // A gives up: the CANCEL, and the ACK of carl's 487, use the same
+    // connection.
+    h.send(A, cancel_for(&invite).unwrap());
+    let cancel = request(h.one(CARL));
+    assert_eq!(cancel.method, Method::Cancel);
+    let via = header(&cancel, KnownHeader::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/TCP "), "{via}");
+    h.send_tcp(
+        conn(3),
+        cancel
+            .reply(StatusCode::OK, Some(b"carltag"))
+            .build()
+            .unwrap(),
+    );
+    h.send_tcp(
+        conn(3),
+        to_carl
+            .reply(StatusCode::new(487).unwrap(), Some(b"carltag"))
+            .build()
+            .unwrap(),
+    );
+    let ack = request(h.one(CARL));
+    assert_eq!(ack.method, Method::Ack);
+    let statuses: Vec<u16> = h
+        .take(A)
+        .into_iter()
+        .map(|m| response(m).status.as_u16())
+        .collect();
+    assert!(statuses.contains(&487), "{statuses:?}");
+    assert_eq!(h.core.active_calls(), 0);
+    let flows = &h.flows[&addr(CARL)];
+    assert_eq!(flows.len(), 3, "INVITE, CANCEL, ACK");
+    assert!(flows.iter().all(|f| *f == tcp_flow(conn(3), CARL)));
+    assert_eq!(h.core.stats.outbound.connects, 1);
+}
+
+#[test]
+fn a_contact_over_a_transport_we_lack_is_skipped() {
+    let mut h = harness();
+    // Dana's only contact is TLS: she is offline.
+    let invite = h.invite_from_a("4200", &[]);
+    h.send(A, invite);
+    assert_eq!(
+        response(h.one(A)).status,
+        StatusCode::TEMPORARILY_UNAVAILABLE
+    );
+    assert!(h.take(DANA).is_empty());
+    assert_eq!(h.core.poll_connect(), None);
+    assert_eq!(h.core.active_calls(), 0);
+
+    // Erin registered a TLS and a SIPS contact beside her fixed UDP one:
+    // only the UDP one rings.
+    let raws = [
+        Bytes::from_static(b"<sip:erin@198.51.100.12:5061;transport=TLS>"),
+        Bytes::from_static(b"<sips:erin@198.51.100.13:5061>"),
+    ];
+    let contacts: Vec<Contact> = raws
+        .iter()
+        .map(|r| Contact::parse(r, r, &Limits::default()).unwrap())
+        .collect();
+    let now = h.now;
+    h.core
+        .registrar_mut()
+        .register(
+            &Registration {
+                user: "erin",
+                contacts: &contacts,
+                header_expires: Some(3600),
+                call_id: b"reg-tls",
+                cseq: 1,
+                source: addr("198.51.100.12:40000"),
+                conn: None,
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(h.core.registrar().lookup("erin", now).len(), 2);
+    let invite = h.invite_from_a("4300", &[]);
+    h.send(A, invite);
+    let to_erin = request(h.one(B2));
+    assert_eq!(to_erin.method, Method::Invite);
+    let via = header(&to_erin, KnownHeader::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/UDP "), "{via}");
+    assert_eq!(h.flows.len(), 2, "A and B2 only: {:?}", h.flows.keys());
+    assert_eq!(h.core.poll_connect(), None);
+}
