@@ -372,3 +372,37 @@ fn a_contact_over_a_transport_we_lack_is_skipped() {
     assert_eq!(h.flows.len(), 2, "A and B2 only: {:?}", h.flows.keys());
     assert_eq!(h.core.poll_connect(), None);
 }
+
+#[test]
+fn the_ais_transfer_rings_a_user_on_the_connection_he_registered_over() {
+    let (mut h, _carrier, key) = super::transfer::answered_ai_call("oac-tcp1");
+    // Bob registered from another phone over TCP, beside his fixed UDP
+    // contact at B.
+    h.core.handle_connection(h.now, conn(5), addr(ALEX_CONN));
+    let raw = Bytes::from(format!("<sip:bob@{ALEX};transport=tcp>"));
+    let contact = Contact::parse(&raw, &raw, &Limits::default()).unwrap();
+    let now = h.now;
+    h.core
+        .registrar_mut()
+        .register(
+            &Registration {
+                user: "bob",
+                contacts: &[contact],
+                header_expires: Some(3600),
+                call_id: b"reg-bob-tcp",
+                cseq: 1,
+                source: addr(ALEX_CONN),
+                conn: Some(conn(5)),
+            },
+            now,
+        )
+        .unwrap();
+    h.flows.clear();
+    super::transfer::transfer_to(&mut h, key, "bob");
+    assert_tcp_invite(&request(h.one(ALEX_CONN)));
+    assert_eq!(h.flows[&addr(ALEX_CONN)], [tcp_flow(conn(5), ALEX_CONN)]);
+    let to_b = request(h.one(B));
+    let via = header(&to_b, KnownHeader::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/UDP "), "{via}");
+    assert_eq!(h.core.poll_connect(), None);
+}

@@ -10,7 +10,7 @@ use crate::sip::calls::{CallEventKind, TRANSFER_RING, TRANSFERRED, TransferTarge
 
 /// A placed AI call, answered by the carrier: the harness, the carrier's
 /// dialog and the call's key (from the AI start, which must offer `bob`).
-fn answered_ai_call(call_id: &str) -> (Harness, Dialog<Peer>, u64) {
+pub(super) fn answered_ai_call(call_id: &str) -> (Harness, Dialog<Peer>, u64) {
     let mut h = Harness::new(None);
     let invite = place(&mut h, call_id, with_ai);
     let invite = challenge(&mut h, &invite);
@@ -23,7 +23,7 @@ fn answered_ai_call(call_id: &str) -> (Harness, Dialog<Peer>, u64) {
     (h, carrier, start.key)
 }
 
-fn transfer_to(h: &mut Harness, key: u64, user: &str) {
+pub(super) fn transfer_to(h: &mut Harness, key: u64, user: &str) {
     h.core.ai_note(
         h.now,
         key,
