@@ -33,9 +33,28 @@ fresh() {
 }
 echo "== throughput ($backend)"
 fresh
+# With a PostgreSQL on this machine, also the CPU its backends spent
+# serving the server (benches/pg-backend-cpu.py), per delivery.
+pgcpu=
+if [ "$backend" = postgres ] && command -v python3 >/dev/null && [ "$(uname)" = Linux ]; then
+    benches/pg-backend-cpu.py codeb_wh_bench "$DIR/seeded" "$DIR/drained" >"$DIR/pgcpu" &
+    pgcpu=$!
+fi
 $BIN/wh-load throughput --database-url "$DB" --data-dir "$DIR" --codeb $BIN/codeb \
-    --subscriptions "${SUBSCRIPTIONS:-1000}" --events "${EVENTS:-100}"
+    --subscriptions "${SUBSCRIPTIONS:-1000}" --events "${EVENTS:-100}" |
+    while IFS= read -r line; do
+        echo "$line"
+        case $line in queued*) touch "$DIR/seeded" ;; esac
+    done || status=$?
+if [ -n "$pgcpu" ]; then
+    touch "$DIR/drained"
+    wait "$pgcpu"
+    n=$(( ${SUBSCRIPTIONS:-1000} * ${EVENTS:-100} ))
+    [ "${status:-0}" -ne 0 ] || awk -v s="$(cat "$DIR/pgcpu")" -v n="$n" \
+        'BEGIN { printf "PG backends  %.1f CPU-s (%.0f µs per delivery; the server'"'"'s connections, if this PostgreSQL is local)\n", s, s / n * 1e6 }'
+fi
 rm -rf "$DIR"
+[ "${status:-0}" -eq 0 ] || exit "$status"
 echo
 echo "== latency ($backend)"
 fresh
