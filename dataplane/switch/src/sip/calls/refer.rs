@@ -36,7 +36,7 @@ use codeb_sip::transaction::TransactionId;
 use codeb_sip::{Dialog, DialogId, Method, Request, Response, StatusCode};
 
 use super::originate::{CallEvent, CallEventKind, Deadline};
-use super::transfer::{TRANSFER_RING, Transfer, TransferTarget};
+use super::transfer::{TRANSFER_RING, Transfer, TransferTarget, answered_leg};
 use super::*;
 use crate::ai::user_name_ok;
 use crate::config::RouteTarget;
@@ -374,15 +374,7 @@ impl Core {
             .ok()
             .and_then(|a| sdp::read_answer(&r.pending.media, &a).ok());
         let mut leg = r.pending.clone();
-        let others: Vec<TransactionId> = call.branches[t.first_branch..]
-            .iter()
-            .enumerate()
-            .filter(|(i, b)| t.first_branch + *i != bi && b.failed.is_none())
-            .map(|(_, b)| b.tx)
-            .collect();
-        for tx in others {
-            let _ = self.layer.cancel(now, tx);
-        }
+        self.cancel_other_branches(now, key, t.first_branch, bi);
         self.calls
             .placed
             .deadlines
@@ -392,30 +384,14 @@ impl Core {
             self.drop_fork(now, key, dialog);
             return self.refer_failed(now, key, StatusCode::NOT_ACCEPTABLE_HERE);
         }
-        // A full table would drop the target's dialog unanswered: it is
-        // hung up instead (ACK, BYE) and the referrer told.
-        if self.calls.dialogs.len() >= self.calls.dialog_capacity() {
-            tracing::warn!(call = key, "dialog table full; REFER target hung up");
-            self.drop_fork(now, key, dialog);
+        let Some(id) = self.keep_target_dialog(now, key, dialog) else {
             return self.refer_failed(now, key, StatusCode::SERVICE_UNAVAILABLE);
-        }
-        let id = match self.calls.dialogs.insert(dialog) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(call = key, error = %e, "REFER target's dialog not kept");
-                return self.refer_failed(now, key, StatusCode::SERVICE_UNAVAILABLE);
-            }
         };
         self.calls.owners.insert(id.clone(), (key, side));
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
-        leg.dialog = Some(id);
-        leg.negotiated = negotiated;
-        leg.update = resp
-            .headers
-            .allow()
-            .is_ok_and(|m| m.contains(&Method::Update));
+        answered_leg(&mut leg, id, negotiated, resp);
         *call.leg_mut(side) = leg;
         if let Some(b) = call.branches.get_mut(bi) {
             b.won = true;

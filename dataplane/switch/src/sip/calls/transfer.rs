@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use codeb_sip::sdp::{self, Sdp, SdpLimits};
-use codeb_sip::{Dialog, Method, Response};
+use codeb_sip::transaction::TransactionId;
+use codeb_sip::{Dialog, DialogId, Method, Response};
 
 use super::originate::{CallEvent, CallEventKind, Deadline};
 use super::*;
@@ -322,42 +323,27 @@ impl Core {
         let negotiated = Sdp::parse(&resp.body, &SdpLimits::default())
             .ok()
             .and_then(|a| sdp::read_answer(&call.leg(side).media, &a).ok());
-        let id = match self.calls.dialogs.insert(dialog) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(call = key, error = %e, "transfer target's dialog not kept");
-                return self.transfer_failed(
-                    now,
-                    key,
-                    *t,
-                    "the switch is full".into(),
-                    StatusCode::SERVICE_UNAVAILABLE,
-                );
-            }
+        let Some(id) = self.keep_target_dialog(now, key, dialog) else {
+            return self.transfer_failed(
+                now,
+                key,
+                *t,
+                "the switch is full".into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
         };
         self.calls.owners.insert(id.clone(), (key, side));
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
-        let leg = call.leg_mut(side);
-        leg.dialog = Some(id);
-        leg.negotiated = negotiated;
-        leg.update = resp
-            .headers
-            .allow()
-            .is_ok_and(|m| m.contains(&Method::Update));
+        answered_leg(call.leg_mut(side), id, negotiated, resp);
         if let Some(b) = call.branches.get_mut(bi) {
             b.won = true;
         }
-        let others: Vec<TransactionId> = call.branches[t.first_branch..]
-            .iter()
-            .enumerate()
-            .filter(|(i, b)| t.first_branch + *i != bi && b.failed.is_none())
-            .map(|(_, b)| b.tx)
-            .collect();
-        for tx in others {
-            let _ = self.layer.cancel(now, tx);
-        }
+        self.cancel_other_branches(now, key, t.first_branch, bi);
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
         if call.leg(side).negotiated.is_none() {
             tracing::info!(call = key, "transfer target answered without usable SDP");
             // The side stays taken by the ended dialog: no second try.
@@ -386,6 +372,53 @@ impl Core {
         self.sync_media(key);
         self.transferred_event(now, key, &t);
         tracing::info!(call = key, "transfer answered; parties bridged");
+    }
+
+    /// Keeps an answering transfer target's dialog. A full table hangs the
+    /// target up (ACK, BYE) instead of dropping its dialog unanswered.
+    pub(super) fn keep_target_dialog(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        dialog: Dialog<Flow>,
+    ) -> Option<DialogId> {
+        if self.calls.dialogs.len() >= self.calls.dialog_capacity() {
+            tracing::warn!(call = key, "dialog table full; transfer target hung up");
+            self.drop_fork(now, key, dialog);
+            return None;
+        }
+        match self.calls.dialogs.insert(dialog) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::warn!(call = key, error = %e, "transfer target's dialog not kept");
+                None
+            }
+        }
+    }
+
+    /// CANCELs the branches of a transfer's fork (from `first`) that are
+    /// still ringing, other than `won`, which answered.
+    pub(super) fn cancel_other_branches(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        first: usize,
+        won: usize,
+    ) {
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
+        let others: Vec<TransactionId> = call
+            .branches
+            .iter()
+            .enumerate()
+            .skip(first)
+            .filter(|(i, b)| *i != won && b.failed.is_none())
+            .map(|(_, b)| b.tx)
+            .collect();
+        for tx in others {
+            let _ = self.layer.cancel(now, tx);
+        }
     }
 
     /// The tap leaves the call's worker: its legs go back to the relay
@@ -533,4 +566,20 @@ impl Core {
     fn placed_key(&self, call_id: &str) -> Option<CallKey> {
         self.calls.placed.key_of(call_id)
     }
+}
+
+/// A transfer target's answer, on the leg that now leads to it: its
+/// dialog, the media it agreed to, whether it takes UPDATE.
+pub(super) fn answered_leg(
+    leg: &mut Leg,
+    dialog: DialogId,
+    negotiated: Option<Negotiated>,
+    resp: &Response,
+) {
+    leg.dialog = Some(dialog);
+    leg.negotiated = negotiated;
+    leg.update = resp
+        .headers
+        .allow()
+        .is_ok_and(|m| m.contains(&Method::Update));
 }
