@@ -407,12 +407,7 @@ impl Core {
         tracing::info!(call = key, ?side, "REFER target answered; parties bridged");
         match self.refer_notify(now, key, StatusCode::OK, true) {
             Some(tx) => {
-                if let Some(r) = self
-                    .calls
-                    .calls
-                    .get_mut(&key)
-                    .and_then(|c| c.referral.as_mut())
-                {
+                if let Some(r) = self.referral_mut(key) {
                     r.final_notify = Some(tx);
                 }
             }
@@ -420,15 +415,18 @@ impl Core {
         }
     }
 
+    /// The call's transfer by REFER in progress, if any.
+    fn referral_mut(&mut self, key: CallKey) -> Option<&mut Referral> {
+        self.calls
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.referral.as_deref_mut())
+    }
+
     /// The REFER's target rings (180, 183): the referrer hears of it
     /// once, in a NOTIFY of the still active subscription.
     pub(super) fn refer_ringing(&mut self, now: Instant, key: CallKey, status: StatusCode) {
-        let Some(r) = self
-            .calls
-            .calls
-            .get_mut(&key)
-            .and_then(|c| c.referral.as_mut())
-        else {
+        let Some(r) = self.referral_mut(key) else {
             return;
         };
         if r.rang || r.answered {
@@ -541,12 +539,7 @@ impl Core {
         tx: TransactionId,
         status: StatusCode,
     ) {
-        let Some(r) = self
-            .calls
-            .calls
-            .get_mut(&key)
-            .and_then(|c| c.referral.as_mut())
-        else {
+        let Some(r) = self.referral_mut(key) else {
             return;
         };
         if !status.is_success() {
@@ -618,12 +611,7 @@ impl Core {
         req: &Request,
     ) {
         if req.method == Method::Bye {
-            if let Some(r) = self
-                .calls
-                .calls
-                .get_mut(&key)
-                .and_then(|c| c.referral.as_mut())
-            {
+            if let Some(r) = self.referral_mut(key) {
                 r.gone = true;
             }
             return self.simple(now, id, req, StatusCode::OK);
