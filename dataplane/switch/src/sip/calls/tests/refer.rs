@@ -95,6 +95,15 @@ fn accepted(h: &mut Harness, at: &str) -> (Response, Request) {
     (r, notify)
 }
 
+/// A (the caller) refers to `to`: the 202, the first NOTIFY, and A's 200
+/// to it.
+fn refer_from_a(h: &mut Harness, call: &mut Call, to: &str) {
+    let r = refer(&mut call.a, to, &[]);
+    h.send(A, r);
+    let (_, notify) = accepted(h, A);
+    answer_notify(h, A, &mut call.a, &notify, StatusCode::OK);
+}
+
 fn refer_count(h: &Harness, result: &str) -> u64 {
     h.core
         .stats
@@ -210,10 +219,7 @@ fn the_callee_refers_the_caller_to_a_routed_number() {
 #[test]
 fn a_busy_target_leaves_the_call_as_it_was() {
     let (mut h, mut call) = harness();
-    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
-    h.send(A, r);
-    let (_, notify) = accepted(&mut h, A);
-    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
     let busy = to_carl
         .reply(StatusCode::BUSY_HERE, Some(b"carltag"))
@@ -245,10 +251,7 @@ fn a_busy_target_leaves_the_call_as_it_was() {
 #[test]
 fn a_target_that_never_answers_is_given_up() {
     let (mut h, mut call) = harness();
-    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
-    h.send(A, r);
-    let (_, notify) = accepted(&mut h, A);
-    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
     let ringing = to_carl
         .reply(StatusCode::RINGING, Some(b"carltag"))
@@ -362,10 +365,7 @@ fn refer_outside_a_dialog_is_refused() {
 #[test]
 fn the_referrer_may_hang_up_while_the_target_rings() {
     let (mut h, mut call) = harness();
-    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
-    h.send(A, r);
-    let (_, notify) = accepted(&mut h, A);
-    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
     let bye = call.a.request(Method::Bye).unwrap().build().unwrap();
     h.send(A, bye);
@@ -433,10 +433,7 @@ fn a_refer_before_the_call_is_confirmed_is_refused() {
 #[test]
 fn the_other_party_hanging_up_while_the_target_rings_ends_it_all() {
     let (mut h, mut call) = harness();
-    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
-    h.send(A, r);
-    let (_, notify) = accepted(&mut h, A);
-    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
     let ringing = to_carl
         .reply(StatusCode::RINGING, Some(b"carltag"))
@@ -474,10 +471,7 @@ fn a_refer_needs_exactly_one_refer_to() {
 #[test]
 fn the_referrers_own_bye_after_the_answer_ends_only_its_leg() {
     let (mut h, mut call) = harness();
-    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
-    h.send(A, r);
-    let (_, notify) = accepted(&mut h, A);
-    answer_notify(&mut h, A, &mut call.a, &notify, StatusCode::OK);
+    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
     let _carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
     let last = request(h.one(A));
