@@ -87,6 +87,12 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
     );
     counter(
         &mut o,
+        "codeb_sip_keepalive_pongs_total",
+        "CRLF keep-alive pings answered on TCP connections (RFC 5626)",
+        s.keepalive_pongs,
+    );
+    counter(
+        &mut o,
         "codeb_sip_forbidden_destinations_total",
         "Sends refused to broadcast/multicast addresses",
         s.dropped_forbidden_destination,

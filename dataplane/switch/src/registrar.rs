@@ -222,10 +222,25 @@ impl Registrar {
 
     /// Drops every expired binding (call now and then).
     pub fn purge(&mut self, now: Instant) {
-        let users: Vec<String> = self.bindings.keys().cloned().collect();
-        for u in users {
-            self.purge_user(&u, now);
-        }
+        let mut dropped = 0;
+        self.bindings.retain(|_, list| {
+            let before = list.len();
+            list.retain(|b| b.expires_at > now);
+            dropped += before - list.len();
+            !list.is_empty()
+        });
+        self.total -= dropped;
+    }
+
+    /// The TCP connections live bindings were registered over: a phone
+    /// reachable only through its own connection (behind NAT) must keep
+    /// it for as long as it is registered.
+    pub fn connections(&self, now: Instant) -> impl Iterator<Item = ConnId> + '_ {
+        self.bindings
+            .values()
+            .flatten()
+            .filter(move |b| b.expires_at > now)
+            .filter_map(|b| b.conn)
     }
 
     pub fn total(&self) -> usize {

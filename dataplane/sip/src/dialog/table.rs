@@ -50,6 +50,11 @@ impl<A: Address> DialogTable<A> {
         self.slots.is_empty()
     }
 
+    /// Every dialog, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Dialog<A>> {
+        self.slots.values().map(|s| &s.dialog)
+    }
+
     /// Adds a dialog (and queues what it has produced so far).
     pub fn insert(&mut self, dialog: Dialog<A>) -> Result<DialogId, DialogError> {
         let id = dialog.id().clone();

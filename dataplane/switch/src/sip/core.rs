@@ -7,7 +7,7 @@
 //! Sans-IO like the layers under it: the IO loop feeds it bytes and `now`,
 //! drains [`Core::poll_transmit`], and sleeps until [`Core::poll_timeout`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,8 @@ pub struct CoreStats {
     pub dropped_rate_limited: u64,
     pub dropped_forbidden_destination: u64,
     pub framing_errors: u64,
+    /// CRLF keep-alive pongs sent on TCP connections (RFC 5626).
+    pub keepalive_pongs: u64,
     /// Parse or screening problems by kind (their reason phrase).
     pub problems: HashMap<String, u64>,
     /// Final responses we sent, by method and status.
@@ -124,6 +126,9 @@ struct Stream {
     buf: BytesMut,
     peer: SocketAddr,
     last_active: Instant,
+    /// CRLFs received since the last message: two make a keep-alive ping
+    /// (RFC 5626 §3.5.1), which may arrive split across reads.
+    crlfs: usize,
 }
 
 pub struct Core {
@@ -313,6 +318,7 @@ impl Core {
                 buf: BytesMut::new(),
                 peer,
                 last_active: now,
+                crlfs: 0,
             },
         );
         self.outbound_connected(conn);
@@ -337,6 +343,7 @@ impl Core {
             };
             match frame_stream(&s.buf, &self.limits) {
                 Ok(Frame::Complete { len }) => {
+                    s.crlfs = 0;
                     let bytes = s.buf.split_to(len).freeze();
                     self.stats.messages_in += 1;
                     if !self.admit(peer, now) {
@@ -346,6 +353,7 @@ impl Core {
                 }
                 Ok(Frame::KeepAlive { len }) => {
                     let _ = s.buf.split_to(len);
+                    s.crlfs += len / 2;
                 }
                 Ok(Frame::Incomplete { .. }) => break,
                 Err(e) => {
@@ -358,7 +366,27 @@ impl Core {
                 }
             }
         }
+        self.answer_pings(conn);
         self.drain(now);
+    }
+
+    /// Answers the keep-alive pings a read completed with one pong, a
+    /// single CRLF (RFC 5626 §4.4.1): however many pings came together,
+    /// so a flood of CRLFs cannot make the switch send more than it reads.
+    fn answer_pings(&mut self, conn: ConnId) {
+        let Some(s) = self.streams.get_mut(&conn) else {
+            return;
+        };
+        if s.crlfs < 2 {
+            return;
+        }
+        s.crlfs %= 2;
+        self.stats.keepalive_pongs += 1;
+        let flow = Flow::Tcp { conn, peer: s.peer };
+        self.out.push_back(Outgoing {
+            flow,
+            payload: Bytes::from_static(b"\r\n"),
+        });
     }
 
     fn stream_message(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, bytes: Bytes) {
@@ -405,6 +433,35 @@ impl Core {
         self.streams.remove(&conn);
         self.outbound_closed(conn, "closed by the switch");
         self.closes.push(conn);
+    }
+
+    /// Connections quiet for longer than the idle timeout that nothing
+    /// needs: a connection a live registration came over, or one a dialog
+    /// talks over, is how that phone is reached (behind NAT, the only
+    /// way), so it stays open however long the phone stays silent.
+    fn idle_streams(&self, now: Instant) -> Vec<ConnId> {
+        let idle = self.settings.tcp_idle;
+        let mut stale: Vec<ConnId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_active) > idle)
+            .map(|(c, _)| *c)
+            .collect();
+        if stale.is_empty() {
+            return stale;
+        }
+        let mut needed: HashSet<ConnId> = self.registrar.connections(now).collect();
+        needed.extend(
+            self.calls
+                .dialog_table()
+                .iter()
+                .filter_map(|d| match d.remote() {
+                    Flow::Tcp { conn, .. } => Some(*conn),
+                    Flow::Udp { .. } | Flow::TcpTo { .. } => None,
+                }),
+        );
+        stale.retain(|c| !needed.contains(c));
+        stale
     }
 
     /// Connections the IO loop should close.
@@ -767,14 +824,7 @@ impl Core {
             self.registrar.purge(now);
             self.sync_trunks(now);
             self.trunks_tick(now);
-            let idle = self.settings.tcp_idle;
-            let stale: Vec<ConnId> = self
-                .streams
-                .iter()
-                .filter(|(_, s)| now.saturating_duration_since(s.last_active) > idle)
-                .map(|(c, _)| *c)
-                .collect();
-            for c in stale {
+            for c in self.idle_streams(now) {
                 self.close_stream(c);
             }
             for c in self.overdue_connects(now) {

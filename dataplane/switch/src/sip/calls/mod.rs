@@ -285,6 +285,10 @@ impl Calls {
         self.dialogs.len()
     }
 
+    pub(crate) fn dialog_table(&self) -> &DialogTable<Flow> {
+        &self.dialogs
+    }
+
     pub(crate) fn dialogs_mut(&mut self) -> &mut DialogTable<Flow> {
         &mut self.dialogs
     }

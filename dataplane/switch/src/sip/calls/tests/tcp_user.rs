@@ -208,6 +208,14 @@ fn a_user_registered_over_tcp_is_rung_on_that_connection_for_the_whole_call() {
     assert_eq!(ok_a.status, StatusCode::OK);
     let mut a = a_dialog(&mut h, &invite, &ok_a, true, None);
 
+    // Alex's binding ends mid-call and his phone stays quiet past the idle
+    // timeout: the connection stays, as the call is carried over it.
+    h.alex_binding_over(conn(5), 3, 0);
+    assert!(h.core.registrar().lookup("alex", h.now).is_empty());
+    h.core.handle_timeout(h.now);
+    h.advance(secs(11 * 60));
+    assert!(h.core.take_closes().is_empty());
+
     // A hangs up: the BYE to alex takes the same connection.
     let bye = a.request(Method::Bye).unwrap().build().unwrap();
     h.send(A, bye);
@@ -227,6 +235,7 @@ fn a_user_registered_over_tcp_is_rung_on_that_connection_for_the_whole_call() {
 
     // Once that connection is gone, the next call opens one to the
     // contact's address.
+    h.alex_binding_over(conn(5), 4, 3600);
     h.core
         .handle_stream_closed(h.now, conn(5), "closed by the peer");
     let invite = h.invite_from_a("4000", &[]);
@@ -405,4 +414,99 @@ fn the_ais_transfer_rings_a_user_on_the_connection_he_registered_over() {
     let via = header(&to_b, KnownHeader::Via).unwrap();
     assert!(via.starts_with("SIP/2.0/UDP "), "{via}");
     assert_eq!(h.core.poll_connect(), None);
+}
+
+impl Harness {
+    /// Alex's phone refreshes (or, with `expires` 0, removes) its binding
+    /// over connection `id`, as the registrar sees it after digest.
+    fn alex_binding_over(&mut self, id: ConnId, cseq: u32, expires: u32) {
+        let raw = Bytes::from(format!("<sip:alex@{ALEX};transport=tcp>"));
+        let contact = Contact::parse(&raw, &raw, &Limits::default()).unwrap();
+        let now = self.now;
+        self.core
+            .registrar_mut()
+            .register(
+                &Registration {
+                    user: "alex",
+                    contacts: &[contact],
+                    header_expires: Some(expires),
+                    call_id: b"alex-reg-1",
+                    cseq,
+                    source: addr(ALEX_CONN),
+                    conn: Some(id),
+                },
+                now,
+            )
+            .unwrap();
+    }
+
+    /// The switch's raw sends on `id` since the last look, before the
+    /// harness parses them (a keep-alive pong is not a SIP message).
+    fn raw_sends_on(&mut self, id: ConnId) -> Vec<Bytes> {
+        let mut on = Vec::new();
+        while let Some(out) = self.core.poll_transmit() {
+            assert!(matches!(out.flow, Flow::Tcp { conn, .. } if conn == id));
+            on.push(out.payload);
+        }
+        on
+    }
+}
+
+#[test]
+fn a_crlf_ping_gets_one_pong_however_it_arrives() {
+    let mut h = harness();
+    h.core.handle_connection(h.now, conn(5), addr(ALEX_CONN));
+    h.core.handle_stream_data(h.now, conn(5), b"\r\n\r\n");
+    assert_eq!(h.raw_sends_on(conn(5)), [Bytes::from_static(b"\r\n")]);
+    // Split across two reads, it is still one ping.
+    h.core.handle_stream_data(h.now, conn(5), b"\r\n");
+    assert!(h.raw_sends_on(conn(5)).is_empty(), "half a ping");
+    h.core.handle_stream_data(h.now, conn(5), b"\r\n");
+    assert_eq!(h.raw_sends_on(conn(5)), [Bytes::from_static(b"\r\n")]);
+    // A flood in one read gets one pong, not one per ping.
+    h.core
+        .handle_stream_data(h.now, conn(5), "\r\n".repeat(2000).as_bytes());
+    assert_eq!(h.raw_sends_on(conn(5)).len(), 1);
+    // A lone CRLF before a message (RFC 3261 §7.5) is no ping.
+    h.core.handle_stream_data(h.now, conn(5), b"\r\n");
+    let register = h.alex_register(1, None);
+    h.send_tcp(conn(5), register);
+    assert_eq!(
+        response(h.one(ALEX_CONN)).status,
+        StatusCode::UNAUTHORIZED,
+        "the REGISTER after it is read, and no pong"
+    );
+    assert_eq!(h.core.stats.keepalive_pongs, 3);
+}
+
+#[test]
+fn a_registered_phone_keeps_its_quiet_connection_until_the_binding_ends() {
+    let mut h = harness();
+    h.core.handle_timeout(h.now);
+    h.alex_registers_over(conn(5));
+    // Another connection, which registers nothing, idles out.
+    h.core
+        .handle_connection(h.now, conn(8), addr("198.51.100.20:40100"));
+    h.advance(secs(11 * 60));
+    assert_eq!(h.core.take_closes(), [conn(8)]);
+    // Alex's phone said nothing for 11 minutes (no pings either), but it
+    // is registered for an hour: a call still reaches it on its own
+    // connection, the only way to a phone behind NAT.
+    let invite = h.invite_from_a("4000", &[]);
+    h.send(A, invite);
+    let to_alex = request(h.one(ALEX_CONN));
+    assert_tcp_invite(&to_alex);
+    assert_eq!(h.flows[&addr(ALEX_CONN)], [tcp_flow(conn(5), ALEX_CONN)]);
+    assert_eq!(h.core.poll_connect(), None);
+    let busy = to_alex
+        .reply(StatusCode::new(486).unwrap(), Some(b"alextag"))
+        .build()
+        .unwrap();
+    h.send_tcp(conn(5), busy);
+    assert_eq!(request(h.one(ALEX_CONN)).method, Method::Ack);
+    assert_eq!(response(h.one(A)).status.as_u16(), 486);
+    assert_eq!(h.core.active_calls(), 0);
+    // Once the binding has expired, the quiet connection is closed.
+    h.advance(secs(3600));
+    assert_eq!(h.core.take_closes(), [conn(5)]);
 }
