@@ -1,5 +1,6 @@
 //! SIPp as both far ends: uac -> codeb-switch -> uas, for the basic call,
 //! CANCEL, BYE from the callee, hold/resume with re-INVITE, a PCMA offer,
+//! a caller requiring reliable provisional responses (PRACK),
 //! and unattended transfer by REFER (a third SIPp as the target).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: failing loudly is the point
@@ -53,6 +54,37 @@ fn caller_cancels_while_ringing() {
         sw.metric("codeb_sip_responses_total{method=\"INVITE\",status=\"487\"}"),
         Some(5.0)
     );
+}
+
+#[test]
+fn a_caller_requiring_100rel_gets_reliable_early_media_and_prack() {
+    let uas = sipp_server(&["-sf", scenario("uas_early_media.xml").to_str().unwrap()]);
+    let sw = Switch::start(
+        &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
+        &[],
+    );
+    let (ok, failed) = sipp_client(
+        sw.sip,
+        &[
+            "-sf",
+            scenario("uac_100rel.xml").to_str().unwrap(),
+            "-m",
+            "5",
+            "-r",
+            "5",
+        ],
+    );
+    assert_eq!((ok, failed), (5, 0));
+    for (method, status) in [("PRACK", 200), ("INVITE", 200), ("BYE", 200)] {
+        assert_eq!(
+            sw.metric(&format!(
+                "codeb_sip_responses_total{{method=\"{method}\",status=\"{status}\"}}"
+            )),
+            Some(5.0),
+            "{method} {status}"
+        );
+    }
+    assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
 }
 
 #[test]

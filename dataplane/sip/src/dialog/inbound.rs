@@ -184,6 +184,11 @@ impl<A: Address> Dialog<A> {
         if cseq.method == Method::Invite && self.theirs_pending == Some(seq) {
             self.theirs_pending = None;
         }
+        if cseq.method == Method::Invite && seq == self.invite_cseq {
+            // A final response ends the provisional ones (§3 of RFC 3262:
+            // no more retransmissions).
+            self.reliable_1xx = None;
+        }
         let target = self.pending_target.take_if(|(s, _)| *s == seq);
         if !status.is_success() {
             if cseq.method == Method::Invite

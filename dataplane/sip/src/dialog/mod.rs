@@ -40,6 +40,7 @@
 mod build;
 mod error;
 mod inbound;
+mod prack;
 mod reliability;
 mod session_timer;
 mod state;
@@ -52,6 +53,7 @@ use crate::message::{Request, Response};
 
 pub use error::DialogError;
 pub use inbound::Incoming;
+pub use prack::{Prack, TAG_100REL};
 pub use session_timer::{SessionTimerConfig, min_se_of_422};
 pub use state::{Dialog, DialogConfig, Local};
 pub use table::DialogTable;
@@ -141,6 +143,9 @@ pub enum DialogEvent {
     RefreshDue,
     /// No refresh arrived in time (RFC 4028 §10): send BYE.
     SessionExpired,
+    /// Our reliable provisional response got no PRACK within 64·T1 (RFC
+    /// 3262 §3): reject the INVITE with a 5xx.
+    PrackTimeout,
     /// The dialog is over; the last event.
     Terminated(Termination),
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::prack::{Reliable1xx, first_rseq};
 use super::reliability::Unacked;
 use super::session_timer::{SessionTimer, SessionTimerConfig};
 use super::{DialogError, DialogEvent, DialogId, DialogState, Side, Termination};
@@ -93,6 +94,10 @@ pub struct Dialog<A> {
     /// The ACK we sent for it, for its retransmissions.
     pub(super) last_ack: Option<(u32, Bytes)>,
     pub(super) unacked: Option<Unacked<A>>,
+    /// Our reliable provisional response awaiting PRACK (RFC 3262).
+    pub(super) reliable_1xx: Option<Reliable1xx<A>>,
+    /// The RSeq of our next reliable provisional response.
+    pub(super) next_rseq: u32,
     /// §14.1 back-off after a 491.
     pub(super) retry_at: Option<Instant>,
     pub(super) session: Option<SessionTimer>,
@@ -133,6 +138,7 @@ impl<A: Address> Dialog<A> {
         let min_se = config
             .session_timer
             .map_or(super::session_timer::MIN_INTERVAL, |c| c.sanitized().min_se);
+        let next_rseq = first_rseq(ids.next_u64());
         Self {
             id,
             side,
@@ -154,6 +160,8 @@ impl<A: Address> Dialog<A> {
             answered: None,
             last_ack: None,
             unacked: None,
+            reliable_1xx: None,
+            next_rseq,
             retry_at: None,
             session: None,
             min_se,
@@ -320,6 +328,7 @@ impl<A: Address> Dialog<A> {
         if self.state != DialogState::Terminated {
             self.state = DialogState::Terminated;
             self.unacked = None;
+            self.reliable_1xx = None;
             self.retry_at = None;
             self.session = None;
             self.ours_pending = None;
@@ -340,6 +349,7 @@ impl<A: Address> Dialog<A> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.unacked.as_ref().map(Unacked::next),
+            self.reliable_1xx.as_ref().map(Reliable1xx::next),
             self.retry_at,
             self.session.and_then(|s| s.refresh_at),
             self.session.map(|s| s.expire_at),
@@ -362,6 +372,7 @@ impl<A: Address> Dialog<A> {
                 self.send(to, wire);
             }
         }
+        self.reliable_timeout(now);
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
             self.events.push_back(DialogEvent::RetryRequest);

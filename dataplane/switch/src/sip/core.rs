@@ -46,10 +46,13 @@ pub(crate) const IMPLEMENTED: &[Method] = &[
     Method::Info,
     Method::Update,
     Method::Refer,
+    Method::Prack,
 ];
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, REFER";
-/// `norefersub`: a REFER may ask for no NOTIFYs (RFC 4488).
-const SUPPORTED: &[&str] = &["timer", "norefersub"];
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, REFER, PRACK";
+/// `norefersub`: a REFER may ask for no NOTIFYs (RFC 4488); `100rel`:
+/// reliable provisional responses to a caller that requires them (RFC
+/// 3262; the switch never asks a callee for them).
+const SUPPORTED: &[&str] = &["timer", "norefersub", "100rel"];
 const ACCEPTED: &[&str] = &[
     "application/sdp",
     "application/dtmf-relay",
@@ -643,7 +646,7 @@ impl Core {
             }
             Method::Register => self.on_register(now, id, &request, source),
             Method::Invite => self.on_invite(now, id, request, source),
-            Method::Bye | Method::Info | Method::Update | Method::Refer => {
+            Method::Bye | Method::Info | Method::Update | Method::Refer | Method::Prack => {
                 self.on_in_dialog(now, id, request, source)
             }
             _ => {

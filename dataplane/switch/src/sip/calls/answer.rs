@@ -165,10 +165,23 @@ impl Core {
 
     /// Our 2xx to A's INVITE with our SDP answer, through A's dialog: it
     /// adds our Contact and Session-Expires, and retransmits until the ACK.
+    /// It waits while a reliable provisional response with SDP awaits its
+    /// PRACK (RFC 3262 §3); the PRACK sends it.
     pub(super) fn answer_a(&mut self, now: Instant, key: CallKey) {
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
+        let held = call
+            .a
+            .dialog
+            .as_ref()
+            .and_then(|id| self.calls.dialogs.get(id))
+            .and_then(|d| d.reliable_pending())
+            == Some(true);
+        if held {
+            tracing::debug!(call = key, "our 2xx waits for A's PRACK");
+            return;
+        }
         let (Some(a_tx), Some(a_id)) = (call.a_invite_tx.take(), call.a.dialog.clone()) else {
             return;
         };

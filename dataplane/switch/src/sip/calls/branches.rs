@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use codeb_sip::dialog::min_se_of_422;
+use codeb_sip::dialog::{TAG_100REL, min_se_of_422};
 use codeb_sip::header::KnownHeader;
 use codeb_sip::transaction::{Timer, TransactionId};
 use codeb_sip::{Header, Request, Response, StatusCode};
@@ -147,8 +147,27 @@ impl Core {
         if early {
             b = b.body(&sdp_type(), call.a.sdp.clone());
         }
-        if let Ok(r) = b.build() {
-            self.respond(now, a_tx, r);
+        if !requires_100rel(&call.a_invite) {
+            if let Ok(r) = b.build() {
+                self.respond(now, a_tx, r);
+            }
+            return;
+        }
+        // RFC 3262: reliably, and only once the last one is PRACKed (a
+        // ringing tone that cannot go yet is not worth holding).
+        match self
+            .calls
+            .dialogs
+            .update(&a_id, |d| d.send_reliably(now, b))
+        {
+            Some(Some(Ok(r))) => self.respond(now, a_tx, r),
+            Some(Some(Err(e))) => {
+                tracing::warn!(call = key, error = %e, "could not build a reliable 1xx")
+            }
+            Some(None) => {
+                tracing::debug!(call = key, "a 1xx waits for A's PRACK; this one is dropped")
+            }
+            None => {}
         }
     }
 
@@ -354,4 +373,16 @@ impl Core {
         call.sent.retain(|(t, _, _)| *t != tx);
         self.settle(now, key);
     }
+}
+
+/// Whether the caller's INVITE requires reliable provisional responses
+/// (`Require: 100rel`, RFC 3262).
+pub(super) fn requires_100rel(invite: &Request) -> bool {
+    invite
+        .headers
+        .option_tags(KnownHeader::Require)
+        .is_ok_and(|tags| {
+            tags.iter()
+                .any(|t| t.eq_ignore_ascii_case(TAG_100REL.as_bytes()))
+        })
 }

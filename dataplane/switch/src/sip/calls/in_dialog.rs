@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use codeb_sip::dialog::{Incoming, Termination};
+use codeb_sip::dialog::{Incoming, Prack, Termination};
 use codeb_sip::header::{KnownHeader, MediaType};
 use codeb_sip::sdp::{self, Sdp, SdpLimits};
 use codeb_sip::transaction::{CancelOutcome, TransactionId};
@@ -188,6 +188,7 @@ impl Core {
             }
             Method::Invite | Method::Update => self.answer_offer(now, id, key, side, &dialog, &req),
             Method::Refer => self.on_refer(now, id, key, side, &dialog, &req),
+            Method::Prack => self.on_prack(now, id, key, &dialog, &req),
             _ => self.simple(now, id, &req, StatusCode::METHOD_NOT_ALLOWED),
         }
     }
@@ -272,6 +273,35 @@ impl Core {
             self.respond(now, id, r);
         }
         self.sync_media(key);
+    }
+
+    /// A's PRACK for our reliable provisional response (RFC 3262): 200 if
+    /// it acknowledges the one outstanding (and our 2xx, if B answered
+    /// meanwhile and it waited for this), else 481. An offer in a PRACK is
+    /// not taken: our provisional responses carry answers only.
+    fn on_prack(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        key: CallKey,
+        dialog: &DialogId,
+        req: &Request,
+    ) {
+        if self.calls.dialogs.update(dialog, |d| d.handle_prack(req)) != Some(Prack::Acknowledged) {
+            return self.simple(now, id, req, StatusCode::CALL_DOES_NOT_EXIST);
+        }
+        if !req.body.is_empty() {
+            tracing::info!(call = key, "an offer in a PRACK is not taken");
+        }
+        self.simple(now, id, req, StatusCode::OK);
+        let held = self
+            .calls
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.phase == Phase::Answered && c.a_invite_tx.is_some());
+        if held {
+            self.answer_a(now, key);
+        }
     }
 
     /// Relays an INFO (DTMF) to the other leg, if it is up.

@@ -47,6 +47,23 @@ impl Core {
             DialogEvent::RefreshDue
             | DialogEvent::RetryRequest
             | DialogEvent::SessionIntervalRaised { .. } => self.refresh(now, key, side),
+            DialogEvent::PrackTimeout => {
+                tracing::info!(call = key, "no PRACK for our reliable 1xx; rejecting");
+                self.note_end(
+                    key,
+                    "failed",
+                    "the caller did not PRACK our provisional response",
+                );
+                let answered = self
+                    .calls
+                    .calls
+                    .get(&key)
+                    .is_some_and(|c| c.phase == Phase::Answered);
+                if answered {
+                    self.hang_up_side(now, key, Side::B);
+                }
+                self.fail_call(now, key, StatusCode::SERVER_INTERNAL_ERROR);
+            }
             DialogEvent::SessionExpired => {
                 tracing::info!(call = key, ?side, "session timer expired; hanging up");
                 self.note_end(key, "failed", "session timer expired");

@@ -8,6 +8,7 @@
 
 mod forking;
 mod originate;
+mod prack;
 mod refer;
 mod rules;
 mod tcp_trunk;

@@ -1,0 +1,182 @@
+//! A caller that requires `100rel` (RFC 3262) gets every provisional
+//! response reliably: `Require: 100rel` and an RSeq, retransmitted until
+//! its PRACK, one at a time; our 2xx waits for the PRACK of a provisional
+//! that carried SDP; no PRACK within 64·T1 fails the call with 500.
+
+use codeb_sip::dialog::Dialog;
+
+use super::*;
+
+const REQUIRE: &[(KnownHeader, &str)] = &[(KnownHeader::Require, "100rel")];
+
+/// A calls bob requiring 100rel; bob's INVITE and bob's side of it.
+fn ringing_bob(h: &mut Harness) -> (Request, Request, Dialog<Peer>) {
+    let invite = h.invite_from_a("1000", REQUIRE);
+    h.send(A, invite.clone());
+    let to_b = request(h.one(B));
+    assert_eq!(to_b.method, Method::Invite);
+    for name in [KnownHeader::Supported, KnownHeader::Require] {
+        let tags = header(&to_b, name).unwrap_or_default();
+        assert!(!tags.contains("100rel"), "never asked of B: {tags}");
+    }
+    let b = Dialog::uas(
+        &to_b,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    (invite, to_b, b)
+}
+
+fn rseq(r: &Response) -> u32 {
+    header(r, KnownHeader::RSeq).unwrap().parse().unwrap()
+}
+
+/// A's PRACK for `provisional` in the early dialog it makes.
+fn prack(h: &mut Harness, invite: &Request, provisional: &Response, rack: &str) -> Request {
+    let mut early = Dialog::uac(
+        h.now,
+        invite,
+        provisional,
+        local(A),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    early
+        .request(Method::Prack)
+        .unwrap()
+        .header(KnownHeader::RAck, rack.to_owned())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn early_media_goes_reliably_and_the_answer_waits_for_its_prack() {
+    let mut h = Harness::new(None);
+    let (invite, to_b, mut b) = ringing_bob(&mut h);
+    let progress = b
+        .reply(&to_b, StatusCode::SESSION_PROGRESS)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
+        .build()
+        .unwrap();
+    h.send(B, progress);
+    let to_a = response(h.one(A));
+    assert_eq!(to_a.status, StatusCode::SESSION_PROGRESS);
+    assert_eq!(header(&to_a, KnownHeader::Require).unwrap(), "100rel");
+    assert!(!to_a.body.is_empty(), "early media SDP");
+    let n = rseq(&to_a);
+
+    // Unacknowledged, it is sent again after T1, then 2·T1, with the same
+    // RSeq.
+    h.advance(Duration::from_millis(500));
+    let again = response(h.one(A));
+    assert_eq!((again.status, rseq(&again)), (to_a.status, n));
+    h.advance(Duration::from_millis(999));
+    assert!(h.take(A).is_empty());
+    h.advance(Duration::from_millis(1));
+    assert_eq!(rseq(&response(h.one(A))), n);
+
+    // Bob rings meanwhile: no second reliable 1xx before the first's PRACK.
+    let ringing = b.reply(&to_b, StatusCode::RINGING).build().unwrap();
+    h.send(B, ringing);
+    assert!(h.take(A).is_empty());
+
+    // Bob answers: B's 2xx is ACKed, A's waits, as the 183 carried SDP.
+    let ok_b = b
+        .reply(&to_b, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
+        .build()
+        .unwrap();
+    b.sent_response(h.now, &ok_b);
+    h.send(B, ok_b);
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert!(h.take(A).is_empty(), "no 2xx before the PRACK");
+
+    // A PRACK for another RSeq matches nothing: 481.
+    let wrong = prack(&mut h, &invite, &to_a, &format!("{} 1 INVITE", n + 1));
+    h.send(A, wrong);
+    assert_eq!(response(h.one(A)).status, StatusCode::CALL_DOES_NOT_EXIST);
+
+    // The right one: 200 for it, then our 2xx to the INVITE, and no more
+    // retransmissions of the 183.
+    let right = prack(&mut h, &invite, &to_a, &format!("{n} 2 INVITE"));
+    h.send(A, right);
+    assert_eq!(
+        response(h.one(A)).status,
+        StatusCode::CALL_DOES_NOT_EXIST,
+        "the CSeq in RAck must be the INVITE's"
+    );
+    let right = prack(&mut h, &invite, &to_a, &format!("{n} 1 INVITE"));
+    h.send(A, right);
+    let answers: Vec<Response> = h.take(A).into_iter().map(response).collect();
+    let got: Vec<(u16, Method)> = answers
+        .iter()
+        .map(|r| (r.status.as_u16(), r.headers.cseq().unwrap().method))
+        .collect();
+    assert_eq!(got, [(200, Method::Prack), (200, Method::Invite)]);
+    let mut a = a_dialog(&mut h, &invite, &answers[1], true, None);
+    h.advance(secs(10));
+    assert!(h.take(A).is_empty(), "nothing retransmitted");
+    assert_eq!(h.core.active_calls(), 1);
+
+    let bye = a.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    assert_eq!(request(h.one(B)).method, Method::Bye);
+}
+
+#[test]
+fn ringing_without_a_prack_fails_the_call_after_64_t1() {
+    let mut h = Harness::new(None);
+    let (_invite, to_b, b) = ringing_bob(&mut h);
+    let ringing = b.reply(&to_b, StatusCode::RINGING).build().unwrap();
+    h.send(B, ringing);
+    let to_a = response(h.one(A));
+    assert_eq!(to_a.status, StatusCode::RINGING);
+    assert!(to_a.body.is_empty());
+    assert!(header(&to_a, KnownHeader::RSeq).is_some());
+    h.advance(secs(31));
+    // T1, 2T1, ... 16T1 (T2 does not cap them, §3 of RFC 3262).
+    let resent = h.take(A);
+    assert_eq!(resent.len(), 5, "{resent:#?}");
+    h.advance(secs(1));
+    let finals: Vec<u16> = h
+        .take(A)
+        .into_iter()
+        .map(|m| response(m).status.as_u16())
+        .collect();
+    assert_eq!(
+        finals,
+        [180, 500],
+        "the last retransmission at 63·T1, then 500"
+    );
+    assert_eq!(request(h.one(B)).method, Method::Cancel);
+}
+
+#[test]
+fn a_caller_that_does_not_require_100rel_gets_plain_provisionals() {
+    let mut h = Harness::new(None);
+    let invite = h.invite_from_a("1000", &[(KnownHeader::Supported, "100rel")]);
+    h.send(A, invite);
+    let to_b = request(h.one(B));
+    let b = Dialog::uas(
+        &to_b,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    h.send(B, b.reply(&to_b, StatusCode::RINGING).build().unwrap());
+    let to_a = response(h.one(A));
+    assert_eq!(to_a.status, StatusCode::RINGING);
+    assert_eq!(header(&to_a, KnownHeader::RSeq), None);
+    h.advance(secs(2));
+    assert!(h.take(A).is_empty(), "not retransmitted");
+}
