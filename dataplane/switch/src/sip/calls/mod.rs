@@ -493,6 +493,29 @@ impl Core {
         self.send_in_dialog_id(now, key, side, &id, method, kind, edit)
     }
 
+    /// A dialog whose peer we reached over a TCP connection that has
+    /// closed since (not a trunk's: `send` reopens those): requests go
+    /// over a new connection to the port its Contact names, at the address
+    /// the old connection came from (RFC 3261 §18.1.1; the Contact's own
+    /// host may be a private address behind NAT), and the dialog follows.
+    fn reconnect_if_closed(&mut self, id: &DialogId) {
+        let Some((Flow::Tcp { conn, peer }, port)) = self
+            .calls
+            .dialogs
+            .get(id)
+            .map(|d| (*d.remote(), d.remote_target().as_sip().and_then(|u| u.port)))
+        else {
+            return;
+        };
+        if self.stream_open(conn, peer) || self.is_tcp_trunk(peer) {
+            return;
+        }
+        let to = Flow::TcpTo {
+            peer: SocketAddr::new(peer.ip(), port.unwrap_or(5060)),
+        };
+        self.calls.dialogs.update(id, |d| d.set_remote(to));
+    }
+
     /// [`Self::send_in_dialog`] in a given dialog of the call's `side`
     /// (a referrer's, which is no longer the leg's once its transfer
     /// answered).
@@ -508,6 +531,9 @@ impl Core {
         edit: impl FnOnce(codeb_sip::RequestBuilder) -> codeb_sip::RequestBuilder,
     ) -> Result<TransactionId, LegError> {
         let id = id.clone();
+        // Before the request: a BYE ends the dialog, which then leaves the
+        // table.
+        self.reconnect_if_closed(&id);
         let (builder, flow) = self
             .calls
             .dialogs

@@ -165,48 +165,58 @@ fn assert_tcp_invite(invite: &Request) {
     assert!(contact.contains(";transport=tcp"), "{contact}");
 }
 
+impl Harness {
+    /// A calls alex (registered over `id`), who answers over it: the
+    /// INVITE, retransmission-free, and the ACK all take that connection.
+    /// A's dialog and alex's.
+    fn alex_answers_over(&mut self, id: ConnId) -> (Dialog<Peer>, Dialog<Peer>) {
+        let h = self;
+        let invite = h.invite_from_a("4000", &[]);
+        h.send(A, invite.clone());
+        let to_alex = request(h.one(ALEX_CONN));
+        assert_tcp_invite(&to_alex);
+        assert_eq!(
+            uri_text(&to_alex.uri),
+            format!("sip:alex@{ALEX};transport=tcp"),
+            "the contact, as registered"
+        );
+        assert_eq!(h.core.poll_connect(), None, "no new connection");
+        assert!(h.take(ALEX).is_empty());
+        // Reliable: no Timer A retransmissions.
+        h.advance(secs(4));
+        assert!(h.take(ALEX_CONN).is_empty(), "no retransmission over TCP");
+
+        // Alex answers over the connection; the ACK goes back on it.
+        let mut alex = Dialog::uas(
+            &to_alex,
+            b"alextag",
+            phone_local(ALEX, "alex"),
+            Peer::tcp(addr(SW)),
+            peer_config(None),
+            &mut h.ids,
+        )
+        .unwrap();
+        let ok = alex
+            .reply(&to_alex, StatusCode::OK)
+            .body(&super::super::sdp_type(), sdp_answer("198.51.100.7", 44000))
+            .build()
+            .unwrap();
+        alex.sent_response(h.now, &ok);
+        h.send_tcp(id, ok);
+        let ack = request(h.one(ALEX_CONN));
+        assert_eq!(ack.method, Method::Ack);
+        let ok_a = response(h.one(A));
+        assert_eq!(ok_a.status, StatusCode::OK);
+        let a = a_dialog(h, &invite, &ok_a, true, None);
+        (a, alex)
+    }
+}
+
 #[test]
 fn a_user_registered_over_tcp_is_rung_on_that_connection_for_the_whole_call() {
     let mut h = harness();
     h.alex_registers_over(conn(5));
-
-    let invite = h.invite_from_a("4000", &[]);
-    h.send(A, invite.clone());
-    let to_alex = request(h.one(ALEX_CONN));
-    assert_tcp_invite(&to_alex);
-    assert_eq!(
-        uri_text(&to_alex.uri),
-        format!("sip:alex@{ALEX};transport=tcp"),
-        "the contact, as registered"
-    );
-    assert_eq!(h.core.poll_connect(), None, "no new connection");
-    assert!(h.take(ALEX).is_empty());
-    // Reliable: no Timer A retransmissions.
-    h.advance(secs(4));
-    assert!(h.take(ALEX_CONN).is_empty(), "no retransmission over TCP");
-
-    // Alex answers over the connection; the ACK goes back on it.
-    let mut alex = Dialog::uas(
-        &to_alex,
-        b"alextag",
-        phone_local(ALEX, "alex"),
-        Peer::tcp(addr(SW)),
-        peer_config(None),
-        &mut h.ids,
-    )
-    .unwrap();
-    let ok = alex
-        .reply(&to_alex, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_answer("198.51.100.7", 44000))
-        .build()
-        .unwrap();
-    alex.sent_response(h.now, &ok);
-    h.send_tcp(conn(5), ok);
-    let ack = request(h.one(ALEX_CONN));
-    assert_eq!(ack.method, Method::Ack);
-    let ok_a = response(h.one(A));
-    assert_eq!(ok_a.status, StatusCode::OK);
-    let mut a = a_dialog(&mut h, &invite, &ok_a, true, None);
+    let (mut a, alex) = h.alex_answers_over(conn(5));
 
     // Alex's binding ends mid-call and his phone stays quiet past the idle
     // timeout: the connection stays, as the call is carried over it.
@@ -244,6 +254,33 @@ fn a_user_registered_over_tcp_is_rung_on_that_connection_for_the_whole_call() {
     assert_tcp_invite(&request(h.one(ALEX)));
     assert_eq!(h.flows[&addr(ALEX)], [tcp_flow(conn(6), ALEX)]);
     assert!(h.take(ALEX_CONN).is_empty());
+}
+
+#[test]
+fn a_bye_after_the_phone_dropped_its_connection_goes_over_a_new_one() {
+    let mut h = harness();
+    h.alex_registers_over(conn(5));
+    let (mut a, alex) = h.alex_answers_over(conn(5));
+    h.core
+        .handle_stream_closed(h.now, conn(5), "closed by the peer");
+    h.flows.clear();
+
+    // A hangs up: the BYE goes to the port alex's Contact names, at the
+    // address his connection came from (§18.1.1), over a new connection,
+    // and the dialog stays on it.
+    let bye = a.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    h.connect(ALEX, conn(6));
+    let bye_alex = request(h.one(ALEX));
+    assert_eq!(bye_alex.method, Method::Bye);
+    h.send_tcp(
+        conn(6),
+        alex.reply(&bye_alex, StatusCode::OK).build().unwrap(),
+    );
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.flows[&addr(ALEX)], [tcp_flow(conn(6), ALEX)]);
+    assert!(!h.flows.contains_key(&addr(ALEX_CONN)));
 }
 
 #[test]
