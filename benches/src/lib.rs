@@ -8,3 +8,4 @@ pub mod proc_cpu;
 pub mod receiver;
 pub mod rtp_stream;
 pub mod sip_agent;
+pub mod udp_batch;

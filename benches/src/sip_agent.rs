@@ -22,7 +22,7 @@ use codeb_sip::{
     StatusCode, Uri, ack_for_non2xx, parse_datagram,
 };
 
-use crate::rtp_stream::{Endpoint, leg_socket, sdp, sdp_addr};
+use crate::rtp_stream::{Endpoint, leg_addr, sdp, sdp_addr};
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// First retransmission interval (T1 is 500 ms; loopback loses little, so
@@ -58,8 +58,8 @@ struct Outstanding {
 struct PlacedCall {
     state: Placed,
     invite: Request,
-    /// The RTP socket, until the answer hands it out with its peer.
-    media: Option<UdpSocket>,
+    /// The leg's RTP address, until the answer hands it out with its peer.
+    media: Option<SocketAddr>,
     /// The 2xx's To (with the switch's tag) and Contact, once answered.
     to: Option<Bytes>,
     target: Option<Uri>,
@@ -175,8 +175,7 @@ impl Agent {
     /// Places a call to `user` (a DID or phone number) at the switch with
     /// a fresh RTP socket; returns its Call-ID.
     pub fn place(&mut self, user: &str) -> anyhow::Result<String> {
-        let media = leg_socket()?;
-        let port = media.local_addr()?.port();
+        let media = leg_addr()?;
         let call_id = self.fresh("c");
         let tag = self.fresh("t");
         let uri = Uri::parse(format!("sip:{user}@{}", self.switch))
@@ -196,7 +195,7 @@ impl Agent {
                 KnownHeader::Contact,
                 format!("<sip:load@{}>", self.uac_addr),
             )
-            .body(&self.sdp_type, Bytes::from(sdp(port)))
+            .body(&self.sdp_type, Bytes::from(sdp(media)))
             .build()
             .map_err(|e| anyhow::anyhow!("INVITE: {e}"))?;
         let bytes = Message::from(invite.clone()).to_bytes();
@@ -384,11 +383,11 @@ impl Agent {
                 call.pending = None;
                 call.state = Placed::Up;
                 let peer = sdp_addr(&r.body);
-                if let (Some(sock), Ok(to)) = (call.media.take(), peer) {
+                if let (Some(local), Ok(to)) = (call.media.take(), peer) {
                     self.ready_placed.push(Leg {
                         call_id: String::from_utf8_lossy(&call_id).into_owned(),
                         user: user_of(&call.invite.uri),
-                        endpoint: Endpoint { sock, to },
+                        endpoint: Endpoint { local, to },
                     });
                 } else {
                     // Answered without usable SDP: no media to measure.
@@ -438,15 +437,14 @@ impl Agent {
                         return reply(self, r.reply(StatusCode::NOT_ACCEPTABLE, None));
                     }
                 };
-                let media = leg_socket()?;
-                let port = media.local_addr()?.port();
+                let media = leg_addr()?;
                 let tag = self.fresh("t");
                 let contact = Uri::parse(format!("sip:callee@{}", self.uas_addr))
                     .map_err(|e| anyhow::anyhow!("Contact: {e}"))?;
                 let ok = r
                     .reply(StatusCode::OK, Some(tag.as_bytes()))
                     .contact(&NameAddr::new(contact))
-                    .body(&self.sdp_type, Bytes::from(sdp(port)))
+                    .body(&self.sdp_type, Bytes::from(sdp(media)))
                     .build()
                     .map_err(|e| anyhow::anyhow!("200: {e}"))?;
                 let ok = Message::from(ok).to_bytes();
@@ -457,7 +455,7 @@ impl Agent {
                     call_id: String::from_utf8_lossy(&call_id).into_owned(),
                     user: user_of(&r.uri),
                     endpoint: Endpoint {
-                        sock: media,
+                        local: media,
                         to: peer,
                     },
                 });
@@ -542,8 +540,8 @@ mod tests {
         assert_eq!(users, ["+15550000", "+15550001", "+15550002"]);
         for p in &placed {
             let a = answered.iter().find(|a| a.call_id == p.call_id).unwrap();
-            assert_eq!(p.endpoint.to, a.endpoint.sock.local_addr().unwrap());
-            assert_eq!(a.endpoint.to, p.endpoint.sock.local_addr().unwrap());
+            assert_eq!(p.endpoint.to, a.endpoint.local);
+            assert_eq!(a.endpoint.to, p.endpoint.local);
         }
         for id in &ids {
             caller.hang_up(id).unwrap();
