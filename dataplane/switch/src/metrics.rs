@@ -196,6 +196,11 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
     }
     let _ = writeln!(
         o,
+        "# HELP codeb_sip_redirects_total Callee redirects (3xx) by result (followed to a user of the tenant, refused: 480 to the caller)\n# TYPE codeb_sip_redirects_total counter\ncodeb_sip_redirects_total{{result=\"followed\"}} {}\ncodeb_sip_redirects_total{{result=\"refused\"}} {}",
+        s.redirects_followed, s.redirects_refused
+    );
+    let _ = writeln!(
+        o,
         "# HELP codeb_sip_responses_total Final responses sent, by method and status\n# TYPE codeb_sip_responses_total counter"
     );
     let mut responses: Vec<_> = s.responses.iter().collect();

@@ -121,6 +121,10 @@ pub struct CoreStats {
     /// REFER transfers by result: `transferred`, `failed` (the target did
     /// not answer), `refused` (403: a target the switch would not route).
     pub refer_transfers: HashMap<&'static str, u64>,
+    /// Callee redirects (3xx) followed to a user of the tenant, and
+    /// refused (the caller gets 480).
+    pub redirects_followed: u64,
+    pub redirects_refused: u64,
     /// TCP connections we opened (to trunks).
     pub outbound: OutboundStats,
 }

@@ -81,6 +81,12 @@ impl Core {
         if status.as_u16() == 422 && self.retry_branch_with_interval(now, key, bi, &resp) {
             return;
         }
+        if (300..400).contains(&status.as_u16())
+            && !self.transfer_branch(key, bi)
+            && self.follow_redirect(now, key, bi, &resp)
+        {
+            return;
+        }
         // A branch failed; when all have, A gets the best failure.
         self.note_failure(key, status.as_u16(), &resp.reason);
         let Some(call) = self.calls.calls.get_mut(&key) else {
@@ -104,12 +110,7 @@ impl Core {
                 .filter_map(|b| b.failed)
                 .min_by_key(|s| failure_rank(*s))
                 .unwrap_or(StatusCode::TEMPORARILY_UNAVAILABLE);
-            // Challenges and interval demands were B's to us, not ours to A.
-            let relay = match best.as_u16() {
-                401 | 407 | 422 => StatusCode::TEMPORARILY_UNAVAILABLE,
-                _ => best,
-            };
-            self.fail_call(now, key, relay);
+            self.fail_call(now, key, redirect::relayed_failure(best));
         } else if call.phase == Phase::Ending {
             // A call given up (CANCEL) is over once its last branch is.
             self.settle(now, key);

@@ -43,6 +43,7 @@ mod in_dialog;
 mod inbound;
 mod media;
 mod originate;
+mod redirect;
 mod refer;
 mod session;
 mod targets;

@@ -306,7 +306,7 @@ impl Core {
 
     /// The tenant a call belongs to: its placement's, else its inbound
     /// trunk's.
-    fn call_tenant(&self, call: &Call) -> String {
+    pub(super) fn call_tenant(&self, call: &Call) -> String {
         if let Some(o) = &call.origin {
             return o.tenant.clone();
         }

@@ -9,6 +9,7 @@
 mod forking;
 mod originate;
 mod prack;
+mod redirect;
 mod refer;
 mod rules;
 mod tcp_trunk;
