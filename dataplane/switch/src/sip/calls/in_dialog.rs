@@ -218,6 +218,16 @@ impl Core {
         }
         if side == Side::B {
             self.note_end(key, "far-hangup", "");
+            let waiting = self
+                .calls
+                .calls
+                .get(&key)
+                .is_some_and(|c| c.a_invite_tx.is_some());
+            if waiting {
+                // B hung up while our 2xx to A waited for A's PRACK: A's
+                // INVITE fails instead.
+                return self.fail_call(now, key, StatusCode::TEMPORARILY_UNAVAILABLE);
+            }
         }
         self.ending(now, key);
         self.hang_up_side(now, key, side.other());

@@ -180,3 +180,44 @@ fn a_caller_that_does_not_require_100rel_gets_plain_provisionals() {
     h.advance(secs(2));
     assert!(h.take(A).is_empty(), "not retransmitted");
 }
+
+#[test]
+fn a_callee_that_hangs_up_before_the_prack_fails_the_callers_invite() {
+    let mut h = Harness::new(None);
+    let (_invite, to_b, mut b) = ringing_bob(&mut h);
+    let progress = b
+        .reply(&to_b, StatusCode::SESSION_PROGRESS)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
+        .build()
+        .unwrap();
+    h.send(B, progress);
+    assert_eq!(response(h.one(A)).status, StatusCode::SESSION_PROGRESS);
+    let ok_b = b
+        .reply(&to_b, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
+        .build()
+        .unwrap();
+    b.sent_response(h.now, &ok_b);
+    h.send(B, ok_b);
+    let ack = request(h.one(B));
+    assert_eq!(ack.method, Method::Ack);
+    b.handle_request(h.now, &ack);
+    // Our 2xx to A waits for the PRACK; bob hangs up meanwhile.
+    let bye = b.request(Method::Bye).unwrap().build().unwrap();
+    h.send(B, bye);
+    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    assert_eq!(
+        response(h.one(A)).status,
+        StatusCode::TEMPORARILY_UNAVAILABLE
+    );
+    assert_eq!(h.core.active_calls(), 0);
+    // Until A ACKs it, only the 480 is sent again (Timer G), never the 183.
+    h.advance(secs(40));
+    let again = h.take(A);
+    assert!(!again.is_empty());
+    assert!(
+        again
+            .into_iter()
+            .all(|m| response(m).status == StatusCode::TEMPORARILY_UNAVAILABLE)
+    );
+}
