@@ -31,6 +31,14 @@ fn ringing_bob(h: &mut Harness) -> (Request, Request, Dialog<Peer>) {
     (invite, to_b, b)
 }
 
+/// Bob's `status` to `to_b` with his SDP.
+fn with_sdp(b: &Dialog<Peer>, to_b: &Request, status: StatusCode) -> Response {
+    b.reply(to_b, status)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
+        .build()
+        .unwrap()
+}
+
 fn rseq(r: &Response) -> u32 {
     header(r, KnownHeader::RSeq).unwrap().parse().unwrap()
 }
@@ -59,11 +67,7 @@ fn prack(h: &mut Harness, invite: &Request, provisional: &Response, rack: &str) 
 fn early_media_goes_reliably_and_the_answer_waits_for_its_prack() {
     let mut h = Harness::new(None);
     let (invite, to_b, mut b) = ringing_bob(&mut h);
-    let progress = b
-        .reply(&to_b, StatusCode::SESSION_PROGRESS)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
-        .build()
-        .unwrap();
+    let progress = with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS);
     h.send(B, progress);
     let to_a = response(h.one(A));
     assert_eq!(to_a.status, StatusCode::SESSION_PROGRESS);
@@ -87,11 +91,7 @@ fn early_media_goes_reliably_and_the_answer_waits_for_its_prack() {
     assert!(h.take(A).is_empty());
 
     // Bob answers: B's 2xx is ACKed, A's waits, as the 183 carried SDP.
-    let ok_b = b
-        .reply(&to_b, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
-        .build()
-        .unwrap();
+    let ok_b = with_sdp(&b, &to_b, StatusCode::OK);
     b.sent_response(h.now, &ok_b);
     h.send(B, ok_b);
     assert_eq!(request(h.one(B)).method, Method::Ack);
@@ -185,18 +185,10 @@ fn a_caller_that_does_not_require_100rel_gets_plain_provisionals() {
 fn a_callee_that_hangs_up_before_the_prack_fails_the_callers_invite() {
     let mut h = Harness::new(None);
     let (_invite, to_b, mut b) = ringing_bob(&mut h);
-    let progress = b
-        .reply(&to_b, StatusCode::SESSION_PROGRESS)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
-        .build()
-        .unwrap();
+    let progress = with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS);
     h.send(B, progress);
     assert_eq!(response(h.one(A)).status, StatusCode::SESSION_PROGRESS);
-    let ok_b = b
-        .reply(&to_b, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.20", 42000))
-        .build()
-        .unwrap();
+    let ok_b = with_sdp(&b, &to_b, StatusCode::OK);
     b.sent_response(h.now, &ok_b);
     h.send(B, ok_b);
     let ack = request(h.one(B));
