@@ -9,9 +9,14 @@ use super::*;
 
 const REQUIRE: &[(KnownHeader, &str)] = &[(KnownHeader::Require, "100rel")];
 
-/// A calls bob requiring 100rel; bob's INVITE and bob's side of it.
+/// A calls bob requiring 100rel.
 fn ringing_bob(h: &mut Harness) -> (Request, Request, Dialog<Peer>) {
-    let invite = h.invite_from_a("1000", REQUIRE);
+    bob_called(h, REQUIRE)
+}
+
+/// A calls bob with `extra` headers; A's INVITE, bob's, and bob's side.
+fn bob_called(h: &mut Harness, extra: &[(KnownHeader, &str)]) -> (Request, Request, Dialog<Peer>) {
+    let invite = h.invite_from_a("1000", extra);
     h.send(A, invite.clone());
     let to_b = request(h.one(B));
     assert_eq!(to_b.method, Method::Invite);
@@ -161,18 +166,7 @@ fn ringing_without_a_prack_fails_the_call_after_64_t1() {
 #[test]
 fn a_caller_that_does_not_require_100rel_gets_plain_provisionals() {
     let mut h = Harness::new(None);
-    let invite = h.invite_from_a("1000", &[(KnownHeader::Supported, "100rel")]);
-    h.send(A, invite);
-    let to_b = request(h.one(B));
-    let b = Dialog::uas(
-        &to_b,
-        b"bobtag",
-        local(B),
-        Peer::udp(addr(SW)),
-        peer_config(None),
-        &mut h.ids,
-    )
-    .unwrap();
+    let (_invite, to_b, b) = bob_called(&mut h, &[(KnownHeader::Supported, "100rel")]);
     h.send(B, b.reply(&to_b, StatusCode::RINGING).build().unwrap());
     let to_a = response(h.one(A));
     assert_eq!(to_a.status, StatusCode::RINGING);
