@@ -369,35 +369,53 @@ pub struct Page<T> {
     pub total: i64,
 }
 
-/// A page rendered while its rows were read: `items` is the rows' JSON
-/// values separated by commas (the inside of the envelope's `data` array),
-/// so no row is copied into an owned record first.
+/// A page rendered while its rows were read: the rows' JSON values
+/// separated by commas (the inside of the envelope's `data` array), so no
+/// row is copied into an owned record first. The buffer starts with the
+/// envelope's opening (`JsonPage::HEAD`), so the response is finished in
+/// the same buffer rather than copied into a new one.
 #[derive(Debug, Clone)]
 pub struct JsonPage {
-    pub items: Vec<u8>,
+    buf: Vec<u8>,
     pub rows: usize,
     pub total: i64,
 }
 
 impl JsonPage {
-    fn new(total: i64, limit: i64) -> JsonPage {
+    /// What the buffer starts with: the list envelope up to its rows.
+    pub const HEAD: &'static [u8] = b"{\"data\":[";
+
+    pub fn new(total: i64, limit: i64) -> JsonPage {
         // About what a call row takes, so a page rarely reallocates.
         let rows = usize::try_from(limit.clamp(0, 500)).unwrap_or(0);
+        let mut buf = Vec::with_capacity(rows * 640 + 256);
+        buf.extend_from_slice(Self::HEAD);
         JsonPage {
-            items: Vec::with_capacity(rows * 640),
+            buf,
             rows: 0,
             total,
         }
     }
 
     /// Appends one row, rendered by `render` as a single JSON value.
-    fn push_with(&mut self, render: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+    pub fn push_with(&mut self, render: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
         if self.rows > 0 {
-            self.items.push(b',');
+            self.buf.push(b',');
         }
-        render(&mut self.items)?;
+        render(&mut self.buf)?;
         self.rows += 1;
         Ok(())
+    }
+
+    /// The rows: JSON values separated by commas.
+    pub fn items(&self) -> &[u8] {
+        &self.buf[Self::HEAD.len()..]
+    }
+
+    /// The whole buffer: `HEAD` and then the rows, for the envelope to be
+    /// finished in.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 }
 

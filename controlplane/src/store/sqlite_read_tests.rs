@@ -93,7 +93,7 @@ async fn calls_both_ways(
         }
         render_call(&c.as_row(), &mut slow).unwrap();
     }
-    (fast.items, fast.total, slow, page.total)
+    (fast.items().to_vec(), fast.total, slow, page.total)
 }
 
 #[tokio::test]
@@ -222,7 +222,7 @@ async fn transcript_pages_match_the_pool() {
             assert_eq!(fast.total, page.total, "{f:?} {limit} {offset}");
             assert_eq!(fast.rows, page.items.len());
             assert_eq!(
-                String::from_utf8(fast.items).unwrap(),
+                String::from_utf8(fast.items().to_vec()).unwrap(),
                 String::from_utf8(slow).unwrap(),
                 "{f:?} {limit} {offset}"
             );
@@ -263,7 +263,7 @@ async fn a_write_is_seen_by_the_next_read() {
             .await
             .unwrap();
         assert_eq!(after.total, i64::from(n) + 1);
-        let text = String::from_utf8(after.items).unwrap();
+        let text = String::from_utf8(after.items().to_vec()).unwrap();
         assert!(text.contains(c.call_id.as_str()), "newest first: {text}");
     }
 }
