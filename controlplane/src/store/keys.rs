@@ -89,13 +89,14 @@ impl Store {
     }
 
     /// The live (not revoked) key with this hash. Every request with an
-    /// API key asks this, so on SQLite it takes the read path; a key
-    /// revoked a moment ago is already gone from the next read.
+    /// API key asks this, so on SQLite it takes the read path (a lookup by
+    /// a unique key: a short read); a key revoked a moment ago is already
+    /// gone from the next read.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>> {
         if let Some(readers) = &self.readers {
             let key_hash = key_hash.to_owned();
             return readers
-                .run(move |conn| {
+                .run_short(move |conn| {
                     conn.one_row(
                         concat!(
                             "SELECT ",

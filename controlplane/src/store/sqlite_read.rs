@@ -10,6 +10,12 @@
 //! comes back through a oneshot channel. One read (say, a page's total and
 //! its rows) costs one hand-off in each direction, whatever it queries.
 //!
+//! Short reads (an API-key lookup; a list page of at most 100 rows near
+//! the start of an index it walks in order) skip the hand-off: they run on
+//! the calling thread on one of as many more connections, which never wait
+//! for a lock (a busy database sends the read to the threads), and fall
+//! back to the threads when all of those are in use (`Readers::run_short`).
+//!
 //! Freshness: the connections never cache rows. Each read starts its own
 //! read transaction (WAL: a snapshot of everything committed before it
 //! began), so a write that has returned is visible to the next read, and
@@ -92,10 +98,19 @@ impl Queue {
     }
 }
 
-/// A fixed set of reader threads over one SQLite database file.
+/// Connections for short reads run on the caller's thread (`run_short`).
+#[derive(Default)]
+struct Inline {
+    idle: Vec<Conn>,
+    closed: bool,
+}
+
+/// A fixed set of reader threads over one SQLite database file, and as
+/// many connections for short reads run where they are asked for.
 pub(crate) struct Readers {
     queue: Arc<Queue>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    inline: Mutex<Inline>,
 }
 
 impl std::fmt::Debug for Readers {
@@ -114,6 +129,16 @@ fn open_connection(path: &Path) -> std::result::Result<Conn, SqliteError> {
     Ok(conn)
 }
 
+/// Ends a read transaction a job left open: it would pin the connection to
+/// an old snapshot and hold back WAL checkpoints.
+fn end_transaction(conn: &Conn) {
+    if conn.in_transaction()
+        && let Err(e) = conn.execute("ROLLBACK")
+    {
+        tracing::error!(error = %e, "could not end a SQLite read transaction");
+    }
+}
+
 fn serve(conn: Conn, queue: Arc<Queue>) {
     while let Some(job) = queue.pop() {
         // A panicking job loses its own answer (the caller sees the reader
@@ -121,13 +146,7 @@ fn serve(conn: Conn, queue: Arc<Queue>) {
         if std::panic::catch_unwind(AssertUnwindSafe(|| job(&conn))).is_err() {
             tracing::error!("a SQLite read panicked");
         }
-        if conn.in_transaction() {
-            // A read transaction left open would pin this connection to an
-            // old snapshot and hold back WAL checkpoints.
-            if let Err(e) = conn.execute("ROLLBACK") {
-                tracing::error!(error = %e, "could not end a SQLite read transaction");
-            }
-        }
+        end_transaction(&conn);
     }
 }
 
@@ -137,6 +156,15 @@ impl Readers {
     /// database that cannot be read fails the start, not the first request.
     pub(crate) fn open(path: &Path, threads: usize) -> Result<Readers> {
         let queue = Arc::new(Queue::default());
+        // Short reads never wait for a lock on the caller's thread: with no
+        // busy timeout a locked database answers at once, and the read
+        // goes to the reader threads, which wait.
+        let mut inline = Inline::default();
+        for _ in 0..threads.max(1) {
+            let conn = Conn::open(path, Duration::ZERO)?;
+            conn.execute("PRAGMA query_only = ON")?;
+            inline.idle.push(conn);
+        }
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
             let conn = open_connection(path)?;
@@ -158,7 +186,48 @@ impl Readers {
         Ok(Readers {
             queue,
             threads: Mutex::new(handles),
+            inline: Mutex::new(inline),
         })
+    }
+
+    fn inline(&self) -> MutexGuard<'_, Inline> {
+        // A Vec of connections is consistent whatever panicked.
+        self.inline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a short read: one whose cost is bounded and small (a lookup by
+    /// a unique key; a list page of at most `SHORT_PAGE_ROWS` rows from
+    /// near the start of an index), on the calling thread when an inline
+    /// connection is free, which saves the two cross-thread wake-ups of
+    /// `run`; with `run` otherwise.
+    /// It is what the read would cost the async worker as CPU work anyway
+    /// (rendering a page of that size), and it never waits for a lock:
+    /// a read that finds the database busy (under WAL, only for moments
+    /// such as another connection recovering the WAL index) is done over
+    /// by `run`. The read is the same closure either way, so its result
+    /// cannot depend on where it ran.
+    pub(crate) async fn run_short<R, F>(&self, read: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: Fn(&Conn) -> Result<R> + Send + 'static,
+    {
+        let conn = self.inline().idle.pop();
+        if let Some(conn) = conn {
+            // A panic drops the connection as it unwinds (the pool is one
+            // short from then on; reads still have `run`).
+            let result = read(&conn);
+            end_transaction(&conn);
+            let mut inline = self.inline();
+            if !inline.closed {
+                inline.idle.push(conn);
+            }
+            drop(inline);
+            match result {
+                Err(StoreError::Sqlite(e)) if e.is_busy() => {}
+                done => return done,
+            }
+        }
+        self.run(read).await
     }
 
     /// Runs `read` on a reader connection and returns its result. The
@@ -183,6 +252,11 @@ impl Readers {
 
     /// Stops the threads after the queued reads and closes the connections.
     pub(crate) fn close(&self) {
+        {
+            let mut inline = self.inline();
+            inline.closed = true;
+            inline.idle.clear();
+        }
         self.queue.close();
         let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for h in handles {
@@ -212,12 +286,14 @@ impl<'r, 's> Cols<'r, 's> {
         Cols { row, next: 0 }
     }
 
+    #[inline]
     fn index(&mut self) -> usize {
         let i = self.next;
         self.next += 1;
         i
     }
 
+    #[inline]
     pub(crate) fn opt_text(&mut self) -> Result<Option<&'r str>> {
         let i = self.index();
         self.row
@@ -225,6 +301,7 @@ impl<'r, 's> Cols<'r, 's> {
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
+    #[inline]
     pub(crate) fn text(&mut self) -> Result<&'r str> {
         let i = self.index();
         match self.row.text(i) {
@@ -234,6 +311,7 @@ impl<'r, 's> Cols<'r, 's> {
         }
     }
 
+    #[inline]
     pub(crate) fn opt_int(&mut self) -> Result<Option<i64>> {
         let i = self.index();
         self.row
@@ -241,6 +319,7 @@ impl<'r, 's> Cols<'r, 's> {
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
+    #[inline]
     pub(crate) fn int(&mut self) -> Result<i64> {
         let i = self.index();
         match self.row.int(i) {
@@ -271,6 +350,19 @@ impl<'r, 's> Cols<'r, 's> {
             )))
         }
     }
+}
+
+/// The most rows a list page read by `Readers::run_short` may ask for, and
+/// the furthest into the list it may start: its cost stays within
+/// stepping this many index entries and rendering this many rows.
+pub(crate) const SHORT_PAGE_ROWS: i64 = 100;
+pub(crate) const SHORT_PAGE_OFFSET: i64 = 1_000;
+
+/// Whether a list page of `limit` rows from `offset` is short (for a query
+/// that walks an index in the page's order, with no filter that can skip
+/// rows).
+pub(crate) fn short_page(limit: i64, offset: i64) -> bool {
+    (0..=SHORT_PAGE_ROWS).contains(&limit) && (0..=SHORT_PAGE_OFFSET).contains(&offset)
 }
 
 /// Reader threads: one per core, at least two (a long search must not hold

@@ -482,3 +482,99 @@ async fn unchanged_parameters_are_not_bound_again() {
     assert_eq!(reprepares[1], reprepares[3], "same values: {reprepares:?}");
     r.close();
 }
+
+fn on_reader_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("sqlite-read-"))
+}
+
+/// A short read runs on the caller's thread, sees every write that has
+/// returned, cannot write, and leaves no transaction open behind it.
+#[tokio::test]
+async fn short_reads_run_here_and_fresh() {
+    let db = TestDb::sqlite().await;
+    let r = readers_on(&db, 1);
+    let count = |c: &super::Conn| {
+        c.one_row("SELECT COUNT(*) FROM calls", &[], |r| Cols::new(r).int())
+            .map(|n| (n.unwrap_or(-1), on_reader_thread()))
+    };
+    assert_eq!(r.run_short(count).await.unwrap(), (0, false));
+    // One inline connection: the next short read gets this one back.
+    r.run_short(|c| {
+        c.execute("BEGIN")?;
+        c.one_row("SELECT COUNT(*) FROM calls", &[], |r| Cols::new(r).int())?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    db.store.seed_calls(&[call(1, TENANT)]).await.unwrap();
+    assert_eq!(
+        r.run_short(count).await.unwrap(),
+        (1, false),
+        "the transaction left open was ended: not the old snapshot"
+    );
+    let refused = r.run_short(|c| Ok(c.execute("DELETE FROM calls")?)).await;
+    assert!(matches!(refused, Err(StoreError::Sqlite(_))), "{refused:?}");
+    assert_eq!(r.run_short(count).await.unwrap(), (1, false));
+    r.close();
+    let closed = r.run_short(|_| Ok(())).await;
+    assert!(matches!(closed, Err(StoreError::ReadPool(_))), "{closed:?}");
+}
+
+/// A short read that finds the database locked is done over by a reader
+/// thread (which waits for locks), not failed; other errors are answers.
+#[tokio::test]
+async fn a_busy_short_read_goes_to_a_reader() {
+    let db = TestDb::sqlite().await;
+    let r = readers_on(&db, 1);
+    let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = tries.clone();
+    let done = r
+        .run_short(move |_| {
+            if t.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                return Err(StoreError::Sqlite(super::SqliteError {
+                    code: libsqlite3_sys::SQLITE_BUSY,
+                    message: "database is locked".into(),
+                }));
+            }
+            Ok(on_reader_thread())
+        })
+        .await
+        .unwrap();
+    assert!(done, "the second try ran on a reader thread");
+    assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let failed = r
+        .run_short(|c| c.one_row("SELECT nope", &[], |r| Cols::new(r).int()))
+        .await;
+    assert!(matches!(failed, Err(StoreError::Sqlite(_))), "{failed:?}");
+    r.close();
+}
+
+/// With every inline connection taken, a short read is handed to the
+/// reader threads instead of waiting for one.
+#[tokio::test]
+async fn short_reads_beyond_the_inline_connections_are_handed_off() {
+    let db = TestDb::sqlite().await;
+    let r = std::sync::Arc::new(readers_on(&db, 1));
+    let inner = r.clone();
+    let nested = r
+        .run_short(move |_| {
+            // Inside a short read the only inline connection is taken, so
+            // this one is handed off (awaited on a thread and runtime of
+            // its own, as a read cannot await).
+            let inner = inner.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(inner.run_short(|_| Ok(on_reader_thread())))
+            })
+            .join()
+            .unwrap()
+        })
+        .await
+        .unwrap();
+    assert!(nested, "handed to a reader thread");
+    r.close();
+}

@@ -636,9 +636,16 @@ impl Store {
             return Ok(out);
         };
         let a = ListArgs::new(tenant, filter, limit, offset);
-        readers
-            .run(move |conn| read_transcripts(conn, &a, render))
-            .await
+        // Without criteria the total is a counter and the page walks the
+        // (tenant, started_at) index in order: its cost is bounded by
+        // offset + limit.
+        let short = a.counted() && a.src_a.is_none() && sqlite_read::short_page(limit, offset);
+        let read = move |conn: &Conn| read_transcripts(conn, &a, render);
+        if short {
+            readers.run_short(read).await
+        } else {
+            readers.run(read).await
+        }
     }
 
     pub async fn transcript(

@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::path::Path;
 use std::ptr::{self, NonNull};
@@ -30,6 +31,13 @@ use libsqlite3_sys as ffi;
 pub struct SqliteError {
     pub code: c_int,
     pub message: String,
+}
+
+impl SqliteError {
+    /// The database was locked (SQLITE_BUSY or SQLITE_LOCKED).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.code & 0xff == ffi::SQLITE_BUSY || self.code & 0xff == ffi::SQLITE_LOCKED
+    }
 }
 
 /// A misread column: the row is not what the query promised.
@@ -117,9 +125,38 @@ impl Drop for Stmt {
 /// is emptied and refilled (the reads have a handful of hot shapes).
 const STATEMENT_CACHE: usize = 64;
 
+/// Hashes the statement cache's keys, SQL texts written in this crate (no
+/// outside input chooses them, so there is nothing to defend against):
+/// eight bytes per step instead of SipHash's per-byte rounds, for the
+/// several lookups of every request.
+#[derive(Default, Clone, Copy)]
+struct SqlHasher(u64);
+
+impl Hasher for SqlHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A cache slot: None while its statement is in use.
+type Cache = HashMap<Box<str>, Option<Stmt>, BuildHasherDefault<SqlHasher>>;
+
 pub(crate) struct Conn {
     db: NonNull<ffi::sqlite3>,
-    cache: RefCell<HashMap<String, Stmt>>,
+    cache: RefCell<Cache>,
 }
 
 // SAFETY: the connection is opened with SQLITE_OPEN_NOMUTEX ("multi-thread"
@@ -195,7 +232,7 @@ impl Conn {
         // From here `Conn`'s drop closes the handle, also on failure.
         let conn = Conn {
             db,
-            cache: RefCell::new(HashMap::new()),
+            cache: RefCell::new(Cache::default()),
         };
         if rc != ffi::SQLITE_OK {
             return Err(last_error(db, rc));
@@ -225,7 +262,7 @@ impl Conn {
     /// puts it back with `release`; while it is out, a nested use of the
     /// same text prepares its own.
     fn take(&self, sql: &str) -> Result<Stmt, SqliteError> {
-        if let Some(stmt) = self.cache.borrow_mut().remove(sql) {
+        if let Some(stmt) = self.cache.borrow_mut().get_mut(sql).and_then(Option::take) {
             return Ok(stmt);
         }
         let len = c_int::try_from(sql.len()).map_err(|_| SqliteError {
@@ -263,7 +300,7 @@ impl Conn {
     #[cfg(test)]
     pub(crate) fn reprepares(&self, sql: &str) -> Option<c_int> {
         let cache = self.cache.borrow();
-        let stmt = cache.get(sql)?;
+        let stmt = cache.get(sql)?.as_ref()?;
         // SAFETY: a valid statement; reading a counter without resetting it.
         Some(unsafe {
             ffi::sqlite3_stmt_status(stmt.raw.as_ptr(), ffi::SQLITE_STMTSTATUS_REPREPARE, 0)
@@ -272,10 +309,20 @@ impl Conn {
 
     fn release(&self, sql: &str, stmt: Stmt) {
         let mut cache = self.cache.borrow_mut();
+        if let Some(slot) = cache.get_mut(sql) {
+            // A nested use of the same text may have put one back first;
+            // one is enough (the other finalizes as it drops).
+            if slot.is_none() {
+                *slot = Some(stmt);
+            }
+            return;
+        }
         if cache.len() >= STATEMENT_CACHE {
+            // Slots in use go too; their statements come back as new
+            // entries.
             cache.clear();
         }
-        cache.insert(sql.to_owned(), stmt);
+        cache.insert(sql.into(), Some(stmt));
     }
 
     /// Runs `sql` with `params` bound to ?1, ?2, … and calls `row` for each
@@ -301,6 +348,8 @@ impl Conn {
                 match unsafe { ffi::sqlite3_step(s) } {
                     ffi::SQLITE_ROW => row(&Row {
                         stmt: s,
+                        // SAFETY: `s` is valid and positioned on a row.
+                        columns: unsafe { ffi::sqlite3_column_count(s) },
                         _step: PhantomData,
                     })?,
                     ffi::SQLITE_DONE => return Ok(()),
@@ -402,14 +451,14 @@ impl Conn {
 /// while this `Row` (and anything borrowed from it) is alive.
 pub(crate) struct Row<'s> {
     stmt: *mut ffi::sqlite3_stmt,
+    /// `sqlite3_column_count`, asked once per row rather than per column.
+    columns: c_int,
     _step: PhantomData<&'s Stmt>,
 }
 
 impl Row<'_> {
     pub(crate) fn column_count(&self) -> usize {
-        // SAFETY: `stmt` is a valid statement positioned on a row.
-        let n = unsafe { ffi::sqlite3_column_count(self.stmt) };
-        usize::try_from(n).unwrap_or(0)
+        usize::try_from(self.columns).unwrap_or(0)
     }
 
     /// The column's name, for error messages.
@@ -436,9 +485,10 @@ impl Row<'_> {
         }
     }
 
+    #[inline]
     fn index(&self, i: usize) -> Result<c_int, ColumnError> {
         match c_int::try_from(i) {
-            Ok(c) if i < self.column_count() => Ok(c),
+            Ok(c) if c < self.columns => Ok(c),
             _ => Err(ColumnError {
                 column: i.to_string(),
                 problem: "no such column",
@@ -447,22 +497,31 @@ impl Row<'_> {
     }
 
     /// A TEXT column (None for NULL), borrowed from the row.
+    #[inline]
     pub(crate) fn text(&self, i: usize) -> Result<Option<&str>, ColumnError> {
         let i = self.index(i)?;
-        // SAFETY: `stmt` is valid, positioned on a row, and `i` is in range.
-        // The type is read before any conversion, so the text pointer is
-        // the stored TEXT itself; column_text and then column_bytes is the
-        // order SQLite documents for getting a pointer and its length. The
-        // bytes stay valid until the next step/reset of `stmt`, which the
-        // borrow of `self` rules out for the returned slice's lifetime.
+        // SAFETY: `stmt` is valid, positioned on a row, and `i` is in range,
+        // so `sqlite3_column_value` returns the row's own value (never
+        // null). SQLite calls it unprotected: the `sqlite3_value_*`
+        // accessors used on it are not serialized by the connection's
+        // mutex, which is sound here because a `Conn` is only ever used by
+        // one thread at a time (see the module comment); in exchange they
+        // skip the per-call checks of the `sqlite3_column_*` family, which
+        // a 50-row page calls a thousand times. The type is read before any
+        // conversion, so the text pointer is the stored TEXT itself; text
+        // and then bytes is the order SQLite documents for a pointer and
+        // its length. The bytes stay valid until the next step/reset of
+        // `stmt`, which the borrow of `self` rules out for the returned
+        // slice's lifetime.
         let bytes = unsafe {
-            match ffi::sqlite3_column_type(self.stmt, i) {
+            let v = ffi::sqlite3_column_value(self.stmt, i);
+            match ffi::sqlite3_value_type(v) {
                 ffi::SQLITE_NULL => return Ok(None),
                 ffi::SQLITE_TEXT => {}
                 _ => return Err(self.error(i, "expected text")),
             }
-            let p = ffi::sqlite3_column_text(self.stmt, i);
-            let n = usize::try_from(ffi::sqlite3_column_bytes(self.stmt, i)).unwrap_or(0);
+            let p = ffi::sqlite3_value_text(v);
+            let n = usize::try_from(ffi::sqlite3_value_bytes(v)).unwrap_or(0);
             if p.is_null() {
                 if n == 0 {
                     return Ok(Some(""));
@@ -477,13 +536,16 @@ impl Row<'_> {
     }
 
     /// An INTEGER column (None for NULL).
+    #[inline]
     pub(crate) fn int(&self, i: usize) -> Result<Option<i64>, ColumnError> {
         let i = self.index(i)?;
-        // SAFETY: `stmt` is valid, positioned on a row, and `i` is in range.
+        // SAFETY: as in `text`: the row's own value, read on the one thread
+        // using this connection.
         unsafe {
-            match ffi::sqlite3_column_type(self.stmt, i) {
+            let v = ffi::sqlite3_column_value(self.stmt, i);
+            match ffi::sqlite3_value_type(v) {
                 ffi::SQLITE_NULL => Ok(None),
-                ffi::SQLITE_INTEGER => Ok(Some(ffi::sqlite3_column_int64(self.stmt, i))),
+                ffi::SQLITE_INTEGER => Ok(Some(ffi::sqlite3_value_int64(v))),
                 _ => Err(self.error(i, "expected an integer")),
             }
         }
