@@ -8,14 +8,29 @@
 #
 # Needs: curl, jq; for postgres an admin URL (a database codeb_bench is
 # dropped and recreated). Seeding takes about a minute on SQLite.
+#
+# Settings (environment):
+#   SECONDS_RUN=20   measured seconds per line (after 3 s of warm-up)
+#   BIN=dir          use the codeb and cp-load already built in dir (no cargo
+#                    build), e.g. to compare two builds
+#   SEED_DB=file     SQLite only: copy this database (seeded by an earlier run
+#                    and kept with KEEP_DB) instead of seeding a new one
+#   KEEP_DB=file     SQLite only: keep a copy of the freshly seeded database here
+#   ONLY=regex       run only the lines whose URL (and flags) match
+#   PERF=1           also `perf stat` the server for each line and print its
+#                    CPU time, instructions and context switches per request
+#                    (requests counted from /metrics), which hold up better
+#                    than req/s on a shared machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:?sqlite or postgres}
 SECONDS_RUN=${SECONDS_RUN:-20}
-cargo build --release -p codeb -p codeb-benches >&2
-BIN=target/release
+if [ -z "${BIN:-}" ]; then
+    cargo build --release -p codeb -p codeb-benches >&2
+    BIN=target/release
+fi
 DIR=$(mktemp -d /tmp/codeb-bench.XXXXXX)
-PORT=18080
+PORT=${PORT:-18080}
 case $backend in
     sqlite) DB="sqlite://$DIR/codeb.db?mode=rwc" ;;
     postgres)
@@ -24,8 +39,14 @@ case $backend in
         DB="${ADMIN%/*}/codeb_bench" ;;
     *) echo "sqlite or postgres" >&2; exit 2 ;;
 esac
-echo "== seeding 100k calls + 100k transcripts ($backend)"
-$BIN/cp-load seed --database-url "$DB" --data-dir "$DIR" --tenant 127.0.0.1 2>&1 | grep -v '^  '
+if [ "$backend" = sqlite ] && [ -n "${SEED_DB:-}" ]; then
+    echo "== copying the seeded database $SEED_DB"
+    cp "$SEED_DB" "$DIR/codeb.db"
+else
+    echo "== seeding 100k calls + 100k transcripts ($backend)"
+    $BIN/cp-load seed --database-url "$DB" --data-dir "$DIR" --tenant 127.0.0.1 2>&1 | grep -v '^  '
+    if [ "$backend" = sqlite ] && [ -n "${KEEP_DB:-}" ]; then cp "$DIR/codeb.db" "$KEEP_DB"; fi
+fi
 CODEB_HTTP_ADDR=127.0.0.1:$PORT CODEB_DATA_DIR=$DIR CODEB_DATABASE_URL=$DB \
     CODEB_ADMIN_USER=bench CODEB_ADMIN_PASSWORD=bench-password CODEB_LOG=warn \
     $BIN/codeb serve >"$DIR/serve.log" 2>&1 &
@@ -36,7 +57,31 @@ AT=$(curl -s -X POST http://127.0.0.1:$PORT/oidc.ashx/token -d grant_type=passwo
     -d client_id=codeb-admin -d username=bench -d password=bench-password | jq -r .access_token)
 export CP_LOAD_TOKEN=$(curl -s -X POST -H "Authorization: Bearer $AT" -H 'Content-Type: application/json' \
     -d '{"name":"bench"}' http://127.0.0.1:$PORT/api.ashx/v1/api-keys | jq -r .key)
-run() { echo; $BIN/cp-load run --pid $PID --seconds "$SECONDS_RUN" "$@"; }
+# Requests answered with 200 so far on the route of a URL.
+answered() {
+    local route=${1#http://*/}
+    route=/${route%%\?*}
+    curl -s -H "Authorization: Bearer $CP_LOAD_TOKEN" "http://127.0.0.1:$PORT/metrics" |
+        awk -v r="$route" 'index($0, "codeb_http_requests_total{route=\"" r "\",method=\"GET\",status=\"200\"}") == 1 {print $2}'
+}
+run() {
+    [[ "$*" =~ ${ONLY:-.} ]] || return 0
+    echo
+    if [ "${PERF:-}" != 1 ]; then
+        $BIN/cp-load run --pid $PID --seconds "$SECONDS_RUN" "$@"
+        return
+    fi
+    $BIN/cp-load run --pid $PID --seconds "$SECONDS_RUN" "$@" &
+    local load=$! url=$2
+    sleep 3.5 # the warm-up
+    local n0 n1
+    n0=$(answered "$url")
+    perf stat -x, -e task-clock,instructions,context-switches -p $PID -- sleep $((SECONDS_RUN - 2)) 2>"$DIR/stat"
+    n1=$(answered "$url")
+    wait $load
+    awk -F, -v n=$((n1 - n0)) '/task-clock/ {t=$1} /instructions/ {i=$1} /context-switches/ {c=$1}
+        END {printf "perf stat    %d requests: %.0f us CPU, %.0fk instructions, %.2f context switches per request\n", n, t*1000/n, i/n/1000, c/n}' "$DIR/stat"
+}
 B=http://127.0.0.1:$PORT/api.ashx/v1
 run --url "$B/calls?limit=50" --connections 32
 run --url "$B/calls?limit=50" --connections 32 --rate 1000
