@@ -83,7 +83,10 @@ fn pool() -> std::io::Result<&'static Pool> {
         if port >= LEG_PORTS.1 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
-                format!("no {SOCKETS} free even ports in {}-{}", LEG_PORTS.0, LEG_PORTS.1),
+                format!(
+                    "no {SOCKETS} free even ports in {}-{}",
+                    LEG_PORTS.0, LEG_PORTS.1
+                ),
             ));
         }
         port += 2;
@@ -318,7 +321,9 @@ fn run_thread<T: Traffic>(
                 if window.measured(sent_ns) {
                     paced.sent += ok as u64;
                     paced.send_failed += failed as u64;
-                    paced.max_late = paced.max_late.max(stamp.saturating_duration_since(first_due));
+                    paced.max_late = paced
+                        .max_late
+                        .max(stamp.saturating_duration_since(first_due));
                 }
             }
         }
