@@ -15,8 +15,10 @@
 # media core's, from the config written below: a trunk for loopback, one
 # user whose fixed contact is rtp-load's callee socket, and every DID
 # routed to it. RTP ports: the switch 10000-23999, rtpengine 24000-39999,
-# the generator's legs 40000-59998 (rtp-load picks them), so none takes
-# another's. rtpengine runs userspace with one thread
+# the generator's two sockets on even ports from 40000 (every leg has its
+# own address 127.x.y.z on them), so none takes another's; the switch's
+# range holds 3,500 calls (two RTP/RTCP pairs each), rtpengine's 4,000.
+# rtpengine runs userspace with one thread
 # (../shared/reference/performance.md) and --delete-delay=0, so a line's
 # ports are free for the next.
 set -euo pipefail
@@ -48,7 +50,8 @@ contact = "sip:bench@127.0.0.1:$UAS_PORT"
 did = "*"
 user = "bench"
 TOML
-# Four sockets per call on each relay, two on the generator.
+# Four sockets per call on each relay (the generator has two in all): the
+# hard limit caps N at about (ulimit -Hn) / 4 per relay.
 ulimit -n "$(ulimit -Hn)"
 CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=10000-23999 \
     CODEB_WORKERS=1 CODEB_LOG=warn CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19091 \
