@@ -240,6 +240,21 @@ impl Reactor {
         }
     }
 
+    /// Lets [`Self::poll`] gather work instead of returning at the first
+    /// completion: it waits until `completions` have arrived, or, once
+    /// `max_delay` has passed, for the first one (still ending at its
+    /// timeout). Under load a loop turn then handles a batch of datagrams
+    /// for one kernel crossing, at the price of up to `max_delay` of
+    /// added latency when traffic is light. io_uring only, on kernels
+    /// with the wait's minimum timeout (6.12+); returns whether it is in
+    /// effect (epoll: never; its waits return at the first event).
+    pub fn set_coalescing(&mut self, completions: u32, max_delay: Duration) -> bool {
+        match self {
+            Reactor::Uring(r) => r.set_coalescing(completions, max_delay),
+            Reactor::Epoll(_) => false,
+        }
+    }
+
     pub fn waker(&self) -> Waker {
         match self {
             Reactor::Uring(r) => r.waker(),

@@ -311,3 +311,46 @@ fn receive_buffers_are_granted_up_to_the_limit_or_past_it_with_the_capability() 
     assert!(got >= max.min(want), "granted {got}, limit {max}");
     assert!(got >= 64 * 1024);
 }
+
+/// With coalescing, a poll gathers several datagrams that arrive close
+/// together and still returns, with what arrived, well before its timeout
+/// once the minimum wait has passed; sends queued before the wait do not
+/// end it early with nothing received.
+#[test]
+fn coalescing_gathers_datagrams_and_still_returns_early() {
+    let mut r = Reactor::new(&Options::default()).unwrap();
+    let coalescing = r.set_coalescing(64, Duration::from_millis(2));
+    if r.backend() == "epoll" {
+        assert!(!coalescing, "epoll cannot coalesce");
+        return;
+    }
+    if !coalescing {
+        eprintln!("kernel lacks the minimum wait (6.12+): coalescing not tested");
+        return;
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let id = r.add_udp(sock).unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Our own send is submitted by the same poll that waits.
+    r.send_to(id, peer.local_addr().unwrap(), b"out").unwrap();
+    for i in 0..3u8 {
+        peer.send_to(&[i], addr).unwrap();
+    }
+    let started = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 3 && started.elapsed() < Duration::from_secs(5) {
+        r.poll(Some(Duration::from_secs(10)), &mut |ev| {
+            if let Event::Datagram { data, .. } = ev {
+                got.push(data.to_vec());
+            }
+        })
+        .unwrap();
+    }
+    assert_eq!(got, vec![vec![0u8], vec![1], vec![2]]);
+    // Far from the 10 s timeout: the minimum wait ended each poll.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut buf = [0u8; 8];
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(peer.recv(&mut buf).unwrap(), 3);
+}

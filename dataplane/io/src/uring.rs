@@ -122,6 +122,11 @@ pub struct UringReactor {
     /// Connections closed while nothing was in flight on them; their
     /// `Closed` event goes out at the next poll.
     closed: Vec<(ConnId, CloseReason)>,
+    /// Whether the kernel has the wait's minimum timeout (6.12+).
+    min_timeout: bool,
+    /// Set by [`UringReactor::set_coalescing`]: wait for this many
+    /// completions, or for the first one after this many µs.
+    coalesce: Option<(u32, u32)>,
 }
 
 impl UringReactor {
@@ -148,6 +153,7 @@ impl UringReactor {
             }
         }
         let bufs = BufRing::register(&ring, BUF_GROUP, opts.buffers, opts.buffer_len)?;
+        let min_timeout = ring.params().is_feature_min_timeout();
         let mut r = UringReactor {
             ring,
             bufs,
@@ -165,6 +171,8 @@ impl UringReactor {
             stats: Stats::default(),
             rearm: Vec::new(),
             closed: Vec::new(),
+            min_timeout,
+            coalesce: None,
         };
         r.arm_wake()?;
         // The first enter fails on kernels where io_uring exists but is
@@ -534,17 +542,46 @@ impl UringReactor {
         self.stats
     }
 
+    /// See [`crate::Reactor::set_coalescing`]; false where the kernel
+    /// lacks the minimum wait (then every poll returns at the first
+    /// completion, as before).
+    pub fn set_coalescing(&mut self, completions: u32, max_delay: Duration) -> bool {
+        if !self.min_timeout || completions <= 1 {
+            self.coalesce = None;
+            return false;
+        }
+        let us = u32::try_from(max_delay.as_micros())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        self.coalesce = Some((completions, us));
+        true
+    }
+
     pub fn poll(
         &mut self,
         timeout: Option<Duration>,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> io::Result<()> {
+        // Coalescing (with a timeout only): wait for `n` completions
+        // beyond those of what this enter submits (datagram sends complete
+        // inline), or for the first one once `us` have passed; with
+        // DEFER_TASKRUN the kernel does not even wake us for each arrival
+        // before then.
+        let (want, min_wait) = match self.coalesce {
+            Some((n, us)) => {
+                let queued = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
+                (n.saturating_add(queued), us)
+            }
+            None => (1, 0),
+        };
         let res = match timeout {
             Some(t) => {
                 let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                let args = SubmitArgs::new().timespec(&ts).min_wait_usec(min_wait);
+                self.ring.submitter().submit_with_args(want as usize, &args)
             }
+            // Without a timeout the kernel would end the wait at the
+            // minimum one, with or without completions: wait for one.
             None => self.ring.submit_and_wait(1),
         };
         match res {

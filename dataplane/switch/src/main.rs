@@ -58,6 +58,12 @@ struct Cli {
     /// answered call is hung up; 0 never.
     #[arg(long, env = "CODEB_RTP_TIMEOUT", default_value_t = 60)]
     rtp_timeout: u64,
+    /// Microseconds a media worker may wait to gather arriving datagrams
+    /// into one loop turn (fewer kernel crossings under load; at most
+    /// this much added latency); 0 (the default until a quiet A/B shows a
+    /// gain, see benches/README.md) turns at every arrival.
+    #[arg(long, env = "CODEB_RTP_COALESCE_US", default_value_t = 0)]
+    rtp_coalesce_us: u64,
     /// Call recording (dual-channel WAV in $CODEB_DATA_DIR/recordings):
     /// `off`, `requested` (calls whose PlaceCall asks) or `all` (every
     /// answered call).
@@ -359,6 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             rtcp_interval: Duration::from_secs(5),
             force_epoll: cli.io == "epoll",
+            coalesce: Duration::from_micros(cli.rtp_coalesce_us.min(10_000)),
             record_dir: (cli.record != "off").then(|| cli.data_dir.join("recordings")),
         },
         Some(reactor.waker()),

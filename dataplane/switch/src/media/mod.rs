@@ -52,6 +52,10 @@ const PREBIND_MIN_FREE: usize = 4 * PREBIND_BATCH;
 const PREBIND_WAIT: Duration = Duration::from_millis(100);
 /// Events queued towards the SIP thread.
 const EVENT_QUEUE: usize = 16_384;
+/// Datagrams a worker's loop turn waits for when coalescing
+/// ([`MediaSettings::coalesce`]): at 2,500 calls (250k datagrams/s) a
+/// turn then comes every ~250 µs instead of at every arrival.
+pub const COALESCE_DATAGRAMS: u32 = 64;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -68,6 +72,10 @@ pub struct MediaSettings {
     pub rtcp_interval: Duration,
     /// Use epoll even where io_uring works.
     pub force_epoll: bool,
+    /// How long a worker may hold back a loop turn to gather datagrams
+    /// (up to [`COALESCE_DATAGRAMS`]) instead of turning for each one;
+    /// zero turns at every arrival. Bounds the latency it adds.
+    pub coalesce: Duration,
     /// Where call recordings go (None: calls cannot be recorded).
     pub record_dir: Option<PathBuf>,
 }
@@ -374,22 +382,26 @@ impl MediaEngine {
             let notify = notify.clone();
             let inactivity = settings.inactivity;
             let rtcp_interval = settings.rtcp_interval;
+            let coalesce = settings.coalesce;
             let count = Arc::clone(&relayed);
             let workers_n = settings.workers.max(1);
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || {
-                    let reactor = match Reactor::new(&opts) {
+                    let mut reactor = match Reactor::new(&opts) {
                         Ok(r) => r,
                         Err(e) => {
                             let _ = init_tx.send(Err(e));
                             return;
                         }
                     };
+                    let coalescing =
+                        !coalesce.is_zero() && reactor.set_coalescing(COALESCE_DATAGRAMS, coalesce);
                     if i == 0 {
                         tracing::info!(
                             backend = reactor.backend(),
                             workers = workers_n,
+                            coalesce_us = if coalescing { coalesce.as_micros() } else { 0 },
                             "media workers starting"
                         );
                     }

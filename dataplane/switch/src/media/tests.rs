@@ -29,6 +29,7 @@ fn engines_reporting(ports: &str, rtcp_interval: Duration) -> Vec<MediaEngine> {
                     inactivity: Duration::from_secs(1),
                     rtcp_interval,
                     force_epoll,
+                    coalesce: Duration::from_micros(100),
                     record_dir: None,
                 },
                 None,
@@ -47,6 +48,7 @@ fn one_worker(ports: &str, inactivity: Duration) -> MediaSettings {
         inactivity,
         rtcp_interval: Duration::from_secs(5),
         force_epoll: false,
+        coalesce: Duration::from_micros(100),
         record_dir: None,
     }
 }
