@@ -153,19 +153,12 @@ impl SendBatch {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: self.lens[i],
             };
-            // SAFETY: zeroed is a valid msghdr; the pointers set below
-            // point into `self`, which does not move during the call.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = (&raw mut self.names[i]).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = self.cmsgs[i].as_mut_ptr().cast();
-            h.msg_controllen = cmsg_len as _;
-            self.hdrs[i] = libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            };
+            self.hdrs[i] = mmsghdr(
+                &mut self.names[i],
+                &mut self.iovs[i],
+                self.cmsgs[i].as_mut_ptr().cast(),
+                cmsg_len,
+            );
         }
         let (mut done, mut failed) = (0usize, 0usize);
         while done + failed < n {
@@ -195,6 +188,29 @@ impl SendBatch {
         }
         self.len = 0;
         (done, failed)
+    }
+}
+
+/// One `mmsghdr` for `sendmmsg`/`recvmmsg` over a batch's slots: an IPv4
+/// name, one iovec and `cmsg_len` bytes of control space. The pointers
+/// are into the batch, which is boxed and does not move during the call.
+fn mmsghdr(
+    name: &mut libc::sockaddr_in,
+    iov: &mut libc::iovec,
+    cmsg: *mut libc::c_void,
+    cmsg_len: usize,
+) -> libc::mmsghdr {
+    // SAFETY: an all-zero msghdr is valid; every pointer is set below.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_name = (name as *mut libc::sockaddr_in).cast();
+    h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
+    h.msg_control = cmsg;
+    h.msg_controllen = cmsg_len as _;
+    libc::mmsghdr {
+        msg_hdr: h,
+        msg_len: 0,
     }
 }
 
@@ -257,19 +273,12 @@ impl RecvBatch {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: RECV_LEN,
             };
-            // SAFETY: zeroed is a valid msghdr; pointers set below point
-            // into `self`.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = (&raw mut self.names[i]).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = self.cmsgs[i].as_mut_ptr().cast();
-            h.msg_controllen = size_of::<RecvCmsg>() as _;
-            self.hdrs[i] = libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            };
+            self.hdrs[i] = mmsghdr(
+                &mut self.names[i],
+                &mut self.iovs[i],
+                self.cmsgs[i].as_mut_ptr().cast(),
+                size_of::<RecvCmsg>(),
+            );
         }
         self.len = 0;
         // SAFETY: BATCH initialised headers pointing at live buffers.
