@@ -152,7 +152,7 @@ impl<'a> From<&CallRow<'a>> for CallView<'a> {
 /// A list page's row renderer (runs on the store's read path): what serde
 /// writes for `CallView::from(c)`, field for field (the test below holds it
 /// to that), without serde's per-field dispatch and key escaping.
-fn render_call(c: &CallRow<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+pub(crate) fn render_call(c: &CallRow<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     let mut o = json::ObjectWriter::begin(out);
     o.str(json::key!("callId"), c.call_id);
     o.str(json::key!("tenant"), c.tenant);

@@ -142,7 +142,7 @@ impl<'a> From<&TranscriptRow<'a>> for TranscriptListItem<'a> {
 /// writes for `TranscriptListItem::from(t)`, field for field (the test
 /// below holds it to that), without serde's per-field dispatch and key
 /// escaping.
-fn render_item(t: &TranscriptRow<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+pub(crate) fn render_item(t: &TranscriptRow<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     let mut o = json::ObjectWriter::begin(out);
     o.str(json::key!("callId"), t.call_id);
     o.str(json::key!("callerSource"), t.caller_source);

@@ -2,9 +2,12 @@
 //! `dispatching` → `in-flight` → `ended-*` / `cancelled`) and the per-tenant
 //! number whitelist that every call adds its target to.
 
+use std::sync::Arc;
+
 use codeb_types::{CallId, CallStatus, E164, TrunkId, UtcMillis};
 use sqlx::AssertSqlSafe;
 
+use super::row_cache::{self, RowCache};
 use super::sqlite_read::{self, Cols, Conn, Param, Row};
 use super::tx::on_tx;
 use super::{
@@ -177,9 +180,10 @@ fn call_from_row(row: &impl RowExt) -> Result<CallRecord> {
     })
 }
 
-/// Reads a row selected with `call_columns!`, in place. The same checks as
-/// `call_from_row`: a malformed id or an unknown status is a corrupt row.
-fn call_row<'r>(row: &'r Row<'_>) -> Result<CallRow<'r>> {
+/// Reads a row selected with `call_columns!` and then `row_version`, in
+/// place. The same checks as `call_from_row`: a malformed id or an
+/// unknown status is a corrupt row.
+fn call_row<'r>(row: &'r Row<'_>) -> Result<(CallRow<'r>, i64)> {
     let mut c = Cols::new(row);
     let call = CallRow {
         call_id: c.text()?,
@@ -211,9 +215,10 @@ fn call_row<'r>(row: &'r Row<'_>) -> Result<CallRow<'r>> {
         attempt: c.int()?,
         retries_left: c.int()?,
     };
+    let version = c.int()?;
     c.finish()?;
     CallId::parse(call.call_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(call)
+    Ok((call, version))
 }
 
 /// ` AND status IN ('a', 'b')` for a status filter (empty: no clause).
@@ -231,9 +236,12 @@ fn status_clause(statuses: &[CallStatus]) -> String {
 }
 
 /// A list page's total and rows on a SQLite reader connection, from one
-/// snapshot, each row rendered as it is read.
+/// snapshot: the rows' ids and versions from the list index, each row's
+/// JSON from the cache of rendered rows or, for a version not in it, read
+/// and rendered here (`row_cache`).
 fn read_calls(
     conn: &Conn,
+    cache: &RowCache,
     tenant: &str,
     statuses: &[CallStatus],
     limit: i64,
@@ -245,24 +253,25 @@ fn read_calls(
     // the common one, needs no text built.
     const COUNT: &str = "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM call_counts \
                          WHERE tenant = ?1";
-    const PAGE: &str = concat!("SELECT ", call_columns!(), " FROM calls WHERE tenant = ?1");
+    const KEYS: &str = "SELECT call_id, row_version FROM calls WHERE tenant = ?1";
     const ORDER: &str = " ORDER BY created_at DESC, call_id DESC LIMIT ?2 OFFSET ?3";
-    const PAGE_ALL: &str = concat!(
+    const KEYS_ALL: &str = "SELECT call_id, row_version FROM calls WHERE tenant = ?1 \
+                            ORDER BY created_at DESC, call_id DESC LIMIT ?2 OFFSET ?3";
+    const ROW: &str = concat!(
         "SELECT ",
         call_columns!(),
-        " FROM calls WHERE tenant = ?1",
-        " ORDER BY created_at DESC, call_id DESC LIMIT ?2 OFFSET ?3"
+        ", row_version FROM calls WHERE call_id = ?1 AND tenant = ?2"
     );
-    let (count_sql, page_sql) = if statuses.is_empty() {
+    let (count_sql, keys_sql) = if statuses.is_empty() {
         (
             std::borrow::Cow::Borrowed(COUNT),
-            std::borrow::Cow::Borrowed(PAGE_ALL),
+            std::borrow::Cow::Borrowed(KEYS_ALL),
         )
     } else {
         let clause = status_clause(statuses);
         (
             std::borrow::Cow::Owned(format!("{COUNT}{clause}")),
-            std::borrow::Cow::Owned(format!("{PAGE}{clause}{ORDER}")),
+            std::borrow::Cow::Owned(format!("{KEYS}{clause}{ORDER}")),
         )
     };
     sqlite_read::snapshot(conn, || {
@@ -270,10 +279,22 @@ fn read_calls(
             .one_row(&count_sql, &[Param::Text(tenant)], |r| Cols::new(r).int())?
             .unwrap_or(0);
         let mut page = JsonPage::new(total, limit);
-        conn.each_row(
-            &page_sql,
+        row_cache::cached_page(
+            conn,
+            cache,
+            render as usize,
+            &mut page,
+            &keys_sql,
             &[Param::Text(tenant), Param::Int(limit), Param::Int(offset)],
-            |row| page.push_with(|out| Ok(render(&call_row(row)?, out)?)),
+            |id, out| {
+                let params = [Param::Text(id), Param::Text(tenant)];
+                conn.one_row(ROW, &params, |row| -> Result<i64> {
+                    let (call, version) = call_row(row)?;
+                    render(&call, out)?;
+                    Ok(version)
+                })?
+                .ok_or_else(|| StoreError::Corrupt(format!("listed call {id} has no row")))
+            },
         )?;
         Ok(page)
     })
@@ -443,7 +464,18 @@ impl Store {
         // Without a status filter the page walks the (tenant, created_at)
         // index in order: its cost is bounded by offset + limit.
         let short = statuses.is_empty() && sqlite_read::short_page(limit, offset);
-        let read = move |conn: &Conn| read_calls(conn, &tenant, &statuses, limit, offset, render);
+        let caches = Arc::clone(&self.row_cache);
+        let read = move |conn: &Conn| {
+            read_calls(
+                conn,
+                &caches.calls,
+                &tenant,
+                &statuses,
+                limit,
+                offset,
+                render,
+            )
+        };
         if short {
             readers.run_short(read).await
         } else {

@@ -20,6 +20,7 @@ mod numbers;
 mod outbox;
 mod prompts;
 mod routes;
+mod row_cache;
 mod shares;
 mod sip_users;
 mod sqlite_read;
@@ -134,6 +135,9 @@ pub struct Store {
     /// SQLite (a database file): the read path of the hot list pages and
     /// key lookups (`sqlite_read`); None on PostgreSQL and in-memory SQLite.
     readers: Option<Arc<sqlite_read::Readers>>,
+    /// The list pages' rendered rows, by row version (`row_cache`; used
+    /// with `readers`).
+    row_cache: Arc<row_cache::RowCaches>,
     dialect: Dialect,
     data_dir: PathBuf,
     /// Woken when webhook deliveries become due in this process (an event
@@ -209,6 +213,7 @@ impl Store {
         Ok(Store {
             pool,
             readers,
+            row_cache: Arc::default(),
             dialect,
             data_dir: data_dir.to_owned(),
             outbox_wake: Arc::new(Notify::new()),

@@ -16,10 +16,12 @@
 //! for a lock (a busy database sends the read to the threads), and fall
 //! back to the threads when all of those are in use (`Readers::run_short`).
 //!
-//! Freshness: the connections never cache rows. Each read starts its own
-//! read transaction (WAL: a snapshot of everything committed before it
-//! began), so a write that has returned is visible to the next read, and
-//! readers never block the writer. A job that left a transaction open is
+//! Freshness: the connections never cache rows (the list pages keep
+//! rendered rows filed by row version, which no write can leave stale:
+//! `row_cache`). Each read starts its own read transaction (WAL: a
+//! snapshot of everything committed before it began), so a write that has
+//! returned is visible to the next read, and readers never block the
+//! writer. A job that left a transaction open is
 //! rolled back before the thread takes the next one, so no snapshot can
 //! outlive its job.
 //!

@@ -5,10 +5,12 @@
 //! a row never points at a missing file.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use codeb_types::UtcMillis;
 use serde::{Deserialize, Serialize};
 
+use super::row_cache::{self, RowCache};
 use super::sqlite_read::{self, Cols, Conn, Param, Row};
 use super::tx::{StoreTx, on_tx};
 use super::{
@@ -172,8 +174,9 @@ impl TranscriptRecord {
 /// Renders one transcript of a list page as one JSON value.
 pub type RenderTranscript = fn(&TranscriptRow<'_>, &mut Vec<u8>) -> serde_json::Result<()>;
 
-/// Reads a row selected with `list_columns!`, in place.
-fn transcript_row<'r>(row: &'r Row<'_>) -> Result<TranscriptRow<'r>> {
+/// Reads a row selected with `list_columns!` and then `row_version`, in
+/// place.
+fn transcript_row<'r>(row: &'r Row<'_>) -> Result<(TranscriptRow<'r>, i64)> {
     let mut c = Cols::new(row);
     let t = TranscriptRow {
         call_id: c.text()?,
@@ -207,8 +210,9 @@ fn transcript_row<'r>(row: &'r Row<'_>) -> Result<TranscriptRow<'r>> {
         source: c.opt_text()?,
         file: c.text()?,
     };
+    let version = c.int()?;
     c.finish()?;
-    Ok(t)
+    Ok((t, version))
 }
 
 /// A transcript list's criteria, as bound to the queries (absent ones are
@@ -292,9 +296,36 @@ const SQLITE_PAGE: &str = concat!(
     " ORDER BY started_at DESC, call_id DESC LIMIT ?6 OFFSET ?7"
 );
 
+// The list pages read only each row's id and version (`row_cache`); with
+// no criterion but the tenant, from the list index alone.
+const SQLITE_KEYS_FTS: &str = concat!(
+    "SELECT transcripts.call_id, transcripts.row_version",
+    sqlite_fts_from!(),
+    sqlite_filter!(),
+    " ORDER BY started_at DESC, call_id DESC LIMIT ?6 OFFSET ?7"
+);
+const SQLITE_KEYS: &str = concat!(
+    "SELECT call_id, row_version FROM transcripts WHERE ",
+    sqlite_filter!(),
+    " ORDER BY started_at DESC, call_id DESC LIMIT ?6 OFFSET ?7"
+);
+const SQLITE_KEYS_ALL: &str = "SELECT call_id, row_version FROM transcripts WHERE tenant = ?1 \
+     ORDER BY started_at DESC, call_id DESC LIMIT ?2 OFFSET ?3";
+const SQLITE_ROW: &str = concat!(
+    "SELECT ",
+    list_columns!(),
+    ", row_version FROM transcripts WHERE call_id = ?1 AND tenant = ?2"
+);
+
 /// A transcript list page on a SQLite reader connection: total and rows
-/// from one snapshot, each row rendered as it is read.
-fn read_transcripts(conn: &Conn, a: &ListArgs, render: RenderTranscript) -> Result<JsonPage> {
+/// from one snapshot, the rows' JSON from the cache of rendered rows where
+/// it holds their versions, else read and rendered here (`row_cache`).
+fn read_transcripts(
+    conn: &Conn,
+    cache: &RowCache,
+    a: &ListArgs,
+    render: RenderTranscript,
+) -> Result<JsonPage> {
     // ?1..?8 as the statements number them; a statement is given exactly
     // as many as its highest number.
     let all = [
@@ -321,15 +352,36 @@ fn read_transcripts(conn: &Conn, a: &ListArgs, render: RenderTranscript) -> Resu
         let total = conn
             .one_row(sql, params, |r| Cols::new(r).int())?
             .unwrap_or(0);
+        let tenant_only = [
+            Param::Text(&a.tenant),
+            Param::Int(a.limit),
+            Param::Int(a.offset),
+        ];
         let (sql, params) = if a.phrase.is_some() {
-            (SQLITE_PAGE_FTS, &all[..])
+            (SQLITE_KEYS_FTS, &all[..])
+        } else if a.counted() && a.src_a.is_none() {
+            (SQLITE_KEYS_ALL, &tenant_only[..])
         } else {
-            (SQLITE_PAGE, &all[..7])
+            (SQLITE_KEYS, &all[..7])
         };
         let mut page = JsonPage::new(total, a.limit);
-        conn.each_row(sql, params, |row| {
-            page.push_with(|out| Ok(render(&transcript_row(row)?, out)?))
-        })?;
+        row_cache::cached_page(
+            conn,
+            cache,
+            render as usize,
+            &mut page,
+            sql,
+            params,
+            |id, out| {
+                let params = [Param::Text(id), Param::Text(&a.tenant)];
+                conn.one_row(SQLITE_ROW, &params, |row| -> Result<i64> {
+                    let (t, version) = transcript_row(row)?;
+                    render(&t, out)?;
+                    Ok(version)
+                })?
+                .ok_or_else(|| StoreError::Corrupt(format!("listed transcript {id} has no row")))
+            },
+        )?;
         Ok(page)
     })
 }
@@ -640,7 +692,8 @@ impl Store {
         // (tenant, started_at) index in order: its cost is bounded by
         // offset + limit.
         let short = a.counted() && a.src_a.is_none() && sqlite_read::short_page(limit, offset);
-        let read = move |conn: &Conn| read_transcripts(conn, &a, render);
+        let caches = Arc::clone(&self.row_cache);
+        let read = move |conn: &Conn| read_transcripts(conn, &caches.transcripts, &a, render);
         if short {
             readers.run_short(read).await
         } else {

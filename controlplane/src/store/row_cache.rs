@@ -1,0 +1,313 @@
+//! Rendered list rows, kept in memory by row version (SQLite read path).
+//!
+//! A list page costs little beyond its rows: reading 25–30 columns of 50
+//! rows out of SQLite and writing them as JSON was most of a page's CPU
+//! (benches/README.md). Calls and transcripts carry a `row_version` that a
+//! database trigger replaces on every INSERT and UPDATE of the row with a
+//! number no row has had before (migration 0013), and the list indexes
+//! carry it too. So a page reads its rows' `(call_id, row_version)` pairs
+//! from the index alone, takes each row's JSON from here when it was
+//! rendered from exactly that version, and reads and renders only the rows
+//! it does not find (in the same snapshot), which it adds.
+//!
+//! Why this cannot serve stale bytes: an entry is the renderer's output for
+//! the row as one snapshot held it, filed under the version that snapshot
+//! gave the row. Any later change to the row, by whatever code, gives it a
+//! new version in the same transaction, so no later page asks for the old
+//! entry again. A version is never reused (a counter that only grows on
+//! SQLite, a sequence on PostgreSQL; a rolled-back version was never
+//! visible to a reader, so nothing was filed under it), not even by a row
+//! deleted and inserted again. Entries are also filed by the renderer (two
+//! renderers' outputs never mix) and hold the row's id, checked on lookup.
+//! Nothing else is cached: the page's total, its order and which rows it
+//! holds come from the snapshot of every request.
+//!
+//! The memory is bounded: entries go into a young generation; when it holds
+//! half the budget it becomes the old one (the previous old one is
+//! dropped), and a row found in the old generation moves back to the young
+//! one. Rows read often stay; a row not read for a while goes after at most
+//! two turns.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::sqlite_read::{Cols, Conn, Param};
+use super::{JsonPage, Result};
+
+/// Bytes of rendered rows kept per table (calls, transcripts): about 50k
+/// call rows; the rows of the pages people look at (the newest) stay.
+pub(crate) const CACHE_BYTES: usize = 32 << 20;
+
+/// What an entry costs beyond its JSON and id (the map's slot, the `Arc`'s
+/// counts), roughly.
+const ENTRY_OVERHEAD: usize = 96;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    /// The renderer's address (`RenderCall`/`RenderTranscript`).
+    render: usize,
+    version: i64,
+}
+
+struct Entry {
+    id: Box<str>,
+    json: Arc<[u8]>,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        self.id.len() + self.json.len() + ENTRY_OVERHEAD
+    }
+}
+
+#[derive(Default)]
+struct Generations {
+    young: HashMap<Key, Entry>,
+    old: HashMap<Key, Entry>,
+    young_bytes: usize,
+}
+
+impl Generations {
+    fn insert(&mut self, key: Key, entry: Entry, budget: usize) {
+        self.young_bytes += entry.cost();
+        if let Some(previous) = self.young.insert(key, entry) {
+            self.young_bytes -= previous.cost();
+        }
+        if self.young_bytes > budget / 2 {
+            self.old = std::mem::take(&mut self.young);
+            self.young_bytes = 0;
+        }
+    }
+}
+
+/// One table's rendered rows.
+pub(crate) struct RowCache {
+    gens: Mutex<Generations>,
+    budget: usize,
+}
+
+impl std::fmt::Debug for RowCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowCache")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rows of a page as its index gave them, in page order: each row's
+/// id and version.
+#[derive(Debug, Default)]
+pub(crate) struct PageKeys {
+    ids: String,
+    /// (end of the id in `ids`, version); the id starts where the previous
+    /// one ended.
+    rows: Vec<(usize, i64)>,
+}
+
+impl PageKeys {
+    fn push(&mut self, id: &str, version: i64) {
+        self.ids.push_str(id);
+        self.rows.push((self.ids.len(), version));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        let mut start = 0;
+        self.rows.iter().map(move |&(end, version)| {
+            let id = self.ids.get(start..end).unwrap_or("");
+            start = end;
+            (id, version)
+        })
+    }
+}
+
+impl RowCache {
+    pub(crate) fn new(budget: usize) -> RowCache {
+        RowCache {
+            gens: Mutex::new(Generations::default()),
+            budget,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Generations> {
+        // Every change to the maps is one insert or swap: a panic cannot
+        // leave them half-changed.
+        self.gens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached JSON of each row of `keys`, in order; None where the
+    /// cache does not hold that version of that row.
+    fn get(&self, render: usize, keys: &PageKeys) -> Vec<Option<Arc<[u8]>>> {
+        let mut g = self.lock();
+        keys.iter()
+            .map(|(id, version)| {
+                let key = Key { render, version };
+                if let Some(e) = g.young.get(&key) {
+                    return (*e.id == *id).then(|| Arc::clone(&e.json));
+                }
+                let e = g.old.remove(&key)?;
+                if *e.id != *id {
+                    return None;
+                }
+                let json = Arc::clone(&e.json);
+                g.insert(key, e, self.budget);
+                Some(json)
+            })
+            .collect()
+    }
+
+    fn put(&self, render: usize, rows: Vec<(i64, Box<str>, Arc<[u8]>)>) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut g = self.lock();
+        for (version, id, json) in rows {
+            g.insert(Key { render, version }, Entry { id, json }, self.budget);
+        }
+    }
+
+    /// Entries held (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        let g = self.lock();
+        g.young.len() + g.old.len()
+    }
+}
+
+/// The caches of the two list tables.
+#[derive(Debug)]
+pub(crate) struct RowCaches {
+    pub(crate) calls: RowCache,
+    pub(crate) transcripts: RowCache,
+}
+
+impl Default for RowCaches {
+    fn default() -> Self {
+        RowCaches {
+            calls: RowCache::new(CACHE_BYTES),
+            transcripts: RowCache::new(CACHE_BYTES),
+        }
+    }
+}
+
+/// Reads a page's `(id, row_version)` pairs with `keys_sql` (a query
+/// selecting exactly those two columns, in page order) and appends each
+/// row's JSON to `page`: from `cache` when it holds that version, else
+/// from `miss`, which reads the row by id on the same connection (so in
+/// the same snapshot, when called inside one), renders it into the buffer
+/// it is given and returns the version it read. Rows rendered here are
+/// added to the cache.
+pub(crate) fn cached_page(
+    conn: &Conn,
+    cache: &RowCache,
+    render: usize,
+    page: &mut JsonPage,
+    keys_sql: &str,
+    params: &[Param<'_>],
+    mut miss: impl FnMut(&str, &mut Vec<u8>) -> Result<i64>,
+) -> Result<()> {
+    let mut keys = PageKeys::default();
+    conn.each_row(keys_sql, params, |row| -> Result<()> {
+        let mut c = Cols::new(row);
+        let id = c.text()?;
+        let version = c.int()?;
+        c.finish()?;
+        keys.push(id, version);
+        Ok(())
+    })?;
+    let hits = cache.get(render, &keys);
+    let mut rendered = Vec::new();
+    for ((id, _), hit) in keys.iter().zip(hits) {
+        match hit {
+            Some(json) => page.push_with(|out| {
+                out.extend_from_slice(&json);
+                Ok(())
+            })?,
+            None => {
+                let mut json = Vec::with_capacity(768);
+                let version = miss(id, &mut json)?;
+                page.push_with(|out| {
+                    out.extend_from_slice(&json);
+                    Ok(())
+                })?;
+                rendered.push((version, Box::from(id), Arc::from(json)));
+            }
+        }
+    }
+    cache.put(render, rendered);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(rows: &[(&str, i64)]) -> PageKeys {
+        let mut k = PageKeys::default();
+        for (id, v) in rows {
+            k.push(id, *v);
+        }
+        k
+    }
+
+    fn json(s: &str) -> Arc<[u8]> {
+        Arc::from(s.as_bytes())
+    }
+
+    fn found(c: &RowCache, render: usize, rows: &[(&str, i64)]) -> Vec<Option<String>> {
+        c.get(render, &keys(rows))
+            .into_iter()
+            .map(|j| j.map(|j| String::from_utf8(j.to_vec()).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn page_keys_keep_order_and_ids() {
+        let k = keys(&[("a", 1), ("", 2), ("ccc", 3)]);
+        assert_eq!(
+            k.iter().collect::<Vec<_>>(),
+            vec![("a", 1), ("", 2), ("ccc", 3)]
+        );
+    }
+
+    /// A hit needs the same renderer, the same version and the same id.
+    #[test]
+    fn lookups_match_renderer_version_and_id() {
+        let c = RowCache::new(1 << 20);
+        c.put(1, vec![(7, "a".into(), json("{a7}"))]);
+        assert_eq!(
+            found(&c, 1, &[("a", 7), ("a", 8), ("b", 7)]),
+            vec![Some("{a7}".into()), None, None]
+        );
+        assert_eq!(found(&c, 2, &[("a", 7)]), vec![None]);
+        // A newer version is a different entry; the old one is not served
+        // for it.
+        c.put(1, vec![(8, "a".into(), json("{a8}"))]);
+        assert_eq!(
+            found(&c, 1, &[("a", 8), ("a", 7)]),
+            vec![Some("{a8}".into()), Some("{a7}".into())]
+        );
+    }
+
+    /// The cache never holds much more than its budget, and what was read
+    /// recently survives a turn of generations.
+    #[test]
+    fn memory_is_bounded_and_recent_rows_stay() {
+        let row = "x".repeat(1000);
+        let budget = 100 * (1000 + 4 + ENTRY_OVERHEAD);
+        let c = RowCache::new(budget);
+        for v in 0..10_000i64 {
+            c.put(1, vec![(v, format!("{v:04}").into(), json(&row))]);
+            if v % 10 == 0 {
+                // Row 0 is read all the time.
+                assert_eq!(found(&c, 1, &[("0000", 0)]), vec![Some(row.clone())], "{v}");
+            }
+            assert!(c.len() <= 101, "{} entries", c.len());
+        }
+        assert_eq!(found(&c, 1, &[("0001", 1)]), vec![None]);
+        assert_eq!(found(&c, 1, &[("9999", 9999)]), vec![Some(row)]);
+    }
+}
+
+#[cfg(test)]
+#[path = "row_cache_tests.rs"]
+mod write_path_tests;
