@@ -49,6 +49,12 @@ pub struct TapConfig {
     /// Send silence frames to the caller while the engine is quiet (keeps
     /// NAT bindings and the far end's jitter buffer steady).
     pub send_silence: bool,
+    /// How early a playout tick may go: the pipeline reports its tick
+    /// this much before the 20 ms grid, so a worker serving many calls
+    /// sends every tick falling due within this span on one wake-up
+    /// instead of sleeping in between (a packet up to this much early,
+    /// never late; the grid itself does not move).
+    pub pacing_slack: std::time::Duration,
 }
 
 impl Default for TapConfig {
@@ -59,6 +65,7 @@ impl Default for TapConfig {
             to_engine_ms: 1_000,
             from_engine_ms: 5_000,
             send_silence: true,
+            pacing_slack: std::time::Duration::ZERO,
         }
     }
 }

@@ -25,6 +25,15 @@ pub(super) struct Tap {
     pub(super) speaking: bool,
 }
 
+impl Tap {
+    /// When the next playout tick may go: its slot on the grid, less the
+    /// configured slack (at most a quarter of a ptime).
+    pub(super) fn due(&self) -> Instant {
+        let slack = self.cfg.pacing_slack.min(PTIME / 4);
+        self.next_tick.checked_sub(slack).unwrap_or(self.next_tick)
+    }
+}
+
 impl Pipeline {
     /// Explicit flush of the AI playout (when the barge-in decision is made
     /// on the worker's side); [`TapEngine::flush`](crate::tap::TapEngine::flush) does the same from the AI
@@ -105,7 +114,7 @@ impl Pipeline {
                 // The worker stalled: do not burst to catch up.
                 tap.next_tick = now;
             }
-            if now < tap.next_tick {
+            if now < tap.due() {
                 return;
             }
             tap.next_tick += PTIME;

@@ -308,7 +308,7 @@ impl Pipeline {
             at(l.rx.as_ref().and_then(|r| r.jb.next_due()));
         }
         if let Mode::Tap(tap) = &self.mode {
-            at(Some(tap.next_tick));
+            at(Some(tap.due()));
         }
         t
     }

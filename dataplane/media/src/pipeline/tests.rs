@@ -765,6 +765,53 @@ fn ai_tap_kick_starts_a_turn_at_once_and_paces_from_there() {
 }
 
 #[test]
+fn ai_tap_pacing_slack_sends_early_on_the_same_grid() {
+    let t0 = Instant::now();
+    let (p, mut engine) = Pipeline::ai_tap(
+        t0,
+        cfg(),
+        leg(CodecSpec::pcmu(), 7, FAR_A),
+        TapConfig {
+            pacing_slack: Duration::from_millis(2),
+            ..TapConfig::default()
+        },
+    )
+    .unwrap();
+    let mut h = Harness::new(p, t0);
+    h.rtp(Leg::A, FAR_A, &packet(0, 1, 0, 3, false, &[0xff; 160]));
+    engine.write_engine(&sine(500.0, 24_000, 10_000.0, 24_000, 0));
+    // The tick of slot 20 ms is due at 18 ms, and not before.
+    assert_eq!(h.p.poll_timeout(), Some(t0 + Duration::from_millis(18)));
+    h.now = t0 + Duration::from_millis(17);
+    h.p.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.rtp_to(Leg::A).len(), 0);
+    // A worker awake at 19 ms for another call sends this one's too; the
+    // next slot stays at 40 ms (due at 38 ms).
+    h.now = t0 + Duration::from_millis(19);
+    h.p.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.rtp_to(Leg::A).len(), 1);
+    assert_eq!(h.p.poll_timeout(), Some(t0 + Duration::from_millis(38)));
+    // Over a second: one packet per ptime, none late, none lost.
+    h.advance_to(t0 + Duration::from_millis(1_019));
+    assert_eq!(h.rtp_to(Leg::A).len(), 51);
+    assert_eq!(engine.played_ms(), 1_000);
+    // A slack beyond a quarter ptime is held to 5 ms.
+    let (p, _e) = Pipeline::ai_tap(
+        t0,
+        cfg(),
+        leg(CodecSpec::pcmu(), 7, FAR_A),
+        TapConfig {
+            pacing_slack: Duration::from_secs(1),
+            ..TapConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_millis(15)));
+}
+
+#[test]
 fn ai_tap_follows_a_codec_change_without_the_engine_noticing() {
     let t0 = Instant::now();
     let (mut h, mut engine) = tap_pipeline(t0, true);

@@ -28,6 +28,11 @@ use crate::sip::calls::CallKey;
 
 /// Longest system prompt accepted from the control plane.
 pub const MAX_PROMPT: usize = 64 * 1024;
+/// How early an AI call's playout packet may go (see
+/// [`TapConfig::pacing_slack`]): small beside the far end's jitter
+/// buffer, large beside the gaps between the worker's wake-ups at a few
+/// hundred calls.
+pub const PACING_SLACK: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Who the AI is on a call: the control plane's persona.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,13 +74,22 @@ impl Persona {
     /// The tap's rates for the engine this persona runs on: Gemini hears
     /// 16 kHz and speaks 24 kHz PCM; OpenAI's telephony sessions speak
     /// G.711 (8 kHz) both ways.
+    ///
+    /// Playout ticks may go up to [`PACING_SLACK`] early, so the media
+    /// worker sends every tapped call's packet falling due in that span
+    /// on one wake-up instead of sleeping between each call's own
+    /// 20 ms slot.
     pub fn tap_config(provider: Provider) -> TapConfig {
+        let base = TapConfig {
+            pacing_slack: PACING_SLACK,
+            ..TapConfig::default()
+        };
         match provider {
-            Provider::Gemini => TapConfig::default(),
+            Provider::Gemini => base,
             Provider::OpenAi => TapConfig {
                 to_engine_rate: 8_000,
                 from_engine_rate: 8_000,
-                ..TapConfig::default()
+                ..base
             },
         }
     }
@@ -243,5 +257,7 @@ mod tests {
         assert_eq!((g.to_engine_rate, g.from_engine_rate), (16_000, 24_000));
         let o = Persona::tap_config(Provider::OpenAi);
         assert_eq!((o.to_engine_rate, o.from_engine_rate), (8_000, 8_000));
+        assert_eq!(g.pacing_slack, PACING_SLACK);
+        assert_eq!(o.pacing_slack, PACING_SLACK);
     }
 }
