@@ -139,18 +139,102 @@ const BUCKETS: [[u8; SLOTS]; 1024] = {
     table
 };
 
+/// Longest known name, in 8-byte words: names are compared a word at a
+/// time rather than a byte at a time.
+const WORDS: usize = 3;
+const KEY_BYTES: usize = WORDS * 8;
+
+/// A known name as words for comparison: `mask` has 0x20 in every letter
+/// position and `folded` the name with that bit set there, so
+/// `wire | mask == folded` exactly when the wire name equals the known
+/// one ignoring ASCII case. Other bytes (`-`) must match exactly, and the
+/// zero padding past the end matches only a name of the same length.
+#[derive(Clone, Copy)]
+struct Key {
+    folded: [u64; WORDS],
+    mask: [u64; WORDS],
+}
+
+const KEYS: [Key; KnownHeader::ALL.len()] = {
+    let mut keys = [Key {
+        folded: [0; WORDS],
+        mask: [0; WORDS],
+    }; KnownHeader::ALL.len()];
+    let mut i = 0;
+    while i < KnownHeader::ALL.len() {
+        let name = KnownHeader::ALL[i].0.as_bytes();
+        assert!(name.len() <= KEY_BYTES, "a known header name is too long");
+        let mut j = 0;
+        while j < name.len() {
+            let (byte, fold) = if name[j].is_ascii_alphabetic() {
+                (name[j] | 0x20, 0x20u64)
+            } else {
+                (name[j], 0)
+            };
+            keys[i].folded[j / 8] |= (byte as u64) << (8 * (j % 8));
+            keys[i].mask[j / 8] |= fold << (8 * (j % 8));
+            j += 1;
+        }
+        i += 1;
+    }
+    keys
+};
+
+/// Up to 8 bytes as a little-endian word, zero above them. Two
+/// overlapping loads cover every length without a byte loop; the bytes
+/// both loads hold are the same, so OR-ing them is exact.
+fn load_le(b: &[u8]) -> u64 {
+    fn word<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
+        b.get(..N).and_then(|s| s.try_into().ok())
+    }
+    let n = b.len();
+    let tail = |k: usize| b.get(n.saturating_sub(k)..).unwrap_or_default();
+    match n {
+        8.. => word::<8>(b).map_or(0, u64::from_le_bytes),
+        4..=7 => {
+            let lo = word::<4>(b).map_or(0, u32::from_le_bytes);
+            let hi = word::<4>(tail(4)).map_or(0, u32::from_le_bytes);
+            u64::from(lo) | (u64::from(hi) << (8 * (n - 4)))
+        }
+        2..=3 => {
+            let lo = word::<2>(b).map_or(0, u16::from_le_bytes);
+            let hi = word::<2>(tail(2)).map_or(0, u16::from_le_bytes);
+            u64::from(lo) | (u64::from(hi) << (8 * (n - 2)))
+        }
+        1 => b.first().map_or(0, |&x| u64::from(x)),
+        0 => 0,
+    }
+}
+
+/// `name` (at most `KEY_BYTES` long) as little-endian words, zero-padded.
+fn words(name: &[u8]) -> [u64; WORDS] {
+    let mut out = [0u64; WORDS];
+    for (w, chunk) in out.iter_mut().zip(name.chunks(8)) {
+        *w = load_le(chunk);
+    }
+    out
+}
+
 impl KnownHeader {
     /// Looks a wire name up, ignoring case and accepting compact forms.
     pub fn lookup(name: &[u8]) -> Option<Self> {
         if let [c] = name {
             return Self::from_compact(*c);
         }
+        if name.len() > KEY_BYTES {
+            return None;
+        }
         let slots = BUCKETS.get(bucket(name.len(), *name.first()?))?;
+        let wire = words(name);
         slots
             .iter()
             .take_while(|&&i| i != EMPTY)
-            .filter_map(|&i| Self::ALL.get(usize::from(i)))
-            .find(|(known, _)| known.as_bytes().eq_ignore_ascii_case(name))
+            .map(|&i| usize::from(i))
+            .find(|&i| {
+                KEYS.get(i)
+                    .is_some_and(|k| (0..WORDS).all(|w| wire[w] | k.mask[w] == k.folded[w]))
+            })
+            .and_then(|i| Self::ALL.get(i))
             .map(|(_, k)| *k)
     }
 
@@ -203,6 +287,9 @@ pub enum HeaderName {
 
 impl HeaderName {
     /// Classifies a wire name; `name` must be a sub-slice of `owner`.
+    /// Inlined into the framer so the name is built where it is stored,
+    /// not returned through memory and copied (a stalled load per header).
+    #[inline(always)]
     pub(crate) fn from_wire(owner: &Bytes, name: &[u8]) -> Self {
         match KnownHeader::lookup(name) {
             Some(k) => Self::Known(k),
@@ -310,6 +397,77 @@ mod tests {
         ] {
             assert_eq!(KnownHeader::lookup(&[c]), Some(k));
             assert_eq!(k.compact(), Some(c));
+        }
+    }
+
+    /// The reference the word-wise lookup must agree with: every known
+    /// name compared byte by byte, ignoring ASCII case.
+    fn lookup_by_scan(name: &[u8]) -> Option<KnownHeader> {
+        if let [c] = name {
+            return KnownHeader::from_compact(*c);
+        }
+        KnownHeader::ALL
+            .iter()
+            .find(|(known, _)| known.as_bytes().eq_ignore_ascii_case(name))
+            .map(|(_, k)| *k)
+    }
+
+    #[test]
+    fn lookup_matches_every_spelling_of_every_known_name_and_nothing_near_it() {
+        for (name, k) in KnownHeader::ALL {
+            let b = name.as_bytes();
+            assert_eq!(KnownHeader::lookup(b), Some(*k), "{name}");
+            assert_eq!(KnownHeader::lookup(&b.to_ascii_lowercase()), Some(*k));
+            assert_eq!(KnownHeader::lookup(&b.to_ascii_uppercase()), Some(*k));
+            // One byte off anywhere, a byte more or less: no match. The
+            // 0x20 bit flipped on a `-` gives CR, which must not match
+            // although case folding flips exactly that bit on letters.
+            for i in 0..b.len() {
+                for flip in [0x20u8, 0x01, 0x40] {
+                    let mut near = b.to_vec();
+                    near[i] ^= flip;
+                    assert_eq!(
+                        KnownHeader::lookup(&near),
+                        lookup_by_scan(&near),
+                        "{name} with byte {i} ^ {flip:#x}"
+                    );
+                }
+            }
+            assert_eq!(
+                KnownHeader::lookup(&b[..b.len() - 1]),
+                lookup_by_scan(&b[..b.len() - 1])
+            );
+            let mut longer = b.to_vec();
+            longer.push(b'a');
+            assert_eq!(KnownHeader::lookup(&longer), None);
+            longer.truncate(b.len());
+            longer.push(0);
+            assert_eq!(KnownHeader::lookup(&longer), None);
+        }
+        assert_eq!(KnownHeader::lookup(b"Call\rID"), None);
+        assert_eq!(KnownHeader::lookup(b"Min\rSE"), None);
+        assert_eq!(KnownHeader::lookup(b""), None);
+    }
+
+    #[test]
+    fn words_are_the_bytes_little_endian_and_zero_padded() {
+        let name = b"abcdefghijklmnopqrstuvw";
+        for n in 0..=name.len() {
+            let mut padded = [0u8; KEY_BYTES];
+            padded[..n].copy_from_slice(&name[..n]);
+            let want: Vec<u64> = padded
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(words(&name[..n]).to_vec(), want, "length {n}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lookup_agrees_with_a_plain_scan(name in proptest::collection::vec(
+            proptest::sample::select(b"aAcCdDeEiIlLmMnNoOrRsStTvV-\r\x00\x0d\x2d\xff".to_vec()), 0..30)) {
+            proptest::prop_assert_eq!(KnownHeader::lookup(&name), lookup_by_scan(&name));
         }
     }
 

@@ -85,6 +85,7 @@ pub(crate) struct Head {
     pub(crate) body_start: usize,
 }
 
+#[inline(always)]
 fn finish(
     buf: &Bytes,
     p: Pending,
