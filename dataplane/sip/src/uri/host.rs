@@ -49,6 +49,39 @@ fn is_hostname(s: &[u8]) -> bool {
     prev != b'.' && prev != b'-' && top_first.is_ascii_alphabetic()
 }
 
+/// Dotted-decimal IPv4 (RFC 3261 `IPv4address`): four octets of one to
+/// three digits, each at most 255, with no leading zero (so "010" is not
+/// read as ten, or as octal eight). Accepts exactly what the standard
+/// library's `Ipv4Addr` parser accepts, without its UTF-8 check and
+/// generic parser on the path of every Request-URI and Via.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    // One pass: `i` is the octet being read, `len` its digits so far.
+    let (mut i, mut len, mut v) = (0usize, 0usize, 0u16);
+    for &b in s {
+        match b {
+            b'.' => {
+                *octets.get_mut(i)? = u8::try_from(v).ok().filter(|_| len > 0)?;
+                (i, len, v) = (i + 1, 0, 0);
+            }
+            b'0'..=b'9' => {
+                // A leading zero is only allowed as the whole octet.
+                if len == 3 || (len == 1 && v == 0) {
+                    return None;
+                }
+                v = v * 10 + u16::from(b - b'0');
+                len += 1;
+            }
+            _ => return None,
+        }
+    }
+    if i != 3 || len == 0 {
+        return None;
+    }
+    *octets.get_mut(3)? = u8::try_from(v).ok()?;
+    Some(Ipv4Addr::from(octets))
+}
+
 impl Host {
     /// Parses a complete host (`hostname / IPv4address / IPv6reference`).
     pub fn parse(owner: &Bytes, s: &[u8]) -> Result<Self, ValueError> {
@@ -59,12 +92,11 @@ impl Host {
                 .map(Self::V6)
                 .ok_or(ValueError::Malformed);
         }
+        if let Some(a) = parse_ipv4(s) {
+            return Ok(Self::V4(a));
+        }
         if !s.is_empty() && s.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
-            return std::str::from_utf8(s)
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .map(Self::V4)
-                .ok_or(ValueError::Malformed);
+            return Err(ValueError::Malformed);
         }
         if is_hostname(s) {
             Ok(Self::Domain(owner.slice_ref(s)))
@@ -108,5 +140,55 @@ pub(crate) fn split_hostport(s: &[u8]) -> Result<(&[u8], Option<&[u8]>), ValueEr
         [] => Ok((host, None)),
         [b':', port @ ..] => Ok((host, Some(port))),
         _ => Err(ValueError::Malformed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn std_parse(s: &[u8]) -> Option<Ipv4Addr> {
+        std::str::from_utf8(s).ok()?.parse().ok()
+    }
+
+    #[test]
+    fn ipv4_accepts_what_std_accepts() {
+        for s in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "192.0.2.10",
+            "1.2.3.4",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3.4a",
+            "1234.1.1.1",
+            "1.2.3.0000",
+            "",
+            "...",
+            "1.2.3.-4",
+            "0.0.0.00",
+        ] {
+            assert_eq!(parse_ipv4(s.as_bytes()), std_parse(s.as_bytes()), "{s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ipv4_agrees_with_std(s in proptest::collection::vec(
+            proptest::sample::select(b"0123456789.a".to_vec()), 0..20)) {
+            proptest::prop_assert_eq!(parse_ipv4(&s), std_parse(&s));
+        }
+
+        #[test]
+        fn every_address_round_trips(o in proptest::array::uniform4(0u8..=255)) {
+            let a = Ipv4Addr::from(o);
+            proptest::prop_assert_eq!(parse_ipv4(a.to_string().as_bytes()), Some(a));
+        }
     }
 }
