@@ -68,15 +68,22 @@ struct Generations {
 }
 
 impl Generations {
-    fn insert(&mut self, key: Key, entry: Entry, budget: usize) {
+    /// Files `entry`; when that fills the young generation, it becomes the
+    /// old one and the previous old one is returned, for the caller to
+    /// drop after unlocking (freeing tens of thousands of entries must not
+    /// hold up every list page).
+    #[must_use]
+    fn insert(&mut self, key: Key, entry: Entry, budget: usize) -> Option<HashMap<Key, Entry>> {
         self.young_bytes += entry.cost();
         if let Some(previous) = self.young.insert(key, entry) {
             self.young_bytes -= previous.cost();
         }
         if self.young_bytes > budget / 2 {
-            self.old = std::mem::take(&mut self.young);
             self.young_bytes = 0;
+            let young = std::mem::take(&mut self.young);
+            return Some(std::mem::replace(&mut self.old, young));
         }
+        None
     }
 }
 
@@ -137,8 +144,10 @@ impl RowCache {
     /// The cached JSON of each row of `keys`, in order; None where the
     /// cache does not hold that version of that row.
     fn get(&self, render: usize, keys: &PageKeys) -> Vec<Option<Arc<[u8]>>> {
+        let mut dropped = Vec::new();
         let mut g = self.lock();
-        keys.iter()
+        let found = keys
+            .iter()
             .map(|(id, version)| {
                 let key = Key { render, version };
                 if let Some(e) = g.young.get(&key) {
@@ -149,20 +158,26 @@ impl RowCache {
                     return None;
                 }
                 let json = Arc::clone(&e.json);
-                g.insert(key, e, self.budget);
+                dropped.extend(g.insert(key, e, self.budget));
                 Some(json)
             })
-            .collect()
+            .collect();
+        drop(g);
+        drop(dropped);
+        found
     }
 
     fn put(&self, render: usize, rows: Vec<(i64, Box<str>, Arc<[u8]>)>) {
         if rows.is_empty() {
             return;
         }
+        let mut dropped = Vec::new();
         let mut g = self.lock();
         for (version, id, json) in rows {
-            g.insert(Key { render, version }, Entry { id, json }, self.budget);
+            dropped.extend(g.insert(Key { render, version }, Entry { id, json }, self.budget));
         }
+        drop(g);
+        drop(dropped);
     }
 
     /// Entries held (tests).
