@@ -123,8 +123,14 @@ impl VoicemailDetector {
         if self.verdict.is_some() {
             return None;
         }
-        for &s in pcm {
-            self.frame.push(f32::from(s));
+        // A frame's worth at a time (not a sample at a time): this runs
+        // on every caller frame of a placed AI call for its first 30 s.
+        let mut rest = pcm;
+        while !rest.is_empty() {
+            let take = (self.frame_len - self.frame.len()).min(rest.len());
+            let (now, later) = rest.split_at(take);
+            self.frame.extend(now.iter().map(|&s| f32::from(s)));
+            rest = later;
             if self.frame.len() == self.frame_len {
                 let v = self.analyse();
                 self.frame.clear();
@@ -141,7 +147,7 @@ impl VoicemailDetector {
     fn analyse(&mut self) -> Option<Verdict> {
         self.at_ms += 20;
         let n = self.frame.len() as f32;
-        let energy: f32 = self.frame.iter().map(|x| x * x).sum();
+        let energy = energy(&self.frame);
         let rms = (energy / n).sqrt();
         let sound = rms >= self.cfg.sound_rms;
         // The strongest candidate bin and its share of the frame's energy.
@@ -194,6 +200,20 @@ impl VoicemailDetector {
     pub fn rate(&self) -> u32 {
         self.rate
     }
+}
+
+/// Sum of squares, in eight running sums (so it vectorizes; a single
+/// float sum must be added in order).
+fn energy(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -287,6 +307,16 @@ mod tests {
         // Long speech that starts late (mid-conversation) is not a greeting.
         let v = run(&[silence(11_000), speech(6_000)]);
         assert_eq!(v, None);
+    }
+
+    #[test]
+    fn energy_is_the_sum_of_squares_at_any_length() {
+        for n in [0usize, 1, 7, 8, 9, 160, 161, 320] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32) - 3.5).collect();
+            let want: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            let got = f64::from(energy(&x));
+            assert!((got - want).abs() <= want * 1e-6, "{n}: {got} vs {want}");
+        }
     }
 
     #[test]
