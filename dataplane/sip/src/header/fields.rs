@@ -1,9 +1,11 @@
 //! The ordered list of header lines a message carries, and the generic
 //! single-value and list access the typed views are built on.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 
-use super::{Header, KnownHeader};
+use super::{CSeq, Header, KnownHeader, NameAddr, Via};
 use crate::error::ValueError;
 use crate::limits::Limits;
 use crate::params::split_list;
@@ -13,6 +15,23 @@ use crate::params::split_list;
 pub struct Headers {
     entries: Vec<Header>,
     limits: Limits,
+    /// Typed views already parsed from these lines; allocated on the
+    /// first view, dropped by every change to the lines.
+    parsed: OnceLock<Box<Parsed>>,
+}
+
+/// The typed values that the transaction layer, the dialog layer and the
+/// B2BUA each read from every message (several times per message between
+/// them), parsed once on first use. Errors are kept too, so a bad line is
+/// not re-parsed either. Nothing here outlives a change to the lines (see
+/// [`Headers::changed`]), so a view never disagrees with them.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Parsed {
+    pub(super) top_via: OnceLock<Result<Via, ValueError>>,
+    pub(super) from: OnceLock<Result<NameAddr, ValueError>>,
+    pub(super) to: OnceLock<Result<NameAddr, ValueError>>,
+    pub(super) call_id: OnceLock<Result<Bytes, ValueError>>,
+    pub(super) cseq: OnceLock<Result<CSeq, ValueError>>,
 }
 
 impl PartialEq for Headers {
@@ -34,7 +53,19 @@ impl Headers {
         Self {
             entries: Vec::with_capacity(16),
             limits,
+            parsed: OnceLock::new(),
         }
+    }
+
+    /// The views parsed so far (allocated on first use).
+    pub(super) fn parsed(&self) -> &Parsed {
+        self.parsed.get_or_init(Box::default)
+    }
+
+    /// Forgets every parsed view: called by each method that changes the
+    /// lines, which are all in this file (`entries` is private).
+    fn changed(&mut self) {
+        self.parsed = OnceLock::new();
     }
 
     /// The bounds typed views apply.
@@ -55,23 +86,27 @@ impl Headers {
     }
 
     pub fn push(&mut self, header: Header) {
+        self.changed();
         self.entries.push(header);
     }
 
     /// Inserts at `index` (clamped to the end).
     pub fn insert(&mut self, index: usize, header: Header) {
+        self.changed();
         let index = index.min(self.entries.len());
         self.entries.insert(index, header);
     }
 
     /// Keeps the headers for which `keep` returns `true`.
     pub fn retain(&mut self, keep: impl FnMut(&Header) -> bool) {
+        self.changed();
         self.entries.retain(keep);
     }
 
     /// Removes every header called `name` (any case, compact forms
     /// included) and returns how many were removed.
     pub fn remove_named(&mut self, name: &[u8]) -> usize {
+        self.changed();
         let before = self.entries.len();
         self.entries.retain(|h| !h.name.is(name));
         before - self.entries.len()
@@ -79,6 +114,7 @@ impl Headers {
 
     /// Removes every header `name`; returns how many were removed.
     pub fn remove(&mut self, name: KnownHeader) -> usize {
+        self.changed();
         let before = self.entries.len();
         self.entries.retain(|h| h.name.known() != Some(name));
         before - self.entries.len()

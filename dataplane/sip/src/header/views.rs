@@ -1,6 +1,7 @@
-//! Typed views of the headers a B2BUA acts on. Each call parses the
-//! current lines under the message's limits; nothing is cached, so a
-//! view never disagrees with the lines it came from.
+//! Typed views of the headers a B2BUA acts on, parsed from the current
+//! lines under the message's limits. The five that every layer reads
+//! (top Via, From, To, Call-ID, CSeq) are parsed once per message and
+//! kept until a line changes; the rest are parsed on each call.
 
 use bytes::Bytes;
 
@@ -24,6 +25,13 @@ impl Headers {
 
     /// The topmost Via value.
     pub fn top_via(&self) -> Result<Via, ValueError> {
+        self.parsed()
+            .top_via
+            .get_or_init(|| self.parse_top_via())
+            .clone()
+    }
+
+    fn parse_top_via(&self) -> Result<Via, ValueError> {
         let line = self.get(KnownHeader::Via).ok_or(ValueError::Missing)?;
         let first = split_list(line)
             .next()
@@ -57,24 +65,40 @@ impl Headers {
     /// The From value; its tag, if any, is a token within the identifier
     /// bound.
     pub fn from(&self) -> Result<NameAddr, ValueError> {
-        self.single_addr(KnownHeader::From)
+        self.parsed()
+            .from
+            .get_or_init(|| self.single_addr(KnownHeader::From))
+            .clone()
     }
 
     /// The To value (same checks as From).
     pub fn to(&self) -> Result<NameAddr, ValueError> {
-        self.single_addr(KnownHeader::To)
+        self.parsed()
+            .to
+            .get_or_init(|| self.single_addr(KnownHeader::To))
+            .clone()
     }
 
     /// The Call-ID.
     pub fn call_id(&self) -> Result<Bytes, ValueError> {
-        let v = self.single(KnownHeader::CallId)?;
-        parse_call_id(v, v, self.limits())
+        self.parsed()
+            .call_id
+            .get_or_init(|| {
+                let v = self.single(KnownHeader::CallId)?;
+                parse_call_id(v, v, self.limits())
+            })
+            .clone()
     }
 
     /// The CSeq.
     pub fn cseq(&self) -> Result<CSeq, ValueError> {
-        let v = self.single(KnownHeader::CSeq)?;
-        CSeq::parse(v, v)
+        self.parsed()
+            .cseq
+            .get_or_init(|| {
+                let v = self.single(KnownHeader::CSeq)?;
+                CSeq::parse(v, v)
+            })
+            .clone()
     }
 
     /// Max-Forwards, if present.
@@ -242,6 +266,96 @@ mod tests {
             h.push(Header::new(HeaderName::parse(n.to_string()).unwrap(), *v).unwrap());
         }
         h
+    }
+
+    /// The five cached views, as their results (compared by value).
+    #[allow(clippy::type_complexity)]
+    fn cached(
+        h: &Headers,
+    ) -> (
+        Result<Via, ValueError>,
+        Result<NameAddr, ValueError>,
+        Result<NameAddr, ValueError>,
+        Result<Bytes, ValueError>,
+        Result<CSeq, ValueError>,
+    ) {
+        (h.top_via(), h.from(), h.to(), h.call_id(), h.cseq())
+    }
+
+    /// The same five parsed afresh from a copy of the lines alone.
+    #[allow(clippy::type_complexity)]
+    fn fresh(
+        h: &Headers,
+    ) -> (
+        Result<Via, ValueError>,
+        Result<NameAddr, ValueError>,
+        Result<NameAddr, ValueError>,
+        Result<Bytes, ValueError>,
+        Result<CSeq, ValueError>,
+    ) {
+        let mut copy = Headers::new();
+        for line in h.iter() {
+            copy.push(line.clone());
+        }
+        cached(&copy)
+    }
+
+    #[test]
+    fn cached_views_follow_every_change_to_the_lines() {
+        let mut h = headers(&[
+            ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"),
+            ("From", "<sip:a@b>;tag=1"),
+            ("To", "<sip:c@d>"),
+            ("Call-ID", "x@y"),
+            ("CSeq", "1 INVITE"),
+        ]);
+        let first = cached(&h);
+        assert_eq!(
+            first.0.as_ref().unwrap().branch.as_deref(),
+            Some(&b"z9hG4bK1"[..])
+        );
+        assert_eq!(cached(&h), first, "a second read is the same");
+
+        // Every mutator, each after the views were read, must leave views
+        // equal to those of freshly parsed lines.
+        h.insert(
+            0,
+            Header::new(KnownHeader::Via, "SIP/2.0/TCP p;branch=z9hG4bK2").unwrap(),
+        );
+        assert_eq!(
+            h.top_via().unwrap().branch.as_deref(),
+            Some(&b"z9hG4bK2"[..])
+        );
+        assert_eq!(cached(&h), cached(&h));
+        h.push(Header::new(KnownHeader::To, "<sip:e@f>").unwrap());
+        assert_eq!(h.to().unwrap_err(), ValueError::Repeated);
+        assert_eq!(h.remove(KnownHeader::To), 2);
+        assert_eq!(h.to().unwrap_err(), ValueError::Missing);
+        h.push(Header::new(KnownHeader::To, "<sip:g@h>;tag=9").unwrap());
+        assert_eq!(
+            h.to().unwrap().params.get("tag").and_then(|p| p.value),
+            Some(&b"9"[..])
+        );
+        assert_eq!(h.remove_named(b"i"), 1);
+        assert_eq!(h.call_id().unwrap_err(), ValueError::Missing);
+        h.retain(|l| l.name().known() != Some(KnownHeader::CSeq));
+        assert_eq!(h.cseq().unwrap_err(), ValueError::Missing);
+        h.retain(|l| {
+            l.name().known() != Some(KnownHeader::Via) || l.value().starts_with(b"SIP/2.0/UDP")
+        });
+        assert_eq!(
+            h.top_via().unwrap().branch.as_deref(),
+            Some(&b"z9hG4bK1"[..])
+        );
+        assert_eq!(cached(&h), fresh(&h));
+
+        // A clone keeps what was parsed, and its own changes do not reach
+        // the original.
+        let mut c = h.clone();
+        assert_eq!(cached(&c), cached(&h));
+        c.remove(KnownHeader::From);
+        assert_eq!(c.from().unwrap_err(), ValueError::Missing);
+        assert!(h.from().is_ok());
     }
 
     #[test]
