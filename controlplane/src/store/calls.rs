@@ -257,21 +257,29 @@ fn read_calls(
     const ORDER: &str = " ORDER BY created_at DESC, call_id DESC LIMIT ?2 OFFSET ?3";
     const KEYS_ALL: &str = "SELECT call_id, row_version FROM calls WHERE tenant = ?1 \
                             ORDER BY created_at DESC, call_id DESC LIMIT ?2 OFFSET ?3";
-    const ROW: &str = concat!(
+    const ROWS: &str = concat!(
         "SELECT ",
         call_columns!(),
-        ", row_version FROM calls WHERE call_id = ?1 AND tenant = ?2"
+        ", row_version FROM calls WHERE tenant = ?1"
     );
-    let (count_sql, keys_sql) = if statuses.is_empty() {
+    const ROWS_ALL: &str = concat!(
+        "SELECT ",
+        call_columns!(),
+        ", row_version FROM calls WHERE tenant = ?1",
+        " ORDER BY created_at DESC, call_id DESC LIMIT ?2 OFFSET ?3"
+    );
+    let (count_sql, keys_sql, rows_sql) = if statuses.is_empty() {
         (
             std::borrow::Cow::Borrowed(COUNT),
             std::borrow::Cow::Borrowed(KEYS_ALL),
+            std::borrow::Cow::Borrowed(ROWS_ALL),
         )
     } else {
         let clause = status_clause(statuses);
         (
             std::borrow::Cow::Owned(format!("{COUNT}{clause}")),
             std::borrow::Cow::Owned(format!("{KEYS}{clause}{ORDER}")),
+            std::borrow::Cow::Owned(format!("{ROWS}{clause}{ORDER}")),
         )
     };
     sqlite_read::snapshot(conn, || {
@@ -285,15 +293,18 @@ fn read_calls(
             render as usize,
             &mut page,
             &keys_sql,
+            &rows_sql,
             &[Param::Text(tenant), Param::Int(limit), Param::Int(offset)],
-            |id, out| {
-                let params = [Param::Text(id), Param::Text(tenant)];
-                conn.one_row(ROW, &params, |row| -> Result<i64> {
-                    let (call, version) = call_row(row)?;
-                    render(&call, out)?;
-                    Ok(version)
-                })?
-                .ok_or_else(|| StoreError::Corrupt(format!("listed call {id} has no row")))
+            |row, id, out| {
+                let (call, version) = call_row(row)?;
+                if call.call_id != id {
+                    return Err(StoreError::Corrupt(format!(
+                        "page row {} where its keys had {id}",
+                        call.call_id
+                    )));
+                }
+                render(&call, out)?;
+                Ok(version)
             },
         )?;
         Ok(page)

@@ -31,8 +31,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::sqlite_read::{Cols, Conn, Param};
-use super::{JsonPage, Result};
+use super::sqlite_read::{Cols, Conn, Param, Row};
+use super::{JsonPage, Result, StoreError};
 
 /// Bytes of rendered rows kept per table (calls, transcripts): about 50k
 /// call rows; the rows of the pages people look at (the newest) stay.
@@ -206,19 +206,25 @@ impl Default for RowCaches {
 
 /// Reads a page's `(id, row_version)` pairs with `keys_sql` (a query
 /// selecting exactly those two columns, in page order) and appends each
-/// row's JSON to `page`: from `cache` when it holds that version, else
-/// from `miss`, which reads the row by id on the same connection (so in
-/// the same snapshot, when called inside one), renders it into the buffer
-/// it is given and returns the version it read. Rows rendered here are
-/// added to the cache.
+/// row's JSON to `page`, from `cache` when it holds that version. When any
+/// row is missing, the page's rows are read once with `rows_sql` (the same
+/// query selecting whole rows, with the same `params`), on the same
+/// connection and so in the same snapshot when called inside one: the same
+/// rows in the same order. `render_row` renders each missing one, checking
+/// it is the row whose id it is given, and returns its version; rows
+/// rendered here are added to the cache. (A page with misses costs what it
+/// did before the cache plus the key walk: one statement for the rows, not
+/// one per row.)
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn cached_page(
     conn: &Conn,
     cache: &RowCache,
     render: usize,
     page: &mut JsonPage,
     keys_sql: &str,
+    rows_sql: &str,
     params: &[Param<'_>],
-    mut miss: impl FnMut(&str, &mut Vec<u8>) -> Result<i64>,
+    mut render_row: impl FnMut(&Row<'_>, &str, &mut Vec<u8>) -> Result<i64>,
 ) -> Result<()> {
     let mut keys = PageKeys::default();
     conn.each_row(keys_sql, params, |row| -> Result<()> {
@@ -230,23 +236,44 @@ pub(crate) fn cached_page(
         Ok(())
     })?;
     let hits = cache.get(render, &keys);
+    if hits.iter().all(Option::is_some) {
+        for json in hits.into_iter().flatten() {
+            page.push_with(|out| {
+                out.extend_from_slice(&json);
+                Ok(())
+            })?;
+        }
+        return Ok(());
+    }
     let mut rendered = Vec::new();
-    for ((id, _), hit) in keys.iter().zip(hits) {
+    let mut listed = keys.iter().zip(hits);
+    conn.each_row(rows_sql, params, |row| -> Result<()> {
+        let Some(((id, _), hit)) = listed.next() else {
+            return Err(StoreError::Corrupt(
+                "a page's rows outnumber its keys in one snapshot".into(),
+            ));
+        };
         match hit {
             Some(json) => page.push_with(|out| {
                 out.extend_from_slice(&json);
                 Ok(())
-            })?,
+            }),
             None => {
                 let mut json = Vec::with_capacity(768);
-                let version = miss(id, &mut json)?;
+                let version = render_row(row, id, &mut json)?;
                 page.push_with(|out| {
                     out.extend_from_slice(&json);
                     Ok(())
                 })?;
                 rendered.push((version, Box::from(id), Arc::from(json)));
+                Ok(())
             }
         }
+    })?;
+    if listed.next().is_some() {
+        return Err(StoreError::Corrupt(
+            "a page's keys outnumber its rows in one snapshot".into(),
+        ));
     }
     cache.put(render, rendered);
     Ok(())

@@ -284,6 +284,7 @@ const SQLITE_COUNT: &str = concat!("SELECT COUNT(*) FROM transcripts WHERE ", sq
 const SQLITE_PAGE_FTS: &str = concat!(
     "SELECT ",
     list_columns!(),
+    ", row_version",
     sqlite_fts_from!(),
     sqlite_filter!(),
     " ORDER BY started_at DESC, call_id DESC LIMIT ?6 OFFSET ?7"
@@ -291,19 +292,15 @@ const SQLITE_PAGE_FTS: &str = concat!(
 const SQLITE_PAGE: &str = concat!(
     "SELECT ",
     list_columns!(),
-    " FROM transcripts WHERE ",
+    ", row_version FROM transcripts WHERE ",
     sqlite_filter!(),
     " ORDER BY started_at DESC, call_id DESC LIMIT ?6 OFFSET ?7"
 );
 
-// The list pages read only each row's id and version (`row_cache`); with
-// no criterion but the tenant, from the list index alone.
-const SQLITE_KEYS_FTS: &str = concat!(
-    "SELECT transcripts.call_id, transcripts.row_version",
-    sqlite_fts_from!(),
-    sqlite_filter!(),
-    " ORDER BY started_at DESC, call_id DESC LIMIT ?6 OFFSET ?7"
-);
+// Pages without a text criterion read each row's id and version first
+// (`row_cache`); with no criterion but the tenant, from the list index
+// alone. The rows themselves are read (with SQLITE_PAGE or SQLITE_PAGE_ALL)
+// only when the cache lacks one.
 const SQLITE_KEYS: &str = concat!(
     "SELECT call_id, row_version FROM transcripts WHERE ",
     sqlite_filter!(),
@@ -311,15 +308,16 @@ const SQLITE_KEYS: &str = concat!(
 );
 const SQLITE_KEYS_ALL: &str = "SELECT call_id, row_version FROM transcripts WHERE tenant = ?1 \
      ORDER BY started_at DESC, call_id DESC LIMIT ?2 OFFSET ?3";
-const SQLITE_ROW: &str = concat!(
+const SQLITE_PAGE_ALL: &str = concat!(
     "SELECT ",
     list_columns!(),
-    ", row_version FROM transcripts WHERE call_id = ?1 AND tenant = ?2"
+    ", row_version FROM transcripts WHERE tenant = ?1 \
+     ORDER BY started_at DESC, call_id DESC LIMIT ?2 OFFSET ?3"
 );
 
 /// A transcript list page on a SQLite reader connection: total and rows
-/// from one snapshot, the rows' JSON from the cache of rendered rows where
-/// it holds their versions, else read and rendered here (`row_cache`).
+/// from one snapshot; without a text criterion the rows' JSON comes from
+/// the cache of rendered rows where it holds their versions (`row_cache`).
 fn read_transcripts(
     conn: &Conn,
     cache: &RowCache,
@@ -352,34 +350,48 @@ fn read_transcripts(
         let total = conn
             .one_row(sql, params, |r| Cols::new(r).int())?
             .unwrap_or(0);
+        let mut page = JsonPage::new(total, a.limit);
+        if a.pattern.is_some() {
+            // A search: its cost is the text index, not the rows, and
+            // reading keys first would run it twice.
+            let (sql, params) = if a.phrase.is_some() {
+                (SQLITE_PAGE_FTS, &all[..])
+            } else {
+                (SQLITE_PAGE, &all[..7])
+            };
+            conn.each_row(sql, params, |row| {
+                page.push_with(|out| Ok(render(&transcript_row(row)?.0, out)?))
+            })?;
+            return Ok(page);
+        }
         let tenant_only = [
             Param::Text(&a.tenant),
             Param::Int(a.limit),
             Param::Int(a.offset),
         ];
-        let (sql, params) = if a.phrase.is_some() {
-            (SQLITE_KEYS_FTS, &all[..])
-        } else if a.counted() && a.src_a.is_none() {
-            (SQLITE_KEYS_ALL, &tenant_only[..])
+        let (keys_sql, rows_sql, params) = if a.counted() && a.src_a.is_none() {
+            (SQLITE_KEYS_ALL, SQLITE_PAGE_ALL, &tenant_only[..])
         } else {
-            (SQLITE_KEYS, &all[..7])
+            (SQLITE_KEYS, SQLITE_PAGE, &all[..7])
         };
-        let mut page = JsonPage::new(total, a.limit);
         row_cache::cached_page(
             conn,
             cache,
             render as usize,
             &mut page,
-            sql,
+            keys_sql,
+            rows_sql,
             params,
-            |id, out| {
-                let params = [Param::Text(id), Param::Text(&a.tenant)];
-                conn.one_row(SQLITE_ROW, &params, |row| -> Result<i64> {
-                    let (t, version) = transcript_row(row)?;
-                    render(&t, out)?;
-                    Ok(version)
-                })?
-                .ok_or_else(|| StoreError::Corrupt(format!("listed transcript {id} has no row")))
+            |row, id, out| {
+                let (t, version) = transcript_row(row)?;
+                if t.call_id != id {
+                    return Err(StoreError::Corrupt(format!(
+                        "page row {} where its keys had {id}",
+                        t.call_id
+                    )));
+                }
+                render(&t, out)?;
+                Ok(version)
             },
         )?;
         Ok(page)
