@@ -268,31 +268,21 @@ mod tests {
         h
     }
 
-    /// The five cached views, as their results (compared by value).
-    #[allow(clippy::type_complexity)]
-    fn cached(
-        h: &Headers,
-    ) -> (
+    /// The five cached views' results, compared by value.
+    type Five = (
         Result<Via, ValueError>,
         Result<NameAddr, ValueError>,
         Result<NameAddr, ValueError>,
         Result<Bytes, ValueError>,
         Result<CSeq, ValueError>,
-    ) {
+    );
+
+    fn cached(h: &Headers) -> Five {
         (h.top_via(), h.from(), h.to(), h.call_id(), h.cseq())
     }
 
     /// The same five parsed afresh from a copy of the lines alone.
-    #[allow(clippy::type_complexity)]
-    fn fresh(
-        h: &Headers,
-    ) -> (
-        Result<Via, ValueError>,
-        Result<NameAddr, ValueError>,
-        Result<NameAddr, ValueError>,
-        Result<Bytes, ValueError>,
-        Result<CSeq, ValueError>,
-    ) {
+    fn fresh(h: &Headers) -> Five {
         let mut copy = Headers::new();
         for line in h.iter() {
             copy.push(line.clone());
