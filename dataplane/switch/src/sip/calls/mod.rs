@@ -412,16 +412,17 @@ impl Core {
 
     /// Our request loop check: a Via of ours (our host and branch prefix)
     /// in a request we receive means it came back to us (§16.3 step 4).
+    /// Compares the parsed sent-by with our address, without rendering
+    /// every Via of every INVITE to text.
     pub(super) fn is_loop(&self, req: &Request) -> bool {
-        let host = self.our_host();
+        let ours = self.settings.sip_addr;
+        let our_host = match ours.ip() {
+            IpAddr::V4(a) => Host::V4(a),
+            IpAddr::V6(a) => Host::V6(a),
+        };
         req.headers.vias().unwrap_or_default().iter().any(|v| {
-            let mut sent_by = BytesMut::new();
-            v.host.render(&mut sent_by);
-            let sent_by = match v.port {
-                Some(p) => format!("{}:{p}", String::from_utf8_lossy(&sent_by)),
-                None => String::from_utf8_lossy(&sent_by).into_owned(),
-            };
-            sent_by == host
+            v.port == Some(ours.port())
+                && v.host == our_host
                 && v.branch
                     .as_deref()
                     .is_some_and(|b| b.starts_with(b"z9hG4bKcb"))

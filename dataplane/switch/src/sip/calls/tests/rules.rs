@@ -265,3 +265,43 @@ fn a_late_offer_left_unanswered_ends_the_call() {
     assert_eq!(request(h.one(A)).method, Method::Bye);
     assert_eq!(request(h.one(B)).method, Method::Bye);
 }
+
+/// An INVITE that already went through us (our own Via: our address and
+/// branch prefix) is refused with 482; a Via naming another port of our
+/// host, or our port with someone else's branch, is not ours.
+#[test]
+fn an_invite_carrying_our_own_via_is_482() {
+    for (second_via, looped) in [
+        (
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcb0123456789abcdef",
+            true,
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bKcb0123456789abcdef",
+            false,
+        ),
+        ("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKother", false),
+        (
+            "SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKcb0123456789abcdef",
+            false,
+        ),
+    ] {
+        let mut h = Harness::new(None);
+        let invite = h.invite_from_a("1000", &[]);
+        let raw = String::from_utf8(Message::from(invite).to_bytes().to_vec()).unwrap();
+        let (top, rest) = raw.split_once("\r\nMax-Forwards").unwrap();
+        let raw = format!("{top}\r\nVia: {second_via}\r\nMax-Forwards{rest}");
+        h.core
+            .handle_datagram(h.now, codeb_io::SocketId(0), addr(A), raw.as_bytes());
+        let to_a = h.take(A);
+        let refused = to_a
+            .iter()
+            .any(|m| matches!(m, Message::Response(r) if r.status.as_u16() == 482));
+        assert_eq!(refused, looped, "{second_via}: {to_a:?}");
+        assert_eq!(
+            h.take(B).is_empty(),
+            looped,
+            "{second_via}: B gets the INVITE unless looped"
+        );
+    }
+}
