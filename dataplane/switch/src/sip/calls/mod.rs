@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use codeb_io::ConnId;
 use codeb_sip::dialog::{DialogConfig, DialogError, Local};
 use codeb_sip::header::{KnownHeader, MediaType, NameAddr, Transport, Via};
