@@ -523,24 +523,7 @@ async fn the_retry_delay_unit_scales_retry_delay_minutes(db: TestDb) {
     assert_eq!(retry[0].attempt, 2);
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::store::testing::TestDb::sqlite().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                if let Some(db) = crate::store::testing::TestDb::postgres().await {
-                    super::$name(db).await;
-                }
-            })*
-        }
-    };
-}
+use crate::store::testing::both_backends as both;
 
 both!(
     claims_are_exclusive,

@@ -309,24 +309,7 @@ async fn claims_are_exclusive_and_results_need_the_lease(db: TestDb) {
     b.close().await;
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::store::testing::TestDb::sqlite().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                if let Some(db) = crate::store::testing::TestDb::postgres().await {
-                    super::$name(db).await;
-                }
-            })*
-        }
-    };
-}
+use crate::store::testing::both_backends as both;
 
 both!(
     an_ended_call_queues_one_email_with_its_transcript,

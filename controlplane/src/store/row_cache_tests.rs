@@ -473,24 +473,7 @@ async fn existing_rows_get_versions(db: TestDb) {
     s.close().await;
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::store::testing::TestDb::sqlite().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                if let Some(db) = crate::store::testing::TestDb::postgres().await {
-                    super::$name(db).await;
-                }
-            })*
-        }
-    };
-}
+use crate::store::testing::both_backends as both;
 
 both!(
     every_write_path_shows_in_the_lists,

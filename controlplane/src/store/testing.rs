@@ -86,3 +86,28 @@ pub async fn event_data(store: &Store, tenant: &str, name: &str) -> Vec<serde_js
         })
         .collect()
 }
+
+/// Turns each named `async fn(TestDb)` into two tests, one on SQLite and
+/// one on PostgreSQL (which passes without running when no PostgreSQL is
+/// configured; `CODEB_REQUIRE_PG=1` makes that a failure in
+/// [`TestDb::postgres`]), in modules `sqlite` and `postgres` of the
+/// calling module.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::store::testing::TestDb::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(db) = crate::store::testing::TestDb::postgres().await {
+                    super::$name(db).await;
+                }
+            })*
+        }
+    };
+}
+pub(crate) use both_backends;

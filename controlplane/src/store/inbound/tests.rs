@@ -635,24 +635,7 @@ async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
     );
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::store::testing::TestDb::sqlite().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                if let Some(db) = crate::store::testing::TestDb::postgres().await {
-                    super::$name(db).await;
-                }
-            })*
-        }
-    };
-}
+use crate::store::testing::both_backends as both;
 
 both!(
     a_whole_inbound_call_is_recorded,
