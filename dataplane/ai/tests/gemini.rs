@@ -413,7 +413,7 @@ async fn an_observer_sees_the_audio_heard_and_each_turn_start() {
 #[tokio::test]
 async fn messages_larger_than_a_socket_read_arrive_whole() {
     // One-second chunks: the 670 ms greeting is one message of ~43 KiB of
-    // base64, nearly three times the client's 16 KiB socket read.
+    // base64, ten times the client's 4 KiB socket read.
     let sim = sim(
         Vendor::Gemini,
         codeb_ai::sim::SimConfig {
@@ -433,4 +433,52 @@ async fn messages_larger_than_a_socket_read_arrive_whole() {
     let (text, evs) = c.ai_says().await;
     assert_eq!(text, GREETING);
     assert_eq!(audio_bytes(&evs, AudioFormat::PCM16_24K), 670 * 24 * 2);
+}
+
+#[tokio::test]
+async fn audio_queued_in_a_burst_all_reaches_the_engine() {
+    let seen = std::sync::Arc::new(Seen::default());
+    let sim = sim(
+        Vendor::Gemini,
+        codeb_ai::sim::SimConfig {
+            observer: Some(seen.clone()),
+            ..sim_cfg()
+        },
+    )
+    .await;
+    let cfg = config(
+        &sim,
+        "models/gemini-2.5-flash-native-audio-preview-12-2025",
+        "sim-key",
+        "Be brief.",
+    );
+    let mut c = Caller::connect(cfg).await;
+    c.until("ready", |e| *e == EngineEvent::Ready).await;
+    // 40 frames queued before the session's task runs (this test's
+    // runtime has one thread), so it finds them waiting and writes them
+    // in batches.
+    const FRAMES: i16 = 40;
+    for f in 0..FRAMES {
+        let pcm: Vec<u8> = (0..320).flat_map(|i| (f * 320 + i).to_le_bytes()).collect();
+        c.session.try_send_audio(bytes::Bytes::from(pcm)).unwrap();
+    }
+    let want = usize::try_from(FRAMES).unwrap() * 320;
+    let heard = || {
+        seen.heard
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.2)
+            .sum::<usize>()
+    };
+    let _ = tokio::time::timeout(WAIT, async {
+        while heard() < want {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(heard(), want, "every queued frame reached the engine");
+    c.session.close().await.unwrap();
+    c.until("closed", |e| matches!(e, EngineEvent::Closed { .. }))
+        .await;
 }
