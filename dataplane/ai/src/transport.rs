@@ -18,8 +18,13 @@ use crate::error::EngineError;
 /// many times over; a runaway peer does not).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
-/// Bytes read from the socket at a time.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// Bytes read from the socket at a time. tungstenite zero-fills this
+/// much before every read attempt, including the one on each wake-up
+/// that finds nothing (the session's task wakes for every 20 ms frame it
+/// sends): at 16 KiB that `memset` was 2% of the switch on AI calls. A
+/// vendor's 40 ms audio message is under 3 KiB; a larger one takes
+/// several reads.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// A byte stream a WebSocket can run on.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -49,7 +54,6 @@ pub fn ws_config() -> WebSocketConfig {
         // tungstenite zero-fills its read buffer up to this size before
         // every socket read, even one that finds nothing; at the default
         // 128 KiB that memset was the AI runtime's largest single cost.
-        // Vendor messages are a few KiB; a larger one takes several reads.
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
