@@ -10,9 +10,10 @@
 #
 # Settings (environment): SECS (measured window per line, default 20),
 # SWITCH_CPU (the switch's core, default 0), GEN_CPU (ai-load's core,
-# default 1), RATE (calls placed per second, default 100), NO_BUILD=1 (use
-# the binaries as built); the binaries are taken from
-# $CARGO_TARGET_DIR/release (default target/).
+# default 1), RATE (calls placed per second, default 100), AI_THREADS (the
+# switch's voice-AI runtime threads, CODEB_AI_THREADS; default 1, as the
+# switch has one core), NO_BUILD=1 (use the binaries as built); the
+# binaries are taken from $CARGO_TARGET_DIR/release (default target/).
 #
 # The switch's config: one trunk, the default for every tenant, whose host
 # is ai-load's callee socket; CODEB_GEMINI_URL points at the simulator.
@@ -23,6 +24,7 @@ SECS=${SECS:-20}
 SWITCH_CPU=${SWITCH_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 RATE=${RATE:-100}
+AI_THREADS=${AI_THREADS:-1}
 BIN=${CARGO_TARGET_DIR:-target}/release
 [ -n "${NO_BUILD:-}" ] || cargo build --release -p codeb-switch -p codeb-benches --bins >&2
 DIR=$(mktemp -d /tmp/codeb-ai-load.XXXXXX)
@@ -42,7 +44,7 @@ calls_per_second = 0
 TOML
 ulimit -n "$(ulimit -Hn)"
 CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=10000-23999 \
-    CODEB_WORKERS=1 CODEB_LOG=warn CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19092 \
+    CODEB_WORKERS=1 CODEB_AI_THREADS=$AI_THREADS CODEB_LOG=warn CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19092 \
     CODEB_SWITCH_GRPC_ADDR=$GRPC CODEB_GEMINI_URL=ws://$SIM CODEB_GEMINI_API_KEY=sim-key \
     taskset -c "$SWITCH_CPU" "$BIN/codeb-switch" 2>"$DIR/switch.log" &
 SW=$!

@@ -164,6 +164,10 @@ struct Cli {
     /// the call fails.
     #[arg(long, env = "CODEB_AI_CONNECT_TIMEOUT", default_value_t = 10)]
     ai_connect_timeout: u64,
+    /// Threads of the voice-AI runtime (the sessions' WebSockets), 1-64.
+    #[arg(long, env = "CODEB_AI_THREADS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    ai_threads: u16,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CODEB_LOG", default_value = "info")]
     log: String,
@@ -385,7 +389,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             gemini_key: cli.gemini_api_key.clone(),
             openai_key: cli.openai_api_key.clone(),
             connect_timeout: Duration::from_secs(cli.ai_connect_timeout.clamp(1, 120)),
-            threads: 2,
+            threads: usize::from(cli.ai_threads),
         },
         reactor.waker(),
     )
