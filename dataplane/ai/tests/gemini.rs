@@ -11,18 +11,20 @@ use codeb_ai::{AudioFormat, EngineError, EngineEvent, Provider};
 use common::*;
 use serde_json::json;
 
+/// A Gemini simulator with `cfg`, and a caller connected to it with
+/// `prompt`; the server comes back too, as dropping it stops it.
+async fn gemini(cfg: codeb_ai::sim::SimConfig, prompt: &str) -> (codeb_ai::sim::SimServer, Caller) {
+    let sim = sim(Vendor::Gemini, cfg).await;
+    let model = "models/gemini-2.5-flash-native-audio-preview-12-2025";
+    let c = Caller::connect(config(&sim, model, "sim-key", prompt)).await;
+    (sim, c)
+}
+
 const GREETING: &str = "Hello, this is the CodeB voice simulator. How can I help you today?";
 
 #[tokio::test]
 async fn a_whole_conversation_turn_by_turn() {
-    let sim = sim(Vendor::Gemini, sim_cfg()).await;
-    let cfg = config(
-        &sim,
-        "models/gemini-2.5-flash-native-audio-preview-12-2025",
-        "sim-key",
-        "Be kind. END_AFTER_TURNS=2",
-    );
-    let mut c = Caller::connect(cfg).await;
+    let (sim, mut c) = gemini(sim_cfg(), "Be kind. END_AFTER_TURNS=2").await;
     assert_eq!(c.session.provider(), Provider::Gemini);
     assert_eq!(c.session.input_format(), AudioFormat::PCM16_16K);
 
@@ -368,22 +370,15 @@ impl codeb_ai::sim::SimObserver for Seen {
 #[tokio::test]
 async fn an_observer_sees_the_audio_heard_and_each_turn_start() {
     let seen = std::sync::Arc::new(Seen::default());
-    let sim = sim(
-        Vendor::Gemini,
+    let before = std::time::Instant::now();
+    let (_sim, mut c) = gemini(
         codeb_ai::sim::SimConfig {
             observer: Some(seen.clone()),
             ..sim_cfg()
         },
+        "Be brief. CALL=7",
     )
     .await;
-    let cfg = config(
-        &sim,
-        "models/gemini-2.5-flash-native-audio-preview-12-2025",
-        "sim-key",
-        "Be brief. CALL=7",
-    );
-    let before = std::time::Instant::now();
-    let mut c = Caller::connect(cfg).await;
     let (text, _) = c.ai_says().await;
     assert_eq!(text, GREETING);
     let greeted = std::time::Instant::now();
@@ -414,21 +409,14 @@ async fn an_observer_sees_the_audio_heard_and_each_turn_start() {
 async fn messages_larger_than_a_socket_read_arrive_whole() {
     // One-second chunks: the 670 ms greeting is one message of ~43 KiB of
     // base64, ten times the client's 4 KiB socket read.
-    let sim = sim(
-        Vendor::Gemini,
+    let (_sim, mut c) = gemini(
         codeb_ai::sim::SimConfig {
             chunk_ms: 1000,
             ..sim_cfg()
         },
+        "Be kind.",
     )
     .await;
-    let cfg = config(
-        &sim,
-        "models/gemini-2.5-flash-native-audio-preview-12-2025",
-        "sim-key",
-        "Be kind.",
-    );
-    let mut c = Caller::connect(cfg).await;
     c.until("ready", |e| *e == EngineEvent::Ready).await;
     let (text, evs) = c.ai_says().await;
     assert_eq!(text, GREETING);
@@ -438,21 +426,14 @@ async fn messages_larger_than_a_socket_read_arrive_whole() {
 #[tokio::test]
 async fn audio_queued_in_a_burst_all_reaches_the_engine() {
     let seen = std::sync::Arc::new(Seen::default());
-    let sim = sim(
-        Vendor::Gemini,
+    let (_sim, mut c) = gemini(
         codeb_ai::sim::SimConfig {
             observer: Some(seen.clone()),
             ..sim_cfg()
         },
+        "Be brief.",
     )
     .await;
-    let cfg = config(
-        &sim,
-        "models/gemini-2.5-flash-native-audio-preview-12-2025",
-        "sim-key",
-        "Be brief.",
-    );
-    let mut c = Caller::connect(cfg).await;
     c.until("ready", |e| *e == EngineEvent::Ready).await;
     // 40 frames queued before the session's task runs (this test's
     // runtime has one thread), so it finds them waiting and writes them
