@@ -3,15 +3,13 @@
 
 use codeb_types::{CallId, CallStatus, E164, UtcMillis};
 
-use crate::store::testing::{TestDb, event_data, events};
+use crate::store::testing::{T0, TestDb, ended, event_data, events};
 use crate::store::{
-    Applied, AttemptEnd, DISPATCH_LEASE_MS, DispatchCall, EventKind, NewCall, Speaker, Store,
-    SwitchEvent,
+    Applied, DISPATCH_LEASE_MS, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent,
 };
 
 const TENANT: &str = "t.example";
 const NODE: &str = "http://10.0.0.1:50051";
-const T0: UtcMillis = UtcMillis(1_780_000_000_000);
 
 fn new_call(n: u8, at: UtcMillis, retries: i64) -> NewCall {
     NewCall {
@@ -66,20 +64,6 @@ fn ev(seq: i64, call: &DispatchCall, kind: EventKind) -> SwitchEvent {
         tenant: TENANT.into(),
         kind,
     }
-}
-
-fn ended(outcome: &str, answered: bool) -> EventKind {
-    EventKind::Ended(AttemptEnd {
-        outcome: outcome.into(),
-        answered,
-        answered_at: answered.then_some(T0.plus_ms(2000)),
-        ended_at: T0.plus_ms(60_000),
-        talk_seconds: if answered { 58 } else { 0 },
-        duration_seconds: 60,
-        input_turns: 1,
-        output_turns: 1,
-        ..AttemptEnd::default()
-    })
 }
 
 async fn claims_are_exclusive(db: TestDb) {

@@ -22,15 +22,14 @@ use codeb_types::{CallId, CallStatus, E164, UtcMillis};
 
 use crate::api::calls::{CallView, render_call};
 use crate::api::transcripts::{TranscriptListItem, render_item};
-use crate::store::testing::TestDb;
+use crate::store::testing::{T0, TestDb, ended};
 use crate::store::{
-    AttemptEnd, CallFilter, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent,
-    TranscriptFilter, TranscriptRecord, Turn, on_pool,
+    CallFilter, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent, TranscriptFilter,
+    TranscriptRecord, Turn, on_pool,
 };
 
 const TENANT: &str = "t.example";
 const NODE: &str = "http://10.0.0.1:50051";
-const T0: UtcMillis = UtcMillis(1_780_000_000_000);
 
 fn new_call(n: u8, retries: i64) -> NewCall {
     NewCall {
@@ -200,20 +199,6 @@ impl Walk<'_> {
         };
         self.s.apply_switch_event(NODE, &ev, now).await.unwrap();
     }
-}
-
-fn ended(outcome: &str, answered: bool) -> EventKind {
-    EventKind::Ended(AttemptEnd {
-        outcome: outcome.into(),
-        answered,
-        answered_at: answered.then_some(T0.plus_ms(2000)),
-        ended_at: T0.plus_ms(60_000),
-        talk_seconds: if answered { 58 } else { 0 },
-        duration_seconds: 60,
-        input_turns: 1,
-        output_turns: 1,
-        ..AttemptEnd::default()
-    })
 }
 
 async fn every_write_path_shows_in_the_lists(db: TestDb) {

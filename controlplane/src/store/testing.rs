@@ -4,9 +4,10 @@
 //! server into a failure instead of a skip, so the PostgreSQL half of the
 //! suite cannot silently stop running.
 
+use codeb_types::UtcMillis;
 use tempfile::TempDir;
 
-use super::Store;
+use super::{AttemptEnd, EventKind, Store};
 
 pub struct TestDb {
     pub store: Store,
@@ -111,3 +112,22 @@ macro_rules! both_backends {
     };
 }
 pub(crate) use both_backends;
+
+/// The instant the dispatch and row-cache tests' calls start at.
+pub const T0: UtcMillis = UtcMillis(1_780_000_000_000);
+
+/// The switch's end of an attempt that began at [`T0`] and lasted a
+/// minute (58 s of it talk when answered), with one turn each way.
+pub fn ended(outcome: &str, answered: bool) -> EventKind {
+    EventKind::Ended(AttemptEnd {
+        outcome: outcome.into(),
+        answered,
+        answered_at: answered.then_some(T0.plus_ms(2000)),
+        ended_at: T0.plus_ms(60_000),
+        talk_seconds: if answered { 58 } else { 0 },
+        duration_seconds: 60,
+        input_turns: 1,
+        output_turns: 1,
+        ..AttemptEnd::default()
+    })
+}
