@@ -1,37 +1,17 @@
 //! Store-level tests of dispatch and event application, each run on SQLite
 //! and on PostgreSQL. Time is passed in; nothing sleeps.
 
-use codeb_types::{CallId, CallStatus, E164, UtcMillis};
+use codeb_types::{CallId, CallStatus, UtcMillis};
 
-use crate::store::testing::{T0, TestDb, ended, event_data, events};
+use crate::store::testing::{self, NODE, T0, TENANT, TestDb, ended, event_data, events};
 use crate::store::{
     Applied, DISPATCH_LEASE_MS, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent,
 };
 
-const TENANT: &str = "t.example";
-const NODE: &str = "http://10.0.0.1:50051";
-
 fn new_call(n: u8, at: UtcMillis, retries: i64) -> NewCall {
     NewCall {
-        call_id: CallId::from_random([n; 6]),
-        tenant: TENANT.into(),
-        requested_by: "alex".into(),
-        phone: E164::parse("+15551234567").unwrap(),
-        display_name: "Reminder".into(),
-        email: "ops@example.com".into(),
-        system_prompt: "Say hi".into(),
-        ai_api_key: "key".into(),
-        model: "m".into(),
-        voice: "Aoede".into(),
-        language: "en-US".into(),
-        max_seconds: 60,
-        retries,
-        retry_delay_minutes: 5,
-        trunk_id: None,
-        status: CallStatus::Scheduled,
-        created_at: T0,
-        scheduled_for: None,
         next_attempt_at: at,
+        ..testing::new_call(n, retries)
     }
 }
 

@@ -2,39 +2,19 @@
 //! PostgreSQL: the email is written with the call's end (and only then),
 //! carries that end's transcript, and is claimed by one sender.
 
-use codeb_types::{CallId, CallStatus, E164, UtcMillis};
+use codeb_types::CallStatus;
 
 use super::{EmailState, EmailStep};
-use crate::store::testing::TestDb;
+use crate::store::testing::{self, NODE, T0, TENANT, TestDb};
 use crate::store::{
     Applied, AttemptEnd, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent,
 };
 
-const TENANT: &str = "t.example";
-const NODE: &str = "http://10.0.0.1:50051";
-const T0: UtcMillis = UtcMillis(1_780_000_000_000);
-
 fn new_call(n: u8, retries: i64) -> NewCall {
     NewCall {
-        call_id: CallId::from_random([n; 6]),
-        tenant: TENANT.into(),
-        requested_by: "alex".into(),
-        phone: E164::parse("+15551234567").unwrap(),
         display_name: "Zahnarzt Müller".into(),
         email: format!("ops{n}@example.com"),
-        system_prompt: "Say hi".into(),
-        ai_api_key: "key".into(),
-        model: "m".into(),
-        voice: "Aoede".into(),
-        language: "en-US".into(),
-        max_seconds: 60,
-        retries,
-        retry_delay_minutes: 5,
-        trunk_id: None,
-        status: CallStatus::Scheduled,
-        created_at: T0,
-        scheduled_for: None,
-        next_attempt_at: T0,
+        ..testing::new_call(n, retries)
     }
 }
 

@@ -18,40 +18,23 @@
 
 use std::collections::HashSet;
 
-use codeb_types::{CallId, CallStatus, E164, UtcMillis};
+use codeb_types::{CallId, CallStatus, UtcMillis};
 
 use crate::api::calls::{CallView, render_call};
 use crate::api::transcripts::{TranscriptListItem, render_item};
-use crate::store::testing::{T0, TestDb, ended};
+use crate::store::testing::{self, NODE, T0, TENANT, TestDb, ended};
 use crate::store::{
     CallFilter, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent, TranscriptFilter,
     TranscriptRecord, Turn, on_pool,
 };
 
-const TENANT: &str = "t.example";
-const NODE: &str = "http://10.0.0.1:50051";
-
+/// Names with quotes, a newline and non-ASCII, for the JSON checks.
 fn new_call(n: u8, retries: i64) -> NewCall {
     NewCall {
-        call_id: CallId::from_random([n; 6]),
-        tenant: TENANT.into(),
         requested_by: "alex \"ops\"".into(),
-        phone: E164::parse("+15551234567").unwrap(),
         display_name: format!("Reminder {n}\n\u{e9}"),
-        email: "ops@example.com".into(),
-        system_prompt: "Say hi".into(),
-        ai_api_key: "key".into(),
-        model: "m".into(),
-        voice: "Aoede".into(),
-        language: "en-US".into(),
-        max_seconds: 60,
-        retries,
-        retry_delay_minutes: 5,
-        trunk_id: None,
-        status: CallStatus::Scheduled,
         created_at: T0.plus_ms(i64::from(n)),
-        scheduled_for: None,
-        next_attempt_at: T0,
+        ..testing::new_call(n, retries)
     }
 }
 

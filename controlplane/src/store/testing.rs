@@ -4,10 +4,10 @@
 //! server into a failure instead of a skip, so the PostgreSQL half of the
 //! suite cannot silently stop running.
 
-use codeb_types::UtcMillis;
+use codeb_types::{CallId, CallStatus, E164, UtcMillis};
 use tempfile::TempDir;
 
-use super::{AttemptEnd, EventKind, Store};
+use super::{AttemptEnd, EventKind, NewCall, Store};
 
 pub struct TestDb {
     pub store: Store,
@@ -113,8 +113,38 @@ macro_rules! both_backends {
 }
 pub(crate) use both_backends;
 
-/// The instant the dispatch and row-cache tests' calls start at.
+/// The tenant and switch node of the store tests' calls.
+pub const TENANT: &str = "t.example";
+pub const NODE: &str = "http://10.0.0.1:50051";
+
+/// The instant the store tests' calls start at.
 pub const T0: UtcMillis = UtcMillis(1_780_000_000_000);
+
+/// Call `n` of [`TENANT`], created and due at [`T0`]; tests override the
+/// fields they are about.
+pub fn new_call(n: u8, retries: i64) -> NewCall {
+    NewCall {
+        call_id: CallId::from_random([n; 6]),
+        tenant: TENANT.into(),
+        requested_by: "alex".into(),
+        phone: E164::parse("+15551234567").expect("a valid number"),
+        display_name: "Reminder".into(),
+        email: "ops@example.com".into(),
+        system_prompt: "Say hi".into(),
+        ai_api_key: "key".into(),
+        model: "m".into(),
+        voice: "Aoede".into(),
+        language: "en-US".into(),
+        max_seconds: 60,
+        retries,
+        retry_delay_minutes: 5,
+        trunk_id: None,
+        status: CallStatus::Scheduled,
+        created_at: T0,
+        scheduled_for: None,
+        next_attempt_at: T0,
+    }
+}
 
 /// The switch's end of an attempt that began at [`T0`] and lasted a
 /// minute (58 s of it talk when answered), with one turn each way.
