@@ -14,6 +14,7 @@ mod fields;
 mod media;
 mod name;
 mod reason;
+mod replaces;
 mod scalar;
 mod via;
 mod views;
@@ -26,6 +27,7 @@ pub use fields::Headers;
 pub use media::MediaType;
 pub use name::{HeaderName, KnownHeader};
 pub use reason::Reason;
+pub use replaces::Replaces;
 pub use scalar::{
     CSeq, Refresher, SessionExpires, parse_call_id, parse_delta_seconds, parse_max_forwards,
 };
