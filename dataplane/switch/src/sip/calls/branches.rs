@@ -55,6 +55,9 @@ impl Core {
         if kind == Sent::Notify {
             self.notify_answered(now, key, tx, resp.status);
         }
+        if kind == Sent::Join {
+            self.join_answered(now, key, side, &resp);
+        }
         self.settle(now, key);
     }
 
@@ -347,8 +350,16 @@ impl Core {
         if kind == Sent::Notify {
             return self.notify_answered(now, key, tx, StatusCode::REQUEST_TIMEOUT);
         }
+        if kind == Sent::Join {
+            self.join_timed_out(now, key);
+        }
+        let dialog = self
+            .calls
+            .calls
+            .get(&key)
+            .and_then(|c| c.leg(side).dialog.clone());
         if kind != Sent::Bye
-            && let Some(id) = call.leg(side).dialog.clone()
+            && let Some(id) = dialog
         {
             tracing::info!(call = key, ?side, ?timer, "in-dialog request timed out");
             self.calls.dialogs.update(&id, |d| d.request_failed(now));

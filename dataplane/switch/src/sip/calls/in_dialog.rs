@@ -213,7 +213,7 @@ impl Core {
             }
             return self.abandon(now, key);
         }
-        if self.referrer_left(key, side) {
+        if self.referrer_left(key, side) || self.replaced_left(key, side) {
             return;
         }
         if side == Side::B {

@@ -255,6 +255,7 @@ impl Core {
             transfer: None,
             transferred: false,
             referral: None,
+            joining: None,
         };
         let caller = call.a_invite.headers.from().ok();
         self.fork(now, &mut call, targets, Side::B, caller.as_ref());

@@ -38,6 +38,7 @@ use super::flow::Flow;
 
 mod ai;
 mod answer;
+mod attended;
 mod branches;
 mod in_dialog;
 mod inbound;
@@ -171,6 +172,9 @@ enum Sent {
     Refresh,
     /// A NOTIFY of a REFER's implicit subscription (RFC 3515).
     Notify,
+    /// The re-INVITE that joins this call's far party to the referrer's
+    /// call (an attended transfer, see `attended.rs`).
+    Join,
 }
 
 #[derive(Debug)]
@@ -210,6 +214,9 @@ pub struct Call {
     /// A REFER of one party, from its 202 until the referrer has its
     /// final NOTIFY (and, on success, our BYE).
     referral: Option<Box<refer::Referral>>,
+    /// This call's far party is being re-invited into another call (an
+    /// attended transfer whose Replaces named this call's other dialog).
+    joining: Option<attended::Joining>,
 }
 
 impl Call {

@@ -473,6 +473,7 @@ impl Core {
             transfer: None,
             transferred: false,
             referral: None,
+            joining: None,
             origin: Some(Box::new(Origin {
                 call_id: req.call_id.clone(),
                 attempt,

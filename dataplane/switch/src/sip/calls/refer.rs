@@ -35,6 +35,7 @@ use codeb_sip::sdp::{self, Sdp, SdpLimits};
 use codeb_sip::transaction::TransactionId;
 use codeb_sip::{Dialog, DialogId, Method, Request, Response, StatusCode};
 
+use super::attended::{Replacing, replaces_in};
 use super::originate::{CallEvent, CallEventKind, Deadline};
 use super::transfer::{TRANSFER_RING, Transfer, TransferTarget, answered_leg};
 use super::*;
@@ -50,7 +51,7 @@ const fn status(code: u16) -> StatusCode {
 }
 
 const ACCEPTED: StatusCode = status(202);
-const REQUEST_PENDING: StatusCode = status(491);
+pub(super) const REQUEST_PENDING: StatusCode = status(491);
 /// The implicit subscription's lifetime as the first NOTIFY states it:
 /// the ring time and a margin; the final NOTIFY comes before it runs out.
 const SUBSCRIPTION_SECS: u64 = TRANSFER_RING.as_secs() + 30;
@@ -86,16 +87,59 @@ pub(super) struct Referral {
     rang: bool,
     /// The final NOTIFY, awaiting its response (then the referrer's BYE).
     final_notify: Option<TransactionId>,
+    /// An attended transfer (`Refer-To` with Replaces, see
+    /// `attended.rs`): the call whose far party joins this one; `pending`
+    /// is then the offer it is re-invited with.
+    pub(super) replaces: Option<Replacing>,
 }
 
 impl Referral {
     pub(super) fn referred_by(&self) -> Option<&str> {
         self.referred_by.as_deref()
     }
+
+    /// An attended transfer's referral: no target is dialled, `pending`
+    /// is the far party's leg-to-be.
+    pub(super) fn attended(
+        side: Side,
+        dialog: DialogId,
+        (notify, event_id): (bool, u32),
+        pending: Leg,
+        replaces: Replacing,
+    ) -> Referral {
+        Referral {
+            side,
+            dialog,
+            event_id,
+            notify,
+            referred_by: None,
+            pending,
+            gone: false,
+            answered: false,
+            rang: false,
+            final_notify: None,
+            replaces: Some(replaces),
+        }
+    }
+
+    /// The far party's leg-to-be of an attended transfer still waiting for
+    /// the re-INVITE's answer, if `joining` is the call it comes from.
+    pub(super) fn waiting_for(&self, joining: CallKey) -> Option<&Leg> {
+        let ours = self.replaces.as_ref().is_some_and(|r| r.call == joining);
+        (ours && !self.answered).then_some(&self.pending)
+    }
+
+    pub(super) fn set_answered(&mut self) {
+        self.answered = true;
+    }
+
+    pub(super) fn set_final_notify(&mut self, tx: TransactionId) {
+        self.final_notify = Some(tx);
+    }
 }
 
 /// Why a REFER is not acted on.
-type Refusal = (StatusCode, String);
+pub(super) type Refusal = (StatusCode, String);
 
 impl Core {
     /// A REFER in one of a call's dialogs (already through the dialog's
@@ -194,14 +238,28 @@ impl Core {
         let mut rendered = bytes::BytesMut::new();
         refer_to.uri.render(&mut rendered);
         let rendered = String::from_utf8_lossy(&rendered).to_ascii_lowercase();
-        // Headers in the URI (Replaces: an attended transfer) or another
-        // method than INVITE are not what this switch does.
-        if rendered.contains('?')
-            || (rendered.contains(";method=") && !rendered.contains(";method=invite"))
-        {
-            return Err(forbidden(
-                "only a plain INVITE to the target is supported (no URI headers, no Replaces)",
-            ));
+        // Another method than INVITE, or URI headers other than one
+        // Replaces, are not what this switch does.
+        if rendered.contains(";method=") && !rendered.contains(";method=invite") {
+            return Err(forbidden("only an INVITE to the target is supported"));
+        }
+        let replaces = match refer_to.uri.as_sip() {
+            Some(uri) => replaces_in(uri)?,
+            None => None,
+        };
+        if let Some(replaces) = replaces {
+            let user = refer_to
+                .uri
+                .as_sip()
+                .and_then(|u| u.user_unescaped())
+                .map(|u| String::from_utf8_lossy(&u).into_owned());
+            return self.start_attended(
+                now,
+                (key, side, dialog),
+                subscription_of(req),
+                &replaces,
+                user.as_deref(),
+            );
         }
         let user = refer_to
             .uri
@@ -232,10 +290,7 @@ impl Core {
                 format!("{target} is offline"),
             ));
         }
-        let notify = !req
-            .headers
-            .get_named(b"Refer-Sub")
-            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"false"));
+        let (notify, event_id) = subscription_of(req);
         let referred_by = req
             .headers
             .get(KnownHeader::ReferredBy)
@@ -247,7 +302,6 @@ impl Core {
                     None => format!("<sip:{}@{}>", who.user, who.host),
                 }
             });
-        let event_id = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
         let Some(mut call) = self.calls.calls.remove(&key) else {
             return Err((StatusCode::CALL_DOES_NOT_EXIST, "no such call".to_owned()));
         };
@@ -269,6 +323,7 @@ impl Core {
             answered: false,
             rang: false,
             final_notify: None,
+            replaces: None,
         }));
         // `fork` offers the side's description: the target's, meanwhile.
         let kept = std::mem::replace(&mut call.leg_mut(side).sdp, pending.sdp);
@@ -402,7 +457,7 @@ impl Core {
         self.sync_media(key);
         self.count_refer("transferred");
         if let TransferTarget::User(user) = &t.target {
-            self.refer_event(now, key, user);
+            self.refer_event(now, key, user, REFER_TRANSFER);
         }
         tracing::info!(call = key, ?side, "REFER target answered; parties bridged");
         match self.refer_notify(now, key, StatusCode::OK, true) {
@@ -438,7 +493,13 @@ impl Core {
 
     /// `CallTransferred` for a placed or virtual-number call (routed calls
     /// have no id the control plane knows).
-    fn refer_event(&mut self, now: Instant, key: CallKey, user: &str) {
+    pub(super) fn refer_event(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        user: &str,
+        transfer_type: &str,
+    ) {
         let at_unix_ms = self.wall_ms(now);
         let Some(o) = self.calls.calls.get(&key).and_then(|c| c.origin.as_ref()) else {
             return;
@@ -452,7 +513,7 @@ impl Core {
                 to_user: user.to_owned(),
                 to_phone: String::new(),
                 trunk_id: o.trunk_id.clone(),
-                transfer_type: REFER_TRANSFER.into(),
+                transfer_type: transfer_type.into(),
             },
         };
         self.calls.placed.events.push_back(event);
@@ -487,7 +548,7 @@ impl Core {
 
     /// Sends the referrer a NOTIFY with `status` as the sipfrag, if it
     /// wants them; the transaction.
-    fn refer_notify(
+    pub(super) fn refer_notify(
         &mut self,
         now: Instant,
         key: CallKey,
@@ -551,7 +612,7 @@ impl Core {
     }
 
     /// The REFER is over: after a transfer, the referrer is hung up.
-    fn refer_done(&mut self, now: Instant, key: CallKey) {
+    pub(super) fn refer_done(&mut self, now: Instant, key: CallKey) {
         let Some(r) = self
             .calls
             .calls
@@ -591,7 +652,9 @@ impl Core {
         };
         let ringing = call.transfer.as_ref().is_some_and(|t| t.refer);
         match call.referral.as_mut() {
-            Some(r) if r.side == side && ringing => {
+            // An attended transfer's far party is being re-invited: the
+            // join goes on without the referrer.
+            Some(r) if r.side == side && (ringing || r.replaces.is_some() && !r.answered) => {
                 tracing::info!(call = key, ?side, "referrer hung up; the transfer goes on");
                 r.gone = true;
                 true
@@ -619,7 +682,17 @@ impl Core {
         self.simple(now, id, req, StatusCode::CALL_DOES_NOT_EXIST);
     }
 
-    fn count_refer(&mut self, result: &'static str) {
+    pub(super) fn count_refer(&mut self, result: &'static str) {
         *self.stats.refer_transfers.entry(result).or_default() += 1;
     }
+}
+
+/// Whether a REFER wants NOTIFYs (no `Refer-Sub: false`, RFC 4488) and
+/// its CSeq, the `id` of its subscription's Event.
+fn subscription_of(req: &Request) -> (bool, u32) {
+    let notify = !req
+        .headers
+        .get_named(b"Refer-Sub")
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"false"));
+    (notify, req.headers.cseq().map(|c| c.seq).unwrap_or(0))
 }

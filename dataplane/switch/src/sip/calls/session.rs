@@ -165,6 +165,7 @@ impl Core {
             call.phase = Phase::Ending;
             self.calls.completed += 1;
             self.cancel_branches(now, key);
+            self.join_interrupted(now, key);
         }
     }
 

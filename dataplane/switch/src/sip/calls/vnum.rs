@@ -117,6 +117,7 @@ impl Core {
             transfer: None,
             transferred: false,
             referral: None,
+            joining: None,
         };
         self.calls.by_tx.insert(id, key);
         self.calls.owners.insert(a_id, (key, Side::A));

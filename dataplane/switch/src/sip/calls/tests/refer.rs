@@ -11,7 +11,7 @@ use super::*;
 const CARL: &str = B2;
 
 /// `carl` (a phone at B2) is a user of the tenant, and DID 3000 rings him.
-const EXTRA: &str = r#"
+pub(super) const EXTRA: &str = r#"
 [[users]]
 name = "carl"
 contact = "sip:carl@192.0.2.21:5060"
@@ -27,7 +27,7 @@ fn harness() -> (Harness, Call) {
     (h, call)
 }
 
-fn refer(d: &mut Dialog<Peer>, to: &str, extra: &[(&str, &str)]) -> Request {
+pub(super) fn refer(d: &mut Dialog<Peer>, to: &str, extra: &[(&str, &str)]) -> Request {
     let mut b = d
         .request(Method::Refer)
         .unwrap()
@@ -41,7 +41,7 @@ fn refer(d: &mut Dialog<Peer>, to: &str, extra: &[(&str, &str)]) -> Request {
     b.build().unwrap()
 }
 
-fn text(b: &Bytes) -> String {
+pub(super) fn text(b: &Bytes) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -52,7 +52,7 @@ fn named(m: &impl HasHeaders, name: &str) -> Option<String> {
 }
 
 /// The referrer's peer takes a NOTIFY and answers it with `status`.
-fn answer_notify(
+pub(super) fn answer_notify(
     h: &mut Harness,
     at: &str,
     d: &mut Dialog<Peer>,
@@ -66,7 +66,7 @@ fn answer_notify(
 }
 
 /// Checks a NOTIFY of the REFER's subscription: its state and sipfrag.
-fn assert_notify(notify: &Request, state: &str, frag: &str) {
+pub(super) fn assert_notify(notify: &Request, state: &str, frag: &str) {
     assert_eq!(notify.method, Method::Notify);
     assert!(
         header(notify, KnownHeader::Event)
@@ -85,7 +85,7 @@ fn assert_notify(notify: &Request, state: &str, frag: &str) {
 }
 
 /// The 202 to a REFER and the first NOTIFY, in the order sent.
-fn accepted(h: &mut Harness, at: &str) -> (Response, Request) {
+pub(super) fn accepted(h: &mut Harness, at: &str) -> (Response, Request) {
     let mut got = h.take(at);
     assert_eq!(got.len(), 2, "202 and NOTIFY: {got:#?}");
     let notify = request(got.remove(1));
@@ -104,7 +104,7 @@ fn refer_from_a(h: &mut Harness, call: &mut Call, to: &str) {
     answer_notify(h, A, &mut call.a, &notify, StatusCode::OK);
 }
 
-fn refer_count(h: &Harness, result: &str) -> u64 {
+pub(super) fn refer_count(h: &Harness, result: &str) -> u64 {
     h.core
         .stats
         .refer_transfers
@@ -294,8 +294,8 @@ fn a_target_the_switch_would_not_route_is_refused() {
         "<sip:+4930123456@carrier.example>",
         "<sip:nobody@192.0.2.1>",
         "<tel:+15550009999>",
-        // Attended transfer (Replaces) is not supported.
-        "<sip:carl@192.0.2.1?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>",
+        // URI headers other than Replaces (see `attended.rs`).
+        "<sip:carl@192.0.2.1?Subject=hello>",
     ] {
         let r = refer(&mut call.a, target, &[]);
         h.send(A, r);
