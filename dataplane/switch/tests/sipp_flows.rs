@@ -1,7 +1,8 @@
 //! SIPp as both far ends: uac -> codeb-switch -> uas, for the basic call,
 //! CANCEL, BYE from the callee, hold/resume with re-INVITE, a PCMA offer,
 //! a caller requiring reliable provisional responses (PRACK),
-//! and unattended transfer by REFER (a third SIPp as the target).
+//! unattended transfer by REFER (a third SIPp as the target), and attended
+//! transfer by REFER with Replaces.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: failing loudly is the point
 
@@ -262,4 +263,75 @@ fn a_failed_refer_leaves_the_call_up() {
         Some(1.0)
     );
     assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
+}
+
+/// Attended transfer (RFC 5589 §7): the SIPp transferor B calls A (DID
+/// 2001, SIPp's built-in uas) and C (DID 2002) through the switch, then
+/// REFERs in the call with A naming its dialog with the switch of the
+/// call with C in `Replaces`. The switch re-INVITEs C in its dialog
+/// towards the first call's media, B gets 202, NOTIFY 100, our BYE on
+/// the call with C, NOTIFY 200 and our BYE on the call with A; C's later
+/// BYE reaches A, which knew nothing of the transfer.
+#[test]
+fn attended_transfer_by_refer_with_replaces_joins_the_other_parties() {
+    let mut a = sipp_server(&["-sn", "uas", "-m", "1"]);
+    let mut c = sipp_server(&[
+        "-sf",
+        scenario("uas_replaced.xml").to_str().unwrap(),
+        "-m",
+        "1",
+    ]);
+    let config = format!(
+        r#"
+[[trunks]]
+id = "tr_0000000000000001"
+host = "127.0.0.1"
+inbound = ["127.0.0.0/8"]
+
+[[users]]
+name = "a"
+contact = "sip:a@127.0.0.1:{}"
+
+[[users]]
+name = "c"
+contact = "sip:c@127.0.0.1:{}"
+
+[[routes]]
+did = "2001"
+user = "a"
+
+[[routes]]
+did = "2002"
+user = "c"
+"#,
+        a.port, c.port
+    );
+    let sw = Switch::start(&config, &[]);
+    let (ok, failed) = sipp_client(
+        sw.sip,
+        &[
+            "-sf",
+            scenario("uac_attended.xml").to_str().unwrap(),
+            "-cid_str",
+            "%u-%p-attended",
+            "-m",
+            "1",
+        ],
+    );
+    assert_eq!(
+        (ok, failed),
+        (1, 0),
+        "202, NOTIFY 100, BYE, NOTIFY 200, BYE"
+    );
+    finished_ok(&mut c, "the transfer target C");
+    finished_ok(&mut a, "the transferee A");
+    assert_eq!(
+        sw.metric("codeb_sip_refer_transfers_total{result=\"transferred\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sw.metric("codeb_sip_dialogs "),
+        Some(0.0),
+        "every leg ended"
+    );
 }
