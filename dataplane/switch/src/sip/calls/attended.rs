@@ -49,6 +49,7 @@ use codeb_sip::{DialogId, Limits, Method, Response, SipUri, StatusCode};
 use super::refer::{REQUEST_PENDING, Referral, Refusal};
 use super::transfer::TRANSFERRED;
 use super::*;
+use crate::config::number_ok;
 
 /// The transfer type `CallTransferred` reports for an attended transfer.
 pub const ATTENDED_TRANSFER: &str = "refer-attended";
@@ -60,9 +61,8 @@ const MAX_URI_HEADERS: usize = 8;
 #[derive(Debug, Clone)]
 pub(super) struct Replacing {
     pub(super) call: CallKey,
-    /// The user the Refer-To names, as `CallTransferred` reports it
-    /// (empty when it names none the switch routes).
-    to_user: String,
+    /// Who joins, as `CallTransferred` reports it: (to_user, to_phone).
+    to: (String, String),
 }
 
 /// In the call being taken over, while its far party is re-invited.
@@ -115,7 +115,6 @@ impl Core {
         (key, side, dialog): (CallKey, Side, &DialogId),
         subscription: (bool, u32),
         replaces: &Replaces,
-        user: Option<&str>,
     ) -> Result<bool, Refusal> {
         let forbidden = |why: &str| (StatusCode::FORBIDDEN, why.to_owned());
         if replaces.early_only {
@@ -192,9 +191,7 @@ impl Core {
         let mut pending = Leg::new(media);
         pending.sdp = Bytes::from(sdp::offer(&pending.media).to_text());
         pending.update = far.update;
-        let to_user = user
-            .and_then(|u| self.refer_user(&self.call_tenant(call), u, None))
-            .unwrap_or_default();
+        let to = self.far_party(joined, rside.other());
         let offer = pending.sdp.clone();
         let sent =
             self.send_in_dialog(now, other, rside.other(), Method::Invite, Sent::Join, |b| {
@@ -234,13 +231,43 @@ impl Core {
                 dialog.clone(),
                 subscription,
                 pending,
-                Replacing {
-                    call: other,
-                    to_user,
-                },
+                Replacing { call: other, to },
             )));
         }
         Ok(subscription.0)
+    }
+
+    /// Who a call's party on `side` is, as `CallTransferred` reports the
+    /// party an attended transfer joins: a caller by its number; a callee
+    /// by the number a trunk dialled, or as the tenant's SIP user its
+    /// contact names; else neither (`Refer-To` is the referrer's word,
+    /// usually our own Contact, and says nothing of it).
+    fn far_party(&self, call: &Call, side: Side) -> (String, String) {
+        let number = |n: Option<String>| n.filter(|n| number_ok(n)).unwrap_or_default();
+        if side == Side::A {
+            let from = call.a_invite.headers.from().ok();
+            return (String::new(), number(from.as_ref().and_then(user_of)));
+        }
+        let Some(won) = call.branches.iter().rev().find(|b| b.won) else {
+            return Default::default();
+        };
+        let user = won
+            .invite
+            .uri
+            .as_sip()
+            .and_then(|u| u.user_unescaped())
+            .map(|u| String::from_utf8_lossy(&u).into_owned());
+        if won.trunk.is_some() {
+            return (String::new(), number(user));
+        }
+        let tenant = self.call_tenant(call);
+        let known = user.filter(|n| {
+            self.config
+                .users
+                .iter()
+                .any(|u| &u.name == n && (u.tenant.is_empty() || u.tenant == tenant))
+        });
+        (known.unwrap_or_default(), String::new())
     }
 
     /// The final response to the re-INVITE of call `key`'s far party (on
@@ -318,17 +345,17 @@ impl Core {
         };
         r.set_answered();
         let rside = r.side;
-        let to_user = r
+        let to = r
             .replaces
             .as_ref()
-            .map(|p| p.to_user.clone())
+            .map(|p| p.to.clone())
             .unwrap_or_default();
         *call.leg_mut(rside) = leg;
         call.trunks.extend(trunks);
         self.calls.owners.insert(id, (j.into, rside));
         self.sync_media(j.into);
         self.count_refer("transferred");
-        self.refer_event(now, j.into, &to_user, ATTENDED_TRANSFER);
+        self.refer_event(now, j.into, (&to.0, &to.1), ATTENDED_TRANSFER);
         tracing::info!(
             call = j.into,
             joined = key,

@@ -26,6 +26,10 @@
 //! dialog, where 403 would say the request is never allowed. A REFER
 //! outside a dialog gets 403 (the switch accepts REFER only in a call),
 //! one naming an unknown dialog 481 (RFC 3261 §12.2.2).
+//!
+//! A `Refer-To` carrying a Replaces header is an attended transfer: the
+//! referrer's other call is joined instead of a target dialled (see
+//! `attended.rs`, which reuses this module's subscription and BYE).
 
 use std::time::Instant;
 
@@ -248,18 +252,7 @@ impl Core {
             None => None,
         };
         if let Some(replaces) = replaces {
-            let user = refer_to
-                .uri
-                .as_sip()
-                .and_then(|u| u.user_unescaped())
-                .map(|u| String::from_utf8_lossy(&u).into_owned());
-            return self.start_attended(
-                now,
-                (key, side, dialog),
-                subscription_of(req),
-                &replaces,
-                user.as_deref(),
-            );
+            return self.start_attended(now, (key, side, dialog), subscription_of(req), &replaces);
         }
         let user = refer_to
             .uri
@@ -457,7 +450,7 @@ impl Core {
         self.sync_media(key);
         self.count_refer("transferred");
         if let TransferTarget::User(user) = &t.target {
-            self.refer_event(now, key, user, REFER_TRANSFER);
+            self.refer_event(now, key, (user, ""), REFER_TRANSFER);
         }
         tracing::info!(call = key, ?side, "REFER target answered; parties bridged");
         match self.refer_notify(now, key, StatusCode::OK, true) {
@@ -497,7 +490,7 @@ impl Core {
         &mut self,
         now: Instant,
         key: CallKey,
-        user: &str,
+        (to_user, to_phone): (&str, &str),
         transfer_type: &str,
     ) {
         let at_unix_ms = self.wall_ms(now);
@@ -510,8 +503,8 @@ impl Core {
             attempt: o.attempt,
             tenant: o.tenant.clone(),
             kind: CallEventKind::Transferred {
-                to_user: user.to_owned(),
-                to_phone: String::new(),
+                to_user: to_user.to_owned(),
+                to_phone: to_phone.to_owned(),
                 trunk_id: o.trunk_id.clone(),
                 transfer_type: transfer_type.into(),
             },

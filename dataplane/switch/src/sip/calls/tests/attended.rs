@@ -585,3 +585,137 @@ fn carl_hanging_up_during_the_join_keeps_bob_with_a() {
     assert_eq!(response(h.one(A)).status, StatusCode::OK);
     assert_eq!(request(h.one(B)).method, Method::Info);
 }
+
+#[test]
+fn bob_hanging_up_call_1_first_does_not_stop_the_join() {
+    let (mut h, mut call, mut c) = setup();
+    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
+    h.send(B, r);
+    let (_, notify) = accepted(&mut h, B);
+    answer_notify(&mut h, B, &mut call.b, &notify, StatusCode::OK);
+    let reinvite = request(h.one(CARL));
+    let bye = call.b.request(Method::Bye).unwrap().build().unwrap();
+    h.send(B, bye);
+    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    assert!(h.take(A).is_empty(), "A waits for carl");
+    assert_eq!(c.carl.handle_request(h.now, &reinvite), Incoming::Accept);
+    let ok = c
+        .carl
+        .reply(&reinvite, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_at(44002))
+        .build()
+        .unwrap();
+    c.carl.sent_response(h.now, &ok);
+    h.send(CARL, ok);
+    assert_eq!(request(h.one(CARL)).method, Method::Ack);
+    // Only call 2's BYE: bob left call 1 himself, no NOTIFY follows.
+    let bye2 = request(h.one(B));
+    assert_eq!(bye2.headers.call_id().unwrap(), c.bob.id().call_id);
+    answer_bye(&mut h, B, &mut c.bob, &bye2);
+    assert!(h.take(B).is_empty());
+    assert_eq!(h.core.active_calls(), 1);
+    assert_eq!(h.core.dialogs(), 2, "A's and carl's");
+    let info = c.carl.request(Method::Info).unwrap().build().unwrap();
+    h.send(CARL, info);
+    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
+    assert_eq!(request(h.one(A)).method, Method::Info);
+}
+
+/// DID 7000 is a virtual number whose AI answers callers from A.
+const RECEPTIONIST: &str = r#"
+[[virtual_numbers]]
+number = "7000"
+
+[[routes]]
+did = "7000"
+virtual_number = "7000"
+"#;
+
+/// A caller at A reaches the virtual number, whose AI hands it to bob,
+/// who answers with `tag`: the caller's dialog, bob's, the call's id.
+fn handed_to_bob(h: &mut Harness, tag: &[u8]) -> (Dialog<Peer>, Dialog<Peer>, String) {
+    use super::originate::{ai_request, events};
+    use crate::ai::{AiNote, AiRequest};
+    let invite = h.invite_from_a("7000", &[]);
+    h.send(A, invite.clone());
+    let ok = response(h.one(A));
+    let caller = a_dialog(h, &invite, &ok, true, None);
+    let AiRequest::Start(start) = ai_request(h) else {
+        panic!("no AI start");
+    };
+    let _ = events(h);
+    super::transfer::transfer_to(h, start.key, "bob");
+    let to_bob = request(h.one(B));
+    let bob = answer_invite(h, B, &to_bob, tag, ("192.0.2.20", 42000));
+    assert!(matches!(ai_request(h), AiRequest::Stop(k) if k == start.key));
+    h.core.ai_note(h.now, start.key, AiNote::Closed);
+    let _ = events(h);
+    (caller, bob, start.call_id)
+}
+
+#[test]
+fn virtual_number_calls_report_the_transfer_and_the_replaced_calls_end() {
+    use super::originate::{ended, events};
+    use crate::sip::calls::{CallEventKind, TRANSFERRED};
+    let mut h = Harness::with_config(None, &format!("{EXTRA}{RECEPTIONIST}"));
+    // Two callers reach the number and are handed to bob; bob joins them.
+    let (mut first, mut bob1, id1) = handed_to_bob(&mut h, b"bobtag1");
+    let (mut second, mut bob2, id2) = handed_to_bob(&mut h, b"bobtag2");
+    let r = refer(&mut bob1, &refer_to(&bob2), &[]);
+    h.send(B, r);
+    let (_, notify) = accepted(&mut h, B);
+    answer_notify(&mut h, B, &mut bob1, &notify, StatusCode::OK);
+    // The second caller (side A of its call) is re-invited.
+    let reinvite = request(h.one(A));
+    assert_eq!(reinvite.headers.call_id().unwrap(), second.id().call_id);
+    assert_eq!(second.handle_request(h.now, &reinvite), Incoming::Accept);
+    let ok = second
+        .reply(&reinvite, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.10", 40002))
+        .build()
+        .unwrap();
+    second.sent_response(h.now, &ok);
+    h.send(A, ok);
+    assert_eq!(request(h.one(A)).method, Method::Ack);
+    let evs = events(&mut h);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0].call_id, id1);
+    assert_eq!(
+        evs[0].kind,
+        CallEventKind::Transferred {
+            to_user: String::new(),
+            to_phone: "+15550002222".into(),
+            trunk_id: "tr_0000000000000001".into(),
+            transfer_type: "refer-attended".into(),
+        },
+        "the second caller, by its number"
+    );
+    let mut to_bob: Vec<Request> = h.take(B).into_iter().map(request).collect();
+    to_bob.sort_by_key(|r| r.method != Method::Bye);
+    answer_bye(&mut h, B, &mut bob2, &to_bob[0]);
+    let evs = events(&mut h);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0].call_id, id2);
+    let (outcome, _, answered, _, _) = ended(&evs);
+    assert_eq!((outcome.as_str(), answered), (TRANSFERRED, true));
+    answer_notify(&mut h, B, &mut bob1, &to_bob[1], StatusCode::OK);
+    let bye1 = request(h.one(B));
+    answer_bye(&mut h, B, &mut bob1, &bye1);
+    // The two callers talk; the first hangs up and the second gets it.
+    let bye = first.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    let mut got = h.take(A);
+    let bye = got
+        .drain(..)
+        .filter_map(|m| m.as_request().cloned())
+        .find(|r| r.method == Method::Bye)
+        .unwrap();
+    assert_eq!(bye.headers.call_id().unwrap(), second.id().call_id);
+    let ok = second.reply(&bye, StatusCode::OK).build().unwrap();
+    h.send(A, ok);
+    let evs = events(&mut h);
+    assert_eq!(evs[0].call_id, id1);
+    assert_eq!(ended(&evs).0, TRANSFERRED);
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0);
+}
