@@ -17,10 +17,11 @@
 #                    and kept with KEEP_DB) instead of seeding a new one
 #   KEEP_DB=file     SQLite only: keep a copy of the freshly seeded database here
 #   ONLY=regex       run only the lines whose URL (and flags) match
-#   PERF=1           also `perf stat` the server for each line and print its
-#                    CPU time, instructions and context switches per request
-#                    (requests counted from /metrics), which hold up better
-#                    than req/s on a shared machine
+#   PERF=1           also `perf stat` the server and cp-load for each line
+#                    and print their CPU time, instructions and context
+#                    switches per request (requests counted from the server's
+#                    /metrics), which hold up better than req/s on a shared
+#                    machine; "n/a" where the VM has no instruction counter
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:?sqlite or postgres}
@@ -74,13 +75,20 @@ run() {
     $BIN/cp-load run --pid $PID --seconds "$SECONDS_RUN" "$@" &
     local load=$! url=$2
     sleep 3.5 # the warm-up
-    local n0 n1
+    local n0 n1 gen
     n0=$(answered "$url")
-    perf stat -x, -e task-clock,instructions,context-switches -p $PID -- sleep $((SECONDS_RUN - 2)) 2>"$DIR/stat"
+    perf stat -x, -e task-clock,instructions,context-switches -p $load -o "$DIR/stat-load" -- sleep $((SECONDS_RUN - 2)) &
+    gen=$!
+    perf stat -x, -e task-clock,instructions,context-switches -p $PID -o "$DIR/stat" -- sleep $((SECONDS_RUN - 2))
+    wait $gen
     n1=$(answered "$url")
     wait $load
-    awk -F, -v n=$((n1 - n0)) '/task-clock/ {t=$1} /instructions/ {i=$1} /context-switches/ {c=$1}
-        END {printf "perf stat    %d requests: %.0f us CPU, %.0fk instructions, %.2f context switches per request\n", n, t*1000/n, i/n/1000, c/n}' "$DIR/stat"
+    for who in server cp-load; do
+        awk -F, -v n=$((n1 - n0)) -v who=$who '/task-clock/ {t=$1} /instructions/ {i=$1} /context-switches/ {c=$1}
+            END {printf "perf stat    %-7s %d requests: %.1f us CPU, %s instructions, %.2f context switches per request\n",
+                 who, n, t*1000/n, (i ~ /^[0-9]+$/ ? sprintf("%.0fk", i/n/1000) : "n/a"), c/n}' \
+            "$DIR/$([ $who = server ] && echo stat || echo stat-load)"
+    done
 }
 B=http://127.0.0.1:$PORT/api.ashx/v1
 run --url "$B/calls?limit=50" --connections 32
