@@ -52,7 +52,7 @@ const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, 
 /// `norefersub`: a REFER may ask for no NOTIFYs (RFC 4488); `100rel`:
 /// reliable provisional responses to a caller that requires them (RFC
 /// 3262; the switch never asks a callee for them).
-const SUPPORTED: &[&str] = &["timer", "norefersub", "100rel"];
+const SUPPORTED: &[&str] = &["timer", "norefersub", "100rel", "replaces"];
 const ACCEPTED: &[&str] = &[
     "application/sdp",
     "application/dtmf-relay",

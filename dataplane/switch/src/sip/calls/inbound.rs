@@ -78,6 +78,10 @@ impl Core {
         {
             return self.respond(now, id, r);
         }
+        // A phone taking over one of our legs (RFC 3891), not a new call.
+        if req.headers.get(KnownHeader::Replaces).is_some() {
+            return self.on_replacing_invite(now, id, &req, source, &trunk);
+        }
         if let Some(retry) = self.trunk_admit(
             &trunk.id,
             trunk.max_concurrent_calls,

@@ -46,6 +46,7 @@ mod media;
 mod originate;
 mod redirect;
 mod refer;
+mod replacing;
 mod session;
 mod targets;
 #[cfg(test)]

@@ -26,7 +26,7 @@ fn invite_from_bob(h: &mut Harness, did: &str) -> Request {
 }
 
 /// An INVITE to `did` from a phone at `at`, as bob.
-fn invite_from(h: &mut Harness, at: &str, did: &str) -> Request {
+pub(super) fn invite_from(h: &mut Harness, at: &str, did: &str) -> Request {
     let ip = addr(at).ip().to_string();
     let via = Via::new(
         &Transport::Udp,
@@ -73,7 +73,7 @@ fn consult(h: &mut Harness) -> Consult {
 
 /// The caller at `at` takes the switch's 200 to `invite` and ACKs it;
 /// its dialog.
-fn acked(h: &mut Harness, at: &str, invite: &Request) -> Dialog<Peer> {
+pub(super) fn acked(h: &mut Harness, at: &str, invite: &Request) -> Dialog<Peer> {
     let ok = response(h.one(at));
     assert_eq!(ok.status, StatusCode::OK);
     let mut d = Dialog::uac(
@@ -95,7 +95,7 @@ fn acked(h: &mut Harness, at: &str, invite: &Request) -> Dialog<Peer> {
 }
 
 /// The port of an SDP body's audio.
-fn audio_port(body: &Bytes) -> u16 {
+pub(super) fn audio_port(body: &Bytes) -> u16 {
     let t = text(body);
     let m = t.lines().find(|l| l.starts_with("m=audio ")).unwrap();
     m.split_whitespace().nth(1).unwrap().parse().unwrap()
@@ -143,14 +143,14 @@ fn sdp_at(port: u16) -> Bytes {
 }
 
 /// Bob's peer answers a BYE of the switch.
-fn answer_bye(h: &mut Harness, at: &str, d: &mut Dialog<Peer>, bye: &Request) {
+pub(super) fn answer_bye(h: &mut Harness, at: &str, d: &mut Dialog<Peer>, bye: &Request) {
     assert_eq!(bye.method, Method::Bye);
     assert_eq!(d.handle_request(h.now, bye), Incoming::Accept);
     let ok = d.reply(bye, StatusCode::OK).build().unwrap();
     h.send(at, ok);
 }
 
-fn warning(r: &Response) -> String {
+pub(super) fn warning(r: &Response) -> String {
     header(r, KnownHeader::Warning).unwrap_or_default()
 }
 

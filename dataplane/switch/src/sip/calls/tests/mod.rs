@@ -12,6 +12,7 @@ mod originate;
 mod prack;
 mod redirect;
 mod refer;
+mod replacing;
 mod rules;
 mod tcp_trunk;
 mod tcp_user;

@@ -1,0 +1,234 @@
+//! An incoming INVITE with Replaces (RFC 3891): carl's phone, inside the
+//! trunk's network, takes over bob's leg of a call with the trunk caller
+//! A (as the transferee of a REFER bob sent him directly would). Carl is
+//! answered on the port bob had, bob gets our BYE, A hears nothing; what
+//! Replaces may not take over is refused with RFC 3891's answers.
+
+use codeb_sip::dialog::Incoming;
+
+use super::attended::{answer_bye, audio_port, invite_from, warning};
+use super::refer::{EXTRA, text};
+use super::*;
+
+const CARL: &str = B2;
+
+/// Replaces naming bob's dialog `d` as bob sees it: to-tag the switch's,
+/// from-tag bob's.
+fn replaces_of(d: &Dialog<Peer>) -> String {
+    let id = d.id();
+    format!(
+        "{};to-tag={};from-tag={}",
+        text(&id.call_id),
+        text(&id.remote_tag),
+        text(&id.local_tag)
+    )
+}
+
+/// Carl's INVITE (to DID 3000, which would ring carl) with `replaces`
+/// as its Replaces headers.
+fn invite_replacing(h: &mut Harness, at: &str, replaces: &[&str]) -> Request {
+    let mut invite = invite_from(h, at, "3000");
+    for r in replaces {
+        invite
+            .headers
+            .push(codeb_sip::Header::new(KnownHeader::Replaces, r.to_string()).unwrap());
+    }
+    invite
+}
+
+#[test]
+fn carl_takes_over_bobs_leg() {
+    let mut h = Harness::with_config(None, EXTRA);
+    let mut call = answered_call(&mut h, Setup::default());
+    let invite = invite_replacing(&mut h, CARL, &[&replaces_of(&call.b)]);
+    h.send(CARL, invite.clone());
+    let got = h.take(CARL);
+    let ok = got
+        .iter()
+        .filter_map(|m| m.as_response())
+        .find(|r| r.status.is_final())
+        .cloned()
+        .unwrap();
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+    let answer = text(&ok.body);
+    let port = audio_port(&call.to_b.body);
+    assert!(
+        answer.contains(&format!("m=audio {port} RTP/AVP 8")),
+        "bob's port, PCMA: {answer}"
+    );
+    assert!(
+        header(&ok, KnownHeader::Contact)
+            .unwrap()
+            .contains("codeb@")
+    );
+    // Carl ACKs.
+    let mut carl = Dialog::uac(
+        h.now,
+        &invite,
+        &ok,
+        local(CARL),
+        Peer::udp(addr(SW)),
+        DialogConfig {
+            auto_ack: true,
+            ..peer_config(None)
+        },
+        &mut h.ids,
+    )
+    .unwrap();
+    h.flush(CARL, &mut carl);
+    while carl.poll_event().is_some() {}
+    // Bob is hung up; A hears nothing.
+    let bye = request(h.one(B));
+    assert_eq!(bye.headers.call_id().unwrap(), call.b.id().call_id);
+    answer_bye(&mut h, B, &mut call.b, &bye);
+    assert!(h.take(A).is_empty());
+    h.advance(secs(5));
+    assert!(
+        h.take(CARL).is_empty(),
+        "the 2xx is not retransmitted after the ACK"
+    );
+    assert!(h.take(A).is_empty());
+    assert_eq!(h.core.active_calls(), 1);
+    assert_eq!(h.core.dialogs(), 2, "A's and carl's");
+    assert_eq!(h.core.calls.ports_in_use(), 2);
+    // A and carl talk; carl hangs up.
+    let info = call.a.request(Method::Info).unwrap().build().unwrap();
+    h.send(A, info);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    let to_carl = request(h.one(CARL));
+    assert_eq!(to_carl.method, Method::Info);
+    assert_eq!(
+        to_carl.headers.call_id().unwrap(),
+        invite.headers.call_id().unwrap()
+    );
+    let bye = carl.request(Method::Bye).unwrap().build().unwrap();
+    h.send(CARL, bye);
+    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
+    let bye = request(h.one(A));
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(call.a.handle_request(h.now, &bye), Incoming::Accept);
+    let ok = call.a.reply(&bye, StatusCode::OK).build().unwrap();
+    h.send(A, ok);
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0);
+}
+
+#[test]
+fn what_replaces_may_not_take_over_is_refused() {
+    let extra = format!(
+        r#"{EXTRA}
+[[trunks]]
+id = "tr_00000000000000ee"
+tenant = "other.example"
+host = "198.51.100.1"
+inbound = ["198.51.100.0/24"]
+options_interval = 0
+"#
+    );
+    let mut h = Harness::with_config(None, &extra);
+    let call = answered_call(&mut h, Setup::default());
+    let id = call.b.id();
+    let (cid, remote, local) = (text(&id.call_id), text(&id.remote_tag), text(&id.local_tag));
+    let good = replaces_of(&call.b);
+    let cases: Vec<(&str, Vec<String>, u16, &str)> = vec![
+        (
+            CARL,
+            vec![format!("nosuch;to-tag={remote};from-tag={local}")],
+            481,
+            "no confirmed dialog",
+        ),
+        // The tags as bob sees them, swapped: no dialog of ours.
+        (
+            CARL,
+            vec![format!("{cid};to-tag={local};from-tag={remote}")],
+            481,
+            "no confirmed dialog",
+        ),
+        (CARL, vec![format!("{good};early-only")], 486, "early-only"),
+        (
+            CARL,
+            vec![format!("{cid};to-tag={remote}")],
+            400,
+            "malformed",
+        ),
+        (
+            CARL,
+            vec![format!(
+                "{};to-tag={remote};from-tag={local}",
+                "x".repeat(300)
+            )],
+            400,
+            "malformed",
+        ),
+        (CARL, vec![good.clone(), good.clone()], 400, "exactly one"),
+        (
+            "198.51.100.5:5060",
+            vec![good.clone()],
+            403,
+            "another tenant",
+        ),
+    ];
+    for (from, replaces, status, why) in &cases {
+        let r: Vec<&str> = replaces.iter().map(String::as_str).collect();
+        let invite = invite_replacing(&mut h, from, &r);
+        h.send(from, invite);
+        let resp = response(h.one(from));
+        assert_eq!(
+            resp.status.as_u16(),
+            *status,
+            "{replaces:?}: {}",
+            warning(&resp)
+        );
+        assert!(
+            warning(&resp).contains(why),
+            "{replaces:?}: {}",
+            warning(&resp)
+        );
+    }
+    // No offer: nothing to answer with.
+    let mut invite = invite_replacing(&mut h, CARL, &[&good]);
+    invite.body = Bytes::new();
+    invite.headers.remove(KnownHeader::ContentType);
+    h.send(CARL, invite);
+    assert_eq!(response(h.one(CARL)).status.as_u16(), 488);
+    assert!(h.take(B).is_empty(), "bob keeps his leg");
+    assert!(h.take(A).is_empty());
+    assert_eq!(h.core.active_calls(), 1);
+    assert_eq!(h.core.dialogs(), 2);
+}
+
+#[test]
+fn an_early_dialog_is_not_taken_over() {
+    let mut h = Harness::with_config(None, EXTRA);
+    let invite = h.invite_from_a("1000", &[]);
+    h.send(A, invite.clone());
+    let to_b = request(h.one(B));
+    let ringing = to_b
+        .reply(StatusCode::RINGING, Some(b"bobtag"))
+        .build()
+        .unwrap();
+    h.send(B, ringing);
+    let ringing = response(h.one(A));
+    // A's early dialog, as A sees it.
+    let replaces = format!(
+        "{};to-tag={};from-tag={}",
+        text(&invite.headers.call_id().unwrap()),
+        text(&Bytes::copy_from_slice(
+            ringing.headers.to().unwrap().tag().unwrap()
+        )),
+        text(&Bytes::copy_from_slice(
+            invite.headers.from().unwrap().tag().unwrap()
+        )),
+    );
+    let r = invite_replacing(&mut h, CARL, &[&replaces]);
+    h.send(CARL, r);
+    let resp = response(h.one(CARL));
+    assert_eq!(
+        resp.status,
+        StatusCode::CALL_DOES_NOT_EXIST,
+        "{}",
+        warning(&resp)
+    );
+    assert!(h.take(A).is_empty());
+    assert!(h.take(B).is_empty());
+}
