@@ -335,3 +335,49 @@ user = "c"
         "every leg ended"
     );
 }
+
+/// An INVITE with Replaces (RFC 3891): the SIPp caller calls A (DID
+/// 2001, SIPp's built-in uas), then INVITEs again from a new dialog with
+/// `Require: replaces` and a Replaces naming its first dialog with the
+/// switch; the switch answers it, BYEs the first dialog, and the new
+/// dialog's BYE reaches A, which saw nothing in between.
+#[test]
+fn an_invite_with_replaces_takes_over_a_leg() {
+    let mut a = sipp_server(&["-sn", "uas", "-m", "1"]);
+    let config = format!(
+        r#"
+[[trunks]]
+id = "tr_0000000000000001"
+host = "127.0.0.1"
+inbound = ["127.0.0.0/8"]
+
+[[users]]
+name = "a"
+contact = "sip:a@127.0.0.1:{}"
+
+[[routes]]
+did = "2001"
+user = "a"
+"#,
+        a.port
+    );
+    let sw = Switch::start(&config, &[]);
+    let (ok, failed) = sipp_client(
+        sw.sip,
+        &[
+            "-sf",
+            scenario("uac_replaces.xml").to_str().unwrap(),
+            "-cid_str",
+            "%u-%p-replaces",
+            "-m",
+            "1",
+        ],
+    );
+    assert_eq!((ok, failed), (1, 0), "200 to the INVITE with Replaces, BYE");
+    finished_ok(&mut a, "A");
+    assert_eq!(
+        sw.metric("codeb_sip_dialogs "),
+        Some(0.0),
+        "every leg ended"
+    );
+}

@@ -17,6 +17,8 @@ const CARL: &str = B2;
 /// carl's, the INVITE carl got.
 struct Consult {
     bob: Dialog<Peer>,
+    /// The switch's 2xx to bob.
+    ok: Response,
     carl: Dialog<Peer>,
     to_carl: Request,
 }
@@ -67,13 +69,18 @@ fn consult(h: &mut Harness) -> Consult {
     let to_carl = request(h.one(CARL));
     assert_eq!(to_carl.method, Method::Invite);
     let carl = answer_invite(h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
-    let bob = acked(h, B, &invite);
-    Consult { bob, carl, to_carl }
+    let (bob, ok) = acked(h, B, &invite);
+    Consult {
+        bob,
+        ok,
+        carl,
+        to_carl,
+    }
 }
 
 /// The caller at `at` takes the switch's 200 to `invite` and ACKs it;
-/// its dialog.
-pub(super) fn acked(h: &mut Harness, at: &str, invite: &Request) -> Dialog<Peer> {
+/// its dialog and the 200.
+pub(super) fn acked(h: &mut Harness, at: &str, invite: &Request) -> (Dialog<Peer>, Response) {
     let ok = response(h.one(at));
     assert_eq!(ok.status, StatusCode::OK);
     let mut d = Dialog::uac(
@@ -91,7 +98,7 @@ pub(super) fn acked(h: &mut Harness, at: &str, invite: &Request) -> Dialog<Peer>
     .unwrap();
     h.flush(at, &mut d);
     while d.poll_event().is_some() {}
-    d
+    (d, ok)
 }
 
 /// The port of an SDP body's audio.
@@ -443,7 +450,7 @@ user = "carl"
     h.send(OTHER, invite.clone());
     let to_carl = request(h.one(CARL));
     let _carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
-    let other = acked(&mut h, OTHER, &invite);
+    let (other, _) = acked(&mut h, OTHER, &invite);
     let r = refer(&mut call.b, &refer_to(&other), &[]);
     h.send(B, r);
     let r = response(h.one(B));
@@ -716,6 +723,70 @@ fn virtual_number_calls_report_the_transfer_and_the_replaced_calls_end() {
     let evs = events(&mut h);
     assert_eq!(evs[0].call_id, id1);
     assert_eq!(ended(&evs).0, TRANSFERRED);
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0);
+}
+
+#[test]
+fn the_caller_side_of_call_1_and_the_callee_side_of_call_2_join_too() {
+    // Call 1: bob calls carl (bob is its A side). Call 2: the trunk
+    // caller A calls bob (bob is its B side). Bob REFERs in call 1
+    // naming his dialog of call 2: carl and A are joined in call 1, A's
+    // leg (a dialog the switch answered) re-invited.
+    let mut h = Harness::with_config(None, EXTRA);
+    let mut c = consult(&mut h);
+    let mut call2 = answered_call(&mut h, Setup::default());
+    let r = refer(&mut c.bob, &refer_to(&call2.b), &[]);
+    h.send(B, r);
+    let (_, notify) = accepted(&mut h, B);
+    answer_notify(&mut h, B, &mut c.bob, &notify, StatusCode::OK);
+    let reinvite = request(h.one(A));
+    assert_eq!(reinvite.method, Method::Invite);
+    assert_eq!(reinvite.headers.call_id().unwrap(), call2.a.id().call_id);
+    let port = audio_port(&c.ok.body);
+    assert!(
+        text(&reinvite.body).contains(&format!("m=audio {port} ")),
+        "call 1's port facing bob ({port}): {}",
+        text(&reinvite.body)
+    );
+    assert!(h.take(CARL).is_empty(), "carl hears nothing");
+    assert_eq!(call2.a.handle_request(h.now, &reinvite), Incoming::Accept);
+    let ok = call2
+        .a
+        .reply(&reinvite, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.10", 40002))
+        .build()
+        .unwrap();
+    call2.a.sent_response(h.now, &ok);
+    h.send(A, ok);
+    // The switch's ACK for A's 2xx (A's dialog ACKs our re-INVITEs itself).
+    let ack = request(h.one(A));
+    assert_eq!(ack.method, Method::Ack);
+    let mut to_bob: Vec<Request> = h.take(B).into_iter().map(request).collect();
+    to_bob.sort_by_key(|r| r.method != Method::Bye);
+    assert_eq!(to_bob.len(), 2, "{to_bob:#?}");
+    assert_eq!(to_bob[0].headers.call_id().unwrap(), call2.b.id().call_id);
+    answer_bye(&mut h, B, &mut call2.b, &to_bob[0]);
+    assert_notify(&to_bob[1], "terminated", "SIP/2.0 200 OK");
+    answer_notify(&mut h, B, &mut c.bob, &to_bob[1], StatusCode::OK);
+    let bye1 = request(h.one(B));
+    assert_eq!(bye1.headers.call_id().unwrap(), c.bob.id().call_id);
+    answer_bye(&mut h, B, &mut c.bob, &bye1);
+    assert_eq!(h.core.active_calls(), 1);
+    assert_eq!(h.core.dialogs(), 2, "carl's and A's");
+    // Carl and A talk; A hangs up, carl gets the BYE.
+    let info = c.carl.request(Method::Info).unwrap().build().unwrap();
+    h.send(CARL, info);
+    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
+    assert_eq!(request(h.one(A)).method, Method::Info);
+    let bye = call2.a.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    let bye = request(h.one(CARL));
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(c.carl.handle_request(h.now, &bye), Incoming::Accept);
+    let ok = c.carl.reply(&bye, StatusCode::OK).build().unwrap();
+    h.send(CARL, ok);
     assert_eq!(h.core.active_calls(), 0);
     assert_eq!(h.core.dialogs(), 0);
 }
