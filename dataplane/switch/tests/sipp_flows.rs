@@ -1,8 +1,8 @@
 //! SIPp as both far ends: uac -> codeb-switch -> uas, for the basic call,
 //! CANCEL, BYE from the callee, hold/resume with re-INVITE, a PCMA offer,
 //! a caller requiring reliable provisional responses (PRACK),
-//! unattended transfer by REFER (a third SIPp as the target), and attended
-//! transfer by REFER with Replaces.
+//! unattended transfer by REFER (a third SIPp as the target), attended
+//! transfer by REFER with Replaces, and an INVITE with Replaces.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: failing loudly is the point
 

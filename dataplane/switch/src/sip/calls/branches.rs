@@ -34,10 +34,11 @@ impl Core {
             .any(|(t, _, k)| *t == tx && *k == Sent::Notify);
         // A request we sent in a dialog: the dialog learns from every
         // response (session timer restart, 491 back-off, 422, 481 ends it).
-        if !notify && let Some(id) = self.calls.dialogs.find_response(&resp) {
+        let dialog = self.calls.dialogs.find_response(&resp);
+        if !notify && let Some(id) = &dialog {
             self.calls
                 .dialogs
-                .update(&id, |d| d.handle_response(now, &resp));
+                .update(id, |d| d.handle_response(now, &resp));
         }
         if !resp.status.is_final() {
             return;
@@ -49,7 +50,10 @@ impl Core {
             return;
         };
         let (_, side, kind) = call.sent.remove(pos);
-        if kind == Sent::Refresh {
+        // A refresh answered in a dialog that has since left its side (an
+        // attended transfer or a Replaces took the side over) says nothing
+        // of the leg's media now.
+        if kind == Sent::Refresh && dialog.is_some() && call.leg(side).dialog == dialog {
             self.refresh_answered(now, key, side, &resp);
         }
         if kind == Sent::Notify {

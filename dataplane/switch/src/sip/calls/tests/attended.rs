@@ -790,3 +790,77 @@ fn the_caller_side_of_call_1_and_the_callee_side_of_call_2_join_too() {
     assert_eq!(h.core.active_calls(), 0);
     assert_eq!(h.core.dialogs(), 0);
 }
+
+#[test]
+fn a_refresh_answered_by_bob_after_the_join_leaves_carls_media_alone() {
+    use codeb_sip::dialog::SessionTimerConfig;
+    let timer = Some(SessionTimerConfig::default());
+    let mut h = Harness::with_config(timer, EXTRA);
+    let mut call = answered_call(
+        &mut h,
+        Setup {
+            b_timer: timer,
+            ..Setup::default()
+        },
+    );
+    // At half the interval the switch refreshes both legs of call 1; bob
+    // holds his answer.
+    h.advance(secs(900));
+    for m in h.take(A) {
+        let r = request(m);
+        assert_eq!(call.a.handle_request(h.now, &r), Incoming::Accept);
+        let ok = call
+            .a
+            .reply(&r, StatusCode::OK)
+            .body(&super::super::sdp_type(), sdp_answer("192.0.2.10", 40000))
+            .build()
+            .unwrap();
+        call.a.sent_response(h.now, &ok);
+        h.send(A, ok);
+    }
+    let refresh = request(h.one(B));
+    assert_eq!(refresh.method, Method::Invite);
+    assert_eq!(call.b.handle_request(h.now, &refresh), Incoming::Accept);
+    let mut c = consult(&mut h);
+    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
+    h.send(B, r);
+    let (_, notify) = accepted(&mut h, B);
+    answer_notify(&mut h, B, &mut call.b, &notify, StatusCode::OK);
+    let reinvite = request(h.one(CARL));
+    assert_eq!(c.carl.handle_request(h.now, &reinvite), Incoming::Accept);
+    let ok = c
+        .carl
+        .reply(&reinvite, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_at(44002))
+        .build()
+        .unwrap();
+    c.carl.sent_response(h.now, &ok);
+    h.send(CARL, ok);
+    let _ = h.take(CARL);
+    let _ = h.take(B);
+    // Call 1: the one whose A side is the trunk caller.
+    let joined = |h: &Harness| {
+        let remote = |l: &crate::sip::calls::Leg| l.negotiated.as_ref().and_then(|n| n.remote);
+        h.core
+            .calls
+            .calls
+            .values()
+            .find(|c| remote(&c.a).is_some_and(|r| r.ip() == addr(A).ip()))
+            .and_then(|c| remote(&c.b))
+    };
+    assert_eq!(joined(&h), Some(addr("192.0.2.21:44002")));
+    // Bob's late answer to the refresh in his former dialog.
+    let late = call
+        .b
+        .reply(&refresh, StatusCode::OK)
+        .body(&super::super::sdp_type(), sdp_answer("192.0.2.99", 49000))
+        .build()
+        .unwrap();
+    call.b.sent_response(h.now, &late);
+    h.send(B, late);
+    assert_eq!(
+        joined(&h),
+        Some(addr("192.0.2.21:44002")),
+        "carl's address stays call 1's B side"
+    );
+}
