@@ -105,7 +105,10 @@ impl<A: Address> TransactionLayer<A> {
         else {
             return Err(TransactionError::WrongKind);
         };
-        let cancel = cancel_for(m.request())?;
+        // The INVITE is kept until its final response, after which there
+        // is nothing to cancel.
+        let invite_request = m.request().ok_or(TransactionError::WrongState(m.state()))?;
+        let cancel = cancel_for(invite_request)?;
         let destination = m.destination().clone();
         m.cancel_sent(now);
         let key =
@@ -147,9 +150,12 @@ impl<A: Address> TransactionLayer<A> {
         to_tag: &[u8],
     ) -> Result<CancelOutcome, TransactionError> {
         let request = match self.entries.get(&cancel).map(|e| &e.machine) {
-            Some(Machine::ServerNonInvite(m)) if m.request().method == Method::Cancel => {
-                m.request().clone()
-            }
+            Some(Machine::ServerNonInvite(m)) => match m.request() {
+                Some(r) if r.method == Method::Cancel => r.clone(),
+                Some(_) => return Err(TransactionError::WrongKind),
+                // Answered already.
+                None => return Err(TransactionError::WrongState(m.state())),
+            },
             Some(_) => return Err(TransactionError::WrongKind),
             None => return Err(TransactionError::Unknown),
         };
@@ -163,21 +169,24 @@ impl<A: Address> TransactionLayer<A> {
             self.respond(now, cancel, r)?;
             return Ok(CancelOutcome::NoMatch);
         };
-        let (pending, tag, invite_request) = match self.entries.get(&invite).map(|e| &e.machine) {
+        // The INVITE is still pending (Proceeding, so its request is
+        // kept) or answered already: then only the CANCEL gets its 200.
+        let (pending, tag) = match self.entries.get(&invite).map(|e| &e.machine) {
             Some(Machine::ServerInvite(m)) => (
-                m.state() == State::Proceeding,
+                (m.state() == State::Proceeding)
+                    .then(|| m.request().cloned())
+                    .flatten(),
                 m.local_tag()
                     .cloned()
                     .unwrap_or_else(|| Bytes::copy_from_slice(to_tag)),
-                m.request().clone(),
             ),
             _ => return Err(TransactionError::WrongKind),
         };
         let ok = ResponseBuilder::reply_to(&request.headers, StatusCode::OK, Some(&tag)).build()?;
         self.respond(now, cancel, ok)?;
-        if !pending {
+        let Some(invite_request) = pending else {
             return Ok(CancelOutcome::TooLate { invite });
-        }
+        };
         let terminated = ResponseBuilder::reply_to(
             &invite_request.headers,
             StatusCode::REQUEST_TERMINATED,

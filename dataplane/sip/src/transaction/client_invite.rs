@@ -64,7 +64,10 @@ struct Accepted {
 #[derive(Debug)]
 pub struct ClientInvite<A> {
     core: Core<A>,
-    request: Request,
+    /// The INVITE and its wire form (for retransmission), dropped with
+    /// the final response: Completed keeps its own ACK, Accepted needs
+    /// neither.
+    request: Option<Request>,
     wire: Bytes,
     phase: Phase,
 }
@@ -77,7 +80,7 @@ fn terminate<A: Address>(core: &mut Core<A>) -> Phase {
 /// Any response while waiting for the final one (Calling or Proceeding).
 fn on_response<A: Address>(
     core: &mut Core<A>,
-    request: &Request,
+    request: Option<&Request>,
     now: Instant,
     response: Response,
     waiting: Phase,
@@ -97,8 +100,8 @@ fn on_response<A: Address>(
         });
     }
     // §17.1.1.3: the ACK for a non-2xx final belongs to the transaction.
-    let ack = ack_for_non2xx(request, &response)
-        .ok()
+    let ack = request
+        .and_then(|request| ack_for_non2xx(request, &response).ok())
         .map(|ack| wire_request(&ack));
     if let Some(ack) = &ack {
         core.send(ack);
@@ -136,7 +139,7 @@ impl<A: Address> ClientInvite<A> {
         });
         Ok(Self {
             core,
-            request,
+            request: Some(request),
             wire,
             phase,
         })
@@ -152,9 +155,9 @@ impl<A: Address> ClientInvite<A> {
         }
     }
 
-    /// The INVITE this transaction sends.
-    pub fn request(&self) -> &Request {
-        &self.request
+    /// The INVITE this transaction sends, until a final response arrives.
+    pub fn request(&self) -> Option<&Request> {
+        self.request.as_ref()
     }
 
     /// Where the INVITE goes (and its CANCEL must go, §9.1).
@@ -167,7 +170,21 @@ impl<A: Address> ClientInvite<A> {
         let phase = std::mem::replace(&mut self.phase, Phase::Terminated);
         self.phase = match phase {
             waiting @ (Phase::Calling(_) | Phase::Proceeding(_)) => {
-                on_response(&mut self.core, &self.request, now, response, waiting)
+                let phase = on_response(
+                    &mut self.core,
+                    self.request.as_ref(),
+                    now,
+                    response,
+                    waiting,
+                );
+                if matches!(
+                    phase,
+                    Phase::Completed(_) | Phase::Accepted(_) | Phase::Terminated
+                ) {
+                    self.request = None;
+                    self.wire = Bytes::new();
+                }
+                phase
             }
             Phase::Completed(c) => {
                 // A retransmitted final: ACK it again, tell nobody.

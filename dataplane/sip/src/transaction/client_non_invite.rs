@@ -39,7 +39,9 @@ enum Phase {
 #[derive(Debug)]
 pub struct ClientNonInvite<A> {
     core: Core<A>,
-    request: Request,
+    /// The request and its wire form (for retransmission), dropped with
+    /// the final response: Completed only absorbs retransmitted finals.
+    request: Option<Request>,
     wire: Bytes,
     phase: Phase,
 }
@@ -70,7 +72,7 @@ impl<A: Address> ClientNonInvite<A> {
         };
         Ok(Self {
             core,
-            request,
+            request: Some(request),
             wire,
             phase,
         })
@@ -87,8 +89,9 @@ impl<A: Address> ClientNonInvite<A> {
         }
     }
 
-    pub fn request(&self) -> &Request {
-        &self.request
+    /// The request, until the final response arrives.
+    pub fn request(&self) -> Option<&Request> {
+        self.request.as_ref()
     }
 
     pub fn destination(&self) -> &A {
@@ -119,6 +122,8 @@ impl<A: Address> ClientNonInvite<A> {
             return;
         }
         self.core.out.event(TransactionEvent::Response(response));
+        self.request = None;
+        self.wire = Bytes::new();
         let k = self.core.timers.i_k(self.core.reliable);
         self.phase = if k.is_zero() {
             self.core.out.event(TransactionEvent::Terminated);

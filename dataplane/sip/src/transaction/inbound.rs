@@ -77,7 +77,7 @@ impl<A: Address> TransactionLayer<A> {
             self.settle(now, id);
             return;
         }
-        if self.full() {
+        if self.full_for(&request) {
             self.reject_full(&request, &source, &top_via);
             return;
         }

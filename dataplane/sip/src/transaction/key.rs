@@ -65,11 +65,57 @@ pub enum TransactionKey {
     Legacy(Box<LegacyKey>),
 }
 
+/// A copy of `b` in an allocation of its own.
+fn own(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
+
+fn own_method(m: &Method) -> Method {
+    match m {
+        Method::Extension(b) => Method::Extension(own(b)),
+        other => other.clone(),
+    }
+}
+
 fn tag_of(addr: Result<crate::header::NameAddr, ValueError>) -> Result<Option<Bytes>, ValueError> {
     Ok(addr?.params.value_bytes("tag"))
 }
 
 impl TransactionKey {
+    /// The same key holding its own copies of the bytes it names. Parsed
+    /// fields are slices of the message they came from, so a key kept in
+    /// the table would otherwise keep that whole message alive for as long
+    /// as its transaction lingers (32 s after a final response on UDP).
+    pub fn detached(&self) -> Self {
+        match self {
+            Self::Client { branch, method } => Self::Client {
+                branch: own(branch),
+                method: own_method(method),
+            },
+            Self::Server {
+                branch,
+                sent_by,
+                method,
+            } => Self::Server {
+                branch: own(branch),
+                sent_by: SentBy {
+                    host: own(&sent_by.host),
+                    port: sent_by.port,
+                },
+                method: own_method(method),
+            },
+            Self::Legacy(k) => Self::Legacy(Box::new(LegacyKey {
+                request_uri: own(&k.request_uri),
+                to_tag: k.to_tag.as_ref().map(own),
+                from_tag: k.from_tag.as_ref().map(own),
+                call_id: own(&k.call_id),
+                cseq: k.cseq,
+                method: own_method(&k.method),
+                top_via: own(&k.top_via),
+            })),
+        }
+    }
+
     /// The key of the client transaction that sends `request`: its top Via
     /// must carry an RFC 3261 branch, which the layer relies on to match
     /// responses.

@@ -18,7 +18,9 @@ use crate::method::Method;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     pub timers: Timers,
-    /// Live transactions at most (client and server together).
+    /// Live transactions at most (client and server together). Requests
+    /// that open something new get only seven eighths of them (see
+    /// `full_for`).
     pub max_transactions: usize,
     /// Seconds announced in the Retry-After of a 503 sent when full.
     pub retry_after: u32,
@@ -162,9 +164,11 @@ impl<A: Address> TransactionLayer<A> {
         self.entries.get(&id).map(|e| e.machine.state())
     }
 
-    /// The request that created a transaction.
+    /// The request that created a transaction, until its final response
+    /// (the states after it keep only what they resend, so that a table
+    /// of lingering transactions costs little).
     pub fn request(&self, id: TransactionId) -> Option<&Request> {
-        self.entries.get(&id).map(|e| e.machine.request())
+        self.entries.get(&id).and_then(|e| e.machine.request())
     }
 
     /// The server transaction `request` belongs to, if any (§17.2.3).
@@ -173,13 +177,28 @@ impl<A: Address> TransactionLayer<A> {
         self.keys.get(&key).copied()
     }
 
-    pub(super) fn full(&self) -> bool {
-        self.occupancy() >= self.config.max_transactions
+    /// Whether the table has no room for `request`. Requests that open
+    /// something new (no To tag: a call, a registration, an OPTIONS
+    /// ping) stop at seven eighths of `max_transactions`; the last eighth
+    /// is kept for requests inside a dialog and CANCELs, so that a table
+    /// filled by new calls still lets the calls it has end (and free
+    /// their media) instead of refusing their BYEs.
+    pub(super) fn full_for(&self, request: &Request) -> bool {
+        let max = self.config.max_transactions;
+        let opens = request.method != Method::Cancel
+            && request
+                .headers
+                .to()
+                .ok()
+                .is_none_or(|to| to.tag().is_none());
+        let limit = if opens { max - max / 8 } else { max };
+        self.occupancy() >= limit
     }
 
     pub(super) fn insert(&mut self, machine: Machine<A>, key: TransactionKey) -> TransactionId {
         self.next_id += 1;
         let id = TransactionId(self.next_id);
+        let key = key.detached();
         self.keys.insert(key.clone(), id);
         self.entries.insert(
             id,
@@ -211,7 +230,7 @@ impl<A: Address> TransactionLayer<A> {
         if self.keys.contains_key(&key) {
             return Err(TransactionError::DuplicateBranch);
         }
-        if self.full() {
+        if self.full_for(&request) {
             return Err(TransactionError::TableFull);
         }
         self.start_client(now, request, destination, key)
@@ -339,7 +358,10 @@ impl<A: Address> TransactionLayer<A> {
         if let Machine::ServerInvite(m) = &entry.machine
             && entry.ack_alias.is_none()
             && m.final_status().is_some()
-            && let Some(alias) = entry.key.legacy_ack(m.local_tag().cloned())
+            && let Some(alias) = entry
+                .key
+                .legacy_ack(m.local_tag().cloned())
+                .map(|k| k.detached())
         {
             self.keys.insert(alias.clone(), id);
             entry.ack_alias = Some(alias);

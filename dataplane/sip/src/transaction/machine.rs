@@ -48,7 +48,8 @@ impl<A: Address> Machine<A> {
         each!(self, m => m.state())
     }
 
-    pub(super) fn request(&self) -> &Request {
+    /// The request that created it, until its final response.
+    pub(super) fn request(&self) -> Option<&Request> {
         each!(self, m => m.request())
     }
 }

@@ -54,7 +54,9 @@ enum Phase {
 #[derive(Debug)]
 pub struct ServerInvite<A> {
     core: Core<A>,
-    request: Request,
+    /// The INVITE, dropped with the final response: the states after it
+    /// resend that response or absorb retransmissions by key.
+    request: Option<Request>,
     phase: Phase,
     /// The To tag of the latest response sent, for CANCEL answers (§9.2).
     local_tag: Option<Bytes>,
@@ -77,7 +79,7 @@ impl<A: Address> ServerInvite<A> {
         }
         let mut tx = Self {
             core: Core::new(respond_to, timers),
-            request,
+            request: Some(request),
             phase: Phase::Proceeding {
                 trying: Some(after(now, TRYING_DELAY)),
                 last: None,
@@ -101,9 +103,9 @@ impl<A: Address> ServerInvite<A> {
         }
     }
 
-    /// The INVITE.
-    pub fn request(&self) -> &Request {
-        &self.request
+    /// The INVITE, until the final response is sent.
+    pub fn request(&self) -> Option<&Request> {
+        self.request.as_ref()
     }
 
     /// The To tag of the latest response sent, if it had one.
@@ -124,9 +126,9 @@ impl<A: Address> ServerInvite<A> {
         } = &mut self.phase
         {
             *trying = None;
-            if let Ok(r) =
-                ResponseBuilder::reply_to(&self.request.headers, StatusCode::TRYING, None).build()
-            {
+            if let Some(Ok(r)) = self.request.as_ref().map(|request| {
+                ResponseBuilder::reply_to(&request.headers, StatusCode::TRYING, None).build()
+            }) {
                 let wire = wire_response(&r);
                 self.core.send(&wire);
                 *last = Some(wire);
@@ -152,7 +154,8 @@ impl<A: Address> ServerInvite<A> {
             .ok()
             .and_then(|to| to.params.value_bytes("tag"))
         {
-            self.local_tag = Some(tag);
+            // A copy: the slice would keep the whole response alive.
+            self.local_tag = Some(Bytes::copy_from_slice(&tag));
         }
         let wire = wire_response(&response);
         self.core.send(&wire);
@@ -163,11 +166,13 @@ impl<A: Address> ServerInvite<A> {
                 last: Some(wire),
             };
         } else if status.is_success() {
+            self.request = None;
             self.final_status = Some(status);
             self.phase = Phase::Accepted {
                 until: after(now, timers.timeout()),
             };
         } else {
+            self.request = None;
             self.final_status = Some(status);
             self.phase = Phase::Completed {
                 response: wire,

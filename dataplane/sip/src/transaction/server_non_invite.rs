@@ -38,7 +38,8 @@ enum Phase {
 #[derive(Debug)]
 pub struct ServerNonInvite<A> {
     core: Core<A>,
-    request: Request,
+    /// Dropped with the final response: Completed only resends that.
+    request: Option<Request>,
     phase: Phase,
 }
 
@@ -60,7 +61,7 @@ impl<A: Address> ServerNonInvite<A> {
         let abandon = after(now, core.timers.timeout());
         Ok(Self {
             core,
-            request,
+            request: Some(request),
             phase: Phase::Waiting {
                 last: None,
                 abandon,
@@ -77,8 +78,9 @@ impl<A: Address> ServerNonInvite<A> {
         }
     }
 
-    pub fn request(&self) -> &Request {
-        &self.request
+    /// The request, until the final response is sent.
+    pub fn request(&self) -> Option<&Request> {
+        self.request.as_ref()
     }
 
     /// The TU's response: provisionals until the final.
@@ -92,6 +94,7 @@ impl<A: Address> ServerNonInvite<A> {
             *last = Some(wire);
             return Ok(());
         }
+        self.request = None;
         let j = self.core.timers.j(self.core.reliable);
         self.phase = if j.is_zero() {
             self.core.out.event(TransactionEvent::Terminated);

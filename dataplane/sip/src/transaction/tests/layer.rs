@@ -204,6 +204,54 @@ fn the_table_is_bounded_and_refuses_with_503() {
 }
 
 #[test]
+fn the_last_eighth_of_the_table_is_kept_for_what_ends_or_continues_a_dialog() {
+    let t0 = Instant::now();
+    let mut l = layer(16);
+    for i in 0..14 {
+        l.handle_message(t0, invite(&format!("z9hG4bKn{i}")).into(), udp());
+    }
+    evs(&mut l);
+    out(&mut l);
+    assert_eq!(l.len(), 14);
+    // New things stop at 14 of 16, received or sent.
+    l.handle_message(t0, request(Method::Options, "z9hG4bKo1").into(), udp());
+    let refused = out(&mut l);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(status(&refused[0].1), Some(503));
+    assert_eq!(
+        l.send_request(t0, invite("z9hG4bKo2"), udp()),
+        Err(TransactionError::TableFull)
+    );
+    assert_eq!(l.stats().rejected_full, 1);
+    // A BYE inside a dialog still gets a transaction, and so does ours.
+    l.handle_message(
+        t0,
+        request_with(Method::Bye, "z9hG4bKb1", 2, Some("x")).into(),
+        udp(),
+    );
+    assert!(matches!(
+        &evs(&mut l)[..],
+        [Event::Request { request, .. }] if request.method == Method::Bye
+    ));
+    l.send_request(
+        t0,
+        request_with(Method::Bye, "z9hG4bKb2", 3, Some("y")),
+        udp(),
+    )
+    .unwrap();
+    assert_eq!(l.len(), 16);
+    // Beyond the whole table, nothing.
+    assert_eq!(
+        l.send_request(
+            t0,
+            request_with(Method::Bye, "z9hG4bKb3", 4, Some("y")),
+            udp()
+        ),
+        Err(TransactionError::TableFull)
+    );
+}
+
+#[test]
 fn send_and_respond_report_misuse() {
     let t0 = Instant::now();
     let mut l = layer(16);

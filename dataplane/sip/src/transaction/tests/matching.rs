@@ -56,6 +56,53 @@ fn keys_follow_17_1_3_and_17_2_3() {
 }
 
 #[test]
+fn detached_keys_are_equal_and_own_their_bytes() {
+    let wire = bytes::Bytes::from_static(
+        b"INVITE sip:bob@example.com SIP/2.0\r\n\
+          Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKd1\r\n\
+          Max-Forwards: 70\r\n\
+          From: <sip:alice@example.com>;tag=a1\r\n\
+          To: <sip:bob@example.com>\r\n\
+          Call-ID: d1@192.0.2.10\r\n\
+          CSeq: 1 INVITE\r\n\
+          Content-Length: 0\r\n\r\n",
+    );
+    let crate::Message::Request(req) =
+        crate::parse_datagram(wire.clone(), &crate::Limits::default()).unwrap()
+    else {
+        panic!("a request")
+    };
+    let inside = |b: &bytes::Bytes| wire.as_ptr_range().contains(&b.as_ptr());
+    let legacy = with_via(req.clone(), "SIP/2.0/UDP 192.0.2.10;branch=2543-d1");
+    for key in [
+        TransactionKey::server(&req).unwrap(),
+        TransactionKey::client_request(&req).unwrap(),
+        TransactionKey::server(&legacy).unwrap(),
+    ] {
+        let detached = key.detached();
+        assert_eq!(detached, key);
+        match detached {
+            TransactionKey::Client { branch, .. } | TransactionKey::Server { branch, .. } => {
+                assert!(!inside(&branch))
+            }
+            TransactionKey::Legacy(k) => {
+                assert!(
+                    ![&k.request_uri, &k.call_id, &k.top_via]
+                        .into_iter()
+                        .any(inside)
+                );
+                assert!(!k.from_tag.iter().any(inside));
+            }
+        }
+    }
+    // The source does hold slices of the message (what the copy is for).
+    match TransactionKey::server(&req).unwrap() {
+        TransactionKey::Server { branch, .. } => assert!(inside(&branch)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn sent_by_and_method_separate_transactions_with_one_branch() {
     let t0 = Instant::now();
     let mut l = layer(16);

@@ -49,7 +49,8 @@ fn trying_goes_out_at_once_when_asked() {
 #[test]
 fn an_early_tu_answer_suppresses_trying_and_is_retransmitted() {
     let (t0, mut tx) = start(udp(), false);
-    tx.respond(t0 + ms(50), reply(tx.request(), 180, Some("s1")))
+    let req = tx.request().cloned().unwrap();
+    tx.respond(t0 + ms(50), reply(&req, 180, Some("s1")))
         .unwrap();
     assert_eq!(status(&sent(&mut tx)[0]), Some(180));
     assert_eq!(tx.local_tag().map(|t| &t[..]), Some(&b"s1"[..]));
@@ -63,11 +64,13 @@ fn an_early_tu_answer_suppresses_trying_and_is_retransmitted() {
 #[test]
 fn non_2xx_finals_repeat_on_timer_g_until_timer_h() {
     let (t0, mut tx) = start(udp(), true);
+    let req = tx.request().cloned().unwrap();
     sent(&mut tx);
-    tx.respond(t0, reply(tx.request(), 486, Some("s1")))
-        .unwrap();
+    tx.respond(t0, reply(&req, 486, Some("s1"))).unwrap();
     assert_eq!(status(&sent(&mut tx)[0]), Some(486));
     assert_eq!(tx.state(), State::Completed);
+    // Past the final only what is resent is kept (a lingering table is cheap).
+    assert!(tx.request().is_none());
     assert_eq!(tx.final_status(), Some(StatusCode::BUSY_HERE));
     let log = run(&mut tx, t0, secs(100));
     assert_eq!(send_times(&log), capped(500, 4000));
@@ -89,8 +92,8 @@ fn non_2xx_finals_repeat_on_timer_g_until_timer_h() {
 #[test]
 fn the_ack_is_absorbed_and_timer_i_ends_it() {
     let (t0, mut tx) = start(udp(), false);
-    tx.respond(t0, reply(tx.request(), 404, Some("s1")))
-        .unwrap();
+    let req = tx.request().cloned().unwrap();
+    tx.respond(t0, reply(&req, 404, Some("s1"))).unwrap();
     sent(&mut tx);
     // A retransmitted INVITE in Completed gets the final again.
     tx.handle_request(t0 + ms(100), invite("z9hG4bKsi1"));
@@ -110,8 +113,8 @@ fn the_ack_is_absorbed_and_timer_i_ends_it() {
 #[test]
 fn reliable_transports_skip_g_and_i() {
     let (t0, mut tx) = start(tcp(), false);
-    tx.respond(t0, reply(tx.request(), 480, Some("s1")))
-        .unwrap();
+    let req = tx.request().cloned().unwrap();
+    tx.respond(t0, reply(&req, 480, Some("s1"))).unwrap();
     assert_eq!(tx.next_timer(), Some((t0 + secs(32), Timer::H)));
     tx.handle_request(t0 + ms(10), ack("s1"));
     assert_eq!(events(&mut tx), vec![TransactionEvent::Terminated]);
@@ -120,9 +123,12 @@ fn reliable_transports_skip_g_and_i() {
 #[test]
 fn accepted_absorbs_invites_passes_2xx_and_acks_until_timer_l() {
     let (t0, mut tx) = start(udp(), false);
-    let ok = reply(tx.request(), 200, Some("s1"));
+    let req = tx.request().cloned().unwrap();
+    let ok = reply(&req, 200, Some("s1"));
     tx.respond(t0, ok.clone()).unwrap();
     assert_eq!(tx.state(), State::Accepted);
+    // Past the final only what is resent is kept (a lingering table is cheap).
+    assert!(tx.request().is_none());
     assert_eq!(sent(&mut tx).len(), 1);
     tx.handle_request(t0 + ms(500), invite("z9hG4bKsi1"));
     assert!(sent(&mut tx).is_empty());
@@ -130,7 +136,7 @@ fn accepted_absorbs_invites_passes_2xx_and_acks_until_timer_l() {
     tx.respond(t0 + ms(500), ok).unwrap();
     assert_eq!(status(&sent(&mut tx)[0]), Some(200));
     assert_eq!(
-        tx.respond(t0, reply(tx.request(), 500, Some("s1"))),
+        tx.respond(t0, reply(&req, 500, Some("s1"))),
         Err(TransactionError::WrongState(State::Accepted))
     );
     // An ACK reusing the INVITE's branch goes to the TU.
@@ -144,12 +150,12 @@ fn accepted_absorbs_invites_passes_2xx_and_acks_until_timer_l() {
 #[test]
 fn finals_cannot_be_replaced_and_early_acks_are_ignored() {
     let (t0, mut tx) = start(udp(), false);
+    let req = tx.request().cloned().unwrap();
     tx.handle_request(t0, ack("s1"));
     assert_eq!(tx.state(), State::Proceeding);
-    tx.respond(t0, reply(tx.request(), 486, Some("s1")))
-        .unwrap();
+    tx.respond(t0, reply(&req, 486, Some("s1"))).unwrap();
     assert_eq!(
-        tx.respond(t0, reply(tx.request(), 200, Some("s1"))),
+        tx.respond(t0, reply(&req, 200, Some("s1"))),
         Err(TransactionError::WrongState(State::Completed))
     );
     tx.handle_transport_error(t0);
@@ -161,7 +167,7 @@ fn finals_cannot_be_replaced_and_early_acks_are_ignored() {
         ]
     );
     assert_eq!(
-        tx.respond(t0, reply(tx.request(), 486, Some("s1"))),
+        tx.respond(t0, reply(&req, 486, Some("s1"))),
         Err(TransactionError::WrongState(State::Terminated))
     );
     assert_eq!(
