@@ -131,8 +131,14 @@ struct Cli {
     /// Most concurrent calls.
     #[arg(long, env = "CODEB_MAX_CALLS", default_value_t = 20_000)]
     max_calls: usize,
-    /// Most concurrent SIP transactions.
-    #[arg(long, env = "CODEB_MAX_TRANSACTIONS", default_value_t = 131_072)]
+    /// Most live SIP transactions. Over UDP a call leaves about three
+    /// behind for 32 s after it ends (RFC 3261 Timer J, RFC 6026 Timers L
+    /// and M), so a sustained rate of R calls per second holds about
+    /// R × 100 of them; new calls may use seven eighths of the table (the
+    /// rest is kept for BYEs and other requests of calls in progress). A
+    /// lingering transaction costs a few KiB; the table is not allocated
+    /// ahead.
+    #[arg(long, env = "CODEB_MAX_TRANSACTIONS", default_value_t = 1 << 20)]
     max_transactions: usize,
     /// Gemini Live WebSocket endpoint (a simulator in tests and `codeb dev`).
     #[arg(
