@@ -44,7 +44,7 @@ use bytes::Bytes;
 use codeb_sip::dialog::DialogState;
 use codeb_sip::header::Replaces;
 use codeb_sip::sdp::{self, Direction, Sdp, SdpLimits};
-use codeb_sip::{DialogId, Limits, Method, Response, SipUri, StatusCode};
+use codeb_sip::{DialogId, Limits, Method, Response, SipUri, StatusCode, ValueError};
 
 use super::refer::{REQUEST_PENDING, Referral, Refusal};
 use super::transfer::TRANSFERRED;
@@ -99,10 +99,21 @@ pub(super) fn replaces_in(uri: &SipUri) -> Result<Option<Replaces>, Refusal> {
         }
         let value = Bytes::copy_from_slice(&value);
         let r = Replaces::parse(&value, &value, &Limits::default())
-            .map_err(|e| bad(format!("the Replaces in Refer-To is {e}")))?;
+            .map_err(|e| bad(replaces_error(&e).to_owned()))?;
         found = Some(r);
     }
     Ok(found)
+}
+
+/// What is wrong with a Replaces value, for a Warning.
+pub(super) fn replaces_error(e: &ValueError) -> &'static str {
+    match e {
+        ValueError::Missing => "Replaces lacks its to-tag or from-tag",
+        ValueError::TooLong => "Replaces has a Call-ID or tag over 256 octets",
+        ValueError::Repeated => "Replaces repeats a parameter",
+        ValueError::TooMany => "Replaces has too many parameters",
+        _ => "Replaces is malformed",
+    }
 }
 
 impl Core {

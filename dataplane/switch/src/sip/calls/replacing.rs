@@ -29,6 +29,7 @@ use codeb_sip::sdp::{self, Direction, Sdp, SdpLimits};
 use codeb_sip::transaction::TransactionId;
 use codeb_sip::{Dialog, DialogId, Limits, Method, Request, StatusCode};
 
+use super::attended::replaces_error;
 use super::originate::{CallEvent, CallEventKind};
 use super::*;
 use crate::config::{TrunkConfig, number_ok};
@@ -81,12 +82,12 @@ impl Core {
         trunk: &TrunkConfig,
     ) -> Result<(), Refusal> {
         let bad = |why| (StatusCode::BAD_REQUEST, why);
+        let malformed = |e| (StatusCode::BAD_REQUEST, replaces_error(&e));
         let mut values = req.headers.get_all(KnownHeader::Replaces);
         let (Some(value), None) = (values.next(), values.next()) else {
             return Err(bad("exactly one Replaces is required"));
         };
-        let replaces = Replaces::parse(value, value, &Limits::default())
-            .map_err(|_| bad("the Replaces header is malformed"))?;
+        let replaces = Replaces::parse(value, value, &Limits::default()).map_err(malformed)?;
         let named = DialogId {
             call_id: replaces.call_id.clone(),
             local_tag: replaces.to_tag.clone(),

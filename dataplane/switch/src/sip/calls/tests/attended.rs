@@ -467,49 +467,62 @@ fn malformed_replaces_is_a_bad_request() {
     let good = escape(&format!("{cid};to-tag={remote};from-tag={local}"));
     let long = "x".repeat(300);
     let many: String = (0..9).map(|i| format!("&X{i}=1")).collect();
-    for (to, status) in [
+    let with = |r: &str| format!("<sip:carl@192.0.2.1?Replaces={}>", escape(r));
+    let cases = [
         // A broken escape makes the whole Refer-To invalid.
-        (format!("<sip:carl@192.0.2.1?Replaces={good}%3>"), 400),
         (
-            format!(
-                "<sip:carl@192.0.2.1?Replaces={}>",
-                escape(&format!("{cid};to-tag={remote}"))
-            ),
+            format!("<sip:carl@192.0.2.1?Replaces={good}%3>"),
             400,
+            "not a valid address",
         ),
         (
-            format!(
-                "<sip:carl@192.0.2.1?Replaces={}>",
-                escape(&format!("{long};to-tag={remote};from-tag={local}"))
-            ),
+            with(&format!("{cid};to-tag={remote}")),
             400,
+            "lacks its to-tag or from-tag",
         ),
         (
-            format!(
-                "<sip:carl@192.0.2.1?Replaces={}>",
-                escape(&format!("{cid};to-tag={long};from-tag={local}"))
-            ),
+            with(&format!("{long};to-tag={remote};from-tag={local}")),
             400,
+            "over 256 octets",
+        ),
+        (
+            with(&format!("{cid};to-tag={long};from-tag={local}")),
+            400,
+            "over 256 octets",
+        ),
+        (
+            with(&format!("{cid};to-tag={remote};to-tag=x;from-tag={local}")),
+            400,
+            "repeats a parameter",
         ),
         (
             format!("<sip:carl@192.0.2.1?Replaces={good}&Replaces={good}>"),
             400,
+            "more than one Replaces",
         ),
-        (format!("<sip:carl@192.0.2.1?Replaces={good}{many}>"), 400),
+        (
+            format!("<sip:carl@192.0.2.1?Replaces={good}{many}>"),
+            400,
+            "too many URI headers",
+        ),
         // Another header beside it: not what the switch does.
         (
             format!("<sip:carl@192.0.2.1?Replaces={good}&Subject=x>"),
             403,
+            "only a Replaces header",
         ),
         (
             format!("<sip:carl@192.0.2.1;method=BYE?Replaces={good}>"),
             403,
+            "only an INVITE",
         ),
-    ] {
-        let r = refer(&mut call.b, &to, &[]);
+    ];
+    for (to, status, why) in &cases {
+        let r = refer(&mut call.b, to, &[]);
         h.send(B, r);
         let r = response(h.one(B));
-        assert_eq!(r.status.as_u16(), status, "{to}: {}", warning(&r));
+        assert_eq!(r.status.as_u16(), *status, "{to}: {}", warning(&r));
+        assert!(warning(&r).contains(why), "{to}: {}", warning(&r));
     }
     assert!(h.take(CARL).is_empty(), "nothing sent to carl");
     assert_eq!(h.core.active_calls(), 2);

@@ -149,7 +149,7 @@ options_interval = 0
             CARL,
             vec![format!("{cid};to-tag={remote}")],
             400,
-            "malformed",
+            "lacks its to-tag",
         ),
         (
             CARL,
@@ -158,7 +158,7 @@ options_interval = 0
                 "x".repeat(300)
             )],
             400,
-            "malformed",
+            "over 256 octets",
         ),
         (CARL, vec![good.clone(), good.clone()], 400, "exactly one"),
         (
