@@ -218,7 +218,9 @@ impl Core {
         if call.origin.as_ref().is_some_and(|o| o.ai.is_some()) && !call.transferred {
             return Err(forbidden("the other party is an AI"));
         }
-        if call.transfer.is_some() || call.referral.is_some() {
+        // A call whose far party is being re-invited into another (an
+        // attended transfer, `attended.rs`) is being transferred too.
+        if call.transfer.is_some() || call.referral.is_some() || call.joining.is_some() {
             return Err((
                 REQUEST_PENDING,
                 "a transfer of this call is in progress".to_owned(),

@@ -263,6 +263,26 @@ fn bob_joins_the_caller_and_carl_and_leaves_both_calls() {
 }
 
 #[test]
+fn neither_call_takes_another_transfer_during_the_join() {
+    let (mut h, mut call, mut c) = setup();
+    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
+    h.send(B, r);
+    accepted(&mut h, B);
+    let _reinvite = request(h.one(CARL));
+    // Carl's blind REFER in call 2, A's in call 1, bob's second one: 491.
+    let r = refer(&mut c.carl, "<sip:bob@192.0.2.1>", &[]);
+    h.send(CARL, r);
+    assert_eq!(response(h.one(CARL)).status.as_u16(), 491);
+    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
+    h.send(A, r);
+    assert_eq!(response(h.one(A)).status.as_u16(), 491);
+    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
+    h.send(B, r);
+    assert_eq!(response(h.one(B)).status.as_u16(), 491);
+    assert!(h.take(CARL).is_empty() && h.take(A).is_empty() && h.take(B).is_empty());
+}
+
+#[test]
 fn carl_refusing_the_reinvite_leaves_both_calls() {
     let (mut h, mut call, mut c) = setup();
     let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
