@@ -673,7 +673,7 @@ virtual_number = "7000"
 
 /// A caller at A reaches the virtual number, whose AI hands it to bob,
 /// who answers with `tag`: the caller's dialog, bob's, the call's id.
-fn handed_to_bob(h: &mut Harness, tag: &[u8]) -> (Dialog<Peer>, Dialog<Peer>, String) {
+pub(super) fn handed_to_bob(h: &mut Harness, tag: &[u8]) -> (Dialog<Peer>, Dialog<Peer>, String) {
     use super::originate::{ai_request, events};
     use crate::ai::{AiNote, AiRequest};
     let invite = h.invite_from_a("7000", &[]);

@@ -232,3 +232,80 @@ fn an_early_dialog_is_not_taken_over() {
     assert!(h.take(A).is_empty());
     assert!(h.take(B).is_empty());
 }
+
+#[test]
+fn a_virtual_number_call_reports_the_replacement() {
+    use super::attended::handed_to_bob;
+    use super::originate::{ended, events};
+    use crate::sip::calls::{CallEventKind, TRANSFERRED};
+    let receptionist = r#"
+[[virtual_numbers]]
+number = "7000"
+
+[[routes]]
+did = "7000"
+virtual_number = "7000"
+"#;
+    let mut h = Harness::with_config(None, &format!("{EXTRA}{receptionist}"));
+    let (mut caller, mut bob, id) = handed_to_bob(&mut h, b"bobtag");
+    // Carl's phone, calling as a number, takes over bob's leg.
+    let mut invite = invite_replacing(&mut h, CARL, &[&replaces_of(&bob)]);
+    invite.headers.remove(KnownHeader::From);
+    let from = NameAddr::from_bytes(format!("<sip:+15550003333@{CARL}>"))
+        .unwrap()
+        .with_tag(&h.ids.tag())
+        .unwrap();
+    let mut value = bytes::BytesMut::new();
+    from.render(&mut value);
+    invite
+        .headers
+        .push(codeb_sip::Header::new(KnownHeader::From, value.freeze()).unwrap());
+    h.send(CARL, invite.clone());
+    let ok = h
+        .take(CARL)
+        .into_iter()
+        .filter_map(|m| m.as_response().cloned())
+        .find(|r| r.status.is_final())
+        .unwrap();
+    assert_eq!(ok.status, StatusCode::OK);
+    let mut carl = Dialog::uac(
+        h.now,
+        &invite,
+        &ok,
+        local(CARL),
+        Peer::udp(addr(SW)),
+        DialogConfig {
+            auto_ack: true,
+            ..peer_config(None)
+        },
+        &mut h.ids,
+    )
+    .unwrap();
+    h.flush(CARL, &mut carl);
+    let evs = events(&mut h);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0].call_id, id);
+    assert_eq!(
+        evs[0].kind,
+        CallEventKind::Transferred {
+            to_user: String::new(),
+            to_phone: "+15550003333".into(),
+            trunk_id: "tr_0000000000000001".into(),
+            transfer_type: "invite-replaces".into(),
+        }
+    );
+    let bye = request(h.one(B));
+    answer_bye(&mut h, B, &mut bob, &bye);
+    assert!(events(&mut h).is_empty(), "the call goes on");
+    // The caller hangs up: carl gets the BYE; the call ends transferred.
+    let bye = caller.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, bye);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    let bye = request(h.one(CARL));
+    assert_eq!(bye.method, Method::Bye);
+    answer_bye(&mut h, CARL, &mut carl, &bye);
+    let evs = events(&mut h);
+    assert_eq!(ended(&evs).0, TRANSFERRED);
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0);
+}
