@@ -3,16 +3,75 @@
 //! (`/api.ashx/v1/calls/{id}`), never raw paths, so label cardinality stays
 //! bounded whatever clients send.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use axum::extract::MatchedPath;
+use axum::http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// A request's route label: the route template the router matched (shared
+/// with the router, not copied per request), or a fixed name.
+#[derive(Clone, Debug)]
+pub enum Route {
+    Matched(MatchedPath),
+    Fixed(&'static str),
+}
+
+impl Route {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(p) => p.as_str(),
+            Route::Fixed(s) => s,
+        }
+    }
+}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Route) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
+/// The method label: the method's name for the standard ones, `other` for
+/// any other token a client sends (each would otherwise be a new series).
+pub fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::PATCH, "PATCH"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("other", |(_, name)| name)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: String,
+    route: Route,
+    method: &'static str,
     status: u16,
 }
 
@@ -23,8 +82,8 @@ struct AttemptLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
-    method: String,
+    route: Route,
+    method: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -109,20 +168,19 @@ impl Metrics {
         }
     }
 
-    pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-            })
-            .observe(seconds);
+    /// One request answered: `method` is a `method_label`.
+    pub fn observe(&self, route: Route, method: &'static str, status: u16, seconds: f64) {
+        let mut labels = RequestLabels {
+            route,
+            method,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        let route = RouteLabels {
+            route: std::mem::replace(&mut labels.route, Route::Fixed("")),
+            method,
+        };
+        self.latency.get_or_create(&route).observe(seconds);
     }
 
     pub fn observe_webhook_attempt(&self, result: &'static str, seconds: f64) {
@@ -158,8 +216,11 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let m = Metrics::new();
-        m.observe("/api.ashx/v1/calls", "GET", 200, 0.002);
-        m.observe("/api.ashx/v1/calls", "GET", 200, 0.004);
+        let calls = Route::Fixed("/api.ashx/v1/calls");
+        m.observe(calls.clone(), method_label(&Method::GET), 200, 0.002);
+        m.observe(calls, "GET", 200, 0.004);
+        let odd = Method::from_bytes(b"FROBNICATE").unwrap();
+        m.observe(Route::Fixed("unmatched"), method_label(&odd), 405, 0.001);
         m.observe_webhook_attempt("success", 0.01);
         m.observe_email("sent");
         let text = m.render();
@@ -174,8 +235,33 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("codeb_http_request_duration_seconds_bucket"),
+            text.contains(
+                r#"codeb_http_requests_total{route="unmatched",method="other",status="405"} 1"#
+            ),
             "{text}"
         );
+        assert!(!text.contains("FROBNICATE"), "{text}");
+        assert!(
+            text.contains(r#"codeb_http_request_duration_seconds_count{route="/api.ashx/v1/calls",method="GET"} 2"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn method_labels() {
+        for (m, want) in [
+            (Method::GET, "GET"),
+            (Method::POST, "POST"),
+            (Method::PUT, "PUT"),
+            (Method::DELETE, "DELETE"),
+            (Method::PATCH, "PATCH"),
+            (Method::HEAD, "HEAD"),
+            (Method::OPTIONS, "OPTIONS"),
+            (Method::CONNECT, "CONNECT"),
+            (Method::TRACE, "TRACE"),
+        ] {
+            assert_eq!(method_label(&m), want);
+            assert_eq!(m.as_str(), want);
+        }
     }
 }

@@ -38,6 +38,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use self::error::ApiError;
 use self::extract::MAX_BODY_BYTES;
 use crate::auth::oidc;
+use crate::metrics::{Route, method_label};
 use crate::state::AppState;
 
 /// Who may call an endpoint. Enforced by the handler's extractor (`Admin`,
@@ -292,8 +293,7 @@ async fn common(State(state): State<AppState>, req: Request, next: Next) -> Resp
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .map_or(Route::Fixed("unmatched"), |p| Route::Matched(p.clone()));
     let declared_len = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -313,14 +313,14 @@ async fn common(State(state): State<AppState>, req: Request, next: Next) -> Resp
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let elapsed = start.elapsed().as_secs_f64();
+    if status.is_server_error() {
+        tracing::warn!(%method, route = route.as_str(), status = status.as_u16(), elapsed_ms = elapsed * 1000.0, "request failed");
+    } else {
+        tracing::debug!(%method, route = route.as_str(), status = status.as_u16(), elapsed_ms = elapsed * 1000.0, "request");
+    }
     state
         .metrics
-        .observe(&route, method.as_str(), status.as_u16(), elapsed);
-    if status.is_server_error() {
-        tracing::warn!(%method, %route, status = status.as_u16(), elapsed_ms = elapsed * 1000.0, "request failed");
-    } else {
-        tracing::debug!(%method, %route, status = status.as_u16(), elapsed_ms = elapsed * 1000.0, "request");
-    }
+        .observe(route, method_label(&method), status.as_u16(), elapsed);
     resp
 }
 
