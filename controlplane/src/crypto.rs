@@ -20,8 +20,16 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// SHA-256 as 64 lowercase hex digits (written directly: this hashes the
+/// API key of every request).
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(sha256(data))
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in sha256(data) {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
@@ -59,6 +67,13 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        for input in [
+            &b""[..],
+            b"ak_0123456789abcdef0123456789abcdef",
+            &[0xff; 100],
+        ] {
+            assert_eq!(sha256_hex(input), hex::encode(sha256(input)));
+        }
         // RFC 4231 test case 2.
         assert_eq!(
             hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),

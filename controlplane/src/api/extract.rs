@@ -199,7 +199,11 @@ impl QueryParams {
     /// Builds `path?query` with `limit` and `offset` replaced, keeping every
     /// other parameter (the filters) as given.
     pub fn link(&self, path: &str, limit: i64, offset: i64) -> String {
-        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        let mut link = String::with_capacity(path.len() + 40);
+        link.push_str(path);
+        link.push('?');
+        let query_start = link.len();
+        let mut ser = url::form_urlencoded::Serializer::for_suffix(link, query_start);
         for (k, v) in &self.0 {
             if k != "limit" && k != "offset" {
                 ser.append_pair(k, v);
@@ -207,7 +211,7 @@ impl QueryParams {
         }
         ser.append_pair("limit", &limit.to_string());
         ser.append_pair("offset", &offset.to_string());
-        format!("{path}?{}", ser.finish())
+        ser.finish()
     }
 }
 

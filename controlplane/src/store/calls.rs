@@ -297,10 +297,11 @@ fn read_calls(
             &[Param::Text(tenant), Param::Int(limit), Param::Int(offset)],
             |row, id, out| {
                 let (call, version) = call_row(row)?;
-                if call.call_id != id {
+                if call.call_id.as_bytes() != id {
                     return Err(StoreError::Corrupt(format!(
-                        "page row {} where its keys had {id}",
-                        call.call_id
+                        "page row {} where its keys had {}",
+                        call.call_id,
+                        String::from_utf8_lossy(id)
                     )));
                 }
                 render(&call, out)?;

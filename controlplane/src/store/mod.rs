@@ -139,7 +139,7 @@ pub struct Store {
     /// with `readers`).
     row_cache: Arc<row_cache::RowCaches>,
     dialect: Dialect,
-    data_dir: PathBuf,
+    data_dir: Arc<Path>,
     /// Woken when webhook deliveries become due in this process (an event
     /// was recorded, a subscription resumed, a delivery replayed).
     outbox_wake: Arc<Notify>,
@@ -215,7 +215,7 @@ impl Store {
             readers,
             row_cache: Arc::default(),
             dialect,
-            data_dir: data_dir.to_owned(),
+            data_dir: Arc::from(data_dir),
             outbox_wake: Arc::new(Notify::new()),
             config_wake: Arc::new(Notify::new()),
             retry_delay_unit_ms: 60_000,
@@ -384,6 +384,8 @@ pub struct JsonPage {
     buf: Vec<u8>,
     pub rows: usize,
     pub total: i64,
+    /// The most rows the page was asked for (its limit, bounded).
+    expected_rows: usize,
 }
 
 impl JsonPage {
@@ -399,7 +401,14 @@ impl JsonPage {
             buf,
             rows: 0,
             total,
+            expected_rows: rows,
         }
+    }
+
+    /// The most rows the page was asked for (at most 500), for sizing what
+    /// is collected beside it.
+    pub(crate) fn expected_rows(&self) -> usize {
+        self.expected_rows
     }
 
     /// Appends one row, rendered by `render` as a single JSON value.

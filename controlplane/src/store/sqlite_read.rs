@@ -313,6 +313,17 @@ impl<'r, 's> Cols<'r, 's> {
         }
     }
 
+    /// A TEXT column's bytes, not checked to be UTF-8 (`Row::text_bytes`).
+    #[inline]
+    pub(crate) fn text_bytes(&mut self) -> Result<&'r [u8]> {
+        let i = self.index();
+        match self.row.text_bytes(i) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(self.null(i)),
+            Err(e) => Err(StoreError::Corrupt(e.to_string())),
+        }
+    }
+
     #[inline]
     pub(crate) fn opt_int(&mut self) -> Result<Option<i64>> {
         let i = self.index();

@@ -431,6 +431,26 @@ async fn parameters_are_checked_and_bound() {
         })
         .await;
     assert!(bad.unwrap_err().to_string().contains("UTF-8"));
+    // The unchecked read gives the stored bytes as they are, and refuses
+    // what `text` refuses apart from UTF-8.
+    let raw = r
+        .run(|c| {
+            c.one_row("SELECT CAST(x'ff41' AS TEXT), ''", &[], |r| {
+                let mut c = Cols::new(r);
+                let out = (c.text_bytes()?.to_vec(), c.text_bytes()?.to_vec());
+                c.finish()?;
+                Ok(out)
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(raw, Some((vec![0xff, b'A'], Vec::new())));
+    for sql in ["SELECT NULL", "SELECT 7"] {
+        let refused = r
+            .run(move |c| c.one_row(sql, &[], |r| Ok(Cols::new(r).text_bytes()?.to_vec())))
+            .await;
+        assert!(refused.is_err(), "{sql}");
+    }
     let not_int = r
         .run(|c| c.one_row("SELECT 'x'", &[], |r| Cols::new(r).int()))
         .await;

@@ -384,10 +384,11 @@ fn read_transcripts(
             params,
             |row, id, out| {
                 let (t, version) = transcript_row(row)?;
-                if t.call_id != id {
+                if t.call_id.as_bytes() != id {
                     return Err(StoreError::Corrupt(format!(
-                        "page row {} where its keys had {id}",
-                        t.call_id
+                        "page row {} where its keys had {}",
+                        t.call_id,
+                        String::from_utf8_lossy(id)
                     )));
                 }
                 render(&t, out)?;

@@ -499,6 +499,22 @@ impl Row<'_> {
     /// A TEXT column (None for NULL), borrowed from the row.
     #[inline]
     pub(crate) fn text(&self, i: usize) -> Result<Option<&str>, ColumnError> {
+        match self.text_bytes(i)? {
+            None => Ok(None),
+            Some(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|_| {
+                self.error(
+                    c_int::try_from(i).unwrap_or(c_int::MAX),
+                    "text is not valid UTF-8",
+                )
+            }),
+        }
+    }
+
+    /// A TEXT column's bytes (None for NULL), borrowed from the row and not
+    /// checked to be UTF-8: for values only compared with others, such as
+    /// the ids of a page's keys (`row_cache`).
+    #[inline]
+    pub(crate) fn text_bytes(&self, i: usize) -> Result<Option<&[u8]>, ColumnError> {
         let i = self.index(i)?;
         // SAFETY: `stmt` is valid, positioned on a row, and `i` is in range,
         // so `sqlite3_column_value` returns the row's own value (never
@@ -524,15 +540,13 @@ impl Row<'_> {
             let n = usize::try_from(ffi::sqlite3_value_bytes(v)).unwrap_or(0);
             if p.is_null() {
                 if n == 0 {
-                    return Ok(Some(""));
+                    return Ok(Some(b""));
                 }
                 return Err(self.error(i, "out of memory reading text"));
             }
             std::slice::from_raw_parts(p, n)
         };
-        std::str::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| self.error(i, "text is not valid UTF-8"))
+        Ok(Some(bytes))
     }
 
     /// An INTEGER column (None for NULL).
