@@ -67,7 +67,7 @@ pub struct ClientInvite<A> {
     /// The INVITE and its wire form (for retransmission), dropped with
     /// the final response: Completed keeps its own ACK, Accepted needs
     /// neither.
-    request: Option<Request>,
+    request: Option<Box<Request>>,
     wire: Bytes,
     phase: Phase,
 }
@@ -139,7 +139,7 @@ impl<A: Address> ClientInvite<A> {
         });
         Ok(Self {
             core,
-            request: Some(request),
+            request: Some(Box::new(request)),
             wire,
             phase,
         })
@@ -157,7 +157,12 @@ impl<A: Address> ClientInvite<A> {
 
     /// The INVITE this transaction sends, until a final response arrives.
     pub fn request(&self) -> Option<&Request> {
-        self.request.as_ref()
+        self.request.as_deref()
+    }
+
+    /// Frees the output queues' memory once drained.
+    pub(crate) fn release_outbox(&mut self) {
+        self.core.out.release();
     }
 
     /// Where the INVITE goes (and its CANCEL must go, §9.1).
@@ -172,7 +177,7 @@ impl<A: Address> ClientInvite<A> {
             waiting @ (Phase::Calling(_) | Phase::Proceeding(_)) => {
                 let phase = on_response(
                     &mut self.core,
-                    self.request.as_ref(),
+                    self.request.as_deref(),
                     now,
                     response,
                     waiting,

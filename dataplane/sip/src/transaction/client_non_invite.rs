@@ -41,7 +41,7 @@ pub struct ClientNonInvite<A> {
     core: Core<A>,
     /// The request and its wire form (for retransmission), dropped with
     /// the final response: Completed only absorbs retransmitted finals.
-    request: Option<Request>,
+    request: Option<Box<Request>>,
     wire: Bytes,
     phase: Phase,
 }
@@ -72,7 +72,7 @@ impl<A: Address> ClientNonInvite<A> {
         };
         Ok(Self {
             core,
-            request: Some(request),
+            request: Some(Box::new(request)),
             wire,
             phase,
         })
@@ -91,7 +91,12 @@ impl<A: Address> ClientNonInvite<A> {
 
     /// The request, until the final response arrives.
     pub fn request(&self) -> Option<&Request> {
-        self.request.as_ref()
+        self.request.as_deref()
+    }
+
+    /// Frees the output queues' memory once drained.
+    pub(crate) fn release_outbox(&mut self) {
+        self.core.out.release();
     }
 
     pub fn destination(&self) -> &A {

@@ -46,7 +46,7 @@ impl<A: Address> TransactionLayer<A> {
         };
         let existing = self.keys.get(&key).copied();
         if request.method == Method::Ack {
-            match existing.and_then(|id| self.entries.get_mut(&id).map(|e| (id, e))) {
+            match existing.and_then(|id| self.entries.get_mut(&id).map(|e| (id, &mut **e))) {
                 Some((
                     id,
                     Entry {

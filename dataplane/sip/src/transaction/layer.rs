@@ -105,7 +105,9 @@ pub struct Stats {
 pub struct TransactionLayer<A> {
     pub(super) config: Config,
     next_id: u64,
-    pub(super) entries: HashMap<TransactionId, Entry<A>>,
+    /// Boxed: an entry is a few hundred bytes, and a table that grows
+    /// to hundreds of thousands moves only pointers when it rehashes.
+    pub(super) entries: HashMap<TransactionId, Box<Entry<A>>>,
     pub(super) keys: HashMap<TransactionKey, TransactionId>,
     timers: TimerQueue<TransactionId>,
     pub(super) transmits: VecDeque<Transmit<A>>,
@@ -202,13 +204,13 @@ impl<A: Address> TransactionLayer<A> {
         self.keys.insert(key.clone(), id);
         self.entries.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 machine,
                 key,
                 ack_alias: None,
                 scheduled: None,
                 cancelling: Cancelling::No,
-            },
+            }),
         );
         self.stats.created += 1;
         id
@@ -364,7 +366,15 @@ impl<A: Address> TransactionLayer<A> {
                 .map(|k| k.detached())
         {
             self.keys.insert(alias.clone(), id);
-            entry.ack_alias = Some(alias);
+            entry.ack_alias = Some(Box::new(alias));
+        }
+        // What lingers after a final response rarely sends again: give
+        // back the queues' memory instead of keeping it for 32 s.
+        if matches!(
+            entry.machine.state(),
+            State::Completed | State::Accepted | State::Confirmed
+        ) {
+            each!(&mut entry.machine, m => m.release_outbox());
         }
         let next = each!(&entry.machine, m => m.poll_timeout());
         if next != entry.scheduled {
@@ -394,7 +404,8 @@ impl<A: Address> TransactionLayer<A> {
         if entry.cancelling == Cancelling::Deferred {
             self.reserved = self.reserved.saturating_sub(1);
         }
-        for key in std::iter::once(entry.key).chain(entry.ack_alias) {
+        let Entry { key, ack_alias, .. } = *entry;
+        for key in std::iter::once(key).chain(ack_alias.map(|k| *k)) {
             if self.keys.get(&key) == Some(&id) {
                 self.keys.remove(&key);
             }

@@ -68,7 +68,7 @@ pub(super) struct Entry<A> {
     pub(super) machine: Machine<A>,
     pub(super) key: TransactionKey,
     /// RFC 2543 INVITE transactions: the key their ACK will carry.
-    pub(super) ack_alias: Option<TransactionKey>,
+    pub(super) ack_alias: Option<Box<TransactionKey>>,
     /// The deadline pushed to the timer queue for this entry.
     pub(super) scheduled: Option<Instant>,
     pub(super) cancelling: Cancelling,

@@ -221,6 +221,13 @@ impl<A: Clone> Outbox<A> {
     pub(crate) fn poll_event(&mut self) -> Option<TransactionEvent> {
         self.events.pop_front()
     }
+
+    /// Frees the queues' memory (they are empty between turns; a later
+    /// send allocates again).
+    pub(crate) fn release(&mut self) {
+        self.transmits = VecDeque::new();
+        self.events = VecDeque::new();
+    }
 }
 
 /// What every machine carries besides its state: where it sends, its

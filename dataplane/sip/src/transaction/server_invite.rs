@@ -56,7 +56,7 @@ pub struct ServerInvite<A> {
     core: Core<A>,
     /// The INVITE, dropped with the final response: the states after it
     /// resend that response or absorb retransmissions by key.
-    request: Option<Request>,
+    request: Option<Box<Request>>,
     phase: Phase,
     /// The To tag of the latest response sent, for CANCEL answers (§9.2).
     local_tag: Option<Bytes>,
@@ -79,7 +79,7 @@ impl<A: Address> ServerInvite<A> {
         }
         let mut tx = Self {
             core: Core::new(respond_to, timers),
-            request: Some(request),
+            request: Some(Box::new(request)),
             phase: Phase::Proceeding {
                 trying: Some(after(now, TRYING_DELAY)),
                 last: None,
@@ -105,7 +105,12 @@ impl<A: Address> ServerInvite<A> {
 
     /// The INVITE, until the final response is sent.
     pub fn request(&self) -> Option<&Request> {
-        self.request.as_ref()
+        self.request.as_deref()
+    }
+
+    /// Frees the output queues' memory once drained.
+    pub(crate) fn release_outbox(&mut self) {
+        self.core.out.release();
     }
 
     /// The To tag of the latest response sent, if it had one.
@@ -126,7 +131,7 @@ impl<A: Address> ServerInvite<A> {
         } = &mut self.phase
         {
             *trying = None;
-            if let Some(Ok(r)) = self.request.as_ref().map(|request| {
+            if let Some(Ok(r)) = self.request.as_deref().map(|request| {
                 ResponseBuilder::reply_to(&request.headers, StatusCode::TRYING, None).build()
             }) {
                 let wire = wire_response(&r);

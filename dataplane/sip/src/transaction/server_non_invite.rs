@@ -39,7 +39,7 @@ enum Phase {
 pub struct ServerNonInvite<A> {
     core: Core<A>,
     /// Dropped with the final response: Completed only resends that.
-    request: Option<Request>,
+    request: Option<Box<Request>>,
     phase: Phase,
 }
 
@@ -61,7 +61,7 @@ impl<A: Address> ServerNonInvite<A> {
         let abandon = after(now, core.timers.timeout());
         Ok(Self {
             core,
-            request: Some(request),
+            request: Some(Box::new(request)),
             phase: Phase::Waiting {
                 last: None,
                 abandon,
@@ -80,7 +80,12 @@ impl<A: Address> ServerNonInvite<A> {
 
     /// The request, until the final response is sent.
     pub fn request(&self) -> Option<&Request> {
-        self.request.as_ref()
+        self.request.as_deref()
+    }
+
+    /// Frees the output queues' memory once drained.
+    pub(crate) fn release_outbox(&mut self) {
+        self.core.out.release();
     }
 
     /// The TU's response: provisionals until the final.
