@@ -136,7 +136,7 @@ struct Cli {
     /// and M), so a sustained rate of R calls per second holds about
     /// R × 100 of them; new calls may use seven eighths of the table (the
     /// rest is kept for BYEs and other requests of calls in progress). A
-    /// lingering transaction costs a few KiB; the table is not allocated
+    /// lingering transaction costs about 1 KiB; the table is not allocated
     /// ahead.
     #[arg(long, env = "CODEB_MAX_TRANSACTIONS", default_value_t = 1 << 20)]
     max_transactions: usize,
