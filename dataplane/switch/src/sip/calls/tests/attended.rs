@@ -8,10 +8,27 @@
 
 use codeb_sip::dialog::Incoming;
 
-use super::refer::{EXTRA, accepted, answer_notify, assert_notify, refer, refer_count, text};
+use super::refer::{
+    EXTRA, accepted, answer_notify, answer_to_refer, assert_notify, notified, refer,
+    refer_accepted, refer_count, text, transfer_failed,
+};
+use super::transfer::RECEPTIONIST;
 use super::*;
 
 const CARL: &str = B2;
+
+/// A trunk of another tenant, for callers from 198.51.100.0/24.
+pub(super) const OTHER_TENANT_TRUNK: &str = r#"
+[[trunks]]
+id = "tr_00000000000000ee"
+tenant = "other.example"
+host = "198.51.100.1"
+inbound = ["198.51.100.0/24"]
+options_interval = 0
+"#;
+
+/// Where carl's phone takes the joined call's media.
+const CARL_JOINED: (&str, u16) = ("192.0.2.21", 44002);
 
 /// Bob's call to carl (DID 3000) through the switch: bob's dialog and
 /// carl's, the INVITE carl got.
@@ -29,47 +46,30 @@ fn invite_from_bob(h: &mut Harness, did: &str) -> Request {
 
 /// An INVITE to `did` from a phone at `at`, as bob.
 pub(super) fn invite_from(h: &mut Harness, at: &str, did: &str) -> Request {
-    let ip = addr(at).ip().to_string();
-    let via = Via::new(
-        &Transport::Udp,
-        &Host::from_bytes(ip.clone()).unwrap(),
-        Some(5060),
-        &h.ids.branch(),
-        true,
-    )
-    .unwrap();
-    let from = NameAddr::from_bytes(format!("\"Bob\" <sip:bob@{at}>"))
-        .unwrap()
-        .with_tag(&h.ids.tag())
-        .unwrap();
     let sdp = "v=0\r\no=- 7 7 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 42002 RTP/AVP 8 0\r\na=rtpmap:8 PCMA/8000\r\n";
-    RequestBuilder::new(
-        Method::Invite,
-        Uri::parse(format!("sip:{did}@{SW}")).unwrap(),
-    )
-    .via(&via)
-    .max_forwards(70)
-    .from(&from)
-    .to(&NameAddr::from_bytes(format!("<sip:{did}@{SW}>")).unwrap())
-    .call_id(h.ids.call_id(Some(ip.as_bytes())))
-    .cseq(1)
-    .contact(&local(at).contact)
-    .body(
-        &super::super::sdp_type(),
-        Bytes::from_static(sdp.as_bytes()),
-    )
-    .build()
-    .unwrap()
+    h.invite(at, &format!("\"Bob\" <sip:bob@{at}>"), did)
+        .body(
+            &super::super::sdp_type(),
+            Bytes::from_static(sdp.as_bytes()),
+        )
+        .build()
+        .unwrap()
 }
 
 /// Bob calls carl; carl answers; bob ACKs.
 fn consult(h: &mut Harness) -> Consult {
-    let invite = invite_from_bob(h, "3000");
-    h.send(B, invite.clone());
+    call_carl(h, B, "3000")
+}
+
+/// A phone at `at` calls `did`, which rings carl; carl answers; the
+/// caller ACKs (its dialog is the `bob` of the result).
+fn call_carl(h: &mut Harness, at: &str, did: &str) -> Consult {
+    let invite = invite_from(h, at, did);
+    h.send(at, invite.clone());
     let to_carl = request(h.one(CARL));
     assert_eq!(to_carl.method, Method::Invite);
     let carl = answer_invite(h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
-    let (bob, ok) = acked(h, B, &invite);
+    let (bob, ok) = acked(h, at, &invite);
     Consult {
         bob,
         ok,
@@ -83,21 +83,7 @@ fn consult(h: &mut Harness) -> Consult {
 pub(super) fn acked(h: &mut Harness, at: &str, invite: &Request) -> (Dialog<Peer>, Response) {
     let ok = response(h.one(at));
     assert_eq!(ok.status, StatusCode::OK);
-    let mut d = Dialog::uac(
-        h.now,
-        invite,
-        &ok,
-        local(at),
-        Peer::udp(addr(SW)),
-        DialogConfig {
-            auto_ack: true,
-            ..peer_config(None)
-        },
-        &mut h.ids,
-    )
-    .unwrap();
-    h.flush(at, &mut d);
-    while d.poll_event().is_some() {}
+    let d = caller_dialog(h, at, invite, &ok, true, None);
     (d, ok)
 }
 
@@ -124,17 +110,37 @@ fn escape(s: &str) -> String {
         .replace('@', "%40")
 }
 
-/// The Refer-To naming bob's dialog `d` as bob sees it (RFC 3891 §3:
-/// to-tag is the remote tag, from-tag bob's own).
-fn refer_to(d: &Dialog<Peer>) -> String {
+/// Replaces naming bob's dialog `d` as bob sees it (RFC 3891 §3: to-tag
+/// is the remote tag, the switch's; from-tag bob's own).
+pub(super) fn replaces_of(d: &Dialog<Peer>) -> String {
     let id = d.id();
-    let replaces = format!(
+    format!(
         "{};to-tag={};from-tag={}",
         text(&id.call_id),
         text(&id.remote_tag),
         text(&id.local_tag)
-    );
-    format!("<sip:carl@192.0.2.1?Replaces={}>", escape(&replaces))
+    )
+}
+
+/// Replaces naming the caller's early dialog of `invite` as the caller
+/// sees it: to-tag the one of the switch's provisional `ringing`, from-tag
+/// the caller's own.
+pub(super) fn early_replaces_of(invite: &Request, ringing: &Response) -> String {
+    format!(
+        "{};to-tag={};from-tag={}",
+        text(&invite.headers.call_id().unwrap()),
+        text(&Bytes::copy_from_slice(
+            ringing.headers.to().unwrap().tag().unwrap()
+        )),
+        text(&Bytes::copy_from_slice(
+            invite.headers.from().unwrap().tag().unwrap()
+        )),
+    )
+}
+
+/// The Refer-To naming bob's dialog `d` as bob sees it.
+fn refer_to(d: &Dialog<Peer>) -> String {
+    format!("<sip:carl@192.0.2.1?Replaces={}>", escape(&replaces_of(d)))
 }
 
 /// The o= line's session id and version of an SDP body.
@@ -145,16 +151,14 @@ fn origin(body: &Bytes) -> (String, u64) {
     (f[1].to_owned(), f[2].parse().unwrap())
 }
 
-fn sdp_at(port: u16) -> Bytes {
-    sdp_answer("192.0.2.21", port)
-}
-
-/// Bob's peer answers a BYE of the switch.
-pub(super) fn answer_bye(h: &mut Harness, at: &str, d: &mut Dialog<Peer>, bye: &Request) {
-    assert_eq!(bye.method, Method::Bye);
-    assert_eq!(d.handle_request(h.now, bye), Incoming::Accept);
-    let ok = d.reply(bye, StatusCode::OK).build().unwrap();
-    h.send(at, ok);
+/// What the referrer at `at` gets once the join is done: our BYE on the
+/// replaced dialog and the REFER's final NOTIFY, in either order.
+fn bye_and_notify(h: &mut Harness, at: &str) -> (Request, Request) {
+    let mut got: Vec<Request> = h.take(at).into_iter().map(request).collect();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    got.sort_by_key(|r| r.method != Method::Bye);
+    let notify = got.pop().unwrap();
+    (got.pop().unwrap(), notify)
 }
 
 pub(super) fn warning(r: &Response) -> String {
@@ -166,10 +170,7 @@ fn bob_joins_the_caller_and_carl_and_leaves_both_calls() {
     let (mut h, mut call, mut c) = setup();
     let a_call_id = text(&call.a.id().call_id);
     let carl_call_id = text(&c.carl.id().call_id);
-    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
-    h.send(B, r);
-    let (_, notify) = accepted(&mut h, B);
-    answer_notify(&mut h, B, &mut call.b, &notify, StatusCode::OK);
+    refer_accepted(&mut h, B, &mut call.b, &refer_to(&c.bob));
     // Carl is re-invited in his own dialog, towards call 1's port on
     // bob's side (the one bob's INVITE offered), A's codec first, his own
     // o= session one version on.
@@ -203,36 +204,19 @@ fn bob_joins_the_caller_and_carl_and_leaves_both_calls() {
         assert!(!wire.contains(leak), "{leak:?} leaked to carl:\n{wire}");
     }
     assert!(h.take(A).is_empty(), "A hears nothing");
-    assert_eq!(c.carl.handle_request(h.now, &reinvite), Incoming::Accept);
-    let ok = c
-        .carl
-        .reply(&reinvite, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_at(44002))
-        .build()
-        .unwrap();
-    c.carl.sent_response(h.now, &ok);
-    h.send(CARL, ok);
+    accept_reinvite(&mut h, CARL, &mut c.carl, &reinvite, CARL_JOINED);
     let ack = request(h.one(CARL));
     assert_eq!(ack.method, Method::Ack);
     assert_eq!(c.carl.handle_request(h.now, &ack), Incoming::Ack);
     // Bob: our BYE on call 2 and the final NOTIFY on call 1, then, once
     // he has answered it, our BYE on call 1.
-    let mut got = h.take(B);
-    assert_eq!(got.len(), 2, "{got:#?}");
-    let (mut byes, notifies): (Vec<Request>, Vec<Request>) = got
-        .drain(..)
-        .map(request)
-        .partition(|r| r.method == Method::Bye);
-    let bye2 = byes.remove(0);
+    let (bye2, last) = bye_and_notify(&mut h, B);
     assert_eq!(bye2.headers.call_id().unwrap(), c.bob.id().call_id);
     answer_bye(&mut h, B, &mut c.bob, &bye2);
-    let last = &notifies[0];
     assert_eq!(last.headers.call_id().unwrap(), call.b.id().call_id);
-    assert_notify(last, "terminated;reason=noresource", "SIP/2.0 200 OK");
-    answer_notify(&mut h, B, &mut call.b, last, StatusCode::OK);
-    let bye1 = request(h.one(B));
-    assert_eq!(bye1.headers.call_id().unwrap(), call.b.id().call_id);
-    answer_bye(&mut h, B, &mut call.b, &bye1);
+    assert_notify(&last, "terminated;reason=noresource", "SIP/2.0 200 OK");
+    answer_notify(&mut h, B, &mut call.b, &last, StatusCode::OK);
+    hung_up(&mut h, B, &mut call.b);
     assert!(h.take(A).is_empty(), "A still hears nothing");
     assert!(h.take(CARL).is_empty());
     assert_eq!(h.core.active_calls(), 1, "call 2 is over");
@@ -240,25 +224,12 @@ fn bob_joins_the_caller_and_carl_and_leaves_both_calls() {
     assert_eq!(h.core.calls.ports_in_use(), 2, "call 2's media released");
     assert_eq!(refer_count(&h, "transferred"), 1);
     // A and carl are the call: INFO both ways, then carl hangs up.
-    let info = call.a.request(Method::Info).unwrap().build().unwrap();
-    h.send(A, info);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
-    let to_carl = request(h.one(CARL));
-    assert_eq!(to_carl.method, Method::Info);
+    let to_carl = info_reaches(&mut h, A, &mut call.a, CARL);
     assert_eq!(text(&to_carl.headers.call_id().unwrap()), carl_call_id);
-    let info = c.carl.request(Method::Info).unwrap().build().unwrap();
-    h.send(CARL, info);
-    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
-    assert_eq!(request(h.one(A)).method, Method::Info);
-    let bye = c.carl.request(Method::Bye).unwrap().build().unwrap();
-    h.send(CARL, bye);
-    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
-    let bye = request(h.one(A));
-    assert_eq!(bye.method, Method::Bye);
-    let ok = call.a.reply(&bye, StatusCode::OK).build().unwrap();
-    h.send(A, ok);
-    assert_eq!(h.core.active_calls(), 0);
-    assert_eq!(h.core.dialogs(), 0);
+    info_reaches(&mut h, CARL, &mut c.carl, A);
+    hang_up(&mut h, CARL, &mut c.carl);
+    hung_up(&mut h, A, &mut call.a);
+    assert_all_ended(&h);
     assert_eq!(h.core.calls.ports_in_use(), 0);
 }
 
@@ -270,25 +241,20 @@ fn neither_call_takes_another_transfer_during_the_join() {
     accepted(&mut h, B);
     let _reinvite = request(h.one(CARL));
     // Carl's blind REFER in call 2, A's in call 1, bob's second one: 491.
-    let r = refer(&mut c.carl, "<sip:bob@192.0.2.1>", &[]);
-    h.send(CARL, r);
-    assert_eq!(response(h.one(CARL)).status.as_u16(), 491);
-    let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
-    h.send(A, r);
-    assert_eq!(response(h.one(A)).status.as_u16(), 491);
-    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
-    h.send(B, r);
-    assert_eq!(response(h.one(B)).status.as_u16(), 491);
+    for (at, d, to) in [
+        (CARL, &mut c.carl, "<sip:bob@192.0.2.1>".to_owned()),
+        (A, &mut call.a, "<sip:carl@192.0.2.1>".to_owned()),
+        (B, &mut call.b, refer_to(&c.bob)),
+    ] {
+        assert_eq!(answer_to_refer(&mut h, at, d, &to).status.as_u16(), 491);
+    }
     assert!(h.take(CARL).is_empty() && h.take(A).is_empty() && h.take(B).is_empty());
 }
 
 #[test]
 fn carl_refusing_the_reinvite_leaves_both_calls() {
     let (mut h, mut call, mut c) = setup();
-    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
-    h.send(B, r);
-    let (_, notify) = accepted(&mut h, B);
-    answer_notify(&mut h, B, &mut call.b, &notify, StatusCode::OK);
+    refer_accepted(&mut h, B, &mut call.b, &refer_to(&c.bob));
     let reinvite = request(h.one(CARL));
     assert_eq!(c.carl.handle_request(h.now, &reinvite), Incoming::Accept);
     let busy = c
@@ -298,27 +264,12 @@ fn carl_refusing_the_reinvite_leaves_both_calls() {
         .unwrap();
     c.carl.sent_response(h.now, &busy);
     h.send(CARL, busy);
-    assert_eq!(request(h.one(CARL)).method, Method::Ack);
-    let last = request(h.one(B));
-    assert_notify(
-        &last,
-        "terminated;reason=noresource",
-        "SIP/2.0 488 Not Acceptable Here",
-    );
-    answer_notify(&mut h, B, &mut call.b, &last, StatusCode::OK);
-    assert!(h.take(B).is_empty(), "no BYE: bob keeps both calls");
+    transfer_failed(&mut h, B, &mut call.b, "SIP/2.0 488 Not Acceptable Here");
     assert!(h.take(A).is_empty());
-    assert_eq!(h.core.active_calls(), 2);
-    assert_eq!(refer_count(&h, "failed"), 1);
+    assert_eq!(h.core.active_calls(), 2, "bob keeps both calls");
     // Both calls still carry their parties.
-    let info = call.a.request(Method::Info).unwrap().build().unwrap();
-    h.send(A, info);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
-    assert_eq!(request(h.one(B)).method, Method::Info);
-    let info = c.carl.request(Method::Info).unwrap().build().unwrap();
-    h.send(CARL, info);
-    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
-    let to_bob = request(h.one(B));
+    info_reaches(&mut h, A, &mut call.a, B);
+    let to_bob = info_reaches(&mut h, CARL, &mut c.carl, B);
     assert_eq!(to_bob.headers.call_id().unwrap(), c.bob.id().call_id);
     // And bob may try again.
     let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
@@ -329,19 +280,11 @@ fn carl_refusing_the_reinvite_leaves_both_calls() {
 
 #[test]
 fn a_reinvite_carl_never_answers_is_reported_as_408() {
-    let (mut h, mut call, _c) = setup();
-    let r = refer(&mut call.b, &refer_to(&_c.bob), &[]);
-    h.send(B, r);
-    let (_, notify) = accepted(&mut h, B);
-    answer_notify(&mut h, B, &mut call.b, &notify, StatusCode::OK);
+    let (mut h, mut call, c) = setup();
+    refer_accepted(&mut h, B, &mut call.b, &refer_to(&c.bob));
     assert_eq!(request(h.one(CARL)).method, Method::Invite);
     h.advance(secs(33));
-    let notify = h
-        .take(B)
-        .into_iter()
-        .filter_map(|m| m.as_request().cloned())
-        .find(|r| r.method == Method::Notify)
-        .unwrap();
+    let notify = h.take_request(B, Method::Notify).unwrap();
     assert_notify(
         &notify,
         "terminated;reason=noresource",
@@ -398,9 +341,7 @@ fn replaces_naming_no_dialog_bob_may_hand_over_is_refused() {
         ),
     ];
     for (to, why) in &cases {
-        let r = refer(&mut call.b, to, &[]);
-        h.send(B, r);
-        let r = response(h.one(B));
+        let r = answer_to_refer(&mut h, B, &mut call.b, to);
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{to}");
         assert!(warning(&r).contains(why), "{to}: {}", warning(&r));
     }
@@ -425,21 +366,9 @@ fn an_early_dialog_is_not_replaced() {
     let ringing = response(h.one(B));
     assert_eq!(ringing.status, StatusCode::RINGING);
     // Bob's early dialog: his From tag and the switch's To tag.
-    let to = ringing.headers.to().unwrap();
-    let from = invite.headers.from().unwrap();
-    let replaces = format!(
-        "{};to-tag={};from-tag={}",
-        text(&invite.headers.call_id().unwrap()),
-        text(&Bytes::copy_from_slice(to.tag().unwrap())),
-        text(&Bytes::copy_from_slice(from.tag().unwrap())),
-    );
-    let r = refer(
-        &mut call.b,
-        &format!("<sip:carl@192.0.2.1?Replaces={}>", escape(&replaces)),
-        &[],
-    );
-    h.send(B, r);
-    let r = response(h.one(B));
+    let replaces = early_replaces_of(&invite, &ringing);
+    let to = format!("<sip:carl@192.0.2.1?Replaces={}>", escape(&replaces));
+    let r = answer_to_refer(&mut h, B, &mut call.b, &to);
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(warning(&r).contains("not confirmed"), "{}", warning(&r));
     assert!(h.take(CARL).is_empty());
@@ -448,14 +377,7 @@ fn an_early_dialog_is_not_replaced() {
 #[test]
 fn another_tenants_dialog_is_not_replaced() {
     let extra = format!(
-        r#"{EXTRA}
-[[trunks]]
-id = "tr_00000000000000ee"
-tenant = "other.example"
-host = "198.51.100.1"
-inbound = ["198.51.100.0/24"]
-options_interval = 0
-
+        r#"{EXTRA}{OTHER_TENANT_TRUNK}
 [[routes]]
 tenant = "other.example"
 did = "5000"
@@ -466,14 +388,8 @@ user = "carl"
     let mut call = answered_call(&mut h, Setup::default());
     // A caller of the other tenant's trunk calls carl.
     const OTHER: &str = "198.51.100.5:5060";
-    let invite = invite_from(&mut h, OTHER, "5000");
-    h.send(OTHER, invite.clone());
-    let to_carl = request(h.one(CARL));
-    let _carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
-    let (other, _) = acked(&mut h, OTHER, &invite);
-    let r = refer(&mut call.b, &refer_to(&other), &[]);
-    h.send(B, r);
-    let r = response(h.one(B));
+    let other = call_carl(&mut h, OTHER, "5000");
+    let r = answer_to_refer(&mut h, B, &mut call.b, &refer_to(&other.bob));
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(warning(&r).contains("another tenant"), "{}", warning(&r));
     assert!(h.take(CARL).is_empty());
@@ -538,9 +454,7 @@ fn malformed_replaces_is_a_bad_request() {
         ),
     ];
     for (to, status, why) in &cases {
-        let r = refer(&mut call.b, to, &[]);
-        h.send(B, r);
-        let r = response(h.one(B));
+        let r = answer_to_refer(&mut h, B, &mut call.b, to);
         assert_eq!(r.status.as_u16(), *status, "{to}: {}", warning(&r));
         assert!(warning(&r).contains(why), "{to}: {}", warning(&r));
     }
@@ -560,45 +474,23 @@ fn malformed_replaces_is_a_bad_request() {
 #[test]
 fn bob_hanging_up_call_2_first_does_not_stop_the_join() {
     let (mut h, mut call, mut c) = setup();
-    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
-    h.send(B, r);
-    let (_, notify) = accepted(&mut h, B);
-    answer_notify(&mut h, B, &mut call.b, &notify, StatusCode::OK);
+    refer_accepted(&mut h, B, &mut call.b, &refer_to(&c.bob));
     let reinvite = request(h.one(CARL));
     // Some phones hang up the consultation call at once.
-    let bye = c.bob.request(Method::Bye).unwrap().build().unwrap();
-    h.send(B, bye);
-    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    hang_up(&mut h, B, &mut c.bob);
     assert!(h.take(CARL).is_empty(), "carl is not hung up");
-    assert_eq!(c.carl.handle_request(h.now, &reinvite), Incoming::Accept);
-    let ok = c
-        .carl
-        .reply(&reinvite, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_at(44002))
-        .build()
-        .unwrap();
-    c.carl.sent_response(h.now, &ok);
-    h.send(CARL, ok);
+    accept_reinvite(&mut h, CARL, &mut c.carl, &reinvite, CARL_JOINED);
     assert_eq!(request(h.one(CARL)).method, Method::Ack);
-    let last = request(h.one(B));
-    assert_notify(&last, "terminated", "SIP/2.0 200 OK");
-    answer_notify(&mut h, B, &mut call.b, &last, StatusCode::OK);
-    let bye1 = request(h.one(B));
-    answer_bye(&mut h, B, &mut call.b, &bye1);
+    notified(&mut h, B, &mut call.b, "terminated", "SIP/2.0 200 OK");
+    hung_up(&mut h, B, &mut call.b);
     assert_eq!(h.core.active_calls(), 1);
-    let info = call.a.request(Method::Info).unwrap().build().unwrap();
-    h.send(A, info);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
-    assert_eq!(request(h.one(CARL)).method, Method::Info);
+    info_reaches(&mut h, A, &mut call.a, CARL);
 }
 
 #[test]
 fn carl_hanging_up_during_the_join_keeps_bob_with_a() {
     let (mut h, mut call, mut c) = setup();
-    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
-    h.send(B, r);
-    let (_, notify) = accepted(&mut h, B);
-    answer_notify(&mut h, B, &mut call.b, &notify, StatusCode::OK);
+    refer_accepted(&mut h, B, &mut call.b, &refer_to(&c.bob));
     let _reinvite = request(h.one(CARL));
     let bye = c.carl.request(Method::Bye).unwrap().build().unwrap();
     h.send(CARL, bye);
@@ -608,68 +500,35 @@ fn carl_hanging_up_during_the_join_keeps_bob_with_a() {
             .any(|m| m.as_response().is_some_and(|r| r.status == StatusCode::OK)),
         "{got:#?}"
     );
-    let mut to_bob: Vec<Request> = h.take(B).into_iter().map(request).collect();
-    to_bob.sort_by_key(|r| r.method == Method::Bye);
-    assert_eq!(to_bob.len(), 2, "{to_bob:#?}");
+    let (bye2, notify) = bye_and_notify(&mut h, B);
     assert_notify(
-        &to_bob[0],
+        &notify,
         "terminated",
         "SIP/2.0 481 Call/Transaction Does Not Exist",
     );
-    assert_eq!(to_bob[1].method, Method::Bye);
-    assert_eq!(to_bob[1].headers.call_id().unwrap(), c.bob.id().call_id);
+    assert_eq!(bye2.method, Method::Bye);
+    assert_eq!(bye2.headers.call_id().unwrap(), c.bob.id().call_id);
     assert!(h.take(A).is_empty());
     // Bob and A still talk.
-    let info = call.a.request(Method::Info).unwrap().build().unwrap();
-    h.send(A, info);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
-    assert_eq!(request(h.one(B)).method, Method::Info);
+    info_reaches(&mut h, A, &mut call.a, B);
 }
 
 #[test]
 fn bob_hanging_up_call_1_first_does_not_stop_the_join() {
     let (mut h, mut call, mut c) = setup();
-    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
-    h.send(B, r);
-    let (_, notify) = accepted(&mut h, B);
-    answer_notify(&mut h, B, &mut call.b, &notify, StatusCode::OK);
+    refer_accepted(&mut h, B, &mut call.b, &refer_to(&c.bob));
     let reinvite = request(h.one(CARL));
-    let bye = call.b.request(Method::Bye).unwrap().build().unwrap();
-    h.send(B, bye);
-    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    hang_up(&mut h, B, &mut call.b);
     assert!(h.take(A).is_empty(), "A waits for carl");
-    assert_eq!(c.carl.handle_request(h.now, &reinvite), Incoming::Accept);
-    let ok = c
-        .carl
-        .reply(&reinvite, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_at(44002))
-        .build()
-        .unwrap();
-    c.carl.sent_response(h.now, &ok);
-    h.send(CARL, ok);
+    accept_reinvite(&mut h, CARL, &mut c.carl, &reinvite, CARL_JOINED);
     assert_eq!(request(h.one(CARL)).method, Method::Ack);
     // Only call 2's BYE: bob left call 1 himself, no NOTIFY follows.
-    let bye2 = request(h.one(B));
-    assert_eq!(bye2.headers.call_id().unwrap(), c.bob.id().call_id);
-    answer_bye(&mut h, B, &mut c.bob, &bye2);
+    hung_up(&mut h, B, &mut c.bob);
     assert!(h.take(B).is_empty());
     assert_eq!(h.core.active_calls(), 1);
     assert_eq!(h.core.dialogs(), 2, "A's and carl's");
-    let info = c.carl.request(Method::Info).unwrap().build().unwrap();
-    h.send(CARL, info);
-    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
-    assert_eq!(request(h.one(A)).method, Method::Info);
+    info_reaches(&mut h, CARL, &mut c.carl, A);
 }
-
-/// DID 7000 is a virtual number whose AI answers callers from A.
-const RECEPTIONIST: &str = r#"
-[[virtual_numbers]]
-number = "7000"
-
-[[routes]]
-did = "7000"
-virtual_number = "7000"
-"#;
 
 /// A caller at A reaches the virtual number, whose AI hands it to bob,
 /// who answers with `tag`: the caller's dialog, bob's, the call's id.
@@ -701,21 +560,11 @@ fn virtual_number_calls_report_the_transfer_and_the_replaced_calls_end() {
     // Two callers reach the number and are handed to bob; bob joins them.
     let (mut first, mut bob1, id1) = handed_to_bob(&mut h, b"bobtag1");
     let (mut second, mut bob2, id2) = handed_to_bob(&mut h, b"bobtag2");
-    let r = refer(&mut bob1, &refer_to(&bob2), &[]);
-    h.send(B, r);
-    let (_, notify) = accepted(&mut h, B);
-    answer_notify(&mut h, B, &mut bob1, &notify, StatusCode::OK);
+    refer_accepted(&mut h, B, &mut bob1, &refer_to(&bob2));
     // The second caller (side A of its call) is re-invited.
     let reinvite = request(h.one(A));
     assert_eq!(reinvite.headers.call_id().unwrap(), second.id().call_id);
-    assert_eq!(second.handle_request(h.now, &reinvite), Incoming::Accept);
-    let ok = second
-        .reply(&reinvite, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.10", 40002))
-        .build()
-        .unwrap();
-    second.sent_response(h.now, &ok);
-    h.send(A, ok);
+    accept_reinvite(&mut h, A, &mut second, &reinvite, ("192.0.2.10", 40002));
     assert_eq!(request(h.one(A)).method, Method::Ack);
     let evs = events(&mut h);
     assert_eq!(evs.len(), 1, "{evs:#?}");
@@ -730,34 +579,25 @@ fn virtual_number_calls_report_the_transfer_and_the_replaced_calls_end() {
         },
         "the second caller, by its number"
     );
-    let mut to_bob: Vec<Request> = h.take(B).into_iter().map(request).collect();
-    to_bob.sort_by_key(|r| r.method != Method::Bye);
-    answer_bye(&mut h, B, &mut bob2, &to_bob[0]);
+    let (bye2, notify) = bye_and_notify(&mut h, B);
+    answer_bye(&mut h, B, &mut bob2, &bye2);
     let evs = events(&mut h);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!(evs[0].call_id, id2);
     let (outcome, _, answered, _, _) = ended(&evs);
     assert_eq!((outcome.as_str(), answered), (TRANSFERRED, true));
-    answer_notify(&mut h, B, &mut bob1, &to_bob[1], StatusCode::OK);
-    let bye1 = request(h.one(B));
-    answer_bye(&mut h, B, &mut bob1, &bye1);
+    answer_notify(&mut h, B, &mut bob1, &notify, StatusCode::OK);
+    hung_up(&mut h, B, &mut bob1);
     // The two callers talk; the first hangs up and the second gets it.
     let bye = first.request(Method::Bye).unwrap().build().unwrap();
     h.send(A, bye);
-    let mut got = h.take(A);
-    let bye = got
-        .drain(..)
-        .filter_map(|m| m.as_request().cloned())
-        .find(|r| r.method == Method::Bye)
-        .unwrap();
+    let bye = h.take_request(A, Method::Bye).unwrap();
     assert_eq!(bye.headers.call_id().unwrap(), second.id().call_id);
-    let ok = second.reply(&bye, StatusCode::OK).build().unwrap();
-    h.send(A, ok);
+    answer_bye(&mut h, A, &mut second, &bye);
     let evs = events(&mut h);
     assert_eq!(evs[0].call_id, id1);
     assert_eq!(ended(&evs).0, TRANSFERRED);
-    assert_eq!(h.core.active_calls(), 0);
-    assert_eq!(h.core.dialogs(), 0);
+    assert_all_ended(&h);
 }
 
 #[test]
@@ -769,10 +609,7 @@ fn the_caller_side_of_call_1_and_the_callee_side_of_call_2_join_too() {
     let mut h = Harness::with_config(None, EXTRA);
     let mut c = consult(&mut h);
     let mut call2 = answered_call(&mut h, Setup::default());
-    let r = refer(&mut c.bob, &refer_to(&call2.b), &[]);
-    h.send(B, r);
-    let (_, notify) = accepted(&mut h, B);
-    answer_notify(&mut h, B, &mut c.bob, &notify, StatusCode::OK);
+    refer_accepted(&mut h, B, &mut c.bob, &refer_to(&call2.b));
     let reinvite = request(h.one(A));
     assert_eq!(reinvite.method, Method::Invite);
     assert_eq!(reinvite.headers.call_id().unwrap(), call2.a.id().call_id);
@@ -783,45 +620,24 @@ fn the_caller_side_of_call_1_and_the_callee_side_of_call_2_join_too() {
         text(&reinvite.body)
     );
     assert!(h.take(CARL).is_empty(), "carl hears nothing");
-    assert_eq!(call2.a.handle_request(h.now, &reinvite), Incoming::Accept);
-    let ok = call2
-        .a
-        .reply(&reinvite, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.10", 40002))
-        .build()
-        .unwrap();
-    call2.a.sent_response(h.now, &ok);
-    h.send(A, ok);
+    accept_reinvite(&mut h, A, &mut call2.a, &reinvite, ("192.0.2.10", 40002));
     // The switch's ACK for A's 2xx (A's dialog ACKs our re-INVITEs itself).
     let ack = request(h.one(A));
     assert_eq!(ack.method, Method::Ack);
-    let mut to_bob: Vec<Request> = h.take(B).into_iter().map(request).collect();
-    to_bob.sort_by_key(|r| r.method != Method::Bye);
-    assert_eq!(to_bob.len(), 2, "{to_bob:#?}");
-    assert_eq!(to_bob[0].headers.call_id().unwrap(), call2.b.id().call_id);
-    answer_bye(&mut h, B, &mut call2.b, &to_bob[0]);
-    assert_notify(&to_bob[1], "terminated", "SIP/2.0 200 OK");
-    answer_notify(&mut h, B, &mut c.bob, &to_bob[1], StatusCode::OK);
-    let bye1 = request(h.one(B));
-    assert_eq!(bye1.headers.call_id().unwrap(), c.bob.id().call_id);
-    answer_bye(&mut h, B, &mut c.bob, &bye1);
+    let (bye2, notify) = bye_and_notify(&mut h, B);
+    assert_eq!(bye2.headers.call_id().unwrap(), call2.b.id().call_id);
+    answer_bye(&mut h, B, &mut call2.b, &bye2);
+    assert_notify(&notify, "terminated", "SIP/2.0 200 OK");
+    answer_notify(&mut h, B, &mut c.bob, &notify, StatusCode::OK);
+    hung_up(&mut h, B, &mut c.bob);
     assert_eq!(h.core.active_calls(), 1);
     assert_eq!(h.core.dialogs(), 2, "carl's and A's");
     // Carl and A talk; A hangs up, carl gets the BYE.
-    let info = c.carl.request(Method::Info).unwrap().build().unwrap();
-    h.send(CARL, info);
-    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
-    assert_eq!(request(h.one(A)).method, Method::Info);
-    let bye = call2.a.request(Method::Bye).unwrap().build().unwrap();
-    h.send(A, bye);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    info_reaches(&mut h, CARL, &mut c.carl, A);
+    hang_up(&mut h, A, &mut call2.a);
     let bye = request(h.one(CARL));
-    assert_eq!(bye.method, Method::Bye);
-    assert_eq!(c.carl.handle_request(h.now, &bye), Incoming::Accept);
-    let ok = c.carl.reply(&bye, StatusCode::OK).build().unwrap();
-    h.send(CARL, ok);
-    assert_eq!(h.core.active_calls(), 0);
-    assert_eq!(h.core.dialogs(), 0);
+    answer_bye(&mut h, CARL, &mut c.carl, &bye);
+    assert_all_ended(&h);
 }
 
 #[test]
@@ -840,35 +656,15 @@ fn a_refresh_answered_by_bob_after_the_join_leaves_carls_media_alone() {
     // holds his answer.
     h.advance(secs(900));
     for m in h.take(A) {
-        let r = request(m);
-        assert_eq!(call.a.handle_request(h.now, &r), Incoming::Accept);
-        let ok = call
-            .a
-            .reply(&r, StatusCode::OK)
-            .body(&super::super::sdp_type(), sdp_answer("192.0.2.10", 40000))
-            .build()
-            .unwrap();
-        call.a.sent_response(h.now, &ok);
-        h.send(A, ok);
+        accept_reinvite(&mut h, A, &mut call.a, &request(m), ("192.0.2.10", 40000));
     }
     let refresh = request(h.one(B));
     assert_eq!(refresh.method, Method::Invite);
     assert_eq!(call.b.handle_request(h.now, &refresh), Incoming::Accept);
     let mut c = consult(&mut h);
-    let r = refer(&mut call.b, &refer_to(&c.bob), &[]);
-    h.send(B, r);
-    let (_, notify) = accepted(&mut h, B);
-    answer_notify(&mut h, B, &mut call.b, &notify, StatusCode::OK);
+    refer_accepted(&mut h, B, &mut call.b, &refer_to(&c.bob));
     let reinvite = request(h.one(CARL));
-    assert_eq!(c.carl.handle_request(h.now, &reinvite), Incoming::Accept);
-    let ok = c
-        .carl
-        .reply(&reinvite, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_at(44002))
-        .build()
-        .unwrap();
-    c.carl.sent_response(h.now, &ok);
-    h.send(CARL, ok);
+    accept_reinvite(&mut h, CARL, &mut c.carl, &reinvite, CARL_JOINED);
     let _ = h.take(CARL);
     let _ = h.take(B);
     // Call 1: the one whose A side is the trunk caller.
@@ -883,14 +679,7 @@ fn a_refresh_answered_by_bob_after_the_join_leaves_carls_media_alone() {
     };
     assert_eq!(joined(&h), Some(addr("192.0.2.21:44002")));
     // Bob's late answer to the refresh in his former dialog.
-    let late = call
-        .b
-        .reply(&refresh, StatusCode::OK)
-        .body(&super::super::sdp_type(), sdp_answer("192.0.2.99", 49000))
-        .build()
-        .unwrap();
-    call.b.sent_response(h.now, &late);
-    h.send(B, late);
+    answer_with_sdp(&mut h, B, &mut call.b, &refresh, ("192.0.2.99", 49000));
     assert_eq!(
         joined(&h),
         Some(addr("192.0.2.21:44002")),

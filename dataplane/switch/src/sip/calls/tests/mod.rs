@@ -135,6 +135,35 @@ impl Harness {
         }
     }
 
+    /// A new INVITE to `did` at the switch from the phone at `at` as
+    /// `from` (a name-addr, given a fresh tag), without a body yet.
+    pub fn invite(&mut self, at: &str, from: &str, did: &str) -> RequestBuilder {
+        let ip = addr(at).ip().to_string();
+        let via = Via::new(
+            &Transport::Udp,
+            &Host::from_bytes(ip.clone()).unwrap(),
+            Some(addr(at).port()),
+            &self.ids.branch(),
+            true,
+        )
+        .unwrap();
+        let from = NameAddr::from_bytes(from.to_owned())
+            .unwrap()
+            .with_tag(&self.ids.tag())
+            .unwrap();
+        RequestBuilder::new(
+            Method::Invite,
+            Uri::parse(format!("sip:{did}@{SW}")).unwrap(),
+        )
+        .via(&via)
+        .max_forwards(70)
+        .from(&from)
+        .to(&NameAddr::from_bytes(format!("<sip:{did}@{SW}>")).unwrap())
+        .call_id(self.ids.call_id(Some(ip.as_bytes())))
+        .cseq(1)
+        .contact(&local(at).contact)
+    }
+
     /// `from` sends `msg` to the switch.
     pub fn send(&mut self, from: &str, msg: impl Into<Message>) {
         let bytes = msg.into().to_bytes();
@@ -175,6 +204,15 @@ impl Harness {
         all
     }
 
+    /// The first `method` request among everything the switch has sent
+    /// to `to` since the last call (the rest is dropped).
+    pub fn take_request(&mut self, to: &str, method: Method) -> Option<Request> {
+        self.take(to)
+            .into_iter()
+            .filter_map(|m| m.as_request().cloned())
+            .find(|r| r.method == method)
+    }
+
     /// The one message the switch has sent to `to`.
     pub fn one(&mut self, to: &str) -> Message {
         let mut got = self.take(to);
@@ -194,29 +232,7 @@ impl Harness {
     }
 
     pub fn invite_from_a(&mut self, did: &str, extra: &[(KnownHeader, &str)]) -> Request {
-        let via = Via::new(
-            &Transport::Udp,
-            &Host::from_bytes("192.0.2.10").unwrap(),
-            Some(5060),
-            &self.ids.branch(),
-            true,
-        )
-        .unwrap();
-        let from = NameAddr::from_bytes(format!("\"Carol\" <sip:+15550002222@{A}>"))
-            .unwrap()
-            .with_tag(&self.ids.tag())
-            .unwrap();
-        let mut b = RequestBuilder::new(
-            Method::Invite,
-            Uri::parse(format!("sip:{did}@{SW}")).unwrap(),
-        )
-        .via(&via)
-        .max_forwards(70)
-        .from(&from)
-        .to(&NameAddr::from_bytes(format!("<sip:{did}@{SW}>")).unwrap())
-        .call_id(self.ids.call_id(Some(b"192.0.2.10")))
-        .cseq(1)
-        .contact(&local(A).contact);
+        let mut b = self.invite(A, &format!("\"Carol\" <sip:+15550002222@{A}>"), did);
         for (name, value) in extra {
             b = b.header(*name, value.to_string());
         }
@@ -330,13 +346,7 @@ pub(super) fn answer_invite(
         &mut h.ids,
     )
     .unwrap();
-    let ok = d
-        .reply(invite, StatusCode::OK)
-        .body(&super::sdp_type(), sdp_answer(media.0, media.1))
-        .build()
-        .unwrap();
-    d.sent_response(h.now, &ok);
-    h.send(at, ok);
+    answer_with_sdp(h, at, &mut d, invite, media);
     let ack = request(h.one(at));
     assert_eq!(ack.method, Method::Ack);
     assert_eq!(
@@ -356,11 +366,25 @@ pub(super) fn a_dialog(
     auto_ack: bool,
     timer: Option<SessionTimerConfig>,
 ) -> Dialog<Peer> {
-    let mut a = Dialog::uac(
+    caller_dialog(h, A, invite, ok, auto_ack, timer)
+}
+
+/// The dialog of the caller at `at` from the switch's 2xx `ok` to its
+/// `invite`; with `auto_ack` its ACK is sent at once (else the test sends
+/// its own).
+pub(super) fn caller_dialog(
+    h: &mut Harness,
+    at: &str,
+    invite: &Request,
+    ok: &Response,
+    auto_ack: bool,
+    timer: Option<SessionTimerConfig>,
+) -> Dialog<Peer> {
+    let mut d = Dialog::uac(
         h.now,
         invite,
         ok,
-        local(A),
+        local(at),
         Peer::udp(addr(SW)),
         DialogConfig {
             auto_ack,
@@ -369,9 +393,86 @@ pub(super) fn a_dialog(
         &mut h.ids,
     )
     .unwrap();
-    h.flush(A, &mut a);
-    while a.poll_event().is_some() {}
-    a
+    h.flush(at, &mut d);
+    while d.poll_event().is_some() {}
+    d
+}
+
+/// The peer at `at` answers the in-dialog `req` of the switch (a
+/// re-INVITE it has already taken into `d`) with 200 and PCMA at `media`.
+pub(super) fn answer_with_sdp(
+    h: &mut Harness,
+    at: &str,
+    d: &mut Dialog<Peer>,
+    req: &Request,
+    media: (&str, u16),
+) {
+    let ok = d
+        .reply(req, StatusCode::OK)
+        .body(&super::sdp_type(), sdp_answer(media.0, media.1))
+        .build()
+        .unwrap();
+    d.sent_response(h.now, &ok);
+    h.send(at, ok);
+}
+
+/// The peer at `at` takes the switch's re-INVITE into its dialog `d` and
+/// accepts it with 200 and PCMA at `media`.
+pub(super) fn accept_reinvite(
+    h: &mut Harness,
+    at: &str,
+    d: &mut Dialog<Peer>,
+    reinvite: &Request,
+    media: (&str, u16),
+) {
+    assert_eq!(
+        d.handle_request(h.now, reinvite),
+        codeb_sip::dialog::Incoming::Accept
+    );
+    answer_with_sdp(h, at, d, reinvite, media);
+}
+
+/// The peer at `at` answers a BYE of the switch in its dialog `d`.
+pub(super) fn answer_bye(h: &mut Harness, at: &str, d: &mut Dialog<Peer>, bye: &Request) {
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(
+        d.handle_request(h.now, bye),
+        codeb_sip::dialog::Incoming::Accept
+    );
+    let ok = d.reply(bye, StatusCode::OK).build().unwrap();
+    h.send(at, ok);
+}
+
+/// The peer at `at` gets the switch's BYE in its dialog `d` (the one
+/// message sent to it) and answers it.
+pub(super) fn hung_up(h: &mut Harness, at: &str, d: &mut Dialog<Peer>) {
+    let bye = request(h.one(at));
+    assert_eq!(bye.headers.call_id().unwrap(), d.id().call_id);
+    answer_bye(h, at, d, &bye);
+}
+
+/// The peer at `at` hangs up its dialog `d`; the switch answers 200.
+pub(super) fn hang_up(h: &mut Harness, at: &str, d: &mut Dialog<Peer>) {
+    let bye = d.request(Method::Bye).unwrap().build().unwrap();
+    h.send(at, bye);
+    assert_eq!(response(h.one(at)).status, StatusCode::OK);
+}
+
+/// The peer at `at` sends INFO in its dialog `d`: the switch answers 200
+/// and passes an INFO on to `to`; that INFO.
+pub(super) fn info_reaches(h: &mut Harness, at: &str, d: &mut Dialog<Peer>, to: &str) -> Request {
+    let info = d.request(Method::Info).unwrap().build().unwrap();
+    h.send(at, info);
+    assert_eq!(response(h.one(at)).status, StatusCode::OK);
+    let passed = request(h.one(to));
+    assert_eq!(passed.method, Method::Info);
+    passed
+}
+
+/// No call and no dialog is left in the switch.
+pub(super) fn assert_all_ended(h: &Harness) {
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0);
 }
 
 pub(super) fn answered_call(h: &mut Harness, s: Setup<'_>) -> Call {

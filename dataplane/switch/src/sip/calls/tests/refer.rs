@@ -95,13 +95,44 @@ pub(super) fn accepted(h: &mut Harness, at: &str) -> (Response, Request) {
     (r, notify)
 }
 
-/// A (the caller) refers to `to`: the 202, the first NOTIFY, and A's 200
-/// to it.
-fn refer_from_a(h: &mut Harness, call: &mut Call, to: &str) {
-    let r = refer(&mut call.a, to, &[]);
-    h.send(A, r);
-    let (_, notify) = accepted(h, A);
-    answer_notify(h, A, &mut call.a, &notify, StatusCode::OK);
+/// The peer at `at` refers in its dialog `d` to `to`: the 202, the first
+/// NOTIFY, and the peer's 200 to it.
+pub(super) fn refer_accepted(h: &mut Harness, at: &str, d: &mut Dialog<Peer>, to: &str) {
+    let r = refer(d, to, &[]);
+    h.send(at, r);
+    let (_, notify) = accepted(h, at);
+    answer_notify(h, at, d, &notify, StatusCode::OK);
+}
+
+/// The peer at `at` refers in its dialog `d` to `to`; the switch's one
+/// answer (when it refuses, all it sends).
+pub(super) fn answer_to_refer(
+    h: &mut Harness,
+    at: &str,
+    d: &mut Dialog<Peer>,
+    to: &str,
+) -> Response {
+    let r = refer(d, to, &[]);
+    h.send(at, r);
+    response(h.one(at))
+}
+
+/// Carl's final failure answer (sipfrag `frag`) is ACKed and reported to
+/// the referrer at `at` in its dialog `d` by a final NOTIFY, which it
+/// answers; no BYE follows, and the transfer counts as failed.
+pub(super) fn transfer_failed(h: &mut Harness, at: &str, d: &mut Dialog<Peer>, frag: &str) {
+    assert_eq!(request(h.one(CARL)).method, Method::Ack);
+    notified(h, at, d, "terminated;reason=noresource", frag);
+    assert!(h.take(at).is_empty(), "no BYE: the referrer keeps its call");
+    assert_eq!(refer_count(h, "failed"), 1);
+}
+
+/// The referrer at `at` gets one NOTIFY in its dialog `d`, with `state`
+/// and sipfrag `frag`, and answers it 200.
+pub(super) fn notified(h: &mut Harness, at: &str, d: &mut Dialog<Peer>, state: &str, frag: &str) {
+    let notify = request(h.one(at));
+    assert_notify(&notify, state, frag);
+    answer_notify(h, at, d, &notify, StatusCode::OK);
 }
 
 pub(super) fn refer_count(h: &Harness, result: &str) -> u64 {
@@ -152,32 +183,24 @@ fn the_caller_refers_the_callee_to_a_user() {
     assert!(h.take(B).is_empty(), "B hears nothing of it");
     let mut carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
     // The referrer learns the outcome, then is hung up.
-    let last = request(h.one(A));
-    assert_notify(&last, "terminated;reason=noresource", "SIP/2.0 200 OK");
-    answer_notify(&mut h, A, &mut call.a, &last, StatusCode::OK);
+    notified(
+        &mut h,
+        A,
+        &mut call.a,
+        "terminated;reason=noresource",
+        "SIP/2.0 200 OK",
+    );
     let bye = request(h.one(A));
-    assert_eq!(bye.method, Method::Bye);
-    assert_eq!(call.a.handle_request(h.now, &bye), Incoming::Accept);
-    let ok = call.a.reply(&bye, StatusCode::OK).build().unwrap();
-    h.send(A, ok);
+    answer_bye(&mut h, A, &mut call.a, &bye);
     assert!(h.take(B).is_empty(), "B stays, unaware");
     assert_eq!(h.core.active_calls(), 1);
     assert_eq!(refer_count(&h, "transferred"), 1);
     // B and carl are the call now: B's INFO reaches carl, B's BYE too.
-    let info = call.b.request(Method::Info).unwrap().build().unwrap();
-    h.send(B, info);
-    assert_eq!(response(h.one(B)).status, StatusCode::OK);
-    assert_eq!(request(h.one(CARL)).method, Method::Info);
-    let bye = call.b.request(Method::Bye).unwrap().build().unwrap();
-    h.send(B, bye);
-    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    info_reaches(&mut h, B, &mut call.b, CARL);
+    hang_up(&mut h, B, &mut call.b);
     let bye = request(h.one(CARL));
-    assert_eq!(bye.method, Method::Bye);
-    assert_eq!(carl.handle_request(h.now, &bye), Incoming::Accept);
-    let ok = carl.reply(&bye, StatusCode::OK).build().unwrap();
-    h.send(CARL, ok);
-    assert_eq!(h.core.active_calls(), 0);
-    assert_eq!(h.core.dialogs(), 0);
+    answer_bye(&mut h, CARL, &mut carl, &bye);
+    assert_all_ended(&h);
 }
 
 #[test]
@@ -210,38 +233,23 @@ fn the_callee_refers_the_caller_to_a_routed_number() {
     assert_eq!(bye.method, Method::Bye);
     assert!(h.take(A).is_empty());
     // A's requests now reach carl.
-    let info = call.a.request(Method::Info).unwrap().build().unwrap();
-    h.send(A, info);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
-    assert_eq!(request(h.one(CARL)).method, Method::Info);
+    info_reaches(&mut h, A, &mut call.a, CARL);
 }
 
 #[test]
 fn a_busy_target_leaves_the_call_as_it_was() {
     let (mut h, mut call) = harness();
-    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
+    refer_accepted(&mut h, A, &mut call.a, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
     let busy = to_carl
         .reply(StatusCode::BUSY_HERE, Some(b"carltag"))
         .build()
         .unwrap();
     h.send(CARL, busy);
-    assert_eq!(request(h.one(CARL)).method, Method::Ack);
-    let last = request(h.one(A));
-    assert_notify(
-        &last,
-        "terminated;reason=noresource",
-        "SIP/2.0 486 Busy Here",
-    );
-    answer_notify(&mut h, A, &mut call.a, &last, StatusCode::OK);
-    assert!(h.take(A).is_empty(), "no BYE: the referrer keeps the call");
+    transfer_failed(&mut h, A, &mut call.a, "SIP/2.0 486 Busy Here");
     assert!(h.take(B).is_empty());
-    assert_eq!(refer_count(&h, "failed"), 1);
     // A and B still talk.
-    let info = call.a.request(Method::Info).unwrap().build().unwrap();
-    h.send(A, info);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
-    assert_eq!(request(h.one(B)).method, Method::Info);
+    info_reaches(&mut h, A, &mut call.a, B);
     // And a new REFER may follow.
     let r = refer(&mut call.a, "<sip:carl@192.0.2.1>", &[]);
     h.send(A, r);
@@ -251,7 +259,7 @@ fn a_busy_target_leaves_the_call_as_it_was() {
 #[test]
 fn a_target_that_never_answers_is_given_up() {
     let (mut h, mut call) = harness();
-    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
+    refer_accepted(&mut h, A, &mut call.a, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
     let ringing = to_carl
         .reply(StatusCode::RINGING, Some(b"carltag"))
@@ -265,18 +273,9 @@ fn a_target_that_never_answers_is_given_up() {
     h.send(CARL, ringing);
     assert!(h.take(A).is_empty(), "a repeated 180 is not NOTIFYed again");
     h.advance(crate::sip::calls::TRANSFER_RING + secs(1));
-    let cancel = h
-        .take(CARL)
-        .into_iter()
-        .filter_map(|m| m.as_request().cloned())
-        .find(|r| r.method == Method::Cancel);
+    let cancel = h.take_request(CARL, Method::Cancel);
     assert!(cancel.is_some(), "the ringing target is cancelled");
-    let last = h
-        .take(A)
-        .into_iter()
-        .filter_map(|m| m.as_request().cloned())
-        .find(|r| r.method == Method::Notify)
-        .unwrap();
+    let last = h.take_request(A, Method::Notify).unwrap();
     assert_notify(
         &last,
         "terminated;reason=noresource",
@@ -297,9 +296,7 @@ fn a_target_the_switch_would_not_route_is_refused() {
         // URI headers other than Replaces (see `attended.rs`).
         "<sip:carl@192.0.2.1?Subject=hello>",
     ] {
-        let r = refer(&mut call.a, target, &[]);
-        h.send(A, r);
-        let r = response(h.one(A));
+        let r = answer_to_refer(&mut h, A, &mut call.a, target);
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}");
     }
     assert!(h.take(CARRIER).is_empty(), "nothing dialled");
@@ -365,18 +362,13 @@ fn refer_outside_a_dialog_is_refused() {
 #[test]
 fn the_referrer_may_hang_up_while_the_target_rings() {
     let (mut h, mut call) = harness();
-    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
+    refer_accepted(&mut h, A, &mut call.a, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
-    let bye = call.a.request(Method::Bye).unwrap().build().unwrap();
-    h.send(A, bye);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    hang_up(&mut h, A, &mut call.a);
     assert!(h.take(B).is_empty(), "B waits for carl");
     let _carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
     assert!(h.take(A).is_empty(), "nothing more to the referrer");
-    let info = call.b.request(Method::Info).unwrap().build().unwrap();
-    h.send(B, info);
-    assert_eq!(response(h.one(B)).status, StatusCode::OK);
-    assert_eq!(request(h.one(CARL)).method, Method::Info);
+    info_reaches(&mut h, B, &mut call.b, CARL);
 }
 
 #[test]
@@ -400,9 +392,8 @@ user = \"bob\"
     let mut h = Harness::with_config(None, &extra);
     let mut call = answered_call(&mut h, Setup::default());
     // DID 4000 routes to dora, a user of another tenant: refused.
-    let r = refer(&mut call.a, "<sip:4000@192.0.2.1>", &[]);
-    h.send(A, r);
-    assert_eq!(response(h.one(A)).status, StatusCode::FORBIDDEN);
+    let r = answer_to_refer(&mut h, A, &mut call.a, "<sip:4000@192.0.2.1>");
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(h.take("192.0.2.22:5060").is_empty(), "dora is never rung");
     assert!(h.take(B).is_empty());
     // carl by name, although the catch-all would ring bob.
@@ -433,7 +424,7 @@ fn a_refer_before_the_call_is_confirmed_is_refused() {
 #[test]
 fn the_other_party_hanging_up_while_the_target_rings_ends_it_all() {
     let (mut h, mut call) = harness();
-    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
+    refer_accepted(&mut h, A, &mut call.a, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
     let ringing = to_carl
         .reply(StatusCode::RINGING, Some(b"carltag"))
@@ -441,9 +432,7 @@ fn the_other_party_hanging_up_while_the_target_rings_ends_it_all() {
         .unwrap();
     h.send(CARL, ringing);
     assert_notify(&request(h.one(A)), "active", "SIP/2.0 180 Ringing");
-    let bye = call.b.request(Method::Bye).unwrap().build().unwrap();
-    h.send(B, bye);
-    assert_eq!(response(h.one(B)).status, StatusCode::OK);
+    hang_up(&mut h, B, &mut call.b);
     let to_a = request(h.one(A));
     assert_eq!(to_a.method, Method::Bye, "the referrer is hung up");
     assert_eq!(request(h.one(CARL)).method, Method::Cancel);
@@ -471,16 +460,14 @@ fn a_refer_needs_exactly_one_refer_to() {
 #[test]
 fn the_referrers_own_bye_after_the_answer_ends_only_its_leg() {
     let (mut h, mut call) = harness();
-    refer_from_a(&mut h, &mut call, "<sip:carl@192.0.2.1>");
+    refer_accepted(&mut h, A, &mut call.a, "<sip:carl@192.0.2.1>");
     let to_carl = request(h.one(CARL));
     let _carl = answer_invite(&mut h, CARL, &to_carl, b"carltag", ("192.0.2.21", 44000));
     let last = request(h.one(A));
     assert_notify(&last, "terminated", "SIP/2.0 200 OK");
     // The referrer hangs up before answering the NOTIFY (the BYEs cross).
     assert_eq!(call.a.handle_request(h.now, &last), Incoming::Accept);
-    let bye = call.a.request(Method::Bye).unwrap().build().unwrap();
-    h.send(A, bye);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    hang_up(&mut h, A, &mut call.a);
     let ok = call.a.reply(&last, StatusCode::OK).build().unwrap();
     h.send(A, ok);
     assert!(
@@ -505,16 +492,9 @@ fn notifies_the_referrer_never_answers_do_not_end_the_call() {
     assert_notify(&last, "terminated", "SIP/2.0 200 OK");
     // Timer F (64·T1) runs out on both NOTIFYs: then the BYE.
     h.advance(secs(33));
-    let bye = h
-        .take(A)
-        .into_iter()
-        .filter_map(|m| m.as_request().cloned())
-        .find(|r| r.method == Method::Bye);
+    let bye = h.take_request(A, Method::Bye);
     assert!(bye.is_some(), "the referrer is hung up after all");
     assert!(h.take(B).is_empty(), "B stays");
     assert_eq!(h.core.active_calls(), 1);
-    let info = carl.request(Method::Info).unwrap().build().unwrap();
-    h.send(CARL, info);
-    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
-    assert_eq!(request(h.one(B)).method, Method::Info);
+    info_reaches(&mut h, CARL, &mut carl, B);
 }

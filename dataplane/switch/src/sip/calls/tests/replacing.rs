@@ -4,25 +4,13 @@
 //! answered on the port bob had, bob gets our BYE, A hears nothing; what
 //! Replaces may not take over is refused with RFC 3891's answers.
 
-use codeb_sip::dialog::Incoming;
-
-use super::attended::{answer_bye, audio_port, invite_from, warning};
+use super::attended::{
+    OTHER_TENANT_TRUNK, audio_port, early_replaces_of, invite_from, replaces_of, warning,
+};
 use super::refer::{EXTRA, text};
 use super::*;
 
 const CARL: &str = B2;
-
-/// Replaces naming bob's dialog `d` as bob sees it: to-tag the switch's,
-/// from-tag bob's.
-fn replaces_of(d: &Dialog<Peer>) -> String {
-    let id = d.id();
-    format!(
-        "{};to-tag={};from-tag={}",
-        text(&id.call_id),
-        text(&id.remote_tag),
-        text(&id.local_tag)
-    )
-}
 
 /// Carl's INVITE (to DID 3000, which would ring carl) with `replaces`
 /// as its Replaces headers.
@@ -62,25 +50,9 @@ fn carl_takes_over_bobs_leg() {
             .contains("codeb@")
     );
     // Carl ACKs.
-    let mut carl = Dialog::uac(
-        h.now,
-        &invite,
-        &ok,
-        local(CARL),
-        Peer::udp(addr(SW)),
-        DialogConfig {
-            auto_ack: true,
-            ..peer_config(None)
-        },
-        &mut h.ids,
-    )
-    .unwrap();
-    h.flush(CARL, &mut carl);
-    while carl.poll_event().is_some() {}
+    let mut carl = caller_dialog(&mut h, CARL, &invite, &ok, true, None);
     // Bob is hung up; A hears nothing.
-    let bye = request(h.one(B));
-    assert_eq!(bye.headers.call_id().unwrap(), call.b.id().call_id);
-    answer_bye(&mut h, B, &mut call.b, &bye);
+    hung_up(&mut h, B, &mut call.b);
     assert!(h.take(A).is_empty());
     h.advance(secs(5));
     assert!(
@@ -92,40 +64,20 @@ fn carl_takes_over_bobs_leg() {
     assert_eq!(h.core.dialogs(), 2, "A's and carl's");
     assert_eq!(h.core.calls.ports_in_use(), 2);
     // A and carl talk; carl hangs up.
-    let info = call.a.request(Method::Info).unwrap().build().unwrap();
-    h.send(A, info);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
-    let to_carl = request(h.one(CARL));
-    assert_eq!(to_carl.method, Method::Info);
+    let to_carl = info_reaches(&mut h, A, &mut call.a, CARL);
     assert_eq!(
         to_carl.headers.call_id().unwrap(),
         invite.headers.call_id().unwrap()
     );
-    let bye = carl.request(Method::Bye).unwrap().build().unwrap();
-    h.send(CARL, bye);
-    assert_eq!(response(h.one(CARL)).status, StatusCode::OK);
+    hang_up(&mut h, CARL, &mut carl);
     let bye = request(h.one(A));
-    assert_eq!(bye.method, Method::Bye);
-    assert_eq!(call.a.handle_request(h.now, &bye), Incoming::Accept);
-    let ok = call.a.reply(&bye, StatusCode::OK).build().unwrap();
-    h.send(A, ok);
-    assert_eq!(h.core.active_calls(), 0);
-    assert_eq!(h.core.dialogs(), 0);
+    answer_bye(&mut h, A, &mut call.a, &bye);
+    assert_all_ended(&h);
 }
 
 #[test]
 fn what_replaces_may_not_take_over_is_refused() {
-    let extra = format!(
-        r#"{EXTRA}
-[[trunks]]
-id = "tr_00000000000000ee"
-tenant = "other.example"
-host = "198.51.100.1"
-inbound = ["198.51.100.0/24"]
-options_interval = 0
-"#
-    );
-    let mut h = Harness::with_config(None, &extra);
+    let mut h = Harness::with_config(None, &format!("{EXTRA}{OTHER_TENANT_TRUNK}"));
     let call = answered_call(&mut h, Setup::default());
     let id = call.b.id();
     let (cid, remote, local) = (text(&id.call_id), text(&id.remote_tag), text(&id.local_tag));
@@ -210,16 +162,7 @@ fn an_early_dialog_is_not_taken_over() {
     h.send(B, ringing);
     let ringing = response(h.one(A));
     // A's early dialog, as A sees it.
-    let replaces = format!(
-        "{};to-tag={};from-tag={}",
-        text(&invite.headers.call_id().unwrap()),
-        text(&Bytes::copy_from_slice(
-            ringing.headers.to().unwrap().tag().unwrap()
-        )),
-        text(&Bytes::copy_from_slice(
-            invite.headers.from().unwrap().tag().unwrap()
-        )),
-    );
+    let replaces = early_replaces_of(&invite, &ringing);
     let r = invite_replacing(&mut h, CARL, &[&replaces]);
     h.send(CARL, r);
     let resp = response(h.one(CARL));
@@ -237,16 +180,9 @@ fn an_early_dialog_is_not_taken_over() {
 fn a_virtual_number_call_reports_the_replacement() {
     use super::attended::handed_to_bob;
     use super::originate::{ended, events};
+    use super::transfer::RECEPTIONIST;
     use crate::sip::calls::{CallEventKind, TRANSFERRED};
-    let receptionist = r#"
-[[virtual_numbers]]
-number = "7000"
-
-[[routes]]
-did = "7000"
-virtual_number = "7000"
-"#;
-    let mut h = Harness::with_config(None, &format!("{EXTRA}{receptionist}"));
+    let mut h = Harness::with_config(None, &format!("{EXTRA}{RECEPTIONIST}"));
     let (mut caller, mut bob, id) = handed_to_bob(&mut h, b"bobtag");
     // Carl's phone, calling as a number, takes over bob's leg.
     let mut invite = invite_replacing(&mut h, CARL, &[&replaces_of(&bob)]);
@@ -268,20 +204,7 @@ virtual_number = "7000"
         .find(|r| r.status.is_final())
         .unwrap();
     assert_eq!(ok.status, StatusCode::OK);
-    let mut carl = Dialog::uac(
-        h.now,
-        &invite,
-        &ok,
-        local(CARL),
-        Peer::udp(addr(SW)),
-        DialogConfig {
-            auto_ack: true,
-            ..peer_config(None)
-        },
-        &mut h.ids,
-    )
-    .unwrap();
-    h.flush(CARL, &mut carl);
+    let mut carl = caller_dialog(&mut h, CARL, &invite, &ok, true, None);
     let evs = events(&mut h);
     assert_eq!(evs.len(), 1, "{evs:#?}");
     assert_eq!(evs[0].call_id, id);
@@ -294,18 +217,13 @@ virtual_number = "7000"
             transfer_type: "invite-replaces".into(),
         }
     );
-    let bye = request(h.one(B));
-    answer_bye(&mut h, B, &mut bob, &bye);
+    hung_up(&mut h, B, &mut bob);
     assert!(events(&mut h).is_empty(), "the call goes on");
     // The caller hangs up: carl gets the BYE; the call ends transferred.
-    let bye = caller.request(Method::Bye).unwrap().build().unwrap();
-    h.send(A, bye);
-    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    hang_up(&mut h, A, &mut caller);
     let bye = request(h.one(CARL));
-    assert_eq!(bye.method, Method::Bye);
     answer_bye(&mut h, CARL, &mut carl, &bye);
     let evs = events(&mut h);
     assert_eq!(ended(&evs).0, TRANSFERRED);
-    assert_eq!(h.core.active_calls(), 0);
-    assert_eq!(h.core.dialogs(), 0);
+    assert_all_ended(&h);
 }

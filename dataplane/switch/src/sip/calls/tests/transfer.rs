@@ -186,7 +186,7 @@ fn hanging_up_while_the_user_rings_cancels_the_transfer() {
 }
 
 /// DID 7000 is a virtual number whose AI answers callers from A.
-const RECEPTIONIST: &str = r#"
+pub(super) const RECEPTIONIST: &str = r#"
 [[virtual_numbers]]
 number = "7000"
 
