@@ -10,46 +10,60 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Sipp, Switch, loopback_config, scenario, sipp_client, sipp_server};
+use common::{
+    Sipp, Switch, loopback_config, loopback_users_config, scenario_client, scenario_server,
+    sipp_client, sipp_server,
+};
+
+/// The loopback config with the callee `uas` (whom every DID rings) at
+/// the SIPp `uas`.
+fn uas_config(uas: &Sipp) -> String {
+    loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port))
+}
+
+/// The switch on [`uas_config`].
+fn switch_to(uas: &Sipp) -> Switch {
+    Switch::start(&uas_config(uas), &[])
+}
+
+/// Every dialog the switch held has ended.
+fn assert_every_leg_ended(sw: &Switch) {
+    assert_eq!(
+        sw.metric("codeb_sip_dialogs "),
+        Some(0.0),
+        "every leg ended"
+    );
+}
+
+/// The switch counted one REFER transfer, with `result`.
+fn assert_one_refer_transfer(sw: &Switch, result: &str) {
+    assert_eq!(
+        sw.metric(&format!(
+            "codeb_sip_refer_transfers_total{{result=\"{result}\"}}"
+        )),
+        Some(1.0),
+        "{result}"
+    );
+}
 
 #[test]
 fn basic_calls_flow_through_the_b2bua() {
     let uas = sipp_server(&["-sn", "uas"]);
-    let sw = Switch::start(
-        &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
-        &[],
-    );
+    let sw = switch_to(&uas);
     let (ok, failed) = sipp_client(sw.sip, &["-sn", "uac", "-m", "20", "-r", "20"]);
     assert_eq!((ok, failed), (20, 0));
     assert_eq!(
         sw.metric("codeb_sip_responses_total{method=\"INVITE\",status=\"200\"}"),
         Some(20.0)
     );
-    assert_eq!(
-        sw.metric("codeb_sip_dialogs "),
-        Some(0.0),
-        "every call ended"
-    );
+    assert_every_leg_ended(&sw);
 }
 
 #[test]
 fn caller_cancels_while_ringing() {
-    let uas = sipp_server(&["-sf", scenario("uas_ring.xml").to_str().unwrap()]);
-    let sw = Switch::start(
-        &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
-        &[],
-    );
-    let (ok, failed) = sipp_client(
-        sw.sip,
-        &[
-            "-sf",
-            scenario("uac_cancel.xml").to_str().unwrap(),
-            "-m",
-            "5",
-            "-r",
-            "5",
-        ],
-    );
+    let uas = scenario_server("uas_ring.xml", &[]);
+    let sw = switch_to(&uas);
+    let (ok, failed) = scenario_client(sw.sip, "uac_cancel.xml", &["-m", "5", "-r", "5"]);
     assert_eq!((ok, failed), (5, 0));
     assert_eq!(
         sw.metric("codeb_sip_responses_total{method=\"INVITE\",status=\"487\"}"),
@@ -59,22 +73,9 @@ fn caller_cancels_while_ringing() {
 
 #[test]
 fn a_caller_requiring_100rel_gets_reliable_early_media_and_prack() {
-    let uas = sipp_server(&["-sf", scenario("uas_early_media.xml").to_str().unwrap()]);
-    let sw = Switch::start(
-        &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
-        &[],
-    );
-    let (ok, failed) = sipp_client(
-        sw.sip,
-        &[
-            "-sf",
-            scenario("uac_100rel.xml").to_str().unwrap(),
-            "-m",
-            "5",
-            "-r",
-            "5",
-        ],
-    );
+    let uas = scenario_server("uas_early_media.xml", &[]);
+    let sw = switch_to(&uas);
+    let (ok, failed) = scenario_client(sw.sip, "uac_100rel.xml", &["-m", "5", "-r", "5"]);
     assert_eq!((ok, failed), (5, 0));
     for (method, status) in [("PRACK", 200), ("INVITE", 200), ("BYE", 200)] {
         assert_eq!(
@@ -85,49 +86,23 @@ fn a_caller_requiring_100rel_gets_reliable_early_media_and_prack() {
             "{method} {status}"
         );
     }
-    assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
+    assert_every_leg_ended(&sw);
 }
 
 #[test]
 fn callee_hangs_up_first() {
-    let uas = sipp_server(&["-sf", scenario("uas_bye.xml").to_str().unwrap()]);
-    let sw = Switch::start(
-        &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
-        &[],
-    );
-    let (ok, failed) = sipp_client(
-        sw.sip,
-        &[
-            "-sf",
-            scenario("uac_wait_bye.xml").to_str().unwrap(),
-            "-m",
-            "5",
-            "-r",
-            "5",
-        ],
-    );
+    let uas = scenario_server("uas_bye.xml", &[]);
+    let sw = switch_to(&uas);
+    let (ok, failed) = scenario_client(sw.sip, "uac_wait_bye.xml", &["-m", "5", "-r", "5"]);
     assert_eq!((ok, failed), (5, 0));
-    assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
+    assert_every_leg_ended(&sw);
 }
 
 #[test]
 fn hold_with_reinvite_is_answered_recvonly() {
     let uas = sipp_server(&["-sn", "uas"]);
-    let sw = Switch::start(
-        &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
-        &[],
-    );
-    let (ok, failed) = sipp_client(
-        sw.sip,
-        &[
-            "-sf",
-            scenario("uac_reinvite.xml").to_str().unwrap(),
-            "-m",
-            "3",
-            "-r",
-            "3",
-        ],
-    );
+    let sw = switch_to(&uas);
+    let (ok, failed) = scenario_client(sw.sip, "uac_reinvite.xml", &["-m", "3", "-r", "3"]);
     assert_eq!(
         (ok, failed),
         (3, 0),
@@ -140,7 +115,7 @@ fn hold_with_reinvite_is_answered_recvonly() {
 fn refer_config(uas: &Sipp, target: &Sipp) -> String {
     format!(
         "{}\n[[users]]\nname = \"transfer\"\ncontact = \"sip:transfer@127.0.0.1:{}\"\n",
-        loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
+        uas_config(uas),
         target.port
     )
 }
@@ -162,40 +137,15 @@ fn finished_ok(sipp: &mut Sipp, what: &str) {
 /// Referred-By rebuilt at the switch's host.
 #[test]
 fn caller_transfers_the_callee_by_refer() {
-    let mut uas = sipp_server(&[
-        "-sf",
-        scenario("uas_transferred.xml").to_str().unwrap(),
-        "-m",
-        "1",
-    ]);
-    let mut target = sipp_server(&[
-        "-sf",
-        scenario("uas_transfer_target.xml").to_str().unwrap(),
-        "-m",
-        "1",
-    ]);
+    let mut uas = scenario_server("uas_transferred.xml", &["-m", "1"]);
+    let mut target = scenario_server("uas_transfer_target.xml", &["-m", "1"]);
     let sw = Switch::start(&refer_config(&uas, &target), &[]);
-    let (ok, failed) = sipp_client(
-        sw.sip,
-        &[
-            "-sf",
-            scenario("uac_refer.xml").to_str().unwrap(),
-            "-m",
-            "1",
-        ],
-    );
+    let (ok, failed) = scenario_client(sw.sip, "uac_refer.xml", &["-m", "1"]);
     assert_eq!((ok, failed), (1, 0), "202, NOTIFY 100, 180, 200, BYE");
     finished_ok(&mut target, "the transfer target");
     finished_ok(&mut uas, "the transferred callee");
-    assert_eq!(
-        sw.metric("codeb_sip_refer_transfers_total{result=\"transferred\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        sw.metric("codeb_sip_dialogs "),
-        Some(0.0),
-        "every leg ended"
-    );
+    assert_one_refer_transfer(&sw, "transferred");
+    assert_every_leg_ended(&sw);
 }
 
 /// Adapted from opensips-sipssert b2b/04.refer-unattended-uas: the callee
@@ -204,32 +154,15 @@ fn caller_transfers_the_callee_by_refer() {
 /// 2.5 s (SIPp's built-in uac) and the target gets that BYE.
 #[test]
 fn callee_transfers_the_caller_by_refer() {
-    let mut uas = sipp_server(&[
-        "-sf",
-        scenario("uas_refer.xml").to_str().unwrap(),
-        "-m",
-        "1",
-    ]);
-    let mut target = sipp_server(&[
-        "-sf",
-        scenario("uas_transfer_target.xml").to_str().unwrap(),
-        "-m",
-        "1",
-    ]);
+    let mut uas = scenario_server("uas_refer.xml", &["-m", "1"]);
+    let mut target = scenario_server("uas_transfer_target.xml", &["-m", "1"]);
     let sw = Switch::start(&refer_config(&uas, &target), &[]);
     let (ok, failed) = sipp_client(sw.sip, &["-sn", "uac", "-d", "2500", "-m", "1"]);
     assert_eq!((ok, failed), (1, 0), "the caller's BYE is answered");
     finished_ok(&mut uas, "the referring callee");
     finished_ok(&mut target, "the transfer target");
-    assert_eq!(
-        sw.metric("codeb_sip_refer_transfers_total{result=\"transferred\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        sw.metric("codeb_sip_dialogs "),
-        Some(0.0),
-        "every leg ended"
-    );
+    assert_one_refer_transfer(&sw, "transferred");
+    assert_every_leg_ended(&sw);
 }
 
 /// Adapted from opensips-sipssert b2b/05.refer-unattended-uac-fail: the
@@ -239,30 +172,14 @@ fn callee_transfers_the_caller_by_refer() {
 #[test]
 fn a_failed_refer_leaves_the_call_up() {
     let mut uas = sipp_server(&["-sn", "uas", "-m", "1"]);
-    let mut target = sipp_server(&[
-        "-sf",
-        scenario("uas_transfer_404.xml").to_str().unwrap(),
-        "-m",
-        "1",
-    ]);
+    let mut target = scenario_server("uas_transfer_404.xml", &["-m", "1"]);
     let sw = Switch::start(&refer_config(&uas, &target), &[]);
-    let (ok, failed) = sipp_client(
-        sw.sip,
-        &[
-            "-sf",
-            scenario("uac_refer_fail.xml").to_str().unwrap(),
-            "-m",
-            "1",
-        ],
-    );
+    let (ok, failed) = scenario_client(sw.sip, "uac_refer_fail.xml", &["-m", "1"]);
     assert_eq!((ok, failed), (1, 0), "NOTIFY 404, then our BYE is answered");
     finished_ok(&mut target, "the transfer target");
     finished_ok(&mut uas, "the callee");
-    assert_eq!(
-        sw.metric("codeb_sip_refer_transfers_total{result=\"failed\"}"),
-        Some(1.0)
-    );
-    assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
+    assert_one_refer_transfer(&sw, "failed");
+    assert_every_leg_ended(&sw);
 }
 
 /// Attended transfer (RFC 5589 §7): the SIPp transferor B calls A (DID
@@ -275,48 +192,13 @@ fn a_failed_refer_leaves_the_call_up() {
 #[test]
 fn attended_transfer_by_refer_with_replaces_joins_the_other_parties() {
     let mut a = sipp_server(&["-sn", "uas", "-m", "1"]);
-    let mut c = sipp_server(&[
-        "-sf",
-        scenario("uas_replaced.xml").to_str().unwrap(),
-        "-m",
-        "1",
-    ]);
-    let config = format!(
-        r#"
-[[trunks]]
-id = "tr_0000000000000001"
-host = "127.0.0.1"
-inbound = ["127.0.0.0/8"]
-
-[[users]]
-name = "a"
-contact = "sip:a@127.0.0.1:{}"
-
-[[users]]
-name = "c"
-contact = "sip:c@127.0.0.1:{}"
-
-[[routes]]
-did = "2001"
-user = "a"
-
-[[routes]]
-did = "2002"
-user = "c"
-"#,
-        a.port, c.port
-    );
+    let mut c = scenario_server("uas_replaced.xml", &["-m", "1"]);
+    let config = loopback_users_config(&[("a", "2001", a.port), ("c", "2002", c.port)]);
     let sw = Switch::start(&config, &[]);
-    let (ok, failed) = sipp_client(
+    let (ok, failed) = scenario_client(
         sw.sip,
-        &[
-            "-sf",
-            scenario("uac_attended.xml").to_str().unwrap(),
-            "-cid_str",
-            "%u-%p-attended",
-            "-m",
-            "1",
-        ],
+        "uac_attended.xml",
+        &["-cid_str", "%u-%p-attended", "-m", "1"],
     );
     assert_eq!(
         (ok, failed),
@@ -325,15 +207,8 @@ user = "c"
     );
     finished_ok(&mut c, "the transfer target C");
     finished_ok(&mut a, "the transferee A");
-    assert_eq!(
-        sw.metric("codeb_sip_refer_transfers_total{result=\"transferred\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        sw.metric("codeb_sip_dialogs "),
-        Some(0.0),
-        "every leg ended"
-    );
+    assert_one_refer_transfer(&sw, "transferred");
+    assert_every_leg_ended(&sw);
 }
 
 /// An INVITE with Replaces (RFC 3891): the SIPp caller calls A (DID
@@ -344,40 +219,13 @@ user = "c"
 #[test]
 fn an_invite_with_replaces_takes_over_a_leg() {
     let mut a = sipp_server(&["-sn", "uas", "-m", "1"]);
-    let config = format!(
-        r#"
-[[trunks]]
-id = "tr_0000000000000001"
-host = "127.0.0.1"
-inbound = ["127.0.0.0/8"]
-
-[[users]]
-name = "a"
-contact = "sip:a@127.0.0.1:{}"
-
-[[routes]]
-did = "2001"
-user = "a"
-"#,
-        a.port
-    );
-    let sw = Switch::start(&config, &[]);
-    let (ok, failed) = sipp_client(
+    let sw = Switch::start(&loopback_users_config(&[("a", "2001", a.port)]), &[]);
+    let (ok, failed) = scenario_client(
         sw.sip,
-        &[
-            "-sf",
-            scenario("uac_replaces.xml").to_str().unwrap(),
-            "-cid_str",
-            "%u-%p-replaces",
-            "-m",
-            "1",
-        ],
+        "uac_replaces.xml",
+        &["-cid_str", "%u-%p-replaces", "-m", "1"],
     );
     assert_eq!((ok, failed), (1, 0), "200 to the INVITE with Replaces, BYE");
     finished_ok(&mut a, "A");
-    assert_eq!(
-        sw.metric("codeb_sip_dialogs "),
-        Some(0.0),
-        "every leg ended"
-    );
+    assert_every_leg_ended(&sw);
 }

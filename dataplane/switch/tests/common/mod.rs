@@ -235,6 +235,20 @@ pub fn sipp_server(args: &[&str]) -> Sipp {
     Sipp { child, port }
 }
 
+/// A SIPp server playing the scenario file `name` (tests/scenarios), with
+/// `args` besides.
+pub fn scenario_server(name: &str, args: &[&str]) -> Sipp {
+    let path = scenario(name);
+    sipp_server(&[&["-sf", path.to_str().unwrap()], args].concat())
+}
+
+/// Runs a SIPp client playing the scenario file `name` against `target`,
+/// with `args` besides; returns (successful, failed) calls.
+pub fn scenario_client(target: SocketAddr, name: &str, args: &[&str]) -> (u64, u64) {
+    let path = scenario(name);
+    sipp_client(target, &[&["-sf", path.to_str().unwrap()], args].concat())
+}
+
 /// Runs a SIPp client to completion; returns (successful, failed) calls.
 pub fn sipp_client(target: SocketAddr, args: &[&str]) -> (u64, u64) {
     let port = free_port();
@@ -278,15 +292,30 @@ pub fn status_of(resp: &[u8]) -> Option<u16> {
     text.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
 }
 
-/// A trunk on loopback and one user reachable at `contact`, `*` routed to it.
-pub fn loopback_config(user_contact: &str) -> String {
-    format!(
-        r#"
+/// A trunk on loopback: calls from 127.0.0.0/8 come in through it.
+const LOOPBACK_TRUNK: &str = r#"
 [[trunks]]
 id = "tr_0000000000000001"
 host = "127.0.0.1"
 inbound = ["127.0.0.0/8"]
+"#;
 
+/// The loopback trunk and, for each `(name, did, port)`, a user whose
+/// contact is the SIPp at `port` on loopback and whom `did` rings.
+pub fn loopback_users_config(users: &[(&str, &str, u16)]) -> String {
+    let mut config = LOOPBACK_TRUNK.to_owned();
+    for (name, did, port) in users {
+        config.push_str(&format!(
+            "\n[[users]]\nname = \"{name}\"\ncontact = \"sip:{name}@127.0.0.1:{port}\"\n\n[[routes]]\ndid = \"{did}\"\nuser = \"{name}\"\n"
+        ));
+    }
+    config
+}
+
+/// A trunk on loopback and one user reachable at `contact`, `*` routed to it.
+pub fn loopback_config(user_contact: &str) -> String {
+    format!(
+        r#"{LOOPBACK_TRUNK}
 [[users]]
 name = "uas"
 contact = "{user_contact}"
