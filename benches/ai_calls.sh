@@ -14,6 +14,9 @@
 # switch's voice-AI runtime threads, CODEB_AI_THREADS; default 1, as the
 # switch has one core), NO_BUILD=1 (use the binaries as built); the
 # binaries are taken from $CARGO_TARGET_DIR/release (default target/).
+# SWITCH_QUOTA=<percent> caps the switch at that share of its core
+# (benches/cpu_cap.sh), to find its knee when one generator core cannot
+# drive a whole one; the latency columns then include the cap's waits.
 #
 # The switch's config: one trunk, the default for every tenant, whose host
 # is ai-load's callee socket; CODEB_GEMINI_URL points at the simulator.
@@ -48,7 +51,9 @@ CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=10000-2399
     CODEB_SWITCH_GRPC_ADDR=$GRPC CODEB_GEMINI_URL=ws://$SIM CODEB_GEMINI_API_KEY=sim-key \
     taskset -c "$SWITCH_CPU" "$BIN/codeb-switch" 2>"$DIR/switch.log" &
 SW=$!
-trap 'kill $SW 2>/dev/null; wait $SW 2>/dev/null; rm -rf "$DIR"' EXIT
+. benches/cpu_cap.sh
+trap 'kill $SW 2>/dev/null; wait $SW 2>/dev/null; cpu_cap_cleanup; rm -rf "$DIR"' EXIT
+[ -z "${SWITCH_QUOTA:-}" ] || cpu_cap switch "$SWITCH_QUOTA" $SW
 sleep 2
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 taskset -c "$GEN_CPU" "$BIN/ai-load" --grpc $GRPC --sip 127.0.0.1:$SW_PORT \

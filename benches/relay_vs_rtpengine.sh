@@ -11,14 +11,12 @@
 # generator's core, default 1), NO_BUILD=1 (use the binaries as built);
 # the binaries are taken from $CARGO_TARGET_DIR/release (default target/).
 #
-# RELAY_QUOTA=<percent> (needs root and the cgroup v1 cpu controller at
-# /sys/fs/cgroup/cpu) caps each relay at that share of its core with a CFS
-# quota (10 ms period), the same cap for both. One generator core cannot
-# drive a relay to the knee of a whole core (benches/README.md), so this
-# finds each relay's knee at a fraction of one instead: calls per core is
-# then N over the CPU the relay used, as without the cap. The throttling
-# holds a relay's packets for up to the rest of each 10 ms period, so the
-# latency columns of such a run measure the cap, not the relay.
+# RELAY_QUOTA=<percent> caps each relay at that share of its core, the
+# same cap for both (benches/cpu_cap.sh: root and cgroup v1). One
+# generator core cannot drive a relay to the knee of a whole core
+# (benches/README.md), so this finds each relay's knee at a fraction of one
+# instead: calls per core is then N over the CPU the relay used, as
+# without the cap; the latency columns of such a run measure the cap.
 #
 # The switch runs one media worker (CODEB_WORKERS=1) so its CPU is one
 # media core's, from the config written below: a trunk for loopback, one
@@ -71,18 +69,11 @@ taskset -c "$RELAY_CPU" rtpengine --config-file=none --table=-1 --interface=127.
     --listen-ng=$NG --foreground --log-stderr --log-level=4 \
     --port-min=24000 --port-max=39999 --num-threads=1 --delete-delay=0 2>"$DIR/rtpengine.log" &
 RE=$!
-CGROUPS=()
-trap 'kill $SW $RE 2>/dev/null; wait $SW $RE 2>/dev/null; for g in "${CGROUPS[@]}"; do rmdir "$g" 2>/dev/null; done; rm -rf "$DIR"' EXIT
+. benches/cpu_cap.sh
+trap 'kill $SW $RE 2>/dev/null; wait $SW $RE 2>/dev/null; cpu_cap_cleanup; rm -rf "$DIR"' EXIT
 if [ -n "${RELAY_QUOTA:-}" ]; then
-    for pair in "switch:$SW" "rtpengine:$RE"; do
-        g=/sys/fs/cgroup/cpu/codeb-relay-${pair%%:*}
-        mkdir -p "$g"
-        CGROUPS+=("$g")
-        echo 10000 >"$g/cpu.cfs_period_us"
-        echo $((RELAY_QUOTA * 100)) >"$g/cpu.cfs_quota_us"
-        echo "${pair#*:}" >"$g/cgroup.procs"
-    done
-    echo "each relay capped at ${RELAY_QUOTA}% of a core (CFS quota $((RELAY_QUOTA * 100)) µs per 10 ms)"
+    cpu_cap switch "$RELAY_QUOTA" $SW
+    cpu_cap rtpengine "$RELAY_QUOTA" $RE
 fi
 sleep 2
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
