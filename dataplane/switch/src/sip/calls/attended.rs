@@ -281,6 +281,12 @@ impl Core {
         (known.unwrap_or_default(), String::new())
     }
 
+    /// Takes the join call `key`'s far party is re-invited for, if any:
+    /// whoever handles its end (answer, failure, interruption) owns it.
+    fn take_joining(&mut self, key: CallKey) -> Option<Joining> {
+        self.calls.calls.get_mut(&key)?.joining.take()
+    }
+
     /// The final response to the re-INVITE of call `key`'s far party (on
     /// `side`) for an attended transfer.
     pub(super) fn join_answered(
@@ -290,12 +296,7 @@ impl Core {
         side: Side,
         resp: &Response,
     ) {
-        let Some(j) = self
-            .calls
-            .calls
-            .get_mut(&key)
-            .and_then(|c| c.joining.take())
-        else {
+        let Some(j) = self.take_joining(key) else {
             return;
         };
         let pending = self
@@ -366,7 +367,7 @@ impl Core {
         self.calls.owners.insert(id, (j.into, rside));
         self.sync_media(j.into);
         self.count_refer("transferred");
-        self.refer_event(now, j.into, (&to.0, &to.1), ATTENDED_TRANSFER);
+        self.transfer_event(now, j.into, (&to.0, &to.1), None, ATTENDED_TRANSFER);
         tracing::info!(
             call = j.into,
             joined = key,
@@ -431,12 +432,7 @@ impl Core {
     /// attended transfer: the referrer is told (481, the dialog it named
     /// is gone) and keeps its call.
     pub(super) fn join_interrupted(&mut self, now: Instant, key: CallKey) {
-        let Some(j) = self
-            .calls
-            .calls
-            .get_mut(&key)
-            .and_then(|c| c.joining.take())
-        else {
+        let Some(j) = self.take_joining(key) else {
             return;
         };
         let waiting = self

@@ -452,7 +452,7 @@ impl Core {
         self.sync_media(key);
         self.count_refer("transferred");
         if let TransferTarget::User(user) = &t.target {
-            self.refer_event(now, key, (user, ""), REFER_TRANSFER);
+            self.transfer_event(now, key, (user, ""), None, REFER_TRANSFER);
         }
         tracing::info!(call = key, ?side, "REFER target answered; parties bridged");
         match self.refer_notify(now, key, StatusCode::OK, true) {
@@ -487,12 +487,15 @@ impl Core {
     }
 
     /// `CallTransferred` for a placed or virtual-number call (routed calls
-    /// have no id the control plane knows).
-    pub(super) fn refer_event(
+    /// have no id the control plane knows) whose party was transferred by
+    /// REFER or replaced: the new party `to` (user, phone), and the trunk
+    /// it came through (`None`: the call's own).
+    pub(super) fn transfer_event(
         &mut self,
         now: Instant,
         key: CallKey,
         (to_user, to_phone): (&str, &str),
+        trunk_id: Option<&str>,
         transfer_type: &str,
     ) {
         let at_unix_ms = self.wall_ms(now);
@@ -507,7 +510,7 @@ impl Core {
             kind: CallEventKind::Transferred {
                 to_user: to_user.to_owned(),
                 to_phone: to_phone.to_owned(),
-                trunk_id: o.trunk_id.clone(),
+                trunk_id: trunk_id.map_or_else(|| o.trunk_id.clone(), str::to_owned),
                 transfer_type: transfer_type.into(),
             },
         };

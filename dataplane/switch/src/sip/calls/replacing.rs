@@ -30,7 +30,6 @@ use codeb_sip::transaction::TransactionId;
 use codeb_sip::{Dialog, DialogId, Limits, Method, Request, StatusCode};
 
 use super::attended::replaces_error;
-use super::originate::{CallEvent, CallEventKind};
 use super::*;
 use crate::config::{TrunkConfig, number_ok};
 
@@ -244,29 +243,7 @@ impl Core {
             .and_then(user_of)
             .filter(|n| number_ok(n))
             .unwrap_or_default();
-        self.replaced_event(now, key, &number, &trunk.id);
+        self.transfer_event(now, key, ("", &number), Some(&trunk.id), REPLACES_TRANSFER);
         Ok(())
-    }
-
-    /// `CallTransferred` for a placed or virtual-number call whose party
-    /// was replaced.
-    fn replaced_event(&mut self, now: Instant, key: CallKey, number: &str, trunk_id: &str) {
-        let at_unix_ms = self.wall_ms(now);
-        let Some(o) = self.calls.calls.get(&key).and_then(|c| c.origin.as_ref()) else {
-            return;
-        };
-        let event = CallEvent {
-            at_unix_ms,
-            call_id: o.call_id.clone(),
-            attempt: o.attempt,
-            tenant: o.tenant.clone(),
-            kind: CallEventKind::Transferred {
-                to_user: String::new(),
-                to_phone: number.to_owned(),
-                trunk_id: trunk_id.to_owned(),
-                transfer_type: REPLACES_TRANSFER.into(),
-            },
-        };
-        self.calls.placed.events.push_back(event);
     }
 }
