@@ -357,12 +357,7 @@ fn an_early_dialog_is_not_replaced() {
     let mut call = answered_call(&mut h, Setup::default());
     let invite = invite_from_bob(&mut h, "3000");
     h.send(B, invite.clone());
-    let to_carl = request(h.one(CARL));
-    let ringing = to_carl
-        .reply(StatusCode::RINGING, Some(b"carltag"))
-        .build()
-        .unwrap();
-    h.send(CARL, ringing);
+    reply_to_invite(&mut h, CARL, StatusCode::RINGING, b"carltag");
     let ringing = response(h.one(B));
     assert_eq!(ringing.status, StatusCode::RINGING);
     // Bob's early dialog: his From tag and the switch's To tag.

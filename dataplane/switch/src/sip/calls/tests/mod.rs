@@ -398,6 +398,21 @@ pub(super) fn caller_dialog(
     d
 }
 
+/// The peer at `at` answers the one message the switch sent it, an
+/// INVITE, with `status` and To tag `tag`, keeping no dialog of its own;
+/// that answer (to send again if need be).
+pub(super) fn reply_to_invite(
+    h: &mut Harness,
+    at: &str,
+    status: StatusCode,
+    tag: &[u8],
+) -> Response {
+    let invite = request(h.one(at));
+    let r = invite.reply(status, Some(tag)).build().unwrap();
+    h.send(at, r.clone());
+    r
+}
+
 /// The peer at `at` answers the in-dialog `req` of the switch (a
 /// re-INVITE it has already taken into `d`) with 200 and PCMA at `media`.
 pub(super) fn answer_with_sdp(

@@ -240,12 +240,7 @@ fn the_callee_refers_the_caller_to_a_routed_number() {
 fn a_busy_target_leaves_the_call_as_it_was() {
     let (mut h, mut call) = harness();
     refer_accepted(&mut h, A, &mut call.a, "<sip:carl@192.0.2.1>");
-    let to_carl = request(h.one(CARL));
-    let busy = to_carl
-        .reply(StatusCode::BUSY_HERE, Some(b"carltag"))
-        .build()
-        .unwrap();
-    h.send(CARL, busy);
+    reply_to_invite(&mut h, CARL, StatusCode::BUSY_HERE, b"carltag");
     transfer_failed(&mut h, A, &mut call.a, "SIP/2.0 486 Busy Here");
     assert!(h.take(B).is_empty());
     // A and B still talk.
@@ -260,12 +255,7 @@ fn a_busy_target_leaves_the_call_as_it_was() {
 fn a_target_that_never_answers_is_given_up() {
     let (mut h, mut call) = harness();
     refer_accepted(&mut h, A, &mut call.a, "<sip:carl@192.0.2.1>");
-    let to_carl = request(h.one(CARL));
-    let ringing = to_carl
-        .reply(StatusCode::RINGING, Some(b"carltag"))
-        .build()
-        .unwrap();
-    h.send(CARL, ringing.clone());
+    let ringing = reply_to_invite(&mut h, CARL, StatusCode::RINGING, b"carltag");
     // The referrer hears that the target rings, once.
     let rings = request(h.one(A));
     assert_notify(&rings, "active;expires=", "SIP/2.0 180 Ringing");
@@ -425,12 +415,7 @@ fn a_refer_before_the_call_is_confirmed_is_refused() {
 fn the_other_party_hanging_up_while_the_target_rings_ends_it_all() {
     let (mut h, mut call) = harness();
     refer_accepted(&mut h, A, &mut call.a, "<sip:carl@192.0.2.1>");
-    let to_carl = request(h.one(CARL));
-    let ringing = to_carl
-        .reply(StatusCode::RINGING, Some(b"carltag"))
-        .build()
-        .unwrap();
-    h.send(CARL, ringing);
+    reply_to_invite(&mut h, CARL, StatusCode::RINGING, b"carltag");
     assert_notify(&request(h.one(A)), "active", "SIP/2.0 180 Ringing");
     hang_up(&mut h, B, &mut call.b);
     let to_a = request(h.one(A));

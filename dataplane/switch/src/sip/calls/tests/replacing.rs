@@ -154,12 +154,7 @@ fn an_early_dialog_is_not_taken_over() {
     let mut h = Harness::with_config(None, EXTRA);
     let invite = h.invite_from_a("1000", &[]);
     h.send(A, invite.clone());
-    let to_b = request(h.one(B));
-    let ringing = to_b
-        .reply(StatusCode::RINGING, Some(b"bobtag"))
-        .build()
-        .unwrap();
-    h.send(B, ringing);
+    reply_to_invite(&mut h, B, StatusCode::RINGING, b"bobtag");
     let ringing = response(h.one(A));
     // A's early dialog, as A sees it.
     let replaces = early_replaces_of(&invite, &ringing);
