@@ -80,11 +80,12 @@ impl Harness {
             .await
             .unwrap();
         let key = SigningKey::load_or_create(db.dir.path()).unwrap();
-        let mut state = AppState::new(db.store.clone(), config, key, clock.clone());
+        let state = AppState::new(db.store.clone(), config, key, clock.clone());
         // No DNS in route tests: names resolve from a fixed table.
-        state.guard = std::sync::Arc::new(
+        let guard = std::sync::Arc::new(
             crate::webhooks::guard_for(&state.config).with_resolver(test_resolver()),
         );
+        let state = state.with_guard(guard);
         Harness {
             app: crate::app(state.clone()),
             state,
