@@ -164,6 +164,13 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
         "RTP ports held by calls (two per call)",
         ports as u64,
     );
+    let _ = writeln!(
+        o,
+        "# HELP codeb_calls Calls in progress by phase (routing: the caller's INVITE is pending; answered: waiting for the caller's ACK; confirmed; ending: BYEs or CANCELs out)\n# TYPE codeb_calls gauge"
+    );
+    for (phase, n) in core.calls_by_phase() {
+        let _ = writeln!(o, "codeb_calls{{phase=\"{phase}\"}} {n}");
+    }
     gauge(
         &mut o,
         "codeb_sip_registrations",

@@ -87,6 +87,11 @@ fn recorded_call_through(callee: &str) -> f64 {
         .expect("relay counter");
     assert_eq!(sw.metric("codeb_media_ports_in_use"), Some(0.0));
     assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
+    let text = sw.metrics();
+    for phase in ["routing", "answered", "confirmed", "ending"] {
+        let line = format!("codeb_calls{{phase=\"{phase}\"}} 0");
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
     relayed
 }
 

@@ -290,6 +290,20 @@ impl Calls {
         self.calls.len()
     }
 
+    /// Calls in progress by phase, named as the metrics name them.
+    pub fn by_phase(&self) -> [(&'static str, usize); 4] {
+        let mut n = [0usize; 4];
+        for call in self.calls.values() {
+            n[call.phase as usize] += 1;
+        }
+        [
+            ("routing", n[Phase::Routing as usize]),
+            ("answered", n[Phase::Answered as usize]),
+            ("confirmed", n[Phase::Confirmed as usize]),
+            ("ending", n[Phase::Ending as usize]),
+        ]
+    }
+
     pub fn dialogs(&self) -> usize {
         self.dialogs.len()
     }
@@ -387,6 +401,13 @@ impl Core {
 
     pub fn active_calls(&self) -> usize {
         self.calls.active()
+    }
+
+    /// Calls in progress by phase: `routing` (the caller's INVITE is
+    /// pending), `answered` (waiting for the caller's ACK of our 2xx),
+    /// `confirmed`, `ending` (BYEs or CANCELs out, waiting for answers).
+    pub fn calls_by_phase(&self) -> [(&'static str, usize); 4] {
+        self.calls.by_phase()
     }
 
     pub(crate) fn our_host(&self) -> String {

@@ -178,6 +178,31 @@ fn a_refresh_from_a_keeps_the_call_up() {
     assert_eq!(h.core.active_calls(), 1);
 }
 
+/// The phases with calls in them, as the metrics count them.
+fn phases(h: &Harness) -> Vec<(&'static str, usize)> {
+    let by_phase = h.core.calls_by_phase();
+    by_phase.into_iter().filter(|(_, n)| *n > 0).collect()
+}
+
+#[test]
+fn calls_are_counted_by_phase() {
+    let mut h = Harness::new(None);
+    assert!(phases(&h).is_empty());
+    let invite = h.invite_from_a("1000", &[]);
+    h.send(A, invite);
+    assert_eq!(request(h.one(B)).method, Method::Invite);
+    assert_eq!(phases(&h), [("routing", 1)]);
+
+    let mut h = Harness::new(None);
+    let mut call = answered_call(&mut h, Setup::default());
+    assert_eq!(phases(&h), [("confirmed", 1)]);
+    hang_up(&mut h, A, &mut call.a);
+    assert_eq!(phases(&h), [("ending", 1)], "B's BYE is unanswered");
+    hung_up(&mut h, B, &mut call.b);
+    assert!(phases(&h).is_empty());
+    assert_all_ended(&h);
+}
+
 #[test]
 fn missing_ack_ends_the_call() {
     let mut h = Harness::new(None);
@@ -188,6 +213,7 @@ fn missing_ack_ends_the_call() {
             ..Setup::default()
         },
     );
+    assert_eq!(phases(&h), [("answered", 1)]);
     // Our 2xx is retransmitted at T1, 2·T1, ... capped at T2 (§13.3.1.4).
     h.advance(Duration::from_millis(1600));
     let again = h.take(A);
@@ -213,6 +239,7 @@ fn missing_ack_ends_the_call() {
     assert!(h.take(B).is_empty());
     // 64·T1 without an ACK: the call is over; both legs get a BYE.
     h.advance(Duration::from_millis(100));
+    assert_eq!(phases(&h), [("ending", 1)]);
     for (at, d) in [(A, &mut call.a), (B, &mut call.b)] {
         let bye = request(h.one(at));
         assert_eq!(bye.method, Method::Bye);
