@@ -95,6 +95,7 @@ run --url "$B/calls?limit=50" --connections 32
 run --url "$B/calls?limit=50" --connections 32 --rate 1000
 run --url "$B/calls?limit=50&status=in-flight,scheduled" --connections 32
 run --url "$B/transcripts?limit=50" --connections 32
+run --url "$B/transcripts?limit=50" --connections 32 --rate 1000
 # A selective search (a number fragment: ~100 matches) and a broad one
 # (a word in one transcript in six: ~17k matches, all counted for `total`).
 run --url "$B/transcripts?limit=50&q=1555123" --connections 32
