@@ -261,7 +261,21 @@ impl Core {
     /// unanswered or waiting for A's ACK, and every branch either the one
     /// that answered or over (a losing fork's late 2xx must still find its
     /// call, to be ACKed and hung up).
+    ///
+    /// An ending call's media goes at once, not with the call: nobody
+    /// talks once BYEs or CANCELs are out, and waiting for their answers
+    /// (up to 32 s when a peer is gone) would hold its ports and four
+    /// sockets for nothing, which under overload is what runs a switch out
+    /// of descriptors.
     pub(super) fn settle(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        if call.phase == Phase::Ending && !call.media.released {
+            let media = call.media;
+            call.media.released = true;
+            self.calls.media.close(media);
+        }
         let Some(call) = self.calls.calls.get(&key) else {
             return;
         };

@@ -39,6 +39,9 @@ impl std::fmt::Debug for MediaPorts {
 pub(crate) struct CallMedia {
     pub handle: Option<MediaHandle>,
     pub ports: [u16; 2],
+    /// Closed already: a call's media goes when it starts ending, not
+    /// when its last BYE is answered (see `Core::ending`).
+    pub released: bool,
 }
 
 impl MediaPorts {
@@ -51,6 +54,7 @@ impl MediaPorts {
                     Some(b) => Some(CallMedia {
                         handle: None,
                         ports: [a, b],
+                        released: false,
                     }),
                     None => {
                         p.release(a);
@@ -62,6 +66,7 @@ impl MediaPorts {
                 Ok(o) => Some(CallMedia {
                     handle: Some(o.handle),
                     ports: o.ports,
+                    released: false,
                 }),
                 Err(err) => {
                     tracing::warn!(error = %err, "no media for a call");
@@ -72,6 +77,9 @@ impl MediaPorts {
     }
 
     pub(crate) fn close(&mut self, media: CallMedia) {
+        if media.released {
+            return;
+        }
         match (self, media.handle) {
             (MediaPorts::Pool(p), _) => {
                 for port in media.ports {

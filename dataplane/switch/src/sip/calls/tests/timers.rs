@@ -196,8 +196,11 @@ fn calls_are_counted_by_phase() {
     let mut h = Harness::new(None);
     let mut call = answered_call(&mut h, Setup::default());
     assert_eq!(phases(&h), [("confirmed", 1)]);
+    assert_eq!(h.core.media_stats().1, 2, "one RTP port per leg");
     hang_up(&mut h, A, &mut call.a);
     assert_eq!(phases(&h), [("ending", 1)], "B's BYE is unanswered");
+    // The ports go as soon as the call is ending, not when B answers.
+    assert_eq!(h.core.media_stats().1, 0);
     hung_up(&mut h, B, &mut call.b);
     assert!(phases(&h).is_empty());
     assert_all_ended(&h);
@@ -240,6 +243,7 @@ fn missing_ack_ends_the_call() {
     // 64·T1 without an ACK: the call is over; both legs get a BYE.
     h.advance(Duration::from_millis(100));
     assert_eq!(phases(&h), [("ending", 1)]);
+    assert_eq!(h.core.media_stats().1, 0);
     for (at, d) in [(A, &mut call.a), (B, &mut call.b)] {
         let bye = request(h.one(at));
         assert_eq!(bye.method, Method::Bye);
