@@ -200,6 +200,7 @@ impl Core {
     fn connect_failed(&mut self, peer: SocketAddr, pending: VecDeque<Pending>, error: &str) {
         tracing::warn!(%peer, error, dropped = pending.len(), "TCP connection failed");
         self.stats.outbound.connect_failures += 1;
+        self.trunk_unreachable(peer);
         self.outbound
             .failed
             .extend(pending.into_iter().filter_map(|p| p.tx));

@@ -10,8 +10,12 @@
 //!
 //! A trunk configured with `transport = "tcp"` gets both over TCP, on the
 //! connection its calls use (see `outbound.rs`): a connection that cannot
-//! be made fails the OPTIONS at once, so the trunk goes down without
-//! waiting for Timer F.
+//! be made, whatever it was opened for (a keep-alive or a call), marks the
+//! trunk down at once instead of after Timer F, so the calls placed next
+//! are refused at once instead of each waiting for its own connection to
+//! fail. With keep-alives the next OPTIONS brings it back up; without
+//! them the switch tries again after a back-off (`RETRY_FIRST`, doubling
+//! to `RETRY_MAX` while connections keep failing).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +32,11 @@ use super::flow::Flow;
 use crate::config::{TrunkConfig, TrunkTransport};
 
 const RETRY: Duration = Duration::from_secs(60);
+/// A trunk without keep-alives, down after a failed TCP connection, is
+/// tried again after this, then after twice as long each time it fails
+/// again, up to `RETRY_MAX`.
+pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -46,6 +55,12 @@ enum Reg {
 #[derive(Debug)]
 struct Link {
     up: Option<bool>,
+    /// Why it is down, for refusals.
+    down_why: &'static str,
+    /// Without keep-alives: when a trunk down after a failed connection
+    /// is tried again, and the wait after that.
+    retry_at: Option<Instant>,
+    retry_wait: Duration,
     next_options: Option<Instant>,
     reg: Reg,
     reg_cseq: u32,
@@ -96,6 +111,9 @@ impl Core {
             let tag = self.ids.tag();
             let link = self.trunk_links.links.entry(t.id.clone()).or_insert(Link {
                 up: None,
+                down_why: "",
+                retry_at: None,
+                retry_wait: RETRY_FIRST,
                 next_options: None,
                 reg: Reg::Off,
                 reg_cseq: 0,
@@ -141,6 +159,20 @@ impl Core {
             let Some(link) = self.trunk_links.links.get_mut(&t.id) else {
                 continue;
             };
+            if t.options_interval == 0 && link.up == Some(false) {
+                match link.retry_at {
+                    None => {
+                        link.retry_at = Some(now + link.retry_wait);
+                        link.retry_wait = (link.retry_wait * 2).min(RETRY_MAX);
+                    }
+                    Some(at) if at <= now => {
+                        tracing::info!(trunk = %t.id, "trying the trunk again");
+                        link.retry_at = None;
+                        link.up = None;
+                    }
+                    Some(_) => {}
+                }
+            }
             if link.next_options.is_some_and(|at| at <= now) {
                 link.next_options = Some(now + secs(t.options_interval));
                 if let Some(req) = self.trunk_request(&t, Method::Options, None) {
@@ -260,7 +292,7 @@ impl Core {
         };
         match purpose {
             // Any final answer means the carrier is there.
-            Purpose::Options => self.set_trunk_up(&id, true),
+            Purpose::Options => self.set_trunk_up(&id, true, ""),
             Purpose::Register => {
                 let code = resp.status.as_u16();
                 let authed = matches!(
@@ -354,7 +386,7 @@ impl Core {
             return;
         };
         match purpose {
-            Purpose::Options => self.set_trunk_up(&id, false),
+            Purpose::Options => self.set_trunk_up(&id, false, "no answer to OPTIONS"),
             Purpose::Register => self.trunk_register_failed(now, &id, 408),
         }
     }
@@ -363,17 +395,50 @@ impl Core {
         self.trunk_links.txs.remove(&tx);
     }
 
-    fn set_trunk_up(&mut self, id: &str, up: bool) {
-        if let Some(l) = self.trunk_links.links.get_mut(id)
-            && l.up != Some(up)
-        {
+    /// Records whether the trunk answers (`why` it is down, if not).
+    fn set_trunk_up(&mut self, id: &str, up: bool, why: &'static str) {
+        let Some(l) = self.trunk_links.links.get_mut(id) else {
+            return;
+        };
+        if up {
+            l.retry_wait = RETRY_FIRST;
+            l.retry_at = None;
+        }
+        if l.up != Some(up) {
             if up {
                 tracing::info!(trunk = id, "trunk is up");
             } else {
-                tracing::warn!(trunk = id, "trunk is down (no answer to OPTIONS)");
+                tracing::warn!(trunk = id, "trunk is down ({why})");
             }
             l.up = Some(up);
+            l.down_why = why;
         }
+    }
+
+    /// A TCP connection to `peer` failed before it was up: a trunk there
+    /// is down (see the module doc).
+    pub(crate) fn trunk_unreachable(&mut self, peer: SocketAddr) {
+        let ids: Vec<String> = self
+            .config
+            .trunks
+            .iter()
+            .filter(|t| {
+                t.transport == TrunkTransport::Tcp && self.trunk_addrs.get(&t.id) == Some(&peer)
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        for id in ids {
+            self.set_trunk_up(&id, false, "its TCP connection failed");
+        }
+    }
+
+    /// Why a trunk is down, if it is.
+    pub(crate) fn trunk_down(&self, id: &str) -> Option<&'static str> {
+        self.trunk_links
+            .links
+            .get(id)
+            .filter(|l| l.up == Some(false))
+            .map(|l| l.down_why)
     }
 
     pub(crate) fn trunk_owns(&self, tx: TransactionId) -> bool {

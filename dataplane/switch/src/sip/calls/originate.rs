@@ -354,13 +354,9 @@ impl Core {
                 req.phone
             )));
         }
-        if self
-            .trunk_status()
-            .iter()
-            .any(|s| s.id == trunk.id && s.up == Some(false))
-        {
+        if let Some(why) = self.trunk_down(&trunk.id) {
             return Err(FailedPrecondition(format!(
-                "trunk {} is down (no answer to OPTIONS)",
+                "trunk {} is down ({why})",
                 trunk.id
             )));
         }

@@ -8,6 +8,7 @@ use codeb_sip::dialog::Incoming;
 
 use super::*;
 use crate::sip::outbound::{CONNECT_TIMEOUT, MAX_PENDING};
+use crate::sip::trunks::RETRY_FIRST;
 
 const TCP_CARRIER: &str = "192.0.2.40:5060";
 const TCP_TRUNK: &str = "tr_00000000000000cb";
@@ -324,6 +325,68 @@ fn keepalive_goes_over_tcp_and_a_failed_connect_marks_the_trunk_down() {
     );
     assert_eq!(status(&h), Some(true));
     h.all_over(conn(4));
+}
+
+/// PlaceCall through the TCP trunk.
+fn place_tcp(h: &mut Harness, call_id: &str) -> Result<(), String> {
+    h.core
+        .place_call(
+            h.now,
+            crate::sip::calls::Originate {
+                call_id: call_id.into(),
+                tenant: "example.com".into(),
+                phone: "+15551230000".into(),
+                trunk_id: TCP_TRUNK.into(),
+                ..Default::default()
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_trunk_without_keepalives_is_down_after_a_failed_connect_and_retried_with_back_off() {
+    let mut h = tcp_harness(0);
+    h.core.handle_timeout(h.now);
+    let status = |h: &Harness| {
+        h.core
+            .trunk_status()
+            .into_iter()
+            .find(|s| s.id == TCP_TRUNK)
+            .unwrap()
+            .up
+    };
+    place_tcp(&mut h, "tcp-1").unwrap();
+    h.open(conn(3), false);
+    h.core
+        .handle_stream_closed(h.now, conn(3), "Connection refused");
+    assert_eq!(
+        status(&h),
+        Some(false),
+        "a call's failed connect counts too"
+    );
+    // The calls placed meanwhile are refused at once, nothing is dialled.
+    let refused = place_tcp(&mut h, "tcp-2").unwrap_err();
+    assert!(refused.contains("its TCP connection failed"), "{refused}");
+    assert_eq!(h.core.poll_connect(), None);
+    // Tried again after the first back-off...
+    h.advance(RETRY_FIRST - Duration::from_millis(1));
+    assert_eq!(status(&h), Some(false));
+    h.advance(secs(2));
+    assert_eq!(status(&h), None, "unknown again: the next call tries");
+    place_tcp(&mut h, "tcp-3").unwrap();
+    h.open(conn(4), false);
+    h.core
+        .handle_stream_closed(h.now, conn(4), "Connection refused");
+    assert_eq!(status(&h), Some(false));
+    // ...and after twice as long when it fails again.
+    h.advance(RETRY_FIRST + secs(1));
+    assert_eq!(status(&h), Some(false));
+    h.advance(RETRY_FIRST + secs(1));
+    assert_eq!(status(&h), None);
+    place_tcp(&mut h, "tcp-4").unwrap();
+    h.open(conn(5), true);
+    assert_eq!(request(h.one(TCP_CARRIER)).method, Method::Invite);
 }
 
 #[test]
