@@ -217,6 +217,10 @@ impl Core {
             return;
         };
         c.state = State::Open(conn);
+        self.trunk_reachable(peer);
+        let Some(c) = self.outbound.by_peer.get_mut(&peer) else {
+            return;
+        };
         let flow = Flow::Tcp { conn, peer };
         for p in std::mem::take(&mut c.pending) {
             if p.tx.is_none_or(|tx| self.layer.state(tx).is_some()) {

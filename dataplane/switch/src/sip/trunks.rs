@@ -415,20 +415,33 @@ impl Core {
         }
     }
 
-    /// A TCP connection to `peer` failed before it was up: a trunk there
-    /// is down (see the module doc).
-    pub(crate) fn trunk_unreachable(&mut self, peer: SocketAddr) {
-        let ids: Vec<String> = self
-            .config
+    /// The TCP trunks at `peer`.
+    fn tcp_trunks_at(&self, peer: SocketAddr) -> Vec<String> {
+        self.config
             .trunks
             .iter()
             .filter(|t| {
                 t.transport == TrunkTransport::Tcp && self.trunk_addrs.get(&t.id) == Some(&peer)
             })
             .map(|t| t.id.clone())
-            .collect();
-        for id in ids {
+            .collect()
+    }
+
+    /// A TCP connection to `peer` failed before it was up: a trunk there
+    /// is down (see the module doc).
+    pub(crate) fn trunk_unreachable(&mut self, peer: SocketAddr) {
+        for id in self.tcp_trunks_at(peer) {
             self.set_trunk_up(&id, false, "its TCP connection failed");
+        }
+    }
+
+    /// A TCP connection to `peer` is up: a trunk there starts its next
+    /// back-off afresh.
+    pub(crate) fn trunk_reachable(&mut self, peer: SocketAddr) {
+        for id in self.tcp_trunks_at(peer) {
+            if let Some(l) = self.trunk_links.links.get_mut(&id) {
+                l.retry_wait = RETRY_FIRST;
+            }
         }
     }
 

@@ -387,6 +387,18 @@ fn a_trunk_without_keepalives_is_down_after_a_failed_connect_and_retried_with_ba
     place_tcp(&mut h, "tcp-4").unwrap();
     h.open(conn(5), true);
     assert_eq!(request(h.one(TCP_CARRIER)).method, Method::Invite);
+    // A connection that came up starts the back-off afresh.
+    h.core
+        .handle_stream_closed(h.now, conn(5), "Connection reset by peer");
+    let _ = h.take(A);
+    let _ = h.take(TCP_CARRIER);
+    place_tcp(&mut h, "tcp-5").unwrap();
+    h.open(conn(6), false);
+    h.core
+        .handle_stream_closed(h.now, conn(6), "Connection refused");
+    assert_eq!(status(&h), Some(false));
+    h.advance(RETRY_FIRST + secs(1));
+    assert_eq!(status(&h), None);
 }
 
 #[test]
