@@ -341,7 +341,12 @@ fn codeb_dev_runs_the_whole_platform_and_stops_all_of_it() {
         (v >= 1).then_some(v)
     });
     assert!(version >= 1);
-    assert!(dir.path().join("data/switch/config.pb").is_file());
+    // The switch applies a pushed configuration first and then keeps it
+    // on disk (off its SIP thread), so the file may trail the metric.
+    let kept = dir.path().join("data/switch/config.pb");
+    wait("the pushed configuration kept on disk", 60, &out, || {
+        kept.is_file().then_some(())
+    });
     assert!(dir.path().join("data/codeb.db").is_file());
 
     // The simulator speaks its protocol.
