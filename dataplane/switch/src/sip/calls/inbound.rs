@@ -156,6 +156,18 @@ impl Core {
                         Some("route names no trunk"),
                     );
                 };
+                // Known down (no answer to OPTIONS, or its TCP connection
+                // failed): refused at once rather than dialled into the
+                // void; the trunk's name stays ours.
+                if self.trunk_down(&out.id).is_some() {
+                    return self.reject(
+                        now,
+                        id,
+                        &req,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Some("the outbound trunk is down"),
+                    );
+                }
                 if let Some(retry) =
                     self.trunk_admit(&out.id, out.max_concurrent_calls, out.calls_per_second, now)
                 {

@@ -239,6 +239,8 @@ fn unanswered_udp_outcome() -> StatusCode {
 fn a_connection_that_fails_fails_the_call_at_once_as_udp_silence_would() {
     let udp = unanswered_udp_outcome();
     let mut h = tcp_harness(0);
+    // Housekeeping (trunk state included) runs from the first tick on.
+    h.core.handle_timeout(h.now);
     // Refused when it is being made (connection refused, unreachable).
     let invite = h.invite_from_a("3000", &[]);
     h.send(A, invite);
@@ -250,6 +252,21 @@ fn a_connection_that_fails_fails_the_call_at_once_as_udp_silence_would() {
     assert_eq!(h.core.active_calls(), 0);
     assert_eq!(h.core.stats.outbound.connect_failures, 1);
     assert_eq!(h.core.outbound_connections(), 0);
+
+    // The trunk is down now: a call routed to it is refused at once, and
+    // nothing is dialled until it is tried again.
+    let invite = h.invite_from_a("3000", &[]);
+    h.send(A, invite);
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        header(&refused, KnownHeader::Warning).as_deref(),
+        Some("399 codeb \"the outbound trunk is down\"")
+    );
+    assert_eq!(h.core.poll_connect(), None);
+    h.advance(RETRY_FIRST + secs(2));
+    // (A does not ACK in this harness: the finals above were repeated.)
+    let _ = h.take(A);
 
     // Refused by the IO loop itself (its connection table is full).
     let invite = h.invite_from_a("3000", &[]);
@@ -281,10 +298,12 @@ fn a_connection_that_never_comes_up_is_given_up_before_timer_b() {
     let first = h.take(A).remove(0);
     assert_eq!(response(first).status, udp, "well before Timer B's 32 s");
     assert_eq!(h.core.take_closes(), [conn(7)], "the IO loop closes it");
-    // Its late close event changes nothing; the next call tries afresh.
+    // Its late close event changes nothing; once the trunk's back-off
+    // has passed, the next call tries afresh.
     h.core
         .handle_stream_closed(h.now, conn(7), "closed by the switch");
     assert_eq!(h.core.stats.outbound.connect_failures, 1);
+    h.advance(RETRY_FIRST + secs(2));
     let invite = h.invite_from_a("3000", &[]);
     h.send(A, invite);
     h.open(conn(8), true);
