@@ -310,23 +310,33 @@ fn a_connection_that_never_comes_up_is_given_up_before_timer_b() {
     assert_eq!(request(h.one(TCP_CARRIER)).method, Method::Invite);
 }
 
+/// The TCP trunk's state as the metrics show it.
+fn tcp_trunk_up(h: &Harness) -> Option<bool> {
+    h.core
+        .trunk_status()
+        .into_iter()
+        .find(|s| s.id == TCP_TRUNK)
+        .unwrap()
+        .up
+}
+
+/// The connection the switch asks for next is refused as it is made.
+fn connect_refused(h: &mut Harness, id: ConnId) {
+    h.open(id, false);
+    h.core.handle_stream_closed(h.now, id, "Connection refused");
+}
+
 #[test]
 fn keepalive_goes_over_tcp_and_a_failed_connect_marks_the_trunk_down() {
     let mut h = tcp_harness(30);
     // The first housekeeping tick starts the keep-alives.
     h.core.handle_timeout(h.now);
-    let status = |h: &Harness| {
-        h.core
-            .trunk_status()
-            .into_iter()
-            .find(|s| s.id == TCP_TRUNK)
-            .unwrap()
-            .up
-    };
-    h.open(conn(3), false);
-    h.core
-        .handle_stream_closed(h.now, conn(3), "Connection refused");
-    assert_eq!(status(&h), Some(false), "down at once, not after Timer F");
+    connect_refused(&mut h, conn(3));
+    assert_eq!(
+        tcp_trunk_up(&h),
+        Some(false),
+        "down at once, not after Timer F"
+    );
 
     h.advance(secs(30));
     h.open(conn(4), true);
@@ -342,7 +352,7 @@ fn keepalive_goes_over_tcp_and_a_failed_connect_marks_the_trunk_down() {
         conn(4),
         options.reply(StatusCode::OK, Some(b"c")).build().unwrap(),
     );
-    assert_eq!(status(&h), Some(true));
+    assert_eq!(tcp_trunk_up(&h), Some(true));
     h.all_over(conn(4));
 }
 
@@ -367,20 +377,10 @@ fn place_tcp(h: &mut Harness, call_id: &str) -> Result<(), String> {
 fn a_trunk_without_keepalives_is_down_after_a_failed_connect_and_retried_with_back_off() {
     let mut h = tcp_harness(0);
     h.core.handle_timeout(h.now);
-    let status = |h: &Harness| {
-        h.core
-            .trunk_status()
-            .into_iter()
-            .find(|s| s.id == TCP_TRUNK)
-            .unwrap()
-            .up
-    };
     place_tcp(&mut h, "tcp-1").unwrap();
-    h.open(conn(3), false);
-    h.core
-        .handle_stream_closed(h.now, conn(3), "Connection refused");
+    connect_refused(&mut h, conn(3));
     assert_eq!(
-        status(&h),
+        tcp_trunk_up(&h),
         Some(false),
         "a call's failed connect counts too"
     );
@@ -390,19 +390,17 @@ fn a_trunk_without_keepalives_is_down_after_a_failed_connect_and_retried_with_ba
     assert_eq!(h.core.poll_connect(), None);
     // Tried again after the first back-off...
     h.advance(RETRY_FIRST - Duration::from_millis(1));
-    assert_eq!(status(&h), Some(false));
+    assert_eq!(tcp_trunk_up(&h), Some(false));
     h.advance(secs(2));
-    assert_eq!(status(&h), None, "unknown again: the next call tries");
+    assert_eq!(tcp_trunk_up(&h), None, "unknown again: the next call tries");
     place_tcp(&mut h, "tcp-3").unwrap();
-    h.open(conn(4), false);
-    h.core
-        .handle_stream_closed(h.now, conn(4), "Connection refused");
-    assert_eq!(status(&h), Some(false));
+    connect_refused(&mut h, conn(4));
+    assert_eq!(tcp_trunk_up(&h), Some(false));
     // ...and after twice as long when it fails again.
     h.advance(RETRY_FIRST + secs(1));
-    assert_eq!(status(&h), Some(false));
+    assert_eq!(tcp_trunk_up(&h), Some(false));
     h.advance(RETRY_FIRST + secs(1));
-    assert_eq!(status(&h), None);
+    assert_eq!(tcp_trunk_up(&h), None);
     place_tcp(&mut h, "tcp-4").unwrap();
     h.open(conn(5), true);
     assert_eq!(request(h.one(TCP_CARRIER)).method, Method::Invite);
@@ -412,12 +410,10 @@ fn a_trunk_without_keepalives_is_down_after_a_failed_connect_and_retried_with_ba
     let _ = h.take(A);
     let _ = h.take(TCP_CARRIER);
     place_tcp(&mut h, "tcp-5").unwrap();
-    h.open(conn(6), false);
-    h.core
-        .handle_stream_closed(h.now, conn(6), "Connection refused");
-    assert_eq!(status(&h), Some(false));
+    connect_refused(&mut h, conn(6));
+    assert_eq!(tcp_trunk_up(&h), Some(false));
     h.advance(RETRY_FIRST + secs(1));
-    assert_eq!(status(&h), None);
+    assert_eq!(tcp_trunk_up(&h), None);
 }
 
 #[test]
@@ -482,9 +478,7 @@ fn a_placed_call_goes_out_over_tcp_and_ends_at_once_when_it_cannot_connect() {
     // ...and a call whose connection fails ends the same way, at once.
     let mut h = tcp_harness(0);
     placed(&mut h, TCP_TRUNK);
-    h.open(conn(9), false);
-    h.core
-        .handle_stream_closed(h.now, conn(9), "Connection refused");
+    connect_refused(&mut h, conn(9));
     assert_eq!(
         super::originate::ended(&super::originate::events(&mut h)),
         udp
