@@ -13,6 +13,7 @@
 # BIN holds `codeb`; SEED_DB is a database seeded by cp_lists.sh (KEEP_DB=…),
 # copied, not changed. Needs valgrind, curl and jq.
 set -euo pipefail
+. "$(dirname "$0")/cp_api_key.sh"
 BIN=${BIN:?directory holding codeb}
 SEED_DB=${SEED_DB:?a seeded SQLite database}
 path=${1:?path and query, e.g. /api.ashx/v1/calls?limit=50}
@@ -26,10 +27,7 @@ CODEB_HTTP_ADDR=127.0.0.1:$PORT CODEB_DATA_DIR=$dir CODEB_DATABASE_URL="sqlite:/
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 600); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.2; done
-at=$(curl -s -X POST http://127.0.0.1:$PORT/oidc.ashx/token -d grant_type=password \
-    -d client_id=codeb-admin -d username=bench -d password=bench-password | jq -r .access_token)
-key=$(curl -s -X POST -H "Authorization: Bearer $at" -H 'Content-Type: application/json' \
-    -d '{"name":"bench"}' http://127.0.0.1:$PORT/api.ashx/v1/api-keys | jq -r .key)
+key=$(cp_api_key http://127.0.0.1:$PORT)
 urls=()
 for _ in $(seq "$n"); do urls+=("http://127.0.0.1:$PORT$path"); done
 curl -sf -H "Authorization: Bearer $key" "${urls[@]:0:200}" >/dev/null

@@ -14,6 +14,7 @@
 # (KEEP_DB=…), migrated by that codeb or an older one (it is copied, not
 # changed). Needs curl, jq, perf and the sqlite3 command.
 set -euo pipefail
+. "$(dirname "$0")/cp_api_key.sh"
 BIN=${BIN:?directory holding codeb}
 SEED_DB=${SEED_DB:?a seeded SQLite database}
 PORT=${PORT:-18185}
@@ -25,10 +26,7 @@ CODEB_HTTP_ADDR=127.0.0.1:$PORT CODEB_DATA_DIR=$dir CODEB_DATABASE_URL="sqlite:/
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
-at=$(curl -s -X POST http://127.0.0.1:$PORT/oidc.ashx/token -d grant_type=password \
-    -d client_id=codeb-admin -d username=bench -d password=bench-password | jq -r .access_token)
-key=$(curl -s -X POST -H "Authorization: Bearer $at" -H 'Content-Type: application/json' \
-    -d '{"name":"bench"}' http://127.0.0.1:$PORT/api.ashx/v1/api-keys | jq -r .key)
+key=$(cp_api_key http://127.0.0.1:$PORT)
 urls=()
 for k in $(seq 0 19); do urls+=("http://127.0.0.1:$PORT/api.ashx/v1/calls?limit=50&offset=$((k * 50))"); done
 # The connection and the key lookup warmed by one request outside the pages.

@@ -23,6 +23,7 @@
 #                    /metrics), which hold up better than req/s on a shared
 #                    machine; "n/a" where the VM has no instruction counter
 set -euo pipefail
+. "$(dirname "$0")/cp_api_key.sh"
 cd "$(dirname "$0")/.."
 backend=${1:?sqlite or postgres}
 SECONDS_RUN=${SECONDS_RUN:-20}
@@ -54,10 +55,8 @@ CODEB_HTTP_ADDR=127.0.0.1:$PORT CODEB_DATA_DIR=$DIR CODEB_DATABASE_URL=$DB \
 PID=$!
 trap 'kill $PID 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
-AT=$(curl -s -X POST http://127.0.0.1:$PORT/oidc.ashx/token -d grant_type=password \
-    -d client_id=codeb-admin -d username=bench -d password=bench-password | jq -r .access_token)
-export CP_LOAD_TOKEN=$(curl -s -X POST -H "Authorization: Bearer $AT" -H 'Content-Type: application/json' \
-    -d '{"name":"bench"}' http://127.0.0.1:$PORT/api.ashx/v1/api-keys | jq -r .key)
+CP_LOAD_TOKEN=$(cp_api_key http://127.0.0.1:$PORT)
+export CP_LOAD_TOKEN
 # Requests answered with 200 so far on the route of a URL.
 answered() {
     local route=${1#http://*/}
