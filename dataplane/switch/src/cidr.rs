@@ -32,6 +32,26 @@ fn mask32(prefix: u8) -> u32 {
 }
 
 impl Cidr {
+    /// The single host `ip` (an IPv4-mapped IPv6 address as its IPv4 host).
+    pub fn host(ip: IpAddr) -> Cidr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Cidr {
+                    net: IpAddr::V4(v4),
+                    prefix: 32,
+                },
+                None => Cidr {
+                    net: ip,
+                    prefix: 128,
+                },
+            },
+            IpAddr::V4(_) => Cidr {
+                net: ip,
+                prefix: 32,
+            },
+        }
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4-mapped IPv6 peer is the IPv4 host it maps.
         let ip = match ip {
@@ -113,5 +133,19 @@ mod tests {
         for bad in ["10.0.0.0/33", "x", "10.0.0/8", "::/129", "1.2.3.4/"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_host_is_its_address_alone() {
+        for (ip, same) in [
+            ("192.0.2.7", "192.0.2.7/32"),
+            ("::ffff:192.0.2.7", "192.0.2.7/32"),
+            ("2001:db8::7", "2001:db8::7/128"),
+        ] {
+            let host = Cidr::host(ip.parse().unwrap());
+            assert_eq!(host, same.parse().unwrap(), "{ip}");
+            assert!(host.contains(ip.parse().unwrap()));
+        }
+        assert!(!Cidr::host("192.0.2.7".parse().unwrap()).contains("192.0.2.8".parse().unwrap()));
     }
 }

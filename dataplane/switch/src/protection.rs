@@ -1,7 +1,8 @@
 //! Abuse protection in front of the SIP stack: a token bucket per source
 //! address, temporary bans for sources that keep overrunning it, and a drop
-//! list of scanner user agents. Trusted networks (the trunks' sources) are
-//! not limited here; their own per-trunk limits apply later.
+//! list of scanner user agents. Trusted sources (the trunks' inbound
+//! networks and each trunk's own address) are not limited here; their own
+//! per-trunk limits apply later.
 //!
 //! Sans-IO: time is passed in. The table is bounded; when full, the entries
 //! that have been quiet longest are evicted first.

@@ -230,9 +230,11 @@ fn digest_registration_then_call_with_topology_hiding() {
 
 #[test]
 fn calls_from_unknown_sources_and_unknown_users() {
-    // Loopback is not a trunk here.
+    // Loopback is not a trunk here: neither a trunk's inbound network nor
+    // a trunk's own address (both are spared the flood limits).
     let config = loopback_config("sip:uas@127.0.0.1:9")
-        .replace("inbound = [\"127.0.0.0/8\"]", "inbound = [\"10.0.0.0/8\"]");
+        .replace("inbound = [\"127.0.0.0/8\"]", "inbound = [\"10.0.0.0/8\"]")
+        .replace("host = \"127.0.0.1\"", "host = \"10.0.0.1\"");
     let sw = Switch::start(&config, &[]);
     let a = Peer::new();
     let (aa, sip) = (a.addr, sw.sip);

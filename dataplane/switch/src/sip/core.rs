@@ -90,6 +90,27 @@ pub struct CoreSettings {
     pub session_timer: Option<SessionTimerConfig>,
 }
 
+/// Sources the per-source flood limits leave alone: the trunks' inbound
+/// networks and each trunk's own address. The latter answers the calls we
+/// send it, and a carrier answering a burst (a mass hangup's BYEs) at
+/// more than the per-source rate would otherwise have its responses
+/// dropped and then be banned, although no call of it is new.
+fn trusted_sources(
+    config: &SwitchConfig,
+    trunk_addrs: &HashMap<String, SocketAddr>,
+) -> Vec<crate::cidr::Cidr> {
+    config
+        .trunks
+        .iter()
+        .flat_map(|t| t.inbound.iter().copied())
+        .chain(
+            trunk_addrs
+                .values()
+                .map(|a| crate::cidr::Cidr::host(a.ip())),
+        )
+        .collect()
+}
+
 /// A message for the IO loop to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
@@ -187,11 +208,7 @@ impl Core {
             trying_immediately: true,
             tag_key: settings.id_seed,
         });
-        let trusted = config
-            .trunks
-            .iter()
-            .flat_map(|t| t.inbound.iter().copied())
-            .collect();
+        let trusted = trusted_sources(&config, &trunk_addrs);
         let calls = Calls::new(
             PortPool::new(settings.rtp_ports),
             settings.media_ip,
@@ -222,13 +239,9 @@ impl Core {
     /// Replaces the routing configuration (already validated) and the
     /// trunk addresses resolved for it.
     pub fn apply_config(&mut self, config: SwitchConfig, trunk_addrs: HashMap<String, SocketAddr>) {
+        self.protection
+            .set_trusted(trusted_sources(&config, &trunk_addrs));
         self.trunk_addrs = trunk_addrs;
-        let trusted = config
-            .trunks
-            .iter()
-            .flat_map(|t| t.inbound.iter().copied())
-            .collect();
-        self.protection.set_trusted(trusted);
         self.verifier = Verifier::new(self.settings.nonce_key, config.realm());
         tracing::info!(
             version = config.version,

@@ -665,3 +665,36 @@ fn a_failed_ai_session_ends_the_call_as_failed() {
     assert_eq!(sent, [Method::Ack, Method::Bye], "answered, then hung up");
     assert!(h.core.poll_ai_request().is_none());
 }
+
+/// `n` OPTIONS from `from` at one instant; how many the flood limits drop.
+fn options_burst(h: &mut Harness, from: &str, n: usize) -> u64 {
+    let before = h.core.stats.dropped_rate_limited;
+    let ip = addr(from).ip();
+    for i in 0..n {
+        let ping = format!(
+            "OPTIONS sip:{SW} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKburst{i}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:ping@{ip}>;tag=t{i}\r\nTo: <sip:{SW}>\r\n\
+             Call-ID: burst{i}@{ip}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        h.core
+            .handle_datagram(h.now, SocketId(0), addr(from), ping.as_bytes());
+    }
+    h.collect();
+    h.core.stats.dropped_rate_limited - before
+}
+
+#[test]
+fn a_trunk_we_call_out_through_is_not_flood_limited() {
+    let mut h = Harness::new(None);
+    // The carrier trunk lists no inbound networks (and this address is in
+    // no other trunk's); its own address, where our calls go and whence
+    // their answers come, is still not limited.
+    let carrier = "203.0.113.30:5060";
+    h.core.apply_config(
+        config(""),
+        HashMap::from([(CARRIER_TRUNK.to_owned(), addr(carrier))]),
+    );
+    assert_eq!(options_burst(&mut h, carrier, 400), 0);
+    // Any other source is: past its burst, messages are dropped.
+    assert!(options_burst(&mut h, "198.51.100.7:5060", 400) > 0);
+}
