@@ -5,17 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use codeb_types::{CallId, CallStatus, E164, UtcMillis};
-
 use super::sender::{self, SenderConfig};
 use super::smtp::{Envelope, SmtpClient, SmtpError, SmtpUrl};
 use super::smtp_sink::{Answer, Script, Sink, qp_decode};
 use crate::clock::Clock;
-use crate::store::testing::TestDb;
+use crate::store::testing::{self, T0, TENANT, TestDb};
 use crate::store::{EmailRecord, EmailState, NewCall, Store};
-
-const TENANT: &str = "t.example";
-const T0: UtcMillis = UtcMillis(1_780_000_000_000);
 
 fn script() -> Script {
     Arc::new(|to: &str, n: usize| match (to, n) {
@@ -41,25 +36,9 @@ fn config(retry: Duration) -> SenderConfig {
 /// Queues the cancellation email of a new call to `email`.
 async fn queue(s: &Store, n: u8, email: &str) -> String {
     let c = NewCall {
-        call_id: CallId::from_random([n; 6]),
-        tenant: TENANT.into(),
-        requested_by: "alex".into(),
-        phone: E164::parse("+15551234567").unwrap(),
         display_name: "Dentist".into(),
         email: email.into(),
-        system_prompt: "x".into(),
-        ai_api_key: "k".into(),
-        model: "m".into(),
-        voice: "Aoede".into(),
-        language: "en-US".into(),
-        max_seconds: 60,
-        retries: 0,
-        retry_delay_minutes: 5,
-        trunk_id: None,
-        status: CallStatus::Scheduled,
-        created_at: T0,
-        scheduled_for: None,
-        next_attempt_at: T0,
+        ..testing::new_call(n, 0)
     };
     s.insert_call(&c).await.unwrap();
     s.hangup_unplaced(TENANT, &c.call_id, T0).await.unwrap();

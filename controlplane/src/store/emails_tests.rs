@@ -5,10 +5,8 @@
 use codeb_types::CallStatus;
 
 use super::{EmailState, EmailStep};
-use crate::store::testing::{self, NODE, T0, TENANT, TestDb};
-use crate::store::{
-    Applied, AttemptEnd, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent,
-};
+use crate::store::testing::{self, NODE, T0, TENANT, TestDb, ended};
+use crate::store::{Applied, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent};
 
 fn new_call(n: u8, retries: i64) -> NewCall {
     NewCall {
@@ -44,18 +42,6 @@ async fn apply(s: &Store, call: &DispatchCall, kind: EventKind) -> Applied {
     s.apply_switch_event(NODE, &ev, T0.plus_ms(60_000))
         .await
         .unwrap()
-}
-
-fn ended(outcome: &str, answered: bool) -> EventKind {
-    EventKind::Ended(AttemptEnd {
-        outcome: outcome.into(),
-        answered,
-        answered_at: answered.then_some(T0.plus_ms(2000)),
-        ended_at: T0.plus_ms(60_000),
-        talk_seconds: if answered { 58 } else { 0 },
-        duration_seconds: 60,
-        ..AttemptEnd::default()
-    })
 }
 
 fn turn(speaker: Speaker, text: &str, at_ms: i64) -> EventKind {

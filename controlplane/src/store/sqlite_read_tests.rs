@@ -9,15 +9,13 @@ use std::io::Write as _;
 use codeb_types::{CallId, CallStatus, E164, UtcMillis};
 
 use super::{Cols, Param, Readers};
-use crate::store::testing::TestDb;
+use crate::store::testing::{self, T0, TENANT, TestDb};
 use crate::store::{
     CallFilter, CallRow, NewCall, Store, StoreError, TranscriptFilter, TranscriptRecord,
     TranscriptRow, on_pool,
 };
 
-const TENANT: &str = "t.example";
 const OTHER: &str = "other.example";
-const T0: UtcMillis = UtcMillis(1_780_000_000_000);
 
 /// Renders every field (Debug), so two paths agree only if every column
 /// was read into the right field.
@@ -37,21 +35,13 @@ fn call(n: u32, tenant: &str) -> NewCall {
         requested_by: format!("user \"{n}\" \u{e9}\\"),
         phone: E164::parse(&format!("+1555{:07}", n)).unwrap(),
         display_name: format!("Name {n}\n\t<b>"),
-        email: "ops@example.com".into(),
-        system_prompt: "Say hi".into(),
-        ai_api_key: "key".into(),
-        model: "m".into(),
-        voice: "Aoede".into(),
-        language: "en-US".into(),
         max_seconds: 60 + i64::from(n),
-        retries: i64::from(n % 4),
-        retry_delay_minutes: 5,
-        trunk_id: None,
         status: CallStatus::ALL[n as usize % CallStatus::ALL.len()],
         // Some share a creation time, so the call_id tie-break matters.
         created_at: T0.plus_ms(i64::from(n / 3) * 1000),
         scheduled_for: n.is_multiple_of(5).then(|| T0.plus_ms(3_600_000)),
         next_attempt_at: T0,
+        ..testing::new_call(0, i64::from(n % 4))
     }
 }
 

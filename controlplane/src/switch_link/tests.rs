@@ -18,10 +18,8 @@ use tonic::{Request, Response, Status};
 
 use super::{Dispatched, LinkSettings, SwitchNodes};
 use crate::clock::Clock;
-use crate::store::testing::{TestDb, event_data};
+use crate::store::testing::{self, TENANT, TestDb, event_data};
 use crate::store::{NewCall, Store, TrunkRecord};
-
-const TENANT: &str = "t.example";
 
 #[derive(Debug, Default)]
 struct PeerState {
@@ -401,27 +399,13 @@ async fn claimed_call(db: &TestDb, n: u8, clock: &Clock) -> (NewCall, crate::sto
     (call, claimed)
 }
 
+/// Call `n`, created and due at `now`, one retry a minute later.
 fn new_call(n: u8, now: UtcMillis) -> NewCall {
     NewCall {
-        call_id: codeb_types::CallId::from_random([n; 6]),
-        tenant: TENANT.into(),
-        requested_by: "alex".into(),
-        phone: codeb_types::E164::parse("+15551234567").unwrap(),
-        display_name: "Reminder".into(),
-        email: "ops@example.com".into(),
-        system_prompt: "Say hi".into(),
-        ai_api_key: "key".into(),
-        model: "m".into(),
-        voice: "Aoede".into(),
-        language: "en-US".into(),
-        max_seconds: 60,
-        retries: 1,
         retry_delay_minutes: 1,
-        trunk_id: None,
-        status: CallStatus::Scheduled,
         created_at: now,
-        scheduled_for: None,
         next_attempt_at: now,
+        ..testing::new_call(n, 1)
     }
 }
 
