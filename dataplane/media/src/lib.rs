@@ -56,7 +56,7 @@
 //! * [`g711`]: µ-law and A-law; [`opus`]: libopus for 20 ms mono frames
 //!   with PLC and FEC; [`codec`]: one decoder/encoder interface over them
 //!   and L16.
-//! * [`resample`]: 20 ms frame conversion between 8/16/24/48 kHz (rubato FFT).
+//! * [`resample`]: 20 ms frame conversion between 8/16/24/48 kHz (polyphase FIR).
 //! * [`jitter`]: adaptive jitter buffer for decoded paths.
 //! * [`dtmf`]: RFC 4733 telephone-event parsing, reporting and sending;
 //!   [`inband`]: Goertzel DTMF detection for G.711 legs.

@@ -1,19 +1,41 @@
-//! Sample-rate conversion of 20 ms mono frames with rubato's FFT resampler.
+//! Sample-rate conversion of 20 ms mono frames with a polyphase
+//! windowed-sinc FIR.
 //!
 //! Both sides are fixed at one 20 ms frame (160 samples at 8 kHz, 320 at
 //! 16 kHz, 480 at 24 kHz, 960 at 48 kHz), which the supported rate pairs
-//! allow exactly. All buffers are allocated in [`Resampler::new`]; a call to
-//! [`Resampler::process`] converts i16 to f32 in place, runs one FFT block
-//! and converts back, without allocating. The FFT block is the whole frame,
-//! so the delay is half a frame (10 ms) of output.
+//! allow exactly: every pair is a ratio L/M of small integers, and a frame
+//! is a whole number of the filter's phase cycles, so each output sample
+//! of a frame uses the same phase and input offset in every frame. All of
+//! that, the coefficients and the buffers are set up in [`Resampler::new`];
+//! [`Resampler::process`] converts i16 to f32 behind the kept history, runs
+//! one dot product of fixed length per output sample (eight lanes, which
+//! the compiler vectorises) and converts back, without allocating.
+//!
+//! The filter: a sinc low-pass at 45% of the lower rate (3.6 kHz between
+//! 8 and 16 kHz), [`ZERO_CROSSINGS`] of them each side, under a Kaiser
+//! window (β = [`KAISER_BETA`], about 70 dB of stopband); each phase's
+//! taps are scaled to sum to one (unity gain at DC on every output
+//! sample). Its delay is [`ZERO_CROSSINGS`] periods of the lower rate: 3 ms
+//! for 8 kHz, against the 10 ms of the FFT resampler (rubato, one block per
+//! frame) this replaced, which also cost about three times the CPU per
+//! frame (8% of the switch's CPU on AI calls, two conversions per call
+//! every 20 ms).
 
-use rubato::audioadapter::{Adapter, AdapterMut};
-use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Resampler as _};
 use thiserror::Error;
 
 /// Sample rates the media path converts between.
 pub const SUPPORTED_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
+
+/// Zero crossings of the filter's sinc on each side, in periods of the
+/// lower rate: the filter's length and its delay.
+pub const ZERO_CROSSINGS: usize = 24;
+/// The Kaiser window's shape: about 70 dB between pass- and stopband.
+const KAISER_BETA: f64 = 7.0;
+/// Cutoff, as a share of the lower rate.
+const CUTOFF: f64 = 0.45;
+/// Dot products run in this many lanes; each phase's taps are padded to
+/// a multiple of it with zeros.
+const LANES: usize = 8;
 
 /// Frame length in samples for 20 ms at `rate`.
 pub const fn frame_len(rate: u32) -> usize {
@@ -28,7 +50,8 @@ pub enum ResampleError {
     /// Our caller passed a frame of the wrong length.
     #[error("frame of {got} samples, expected {expected}")]
     FrameLength { got: usize, expected: usize },
-    /// rubato refused (should not happen with the sizes checked above).
+    /// The filter could not be laid out (should not happen with the rates
+    /// checked above).
     #[error("resampler failure")]
     Internal,
 }
@@ -37,9 +60,7 @@ pub enum ResampleError {
 pub struct Resampler {
     in_rate: u32,
     out_rate: u32,
-    inner: Option<Box<Fft<f32>>>,
-    in_buf: Vec<f32>,
-    out_buf: Vec<f32>,
+    inner: Option<Box<Polyphase>>,
 }
 
 impl std::fmt::Debug for Resampler {
@@ -49,6 +70,160 @@ impl std::fmt::Debug for Resampler {
             .field("out_rate", &self.out_rate)
             .finish()
     }
+}
+
+/// The filter of one rate pair and its state.
+///
+/// Sample `i` of the input sits at `i * up` on the grid of the common rate
+/// (`in_rate * up`); output sample `n` is taken at `n * down - half` on it
+/// (`half`: the filter's half length there, which is its delay), from the
+/// inputs within `half` of that point.
+struct Polyphase {
+    /// Taps per output sample (a multiple of [`LANES`]).
+    taps: usize,
+    /// `up` phases of `taps` coefficients each, scaled from i16 to [-1, 1).
+    coefs: Vec<f32>,
+    /// Per output sample of a frame: where its taps start in `buf`, and
+    /// its phase's first coefficient.
+    plan: Vec<(usize, usize)>,
+    /// Input samples kept from earlier frames, then the current frame,
+    /// then zeros the padded taps may read.
+    buf: Vec<f32>,
+    history: usize,
+    frame_in: usize,
+    /// Output samples by which the output lags the input.
+    delay: usize,
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The modified Bessel function of the first kind, order zero (its series
+/// converges fast for the window's arguments).
+fn bessel_i0(x: f64) -> f64 {
+    let mut sum = 1.0;
+    let mut term = 1.0;
+    let q = x * x / 4.0;
+    for k in 1..64 {
+        term *= q / (k * k) as f64;
+        sum += term;
+        if term < sum * 1e-12 {
+            break;
+        }
+    }
+    sum
+}
+
+impl Polyphase {
+    fn new(in_rate: u32, out_rate: u32) -> Result<Polyphase, ResampleError> {
+        let (inr, outr) = (in_rate as usize, out_rate as usize);
+        let g = gcd(inr, outr);
+        let (up, down) = (outr / g, inr / g);
+        let common = inr * up;
+        let low = inr.min(outr);
+        // Half length on the common grid: ZERO_CROSSINGS periods of the
+        // lower rate.
+        let half = ZERO_CROSSINGS * common / low;
+        let (frame_in, frame_out) = (frame_len(in_rate), frame_len(out_rate));
+        if frame_in * up != frame_out * down || half == 0 {
+            return Err(ResampleError::Internal);
+        }
+        // Inputs within `half` of a point: at most 2 * half / up + 1.
+        let span = 2 * half / up + 1;
+        let taps = span.div_ceil(LANES) * LANES;
+        let fc = CUTOFF * low as f64 / common as f64;
+        let i0b = bessel_i0(KAISER_BETA);
+        let h = |d: i64| -> f64 {
+            let d = d as f64;
+            let x = d / half as f64;
+            if x.abs() > 1.0 {
+                return 0.0;
+            }
+            let t = 2.0 * fc * d;
+            let sinc = if t == 0.0 {
+                1.0
+            } else {
+                (std::f64::consts::PI * t).sin() / (std::f64::consts::PI * t)
+            };
+            sinc * bessel_i0(KAISER_BETA * (1.0 - x * x).sqrt()) / i0b
+        };
+        // Phase `s`: the first input is `s` grid steps past the window's
+        // start, so tap k is at distance half - s - k * up from the point.
+        let mut coefs = vec![0f32; up * taps];
+        for s in 0..up {
+            let row: Vec<f64> = (0..taps)
+                .map(|k| h(half as i64 - s as i64 - (k * up) as i64))
+                .collect();
+            let sum: f64 = row.iter().sum();
+            if sum <= 0.0 {
+                return Err(ResampleError::Internal);
+            }
+            for (c, v) in coefs[s * taps..(s + 1) * taps].iter_mut().zip(&row) {
+                *c = (v / sum / 32768.0) as f32;
+            }
+        }
+        let history = 2 * half / up;
+        let mut plan = Vec::with_capacity(frame_out);
+        let mut end = 0;
+        for b in 0..frame_out {
+            // The window's start on the grid, relative to the frame's
+            // first input: b * down - half - half.
+            let lo = (b * down) as i64 - 2 * half as i64;
+            let first = lo.div_euclid(up as i64) + i64::from(lo.rem_euclid(up as i64) != 0);
+            let s = (first * up as i64 - lo) as usize;
+            let start =
+                usize::try_from(first + history as i64).map_err(|_| ResampleError::Internal)?;
+            if s >= up {
+                return Err(ResampleError::Internal);
+            }
+            end = end.max(start + taps);
+            plan.push((start, s * taps));
+        }
+        let len = end.max(history + frame_in);
+        Ok(Polyphase {
+            taps,
+            coefs,
+            plan,
+            buf: vec![0.0; len],
+            history,
+            frame_in,
+            delay: half / down,
+        })
+    }
+
+    fn reset(&mut self) {
+        self.buf.fill(0.0);
+    }
+
+    fn process(&mut self, input: &[i16], output: &mut [i16]) {
+        let (h, n) = (self.history, self.frame_in);
+        for (f, &s) in self.buf[h..h + n].iter_mut().zip(input) {
+            *f = f32::from(s);
+        }
+        let taps = self.taps;
+        for (o, &(start, c)) in output.iter_mut().zip(&self.plan) {
+            *o = to_i16(dot(
+                &self.buf[start..start + taps],
+                &self.coefs[c..c + taps],
+            ));
+        }
+        // The newest `history` inputs stay for the next frame.
+        self.buf.copy_within(n..n + h, 0);
+    }
+}
+
+/// A dot product in [`LANES`] independent sums (lengths are multiples of
+/// it), which the compiler turns into vector instructions.
+#[inline]
+fn dot(x: &[f32], c: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    for (xs, cs) in x.chunks_exact(LANES).zip(c.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            acc[l] += xs[l] * cs[l];
+        }
+    }
+    acc.iter().sum()
 }
 
 impl Resampler {
@@ -61,27 +236,12 @@ impl Resampler {
         let inner = if in_rate == out_rate {
             None
         } else {
-            let fft = Fft::<f32>::new(
-                in_rate as usize,
-                out_rate as usize,
-                frame_len(in_rate),
-                1,
-                FixedSync::Both,
-            )
-            .map_err(|_| ResampleError::Internal)?;
-            if fft.input_frames_next() != frame_len(in_rate)
-                || fft.output_frames_next() != frame_len(out_rate)
-            {
-                return Err(ResampleError::Internal);
-            }
-            Some(Box::new(fft))
+            Some(Box::new(Polyphase::new(in_rate, out_rate)?))
         };
         Ok(Resampler {
             in_rate,
             out_rate,
             inner,
-            in_buf: vec![0.0; frame_len(in_rate)],
-            out_buf: vec![0.0; frame_len(out_rate)],
         })
     }
 
@@ -100,7 +260,7 @@ impl Resampler {
 
     /// Output samples by which the output lags the input.
     pub fn delay(&self) -> usize {
-        self.inner.as_ref().map_or(0, |r| r.output_delay())
+        self.inner.as_ref().map_or(0, |r| r.delay)
     }
 
     /// Forgets the history (after a flush or a source change).
@@ -125,29 +285,9 @@ impl Resampler {
                 expected: ol,
             });
         }
-        let Some(fft) = &mut self.inner else {
-            output.copy_from_slice(input);
-            return Ok(());
-        };
-        for (f, &s) in self.in_buf.iter_mut().zip(input) {
-            *f = f32::from(s) * (1.0 / 32768.0);
-        }
-        let inp =
-            InterleavedSlice::new(&self.in_buf[..], 1, il).map_err(|_| ResampleError::Internal)?;
-        let mut out = InterleavedSlice::new_mut(&mut self.out_buf[..], 1, ol)
-            .map_err(|_| ResampleError::Internal)?;
-        let (_, written) = fft
-            .process_into_buffer(
-                &inp as &dyn Adapter<f32>,
-                &mut out as &mut dyn AdapterMut<f32>,
-                None,
-            )
-            .map_err(|_| ResampleError::Internal)?;
-        if written != ol {
-            return Err(ResampleError::Internal);
-        }
-        for (s, &f) in output.iter_mut().zip(&self.out_buf) {
-            *s = to_i16(f);
+        match &mut self.inner {
+            None => output.copy_from_slice(input),
+            Some(p) => p.process(input, output),
         }
         Ok(())
     }
@@ -212,6 +352,59 @@ mod tests {
         let folded = power_i16(&y, 2_000.0, 8_000.0);
         let ideal = (12_000.0 * y.len() as f32 / 2.0).powi(2);
         assert!(folded < ideal / 1_000.0, "alias {folded}");
+    }
+
+    #[test]
+    fn the_delay_is_where_an_impulse_comes_out_and_a_few_ms_at_most() {
+        for (a, b) in [
+            (8_000, 16_000),
+            (24_000, 8_000),
+            (16_000, 24_000),
+            (48_000, 8_000),
+        ] {
+            let mut r = Resampler::new(a, b).unwrap();
+            let (il, ol) = (r.input_len(), r.output_len());
+            // An impulse on an output sample's instant (every input sample
+            // at index 0 of a frame is one), three frames in.
+            let mut out = Vec::new();
+            for f in 0..5 {
+                let mut x = vec![0i16; il];
+                if f == 3 {
+                    x[0] = 20_000;
+                }
+                let mut y = vec![0i16; ol];
+                r.process(&x, &mut y).unwrap();
+                out.extend(y);
+            }
+            let peak = (0..out.len())
+                .max_by_key(|&i| out[i].unsigned_abs())
+                .unwrap();
+            assert_eq!(peak, 3 * ol + r.delay(), "{a}->{b}");
+            assert!(
+                r.delay() * 1000 / b as usize <= 3,
+                "{a}->{b}: {}",
+                r.delay()
+            );
+            // Forgotten after a reset.
+            r.reset();
+            let mut y = vec![0i16; ol];
+            r.process(&vec![0; il], &mut y).unwrap();
+            assert!(y.iter().all(|&s| s == 0));
+        }
+    }
+
+    #[test]
+    fn speech_band_passes_flat_and_the_band_edge_is_stopped() {
+        // 3 kHz (inside the phone band) keeps its level 8k -> 16k -> 8k;
+        // 4.5 kHz at 16 kHz cannot go to 8 kHz and is stopped, not folded
+        // to 3.5 kHz.
+        let ideal = |n: usize| (12_000.0 * n as f32 / 2.0).powi(2);
+        let y = run(8_000, 16_000, 3_000.0, 10);
+        let p = power_i16(&y, 3_000.0, 16_000.0);
+        assert!(p > ideal(y.len()) * 0.8 && p < ideal(y.len()) * 1.25, "{p}");
+        let y = run(16_000, 8_000, 4_500.0, 10);
+        let folded = power_i16(&y, 3_500.0, 8_000.0);
+        assert!(folded < ideal(y.len()) / 10_000.0, "alias {folded}");
     }
 
     #[test]
