@@ -95,6 +95,9 @@ struct Polyphase {
     buf: Vec<f32>,
     history: usize,
     frame_in: usize,
+    /// The rate ratio out:in is up:down.
+    up: usize,
+    down: usize,
     /// Output samples by which the output lags the input.
     delay: usize,
 }
@@ -192,6 +195,8 @@ impl Polyphase {
             buf: vec![0.0; len],
             history,
             frame_in,
+            up,
+            down,
             delay: half / down,
         })
     }
@@ -205,6 +210,17 @@ impl Polyphase {
         for (f, &s) in self.buf[h..h + n].iter_mut().zip(input) {
             *f = f32::from(s);
         }
+        if self.down == 1 && n % LANES == 0 {
+            self.upsample(output);
+        } else {
+            self.convert(output);
+        }
+        // The newest `history` inputs stay for the next frame.
+        self.buf.copy_within(n..n + h, 0);
+    }
+
+    /// Any ratio: one dot product per output.
+    fn convert(&self, output: &mut [i16]) {
         for (o, &(start, c, count)) in output.iter_mut().zip(&self.plan) {
             *o = match count {
                 // The half-band phase: the input sample as it was.
@@ -215,8 +231,39 @@ impl Polyphase {
                 )),
             };
         }
-        // The newest `history` inputs stay for the next frame.
-        self.buf.copy_within(n..n + h, 0);
+    }
+
+    /// A whole-number rise (`down` = 1): outputs `r`, `r + up`, `r + 2 up`
+    /// ... share a phase, and their inputs start one apart, so [`LANES`]
+    /// of them are computed together, a coefficient at a time, with no
+    /// sum across lanes per output (frames are multiples of [`LANES`]).
+    fn upsample(&self, output: &mut [i16]) {
+        let (up, n) = (self.up, self.frame_in);
+        for (r, &(start, c, count)) in self.plan.iter().enumerate().take(up) {
+            let coefs = &self.coefs[c..c + count];
+            if let [only] = coefs {
+                // The half-band phase: the input samples as they were.
+                for (j, &x) in self.buf[start..start + n].iter().enumerate() {
+                    output[r + j * up] = to_i16(x * only);
+                }
+                continue;
+            }
+            for g in (0..n).step_by(LANES) {
+                let mut acc = [0f32; LANES];
+                for (k, &cv) in coefs.iter().enumerate() {
+                    let at = start + g + k;
+                    let xs = &self.buf[at..at + LANES];
+                    for l in 0..LANES {
+                        acc[l] += cv * xs[l];
+                    }
+                }
+                for (l, a) in acc.into_iter().enumerate() {
+                    if let Some(o) = output.get_mut(r + (g + l) * up) {
+                        *o = to_i16(a);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -404,6 +451,35 @@ mod tests {
             let mut y = vec![0i16; ol];
             r.process(&vec![0; il], &mut y).unwrap();
             assert!(y.iter().all(|&s| s == 0));
+        }
+    }
+
+    #[test]
+    fn rises_computed_in_lanes_match_one_dot_product_per_output() {
+        for (a, b) in [
+            (8_000, 16_000),
+            (8_000, 24_000),
+            (16_000, 48_000),
+            (8_000, 48_000),
+        ] {
+            let mut p = Polyphase::new(a, b).unwrap();
+            let il = frame_len(a);
+            let x: Vec<i16> = (0..il * 4)
+                .map(|i| ((i * 7919) % 20_001) as i16 - 10_000)
+                .collect();
+            for f in x.chunks_exact(il) {
+                for (d, &s) in p.buf[p.history..p.history + il].iter_mut().zip(f) {
+                    *d = f32::from(s);
+                }
+                let mut lanes = vec![0i16; frame_len(b)];
+                let mut each = vec![0i16; frame_len(b)];
+                p.upsample(&mut lanes);
+                p.convert(&mut each);
+                for (i, (l, e)) in lanes.iter().zip(&each).enumerate() {
+                    assert!((l - e).abs() <= 1, "{a}->{b} sample {i}: {l} vs {e}");
+                }
+                p.buf.copy_within(il..il + p.history, 0);
+            }
         }
     }
 
