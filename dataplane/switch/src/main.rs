@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use codeb_io::{CloseReason, Event, Options, Reactor};
+use codeb_io::{Options, Reactor};
 use codeb_sip::dialog::SessionTimerConfig;
 use codeb_sip::transaction::Timers;
 use codeb_switch::ai::hub::{AiHub, AiSettings};
@@ -22,7 +22,8 @@ use codeb_switch::metrics;
 use codeb_switch::ports::PortRange;
 use codeb_switch::protection;
 use codeb_switch::registrar::RegistrarLimits;
-use codeb_switch::sip::{Core, CoreSettings, Flow};
+use codeb_switch::sip::transport::{FromWire, ToWire, Transport};
+use codeb_switch::sip::{Core, CoreSettings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -293,6 +294,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Transport events the core handles before it looks at its timers and
+/// commands again.
+const TURN_EVENTS: usize = 1024;
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     install_signals();
     std::fs::create_dir_all(&cli.data_dir)
@@ -324,12 +329,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not size the SIP receive buffer"),
     }
     let tcp = TcpListener::bind(sip_addr).with_context(|| format!("binding TCP {sip_addr}"))?;
-    let mut reactor = Reactor::new(&Options {
-        force_epoll: cli.io == "epoll",
+    // The core's thread blocks here between turns; its sockets are the
+    // transport thread's, so this reactor only waits for wake-ups.
+    let mut waiter = Reactor::new(&Options {
+        force_epoll: true,
+        buffers: 1,
+        buffer_len: 64,
         ..Options::default()
     })?;
-    let udp_id = reactor.add_udp(udp)?;
-    reactor.add_tcp_listener(tcp)?;
     let now = Instant::now();
     let wall_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -359,7 +366,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config_version = config.version;
     let addrs = resolve_trunks(&config);
     let mut core = Core::new(settings, config, addrs);
-    core.set_udp_socket(udp_id);
+    let mut transport = Transport::start(
+        &Options {
+            force_epoll: cli.io == "epoll",
+            ..Options::default()
+        },
+        udp,
+        tcp,
+        core.screener(),
+        waiter.waker(),
+    )
+    .context("starting the SIP transport thread")?;
+    core.set_udp_socket(transport.udp_socket());
     let workers = cli
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
@@ -378,7 +396,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             coalesce: Duration::from_micros(cli.rtp_coalesce_us.min(10_000)),
             record_dir: (cli.record != "off").then(|| cli.data_dir.join("recordings")),
         },
-        Some(reactor.waker()),
+        Some(waiter.waker()),
     )
     .context("starting the media workers")?;
     // The workers are woken once per loop turn (below), not per command.
@@ -397,7 +415,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             connect_timeout: Duration::from_secs(cli.ai_connect_timeout.clamp(1, 120)),
             threads: usize::from(cli.ai_threads),
         },
-        reactor.waker(),
+        waiter.waker(),
     )
     .context("starting the voice-AI runtime")?;
     let mut link = control::start(
@@ -413,7 +431,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pushed_version,
             config_version,
         },
-        reactor.waker(),
+        waiter.waker(),
     )?;
     let exposition = metrics::Exposition::default();
     match metrics::serve(cli.metrics_addr, exposition.clone()) {
@@ -422,39 +440,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::warn!(error = %e, addr = %cli.metrics_addr, "metrics endpoint not started")
         }
     }
-    tracing::info!(sip = %sip_addr, backend = reactor.backend(), grpc = %link.local_addr,
+    tracing::info!(sip = %sip_addr, backend = transport.backend(), grpc = %link.local_addr,
         "switch listening");
     let mut next_metrics = now;
     while !STOP.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        let wait = core
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(now))
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
-        reactor.poll(Some(wait), &mut |ev| {
+        // What the transport thread delivered; a bounded batch, so timers
+        // and commands get their turn under a flood.
+        let mut more = false;
+        for n in 0.. {
+            if n == TURN_EVENTS {
+                more = true;
+                break;
+            }
+            let Some(ev) = transport.next_event() else {
+                break;
+            };
             let now = Instant::now();
             match ev {
-                Event::Datagram { socket, from, data } => {
-                    core.handle_datagram(now, socket, from, data)
+                FromWire::Datagram {
+                    socket,
+                    from,
+                    verdict,
+                } => core.handle_screened(now, socket, from, *verdict),
+                FromWire::Connection { conn, peer } => core.handle_connection(now, conn, peer),
+                FromWire::Data { conn, data } => core.handle_stream_data(now, conn, &data),
+                FromWire::Closed { conn, why } => core.handle_stream_closed(now, conn, &why),
+                FromWire::Connecting { peer, conn } => core.handle_connecting(now, peer, conn),
+                FromWire::ConnectRefused { peer, error } => {
+                    core.handle_connect_refused(now, peer, &error)
                 }
-                Event::Accepted { conn, peer, .. } | Event::Connected { conn, peer } => {
-                    core.handle_connection(now, conn, peer)
-                }
-                Event::Data { conn, data } => core.handle_stream_data(now, conn, data),
-                Event::Closed { conn, reason } => {
-                    let why = match reason {
-                        CloseReason::PeerClosed => "closed by the peer".to_owned(),
-                        CloseReason::Local => "closed by the switch".to_owned(),
-                        CloseReason::Error(errno) => {
-                            std::io::Error::from_raw_os_error(errno).to_string()
-                        }
-                    };
-                    core.handle_stream_closed(now, conn, &why)
-                }
-                Event::Woken => {}
             }
-        })?;
+        }
         let now = Instant::now();
         core.handle_timeout(now);
         link.sip.run_commands(&mut core, now);
@@ -466,27 +482,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         link.sip.forward_events(&mut core);
         for c in core.take_closes() {
-            reactor.close(c);
+            transport.push(ToWire::Close(c));
         }
         while let Some(peer) = core.poll_connect() {
-            match reactor.connect(peer) {
-                Ok(conn) => core.handle_connecting(now, peer, conn),
-                Err(e) => core.handle_connect_refused(now, peer, &e.to_string()),
-            }
+            transport.push(ToWire::Connect(peer));
         }
         core.wake_media();
         while let Some(out) = core.poll_transmit() {
-            let sent = match out.flow {
-                Flow::Udp { socket, peer } => reactor.send_to(socket, peer, &out.payload),
-                Flow::Tcp { conn, .. } => reactor.send(conn, &out.payload),
-                // The core resolves these to a connection before it hands
-                // a message out.
-                Flow::TcpTo { .. } => Err(std::io::Error::other("no TCP connection named")),
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, peer = %out.flow.peer(), "send failed");
-            }
+            transport.push(ToWire::Send(out));
         }
+        transport.flush();
         if RELOAD.swap(false, Ordering::Relaxed) {
             if link.sip.pushed() {
                 tracing::warn!(
@@ -506,14 +511,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         if now >= next_metrics {
             link.sip.publish(&core, now);
-            let mut text = metrics::render(&core, &reactor.stats(), reactor.backend());
+            let wire = transport.stats();
+            let mut text = metrics::render(&core, &wire, transport.backend());
             link.sip.state().render_metrics(&mut text);
             exposition.set(text);
             next_metrics = now + Duration::from_secs(1);
         }
+        anyhow::ensure!(transport.alive(), "the SIP transport thread stopped");
+        if more {
+            continue;
+        }
+        let now = Instant::now();
+        let wait = core
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        if transport.park() {
+            let polled = waiter.poll(Some(wait), &mut |_| {});
+            transport.unpark();
+            polled?;
+        }
     }
     ai.shutdown();
     link.shutdown(&mut core);
+    while let Some(out) = core.poll_transmit() {
+        transport.push(ToWire::Send(out));
+    }
+    transport.shutdown();
     tracing::info!("switch stopped");
     Ok(())
 }

@@ -8,9 +8,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use codeb_io::Stats as IoStats;
-
 use crate::sip::Core;
+use crate::sip::transport::WireStats;
 
 /// The latest rendering, shared with the HTTP thread.
 #[derive(Clone, Default)]
@@ -33,7 +32,8 @@ fn escape(s: &str) -> String {
 }
 
 /// The text exposition format (version 0.0.4).
-pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
+pub fn render(core: &Core, wire: &WireStats, backend: &str) -> String {
+    let io = &wire.io;
     let mut o = String::new();
     let s = &core.stats;
     let l = core.layer_stats();
@@ -283,6 +283,12 @@ pub fn render(core: &Core, io: &IoStats, backend: &str) -> String {
         "codeb_io_open_connections",
         "Open TCP connections",
         io.open_connections,
+    );
+    counter(
+        &mut o,
+        "codeb_sip_transport_queue_drops_total",
+        "SIP datagrams dropped because the SIP core's queue was full",
+        wire.queue_drops,
     );
     let _ = writeln!(
         o,

@@ -182,7 +182,7 @@ pub struct Core {
     pub stats: CoreStats,
 }
 
-fn policy(tag_key: u64) -> Policy<'static> {
+pub(crate) fn policy(tag_key: u64) -> Policy<'static> {
     let implemented: MethodSet = IMPLEMENTED.iter().cloned().collect();
     Policy {
         role: Role::Uas,
@@ -287,16 +287,29 @@ impl Core {
         peer: SocketAddr,
         data: &[u8],
     ) {
+        let verdict = screen_datagram(
+            Bytes::copy_from_slice(data),
+            &self.limits,
+            &policy(self.settings.id_seed),
+        );
+        self.handle_screened(now, socket, peer, verdict);
+    }
+
+    /// A datagram the transport thread has already parsed and screened
+    /// (with [`Self::screener`]'s settings).
+    pub fn handle_screened(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        peer: SocketAddr,
+        verdict: Verdict,
+    ) {
         self.stats.messages_in += 1;
         if !self.admit(peer, now) {
             return;
         }
         let flow = Flow::Udp { socket, peer };
-        match screen_datagram(
-            Bytes::copy_from_slice(data),
-            &self.limits,
-            &policy(self.settings.id_seed),
-        ) {
+        match verdict {
             Verdict::Accept(msg) => self.accept(now, msg, flow),
             Verdict::Reply { response, problem } => {
                 self.count_problem(&problem.to_string());
@@ -309,6 +322,14 @@ impl Core {
             }
         }
         self.drain(now);
+    }
+
+    /// What screening a datagram needs, for the transport thread.
+    pub fn screener(&self) -> super::transport::Screener {
+        super::transport::Screener {
+            limits: self.limits,
+            id_seed: self.settings.id_seed,
+        }
     }
 
     fn admit(&mut self, peer: SocketAddr, now: Instant) -> bool {

@@ -5,6 +5,7 @@ pub mod calls;
 pub mod core;
 pub mod flow;
 pub mod outbound;
+pub mod transport;
 pub mod trunks;
 
 pub use self::core::{Core, CoreSettings, CoreStats, Outgoing};
