@@ -327,11 +327,7 @@ impl Engine for GeminiEngine {
 
     fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError> {
         match cmd {
-            Command::Audio(pcm) => out.push(crate::transport::audio_frame(
-                r#"{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":""#,
-                &pcm,
-                r#""}}}"#,
-            )),
+            Command::Audio(pcm) => self.on_audio(&pcm, out)?,
             Command::Text(t) => out.push(
                 json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": t}]}], "turnComplete": true}})
                     .to_string(),
@@ -345,6 +341,15 @@ impl Engine for GeminiEngine {
             }
             Command::Truncate { .. } | Command::Close => {}
         }
+        Ok(())
+    }
+
+    fn on_audio(&mut self, audio: &[u8], out: &mut Vec<String>) -> Result<(), EngineError> {
+        out.push(crate::transport::audio_frame(
+            r#"{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":""#,
+            audio,
+            r#""}}}"#,
+        ));
         Ok(())
     }
 

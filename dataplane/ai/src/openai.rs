@@ -156,11 +156,7 @@ impl Engine for OpenAiEngine {
 
     fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError> {
         match cmd {
-            Command::Audio(a) => out.push(crate::transport::audio_frame(
-                r#"{"type":"input_audio_buffer.append","audio":""#,
-                &a,
-                r#""}"#,
-            )),
+            Command::Audio(a) => self.on_audio(&a, out)?,
             Command::Text(t) => Self::user_text(&t, out),
             Command::ToolResult {
                 call_id, output, ..
@@ -182,6 +178,15 @@ impl Engine for OpenAiEngine {
             }
             Command::Close => {}
         }
+        Ok(())
+    }
+
+    fn on_audio(&mut self, audio: &[u8], out: &mut Vec<String>) -> Result<(), EngineError> {
+        out.push(crate::transport::audio_frame(
+            r#"{"type":"input_audio_buffer.append","audio":""#,
+            audio,
+            r#""}"#,
+        ));
         Ok(())
     }
 

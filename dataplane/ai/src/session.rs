@@ -8,6 +8,8 @@
 //! forwards the running total. An engine never reads the clock or touches a
 //! socket: reconnects happen when it returns [`Step::Reconnect`].
 
+use std::future::Future;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -82,6 +84,28 @@ pub enum Step {
     },
 }
 
+/// Caller audio the session's driver reads itself, where it waits for the
+/// vendor's frames and the call's commands: a frame goes from its source
+/// to the socket in one task, instead of a hop through
+/// [`Session::try_send_audio`]'s queue and a second task per frame.
+pub trait AudioInput: Send + 'static {
+    /// Appends the caller audio waiting, in `format` (the session's input
+    /// format), to `out` (empty on entry): `Ready(true)` when some was
+    /// appended, `Ready(false)` once the input has ended (it is not polled
+    /// again), `Pending` when there is none yet (`cx` is woken when there
+    /// is).
+    fn poll_audio(
+        &mut self,
+        cx: &mut Context<'_>,
+        format: AudioFormat,
+        out: &mut Vec<u8>,
+    ) -> Poll<bool>;
+}
+
+/// Caller audio read from an [`AudioInput`] while a resumed connection
+/// opens, sent once it is up; beyond this much the newest is dropped.
+const MAX_BACKLOG_BYTES: usize = 1 << 20;
+
 /// Where and how to open a connection: URL and extra request headers.
 pub type Target = (Url, Vec<(&'static str, String)>);
 
@@ -98,6 +122,11 @@ pub trait Engine: Send + Sync + 'static {
     fn on_open(&mut self, out: &mut Vec<String>) -> Result<(), EngineError>;
     /// A command from the call.
     fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError>;
+    /// Caller audio in the input format (what [`Command::Audio`] carries,
+    /// without the copy into a `Bytes`).
+    fn on_audio(&mut self, audio: &[u8], out: &mut Vec<String>) -> Result<(), EngineError> {
+        self.on_command(Command::Audio(Bytes::copy_from_slice(audio)), out)
+    }
     /// A text or binary frame from the vendor (already UTF-8).
     fn on_message(
         &mut self,
@@ -206,18 +235,39 @@ impl Session {
 pub async fn connect(
     cfg: SessionConfig,
 ) -> Result<(Session, mpsc::Receiver<EngineEvent>), EngineError> {
-    let engine: Box<dyn Engine> = match cfg.model.provider {
-        Provider::Gemini => Box::new(crate::gemini::GeminiEngine::new(&cfg)),
-        Provider::OpenAi => Box::new(crate::openai::OpenAiEngine::new(&cfg)),
-    };
-    start(engine, cfg.tls.clone(), cfg.connect_timeout).await
+    start(engine_for(&cfg), cfg.tls.clone(), cfg.connect_timeout, None).await
 }
 
-/// Starts a session on any [`Engine`] (what [`connect`] does after picking one).
+/// [`connect`], with the caller audio read from `input` by the session
+/// itself (the handle's audio calls still work beside it).
+pub async fn connect_with_input(
+    cfg: SessionConfig,
+    input: Box<dyn AudioInput>,
+) -> Result<(Session, mpsc::Receiver<EngineEvent>), EngineError> {
+    start(
+        engine_for(&cfg),
+        cfg.tls.clone(),
+        cfg.connect_timeout,
+        Some(input),
+    )
+    .await
+}
+
+/// The engine `cfg.model` names.
+fn engine_for(cfg: &SessionConfig) -> Box<dyn Engine> {
+    match cfg.model.provider {
+        Provider::Gemini => Box::new(crate::gemini::GeminiEngine::new(cfg)),
+        Provider::OpenAi => Box::new(crate::openai::OpenAiEngine::new(cfg)),
+    }
+}
+
+/// Starts a session on any [`Engine`] (what [`connect`] does after picking
+/// one), reading caller audio from `input` if given.
 pub async fn start(
     mut engine: Box<dyn Engine>,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
+    input: Option<Box<dyn AudioInput>>,
 ) -> Result<(Session, mpsc::Receiver<EngineEvent>), EngineError> {
     let mut usage = Usage::default();
     let mut early = Vec::new();
@@ -241,6 +291,9 @@ pub async fn start(
         usage,
         ev_tx,
         cmd_rx: rx,
+        input,
+        audio: Vec::new(),
+        backlog: Vec::new(),
     };
     tokio::spawn(driver.run(ws, early));
     Ok((session, ev_rx))
@@ -341,6 +394,13 @@ async fn send_all(ws: &mut Ws, out: &mut Vec<String>) -> Result<(), EngineError>
         }
         ws.flush().await.map_err(EngineError::transport)
     };
+    let mut write = std::pin::pin!(write);
+    // Nearly every write completes at once: only one that has to wait
+    // gets a timer (one per 20 ms frame per call otherwise).
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(r) = first {
+        return r;
+    }
     tokio::time::timeout(WRITE_TIMEOUT, write)
         .await
         .unwrap_or(Err(EngineError::Timeout("vendor stopped reading")))
@@ -362,6 +422,57 @@ struct Driver {
     usage: Usage,
     ev_tx: mpsc::Sender<EngineEvent>,
     cmd_rx: mpsc::Receiver<Command>,
+    /// Caller audio the driver reads itself (None: only commands, or the
+    /// input ended).
+    input: Option<Box<dyn AudioInput>>,
+    /// What the input gave, reused.
+    audio: Vec<u8>,
+    /// Input read while a connection was being resumed.
+    backlog: Vec<u8>,
+}
+
+/// Runs `fut` (a resumed connection opening) while still reading the
+/// caller: what comes meanwhile is kept in `backlog` (up to
+/// [`MAX_BACKLOG_BYTES`], whole samples) to be sent once it is up.
+async fn keep_listening<T>(
+    fut: impl Future<Output = T>,
+    input: &mut Option<Box<dyn AudioInput>>,
+    format: AudioFormat,
+    audio: &mut Vec<u8>,
+    backlog: &mut Vec<u8>,
+) -> T {
+    let whole = format.bytes_per_sample().max(1) as usize;
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            more = next_input(input, format, audio), if input.is_some() => {
+                if more {
+                    let room = MAX_BACKLOG_BYTES.saturating_sub(backlog.len());
+                    let n = audio.len().min(room) / whole * whole;
+                    backlog.extend_from_slice(&audio[..n]);
+                }
+            }
+        }
+    }
+}
+
+/// Polls `input` (if any) into `audio`: true when audio came, false when
+/// the input ended (it is then dropped).
+async fn next_input(
+    input: &mut Option<Box<dyn AudioInput>>,
+    format: AudioFormat,
+    audio: &mut Vec<u8>,
+) -> bool {
+    let Some(src) = input else {
+        return std::future::pending().await;
+    };
+    audio.clear();
+    let more = std::future::poll_fn(|cx| src.poll_audio(cx, format, audio)).await;
+    if !more {
+        *input = None;
+    }
+    more
 }
 
 enum Flow {
@@ -379,12 +490,23 @@ impl Driver {
             close_ws(&mut ws, CloseCode::Normal, "call ended").await;
             return;
         }
+        let format = self.engine.input_format();
         let (code, error) = loop {
             let mut out = Vec::new();
             let mut evs = Vec::new();
             let flow = tokio::select! {
                 msg = ws.next() => self.on_frame(msg, &mut evs, &mut out),
                 cmd = self.cmd_rx.recv() => self.on_commands(cmd, &mut ws, &mut out).await,
+                more = next_input(&mut self.input, format, &mut self.audio), if self.input.is_some() => {
+                    if more {
+                        let audio = std::mem::take(&mut self.audio);
+                        let flow = self.on_audio(&audio, &mut out);
+                        self.audio = audio;
+                        flow
+                    } else {
+                        Flow::Go
+                    }
+                }
             };
             let sent = send_all(&mut ws, &mut out).await;
             account(&mut self.usage, &mut evs);
@@ -404,7 +526,28 @@ impl Driver {
                     break (code, error);
                 }
                 Flow::Reconnect => match self.reconnect(&mut ws).await {
-                    Ok(new) => ws = new,
+                    Ok(new) => {
+                        ws = new;
+                        // What the caller said meanwhile, in order, in
+                        // chunks of at most a tenth of a second.
+                        let backlog = std::mem::take(&mut self.backlog);
+                        let f = self.engine.input_format();
+                        let chunk = (f.rate_hz / 10).max(1) * f.bytes_per_sample().max(1);
+                        let mut flow = Flow::Go;
+                        for piece in backlog.chunks(chunk as usize) {
+                            flow = self.on_audio(piece, &mut out);
+                            if !matches!(flow, Flow::Go) {
+                                break;
+                            }
+                        }
+                        let sent = send_all(&mut ws, &mut out).await;
+                        match (flow, sent) {
+                            (Flow::Go, Ok(())) => {}
+                            (Flow::End { code, error }, _) => break (code, error),
+                            (_, Err(e)) => break (None, Some(e)),
+                            (Flow::Reconnect, Ok(())) => {}
+                        }
+                    }
                     Err(e) => break (None, Some(e)),
                 },
             }
@@ -487,6 +630,19 @@ impl Driver {
         flow
     }
 
+    /// Caller audio from the input.
+    fn on_audio(&mut self, audio: &[u8], out: &mut Vec<String>) -> Flow {
+        let us = self.engine.input_format().duration_us(audio.len());
+        self.usage.audio_in_us = self.usage.audio_in_us.saturating_add(us);
+        match self.engine.on_audio(audio, out) {
+            Ok(()) => Flow::Go,
+            Err(e) => Flow::End {
+                code: None,
+                error: Some(e),
+            },
+        }
+    }
+
     async fn on_command(
         &mut self,
         cmd: Option<Command>,
@@ -521,12 +677,15 @@ impl Driver {
     async fn reconnect(&mut self, old: &mut Ws) -> Result<Ws, EngineError> {
         close_ws(old, CloseCode::Normal, "resuming").await;
         let mut last = EngineError::Closed;
+        let format = self.engine.input_format();
         for attempt in 0..RECONNECT_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                let pause = tokio::time::sleep(Duration::from_millis(100 << attempt));
+                let (input, audio, backlog) = (&mut self.input, &mut self.audio, &mut self.backlog);
+                keep_listening(pause, input, format, audio, backlog).await;
             }
             let mut evs = Vec::new();
-            let opened = tokio::time::timeout(
+            let opening = tokio::time::timeout(
                 self.connect_timeout,
                 open(
                     self.engine.as_mut(),
@@ -534,6 +693,13 @@ impl Driver {
                     &mut evs,
                     &mut self.usage,
                 ),
+            );
+            let opened = keep_listening(
+                opening,
+                &mut self.input,
+                format,
+                &mut self.audio,
+                &mut self.backlog,
             )
             .await
             .unwrap_or(Err(EngineError::Timeout("session resumption")));
@@ -551,7 +717,7 @@ impl Driver {
         Err(last)
     }
 
-    async fn emit(&self, evs: Vec<EngineEvent>) -> Result<(), ()> {
+    async fn emit(&mut self, evs: Vec<EngineEvent>) -> Result<(), ()> {
         for e in evs {
             self.ev_tx.send(e).await.map_err(|_| ())?;
         }

@@ -463,3 +463,81 @@ async fn audio_queued_in_a_burst_all_reaches_the_engine() {
     c.until("closed", |e| matches!(e, EngineEvent::Closed { .. }))
         .await;
 }
+
+/// Caller audio the session reads itself, fed by the test one frame at a
+/// time.
+struct Frames(tokio::sync::mpsc::UnboundedReceiver<Vec<i16>>);
+
+impl codeb_ai::session::AudioInput for Frames {
+    fn poll_audio(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        format: AudioFormat,
+        out: &mut Vec<u8>,
+    ) -> std::task::Poll<bool> {
+        assert_eq!(format, AudioFormat::PCM16_16K);
+        self.0.poll_recv(cx).map(|f| match f {
+            Some(pcm) => {
+                out.extend(pcm.iter().flat_map(|s| s.to_le_bytes()));
+                true
+            }
+            None => false,
+        })
+    }
+}
+
+#[tokio::test]
+async fn audio_the_session_reads_itself_is_heard_also_after_a_resumption() {
+    let mut sc = sim_cfg();
+    sc.connection_lifetime = Some(Duration::from_millis(1500));
+    sc.go_away_notice = Duration::ZERO;
+    let sim = sim(Vendor::Gemini, sc).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let cfg = config(&sim, "", "sim-key", "chat");
+    let (session, events) = codeb_ai::session::connect_with_input(cfg, Box::new(Frames(rx)))
+        .await
+        .unwrap();
+    let mut c = Caller {
+        session,
+        rx: events,
+        seen: Vec::new(),
+    };
+    let frames = |ms: u32, loud: bool| {
+        for f in 0..ms / 20 {
+            let pcm = (0..320)
+                .map(|i| {
+                    let t = f64::from(f * 320 + i) / 16_000.0;
+                    if loud {
+                        ((std::f64::consts::TAU * 300.0 * t).sin() * 6000.0) as i16
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            tx.send(pcm).unwrap();
+        }
+    };
+    assert_eq!(c.ai_says().await.0, GREETING);
+    // Past the connection's 1.5 s of audio: closed with 1008, resumed.
+    frames(1600, false);
+    c.until("resumed", |e| *e == EngineEvent::Resumed).await;
+    frames(600, true);
+    frames(400, false);
+    assert_eq!(
+        c.ai_says().await.0,
+        "Reply 1: I heard 0.6 seconds from you."
+    );
+    // The input ending is not the session ending.
+    drop(tx);
+    c.session.close().await.unwrap();
+    let evs = c
+        .until("closed", |e| matches!(e, EngineEvent::Closed { .. }))
+        .await;
+    let Some(EngineEvent::Closed { error, usage, .. }) = evs.last() else {
+        unreachable!()
+    };
+    assert_eq!(*error, None);
+    // All 2.6 s of input were counted for the usage estimate.
+    assert_eq!(usage.audio_in_us, 2_600_000);
+    assert!(sim.records().contains(&SimRecord::Closed { code: 1008 }));
+}

@@ -87,7 +87,8 @@ pub(crate) struct TapShared {
 
 /// The AI side's end of a tap.
 pub struct TapEngine {
-    caller: Consumer<i16>,
+    /// Until [`TapEngine::split_caller`] hands it out.
+    caller: Option<Consumer<i16>>,
     engine: Producer<i16>,
     shared: Arc<TapShared>,
     written: u64,
@@ -156,16 +157,26 @@ impl TapEngine {
         self.kick = Some(kick);
     }
 
+    /// Hands the caller-audio side to whoever sends it to the engine
+    /// (once; after that this handle reads no caller audio).
+    pub fn split_caller(&mut self) -> Option<TapCaller> {
+        Some(TapCaller {
+            caller: self.caller.take()?,
+            shared: self.shared.clone(),
+        })
+    }
+
     /// Takes caller audio (at `to_engine_rate`) into `out`; returns how
     /// many samples were copied.
     pub fn read_caller(&mut self, out: &mut [i16]) -> usize {
-        let (got, _) = self.caller.pop_partial_slice(out);
-        got.len()
+        self.caller
+            .as_mut()
+            .map_or(0, |c| c.pop_partial_slice(out).0.len())
     }
 
     /// Caller samples waiting.
     pub fn caller_available(&self) -> usize {
-        self.caller.slots()
+        self.caller.as_ref().map_or(0, |c| c.slots())
     }
 
     /// Queues engine audio (at `from_engine_rate`); returns how many samples
@@ -216,7 +227,55 @@ impl TapEngine {
 
     /// True when the worker dropped its side (the call ended).
     pub fn is_closed(&self) -> bool {
-        self.caller.is_abandoned()
+        self.shared.worker_gone.load(Ordering::Acquire)
+    }
+}
+
+/// The caller-audio side of a tap, split off the [`TapEngine`] so the
+/// task that writes to the engine can read it where it waits for
+/// everything else: no hop through another task per frame.
+pub struct TapCaller {
+    caller: Consumer<i16>,
+    shared: Arc<TapShared>,
+}
+
+impl std::fmt::Debug for TapCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapCaller")
+            .field("waiting", &self.caller.slots())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TapCaller {
+    /// Takes the caller audio waiting (at `to_engine_rate`) into `out`:
+    /// `Ready(Some(n))` with `n` > 0 samples, `Ready(None)` once the
+    /// worker dropped its side and nothing is left, else `Pending` (the
+    /// next frame the worker pushes wakes `cx`). `out` must not be empty.
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, out: &mut [i16]) -> Poll<Option<usize>> {
+        if out.is_empty() {
+            return Poll::Ready(Some(0));
+        }
+        let mut registered = false;
+        loop {
+            // Gone is read before the ring: a frame pushed before the
+            // worker's side went is in the ring by then.
+            let gone = self.shared.worker_gone.load(Ordering::Acquire);
+            let n = self.caller.pop_partial_slice(out).0.len();
+            if n > 0 {
+                return Poll::Ready(Some(n));
+            }
+            if gone {
+                return Poll::Ready(None);
+            }
+            if registered {
+                return Poll::Pending;
+            }
+            self.shared.caller_waker.register(cx.waker());
+            // A push between the read and the registration is seen on
+            // the second pass.
+            registered = true;
+        }
     }
 }
 
@@ -255,7 +314,7 @@ impl TapWorker {
                 played: 0,
             },
             TapEngine {
-                caller: cc,
+                caller: Some(cc),
                 engine: ep,
                 shared,
                 written: 0,
@@ -379,6 +438,39 @@ mod tests {
         drop(w);
         assert!(poll(&mut signal));
         assert!(poll(&mut signal), "stays ready once the worker is gone");
+    }
+
+    #[test]
+    fn the_split_caller_side_reads_what_is_pushed_and_ends_with_the_worker() {
+        let (mut w, mut e) = TapWorker::new(&TapConfig::default());
+        let mut c = e.split_caller().unwrap();
+        assert!(e.split_caller().is_none(), "handed out once");
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = [0i16; 1600];
+        assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Pending);
+        assert!(w.push_caller(&[3; 320]));
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the push woke the reader"
+        );
+        assert!(w.push_caller(&[4; 320]));
+        assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Ready(Some(640)));
+        assert_eq!((out[0], out[319], out[320]), (3, 3, 4));
+        assert_eq!(
+            e.read_caller(&mut out),
+            0,
+            "the engine handle reads nothing now"
+        );
+        assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Pending);
+        // The last frame before the worker goes is still read, then the end.
+        assert!(w.push_caller(&[5; 320]));
+        drop(w);
+        assert!(e.is_closed());
+        assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Ready(Some(320)));
+        assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Ready(None));
     }
 
     #[test]

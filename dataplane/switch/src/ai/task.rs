@@ -2,21 +2,22 @@
 //! conversation's bookkeeping (turns, barge-in, the end).
 
 use std::collections::VecDeque;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use codeb_ai::{AudioFormat, EngineError, EngineEvent, SessionConfig, Usage, played_text};
-use codeb_media::amd::{AmdConfig, Verdict, VoicemailDetector};
-use codeb_media::tap::TapEngine;
+use codeb_ai::session::AudioInput;
+use codeb_ai::{AudioFormat, EngineEvent, SessionConfig, Usage, played_text};
+use codeb_media::amd::{AmdConfig, MachineCue, Verdict, VoicemailDetector};
+use codeb_media::tap::{TapCaller, TapEngine};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{AiNote, AiStart, Role, audio, user_name_ok};
 use crate::sip::calls::CallKey;
 
-/// Caller audio goes to the engine as each frame arrives (the worker wakes
-/// the task); this clock only tops up long engine turns, notices played-out
-/// turns and due ends while the caller sends nothing.
+/// Caller audio goes to the engine as each frame arrives, read by the
+/// session's own task ([`CallerInput`]); this clock tops up long engine
+/// turns, notices played-out turns and due ends.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Engine audio held beyond the tap's ring, at most (engines send replies
 /// faster than real time).
@@ -315,6 +316,47 @@ pub(super) fn usage_note(total: &Usage, sent: &Usage, end: bool) -> Option<AiNot
     })
 }
 
+/// The caller's side of the tap as the session reads it: each frame the
+/// worker pushes wakes the session's task, which encodes it and writes it
+/// to the engine in the same turn. The answering-machine detector listens
+/// here, to every frame, and tells the call's task once it hears a
+/// machine.
+struct CallerInput {
+    tap: TapCaller,
+    /// Up to five frames read at once (a task that fell behind).
+    pcm: Vec<i16>,
+    amd: Option<VoicemailDetector>,
+    machine: Option<oneshot::Sender<MachineCue>>,
+}
+
+impl AudioInput for CallerInput {
+    fn poll_audio(
+        &mut self,
+        cx: &mut Context<'_>,
+        format: AudioFormat,
+        out: &mut Vec<u8>,
+    ) -> Poll<bool> {
+        let n = match self.tap.poll_read(cx, &mut self.pcm) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(false),
+            Poll::Ready(Some(n)) => n,
+        };
+        let pcm = &self.pcm[..n];
+        if let Some(d) = &mut self.amd
+            && let Some(v) = d.push(pcm)
+        {
+            self.amd = None;
+            if let (Verdict::Machine(cue), Some(tx)) = (v, self.machine.take()) {
+                let _ = tx.send(cue);
+            }
+            // A person: the sender goes, and the task stops listening.
+            self.machine = None;
+        }
+        audio::encode(pcm, format, out);
+        Poll::Ready(true)
+    }
+}
+
 /// Engine audio on its way into the tap's ring.
 struct Playout {
     tap: TapEngine,
@@ -377,14 +419,36 @@ impl Playout {
 
 /// Runs one AI call until the session ends or the core stops it.
 pub(super) async fn run(
-    start: AiStart,
+    mut start: AiStart,
     cfg: SessionConfig,
     notes: Notes,
     mut control: mpsc::Receiver<Control>,
 ) {
     let call_id = start.call_id.clone();
+    let to_rate = start.tap.to_engine_rate() as usize;
+    let (machine_tx, mut machine) = oneshot::channel();
+    let mut machine_open = start.detect_voicemail;
+    let input = start.tap.split_caller().map(|tap| CallerInput {
+        tap,
+        pcm: vec![0i16; to_rate / 50 * 5],
+        amd: start
+            .detect_voicemail
+            .then(|| VoicemailDetector::new(to_rate as u32, AmdConfig::default())),
+        machine: Some(machine_tx),
+    });
+    let Some(input) = input else {
+        // Only a fresh tap reaches here; without its caller side there is
+        // nothing to talk to.
+        notes
+            .send(AiNote::Failed {
+                detail: "AI tap without its caller side".into(),
+            })
+            .await;
+        notes.send(AiNote::Closed).await;
+        return;
+    };
     let connected = tokio::select! {
-        r = codeb_ai::connect(cfg) => Some(r),
+        r = codeb_ai::session::connect_with_input(cfg, Box::new(input)) => Some(r),
         // Nothing but the stop can come before the session exists.
         _ = control.recv() => None,
     };
@@ -407,8 +471,6 @@ pub(super) async fn run(
     };
     tracing::info!(call_id = %call_id, provider = ?session.provider(), "AI session started");
     notes.send(AiNote::Started).await;
-    let input = session.input_format();
-    let to_rate = start.tap.to_engine_rate() as usize;
     let rate = start.tap.from_engine_rate();
     let ring = start.tap.engine_space();
     let mut play = Playout {
@@ -421,23 +483,13 @@ pub(super) async fn run(
         wrong_format_logged: false,
     };
     let mut conv = Conversation::new(start.answered_at, rate);
-    let mut amd = start
-        .detect_voicemail
-        .then(|| VoicemailDetector::new(to_rate as u32, AmdConfig::default()));
-    let mut caller = vec![0i16; to_rate / 50 * 5];
-    let mut bytes = Vec::new();
-    let mut caller_audio = play.tap.caller_signal();
-    // Until the worker drops its side (the call ended, or a transfer took
-    // the tap away); then the signal would be ready forever.
-    let mut caller_open = true;
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut usage = Usage::default();
     let mut usage_sent = Usage::default();
     let mut stop_by: Option<Instant> = None;
-    let mut busy_drops = 0u64;
     loop {
-        // Caller audio came, or the housekeeping clock ticked.
+        // The housekeeping clock ticked.
         let mut serve = false;
         tokio::select! {
             ctl = control.recv(), if stop_by.is_none() => match ctl {
@@ -454,9 +506,24 @@ pub(super) async fn run(
                     let _ = session.close().await;
                 }
             },
-            () = caller_audio.ready(), if caller_open => {
-                caller_open = !play.tap.is_closed();
-                serve = true;
+            cue = &mut machine, if machine_open => {
+                machine_open = false;
+                // Err: the detector heard a person, or the caller's side
+                // is gone.
+                if let Ok(cue) = cue
+                    && stop_by.is_none()
+                    && !conv.ending()
+                {
+                    let now = Instant::now();
+                    tracing::info!(call_id = %call_id, ?cue, "answering machine detected; hanging up");
+                    conv.end_call(now, "voicemail".into());
+                    let _ = conv.end_due(now, true);
+                    notes
+                        .send(AiNote::EndCall {
+                            reason: "voicemail".into(),
+                        })
+                        .await;
+                }
             }
             _ = tick.tick() => serve = true,
             ev = events.recv() => {
@@ -571,45 +638,6 @@ pub(super) async fn run(
             tracing::info!(call_id = %call_id, "AI session did not close in time; dropped");
             break;
         }
-        loop {
-            let n = play.tap.read_caller(&mut caller);
-            if n == 0 {
-                break;
-            }
-            if let Some(d) = &mut amd
-                && let Some(v) = d.push(&caller[..n])
-            {
-                amd = None;
-                if let Verdict::Machine(cue) = v
-                    && stop_by.is_none()
-                    && !conv.ending()
-                {
-                    tracing::info!(call_id = %call_id, ?cue, "answering machine detected; hanging up");
-                    conv.end_call(now, "voicemail".into());
-                    let _ = conv.end_due(now, true);
-                    notes
-                        .send(AiNote::EndCall {
-                            reason: "voicemail".into(),
-                        })
-                        .await;
-                }
-            }
-            audio::encode(&caller[..n], input, &mut bytes);
-            match session.try_send_audio(Bytes::copy_from_slice(&bytes)) {
-                Ok(()) => {}
-                Err(EngineError::Busy) => {
-                    busy_drops += 1;
-                    if busy_drops.is_power_of_two() {
-                        tracing::warn!(call_id = %call_id, busy_drops,
-                            "AI session is not taking caller audio; frames dropped");
-                    }
-                }
-                Err(_) => break,
-            }
-            if n < caller.len() {
-                break;
-            }
-        }
         play.top_up();
         if let Some(n) = conv.played_out(now, play.played()) {
             notes.send(n).await;
@@ -628,6 +656,11 @@ pub(super) async fn run(
         notes.send(n).await;
     }
     notes.send(AiNote::Closed).await;
+    let dropped = play.tap.dropped_caller_frames();
+    if dropped > 0 {
+        // The session fell behind the caller by more than the tap's ring.
+        tracing::warn!(call_id = %call_id, dropped, "caller frames not sent to the AI engine");
+    }
     tracing::info!(call_id = %call_id, tokens = usage.tokens_total(), "AI session closed");
 }
 
