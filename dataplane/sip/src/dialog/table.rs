@@ -24,7 +24,10 @@ struct Slot<A> {
 #[derive(Debug)]
 pub struct DialogTable<A> {
     max: usize,
-    slots: HashMap<DialogId, Slot<A>>,
+    /// Boxed: a dialog is about 2 KB, and the map moves its entries
+    /// whenever it grows or rehashes away the tombstones that calls
+    /// ending leave behind.
+    slots: HashMap<DialogId, Box<Slot<A>>>,
     pub(super) timers: TimerQueue<DialogId>,
     transmits: VecDeque<Transmit<A>>,
     events: VecDeque<(DialogId, DialogEvent)>,
@@ -66,10 +69,10 @@ impl<A: Address> DialogTable<A> {
         }
         self.slots.insert(
             id.clone(),
-            Slot {
+            Box::new(Slot {
                 dialog,
                 scheduled: None,
-            },
+            }),
         );
         self.settle(&id);
         Ok(id)

@@ -296,7 +296,7 @@ impl Core {
         if let Some(h) = call.media.handle {
             self.calls.by_media.insert(h, key);
         }
-        self.calls.calls.insert(key, call);
+        self.calls.calls.insert(key, Box::new(call));
     }
 
     /// The A leg of a new call: its UAS dialog (in the table), the call's

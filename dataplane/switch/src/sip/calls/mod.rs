@@ -246,7 +246,9 @@ struct TrunkLoad {
 
 #[derive(Debug)]
 pub struct Calls {
-    calls: HashMap<CallKey, Call>,
+    /// Boxed: a call is about 1 KB, and the map moves its entries whenever
+    /// it grows or rehashes away the tombstones of ended calls.
+    calls: HashMap<CallKey, Box<Call>>,
     by_tx: HashMap<TransactionId, CallKey>,
     /// Every leg's dialog...
     dialogs: DialogTable<Flow>,

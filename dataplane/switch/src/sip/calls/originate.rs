@@ -507,7 +507,7 @@ impl Core {
         if let Some(h) = call_media.handle {
             self.calls.by_media.insert(h, key);
         }
-        self.calls.calls.insert(key, call);
+        self.calls.calls.insert(key, Box::new(call));
         tracing::info!(call = key, call_id = %req.call_id, trunk = %trunk.id, "placing call");
         self.drain(now);
         Ok(Placed {

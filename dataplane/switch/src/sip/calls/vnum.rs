@@ -129,7 +129,7 @@ impl Core {
         if let Some(h) = call.media.handle {
             self.calls.by_media.insert(h, key);
         }
-        self.calls.calls.insert(key, call);
+        self.calls.calls.insert(key, Box::new(call));
         self.book_inbound(now, key);
         let event = |kind| CallEvent {
             at_unix_ms: answered_ms,
