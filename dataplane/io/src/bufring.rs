@@ -114,7 +114,8 @@ impl BufRing {
         self.tail = self.tail.wrapping_add(1);
     }
 
-    fn publish(&mut self) {
+    /// Makes the buffers pushed since the last call visible to the kernel.
+    pub(crate) fn publish(&mut self) {
         // SAFETY: the tail field overlays the first descriptor's reserved
         // field; the kernel reads it with acquire semantics.
         unsafe {
@@ -137,9 +138,8 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.buf_ptr(bid), len) }
     }
 
-    /// Gives buffer `bid` back to the kernel.
+    /// Gives buffer `bid` back to the kernel at the next [`Self::publish`].
     pub(crate) fn recycle(&mut self, bid: u16) {
         self.push(bid & (self.entries - 1));
-        self.publish();
     }
 }

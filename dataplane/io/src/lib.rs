@@ -111,6 +111,11 @@ pub struct Options {
     pub buffer_len: usize,
     /// Most TCP connections at once; more are closed at accept.
     pub max_connections: usize,
+    /// UDP sockets entered in the io_uring's registered-file table (at
+    /// most the process's open-file limit), so each send on them skips
+    /// the kernel's fd lookup and file reference count; sockets past it
+    /// work as before. io_uring only.
+    pub fixed_files: u32,
 }
 
 impl Default for Options {
@@ -121,6 +126,7 @@ impl Default for Options {
             buffers: 256,
             buffer_len: 65_536 + 512,
             max_connections: 4096,
+            fixed_files: 256,
         }
     }
 }

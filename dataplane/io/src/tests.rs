@@ -149,6 +149,21 @@ fn removed_udp_sockets_close_and_their_ids_are_reused() {
             seen,
             [Seen::Datagram(peer.local_addr().unwrap(), b"to c".to_vec())]
         );
+        // Sends on the reused id leave from the new socket (io_uring: its
+        // registered-file slot now holds that socket, not the closed one).
+        r.send_to(c, peer.local_addr().unwrap(), b"from c").unwrap();
+        r.poll(Some(Duration::from_millis(10)), &mut |_| {})
+            .unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"from c"[..], a_addr),
+            "{}",
+            r.backend()
+        );
+        assert_eq!(r.stats().send_errors, 0, "{}", r.backend());
         // Churn: many sockets come and go without leaking slots or fds.
         for _ in 0..200 {
             let s = r.add_udp(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
@@ -162,6 +177,48 @@ fn removed_udp_sockets_close_and_their_ids_are_reused() {
             r.backend(),
             last.0
         );
+    }
+}
+
+#[test]
+fn sockets_past_the_registered_file_table_send_and_receive_alike() {
+    for mut r in reactors(Options {
+        buffer_len: 2048,
+        fixed_files: 2,
+        ..Options::default()
+    }) {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let ids: Vec<_> = (0..4)
+            .map(|_| r.add_udp(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap())
+            .collect();
+        for (i, &id) in ids.iter().enumerate() {
+            peer.send_to(&[i as u8; 8], r.local_addr(id).unwrap())
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        pump(&mut r, &mut seen, |s| s.len() >= 4);
+        for (i, &id) in ids.iter().enumerate() {
+            r.send_to(id, peer.local_addr().unwrap(), &[i as u8; 3])
+                .unwrap();
+        }
+        r.poll(Some(Duration::from_millis(10)), &mut |_| {})
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let mut buf = [0u8; 16];
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            got.push((buf[..n].to_vec(), from));
+        }
+        got.sort();
+        let mut want: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (vec![i as u8; 3], r.local_addr(id).unwrap()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{}: each from its own socket", r.backend());
+        assert_eq!(r.stats().send_errors, 0, "{}", r.backend());
     }
 }
 

@@ -4,10 +4,14 @@
 //! a multishot operation that the kernel ends (no `MORE` flag, e.g. when
 //! buffers ran out) is re-armed after the completions of that turn have
 //! been handled and their buffers recycled. Sends own their bytes (and, for
-//! UDP, the `msghdr` the kernel reads) in boxed slots until they complete;
-//! per connection one send is in flight at a time, so partial writes keep
-//! their order. Each `poll` is one `io_uring_enter` that submits everything
-//! queued and waits for a completion or the deadline.
+//! UDP, the destination address the kernel reads) in boxed slots until they
+//! complete; a datagram goes out as `IORING_OP_SEND` with that address
+//! (`sendto`: no `msghdr` or iovec for the kernel to copy in), on the
+//! socket's registered-file slot where it has one (no fd lookup or file
+//! reference count per send). Per connection one send is in flight at a
+//! time, so partial writes keep their order. Each `poll` is one
+//! `io_uring_enter` that submits everything queued and waits for a
+//! completion or the deadline.
 
 use std::collections::VecDeque;
 use std::io;
@@ -17,7 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::types::{Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use crate::bufring::BufRing;
@@ -61,6 +65,8 @@ struct UdpSlot {
     /// The template multishot recvmsg reads: name length and no control.
     msg: Box<libc::msghdr>,
     armed: bool,
+    /// Entered in the ring's registered-file table at the slot's index.
+    fixed: bool,
     /// Removed by the owner: its receive is being cancelled, and the slot
     /// is freed (the socket closed) when the final completion arrives.
     closing: bool,
@@ -85,14 +91,12 @@ struct Conn {
     connect_addr: Option<Box<(libc::sockaddr_storage, libc::socklen_t)>>,
 }
 
-/// A send in flight: its bytes and, for UDP, the message header.
+/// A send in flight: its bytes and, for UDP, the destination.
 struct SendOp {
     buf: Vec<u8>,
     offset: usize,
     conn: Option<ConnId>,
     addr: libc::sockaddr_storage,
-    iov: libc::iovec,
-    msg: libc::msghdr,
 }
 
 pub struct UringReactor {
@@ -127,6 +131,9 @@ pub struct UringReactor {
     /// Set by [`UringReactor::set_coalescing`]: wait for this many
     /// completions, or for the first one after this many µs.
     coalesce: Option<(u32, u32)>,
+    /// Size of the registered-file table (0: none); UDP socket `i` uses
+    /// slot `i` when `i` is below it.
+    fixed_files: u32,
 }
 
 impl UringReactor {
@@ -140,10 +147,13 @@ impl UringReactor {
         // Kernels before 6.0 lack multishot recvmsg; probe for it.
         let mut probe = io_uring::Probe::new();
         ring.submitter().register_probe(&mut probe)?;
+        // SendZc came with 6.0, as did multishot recvmsg and the
+        // destination address on Send that datagram sends rely on.
         for op in [
             opcode::RecvMsg::CODE,
             opcode::AcceptMulti::CODE,
             opcode::RecvMulti::CODE,
+            opcode::SendZc::CODE,
         ] {
             if !probe.is_supported(op) {
                 return Err(io::Error::new(
@@ -154,6 +164,7 @@ impl UringReactor {
         }
         let bufs = BufRing::register(&ring, BUF_GROUP, opts.buffers, opts.buffer_len)?;
         let min_timeout = ring.params().is_feature_min_timeout();
+        let fixed_files = register_file_table(&ring, opts.fixed_files);
         let mut r = UringReactor {
             ring,
             bufs,
@@ -173,6 +184,7 @@ impl UringReactor {
             closed: Vec::new(),
             min_timeout,
             coalesce: None,
+            fixed_files,
         };
         r.arm_wake()?;
         // The first enter fails on kernels where io_uring exists but is
@@ -252,10 +264,12 @@ impl UringReactor {
         // SAFETY: zeroed msghdr is valid; only namelen is set.
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let fd = sock.as_raw_fd();
         let slot = UdpSlot {
             sock,
             msg,
             armed: false,
+            fixed: false,
             closing: false,
         };
         let idx = match self.free_udp.pop() {
@@ -272,6 +286,16 @@ impl UringReactor {
                 idx
             }
         };
+        // A socket without a slot (table full or refused) sends by fd.
+        if idx < self.fixed_files
+            && matches!(
+                self.ring.submitter().register_files_update(idx, &[fd]),
+                Ok(1)
+            )
+            && let Some(Some(slot)) = self.udp.get_mut(idx as usize)
+        {
+            slot.fixed = true;
+        }
         self.arm_udp(idx)?;
         Ok(SocketId(idx))
     }
@@ -307,8 +331,16 @@ impl UringReactor {
 
     fn free_udp_slot(&mut self, idx: u32) {
         if let Some(entry) = self.udp.get_mut(idx as usize)
-            && entry.take().is_some()
+            && let Some(slot) = entry.take()
         {
+            // The table holds its own reference to the socket: without
+            // emptying the slot, closing our fd would not free the port.
+            if slot.fixed
+                && let Err(e) = self.ring.submitter().register_files_update(idx, &[-1])
+            {
+                tracing::warn!(error = %e, slot = idx, "registered file not released; its socket stays open");
+            }
+            drop(slot);
             self.free_udp.push(idx);
         }
     }
@@ -353,8 +385,8 @@ impl UringReactor {
     }
 
     pub fn send_to(&mut self, s: SocketId, to: SocketAddr, data: &[u8]) -> io::Result<()> {
-        let fd = match self.udp.get(s.0 as usize).and_then(Option::as_ref) {
-            Some(slot) if !slot.closing => slot.sock.as_raw_fd(),
+        let (fd, fixed) = match self.udp.get(s.0 as usize).and_then(Option::as_ref) {
+            Some(slot) if !slot.closing => (slot.sock.as_raw_fd(), slot.fixed),
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
@@ -370,38 +402,35 @@ impl UringReactor {
                 op.buf.extend_from_slice(data);
                 op.offset = 0;
                 op.conn = None;
-                // SAFETY: zeroed C structs are valid.
-                op.msg = unsafe { std::mem::zeroed() };
                 op
             }
-            // SAFETY: zeroed C structs are valid; pointers are set below,
-            // after boxing, so they point into the box's final location.
             None => Box::new(SendOp {
                 buf: data.to_vec(),
                 offset: 0,
                 conn: None,
+                // SAFETY: a zeroed sockaddr_storage is valid.
                 addr: unsafe { std::mem::zeroed() },
-                iov: libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                },
-                msg: unsafe { std::mem::zeroed() },
             }),
         };
-        let len = to_sockaddr(&to, &mut op.addr);
-        op.iov = libc::iovec {
-            iov_base: op.buf.as_mut_ptr().cast(),
-            iov_len: op.buf.len(),
-        };
-        op.msg.msg_name = (&raw mut op.addr).cast();
-        op.msg.msg_namelen = len;
-        op.msg.msg_iov = &raw mut op.iov;
-        op.msg.msg_iovlen = 1;
-        let msg_ptr: *const libc::msghdr = &raw const op.msg;
+        let addr_len = to_sockaddr(&to, &mut op.addr);
+        let len = u32::try_from(op.buf.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "datagram too large"))?;
+        // The box does not move while the op is in flight, so these
+        // pointers stay valid until its completion.
+        let (buf, addr) = (
+            op.buf.as_ptr(),
+            (&raw const op.addr).cast::<libc::sockaddr>(),
+        );
         let idx = self.send_slot(op);
-        let e = opcode::SendMsg::new(Fd(fd), msg_ptr)
-            .build()
-            .user_data(user_data(Kind::Send, 0, idx));
+        let e = if fixed {
+            opcode::Send::new(Fixed(s.0), buf, len)
+        } else {
+            opcode::Send::new(Fd(fd), buf, len)
+        }
+        .dest_addr(addr)
+        .dest_addr_len(addr_len)
+        .build()
+        .user_data(user_data(Kind::Send, 0, idx));
         self.stats.datagrams_out += 1;
         self.push(&e)
     }
@@ -435,17 +464,12 @@ impl UringReactor {
         };
         c.sending = true;
         let fd = c.stream.as_raw_fd();
-        // SAFETY: zeroed C structs are valid and unused for stream sends.
         let op = Box::new(SendOp {
             buf,
             offset: 0,
             conn: Some(id),
+            // SAFETY: a zeroed sockaddr_storage is valid (unused here).
             addr: unsafe { std::mem::zeroed() },
-            iov: libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
-            msg: unsafe { std::mem::zeroed() },
         });
         let idx = self.send_slot(op);
         self.submit_stream_send(idx, fd)
@@ -611,6 +635,10 @@ impl UringReactor {
             }
         }
         self.completions = completions;
+        // The turn's buffers go back to the kernel in one store (it takes
+        // none while we are out of the ring: its receives run as task work
+        // inside our next enter).
+        self.bufs.publish();
         result?;
         for ud in std::mem::take(&mut self.rearm) {
             let (kind, generation, idx) = split(ud);
@@ -822,3 +850,31 @@ impl UringReactor {
 
 /// Listener ids carry this bit so they never collide with UDP socket ids.
 const LISTENER_BIT: u32 = 1 << 31;
+
+/// Registers an empty file table of up to `want` slots; the kernel refuses
+/// one larger than the open-file limit, so it is capped there. Returns
+/// the size registered, 0 when there is none (a refusal only costs the
+/// per-send fd lookup, so it is logged, not fatal).
+fn register_file_table(ring: &IoUring, want: u32) -> u32 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into a live local.
+    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } == 0 {
+        u32::try_from(lim.rlim_cur).unwrap_or(u32::MAX)
+    } else {
+        0
+    };
+    let n = want.min(nofile);
+    if n == 0 {
+        return 0;
+    }
+    match ring.submitter().register_files_sparse(n) {
+        Ok(()) => n,
+        Err(e) => {
+            tracing::info!(error = %e, slots = n, "io_uring registered files unavailable; sends look up their fd");
+            0
+        }
+    }
+}

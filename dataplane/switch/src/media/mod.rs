@@ -371,6 +371,8 @@ impl MediaEngine {
                 buffers: 4096,
                 buffer_len: 2048,
                 max_connections: 0,
+                // Every media socket of the worker, up to the fd limit.
+                fixed_files: 1 << 16,
             };
             let (init_tx, init_rx) = sync_channel::<io::Result<Waker>>(1);
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
