@@ -328,6 +328,36 @@ pub fn set_recv_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<usize>
     }
 }
 
+/// Makes an IPv4 UDP socket send every datagram with DF set and never
+/// fragment one here (`IP_PMTUDISC_PROBE`): a datagram larger than the
+/// interface's MTU fails with `EMSGSIZE` instead of leaving in fragments.
+/// The kernel then gives each datagram IP ID 0 (RFC 6864: an atomic
+/// datagram's ID means nothing) instead of drawing one from its
+/// system-wide ID generator on every send, which a media relay pays per
+/// packet. Under the default (`IP_PMTUDISC_WANT`) DF is already set on the
+/// wire, so peers see no other difference. IPv6 sockets are left alone
+/// (IPv6 has no per-packet ID to draw).
+pub fn set_no_fragment(socket: &UdpSocket) -> io::Result<()> {
+    if !socket.local_addr()?.is_ipv4() {
+        return Ok(());
+    }
+    let mode: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    // SAFETY: setsockopt with a live fd and a correctly sized int.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&raw const mode).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The socket's receive buffer size as the kernel reports it.
 fn get_recv_buffer(socket: &impl AsRawFd) -> io::Result<usize> {
     // SAFETY: getsockopt with a live fd and correctly sized ints.

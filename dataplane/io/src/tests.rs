@@ -223,6 +223,41 @@ fn sockets_past_the_registered_file_table_send_and_receive_alike() {
 }
 
 #[test]
+fn no_fragment_sets_probe_mode_on_ipv4_and_leaves_ipv6_alone() {
+    let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    crate::set_no_fragment(&v4).unwrap();
+    let mode = |s: &UdpSocket, level, opt| {
+        use std::os::fd::AsRawFd as _;
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a live int of the stated size.
+        let r = unsafe {
+            libc::getsockopt(s.as_raw_fd(), level, opt, (&raw mut v).cast(), &raw mut len)
+        };
+        assert_eq!(r, 0);
+        v
+    };
+    assert_eq!(
+        mode(&v4, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+        libc::IP_PMTUDISC_PROBE
+    );
+    // Datagrams still flow.
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    v4.send_to(&[1; 1200], peer.local_addr().unwrap()).unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(peer.recv_from(&mut buf).unwrap().0, 1200);
+    if let Ok(v6) = UdpSocket::bind("[::1]:0") {
+        let before = mode(&v6, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER);
+        crate::set_no_fragment(&v6).unwrap();
+        assert_eq!(
+            mode(&v6, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+            before
+        );
+    }
+}
+
+#[test]
 fn tcp_accept_data_and_peer_close() {
     for mut r in reactors(Options::default()) {
         let l = r
