@@ -30,7 +30,9 @@
 //! The referrer gets 202 and `100 Trying`, then the final NOTIFY: `200 OK`
 //! once C answered (then our BYE on call 1's dialog), or C's refusal (the
 //! re-INVITE's status; a timeout is 408, call 2 ending meanwhile 481), in
-//! which case both calls stay. Call 2 ends at the join: B's dialog of it
+//! which case both calls stay. A 491 (C had an offer of its own in flight,
+//! RFC 3261 §14.1) is not a refusal: the dialog's back-off runs and the
+//! same offer goes again, up to [`JOIN_RETRIES`] times. Call 2 ends at the join: B's dialog of it
 //! gets our BYE, C's dialog has moved, and a placed or virtual-number
 //! call 2 ends with the outcome `transferred-to-vnum`; call 1 reports
 //! `CallTransferred` (`refer-attended`). Trunk counts of call 2 move to
@@ -56,6 +58,9 @@ pub const ATTENDED_TRANSFER: &str = "refer-attended";
 /// URI headers looked at in one Refer-To (the URI's length bounds them
 /// too); more is a malformed request.
 const MAX_URI_HEADERS: usize = 8;
+/// Times the join's re-INVITE is sent again after a 491 (glare resolves in
+/// one retry unless the far party keeps re-inviting).
+pub(super) const JOIN_RETRIES: u8 = 2;
 
 /// In the referrer's call: the call whose far party it joins.
 #[derive(Debug, Clone)]
@@ -74,6 +79,11 @@ pub(super) struct Joining {
     side: Side,
     /// The referrer hung that dialog up meanwhile.
     gone: bool,
+    /// 491s answered so far.
+    retries: u8,
+    /// A 491's back-off is running: the dialog's `RetryRequest` sends the
+    /// offer again.
+    backing_off: bool,
 }
 
 /// The Replaces a `Refer-To` URI carries, unescaped and parsed; None
@@ -234,6 +244,8 @@ impl Core {
                 into: key,
                 side: rside,
                 gone: false,
+                retries: 0,
+                backing_off: false,
             });
         }
         if let Some(c) = self.calls.calls.get_mut(&key) {
@@ -307,6 +319,21 @@ impl Core {
             .and_then(|c| c.referral.as_ref())
             .and_then(|r| r.waiting_for(key))
             .cloned();
+        if resp.status == REQUEST_PENDING && pending.is_some() && j.retries < JOIN_RETRIES {
+            tracing::info!(
+                call = j.into,
+                joined = key,
+                "far party re-inviting too (491); the join's offer goes again after the back-off"
+            );
+            if let Some(c) = self.calls.calls.get_mut(&key) {
+                c.joining = Some(Joining {
+                    retries: j.retries + 1,
+                    backing_off: true,
+                    ..j
+                });
+            }
+            return;
+        }
         if !resp.status.is_success() {
             tracing::info!(
                 call = j.into,
@@ -388,6 +415,50 @@ impl Core {
                 }
             }
             None => self.refer_done(now, j.into),
+        }
+    }
+
+    /// Whether the dialog's `RetryRequest` on `side` of call `key` is the
+    /// end of a join's 491 back-off (and not a session refresh's).
+    pub(super) fn join_backing_off(&self, key: CallKey, side: Side) -> bool {
+        self.calls
+            .calls
+            .get(&key)
+            .and_then(|c| c.joining)
+            .is_some_and(|j| j.backing_off && side == j.side.other())
+    }
+
+    /// Sends the join's offer to call `key`'s far party again, after a 491's
+    /// back-off; if the referrer's call is gone meanwhile, the join ends
+    /// with call `key` as it was.
+    pub(super) fn retry_join(&mut self, now: Instant, key: CallKey) {
+        let Some(j) = self.take_joining(key) else {
+            return;
+        };
+        let offer = self
+            .calls
+            .calls
+            .get(&j.into)
+            .filter(|c| c.phase == Phase::Confirmed)
+            .and_then(|c| c.referral.as_ref())
+            .and_then(|r| r.waiting_for(key))
+            .map(|leg| leg.sdp.clone());
+        let Some(offer) = offer else {
+            return self.joined_alone(now, key, j);
+        };
+        let sent = self.send_in_dialog(now, key, j.side.other(), Method::Invite, Sent::Join, |b| {
+            b.body(&sdp_type(), offer)
+        });
+        if let Err(e) = sent {
+            tracing::info!(call = key, error = %e, "attended transfer's re-INVITE not sent again");
+            self.refer_failed(now, j.into, StatusCode::SERVICE_UNAVAILABLE);
+            return self.joined_alone(now, key, j);
+        }
+        if let Some(c) = self.calls.calls.get_mut(&key) {
+            c.joining = Some(Joining {
+                backing_off: false,
+                ..j
+            });
         }
     }
 

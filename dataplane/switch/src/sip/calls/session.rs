@@ -44,6 +44,9 @@ impl Core {
                 self.note_end(key, "failed", "no ACK for our 2xx");
                 self.hang_up(now, key);
             }
+            DialogEvent::RetryRequest if self.join_backing_off(key, side) => {
+                self.retry_join(now, key)
+            }
             DialogEvent::RefreshDue
             | DialogEvent::RetryRequest
             | DialogEvent::SessionIntervalRaised { .. } => self.refresh(now, key, side),

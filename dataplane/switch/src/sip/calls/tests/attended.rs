@@ -8,6 +8,8 @@
 
 use codeb_sip::dialog::Incoming;
 
+use super::super::attended::JOIN_RETRIES;
+
 use super::refer::{
     EXTRA, accepted, answer_notify, answer_to_refer, assert_notify, notified, refer,
     refer_accepted, refer_count, text, transfer_failed,
@@ -276,6 +278,79 @@ fn carl_refusing_the_reinvite_leaves_both_calls() {
     h.send(B, r);
     accepted(&mut h, B);
     assert_eq!(request(h.one(CARL)).method, Method::Invite);
+}
+
+/// Carl answers the join's re-INVITE `reinvite` with 491 (his own offer
+/// crossed ours); the switch ACKs it and tells bob nothing yet.
+fn carl_answers_491(h: &mut Harness, c: &mut Consult, reinvite: &Request) {
+    assert_eq!(c.carl.handle_request(h.now, reinvite), Incoming::Accept);
+    let pending = c
+        .carl
+        .reply(reinvite, StatusCode::new(491).unwrap())
+        .build()
+        .unwrap();
+    c.carl.sent_response(h.now, &pending);
+    h.send(CARL, pending);
+    assert_eq!(request(h.one(CARL)).method, Method::Ack);
+    assert!(h.take(B).is_empty(), "no NOTIFY for a 491");
+}
+
+/// The re-INVITE sent again after the back-off (with the retransmissions
+/// of it that the advanced time let out, all alike).
+fn retried(h: &mut Harness) -> Request {
+    let sent: Vec<Request> = h.take(CARL).into_iter().map(request).collect();
+    assert!(!sent.is_empty(), "no re-INVITE after the back-off");
+    assert!(
+        sent.iter()
+            .all(|r| r.method == Method::Invite && r == &sent[0]),
+        "{sent:#?}"
+    );
+    sent[0].clone()
+}
+
+#[test]
+fn a_491_from_carl_sends_the_same_offer_again_after_the_back_off() {
+    let (mut h, mut call, mut c) = setup();
+    refer_accepted(&mut h, B, &mut call.b, &refer_to(&c.bob));
+    let first = request(h.one(CARL));
+    carl_answers_491(&mut h, &mut c, &first);
+    // RFC 3261 §14.1: the switch owns the Call-ID of its leg to carl, so
+    // it waits 2.1 to 4 s.
+    h.advance(Duration::from_millis(2000));
+    assert!(h.take(CARL).is_empty(), "too early to retry");
+    h.advance(secs(2));
+    let again = retried(&mut h);
+    assert_eq!(again.body, first.body, "the same offer");
+    assert!(again.headers.cseq().unwrap().seq > first.headers.cseq().unwrap().seq);
+    accept_reinvite(&mut h, CARL, &mut c.carl, &again, CARL_JOINED);
+    assert_eq!(request(h.one(CARL)).method, Method::Ack);
+    let (bye2, last) = bye_and_notify(&mut h, B);
+    assert_eq!(bye2.headers.call_id().unwrap(), c.bob.id().call_id);
+    assert_notify(&last, "terminated;reason=noresource", "SIP/2.0 200 OK");
+    assert_eq!(refer_count(&h, "transferred"), 1);
+}
+
+#[test]
+fn carl_answering_491_every_time_fails_the_transfer_after_the_retries() {
+    let (mut h, mut call, mut c) = setup();
+    refer_accepted(&mut h, B, &mut call.b, &refer_to(&c.bob));
+    let mut reinvite = request(h.one(CARL));
+    for _ in 0..JOIN_RETRIES {
+        carl_answers_491(&mut h, &mut c, &reinvite);
+        h.advance(secs(4));
+        reinvite = retried(&mut h);
+    }
+    assert_eq!(c.carl.handle_request(h.now, &reinvite), Incoming::Accept);
+    let pending = c
+        .carl
+        .reply(&reinvite, StatusCode::new(491).unwrap())
+        .build()
+        .unwrap();
+    c.carl.sent_response(h.now, &pending);
+    h.send(CARL, pending);
+    transfer_failed(&mut h, B, &mut call.b, "SIP/2.0 491 Request Pending");
+    assert_eq!(h.core.active_calls(), 2, "bob keeps both calls");
+    info_reaches(&mut h, A, &mut call.a, B);
 }
 
 #[test]
