@@ -491,11 +491,14 @@ impl Driver {
             return;
         }
         let format = self.engine.input_format();
+        // The last read of the socket found nothing (see
+        // `transport::next_frame`).
+        let mut idle = false;
         let (code, error) = loop {
             let mut out = Vec::new();
             let mut evs = Vec::new();
             let flow = tokio::select! {
-                msg = ws.next() => self.on_frame(msg, &mut evs, &mut out),
+                msg = transport::next_frame(&mut ws, &mut idle) => self.on_frame(msg, &mut evs, &mut out),
                 cmd = self.cmd_rx.recv() => self.on_commands(cmd, &mut ws, &mut out).await,
                 more = next_input(&mut self.input, format, &mut self.audio), if self.input.is_some() => {
                     if more {
@@ -528,6 +531,7 @@ impl Driver {
                 Flow::Reconnect => match self.reconnect(&mut ws).await {
                     Ok(new) => {
                         ws = new;
+                        idle = false;
                         // What the caller said meanwhile, in order, in
                         // chunks of at most a tenth of a second.
                         let backlog = std::mem::take(&mut self.backlog);

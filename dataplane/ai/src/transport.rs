@@ -3,6 +3,7 @@
 //! its own client config).
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -26,9 +27,59 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// several reads.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// A byte stream a WebSocket can run on.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+/// A byte stream a WebSocket can run on: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {
+    /// Ready once the TCP socket under the stream has something to read
+    /// (or an error or end to report), else `Pending` with `cx`
+    /// registered. Asked only after a read found nothing: then neither
+    /// the WebSocket nor the TLS layer holds a whole frame or record, so
+    /// nothing can come out before the socket has more.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+}
+
+impl Io for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl Io for tokio_rustls::client::TlsStream<TcpStream> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+impl Io for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+/// The next frame of `ws`, as `ws.next()` gives it, but without touching
+/// the WebSocket while its socket has nothing new since a read found
+/// nothing (`idle`): tungstenite zero-fills its read buffer before every
+/// read attempt, and the session's task wakes for every caller frame it
+/// sends, so an attempt per wake-up was a `memset` per 20 ms frame.
+pub async fn next_frame(
+    ws: &mut Ws,
+    idle: &mut bool,
+) -> Option<Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
+{
+    use futures_util::StreamExt;
+    std::future::poll_fn(|cx| {
+        if *idle {
+            if ws.get_ref().poll_read_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Data, an end or an error: the read says which.
+            *idle = false;
+        }
+        let r = ws.poll_next_unpin(cx);
+        *idle = r.is_pending();
+        r
+    })
+    .await
+}
 
 /// A connected WebSocket.
 pub type Ws = WebSocketStream<Box<dyn Io>>;
@@ -146,6 +197,61 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    #[tokio::test]
+    async fn frames_come_whole_and_none_is_left_behind_by_skipped_reads() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            // Two frames in one write (one segment on loopback); nothing
+            // more until the client has both: the second is in its read
+            // buffer with nothing new on the socket.
+            ws.feed(Message::text("one")).await.unwrap();
+            ws.feed(Message::binary(vec![2u8; 10])).await.unwrap();
+            ws.flush().await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("ack"));
+            // Then one larger than a socket read.
+            ws.send(Message::text("x".repeat(3 * READ_BUFFER_BYTES)))
+                .await
+                .unwrap();
+            ws.close(None).await.unwrap();
+        });
+        let url = Url::parse(&format!("ws://{addr}/")).unwrap();
+        let mut ws = connect(&url, &[], None).await.unwrap();
+        let mut idle = false;
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let m = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                next_frame(&mut ws, &mut idle),
+            )
+            .await
+            .expect("a frame already read stays readable");
+            got.push(m.unwrap().unwrap());
+        }
+        ws.send(Message::text("ack")).await.unwrap();
+        while let Some(Ok(m)) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            next_frame(&mut ws, &mut idle),
+        )
+        .await
+        .unwrap()
+        {
+            if m.is_close() {
+                break;
+            }
+            got.push(m);
+        }
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], Message::text("one"));
+        assert_eq!(got[1], Message::binary(vec![2u8; 10]));
+        assert_eq!(got[2].len(), 3 * READ_BUFFER_BYTES);
+        server.await.unwrap();
+    }
 
     #[test]
     fn audio_frames_are_the_json_the_vendors_expect() {
