@@ -9,7 +9,9 @@
 #   cpu_cap_cleanup              # removes the groups made (call on exit)
 CPU_CAP_GROUPS=()
 cpu_cap() {
-    local g=/sys/fs/cgroup/cpu/codeb-bench-$1
+    # The benchmark's own PID in the name: two benchmarks running at once
+    # (both capping a "switch") must not share one quota.
+    local g=/sys/fs/cgroup/cpu/codeb-bench-$1-$$
     mkdir -p "$g"
     CPU_CAP_GROUPS+=("$g")
     echo 10000 >"$g/cpu.cfs_period_us"
