@@ -287,8 +287,10 @@ impl Core {
 
     /// A's PRACK for our reliable provisional response (RFC 3262): 200 if
     /// it acknowledges the one outstanding (and our 2xx, if B answered
-    /// meanwhile and it waited for this), else 481. An offer in a PRACK is
-    /// not taken: our provisional responses carry answers only.
+    /// meanwhile and it waited for this), else 481. Our provisional
+    /// responses carry answers only, so a PRACK with a body is a new offer
+    /// (RFC 3262 §5): its 200 carries our answer from A's leg media, and
+    /// the relay follows it; an offer we cannot answer gets 488.
     fn on_prack(
         &mut self,
         now: Instant,
@@ -300,10 +302,27 @@ impl Core {
         if self.calls.dialogs.update(dialog, |d| d.handle_prack(req)) != Some(Prack::Acknowledged) {
             return self.simple(now, id, req, StatusCode::CALL_DOES_NOT_EXIST);
         }
-        if !req.body.is_empty() {
-            tracing::info!(call = key, "an offer in a PRACK is not taken");
+        let answer = match req.body.is_empty() {
+            true => None,
+            false => match self.answer_on_a(key, &req.body) {
+                Some(sdp) => Some(sdp),
+                None => {
+                    tracing::info!(call = key, "an offer in a PRACK we cannot answer");
+                    return self.simple(now, id, req, StatusCode::NOT_ACCEPTABLE_HERE);
+                }
+            },
+        };
+        let reply = self.calls.dialogs.get(dialog).map(|d| {
+            let b = d.reply(req, StatusCode::OK);
+            match answer {
+                Some(sdp) => b.body(&sdp_type(), sdp),
+                None => b,
+            }
+        });
+        if let Some(Ok(r)) = reply.map(|b| b.build()) {
+            self.respond(now, id, r);
         }
-        self.simple(now, id, req, StatusCode::OK);
+        self.sync_media(key);
         let held = self
             .calls
             .calls
@@ -312,6 +331,16 @@ impl Core {
         if held {
             self.answer_a(now, key);
         }
+    }
+
+    /// Our answer, from A's leg media, to an offer A made outside an
+    /// INVITE or UPDATE (a PRACK's); None if it cannot be answered.
+    fn answer_on_a(&mut self, key: CallKey, body: &Bytes) -> Option<Bytes> {
+        let leg = self.calls.calls.get_mut(&key)?.leg_mut(Side::A);
+        let offer = Sdp::parse(body, &SdpLimits::default()).ok()?;
+        let (answer, negotiated) = sdp::answer(&offer, &leg.media).ok()?;
+        leg.negotiated = Some(negotiated);
+        Some(leg.describe(&offer, answer))
     }
 
     /// Relays an INFO (DTMF) to the other leg, if it is up.

@@ -1,7 +1,8 @@
 //! A caller that requires `100rel` (RFC 3262) gets every provisional
 //! response reliably: `Require: 100rel` and an RSeq, retransmitted until
 //! its PRACK, one at a time; our 2xx waits for the PRACK of a provisional
-//! that carried SDP; no PRACK within 64·T1 fails the call with 500.
+//! that carried SDP; no PRACK within 64·T1 fails the call with 500; an
+//! offer in a PRACK is answered in its 200 (or refused with 488).
 
 use codeb_sip::dialog::Dialog;
 
@@ -133,6 +134,91 @@ fn early_media_goes_reliably_and_the_answer_waits_for_its_prack() {
     h.send(A, bye);
     assert_eq!(response(h.one(A)).status, StatusCode::OK);
     assert_eq!(request(h.one(B)).method, Method::Bye);
+}
+
+/// A's PRACK for `provisional` carrying `offer`.
+fn prack_offering(
+    h: &mut Harness,
+    invite: &Request,
+    provisional: &Response,
+    offer: &str,
+) -> Request {
+    let mut early = Dialog::uac(
+        h.now,
+        invite,
+        provisional,
+        local(A),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    early
+        .request(Method::Prack)
+        .unwrap()
+        .header(KnownHeader::RAck, format!("{} 1 INVITE", rseq(provisional)))
+        .body(&super::super::sdp_type(), Bytes::from(offer.to_owned()))
+        .build()
+        .unwrap()
+}
+
+/// The A leg's negotiated codec and far end, as the relay is told them.
+fn a_side(h: &Harness) -> (codeb_sip::sdp::Codec, Option<SocketAddr>) {
+    let call = h.core.calls.calls.values().next().unwrap();
+    let n = call.a.negotiated.as_ref().unwrap();
+    (n.codec, n.remote)
+}
+
+#[test]
+fn an_offer_in_the_prack_is_answered_in_its_200_and_the_call_follows_it() {
+    let mut h = Harness::new(None);
+    let (invite, to_b, b) = ringing_bob(&mut h);
+    h.send(B, with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS));
+    let to_a = response(h.one(A));
+    let port = super::attended::audio_port(&to_a.body);
+    assert_eq!(
+        a_side(&h).0,
+        codeb_sip::sdp::Codec::Pcma,
+        "A offered PCMA first"
+    );
+    // A moves to PCMU on another port in its PRACK (RFC 3262 §5).
+    let offer = "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let p = prack_offering(&mut h, &invite, &to_a, offer);
+    h.send(A, p);
+    let ok = response(h.one(A));
+    assert_eq!(
+        (ok.status, ok.headers.cseq().unwrap().method),
+        (StatusCode::OK, Method::Prack)
+    );
+    let answer = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(
+        answer.contains(&format!("m=audio {port} RTP/AVP 0")),
+        "our answer, on the port we gave A, in PCMU: {answer}"
+    );
+    assert_eq!(
+        a_side(&h),
+        (
+            codeb_sip::sdp::Codec::Pcmu,
+            Some(SocketAddr::from(([192, 0, 2, 10], 40002)))
+        )
+    );
+}
+
+#[test]
+fn an_offer_in_the_prack_we_cannot_answer_gets_488() {
+    let mut h = Harness::new(None);
+    let (invite, to_b, b) = ringing_bob(&mut h);
+    h.send(B, with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS));
+    let to_a = response(h.one(A));
+    let offer = "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40002 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+    let p = prack_offering(&mut h, &invite, &to_a, offer);
+    h.send(A, p);
+    assert_eq!(response(h.one(A)).status, StatusCode::NOT_ACCEPTABLE_HERE);
+    assert_eq!(
+        a_side(&h).0,
+        codeb_sip::sdp::Codec::Pcma,
+        "the call keeps PCMA"
+    );
 }
 
 #[test]
