@@ -311,14 +311,7 @@ impl Core {
         let Some(j) = self.take_joining(key) else {
             return;
         };
-        let pending = self
-            .calls
-            .calls
-            .get(&j.into)
-            .filter(|c| c.phase == Phase::Confirmed)
-            .and_then(|c| c.referral.as_ref())
-            .and_then(|r| r.waiting_for(key))
-            .cloned();
+        let pending = self.join_pending(j, key).cloned();
         if resp.status == REQUEST_PENDING && pending.is_some() && j.retries < JOIN_RETRIES {
             tracing::info!(
                 call = j.into,
@@ -418,6 +411,17 @@ impl Core {
         }
     }
 
+    /// The leg call `key`'s far party becomes in the referrer's call once
+    /// it accepts the join, while that call still waits for it.
+    fn join_pending(&self, j: Joining, key: CallKey) -> Option<&Leg> {
+        self.calls
+            .calls
+            .get(&j.into)
+            .filter(|c| c.phase == Phase::Confirmed)
+            .and_then(|c| c.referral.as_ref())
+            .and_then(|r| r.waiting_for(key))
+    }
+
     /// Whether the dialog's `RetryRequest` on `side` of call `key` is the
     /// end of a join's 491 back-off (and not a session refresh's).
     pub(super) fn join_backing_off(&self, key: CallKey, side: Side) -> bool {
@@ -435,14 +439,7 @@ impl Core {
         let Some(j) = self.take_joining(key) else {
             return;
         };
-        let offer = self
-            .calls
-            .calls
-            .get(&j.into)
-            .filter(|c| c.phase == Phase::Confirmed)
-            .and_then(|c| c.referral.as_ref())
-            .and_then(|r| r.waiting_for(key))
-            .map(|leg| leg.sdp.clone());
+        let offer = self.join_pending(j, key).map(|leg| leg.sdp.clone());
         let Some(offer) = offer else {
             return self.joined_alone(now, key, j);
         };

@@ -49,9 +49,9 @@ fn rseq(r: &Response) -> u32 {
     header(r, KnownHeader::RSeq).unwrap().parse().unwrap()
 }
 
-/// A's PRACK for `provisional` in the early dialog it makes.
-fn prack(h: &mut Harness, invite: &Request, provisional: &Response, rack: &str) -> Request {
-    let mut early = Dialog::uac(
+/// The early dialog A makes from `provisional`.
+fn early(h: &mut Harness, invite: &Request, provisional: &Response) -> Dialog<Peer> {
+    Dialog::uac(
         h.now,
         invite,
         provisional,
@@ -60,8 +60,12 @@ fn prack(h: &mut Harness, invite: &Request, provisional: &Response, rack: &str) 
         peer_config(None),
         &mut h.ids,
     )
-    .unwrap();
-    early
+    .unwrap()
+}
+
+/// A's PRACK for `provisional` in the early dialog it makes.
+fn prack(h: &mut Harness, invite: &Request, provisional: &Response, rack: &str) -> Request {
+    early(h, invite, provisional)
         .request(Method::Prack)
         .unwrap()
         .header(KnownHeader::RAck, rack.to_owned())
@@ -143,17 +147,7 @@ fn prack_offering(
     provisional: &Response,
     offer: &str,
 ) -> Request {
-    let mut early = Dialog::uac(
-        h.now,
-        invite,
-        provisional,
-        local(A),
-        Peer::udp(addr(SW)),
-        peer_config(None),
-        &mut h.ids,
-    )
-    .unwrap();
-    early
+    early(h, invite, provisional)
         .request(Method::Prack)
         .unwrap()
         .header(KnownHeader::RAck, format!("{} 1 INVITE", rseq(provisional)))
