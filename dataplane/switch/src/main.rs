@@ -1,9 +1,20 @@
-//! `codeb-switch`: the data plane process: the SIP thread (io_uring
-//! transport, transactions, registrar, B2BUA), and the gRPC control link
+//! `codeb-switch`: the data plane process: the SIP transport thread (the
+//! SIP sockets on io_uring, parsing), the SIP core thread (transactions,
+//! registrar, B2BUA), the media workers, and the gRPC control link
 //! (a small tokio runtime of its own, plus the event journal's writer
 //! thread). Configuration comes from the control plane (ApplyConfig; the
 //! last pushed snapshot is kept in the data directory) or, standalone, from
 //! a TOML file.
+
+/// mimalloc: the SIP transport thread allocates every message the core
+/// thread frees (and the other way round for what the core sends), and
+/// glibc's malloc returns each such block to the arena it came from (its
+/// lock, or atomics on its bins, on another core's cache lines). With it,
+/// at 5,000 calls a second the two-thread SIP path used more CPU than one
+/// thread and failed where one thread passed (benches/README.md, "A
+/// transport thread beside the SIP core").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
