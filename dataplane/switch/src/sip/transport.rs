@@ -2,7 +2,7 @@
 //! TCP listener and every TCP connection, on a codeb-io reactor) and parses
 //! what arrives by UDP, so the kernel's send and receive work and the
 //! parser run beside the SIP core's thread instead of on it: at thousands
-//! of calls a second they were about 40% of the single SIP thread
+//! of calls a second they were over a third of the single SIP thread
 //! (benches/README.md, "A transport thread beside the SIP core").
 //!
 //! Two queues join the threads:
