@@ -18,10 +18,21 @@ struct Rig {
     local: SocketAddr,
 }
 
+/// A UDP socket and a TCP listener on one free port (an ephemeral UDP
+/// port may be taken for TCP by another test's connection: try another).
+fn sip_sockets() -> (UdpSocket, TcpListener) {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind((LO, 0)).unwrap();
+        if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()) {
+            return (udp, tcp);
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
 fn rig(force_epoll: bool, queue: usize) -> Rig {
-    let udp = UdpSocket::bind((LO, 0)).unwrap();
+    let (udp, tcp) = sip_sockets();
     let local = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(local).unwrap();
     let waiter = Reactor::new(&Options {
         force_epoll: true,
         buffers: 1,
