@@ -23,7 +23,7 @@ use codeb_sip::transaction::{
 use codeb_sip::validate::{Policy, Role, Verdict};
 use codeb_sip::{
     Frame, Limits, Message, Method, MethodSet, Request, Response, StatusCode, frame_stream,
-    parse_stream_message, screen_datagram,
+    parse_stream_message,
 };
 
 use super::calls::Calls;
@@ -287,11 +287,7 @@ impl Core {
         peer: SocketAddr,
         data: &[u8],
     ) {
-        let verdict = screen_datagram(
-            Bytes::copy_from_slice(data),
-            &self.limits,
-            &policy(self.settings.id_seed),
-        );
+        let verdict = self.screener().screen(data);
         self.handle_screened(now, socket, peer, verdict);
     }
 
@@ -328,7 +324,7 @@ impl Core {
     pub fn screener(&self) -> super::transport::Screener {
         super::transport::Screener {
             limits: self.limits,
-            id_seed: self.settings.id_seed,
+            policy: policy(self.settings.id_seed),
         }
     }
 

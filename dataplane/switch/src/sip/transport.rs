@@ -31,9 +31,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use codeb_io::{CloseReason, ConnId, Event, Options, Reactor, SocketId, Stats, Waker};
 use codeb_sip::Limits;
-use codeb_sip::validate::{Verdict, screen_datagram};
+use codeb_sip::validate::{Policy, Verdict, screen_datagram};
 
-use super::core::{Outgoing, policy};
+use super::core::Outgoing;
 use super::flow::Flow;
 
 /// Events from the transport thread to the core, in the order they happened.
@@ -78,11 +78,18 @@ pub enum ToWire {
     Connect(SocketAddr),
 }
 
-/// What the transport thread needs to screen datagrams as the core would.
-#[derive(Debug, Clone)]
+/// How datagrams are screened (parsed and checked against the core's
+/// limits and policy), on whichever thread receives them.
+#[derive(Debug, Clone, Copy)]
 pub struct Screener {
     pub limits: Limits,
-    pub id_seed: u64,
+    pub policy: Policy<'static>,
+}
+
+impl Screener {
+    pub fn screen(&self, data: &[u8]) -> Verdict {
+        screen_datagram(Bytes::copy_from_slice(data), &self.limits, &self.policy)
+    }
 }
 
 /// Counters of the transport thread, for the metrics page.
@@ -371,9 +378,8 @@ impl Wire {
                     pushed,
                     ..
                 } = &mut self;
-                let policy = policy(screener.id_seed);
                 reactor.poll(Some(wait), &mut |ev| {
-                    if let Some(ev) = convert(ev, screener, &policy) {
+                    if let Some(ev) = convert(ev, screener) {
                         deliver(events, shared, core_waker, pushed, ev);
                     }
                 })
@@ -425,16 +431,12 @@ impl Wire {
     }
 }
 
-fn convert(ev: Event<'_>, screener: &Screener, policy: &codeb_sip::Policy<'_>) -> Option<FromWire> {
+fn convert(ev: Event<'_>, screener: &Screener) -> Option<FromWire> {
     Some(match ev {
         Event::Datagram { socket, from, data } => FromWire::Datagram {
             socket,
             from,
-            verdict: Box::new(screen_datagram(
-                Bytes::copy_from_slice(data),
-                &screener.limits,
-                policy,
-            )),
+            verdict: Box::new(screener.screen(data)),
         },
         Event::Accepted { conn, peer, .. } | Event::Connected { conn, peer } => {
             FromWire::Connection { conn, peer }

@@ -247,22 +247,15 @@ impl Core {
         dialog: &DialogId,
         req: &Request,
     ) {
-        let Some(call) = self.calls.calls.get_mut(&key) else {
+        let Some(call) = self.calls.calls.get(&key) else {
             return;
         };
-        let leg = call.leg_mut(side);
         let (status, body) = if req.body.is_empty() {
-            let offer = (req.method == Method::Invite).then(|| leg.sdp.clone());
+            let offer = (req.method == Method::Invite).then(|| call.leg(side).sdp.clone());
             (StatusCode::OK, offer)
         } else {
-            let answered = Sdp::parse(&req.body, &SdpLimits::default())
-                .ok()
-                .and_then(|offer| sdp::answer(&offer, &leg.media).ok().map(|a| (offer, a)));
-            match answered {
-                Some((offer, (answer, negotiated))) => {
-                    leg.negotiated = Some(negotiated);
-                    (StatusCode::OK, Some(leg.describe(&offer, answer)))
-                }
+            match self.answer_on(key, side, &req.body) {
+                Some(answer) => (StatusCode::OK, Some(answer)),
                 None => (StatusCode::NOT_ACCEPTABLE_HERE, None),
             }
         };
@@ -304,7 +297,7 @@ impl Core {
         }
         let answer = match req.body.is_empty() {
             true => None,
-            false => match self.answer_on_a(key, &req.body) {
+            false => match self.answer_on(key, Side::A, &req.body) {
                 Some(sdp) => Some(sdp),
                 None => {
                     tracing::info!(call = key, "an offer in a PRACK we cannot answer");
@@ -333,10 +326,11 @@ impl Core {
         }
     }
 
-    /// Our answer, from A's leg media, to an offer A made outside an
-    /// INVITE or UPDATE (a PRACK's); None if it cannot be answered.
-    fn answer_on_a(&mut self, key: CallKey, body: &Bytes) -> Option<Bytes> {
-        let leg = self.calls.calls.get_mut(&key)?.leg_mut(Side::A);
+    /// Our answer, from the leg's media on `side`, to an offer its party
+    /// made in a re-INVITE, UPDATE or PRACK (the leg takes the negotiated
+    /// stream); None if it cannot be answered.
+    fn answer_on(&mut self, key: CallKey, side: Side, body: &Bytes) -> Option<Bytes> {
+        let leg = self.calls.calls.get_mut(&key)?.leg_mut(side);
         let offer = Sdp::parse(body, &SdpLimits::default()).ok()?;
         let (answer, negotiated) = sdp::answer(&offer, &leg.media).ok()?;
         leg.negotiated = Some(negotiated);

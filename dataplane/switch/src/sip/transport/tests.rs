@@ -49,7 +49,7 @@ fn rig(force_epoll: bool, queue: usize) -> Rig {
         tcp,
         Screener {
             limits: Limits::default(),
-            id_seed: 7,
+            policy: crate::sip::core::policy(7),
         },
         waiter.waker(),
         queue,

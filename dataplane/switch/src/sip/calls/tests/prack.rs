@@ -163,12 +163,19 @@ fn a_side(h: &Harness) -> (codeb_sip::sdp::Codec, Option<SocketAddr>) {
     (n.codec, n.remote)
 }
 
-#[test]
-fn an_offer_in_the_prack_is_answered_in_its_200_and_the_call_follows_it() {
+/// A calls bob requiring 100rel, bob sends early media: A's INVITE and
+/// the reliable 183 A got (with our answer).
+fn early_media_to_a() -> (Harness, Request, Response) {
     let mut h = Harness::new(None);
     let (invite, to_b, b) = ringing_bob(&mut h);
     h.send(B, with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS));
     let to_a = response(h.one(A));
+    (h, invite, to_a)
+}
+
+#[test]
+fn an_offer_in_the_prack_is_answered_in_its_200_and_the_call_follows_it() {
+    let (mut h, invite, to_a) = early_media_to_a();
     let port = super::attended::audio_port(&to_a.body);
     assert_eq!(
         a_side(&h).0,
@@ -200,10 +207,7 @@ fn an_offer_in_the_prack_is_answered_in_its_200_and_the_call_follows_it() {
 
 #[test]
 fn an_offer_in_the_prack_we_cannot_answer_gets_488() {
-    let mut h = Harness::new(None);
-    let (invite, to_b, b) = ringing_bob(&mut h);
-    h.send(B, with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS));
-    let to_a = response(h.one(A));
+    let (mut h, invite, to_a) = early_media_to_a();
     let offer = "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40002 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
     let p = prack_offering(&mut h, &invite, &to_a, offer);
     h.send(A, p);
