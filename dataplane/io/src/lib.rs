@@ -261,6 +261,14 @@ impl Reactor {
         }
     }
 
+    /// Whether [`Self::set_coalescing`] can take effect here.
+    pub fn can_coalesce(&self) -> bool {
+        match self {
+            Reactor::Uring(r) => r.can_coalesce(),
+            Reactor::Epoll(_) => false,
+        }
+    }
+
     pub fn waker(&self) -> Waker {
         match self {
             Reactor::Uring(r) => r.waker(),

@@ -569,6 +569,11 @@ impl UringReactor {
     /// See [`crate::Reactor::set_coalescing`]; false where the kernel
     /// lacks the minimum wait (then every poll returns at the first
     /// completion, as before).
+    /// Whether the kernel has the wait's minimum timeout.
+    pub fn can_coalesce(&self) -> bool {
+        self.min_timeout
+    }
+
     pub fn set_coalescing(&mut self, completions: u32, max_delay: Duration) -> bool {
         if !self.min_timeout || completions <= 1 {
             self.coalesce = None;

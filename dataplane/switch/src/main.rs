@@ -70,10 +70,11 @@ struct Cli {
     /// answered call is hung up; 0 never.
     #[arg(long, env = "CODEB_RTP_TIMEOUT", default_value_t = 60)]
     rtp_timeout: u64,
-    /// Microseconds a media worker may wait to gather arriving datagrams
-    /// into one loop turn (fewer kernel crossings under load; at most
-    /// this much added latency); 0 (the default until a quiet A/B shows a
-    /// gain, see benches/README.md) turns at every arrival.
+    /// Microseconds a media worker that relays any call packet for packet
+    /// may wait to gather arriving datagrams into one loop turn (fewer
+    /// kernel crossings under load; at most this much added latency); 0
+    /// turns at every arrival. A worker whose calls all run a decoded
+    /// pipeline (AI tap, transcoding) waits up to 1 ms, or this if longer.
     #[arg(long, env = "CODEB_RTP_COALESCE_US", default_value_t = 0)]
     rtp_coalesce_us: u64,
     /// Call recording (dual-channel WAV in $CODEB_DATA_DIR/recordings):

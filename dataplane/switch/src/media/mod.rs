@@ -56,6 +56,13 @@ const EVENT_QUEUE: usize = 16_384;
 /// ([`MediaSettings::coalesce`]): at 2,500 calls (250k datagrams/s) a
 /// turn then comes every ~250 µs instead of at every arrival.
 pub const COALESCE_DATAGRAMS: u32 = 64;
+/// How long a worker whose calls all run a decoded pipeline (AI tap,
+/// transcoding) may hold back a loop turn, unless
+/// [`MediaSettings::coalesce`] allows more. Such calls already spend
+/// tens of ms in a jitter buffer or a vendor's round trip, so 1 ms is
+/// small beside it; at 200 AI calls it took the switch from 55% to 31%
+/// of a core (benches/README.md).
+pub const DECODED_COALESCE: Duration = Duration::from_millis(1);
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -73,8 +80,10 @@ pub struct MediaSettings {
     /// Use epoll even where io_uring works.
     pub force_epoll: bool,
     /// How long a worker may hold back a loop turn to gather datagrams
-    /// (up to [`COALESCE_DATAGRAMS`]) instead of turning for each one;
-    /// zero turns at every arrival. Bounds the latency it adds.
+    /// (up to [`COALESCE_DATAGRAMS`]) instead of turning for each one
+    /// while it relays any call packet for packet; zero turns at every
+    /// arrival. Bounds the latency it adds. A worker whose calls are all
+    /// decoded waits up to [`DECODED_COALESCE`] (or this, if longer).
     pub coalesce: Duration,
     /// Where call recordings go (None: calls cannot be recorded).
     pub record_dir: Option<PathBuf>,
@@ -390,20 +399,28 @@ impl MediaEngine {
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || {
-                    let mut reactor = match Reactor::new(&opts) {
+                    let reactor = match Reactor::new(&opts) {
                         Ok(r) => r,
                         Err(e) => {
                             let _ = init_tx.send(Err(e));
                             return;
                         }
                     };
-                    let coalescing =
-                        !coalesce.is_zero() && reactor.set_coalescing(COALESCE_DATAGRAMS, coalesce);
+                    let coalescing = worker::Coalescing {
+                        relay: coalesce,
+                        decoded: coalesce.max(DECODED_COALESCE),
+                    };
                     if i == 0 {
+                        let can = reactor.can_coalesce();
                         tracing::info!(
                             backend = reactor.backend(),
                             workers = workers_n,
-                            coalesce_us = if coalescing { coalesce.as_micros() } else { 0 },
+                            relay_coalesce_us = if can { coalescing.relay.as_micros() } else { 0 },
+                            decoded_coalesce_us = if can {
+                                coalescing.decoded.as_micros()
+                            } else {
+                                0
+                            },
                             "media workers starting"
                         );
                     }
@@ -418,6 +435,7 @@ impl MediaEngine {
                         (inactivity, rtcp_interval),
                         count,
                         i,
+                        coalescing,
                     )
                     .prebinding(bind_ip, bound_tx)
                     .run();

@@ -164,6 +164,9 @@ impl Call {
 struct State {
     worker: usize,
     calls: HashMap<u64, Call>,
+    /// Calls relayed packet for packet (no pipeline): while there are any,
+    /// the loop keeps the relay's coalescing window.
+    relays: usize,
     /// Pipelines' deadlines (pacing, jitter-buffer playout, reports), by
     /// call: each loop turn touches only the calls that are due, so a
     /// worker with N tapped calls does not walk all N at every one of
@@ -180,8 +183,23 @@ struct State {
     ssrc_seed: std::collections::hash_map::RandomState,
 }
 
+/// How long a loop turn may be held back to gather datagrams (see
+/// [`super::MediaSettings::coalesce`]): the tighter window while the
+/// worker relays any call packet for packet (its latency is the relay's
+/// whole delay), the looser one while every call it carries runs a
+/// decoded pipeline (AI tap, transcoding), whose jitter buffer or vendor
+/// round trip dwarfs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Coalescing {
+    pub relay: Duration,
+    pub decoded: Duration,
+}
+
 pub(super) struct Worker {
     reactor: Reactor,
+    coalescing: Coalescing,
+    /// The window in effect (None before the first choice).
+    coalescing_now: Option<Duration>,
     rx: Receiver<Command>,
     events: SyncSender<MediaEvent>,
     notify: Option<Waker>,
@@ -205,9 +223,12 @@ impl Worker {
         (inactivity, rtcp_interval): (Duration, Duration),
         relayed: Arc<AtomicU64>,
         worker: usize,
+        coalescing: Coalescing,
     ) -> Worker {
         Worker {
             reactor,
+            coalescing,
+            coalescing_now: None,
             rx,
             events,
             notify,
@@ -220,6 +241,7 @@ impl Worker {
             st: State {
                 worker,
                 calls: HashMap::new(),
+                relays: 0,
                 timers: BinaryHeap::new(),
                 sockets: Vec::new(),
                 out: Vec::with_capacity(64 * 1024),
@@ -245,6 +267,7 @@ impl Worker {
             if !self.commands() {
                 break;
             }
+            self.choose_coalescing();
             let now = Instant::now();
             if now >= next_check {
                 self.check_quiet(now);
@@ -295,6 +318,26 @@ impl Worker {
         if n > 0 {
             self.relayed.fetch_add(n as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Sets the loop's coalescing window from what the worker carries.
+    fn choose_coalescing(&mut self) {
+        let want = if self.st.relays == 0 && !self.st.calls.is_empty() {
+            self.coalescing.decoded
+        } else {
+            self.coalescing.relay
+        };
+        if self.coalescing_now == Some(want) {
+            return;
+        }
+        self.coalescing_now = Some(want);
+        // One completion is "turn at every arrival", the reactor's off.
+        let completions = if want.is_zero() {
+            1
+        } else {
+            super::COALESCE_DATAGRAMS
+        };
+        self.reactor.set_coalescing(completions, want);
     }
 
     /// Applies queued commands; false when the worker must stop.
@@ -431,7 +474,8 @@ impl Worker {
         let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
             return;
         };
-        self.st.calls.insert(
+        self.st.relays += 1;
+        let replaced = self.st.calls.insert(
             id,
             Call {
                 legs: [a, b],
@@ -442,6 +486,15 @@ impl Worker {
                 scheduled: None,
             },
         );
+        // Ids are never reused; were one, the old call's sockets go.
+        if let Some(old) = replaced {
+            if old.pipe.is_none() {
+                self.st.relays = self.st.relays.saturating_sub(1);
+            }
+            for leg in &old.legs {
+                self.forget_leg(leg);
+            }
+        }
     }
 
     fn remote(&mut self, id: u64, side: LegSide, remote: Remote) {
@@ -484,9 +537,13 @@ impl Worker {
         let Some(call) = self.st.calls.get_mut(&id) else {
             return;
         };
+        let was_relay = call.pipe.is_none();
         let Some((kind, pipeline)) = pipe else {
             call.pipe = None;
             call.scheduled = None;
+            if !was_relay {
+                self.st.relays += 1;
+            }
             return;
         };
         if matches!(kind, PipeKind::Tap(_)) {
@@ -495,6 +552,9 @@ impl Worker {
         }
         call.pipe = Some(Piped { kind, pipeline });
         call.scheduled = None;
+        if was_relay {
+            self.st.relays = self.st.relays.saturating_sub(1);
+        }
         self.st.schedule(id);
     }
 
@@ -503,6 +563,9 @@ impl Worker {
         let Some(call) = self.st.calls.remove(&id) else {
             return;
         };
+        if call.pipe.is_none() {
+            self.st.relays = self.st.relays.saturating_sub(1);
+        }
         for leg in &call.legs {
             self.forget_leg(leg);
         }
@@ -911,5 +974,77 @@ impl State {
             .send
             .on_sent(now, mapped.timestamp, pkt.payload().len());
         self.sends.push((other.rtp, to, start, end));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::mpsc::sync_channel;
+
+    use codeb_media::codec::CodecSpec;
+
+    use super::*;
+
+    fn sockets() -> [[UdpSocket; 2]; 2] {
+        let bind = || UdpSocket::bind((IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).unwrap();
+        [[bind(), bind()], [bind(), bind()]]
+    }
+
+    fn transcoding() -> Box<Pipeline> {
+        let now = Instant::now();
+        Box::new(
+            Pipeline::bridge(
+                now,
+                super::super::bridge_pipeline_config(now),
+                LegConfig::new(CodecSpec::pcmu(), 1),
+                LegConfig::new(CodecSpec::pcma(), 2),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn turns_wait_longer_only_while_every_call_is_decoded() {
+        let relay = Duration::from_micros(50);
+        let decoded = Duration::from_millis(1);
+        let reactor = Reactor::new(&codeb_io::Options::default()).unwrap();
+        let (_commands, rx) = sync_channel(1);
+        let (events, _events) = sync_channel(16);
+        let mut w = Worker::new(
+            reactor,
+            rx,
+            events,
+            None,
+            (Duration::from_secs(60), Duration::from_secs(5)),
+            Arc::new(AtomicU64::new(0)),
+            0,
+            Coalescing { relay, decoded },
+        );
+        let window = |w: &mut Worker| {
+            w.choose_coalescing();
+            w.coalescing_now.unwrap()
+        };
+        assert_eq!(window(&mut w), relay, "no calls");
+        w.open(1, sockets());
+        w.open(2, sockets());
+        assert_eq!(window(&mut w), relay);
+        w.pipe(1, Some((PipeKind::Bridge, transcoding())));
+        assert_eq!(window(&mut w), relay, "call 2 is still relayed");
+        w.pipe(2, Some((PipeKind::Tap(LegSide::A), transcoding())));
+        assert_eq!(window(&mut w), decoded);
+        // Back to the plain relay, and decoded again once it ends.
+        w.pipe(1, None);
+        assert_eq!(window(&mut w), relay);
+        w.close(1);
+        assert_eq!(window(&mut w), decoded);
+        // A pipeline replaced by another changes nothing.
+        w.pipe(2, Some((PipeKind::Bridge, transcoding())));
+        assert_eq!(window(&mut w), decoded);
+        w.close(2);
+        assert_eq!(window(&mut w), relay, "no calls");
+        assert_eq!(w.st.relays, 0);
     }
 }
