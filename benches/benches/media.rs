@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use codeb_media::amd::{AmdConfig, VoicemailDetector};
 use codeb_media::codec::CodecSpec;
 use codeb_media::g711::Law;
 use codeb_media::opus::{OpusDecoder, OpusEncoder};
@@ -131,6 +132,29 @@ fn bench_resample(c: &mut Criterion) {
             &format!("resample 20 ms {}k->{}k", from / 1000, to / 1000),
             |b| b.iter(|| r.process(black_box(&x), &mut y).unwrap()),
         );
+    }
+}
+
+/// The voicemail detector on one 20 ms caller frame at 16 kHz (what the
+/// AI thread feeds it for a placed call's first 30 s), with its window and
+/// greeting limit out of reach so every iteration analyses a frame.
+fn bench_amd(c: &mut Criterion) {
+    let cfg = AmdConfig {
+        window_ms: u32::MAX,
+        greeting_ms: u32::MAX,
+        ..AmdConfig::default()
+    };
+    let loud = speech_like(16_000, 320 * 50);
+    let quiet: Vec<i16> = loud.iter().map(|&s| s / 40).collect();
+    for (name, pcm) in [("sound", &loud), ("quiet", &quiet)] {
+        let mut d = VoicemailDetector::new(16_000, cfg);
+        let mut i = 0;
+        c.bench_function(&format!("amd 20 ms @16 kHz, {name}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % 50;
+                d.push(black_box(&pcm[i * 320..(i + 1) * 320]))
+            })
+        });
     }
 }
 
@@ -316,6 +340,7 @@ criterion_group!(
     bench_g711,
     bench_opus,
     bench_resample,
+    bench_amd,
     bench_pipelines
 );
 criterion_main!(benches);
