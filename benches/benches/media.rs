@@ -332,6 +332,33 @@ fn bench_pipelines(c: &mut Criterion) {
             n
         })
     });
+
+    // The same as the switch builds it: its legs never run in-band DTMF
+    // detection (`inband_dtmf: false` in the switch's leg config).
+    let (tap, mut engine) = Pipeline::ai_tap(
+        t0,
+        PipelineConfig::default(),
+        LegConfig {
+            inband_dtmf: false,
+            ..leg(CodecSpec::pcmu(), 1, far_a)
+        },
+        TapConfig::default(),
+    )
+    .unwrap();
+    let mut tap = call(tap, 0, 160, &ulaw);
+    engine.write_engine(&engine_frame);
+    engine.write_engine(&engine_frame);
+    c.bench_function(
+        "pipeline AI tap PCMU <-> 16k/24k PCM, no in-band DTMF (as the switch), per frame",
+        |b| {
+            b.iter(|| {
+                engine.write_engine(&engine_frame);
+                let n = tap.frame();
+                engine.read_caller(&mut caller);
+                n
+            })
+        },
+    );
 }
 
 criterion_group!(
