@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use codeb_ai::sim::{SimRecord, Vendor, gemini::BAD_KEY_REASON};
@@ -465,8 +467,28 @@ async fn audio_queued_in_a_burst_all_reaches_the_engine() {
 }
 
 /// Caller audio the session reads itself, fed by the test one frame at a
-/// time.
-struct Frames(tokio::sync::mpsc::UnboundedReceiver<Vec<i16>>);
+/// time; counts the frames the session has read.
+struct Frames(
+    tokio::sync::mpsc::UnboundedReceiver<Vec<i16>>,
+    Arc<AtomicUsize>,
+);
+
+/// `ms` of 16 kHz caller audio in 20 ms frames: a 300 Hz tone, or silence.
+fn speak(tx: &tokio::sync::mpsc::UnboundedSender<Vec<i16>>, ms: u32, loud: bool) {
+    for f in 0..ms / 20 {
+        let pcm = (0..320)
+            .map(|i| {
+                let t = f64::from(f * 320 + i) / 16_000.0;
+                if loud {
+                    ((std::f64::consts::TAU * 300.0 * t).sin() * 6000.0) as i16
+                } else {
+                    0
+                }
+            })
+            .collect();
+        tx.send(pcm).unwrap();
+    }
+}
 
 impl codeb_ai::session::AudioInput for Frames {
     fn poll_audio(
@@ -479,6 +501,7 @@ impl codeb_ai::session::AudioInput for Frames {
         self.0.poll_recv(cx).map(|f| match f {
             Some(pcm) => {
                 out.extend(pcm.iter().flat_map(|s| s.to_le_bytes()));
+                self.1.fetch_add(1, Ordering::SeqCst);
                 true
             }
             None => false,
@@ -493,36 +516,13 @@ async fn audio_the_session_reads_itself_is_heard_also_after_a_resumption() {
     sc.go_away_notice = Duration::ZERO;
     let sim = sim(Vendor::Gemini, sc).await;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let cfg = config(&sim, "", "sim-key", "chat");
-    let (session, events) = codeb_ai::session::connect_with_input(cfg, Box::new(Frames(rx)))
-        .await
-        .unwrap();
-    let mut c = Caller {
-        session,
-        rx: events,
-        seen: Vec::new(),
-    };
-    let frames = |ms: u32, loud: bool| {
-        for f in 0..ms / 20 {
-            let pcm = (0..320)
-                .map(|i| {
-                    let t = f64::from(f * 320 + i) / 16_000.0;
-                    if loud {
-                        ((std::f64::consts::TAU * 300.0 * t).sin() * 6000.0) as i16
-                    } else {
-                        0
-                    }
-                })
-                .collect();
-            tx.send(pcm).unwrap();
-        }
-    };
+    let mut c = caller_reading(&sim, Frames(rx, Arc::default())).await;
     assert_eq!(c.ai_says().await.0, GREETING);
     // Past the connection's 1.5 s of audio: closed with 1008, resumed.
-    frames(1600, false);
+    speak(&tx, 1600, false);
     c.until("resumed", |e| *e == EngineEvent::Resumed).await;
-    frames(600, true);
-    frames(400, false);
+    speak(&tx, 600, true);
+    speak(&tx, 400, false);
     assert_eq!(
         c.ai_says().await.0,
         "Reply 1: I heard 0.6 seconds from you."
@@ -540,4 +540,74 @@ async fn audio_the_session_reads_itself_is_heard_also_after_a_resumption() {
     // All 2.6 s of input were counted for the usage estimate.
     assert_eq!(usage.audio_in_us, 2_600_000);
     assert!(sim.records().contains(&SimRecord::Closed { code: 1008 }));
+}
+
+/// A session on `sim` reading its caller audio from `input`.
+async fn caller_reading(sim: &codeb_ai::sim::SimServer, input: Frames) -> Caller {
+    let cfg = config(sim, "", "sim-key", "chat");
+    let (session, events) = codeb_ai::session::connect_with_input(cfg, Box::new(input))
+        .await
+        .unwrap();
+    Caller {
+        session,
+        rx: events,
+        seen: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn audio_read_while_a_resumption_opens_is_sent_once_it_is_up() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut sc = sim_cfg();
+    sc.connection_lifetime = Some(Duration::from_millis(1500));
+    sc.go_away_notice = Duration::ZERO;
+    sc.resume_gate = Some(Arc::clone(&gate));
+    let sim = sim(Vendor::Gemini, sc).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let read = Arc::new(AtomicUsize::new(0));
+    let mut c = caller_reading(&sim, Frames(rx, Arc::clone(&read))).await;
+    assert_eq!(c.ai_says().await.0, GREETING);
+    // Past the connection's 1.5 s: closed with 1008; the resumed
+    // connection is open but held before its setupComplete.
+    speak(&tx, 1600, false);
+    assert!(
+        sim.wait_for(Duration::from_secs(5), |r| r
+            .contains(&SimRecord::Connected { resumed: true }))
+            .await
+    );
+    // The caller speaks meanwhile, and the session reads all of it before
+    // the resumption is up.
+    speak(&tx, 600, true);
+    speak(&tx, 400, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while read.load(Ordering::SeqCst) < 130 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "session read {} of 130 frames",
+            read.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Not resumed yet: the gate holds it.
+    while let Ok(e) = c.rx.try_recv() {
+        assert_ne!(e, EngineEvent::Resumed);
+        c.seen.push(e);
+    }
+    gate.add_permits(1);
+    c.until("resumed", |e| *e == EngineEvent::Resumed).await;
+    // What was said during the resumption reaches the engine once it is up.
+    assert_eq!(
+        c.ai_says().await.0,
+        "Reply 1: I heard 0.6 seconds from you."
+    );
+    drop(tx);
+    c.session.close().await.unwrap();
+    let evs = c
+        .until("closed", |e| matches!(e, EngineEvent::Closed { .. }))
+        .await;
+    let Some(EngineEvent::Closed { error, usage, .. }) = evs.last() else {
+        unreachable!()
+    };
+    assert_eq!(*error, None);
+    assert_eq!(usage.audio_in_us, 2_600_000);
 }

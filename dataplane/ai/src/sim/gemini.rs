@@ -133,6 +133,12 @@ pub(crate) async fn serve_connection(
         heard_ms_unreported: 0,
         go_away_sent: false,
     };
+    if let (Some(gate), Some(_)) = (&shared.cfg.resume_gate, handle) {
+        // A closed gate lets everything through.
+        if let Ok(permit) = gate.acquire().await {
+            permit.forget();
+        }
+    }
     send(&mut ws, json!({"setupComplete": {}})).await?;
     conn.resumption_update(&mut ws).await?;
     conn.run(&mut ws).await

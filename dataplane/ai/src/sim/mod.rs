@@ -44,6 +44,10 @@ pub struct SimConfig {
     pub chunk_ms: u32,
     /// Told of the audio each connection hears and says (none by default).
     pub observer: Option<Arc<dyn SimObserver>>,
+    /// When set, a resumed connection (Gemini) waits for a permit of this
+    /// semaphore before its `setupComplete`, so a test can act while a
+    /// client's resumption is still opening.
+    pub resume_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Default for SimConfig {
@@ -56,6 +60,7 @@ impl Default for SimConfig {
             send_usage: true,
             chunk_ms: 40,
             observer: None,
+            resume_gate: None,
         }
     }
 }
