@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use codeb_ai::sim::{SimRecord, Vendor, gemini::BAD_KEY_REASON};
-use codeb_ai::{AudioFormat, EngineError, EngineEvent, Provider};
+use codeb_ai::{AudioFormat, EngineError, EngineEvent, Provider, Usage};
 use common::*;
 use serde_json::json;
 
@@ -527,7 +527,14 @@ async fn audio_the_session_reads_itself_is_heard_also_after_a_resumption() {
         c.ai_says().await.0,
         "Reply 1: I heard 0.6 seconds from you."
     );
-    // The input ending is not the session ending.
+    // All 2.6 s of input were counted for the usage estimate.
+    assert_eq!(end_cleanly(&mut c, tx).await.audio_in_us, 2_600_000);
+    assert!(sim.records().contains(&SimRecord::Closed { code: 1008 }));
+}
+
+/// Ends the caller's input, then the session (the input ending is not the
+/// session ending): it must close without an error; its usage.
+async fn end_cleanly(c: &mut Caller, tx: tokio::sync::mpsc::UnboundedSender<Vec<i16>>) -> Usage {
     drop(tx);
     c.session.close().await.unwrap();
     let evs = c
@@ -537,9 +544,7 @@ async fn audio_the_session_reads_itself_is_heard_also_after_a_resumption() {
         unreachable!()
     };
     assert_eq!(*error, None);
-    // All 2.6 s of input were counted for the usage estimate.
-    assert_eq!(usage.audio_in_us, 2_600_000);
-    assert!(sim.records().contains(&SimRecord::Closed { code: 1008 }));
+    usage.clone()
 }
 
 /// A session on `sim` reading its caller audio from `input`.
@@ -600,14 +605,5 @@ async fn audio_read_while_a_resumption_opens_is_sent_once_it_is_up() {
         c.ai_says().await.0,
         "Reply 1: I heard 0.6 seconds from you."
     );
-    drop(tx);
-    c.session.close().await.unwrap();
-    let evs = c
-        .until("closed", |e| matches!(e, EngineEvent::Closed { .. }))
-        .await;
-    let Some(EngineEvent::Closed { error, usage, .. }) = evs.last() else {
-        unreachable!()
-    };
-    assert_eq!(*error, None);
-    assert_eq!(usage.audio_in_us, 2_600_000);
+    assert_eq!(end_cleanly(&mut c, tx).await.audio_in_us, 2_600_000);
 }
