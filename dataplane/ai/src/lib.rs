@@ -39,6 +39,7 @@ pub mod openai;
 pub mod session;
 pub mod sim;
 pub mod transport;
+mod wakes;
 
 pub use config::{AudioFormat, Codec, Endpoints, ModelChoice, Provider, SessionConfig, ToolDecl};
 pub use error::EngineError;

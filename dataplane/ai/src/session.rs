@@ -25,6 +25,7 @@ use crate::config::{AudioFormat, Provider, SessionConfig};
 use crate::error::EngineError;
 use crate::event::{EngineEvent, Usage};
 use crate::transport::{self, Ws};
+use crate::wakes::WakeSet;
 
 /// Commands queued to a session (about 10 s of 20 ms audio frames).
 const COMMAND_QUEUE: usize = 512;
@@ -294,6 +295,8 @@ pub async fn start(
         input,
         audio: Vec::new(),
         backlog: Vec::new(),
+        wakes: WakeSet::new(SOURCES),
+        first: 0,
     };
     tokio::spawn(driver.run(ws, early));
     Ok((session, ev_rx))
@@ -429,6 +432,11 @@ struct Driver {
     audio: Vec<u8>,
     /// Input read while a connection was being resumed.
     backlog: Vec<u8>,
+    /// Which of the socket and the commands woke the task (the input is
+    /// polled on every wake-up).
+    wakes: WakeSet,
+    /// The source polled first next time.
+    first: usize,
 }
 
 /// Runs `fut` (a resumed connection opening) while still reading the
@@ -457,22 +465,47 @@ async fn keep_listening<T>(
     }
 }
 
-/// Polls `input` (if any) into `audio`: true when audio came, false when
-/// the input ended (it is then dropped).
+/// Polls `input` (if any) into `audio`: `Ready(true)` when audio came,
+/// `Ready(false)` when the input ended (it is then dropped); `Pending`
+/// without an input.
+fn poll_input(
+    input: &mut Option<Box<dyn AudioInput>>,
+    cx: &mut Context<'_>,
+    format: AudioFormat,
+    audio: &mut Vec<u8>,
+) -> Poll<bool> {
+    let Some(src) = input else {
+        return Poll::Pending;
+    };
+    audio.clear();
+    let more = std::task::ready!(src.poll_audio(cx, format, audio));
+    if !more {
+        *input = None;
+    }
+    Poll::Ready(more)
+}
+
+/// What woke the driver.
+enum Woke {
+    Frame(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Command(Option<Command>),
+    /// Caller audio in the driver's `audio` (true), or the input ended.
+    Input(bool),
+}
+
+/// The driver's sources, by their bit in its [`WakeSet`].
+const SOURCE_INPUT: usize = 0;
+const SOURCE_SOCKET: usize = 1;
+const SOURCES: usize = 3;
+const ALL_SOURCES: u32 = (1 << SOURCES) - 1;
+
+/// [`poll_input`] as a future (never ready without an input).
 async fn next_input(
     input: &mut Option<Box<dyn AudioInput>>,
     format: AudioFormat,
     audio: &mut Vec<u8>,
 ) -> bool {
-    let Some(src) = input else {
-        return std::future::pending().await;
-    };
-    audio.clear();
-    let more = std::future::poll_fn(|cx| src.poll_audio(cx, format, audio)).await;
-    if !more {
-        *input = None;
-    }
-    more
+    std::future::poll_fn(|cx| poll_input(input, cx, format, audio)).await
 }
 
 enum Flow {
@@ -485,8 +518,8 @@ enum Flow {
 }
 
 impl Driver {
-    async fn run(mut self, mut ws: Ws, early: Vec<EngineEvent>) {
-        if self.emit(early).await.is_err() {
+    async fn run(mut self, mut ws: Ws, mut early: Vec<EngineEvent>) {
+        if self.emit(&mut early).await.is_err() {
             close_ws(&mut ws, CloseCode::Normal, "call ended").await;
             return;
         }
@@ -494,26 +527,28 @@ impl Driver {
         // The last read of the socket found nothing (see
         // `transport::next_frame`).
         let mut idle = false;
+        // Reused: a caller frame every 20 ms passes through both.
+        let mut out = Vec::new();
+        let mut evs = Vec::new();
         let (code, error) = loop {
-            let mut out = Vec::new();
-            let mut evs = Vec::new();
-            let flow = tokio::select! {
-                msg = transport::next_frame(&mut ws, &mut idle) => self.on_frame(msg, &mut evs, &mut out),
-                cmd = self.cmd_rx.recv() => self.on_commands(cmd, &mut ws, &mut out).await,
-                more = next_input(&mut self.input, format, &mut self.audio), if self.input.is_some() => {
-                    if more {
-                        let audio = std::mem::take(&mut self.audio);
-                        let flow = self.on_audio(&audio, &mut out);
-                        self.audio = audio;
-                        flow
-                    } else {
-                        Flow::Go
-                    }
+            out.clear();
+            evs.clear();
+            let woke =
+                std::future::poll_fn(|cx| self.poll_sources(cx, &mut ws, &mut idle, format)).await;
+            let flow = match woke {
+                Woke::Frame(msg) => self.on_frame(msg, &mut evs, &mut out),
+                Woke::Command(cmd) => self.on_commands(cmd, &mut ws, &mut out).await,
+                Woke::Input(true) => {
+                    let audio = std::mem::take(&mut self.audio);
+                    let flow = self.on_audio(&audio, &mut out);
+                    self.audio = audio;
+                    flow
                 }
+                Woke::Input(false) => Flow::Go,
             };
             let sent = send_all(&mut ws, &mut out).await;
             account(&mut self.usage, &mut evs);
-            if self.emit(evs).await.is_err() {
+            if self.emit(&mut evs).await.is_err() {
                 // Nobody listens any more: the call is gone.
                 close_ws(&mut ws, CloseCode::Normal, "call ended").await;
                 return;
@@ -532,6 +567,10 @@ impl Driver {
                     Ok(new) => {
                         ws = new;
                         idle = false;
+                        // The resumption polled the input with the task's
+                        // own waker, and the new socket was never polled:
+                        // every source is looked at again.
+                        self.wakes.again(ALL_SOURCES);
                         // What the caller said meanwhile, in order, in
                         // chunks of at most a tenth of a second.
                         let backlog = std::mem::take(&mut self.backlog);
@@ -561,6 +600,49 @@ impl Driver {
             .ev_tx
             .send(EngineEvent::Closed { code, error, usage })
             .await;
+    }
+
+    /// The next thing one of the driver's sources has. The caller's
+    /// audio, which wakes the task every 20 ms, is polled on every
+    /// wake-up with the task's own waker (a ring read); the socket and
+    /// the command channel only when their own wakers fired (see
+    /// [`WakeSet`]), not for every caller frame. The first source polled
+    /// rotates, so a busy one does not starve the others.
+    fn poll_sources(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut Ws,
+        idle: &mut bool,
+        format: AudioFormat,
+    ) -> Poll<Woke> {
+        let mut left = self.wakes.take(cx) | 1 << SOURCE_INPUT;
+        for k in 0..SOURCES {
+            let i = (self.first + k) % SOURCES;
+            let bit = 1 << i;
+            if left & bit == 0 {
+                continue;
+            }
+            left &= !bit;
+            let ready = match i {
+                SOURCE_INPUT => {
+                    poll_input(&mut self.input, cx, format, &mut self.audio).map(Woke::Input)
+                }
+                SOURCE_SOCKET => {
+                    let mut scx = self.wakes.context(i);
+                    transport::poll_next_frame(ws, idle, &mut scx).map(Woke::Frame)
+                }
+                _ => {
+                    let mut scx = self.wakes.context(i);
+                    self.cmd_rx.poll_recv(&mut scx).map(Woke::Command)
+                }
+            };
+            if ready.is_ready() {
+                self.wakes.again(left | bit);
+                self.first = (i + 1) % SOURCES;
+                return ready;
+            }
+        }
+        Poll::Pending
     }
 
     fn lost(&mut self, e: EngineError) -> Flow {
@@ -707,7 +789,7 @@ impl Driver {
             )
             .await
             .unwrap_or(Err(EngineError::Timeout("session resumption")));
-            self.emit(evs).await.map_err(|_| EngineError::Closed)?;
+            self.emit(&mut evs).await.map_err(|_| EngineError::Closed)?;
             match opened {
                 Ok(ws) => return Ok(ws),
                 // A refusal will not change on retry.
@@ -721,8 +803,9 @@ impl Driver {
         Err(last)
     }
 
-    async fn emit(&mut self, evs: Vec<EngineEvent>) -> Result<(), ()> {
-        for e in evs {
+    /// Forwards `evs` (left empty) to the call.
+    async fn emit(&mut self, evs: &mut Vec<EngineEvent>) -> Result<(), ()> {
+        for e in evs.drain(..) {
             self.ev_tx.send(e).await.map_err(|_| ())?;
         }
         Ok(())

@@ -65,20 +65,28 @@ pub async fn next_frame(
     idle: &mut bool,
 ) -> Option<Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
 {
+    std::future::poll_fn(|cx| poll_next_frame(ws, idle, cx)).await
+}
+
+/// [`next_frame`] as a poll.
+pub fn poll_next_frame(
+    ws: &mut Ws,
+    idle: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<
+    Option<Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>,
+> {
     use futures_util::StreamExt;
-    std::future::poll_fn(|cx| {
-        if *idle {
-            if ws.get_ref().poll_read_ready(cx).is_pending() {
-                return Poll::Pending;
-            }
-            // Data, an end or an error: the read says which.
-            *idle = false;
+    if *idle {
+        if ws.get_ref().poll_read_ready(cx).is_pending() {
+            return Poll::Pending;
         }
-        let r = ws.poll_next_unpin(cx);
-        *idle = r.is_pending();
-        r
-    })
-    .await
+        // Data, an end or an error: the read says which.
+        *idle = false;
+    }
+    let r = ws.poll_next_unpin(cx);
+    *idle = r.is_pending();
+    r
 }
 
 /// A connected WebSocket.
