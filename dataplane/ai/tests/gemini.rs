@@ -544,7 +544,7 @@ async fn end_cleanly(c: &mut Caller, tx: tokio::sync::mpsc::UnboundedSender<Vec<
         unreachable!()
     };
     assert_eq!(*error, None);
-    usage.clone()
+    *usage
 }
 
 /// A session on `sim` reading its caller audio from `input`.
