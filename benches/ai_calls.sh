@@ -17,6 +17,9 @@
 # SWITCH_QUOTA=<percent> caps the switch at that share of its core
 # (benches/cpu_cap.sh), to find its knee when one generator core cannot
 # drive a whole one; the latency columns then include the cap's waits.
+# MEDIA_QUOTA=<percent> caps only the media worker thread (the AI tap's
+# side of the calls: RTP, codec, resampling, pacing), to find the tapped
+# calls one media core carries.
 #
 # The switch's config: one trunk, the default for every tenant, whose host
 # is ai-load's callee socket; CODEB_GEMINI_URL points at the simulator.
@@ -55,6 +58,11 @@ SW=$!
 trap 'kill $SW 2>/dev/null; wait $SW 2>/dev/null; cpu_cap_cleanup; rm -rf "$DIR"' EXIT
 [ -z "${SWITCH_QUOTA:-}" ] || cpu_cap switch "$SWITCH_QUOTA" $SW
 sleep 2
+if [ -n "${MEDIA_QUOTA:-}" ]; then
+    for t in /proc/$SW/task/*; do
+        [ "$(cat "$t/comm")" != media-0 ] || cpu_cap_thread media-0 "$MEDIA_QUOTA" "${t##*/}"
+    done
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 taskset -c "$GEN_CPU" "$BIN/ai-load" --grpc $GRPC --sip 127.0.0.1:$SW_PORT \
     --uas 127.0.0.1:$UAS_PORT --sim $SIM --pid $SW --rate "$RATE" \
