@@ -124,6 +124,9 @@ struct Polyphase {
 /// consecutive outputs, so the outputs are computed [`BLOCK`] at a time as
 /// in a rise, one stream's taps after another's.
 struct Fall {
+    /// Per stream: the inputs kept from earlier frames, and the frame's.
+    history: usize,
+    frame: usize,
     /// Per stream: where its first tap reads in `phases`, and where its
     /// taps' coefficients start in `coefs` and how many there are.
     groups: Vec<(usize, usize, usize)>,
@@ -220,7 +223,7 @@ impl Polyphase {
             plan.push((start + skip, at, count));
         }
         let len = end.max(history + frame_in);
-        let fall = Fall::new(&plan, &coefs, up, down, len);
+        let fall = Fall::new(&plan, &coefs, up, down, len, history, frame_in);
         Ok(Polyphase {
             coefs,
             plan,
@@ -236,17 +239,23 @@ impl Polyphase {
 
     fn reset(&mut self) {
         self.buf.fill(0.0);
+        if let Some(fall) = &mut self.fall {
+            fall.phases.fill(0.0);
+        }
     }
 
     fn process(&mut self, input: &[i16], output: &mut [i16]) {
+        if let Some(fall) = &mut self.fall {
+            // A fall keeps its input (and history) split by phase only.
+            fall.downsample(input, output);
+            return;
+        }
         let (h, n) = (self.history, self.frame_in);
         for (f, &s) in self.buf[h..h + n].iter_mut().zip(input) {
             *f = f32::from(s);
         }
         if self.down == 1 && n.is_multiple_of(BLOCK) {
             self.upsample(output);
-        } else if let Some(fall) = &mut self.fall {
-            fall.downsample(&self.buf, output);
         } else {
             self.convert(output);
         }
@@ -305,13 +314,16 @@ impl Fall {
         up: usize,
         down: usize,
         len: usize,
+        history: usize,
+        frame_in: usize,
     ) -> Option<Fall> {
         let &(start, c, count) = plan.first()?;
         let regular = plan
             .iter()
             .enumerate()
             .all(|(b, &(s, cb, nb))| s == start + b * down && cb == c && nb == count);
-        if up != 1 || down < 2 || !plan.len().is_multiple_of(BLOCK) || !regular {
+        let whole = history.is_multiple_of(down) && frame_in.is_multiple_of(down);
+        if up != 1 || down < 2 || !plan.len().is_multiple_of(BLOCK) || !regular || !whole {
             return None;
         }
         let row = coefs.get(c..c + count)?;
@@ -330,6 +342,8 @@ impl Fall {
             by_stream.extend(taps);
         }
         Some(Fall {
+            history: history / down,
+            frame: frame_in / down,
             groups,
             coefs: by_stream,
             phases: vec![0.0; stride * down],
@@ -337,16 +351,22 @@ impl Fall {
         })
     }
 
-    /// Deinterleaves `buf` and computes the outputs [`BLOCK`] at a time.
-    fn downsample(&mut self, buf: &[f32], output: &mut [i16]) {
+    /// Splits a frame of input behind the kept history by phase,
+    /// computes the outputs [`BLOCK`] at a time, and keeps the newest
+    /// inputs of each stream for the next frame. The streams are the
+    /// resampler's input buffer split by phase (history, frame, then
+    /// zeros), which is all a fall reads.
+    fn downsample(&mut self, input: &[i16], output: &mut [i16]) {
         match self.phases.len() / self.stride {
-            2 => self.deinterleave::<2>(buf),
-            3 => self.deinterleave::<3>(buf),
-            6 => self.deinterleave::<6>(buf),
+            2 => self.deinterleave::<2>(input),
+            3 => self.deinterleave::<3>(input),
+            6 => self.deinterleave::<6>(input),
             down => {
+                let at = self.history;
                 for (p, phase) in self.phases.chunks_exact_mut(self.stride).enumerate() {
-                    for (d, &x) in phase.iter_mut().zip(buf[p..].iter().step_by(down)) {
-                        *d = x;
+                    let inputs = input.iter().skip(p).step_by(down);
+                    for (d, &x) in phase[at..].iter_mut().zip(inputs) {
+                        *d = f32::from(x);
                     }
                 }
             }
@@ -364,22 +384,21 @@ impl Fall {
                 *o = to_i16(a);
             }
         }
+        let (h, n) = (self.history, self.frame);
+        for phase in self.phases.chunks_exact_mut(self.stride) {
+            phase.copy_within(n..n + h, 0);
+        }
     }
 
-    /// `buf[m * D + p]` to `phases[p * stride + m]`, with the fall's
-    /// factor `D` known to the compiler (a loop per phase with a runtime
-    /// stride cost a third of a 24 to 8 kHz frame).
-    fn deinterleave<const D: usize>(&mut self, buf: &[f32]) {
-        let stride = self.stride;
-        let chunks = buf.chunks_exact(D);
-        let (m, rest) = (chunks.len(), chunks.remainder());
-        for (i, c) in chunks.enumerate() {
+    /// `input[m * D + p]` to `phases[p * stride + history + m]`, with the
+    /// fall's factor `D` known to the compiler (a loop per phase with a
+    /// runtime stride cost a third of a 24 to 8 kHz frame).
+    fn deinterleave<const D: usize>(&mut self, input: &[i16]) {
+        let (stride, at) = (self.stride, self.history);
+        for (i, c) in input.chunks_exact(D).enumerate() {
             for (p, &x) in c.iter().enumerate() {
-                self.phases[p * stride + i] = x;
+                self.phases[p * stride + at + i] = f32::from(x);
             }
-        }
-        for (p, &x) in rest.iter().enumerate() {
-            self.phases[p * stride + m] = x;
         }
     }
 }
@@ -633,8 +652,7 @@ mod tests {
                 }
                 let mut blocks = vec![0i16; frame_len(b)];
                 let mut each = vec![0i16; frame_len(b)];
-                let buf = p.buf.clone();
-                p.fall.as_mut().unwrap().downsample(&buf, &mut blocks);
+                p.fall.as_mut().unwrap().downsample(f, &mut blocks);
                 p.convert(&mut each);
                 for (i, (l, e)) in blocks.iter().zip(&each).enumerate() {
                     // The same products summed in another order: at most
