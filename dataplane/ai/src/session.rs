@@ -547,16 +547,19 @@ impl Driver {
                 Woke::Input(false) => Flow::Go,
             };
             let sent = send_all(&mut ws, &mut out).await;
+            // A failed write ends the connection: what the engine says
+            // of that (the turn in flight's transcript) goes out with
+            // the rest.
+            let flow = match (flow, sent) {
+                (Flow::Go, Err(e)) => self.lost(e, &mut evs),
+                (f, _) => f,
+            };
             account(&mut self.usage, &mut evs);
             if self.emit(&mut evs).await.is_err() {
                 // Nobody listens any more: the call is gone.
                 close_ws(&mut ws, CloseCode::Normal, "call ended").await;
                 return;
             }
-            let flow = match (flow, sent) {
-                (Flow::Go, Err(e)) => self.lost(e),
-                (f, _) => f,
-            };
             match flow {
                 Flow::Go => {}
                 Flow::End { code, error } => {
@@ -645,10 +648,10 @@ impl Driver {
         Poll::Pending
     }
 
-    fn lost(&mut self, e: EngineError) -> Flow {
-        let mut evs = Vec::new();
-        let step = self.engine.on_close(None, &e.to_string(), &mut evs);
-        account(&mut self.usage, &mut evs);
+    /// The connection failed under a write: the engine closes its side,
+    /// its events (to be accounted and sent) appended to `evs`.
+    fn lost(&mut self, e: EngineError, evs: &mut Vec<EngineEvent>) -> Flow {
+        let step = self.engine.on_close(None, &e.to_string(), evs);
         self.step(step)
     }
 
@@ -809,5 +812,63 @@ impl Driver {
             self.ev_tx.send(e).await.map_err(|_| ())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+    use crate::config::{Endpoints, ModelChoice};
+    use serde_json::json;
+
+    #[test]
+    fn a_failed_write_reports_the_turn_in_flight() {
+        let cfg = SessionConfig::new(
+            ModelChoice::from_model("").unwrap(),
+            Endpoints::parse("ws://127.0.0.1:1", "ws://127.0.0.1:1").unwrap(),
+            "k",
+        );
+        let mut engine = engine_for(&cfg);
+        let (mut evs, mut out) = (Vec::new(), Vec::new());
+        engine.on_open(&mut out).unwrap();
+        for m in [
+            json!({"setupComplete": {}}),
+            json!({"serverContent": {"outputTranscription": {"text": "Hel"}}}),
+        ] {
+            engine
+                .on_message(&m.to_string(), &mut evs, &mut out)
+                .unwrap();
+        }
+        let (_commands, cmd_rx) = mpsc::channel(1);
+        let (ev_tx, _events) = mpsc::channel(1);
+        let mut driver = Driver {
+            engine,
+            tls: None,
+            connect_timeout: Duration::from_secs(1),
+            usage: Usage::default(),
+            ev_tx,
+            cmd_rx,
+            input: None,
+            audio: Vec::new(),
+            backlog: Vec::new(),
+            wakes: WakeSet::new(SOURCES),
+            first: 0,
+        };
+        let mut evs = Vec::new();
+        let flow = driver.lost(EngineError::Transport("broken pipe".into()), &mut evs);
+        assert_eq!(
+            evs,
+            vec![
+                EngineEvent::OutputTranscript {
+                    text: "Hel".into(),
+                    is_final: true
+                },
+                EngineEvent::TurnComplete
+            ]
+        );
+        // No resumption handle yet: the session ends, with the error.
+        assert!(matches!(flow, Flow::End { error: Some(_), .. }));
     }
 }
