@@ -30,6 +30,7 @@
 //! rate: 2 ms for 8 kHz, against the 10 ms of the FFT resampler (rubato,
 //! one block per frame) this replaced.
 
+use std::sync::OnceLock;
 use thiserror::Error;
 
 /// Sample rates the media path converts between.
@@ -97,10 +98,10 @@ impl std::fmt::Debug for Resampler {
 struct Polyphase {
     /// The phases' nonzero coefficients back to back, scaled from i16 to
     /// [-1, 1).
-    coefs: Vec<f32>,
+    coefs: &'static [f32],
     /// Per output sample of a frame: where its taps start in `buf`, where
     /// its phase's coefficients start in `coefs`, and how many there are.
-    plan: Vec<(usize, usize, usize)>,
+    plan: &'static [(usize, usize, usize)],
     /// Input samples kept from earlier frames, then the current frame,
     /// then room for the last output's taps.
     buf: Vec<f32>,
@@ -112,8 +113,8 @@ struct Polyphase {
     /// Output samples by which the output lags the input.
     delay: usize,
     /// A whole-number fall (`up` = 1) with its outputs in blocks of
-    /// [`BLOCK`]: the taps as (offset in `phases`, coefficient), and the
-    /// input deinterleaved by phase (see [`Polyphase::downsample`]).
+    /// [`BLOCK`]: its taps by stream, and the input split by phase (see
+    /// [`Fall`]); it then keeps the history instead of `buf`.
     fall: Option<Fall>,
 }
 
@@ -129,10 +130,45 @@ struct Fall {
     frame: usize,
     /// Per stream: where its first tap reads in `phases`, and where its
     /// taps' coefficients start in `coefs` and how many there are.
-    groups: Vec<(usize, usize, usize)>,
-    coefs: Vec<f32>,
+    groups: &'static [(usize, usize, usize)],
+    coefs: &'static [f32],
     /// Stream `p` at `p * stride`.
     phases: Vec<f32>,
+    stride: usize,
+}
+
+/// The tables of one rate pair, which never change: every resampler of
+/// the pair reads the same ones (hundreds of calls' resamplers then share
+/// a few cache lines of coefficients instead of each missing on its own
+/// copy every frame).
+struct Tables {
+    coefs: Vec<f32>,
+    plan: Vec<(usize, usize, usize)>,
+    /// A fall's taps by stream, and their coefficients.
+    groups: Vec<(usize, usize, usize)>,
+    fall_coefs: Vec<f32>,
+}
+
+/// One per (input, output) pair of [`SUPPORTED_RATES`].
+static TABLES: [OnceLock<Tables>; 16] = [const { OnceLock::new() }; 16];
+
+/// The shared copy of `built` for the pair: the first one kept (every
+/// build of a pair is the same).
+fn shared(in_rate: u32, out_rate: u32, built: Tables) -> Result<&'static Tables, ResampleError> {
+    let index = |r: u32| SUPPORTED_RATES.iter().position(|&s| s == r);
+    let (i, o) = index(in_rate)
+        .zip(index(out_rate))
+        .ok_or(ResampleError::Internal)?;
+    let cell = TABLES.get(i * 4 + o).ok_or(ResampleError::Internal)?;
+    Ok(cell.get_or_init(|| built))
+}
+
+/// What [`Fall::layout`] works out for a rate pair.
+struct FallLayout {
+    history: usize,
+    frame: usize,
+    groups: Vec<(usize, usize, usize)>,
+    coefs: Vec<f32>,
     stride: usize,
 }
 
@@ -223,10 +259,32 @@ impl Polyphase {
             plan.push((start + skip, at, count));
         }
         let len = end.max(history + frame_in);
-        let fall = Fall::new(&plan, &coefs, up, down, len, history, frame_in);
+        let layout = Fall::layout(&plan, &coefs, up, down, len, history, frame_in);
+        let (groups, fall_coefs) = layout
+            .as_ref()
+            .map(|l| (l.groups.clone(), l.coefs.clone()))
+            .unwrap_or_default();
+        let t = shared(
+            in_rate,
+            out_rate,
+            Tables {
+                coefs,
+                plan,
+                groups,
+                fall_coefs,
+            },
+        )?;
+        let fall = layout.map(|l| Fall {
+            history: l.history,
+            frame: l.frame,
+            groups: &t.groups,
+            coefs: &t.fall_coefs,
+            phases: vec![0.0; l.stride * down],
+            stride: l.stride,
+        });
         Ok(Polyphase {
-            coefs,
-            plan,
+            coefs: &t.coefs,
+            plan: &t.plan,
             buf: vec![0.0; len],
             history,
             frame_in,
@@ -265,7 +323,7 @@ impl Polyphase {
 
     /// Any ratio: one dot product per output.
     fn convert(&self, output: &mut [i16]) {
-        for (o, &(start, c, count)) in output.iter_mut().zip(&self.plan) {
+        for (o, &(start, c, count)) in output.iter_mut().zip(self.plan) {
             *o = match count {
                 // The half-band phase: the input sample as it was.
                 1 => to_i16(self.buf[start] * self.coefs[c]),
@@ -308,7 +366,7 @@ impl Fall {
     /// coefficients from `down` inputs further on than the one before and
     /// the outputs fill whole blocks; `None` otherwise (the generic path
     /// then runs).
-    fn new(
+    fn layout(
         plan: &[(usize, usize, usize)],
         coefs: &[f32],
         up: usize,
@@ -316,7 +374,7 @@ impl Fall {
         len: usize,
         history: usize,
         frame_in: usize,
-    ) -> Option<Fall> {
+    ) -> Option<FallLayout> {
         let &(start, c, count) = plan.first()?;
         let regular = plan
             .iter()
@@ -341,12 +399,11 @@ impl Fall {
             ));
             by_stream.extend(taps);
         }
-        Some(Fall {
+        Some(FallLayout {
             history: history / down,
             frame: frame_in / down,
             groups,
             coefs: by_stream,
-            phases: vec![0.0; stride * down],
             stride,
         })
     }
@@ -373,7 +430,7 @@ impl Fall {
         }
         for (g, out) in output.chunks_exact_mut(BLOCK).enumerate() {
             let mut acc = [0f32; BLOCK];
-            for &(at, c, count) in &self.groups {
+            for &(at, c, count) in self.groups {
                 accumulate(
                     &mut acc,
                     &self.phases[at + g * BLOCK..],
