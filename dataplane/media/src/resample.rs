@@ -77,7 +77,10 @@ pub enum ResampleError {
 pub struct Resampler {
     in_rate: u32,
     out_rate: u32,
-    inner: Option<Box<Polyphase>>,
+    /// Inline, not boxed: with hundreds of calls a separate allocation is
+    /// one more cache miss per frame (the tables are shared, see
+    /// [`Tables`]; the buffers are the resampler's own).
+    inner: Option<Polyphase>,
 }
 
 impl std::fmt::Debug for Resampler {
@@ -501,7 +504,7 @@ impl Resampler {
         let inner = if in_rate == out_rate {
             None
         } else {
-            Some(Box::new(Polyphase::new(in_rate, out_rate)?))
+            Some(Polyphase::new(in_rate, out_rate)?)
         };
         Ok(Resampler {
             in_rate,
