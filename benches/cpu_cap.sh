@@ -9,27 +9,24 @@
 #   cpu_cap_thread NAME PERCENT TID   # one thread only
 #   cpu_cap_cleanup              # removes the groups made (call on exit)
 CPU_CAP_GROUPS=()
-cpu_cap_group() {
+# cpu_cap_into FILE NAME PERCENT ID: a quota group NAME with ID written
+# to its FILE (cgroup.procs: a process; tasks: one thread).
+cpu_cap_into() {
     # The benchmark's own PID in the name: two benchmarks running at once
     # (both capping a "switch") must not share one quota.
-    local g=/sys/fs/cgroup/cpu/codeb-bench-$1-$$
+    local g=/sys/fs/cgroup/cpu/codeb-bench-$2-$$
     mkdir -p "$g"
+    CPU_CAP_GROUPS+=("$g")
     echo 10000 >"$g/cpu.cfs_period_us"
-    echo $(($2 * 100)) >"$g/cpu.cfs_quota_us"
-    echo "$g"
+    echo $(($3 * 100)) >"$g/cpu.cfs_quota_us"
+    echo "$4" >"$g/$1"
 }
 cpu_cap() {
-    local g
-    g=$(cpu_cap_group "$1" "$2")
-    CPU_CAP_GROUPS+=("$g")
-    echo "$3" >"$g/cgroup.procs"
+    cpu_cap_into cgroup.procs "$@"
     echo "$1 capped at $2% of a core (CFS quota $(($2 * 100)) µs per 10 ms)"
 }
 cpu_cap_thread() {
-    local g
-    g=$(cpu_cap_group "$1" "$2")
-    CPU_CAP_GROUPS+=("$g")
-    echo "$3" >"$g/tasks"
+    cpu_cap_into tasks "$@"
     echo "$1 (thread $3) capped at $2% of a core (CFS quota $(($2 * 100)) µs per 10 ms)"
 }
 cpu_cap_cleanup() {
