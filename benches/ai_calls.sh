@@ -57,7 +57,13 @@ SW=$!
 . benches/cpu_cap.sh
 trap 'kill $SW 2>/dev/null; wait $SW 2>/dev/null; cpu_cap_cleanup; rm -rf "$DIR"' EXIT
 [ -z "${SWITCH_QUOTA:-}" ] || cpu_cap switch "$SWITCH_QUOTA" $SW
-sleep 2
+# The switch is up once its gRPC link accepts (a busy machine took more
+# than the 2 s this used to sleep).
+for _ in $(seq 100); do
+    (echo >"/dev/tcp/${GRPC%:*}/${GRPC#*:}") 2>/dev/null && break
+    kill -0 $SW 2>/dev/null || { cat "$DIR/switch.log" >&2; exit 1; }
+    sleep 0.1
+done
 if [ -n "${MEDIA_QUOTA:-}" ]; then
     for t in /proc/$SW/task/*; do
         [ "$(cat "$t/comm")" != media-0 ] || cpu_cap_thread media-0 "$MEDIA_QUOTA" "${t##*/}"
