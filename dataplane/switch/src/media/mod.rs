@@ -432,10 +432,13 @@ impl MediaEngine {
                         rx,
                         events,
                         notify,
-                        (inactivity, rtcp_interval),
+                        worker::Timing {
+                            inactivity,
+                            rtcp_interval,
+                            coalescing,
+                        },
                         count,
                         i,
-                        coalescing,
                     )
                     .prebinding(bind_ip, bound_tx)
                     .run();

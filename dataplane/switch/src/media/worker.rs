@@ -195,6 +195,15 @@ pub(super) struct Coalescing {
     pub decoded: Duration,
 }
 
+/// A worker's clocks: when a quiet call is reported, how often RTCP
+/// goes out, and how long a loop turn may gather datagrams.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    pub inactivity: Duration,
+    pub rtcp_interval: Duration,
+    pub coalescing: Coalescing,
+}
+
 pub(super) struct Worker {
     reactor: Reactor,
     coalescing: Coalescing,
@@ -220,11 +229,15 @@ impl Worker {
         rx: Receiver<Command>,
         events: SyncSender<MediaEvent>,
         notify: Option<Waker>,
-        (inactivity, rtcp_interval): (Duration, Duration),
+        timing: Timing,
         relayed: Arc<AtomicU64>,
         worker: usize,
-        coalescing: Coalescing,
     ) -> Worker {
+        let Timing {
+            inactivity,
+            rtcp_interval,
+            coalescing,
+        } = timing;
         Worker {
             reactor,
             coalescing,
@@ -1018,10 +1031,13 @@ mod tests {
             rx,
             events,
             None,
-            (Duration::from_secs(60), Duration::from_secs(5)),
+            Timing {
+                inactivity: Duration::from_secs(60),
+                rtcp_interval: Duration::from_secs(5),
+                coalescing: Coalescing { relay, decoded },
+            },
             Arc::new(AtomicU64::new(0)),
             0,
-            Coalescing { relay, decoded },
         );
         let window = |w: &mut Worker| {
             w.choose_coalescing();
