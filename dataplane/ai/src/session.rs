@@ -485,6 +485,18 @@ fn poll_input(
     Poll::Ready(more)
 }
 
+/// Keep going after an engine call that worked; end the session with
+/// the error of one that did not.
+fn go_or_end(r: Result<(), EngineError>) -> Flow {
+    match r {
+        Ok(()) => Flow::Go,
+        Err(e) => Flow::End {
+            code: None,
+            error: Some(e),
+        },
+    }
+}
+
 /// What woke the driver.
 enum Woke {
     Frame(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
@@ -721,15 +733,14 @@ impl Driver {
 
     /// Caller audio from the input.
     fn on_audio(&mut self, audio: &[u8], out: &mut Vec<String>) -> Flow {
-        let us = self.engine.input_format().duration_us(audio.len());
+        self.count_audio(audio.len());
+        go_or_end(self.engine.on_audio(audio, out))
+    }
+
+    /// Caller audio sent, for the usage estimate.
+    fn count_audio(&mut self, bytes: usize) {
+        let us = self.engine.input_format().duration_us(bytes);
         self.usage.audio_in_us = self.usage.audio_in_us.saturating_add(us);
-        match self.engine.on_audio(audio, out) {
-            Ok(()) => Flow::Go,
-            Err(e) => Flow::End {
-                code: None,
-                error: Some(e),
-            },
-        }
     }
 
     async fn on_command(
@@ -748,16 +759,9 @@ impl Driver {
             }
             Some(cmd) => {
                 if let Command::Audio(a) = &cmd {
-                    let us = self.engine.input_format().duration_us(a.len());
-                    self.usage.audio_in_us = self.usage.audio_in_us.saturating_add(us);
+                    self.count_audio(a.len());
                 }
-                match self.engine.on_command(cmd, out) {
-                    Ok(()) => Flow::Go,
-                    Err(e) => Flow::End {
-                        code: None,
-                        error: Some(e),
-                    },
-                }
+                go_or_end(self.engine.on_command(cmd, out))
             }
         }
     }
