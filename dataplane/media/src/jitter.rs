@@ -219,8 +219,11 @@ impl JitterBuffer {
 
     fn estimate_jitter(&mut self, now: Instant, ts: u32) {
         if let Some((prev_at, prev_ts)) = self.last_arrival {
-            let arrival_us = now.saturating_duration_since(prev_at).as_micros() as i64
-                - prev_at.saturating_duration_since(now).as_micros() as i64;
+            // Signed, from one subtraction in the usual order.
+            let arrival_us = match now.checked_duration_since(prev_at) {
+                Some(d) => d.as_micros() as i64,
+                None => -(prev_at.saturating_duration_since(now).as_micros() as i64),
+            };
             let ts_us = i64::from(ts.wrapping_sub(prev_ts) as i32) * 1_000_000
                 / i64::from(self.cfg.clock_rate);
             let d = (arrival_us - ts_us).unsigned_abs().min(10_000_000);

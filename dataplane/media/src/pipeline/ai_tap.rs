@@ -8,7 +8,12 @@ use super::{ConfigError, Event, Leg, LegConfig, Mode, PTIME, Pipeline, Scratch, 
 use crate::resample::Resampler;
 use crate::rewrite::Source;
 use crate::tap::{EngineFrame, TapConfig, TapWorker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A playout tick this late means the worker stalled (compared as an
+/// instant: one addition, where the time since the tick was a
+/// subtraction with its sign checks, every tick of every tapped call).
+const STALLED: Duration = PTIME.saturating_mul(3);
 
 pub(super) struct Tap {
     pub(super) cfg: TapConfig,
@@ -110,7 +115,11 @@ impl Pipeline {
                 ..
             } = self;
             let Mode::Tap(tap) = mode else { return };
-            if now.saturating_duration_since(tap.next_tick) > 3 * PTIME {
+            if tap
+                .next_tick
+                .checked_add(STALLED)
+                .is_some_and(|late| now > late)
+            {
                 // The worker stalled: do not burst to catch up.
                 tap.next_tick = now;
             }

@@ -796,16 +796,19 @@ impl State {
             let Some(p) = &mut call.pipe else {
                 continue;
             };
-            if p.pipeline.poll_timeout().is_some_and(|due| due <= now) {
-                p.pipeline.handle_timeout(now);
-                drain(
-                    p,
-                    &mut call.legs,
-                    &mut call.record,
-                    &mut self.out,
-                    &mut self.sends,
-                );
-            }
+            // The entry is the deadline the pipeline gave when it was
+            // scheduled; had it moved, `schedule` would have entered the
+            // new one, unless it moved later, and a pipeline's timeout
+            // does nothing that is not due. So no second poll_timeout
+            // (its deadlines sit on several of the call's cold lines).
+            p.pipeline.handle_timeout(now);
+            drain(
+                p,
+                &mut call.legs,
+                &mut call.record,
+                &mut self.out,
+                &mut self.sends,
+            );
             self.schedule(id);
         }
         None
