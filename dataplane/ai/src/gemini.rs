@@ -23,6 +23,7 @@ use crate::config::{AudioFormat, Codec, Provider, SessionConfig, ToolDecl};
 use crate::error::EngineError;
 use crate::event::{EngineEvent, Usage};
 use crate::session::{Command, Engine, Step, Target};
+use crate::transport::Outbox;
 
 /// Longest transcript kept per utterance/turn; fragments past it are still
 /// reported but not appended to the final text.
@@ -310,7 +311,7 @@ impl Engine for GeminiEngine {
         Ok((u, Vec::new()))
     }
 
-    fn on_open(&mut self, out: &mut Vec<String>) -> Result<(), EngineError> {
+    fn on_open(&mut self, out: &mut Outbox) -> Result<(), EngineError> {
         self.connection_ready = false;
         self.go_away = false;
         self.in_turn = false;
@@ -321,43 +322,36 @@ impl Engine for GeminiEngine {
             None => json!({}),
         };
         setup.insert("sessionResumption".into(), resumption);
-        out.push(json!({ "setup": setup }).to_string());
+        out.json(&json!({ "setup": setup }));
         Ok(())
     }
 
-    fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError> {
+    fn on_command(&mut self, cmd: Command, out: &mut Outbox) -> Result<(), EngineError> {
         match cmd {
             Command::Audio(pcm) => self.on_audio(&pcm, out)?,
-            Command::Text(t) => out.push(
-                json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": t}]}], "turnComplete": true}})
-                    .to_string(),
-            ),
+            Command::Text(t) => out.json(&json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": t}]}], "turnComplete": true}})),
             Command::ToolResult { call_id, name, output } => {
                 let response = if output.is_object() { output } else { json!({ "result": output }) };
-                out.push(
-                    json!({"toolResponse": {"functionResponses": [{"id": call_id, "name": name, "response": response}]}})
-                        .to_string(),
-                );
+                out.json(&json!({"toolResponse": {"functionResponses": [{"id": call_id, "name": name, "response": response}]}}));
             }
             Command::Truncate { .. } | Command::Close => {}
         }
         Ok(())
     }
 
-    fn on_audio(&mut self, audio: &[u8], out: &mut Vec<String>) -> Result<(), EngineError> {
-        out.push(crate::transport::audio_frame(
+    fn on_audio(&mut self, audio: &[u8], out: &mut Outbox) -> Result<(), EngineError> {
+        out.audio_json(
             r#"{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":""#,
             audio,
             r#""}}}"#,
-        ));
-        Ok(())
+        )
     }
 
     fn on_message(
         &mut self,
         text: &str,
         events: &mut Vec<EngineEvent>,
-        out: &mut Vec<String>,
+        out: &mut Outbox,
     ) -> Result<Step, EngineError> {
         let msg: Value = match serde_json::from_str(text) {
             Ok(v @ Value::Object(_)) => v,
@@ -514,9 +508,9 @@ mod tests {
     }
 
     fn feed(e: &mut GeminiEngine, v: Value) -> (Vec<EngineEvent>, Vec<String>, Step) {
-        let (mut ev, mut out) = (Vec::new(), Vec::new());
+        let (mut ev, mut out) = (Vec::new(), Outbox::new());
         let step = e.on_message(&v.to_string(), &mut ev, &mut out).unwrap();
-        (ev, out, step)
+        (ev, out.texts(), step)
     }
 
     #[test]
@@ -525,8 +519,9 @@ mod tests {
         let (u, h) = e.target().unwrap();
         assert!(u.as_str().ends_with("BidiGenerateContent?key=k%26y"), "{u}");
         assert!(h.is_empty());
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         e.on_open(&mut out).unwrap();
+        let out = out.texts();
         let v: Value = serde_json::from_str(&out[0]).unwrap();
         let s = &v["setup"];
         assert_eq!(s["model"], GEMINI_DEFAULT_MODEL_JSON);
@@ -565,7 +560,7 @@ mod tests {
     #[test]
     fn a_turn_becomes_events_and_go_away_waits_for_its_end() {
         let mut e = GeminiEngine::new(&cfg());
-        e.on_open(&mut Vec::new()).unwrap();
+        e.on_open(&mut Outbox::new()).unwrap();
         let (ev, out, _) = feed(&mut e, json!({"setupComplete": {}}));
         assert_eq!(ev, vec![EngineEvent::Ready]);
         assert!(out[0].contains("clientContent"));
@@ -624,8 +619,9 @@ mod tests {
         assert_eq!(ev[1], EngineEvent::TurnComplete);
         assert!(matches!(ev[2], EngineEvent::Usage(u) if u.total_tokens == 7));
         assert_eq!(step, Step::Reconnect);
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         e.on_open(&mut out).unwrap();
+        let out = out.texts();
         assert!(
             out[0].contains(r#""sessionResumption":{"handle":"h1"}"#),
             "{}",
@@ -639,7 +635,7 @@ mod tests {
     #[test]
     fn without_a_handle_a_1008_ends_the_session() {
         let mut e = GeminiEngine::new(&cfg());
-        e.on_open(&mut Vec::new()).unwrap();
+        e.on_open(&mut Outbox::new()).unwrap();
         feed(&mut e, json!({"setupComplete": {}}));
         let (_, _, step) = feed(&mut e, json!({"goAway": {"timeLeft": "1s"}}));
         assert_eq!(step, Step::Continue, "nothing to resume with");
@@ -656,7 +652,7 @@ mod tests {
     #[test]
     fn close_during_setup_is_a_rejection() {
         let mut e = GeminiEngine::new(&cfg());
-        e.on_open(&mut Vec::new()).unwrap();
+        e.on_open(&mut Outbox::new()).unwrap();
         let step = e.on_close(
             Some(1007),
             "API key not valid. Please pass a valid API key.",

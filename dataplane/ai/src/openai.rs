@@ -20,6 +20,7 @@ use crate::error::EngineError;
 use crate::event::{EngineEvent, Usage};
 use crate::gemini::MAX_TRANSCRIPT;
 use crate::session::{Command, Engine, Step, Target};
+use crate::transport::Outbox;
 
 /// OpenAI's input transcription model.
 pub const TRANSCRIBE_MODEL: &str = "gpt-4o-mini-transcribe";
@@ -101,13 +102,10 @@ impl OpenAiEngine {
         }
     }
 
-    fn user_text(text: &str, out: &mut Vec<String>) {
-        out.push(
-            json!({"type": "conversation.item.create",
-                   "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
-            .to_string(),
-        );
-        out.push(json!({"type": "response.create"}).to_string());
+    fn user_text(text: &str, out: &mut Outbox) {
+        out.json(&json!({"type": "conversation.item.create",
+                   "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}));
+        out.json(&json!({"type": "response.create"}));
     }
 
     fn rejection(&self, code: Option<u16>, reason: &str) -> EngineError {
@@ -149,31 +147,25 @@ impl Engine for OpenAiEngine {
         Ok((u, vec![("authorization", format!("Bearer {}", self.key))]))
     }
 
-    fn on_open(&mut self, out: &mut Vec<String>) -> Result<(), EngineError> {
-        out.push(json!({"type": "session.update", "session": self.session}).to_string());
+    fn on_open(&mut self, out: &mut Outbox) -> Result<(), EngineError> {
+        out.json(&json!({"type": "session.update", "session": self.session}));
         Ok(())
     }
 
-    fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError> {
+    fn on_command(&mut self, cmd: Command, out: &mut Outbox) -> Result<(), EngineError> {
         match cmd {
             Command::Audio(a) => self.on_audio(&a, out)?,
             Command::Text(t) => Self::user_text(&t, out),
             Command::ToolResult {
                 call_id, output, ..
             } => {
-                out.push(
-                    json!({"type": "conversation.item.create",
-                           "item": {"type": "function_call_output", "call_id": call_id, "output": output.to_string()}})
-                    .to_string(),
-                );
-                out.push(json!({"type": "response.create"}).to_string());
+                out.json(&json!({"type": "conversation.item.create",
+                           "item": {"type": "function_call_output", "call_id": call_id, "output": output.to_string()}}));
+                out.json(&json!({"type": "response.create"}));
             }
             Command::Truncate { played_ms } => {
                 if let Some(item) = self.last_audio_item.take() {
-                    out.push(
-                        json!({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": played_ms})
-                            .to_string(),
-                    );
+                    out.json(&json!({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": played_ms}));
                 }
             }
             Command::Close => {}
@@ -181,20 +173,19 @@ impl Engine for OpenAiEngine {
         Ok(())
     }
 
-    fn on_audio(&mut self, audio: &[u8], out: &mut Vec<String>) -> Result<(), EngineError> {
-        out.push(crate::transport::audio_frame(
+    fn on_audio(&mut self, audio: &[u8], out: &mut Outbox) -> Result<(), EngineError> {
+        out.audio_json(
             r#"{"type":"input_audio_buffer.append","audio":""#,
             audio,
             r#""}"#,
-        ));
-        Ok(())
+        )
     }
 
     fn on_message(
         &mut self,
         text: &str,
         events: &mut Vec<EngineEvent>,
-        out: &mut Vec<String>,
+        out: &mut Outbox,
     ) -> Result<Step, EngineError> {
         let Ok(msg) = serde_json::from_str::<Value>(text) else {
             events.push(EngineEvent::Error {
@@ -356,8 +347,9 @@ mod tests {
             "ws://127.0.0.1:1/v1/realtime?model=gpt-realtime"
         );
         assert_eq!(h, vec![("authorization", "Bearer sk-test".to_owned())]);
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         e.on_open(&mut out).unwrap();
+        let out = out.texts();
         let v: Value = serde_json::from_str(&out[0]).unwrap();
         assert_eq!(v["type"], "session.update");
         let s = &v["session"];
@@ -379,12 +371,12 @@ mod tests {
     #[test]
     fn events_map_and_function_calls_parse() {
         let mut e = engine();
-        let (mut ev, mut out) = (Vec::new(), Vec::new());
+        let mut ev = Vec::new();
         let mut feed = |e: &mut OpenAiEngine, v: Value| {
             ev.clear();
-            out.clear();
+            let mut out = Outbox::new();
             e.on_message(&v.to_string(), &mut ev, &mut out).unwrap();
-            (ev.clone(), out.clone())
+            (ev.clone(), out.texts())
         };
         let (ev, out) = feed(&mut e, json!({"type": "session.updated", "session": {}}));
         assert_eq!(ev, vec![EngineEvent::Ready]);
@@ -420,9 +412,10 @@ mod tests {
             json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 5, "item_id": "item_2"}),
         );
         assert_eq!(ev, vec![EngineEvent::Interrupted]);
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         e.on_command(Command::Truncate { played_ms: 120 }, &mut out)
             .unwrap();
+        let out = out.texts();
         assert!(
             out[0].contains(r#""item_id":"item_1""#) && out[0].contains(r#""audio_end_ms":120"#)
         );
@@ -435,7 +428,7 @@ mod tests {
         e.on_message(
             r#"{"type":"error","error":{"type":"invalid_request_error","code":"invalid_api_key","message":"Incorrect API key provided"}}"#,
             &mut ev,
-            &mut Vec::new(),
+            &mut Outbox::new(),
         )
         .unwrap();
         let step = e.on_close(Some(3000), "invalid_request_error.invalid_api_key", &mut ev);

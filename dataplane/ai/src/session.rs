@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,7 +23,7 @@ use url::Url;
 use crate::config::{AudioFormat, Provider, SessionConfig};
 use crate::error::EngineError;
 use crate::event::{EngineEvent, Usage};
-use crate::transport::{self, Ws};
+use crate::transport::{self, Client, Outbox};
 use crate::wakes::WakeSet;
 
 /// Commands queued to a session (about 10 s of 20 ms audio frames).
@@ -120,12 +119,12 @@ pub trait Engine: Send + Sync + 'static {
     /// vendor wants it: Gemini `?key=`, OpenAI `Authorization: Bearer`).
     fn target(&self) -> Result<Target, EngineError>;
     /// A connection opened: frames to send first (setup / session.update).
-    fn on_open(&mut self, out: &mut Vec<String>) -> Result<(), EngineError>;
+    fn on_open(&mut self, out: &mut Outbox) -> Result<(), EngineError>;
     /// A command from the call.
-    fn on_command(&mut self, cmd: Command, out: &mut Vec<String>) -> Result<(), EngineError>;
+    fn on_command(&mut self, cmd: Command, out: &mut Outbox) -> Result<(), EngineError>;
     /// Caller audio in the input format (what [`Command::Audio`] carries,
     /// without the copy into a `Bytes`).
-    fn on_audio(&mut self, audio: &[u8], out: &mut Vec<String>) -> Result<(), EngineError> {
+    fn on_audio(&mut self, audio: &[u8], out: &mut Outbox) -> Result<(), EngineError> {
         self.on_command(Command::Audio(Bytes::copy_from_slice(audio)), out)
     }
     /// A text or binary frame from the vendor (already UTF-8).
@@ -133,7 +132,7 @@ pub trait Engine: Send + Sync + 'static {
         &mut self,
         text: &str,
         events: &mut Vec<EngineEvent>,
-        out: &mut Vec<String>,
+        out: &mut Outbox,
     ) -> Result<Step, EngineError>;
     /// The connection ended (close frame, or `None` if it just dropped).
     fn on_close(&mut self, code: Option<u16>, reason: &str, events: &mut Vec<EngineEvent>) -> Step;
@@ -272,7 +271,7 @@ pub async fn start(
 ) -> Result<(Session, mpsc::Receiver<EngineEvent>), EngineError> {
     let mut usage = Usage::default();
     let mut early = Vec::new();
-    let ws = tokio::time::timeout(
+    let link = tokio::time::timeout(
         connect_timeout,
         open(engine.as_mut(), tls.as_ref(), &mut early, &mut usage),
     )
@@ -298,7 +297,7 @@ pub async fn start(
         wakes: WakeSet::new(SOURCES),
         first: 0,
     };
-    tokio::spawn(driver.run(ws, early));
+    tokio::spawn(driver.run(link, early));
     Ok((session, ev_rx))
 }
 
@@ -309,20 +308,19 @@ async fn open(
     tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
     events: &mut Vec<EngineEvent>,
     usage: &mut Usage,
-) -> Result<Ws, EngineError> {
+) -> Result<Client, EngineError> {
     let (url, headers) = engine.target()?;
-    let mut ws = transport::connect(&url, &headers, tls).await?;
-    let mut out = Vec::new();
-    engine.on_open(&mut out)?;
-    send_all(&mut ws, &mut out).await?;
+    let mut link = Client::new(transport::connect(&url, &headers, tls).await?);
+    engine.on_open(link.outbox())?;
+    send_all(&mut link).await?;
     loop {
         let mut evs = Vec::new();
-        let step = match ws.next().await {
-            Some(Ok(Message::Text(t))) => engine.on_message(t.as_str(), &mut evs, &mut out)?,
+        let step = match link.next().await {
+            Some(Ok(Message::Text(t))) => engine.on_message(t.as_str(), &mut evs, link.outbox())?,
             Some(Ok(Message::Binary(b))) => {
                 let t = std::str::from_utf8(&b)
                     .map_err(|_| EngineError::Protocol("binary frame is not UTF-8 JSON".into()))?;
-                engine.on_message(t, &mut evs, &mut out)?
+                engine.on_message(t, &mut evs, link.outbox())?
             }
             Some(Ok(Message::Close(f))) => {
                 let (code, reason) = close_parts(f.as_ref());
@@ -332,14 +330,14 @@ async fn open(
             Some(Err(e)) => engine.on_close(None, &e.to_string(), &mut evs),
             None => engine.on_close(None, "connection dropped during setup", &mut evs),
         };
-        send_all(&mut ws, &mut out).await?;
+        send_all(&mut link).await?;
         let ready = evs
             .iter()
             .any(|e| matches!(e, EngineEvent::Ready | EngineEvent::Resumed));
         account(usage, &mut evs);
         events.append(&mut evs);
         match step {
-            Step::Continue if ready => return Ok(ws),
+            Step::Continue if ready => return Ok(link),
             Step::Continue => {}
             Step::Reconnect => {
                 return Err(EngineError::Protocol(
@@ -383,39 +381,31 @@ fn account(usage: &mut Usage, events: &mut [EngineEvent]) {
     }
 }
 
-/// Sends `out` in order. A vendor that takes none of it for
-/// [`WRITE_TIMEOUT`] counts as gone (a stalled socket must not stall the call).
-async fn send_all(ws: &mut Ws, out: &mut Vec<String>) -> Result<(), EngineError> {
-    if out.is_empty() {
+/// Sends what `link`'s outbox holds, in order. A vendor that takes none
+/// of it for [`WRITE_TIMEOUT`] counts as gone (a stalled socket must not
+/// stall the call).
+async fn send_all(link: &mut Client) -> Result<(), EngineError> {
+    if link.outbox().is_empty() {
         return Ok(());
     }
-    let write = async {
-        for frame in out.drain(..) {
-            ws.feed(Message::text(frame))
-                .await
-                .map_err(EngineError::transport)?;
-        }
-        ws.flush().await.map_err(EngineError::transport)
-    };
-    let mut write = std::pin::pin!(write);
     // Nearly every write completes at once: only one that has to wait
     // gets a timer (one per 20 ms frame per call otherwise).
-    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let first = std::future::poll_fn(|cx| Poll::Ready(link.poll_send(cx))).await;
     if let Poll::Ready(r) = first {
         return r;
     }
-    tokio::time::timeout(WRITE_TIMEOUT, write)
+    tokio::time::timeout(WRITE_TIMEOUT, std::future::poll_fn(|cx| link.poll_send(cx)))
         .await
         .unwrap_or(Err(EngineError::Timeout("vendor stopped reading")))
 }
 
 /// Sends a close frame (bounded like any write); the socket is dropped after.
-async fn close_ws(ws: &mut Ws, code: CloseCode, reason: &'static str) {
-    let frame = Some(CloseFrame {
+async fn close_ws(link: &mut Client, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
         code,
         reason: reason.into(),
-    });
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(frame)).await;
+    };
+    link.close(frame, WRITE_TIMEOUT).await;
 }
 
 struct Driver {
@@ -530,35 +520,29 @@ enum Flow {
 }
 
 impl Driver {
-    async fn run(mut self, mut ws: Ws, mut early: Vec<EngineEvent>) {
+    async fn run(mut self, mut link: Client, mut early: Vec<EngineEvent>) {
         if self.emit(&mut early).await.is_err() {
-            close_ws(&mut ws, CloseCode::Normal, "call ended").await;
+            close_ws(&mut link, CloseCode::Normal, "call ended").await;
             return;
         }
         let format = self.engine.input_format();
-        // The last read of the socket found nothing (see
-        // `transport::next_frame`).
-        let mut idle = false;
-        // Reused: a caller frame every 20 ms passes through both.
-        let mut out = Vec::new();
+        // Reused: a caller frame every 20 ms passes through it.
         let mut evs = Vec::new();
         let (code, error) = loop {
-            out.clear();
             evs.clear();
-            let woke =
-                std::future::poll_fn(|cx| self.poll_sources(cx, &mut ws, &mut idle, format)).await;
+            let woke = std::future::poll_fn(|cx| self.poll_sources(cx, &mut link, format)).await;
             let flow = match woke {
-                Woke::Frame(msg) => self.on_frame(msg, &mut evs, &mut out),
-                Woke::Command(cmd) => self.on_commands(cmd, &mut ws, &mut out).await,
+                Woke::Frame(msg) => self.on_frame(msg, &mut evs, link.outbox()),
+                Woke::Command(cmd) => self.on_commands(cmd, &mut link).await,
                 Woke::Input(true) => {
                     let audio = std::mem::take(&mut self.audio);
-                    let flow = self.on_audio(&audio, &mut out);
+                    let flow = self.on_audio(&audio, link.outbox());
                     self.audio = audio;
                     flow
                 }
                 Woke::Input(false) => Flow::Go,
             };
-            let sent = send_all(&mut ws, &mut out).await;
+            let sent = send_all(&mut link).await;
             // A failed write ends the connection: what the engine says
             // of that (the turn in flight's transcript) goes out with
             // the rest.
@@ -569,19 +553,18 @@ impl Driver {
             account(&mut self.usage, &mut evs);
             if self.emit(&mut evs).await.is_err() {
                 // Nobody listens any more: the call is gone.
-                close_ws(&mut ws, CloseCode::Normal, "call ended").await;
+                close_ws(&mut link, CloseCode::Normal, "call ended").await;
                 return;
             }
             match flow {
                 Flow::Go => {}
                 Flow::End { code, error } => {
-                    close_ws(&mut ws, CloseCode::Normal, "call ended").await;
+                    close_ws(&mut link, CloseCode::Normal, "call ended").await;
                     break (code, error);
                 }
-                Flow::Reconnect => match self.reconnect(&mut ws).await {
+                Flow::Reconnect => match self.reconnect(&mut link).await {
                     Ok(new) => {
-                        ws = new;
-                        idle = false;
+                        link = new;
                         // The resumption polled the input with the task's
                         // own waker, and the new socket was never polled:
                         // every source is looked at again.
@@ -593,12 +576,12 @@ impl Driver {
                         let chunk = (f.rate_hz / 10).max(1) * f.bytes_per_sample().max(1);
                         let mut flow = Flow::Go;
                         for piece in backlog.chunks(chunk as usize) {
-                            flow = self.on_audio(piece, &mut out);
+                            flow = self.on_audio(piece, link.outbox());
                             if !matches!(flow, Flow::Go) {
                                 break;
                             }
                         }
-                        let sent = send_all(&mut ws, &mut out).await;
+                        let sent = send_all(&mut link).await;
                         match (flow, sent) {
                             (Flow::Go, Ok(())) => {}
                             (Flow::End { code, error }, _) => break (code, error),
@@ -626,8 +609,7 @@ impl Driver {
     fn poll_sources(
         &mut self,
         cx: &mut Context<'_>,
-        ws: &mut Ws,
-        idle: &mut bool,
+        link: &mut Client,
         format: AudioFormat,
     ) -> Poll<Woke> {
         let mut left = self.wakes.take(cx) | 1 << SOURCE_INPUT;
@@ -644,7 +626,7 @@ impl Driver {
                 }
                 SOURCE_SOCKET => {
                     let mut scx = self.wakes.context(i);
-                    transport::poll_next_frame(ws, idle, &mut scx).map(Woke::Frame)
+                    link.poll_next(&mut scx).map(Woke::Frame)
                 }
                 _ => {
                     let mut scx = self.wakes.context(i);
@@ -679,7 +661,7 @@ impl Driver {
         &mut self,
         msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
         evs: &mut Vec<EngineEvent>,
-        out: &mut Vec<String>,
+        out: &mut Outbox,
     ) -> Flow {
         let step = match msg {
             Some(Ok(Message::Text(t))) => self.engine.on_message(t.as_str(), evs, out),
@@ -710,29 +692,24 @@ impl Driver {
     /// that fell behind finds several frames waiting): their frames go
     /// out in one write instead of one each. Nothing waits for a batch
     /// to fill, so no frame is held back.
-    async fn on_commands(
-        &mut self,
-        first: Option<Command>,
-        ws: &mut Ws,
-        out: &mut Vec<String>,
-    ) -> Flow {
-        let mut flow = self.on_command(first, ws, out).await;
-        while matches!(flow, Flow::Go) && out.len() < MAX_BATCH {
+    async fn on_commands(&mut self, first: Option<Command>, link: &mut Client) -> Flow {
+        let mut flow = self.on_command(first, link).await;
+        while matches!(flow, Flow::Go) && link.outbox().len() < MAX_BATCH {
             let Ok(cmd) = self.cmd_rx.try_recv() else {
                 break;
             };
             if matches!(cmd, Command::Close) {
                 // What was queued before the close goes first; the close
                 // ends the session whether or not that went out.
-                let _ = send_all(ws, out).await;
+                let _ = send_all(link).await;
             }
-            flow = self.on_command(Some(cmd), ws, out).await;
+            flow = self.on_command(Some(cmd), link).await;
         }
         flow
     }
 
     /// Caller audio from the input.
-    fn on_audio(&mut self, audio: &[u8], out: &mut Vec<String>) -> Flow {
+    fn on_audio(&mut self, audio: &[u8], out: &mut Outbox) -> Flow {
         self.count_audio(audio.len());
         go_or_end(self.engine.on_audio(audio, out))
     }
@@ -743,15 +720,10 @@ impl Driver {
         self.usage.audio_in_us = self.usage.audio_in_us.saturating_add(us);
     }
 
-    async fn on_command(
-        &mut self,
-        cmd: Option<Command>,
-        ws: &mut Ws,
-        out: &mut Vec<String>,
-    ) -> Flow {
+    async fn on_command(&mut self, cmd: Option<Command>, link: &mut Client) -> Flow {
         match cmd {
             None | Some(Command::Close) => {
-                close_ws(ws, CloseCode::Normal, "call ended").await;
+                close_ws(link, CloseCode::Normal, "call ended").await;
                 Flow::End {
                     code: Some(1000),
                     error: None,
@@ -761,13 +733,13 @@ impl Driver {
                 if let Command::Audio(a) = &cmd {
                     self.count_audio(a.len());
                 }
-                go_or_end(self.engine.on_command(cmd, out))
+                go_or_end(self.engine.on_command(cmd, link.outbox()))
             }
         }
     }
 
     /// Retires `old` and opens a resumed connection, retrying a few times.
-    async fn reconnect(&mut self, old: &mut Ws) -> Result<Ws, EngineError> {
+    async fn reconnect(&mut self, old: &mut Client) -> Result<Client, EngineError> {
         close_ws(old, CloseCode::Normal, "resuming").await;
         let mut last = EngineError::Closed;
         let format = self.engine.input_format();
@@ -835,7 +807,7 @@ mod tests {
             "k",
         );
         let mut engine = engine_for(&cfg);
-        let (mut evs, mut out) = (Vec::new(), Vec::new());
+        let (mut evs, mut out) = (Vec::new(), Outbox::new());
         engine.on_open(&mut out).unwrap();
         for m in [
             json!({"setupComplete": {}}),

@@ -92,19 +92,253 @@ pub fn poll_next_frame(
 /// A connected WebSocket.
 pub type Ws = WebSocketStream<Box<dyn Io>>;
 
-/// A JSON text frame carrying base64 audio: `head`, the base64 of `audio`,
-/// `tail`, written straight into one string sized up front. Sent every 20 ms
-/// on every call, so it skips building a JSON value tree; the base64
-/// alphabet needs no JSON escaping, and `head`/`tail` are our own constants.
-pub fn audio_frame(head: &str, audio: &[u8], tail: &str) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let len = base64::encoded_len(audio.len(), true).unwrap_or(0);
-    let mut s = String::with_capacity(head.len() + len + tail.len());
-    s.push_str(head);
-    b64.encode_string(audio, &mut s);
-    s.push_str(tail);
-    s
+/// Largest WebSocket frame header: two bytes, a 64-bit length and the
+/// mask key.
+const MAX_HEADER_BYTES: usize = 14;
+
+/// The session's frames for the vendor, in wire form: each a final text
+/// frame, masked with a fresh random key as RFC 6455 (5.3) asks of a
+/// client, built straight into one buffer that is reused for the
+/// connection's life. The caller-audio frames (every 20–100 ms on every
+/// call) are written in place — JSON prefix, base64, suffix, then the
+/// mask — instead of a `String` per message that tungstenite copied
+/// again into its own write buffer; the bytes on the wire are the ones
+/// tungstenite's framing gives for the same payload and key.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    wire: Vec<u8>,
+    /// Bytes of `wire` already written to the socket.
+    written: usize,
+    /// Frames in `wire`.
+    frames: usize,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Frames queued (not yet all written).
+    pub fn len(&self) -> usize {
+        self.frames
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// Part of a frame was written and the rest was not (the write
+    /// failed): anything else sent on this connection would be read as
+    /// that frame's remainder.
+    pub fn torn(&self) -> bool {
+        self.written > 0 && self.written < self.wire.len()
+    }
+
+    /// Queues a text frame.
+    pub fn text(&mut self, text: &str) {
+        let (start, key) = self.header(text.len());
+        self.wire.extend_from_slice(text.as_bytes());
+        mask(&mut self.wire[start..], key);
+    }
+
+    /// Queues `v` as a JSON text frame.
+    pub fn json(&mut self, v: &serde_json::Value) {
+        self.text(&v.to_string());
+    }
+
+    /// Queues a JSON text frame carrying base64 audio: `head`, the base64
+    /// of `audio`, `tail`. The base64 alphabet needs no JSON escaping, and
+    /// `head`/`tail` are the engines' own constants.
+    pub fn audio_json(&mut self, head: &str, audio: &[u8], tail: &str) -> Result<(), EngineError> {
+        use base64::Engine as _;
+        let too_large = || EngineError::Invalid("audio chunk too large");
+        let b64 = base64::encoded_len(audio.len(), true).ok_or_else(too_large)?;
+        let (start, key) = self.header(head.len() + b64 + tail.len());
+        self.wire.extend_from_slice(head.as_bytes());
+        let at = self.wire.len();
+        self.wire.resize(at + b64, 0);
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(audio, &mut self.wire[at..])
+            .map_err(|_| too_large())?;
+        self.wire.truncate(at + n);
+        self.wire.extend_from_slice(tail.as_bytes());
+        mask(&mut self.wire[start..], key);
+        Ok(())
+    }
+
+    /// Starts a frame of `len` payload bytes: FIN and the text opcode,
+    /// the length in the shortest form (as tungstenite writes it), a
+    /// fresh mask key. Returns where the payload starts, and the key.
+    fn header(&mut self, len: usize) -> (usize, [u8; 4]) {
+        self.frames += 1;
+        self.wire.reserve(MAX_HEADER_BYTES + len);
+        self.wire.push(0x81);
+        match u16::try_from(len) {
+            Ok(l) if l <= 125 => self.wire.push(0x80 | l as u8),
+            Ok(l) => {
+                self.wire.push(0x80 | 126);
+                self.wire.extend_from_slice(&l.to_be_bytes());
+            }
+            Err(_) => {
+                self.wire.push(0x80 | 127);
+                self.wire.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        let key: [u8; 4] = rand::random();
+        self.wire.extend_from_slice(&key);
+        (self.wire.len(), key)
+    }
+
+    /// Writes what is queued to `io` and flushes it (a TLS stream sends
+    /// its last record); the outbox is empty once this is `Ready(Ok)`. A
+    /// write that has to wait keeps its place: polled again, it goes on
+    /// where it stopped.
+    pub fn poll_write(
+        &mut self,
+        io: &mut Box<dyn Io>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        use std::pin::Pin;
+        while self.written < self.wire.len() {
+            let n =
+                std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.wire[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        std::task::ready!(Pin::new(&mut *io).poll_flush(cx))?;
+        self.wire.clear();
+        self.written = 0;
+        self.frames = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// The payloads queued, unmasked (what the vendor reads).
+    #[cfg(test)]
+    pub(crate) fn texts(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = &self.wire[..];
+        while rest.len() >= 2 {
+            let (len, at) = match rest[1] & 0x7f {
+                126 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+                127 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&rest[2..10]);
+                    (u64::from_be_bytes(b) as usize, 10)
+                }
+                l => (usize::from(l), 2),
+            };
+            let key = [rest[at], rest[at + 1], rest[at + 2], rest[at + 3]];
+            let mut payload = rest[at + 4..at + 4 + len].to_vec();
+            mask(&mut payload, key);
+            out.push(String::from_utf8_lossy(&payload).into_owned());
+            rest = &rest[at + 4 + len..];
+        }
+        out
+    }
+}
+
+/// XORs `buf` with the repeated mask `key` (payload offset 0 at `buf[0]`).
+fn mask(buf: &mut [u8], key: [u8; 4]) {
+    let k = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut words = buf.chunks_exact_mut(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        w.copy_from_slice(&(u64::from_ne_bytes(b) ^ k).to_ne_bytes());
+    }
+    // The rest starts at a multiple of 8: key byte 0 again.
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i & 3];
+    }
+}
+
+/// The session's side of a connection: tungstenite reads the vendor's
+/// frames (and answers its pings); the session's own frames go from an
+/// [`Outbox`] straight to the socket.
+pub struct Client {
+    ws: Ws,
+    /// The last read found nothing (see [`poll_next_frame`]).
+    idle: bool,
+    /// tungstenite may hold a reply of its own (a pong, a close) not yet
+    /// all written: it goes out before the session's next frames.
+    owes_flush: bool,
+    out: Outbox,
+}
+
+impl Client {
+    /// Takes over a connected WebSocket.
+    pub fn new(ws: Ws) -> Self {
+        Self {
+            ws,
+            idle: false,
+            owes_flush: false,
+            out: Outbox::new(),
+        }
+    }
+
+    /// Where the session's frames are queued; [`Client::poll_send`]
+    /// writes them.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    /// The next frame from the vendor ([`poll_next_frame`]).
+    pub fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<
+        Option<
+            Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+        >,
+    > {
+        use tokio_tungstenite::tungstenite::Message;
+        let r = poll_next_frame(&mut self.ws, &mut self.idle, cx);
+        if let Poll::Ready(Some(Ok(Message::Ping(_) | Message::Close(_)))) = &r {
+            self.owes_flush = true;
+        }
+        r
+    }
+
+    /// [`Client::poll_next`] as a future.
+    pub async fn next(
+        &mut self,
+    ) -> Option<
+        Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+    > {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Writes the queued frames (after any reply tungstenite owes).
+    pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), EngineError>> {
+        use futures_util::SinkExt;
+        if self.owes_flush {
+            std::task::ready!(self.ws.poll_flush_unpin(cx)).map_err(EngineError::transport)?;
+            self.owes_flush = false;
+        }
+        self.out
+            .poll_write(self.ws.get_mut(), cx)
+            .map_err(EngineError::transport)
+    }
+
+    /// Sends a close frame, bounded like any write; nothing if a frame
+    /// of ours was left half written (the close would be read as its
+    /// rest). The socket is dropped after.
+    pub async fn close(
+        &mut self,
+        frame: tokio_tungstenite::tungstenite::protocol::CloseFrame,
+        within: std::time::Duration,
+    ) {
+        if self.out.torn() {
+            return;
+        }
+        let _ = tokio::time::timeout(within, self.ws.close(Some(frame))).await;
+    }
 }
 
 /// Our WebSocket limits.
@@ -261,15 +495,139 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// Splits `wire` into its frames: (mask key, whole frame bytes).
+    fn split(mut wire: &[u8]) -> Vec<([u8; 4], Vec<u8>)> {
+        let mut frames = Vec::new();
+        while !wire.is_empty() {
+            let (len, at) = match wire[1] & 0x7f {
+                126 => (usize::from(u16::from_be_bytes([wire[2], wire[3]])), 4),
+                127 => (
+                    u64::from_be_bytes(wire[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                l => (usize::from(l), 2),
+            };
+            let key = wire[at..at + 4].try_into().unwrap();
+            frames.push((key, wire[..at + 4 + len].to_vec()));
+            wire = &wire[at + 4 + len..];
+        }
+        frames
+    }
+
+    /// What tungstenite writes for `payload` as a client text frame
+    /// masked with `key`.
+    fn tungstenite_frame(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let mut f = Frame::message(payload.to_vec(), OpCode::Data(Data::Text), true);
+        f.header_mut().mask = Some(key);
+        let mut out = Vec::new();
+        f.format(&mut out).unwrap();
+        out
+    }
+
     #[test]
-    fn audio_frames_are_the_json_the_vendors_expect() {
-        let pcm = [1u8, 0, 2, 0, 255, 127];
-        let f = audio_frame(r#"{"a":{"data":""#, &pcm, r#""}}"#);
-        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
-        assert_eq!(v["a"]["data"], "AQACAP9/");
-        assert_eq!(f.len(), f.capacity());
-        let empty: serde_json::Value =
-            serde_json::from_str(&audio_frame(r#"{"d":""#, &[], r#""}"#)).unwrap();
-        assert_eq!(empty["d"], "");
+    fn frames_are_the_bytes_tungstenite_writes() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut out = Outbox::new();
+        let mut want: Vec<Vec<u8>> = Vec::new();
+        // Every length form (7-bit, 16-bit, 64-bit) and the edges between.
+        for len in [0, 1, 7, 8, 9, 125, 126, 127, 1000, 65_535, 65_536, 70_001] {
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            out.text(&text);
+            want.push(text.into_bytes());
+        }
+        // Audio frames: 20 ms and 100 ms at 16 kHz, odd and empty sizes.
+        let (head, tail) = (r#"{"realtimeInput":{"audio":{"data":""#, r#""}}}"#);
+        for n in [640usize, 3200, 1, 2, 0, 160, 50_000] {
+            let pcm: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+            out.audio_json(head, &pcm, tail).unwrap();
+            want.push(format!("{head}{}{tail}", b64.encode(&pcm)).into_bytes());
+        }
+        out.json(&serde_json::json!({"type": "response.create", "é": "\u{1f600}"}));
+        want.push(
+            serde_json::json!({"type": "response.create", "é": "\u{1f600}"})
+                .to_string()
+                .into_bytes(),
+        );
+        assert_eq!(out.len(), want.len());
+        let frames = split(&out.wire);
+        assert_eq!(frames.len(), want.len());
+        let mut keys = std::collections::HashSet::new();
+        for ((key, bytes), payload) in frames.iter().zip(&want) {
+            assert_eq!(
+                *bytes,
+                tungstenite_frame(payload, *key),
+                "{} bytes",
+                payload.len()
+            );
+            keys.insert(*key);
+        }
+        assert!(keys.len() > want.len() / 2, "a fresh key per frame");
+        let texts = out.texts();
+        let v: serde_json::Value = serde_json::from_str(&texts[12]).unwrap();
+        assert_eq!(
+            v["realtimeInput"]["audio"]["data"],
+            b64.encode(
+                (0..640usize)
+                    .map(|i| (i * 7 % 251) as u8)
+                    .collect::<Vec<u8>>()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn own_frames_follow_the_pong_tungstenite_owes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            ws.send(Message::Ping(vec![9u8, 8].into())).await.unwrap();
+            let mut got = Vec::new();
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_close() {
+                    break;
+                }
+                got.push(m);
+            }
+            got
+        });
+        let url = Url::parse(&format!("ws://{addr}/")).unwrap();
+        let mut link = Client::new(connect(&url, &[], None).await.unwrap());
+        let ping = link.next().await.unwrap().unwrap();
+        assert_eq!(ping, Message::Ping(vec![9u8, 8].into()));
+        link.outbox().text("one");
+        link.outbox()
+            .audio_json(r#"{"d":""#, &[1, 0, 2, 0], r#""}"#)
+            .unwrap();
+        std::future::poll_fn(|cx| link.poll_send(cx)).await.unwrap();
+        assert!(link.outbox().is_empty() && !link.outbox().torn());
+        // A large frame, beyond one socket write on loopback.
+        let big = "z".repeat(3 << 20);
+        link.outbox().text(&big);
+        std::future::poll_fn(|cx| link.poll_send(cx)).await.unwrap();
+        link.close(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "done".into(),
+            },
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        let got = server.await.unwrap();
+        assert_eq!(
+            got.len(),
+            4,
+            "{:?}",
+            got.iter().map(Message::len).collect::<Vec<_>>()
+        );
+        assert_eq!(got[0], Message::Pong(vec![9u8, 8].into()));
+        assert_eq!(got[1], Message::text("one"));
+        assert_eq!(got[2], Message::text(r#"{"d":"AQACAA=="}"#));
+        assert_eq!(got[3].len(), big.len());
     }
 }

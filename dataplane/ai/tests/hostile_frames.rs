@@ -5,6 +5,7 @@
 
 use codeb_ai::gemini::GeminiEngine;
 use codeb_ai::openai::OpenAiEngine;
+use codeb_ai::transport::Outbox;
 use codeb_ai::{Endpoints, Engine, ModelChoice, SessionConfig};
 use serde_json::{Value, json};
 
@@ -103,12 +104,12 @@ fn openai_corpus() -> Vec<Value> {
 }
 
 fn run(engine: &mut dyn Engine, corpus: &[Value], rng: &mut Rng, rounds: usize) {
-    let mut out = Vec::new();
+    let mut out = Outbox::new();
     engine.on_open(&mut out).unwrap();
     for _ in 0..rounds {
         let mut v = corpus[rng.below(corpus.len() as u64) as usize].clone();
         mutate(&mut v, rng);
-        let (mut ev, mut out) = (Vec::new(), Vec::new());
+        let (mut ev, mut out) = (Vec::new(), Outbox::new());
         let _ = engine.on_message(&v.to_string(), &mut ev, &mut out);
         if rng.below(50) == 0 {
             let _ = engine.on_close(Some(rng.below(5000) as u16), "x", &mut ev);
@@ -116,7 +117,7 @@ fn run(engine: &mut dyn Engine, corpus: &[Value], rng: &mut Rng, rounds: usize) 
         }
     }
     // Not JSON at all.
-    let _ = engine.on_message("\u{0}{[", &mut Vec::new(), &mut Vec::new());
+    let _ = engine.on_message("\u{0}{[", &mut Vec::new(), &mut Outbox::new());
 }
 
 fn cfg(model: &str) -> SessionConfig {
