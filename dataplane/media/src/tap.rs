@@ -21,6 +21,14 @@
 //!   [`CallerSignal::ready`]; engine audio landing in an empty ring (a turn
 //!   starting) calls the [`Kick`] the owner installed, so the worker can
 //!   send its first frame at once instead of at its next tick.
+//! * Quiet batching (opt-in, [`TapConfig::quiet_batch_ms`]): once the
+//!   caller has been silent for [`TapConfig::quiet_after_ms`], caller
+//!   frames wait in the ring and wake the AI side a batch at a time, so
+//!   it sends the engine one message per batch instead of one per 20 ms
+//!   frame. The first frame with sound wakes it at once and goes with the
+//!   silence held before it: speech reaches the engine as early as
+//!   before, and so does the silence after speech for as long as the
+//!   engine's voice detection decides the turn's end by it.
 //!
 //! [`Pipeline`]: crate::pipeline::Pipeline
 
@@ -55,6 +63,14 @@ pub struct TapConfig {
     /// instead of sleeping in between (a packet up to this much early,
     /// never late; the grid itself does not move).
     pub pacing_slack: std::time::Duration,
+    /// In a long silence, wake the AI side once per this much caller
+    /// audio instead of once per frame (at most the caller ring); 0 wakes
+    /// per frame.
+    pub quiet_batch_ms: u32,
+    /// How long after the last frame with sound the caller counts as
+    /// still in (or just after) speech, when every frame wakes the AI
+    /// side.
+    pub quiet_after_ms: u32,
 }
 
 impl Default for TapConfig {
@@ -66,6 +82,8 @@ impl Default for TapConfig {
             from_engine_ms: 5_000,
             send_silence: true,
             pacing_slack: std::time::Duration::ZERO,
+            quiet_batch_ms: 0,
+            quiet_after_ms: 1_000,
         }
     }
 }
@@ -279,6 +297,65 @@ impl TapCaller {
     }
 }
 
+/// A caller frame whose mean square is below this (about −50 dBFS RMS:
+/// line noise, not speech) is silence to [`TapConfig::quiet_batch_ms`].
+const QUIET_MEAN_SQUARE: u64 = 10_737;
+
+/// Whether `frame` carries sound (above [`QUIET_MEAN_SQUARE`]).
+fn has_sound(frame: &[i16]) -> bool {
+    let energy: u64 = frame
+        .iter()
+        .map(|&s| u64::from((i32::from(s) * i32::from(s)).unsigned_abs()))
+        .sum();
+    energy >= QUIET_MEAN_SQUARE * frame.len() as u64
+}
+
+/// When caller frames wake the AI side (see [`TapConfig::quiet_batch_ms`]).
+#[derive(Debug)]
+struct QuietBatch {
+    /// Samples per batch in a long silence (0: off).
+    batch: usize,
+    /// Samples of silence after sound that still wake frame by frame.
+    after: usize,
+    /// Samples since the last frame with sound.
+    quiet: usize,
+    /// Samples pushed since the last wake-up.
+    held: usize,
+}
+
+impl QuietBatch {
+    fn new(cfg: &TapConfig, ring: usize) -> QuietBatch {
+        let samples = |ms: u32| (u64::from(cfg.to_engine_rate) * u64::from(ms) / 1000) as usize;
+        QuietBatch {
+            batch: samples(cfg.quiet_batch_ms).min(ring),
+            after: samples(cfg.quiet_after_ms),
+            // A call starts as if after speech: its first second goes
+            // frame by frame.
+            quiet: 0,
+            held: 0,
+        }
+    }
+
+    /// Whether pushing `frame` should leave the AI side asleep: only in
+    /// a long silence, until a batch has gathered.
+    fn hold(&mut self, frame: &[i16]) -> bool {
+        if self.batch == 0 {
+            return false;
+        }
+        self.quiet = if has_sound(frame) {
+            0
+        } else {
+            self.quiet.saturating_add(frame.len())
+        };
+        self.held += frame.len();
+        if self.quiet <= self.after || self.held >= self.batch {
+            self.held = 0;
+            return false;
+        }
+        true
+    }
+}
+
 /// The worker's end of a tap.
 #[derive(Debug)]
 pub(crate) struct TapWorker {
@@ -288,6 +365,7 @@ pub(crate) struct TapWorker {
     /// Engine samples taken from the ring (played or discarded).
     read: u64,
     played: u64,
+    quiet: QuietBatch,
 }
 
 /// What the worker got for one tick.
@@ -302,7 +380,8 @@ pub(crate) enum EngineFrame {
 impl TapWorker {
     pub fn new(cfg: &TapConfig) -> (TapWorker, TapEngine) {
         let ms = |rate: u32, ms: u32| (u64::from(rate) * u64::from(ms.max(20)) / 1000) as usize;
-        let (cp, cc) = RingBuffer::new(ms(cfg.to_engine_rate, cfg.to_engine_ms));
+        let caller_ring = ms(cfg.to_engine_rate, cfg.to_engine_ms);
+        let (cp, cc) = RingBuffer::new(caller_ring);
         let (ep, ec) = RingBuffer::new(ms(cfg.from_engine_rate, cfg.from_engine_ms));
         let shared = Arc::new(TapShared::default());
         (
@@ -312,6 +391,7 @@ impl TapWorker {
                 shared: shared.clone(),
                 read: 0,
                 played: 0,
+                quiet: QuietBatch::new(cfg, caller_ring),
             },
             TapEngine {
                 caller: Some(cc),
@@ -333,7 +413,9 @@ impl TapWorker {
             return false;
         }
         self.shared.caller_frames.fetch_add(1, Ordering::Release);
-        self.shared.caller_waker.wake();
+        if !self.quiet.hold(frame) {
+            self.shared.caller_waker.wake();
+        }
         true
     }
 
@@ -471,6 +553,76 @@ mod tests {
         assert!(e.is_closed());
         assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Ready(Some(320)));
         assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_long_silence_wakes_the_ai_side_once_per_batch_and_sound_at_once() {
+        let cfg = TapConfig {
+            quiet_batch_ms: 100,
+            quiet_after_ms: 60,
+            ..TapConfig::default()
+        };
+        let (mut w, mut e) = TapWorker::new(&cfg);
+        let mut c = e.split_caller().unwrap();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = [0i16; 1600];
+        let wakes = |n: usize| assert_eq!(count.0.load(Ordering::SeqCst), n);
+        // Speech (-20 dBFS) and line noise (-55 dBFS).
+        let sound = [3_277i16; 320];
+        let noise = [58i16; 320];
+        // Everything waiting: (samples, first, last); the reader then waits.
+        let mut read = |c: &mut TapCaller, cx: &mut Context<'_>| {
+            let n = match c.poll_read(cx, &mut out) {
+                Poll::Ready(Some(n)) => n,
+                other => panic!("expected audio, got {other:?}"),
+            };
+            let got = (n, out[0], out[n - 1]);
+            assert_eq!(c.poll_read(cx, &mut out), Poll::Pending);
+            got
+        };
+        assert_eq!(c.poll_read(&mut cx, &mut [0i16; 320]), Poll::Pending);
+        assert!(w.push_caller(&sound));
+        wakes(1);
+        assert_eq!(read(&mut c, &mut cx), (320, 3_277, 3_277));
+        // The 60 ms after sound go frame by frame.
+        for i in 0..3 {
+            assert!(w.push_caller(&noise));
+            wakes(2 + i);
+            assert_eq!(read(&mut c, &mut cx).0, 320);
+        }
+        // Then a batch of 100 ms per wake-up.
+        for _ in 0..4 {
+            assert!(w.push_caller(&noise));
+        }
+        wakes(4);
+        assert!(w.push_caller(&noise));
+        wakes(5);
+        assert_eq!(read(&mut c, &mut cx).0, 1_600);
+        // Sound wakes at once, and the silence held before it goes along.
+        assert!(w.push_caller(&noise));
+        assert!(w.push_caller(&noise));
+        wakes(5);
+        assert!(w.push_caller(&sound));
+        wakes(6);
+        assert_eq!(read(&mut c, &mut cx), (960, 58, 3_277));
+        for i in 0..3 {
+            assert!(w.push_caller(&noise));
+            wakes(7 + i);
+            assert_eq!(read(&mut c, &mut cx).0, 320);
+        }
+        // Silence held when the worker goes is read then, before the end.
+        assert!(w.push_caller(&noise));
+        assert!(w.push_caller(&noise));
+        wakes(9);
+        drop(w);
+        wakes(10);
+        assert_eq!(
+            c.poll_read(&mut cx, &mut [0i16; 1600]),
+            Poll::Ready(Some(640))
+        );
+        assert_eq!(c.poll_read(&mut cx, &mut [0i16; 1600]), Poll::Ready(None));
     }
 
     #[test]

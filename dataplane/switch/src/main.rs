@@ -187,6 +187,13 @@ struct Cli {
     #[arg(long, env = "CODEB_AI_THREADS", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     ai_threads: u16,
+    /// Milliseconds of caller audio per engine message while the caller
+    /// has been silent for a second (0-100; 20 or less: every 20 ms
+    /// frame goes on its own). Speech and the second after it always go
+    /// frame by frame.
+    #[arg(long, env = "CODEB_AI_QUIET_BATCH_MS", default_value_t = codeb_switch::ai::QUIET_BATCH_MS,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    ai_quiet_batch_ms: u32,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CODEB_LOG", default_value = "info")]
     log: String,
@@ -416,6 +423,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     engine.set_deferred_wakes(true);
     core.set_media_engine(engine);
     core.set_record_all(cli.record == "all");
+    core.set_ai_quiet_batch(cli.ai_quiet_batch_ms);
     let endpoints = codeb_ai::Endpoints::parse(&cli.gemini_url, &cli.openai_url)
         .map_err(|e| anyhow::anyhow!("CODEB_GEMINI_URL / CODEB_OPENAI_URL: {e}"))?;
     tracing::info!(gemini = %endpoints.gemini, openai = %endpoints.openai, "voice-AI endpoints");

@@ -33,6 +33,17 @@ pub const MAX_PROMPT: usize = 64 * 1024;
 /// buffer, large beside the gaps between the worker's wake-ups at a few
 /// hundred calls.
 pub const PACING_SLACK: std::time::Duration = std::time::Duration::from_millis(2);
+/// Caller audio in a long silence goes to the engine in messages of
+/// this many ms instead of one per 20 ms frame (see
+/// [`TapConfig::quiet_batch_ms`]): half an AI call's messages or more
+/// are the caller listening. 100 ms is the top of what the vendors ask
+/// for (Gemini: 20–100 ms chunks) and what the session reads at once.
+pub const QUIET_BATCH_MS: u32 = 100;
+/// How long after the caller's last sound frames still go one by one:
+/// the engine's voice detection ends the caller's turn on this silence
+/// (OpenAI's server VAD waits 500 ms by default), so it must not wait
+/// for a batch.
+pub const QUIET_AFTER_MS: u32 = 1_000;
 
 /// Who the AI is on a call: the control plane's persona.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,9 +90,14 @@ impl Persona {
     /// worker sends every tapped call's packet falling due in that span
     /// on one wake-up instead of sleeping between each call's own
     /// 20 ms slot.
-    pub fn tap_config(provider: Provider) -> TapConfig {
+    ///
+    /// In a long silence the caller's audio goes to the engine in
+    /// messages of `quiet_batch_ms` (see [`QUIET_BATCH_MS`]).
+    pub fn tap_config(provider: Provider, quiet_batch_ms: u32) -> TapConfig {
         let base = TapConfig {
             pacing_slack: PACING_SLACK,
+            quiet_batch_ms,
+            quiet_after_ms: QUIET_AFTER_MS,
             ..TapConfig::default()
         };
         match provider {
@@ -253,9 +269,11 @@ mod tests {
 
     #[test]
     fn tap_rates_follow_the_engine() {
-        let g = Persona::tap_config(Provider::Gemini);
+        let g = Persona::tap_config(Provider::Gemini, QUIET_BATCH_MS);
         assert_eq!((g.to_engine_rate, g.from_engine_rate), (16_000, 24_000));
-        let o = Persona::tap_config(Provider::OpenAi);
+        assert_eq!(g.quiet_batch_ms, QUIET_BATCH_MS);
+        let o = Persona::tap_config(Provider::OpenAi, 0);
+        assert_eq!(o.quiet_batch_ms, 0);
         assert_eq!((o.to_engine_rate, o.from_engine_rate), (8_000, 8_000));
         assert_eq!(g.pacing_slack, PACING_SLACK);
         assert_eq!(o.pacing_slack, PACING_SLACK);

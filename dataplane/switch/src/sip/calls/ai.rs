@@ -79,7 +79,7 @@ impl Core {
         let Some(leg) = media::leg_config(&negotiated, ssrc) else {
             return self.end_placed(now, key, "failed", "the far end's SDP has no audio codec");
         };
-        let tap_cfg = Persona::tap_config(model.provider);
+        let tap_cfg = Persona::tap_config(model.provider, calls.ai_quiet_batch_ms);
         let tap = match (&mut calls.media, call.media.handle) {
             (media::MediaPorts::Engine(engine), Some(h)) => engine
                 .start_tap(now, h, media_side, leg, tap_cfg)

@@ -251,6 +251,13 @@ impl Core {
         self.calls.record_all = all;
     }
 
+    /// Caller audio of AI calls in a long silence goes to the engine in
+    /// batches of `ms` (`CODEB_AI_QUIET_BATCH_MS`; 20 or less, frame by
+    /// frame).
+    pub fn set_ai_quiet_batch(&mut self, ms: u32) {
+        self.calls.ai_quiet_batch_ms = ms;
+    }
+
     /// An answered call starts recording if the node records every call
     /// or the call asked (and the node records at all).
     pub(super) fn start_recording(&mut self, now: Instant, key: CallKey) {

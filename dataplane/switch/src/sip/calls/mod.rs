@@ -264,6 +264,9 @@ pub struct Calls {
     placed: originate::Placements,
     /// Record every answered call (`CODEB_RECORD=all`).
     record_all: bool,
+    /// An AI tap's caller audio in a long silence goes to the engine in
+    /// batches of this many ms (`CODEB_AI_QUIET_BATCH_MS`).
+    ai_quiet_batch_ms: u32,
     pub completed: u64,
     pub failed: u64,
 }
@@ -283,6 +286,7 @@ impl Calls {
             max_calls,
             placed: originate::Placements::default(),
             record_all: false,
+            ai_quiet_batch_ms: crate::ai::QUIET_BATCH_MS,
             completed: 0,
             failed: 0,
         }
