@@ -4,7 +4,9 @@
 
 use super::leg::{LegState, Receive};
 use super::txqueue::TxQueue;
-use super::{ConfigError, Event, Leg, LegConfig, Mode, PTIME, Pipeline, Scratch, send_encoded};
+use super::{
+    ConfigError, Event, Leg, LegConfig, Mode, PTIME, Pipeline, Scratch, send_encoded, with_scratch,
+};
 use crate::resample::Resampler;
 use crate::rewrite::Source;
 use crate::tap::{EngineFrame, TapConfig, TapWorker};
@@ -49,10 +51,12 @@ impl Pipeline {
         };
         let mut discarded = 0u64;
         let frame = crate::resample::frame_len(tap.cfg.from_engine_rate);
-        while tap.worker.engine_available() > 0 {
-            let (_, n) = tap.worker.pull_engine(&mut self.scratch.pcm[..frame], true);
-            discarded += n as u64;
-        }
+        with_scratch(|s| {
+            while tap.worker.engine_available() > 0 {
+                let (_, n) = tap.worker.pull_engine(&mut s.pcm[..frame], true);
+                discarded += n as u64;
+            }
+        });
         tap.from_engine.reset();
         tap.partial_waiting = false;
         let rate = u64::from(tap.cfg.from_engine_rate);
@@ -107,13 +111,7 @@ impl Pipeline {
     /// AI playout: one packet per ptime to the caller.
     pub(super) fn tap_ticks(&mut self, now: Instant) {
         loop {
-            let Pipeline {
-                mode,
-                legs,
-                tx,
-                scratch,
-                ..
-            } = self;
+            let Pipeline { mode, legs, tx, .. } = self;
             let Mode::Tap(tap) = mode else { return };
             if tap
                 .next_tick
@@ -137,7 +135,7 @@ impl Pipeline {
                 }
             });
             if let Some(caller) = &mut legs[0] {
-                tap_tick(now, tap, caller, tx, scratch);
+                with_scratch(|scratch| tap_tick(now, tap, caller, tx, scratch));
             }
             if let Some(e) = flushed {
                 self.emit(e);

@@ -496,6 +496,95 @@ fn transcode_takes_packets_of_any_duration_and_sends_20_ms_frames() {
     }
 }
 
+/// One AI-tapped call driven for `steps` ptimes: a caller packet of
+/// `packet_ms` (a tone at `caller_hz`) whenever one is due, engine audio
+/// (a tone at `engine_hz`, written in uneven pieces) every other step;
+/// returns (what the engine heard, the RTP payloads the caller got).
+struct TapRun {
+    h: Harness,
+    engine: TapEngine,
+    caller: Vec<i16>,
+    engine_pcm: Vec<i16>,
+    packet_ms: u32,
+    heard: Vec<i16>,
+}
+
+impl TapRun {
+    fn new(t0: Instant, packet_ms: u32, caller_hz: f32, engine_hz: f32) -> Self {
+        let (h, engine) = tap_pipeline(t0, true);
+        TapRun {
+            h,
+            engine,
+            caller: sine(caller_hz, 8000, 9000.0, 8000, 0),
+            engine_pcm: sine(engine_hz, 24_000, 12_000.0, 24_000, 0),
+            packet_ms,
+            heard: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, i: u32) {
+        let ms = i * 20;
+        if ms.is_multiple_of(self.packet_ms) {
+            let seq = ms / self.packet_ms;
+            let n = (self.packet_ms * 8) as usize;
+            let at = seq as usize * n;
+            let payload = ulaw_frame(&self.caller[at..at + n]);
+            let pkt = packet(0, seq as u16, seq * n as u32, 42, seq == 0, &payload);
+            self.h.rtp(Leg::A, FAR_A, &pkt);
+        }
+        if i.is_multiple_of(2) {
+            let at = (i as usize * 397) % 20_000;
+            self.engine
+                .write_engine(&self.engine_pcm[at..at + 700 + (i as usize % 3) * 150]);
+        }
+        self.h.advance(PTIME);
+        let mut got = [0i16; 4096];
+        let n = self.engine.read_caller(&mut got);
+        self.heard.extend_from_slice(&got[..n]);
+    }
+
+    fn sent(&self) -> Vec<Vec<u8>> {
+        self.h
+            .rtp_to(Leg::A)
+            .iter()
+            .map(|p| p.payload().to_vec())
+            .collect()
+    }
+}
+
+#[test]
+fn ai_taps_driven_side_by_side_give_what_each_gives_alone() {
+    // A thread's pipelines share their scratch buffers: nothing in them
+    // may carry over from one call's frame to another call's.
+    let t0 = Instant::now();
+    let steps = 40;
+    let mut alone = [
+        TapRun::new(t0, 20, 700.0, 500.0),
+        TapRun::new(t0, 30, 1100.0, 900.0),
+    ];
+    for r in &mut alone {
+        for i in 0..steps {
+            r.step(i);
+        }
+    }
+    let mut together = [
+        TapRun::new(t0, 20, 700.0, 500.0),
+        TapRun::new(t0, 30, 1100.0, 900.0),
+    ];
+    for i in 0..steps {
+        for r in &mut together {
+            r.step(i);
+        }
+    }
+    for (a, t) in alone.iter().zip(&together) {
+        assert!(a.heard.len() > 30 * 320 && a.sent().len() > 30);
+        assert_eq!(a.heard, t.heard);
+        assert_eq!(a.sent(), t.sent());
+    }
+    assert_ne!(alone[0].heard, alone[1].heard);
+    assert_ne!(alone[0].sent(), alone[1].sent());
+}
+
 #[test]
 fn ai_tap_takes_30_ms_packets() {
     let t0 = Instant::now();
