@@ -13,9 +13,12 @@
 //! server closes first), and the new setup carries the handle, so the
 //! conversation goes on where it was.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use url::Url;
 
@@ -102,6 +105,40 @@ impl GeminiEngine {
         events.push(EngineEvent::TurnComplete);
     }
 
+    /// One `inlineData` part: the model's audio.
+    fn inline_audio(
+        &mut self,
+        mime: &str,
+        data: &str,
+        events: &mut Vec<EngineEvent>,
+    ) -> Result<(), EngineError> {
+        let format = audio_format(mime)?;
+        let pcm = B64
+            .decode(data)
+            .map_err(|_| EngineError::Protocol("inlineData is not base64".into()))?;
+        if !pcm.len().is_multiple_of(2) {
+            return Err(EngineError::Protocol(
+                "PCM16 audio with an odd byte count".into(),
+            ));
+        }
+        self.model_content(events);
+        events.push(EngineEvent::Audio {
+            data: Bytes::from(pcm),
+            format,
+        });
+        Ok(())
+    }
+
+    /// What the driver does after a message: after `goAway`, reconnect
+    /// as soon as no model turn is in flight.
+    fn step(&self) -> Step {
+        if self.go_away && !self.in_turn && self.handle.is_some() {
+            Step::Reconnect
+        } else {
+            Step::Continue
+        }
+    }
+
     fn server_content(
         &mut self,
         sc: &Value,
@@ -124,21 +161,8 @@ impl GeminiEngine {
                     continue;
                 };
                 let mime = inline.get("mimeType").and_then(Value::as_str).unwrap_or("");
-                let format = audio_format(mime)?;
                 let data = inline.get("data").and_then(Value::as_str).unwrap_or("");
-                let pcm = B64
-                    .decode(data)
-                    .map_err(|_| EngineError::Protocol("inlineData is not base64".into()))?;
-                if !pcm.len().is_multiple_of(2) {
-                    return Err(EngineError::Protocol(
-                        "PCM16 audio with an odd byte count".into(),
-                    ));
-                }
-                self.model_content(events);
-                events.push(EngineEvent::Audio {
-                    data: Bytes::from(pcm),
-                    format,
-                });
+                self.inline_audio(mime, data, events)?;
             }
         }
         if let Some(t) = sc
@@ -296,6 +320,47 @@ fn setup_body(cfg: &SessionConfig) -> Map<String, Value> {
     s
 }
 
+/// A message of the model's audio and nothing else:
+/// `{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":…,"data":…}}]}}}`.
+/// Any other field, at any level, makes it not this (it is then read as
+/// a JSON tree, like every other message).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AudioOnly<'a> {
+    #[serde(borrow)]
+    server_content: AudioContent<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AudioContent<'a> {
+    #[serde(borrow)]
+    model_turn: AudioTurn<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AudioTurn<'a> {
+    #[serde(borrow)]
+    parts: Vec<AudioPart<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AudioPart<'a> {
+    #[serde(borrow)]
+    inline_data: InlineData<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct InlineData<'a> {
+    #[serde(borrow, default)]
+    mime_type: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Cow<'a, str>,
+}
+
 impl Engine for GeminiEngine {
     fn provider(&self) -> Provider {
         Provider::Gemini
@@ -353,6 +418,16 @@ impl Engine for GeminiEngine {
         events: &mut Vec<EngineEvent>,
         out: &mut Outbox,
     ) -> Result<Step, EngineError> {
+        // The model's audio, many messages a second, is read without a
+        // JSON tree and with its base64 borrowed from the frame; any
+        // other message, or an audio one with anything more in it, is
+        // read whole below.
+        if let Ok(m) = serde_json::from_str::<AudioOnly<'_>>(text) {
+            for part in &m.server_content.model_turn.parts {
+                self.inline_audio(&part.inline_data.mime_type, &part.inline_data.data, events)?;
+            }
+            return Ok(self.step());
+        }
         let msg: Value = match serde_json::from_str(text) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
@@ -363,7 +438,6 @@ impl Engine for GeminiEngine {
                 return Ok(Step::Continue);
             }
         };
-        let mut step = Step::Continue;
         if msg.get("setupComplete").is_some() {
             self.connection_ready = true;
             if self.ready {
@@ -444,10 +518,7 @@ impl Engine for GeminiEngine {
             events.push(EngineEvent::GoAway { time_left_ms: left });
             self.go_away = true;
         }
-        if self.go_away && !self.in_turn && self.handle.is_some() {
-            step = Step::Reconnect;
-        }
-        Ok(step)
+        Ok(self.step())
     }
 
     fn on_close(&mut self, code: Option<u16>, reason: &str, events: &mut Vec<EngineEvent>) -> Step {
@@ -630,6 +701,76 @@ mod tests {
         let (ev, out, _) = feed(&mut e, json!({"setupComplete": {}}));
         assert_eq!(ev, vec![EngineEvent::Resumed]);
         assert!(out.is_empty(), "no second greeting");
+    }
+
+    #[test]
+    fn audio_reads_the_same_alone_or_with_more_in_the_message() {
+        let pcm: Vec<u8> = (0..1920u32).map(|i| (i * 7 % 256) as u8).collect();
+        let data = B64.encode(&pcm);
+        let audio_of = |ev: &[EngineEvent]| -> Vec<(Vec<u8>, AudioFormat)> {
+            ev.iter()
+                .filter_map(|e| match e {
+                    EngineEvent::Audio { data, format } => Some((data.to_vec(), *format)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let part = json!({"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}});
+        let want = vec![(pcm.clone(), AudioFormat::PCM16_24K)];
+        for (msg, n) in [
+            // Alone (read without a tree), two parts, then with a
+            // transcript, a text part or usage beside it (read as a tree).
+            (
+                json!({"serverContent": {"modelTurn": {"parts": [part]}}}),
+                1,
+            ),
+            (
+                json!({"serverContent": {"modelTurn": {"parts": [part, part]}}}),
+                2,
+            ),
+            (
+                json!({"serverContent": {"modelTurn": {"parts": [part]}, "outputTranscription": {"text": "Hi"}}}),
+                1,
+            ),
+            (
+                json!({"serverContent": {"modelTurn": {"parts": [{"text": "x"}, part]}}}),
+                1,
+            ),
+            (
+                json!({"serverContent": {"modelTurn": {"parts": [part]}}, "usageMetadata": {"totalTokenCount": 1}}),
+                1,
+            ),
+        ] {
+            let mut e = GeminiEngine::new(&cfg());
+            let (ev, _, step) = feed(&mut e, msg.clone());
+            let all: Vec<_> = std::iter::repeat_n(want[0].clone(), n).collect();
+            assert_eq!(audio_of(&ev), all, "{msg}");
+            assert_eq!(step, Step::Continue);
+        }
+        // JSON escapes in the base64 (`\/` for `/`) are undone.
+        let mut e = GeminiEngine::new(&cfg());
+        let text = format!(
+            r#"{{"serverContent":{{"modelTurn":{{"parts":[{{"inlineData":{{"mimeType":"audio/pcm;rate=24000","data":"{}"}}}}]}}}}}}"#,
+            data.replace('/', "\\/")
+        );
+        assert!(text.contains("\\/"));
+        let (mut ev, mut out) = (Vec::new(), Outbox::new());
+        e.on_message(&text, &mut ev, &mut out).unwrap();
+        assert_eq!(audio_of(&ev), want);
+        // Bad audio is an error either way.
+        for msg in [
+            json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm", "data": "***"}}]}}}),
+            json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "video/mp4", "data": data}}]}}}),
+            json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": data}}]}}}),
+            json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm", "data": "AA=="}}]}}, "x": 1}),
+        ] {
+            let mut e = GeminiEngine::new(&cfg());
+            assert!(
+                e.on_message(&msg.to_string(), &mut Vec::new(), &mut Outbox::new())
+                    .is_err(),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //! the last audio item. Usage is summed over `response.done`. There is no
 //! resumption: a dropped connection ends the session.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -108,6 +111,27 @@ impl OpenAiEngine {
         out.json(&json!({"type": "response.create"}));
     }
 
+    /// A chunk of the model's audio (base64 `delta`) of item `item`.
+    fn audio_delta(
+        &mut self,
+        delta: &str,
+        item: &str,
+        events: &mut Vec<EngineEvent>,
+    ) -> Result<(), EngineError> {
+        let data = B64
+            .decode(delta)
+            .map_err(|_| EngineError::Protocol("output audio is not base64".into()))?;
+        if !item.is_empty() && item.len() <= 256 {
+            self.last_audio_item = Some(item.to_owned());
+        }
+        self.response_had_output = true;
+        events.push(EngineEvent::Audio {
+            data: Bytes::from(data),
+            format: self.format,
+        });
+        Ok(())
+    }
+
     fn rejection(&self, code: Option<u16>, reason: &str) -> EngineError {
         let (kind, message) = match &self.last_error {
             Some((k, m)) => (k.clone(), m.clone()),
@@ -121,6 +145,20 @@ impl OpenAiEngine {
             message,
         }
     }
+}
+
+/// The fields of an event the audio deltas need (the others are
+/// skipped unread). Strings that are missing read as empty, as `s` reads
+/// them; one of another type makes this fail (the event is then read as
+/// a JSON tree).
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    item_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    delta: Cow<'a, str>,
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -187,6 +225,18 @@ impl Engine for OpenAiEngine {
         events: &mut Vec<EngineEvent>,
         out: &mut Outbox,
     ) -> Result<Step, EngineError> {
+        // The model's audio, many messages a second, is read without a
+        // JSON tree and with its base64 borrowed from the frame; every
+        // other message is read whole below.
+        if let Ok(d) = serde_json::from_str::<Delta<'_>>(text)
+            && matches!(
+                &*d.kind,
+                "response.output_audio.delta" | "response.audio.delta"
+            )
+        {
+            self.audio_delta(&d.delta, &d.item_id, events)?;
+            return Ok(Step::Continue);
+        }
         let Ok(msg) = serde_json::from_str::<Value>(text) else {
             events.push(EngineEvent::Error {
                 code: Some("bad_frame".into()),
@@ -222,18 +272,7 @@ impl Engine for OpenAiEngine {
             "response.created" => self.response_had_output = false,
             // `response.audio.*` are the beta names, accepted read-only.
             "response.output_audio.delta" | "response.audio.delta" => {
-                let data = B64
-                    .decode(s(&msg, "delta"))
-                    .map_err(|_| EngineError::Protocol("output audio is not base64".into()))?;
-                let item = s(&msg, "item_id");
-                if !item.is_empty() && item.len() <= 256 {
-                    self.last_audio_item = Some(item.to_owned());
-                }
-                self.response_had_output = true;
-                events.push(EngineEvent::Audio {
-                    data: Bytes::from(data),
-                    format: self.format,
-                });
+                self.audio_delta(s(&msg, "delta"), s(&msg, "item_id"), events)?;
             }
             "response.output_audio_transcript.delta" | "response.audio_transcript.delta" => {
                 let d = s(&msg, "delta");
@@ -418,6 +457,46 @@ mod tests {
         let out = out.texts();
         assert!(
             out[0].contains(r#""item_id":"item_1""#) && out[0].contains(r#""audio_end_ms":120"#)
+        );
+    }
+
+    #[test]
+    fn audio_deltas_read_alike_whichever_way_they_are_read() {
+        let g711 = [0xd5u8, 0x55, 0x2a, 0xff, 0x00, 0x7f];
+        let data = B64.encode(g711);
+        let audio = |text: &str| {
+            let mut e = engine();
+            let mut ev = Vec::new();
+            let r = e.on_message(text, &mut ev, &mut Outbox::new());
+            (r.map(|_| ev), e.last_audio_item)
+        };
+        let want = vec![EngineEvent::Audio {
+            data: Bytes::copy_from_slice(&g711),
+            format: AudioFormat::PCMA,
+        }];
+        for msg in [
+            json!({"type": "response.output_audio.delta", "event_id": "e1", "response_id": "r", "item_id": "item_7", "output_index": 0, "content_index": 0, "delta": data}),
+            json!({"type": "response.audio.delta", "item_id": "item_7", "delta": data}),
+            // An odd field type: read as a tree, to the same effect.
+            json!({"type": "response.output_audio.delta", "item_id": "item_7", "delta": data, "output_index": "zero"}),
+        ] {
+            let (ev, item) = audio(&msg.to_string());
+            assert_eq!(ev.unwrap(), want, "{msg}");
+            assert_eq!(item.as_deref(), Some("item_7"));
+        }
+        // A JSON escape inside the base64.
+        let text = format!(
+            r#"{{"type":"response.output_audio.delta","item_id":"item_7","delta":"{}"}}"#,
+            data.replace('/', "\\/")
+        );
+        assert_eq!(audio(&text).0.unwrap(), want);
+        // A delta that is not a string reads as empty audio, as before.
+        let (ev, _) = audio(r#"{"type":"response.output_audio.delta","delta":5}"#);
+        assert!(matches!(&ev.unwrap()[..], [EngineEvent::Audio { data, .. }] if data.is_empty()));
+        assert!(
+            audio(r#"{"type":"response.output_audio.delta","delta":"***"}"#)
+                .0
+                .is_err()
         );
     }
 
