@@ -332,7 +332,7 @@ impl Polyphase {
             }
             return;
         }
-        self.process_any(input, output);
+        self.process_any::<false>(input, output);
     }
 
     /// [`process`](Self::process) compiled for AVX2: the same operations
@@ -341,15 +341,16 @@ impl Polyphase {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn process_avx2(&mut self, input: &[i16], output: &mut [i16]) {
-        self.process_any(input, output);
+        self.process_any::<true>(input, output);
     }
 
-    /// The conversion, inlined into each of its instruction-set builds.
+    /// The conversion, inlined into each of its instruction-set builds
+    /// (`WIDE`: the AVX2 one, see [`to_i16_wide`]).
     #[inline(always)]
-    fn process_any(&mut self, input: &[i16], output: &mut [i16]) {
+    fn process_any<const WIDE: bool>(&mut self, input: &[i16], output: &mut [i16]) {
         if let Some(fall) = &mut self.fall {
             // A fall keeps its input (and history) split by phase only.
-            fall.downsample(input, output);
+            fall.downsample::<WIDE>(input, output);
             return;
         }
         let (h, n) = (self.history, self.frame_in);
@@ -357,9 +358,9 @@ impl Polyphase {
             *f = f32::from(s);
         }
         if self.down == 1 && n.is_multiple_of(BLOCK) {
-            self.upsample(output);
+            self.upsample::<WIDE>(output);
         } else {
-            self.convert(output);
+            self.convert::<WIDE>(output);
         }
         // The newest `history` inputs stay for the next frame.
         self.buf.copy_within(n..n + h, 0);
@@ -367,12 +368,12 @@ impl Polyphase {
 
     /// Any ratio: one dot product per output.
     #[inline(always)]
-    fn convert(&self, output: &mut [i16]) {
+    fn convert<const WIDE: bool>(&self, output: &mut [i16]) {
         for (o, &(start, c, count)) in output.iter_mut().zip(self.plan) {
             *o = match count {
                 // The half-band phase: the input sample as it was.
-                1 => to_i16(self.buf[start] * self.coefs[c]),
-                _ => to_i16(dot(
+                1 => to_i16_in::<WIDE>(self.buf[start] * self.coefs[c]),
+                _ => to_i16_in::<WIDE>(dot(
                     &self.buf[start..start + count],
                     &self.coefs[c..c + count],
                 )),
@@ -387,16 +388,16 @@ impl Polyphase {
     /// Each phase's block is converted to i16 on its own (contiguous, so
     /// in vectors), then the phases are interleaved into the output.
     #[inline(always)]
-    fn upsample(&self, output: &mut [i16]) {
+    fn upsample<const WIDE: bool>(&self, output: &mut [i16]) {
         match self.up {
-            2 => self.rise::<2>(output),
-            3 => self.rise::<3>(output),
-            6 => self.rise::<6>(output),
+            2 => self.rise::<2, WIDE>(output),
+            3 => self.rise::<3, WIDE>(output),
+            6 => self.rise::<6, WIDE>(output),
             up => {
                 for g in (0..self.frame_in).step_by(BLOCK) {
                     for (r, &(start, c, count)) in self.plan.iter().enumerate().take(up) {
                         let mut block = [0i16; BLOCK];
-                        phase_block(
+                        phase_block::<WIDE>(
                             &mut block,
                             &self.buf[start + g..],
                             &self.coefs[c..c + count],
@@ -413,7 +414,7 @@ impl Polyphase {
     /// [`upsample`](Self::upsample) by `UP`, known to the compiler (the
     /// interleaving then runs in vectors too).
     #[inline(always)]
-    fn rise<const UP: usize>(&self, output: &mut [i16]) {
+    fn rise<const UP: usize, const WIDE: bool>(&self, output: &mut [i16]) {
         let Some(plan) = self.plan.get(..UP) else {
             return;
         };
@@ -421,7 +422,7 @@ impl Polyphase {
         for (g, out) in groups.zip(output.chunks_exact_mut(BLOCK * UP)) {
             let mut blocks = [[0i16; BLOCK]; UP];
             for (block, &(start, c, count)) in blocks.iter_mut().zip(plan) {
-                phase_block(block, &self.buf[start + g..], &self.coefs[c..c + count]);
+                phase_block::<WIDE>(block, &self.buf[start + g..], &self.coefs[c..c + count]);
             }
             for (j, o) in out.chunks_exact_mut(UP).enumerate() {
                 for (r, s) in o.iter_mut().enumerate() {
@@ -437,17 +438,17 @@ impl Polyphase {
 /// tap is the input sample as it was (scaled), the others a block of
 /// [`accumulate`].
 #[inline(always)]
-fn phase_block(block: &mut [i16; BLOCK], src: &[f32], coefs: &[f32]) {
+fn phase_block<const WIDE: bool>(block: &mut [i16; BLOCK], src: &[f32], coefs: &[f32]) {
     if let [only] = coefs {
         for (b, &x) in block.iter_mut().zip(src) {
-            *b = to_i16(x * only);
+            *b = to_i16_in::<WIDE>(x * only);
         }
         return;
     }
     let mut acc = [0f32; BLOCK];
     accumulate(&mut acc, src, coefs);
     for (b, a) in block.iter_mut().zip(acc) {
-        *b = to_i16(a);
+        *b = to_i16_in::<WIDE>(a);
     }
 }
 
@@ -504,7 +505,7 @@ impl Fall {
     /// resampler's input buffer split by phase (history, frame, then
     /// zeros), which is all a fall reads.
     #[inline(always)]
-    fn downsample(&mut self, input: &[i16], output: &mut [i16]) {
+    fn downsample<const WIDE: bool>(&mut self, input: &[i16], output: &mut [i16]) {
         match self.phases.len() / self.stride {
             2 => self.deinterleave::<2>(input),
             3 => self.deinterleave::<3>(input),
@@ -529,7 +530,7 @@ impl Fall {
                 );
             }
             for (o, a) in out.iter_mut().zip(acc) {
-                *o = to_i16(a);
+                *o = to_i16_in::<WIDE>(a);
             }
         }
         let (h, n) = (self.history, self.frame);
@@ -654,13 +655,33 @@ impl Resampler {
 /// Adding ±0.5 before the (truncating, saturating) cast rounds without
 /// `f32::round`, which is a libm call on x86-64 without SSE4.1 (0.7% of
 /// the switch's CPU on AI calls, two frames per call every 20 ms).
-/// Clamping before the cast gives the saturating cast's result (NaN
-/// still 0) in a form the compiler vectorises: `f32 as i16` stays one
-/// scalar conversion per sample.
 #[inline(always)]
 fn to_i16(f: f32) -> i16 {
     let v = f * 32768.0;
-    (v + 0.5f32.copysign(v)).clamp(-32768.0, 32767.0) as i32 as i16
+    (v + 0.5f32.copysign(v)) as i16
+}
+
+/// [`to_i16`] (`WIDE` false) or [`to_i16_wide`].
+#[inline(always)]
+fn to_i16_in<const WIDE: bool>(f: f32) -> i16 {
+    if WIDE { to_i16_wide(f) } else { to_i16(f) }
+}
+
+/// [`to_i16`]'s result, in operations that have vector forms with
+/// SSE4.1 (in the AVX2 build): the saturating cast is one scalar
+/// conversion per sample with its range and NaN checks, even in a loop.
+/// Truncated and clamped, the value is a whole number within i16, which
+/// 1.5 × 2^23 added puts in the low bits of the float's own bits (every
+/// float from 2^23 to 2^24 is a whole number); NaN goes to 0 as the cast
+/// sends it. Without SSE4.1 `trunc` is a libm call, hence two forms.
+#[inline(always)]
+fn to_i16_wide(f: f32) -> i16 {
+    const MAGIC: f32 = 12_582_912.0;
+    let v = f * 32768.0;
+    let t = v + 0.5f32.copysign(v);
+    let t = if t.is_nan() { 0.0 } else { t };
+    let whole = t.trunc().clamp(-32768.0, 32767.0);
+    ((whole + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32) as i16
 }
 
 #[cfg(test)]
@@ -772,13 +793,45 @@ mod tests {
                 }
                 let mut lanes = vec![0i16; frame_len(b)];
                 let mut each = vec![0i16; frame_len(b)];
-                p.upsample(&mut lanes);
-                p.convert(&mut each);
+                p.upsample::<false>(&mut lanes);
+                p.convert::<false>(&mut each);
                 for (i, (l, e)) in lanes.iter().zip(&each).enumerate() {
                     assert!((l - e).abs() <= 1, "{a}->{b} sample {i}: {l} vs {e}");
                 }
                 p.buf.copy_within(il..il + p.history, 0);
             }
+        }
+    }
+
+    #[test]
+    fn the_vector_friendly_conversion_gives_the_casts_result() {
+        let same = |f: f32| {
+            assert_eq!(to_i16_wide(f), to_i16(f), "{f} ({:#x})", f.to_bits());
+        };
+        for f in [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+        ] {
+            same(f);
+        }
+        // Every half-step tie and its neighbours over the whole range.
+        for i in -70_000i32..70_000 {
+            let f = i as f32 / 65_536.0;
+            for g in [
+                f,
+                f32::from_bits(f.to_bits() + 1),
+                f32::from_bits(f.to_bits().wrapping_sub(1)),
+            ] {
+                same(g);
+            }
+        }
+        // Bit patterns across all of f32 (NaNs with payloads included).
+        for bits in (0..=u32::MAX).step_by(4099) {
+            same(f32::from_bits(bits));
         }
     }
 
@@ -841,8 +894,8 @@ mod tests {
                 }
                 let mut blocks = vec![0i16; frame_len(b)];
                 let mut each = vec![0i16; frame_len(b)];
-                p.fall.as_mut().unwrap().downsample(f, &mut blocks);
-                p.convert(&mut each);
+                p.fall.as_mut().unwrap().downsample::<false>(f, &mut blocks);
+                p.convert::<false>(&mut each);
                 for (i, (l, e)) in blocks.iter().zip(&each).enumerate() {
                     // The same products summed in another order: at most
                     // a rounding step apart.
