@@ -21,6 +21,10 @@
 //!   [`CallerSignal::ready`]; engine audio landing in an empty ring (a turn
 //!   starting) calls the [`Kick`] the owner installed, so the worker can
 //!   send its first frame at once instead of at its next tick.
+//! * A media worker may hold its caller-audio wake-ups until its loop
+//!   turn ends ([`defer_wakes`], [`wake_deferred`]): the AI side, on the
+//!   same core, then neither preempts the worker in mid-turn nor wakes
+//!   once per call, and finds every frame of the turn at once.
 //! * Quiet batching (opt-in, [`TapConfig::quiet_batch_ms`]): once the
 //!   caller has been silent for [`TapConfig::quiet_after_ms`], caller
 //!   frames wait in the ring and wake the AI side a batch at a time, so
@@ -34,10 +38,11 @@
 
 use atomic_waker::AtomicWaker;
 use rtrb::{Consumer, Producer, RingBuffer};
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 /// Tells the worker that engine audio landed in an empty ring.
 pub type Kick = Box<dyn Fn() + Send + Sync>;
@@ -356,6 +361,43 @@ impl QuietBatch {
     }
 }
 
+thread_local! {
+    /// Caller-audio wake-ups this thread holds until [`wake_deferred`]
+    /// (`None`: it wakes at once).
+    static DEFERRED: RefCell<Option<Vec<Waker>>> = const { RefCell::new(None) };
+}
+
+/// From now on, the caller-audio wake-ups of taps pushed on this thread
+/// wait for [`wake_deferred`], which the thread's loop must call before
+/// it sleeps (a media worker: once per loop turn).
+pub fn defer_wakes() {
+    DEFERRED.with(|d| {
+        d.borrow_mut().get_or_insert_with(Vec::new);
+    });
+}
+
+/// Wakes the AI sides whose caller audio this thread pushed since the
+/// last call (see [`defer_wakes`]).
+pub fn wake_deferred() {
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if let Some(list) = d.as_mut() {
+            for w in list.drain(..) {
+                w.wake();
+            }
+        }
+    });
+}
+
+/// Wakes the task waiting for `shared`'s caller audio, now or at the
+/// thread's [`wake_deferred`].
+fn wake_caller(shared: &TapShared) {
+    DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(list) => list.extend(shared.caller_waker.take()),
+        None => shared.caller_waker.wake(),
+    });
+}
+
 /// The worker's end of a tap.
 #[derive(Debug)]
 pub(crate) struct TapWorker {
@@ -414,7 +456,7 @@ impl TapWorker {
         }
         self.shared.caller_frames.fetch_add(1, Ordering::Release);
         if !self.quiet.hold(frame) {
-            self.shared.caller_waker.wake();
+            wake_caller(&self.shared);
         }
         true
     }
@@ -623,6 +665,36 @@ mod tests {
             Poll::Ready(Some(640))
         );
         assert_eq!(c.poll_read(&mut cx, &mut [0i16; 1600]), Poll::Ready(None));
+    }
+
+    #[test]
+    fn deferred_wakes_wait_for_the_turn_to_end_and_the_worker_going_does_not() {
+        // Its own thread: deferring is per thread.
+        std::thread::spawn(|| {
+            let (mut w, mut e) = TapWorker::new(&TapConfig::default());
+            let mut c = e.split_caller().unwrap();
+            let count = Arc::new(Count(AtomicUsize::new(0)));
+            let waker = Waker::from(count.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut out = [0i16; 1600];
+            let wakes = || count.0.load(Ordering::SeqCst);
+            defer_wakes();
+            assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Pending);
+            assert!(w.push_caller(&[1; 320]));
+            assert!(w.push_caller(&[2; 320]));
+            assert_eq!(wakes(), 0, "held until the turn ends");
+            wake_deferred();
+            assert_eq!(wakes(), 1, "one wake-up for the turn's frames");
+            wake_deferred();
+            assert_eq!(wakes(), 1);
+            assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Ready(Some(640)));
+            assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Pending);
+            drop(w);
+            assert_eq!(wakes(), 2, "the end wakes at once");
+            assert_eq!(c.poll_read(&mut cx, &mut out), Poll::Ready(None));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -276,6 +276,11 @@ impl Worker {
     pub(super) fn run(&mut self) {
         let every = CHECK_EVERY.min(self.rtcp_interval);
         let mut next_check = Instant::now() + every;
+        // AI sessions run on another thread, often on this core: woken
+        // per frame, one would preempt this loop in mid-turn and take
+        // its calls' frames one at a time. They are woken together
+        // below, once this turn's packets are out.
+        codeb_media::tap::defer_wakes();
         loop {
             if !self.commands() {
                 break;
@@ -294,6 +299,7 @@ impl Worker {
             let wait = next_tap
                 .map_or(next_check, |t| t.min(next_check))
                 .saturating_duration_since(now);
+            codeb_media::tap::wake_deferred();
             let Worker { reactor, st, .. } = self;
             // One clock read per loop turn: a turn's datagrams arrived
             // together, and per-packet reads would be pure overhead.
@@ -314,6 +320,7 @@ impl Worker {
         for id in ids {
             self.close(id);
         }
+        codeb_media::tap::wake_deferred();
     }
 
     /// Sends this turn's packets.
@@ -649,6 +656,19 @@ impl Worker {
     }
 }
 
+/// [`State::schedule`] for a call already looked up (the loop's hot
+/// paths have it in hand: no second hash and probe of the table).
+fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, u64)>>, id: u64, call: &mut Call) {
+    let Some(due) = call.pipe.as_mut().and_then(|p| p.pipeline.poll_timeout()) else {
+        return;
+    };
+    if call.scheduled.is_some_and(|s| s <= due) {
+        return;
+    }
+    call.scheduled = Some(due);
+    timers.push(Reverse((due, id)));
+}
+
 /// Queues what a call's pipeline wants sent on its legs' sockets.
 fn drain(
     p: &mut Piped,
@@ -809,7 +829,7 @@ impl State {
                 &mut self.out,
                 &mut self.sends,
             );
-            self.schedule(id);
+            schedule(&mut self.timers, id, call);
         }
         None
     }
@@ -818,17 +838,9 @@ impl State {
     /// entry at or before it is there already (an earlier entry finds the
     /// later deadline when it comes up).
     fn schedule(&mut self, id: u64) {
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let Some(due) = call.pipe.as_mut().and_then(|p| p.pipeline.poll_timeout()) else {
-            return;
-        };
-        if call.scheduled.is_some_and(|s| s <= due) {
-            return;
+        if let Some(call) = self.calls.get_mut(&id) {
+            schedule(&mut self.timers, id, call);
         }
-        call.scheduled = Some(due);
-        self.timers.push(Reverse((due, id)));
     }
 
     fn map_socket(&mut self, s: SocketId, id: u64, side: LegSide, rtcp: bool) {
@@ -887,7 +899,7 @@ impl State {
             );
             // A packet can move the pipeline's next deadline (jitter
             // buffer playout).
-            self.schedule(id);
+            schedule(&mut self.timers, id, call);
             return;
         }
         let (this, other) = match side {
