@@ -276,6 +276,11 @@ impl Worker {
     pub(super) fn run(&mut self) {
         let every = CHECK_EVERY.min(self.rtcp_interval);
         let mut next_check = Instant::now() + every;
+        // AI sessions run on another thread, often on this core: woken
+        // per frame, one would preempt this loop in mid-turn and take
+        // its calls' frames one at a time. They are woken together
+        // below, once this turn's packets are out.
+        codeb_media::tap::defer_wakes();
         loop {
             if !self.commands() {
                 break;
@@ -294,6 +299,7 @@ impl Worker {
             let wait = next_tap
                 .map_or(next_check, |t| t.min(next_check))
                 .saturating_duration_since(now);
+            codeb_media::tap::wake_deferred();
             let Worker { reactor, st, .. } = self;
             // One clock read per loop turn: a turn's datagrams arrived
             // together, and per-packet reads would be pure overhead.
@@ -314,6 +320,7 @@ impl Worker {
         for id in ids {
             self.close(id);
         }
+        codeb_media::tap::wake_deferred();
     }
 
     /// Sends this turn's packets.
