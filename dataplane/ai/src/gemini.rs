@@ -409,7 +409,8 @@ impl Engine for GeminiEngine {
             r#"{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":""#,
             audio,
             r#""}}}"#,
-        )
+        );
+        Ok(())
     }
 
     fn on_message(

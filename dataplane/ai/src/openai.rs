@@ -216,7 +216,8 @@ impl Engine for OpenAiEngine {
             r#"{"type":"input_audio_buffer.append","audio":""#,
             audio,
             r#""}"#,
-        )
+        );
+        Ok(())
     }
 
     fn on_message(

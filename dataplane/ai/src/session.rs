@@ -551,7 +551,8 @@ impl Driver {
                 (f, _) => f,
             };
             account(&mut self.usage, &mut evs);
-            if self.emit(&mut evs).await.is_err() {
+            // Most turns (a caller frame sent) have no events.
+            if !evs.is_empty() && self.emit(&mut evs).await.is_err() {
                 // Nobody listens any more: the call is gone.
                 close_ws(&mut link, CloseCode::Normal, "call ended").await;
                 return;
@@ -782,10 +783,17 @@ impl Driver {
         Err(last)
     }
 
-    /// Forwards `evs` (left empty) to the call.
+    /// Forwards `evs` (left empty) to the call: at once while its queue
+    /// has room (nearly always), else waiting for room.
     async fn emit(&mut self, evs: &mut Vec<EngineEvent>) -> Result<(), ()> {
         for e in evs.drain(..) {
-            self.ev_tx.send(e).await.map_err(|_| ())?;
+            match self.ev_tx.try_send(e) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(e)) => {
+                    self.ev_tx.send(e).await.map_err(|_| ())?;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+            }
         }
         Ok(())
     }
