@@ -53,7 +53,8 @@ const JOURNAL_BATCH: usize = 512;
 /// writing them: at a few hundred events a second (AI calls' turns and
 /// usage) each used to get a write, an fdatasync and a wake-up of the
 /// gRPC streams of its own. Small beside what a subscriber does with an
-/// event.
+/// event. The journal sleeps through it rather than waiting on the
+/// queue, so the events that come meanwhile wake nobody.
 const JOURNAL_GATHER: Duration = Duration::from_millis(5);
 
 /// A request for the SIP thread.
@@ -489,13 +490,21 @@ fn journal_loop(
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![to_proto(first)];
-        let until = Instant::now() + JOURNAL_GATHER;
-        while batch.len() < JOURNAL_BATCH {
-            // Disconnected: the SIP thread is done; this batch is the last.
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(ev) => batch.push(to_proto(ev)),
-                Err(_) => break,
+        // Disconnected: the SIP thread is done; what it sent is read and
+        // this batch is the last.
+        let take = |batch: &mut Vec<v1::Event>| {
+            while batch.len() < JOURNAL_BATCH {
+                match rx.try_recv() {
+                    Ok(ev) => batch.push(to_proto(ev)),
+                    Err(_) => break,
+                }
             }
+        };
+        take(&mut batch);
+        // A backlog goes at once, in full batches.
+        if batch.len() < JOURNAL_BATCH {
+            std::thread::sleep(JOURNAL_GATHER);
+            take(&mut batch);
         }
         let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
         let written = match j.append(batch) {
