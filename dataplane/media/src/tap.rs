@@ -17,8 +17,8 @@
 //!   the caller, which [`TapEngine::played_ms`] reads (for truncating the
 //!   engine's transcript to what was heard).
 //! * Wake-ups both ways, so neither side polls on a clock: every caller
-//!   frame (and the worker dropping its side) wakes the task waiting on
-//!   [`CallerSignal::ready`]; engine audio landing in an empty ring (a turn
+//!   frame (and the worker dropping its side) wakes the task reading
+//!   [`TapCaller::poll_read`]; engine audio landing in an empty ring (a turn
 //!   starting) calls the [`Kick`] the owner installed, so the worker can
 //!   send its first frame at once instead of at its next tick.
 //! * A media worker may hold its caller-audio wake-ups until its loop
@@ -39,7 +39,6 @@
 use atomic_waker::AtomicWaker;
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::cell::RefCell;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -101,10 +100,8 @@ pub(crate) struct TapShared {
     pub played: AtomicU64,
     /// Caller frames dropped because the ring was full.
     pub dropped_frames: AtomicU64,
-    /// Caller frames pushed, and the worker's side dropped: what wakes
-    /// the AI side.
-    pub caller_frames: AtomicU64,
     pub worker_gone: AtomicBool,
+    /// The task reading the caller audio ([`TapCaller::poll_read`]).
     pub caller_waker: AtomicWaker,
 }
 
@@ -130,51 +127,7 @@ impl std::fmt::Debug for TapEngine {
     }
 }
 
-/// Waits for caller audio without holding the [`TapEngine`] (so the task
-/// can use the engine handle while it waits).
-#[derive(Debug)]
-pub struct CallerSignal {
-    shared: Arc<TapShared>,
-    seen: u64,
-}
-
-impl CallerSignal {
-    /// Resolves once a caller frame was pushed since the last time it
-    /// resolved, or the worker's side is gone.
-    pub fn ready(&mut self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx: &mut Context<'_>| {
-            if self.check() {
-                return Poll::Ready(());
-            }
-            self.shared.caller_waker.register(cx.waker());
-            // A push between the check and the registration is seen here.
-            if self.check() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-    }
-
-    fn check(&mut self) -> bool {
-        let pushed = self.shared.caller_frames.load(Ordering::Acquire);
-        if pushed != self.seen {
-            self.seen = pushed;
-            return true;
-        }
-        self.shared.worker_gone.load(Ordering::Acquire)
-    }
-}
-
 impl TapEngine {
-    /// The wake-up for caller audio.
-    pub fn caller_signal(&self) -> CallerSignal {
-        CallerSignal {
-            shared: self.shared.clone(),
-            seen: 0,
-        }
-    }
-
     /// Installs what tells the worker that a turn's audio is waiting.
     pub fn set_kick(&mut self, kick: Kick) {
         self.kick = Some(kick);
@@ -458,7 +411,6 @@ impl TapWorker {
             self.shared.dropped_frames.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.shared.caller_frames.fetch_add(1, Ordering::Release);
         if !self.quiet.hold(frame) {
             wake_caller(&self.shared);
         }
@@ -540,32 +492,6 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
-    }
-
-    #[test]
-    fn caller_frames_wake_the_waiting_side_and_so_does_the_end() {
-        let (mut w, e) = TapWorker::new(&TapConfig::default());
-        let mut signal = e.caller_signal();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut poll = |s: &mut CallerSignal| {
-            let f = std::pin::pin!(s.ready());
-            f.poll(&mut cx).is_ready()
-        };
-        assert!(!poll(&mut signal));
-        assert!(w.push_caller(&[1; 320]));
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert!(poll(&mut signal));
-        // Two frames while nobody waited: one wake-up reports both.
-        assert!(!poll(&mut signal));
-        w.push_caller(&[1; 320]);
-        w.push_caller(&[1; 320]);
-        assert!(poll(&mut signal));
-        assert!(!poll(&mut signal));
-        drop(w);
-        assert!(poll(&mut signal));
-        assert!(poll(&mut signal), "stays ready once the worker is gone");
     }
 
     #[test]
