@@ -24,6 +24,9 @@ pub const GEMINI_DEFAULT_MODEL: &str = "models/gemini-2.5-flash-native-audio-pre
 
 /// Longest model string accepted from an API caller.
 const MAX_MODEL_LEN: usize = 128;
+/// The engine's voice detection ends the caller's turn after this much
+/// silence ([`SessionConfig::vad_silence_ms`]'s default).
+pub const DEFAULT_VAD_SILENCE_MS: u32 = 500;
 
 /// Which vendor protocol a session speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,7 +300,7 @@ impl SessionConfig {
             transcribe_output: true,
             kickoff: Some("The call is connected. Greet the caller.".into()),
             telephony_codec: Codec::Pcmu,
-            vad_silence_ms: 500,
+            vad_silence_ms: DEFAULT_VAD_SILENCE_MS,
             tls: None,
             connect_timeout: std::time::Duration::from_secs(10),
         }

@@ -188,8 +188,8 @@ struct Cli {
           value_parser = clap::value_parser!(u16).range(1..=64))]
     ai_threads: u16,
     /// Milliseconds of caller audio per engine message while the caller
-    /// has been silent for a second (0-100; 20 or less: every 20 ms
-    /// frame goes on its own). Speech and the second after it always go
+    /// has been silent for 0.7 s (0-100; 20 or less: every 20 ms
+    /// frame goes on its own). Speech and the 0.7 s after it always go
     /// frame by frame.
     #[arg(long, env = "CODEB_AI_QUIET_BATCH_MS", default_value_t = codeb_switch::ai::QUIET_BATCH_MS,
           value_parser = clap::value_parser!(u32).range(0..=100))]

@@ -41,9 +41,11 @@ pub const PACING_SLACK: std::time::Duration = std::time::Duration::from_millis(2
 pub const QUIET_BATCH_MS: u32 = 100;
 /// How long after the caller's last sound frames still go one by one:
 /// the engine's voice detection ends the caller's turn on this silence
-/// (OpenAI's server VAD waits 500 ms by default), so it must not wait
-/// for a batch.
-pub const QUIET_AFTER_MS: u32 = 1_000;
+/// (the sessions ask for [`codeb_ai::config::DEFAULT_VAD_SILENCE_MS`]),
+/// so it must reach the engine frame by frame; 200 ms more for the
+/// engine's own framing and a last sound frame under the tap's
+/// threshold.
+pub const QUIET_AFTER_MS: u32 = codeb_ai::config::DEFAULT_VAD_SILENCE_MS + 200;
 
 /// Who the AI is on a call: the control plane's persona.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
