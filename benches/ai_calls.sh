@@ -20,6 +20,8 @@
 # MEDIA_QUOTA=<percent> caps only the media worker thread (the AI tap's
 # side of the calls: RTP, codec, resampling, pacing), to find the tapped
 # calls one media core carries.
+# PERIOD_MS=<ms> (1500-60000, default 4000): how often each caller speaks
+# its 600 ms burst; shorter is a caller who talks more.
 #
 # The switch's config: one trunk, the default for every tenant, whose host
 # is ai-load's callee socket; CODEB_GEMINI_URL points at the simulator.
@@ -72,6 +74,6 @@ fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 taskset -c "$GEN_CPU" "$BIN/ai-load" --grpc $GRPC --sip 127.0.0.1:$SW_PORT \
     --uas 127.0.0.1:$UAS_PORT --sim $SIM --pid $SW --rate "$RATE" \
-    --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS"
+    --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS" --period-ms "${PERIOD_MS:-4000}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "switch warnings: $(grep -c WARN "$DIR/switch.log" || true)"

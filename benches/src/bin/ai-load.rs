@@ -9,11 +9,11 @@
 //! phone through its default trunk, which points at this generator's
 //! callee socket (`--uas`); the generator answers 200 with SDP, then its
 //! leg streams paced G.711 (`codeb_benches::rtp_stream`) like a phone: µ-law
-//! silence with a 600 ms voiced burst (140 Hz and two harmonics) every 4 s,
-//! each call's bursts at its own phase. The simulator hears the bursts
-//! (through the switch: jitter buffer, decode, 8→16 kHz, the AI task, the
-//! WebSocket) and answers each with a spoken turn, which the switch
-//! resamples to 8 kHz and paces back out as RTP.
+//! silence with a 600 ms voiced burst (140 Hz and two harmonics) every 4 s
+//! (`--period-ms`), each call's bursts at its own phase. The simulator
+//! hears the bursts (through the switch: jitter buffer, decode, 8→16 kHz,
+//! the AI task, the WebSocket) and answers each with a spoken turn, which
+//! the switch resamples to 8 kHz and paces back out as RTP.
 //!
 //! Latency, by onset timing on one clock (the simulator's observer and the
 //! generator share this process's `Instant`):
@@ -49,9 +49,13 @@ use codeb_media::g711::{ulaw_decode, ulaw_encode};
 use codeb_proto::v1;
 use codeb_proto::v1::switch_client::SwitchClient;
 
-/// A caller's utterance every PERIOD, BURST long.
+/// A caller's utterance every PERIOD (by default; `--period-ms`), BURST
+/// long.
 const PERIOD: Duration = Duration::from_secs(4);
 const BURST: Duration = Duration::from_millis(600);
+/// Shortest period: the burst, the simulator's end-of-utterance silence
+/// and a reply fit in it.
+const MIN_PERIOD: Duration = Duration::from_millis(1_500);
 /// Peak (linear, i16 scale) that makes engine-side audio loud / quiet.
 const ENGINE_LOUD: i16 = 1000;
 const ENGINE_QUIET: i16 = 100;
@@ -76,6 +80,8 @@ struct Args {
     seconds: u64,
     threads: usize,
     rate: u32,
+    /// A caller speaks a burst once per this.
+    period: Duration,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -89,6 +95,7 @@ fn args() -> anyhow::Result<Args> {
         seconds: 20,
         threads: 1,
         rate: 100,
+        period: PERIOD,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -108,11 +115,15 @@ fn args() -> anyhow::Result<Args> {
             "--seconds" => a.seconds = value()?.parse()?,
             "--threads" => a.threads = value()?.parse()?,
             "--rate" => a.rate = value()?.parse()?,
+            "--period-ms" => a.period = Duration::from_millis(value()?.parse()?),
             other => bail!("unknown flag {other}"),
         }
     }
     if a.threads == 0 || a.rate == 0 || a.calls.is_empty() || a.calls.contains(&0) {
         bail!("--threads, --rate and --calls must be positive");
+    }
+    if !(MIN_PERIOD..=Duration::from_secs(60)).contains(&a.period) {
+        bail!("--period-ms must be 1500-60000");
     }
     Ok(a)
 }
@@ -207,6 +218,7 @@ struct CallerLeg {
 /// One generator thread's legs and findings.
 struct Caller {
     window: Window,
+    period: Duration,
     burst: Arc<Vec<u8>>,
     legs: Arc<Vec<(u64, u64)>>,
     state: HashMap<usize, CallerLeg>,
@@ -235,7 +247,7 @@ impl Caller {
 
 impl Traffic for Caller {
     fn payload(&mut self, leg: usize, sent_ns: u64, out: &mut [u8; PAYLOAD]) {
-        let period = PERIOD.as_nanos() as u64;
+        let period = self.period.as_nanos() as u64;
         let burst = Arc::clone(&self.burst);
         let l = self.leg(leg);
         let t = sent_ns.saturating_sub(l.phase_ns);
@@ -374,11 +386,12 @@ fn main() -> anyhow::Result<()> {
     let (legs_tx, legs_rx) = mpsc::channel();
     let callee = callee(a.sip, a.uas, legs_tx, Arc::clone(&stop))?;
     println!(
-        "Gemini simulator at {} (the switch's CODEB_GEMINI_URL); window {} s after {} s warm-up; caller: 600 ms burst every {} s, silence between",
+        "Gemini simulator at {} (the switch's CODEB_GEMINI_URL); window {} s after {} s warm-up; caller: {} ms burst every {} ms, silence between",
         sim.url(),
         a.seconds,
         codeb_benches::rtp_stream::WARMUP.as_secs(),
-        PERIOD.as_secs()
+        BURST.as_millis(),
+        a.period.as_millis()
     );
     println!(
         "{:>6} {:>8} {:>9} {:>10} {:>10} {:>36} {:>36} {:>9} {:>5}",
@@ -439,7 +452,9 @@ fn main() -> anyhow::Result<()> {
                 continue;
             };
             let mark = run as u64 * 1_000_000 + i as u64;
-            let phase = (i as u64 * 37 % 200) * PTIME.as_nanos() as u64;
+            // Spread over the period, one packet time apart.
+            let slots = (a.period.as_nanos() / PTIME.as_nanos()) as u64;
+            let phase = (i as u64 * 37 % slots) * PTIME.as_nanos() as u64;
             legs.push((mark, phase));
             endpoints.push(leg.endpoint);
         }
@@ -448,6 +463,7 @@ fn main() -> anyhow::Result<()> {
         let burst = Arc::new(burst_audio());
         let result = measure(endpoints, a.threads, a.seconds, a.pid, |window| Caller {
             window,
+            period: a.period,
             burst: Arc::clone(&burst),
             legs: Arc::clone(&legs),
             state: HashMap::new(),
