@@ -669,14 +669,21 @@ fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, u64)>>, id: u64, call: &mu
     timers.push(Reverse((due, id)));
 }
 
-/// Queues what a call's pipeline wants sent on its legs' sockets.
+/// Queues what a call's pipeline wants sent on its legs' sockets, then
+/// enters its next deadline in the timer heap.
 fn drain(
-    p: &mut Piped,
-    legs: &mut [Leg; 2],
-    record: &mut Option<Box<RecordFeed>>,
+    id: u64,
+    call: &mut Call,
     out: &mut Vec<u8>,
     sends: &mut Vec<(SocketId, SocketAddr, usize, usize)>,
+    timers: &mut BinaryHeap<Reverse<(Instant, u64)>>,
 ) {
+    let Call {
+        legs, pipe, record, ..
+    } = call;
+    let Some(p) = pipe else {
+        return;
+    };
     let kind = p.kind;
     let p = &mut p.pipeline;
     while let Some(t) = p.poll_transmit() {
@@ -702,6 +709,7 @@ fn drain(
     while let Some(ev) = p.poll_event() {
         tracing::trace!(?ev, "media pipeline event");
     }
+    schedule(timers, id, call);
 }
 
 /// Copies an RTP packet's audio into a recording, if it is the leg's
@@ -822,14 +830,7 @@ impl State {
             // does nothing that is not due. So no second poll_timeout
             // (its deadlines sit on several of the call's cold lines).
             p.pipeline.handle_timeout(now);
-            drain(
-                p,
-                &mut call.legs,
-                &mut call.record,
-                &mut self.out,
-                &mut self.sends,
-            );
-            schedule(&mut self.timers, id, call);
+            drain(id, call, &mut self.out, &mut self.sends, &mut self.timers);
         }
         None
     }
@@ -890,16 +891,9 @@ impl State {
                     call.reported_quiet = false;
                 }
             }
-            drain(
-                p,
-                &mut call.legs,
-                &mut call.record,
-                &mut self.out,
-                &mut self.sends,
-            );
-            // A packet can move the pipeline's next deadline (jitter
-            // buffer playout).
-            schedule(&mut self.timers, id, call);
+            // Also enters the pipeline's next deadline, which a packet
+            // can move (jitter buffer playout).
+            drain(id, call, &mut self.out, &mut self.sends, &mut self.timers);
             return;
         }
         let (this, other) = match side {
