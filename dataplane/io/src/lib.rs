@@ -19,11 +19,13 @@
 
 mod bufring;
 mod epoll;
+mod steer;
 mod sys;
 mod uring;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,6 +143,10 @@ pub struct Stats {
     pub accepted: u64,
     pub refused_connections: u64,
     pub open_connections: u64,
+    /// Of `datagrams_in`, those that came through port steering.
+    pub steered_in: u64,
+    /// Steered datagrams for a port no socket holds (any more).
+    pub steered_strays: u64,
 }
 
 /// An event loop over either backend.
@@ -178,6 +184,22 @@ impl Reactor {
         match self {
             Reactor::Uring(_) => "io_uring",
             Reactor::Epoll(_) => "epoll",
+        }
+    }
+
+    /// Receives the datagrams of every UDP socket added afterwards whose
+    /// port is in `ports` on `ip` through one socket, reported as that
+    /// socket's (see `steer.rs`); sockets elsewhere are not affected.
+    /// Fails, changing nothing, where it cannot be done: the epoll
+    /// backend, IPv6, a kernel without socket-lookup programs (5.9+), or
+    /// a process without `CAP_BPF` and `CAP_NET_ADMIN`.
+    pub fn steer_ports(&mut self, ip: IpAddr, ports: RangeInclusive<u16>) -> io::Result<()> {
+        match self {
+            Reactor::Uring(r) => r.steer_ports(ip, ports),
+            Reactor::Epoll(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "port steering needs the io_uring backend",
+            )),
         }
     }
 

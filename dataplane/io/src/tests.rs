@@ -446,3 +446,153 @@ fn coalescing_gathers_datagrams_and_still_returns_early() {
     peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     assert_eq!(peer.recv(&mut buf).unwrap(), 3);
 }
+
+/// A steering reactor over loopback, or None where this process may not
+/// load BPF programs (said on stderr; `CODEB_REQUIRE_STEER=1` makes that
+/// a failure). Any other refusal fails the test.
+fn steering(ports: std::ops::RangeInclusive<u16>) -> Option<Reactor> {
+    let mut r = Reactor::new(&Options::default()).unwrap();
+    if r.backend() != "io_uring" {
+        eprintln!("io_uring unavailable here: port steering not tested");
+        return None;
+    }
+    match r.steer_ports(std::net::Ipv4Addr::LOCALHOST.into(), ports) {
+        Ok(()) => Some(r),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && std::env::var_os("CODEB_REQUIRE_STEER").is_none() =>
+        {
+            eprintln!("port steering not permitted here ({e}): not tested");
+            None
+        }
+        Err(e) => panic!("port steering refused: {e}"),
+    }
+}
+
+/// Polls until `n` datagrams arrived (or 5 s pass): (socket, data).
+fn datagrams(r: &mut Reactor, n: usize) -> Vec<(crate::SocketId, Vec<u8>)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        assert!(Instant::now() < deadline, "timed out; saw {seen:?}");
+        r.poll(Some(Duration::from_millis(50)), &mut |ev| {
+            if let Event::Datagram { socket, data, .. } = ev {
+                seen.push((socket, data.to_vec()));
+            }
+        })
+        .unwrap();
+    }
+    seen
+}
+
+#[test]
+fn steered_ports_arrive_as_their_sockets_and_others_ports_are_left_alone() {
+    let bind = || UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (a, b, outsider) = (bind(), bind(), bind());
+    let port = |s: &UdpSocket| s.local_addr().unwrap().port();
+    let ports = [port(&a), port(&b), port(&outsider)];
+    let range = *ports.iter().min().unwrap()..=*ports.iter().max().unwrap();
+    let Some(mut r) = steering(range) else {
+        return;
+    };
+    let (addr_a, addr_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let peer = bind();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Queued before its port was steered: still delivered.
+    peer.send_to(b"early", addr_a).unwrap();
+    let id_a = r.add_udp(a).unwrap();
+    let id_b = r.add_udp(b).unwrap();
+    let mut seen = datagrams(&mut r, 1);
+    peer.send_to(b"to-a", addr_a).unwrap();
+    peer.send_to(b"to-b", addr_b).unwrap();
+    // A port in the range that no added socket holds keeps its datagrams.
+    outsider
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    peer.send_to(b"to-outsider", outsider.local_addr().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = outsider.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"to-outsider");
+    seen.extend(datagrams(&mut r, 2));
+    seen.sort();
+    let mut want = vec![
+        (id_a, b"early".to_vec()),
+        (id_a, b"to-a".to_vec()),
+        (id_b, b"to-b".to_vec()),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+    // The two sent once the ports were steered came through the
+    // steering socket.
+    assert_eq!((r.stats().datagrams_in, r.stats().steered_in), (3, 2));
+
+    // Sends still leave from the socket's own port.
+    r.send_to(id_b, peer.local_addr().unwrap(), b"from-b")
+        .unwrap();
+    r.poll(Some(Duration::from_millis(10)), &mut |_| {})
+        .unwrap();
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"from-b"[..], addr_b));
+
+    // A removed socket's port is no longer steered: its port is free for
+    // anyone, who receives what is sent to it.
+    r.remove_udp(id_b).unwrap();
+    r.poll(Some(Duration::from_millis(10)), &mut |_| {})
+        .unwrap();
+    let again = UdpSocket::bind(addr_b).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    peer.send_to(b"to-b-again", addr_b).unwrap();
+    let (n, _) = again.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"to-b-again");
+    // Added again, it is steered again.
+    let id_b2 = r.add_udp(again).unwrap();
+    peer.send_to(b"back", addr_b).unwrap();
+    assert_eq!(datagrams(&mut r, 1), vec![(id_b2, b"back".to_vec())]);
+
+    // Steering ends with the reactor. (The kernel lets go of the ring's
+    // registered sockets in the background: the port frees shortly.)
+    drop(r);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let c = loop {
+        match UdpSocket::bind(addr_a) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("port still held: {e}"),
+        }
+    };
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    peer.send_to(b"after", addr_a).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"after");
+}
+
+#[test]
+fn steering_is_refused_where_it_cannot_work() {
+    let mut epoll = Reactor::new(&Options {
+        force_epoll: true,
+        ..Options::default()
+    })
+    .unwrap();
+    let err = epoll
+        .steer_ports(std::net::Ipv4Addr::LOCALHOST.into(), 20_000..=20_099)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
+    let mut r = Reactor::new(&Options::default()).unwrap();
+    if r.backend() == "io_uring" {
+        let err = r
+            .steer_ports(std::net::Ipv6Addr::LOCALHOST.into(), 20_000..=20_099)
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
+        #[allow(clippy::reversed_empty_ranges)]
+        let err = r
+            .steer_ports(std::net::Ipv4Addr::LOCALHOST.into(), 20_099..=20_000)
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
+}

@@ -16,7 +16,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::mem::size_of;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +26,18 @@ use io_uring::types::{Fd, Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use crate::bufring::BufRing;
+use crate::steer::{PortSteer, orig_dst_port};
 use crate::sys::{Slab, eventfd, from_sockaddr_bytes, to_sockaddr};
 use crate::{CloseReason, ConnId, Event, Options, SocketId, Stats, Waker};
 
 const BUF_GROUP: u16 = 0;
+
+/// Receive buffer of the steering socket, which takes every steered
+/// port's datagrams (the kernel may grant less without `CAP_NET_ADMIN`).
+const STEER_RECV_BUFFER: usize = 2 << 20;
+/// Ancillary bytes per steered datagram: one `IP_ORIGDSTADDR`
+/// (`CMSG_SPACE(sizeof(struct sockaddr_in))`), with room to spare.
+const STEER_CONTROL: usize = 64;
 
 /// Datagram send slots kept for reuse: enough for a worker's burst of
 /// sends in one loop turn.
@@ -70,6 +79,8 @@ struct UdpSlot {
     /// Removed by the owner: its receive is being cancelled, and the slot
     /// is freed (the socket closed) when the final completion arrives.
     closing: bool,
+    /// Its port's datagrams arrive on the steering socket.
+    steered: Option<u16>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -134,6 +145,8 @@ pub struct UringReactor {
     /// Size of the registered-file table (0: none); UDP socket `i` uses
     /// slot `i` when `i` is below it.
     fixed_files: u32,
+    /// Port steering, with the slot of its receiving socket.
+    steer: Option<(PortSteer, u32)>,
 }
 
 impl UringReactor {
@@ -185,6 +198,7 @@ impl UringReactor {
             min_timeout,
             coalesce: None,
             fixed_files,
+            steer: None,
         };
         r.arm_wake()?;
         // The first enter fails on kernels where io_uring exists but is
@@ -260,10 +274,68 @@ impl UringReactor {
         self.push(&e)
     }
 
+    /// See [`crate::Reactor::steer_ports`].
+    pub fn steer_ports(&mut self, ip: IpAddr, ports: RangeInclusive<u16>) -> io::Result<()> {
+        if self.steer.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "ports are already steered",
+            ));
+        }
+        let steer = PortSteer::new(ip, ports)?;
+        // Every port's datagrams queue here: room for tens of ms of a
+        // full worker's arrivals.
+        crate::set_recv_buffer(&steer.socket, STEER_RECV_BUFFER)?;
+        let idx = self.add_udp_slot(steer.socket.try_clone()?, STEER_CONTROL)?;
+        self.steer = Some((steer, idx));
+        self.arm_udp(idx)?;
+        Ok(())
+    }
+
     pub fn add_udp(&mut self, sock: UdpSocket) -> io::Result<SocketId> {
-        // SAFETY: zeroed msghdr is valid; only namelen is set.
+        let idx = self.add_udp_slot(sock, 0)?;
+        if let Some(port) = self.steer_socket(idx)
+            && let Some(Some(slot)) = self.udp.get_mut(idx as usize)
+        {
+            slot.steered = Some(port);
+        }
+        // A steered socket's own receive is armed too, idle from now on:
+        // it takes what queued on the socket before its port was steered,
+        // so nothing sent to the port is lost.
+        self.arm_udp(idx)?;
+        Ok(SocketId(idx))
+    }
+
+    /// Enters a socket bound inside the steered ports in the steering
+    /// map; its port, if so.
+    fn steer_socket(&mut self, idx: u32) -> Option<u16> {
+        let (steer, _) = self.steer.as_mut()?;
+        let addr = self
+            .udp
+            .get(idx as usize)?
+            .as_ref()?
+            .sock
+            .local_addr()
+            .ok()?;
+        if !steer.covers(addr) {
+            return None;
+        }
+        match steer.insert(addr.port(), idx) {
+            Ok(()) => Some(addr.port()),
+            Err(e) => {
+                tracing::warn!(port = addr.port(), error = %e, "port not steered; its socket receives for itself");
+                None
+            }
+        }
+    }
+
+    /// A UDP slot for `sock`, its receive not yet armed; `control` bytes
+    /// of ancillary data come with each datagram.
+    fn add_udp_slot(&mut self, sock: UdpSocket, control: usize) -> io::Result<u32> {
+        // SAFETY: zeroed msghdr is valid; only the lengths are set.
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_controllen = control;
         let fd = sock.as_raw_fd();
         let slot = UdpSlot {
             sock,
@@ -271,6 +343,7 @@ impl UringReactor {
             armed: false,
             fixed: false,
             closing: false,
+            steered: None,
         };
         let idx = match self.free_udp.pop() {
             Some(idx) => {
@@ -296,8 +369,7 @@ impl UringReactor {
         {
             slot.fixed = true;
         }
-        self.arm_udp(idx)?;
-        Ok(SocketId(idx))
+        Ok(idx)
     }
 
     /// Stops receiving on a UDP socket and closes it. Its id is not
@@ -318,6 +390,11 @@ impl UringReactor {
             ));
         }
         slot.closing = true;
+        if let Some(port) = slot.steered
+            && let Some((steer, _)) = self.steer.as_mut()
+        {
+            steer.remove(port);
+        }
         if slot.armed {
             let e = opcode::AsyncCancel::new(user_data(Kind::Udp, 0, idx))
                 .build()
@@ -682,15 +759,33 @@ impl UringReactor {
                     {
                         let buf = self.bufs.buffer(bid, len);
                         if let Ok(out) = RecvMsgOut::parse(buf, &slot.msg) {
+                            // A steered datagram is its port's socket's.
+                            let owner = match &self.steer {
+                                Some((steer, s)) if *s == idx => orig_dst_port(out.control_data())
+                                    .and_then(|port| steer.owner(port))
+                                    .filter(|&o| {
+                                        self.udp
+                                            .get(o as usize)
+                                            .and_then(Option::as_ref)
+                                            .is_some_and(|slot| !slot.closing)
+                                    }),
+                                _ => Some(idx),
+                            };
                             if out.is_payload_truncated() {
                                 self.stats.datagrams_truncated += 1;
                             } else if let Some(from) = from_sockaddr_bytes(out.name_data()) {
-                                self.stats.datagrams_in += 1;
-                                on_event(Event::Datagram {
-                                    socket: SocketId(idx),
-                                    from,
-                                    data: out.payload_data(),
-                                });
+                                match owner {
+                                    Some(owner) => {
+                                        self.stats.datagrams_in += 1;
+                                        self.stats.steered_in += u64::from(owner != idx);
+                                        on_event(Event::Datagram {
+                                            socket: SocketId(owner),
+                                            from,
+                                            data: out.payload_data(),
+                                        });
+                                    }
+                                    None => self.stats.steered_strays += 1,
+                                }
                             }
                         }
                     }

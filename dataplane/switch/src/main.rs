@@ -77,6 +77,14 @@ struct Cli {
     /// pipeline (AI tap, transcoding) waits up to 1 ms, or this if longer.
     #[arg(long, env = "CODEB_RTP_COALESCE_US", default_value_t = 0)]
     rtp_coalesce_us: u64,
+    /// `on`: each media worker receives all its RTP/RTCP ports through one
+    /// socket, steered by a small BPF socket-lookup program (Linux 5.9+,
+    /// needs CAP_BPF and CAP_NET_ADMIN; without them the start log says
+    /// why and each port receives on its own socket). `off`: always one
+    /// receive per port.
+    #[arg(long, env = "CODEB_RTP_STEER", default_value = "on",
+          value_parser = ["on", "off"])]
+    rtp_steer: String,
     /// Call recording (dual-channel WAV in $CODEB_DATA_DIR/recordings):
     /// `off`, `requested` (calls whose PlaceCall asks) or `all` (every
     /// answered call).
@@ -414,6 +422,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             force_epoll: cli.io == "epoll",
             coalesce: Duration::from_micros(cli.rtp_coalesce_us.min(10_000)),
             record_dir: (cli.record != "off").then(|| cli.data_dir.join("recordings")),
+            steer: cli.rtp_steer == "on",
         },
         Some(waiter.waker()),
     )

@@ -87,6 +87,12 @@ pub struct MediaSettings {
     pub coalesce: Duration,
     /// Where call recordings go (None: calls cannot be recorded).
     pub record_dir: Option<PathBuf>,
+    /// Receive each worker's ports through one socket where the kernel
+    /// and the process's privileges allow (`codeb_io`'s port steering):
+    /// one multishot receive drains every call's datagrams instead of
+    /// one receive per port per datagram. Where it cannot be done the
+    /// worker says why once and each port receives for itself.
+    pub steer: bool,
 }
 
 /// Which leg of a call.
@@ -396,15 +402,24 @@ impl MediaEngine {
             let coalesce = settings.coalesce;
             let count = Arc::clone(&relayed);
             let workers_n = settings.workers.max(1);
+            let steer = settings.steer;
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || {
-                    let reactor = match Reactor::new(&opts) {
+                    let mut reactor = match Reactor::new(&opts) {
                         Ok(r) => r,
                         Err(e) => {
                             let _ = init_tx.send(Err(e));
                             return;
                         }
+                    };
+                    let steering = if steer {
+                        match reactor.steer_ports(bind_ip, range.first..=range.last) {
+                            Ok(()) => "on".to_owned(),
+                            Err(e) => format!("off ({e}): each port's socket receives for itself"),
+                        }
+                    } else {
+                        "off (CODEB_RTP_STEER=off)".to_owned()
                     };
                     let coalescing = worker::Coalescing {
                         relay: coalesce,
@@ -421,8 +436,11 @@ impl MediaEngine {
                             } else {
                                 0
                             },
+                            port_steering = %steering,
                             "media workers starting"
                         );
+                    } else {
+                        tracing::debug!(worker = i, port_steering = %steering, "media worker starting");
                     }
                     if init_tx.send(Ok(reactor.waker())).is_err() {
                         return;

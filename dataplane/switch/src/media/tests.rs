@@ -31,6 +31,7 @@ fn engines_reporting(ports: &str, rtcp_interval: Duration) -> Vec<MediaEngine> {
                     force_epoll,
                     coalesce: Duration::from_micros(100),
                     record_dir: None,
+                    steer: true,
                 },
                 None,
             )
@@ -50,6 +51,7 @@ fn one_worker(ports: &str, inactivity: Duration) -> MediaSettings {
         force_epoll: false,
         coalesce: Duration::from_micros(100),
         record_dir: None,
+        steer: true,
     }
 }
 

@@ -305,6 +305,7 @@ impl Transport {
                 accepted: s.accepted.load(r),
                 refused_connections: s.refused_connections.load(r),
                 open_connections: s.open_connections.load(r),
+                ..Stats::default()
             },
             queue_drops: s.queue_drops.load(r),
         }
