@@ -361,6 +361,30 @@ struct InlineData<'a> {
     data: Cow<'a, str>,
 }
 
+/// `{"serverContent":{"outputTranscription":{"text":…}}}`: the model's
+/// transcript, which comes beside its audio, as often. Any other field
+/// makes it not this (it is then read as a JSON tree).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TranscriptOnly<'a> {
+    #[serde(borrow)]
+    server_content: TranscriptContent<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TranscriptContent<'a> {
+    #[serde(borrow)]
+    output_transcription: TranscriptText<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TranscriptText<'a> {
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+}
+
 impl Engine for GeminiEngine {
     fn provider(&self) -> Provider {
         Provider::Gemini
@@ -420,12 +444,25 @@ impl Engine for GeminiEngine {
         out: &mut Outbox,
     ) -> Result<Step, EngineError> {
         // The model's audio, many messages a second, is read without a
-        // JSON tree and with its base64 borrowed from the frame; any
-        // other message, or an audio one with anything more in it, is
-        // read whole below.
+        // JSON tree and with its base64 borrowed from the frame, and so
+        // is its transcript; any other message, or one of those with
+        // anything more in it, is read whole below.
         if let Ok(m) = serde_json::from_str::<AudioOnly<'_>>(text) {
             for part in &m.server_content.model_turn.parts {
                 self.inline_audio(&part.inline_data.mime_type, &part.inline_data.data, events)?;
+            }
+            return Ok(self.step());
+        }
+        // Its transcript likewise (what `server_content` does with it).
+        if let Ok(m) = serde_json::from_str::<TranscriptOnly<'_>>(text) {
+            let t = m.server_content.output_transcription.text;
+            if !t.is_empty() {
+                self.model_content(events);
+                push_bounded(&mut self.output_text, &t);
+                events.push(EngineEvent::OutputTranscript {
+                    text: t.into_owned(),
+                    is_final: false,
+                });
             }
             return Ok(self.step());
         }
@@ -772,6 +809,74 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn transcripts_read_the_same_alone_or_with_more_in_the_message() {
+        // Each text alone (read without a tree) and with a field the
+        // engine ignores beside it (read as a tree): the same events,
+        // through the turn's end.
+        for text in [
+            json!("Hi, "),
+            json!(""),
+            json!("a \"quoted\" caf\u{e9} \\ / line\nbreak"),
+            json!(17),
+            json!(null),
+        ] {
+            let mut events = Vec::new();
+            for extra in [None, Some(json!({"ignored": 1}))] {
+                let mut e = GeminiEngine::new(&cfg());
+                let (_, _, _) = feed(&mut e, json!({"setupComplete": {}}));
+                let mut msg = json!({"serverContent": {"outputTranscription": {"text": text}}});
+                if let Some(x) = &extra {
+                    msg["other"] = x.clone();
+                }
+                let (mut ev, out, step) = feed(&mut e, msg.clone());
+                assert!(out.is_empty(), "{msg}");
+                assert_eq!(step, Step::Continue, "{msg}");
+                let (end, _, _) = feed(&mut e, json!({"serverContent": {"turnComplete": true}}));
+                ev.extend(end);
+                events.push(ev);
+            }
+            assert_eq!(events[0], events[1], "{text}");
+            let said = events[0].iter().any(|e| {
+                matches!(
+                    e,
+                    EngineEvent::OutputTranscript {
+                        is_final: false,
+                        ..
+                    }
+                )
+            });
+            assert_eq!(said, text.as_str().is_some_and(|t| !t.is_empty()), "{text}");
+        }
+        // A duplicated field, or one more inside, goes the tree's way.
+        let mut e = GeminiEngine::new(&cfg());
+        let mut ev = Vec::new();
+        e.on_message(
+            r#"{"serverContent":{"outputTranscription":{"text":"a","text":"b"}}}"#,
+            &mut ev,
+            &mut Outbox::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            ev,
+            vec![EngineEvent::OutputTranscript {
+                text: "b".into(),
+                is_final: false
+            }]
+        );
+        let (ev, _, _) = feed(
+            &mut e,
+            json!({"serverContent": {"outputTranscription": {"text": "c", "finished": true}}}),
+        );
+        assert_eq!(
+            ev,
+            vec![EngineEvent::OutputTranscript {
+                text: "c".into(),
+                is_final: false
+            }]
+        );
     }
 
     #[test]
