@@ -20,12 +20,13 @@ use crate::error::EngineError;
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 /// Bytes read from the socket at a time. tungstenite zero-fills this
-/// much before every read attempt, including the one on each wake-up
-/// that finds nothing (the session's task wakes for every 20 ms frame it
-/// sends): at 16 KiB that `memset` was 2% of the switch on AI calls. A
-/// vendor's 40 ms audio message is under 3 KiB; a larger one takes
-/// several reads.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// much before every read attempt; since [`poll_next_frame`] reads only
+/// once the socket has something, that is one read per burst that finds
+/// nothing, not one per caller frame sent (when it was, 16 KiB of
+/// `memset` was 2% of the switch on AI calls). A vendor sends a turn in
+/// bursts of 40 ms audio messages (under 3 KiB each) and transcripts: at
+/// 4 KiB a read, a burst took a syscall per message or so.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// A byte stream a WebSocket can run on: TCP, or TLS over TCP.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {
