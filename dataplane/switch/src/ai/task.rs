@@ -1,6 +1,7 @@
 //! One AI call: the session, the engine side of the tap, and the
 //! conversation's bookkeeping (turns, barge-in, the end).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -323,10 +324,20 @@ pub(super) fn usage_note(total: &Usage, sent: &Usage, end: bool) -> Option<AiNot
 /// machine.
 struct CallerInput {
     tap: TapCaller,
-    /// Up to five frames read at once (a task that fell behind).
-    pcm: Vec<i16>,
+    /// Samples read at once, at most: five frames (a batch of quiet, or a
+    /// task that fell behind).
+    max_read: usize,
     amd: Option<VoicemailDetector>,
     machine: Option<oneshot::Sender<MachineCue>>,
+}
+
+thread_local! {
+    /// Where the AI thread reads a call's caller audio into, and decodes
+    /// a call's engine audio into: one buffer per thread for every call,
+    /// not two per call (used only within one synchronous step, never
+    /// across an await; a thread serves one call at a time).
+    static CALLER_PCM: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
+    static ENGINE_PCM: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
 }
 
 impl AudioInput for CallerInput {
@@ -336,12 +347,30 @@ impl AudioInput for CallerInput {
         format: AudioFormat,
         out: &mut Vec<u8>,
     ) -> Poll<bool> {
-        let n = match self.tap.poll_read(cx, &mut self.pcm) {
+        CALLER_PCM.with_borrow_mut(|pcm| {
+            if pcm.len() < self.max_read {
+                pcm.resize(self.max_read, 0);
+            }
+            self.read(cx, format, &mut pcm[..self.max_read], out)
+        })
+    }
+}
+
+impl CallerInput {
+    /// [`AudioInput::poll_audio`], reading into `pcm`.
+    fn read(
+        &mut self,
+        cx: &mut Context<'_>,
+        format: AudioFormat,
+        pcm: &mut [i16],
+        out: &mut Vec<u8>,
+    ) -> Poll<bool> {
+        let n = match self.tap.poll_read(cx, pcm) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => return Poll::Ready(false),
             Poll::Ready(Some(n)) => n,
         };
-        let pcm = &self.pcm[..n];
+        let pcm = &pcm[..n];
         if let Some(d) = &mut self.amd
             && let Some(v) = d.push(pcm)
         {
@@ -364,7 +393,6 @@ struct Playout {
     max_pending: usize,
     ring: usize,
     rate: u32,
-    scratch: Vec<i16>,
     wrong_format_logged: bool,
 }
 
@@ -393,19 +421,34 @@ impl Playout {
             }
             return 0;
         }
-        self.scratch.clear();
-        audio::decode(data, format, &mut self.scratch);
-        let n = self.scratch.len();
+        ENGINE_PCM.with_borrow_mut(|pcm| {
+            pcm.clear();
+            audio::decode(data, format, pcm);
+            self.queue(pcm)
+        })
+    }
+
+    /// Queues decoded engine audio; returns how much was taken. With
+    /// nothing held back (nearly always: the ring holds 5 s) it goes
+    /// straight into the ring, and only what does not fit is held,
+    /// instead of a copy of every message through `pending`.
+    fn queue(&mut self, pcm: &[i16]) -> u64 {
+        let direct = if self.pending.is_empty() {
+            self.tap.write_engine(pcm)
+        } else {
+            0
+        };
+        let rest = &pcm[direct..];
         let room = self.max_pending.saturating_sub(self.pending.len());
-        if n > room {
+        if rest.len() > room {
             tracing::warn!(
-                dropped = n - room,
+                dropped = rest.len() - room,
                 "engine audio backlog full; newest audio dropped"
             );
         }
-        self.pending.extend(self.scratch.iter().take(room));
+        self.pending.extend(rest.iter().take(room));
         self.top_up();
-        n.min(room) as u64
+        (direct + rest.len().min(room)) as u64
     }
 
     fn played(&self) -> u64 {
@@ -430,7 +473,7 @@ pub(super) async fn run(
     let mut machine_open = start.detect_voicemail;
     let input = start.tap.split_caller().map(|tap| CallerInput {
         tap,
-        pcm: vec![0i16; to_rate / 50 * 5],
+        max_read: to_rate / 50 * 5,
         amd: start
             .detect_voicemail
             .then(|| VoicemailDetector::new(to_rate as u32, AmdConfig::default())),
@@ -479,7 +522,6 @@ pub(super) async fn run(
         max_pending: rate as usize * MAX_PENDING_SECONDS,
         ring,
         rate,
-        scratch: Vec::new(),
         wrong_format_logged: false,
     };
     let mut conv = Conversation::new(start.answered_at, rate);
@@ -667,6 +709,55 @@ pub(super) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_audio_fills_the_ring_then_waits_and_keeps_its_order() {
+        use codeb_media::codec::CodecSpec;
+        use codeb_media::pipeline::{LegConfig, Pipeline};
+        use codeb_media::tap::TapConfig;
+        let now = Instant::now();
+        // A 20 ms ring at 8 kHz: 160 samples.
+        let tap = TapConfig {
+            to_engine_rate: 8_000,
+            from_engine_rate: 8_000,
+            from_engine_ms: 20,
+            ..TapConfig::default()
+        };
+        let leg = LegConfig::new(CodecSpec::pcmu(), 7);
+        let (_pipeline, tap) =
+            Pipeline::ai_tap(now, crate::media::tap_pipeline_config(now), leg, tap).unwrap();
+        let ring = tap.engine_space();
+        assert_eq!(ring, 160);
+        let mut play = Playout {
+            tap,
+            pending: VecDeque::new(),
+            max_pending: 300,
+            ring,
+            rate: 8_000,
+            wrong_format_logged: false,
+        };
+        let pcm16 = |from: i16, n: i16| -> Vec<u8> {
+            (from..from + n).flat_map(i16::to_le_bytes).collect()
+        };
+        let f = AudioFormat {
+            codec: codeb_ai::Codec::PcmS16le,
+            rate_hz: 8_000,
+        };
+        // 100 fit the ring at once; nothing is held.
+        assert_eq!(play.push(&pcm16(0, 100), f), 100);
+        assert!(play.pending.is_empty());
+        // 100 more: 60 fill the ring, 40 wait.
+        assert_eq!(play.push(&pcm16(100, 100), f), 100);
+        assert_eq!(play.pending.len(), 40);
+        assert_eq!(play.tap.engine_space(), 0);
+        // With audio waiting, new audio queues behind it (the ring is
+        // full anyway), up to the backlog's bound: 260 of 300 taken.
+        assert_eq!(play.push(&pcm16(200, 300), f), 260);
+        assert_eq!(play.pending.len(), 300);
+        let held: Vec<i16> = play.pending.iter().copied().collect();
+        assert_eq!(held, (160..460).collect::<Vec<i16>>());
+        assert!(!play.drained());
+    }
 
     fn turn(n: Option<AiNote>) -> (String, bool) {
         match n {
