@@ -80,9 +80,11 @@ struct Cli {
     /// `on`: each media worker receives all its RTP/RTCP ports through one
     /// socket, steered by a small BPF socket-lookup program (Linux 5.9+,
     /// needs CAP_BPF and CAP_NET_ADMIN; without them the start log says
-    /// why and each port receives on its own socket). `off`: always one
+    /// why and each port receives on its own socket). Less CPU and
+    /// latency on a core of its own; worse under a CPU quota (cgroup
+    /// throttling), hence off by default (benches/README.md). `off`: one
     /// receive per port.
-    #[arg(long, env = "CODEB_RTP_STEER", default_value = "on",
+    #[arg(long, env = "CODEB_RTP_STEER", default_value = "off",
           value_parser = ["on", "off"])]
     rtp_steer: String,
     /// Call recording (dual-channel WAV in $CODEB_DATA_DIR/recordings):
