@@ -329,23 +329,7 @@ mod tests;
 /// kernel doubles the request for its own bookkeeping, as `socket(7)` says).
 pub fn set_recv_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
     let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX / 2);
-    let set = |opt: libc::c_int| {
-        // SAFETY: setsockopt with a live fd and a correctly sized int.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&raw const want).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
+    let set = |opt: libc::c_int| sys::set_int_option(socket, libc::SOL_SOCKET, opt, want);
     set(libc::SO_RCVBUF)?;
     let granted = get_recv_buffer(socket)?;
     if granted >= bytes {
@@ -371,21 +355,12 @@ pub fn set_no_fragment(socket: &UdpSocket) -> io::Result<()> {
     if !socket.local_addr()?.is_ipv4() {
         return Ok(());
     }
-    let mode: libc::c_int = libc::IP_PMTUDISC_PROBE;
-    // SAFETY: setsockopt with a live fd and a correctly sized int.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&raw const mode).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::set_int_option(
+        socket,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )
 }
 
 /// The socket's receive buffer size as the kernel reports it.

@@ -97,7 +97,7 @@ impl PortSteer {
             0,
         ))?;
         socket.set_nonblocking(true)?;
-        set_int(&socket, libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR, 1)?;
+        crate::sys::set_int_option(&socket, libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR, 1)?;
         Ok(PortSteer {
             first,
             last,
@@ -370,24 +370,6 @@ fn link_netns(prog: &OwnedFd) -> io::Result<OwnedFd> {
     attr.u32_at(4, ns.as_raw_fd() as u32);
     attr.u32_at(8, BPF_SK_LOOKUP);
     owned(bpf(BPF_LINK_CREATE, &mut attr)?)
-}
-
-fn set_int(s: &UdpSocket, level: i32, opt: i32, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: setsockopt with a live fd and a correctly sized int.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            opt,
-            (&raw const v).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]
