@@ -289,7 +289,13 @@ impl UringReactor {
         crate::set_recv_buffer(&steer.socket, STEER_RECV_BUFFER)?;
         let idx = self.add_udp_slot(steer.socket.try_clone()?, STEER_CONTROL)?;
         self.steer = Some((steer, idx));
-        self.arm_udp(idx)?;
+        if let Err(e) = self.arm_udp(idx) {
+            // Nothing would receive what the program steers: undo it all
+            // (the link goes with the steering state).
+            self.steer = None;
+            self.free_udp_slot(idx);
+            return Err(e);
+        }
         Ok(())
     }
 
