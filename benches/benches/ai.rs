@@ -2,7 +2,7 @@
 //! ways, without the kernel: a caller frame of audio into the bytes the
 //! engine's socket is handed (engine JSON, base64, WebSocket framing and
 //! mask, the write call on a socket that takes everything), and an
-//! engine audio message into the session's audio event.
+//! engine audio or transcript message into the session's events.
 //!
 //! cargo bench -p codeb-benches --bench ai -- --warm-up-time 1 --measurement-time 3
 
@@ -187,6 +187,35 @@ fn bench_engine_audio(c: &mut Criterion) {
             })
         },
     );
+    // Its transcript, which comes beside every audio message: read
+    // without a tree (e96fa1f), and with a field the engine ignores
+    // beside it, which sends it the tree's way (what every transcript
+    // cost before, plus the two borrowed reads that fail first).
+    for (name, msg) in [
+        (
+            "ai engine transcript message -> event, gemini",
+            serde_json::json!({"serverContent": {"outputTranscription": {"text": "a few words "}}}),
+        ),
+        (
+            "ai engine transcript message -> event, gemini, JSON tree (before)",
+            serde_json::json!({"serverContent": {"outputTranscription": {"text": "a few words "}}, "x": 1}),
+        ),
+    ] {
+        let msg = msg.to_string();
+        let done = serde_json::json!({"serverContent": {"turnComplete": true}}).to_string();
+        let mut engine = GeminiEngine::new(&cfg(""));
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                evs.clear();
+                engine
+                    .on_message(black_box(&msg), &mut evs, &mut out)
+                    .unwrap();
+                // The turn's end keeps the engine's transcript short.
+                engine.on_message(&done, &mut evs, &mut out).unwrap();
+                evs.len()
+            })
+        });
+    }
     let data = B64.encode(audio(320));
     let msg = serde_json::json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0, "delta": data}).to_string();
     let mut engine = OpenAiEngine::new(&cfg("openai/gpt-realtime"));
