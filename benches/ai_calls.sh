@@ -22,6 +22,8 @@
 # calls one media core carries.
 # PERIOD_MS=<ms> (1500-60000, default 4000): how often each caller speaks
 # its 600 ms burst; shorter is a caller who talks more.
+# The switch inherits the environment, so its own settings can be set
+# for a run too (e.g. CODEB_RTP_STEER=on, CODEB_RTP_COALESCE_US=2000).
 #
 # The switch's config: one trunk, the default for every tenant, whose host
 # is ai-load's callee socket; CODEB_GEMINI_URL points at the simulator.

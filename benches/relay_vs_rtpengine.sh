@@ -27,7 +27,8 @@
 # range holds 3,500 calls (two RTP/RTCP pairs each), rtpengine's 4,000.
 # rtpengine runs userspace with one thread
 # (../shared/reference/performance.md) and --delete-delay=0, so a line's
-# ports are free for the next.
+# ports are free for the next. The switch inherits the environment, so
+# its own settings can be set for a run (e.g. CODEB_RTP_STEER=on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${*:-500 1000 1500 2000 2500 3000}
