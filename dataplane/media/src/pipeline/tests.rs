@@ -461,6 +461,81 @@ fn feed_ptime(h: &mut Harness, ms: u32, packets: u32, skip: &[u32]) {
 }
 
 #[test]
+fn transcode_sends_nothing_through_a_far_ends_silence_and_marks_the_next_talkspurt() {
+    // A far end with silence suppression (DTX): 0.4 s of speech, then
+    // 1.5 s of nothing but comfort noise (RFC 3389, payload type 13)
+    // every 200 ms, then speech again with the marker bit and its
+    // timestamp 1.9 s on.
+    let t0 = Instant::now();
+    let mut h = pcmu_to_pcma(t0);
+    let x = sine(1000.0, 8000, 8000.0, 160 * 20, 0);
+    for i in 0..20u16 {
+        let f = &x[usize::from(i) * 160..usize::from(i + 1) * 160];
+        let v = h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(0, i, 160 * u32::from(i), 42, i == 0, &ulaw_frame(f)),
+        );
+        assert_eq!(v, Verdict::Buffered);
+        h.advance(PTIME);
+    }
+    let talk = h.rtp_to(Leg::B).len();
+    for k in 0..7u16 {
+        h.advance(Duration::from_millis(200));
+        // Comfort noise is not this leg's codec: counted, not forwarded.
+        let cn = packet(13, 20 + k, 3_200 + 1_600 * u32::from(k), 42, false, &[40]);
+        assert_eq!(
+            h.rtp(Leg::A, FAR_A, &cn),
+            Verdict::Dropped(DropReason::UnknownPayloadType)
+        );
+    }
+    let gap_end = h.now + Duration::from_millis(100);
+    h.advance_to(gap_end);
+    let out = h.rtp_to(Leg::B);
+    // What was said, then at most the jitter buffer's longest wait
+    // (200 ms) of concealment, then nothing for the rest of the silence.
+    let filled = out.len() - 20;
+    assert!(filled <= 10, "{filled} frames sent through the silence");
+    assert!(talk <= out.len());
+    let quiet_from = out.len();
+    // Speech again: 15,200 ticks (1.9 s) after the first talkspurt began.
+    for i in 0..10u16 {
+        let f = &x[usize::from(i) * 160..usize::from(i + 1) * 160];
+        let ts = 15_200 + 160 * u32::from(i);
+        let v = h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(0, 27 + i, ts, 42, i == 0, &ulaw_frame(f)),
+        );
+        assert_eq!(v, Verdict::Buffered);
+        h.advance(PTIME);
+    }
+    h.advance(Duration::from_millis(100));
+    let out = h.rtp_to(Leg::B);
+    assert!(
+        out.len() >= quiet_from + 10,
+        "{} after {quiet_from}",
+        out.len()
+    );
+    let (last_quiet, first) = (&out[quiet_from - 1], &out[quiet_from]);
+    // One stream to the other side: sequence numbers run on, the new
+    // talkspurt is marked and its timestamp follows the time that passed
+    // (so the far end's jitter buffer plays the silence as silence).
+    assert_eq!(first.sequence(), last_quiet.sequence().wrapping_add(1));
+    assert!(first.marker());
+    assert!(out[quiet_from + 1..].iter().all(|p| !p.marker()));
+    assert_eq!(first.ssrc(), last_quiet.ssrc());
+    // From the last speech frame to the new talkspurt the far end's
+    // clock moved 12,160 ticks (1.52 s); ours moves as much, the
+    // concealed frames included.
+    let dt = first.timestamp().wrapping_sub(last_quiet.timestamp());
+    assert_eq!(dt + 160 * filled as u32, 12_160);
+    let mut pcm = [0i16; 160];
+    Law::Alaw.decode(out[quiet_from + 3].payload(), &mut pcm);
+    assert!(power_i16(&pcm, 1000.0, 8000.0) > 100.0 * power_i16(&pcm, 1700.0, 8000.0));
+}
+
+#[test]
 fn transcode_takes_packets_of_any_duration_and_sends_20_ms_frames() {
     for (ms, lost) in [(30u32, None), (10, None), (60, None), (30, Some(20u32))] {
         let t0 = Instant::now();
