@@ -164,6 +164,44 @@ pub fn render(core: &Core, wire: &WireStats, backend: &str) -> String {
         "RTP ports held by calls (two per call)",
         ports as u64,
     );
+    if let Some(io) = core.media_io() {
+        counter(
+            &mut o,
+            "codeb_media_datagrams_in_total",
+            "RTP and RTCP datagrams the media workers received",
+            io.datagrams_in,
+        );
+        counter(
+            &mut o,
+            "codeb_media_datagrams_out_total",
+            "RTP and RTCP datagrams the media workers sent",
+            io.datagrams_out,
+        );
+        counter(
+            &mut o,
+            "codeb_media_datagrams_truncated_total",
+            "Media datagrams too large for a receive buffer (dropped)",
+            io.truncated,
+        );
+        counter(
+            &mut o,
+            "codeb_media_send_errors_total",
+            "Media sends the kernel refused (each a lost packet)",
+            io.send_errors,
+        );
+        counter(
+            &mut o,
+            "codeb_media_steered_strays_total",
+            "Steered media datagrams for a port no call holds any more (CODEB_RTP_STEER=on)",
+            io.steered_strays,
+        );
+        gauge(
+            &mut o,
+            "codeb_media_port_steering_workers",
+            "Media workers receiving their ports through port steering (CODEB_RTP_STEER=on)",
+            io.steering_workers as u64,
+        );
+    }
     let _ = writeln!(
         o,
         "# HELP codeb_calls Calls in progress by phase (routing: the caller's INVITE is pending; answered: waiting for the caller's ACK; confirmed; ending: BYEs or CANCELs out)\n# TYPE codeb_calls gauge"

@@ -88,6 +88,25 @@ fn recorded_call_through(callee: &str) -> f64 {
     assert_eq!(sw.metric("codeb_media_ports_in_use"), Some(0.0));
     assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
     let text = sw.metrics();
+    // The media workers' own IO counters: every packet relayed (or
+    // transcoded) was sent, none refused; steering is off by default.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    let (media_in, media_out) = (
+        value("codeb_media_datagrams_in_total "),
+        value("codeb_media_datagrams_out_total "),
+    );
+    assert!(
+        media_in > 0.0 && media_out >= relayed,
+        "in {media_in}, out {media_out}, relayed {relayed}"
+    );
+    assert_eq!(value("codeb_media_send_errors_total "), 0.0);
+    assert_eq!(value("codeb_media_datagrams_truncated_total "), 0.0);
+    assert_eq!(value("codeb_media_port_steering_workers "), 0.0);
     for phase in ["routing", "answered", "confirmed", "ending"] {
         let line = format!("codeb_calls{{phase=\"{phase}\"}} 0");
         assert!(text.lines().any(|l| l == line), "{line} in {text}");

@@ -233,6 +233,8 @@ struct Worker {
     /// [`MediaEngine::set_deferred_wakes`]).
     defer_wakes: bool,
     wake_pending: bool,
+    /// What the worker's reactor counted, as it published it.
+    io: Arc<WorkerIo>,
 }
 
 impl Worker {
@@ -325,6 +327,45 @@ impl Worker {
     }
 }
 
+/// One worker's reactor counters, as it last published them (each loop
+/// turn), for metrics.
+#[derive(Debug, Default)]
+pub(super) struct WorkerIo {
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    truncated: AtomicU64,
+    send_errors: AtomicU64,
+    steered_strays: AtomicU64,
+    /// Its ports are received through port steering.
+    steering: std::sync::atomic::AtomicBool,
+}
+
+impl WorkerIo {
+    pub(super) fn publish(&self, s: &codeb_io::Stats) {
+        let r = Ordering::Relaxed;
+        self.datagrams_in.store(s.datagrams_in, r);
+        self.datagrams_out.store(s.datagrams_out, r);
+        self.truncated.store(s.datagrams_truncated, r);
+        self.send_errors.store(s.send_errors, r);
+        self.steered_strays.store(s.steered_strays, r);
+    }
+}
+
+/// The media workers' IO, summed over workers (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaIo {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    /// Datagrams too large for a receive buffer (dropped).
+    pub truncated: u64,
+    /// Sends the kernel refused (each a lost packet).
+    pub send_errors: u64,
+    /// Steered datagrams for a port no call holds any more.
+    pub steered_strays: u64,
+    /// Workers whose ports are received through port steering.
+    pub steering_workers: usize,
+}
+
 /// The engine, owned by the SIP thread.
 pub struct MediaEngine {
     workers: Vec<Worker>,
@@ -403,6 +444,8 @@ impl MediaEngine {
             let count = Arc::clone(&relayed);
             let workers_n = settings.workers.max(1);
             let steer = settings.steer;
+            let io = Arc::new(WorkerIo::default());
+            let worker_io = Arc::clone(&io);
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || {
@@ -415,7 +458,10 @@ impl MediaEngine {
                     };
                     let steering = if steer {
                         match reactor.steer_ports(bind_ip, range.first..=range.last) {
-                            Ok(()) => "on".to_owned(),
+                            Ok(()) => {
+                                worker_io.steering.store(true, Ordering::Relaxed);
+                                "on".to_owned()
+                            }
                             Err(e) => format!("off ({e}): each port's socket receives for itself"),
                         }
                     } else {
@@ -459,6 +505,7 @@ impl MediaEngine {
                         i,
                     )
                     .prebinding(bind_ip, bound_tx)
+                    .publishing(worker_io)
                     .run();
                 })?;
             let waker = init_rx
@@ -475,6 +522,7 @@ impl MediaEngine {
                 requested: 0,
                 defer_wakes: false,
                 wake_pending: false,
+                io,
             });
         }
         let recorder = match &settings.record_dir {
@@ -496,6 +544,20 @@ impl MediaEngine {
 
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// The workers' IO counters (each as of its last loop turn).
+    pub fn io(&self) -> MediaIo {
+        let r = Ordering::Relaxed;
+        self.workers.iter().fold(MediaIo::default(), |mut m, w| {
+            m.datagrams_in += w.io.datagrams_in.load(r);
+            m.datagrams_out += w.io.datagrams_out.load(r);
+            m.truncated += w.io.truncated.load(r);
+            m.send_errors += w.io.send_errors.load(r);
+            m.steered_strays += w.io.steered_strays.load(r);
+            m.steering_workers += usize::from(w.io.steering.load(r));
+            m
+        })
     }
 
     /// With `on`, commands no longer wake their worker one by one: the

@@ -184,6 +184,17 @@ fn relays_both_ways_as_one_continuous_stream_per_leg() {
             assert!(Instant::now() < deadline, "relayed {}", engine.relayed());
             std::thread::sleep(Duration::from_millis(1));
         }
+        // The workers' IO counters (metrics) saw every datagram both ways,
+        // and nothing failed.
+        let want_in = 21 + probes;
+        let want_out = 21 + probes_relayed;
+        while engine.io().datagrams_in < want_in || engine.io().datagrams_out < want_out {
+            assert!(Instant::now() < deadline, "{:?}", engine.io());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let io = engine.io();
+        assert_eq!((io.truncated, io.send_errors, io.steered_strays), (0, 0, 0));
+        assert!(io.steering_workers <= engine.workers());
         engine.close(opened.handle, opened.ports);
         let closed = wait_event(&mut engine);
         let MediaEvent::Closed { stats, .. } = closed else {

@@ -220,6 +220,8 @@ pub(super) struct Worker {
     prebound: HashMap<u16, [UdpSocket; 2]>,
     /// Where prebinding binds, and where its outcomes go.
     prebind: Option<(std::net::IpAddr, SyncSender<Bound>)>,
+    /// Where the reactor's counters go after each loop turn (metrics).
+    io: Option<Arc<super::WorkerIo>>,
     st: State,
 }
 
@@ -251,6 +253,7 @@ impl Worker {
             dropped_events: 0,
             prebound: HashMap::new(),
             prebind: None,
+            io: None,
             st: State {
                 worker,
                 calls: HashMap::new(),
@@ -270,6 +273,12 @@ impl Worker {
     /// on `ip`; each port's outcome goes back on `bound`.
     pub(super) fn prebinding(mut self, ip: std::net::IpAddr, bound: SyncSender<Bound>) -> Self {
         self.prebind = Some((ip, bound));
+        self
+    }
+
+    /// Publishes the reactor's counters to `io` after every loop turn.
+    pub(super) fn publishing(mut self, io: Arc<super::WorkerIo>) -> Self {
+        self.io = Some(io);
         self
     }
 
@@ -315,6 +324,9 @@ impl Worker {
                 break;
             }
             self.flush();
+            if let Some(io) = &self.io {
+                io.publish(&self.reactor.stats());
+            }
         }
         let ids: Vec<u64> = self.st.calls.keys().copied().collect();
         for id in ids {

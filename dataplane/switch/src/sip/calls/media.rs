@@ -328,6 +328,14 @@ impl Core {
 impl Core {
     /// Media counters for the metrics endpoint: packets relayed since
     /// start (0 without an engine) and RTP ports in use.
+    /// The media workers' IO counters (None: no media engine).
+    pub fn media_io(&self) -> Option<crate::media::MediaIo> {
+        match &self.calls.media {
+            MediaPorts::Engine(e) => Some(e.io()),
+            MediaPorts::Pool(_) => None,
+        }
+    }
+
     pub fn media_stats(&self) -> (u64, usize) {
         let relayed = match &self.calls.media {
             MediaPorts::Engine(e) => e.relayed(),
