@@ -28,6 +28,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A UDP socket or TCP listener registered with a reactor.
@@ -147,6 +148,52 @@ pub struct Stats {
     pub steered_in: u64,
     /// Steered datagrams for a port no socket holds (any more).
     pub steered_strays: u64,
+}
+
+/// [`Stats`] as one thread publishes them for others to read (metrics):
+/// relaxed stores and loads, each counter on its own, no lock.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    datagrams_truncated: AtomicU64,
+    send_errors: AtomicU64,
+    accepted: AtomicU64,
+    refused_connections: AtomicU64,
+    open_connections: AtomicU64,
+    steered_in: AtomicU64,
+    steered_strays: AtomicU64,
+}
+
+impl SharedStats {
+    pub fn publish(&self, s: &Stats) {
+        let r = Ordering::Relaxed;
+        self.datagrams_in.store(s.datagrams_in, r);
+        self.datagrams_out.store(s.datagrams_out, r);
+        self.datagrams_truncated.store(s.datagrams_truncated, r);
+        self.send_errors.store(s.send_errors, r);
+        self.accepted.store(s.accepted, r);
+        self.refused_connections.store(s.refused_connections, r);
+        self.open_connections.store(s.open_connections, r);
+        self.steered_in.store(s.steered_in, r);
+        self.steered_strays.store(s.steered_strays, r);
+    }
+
+    /// The last published counters.
+    pub fn load(&self) -> Stats {
+        let r = Ordering::Relaxed;
+        Stats {
+            datagrams_in: self.datagrams_in.load(r),
+            datagrams_out: self.datagrams_out.load(r),
+            datagrams_truncated: self.datagrams_truncated.load(r),
+            send_errors: self.send_errors.load(r),
+            accepted: self.accepted.load(r),
+            refused_connections: self.refused_connections.load(r),
+            open_connections: self.open_connections.load(r),
+            steered_in: self.steered_in.load(r),
+            steered_strays: self.steered_strays.load(r),
+        }
+    }
 }
 
 /// An event loop over either backend.

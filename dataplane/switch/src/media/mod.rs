@@ -331,24 +331,9 @@ impl Worker {
 /// turn), for metrics.
 #[derive(Debug, Default)]
 pub(super) struct WorkerIo {
-    datagrams_in: AtomicU64,
-    datagrams_out: AtomicU64,
-    truncated: AtomicU64,
-    send_errors: AtomicU64,
-    steered_strays: AtomicU64,
+    pub(super) stats: codeb_io::SharedStats,
     /// Its ports are received through port steering.
     steering: std::sync::atomic::AtomicBool,
-}
-
-impl WorkerIo {
-    pub(super) fn publish(&self, s: &codeb_io::Stats) {
-        let r = Ordering::Relaxed;
-        self.datagrams_in.store(s.datagrams_in, r);
-        self.datagrams_out.store(s.datagrams_out, r);
-        self.truncated.store(s.datagrams_truncated, r);
-        self.send_errors.store(s.send_errors, r);
-        self.steered_strays.store(s.steered_strays, r);
-    }
 }
 
 /// The media workers' IO, summed over workers (for metrics).
@@ -548,14 +533,14 @@ impl MediaEngine {
 
     /// The workers' IO counters (each as of its last loop turn).
     pub fn io(&self) -> MediaIo {
-        let r = Ordering::Relaxed;
         self.workers.iter().fold(MediaIo::default(), |mut m, w| {
-            m.datagrams_in += w.io.datagrams_in.load(r);
-            m.datagrams_out += w.io.datagrams_out.load(r);
-            m.truncated += w.io.truncated.load(r);
-            m.send_errors += w.io.send_errors.load(r);
-            m.steered_strays += w.io.steered_strays.load(r);
-            m.steering_workers += usize::from(w.io.steering.load(r));
+            let s = w.io.stats.load();
+            m.datagrams_in += s.datagrams_in;
+            m.datagrams_out += s.datagrams_out;
+            m.truncated += s.datagrams_truncated;
+            m.send_errors += s.send_errors;
+            m.steered_strays += s.steered_strays;
+            m.steering_workers += usize::from(w.io.steering.load(Ordering::Relaxed));
             m
         })
     }

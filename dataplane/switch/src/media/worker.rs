@@ -325,7 +325,7 @@ impl Worker {
             }
             self.flush();
             if let Some(io) = &self.io {
-                io.publish(&self.reactor.stats());
+                io.stats.publish(&self.reactor.stats());
             }
         }
         let ids: Vec<u64> = self.st.calls.keys().copied().collect();

@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use codeb_io::{CloseReason, ConnId, Event, Options, Reactor, SocketId, Stats, Waker};
+use codeb_io::{CloseReason, ConnId, Event, Options, Reactor, SharedStats, SocketId, Stats, Waker};
 use codeb_sip::Limits;
 use codeb_sip::validate::{Policy, Verdict, screen_datagram};
 
@@ -110,26 +110,7 @@ struct Shared {
     stop: AtomicBool,
     queue_drops: AtomicU64,
     /// The reactor's counters, published once per loop turn.
-    datagrams_in: AtomicU64,
-    datagrams_out: AtomicU64,
-    datagrams_truncated: AtomicU64,
-    send_errors: AtomicU64,
-    accepted: AtomicU64,
-    refused_connections: AtomicU64,
-    open_connections: AtomicU64,
-}
-
-impl Shared {
-    fn publish(&self, s: &Stats) {
-        let r = Ordering::Relaxed;
-        self.datagrams_in.store(s.datagrams_in, r);
-        self.datagrams_out.store(s.datagrams_out, r);
-        self.datagrams_truncated.store(s.datagrams_truncated, r);
-        self.send_errors.store(s.send_errors, r);
-        self.accepted.store(s.accepted, r);
-        self.refused_connections.store(s.refused_connections, r);
-        self.open_connections.store(s.open_connections, r);
-    }
+    io: SharedStats,
 }
 
 /// The core's end of the transport thread.
@@ -173,13 +154,7 @@ impl Transport {
             wire_parked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             queue_drops: AtomicU64::new(0),
-            datagrams_in: AtomicU64::new(0),
-            datagrams_out: AtomicU64::new(0),
-            datagrams_truncated: AtomicU64::new(0),
-            send_errors: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            refused_connections: AtomicU64::new(0),
-            open_connections: AtomicU64::new(0),
+            io: SharedStats::default(),
         });
         let (tx, work) = std::sync::mpsc::channel();
         let (events, rx) = std::sync::mpsc::sync_channel(queue);
@@ -297,16 +272,7 @@ impl Transport {
         let s = &self.shared;
         let r = Ordering::Relaxed;
         WireStats {
-            io: Stats {
-                datagrams_in: s.datagrams_in.load(r),
-                datagrams_out: s.datagrams_out.load(r),
-                datagrams_truncated: s.datagrams_truncated.load(r),
-                send_errors: s.send_errors.load(r),
-                accepted: s.accepted.load(r),
-                refused_connections: s.refused_connections.load(r),
-                open_connections: s.open_connections.load(r),
-                ..Stats::default()
-            },
+            io: s.io.load(),
             queue_drops: s.queue_drops.load(r),
         }
     }
@@ -390,7 +356,7 @@ impl Wire {
                 tracing::error!(error = %e, "SIP transport poll failed; the transport thread stops");
                 return;
             }
-            self.shared.publish(&self.reactor.stats());
+            self.shared.io.publish(&self.reactor.stats());
             if std::mem::take(&mut self.pushed) {
                 wake_core(&self.shared, &self.core_waker);
             }
