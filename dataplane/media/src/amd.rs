@@ -91,6 +91,11 @@ pub struct VoicemailDetector {
     /// The current run of tone frames: its bin and length in frames.
     tone: Option<(usize, u32)>,
     verdict: Option<Verdict>,
+    /// Fed faster than it listens: it keeps one input sample in `step`
+    /// (see [`VoicemailDetector::narrowband`]) ...
+    step: usize,
+    /// ... and drops this many before the next one it keeps.
+    skip: usize,
 }
 
 impl VoicemailDetector {
@@ -115,6 +120,26 @@ impl VoicemailDetector {
             speech: None,
             tone: None,
             verdict: None,
+            step: 1,
+            skip: 0,
+        }
+    }
+
+    /// A detector fed audio at `input_rate` Hz that carries nothing above
+    /// 4 kHz (a G.711 caller's, resampled up for the engine): it keeps
+    /// one sample in `input_rate / 8000` and listens at 8 kHz, for half
+    /// the work at 16 kHz. Its beep bins (500–2,050 Hz) and thresholds
+    /// are the same at any rate. A rate that is not a multiple of 8 kHz
+    /// is listened to as it is. Audio with more in it than 4 kHz (an
+    /// Opus caller's) must use [`VoicemailDetector::new`]: kept one in
+    /// two, what lies above would fold into the beep range.
+    pub fn narrowband(input_rate: u32, cfg: AmdConfig) -> VoicemailDetector {
+        if input_rate <= 8_000 || !input_rate.is_multiple_of(8_000) {
+            return VoicemailDetector::new(input_rate, cfg);
+        }
+        VoicemailDetector {
+            step: (input_rate / 8_000) as usize,
+            ..VoicemailDetector::new(8_000, cfg)
         }
     }
 
@@ -128,6 +153,33 @@ impl VoicemailDetector {
         if self.verdict.is_some() {
             return None;
         }
+        if self.step == 1 {
+            return self.listen(pcm);
+        }
+        // The samples kept, a stack buffer at a time; which input sample
+        // comes next carries over from one push to the next.
+        let mut kept = [0i16; 256];
+        let from = self.skip.min(pcm.len());
+        let count = (pcm.len() - from).div_ceil(self.step);
+        self.skip = from + count * self.step - pcm.len() + (self.skip - from);
+        let mut samples = pcm[from..].iter().step_by(self.step);
+        loop {
+            let mut n = 0;
+            for (k, &s) in kept.iter_mut().zip(samples.by_ref()) {
+                *k = s;
+                n += 1;
+            }
+            if n == 0 {
+                return None;
+            }
+            if let Some(v) = self.listen(&kept[..n]) {
+                return Some(v);
+            }
+        }
+    }
+
+    /// [`Self::push`] at the rate it listens at.
+    fn listen(&mut self, pcm: &[i16]) -> Option<Verdict> {
         // A frame's worth at a time (not a sample at a time): this runs
         // on every caller frame of a placed AI call for its first 30 s.
         let mut rest = pcm;
@@ -327,6 +379,100 @@ mod tests {
     #[test]
     fn speech_is_not_mistaken_for_a_tone() {
         assert_eq!(run(&[speech(3_000)]), None);
+    }
+
+    #[test]
+    fn narrowband_audio_at_16_khz_is_heard_at_8_khz_with_the_same_verdicts() {
+        // The tests' signals at 16 kHz (all below 4 kHz, as a G.711
+        // caller's resampled audio is), pushed in odd chunks so the kept
+        // sample's phase carries across pushes.
+        let at16 = |f: &dyn Fn(f32) -> f32, ms: u32| -> Vec<i16> {
+            (0..16 * ms)
+                .map(|i| f(i as f32 / 16_000.0) as i16)
+                .collect()
+        };
+        let tau = std::f32::consts::TAU;
+        let sil = |ms| at16(&|_| 0.0, ms);
+        let beep = |hz: f32, ms| at16(&move |t| 8_000.0 * (tau * hz * t).sin(), ms);
+        let talk = |ms| {
+            at16(
+                &|t| {
+                    let f0 = 140.0 + 20.0 * (tau * 0.7 * t).sin();
+                    let voice = (tau * f0 * t).sin()
+                        + 0.6 * (tau * 2.0 * f0 * t).sin()
+                        + 0.4 * (tau * 3.3 * f0 * t).sin()
+                        + 0.3 * (tau * 5.1 * f0 * t).sin();
+                    voice * (0.35 + 0.65 * (0.5 * (1.0 - (tau * 4.0 * t).cos()))) * 5000.0
+                },
+                ms,
+            )
+        };
+        let hear = |mut d: VoicemailDetector, parts: &[Vec<i16>]| {
+            let all: Vec<i16> = parts.concat();
+            let v = all.chunks(173).find_map(|c| d.push(c));
+            (v, d.rate())
+        };
+        let cases: [Vec<Vec<i16>>; 4] = [
+            vec![talk(2_500), sil(300), beep(1_000.0, 400)],
+            vec![sil(800), talk(4_500)],
+            vec![
+                talk(700),
+                sil(3_000),
+                talk(2_000),
+                sil(700),
+                talk(2_500),
+                sil(22_000),
+            ],
+            vec![beep(1_000.0, 100), sil(1_000), beep(425.0, 2_000)],
+        ];
+        let want = [
+            Some(Verdict::Machine(MachineCue::Beep { hz: 1_000 })),
+            Some(Verdict::Machine(MachineCue::LongGreeting { ms: 4_000 })),
+            Some(Verdict::Human),
+            None,
+        ];
+        for (parts, want) in cases.iter().zip(want) {
+            let wide = hear(VoicemailDetector::new(16_000, AmdConfig::default()), parts);
+            let narrow = hear(
+                VoicemailDetector::narrowband(16_000, AmdConfig::default()),
+                parts,
+            );
+            assert_eq!((wide.0, narrow.0), (want, want));
+            assert_eq!((wide.1, narrow.1), (16_000, 8_000));
+        }
+        // Rates it cannot thin evenly, or already narrow, are heard as
+        // they are.
+        for rate in [8_000, 11_025] {
+            assert_eq!(
+                VoicemailDetector::narrowband(rate, AmdConfig::default()).rate(),
+                rate
+            );
+        }
+        assert_eq!(
+            VoicemailDetector::narrowband(48_000, AmdConfig::default()).rate(),
+            8_000
+        );
+    }
+
+    #[test]
+    fn narrowband_keeps_every_other_sample_across_pushes_of_any_size() {
+        let ramp: Vec<i16> = (0..300).collect();
+        let mut whole = VoicemailDetector::narrowband(16_000, AmdConfig::default());
+        let mut pieces = VoicemailDetector::narrowband(16_000, AmdConfig::default());
+        assert!(whole.push(&ramp).is_none());
+        let mut rest = &ramp[..];
+        for size in (0..).map(|k| k % 4) {
+            if rest.is_empty() {
+                break;
+            }
+            let (now, later) = rest.split_at(size.min(rest.len()));
+            assert!(pieces.push(now).is_none());
+            rest = later;
+        }
+        // 150 kept: one frame of 160 not yet full, so all still held.
+        let want: Vec<f32> = (0..300).step_by(2).map(|v| v as f32).collect();
+        assert_eq!(whole.frame, want);
+        assert_eq!(pieces.frame, want);
     }
 
     #[test]

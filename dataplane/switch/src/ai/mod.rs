@@ -148,6 +148,9 @@ pub struct AiStart {
     /// Listen for an answering machine (placed calls): one ends the call
     /// as `voicemail`.
     pub detect_voicemail: bool,
+    /// The caller's leg is G.711: its audio carries nothing above 4 kHz,
+    /// so the detector may listen at 8 kHz whatever the engine's rate.
+    pub narrowband_caller: bool,
     /// Users the AI may transfer the caller to (no `transfer_to_user`
     /// tool when empty).
     pub transfer_users: Vec<String>,

@@ -474,9 +474,15 @@ pub(super) async fn run(
     let input = start.tap.split_caller().map(|tap| CallerInput {
         tap,
         max_read: to_rate / 50 * 5,
-        amd: start
-            .detect_voicemail
-            .then(|| VoicemailDetector::new(to_rate as u32, AmdConfig::default())),
+        // A G.711 caller's audio, resampled up for the engine, is heard
+        // at its own 8 kHz: half the detector's work at 16 kHz.
+        amd: start.detect_voicemail.then(|| {
+            if start.narrowband_caller {
+                VoicemailDetector::narrowband(to_rate as u32, AmdConfig::default())
+            } else {
+                VoicemailDetector::new(to_rate as u32, AmdConfig::default())
+            }
+        }),
         machine: Some(machine_tx),
     });
     let Some(input) = input else {

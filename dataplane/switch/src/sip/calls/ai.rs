@@ -125,6 +125,7 @@ impl Core {
                 tap,
                 answered_at: now,
                 detect_voicemail: !inbound,
+                narrowband_caller: matches!(negotiated.codec, Codec::Pcmu | Codec::Pcma),
                 transfer_users,
             })));
     }
