@@ -327,8 +327,8 @@ impl Worker {
     }
 }
 
-/// One worker's reactor counters, as it last published them (each loop
-/// turn), for metrics.
+/// One worker's reactor counters, as it last published them (about once
+/// a second), for metrics.
 #[derive(Debug, Default)]
 pub(super) struct WorkerIo {
     pub(super) stats: codeb_io::SharedStats,
@@ -531,7 +531,8 @@ impl MediaEngine {
         self.workers.len()
     }
 
-    /// The workers' IO counters (each as of its last loop turn).
+    /// The workers' IO counters (each as of its last housekeeping round,
+    /// about a second ago at most).
     pub fn io(&self) -> MediaIo {
         self.workers.iter().fold(MediaIo::default(), |mut m, w| {
             let s = w.io.stats.load();

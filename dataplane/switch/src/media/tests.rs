@@ -188,6 +188,8 @@ fn relays_both_ways_as_one_continuous_stream_per_leg() {
         // and nothing failed.
         let want_in = 21 + probes;
         let want_out = 21 + probes_relayed;
+        // Published with the worker's housekeeping, about once a second.
+        let deadline = Instant::now() + Duration::from_secs(5);
         while engine.io().datagrams_in < want_in || engine.io().datagrams_out < want_out {
             assert!(Instant::now() < deadline, "{:?}", engine.io());
             std::thread::sleep(Duration::from_millis(1));

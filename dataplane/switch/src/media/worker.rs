@@ -220,7 +220,7 @@ pub(super) struct Worker {
     prebound: HashMap<u16, [UdpSocket; 2]>,
     /// Where prebinding binds, and where its outcomes go.
     prebind: Option<(std::net::IpAddr, SyncSender<Bound>)>,
-    /// Where the reactor's counters go after each loop turn (metrics).
+    /// Where the reactor's counters go (metrics).
     io: Option<Arc<super::WorkerIo>>,
     st: State,
 }
@@ -276,10 +276,18 @@ impl Worker {
         self
     }
 
-    /// Publishes the reactor's counters to `io` after every loop turn.
+    /// Publishes the reactor's counters to `io` with each housekeeping
+    /// round (about once a second, as often as metrics are rendered),
+    /// not per loop turn.
     pub(super) fn publishing(mut self, io: Arc<super::WorkerIo>) -> Self {
         self.io = Some(io);
         self
+    }
+
+    fn publish_io(&self) {
+        if let Some(io) = &self.io {
+            io.stats.publish(&self.reactor.stats());
+        }
     }
 
     pub(super) fn run(&mut self) {
@@ -299,6 +307,7 @@ impl Worker {
             if now >= next_check {
                 self.check_quiet(now);
                 self.st.reports(now, self.rtcp_interval);
+                self.publish_io();
                 next_check = now + every;
             }
             let next_tap = self.st.tap_timers(now);
@@ -324,10 +333,8 @@ impl Worker {
                 break;
             }
             self.flush();
-            if let Some(io) = &self.io {
-                io.stats.publish(&self.reactor.stats());
-            }
         }
+        self.publish_io();
         let ids: Vec<u64> = self.st.calls.keys().copied().collect();
         for id in ids {
             self.close(id);
