@@ -150,19 +150,12 @@ fn bench_engine_audio(c: &mut Criterion) {
     // Gemini: 40 ms of PCM16 24 kHz, as the simulator (and Google) sends it.
     let data = B64.encode(audio(1920));
     let msg = serde_json::json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}]}}}).to_string();
-    let mut engine = GeminiEngine::new(&cfg(""));
-    let (mut evs, mut out) = (Vec::new(), codeb_ai::transport::Outbox::new());
-    c.bench_function(
+    message_row(
+        c,
         "ai engine audio message -> event, gemini 40 ms (1920 B)",
-        |b| {
-            b.iter(|| {
-                evs.clear();
-                engine
-                    .on_message(black_box(&msg), &mut evs, &mut out)
-                    .unwrap();
-                evs.len()
-            })
-        },
+        &mut GeminiEngine::new(&cfg("")),
+        &msg,
+        None,
     );
     // The way it was read before (0cc8546): a JSON tree, the base64
     // copied into it, then decoded.
@@ -201,36 +194,50 @@ fn bench_engine_audio(c: &mut Criterion) {
             serde_json::json!({"serverContent": {"outputTranscription": {"text": "a few words "}}, "x": 1}),
         ),
     ] {
-        let msg = msg.to_string();
         let done = serde_json::json!({"serverContent": {"turnComplete": true}}).to_string();
-        let mut engine = GeminiEngine::new(&cfg(""));
-        c.bench_function(name, |b| {
-            b.iter(|| {
-                evs.clear();
-                engine
-                    .on_message(black_box(&msg), &mut evs, &mut out)
-                    .unwrap();
-                // The turn's end keeps the engine's transcript short.
-                engine.on_message(&done, &mut evs, &mut out).unwrap();
-                evs.len()
-            })
-        });
+        // The turn's end keeps the engine's transcript short.
+        message_row(
+            c,
+            name,
+            &mut GeminiEngine::new(&cfg("")),
+            &msg.to_string(),
+            Some(&done),
+        );
     }
     let data = B64.encode(audio(320));
     let msg = serde_json::json!({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0, "delta": data}).to_string();
-    let mut engine = OpenAiEngine::new(&cfg("openai/gpt-realtime"));
-    c.bench_function(
+    message_row(
+        c,
         "ai engine audio message -> event, openai 40 ms (320 B G.711)",
-        |b| {
-            b.iter(|| {
-                evs.clear();
-                engine
-                    .on_message(black_box(&msg), &mut evs, &mut out)
-                    .unwrap();
-                evs.len()
-            })
-        },
+        &mut OpenAiEngine::new(&cfg("openai/gpt-realtime")),
+        &msg,
+        None,
     );
+}
+
+/// A criterion row: one vendor message through an engine to its events,
+/// then `after`, if given, in the same iteration (what keeps the
+/// engine's state from growing across iterations).
+fn message_row<E: Engine>(
+    c: &mut Criterion,
+    name: &str,
+    engine: &mut E,
+    msg: &str,
+    after: Option<&str>,
+) {
+    let (mut evs, mut out) = (Vec::new(), codeb_ai::transport::Outbox::new());
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            evs.clear();
+            engine
+                .on_message(black_box(msg), &mut evs, &mut out)
+                .unwrap();
+            if let Some(after) = after {
+                engine.on_message(after, &mut evs, &mut out).unwrap();
+            }
+            evs.len()
+        })
+    });
 }
 
 criterion_group!(benches, bench_caller_frames, bench_engine_audio);
