@@ -18,7 +18,9 @@ use crate::sip::calls::CallKey;
 
 /// Caller audio goes to the engine as each frame arrives, read by the
 /// session's own task ([`CallerInput`]); this clock tops up long engine
-/// turns, notices played-out turns and due ends.
+/// turns, notices played-out turns and due ends. It runs only while one
+/// of those waits (see `housekeeping`): a call whose caller has the
+/// floor wakes nobody ten times a second.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Engine audio held beyond the tap's ring, at most (engines send replies
 /// faster than real time).
@@ -276,6 +278,13 @@ impl Conversation {
 
     pub(super) fn ending(&self) -> bool {
         self.ending.is_some()
+    }
+
+    /// Whether the playout clock matters: a finished turn waits to be
+    /// heard to its end ([`Self::played_out`]) or a goodbye to drain
+    /// ([`Self::end_due`]).
+    pub(super) fn awaits_playout(&self) -> bool {
+        self.playing.is_some() || (self.ending.is_some() && !self.end_reported)
     }
 
     /// What is left unsaid when the session ends (`played`: the tap's
@@ -539,6 +548,7 @@ pub(super) async fn run(
     loop {
         // The housekeeping clock ticked.
         let mut serve = false;
+        let housekeeping = !play.pending.is_empty() || conv.awaits_playout() || stop_by.is_some();
         tokio::select! {
             ctl = control.recv(), if stop_by.is_none() => match ctl {
                 Some(Control::ToolResult { id, name, ok, detail }) => {
@@ -573,7 +583,7 @@ pub(super) async fn run(
                         .await;
                 }
             }
-            _ = tick.tick() => serve = true,
+            _ = tick.tick(), if housekeeping => serve = true,
             ev = events.recv() => {
                 let now = Instant::now();
                 let Some(ev) = ev else {
@@ -793,13 +803,19 @@ mod tests {
         c.ai_transcript("Hi, ", false);
         c.ai_transcript("how can I help?", false);
         c.ai_audio(24_000);
-        // Generated faster than it plays: reported once heard to the end.
+        // Nothing finished yet: the playout clock does not matter.
+        assert!(!c.awaits_playout());
+        // Generated faster than it plays: reported once heard to the end,
+        // which the playout clock watches for until then.
         assert_eq!(c.turn_complete(t0, 12_000), None);
+        assert!(c.awaits_playout());
         assert_eq!(c.played_out(t0, 23_999), None);
+        assert!(c.awaits_playout());
         assert_eq!(
             turn(c.played_out(t0, 24_000)),
             ("Hi, how can I help?".into(), false)
         );
+        assert!(!c.awaits_playout());
         // An empty turn says nothing.
         assert_eq!(c.turn_complete(t0, 24_000), None);
     }
@@ -836,9 +852,11 @@ mod tests {
         c.ai_transcript("one two three four five six seven eight", true);
         assert_eq!(c.turn_complete(t0, 0), None, "held while it plays");
         assert_eq!(c.played_ms_of_turn(24_000), 1000);
+        assert!(c.awaits_playout());
         let (text, interrupted) = turn(c.interrupted(t0, 24_000));
         assert!(interrupted);
         assert_eq!(text, "one two");
+        assert!(!c.awaits_playout(), "cut: nothing left to watch");
         assert_eq!(c.played_out(t0, u64::MAX), None, "reported once");
         // The next turn starts where the caller's stream is.
         c.ai_audio(24_000);
@@ -857,9 +875,12 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Conversation::new(t0, 8_000);
         assert_eq!(c.end_due(t0, true), None);
+        assert!(!c.awaits_playout());
         c.end_call(t0, "voicemail".into());
+        assert!(c.awaits_playout(), "the goodbye drains or its grace ends");
         assert_eq!(c.end_due(t0, false), None);
         assert_eq!(c.end_due(t0, true), Some("voicemail".into()));
+        assert!(!c.awaits_playout());
         assert_eq!(c.end_due(t0, true), None, "reported once");
         let mut c = Conversation::new(t0, 8_000);
         c.end_call(t0, String::new());
