@@ -553,11 +553,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             continue;
         }
         let now = Instant::now();
+        // Transcript and usage notes do not wake this thread.
+        let notes_due = if ai.active() > 0 {
+            codeb_switch::ai::NOTE_LATENCY
+        } else {
+            Duration::from_secs(1)
+        };
         let wait = core
             .poll_timeout()
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
+            .min(notes_due);
         if transport.park() {
             let polled = waiter.poll(Some(wait), &mut |_| {});
             transport.unpark();

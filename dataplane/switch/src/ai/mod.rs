@@ -206,6 +206,23 @@ pub enum AiNote {
     Closed,
 }
 
+/// How long a note that does not wake the SIP thread may wait for it
+/// ([`AiNote::wakes`]): its loop looks at the notes at least this often
+/// while AI calls run. Small beside the event journal's own gathering.
+pub const NOTE_LATENCY: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl AiNote {
+    /// Whether the SIP thread must act on the note at once (the call's
+    /// state changes: it starts, ends, fails or transfers). Transcript
+    /// turns and usage only become events for the control plane: they
+    /// wait for the thread's next turn, at most [`NOTE_LATENCY`], in
+    /// order with the rest. At a few hundred AI calls they are most of
+    /// the notes, and each used to wake the thread for itself.
+    pub fn wakes(&self) -> bool {
+        !matches!(self, AiNote::Turn { .. } | AiNote::Usage { .. })
+    }
+}
+
 /// The longest user name a transfer may name.
 pub const MAX_USER: usize = 64;
 

@@ -54,9 +54,12 @@ pub(super) struct Notes {
 
 impl Notes {
     async fn send(&self, note: AiNote) {
+        let wake = note.wakes();
         // The hub outlives its tasks; a send fails only at shutdown.
         let _ = self.tx.send((self.key, note)).await;
-        self.waker.wake();
+        if wake {
+            self.waker.wake();
+        }
     }
 }
 
@@ -773,6 +776,76 @@ mod tests {
         let held: Vec<i16> = play.pending.iter().copied().collect();
         assert_eq!(held, (160..460).collect::<Vec<i16>>());
         assert!(!play.drained());
+    }
+
+    #[test]
+    fn transcript_and_usage_notes_wait_for_the_sip_thread_and_the_rest_wake_it() {
+        let mut sip = codeb_io::Reactor::new(&codeb_io::Options {
+            force_epoll: true,
+            buffers: 1,
+            buffer_len: 64,
+            ..codeb_io::Options::default()
+        })
+        .unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let notes = Notes {
+            key: 7,
+            tx,
+            waker: sip.waker(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let woken = |sip: &mut codeb_io::Reactor| {
+            let mut n = 0;
+            sip.poll(Some(Duration::ZERO), &mut |ev| {
+                n += usize::from(matches!(ev, codeb_io::Event::Woken));
+            })
+            .unwrap();
+            n > 0
+        };
+        let lazy = [
+            AiNote::Turn {
+                role: Role::Caller,
+                text: "hello".into(),
+                at_ms: 10,
+                interrupted: false,
+            },
+            AiNote::Usage {
+                input: 1,
+                output: 2,
+                estimated: false,
+            },
+        ];
+        for note in lazy.clone() {
+            rt.block_on(notes.send(note));
+            assert!(!woken(&mut sip));
+        }
+        let urgent = [
+            AiNote::Started,
+            AiNote::EndCall {
+                reason: "done".into(),
+            },
+            AiNote::Transfer {
+                id: "t".into(),
+                user: "alice".into(),
+            },
+            AiNote::Failed {
+                detail: "lost".into(),
+            },
+            AiNote::Closed,
+        ];
+        for note in urgent.clone() {
+            rt.block_on(notes.send(note));
+            assert!(woken(&mut sip));
+        }
+        // All of them there, in the order sent.
+        let mut got = Vec::new();
+        while let Ok((key, note)) = rx.try_recv() {
+            assert_eq!(key, 7);
+            got.push(note);
+        }
+        assert_eq!(got, [&lazy[..], &urgent[..]].concat());
     }
 
     fn turn(n: Option<AiNote>) -> (String, bool) {
