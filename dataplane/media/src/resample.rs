@@ -121,6 +121,15 @@ struct Polyphase {
     fall: Option<Fall>,
     /// Run the AVX2 build of the loops (the CPU has it).
     avx2: bool,
+    /// Every input sample kept from earlier frames is zero (see
+    /// [`Polyphase::process`]).
+    quiet: bool,
+    /// A frame replaces all of the kept history (it is at least as long),
+    /// so a frame of zeros leaves it all zero.
+    frame_covers_history: bool,
+    /// Skip the filter on silence (always, but in the test that compares
+    /// with the filter run).
+    skip_silence: bool,
 }
 
 /// Whether the CPU running us has AVX2 (the filter's loops then run
@@ -292,6 +301,10 @@ impl Polyphase {
                 fall_coefs,
             },
         )?;
+        let frame_covers_history = match &layout {
+            Some(l) => l.frame >= l.history,
+            None => frame_in >= history,
+        };
         let fall = layout.map(|l| Fall {
             history: l.history,
             frame: l.frame,
@@ -311,6 +324,9 @@ impl Polyphase {
             delay: half / down,
             fall,
             avx2: has_avx2(),
+            quiet: true,
+            frame_covers_history,
+            skip_silence: true,
         })
     }
 
@@ -319,9 +335,26 @@ impl Polyphase {
         if let Some(fall) = &mut self.fall {
             fall.phases.fill(0.0);
         }
+        self.quiet = true;
     }
 
+    /// Converts a frame. Silence in, behind silence kept, is silence out
+    /// without running the filter: every output is then a sum of
+    /// coefficients times zeros, ±0, which rounds to 0 (and the kept
+    /// history, all zeros, stays as it is). A caller's digital silence
+    /// (G.711 0xFF, a muted or VAD-gated phone) between utterances is most
+    /// of its frames on an AI call.
     fn process(&mut self, input: &[i16], output: &mut [i16]) {
+        let zeros = self.skip_silence && is_zeros(input);
+        if zeros && self.quiet {
+            output.fill(0);
+            return;
+        }
+        self.filter(input, output);
+        self.quiet = zeros && self.frame_covers_history;
+    }
+
+    fn filter(&mut self, input: &[i16], output: &mut [i16]) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: `avx2` is set only when the CPU running us was found
@@ -335,7 +368,7 @@ impl Polyphase {
         self.process_any::<false>(input, output);
     }
 
-    /// [`process`](Self::process) compiled for AVX2: the same operations
+    /// [`filter`](Self::filter) compiled for AVX2: the same operations
     /// in the same order on each sample (no fused multiply-add, which
     /// would round differently), eight lanes to a vector instead of four.
     #[cfg(target_arch = "x86_64")]
@@ -651,6 +684,12 @@ impl Resampler {
     }
 }
 
+/// Whether every sample is zero: an OR over the frame (no early exit,
+/// which would keep it from running in vectors).
+fn is_zeros(input: &[i16]) -> bool {
+    input.iter().fold(0u16, |acc, &s| acc | s as u16) == 0
+}
+
 /// A sample in [-1, 1) to i16, rounded half away from zero and clamped.
 /// Adding ±0.5 before the (truncating, saturating) cast rounds without
 /// `f32::round`, which is a libm call on x86-64 without SSE4.1 (0.7% of
@@ -868,6 +907,53 @@ mod tests {
                     narrow.process(f, &mut n);
                     assert_eq!(w, n, "{a}->{b}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn silence_skipped_gives_the_filters_samples() {
+        for &a in &SUPPORTED_RATES {
+            for &b in &SUPPORTED_RATES {
+                if a == b {
+                    continue;
+                }
+                let mut skip = Polyphase::new(a, b).unwrap();
+                let mut run = Polyphase::new(a, b).unwrap();
+                run.skip_silence = false;
+                assert!(skip.frame_covers_history, "{a}->{b}");
+                let il = frame_len(a);
+                let zeros = vec![0i16; il];
+                let sound: Vec<i16> = (0..il)
+                    .map(|i| ((i as f32 * 0.37).sin() * 20_000.0) as i16)
+                    .collect();
+                // One sample at the frame's end: the kept history is not
+                // silent after it.
+                let mut click = vec![0i16; il];
+                click[il - 1] = -1;
+                let mut skipped = 0;
+                for (f, frame) in [
+                    &zeros, &zeros, &sound, &zeros, &zeros, &click, &zeros, &zeros, &sound,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    if f == 8 {
+                        // Sound then a reset: silence again at once.
+                        skip.reset();
+                        run.reset();
+                        assert!(skip.quiet);
+                    }
+                    let mut s = vec![1i16; frame_len(b)];
+                    let mut r = vec![1i16; frame_len(b)];
+                    skipped += usize::from(skip.quiet && frame == &zeros);
+                    skip.process(frame, &mut s);
+                    run.process(frame, &mut r);
+                    assert_eq!(s, r, "{a}->{b} frame {f}");
+                }
+                // Frames 0, 1, 4 and 7 (not 3 or 6, after sound).
+                assert_eq!(skipped, 4, "{a}->{b}");
+                assert!(!skip.quiet, "{a}->{b}: sound last");
             }
         }
     }
