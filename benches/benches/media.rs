@@ -133,6 +133,14 @@ fn bench_resample(c: &mut Criterion) {
             |b| b.iter(|| r.process(black_box(&x), &mut y).unwrap()),
         );
     }
+    // A caller's digital silence between utterances (G.711 0xFF decodes
+    // to zeros), behind silence.
+    let mut r = Resampler::new(8_000, 16_000).unwrap();
+    let x = vec![0i16; r.input_len()];
+    let mut y = vec![0i16; r.output_len()];
+    c.bench_function("resample 20 ms 8k->16k, digital silence", |b| {
+        b.iter(|| r.process(black_box(&x), &mut y).unwrap())
+    });
 }
 
 /// The voicemail detector on one 20 ms caller frame at 16 kHz (what the
@@ -370,6 +378,159 @@ fn bench_pipelines(c: &mut Criterion) {
     );
 }
 
+/// Many AI-tapped calls driven round-robin on one thread, as one media
+/// worker carries them: each step is one call's 20 ms frame (a caller
+/// packet in, the engine's side reading it; one engine frame paced out).
+/// Each caller talks as ai-load's talkative one (`PERIOD_MS=2000`): 600 ms
+/// of speech every 2 s, µ-law digital silence (0xFF) between; every
+/// call's engine speaks a 1.2 s turn written at once 200 ms after its
+/// caller's speech, held back as the AI side holds what does not fit and
+/// topped up every 100 ms. The calls' state and rings do not stay in
+/// cache as they do in the one-call rows; a row with smaller rings shows
+/// what the rings' size costs in memory traffic (nothing measurable:
+/// benches/README.md).
+struct TappedCalls {
+    calls: Vec<(
+        Call,
+        codeb_media::tap::TapEngine,
+        std::collections::VecDeque<i16>,
+    )>,
+    next: usize,
+    turn: Vec<i16>,
+    caller: Vec<i16>,
+}
+
+impl TappedCalls {
+    fn new(n: usize, cfg: TapConfig, t0: Instant, ulaw: &[Vec<u8>]) -> TappedCalls {
+        let far = "198.51.100.10:40000";
+        let calls = (0..n)
+            .map(|k| {
+                let (p, engine) = Pipeline::ai_tap(
+                    t0,
+                    PipelineConfig::default(),
+                    LegConfig {
+                        inband_dtmf: false,
+                        ..leg(CodecSpec::pcmu(), k as u32 + 1, far)
+                    },
+                    TapConfig {
+                        quiet_batch_ms: 100,
+                        ..cfg
+                    },
+                )
+                .unwrap();
+                let call = Call {
+                    p,
+                    t0,
+                    // Phases spread over the 2 s turn period.
+                    i: (k * 37 % 100) as u32,
+                    pt: 0,
+                    ticks: 160,
+                    payloads: ulaw.to_vec(),
+                    buf: [0; 1500],
+                    from: far.parse().unwrap(),
+                };
+                (call, engine, std::collections::VecDeque::new())
+            })
+            .collect();
+        TappedCalls {
+            calls,
+            next: 0,
+            turn: speech_like(24_000, 24_000 * 12 / 10),
+            caller: vec![0; 1_600],
+        }
+    }
+
+    fn step(&mut self) -> usize {
+        let k = self.next;
+        self.next = (k + 1) % self.calls.len();
+        let (call, engine, pending) = &mut self.calls[k];
+        let top_up = |engine: &mut codeb_media::tap::TapEngine,
+                      pending: &mut std::collections::VecDeque<i16>| {
+            while !pending.is_empty() {
+                let (a, _) = pending.as_slices();
+                let want = a.len();
+                let n = engine.write_engine(a);
+                pending.drain(..n);
+                if n < want || n == 0 {
+                    break;
+                }
+            }
+        };
+        if call.i % 100 == 40 {
+            // A turn arrives in 40 ms messages, as fast as they come.
+            for chunk in self.turn.chunks(960) {
+                let direct = if pending.is_empty() {
+                    engine.write_engine(chunk)
+                } else {
+                    0
+                };
+                pending.extend(&chunk[direct..]);
+            }
+        }
+        if call.i % 5 == 0 {
+            top_up(engine, pending);
+        }
+        let sent = call.frame();
+        while engine.read_caller(&mut self.caller) > 0 {}
+        sent
+    }
+}
+
+fn bench_many_taps(c: &mut Criterion) {
+    let t0 = Instant::now();
+    let pcm8 = speech_like(8_000, 160 * 50);
+    let ulaw: Vec<Vec<u8>> = pcm8
+        .chunks_exact(160)
+        .map(|f| {
+            let mut o = vec![0u8; 160];
+            Law::Ulaw.encode(f, &mut o);
+            o
+        })
+        .collect();
+    // 600 ms of speech, then 1.4 s of digital silence.
+    let talk: Vec<Vec<u8>> = (0..100)
+        .map(|i| {
+            ulaw.get(i)
+                .filter(|_| i < 30)
+                .cloned()
+                .unwrap_or(vec![0xff; 160])
+        })
+        .collect();
+    let default = TapConfig::default();
+    let rings = [
+        (
+            "default rings",
+            default.to_engine_ms,
+            default.from_engine_ms,
+        ),
+        ("300 ms / 500 ms rings", 300, 500),
+    ];
+    for (name, to_ms, from_ms) in rings {
+        let cfg = TapConfig {
+            to_engine_ms: to_ms,
+            from_engine_ms: from_ms,
+            ..default
+        };
+        // Set up only when the row runs (not filtered out).
+        let mut calls: Option<TappedCalls> = None;
+        c.bench_function(
+            &format!("pipeline AI tap, 300 calls round-robin, {name}, per frame"),
+            |b| {
+                let calls = calls.get_or_insert_with(|| {
+                    let mut calls = TappedCalls::new(300, cfg, t0, &talk);
+                    // Every call through a few turns first, so the rings
+                    // have wrapped.
+                    for _ in 0..300 * 500 {
+                        calls.step();
+                    }
+                    calls
+                });
+                b.iter(|| calls.step())
+            },
+        );
+    }
+}
+
 criterion_group!(
     benches,
     bench_rtp,
@@ -377,6 +538,7 @@ criterion_group!(
     bench_opus,
     bench_resample,
     bench_amd,
-    bench_pipelines
+    bench_pipelines,
+    bench_many_taps
 );
 criterion_main!(benches);
