@@ -19,6 +19,17 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// 8 kHz PCM as 20 ms µ-law payloads.
+fn ulaw_frames(pcm8: &[i16]) -> Vec<Vec<u8>> {
+    pcm8.chunks_exact(160)
+        .map(|f| {
+            let mut o = vec![0u8; 160];
+            Law::Ulaw.encode(f, &mut o);
+            o
+        })
+        .collect()
+}
+
 fn speech_like(rate: u32, len: usize) -> Vec<i16> {
     (0..len)
         .map(|i| {
@@ -231,14 +242,7 @@ fn bench_pipelines(c: &mut Criterion) {
     let far_b = "203.0.113.20:50000";
     let t0 = Instant::now();
     let pcm8 = speech_like(8_000, 160 * 50);
-    let ulaw: Vec<Vec<u8>> = pcm8
-        .chunks_exact(160)
-        .map(|f| {
-            let mut o = vec![0u8; 160];
-            Law::Ulaw.encode(f, &mut o);
-            o
-        })
-        .collect();
+    let ulaw = ulaw_frames(&pcm8);
     let mut enc = OpusEncoder::new(8_000, 10).unwrap();
     let opus: Vec<Vec<u8>> = pcm8
         .chunks_exact(160)
@@ -479,14 +483,7 @@ impl TappedCalls {
 fn bench_many_taps(c: &mut Criterion) {
     let t0 = Instant::now();
     let pcm8 = speech_like(8_000, 160 * 50);
-    let ulaw: Vec<Vec<u8>> = pcm8
-        .chunks_exact(160)
-        .map(|f| {
-            let mut o = vec![0u8; 160];
-            Law::Ulaw.encode(f, &mut o);
-            o
-        })
-        .collect();
+    let ulaw = ulaw_frames(&pcm8);
     // 600 ms of speech, then 1.4 s of digital silence.
     let talk: Vec<Vec<u8>> = (0..100)
         .map(|i| {
