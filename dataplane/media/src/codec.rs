@@ -114,7 +114,12 @@ pub enum CodecError {
 pub enum AudioDecoder {
     G711 {
         law: Law,
-        last: [i16; 160],
+        /// The last 20 ms heard, as it came (the payload bytes: half the
+        /// lines a decoded copy would write on every packet, for a frame
+        /// decoded again only on a loss); its last `heard` bytes are
+        /// audio, any before them silence (A-law has no byte for 0).
+        last: [u8; 160],
+        heard: usize,
         losses: u32,
     },
     Opus(Box<OpusDecoder>),
@@ -133,6 +138,7 @@ impl AudioDecoder {
                 AudioDecoder::G711 {
                     law: spec.law().unwrap_or(Law::Ulaw),
                     last: [0; 160],
+                    heard: 0,
                     losses: 0,
                 }
             }
@@ -166,7 +172,12 @@ impl AudioDecoder {
     /// returns the samples decoded.
     pub fn decode_packet(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
         match self {
-            AudioDecoder::G711 { law, last, losses } => {
+            AudioDecoder::G711 {
+                law,
+                last,
+                heard,
+                losses,
+            } => {
                 let n = payload.len();
                 if n == 0 || n > out.len() {
                     return Err(CodecError::FrameSize);
@@ -176,7 +187,8 @@ impl AudioDecoder {
                 let keep = n.min(last.len());
                 last.copy_within(keep.., 0);
                 let at = last.len() - keep;
-                last[at..].copy_from_slice(&out[n - keep..n]);
+                last[at..].copy_from_slice(&payload[n - keep..]);
+                *heard = (*heard + keep).min(last.len());
                 *losses = 0;
                 Ok(n)
             }
@@ -204,13 +216,21 @@ impl AudioDecoder {
                 Some(p) => Ok(d.decode_fec(p, out)?),
                 None => Ok(d.conceal(out)?),
             },
-            AudioDecoder::G711 { last, losses, .. } => {
+            AudioDecoder::G711 {
+                law,
+                last,
+                heard,
+                losses,
+            } => {
                 if out.is_empty() || out.len() > 6 * last.len() {
                     return Err(CodecError::FrameSize);
                 }
                 *losses += 1;
                 let shift = (*losses).min(16);
-                for (o, &l) in out.iter_mut().zip(last.iter().cycle()) {
+                let mut frame = [0i16; 160];
+                let at = last.len() - *heard;
+                law.decode(&last[at..], &mut frame[at..]);
+                for (o, &l) in out.iter_mut().zip(frame.iter().cycle()) {
                     *o = if *losses > 3 { 0 } else { l >> shift };
                 }
                 Ok(())
@@ -300,6 +320,50 @@ mod tests {
         }
         assert!(c.iter().all(|&s| s == 0));
         assert_eq!(dec.decode(&buf[..80], &mut out), Err(CodecError::FrameSize));
+    }
+
+    #[test]
+    fn concealment_repeats_the_last_20_ms_heard_decoded_and_silence_before_any() {
+        // The last 20 ms heard, decoded, with silence before the first
+        // packet: what concealment repeats, at half the level per loss.
+        for spec in [CodecSpec::pcmu(), CodecSpec::pcma()] {
+            let law = spec.law().unwrap();
+            let mut dec = AudioDecoder::new(&spec).unwrap();
+            let mut heard: Vec<i16> = vec![0; 160];
+            let mut out = [0i16; 960];
+            let mut c = [0i16; 160];
+            let mut k = 0u32;
+            // Before anything: silence.
+            dec.conceal(None, &mut c).unwrap();
+            assert!(c.iter().all(|&s| s == 0));
+            // Packets of 10, 20, 30 and 60 ms, each followed by losses.
+            for (i, bytes) in [80usize, 80, 160, 240, 80, 480, 160]
+                .into_iter()
+                .enumerate()
+            {
+                let payload: Vec<u8> = (0..bytes)
+                    .map(|_| {
+                        k = k.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                        (k >> 16) as u8
+                    })
+                    .collect();
+                let n = dec.decode_packet(&payload, &mut out).unwrap();
+                assert_eq!(n, bytes);
+                let mut pcm = vec![0i16; bytes];
+                law.decode(&payload, &mut pcm);
+                assert_eq!(&out[..n], &pcm[..]);
+                heard.extend_from_slice(&pcm);
+                let last = &heard[heard.len() - 160..];
+                for loss in 1..=(i % 3 + 1) as u32 {
+                    // A 30 ms loss: the 20 ms repeated, cycled.
+                    let mut c = [0i16; 240];
+                    dec.conceal(None, &mut c).unwrap();
+                    for (j, &s) in c.iter().enumerate() {
+                        assert_eq!(s, last[j % 160] >> loss, "{spec:?} packet {i} loss {loss}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
