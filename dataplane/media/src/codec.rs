@@ -112,20 +112,54 @@ pub enum CodecError {
     reason = "one decoder per leg, kept in place for the call; boxing G.711's concealment frame would cost an indirection per frame"
 )]
 pub enum AudioDecoder {
-    G711 {
-        law: Law,
-        /// The last 20 ms heard, as it came (the payload bytes: half the
-        /// lines a decoded copy would write on every packet, for a frame
-        /// decoded again only on a loss); its last `heard` bytes are
-        /// audio, any before them silence (A-law has no byte for 0).
-        last: [u8; 160],
-        heard: usize,
-        losses: u32,
-    },
+    G711(G711Decoder),
     Opus(Box<OpusDecoder>),
-    L16 {
-        samples: usize,
-    },
+    L16 { samples: usize },
+}
+
+/// G.711 decoding, and concealment that repeats the last 20 ms heard.
+#[derive(Debug)]
+pub struct G711Decoder {
+    law: Law,
+    /// The last 20 ms heard, as it came (the payload bytes: half the
+    /// lines a decoded copy would write on every packet, for a frame
+    /// decoded again only on a loss); its last `heard` bytes are audio,
+    /// any before them silence (A-law has no byte for 0).
+    last: [u8; 160],
+    heard: usize,
+    losses: u32,
+}
+
+impl G711Decoder {
+    fn decode_packet(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        let n = payload.len();
+        if n == 0 || n > out.len() {
+            return Err(CodecError::FrameSize);
+        }
+        self.law.decode(payload, &mut out[..n]);
+        let keep = n.min(self.last.len());
+        self.last.copy_within(keep.., 0);
+        let at = self.last.len() - keep;
+        self.last[at..].copy_from_slice(&payload[n - keep..]);
+        self.heard = (self.heard + keep).min(self.last.len());
+        self.losses = 0;
+        Ok(n)
+    }
+
+    fn conceal(&mut self, out: &mut [i16]) -> Result<(), CodecError> {
+        if out.is_empty() || out.len() > 6 * self.last.len() {
+            return Err(CodecError::FrameSize);
+        }
+        self.losses += 1;
+        let shift = self.losses.min(16);
+        let mut frame = [0i16; 160];
+        let at = self.last.len() - self.heard;
+        self.law.decode(&self.last[at..], &mut frame[at..]);
+        for (o, &l) in out.iter_mut().zip(frame.iter().cycle()) {
+            *o = if self.losses > 3 { 0 } else { l >> shift };
+        }
+        Ok(())
+    }
 }
 
 impl AudioDecoder {
@@ -135,12 +169,12 @@ impl AudioDecoder {
                 if spec.pcm_rate != 8_000 {
                     return Err(CodecError::UnsupportedRate(spec.pcm_rate));
                 }
-                AudioDecoder::G711 {
+                AudioDecoder::G711(G711Decoder {
                     law: spec.law().unwrap_or(Law::Ulaw),
                     last: [0; 160],
                     heard: 0,
                     losses: 0,
-                }
+                })
             }
             CodecKind::Opus => AudioDecoder::Opus(Box::new(OpusDecoder::new(spec.pcm_rate)?)),
             CodecKind::L16 => {
@@ -172,26 +206,7 @@ impl AudioDecoder {
     /// returns the samples decoded.
     pub fn decode_packet(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
         match self {
-            AudioDecoder::G711 {
-                law,
-                last,
-                heard,
-                losses,
-            } => {
-                let n = payload.len();
-                if n == 0 || n > out.len() {
-                    return Err(CodecError::FrameSize);
-                }
-                law.decode(payload, &mut out[..n]);
-                // Concealment repeats the last 20 ms heard.
-                let keep = n.min(last.len());
-                last.copy_within(keep.., 0);
-                let at = last.len() - keep;
-                last[at..].copy_from_slice(&payload[n - keep..]);
-                *heard = (*heard + keep).min(last.len());
-                *losses = 0;
-                Ok(n)
-            }
+            AudioDecoder::G711(d) => d.decode_packet(payload, out),
             AudioDecoder::Opus(d) => Ok(d.decode_packet(payload, out)?),
             AudioDecoder::L16 { samples } => {
                 let n = payload.len() / 2;
@@ -216,25 +231,7 @@ impl AudioDecoder {
                 Some(p) => Ok(d.decode_fec(p, out)?),
                 None => Ok(d.conceal(out)?),
             },
-            AudioDecoder::G711 {
-                law,
-                last,
-                heard,
-                losses,
-            } => {
-                if out.is_empty() || out.len() > 6 * last.len() {
-                    return Err(CodecError::FrameSize);
-                }
-                *losses += 1;
-                let shift = (*losses).min(16);
-                let mut frame = [0i16; 160];
-                let at = last.len() - *heard;
-                law.decode(&last[at..], &mut frame[at..]);
-                for (o, &l) in out.iter_mut().zip(frame.iter().cycle()) {
-                    *o = if *losses > 3 { 0 } else { l >> shift };
-                }
-                Ok(())
-            }
+            AudioDecoder::G711(d) => d.conceal(out),
             AudioDecoder::L16 { .. } => {
                 out.fill(0);
                 Ok(())
