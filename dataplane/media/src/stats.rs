@@ -43,7 +43,9 @@ pub struct ReceiveStats {
     expected_prior: u64,
     received_prior: u64,
     transit: Option<i32>,
-    jitter_q4: u32,
+    /// J scaled by 16: up to 2^35 (J tends to |D|, at most 2^31), so it
+    /// takes 64 bits.
+    jitter_q4: u64,
     epoch: Option<Instant>,
     started: bool,
     /// Payload octets of counted packets.
@@ -157,11 +159,9 @@ impl ReceiveStats {
         let transit = arrival.wrapping_sub(rtp_ts) as i32;
         if let Some(prev) = self.transit {
             let d = transit.wrapping_sub(prev).unsigned_abs();
-            // J += (|D| - J) / 16, kept scaled by 16.
-            self.jitter_q4 = self
-                .jitter_q4
-                .wrapping_add(d)
-                .wrapping_sub((self.jitter_q4 + 8) >> 4);
+            // J += (|D| - J) / 16, kept scaled by 16. (J + 8) / 16 <= J
+            // for J >= 1, so this never goes below zero.
+            self.jitter_q4 = self.jitter_q4 + u64::from(d) - ((self.jitter_q4 + 8) >> 4);
         }
         self.transit = Some(transit);
     }
@@ -193,7 +193,7 @@ impl ReceiveStats {
 
     /// Interarrival jitter in RTP timestamp units.
     pub fn jitter_rtp(&self) -> u32 {
-        self.jitter_q4 >> 4
+        u32::try_from(self.jitter_q4 >> 4).unwrap_or(u32::MAX)
     }
 
     /// Interarrival jitter as a duration.
@@ -358,6 +358,35 @@ mod tests {
         let j = s.jitter_rtp();
         assert!((150..=160).contains(&j), "jitter {j}");
         assert_eq!(s.jitter(), Duration::from_micros(u64::from(j) * 125));
+    }
+
+    #[test]
+    fn jitter_of_wild_timestamps_neither_overflows_nor_wraps() {
+        // A far end's timestamps jumping by up to 2^31 each packet (all
+        // arriving at once): |D| is 2^31, so J tends to 2^31 ticks, 16
+        // times that scaled. Kept in 32 bits, the scaled estimate wrapped
+        // after two such jumps, and these four (chosen to leave it at
+        // 2^32 - 4) made the next `jitter + 8` overflow: a panic in a
+        // build with overflow checks, garbage in a report block without.
+        let t0 = Instant::now();
+        let mut s = ReceiveStats::new(8000);
+        // Probation, then the timestamps that drive J to 2^32 - 4 (scaled).
+        for (q, ts) in [0u32, 0, 0x8000_0000, 0, 394_264_572]
+            .into_iter()
+            .enumerate()
+        {
+            s.update(t0, q as u16, ts, 160);
+        }
+        let mut last = s.jitter_rtp();
+        for q in 5..40u16 {
+            let ts = if q % 2 == 0 { 0 } else { 0x8000_0000 };
+            assert_ne!(s.update(t0, q, ts, 160), SeqVerdict::BadSequence);
+            // Every |D| is at least J: the estimate only grows.
+            assert!(s.jitter_rtp() >= last, "jitter fell to {}", s.jitter_rtp());
+            last = s.jitter_rtp();
+        }
+        assert!(last > 1 << 30, "jitter {last}");
+        assert!(last <= 1 << 31, "jitter {last}");
     }
 
     #[test]
