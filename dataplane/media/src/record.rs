@@ -158,6 +158,10 @@ pub struct Recording<W: Write + Seek> {
     pub undecodable: u64,
     /// Packets that came after their place was written.
     pub late: u64,
+    /// Packets whose place was more than [`MAX_JUMP`] ahead of their
+    /// arrival (dropped: audio placed there waits in memory until
+    /// written).
+    pub early: u64,
 }
 
 impl<W: Write + Seek> std::fmt::Debug for Recording<W> {
@@ -203,6 +207,7 @@ impl<W: Write + Seek> Recording<W> {
             scratch: vec![0; 960],
             undecodable: 0,
             late: 0,
+            early: 0,
         })
     }
 }
@@ -331,6 +336,14 @@ impl<W: Write + Seek> Recording<W> {
         });
         if pos < written {
             self.late += 1;
+            return;
+        }
+        // Nothing lands further ahead of its arrival than a jump: the
+        // audio waits in `pending` until written, so a far end's
+        // timestamps (each jump measured from the channel's end) or a
+        // flood of new streams must not run the channel ahead.
+        if pos > arrival.max(written) + max_jump {
+            self.early += 1;
             return;
         }
         let from = (pos - written) as usize;
@@ -472,6 +485,37 @@ mod tests {
         assert!(energy(&l[480..written as usize]) < 1.0);
         assert_eq!(l.len(), written as usize + 160);
         assert!(energy(&l[written as usize..]) > 4000.0);
+    }
+
+    #[test]
+    fn timestamps_cannot_run_the_recording_ahead_of_its_arrivals() {
+        // A far end whose timestamps step just under MAX_JUMP per 20 ms
+        // packet: each was placed after the last (the jump was measured
+        // from the channel's end), so 30 packets laid out five minutes of
+        // audio, held in memory until written; a flood of them grew it
+        // without bound. Nothing may land more than MAX_JUMP past its
+        // arrival.
+        let t0 = Instant::now();
+        let (mut feed, mut rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
+        let step = (MAX_JUMP.as_millis() as u32 - 100) * 8;
+        for k in 0..30u32 {
+            let at = t0 + Duration::from_millis(u64::from(k) * 20);
+            feed.push(0, RecCodec::Pcmu, 1, k * step, at, &[0x80u8; 160]);
+            rec.pump(at).unwrap();
+            let pending = rec.channels[0].pending.len() as u64;
+            assert!(
+                pending <= samples_in(MAX_JUMP + Duration::from_secs(1)),
+                "{pending} samples pending after {k} packets"
+            );
+        }
+        // The first two are placed (the second 9.9 s ahead of the first).
+        // After that, every other packet is more than MAX_JUMP from the
+        // channel's end and starts anew at that end (as any such jump
+        // does); the ones between, 9.9 s on from those, would land that
+        // far ahead of their arrival: dropped and counted.
+        assert_eq!(rec.early, 14);
+        let (l, _) = read(&rec.finish().unwrap().into_inner());
+        assert_eq!(l.len() as u64, u64::from(step) + 160 + 14 * 160);
     }
 
     #[test]
