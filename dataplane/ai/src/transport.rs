@@ -411,11 +411,55 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
 }
 
+/// A TLS client configuration, shared by every connection made with it.
+pub type ClientTls = Arc<rustls::ClientConfig>;
+
 /// The TLS client configuration with the webpki (Mozilla) roots.
 pub fn default_tls() -> Result<Arc<rustls::ClientConfig>, EngineError> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    tls_with_roots(roots)
+}
+
+/// Most a CA file may hold (a bundle of a few hundred certificates is
+/// well under this).
+pub const MAX_CA_FILE_BYTES: usize = 4 << 20;
+
+/// A TLS client configuration trusting the webpki (Mozilla) roots and also
+/// the CA certificates in `pem` (PEM text, certificates only): for an
+/// engine behind an operator's own gateway or TLS proxy with a private CA.
+/// A file with no certificate, a malformed one or one that is not a usable
+/// trust anchor is refused, so a mistake shows at start, not as failing
+/// calls.
+pub fn tls_also_trusting(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, EngineError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    if pem.len() > MAX_CA_FILE_BYTES {
+        return Err(EngineError::Config(format!(
+            "CA file: larger than {MAX_CA_FILE_BYTES} bytes"
+        )));
+    }
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut added = 0usize;
+    for (i, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
+        let cert =
+            cert.map_err(|e| EngineError::Config(format!("CA file: certificate {}: {e}", i + 1)))?;
+        roots.add(cert).map_err(|e| {
+            EngineError::Config(format!(
+                "CA file: certificate {} is not a usable trust anchor: {e}",
+                i + 1
+            ))
+        })?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(EngineError::Config(
+            "CA file: no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        ));
+    }
     tls_with_roots(roots)
 }
 
