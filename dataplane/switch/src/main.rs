@@ -193,6 +193,11 @@ struct Cli {
     /// the call fails.
     #[arg(long, env = "CODEB_AI_CONNECT_TIMEOUT", default_value_t = 10)]
     ai_connect_timeout: u64,
+    /// A PEM file of CA certificates that `wss://` voice-AI endpoints are
+    /// also trusted under, beside the built-in webpki (Mozilla) roots: for
+    /// an engine behind a gateway or TLS proxy with a private CA.
+    #[arg(long, env = "CODEB_AI_CA_FILE")]
+    ai_ca_file: Option<std::path::PathBuf>,
     /// Threads of the voice-AI runtime (the sessions' WebSockets), 1-64.
     #[arg(long, env = "CODEB_AI_THREADS", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -276,6 +281,27 @@ fn session_timer(cli: &Cli) -> anyhow::Result<Option<SessionTimerConfig>> {
     }))
 }
 
+/// What the voice-AI sessions' `wss://` connections trust: the webpki
+/// roots, and the operator's CA file beside them if one is given. A file
+/// that cannot be used stops the start, rather than every AI call failing.
+fn ai_tls(ca_file: Option<&std::path::Path>) -> anyhow::Result<codeb_ai::transport::ClientTls> {
+    use std::io::Read as _;
+    let Some(path) = ca_file else {
+        return Ok(codeb_ai::transport::default_tls()?);
+    };
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(codeb_ai::transport::MAX_CA_FILE_BYTES as u64 + 1)
+                .read_to_end(&mut pem)
+        })
+        .with_context(|| format!("CODEB_AI_CA_FILE {}", path.display()))?;
+    let tls = codeb_ai::transport::tls_also_trusting(&pem)
+        .map_err(|e| anyhow::anyhow!("CODEB_AI_CA_FILE {}: {e}", path.display()))?;
+    tracing::info!(ca_file = %path.display(), "voice-AI TLS trusts the webpki roots and this CA file");
+    Ok(tls)
+}
+
 /// The configuration to start on: the last snapshot the control plane
 /// pushed, if one was kept (with its version), else the file.
 fn initial_config(cli: &Cli) -> anyhow::Result<(SwitchConfig, Option<u64>)> {
@@ -344,6 +370,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Err(e) => tracing::warn!(error = %e, "could not read or raise the open-file limit"),
     }
+    // Before any socket: a CA file that cannot be used stops the start.
+    let ai_tls = ai_tls(cli.ai_ca_file.as_deref())?;
     let (config, pushed_version) = initial_config(&cli)?;
     let udp =
         UdpSocket::bind(cli.sip_addr).with_context(|| format!("binding UDP {}", cli.sip_addr))?;
@@ -444,6 +472,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             gemini_key: cli.gemini_api_key.clone(),
             openai_key: cli.openai_api_key.clone(),
             connect_timeout: Duration::from_secs(cli.ai_connect_timeout.clamp(1, 120)),
+            tls: ai_tls,
             threads: usize::from(cli.ai_threads),
         },
         waiter.waker(),

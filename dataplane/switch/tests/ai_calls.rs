@@ -838,3 +838,113 @@ async fn an_answering_machine_played_from_a_pcap_ends_the_call_as_voicemail() {
         .expect("SIPp got our BYE");
     assert!(st.success(), "SIPp: {st}");
 }
+
+/// A TLS server config for a fresh self-signed `localhost` certificate,
+/// and that certificate as PEM.
+fn private_ca() -> (Arc<rustls::ServerConfig>, String) {
+    use base64::Engine as _;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let der = cert.cert.der().clone();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let mut pem = "-----BEGIN CERTIFICATE-----\n".to_owned();
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .unwrap();
+    (Arc::new(cfg), pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_behind_a_private_ca_is_reached_with_the_ca_file_and_refused_without() {
+    let (server, pem) = private_ca();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim =
+        SimServer::start(Vendor::Gemini, listener, SimConfig::default(), Some(server)).unwrap();
+    let url = format!("wss://localhost:{}", sim.addr().port());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("engine-ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+
+    for trusted in [true, false] {
+        let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let scenario = callee_scenario(dir.path(), "callee", media.local_addr().unwrap().port());
+        let _carrier = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
+        let config = format!(
+            "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {}\ndefault = true\noptions_interval = 0\n",
+            _carrier.port
+        );
+        let mut env = vec![
+            ("CODEB_GEMINI_URL", url.as_str()),
+            ("CODEB_GEMINI_API_KEY", "sim-key"),
+        ];
+        if trusted {
+            env.push(("CODEB_AI_CA_FILE", ca.to_str().unwrap()));
+        }
+        let sw = Switch::start(&config, &env);
+        let stop = Arc::new(AtomicBool::new(false));
+        let phone = callee_media(
+            media,
+            Duration::from_millis(200),
+            Duration::ZERO,
+            0.0,
+            stop.clone(),
+            Arc::new(Heard::default()),
+        );
+        let id = if trusted {
+            "oac-tls-0001"
+        } else {
+            "oac-tls-0002"
+        };
+        let (_c, mut events) =
+            place_ai_call(&sw, id, "Greet, then end the call. END_AFTER_TURNS=0").await;
+        let end = call_end(&mut events).await;
+        stop.store(true, Ordering::Relaxed);
+        phone.join().unwrap();
+        if trusted {
+            assert_eq!(end.outcome, "finished", "{end:?}");
+            assert_eq!(end.output_turns, 1, "{end:?}");
+        } else {
+            assert_ne!(end.outcome, "finished", "{end:?}");
+            assert!(
+                end.error_detail.contains("TLS") || end.error_detail.contains("certificate"),
+                "{end:?}"
+            );
+        }
+    }
+    let setups = sim
+        .records()
+        .iter()
+        .filter(|r| matches!(r, SimRecord::Setup(_)))
+        .count();
+    assert_eq!(setups, 1, "only the switch with the CA file got through");
+}
+
+#[test]
+fn a_ca_file_without_a_certificate_stops_the_switch_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_codeb-switch"))
+        .env("CODEB_AI_CA_FILE", &ca)
+        .env("CODEB_DATA_DIR", dir.path())
+        .env("CODEB_SIP_ADDR", "127.0.0.1:0")
+        .env("CODEB_SWITCH_GRPC_ADDR", "127.0.0.1:0")
+        .env("CODEB_SWITCH_METRICS_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CODEB_AI_CA_FILE") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}

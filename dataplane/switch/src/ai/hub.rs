@@ -27,6 +27,9 @@ pub struct AiSettings {
     pub openai_key: String,
     /// Bound on connecting a session.
     pub connect_timeout: Duration,
+    /// What `wss://` connections trust: the webpki roots, and an
+    /// operator's CA file if given (`CODEB_AI_CA_FILE`).
+    pub tls: codeb_ai::transport::ClientTls,
     /// Runtime threads.
     pub threads: usize,
 }
@@ -133,6 +136,7 @@ impl AiHub {
             _ => Codec::Pcmu,
         };
         cfg.connect_timeout = self.settings.connect_timeout;
+        cfg.tls = Some(self.settings.tls.clone());
         cfg
     }
 
