@@ -22,6 +22,10 @@
 # calls one media core carries.
 # PERIOD_MS=<ms> (1500-60000, default 4000): how often each caller speaks
 # its 600 ms burst; shorter is a caller who talks more.
+# TLS=1: the simulator serves wss:// with a certificate made for the run
+# (openssl) by a private CA, which the switch trusts through
+# CODEB_AI_CA_FILE: the switch
+# then pays for TLS on every session, as against a real vendor.
 # The switch inherits the environment, so its own settings can be set
 # for a run too (e.g. CODEB_RTP_STEER=on, CODEB_RTP_COALESCE_US=2000).
 #
@@ -53,9 +57,25 @@ max_concurrent_calls = 0
 calls_per_second = 0
 TOML
 ulimit -n "$(ulimit -Hn)"
+SCHEME=ws
+TLS_ARGS=()
+if [ -n "${TLS:-}" ]; then
+    # A private CA, and the simulator's certificate signed by it.
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    openssl req -x509 "${ec[@]}" -days 1 -subj /CN=codeb-ai-load-ca \
+        -keyout "$DIR/ca-key.pem" -out "$DIR/ca.pem" 2>/dev/null
+    openssl req "${ec[@]}" -subj /CN=codeb-ai-load \
+        -keyout "$DIR/sim-key.pem" -out "$DIR/sim.csr" 2>/dev/null
+    printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\n' "${SIM%:*}" >"$DIR/sim.ext"
+    openssl x509 -req -in "$DIR/sim.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca-key.pem" \
+        -days 1 -extfile "$DIR/sim.ext" -out "$DIR/sim-cert.pem" 2>/dev/null
+    SCHEME=wss
+    TLS_ARGS=(--tls-cert "$DIR/sim-cert.pem" --tls-key "$DIR/sim-key.pem")
+    export CODEB_AI_CA_FILE=$DIR/ca.pem
+fi
 CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=10000-23999 \
     CODEB_WORKERS=1 CODEB_AI_THREADS=$AI_THREADS CODEB_LOG=warn CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19092 \
-    CODEB_SWITCH_GRPC_ADDR=$GRPC CODEB_GEMINI_URL=ws://$SIM CODEB_GEMINI_API_KEY=sim-key \
+    CODEB_SWITCH_GRPC_ADDR=$GRPC CODEB_GEMINI_URL=$SCHEME://$SIM CODEB_GEMINI_API_KEY=sim-key \
     taskset -c "$SWITCH_CPU" "$BIN/codeb-switch" 2>"$DIR/switch.log" &
 SW=$!
 . benches/cpu_cap.sh
@@ -76,6 +96,7 @@ fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 taskset -c "$GEN_CPU" "$BIN/ai-load" --grpc $GRPC --sip 127.0.0.1:$SW_PORT \
     --uas 127.0.0.1:$UAS_PORT --sim $SIM --pid $SW --rate "$RATE" \
-    --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS" --period-ms "${PERIOD_MS:-4000}"
+    --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS" --period-ms "${PERIOD_MS:-4000}" \
+    "${TLS_ARGS[@]}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "switch warnings: $(grep -c WARN "$DIR/switch.log" || true)"

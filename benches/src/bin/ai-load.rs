@@ -27,6 +27,11 @@
 //! Both include the loopback hops and the simulator's own WebSocket and
 //! JSON work as well as the switch; see benches/README.md for what else.
 //!
+//! With `--tls-cert` and `--tls-key` (PEM files) the simulator serves
+//! `wss://`, as the vendors do: the switch then pays for TLS on every
+//! session, as it does in a deployment (it must trust the certificate:
+//! `CODEB_AI_CA_FILE`).
+//!
 //! ```text
 //! ai-load --grpc 127.0.0.1:15052 --sip 127.0.0.1:15061 --uas 127.0.0.1:15091 \
 //!         --sim 127.0.0.1:19410 --pid $(pidof codeb-switch) --calls 100,500 --seconds 20
@@ -82,6 +87,8 @@ struct Args {
     rate: u32,
     /// A caller speaks a burst once per this.
     period: Duration,
+    /// The simulator's certificate chain and key (PEM): serve `wss://`.
+    tls: Option<(String, String)>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -96,7 +103,9 @@ fn args() -> anyhow::Result<Args> {
         threads: 1,
         rate: 100,
         period: PERIOD,
+        tls: None,
     };
+    let (mut cert, mut key) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -116,6 +125,8 @@ fn args() -> anyhow::Result<Args> {
             "--threads" => a.threads = value()?.parse()?,
             "--rate" => a.rate = value()?.parse()?,
             "--period-ms" => a.period = Duration::from_millis(value()?.parse()?),
+            "--tls-cert" => cert = Some(value()?),
+            "--tls-key" => key = Some(value()?),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -125,6 +136,11 @@ fn args() -> anyhow::Result<Args> {
     if !(MIN_PERIOD..=Duration::from_secs(60)).contains(&a.period) {
         bail!("--period-ms must be 1500-60000");
     }
+    a.tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
     Ok(a)
 }
 
@@ -358,6 +374,23 @@ fn callee(
     }
 }
 
+/// The simulator's TLS server configuration from PEM files.
+fn server_tls(cert: &str, key: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("--tls-cert {cert}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--tls-cert {cert}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("--tls-key {key}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(cfg))
+}
+
 fn phone(run: usize, i: usize) -> String {
     format!("+1555{:02}{:06}", run % 100, i)
 }
@@ -370,15 +403,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let watch = Arc::new(Watch::default());
-    let sim = rt.block_on(SimServer::bind(
-        Vendor::Gemini,
-        &a.sim.to_string(),
-        SimConfig {
+    let tls = a
+        .tls
+        .as_ref()
+        .map(|(cert, key)| server_tls(cert, key))
+        .transpose()?;
+    let sim = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.sim).await?;
+        let cfg = SimConfig {
             api_key: SIM_KEY.into(),
             observer: Some(watch.clone()),
             ..SimConfig::default()
-        },
-    ))?;
+        };
+        SimServer::start(Vendor::Gemini, listener, cfg, tls)
+    })?;
     let mut grpc = rt
         .block_on(SwitchClient::connect(format!("http://{}", a.grpc)))
         .context("connect to the switch's gRPC link")?;
