@@ -220,6 +220,8 @@ struct Run {
     /// Addresses a leg's RTCP may go to: its SDP RTCP address, RTCP ports
     /// above its RTP destinations, and sources of RTCP it accepted.
     rtcp_ok: [Vec<SocketAddr>; 2],
+    /// RTP and RTCP packets seen going to each leg.
+    seen: [(u64, u64); 2],
 }
 
 /// What a step was, for the checks after it.
@@ -443,6 +445,7 @@ impl Run {
             let cfg = self.cfg[i].expect("packets only to a leg that exists");
             let rtcp = *kind == PacketKind::Rtcp || (cfg.rtcp_mux && is_rtcp(data));
             if rtcp {
+                self.seen[i].1 += 1;
                 assert!(*kind == PacketKind::Rtcp || cfg.rtcp_mux);
                 Compound::parse(data).expect("our RTCP parses");
                 if cfg.rtcp_mux {
@@ -454,6 +457,7 @@ impl Run {
                     );
                 }
             } else {
+                self.seen[i].0 += 1;
                 let p = RtpPacket::parse(data).expect("our RTP parses");
                 assert_eq!(p.ssrc(), cfg.ssrc, "our stream on the leg");
                 assert!(
@@ -531,6 +535,18 @@ impl Run {
                 }
             }
             Step::Other => {}
+        }
+        // Drained after every step, nothing is lost, and the counters
+        // agree with what was seen.
+        assert_eq!(self.p.events_dropped(), 0, "events lost while drained");
+        for l in [Leg::A, Leg::B] {
+            if let Some(st) = self.p.stats(l) {
+                assert_eq!(
+                    (st.rtp_out, st.rtcp_out),
+                    self.seen[leg_index(l)],
+                    "leg {l:?} counters"
+                );
+            }
         }
         for e in &events {
             match e {
@@ -756,6 +772,7 @@ fuzz_target!(|data: &[u8]| {
         now: start,
         far: [Far::default(); 2],
         rtcp_ok,
+        seen: [(0, 0); 2],
     };
     let mut steps = 0;
     while !inp.is_empty() && steps < 1_000 {
