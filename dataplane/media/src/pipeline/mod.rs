@@ -73,6 +73,11 @@ const PTIME: Duration = Duration::from_millis(20);
 const MAX_FRAME: usize = 960;
 /// Largest packet decoded at once: 120 ms at 48 kHz (Opus's longest).
 const MAX_DECODE: usize = 6 * MAX_FRAME;
+/// In-band DTMF detection takes 20 ms of 8 kHz audio at a time: the
+/// detector reports at most one digit per 20 ms it is given, and a far
+/// end's packet may carry more (two digits back to back can both end
+/// within one of 120 ms).
+const INBAND_CHUNK: usize = 160;
 
 /// Per-mode state.
 enum Mode {
@@ -418,19 +423,33 @@ impl Pipeline {
 
     /// Runs in-band DTMF detection on a G.711 payload (relay path).
     fn inband_detect_payload(&mut self, leg: Leg, payload: &[u8]) {
-        let Some(l) = &mut self.legs[leg.index()] else {
+        let Some(law) = self.legs[leg.index()]
+            .as_ref()
+            .filter(|l| l.inband.is_some())
+            .and_then(|l| l.cfg.codec.law())
+        else {
             return;
         };
-        let (Some(det), Some(law)) = (&mut l.inband, l.cfg.codec.law()) else {
-            return;
-        };
-        let n = payload.len().min(MAX_FRAME);
-        let digit = with_scratch(|s| {
-            law.decode(&payload[..n], &mut s.pcm[..n]);
-            det.push(&s.pcm[..n])
-        });
-        if let Some(digit) = digit {
-            self.emit(Event::Dtmf { leg, digit });
+        let mut pcm = [0i16; INBAND_CHUNK];
+        for codes in payload.chunks(INBAND_CHUNK) {
+            let n = law.decode(codes, &mut pcm);
+            self.inband_detect(leg, &pcm[..n]);
+        }
+    }
+
+    /// Feeds 8 kHz audio to `leg`'s in-band DTMF detector 20 ms at a
+    /// time, reporting every digit that ends in it.
+    fn inband_detect(&mut self, leg: Leg, pcm: &[i16]) {
+        for chunk in pcm.chunks(INBAND_CHUNK) {
+            let Some(det) = self.legs[leg.index()]
+                .as_mut()
+                .and_then(|l| l.inband.as_mut())
+            else {
+                return;
+            };
+            if let Some(digit) = det.push(chunk) {
+                self.emit(Event::Dtmf { leg, digit });
+            }
         }
     }
 
@@ -638,11 +657,8 @@ impl Pipeline {
                 room[..frame].fill(0);
                 frame
             });
-            if let Some(det) = &mut l.inband
-                && l.cfg.codec.pcm_rate == 8_000
-                && let Some(digit) = det.push(&pcm[carry..carry + n])
-            {
-                self.emit(Event::Dtmf { leg, digit });
+            if l.inband.is_some() && l.cfg.codec.pcm_rate == 8_000 {
+                self.inband_detect(leg, &pcm[carry..carry + n]);
             }
             let total = carry + n;
             let whole = total - total % frame.max(1);

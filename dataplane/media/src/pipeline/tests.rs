@@ -377,6 +377,61 @@ fn relay_inband_dtmf_on_g711_without_telephone_event() {
     assert_eq!(h.rtp_to(Leg::B).len(), 10);
 }
 
+/// 8 kHz samples of DTMF `digit` ('1'..'9') for `ms`.
+fn dtmf_tone(digit: char, ms: usize) -> Vec<i16> {
+    let d = digit.to_digit(10).unwrap() as usize - 1;
+    let (row, col) = (
+        [697.0, 770.0, 852.0][d / 3],
+        [1209.0, 1336.0, 1477.0][d % 3],
+    );
+    let n = ms * 8;
+    let r = sine(row, 8000, 6000.0, n, 0);
+    let c = sine(col, 8000, 6000.0, n, 0);
+    r.iter().zip(&c).map(|(a, b)| a + b).collect()
+}
+
+#[test]
+fn inband_dtmf_in_long_packets_reports_every_digit() {
+    // A far end packing 120 ms into a packet (ptime 120), dialling two
+    // digits back to back: both end within the one packet. The detector
+    // reports at most one digit per 20 ms it is given, so the payload
+    // handed over whole lost the first digit; relayed and transcoded.
+    let mut x = dtmf_tone('1', 40);
+    x.extend(dtmf_tone('5', 40));
+    x.extend(vec![0i16; 320]);
+    assert_eq!(x.len(), 960);
+    let payload = ulaw_frame(&x);
+    for transcode in [false, true] {
+        let t0 = Instant::now();
+        let b = if transcode {
+            CodecSpec::pcma()
+        } else {
+            CodecSpec::pcmu()
+        };
+        let mut h = Harness::new(
+            Pipeline::bridge(
+                t0,
+                cfg(),
+                leg(CodecSpec::pcmu(), 1, FAR_A),
+                leg(b, 2, FAR_B),
+            )
+            .unwrap(),
+            t0,
+        );
+        h.rtp(Leg::A, FAR_A, &packet(0, 1, 0, 9, false, &payload));
+        h.advance(Duration::from_millis(200));
+        let digits: Vec<_> = h
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Dtmf { digit, .. } => digit.char(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits, ['1', '5'], "transcode {transcode}");
+    }
+}
+
 /// Feeds `frames` 20 ms frames of a tone from leg A's far end, encoded by
 /// `encode`, stepping time; returns the harness.
 fn feed_tone(
