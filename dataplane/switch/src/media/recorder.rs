@@ -70,9 +70,14 @@ fn open(source: RecordSource, path: PathBuf) -> Option<(Wav, PathBuf)> {
 }
 
 fn finish(r: Wav, path: &std::path::Path) {
-    let (late, undecodable) = (r.late, r.undecodable);
+    // Packets left out: after their place was written, placed too far
+    // ahead of their arrival (a far end's timestamps running away), or
+    // not decodable.
+    let (late, early, undecodable) = (r.late, r.early, r.undecodable);
     match r.finish() {
-        Ok(_) => tracing::info!(path = %path.display(), late, undecodable, "recording written"),
+        Ok(_) => {
+            tracing::info!(path = %path.display(), late, early, undecodable, "recording written")
+        }
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "recording not finished"),
     }
 }
