@@ -7,22 +7,11 @@
 //! narrowband detector's sample skipping across pushes.
 #![no_main]
 
+mod input;
+
 use codeb_media::amd::{AmdConfig, VoicemailDetector};
+use input::Input;
 use libfuzzer_sys::fuzz_target;
-
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((first, rest)) => {
-                self.0 = rest;
-                *first
-            }
-            None => 0,
-        }
-    }
-}
 
 const RATES: [u32; 5] = [8_000, 16_000, 24_000, 48_000, 44_100];
 /// Audio generated per input is capped (the detector listens for 30 s).

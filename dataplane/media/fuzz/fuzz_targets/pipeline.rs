@@ -20,6 +20,8 @@
 //! (a worker would spin on it).
 #![no_main]
 
+mod input;
+
 use codeb_media::codec::CodecSpec;
 use codeb_media::g711::{alaw_encode, ulaw_encode};
 use codeb_media::latch::LatchConfig;
@@ -30,6 +32,7 @@ use codeb_media::pipeline::{
 use codeb_media::rtcp::{Compound, CompoundWriter, ReportBlock, SenderInfo};
 use codeb_media::rtp::{MAX_PACKET_LEN, RtpPacket, is_rtcp};
 use codeb_media::tap::{TapConfig, TapEngine};
+use input::Input;
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -37,36 +40,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// More events than the pipeline queues in one step would be a runaway.
 const MAX_EVENTS: usize = 32;
-
-/// Reads the fuzz input as a stream of small numbers (zeros once it ends).
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((first, rest)) => {
-                self.0 = rest;
-                *first
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes([self.byte(), self.byte()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_be_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
-    }
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (taken, rest) = self.0.split_at(n);
-        self.0 = rest;
-        taken
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("a literal address")

@@ -7,33 +7,13 @@
 //! end's timestamps place beyond that would sit in memory until written.
 #![no_main]
 
+mod input;
+
 use codeb_media::record::{MAX_JUMP, RATE, RecCodec, Recording, ring};
+use input::Input;
 use libfuzzer_sys::fuzz_target;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
-
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((first, rest)) => {
-                self.0 = rest;
-                *first
-            }
-            None => 0,
-        }
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_be_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
-    }
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (taken, rest) = self.0.split_at(n);
-        self.0 = rest;
-        taken
-    }
-}
 
 fn samples(d: Duration) -> u64 {
     d.as_micros() as u64 * u64::from(RATE) / 1_000_000
