@@ -536,21 +536,14 @@ impl Run {
         let i = leg_index(leg);
         let before = self.destinations();
         let step = match op % 16 {
-            0..=5 => {
-                let data = self.rtp_datagram(inp, leg);
-                let src = self.addrs.pick(inp.byte(), leg, before[i]);
-                let verdict = self.p.handle_rtp(self.now, leg, src, &data);
-                let rtcp = self.cfg[i].is_some_and(|c| c.rtcp_mux) && is_rtcp(&data);
-                Step::Datagram {
-                    leg,
-                    src,
-                    rtcp,
-                    verdict,
-                }
-            }
-            6 => {
-                let n = usize::from(inp.u16() % 1600);
-                let data = inp.bytes(n).to_vec();
+            // An RTP-shaped datagram, or (6) raw bytes.
+            k @ 0..=6 => {
+                let data = if k == 6 {
+                    let n = usize::from(inp.u16() % 1600);
+                    inp.bytes(n).to_vec()
+                } else {
+                    self.rtp_datagram(inp, leg)
+                };
                 let src = self.addrs.pick(inp.byte(), leg, before[i]);
                 let verdict = self.p.handle_rtp(self.now, leg, src, &data);
                 let rtcp = self.cfg[i].is_some_and(|c| c.rtcp_mux) && is_rtcp(&data);
