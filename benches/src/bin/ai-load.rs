@@ -383,12 +383,7 @@ fn server_tls(cert: &str, key: &str) -> anyhow::Result<Arc<rustls::ServerConfig>
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("--tls-cert {cert}"))?;
     let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("--tls-key {key}"))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(Arc::new(cfg))
+    Ok(codeb_ai::sim::tls_config(chain, key)?)
 }
 
 fn phone(run: usize, i: usize) -> String {

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use codeb_ai::sim::{SimServer, Vendor};
+use codeb_ai::sim::{SimServer, Vendor, tls_config};
 use codeb_ai::transport::{tls_also_trusting, tls_with_roots};
 use codeb_ai::{Endpoints, EngineError, EngineEvent};
 use common::*;
@@ -33,14 +33,7 @@ fn server_tls() -> (Arc<rustls::ServerConfig>, rustls::RootCertStore, String) {
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![der], key)
-        .unwrap();
-    (Arc::new(cfg), roots, pem)
+    (tls_config(vec![der], key).unwrap(), roots, pem)
 }
 
 #[tokio::test]

@@ -853,14 +853,7 @@ fn private_ca() -> (Arc<rustls::ServerConfig>, String) {
     }
     pem.push_str("-----END CERTIFICATE-----\n");
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![der], key)
-        .unwrap();
-    (Arc::new(cfg), pem)
+    (codeb_ai::sim::tls_config(vec![der], key).unwrap(), pem)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -294,6 +294,21 @@ pub struct SimServer {
     tls: bool,
 }
 
+/// The simulator's TLS server configuration (aws-lc, the safe default
+/// protocol versions): `chain` leaf first, and the leaf's key. What
+/// [`SimServer::start`] takes to serve `wss://`, as the vendors do.
+pub fn tls_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(cfg))
+}
+
 impl SimServer {
     /// Serves `vendor` on `listener` (TLS when `tls` is given).
     pub fn start(
