@@ -1,7 +1,7 @@
 //! RTCP per leg: reading what the far end reports, and sending our SR/RR
 //! with an SDES CNAME every `rtcp_interval`.
 
-use super::{DropReason, Leg, PacketKind, Pipeline, Verdict};
+use super::{DropReason, Event, Leg, PacketKind, Pipeline, Verdict};
 use crate::latch::LatchVerdict;
 use crate::rtcp::{Compound, CompoundWriter, RtcpPacket, SenderInfo};
 use std::net::SocketAddr;
@@ -22,10 +22,18 @@ impl Pipeline {
         } else {
             &mut l.rtcp_latch
         };
-        if latch.check(now, src) == LatchVerdict::Drop {
-            l.stats.wrong_source += 1;
-            return Verdict::Dropped(DropReason::WrongSource);
-        }
+        // With rtcp-mux the RTP latch is shared, so an RTCP packet can be
+        // the one that learns (or moves) where the leg's RTP goes: that is
+        // reported like any other latch. A separate RTCP port's latch only
+        // decides where our reports go.
+        let learned = match latch.check(now, src) {
+            LatchVerdict::Drop => {
+                l.stats.wrong_source += 1;
+                return Verdict::Dropped(DropReason::WrongSource);
+            }
+            LatchVerdict::Learned(address) if l.cfg.rtcp_mux => Some(address),
+            LatchVerdict::Learned(_) | LatchVerdict::Accept => None,
+        };
         l.stats.rtcp_in += 1;
         let ours = l.rewriter.ssrc();
         for p in compound.packets() {
@@ -48,6 +56,9 @@ impl Pipeline {
                 l.stats.far_cumulative_lost = r.cumulative_lost;
                 l.stats.far_jitter = r.jitter;
             }
+        }
+        if let Some(address) = learned {
+            self.emit(Event::Latched { leg, address });
         }
         Verdict::Consumed
     }

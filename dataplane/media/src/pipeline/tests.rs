@@ -1275,6 +1275,46 @@ fn rtcp_mux_is_demultiplexed_on_the_rtp_socket() {
 }
 
 #[test]
+fn muxed_rtcp_that_latches_reports_it() {
+    // Behind a NAT, a far end's first datagram on an rtcp-mux port can be
+    // RTCP: it moves where the leg's RTP goes, and says so.
+    let t0 = Instant::now();
+    let nat = "198.51.100.77:61000";
+    let mut a = leg(CodecSpec::pcmu(), 0xa, FAR_A);
+    a.rtcp_mux = true;
+    let mut h = Harness::new(
+        Pipeline::bridge(t0, cfg(), a, leg(CodecSpec::pcmu(), 0xb, FAR_B)).unwrap(),
+        t0,
+    );
+    let mut buf = [0u8; 64];
+    let mut w = CompoundWriter::new(&mut buf);
+    w.receiver_report(0x77, &[]).unwrap();
+    let n = w.len();
+    assert_eq!(h.rtp(Leg::A, nat, &buf[..n]), Verdict::Consumed);
+    assert_eq!(h.p.destination(Leg::A), Some(addr(nat)));
+    assert_eq!(
+        h.events,
+        [Event::Latched {
+            leg: Leg::A,
+            address: addr(nat)
+        }]
+    );
+    // RTP from the same address is accepted without a second event; the
+    // SDP's address still takes over during learning, and says so.
+    h.rtp(Leg::A, nat, &packet(0, 1, 0, 0x77, false, &[0xff; 160]));
+    assert_eq!(h.events.len(), 1);
+    assert_eq!(h.rtp(Leg::A, FAR_A, &buf[..n]), Verdict::Consumed);
+    assert_eq!(h.p.destination(Leg::A), Some(addr(FAR_A)));
+    assert_eq!(
+        h.events[1..],
+        [Event::Latched {
+            leg: Leg::A,
+            address: addr(FAR_A)
+        }]
+    );
+}
+
+#[test]
 fn config_errors() {
     let t0 = Instant::now();
     let mut bad = leg(CodecSpec::pcmu(), 1, FAR_A);
