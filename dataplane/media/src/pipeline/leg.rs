@@ -34,10 +34,13 @@ pub(crate) struct DecodePath {
     /// Bumped when the buffer restarts (new talkspurt, resync): the stream
     /// fed from it then counts as a new source for the rewriter.
     pub talkspurt: u32,
-    /// Decoded audio short of a whole 20 ms frame (the far end's packets
-    /// are not 20 ms long), played with the next packet's.
-    pub carry: [i16; super::MAX_FRAME],
+    /// Decoded audio not yet sent: short of a whole 20 ms frame (the far
+    /// end's packets are not 20 ms long), played with the next packet's,
+    /// or whole frames the transmit queue had no room for.
+    pub carry: [i16; super::MAX_FRAME + super::MAX_DECODE],
     pub carry_len: usize,
+    /// Since when whole frames wait in `carry` for room in the queue.
+    pub held: Option<Instant>,
 }
 
 /// Send side of a generated stream: encoder and our own counters (mapped
@@ -95,8 +98,9 @@ impl LegState {
                     jb: JitterBuffer::new(now, jcfg),
                     dec: AudioDecoder::new(&codec)?,
                     talkspurt: 0,
-                    carry: [0; super::MAX_FRAME],
+                    carry: [0; super::MAX_FRAME + super::MAX_DECODE],
                     carry_len: 0,
+                    held: None,
                 })),
                 Some(Box::new(EncodePath {
                     enc: AudioEncoder::new(&codec)?,

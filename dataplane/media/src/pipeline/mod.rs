@@ -17,6 +17,9 @@
 //!
 //! The transmit queue is bounded ([`TX_QUEUE`] packets); a worker that does
 //! not drain it after each call loses packets (counted in [`LegStats`]).
+//! A timeout with more to send than the queue holds (transcoded playout
+//! after a late turn) stops when it is full and leaves
+//! [`Pipeline::poll_timeout`] at or before `now`: drain, then call again.
 //! Nothing here allocates after construction.
 //!
 //! # Modes
@@ -329,6 +332,7 @@ impl Pipeline {
             at(l.inactivity_deadline(&self.cfg));
             at(l.dtmf.next_timeout());
             at(l.rx.as_ref().and_then(|r| r.jb.next_due()));
+            at(l.rx.as_ref().and_then(|r| r.held));
         }
         if let Mode::Tap(tap) = &self.mode {
             at(Some(tap.due()));
@@ -613,7 +617,9 @@ impl Pipeline {
                 self.emit(Event::Dtmf { leg, digit });
             }
             let Some(l) = &mut self.legs[i] else { continue };
-            if now >= l.next_rtcp {
+            // A queue that playout filled takes the report on the next
+            // turn, once drained (the report is still due then).
+            if now >= l.next_rtcp && self.tx.len < TX_QUEUE {
                 l.next_rtcp = now + self.cfg.rtcp_interval;
                 self.send_report(now, i);
             }
@@ -622,54 +628,81 @@ impl Pipeline {
 
     /// Plays out every packet due in `leg`'s jitter buffer, whatever its
     /// duration: decoded audio goes on in 20 ms frames, and what is short
-    /// of a whole frame waits for the next packet's.
+    /// of a whole frame waits for the next packet's. A transcoded packet
+    /// longer than the transmit queue holds frames of (a far end's 180 ms
+    /// of G.711 is nine) goes out in parts: when the queue is full the
+    /// rest waits here, due at once, for the worker to drain the queue
+    /// and come back, so no frame is lost to the queue's size.
     fn playout(&mut self, now: Instant, leg: Leg) {
         with_scratch(|scratch| self.playout_through(now, leg, scratch));
     }
 
     fn playout_through(&mut self, now: Instant, leg: Leg, scratch: &mut Scratch) {
         let i = leg.index();
+        let queued = matches!(self.mode, Mode::Transcode { .. });
         loop {
+            let room = if queued {
+                TX_QUEUE - self.tx.len
+            } else {
+                usize::MAX
+            };
             let Some(l) = &mut self.legs[i] else { return };
             let Some(rx) = &mut l.rx else { return };
-            let frame = l.cfg.codec.frame_samples();
-            let rate = u128::from(l.cfg.codec.pcm_rate);
-            // A lost packet is as long as the far end's packets, in whole
-            // 2.5 ms steps (what Opus can conceal).
-            let step = (l.cfg.codec.pcm_rate / 400).max(1) as usize;
-            let lost = (rx.jb.ptime().as_micros() * rate / 1_000_000) as usize;
-            let lost = (lost / step * step).clamp(step, MAX_DECODE);
+            let frame = l.cfg.codec.frame_samples().max(1);
             let carry = rx.carry_len;
             let pcm = &mut scratch.pcm;
             pcm[..carry].copy_from_slice(&rx.carry[..carry]);
-            let room = &mut pcm[carry..carry + MAX_DECODE];
             let talkspurt = rx.talkspurt;
-            use crate::jitter::Playout;
-            let res = match rx.jb.pop(now) {
-                None => return,
-                Some(Playout::Frame { payload, .. }) => rx.dec.decode_packet(payload, room),
-                Some(Playout::Lost { next, .. }) => {
-                    rx.dec.conceal(next, &mut room[..lost]).map(|()| lost)
+            // Whole frames left over from the last turn go before another
+            // packet is taken.
+            let n = if carry >= frame {
+                0
+            } else {
+                let rate = u128::from(l.cfg.codec.pcm_rate);
+                // A lost packet is as long as the far end's packets, in
+                // whole 2.5 ms steps (what Opus can conceal).
+                let step = (l.cfg.codec.pcm_rate / 400).max(1) as usize;
+                let lost = (rx.jb.ptime().as_micros() * rate / 1_000_000) as usize;
+                let lost = (lost / step * step).clamp(step, MAX_DECODE);
+                let room = &mut pcm[carry..carry + MAX_DECODE];
+                use crate::jitter::Playout;
+                let res = match rx.jb.pop(now) {
+                    None => {
+                        rx.held = None;
+                        return;
+                    }
+                    Some(Playout::Frame { payload, .. }) => rx.dec.decode_packet(payload, room),
+                    Some(Playout::Lost { next, .. }) => {
+                        rx.dec.conceal(next, &mut room[..lost]).map(|()| lost)
+                    }
+                };
+                let n = res.unwrap_or_else(|_| {
+                    l.stats.codec_errors += 1;
+                    room[..frame].fill(0);
+                    frame
+                });
+                if l.inband.is_some() && l.cfg.codec.pcm_rate == 8_000 {
+                    self.inband_detect(leg, &scratch.pcm[carry..carry + n]);
                 }
+                n
             };
-            let n = res.unwrap_or_else(|_| {
-                l.stats.codec_errors += 1;
-                room[..frame].fill(0);
-                frame
-            });
-            if l.inband.is_some() && l.cfg.codec.pcm_rate == 8_000 {
-                self.inband_detect(leg, &pcm[carry..carry + n]);
-            }
             let total = carry + n;
-            let whole = total - total % frame.max(1);
-            for start in (0..whole).step_by(frame.max(1)) {
+            let frames = (total / frame).min(room);
+            let sent = frames * frame;
+            for start in (0..sent).step_by(frame) {
                 self.deliver_decoded(now, leg, &mut *scratch, start..start + frame, talkspurt);
             }
             let Some(rx) = self.legs[i].as_mut().and_then(|l| l.rx.as_mut()) else {
                 return;
             };
-            rx.carry_len = total - whole;
-            rx.carry[..total - whole].copy_from_slice(&scratch.pcm[whole..total]);
+            rx.carry_len = total - sent;
+            rx.carry[..total - sent].copy_from_slice(&scratch.pcm[sent..total]);
+            if rx.carry_len >= frame {
+                // The queue is full: due again as soon as it is drained.
+                rx.held = Some(now);
+                return;
+            }
+            rx.held = None;
         }
     }
 

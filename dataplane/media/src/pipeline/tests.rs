@@ -626,6 +626,62 @@ fn transcode_takes_packets_of_any_duration_and_sends_20_ms_frames() {
     }
 }
 
+#[test]
+fn transcode_loses_no_frame_when_more_are_due_than_the_transmit_queue_holds() {
+    // A far end sending 100 ms of G.711 a packet (five 20 ms frames),
+    // and a worker that comes late, when three packets are due at once:
+    // fifteen frames, more than the queue holds. The rest waits, due at
+    // once, for the worker to drain the queue and come back.
+    let t0 = Instant::now();
+    let mut h = pcmu_to_pcma(t0);
+    let x = sine(1000.0, 8000, 8000.0, 800 * 12, 0);
+    for i in 0..12u16 {
+        let f = ulaw_frame(&x[usize::from(i) * 800..][..800]);
+        let v = h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(0, i, u32::from(i) * 800, 42, i == 0, &f),
+        );
+        assert_eq!(v, Verdict::Buffered, "packet {i}");
+        if i == 7 {
+            // The late turn, 150 ms after the one before: one call, then
+            // drained.
+            h.now += Duration::from_millis(50);
+            let before = h.sent.len();
+            h.p.handle_timeout(h.now);
+            h.drain();
+            assert_eq!(h.sent.len() - before, TX_QUEUE);
+            assert!(h.p.poll_timeout().is_some_and(|due| due <= h.now));
+            h.now += Duration::from_millis(50);
+        } else {
+            h.now += Duration::from_millis(100);
+        }
+        if i != 6 {
+            h.advance(Duration::ZERO);
+        }
+    }
+    h.advance(Duration::from_millis(200));
+    let out = h.rtp_to(Leg::B);
+    assert!(out.len() >= 60, "{} frames", out.len());
+    for (i, p) in out.iter().enumerate() {
+        assert_eq!(p.payload().len(), 160);
+        assert_eq!(p.timestamp(), 50_000 + 160 * i as u32, "frame {i}");
+    }
+    let mut pcm = Vec::new();
+    for p in &out[..60] {
+        let mut f = [0i16; 160];
+        Law::Alaw.decode(p.payload(), &mut f);
+        pcm.extend_from_slice(&f);
+    }
+    let y = &pcm[800..];
+    assert!(power_i16(y, 1000.0, 8000.0) > 100.0 * power_i16(y, 1700.0, 8000.0));
+    assert_eq!(h.p.stats(Leg::B).unwrap().queue_full, 0);
+    // RTCP reports still go out beside it.
+    h.advance(Duration::from_secs(6));
+    assert!(h.sent.iter().any(|s| s.leg == Leg::B && is_rtcp(&s.data)));
+    assert_eq!(h.p.stats(Leg::B).unwrap().queue_full, 0);
+}
+
 /// One AI-tapped call driven for `steps` ptimes: a caller packet of
 /// `packet_ms` (a tone at `caller_hz`) whenever one is due, engine audio
 /// (a tone at `engine_hz`, written in uneven pieces) every other step;
