@@ -146,8 +146,9 @@ impl G711Decoder {
         Ok(n)
     }
 
+    /// Conceals one lost packet, of up to 200 ms (RFC 3551's longest).
     fn conceal(&mut self, out: &mut [i16]) -> Result<(), CodecError> {
-        if out.is_empty() || out.len() > 6 * self.last.len() {
+        if out.is_empty() || out.len() > 10 * self.last.len() {
             return Err(CodecError::FrameSize);
         }
         self.losses += 1;

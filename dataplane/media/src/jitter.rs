@@ -22,7 +22,7 @@
 //! * A packet `capacity` or more ahead of the playout point re-synchronises
 //!   the buffer on it (the far end restarted its sequence).
 //! * The packet duration (`ptime`) is learned from the timestamps of
-//!   consecutive packets (two agreeing steps of 2.5–120 ms in a row), so a
+//!   consecutive packets (two agreeing steps of 2.5–200 ms in a row), so a
 //!   far end that sends 10, 30 or 60 ms packets is played at its own pace;
 //!   [`JitterBuffer::ptime`] says what it is.
 //! * With [`JitterConfig::on_arrival`] (a consumer with no playout clock of
@@ -183,7 +183,7 @@ impl JitterBuffer {
         {
             let step = ts.wrapping_sub(prev_ts);
             let rate = self.cfg.clock_rate;
-            if step == self.last_step && (rate / 400..=rate / 1000 * 120).contains(&step) {
+            if step == self.last_step && (rate / 400..=rate / 1000 * 200).contains(&step) {
                 self.cfg.ptime =
                     Duration::from_micros(u64::from(step) * 1_000_000 / u64::from(rate));
             }

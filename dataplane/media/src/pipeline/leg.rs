@@ -91,6 +91,9 @@ impl LegState {
                 min_delay: pcfg.jitter_min,
                 max_delay: pcfg.jitter_max,
                 on_arrival: receive == Receive::OnArrival,
+                // RFC 3551 4.2: receivers should take packets of up to
+                // 200 ms, which for G.711 is as much as a datagram holds.
+                max_payload: crate::rtp::MAX_PACKET_LEN - crate::rtp::FIXED_HEADER_LEN,
                 ..JitterConfig::new(codec.clock_rate)
             };
             (

@@ -627,6 +627,31 @@ fn transcode_takes_packets_of_any_duration_and_sends_20_ms_frames() {
 }
 
 #[test]
+fn transcode_takes_g711_packets_of_up_to_200_ms() {
+    // RFC 3551 4.2: a receiver should take packets of up to 200 ms. For
+    // G.711 a datagram holds some 180 ms (1,440 bytes here): nine 20 ms
+    // frames a packet, more than the transmit queue holds at once.
+    let t0 = Instant::now();
+    let mut h = pcmu_to_pcma(t0);
+    feed_ptime(&mut h, 180, 8, &[]);
+    h.advance(Duration::from_millis(200));
+    let out = h.rtp_to(Leg::B);
+    assert!(out.len() >= 8 * 9, "{} frames", out.len());
+    let mut pcm = Vec::new();
+    for (i, p) in out.iter().enumerate() {
+        assert_eq!(p.payload().len(), 160);
+        assert_eq!(p.timestamp(), 50_000 + 160 * i as u32, "frame {i}");
+        let mut f = [0i16; 160];
+        Law::Alaw.decode(p.payload(), &mut f);
+        pcm.extend_from_slice(&f);
+    }
+    let y = &pcm[800..8 * 9 * 160];
+    assert!(power_i16(y, 1000.0, 8000.0) > 100.0 * power_i16(y, 1700.0, 8000.0));
+    let (a, b) = (h.p.stats(Leg::A).unwrap(), h.p.stats(Leg::B).unwrap());
+    assert_eq!((a.malformed, a.codec_errors, b.queue_full), (0, 0, 0));
+}
+
+#[test]
 fn transcode_loses_no_frame_when_more_are_due_than_the_transmit_queue_holds() {
     // A far end sending 100 ms of G.711 a packet (five 20 ms frames),
     // and a worker that comes late, when three packets are due at once:
