@@ -1047,14 +1047,13 @@ mod tests {
         )
     }
 
-    #[test]
-    fn turns_wait_longer_only_while_every_call_is_decoded() {
-        let relay = Duration::from_micros(50);
-        let decoded = Duration::from_millis(1);
+    /// A worker on a reactor of its own, driven by hand: no thread, no
+    /// loop.
+    fn worker(coalescing: Coalescing) -> Worker {
         let reactor = Reactor::new(&codeb_io::Options::default()).unwrap();
         let (_commands, rx) = sync_channel(1);
         let (events, _events) = sync_channel(16);
-        let mut w = Worker::new(
+        Worker::new(
             reactor,
             rx,
             events,
@@ -1062,11 +1061,18 @@ mod tests {
             Timing {
                 inactivity: Duration::from_secs(60),
                 rtcp_interval: Duration::from_secs(5),
-                coalescing: Coalescing { relay, decoded },
+                coalescing,
             },
             Arc::new(AtomicU64::new(0)),
             0,
-        );
+        )
+    }
+
+    #[test]
+    fn turns_wait_longer_only_while_every_call_is_decoded() {
+        let relay = Duration::from_micros(50);
+        let decoded = Duration::from_millis(1);
+        let mut w = worker(Coalescing { relay, decoded });
         let window = |w: &mut Worker| {
             w.choose_coalescing();
             w.coalescing_now.unwrap()
@@ -1090,5 +1096,244 @@ mod tests {
         w.close(2);
         assert_eq!(window(&mut w), relay, "no calls");
         assert_eq!(w.st.relays, 0);
+    }
+
+    /// xorshift64*: a fixed, seeded stream of choices.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn pick<T: Copy>(&mut self, of: &[T]) -> T {
+            of[self.below(of.len() as u64) as usize]
+        }
+    }
+
+    /// A datagram as anyone on the network might send to a leg's port:
+    /// RTP with every header field chosen (CSRCs, extension, padding,
+    /// payload types known and not), an RTCP compound, or raw bytes.
+    fn datagram(r: &mut Rng, ssrcs: &[u32]) -> Vec<u8> {
+        match r.below(10) {
+            0 => (0..r.below(80)).map(|_| r.next() as u8).collect(),
+            1 => {
+                let mut buf = [0u8; 256];
+                let mut w = CompoundWriter::new(&mut buf);
+                w.receiver_report(r.pick(ssrcs), &[]).unwrap();
+                w.sdes_cname(r.pick(ssrcs), b"far").unwrap();
+                let n = w.len();
+                buf[..n].to_vec()
+            }
+            _ => {
+                let csrcs = if r.below(4) == 0 { r.below(16) } else { 0 };
+                let extension = r.below(5) == 0;
+                let padding = r.below(6) == 0;
+                let pt = r.pick(&[0u8, 0, 0, 0, 101, 101, 8, 13, 96, 127, 72]);
+                let marker = r.below(8) == 0;
+                let mut d = vec![
+                    0x80 | u8::from(padding) << 5 | u8::from(extension) << 4 | csrcs as u8,
+                    u8::from(marker) << 7 | pt,
+                ];
+                d.extend_from_slice(&(r.below(8) as u16).to_be_bytes());
+                d.extend_from_slice(&(160 * r.below(8) as u32).to_be_bytes());
+                d.extend_from_slice(&r.pick(ssrcs).to_be_bytes());
+                for _ in 0..csrcs {
+                    d.extend_from_slice(&(r.next() as u32).to_be_bytes());
+                }
+                if extension {
+                    let words = r.below(4) as u16;
+                    d.extend_from_slice(&[0xbe, 0xde]);
+                    d.extend_from_slice(&words.to_be_bytes());
+                    d.extend((0..4 * words).map(|_| r.next() as u8));
+                }
+                d.extend((0..r.pick(&[0u64, 1, 20, 160, 160, 320])).map(|_| r.next() as u8));
+                if padding {
+                    let n = r.below(5) as u8;
+                    d.extend(std::iter::repeat_n(0, n.saturating_sub(1) as usize));
+                    d.push(n);
+                }
+                if r.below(12) == 0 {
+                    d.truncate(r.below(d.len() as u64 + 1) as usize);
+                }
+                d
+            }
+        }
+    }
+
+    /// The relay's own fast path (the worker's, not a pipeline's) under
+    /// seeded random datagrams from the far ends, NATed addresses and a
+    /// stranger, on every socket of a call, with time stepping and
+    /// re-INVITEs moving the far ends. Each datagram is counted exactly
+    /// once; it sends at most one packet, only to the other leg's far end
+    /// from that leg's RTP socket, only for valid RTP of the leg's payload
+    /// types from an address the leg heard it from (or its SDP address),
+    /// carrying the datagram's payload under our SSRC and the other leg's
+    /// payload type; and once a leg's far end is locked nothing from
+    /// anyone else goes anywhere.
+    #[test]
+    fn relay_fast_path_under_random_datagrams() {
+        let far: [SocketAddr; 2] = [
+            "198.51.100.10:40000".parse().unwrap(),
+            "203.0.113.20:50000".parse().unwrap(),
+        ];
+        let nat: [SocketAddr; 2] = [
+            "198.51.100.10:61000".parse().unwrap(),
+            "203.0.113.20:62000".parse().unwrap(),
+        ];
+        let moved: [SocketAddr; 2] = [
+            "198.51.100.11:40002".parse().unwrap(),
+            "203.0.113.21:50002".parse().unwrap(),
+        ];
+        let stranger: SocketAddr = "192.0.2.66:12345".parse().unwrap();
+        let remote = |side: usize, addr: SocketAddr| Remote {
+            addr,
+            payload_type: 0,
+            clock_rate: 8000,
+            dtmf_payload_type: Some([101, 96][side]),
+        };
+        for seed in 1..=24u64 {
+            let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut w = worker(Coalescing {
+                relay: Duration::from_micros(50),
+                decoded: Duration::from_millis(1),
+            });
+            w.open(1, sockets());
+            let mut sdp = [far[0], far[1]];
+            // Sometimes the answer comes late: B has no far end yet.
+            w.remote(1, LegSide::A, remote(0, sdp[0]));
+            let mut b_known = r.below(3) != 0;
+            if b_known {
+                w.remote(1, LegSide::B, remote(1, sdp[1]));
+            }
+            let legs = |w: &Worker| {
+                let c = &w.st.calls[&1];
+                [
+                    (c.legs[0].rtp, c.legs[0].rtcp),
+                    (c.legs[1].rtp, c.legs[1].rtcp),
+                ]
+            };
+            let ours = |w: &Worker| {
+                let c = &w.st.calls[&1];
+                [c.legs[0].out.ssrc(), c.legs[1].out.ssrc()]
+            };
+            let mut now = Instant::now();
+            let mut received = [0u64; 2];
+            let mut sent = [0u64; 2];
+            // Sources each leg accepted valid RTP from since its far end
+            // last changed.
+            let mut heard: [Vec<SocketAddr>; 2] = [vec![], vec![]];
+            let mut locked: [Option<SocketAddr>; 2] = [None, None];
+            for step in 0..1500 {
+                now += Duration::from_millis(r.pick(&[0, 1, 5, 20, 20, 20, 100, 700]));
+                if step == 200 && !b_known {
+                    // The late answer.
+                    w.remote(1, LegSide::B, remote(1, sdp[1]));
+                    b_known = true;
+                    heard[1].clear();
+                    locked[1] = None;
+                    continue;
+                } else if r.below(300) == 0 {
+                    // A re-INVITE (or the late answer) moves a far end.
+                    let side = r.below(2) as usize;
+                    sdp[side] = if sdp[side] == far[side] {
+                        moved[side]
+                    } else {
+                        far[side]
+                    };
+                    w.remote(1, [LegSide::A, LegSide::B][side], remote(side, sdp[side]));
+                    b_known |= side == 1;
+                    heard[side].clear();
+                    locked[side] = None;
+                    continue;
+                }
+                let side = r.below(2) as usize;
+                let (rtp_socket, rtcp_socket) = legs(&w)[side];
+                let socket = if r.below(6) == 0 {
+                    rtcp_socket
+                } else {
+                    rtp_socket
+                };
+                let from = r.pick(&[
+                    sdp[side],
+                    sdp[side],
+                    nat[side],
+                    nat[side],
+                    stranger,
+                    sdp[1 - side],
+                ]);
+                let data = datagram(&mut r, &[0x1111, 0x2222, 0x3333]);
+                let before = w.st.calls[&1].legs[side].stats;
+                w.st.datagram(now, socket, from, &data);
+                received[side] += 1;
+                let after = w.st.calls[&1].legs[side].stats;
+                let accepted = after.rx_packets > before.rx_packets;
+                if accepted && socket == rtp_socket && !heard[side].contains(&from) {
+                    heard[side].push(from);
+                }
+                assert!(
+                    w.st.sends.len() <= 1,
+                    "seed {seed} step {step}: one datagram, one send at most"
+                );
+                if let Some((out_socket, dst, start, end)) = w.st.sends.pop() {
+                    let other = 1 - side;
+                    assert!(accepted && socket == rtp_socket, "seed {seed} step {step}");
+                    assert_eq!(
+                        out_socket,
+                        legs(&w)[other].0,
+                        "from the other leg's RTP socket"
+                    );
+                    assert!(
+                        dst == sdp[other] || heard[other].contains(&dst),
+                        "seed {seed} step {step}: sent to {dst}, which leg {other} never heard"
+                    );
+                    let input = RtpPacket::parse(&data).unwrap();
+                    let output = RtpPacket::parse(&w.st.out[start..end]).unwrap();
+                    assert_eq!(output.ssrc(), ours(&w)[other]);
+                    assert_eq!(output.payload(), input.payload());
+                    let dtmf = [101u8, 96];
+                    let pt = match input.payload_type() {
+                        0 => 0,
+                        t if t == dtmf[side] => dtmf[other],
+                        t if t < 96 => t,
+                        t => {
+                            panic!("seed {seed} step {step}: leg {side}'s unknown type {t} relayed")
+                        }
+                    };
+                    assert_eq!(output.payload_type(), pt);
+                    assert!(output.marker() || !input.marker());
+                    // Strict source: once locked, only the locked address.
+                    if let Some(l) = locked[side] {
+                        assert_eq!(from, l, "seed {seed} step {step}: locked on {l}");
+                    }
+                    sent[other] += 1;
+                } else if accepted && socket == rtp_socket {
+                    assert!(after.dropped_unrouted > before.dropped_unrouted || !b_known);
+                }
+                w.st.out.clear();
+                if let Some(d) = w.st.calls[&1].legs[side].latch.destination()
+                    && w.st.calls[&1].legs[side].latch.is_locked()
+                {
+                    locked[side].get_or_insert(d);
+                }
+                for (i, leg) in w.st.calls[&1].legs.iter().enumerate() {
+                    let st = leg.stats;
+                    assert_eq!(
+                        st.rx_packets + st.rtcp_packets + st.dropped_source + st.dropped_invalid,
+                        received[i],
+                        "seed {seed} step {step}: leg {i}'s datagrams each counted once: {st:?}"
+                    );
+                    assert_eq!(st.tx_packets, sent[i]);
+                }
+            }
+            assert!(sent.iter().all(|&n| n > 0), "seed {seed}: {sent:?}");
+        }
     }
 }
