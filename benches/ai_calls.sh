@@ -2,7 +2,7 @@
 # Concurrent AI calls through one switch: a release codeb-switch with one
 # media worker, and ai-load (benches/src/bin/ai-load.rs), which places the
 # calls over gRPC, answers them as the carrier, talks on every call and
-# runs the Gemini Live simulator in its own process; for each N given it
+# runs the voice-AI simulator in its own process; for each N given it
 # prints the switch's CPU per call and the latency the switch adds on the
 # AI path both ways.
 #
@@ -26,11 +26,15 @@
 # (openssl) by a private CA, which the switch trusts through
 # CODEB_AI_CA_FILE: the switch
 # then pays for TLS on every session, as against a real vendor.
+# VENDOR=openai: the calls' personas ask for openai/gpt-realtime and
+# ai-load runs the OpenAI Realtime simulator instead (G.711 µ-law both
+# ways at 8 kHz: no resampling); default gemini.
 # The switch inherits the environment, so its own settings can be set
 # for a run too (e.g. CODEB_RTP_STEER=on, CODEB_RTP_COALESCE_US=2000).
 #
 # The switch's config: one trunk, the default for every tenant, whose host
-# is ai-load's callee socket; CODEB_GEMINI_URL points at the simulator.
+# is ai-load's callee socket; CODEB_GEMINI_URL and CODEB_OPENAI_URL point
+# at the simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${*:-100 250 500 1000}
@@ -76,6 +80,7 @@ fi
 CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=10000-23999 \
     CODEB_WORKERS=1 CODEB_AI_THREADS=$AI_THREADS CODEB_LOG=warn CODEB_SWITCH_METRICS_ADDR=127.0.0.1:19092 \
     CODEB_SWITCH_GRPC_ADDR=$GRPC CODEB_GEMINI_URL=$SCHEME://$SIM CODEB_GEMINI_API_KEY=sim-key \
+    CODEB_OPENAI_URL=$SCHEME://$SIM CODEB_OPENAI_API_KEY=sim-key \
     taskset -c "$SWITCH_CPU" "$BIN/codeb-switch" 2>"$DIR/switch.log" &
 SW=$!
 . benches/cpu_cap.sh
@@ -97,6 +102,8 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 taskset -c "$GEN_CPU" "$BIN/ai-load" --grpc $GRPC --sip 127.0.0.1:$SW_PORT \
     --uas 127.0.0.1:$UAS_PORT --sim $SIM --pid $SW --rate "$RATE" \
     --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS" --period-ms "${PERIOD_MS:-4000}" \
+    --vendor "${VENDOR:-gemini}" \
     "${TLS_ARGS[@]}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "switch warnings: $(grep -c WARN "$DIR/switch.log" || true)"
+grep -m 3 WARN "$DIR/switch.log" || true

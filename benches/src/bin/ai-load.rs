@@ -1,7 +1,8 @@
 //! ai-load: N concurrent AI calls through one running `codeb-switch`, with
-//! the Gemini Live simulator (`codeb_ai::sim`) in this process on its own
-//! thread, measuring the switch's CPU per call and the latency it adds on
-//! the AI path in both directions.
+//! the Gemini Live simulator (`codeb_ai::sim`; `--vendor openai`: the
+//! OpenAI Realtime one) in this process on its own thread, measuring the
+//! switch's CPU per call and the latency it adds on the AI path in both
+//! directions.
 //!
 //! Each call is placed as the control plane places one: `PlaceCall` over
 //! the switch's gRPC link (`--grpc`) with an `AiSession` persona whose
@@ -13,7 +14,9 @@
 //! (`--period-ms`), each call's bursts at its own phase. The simulator
 //! hears the bursts (through the switch: jitter buffer, decode, 8→16 kHz,
 //! the AI task, the WebSocket) and answers each with a spoken turn, which
-//! the switch resamples to 8 kHz and paces back out as RTP.
+//! the switch resamples to 8 kHz and paces back out as RTP. With OpenAI
+//! the engine takes and gives G.711 µ-law at 8 kHz, as the switch asks it
+//! to: no resampling either way.
 //!
 //! Latency, by onset timing on one clock (the simulator's observer and the
 //! generator share this process's `Instant`):
@@ -72,8 +75,17 @@ const RTP_LOUD: i16 = 64;
 /// turn, not a dip inside one).
 const ENGINE_QUIET_RUN: u32 = 5;
 const RTP_QUIET_RUN: u32 = 3;
-/// The simulator's API key, given to the switch as CODEB_GEMINI_API_KEY.
+/// The simulator's API key, given to the switch as CODEB_GEMINI_API_KEY
+/// (CODEB_OPENAI_API_KEY).
 const SIM_KEY: &str = "sim-key";
+
+/// The engine the calls' personas ask for: (simulator, model, voice).
+fn engine(vendor: Vendor) -> (&'static str, &'static str, &'static str) {
+    match vendor {
+        Vendor::Gemini => ("Gemini Live", "gemini-live-2.5-flash", "Aoede"),
+        Vendor::OpenAi => ("OpenAI Realtime", "openai/gpt-realtime", "marin"),
+    }
+}
 
 struct Args {
     grpc: SocketAddr,
@@ -89,6 +101,7 @@ struct Args {
     period: Duration,
     /// The simulator's certificate chain and key (PEM): serve `wss://`.
     tls: Option<(String, String)>,
+    vendor: Vendor,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -104,6 +117,7 @@ fn args() -> anyhow::Result<Args> {
         rate: 100,
         period: PERIOD,
         tls: None,
+        vendor: Vendor::Gemini,
     };
     let (mut cert, mut key) = (None, None);
     let mut it = std::env::args().skip(1);
@@ -127,6 +141,13 @@ fn args() -> anyhow::Result<Args> {
             "--period-ms" => a.period = Duration::from_millis(value()?.parse()?),
             "--tls-cert" => cert = Some(value()?),
             "--tls-key" => key = Some(value()?),
+            "--vendor" => {
+                a.vendor = match value()?.as_str() {
+                    "gemini" => Vendor::Gemini,
+                    "openai" => Vendor::OpenAi,
+                    other => bail!("--vendor {other}: gemini or openai"),
+                }
+            }
             other => bail!("unknown flag {other}"),
         }
     }
@@ -410,7 +431,7 @@ fn main() -> anyhow::Result<()> {
             observer: Some(watch.clone()),
             ..SimConfig::default()
         };
-        SimServer::start(Vendor::Gemini, listener, cfg, tls)
+        SimServer::start(a.vendor, listener, cfg, tls)
     })?;
     let mut grpc = rt
         .block_on(SwitchClient::connect(format!("http://{}", a.grpc)))
@@ -418,8 +439,9 @@ fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let (legs_tx, legs_rx) = mpsc::channel();
     let callee = callee(a.sip, a.uas, legs_tx, Arc::clone(&stop))?;
+    let (simulator, model, voice) = engine(a.vendor);
     println!(
-        "Gemini simulator at {} (the switch's CODEB_GEMINI_URL); window {} s after {} s warm-up; caller: {} ms burst every {} ms, silence between",
+        "{simulator} simulator at {} (the switch's CODEB_GEMINI_URL / CODEB_OPENAI_URL), model {model}; window {} s after {} s warm-up; caller: {} ms burst every {} ms, silence between",
         sim.url(),
         a.seconds,
         codeb_benches::rtp_stream::WARMUP.as_secs(),
@@ -456,8 +478,8 @@ fn main() -> anyhow::Result<()> {
                 display_name: "ai-load".into(),
                 attempt: 1,
                 ai: Some(v1::AiSession {
-                    model: "gemini-live-2.5-flash".into(),
-                    voice: "Aoede".into(),
+                    model: model.into(),
+                    voice: voice.into(),
                     language: "en-US".into(),
                     system_prompt: format!("You answer a load test. LOADCALL={mark}"),
                     ..Default::default()
