@@ -1098,6 +1098,83 @@ mod tests {
         assert_eq!(w.st.relays, 0);
     }
 
+    /// A transcoded call whose far end sends 100 ms packets, and a turn
+    /// late enough that three are due at once: fifteen frames, more than
+    /// the pipeline's transmit queue holds. The worker's timer pass drains
+    /// the queue and runs the pipeline again until nothing is due, so
+    /// every frame goes out and none is dropped for the queue's size.
+    #[test]
+    fn a_late_turn_sends_every_frame_a_transcoded_call_has_due() {
+        let far_a: SocketAddr = "198.51.100.10:40000".parse().unwrap();
+        let far_b: SocketAddr = "203.0.113.20:50000".parse().unwrap();
+        let mut w = worker(Coalescing {
+            relay: Duration::from_micros(50),
+            decoded: Duration::from_millis(1),
+        });
+        w.open(1, sockets());
+        w.pipe(1, Some((PipeKind::Bridge, transcoding())));
+        for (side, addr, payload_type) in [(LegSide::A, far_a, 0), (LegSide::B, far_b, 8)] {
+            let remote = Remote {
+                addr,
+                payload_type,
+                clock_rate: 8000,
+                dtmf_payload_type: None,
+            };
+            w.remote(1, side, remote);
+        }
+        let socket = w.st.calls[&1].legs[0].rtp;
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut frames = 0;
+        let mut pass = |w: &mut Worker, now: Instant| {
+            if let Some(next) = w.st.tap_timers(now) {
+                assert!(next > now, "the pass leaves nothing due");
+            }
+            for &(_, dst, start, end) in &w.st.sends {
+                let p = RtpPacket::parse(&w.st.out[start..end]).unwrap();
+                if dst == far_b && p.payload_type() == 8 {
+                    assert_eq!(p.payload().len(), 160);
+                    frames += 1;
+                }
+            }
+            w.st.sends.clear();
+            w.st.out.clear();
+        };
+        for i in 0..12u16 {
+            let header = RtpHeader {
+                marker: i == 0,
+                payload_type: 0,
+                sequence: i,
+                timestamp: u32::from(i) * 800,
+                ssrc: 0x4242,
+            };
+            let mut packet = [0u8; 12 + 800];
+            header.write(&mut packet).unwrap();
+            for (k, b) in packet[12..].iter_mut().enumerate() {
+                // A 500 Hz square wave, loud enough to be no silence.
+                *b = codeb_media::g711::ulaw_encode(if k % 16 < 8 { 8000 } else { -8000 });
+            }
+            w.st.datagram(now, socket, far_a, &packet);
+            if i == 7 {
+                // The late turn: 150 ms after the one before.
+                now += Duration::from_millis(50);
+            }
+            if i != 6 {
+                pass(&mut w, now);
+            }
+            now += Duration::from_millis(if i == 7 { 50 } else { 100 });
+        }
+        for _ in 0..15 {
+            now += Duration::from_millis(20);
+            pass(&mut w, now);
+        }
+        let piped = w.st.calls[&1].pipe.as_ref().unwrap();
+        let b = piped.pipeline.stats(pipeline::Leg::B).unwrap();
+        assert_eq!(b.queue_full, 0);
+        assert!(frames >= 60, "{frames} frames of 1.2 s");
+        assert_eq!(b.rtp_out, frames);
+    }
+
     /// xorshift64*: a fixed, seeded stream of choices.
     struct Rng(u64);
 
