@@ -93,7 +93,12 @@ impl LegState {
                 on_arrival: receive == Receive::OnArrival,
                 // RFC 3551 4.2: receivers should take packets of up to
                 // 200 ms, which for G.711 is as much as a datagram holds.
-                max_payload: crate::rtp::MAX_PACKET_LEN - crate::rtp::FIXED_HEADER_LEN,
+                // An Opus packet is at most 1,275 bytes (RFC 6716): a
+                // longer one is refused here and concealed as lost.
+                max_payload: match codec.kind {
+                    crate::codec::CodecKind::Opus => crate::opus::MAX_PACKET,
+                    _ => crate::rtp::MAX_PACKET_LEN - crate::rtp::FIXED_HEADER_LEN,
+                },
                 ..JitterConfig::new(codec.clock_rate)
             };
             (

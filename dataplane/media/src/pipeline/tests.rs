@@ -627,7 +627,7 @@ fn transcode_takes_packets_of_any_duration_and_sends_20_ms_frames() {
 }
 
 #[test]
-fn transcode_takes_g711_packets_of_up_to_200_ms() {
+fn transcode_takes_g711_packets_of_up_to_200_ms_and_opus_up_to_its_limit() {
     // RFC 3551 4.2: a receiver should take packets of up to 200 ms. For
     // G.711 a datagram holds some 180 ms (1,440 bytes here): nine 20 ms
     // frames a packet, more than the transmit queue holds at once.
@@ -649,6 +649,23 @@ fn transcode_takes_g711_packets_of_up_to_200_ms() {
     assert!(power_i16(y, 1000.0, 8000.0) > 100.0 * power_i16(y, 1700.0, 8000.0));
     let (a, b) = (h.p.stats(Leg::A).unwrap(), h.p.stats(Leg::B).unwrap());
     assert_eq!((a.malformed, a.codec_errors, b.queue_full), (0, 0, 0));
+
+    // Opus's longest packet is 1,275 bytes (RFC 6716): a longer payload
+    // is refused as malformed, not stored to fail in the decoder.
+    let t0 = Instant::now();
+    let p = Pipeline::bridge(
+        t0,
+        cfg(),
+        leg(CodecSpec::opus(111, 8_000), 1, FAR_A),
+        leg(CodecSpec::pcmu(), 2, FAR_B),
+    )
+    .unwrap();
+    let mut h = Harness::new(p, t0);
+    assert_eq!(
+        h.rtp(Leg::A, FAR_A, &packet(111, 1, 0, 7, true, &[0x08; 1276])),
+        Verdict::Dropped(DropReason::Malformed)
+    );
+    assert_eq!(h.p.stats(Leg::A).unwrap().malformed, 1);
 }
 
 #[test]
