@@ -499,20 +499,26 @@ fn transcode_pcmu_to_pcma_keeps_audio_and_paces_one_frame_per_ptime() {
 /// PCMU packets of `ms` milliseconds from A (a 1 kHz tone), paced at
 /// their own duration; `skip` are lost.
 fn feed_ptime(h: &mut Harness, ms: u32, packets: u32, skip: &[u32]) {
-    let n = 8 * ms as usize;
-    let x = sine(1000.0, 8000, 8000.0, n * packets as usize, 0);
+    let x = sine(1000.0, 8000, 8000.0, 8 * ms as usize * packets as usize, 0);
     for i in 0..packets {
         if !skip.contains(&i) {
-            let f = ulaw_frame(&x[i as usize * n..][..n]);
-            let v = h.rtp(
-                Leg::A,
-                FAR_A,
-                &packet(0, i as u16, i * n as u32, 42, i == 0, &f),
-            );
-            assert_eq!(v, Verdict::Buffered, "packet {i}");
+            feed_one(h, &x, ms, i);
         }
         h.advance(Duration::from_millis(u64::from(ms)));
     }
+}
+
+/// Sends packet `i` of `ms` each of the µ-law tone `x` from A's far end;
+/// a transcoding pipeline buffers it.
+fn feed_one(h: &mut Harness, x: &[i16], ms: u32, i: u32) {
+    let n = 8 * ms as usize;
+    let f = ulaw_frame(&x[i as usize * n..][..n]);
+    let v = h.rtp(
+        Leg::A,
+        FAR_A,
+        &packet(0, i as u16, i * n as u32, 42, i == 0, &f),
+    );
+    assert_eq!(v, Verdict::Buffered, "packet {i}");
 }
 
 #[test]
@@ -677,14 +683,8 @@ fn transcode_loses_no_frame_when_more_are_due_than_the_transmit_queue_holds() {
     let t0 = Instant::now();
     let mut h = pcmu_to_pcma(t0);
     let x = sine(1000.0, 8000, 8000.0, 800 * 12, 0);
-    for i in 0..12u16 {
-        let f = ulaw_frame(&x[usize::from(i) * 800..][..800]);
-        let v = h.rtp(
-            Leg::A,
-            FAR_A,
-            &packet(0, i, u32::from(i) * 800, 42, i == 0, &f),
-        );
-        assert_eq!(v, Verdict::Buffered, "packet {i}");
+    for i in 0..12 {
+        feed_one(&mut h, &x, 100, i);
         if i == 7 {
             // The late turn, 150 ms after the one before: one call, then
             // drained.
