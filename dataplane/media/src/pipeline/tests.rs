@@ -456,6 +456,17 @@ fn feed_tone(
 }
 
 /// A transcoding bridge: A speaks PCMU (SSRC 1), B PCMA (SSRC 2).
+fn opus_to_pcmu(t0: Instant) -> Harness {
+    let p = Pipeline::bridge(
+        t0,
+        cfg(),
+        leg(CodecSpec::opus(111, 8_000), 1, FAR_A),
+        leg(CodecSpec::pcmu(), 2, FAR_B),
+    )
+    .unwrap();
+    Harness::new(p, t0)
+}
+
 fn pcmu_to_pcma(t0: Instant) -> Harness {
     let p = Pipeline::bridge(
         t0,
@@ -659,14 +670,7 @@ fn transcode_takes_g711_packets_of_up_to_200_ms_and_opus_up_to_its_limit() {
     // Opus's longest packet is 1,275 bytes (RFC 6716): a longer payload
     // is refused as malformed, not stored to fail in the decoder.
     let t0 = Instant::now();
-    let p = Pipeline::bridge(
-        t0,
-        cfg(),
-        leg(CodecSpec::opus(111, 8_000), 1, FAR_A),
-        leg(CodecSpec::pcmu(), 2, FAR_B),
-    )
-    .unwrap();
-    let mut h = Harness::new(p, t0);
+    let mut h = opus_to_pcmu(t0);
     assert_eq!(
         h.rtp(Leg::A, FAR_A, &packet(111, 1, 0, 7, true, &[0x08; 1276])),
         Verdict::Dropped(DropReason::Malformed)
@@ -857,14 +861,7 @@ fn transcode_output_is_paced_by_playout_not_arrival() {
 #[test]
 fn transcode_opus_with_loss_uses_fec_and_stream_stays_continuous() {
     let t0 = Instant::now();
-    let p = Pipeline::bridge(
-        t0,
-        cfg(),
-        leg(CodecSpec::opus(111, 8_000), 1, FAR_A),
-        leg(CodecSpec::pcmu(), 2, FAR_B),
-    )
-    .unwrap();
-    let mut h = Harness::new(p, t0);
+    let mut h = opus_to_pcmu(t0);
     let x = sine(440.0, 8000, 8000.0, 160 * 60, 0);
     let mut enc = crate::opus::OpusEncoder::new(8_000, 20).unwrap();
     // Packet 30 is lost (and 31 arrives in order, carrying its FEC).
