@@ -1245,6 +1245,174 @@ mod tests {
         }
     }
 
+    /// Who sends to a call's ports in the random tests: each leg's far
+    /// end as its SDP says, the same behind a NAT, where a re-INVITE
+    /// moves it, and a stranger.
+    struct Addresses {
+        far: [SocketAddr; 2],
+        nat: [SocketAddr; 2],
+        moved: [SocketAddr; 2],
+        stranger: SocketAddr,
+    }
+
+    fn addresses() -> Addresses {
+        let a = |s: &str| s.parse().unwrap();
+        Addresses {
+            far: [a("198.51.100.10:40000"), a("203.0.113.20:50000")],
+            nat: [a("198.51.100.10:61000"), a("203.0.113.20:62000")],
+            moved: [a("198.51.100.11:40002"), a("203.0.113.21:50002")],
+            stranger: a("192.0.2.66:12345"),
+        }
+    }
+
+    /// A call transcoded between PCMU (A) and PCMA (B), under seeded
+    /// random datagrams as above, its timers run as the loop runs them:
+    /// each datagram is counted once by what the pipeline made of it, and
+    /// everything sent goes from the leg's own sockets to an address the
+    /// leg heard valid RTP from (or its SDP address), as well-formed RTP
+    /// of the leg's codec under the pipeline's SSRC, or RTCP.
+    #[test]
+    fn transcoding_pipeline_under_random_datagrams() {
+        let Addresses {
+            far,
+            nat,
+            moved,
+            stranger,
+        } = addresses();
+        let remote = |side: usize, addr: SocketAddr| Remote {
+            addr,
+            payload_type: [0, 8][side],
+            clock_rate: 8000,
+            dtmf_payload_type: Some([101, 96][side]),
+        };
+        for seed in 1..=12u64 {
+            let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut w = worker(Coalescing {
+                relay: Duration::from_micros(50),
+                decoded: Duration::from_millis(1),
+            });
+            w.open(1, sockets());
+            w.pipe(1, Some((PipeKind::Bridge, transcoding())));
+            let mut sdp = far;
+            for side in [LegSide::A, LegSide::B] {
+                w.remote(1, side, remote(side as usize, sdp[side as usize]));
+            }
+            let c = &w.st.calls[&1];
+            let sockets = [
+                (c.legs[0].rtp, c.legs[0].rtcp),
+                (c.legs[1].rtp, c.legs[1].rtcp),
+            ];
+            let mut now = Instant::now();
+            let mut received = [0u64; 2];
+            let mut rtp_sent = [0u64; 2];
+            // Sources each leg accepted valid RTP (RTCP) from since its
+            // far end last changed.
+            let mut heard: [Vec<SocketAddr>; 2] = [vec![], vec![]];
+            let mut heard_rtcp: [Vec<SocketAddr>; 2] = [vec![], vec![]];
+            for step in 0..1500 {
+                now += Duration::from_millis(r.pick(&[0, 1, 5, 20, 20, 20, 100, 700]));
+                if r.below(300) == 0 {
+                    let side = r.below(2) as usize;
+                    sdp[side] = if sdp[side] == far[side] {
+                        moved[side]
+                    } else {
+                        far[side]
+                    };
+                    w.remote(1, [LegSide::A, LegSide::B][side], remote(side, sdp[side]));
+                    heard[side].clear();
+                    heard_rtcp[side].clear();
+                } else {
+                    let side = r.below(2) as usize;
+                    let (rtp_socket, rtcp_socket) = sockets[side];
+                    let socket = if r.below(6) == 0 {
+                        rtcp_socket
+                    } else {
+                        rtp_socket
+                    };
+                    let from = r.pick(&[sdp[side], sdp[side], nat[side], stranger, sdp[1 - side]]);
+                    let mut data = datagram(&mut r, &[0x1111, 0x2222]);
+                    if data.len() > 1 && r.below(2) == 0 {
+                        // Mostly the leg's own codec, so audio flows.
+                        data[1] = (data[1] & 0x80) | [0, 8][side];
+                    }
+                    let before = w.st.calls[&1].legs[side].stats;
+                    w.st.datagram(now, socket, from, &data);
+                    received[side] += 1;
+                    let after = w.st.calls[&1].legs[side].stats;
+                    // What the pipeline's latch judged: RTP of the leg's
+                    // codec on its RTP port, not refused for its source
+                    // (it may still be dropped after, as late or too long).
+                    let judged = socket == rtp_socket
+                        && RtpPacket::parse(&data).is_ok_and(|p| p.payload_type() == [0, 8][side]);
+                    if judged
+                        && after.dropped_source == before.dropped_source
+                        && !heard[side].contains(&from)
+                    {
+                        heard[side].push(from);
+                    }
+                    if after.rtcp_packets > before.rtcp_packets {
+                        heard_rtcp[side].push(from);
+                    }
+                }
+                if let Some(next) = w.st.tap_timers(now) {
+                    assert!(next > now, "seed {seed} step {step}: left due");
+                }
+                let ssrcs = [1u32, 2];
+                for &(socket, dst, start, end) in &w.st.sends {
+                    let data = &w.st.out[start..end];
+                    let leg = sockets
+                        .iter()
+                        .position(|&(a, b)| a == socket || b == socket);
+                    let Some(leg) = leg else {
+                        panic!("seed {seed} step {step}: sent from no leg's socket");
+                    };
+                    if rtp::is_rtcp(data) {
+                        // Where RTCP came from, else the port above
+                        // where RTP goes.
+                        let below = SocketAddr::new(dst.ip(), dst.port().wrapping_sub(1));
+                        assert!(
+                            heard_rtcp[leg].contains(&dst)
+                                || below == sdp[leg]
+                                || heard[leg].contains(&below),
+                            "seed {seed} step {step}: leg {leg} reported to {dst}"
+                        );
+                        rtcp::Compound::parse(data).unwrap();
+                        continue;
+                    }
+                    assert!(
+                        dst == sdp[leg] || heard[leg].contains(&dst),
+                        "seed {seed} step {step}: leg {leg} sent to {dst}, which it never heard"
+                    );
+                    assert_eq!(socket, sockets[leg].0, "RTP from the leg's RTP socket");
+                    let p = RtpPacket::parse(data).unwrap();
+                    assert_eq!(p.ssrc(), ssrcs[leg], "seed {seed} step {step}");
+                    assert!(
+                        p.payload_type() == [0, 8][leg] || p.payload_type() == [101, 96][leg],
+                        "seed {seed} step {step}: payload type {}",
+                        p.payload_type()
+                    );
+                    rtp_sent[leg] += 1;
+                }
+                w.st.sends.clear();
+                w.st.out.clear();
+                for (i, leg) in w.st.calls[&1].legs.iter().enumerate() {
+                    let st = leg.stats;
+                    assert_eq!(
+                        st.rx_packets
+                            + st.rtcp_packets
+                            + st.dropped_source
+                            + st.dropped_invalid
+                            + st.dropped_unrouted,
+                        received[i],
+                        "seed {seed} step {step}: leg {i}'s datagrams each counted once: {st:?}"
+                    );
+                    assert_eq!(st.tx_packets, rtp_sent[i]);
+                }
+            }
+            assert!(rtp_sent.iter().all(|&n| n > 0), "seed {seed}: {rtp_sent:?}");
+        }
+    }
+
     /// The relay's own fast path (the worker's, not a pipeline's) under
     /// seeded random datagrams from the far ends, NATed addresses and a
     /// stranger, on every socket of a call, with time stepping and
@@ -1257,19 +1425,12 @@ mod tests {
     /// anyone else goes anywhere.
     #[test]
     fn relay_fast_path_under_random_datagrams() {
-        let far: [SocketAddr; 2] = [
-            "198.51.100.10:40000".parse().unwrap(),
-            "203.0.113.20:50000".parse().unwrap(),
-        ];
-        let nat: [SocketAddr; 2] = [
-            "198.51.100.10:61000".parse().unwrap(),
-            "203.0.113.20:62000".parse().unwrap(),
-        ];
-        let moved: [SocketAddr; 2] = [
-            "198.51.100.11:40002".parse().unwrap(),
-            "203.0.113.21:50002".parse().unwrap(),
-        ];
-        let stranger: SocketAddr = "192.0.2.66:12345".parse().unwrap();
+        let Addresses {
+            far,
+            nat,
+            moved,
+            stranger,
+        } = addresses();
         let remote = |side: usize, addr: SocketAddr| Remote {
             addr,
             payload_type: 0,
