@@ -1255,6 +1255,45 @@ mod tests {
         stranger: SocketAddr,
     }
 
+    /// The far end of leg `side` at `addr`, with `codecs[side]` and
+    /// telephone-event at 101 (A) or 96 (B).
+    fn far_end(side: usize, addr: SocketAddr, codecs: [u8; 2]) -> Remote {
+        Remote {
+            addr,
+            payload_type: codecs[side],
+            clock_rate: 8000,
+            dtmf_payload_type: Some([101, 96][side]),
+        }
+    }
+
+    /// Seed `seed`'s choices, and a worker with call 1 open.
+    fn random_call(seed: u64) -> (Rng, Worker) {
+        let mut w = worker(Coalescing {
+            relay: Duration::from_micros(50),
+            decoded: Duration::from_millis(1),
+        });
+        w.open(1, sockets());
+        (Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1), w)
+    }
+
+    /// A re-INVITE moving one leg's far end between its two addresses;
+    /// returns the leg.
+    fn reinvite(w: &mut Worker, r: &mut Rng, sdp: &mut [SocketAddr; 2], codecs: [u8; 2]) -> usize {
+        let Addresses { far, moved, .. } = addresses();
+        let side = r.below(2) as usize;
+        sdp[side] = if sdp[side] == far[side] {
+            moved[side]
+        } else {
+            far[side]
+        };
+        w.remote(
+            1,
+            [LegSide::A, LegSide::B][side],
+            far_end(side, sdp[side], codecs),
+        );
+        side
+    }
+
     fn addresses() -> Addresses {
         let a = |s: &str| s.parse().unwrap();
         Addresses {
@@ -1274,28 +1313,15 @@ mod tests {
     #[test]
     fn transcoding_pipeline_under_random_datagrams() {
         let Addresses {
-            far,
-            nat,
-            moved,
-            stranger,
+            far, nat, stranger, ..
         } = addresses();
-        let remote = |side: usize, addr: SocketAddr| Remote {
-            addr,
-            payload_type: [0, 8][side],
-            clock_rate: 8000,
-            dtmf_payload_type: Some([101, 96][side]),
-        };
+        let codecs = [0, 8];
         for seed in 1..=12u64 {
-            let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-            let mut w = worker(Coalescing {
-                relay: Duration::from_micros(50),
-                decoded: Duration::from_millis(1),
-            });
-            w.open(1, sockets());
+            let (mut r, mut w) = random_call(seed);
             w.pipe(1, Some((PipeKind::Bridge, transcoding())));
             let mut sdp = far;
             for side in [LegSide::A, LegSide::B] {
-                w.remote(1, side, remote(side as usize, sdp[side as usize]));
+                w.remote(1, side, far_end(side as usize, sdp[side as usize], codecs));
             }
             let c = &w.st.calls[&1];
             let sockets = [
@@ -1312,13 +1338,7 @@ mod tests {
             for step in 0..1500 {
                 now += Duration::from_millis(r.pick(&[0, 1, 5, 20, 20, 20, 100, 700]));
                 if r.below(300) == 0 {
-                    let side = r.below(2) as usize;
-                    sdp[side] = if sdp[side] == far[side] {
-                        moved[side]
-                    } else {
-                        far[side]
-                    };
-                    w.remote(1, [LegSide::A, LegSide::B][side], remote(side, sdp[side]));
+                    let side = reinvite(&mut w, &mut r, &mut sdp, codecs);
                     heard[side].clear();
                     heard_rtcp[side].clear();
                 } else {
@@ -1343,7 +1363,7 @@ mod tests {
                     // codec on its RTP port, not refused for its source
                     // (it may still be dropped after, as late or too long).
                     let judged = socket == rtp_socket
-                        && RtpPacket::parse(&data).is_ok_and(|p| p.payload_type() == [0, 8][side]);
+                        && RtpPacket::parse(&data).is_ok_and(|p| p.payload_type() == codecs[side]);
                     if judged
                         && after.dropped_source == before.dropped_source
                         && !heard[side].contains(&from)
@@ -1426,30 +1446,17 @@ mod tests {
     #[test]
     fn relay_fast_path_under_random_datagrams() {
         let Addresses {
-            far,
-            nat,
-            moved,
-            stranger,
+            far, nat, stranger, ..
         } = addresses();
-        let remote = |side: usize, addr: SocketAddr| Remote {
-            addr,
-            payload_type: 0,
-            clock_rate: 8000,
-            dtmf_payload_type: Some([101, 96][side]),
-        };
+        let codecs = [0, 0];
         for seed in 1..=24u64 {
-            let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-            let mut w = worker(Coalescing {
-                relay: Duration::from_micros(50),
-                decoded: Duration::from_millis(1),
-            });
-            w.open(1, sockets());
-            let mut sdp = [far[0], far[1]];
+            let (mut r, mut w) = random_call(seed);
+            let mut sdp = far;
             // Sometimes the answer comes late: B has no far end yet.
-            w.remote(1, LegSide::A, remote(0, sdp[0]));
+            w.remote(1, LegSide::A, far_end(0, sdp[0], codecs));
             let mut b_known = r.below(3) != 0;
             if b_known {
-                w.remote(1, LegSide::B, remote(1, sdp[1]));
+                w.remote(1, LegSide::B, far_end(1, sdp[1], codecs));
             }
             let legs = |w: &Worker| {
                 let c = &w.st.calls[&1];
@@ -1473,20 +1480,14 @@ mod tests {
                 now += Duration::from_millis(r.pick(&[0, 1, 5, 20, 20, 20, 100, 700]));
                 if step == 200 && !b_known {
                     // The late answer.
-                    w.remote(1, LegSide::B, remote(1, sdp[1]));
+                    w.remote(1, LegSide::B, far_end(1, sdp[1], codecs));
                     b_known = true;
                     heard[1].clear();
                     locked[1] = None;
                     continue;
                 } else if r.below(300) == 0 {
                     // A re-INVITE (or the late answer) moves a far end.
-                    let side = r.below(2) as usize;
-                    sdp[side] = if sdp[side] == far[side] {
-                        moved[side]
-                    } else {
-                        far[side]
-                    };
-                    w.remote(1, [LegSide::A, LegSide::B][side], remote(side, sdp[side]));
+                    let side = reinvite(&mut w, &mut r, &mut sdp, codecs);
                     b_known |= side == 1;
                     heard[side].clear();
                     locked[side] = None;
