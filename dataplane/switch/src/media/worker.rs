@@ -57,7 +57,8 @@ pub struct LegStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Valid RTP from an address other than the latched one.
+    /// Valid RTP or RTCP from an address other than the far end's
+    /// (learned, then locked).
     pub dropped_source: u64,
     /// Not RTP (bad version, lengths past the datagram, ...).
     pub dropped_invalid: u64,
@@ -86,8 +87,15 @@ struct Leg {
     remote_ssrc: Option<u32>,
     /// What we sent on the leg, for our SR.
     send: SendStats,
-    /// Where the far end's RTCP came from (else RTP port + 1).
-    rtcp_from: Option<SocketAddr>,
+    /// Where the far end's RTCP comes from on our RTCP port, learned
+    /// like its RTP (see `latch`), expecting the port above its SDP
+    /// address: RTCP from anyone else is dropped and counted, and our
+    /// reports go there.
+    rtcp_latch: SourceLatch,
+    /// The far end multiplexes RTCP on its RTP port (RFC 5761): valid
+    /// RTCP came to our RTP port from its RTP source, so our reports go
+    /// from our RTP port to where its RTP goes.
+    rtcp_mux: bool,
     next_report: Option<Instant>,
 }
 
@@ -506,7 +514,8 @@ impl Worker {
                 last_rx: None,
                 remote_ssrc: None,
                 send: SendStats::default(),
-                rtcp_from: None,
+                rtcp_latch: SourceLatch::new(LatchConfig::default(), None),
+                rtcp_mux: false,
                 next_report: None,
             });
         }
@@ -561,6 +570,8 @@ impl Worker {
         if moved {
             // A new far end (answer, re-INVITE): learn it again.
             leg.latch.relearn(Some(remote.addr));
+            leg.rtcp_latch.relearn(Some(rtcp_port(remote.addr)));
+            leg.rtcp_mux = false;
             if let Some(p) = &mut call.pipe
                 && let Some(leg) = p.kind.leg_of(side)
             {
@@ -677,6 +688,12 @@ impl Worker {
 
 /// [`State::schedule`] for a call already looked up (the loop's hot
 /// paths have it in hand: no second hash and probe of the table).
+/// Where a far end's RTCP goes without `a=rtcp` (RFC 3550 11): the port
+/// above its RTP.
+fn rtcp_port(rtp: SocketAddr) -> SocketAddr {
+    SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+}
+
 fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, u64)>>, id: u64, call: &mut Call) {
     let Some(due) = call.pipe.as_mut().and_then(|p| p.pipeline.poll_timeout()) else {
         return;
@@ -788,9 +805,12 @@ impl State {
                     continue;
                 }
                 leg.next_report = Some(now + interval);
-                let to = leg.rtcp_from.unwrap_or_else(|| {
-                    SocketAddr::new(remote.addr.ip(), remote.addr.port().wrapping_add(1))
-                });
+                let (socket, to) = if leg.rtcp_mux {
+                    (leg.rtp, leg.latch.destination().unwrap_or(remote.addr))
+                } else {
+                    let to = leg.rtcp_latch.destination();
+                    (leg.rtcp, to.unwrap_or_else(|| rtcp_port(remote.addr)))
+                };
                 let ntp = *ntp.get_or_insert_with(ntp_now);
                 let ours = leg.out.ssrc();
                 let block = match leg.remote_ssrc {
@@ -816,7 +836,7 @@ impl State {
                 match written {
                     Ok(()) => {
                         self.out.truncate(start + n);
-                        self.sends.push((leg.rtcp, to, start, start + n));
+                        self.sends.push((socket, to, start, start + n));
                         self.reports_queued += 1;
                     }
                     Err(_) => self.out.truncate(start),
@@ -926,23 +946,33 @@ impl State {
             }
         };
         if is_rtcp || rtp::is_rtcp(data) {
-            if let Ok(compound) = rtcp::Compound::parse(data) {
-                // RTCP from the far end keeps a held call alive.
-                this.stats.rtcp_packets += 1;
-                this.last_rx = Some(now);
-                call.reported_quiet = false;
-                if this.remote.is_some_and(|r| r.addr.ip() == from.ip()) {
-                    this.rtcp_from = Some(from);
-                }
-                for p in compound.packets() {
-                    if let RtcpPacket::SenderReport { ssrc, info, .. } = p
-                        && Some(ssrc) == this.remote_ssrc
-                    {
-                        this.rx.on_sender_report(now, info.ntp);
-                    }
-                }
-            } else {
+            let Ok(compound) = rtcp::Compound::parse(data) else {
                 this.stats.dropped_invalid += 1;
+                return;
+            };
+            // Strict source for RTCP too: on its own port it is learned
+            // as RTP is; multiplexed on the RTP port it is taken only from
+            // the far end's RTP source (it does not move where RTP goes).
+            let from_far_end = if is_rtcp {
+                this.rtcp_latch.check(now, from) != LatchVerdict::Drop
+            } else {
+                this.latch.destination() == Some(from)
+            };
+            if !from_far_end {
+                this.stats.dropped_source += 1;
+                return;
+            }
+            this.rtcp_mux |= !is_rtcp;
+            // RTCP from the far end keeps a held call alive.
+            this.stats.rtcp_packets += 1;
+            this.last_rx = Some(now);
+            call.reported_quiet = false;
+            for p in compound.packets() {
+                if let RtcpPacket::SenderReport { ssrc, info, .. } = p
+                    && Some(ssrc) == this.remote_ssrc
+                {
+                    this.rx.on_sender_report(now, info.ntp);
+                }
             }
             return;
         }
@@ -1173,6 +1203,85 @@ mod tests {
         assert_eq!(b.queue_full, 0);
         assert!(frames >= 60, "{frames} frames of 1.2 s");
         assert_eq!(b.rtp_out, frames);
+    }
+
+    /// RTCP on a relayed leg is held to its far end as RTP is: a
+    /// stranger's RTCP is dropped and counted and keeps nothing alive; a
+    /// NATed far end's RTCP port is learned and our reports go there; a
+    /// far end that multiplexes RTCP on its RTP port gets our reports
+    /// from our RTP port, at its RTP source.
+    #[test]
+    fn relayed_rtcp_is_taken_only_from_the_far_end_and_reports_follow_it() {
+        let Addresses {
+            far, nat, stranger, ..
+        } = addresses();
+        let nat_rtcp = SocketAddr::new(nat[0].ip(), nat[0].port() + 1);
+        let (_, mut w) = random_call(1);
+        for side in [LegSide::A, LegSide::B] {
+            w.remote(1, side, far_end(side as usize, far[side as usize], [0, 0]));
+        }
+        let (rtp, rtcp) = {
+            let leg = &w.st.calls[&1].legs[0];
+            (leg.rtp, leg.rtcp)
+        };
+        let mut rr = [0u8; 64];
+        let n = {
+            let mut cw = CompoundWriter::new(&mut rr);
+            cw.receiver_report(0x5151, &[]).unwrap();
+            cw.len()
+        };
+        let t0 = Instant::now();
+        // The NATed far end's RTCP comes first and is learned; five more
+        // lock it.
+        for k in 0..6 {
+            w.st.datagram(t0 + Duration::from_millis(k), rtcp, nat_rtcp, &rr[..n]);
+        }
+        let st = w.st.calls[&1].legs[0].stats;
+        assert_eq!((st.rtcp_packets, st.dropped_source), (6, 0));
+        // A stranger's RTCP, on either port, is dropped and keeps nothing
+        // alive.
+        let later = t0 + Duration::from_secs(30);
+        w.st.datagram(later, rtcp, stranger, &rr[..n]);
+        w.st.datagram(later, rtp, stranger, &rr[..n]);
+        let leg = &w.st.calls[&1].legs[0];
+        assert_eq!((leg.stats.rtcp_packets, leg.stats.dropped_source), (6, 2));
+        assert_eq!(leg.last_rx, Some(t0 + Duration::from_millis(5)));
+        // Our report goes to the learned port, from our RTCP port.
+        w.st.reports(t0, Duration::from_secs(5));
+        w.st.reports(t0 + Duration::from_secs(5), Duration::from_secs(5));
+        let to_a: Vec<_> =
+            w.st.sends
+                .iter()
+                .filter(|s| s.0 == rtcp || s.0 == rtp)
+                .collect();
+        assert_eq!(to_a.len(), 1);
+        assert_eq!((to_a[0].0, to_a[0].1), (rtcp, nat_rtcp));
+        w.st.sends.clear();
+        w.st.out.clear();
+        // Muxed: RTCP at our RTP port from where A's RTP comes.
+        let mut pkt = [0u8; 12 + 160];
+        RtpHeader {
+            marker: false,
+            payload_type: 0,
+            sequence: 1,
+            timestamp: 160,
+            ssrc: 0x5151,
+        }
+        .write(&mut pkt)
+        .unwrap();
+        w.st.datagram(later, rtp, nat[0], &pkt);
+        w.st.sends.clear();
+        w.st.out.clear();
+        w.st.datagram(later, rtp, nat[0], &rr[..n]);
+        assert_eq!(w.st.calls[&1].legs[0].stats.rtcp_packets, 7);
+        w.st.reports(later, Duration::from_secs(5));
+        let to_a: Vec<_> =
+            w.st.sends
+                .iter()
+                .filter(|s| s.0 == rtcp || s.0 == rtp)
+                .collect();
+        assert_eq!(to_a.len(), 1);
+        assert_eq!((to_a[0].0, to_a[0].1), (rtp, nat[0]));
     }
 
     /// xorshift64*: a fixed, seeded stream of choices.
