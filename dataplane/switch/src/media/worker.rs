@@ -686,14 +686,14 @@ impl Worker {
     }
 }
 
-/// [`State::schedule`] for a call already looked up (the loop's hot
-/// paths have it in hand: no second hash and probe of the table).
 /// Where a far end's RTCP goes without `a=rtcp` (RFC 3550 11): the port
 /// above its RTP.
 fn rtcp_port(rtp: SocketAddr) -> SocketAddr {
     SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
 }
 
+/// [`State::schedule`] for a call already looked up (the loop's hot
+/// paths have it in hand: no second hash and probe of the table).
 fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, u64)>>, id: u64, call: &mut Call) {
     let Some(due) = call.pipe.as_mut().and_then(|p| p.pipeline.poll_timeout()) else {
         return;
