@@ -697,11 +697,13 @@ impl Pipeline {
             };
             rx.carry_len = total - sent;
             rx.carry[..total - sent].copy_from_slice(&scratch.pcm[sent..total]);
-            if rx.carry_len >= frame {
+            if rx.carry_len >= frame && self.tx.len == TX_QUEUE {
                 // The queue is full: due again as soon as it is drained.
                 rx.held = Some(now);
                 return;
             }
+            // Whole frames left with room in the queue (frames that had
+            // nowhere to go took none) go on the next pass of the loop.
             rx.held = None;
         }
     }

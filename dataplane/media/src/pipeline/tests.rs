@@ -679,6 +679,32 @@ fn transcode_takes_g711_packets_of_up_to_200_ms_and_opus_up_to_its_limit() {
 }
 
 #[test]
+fn long_packets_for_a_leg_with_nowhere_to_send_leave_nothing_due() {
+    // B's far end is not known yet (no SDP address, nothing latched):
+    // its frames go nowhere, take no room in the queue, and so never
+    // leave a timeout due at once.
+    let t0 = Instant::now();
+    let mut b = leg(CodecSpec::pcma(), 2, FAR_B);
+    b.remote_rtp = None;
+    let p = Pipeline::bridge(t0, cfg(), leg(CodecSpec::pcmu(), 1, FAR_A), b).unwrap();
+    let mut h = Harness::new(p, t0);
+    let x = sine(1000.0, 8000, 8000.0, 1440 * 8, 0);
+    for i in 0..8 {
+        feed_one(&mut h, &x, 180, i);
+        for _ in 0..9 {
+            h.now += Duration::from_millis(20);
+            h.p.handle_timeout(h.now);
+            h.drain();
+            let due = h.p.poll_timeout();
+            assert!(due.is_none_or(|d| d > h.now), "packet {i}: due at once");
+        }
+    }
+    let b = h.p.stats(Leg::B).unwrap();
+    assert_eq!((b.rtp_out, b.queue_full), (0, 0));
+    assert!(b.no_destination >= 8 * 9 - 9, "{}", b.no_destination);
+}
+
+#[test]
 fn transcode_loses_no_frame_when_more_are_due_than_the_transmit_queue_holds() {
     // A far end sending 100 ms of G.711 a packet (five 20 ms frames),
     // and a worker that comes late, when three packets are due at once:
