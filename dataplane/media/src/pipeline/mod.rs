@@ -327,12 +327,16 @@ impl Pipeline {
                 t = Some(t.map_or(i, |t| t.min(i)));
             }
         };
+        // Only transcoding holds frames back (see `playout`).
+        let holds = matches!(self.mode, Mode::Transcode { .. });
         for l in self.legs.iter().flatten() {
             at(Some(l.next_rtcp));
             at(l.inactivity_deadline(&self.cfg));
             at(l.dtmf.next_timeout());
             at(l.rx.as_ref().and_then(|r| r.jb.next_due()));
-            at(l.rx.as_ref().and_then(|r| r.held));
+            if holds {
+                at(l.rx.as_ref().and_then(|r| r.held));
+            }
         }
         if let Mode::Tap(tap) = &self.mode {
             at(Some(tap.due()));
@@ -667,10 +671,7 @@ impl Pipeline {
                 let room = &mut pcm[carry..carry + MAX_DECODE];
                 use crate::jitter::Playout;
                 let res = match rx.jb.pop(now) {
-                    None => {
-                        rx.held = None;
-                        return;
-                    }
+                    None => return,
                     Some(Playout::Frame { payload, .. }) => rx.dec.decode_packet(payload, room),
                     Some(Playout::Lost { next, .. }) => {
                         rx.dec.conceal(next, &mut room[..lost]).map(|()| lost)
@@ -697,6 +698,9 @@ impl Pipeline {
             };
             rx.carry_len = total - sent;
             rx.carry[..total - sent].copy_from_slice(&scratch.pcm[sent..total]);
+            if !queued {
+                continue;
+            }
             if rx.carry_len >= frame && self.tx.len == TX_QUEUE {
                 // The queue is full: due again as soon as it is drained.
                 rx.held = Some(now);
@@ -704,6 +708,8 @@ impl Pipeline {
             }
             // Whole frames left with room in the queue (frames that had
             // nowhere to go took none) go on the next pass of the loop.
+            // Only transcoding holds frames back: an AI tap's go to the
+            // engine's ring, and its playout never writes this line.
             rx.held = None;
         }
     }
