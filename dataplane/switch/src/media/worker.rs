@@ -1135,23 +1135,11 @@ mod tests {
     /// every frame goes out and none is dropped for the queue's size.
     #[test]
     fn a_late_turn_sends_every_frame_a_transcoded_call_has_due() {
-        let far_a: SocketAddr = "198.51.100.10:40000".parse().unwrap();
-        let far_b: SocketAddr = "203.0.113.20:50000".parse().unwrap();
-        let mut w = worker(Coalescing {
-            relay: Duration::from_micros(50),
-            decoded: Duration::from_millis(1),
-        });
-        w.open(1, sockets());
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
         w.pipe(1, Some((PipeKind::Bridge, transcoding())));
-        for (side, addr, payload_type) in [(LegSide::A, far_a, 0), (LegSide::B, far_b, 8)] {
-            let remote = Remote {
-                addr,
-                payload_type,
-                clock_rate: 8000,
-                dtmf_payload_type: None,
-            };
-            w.remote(1, side, remote);
-        }
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 8]));
+        w.remote(1, LegSide::B, far_end(1, far_b, [0, 8]));
         let socket = w.st.calls[&1].legs[0].rtp;
         let t0 = Instant::now();
         let mut now = t0;
@@ -1216,7 +1204,7 @@ mod tests {
             far, nat, stranger, ..
         } = addresses();
         let nat_rtcp = SocketAddr::new(nat[0].ip(), nat[0].port() + 1);
-        let (_, mut w) = random_call(1);
+        let mut w = one_call();
         for side in [LegSide::A, LegSide::B] {
             w.remote(1, side, far_end(side as usize, far[side as usize], [0, 0]));
         }
@@ -1288,6 +1276,10 @@ mod tests {
     struct Rng(u64);
 
     impl Rng {
+        fn seeded(seed: u64) -> Rng {
+            Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+        }
+
         fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
@@ -1375,14 +1367,14 @@ mod tests {
         }
     }
 
-    /// Seed `seed`'s choices, and a worker with call 1 open.
-    fn random_call(seed: u64) -> (Rng, Worker) {
+    /// A worker with call 1 open, relayed until a test pipes it.
+    fn one_call() -> Worker {
         let mut w = worker(Coalescing {
             relay: Duration::from_micros(50),
             decoded: Duration::from_millis(1),
         });
         w.open(1, sockets());
-        (Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1), w)
+        w
     }
 
     /// A re-INVITE moving one leg's far end between its two addresses;
@@ -1426,7 +1418,7 @@ mod tests {
         } = addresses();
         let codecs = [0, 8];
         for seed in 1..=12u64 {
-            let (mut r, mut w) = random_call(seed);
+            let (mut r, mut w) = (Rng::seeded(seed), one_call());
             w.pipe(1, Some((PipeKind::Bridge, transcoding())));
             let mut sdp = far;
             for side in [LegSide::A, LegSide::B] {
@@ -1559,7 +1551,7 @@ mod tests {
         } = addresses();
         let codecs = [0, 0];
         for seed in 1..=24u64 {
-            let (mut r, mut w) = random_call(seed);
+            let (mut r, mut w) = (Rng::seeded(seed), one_call());
             let mut sdp = far;
             // Sometimes the answer comes late: B has no far end yet.
             w.remote(1, LegSide::A, far_end(0, sdp[0], codecs));
