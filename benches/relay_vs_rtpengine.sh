@@ -29,6 +29,13 @@
 # (../shared/reference/performance.md) and --delete-delay=0, so a line's
 # ports are free for the next. The switch inherits the environment, so
 # its own settings can be set for a run (e.g. CODEB_RTP_STEER=on).
+#
+# TARGET=switch runs the switch alone (no rtpengine). PER_PACKET=1 (with
+# one N) also prints the media worker's CPU per relayed datagram: `perf
+# stat -e task-clock,sock:sock_send_length` on its media-0 thread for 5 s
+# from 7 s into the run (inside the measured window from SECS=8 on):
+# beyond the knee under RELAY_QUOTA the worker is never idle, so that is
+# its cost per packet whatever else the machine does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${*:-500 1000 1500 2000 2500 3000}
@@ -66,20 +73,42 @@ CODEB_SIP_ADDR=127.0.0.1:$SW_PORT CODEB_DATA_DIR=$DIR CODEB_RTP_PORTS=10000-2399
     CODEB_SWITCH_GRPC_ADDR=127.0.0.1:15051 \
     taskset -c "$RELAY_CPU" "$BIN/codeb-switch" 2>"$DIR/switch.log" &
 SW=$!
-taskset -c "$RELAY_CPU" rtpengine --config-file=none --table=-1 --interface=127.0.0.1 \
-    --listen-ng=$NG --foreground --log-stderr --log-level=4 \
-    --port-min=24000 --port-max=39999 --num-threads=1 --delete-delay=0 2>"$DIR/rtpengine.log" &
-RE=$!
+TARGET=${TARGET:-both}
+RE=
+RE_ARGS=()
+if [ "$TARGET" = both ]; then
+    taskset -c "$RELAY_CPU" rtpengine --config-file=none --table=-1 --interface=127.0.0.1 \
+        --listen-ng=$NG --foreground --log-stderr --log-level=4 \
+        --port-min=24000 --port-max=39999 --num-threads=1 --delete-delay=0 2>"$DIR/rtpengine.log" &
+    RE=$!
+    RE_ARGS=(--ng $NG --rtpengine-pid $RE)
+fi
 . benches/cpu_cap.sh
 trap 'kill $SW $RE 2>/dev/null; wait $SW $RE 2>/dev/null; cpu_cap_cleanup; rm -rf "$DIR"' EXIT
 if [ -n "${RELAY_QUOTA:-}" ]; then
     cpu_cap switch "$RELAY_QUOTA" $SW
-    cpu_cap rtpengine "$RELAY_QUOTA" $RE
+    [ -z "$RE" ] || cpu_cap rtpengine "$RELAY_QUOTA" $RE
 fi
 sleep 2
+if [ -n "${PER_PACKET:-}" ]; then
+    (
+        sleep 7
+        for t in /proc/$SW/task/*; do
+            [ "$(cat "$t/comm")" != media-0 ] || TID=${t##*/}
+        done
+        perf stat -x, -e task-clock,sock:sock_send_length -t "$TID" -- sleep 5 \
+            2>"$DIR/per-packet" >/dev/null
+    ) &
+    PP=$!
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-taskset -c "$GEN_CPU" "$BIN/rtp-load" --target both \
-    --sip 127.0.0.1:$SW_PORT --uas 127.0.0.1:$UAS_PORT --ng $NG \
-    --switch-pid $SW --rtpengine-pid $RE \
+taskset -c "$GEN_CPU" "$BIN/rtp-load" --target "$TARGET" \
+    --sip 127.0.0.1:$SW_PORT --uas 127.0.0.1:$UAS_PORT "${RE_ARGS[@]}" --switch-pid $SW \
     --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ -n "${PER_PACKET:-}" ]; then
+    wait $PP
+    awk -F, '/task-clock/ { cpu = $1 } /sock_send_length/ { sent = $1 }
+        END { printf "media-0: %.0f ms CPU, %d datagrams sent in 5 s: %.3f us per relayed packet\n",
+              cpu, sent, cpu * 1000 / sent }' "$DIR/per-packet"
+fi
