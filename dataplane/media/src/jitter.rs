@@ -266,6 +266,11 @@ impl JitterBuffer {
         self.silent_ticks = 0;
     }
 
+    /// The longest payload [`insert`](Self::insert) stores.
+    pub fn max_payload(&self) -> usize {
+        self.cfg.max_payload
+    }
+
     pub fn insert(
         &mut self,
         now: Instant,

@@ -362,6 +362,17 @@ impl Pipeline {
             l.stats.unknown_payload_type += 1;
             return Verdict::Dropped(DropReason::UnknownPayloadType);
         }
+        // A payload the decoded path cannot hold (Opus past its 1,275-byte
+        // bound) is malformed: refused before it can name the latch's
+        // candidate, so only a packet we would play teaches the source.
+        if !is_te
+            && l.rx
+                .as_ref()
+                .is_some_and(|rx| pkt.payload().len() > rx.jb.max_payload())
+        {
+            l.stats.malformed += 1;
+            return Verdict::Dropped(DropReason::Malformed);
+        }
         match l.latch.check(now, src) {
             LatchVerdict::Drop => {
                 l.stats.wrong_source += 1;

@@ -679,6 +679,36 @@ fn transcode_takes_g711_packets_of_up_to_200_ms_and_opus_up_to_its_limit() {
 }
 
 #[test]
+fn a_payload_too_long_to_play_does_not_teach_the_latch() {
+    // A far end behind NAT (not at its SDP address) is learned from its
+    // first packet; a stranger's oversize datagram before it must not
+    // take that place and leave the far end dropped as a wrong source.
+    let t0 = Instant::now();
+    let mut h = opus_to_pcmu(t0);
+    let stranger = "203.0.113.9:4000";
+    let nat = "198.51.100.77:61000";
+    assert_eq!(
+        h.rtp(Leg::A, stranger, &packet(111, 1, 0, 7, true, &[0x08; 1276])),
+        Verdict::Dropped(DropReason::Malformed)
+    );
+    assert!(h.events.is_empty(), "{:?}", h.events);
+    assert_eq!(h.p.destination(Leg::A), Some(addr(FAR_A)));
+    assert_eq!(
+        h.rtp(Leg::A, nat, &packet(111, 2, 960, 0x77, false, &[0x08; 40])),
+        Verdict::Buffered
+    );
+    assert_eq!(
+        h.events,
+        [Event::Latched {
+            leg: Leg::A,
+            address: addr(nat)
+        }]
+    );
+    let a = h.p.stats(Leg::A).unwrap();
+    assert_eq!((a.malformed, a.wrong_source, a.rtp_in), (1, 0, 1));
+}
+
+#[test]
 fn long_packets_for_a_leg_with_nowhere_to_send_leave_nothing_due() {
     // B's far end is not known yet (no SDP address, nothing latched):
     // its frames go nowhere, take no room in the queue, and so never
