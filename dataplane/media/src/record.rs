@@ -17,6 +17,8 @@
 //! window is repaired, and a source change never overlaps earlier audio.
 
 use std::io::{self, Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer, PushError, RingBuffer};
@@ -26,8 +28,11 @@ use crate::opus::OpusDecoder;
 
 /// Output sample rate.
 pub const RATE: u32 = 8000;
-/// Largest payload carried (40 ms of G.711; Opus at telephony rates is far
-/// smaller); larger ones are dropped and counted.
+/// Largest payload a ring slot carries: 40 ms of G.711. A longer G.711
+/// payload (RFC 3551 asks receivers to take up to 200 ms) goes in as
+/// several slots; an Opus packet cannot be cut, and one longer than this
+/// (beyond 128 kbit/s at 20 ms, far above telephony rates) is dropped and
+/// counted.
 pub const MAX_PAYLOAD: usize = 320;
 /// Frames the ring holds: five seconds of two 20 ms streams.
 pub const RING_FRAMES: usize = 512;
@@ -83,19 +88,30 @@ struct Frame {
 /// The worker's end: copies payloads in.
 pub struct RecordFeed {
     tx: Producer<Frame>,
-    /// Frames lost to a full ring or an oversized payload.
-    pub dropped: u64,
+    /// Payloads lost to a full ring or an oversized Opus packet; shared
+    /// with the [`Recording`] (see [`Recording::dropped`]), touched only
+    /// when one is lost.
+    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RecordFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordFeed")
-            .field("dropped", &self.dropped)
+            .field("dropped", &self.dropped())
             .finish()
     }
 }
 
 impl RecordFeed {
+    /// Payloads lost so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn lose(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records one payload on `channel` (0 left, 1 right).
     pub fn push(
         &mut self,
@@ -106,10 +122,35 @@ impl RecordFeed {
         at: Instant,
         payload: &[u8],
     ) {
-        if payload.len() > MAX_PAYLOAD || payload.is_empty() || channel > 1 {
-            self.dropped += 1;
+        if payload.is_empty() || channel > 1 {
+            self.lose();
             return;
         }
+        if payload.len() > MAX_PAYLOAD {
+            if codec == RecCodec::Opus {
+                self.lose();
+                return;
+            }
+            // G.711 is a byte per sample: each piece is placed by its own
+            // first sample's timestamp.
+            for (i, piece) in payload.chunks(MAX_PAYLOAD).enumerate() {
+                let ts = timestamp.wrapping_add((i * MAX_PAYLOAD) as u32);
+                self.push_slot(channel, codec, ssrc, ts, at, piece);
+            }
+            return;
+        }
+        self.push_slot(channel, codec, ssrc, timestamp, at, payload);
+    }
+
+    fn push_slot(
+        &mut self,
+        channel: u8,
+        codec: RecCodec,
+        ssrc: u32,
+        timestamp: u32,
+        at: Instant,
+        payload: &[u8],
+    ) {
         let mut frame = Frame {
             channel,
             codec,
@@ -121,7 +162,7 @@ impl RecordFeed {
         };
         frame.data[..payload.len()].copy_from_slice(payload);
         if let Err(PushError::Full(_)) = self.tx.push(frame) {
-            self.dropped += 1;
+            self.lose();
         }
     }
 }
@@ -162,6 +203,8 @@ pub struct Recording<W: Write + Seek> {
     /// arrival (dropped: audio placed there waits in memory until
     /// written).
     pub early: u64,
+    /// The feed's count of payloads it could not queue.
+    feed_dropped: Arc<AtomicU64>,
 }
 
 impl<W: Write + Seek> std::fmt::Debug for Recording<W> {
@@ -178,6 +221,7 @@ impl<W: Write + Seek> std::fmt::Debug for Recording<W> {
 pub struct RecordSource {
     rx: Consumer<Frame>,
     started: Instant,
+    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RecordSource {
@@ -190,7 +234,18 @@ impl std::fmt::Debug for RecordSource {
 /// Timeline positions count from `started`.
 pub fn ring(started: Instant) -> (RecordFeed, RecordSource) {
     let (tx, rx) = RingBuffer::new(RING_FRAMES);
-    (RecordFeed { tx, dropped: 0 }, RecordSource { rx, started })
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        RecordFeed {
+            tx,
+            dropped: Arc::clone(&dropped),
+        },
+        RecordSource {
+            rx,
+            started,
+            dropped,
+        },
+    )
 }
 
 impl<W: Write + Seek> Recording<W> {
@@ -208,6 +263,7 @@ impl<W: Write + Seek> Recording<W> {
             undecodable: 0,
             late: 0,
             early: 0,
+            feed_dropped: source.dropped,
         })
     }
 }
@@ -245,6 +301,12 @@ fn samples_in(d: Duration) -> u64 {
 }
 
 impl<W: Write + Seek> Recording<W> {
+    /// Payloads the worker's feed could not queue (a full ring, an Opus
+    /// packet over [`MAX_PAYLOAD`], an empty payload): left out.
+    pub fn dropped(&self) -> u64 {
+        self.feed_dropped.load(Ordering::Relaxed)
+    }
+
     /// True once the feed is gone (the call's media closed).
     pub fn is_abandoned(&self) -> bool {
         self.rx.is_abandoned()
@@ -447,6 +509,36 @@ mod tests {
     }
 
     #[test]
+    fn long_g711_packets_are_recorded_whole() {
+        // 60 ms and 180 ms packets (RFC 3551 receivers take up to 200 ms)
+        // are longer than a ring slot: every sample lands in its place.
+        for ms in [60usize, 180] {
+            let t0 = Instant::now();
+            let (mut feed, mut rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
+            let n = ms * 8;
+            let pcm = tone(440.0, 0, 1800 * 8);
+            let mut k = 0;
+            while (k + 1) * n <= pcm.len() {
+                let codes: Vec<u8> = pcm[k * n..(k + 1) * n]
+                    .iter()
+                    .map(|s| ulaw_encode(*s))
+                    .collect();
+                let at = t0 + Duration::from_millis((k * ms) as u64);
+                feed.push(0, RecCodec::Pcmu, 9, 5000 + (k * n) as u32, at, &codes);
+                rec.pump(at).unwrap();
+                k += 1;
+            }
+            assert_eq!(rec.dropped(), 0, "{ms} ms");
+            let (l, _) = read(&rec.finish().unwrap().into_inner());
+            assert_eq!(l.len(), k * n, "{ms} ms");
+            for (i, (got, want)) in l.iter().zip(&pcm).enumerate() {
+                let want = crate::g711::ulaw_decode(ulaw_encode(*want));
+                assert_eq!(*got, want, "{ms} ms packets: sample {i}");
+            }
+        }
+    }
+
+    #[test]
     fn a_new_source_never_overlaps_and_late_packets_are_dropped() {
         let t0 = Instant::now();
         let (mut feed, mut rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
@@ -522,10 +614,11 @@ mod tests {
     fn bad_input_is_counted_not_written() {
         let t0 = Instant::now();
         let (mut feed, mut rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
-        feed.push(0, RecCodec::Pcmu, 1, 0, t0, &[0u8; MAX_PAYLOAD + 1]);
+        feed.push(0, RecCodec::Opus, 1, 0, t0, &[0u8; MAX_PAYLOAD + 1]);
         feed.push(2, RecCodec::Pcmu, 1, 0, t0, &[0u8; 160]);
+        feed.push(0, RecCodec::Pcmu, 1, 0, t0, &[]);
         feed.push(1, RecCodec::Opus, 1, 0, t0, &[0xffu8; 3]);
-        assert_eq!(feed.dropped, 2);
+        assert_eq!((feed.dropped(), rec.dropped()), (3, 3));
         rec.pump(t0).unwrap();
         assert_eq!(rec.undecodable, 1);
         drop(feed);

@@ -71,12 +71,13 @@ fn open(source: RecordSource, path: PathBuf) -> Option<(Wav, PathBuf)> {
 
 fn finish(r: Wav, path: &std::path::Path) {
     // Packets left out: after their place was written, placed too far
-    // ahead of their arrival (a far end's timestamps running away), or
-    // not decodable.
-    let (late, early, undecodable) = (r.late, r.early, r.undecodable);
+    // ahead of their arrival (a far end's timestamps running away), not
+    // decodable, or not queued by the worker (a full ring, an Opus packet
+    // too long for a slot).
+    let (late, early, undecodable, dropped) = (r.late, r.early, r.undecodable, r.dropped());
     match r.finish() {
         Ok(_) => {
-            tracing::info!(path = %path.display(), late, early, undecodable, "recording written")
+            tracing::info!(path = %path.display(), late, early, undecodable, dropped, "recording written")
         }
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "recording not finished"),
     }
