@@ -17,6 +17,7 @@ use crate::store::{CallFilter, CallRow, DISPATCH_LEASE_MS, HangupResult, NewCall
 use crate::switch_link::{Dispatched, LinkError};
 
 pub const DEFAULT_MODEL: &str = "models/gemini-2.5-flash-native-audio-preview-12-2025";
+/// Gemini's default voice (the spec's); see [`codeb_types::Vendor`].
 pub const DEFAULT_VOICE: &str = "Aoede";
 pub const DEFAULT_LANGUAGE: &str = "en-US";
 const MAX_PROMPT_CHARS: usize = 20_000;
@@ -223,11 +224,15 @@ async fn validate_create(
         }
         None => DEFAULT_MODEL.to_owned(),
     };
-    let voice = body
-        .voice
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| DEFAULT_VOICE.to_owned());
+    // No voice: the default of the model's vendor (the spec's Aoede for
+    // Gemini; a Gemini voice would fail an OpenAI session).
+    let voice = body.voice.filter(|v| !v.is_empty()).unwrap_or_else(|| {
+        codeb_types::Vendor::of_model(&model)
+            .default_voice()
+            .to_owned()
+    });
     validate::voice("voice", &voice)?;
+    validate::voice_for_model("voice", &voice, &model)?;
     let language = body
         .language
         .filter(|v| !v.is_empty())

@@ -106,6 +106,7 @@ fn apply(n: &mut NumberRecord, input: NumberInput) -> ApiResult<()> {
         validate::one_of("mode", &mode, MODES)?;
         n.mode = mode;
     }
+    let voice_given = input.voice.is_some();
     if let Some(voice) = input.voice {
         validate::voice("voice", &voice)?;
         n.voice = voice;
@@ -138,6 +139,14 @@ fn apply(n: &mut NumberRecord, input: NumberInput) -> ApiResult<()> {
         }
         n.ai_api_key = key;
     }
+    // A voice this request did not name (the default, or one kept from
+    // before the model changed vendor) follows the model's vendor.
+    if !voice_given && validate::voice_for_model("voice", &n.voice, &n.model).is_err() {
+        n.voice = codeb_types::Vendor::of_model(&n.model)
+            .default_voice()
+            .to_owned();
+    }
+    validate::voice_for_model("voice", &n.voice, &n.model)?;
     if n.mode == "live-voice-ai" && n.system_prompt.trim().is_empty() {
         return Err(ApiError::field(
             "systemPrompt",

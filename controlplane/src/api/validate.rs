@@ -141,6 +141,23 @@ pub fn voice(field: &str, v: &str) -> Result<(), ApiError> {
     }
 }
 
+/// `voice` is one the vendor of `model` has, where that vendor refuses
+/// any other (OpenAI Realtime): a call that names a Gemini voice for an
+/// OpenAI model is refused here, not failed by the vendor mid-dial.
+pub fn voice_for_model(field: &str, voice: &str, model: &str) -> Result<(), ApiError> {
+    let vendor = codeb_types::Vendor::of_model(model);
+    match vendor.closed_voices() {
+        Some(voices) if !voices.contains(&voice) => Err(ApiError::field(
+            field,
+            format!(
+                "is not a voice of the model's vendor ({model}): one of {}",
+                voices.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A DNS host name, IPv4 address or IPv6 address (bare or in brackets).
 pub fn host(field: &str, v: &str) -> Result<String, ApiError> {
     let bare = v

@@ -63,18 +63,15 @@ impl ModelChoice {
                 model: GEMINI_DEFAULT_MODEL.into(),
             });
         }
-        if let Some(rest) = m.strip_prefix("openai/") {
+        // The vendor by the rule the control plane picks default voices by.
+        if codeb_types::Vendor::of_model(m) == codeb_types::Vendor::OpenAi {
+            let rest = m.strip_prefix("openai/").unwrap_or(m);
             if valid_name(rest) {
                 return Ok(Self {
                     provider: Provider::OpenAi,
                     model: rest.into(),
                 });
             }
-        } else if m.starts_with("gpt-") && valid_name(m) {
-            return Ok(Self {
-                provider: Provider::OpenAi,
-                model: m.into(),
-            });
         } else {
             let bare = m.strip_prefix("google/").unwrap_or(m);
             let bare = bare.strip_prefix("models/").unwrap_or(bare);

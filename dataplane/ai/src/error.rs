@@ -16,7 +16,8 @@ pub enum EngineError {
     /// (`invalid_api_key`) when it sent one.
     #[error("voice-AI engine refused the session ({code}{}): {message}", kind.as_deref().map(|k| format!(", {k}")).unwrap_or_default())]
     Rejected {
-        /// Close code (Gemini 1007/1008, OpenAI 3000) or HTTP status.
+        /// Close code (Gemini 1007/1008, OpenAI 3000) or HTTP status
+        /// (400: OpenAI refused our `session.update`).
         code: u16,
         /// Vendor error code, if any.
         kind: Option<String>,

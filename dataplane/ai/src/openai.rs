@@ -27,6 +27,9 @@ use crate::transport::Outbox;
 
 /// OpenAI's input transcription model.
 pub const TRANSCRIBE_MODEL: &str = "gpt-4o-mini-transcribe";
+/// The `event_id` of our `session.update`, which OpenAI's error for it
+/// names.
+const SETUP_EVENT: &str = "codeb_setup";
 
 /// OpenAI Realtime session state.
 pub struct OpenAiEngine {
@@ -186,7 +189,9 @@ impl Engine for OpenAiEngine {
     }
 
     fn on_open(&mut self, out: &mut Outbox) -> Result<(), EngineError> {
-        out.json(&json!({"type": "session.update", "session": self.session}));
+        out.json(
+            &json!({"type": "session.update", "event_id": SETUP_EVENT, "session": self.session}),
+        );
         Ok(())
     }
 
@@ -327,6 +332,16 @@ impl Engine for OpenAiEngine {
                 let code = e.get("code").and_then(Value::as_str).map(str::to_owned);
                 let message: String = s(&e, "message").chars().take(512).collect();
                 self.last_error = Some((code.clone(), message.clone()));
+                if !self.ready && e.get("event_id").and_then(Value::as_str) == Some(SETUP_EVENT) {
+                    // Our session.update refused (a voice or format the
+                    // vendor does not have): OpenAI keeps the connection
+                    // open, so the session ends here with the vendor's
+                    // words instead of waiting out the setup timeout.
+                    return Ok(Step::Close {
+                        code: None,
+                        error: Some(self.rejection(Some(400), "session.update refused")),
+                    });
+                }
                 events.push(EngineEvent::Error { code, message });
             }
             _ => {}

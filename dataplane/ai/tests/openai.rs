@@ -211,3 +211,26 @@ async fn a_wrong_key_is_a_clean_rejection() {
     );
     assert!(sim.records().contains(&SimRecord::Rejected { code: 3000 }));
 }
+
+#[tokio::test]
+async fn a_voice_openai_does_not_have_fails_the_session_cleanly() {
+    // Gemini's default voice named for an OpenAI model: OpenAI answers
+    // the session.update with an error, and the session must end with
+    // it, not wait for a readiness that never comes.
+    let sim = sim(Vendor::OpenAi, sim_cfg()).await;
+    let mut cfg = config(&sim, "openai/gpt-realtime", "sim-key", "hi");
+    cfg.voice = Some("Aoede".into());
+    let err = tokio::time::timeout(WAIT, codeb_ai::connect(cfg))
+        .await
+        .expect("no hang");
+    let Some(EngineError::Rejected {
+        code,
+        kind,
+        message,
+    }) = err.err()
+    else {
+        panic!("not a rejection")
+    };
+    assert_eq!((code, kind.as_deref()), (400, Some("invalid_value")));
+    assert!(message.starts_with("Invalid value: 'Aoede'"), "{message}");
+}

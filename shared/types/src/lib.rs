@@ -10,6 +10,7 @@ pub mod e164;
 pub mod ids;
 pub mod state;
 pub mod time;
+pub mod vendor;
 
 pub use e164::E164;
 pub use ids::{
@@ -18,3 +19,4 @@ pub use ids::{
 };
 pub use state::{CallStatus, EventName, Outcome};
 pub use time::UtcMillis;
+pub use vendor::Vendor;

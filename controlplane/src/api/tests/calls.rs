@@ -13,6 +13,7 @@ on_both_backends!(
     hangup_is_idempotent,
     list_filters_and_pages,
     list_rows_are_the_single_gets,
+    voice_follows_the_model_vendor,
 );
 
 fn call_body() -> Value {
@@ -411,6 +412,52 @@ async fn unreachable_switch_is_502_and_not_stored() {
     // Scheduled calls do not need the switch yet.
     assert_eq!(
         h.post("/api.ashx/v1/calls", &t, call_body()).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn voice_follows_the_model_vendor(h: Harness) {
+    let t = h.admin().await;
+    // No voice: the default of the model's vendor, not Gemini's Aoede
+    // for an OpenAI session (which OpenAI would refuse mid-dial).
+    for (model, voice) in [
+        (None, "Aoede"),
+        (Some("openai/gpt-realtime"), "marin"),
+        (Some("gpt-realtime-mini"), "marin"),
+    ] {
+        let mut body = call_body();
+        body.as_object_mut().unwrap().remove("voice");
+        if let Some(m) = model {
+            body["model"] = json!(m);
+        }
+        let r = h.post("/api.ashx/v1/calls", &t, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let id = r.json["callId"].as_str().unwrap().to_owned();
+        let c = h.get(&format!("/api.ashx/v1/calls/{id}"), &t).await.json;
+        assert_eq!(c["voice"], voice, "{model:?}");
+    }
+    // A voice the vendor does not have is refused, and nothing stored.
+    let before = h.get("/api.ashx/v1/calls", &t).await.json["total"].clone();
+    let mut body = call_body();
+    body["model"] = json!("openai/gpt-realtime");
+    let r = h.post("/api.ashx/v1/calls", &t, body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.json["error"], "invalid_request");
+    let d = r.json["error_description"].as_str().unwrap();
+    assert!(d.starts_with("voice: ") && d.contains("marin"), "{d}");
+    assert_eq!(h.get("/api.ashx/v1/calls", &t).await.json["total"], before);
+    // An OpenAI voice for OpenAI, and any well-formed name for Gemini.
+    let mut body = call_body();
+    body["model"] = json!("openai/gpt-realtime");
+    body["voice"] = json!("cedar");
+    assert_eq!(
+        h.post("/api.ashx/v1/calls", &t, body).await.status,
+        StatusCode::OK
+    );
+    let mut body = call_body();
+    body["voice"] = json!("Zephyr");
+    assert_eq!(
+        h.post("/api.ashx/v1/calls", &t, body).await.status,
         StatusCode::OK
     );
 }

@@ -9,6 +9,7 @@ use crate::store::{TranscriptRecord, Turn};
 
 on_both_backends!(
     numbers_crud_masks_keys,
+    number_voice_follows_the_model_vendor,
     trunks_crud_keeps_password_write_only,
     inbound_routes_as_the_spec_shows,
     transcripts_list_filter_and_fetch,
@@ -646,4 +647,50 @@ async fn webhooks_secret_shown_once(h: Harness) {
         StatusCode::NOT_FOUND
     );
     assert_eq!(h.get("/api.ashx/v1/webhooks", &t).await.json["total"], 1);
+}
+
+async fn number_voice_follows_the_model_vendor(h: Harness) {
+    let t = h.admin().await;
+    let r = h
+        .post(
+            "/api.ashx/v1/numbers",
+            &t,
+            json!({"number": "2001", "systemPrompt": "Receptionist", "model": "openai/gpt-realtime"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["voice"], "marin");
+    // A Gemini number's default voice follows a change of model to
+    // OpenAI; a voice named in the same request must be OpenAI's.
+    let r = h
+        .post(
+            "/api.ashx/v1/numbers",
+            &t,
+            json!({"number": "2002", "systemPrompt": "Receptionist"}),
+        )
+        .await;
+    assert_eq!(r.json["voice"], "Aoede");
+    let r = h
+        .put(
+            "/api.ashx/v1/numbers/2002",
+            &t,
+            json!({"model": "openai/gpt-realtime"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["voice"], "marin");
+    let r = h
+        .put("/api.ashx/v1/numbers/2002", &t, json!({"voice": "Charon"}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(
+        r.json["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("voice: ")
+    );
+    assert_eq!(
+        h.get("/api.ashx/v1/numbers/2002", &t).await.json["voice"],
+        "marin"
+    );
 }

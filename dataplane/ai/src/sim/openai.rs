@@ -185,6 +185,9 @@ struct Conn {
     prompt_tokens: u64,
     heard_ms_unreported: u64,
     last_item: Option<String>,
+    /// The `event_id` of the client event being handled, which an error
+    /// it causes names (as OpenAI's do).
+    client_event: Option<String>,
     speech_item: Option<String>,
     pending_tool: Option<String>,
     after_tool_output: bool,
@@ -202,6 +205,7 @@ impl Conn {
             prompt_tokens: 0,
             heard_ms_unreported: 0,
             last_item: None,
+            client_event: None,
             speech_item: None,
             pending_tool: None,
             after_tool_output: false,
@@ -230,7 +234,7 @@ impl Conn {
         message: &str,
     ) -> Result<(), EngineError> {
         let v = json!({"type": "error", "event_id": self.ev(),
-            "error": {"type": kind, "code": code, "message": message, "param": null, "event_id": null}});
+            "error": {"type": kind, "code": code, "message": message, "param": null, "event_id": self.client_event}});
         self.send(ws, v).await
     }
 
@@ -262,6 +266,10 @@ impl Conn {
                 continue;
             };
             let read_at = std::time::Instant::now();
+            self.client_event = msg
+                .get("event_id")
+                .and_then(Value::as_str)
+                .map(|e| e.chars().take(64).collect());
             let kind = msg
                 .get("type")
                 .and_then(Value::as_str)
@@ -420,6 +428,26 @@ impl Conn {
                 return Ok(None);
             }
         };
+        // OpenAI refuses a voice it does not have (a Gemini name among
+        // them), and the session stays as it was.
+        if let Some(v) = s.pointer("/audio/output/voice").and_then(Value::as_str) {
+            let voices = codeb_types::Vendor::OpenAi
+                .closed_voices()
+                .unwrap_or_default();
+            if !voices.contains(&v) {
+                let m = format!(
+                    "Invalid value: '{v}'. Supported values are: {}.",
+                    voices
+                        .iter()
+                        .map(|v| format!("'{v}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                self.error(ws, "invalid_request_error", "invalid_value", &m)
+                    .await?;
+                return Ok(None);
+            }
+        }
         self.shared.log.push(SimRecord::Setup(s.clone()));
         self.in_fmt = in_fmt;
         self.out_fmt = out_fmt;

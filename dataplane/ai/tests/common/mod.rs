@@ -24,7 +24,7 @@ pub fn config(sim: &SimServer, model: &str, key: &str, prompt: &str) -> SessionC
     let endpoints = Endpoints::parse(&sim.url(), &sim.url()).unwrap();
     let mut c = SessionConfig::new(ModelChoice::from_model(model).unwrap(), endpoints, key);
     c.instructions = prompt.to_owned();
-    c.voice = Some("Aoede".into());
+    c.voice = Some(codeb_types::Vendor::of_model(model).default_voice().into());
     c.language = Some("en-US".into());
     c.vad_silence_ms = 300;
     c
