@@ -202,6 +202,14 @@ pub enum AiNote {
         output: u64,
         estimated: bool,
     },
+    /// The session was stopped (the far end hung up, or the call ended
+    /// for another reason): the outcome the conversation had reached by
+    /// then, if it had one. The end_call reason's outcome while the AI
+    /// was saying its goodbye; `finished` once the AI had answered the
+    /// caller and was not speaking (the spec's "caller hung up after a
+    /// real exchange"); `None` while the AI was still talking or before
+    /// any exchange ("hung up before the AI was done": `far-hangup`).
+    Reached { outcome: Option<String> },
     /// The task is done; nothing follows.
     Closed,
 }
@@ -219,7 +227,10 @@ impl AiNote {
     /// order with the rest. At a few hundred AI calls they are most of
     /// the notes, and each used to wake the thread for itself.
     pub fn wakes(&self) -> bool {
-        !matches!(self, AiNote::Turn { .. } | AiNote::Usage { .. })
+        !matches!(
+            self,
+            AiNote::Turn { .. } | AiNote::Usage { .. } | AiNote::Reached { .. }
+        )
     }
 }
 

@@ -96,6 +96,10 @@ pub(super) struct Conversation {
     /// An AI turn the engine has finished but the caller has not heard to
     /// the end yet: reported once played out, or cut by an interruption.
     playing: Option<Spoken>,
+    /// Caller turns so far, and whether the AI has finished a turn after
+    /// one (a real exchange).
+    caller_turns: u32,
+    replied: bool,
 }
 
 /// A generated AI turn still being played.
@@ -122,6 +126,8 @@ impl Conversation {
             ending: None,
             end_reported: false,
             playing: None,
+            caller_turns: 0,
+            replied: false,
         }
     }
 
@@ -209,6 +215,9 @@ impl Conversation {
     fn take_caller(&mut self, now: Instant) -> Option<AiNote> {
         let text = std::mem::take(&mut self.caller_text);
         let text = text.trim();
+        if !text.is_empty() {
+            self.caller_turns += 1;
+        }
         (!text.is_empty()).then(|| AiNote::Turn {
             role: Role::Caller,
             text: text.to_owned(),
@@ -241,6 +250,9 @@ impl Conversation {
         } else {
             text.trim().to_owned()
         };
+        if self.caller_turns > 0 && !heard.is_empty() {
+            self.replied = true;
+        }
         if let Some(start) = start
             && !interrupted
             && played < start + samples
@@ -281,6 +293,20 @@ impl Conversation {
 
     pub(super) fn ending(&self) -> bool {
         self.ending.is_some()
+    }
+
+    /// The outcome the conversation has reached if the far end hangs up
+    /// now (`played`: the tap's count; see [`AiNote::Reached`]).
+    pub(super) fn reached(&self, played: u64) -> Option<String> {
+        if let Some((reason, _)) = &self.ending {
+            return Some(crate::ai::end_outcome(reason).to_owned());
+        }
+        let speaking = self.turn_start.is_some()
+            || self
+                .playing
+                .as_ref()
+                .is_some_and(|p| played < p.start + p.samples);
+        (self.replied && !speaking).then(|| "finished".to_owned())
     }
 
     /// Whether the playout clock matters: a finished turn waits to be
@@ -564,6 +590,7 @@ pub(super) async fn run(
                 }
                 None => {
                     stop_by = Some(Instant::now() + CLOSE_GRACE);
+                    notes.send(AiNote::Reached { outcome: conv.reached(play.played()) }).await;
                     let _ = session.close().await;
                 }
             },
@@ -941,6 +968,49 @@ mod tests {
             turn(left.into_iter().next()),
             ("Sorry, go on.".into(), false)
         );
+    }
+
+    #[test]
+    fn a_hang_up_reaches_finished_only_after_a_real_exchange_with_the_ai_silent() {
+        let t0 = Instant::now();
+        let mut c = Conversation::new(t0, 24_000);
+        assert_eq!(c.reached(0), None, "nothing said yet");
+        // The greeting, generated and played: no exchange yet.
+        c.ai_audio(24_000);
+        c.ai_transcript("Hello, this is Ada.", true);
+        assert_eq!(c.turn_complete(t0, 0), None);
+        assert_eq!(c.reached(12_000), None, "greeting still playing");
+        assert!(c.played_out(t0, 24_000).is_some());
+        assert_eq!(c.reached(24_000), None, "greeted, the caller said nothing");
+        // The caller answers; the AI's reply is generated, then plays.
+        assert!(c.caller_transcript(t0, "Hi, who is this?", true).is_some());
+        assert_eq!(c.reached(24_000), None, "the AI has not answered");
+        c.ai_audio(24_000);
+        assert_eq!(c.reached(24_000), None, "the AI is answering");
+        c.ai_transcript("Your dentist's office.", true);
+        assert_eq!(c.turn_complete(t0, 24_000), None);
+        assert_eq!(c.reached(36_000), None, "its answer is still playing");
+        assert_eq!(
+            c.reached(48_000),
+            Some("finished".into()),
+            "heard, AI silent"
+        );
+        // An answer that the caller cut to nothing is no reply.
+        let mut c = Conversation::new(t0, 24_000);
+        assert!(c.caller_transcript(t0, "Hello?", true).is_some());
+        c.ai_audio(24_000);
+        c.ai_transcript("Good morning", true);
+        assert_eq!(c.interrupted(t0, 0), None);
+        assert_eq!(turn(c.turn_complete(t0, 0)), (String::new(), true));
+        assert_eq!(c.reached(0), None);
+        // During the goodbye (end_call), the call has reached the reason's
+        // outcome, whatever is still playing.
+        c.ai_audio(24_000);
+        c.end_call(t0, "not-now".into());
+        assert_eq!(c.reached(0), Some("not-now".into()));
+        let mut c = Conversation::new(t0, 8_000);
+        c.end_call(t0, String::new());
+        assert_eq!(c.reached(0), Some("finished".into()));
     }
 
     #[test]

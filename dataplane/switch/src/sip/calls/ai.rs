@@ -30,6 +30,9 @@ pub(super) struct AiCall {
     ended: Option<CallEvent>,
     closed: bool,
     close_by: Option<Instant>,
+    /// What the conversation had reached when its session was stopped
+    /// ([`AiNote::Reached`]).
+    reached: Option<String>,
 }
 
 impl Core {
@@ -105,6 +108,7 @@ impl Core {
                 attempt,
                 tenant,
                 turns: [0, 0],
+                reached: None,
                 ended: None,
                 closed: false,
                 close_by: None,
@@ -193,6 +197,7 @@ impl Core {
                 self.end_placed(now, key, "failed", &detail);
                 self.drain(now);
             }
+            AiNote::Reached { outcome } => ai.reached = outcome,
             AiNote::Closed => {
                 ai.closed = true;
                 if ai.ended.is_some() {
@@ -232,6 +237,7 @@ impl Core {
         }
         if let Some(mut ev) = ai.ended {
             if let CallEventKind::Ended {
+                outcome,
                 input_turns,
                 output_turns,
                 ..
@@ -239,6 +245,13 @@ impl Core {
             {
                 *input_turns = ai.turns[0];
                 *output_turns = ai.turns[1];
+                // A far end that hung up after a real exchange, or during
+                // the AI's goodbye, ended a conversation that was done.
+                if outcome == "far-hangup"
+                    && let Some(reached) = ai.reached
+                {
+                    *outcome = reached;
+                }
             }
             placed.events.push_back(ev);
         }

@@ -608,6 +608,73 @@ fn an_ai_session_that_never_closes_does_not_hold_the_end_forever() {
 }
 
 #[test]
+fn a_far_hangup_after_a_real_exchange_or_during_the_goodbye_is_the_outcome_reached() {
+    use crate::ai::{AiNote, AiRequest};
+    // The spec's glossary: `finished` includes "caller hung up after a
+    // real exchange"; `far-hangup` is a hang-up "before the AI was done".
+    // The AI session says what the conversation had reached when it was
+    // stopped; only a far-end hang-up takes it.
+    for (i, reached) in [None, Some("finished"), Some("not-now")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut h = Harness::new(None);
+        let invite = place(&mut h, &format!("oac-ai-r{i}"), with_ai);
+        let invite = challenge(&mut h, &invite);
+        let mut carrier = answer(&mut h, &invite);
+        let AiRequest::Start(start) = ai_request(&mut h) else {
+            panic!("no start");
+        };
+        let _ = events(&mut h);
+        let bye = carrier.request(Method::Bye).unwrap().build().unwrap();
+        h.send(CARRIER, bye);
+        assert_eq!(response(h.one(CARRIER)).status, StatusCode::OK);
+        assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == start.key));
+        h.core.ai_note(
+            h.now,
+            start.key,
+            AiNote::Reached {
+                outcome: reached.map(str::to_owned),
+            },
+        );
+        h.core.ai_note(h.now, start.key, AiNote::Closed);
+        let evs = events(&mut h);
+        assert_eq!(
+            ended(&evs).0,
+            reached.unwrap_or("far-hangup"),
+            "{reached:?}"
+        );
+    }
+    // A call ended for another reason keeps it (here max-duration: the
+    // conversation had reached `finished`, but the switch ended it).
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-ai-rmax", with_ai);
+    let invite = challenge(&mut h, &invite);
+    let carrier = answer(&mut h, &invite);
+    let AiRequest::Start(start) = ai_request(&mut h) else {
+        panic!("no start");
+    };
+    let _ = events(&mut h);
+    h.advance(Duration::from_secs(3600));
+    let bye = request(h.one(CARRIER));
+    assert_eq!(bye.method, Method::Bye);
+    h.send(
+        CARRIER,
+        carrier.reply(&bye, StatusCode::OK).build().unwrap(),
+    );
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(_)));
+    h.core.ai_note(
+        h.now,
+        start.key,
+        AiNote::Reached {
+            outcome: Some("finished".into()),
+        },
+    );
+    h.core.ai_note(h.now, start.key, AiNote::Closed);
+    assert_eq!(ended(&events(&mut h)).0, "max-duration");
+}
+
+#[test]
 fn a_failed_ai_session_ends_the_call_as_failed() {
     use crate::ai::{AiNote, AiRequest};
     let mut h = Harness::new(None);
