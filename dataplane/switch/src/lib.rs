@@ -11,6 +11,7 @@ pub mod media;
 pub mod metrics;
 pub mod ports;
 pub mod protection;
+pub mod rebind;
 pub mod registrar;
 pub mod routing;
 pub mod sip;

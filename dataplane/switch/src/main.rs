@@ -32,6 +32,7 @@ use codeb_switch::control;
 use codeb_switch::metrics;
 use codeb_switch::ports::PortRange;
 use codeb_switch::protection;
+use codeb_switch::rebind;
 use codeb_switch::registrar::RegistrarLimits;
 use codeb_switch::sip::transport::{FromWire, ToWire, Transport};
 use codeb_switch::sip::{Core, CoreSettings};
@@ -373,8 +374,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Before any socket: a CA file that cannot be used stops the start.
     let ai_tls = ai_tls(cli.ai_ca_file.as_deref())?;
     let (config, pushed_version) = initial_config(&cli)?;
-    let udp =
-        UdpSocket::bind(cli.sip_addr).with_context(|| format!("binding UDP {}", cli.sip_addr))?;
+    let udp = rebind::bind_retrying("SIP (UDP)", rebind::WAIT, || UdpSocket::bind(cli.sip_addr))
+        .with_context(|| format!("binding UDP {}", cli.sip_addr))?;
     let sip_addr = udp.local_addr()?;
     match codeb_io::set_recv_buffer(&udp, cli.sip_recv_buffer) {
         Ok(got) if got < cli.sip_recv_buffer => tracing::info!(
@@ -385,7 +386,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not size the SIP receive buffer"),
     }
-    let tcp = TcpListener::bind(sip_addr).with_context(|| format!("binding TCP {sip_addr}"))?;
+    let tcp = rebind::bind_retrying("SIP (TCP)", rebind::WAIT, || TcpListener::bind(sip_addr))
+        .with_context(|| format!("binding TCP {sip_addr}"))?;
     // The core's thread blocks here between turns; its sockets are the
     // transport thread's, so this reactor only waits for wake-ups.
     let mut waiter = Reactor::new(&Options {
