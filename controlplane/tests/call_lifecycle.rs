@@ -190,6 +190,37 @@ fn a_scheduled_call_waits_for_its_time_then_talks() {
 }
 
 #[test]
+fn a_call_on_a_switch_that_restarts_at_once_ends_failed() {
+    // Back long before CODEB_SWITCH_LOST_AFTER (as systemd or a container
+    // runtime brings it back): the node is never "lost", but its new
+    // process does not have the call, and no event will ever end it.
+    let Some(mut p) = Platform::start(&[("CODEB_SWITCH_LOST_AFTER", "300s")]) else {
+        return;
+    };
+    let port = free_sip_port();
+    let _sipp = sipp_callee(p.dir.path(), port, &["-sn", "uas", "-m", "1"]);
+    p.default_trunk(port);
+    let (id, _) = p.place("Keep the callee company.", &json!({}));
+    p.hooks.wait_for(&id, "call.started", 30);
+    let killed = Instant::now();
+    p.switch.kill();
+    p.switch.restart();
+    let lost = p.wait_call(&id, "the call of the restarted switch to end", 60, |c| {
+        c["status"] != "in-flight"
+    });
+    let took = killed.elapsed();
+    let detail = format!(
+        "switch node {} restarted: the call was lost with its process",
+        p.switch.grpc_url()
+    );
+    assert_eq!(lost["status"], "ended-failed-final", "{lost}");
+    assert_eq!(lost["errorDetail"], detail.as_str(), "{lost}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let f = p.hooks.wait_for(&id, "outbound-ai.finished", 20);
+    assert_eq!(f.body["data"]["errorDetail"], detail.as_str(), "{f:?}");
+}
+
+#[test]
 fn a_call_on_a_killed_switch_ends_failed_within_seconds() {
     let Some(mut p) = Platform::start(&[("CODEB_SWITCH_LOST_AFTER", "2s")]) else {
         return;

@@ -95,7 +95,7 @@ async fn play_call(store: &Store, id: &str) {
         .unwrap()
         .unwrap();
     assert!(store.set_dispatch_node(&call, NODE, None, t).await.unwrap());
-    assert!(store.mark_placed(&call, "", t).await.unwrap());
+    assert!(store.mark_placed(&call, "", "", t).await.unwrap());
     if store.switch_cursor(NODE).await.unwrap().is_none() {
         store.reset_switch_cursor(NODE, "j1", t).await.unwrap();
     }

@@ -106,13 +106,16 @@ pub struct LiveCall {
     pub answered_at: Option<UtcMillis>,
     pub tokens_in: i64,
     pub tokens_out: i64,
+    /// The switch process carrying the call ('' until placed, or placed
+    /// by a node that does not say).
+    pub node_instance: String,
 }
 
 macro_rules! live_columns {
     () => {
         "call_id, tenant, status, phone, display_name, requested_by, email, model, voice, \
          language, trunk_id, node_url, lease_token, attempt, retries_left, retry_delay_minutes, \
-         dispatched_at, answered_at, tokens_in, tokens_out"
+         dispatched_at, answered_at, tokens_in, tokens_out, node_instance"
     };
 }
 
@@ -140,6 +143,7 @@ pub(super) fn live_from_row(row: &impl RowExt) -> Result<LiveCall> {
         answered_at: opt_ms(row, "answered_at")?,
         tokens_in: col(row, "tokens_in")?,
         tokens_out: col(row, "tokens_out")?,
+        node_instance: col(row, "node_instance")?,
     })
 }
 
@@ -199,6 +203,27 @@ fn new_lease_token() -> i64 {
     i64::from_le_bytes(crypto::random_bytes::<8>()) & i64::MAX
 }
 
+/// Which of a node's calls it lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost<'a> {
+    /// Every call: the node has been unreachable too long.
+    All,
+    /// The calls an earlier process of the node carried: it restarted
+    /// and now runs as this instance (calls placed before instances were
+    /// recorded, '' here, are left to the first rule).
+    CarriedBefore(&'a str),
+}
+
+impl Lost<'_> {
+    /// Whether a call carried by `instance` is lost.
+    pub fn takes(self, instance: &str) -> bool {
+        match self {
+            Lost::All => true,
+            Lost::CarriedBefore(now) => !instance.is_empty() && instance != now,
+        }
+    }
+}
+
 /// The claim: one statement, so a row is either claimed whole or not.
 /// A `dispatching` row (an interrupted dispatch) keeps its attempt number,
 /// node and dispatch time; a due row starts a new attempt.
@@ -208,6 +233,7 @@ macro_rules! claim_sql {
             "UPDATE calls SET \
              attempt = CASE WHEN status = 'dispatching' THEN attempt ELSE attempt + 1 END, \
              node_url = CASE WHEN status = 'dispatching' THEN node_url ELSE NULL END, \
+             node_instance = CASE WHEN status = 'dispatching' THEN node_instance ELSE '' END, \
              dispatched_at = CASE WHEN status = 'dispatching' THEN COALESCE(dispatched_at, $1) \
                  ELSE $1 END, \
              answered_at = CASE WHEN status = 'dispatching' THEN answered_at ELSE NULL END, \
@@ -309,27 +335,54 @@ impl Store {
     }
 
     /// `PlaceCall` succeeded: the call is `in-flight` (unless events got
-    /// there first). `trunk_id` is the node's answer ('' keeps the row's).
+    /// there first). `trunk_id` is the node's answer ('' keeps the row's),
+    /// `instance` the node process now carrying it.
     pub async fn mark_placed(
         &self,
         call: &DispatchCall,
         trunk_id: &str,
+        instance: &str,
         now: UtcMillis,
     ) -> Result<bool> {
         super::on_pool!(self, |pool| {
             let res = sqlx::query(
                 "UPDATE calls SET status = 'in-flight', \
                  trunk_id = CASE WHEN $1 = '' THEN trunk_id ELSE $1 END, \
-                 lease_until = NULL, updated_at = $2 \
+                 node_instance = $5, lease_until = NULL, updated_at = $2 \
                  WHERE call_id = $3 AND status = 'dispatching' AND lease_token = $4",
             )
             .bind(trunk_id)
             .bind(now.0)
             .bind(call.call_id.as_str())
             .bind(call.lease_token)
+            .bind(instance)
             .execute(pool)
             .await?;
             Ok(res.rows_affected() == 1)
+        })
+    }
+
+    /// The process carrying an attempt that events moved on before
+    /// [`Store::mark_placed`] could (first answer wins).
+    pub async fn record_node_instance(
+        &self,
+        call: &DispatchCall,
+        node_url: &str,
+        instance: &str,
+    ) -> Result<()> {
+        super::on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE calls SET node_instance = $1 \
+                 WHERE call_id = $2 AND attempt = $3 AND node_url = $4 AND node_instance = '' \
+                 AND status IN ('dispatching', 'in-flight')",
+            )
+            .bind(instance)
+            .bind(call.call_id.as_str())
+            .bind(call.attempt)
+            .bind(node_url)
+            .execute(pool)
+            .await?;
+            Ok(())
         })
     }
 
@@ -376,24 +429,29 @@ impl Store {
         })
     }
 
-    /// Ends every attempt on a node that is gone: each call's attempt ends
-    /// `failed` with `detail` (and is retried per its settings), one
-    /// transaction per call; inbound calls the node carried end the same
-    /// way (see `store::inbound`). Returns how many calls it ended.
+    /// Ends the attempts a node lost: each call's attempt ends `failed`
+    /// with `detail` (and is retried per its settings), one transaction
+    /// per call; inbound calls the node carried end the same way (see
+    /// `store::inbound`). Returns how many calls it ended.
     pub async fn fail_calls_on_node(
         &self,
         node_url: &str,
+        lost: Lost<'_>,
         detail: &str,
         now: UtcMillis,
     ) -> Result<usize> {
         let mut ended = 0;
         for call in self.live_calls_on_node(node_url).await? {
+            if !lost.takes(&call.node_instance) {
+                continue;
+            }
             let mut tx = self.begin().await?;
             let Some(live) = tx.lock_call(&call.call_id).await? else {
                 continue;
             };
             if !matches!(live.status, CallStatus::Dispatching | CallStatus::InFlight)
                 || live.node_url.as_deref() != Some(node_url)
+                || !lost.takes(&live.node_instance)
             {
                 continue;
             }
@@ -417,7 +475,7 @@ impl Store {
             ended += 1;
         }
         ended += self
-            .fail_inbound_calls_on_node(node_url, detail, now)
+            .fail_inbound_calls_on_node(node_url, lost, detail, now)
             .await?;
         Ok(ended)
     }

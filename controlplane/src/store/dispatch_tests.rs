@@ -26,7 +26,7 @@ async fn in_flight(s: &Store, n: u8, retries: i64) -> DispatchCall {
     let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
     assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
     assert!(
-        s.mark_placed(&claimed, "tr_0123456789abcdef", T0)
+        s.mark_placed(&claimed, "tr_0123456789abcdef", "", T0)
             .await
             .unwrap()
     );
@@ -124,14 +124,14 @@ async fn stuck_dispatch_returns_to_its_node(db: TestDb) {
     assert_eq!(again[0].node_url.as_deref(), Some(NODE));
     assert_eq!(again[0].attempt, 1);
     assert_ne!(again[0].lease_token, first.lease_token);
-    assert!(!s.mark_placed(&first, "", later).await.unwrap());
+    assert!(!s.mark_placed(&first, "", "", later).await.unwrap());
     assert!(
         s.dispatch_failed(&first, "x", later)
             .await
             .unwrap()
             .is_none()
     );
-    assert!(s.mark_placed(&again[0], "", later).await.unwrap());
+    assert!(s.mark_placed(&again[0], "", "", later).await.unwrap());
     assert_eq!(status(s, &c.call_id).await, CallStatus::InFlight);
 }
 
@@ -365,7 +365,7 @@ async fn no_answer_is_retried_then_final(db: TestDb) {
     let retry = s.claim_due_calls(due, 10).await.unwrap().pop().unwrap();
     assert_eq!(retry.attempt, 2);
     assert!(s.set_dispatch_node(&retry, NODE, None, due).await.unwrap());
-    assert!(s.mark_placed(&retry, "", due).await.unwrap());
+    assert!(s.mark_placed(&retry, "", "", due).await.unwrap());
     // A late event of the first attempt (a node replaying it, say) does
     // not touch the retry.
     let late = s
@@ -397,6 +397,46 @@ async fn no_answer_is_retried_then_final(db: TestDb) {
     }
 }
 
+async fn a_restarted_node_ends_only_what_its_earlier_processes_carried(db: TestDb) {
+    let s = &db.store;
+    let placed = |n: u8, instance: &'static str| async move {
+        let c = new_call(n, T0, 1);
+        s.insert_call(&c).await.unwrap();
+        let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+        assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+        assert!(s.mark_placed(&claimed, "", instance, T0).await.unwrap());
+        claimed
+    };
+    let old = placed(20, "i1").await;
+    let now = placed(21, "i2").await;
+    let unknown = placed(22, "").await;
+    // Events moved this one on before PlaceCall's answer was recorded.
+    let c = new_call(23, T0, 1);
+    s.insert_call(&c).await.unwrap();
+    let raced = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    assert!(s.set_dispatch_node(&raced, NODE, None, T0).await.unwrap());
+    s.record_node_instance(&raced, NODE, "i1").await.unwrap();
+    s.record_node_instance(&raced, NODE, "i2").await.unwrap();
+    let detail = "restarted";
+    let lost = crate::store::Lost::CarriedBefore("i2");
+    assert_eq!(
+        s.fail_calls_on_node(NODE, lost, detail, T0).await.unwrap(),
+        2
+    );
+    for (c, want) in [
+        (&old, CallStatus::EndedFailedRetryPending),
+        (&raced, CallStatus::EndedFailedRetryPending),
+        (&now, CallStatus::InFlight),
+        (&unknown, CallStatus::InFlight),
+    ] {
+        assert_eq!(status(s, &c.call_id).await, want, "{}", c.call_id);
+    }
+    assert_eq!(
+        s.fail_calls_on_node(NODE, lost, detail, T0).await.unwrap(),
+        0
+    );
+}
+
 async fn lost_node_ends_its_calls(db: TestDb) {
     let s = &db.store;
     let a = in_flight(s, 10, 1).await;
@@ -417,7 +457,12 @@ async fn lost_node_ends_its_calls(db: TestDb) {
     .unwrap();
     let now = T0.plus_ms(30_000);
     let detail = format!("switch node {NODE} lost");
-    assert_eq!(s.fail_calls_on_node(NODE, &detail, now).await.unwrap(), 2);
+    assert_eq!(
+        s.fail_calls_on_node(NODE, crate::store::Lost::All, &detail, now)
+            .await
+            .unwrap(),
+        2
+    );
     let ra = s.call(TENANT, &a.call_id).await.unwrap().unwrap();
     assert_eq!(ra.status, CallStatus::EndedFailedRetryPending);
     assert_eq!(ra.error_detail, detail);
@@ -428,7 +473,12 @@ async fn lost_node_ends_its_calls(db: TestDb) {
         "answered: not retried"
     );
     assert_eq!(rb.duration_sec, 29);
-    assert_eq!(s.fail_calls_on_node(NODE, &detail, now).await.unwrap(), 0);
+    assert_eq!(
+        s.fail_calls_on_node(NODE, crate::store::Lost::All, &detail, now)
+            .await
+            .unwrap(),
+        0
+    );
     // If the node comes back and reports the old attempt, it is ignored.
     let late = ev(2, &a, ended("finished", true));
     assert!(matches!(
@@ -498,5 +548,6 @@ both!(
     no_answer_is_retried_then_final,
     the_retry_delay_unit_scales_retry_delay_minutes,
     lost_node_ends_its_calls,
+    a_restarted_node_ends_only_what_its_earlier_processes_carried,
     hangup_of_an_unplaced_dispatch_cancels_it,
 );

@@ -21,7 +21,7 @@ async fn in_flight(s: &Store, n: u8, retries: i64) -> DispatchCall {
     s.insert_call(&c).await.unwrap();
     let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
     assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
-    assert!(s.mark_placed(&claimed, "", T0).await.unwrap());
+    assert!(s.mark_placed(&claimed, "", "", T0).await.unwrap());
     if s.switch_cursor(NODE).await.unwrap().is_none() {
         s.reset_switch_cursor(NODE, "j1", T0).await.unwrap();
     }

@@ -222,7 +222,7 @@ async fn every_write_path_shows_in_the_lists(db: TestDb) {
     assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
     w.call_written(&c.call_id, "node recorded").await;
     assert!(
-        s.mark_placed(&claimed, "tr_0123456789abcdef", T0)
+        s.mark_placed(&claimed, "tr_0123456789abcdef", "", T0)
             .await
             .unwrap()
     );
@@ -276,7 +276,7 @@ async fn every_write_path_shows_in_the_lists(db: TestDb) {
     s.insert_call(&c).await.unwrap();
     let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
     s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap();
-    s.mark_placed(&claimed, "", T0).await.unwrap();
+    s.mark_placed(&claimed, "", "", T0).await.unwrap();
     w.call_written(&c.call_id, "second call placed").await;
     w.event(
         &claimed,
@@ -301,7 +301,9 @@ async fn every_write_path_shows_in_the_lists(db: TestDb) {
     w.call_written(&c.call_id, "third call handed to the node")
         .await;
     assert_eq!(
-        s.fail_calls_on_node(NODE, "node lost", now).await.unwrap(),
+        s.fail_calls_on_node(NODE, crate::store::Lost::All, "node lost", now)
+            .await
+            .unwrap(),
         1
     );
     w.call_written(&c.call_id, "node lost").await;

@@ -85,6 +85,9 @@ pub struct InboundStart {
     pub from_number: String,
     pub virtual_number: String,
     pub trunk_id: Option<String>,
+    /// The node process carrying the call ('' from a node that does not
+    /// say).
+    pub instance: String,
 }
 
 /// Longest DID, caller number or trunk id kept from an inbound call.

@@ -92,7 +92,19 @@ fn inbound(ev: &pb::Event, i: &pb::InboundCall) -> Result<EventKind, String> {
         from_number: caller_text(&i.from_number),
         virtual_number: i.virtual_number.clone(),
         trunk_id,
+        instance: instance_id(&i.instance_id),
     }))
+}
+
+/// A node's instance id as we keep it: up to 64 printable ASCII
+/// characters, else none ('': the call is then only ended by the node
+/// being unreachable, not by its restart).
+pub(crate) fn instance_id(s: &str) -> String {
+    if s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()) {
+        s.to_owned()
+    } else {
+        String::new()
+    }
 }
 
 /// Checks and converts one event. `Err` when the envelope itself is
@@ -371,6 +383,7 @@ mod tests {
             from_number: "anonymous\u{0}".into(),
             virtual_number: "+1234".into(),
             trunk_id: String::new(),
+            instance_id: "0123456789abcdef".into(),
         };
         assert_eq!(
             inbound("vnum0123456789ab", "t", ok.clone()),
@@ -379,17 +392,20 @@ mod tests {
                 from_number: "anonymous?".into(),
                 virtual_number: "+1234".into(),
                 trunk_id: None,
+                instance: "0123456789abcdef".into(),
             })
         );
         let long = pb::InboundCall {
             did: "1".repeat(65),
             trunk_id: "tr_0123456789abcdef".into(),
+            instance_id: "x".repeat(65),
             ..ok.clone()
         };
         let EventKind::Inbound(s) = inbound("vnum0123456789ab", "t", long) else {
             panic!("not inbound")
         };
         assert_eq!(s.did.len(), MAX_INBOUND_FIELD);
+        assert_eq!(s.instance, "", "an unusable instance id is not kept");
         assert_eq!(s.trunk_id.as_deref(), Some("tr_0123456789abcdef"));
         // Unattributable: skipped, not recorded.
         let invalid = EventKind::Ignored("invalid");

@@ -32,7 +32,7 @@ use tonic::Code;
 use self::backoff::Backoff;
 use self::node::{ChannelSettings, Node};
 use crate::clock::Clock;
-use crate::store::{DispatchCall, Store};
+use crate::store::{DispatchCall, Lost, Store};
 
 /// Deadline of one Stats probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -223,19 +223,68 @@ impl SwitchNodes {
         }
     }
 
-    /// Ends the calls of every node unreachable for `lost_after` at `now`.
+    /// Ends the calls of every node unreachable for `lost_after` at `now`,
+    /// and of every node that restarted since it took them (a process
+    /// that stops loses its calls; the next one does not know them, and
+    /// no event would ever end them).
     pub async fn sweep_lost_nodes(&self, store: &Store, now: UtcMillis) {
         for node in &self.nodes {
             if !node.is_lost(now, self.settings.lost_after) {
+                self.sweep_restarted(store, node, now).await;
                 continue;
             }
             let detail = format!("switch node {} lost", node.url());
-            match store.fail_calls_on_node(node.url(), &detail, now).await {
+            match store
+                .fail_calls_on_node(node.url(), Lost::All, &detail, now)
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::error!(node = %node.url(), calls = n,
                     "switch node unreachable for {:?}: its calls ended", self.settings.lost_after),
                 Err(e) => tracing::error!(node = %node.url(), "ending a lost node's calls: {e}"),
             }
+        }
+    }
+
+    /// Once per instance of `node` (first seen answering), after every
+    /// event its predecessors wrote has been applied: ends the calls they
+    /// carried.
+    async fn sweep_restarted(&self, store: &Store, node: &Node, now: UtcMillis) {
+        let Some(inst) = node.health().instance.filter(|i| !i.swept) else {
+            return;
+        };
+        let read = match store.switch_cursor(node.url()).await {
+            // The journal the node had then, read up to where it stood.
+            Ok(Some(c)) if c.journal_id == inst.journal_id => {
+                u64::try_from(c.last_seq).unwrap_or(0) >= inst.last_seq
+            }
+            // Not read from that journal yet: only an empty one has
+            // nothing to wait for.
+            Ok(_) => inst.last_seq == 0,
+            Err(e) => {
+                tracing::error!(node = %node.url(), "reading the node's cursor: {e}");
+                return;
+            }
+        };
+        if !read {
+            return;
+        }
+        let detail = format!(
+            "switch node {} restarted: the call was lost with its process",
+            node.url()
+        );
+        match store
+            .fail_calls_on_node(node.url(), Lost::CarriedBefore(&inst.id), &detail, now)
+            .await
+        {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::error!(node = %node.url(), calls = n,
+                        "switch node restarted: the calls its earlier process carried ended");
+                }
+                node.record_swept(&inst.id);
+            }
+            Err(e) => tracing::error!(node = %node.url(), "ending a restarted node's calls: {e}"),
         }
     }
 
@@ -371,12 +420,18 @@ impl SwitchNodes {
             }
             Ok(Ok(r)) => {
                 let r = r.into_inner();
+                let instance = events::instance_id(&r.instance_id);
                 if !store
-                    .mark_placed(call, &r.trunk_id, self.clock.now())
+                    .mark_placed(call, &r.trunk_id, &instance, self.clock.now())
                     .await?
                 {
                     tracing::info!(call = %call.call_id, "placed, but events or another \
                         dispatcher moved the call on first");
+                    // Events (an answer) may have moved it to in-flight:
+                    // which process carries it must still be known.
+                    store
+                        .record_node_instance(call, node.url(), &instance)
+                        .await?;
                 }
                 tracing::info!(call = %call.call_id, node = %node.url(), attempt = call.attempt,
                     duplicate = r.duplicate, "call placed");

@@ -27,6 +27,21 @@ pub struct Health {
     pub running_version: u64,
     /// A version the node refused (INVALID_ARGUMENT): not pushed again.
     pub refused_version: Option<u64>,
+    /// The node's process as first seen answering (see [`Instance`]).
+    pub instance: Option<Instance>,
+}
+
+/// One process of a node (`StatsReply.instance_id`), as this control
+/// plane first saw it. Calls an earlier process carried are lost once
+/// every event that process wrote has been applied: its journal up to
+/// `last_seq`, as it stood when this instance was first seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub id: String,
+    pub journal_id: String,
+    pub last_seq: u64,
+    /// Its predecessors' calls have been ended.
+    pub swept: bool,
 }
 
 #[derive(Debug)]
@@ -107,12 +122,33 @@ impl Node {
             tracing::info!(node = %self.url, node_id = %stats.node_id, journal = %stats.journal_id,
                 config_version = stats.config_version, "switch node reachable");
         }
+        let id = super::events::instance_id(&stats.instance_id);
+        if !id.is_empty() && h.instance.as_ref().is_none_or(|i| i.id != id) {
+            if let Some(was) = &h.instance {
+                tracing::warn!(node = %self.url, was = %was.id, now = %id,
+                    "switch node restarted: the calls it carried are ended once its journal is read");
+            }
+            h.instance = Some(Instance {
+                id,
+                journal_id: stats.journal_id.clone(),
+                last_seq: stats.last_seq,
+                swept: false,
+            });
+        }
         h.healthy = true;
         h.last_ok = Some(now);
         h.failing_since = None;
         h.last_error.clear();
         h.running_version = stats.config_version;
         h.stats = Some(stats);
+    }
+
+    /// The instance whose predecessors' calls have been ended (unless a
+    /// newer one was seen meanwhile).
+    pub fn record_swept(&self, instance: &str) {
+        if let Some(i) = self.lock().instance.as_mut().filter(|i| i.id == instance) {
+            i.swept = true;
+        }
     }
 
     /// Records a failed Stats call.

@@ -46,6 +46,8 @@ struct PeerState {
     load: f32,
     draining: bool,
     dead: bool,
+    /// The process (StatsReply.instance_id).
+    instance: String,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +63,7 @@ impl Peer {
                 journal_id: journal.into(),
                 next_seq: 1,
                 max_calls: 100,
+                instance: "i1".into(),
                 ..PeerState::default()
             })),
             changed: Arc::new(Notify::new()),
@@ -103,6 +106,15 @@ impl Peer {
             });
             seq
         })
+    }
+
+    /// The node's process restarted as `instance`: the calls it carried
+    /// are gone; its journal is kept (on disk).
+    fn restart(&self, instance: &str) {
+        self.with(|s| {
+            s.instance = instance.into();
+            s.active.clear();
+        });
     }
 
     /// The node lost its journal: a new id, seq from 1 again.
@@ -157,6 +169,7 @@ impl Switch for Peer {
             Ok(Response::new(pb::PlaceCallReply {
                 trunk_id: trunk,
                 duplicate,
+                instance_id: s.instance.clone(),
             }))
         })
     }
@@ -313,6 +326,7 @@ impl Switch for Peer {
                 draining: s.draining,
                 uptime_seconds: 1,
                 last_seq: s.next_seq - 1,
+                instance_id: s.instance.clone(),
             }))
         })
     }
@@ -770,6 +784,65 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
 }
 
 #[tokio::test]
+async fn a_node_that_restarts_ends_the_calls_its_earlier_process_carried() {
+    // Back within CODEB_SWITCH_LOST_AFTER, so never "lost": without the
+    // instance check its calls stayed in-flight for ever.
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("j1");
+    let server = Server::start(&peer, None).await;
+    let url = server.url();
+    let l = link(vec![url.clone()], &clock);
+    l.choose_probing().await.unwrap();
+    let (old, claimed) = claimed_call(&db, 7, &clock).await;
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    // Its process wrote an answer for it, then stopped.
+    peer.emit(old.call_id.as_str(), answered());
+    peer.restart("i2");
+    let node = l.nodes()[0].clone();
+    l.probe(&node).await;
+    assert!(node.health().healthy);
+    // A call placed on the new process is its own.
+    let (new, claimed) = claimed_call(&db, 8, &clock).await;
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    // Not while the old process's events are unread: the answer may be
+    // followed by its end, which says more than "lost".
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(status(&db.store, &old.call_id).await, CallStatus::InFlight);
+    let tasks = l.start(&db.store);
+    eventually("the old process's events read", || async {
+        db.store
+            .switch_cursor(&url)
+            .await
+            .unwrap()
+            .map(|c| c.last_seq)
+            == Some(1)
+    })
+    .await;
+    tasks.shutdown().await;
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    let rec = db.store.call(TENANT, &old.call_id).await.unwrap().unwrap();
+    // Answered, so not tried again.
+    assert_eq!(rec.status, CallStatus::EndedFailedFinal);
+    assert_eq!(
+        rec.error_detail,
+        format!("switch node {url} restarted: the call was lost with its process")
+    );
+    assert!(rec.answered_at.is_some(), "its answer was applied first");
+    assert_eq!(status(&db.store, &new.call_id).await, CallStatus::InFlight);
+    // Once per instance: later sweeps leave the new process's calls be.
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(status(&db.store, &new.call_id).await, CallStatus::InFlight);
+    server.kill(&peer).await;
+}
+
+#[tokio::test]
 async fn a_retry_waits_until_the_nodes_journal_is_read() {
     let db = TestDb::sqlite().await;
     let clock = Clock::manual(UtcMillis(1_780_000_000_000));
@@ -789,7 +862,7 @@ async fn a_retry_waits_until_the_nodes_journal_is_read() {
     // and the attempt ends as lost.
     peer.emit(call.call_id.as_str(), answered());
     db.store
-        .fail_calls_on_node(&url, "lost", clock.now())
+        .fail_calls_on_node(&url, crate::store::Lost::All, "lost", clock.now())
         .await
         .unwrap();
     // The retry is due, and the node reports the event it wrote.
@@ -964,6 +1037,7 @@ async fn an_inbound_call_streams_into_its_record_transcript_and_events() {
         from_number: "+35699123456".into(),
         virtual_number: "1234".into(),
         trunk_id: "tr_0123456789abcdef".into(),
+        instance_id: "i1".into(),
     }));
     emit(pb::event::Kind::Answered(pb::CallAnswered {
         direction: "inbound".into(),

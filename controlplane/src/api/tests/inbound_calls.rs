@@ -41,6 +41,7 @@ fn inbound(number: &str) -> EventKind {
         from_number: "+35699123456".into(),
         virtual_number: number.into(),
         trunk_id: Some("tr_0123456789abcdef".into()),
+        instance: String::new(),
     })
 }
 

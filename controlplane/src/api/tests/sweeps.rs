@@ -187,6 +187,7 @@ async fn seed(h: &Harness, token: &str) -> Ids {
         attempt: 1,
         tenant: TENANT.into(),
         kind: crate::store::EventKind::Inbound(crate::store::InboundStart {
+            instance: String::new(),
             did: "+15551234567".into(),
             from_number: "+15557654321".into(),
             virtual_number: "1234".into(),

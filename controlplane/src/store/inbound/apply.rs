@@ -20,22 +20,25 @@ impl Store {
     pub(in crate::store) async fn fail_inbound_calls_on_node(
         &self,
         node_url: &str,
+        lost: crate::store::Lost<'_>,
         detail: &str,
         now: UtcMillis,
     ) -> Result<usize> {
-        let ids: Vec<String> = on_pool!(self, |pool| {
-            sqlx::query_scalar(
-                "SELECT call_id FROM inbound_calls WHERE node_url = $1 AND ended_at IS NULL \
-                 ORDER BY created_at, call_id",
+        let ids: Vec<(String, String)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT call_id, node_instance FROM inbound_calls \
+                 WHERE node_url = $1 AND ended_at IS NULL ORDER BY created_at, call_id",
             )
             .bind(node_url)
             .fetch_all(pool)
             .await?
         });
         let mut ended = 0;
-        for id in ids {
+        // An inbound call's instance is set when it begins and never
+        // changes: the one read here stands.
+        for (id, _) in ids.iter().filter(|(_, i)| lost.takes(i)) {
             let mut tx = self.begin().await?;
-            let Some(call) = tx.lock_inbound_call(&id).await? else {
+            let Some(call) = tx.lock_inbound_call(id).await? else {
                 continue;
             };
             if call.ended_at.is_some() || call.node_url != node_url {
@@ -378,8 +381,9 @@ async fn start_inbound(
     on_tx!(tx, |t| {
         sqlx::query(
             "INSERT INTO inbound_calls (call_id, tenant, node_url, number, did, from_number, \
-             trunk_id, number_known, number_name, save_transcripts, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+             trunk_id, number_known, number_name, save_transcripts, created_at, updated_at, \
+             node_instance) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
         )
         .bind(&ev.call_id)
         .bind(&ev.tenant)
@@ -395,6 +399,7 @@ async fn start_inbound(
         ))
         .bind(ev.at.0)
         .bind(now.0)
+        .bind(&start.instance)
         .execute(&mut **t)
         .await?;
     });

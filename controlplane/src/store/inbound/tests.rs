@@ -57,6 +57,7 @@ fn start(vnum: &str) -> EventKind {
         from_number: "+35699123456".into(),
         virtual_number: vnum.into(),
         trunk_id: Some("tr_0123456789abcdef".into()),
+        instance: String::new(),
     })
 }
 
@@ -513,6 +514,7 @@ async fn oversized_fields_are_bounded(db: TestDb) {
             from_number: format!("evil\r\nX-Injected: 1{}", "x".repeat(100_000)),
             virtual_number: "1234".into(),
             trunk_id: "t".repeat(1000),
+            instance_id: String::new(),
         }),
     );
     assert_eq!(apply(first).await, Applied::Applied);
@@ -592,6 +594,41 @@ async fn oversized_fields_are_bounded(db: TestDb) {
     );
 }
 
+async fn a_restarted_node_ends_the_inbound_calls_its_earlier_process_carried(db: TestDb) {
+    let s = &db.store;
+    assert!(
+        s.create_number(&number(TENANT, "1234", true))
+            .await
+            .unwrap()
+    );
+    let begun = |instance: &str| {
+        let EventKind::Inbound(mut st) = start("1234") else {
+            unreachable!()
+        };
+        st.instance = instance.into();
+        EventKind::Inbound(st)
+    };
+    let calls = [
+        ("vnum00000000000a", "i1"),
+        ("vnum00000000000b", "i2"),
+        ("vnum00000000000c", ""),
+    ];
+    for (id, instance) in calls {
+        apply_all(s, id, TENANT, vec![begun(instance), answered()]).await;
+    }
+    let lost = crate::store::Lost::CarriedBefore("i2");
+    assert_eq!(
+        s.fail_calls_on_node(NODE, lost, "restarted", T0)
+            .await
+            .unwrap(),
+        1
+    );
+    for (id, instance) in calls {
+        let rec = s.inbound_call(TENANT, id).await.unwrap().unwrap();
+        assert_eq!(rec.ended_at.is_some(), instance == "i1", "{id}");
+    }
+}
+
 async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
     let s = &db.store;
     assert!(
@@ -608,7 +645,12 @@ async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
     .await;
     let now = T0.plus_ms(32_000);
     let detail = format!("switch node {NODE} lost");
-    assert_eq!(s.fail_calls_on_node(NODE, &detail, now).await.unwrap(), 1);
+    assert_eq!(
+        s.fail_calls_on_node(NODE, crate::store::Lost::All, &detail, now)
+            .await
+            .unwrap(),
+        1
+    );
     let rec = s.inbound_call(TENANT, CALL).await.unwrap().unwrap();
     assert_eq!(rec.ended_at, Some(now));
     assert_eq!(
@@ -622,7 +664,12 @@ async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
         "failed"
     );
     assert_eq!(event_data(s, TENANT, "transcript.saved").await.len(), 1);
-    assert_eq!(s.fail_calls_on_node(NODE, &detail, now).await.unwrap(), 0);
+    assert_eq!(
+        s.fail_calls_on_node(NODE, crate::store::Lost::All, &detail, now)
+            .await
+            .unwrap(),
+        0
+    );
     // The node's own end, arriving later, does not rewrite it.
     let late = ev(4, CALL, TENANT, ended("finished"));
     assert!(matches!(
@@ -644,4 +691,5 @@ both!(
     unknown_numbers_are_recorded_without_transcripts,
     oversized_fields_are_bounded,
     a_lost_node_ends_its_inbound_calls,
+    a_restarted_node_ends_the_inbound_calls_its_earlier_process_carried,
 );

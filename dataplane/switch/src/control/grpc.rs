@@ -169,6 +169,7 @@ impl Switch for Service {
         Ok(Response::new(v1::PlaceCallReply {
             trunk_id: placed.trunk_id,
             duplicate: placed.duplicate,
+            instance_id: self.shared.state.instance_id.clone(),
         }))
     }
 
@@ -347,6 +348,7 @@ impl Switch for Service {
             draining: s.draining(),
             uptime_seconds: s.started.elapsed().as_secs(),
             last_seq: s.last_seq(),
+            instance_id: s.instance_id.clone(),
         }))
     }
 }

@@ -89,6 +89,8 @@ pub enum Command {
 #[derive(Debug)]
 pub struct NodeState {
     pub node_id: String,
+    /// Random per process start (see the proto's `StatsReply`).
+    pub instance_id: String,
     pub journal_id: String,
     pub max_calls: u32,
     pub started: Instant,
@@ -385,18 +387,21 @@ fn node_id(data_dir: &Path, given: Option<String>) -> anyhow::Result<String> {
     {
         return Ok(s.trim().to_owned());
     }
-    let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    let id = format!(
-        "sw-{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    );
+    let id = format!("sw-{}", random_hex()?);
     std::fs::write(&p, &id)?;
     Ok(id)
 }
 
-/// The protobuf form of a call event (journal_id and seq set on writing).
-fn to_proto(ev: CallEvent) -> v1::Event {
+/// 16 hex digits from the kernel's random source.
+fn random_hex() -> std::io::Result<String> {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The protobuf form of a call event (journal_id and seq set on writing);
+/// `instance` is this process's (see the proto's `StatsReply`).
+fn to_proto(ev: CallEvent, instance: &str) -> v1::Event {
     let kind = match ev.kind {
         CallEventKind::Inbound {
             did,
@@ -408,6 +413,7 @@ fn to_proto(ev: CallEvent) -> v1::Event {
             from_number,
             virtual_number,
             trunk_id,
+            instance_id: instance.to_owned(),
         }),
         CallEventKind::Answered {
             trunk_id,
@@ -492,13 +498,13 @@ fn journal_loop(
     state: Arc<NodeState>,
 ) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![to_proto(first)];
+        let mut batch = vec![to_proto(first, &state.instance_id)];
         // Disconnected: the SIP thread is done; what it sent is read and
         // this batch is the last.
         let take = |batch: &mut Vec<v1::Event>| {
             while batch.len() < JOURNAL_BATCH {
                 match rx.try_recv() {
-                    Ok(ev) => batch.push(to_proto(ev)),
+                    Ok(ev) => batch.push(to_proto(ev, &state.instance_id)),
                     Err(_) => break,
                 }
             }
@@ -542,6 +548,7 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         .context("opening the event journal")?;
     let state = Arc::new(NodeState {
         node_id,
+        instance_id: random_hex().context("a random instance id")?,
         journal_id: journal.id().to_owned(),
         max_calls: u32::try_from(settings.max_calls).unwrap_or(u32::MAX),
         started: Instant::now(),
@@ -563,8 +570,10 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
     let (live, _) = broadcast::channel(4096);
     let (cmd_tx, cmd_rx) = mpsc::sync_channel(COMMAND_QUEUE);
     let (ev_tx, ev_rx) = mpsc::sync_channel(EVENT_QUEUE);
-    let listener = std::net::TcpListener::bind(settings.grpc_addr)
-        .with_context(|| format!("binding gRPC {}", settings.grpc_addr))?;
+    let listener = crate::rebind::bind_retrying("gRPC", crate::rebind::WAIT, || {
+        std::net::TcpListener::bind(settings.grpc_addr)
+    })
+    .with_context(|| format!("binding gRPC {}", settings.grpc_addr))?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
     let journal_thread = {
