@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::{CloseReason, Event, Options, Reactor};
 
+mod batches;
+
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
     Datagram(std::net::SocketAddr, Vec<u8>),
