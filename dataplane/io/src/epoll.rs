@@ -1,7 +1,15 @@
 //! The epoll backend, for kernels without (usable) io_uring. Readiness
-//! driven: datagrams are read with `recvfrom` until `EAGAIN`, streams with
-//! `read`; sends go out directly and what the kernel does not take is queued
-//! until the socket is writable again.
+//! driven (level-triggered), streams read with `read`.
+//!
+//! A readable UDP socket is read with `recvmmsg`, a batch of datagrams per
+//! call into buffers allocated once (`mmsg.rs`); a short batch means its
+//! queue is empty. One socket delivers at most `Options::buffers`
+//! datagrams (at least one batch) per turn; the rest stays readable for
+//! the next, so a flooded socket cannot keep the others (or the loop's
+//! timers) waiting for its whole backlog.
+//!
+//! Sends go out directly and what the kernel does not take of a stream
+//! waits until the socket is writable again.
 
 use std::collections::VecDeque;
 use std::io::{self, Read as _, Write as _};
@@ -10,7 +18,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sys::{Slab, eventfd, from_sockaddr, to_sockaddr};
+use crate::mmsg::{RECV_BATCH, Received, RecvBatch};
+use crate::sys::{Slab, eventfd, to_sockaddr};
 use crate::{CloseReason, ConnId, Event, Options, SocketId, Stats, Waker};
 
 const TAG_WAKE: u64 = 1 << 62;
@@ -35,7 +44,10 @@ pub struct EpollReactor {
     listeners: Vec<TcpListener>,
     conns: Slab<Conn>,
     wake_fd: Arc<OwnedFd>,
-    buf: Vec<u8>,
+    /// Datagram batches; its first buffer takes stream reads too.
+    recv: RecvBatch,
+    /// Datagrams one socket may deliver per turn.
+    recv_budget: usize,
     max_connections: usize,
     stats: Stats,
     closed: Vec<(ConnId, CloseReason)>,
@@ -61,7 +73,8 @@ impl EpollReactor {
             listeners: Vec::new(),
             conns: Slab::new(),
             wake_fd: Arc::new(eventfd()?),
-            buf: vec![0; opts.buffer_len],
+            recv: RecvBatch::new(RECV_BATCH.min(usize::from(opts.buffers)), opts.buffer_len),
+            recv_budget: usize::from(opts.buffers).max(1),
             max_connections: opts.max_connections,
             stats: Stats::default(),
             closed: Vec::new(),
@@ -354,41 +367,45 @@ impl EpollReactor {
         Ok(())
     }
 
+    /// Reads a readable UDP socket's datagrams, a batch per call, until its
+    /// queue is empty or it has had its turn's share.
     fn read_udp(&mut self, idx: u32, on_event: &mut dyn FnMut(Event<'_>)) {
-        let Some(sock) = self.udp.get(idx as usize).and_then(Option::as_ref) else {
+        let Some(fd) = self
+            .udp
+            .get(idx as usize)
+            .and_then(Option::as_ref)
+            .map(AsRawFd::as_raw_fd)
+        else {
             return;
         };
-        loop {
-            // SAFETY: zeroed storage is valid.
-            let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            // SAFETY: buffer and address area are live and sized as passed.
-            let n = unsafe {
-                libc::recvfrom(
-                    sock.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_TRUNC,
-                    (&raw mut addr).cast(),
-                    &raw mut len,
-                )
+        let mut left = self.recv_budget;
+        while left > 0 {
+            let want = left.min(self.recv.capacity());
+            let got = match self.recv.recv(fd, want) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Empty (EAGAIN), or an error the socket reported: the
+                // next turn reads on if it is still readable.
+                Err(_) => return,
             };
-            if n < 0 {
-                break;
+            for d in self.recv.received() {
+                match d {
+                    Received::Datagram { from, data } => {
+                        self.stats.datagrams_in += 1;
+                        on_event(Event::Datagram {
+                            socket: SocketId(idx),
+                            from,
+                            data,
+                        });
+                    }
+                    Received::Truncated => self.stats.datagrams_truncated += 1,
+                    Received::Unaddressed => {}
+                }
             }
-            let n = usize::try_from(n).unwrap_or(0);
-            if n > self.buf.len() {
-                self.stats.datagrams_truncated += 1;
-                continue;
+            if got < want {
+                return;
             }
-            if let Some(from) = from_sockaddr(&addr, len as usize) {
-                self.stats.datagrams_in += 1;
-                on_event(Event::Datagram {
-                    socket: SocketId(idx),
-                    from,
-                    data: &self.buf[..n],
-                });
-            }
+            left -= got;
         }
     }
 
@@ -461,14 +478,15 @@ impl EpollReactor {
                 let Some(c) = self.conns.get_mut(id) else {
                     return;
                 };
-                match c.stream.read(&mut self.buf) {
+                let buf = self.recv.stream_buffer();
+                match c.stream.read(buf) {
                     Ok(0) => {
                         self.drop_conn(id, CloseReason::PeerClosed);
                         return;
                     }
                     Ok(n) => on_event(Event::Data {
                         conn: id,
-                        data: &self.buf[..n],
+                        data: &buf[..n],
                     }),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -19,6 +19,7 @@
 
 mod bufring;
 mod epoll;
+mod mmsg;
 mod steer;
 mod sys;
 mod uring;

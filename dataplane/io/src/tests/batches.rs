@@ -242,3 +242,33 @@ fn sends_queued_on_a_socket_leave_from_it_even_when_it_is_removed_at_once() {
         assert_eq!(got, want, "{}", r.backend());
     }
 }
+
+/// epoll only: the io_uring backend today serves a flooded socket's whole
+/// backlog first (its multishot receive keeps the buffers it frees).
+#[test]
+fn a_flooded_epoll_socket_does_not_hold_back_another_for_its_whole_backlog() {
+    let opts = Options {
+        force_epoll: true,
+        buffer_len: 2048,
+        buffers: 16,
+        ..Options::default()
+    };
+    for mut r in reactors(opts)
+        .into_iter()
+        .filter(|r| r.backend() == "epoll")
+    {
+        let busy = r.add_udp(roomy_socket()).unwrap();
+        let quiet = r.add_udp(roomy_socket()).unwrap();
+        let peer = roomy_socket();
+        for seq in 0..200u16 {
+            peer.send_to(&numbered(4, seq), r.local_addr(busy).unwrap())
+                .unwrap();
+        }
+        peer.send_to(b"me too", r.local_addr(quiet).unwrap())
+            .unwrap();
+        let got = super::datagrams(&mut r, 201);
+        let at = got.iter().position(|(s, _)| *s == quiet).unwrap();
+        // 16 of the busy one's, then the quiet one's, in the first turn.
+        assert!(at <= 16, "{}: at {at}", r.backend());
+    }
+}
