@@ -8,8 +8,13 @@
 //! the next, so a flooded socket cannot keep the others (or the loop's
 //! timers) waiting for its whole backlog.
 //!
-//! Sends go out directly and what the kernel does not take of a stream
-//! waits until the socket is writable again.
+//! Datagram sends are queued (copied into an arena allocated once) and go
+//! out with one `sendmmsg` per socket, in the order queued, when `poll`
+//! starts (before it waits, as the io_uring backend submits), when the
+//! queue is full, and before a socket is removed or the reactor dropped.
+//! A datagram the kernel refuses is counted in `send_errors` and dropped;
+//! the ones behind it still go. Stream sends go out directly and what the
+//! kernel does not take waits until the socket is writable again.
 
 use std::collections::VecDeque;
 use std::io::{self, Read as _, Write as _};
@@ -18,7 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::mmsg::{RECV_BATCH, Received, RecvBatch};
+use crate::mmsg::{RECV_BATCH, Received, RecvBatch, SendQueue};
 use crate::sys::{Slab, eventfd, to_sockaddr};
 use crate::{CloseReason, ConnId, Event, Options, SocketId, Stats, Waker};
 
@@ -48,6 +53,7 @@ pub struct EpollReactor {
     recv: RecvBatch,
     /// Datagrams one socket may deliver per turn.
     recv_budget: usize,
+    sends: SendQueue,
     max_connections: usize,
     stats: Stats,
     closed: Vec<(ConnId, CloseReason)>,
@@ -75,6 +81,7 @@ impl EpollReactor {
             wake_fd: Arc::new(eventfd()?),
             recv: RecvBatch::new(RECV_BATCH.min(usize::from(opts.buffers)), opts.buffer_len),
             recv_budget: usize::from(opts.buffers).max(1),
+            sends: SendQueue::new(),
             max_connections: opts.max_connections,
             stats: Stats::default(),
             closed: Vec::new(),
@@ -124,6 +131,9 @@ impl EpollReactor {
     /// Stops receiving on a UDP socket and closes it; its id may be reused
     /// by a later [`Self::add_udp`].
     pub fn remove_udp(&mut self, s: SocketId) -> io::Result<()> {
+        // What was queued on it leaves from it, before a later socket can
+        // be given its id.
+        self.flush_sends();
         let sock = self
             .udp
             .get_mut(s.0 as usize)
@@ -161,22 +171,36 @@ impl EpollReactor {
         }
     }
 
+    /// Queues a datagram; it goes out at the latest when `poll` starts.
     pub fn send_to(&mut self, s: SocketId, to: SocketAddr, data: &[u8]) -> io::Result<()> {
-        let sock = self
+        if self
             .udp
             .get(s.0 as usize)
             .and_then(Option::as_ref)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such UDP socket"))?;
-        self.stats.datagrams_out += 1;
-        if let Err(e) = sock.send_to(data, to) {
-            // UDP is lossy by contract; a full buffer loses this datagram
-            // exactly as the network might, and retransmission covers it.
-            self.stats.send_errors += 1;
-            if e.kind() != io::ErrorKind::WouldBlock {
-                tracing::debug!(error = %e, %to, "UDP send failed");
-            }
+            .is_none()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such UDP socket",
+            ));
         }
+        if !self.sends.has_room(data.len()) {
+            self.flush_sends();
+        }
+        self.sends.push(s.0, &to, data);
+        self.stats.datagrams_out += 1;
         Ok(())
+    }
+
+    /// Sends every queued datagram.
+    fn flush_sends(&mut self) {
+        if self.sends.is_empty() {
+            return;
+        }
+        let udp = &self.udp;
+        self.stats.send_errors += self
+            .sends
+            .flush(|s| Some(udp.get(s as usize)?.as_ref()?.as_raw_fd()));
     }
 
     fn register_conn(&mut self, id: ConnId, fd: i32, write: bool) -> io::Result<()> {
@@ -322,6 +346,7 @@ impl EpollReactor {
         timeout: Option<Duration>,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> io::Result<()> {
+        self.flush_sends();
         for (conn, reason) in std::mem::take(&mut self.closed) {
             on_event(Event::Closed { conn, reason });
         }
@@ -500,5 +525,13 @@ impl EpollReactor {
                 }
             }
         }
+    }
+}
+
+impl Drop for EpollReactor {
+    /// Datagrams queued since the last poll still go out, as they did
+    /// when this backend sent each at once.
+    fn drop(&mut self) {
+        self.flush_sends();
     }
 }

@@ -11,7 +11,9 @@
 //!   timeout). Set up `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has
 //!   them.
 //! * epoll, chosen when io_uring is unavailable (old kernel, seccomp,
-//!   `io_uring_disabled`), or forced with `Options::force_epoll`.
+//!   `io_uring_disabled`), or forced with `Options::force_epoll`:
+//!   datagrams read with `recvmmsg` and sent with `sendmmsg` in batches,
+//!   sends queued until the next `poll` as with io_uring.
 //!
 //! The choice is logged once at start.
 
