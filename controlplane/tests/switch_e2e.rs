@@ -55,6 +55,8 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
     let (code, r, raw) = p.post(&format!("/api.ashx/v1/calls/{id}/hangup"), &json!({}));
     assert_eq!(code, 200, "{raw}");
     assert_eq!(r["wasNoop"], false);
+    // As the spec's example: the hangup answers once the end is in.
+    assert_eq!(r["newStatus"], "cancelled", "{r}");
     let finished = p.hooks.wait_for(&id, "outbound-ai.finished", 30);
     let data = &finished.body["data"];
     assert_eq!(data["outcome"], "cancelled");
@@ -200,7 +202,8 @@ fn a_call_through_the_real_switch_is_answered_hung_up_and_reported() {
     let (code, r, raw) = p.post(&hangup, &json!({}));
     assert_eq!(code, 200, "{raw}");
     assert_eq!(r["wasNoop"], false, "{r}");
-    assert_eq!(r["newStatus"], "in-flight", "{r}");
+    // The switch's end came back while the hangup waited for it.
+    assert_eq!(r["newStatus"], "ended", "{r}");
     let st = wait("the desk caller to get our BYE", 15, || {
         caller.0.try_wait().unwrap()
     });

@@ -426,6 +426,27 @@ pub async fn get_one(
     Ok(axum::Json(CallView::from(&call.as_row())).into_response())
 }
 
+/// How long a hangup of a call on a switch waits for the call's end to
+/// come back before answering with the status it has then.
+pub const HANGUP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Polls `f` every 25 ms until it gives a value or `limit` has passed.
+pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 /// `POST /v1/calls/{id}/hangup`: idempotent.
 pub async fn hangup(
     State(state): State<AppState>,
@@ -453,15 +474,23 @@ pub async fn hangup(
             Ok(axum::Json(reply(CallStatus::Cancelled, false)))
         }
         HangupResult::OnSwitch(status, node) => {
-            // The switch ends it (CANCEL or BYE); the outcome `cancelled`
-            // arrives as its event, so the status shown is the current one.
+            // The switch ends it (CANCEL or BYE) and its event says so: the
+            // status shown is the call's once that event is in (normally
+            // `cancelled` within a fraction of a second), or the current
+            // one if it takes longer than HANGUP_WAIT.
             state
                 .switch
                 .hangup(&node, call_id.as_str())
                 .await
                 .map_err(link_error)?;
             tracing::info!(call = %call_id, actor = %who.username, node = %node, "hangup sent to the switch");
-            Ok(axum::Json(reply(status, false)))
+            let ended = wait_for(HANGUP_WAIT, || async {
+                let c = state.store.call(&who.tenant, &call_id).await.ok()??;
+                (!matches!(c.status, CallStatus::Dispatching | CallStatus::InFlight))
+                    .then_some(c.status)
+            })
+            .await;
+            Ok(axum::Json(reply(ended.unwrap_or(status), false)))
         }
     }
 }

@@ -165,6 +165,18 @@ pub async fn hangup(
         tracing::info!(call = %call.call_id, actor = %who.username, node = %call.node_url,
             "inbound call hangup sent to the switch");
     }
+    // As for /calls: the status once the switch's end is in, if it comes
+    // within HANGUP_WAIT.
+    let call = if was_noop {
+        call
+    } else {
+        super::calls::wait_for(super::calls::HANGUP_WAIT, || async {
+            let c = find(&state, &who.tenant, &call.call_id).await.ok()?;
+            c.ended_at.is_some().then_some(c)
+        })
+        .await
+        .unwrap_or(call)
+    };
     Ok(axum::Json(HangupReply {
         ok: true,
         new_status: status(&call).to_owned(),
