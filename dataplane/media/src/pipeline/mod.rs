@@ -273,6 +273,28 @@ impl Pipeline {
             .map_or(0, |l| l.latch.dropped() + l.rtcp_latch.dropped())
     }
 
+    /// The stream `leg` sends its far end: its SSRC and where its
+    /// numbering stands.
+    pub fn stream(&self, leg: Leg) -> Option<&crate::rewrite::StreamRewriter> {
+        self.legs[leg.index()].as_ref().map(|l| &l.rewriter)
+    }
+
+    /// Carries on `stream`, which the far end of `leg` was receiving
+    /// before this pipeline (the switch's plain relay, or an earlier
+    /// pipeline): the same SSRC, with sequence numbers and timestamps
+    /// continuing from it, so a call moved between relay, transcoding and
+    /// AI audio is one stream to that far end. Only a stream at the leg's
+    /// clock rate is taken; false if it was not.
+    pub fn continue_stream(&mut self, leg: Leg, stream: &crate::rewrite::StreamRewriter) -> bool {
+        match &mut self.legs[leg.index()] {
+            Some(l) if l.rewriter.clock_rate() == stream.clock_rate() => {
+                l.rewriter = stream.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Where we send the leg's RTP (latched, or the SDP address).
     pub fn destination(&self, leg: Leg) -> Option<SocketAddr> {
         self.legs[leg.index()]

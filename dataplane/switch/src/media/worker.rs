@@ -583,12 +583,28 @@ impl Worker {
     /// Puts a call's packets through a pipeline (an AI tap: one leg and
     /// the engine, whose inactivity clock then runs on that leg alone; a
     /// bridge: both legs transcoded), or back on the plain relay (None).
+    ///
+    /// Each far end keeps receiving one stream across the move: the new
+    /// path continues the SSRC and numbering of the one it replaces
+    /// ([`Pipeline::continue_stream`]).
     fn pipe(&mut self, id: u64, pipe: Option<(PipeKind, Box<Pipeline>)>) {
         let Some(call) = self.st.calls.get_mut(&id) else {
             return;
         };
         let was_relay = call.pipe.is_none();
-        let Some((kind, pipeline)) = pipe else {
+        // What each far end has been receiving: from the pipeline that
+        // carries its leg, else from the relay's own rewriter.
+        if let Some(old) = &call.pipe {
+            for (side, leg) in call.legs.iter_mut().enumerate() {
+                let side = if side == 0 { LegSide::A } else { LegSide::B };
+                if let Some(s) = old.kind.leg_of(side).and_then(|l| old.pipeline.stream(l))
+                    && s.clock_rate() == leg.out.clock_rate()
+                {
+                    leg.out = s.clone();
+                }
+            }
+        }
+        let Some((kind, mut pipeline)) = pipe else {
             call.pipe = None;
             call.scheduled = None;
             if !was_relay {
@@ -596,6 +612,11 @@ impl Worker {
             }
             return;
         };
+        for side in [LegSide::A, LegSide::B] {
+            if let Some(l) = kind.leg_of(side) {
+                pipeline.continue_stream(l, &call.legs[side as usize].out);
+            }
+        }
         if matches!(kind, PipeKind::Tap(_)) {
             call.routed_at = Some(Instant::now());
             call.reported_quiet = false;
@@ -1193,6 +1214,81 @@ mod tests {
         assert_eq!(b.rtp_out, frames);
     }
 
+    /// A call moved from the relay to a transcoding pipeline and back
+    /// (a re-INVITE changing a codec, an AI leg handed to a person) stays
+    /// one stream to each far end: one SSRC, sequence numbers counting on.
+    #[test]
+    fn a_far_end_sees_one_stream_across_relay_and_pipeline() {
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 8]));
+        w.remote(1, LegSide::B, far_end(1, far_b, [0, 8]));
+        let socket = w.st.calls[&1].legs[0].rtp;
+        let mut now = Instant::now();
+        let mut seq = 0u16;
+        // RTP headers (ssrc, sequence) sent to B's far end so far.
+        let mut to_b: Vec<(u32, u16)> = Vec::new();
+        let mut step = |w: &mut Worker, now: Instant, seq: &mut u16| {
+            let header = RtpHeader {
+                marker: *seq == 0,
+                payload_type: 0,
+                sequence: *seq,
+                timestamp: u32::from(*seq) * 160,
+                ssrc: 0x4242,
+            };
+            let mut packet = [0u8; 12 + 160];
+            header.write(&mut packet).unwrap();
+            for (k, b) in packet[12..].iter_mut().enumerate() {
+                *b = codeb_media::g711::ulaw_encode(if k % 16 < 8 { 8000 } else { -8000 });
+            }
+            w.st.datagram(now, socket, far_a, &packet);
+            let _ = w.st.tap_timers(now);
+            for &(_, dst, start, end) in &w.st.sends {
+                let p = RtpPacket::parse(&w.st.out[start..end]).unwrap();
+                if dst == far_b {
+                    to_b.push((p.ssrc(), p.sequence()));
+                }
+            }
+            w.st.sends.clear();
+            w.st.out.clear();
+            *seq += 1;
+        };
+        let mut run = |w: &mut Worker, now: &mut Instant, n: usize| {
+            for _ in 0..n {
+                step(w, *now, &mut seq);
+                *now += Duration::from_millis(20);
+            }
+        };
+        run(&mut w, &mut now, 5);
+        // As the SIP layer builds a bridge: the legs' far ends known.
+        let leg = |codec, ssrc, far| LegConfig {
+            remote_rtp: Some(far),
+            ..LegConfig::new(codec, ssrc)
+        };
+        let bridge = Pipeline::bridge(
+            now,
+            super::super::bridge_pipeline_config(now),
+            leg(CodecSpec::pcmu(), 1, far_a),
+            leg(CodecSpec::pcma(), 2, far_b),
+        )
+        .unwrap();
+        w.pipe(1, Some((PipeKind::Bridge, Box::new(bridge))));
+        run(&mut w, &mut now, 10);
+        w.pipe(1, None);
+        run(&mut w, &mut now, 5);
+        assert!(to_b.len() >= 15, "{to_b:?}");
+        let ssrc = to_b[0].0;
+        for (i, pair) in to_b.windows(2).enumerate() {
+            assert_eq!(pair[1].0, ssrc, "packet {}: one SSRC: {to_b:x?}", i + 1);
+            assert_eq!(
+                pair[1].1,
+                pair[0].1.wrapping_add(1),
+                "packet {}: sequence counts on: {to_b:x?}",
+                i + 1
+            );
+        }
+    }
+
     /// RTCP on a relayed leg is held to its far end as RTP is: a
     /// stranger's RTCP is dropped and counted and keeps nothing alive; a
     /// NATed far end's RTCP port is learned and our reports go there; a
@@ -1429,6 +1525,11 @@ mod tests {
                 (c.legs[0].rtp, c.legs[0].rtcp),
                 (c.legs[1].rtp, c.legs[1].rtcp),
             ];
+            // The streams the relay's legs had: the pipeline carries them on.
+            let piped = c.pipe.as_ref().unwrap();
+            let ssrcs = [pipeline::Leg::A, pipeline::Leg::B]
+                .map(|l| piped.pipeline.stream(l).unwrap().ssrc());
+            assert_eq!(ssrcs, [0, 1].map(|i| c.legs[i].out.ssrc()));
             let mut now = Instant::now();
             let mut received = [0u64; 2];
             let mut rtp_sent = [0u64; 2];
@@ -1478,7 +1579,6 @@ mod tests {
                 if let Some(next) = w.st.tap_timers(now) {
                     assert!(next > now, "seed {seed} step {step}: left due");
                 }
-                let ssrcs = [1u32, 2];
                 for &(socket, dst, start, end) in &w.st.sends {
                     let data = &w.st.out[start..end];
                     let leg = sockets
