@@ -127,6 +127,17 @@ pub fn render(core: &Core, wire: &WireStats, backend: &str) -> String {
         "Answered calls hung up because their RTP stopped (CODEB_RTP_TIMEOUT)",
         s.rtp_timeouts,
     );
+    let _ = writeln!(
+        o,
+        "# HELP codeb_dtmf_digits_total Keys pressed on calls' legs by how they came (telephone-event: RFC 4733; inband: tones heard in G.711 audio without telephone-event)\n# TYPE codeb_dtmf_digits_total counter"
+    );
+    for source in ["telephone-event", "inband"] {
+        let _ = writeln!(
+            o,
+            "codeb_dtmf_digits_total{{source=\"{source}\"}} {}",
+            s.dtmf_digits.get(source).copied().unwrap_or(0)
+        );
+    }
     counter(
         &mut o,
         "codeb_sip_tcp_connects_total",

@@ -107,6 +107,16 @@ fn recorded_call_through(callee: &str) -> f64 {
     assert_eq!(value("codeb_media_send_errors_total "), 0.0);
     assert_eq!(value("codeb_media_datagrams_truncated_total "), 0.0);
     assert_eq!(value("codeb_media_port_steering_workers "), 0.0);
+    // The caller's RFC 4733 digit is reported on its leg, and again on the
+    // callee's when the echo brings it back: the callee got it under the
+    // telephone-event payload type it agreed, or its leg would not take
+    // it as a key.
+    assert_eq!(
+        value("codeb_dtmf_digits_total{source=\"telephone-event\"} "),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(value("codeb_dtmf_digits_total{source=\"inband\"} "), 0.0);
     for phase in ["routing", "answered", "confirmed", "ending"] {
         let line = format!("codeb_calls{{phase=\"{phase}\"}} 0");
         assert!(text.lines().any(|l| l == line), "{line} in {text}");

@@ -141,6 +141,14 @@ pub enum MediaEvent {
         handle: MediaHandle,
         stats: [LegStats; 2],
     },
+    /// A key the far end of `leg` pressed: an RFC 4733 telephone-event
+    /// (whatever path the call's media takes), or a tone heard in the
+    /// audio of a G.711 leg that negotiated no telephone-event.
+    Dtmf {
+        handle: MediaHandle,
+        leg: LegSide,
+        digit: codeb_media::dtmf::Digit,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use codeb_io::{Event, Reactor, SocketId, Waker};
+use codeb_media::dtmf::{Digit, DtmfReceiver, TelephoneEvent};
+use codeb_media::inband::{DetectorConfig, DtmfDetector};
 use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch};
 use codeb_media::pipeline::{self, LegConfig, PacketKind, Pipeline};
 use codeb_media::record::{RecCodec, RecordFeed};
@@ -47,6 +49,9 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const DEFAULT_CLOCK: u32 = 8000;
 /// SDES CNAME of the switch's streams.
 const CNAME: &[u8] = b"codeb-switch";
+/// A telephone-event whose end packets were all lost is reported when
+/// the next one starts (the pipelines' own clock covers theirs).
+const DTMF_END_TIMEOUT: Duration = Duration::from_millis(300);
 /// Room for one report (SR, one block, SDES).
 const REPORT_ROOM: usize = 256;
 
@@ -97,6 +102,11 @@ struct Leg {
     /// from our RTP port to where its RTP goes.
     rtcp_mux: bool,
     next_report: Option<Instant>,
+    /// Keys the far end sends as telephone-events, while they are relayed.
+    dtmf: DtmfReceiver,
+    /// Keys heard in the far end's audio: a G.711 far end that negotiated
+    /// no telephone-event.
+    inband: Option<DtmfDetector>,
 }
 
 impl Leg {
@@ -189,6 +199,8 @@ struct State {
     /// Our RTCP reports among this turn's sends (not relayed packets).
     reports_queued: usize,
     ssrc_seed: std::collections::hash_map::RandomState,
+    /// Keys pressed this turn, reported after it: (call, leg, key).
+    digits: Vec<(u64, LegSide, Digit)>,
 }
 
 /// How long a loop turn may be held back to gather datagrams (see
@@ -273,6 +285,7 @@ impl Worker {
                 unknown_socket: 0,
                 reports_queued: 0,
                 ssrc_seed: std::collections::hash_map::RandomState::new(),
+                digits: Vec::new(),
             },
         }
     }
@@ -341,6 +354,7 @@ impl Worker {
                 break;
             }
             self.flush();
+            self.report_digits();
         }
         self.publish_io();
         let ids: Vec<u64> = self.st.calls.keys().copied().collect();
@@ -348,6 +362,21 @@ impl Worker {
             self.close(id);
         }
         codeb_media::tap::wake_deferred();
+    }
+
+    /// Reports the keys pressed this turn.
+    fn report_digits(&mut self) {
+        if self.st.digits.is_empty() {
+            return;
+        }
+        let worker = self.st.worker;
+        for (id, leg, digit) in std::mem::take(&mut self.st.digits) {
+            self.emit(MediaEvent::Dtmf {
+                handle: MediaHandle { worker, id },
+                leg,
+                digit,
+            });
+        }
     }
 
     /// Sends this turn's packets.
@@ -517,6 +546,8 @@ impl Worker {
                 rtcp_latch: SourceLatch::new(LatchConfig::default(), None),
                 rtcp_mux: false,
                 next_report: None,
+                dtmf: DtmfReceiver::new(DEFAULT_CLOCK, DTMF_END_TIMEOUT),
+                inband: None,
             });
         }
         let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
@@ -560,6 +591,18 @@ impl Worker {
                 self.st.ssrc_seed.hash_one((id, side as u8, rate)) as u16,
                 self.st.ssrc_seed.hash_one((rate, id)) as u32,
             );
+        }
+        if leg.remote.is_none_or(|r| {
+            r.clock_rate != remote.clock_rate
+                || r.dtmf_payload_type != remote.dtmf_payload_type
+                || r.payload_type != remote.payload_type
+        }) {
+            leg.dtmf = DtmfReceiver::new(remote.clock_rate, DTMF_END_TIMEOUT);
+            // In-band only where no telephone-event was agreed, and only
+            // G.711 (the static types) can be heard without decoding.
+            leg.inband = (remote.dtmf_payload_type.is_none()
+                && matches!(remote.payload_type, 0 | 8))
+            .then(|| DtmfDetector::new(DetectorConfig::default()));
         }
         leg.remote = Some(remote);
         if call.legs.iter().all(|l| l.remote.is_some()) {
@@ -734,6 +777,7 @@ fn drain(
     out: &mut Vec<u8>,
     sends: &mut Vec<(SocketId, SocketAddr, usize, usize)>,
     timers: &mut BinaryHeap<Reverse<(Instant, u64)>>,
+    digits: &mut Vec<(u64, LegSide, Digit)>,
 ) {
     let Call {
         legs, pipe, record, ..
@@ -764,9 +808,41 @@ fn drain(
         sends.push((socket, t.destination, start, out.len()));
     }
     while let Some(ev) = p.poll_event() {
-        tracing::trace!(?ev, "media pipeline event");
+        match ev {
+            pipeline::Event::Dtmf { leg, digit } => {
+                let side = if kind.side_of(leg) == 0 {
+                    LegSide::A
+                } else {
+                    LegSide::B
+                };
+                digits.push((id, side, digit));
+            }
+            ev => tracing::trace!(?ev, "media pipeline event"),
+        }
     }
     schedule(timers, id, call);
+}
+
+/// Runs a relayed G.711 payload through the leg's in-band detector, 20 ms
+/// at a time (the detector reports one key per push).
+fn inband_digits(
+    det: &mut DtmfDetector,
+    payload_type: u8,
+    payload: &[u8],
+    report: &mut impl FnMut(Digit),
+) {
+    let law = if payload_type == 8 {
+        codeb_media::g711::Law::Alaw
+    } else {
+        codeb_media::g711::Law::Ulaw
+    };
+    let mut pcm = [0i16; 160];
+    for codes in payload.chunks(pcm.len()) {
+        let n = law.decode(codes, &mut pcm);
+        if let Some(d) = det.push(&pcm[..n]) {
+            report(d);
+        }
+    }
 }
 
 /// Copies an RTP packet's audio into a recording, if it is the leg's
@@ -890,7 +966,14 @@ impl State {
             // does nothing that is not due. So no second poll_timeout
             // (its deadlines sit on several of the call's cold lines).
             p.pipeline.handle_timeout(now);
-            drain(id, call, &mut self.out, &mut self.sends, &mut self.timers);
+            drain(
+                id,
+                call,
+                &mut self.out,
+                &mut self.sends,
+                &mut self.timers,
+                &mut self.digits,
+            );
         }
         None
     }
@@ -953,7 +1036,14 @@ impl State {
             }
             // Also enters the pipeline's next deadline, which a packet
             // can move (jitter buffer playout).
-            drain(id, call, &mut self.out, &mut self.sends, &mut self.timers);
+            drain(
+                id,
+                call,
+                &mut self.out,
+                &mut self.sends,
+                &mut self.timers,
+                &mut self.digits,
+            );
             return;
         }
         let (this, other) = match side {
@@ -1014,6 +1104,25 @@ impl State {
         this.remote_ssrc = Some(pkt.ssrc());
         if let Some(rec) = call.record.as_deref_mut() {
             record_rtp(rec, side as u8, this.remote, now, data);
+        }
+        if let Some(here) = this.remote {
+            let digits = &mut self.digits;
+            let mut report = |d: Digit| digits.push((id, side, d));
+            if Some(pkt.payload_type()) == here.dtmf_payload_type {
+                if let Ok(ev) = TelephoneEvent::parse(pkt.payload()) {
+                    let mut also = None;
+                    if let Some(d) = this.dtmf.on_packet(now, pkt.timestamp(), &ev, &mut also) {
+                        report(d);
+                    }
+                    if let Some(d) = also {
+                        report(d);
+                    }
+                }
+            } else if let Some(det) = &mut this.inband
+                && pkt.payload_type() == here.payload_type
+            {
+                inband_digits(det, here.payload_type, pkt.payload(), &mut report);
+            }
         }
         let (Some(there), Some(here)) = (other.remote, this.remote) else {
             this.stats.dropped_unrouted += 1;
@@ -1212,6 +1321,140 @@ mod tests {
         assert_eq!(b.queue_full, 0);
         assert!(frames >= 60, "{frames} frames of 1.2 s");
         assert_eq!(b.rtp_out, frames);
+    }
+
+    /// Keys are reported whatever path a call's media takes: relayed
+    /// telephone-events once per key (their end is sent three times), tones
+    /// in the G.711 audio of a leg that agreed no telephone-event, and a
+    /// pipeline's own reports.
+    #[test]
+    fn keys_pressed_are_reported_on_the_relay_and_through_a_pipeline() {
+        use codeb_media::dtmf::{DtmfSource, TelephoneEvent};
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
+        // B agreed no telephone-event.
+        w.remote(
+            1,
+            LegSide::B,
+            Remote {
+                dtmf_payload_type: None,
+                ..far_end(1, far_b, [0, 0])
+            },
+        );
+        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
+        let packet = |pt: u8, seq: u16, ts: u32, payload: &[u8]| {
+            let mut p = vec![0u8; 12 + payload.len()];
+            let h = RtpHeader {
+                marker: false,
+                payload_type: pt,
+                sequence: seq,
+                timestamp: ts,
+                ssrc: 0x77,
+            };
+            h.write(&mut p).unwrap();
+            p[12..].copy_from_slice(payload);
+            p
+        };
+        let mut now = Instant::now();
+        // '5' from A: three updates, then its end three times.
+        for (i, (end, duration)) in [
+            (false, 160),
+            (false, 320),
+            (false, 480),
+            (true, 640),
+            (true, 640),
+            (true, 640),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let ev = TelephoneEvent {
+                event: 5,
+                end,
+                volume: 10,
+                duration,
+            };
+            w.st.datagram(now, a, far_a, &packet(101, i as u16, 8000, &ev.to_bytes()));
+            now += Duration::from_millis(20);
+        }
+        let got: Vec<_> = w.st.digits.drain(..).collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].0, got[0].1), (1, LegSide::A));
+        assert_eq!(got[0].2.char(), Some('5'));
+        assert_eq!(got[0].2.source, DtmfSource::TelephoneEvent);
+        assert_eq!(got[0].2.duration, Duration::from_millis(80));
+        // '7' as a tone in B's µ-law audio (852 + 1209 Hz) for 100 ms,
+        // then silence.
+        let tone = |n: usize| -> Vec<u8> {
+            (0..160)
+                .map(|k| {
+                    let t = (n * 160 + k) as f64 / 8000.0;
+                    let x = 6000.0 * (std::f64::consts::TAU * 852.0 * t).sin()
+                        + 6000.0 * (std::f64::consts::TAU * 1209.0 * t).sin();
+                    codeb_media::g711::ulaw_encode(x as i16)
+                })
+                .collect()
+        };
+        for n in 0..10usize {
+            let payload = if n < 5 { tone(n) } else { vec![0xff; 160] };
+            w.st.datagram(
+                now,
+                b,
+                far_b,
+                &packet(0, n as u16, n as u32 * 160, &payload),
+            );
+            now += Duration::from_millis(20);
+        }
+        let got: Vec<_> = w.st.digits.drain(..).collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].0, got[0].1), (1, LegSide::B));
+        assert_eq!(got[0].2.char(), Some('7'));
+        assert_eq!(got[0].2.source, DtmfSource::InBand);
+        // A's far end has telephone-event: its tones are not listened for.
+        for n in 0..10usize {
+            w.st.datagram(
+                now,
+                a,
+                far_a,
+                &packet(0, 100 + n as u16, n as u32 * 160, &tone(n)),
+            );
+            now += Duration::from_millis(20);
+        }
+        assert!(w.st.digits.is_empty());
+        // Through a pipeline (transcoding A's µ-law to B's A-law).
+        let leg = |codec, ssrc, far, te| LegConfig {
+            remote_rtp: Some(far),
+            telephone_event: te,
+            ..LegConfig::new(codec, ssrc)
+        };
+        let bridge = Pipeline::bridge(
+            now,
+            super::super::bridge_pipeline_config(now),
+            leg(CodecSpec::pcmu(), 1, far_a, Some(101)),
+            leg(CodecSpec::pcma(), 2, far_b, None),
+        )
+        .unwrap();
+        w.pipe(1, Some((PipeKind::Bridge, Box::new(bridge))));
+        for (i, end) in [false, true, true, true].into_iter().enumerate() {
+            let ev = TelephoneEvent {
+                event: 11,
+                end,
+                volume: 10,
+                duration: 160 * (i as u16 + 1),
+            };
+            w.st.datagram(
+                now,
+                a,
+                far_a,
+                &packet(101, 200 + i as u16, 9000, &ev.to_bytes()),
+            );
+            now += Duration::from_millis(20);
+            let _ = w.st.tap_timers(now);
+        }
+        let got: Vec<_> = w.st.digits.drain(..).collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].1, got[0].2.char()), (LegSide::A, Some('#')));
     }
 
     /// A call moved from the relay to a transcoding pipeline and back

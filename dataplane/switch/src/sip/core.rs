@@ -139,6 +139,9 @@ pub struct CoreStats {
     pub virtual_number_calls: u64,
     /// Answered calls hung up because their RTP stopped.
     pub rtp_timeouts: u64,
+    /// Keys pressed on calls' legs: `telephone-event` (RFC 4733) or
+    /// `inband` (tones heard in G.711 audio).
+    pub dtmf_digits: HashMap<&'static str, u64>,
     /// REFER transfers by result: `transferred`, `failed` (the target did
     /// not answer), `refused` (403: a target the switch would not route).
     pub refer_transfers: HashMap<&'static str, u64>,

@@ -124,7 +124,9 @@ pub(super) fn leg_config(n: &Negotiated, ssrc: u32) -> Option<LegConfig> {
     let mut leg = LegConfig::new(codec, ssrc);
     leg.telephone_event = n.dtmf_pt.filter(|pt| *pt != n.pt);
     leg.remote_rtp = n.remote;
-    leg.inband_dtmf = false;
+    // Heard in the audio only where no telephone-event was agreed (the
+    // pipeline also requires G.711).
+    leg.inband_dtmf = true;
     Some(leg)
 }
 
@@ -301,6 +303,16 @@ impl Core {
                 }
                 MediaEvent::Closed { handle, stats } => {
                     tracing::debug!(?handle, a = ?stats[0], b = ?stats[1], "call media closed");
+                }
+                MediaEvent::Dtmf { handle, leg, digit } => {
+                    let source = match digit.source {
+                        codeb_media::dtmf::DtmfSource::TelephoneEvent => "telephone-event",
+                        codeb_media::dtmf::DtmfSource::InBand => "inband",
+                    };
+                    *self.stats.dtmf_digits.entry(source).or_default() += 1;
+                    let key = self.calls.by_media.get(&handle).copied();
+                    tracing::info!(call = ?key, ?leg, key_pressed = ?digit.char(),
+                        duration_ms = digit.duration.as_millis() as u64, source, "DTMF");
                 }
             }
         }
