@@ -2,7 +2,9 @@
 //! digit) from the caller, the callee's SIPp echoes its media port, and
 //! the switch's media workers relay both directions; with a callee that
 //! speaks only PCMU, they transcode both directions; after a REFER, the
-//! relay follows the transfer target.
+//! relay follows the transfer target. A callee whose media port is the
+//! test's own socket checks what arrives: the relayed recording byte for
+//! byte (audio and digit), the transcoded one by its decoded loudness.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: failing loudly is the point
 
@@ -50,35 +52,7 @@ fn recorded_call_through(callee: &str) -> f64 {
         &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
         &[("CODEB_WORKERS", "2")],
     );
-    // The scenario names its recordings relative to its working directory.
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(shared("testdata/sip/sipp/pcap"), dir.path().join("pcap")).unwrap();
-    let status = Command::new("sipp")
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &free_port().to_string(),
-            "-mp",
-            &free_port().to_string(),
-            "-nostdin",
-            "-timeout",
-            "40s",
-            "-timeout_error",
-            "-m",
-            "1",
-            "-sf",
-            shared("testdata/sip/sipp/builtin-3.6.1/uac_pcap.xml")
-                .to_str()
-                .unwrap(),
-            &sw.sip.to_string(),
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run sipp");
-    assert!(status.success(), "the call completed: {status}");
+    play_recorded_call(&sw);
     // The caller plays g711a.pcap (236 RTP packets) and dtmf_2833_1.pcap
     // (10): 246 packets towards the callee, echoed back, 492 in all; on
     // loopback nothing should be lost.
@@ -122,6 +96,209 @@ fn recorded_call_through(callee: &str) -> f64 {
         assert!(text.lines().any(|l| l == line), "{line} in {text}");
     }
     relayed
+}
+
+/// SIPp's `uac_pcap` calling the switch's user `uas`: it plays
+/// `g711a.pcap` (PCMA) and then `dtmf_2833_1.pcap` (an RFC 4733 digit).
+fn play_recorded_call(sw: &Switch) {
+    // The scenario names its recordings relative to its working directory.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(shared("testdata/sip/sipp/pcap"), dir.path().join("pcap")).unwrap();
+    let status = Command::new("sipp")
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-m",
+            "1",
+            "-sf",
+            shared("testdata/sip/sipp/builtin-3.6.1/uac_pcap.xml")
+                .to_str()
+                .unwrap(),
+            &sw.sip.to_string(),
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run sipp");
+    assert!(status.success(), "the call completed: {status}");
+}
+
+/// One RTP packet: payload type, sequence, timestamp, payload.
+type Rtp = (u8, u16, u32, Vec<u8>);
+
+/// The RTP packets of a pcap file (Ethernet, IPv4, UDP), in file order.
+fn pcap_rtp(name: &str) -> Vec<Rtp> {
+    let d = std::fs::read(shared("testdata/sip/sipp/pcap").join(name)).unwrap();
+    assert_eq!(&d[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    let mut at = 24;
+    let mut out = Vec::new();
+    while at + 16 <= d.len() {
+        let len = u32::from_le_bytes(d[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &d[at + 16..at + 16 + len];
+        at += 16 + len;
+        let ip = &frame[14..];
+        let udp = &ip[usize::from(ip[0] & 0x0f) * 4..];
+        out.extend(rtp(&udp[8..]));
+    }
+    out
+}
+
+fn rtp(data: &[u8]) -> Option<Rtp> {
+    let p = codeb_media::rtp::RtpPacket::parse(data).ok()?;
+    Some((
+        p.payload_type(),
+        p.sequence(),
+        p.timestamp(),
+        p.payload().to_vec(),
+    ))
+}
+
+/// The recorded call through the switch to a callee that answers with
+/// `scenario_file` (PCMA or PCMU) and whose media port is this test's
+/// socket: every RTP packet the switch sent it, in sequence order.
+fn what_the_callee_heard(scenario_file: &str) -> Vec<Rtp> {
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    let port = media.local_addr().unwrap().port().to_string();
+    let uas = sipp_server(&[
+        "-sf",
+        scenario(scenario_file).to_str().unwrap(),
+        "-set",
+        "mport",
+        &port,
+        "-m",
+        "1",
+    ]);
+    let sw = Switch::start(
+        &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
+        &[("CODEB_WORKERS", "2")],
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut heard = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = media.recv(&mut buf) {
+                    heard.extend(rtp(&buf[..n]));
+                }
+            }
+            heard
+        })
+    };
+    play_recorded_call(&sw);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut heard = listener.join().unwrap();
+    // Sequence order (it counts on from a random start; 16 bits do not
+    // wrap in a few hundred packets unless they start near the top).
+    let first = heard.first().map_or(0, |p| p.1);
+    heard.sort_by_key(|p| p.1.wrapping_sub(first));
+    heard
+}
+
+#[test]
+fn a_relayed_recording_reaches_the_callee_byte_for_byte() {
+    let heard = what_the_callee_heard("uas_pcma_at.xml");
+    let sent: Vec<Rtp> = pcap_rtp("g711a.pcap")
+        .into_iter()
+        .chain(pcap_rtp("dtmf_2833_1.pcap"))
+        .collect();
+    let audio = |v: &[Rtp], pt: u8| -> Vec<Vec<u8>> {
+        v.iter()
+            .filter(|p| p.0 == pt)
+            .map(|p| p.3.clone())
+            .collect()
+    };
+    // Every audio payload, in order, as recorded.
+    let (got, want) = (audio(&heard, 8), audio(&sent, 8));
+    assert_eq!(want.len(), 236);
+    assert_eq!(got.len(), want.len(), "audio packets");
+    assert!(got == want, "the audio payloads differ from the recording");
+    // The digit under the callee's telephone-event type, its events intact.
+    let te_sent: Vec<Vec<u8>> = sent
+        .iter()
+        .filter(|p| p.0 != 8)
+        .map(|p| p.3.clone())
+        .collect();
+    assert!(!te_sent.is_empty());
+    assert_eq!(audio(&heard, 101), te_sent, "telephone-events");
+    // One stream: sequence numbers without a gap across the two sources;
+    // repeats only where the recording repeats one (its digit's end, sent
+    // three times under one number).
+    let repeats = |v: &[Rtp]| v.windows(2).filter(|w| w[1].1 == w[0].1).count();
+    assert_eq!(repeats(&sent), 2);
+    assert_eq!(repeats(&heard), repeats(&sent));
+    for w in heard.windows(2) {
+        let step = w[1].1.wrapping_sub(w[0].1);
+        assert!(step <= 1, "{} then {}", w[0].1, w[1].1);
+    }
+}
+
+#[test]
+fn a_transcoded_recording_reaches_the_callee_as_the_same_sound() {
+    use codeb_media::g711::Law;
+    let heard = what_the_callee_heard("uas_pcmu_at.xml");
+    // The recording's timeline (silences it suppressed are quiet) and the
+    // callee's, 20 ms frame by 20 ms frame: the loudness of each.
+    let envelope = |packets: &[Rtp], pt: u8, law: Law| -> Vec<f64> {
+        let packets: Vec<&Rtp> = packets.iter().filter(|p| p.0 == pt).collect();
+        let Some(t0) = packets.first().map(|p| p.2) else {
+            return Vec::new();
+        };
+        let mut pcm = vec![0i16; 0];
+        for p in &packets {
+            let at = p.2.wrapping_sub(t0) as usize;
+            if at > 16_000 * 60 {
+                continue;
+            }
+            let mut s = vec![0i16; p.3.len()];
+            law.decode(&p.3, &mut s);
+            if pcm.len() < at + s.len() {
+                pcm.resize(at + s.len(), 0);
+            }
+            pcm[at..at + s.len()].copy_from_slice(&s);
+        }
+        pcm.chunks(160)
+            .map(|f| (f.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / f.len() as f64).sqrt())
+            .collect()
+    };
+    let want = envelope(&pcap_rtp("g711a.pcap"), 8, Law::Alaw);
+    let got = envelope(&heard, 0, Law::Ulaw);
+    assert!(
+        got.len() + 10 >= want.len(),
+        "{} frames heard of {}",
+        got.len(),
+        want.len()
+    );
+    // The same loudness, frame for frame, at the best small shift (the
+    // bridge's jitter buffer may start a frame or two later).
+    let score = |lag: usize| -> (f64, f64) {
+        let n = want.len().min(got.len().saturating_sub(lag));
+        let (a, b) = (&want[..n], &got[lag..lag + n]);
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+        (dot / (na * nb).max(1.0), nb / na.max(1.0))
+    };
+    let (corr, ratio) = (0..10)
+        .map(score)
+        .max_by(|x, y| x.0.total_cmp(&y.0))
+        .unwrap();
+    assert!(corr > 0.99, "loudness envelopes correlate at {corr}");
+    assert!((0.9..1.1).contains(&ratio), "loudness ratio {ratio}");
 }
 
 /// The callee REFERs the caller at once to the SIP user `transfer`, whose
