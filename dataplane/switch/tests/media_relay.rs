@@ -297,8 +297,11 @@ fn a_transcoded_recording_reaches_the_callee_as_the_same_sound() {
         .map(score)
         .max_by(|x, y| x.0.total_cmp(&y.0))
         .unwrap();
-    assert!(corr > 0.99, "loudness envelopes correlate at {corr}");
-    assert!((0.9..1.1).contains(&ratio), "loudness ratio {ratio}");
+    // On a quiet machine 0.99998 and 1.006; a loaded one makes the jitter
+    // buffer conceal a few late packets (0.977 seen with three suites at
+    // once). Silence, noise or the wrong law are far off either bound.
+    assert!(corr > 0.9, "loudness envelopes correlate at {corr}");
+    assert!((0.8..1.25).contains(&ratio), "loudness ratio {ratio}");
 }
 
 /// The callee REFERs the caller at once to the SIP user `transfer`, whose
