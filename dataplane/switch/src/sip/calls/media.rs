@@ -302,7 +302,23 @@ impl Core {
                     self.media_timeout(now, key);
                 }
                 MediaEvent::Closed { handle, stats } => {
-                    tracing::debug!(?handle, a = ?stats[0], b = ?stats[1], "call media closed");
+                    // Each call's media quality and what its strict source
+                    // turned away, for the operator (loss, jitter, drops).
+                    let [a, b] = &stats;
+                    tracing::info!(
+                        ?handle,
+                        a_rx = a.rx_packets,
+                        a_lost = a.lost,
+                        a_jitter_ms = a.jitter_ms,
+                        a_dropped_source = a.dropped_source,
+                        a_dropped_invalid = a.dropped_invalid,
+                        b_rx = b.rx_packets,
+                        b_lost = b.lost,
+                        b_jitter_ms = b.jitter_ms,
+                        b_dropped_source = b.dropped_source,
+                        b_dropped_invalid = b.dropped_invalid,
+                        "call media closed"
+                    );
                 }
                 MediaEvent::Dtmf { handle, leg, digit } => {
                     let source = match digit.source {
