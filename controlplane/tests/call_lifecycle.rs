@@ -372,6 +372,32 @@ fn barge_in_call() -> Option<(Value, u64)> {
 const GREETING: &str = "Hello, this is the CodeB voice simulator. How can I help you today?";
 
 #[test]
+fn an_answering_machine_ends_the_call_as_voicemail() {
+    let Some(p) = Platform::start(&[]) else {
+        return;
+    };
+    let callee = Callee::start();
+    let (port, mut sipp) = talking_callee(&p, &callee, 1);
+    p.default_trunk(port);
+    // A prompt that never ends the call by itself.
+    let (id, _) = p.place("Keep the callee company.", &json!({"retries": 2}));
+    p.hooks.wait_for(&id, "call.answered", 30);
+    // The machine's greeting, then its beep.
+    callee.speak(Duration::from_millis(1500));
+    wait("the greeting", 10, || (!callee.talking()).then_some(()));
+    callee.beep(1000, Duration::from_millis(600));
+    sipp_done(&mut sipp, "the switch's BYE at the machine", 30);
+    let f = p.hooks.wait_for(&id, "outbound-ai.finished", 30);
+    assert_eq!(f.body["data"]["outcome"], "voicemail", "{f:?}");
+    assert_eq!(f.body["data"]["answered"], true, "{f:?}");
+    let call = p.wait_call(&id, "its final status", 10, |c| c["status"] != "in-flight");
+    // A machine is not rung again, retries or not.
+    assert_eq!(call["status"], "ended-failed-final", "{call}");
+    assert_eq!(call["endedReason"], "voicemail", "{call}");
+    assert_eq!(call["errorDetail"], "", "{call}");
+}
+
+#[test]
 fn a_callee_talking_over_the_greeting_stops_its_playout() {
     let Some((t, heard_after)) = barge_in_call() else {
         return;

@@ -488,6 +488,8 @@ struct CalleeState {
     packets: AtomicU64,
     /// Packets whose audio was speech, not silence.
     loud: AtomicU64,
+    /// The tone it talks with, Hz (0: the 300 Hz "voice").
+    tone_hz: AtomicU64,
 }
 
 /// A callee whose media is a socket of this test: it answers RTP (PCMU,
@@ -516,6 +518,13 @@ impl Callee {
             state,
             thread: Some(thread),
         }
+    }
+
+    /// A steady `hz` tone for `d` from now (an answering machine's beep),
+    /// then its 300 Hz voice again when told to speak.
+    pub fn beep(&self, hz: u64, d: Duration) {
+        self.state.tone_hz.store(hz, Ordering::Relaxed);
+        self.speak(d);
     }
 
     /// Talks for `d` from now.
@@ -597,11 +606,15 @@ fn media_loop(sock: &UdpSocket, epoch: Instant, st: &CalleeState) {
         next_send += Duration::from_millis(20);
         let now_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap();
         let talking = now_ms < st.talk_until_ms.load(Ordering::Relaxed);
+        let hz = match st.tone_hz.load(Ordering::Relaxed) {
+            0 => 300.0,
+            hz => hz as f64,
+        };
         let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0xca, 0x11, 0xee, 0x01];
         pkt[2..4].copy_from_slice(&seq.to_be_bytes());
         pkt[4..8].copy_from_slice(&ts.to_be_bytes());
         pkt.extend((0..160).map(|_| {
-            phase += std::f64::consts::TAU * 300.0 / 8000.0;
+            phase += std::f64::consts::TAU * hz / 8000.0;
             ulaw(if talking {
                 (phase.sin() * 8000.0) as i16
             } else {
