@@ -16,6 +16,11 @@ pub enum Codec {
     Pcmu,
     Pcma,
     Opus,
+    /// Linear 16-bit PCM (RFC 3551 L16), mono, at 8 or 16 kHz (dynamic
+    /// payload types; the static 10/11 are 44.1 kHz, which we do not take).
+    L16 {
+        rate: u32,
+    },
     TelephoneEvent,
 }
 
@@ -26,6 +31,8 @@ impl Codec {
             Codec::Pcmu => 0,
             Codec::Pcma => 8,
             Codec::Opus => 111,
+            Codec::L16 { rate: 16_000 } => 119,
+            Codec::L16 { .. } => 118,
             Codec::TelephoneEvent => 101,
         }
     }
@@ -35,6 +42,7 @@ impl Codec {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
             Codec::Opus => "opus",
+            Codec::L16 { .. } => "L16",
             Codec::TelephoneEvent => "telephone-event",
         }
     }
@@ -43,6 +51,7 @@ impl Codec {
     pub fn clock(self) -> u32 {
         match self {
             Codec::Opus => 48_000,
+            Codec::L16 { rate } => rate,
             _ => 8_000,
         }
     }
@@ -74,9 +83,18 @@ impl Codec {
 
     fn by_name(r: &RtpMap) -> Option<Codec> {
         let e = r.encoding.as_str();
-        [Codec::Pcmu, Codec::Pcma, Codec::Opus, Codec::TelephoneEvent]
-            .into_iter()
-            .find(|c| c.encoding().eq_ignore_ascii_case(e) && c.clock() == r.clock)
+        [
+            Codec::Pcmu,
+            Codec::Pcma,
+            Codec::Opus,
+            Codec::L16 { rate: 8_000 },
+            Codec::L16 { rate: 16_000 },
+            Codec::TelephoneEvent,
+        ]
+        .into_iter()
+        .find(|c| c.encoding().eq_ignore_ascii_case(e) && c.clock() == r.clock)
+        // Stereo linear PCM is not ours.
+        .filter(|c| !matches!(c, Codec::L16 { .. }) || r.channels.is_none_or(|n| n == 1))
     }
 }
 
@@ -395,6 +413,45 @@ mod tests {
         );
         let off = offer(&holding);
         assert_eq!(off.media[0].direction, Some(Direction::SendOnly));
+    }
+
+    #[test]
+    fn linear_pcm_is_taken_mono_at_8_or_16_khz() {
+        let mut ours = local();
+        ours.codecs.insert(3, Codec::L16 { rate: 16_000 });
+        ours.codecs.insert(4, Codec::L16 { rate: 8_000 });
+        let o = sdp(&format!(
+            "{HEAD}m=audio 4000 RTP/AVP 96 97\r\na=rtpmap:96 L16/16000\r\na=rtpmap:97 L16/8000/1\r\n"
+        ));
+        let (a, n) = answer(&o, &ours).unwrap();
+        assert_eq!((n.codec, n.pt), (Codec::L16 { rate: 16_000 }, 96));
+        assert_eq!(a.media[0].rtpmap(97).map(|r| r.clock), Some(8_000));
+        // Stereo, 44.1 kHz (the static 10 and 11 too) and other rates are
+        // not ours.
+        for m in [
+            "96\r\na=rtpmap:96 L16/8000/2",
+            "96\r\na=rtpmap:96 L16/44100",
+            "10 11",
+            "96\r\na=rtpmap:96 L16/32000",
+        ] {
+            let o = sdp(&format!("{HEAD}m=audio 4000 RTP/AVP {m}\r\n"));
+            assert_eq!(
+                answer(&o, &ours).unwrap_err(),
+                NegotiationError::NoCommonCodec,
+                "{m}"
+            );
+        }
+        // Offered by us with dynamic types; an answer choosing one is read.
+        let off = offer(&ours);
+        let m = &off.media[0];
+        assert_eq!(
+            m.rtpmap(119).map(|r| (r.encoding.as_str(), r.clock)),
+            Some(("L16", 16_000))
+        );
+        assert_eq!(
+            m.rtpmap(118).map(|r| (r.encoding.as_str(), r.clock)),
+            Some(("L16", 8_000))
+        );
     }
 
     #[test]

@@ -119,6 +119,7 @@ pub(super) fn leg_config(n: &Negotiated, ssrc: u32) -> Option<LegConfig> {
             ..CodecSpec::pcma()
         },
         Codec::Opus => CodecSpec::opus(n.pt, 48_000),
+        Codec::L16 { rate } => CodecSpec::l16(n.pt, rate),
         Codec::TelephoneEvent => return None,
     };
     let mut leg = LegConfig::new(codec, ssrc);
@@ -139,6 +140,7 @@ pub(super) fn tap_key(n: &Negotiated) -> (Codec, u8, Option<u8>) {
 fn clock_rate(codec: Codec) -> u32 {
     match codec {
         Codec::Opus => 48_000,
+        Codec::L16 { rate } => rate,
         Codec::Pcmu | Codec::Pcma | Codec::TelephoneEvent => 8000,
     }
 }
@@ -370,5 +372,40 @@ impl Core {
             MediaPorts::Pool(_) => 0,
         };
         (relayed, self.calls.media.in_use())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codeb_sip::sdp::Direction;
+
+    #[test]
+    fn each_negotiated_codec_is_a_pipeline_leg_of_its_own_clock() {
+        let n = |codec, pt| Negotiated {
+            remote: Some("192.0.2.1:4000".parse().unwrap()),
+            codec,
+            pt,
+            dtmf_pt: None,
+            direction: Direction::SendRecv,
+            ptime: 20,
+        };
+        for (codec, pt, clock) in [
+            (Codec::Pcmu, 0, 8_000),
+            (Codec::Pcma, 8, 8_000),
+            (Codec::Opus, 111, 48_000),
+            (Codec::L16 { rate: 16_000 }, 96, 16_000),
+            (Codec::L16 { rate: 8_000 }, 97, 8_000),
+        ] {
+            let leg = leg_config(&n(codec, pt), 7).unwrap();
+            assert_eq!(
+                (leg.codec.payload_type, leg.codec.clock_rate),
+                (pt, clock),
+                "{codec:?}"
+            );
+            assert_eq!(clock_rate(codec), clock);
+            assert!(leg.inband_dtmf, "the pipeline listens where it can");
+        }
+        assert!(leg_config(&n(Codec::TelephoneEvent, 101), 7).is_none());
     }
 }
