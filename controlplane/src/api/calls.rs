@@ -430,7 +430,9 @@ pub async fn get_one(
 /// come back before answering with the status it has then.
 pub const HANGUP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Polls `f` every 25 ms until it gives a value or `limit` has passed.
+/// Polls `f` every 100 ms until it gives a value or `limit` has passed
+/// (a switch's end takes some tens of ms to come back through its journal
+/// and the event stream; a mass hangup costs at most 30 reads a call).
 pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     limit: std::time::Duration,
     mut f: impl FnMut() -> F,
@@ -443,7 +445,7 @@ pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
         if tokio::time::Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
