@@ -752,20 +752,32 @@ async fn events_resume_from_the_cursor_across_restarts() {
     server.kill(&peer).await;
 }
 
-#[tokio::test]
-async fn a_lost_node_ends_its_calls_within_the_bound() {
+/// One node (journal `j1`), probed, with call `n` placed on it.
+async fn one_node_with_call(n: u8) -> (TestDb, Clock, Peer, Server, Arc<SwitchNodes>, NewCall) {
     let db = TestDb::sqlite().await;
     let clock = Clock::manual(UtcMillis(1_780_000_000_000));
     let peer = Peer::new("j1");
     let server = Server::start(&peer, None).await;
-    let url = server.url();
-    let l = link(vec![url.clone()], &clock);
+    let l = link(vec![server.url()], &clock);
     l.choose_probing().await.unwrap();
-    let (call, claimed) = claimed_call(&db, 6, &clock).await;
+    let call = placed(&db, &l, n, &clock).await;
+    (db, clock, peer, server, l, call)
+}
+
+/// Call `n`, stored, claimed and placed on `l`'s node.
+async fn placed(db: &TestDb, l: &SwitchNodes, n: u8, clock: &Clock) -> NewCall {
+    let (call, claimed) = claimed_call(db, n, clock).await;
     assert!(matches!(
         l.dispatch(&db.store, &claimed).await,
         Dispatched::Placed { .. }
     ));
+    call
+}
+
+#[tokio::test]
+async fn a_lost_node_ends_its_calls_within_the_bound() {
+    let (db, clock, peer, server, l, call) = one_node_with_call(6).await;
+    let url = server.url();
     server.kill(&peer).await;
     let node = l.nodes()[0].clone();
     l.probe(&node).await;
@@ -787,18 +799,8 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
 async fn a_node_that_restarts_ends_the_calls_its_earlier_process_carried() {
     // Back within CODEB_SWITCH_LOST_AFTER, so never "lost": without the
     // instance check its calls stayed in-flight for ever.
-    let db = TestDb::sqlite().await;
-    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
-    let peer = Peer::new("j1");
-    let server = Server::start(&peer, None).await;
+    let (db, clock, peer, server, l, old) = one_node_with_call(7).await;
     let url = server.url();
-    let l = link(vec![url.clone()], &clock);
-    l.choose_probing().await.unwrap();
-    let (old, claimed) = claimed_call(&db, 7, &clock).await;
-    assert!(matches!(
-        l.dispatch(&db.store, &claimed).await,
-        Dispatched::Placed { .. }
-    ));
     // Its process wrote an answer for it, then stopped.
     peer.emit(old.call_id.as_str(), answered());
     peer.restart("i2");
@@ -806,11 +808,7 @@ async fn a_node_that_restarts_ends_the_calls_its_earlier_process_carried() {
     l.probe(&node).await;
     assert!(node.health().healthy);
     // A call placed on the new process is its own.
-    let (new, claimed) = claimed_call(&db, 8, &clock).await;
-    assert!(matches!(
-        l.dispatch(&db.store, &claimed).await,
-        Dispatched::Placed { .. }
-    ));
+    let new = placed(&db, &l, 8, &clock).await;
     // Not while the old process's events are unread: the answer may be
     // followed by its end, which says more than "lost".
     l.sweep_lost_nodes(&db.store, clock.now()).await;

@@ -101,6 +101,12 @@ fn recorded_call_through(callee: &str) -> f64 {
 /// SIPp's `uac_pcap` calling the switch's user `uas`: it plays
 /// `g711a.pcap` (PCMA) and then `dtmf_2833_1.pcap` (an RFC 4733 digit).
 fn play_recorded_call(sw: &Switch) {
+    play(sw, &shared("testdata/sip/sipp/builtin-3.6.1/uac_pcap.xml"));
+}
+
+/// One SIPp call playing `scenario_file` against the switch, with the
+/// shared recordings at `pcap/` in its working directory.
+fn play(sw: &Switch, scenario_file: &std::path::Path) {
     // The scenario names its recordings relative to its working directory.
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(shared("testdata/sip/sipp/pcap"), dir.path().join("pcap")).unwrap();
@@ -119,9 +125,7 @@ fn play_recorded_call(sw: &Switch) {
             "-m",
             "1",
             "-sf",
-            shared("testdata/sip/sipp/builtin-3.6.1/uac_pcap.xml")
-                .to_str()
-                .unwrap(),
+            scenario_file.to_str().unwrap(),
             &sw.sip.to_string(),
         ])
         .current_dir(dir.path())
@@ -333,32 +337,7 @@ fn after_a_refer_the_relay_follows_the_transfer_target() {
         target.port
     );
     let sw = Switch::start(&config, &[("CODEB_WORKERS", "2")]);
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(shared("testdata/sip/sipp/pcap"), dir.path().join("pcap")).unwrap();
-    let status = Command::new("sipp")
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &free_port().to_string(),
-            "-mp",
-            &free_port().to_string(),
-            "-nostdin",
-            "-timeout",
-            "40s",
-            "-timeout_error",
-            "-m",
-            "1",
-            "-sf",
-            scenario("uac_pcma_after_transfer.xml").to_str().unwrap(),
-            &sw.sip.to_string(),
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run sipp");
-    assert!(status.success(), "the call completed: {status}");
+    play(&sw, &scenario("uac_pcma_after_transfer.xml"));
     assert_eq!(
         sw.metric("codeb_sip_refer_transfers_total{result=\"transferred\"}"),
         Some(1.0)
