@@ -334,10 +334,19 @@ impl Conversation {
 /// since `sent` (sent as it comes, so a node lost mid-call loses little),
 /// or, at the `end` of a session whose vendor never reported, the
 /// estimate from its audio. None when there is nothing to add.
+///
+/// The output side is all the vendor counted beyond the prompt: its total
+/// includes tokens neither prompt nor response (Gemini's thoughts and
+/// tool-use prompts), and `tokensTotal` is the prompt plus the output.
 pub(super) fn usage_note(total: &Usage, sent: &Usage, end: bool) -> Option<AiNote> {
+    let beyond_prompt = |u: &Usage| {
+        u.total_tokens
+            .saturating_sub(u.prompt_tokens)
+            .max(u.response_tokens)
+    };
     if total.reports > 0 {
         let input = total.prompt_tokens.saturating_sub(sent.prompt_tokens);
-        let output = total.response_tokens.saturating_sub(sent.response_tokens);
+        let output = beyond_prompt(total).saturating_sub(beyond_prompt(sent));
         return (input > 0 || output > 0).then_some(AiNote::Usage {
             input,
             output,
@@ -1064,6 +1073,18 @@ mod tests {
             Some(AiNote::Usage {
                 input: 5,
                 output: 20,
+                estimated: false
+            })
+        );
+        // A total beyond prompt and response (thoughts, tool-use prompts)
+        // is counted: the record's tokensTotal is the vendor's total.
+        let sent = u;
+        u.add_report(10, 5, 40);
+        assert_eq!(
+            usage_note(&u, &sent, false),
+            Some(AiNote::Usage {
+                input: 10,
+                output: 30,
                 estimated: false
             })
         );
