@@ -140,7 +140,28 @@ impl Pipeline {
             if let Some(e) = flushed {
                 self.emit(e);
             }
+            self.caller_silence(now);
         }
+    }
+
+    /// On the tick's clock, a frame of silence for the engine while the
+    /// caller sends nothing: a far end with silence suppression (G.711
+    /// VAD, Opus DTX) or one whose media has not started yet. The engine's
+    /// voice detection ends the caller's turn on silence it hears; with
+    /// no audio at all it would wait for ever and never answer. Audio that
+    /// does come (its jitter buffer active, concealing short gaps itself)
+    /// stops the filling at once.
+    fn caller_silence(&mut self, now: Instant) {
+        let Some(l) = &self.legs[0] else { return };
+        let Some(rx) = &l.rx else { return };
+        if rx.jb.next_due().is_some() {
+            return;
+        }
+        let (frame, talkspurt) = (l.cfg.codec.frame_samples().max(1), rx.talkspurt);
+        with_scratch(|scratch| {
+            scratch.pcm[..frame].fill(0);
+            self.deliver_decoded(now, Leg::A, scratch, 0..frame, talkspurt);
+        });
     }
 }
 

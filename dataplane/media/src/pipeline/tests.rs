@@ -1017,6 +1017,54 @@ fn ai_tap_caller_audio_reaches_engine_at_16k() {
 }
 
 #[test]
+fn ai_tap_keeps_the_engines_audio_running_while_the_caller_sends_nothing() {
+    // A caller with silence suppression (or not started yet): the engine
+    // still gets 20 ms of audio every 20 ms, silence, so its voice
+    // detection can end the caller's turn.
+    let t0 = Instant::now();
+    let (mut h, mut engine) = tap_pipeline(t0, true);
+    let mut got = vec![0i16; 16_000 * 4];
+    h.advance(Duration::from_secs(1));
+    let n = engine.read_caller(&mut got);
+    assert!(
+        (49 * 320..=51 * 320).contains(&n),
+        "{n} samples in 1 s before RTP"
+    );
+    assert!(got[..n].iter().all(|s| *s == 0));
+    // Half a second of speech, then the far end stops sending (its VAD).
+    let x = sine(700.0, 8000, 8000.0, 160 * 25, 0);
+    feed_tone(&mut h, 0, 160, 25, &[], |i| {
+        ulaw_frame(&x[i * 160..(i + 1) * 160])
+    });
+    let n = engine.read_caller(&mut got);
+    assert!(n >= 24 * 320, "{n}: the speech as it came");
+    // Read as the AI side does, as it comes (the ring holds a second).
+    let mut after = Vec::new();
+    for _ in 0..20 {
+        h.advance(Duration::from_millis(100));
+        let n = engine.read_caller(&mut got);
+        after.extend_from_slice(&got[..n]);
+    }
+    let n = after.len();
+    assert!(
+        (98 * 320..=102 * 320).contains(&n),
+        "{n} samples in the 2 s after the speech"
+    );
+    let quiet = &after[n - 90 * 320..];
+    assert!(
+        quiet.iter().all(|s| *s == 0),
+        "silence, after the concealment"
+    );
+    // Speech again: the filling stops, the caller's audio goes as it comes.
+    feed_tone(&mut h, 0, 160, 10, &[], |i| {
+        ulaw_frame(&x[i * 160..(i + 1) * 160])
+    });
+    let n = engine.read_caller(&mut got);
+    assert!((9 * 320..=12 * 320).contains(&n), "{n}");
+    assert!(power_i16(&got[320..n], 700.0, 16_000.0) > 1000.0);
+}
+
+#[test]
 fn ai_tap_hands_each_caller_frame_to_the_engine_as_it_arrives() {
     let t0 = Instant::now();
     let (mut h, mut engine) = tap_pipeline(t0, true);
