@@ -37,6 +37,27 @@ const FULL_CALL: [&str; 4] = [
     "transcript.saved",
 ];
 
+/// A stretch of a pcap of one 8 kHz RTP stream (Ethernet, IPv4, UDP;
+/// little-endian classic format): its header and the packets whose RTP
+/// timestamp is `from_ms` to `to_ms` after the first packet's.
+fn pcap_cut(pcap: &[u8], from_ms: u32, to_ms: u32) -> Vec<u8> {
+    let mut out = pcap[..24].to_vec();
+    let (mut at, mut first) = (24, None);
+    while at + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &pcap[at..at + 16 + len];
+        at += 16 + len;
+        let ip = &frame[16 + 14..];
+        let rtp = &ip[usize::from(ip[0] & 0x0f) * 4 + 8..];
+        let ts = u32::from_be_bytes(rtp[4..8].try_into().unwrap());
+        let ms = ts.wrapping_sub(*first.get_or_insert(ts)) / 8;
+        if (from_ms..to_ms).contains(&ms) {
+            out.extend_from_slice(frame);
+        }
+    }
+    out
+}
+
 /// A timestamp field of the API as Unix ms.
 fn ms(v: &Value) -> i64 {
     UtcMillis::parse_rfc3339(v.as_str().unwrap_or_else(|| panic!("a time: {v}")))
@@ -370,6 +391,55 @@ fn barge_in_call() -> Option<(Value, u64)> {
 /// The simulator's greeting (680 ms of speech) when the prompt has no
 /// `END_AFTER_TURNS=0`.
 const GREETING: &str = "Hello, this is the CodeB voice simulator. How can I help you today?";
+
+#[test]
+fn a_callee_playing_a_recorded_voice_talks_with_the_ai() {
+    // The whole call: SIPp as the trunk's callee, saying what the
+    // shared recording holds (PCMA, from ../shared/testdata).
+    let Some(p) = Platform::start(&[]) else {
+        return;
+    };
+    // Two seconds of its speech (it starts 1 s in): the whole recording
+    // (7 s without a long pause) is what an answering machine's greeting
+    // sounds like to the detector. It ends without a packet of silence:
+    // the recording's sender suppressed its silences.
+    let recording = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/sip/sipp/pcap/g711a.pcap"),
+    )
+    .unwrap();
+    std::fs::write(
+        p.dir.path().join("voice.pcap"),
+        pcap_cut(&recording, 1000, 3000),
+    )
+    .unwrap();
+    let port = free_sip_port();
+    let mut sipp = sipp_callee(
+        p.dir.path(),
+        port,
+        &[
+            "-sf",
+            &scenario("uas_pcap_talks.xml"),
+            "-mp",
+            &free_sip_port().to_string(),
+            "-m",
+            "1",
+        ],
+    );
+    p.default_trunk(port);
+    let (id, _) = p.place(
+        "Remind them of the appointment. END_AFTER_TURNS=1",
+        &json!({"maxSeconds": 20}),
+    );
+    sipp_done(&mut sipp, "the AI's BYE at the callee", 60);
+    p.hooks.wait_for(&id, "transcript.saved", 30);
+    let call = p.wait_call(&id, "its end", 10, |c| c["status"] != "in-flight");
+    let t = p.get(&format!("/api.ashx/v1/transcripts/{id}"));
+    assert_eq!(call["status"], "ended-success", "{call}");
+    assert_eq!(call["endedReason"], "finished", "{call}");
+    assert_greeting_answer_goodbye(&t);
+    assert_eq!(p.hooks.names(&id), FULL_CALL);
+}
 
 #[test]
 fn an_answering_machine_ends_the_call_as_voicemail() {
