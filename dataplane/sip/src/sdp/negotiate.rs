@@ -2,9 +2,9 @@
 //!
 //! The switch takes the first usable audio section (RTP, port not 0) and
 //! rejects the others (port 0, formats echoed, RFC 3264 §6). The answer keeps
-//! the offerer's payload-type numbers and preference order, listing every
-//! codec both sides support; the first of them is the one the call uses.
-//! Telephone-event (RFC 4733) rides along when both sides have it.
+//! the offerer's payload-type numbers and names one codec, the first of the
+//! offer's that we support, which the call uses. Telephone-event (RFC 4733)
+//! rides along when both sides have it.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -233,13 +233,19 @@ pub fn answer(offer: &Sdp, local: &LocalMedia) -> Result<(Sdp, Negotiated), Nego
         .find(|(_, c)| *c == Codec::TelephoneEvent)
         .map(|(pt, _)| *pt);
     let direction = our_direction(offer.media_direction(m), local.direction);
+    // The answer names the one codec the call uses (and telephone-event):
+    // listing every common one would let the far end switch to another
+    // mid-call (RFC 3264 §6.1), which the other leg never agreed to.
+    let answered: Vec<(u8, Codec)> = std::iter::once((pt, codec))
+        .chain(dtmf_pt.map(|d| (d, Codec::TelephoneEvent)))
+        .collect();
     let media = offer
         .media
         .iter()
         .enumerate()
         .map(|(i, other)| {
             if i == chosen {
-                media_section(local, &common, direction)
+                media_section(local, &answered, direction)
             } else {
                 Media {
                     port: 0,
@@ -327,7 +333,10 @@ mod tests {
         assert_eq!((n.codec, n.pt, n.dtmf_pt), (Codec::Opus, 96, Some(97)));
         assert_eq!(n.remote, Some("192.0.2.1:4000".parse().unwrap()));
         let m = &a.media[0];
-        assert_eq!(m.formats, vec!["96", "8", "0", "97"]);
+        // One codec, the offerer's first we take, under its number (PCMA
+        // and PCMU, also common, are left out: the far end may not switch
+        // to them mid-call), and telephone-event.
+        assert_eq!(m.formats, vec!["96", "97"]);
         assert_eq!(m.port, 20000);
         assert_eq!(
             a.connection,
@@ -425,7 +434,7 @@ mod tests {
         ));
         let (a, n) = answer(&o, &ours).unwrap();
         assert_eq!((n.codec, n.pt), (Codec::L16 { rate: 16_000 }, 96));
-        assert_eq!(a.media[0].rtpmap(97).map(|r| r.clock), Some(8_000));
+        assert_eq!(a.media[0].rtpmap(96).map(|r| r.clock), Some(16_000));
         // Stereo, 44.1 kHz (the static 10 and 11 too) and other rates are
         // not ours.
         for m in [
