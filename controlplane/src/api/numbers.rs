@@ -99,6 +99,7 @@ fn valid_number(field: &str, n: &str) -> ApiResult<()> {
 
 /// Applies the fields given in `input` to `n` and checks the result.
 fn apply(n: &mut NumberRecord, input: NumberInput) -> ApiResult<()> {
+    let vendor_before = codeb_types::Vendor::of_model(&n.model);
     if let Some(name) = validate::optional_text("name", input.name, 64, false)? {
         n.name = name;
     }
@@ -140,8 +141,13 @@ fn apply(n: &mut NumberRecord, input: NumberInput) -> ApiResult<()> {
         n.ai_api_key = key;
     }
     // A voice this request did not name (the default, or one kept from
-    // before the model changed vendor) follows the model's vendor.
-    if !voice_given && validate::voice_for_model("voice", &n.voice, &n.model).is_err() {
+    // before the model changed vendor) follows the model's vendor, both
+    // ways: a voice is one vendor's name.
+    let vendor = codeb_types::Vendor::of_model(&n.model);
+    if !voice_given
+        && (vendor != vendor_before
+            || validate::voice_for_model("voice", &n.voice, &n.model).is_err())
+    {
         n.voice = codeb_types::Vendor::of_model(&n.model)
             .default_voice()
             .to_owned();

@@ -693,4 +693,26 @@ async fn number_voice_follows_the_model_vendor(h: Harness) {
         h.get("/api.ashx/v1/numbers/2002", &t).await.json["voice"],
         "marin"
     );
+    // And back: OpenAI's marin is no Gemini voice.
+    let r = h
+        .put(
+            "/api.ashx/v1/numbers/2002",
+            &t,
+            json!({"model": "models/gemini-2.5-flash-native-audio-preview-12-2025"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["voice"], "Aoede");
+    // A voice named with the change stands.
+    let r = h
+        .put(
+            "/api.ashx/v1/numbers/2002",
+            &t,
+            json!({"model": "openai/gpt-realtime", "voice": "cedar"}),
+        )
+        .await;
+    assert_eq!(
+        (r.json["voice"].as_str(), r.status),
+        (Some("cedar"), StatusCode::OK)
+    );
 }
