@@ -362,8 +362,10 @@ impl Store {
         })
     }
 
-    /// The process carrying an attempt that events moved on before
-    /// [`Store::mark_placed`] could (first answer wins).
+    /// The process carrying an attempt that events moved on to in-flight
+    /// before [`Store::mark_placed`] could (first answer wins). A row still
+    /// `dispatching` is another dispatcher's (its lease ran out), which
+    /// records its own.
     pub async fn record_node_instance(
         &self,
         call: &DispatchCall,
@@ -374,7 +376,7 @@ impl Store {
             sqlx::query(
                 "UPDATE calls SET node_instance = $1 \
                  WHERE call_id = $2 AND attempt = $3 AND node_url = $4 AND node_instance = '' \
-                 AND status IN ('dispatching', 'in-flight')",
+                 AND status = 'in-flight'",
             )
             .bind(instance)
             .bind(call.call_id.as_str())

@@ -415,6 +415,18 @@ async fn a_restarted_node_ends_only_what_its_earlier_processes_carried(db: TestD
     s.insert_call(&c).await.unwrap();
     let raced = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
     assert!(s.set_dispatch_node(&raced, NODE, None, T0).await.unwrap());
+    // Still dispatching (another dispatcher's, its lease run out): not
+    // this one's to record.
+    s.record_node_instance(&raced, NODE, "i1").await.unwrap();
+    s.reset_switch_cursor(NODE, "j1", T0).await.unwrap();
+    let answered = EventKind::Answered {
+        trunk_id: String::new(),
+        answer_ms: 1,
+    };
+    s.apply_switch_event(NODE, &ev(1, &raced, answered), T0)
+        .await
+        .unwrap();
+    assert_eq!(status(s, &raced.call_id).await, CallStatus::InFlight);
     s.record_node_instance(&raced, NODE, "i1").await.unwrap();
     s.record_node_instance(&raced, NODE, "i2").await.unwrap();
     let detail = "restarted";
@@ -425,7 +437,8 @@ async fn a_restarted_node_ends_only_what_its_earlier_processes_carried(db: TestD
     );
     for (c, want) in [
         (&old, CallStatus::EndedFailedRetryPending),
-        (&raced, CallStatus::EndedFailedRetryPending),
+        // Answered: not rung again.
+        (&raced, CallStatus::EndedFailedFinal),
         (&now, CallStatus::InFlight),
         (&unknown, CallStatus::InFlight),
     ] {
