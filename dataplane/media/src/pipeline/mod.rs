@@ -274,21 +274,35 @@ impl Pipeline {
     }
 
     /// The stream `leg` sends its far end: its SSRC and where its
-    /// numbering stands.
-    pub fn stream(&self, leg: Leg) -> Option<&crate::rewrite::StreamRewriter> {
-        self.legs[leg.index()].as_ref().map(|l| &l.rewriter)
+    /// numbering stands, and what was sent on it (the sender report's
+    /// counts).
+    pub fn stream(
+        &self,
+        leg: Leg,
+    ) -> Option<(&crate::rewrite::StreamRewriter, crate::stats::SendStats)> {
+        self.legs[leg.index()]
+            .as_ref()
+            .map(|l| (&l.rewriter, l.send))
     }
 
     /// Carries on `stream`, which the far end of `leg` was receiving
     /// before this pipeline (the switch's plain relay, or an earlier
-    /// pipeline): the same SSRC, with sequence numbers and timestamps
-    /// continuing from it, so a call moved between relay, transcoding and
-    /// AI audio is one stream to that far end. Only a stream at the leg's
-    /// clock rate is taken; false if it was not.
-    pub fn continue_stream(&mut self, leg: Leg, stream: &crate::rewrite::StreamRewriter) -> bool {
+    /// pipeline), with what was `sent` on it: the same SSRC, sequence
+    /// numbers and timestamps continuing from it and its sender counts
+    /// going on, so a call moved between relay, transcoding and AI audio
+    /// is one stream to that far end (RFC 3550 §6.4.1: the counts reset
+    /// only with the SSRC). Only a stream at the leg's clock rate is
+    /// taken; false if it was not.
+    pub fn continue_stream(
+        &mut self,
+        leg: Leg,
+        stream: &crate::rewrite::StreamRewriter,
+        sent: crate::stats::SendStats,
+    ) -> bool {
         match &mut self.legs[leg.index()] {
             Some(l) if l.rewriter.clock_rate() == stream.clock_rate() => {
                 l.rewriter = stream.clone();
+                l.send = sent;
                 true
             }
             _ => false,

@@ -49,9 +49,16 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const DEFAULT_CLOCK: u32 = 8000;
 /// SDES CNAME of the switch's streams.
 const CNAME: &[u8] = b"codeb-switch";
-/// A telephone-event whose end packets were all lost is reported when
-/// the next one starts (the pipelines' own clock covers theirs).
+/// A relayed telephone-event whose end packets were all lost is reported
+/// when the next one starts, or at the next quiet check (the pipelines'
+/// own clock covers theirs).
 const DTMF_END_TIMEOUT: Duration = Duration::from_millis(300);
+/// The clock of telephone-events (negotiation takes only
+/// `telephone-event/8000`).
+const DTMF_CLOCK: u32 = 8000;
+/// A key is at least 40 ms of tone (ITU-T Q.24), so no far end presses
+/// two within this.
+const DTMF_MIN_GAP: Duration = Duration::from_millis(40);
 /// Room for one report (SR, one block, SDES).
 const REPORT_ROOM: usize = 256;
 
@@ -107,6 +114,27 @@ struct Leg {
     /// Keys heard in the far end's audio: a G.711 far end that negotiated
     /// no telephone-event.
     inband: Option<DtmfDetector>,
+    /// When this leg's last key was reported (see [`DTMF_MIN_GAP`]).
+    last_digit: Option<Instant>,
+}
+
+impl Leg {
+    /// Whether a key from this leg at `now` is reported: at most one per
+    /// [`DTMF_MIN_GAP`], so a far end cannot flood the SIP thread's event
+    /// queue (shared with every call's end) with telephone-events that
+    /// each change their timestamp.
+    fn admit_digit(&mut self, now: Instant) -> bool {
+        admit_digit(&mut self.last_digit, now)
+    }
+}
+
+/// [`Leg::admit_digit`] on the leg's `last_digit` alone.
+fn admit_digit(last: &mut Option<Instant>, now: Instant) -> bool {
+    if last.is_some_and(|t| now.saturating_duration_since(t) < DTMF_MIN_GAP) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 impl Leg {
@@ -370,13 +398,16 @@ impl Worker {
             return;
         }
         let worker = self.st.worker;
-        for (id, leg, digit) in std::mem::take(&mut self.st.digits) {
+        // The buffer goes back, emptied, with its capacity.
+        let mut digits = std::mem::take(&mut self.st.digits);
+        for (id, leg, digit) in digits.drain(..) {
             self.emit(MediaEvent::Dtmf {
                 handle: MediaHandle { worker, id },
                 leg,
                 digit,
             });
         }
+        self.st.digits = digits;
     }
 
     /// Sends this turn's packets.
@@ -546,8 +577,9 @@ impl Worker {
                 rtcp_latch: SourceLatch::new(LatchConfig::default(), None),
                 rtcp_mux: false,
                 next_report: None,
-                dtmf: DtmfReceiver::new(DEFAULT_CLOCK, DTMF_END_TIMEOUT),
+                dtmf: DtmfReceiver::new(DTMF_CLOCK, DTMF_END_TIMEOUT),
                 inband: None,
+                last_digit: None,
             });
         }
         let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
@@ -597,7 +629,7 @@ impl Worker {
                 || r.dtmf_payload_type != remote.dtmf_payload_type
                 || r.payload_type != remote.payload_type
         }) {
-            leg.dtmf = DtmfReceiver::new(remote.clock_rate, DTMF_END_TIMEOUT);
+            leg.dtmf = DtmfReceiver::new(DTMF_CLOCK, DTMF_END_TIMEOUT);
             // In-band only where no telephone-event was agreed, and only
             // G.711 (the static types) can be heard without decoding.
             leg.inband = (remote.dtmf_payload_type.is_none()
@@ -640,10 +672,11 @@ impl Worker {
         if let Some(old) = &call.pipe {
             for (side, leg) in call.legs.iter_mut().enumerate() {
                 let side = if side == 0 { LegSide::A } else { LegSide::B };
-                if let Some(s) = old.kind.leg_of(side).and_then(|l| old.pipeline.stream(l))
+                if let Some((s, sent)) = old.kind.leg_of(side).and_then(|l| old.pipeline.stream(l))
                     && s.clock_rate() == leg.out.clock_rate()
                 {
                     leg.out = s.clone();
+                    leg.send = sent;
                 }
             }
         }
@@ -657,7 +690,8 @@ impl Worker {
         };
         for side in [LegSide::A, LegSide::B] {
             if let Some(l) = kind.leg_of(side) {
-                pipeline.continue_stream(l, &call.legs[side as usize].out);
+                let leg = &call.legs[side as usize];
+                pipeline.continue_stream(l, &leg.out, leg.send);
             }
         }
         if matches!(kind, PipeKind::Tap(_)) {
@@ -705,6 +739,14 @@ impl Worker {
     fn check_quiet(&mut self, now: Instant) {
         let mut quiet = Vec::new();
         for (id, call) in &mut self.st.calls {
+            // A relayed key whose end packets were all lost.
+            for (side, leg) in [LegSide::A, LegSide::B].into_iter().zip(&mut call.legs) {
+                if let Some(d) = leg.dtmf.poll(now)
+                    && leg.admit_digit(now)
+                {
+                    self.st.digits.push((*id, side, d));
+                }
+            }
             let Some(routed) = call.routed_at else {
                 continue;
             };
@@ -772,6 +814,7 @@ fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, u64)>>, id: u64, call: &mu
 /// Queues what a call's pipeline wants sent on its legs' sockets, then
 /// enters its next deadline in the timer heap.
 fn drain(
+    now: Instant,
     id: u64,
     call: &mut Call,
     out: &mut Vec<u8>,
@@ -810,12 +853,11 @@ fn drain(
     while let Some(ev) = p.poll_event() {
         match ev {
             pipeline::Event::Dtmf { leg, digit } => {
-                let side = if kind.side_of(leg) == 0 {
-                    LegSide::A
-                } else {
-                    LegSide::B
-                };
-                digits.push((id, side, digit));
+                let i = kind.side_of(leg);
+                let side = if i == 0 { LegSide::A } else { LegSide::B };
+                if legs[i].admit_digit(now) {
+                    digits.push((id, side, digit));
+                }
             }
             ev => tracing::trace!(?ev, "media pipeline event"),
         }
@@ -967,6 +1009,7 @@ impl State {
             // (its deadlines sit on several of the call's cold lines).
             p.pipeline.handle_timeout(now);
             drain(
+                now,
                 id,
                 call,
                 &mut self.out,
@@ -1037,6 +1080,7 @@ impl State {
             // Also enters the pipeline's next deadline, which a packet
             // can move (jitter buffer playout).
             drain(
+                now,
                 id,
                 call,
                 &mut self.out,
@@ -1107,7 +1151,12 @@ impl State {
         }
         if let Some(here) = this.remote {
             let digits = &mut self.digits;
-            let mut report = |d: Digit| digits.push((id, side, d));
+            let last_digit = &mut this.last_digit;
+            let mut report = |d: Digit| {
+                if admit_digit(last_digit, now) {
+                    digits.push((id, side, d));
+                }
+            };
             if Some(pkt.payload_type()) == here.dtmf_payload_type {
                 if let Ok(ev) = TelephoneEvent::parse(pkt.payload()) {
                     let mut also = None;
@@ -1384,6 +1433,20 @@ mod tests {
         assert_eq!(got[0].2.char(), Some('5'));
         assert_eq!(got[0].2.source, DtmfSource::TelephoneEvent);
         assert_eq!(got[0].2.duration, Duration::from_millis(80));
+        // A far end sending a whole key in every packet, 20 ms apart: one
+        // report per 40 ms at most (no key is shorter), not one a packet.
+        for i in 0..20u16 {
+            let ev = TelephoneEvent {
+                event: 1,
+                end: true,
+                volume: 10,
+                duration: 160,
+            };
+            let ts = 20_000 + u32::from(i) * 160;
+            w.st.datagram(now, a, far_a, &packet(101, 50 + i, ts, &ev.to_bytes()));
+            now += Duration::from_millis(20);
+        }
+        assert_eq!(w.st.digits.drain(..).count(), 10);
         // '7' as a tone in B's µ-law audio (852 + 1209 Hz) for 100 ms,
         // then silence.
         let tone = |n: usize| -> Vec<u8> {
@@ -1520,6 +1583,9 @@ mod tests {
         w.pipe(1, None);
         run(&mut w, &mut now, 5);
         assert!(to_b.len() >= 15, "{to_b:?}");
+        // Its sender report counts every packet of the stream, whichever
+        // path sent it.
+        assert_eq!(w.st.calls[&1].legs[1].send.packets, to_b.len() as u64);
         let ssrc = to_b[0].0;
         for (i, pair) in to_b.windows(2).enumerate() {
             assert_eq!(pair[1].0, ssrc, "packet {}: one SSRC: {to_b:x?}", i + 1);
@@ -1771,7 +1837,7 @@ mod tests {
             // The streams the relay's legs had: the pipeline carries them on.
             let piped = c.pipe.as_ref().unwrap();
             let ssrcs = [pipeline::Leg::A, pipeline::Leg::B]
-                .map(|l| piped.pipeline.stream(l).unwrap().ssrc());
+                .map(|l| piped.pipeline.stream(l).unwrap().0.ssrc());
             assert_eq!(ssrcs, [0, 1].map(|i| c.legs[i].out.ssrc()));
             let mut now = Instant::now();
             let mut received = [0u64; 2];

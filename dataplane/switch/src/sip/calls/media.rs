@@ -328,8 +328,9 @@ impl Core {
                         codeb_media::dtmf::DtmfSource::InBand => "inband",
                     };
                     *self.stats.dtmf_digits.entry(source).or_default() += 1;
+                    // Debug, not info: keys are PINs and card numbers.
                     let key = self.calls.by_media.get(&handle).copied();
-                    tracing::info!(call = ?key, ?leg, key_pressed = ?digit.char(),
+                    tracing::debug!(call = ?key, ?leg, key_pressed = ?digit.char(),
                         duration_ms = digit.duration.as_millis() as u64, source, "DTMF");
                 }
             }
