@@ -96,15 +96,19 @@ pub(super) struct Conversation {
     /// An AI turn the engine has finished but the caller has not heard to
     /// the end yet: reported once played out, or cut by an interruption.
     playing: Option<Spoken>,
-    /// Caller turns so far, and whether the AI has finished a turn after
-    /// one (a real exchange).
+    /// Caller turns so far, AI turns the caller heard (some of), and
+    /// whether one of those came after the caller had spoken (a real
+    /// exchange).
     caller_turns: u32,
+    ai_heard: u32,
     replied: bool,
 }
 
 /// A generated AI turn still being played.
 #[derive(Debug)]
 struct Spoken {
+    /// The caller had spoken when the engine finished it (a reply).
+    after_caller: bool,
     text: String,
     /// Stream position of its first sample, and its length.
     start: u64,
@@ -127,8 +131,32 @@ impl Conversation {
             end_reported: false,
             playing: None,
             caller_turns: 0,
+            ai_heard: 0,
             replied: false,
         }
+    }
+
+    /// Counts an AI turn the caller heard some of: a reply if the caller
+    /// had spoken before the engine finished it (`after_caller`).
+    fn heard(&mut self, note: Option<AiNote>, after_caller: bool) -> Option<AiNote> {
+        if let Some(AiNote::Turn {
+            role: Role::Ai,
+            text,
+            ..
+        }) = &note
+            && !text.is_empty()
+        {
+            self.ai_heard += 1;
+            self.replied |= after_caller;
+        }
+        note
+    }
+
+    /// Whether the caller has said anything: a whole turn, or words still
+    /// gathering (a vendor's transcript may come after the AI's answer,
+    /// as OpenAI's does).
+    fn caller_spoke(&self) -> bool {
+        self.caller_turns > 0 || !self.caller_text.trim().is_empty()
     }
 
     fn at_ms(&self, now: Instant) -> u32 {
@@ -161,12 +189,13 @@ impl Conversation {
         let p = self.playing.take()?;
         let heard = played.saturating_sub(p.start).min(p.samples);
         let text = played_text(&p.text, heard, p.samples.max(1)).to_owned();
-        Some(AiNote::Turn {
+        let note = Some(AiNote::Turn {
             role: Role::Ai,
             text,
             at_ms: self.at_ms(now),
             interrupted: true,
-        })
+        });
+        self.heard(note, p.after_caller)
     }
 
     /// Milliseconds the caller heard of the AI turn an interruption cut
@@ -188,12 +217,13 @@ impl Conversation {
             return None;
         }
         let p = self.playing.take()?;
-        Some(AiNote::Turn {
+        let note = Some(AiNote::Turn {
             role: Role::Ai,
             text: p.text,
             at_ms: self.at_ms(now),
             interrupted: false,
-        })
+        });
+        self.heard(note, p.after_caller)
     }
 
     pub(super) fn caller_transcript(
@@ -250,9 +280,6 @@ impl Conversation {
         } else {
             text.trim().to_owned()
         };
-        if self.caller_turns > 0 && !heard.is_empty() {
-            self.replied = true;
-        }
         if let Some(start) = start
             && !interrupted
             && played < start + samples
@@ -260,18 +287,21 @@ impl Conversation {
             // Anything still playing from before is heard first.
             let earlier = self.played_out(now, u64::MAX);
             self.playing = Some(Spoken {
+                after_caller: self.caller_spoke(),
                 text: heard,
                 start,
                 samples,
             });
             return earlier;
         }
-        (!heard.is_empty() || interrupted).then(|| AiNote::Turn {
+        let note = (!heard.is_empty() || interrupted).then(|| AiNote::Turn {
             role: Role::Ai,
             text: heard,
             at_ms: self.at_ms(now),
             interrupted,
-        })
+        });
+        let after_caller = self.caller_spoke();
+        self.heard(note, after_caller)
     }
 
     pub(super) fn end_call(&mut self, now: Instant, reason: String) {
@@ -301,12 +331,21 @@ impl Conversation {
         if let Some((reason, _)) = &self.ending {
             return Some(crate::ai::end_outcome(reason).to_owned());
         }
-        let speaking = self.turn_start.is_some()
-            || self
-                .playing
-                .as_ref()
-                .is_some_and(|p| played < p.start + p.samples);
-        (self.replied && !speaking).then(|| "finished".to_owned())
+        // A finished turn played to its end counts as heard, though the
+        // playout clock has not reported it yet.
+        let playing_done = self
+            .playing
+            .as_ref()
+            .map(|p| (played >= p.start + p.samples, p.after_caller));
+        let speaking = self.turn_start.is_some() || playing_done.is_some_and(|(done, _)| !done);
+        let heard = self.ai_heard + u32::from(playing_done.is_some_and(|(done, _)| done));
+        // A reply heard after the caller spoke; or, with the caller's
+        // words still to come (an asynchronous transcript), a second AI
+        // turn: the AI does not speak twice without being spoken to.
+        let exchanged = self.replied
+            || playing_done == Some((true, true))
+            || (self.caller_spoke() && heard >= 2);
+        (exchanged && !speaking).then(|| "finished".to_owned())
     }
 
     /// Whether the playout clock matters: a finished turn waits to be
@@ -1020,6 +1059,32 @@ mod tests {
         let mut c = Conversation::new(t0, 8_000);
         c.end_call(t0, String::new());
         assert_eq!(c.reached(0), Some("finished".into()));
+        // The caller talks over the greeting, which was generated before
+        // and plays on: no reply to them yet.
+        let mut c = Conversation::new(t0, 24_000);
+        c.ai_audio(24_000);
+        c.ai_transcript("Hello, this is Ada.", true);
+        assert_eq!(c.turn_complete(t0, 0), None);
+        assert!(c.caller_transcript(t0, "Hello?", true).is_some());
+        assert_eq!(c.reached(24_000), None, "greeting heard, no reply");
+        assert!(c.played_out(t0, 24_000).is_some());
+        assert_eq!(c.reached(24_000), None);
+        // A vendor whose transcript of the caller comes after the AI's
+        // answer (OpenAI's is asynchronous): greeting and answer heard,
+        // then the caller's words.
+        let mut c = Conversation::new(t0, 24_000);
+        for (i, text) in ["Hello, this is Ada.", "Tomorrow at ten."]
+            .into_iter()
+            .enumerate()
+        {
+            c.ai_audio(24_000);
+            c.ai_transcript(text, true);
+            assert_eq!(c.turn_complete(t0, 0), None);
+            assert!(c.played_out(t0, 24_000 * (i as u64 + 1)).is_some());
+        }
+        assert_eq!(c.reached(48_000), None, "the caller said nothing (yet)");
+        assert!(c.caller_transcript(t0, "When is it?", true).is_some());
+        assert_eq!(c.reached(48_000), Some("finished".into()));
     }
 
     #[test]
