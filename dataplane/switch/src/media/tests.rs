@@ -711,19 +711,22 @@ fn an_ai_tap_hears_the_caller_at_once_and_follows_a_codec_change() {
         // (no jitter-buffer hold on the way to the engine).
         let mut ulaw = vec![0u8; 160];
         Law::Ulaw.encode(&tone, &mut ulaw);
-        let mut loud_frames = 0;
         for i in 0..5u16 {
             a.send_to(&packet(0, i, u32::from(i) * 160, 0x5151, &ulaw), ours)
                 .unwrap();
+            // Its frame, loud (silence the tap's clock sent meanwhile may
+            // come first).
             let sent = Instant::now();
-            let mut got = 0;
-            while got == 0 && sent.elapsed() < Duration::from_secs(1) {
-                got = tap.read_caller(&mut pcm16);
+            let mut heard = false;
+            while !heard && sent.elapsed() < Duration::from_secs(1) {
+                let got = tap.read_caller(&mut pcm16);
+                heard = pcm16[..got].chunks(320).any(&loud);
                 std::thread::yield_now();
             }
-            loud_frames += pcm16[..got].chunks(320).filter(|f| loud(f)).count();
+            // (That it goes at once, with no jitter-buffer hold, the
+            // pipeline's own test shows with time passed in.)
+            assert!(heard, "caller frame {i} at the engine");
         }
-        assert_eq!(loud_frames, 5, "each caller frame as it came");
         // A re-INVITE moved the caller to PCMA: the tap follows.
         let mut leg = LegConfig::new(CodecSpec::pcma(), 0xA2);
         leg.remote_rtp = Some(a.local_addr().unwrap());
