@@ -13,14 +13,7 @@ fn local() -> LocalMedia {
     LocalMedia {
         addr: "203.0.113.5".parse().expect("literal address"),
         port: 20000,
-        codecs: vec![
-            Codec::Pcmu,
-            Codec::Pcma,
-            Codec::Opus,
-            Codec::L16 { rate: 16_000 },
-            Codec::L16 { rate: 8_000 },
-            Codec::TelephoneEvent,
-        ],
+        codecs: Codec::ALL.to_vec(),
         ptime: 20,
         direction: Direction::SendRecv,
         session_id: 42,

@@ -25,6 +25,17 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// Every codec the media engine handles, in the switch's order of
+    /// preference for its offers.
+    pub const ALL: [Codec; 6] = [
+        Codec::Pcmu,
+        Codec::Pcma,
+        Codec::Opus,
+        Codec::L16 { rate: 16_000 },
+        Codec::L16 { rate: 8_000 },
+        Codec::TelephoneEvent,
+    ];
+
     /// The payload type we use when we offer.
     pub fn default_pt(self) -> u8 {
         match self {
@@ -83,18 +94,11 @@ impl Codec {
 
     fn by_name(r: &RtpMap) -> Option<Codec> {
         let e = r.encoding.as_str();
-        [
-            Codec::Pcmu,
-            Codec::Pcma,
-            Codec::Opus,
-            Codec::L16 { rate: 8_000 },
-            Codec::L16 { rate: 16_000 },
-            Codec::TelephoneEvent,
-        ]
-        .into_iter()
-        .find(|c| c.encoding().eq_ignore_ascii_case(e) && c.clock() == r.clock)
-        // Stereo linear PCM is not ours.
-        .filter(|c| !matches!(c, Codec::L16 { .. }) || r.channels.is_none_or(|n| n == 1))
+        Codec::ALL
+            .into_iter()
+            .find(|c| c.encoding().eq_ignore_ascii_case(e) && c.clock() == r.clock)
+            // Stereo linear PCM is not ours.
+            .filter(|c| !matches!(c, Codec::L16 { .. }) || r.channels.is_none_or(|n| n == 1))
     }
 }
 

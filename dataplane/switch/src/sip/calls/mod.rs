@@ -362,14 +362,7 @@ fn sdp_type() -> MediaType {
     MediaType::from_bytes(Bytes::from_static(b"application/sdp")).expect("a valid media type")
 }
 
-const CODECS: &[Codec] = &[
-    Codec::Pcmu,
-    Codec::Pcma,
-    Codec::Opus,
-    Codec::L16 { rate: 16_000 },
-    Codec::L16 { rate: 8_000 },
-    Codec::TelephoneEvent,
-];
+const CODECS: &[Codec] = &Codec::ALL;
 
 /// Our codecs with `first` (the other leg's) in front, so that both legs
 /// can agree and be relayed without transcoding.
