@@ -5,7 +5,7 @@
 //! audio payload it handles into a lock-free SPSC ring (no allocation, no
 //! decoding, no syscall: a full ring drops the frame and counts it). A
 //! recorder thread owns the [`Recording`] on the other end: it decodes
-//! (G.711, Opus), lays each channel out on the call's timeline, and writes
+//! (G.711, Opus, L16), lays each channel out on the call's timeline, and writes
 //! interleaved samples to any `Write + Seek`, holding back a short window
 //! for late packets. [`Recording::finish`] writes what is left and the
 //! RIFF sizes.
@@ -23,16 +23,17 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer, PushError, RingBuffer};
 
+use crate::codec::CodecKind;
 use crate::g711::Law;
 use crate::opus::OpusDecoder;
 
 /// Output sample rate.
 pub const RATE: u32 = 8000;
-/// Largest payload a ring slot carries: 40 ms of G.711. A longer G.711
-/// payload (RFC 3551 asks receivers to take up to 200 ms) goes in as
-/// several slots; an Opus packet cannot be cut, and one longer than this
-/// (beyond 128 kbit/s at 20 ms, far above telephony rates) is dropped and
-/// counted.
+/// Largest payload a ring slot carries: 40 ms of G.711, 20 ms of L16 at
+/// 8 kHz. A longer G.711 or L16 payload (RFC 3551 asks receivers to take
+/// up to 200 ms) goes in as several slots; an Opus packet cannot be cut,
+/// and one longer than this (beyond 128 kbit/s at 20 ms, far above
+/// telephony rates) is dropped and counted.
 pub const MAX_PAYLOAD: usize = 320;
 /// Frames the ring holds: five seconds of two 20 ms streams.
 pub const RING_FRAMES: usize = 512;
@@ -50,17 +51,22 @@ pub enum RecCodec {
     Pcma,
     /// 20 ms frames, RTP clock 48 kHz.
     Opus,
+    /// Linear 16-bit big-endian PCM (RFC 3551 L16), mono, at 8 kHz.
+    L16Narrow,
+    /// The same at 16 kHz (recorded at 8 kHz through a low-pass).
+    L16Wide,
 }
 
 impl RecCodec {
-    /// The codec of a payload type as the leg negotiated it: the static
-    /// G.711 types, or Opus by its 48 kHz clock. Anything else is not
-    /// recorded.
-    pub fn of(payload_type: u8, clock_rate: u32) -> Option<RecCodec> {
-        match (payload_type, clock_rate) {
-            (0, _) => Some(RecCodec::Pcmu),
-            (8, _) => Some(RecCodec::Pcma),
-            (96..=127, 48_000) => Some(RecCodec::Opus),
+    /// How a leg's negotiated codec is recorded: G.711, Opus (48 kHz
+    /// clock), L16 at 8 or 16 kHz. Anything else is not recorded.
+    pub fn of(codec: CodecKind, clock_rate: u32) -> Option<RecCodec> {
+        match (codec, clock_rate) {
+            (CodecKind::Pcmu, _) => Some(RecCodec::Pcmu),
+            (CodecKind::Pcma, _) => Some(RecCodec::Pcma),
+            (CodecKind::Opus, 48_000) => Some(RecCodec::Opus),
+            (CodecKind::L16, 8_000) => Some(RecCodec::L16Narrow),
+            (CodecKind::L16, 16_000) => Some(RecCodec::L16Wide),
             _ => None,
         }
     }
@@ -68,7 +74,18 @@ impl RecCodec {
     fn clock(self) -> u32 {
         match self {
             RecCodec::Opus => 48_000,
-            RecCodec::Pcmu | RecCodec::Pcma => 8000,
+            RecCodec::L16Wide => 16_000,
+            RecCodec::Pcmu | RecCodec::Pcma | RecCodec::L16Narrow => 8000,
+        }
+    }
+
+    /// Bytes per sample of a codec whose payload can be cut anywhere on
+    /// a sample (None: Opus, whose packets cannot be cut).
+    fn sample_bytes(self) -> Option<usize> {
+        match self {
+            RecCodec::Pcmu | RecCodec::Pcma => Some(1),
+            RecCodec::L16Narrow | RecCodec::L16Wide => Some(2),
+            RecCodec::Opus => None,
         }
     }
 }
@@ -122,19 +139,23 @@ impl RecordFeed {
         at: Instant,
         payload: &[u8],
     ) {
-        if payload.is_empty() || channel > 1 {
+        let whole = codec
+            .sample_bytes()
+            .is_none_or(|b| payload.len().is_multiple_of(b));
+        if payload.is_empty() || channel > 1 || !whole {
             self.lose();
             return;
         }
         if payload.len() > MAX_PAYLOAD {
-            if codec == RecCodec::Opus {
+            let Some(bytes) = codec.sample_bytes() else {
                 self.lose();
                 return;
-            }
-            // G.711 is a byte per sample: each piece is placed by its own
-            // first sample's timestamp.
+            };
+            // G.711 and L16 are whole samples of fixed size (a slot holds
+            // a whole number of them): each piece is placed by its own
+            // first sample's timestamp (the RTP clock counts samples).
             for (i, piece) in payload.chunks(MAX_PAYLOAD).enumerate() {
-                let ts = timestamp.wrapping_add((i * MAX_PAYLOAD) as u32);
+                let ts = timestamp.wrapping_add((i * MAX_PAYLOAD / bytes) as u32);
                 self.push_slot(channel, codec, ssrc, ts, at, piece);
             }
             return;
@@ -184,6 +205,8 @@ struct Channel {
     end: u64,
     anchor: Option<Anchor>,
     opus: Option<OpusDecoder>,
+    /// Low-pass history of a 16 kHz L16 stream (its last input samples).
+    wide: HalfBand,
 }
 
 /// The recorder thread's end: decodes and writes one call's WAV.
@@ -195,6 +218,8 @@ pub struct Recording<W: Write + Seek> {
     /// Samples (per channel) written so far.
     written: u64,
     scratch: Vec<i16>,
+    /// A slot's 16 kHz L16 samples before the low-pass.
+    wide_in: Vec<i16>,
     /// Payloads that could not be decoded.
     pub undecodable: u64,
     /// Packets that came after their place was written.
@@ -260,6 +285,7 @@ impl<W: Write + Seek> Recording<W> {
             channels: [Channel::default(), Channel::default()],
             written: 0,
             scratch: vec![0; 960],
+            wide_in: vec![0; MAX_PAYLOAD / 2],
             undecodable: 0,
             late: 0,
             early: 0,
@@ -355,6 +381,11 @@ impl<W: Write + Seek> Recording<W> {
                 };
                 law.decode(payload, &mut self.scratch)
             }
+            RecCodec::L16Narrow => l16_decode(payload, &mut self.scratch),
+            RecCodec::L16Wide => {
+                let n = l16_decode(payload, &mut self.wide_in);
+                ch.wide.decimate(&self.wide_in[..n], &mut self.scratch)
+            }
             RecCodec::Opus => {
                 if ch.opus.is_none() {
                     ch.opus = OpusDecoder::new(RATE).ok();
@@ -437,6 +468,107 @@ impl<W: Write + Seek> Recording<W> {
         }
         self.written = until;
         Ok(())
+    }
+}
+
+/// Decodes big-endian 16-bit samples (the payload is whole samples and
+/// at most `out.len()` of them); returns how many.
+fn l16_decode(payload: &[u8], out: &mut [i16]) -> usize {
+    let mut n = 0;
+    for (o, b) in out.iter_mut().zip(payload.chunks_exact(2)) {
+        *o = i16::from_be_bytes([b[0], b[1]]);
+        n += 1;
+    }
+    n
+}
+
+/// Taps of the half-band low-pass before dropping every other sample of a
+/// 16 kHz stream: a Blackman-windowed sinc, −6 dB at 4 kHz (within
+/// 0.2 dB up to 3 kHz, −1 dB at 3.4 kHz; −36 dB at 5 kHz and −79 dB at
+/// 6 kHz, so little folds back into the band). Every other tap of a
+/// half-band filter is zero except the centre.
+const HALF_BAND_TAPS: usize = 31;
+
+/// 16 kHz → 8 kHz for the recording: low-pass, then every other sample.
+/// It keeps its input's last samples, so a stream cut into slots is
+/// filtered as one.
+#[derive(Clone)]
+struct HalfBand {
+    /// The last `HALF_BAND_TAPS - 1` input samples, oldest first.
+    history: [f32; HALF_BAND_TAPS - 1],
+    /// Whether the next input sample is one that is kept (a slot of an
+    /// odd number of samples leaves the phase in the middle).
+    phase: bool,
+}
+
+impl Default for HalfBand {
+    fn default() -> HalfBand {
+        HalfBand {
+            history: [0.0; HALF_BAND_TAPS - 1],
+            phase: true,
+        }
+    }
+}
+
+fn half_band_taps() -> &'static [f32; HALF_BAND_TAPS] {
+    static TAPS: std::sync::OnceLock<[f32; HALF_BAND_TAPS]> = std::sync::OnceLock::new();
+    TAPS.get_or_init(|| {
+        let mid = (HALF_BAND_TAPS / 2) as f64;
+        let mut taps = [0f32; HALF_BAND_TAPS];
+        let mut sum = 0.0;
+        let raw: Vec<f64> = (0..HALF_BAND_TAPS)
+            .map(|i| {
+                let x = i as f64 - mid;
+                let sinc = if x == 0.0 {
+                    1.0
+                } else {
+                    (std::f64::consts::PI * x / 2.0).sin() / (std::f64::consts::PI * x / 2.0)
+                };
+                // Blackman window.
+                let w = i as f64 / (HALF_BAND_TAPS - 1) as f64;
+                let window = 0.42 - 0.5 * (std::f64::consts::TAU * w).cos()
+                    + 0.08 * (2.0 * std::f64::consts::TAU * w).cos();
+                sinc * window
+            })
+            .collect();
+        for r in &raw {
+            sum += r;
+        }
+        for (t, r) in taps.iter_mut().zip(&raw) {
+            *t = (r / sum) as f32;
+        }
+        taps
+    })
+}
+
+impl HalfBand {
+    /// Filters `input` (16 kHz, one slot: at most `MAX_PAYLOAD / 2`
+    /// samples) into `out` (8 kHz); returns how many samples it wrote
+    /// (half of `input`, give or take the phase).
+    fn decimate(&mut self, input: &[i16], out: &mut [i16]) -> usize {
+        const H: usize = HALF_BAND_TAPS - 1;
+        let taps = half_band_taps();
+        let input = &input[..input.len().min(MAX_PAYLOAD / 2)];
+        // The history, then this slot: each kept sample is the filter
+        // over the window that ends on it.
+        let mut buf = [0f32; H + MAX_PAYLOAD / 2];
+        buf[..H].copy_from_slice(&self.history);
+        for (b, s) in buf[H..].iter_mut().zip(input) {
+            *b = f32::from(*s);
+        }
+        let mut n = 0;
+        for i in 0..input.len() {
+            let keep = self.phase;
+            self.phase = !self.phase;
+            if keep && n < out.len() {
+                let acc: f32 = buf[i..=i + H].iter().zip(taps).map(|(x, t)| x * t).sum();
+                out[n] = acc.round().clamp(-32768.0, 32767.0) as i16;
+                n += 1;
+            }
+        }
+        let end = H + input.len();
+        self.history.copy_from_slice(&buf[end - H..end]);
+        n
     }
 }
 
@@ -628,11 +760,98 @@ mod tests {
     }
 
     #[test]
-    fn payload_types_map_to_codecs() {
-        assert_eq!(RecCodec::of(0, 8000), Some(RecCodec::Pcmu));
-        assert_eq!(RecCodec::of(8, 8000), Some(RecCodec::Pcma));
-        assert_eq!(RecCodec::of(111, 48_000), Some(RecCodec::Opus));
-        assert_eq!(RecCodec::of(101, 8000), None, "telephone-event");
-        assert_eq!(RecCodec::of(13, 8000), None, "comfort noise");
+    fn negotiated_codecs_map_to_what_is_recorded() {
+        assert_eq!(RecCodec::of(CodecKind::Pcmu, 8000), Some(RecCodec::Pcmu));
+        assert_eq!(RecCodec::of(CodecKind::Pcma, 8000), Some(RecCodec::Pcma));
+        assert_eq!(RecCodec::of(CodecKind::Opus, 48_000), Some(RecCodec::Opus));
+        assert_eq!(
+            RecCodec::of(CodecKind::L16, 8000),
+            Some(RecCodec::L16Narrow)
+        );
+        assert_eq!(
+            RecCodec::of(CodecKind::L16, 16_000),
+            Some(RecCodec::L16Wide)
+        );
+        assert_eq!(RecCodec::of(CodecKind::L16, 44_100), None);
+        assert_eq!(RecCodec::of(CodecKind::Opus, 16_000), None);
+    }
+
+    fn tone_at(hz: f64, rate: f64, from: usize, n: usize) -> Vec<i16> {
+        (from..from + n)
+            .map(|i| ((i as f64 * std::f64::consts::TAU * hz / rate).sin() * 8000.0) as i16)
+            .collect()
+    }
+
+    fn l16(pcm: &[i16]) -> Vec<u8> {
+        pcm.iter().flat_map(|s| s.to_be_bytes()).collect()
+    }
+
+    /// One second of `hz` as `codec` in packets of `ms` on the left
+    /// channel; the recorded samples.
+    fn record_l16(codec: RecCodec, hz: f64, ms: usize) -> (Vec<i16>, u64) {
+        let rate = codec.clock() as usize;
+        let t0 = Instant::now();
+        let (mut feed, mut rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
+        let n = rate * ms / 1000;
+        for k in 0..1000 / ms {
+            let pcm = tone_at(hz, rate as f64, k * n, n);
+            let at = t0 + Duration::from_millis((k * ms) as u64);
+            feed.push(0, codec, 4, 300 + (k * n) as u32, at, &l16(&pcm));
+            rec.pump(at).unwrap();
+        }
+        let dropped = rec.dropped();
+        (read(&rec.finish().unwrap().into_inner()).0, dropped)
+    }
+
+    #[test]
+    fn l16_is_recorded_at_8_khz_from_either_rate_and_any_packet_length() {
+        // 8 kHz: the samples as sent (20 ms fills a slot; 40 and 100 ms are
+        // cut).
+        for ms in [20, 40, 100] {
+            let (l, dropped) = record_l16(RecCodec::L16Narrow, 440.0, ms);
+            assert_eq!((l.len(), dropped), (8000, 0), "{ms} ms");
+            assert_eq!(l, tone_at(440.0, 8000.0, 0, 8000), "{ms} ms");
+        }
+        // 16 kHz, 20 ms packets (two slots each): a second at 8 kHz,
+        // speech band kept, what cannot be held at 8 kHz filtered out
+        // rather than folded back into the band.
+        for (hz, lo, hi) in [(440.0, 5000.0, 6000.0), (3000.0, 5000.0, 6000.0)] {
+            let (l, dropped) = record_l16(RecCodec::L16Wide, hz, 20);
+            assert_eq!((l.len(), dropped), (8000, 0), "{hz} Hz");
+            // After the filter's start; a sine of 8000 peaks has ~5657 RMS.
+            let e = energy(&l[100..]);
+            assert!((lo..hi).contains(&e), "{hz} Hz: RMS {e}");
+            // The same tone at 8 kHz, late by the filter's delay (15
+            // samples at 16 kHz, 7.5 at 8): the same shape.
+            let want: Vec<f64> = (0..8000)
+                .map(|i| (std::f64::consts::TAU * hz * (i as f64 - 7.5) / 8000.0).sin())
+                .collect();
+            let (got, want) = (&l[100..], &want[100..]);
+            let dot: f64 = got.iter().zip(want).map(|(a, b)| f64::from(*a) * b).sum();
+            let norm = want.iter().map(|b| b * b).sum::<f64>().sqrt()
+                * got
+                    .iter()
+                    .map(|a| f64::from(*a).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+            assert!(dot / norm > 0.999, "{hz} Hz: correlation {}", dot / norm);
+        }
+        let (l, _) = record_l16(RecCodec::L16Wide, 6000.0, 20);
+        assert!(
+            energy(&l[100..]) < 60.0,
+            "6 kHz would fold to 2 kHz: RMS {}",
+            energy(&l[100..])
+        );
+    }
+
+    #[test]
+    fn l16_of_a_broken_sample_is_counted_not_written() {
+        let t0 = Instant::now();
+        let (mut feed, rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
+        feed.push(0, RecCodec::L16Wide, 1, 0, t0, &[0u8; 641]);
+        feed.push(1, RecCodec::L16Narrow, 1, 0, t0, &[0u8; 3]);
+        assert_eq!(rec.dropped(), 2);
+        let (l, r) = read(&rec.finish().unwrap().into_inner());
+        assert!(l.is_empty() && r.is_empty());
     }
 }

@@ -32,9 +32,11 @@ fuzz_target!(|data: &[u8]| {
         match op % 4 {
             0..=2 => {
                 let channel = (op >> 2) % 3;
-                let codec = match (op >> 4) % 3 {
+                let codec = match (op >> 4) % 5 {
                     0 => RecCodec::Pcmu,
                     1 => RecCodec::Pcma,
+                    2 => RecCodec::L16Narrow,
+                    3 => RecCodec::L16Wide,
                     _ => RecCodec::Opus,
                 };
                 let ssrc = u32::from(op >> 6);

@@ -28,6 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use codeb_io::{Options, Reactor, Waker};
+use codeb_media::codec::CodecKind;
 use codeb_media::pipeline::{ConfigError, LegConfig, Pipeline, PipelineConfig};
 use codeb_media::record::{self, RecordFeed};
 use codeb_media::tap::{TapConfig, TapEngine};
@@ -124,6 +125,8 @@ pub struct OpenedMedia {
 pub struct Remote {
     pub addr: SocketAddr,
     pub payload_type: u8,
+    /// The codec `payload_type` carries (what a recording decodes).
+    pub codec: CodecKind,
     pub clock_rate: u32,
     pub dtmf_payload_type: Option<u8>,
 }

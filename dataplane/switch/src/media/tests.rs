@@ -66,6 +66,11 @@ fn remote(s: &UdpSocket, pt: u8) -> Remote {
     Remote {
         addr: s.local_addr().unwrap(),
         payload_type: pt,
+        codec: match pt {
+            0 => CodecKind::Pcmu,
+            8 => CodecKind::Pcma,
+            _ => CodecKind::Opus,
+        },
         clock_rate: 8000,
         dtmf_payload_type: Some(101),
     }
@@ -583,29 +588,50 @@ fn each_relayed_leg_gets_its_own_rtcp_reports() {
     }
 }
 
-#[test]
-fn a_recorded_call_is_written_as_a_two_channel_wav() {
-    use codeb_media::g711::ulaw_encode;
+/// A relayed call on `ports` whose legs negotiated `codec` at `rate` on
+/// payload type `pt`, recorded: A talks for 0.6 s (a loud ~430 Hz tone),
+/// then B answers for 0.4 s, paced like phones (20 ms packets, each
+/// `encode`d from its samples). The recording's (left, right) samples.
+fn recorded_call(
+    ports: &str,
+    pt: u8,
+    codec: CodecKind,
+    rate: u32,
+    encode: fn(&[i16]) -> Vec<u8>,
+) -> Vec<(i16, i16)> {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = MediaEngine::start(
         &MediaSettings {
             record_dir: Some(dir.path().to_path_buf()),
-            ..one_worker("31400-31419", Duration::from_secs(5))
+            ..one_worker(ports, Duration::from_secs(5))
         },
         None,
     )
     .unwrap();
-    let (opened, a, b, ours, _) = call(&mut engine);
+    let opened = engine.open().unwrap();
+    let (a, b) = (phone(), phone());
+    for (side, phone) in [(LegSide::A, &a), (LegSide::B, &b)] {
+        let far = Remote {
+            codec,
+            clock_rate: rate,
+            ..remote(phone, pt)
+        };
+        engine.set_remote(opened.handle, side, far).unwrap();
+    }
+    let ours = opened.ports.map(|p| SocketAddr::new(LO, p));
+    media_up(&a, &b, ours[0], pt);
     let path = engine.record(opened.handle, "rec-test").unwrap();
     assert_eq!(path, dir.path().join("rec-test.wav"));
     // Let the worker take the command before the talking starts.
     std::thread::sleep(Duration::from_millis(100));
-    // A talks for 0.6 s (a loud tone), then B answers for 0.4 s; paced
-    // like phones.
-    let loud: Vec<u8> = (0..160)
-        .map(|i| ulaw_encode(((f64::from(i) * 0.34).sin() * 12_000.0) as i16))
-        .collect();
-    let quiet = [0xffu8; 160];
+    let n = rate as usize / 50;
+    let step = 0.34 * 8000.0 / f64::from(rate);
+    let loud = encode(
+        &(0..n)
+            .map(|i| ((i as f64 * step).sin() * 12_000.0) as i16)
+            .collect::<Vec<_>>(),
+    );
+    let quiet = encode(&vec![0; n]);
     let start = Instant::now();
     for k in 0..50u16 {
         let (a_says, b_says) = if k < 30 {
@@ -613,9 +639,9 @@ fn a_recorded_call_is_written_as_a_two_channel_wav() {
         } else {
             (&quiet[..], &loud[..])
         };
-        let ts = u32::from(k) * 160;
-        a.send_to(&packet(0, k, ts, 0xa, a_says), ours[0]).unwrap();
-        b.send_to(&packet(0, k, ts, 0xb, b_says), ours[1]).unwrap();
+        let ts = u32::from(k) * n as u32;
+        a.send_to(&packet(pt, k, ts, 0xa, a_says), ours[0]).unwrap();
+        b.send_to(&packet(pt, k, ts, 0xb, b_says), ours[1]).unwrap();
         let next = start + Duration::from_millis(20 * u64::from(k + 1));
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
@@ -625,9 +651,14 @@ fn a_recorded_call_is_written_as_a_two_channel_wav() {
     let wav = std::fs::read(&path).unwrap();
     assert_eq!(&wav[..4], b"RIFF");
     assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "two channels");
+    assert_eq!(
+        u32::from_le_bytes(wav[24..28].try_into().unwrap()),
+        8000,
+        "8 kHz"
+    );
     let data = u32::from_le_bytes(wav[40..44].try_into().unwrap()) as usize;
     assert_eq!(data, wav.len() - 44);
-    let frames: Vec<(i16, i16)> = wav[44..]
+    wav[44..]
         .chunks_exact(4)
         .map(|s| {
             (
@@ -635,7 +666,14 @@ fn a_recorded_call_is_written_as_a_two_channel_wav() {
                 i16::from_le_bytes([s[2], s[3]]),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// A's 0.6 s of talk is on the left, then B's 0.4 s on the right, on one
+/// timeline (each stream placed by its RTP timestamps from where its
+/// first packet arrived, so the two may differ by the workers' scheduling
+/// of those first packets: 25 ms allowed).
+fn assert_a_then_b(frames: &[(i16, i16)], what: &str) {
     let loud = |right: bool| -> Vec<usize> {
         frames
             .iter()
@@ -651,23 +689,44 @@ fn a_recorded_call_is_written_as_a_two_channel_wav() {
             .collect()
     };
     let (left, right) = (loud(false), loud(true));
-    // A's 0.6 s of talk is on the left, then B's 0.4 s on the right, on
-    // one timeline (each stream placed by its RTP timestamps from where
-    // its first packet arrived, so the two may differ by the workers'
-    // scheduling of those first packets: 25 ms allowed).
+    assert!(!left.is_empty() && !right.is_empty(), "{what}: both heard");
     let a0 = left[0];
-    assert!(*left.last().unwrap() < a0 + 4800, "A talks for 0.6 s");
+    assert!(
+        *left.last().unwrap() < a0 + 4800,
+        "{what}: A talks for 0.6 s"
+    );
     assert!(
         right[0] >= a0 + 4600,
-        "B starts as A stops: {}",
+        "{what}: B starts as A stops: {}",
         right[0] - a0
     );
-    assert!(*right.last().unwrap() < a0 + 8200);
+    assert!(*right.last().unwrap() < a0 + 8200, "{what}");
     assert!(
         left.len() > 3000 && right.len() > 2000,
-        "mostly loud samples"
+        "{what}: mostly loud samples"
     );
-    assert!(frames.len() >= a0 + 7900, "the whole second is written");
+    assert!(
+        frames.len() >= a0 + 7900,
+        "{what}: the whole second is written"
+    );
+}
+
+#[test]
+fn a_recorded_call_is_written_as_a_two_channel_wav() {
+    use codeb_media::g711::ulaw_encode;
+    let frames = recorded_call("31820-31839", 0, CodecKind::Pcmu, 8000, |pcm| {
+        pcm.iter().map(|s| ulaw_encode(*s)).collect()
+    });
+    assert_a_then_b(&frames, "PCMU");
+}
+
+#[test]
+fn a_recorded_l16_call_is_written_at_8_khz() {
+    // L16 at 16 kHz: 640-byte packets, recorded through the low-pass.
+    let frames = recorded_call("31800-31819", 119, CodecKind::L16, 16_000, |pcm| {
+        pcm.iter().flat_map(|s| s.to_be_bytes()).collect()
+    });
+    assert_a_then_b(&frames, "L16/16000");
 }
 
 #[test]

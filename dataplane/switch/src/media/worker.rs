@@ -899,7 +899,7 @@ fn record_rtp(rec: &mut RecordFeed, channel: u8, remote: Option<Remote>, at: Ins
     if pkt.payload_type() != r.payload_type {
         return;
     }
-    if let Some(codec) = RecCodec::of(r.payload_type, r.clock_rate) {
+    if let Some(codec) = RecCodec::of(r.codec, r.clock_rate) {
         rec.push(
             channel,
             codec,
@@ -1234,7 +1234,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::mpsc::sync_channel;
 
-    use codeb_media::codec::CodecSpec;
+    use codeb_media::codec::{CodecKind, CodecSpec};
 
     use super::*;
 
@@ -1767,6 +1767,11 @@ mod tests {
         Remote {
             addr,
             payload_type: codecs[side],
+            codec: if codecs[side] == 8 {
+                CodecKind::Pcma
+            } else {
+                CodecKind::Pcmu
+            },
             clock_rate: 8000,
             dtmf_payload_type: Some([101, 96][side]),
         }

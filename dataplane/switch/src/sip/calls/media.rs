@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use codeb_media::codec::CodecSpec;
+use codeb_media::codec::{CodecKind, CodecSpec};
 use codeb_media::pipeline::LegConfig;
 use codeb_sip::sdp::{Codec, Negotiated};
 
@@ -137,19 +137,20 @@ pub(super) fn tap_key(n: &Negotiated) -> (Codec, u8, Option<u8>) {
     (n.codec, n.pt, n.dtmf_pt)
 }
 
-fn clock_rate(codec: Codec) -> u32 {
-    match codec {
-        Codec::Opus => 48_000,
-        Codec::L16 { rate } => rate,
-        Codec::Pcmu | Codec::Pcma | Codec::TelephoneEvent => 8000,
-    }
-}
-
 fn remote_of(n: &Negotiated) -> Option<Remote> {
+    let codec = match n.codec {
+        Codec::Pcmu => CodecKind::Pcmu,
+        Codec::Pcma => CodecKind::Pcma,
+        Codec::Opus => CodecKind::Opus,
+        Codec::L16 { .. } => CodecKind::L16,
+        // Negotiation never makes telephone-event a call's codec.
+        Codec::TelephoneEvent => return None,
+    };
     Some(Remote {
         addr: n.remote?,
         payload_type: n.pt,
-        clock_rate: clock_rate(n.codec),
+        codec,
+        clock_rate: n.codec.clock(),
         dtmf_payload_type: n.dtmf_pt,
     })
 }
@@ -404,9 +405,15 @@ mod tests {
                 (pt, clock),
                 "{codec:?}"
             );
-            assert_eq!(clock_rate(codec), clock);
+            // The relay's view of the leg: the same codec and clock.
+            let r = remote_of(&n(codec, pt)).unwrap();
+            assert_eq!(
+                (r.codec, r.payload_type, r.clock_rate),
+                (leg.codec.kind, pt, clock)
+            );
             assert!(leg.inband_dtmf, "the pipeline listens where it can");
         }
         assert!(leg_config(&n(Codec::TelephoneEvent, 101), 7).is_none());
+        assert!(remote_of(&n(Codec::TelephoneEvent, 101)).is_none());
     }
 }
