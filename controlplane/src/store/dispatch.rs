@@ -457,9 +457,7 @@ impl Store {
             {
                 continue;
             }
-            let talk = live
-                .answered_at
-                .map_or(0, |a| now.0.saturating_sub(a.0).max(0) / 1000);
+            let talk = live.answered_at.map_or(0, |a| now.seconds_since(a));
             let end = AttemptEnd {
                 outcome: "failed".into(),
                 error_detail: detail.to_owned(),
@@ -467,9 +465,7 @@ impl Store {
                 answered_at: live.answered_at,
                 ended_at: now,
                 talk_seconds: talk,
-                duration_seconds: live
-                    .dispatched_at
-                    .map_or(0, |d| now.0.saturating_sub(d.0).max(0) / 1000),
+                duration_seconds: live.dispatched_at.map_or(0, |d| now.seconds_since(d)),
                 ..AttemptEnd::default()
             };
             self.finish_attempt(&mut tx, &live, &end, now).await?;

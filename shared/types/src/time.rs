@@ -78,6 +78,13 @@ impl UtcMillis {
         UtcMillis(s * 1000)
     }
 
+    /// Whole seconds from `earlier` to this instant, to the nearest (half
+    /// up, as the spec's example rounds 144.5 s of talk to 145); none if
+    /// `earlier` is later.
+    pub fn seconds_since(self, earlier: UtcMillis) -> i64 {
+        self.0.saturating_sub(earlier.0).max(0).saturating_add(500) / 1000
+    }
+
     pub fn civil(self) -> Civil {
         let ms = self.0.clamp(MIN_MS, MAX_MS);
         let days = ms.div_euclid(MS_PER_DAY);
@@ -221,6 +228,17 @@ mod tests {
             UtcMillis(1_780_595_712_401).to_iso(),
             "2026-06-04T17:55:12.401Z"
         );
+    }
+
+    #[test]
+    fn seconds_between_instants_round_to_the_nearest() {
+        // The spec's GET /calls/{id} example: answered 12:00:05.500, ended
+        // 12:02:30.000, durationSec 145.
+        let answered = UtcMillis::parse_rfc3339("2026-01-01T12:00:05.500Z").unwrap();
+        let ended = UtcMillis::parse_rfc3339("2026-01-01T12:02:30.000Z").unwrap();
+        assert_eq!(ended.seconds_since(answered), 145);
+        assert_eq!(UtcMillis(4_499).seconds_since(UtcMillis(0)), 4);
+        assert_eq!(UtcMillis(0).seconds_since(UtcMillis(5_000)), 0);
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Store {
             if call.ended_at.is_some() || call.node_url != node_url {
                 continue;
             }
-            let since = |t: UtcMillis| now.0.saturating_sub(t.0).max(0) / 1000;
+            let since = |t: UtcMillis| now.seconds_since(t);
             let end = AttemptEnd {
                 outcome: "failed".into(),
                 error_detail: detail.to_owned(),

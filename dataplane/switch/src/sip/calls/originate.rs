@@ -653,7 +653,9 @@ impl Core {
         } else {
             o.failure.as_ref().map(|(c, _)| *c).unwrap_or(0)
         };
-        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        // Whole seconds to the nearest, half up (the spec's example rounds
+        // 144.5 s of talk to 145).
+        let secs = |d: Duration| u32::try_from((d.as_millis() + 500) / 1000).unwrap_or(u32::MAX);
         let event = CallEvent {
             at_unix_ms: self.wall_ms(now),
             call_id: o.call_id.clone(),

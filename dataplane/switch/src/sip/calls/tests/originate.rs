@@ -142,8 +142,9 @@ fn placed_call_authenticates_is_answered_and_ends_with_the_far_hangup() {
     assert_eq!(h.core.placed_calls(), 1);
 
     // Without a persona the call has no AI leg: it stays up until the
-    // carrier hangs up.
-    h.advance(secs(7));
+    // carrier hangs up. 6.5 s of talk is 7 whole seconds (to the nearest,
+    // as the spec's example rounds 144.5 s to 145).
+    h.advance(Duration::from_millis(6_500));
     assert!(h.take(CARRIER).is_empty());
     let bye = carrier.request(Method::Bye).unwrap().build().unwrap();
     h.send(CARRIER, bye);
