@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::store::{CallFilter, CallRow, DISPATCH_LEASE_MS, HangupResult, NewCall};
 use crate::switch_link::{Dispatched, LinkError};
 
-pub const DEFAULT_MODEL: &str = "models/gemini-2.5-flash-native-audio-preview-12-2025";
+pub const DEFAULT_MODEL: &str = codeb_types::vendor::GEMINI_DEFAULT_MODEL;
 /// Gemini's default voice (the spec's); see [`codeb_types::Vendor`].
 pub const DEFAULT_VOICE: &str = "Aoede";
 pub const DEFAULT_LANGUAGE: &str = "en-US";
@@ -220,6 +220,7 @@ async fn validate_create(
     let model = match validate::optional_text("model", body.model, 200, false)? {
         Some(m) => {
             validate::token("model", &m, 200)?;
+            validate::model("model", &m)?;
             m
         }
         None => DEFAULT_MODEL.to_owned(),

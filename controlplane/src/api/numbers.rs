@@ -118,6 +118,7 @@ fn apply(n: &mut NumberRecord, input: NumberInput) -> ApiResult<()> {
     }
     if let Some(model) = input.model {
         validate::token("model", &model, 200)?;
+        validate::model("model", &model)?;
         n.model = model;
     }
     if let Some(save) = input.save_transcripts {

@@ -141,6 +141,20 @@ pub fn voice(field: &str, v: &str) -> Result<(), ApiError> {
     }
 }
 
+/// `model` names a voice-AI model the switch can start a session with
+/// (the switch's own rule, [`codeb_types::vendor::parse_model`]): refused
+/// here rather than by the switch once the callee has answered.
+pub fn model(field: &str, model: &str) -> Result<(), ApiError> {
+    match codeb_types::vendor::parse_model(model) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::field(
+            field,
+            "must be a Gemini Live model (gemini-…, models/gemini-…) or an OpenAI \
+             Realtime model (openai/<model>, gpt-…)",
+        )),
+    }
+}
+
 /// `voice` is one the vendor of `model` has, where that vendor refuses
 /// any other (OpenAI Realtime): a call that names a Gemini voice for an
 /// OpenAI model is refused here, not failed by the vendor mid-dial.

@@ -20,10 +20,7 @@ pub const OPENAI_PATH: &str = "/v1/realtime";
 
 /// The Gemini model used when a call names none (the spec's `model` is
 /// optional; `live-voice-ai` and a bare `models/` mean "the default").
-pub const GEMINI_DEFAULT_MODEL: &str = "models/gemini-2.5-flash-native-audio-preview-12-2025";
-
-/// Longest model string accepted from an API caller.
-const MAX_MODEL_LEN: usize = 128;
+pub const GEMINI_DEFAULT_MODEL: &str = codeb_types::vendor::GEMINI_DEFAULT_MODEL;
 /// The engine's voice detection ends the caller's turn after this much
 /// silence ([`SessionConfig::vad_silence_ms`]'s default).
 pub const DEFAULT_VAD_SILENCE_MS: u32 = 500;
@@ -47,49 +44,21 @@ pub struct ModelChoice {
 }
 
 impl ModelChoice {
-    /// Picks the engine from a call's `model` field.
-    ///
-    /// * `openai/<m>` or `gpt-…` → OpenAI Realtime with model `<m>`;
-    /// * `models/gemini-…`, `gemini-…`, `google/gemini-…` → Gemini Live;
-    /// * empty, `live-voice-ai`, `models/` → Gemini's [`GEMINI_DEFAULT_MODEL`].
+    /// Picks the engine from a call's `model` field, by
+    /// [`codeb_types::vendor::parse_model`] (the rule the control plane
+    /// checks models by).
     pub fn from_model(model: &str) -> Result<Self, EngineError> {
-        let m = model.trim();
-        if m.len() > MAX_MODEL_LEN || !m.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(EngineError::UnknownModel(truncate_for_error(m)));
+        match codeb_types::vendor::parse_model(model) {
+            Some((vendor, model)) => Ok(Self {
+                provider: match vendor {
+                    codeb_types::Vendor::Gemini => Provider::Gemini,
+                    codeb_types::Vendor::OpenAi => Provider::OpenAi,
+                },
+                model,
+            }),
+            None => Err(EngineError::UnknownModel(truncate_for_error(model.trim()))),
         }
-        if m.is_empty() || m == "live-voice-ai" || m == "models/" {
-            return Ok(Self {
-                provider: Provider::Gemini,
-                model: GEMINI_DEFAULT_MODEL.into(),
-            });
-        }
-        // The vendor by the rule the control plane picks default voices by.
-        if codeb_types::Vendor::of_model(m) == codeb_types::Vendor::OpenAi {
-            let rest = m.strip_prefix("openai/").unwrap_or(m);
-            if valid_name(rest) {
-                return Ok(Self {
-                    provider: Provider::OpenAi,
-                    model: rest.into(),
-                });
-            }
-        } else {
-            let bare = m.strip_prefix("google/").unwrap_or(m);
-            let bare = bare.strip_prefix("models/").unwrap_or(bare);
-            if bare.starts_with("gemini") && valid_name(bare) {
-                return Ok(Self {
-                    provider: Provider::Gemini,
-                    model: format!("models/{bare}"),
-                });
-            }
-        }
-        Err(EngineError::UnknownModel(truncate_for_error(m)))
     }
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 fn truncate_for_error(s: &str) -> String {

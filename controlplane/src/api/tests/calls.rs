@@ -446,6 +446,23 @@ async fn voice_follows_the_model_vendor(h: Harness) {
     let d = r.json["error_description"].as_str().unwrap();
     assert!(d.starts_with("voice: ") && d.contains("marin"), "{d}");
     assert_eq!(h.get("/api.ashx/v1/calls", &t).await.json["total"], before);
+    // A model neither vendor has is refused, not rung and then failed
+    // when the switch cannot start its session.
+    for model in [
+        "banana",
+        "models/banana",
+        "google/claude",
+        "gpt-",
+        "openai/",
+    ] {
+        let mut body = call_body();
+        body["model"] = json!(model);
+        let r = h.post("/api.ashx/v1/calls", &t, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{model}: {}", r.text);
+        let d = r.json["error_description"].as_str().unwrap();
+        assert!(d.starts_with("model: "), "{d}");
+    }
+    assert_eq!(h.get("/api.ashx/v1/calls", &t).await.json["total"], before);
     // An OpenAI voice for OpenAI, and any well-formed name for Gemini.
     let mut body = call_body();
     body["model"] = json!("openai/gpt-realtime");

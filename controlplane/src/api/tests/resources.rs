@@ -693,6 +693,21 @@ async fn number_voice_follows_the_model_vendor(h: Harness) {
         h.get("/api.ashx/v1/numbers/2002", &t).await.json["voice"],
         "marin"
     );
+    // A model neither vendor has is refused; the number keeps its own.
+    let r = h
+        .put("/api.ashx/v1/numbers/2002", &t, json!({"model": "banana"}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(
+        r.json["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("model: ")
+    );
+    assert_eq!(
+        h.get("/api.ashx/v1/numbers/2002", &t).await.json["model"],
+        "openai/gpt-realtime"
+    );
     // And back: OpenAI's marin is no Gemini voice.
     let r = h
         .put(
