@@ -43,7 +43,16 @@ impl Core {
         }
         if !wanted {
             // Another fork won, or A gave up meanwhile (§13.2.2.4: ACK, then
-            // BYE).
+            // BYE). The branch has its final response: the call waits for
+            // the BYE only, not for the INVITE transaction's end.
+            if let Some(b) = self
+                .calls
+                .calls
+                .get_mut(&key)
+                .and_then(|c| c.branches.get_mut(bi))
+            {
+                b.dropped = true;
+            }
             return self.drop_fork(now, key, dialog);
         }
         let Some(call) = self.calls.calls.get_mut(&key) else {
@@ -77,7 +86,7 @@ impl Core {
             .branches
             .iter()
             .enumerate()
-            .filter(|(i, b)| *i != bi && b.failed.is_none())
+            .filter(|(i, b)| *i != bi && b.failed.is_none() && !b.dropped)
             .map(|(_, b)| b.tx)
             .collect();
         for tx in others {
@@ -249,7 +258,7 @@ impl Core {
         let live: Vec<TransactionId> = call
             .branches
             .iter()
-            .filter(|b| b.failed.is_none() && !b.won)
+            .filter(|b| b.failed.is_none() && !b.won && !b.dropped)
             .map(|b| b.tx)
             .collect();
         for tx in live {
@@ -280,7 +289,10 @@ impl Core {
             return;
         };
         let byes = call.sent.iter().any(|(_, _, k)| *k == Sent::Bye);
-        let branches_done = call.branches.iter().all(|b| b.won || b.failed.is_some());
+        let branches_done = call
+            .branches
+            .iter()
+            .all(|b| b.won || b.dropped || b.failed.is_some());
         if call.phase == Phase::Ending && !byes && !call.bye_a_when_acked && branches_done {
             self.finish(now, key);
         }

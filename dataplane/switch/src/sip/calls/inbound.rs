@@ -425,6 +425,7 @@ impl Core {
                         flow,
                         failed: None,
                         won: false,
+                        dropped: false,
                         trunk: target.trunk,
                         auth_tried: false,
                         interval_raised: false,

@@ -121,6 +121,10 @@ struct Branch {
     failed: Option<StatusCode>,
     /// This branch's 2xx made the call's B-leg.
     won: bool,
+    /// This branch's 2xx came after the call had another B-leg or had
+    /// given up (a 2xx crossing our CANCEL): ACKed and hung up, it waits
+    /// for nothing more than that BYE.
+    dropped: bool,
     /// Set when the branch goes out through a trunk (whose digest
     /// challenges we answer, once).
     trunk: Option<String>,

@@ -454,6 +454,7 @@ impl Core {
                 flow,
                 failed: None,
                 won: false,
+                dropped: false,
                 trunk: Some(trunk.id.clone()),
                 auth_tried: false,
                 interval_raised: false,

@@ -263,14 +263,18 @@ fn hangup_before_the_answer_cancels() {
         .unwrap();
     carrier.sent_response(h.now, &ok);
     h.send(CARRIER, ok);
-    let got = h.take(CARRIER);
-    let methods: Vec<_> = got.into_iter().map(|m| request(m).method).collect();
+    let got: Vec<_> = h.take(CARRIER).into_iter().map(request).collect();
+    let methods: Vec<_> = got.iter().map(|r| r.method.clone()).collect();
     assert_eq!(
         methods,
         vec![Method::Ack, Method::Bye],
         "a late 2xx is hung up"
     );
-    h.advance(secs(40));
+    assert!(events(&mut h).is_empty(), "over once the BYE is answered");
+    // The BYE answered, the call is over at once: its INVITE got its
+    // final response, nothing is left to wait for (it waited out the
+    // INVITE transaction's 32 s).
+    h.send(CARRIER, got[1].reply(StatusCode::OK, None).build().unwrap());
     let evs = events(&mut h);
     let (outcome, _, answered, _, _) = ended(&evs);
     assert_eq!((outcome.as_str(), answered), ("cancelled", false));
@@ -279,6 +283,7 @@ fn hangup_before_the_answer_cancels() {
             .all(|e| !matches!(e.kind, CallEventKind::Answered { .. })),
         "a cancelled call never reports an answer"
     );
+    assert_eq!(h.core.active_calls(), 0);
 }
 
 #[test]
