@@ -176,7 +176,15 @@ impl Core {
     /// A's ACK of our 2xx (§15), which the dialog enforces.
     pub(super) fn hang_up_side(&mut self, now: Instant, key: CallKey, side: Side) {
         match self.send_in_dialog(now, key, side, Method::Bye, Sent::Bye, |b| b) {
-            Ok(_) => {}
+            Ok(_) => {
+                // A BYE waiting for A's ACK is out now (the ACK came, or
+                // never will: our 2xx timed out).
+                if side == Side::A
+                    && let Some(call) = self.calls.calls.get_mut(&key)
+                {
+                    call.bye_a_when_acked = false;
+                }
+            }
             Err(LegError::Dialog(DialogError::WrongState)) if side == Side::A => {
                 if let Some(call) = self.calls.calls.get_mut(&key)
                     && call.answered_at.is_some()

@@ -254,6 +254,39 @@ fn missing_ack_ends_the_call() {
 }
 
 #[test]
+fn a_call_hung_up_while_our_2xx_waits_for_its_ack_still_ends() {
+    let mut h = Harness::new(None);
+    let mut call = answered_call(
+        &mut h,
+        Setup {
+            no_ack: true,
+            ..Setup::default()
+        },
+    );
+    // B hangs up before A's ACK: our BYE to A must wait for it (§15).
+    h.advance(secs(1));
+    h.take(A);
+    hang_up(&mut h, B, &mut call.b);
+    assert_eq!(phases(&h), [("ending", 1)]);
+    // No ACK ever comes: at 64·T1 the BYE goes anyway, and once it is
+    // answered nothing of the call is left (it stayed ending for good).
+    h.advance(secs(32));
+    let bye: Vec<_> = h
+        .take(A)
+        .into_iter()
+        .filter_map(|m| m.as_request().cloned())
+        .collect();
+    // (sent at 32 s, and again at T1 until answered)
+    assert!(
+        !bye.is_empty() && bye.iter().all(|r| r.method == Method::Bye),
+        "{bye:#?}"
+    );
+    answer(&mut h, A, &mut call.a, &bye[0], StatusCode::OK);
+    assert!(phases(&h).is_empty(), "{:?}", phases(&h));
+    assert_all_ended(&h);
+}
+
+#[test]
 fn b_leg_422_is_retried_once_with_the_interval_asked_for() {
     let mut h = Harness::new(Some(SessionTimerConfig::default()));
     let invite = h.invite_from_a("1000", &[]);
