@@ -8,13 +8,20 @@
 //! call's audio to it (RTP bleed).
 //!
 //! Learning: the first valid packet names a candidate; more packets from it
-//! are accepted; a packet from the address the SDP named takes over the
-//! candidacy (a peer that is reachable where it said wins over whoever came
-//! first); anything else is dropped. The window closes after
-//! `learn_packets` packets from the candidate or `learn_window` after the
-//! first one, whichever comes first. [`SourceLatch::relearn`] reopens it,
-//! and is meant for an explicit policy event such as a re-INVITE that
-//! changed the far end's SDP.
+//! are accepted; a packet from the address the SDP named, or from its IP
+//! on another port (a NAT that keeps the address and maps the port), takes
+//! over a candidate from another IP (a peer that is reachable where it
+//! said wins over whoever came first); anything else is dropped. The
+//! window closes after `learn_packets` packets from the candidate or
+//! `learn_window` after the first one, whichever comes first.
+//!
+//! The SDP's IP keeps that right after the window has closed on a source
+//! from another IP: a scanner that sprays the port range before the far
+//! end's first packet (a caller whose phone starts sending late, or sends
+//! nothing while on hold or silent) is latched first, and without this
+//! would keep the call's audio. A source on the SDP's own IP is final.
+//! [`SourceLatch::relearn`] reopens learning, and is meant for an explicit
+//! policy event such as a re-INVITE that changed the far end's SDP.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -77,12 +84,24 @@ impl SourceLatch {
         }
     }
 
+    /// Whether `src` is on the IP the SDP named.
+    fn from_sdp_ip(&self, src: SocketAddr) -> bool {
+        self.expected.is_some_and(|e| e.ip() == src.ip())
+    }
+
     /// Filters one valid packet from `src`.
     pub fn check(&mut self, now: Instant, src: SocketAddr) -> LatchVerdict {
+        let sdp_ip = self.from_sdp_ip(src);
+        let expected = self.expected;
         match &mut self.state {
             State::Locked(addr) => {
                 if *addr == src {
                     LatchVerdict::Accept
+                } else if sdp_ip && !expected.is_some_and(|e| e.ip() == addr.ip()) {
+                    // The far end where its SDP said, after another IP
+                    // got in first.
+                    *addr = src;
+                    LatchVerdict::Learned(src)
                 } else {
                     self.dropped += 1;
                     LatchVerdict::Drop
@@ -102,7 +121,10 @@ impl SourceLatch {
                         LatchVerdict::Learned(src)
                     }
                     Some((addr, _, _)) if *addr == src => LatchVerdict::Accept,
-                    Some((_, count, first)) if Some(src) == self.expected => {
+                    Some((addr, count, first))
+                        if Some(src) == expected
+                            || (sdp_ip && !expected.is_some_and(|e| e.ip() == addr.ip())) =>
+                    {
                         *candidate = Some((src, *count, *first));
                         LatchVerdict::Learned(src)
                     }
@@ -176,11 +198,70 @@ mod tests {
         assert!(!l.is_locked());
         assert_eq!(l.check(t0, nat), LatchVerdict::Accept);
         assert!(l.is_locked());
-        // Strict now, even for the SDP address.
-        assert_eq!(l.check(t0, a("192.0.2.1:4000")), LatchVerdict::Drop);
+        // Strict now for everyone else.
         assert_eq!(l.check(t0, a("203.0.113.66:1")), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, a("198.51.100.7:31001")), LatchVerdict::Drop);
         assert_eq!(l.dropped(), 3);
         assert_eq!(l.destination(), Some(nat));
+    }
+
+    #[test]
+    fn a_scanner_that_came_first_loses_the_call_to_its_sdp_address() {
+        // The scanner sprays the port before the far end sends (its phone
+        // starts late, or is silent): the window closes on it.
+        let t0 = Instant::now();
+        let sdp = a("192.0.2.1:4000");
+        let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
+        let scanner = a("203.0.113.66:1");
+        assert_eq!(l.check(t0, scanner), LatchVerdict::Learned(scanner));
+        for _ in 0..10 {
+            l.check(t0, scanner);
+        }
+        assert!(l.is_locked());
+        // The far end's first packet, from where its SDP said, takes the
+        // call back; the scanner is dropped from then on.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(l.check(later, sdp), LatchVerdict::Learned(sdp));
+        assert_eq!(l.destination(), Some(sdp));
+        assert_eq!(l.check(later, scanner), LatchVerdict::Drop);
+        // On its own IP the far end is final: another port of that IP,
+        // or another scanner, cannot move it.
+        assert_eq!(l.check(later, a("192.0.2.1:4002")), LatchVerdict::Drop);
+        assert_eq!(l.check(later, a("203.0.113.67:9")), LatchVerdict::Drop);
+        assert_eq!(l.destination(), Some(sdp));
+    }
+
+    #[test]
+    fn the_sdp_ip_on_a_mapped_port_takes_over_from_another_ip() {
+        // A NAT that keeps the far end's public address but maps its port.
+        let t0 = Instant::now();
+        let sdp = a("192.0.2.1:4000");
+        let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
+        let scanner = a("203.0.113.66:1");
+        assert_eq!(l.check(t0, scanner), LatchVerdict::Learned(scanner));
+        let mapped = a("192.0.2.1:61000");
+        assert_eq!(l.check(t0, mapped), LatchVerdict::Learned(mapped));
+        // Then the exact SDP address still wins while learning, and the
+        // scanner is out.
+        assert_eq!(l.check(t0, scanner), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, sdp), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(t0, mapped), LatchVerdict::Drop);
+    }
+
+    #[test]
+    fn a_nat_address_learned_first_yields_only_to_the_sdp_ip() {
+        // The far end behind NAT: its SDP names a private address it
+        // never sends from; its public one is learned and kept.
+        let t0 = Instant::now();
+        let mut l = SourceLatch::new(LatchConfig::default(), Some(a("10.0.0.5:4000")));
+        let public = a("198.51.100.7:31000");
+        assert_eq!(l.check(t0, public), LatchVerdict::Learned(public));
+        for _ in 0..5 {
+            assert_eq!(l.check(t0, public), LatchVerdict::Accept);
+        }
+        assert!(l.is_locked());
+        assert_eq!(l.check(t0, a("203.0.113.66:1")), LatchVerdict::Drop);
+        assert_eq!(l.destination(), Some(public));
     }
 
     #[test]

@@ -2063,9 +2063,17 @@ mod tests {
                     };
                     assert_eq!(output.payload_type(), pt);
                     assert!(output.marker() || !input.marker());
-                    // Strict source: once locked, only the locked address.
-                    if let Some(l) = locked[side] {
-                        assert_eq!(from, l, "seed {seed} step {step}: locked on {l}");
+                    // Strict source: once locked, only the locked address,
+                    // but for the SDP's IP taking over from another IP.
+                    if let Some(l) = locked[side]
+                        && from != l
+                    {
+                        let sdp_ip = sdp[side].ip();
+                        assert!(
+                            from.ip() == sdp_ip && l.ip() != sdp_ip,
+                            "seed {seed} step {step}: locked on {l}, relayed from {from}"
+                        );
+                        locked[side] = Some(from);
                     }
                     sent[other] += 1;
                 } else if accepted && socket == rtp_socket {
