@@ -129,6 +129,15 @@ pub struct Remote {
     pub codec: CodecKind,
     pub clock_rate: u32,
     pub dtmf_payload_type: Option<u8>,
+    /// We send RTP to this far end: the direction agreed with it lets us
+    /// (`sendrecv`/`sendonly` on our side), and it named an address (not
+    /// the `0.0.0.0` of an RFC 2543 hold). RTCP goes either way (RFC 3264
+    /// §5.1).
+    pub we_send: bool,
+    /// This far end sends us RTP (`sendrecv`/`recvonly` on our side). A
+    /// call with a leg that does not (on hold) is not hung up for its
+    /// silence.
+    pub they_send: bool,
 }
 
 /// What the engine reports.

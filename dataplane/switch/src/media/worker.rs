@@ -636,8 +636,11 @@ impl Worker {
                 && matches!(remote.payload_type, 0 | 8))
             .then(|| DtmfDetector::new(DetectorConfig::default()));
         }
+        let resumed = leg.remote.is_some_and(|r| !r.they_send) && remote.they_send;
         leg.remote = Some(remote);
-        if call.legs.iter().all(|l| l.remote.is_some()) {
+        // The quiet clock starts again when the call is routed, and when
+        // a far end comes off hold (an AI call has only the one leg).
+        if resumed || call.legs.iter().all(|l| l.remote.is_some()) {
             call.routed_at = Some(Instant::now());
             call.reported_quiet = false;
         }
@@ -750,6 +753,16 @@ impl Worker {
             let Some(routed) = call.routed_at else {
                 continue;
             };
+            // A far end on hold sends nothing, rightly: its silence is no
+            // sign of a dead call (the session timer still is). The clock
+            // starts again when it comes off hold (`routed_at`).
+            if call
+                .legs
+                .iter()
+                .any(|l| l.remote.is_some_and(|r| !r.they_send))
+            {
+                continue;
+            }
             let last = call
                 .legs
                 .iter()
@@ -834,6 +847,8 @@ fn drain(
         let side = kind.side_of(t.leg);
         let leg = &mut legs[side];
         let socket = match t.kind {
+            // A far end on hold takes no RTP (RTCP still goes).
+            PacketKind::Rtp if leg.remote.is_some_and(|r| !r.we_send) => continue,
             PacketKind::Rtp => {
                 leg.stats.tx_packets += 1;
                 leg.stats.tx_bytes += t.data.len() as u64;
@@ -1177,6 +1192,12 @@ impl State {
             this.stats.dropped_unrouted += 1;
             return;
         };
+        if !there.we_send {
+            // The other far end does not take RTP now (on hold: it agreed
+            // `recvonly`/`inactive` for its side, or no address).
+            this.stats.dropped_unrouted += 1;
+            return;
+        }
         let pt = pkt.payload_type();
         let out_pt = if pt == here.payload_type {
             there.payload_type
@@ -1370,6 +1391,122 @@ mod tests {
         assert_eq!(b.queue_full, 0);
         assert!(frames >= 60, "{frames} frames of 1.2 s");
         assert_eq!(b.rtp_out, frames);
+    }
+
+    /// A far end on hold (`recvonly`/`inactive` agreed for its side) gets
+    /// no RTP, and a call with a held leg is not hung up for its silence;
+    /// off hold, both work as before and the quiet clock starts again.
+    #[test]
+    fn a_held_far_end_gets_no_rtp_and_its_silence_is_no_timeout() {
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        let held = |we_send: bool, they_send: bool| Remote {
+            we_send,
+            they_send,
+            ..far_end(1, far_b, [0, 0])
+        };
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
+        // B put the call on hold: a=inactive.
+        w.remote(1, LegSide::B, held(false, false));
+        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
+        let packet = |seq: u16| {
+            let mut p = vec![0u8; 12 + 160];
+            let h = RtpHeader {
+                marker: false,
+                payload_type: 0,
+                sequence: seq,
+                timestamp: u32::from(seq) * 160,
+                ssrc: 0x77,
+            };
+            h.write(&mut p).unwrap();
+            p
+        };
+        let t0 = Instant::now();
+        // A's music on hold goes nowhere while B holds.
+        w.st.datagram(t0, a, far_a, &packet(1));
+        assert!(w.st.sends.is_empty(), "nothing to a held far end");
+        assert_eq!(w.st.calls[&1].legs[0].stats.dropped_unrouted, 1);
+        // A `sendonly` hold of B's (it plays music, we only receive):
+        // B's RTP still reaches A.
+        w.remote(1, LegSide::B, held(false, true));
+        w.st.datagram(t0, b, far_b, &packet(1));
+        assert_eq!(w.st.sends.len(), 1, "B's audio reaches A");
+        assert_eq!(w.st.sends[0].1, far_a);
+        w.st.sends.clear();
+        w.st.out.clear();
+        // Inactive again, and nobody sends for longer than the timeout:
+        // the call is not reported quiet.
+        w.remote(1, LegSide::B, held(false, false));
+        w.check_quiet(t0 + Duration::from_secs(600));
+        assert!(!w.st.calls[&1].reported_quiet, "a held call is not dead");
+        // Off hold: the clock starts again from there.
+        w.remote(1, LegSide::B, held(true, true));
+        let resumed = w.st.calls[&1].routed_at.unwrap();
+        w.check_quiet(resumed + Duration::from_secs(59));
+        assert!(!w.st.calls[&1].reported_quiet);
+        w.check_quiet(resumed + Duration::from_secs(60));
+        assert!(w.st.calls[&1].reported_quiet, "quiet off hold is reported");
+        // And A's audio reaches B again.
+        w.st.datagram(resumed, a, far_a, &packet(2));
+        assert_eq!(w.st.sends.len(), 1);
+        assert_eq!(w.st.sends[0].1, far_b);
+    }
+
+    /// A pipeline's RTP to a held far end is not sent either (its RTCP
+    /// is): the same for the transcoded bridge and the AI tap, whose
+    /// packets both leave through `drain`.
+    #[test]
+    fn a_pipeline_sends_no_rtp_to_a_held_far_end() {
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        w.pipe(1, Some((PipeKind::Bridge, transcoding())));
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 8]));
+        let held = |on: bool| Remote {
+            we_send: !on,
+            they_send: !on,
+            ..far_end(1, far_b, [0, 8])
+        };
+        w.remote(1, LegSide::B, held(true));
+        let socket = w.st.calls[&1].legs[0].rtp;
+        let mut now = Instant::now();
+        let mut to_b = |w: &mut Worker, now: Instant, seq: u16| {
+            let header = RtpHeader {
+                marker: seq == 0,
+                payload_type: 0,
+                sequence: seq,
+                timestamp: u32::from(seq) * 160,
+                ssrc: 0x4242,
+            };
+            let mut packet = [0u8; 12 + 160];
+            header.write(&mut packet).unwrap();
+            for (k, b) in packet[12..].iter_mut().enumerate() {
+                *b = codeb_media::g711::ulaw_encode(if k % 16 < 8 { 8000 } else { -8000 });
+            }
+            w.st.datagram(now, socket, far_a, &packet);
+            w.st.tap_timers(now);
+            let rtp =
+                w.st.sends
+                    .iter()
+                    .filter(|&&(_, dst, start, end)| {
+                        dst == far_b && !rtp::is_rtcp(&w.st.out[start..end])
+                    })
+                    .count();
+            w.st.sends.clear();
+            w.st.out.clear();
+            rtp
+        };
+        let mut sent = 0;
+        for seq in 0..20 {
+            sent += to_b(&mut w, now, seq);
+            now += Duration::from_millis(20);
+        }
+        assert_eq!(sent, 0, "nothing to B while it holds");
+        w.remote(1, LegSide::B, held(false));
+        for seq in 20..40 {
+            sent += to_b(&mut w, now, seq);
+            now += Duration::from_millis(20);
+        }
+        assert!(sent >= 15, "B hears A again: {sent} packets");
     }
 
     /// Keys are reported whatever path a call's media takes: relayed
@@ -1774,6 +1911,8 @@ mod tests {
             },
             clock_rate: 8000,
             dtmf_payload_type: Some([101, 96][side]),
+            we_send: true,
+            they_send: true,
         }
     }
 

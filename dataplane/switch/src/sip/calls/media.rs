@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use codeb_media::codec::{CodecKind, CodecSpec};
 use codeb_media::pipeline::LegConfig;
-use codeb_sip::sdp::{Codec, Negotiated};
+use codeb_sip::sdp::{Codec, Direction, Negotiated};
 
 use super::*;
 use crate::media::{LegSide, MediaEngine, MediaEvent, MediaHandle, Remote};
@@ -146,12 +146,16 @@ fn remote_of(n: &Negotiated) -> Option<Remote> {
         // Negotiation never makes telephone-event a call's codec.
         Codec::TelephoneEvent => return None,
     };
+    let addr = n.remote?;
     Some(Remote {
-        addr: n.remote?,
+        addr,
         payload_type: n.pt,
         codec,
         clock_rate: n.codec.clock(),
         dtmf_payload_type: n.dtmf_pt,
+        we_send: matches!(n.direction, Direction::SendRecv | Direction::SendOnly)
+            && !addr.ip().is_unspecified(),
+        they_send: matches!(n.direction, Direction::SendRecv | Direction::RecvOnly),
     })
 }
 
@@ -380,7 +384,6 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codeb_sip::sdp::Direction;
 
     #[test]
     fn each_negotiated_codec_is_a_pipeline_leg_of_its_own_clock() {
