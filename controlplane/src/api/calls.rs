@@ -362,6 +362,10 @@ fn bridge_text(d: &Dispatched) -> String {
             "placed": null, "node": node, "error": detail,
             "note": "the switch did not answer in time; the call is retried on the same node"
         }),
+        Dispatched::Deferred { until, detail } => serde_json::json!({
+            "placed": false, "deferred": true, "retryAtUtc": until.to_iso(), "error": detail,
+            "note": "no room on the trunk or node now; the call waits, its attempt not spent"
+        }),
         Dispatched::Lost => {
             serde_json::json!({"placed": false, "error": "taken over or cancelled"})
         }

@@ -415,6 +415,42 @@ impl Store {
         Ok(Some(status))
     }
 
+    /// The node had no room for the call (the trunk's concurrency or
+    /// calls-per-second limit, the node's call limit, its media ports):
+    /// nothing rang, so the attempt is not spent. The call goes back to
+    /// waiting as it was before the claim (`scheduled`, or
+    /// `ended-failed-retry-pending` for a retry), due again at `until`,
+    /// with `detail` as its errorDetail meanwhile. False if the claim was
+    /// lost (cancelled, or taken over).
+    pub async fn defer_dispatch(
+        &self,
+        call: &DispatchCall,
+        until: UtcMillis,
+        detail: &str,
+        now: UtcMillis,
+    ) -> Result<bool> {
+        let detail = cut(detail, MAX_ERROR_DETAIL);
+        super::on_pool!(self, |pool| {
+            let res = sqlx::query(
+                "UPDATE calls SET attempt = attempt - 1, \
+                 status = CASE WHEN attempt > 1 THEN 'ended-failed-retry-pending' \
+                     ELSE 'scheduled' END, \
+                 node_url = NULL, node_instance = '', dispatched_at = NULL, \
+                 next_attempt_at = $1, error_detail = $2, lease_until = NULL, \
+                 lease_token = NULL, updated_at = $3 \
+                 WHERE call_id = $4 AND status = 'dispatching' AND lease_token = $5",
+            )
+            .bind(until.0)
+            .bind(&detail)
+            .bind(now.0)
+            .bind(call.call_id.as_str())
+            .bind(call.lease_token)
+            .execute(pool)
+            .await?;
+            Ok(res.rows_affected() == 1)
+        })
+    }
+
     /// Calls this node carries (or is being handed), oldest first.
     pub async fn live_calls_on_node(&self, node_url: &str) -> Result<Vec<LiveCall>> {
         super::on_pool!(self, |pool| {

@@ -181,6 +181,59 @@ async fn failed_dispatch_retries_on_time(db: TestDb) {
     assert_eq!(finished[1]["answered"], false);
 }
 
+async fn a_deferred_dispatch_waits_as_before_its_claim(db: TestDb) {
+    let s = &db.store;
+    let c = new_call(3, T0, 1);
+    s.insert_call(&c).await.unwrap();
+    let first = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    assert_eq!(first.attempt, 1);
+    let later = T0.plus_ms(5_000);
+    assert!(
+        s.defer_dispatch(&first, later, "not placed yet: trunk full", T0)
+            .await
+            .unwrap()
+    );
+    let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.attempt, rec.retries_left),
+        (CallStatus::Scheduled, 0, 1)
+    );
+    assert_eq!(rec.error_detail, "not placed yet: trunk full");
+    assert!(
+        s.claim_due_calls(later.plus_ms(-1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Claimed again at its time: still attempt 1, which then fails.
+    let again = s.claim_due_calls(later, 10).await.unwrap();
+    assert_eq!(again[0].attempt, 1);
+    // A stale claim (the lease token of the first) defers nothing.
+    assert!(!s.defer_dispatch(&first, later, "x", later).await.unwrap());
+    s.dispatch_failed(&again[0], "busy here", later)
+        .await
+        .unwrap();
+    // The retry, deferred, waits as a retry: its attempt and the retry
+    // it is spending are not lost.
+    let due = later.plus_ms(5 * 60_000);
+    let retry = s.claim_due_calls(due, 10).await.unwrap();
+    assert_eq!(retry[0].attempt, 2);
+    assert!(
+        s.defer_dispatch(&retry[0], due.plus_ms(5_000), "not placed yet", due)
+            .await
+            .unwrap()
+    );
+    let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.attempt, rec.retries_left),
+        (CallStatus::EndedFailedRetryPending, 1, 0)
+    );
+    let retry = s.claim_due_calls(due.plus_ms(5_000), 10).await.unwrap();
+    assert_eq!(retry[0].attempt, 2);
+    // One outbound-ai.finished: the attempt that really ended.
+    assert_eq!(event_data(s, TENANT, "outbound-ai.finished").await.len(), 1);
+}
+
 async fn events_apply_once(db: TestDb) {
     let s = &db.store;
     let call = in_flight(s, 3, 0).await;
@@ -556,6 +609,7 @@ both!(
     claims_are_exclusive,
     stuck_dispatch_returns_to_its_node,
     failed_dispatch_retries_on_time,
+    a_deferred_dispatch_waits_as_before_its_claim,
     events_apply_once,
     a_failed_application_leaves_no_trace,
     no_answer_is_retried_then_final,

@@ -40,6 +40,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Deadline of PlaceCall and Hangup.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call the node had no room for waits before it is tried
+/// again (the switch's own hint for a trunk's calls-per-second limit).
+pub const CAPACITY_WAIT_MS: i64 = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkError {
@@ -84,6 +87,9 @@ pub enum Dispatched {
     /// The outcome is unknown (timeout); the call stays `dispatching` and
     /// is dispatched again to the same node when its lease runs out.
     Unknown { node: String, detail: String },
+    /// The node had no room for it now (a trunk or node limit): nothing
+    /// rang, the attempt is not spent, and the call waits until `until`.
+    Deferred { until: UtcMillis, detail: String },
     /// Someone else owns the call now (cancelled, or taken over).
     Lost,
 }
@@ -441,14 +447,29 @@ impl SwitchNodes {
                     duplicate: r.duplicate,
                 })
             }
+            // No room now (a trunk's concurrency or calls-per-second
+            // limit, the node's call limit or media ports): nothing rang.
+            // A limit is the platform's own back-pressure, not a failed
+            // attempt: the call waits and is tried again, its retries
+            // untouched (a campaign larger than the trunk queues instead of
+            // failing).
+            Ok(Err(s)) if s.code() == Code::ResourceExhausted => {
+                let now = self.clock.now();
+                let until = now.plus_ms(CAPACITY_WAIT_MS);
+                let detail = format!("not placed yet: {}: {}", node.url(), s.message());
+                tracing::info!(call = %call.call_id, node = %node.url(),
+                    "no room for the call now; it waits: {}", s.message());
+                if store.defer_dispatch(call, until, &detail, now).await? {
+                    Ok(Dispatched::Deferred { until, detail })
+                } else {
+                    Ok(Dispatched::Lost)
+                }
+            }
             // The node said no: nothing rings; the attempt failed.
             Ok(Err(s))
                 if matches!(
                     s.code(),
-                    Code::ResourceExhausted
-                        | Code::Unavailable
-                        | Code::FailedPrecondition
-                        | Code::InvalidArgument
+                    Code::Unavailable | Code::FailedPrecondition | Code::InvalidArgument
                 ) =>
             {
                 fail(format!("{}: {}", node.url(), describe(&s))).await

@@ -550,6 +550,62 @@ async fn least_loaded_healthy_node_is_chosen() {
 }
 
 #[tokio::test]
+async fn a_call_the_node_has_no_room_for_waits_without_spending_an_attempt() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("a");
+    let server = Server::start(&peer, None).await;
+    let l = link(vec![server.url()], &clock);
+    l.choose_probing().await.unwrap();
+    // The trunk is at its limit: the node refuses, nothing rings.
+    peer.with(|s| s.place_error = Some(tonic::Code::ResourceExhausted));
+    let call = new_call(2, clock.now());
+    db.store.insert_call(&call).await.unwrap();
+    let out = crate::scheduler::tick(&l, &db.store, &clock).await;
+    assert!(
+        matches!(&out[..], [Dispatched::Deferred { until, detail }]
+            if *until == clock.now().plus_ms(super::CAPACITY_WAIT_MS) && detail.starts_with("not placed yet")),
+        "{out:?}"
+    );
+    let row = db
+        .store
+        .call(&call.tenant, &call.call_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.status, row.attempt, row.retries_left),
+        (CallStatus::Scheduled, 0, 1),
+        "waiting, as before its claim"
+    );
+    assert!(row.error_detail.starts_with("not placed yet"));
+    // Still no room 5 s later: it waits again, its attempt still unspent.
+    clock.advance_ms(super::CAPACITY_WAIT_MS);
+    let out = crate::scheduler::tick(&l, &db.store, &clock).await;
+    assert!(matches!(&out[..], [Dispatched::Deferred { .. }]), "{out:?}");
+    // Room again: placed as attempt 1.
+    peer.with(|s| s.place_error = None);
+    clock.advance_ms(super::CAPACITY_WAIT_MS - 1);
+    assert!(
+        crate::scheduler::tick(&l, &db.store, &clock)
+            .await
+            .is_empty()
+    );
+    clock.advance_ms(1);
+    let out = crate::scheduler::tick(&l, &db.store, &clock).await;
+    assert!(matches!(&out[..], [Dispatched::Placed { .. }]), "{out:?}");
+    assert_eq!(peer.with(|s| s.placements[0].attempt), 1);
+    let row = db
+        .store
+        .call(&call.tenant, &call.call_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.attempt, row.retries_left), (1, 1));
+    assert_eq!(row.error_detail, "");
+}
+
+#[tokio::test]
 async fn refused_placements_follow_the_retry_policy() {
     let db = TestDb::sqlite().await;
     let clock = Clock::manual(UtcMillis(1_780_000_000_000));
@@ -557,12 +613,12 @@ async fn refused_placements_follow_the_retry_policy() {
     let server = Server::start(&peer, None).await;
     let l = link(vec![server.url()], &clock);
     l.choose_probing().await.unwrap();
-    peer.with(|s| s.place_error = Some(tonic::Code::ResourceExhausted));
+    peer.with(|s| s.place_error = Some(tonic::Code::FailedPrecondition));
     let call = new_call(2, clock.now());
     db.store.insert_call(&call).await.unwrap();
     let out = crate::scheduler::tick(&l, &db.store, &clock).await;
     assert!(
-        matches!(&out[..], [Dispatched::Failed { status: CallStatus::EndedFailedRetryPending, detail }] if detail.contains("ResourceExhausted")),
+        matches!(&out[..], [Dispatched::Failed { status: CallStatus::EndedFailedRetryPending, detail }] if detail.contains("FailedPrecondition")),
         "{out:?}"
     );
     // A minute later (retryDelayMinutes = 1) the retry goes out, and the
