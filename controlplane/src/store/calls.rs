@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use codeb_types::{CallId, CallStatus, E164, TrunkId, UtcMillis};
+use codeb_types::{CallId, CallStatus, E164, EventName, TrunkId, UtcMillis};
 use sqlx::AssertSqlSafe;
 
 use super::row_cache::{self, RowCache};
@@ -548,6 +548,29 @@ impl Store {
                     transcript: None,
                 };
                 tx.queue_call_email(&call, &ending, now).await?;
+                // The glossary's `cancelled` ("Scheduled call was
+                // cancelled") is an outbound-ai outcome: subscribers hear
+                // of it as they do of every other end.
+                let data = serde_json::json!({
+                    "callId": call.call_id,
+                    "phone": call.phone,
+                    "displayName": call.display_name,
+                    "outcome": "cancelled",
+                    "answered": false,
+                    "talkSec": 0,
+                    "trunk": call.trunk_id.clone().unwrap_or_default(),
+                    "inputTurns": 0,
+                    "outputTurns": 0,
+                    "errorDetail": "",
+                });
+                tx.record_event(
+                    &call.tenant,
+                    EventName::OutboundAiFinished,
+                    data,
+                    Some(&call.call_id),
+                    now,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(HangupResult::Cancelled)
             }

@@ -565,6 +565,12 @@ async fn hangup_of_an_unplaced_dispatch_cancels_it(db: TestDb) {
     let r = s.hangup_unplaced(TENANT, &c.call_id, T0).await.unwrap();
     assert!(matches!(r, crate::store::HangupResult::Cancelled), "{r:?}");
     assert!(!s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+    // Subscribers hear of it: outbound-ai.finished, outcome cancelled.
+    let finished = event_data(s, TENANT, "outbound-ai.finished").await;
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0]["callId"], c.call_id.as_str());
+    assert_eq!(finished[0]["outcome"], "cancelled");
+    assert_eq!(finished[0]["answered"], false);
     let placed = in_flight(s, 13, 0).await;
     let r = s
         .hangup_unplaced(TENANT, &placed.call_id, T0)
