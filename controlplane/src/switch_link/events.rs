@@ -177,7 +177,15 @@ fn kind(ev: &pb::Event) -> Result<EventKind, String> {
                 short(&e.outcome)
             };
             let mut detail = e.error_detail.clone();
-            if e.sip_status != 0 && detail.is_empty() && !e.answered {
+            // The far end's final answer says why the dialling ended; a
+            // 487 only answers our own CANCEL (a hangup, the ring timeout),
+            // which the outcome says already.
+            if e.sip_status != 0
+                && e.sip_status != 487
+                && outcome != "cancelled"
+                && detail.is_empty()
+                && !e.answered
+            {
                 detail = format!("SIP {}", e.sip_status);
             }
             EventKind::Ended(AttemptEnd {
@@ -444,5 +452,19 @@ mod tests {
         assert_eq!(end.error_detail, "SIP 486");
         assert!(!end.answered);
         assert_eq!(end.ended_at, UtcMillis(1_000));
+        // Our own CANCEL's 487 (a hangup while ringing, the ring timeout)
+        // is no error.
+        for outcome in ["cancelled", "no-answer"] {
+            let e = ev(pb::event::Kind::Ended(pb::CallEnded {
+                outcome: outcome.into(),
+                sip_status: 487,
+                ..Default::default()
+            }));
+            let EventKind::Ended(end) = convert(&e).unwrap().kind else {
+                panic!("not ended")
+            };
+            assert_eq!(end.error_detail, "", "{outcome}");
+            assert_eq!(end.sip_status, 487);
+        }
     }
 }
