@@ -308,6 +308,11 @@ impl Core {
         if let Some(h) = call.media.handle {
             self.calls.by_media.remove(&h);
         }
+        if let Some(k) = request_key(&call.a_invite)
+            && self.calls.by_a_request.get(&k) == Some(&key)
+        {
+            self.calls.by_a_request.remove(&k);
+        }
         let referrer = call.referral.as_ref().map(|r| &r.dialog);
         for id in [&call.a.dialog, &call.b.dialog, &referrer.cloned()]
             .into_iter()

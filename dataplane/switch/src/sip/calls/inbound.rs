@@ -44,6 +44,15 @@ impl Core {
         if self.is_loop(&req) {
             return self.reject(now, id, &req, StatusCode::LOOP_DETECTED, None);
         }
+        if self.is_merged(&req) {
+            return self.reject(
+                now,
+                id,
+                &req,
+                StatusCode::LOOP_DETECTED,
+                Some("a copy of an INVITE already in progress (merged request)"),
+            );
+        }
         // A trunk's calls come from its inbound networks, or, when it
         // names none, from its own signalling address.
         let from_ip = source.peer().ip();
@@ -295,6 +304,9 @@ impl Core {
         tracing::info!(call = key, branches = call.branches.len(), "call routed");
         if let Some(h) = call.media.handle {
             self.calls.by_media.insert(h, key);
+        }
+        if let Some(k) = request_key(&call.a_invite) {
+            self.calls.by_a_request.insert(k, key);
         }
         self.calls.calls.insert(key, Box::new(call));
     }

@@ -240,6 +240,16 @@ impl Call {
     }
 }
 
+/// An INVITE's Call-ID, From tag and CSeq number.
+type RequestKey = (Bytes, Bytes, u32);
+
+fn request_key(req: &Request) -> Option<RequestKey> {
+    let h = &req.headers;
+    let from = h.from().ok()?;
+    let tag = Bytes::copy_from_slice(from.tag()?);
+    Some((h.call_id().ok()?, tag, h.cseq().ok()?.seq))
+}
+
 /// Per-trunk call accounting for the concurrent-call and CPS limits.
 #[derive(Debug, Default)]
 struct TrunkLoad {
@@ -262,6 +272,11 @@ pub struct Calls {
     media: media::MediaPorts,
     /// Calls by their media on the engine (for its events).
     by_media: HashMap<crate::media::MediaHandle, CallKey>,
+    /// Calls in progress by their A-leg INVITE's Call-ID, From tag and
+    /// CSeq: another INVITE with all three and a new branch is a fork of it
+    /// merging back (RFC 3261 §8.2.2.2), refused with 482 rather than
+    /// answered as a second call.
+    by_a_request: HashMap<RequestKey, CallKey>,
     trunks: HashMap<String, TrunkLoad>,
     media_ip: IpAddr,
     max_calls: usize,
@@ -285,6 +300,7 @@ impl Calls {
             next_key: 1,
             media: media::MediaPorts::Pool(ports),
             by_media: HashMap::new(),
+            by_a_request: HashMap::new(),
             trunks: HashMap::new(),
             media_ip,
             max_calls,
@@ -453,6 +469,14 @@ impl Core {
     /// in a request we receive means it came back to us (§16.3 step 4).
     /// Compares the parsed sent-by with our address, without rendering
     /// every Via of every INVITE to text.
+    /// Whether `req` (a dialog-creating INVITE) is a merged copy of the
+    /// A-leg INVITE of a call in progress: the same Call-ID, From tag and
+    /// CSeq through another branch (a retransmission, on the same branch,
+    /// never gets here: its transaction absorbs it).
+    pub(super) fn is_merged(&self, req: &Request) -> bool {
+        request_key(req).is_some_and(|k| self.calls.by_a_request.contains_key(&k))
+    }
+
     pub(super) fn is_loop(&self, req: &Request) -> bool {
         let ours = self.settings.sip_addr;
         let our_host = match ours.ip() {

@@ -129,6 +129,9 @@ impl Core {
         if let Some(h) = call.media.handle {
             self.calls.by_media.insert(h, key);
         }
+        if let Some(k) = request_key(&call.a_invite) {
+            self.calls.by_a_request.insert(k, key);
+        }
         self.calls.calls.insert(key, Box::new(call));
         self.book_inbound(now, key);
         let event = |kind| CallEvent {

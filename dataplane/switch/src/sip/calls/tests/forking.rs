@@ -179,3 +179,38 @@ fn cancel_from_a_cancels_every_fork() {
     h.advance(secs(40));
     assert_eq!(h.core.active_calls(), 0);
 }
+
+/// An upstream proxy forked A's INVITE and both copies reach us (the
+/// same Call-ID, From tag and CSeq, another branch): the copy is refused
+/// with 482 (RFC 3261 §8.2.2.2), not answered as a second call; once the
+/// call is over, the same Call-ID may call again.
+#[test]
+fn a_merged_copy_of_a_call_in_progress_is_refused_with_482() {
+    let mut h = Harness::new(None);
+    let invite = h.invite_from_a("1000", &[]);
+    h.send(A, invite.clone());
+    let to_b = request(h.one(B));
+    assert_eq!(to_b.method, Method::Invite);
+    assert_eq!(h.core.active_calls(), 1);
+    let text = String::from_utf8(Message::Request(invite.clone()).to_bytes().to_vec()).unwrap();
+    let branch = invite.headers.vias().unwrap()[0].branch.clone().unwrap();
+    let branch = String::from_utf8(branch.to_vec()).unwrap();
+    let copy = text.replace(&branch, &format!("{branch}-fork2"));
+    h.core
+        .handle_datagram(h.now, SocketId(0), addr(A), copy.as_bytes());
+    h.collect();
+    let got = response(h.one(A));
+    assert_eq!(got.status, StatusCode::LOOP_DETECTED);
+    assert_eq!(h.core.active_calls(), 1, "no second call");
+    assert!(h.take(B).is_empty(), "nothing rang for the copy");
+    // B declines: the call is over, and its key with it.
+    let decline = to_b
+        .reply(StatusCode::BUSY_HERE, Some(b"bobtag"))
+        .build()
+        .unwrap();
+    h.send(B, decline);
+    h.take(A);
+    h.take(B);
+    assert_eq!(h.core.active_calls(), 0);
+    assert!(h.core.calls.by_a_request.is_empty());
+}
