@@ -85,19 +85,19 @@ impl SourceLatch {
     }
 
     /// Whether `src` is on the IP the SDP named.
-    fn from_sdp_ip(&self, src: SocketAddr) -> bool {
+    fn on_sdp_ip(&self, src: SocketAddr) -> bool {
         self.expected.is_some_and(|e| e.ip() == src.ip())
     }
 
     /// Filters one valid packet from `src`.
     pub fn check(&mut self, now: Instant, src: SocketAddr) -> LatchVerdict {
-        let sdp_ip = self.from_sdp_ip(src);
+        let sdp_ip = self.on_sdp_ip(src);
         let expected = self.expected;
         match &mut self.state {
             State::Locked(addr) => {
                 if *addr == src {
                     LatchVerdict::Accept
-                } else if sdp_ip && !expected.is_some_and(|e| e.ip() == addr.ip()) {
+                } else if sdp_ip && expected.is_none_or(|e| e.ip() != addr.ip()) {
                     // The far end where its SDP said, after another IP
                     // got in first.
                     *addr = src;
@@ -123,7 +123,7 @@ impl SourceLatch {
                     Some((addr, _, _)) if *addr == src => LatchVerdict::Accept,
                     Some((addr, count, first))
                         if Some(src) == expected
-                            || (sdp_ip && !expected.is_some_and(|e| e.ip() == addr.ip())) =>
+                            || (sdp_ip && expected.is_none_or(|e| e.ip() != addr.ip())) =>
                     {
                         *candidate = Some((src, *count, *first));
                         LatchVerdict::Learned(src)

@@ -1469,7 +1469,7 @@ mod tests {
         w.remote(1, LegSide::B, held(true));
         let socket = w.st.calls[&1].legs[0].rtp;
         let mut now = Instant::now();
-        let mut to_b = |w: &mut Worker, now: Instant, seq: u16| {
+        let to_b = |w: &mut Worker, now: Instant, seq: u16| {
             let header = RtpHeader {
                 marker: seq == 0,
                 payload_type: 0,
