@@ -138,6 +138,31 @@ pub enum NegotiationError {
     NoCommonCodec,
     #[error("the answer does not match the offer")]
     AnswerMismatch,
+    #[error(
+        "the stream's address is not one we can send to (another IP version, multicast or broadcast)"
+    )]
+    UnreachableAddress,
+}
+
+/// Whether RTP from `ours` can go to the far end's `theirs`: the same IP
+/// version, one host (not multicast or broadcast). The unspecified address
+/// (an RFC 2543 hold) is judged by the caller: it says where not to send.
+fn reachable(theirs: IpAddr, ours: IpAddr) -> bool {
+    let one_host = match theirs {
+        IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast(),
+        IpAddr::V6(a) => !a.is_multicast(),
+    };
+    one_host && theirs.is_ipv4() == ours.is_ipv4()
+}
+
+/// The stream's address, refused where we cannot send to it.
+fn check_address(sdp: &Sdp, m: &Media, local: &LocalMedia) -> Result<(), NegotiationError> {
+    match sdp.media_addr(m) {
+        Some(a) if !a.is_unspecified() && !reachable(a, local.addr) => {
+            Err(NegotiationError::UnreachableAddress)
+        }
+        _ => Ok(()),
+    }
 }
 
 fn media_section(local: &LocalMedia, listed: &[(u8, Codec)], direction: Direction) -> Media {
@@ -217,6 +242,7 @@ pub fn answer(offer: &Sdp, local: &LocalMedia) -> Result<(Sdp, Negotiated), Nego
         .position(is_usable_audio)
         .ok_or(NegotiationError::NoAudio)?;
     let m = &offer.media[chosen];
+    check_address(offer, m, local)?;
     let common: Vec<(u8, Codec)> = m
         .payload_types()
         .filter_map(|pt| Codec::of(m, pt).map(|c| (pt, c)))
@@ -282,6 +308,7 @@ pub fn read_answer(local: &LocalMedia, answer: &Sdp) -> Result<Negotiated, Negot
         .iter()
         .find(|m| is_usable_audio(m))
         .ok_or(NegotiationError::NoAudio)?;
+    check_address(answer, m, local)?;
     let mut first = None;
     let mut dtmf_pt = None;
     for pt in m.payload_types() {
@@ -426,6 +453,43 @@ mod tests {
         );
         let off = offer(&holding);
         assert_eq!(off.media[0].direction, Some(Direction::SendOnly));
+    }
+
+    #[test]
+    fn a_stream_we_cannot_send_to_is_refused() {
+        let at = |c: &str| {
+            sdp(&format!(
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc={c}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+            ))
+        };
+        // Our media address is IPv4.
+        for c in [
+            "IN IP6 ::1",
+            "IN IP6 2001:db8::1",
+            "IN IP4 224.2.1.1/127",
+            "IN IP4 255.255.255.255",
+        ] {
+            assert_eq!(
+                answer(&at(c), &local()).map(|_| ()),
+                Err(NegotiationError::UnreachableAddress),
+                "{c}"
+            );
+            assert_eq!(
+                read_answer(&local(), &at(c)).map(|_| ()),
+                Err(NegotiationError::UnreachableAddress),
+                "{c}"
+            );
+        }
+        // A host of our version, and the old hold address, are fine.
+        assert!(answer(&at("IN IP4 198.51.100.7"), &local()).is_ok());
+        assert_eq!(
+            answer(&at("IN IP4 0.0.0.0"), &local()).unwrap().1.remote,
+            None
+        );
+        let mut v6 = local();
+        v6.addr = "2001:db8::5".parse().unwrap();
+        assert!(answer(&at("IN IP6 2001:db8::1"), &v6).is_ok());
+        assert!(answer(&at("IN IP4 198.51.100.7"), &v6).is_err());
     }
 
     #[test]
