@@ -71,9 +71,11 @@ impl Pipeline {
     /// receive and send paths are rebuilt for `caller`, and so are the
     /// resamplers between it and the engine; the engine's side (rings,
     /// flush and played counters) carries on untouched, so the AI session
-    /// never notices. The leg's counters carry over; its stream starts
-    /// anew (the new SSRC in `caller`), as a codec change warrants. False
-    /// when this is not a tap.
+    /// never notices. The leg's counters carry over. Its stream carries on
+    /// too (SSRC, numbering, sender counts) while the RTP clock rate stays
+    /// (PCMU ↔ PCMA); a new clock rate starts a new stream (the SSRC in
+    /// `caller`), as RFC 7160 §4.1 wants of a sender. False when this is
+    /// not a tap.
     pub fn retap(&mut self, now: Instant, caller: LegConfig) -> Result<bool, ConfigError> {
         let Mode::Tap(tap) = &mut self.mode else {
             return Ok(false);
@@ -84,6 +86,16 @@ impl Pipeline {
         let mut leg = LegState::new(now, Leg::A, &self.cfg, caller, Receive::OnArrival)?;
         if let Some(old) = &self.legs[0] {
             leg.stats = old.stats;
+            if old.rewriter.clock_rate() == leg.rewriter.clock_rate() {
+                leg.rewriter = old.rewriter.clone();
+                leg.send = old.send;
+                // Our own numbering goes on too, or the rewriter would
+                // take the new encoder's first packets for old ones.
+                if let (Some(new), Some(old)) = (&mut leg.tx, &old.tx) {
+                    new.seq = old.seq;
+                    new.ts = old.ts;
+                }
+            }
         }
         self.legs[0] = Some(leg);
         tap.to_engine = to_engine;

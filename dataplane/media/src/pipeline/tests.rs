@@ -1245,7 +1245,15 @@ fn ai_tap_follows_a_codec_change_without_the_engine_noticing() {
         h.advance(PTIME);
     }
     assert_eq!(engine.read_caller(&mut got), 5 * 320);
-    // Re-INVITE: the caller moves to PCMA (and we to a new SSRC).
+    // What the caller has been hearing: the tap's paced stream.
+    let (ssrc, seq) = {
+        let out = h.rtp_to(Leg::A);
+        let last = out.last().expect("the tap paces the caller's stream");
+        (last.ssrc(), last.sequence())
+    };
+    let sent_before = h.rtp_to(Leg::A).len();
+    // Re-INVITE: the caller moves to PCMA, at the same clock rate: the
+    // stream carries on (the SSRC offered for a new one is not taken).
     assert!(h.p.retap(h.now, leg(CodecSpec::pcma(), 77, FAR_A)).unwrap());
     // PCMU now is a payload type the leg no longer carries.
     let f = ulaw_frame(&tone[..160]);
@@ -1268,17 +1276,33 @@ fn ai_tap_follows_a_codec_change_without_the_engine_noticing() {
     assert_eq!(n, 15 * 320);
     let y = &got[320 * 3..n];
     assert!(power_i16(y, 700.0, 16_000.0) > 100.0 * power_i16(y, 1900.0, 16_000.0));
-    // The engine's audio goes out in PCMA on the new stream.
+    // The engine's audio goes out in PCMA on the same stream, numbered on.
     let before = h.rtp_to(Leg::A).len();
     engine.write_engine(&sine(500.0, 24_000, 10_000.0, 4_800, 0));
     h.advance(PTIME * 3);
     let out = h.rtp_to(Leg::A);
     let last = &out[out.len() - 1];
     assert!(out.len() > before);
-    assert_eq!((last.payload_type(), last.ssrc()), (8, 77));
+    assert_eq!((last.payload_type(), last.ssrc()), (8, ssrc));
+    let after: Vec<u16> = out[sent_before..].iter().map(|p| p.sequence()).collect();
+    let want: Vec<u16> = (1..=after.len() as u16)
+        .map(|k| seq.wrapping_add(k))
+        .collect();
+    assert_eq!(after, want, "numbering carried on");
     let mut pcm = [0i16; 160];
     Law::Alaw.decode(last.payload(), &mut pcm);
     assert!(power_i16(&pcm, 500.0, 8000.0) > 100.0 * power_i16(&pcm, 1500.0, 8000.0));
+    // A codec at another clock rate (L16 at 16 kHz) is a new stream, its
+    // own SSRC (RFC 7160 §4.1).
+    assert!(
+        h.p.retap(h.now, leg(CodecSpec::l16(96, 16_000), 78, FAR_A))
+            .unwrap()
+    );
+    engine.write_engine(&sine(500.0, 24_000, 10_000.0, 2_400, 0));
+    h.advance(PTIME * 3);
+    let out = h.rtp_to(Leg::A);
+    let last = &out[out.len() - 1];
+    assert_eq!((last.payload_type(), last.ssrc()), (96, 78));
     // Not a tap: nothing to do.
     let mut relay = Pipeline::bridge(
         t0,

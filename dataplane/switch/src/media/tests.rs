@@ -788,7 +788,12 @@ fn an_ai_tap_hears_the_caller_at_once_and_follows_a_codec_change() {
             // pipeline's own test shows with time passed in.)
             assert!(heard, "caller frame {i} at the engine");
         }
-        // A re-INVITE moved the caller to PCMA: the tap follows.
+        // The stream the caller hears (the tap's paced silence so far).
+        let (p, _) = recv(&a).expect("the tap's stream to the caller");
+        let ssrc = RtpPacket::parse(&p).unwrap().ssrc();
+        // A re-INVITE moved the caller to PCMA: the tap follows, on the
+        // same stream (the clock rate stays; the SSRC offered is not
+        // taken).
         let mut leg = LegConfig::new(CodecSpec::pcma(), 0xA2);
         leg.remote_rtp = Some(a.local_addr().unwrap());
         engine.retap(opened.handle, leg).unwrap();
@@ -808,7 +813,7 @@ fn an_ai_tap_hears_the_caller_at_once_and_follows_a_codec_change() {
             loud(&heard[heard.len() - 320..]),
             "the PCMA tone reached the engine"
         );
-        // The engine speaks: the caller hears it as PCMA, from the new SSRC.
+        // The engine speaks: the caller hears it as PCMA, on its stream.
         while recv_now(&a).is_some() {}
         let speech: Vec<i16> = (0..24_000)
             .map(|i| ((i as f64 * std::f64::consts::TAU * 300.0 / 24_000.0).sin() * 8000.0) as i16)
@@ -819,7 +824,7 @@ fn an_ai_tap_hears_the_caller_at_once_and_follows_a_codec_change() {
         while Instant::now() < until {
             let Some((p, _)) = recv(&a) else { break };
             let pkt = RtpPacket::parse(&p).unwrap();
-            if pkt.payload_type() == 8 && pkt.ssrc() == 0xA2 {
+            if pkt.payload_type() == 8 && pkt.ssrc() == ssrc {
                 let mut pcm = vec![0i16; pkt.payload().len()];
                 Law::Alaw.decode(pkt.payload(), &mut pcm);
                 loud_pcma += usize::from(loud(&pcm));
