@@ -675,11 +675,18 @@ impl Run {
             _ => CodecSpec::opus(96, 8_000),
         };
         let old = self.cfg[0]?;
+        // At the same RTP clock rate our stream to the caller carries on
+        // (its SSRC); at another it is a new one, the SSRC given here.
+        let ssrc = if old.codec.clock_rate == codec.clock_rate {
+            old.ssrc
+        } else {
+            old.ssrc.wrapping_add(1)
+        };
         let cfg = LegConfig {
             telephone_event: (b & 4 != 0).then_some(101),
             ..LegConfig {
                 codec,
-                ..LegConfig::new(codec, old.ssrc.wrapping_add(1))
+                ..LegConfig::new(codec, ssrc)
             }
         };
         let cfg = LegConfig {

@@ -108,6 +108,27 @@ impl Core {
                 Some("call table full"),
             );
         }
+        // A body in a content coding we do not decode (gzip, say) is
+        // refused with the one we take (RFC 3261 §8.2.3), not read as SDP.
+        let coded = req
+            .headers
+            .get_all(KnownHeader::ContentEncoding)
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(|c| c.trim_ascii())
+            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"));
+        if coded && !req.body.is_empty() {
+            let r = self
+                .reply(&req, StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                .header(KnownHeader::AcceptEncoding, "identity")
+                .build();
+            match r {
+                Ok(r) => return self.respond(now, id, r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "415 not built");
+                    return self.reject(now, id, &req, StatusCode::UNSUPPORTED_MEDIA_TYPE, None);
+                }
+            }
+        }
         // No body: a late offer (RFC 3261 §13.2.1). Our 2xx carries the
         // offer and A's ACK the answer.
         let offer = if req.body.is_empty() {

@@ -214,3 +214,24 @@ fn a_merged_copy_of_a_call_in_progress_is_refused_with_482() {
     assert_eq!(h.core.active_calls(), 0);
     assert!(h.core.calls.by_a_request.is_empty());
 }
+
+/// A body in a content coding we do not decode is refused with 415 and
+/// the coding we take (RFC 3261 §8.2.3), not read as SDP; `identity` is
+/// no coding at all.
+#[test]
+fn an_offer_in_a_content_coding_we_do_not_decode_gets_415() {
+    let mut h = Harness::new(None);
+    let invite = h.invite_from_a("1000", &[(KnownHeader::ContentEncoding, "gzip")]);
+    h.send(A, invite);
+    let got = response(h.one(A));
+    assert_eq!(got.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        header(&got, KnownHeader::AcceptEncoding).as_deref(),
+        Some("identity")
+    );
+    assert!(h.take(B).is_empty());
+    assert_eq!(h.core.active_calls(), 0);
+    let invite = h.invite_from_a("1000", &[(KnownHeader::ContentEncoding, "identity")]);
+    h.send(A, invite);
+    assert_eq!(request(h.one(B)).method, Method::Invite, "rings");
+}
