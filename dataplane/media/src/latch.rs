@@ -26,6 +26,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Whether `src`, on the IP the SDP named (`expected`), takes the stream
+/// from `current`, a source on another IP.
+fn takes_over(expected: Option<SocketAddr>, src: SocketAddr, current: SocketAddr) -> bool {
+    expected.is_some_and(|e| e.ip() == src.ip() && e.ip() != current.ip())
+}
+
 /// Learning-window settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LatchConfig {
@@ -84,20 +90,14 @@ impl SourceLatch {
         }
     }
 
-    /// Whether `src` is on the IP the SDP named.
-    fn on_sdp_ip(&self, src: SocketAddr) -> bool {
-        self.expected.is_some_and(|e| e.ip() == src.ip())
-    }
-
     /// Filters one valid packet from `src`.
     pub fn check(&mut self, now: Instant, src: SocketAddr) -> LatchVerdict {
-        let sdp_ip = self.on_sdp_ip(src);
         let expected = self.expected;
         match &mut self.state {
             State::Locked(addr) => {
                 if *addr == src {
                     LatchVerdict::Accept
-                } else if sdp_ip && expected.is_none_or(|e| e.ip() != addr.ip()) {
+                } else if takes_over(expected, src, *addr) {
                     // The far end where its SDP said, after another IP
                     // got in first.
                     *addr = src;
@@ -122,8 +122,7 @@ impl SourceLatch {
                     }
                     Some((addr, _, _)) if *addr == src => LatchVerdict::Accept,
                     Some((addr, count, first))
-                        if Some(src) == expected
-                            || (sdp_ip && expected.is_none_or(|e| e.ip() != addr.ip())) =>
+                        if Some(src) == expected || takes_over(expected, src, *addr) =>
                     {
                         *candidate = Some((src, *count, *first));
                         LatchVerdict::Learned(src)
