@@ -551,22 +551,10 @@ impl Store {
                 // The glossary's `cancelled` ("Scheduled call was
                 // cancelled") is an outbound-ai outcome: subscribers hear
                 // of it as they do of every other end.
-                let data = serde_json::json!({
-                    "callId": call.call_id,
-                    "phone": call.phone,
-                    "displayName": call.display_name,
-                    "outcome": "cancelled",
-                    "answered": false,
-                    "talkSec": 0,
-                    "trunk": call.trunk_id.clone().unwrap_or_default(),
-                    "inputTurns": 0,
-                    "outputTurns": 0,
-                    "errorDetail": "",
-                });
                 tx.record_event(
                     &call.tenant,
                     EventName::OutboundAiFinished,
-                    data,
+                    super::dispatch::finished_data(&call, &end, "cancelled", ""),
                     Some(&call.call_id),
                     now,
                 )

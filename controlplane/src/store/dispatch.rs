@@ -186,6 +186,28 @@ pub(super) fn status_after(end: &AttemptEnd, retries_left: i64) -> CallStatus {
     }
 }
 
+/// The `outbound-ai.finished` payload of an attempt's end (the spec's
+/// shape), with its `outcome` and `errorDetail` as stored.
+pub(super) fn finished_data(
+    call: &LiveCall,
+    end: &AttemptEnd,
+    outcome: &str,
+    detail: &str,
+) -> serde_json::Value {
+    json!({
+        "callId": call.call_id,
+        "phone": call.phone,
+        "displayName": call.display_name,
+        "outcome": outcome,
+        "answered": end.answered,
+        "talkSec": end.talk_seconds,
+        "trunk": call.trunk_id.clone().unwrap_or_default(),
+        "inputTurns": end.input_turns,
+        "outputTurns": end.output_turns,
+        "errorDetail": detail,
+    })
+}
+
 /// Cuts `s` to at most `max` bytes on a character boundary.
 pub fn cut(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -622,22 +644,10 @@ impl Store {
                 update!(t);
             }
         }
-        let data = json!({
-            "callId": call.call_id,
-            "phone": call.phone,
-            "displayName": call.display_name,
-            "outcome": outcome,
-            "answered": end.answered,
-            "talkSec": end.talk_seconds,
-            "trunk": call.trunk_id.clone().unwrap_or_default(),
-            "inputTurns": end.input_turns,
-            "outputTurns": end.output_turns,
-            "errorDetail": detail,
-        });
         tx.record_event(
             &call.tenant,
             EventName::OutboundAiFinished,
-            data,
+            finished_data(call, end, &outcome, &detail),
             Some(&call.call_id),
             now,
         )

@@ -549,14 +549,21 @@ async fn least_loaded_healthy_node_is_chosen() {
     assert_eq!(running.whitelists[0].numbers, ["+15551234567"]);
 }
 
-#[tokio::test]
-async fn a_call_the_node_has_no_room_for_waits_without_spending_an_attempt() {
+/// A database, a manual clock and one reachable node (its peer state and
+/// server), with the link to it.
+async fn one_node() -> (TestDb, Clock, Peer, Server, Arc<SwitchNodes>) {
     let db = TestDb::sqlite().await;
     let clock = Clock::manual(UtcMillis(1_780_000_000_000));
     let peer = Peer::new("a");
     let server = Server::start(&peer, None).await;
     let l = link(vec![server.url()], &clock);
     l.choose_probing().await.unwrap();
+    (db, clock, peer, server, l)
+}
+
+#[tokio::test]
+async fn a_call_the_node_has_no_room_for_waits_without_spending_an_attempt() {
+    let (db, clock, peer, _server, l) = one_node().await;
     // The trunk is at its limit: the node refuses, nothing rings.
     peer.with(|s| s.place_error = Some(tonic::Code::ResourceExhausted));
     let call = new_call(2, clock.now());
@@ -607,12 +614,7 @@ async fn a_call_the_node_has_no_room_for_waits_without_spending_an_attempt() {
 
 #[tokio::test]
 async fn refused_placements_follow_the_retry_policy() {
-    let db = TestDb::sqlite().await;
-    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
-    let peer = Peer::new("a");
-    let server = Server::start(&peer, None).await;
-    let l = link(vec![server.url()], &clock);
-    l.choose_probing().await.unwrap();
+    let (db, clock, peer, server, l) = one_node().await;
     peer.with(|s| s.place_error = Some(tonic::Code::FailedPrecondition));
     let call = new_call(2, clock.now());
     db.store.insert_call(&call).await.unwrap();
