@@ -1277,6 +1277,24 @@ mod tests {
         )
     }
 
+    /// PCMU packet `seq` of a far end's stream of `samples`-long packets
+    /// (SSRC 0x4242): a 500 Hz square wave, loud enough to be no silence.
+    fn loud_pcmu(seq: u16, samples: usize) -> Vec<u8> {
+        let header = RtpHeader {
+            marker: seq == 0,
+            payload_type: 0,
+            sequence: seq,
+            timestamp: u32::from(seq) * samples as u32,
+            ssrc: 0x4242,
+        };
+        let mut packet = vec![0u8; 12 + samples];
+        header.write(&mut packet).unwrap();
+        for (k, b) in packet[12..].iter_mut().enumerate() {
+            *b = codeb_media::g711::ulaw_encode(if k % 16 < 8 { 8000 } else { -8000 });
+        }
+        packet
+    }
+
     /// A worker on a reactor of its own, driven by hand: no thread, no
     /// loop.
     fn worker(coalescing: Coalescing) -> Worker {
@@ -1359,20 +1377,7 @@ mod tests {
             w.st.out.clear();
         };
         for i in 0..12u16 {
-            let header = RtpHeader {
-                marker: i == 0,
-                payload_type: 0,
-                sequence: i,
-                timestamp: u32::from(i) * 800,
-                ssrc: 0x4242,
-            };
-            let mut packet = [0u8; 12 + 800];
-            header.write(&mut packet).unwrap();
-            for (k, b) in packet[12..].iter_mut().enumerate() {
-                // A 500 Hz square wave, loud enough to be no silence.
-                *b = codeb_media::g711::ulaw_encode(if k % 16 < 8 { 8000 } else { -8000 });
-            }
-            w.st.datagram(now, socket, far_a, &packet);
+            w.st.datagram(now, socket, far_a, &loud_pcmu(i, 800));
             if i == 7 {
                 // The late turn: 150 ms after the one before.
                 now += Duration::from_millis(50);
@@ -1470,19 +1475,7 @@ mod tests {
         let socket = w.st.calls[&1].legs[0].rtp;
         let mut now = Instant::now();
         let to_b = |w: &mut Worker, now: Instant, seq: u16| {
-            let header = RtpHeader {
-                marker: seq == 0,
-                payload_type: 0,
-                sequence: seq,
-                timestamp: u32::from(seq) * 160,
-                ssrc: 0x4242,
-            };
-            let mut packet = [0u8; 12 + 160];
-            header.write(&mut packet).unwrap();
-            for (k, b) in packet[12..].iter_mut().enumerate() {
-                *b = codeb_media::g711::ulaw_encode(if k % 16 < 8 { 8000 } else { -8000 });
-            }
-            w.st.datagram(now, socket, far_a, &packet);
+            w.st.datagram(now, socket, far_a, &loud_pcmu(seq, 160));
             w.st.tap_timers(now);
             let rtp =
                 w.st.sends
