@@ -309,6 +309,24 @@ impl Pipeline {
         }
     }
 
+    /// Where the leg's outgoing stream stands (see
+    /// [`StreamRewriter::position`](crate::rewrite::StreamRewriter::position)).
+    pub fn stream_position(&self, leg: Leg) -> Option<crate::rewrite::Position> {
+        self.legs[leg.index()]
+            .as_ref()
+            .map(|l| l.rewriter.position())
+    }
+
+    /// The leg's far end was sent nothing since `from` (it held the call)
+    /// while this pipeline went on numbering: its stream goes on from
+    /// there, one sequence number after the last packet it was sent
+    /// ([`StreamRewriter::rebase`](crate::rewrite::StreamRewriter::rebase)).
+    pub fn rebase_stream(&mut self, leg: Leg, from: crate::rewrite::Position) {
+        if let Some(l) = &mut self.legs[leg.index()] {
+            l.rewriter.rebase(from);
+        }
+    }
+
     /// Where we send the leg's RTP (latched, or the SDP address).
     pub fn destination(&self, leg: Leg) -> Option<SocketAddr> {
         self.legs[leg.index()]

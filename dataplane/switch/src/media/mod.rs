@@ -134,10 +134,12 @@ pub struct Remote {
     /// the `0.0.0.0` of an RFC 2543 hold). RTCP goes either way (RFC 3264
     /// §5.1).
     pub we_send: bool,
-    /// This far end sends us RTP (`sendrecv`/`recvonly` on our side). A
-    /// call with a leg that does not (on hold) is not hung up for its
-    /// silence.
-    pub they_send: bool,
+    /// This far end's silence counts towards the RTP inactivity timeout:
+    /// only while the stream is `sendrecv`. On hold (any other direction)
+    /// a far end may send music, comfort noise or nothing at all, and a
+    /// call is not hung up for that (the session timer still ends a dead
+    /// one).
+    pub times_out: bool,
 }
 
 /// What the engine reports.

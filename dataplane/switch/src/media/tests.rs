@@ -74,7 +74,7 @@ fn remote(s: &UdpSocket, pt: u8) -> Remote {
         clock_rate: 8000,
         dtmf_payload_type: Some(101),
         we_send: true,
-        they_send: true,
+        times_out: true,
     }
 }
 

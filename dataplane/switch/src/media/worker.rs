@@ -36,7 +36,7 @@ use codeb_media::inband::{DetectorConfig, DtmfDetector};
 use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch};
 use codeb_media::pipeline::{self, LegConfig, PacketKind, Pipeline};
 use codeb_media::record::{RecCodec, RecordFeed};
-use codeb_media::rewrite::{Source, StreamRewriter};
+use codeb_media::rewrite::{Position, Source, StreamRewriter};
 use codeb_media::rtcp::{self, CompoundWriter, RtcpPacket, SenderInfo};
 use codeb_media::rtp::{self, RtpHeader, RtpPacket};
 use codeb_media::stats::{ReceiveStats, SendStats};
@@ -116,6 +116,9 @@ struct Leg {
     inband: Option<DtmfDetector>,
     /// When this leg's last key was reported (see [`DTMF_MIN_GAP`]).
     last_digit: Option<Instant>,
+    /// While its far end holds the call (we send it nothing): where its
+    /// stream stood, to go on from when it takes the call back.
+    held_from: Option<Position>,
 }
 
 impl Leg {
@@ -580,6 +583,7 @@ impl Worker {
                 dtmf: DtmfReceiver::new(DTMF_CLOCK, DTMF_END_TIMEOUT),
                 inband: None,
                 last_digit: None,
+                held_from: None,
             });
         }
         let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
@@ -636,7 +640,29 @@ impl Worker {
                 && matches!(remote.payload_type, 0 | 8))
             .then(|| DtmfDetector::new(DetectorConfig::default()));
         }
-        let resumed = leg.remote.is_some_and(|r| !r.they_send) && remote.they_send;
+        let resumed = leg.remote.is_some_and(|r| !r.times_out) && remote.times_out;
+        // On hold, where its stream stood is kept; off hold, what it is
+        // sent again goes on from there (the packets a pipeline numbered
+        // meanwhile and we did not send are no loss to it).
+        let piped = call
+            .pipe
+            .as_mut()
+            .and_then(|p| p.kind.leg_of(side).map(|l| (&mut p.pipeline, l)));
+        let was_sending = leg.remote.is_none_or(|r| r.we_send);
+        if was_sending && !remote.we_send {
+            leg.held_from = Some(match &piped {
+                Some((p, l)) => p.stream_position(*l).unwrap_or(leg.out.position()),
+                None => leg.out.position(),
+            });
+        } else if !was_sending
+            && remote.we_send
+            && let Some(from) = leg.held_from.take()
+        {
+            leg.out.rebase(from);
+            if let Some((p, l)) = piped {
+                p.rebase_stream(l, from);
+            }
+        }
         leg.remote = Some(remote);
         // The quiet clock starts again when the call is routed, and when
         // a far end comes off hold (an AI call has only the one leg).
@@ -759,7 +785,7 @@ impl Worker {
             if call
                 .legs
                 .iter()
-                .any(|l| l.remote.is_some_and(|r| !r.they_send))
+                .any(|l| l.remote.is_some_and(|r| !r.times_out))
             {
                 continue;
             }
@@ -1405,9 +1431,9 @@ mod tests {
     fn a_held_far_end_gets_no_rtp_and_its_silence_is_no_timeout() {
         let [far_a, far_b] = addresses().far;
         let mut w = one_call();
-        let held = |we_send: bool, they_send: bool| Remote {
+        let held = |we_send: bool, times_out: bool| Remote {
             we_send,
-            they_send,
+            times_out,
             ..far_end(1, far_b, [0, 0])
         };
         w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
@@ -1431,9 +1457,9 @@ mod tests {
         w.st.datagram(t0, a, far_a, &packet(1));
         assert!(w.st.sends.is_empty(), "nothing to a held far end");
         assert_eq!(w.st.calls[&1].legs[0].stats.dropped_unrouted, 1);
-        // A `sendonly` hold of B's (it plays music, we only receive):
+        // A `sendonly` hold of B's (it may play music, we only receive):
         // B's RTP still reaches A.
-        w.remote(1, LegSide::B, held(false, true));
+        w.remote(1, LegSide::B, held(false, false));
         w.st.datagram(t0, b, far_b, &packet(1));
         assert_eq!(w.st.sends.len(), 1, "B's audio reaches A");
         assert_eq!(w.st.sends[0].1, far_a);
@@ -1451,10 +1477,23 @@ mod tests {
         assert!(!w.st.calls[&1].reported_quiet);
         w.check_quiet(resumed + Duration::from_secs(60));
         assert!(w.st.calls[&1].reported_quiet, "quiet off hold is reported");
-        // And A's audio reaches B again.
+        // And A's audio reaches B again; after another hold, through a
+        // hundred of A's packets, B's stream goes on by one, no gap.
         w.st.datagram(resumed, a, far_a, &packet(2));
         assert_eq!(w.st.sends.len(), 1);
         assert_eq!(w.st.sends[0].1, far_b);
+        let seq_of = |w: &Worker| {
+            let &(_, _, start, end) = w.st.sends.last().unwrap();
+            RtpPacket::parse(&w.st.out[start..end]).unwrap().sequence()
+        };
+        let before = seq_of(&w);
+        w.remote(1, LegSide::B, held(false, false));
+        for seq in 3..103 {
+            w.st.datagram(resumed, a, far_a, &packet(seq));
+        }
+        w.remote(1, LegSide::B, held(true, true));
+        w.st.datagram(resumed, a, far_a, &packet(103));
+        assert_eq!(seq_of(&w), before.wrapping_add(1), "no gap after a hold");
     }
 
     /// A pipeline's RTP to a held far end is not sent either (its RTCP
@@ -1468,7 +1507,7 @@ mod tests {
         w.remote(1, LegSide::A, far_end(0, far_a, [0, 8]));
         let held = |on: bool| Remote {
             we_send: !on,
-            they_send: !on,
+            times_out: !on,
             ..far_end(1, far_b, [0, 8])
         };
         w.remote(1, LegSide::B, held(true));
@@ -1500,6 +1539,57 @@ mod tests {
             now += Duration::from_millis(20);
         }
         assert!(sent >= 15, "B hears A again: {sent} packets");
+        // Held again and back: B's stream goes on by one, no gap for the
+        // frames it was not sent.
+        let last_to_b = |w: &Worker| {
+            w.st.sends
+                .iter()
+                .filter(|&&(_, dst, start, end)| {
+                    dst == far_b && !rtp::is_rtcp(&w.st.out[start..end])
+                })
+                .map(|&(_, _, start, end)| {
+                    RtpPacket::parse(&w.st.out[start..end]).unwrap().sequence()
+                })
+                .next_back()
+        };
+        let mut last = None;
+        for seq in 40..45 {
+            w.st.datagram(now, socket, far_a, &loud_pcmu(seq, 160));
+            w.st.tap_timers(now);
+            last = last_to_b(&w).or(last);
+            w.st.sends.clear();
+            w.st.out.clear();
+            now += Duration::from_millis(20);
+        }
+        w.remote(1, LegSide::B, held(true));
+        for seq in 45..60 {
+            assert_eq!(to_b(&mut w, now, seq), 0);
+            now += Duration::from_millis(20);
+        }
+        w.remote(1, LegSide::B, held(false));
+        let mut next = None;
+        for seq in 60..65 {
+            w.st.datagram(now, socket, far_a, &loud_pcmu(seq, 160));
+            w.st.tap_timers(now);
+            next = next.or_else(|| {
+                w.st.sends
+                    .iter()
+                    .find(|&&(_, dst, start, end)| {
+                        dst == far_b && !rtp::is_rtcp(&w.st.out[start..end])
+                    })
+                    .map(|&(_, _, start, end)| {
+                        RtpPacket::parse(&w.st.out[start..end]).unwrap().sequence()
+                    })
+            });
+            w.st.sends.clear();
+            w.st.out.clear();
+            now += Duration::from_millis(20);
+        }
+        assert_eq!(
+            next,
+            last.map(|s: u16| s.wrapping_add(1)),
+            "no gap after the hold"
+        );
     }
 
     /// Keys are reported whatever path a call's media takes: relayed
@@ -1905,7 +1995,7 @@ mod tests {
             clock_rate: 8000,
             dtmf_payload_type: Some([101, 96][side]),
             we_send: true,
-            they_send: true,
+            times_out: true,
         }
     }
 

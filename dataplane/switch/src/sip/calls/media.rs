@@ -155,7 +155,7 @@ fn remote_of(n: &Negotiated) -> Option<Remote> {
         dtmf_payload_type: n.dtmf_pt,
         we_send: matches!(n.direction, Direction::SendRecv | Direction::SendOnly)
             && !addr.ip().is_unspecified(),
-        they_send: matches!(n.direction, Direction::SendRecv | Direction::RecvOnly),
+        times_out: n.direction == Direction::SendRecv,
     })
 }
 
