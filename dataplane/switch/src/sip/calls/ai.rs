@@ -30,6 +30,8 @@ pub(super) struct AiCall {
     ended: Option<CallEvent>,
     closed: bool,
     close_by: Option<Instant>,
+    /// Its session was told to stop (once).
+    stopping: bool,
     /// What the conversation had reached when its session was stopped
     /// ([`AiNote::Reached`]).
     reached: Option<String>,
@@ -112,6 +114,7 @@ impl Core {
                 ended: None,
                 closed: false,
                 close_by: None,
+                stopping: false,
             },
         );
         placed
@@ -223,7 +226,21 @@ impl Core {
         let by = now + AI_CLOSE_GRACE;
         ai.close_by = Some(by);
         placed.ai_close.insert((by, key));
-        placed.ai_requests.push_back(AiRequest::Stop(key));
+        self.stop_ai(key);
+    }
+
+    /// Tells a call's AI session to stop, once: the call is ending (its
+    /// far end may take up to 64·T1 to answer our BYE, or to ACK our 2xx
+    /// before we may send one, and the session would talk on and bill
+    /// meanwhile), or the AI handed its party over.
+    pub(super) fn stop_ai(&mut self, key: CallKey) {
+        let placed = &mut self.calls.placed;
+        if let Some(ai) = placed.ai.get_mut(&key)
+            && !ai.stopping
+        {
+            ai.stopping = true;
+            placed.ai_requests.push_back(AiRequest::Stop(key));
+        }
     }
 
     /// Sends a held CallEnded with the call's turn counts.

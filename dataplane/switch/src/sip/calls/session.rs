@@ -169,6 +169,7 @@ impl Core {
             self.calls.completed += 1;
             self.cancel_branches(now, key);
             self.join_interrupted(now, key);
+            self.stop_ai(key);
         }
     }
 

@@ -364,10 +364,7 @@ impl Core {
         self.note_end(key, TRANSFERRED, "");
         // The session says its last words (turns, usage) as it closes;
         // the call's end no longer waits for the AI.
-        self.calls
-            .placed
-            .ai_requests
-            .push_back(AiRequest::Stop(key));
+        self.stop_ai(key);
         self.unhook_ai(key);
         self.sync_media(key);
         self.transferred_event(now, key, &t);

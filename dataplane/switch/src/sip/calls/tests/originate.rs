@@ -613,6 +613,31 @@ fn an_ai_session_that_never_closes_does_not_hold_the_end_forever() {
     assert_eq!(h.core.ai_calls(), 0);
 }
 
+/// Hung up, the call's AI session is told to stop at once, not when the
+/// far end answers our BYE (up to 64·T1 when it is gone: the session
+/// would talk on, and bill, meanwhile).
+#[test]
+fn the_ai_stops_as_the_call_ends_not_when_the_bye_is_answered() {
+    use crate::ai::AiRequest;
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-ai5", with_ai);
+    let invite = challenge(&mut h, &invite);
+    let _carrier = answer(&mut h, &invite);
+    let AiRequest::Start(start) = ai_request(&mut h) else {
+        panic!("no start");
+    };
+    h.core.hangup_call(h.now, "oac-ai5", None).unwrap();
+    assert_eq!(request(h.one(CARRIER)).method, Method::Bye);
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == start.key));
+    // The BYE is never answered: the call ends when its transaction does,
+    // and no second Stop goes out.
+    h.advance(secs(40));
+    let _ = h.take(CARRIER);
+    assert_eq!(ended(&events(&mut h)).0, "cancelled");
+    assert!(h.core.poll_ai_request().is_none());
+    assert_eq!(h.core.active_calls(), 0);
+}
+
 #[test]
 fn a_far_hangup_after_a_real_exchange_or_during_the_goodbye_is_the_outcome_reached() {
     use crate::ai::{AiNote, AiRequest};
@@ -698,6 +723,8 @@ fn a_failed_ai_session_ends_the_call_as_failed() {
             detail: "AI engine: rejected (1008)".into(),
         },
     );
+    // The call ends: its session (whatever is left of it) is told to stop.
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == key));
     h.core.ai_note(h.now, key, AiNote::Closed);
     let bye = request(h.one(CARRIER));
     assert_eq!(bye.method, Method::Bye);
