@@ -117,9 +117,14 @@ fn apply(n: &mut NumberRecord, input: NumberInput) -> ApiResult<()> {
         n.language = language;
     }
     if let Some(model) = input.model {
-        validate::token("model", &model, 200)?;
-        validate::model("model", &model)?;
-        n.model = model;
+        // Empty: the default model, as on POST /calls.
+        n.model = if model.is_empty() {
+            crate::api::calls::DEFAULT_MODEL.to_owned()
+        } else {
+            validate::token("model", &model, 200)?;
+            validate::model("model", &model)?;
+            model
+        };
     }
     if let Some(save) = input.save_transcripts {
         n.save_transcripts = save;

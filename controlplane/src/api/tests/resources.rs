@@ -708,6 +708,21 @@ async fn number_voice_follows_the_model_vendor(h: Harness) {
         h.get("/api.ashx/v1/numbers/2002", &t).await.json["model"],
         "openai/gpt-realtime"
     );
+    // Empty is the default model, as on POST /calls.
+    let r = h
+        .put("/api.ashx/v1/numbers/2002", &t, json!({"model": ""}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["model"], crate::api::calls::DEFAULT_MODEL);
+    assert_eq!(r.json["voice"], "Aoede", "the voice follows back to Gemini");
+    let r = h
+        .put(
+            "/api.ashx/v1/numbers/2002",
+            &t,
+            json!({"model": "openai/gpt-realtime"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     // And back: OpenAI's marin is no Gemini voice.
     let r = h
         .put(
