@@ -232,6 +232,18 @@ async fn a_deferred_dispatch_waits_as_before_its_claim(db: TestDb) {
     assert_eq!(retry[0].attempt, 2);
     // One outbound-ai.finished: the attempt that really ended.
     assert_eq!(event_data(s, TENANT, "outbound-ai.finished").await.len(), 1);
+    // Cancelled while it waits: the earlier attempt's detail is not the
+    // cancelled call's.
+    s.defer_dispatch(&retry[0], due.plus_ms(10_000), "not placed yet", due)
+        .await
+        .unwrap();
+    let r = s.hangup_unplaced(TENANT, &c.call_id, due).await.unwrap();
+    assert!(matches!(r, crate::store::HangupResult::Cancelled), "{r:?}");
+    let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.error_detail.as_str()),
+        (CallStatus::Cancelled, "")
+    );
 }
 
 async fn events_apply_once(db: TestDb) {
