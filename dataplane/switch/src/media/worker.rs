@@ -1219,8 +1219,8 @@ impl State {
             return;
         };
         if !there.we_send {
-            // The other far end does not take RTP now (on hold: it agreed
-            // `recvonly`/`inactive` for its side, or no address).
+            // The other far end does not take RTP now (on hold: our side
+            // of its stream is `recvonly`/`inactive`), or named no address.
             this.stats.dropped_unrouted += 1;
             return;
         }
@@ -1424,7 +1424,8 @@ mod tests {
         assert_eq!(b.rtp_out, frames);
     }
 
-    /// A far end on hold (`recvonly`/`inactive` agreed for its side) gets
+    /// A far end on hold (it sent `a=sendonly`/`a=inactive`, so our side
+    /// of its stream is `recvonly`/`inactive`) gets
     /// no RTP, and a call with a held leg is not hung up for its silence;
     /// off hold, both work as before and the quiet clock starts again.
     #[test]
