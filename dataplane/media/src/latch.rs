@@ -19,18 +19,15 @@
 //! from another IP: a scanner that sprays the port range before the far
 //! end's first packet (a caller whose phone starts sending late, or sends
 //! nothing while on hold or silent) is latched first, and without this
-//! would keep the call's audio. A source on the SDP's own IP is final.
+//! would keep the call's audio. A source on the SDP's own IP is final. The
+//! IP the far end's signalling comes from can be trusted the same way
+//! ([`SourceLatch::trust`]): behind NAT a phone's SDP names a private
+//! address, and its media comes from the public IP its SIP does.
 //! [`SourceLatch::relearn`] reopens learning, and is meant for an explicit
 //! policy event such as a re-INVITE that changed the far end's SDP.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-
-/// Whether `src`, on the IP the SDP named (`expected`), takes the stream
-/// from `current`, a source on another IP.
-fn takes_over(expected: Option<SocketAddr>, src: SocketAddr, current: SocketAddr) -> bool {
-    expected.is_some_and(|e| e.ip() == src.ip() && e.ip() != current.ip())
-}
 
 /// Learning-window settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +73,9 @@ pub struct SourceLatch {
     config: LatchConfig,
     /// Address the far end's SDP named, if any.
     expected: Option<SocketAddr>,
+    /// Another IP the far end is known by: where its signalling comes
+    /// from ([`SourceLatch::trust`]).
+    trusted: Option<IpAddr>,
     state: State,
     dropped: u64,
 }
@@ -85,19 +85,32 @@ impl SourceLatch {
         SourceLatch {
             config,
             expected,
+            trusted: None,
             state: State::Learning { candidate: None },
             dropped: 0,
         }
     }
 
+    /// Also trusts `ip` as the far end's, as its SDP's IP is: the IP its
+    /// signalling comes from, which a far end behind NAT (whose SDP names
+    /// a private address) usually sends its media from too. None: only
+    /// the SDP's.
+    pub fn trust(&mut self, ip: Option<IpAddr>) {
+        self.trusted = ip;
+    }
+
     /// Filters one valid packet from `src`.
     pub fn check(&mut self, now: Instant, src: SocketAddr) -> LatchVerdict {
-        let expected = self.expected;
+        let (expected, trusted) = (self.expected, self.trusted);
+        let takes_over = |src: SocketAddr, current: SocketAddr| {
+            let known = |ip: IpAddr| expected.is_some_and(|e| e.ip() == ip) || trusted == Some(ip);
+            known(src.ip()) && !known(current.ip())
+        };
         match &mut self.state {
             State::Locked(addr) => {
                 if *addr == src {
                     LatchVerdict::Accept
-                } else if takes_over(expected, src, *addr) {
+                } else if takes_over(src, *addr) {
                     // The far end where its SDP said, after another IP
                     // got in first.
                     *addr = src;
@@ -122,7 +135,7 @@ impl SourceLatch {
                     }
                     Some((addr, _, _)) if *addr == src => LatchVerdict::Accept,
                     Some((addr, count, first))
-                        if Some(src) == expected || takes_over(expected, src, *addr) =>
+                        if Some(src) == expected || takes_over(src, *addr) =>
                     {
                         *candidate = Some((src, *count, *first));
                         LatchVerdict::Learned(src)
@@ -245,6 +258,25 @@ mod tests {
         assert_eq!(l.check(t0, scanner), LatchVerdict::Drop);
         assert_eq!(l.check(t0, sdp), LatchVerdict::Learned(sdp));
         assert_eq!(l.check(t0, mapped), LatchVerdict::Drop);
+    }
+
+    #[test]
+    fn behind_nat_the_signalling_ip_takes_the_call_back_from_a_scanner() {
+        let t0 = Instant::now();
+        let mut l = SourceLatch::new(LatchConfig::default(), Some(a("10.0.0.5:4000")));
+        l.trust(Some("198.51.100.7".parse().unwrap()));
+        let scanner = a("203.0.113.66:1");
+        for _ in 0..10 {
+            l.check(t0, scanner);
+        }
+        assert!(l.is_locked());
+        // The phone's media, from the public IP its SIP comes from, on
+        // the port its NAT picked.
+        let public = a("198.51.100.7:31000");
+        assert_eq!(l.check(t0, public), LatchVerdict::Learned(public));
+        assert_eq!(l.check(t0, scanner), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, a("198.51.100.7:31002")), LatchVerdict::Drop);
+        assert_eq!(l.destination(), Some(public));
     }
 
     #[test]

@@ -351,6 +351,15 @@ impl Pipeline {
         }
     }
 
+    /// Trusts `ip`, where the far end of `leg` signals from, as its SDP's
+    /// IP is trusted ([`SourceLatch::trust`](crate::latch::SourceLatch::trust)).
+    pub fn trust_source(&mut self, leg: Leg, ip: Option<std::net::IpAddr>) {
+        if let Some(l) = &mut self.legs[leg.index()] {
+            l.latch.trust(ip);
+            l.rtcp_latch.trust(ip);
+        }
+    }
+
     fn emit(&mut self, e: Event) {
         if self.events.len() == EVENT_QUEUE {
             self.events.pop_front();

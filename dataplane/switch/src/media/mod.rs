@@ -134,6 +134,10 @@ pub struct Remote {
     /// the `0.0.0.0` of an RFC 2543 hold). RTCP goes either way (RFC 3264
     /// §5.1).
     pub we_send: bool,
+    /// The IP this far end's signalling comes from: trusted for its media
+    /// as the SDP's IP is (strict source; behind NAT the SDP names a
+    /// private address, and the media comes from the public one).
+    pub signalling: Option<IpAddr>,
     /// This far end's silence counts towards the RTP inactivity timeout:
     /// only while the stream is `sendrecv`. On hold (any other direction)
     /// a far end may send music, comfort noise or nothing at all, and a

@@ -75,6 +75,7 @@ fn remote(s: &UdpSocket, pt: u8) -> Remote {
         dtmf_payload_type: Some(101),
         we_send: true,
         times_out: true,
+        signalling: None,
     }
 }
 

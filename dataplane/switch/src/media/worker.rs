@@ -682,6 +682,13 @@ impl Worker {
                 p.pipeline.update_remote(leg, Some(remote.addr), None);
             }
         }
+        leg.latch.trust(remote.signalling);
+        leg.rtcp_latch.trust(remote.signalling);
+        if let Some(p) = &mut call.pipe
+            && let Some(l) = p.kind.leg_of(side)
+        {
+            p.pipeline.trust_source(l, remote.signalling);
+        }
     }
 
     /// Puts a call's packets through a pipeline (an AI tap: one leg and
@@ -721,6 +728,7 @@ impl Worker {
             if let Some(l) = kind.leg_of(side) {
                 let leg = &call.legs[side as usize];
                 pipeline.continue_stream(l, &leg.out, leg.send);
+                pipeline.trust_source(l, leg.remote.and_then(|r| r.signalling));
             }
         }
         if matches!(kind, PipeKind::Tap(_)) {
@@ -1497,6 +1505,41 @@ mod tests {
         assert_eq!(seq_of(&w), before.wrapping_add(1), "no gap after a hold");
     }
 
+    /// A far end behind NAT (its SDP names a private address) takes its
+    /// call back from a scanner that sprayed first, by the IP its
+    /// signalling comes from.
+    #[test]
+    fn the_signalling_ip_takes_a_call_back_from_a_scanner() {
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        let private: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        w.remote(
+            1,
+            LegSide::A,
+            Remote {
+                signalling: Some(far_a.ip()),
+                ..far_end(0, private, [0, 0])
+            },
+        );
+        w.remote(1, LegSide::B, far_end(1, far_b, [0, 0]));
+        let a = w.st.calls[&1].legs[0].rtp;
+        let scanner: SocketAddr = "203.0.113.66:1".parse().unwrap();
+        let t0 = Instant::now();
+        for seq in 0..10 {
+            w.st.datagram(t0, a, scanner, &loud_pcmu(seq, 160));
+        }
+        assert_eq!(w.st.calls[&1].legs[0].latch.destination(), Some(scanner));
+        w.st.sends.clear();
+        w.st.out.clear();
+        // The phone's media, from its public IP on the port its NAT chose.
+        w.st.datagram(t0, a, far_a, &loud_pcmu(10, 160));
+        assert_eq!(w.st.calls[&1].legs[0].latch.destination(), Some(far_a));
+        assert_eq!(w.st.sends.len(), 1, "its audio reaches B");
+        w.st.sends.clear();
+        w.st.datagram(t0, a, scanner, &loud_pcmu(11, 160));
+        assert!(w.st.sends.is_empty(), "the scanner is out");
+    }
+
     /// A pipeline's RTP to a held far end is not sent either (its RTCP
     /// is): the same for the transcoded bridge and the AI tap, whose
     /// packets both leave through `drain`.
@@ -1997,6 +2040,7 @@ mod tests {
             dtmf_payload_type: Some([101, 96][side]),
             we_send: true,
             times_out: true,
+            signalling: None,
         }
     }
 

@@ -137,7 +137,9 @@ pub(super) fn tap_key(n: &Negotiated) -> (Codec, u8, Option<u8>) {
     (n.codec, n.pt, n.dtmf_pt)
 }
 
-fn remote_of(n: &Negotiated) -> Option<Remote> {
+/// The media engine's view of what a leg negotiated; `signalling` is the
+/// IP its SIP comes from.
+fn remote_of(n: &Negotiated, signalling: Option<IpAddr>) -> Option<Remote> {
     let codec = match n.codec {
         Codec::Pcmu => CodecKind::Pcmu,
         Codec::Pcma => CodecKind::Pcma,
@@ -156,6 +158,7 @@ fn remote_of(n: &Negotiated) -> Option<Remote> {
         we_send: matches!(n.direction, Direction::SendRecv | Direction::SendOnly)
             && !addr.ip().is_unspecified(),
         times_out: n.direction == Direction::SendRecv,
+        signalling,
     })
 }
 
@@ -177,16 +180,24 @@ impl Core {
         let Some(handle) = call.media.handle else {
             return;
         };
+        // Where each leg's far end signals from (its dialog's peer).
+        let dialogs = &self.calls.dialogs;
+        let signalling = |leg: &Leg| {
+            leg.dialog
+                .as_ref()
+                .and_then(|id| dialogs.get(id))
+                .map(|d| d.remote().peer().ip())
+        };
         // A call with an AI leg has one SIP leg; the tap learns its far
         // end (answer, re-INVITE) from here.
         if let Some(o) = &call.origin
             && o.ai.is_some()
             && !call.transferred
         {
-            let (side, n) = if o.inbound {
-                (LegSide::A, &call.a.negotiated)
+            let (side, n, from) = if o.inbound {
+                (LegSide::A, &call.a.negotiated, signalling(&call.a))
             } else {
-                (LegSide::B, &call.b.negotiated)
+                (LegSide::B, &call.b.negotiated, signalling(&call.b))
             };
             if let Some(n) = n
                 && call.tapped.is_some_and(|t| t != tap_key(n))
@@ -203,7 +214,7 @@ impl Core {
                     None => {}
                 }
             }
-            if let Some(r) = n.as_ref().and_then(remote_of)
+            if let Some(r) = n.as_ref().and_then(|n| remote_of(n, from))
                 && let Err(e) = engine.set_remote(handle, side, r)
             {
                 tracing::warn!(call = key, ?side, error = %e, "media not updated");
@@ -235,8 +246,9 @@ impl Core {
                 Err(e) => tracing::warn!(call = key, error = %e, "media bridge not set up"),
             }
         }
+        let from = [signalling(&call.a), signalling(&call.b)];
         for (side, n) in [(LegSide::A, a), (LegSide::B, b)] {
-            if let Some(r) = remote_of(n)
+            if let Some(r) = remote_of(n, from[side as usize])
                 && let Err(e) = engine.set_remote(handle, side, r)
             {
                 tracing::warn!(call = key, ?side, error = %e, "media not updated");
@@ -409,7 +421,7 @@ mod tests {
                 "{codec:?}"
             );
             // The relay's view of the leg: the same codec and clock.
-            let r = remote_of(&n(codec, pt)).unwrap();
+            let r = remote_of(&n(codec, pt), None).unwrap();
             assert_eq!(
                 (r.codec, r.payload_type, r.clock_rate),
                 (leg.codec.kind, pt, clock)
@@ -417,6 +429,6 @@ mod tests {
             assert!(leg.inband_dtmf, "the pipeline listens where it can");
         }
         assert!(leg_config(&n(Codec::TelephoneEvent, 101), 7).is_none());
-        assert!(remote_of(&n(Codec::TelephoneEvent, 101)).is_none());
+        assert!(remote_of(&n(Codec::TelephoneEvent, 101), None).is_none());
     }
 }
