@@ -491,7 +491,11 @@ const HALF_BAND_TAPS: usize = 31;
 
 /// 16 kHz → 8 kHz for the recording: low-pass, then every other sample.
 /// It keeps its input's last samples, so a stream cut into slots is
-/// filtered as one.
+/// filtered as one. Not the media engine's [`Resampler`]: that one takes
+/// whole 20 ms frames, and a recording's slots are 10 ms pieces placed
+/// each by its own timestamp.
+///
+/// [`Resampler`]: crate::resample::Resampler
 #[derive(Clone)]
 struct HalfBand {
     /// The last `HALF_BAND_TAPS - 1` input samples, oldest first.

@@ -26,11 +26,6 @@ pub enum Source {
     Local { id: u32 },
 }
 
-/// A stream's newest packet (sequence, timestamp, when), to go back to;
-/// see [`StreamRewriter::rebase`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position(Option<(u16, u32, Instant)>);
-
 /// The header fields to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rewritten {
@@ -90,21 +85,12 @@ impl StreamRewriter {
         self.clock_rate
     }
 
-    /// Where the stream stands: its newest packet mapped, if any.
-    pub fn position(&self) -> Position {
-        Position(self.last)
-    }
-
-    /// Takes the stream back to `from` (an earlier [`position`]), and the
-    /// next packet starts a new run there as if its source had changed:
-    /// one sequence number on, its timestamp on by the wall time elapsed,
-    /// with the marker. For a far end that was sent nothing for a while
-    /// (it held the call) while packets were mapped and not sent: it sees
-    /// no gap, which it would count as loss.
-    ///
-    /// [`position`]: StreamRewriter::position
-    pub fn rebase(&mut self, from: Position) {
-        self.last = from.0;
+    /// The next packet starts a new run as if its source had changed: one
+    /// sequence number after the last sent, its timestamp on by the wall
+    /// time elapsed, with the marker. For a far end that was sent nothing
+    /// for a while (it held the call) while its source went on counting:
+    /// it sees no gap, which it would count as loss.
+    pub fn rebase(&mut self) {
         self.mapping = None;
     }
 
@@ -160,19 +146,16 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn a_rebase_goes_on_from_the_position_given() {
+    fn a_rebase_goes_on_from_the_last_packet_mapped() {
         let t0 = Instant::now();
         let mut r = StreamRewriter::new(7, 8000, 160, 100, 5000);
         let src = Source::Relay { ssrc: 1 };
         for k in 0..3u16 {
             r.map(t0, src, k, u32::from(k) * 160);
         }
-        let held = r.position();
-        // Mapped while the far end held the call, never sent.
-        for k in 3..50u16 {
-            r.map(t0, src, k, u32::from(k) * 160);
-        }
-        r.rebase(held);
+        // The source went on counting while nothing was mapped (the far
+        // end held the call).
+        r.rebase();
         let later = t0 + Duration::from_secs(1);
         let out = r.map(later, src, 50, 50 * 160);
         assert_eq!(out.sequence, 103, "one on from the last sent");
@@ -182,12 +165,6 @@ mod tests {
             5000 + 2 * 160 + 8000,
             "on by the time elapsed"
         );
-        // A stream never sent starts afresh.
-        let mut r = StreamRewriter::new(7, 8000, 160, 100, 5000);
-        let none = r.position();
-        r.map(t0, src, 9, 0);
-        r.rebase(none);
-        assert_eq!(r.map(t0, src, 10, 160).sequence, 100);
     }
 
     #[test]

@@ -86,6 +86,7 @@ impl Pipeline {
         let mut leg = LegState::new(now, Leg::A, &self.cfg, caller, Receive::OnArrival)?;
         if let Some(old) = &self.legs[0] {
             leg.stats = old.stats;
+            leg.held = old.held;
             if old.rewriter.clock_rate() == leg.rewriter.clock_rate() {
                 leg.rewriter = old.rewriter.clone();
                 leg.send = old.send;

@@ -73,6 +73,9 @@ pub(crate) struct LegState {
     pub stats: LegStats,
     pub rx: Option<Box<DecodePath>>,
     pub tx: Option<Box<EncodePath>>,
+    /// The far end holds the call: it is sent no RTP, and nothing is
+    /// encoded or numbered for it ([`Pipeline::hold`](super::Pipeline::hold)).
+    pub held: bool,
 }
 
 impl LegState {
@@ -148,6 +151,7 @@ impl LegState {
             stats: LegStats::default(),
             rx,
             tx,
+            held: false,
             cfg,
         })
     }

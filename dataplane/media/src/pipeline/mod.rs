@@ -309,21 +309,17 @@ impl Pipeline {
         }
     }
 
-    /// Where the leg's outgoing stream stands (see
-    /// [`StreamRewriter::position`](crate::rewrite::StreamRewriter::position)).
-    pub fn stream_position(&self, leg: Leg) -> Option<crate::rewrite::Position> {
-        self.legs[leg.index()]
-            .as_ref()
-            .map(|l| l.rewriter.position())
-    }
-
-    /// The leg's far end was sent nothing since `from` (it held the call)
-    /// while this pipeline went on numbering: its stream goes on from
-    /// there, one sequence number after the last packet it was sent
+    /// The far end of `leg` holds the call (our side of its stream is
+    /// `recvonly`/`inactive`): nothing is encoded, numbered or sent to it
+    /// (RTCP still goes, RFC 3264 §5.1). Off hold, its stream goes on by
+    /// one sequence number from the last packet it got
     /// ([`StreamRewriter::rebase`](crate::rewrite::StreamRewriter::rebase)).
-    pub fn rebase_stream(&mut self, leg: Leg, from: crate::rewrite::Position) {
+    pub fn hold(&mut self, leg: Leg, held: bool) {
         if let Some(l) = &mut self.legs[leg.index()] {
-            l.rewriter.rebase(from);
+            if l.held && !held {
+                l.rewriter.rebase();
+            }
+            l.held = held;
         }
     }
 
@@ -543,6 +539,9 @@ impl Pipeline {
         }) else {
             return Verdict::Dropped(DropReason::NoLeg);
         };
+        if dst_leg.held {
+            return Verdict::Consumed;
+        }
         let out_pt = if pt == src_leg.cfg.codec.payload_type {
             dst_leg.cfg.codec.payload_type
         } else {
@@ -624,7 +623,7 @@ impl Pipeline {
         }) else {
             return Verdict::Dropped(DropReason::NoLeg);
         };
-        let Some(te_pt) = dst_leg.cfg.telephone_event else {
+        let Some(te_pt) = dst_leg.cfg.telephone_event.filter(|_| !dst_leg.held) else {
             return Verdict::Consumed;
         };
         let (Some(rx), Some(tx)) = (&src_leg.rx, &mut dst_leg.tx) else {
@@ -832,7 +831,8 @@ impl Pipeline {
     }
 }
 
-/// Encodes `pcm` for `dst_leg` and queues the packet; true when queued.
+/// Encodes `pcm` for `dst_leg` and queues the packet; true when queued
+/// (or owed to nobody: the far end holds the call).
 fn send_encoded(
     now: Instant,
     dst_leg: &mut LegState,
@@ -841,6 +841,10 @@ fn send_encoded(
     payload: &mut [u8; MAX_PACKET_LEN],
     source: Source,
 ) -> bool {
+    if dst_leg.held {
+        // Taken as sent: a held far end is owed nothing.
+        return true;
+    }
     let Some(path) = &mut dst_leg.tx else {
         return false;
     };

@@ -36,7 +36,7 @@ use codeb_media::inband::{DetectorConfig, DtmfDetector};
 use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch};
 use codeb_media::pipeline::{self, LegConfig, PacketKind, Pipeline};
 use codeb_media::record::{RecCodec, RecordFeed};
-use codeb_media::rewrite::{Position, Source, StreamRewriter};
+use codeb_media::rewrite::{Source, StreamRewriter};
 use codeb_media::rtcp::{self, CompoundWriter, RtcpPacket, SenderInfo};
 use codeb_media::rtp::{self, RtpHeader, RtpPacket};
 use codeb_media::stats::{ReceiveStats, SendStats};
@@ -116,9 +116,6 @@ struct Leg {
     inband: Option<DtmfDetector>,
     /// When this leg's last key was reported (see [`DTMF_MIN_GAP`]).
     last_digit: Option<Instant>,
-    /// While its far end holds the call (we send it nothing): where its
-    /// stream stood, to go on from when it takes the call back.
-    held_from: Option<Position>,
 }
 
 impl Leg {
@@ -583,7 +580,6 @@ impl Worker {
                 dtmf: DtmfReceiver::new(DTMF_CLOCK, DTMF_END_TIMEOUT),
                 inband: None,
                 last_digit: None,
-                held_from: None,
             });
         }
         let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
@@ -641,27 +637,11 @@ impl Worker {
             .then(|| DtmfDetector::new(DetectorConfig::default()));
         }
         let resumed = leg.remote.is_some_and(|r| !r.times_out) && remote.times_out;
-        // On hold, where its stream stood is kept; off hold, what it is
-        // sent again goes on from there (the packets a pipeline numbered
-        // meanwhile and we did not send are no loss to it).
-        let piped = call
-            .pipe
-            .as_mut()
-            .and_then(|p| p.kind.leg_of(side).map(|l| (&mut p.pipeline, l)));
-        let was_sending = leg.remote.is_none_or(|r| r.we_send);
-        if was_sending && !remote.we_send {
-            leg.held_from = Some(match &piped {
-                Some((p, l)) => p.stream_position(*l).unwrap_or(leg.out.position()),
-                None => leg.out.position(),
-            });
-        } else if !was_sending
-            && remote.we_send
-            && let Some(from) = leg.held_from.take()
-        {
-            leg.out.rebase(from);
-            if let Some((p, l)) = piped {
-                p.rebase_stream(l, from);
-            }
+        // Off hold, what the relay sends it again goes on by one sequence
+        // number from the last packet it got (its source went on counting
+        // meanwhile); a pipeline holds and rebases its own streams.
+        if leg.remote.is_some_and(|r| !r.we_send) && remote.we_send {
+            leg.out.rebase();
         }
         leg.remote = Some(remote);
         // The quiet clock starts again when the call is routed, and when
@@ -688,6 +668,7 @@ impl Worker {
             && let Some(l) = p.kind.leg_of(side)
         {
             p.pipeline.trust_source(l, remote.signalling);
+            p.pipeline.hold(l, !remote.we_send);
         }
     }
 
@@ -729,6 +710,7 @@ impl Worker {
                 let leg = &call.legs[side as usize];
                 pipeline.continue_stream(l, &leg.out, leg.send);
                 pipeline.trust_source(l, leg.remote.and_then(|r| r.signalling));
+                pipeline.hold(l, leg.remote.is_some_and(|r| !r.we_send));
             }
         }
         if matches!(kind, PipeKind::Tap(_)) {
@@ -881,8 +863,6 @@ fn drain(
         let side = kind.side_of(t.leg);
         let leg = &mut legs[side];
         let socket = match t.kind {
-            // A far end on hold takes no RTP (RTCP still goes).
-            PacketKind::Rtp if leg.remote.is_some_and(|r| !r.we_send) => continue,
             PacketKind::Rtp => {
                 leg.stats.tx_packets += 1;
                 leg.stats.tx_bytes += t.data.len() as u64;
