@@ -39,6 +39,7 @@ pub mod header;
 mod limits;
 mod message;
 mod method;
+pub mod multipart;
 mod params;
 mod parse;
 mod print;

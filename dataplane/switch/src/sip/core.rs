@@ -16,14 +16,15 @@ use codeb_io::{ConnId, SocketId};
 use codeb_sip::dialog::SessionTimerConfig;
 use codeb_sip::digest::{Algorithm, Check, Verifier};
 use codeb_sip::header::{HeaderName, KnownHeader};
+use codeb_sip::multipart::{self, MultipartError};
 use codeb_sip::transaction::{
     Config as LayerConfig, Event, IdGenerator, Timers, TransactionId, TransactionLayer,
     stamp_received,
 };
-use codeb_sip::validate::{Policy, Role, Verdict};
+use codeb_sip::validate::{Policy, Problem, Role, Verdict};
 use codeb_sip::{
-    Frame, Limits, Message, Method, MethodSet, Request, Response, StatusCode, frame_stream,
-    parse_stream_message,
+    Frame, Limits, Message, Method, MethodSet, Request, Response, StatusCode, ValueError,
+    frame_stream, parse_stream_message,
 };
 
 use super::calls::Calls;
@@ -53,8 +54,11 @@ const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, 
 /// reliable provisional responses to a caller that requires them (RFC
 /// 3262; the switch never asks a callee for them).
 const SUPPORTED: &[&str] = &["timer", "norefersub", "100rel", "replaces"];
+/// Multipart bodies are read for their SDP (SIP-I/SIP-T, RFC 5621).
 const ACCEPTED: &[&str] = &[
     "application/sdp",
+    "multipart/mixed",
+    "multipart/alternative",
     "application/dtmf-relay",
     "application/dtmf",
 ];
@@ -525,6 +529,34 @@ impl Core {
                 return;
             }
         }
+        // A SIP-I/SIP-T body (the SDP beside an ISUP message) is read down
+        // to its SDP once, here; everything after sees `application/sdp`.
+        let (headers, body) = match &mut msg {
+            Message::Request(r) => (&mut r.headers, &mut r.body),
+            Message::Response(r) => (&mut r.headers, &mut r.body),
+        };
+        if let Err(e) = multipart::unwrap_session(headers, body) {
+            self.count_problem(&e.to_string());
+            match &msg {
+                // An ACK cannot be answered; its bad body then answers
+                // nothing (the call ends as for any unusable answer).
+                Message::Request(req) if req.method != Method::Ack => {
+                    let problem = match e {
+                        MultipartError::Required(_) => Problem::UnsupportedMediaType,
+                        MultipartError::Malformed(_) => {
+                            Problem::BadHeader(KnownHeader::ContentType, ValueError::Malformed)
+                        }
+                    };
+                    let policy = policy(self.settings.id_seed);
+                    if let Ok(resp) = codeb_sip::rejection(&req.headers, &problem, &policy) {
+                        self.stats.stateless_replies += 1;
+                        self.send_response(flow, &resp);
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
         self.layer.handle_message(now, msg, flow);
     }
 
@@ -668,19 +700,28 @@ impl Core {
         }
     }
 
+    /// 200 to OPTIONS, with what the switch takes.
+    pub(crate) fn capabilities(&mut self, now: Instant, id: TransactionId, request: &Request) {
+        let r = self
+            .reply(request, StatusCode::OK)
+            .header(KnownHeader::Allow, ALLOW)
+            .header(KnownHeader::Accept, "application/sdp")
+            .header(KnownHeader::Supported, SUPPORTED.join(", "))
+            .build();
+        if let Ok(r) = r {
+            self.respond(now, id, r);
+        }
+    }
+
     fn on_request(&mut self, now: Instant, id: TransactionId, request: Request, source: Flow) {
         match request.method {
-            Method::Options => {
-                let r = self
-                    .reply(&request, StatusCode::OK)
-                    .header(KnownHeader::Allow, ALLOW)
-                    .header(KnownHeader::Accept, "application/sdp")
-                    .header(KnownHeader::Supported, SUPPORTED.join(", "))
-                    .build();
-                if let Ok(r) = r {
-                    self.respond(now, id, r);
-                }
+            // An OPTIONS with a To-tag asks about a dialog (peers ping
+            // their calls so; RFC 3261 §11): it goes through the dialog's
+            // checks and a call that is gone answers 481.
+            Method::Options if request.headers.to().ok().is_some_and(|t| t.tag().is_some()) => {
+                self.on_in_dialog(now, id, request, source)
             }
+            Method::Options => self.capabilities(now, id, &request),
             Method::Register => self.on_register(now, id, &request, source),
             Method::Invite => self.on_invite(now, id, request, source),
             Method::Bye | Method::Info | Method::Update | Method::Refer | Method::Prack => {

@@ -1,6 +1,7 @@
 //! Requests inside a call's dialogs. Each first passes its dialog's checks
 //! (CSeq order → 500, glare → 491, too short a session interval → 422,
 //! ended dialog → 481); then BYE is relayed as a BYE on the other leg,
+//! OPTIONS (a peer's ping of its call) is answered here,
 //! INFO (DTMF) is relayed, and re-INVITE / UPDATE are answered here with
 //! this leg's media (hold → recvonly and so on; our address never
 //! changes). Also CANCEL from A and the ACK for our 2xx.
@@ -189,6 +190,7 @@ impl Core {
             Method::Invite | Method::Update => self.answer_offer(now, id, key, side, &dialog, &req),
             Method::Refer => self.on_refer(now, id, key, side, &dialog, &req),
             Method::Prack => self.on_prack(now, id, key, &dialog, &req),
+            Method::Options => self.capabilities(now, id, &req),
             _ => self.simple(now, id, &req, StatusCode::METHOD_NOT_ALLOWED),
         }
     }

@@ -138,6 +138,17 @@ impl Harness {
     /// A new INVITE to `did` at the switch from the phone at `at` as
     /// `from` (a name-addr, given a fresh tag), without a body yet.
     pub fn invite(&mut self, at: &str, from: &str, did: &str) -> RequestBuilder {
+        self.out_of_dialog(Method::Invite, at, from, did)
+    }
+
+    /// A new request outside any dialog, as [`Harness::invite`] builds.
+    pub fn out_of_dialog(
+        &mut self,
+        method: Method,
+        at: &str,
+        from: &str,
+        did: &str,
+    ) -> RequestBuilder {
         let ip = addr(at).ip().to_string();
         let via = Via::new(
             &Transport::Udp,
@@ -151,17 +162,14 @@ impl Harness {
             .unwrap()
             .with_tag(&self.ids.tag())
             .unwrap();
-        RequestBuilder::new(
-            Method::Invite,
-            Uri::parse(format!("sip:{did}@{SW}")).unwrap(),
-        )
-        .via(&via)
-        .max_forwards(70)
-        .from(&from)
-        .to(&NameAddr::from_bytes(format!("<sip:{did}@{SW}>")).unwrap())
-        .call_id(self.ids.call_id(Some(ip.as_bytes())))
-        .cseq(1)
-        .contact(&local(at).contact)
+        RequestBuilder::new(method, Uri::parse(format!("sip:{did}@{SW}")).unwrap())
+            .via(&via)
+            .max_forwards(70)
+            .from(&from)
+            .to(&NameAddr::from_bytes(format!("<sip:{did}@{SW}>")).unwrap())
+            .call_id(self.ids.call_id(Some(ip.as_bytes())))
+            .cseq(1)
+            .contact(&local(at).contact)
     }
 
     /// `from` sends `msg` to the switch.

@@ -149,6 +149,43 @@ fn an_out_of_order_cseq_gets_500() {
     assert!(h.take(B).is_empty(), "a refused request goes nowhere");
 }
 
+/// Peers ping their calls with OPTIONS inside the dialog and take 481 as
+/// "the call is gone": a ping of a live call is 200 and goes no further,
+/// one out of order is 500, and one after the call ended is 481 (it was
+/// 200 whatever the dialog, so a far end never learnt its call had gone).
+#[test]
+fn options_in_a_dialog_answer_for_the_call() {
+    let mut h = Harness::new(None);
+    let mut call = answered_call(&mut h, Setup::default());
+    let first = call.a.request(Method::Options).unwrap().build().unwrap();
+    let second = call.a.request(Method::Options).unwrap().build().unwrap();
+    h.send(A, second.clone());
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(header(&ok, KnownHeader::Allow).is_some_and(|a| a.contains("INVITE")));
+    assert_eq!(
+        ok.headers.to().unwrap().tag(),
+        second.headers.to().unwrap().tag(),
+        "answered in the dialog"
+    );
+    assert!(h.take(B).is_empty(), "a ping stays on its leg");
+    h.send(A, first);
+    assert_eq!(response(h.one(A)).status.as_u16(), 500);
+    let late = call.a.request(Method::Options).unwrap().build().unwrap();
+    hang_up(&mut h, A, &mut call.a);
+    hung_up(&mut h, B, &mut call.b);
+    assert_all_ended(&h);
+    h.send(A, late);
+    assert_eq!(response(h.one(A)).status, StatusCode::CALL_DOES_NOT_EXIST);
+    // Outside any dialog it is the switch's own capabilities, as before.
+    let ping = h
+        .out_of_dialog(Method::Options, A, "<sip:carrier@192.0.2.10>", "1000")
+        .build()
+        .unwrap();
+    h.send(A, ping);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+}
+
 #[test]
 fn bye_from_b_ends_both_legs_and_frees_the_ports() {
     let mut h = Harness::new(None);
@@ -304,4 +341,96 @@ fn an_invite_carrying_our_own_via_is_482() {
             "{second_via}: B gets the INVITE unless looped"
         );
     }
+}
+
+/// A SIP-I body (ITU-T Q.1912.5): the SDP beside an encapsulated ISUP
+/// message, whose handling is `disposition`'s.
+fn sip_i(sdp: &str, disposition: &str) -> (codeb_sip::header::MediaType, Bytes) {
+    let ct = codeb_sip::header::MediaType::from_bytes(Bytes::from_static(
+        b"multipart/mixed;boundary=unique-boundary-1",
+    ))
+    .unwrap();
+    let body = format!(
+        "--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n\
+         --unique-boundary-1\r\nContent-Type: application/isup;version=itu-t92+\r\n\
+         {disposition}\r\n\x01\x10\x48\x00\x0a\x03\x02\x0a\x08\r\n--unique-boundary-1--\r\n"
+    );
+    (ct, Bytes::from(body))
+}
+
+/// SIP-I and SIP-T carriers send the SDP in a multipart beside the ISUP
+/// message, both ways: the switch takes the SDP and carries the call
+/// (they were refused with 415); an ISUP part marked required is refused
+/// with 415 naming what is taken (RFC 5621 §9), a broken multipart 400.
+#[test]
+fn a_sip_i_carrier_call_is_carried_on_its_sdp() {
+    let mut h = Harness::new(None);
+    let offer = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\n";
+    let (ct, body) = sip_i(offer, "Content-Disposition: signal;handling=optional\r\n");
+    let invite = h
+        .invite(A, "<sip:+15550002222@192.0.2.10>", "1000")
+        .body(&ct, body)
+        .build()
+        .unwrap();
+    h.send(A, invite.clone());
+    let to_b = request(h.one(B));
+    assert_eq!(to_b.method, Method::Invite);
+    assert!(
+        to_b.headers
+            .content_type()
+            .unwrap()
+            .unwrap()
+            .is("application/sdp")
+    );
+    assert!(text(&to_b.body).contains("m=audio"), "B is offered our SDP");
+    // B is a SIP-I carrier too: its 200's SDP is in a multipart.
+    let mut b = Dialog::uas(
+        &to_b,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let (ct, body) = sip_i(
+        &text(&sdp_answer("192.0.2.20", 42000)),
+        "Content-Disposition: signal;handling=optional\r\n",
+    );
+    let ok_b = b
+        .reply(&to_b, StatusCode::OK)
+        .body(&ct, body)
+        .build()
+        .unwrap();
+    b.sent_response(h.now, &ok_b);
+    h.send(B, ok_b);
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK, "A's call is answered");
+    assert!(text(&ok.body).contains("m=audio"), "A gets our answer");
+    assert_eq!(h.core.active_calls(), 1);
+
+    // The ISUP must be understood: 415, and what the switch takes.
+    let (ct, body) = sip_i(offer, "Content-Disposition: signal;handling=required\r\n");
+    let invite = h
+        .invite(A, "<sip:+15550002222@192.0.2.10>", "1000")
+        .body(&ct, body)
+        .build()
+        .unwrap();
+    h.send(A, invite);
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let accept = header(&refused, KnownHeader::Accept).unwrap();
+    assert!(accept.contains("application/sdp") && accept.contains("multipart/mixed"));
+    // Cut short: no close delimiter.
+    let (ct, body) = sip_i(offer, "");
+    let invite = h
+        .invite(A, "<sip:+15550002222@192.0.2.10>", "1000")
+        .body(&ct, body.slice(..60))
+        .build()
+        .unwrap();
+    h.send(A, invite);
+    assert_eq!(response(h.one(A)).status, StatusCode::BAD_REQUEST);
+    assert!(h.take(B).is_empty(), "neither reached B");
+    assert_eq!(h.core.active_calls(), 1);
 }
