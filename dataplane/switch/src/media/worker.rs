@@ -414,6 +414,12 @@ impl Worker {
     fn flush(&mut self) {
         let n = self.st.sends.len();
         for &(socket, to, start, end) in &self.st.sends {
+            // Never to `0.0.0.0`, which Linux takes as this host: a far
+            // end whose first SDP held the call (RFC 2543) has no address
+            // yet, only a port.
+            if to.ip().is_unspecified() || to.port() == 0 {
+                continue;
+            }
             if let Some(bytes) = self.st.out.get(start..end) {
                 // A send error is a lost packet, as on the wire.
                 let _ = self.reactor.send_to(socket, to, bytes);
@@ -613,6 +619,15 @@ impl Worker {
             return;
         };
         let leg = &mut call.legs[side as usize];
+        // An RFC 2543 hold (`c=0.0.0.0`) names no address: the far end
+        // stays where it was, and gets no RTP meanwhile (`we_send`).
+        let remote = match leg.remote {
+            Some(old) if remote.addr.ip().is_unspecified() => Remote {
+                addr: old.addr,
+                ..remote
+            },
+            _ => remote,
+        };
         let moved = leg.remote.is_none_or(|r| r.addr != remote.addr);
         if leg.remote.is_none_or(|r| r.clock_rate != remote.clock_rate) {
             let rate = remote.clock_rate.max(1);
@@ -653,13 +668,14 @@ impl Worker {
         let leg = &mut call.legs[side as usize];
         if moved {
             // A new far end (answer, re-INVITE): learn it again.
-            leg.latch.relearn(Some(remote.addr));
-            leg.rtcp_latch.relearn(Some(rtcp_port(remote.addr)));
+            let to = Some(remote.addr).filter(|a| !a.ip().is_unspecified());
+            leg.latch.relearn(to);
+            leg.rtcp_latch.relearn(to.map(rtcp_port));
             leg.rtcp_mux = false;
             if let Some(p) = &mut call.pipe
                 && let Some(leg) = p.kind.leg_of(side)
             {
-                p.pipeline.update_remote(leg, Some(remote.addr), None);
+                p.pipeline.update_remote(leg, to, None);
             }
         }
         leg.latch.trust(remote.signalling);
@@ -979,6 +995,10 @@ impl State {
                     let to = leg.rtcp_latch.destination();
                     (leg.rtcp, to.unwrap_or_else(|| rtcp_port(remote.addr)))
                 };
+                if to.ip().is_unspecified() {
+                    // Held from its first SDP (RFC 2543): no address yet.
+                    continue;
+                }
                 let ntp = *ntp.get_or_insert_with(ntp_now);
                 let ours = leg.out.ssrc();
                 let block = match leg.remote_ssrc {
@@ -1483,6 +1503,57 @@ mod tests {
         w.remote(1, LegSide::B, held(true, true));
         w.st.datagram(resumed, a, far_a, &packet(103));
         assert_eq!(seq_of(&w), before.wrapping_add(1), "no gap after a hold");
+    }
+
+    /// An RFC 2543 hold (`c=0.0.0.0`; the SIP side gives the engine an
+    /// unspecified address that does not send) leaves the far end where it
+    /// was: it gets no RTP, its learnt source stays, and off hold it gets
+    /// audio again. A far end whose very first SDP held the call has no
+    /// address at all, and nothing goes to `0.0.0.0` (this host, to Linux).
+    #[test]
+    fn an_rfc_2543_hold_keeps_the_far_end_and_sends_it_nothing() {
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        let unspecified: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let held = Remote {
+            we_send: false,
+            times_out: false,
+            ..far_end(1, unspecified, [0, 0])
+        };
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
+        w.remote(1, LegSide::B, far_end(1, far_b, [0, 0]));
+        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
+        let t0 = Instant::now();
+        w.st.datagram(t0, b, far_b, &loud_pcmu(1, 160));
+        w.remote(1, LegSide::B, held);
+        assert_eq!(w.st.calls[&1].legs[1].remote.unwrap().addr, far_b);
+        assert_eq!(w.st.calls[&1].legs[1].latch.destination(), Some(far_b));
+        w.st.sends.clear();
+        w.st.out.clear();
+        w.st.datagram(t0, a, far_a, &loud_pcmu(1, 160));
+        assert!(w.st.sends.is_empty(), "nothing to a far end on hold");
+        w.check_quiet(t0 + Duration::from_secs(600));
+        assert!(!w.st.calls[&1].reported_quiet, "a held call is not dead");
+        w.remote(1, LegSide::B, far_end(1, far_b, [0, 0]));
+        w.st.datagram(t0, a, far_a, &loud_pcmu(2, 160));
+        assert_eq!(w.st.sends.len(), 1);
+        assert_eq!(w.st.sends[0].1, far_b, "off hold, where it was");
+        w.st.sends.clear();
+        w.st.out.clear();
+
+        // A call whose B held from its first SDP: its RTCP report finds
+        // no address and goes nowhere.
+        let mut w = one_call();
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
+        w.remote(1, LegSide::B, held);
+        let a = w.st.calls[&1].legs[0].rtp;
+        w.st.datagram(t0, a, far_a, &loud_pcmu(1, 160));
+        assert!(w.st.sends.is_empty(), "nothing to a far end on hold");
+        w.st.reports(t0, Duration::from_secs(5));
+        w.st.reports(t0 + Duration::from_secs(6), Duration::from_secs(5));
+        let to: Vec<SocketAddr> = w.st.sends.iter().map(|s| s.1).collect();
+        assert_eq!(to.len(), 1, "A's report only: {to:?}");
+        assert_eq!(to[0].ip(), far_a.ip());
     }
 
     /// A far end behind NAT (its SDP names a private address) takes its

@@ -9,6 +9,7 @@
 //! resample, encode), which a later negotiation onto one codec turns back
 //! into the plain relay.
 
+use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use codeb_media::codec::{CodecKind, CodecSpec};
@@ -148,16 +149,20 @@ fn remote_of(n: &Negotiated, signalling: Option<IpAddr>) -> Option<Remote> {
         // Negotiation never makes telephone-event a call's codec.
         Codec::TelephoneEvent => return None,
     };
-    let addr = n.remote?;
+    // No address is an RFC 2543 hold (`c=0.0.0.0`, RFC 3264 §8.4): the
+    // engine keeps the far end's last address and sends it nothing, and
+    // its silence is no timeout, as for `a=sendonly`.
+    let held = n.remote.is_none();
     Some(Remote {
-        addr,
+        addr: n
+            .remote
+            .unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)),
         payload_type: n.pt,
         codec,
         clock_rate: n.codec.clock(),
         dtmf_payload_type: n.dtmf_pt,
-        we_send: matches!(n.direction, Direction::SendRecv | Direction::SendOnly)
-            && !addr.ip().is_unspecified(),
-        times_out: n.direction == Direction::SendRecv,
+        we_send: matches!(n.direction, Direction::SendRecv | Direction::SendOnly) && !held,
+        times_out: n.direction == Direction::SendRecv && !held,
         signalling,
     })
 }
@@ -430,5 +435,26 @@ mod tests {
         }
         assert!(leg_config(&n(Codec::TelephoneEvent, 101), 7).is_none());
         assert!(remote_of(&n(Codec::TelephoneEvent, 101), None).is_none());
+    }
+
+    /// `c=0.0.0.0` (RFC 2543 hold) reaches the engine as a hold: before,
+    /// the engine was not told and kept sending to the old address.
+    #[test]
+    fn an_sdp_without_an_address_is_a_hold_for_the_engine() {
+        let n = |remote: Option<&str>, direction| Negotiated {
+            remote: remote.map(|r| r.parse().unwrap()),
+            codec: Codec::Pcmu,
+            pt: 0,
+            dtmf_pt: None,
+            direction,
+            ptime: 20,
+        };
+        let live = remote_of(&n(Some("192.0.2.1:4000"), Direction::SendRecv), None).unwrap();
+        assert!(live.we_send && live.times_out);
+        for direction in [Direction::SendRecv, Direction::SendOnly] {
+            let held = remote_of(&n(None, direction), None).unwrap();
+            assert!(!held.we_send && !held.times_out, "{direction:?}");
+            assert!(held.addr.ip().is_unspecified());
+        }
     }
 }
