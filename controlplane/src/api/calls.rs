@@ -485,19 +485,21 @@ pub async fn hangup(
             // status shown is the call's once that event is in (normally
             // `cancelled` within a fraction of a second), or the current
             // one if it takes longer than HANGUP_WAIT.
-            state
+            // Of several hangups at once, the one the switch acted on is
+            // not a no-op; the others are.
+            let noop = state
                 .switch
                 .hangup(&node, call_id.as_str())
                 .await
                 .map_err(link_error)?;
-            tracing::info!(call = %call_id, actor = %who.username, node = %node, "hangup sent to the switch");
+            tracing::info!(call = %call_id, actor = %who.username, node = %node, noop, "hangup sent to the switch");
             let ended = wait_for(HANGUP_WAIT, || async {
                 let c = state.store.call(&who.tenant, &call_id).await.ok()??;
                 (!matches!(c.status, CallStatus::Dispatching | CallStatus::InFlight))
                     .then_some(c.status)
             })
             .await;
-            Ok(axum::Json(reply(ended.unwrap_or(status), false)))
+            Ok(axum::Json(reply(ended.unwrap_or(status), noop)))
         }
     }
 }

@@ -155,19 +155,22 @@ pub async fn hangup(
     Path(call_id): Path<String>,
 ) -> ApiResult<axum::Json<HangupReply>> {
     let call = find(&state, &who.tenant, &call_id).await?;
-    let was_noop = call.ended_at.is_some();
-    if !was_noop {
-        state
+    let ended = call.ended_at.is_some();
+    // Of several hangups at once, the one the switch acted on is not a
+    // no-op; the others are.
+    let was_noop = ended
+        || state
             .switch
             .hangup(&call.node_url, &call.call_id)
             .await
             .map_err(link_error)?;
+    if !ended {
         tracing::info!(call = %call.call_id, actor = %who.username, node = %call.node_url,
-            "inbound call hangup sent to the switch");
+            noop = was_noop, "inbound call hangup sent to the switch");
     }
     // As for /calls: the status once the switch's end is in, if it comes
     // within HANGUP_WAIT.
-    let call = if was_noop {
+    let call = if ended {
         call
     } else {
         super::calls::wait_for(super::calls::HANGUP_WAIT, || async {

@@ -487,8 +487,9 @@ impl SwitchNodes {
 
     /// Asks `node_url` to end a call (CANCEL or BYE); the outcome arrives
     /// as its `Ended` event. A node that does not know the call (it ended
-    /// meanwhile) is not an error.
-    pub async fn hangup(&self, node_url: &str, call_id: &str) -> Result<(), LinkError> {
+    /// meanwhile) is not an error. `true`: the request changed nothing (the
+    /// call had ended or was already ending, by an earlier hangup say).
+    pub async fn hangup(&self, node_url: &str, call_id: &str) -> Result<bool, LinkError> {
         let node = self.node(node_url).ok_or_else(|| {
             LinkError::Unreachable(format!("{node_url}: no longer in CODEB_SWITCH_URLS"))
         })?;
@@ -498,8 +499,8 @@ impl SwitchNodes {
             outcome: "cancelled".into(),
         };
         match tokio::time::timeout(CALL_TIMEOUT, client.hangup(request)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(s)) if s.code() == Code::NotFound => Ok(()),
+            Ok(Ok(r)) => Ok(r.into_inner().already_ending),
+            Ok(Err(s)) if s.code() == Code::NotFound => Ok(true),
             Ok(Err(s)) => Err(LinkError::Unreachable(format!(
                 "{node_url}: {}",
                 describe(&s)

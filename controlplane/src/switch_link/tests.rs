@@ -36,6 +36,10 @@ struct PeerState {
     place_error: Option<tonic::Code>,
     placements: Vec<pb::PlaceCallRequest>,
     hangups: Vec<String>,
+    /// Calls a hangup has started to end (a second one changes nothing).
+    ending: HashSet<String>,
+    /// A node whose calls take a while to end: a hangup emits no Ended.
+    slow_ends: bool,
     subscribes: Vec<(String, u64)>,
     /// A node that forgets to honour after_seq (resends all it retains).
     resend_all: bool,
@@ -179,15 +183,19 @@ impl Switch for Peer {
         request: Request<pb::HangupRequest>,
     ) -> Result<Response<pb::HangupReply>, Status> {
         let r = request.into_inner();
-        let known = self.with(|s| {
+        let (known, already_ending, slow) = self.with(|s| {
             if s.dead {
                 return Err(unavailable());
             }
             s.hangups.push(r.call_id.clone());
-            Ok(s.active.contains(&r.call_id))
+            let already = !s.ending.insert(r.call_id.clone());
+            Ok((s.active.contains(&r.call_id), already, s.slow_ends))
         })?;
         if !known {
             return Err(Status::not_found("no such call"));
+        }
+        if already_ending || slow {
+            return Ok(Response::new(pb::HangupReply { already_ending }));
         }
         self.emit(
             &r.call_id,
@@ -200,7 +208,9 @@ impl Switch for Peer {
                 ..Default::default()
             }),
         );
-        Ok(Response::new(pb::HangupReply {}))
+        Ok(Response::new(pb::HangupReply {
+            already_ending: false,
+        }))
     }
 
     async fn transfer(
@@ -1011,6 +1021,39 @@ async fn api_places_and_hangs_up_through_the_node() {
         .post(&format!("{url}/hangup"), &t, serde_json::json!({}))
         .await;
     assert_eq!(r.json["wasNoop"], true);
+    tasks.shutdown().await;
+    server.kill(&peer).await;
+}
+
+/// Two hangups of one live call at once: the switch acts on one, and the
+/// other is the no-op (both answered `wasNoop: false` before).
+#[tokio::test]
+async fn of_two_hangups_at_once_one_is_the_noop() {
+    use axum::http::StatusCode;
+    let peer = Peer::new("j1");
+    peer.with(|s| s.slow_ends = true);
+    let server = Server::start(&peer, None).await;
+    let db = TestDb::sqlite().await;
+    let h = crate::api::tests::Harness::with_switch(db, vec![server.url()]).await;
+    let tasks = h.state.switch.start(&h.state.store);
+    let t = h.admin().await;
+    let body = serde_json::json!({
+        "phone": "+15551234567", "displayName": "Reminder", "email": "ops@example.com",
+        "systemPrompt": "Say hi", "apiKey": "AIza-test", "maxSeconds": 30
+    });
+    let r = h.post("/api.ashx/v1/calls", &t, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json["callId"].as_str().unwrap().to_owned();
+    let url = format!("/api.ashx/v1/calls/{id}/hangup");
+    let (one, two) = tokio::join!(
+        h.post(&url, &t, serde_json::json!({})),
+        h.post(&url, &t, serde_json::json!({}))
+    );
+    assert_eq!((one.status, two.status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(peer.with(|s| s.hangups.len()), 2, "both reached the node");
+    let mut noops = [&one, &two].map(|r| r.json["wasNoop"].as_bool().unwrap());
+    noops.sort_unstable();
+    assert_eq!(noops, [false, true], "{} / {}", one.text, two.text);
     tasks.shutdown().await;
     server.kill(&peer).await;
 }

@@ -183,14 +183,15 @@ impl Switch for Service {
                 "call_id (1-64 characters) and outcome (at most 64)",
             ));
         }
-        self.ask(|reply| Command::Hangup {
-            call_id: r.call_id,
-            outcome: r.outcome,
-            reply,
-        })
-        .await?
-        .map_err(|e| Status::not_found(e.to_string()))?;
-        Ok(Response::new(v1::HangupReply {}))
+        let already_ending = self
+            .ask(|reply| Command::Hangup {
+                call_id: r.call_id,
+                outcome: r.outcome,
+                reply,
+            })
+            .await?
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(v1::HangupReply { already_ending }))
     }
 
     async fn transfer(

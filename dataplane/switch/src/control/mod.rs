@@ -70,7 +70,8 @@ pub enum Command {
     Hangup {
         call_id: String,
         outcome: String,
-        reply: oneshot::Sender<Result<(), UnknownCall>>,
+        /// `true`: the call was already ending.
+        reply: oneshot::Sender<Result<bool, UnknownCall>>,
     },
     Transfer {
         call_id: String,

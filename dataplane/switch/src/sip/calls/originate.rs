@@ -519,23 +519,29 @@ impl Core {
 
     /// Ends a placed call: CANCEL while it rings, BYE once answered.
     /// `outcome` (default "cancelled") is what its end reports. A call
-    /// already ending is left to end.
+    /// already ending is left to end, and the answer says so (`true`:
+    /// this hangup changed nothing).
     pub fn hangup_call(
         &mut self,
         now: Instant,
         call_id: &str,
         outcome: Option<&str>,
-    ) -> Result<(), UnknownCall> {
+    ) -> Result<bool, UnknownCall> {
         let Some((key, _, _)) = self.calls.placed.by_id.get(call_id).cloned() else {
             return Err(UnknownCall(call_id.to_owned()));
         };
+        let already = self
+            .calls
+            .calls
+            .get(&key)
+            .is_none_or(|c| c.phase == Phase::Ending);
         let outcome = outcome
             .filter(|o| !o.is_empty())
             .map(|o| o.chars().take(64).collect::<String>())
             .unwrap_or_else(|| "cancelled".into());
         self.end_placed(now, key, &outcome, "");
         self.drain(now);
-        Ok(())
+        Ok(already)
     }
 
     /// Ends a placed call for a reason of ours.

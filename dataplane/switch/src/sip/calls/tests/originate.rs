@@ -293,9 +293,16 @@ fn hangup_after_the_answer_sends_bye_with_the_requested_outcome() {
     let mut carrier = answer(&mut h, &invite);
     let _ = events(&mut h);
     h.advance(secs(4));
-    h.core
-        .hangup_call(h.now, "oac-bye", Some("finished"))
-        .unwrap();
+    assert_eq!(
+        h.core.hangup_call(h.now, "oac-bye", Some("finished")),
+        Ok(false),
+        "this hangup ends it"
+    );
+    assert_eq!(
+        h.core.hangup_call(h.now, "oac-bye", None),
+        Ok(true),
+        "a second one, while the BYE is out, changes nothing"
+    );
     let bye = request(h.one(CARRIER));
     assert_eq!(bye.method, Method::Bye);
     assert_eq!(carrier.handle_request(h.now, &bye), Incoming::Accept);
