@@ -441,8 +441,8 @@ impl Store {
     /// calls-per-second limit, the node's call limit, its media ports):
     /// nothing rang, so the attempt is not spent. The call goes back to
     /// waiting as it was before the claim (`scheduled`, or
-    /// `ended-failed-retry-pending` for a retry), due again at `until`,
-    /// with `detail` as its errorDetail meanwhile. False if the claim was
+    /// `ended-failed-retry-pending` for a retry), due again at `until`
+    /// (its `scheduledForUtc`), with `detail` as its errorDetail meanwhile. False if the claim was
     /// lost (cancelled, or taken over).
     pub async fn defer_dispatch(
         &self,
@@ -458,7 +458,7 @@ impl Store {
                  status = CASE WHEN attempt > 1 THEN 'ended-failed-retry-pending' \
                      ELSE 'scheduled' END, \
                  node_url = NULL, node_instance = '', dispatched_at = NULL, \
-                 next_attempt_at = $1, error_detail = $2, lease_until = NULL, \
+                 next_attempt_at = $1, scheduled_for = $1, error_detail = $2, lease_until = NULL, \
                  lease_token = NULL, updated_at = $3 \
                  WHERE call_id = $4 AND status = 'dispatching' AND lease_token = $5",
             )
@@ -613,6 +613,7 @@ impl Store {
                     "UPDATE calls SET status = $1, ended_at = $2, ended_reason = $3, \
                      error_detail = $4, duration_sec = $5, answered_at = $6, retries_left = $7, \
                      next_attempt_at = $8, input_turns = $9, output_turns = $10, \
+                     scheduled_for = CASE WHEN $12 = 1 THEN $8 ELSE scheduled_for END, \
                      transcript_path = COALESCE($11, transcript_path), \
                      node_url = CASE WHEN $12 = 1 THEN NULL ELSE node_url END, \
                      lease_until = NULL, lease_token = NULL, updated_at = $13 \

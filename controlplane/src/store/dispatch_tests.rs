@@ -149,8 +149,10 @@ async fn failed_dispatch_retries_on_time(db: TestDb) {
     assert_eq!(rec.retries_left, 0);
     assert_eq!(rec.error_detail, "RESOURCE_EXHAUSTED: node full");
     assert_eq!(rec.ended_reason, "failed");
-    // Due retryDelayMinutes later, not a millisecond before.
+    // Due retryDelayMinutes later, not a millisecond before, and the
+    // record says when.
     let due = T0.plus_ms(5 * 60_000);
+    assert_eq!(rec.scheduled_for, Some(due));
     assert!(
         s.claim_due_calls(due.plus_ms(-1), 10)
             .await
@@ -199,6 +201,7 @@ async fn a_deferred_dispatch_waits_as_before_its_claim(db: TestDb) {
         (CallStatus::Scheduled, 0, 1)
     );
     assert_eq!(rec.error_detail, "not placed yet: trunk full");
+    assert_eq!(rec.scheduled_for, Some(later), "when it is tried again");
     assert!(
         s.claim_due_calls(later.plus_ms(-1), 10)
             .await
@@ -421,6 +424,7 @@ async fn no_answer_is_retried_then_final(db: TestDb) {
     assert_eq!(rec.retries_left, 0);
     // Re-queued retryDelayMinutes after the attempt ended here.
     let due = now.plus_ms(5 * 60_000);
+    assert_eq!(rec.scheduled_for, Some(due), "the record says when");
     assert!(
         s.claim_due_calls(due.plus_ms(-1), 10)
             .await
