@@ -138,9 +138,12 @@ pub struct CoreStats {
     pub problems: HashMap<String, u64>,
     /// Final responses we sent, by method and status.
     pub responses: HashMap<(String, u16), u64>,
-    /// Inbound calls routed to a virtual number and refused (480) because
-    /// no AI engine is attached yet.
+    /// Inbound calls answered by a virtual number's AI persona.
     pub virtual_number_calls: u64,
+    /// Inbound calls routed to a virtual number and refused before the
+    /// answer (no codec in common, no media ports, a persona the node
+    /// cannot run, a number it does not have).
+    pub virtual_number_refused: u64,
     /// Answered calls hung up because their RTP stopped.
     pub rtp_timeouts: u64,
     /// Keys pressed on calls' legs: `telephone-event` (RFC 4733) or

@@ -259,7 +259,7 @@ impl Core {
         targets: Vec<Target>,
         trunks: Vec<String>,
     ) {
-        let Some(opened) = self.open_a_leg(now, id, &req, source, offer) else {
+        let Ok(opened) = self.open_a_leg(now, id, &req, source, offer) else {
             return;
         };
         let OpenedA {
@@ -334,8 +334,9 @@ impl Core {
 
     /// The A leg of a new call: its UAS dialog (in the table), the call's
     /// two media ports and our SDP answer to A's offer (or, for a late
-    /// offer, our offer, which A answers in its ACK). None when the call
-    /// was refused (the response is sent and nothing is held).
+    /// offer, our offer, which A answers in its ACK). An error when the
+    /// call was refused: the response (its status and reason) is sent and
+    /// nothing is held.
     pub(super) fn open_a_leg(
         &mut self,
         now: Instant,
@@ -343,11 +344,14 @@ impl Core {
         req: &Request,
         source: Flow,
         offer: Option<&Sdp>,
-    ) -> Option<OpenedA> {
+    ) -> Result<OpenedA, (StatusCode, String)> {
         let a_tag = self.ids.tag();
         let Some(local) = self.dialog_local(&source) else {
             self.reject(now, id, req, StatusCode::SERVER_INTERNAL_ERROR, None);
-            return None;
+            return Err((
+                StatusCode::SERVER_INTERNAL_ERROR,
+                "no local address for the dialog".into(),
+            ));
         };
         let config = self.dialog_config(Side::A);
         let a_dialog = match Dialog::uas(req, &a_tag, local, source, config, &mut self.ids) {
@@ -355,18 +359,13 @@ impl Core {
             Err(e) => {
                 let warning = e.to_string();
                 self.reject(now, id, req, StatusCode::BAD_REQUEST, Some(&warning));
-                return None;
+                return Err((StatusCode::BAD_REQUEST, warning));
             }
         };
         let Some(call_media) = self.calls.media.open() else {
-            self.reject(
-                now,
-                id,
-                req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("no media ports left"),
-            );
-            return None;
+            let why = "no media ports left";
+            self.reject(now, id, req, StatusCode::SERVICE_UNAVAILABLE, Some(why));
+            return Err((StatusCode::SERVICE_UNAVAILABLE, why.into()));
         };
         let [a_port, b_port] = call_media.ports;
         let a_media = LocalMedia {
@@ -393,7 +392,7 @@ impl Core {
                         .headers
                         .allow()
                         .is_ok_and(|m| m.contains(&Method::Update));
-                    return Some(OpenedA {
+                    return Ok(OpenedA {
                         a,
                         call_media,
                         b_port,
@@ -405,7 +404,7 @@ impl Core {
         };
         self.calls.media.close(call_media);
         self.reject(now, id, req, refused.0, Some(&refused.1));
-        None
+        Err(refused)
     }
 
     /// Sends an INVITE to every target (parallel forking) for the call's

@@ -56,21 +56,19 @@ impl Core {
             .find(|n| n.number == v.number && (n.tenant.is_empty() || n.tenant == tenant))
             .cloned()
         else {
-            return self.reject(
-                now,
-                id,
-                &req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("route names no virtual number"),
-            );
+            let why = "route names no virtual number";
+            self.reject(now, id, &req, StatusCode::SERVICE_UNAVAILABLE, Some(why));
+            return self.refused(now, &tenant, &v, StatusCode::SERVICE_UNAVAILABLE, why);
         };
         let persona = persona(&vn.ai);
         if let Err(e) = persona.check() {
             tracing::warn!(number = v.number, error = %e, "virtual number has a persona the node cannot run");
-            return self.reject(now, id, &req, StatusCode::SERVICE_UNAVAILABLE, Some(&e));
+            self.reject(now, id, &req, StatusCode::SERVICE_UNAVAILABLE, Some(&e));
+            return self.refused(now, &tenant, &v, StatusCode::SERVICE_UNAVAILABLE, &e);
         }
-        let Some(opened) = self.open_a_leg(now, id, &req, source, offer) else {
-            return;
+        let opened = match self.open_a_leg(now, id, &req, source, offer) {
+            Ok(o) => o,
+            Err((status, why)) => return self.refused(now, &tenant, &v, status, &why),
         };
         let OpenedA {
             a,
@@ -167,5 +165,52 @@ impl Core {
         if offer.is_some() {
             self.start_ai(now, key);
         }
+    }
+
+    /// A call routed to a virtual number was refused before any answer
+    /// (`status` sent): it is reported all the same, InboundCall then an
+    /// unanswered CallEnded (`failed`, the status and why), so the call
+    /// has a record an operator can find when a caller says it failed.
+    fn refused(
+        &mut self,
+        now: Instant,
+        tenant: &str,
+        v: &VnumCall<'_>,
+        status: StatusCode,
+        why: &str,
+    ) {
+        let at = self.wall_ms(now);
+        let call_id = format!("vnum{:012x}", self.ids.next_u64() & 0xffff_ffff_ffff);
+        let event = |kind| CallEvent {
+            at_unix_ms: at,
+            call_id: call_id.clone(),
+            attempt: 1,
+            tenant: tenant.to_owned(),
+            kind,
+        };
+        let code = status.as_u16();
+        let reason: String = why.chars().filter(|c| !c.is_control()).take(160).collect();
+        let events = [
+            event(CallEventKind::Inbound {
+                did: v.did.to_owned(),
+                from_number: v.from.to_owned(),
+                virtual_number: v.number.to_owned(),
+                trunk_id: v.trunk.id.clone(),
+            }),
+            event(CallEventKind::Ended {
+                outcome: "failed".into(),
+                error_detail: format!("refused with SIP {code}: {reason}"),
+                answered: false,
+                answered_at_unix_ms: 0,
+                talk_seconds: 0,
+                duration_seconds: 0,
+                sip_status: code,
+                input_turns: 0,
+                output_turns: 0,
+            }),
+        ];
+        self.calls.placed.events.extend(events);
+        self.stats.virtual_number_refused += 1;
+        tracing::info!(%call_id, number = %v.number, status = code, why, "virtual number call refused");
     }
 }

@@ -195,6 +195,46 @@ did = "7000"
 virtual_number = "7000"
 "#;
 
+/// A caller refused before the AI could answer (here: no codec in
+/// common, 488) still leaves a record: InboundCall, then CallEnded
+/// `failed` with the status it got (before, nothing was reported).
+#[test]
+fn a_virtual_number_call_refused_before_the_answer_is_reported() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let g722 = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 9\r\n";
+    let invite = h
+        .invite(A, "\"Carol\" <sip:+15550002222@192.0.2.10>", "7000")
+        .body(
+            &crate::sip::calls::sdp_type(),
+            Bytes::from_static(g722.as_bytes()),
+        )
+        .build()
+        .unwrap();
+    h.send(A, invite);
+    assert_eq!(response(h.one(A)).status, StatusCode::NOT_ACCEPTABLE_HERE);
+    let evs = events(&mut h);
+    assert_eq!(evs.len(), 2, "{evs:#?}");
+    assert_eq!(evs[0].call_id, evs[1].call_id);
+    assert!(evs[0].call_id.starts_with("vnum"));
+    assert_eq!(
+        evs[0].kind,
+        CallEventKind::Inbound {
+            did: "7000".into(),
+            from_number: "+15550002222".into(),
+            virtual_number: "7000".into(),
+            trunk_id: "tr_0000000000000001".into(),
+        }
+    );
+    let (outcome, detail, answered, talk, sip) = ended(&evs);
+    assert_eq!(
+        (outcome.as_str(), answered, talk, sip),
+        ("failed", false, 0, 488)
+    );
+    assert!(detail.starts_with("refused with SIP 488: "), "{detail}");
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.stats.virtual_number_refused, 1);
+}
+
 #[test]
 fn a_virtual_numbers_caller_is_handed_to_a_user() {
     let mut h = Harness::with_config(None, RECEPTIONIST);
