@@ -682,6 +682,40 @@ async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
     );
 }
 
+/// A caller the node refused before any answer (here 488, no codec in
+/// common) has a record all the same: ended, `failed`, unanswered, with
+/// the status and why, and only `call.ended` among the events.
+async fn a_call_refused_before_the_answer_is_recorded(db: TestDb) {
+    let s = &db.store;
+    assert!(
+        s.create_number(&number(TENANT, "1234", true))
+            .await
+            .unwrap()
+    );
+    let refused = EventKind::Ended(AttemptEnd {
+        outcome: "failed".into(),
+        error_detail: "refused with SIP 488: no common codec".into(),
+        answered: false,
+        ended_at: T0.plus_ms(10),
+        sip_status: 488,
+        ..AttemptEnd::default()
+    });
+    apply_all(s, CALL, TENANT, vec![start("1234"), refused]).await;
+    let rec = s.inbound_call(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(rec.outcome, "failed");
+    assert_eq!(rec.error_detail, "refused with SIP 488: no common codec");
+    assert_eq!(rec.sip_status, 488);
+    assert!(!rec.answered && rec.answered_at.is_none());
+    assert_eq!(rec.ended_at, Some(T0.plus_ms(10)));
+    assert_eq!((rec.talk_sec, rec.duration_sec), (0, 0));
+    let names: Vec<String> = events(s, TENANT).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["call.ended"]);
+    assert_eq!(
+        event_data(s, TENANT, "call.ended").await[0]["outcome"],
+        "failed"
+    );
+}
+
 use crate::store::testing::both_backends as both;
 
 both!(
@@ -692,4 +726,5 @@ both!(
     oversized_fields_are_bounded,
     a_lost_node_ends_its_inbound_calls,
     a_restarted_node_ends_the_inbound_calls_its_earlier_process_carried,
+    a_call_refused_before_the_answer_is_recorded,
 );
