@@ -58,7 +58,9 @@ pub fn unwrap_session(headers: &mut Headers, body: &mut Bytes) -> Result<(), Mul
     let Ok(Some(ct)) = headers.content_type() else {
         return Ok(());
     };
-    if !is_multipart(&ct) {
+    // A body in a content coding (gzip, say) is not read here: whoever
+    // handles the message refuses the coding (415, RFC 3261 §8.2.3).
+    if !is_multipart(&ct) || content_coded(headers) {
         return Ok(());
     }
     let sdp = session_description(&ct, body, headers.limits())?;
@@ -74,6 +76,16 @@ pub fn unwrap_session(headers: &mut Headers, body: &mut Bytes) -> Result<(), Mul
         None => *body = Bytes::new(),
     }
     Ok(())
+}
+
+/// `true` if the body is in a content coding other than `identity`
+/// (Content-Encoding, RFC 3261 §20.12).
+pub fn content_coded(headers: &Headers) -> bool {
+    headers
+        .get_all(KnownHeader::ContentEncoding)
+        .flat_map(|v| v.split(|b| *b == b','))
+        .map(|c| c.trim_ascii())
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
 }
 
 /// `true` for the multipart types this module reads.
@@ -451,6 +463,13 @@ mod tests {
             text.contains(&format!("Content-Length: {}\r\n", SDP.len())),
             "{text}"
         );
+        // A multipart in a content coding is left for the coding's 415.
+        let mut h = Headers::new();
+        h.push(Header::new(KnownHeader::ContentType, "multipart/mixed;boundary=x").unwrap());
+        h.push(Header::new(KnownHeader::ContentEncoding, "gzip").unwrap());
+        let mut b = Bytes::from_static(b"\x1f\x8b\x08\x00");
+        unwrap_session(&mut h, &mut b).unwrap();
+        assert_eq!(&b[..], b"\x1f\x8b\x08\x00");
         // Unwrapping again (or a plain body) changes nothing.
         let mut h = Headers::new();
         h.push(Header::new(KnownHeader::ContentType, "application/sdp").unwrap());

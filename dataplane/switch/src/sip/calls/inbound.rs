@@ -110,13 +110,7 @@ impl Core {
         }
         // A body in a content coding we do not decode (gzip, say) is
         // refused with the one we take (RFC 3261 §8.2.3), not read as SDP.
-        let coded = req
-            .headers
-            .get_all(KnownHeader::ContentEncoding)
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(|c| c.trim_ascii())
-            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"));
-        if coded && !req.body.is_empty() {
+        if codeb_sip::multipart::content_coded(&req.headers) && !req.body.is_empty() {
             let r = self
                 .reply(&req, StatusCode::UNSUPPORTED_MEDIA_TYPE)
                 .header(KnownHeader::AcceptEncoding, "identity")
