@@ -353,3 +353,72 @@ fn after_a_refer_the_relay_follows_the_transfer_target() {
     assert_eq!(sw.metric("codeb_media_ports_in_use"), Some(0.0));
     assert_eq!(sw.metric("codeb_sip_dialogs "), Some(0.0));
 }
+
+/// Early media (RFC 3960): a callee that plays an announcement in its
+/// 183 and never answers is heard by the caller. It was dropped: the
+/// switch answered A's offer in the 183 but gave the media engine no B
+/// side until a 2xx.
+#[test]
+fn the_callers_hear_a_callees_early_media() {
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    let mport = media.local_addr().unwrap().port().to_string();
+    // The callee plays its recording from a directory with pcap/ in it.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(shared("testdata/sip/sipp/pcap"), dir.path().join("pcap")).unwrap();
+    let uas_port = free_port();
+    let mut uas = Command::new("sipp")
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port.to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-nostdin",
+            "-timeout",
+            "30s",
+            "-m",
+            "1",
+            "-sf",
+            scenario("uas_early_media_busy.xml").to_str().unwrap(),
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp is installed");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sw = Switch::start(
+        &loopback_config(&format!("sip:uas@127.0.0.1:{uas_port}")),
+        &[],
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut heard = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = media.recv(&mut buf) {
+                    heard.extend(rtp(&buf[..n]));
+                }
+            }
+            heard
+        })
+    };
+    let (ok, failed) = common::scenario_client(
+        sw.sip,
+        "uac_early_media_busy.xml",
+        &["-set", "mport", &mport, "-m", "1"],
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let heard = listener.join().unwrap();
+    let _ = uas.wait();
+    assert_eq!((ok, failed), (1, 0), "183, then 486: never answered");
+    // 2.5 s of the recording at 50 packets a second, less scheduling.
+    assert!(heard.len() >= 60, "{} packets of early media", heard.len());
+    assert!(heard.iter().all(|p| p.0 == 8), "PCMA as agreed");
+}

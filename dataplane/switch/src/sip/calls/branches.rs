@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use codeb_sip::dialog::{TAG_100REL, min_se_of_422};
 use codeb_sip::header::KnownHeader;
+use codeb_sip::sdp::{self, Sdp, SdpLimits};
 use codeb_sip::transaction::{Timer, TransactionId};
 use codeb_sip::{Header, Request, Response, StatusCode};
 
@@ -133,15 +134,31 @@ impl Core {
         let (Some(a_tx), Some(a_id)) = (call.a_invite_tx, call.a.dialog.clone()) else {
             return;
         };
-        // Early media needs A's offer answered; a late-offer call just
-        // rings.
-        let early = resp.status == StatusCode::SESSION_PROGRESS
-            && !resp.body.is_empty()
-            && call.a.negotiated.is_some();
-        let status = if early {
+        // Early media (RFC 3960: an 18x with SDP, 183 or a 180 that plays
+        // its own ringback) needs A's offer answered; a late-offer call
+        // just rings.
+        let early = !resp.body.is_empty() && call.a.negotiated.is_some();
+        let status = if early && resp.status != StatusCode::RINGING {
             StatusCode::SESSION_PROGRESS
         } else {
             StatusCode::RINGING
+        };
+        // The callee's early media flows to A from now on: the branch that
+        // last sent SDP is the B side's far end until one answers (whose
+        // answer then takes its place).
+        if early {
+            let early_answer = Sdp::parse(&resp.body, &SdpLimits::default())
+                .ok()
+                .and_then(|a| sdp::read_answer(&call.b.media, &a).ok());
+            if let Some(n) = early_answer
+                && let Some(c) = self.calls.calls.get_mut(&key)
+            {
+                c.b.negotiated = Some(n);
+                self.sync_media(key);
+            }
+        }
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
         };
         let Some(mut b) = self
             .calls
