@@ -364,7 +364,7 @@ fn bridge_text(d: &Dispatched) -> String {
         }),
         Dispatched::Deferred { until, detail } => serde_json::json!({
             "placed": false, "deferred": true, "retryAtUtc": until.to_iso(), "error": detail,
-            "note": "no room on the trunk or node now; the call waits, its attempt not spent"
+            "note": "no room on the trunk or node, or no node up, now; the call waits, its attempt not spent"
         }),
         Dispatched::Lost => {
             serde_json::json!({"placed": false, "error": "taken over or cancelled"})

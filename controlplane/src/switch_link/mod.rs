@@ -324,6 +324,21 @@ impl SwitchNodes {
                 None => Ok(Dispatched::Lost),
             }
         };
+        // Nothing rang and the platform itself is the reason (no node up
+        // now): the call waits as for a full trunk, its attempt unspent,
+        // and is tried again; calls that fall due during a switch outage
+        // go out when a node is back instead of failing at once.
+        let defer = |why: String| async move {
+            let now = self.clock.now();
+            let until = now.plus_ms(CAPACITY_WAIT_MS);
+            let detail = format!("not placed yet: {why}");
+            tracing::info!(call = %call.call_id, "no switch node can take the call now; it waits: {why}");
+            if store.defer_dispatch(call, until, &detail, now).await? {
+                Ok(Dispatched::Deferred { until, detail })
+            } else {
+                Ok(Dispatched::Lost)
+            }
+        };
         let node = match &call.node_url {
             Some(url) => match self.node(url) {
                 Some(n) => n.clone(),
@@ -336,7 +351,7 @@ impl SwitchNodes {
                     return fail("no switch node is configured".into()).await;
                 }
                 Err(LinkError::Unreachable(why)) => {
-                    return fail(format!("no switch node can take the call: {why}")).await;
+                    return defer(format!("no switch node can take the call: {why}")).await;
                 }
             },
         };
@@ -406,7 +421,7 @@ impl SwitchNodes {
         };
         let mut client = match node.client() {
             Ok(c) => c,
-            Err(e) => return fail(e).await,
+            Err(e) => return defer(e).await,
         };
         let reply = tokio::time::timeout(CALL_TIMEOUT, client.place_call(request)).await;
         match reply {
@@ -453,25 +468,13 @@ impl SwitchNodes {
             // attempt: the call waits and is tried again, its retries
             // untouched (a campaign larger than the trunk queues instead of
             // failing).
-            Ok(Err(s)) if s.code() == Code::ResourceExhausted => {
-                let now = self.clock.now();
-                let until = now.plus_ms(CAPACITY_WAIT_MS);
-                let detail = format!("not placed yet: {}: {}", node.url(), s.message());
-                tracing::info!(call = %call.call_id, node = %node.url(),
-                    "no room for the call now; it waits: {}", s.message());
-                if store.defer_dispatch(call, until, &detail, now).await? {
-                    Ok(Dispatched::Deferred { until, detail })
-                } else {
-                    Ok(Dispatched::Lost)
-                }
+            // So is a node that is going away (shutting down) or that the
+            // connection could not reach: nothing rang there either.
+            Ok(Err(s)) if matches!(s.code(), Code::ResourceExhausted | Code::Unavailable) => {
+                defer(format!("{}: {}", node.url(), s.message())).await
             }
             // The node said no: nothing rings; the attempt failed.
-            Ok(Err(s))
-                if matches!(
-                    s.code(),
-                    Code::Unavailable | Code::FailedPrecondition | Code::InvalidArgument
-                ) =>
-            {
+            Ok(Err(s)) if matches!(s.code(), Code::FailedPrecondition | Code::InvalidArgument) => {
                 fail(format!("{}: {}", node.url(), describe(&s))).await
             }
             Ok(Err(s)) => Ok(Dispatched::Unknown {

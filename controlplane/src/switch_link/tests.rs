@@ -646,7 +646,9 @@ async fn refused_placements_follow_the_retry_policy() {
     let out = crate::scheduler::tick(&l, &db.store, &clock).await;
     assert!(matches!(&out[..], [Dispatched::Placed { .. }]), "{out:?}");
     assert_eq!(peer.with(|s| s.placements[0].attempt), 2);
-    // No node at all: the last attempt is refused, final.
+    // No node up at all: nothing can ring, so the call waits, its one
+    // attempt unspent, until a node is back (it failed at once before, and
+    // calls due during a switch outage were lost).
     let gone = server.kill(&peer).await;
     let _ = gone;
     l.probe(&l.nodes()[0]).await;
@@ -656,8 +658,18 @@ async fn refused_placements_follow_the_retry_policy() {
     db.store.insert_call(&c2).await.unwrap();
     let out = crate::scheduler::tick(&l, &db.store, &clock).await;
     assert!(
-        matches!(&out[..], [Dispatched::Failed { status: CallStatus::EndedFailedFinal, detail }] if detail.starts_with("no switch node can take the call")),
+        matches!(&out[..], [Dispatched::Deferred { detail, .. }] if detail.starts_with("not placed yet: no switch node can take the call")),
         "{out:?}"
+    );
+    let row = db
+        .store
+        .call(&c2.tenant, &c2.call_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.status, row.attempt, row.retries_left),
+        (CallStatus::Scheduled, 0, 0)
     );
 }
 
