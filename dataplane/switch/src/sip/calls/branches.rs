@@ -111,6 +111,12 @@ impl Core {
             return;
         };
         let all_failed = call.branches.iter().all(|b| b.failed.is_some());
+        // A 6xx is a global failure (RFC 3261 §16.7 step 5, §21.6): the
+        // callee declines everywhere, so the other branches are cancelled
+        // and A gets it now, not after they give up.
+        if call.phase == Phase::Routing && status.as_u16() >= 600 && !all_failed {
+            return self.fail_call(now, key, status);
+        }
         if call.phase == Phase::Routing && all_failed {
             let best = call
                 .branches

@@ -145,6 +145,28 @@ fn when_every_fork_fails_a_gets_the_6xx_first() {
     assert_eq!(h.core.dialogs(), 0);
 }
 
+/// A 6xx from one fork ends the call at once (RFC 3261 §16.7 step 5):
+/// the fork still ringing is cancelled and A gets the 6xx. Before, the
+/// call waited for the other fork, which with a phone that rings on was
+/// forever.
+#[test]
+fn a_6xx_from_one_fork_cancels_the_others_and_reaches_a_at_once() {
+    let mut h = two_phones();
+    let (_, to_b, to_b2) = ring_both(&mut h);
+    h.send(B2, reply(&to_b2, 180, b"t2"));
+    assert_eq!(response(h.one(A)).status.as_u16(), 180);
+    h.send(B, reply(&to_b, 603, b"t1"));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    let cancel = request(h.one(B2));
+    assert_eq!(cancel.method, Method::Cancel);
+    assert_eq!(response(h.one(A)).status.as_u16(), 603);
+    h.send(B2, reply(&cancel, 200, b"t2"));
+    h.send(B2, reply(&to_b2, 487, b"t2"));
+    assert_eq!(request(h.one(B2)).method, Method::Ack);
+    assert!(h.take(A).is_empty(), "one final to A");
+    assert_eq!(h.core.active_calls(), 0);
+}
+
 #[test]
 fn cancel_from_a_cancels_every_fork() {
     let mut h = two_phones();
