@@ -155,6 +155,10 @@ struct Cli {
     /// Most concurrent calls.
     #[arg(long, env = "CODEB_MAX_CALLS", default_value_t = 20_000)]
     max_calls: usize,
+    /// Seconds a routed call may ring unanswered before the switch
+    /// cancels its branches and answers the caller 408 (RFC 3261 Timer C).
+    #[arg(long, env = "CODEB_RING_TIMEOUT", default_value_t = 180)]
+    ring_timeout: u64,
     /// Most live SIP transactions. Over UDP a call leaves about three
     /// behind for 32 s after it ends (RFC 3261 Timer J, RFC 6026 Timers L
     /// and M), so a sustained rate of R calls per second holds about
@@ -420,6 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         media_ip: cli.media_addr.unwrap_or(sip_addr.ip()),
         rtp_ports: cli.rtp_ports,
         max_calls: cli.max_calls,
+        ring_timeout: Duration::from_secs(cli.ring_timeout.clamp(1, 86_400)),
         session_timer: session_timer(&cli)?,
     };
     let config_version = config.version;

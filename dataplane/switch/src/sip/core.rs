@@ -89,6 +89,11 @@ pub struct CoreSettings {
     pub media_ip: std::net::IpAddr,
     pub rtp_ports: PortRange,
     pub max_calls: usize,
+    /// How long a routed call may ring unanswered (RFC 3261 Timer C, more
+    /// than 3 min): then every branch is cancelled and the caller gets
+    /// 408. Without it a callee that only rings held the call, and its
+    /// media ports, for good.
+    pub ring_timeout: Duration,
     /// RFC 4028 session timers: offered on B-legs, honoured on A-legs;
     /// `None` turns them off (a peer's Session-Expires is still obeyed).
     pub session_timer: Option<SessionTimerConfig>,

@@ -304,6 +304,14 @@ impl Core {
         let Some(call) = self.calls.calls.remove(&key) else {
             return;
         };
+        if call.origin.is_none() {
+            let ring_at = call.started + self.settings.ring_timeout;
+            self.calls.placed.deadlines.remove(&(
+                ring_at,
+                key,
+                super::originate::Deadline::RouteRing,
+            ));
+        }
         self.calls.media.close(call.media);
         if let Some(h) = call.media.handle {
             self.calls.by_media.remove(&h);

@@ -324,6 +324,11 @@ impl Core {
             self.calls.by_a_request.insert(k, key);
         }
         self.calls.calls.insert(key, Box::new(call));
+        self.calls.placed.deadlines.insert((
+            now + self.settings.ring_timeout,
+            key,
+            super::originate::Deadline::RouteRing,
+        ));
     }
 
     /// The A leg of a new call: its UAS dialog (in the table), the call's

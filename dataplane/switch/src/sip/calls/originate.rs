@@ -207,6 +207,8 @@ pub(super) enum Deadline {
     Talk,
     /// A transfer's target rang too long.
     TransferRing,
+    /// A routed call (not placed) rang too long: Timer C.
+    RouteRing,
 }
 
 /// The placed calls' bookkeeping inside [`Calls`].
@@ -735,6 +737,10 @@ impl Core {
                     self.end_placed(now, key, "max-duration", "");
                 }
                 (Deadline::TransferRing, _) => self.transfer_ring_timeout(now, key),
+                (Deadline::RouteRing, Phase::Routing) => {
+                    tracing::info!(call = key, "nobody answered within the ring timeout; 408");
+                    self.fail_call(now, key, StatusCode::REQUEST_TIMEOUT);
+                }
                 _ => {}
             }
         }

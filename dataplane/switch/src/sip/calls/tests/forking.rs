@@ -167,6 +167,34 @@ fn a_6xx_from_one_fork_cancels_the_others_and_reaches_a_at_once() {
     assert_eq!(h.core.active_calls(), 0);
 }
 
+/// Phones that ring and never answer: after the ring timeout (Timer C,
+/// RFC 3261 §16.6 step 11) every fork is cancelled and A gets 408, and the
+/// call's media ports are free again. Before, such a call rang for good,
+/// and enough of them exhausted the ports (503 for every new call).
+#[test]
+fn a_call_nobody_answers_is_given_up_after_the_ring_timeout() {
+    let mut h = two_phones();
+    let (_, to_b, to_b2) = ring_both(&mut h);
+    h.send(B, reply(&to_b, 180, b"t1"));
+    assert_eq!(response(h.one(A)).status.as_u16(), 180);
+    h.send(B2, reply(&to_b2, 180, b"t2"));
+    let _ = h.take(A);
+    h.advance(secs(179));
+    assert!(
+        h.take(A).is_empty() && h.take(B).is_empty(),
+        "still ringing"
+    );
+    h.advance(secs(1));
+    assert_eq!(request(h.one(B)).method, Method::Cancel);
+    assert_eq!(request(h.one(B2)).method, Method::Cancel);
+    assert_eq!(response(h.one(A)).status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(h.core.calls.ports_in_use(), 0, "its ports are free");
+    h.send(B, reply(&to_b, 487, b"t1"));
+    h.send(B2, reply(&to_b2, 487, b"t2"));
+    h.advance(secs(40));
+    assert_eq!(h.core.active_calls(), 0);
+}
+
 #[test]
 fn cancel_from_a_cancels_every_fork() {
     let mut h = two_phones();

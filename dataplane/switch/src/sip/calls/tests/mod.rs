@@ -121,6 +121,7 @@ impl Harness {
             media_ip: addr(SW).ip(),
             rtp_ports: "30000-30099".parse::<PortRange>().unwrap(),
             max_calls: 16,
+            ring_timeout: Duration::from_secs(180),
             session_timer,
         };
         let trunks = HashMap::from([("tr_00000000000000ca".to_owned(), addr(CARRIER))]);
