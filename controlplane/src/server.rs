@@ -3,7 +3,6 @@
 //! deliver webhooks (and emails, with a relay) until SIGINT/SIGTERM, finishing requests in flight and
 //! recording (or handing back) webhook attempts in flight.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -126,10 +125,13 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
         },
     }
     let link = state.switch.start(&store);
-    let app = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let served = serve_http(
+        listener,
+        crate::app(state),
+        shutdown_signal(),
+        HttpTimeouts::default(),
+    )
+    .await;
     link.shutdown().await;
     delivery.shutdown().await;
     if let Some(mail) = mail {
@@ -138,6 +140,106 @@ pub async fn serve(state: AppState, listener: TcpListener) -> anyhow::Result<()>
     served?;
     store.close().await;
     tracing::info!("control plane stopped");
+    Ok(())
+}
+
+/// How long the HTTP server waits on clients.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpTimeouts {
+    /// A client has this long to send a request's head (line and
+    /// headers), and an idle kept-alive connection this long to start the
+    /// next: a client that sends a request a byte at a time, or opens
+    /// connections and sends nothing (slowloris), loses them instead of
+    /// holding them for good.
+    pub header_read: std::time::Duration,
+    /// After a shutdown signal, requests in flight get this long before
+    /// their connections are closed under them.
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        HttpTimeouts {
+            header_read: std::time::Duration::from_secs(30),
+            shutdown_grace: std::time::Duration::from_secs(8),
+        }
+    }
+}
+
+/// Serves `app` over HTTP/1.1 on `listener` until `shutdown` completes,
+/// then stops accepting, lets requests in flight finish (kept-alive
+/// connections close after their current response) for at most the grace,
+/// and returns. Each connection's requests see the peer's address
+/// (`ConnectInfo`).
+pub async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()>,
+    timeouts: HttpTimeouts,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every connection task holds a receiver; all dropped = all done.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait, do not spin.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    app.clone().oneshot(req)
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeouts.header_read);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                    }
+                }
+                () = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(done);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_rx);
+    if tokio::time::timeout(timeouts.shutdown_grace, done_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = done_tx.receiver_count(),
+            "HTTP connections still open after the shutdown grace; closing them"
+        );
+    }
     Ok(())
 }
 
@@ -187,5 +289,93 @@ pub fn dev_password(data_dir: &Path, generated: Option<&str>) -> std::io::Result
         Ok(s) => Ok(Some(s.trim().to_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    fn short() -> HttpTimeouts {
+        HttpTimeouts {
+            header_read: Duration::from_millis(300),
+            shutdown_grace: Duration::from_millis(300),
+        }
+    }
+
+    /// Serves a one-route app; the address, the shutdown trigger and the
+    /// server's task.
+    async fn server() -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/peer",
+            axum::routing::get(
+                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>| async move {
+                    peer.to_string()
+                },
+            ),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_http(
+            listener,
+            app,
+            async {
+                let _ = rx.await;
+            },
+            short(),
+        ));
+        (addr, tx, task)
+    }
+
+    /// A client that sends part of a request (slowloris) loses the
+    /// connection after the header timeout; a whole request is answered
+    /// with the peer's address; shutdown does not wait for a stalled
+    /// client past the grace (it waited for as long as the client stayed).
+    #[tokio::test]
+    async fn slow_clients_are_cut_off_and_do_not_hold_up_shutdown() {
+        let (addr, stop, task) = server().await;
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let me = ok.local_addr().unwrap();
+        ok.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        ok.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with(&me.to_string()), "{reply}");
+
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /peer HTTP/1.1\r\nHost:")
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf))
+            .await
+            .expect("the server closes a stalled request");
+        assert!(t0.elapsed() < Duration::from_secs(3));
+
+        // Shutdown with a stalled client open still ends.
+        let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stalled.write_all(b"GET /peer HTTP/1.1\r\n").await.unwrap();
+        let _ = stop.send(());
+        let served = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("shutdown does not wait for a stalled client");
+        assert!(served.unwrap().is_ok());
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "no longer listening"
+        );
     }
 }
