@@ -30,6 +30,7 @@
 use codeb_types::{CallId, CallStatus, EventName, UtcMillis};
 use serde_json::json;
 
+use super::switch_events::Speaker;
 use super::tx::{StoreTx, TxInner};
 use super::{Pool, Result, RowExt, Store, StoreError, TranscriptRecord, Turn, col, opt_ms};
 use crate::crypto;
@@ -161,6 +162,25 @@ pub struct AttemptEnd {
     pub output_turns: i64,
     /// The final SIP status of the dialling; 0 when answered or unknown.
     pub sip_status: i64,
+}
+
+impl AttemptEnd {
+    /// This end with its turn counts taken from the stored `turns`
+    /// (speaker, text, time) when it has none: an end the control plane
+    /// made itself (a lost or restarted node) carries no counts from the
+    /// node, though the node's turns arrived and were saved.
+    pub(super) fn with_turn_counts(&self, turns: &[(String, String, i64)]) -> AttemptEnd {
+        let mut end = self.clone();
+        if end.input_turns == 0 && end.output_turns == 0 {
+            let count = |who: Speaker| {
+                let n = turns.iter().filter(|t| t.0 == who.as_str()).count();
+                i64::try_from(n).unwrap_or(i64::MAX)
+            };
+            end.input_turns = count(Speaker::Caller);
+            end.output_turns = count(Speaker::Ai);
+        }
+        end
+    }
 }
 
 /// Whether an attempt that ended this way may be tried again (see the
@@ -562,6 +582,8 @@ impl Store {
         let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
         let outcome = cut(&end.outcome, 64);
         let turns = tx.attempt_turns(&call.call_id, call.attempt).await?;
+        let counted = end.with_turn_counts(&turns);
+        let end = &counted;
         let transcript = if turns.is_empty() {
             None
         } else {

@@ -537,6 +537,21 @@ async fn lost_node_ends_its_calls(db: TestDb) {
     )
     .await
     .unwrap();
+    // Its conversation so far arrived before the node went silent.
+    for (seq, speaker, text) in [
+        (2, Speaker::Ai, "Hello, this is the clinic."),
+        (3, Speaker::Caller, "Hi."),
+        (4, Speaker::Ai, "Your appointment is tomorrow."),
+    ] {
+        let turn = EventKind::Turn {
+            speaker,
+            text: text.into(),
+            at_ms: seq * 1000,
+        };
+        s.apply_switch_event(NODE, &ev(seq, &b, turn), T0)
+            .await
+            .unwrap();
+    }
     let now = T0.plus_ms(30_000);
     let detail = format!("switch node {NODE} lost");
     assert_eq!(
@@ -544,6 +559,17 @@ async fn lost_node_ends_its_calls(db: TestDb) {
             .await
             .unwrap(),
         2
+    );
+    // The end the control plane made counts the turns that were saved
+    // (it said 0 and 0 beside a transcript of three).
+    let finished = event_data(s, TENANT, "outbound-ai.finished").await;
+    let fb = finished
+        .iter()
+        .find(|f| f["callId"] == b.call_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (&fb["inputTurns"], &fb["outputTurns"]),
+        (&1.into(), &2.into())
     );
     let ra = s.call(TENANT, &a.call_id).await.unwrap().unwrap();
     assert_eq!(ra.status, CallStatus::EndedFailedRetryPending);
@@ -562,7 +588,7 @@ async fn lost_node_ends_its_calls(db: TestDb) {
         0
     );
     // If the node comes back and reports the old attempt, it is ignored.
-    let late = ev(2, &a, ended("finished", true));
+    let late = ev(5, &a, ended("finished", true));
     assert!(matches!(
         s.apply_switch_event(NODE, &late, now).await.unwrap(),
         Applied::Skipped(_)

@@ -256,6 +256,8 @@ impl Store {
         } else {
             Vec::new()
         };
+        let counted = end.with_turn_counts(&turns);
+        let end = &counted;
         let transcript = if turns.is_empty() {
             None
         } else {
