@@ -2,7 +2,9 @@
 //! A key is shown once at creation and stored only as its SHA-256; minting
 //! needs an admin signed in with OIDC, so a leaked key cannot make more.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use codeb_types::ApiKeyId;
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,8 @@
 //! `/api.ashx/v1/calls`: place, list, inspect and hang up outbound AI calls.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use codeb_types::{CallId, CallStatus, E164, TrunkId, UtcMillis};

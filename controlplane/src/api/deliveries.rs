@@ -4,7 +4,9 @@
 //! new delivery id, so "exactly once per delivery id" holds for replays
 //! too).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use codeb_types::{DeliveryId, SubscriptionId, UtcMillis};
 use serde::Serialize;

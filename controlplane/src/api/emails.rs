@@ -4,7 +4,9 @@
 //! what was sent, what waits for the SMTP relay and why one failed, and
 //! queues a failed one again once the relay is fixed.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use codeb_types::UtcMillis;
 use serde::Serialize;
 

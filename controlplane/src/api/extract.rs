@@ -13,6 +13,30 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
+/// Path parameters (`{id}`, `{did}`, …) deserialized into `T`, with the
+/// API's 400 `{error, error_description}` when they cannot be (a `%FF`
+/// that is not UTF-8 once decoded, say) instead of axum's plain-text one.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "the URL's path is not usable: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
 /// Largest request body accepted anywhere (1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 

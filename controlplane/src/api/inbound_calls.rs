@@ -6,7 +6,9 @@
 //! file). Field names follow the spec's vocabulary for calls and
 //! transcripts.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use codeb_types::{UtcMillis, VnumCallId};
 use serde::Serialize;
 

@@ -2,7 +2,9 @@
 //! and GET items are camelCase; POST/PUT/DELETE echo PascalCase, exactly as
 //! the spec's examples do (integrators parse both).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,9 @@
 //! `/api.ashx/v1/numbers`: virtual numbers answered by an AI persona.
 //! The AI engine key is write-only: responses show its last four characters.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 

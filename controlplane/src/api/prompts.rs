@@ -5,7 +5,9 @@
 //! a built-in's slug overrides it for that tenant (and deleting it brings
 //! the built-in back). See `store::prompts` for when slugs are resolved.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 

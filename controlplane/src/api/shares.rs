@@ -4,7 +4,9 @@
 //! `share.viewed`). The token (32 random bytes, base64url) is shown once,
 //! in the create response; only its SHA-256 is stored.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine as _;

@@ -2,7 +2,9 @@
 //! with its turns. Fields a call did not have are left out, as the spec's
 //! examples show (a vnum transcript has `number`, not `phone`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::response::Response;
 use codeb_types::UtcMillis;
 use serde::Serialize;

@@ -1,7 +1,9 @@
 //! `/api.ashx/v1/trunks`: SIP trunks calls go out through. The password is
 //! write-only (responses say only whether one is set).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use codeb_types::TrunkId;
 use serde::{Deserialize, Serialize};

@@ -3,7 +3,9 @@
 //! `POST` (and by a rotation), and never again. A receiver URL passes the
 //! SSRF guard before it is stored. (The delivery log is in `deliveries`.)
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use codeb_types::{EventName, SubscriptionId, UtcMillis};
 use serde::{Deserialize, Serialize};

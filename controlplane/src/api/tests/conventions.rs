@@ -37,6 +37,23 @@ async fn errors_and_methods(h: Harness) {
     let r = h.call(Method::DELETE, "/api.ashx/v1", None, None).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    // A path parameter that is not UTF-8 once decoded is the API's 400
+    // JSON on every route that has one (it was axum's text/plain).
+    for ep in ENDPOINTS
+        .iter()
+        .filter(|e| e.method == Method::GET && e.path.contains('{'))
+    {
+        let uri = ep
+            .path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "%FF" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        let r = h.get(&uri, &t).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
+        assert_eq!(r.json["error"], "invalid_request", "{uri}");
+        assert!(r.json["error_description"].is_string(), "{uri}");
+    }
     // Every route answers with no-store, successes and failures alike.
     for ep in ENDPOINTS
         .iter()
