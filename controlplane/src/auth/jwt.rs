@@ -41,6 +41,12 @@ pub struct AccessClaims {
     pub tenant: String,
     pub client_id: String,
     pub scope: String,
+    /// When it was issued, to the millisecond (a private claim; `iat` is
+    /// whole seconds): a password or role change revokes the tokens issued
+    /// before it in the same second too. Absent in tokens of older
+    /// versions, which are judged by `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
 }
 
 /// Why a token was refused. Details go to the log, never to the client.
@@ -272,6 +278,7 @@ mod tests {
             tenant: "127.0.0.1".into(),
             client_id: "codeb-admin".into(),
             scope: "openid".into(),
+            iat_ms: Some(now * 1000 + 250),
         }
     }
 

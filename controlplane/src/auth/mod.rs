@@ -119,8 +119,14 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
         .user_by_id(&user_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("The token's user no longer exists"))?;
-    // A password change or role change revokes earlier tokens.
-    if claims.iat.saturating_mul(1000) < user.tokens_valid_after.0.div_euclid(1000) * 1000 {
+    // A password change or role change revokes earlier tokens: to the
+    // millisecond by `iat_ms`; a token without it (an older version's) by
+    // its second.
+    let revoked = match claims.iat_ms {
+        Some(ms) => ms < user.tokens_valid_after.0,
+        None => claims.iat.saturating_mul(1000) < user.tokens_valid_after.0.div_euclid(1000) * 1000,
+    };
+    if revoked {
         return Err(ApiError::unauthorized(
             "The access token was revoked; sign in again",
         ));

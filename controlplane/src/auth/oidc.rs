@@ -165,6 +165,7 @@ async fn issue(
         tenant: user.tenant.clone(),
         client_id: CLIENT_ID.to_owned(),
         scope: scope.clone(),
+        iat_ms: Some(now.0),
     };
     let access_token = state.signing_key.sign("at+jwt", &claims);
     let id_token = state.signing_key.sign(

@@ -267,6 +267,30 @@ async fn password_change_and_removal_revoke_tokens(h: Harness) {
         h.get("/api.ashx/v1/calls", &t2).await.status,
         StatusCode::OK
     );
+    // A token issued earlier in the same second as the change is revoked
+    // too (the check was by whole seconds, so it stayed good for an hour).
+    h.clock
+        .advance_ms(2_000 - h.clock.now().0.rem_euclid(1000) + 100);
+    let same_second = h.token_for("sam", "sam-password-2").await;
+    h.clock.advance_ms(500);
+    let hash = crate::auth::password::hash("sam-password-3").unwrap();
+    assert!(
+        h.db.store
+            .update_user("sam", Some(&hash), None, h.clock.now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        h.get("/api.ashx/v1/calls", &same_second).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // One issued just after it, in that same second, is good.
+    h.clock.advance_ms(100);
+    let after = h.token_for("sam", "sam-password-3").await;
+    assert_eq!(
+        h.get("/api.ashx/v1/calls", &after).await.status,
+        StatusCode::OK
+    );
     assert!(h.db.store.remove_user("sam").await.unwrap());
     assert_eq!(
         h.get("/api.ashx/v1/calls", &t2).await.status,
