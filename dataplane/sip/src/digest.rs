@@ -415,6 +415,77 @@ impl Verifier {
     }
 }
 
+/// The nonce counts a registrar has accepted (RFC 7616 §3.4.5, RFC 2617
+/// §3.2.2): each use of a nonce must carry a higher `nc` than the last
+/// (one without `qop` may be used once), so credentials captured off the
+/// wire cannot be sent again while their nonce is fresh. A nonce is
+/// remembered until it is stale; at most `max` are (the oldest goes
+/// first), which only credentials that checked out can fill.
+#[derive(Debug)]
+pub struct NonceCounts {
+    /// Each nonce's last count.
+    seen: std::collections::HashMap<String, u32>,
+    /// The nonces in the order they were first used, with that time.
+    order: std::collections::VecDeque<(String, u64)>,
+    max: usize,
+}
+
+impl NonceCounts {
+    pub fn new(max: usize) -> NonceCounts {
+        NonceCounts {
+            seen: std::collections::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Records a use of `creds` (already checked good by
+    /// [`Verifier::check`]); false if it repeats an earlier one: a count
+    /// not above the last for its nonce, or a second use of a nonce
+    /// without `qop`.
+    pub fn fresh(&mut self, creds: &Auth, verifier: &Verifier, now_secs: u64) -> bool {
+        let Some(nonce) = text(creds.nonce()) else {
+            return false;
+        };
+        let nc = match text(creds.nc()) {
+            Some(nc) => match u32::from_str_radix(&nc, 16) {
+                Ok(n) if n > 0 => n,
+                _ => return false,
+            },
+            None => 0,
+        };
+        // Nonces past their age are stale to the verifier anyway.
+        let ttl = verifier.max_age_secs.saturating_add(5);
+        while let Some((old, at)) = self.order.front()
+            && (now_secs.saturating_sub(*at) > ttl || self.order.len() >= self.max)
+        {
+            self.seen.remove(old);
+            self.order.pop_front();
+        }
+        match self.seen.get_mut(&nonce) {
+            Some(last) if nc <= *last => false,
+            Some(last) => {
+                *last = nc;
+                true
+            }
+            None => {
+                self.seen.insert(nonce.clone(), nc);
+                self.order.push_back((nonce, now_secs));
+                true
+            }
+        }
+    }
+
+    /// Nonces remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -428,6 +499,49 @@ mod tests {
     fn auth(s: &str) -> Auth {
         let b = Bytes::copy_from_slice(s.as_bytes());
         Auth::parse(&b, &b, &Limits::default()).unwrap()
+    }
+
+    /// Credentials taken off the wire cannot be sent again: each use of a
+    /// nonce needs a higher count, a nonce without qop is good once, and
+    /// the ledger is bounded and forgets stale nonces.
+    #[test]
+    fn a_nonce_count_is_accepted_once() {
+        let v = Verifier::new([7; 32], "codeb");
+        let creds = |nonce: &str, nc: Option<&str>| {
+            let nc = nc
+                .map(|n| format!(", qop=auth, nc={n}, cnonce=\"c\""))
+                .unwrap_or_default();
+            auth(&format!(
+                "Digest username=\"alex\", realm=\"codeb\", nonce=\"{nonce}\", uri=\"sip:codeb\", response=\"00\"{nc}"
+            ))
+        };
+        let mut seen = NonceCounts::new(3);
+        let t = 1_000;
+        assert!(seen.fresh(&creds("n1", Some("00000001")), &v, t));
+        assert!(
+            !seen.fresh(&creds("n1", Some("00000001")), &v, t),
+            "a replay"
+        );
+        assert!(seen.fresh(&creds("n1", Some("00000002")), &v, t));
+        assert!(
+            !seen.fresh(&creds("n1", Some("00000001")), &v, t),
+            "an older count"
+        );
+        assert!(!seen.fresh(&creds("n1", Some("00000000")), &v, t));
+        assert!(!seen.fresh(&creds("n1", Some("zz")), &v, t));
+        assert!(seen.fresh(&creds("n2", None), &v, t));
+        assert!(!seen.fresh(&creds("n2", None), &v, t), "without qop: once");
+        // Bounded: the oldest nonce goes first.
+        assert!(seen.fresh(&creds("n3", Some("00000001")), &v, t + 1));
+        assert!(seen.fresh(&creds("n4", Some("00000001")), &v, t + 2));
+        assert_eq!(seen.len(), 3);
+        assert!(
+            seen.fresh(&creds("n1", Some("00000001")), &v, t + 2),
+            "n1 was forgotten"
+        );
+        // Stale nonces are forgotten with time.
+        assert!(seen.fresh(&creds("n5", Some("00000001")), &v, t + 10_000));
+        assert_eq!(seen.len(), 1);
     }
 
     #[test]

@@ -81,6 +81,12 @@ pub fn render(core: &Core, wire: &WireStats, backend: &str) -> String {
     );
     counter(
         &mut o,
+        "codeb_sip_digest_replays_total",
+        "REGISTERs with digest credentials already used (replayed), challenged again",
+        s.digest_replays,
+    );
+    counter(
+        &mut o,
         "codeb_virtual_number_refused_total",
         "Inbound calls routed to a virtual number and refused before the answer",
         s.virtual_number_refused,

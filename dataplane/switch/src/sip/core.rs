@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use codeb_io::{ConnId, SocketId};
 use codeb_sip::dialog::SessionTimerConfig;
-use codeb_sip::digest::{Algorithm, Check, Verifier};
+use codeb_sip::digest::{Algorithm, Check, NonceCounts, Verifier};
 use codeb_sip::header::{HeaderName, KnownHeader};
 use codeb_sip::multipart::{self, MultipartError};
 use codeb_sip::transaction::{
@@ -63,6 +63,9 @@ const ACCEPTED: &[&str] = &[
     "application/dtmf",
 ];
 const SERVER: &str = "CodeB-Switch";
+/// Nonces whose counts the registrar remembers (each for its 5 minutes):
+/// enough for a REGISTER every 5 minutes from 200,000 phones.
+const NONCE_COUNTS: usize = 200_000;
 /// How often housekeeping runs (registrar expiry, idle TCP).
 const TICK: Duration = Duration::from_secs(1);
 
@@ -145,6 +148,9 @@ pub struct CoreStats {
     pub responses: HashMap<(String, u16), u64>,
     /// Inbound calls answered by a virtual number's AI persona.
     pub virtual_number_calls: u64,
+    /// REGISTERs whose digest credentials were a replay (a nonce count
+    /// already used): challenged again instead of bound.
+    pub digest_replays: u64,
     /// Inbound calls routed to a virtual number and refused before the
     /// answer (no codec in common, no media ports, a persona the node
     /// cannot run, a number it does not have).
@@ -182,6 +188,9 @@ pub struct Core {
     pub(crate) limits: Limits,
     registrar: Registrar,
     verifier: Verifier,
+    /// The nonce counts REGISTERs used: a replayed Authorization gets a
+    /// fresh challenge, not a binding.
+    nonce_counts: NonceCounts,
     protection: Protection,
     streams: HashMap<ConnId, Stream>,
     pub(crate) out: VecDeque<Outgoing>,
@@ -231,6 +240,7 @@ impl Core {
         );
         Core {
             verifier: Verifier::new(settings.nonce_key, config.realm()),
+            nonce_counts: NonceCounts::new(NONCE_COUNTS),
             protection: Protection::new(settings.protection.clone(), trusted),
             registrar: Registrar::new(settings.registrar.clone()),
             ids: IdGenerator::new(settings.id_seed),
@@ -783,8 +793,14 @@ impl Core {
                     return self.simple(now, id, request, StatusCode::FORBIDDEN);
                 }
                 match self.verifier.check(c, "REGISTER", &password, now_secs) {
-                    Check::Ok => {
+                    Check::Ok if self.nonce_counts.fresh(c, &self.verifier, now_secs) => {
                         return self.finish_register(now, id, request, &user, source);
+                    }
+                    // The same credentials again (captured and replayed,
+                    // or a client that did not count): a new nonce.
+                    Check::Ok => {
+                        self.stats.digest_replays += 1;
+                        true
                     }
                     Check::Stale => true,
                     Check::Bad => return self.simple(now, id, request, StatusCode::FORBIDDEN),

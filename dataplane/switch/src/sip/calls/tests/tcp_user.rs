@@ -547,3 +547,47 @@ fn a_registered_phone_keeps_its_quiet_connection_until_the_binding_ends() {
     h.advance(secs(3600));
     assert_eq!(h.core.take_closes(), [conn(5)]);
 }
+
+/// A REGISTER whose Authorization was captured and sent again (the same
+/// nonce and nonce count) is challenged afresh, not bound: it was taken
+/// again and again while the nonce was fresh, so anyone who saw one
+/// REGISTER could move the user's calls to their own address. The next
+/// count of the same nonce, as a real phone sends, is accepted.
+#[test]
+fn a_replayed_register_is_challenged_not_bound() {
+    let mut h = harness();
+    let id = conn(7);
+    h.core.handle_connection(h.now, id, addr(ALEX_CONN));
+    let first = h.alex_register(1, None);
+    h.send_tcp(id, first);
+    let challenge = response(h.one(ALEX_CONN));
+    let challenges = challenge.headers.www_authenticates().unwrap();
+    let ch = pick_challenge(challenges.iter(), None).unwrap();
+    let uri = format!("sip:{SW}");
+    let answer = |nc| Answer {
+        username: "alex",
+        password: "alexpw",
+        method: "REGISTER",
+        uri: &uri,
+        cnonce: "0a1b2c3d",
+        nc,
+    };
+    let creds = authorize(&ch, &answer(1)).unwrap();
+    let second = h.alex_register(2, Some(creds.clone()));
+    h.send_tcp(id, second);
+    assert_eq!(response(h.one(ALEX_CONN)).status, StatusCode::OK);
+    // The same header again, in a new REGISTER.
+    let replay = h.alex_register(3, Some(creds));
+    h.send_tcp(id, replay);
+    let again = response(h.one(ALEX_CONN));
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        header(&again, KnownHeader::WwwAuthenticate).is_some_and(|w| w.contains("stale=true")),
+        "a fresh nonce"
+    );
+    assert_eq!(h.core.stats.digest_replays, 1);
+    // The phone's next count of the nonce it has is good.
+    let next = h.alex_register(4, Some(authorize(&ch, &answer(2)).unwrap()));
+    h.send_tcp(id, next);
+    assert_eq!(response(h.one(ALEX_CONN)).status, StatusCode::OK);
+}
