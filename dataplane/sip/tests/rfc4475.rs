@@ -902,3 +902,39 @@ fn valid_messages_print_and_reparse_identically() {
         assert_eq!(strip(&first), strip(&second), "{name}");
     }
 }
+
+/// The SDP offers of the torture INVITEs a server must take (RFC 4475
+/// §3.1.1) are answered: several carry `a=rtpmap:31 LPC` (no clock rate)
+/// for a video stream beside PCMU audio, which refused the whole session
+/// with 488 when one bad attribute failed the parse.
+#[test]
+fn the_sdp_of_valid_torture_invites_is_answered() {
+    use codeb_sip::sdp::{self, Codec, Direction, LocalMedia, Sdp, SdpLimits};
+    let local = LocalMedia {
+        addr: "192.0.2.1".parse().unwrap(),
+        port: 20000,
+        codecs: Codec::ALL.to_vec(),
+        ptime: 20,
+        direction: Direction::SendRecv,
+        session_id: 1,
+        session_version: 1,
+    };
+    let mut answered = Vec::new();
+    for (name, bytes) in &files("rfc4475", "dat") {
+        let case = CASES.iter().find(|c| c.file == name).unwrap();
+        let Ok(Message::Request(req)) = parse_datagram(bytes.clone(), &Limits::default()) else {
+            continue;
+        };
+        if case.expect != Outcome::Accept || req.method != Method::Invite || req.body.is_empty() {
+            continue;
+        }
+        let offer =
+            Sdp::parse(&req.body, &SdpLimits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (_, n) = sdp::answer(&offer, &local).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(n.codec, Codec::Pcmu, "{name}");
+        answered.push(name.clone());
+    }
+    for must in ["esc01", "longreq", "baddate"] {
+        assert!(answered.iter().any(|n| n == must), "{must}: {answered:?}");
+    }
+}

@@ -249,7 +249,16 @@ impl Sdp {
                         return Err(SdpError::TooBig("attributes"));
                     }
                     match (name, val) {
-                        ("rtpmap", Some(v)) => m.rtpmaps.push(parse_rtpmap(v)?),
+                        // A malformed rtpmap (no clock rate, as RFC 4475's
+                        // `a=rtpmap:31 LPC`) says nothing usable about its
+                        // payload type and is left out, as an unknown
+                        // attribute is; the rest of the description stands
+                        // (RFC 3264 §6 refuses a stream, not the session).
+                        ("rtpmap", Some(v)) => {
+                            if let Ok(r) = parse_rtpmap(v) {
+                                m.rtpmaps.push(r);
+                            }
+                        }
                         ("fmtp", Some(v)) => {
                             let (pt, params) = v.split_once(' ').unwrap_or((v, ""));
                             m.fmtps.push((parse_pt(pt)?, params.trim().to_owned()));
@@ -340,10 +349,6 @@ mod tests {
             (
                 "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP6 1.2.3.4\r\n",
                 SdpError::BadAddress,
-            ),
-            (
-                "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nm=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n",
-                SdpError::BadAttribute("rtpmap"),
             ),
             (
                 "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nm=audio 5000 RTP/AVP 0\r\na=ptime:0\r\n",
