@@ -220,6 +220,9 @@ struct Cli {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// How long a stopping switch waits for its calls' far ends to answer the
+/// BYEs and CANCELs it sent (a second signal stops it at once).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -510,7 +513,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(sip = %sip_addr, backend = transport.backend(), grpc = %link.local_addr,
         "switch listening");
     let mut next_metrics = now;
-    while !STOP.load(Ordering::Relaxed) {
+    // Set by the first SIGINT/SIGTERM: the calls are being ended, and the
+    // switch exits once they have (or at this time, or at a second signal).
+    let mut draining_until: Option<Instant> = None;
+    loop {
+        if draining_until.is_none() && STOP.swap(false, Ordering::Relaxed) {
+            draining_until = Some(Instant::now() + SHUTDOWN_GRACE);
+        }
         // What the transport thread delivered; a bounded batch, so timers
         // and commands get their turn under a flood.
         let mut more = false;
@@ -585,6 +594,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             next_metrics = now + Duration::from_secs(1);
         }
         anyhow::ensure!(transport.alive(), "the SIP transport thread stopped");
+        if let Some(until) = draining_until {
+            let busy = core.shut_down_calls(now);
+            if !busy {
+                break;
+            }
+            if now >= until || STOP.load(Ordering::Relaxed) {
+                tracing::warn!(
+                    calls = core.active_calls(),
+                    "calls still ending at shutdown (their far ends did not answer in time); stopping"
+                );
+                break;
+            }
+        }
         if more {
             continue;
         }
@@ -599,7 +621,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .poll_timeout()
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or(Duration::from_secs(1))
-            .min(notes_due);
+            .min(notes_due)
+            .min(if draining_until.is_some() {
+                Duration::from_millis(50)
+            } else {
+                Duration::MAX
+            });
         if transport.park() {
             let polled = waiter.poll(Some(wait), &mut |_| {});
             transport.unpark();

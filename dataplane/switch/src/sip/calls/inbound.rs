@@ -41,6 +41,15 @@ impl Core {
         if h.max_forwards().ok().flatten() == Some(0) {
             return self.reject(now, id, &req, StatusCode::TOO_MANY_HOPS, None);
         }
+        if self.calls.draining {
+            return self.reject(
+                now,
+                id,
+                &req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("the switch is shutting down"),
+            );
+        }
         if self.is_loop(&req) {
             return self.reject(now, id, &req, StatusCode::LOOP_DETECTED, None);
         }

@@ -263,6 +263,8 @@ pub struct Calls {
     /// Boxed: a call is about 1 KB, and the map moves its entries whenever
     /// it grows or rehashes away the tombstones of ended calls.
     calls: HashMap<CallKey, Box<Call>>,
+    /// The switch is shutting down: no new calls, the ones up are ended.
+    draining: bool,
     by_tx: HashMap<TransactionId, CallKey>,
     /// Every leg's dialog...
     dialogs: DialogTable<Flow>,
@@ -294,6 +296,7 @@ impl Calls {
     pub fn new(ports: PortPool, media_ip: IpAddr, max_calls: usize) -> Calls {
         Calls {
             calls: HashMap::new(),
+            draining: false,
             by_tx: HashMap::new(),
             dialogs: DialogTable::new(dialog_capacity(max_calls)),
             owners: HashMap::new(),

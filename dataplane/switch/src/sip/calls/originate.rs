@@ -301,6 +301,9 @@ impl Core {
                 "call_id: 1-64 characters of A-Z a-z 0-9 - _ . :".into(),
             ));
         }
+        if self.calls.draining {
+            return Err(ResourceExhausted("the switch is shutting down".into()));
+        }
         let attempt = req.attempt.max(1);
         if let Some(trunk_id) = self.calls.placed.duplicate(&req.call_id, attempt)? {
             return Ok(Placed {

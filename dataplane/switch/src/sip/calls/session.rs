@@ -150,6 +150,42 @@ impl Core {
         }
     }
 
+    /// The switch is shutting down (SIGTERM): it takes no new call
+    /// (INVITE 503, PlaceCall refused as no room, so the control plane
+    /// places it elsewhere or later) and ends every call it carries, so
+    /// far ends get their BYE or CANCEL and each placed or AI call's end
+    /// is reported and journaled before the process exits. True while a
+    /// call is still ending.
+    pub fn shut_down_calls(&mut self, now: Instant) -> bool {
+        if !self.calls.draining {
+            self.calls.draining = true;
+            let keys: Vec<(CallKey, Phase, bool)> = self
+                .calls
+                .calls
+                .values()
+                .map(|c| (c.key, c.phase, c.origin.is_some()))
+                .collect();
+            tracing::info!(calls = keys.len(), "shutting down: ending every call");
+            for (key, phase, placed) in keys {
+                match (phase, placed) {
+                    (Phase::Ending, _) => {}
+                    (_, true) => self.end_placed(now, key, "failed", "the switch shut down"),
+                    (Phase::Routing, false) => {
+                        self.fail_call(now, key, StatusCode::SERVICE_UNAVAILABLE)
+                    }
+                    (Phase::Answered | Phase::Confirmed, false) => self.hang_up(now, key),
+                }
+            }
+            self.drain(now);
+        }
+        !self.calls.calls.is_empty()
+    }
+
+    /// True once [`Self::shut_down_calls`] has begun.
+    pub fn draining(&self) -> bool {
+        self.calls.draining
+    }
+
     /// Ends an answered call on both legs.
     pub(super) fn hang_up(&mut self, now: Instant, key: CallKey) {
         self.ending(now, key);

@@ -434,3 +434,24 @@ fn a_sip_i_carrier_call_is_carried_on_its_sdp() {
     assert!(h.take(B).is_empty(), "neither reached B");
     assert_eq!(h.core.active_calls(), 1);
 }
+
+/// A switch told to stop (SIGTERM) ends its calls before it exits: the
+/// answered call's legs get their BYE, and a new INVITE gets 503. Before,
+/// it exited at once and far ends sat in dead calls.
+#[test]
+fn a_switch_shutting_down_hangs_up_its_calls_and_takes_no_new_one() {
+    let mut h = Harness::new(None);
+    let mut call = answered_call(&mut h, Setup::default());
+    assert!(h.core.shut_down_calls(h.now), "the call is still ending");
+    let bye_a = request(h.one(A));
+    let bye_b = request(h.one(B));
+    assert_eq!((&bye_a.method, &bye_b.method), (&Method::Bye, &Method::Bye));
+    let invite = h.invite_from_a("1000", &[]);
+    h.send(A, invite);
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    answer_bye(&mut h, A, &mut call.a, &bye_a);
+    answer_bye(&mut h, B, &mut call.b, &bye_b);
+    assert!(!h.core.shut_down_calls(h.now), "nothing left: it may exit");
+    assert_eq!(h.core.active_calls(), 0);
+}
