@@ -245,6 +245,18 @@ fn new_lease_token() -> i64 {
     i64::from_le_bytes(crypto::random_bytes::<8>()) & i64::MAX
 }
 
+/// What ending a node's calls did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Calls whose attempt ended.
+    pub ended: usize,
+    /// Of those, the calls ended for good (not waiting for a retry, whose
+    /// id a new attempt reuses): a node that was only unreachable may
+    /// still carry them when it answers again, and must be told to end
+    /// them.
+    pub gone: Vec<String>,
+}
+
 /// Which of a node's calls it lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lost<'a> {
@@ -509,10 +521,7 @@ impl Store {
         })
     }
 
-    /// Ends the attempts a node lost: each call's attempt ends `failed`
-    /// with `detail` (and is retried per its settings), one transaction
-    /// per call; inbound calls the node carried end the same way (see
-    /// `store::inbound`). Returns how many calls it ended.
+    /// [`Store::sweep_calls_on_node`], counting the calls it ended.
     pub async fn fail_calls_on_node(
         &self,
         node_url: &str,
@@ -520,7 +529,25 @@ impl Store {
         detail: &str,
         now: UtcMillis,
     ) -> Result<usize> {
+        Ok(self
+            .sweep_calls_on_node(node_url, lost, detail, now)
+            .await?
+            .ended)
+    }
+
+    /// Ends the attempts a node lost: each call's attempt ends `failed`
+    /// with `detail` (and is retried per its settings), one transaction
+    /// per call; inbound calls the node carried end the same way (see
+    /// `store::inbound`).
+    pub async fn sweep_calls_on_node(
+        &self,
+        node_url: &str,
+        lost: Lost<'_>,
+        detail: &str,
+        now: UtcMillis,
+    ) -> Result<Swept> {
         let mut ended = 0;
+        let mut gone = Vec::new();
         for call in self.live_calls_on_node(node_url).await? {
             if !lost.takes(&call.node_instance) {
                 continue;
@@ -546,14 +573,19 @@ impl Store {
                 duration_seconds: live.dispatched_at.map_or(0, |d| now.seconds_since(d)),
                 ..AttemptEnd::default()
             };
-            self.finish_attempt(&mut tx, &live, &end, now).await?;
+            let status = self.finish_attempt(&mut tx, &live, &end, now).await?;
             tx.commit().await?;
             ended += 1;
+            if status != CallStatus::EndedFailedRetryPending {
+                gone.push(live.call_id.clone());
+            }
         }
-        ended += self
+        let inbound = self
             .fail_inbound_calls_on_node(node_url, lost, detail, now)
             .await?;
-        Ok(ended)
+        ended += inbound.len();
+        gone.extend(inbound);
+        Ok(Swept { ended, gone })
     }
 
     /// Ends the current attempt of `call` inside `tx`: status, timings,

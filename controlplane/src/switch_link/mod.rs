@@ -236,20 +236,55 @@ impl SwitchNodes {
     pub async fn sweep_lost_nodes(&self, store: &Store, now: UtcMillis) {
         for node in &self.nodes {
             if !node.is_lost(now, self.settings.lost_after) {
+                if node.health().healthy {
+                    self.hang_up_orphans(node).await;
+                }
                 self.sweep_restarted(store, node, now).await;
                 continue;
             }
             let detail = format!("switch node {} lost", node.url());
             match store
-                .fail_calls_on_node(node.url(), Lost::All, &detail, now)
+                .sweep_calls_on_node(node.url(), Lost::All, &detail, now)
                 .await
             {
-                Ok(0) => {}
-                Ok(n) => tracing::error!(node = %node.url(), calls = n,
-                    "switch node unreachable for {:?}: its calls ended", self.settings.lost_after),
+                Ok(s) if s.ended == 0 => {}
+                Ok(s) => {
+                    tracing::error!(node = %node.url(), calls = s.ended,
+                        "switch node unreachable for {:?}: its calls ended", self.settings.lost_after);
+                    node.add_orphans(s.gone);
+                }
                 Err(e) => tracing::error!(node = %node.url(), "ending a lost node's calls: {e}"),
             }
         }
+    }
+
+    /// A node that answers again after its calls were ended as lost (it
+    /// was cut off or frozen, not restarted) may still carry them: each is
+    /// hung up there, so its far end gets a BYE and its AI stops, instead
+    /// of going on with no record to show for it. A node that restarted
+    /// does not know them (NotFound is no error).
+    async fn hang_up_orphans(&self, node: &Node) {
+        let orphans = node.take_orphans();
+        if orphans.is_empty() {
+            return;
+        }
+        let mut failed = Vec::new();
+        let mut ended = 0;
+        for id in orphans {
+            match self.hangup(node.url(), &id).await {
+                Ok(true) => {}
+                Ok(false) => ended += 1,
+                Err(e) => {
+                    tracing::warn!(node = %node.url(), call = %id, error = ?e, "hanging up a call ended as lost failed");
+                    failed.push(id);
+                }
+            }
+        }
+        if ended > 0 {
+            tracing::warn!(node = %node.url(), calls = ended,
+                "the node answered again still carrying calls ended as lost; hung them up");
+        }
+        node.add_orphans(failed);
     }
 
     /// Once per instance of `node` (first seen answering), after every

@@ -49,7 +49,14 @@ pub struct Node {
     url: String,
     client: Option<SwitchClient<Channel>>,
     health: Mutex<Health>,
+    /// Calls this control plane ended for good while the node was
+    /// unreachable: if it answers again (it was only cut off or frozen),
+    /// it may still carry them, and is told to hang them up.
+    orphans: Mutex<Vec<String>>,
 }
+
+/// Most orphaned call ids kept per node (the oldest go first).
+const MAX_ORPHANS: usize = 100_000;
 
 /// Transport settings of every node's channel.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +96,21 @@ impl Node {
             url: url.to_owned(),
             client,
             health: Mutex::new(health),
+            orphans: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Remembers calls ended for good while the node was unreachable.
+    pub fn add_orphans(&self, ids: impl IntoIterator<Item = String>) {
+        let mut o = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
+        o.extend(ids);
+        let over = o.len().saturating_sub(MAX_ORPHANS);
+        o.drain(..over);
+    }
+
+    /// The orphaned calls, forgotten here.
+    pub fn take_orphans(&self) -> Vec<String> {
+        std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn url(&self) -> &str {

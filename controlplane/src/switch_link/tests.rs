@@ -875,6 +875,58 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
     assert!(l.hangup(&url, call.call_id.as_str()).await.is_err());
 }
 
+/// A node cut off (or frozen) long enough to be declared lost, that then
+/// answers again as the same process, still carries the calls whose
+/// records were ended: each is hung up there (its far end got no BYE and
+/// its AI talked on, with the record saying it had ended).
+#[tokio::test]
+async fn a_lost_node_that_comes_back_is_told_to_end_the_calls_ended_meanwhile() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("j1");
+    let server = Server::start(&peer, None).await;
+    let l = link(vec![server.url()], &clock);
+    l.choose_probing().await.unwrap();
+    // No retry: its end is final.
+    let call = NewCall {
+        retries: 0,
+        ..new_call(9, clock.now())
+    };
+    db.store.insert_call(&call).await.unwrap();
+    let claimed = db
+        .store
+        .claim_call(&call.call_id, clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    let node = l.nodes()[0].clone();
+    peer.with(|s| s.dead = true);
+    l.probe(&node).await;
+    clock.advance_ms(5_000);
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(
+        status(&db.store, &call.call_id).await,
+        CallStatus::EndedFailedFinal
+    );
+    assert!(peer.with(|s| s.hangups.is_empty()));
+    // The same process answers again: the call is hung up there, once.
+    peer.with(|s| s.dead = false);
+    l.probe(&node).await;
+    assert!(node.health().healthy);
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(
+        peer.with(|s| s.hangups.clone()),
+        vec![call.call_id.to_string()]
+    );
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(peer.with(|s| s.hangups.len()), 1);
+    server.kill(&peer).await;
+}
+
 #[tokio::test]
 async fn a_node_that_restarts_ends_the_calls_its_earlier_process_carried() {
     // Back within CODEB_SWITCH_LOST_AFTER, so never "lost": without the

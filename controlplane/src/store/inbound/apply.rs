@@ -16,14 +16,14 @@ use crate::store::{
 impl Store {
     /// Ends every inbound call still up on a node that is gone: outcome
     /// `failed` with `detail`, `call.ended`, and the transcript when the
-    /// number saves them; one transaction per call. Returns how many.
+    /// number saves them; one transaction per call. Returns their ids.
     pub(in crate::store) async fn fail_inbound_calls_on_node(
         &self,
         node_url: &str,
         lost: crate::store::Lost<'_>,
         detail: &str,
         now: UtcMillis,
-    ) -> Result<usize> {
+    ) -> Result<Vec<String>> {
         let ids: Vec<(String, String)> = on_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT call_id, node_instance FROM inbound_calls \
@@ -33,7 +33,7 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        let mut ended = 0;
+        let mut ended = Vec::new();
         // An inbound call's instance is set when it begins and never
         // changes: the one read here stands.
         for (id, _) in ids.iter().filter(|(_, i)| lost.takes(i)) {
@@ -57,7 +57,7 @@ impl Store {
             };
             self.finish_inbound(&mut tx, &call, &end, now).await?;
             tx.commit().await?;
-            ended += 1;
+            ended.push(id.clone());
         }
         Ok(ended)
     }
