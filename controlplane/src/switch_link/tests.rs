@@ -1035,11 +1035,18 @@ async fn a_retry_waits_until_the_nodes_journal_is_read() {
     server.kill(&peer).await;
 }
 
-#[tokio::test]
-async fn api_places_and_hangs_up_through_the_node() {
-    use axum::http::StatusCode;
-    let peer = Peer::new("j1");
-    let server = Server::start(&peer, None).await;
+/// The API on SQLite linked to `peer`'s node (running), an admin token,
+/// and the answer to one POST /calls through it.
+async fn api_call_through(
+    peer: &Peer,
+) -> (
+    Server,
+    crate::api::tests::Harness,
+    super::LinkTasks,
+    String,
+    crate::api::tests::Resp,
+) {
+    let server = Server::start(peer, None).await;
     let db = TestDb::sqlite().await;
     let h = crate::api::tests::Harness::with_switch(db, vec![server.url()]).await;
     let tasks = h.state.switch.start(&h.state.store);
@@ -1049,7 +1056,15 @@ async fn api_places_and_hangs_up_through_the_node() {
         "systemPrompt": "Say hi", "apiKey": "AIza-test", "maxSeconds": 30
     });
     let r = h.post("/api.ashx/v1/calls", &t, body).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
+    (server, h, tasks, t, r)
+}
+
+#[tokio::test]
+async fn api_places_and_hangs_up_through_the_node() {
+    use axum::http::StatusCode;
+    let peer = Peer::new("j1");
+    let (server, h, tasks, t, r) = api_call_through(&peer).await;
     assert_eq!(r.json["status"], "in-flight");
     let reply: serde_json::Value =
         serde_json::from_str(r.json["bridgeReply"].as_str().unwrap()).unwrap();
@@ -1096,17 +1111,7 @@ async fn of_two_hangups_at_once_one_is_the_noop() {
     use axum::http::StatusCode;
     let peer = Peer::new("j1");
     peer.with(|s| s.slow_ends = true);
-    let server = Server::start(&peer, None).await;
-    let db = TestDb::sqlite().await;
-    let h = crate::api::tests::Harness::with_switch(db, vec![server.url()]).await;
-    let tasks = h.state.switch.start(&h.state.store);
-    let t = h.admin().await;
-    let body = serde_json::json!({
-        "phone": "+15551234567", "displayName": "Reminder", "email": "ops@example.com",
-        "systemPrompt": "Say hi", "apiKey": "AIza-test", "maxSeconds": 30
-    });
-    let r = h.post("/api.ashx/v1/calls", &t, body).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (server, h, tasks, t, r) = api_call_through(&peer).await;
     let id = r.json["callId"].as_str().unwrap().to_owned();
     let url = format!("/api.ashx/v1/calls/{id}/hangup");
     let (one, two) = tokio::join!(

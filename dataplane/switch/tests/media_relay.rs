@@ -166,6 +166,29 @@ fn rtp(data: &[u8]) -> Option<Rtp> {
     ))
 }
 
+/// Collects the RTP packets arriving at `media` on a thread until the
+/// flag is set; the thread gives them back.
+fn listen(
+    media: std::net::UdpSocket,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Vec<Rtp>>,
+) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let listener = std::thread::spawn(move || {
+        let mut heard = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(n) = media.recv(&mut buf) {
+                heard.extend(rtp(&buf[..n]));
+            }
+        }
+        heard
+    });
+    (done, listener)
+}
+
 /// The recorded call through the switch to a callee that answers with
 /// `scenario_file` (PCMA or PCMU) and whose media port is this test's
 /// socket: every RTP packet the switch sent it, in sequence order.
@@ -188,20 +211,7 @@ fn what_the_callee_heard(scenario_file: &str) -> Vec<Rtp> {
         &loopback_config(&format!("sip:uas@127.0.0.1:{}", uas.port)),
         &[("CODEB_WORKERS", "2")],
     );
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let listener = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut heard = Vec::new();
-            let mut buf = [0u8; 2048];
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(n) = media.recv(&mut buf) {
-                    heard.extend(rtp(&buf[..n]));
-                }
-            }
-            heard
-        })
-    };
+    let (done, listener) = listen(media);
     play_recorded_call(&sw);
     std::thread::sleep(std::time::Duration::from_millis(300));
     done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -395,20 +405,7 @@ fn the_callers_hear_a_callees_early_media() {
         &loopback_config(&format!("sip:uas@127.0.0.1:{uas_port}")),
         &[],
     );
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let listener = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut heard = Vec::new();
-            let mut buf = [0u8; 2048];
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(n) = media.recv(&mut buf) {
-                    heard.extend(rtp(&buf[..n]));
-                }
-            }
-            heard
-        })
-    };
+    let (done, listener) = listen(media);
     let (ok, failed) = common::scenario_client(
         sw.sip,
         "uac_early_media_busy.xml",
