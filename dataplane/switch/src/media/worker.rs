@@ -414,12 +414,6 @@ impl Worker {
     fn flush(&mut self) {
         let n = self.st.sends.len();
         for &(socket, to, start, end) in &self.st.sends {
-            // Never to `0.0.0.0`, which Linux takes as this host: a far
-            // end whose first SDP held the call (RFC 2543) has no address
-            // yet, only a port.
-            if to.ip().is_unspecified() || to.port() == 0 {
-                continue;
-            }
             if let Some(bytes) = self.st.out.get(start..end) {
                 // A send error is a lost packet, as on the wire.
                 let _ = self.reactor.send_to(socket, to, bytes);
