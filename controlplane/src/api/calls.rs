@@ -15,7 +15,7 @@ use super::validate;
 use crate::auth::Admin;
 use crate::crypto;
 use crate::state::AppState;
-use crate::store::{CallFilter, CallRow, DISPATCH_LEASE_MS, HangupResult, NewCall};
+use crate::store::{CallFilter, CallRow, DISPATCH_LEASE_MS, DefaultTrunk, HangupResult, NewCall};
 use crate::switch_link::{Dispatched, LinkError};
 
 pub const DEFAULT_MODEL: &str = codeb_types::vendor::GEMINI_DEFAULT_MODEL;
@@ -268,7 +268,18 @@ async fn validate_create(
         }
     };
     let trunk_id = match body.trunk_id.filter(|s| !s.is_empty()) {
-        None => None,
+        None => {
+            // Refused here, not when the call is placed: it would be stored,
+            // answered `ok`, and fail at once.
+            if state.store.default_trunk_choice(tenant).await? == DefaultTrunk::NoneMarked {
+                return Err(ApiError::field(
+                    "trunkId",
+                    "is required: the tenant has several trunks and none is marked \
+                     default (set isDefault on one, or name one here)",
+                ));
+            }
+            None
+        }
         Some(s) => {
             let id = TrunkId::parse(&s).map_err(|e| ApiError::field("trunkId", e))?;
             if state.store.trunk(tenant, &id).await?.is_none() {

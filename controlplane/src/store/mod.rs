@@ -57,7 +57,7 @@ pub use switch_events::{
     Applied, Cursor, EventKind, InboundStart, MAX_INBOUND_FIELD, Speaker, SwitchEvent,
 };
 pub use transcripts::{RenderTranscript, TranscriptFilter, TranscriptRecord, TranscriptRow, Turn};
-pub use trunks::TrunkRecord;
+pub use trunks::{DefaultTrunk, TrunkRecord};
 pub use tx::StoreTx;
 pub use users::{Role, UserRecord};
 pub use webhooks::SubscriptionRecord;

@@ -7,6 +7,17 @@ use codeb_types::{TrunkId, UtcMillis};
 
 use super::{Page, Result, RowExt, Store, StoreError, WritePool, col, flag, ms, on_pool};
 
+/// Which trunk a call that names none goes out through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultTrunk {
+    /// The one marked default, or the tenant's only trunk.
+    Chosen(Box<TrunkRecord>),
+    /// The tenant has no trunk of its own (a node's own trunks may serve).
+    NoTrunks,
+    /// Several trunks and none marked default: the call must name one.
+    NoneMarked,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrunkRecord {
     pub id: TrunkId,
@@ -116,6 +127,14 @@ impl Store {
     /// The trunk a call uses when it names none: the one marked default, or
     /// the tenant's only trunk.
     pub async fn default_trunk(&self, tenant: &str) -> Result<Option<TrunkRecord>> {
+        Ok(match self.default_trunk_choice(tenant).await? {
+            DefaultTrunk::Chosen(t) => Some(*t),
+            DefaultTrunk::NoTrunks | DefaultTrunk::NoneMarked => None,
+        })
+    }
+
+    /// [`Store::default_trunk`], saying why there is none.
+    pub async fn default_trunk_choice(&self, tenant: &str) -> Result<DefaultTrunk> {
         on_pool!(self, |pool| {
             let sql = concat!(
                 "SELECT ",
@@ -129,9 +148,10 @@ impl Store {
                 .map(trunk_from_row)
                 .collect::<Result<Vec<_>>>()?;
             Ok(match trunks.as_slice() {
-                [only] => Some(only.clone()),
-                [first, ..] if first.is_default => Some(first.clone()),
-                _ => None,
+                [] => DefaultTrunk::NoTrunks,
+                [only] => DefaultTrunk::Chosen(Box::new(only.clone())),
+                [first, ..] if first.is_default => DefaultTrunk::Chosen(Box::new(first.clone())),
+                _ => DefaultTrunk::NoneMarked,
             })
         })
     }

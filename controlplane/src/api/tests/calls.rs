@@ -14,6 +14,7 @@ on_both_backends!(
     list_filters_and_pages,
     list_rows_are_the_single_gets,
     voice_follows_the_model_vendor,
+    several_trunks_and_no_default_need_a_trunk_id,
 );
 
 fn call_body() -> Value {
@@ -134,6 +135,42 @@ async fn every_field_is_validated(h: Harness) {
         0,
         "nothing stored"
     );
+}
+
+/// Two trunks, none marked default: a call that names no trunk would be
+/// stored, answered `ok`, and fail when placed; it is refused instead.
+async fn several_trunks_and_no_default_need_a_trunk_id(h: Harness) {
+    let t = h.admin().await;
+    let mut ids = Vec::new();
+    for host in ["sip.a.example", "sip.b.example"] {
+        let r = h
+            .post("/api.ashx/v1/trunks", &t, json!({"host": host}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.push(r.json["id"].as_str().unwrap().to_owned());
+    }
+    let r = h.post("/api.ashx/v1/calls", &t, call_body()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.json["error"], "invalid_request");
+    let d = r.json["error_description"].as_str().unwrap();
+    assert!(d.starts_with("trunkId: is required"), "{d}");
+    assert_eq!(h.get("/api.ashx/v1/calls", &t).await.json["total"], 0);
+    // Naming one works...
+    let mut body = call_body();
+    body["trunkId"] = json!(ids[1]);
+    let r = h.post("/api.ashx/v1/calls", &t, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // ...and so does marking one default.
+    let r = h
+        .put(
+            &format!("/api.ashx/v1/trunks/{}", ids[0]),
+            &t,
+            json!({"isDefault": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = h.post("/api.ashx/v1/calls", &t, call_body()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
 
 async fn scheduled_call_is_stored_and_listed(h: Harness) {
