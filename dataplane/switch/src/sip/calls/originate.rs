@@ -164,6 +164,10 @@ pub(super) struct Origin {
     /// Its entries in the deadline set, removed when it ends.
     ring_at: Instant,
     talk_at: Option<Instant>,
+    /// Its CallEnded is out: an answered call is over once it starts
+    /// ending (RFC 3261 §15.1.1: the session ends as the BYE is sent),
+    /// however long the far end takes to answer that BYE.
+    reported: bool,
 }
 
 impl Origin {
@@ -193,6 +197,7 @@ impl Origin {
             },
             end: None,
             failure: None,
+            reported: false,
             answered_at_ms: Some(answered_at_ms),
             ring_at: now,
             talk_at: None,
@@ -491,6 +496,7 @@ impl Core {
                 },
                 end: None,
                 failure: None,
+                reported: false,
                 answered_at_ms: None,
                 ring_at,
                 talk_at: None,
@@ -648,11 +654,33 @@ impl Core {
         Some(o.call_id.clone())
     }
 
-    /// A placed call is gone: its CallEnded, and its id is remembered.
-    pub(super) fn placed_finished(&mut self, now: Instant, call: &Call) {
+    /// An answered placed call starts ending (either side hung up): its
+    /// CallEnded goes out now, timed now, not when the far end answers
+    /// our BYE (up to 64·T1 later, or never).
+    pub(super) fn placed_ending(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
         let Some(o) = call.origin.as_ref() else {
             return;
         };
+        if o.reported || o.answered_at_ms.is_none() {
+            return;
+        }
+        let event = self.ended_event(now, call, o);
+        if let Some(o) = self
+            .calls
+            .calls
+            .get_mut(&key)
+            .and_then(|c| c.origin.as_mut())
+        {
+            o.reported = true;
+        }
+        self.end_with_ai(now, key, event);
+    }
+
+    /// A placed call's CallEnded, as of `now`.
+    fn ended_event(&self, now: Instant, call: &Call, o: &Origin) -> CallEvent {
         let answered = o.answered_at_ms.is_some();
         let (outcome, error_detail) = match (&o.end, &o.failure) {
             (Some(end), _) => end.clone(),
@@ -668,7 +696,7 @@ impl Core {
         // Whole seconds to the nearest, half up (the spec's example rounds
         // 144.5 s of talk to 145).
         let secs = |d: Duration| u32::try_from((d.as_millis() + 500) / 1000).unwrap_or(u32::MAX);
-        let event = CallEvent {
+        CallEvent {
             at_unix_ms: self.wall_ms(now),
             call_id: o.call_id.clone(),
             attempt: o.attempt,
@@ -688,7 +716,15 @@ impl Core {
                 input_turns: 0,
                 output_turns: 0,
             },
+        }
+    }
+
+    /// A placed call is gone: its CallEnded, and its id is remembered.
+    pub(super) fn placed_finished(&mut self, now: Instant, call: &Call) {
+        let Some(o) = call.origin.as_ref() else {
+            return;
         };
+        let event = (!o.reported).then(|| self.ended_event(now, call, o));
         let placed = &mut self.calls.placed;
         placed
             .deadlines
@@ -698,7 +734,9 @@ impl Core {
         }
         placed.by_id.remove(&o.call_id);
         placed.remember((o.call_id.clone(), o.attempt), o.trunk_id.clone());
-        self.end_with_ai(now, call.key, event);
+        if let Some(event) = event {
+            self.end_with_ai(now, call.key, event);
+        }
     }
 
     /// The next event of a placed call, oldest first.

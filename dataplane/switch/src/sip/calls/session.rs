@@ -206,6 +206,7 @@ impl Core {
             self.cancel_branches(now, key);
             self.join_interrupted(now, key);
             self.stop_ai(key);
+            self.placed_ending(now, key);
         }
     }
 
