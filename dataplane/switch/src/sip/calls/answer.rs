@@ -127,6 +127,12 @@ impl Core {
                 return None;
             }
         };
+        // The ACK and every later request (and the ACK again for a
+        // retransmitted 2xx) follow the route set or the trunk's Contact.
+        if let Some(hop) = self.dialog_next_hop(&d) {
+            tracing::debug!(from = %flow.peer(), to = %hop.peer(), "B's dialog goes by its next hop");
+            d.set_remote(hop);
+        }
         let acked = resp
             .headers
             .cseq()

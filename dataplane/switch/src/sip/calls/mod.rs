@@ -584,6 +584,57 @@ impl Core {
         self.calls.dialogs.update(id, |d| d.set_remote(to));
     }
 
+    /// Where a dialog's requests go over UDP, when not back along the flow
+    /// its first message came by (RFC 3261 §12.2.1.1, §8.1.2): the first
+    /// Record-Route, else the far end's Contact. Followed when a proxy
+    /// record-routed the dialog, or the far end is a trunk (a carrier's
+    /// gateway may answer from one address and want requests at another),
+    /// and only within the same address scope as the flow: a phone or PBX
+    /// behind NAT names a private address it cannot be reached at, so its
+    /// requests keep going where its packets came from. A name that is not
+    /// a trunk's host is not resolved here; the flow is kept.
+    pub(super) fn dialog_next_hop(&self, d: &codeb_sip::Dialog<Flow>) -> Option<Flow> {
+        let Flow::Udp { socket, peer } = *d.remote() else {
+            return None;
+        };
+        let routed = !d.route_set().is_empty();
+        if !routed && !self.is_trunk_peer(peer.ip()) {
+            return None;
+        }
+        let hop = d.next_hop();
+        let uri = hop.as_sip()?;
+        if uri.scheme != codeb_sip::SipScheme::Sip
+            || uri
+                .params
+                .value("transport")
+                .is_some_and(|t| !t.eq_ignore_ascii_case(b"udp"))
+        {
+            return None;
+        }
+        let port = uri.port.unwrap_or(5060);
+        let to = match &uri.host {
+            Host::V4(ip) => SocketAddr::new(IpAddr::V4(*ip), port),
+            Host::V6(ip) => SocketAddr::new(IpAddr::V6(*ip), port),
+            Host::Domain(name) => {
+                let t = self
+                    .config
+                    .trunks
+                    .iter()
+                    .find(|t| t.host.as_bytes().eq_ignore_ascii_case(name))?;
+                let a = self.trunk_addrs.get(&t.id)?;
+                SocketAddr::new(a.ip(), uri.port.unwrap_or(a.port()))
+            }
+        };
+        (to != peer && address_scope(to.ip()) == address_scope(peer.ip()))
+            .then_some(Flow::Udp { socket, peer: to })
+    }
+
+    /// `ip` is a trunk's signalling address (a trunk's inbound networks
+    /// may hold phones too).
+    fn is_trunk_peer(&self, ip: IpAddr) -> bool {
+        self.trunk_addrs.values().any(|a| a.ip() == ip)
+    }
+
     /// [`Self::send_in_dialog`] in a given dialog of the call's `side`
     /// (a referrer's, which is no longer the leg's once its transfer
     /// answered).
@@ -602,10 +653,17 @@ impl Core {
         // Before the request: a BYE ends the dialog, which then leaves the
         // table.
         self.reconnect_if_closed(&id);
+        let hop = self
+            .calls
+            .dialogs
+            .get(&id)
+            .and_then(|d| self.dialog_next_hop(d));
         let (builder, flow) = self
             .calls
             .dialogs
-            .update(&id, |d| d.request(method).map(|b| (b, *d.remote())))
+            .update(&id, |d| {
+                d.request(method).map(|b| (b, hop.unwrap_or(*d.remote())))
+            })
             .ok_or(LegError::NoDialog)??;
         let sent = edit(builder)
             .build()
@@ -622,6 +680,34 @@ impl Core {
             Err(e) => {
                 self.calls.dialogs.update(&id, |d| d.request_failed(now));
                 Err(e)
+            }
+        }
+    }
+}
+
+/// Loopback, private (RFC 1918, CGNAT, link-local, unique local) or
+/// public: a far end's Contact in another scope than the address its
+/// packets come from is behind NAT, or not for us to reach.
+fn address_scope(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => 0,
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            let cgnat = a == 100 && (64..128).contains(&b);
+            if v4.is_private() || v4.is_link_local() || cgnat {
+                1
+            } else {
+                2
+            }
+        }
+        IpAddr::V6(v6) if v6.is_loopback() => 0,
+        IpAddr::V6(v6) => {
+            if v6.is_unique_local() || v6.is_unicast_link_local() {
+                1
+            } else if let Some(v4) = v6.to_ipv4_mapped() {
+                address_scope(IpAddr::V4(v4))
+            } else {
+                2
             }
         }
     }

@@ -816,3 +816,84 @@ fn a_trunk_we_call_out_through_is_not_flood_limited() {
     assert!(options_burst(&mut h, "198.51.100.7:5060", 400) > 0);
 }
 
+/// `invite` as a proxy on its way would have record-routed it.
+fn record_routed(invite: &Request, route: &str) -> Request {
+    let text = String::from_utf8(Message::Request(invite.clone()).to_bytes().to_vec()).unwrap();
+    let (first, rest) = text.split_once("\r\n").unwrap();
+    let routed = format!("{first}\r\nRecord-Route: {route}\r\n{rest}");
+    request(codeb_sip::parse_datagram(Bytes::from(routed), &codeb_sip::Limits::default()).unwrap())
+}
+
+/// The carrier at CARRIER answers `invite` with Contact `contact`; the
+/// switch's ACK goes to `ack_to` (and nothing to CARRIER unless that is
+/// it); the carrier's dialog.
+fn answered_with_contact(
+    h: &mut Harness,
+    invite: &Request,
+    contact: &str,
+    ack_to: &str,
+) -> Dialog<Peer> {
+    let mut d = Dialog::uas(
+        invite,
+        b"gwtag",
+        local(contact),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    answer_with_sdp(h, CARRIER, &mut d, invite, ("192.0.2.30", 44000));
+    let ack = request(h.one(ack_to));
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(d.handle_request(h.now, &ack), Incoming::Ack);
+    if ack_to != CARRIER {
+        assert!(
+            h.take(CARRIER).is_empty(),
+            "the ACK goes by the next hop only"
+        );
+    }
+    d
+}
+
+/// A carrier's dialog goes where RFC 3261 §12.2.1.1 says: to its proxy's
+/// Record-Route, else its gateway's Contact, not back to the address the
+/// 2xx came from; a Contact in a private network behind a public source
+/// (NAT) is not followed.
+#[test]
+fn a_carrier_dialog_follows_its_record_route_and_contact() {
+    const PROXY: &str = "192.0.2.31:5070";
+    const GATEWAY: &str = "192.0.2.32:5062";
+    let mut h = Harness::new(None);
+    // Record-routed: ACK and BYE to the proxy, with the route as Route.
+    let invite = place(&mut h, "oac-rr", |_| {});
+    let routed = record_routed(&invite, "<sip:192.0.2.31:5070;lr>");
+    let mut carrier = answered_with_contact(&mut h, &routed, GATEWAY, PROXY);
+    let _ = events(&mut h);
+    h.core.hangup_call(h.now, "oac-rr", None).unwrap();
+    let bye = request(h.one(PROXY));
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(
+        header(&bye, KnownHeader::Route).as_deref(),
+        Some("<sip:192.0.2.31:5070;lr>")
+    );
+    assert_eq!(text_uri(&bye.uri), "sip:peer@192.0.2.32:5062");
+    assert_eq!(carrier.handle_request(h.now, &bye), Incoming::Accept);
+    h.send(PROXY, carrier.reply(&bye, StatusCode::OK).build().unwrap());
+    assert_eq!(h.core.active_calls(), 0);
+    // No route set: the gateway's Contact.
+    let invite = place(&mut h, "oac-gw", |_| {});
+    let mut carrier = answered_with_contact(&mut h, &invite, GATEWAY, GATEWAY);
+    h.core.hangup_call(h.now, "oac-gw", None).unwrap();
+    let bye = request(h.one(GATEWAY));
+    assert_eq!(carrier.handle_request(h.now, &bye), Incoming::Accept);
+    h.send(
+        GATEWAY,
+        carrier.reply(&bye, StatusCode::OK).build().unwrap(),
+    );
+    // A private Contact from a public address: back where the 2xx came from.
+    let invite = place(&mut h, "oac-nat", |_| {});
+    let _carrier = answered_with_contact(&mut h, &invite, "10.0.0.9:5060", CARRIER);
+    h.core.hangup_call(h.now, "oac-nat", None).unwrap();
+    assert_eq!(request(h.one(CARRIER)).method, Method::Bye);
+    assert!(h.take("10.0.0.9:5060").is_empty());
+}
