@@ -73,10 +73,11 @@ pub enum ParseError {
 
 impl ParseError {
     /// The status a server answers with when it can answer at all: 513 for a
-    /// message over our size bound, 400 otherwise.
+    /// message over one of our size bounds (the whole, one header line, the
+    /// number of header lines), 400 otherwise.
     pub fn status(self) -> u16 {
         match self {
-            Self::MessageTooLarge => 513,
+            Self::MessageTooLarge | Self::LineTooLong | Self::TooManyHeaders => 513,
             _ => 400,
         }
     }

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 use crate::error::ParseError;
-use crate::header::{Header, HeaderName, Headers, value_is_clean};
+use crate::header::{Header, HeaderName, Headers, KnownHeader, value_is_clean};
 use crate::limits::Limits;
 use crate::syntax::{is_ctl, is_token_char, is_ws, trim_ws};
 
@@ -117,7 +117,20 @@ fn finish(
         };
     }
     if headers.len() >= limits.max_headers {
-        return Err(ParseError::TooManyHeaders);
+        if mode == Mode::Strict {
+            return Err(ParseError::TooManyHeaders);
+        }
+        // Past the bound only what an answer copies is kept, once each
+        // (the top Via came first).
+        let answers = name.known().is_some_and(|k| {
+            matches!(
+                k,
+                KnownHeader::From | KnownHeader::To | KnownHeader::CallId | KnownHeader::CSeq
+            ) && headers.get(k).is_none()
+        });
+        if !answers {
+            return Ok(());
+        }
     }
     headers.push(Header::from_wire(name, value));
     Ok(())
@@ -135,10 +148,28 @@ pub(crate) fn parse_head(buf: &Bytes, limits: &Limits, mode: Mode) -> Result<Hea
     let mut headers = Headers::with_limits(*limits);
     let mut pending: Option<Pending> = None;
     let body_start = loop {
-        let line = match next_line(s, pos, limits.max_line_len)? {
-            Some(line) => line,
-            None if mode == Mode::Salvage => break s.len(),
-            None => return Err(ParseError::UnterminatedHead),
+        let line = match next_line(s, pos, limits.max_line_len) {
+            Ok(Some(line)) => line,
+            Ok(None) if mode == Mode::Salvage => break s.len(),
+            Ok(None) => return Err(ParseError::UnterminatedHead),
+            // A line past the bound is skipped whole, with what it
+            // continues: the message can still be answered (513).
+            Err(ParseError::LineTooLong) if mode == Mode::Salvage => {
+                let rest = s.get(pos..).unwrap_or_default();
+                // A header before it is whole; one it continues is not kept.
+                let continues = rest.first().is_some_and(|&b| is_ws(b));
+                if let Some(p) = pending.take()
+                    && !continues
+                {
+                    finish(buf, p, &mut headers, limits, mode)?;
+                }
+                let Some(i) = memchr::memmem::find(rest, b"\r\n") else {
+                    break s.len();
+                };
+                pos += i + 2;
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         pos = line.next;
         if line.start == line.end {
@@ -152,6 +183,10 @@ pub(crate) fn parse_head(buf: &Bytes, limits: &Limits, mode: Mode) -> Result<Hea
                     p.folded = true;
                     p.has_ctl |= line.has_ctl;
                     if line.end - p.line_start > limits.max_line_len {
+                        if mode == Mode::Salvage {
+                            pending = None;
+                            continue;
+                        }
                         return Err(ParseError::LineTooLong);
                     }
                 }

@@ -280,3 +280,29 @@ fn unparsable_requests_are_answered_when_possible() {
     let v = screen_datagram(Bytes::from(wire), &big, &UAS);
     assert_eq!(status(&v), Some(513));
 }
+
+/// A request over one of our bounds (a header line, the number of header
+/// lines) is answered 513, its Via and Call-ID found around what is cut,
+/// not dropped unanswered: the sender would retransmit it for 32 s.
+#[test]
+fn a_request_over_a_bound_is_answered_513() {
+    let head = "OPTIONS sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n";
+    let tail = "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let long = Limits::default().max_line_len + 10;
+    let cases = [
+        format!("{head}X-Long: {}\r\n{tail}", "a".repeat(long)),
+        format!("{head}X-Folded: a\r\n {}\r\n{tail}", "b".repeat(long)),
+        format!(
+            "{head}{}{tail}",
+            "X-Many: 1\r\n".repeat(Limits::default().max_headers)
+        ),
+    ];
+    for wire in &cases {
+        let v = screen(wire, &UAS);
+        assert_eq!(status(&v), Some(513), "{v:?}");
+        let Verdict::Reply { response, .. } = v else {
+            panic!()
+        };
+        assert_eq!(response.headers.call_id().unwrap(), "c");
+    }
+}
