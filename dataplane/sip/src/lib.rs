@@ -67,4 +67,5 @@ pub use transaction::{
 pub use uri::{AbsoluteUri, Host, SipScheme, SipUri, TelUri, Uri};
 pub use validate::{
     Policy, Problem, Role, Verdict, check_request, check_response, rejection, screen_datagram,
+    screen_stream_message,
 };

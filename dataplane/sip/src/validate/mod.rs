@@ -37,7 +37,7 @@ use crate::header::{Headers, KnownHeader};
 use crate::limits::Limits;
 use crate::message::{Message, Response, StatusCode};
 use crate::method::{Method, MethodSet};
-use crate::parse::{parse_datagram, salvage};
+use crate::parse::{parse_datagram, parse_stream_message, salvage};
 
 /// Whether we end requests or forward them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +178,23 @@ fn answer(
 
 /// Parses and screens one datagram as a server would.
 pub fn screen_datagram(buf: Bytes, limits: &Limits, policy: &Policy<'_>) -> Verdict {
-    match parse_datagram(buf.clone(), limits) {
+    screen(buf, limits, policy, parse_datagram)
+}
+
+/// [`screen_datagram`] for one message framed from a stream
+/// ([`crate::frame_stream`]): a request that frames but does not parse is
+/// answered the same way.
+pub fn screen_stream_message(buf: Bytes, limits: &Limits, policy: &Policy<'_>) -> Verdict {
+    screen(buf, limits, policy, parse_stream_message)
+}
+
+fn screen(
+    buf: Bytes,
+    limits: &Limits,
+    policy: &Policy<'_>,
+    parse: fn(Bytes, &Limits) -> Result<Message, crate::ParseError>,
+) -> Verdict {
+    match parse(buf.clone(), limits) {
         Ok(Message::Request(req)) => match check_request(&req, policy) {
             Ok(()) => Verdict::Accept(Message::Request(req)),
             Err(problem) => answer(&req.headers, Some(&req.method), problem, policy),

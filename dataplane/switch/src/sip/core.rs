@@ -24,7 +24,7 @@ use codeb_sip::transaction::{
 use codeb_sip::validate::{Policy, Problem, Role, Verdict};
 use codeb_sip::{
     Frame, Limits, Message, Method, MethodSet, Request, Response, StatusCode, ValueError,
-    frame_stream, parse_stream_message,
+    frame_stream,
 };
 
 use super::calls::Calls;
@@ -454,25 +454,15 @@ impl Core {
     fn stream_message(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, bytes: Bytes) {
         let flow = Flow::Tcp { conn, peer };
         let policy = policy(self.settings.id_seed);
-        match parse_stream_message(bytes, &self.limits) {
-            Ok(Message::Request(req)) => match codeb_sip::check_request(&req, &policy) {
-                Ok(()) => self.accept(now, Message::Request(req), flow),
-                Err(problem) => {
-                    self.count_problem(&problem.to_string());
-                    if req.method != Method::Ack
-                        && let Ok(resp) = codeb_sip::rejection(&req.headers, &problem, &policy)
-                    {
-                        self.stats.stateless_replies += 1;
-                        self.send_response(flow, &resp);
-                    }
-                }
-            },
-            Ok(Message::Response(resp)) => match codeb_sip::check_response(&resp) {
-                Ok(()) => self.accept(now, Message::Response(resp), flow),
-                Err(problem) => self.count_problem(&problem.to_string()),
-            },
-            Err(e) => {
-                self.count_problem(&e.to_string());
+        match codeb_sip::screen_stream_message(bytes, &self.limits, &policy) {
+            Verdict::Accept(m) => self.accept(now, m, flow),
+            Verdict::Reply { response, problem } => {
+                self.count_problem(&problem.to_string());
+                self.stats.stateless_replies += 1;
+                self.send_response(flow, &response);
+            }
+            Verdict::Drop(problem) => {
+                self.count_problem(&problem.to_string());
                 self.stats.dropped_invalid += 1;
             }
         }
