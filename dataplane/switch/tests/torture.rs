@@ -33,7 +33,7 @@ fn corpus(dir: &str, ext: &str) -> Vec<(String, Vec<u8>)> {
 /// Replies that RFC 4475 §3 prescribes for messages a UAS must answer
 /// (the same verdicts the message layer's own test table holds), plus what
 /// this switch does with the valid ones it is sent: OPTIONS answered, and
-/// REGISTERs for users it does not have refused with 404.
+/// REGISTERs for users it does not have challenged (401), as any.
 const EXPECTED: &[(&str, u16)] = &[
     ("intmeth.dat", 501),
     ("esc02.dat", 501),
@@ -64,7 +64,7 @@ const EXPECTED: &[(&str, u16)] = &[
     ("mcl01.dat", 400),
     ("sdp01.dat", 406),
     ("zeromf.dat", 200),
-    ("cparam01.dat", 404),
+    ("cparam01.dat", 401),
     // cparam02 and regescrt reuse the branch and sent-by of cparam01 and
     // escnull: to a transaction layer they are retransmissions, answered
     // to the first message's source (checked elsewhere: only liveness).

@@ -758,15 +758,15 @@ impl Core {
         let Some(user) = user else {
             return self.simple(now, id, request, StatusCode::BAD_REQUEST);
         };
-        let Some(password) = self
+        // A user we do not have (or who may not register) is challenged
+        // and refused like a wrong password: 404 would tell a scanner
+        // (SIPVicious `svwar`) which names exist.
+        let password = self
             .config
             .users
             .iter()
             .find(|u| u.name == user)
-            .and_then(|u| u.password.clone())
-        else {
-            return self.simple(now, id, request, StatusCode::NOT_FOUND);
-        };
+            .and_then(|u| u.password.clone());
         let (base, base_secs) = self.settings.wall_base;
         let now_secs = base_secs + now.saturating_duration_since(base).as_secs();
         let creds = h
@@ -782,7 +782,13 @@ impl Core {
                 if c.username().as_deref() != Some(user.as_bytes()) {
                     return self.simple(now, id, request, StatusCode::FORBIDDEN);
                 }
-                match self.verifier.check(c, "REGISTER", &password, now_secs) {
+                // An unknown user's credentials are checked too (against
+                // no password), so that a stale nonce is answered alike.
+                let secret = password.as_deref().unwrap_or_default();
+                match self.verifier.check(c, "REGISTER", secret, now_secs) {
+                    Check::Ok if password.is_none() => {
+                        return self.simple(now, id, request, StatusCode::FORBIDDEN);
+                    }
                     Check::Ok if self.nonce_counts.fresh(c, &self.verifier, now_secs) => {
                         return self.finish_register(now, id, request, &user, source);
                     }

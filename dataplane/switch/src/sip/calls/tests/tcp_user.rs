@@ -84,6 +84,11 @@ fn tcp_flow(id: ConnId, peer: &str) -> Flow {
 impl Harness {
     /// Alex's REGISTER (CSeq `cseq`, optionally answering a challenge).
     fn alex_register(&mut self, cseq: u32, auth: Option<String>) -> Request {
+        self.register_as("alex", cseq, auth)
+    }
+
+    /// `user`'s REGISTER from Alex's phone.
+    fn register_as(&mut self, user: &str, cseq: u32, auth: Option<String>) -> Request {
         let via = Via::new(
             &Transport::Tcp,
             &Host::from_bytes("198.51.100.7").unwrap(),
@@ -92,7 +97,7 @@ impl Harness {
             true,
         )
         .unwrap();
-        let aor = format!("<sip:alex@{}>", addr(SW).ip());
+        let aor = format!("<sip:{user}@{}>", addr(SW).ip());
         let mut b = RequestBuilder::new(Method::Register, Uri::parse(format!("sip:{SW}")).unwrap())
             .via(&via)
             .max_forwards(70)
@@ -105,7 +110,7 @@ impl Harness {
             .to(&NameAddr::from_bytes(aor).unwrap())
             .call_id(Bytes::from_static(b"alex-reg-1"))
             .cseq(cseq)
-            .contact(&phone_local(ALEX, "alex").contact)
+            .contact(&phone_local(ALEX, user).contact)
             .header(KnownHeader::Expires, "3600");
         if let Some(a) = auth {
             b = b.header(KnownHeader::Authorization, a);
@@ -590,4 +595,64 @@ fn a_replayed_register_is_challenged_not_bound() {
     let next = h.alex_register(4, Some(authorize(&ch, &answer(2)).unwrap()));
     h.send_tcp(id, next);
     assert_eq!(response(h.one(ALEX_CONN)).status, StatusCode::OK);
+}
+
+/// A name the switch does not have is challenged and refused exactly like
+/// a known one with a wrong password: 404 told a scanner which exist.
+#[test]
+fn an_unknown_user_registers_like_a_wrong_password() {
+    let mut h = harness();
+    let id = conn(7);
+    h.core.handle_connection(h.now, id, addr(ALEX_CONN));
+    let uri = format!("sip:{SW}");
+    let mut seen = Vec::new();
+    for (cseq, user, password) in [(1, "alex", "guess"), (3, "mallory", "guess")] {
+        let first = h.register_as(user, cseq, None);
+        h.send_tcp(id, first);
+        let challenge = response(h.one(ALEX_CONN));
+        let challenges = challenge.headers.www_authenticates().unwrap();
+        let ch = pick_challenge(challenges.iter(), None).unwrap();
+        let creds = authorize(
+            &ch,
+            &Answer {
+                username: user,
+                password,
+                method: "REGISTER",
+                uri: &uri,
+                cnonce: "0a1b2c3d",
+                nc: 1,
+            },
+        )
+        .unwrap();
+        let second = h.register_as(user, cseq + 1, Some(creds));
+        h.send_tcp(id, second);
+        let refused = response(h.one(ALEX_CONN));
+        seen.push((challenge.status, challenges.len(), refused.status));
+    }
+    assert_eq!(
+        seen[0],
+        (StatusCode::UNAUTHORIZED, 2, StatusCode::FORBIDDEN)
+    );
+    assert_eq!(seen[1], seen[0]);
+    // Answering with no password at all gets no binding either.
+    let first = h.register_as("mallory", 5, None);
+    h.send_tcp(id, first);
+    let challenge = response(h.one(ALEX_CONN));
+    let challenges = challenge.headers.www_authenticates().unwrap();
+    let ch = pick_challenge(challenges.iter(), None).unwrap();
+    let creds = authorize(
+        &ch,
+        &Answer {
+            username: "mallory",
+            password: "",
+            method: "REGISTER",
+            uri: &uri,
+            cnonce: "0a1b2c3d",
+            nc: 1,
+        },
+    )
+    .unwrap();
+    let second = h.register_as("mallory", 6, Some(creds));
+    h.send_tcp(id, second);
+    assert_eq!(response(h.one(ALEX_CONN)).status, StatusCode::FORBIDDEN);
 }
