@@ -414,12 +414,19 @@ fn contact_addr(uri: &Uri) -> Option<SocketAddr> {
 }
 
 /// Which failure to relay when every fork failed (§16.7 step 6, simplified):
-/// 6xx first, then busy, then the rest by code.
+/// 6xx first, then busy, then the rest by code; one the caller would get
+/// as it is before one it would not (a challenge or redirect meant for the
+/// switch, which the caller hears as 480), so 401 + 404 is a 404.
 fn failure_rank(s: StatusCode) -> u32 {
-    match s.as_u16() {
+    let rank = match s.as_u16() {
         600..=699 => 0,
         486 => 1,
         c => 10 + u32::from(c),
+    };
+    if redirect::relayed_failure(s) == s {
+        rank
+    } else {
+        rank + 1_000
     }
 }
 

@@ -145,6 +145,19 @@ fn when_every_fork_fails_a_gets_the_6xx_first() {
     assert_eq!(h.core.dialogs(), 0);
 }
 
+/// A phone's challenge (meant for the switch, not the caller) loses to
+/// the other fork's 404: the caller heard 480 for 401 + 404.
+#[test]
+fn a_failure_the_caller_can_hear_as_it_is_wins_over_a_challenge() {
+    let mut h = two_phones();
+    let (_, to_b, to_b2) = ring_both(&mut h);
+    h.send(B, reply(&to_b, 401, b"t1"));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    h.send(B2, reply(&to_b2, 404, b"t2"));
+    assert_eq!(request(h.one(B2)).method, Method::Ack);
+    assert_eq!(response(h.one(A)).status.as_u16(), 404);
+}
+
 /// A 6xx from one fork ends the call at once (RFC 3261 §16.7 step 5):
 /// the fork still ringing is cancelled and A gets the 6xx. Before, the
 /// call waited for the other fork, which with a phone that rings on was
