@@ -49,7 +49,8 @@ pub(crate) const IMPLEMENTED: &[Method] = &[
     Method::Refer,
     Method::Prack,
 ];
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, REFER, PRACK";
+pub(crate) const ALLOW: &str =
+    "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, REFER, PRACK";
 /// `norefersub`: a REFER may ask for no NOTIFYs (RFC 4488); `100rel`:
 /// reliable provisional responses to a caller that requires them (RFC
 /// 3262; the switch never asks a callee for them).

@@ -208,7 +208,11 @@ impl Core {
         else {
             return;
         };
+        // Allow and Supported, as §13.3.1.4 asks of a 2xx (the dialog
+        // adds `timer` when it runs a session timer).
         let built = b
+            .header(KnownHeader::Allow, super::super::core::ALLOW)
+            .header(KnownHeader::Supported, "norefersub, 100rel, replaces")
             .header(KnownHeader::Server, "CodeB-Switch")
             .body(&sdp_type(), call.a.sdp.clone())
             .build();

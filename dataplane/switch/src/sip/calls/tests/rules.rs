@@ -58,6 +58,31 @@ fn the_b_leg_sees_nothing_of_a() {
     }
 }
 
+/// Our 2xx says what the caller may send in the dialog and which
+/// extensions we take (RFC 3261 §13.3.1.4 SHOULD): a carrier decides by
+/// them whether to REFER, UPDATE or PRACK.
+#[test]
+fn our_2xx_lists_allow_and_supported() {
+    let mut h = Harness::new(None);
+    let call = answered_call(&mut h, Setup::default());
+    let allow = header(&call.ok, KnownHeader::Allow).expect("Allow");
+    for m in [
+        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "REFER", "INFO",
+    ] {
+        assert!(allow.contains(m), "{allow}");
+    }
+    let supported: Vec<String> = call
+        .ok
+        .headers
+        .get_all(KnownHeader::Supported)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let supported = supported.join(", ");
+    for ext in ["replaces", "norefersub", "100rel"] {
+        assert!(supported.contains(ext), "{supported}");
+    }
+}
+
 #[test]
 fn a_hold_reinvite_is_answered_on_its_own_leg() {
     let mut h = Harness::new(None);
