@@ -89,14 +89,25 @@ pub fn email(field: &str, v: &str) -> Result<(), ApiError> {
         && !v
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ','))
-        && match v.split_once('@') {
+        && match v.rsplit_once('@') {
+            // RFC 5321 §4.5.3.1 sizes; a dot-atom local part (RFC 5322
+            // §3.4.1: no leading, trailing or doubled dot); a domain of
+            // letters, digits and hyphens (or IDN), at least two labels.
             Some((local, domain)) => {
-                !local.is_empty()
-                    && !domain.contains('@')
+                (1..=64).contains(&local.len())
+                    && !local.contains('@')
+                    && !local.starts_with('.')
+                    && !local.ends_with('.')
+                    && !local.contains("..")
                     && domain.contains('.')
-                    && !domain.starts_with('.')
-                    && !domain.ends_with('.')
-                    && !domain.contains("..")
+                    && domain.split('.').all(|label| {
+                        (1..=63).contains(&label.len())
+                            && !label.starts_with('-')
+                            && !label.ends_with('-')
+                            && label
+                                .chars()
+                                .all(|c| c.is_alphanumeric() || c == '-')
+                    })
             }
             None => false,
         };
@@ -245,6 +256,36 @@ pub fn mask_secret(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emails() {
+        for good in [
+            "ops@example.com",
+            "first.last+tag@sub.example.co.uk",
+            "a@xn--bcher-kva.example",
+            "jörg@bücher.de",
+        ] {
+            assert!(email("email", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "a@b@example.com",
+            "a@example",
+            "a@-x.example.com",
+            "a@x..example.com",
+            "a@exa_mple.com",
+            "a@example.com.",
+            "a b@example.com",
+            "<a@example.com>",
+            "a@example.com,b@example.com",
+        ] {
+            assert!(email("email", bad).is_err(), "{bad}");
+        }
+        assert!(email("email", &format!("{}@example.com", "a".repeat(65))).is_err());
+    }
 
     #[test]
     fn texts() {
