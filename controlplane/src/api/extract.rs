@@ -67,19 +67,72 @@ fn camel_key(k: &str) -> String {
     }
 }
 
+/// A JSON body's top level as written: every member in order, a name
+/// given twice kept twice (a `Value` keeps the last silently), or `None`
+/// when the body is valid JSON but not an object.
+struct Members(Option<Vec<(String, serde_json::Value)>>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Members, A::Error> {
+                let mut out = Vec::new();
+                while let Some(kv) = m.next_entry::<String, serde_json::Value>()? {
+                    out.push(kv);
+                }
+                Ok(Members(Some(out)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Members, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Members(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Members, E> {
+                Ok(Members(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Members, E> {
+                Ok(Members(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Members, E> {
+                Ok(Members(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Members, E> {
+                Ok(Members(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Members, E> {
+                Ok(Members(None))
+            }
+            fn visit_unit<E>(self) -> Result<Members, E> {
+                Ok(Members(None))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 /// Parses and normalizes a JSON object body; shared by `JsonBody` and tests.
 pub fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
+    let Members(members) = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("Body is not valid JSON: {e}")))?;
-    let serde_json::Value::Object(map) = value else {
+    let Some(members) = members else {
         return Err(ApiError::bad_request("Body must be a JSON object"));
     };
-    let mut normalized = serde_json::Map::with_capacity(map.len());
-    for (k, v) in map {
+    let mut normalized = serde_json::Map::with_capacity(members.len());
+    for (k, v) in members {
         let key = camel_key(&k);
         if normalized.contains_key(&key) {
             return Err(ApiError::bad_request(format!(
-                "Field '{key}' is given twice (in two spellings)"
+                "Field '{key}' is given more than once (names are taken in camelCase or PascalCase)"
             )));
         }
         normalized.insert(key, v);
@@ -346,7 +399,18 @@ mod tests {
             e.description
         );
         let e = parse_json_object::<Route>(br#"{"did":"+1","Did":"+2","user":"a"}"#).unwrap_err();
-        assert!(e.description.contains("given twice"));
+        assert!(e.description.contains("given more than once"));
+        // The same spelling twice: refused too, not the last one taken.
+        let e = parse_json_object::<Route>(br#"{"did":"+1","did":"+2","user":"a"}"#).unwrap_err();
+        assert!(
+            e.description
+                .starts_with("Field 'did' is given more than once"),
+            "{}",
+            e.description
+        );
+        // Valid JSON that is not an object.
+        assert!(parse_json_object::<Route>(b"\"text\"").is_err());
+        assert!(parse_json_object::<Route>(b"null").is_err());
         let e = parse_json_object::<Route>(br#"{"user":"a"}"#).unwrap_err();
         assert!(
             e.description.contains("missing field `did`"),

@@ -104,9 +104,7 @@ pub fn email(field: &str, v: &str) -> Result<(), ApiError> {
                         (1..=63).contains(&label.len())
                             && !label.starts_with('-')
                             && !label.ends_with('-')
-                            && label
-                                .chars()
-                                .all(|c| c.is_alphanumeric() || c == '-')
+                            && label.chars().all(|c| c.is_alphanumeric() || c == '-')
                     })
             }
             None => false,
