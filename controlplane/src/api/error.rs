@@ -27,6 +27,9 @@ pub struct ErrorBody {
     pub error_description: String,
 }
 
+/// Most characters of a 404's description.
+pub const MAX_ECHO: usize = 200;
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
         ApiError {
@@ -47,7 +50,14 @@ impl ApiError {
         Self::bad_request(format!("{field}: {problem}"))
     }
 
+    /// A 404; the description (which names the id asked for) is cut at
+    /// [`MAX_ECHO`] characters, so a long id is not echoed whole.
     pub fn not_found(description: impl Into<String>) -> Self {
+        let mut description = description.into();
+        if let Some((at, _)) = description.char_indices().nth(MAX_ECHO) {
+            description.truncate(at);
+            description.push('…');
+        }
         Self::new(StatusCode::NOT_FOUND, "not_found", description)
     }
 

@@ -257,6 +257,12 @@ async fn scheduled_call_is_stored_and_listed(h: Harness) {
         h.get("/api.ashx/v1/calls/not-an-id", &t).await.status,
         StatusCode::NOT_FOUND
     );
+    // A long id is not echoed whole.
+    let long = format!("/api.ashx/v1/calls/oac-{}", "a".repeat(2000));
+    let r = h.get(&long, &t).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let d = r.json["error_description"].as_str().unwrap();
+    assert!(d.chars().count() <= 201 && d.ends_with('…'), "{d}");
 }
 
 async fn immediate_call_without_switch_is_503_and_not_stored(h: Harness) {
