@@ -168,6 +168,12 @@ pub fn render(core: &Core, wire: &WireStats, backend: &str) -> String {
         "Messages not sent because an opening TCP connection's queue or the outbound connection table was full",
         s.outbound.refused,
     );
+    counter(
+        &mut o,
+        "codeb_sip_tcp_refused_per_address_total",
+        "Accepted TCP connections closed at once because their address already held the most one address may (256)",
+        s.tcp_refused_per_address,
+    );
     gauge(
         &mut o,
         "codeb_sip_tcp_outbound_connections",

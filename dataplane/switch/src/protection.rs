@@ -82,6 +82,11 @@ impl Protection {
         self.trusted = trusted;
     }
 
+    /// `ip` is a trunk's (never limited).
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> Verdict {
         if self.trusted.iter().any(|c| c.contains(ip)) {
             return Verdict::Allow;

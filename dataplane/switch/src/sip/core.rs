@@ -170,7 +170,16 @@ pub struct CoreStats {
     pub redirects_refused: u64,
     /// TCP connections we opened (to trunks).
     pub outbound: OutboundStats,
+    /// Accepted TCP connections closed at once: their address already
+    /// held [`MAX_CONNECTIONS_PER_ADDRESS`].
+    pub tcp_refused_per_address: u64,
 }
+
+/// Most accepted TCP connections one (untrusted) address may hold at once:
+/// a sixteenth of the IO layer's table (4,096), so one host cannot take
+/// every connection while an office of phones behind one NAT address
+/// still fits.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 
 struct Stream {
     buf: BytesMut,
@@ -375,6 +384,23 @@ impl Core {
     /// A TCP connection was accepted or established (one we opened: what
     /// waited for it goes out).
     pub fn handle_connection(&mut self, now: Instant, conn: ConnId, peer: SocketAddr) {
+        // One address may hold at most a share of the connection table
+        // (an office's phones behind one NAT address each keep one);
+        // trunks, and connections we opened, are not counted against it.
+        let ours = self.outbound.owns(conn);
+        if !ours && !self.protection.is_trusted(peer.ip()) {
+            let held = self
+                .streams
+                .values()
+                .filter(|s| s.peer.ip() == peer.ip())
+                .count();
+            if held >= MAX_CONNECTIONS_PER_ADDRESS {
+                tracing::debug!(%peer, held, "TCP connection refused: too many from this address");
+                self.stats.tcp_refused_per_address += 1;
+                self.closes.push(conn);
+                return;
+            }
+        }
         self.streams.insert(
             conn,
             Stream {

@@ -93,6 +93,11 @@ impl Outbound {
         self.by_peer.len()
     }
 
+    /// `conn` is a connection we opened.
+    pub(crate) fn owns(&self, conn: ConnId) -> bool {
+        self.by_conn.contains_key(&conn)
+    }
+
     pub(crate) fn take_failed(&mut self) -> Vec<TransactionId> {
         std::mem::take(&mut self.failed)
     }

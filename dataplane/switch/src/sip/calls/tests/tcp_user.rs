@@ -656,3 +656,36 @@ fn an_unknown_user_registers_like_a_wrong_password() {
     h.send_tcp(id, second);
     assert_eq!(response(h.one(ALEX_CONN)).status, StatusCode::FORBIDDEN);
 }
+
+/// One address cannot take the whole connection table: past 256 of its
+/// connections the next is closed at once; another address, and the same
+/// one once it closed some, still get in.
+#[test]
+fn one_address_holds_at_most_its_share_of_connections() {
+    use crate::sip::core::MAX_CONNECTIONS_PER_ADDRESS as MAX;
+    let mut h = harness();
+    let n = u32::try_from(MAX).unwrap();
+    for i in 0..n {
+        h.core.handle_connection(
+            h.now,
+            conn(100 + i),
+            addr(&format!("198.51.100.9:{}", 20000 + i)),
+        );
+    }
+    assert!(h.core.take_closes().is_empty());
+    h.core
+        .handle_connection(h.now, conn(100 + n), addr("198.51.100.9:30000"));
+    assert_eq!(h.core.take_closes(), vec![conn(100 + n)]);
+    assert_eq!(h.core.stats.tcp_refused_per_address, 1);
+    // Its messages go nowhere.
+    let reg = h.alex_register(1, None);
+    h.send_tcp(conn(100 + n), reg);
+    assert!(h.take("198.51.100.9:30000").is_empty());
+    h.core.handle_connection(h.now, conn(7), addr(ALEX_CONN));
+    assert!(h.core.take_closes().is_empty(), "another address");
+    h.core
+        .handle_stream_closed(h.now, conn(100), "closed by the peer");
+    h.core
+        .handle_connection(h.now, conn(100 + n + 1), addr("198.51.100.9:30001"));
+    assert!(h.core.take_closes().is_empty(), "room again");
+}
