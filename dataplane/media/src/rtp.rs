@@ -17,6 +17,9 @@ pub const FIXED_HEADER_LEN: usize = 12;
 /// octets; anything bigger than an Ethernet MTU is not voice.
 pub const MAX_PACKET_LEN: usize = 1500;
 
+/// Comfort noise's static payload type (RFC 3389, RFC 3551 table 4).
+pub const COMFORT_NOISE: u8 = 13;
+
 /// Why a datagram is not an RTP packet we accept. The peer is at fault for
 /// every variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]

@@ -265,7 +265,8 @@ fn payload_types_are_mapped_per_leg() {
         let (a, b) = (phone(), phone());
         let ours = SocketAddr::new(LO, opened.ports[0]);
         // Same codec, different dynamic numbers (opus 111 on A, 96 on B),
-        // and telephone-event 101 on A, 97 on B.
+        // and telephone-event 101 on A, 97 on B; comfort noise passes, a
+        // static codec neither agreed to (G.729, PCMU) does not.
         let ra = Remote {
             dtmf_payload_type: Some(101),
             ..remote(&a, 111)
@@ -281,6 +282,8 @@ fn payload_types_are_mapped_per_leg() {
             (111, Some(96)),
             (101, Some(97)),
             (13, Some(13)),
+            (18, None),
+            (0, None),
             (120, None),
         ]
         .into_iter()

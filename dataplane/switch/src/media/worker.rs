@@ -1237,9 +1237,11 @@ impl State {
                     return;
                 }
             }
-        } else if pt < 96 {
-            // Static types (comfort noise and the like) mean the same on
-            // both legs.
+        } else if pt == rtp::COMFORT_NOISE {
+            // Comfort noise (RFC 3389, static type 13) means the same on
+            // both legs, and phones send it unoffered. Another type the
+            // leg did not agree to (a static codec such as G.729 among
+            // them) the far end did not agree to either: not forwarded.
             pt
         } else {
             this.stats.dropped_unrouted += 1;
@@ -2368,7 +2370,7 @@ mod tests {
                     let pt = match input.payload_type() {
                         0 => 0,
                         t if t == dtmf[side] => dtmf[other],
-                        t if t < 96 => t,
+                        rtp::COMFORT_NOISE => rtp::COMFORT_NOISE,
                         t => {
                             panic!("seed {seed} step {step}: leg {side}'s unknown type {t} relayed")
                         }
