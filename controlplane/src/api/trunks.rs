@@ -16,7 +16,9 @@ use crate::crypto;
 use crate::state::AppState;
 use crate::store::TrunkRecord;
 
-const TRANSPORTS: &[&str] = &["udp", "tcp", "tls"];
+/// What the switch reaches a trunk over (it has no TLS transport: a `tls`
+/// trunk would make every switch node refuse the whole configuration).
+const TRANSPORTS: &[&str] = &["udp", "tcp"];
 
 /// Body of `POST /trunks` and `PUT /trunks/{id}` (PUT changes only the
 /// fields given).
@@ -105,7 +107,7 @@ fn apply(t: &mut TrunkRecord, input: TrunkInput, creating: bool) -> ApiResult<()
     }
     match input.port {
         Some(port) => t.port = validate::int_range("port", port, 1, 65_535)?,
-        None if creating => t.port = if t.transport == "tls" { 5061 } else { 5060 },
+        None if creating => t.port = 5060,
         None => {}
     }
     if let Some(name) = validate::optional_text("name", input.name, 64, false)? {

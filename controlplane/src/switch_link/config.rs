@@ -49,9 +49,20 @@ pub fn snapshot(rows: &ConfigRows) -> pb::ConfigSnapshot {
         .filter(|n| n.mode == "live-voice-ai")
         .map(|n| (n.tenant.as_str(), n.number.as_str()))
         .collect();
+    // A trunk the switch cannot reach (a `tls` one stored before the API
+    // refused them) would make every node refuse the whole snapshot, for
+    // every tenant: it is left out, and said so.
     let trunks = rows
         .trunks
         .iter()
+        .filter(|t| {
+            let usable = matches!(t.transport.as_str(), "udp" | "tcp");
+            if !usable {
+                tracing::warn!(trunk = %t.id, tenant = %t.tenant, transport = %t.transport,
+                    "trunk left out of the switch configuration: the switch has no such transport");
+            }
+            usable
+        })
         .map(|t| pb::Trunk {
             id: t.id.to_string(),
             tenant: t.tenant.clone(),

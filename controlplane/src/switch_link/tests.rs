@@ -1482,3 +1482,31 @@ async fn sip_users_reach_the_node_with_their_tenant() {
     assert_eq!(peer.with(|st| st.running.as_ref().unwrap().users.len()), 1);
     server.kill(&peer).await;
 }
+
+/// A `tls` trunk stored before the API refused them is left out of the
+/// snapshot: the switch would refuse the whole configuration for it, and
+/// every tenant's changes would stop reaching it.
+#[test]
+fn a_trunk_the_switch_cannot_reach_is_left_out_of_the_snapshot() {
+    let rows = crate::store::ConfigRows {
+        version: 3,
+        trunks: vec![
+            trunk(1),
+            TrunkRecord {
+                transport: "tls".into(),
+                ..trunk(2)
+            },
+            TrunkRecord {
+                transport: "tcp".into(),
+                ..trunk(3)
+            },
+        ],
+        sip_users: Vec::new(),
+        routes: Vec::new(),
+        numbers: Vec::new(),
+        whitelist: Vec::new(),
+    };
+    let snap = super::config::snapshot(&rows);
+    let ids: Vec<&str> = snap.trunks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [trunk(1).id.to_string(), trunk(3).id.to_string()]);
+}

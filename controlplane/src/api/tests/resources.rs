@@ -147,8 +147,27 @@ async fn trunks_crud_keeps_password_write_only(h: Harness) {
             json!({"host": "10.0.0.7", "transport": "tls", "isDefault": true}),
         )
         .await;
+    assert_eq!(
+        r2.status,
+        StatusCode::BAD_REQUEST,
+        "no TLS on the switch: {}",
+        r2.text
+    );
+    assert!(
+        r2.json["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("transport:")
+    );
+    let r2 = h
+        .post(
+            "/api.ashx/v1/trunks",
+            &t,
+            json!({"host": "10.0.0.7", "transport": "tcp", "isDefault": true}),
+        )
+        .await;
     assert_eq!(r2.status, StatusCode::CREATED, "{}", r2.text);
-    assert_eq!(r2.json["port"], 5061);
+    assert_eq!(r2.json["port"], 5060);
     let id2 = r2.json["id"].as_str().unwrap().to_owned();
     assert_eq!(
         h.db.store
