@@ -142,7 +142,12 @@ fn apply(n: &mut NumberRecord, input: NumberInput) -> ApiResult<()> {
         n.system_prompt = validate::optional_text("systemPrompt", Some(prompt), 20_000, true)?
             .unwrap_or_default();
     }
-    if let Some(key) = input.gemini_api_key {
+    // The masked key a GET shows, written back unchanged (read, edit,
+    // PUT), keeps the key it stands for.
+    if let Some(key) = input
+        .gemini_api_key
+        .filter(|k| Some(k) != validate::mask_secret(&n.ai_api_key).as_ref())
+    {
         if !key.is_empty() {
             validate::token("geminiApiKey", &key, 512)?;
         }

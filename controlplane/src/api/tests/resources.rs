@@ -74,6 +74,16 @@ async fn numbers_crud_masks_keys(h: Harness) {
     );
     assert_eq!(r.json["geminiApiKey"], "...wxyz");
     assert_eq!(r.json["name"], "codebdemo");
+    // Read and write back: the masked key keeps the real one.
+    let mut back = h.get("/api.ashx/v1/numbers/1234", &t).await.json;
+    for k in ["createdAtUtc", "updatedAtUtc", "tenant"] {
+        back.as_object_mut().unwrap().remove(k);
+    }
+    let r = h.put("/api.ashx/v1/numbers/1234", &t, back).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["geminiApiKey"], "...wxyz");
+    let stored = h.db.store.number(TENANT, "1234").await.unwrap().unwrap();
+    assert_eq!(stored.ai_api_key, "AIzaSyA-secret-key-0123456789wxyz");
     for (body, field) in [
         (json!({"maxDurationSec": 5}), "maxDurationSec"),
         (json!({"mode": "pstn"}), "mode"),
