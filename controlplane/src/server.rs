@@ -155,6 +155,10 @@ pub struct HttpTimeouts {
     /// After a shutdown signal, requests in flight get this long before
     /// their connections are closed under them.
     pub shutdown_grace: std::time::Duration,
+    /// A request's body must have arrived this long after its head: a
+    /// client that declares a length and sends less held the request (and
+    /// its connection) for good.
+    pub body_read: std::time::Duration,
 }
 
 impl Default for HttpTimeouts {
@@ -162,6 +166,7 @@ impl Default for HttpTimeouts {
         HttpTimeouts {
             header_read: std::time::Duration::from_secs(30),
             shutdown_grace: std::time::Duration::from_secs(8),
+            body_read: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -203,7 +208,9 @@ pub async fn serve_http(
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(axum::body::Body::new);
+                    let body_read = timeouts.body_read;
+                    let mut req =
+                        req.map(|b| axum::body::Body::new(BodyDeadline::new(b, body_read)));
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(peer));
                     app.clone().oneshot(req)
@@ -241,6 +248,59 @@ pub async fn serve_http(
         );
     }
     Ok(())
+}
+
+/// A request body that fails once its deadline has passed before it ended
+/// (the handler reading it answers 400 and the connection closes).
+struct BodyDeadline<B> {
+    inner: B,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    limit: std::time::Duration,
+}
+
+impl<B> BodyDeadline<B> {
+    fn new(inner: B, limit: std::time::Duration) -> Self {
+        BodyDeadline {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for BodyDeadline<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let limit = self.limit.as_secs_f64();
+            return Poll::Ready(Some(Err(format!(
+                "the request body did not arrive within {limit} s"
+            )
+            .into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 async fn shutdown_signal() {
@@ -305,6 +365,7 @@ mod tests {
         HttpTimeouts {
             header_read: Duration::from_millis(300),
             shutdown_grace: Duration::from_millis(300),
+            body_read: Duration::from_millis(300),
         }
     }
 
@@ -317,14 +378,20 @@ mod tests {
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new().route(
-            "/peer",
-            axum::routing::get(
-                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>| async move {
-                    peer.to_string()
-                },
-            ),
-        );
+        let app =
+            axum::Router::new()
+                .route(
+                    "/peer",
+                    axum::routing::get(
+                        |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                            SocketAddr,
+                        >| async move { peer.to_string() },
+                    ),
+                )
+                .route(
+                    "/echo",
+                    axum::routing::post(|body: axum::body::Bytes| async move { body }),
+                );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve_http(
             listener,
@@ -364,6 +431,33 @@ mod tests {
             .await
             .expect("the server closes a stalled request");
         assert!(t0.elapsed() < Duration::from_secs(3));
+
+        // A body shorter than its Content-Length is cut off too (it was
+        // waited for forever); a whole one is echoed.
+        let mut short_body = tokio::net::TcpStream::connect(addr).await.unwrap();
+        short_body
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), short_body.read_to_end(&mut reply))
+            .await
+            .expect("the server gives up on a body that does not come");
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+        let mut whole = tokio::net::TcpStream::connect(addr).await.unwrap();
+        whole
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        whole.read_to_string(&mut reply).await.unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 200") && reply.ends_with("hello"),
+            "{reply}"
+        );
 
         // Shutdown with a stalled client open still ends.
         let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
