@@ -186,6 +186,21 @@ pub(crate) fn render_call(c: &CallRow<'_>, out: &mut Vec<u8>) -> serde_json::Res
     Ok(())
 }
 
+/// A hangup that could not reach the node carrying the call.
+pub(super) fn hangup_link_error(e: LinkError) -> ApiError {
+    match e {
+        LinkError::Unreachable(detail) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bridge_unreachable",
+            format!(
+                "The switch node carrying the call cannot be reached, so it was not hung up; \
+                 try again (if the node stays away, the call ends as lost): {detail}"
+            ),
+        ),
+        other => link_error(other),
+    }
+}
+
 pub(super) fn link_error(e: LinkError) -> ApiError {
     match e {
         LinkError::NotConfigured => ApiError::new(
@@ -504,7 +519,7 @@ pub async fn hangup(
                 .switch
                 .hangup(&node, call_id.as_str())
                 .await
-                .map_err(link_error)?;
+                .map_err(hangup_link_error)?;
             tracing::info!(call = %call_id, actor = %who.username, node = %node, noop, "hangup sent to the switch");
             let ended = wait_for(HANGUP_WAIT, || async {
                 let c = state.store.call(&who.tenant, &call_id).await.ok()??;

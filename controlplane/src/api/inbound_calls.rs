@@ -12,7 +12,7 @@ use super::extract::Path;
 use codeb_types::{UtcMillis, VnumCallId};
 use serde::Serialize;
 
-use super::calls::{HangupReply, link_error};
+use super::calls::{HangupReply, hangup_link_error};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ListEnvelope, Paging, QueryParams};
 use crate::auth::Admin;
@@ -165,7 +165,7 @@ pub async fn hangup(
             .switch
             .hangup(&call.node_url, &call.call_id)
             .await
-            .map_err(link_error)?;
+            .map_err(hangup_link_error)?;
     if !ended {
         tracing::info!(call = %call.call_id, actor = %who.username, node = %call.node_url,
             noop = was_noop, "inbound call hangup sent to the switch");

@@ -177,6 +177,11 @@ async fn inbound_calls_show_as_records_and_vnum_transcripts(h: Harness) {
         .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
     assert_eq!(r.json["error"], "bridge_unreachable");
+    let d = r.json["error_description"].as_str().unwrap();
+    assert!(
+        d.starts_with("The switch node carrying the call cannot be reached"),
+        "{d}"
+    );
     let live = h
         .get(&format!("/api.ashx/v1/inbound-calls/{unsaved}"), &t)
         .await;
