@@ -167,6 +167,16 @@ impl SourceLatch {
         }
     }
 
+    /// `ip` is one this stream's far end is known by: where it is latched
+    /// (or learning), its SDP's, or its signalling's. A leg's RTCP on a
+    /// port of its own is taken only from such an IP, so a stranger
+    /// cannot be the first to teach that port's latch.
+    pub fn knows_ip(&self, ip: IpAddr) -> bool {
+        self.destination().is_some_and(|a| a.ip() == ip)
+            || self.expected.is_some_and(|a| a.ip() == ip)
+            || self.trusted == Some(ip)
+    }
+
     /// True once the window has closed.
     pub fn is_locked(&self) -> bool {
         matches!(self.state, State::Locked(_))

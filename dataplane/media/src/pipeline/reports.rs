@@ -17,6 +17,13 @@ impl Pipeline {
             l.stats.malformed += 1;
             return Verdict::Dropped(DropReason::Malformed);
         };
+        // On a port of its own, RTCP is taken only from an IP the leg's RTP
+        // knows as the far end's: a stranger's first report would teach
+        // that port's latch where our reports go, and keep a dead call up.
+        if !l.cfg.rtcp_mux && !l.latch.knows_ip(src.ip()) {
+            l.stats.wrong_source += 1;
+            return Verdict::Dropped(DropReason::WrongSource);
+        }
         let latch = if l.cfg.rtcp_mux {
             &mut l.latch
         } else {

@@ -1469,6 +1469,16 @@ fn rtcp_reports_per_leg_and_far_end_reports_are_read() {
         h.p.handle_rtcp(h.now, Leg::B, addr("203.0.113.20:50001"), &buf[..n - 1]),
         Verdict::Dropped(DropReason::Malformed)
     );
+    // A's far end has sent no RTCP yet: a stranger's report on that port
+    // is not the first one learned (its IP is not the RTP's or the SDP's).
+    assert_eq!(
+        h.p.handle_rtcp(h.now, Leg::A, addr("192.0.2.66:12345"), &buf[..n]),
+        Verdict::Dropped(DropReason::WrongSource)
+    );
+    assert_eq!(
+        h.p.handle_rtcp(h.now, Leg::A, addr("198.51.100.10:40001"), &buf[..n]),
+        Verdict::Consumed
+    );
 }
 
 #[test]

@@ -1151,8 +1151,12 @@ impl State {
             // Strict source for RTCP too: on its own port it is learned
             // as RTP is; multiplexed on the RTP port it is taken only from
             // the far end's RTP source (it does not move where RTP goes).
+            // On its own port, only from an IP the RTP latch knows as the
+            // far end's: a stranger's reports taught that port's latch
+            // where ours go, and kept a dead call from timing out.
             let from_far_end = if is_rtcp {
-                this.rtcp_latch.check(now, from) != LatchVerdict::Drop
+                this.latch.knows_ip(from.ip())
+                    && this.rtcp_latch.check(now, from) != LatchVerdict::Drop
             } else {
                 this.latch.destination() == Some(from)
             };
@@ -1986,6 +1990,42 @@ mod tests {
                 .collect();
         assert_eq!(to_a.len(), 1);
         assert_eq!((to_a[0].0, to_a[0].1), (rtp, nat[0]));
+    }
+
+    /// A stranger whose RTCP reaches a call's RTCP port before the far end
+    /// sends any (many never do) is not learned: it got our reports, and
+    /// its one report a second kept a dead call from timing out.
+    #[test]
+    fn a_strangers_rtcp_first_is_not_learned() {
+        let Addresses { far, stranger, .. } = addresses();
+        let mut w = one_call();
+        for side in [LegSide::A, LegSide::B] {
+            w.remote(1, side, far_end(side as usize, far[side as usize], [0, 0]));
+        }
+        let rtcp = w.st.calls[&1].legs[0].rtcp;
+        let mut rr = [0u8; 64];
+        let n = {
+            let mut cw = CompoundWriter::new(&mut rr);
+            cw.receiver_report(0x5151, &[]).unwrap();
+            cw.len()
+        };
+        let t0 = Instant::now();
+        for k in 0..10 {
+            w.st.datagram(t0 + Duration::from_secs(k), rtcp, stranger, &rr[..n]);
+        }
+        let leg = &w.st.calls[&1].legs[0];
+        assert_eq!((leg.stats.rtcp_packets, leg.stats.dropped_source), (0, 10));
+        assert_eq!(leg.last_rx, None, "nothing kept the call alive");
+        w.st.reports(t0, Duration::from_secs(5));
+        w.st.reports(t0 + Duration::from_secs(5), Duration::from_secs(5));
+        assert!(
+            w.st.sends.iter().all(|s| s.1.ip() != stranger.ip()),
+            "no report went to the stranger"
+        );
+        // The far end's own RTCP, from its SDP's IP, is taken.
+        let far_rtcp = SocketAddr::new(far[0].ip(), far[0].port() + 1);
+        w.st.datagram(t0 + Duration::from_secs(11), rtcp, far_rtcp, &rr[..n]);
+        assert_eq!(w.st.calls[&1].legs[0].stats.rtcp_packets, 1);
     }
 
     /// xorshift64*: a fixed, seeded stream of choices.
