@@ -12,7 +12,9 @@
 //!
 //! Timeline: a stream (SSRC) is placed by its RTP timestamps, anchored
 //! where its first packet arrived (or where the channel's audio ends, if
-//! later); a new SSRC or a jump of more than [`MAX_JUMP`] anchors again.
+//! later); a new SSRC, a jump of more than [`MAX_JUMP`], or a stream whose
+//! newest packet arrives after its place was written (its timestamps did
+//! not count a pause, or its clock runs slow) anchors again.
 //! So gaps (DTX, hold) become silence, reordering inside the hold-back
 //! window is repaired, and a source change never overlaps earlier audio.
 
@@ -195,6 +197,8 @@ struct Anchor {
     timestamp: u32,
     /// Sample index of `timestamp`.
     at: u64,
+    /// The stream's newest timestamp so far.
+    newest: u32,
 }
 
 #[derive(Default)]
@@ -407,12 +411,23 @@ impl<W: Write + Seek> Recording<W> {
         let arrival = samples_in(f.at.saturating_duration_since(self.started));
         let scale = |ticks: u32| u64::from(ticks) * u64::from(RATE) / u64::from(f.codec.clock());
         let max_jump = samples_in(MAX_JUMP);
-        let pos = match ch.anchor {
+        let pos = match &mut ch.anchor {
             Some(a) if a.ssrc == f.ssrc => {
                 let ahead = f.timestamp.wrapping_sub(a.timestamp);
                 // Behind the anchor reads as a huge wrap-around: a jump.
                 let p = a.at + scale(ahead);
-                (p <= ch.end + max_jump).then_some(p)
+                let since_newest = f.timestamp.wrapping_sub(a.newest);
+                let newer = since_newest != 0 && since_newest < 1 << 31;
+                if newer {
+                    a.newest = f.timestamp;
+                }
+                // The stream fell behind the clock: its newest packet, come
+                // just now, has a place already written (a pause or a hold
+                // its timestamps do not count, a sender's slow clock). It
+                // is anchored again where it arrives, not dropped with all
+                // that follows.
+                let fell_behind = newer && p < written && arrival >= written;
+                (p <= ch.end + max_jump && !fell_behind).then_some(p)
             }
             _ => None,
         };
@@ -424,6 +439,7 @@ impl<W: Write + Seek> Recording<W> {
                 ssrc: f.ssrc,
                 timestamp: f.timestamp,
                 at,
+                newest: f.timestamp,
             });
             at
         });
@@ -672,6 +688,37 @@ mod tests {
                 assert_eq!(*got, want, "{ms} ms packets: sample {i}");
             }
         }
+    }
+
+    /// A phone that pauses (mute, hold) and resumes with its timestamps
+    /// carried on from where it stopped: its audio after the pause is
+    /// recorded after the silence, not dropped to the end of the call.
+    #[test]
+    fn a_stream_whose_timestamps_skip_a_pause_is_recorded_after_it() {
+        let t0 = Instant::now();
+        let (mut feed, mut rec) = recording(t0, Cursor::new(Vec::new())).unwrap();
+        let loud = [0x80u8; 160];
+        let mut ts = 1000u32;
+        let mut send = |feed: &mut RecordFeed, rec: &mut Recording<_>, from_ms: u64, n: u64| {
+            for k in 0..n {
+                let at = t0 + Duration::from_millis(from_ms + 20 * k);
+                feed.push(0, RecCodec::Pcmu, 7, ts, at, &loud);
+                ts = ts.wrapping_add(160);
+                rec.pump(at).unwrap();
+            }
+        };
+        // 1 s of sound, 1 s of nothing, 1 s of sound on the same clock.
+        send(&mut feed, &mut rec, 0, 50);
+        send(&mut feed, &mut rec, 2000, 50);
+        assert_eq!(rec.late, 0);
+        let (l, _) = read(&rec.finish().unwrap().into_inner());
+        let ms = |m: usize| m * 8;
+        assert!(energy(&l[..ms(1000)]) > 4000.0);
+        assert!(energy(&l[ms(1050)..ms(1950)]) < 1.0, "the pause is silence");
+        assert!(
+            energy(&l[ms(2050)..ms(2950)]) > 4000.0,
+            "the audio after the pause is kept"
+        );
     }
 
     #[test]
