@@ -229,8 +229,9 @@ pub async fn remove(
         Ok(Some(route)) => Ok(axum::Json(RouteDeleted {
             deleted: route.into(),
         })),
+        // The spec's DELETE example spells it `Did` (its GET, `did`).
         Ok(None) => Err(ApiError::not_found(format!(
-            "No inbound route with did='{did}'"
+            "No inbound route with Did='{did}'"
         ))),
         Err(RouteError::CannotDeleteCatchall) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -423,7 +423,7 @@ async fn inbound_routes_as_the_spec_shows(h: Harness) {
         .await;
     assert_eq!(
         r.json,
-        json!({"error": "not_found", "error_description": "No inbound route with did='+4400000000'"})
+        json!({"error": "not_found", "error_description": "No inbound route with Did='+4400000000'"})
     );
     let r = h.delete("/api.ashx/v1/inbound-routes/%2A", &t).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
