@@ -223,6 +223,30 @@ pub async fn remove(
             None => no_such_prompt(&slug),
         });
     };
+    // A tenant prompt still named by a number or a call waiting to be
+    // dialled is kept: its slug would be used as the AI's instructions,
+    // word for word. (Deleting a tenant's own `reminder` brings back the
+    // built-in, so that is allowed.)
+    if builtin_prompt(&slug).is_none() {
+        let (numbers, calls) = state.store.prompt_users(&who.tenant, &slug).await?;
+        if !numbers.is_empty() || calls > 0 {
+            let mut users = Vec::new();
+            if !numbers.is_empty() {
+                users.push(format!("virtual numbers {}", numbers.join(", ")));
+            }
+            if calls > 0 {
+                let s = if calls == 1 { "" } else { "s" };
+                users.push(format!("{calls} call{s} not dialled yet"));
+            }
+            return Err(ApiError::conflict(
+                "prompt_in_use",
+                format!(
+                    "Prompt '{slug}' is the systemPrompt of {}; change those first",
+                    users.join(" and ")
+                ),
+            ));
+        }
+    }
     if !state.store.delete_prompt(&who.tenant, &slug).await? {
         return Err(no_such_prompt(&slug));
     }

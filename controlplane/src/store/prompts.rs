@@ -256,6 +256,30 @@ impl Store {
     }
 
     /// Deletes a tenant prompt; false if it has none with this slug.
+    /// What still names the tenant prompt `slug` as its `systemPrompt`:
+    /// virtual numbers (up to ten, by number) and calls not dialled yet.
+    pub async fn prompt_users(&self, tenant: &str, slug: &str) -> Result<(Vec<String>, i64)> {
+        on_pool!(self, |pool| {
+            let numbers: Vec<String> = sqlx::query_scalar(
+                "SELECT number FROM numbers WHERE tenant = $1 AND system_prompt = $2 \
+                 ORDER BY number LIMIT 10",
+            )
+            .bind(tenant)
+            .bind(slug)
+            .fetch_all(pool)
+            .await?;
+            let calls: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM calls WHERE tenant = $1 AND system_prompt = $2 \
+                 AND status IN ('scheduled', 'ended-failed-retry-pending', 'dispatching')",
+            )
+            .bind(tenant)
+            .bind(slug)
+            .fetch_one(pool)
+            .await?;
+            Ok((numbers, calls))
+        })
+    }
+
     pub async fn delete_prompt(&self, tenant: &str, slug: &str) -> Result<bool> {
         on_pool!(self, |pool| {
             let n = sqlx::query("DELETE FROM prompts WHERE tenant = $1 AND slug = $2")

@@ -9,7 +9,59 @@ on_both_backends!(
     prompts_crud_and_builtins,
     prompt_input_is_checked,
     a_call_keeps_the_slug_it_was_given,
+    a_prompt_in_use_is_not_deleted,
 );
+
+/// A prompt a virtual number or a call waiting to be dialled names is not
+/// deleted: its slug would become the AI's instructions, word for word.
+async fn a_prompt_in_use_is_not_deleted(h: Harness) {
+    let t = h.admin().await;
+    for slug in ["recep", "later"] {
+        let r = h
+            .post(
+                "/api.ashx/v1/prompts",
+                &t,
+                json!({"slug": slug, "text": "Greet and end_call."}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let r = h
+        .post(
+            "/api.ashx/v1/numbers",
+            &t,
+            json!({"name": "desk", "number": "1261", "systemPrompt": "recep"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = h
+        .post(
+            "/api.ashx/v1/calls",
+            &t,
+            json!({"phone": "+15551234567", "email": "ops@example.com", "systemPrompt": "later",
+                "apiKey": "k", "scheduleAtUtc": "2026-06-05T09:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = h.delete("/api.ashx/v1/prompts/recep", &t).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.json["error"], "prompt_in_use");
+    assert!(r.text.contains("virtual numbers 1261"), "{}", r.text);
+    let r = h.delete("/api.ashx/v1/prompts/later", &t).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("1 call not dialled yet"), "{}", r.text);
+    // Once the number names another prompt, it goes.
+    let r = h
+        .put(
+            "/api.ashx/v1/numbers/1261",
+            &t,
+            json!({"systemPrompt": "Say hi."}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = h.delete("/api.ashx/v1/prompts/recep", &t).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
 
 async fn prompts_crud_and_builtins(h: Harness) {
     let t = h.admin().await;
