@@ -95,6 +95,19 @@ impl Core {
         if negotiated.is_none() {
             tracing::info!(call = key, "B answered without a usable SDP answer");
             self.note_end(key, "failed", "the callee's answer has no usable SDP");
+            // A placed call's callee did pick up: it is reported answered
+            // (and so never rung again by a retry), and ended now.
+            let at_ms = self.wall_ms(now);
+            if let Some(o) = self
+                .calls
+                .calls
+                .get_mut(&key)
+                .and_then(|c| c.origin.as_mut())
+                && o.answered_at_ms.is_none()
+            {
+                o.answered_at_ms = Some(at_ms);
+                self.placed_ending(now, key);
+            }
             self.hang_up_side(now, key, Side::B);
             return self.fail_call(now, key, StatusCode::NOT_ACCEPTABLE_HERE);
         }

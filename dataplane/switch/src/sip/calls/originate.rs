@@ -160,7 +160,7 @@ pub(super) struct Origin {
     end: Option<(String, String)>,
     /// The last final failure of the dialling: status and reason.
     failure: Option<(u16, String)>,
-    answered_at_ms: Option<u64>,
+    pub(super) answered_at_ms: Option<u64>,
     /// Its entries in the deadline set, removed when it ends.
     ring_at: Instant,
     talk_at: Option<Instant>,

@@ -897,3 +897,33 @@ fn a_carrier_dialog_follows_its_record_route_and_contact() {
     assert_eq!(request(h.one(CARRIER)).method, Method::Bye);
     assert!(h.take("10.0.0.9:5060").is_empty());
 }
+
+/// A callee whose 2xx carries no usable answer did pick up: the call ends
+/// failed, but answered, so no retry rings that person again.
+#[test]
+fn an_answer_without_usable_sdp_is_answered_and_failed() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-nosdp", |_| {});
+    let mut d = Dialog::uas(
+        &invite,
+        b"nosdp",
+        local(CARRIER),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    let ok = d.reply(&invite, StatusCode::OK).build().unwrap();
+    d.sent_response(h.now, &ok);
+    h.send(CARRIER, ok);
+    let methods: Vec<Method> = h
+        .take(CARRIER)
+        .into_iter()
+        .map(|m| request(m).method)
+        .collect();
+    assert_eq!(methods, [Method::Ack, Method::Bye]);
+    let evs = events(&mut h);
+    let (outcome, detail, answered, _, _) = ended(&evs);
+    assert_eq!((outcome.as_str(), answered), ("failed", true));
+    assert!(detail.contains("no usable SDP"), "{detail}");
+}
