@@ -338,14 +338,20 @@ impl Conversation {
             .as_ref()
             .map(|p| (played >= p.start + p.samples, p.after_caller));
         let speaking = self.turn_start.is_some() || playing_done.is_some_and(|(done, _)| !done);
+        (self.exchanged(played) && !speaking).then(|| "finished".to_owned())
+    }
+
+    /// The AI and the caller have had a real exchange: a reply heard
+    /// after the caller spoke; or, with the caller's words still to come
+    /// (an asynchronous transcript), a second AI turn: the AI does not
+    /// speak twice without being spoken to.
+    pub(super) fn exchanged(&self, played: u64) -> bool {
+        let playing_done = self
+            .playing
+            .as_ref()
+            .map(|p| (played >= p.start + p.samples, p.after_caller));
         let heard = self.ai_heard + u32::from(playing_done.is_some_and(|(done, _)| done));
-        // A reply heard after the caller spoke; or, with the caller's
-        // words still to come (an asynchronous transcript), a second AI
-        // turn: the AI does not speak twice without being spoken to.
-        let exchanged = self.replied
-            || playing_done == Some((true, true))
-            || (self.caller_spoke() && heard >= 2);
-        (exchanged && !speaking).then(|| "finished".to_owned())
+        self.replied || playing_done == Some((true, true)) || (self.caller_spoke() && heard >= 2)
     }
 
     /// Whether the playout clock matters: a finished turn waits to be
@@ -546,6 +552,16 @@ impl Playout {
     }
 }
 
+/// Whether a machine cue ends the call. A long stretch of speech is a
+/// greeting only before the caller and the AI have had an exchange: after
+/// one, it is a person answering at length (a beep is a machine still).
+fn heeds(cue: &MachineCue, exchanged: bool) -> bool {
+    match cue {
+        MachineCue::LongGreeting { .. } => !exchanged,
+        MachineCue::Beep { .. } => true,
+    }
+}
+
 /// Runs one AI call until the session ends or the core stops it.
 pub(super) async fn run(
     mut start: AiStart,
@@ -649,6 +665,7 @@ pub(super) async fn run(
                 if let Ok(cue) = cue
                     && stop_by.is_none()
                     && !conv.ending()
+                    && heeds(&cue, conv.exchanged(play.played()))
                 {
                     let now = Instant::now();
                     tracing::info!(call_id = %call_id, ?cue, "answering machine detected; hanging up");
@@ -1085,6 +1102,28 @@ mod tests {
         assert_eq!(c.reached(48_000), None, "the caller said nothing (yet)");
         assert!(c.caller_transcript(t0, "When is it?", true).is_some());
         assert_eq!(c.reached(48_000), Some("finished".into()));
+    }
+
+    /// A person who answers the AI at length after an exchange is not a
+    /// voicemail greeting (the call was hung up on as `voicemail`); before
+    /// any exchange it is, and a beep always is.
+    #[test]
+    fn a_long_answer_after_an_exchange_is_no_greeting() {
+        let t0 = Instant::now();
+        let long = MachineCue::LongGreeting { ms: 4_000 };
+        let beep = MachineCue::Beep { hz: 1_000 };
+        let mut c = Conversation::new(t0, 24_000);
+        assert!(!c.exchanged(0));
+        assert!(heeds(&long, c.exchanged(0)) && heeds(&beep, c.exchanged(0)));
+        // The callee says hello; the AI greets and is heard.
+        assert!(c.caller_transcript(t0, "Hello?", true).is_some());
+        c.ai_audio(24_000);
+        c.ai_transcript("Hi, this is the clinic.", true);
+        let _ = c.turn_complete(t0, 0);
+        let _ = c.played_out(t0, 24_000);
+        assert!(c.exchanged(24_000));
+        assert!(!heeds(&long, c.exchanged(24_000)));
+        assert!(heeds(&beep, c.exchanged(24_000)));
     }
 
     #[test]
