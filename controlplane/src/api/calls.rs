@@ -344,6 +344,16 @@ pub async fn create(
     // leave orphans.
     if immediate {
         state.switch.choose_probing().await.map_err(link_error)?;
+        // It would be stored, answered `ok`, and fail at once. (A
+        // scheduled call may get its trunk before it is due.)
+        if call.trunk_id.is_none()
+            && state.store.default_trunk_choice(&who.tenant).await? == DefaultTrunk::NoTrunks
+        {
+            return Err(ApiError::field(
+                "trunkId",
+                "the tenant has no trunk to place the call through: add one (POST /api.ashx/v1/trunks) first",
+            ));
+        }
     }
     let (record, whitelist_added) = state.store.insert_call(&call).await?;
     tracing::info!(call = %record.call_id, tenant = %record.tenant, status = %record.status, "call stored");

@@ -12,7 +12,7 @@ use super::{Page, Result, RowExt, Store, StoreError, WritePool, col, flag, ms, o
 pub enum DefaultTrunk {
     /// The one marked default, or the tenant's only trunk.
     Chosen(Box<TrunkRecord>),
-    /// The tenant has no trunk of its own (a node's own trunks may serve).
+    /// The tenant has no trunk.
     NoTrunks,
     /// Several trunks and none marked default: the call must name one.
     NoneMarked,

@@ -1055,6 +1055,22 @@ async fn api_call_through(
         "phone": "+15551234567", "displayName": "Reminder", "email": "ops@example.com",
         "systemPrompt": "Say hi", "apiKey": "AIza-test", "maxSeconds": 30
     });
+    // No trunk yet: the call would fail at once, so it is refused.
+    let r = h.post("/api.ashx/v1/calls", &t, body.clone()).await;
+    assert_eq!(r.status, axum::http::StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(
+        r.text.contains("trunkId: the tenant has no trunk"),
+        "{}",
+        r.text
+    );
+    let r = h
+        .post(
+            "/api.ashx/v1/trunks",
+            &t,
+            serde_json::json!({"host": "127.0.0.1", "port": 5070}),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text);
     let r = h.post("/api.ashx/v1/calls", &t, body).await;
     assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
     (server, h, tasks, t, r)
