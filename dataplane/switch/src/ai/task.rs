@@ -366,12 +366,28 @@ impl Conversation {
     pub(super) fn finish(&mut self, now: Instant, played: u64) -> Vec<AiNote> {
         let mut out = Vec::new();
         out.extend(self.take_caller(now));
-        out.extend(self.played_out(now, u64::MAX));
+        out.extend(self.heard_at_end(now, played));
         if !self.ai_text.trim().is_empty() {
             out.extend(self.turn_complete(now, played));
-            out.extend(self.played_out(now, u64::MAX));
+            out.extend(self.heard_at_end(now, played));
         }
         out
+    }
+
+    /// The turn playing when the call ended, as far as it was heard: a
+    /// hang-up cuts it as a barge-in does (a turn within [`END_SLACK_MS`]
+    /// of its end, which the playout clock may not have reported yet,
+    /// counts as heard whole; one not heard at all is left out).
+    fn heard_at_end(&mut self, now: Instant, played: u64) -> Option<AiNote> {
+        let played = played.saturating_add(self.rate * END_SLACK_MS / 1000);
+        if let Some(note) = self.played_out(now, played) {
+            return Some(note);
+        }
+        self.playing.as_ref()?;
+        match self.interrupted(now, played) {
+            Some(AiNote::Turn { text, .. }) if text.is_empty() => None,
+            note => note,
+        }
     }
 }
 
@@ -551,6 +567,10 @@ impl Playout {
         self.pending.is_empty() && self.tap.engine_space() >= self.ring
     }
 }
+
+/// How far a turn playing at the end may be from its end and still count
+/// as heard whole: the playout clock reports a few frames late.
+const END_SLACK_MS: u64 = 200;
 
 /// Whether a machine cue ends the call. A long stretch of speech is a
 /// greeting only before the caller and the AI have had an exchange: after
@@ -1027,12 +1047,39 @@ mod tests {
         c.ai_audio(24_000);
         c.ai_transcript("Sorry, go on.", true);
         assert_eq!(c.turn_complete(t0, 24_000), None);
-        let left = c.finish(t0, 30_000);
-        assert_eq!(left.len(), 1, "a turn playing at the end counts as heard");
+        // The call ends 0.65 s into its 1 s: what was heard is kept.
+        let left = c.finish(t0, 40_000);
+        assert_eq!(left.len(), 1);
+        assert_eq!(turn(left.into_iter().next()), ("Sorry, go".into(), true));
+    }
+
+    /// A turn playing when the call ends is saved as far as it was heard:
+    /// the whole text was saved though the callee hung up mid-sentence.
+    #[test]
+    fn a_turn_cut_by_the_end_of_the_call_keeps_what_was_heard() {
+        let t0 = Instant::now();
+        // Hung up 0.3 s into a 1 s greeting.
+        let mut c = Conversation::new(t0, 24_000);
+        c.ai_audio(24_000);
+        c.ai_transcript("Hello there, this is the clinic calling.", true);
+        assert_eq!(c.turn_complete(t0, 0), None);
+        let left = c.finish(t0, 7_200);
         assert_eq!(
             turn(left.into_iter().next()),
-            ("Sorry, go on.".into(), false)
+            ("Hello there, this is".into(), true)
         );
+        // Within the slack of its end: heard whole.
+        let mut c = Conversation::new(t0, 24_000);
+        c.ai_audio(24_000);
+        c.ai_transcript("Goodbye.", true);
+        assert_eq!(c.turn_complete(t0, 0), None);
+        let left = c.finish(t0, 24_000 - 2_400);
+        assert_eq!(turn(left.into_iter().next()), ("Goodbye.".into(), false));
+        // Not heard at all (still being generated): left out.
+        let mut c = Conversation::new(t0, 24_000);
+        c.ai_audio(24_000);
+        c.ai_transcript("Hello", false);
+        assert!(c.finish(t0, 0).is_empty());
     }
 
     #[test]
