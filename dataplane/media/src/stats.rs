@@ -79,6 +79,16 @@ impl ReceiveStats {
         }
     }
 
+    /// Another source (SSRC) took over the stream: its jitter is its own
+    /// (RFC 3550 §6.4.1, A.8: per source), and its sender reports too.
+    /// The counts go on: a jump in its sequence numbers restarts them
+    /// as any restart does.
+    pub fn new_source(&mut self) {
+        self.transit = None;
+        self.jitter_q4 = 0;
+        self.last_sr = None;
+    }
+
     fn init_seq(&mut self, seq: u16) {
         self.base_seq = u32::from(seq);
         self.max_seq = seq;
@@ -339,6 +349,28 @@ mod tests {
         assert_eq!(feed(&mut s, t0, &[20001]), vec![SeqVerdict::Valid]);
         assert_eq!(s.extended_max(), 20001);
         assert_eq!(s.expected(), 1);
+    }
+
+    #[test]
+    fn a_new_source_starts_its_own_jitter() {
+        let t0 = Instant::now();
+        let mut r = ReceiveStats::new(8000);
+        for i in 0..10u16 {
+            r.update(
+                t0 + Duration::from_millis(20 * u64::from(i)),
+                i,
+                160 * u32::from(i),
+                160,
+            );
+        }
+        // A new source, paced as well, whose timestamps are elsewhere:
+        // taken as one stream, its jump reads as huge jitter.
+        r.new_source();
+        for i in 10..20u16 {
+            let at = t0 + Duration::from_millis(20 * u64::from(i));
+            r.update(at, i, 9_000_000 + 160 * u32::from(i), 160);
+        }
+        assert_eq!(r.jitter_rtp(), 0);
     }
 
     #[test]

@@ -1190,6 +1190,9 @@ impl State {
         this.stats.rx_bytes += data.len() as u64;
         this.last_rx = Some(now);
         call.reported_quiet = false;
+        if this.remote_ssrc.is_some_and(|s| s != pkt.ssrc()) {
+            this.rx.new_source();
+        }
         this.rx
             .update(now, pkt.sequence(), pkt.timestamp(), pkt.payload().len());
         this.remote_ssrc = Some(pkt.ssrc());
