@@ -201,8 +201,30 @@ struct Call {
 }
 
 impl Call {
+    /// Each leg's counts; loss and jitter from whichever receives its
+    /// stream: the pipeline for a leg it carries (transcoded, tapped),
+    /// else the relay's own statistics.
     fn stats(&self) -> [LegStats; 2] {
-        [self.legs[0].snapshot(), self.legs[1].snapshot()]
+        let mut out = [self.legs[0].snapshot(), self.legs[1].snapshot()];
+        if let Some(p) = &self.pipe {
+            for side in [LegSide::A, LegSide::B] {
+                let Some((_, _, lost, jitter)) = p
+                    .kind
+                    .leg_of(side)
+                    .and_then(|leg| p.pipeline.receive_stats(leg))
+                else {
+                    continue;
+                };
+                let clock = self.legs[side as usize]
+                    .remote
+                    .map_or(8000, |r| r.clock_rate)
+                    .max(1);
+                let s = &mut out[side as usize];
+                s.lost = i64::from(lost);
+                s.jitter_ms = f64::from(jitter) * 1000.0 / f64::from(clock);
+            }
+        }
+        out
     }
 }
 
@@ -1993,6 +2015,31 @@ mod tests {
                 .collect();
         assert_eq!(to_a.len(), 1);
         assert_eq!((to_a[0].0, to_a[0].1), (rtp, nat[0]));
+    }
+
+    /// A transcoded call's loss is counted where its stream is received,
+    /// in the pipeline: the call's end logged 0 lost for any loss.
+    #[test]
+    fn a_transcoded_call_reports_the_loss_its_pipeline_saw() {
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        w.pipe(1, Some((PipeKind::Bridge, transcoding())));
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 8]));
+        w.remote(1, LegSide::B, far_end(1, far_b, [0, 8]));
+        let socket = w.st.calls[&1].legs[0].rtp;
+        let t0 = Instant::now();
+        for i in 0..20u16 {
+            if i == 5 || i == 6 {
+                continue;
+            }
+            let at = t0 + Duration::from_millis(20 * u64::from(i));
+            w.st.datagram(at, socket, far_a, &loud_pcmu(i, 160));
+            w.st.sends.clear();
+            w.st.out.clear();
+        }
+        let stats = w.st.calls[&1].stats();
+        assert_eq!(stats[0].lost, 2);
+        assert_eq!(stats[1].lost, 0);
     }
 
     /// A stranger whose RTCP reaches a call's RTCP port before the far end
