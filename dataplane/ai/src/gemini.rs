@@ -9,9 +9,10 @@
 //!
 //! Resumption: setup always asks for `sessionResumption`; the newest
 //! resumable handle is kept. On `goAway` the engine asks the driver for a new
-//! connection as soon as no model turn is in flight (or at once if the
-//! server closes first), and the new setup carries the handle, so the
-//! conversation goes on where it was.
+//! connection once a model turn has ended since (the caller's words before
+//! it are then in the session's state; what it has not answered yet would
+//! be lost), or at once if the server closes first, and the new setup
+//! carries the handle, so the conversation goes on where it was.
 
 use std::borrow::Cow;
 
@@ -46,6 +47,9 @@ pub struct GeminiEngine {
     connection_ready: bool,
     handle: Option<String>,
     go_away: bool,
+    /// A model turn ended since `goAway`: the caller's words before it
+    /// are in the session's state.
+    turn_since_go_away: bool,
     in_turn: bool,
     input_text: String,
     output_text: String,
@@ -63,6 +67,7 @@ impl GeminiEngine {
             connection_ready: false,
             handle: None,
             go_away: false,
+            turn_since_go_away: false,
             in_turn: false,
             input_text: String::new(),
             output_text: String::new(),
@@ -95,6 +100,7 @@ impl GeminiEngine {
             return;
         }
         self.in_turn = false;
+        self.turn_since_go_away |= self.go_away;
         if !self.output_text.is_empty() {
             let text = std::mem::take(&mut self.output_text);
             events.push(EngineEvent::OutputTranscript {
@@ -130,9 +136,13 @@ impl GeminiEngine {
     }
 
     /// What the driver does after a message: after `goAway`, reconnect
-    /// as soon as no model turn is in flight.
+    /// once a model turn has ended since, with none in flight. Not at
+    /// once: the caller may be speaking, and what the model has not
+    /// answered yet is not in the state a resumed connection gets, so it
+    /// would be lost. The notice is long (about 50 s); a connection that
+    /// closes first is resumed then ([`Self::on_close`]).
     fn step(&self) -> Step {
-        if self.go_away && !self.in_turn && self.handle.is_some() {
+        if self.go_away && self.turn_since_go_away && !self.in_turn && self.handle.is_some() {
             Step::Reconnect
         } else {
             Step::Continue
@@ -403,6 +413,7 @@ impl Engine for GeminiEngine {
     fn on_open(&mut self, out: &mut Outbox) -> Result<(), EngineError> {
         self.connection_ready = false;
         self.go_away = false;
+        self.turn_since_go_away = false;
         self.in_turn = false;
         self.output_text.clear();
         let mut setup = self.setup.clone();
@@ -739,6 +750,47 @@ mod tests {
         let (ev, out, _) = feed(&mut e, json!({"setupComplete": {}}));
         assert_eq!(ev, vec![EngineEvent::Resumed]);
         assert!(out.is_empty(), "no second greeting");
+    }
+
+    /// `goAway` while no model turn is in flight does not reconnect at
+    /// once (the caller may be mid-sentence, which a resumed connection
+    /// would not have): the next model turn's end does, or the close.
+    #[test]
+    fn go_away_between_turns_waits_for_the_next_turn_to_end() {
+        let mut e = GeminiEngine::new(&cfg());
+        e.on_open(&mut Outbox::new()).unwrap();
+        feed(&mut e, json!({"setupComplete": {}}));
+        feed(
+            &mut e,
+            json!({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true}}),
+        );
+        let (_, _, step) = feed(&mut e, json!({"goAway": {"timeLeft": "50s"}}));
+        assert_eq!(step, Step::Continue, "the caller may be speaking");
+        let (_, _, step) = feed(
+            &mut e,
+            json!({"serverContent": {"inputTranscription": {"text": "I wanted to ask"}}}),
+        );
+        assert_eq!(step, Step::Continue);
+        let audio = B64.encode([1u8, 0, 2, 0]);
+        let (_, _, step) = feed(
+            &mut e,
+            json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio}}]}}}),
+        );
+        assert_eq!(step, Step::Continue, "mid-turn");
+        let (_, _, step) = feed(&mut e, json!({"serverContent": {"turnComplete": true}}));
+        assert_eq!(step, Step::Reconnect, "the caller's words are in the state");
+        // A connection that goes first is resumed on its close.
+        let mut e = GeminiEngine::new(&cfg());
+        e.on_open(&mut Outbox::new()).unwrap();
+        feed(&mut e, json!({"setupComplete": {}}));
+        feed(
+            &mut e,
+            json!({"sessionResumptionUpdate": {"newHandle": "h2", "resumable": true}}),
+        );
+        let (_, _, step) = feed(&mut e, json!({"goAway": {"timeLeft": "1s"}}));
+        assert_eq!(step, Step::Continue);
+        let mut evs = Vec::new();
+        assert_eq!(e.on_close(Some(1008), "", &mut evs), Step::Reconnect);
     }
 
     #[test]

@@ -234,8 +234,10 @@ async fn go_away_resumes_transparently_and_the_conversation_continues() {
         c.ai_says().await.0,
         "Reply 1: I heard 0.8 seconds from you."
     );
-    // Audio clock passes 2.5 s: goAway; the client resumes on a new connection.
-    c.silence(800).await;
+    // Audio clock passes 2.5 s: goAway. No model turn follows, so the
+    // client waits for one (the caller might be speaking); the connection
+    // closes at 3 s and the client resumes then, on a new connection.
+    c.silence(1300).await;
     let evs = c.until("resumed", |e| *e == EngineEvent::Resumed).await;
     assert!(
         evs.contains(&EngineEvent::GoAway { time_left_ms: 500 }),
