@@ -55,6 +55,63 @@ fn path_params(path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The query parameters `method path` takes: paging on every list, and
+/// each endpoint's filters.
+fn query_params(method: &str, path: &str, list: bool) -> Vec<Value> {
+    let q = |name: &str, schema: Value, description: &str| json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description });
+    let text = || json!({ "type": "string" });
+    let mut out = Vec::new();
+    if list {
+        out.push(q(
+            "limit",
+            json!({ "type": "integer", "minimum": 1, "maximum": 500, "default": 50 }),
+            "Items per page (more than 500 is taken as 500)",
+        ));
+        out.push(q(
+            "offset",
+            json!({ "type": "integer", "minimum": 0, "default": 0 }),
+            "Items to skip",
+        ));
+    }
+    match (method, path) {
+        ("GET", "/api.ashx/v1/calls") => out.push(q(
+            "status",
+            text(),
+            "Only calls in these statuses (comma-separated)",
+        )),
+        ("GET", "/api.ashx/v1/emails") => out.push(q(
+            "status",
+            json!({ "type": "string", "enum": ["queued", "sent", "failed"] }),
+            "Only emails in this state",
+        )),
+        ("GET", "/api.ashx/v1/transcripts") => {
+            out.push(q(
+                "source",
+                json!({ "type": "string", "enum": ["vnum", "outbound-ai"] }),
+                "Only transcripts of calls to virtual numbers, or of outbound AI calls",
+            ));
+            out.push(q("q", text(), "Only transcripts whose text contains this"));
+            out.push(q(
+                "since",
+                json!({ "type": "string", "format": "date-time" }),
+                "Only transcripts of calls started at or after this time",
+            ));
+        }
+        ("GET", "/api.ashx/v1/webhooks/{id}/deliveries") => out.push(q(
+            "state",
+            json!({ "type": "string", "enum": ["pending", "held", "succeeded", "failed"] }),
+            "Only deliveries in this state",
+        )),
+        (_, "/api.ashx/v1/inbound-routes/{did}") => out.push(q(
+            "fromNumber",
+            text(),
+            "The route's FromNumber filter; left out: the route with none",
+        )),
+        _ => {}
+    }
+    out
+}
+
 /// The whole document for a server at `server_url`.
 pub fn document(server_url: &str, build: &str) -> Value {
     let mut components: Components = Vec::new();
@@ -74,7 +131,12 @@ pub fn document(server_url: &str, build: &str) -> Value {
                     .replace(['/', '.', '{', '}', '-'], "_")
             )),
         );
-        let params = path_params(ep.path);
+        let mut params = path_params(ep.path);
+        params.extend(query_params(
+            ep.method.as_str(),
+            ep.path,
+            matches!(ep.response.1, Body::List(_)),
+        ));
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }

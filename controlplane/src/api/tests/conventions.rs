@@ -244,6 +244,31 @@ async fn openapi_and_metrics(h: Harness) {
         post_calls["requestBody"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/CreateCall"
     );
+    // Query parameters are described: paging on lists, and the filters.
+    let names = |path: &str, method: &str| -> Vec<String> {
+        r.json["paths"][path][method]["parameters"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p["in"] == "query")
+                    .map(|p| p["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        names("/api.ashx/v1/calls", "get"),
+        ["limit", "offset", "status"]
+    );
+    assert_eq!(
+        names("/api.ashx/v1/transcripts", "get"),
+        ["limit", "offset", "source", "q", "since"]
+    );
+    assert_eq!(
+        names("/api.ashx/v1/inbound-routes/{did}", "delete"),
+        ["fromNumber"]
+    );
+    assert!(names("/api.ashx/v1/calls", "post").is_empty());
     let m = h.get("/metrics", &t).await;
     assert_eq!(m.status, StatusCode::OK);
     assert!(m.text.contains(r#"codeb_http_requests_total{route="/api.ashx/v1/openapi.json",method="GET",status="200"} 1"#), "{}", m.text);
