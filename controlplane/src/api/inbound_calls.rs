@@ -89,7 +89,8 @@ impl From<InboundCallRecord> for InboundCallView {
             started_at_utc: c.started_at.map(UtcMillis::to_iso),
             ended_at_utc: c.ended_at.map(UtcMillis::to_iso),
             answer_ms: c.answer_ms,
-            answered: c.answered,
+            // Answered once the answer is recorded, not only at the end.
+            answered: c.answered || c.answered_at.is_some(),
             outcome: c.outcome,
             error_detail: c.error_detail,
             talk_sec: c.talk_sec,

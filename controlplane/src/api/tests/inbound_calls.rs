@@ -106,6 +106,10 @@ async fn inbound_calls_show_as_records_and_vnum_transcripts(h: Harness) {
     assert_eq!(list.json["data"][0]["status"], "in-flight");
     assert_eq!(list.json["data"][0]["endedAtUtc"], serde_json::Value::Null);
     assert_eq!(
+        list.json["data"][0]["answered"], true,
+        "answered while up, as its answeredAtUtc says"
+    );
+    assert_eq!(
         list.json["next"],
         "/api.ashx/v1/inbound-calls?limit=1&offset=1"
     );
