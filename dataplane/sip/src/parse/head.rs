@@ -116,12 +116,13 @@ fn finish(
             Mode::Salvage => Ok(()),
         };
     }
-    if headers.len() >= limits.max_headers {
-        if mode == Mode::Strict {
-            return Err(ParseError::TooManyHeaders);
-        }
-        // Past the bound only what an answer copies is kept, once each
-        // (the top Via came first).
+    if headers.len() >= limits.max_headers && mode == Mode::Strict {
+        return Err(ParseError::TooManyHeaders);
+    }
+    // Salvaging, the last four places are kept for what an answer copies
+    // (From, To, Call-ID, CSeq; once each, the Vias came first), so the
+    // answer itself stays within the bound.
+    if mode == Mode::Salvage && headers.len() + ANSWER_HEADERS >= limits.max_headers {
         let answers = name.known().is_some_and(|k| {
             matches!(
                 k,
@@ -135,6 +136,9 @@ fn finish(
     headers.push(Header::from_wire(name, value));
     Ok(())
 }
+
+/// Headers besides Via that a stateless answer copies.
+const ANSWER_HEADERS: usize = 4;
 
 /// Frames the start line and header section of `buf`.
 pub(crate) fn parse_head(buf: &Bytes, limits: &Limits, mode: Mode) -> Result<Head, ParseError> {

@@ -297,6 +297,18 @@ fn a_request_over_a_bound_is_answered_513() {
             "X-Many: 1\r\n".repeat(Limits::default().max_headers)
         ),
     ];
+    let mut cases = cases.to_vec();
+    // Vias filling the bound, the rest after it: the answer, which copies
+    // every Via kept, must itself stay within the bound (it parses again).
+    cases.push(format!(
+        "OPTIONS sip:b@example.com SIP/2.0\r\n{}{tail}",
+        "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n".repeat(Limits::default().max_headers + 5)
+    ));
+    let roomy = Limits {
+        max_headers: Limits::default().max_headers + 2,
+        max_via: usize::MAX,
+        ..Limits::default()
+    };
     for wire in &cases {
         let v = screen(wire, &UAS);
         assert_eq!(status(&v), Some(513), "{v:?}");
@@ -304,5 +316,7 @@ fn a_request_over_a_bound_is_answered_513() {
             panic!()
         };
         assert_eq!(response.headers.call_id().unwrap(), "c");
+        let again = Message::Response(response).to_bytes();
+        crate::parse_datagram(again, &roomy).expect("the answer parses");
     }
 }
