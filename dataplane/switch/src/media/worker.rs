@@ -1323,6 +1323,18 @@ mod tests {
         [[bind(), bind()], [bind(), bind()]]
     }
 
+    /// A worker with call 1 transcoded PCMU (A) ↔ PCMA (B), both far ends
+    /// known: the worker, A's RTP socket and the far ends.
+    fn transcoded_call() -> (Worker, SocketId, [SocketAddr; 2]) {
+        let far = addresses().far;
+        let mut w = one_call();
+        w.pipe(1, Some((PipeKind::Bridge, transcoding())));
+        w.remote(1, LegSide::A, far_end(0, far[0], [0, 8]));
+        w.remote(1, LegSide::B, far_end(1, far[1], [0, 8]));
+        let socket = w.st.calls[&1].legs[0].rtp;
+        (w, socket, far)
+    }
+
     fn transcoding() -> Box<Pipeline> {
         let now = Instant::now();
         Box::new(
@@ -1412,12 +1424,7 @@ mod tests {
     /// every frame goes out and none is dropped for the queue's size.
     #[test]
     fn a_late_turn_sends_every_frame_a_transcoded_call_has_due() {
-        let [far_a, far_b] = addresses().far;
-        let mut w = one_call();
-        w.pipe(1, Some((PipeKind::Bridge, transcoding())));
-        w.remote(1, LegSide::A, far_end(0, far_a, [0, 8]));
-        w.remote(1, LegSide::B, far_end(1, far_b, [0, 8]));
-        let socket = w.st.calls[&1].legs[0].rtp;
+        let (mut w, socket, [far_a, far_b]) = transcoded_call();
         let t0 = Instant::now();
         let mut now = t0;
         let mut frames = 0;
@@ -2021,12 +2028,7 @@ mod tests {
     /// in the pipeline: the call's end logged 0 lost for any loss.
     #[test]
     fn a_transcoded_call_reports_the_loss_its_pipeline_saw() {
-        let [far_a, far_b] = addresses().far;
-        let mut w = one_call();
-        w.pipe(1, Some((PipeKind::Bridge, transcoding())));
-        w.remote(1, LegSide::A, far_end(0, far_a, [0, 8]));
-        w.remote(1, LegSide::B, far_end(1, far_b, [0, 8]));
-        let socket = w.st.calls[&1].legs[0].rtp;
+        let (mut w, socket, [far_a, _]) = transcoded_call();
         let t0 = Instant::now();
         for i in 0..20u16 {
             if i == 5 || i == 6 {

@@ -339,7 +339,13 @@ impl Core {
         if !self.admit(peer, now) {
             return;
         }
-        let flow = Flow::Udp { socket, peer };
+        self.screened(now, Flow::Udp { socket, peer }, verdict);
+        self.drain(now);
+    }
+
+    /// What screening made of a message from `flow`: taken, answered
+    /// statelessly, or dropped; counted either way.
+    fn screened(&mut self, now: Instant, flow: Flow, verdict: Verdict) {
         match verdict {
             Verdict::Accept(msg) => self.accept(now, msg, flow),
             Verdict::Reply { response, problem } => {
@@ -352,7 +358,6 @@ impl Core {
                 self.stats.dropped_invalid += 1;
             }
         }
-        self.drain(now);
     }
 
     /// What screening a datagram needs, for the transport thread.
@@ -479,20 +484,9 @@ impl Core {
     }
 
     fn stream_message(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, bytes: Bytes) {
-        let flow = Flow::Tcp { conn, peer };
         let policy = policy(self.settings.id_seed);
-        match codeb_sip::screen_stream_message(bytes, &self.limits, &policy) {
-            Verdict::Accept(m) => self.accept(now, m, flow),
-            Verdict::Reply { response, problem } => {
-                self.count_problem(&problem.to_string());
-                self.stats.stateless_replies += 1;
-                self.send_response(flow, &response);
-            }
-            Verdict::Drop(problem) => {
-                self.count_problem(&problem.to_string());
-                self.stats.dropped_invalid += 1;
-            }
-        }
+        let verdict = codeb_sip::screen_stream_message(bytes, &self.limits, &policy);
+        self.screened(now, Flow::Tcp { conn, peer }, verdict);
     }
 
     /// A TCP connection ended (or one we were opening failed).
