@@ -81,7 +81,15 @@ pub fn render_call_email(c: &CallSummary<'_>) -> (String, String) {
     field("Status:", c.status.as_str());
     field("Outcome:", outcome);
     field("Answered:", if c.answered { "yes" } else { "no" });
-    field("Attempt:", &c.attempt.max(1).to_string());
+    // A call cancelled before it was dialled had no attempt.
+    field(
+        "Attempt:",
+        &if c.attempt > 0 {
+            c.attempt.to_string()
+        } else {
+            "none (not dialled)".to_owned()
+        },
+    );
     field(
         "Dialled:",
         &c.dispatched_at.map(UtcMillis::to_iso).unwrap_or_default(),

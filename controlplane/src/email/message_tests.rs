@@ -193,6 +193,14 @@ fn the_email_reports_outcome_times_and_turns() {
         "{body}"
     );
     assert!(body.contains("No transcript"), "{body}");
+    assert!(body.contains("Attempt:     1\n"), "{body}");
+    // Cancelled before it was dialled: no attempt (the record says 0).
+    s.status = CallStatus::Cancelled;
+    s.outcome = "cancelled";
+    s.attempt = 0;
+    s.dispatched_at = None;
+    let (_, body) = render_call_email(&s);
+    assert!(body.contains("Attempt:     none (not dialled)"), "{body}");
 }
 
 #[test]
