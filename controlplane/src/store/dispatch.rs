@@ -619,7 +619,16 @@ impl Store {
         let transcript = if turns.is_empty() {
             None
         } else {
-            let started = call.dispatched_at.unwrap_or(end.ended_at);
+            // The switch counts the duration from its INVITE: the
+            // transcript starts that long before its end, so that its
+            // start, end and durationSec agree (in a burst the dispatch
+            // may come seconds before the INVITE).
+            let started = if end.duration_seconds > 0 {
+                end.ended_at
+                    .plus_ms(-end.duration_seconds.saturating_mul(1000))
+            } else {
+                call.dispatched_at.unwrap_or(end.ended_at)
+            };
             let base = answered_at.unwrap_or(started);
             let record = TranscriptRecord {
                 call_id: call.call_id.clone(),

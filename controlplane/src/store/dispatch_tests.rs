@@ -5,7 +5,8 @@ use codeb_types::{CallId, CallStatus, UtcMillis};
 
 use crate::store::testing::{self, NODE, T0, TENANT, TestDb, ended, event_data, events};
 use crate::store::{
-    Applied, DISPATCH_LEASE_MS, DispatchCall, EventKind, NewCall, Speaker, Store, SwitchEvent,
+    Applied, AttemptEnd, DISPATCH_LEASE_MS, DispatchCall, EventKind, NewCall, Speaker, Store,
+    SwitchEvent,
 };
 
 fn new_call(n: u8, at: UtcMillis, retries: i64) -> NewCall {
@@ -313,7 +314,16 @@ async fn events_apply_once(db: TestDb) {
         Applied::Duplicate
     );
     seq += 1;
-    let end = ev(seq, &call, ended("finished", true));
+    // The switch's INVITE went out 5 s after the dispatch (a burst): its
+    // duration counts from there.
+    let kind = match ended("finished", true) {
+        EventKind::Ended(e) => EventKind::Ended(AttemptEnd {
+            duration_seconds: 55,
+            ..e
+        }),
+        other => other,
+    };
+    let end = ev(seq, &call, kind);
     assert_eq!(
         s.apply_switch_event(NODE, &end, now).await.unwrap(),
         Applied::Applied
@@ -356,6 +366,11 @@ async fn events_apply_once(db: TestDb) {
     assert_eq!(t.turns[1].ts, T0.plus_ms(1000 + 4000));
     assert_eq!(t.tokens_total, 150);
     assert!(s.transcripts_dir().join(&t.file).exists());
+    // Its start, end and duration agree, as the spec's example does.
+    assert_eq!(
+        (t.started_at, t.ended_at, t.duration_sec),
+        (T0.plus_ms(5_000), Some(T0.plus_ms(60_000)), 55)
+    );
     // An event for a call that already ended is skipped, but moves the
     // cursor (it will not come back).
     let late = ev(seq + 1, &call, EventKind::Started);
