@@ -110,9 +110,10 @@ impl SourceLatch {
             State::Locked(addr) => {
                 if *addr == src {
                     LatchVerdict::Accept
-                } else if takes_over(src, *addr) {
+                } else if Some(src) == expected || takes_over(src, *addr) {
                     // The far end where its SDP said, after another IP
-                    // got in first.
+                    // (or another port of its own IP: a stale stream of
+                    // the same host or gateway) got in first.
                     *addr = src;
                     LatchVerdict::Learned(src)
                 } else {
@@ -268,6 +269,26 @@ mod tests {
         assert_eq!(l.check(t0, scanner), LatchVerdict::Drop);
         assert_eq!(l.check(t0, sdp), LatchVerdict::Learned(sdp));
         assert_eq!(l.check(t0, mapped), LatchVerdict::Drop);
+    }
+
+    /// A stale stream from the far end's own IP on another port (a gateway
+    /// or host that reused the port range) was locked first: the SDP's
+    /// exact address still takes the call, and then keeps it.
+    #[test]
+    fn the_sdp_address_takes_over_from_another_port_of_its_ip() {
+        let t0 = Instant::now();
+        let sdp = a("198.51.100.7:46000");
+        let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
+        let stale = a("198.51.100.7:46300");
+        for _ in 0..10 {
+            l.check(t0, stale);
+        }
+        assert!(l.is_locked());
+        assert_eq!(l.destination(), Some(stale));
+        assert_eq!(l.check(t0, sdp), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(t0, stale), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, sdp), LatchVerdict::Accept);
+        assert_eq!(l.destination(), Some(sdp));
     }
 
     #[test]

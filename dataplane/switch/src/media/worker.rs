@@ -2470,13 +2470,14 @@ mod tests {
                     assert_eq!(output.payload_type(), pt);
                     assert!(output.marker() || !input.marker());
                     // Strict source: once locked, only the locked address,
-                    // but for the SDP's IP taking over from another IP.
+                    // but for the SDP's IP taking over from another IP, and
+                    // the SDP's exact address from another port of its IP.
                     if let Some(l) = locked[side]
                         && from != l
                     {
                         let sdp_ip = sdp[side].ip();
                         assert!(
-                            from.ip() == sdp_ip && l.ip() != sdp_ip,
+                            (from.ip() == sdp_ip && l.ip() != sdp_ip) || from == sdp[side],
                             "seed {seed} step {step}: locked on {l}, relayed from {from}"
                         );
                         locked[side] = Some(from);
