@@ -413,14 +413,22 @@ fn link(urls: Vec<String>, clock: &Clock) -> Arc<SwitchNodes> {
 /// Call `n`, stored and claimed for dispatch at the clock's time.
 async fn claimed_call(db: &TestDb, n: u8, clock: &Clock) -> (NewCall, crate::store::DispatchCall) {
     let call = new_call(n, clock.now());
-    db.store.insert_call(&call).await.unwrap();
-    let claimed = db
-        .store
+    let claimed = stored_and_claimed(db, &call, clock).await;
+    (call, claimed)
+}
+
+/// `call`, stored and claimed for dispatch at the clock's time.
+async fn stored_and_claimed(
+    db: &TestDb,
+    call: &NewCall,
+    clock: &Clock,
+) -> crate::store::DispatchCall {
+    db.store.insert_call(call).await.unwrap();
+    db.store
         .claim_call(&call.call_id, clock.now())
         .await
         .unwrap()
-        .unwrap();
-    (call, claimed)
+        .unwrap()
 }
 
 /// Call `n`, created and due at `now`, one retry a minute later.
@@ -562,9 +570,14 @@ async fn least_loaded_healthy_node_is_chosen() {
 /// A database, a manual clock and one reachable node (its peer state and
 /// server), with the link to it.
 async fn one_node() -> (TestDb, Clock, Peer, Server, Arc<SwitchNodes>) {
+    one_node_named("a").await
+}
+
+/// [`one_node`], the node's journal named `journal`.
+async fn one_node_named(journal: &str) -> (TestDb, Clock, Peer, Server, Arc<SwitchNodes>) {
     let db = TestDb::sqlite().await;
     let clock = Clock::manual(UtcMillis(1_780_000_000_000));
-    let peer = Peer::new("a");
+    let peer = Peer::new(journal);
     let server = Server::start(&peer, None).await;
     let l = link(vec![server.url()], &clock);
     l.choose_probing().await.unwrap();
@@ -726,12 +739,7 @@ async fn reconnects_with_backoff_and_pushes_config_on_connect_and_change() {
 
 #[tokio::test]
 async fn events_resume_from_the_cursor_across_restarts() {
-    let db = TestDb::sqlite().await;
-    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
-    let peer = Peer::new("j1");
-    let server = Server::start(&peer, None).await;
-    let l = link(vec![server.url()], &clock);
-    l.choose_probing().await.unwrap();
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
     let (call, claimed) = claimed_call(&db, 4, &clock).await;
     assert!(matches!(
         l.dispatch(&db.store, &claimed).await,
@@ -834,12 +842,7 @@ async fn events_resume_from_the_cursor_across_restarts() {
 
 /// One node (journal `j1`), probed, with call `n` placed on it.
 async fn one_node_with_call(n: u8) -> (TestDb, Clock, Peer, Server, Arc<SwitchNodes>, NewCall) {
-    let db = TestDb::sqlite().await;
-    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
-    let peer = Peer::new("j1");
-    let server = Server::start(&peer, None).await;
-    let l = link(vec![server.url()], &clock);
-    l.choose_probing().await.unwrap();
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
     let call = placed(&db, &l, n, &clock).await;
     (db, clock, peer, server, l, call)
 }
@@ -881,24 +884,13 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
 /// its AI talked on, with the record saying it had ended).
 #[tokio::test]
 async fn a_lost_node_that_comes_back_is_told_to_end_the_calls_ended_meanwhile() {
-    let db = TestDb::sqlite().await;
-    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
-    let peer = Peer::new("j1");
-    let server = Server::start(&peer, None).await;
-    let l = link(vec![server.url()], &clock);
-    l.choose_probing().await.unwrap();
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
     // No retry: its end is final.
     let call = NewCall {
         retries: 0,
         ..new_call(9, clock.now())
     };
-    db.store.insert_call(&call).await.unwrap();
-    let claimed = db
-        .store
-        .claim_call(&call.call_id, clock.now())
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = stored_and_claimed(&db, &call, &clock).await;
     assert!(matches!(
         l.dispatch(&db.store, &claimed).await,
         Dispatched::Placed { .. }
@@ -1327,12 +1319,7 @@ async fn an_inbound_call_streams_into_its_record_transcript_and_events() {
 
 #[tokio::test]
 async fn prompt_slugs_are_placed_as_their_text() {
-    let db = TestDb::sqlite().await;
-    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
-    let peer = Peer::new("a");
-    let server = Server::start(&peer, None).await;
-    let l = link(vec![server.url()], &clock);
-    l.choose_probing().await.unwrap();
+    let (db, clock, peer, server, l) = one_node_named("a").await;
     let s = &db.store;
     let now = clock.now();
     assert!(
@@ -1421,12 +1408,7 @@ async fn prompt_slugs_are_placed_as_their_text() {
 
 #[tokio::test]
 async fn sip_users_reach_the_node_with_their_tenant() {
-    let db = TestDb::sqlite().await;
-    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
-    let peer = Peer::new("a");
-    let server = Server::start(&peer, None).await;
-    let l = link(vec![server.url()], &clock);
-    l.choose_probing().await.unwrap();
+    let (db, clock, peer, server, l) = one_node_named("a").await;
     let s = &db.store;
     let now = clock.now();
     let user =

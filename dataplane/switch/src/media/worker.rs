@@ -1964,12 +1964,7 @@ mod tests {
             let leg = &w.st.calls[&1].legs[0];
             (leg.rtp, leg.rtcp)
         };
-        let mut rr = [0u8; 64];
-        let n = {
-            let mut cw = CompoundWriter::new(&mut rr);
-            cw.receiver_report(0x5151, &[]).unwrap();
-            cw.len()
-        };
+        let (rr, n) = empty_rr();
         let t0 = Instant::now();
         // The NATed far end's RTCP comes first and is learned; five more
         // lock it.
@@ -2055,12 +2050,7 @@ mod tests {
             w.remote(1, side, far_end(side as usize, far[side as usize], [0, 0]));
         }
         let rtcp = w.st.calls[&1].legs[0].rtcp;
-        let mut rr = [0u8; 64];
-        let n = {
-            let mut cw = CompoundWriter::new(&mut rr);
-            cw.receiver_report(0x5151, &[]).unwrap();
-            cw.len()
-        };
+        let (rr, n) = empty_rr();
         let t0 = Instant::now();
         for k in 0..10 {
             w.st.datagram(t0 + Duration::from_secs(k), rtcp, stranger, &rr[..n]);
@@ -2078,6 +2068,17 @@ mod tests {
         let far_rtcp = SocketAddr::new(far[0].ip(), far[0].port() + 1);
         w.st.datagram(t0 + Duration::from_secs(11), rtcp, far_rtcp, &rr[..n]);
         assert_eq!(w.st.calls[&1].legs[0].stats.rtcp_packets, 1);
+    }
+
+    /// A far end's empty receiver report (SSRC 0x5151) and its length.
+    fn empty_rr() -> ([u8; 64], usize) {
+        let mut rr = [0u8; 64];
+        let n = {
+            let mut cw = CompoundWriter::new(&mut rr);
+            cw.receiver_report(0x5151, &[]).unwrap();
+            cw.len()
+        };
+        (rr, n)
     }
 
     /// xorshift64*: a fixed, seeded stream of choices.
