@@ -164,7 +164,31 @@ pub struct AttemptEnd {
     pub sip_status: i64,
 }
 
+/// `t`, or `floor` when `t` is before it. A node stamps its events with its
+/// own clock, which may run a few milliseconds (or, on another host, more)
+/// behind the control plane's: a record must still read dispatched ≤
+/// answered ≤ ended.
+pub(super) fn not_before(t: UtcMillis, floor: Option<UtcMillis>) -> UtcMillis {
+    floor.map_or(t, |f| t.max(f))
+}
+
 impl AttemptEnd {
+    /// This end with its times put in the call's order: answered (`answered`
+    /// as recorded, else the end's own) not before `dispatched`, the end not
+    /// before the answer or the dispatch.
+    pub(super) fn on_timeline(
+        &self,
+        dispatched: Option<UtcMillis>,
+        answered: Option<UtcMillis>,
+    ) -> AttemptEnd {
+        let mut end = self.clone();
+        end.answered_at = answered
+            .or(end.answered_at)
+            .map(|a| not_before(a, dispatched));
+        end.ended_at = not_before(end.ended_at, end.answered_at.or(dispatched));
+        end
+    }
+
     /// This end with its turn counts taken from the stored `turns`
     /// (speaker, text, time) when it has none: an end the control plane
     /// made itself (a lost or restarted node) carries no counts from the
@@ -610,7 +634,8 @@ impl Store {
             .saturating_mul(self.retry_delay_unit_ms);
         let next_attempt_at = retry.then(|| now.plus_ms(delay_ms).0);
         // The answer time recorded from the Answered event stands.
-        let answered_at = call.answered_at.or(end.answered_at);
+        let end = &end.on_timeline(call.dispatched_at, call.answered_at);
+        let answered_at = end.answered_at;
         let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
         let outcome = cut(&end.outcome, 64);
         let turns = tx.attempt_turns(&call.call_id, call.attempt).await?;

@@ -666,6 +666,60 @@ async fn the_retry_delay_unit_scales_retry_delay_minutes(db: TestDb) {
     assert_eq!(retry[0].attempt, 2);
 }
 
+/// A node whose clock runs behind the control plane's stamps the answer
+/// and the end before the dispatch: the record still reads dispatched ≤
+/// answered ≤ ended, whether the answer came as its own event or only with
+/// the end.
+async fn a_node_clock_behind_keeps_the_record_in_order(db: TestDb) {
+    let s = &db.store;
+    for (n, with_answered_event) in [(5, true), (6, false)] {
+        let call = in_flight(s, n, 0).await;
+        let behind = |ms: i64| T0.plus_ms(-ms);
+        let mut seq = 1;
+        if with_answered_event {
+            let mut answered = ev(
+                seq,
+                &call,
+                EventKind::Answered {
+                    trunk_id: String::new(),
+                    answer_ms: 10,
+                },
+            );
+            answered.at = behind(3);
+            s.apply_switch_event(NODE, &answered, T0).await.unwrap();
+            seq += 1;
+            let rec = s.call(TENANT, &call.call_id).await.unwrap().unwrap();
+            assert_eq!(rec.answered_at, Some(T0), "the answer as it is applied");
+        }
+        let kind = match ended("finished", true) {
+            EventKind::Ended(e) => EventKind::Ended(AttemptEnd {
+                answered_at: Some(behind(3)),
+                ended_at: behind(1),
+                talk_seconds: 0,
+                duration_seconds: 0,
+                ..e
+            }),
+            other => other,
+        };
+        s.apply_switch_event(NODE, &ev(seq, &call, kind), T0)
+            .await
+            .unwrap();
+        let rec = s.call(TENANT, &call.call_id).await.unwrap().unwrap();
+        assert_eq!(rec.status, CallStatus::EndedSuccess);
+        assert_eq!(rec.dispatched_at, Some(T0));
+        assert_eq!(
+            rec.answered_at,
+            Some(T0),
+            "answered event: {with_answered_event}"
+        );
+        assert_eq!(
+            rec.ended_at,
+            Some(T0),
+            "answered event: {with_answered_event}"
+        );
+    }
+}
+
 use crate::store::testing::both_backends as both;
 
 both!(
@@ -680,4 +734,5 @@ both!(
     lost_node_ends_its_calls,
     a_restarted_node_ends_only_what_its_earlier_processes_carried,
     hangup_of_an_unplaced_dispatch_cancels_it,
+    a_node_clock_behind_keeps_the_record_in_order,
 );

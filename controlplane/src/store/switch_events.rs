@@ -16,7 +16,7 @@
 use codeb_types::{CallStatus, EventName, UtcMillis};
 use serde_json::json;
 
-use super::dispatch::{AttemptEnd, cut};
+use super::dispatch::{AttemptEnd, cut, not_before};
 use super::tx::{StoreTx, TxInner, on_tx};
 use super::{Result, Store, col};
 
@@ -263,7 +263,7 @@ impl Store {
                         "UPDATE calls SET status = 'in-flight', answered_at = $1, \
                          trunk_id = $2, lease_until = NULL, updated_at = $3 WHERE call_id = $4",
                     )
-                    .bind(ev.at.0)
+                    .bind(not_before(ev.at, call.dispatched_at).0)
                     .bind(trunk)
                     .bind(now.0)
                     .bind(&call.call_id)
