@@ -2,11 +2,13 @@
 //! free port, `curl`, fresh PostgreSQL databases from
 //! `CODEB_TEST_PG_URL` (a missing server fails the test when
 //! `CODEB_REQUIRE_PG=1`), and headless Chromium (`browser`; missing, it
-//! fails the test when `CODEB_REQUIRE_CHROMIUM=1`).
+//! fails the test when `CODEB_REQUIRE_CHROMIUM=1`; `cdp` drives it like a
+//! person).
 
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod browser;
+pub mod cdp;
 pub mod platform;
 
 use std::net::TcpListener;

@@ -195,7 +195,11 @@ pub struct Delivery {
     pub event: String,
     /// `X-CodeB-Delivery-Id`.
     pub id: String,
+    /// `X-CodeB-Signature`.
+    pub signature: String,
     pub body: Value,
+    /// The body as it arrived (what the signature covers).
+    pub raw: Vec<u8>,
 }
 
 /// An HTTP receiver answering 200 to every webhook and keeping them all.
@@ -206,7 +210,7 @@ pub struct Hooks {
 }
 
 async fn receive(State(seen): State<Arc<Mutex<Vec<Delivery>>>>, req: Request) -> StatusCode {
-    let (event, id) = {
+    let (event, id, signature) = {
         let header = |n: &str| {
             req.headers()
                 .get(n)
@@ -214,18 +218,29 @@ async fn receive(State(seen): State<Arc<Mutex<Vec<Delivery>>>>, req: Request) ->
                 .unwrap_or("")
                 .to_owned()
         };
-        (header("x-codeb-event"), header("x-codeb-delivery-id"))
+        (
+            header("x-codeb-event"),
+            header("x-codeb-delivery-id"),
+            header("x-codeb-signature"),
+        )
     };
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+    let raw = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
-        .unwrap_or_default();
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    seen.lock().unwrap().push(Delivery { event, id, body });
+        .unwrap_or_default()
+        .to_vec();
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    seen.lock().unwrap().push(Delivery {
+        event,
+        id,
+        signature,
+        body,
+        raw,
+    });
     StatusCode::OK
 }
 
 impl Hooks {
-    fn start() -> Hooks {
+    pub fn start() -> Hooks {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
