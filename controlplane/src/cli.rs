@@ -159,7 +159,9 @@ pub(crate) async fn serve(config: Config, dev: Option<&str>) -> anyhow::Result<(
         };
         eprintln!(
             "\n  CodeB dev: control plane at {url} (SQLite in {})\n  \
-             Admin user: {}   password: {pw}\n{platform}",
+             Admin user: {}   password: {pw}\n  \
+             Admin pages: {url}/api-keys-admin.html  {url}/webhooks-admin.html  \
+             {url}/outbound-ai-monitor.html\n{platform}",
             config.data_dir.display(),
             config.admin_user,
         );

@@ -17,6 +17,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod switch_link;
+pub mod ui;
 pub mod webhooks;
 
 pub use api::app;
