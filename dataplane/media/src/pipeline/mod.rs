@@ -677,6 +677,15 @@ impl Pipeline {
         Verdict::Forwarded
     }
 
+    /// Says goodbye on every leg as the call ends (RFC 3550 §6.6): a last
+    /// report with a BYE for our source, queued as a transmit like any
+    /// other. Call it once, then drain the transmits.
+    pub fn end(&mut self, now: Instant) {
+        for i in 0..self.legs.len() {
+            self.send_report(now, i, true);
+        }
+    }
+
     /// Does whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for leg in [Leg::A, Leg::B] {
@@ -698,7 +707,7 @@ impl Pipeline {
             // turn, once drained (the report is still due then).
             if now >= l.next_rtcp && self.tx.len < TX_QUEUE {
                 l.next_rtcp = now + self.cfg.rtcp_interval;
-                self.send_report(now, i);
+                self.send_report(now, i, false);
             }
         }
     }

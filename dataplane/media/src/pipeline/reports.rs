@@ -70,8 +70,9 @@ impl Pipeline {
         Verdict::Consumed
     }
 
-    /// Sends an SR (if we have sent on the leg) or RR, with SDES CNAME.
-    pub(super) fn send_report(&mut self, now: Instant, i: usize) {
+    /// Sends an SR (if we have sent on the leg) or RR, with SDES CNAME,
+    /// and a BYE for our source when `bye` (the leg is ending).
+    pub(super) fn send_report(&mut self, now: Instant, i: usize, bye: bool) {
         let ntp = self.ntp(now);
         let Some(l) = &mut self.legs[i] else { return };
         let Some(dst) = l.rtcp_destination() else {
@@ -105,7 +106,8 @@ impl Pipeline {
         } else {
             w.receiver_report(ours, blocks)
         }
-        .and_then(|_| w.sdes_cname(ours, &self.cfg.cname[..cname_len]));
+        .and_then(|_| w.sdes_cname(ours, &self.cfg.cname[..cname_len]))
+        .and_then(|_| if bye { w.bye(ours) } else { Ok(()) });
         let n = w.len();
         if res.is_err() {
             self.tx.unpush();

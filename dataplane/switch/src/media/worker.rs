@@ -759,9 +759,10 @@ impl Worker {
 
     fn close(&mut self, id: u64) {
         // Its timer entries go stale and are dropped as they come up.
-        let Some(call) = self.st.calls.remove(&id) else {
+        let Some(mut call) = self.st.calls.remove(&id) else {
             return;
         };
+        self.goodbye(id, &mut call);
         if call.pipe.is_none() {
             self.st.relays = self.st.relays.saturating_sub(1);
         }
@@ -776,6 +777,45 @@ impl Worker {
             },
             stats,
         });
+    }
+
+    /// A last RTCP report with a BYE for our source on each leg of an
+    /// ending call that has a far end (RFC 3550 §6.6), so the far end's
+    /// RTCP knows the stream ended rather than timing it out; sent before
+    /// the legs' sockets go.
+    fn goodbye(&mut self, id: u64, call: &mut Call) {
+        let now = Instant::now();
+        let st = &mut self.st;
+        let on_pipe = |call: &Call, side: LegSide| {
+            call.pipe
+                .as_ref()
+                .is_some_and(|p| p.kind.leg_of(side).is_some())
+        };
+        if let Some(p) = &mut call.pipe {
+            p.pipeline.end(now);
+        }
+        drain(
+            now,
+            id,
+            call,
+            &mut st.out,
+            &mut st.sends,
+            &mut st.timers,
+            &mut st.digits,
+        );
+        let ntp = ntp_now();
+        let piped = [LegSide::A, LegSide::B].map(|side| on_pipe(call, side));
+        for (leg, piped) in call.legs.iter_mut().zip(piped) {
+            if piped {
+                continue;
+            }
+            if let Some(remote) = leg.remote
+                && queue_report(&mut st.out, &mut st.sends, leg, remote, now, ntp, true)
+            {
+                st.reports_queued += 1;
+            }
+        }
+        self.flush();
     }
 
     fn forget_leg(&mut self, leg: &Leg) {
@@ -972,6 +1012,64 @@ fn record_rtp(rec: &mut RecordFeed, channel: u8, remote: Option<Remote>, at: Ins
     }
 }
 
+/// Queues a relayed leg's RTCP report to where its RTCP goes: an SR if we
+/// have sent on it, else an RR, with SDES CNAME, and a BYE for our source
+/// when `bye` (the leg is ending, RFC 3550 §6.6). False when nothing could
+/// be queued (no address yet, or no room).
+fn queue_report(
+    out: &mut Vec<u8>,
+    sends: &mut Vec<(SocketId, SocketAddr, usize, usize)>,
+    leg: &mut Leg,
+    remote: Remote,
+    now: Instant,
+    ntp: u64,
+    bye: bool,
+) -> bool {
+    let (socket, to) = if leg.rtcp_mux {
+        (leg.rtp, leg.latch.destination().unwrap_or(remote.addr))
+    } else {
+        let to = leg.rtcp_latch.destination();
+        (leg.rtcp, to.unwrap_or_else(|| rtcp_port(remote.addr)))
+    };
+    if to.ip().is_unspecified() {
+        // Held from its first SDP (RFC 2543): no address yet.
+        return false;
+    }
+    let ours = leg.out.ssrc();
+    let block = match leg.remote_ssrc {
+        Some(ssrc) if leg.rx.received() > 0 => Some(leg.rx.report_block(now, ssrc)),
+        _ => None,
+    };
+    let start = out.len();
+    out.resize(start + REPORT_ROOM, 0);
+    let mut w = CompoundWriter::new(&mut out[start..]);
+    let written = if leg.send.packets > 0 {
+        let info = SenderInfo {
+            ntp,
+            rtp_timestamp: leg.send.rtp_ts_at(now, remote.clock_rate),
+            packet_count: leg.send.packets as u32,
+            octet_count: leg.send.octets as u32,
+        };
+        w.sender_report(ours, &info, block.as_slice())
+    } else {
+        w.receiver_report(ours, block.as_slice())
+    }
+    .and_then(|_| w.sdes_cname(ours, CNAME))
+    .and_then(|_| if bye { w.bye(ours) } else { Ok(()) });
+    let n = w.len();
+    match written {
+        Ok(()) => {
+            out.truncate(start + n);
+            sends.push((socket, to, start, start + n));
+            true
+        }
+        Err(_) => {
+            out.truncate(start);
+            false
+        }
+    }
+}
+
 /// The NTP timestamp (RFC 3550 §4) of the wall clock now.
 fn ntp_now() -> u64 {
     let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) else {
@@ -1005,45 +1103,9 @@ impl State {
                     continue;
                 }
                 leg.next_report = Some(now + interval);
-                let (socket, to) = if leg.rtcp_mux {
-                    (leg.rtp, leg.latch.destination().unwrap_or(remote.addr))
-                } else {
-                    let to = leg.rtcp_latch.destination();
-                    (leg.rtcp, to.unwrap_or_else(|| rtcp_port(remote.addr)))
-                };
-                if to.ip().is_unspecified() {
-                    // Held from its first SDP (RFC 2543): no address yet.
-                    continue;
-                }
                 let ntp = *ntp.get_or_insert_with(ntp_now);
-                let ours = leg.out.ssrc();
-                let block = match leg.remote_ssrc {
-                    Some(ssrc) if leg.rx.received() > 0 => Some(leg.rx.report_block(now, ssrc)),
-                    _ => None,
-                };
-                let start = self.out.len();
-                self.out.resize(start + REPORT_ROOM, 0);
-                let mut w = CompoundWriter::new(&mut self.out[start..]);
-                let written = if leg.send.packets > 0 {
-                    let info = SenderInfo {
-                        ntp,
-                        rtp_timestamp: leg.send.rtp_ts_at(now, remote.clock_rate),
-                        packet_count: leg.send.packets as u32,
-                        octet_count: leg.send.octets as u32,
-                    };
-                    w.sender_report(ours, &info, block.as_slice())
-                } else {
-                    w.receiver_report(ours, block.as_slice())
-                }
-                .and_then(|_| w.sdes_cname(ours, CNAME));
-                let n = w.len();
-                match written {
-                    Ok(()) => {
-                        self.out.truncate(start + n);
-                        self.sends.push((socket, to, start, start + n));
-                        self.reports_queued += 1;
-                    }
-                    Err(_) => self.out.truncate(start),
+                if queue_report(&mut self.out, &mut self.sends, leg, remote, now, ntp, false) {
+                    self.reports_queued += 1;
                 }
             }
         }
@@ -2068,6 +2130,50 @@ mod tests {
         let far_rtcp = SocketAddr::new(far[0].ip(), far[0].port() + 1);
         w.st.datagram(t0 + Duration::from_secs(11), rtcp, far_rtcp, &rr[..n]);
         assert_eq!(w.st.calls[&1].legs[0].stats.rtcp_packets, 1);
+    }
+
+    /// A call that ends says so on every leg's RTCP (RFC 3550 §6.6): a last
+    /// report, SDES and a BYE for the stream we sent, relayed or through a
+    /// pipeline, before its sockets close.
+    #[test]
+    fn an_ending_call_sends_a_bye_on_each_leg() {
+        for piped in [false, true] {
+            let mut w = one_call();
+            if piped {
+                w.pipe(1, Some((PipeKind::Bridge, transcoding())));
+            }
+            // Each far end's RTCP port (its RTP port + 1) is a real socket.
+            let far_rtcp = [0, 1].map(|_| {
+                let s = UdpSocket::bind((IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s
+            });
+            for (side, s) in [LegSide::A, LegSide::B].into_iter().zip(&far_rtcp) {
+                let rtcp = s.local_addr().unwrap();
+                let rtp = SocketAddr::new(rtcp.ip(), rtcp.port() - 1);
+                w.remote(1, side, far_end(side as usize, rtp, [0, 8]));
+            }
+            w.close(1);
+            // The reactor submits what was queued on its next turn.
+            w.reactor
+                .poll(Some(Duration::from_millis(20)), &mut |_| {})
+                .unwrap();
+            for s in &far_rtcp {
+                let mut buf = [0u8; 512];
+                let (n, _) = s.recv_from(&mut buf).expect("a report with a BYE");
+                let c = rtcp::Compound::parse(&buf[..n]).unwrap();
+                let pkts: Vec<_> = c.packets().collect();
+                let RtcpPacket::ReceiverReport { ssrc, .. } = pkts[0] else {
+                    panic!("piped {piped}: {pkts:?}");
+                };
+                assert!(matches!(pkts[1], RtcpPacket::Sdes { .. }), "{pkts:?}");
+                let RtcpPacket::Bye { ssrcs } = pkts[2] else {
+                    panic!("piped {piped}: {pkts:?}");
+                };
+                assert_eq!(ssrcs, ssrc.to_be_bytes(), "piped {piped}: ours ends");
+            }
+            assert!(w.st.calls.is_empty());
+        }
     }
 
     /// A far end's empty receiver report (SSRC 0x5151) and its length.
