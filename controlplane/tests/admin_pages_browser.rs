@@ -143,9 +143,22 @@ fn an_admin_mints_a_key_and_subscribes_a_webhook_through_the_pages() {
     );
     tab.click("#new-webhook");
     tab.fill("#webhook-form [name=url]", &hooks.url);
+    // No event chosen: said so, nothing made.
+    tab.click("#webhook-form button[type=submit]");
+    let err = tab.wait_for(
+        "the refusal",
+        "document.getElementById('error').textContent",
+    );
+    assert!(
+        err.as_str().unwrap().starts_with("Choose the events"),
+        "{err}"
+    );
+    // As the spec's quick start says: check the * box, click Create.
+    tab.click("#webhook-form [value=\"*\"]");
     assert_eq!(
-        tab.eval("document.querySelector('#webhook-form [value=\"*\"]').checked"),
-        true
+        tab.eval("document.querySelector('#webhook-form [value=\"call.ended\"]').disabled"),
+        true,
+        "* covers the rest"
     );
     tab.click("#webhook-form button[type=submit]");
     let secret = tab.wait_for(
@@ -233,12 +246,33 @@ fn an_admin_mints_a_key_and_subscribes_a_webhook_through_the_pages() {
     let listed = common::api(&server, &token, "GET", "/api.ashx/v1/webhooks", None);
     assert_eq!(listed["total"], 0, "{listed}");
 
-    // Sign out ends the session for every page of the tab.
+    // Sign out ends the session for every page of the tab and revokes its
+    // refresh token at the issuer.
+    let refresh = tab.eval("JSON.parse(sessionStorage.getItem('codeb.admin.session')).refresh");
+    let refresh = refresh.as_str().unwrap().to_owned();
+    tab.eval("window.__cdpOld = true");
     tab.click("#sign-out");
     tab.wait_for(
-        "the sign-in form",
-        "!document.getElementById('sign-in').hidden",
+        "the page signed out",
+        "!window.__cdpOld && document.readyState === 'complete' && \
+         !document.getElementById('sign-in').hidden",
     );
+    assert_eq!(tab.text("#sign-in-error"), "Signed out.");
+    assert!(!tab.shown("#secret"), "nothing of the last session stays");
+    wait("the refresh token revoked", 10, || {
+        let (code, body, _) = curl(&[
+            "-X",
+            "POST",
+            &server.url("/oidc.ashx/token"),
+            "-d",
+            "grant_type=refresh_token",
+            "-d",
+            "client_id=codeb-admin",
+            "-d",
+            &format!("refresh_token={refresh}"),
+        ]);
+        (code == 400 && body["error"] == "invalid_grant").then_some(())
+    });
     tab.goto(&server.url("/outbound-ai-monitor.html"));
     tab.wait_for(
         "the sign-in form",
@@ -262,7 +296,10 @@ fn the_monitor_follows_a_call_to_its_transcript_and_hangs_up_a_scheduled_one() {
     tab.goto(&p.server().url("/outbound-ai-monitor.html"));
     sign_in(&mut tab, ADMIN_PW);
     tab.wait_for("the monitor", "!document.getElementById('app').hidden");
-    assert!(tab.shown("#calls-empty"));
+    tab.wait_for(
+        "the empty list",
+        "!document.getElementById('calls-empty').hidden",
+    );
 
     // A call placed after the page loaded shows up and is followed to its
     // end without a reload.

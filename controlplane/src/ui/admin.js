@@ -6,6 +6,9 @@
 (() => {
   const CLIENT_ID = 'codeb-admin';
   const SESSION = 'codeb.admin.session';
+  // A message for the sign-in form after a reload (signed out, session
+  // ended).
+  const FLASH = 'codeb.admin.flash';
   const API = '/api.ashx/v1';
   const REFRESH_MS = 3000;
   const $ = (id) => document.getElementById(id);
@@ -158,35 +161,71 @@
       body: new URLSearchParams({...params, client_id: CLIENT_ID}),
     });
     const j = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(j.error_description || j.error || `HTTP ${r.status}`);
+    if (!r.ok) {
+      const err = new Error(j.error_description || j.error || `HTTP ${r.status}`);
+      err.code = j.error || '';
+      throw err;
+    }
     return {access: j.access_token, refresh: j.refresh_token || null};
   }
 
-  // Refresh tokens rotate and a replayed one revokes its family: every
-  // request that meets a 401 at the same time waits on one refresh.
+  // Refresh tokens rotate, and presenting a spent one revokes its whole
+  // family. Requests of this tab that meet a 401 together wait on one
+  // refresh; tabs that share a session (a duplicated tab copies its
+  // sessionStorage) take turns under a Web Lock, and the one that rotates
+  // tells the others the new tokens, so no tab presents a spent one.
+  const channel = 'BroadcastChannel' in window ? new BroadcastChannel('codeb.admin') : null;
+  if (channel) {
+    channel.onmessage = (ev) => {
+      const s = session();
+      const d = ev.data || {};
+      if (s && d.was && s.refresh === d.was) keep({...s, access: d.access, refresh: d.refresh});
+    };
+  }
+
   let refreshing = null;
   function refresh() {
     if (!refreshing) {
-      const s = session();
-      const done = s && s.refresh
-        ? grant({grant_type: 'refresh_token', refresh_token: s.refresh})
-        : Promise.reject(new Error('no refresh token'));
-      refreshing = done
-        .then((t) => keep({...t, user: s.user}))
-        .finally(() => {
-          refreshing = null;
-        });
+      const used = (session() || {}).refresh;
+      const run = async () => {
+        const s = session();
+        if (!s || !s.refresh || !used) {
+          const err = new Error('no session');
+          err.code = 'invalid_grant';
+          throw err;
+        }
+        if (s.refresh !== used) return; // another tab rotated it meanwhile
+        const t = await grant({grant_type: 'refresh_token', refresh_token: used});
+        const now = session();
+        if (!now || now.refresh !== used) return; // signed out meanwhile
+        keep({...now, ...t});
+        if (channel) channel.postMessage({was: used, access: t.access, refresh: t.refresh});
+      };
+      const turn = navigator.locks ? navigator.locks.request('codeb.admin.refresh', run) : run();
+      refreshing = turn.finally(() => {
+        refreshing = null;
+      });
     }
     return refreshing;
   }
 
+  // Ends the session on this tab: the page loads again, signed out (so
+  // nothing the last user saw, such as a key shown once, stays in it).
+  function endSession(message) {
+    keep(null);
+    sessionStorage.setItem(FLASH, message);
+    location.replace(location.pathname);
+    throw new SignedOut('signed out');
+  }
+
   // One v1 API call: the parsed JSON, or an Error carrying the API's
-  // error_description. A 401 refreshes the tokens once; if that fails the
-  // page asks for the password again.
+  // error_description. A 401 refreshes the tokens once; a refresh the
+  // issuer refuses ends the session (one that fails for another reason,
+  // such as a restart, keeps it and shows the error).
   async function api(method, path, body) {
-    for (let attempt = 0; attempt < 2; attempt++) {
+    for (let attempt = 0; ; attempt++) {
       const s = session();
-      if (!s) break;
+      if (!s) endSession('Sign in to continue.');
       const init = {method, headers: {Authorization: `Bearer ${s.access}`}};
       if (body !== undefined) {
         init.headers['Content-Type'] = 'application/json';
@@ -194,23 +233,23 @@
       }
       const r = await fetch(API + path, init);
       if (r.status === 401) {
-        if (attempt === 0) {
-          try {
-            await refresh();
-            continue;
-          } catch (_) {
-            break;
-          }
+        if (attempt > 0) endSession('Your session has ended: sign in again.');
+        try {
+          await refresh();
+        } catch (err) {
+          if (err.code === 'invalid_grant') endSession('Your session has ended: sign in again.');
+          throw new Error(`Could not renew the session: ${err.message}`);
         }
-        break;
+        continue;
       }
       const j = await r.json().catch(() => null);
+      if (r.status === 403) {
+        stopTimers();
+        throw new Error(`This account may not use these pages: ${(j && j.error_description) || 'it needs role admin'}.`);
+      }
       if (!r.ok) throw new Error((j && (j.error_description || j.error)) || `HTTP ${r.status}`);
       return j;
     }
-    keep(null);
-    showSignIn('Your session has ended: sign in again.');
-    throw new SignedOut('signed out');
   }
 
   // Every item of a list endpoint, following its `next` links.
@@ -230,9 +269,13 @@
     timers.push(setInterval(f, ms));
   }
 
-  function showSignIn(message) {
+  function stopTimers() {
     for (const t of timers) clearInterval(t);
     timers = [];
+  }
+
+  function showSignIn(message) {
+    stopTimers();
     $('app').hidden = true;
     $('sign-out').hidden = true;
     $('who').textContent = '';
@@ -274,16 +317,40 @@
 
   $('sign-out').addEventListener('click', () => {
     const s = session();
-    keep(null);
     if (s && s.refresh) {
+      // keepalive: it still goes out as the page reloads.
       fetch('/oidc.ashx/revoke', {
         method: 'POST',
+        keepalive: true,
         headers: {'Content-Type': 'application/x-www-form-urlencoded'},
         body: new URLSearchParams({token: s.refresh, client_id: CLIENT_ID}),
       }).catch(() => {});
     }
-    showSignIn('Signed out.');
+    try {
+      endSession('Signed out.');
+    } catch (_) {
+      // SignedOut: the page is reloading.
+    }
   });
+
+  // Runs a form's submit handler with its submit button disabled, so a
+  // double click creates one thing, not two.
+  function submitting(form, act) {
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const button = form.querySelector('button[type=submit]');
+      if (button.disabled) return;
+      button.disabled = true;
+      clearMessages();
+      try {
+        await act();
+      } catch (err) {
+        report(err);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
 
   // A "+ New" button that opens its form, and the form's Cancel.
   function opener(buttonId, form) {
@@ -303,19 +370,13 @@
   function apiKeysPage() {
     const form = $('key-form');
     opener('new-key', form);
-    form.onsubmit = async (ev) => {
-      ev.preventDefault();
-      clearMessages();
-      try {
-        const k = await api('POST', '/api-keys', {name: form.name.value});
-        form.reset();
-        form.hidden = true;
-        showSecret(`API key "${k.name}"`, k.key);
-        await loadKeys();
-      } catch (err) {
-        report(err);
-      }
-    };
+    submitting(form, async () => {
+      const k = await api('POST', '/api-keys', {name: form.name.value});
+      form.reset();
+      form.hidden = true;
+      showSecret(`API key "${k.name}"`, k.key);
+      await loadKeys();
+    });
     loadKeys().catch(report);
   }
 
@@ -349,20 +410,15 @@
     };
     star.addEventListener('change', sync);
     form.addEventListener('reset', () => setTimeout(sync));
-    form.onsubmit = async (ev) => {
-      ev.preventDefault();
-      clearMessages();
+    submitting(form, async () => {
       const events = star.checked ? ['*'] : boxes.filter((b) => b.checked).map((b) => b.value);
-      try {
-        const w = await api('POST', '/webhooks', {url: form.url.value, events});
-        form.reset();
-        form.hidden = true;
-        showSecret(`Signing secret of ${w.url}`, w.secret);
-        await loadWebhooks();
-      } catch (err) {
-        report(err);
-      }
-    };
+      if (events.length === 0) throw new Error('Choose the events to send: * for every event, or some by name.');
+      const w = await api('POST', '/webhooks', {url: form.url.value, events});
+      form.reset();
+      form.hidden = true;
+      showSecret(`Signing secret of ${w.url}`, w.secret);
+      await loadWebhooks();
+    });
     loadWebhooks().catch(report);
   }
 
@@ -412,9 +468,12 @@
     $('webhooks-empty').hidden = hooks.length > 0;
   }
 
+  let deliveriesSeq = 0;
   async function showDeliveries(w) {
-    openDeliveries = w.id;
+    const mine = ++deliveriesSeq;
     const j = await api('GET', `/webhooks/${encodeURIComponent(w.id)}/deliveries?limit=50`);
+    if (mine !== deliveriesSeq) return; // a later request draws the log
+    openDeliveries = w.id;
     const rows = j.data.map((d) => h('tr', {dataset: {id: d.id}},
       h('td', null, when(d.createdAtUtc)),
       h('td', null, d.event),
@@ -436,7 +495,8 @@
       h('h2', null, 'Deliveries to ', w.url),
       h('div', {class: 'bar'},
         action('Refresh', () => showDeliveries(w)),
-        h('span', {class: 'muted'}, `${j.total} in all; the latest 50 shown.`)),
+        h('span', {class: 'muted'}, j.total > j.data.length
+          ? `${j.total} in all; the latest ${j.data.length} shown.` : `${j.total} in all.`)),
       h('table', null,
         h('thead', null, h('tr', null, ...['Created', 'Event', 'State', 'Attempts', 'Last status',
           'Last error', 'Delivery id', ''].map((t) => h('th', null, t)))),
@@ -450,7 +510,7 @@
   const PAGE_SIZE = 25;
   const TERMINAL = new Set(['ended-success', 'ended-failed-final', 'cancelled']);
   let offset = 0;
-  let loadingCalls = false;
+  let callsSeq = 0;
 
   function monitorPage() {
     $('status-filter').addEventListener('change', () => {
@@ -467,30 +527,33 @@
     });
     loadCalls().catch(report);
     every(REFRESH_MS, () => {
-      // Not while hidden, and not under a half-confirmed hang-up.
-      if (document.hidden || document.querySelector('#calls [data-armed]')) return;
-      loadCalls().catch(report);
+      if (!document.hidden) loadCalls(true).catch(report);
     });
   }
 
-  async function loadCalls() {
-    if (loadingCalls) return;
-    loadingCalls = true;
-    try {
-      const status = $('status-filter').value;
-      const filter = status ? `&status=${encodeURIComponent(status)}` : '';
-      const j = await api('GET', `/calls?limit=${PAGE_SIZE}&offset=${offset}${filter}`);
-      $('calls-body').replaceChildren(...j.data.map(callRow));
-      $('calls-empty').hidden = j.data.length > 0;
-      $('prev').disabled = offset === 0;
-      $('next').disabled = !j.next;
-      $('range').textContent = j.total
-        ? `${offset + 1}–${offset + j.data.length} of ${j.total}` : '';
-      $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
-      $('error').textContent = '';
-    } finally {
-      loadingCalls = false;
-    }
+  // A half-confirmed hang-up: the list is not redrawn under it.
+  const armed = () => document.querySelector('#calls [data-armed]') !== null;
+
+  // Draws the page of calls; only the latest request draws (a slow one
+  // never overwrites a newer filter or page), and the periodic refresh
+  // (`auto`) leaves a half-confirmed hang-up alone.
+  async function loadCalls(auto) {
+    if (auto && armed()) return;
+    const mine = ++callsSeq;
+    const status = $('status-filter').value;
+    const filter = status ? `&status=${encodeURIComponent(status)}` : '';
+    const at = offset;
+    const j = await api('GET', `/calls?limit=${PAGE_SIZE}&offset=${at}${filter}`);
+    if (mine !== callsSeq || (auto && armed())) return;
+    $('calls-body').replaceChildren(...j.data.map(callRow));
+    $('calls-empty').textContent = at > 0 || status ? 'No calls here.' : 'No calls yet.';
+    $('calls-empty').hidden = j.data.length > 0;
+    $('prev').disabled = at === 0;
+    $('next').disabled = !j.next;
+    $('range').textContent = j.data.length
+      ? `${at + 1}–${at + j.data.length} of ${j.total}` : '';
+    $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    $('error').textContent = '';
   }
 
   function callRow(c) {
@@ -542,6 +605,11 @@
     monitor: monitorPage,
   };
 
-  if (session()) enter();
-  else showSignIn('');
+  if (session()) {
+    enter();
+  } else {
+    const flash = sessionStorage.getItem(FLASH) || '';
+    sessionStorage.removeItem(FLASH);
+    showSignIn(flash);
+  }
 })();

@@ -62,14 +62,14 @@ pub async fn monitor() -> Response {
 /// `GET /webhooks-admin.html`
 pub async fn webhooks() -> Response {
     let mut boxes = String::from(
-        "<label class=\"check\"><input type=\"checkbox\" name=\"events\" value=\"*\" checked> \
+        "<label class=\"check\"><input type=\"checkbox\" name=\"events\" value=\"*\"> \
          <code>*</code> every event</label>",
     );
     for e in EventName::ALL {
         let _ = write!(
             boxes,
-            "<label class=\"check\"><input type=\"checkbox\" name=\"events\" value=\"{e}\" \
-             disabled> <code>{e}</code></label>",
+            "<label class=\"check\"><input type=\"checkbox\" name=\"events\" value=\"{e}\"> \
+             <code>{e}</code></label>",
             e = escape(e.as_str())
         );
     }
@@ -110,7 +110,7 @@ pub async fn api_keys() -> Response {
          </p>\
          <button type=\"button\" id=\"new-key\">+ New API key</button>\
          <form id=\"key-form\" class=\"panel\" hidden>\
-         <label>Name <input name=\"name\" required maxlength=\"100\" placeholder=\"crm-sync\">\
+         <label>Name <input name=\"name\" required maxlength=\"64\" placeholder=\"crm-sync\">\
          </label> <button type=\"submit\">Create</button> \
          <button type=\"button\" class=\"cancel\">Cancel</button></form>\
          <div id=\"secret\" class=\"secret\" hidden></div>\

@@ -72,10 +72,13 @@ impl Tab {
             .unwrap_or_else(|| panic!("unexpected DevTools URL {url}"))
             .to_owned();
         let stream = TcpStream::connect(&addr).unwrap();
-        stream
+        // The handshake is bounded as a whole; then each read wakes every
+        // 500 ms so a command's own deadline is checked.
+        stream.set_read_timeout(Some(COMMAND_DEADLINE)).unwrap();
+        let (ws, _) = tungstenite::client::client(url.as_str(), stream).unwrap();
+        ws.get_ref()
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
-        let (ws, _) = tungstenite::client::client(url.as_str(), stream).unwrap();
         let mut tab = Tab {
             child,
             ws,
@@ -134,12 +137,15 @@ impl Tab {
         }
     }
 
-    /// Loads `url` and waits until the document is complete.
+    /// Loads `url` and waits until the new document is complete (the
+    /// old one is marked first, so its own readiness does not count).
     pub fn goto(&mut self, url: &str) {
+        self.eval("window.__cdpOld = true");
         self.command("Page.navigate", json!({"url": url}), true);
         self.wait_for(
             &format!("{url} loaded"),
-            "location.href !== 'about:blank' && document.readyState === 'complete'",
+            "!window.__cdpOld && location.href !== 'about:blank' && \
+             document.readyState === 'complete'",
         );
     }
 
