@@ -141,9 +141,9 @@ impl LegState {
                 cfg.first_seq,
                 cfg.first_ts,
             ),
-            // telephone-event/8000, whatever the audio clock (the only one
-            // negotiation takes).
-            dtmf: DtmfReceiver::new(8_000, pcfg.dtmf_end_timeout),
+            // Telephone-events run on the audio's clock (the only rate
+            // negotiation takes them at).
+            dtmf: DtmfReceiver::new(codec.clock_rate, pcfg.dtmf_end_timeout),
             inband,
             last_rx: now,
             inactive_reported: false,

@@ -336,6 +336,70 @@ fn relay_dtmf_uses_other_legs_payload_type_and_reports_once() {
     assert_eq!(digits[0].duration, Duration::from_millis(100));
 }
 
+/// Events run on their leg's audio clock: keys from an Opus leg (48 kHz
+/// events) are timed right and reach a PCMU leg at 8 kHz, and back.
+#[test]
+fn dtmf_crosses_clock_rates_when_transcoding() {
+    for from_opus in [true, false] {
+        let t0 = Instant::now();
+        let mut a = leg(CodecSpec::opus(111, 8_000), 1, FAR_A);
+        a.telephone_event = Some(102);
+        let mut b = leg(CodecSpec::pcmu(), 2, FAR_B);
+        b.telephone_event = Some(101);
+        let mut h = Harness::new(Pipeline::bridge(t0, cfg(), a, b).unwrap(), t0);
+        let (from, far, to, pt, clock, out_pt, out_clock) = if from_opus {
+            (Leg::A, FAR_A, Leg::B, 102, 48_000, 101, 8_000)
+        } else {
+            (Leg::B, FAR_B, Leg::A, 101, 8_000, 102, 48_000)
+        };
+        let mut tx = DtmfSender::new(
+            char_event('5').unwrap(),
+            10,
+            Duration::from_millis(100),
+            clock,
+            PTIME,
+            3200,
+        );
+        let mut seq = 20;
+        while let Some(ev) = tx.next_packet() {
+            h.rtp(
+                from,
+                far,
+                &packet(pt, seq, ev.timestamp, 5, ev.marker, &ev.payload),
+            );
+            seq += 1;
+            h.now += PTIME;
+        }
+        let digits: Vec<_> = h
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Dtmf { leg, digit } if *leg == from => Some(*digit),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits.len(), 1, "from Opus: {from_opus}");
+        assert_eq!(digits[0].char(), Some('5'));
+        assert_eq!(
+            digits[0].duration,
+            Duration::from_millis(100),
+            "from Opus: {from_opus}"
+        );
+        let out: Vec<_> = h
+            .rtp_to(to)
+            .into_iter()
+            .filter(|p| p.payload_type() == out_pt)
+            .collect();
+        let last = TelephoneEvent::parse(out.last().unwrap().payload()).unwrap();
+        assert!(last.end);
+        assert_eq!(
+            u32::from(last.duration),
+            out_clock / 10,
+            "100 ms at {out_clock} Hz (from Opus: {from_opus})"
+        );
+    }
+}
+
 #[test]
 fn relay_inband_dtmf_on_g711_without_telephone_event() {
     let t0 = Instant::now();

@@ -4,7 +4,10 @@
 //! rejects the others (port 0, formats echoed, RFC 3264 §6). The answer keeps
 //! the offerer's payload-type numbers and names one codec, the first of the
 //! offer's that we support, which the call uses. Telephone-event (RFC 4733)
-//! rides along when both sides have it.
+//! rides along when both sides have it at the audio's clock rate: events
+//! share the audio's timestamps (RFC 4733 §2.1 recommends the same rate),
+//! so a telephone-event/8000 beside Opus is not agreed, as session border
+//! controllers do by default.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -21,19 +24,24 @@ pub enum Codec {
     L16 {
         rate: u32,
     },
-    TelephoneEvent,
+    /// RFC 4733 events at the clock `rate` of the audio beside them.
+    TelephoneEvent {
+        rate: u32,
+    },
 }
 
 impl Codec {
     /// Every codec the media engine handles, in the switch's order of
     /// preference for its offers.
-    pub const ALL: [Codec; 6] = [
+    pub const ALL: [Codec; 8] = [
         Codec::Pcmu,
         Codec::Pcma,
         Codec::Opus,
         Codec::L16 { rate: 16_000 },
         Codec::L16 { rate: 8_000 },
-        Codec::TelephoneEvent,
+        Codec::TelephoneEvent { rate: 8_000 },
+        Codec::TelephoneEvent { rate: 48_000 },
+        Codec::TelephoneEvent { rate: 16_000 },
     ];
 
     /// The payload type we use when we offer.
@@ -44,7 +52,9 @@ impl Codec {
             Codec::Opus => 111,
             Codec::L16 { rate: 16_000 } => 119,
             Codec::L16 { .. } => 118,
-            Codec::TelephoneEvent => 101,
+            Codec::TelephoneEvent { rate: 48_000 } => 102,
+            Codec::TelephoneEvent { rate: 16_000 } => 103,
+            Codec::TelephoneEvent { .. } => 101,
         }
     }
 
@@ -54,7 +64,7 @@ impl Codec {
             Codec::Pcma => "PCMA",
             Codec::Opus => "opus",
             Codec::L16 { .. } => "L16",
-            Codec::TelephoneEvent => "telephone-event",
+            Codec::TelephoneEvent { .. } => "telephone-event",
         }
     }
 
@@ -62,9 +72,14 @@ impl Codec {
     pub fn clock(self) -> u32 {
         match self {
             Codec::Opus => 48_000,
-            Codec::L16 { rate } => rate,
+            Codec::L16 { rate } | Codec::TelephoneEvent { rate } => rate,
             _ => 8_000,
         }
+    }
+
+    /// Telephone-event (at any rate): never a call's audio codec.
+    pub fn is_events(self) -> bool {
+        matches!(self, Codec::TelephoneEvent { .. })
     }
 
     fn channels(self) -> Option<u8> {
@@ -74,7 +89,7 @@ impl Codec {
     fn fmtp(self) -> Option<&'static str> {
         match self {
             Codec::Opus => Some("useinbandfec=1"),
-            Codec::TelephoneEvent => Some("0-16"),
+            Codec::TelephoneEvent { .. } => Some("0-16"),
             _ => None,
         }
     }
@@ -256,18 +271,18 @@ pub fn answer(offer: &Sdp, local: &LocalMedia) -> Result<(Sdp, Negotiated), Nego
     let (pt, codec) = common
         .iter()
         .copied()
-        .find(|(_, c)| *c != Codec::TelephoneEvent)
+        .find(|(_, c)| !c.is_events())
         .ok_or(NegotiationError::NoCommonCodec)?;
-    let dtmf_pt = common
-        .iter()
-        .find(|(_, c)| *c == Codec::TelephoneEvent)
-        .map(|(pt, _)| *pt);
+    let events = Codec::TelephoneEvent {
+        rate: codec.clock(),
+    };
+    let dtmf_pt = common.iter().find(|(_, c)| *c == events).map(|(pt, _)| *pt);
     let direction = our_direction(offer.media_direction(m), local.direction);
     // The answer names the one codec the call uses (and telephone-event):
     // listing every common one would let the far end switch to another
     // mid-call (RFC 3264 §6.1), which the other leg never agreed to.
     let answered: Vec<(u8, Codec)> = std::iter::once((pt, codec))
-        .chain(dtmf_pt.map(|d| (d, Codec::TelephoneEvent)))
+        .chain(dtmf_pt.map(|d| (d, events)))
         .collect();
     let media = offer
         .media
@@ -310,18 +325,24 @@ pub fn read_answer(local: &LocalMedia, answer: &Sdp) -> Result<Negotiated, Negot
         .ok_or(NegotiationError::NoAudio)?;
     check_address(answer, m, local)?;
     let mut first = None;
-    let mut dtmf_pt = None;
+    let mut events = Vec::new();
     for pt in m.payload_types() {
         let Some(c) = Codec::of(m, pt) else { continue };
         if !local.codecs.contains(&c) {
             return Err(NegotiationError::AnswerMismatch);
         }
-        match c {
-            Codec::TelephoneEvent => dtmf_pt = dtmf_pt.or(Some(pt)),
-            c => first = first.or(Some((pt, c))),
+        if c.is_events() {
+            events.push((pt, c));
+        } else {
+            first = first.or(Some((pt, c)));
         }
     }
     let (pt, codec) = first.ok_or(NegotiationError::NoCommonCodec)?;
+    // Events at another rate than the audio's are not used (see above).
+    let dtmf_pt = events
+        .iter()
+        .find(|(_, c)| c.clock() == codec.clock())
+        .map(|(pt, _)| *pt);
     Ok(Negotiated {
         remote: remote_of(answer, m),
         codec,
@@ -341,7 +362,13 @@ mod tests {
         LocalMedia {
             addr: "203.0.113.5".parse().unwrap(),
             port: 20000,
-            codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus, Codec::TelephoneEvent],
+            codecs: vec![
+                Codec::Pcmu,
+                Codec::Pcma,
+                Codec::Opus,
+                Codec::TelephoneEvent { rate: 8_000 },
+                Codec::TelephoneEvent { rate: 48_000 },
+            ],
             ptime: 20,
             direction: Direction::SendRecv,
             session_id: 42,
@@ -358,16 +385,16 @@ mod tests {
     #[test]
     fn answers_with_offerers_numbers_and_order() {
         let o = sdp(&format!(
-            "{HEAD}m=audio 4000 RTP/AVP 96 8 0 97\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/8000\r\n"
+            "{HEAD}m=audio 4000 RTP/AVP 96 8 0 97 98\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/8000\r\na=rtpmap:98 telephone-event/48000\r\n"
         ));
         let (a, n) = answer(&o, &local()).unwrap();
-        assert_eq!((n.codec, n.pt, n.dtmf_pt), (Codec::Opus, 96, Some(97)));
+        assert_eq!((n.codec, n.pt, n.dtmf_pt), (Codec::Opus, 96, Some(98)));
         assert_eq!(n.remote, Some("192.0.2.1:4000".parse().unwrap()));
         let m = &a.media[0];
         // One codec, the offerer's first we take, under its number (PCMA
         // and PCMU, also common, are left out: the far end may not switch
-        // to them mid-call), and telephone-event.
-        assert_eq!(m.formats, vec!["96", "97"]);
+        // to them mid-call), and telephone-event at the audio's rate.
+        assert_eq!(m.formats, vec!["96", "98"]);
         assert_eq!(m.port, 20000);
         assert_eq!(
             a.connection,
@@ -378,7 +405,74 @@ mod tests {
         // The answer parses, and reading it as an answer agrees.
         let again = sdp(&a.to_text());
         let back = read_answer(&local(), &again).unwrap();
-        assert_eq!((back.codec, back.pt), (Codec::Opus, 96));
+        assert_eq!(
+            (back.codec, back.pt, back.dtmf_pt),
+            (Codec::Opus, 96, Some(98))
+        );
+    }
+
+    /// Events share the audio's timestamps: telephone-event is agreed only
+    /// at the clock rate of the codec chosen, in answers and offers.
+    #[test]
+    fn telephone_event_is_agreed_at_the_audio_clock_rate() {
+        let cases = [
+            (
+                "96 97",
+                "a=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/8000",
+                Codec::Opus,
+                None,
+            ),
+            (
+                "0 101",
+                "a=rtpmap:101 telephone-event/48000",
+                Codec::Pcmu,
+                None,
+            ),
+            (
+                "0 100 101",
+                "a=rtpmap:100 telephone-event/48000\r\na=rtpmap:101 telephone-event/8000",
+                Codec::Pcmu,
+                Some(101),
+            ),
+            (
+                "97 98",
+                "a=rtpmap:97 L16/16000\r\na=rtpmap:98 telephone-event/16000",
+                Codec::L16 { rate: 16_000 },
+                Some(98),
+            ),
+            (
+                "97 98",
+                "a=rtpmap:97 L16/16000\r\na=rtpmap:98 telephone-event/24000",
+                Codec::L16 { rate: 16_000 },
+                None,
+            ),
+        ];
+        let mut with_l16 = local();
+        with_l16.codecs = Codec::ALL.to_vec();
+        for (formats, maps, codec, dtmf) in cases {
+            let o = sdp(&format!(
+                "{HEAD}m=audio 4000 RTP/AVP {formats}\r\n{maps}\r\n"
+            ));
+            let (a, n) = answer(&o, &with_l16).unwrap();
+            assert_eq!((n.codec, n.dtmf_pt), (codec, dtmf), "{formats} {maps}");
+            // Read back as an answer to our offer, the same holds.
+            let back = read_answer(&with_l16, &sdp(&a.to_text())).unwrap();
+            assert_eq!(back.dtmf_pt, dtmf, "{formats} {maps}");
+        }
+        // An answer that pairs Opus with events at 8 kHz: no events.
+        let mixed = sdp(&format!(
+            "{HEAD}m=audio 4000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n"
+        ));
+        assert_eq!(read_answer(&with_l16, &mixed).unwrap().dtmf_pt, None);
+        // Our offer carries events at each of our audio rates.
+        let text = offer(&with_l16).to_text();
+        for line in [
+            "a=rtpmap:101 telephone-event/8000",
+            "a=rtpmap:102 telephone-event/48000",
+            "a=rtpmap:103 telephone-event/16000",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]
@@ -536,7 +630,7 @@ mod tests {
         let o = offer(&local());
         let text = o.to_text();
         assert!(
-            text.contains("m=audio 20000 RTP/AVP 0 8 111 101\r\n"),
+            text.contains("m=audio 20000 RTP/AVP 0 8 111 101 102\r\n"),
             "{text}"
         );
         assert!(text.contains("a=rtpmap:111 opus/48000/2\r\n"));

@@ -53,8 +53,8 @@ const CNAME: &[u8] = b"codeb-switch";
 /// when the next one starts, or at the next quiet check (the pipelines'
 /// own clock covers theirs).
 const DTMF_END_TIMEOUT: Duration = Duration::from_millis(300);
-/// The clock of telephone-events (negotiation takes only
-/// `telephone-event/8000`).
+/// The clock of telephone-events until a leg's far end is known
+/// (negotiation takes them only at the audio's rate, which then applies).
 const DTMF_CLOCK: u32 = 8000;
 /// A key is at least 40 ms of tone (ITU-T Q.24), so no far end presses
 /// two within this.
@@ -660,7 +660,7 @@ impl Worker {
                 || r.dtmf_payload_type != remote.dtmf_payload_type
                 || r.payload_type != remote.payload_type
         }) {
-            leg.dtmf = DtmfReceiver::new(DTMF_CLOCK, DTMF_END_TIMEOUT);
+            leg.dtmf = DtmfReceiver::new(remote.clock_rate, DTMF_END_TIMEOUT);
             // In-band only where no telephone-event was agreed, and only
             // G.711 (the static types) can be heard without decoding.
             leg.inband = (remote.dtmf_payload_type.is_none()

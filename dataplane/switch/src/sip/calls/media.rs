@@ -121,7 +121,7 @@ pub(super) fn leg_config(n: &Negotiated, ssrc: u32) -> Option<LegConfig> {
         },
         Codec::Opus => CodecSpec::opus(n.pt, 48_000),
         Codec::L16 { rate } => CodecSpec::l16(n.pt, rate),
-        Codec::TelephoneEvent => return None,
+        Codec::TelephoneEvent { .. } => return None,
     };
     let mut leg = LegConfig::new(codec, ssrc);
     leg.telephone_event = n.dtmf_pt.filter(|pt| *pt != n.pt);
@@ -147,7 +147,7 @@ fn remote_of(n: &Negotiated, signalling: Option<IpAddr>) -> Option<Remote> {
         Codec::Opus => CodecKind::Opus,
         Codec::L16 { .. } => CodecKind::L16,
         // Negotiation never makes telephone-event a call's codec.
-        Codec::TelephoneEvent => return None,
+        Codec::TelephoneEvent { .. } => return None,
     };
     // No address is an RFC 2543 hold (`c=0.0.0.0`, RFC 3264 §8.4): the
     // engine keeps the far end's last address and sends it nothing, and
@@ -433,8 +433,8 @@ mod tests {
             );
             assert!(leg.inband_dtmf, "the pipeline listens where it can");
         }
-        assert!(leg_config(&n(Codec::TelephoneEvent, 101), 7).is_none());
-        assert!(remote_of(&n(Codec::TelephoneEvent, 101), None).is_none());
+        assert!(leg_config(&n(Codec::TelephoneEvent { rate: 8_000 }, 101), 7).is_none());
+        assert!(remote_of(&n(Codec::TelephoneEvent { rate: 8_000 }, 101), None).is_none());
     }
 
     /// `c=0.0.0.0` (RFC 2543 hold) reaches the engine as a hold: before,
