@@ -129,7 +129,16 @@ pub(crate) async fn serve(config: Config, dev: Option<&str>) -> anyhow::Result<(
             Bootstrap::Generated(pw) => Some(pw.as_str()),
             _ => None,
         };
-        server::dev_password(&config.data_dir, generated)?
+        match server::dev_password(&config.data_dir, generated)? {
+            // The file keeps the generated password; once it is changed
+            // (`codeb admin users passwd`) the banner must not show it.
+            Some(pw) if !admin_password_is(&state, &config.admin_user, &pw).await? => Some(
+                "(changed since it was generated; use the one you set, or reset it with: \
+                 codeb admin users passwd)"
+                    .to_owned(),
+            ),
+            pw => pw,
+        }
     } else {
         None
     };
@@ -167,6 +176,23 @@ pub(crate) async fn serve(config: Config, dev: Option<&str>) -> anyhow::Result<(
         );
     }
     server::serve(state, listener).await
+}
+
+/// Whether `password` is `user`'s password now.
+async fn admin_password_is(
+    state: &crate::state::AppState,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<bool> {
+    let Some(stored) = state.store.user_by_username(user).await? else {
+        return Ok(false);
+    };
+    let password = password.to_owned();
+    Ok(
+        tokio::task::spawn_blocking(move || password::verify(&password, &stored.password_hash))
+            .await
+            .unwrap_or(false),
+    )
 }
 
 fn read_password(given: Option<String>) -> anyhow::Result<(String, bool)> {
