@@ -42,6 +42,14 @@ fn status_with(server: &Server, bearer: &str, path: &str) -> u16 {
     .0
 }
 
+/// `X-CodeB-Signature` of `body` under `secret`, as the spec's recipe
+/// computes it.
+fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// Clicks a two-step button twice (arm, then confirm).
 fn confirm(tab: &mut Tab, selector: &str, armed_text: &str) {
     tab.click(selector);
@@ -81,7 +89,9 @@ fn an_admin_mints_a_key_and_subscribes_a_webhook_through_the_pages() {
     // + New API key: shown once, and it works as a bearer. Its name is
     // shown as text, markup and all.
     let name = "crm-sync <b>bold</b>";
+    assert!(!tab.shown("#key-form"), "the form opens on + New API key");
     tab.click("#new-key");
+    assert!(tab.shown("#key-form"));
     tab.fill("#key-form [name=name]", name);
     tab.click("#key-form button[type=submit]");
     let key = tab.wait_for(
@@ -90,6 +100,7 @@ fn an_admin_mints_a_key_and_subscribes_a_webhook_through_the_pages() {
     );
     let key = key.as_str().unwrap().to_owned();
     assert!(key.starts_with("ak_") && key.len() == 35, "{key}");
+    assert!(!tab.shown("#key-form"), "closed once created");
     assert_eq!(status_with(&server, &key, "/api.ashx/v1/calls"), 200);
     tab.wait_for(
         "the key's row",
@@ -185,10 +196,11 @@ fn an_admin_mints_a_key_and_subscribes_a_webhook_through_the_pages() {
     let test = wait("webhook.test at the receiver", 20, || {
         hooks.all().into_iter().find(|d| d.event == "webhook.test")
     });
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(&test.raw);
-    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    assert_eq!(test.signature, expected, "the shown secret signs it");
+    assert_eq!(
+        test.signature,
+        signature(&secret, &test.raw),
+        "the shown secret signs it"
+    );
     let notice = tab.wait_for(
         "the notice",
         "document.getElementById('notice').textContent",
@@ -227,11 +239,25 @@ fn an_admin_mints_a_key_and_subscribes_a_webhook_through_the_pages() {
             s = json!(secret)
         ),
     );
-    assert!(rotated.as_str().unwrap().starts_with("whsec_"), "{rotated}");
+    let rotated = rotated.as_str().unwrap().to_owned();
+    assert!(rotated.starts_with("whsec_"), "{rotated}");
     assert!(
         tab.text("#secret")
-            .contains("previous secret keeps signing")
+            .contains("the old secret no longer does")
     );
+    // It signs the next delivery's X-CodeB-Signature, at once.
+    tab.eval(
+        "[...document.querySelectorAll('#webhooks-body button')]\
+         .find(b => b.textContent === 'Test fire').click()",
+    );
+    let again = wait("a second webhook.test", 20, || {
+        hooks
+            .all()
+            .into_iter()
+            .filter(|d| d.event == "webhook.test")
+            .nth(1)
+    });
+    assert_eq!(again.signature, signature(&rotated, &again.raw));
 
     // Delete: gone from the page and the API.
     tab.eval(
@@ -332,6 +358,11 @@ fn the_monitor_follows_a_call_to_its_transcript_and_hangs_up_a_scheduled_one() {
         json!(turns.len())
     );
     assert_eq!(tab.text("#turns li .who"), "AI");
+    let facts = tab.text("#transcript dl");
+    assert!(
+        facts.contains("Outcomefinished") && !facts.contains("[object"),
+        "{facts}"
+    );
     assert_eq!(
         tab.text("#turns li .text"),
         turns[0]["text"].as_str().unwrap()

@@ -32,7 +32,7 @@
         e.setAttribute(k, String(v));
       }
     }
-    for (const kid of kids.flat()) {
+    for (const kid of kids.flat(Infinity)) {
       if (kid !== null && kid !== undefined && kid !== false) {
         e.append(kid instanceof Node ? kid : String(kid));
       }
@@ -111,17 +111,24 @@
   function showSecret(title, value, note) {
     const box = $('secret');
     const code = h('code', {id: 'secret-value'}, value);
+    const select = () => {
+      const range = document.createRange();
+      range.selectNodeContents(code);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      copy.textContent = 'Selected: press Ctrl+C';
+    };
     const copy = action('Copy', async () => {
-      if (navigator.clipboard && window.isSecureContext) {
+      if (!navigator.clipboard || !window.isSecureContext) {
+        select();
+        return;
+      }
+      try {
         await navigator.clipboard.writeText(value);
         copy.textContent = 'Copied';
-      } else {
-        const range = document.createRange();
-        range.selectNodeContents(code);
-        const sel = window.getSelection();
-        sel.removeAllRanges();
-        sel.addRange(range);
-        copy.textContent = 'Selected: press Ctrl+C';
+      } catch (_) {
+        select(); // the browser refused the clipboard
       }
     });
     const done = h('button', {type: 'button', id: 'secret-done'}, 'Done');
@@ -179,7 +186,14 @@
     channel.onmessage = (ev) => {
       const s = session();
       const d = ev.data || {};
-      if (s && d.was && s.refresh === d.was) keep({...s, access: d.access, refresh: d.refresh});
+      if (!s) return;
+      if (d.was && s.refresh === d.was) keep({...s, access: d.access, refresh: d.refresh});
+      // Signed out in a tab of the same session: this one goes too.
+      if (d.signedOut && s.refresh === d.signedOut) {
+        keep(null);
+        sessionStorage.setItem(FLASH, 'Signed out (in another tab).');
+        location.replace(location.pathname);
+      }
     };
   }
 
@@ -317,6 +331,7 @@
 
   $('sign-out').addEventListener('click', () => {
     const s = session();
+    if (s && s.refresh && channel) channel.postMessage({signedOut: s.refresh});
     if (s && s.refresh) {
       // keepalive: it still goes out as the page reloads.
       fetch('/oidc.ashx/revoke', {
@@ -440,7 +455,9 @@
           action('Test fire', async () => {
             clearMessages();
             const t = await api('POST', `/webhooks/${id}/test`);
-            $('notice').textContent = `Sent ${t.event} to ${w.url} (delivery ${t.deliveryId}).`;
+            $('notice').textContent = w.active
+              ? `Sent ${t.event} to ${w.url} (delivery ${t.deliveryId}).`
+              : `Queued ${t.event} (delivery ${t.deliveryId}): held while the subscription is paused; Resume sends it.`;
             await showDeliveries(w);
           }),
           w.active ? null : action('Resume', async () => {
@@ -448,11 +465,14 @@
             await loadWebhooks();
           }),
           action('Deliveries', () => showDeliveries(w)),
+          // A secret is rotated here because it was lost or leaked: the
+          // new one signs at once and the old one stops (the API's
+          // graceHours gives an overlap to those who want one).
           twoStep('Rotate secret', 'Confirm rotate', async () => {
             clearMessages();
-            const r = await api('POST', `/webhooks/${id}/rotate-secret`, {});
+            const r = await api('POST', `/webhooks/${id}/rotate-secret`, {graceHours: 0});
             showSecret(`New signing secret of ${w.url}`, r.secret,
-              `The previous secret keeps signing beside it until ${r.previousSecretExpiresUtc}.`);
+              'It signs every delivery from now on; the old secret no longer does.');
           }),
           twoStep('Delete', 'Confirm delete', async () => {
             await api('DELETE', `/webhooks/${id}`);
@@ -485,7 +505,9 @@
       h('td', {class: 'actions'}, d.state === 'succeeded' || d.state === 'failed'
         ? action('Replay', async () => {
           const r = await api('POST', `/webhooks/deliveries/${encodeURIComponent(d.id)}/replay`);
-          $('notice').textContent = `Replayed as delivery ${r.deliveryId}.`;
+          $('notice').textContent = w.active
+            ? `Replayed as delivery ${r.deliveryId}.`
+            : `Queued as delivery ${r.deliveryId}: held while the subscription is paused.`;
           await showDeliveries(w);
         })
         : null),

@@ -79,7 +79,7 @@ pub async fn webhooks() -> Response {
             "<h1>Webhooks</h1>\
              <p class=\"lede\">Each subscription gets the events it names as signed JSON \
              POSTs. Its signing secret is shown once, when it is created or rotated. After 20 \
-             failed deliveries in a row it is paused until you resume it.</p>\
+             failed delivery attempts in a row it is paused until you resume it.</p>\
              <button type=\"button\" id=\"new-webhook\">+ New webhook</button>\
              <form id=\"webhook-form\" class=\"panel\" hidden>\
              <label>Receiver URL <input name=\"url\" type=\"url\" required maxlength=\"2048\" \
@@ -147,7 +147,8 @@ fn page(id: &str, main: &str) -> Response {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta name=\"robots\" content=\"noindex\"><title>{title} · CodeB admin</title>\
-         <link rel=\"stylesheet\" href=\"/ui/admin.css\"></head>\
+         <link rel=\"stylesheet\" href=\"/ui/admin.css\"><link rel=\"icon\" href=\"data:,\">\
+         </head>\
          <body data-page=\"{id}\"><header><strong class=\"brand\">CodeB</strong>\
          <nav>{nav}</nav><span id=\"who\" class=\"muted\"></span>\
          <button type=\"button\" id=\"sign-out\" hidden>Sign out</button></header>\
@@ -179,7 +180,7 @@ fn contained(mut resp: Response, content_type: &'static str) -> Response {
         (
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-             img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         ),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
