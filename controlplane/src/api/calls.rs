@@ -224,6 +224,24 @@ async fn validate_create(
     body: CreateCall,
     now: UtcMillis,
 ) -> ApiResult<NewCall> {
+    // Every required field that is missing, in one answer (not one per
+    // request, as an integrator fixing them one at a time would find).
+    let missing: Vec<&str> = [
+        ("phone", &body.phone),
+        ("email", &body.email),
+        ("systemPrompt", &body.system_prompt),
+        ("apiKey", &body.api_key),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.as_deref().is_none_or(|v| v.trim().is_empty()))
+    .map(|(name, _)| name)
+    .collect();
+    if missing.len() > 1 {
+        return Err(ApiError::bad_request(format!(
+            "{}: are required",
+            missing.join(", ")
+        )));
+    }
     let phone_raw = validate::required_text("phone", body.phone, 32, false)?;
     let phone = E164::parse(phone_raw.trim()).map_err(|e| ApiError::field("phone", e))?;
     let display_name = validate::optional_text("displayName", body.display_name, 64, false)?

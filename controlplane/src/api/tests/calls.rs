@@ -120,6 +120,22 @@ async fn every_field_is_validated(h: Harness) {
             "{field}={value}: got {d:?}, want prefix {want:?}"
         );
     }
+    // The spec's quick-start body (phone, displayName, systemPrompt): every
+    // missing required field is named in one answer.
+    let r = h
+        .post(
+            "/api.ashx/v1/calls",
+            &t,
+            json!({"phone": "+15551234567", "displayName": "Reminder",
+                   "systemPrompt": "reminder"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(
+        r.json["error_description"], "email, apiKey: are required",
+        "{}",
+        r.text
+    );
     let mut body = call_body();
     body["status"] = json!("ended-success");
     let r = h.post("/api.ashx/v1/calls", &t, body).await;
