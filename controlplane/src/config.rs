@@ -451,16 +451,37 @@ impl Settings {
     }
 }
 
-/// Installs the global tracing subscriber.
-pub fn init_logging(settings: &Settings) {
+/// Installs the global tracing subscriber. A filter that does not parse
+/// is an error naming CODEB_LOG (it used to be ignored for `info`); colours
+/// only on a terminal (not in a file or the journal).
+pub fn init_logging(settings: &Settings) -> Result<(), String> {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .map_err(|e| format!("CODEB_LOG {:?}: {e}", settings.log))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| LogSink);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+/// The log's stderr. A line that cannot be written (the log collector
+/// closed the pipe) is dropped: tracing reports a failed write with
+/// `eprintln!`, which panics on a closed stderr and took the process down.
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -511,3 +511,21 @@ fn without_its_siblings_codeb_dev_refuses_to_start_unless_switch_urls_are_given(
     let status = dev.terminate();
     assert!(status.success(), "{status}; it wrote:\n{}", out.text());
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_codeb"))
+        .arg("serve")
+        .env("CODEB_DATA_DIR", dir.path())
+        .env(
+            "CODEB_HTTP_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env("CODEB_LOG", "x=notalevel")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("CODEB_LOG \"x=notalevel\""), "{err}");
+}

@@ -341,19 +341,48 @@ fn load_config(cli: &Cli) -> anyhow::Result<SwitchConfig> {
 }
 
 fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal as _;
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Not eprintln!: it panics when stderr is a closed pipe.
+    let say = |msg: String| {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "codeb-switch: {msg}");
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            say(format!("CODEB_LOG {:?}: {e}", cli.log));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| LogSink)
         .init();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("codeb-switch: {e:#}");
+            say(format!("{e:#}"));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The log's stderr. A line that cannot be written (the log collector
+/// closed the pipe) is dropped: tracing reports a failed write with
+/// `eprintln!`, which panics on a closed stderr, and a switch carrying
+/// calls must not stop for its log.
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -361,14 +390,104 @@ fn main() -> std::process::ExitCode {
 /// commands again.
 const TURN_EVENTS: usize = 1024;
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    install_signals();
-    std::fs::create_dir_all(&cli.data_dir)
-        .with_context(|| format!("creating {}", cli.data_dir.display()))?;
-    anyhow::ensure!(
+/// Settings that would start a switch that cannot work, or not as asked:
+/// refused at start, naming the setting (nothing is clamped silently).
+fn check_settings(cli: &Cli) -> anyhow::Result<()> {
+    use anyhow::ensure;
+    ensure!(
+        !cli.sip_addr.ip().is_unspecified(),
+        "CODEB_SIP_ADDR {}: give the one address the switch listens on and puts in Via, \
+         Contact and (without CODEB_MEDIA_ADDR) SDP; 0.0.0.0 and [::] are not one",
+        cli.sip_addr
+    );
+    if let Some(ip) = cli.media_addr {
+        ensure!(
+            !ip.is_unspecified(),
+            "CODEB_MEDIA_ADDR {ip}: the address far ends send media to; 0.0.0.0 and :: are not one"
+        );
+    }
+    if let Some(w) = cli.workers {
+        ensure!((1..=256).contains(&w), "CODEB_WORKERS {w}: must be 1-256");
+    }
+    ensure!(
+        (1..=86_400).contains(&cli.ring_timeout),
+        "CODEB_RING_TIMEOUT {}: must be 1-86400 seconds",
+        cli.ring_timeout
+    );
+    ensure!(
+        cli.t1_ms >= 1 && cli.t4_ms >= 1,
+        "CODEB_SIP_T1_MS and CODEB_SIP_T4_MS must be at least 1"
+    );
+    ensure!(
+        cli.t2_ms >= cli.t1_ms,
+        "CODEB_SIP_T2_MS {} must be at least CODEB_SIP_T1_MS {} (RFC 3261 §17.1.2.2)",
+        cli.t2_ms,
+        cli.t1_ms
+    );
+    ensure!(cli.max_calls >= 1, "CODEB_MAX_CALLS must be at least 1");
+    ensure!(
+        cli.max_transactions >= 64,
+        "CODEB_MAX_TRANSACTIONS {}: must be at least 64",
+        cli.max_transactions
+    );
+    ensure!(
+        cli.rtp_coalesce_us <= 20_000,
+        "CODEB_RTP_COALESCE_US {}: must be at most 20000 (one 20 ms packet time)",
+        cli.rtp_coalesce_us
+    );
+    ensure!(
+        (1..=300).contains(&cli.ai_connect_timeout),
+        "CODEB_AI_CONNECT_TIMEOUT {}: must be 1-300 seconds",
+        cli.ai_connect_timeout
+    );
+    if let Some(id) = &cli.node_id {
+        ensure!(!id.trim().is_empty(), "CODEB_NODE_ID is empty");
+    }
+    ensure!(
         cli.journal_max_events > 0 && cli.journal_max_bytes >= 4096,
         "CODEB_JOURNAL_MAX_EVENTS must be at least 1 and CODEB_JOURNAL_MAX_BYTES at least 4096"
     );
+    Ok(())
+}
+
+/// Holds `dir/LOCK` for the life of the process: two switches on one data
+/// directory would share its event journal and node id, and the control
+/// plane would lose events of both. A switch replacing one that is still
+/// exiting waits for it as for its addresses.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {} (in CODEB_DATA_DIR)", path.display()))?;
+    let deadline = Instant::now() + rebind::WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "CODEB_DATA_DIR {} is in use by another codeb-switch (it holds {}): give each \
+                 switch its own data directory",
+                dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    install_signals();
+    check_settings(&cli)?;
+    std::fs::create_dir_all(&cli.data_dir)
+        .with_context(|| format!("creating CODEB_DATA_DIR {}", cli.data_dir.display()))?;
+    let _lock = lock_data_dir(&cli.data_dir)?;
     match codeb_switch::fdlimit::ensure(cli.max_calls as u64) {
         Ok(None) => {}
         Ok(Some(calls)) => tracing::warn!(
@@ -448,7 +567,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let workers = cli
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
-        .clamp(1, 256);
+        .min(256);
     let engine = codeb_switch::media::MediaEngine::start(
         &codeb_switch::media::MediaSettings {
             workers,
@@ -504,12 +623,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         waiter.waker(),
     )?;
     let exposition = metrics::Exposition::default();
-    match metrics::serve(cli.metrics_addr, exposition.clone()) {
-        Ok(addr) => tracing::info!(%addr, "metrics at /metrics"),
-        Err(e) => {
-            tracing::warn!(error = %e, addr = %cli.metrics_addr, "metrics endpoint not started")
-        }
-    }
+    // As for SIP and gRPC: an address in use is waited for, then the start
+    // fails (a switch nobody can watch is not started quietly).
+    let addr = rebind::bind_retrying("metrics", rebind::WAIT, || {
+        metrics::serve(cli.metrics_addr, exposition.clone())
+    })
+    .with_context(|| format!("binding CODEB_SWITCH_METRICS_ADDR {}", cli.metrics_addr))?;
+    tracing::info!(%addr, "metrics at /metrics");
     tracing::info!(sip = %sip_addr, backend = transport.backend(), grpc = %link.local_addr,
         "switch listening");
     let mut next_metrics = now;
