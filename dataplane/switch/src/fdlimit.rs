@@ -20,10 +20,13 @@ pub enum Plan {
     Raise(u64),
 }
 
-/// Descriptors `max_calls` calls need.
-pub fn needed(max_calls: u64) -> u64 {
+/// Descriptors `max_calls` calls need, when the RTP range has
+/// `rtp_ports` ports: a media socket holds one of them, so the range
+/// bounds the sockets whatever `max_calls` says.
+pub fn needed(max_calls: u64, rtp_ports: u64) -> u64 {
     max_calls
         .saturating_mul(FDS_PER_CALL)
+        .min(rtp_ports)
         .saturating_add(RESERVE)
 }
 
@@ -40,10 +43,10 @@ pub fn plan(soft: u64, hard: u64, needed: u64) -> Plan {
     }
 }
 
-/// Checks (and raises) the limit for `max_calls`; returns the calls the
-/// final limit carries when it is short of them.
+/// Checks (and raises) the limit for `max_calls` on `rtp_ports` ports;
+/// returns the calls the final limit carries when it is short of them.
 #[allow(unsafe_code)]
-pub fn ensure(max_calls: u64) -> std::io::Result<Option<u64>> {
+pub fn ensure(max_calls: u64, rtp_ports: u64) -> std::io::Result<Option<u64>> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -52,7 +55,7 @@ pub fn ensure(max_calls: u64) -> std::io::Result<Option<u64>> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let need = needed(max_calls);
+    let need = needed(max_calls, rtp_ports);
     let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
     let now = match plan(soft, hard, need) {
         Plan::Enough => soft,
@@ -79,7 +82,13 @@ mod tests {
 
     #[test]
     fn the_limit_is_raised_within_the_hard_limit() {
-        let need = needed(20_000);
+        let need = needed(20_000, u64::from(u16::MAX));
+        assert_eq!(need, 69_631);
+        // The default range (20000-29999) holds 10,000 sockets at most,
+        // whatever CODEB_MAX_CALLS says.
+        assert_eq!(needed(20_000, 10_000), 14_096);
+        assert_eq!(needed(100, 10_000), 4_496);
+        let need = needed(20_000, 100_000);
         assert_eq!(need, 84_096);
         assert_eq!(plan(1024, 1_048_576, need), Plan::Raise(need));
         assert_eq!(plan(1024, 65_536, need), Plan::Raise(65_536));
@@ -88,6 +97,6 @@ mod tests {
         assert_eq!(plan(2048, 1024, need), Plan::Raise(2048));
         assert_eq!(calls_for(65_536), 15_360);
         assert_eq!(calls_for(100), 0);
-        assert_eq!(needed(u64::MAX), u64::MAX);
+        assert_eq!(needed(u64::MAX, u64::MAX), u64::MAX);
     }
 }

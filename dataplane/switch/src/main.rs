@@ -488,7 +488,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating CODEB_DATA_DIR {}", cli.data_dir.display()))?;
     let _lock = lock_data_dir(&cli.data_dir)?;
-    match codeb_switch::fdlimit::ensure(cli.max_calls as u64) {
+    let rtp_ports = u64::from(cli.rtp_ports.last - cli.rtp_ports.first) + 1;
+    match codeb_switch::fdlimit::ensure(cli.max_calls as u64, rtp_ports) {
         Ok(None) => {}
         Ok(Some(calls)) => tracing::warn!(
             max_calls = cli.max_calls,
