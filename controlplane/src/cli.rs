@@ -88,10 +88,26 @@ pub enum UserCommand {
         #[arg(long, value_parser = ["admin", "viewer"])]
         role: Option<String>,
     },
+    /// Change a user's role only (their password stays; they are signed
+    /// out everywhere, as their tokens carry the old role).
+    Role {
+        username: String,
+        #[arg(value_parser = ["admin", "viewer"])]
+        role: String,
+        /// Even if this is the tenant's last admin.
+        #[arg(long)]
+        force: bool,
+    },
     /// List users.
     List,
-    /// Remove a user.
-    Remove { username: String },
+    /// Remove a user. The last admin of a tenant is kept unless --force:
+    /// without one nobody can sign in to manage it (CODEB_ADMIN_PASSWORD
+    /// only bootstraps an empty database).
+    Remove {
+        username: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +192,30 @@ pub(crate) async fn serve(config: Config, dev: Option<&str>) -> anyhow::Result<(
         );
     }
     server::serve(state, listener).await
+}
+
+/// Whether `username` may stop being an admin: `force`, or not an admin,
+/// or another admin of the same tenant remains.
+async fn force_ok(store: &Store, username: &str, force: bool) -> anyhow::Result<bool> {
+    if force {
+        return Ok(true);
+    }
+    let users = store.list_users().await?;
+    let Some(user) = users.iter().find(|u| u.username == username) else {
+        return Ok(true); // "no such user" is said by the change itself
+    };
+    Ok(user.role != Role::Admin
+        || users
+            .iter()
+            .any(|u| u.username != username && u.tenant == user.tenant && u.role == Role::Admin))
+}
+
+fn last_admin(username: &str) -> String {
+    format!(
+        "'{username}' is the last admin of their tenant: nobody could sign in to manage it \
+         (CODEB_ADMIN_PASSWORD only bootstraps an empty database). Add another admin first \
+         (codeb admin users add NAME), or pass --force"
+    )
 }
 
 /// Whether `password` is `user`'s password now.
@@ -279,7 +319,27 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                     );
                 }
             }
-            UserCommand::Remove { username } => {
+            UserCommand::Role {
+                username,
+                role,
+                force,
+            } => {
+                let role = Role::parse(&role).context("role must be admin or viewer")?;
+                if role != Role::Admin && !force_ok(&store, &username, force).await? {
+                    anyhow::bail!(last_admin(&username));
+                }
+                if !store.update_user(&username, None, Some(role), now).await? {
+                    anyhow::bail!("no user '{username}'");
+                }
+                println!(
+                    "'{username}' is now {}; their sessions are signed out",
+                    role.as_str()
+                );
+            }
+            UserCommand::Remove { username, force } => {
+                if !force_ok(&store, &username, force).await? {
+                    anyhow::bail!(last_admin(&username));
+                }
                 if !store.remove_user(&username).await? {
                     anyhow::bail!("no user '{username}'");
                 }

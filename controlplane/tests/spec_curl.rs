@@ -379,9 +379,35 @@ fn run_spec_examples(server: &Server) {
         ok && out.contains("vic") && out.contains("viewer") && out.contains(ADMIN),
         "{out}"
     );
+    // A role change keeps the password.
+    let (ok, out) = server.admin_cmd(&["users", "role", "vic", "admin"]);
+    assert!(ok, "{out}");
+    let (code, v, _) = login("vic", "viewer-pass-2");
+    assert_eq!(code, 200, "the password stayed");
+    let vauth = format!(
+        "Authorization: Bearer {}",
+        v["access_token"].as_str().unwrap()
+    );
+    assert_eq!(
+        curl(&["-H", &vauth, &server.url("/api.ashx/v1/calls")]).0,
+        200,
+        "now an admin"
+    );
+    let (ok, out) = server.admin_cmd(&["users", "role", "vic", "viewer"]);
+    assert!(ok, "{out}");
     let (ok, out) = server.admin_cmd(&["users", "remove", "vic"]);
     assert!(ok, "{out}");
     assert_eq!(login("vic", "viewer-pass-2").0, 400);
+    // The tenant's last admin stays, unless forced: nobody could sign in
+    // to manage it.
+    for args in [
+        &["users", "remove", ADMIN][..],
+        &["users", "role", ADMIN, "viewer"],
+    ] {
+        let (ok, out) = server.admin_cmd(args);
+        assert!(!ok && out.contains("is the last admin"), "{args:?}: {out}");
+    }
+    assert_eq!(login(ADMIN, ADMIN_PW).0, 200);
 }
 
 fn plus_hours(h: i64) -> String {
