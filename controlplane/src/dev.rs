@@ -193,6 +193,31 @@ fn emit(out: &mut impl Write, name: &str, line: &[u8], cut: bool) {
     );
 }
 
+/// Has the kernel send `cmd`'s process SIGTERM when this process dies,
+/// however it dies: a `kill -9` of `codeb dev` left the switch and the
+/// simulator running, holding the ports the next `codeb dev` needs. (The
+/// signal follows the thread that forks: call it from a runtime worker,
+/// which lives as long as the runtime, not from a blocking-pool thread.)
+#[allow(unsafe_code)]
+fn die_with_us(cmd: &mut Command) {
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // only prctl and getppid calls, which are async-signal-safe; it takes
+    // no lock and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            // Died between the fork and the prctl: nobody would signal.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other(
+                    "codeb dev exited while starting this",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A started child and the tasks passing its output on.
 struct Proc {
     name: &'static str,
@@ -202,6 +227,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &'static str, cmd: &mut Command) -> anyhow::Result<Proc> {
+        die_with_us(cmd);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -450,7 +450,22 @@ fn codeb_dev_runs_the_whole_platform_and_stops_all_of_it() {
         line.contains("changed since it was generated") && !line.contains(&pw),
         "{line}"
     );
-    assert!(again.terminate().success(), "{}", out.text());
+    // SIGKILL leaves nobody to stop the children: they go with it anyway
+    // (they held the ports the next codeb dev needs).
+    let kids = wait("the second start's children", 30, &out, || {
+        let kids = children_of(again.child.id());
+        (kids.len() == 2).then_some(kids)
+    });
+    signal(again.child.id(), rustix::process::Signal::KILL);
+    let _ = again.child.wait();
+    for (pid, name) in &kids {
+        wait(
+            &format!("{name} (pid {pid}) to end after a SIGKILL of codeb dev"),
+            10,
+            &out,
+            || (!running(*pid)).then_some(()),
+        );
+    }
 }
 
 #[test]
