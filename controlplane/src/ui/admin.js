@@ -64,32 +64,28 @@
       }
       clearTimeout(timer);
       delete b.dataset.armed;
-      b.disabled = true;
-      try {
-        await act();
-      } catch (err) {
-        report(err);
-      } finally {
-        b.disabled = false;
-        b.textContent = label;
-      }
+      b.textContent = label;
+      await busy(b, act);
     });
     return b;
+  }
+
+  // Runs `act` with `button` disabled; its error is reported on the page.
+  async function busy(button, act) {
+    button.disabled = true;
+    try {
+      await act();
+    } catch (err) {
+      report(err);
+    } finally {
+      button.disabled = false;
+    }
   }
 
   // A button that runs `act` once per click, disabled while it runs.
   function action(label, act, cls) {
     const b = h('button', {type: 'button', class: cls || null}, label);
-    b.addEventListener('click', async () => {
-      b.disabled = true;
-      try {
-        await act();
-      } catch (err) {
-        report(err);
-      } finally {
-        b.disabled = false;
-      }
-    });
+    b.addEventListener('click', () => busy(b, act));
     return b;
   }
 
@@ -355,15 +351,8 @@
       ev.preventDefault();
       const button = form.querySelector('button[type=submit]');
       if (button.disabled) return;
-      button.disabled = true;
       clearMessages();
-      try {
-        await act();
-      } catch (err) {
-        report(err);
-      } finally {
-        button.disabled = false;
-      }
+      await busy(button, act);
     });
   }
 

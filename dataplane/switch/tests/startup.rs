@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use common::{Switch, free_port, options_ok};
 
-/// The switch run with `env` over a fresh data dir and loopback ports;
-/// what it printed by the time it exited.
-fn run_with(env: &[(&str, &str)]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_codeb-switch"))
-        .env("CODEB_DATA_DIR", dir.path())
-        .env("CODEB_SIP_ADDR", format!("127.0.0.1:{}", free_port()))
+/// The switch on `dir` and `sip`, fresh loopback ports for the rest, and
+/// RTP ports `rtp`.
+fn switch_on(dir: &std::path::Path, sip: &str, rtp: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_codeb-switch"));
+    cmd.env("CODEB_DATA_DIR", dir)
+        .env("CODEB_SIP_ADDR", sip)
         .env(
             "CODEB_SWITCH_GRPC_ADDR",
             format!("127.0.0.1:{}", free_port()),
@@ -29,9 +28,21 @@ fn run_with(env: &[(&str, &str)]) -> Output {
             "CODEB_SWITCH_METRICS_ADDR",
             format!("127.0.0.1:{}", free_port()),
         )
-        .env("CODEB_RTP_PORTS", "47000-47099")
+        .env("CODEB_RTP_PORTS", rtp)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn any_sip() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// The switch run with `env` over a fresh data dir; what it printed by
+/// the time it exited.
+fn run_with(env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    switch_on(dir.path(), &any_sip(), "47000-47099")
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
         .output()
         .unwrap()
 }
@@ -74,18 +85,7 @@ fn settings_that_cannot_work_stop_the_start_naming_them() {
 fn a_data_directory_in_use_by_another_switch_is_refused() {
     let first = Switch::start("", &[]);
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_codeb-switch"))
-        .env("CODEB_DATA_DIR", first.dir.path())
-        .env("CODEB_SIP_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env(
-            "CODEB_SWITCH_GRPC_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env(
-            "CODEB_SWITCH_METRICS_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("CODEB_RTP_PORTS", "47100-47199")
+    let out = switch_on(first.dir.path(), &any_sip(), "47100-47199")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -117,19 +117,8 @@ fn a_metrics_address_in_use_fails_the_start() {
 #[test]
 fn a_closed_log_pipe_does_not_stop_the_switch() {
     let dir = tempfile::tempdir().unwrap();
-    let sip = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codeb-switch"))
-        .env("CODEB_DATA_DIR", dir.path())
-        .env("CODEB_SIP_ADDR", format!("{sip}"))
-        .env(
-            "CODEB_SWITCH_GRPC_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env(
-            "CODEB_SWITCH_METRICS_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("CODEB_RTP_PORTS", "47200-47299")
+    let sip: std::net::SocketAddr = any_sip().parse().unwrap();
+    let mut child = switch_on(dir.path(), &sip.to_string(), "47200-47299")
         .env("CODEB_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
