@@ -66,6 +66,21 @@ impl TelephoneEvent {
     }
 }
 
+/// Puts the durations of a telephone-event payload (every 4-octet event
+/// block of it) from a `from` Hz clock onto a `to` Hz one, in place: a
+/// relayed event between legs that agreed events at different rates
+/// (8 kHz beside Opus on one, 48 kHz on the other).
+pub fn rescale_durations(payload: &mut [u8], from: u32, to: u32) {
+    if from == to || from == 0 {
+        return;
+    }
+    for block in payload.chunks_exact_mut(4) {
+        let d = u64::from(u16::from_be_bytes([block[2], block[3]]));
+        let scaled = (d * u64::from(to) / u64::from(from)).min(u64::from(u16::MAX)) as u16;
+        block[2..4].copy_from_slice(&scaled.to_be_bytes());
+    }
+}
+
 /// Where a digit was detected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtmfSource {

@@ -141,9 +141,8 @@ impl LegState {
                 cfg.first_seq,
                 cfg.first_ts,
             ),
-            // Telephone-events run on the audio's clock (the only rate
-            // negotiation takes them at).
-            dtmf: DtmfReceiver::new(codec.clock_rate, pcfg.dtmf_end_timeout),
+            // On their own clock: the audio's, or 8 kHz beside Opus.
+            dtmf: DtmfReceiver::new(cfg.telephone_event_clock, pcfg.dtmf_end_timeout),
             inband,
             last_rx: now,
             inactive_reported: false,

@@ -578,6 +578,14 @@ impl Pipeline {
             self.tx.unpush();
             return Verdict::Dropped(DropReason::Malformed);
         }
+        if pt != src_leg.cfg.codec.payload_type {
+            let at = pkt.header_len();
+            crate::dtmf::rescale_durations(
+                &mut slot.buf[at..at + pkt.payload().len()],
+                src_leg.cfg.telephone_event_clock,
+                dst_leg.cfg.telephone_event_clock,
+            );
+        }
         dst_leg.send.on_sent(now, rw.timestamp, pkt.payload().len());
         dst_leg.stats.rtp_out += 1;
         Verdict::Forwarded
@@ -640,9 +648,10 @@ impl Pipeline {
                 tx.ts
             }
         };
+        // Each leg's events run on its own negotiated clock.
         let scale = |d: u16| {
-            (u64::from(d) * u64::from(dst_leg.cfg.codec.clock_rate)
-                / u64::from(src_leg.cfg.codec.clock_rate))
+            (u64::from(d) * u64::from(dst_leg.cfg.telephone_event_clock)
+                / u64::from(src_leg.cfg.telephone_event_clock.max(1)))
             .min(u64::from(u16::MAX)) as u16
         };
         let out_ev = TelephoneEvent {

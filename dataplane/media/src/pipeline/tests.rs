@@ -336,22 +336,30 @@ fn relay_dtmf_uses_other_legs_payload_type_and_reports_once() {
     assert_eq!(digits[0].duration, Duration::from_millis(100));
 }
 
-/// Events run on their leg's audio clock: keys from an Opus leg (48 kHz
-/// events) are timed right and reach a PCMU leg at 8 kHz, and back.
+/// Events run on their leg's negotiated clock: keys from an Opus leg
+/// (events at 48 kHz, or at 8 kHz as many far ends pair them with Opus)
+/// are timed right and reach a PCMU leg at 8 kHz, and back.
 #[test]
 fn dtmf_crosses_clock_rates_when_transcoding() {
-    for from_opus in [true, false] {
+    for (from_opus, opus_events) in [
+        (true, 48_000),
+        (false, 48_000),
+        (true, 8_000),
+        (false, 8_000),
+    ] {
         let t0 = Instant::now();
         let mut a = leg(CodecSpec::opus(111, 8_000), 1, FAR_A);
         a.telephone_event = Some(102);
+        a.telephone_event_clock = opus_events;
         let mut b = leg(CodecSpec::pcmu(), 2, FAR_B);
         b.telephone_event = Some(101);
         let mut h = Harness::new(Pipeline::bridge(t0, cfg(), a, b).unwrap(), t0);
         let (from, far, to, pt, clock, out_pt, out_clock) = if from_opus {
-            (Leg::A, FAR_A, Leg::B, 102, 48_000, 101, 8_000)
+            (Leg::A, FAR_A, Leg::B, 102, opus_events, 101, 8_000)
         } else {
-            (Leg::B, FAR_B, Leg::A, 101, 8_000, 102, 48_000)
+            (Leg::B, FAR_B, Leg::A, 101, 8_000, 102, opus_events)
         };
+        let case = format!("from Opus: {from_opus}, Opus events at {opus_events} Hz");
         let mut tx = DtmfSender::new(
             char_event('5').unwrap(),
             10,
@@ -378,13 +386,9 @@ fn dtmf_crosses_clock_rates_when_transcoding() {
                 _ => None,
             })
             .collect();
-        assert_eq!(digits.len(), 1, "from Opus: {from_opus}");
+        assert_eq!(digits.len(), 1, "{case}");
         assert_eq!(digits[0].char(), Some('5'));
-        assert_eq!(
-            digits[0].duration,
-            Duration::from_millis(100),
-            "from Opus: {from_opus}"
-        );
+        assert_eq!(digits[0].duration, Duration::from_millis(100), "{case}");
         let out: Vec<_> = h
             .rtp_to(to)
             .into_iter()
@@ -395,9 +399,47 @@ fn dtmf_crosses_clock_rates_when_transcoding() {
         assert_eq!(
             u32::from(last.duration),
             out_clock / 10,
-            "100 ms at {out_clock} Hz (from Opus: {from_opus})"
+            "100 ms at {out_clock} Hz ({case})"
         );
     }
+}
+
+/// Relayed events between legs whose events run on different clocks
+/// (Opus on both, events at 8 kHz on one and 48 kHz on the other) have
+/// their durations put on the receiving leg's clock.
+#[test]
+fn relayed_dtmf_is_put_on_the_other_legs_event_clock() {
+    let t0 = Instant::now();
+    let mut a = leg(CodecSpec::opus(111, 48_000), 1, FAR_A);
+    a.telephone_event = Some(101);
+    a.telephone_event_clock = 8_000;
+    let mut b = leg(CodecSpec::opus(111, 48_000), 2, FAR_B);
+    b.telephone_event = Some(102);
+    b.telephone_event_clock = 48_000;
+    let mut h = Harness::new(Pipeline::bridge(t0, cfg(), a, b).unwrap(), t0);
+    let mut tx = DtmfSender::new(
+        char_event('7').unwrap(),
+        10,
+        Duration::from_millis(100),
+        8_000,
+        PTIME,
+        3200,
+    );
+    let mut seq = 20;
+    while let Some(ev) = tx.next_packet() {
+        h.rtp(
+            Leg::A,
+            FAR_A,
+            &packet(101, seq, ev.timestamp, 5, ev.marker, &ev.payload),
+        );
+        seq += 1;
+        h.now += PTIME;
+    }
+    let out = h.rtp_to(Leg::B);
+    let last = TelephoneEvent::parse(out.last().unwrap().payload()).unwrap();
+    assert_eq!(out.last().unwrap().payload_type(), 102);
+    assert!(last.end);
+    assert_eq!(last.duration, 4_800, "100 ms at 48 kHz");
 }
 
 #[test]

@@ -52,8 +52,11 @@ pub struct Transmit<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LegConfig {
     pub codec: CodecSpec,
-    /// RFC 4733 payload type, at the codec's clock rate.
+    /// RFC 4733 payload type.
     pub telephone_event: Option<u8>,
+    /// The clock its telephone-events run on (negotiated; 8 kHz by
+    /// default, the audio's where the far end offered that).
+    pub telephone_event_clock: u32,
     /// Where the far end's SDP says to send (before latching).
     pub remote_rtp: Option<SocketAddr>,
     pub remote_rtcp: Option<SocketAddr>,
@@ -72,6 +75,7 @@ impl LegConfig {
         LegConfig {
             codec,
             telephone_event: None,
+            telephone_event_clock: 8_000,
             remote_rtp: None,
             remote_rtcp: None,
             rtcp_mux: false,

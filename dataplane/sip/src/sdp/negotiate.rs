@@ -4,10 +4,10 @@
 //! rejects the others (port 0, formats echoed, RFC 3264 §6). The answer keeps
 //! the offerer's payload-type numbers and names one codec, the first of the
 //! offer's that we support, which the call uses. Telephone-event (RFC 4733)
-//! rides along when both sides have it at the audio's clock rate: events
-//! share the audio's timestamps (RFC 4733 §2.1 recommends the same rate),
-//! so a telephone-event/8000 beside Opus is not agreed, as session border
-//! controllers do by default.
+//! rides along when both sides have it: at the audio's clock rate where
+//! offered (RFC 4733 recommends it), else at another (Opus beside
+//! telephone-event/8000 is common); the media engine times the events on
+//! their own clock.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -140,6 +140,8 @@ pub struct Negotiated {
     pub pt: u8,
     /// Payload type of telephone-event, if both sides have it.
     pub dtmf_pt: Option<u8>,
+    /// Clock rate of the telephone-event `dtmf_pt` names (8000 without).
+    pub dtmf_clock: u32,
     /// Our direction for this stream.
     pub direction: Direction,
     pub ptime: u32,
@@ -273,17 +275,14 @@ pub fn answer(offer: &Sdp, local: &LocalMedia) -> Result<(Sdp, Negotiated), Nego
         .copied()
         .find(|(_, c)| !c.is_events())
         .ok_or(NegotiationError::NoCommonCodec)?;
-    let events = Codec::TelephoneEvent {
-        rate: codec.clock(),
-    };
-    let dtmf_pt = common.iter().find(|(_, c)| *c == events).map(|(pt, _)| *pt);
+    let dtmf = events_for(codec, &common);
+    let dtmf_pt = dtmf.map(|(pt, _)| pt);
+    let dtmf_clock = dtmf.map_or(8_000, |(_, c)| c.clock());
     let direction = our_direction(offer.media_direction(m), local.direction);
     // The answer names the one codec the call uses (and telephone-event):
     // listing every common one would let the far end switch to another
     // mid-call (RFC 3264 §6.1), which the other leg never agreed to.
-    let answered: Vec<(u8, Codec)> = std::iter::once((pt, codec))
-        .chain(dtmf_pt.map(|d| (d, events)))
-        .collect();
+    let answered: Vec<(u8, Codec)> = std::iter::once((pt, codec)).chain(dtmf).collect();
     let media = offer
         .media
         .iter()
@@ -310,10 +309,21 @@ pub fn answer(offer: &Sdp, local: &LocalMedia) -> Result<(Sdp, Negotiated), Nego
         codec,
         pt,
         dtmf_pt,
+        dtmf_clock,
         direction,
         ptime: m.ptime.unwrap_or(local.ptime),
     };
     Ok((session(local, media), negotiated))
+}
+
+/// The telephone-event to use beside `codec` among `listed` (payload type,
+/// codec): the one at the audio's rate, else at 8 kHz, else the first.
+fn events_for(codec: Codec, listed: &[(u8, Codec)]) -> Option<(u8, Codec)> {
+    let events = || listed.iter().copied().filter(|(_, c)| c.is_events());
+    events()
+        .find(|(_, c)| c.clock() == codec.clock())
+        .or_else(|| events().find(|(_, c)| c.clock() == 8_000))
+        .or_else(|| events().next())
 }
 
 /// Reads the far end's answer to our `offer(local)`.
@@ -338,16 +348,13 @@ pub fn read_answer(local: &LocalMedia, answer: &Sdp) -> Result<Negotiated, Negot
         }
     }
     let (pt, codec) = first.ok_or(NegotiationError::NoCommonCodec)?;
-    // Events at another rate than the audio's are not used (see above).
-    let dtmf_pt = events
-        .iter()
-        .find(|(_, c)| c.clock() == codec.clock())
-        .map(|(pt, _)| *pt);
+    let dtmf = events_for(codec, &events);
     Ok(Negotiated {
         remote: remote_of(answer, m),
         codec,
         pt,
-        dtmf_pt,
+        dtmf_pt: dtmf.map(|(pt, _)| pt),
+        dtmf_clock: dtmf.map_or(8_000, |(_, c)| c.clock()),
         direction: our_direction(answer.media_direction(m), local.direction),
         ptime: m.ptime.unwrap_or(local.ptime),
     })
@@ -411,34 +418,41 @@ mod tests {
         );
     }
 
-    /// Events share the audio's timestamps: telephone-event is agreed only
-    /// at the clock rate of the codec chosen, in answers and offers.
+    /// Telephone-event is agreed beside any codec: at the audio's clock
+    /// rate where offered, else at 8 kHz, else at the rate offered; the
+    /// negotiation says which clock the events run on.
     #[test]
-    fn telephone_event_is_agreed_at_the_audio_clock_rate() {
+    fn telephone_event_prefers_the_audio_clock_rate() {
         let cases = [
             (
                 "96 97",
                 "a=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/8000",
                 Codec::Opus,
-                None,
+                Some((97, 8_000)),
+            ),
+            (
+                "96 97 98",
+                "a=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/8000\r\na=rtpmap:98 telephone-event/48000",
+                Codec::Opus,
+                Some((98, 48_000)),
             ),
             (
                 "0 101",
                 "a=rtpmap:101 telephone-event/48000",
                 Codec::Pcmu,
-                None,
+                Some((101, 48_000)),
             ),
             (
                 "0 100 101",
                 "a=rtpmap:100 telephone-event/48000\r\na=rtpmap:101 telephone-event/8000",
                 Codec::Pcmu,
-                Some(101),
+                Some((101, 8_000)),
             ),
             (
                 "97 98",
                 "a=rtpmap:97 L16/16000\r\na=rtpmap:98 telephone-event/16000",
                 Codec::L16 { rate: 16_000 },
-                Some(98),
+                Some((98, 16_000)),
             ),
             (
                 "97 98",
@@ -454,16 +468,20 @@ mod tests {
                 "{HEAD}m=audio 4000 RTP/AVP {formats}\r\n{maps}\r\n"
             ));
             let (a, n) = answer(&o, &with_l16).unwrap();
-            assert_eq!((n.codec, n.dtmf_pt), (codec, dtmf), "{formats} {maps}");
-            // Read back as an answer to our offer, the same holds.
+            let got = n.dtmf_pt.map(|pt| (pt, n.dtmf_clock));
+            assert_eq!((n.codec, got), (codec, dtmf), "{formats} {maps}");
+            // The answer names that one, and read back as an answer to our
+            // offer, the same holds.
             let back = read_answer(&with_l16, &sdp(&a.to_text())).unwrap();
-            assert_eq!(back.dtmf_pt, dtmf, "{formats} {maps}");
+            let got = back.dtmf_pt.map(|pt| (pt, back.dtmf_clock));
+            assert_eq!(got, dtmf, "{formats} {maps}");
         }
-        // An answer that pairs Opus with events at 8 kHz: no events.
+        // An answer that pairs Opus with events at 8 kHz: taken at 8 kHz.
         let mixed = sdp(&format!(
             "{HEAD}m=audio 4000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n"
         ));
-        assert_eq!(read_answer(&with_l16, &mixed).unwrap().dtmf_pt, None);
+        let n = read_answer(&with_l16, &mixed).unwrap();
+        assert_eq!((n.dtmf_pt, n.dtmf_clock), (Some(101), 8_000));
         // Our offer carries events at each of our audio rates.
         let text = offer(&with_l16).to_text();
         for line in [

@@ -129,6 +129,9 @@ pub struct Remote {
     pub codec: CodecKind,
     pub clock_rate: u32,
     pub dtmf_payload_type: Option<u8>,
+    /// The clock telephone-events on this leg run on (negotiated; the
+    /// audio's, or 8 kHz beside Opus from many far ends).
+    pub dtmf_clock_rate: u32,
     /// We send RTP to this far end: the direction agreed with it lets us
     /// (`sendrecv`/`sendonly` on our side), and it named an address (not
     /// the `0.0.0.0` of an RFC 2543 hold). RTCP goes either way (RFC 3264

@@ -73,6 +73,7 @@ fn remote(s: &UdpSocket, pt: u8) -> Remote {
         },
         clock_rate: 8000,
         dtmf_payload_type: Some(101),
+        dtmf_clock_rate: 8000,
         we_send: true,
         times_out: true,
         signalling: None,
@@ -269,10 +270,12 @@ fn payload_types_are_mapped_per_leg() {
         // static codec neither agreed to (G.729, PCMU) does not.
         let ra = Remote {
             dtmf_payload_type: Some(101),
+            dtmf_clock_rate: 8000,
             ..remote(&a, 111)
         };
         let rb = Remote {
             dtmf_payload_type: Some(97),
+            dtmf_clock_rate: 8000,
             ..remote(&b, 96)
         };
         engine.set_remote(opened.handle, LegSide::A, ra).unwrap();

@@ -53,8 +53,8 @@ const CNAME: &[u8] = b"codeb-switch";
 /// when the next one starts, or at the next quiet check (the pipelines'
 /// own clock covers theirs).
 const DTMF_END_TIMEOUT: Duration = Duration::from_millis(300);
-/// The clock of telephone-events until a leg's far end is known
-/// (negotiation takes them only at the audio's rate, which then applies).
+/// The clock of telephone-events until a leg's far end is known (then
+/// the negotiated one applies).
 const DTMF_CLOCK: u32 = 8000;
 /// A key is at least 40 ms of tone (ITU-T Q.24), so no far end presses
 /// two within this.
@@ -658,9 +658,10 @@ impl Worker {
         if leg.remote.is_none_or(|r| {
             r.clock_rate != remote.clock_rate
                 || r.dtmf_payload_type != remote.dtmf_payload_type
+                || r.dtmf_clock_rate != remote.dtmf_clock_rate
                 || r.payload_type != remote.payload_type
         }) {
-            leg.dtmf = DtmfReceiver::new(remote.clock_rate, DTMF_END_TIMEOUT);
+            leg.dtmf = DtmfReceiver::new(remote.dtmf_clock_rate, DTMF_END_TIMEOUT);
             // In-band only where no telephone-event was agreed, and only
             // G.711 (the static types) can be heard without decoding.
             leg.inband = (remote.dtmf_payload_type.is_none()
@@ -1360,6 +1361,14 @@ impl State {
             this.stats.dropped_invalid += 1;
             return;
         }
+        if Some(pt) == here.dtmf_payload_type {
+            let at = start + pkt.header_len();
+            codeb_media::dtmf::rescale_durations(
+                &mut self.out[at..at + pkt.payload().len()],
+                here.dtmf_clock_rate,
+                there.dtmf_clock_rate,
+            );
+        }
         other.stats.tx_packets += 1;
         other.stats.tx_bytes += data.len() as u64;
         other
@@ -1785,6 +1794,57 @@ mod tests {
     /// telephone-events once per key (their end is sent three times), tones
     /// in the G.711 audio of a leg that agreed no telephone-event, and a
     /// pipeline's own reports.
+    /// A relayed key between legs whose events run on different clocks
+    /// (8 kHz on A, 48 kHz on B) reaches B with its duration on B's clock,
+    /// and is timed on A's.
+    #[test]
+    fn relayed_keys_are_put_on_the_other_legs_event_clock() {
+        use codeb_media::dtmf::TelephoneEvent;
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
+        w.remote(
+            1,
+            LegSide::B,
+            Remote {
+                dtmf_clock_rate: 48_000,
+                ..far_end(1, far_b, [0, 0])
+            },
+        );
+        let a = w.st.calls[&1].legs[0].rtp;
+        let ev = TelephoneEvent {
+            event: 5,
+            end: true,
+            volume: 10,
+            duration: 640,
+        };
+        let mut p = vec![0u8; 16];
+        RtpHeader {
+            marker: true,
+            payload_type: 101,
+            sequence: 1,
+            timestamp: 8000,
+            ssrc: 0x77,
+        }
+        .write(&mut p)
+        .unwrap();
+        p[12..].copy_from_slice(&ev.to_bytes());
+        w.st.datagram(Instant::now(), a, far_a, &p);
+        let sent = w.st.sends.last().expect("relayed to B");
+        let out = RtpPacket::parse(&w.st.out[sent.2..sent.3]).unwrap();
+        assert_eq!(out.payload_type(), 96);
+        assert_eq!(
+            TelephoneEvent::parse(out.payload()).unwrap().duration,
+            3_840
+        );
+        let digit = w.st.digits.drain(..).next().expect("reported");
+        assert_eq!(
+            digit.2.duration,
+            Duration::from_millis(80),
+            "timed on A's clock"
+        );
+    }
+
     #[test]
     fn keys_pressed_are_reported_on_the_relay_and_through_a_pipeline() {
         use codeb_media::dtmf::{DtmfSource, TelephoneEvent};
@@ -1797,6 +1857,7 @@ mod tests {
             LegSide::B,
             Remote {
                 dtmf_payload_type: None,
+                dtmf_clock_rate: 8000,
                 ..far_end(1, far_b, [0, 0])
             },
         );
@@ -2284,6 +2345,7 @@ mod tests {
             },
             clock_rate: 8000,
             dtmf_payload_type: Some([101, 96][side]),
+            dtmf_clock_rate: 8000,
             we_send: true,
             times_out: true,
             signalling: None,

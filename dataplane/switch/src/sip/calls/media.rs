@@ -125,6 +125,7 @@ pub(super) fn leg_config(n: &Negotiated, ssrc: u32) -> Option<LegConfig> {
     };
     let mut leg = LegConfig::new(codec, ssrc);
     leg.telephone_event = n.dtmf_pt.filter(|pt| *pt != n.pt);
+    leg.telephone_event_clock = n.dtmf_clock;
     leg.remote_rtp = n.remote;
     // Heard in the audio only where no telephone-event was agreed (the
     // pipeline also requires G.711).
@@ -161,6 +162,7 @@ fn remote_of(n: &Negotiated, signalling: Option<IpAddr>) -> Option<Remote> {
         codec,
         clock_rate: n.codec.clock(),
         dtmf_payload_type: n.dtmf_pt,
+        dtmf_clock_rate: n.dtmf_clock,
         we_send: matches!(n.direction, Direction::SendRecv | Direction::SendOnly) && !held,
         times_out: n.direction == Direction::SendRecv && !held,
         signalling,
@@ -409,6 +411,7 @@ mod tests {
             codec,
             pt,
             dtmf_pt: None,
+            dtmf_clock: 8000,
             direction: Direction::SendRecv,
             ptime: 20,
         };
@@ -446,6 +449,7 @@ mod tests {
             codec: Codec::Pcmu,
             pt: 0,
             dtmf_pt: None,
+            dtmf_clock: 8000,
             direction,
             ptime: 20,
         };
