@@ -295,6 +295,11 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                     .as_deref()
                     .map(|r| Role::parse(r).context("role must be admin or viewer"))
                     .transpose()?;
+                if role.is_some_and(|r| r != Role::Admin)
+                    && !force_ok(&store, &username, false).await?
+                {
+                    anyhow::bail!(last_admin(&username));
+                }
                 let (pw, generated) = read_password(pw)?;
                 let pw2 = pw.clone();
                 let hash = tokio::task::spawn_blocking(move || password::hash(&pw2)).await??;

@@ -196,22 +196,22 @@ fn emit(out: &mut impl Write, name: &str, line: &[u8], cut: bool) {
 /// Has the kernel send `cmd`'s process SIGTERM when this process dies,
 /// however it dies: a `kill -9` of `codeb dev` left the switch and the
 /// simulator running, holding the ports the next `codeb dev` needs. (The
-/// signal follows the thread that forks: call it from a runtime worker,
-/// which lives as long as the runtime, not from a blocking-pool thread.)
+/// signal follows the thread that forks: `codeb dev` spawns from its main
+/// thread, inside `block_on`; a blocking-pool thread, which exits when
+/// idle, would stop the children with it.)
 #[allow(unsafe_code)]
 fn die_with_us(cmd: &mut Command) {
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the child between fork and exec and makes
     // only prctl and getppid calls, which are async-signal-safe; it takes
-    // no lock and allocates nothing.
+    // no lock and allocates nothing (its errors are an errno and a bare
+    // kind).
     unsafe {
         cmd.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
             // Died between the fork and the prctl: nobody would signal.
             if rustix::process::getppid() != Some(parent) {
-                return Err(std::io::Error::other(
-                    "codeb dev exited while starting this",
-                ));
+                return Err(std::io::ErrorKind::Interrupted.into());
             }
             Ok(())
         });

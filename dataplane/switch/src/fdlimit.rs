@@ -1,12 +1,13 @@
-//! The open-file limit: every call holds four media sockets (RTP and RTCP
-//! on each leg), so a switch sized for `CODEB_MAX_CALLS` needs that many
-//! descriptors and some room for SIP, TCP connections and the control
-//! link. At start the soft limit is raised as far as the hard limit
+//! The open-file limit: a call holds up to four media sockets (RTP and
+//! RTCP on each leg), plus its voice-AI WebSocket and its recording file,
+//! so a switch sized for `CODEB_MAX_CALLS` needs that many descriptors and
+//! some room for SIP, TCP connections and the control link. At start the soft limit is raised as far as the hard limit
 //! allows, and a limit still too small is reported with the call count it
 //! does allow.
 
-/// Descriptors a call holds.
-pub const FDS_PER_CALL: u64 = 4;
+/// Descriptors a call holds at most: four media sockets, a voice-AI
+/// WebSocket, a recording file.
+pub const FDS_PER_CALL: u64 = 6;
 /// Descriptors kept for everything else (SIP sockets, TCP connections,
 /// gRPC, the journal, rings).
 pub const RESERVE: u64 = 4096;
@@ -20,13 +21,14 @@ pub enum Plan {
     Raise(u64),
 }
 
-/// Descriptors `max_calls` calls need, when the RTP range has
-/// `rtp_ports` ports: a media socket holds one of them, so the range
-/// bounds the sockets whatever `max_calls` says.
+/// Descriptors `max_calls` calls need when the RTP range has `rtp_ports`
+/// ports: every call holds at least one port pair, so the range bounds the
+/// calls (an AI call: two sockets on one pair, its WebSocket and a
+/// recording) whatever `max_calls` says.
 pub fn needed(max_calls: u64, rtp_ports: u64) -> u64 {
     max_calls
+        .min(rtp_ports / 2)
         .saturating_mul(FDS_PER_CALL)
-        .min(rtp_ports)
         .saturating_add(RESERVE)
 }
 
@@ -82,20 +84,18 @@ mod tests {
 
     #[test]
     fn the_limit_is_raised_within_the_hard_limit() {
-        let need = needed(20_000, u64::from(u16::MAX));
-        assert_eq!(need, 69_631);
-        // The default range (20000-29999) holds 10,000 sockets at most,
+        // The default range (20000-29999) carries 5,000 calls at most,
         // whatever CODEB_MAX_CALLS says.
-        assert_eq!(needed(20_000, 10_000), 14_096);
-        assert_eq!(needed(100, 10_000), 4_496);
-        let need = needed(20_000, 100_000);
-        assert_eq!(need, 84_096);
+        assert_eq!(needed(20_000, 10_000), 5_000 * 6 + 4096);
+        assert_eq!(needed(100, 10_000), 100 * 6 + 4096);
+        let need = needed(20_000, 60_000);
+        assert_eq!(need, 124_096);
         assert_eq!(plan(1024, 1_048_576, need), Plan::Raise(need));
         assert_eq!(plan(1024, 65_536, need), Plan::Raise(65_536));
-        assert_eq!(plan(100_000, 1_048_576, need), Plan::Enough);
+        assert_eq!(plan(200_000, 1_048_576, need), Plan::Enough);
         // A hard limit below the soft one (never on Linux) lowers nothing.
         assert_eq!(plan(2048, 1024, need), Plan::Raise(2048));
-        assert_eq!(calls_for(65_536), 15_360);
+        assert_eq!(calls_for(65_536), 10_240);
         assert_eq!(calls_for(100), 0);
         assert_eq!(needed(u64::MAX, u64::MAX), u64::MAX);
     }

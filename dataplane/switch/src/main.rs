@@ -494,7 +494,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Ok(Some(calls)) => tracing::warn!(
             max_calls = cli.max_calls,
             calls_the_limit_allows = calls,
-            "the open-file limit is too low for CODEB_MAX_CALLS (4 sockets per call): raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower CODEB_MAX_CALLS; calls past it fail for want of media ports"
+            "the open-file limit is too low for CODEB_MAX_CALLS (up to 6 descriptors per call): raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower CODEB_MAX_CALLS; calls past it fail for want of media ports"
         ),
         Err(e) => tracing::warn!(error = %e, "could not read or raise the open-file limit"),
     }

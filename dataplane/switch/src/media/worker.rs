@@ -411,6 +411,9 @@ impl Worker {
         for id in ids {
             self.close(id);
         }
+        // The calls' last reports and BYEs are queued: one more turn
+        // submits them (io_uring sends nothing until it is entered).
+        let _ = self.reactor.poll(Some(Duration::ZERO), &mut |_| {});
         codeb_media::tap::wake_deferred();
     }
 
