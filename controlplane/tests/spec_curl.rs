@@ -403,6 +403,15 @@ fn run_spec_examples(server: &Server) {
     for args in [
         &["users", "remove", ADMIN][..],
         &["users", "role", ADMIN, "viewer"],
+        &[
+            "users",
+            "passwd",
+            ADMIN,
+            "--role",
+            "viewer",
+            "--password",
+            "another-pass-1",
+        ],
     ] {
         let (ok, out) = server.admin_cmd(args);
         assert!(!ok && out.contains("is the last admin"), "{args:?}: {out}");
