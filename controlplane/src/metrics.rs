@@ -1,5 +1,6 @@
 //! Prometheus metrics of the control plane: HTTP requests by route, method
-//! and status, and their latency. Routes are the matched route templates
+//! and status, and their latency; webhook and email attempts; and, read at
+//! each scrape, the calls in hand by status and each switch node's state. Routes are the matched route templates
 //! (`/api.ashx/v1/calls/{id}`), never raw paths, so label cardinality stays
 //! bounded whatever clients send.
 
@@ -8,8 +9,11 @@ use axum::http::Method;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use codeb_types::CallStatus;
 
 /// A request's route label: the route template the router matched (shared
 /// with the router, not copied per request), or a fixed name.
@@ -83,6 +87,17 @@ struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    /// A URL of CODEB_SWITCH_URLS (bounded by the configuration).
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: Route,
     method: &'static str,
@@ -102,6 +117,19 @@ pub struct Metrics {
     emails_sent: Counter,
     emails_failed: Counter,
     email_retries: Counter,
+    calls: Family<StatusLabels, Gauge>,
+    node_up: Family<NodeLabels, Gauge>,
+    node_calls: Family<NodeLabels, Gauge>,
+}
+
+/// One switch node as a scrape sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSample {
+    pub url: String,
+    /// It answered its last probe.
+    pub up: bool,
+    /// Calls it last said it carries (0 when unknown).
+    pub active_calls: i64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,7 +186,30 @@ impl Metrics {
             "Email attempts that will be retried (4xx, connection failures)",
             email_retries.clone(),
         );
+        let calls = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "calls",
+            "Outbound calls not yet ended, by status (every tenant)",
+            calls.clone(),
+        );
+        let (node_up, node_calls) = (
+            Family::<NodeLabels, Gauge>::default(),
+            Family::<NodeLabels, Gauge>::default(),
+        );
+        registry.register(
+            "switch_node_up",
+            "Whether the switch node answered its last probe",
+            node_up.clone(),
+        );
+        registry.register(
+            "switch_node_active_calls",
+            "Calls the switch node last said it carries",
+            node_calls.clone(),
+        );
         Metrics {
+            calls,
+            node_up,
+            node_calls,
             emails_sent,
             emails_failed,
             email_retries,
@@ -199,6 +250,34 @@ impl Metrics {
             "failed" => self.emails_failed.inc(),
             _ => self.email_retries.inc(),
         };
+    }
+
+    /// What a scrape read: the live calls by status (a status left out has
+    /// none) and the switch nodes.
+    pub fn set_live(&self, calls: &[(String, i64)], nodes: &[NodeSample]) {
+        for status in [
+            CallStatus::Scheduled,
+            CallStatus::Dispatching,
+            CallStatus::InFlight,
+            CallStatus::EndedFailedRetryPending,
+        ] {
+            let n = calls
+                .iter()
+                .find(|(s, _)| s == status.as_str())
+                .map_or(0, |(_, n)| *n);
+            self.calls
+                .get_or_create(&StatusLabels {
+                    status: status.as_str(),
+                })
+                .set(n);
+        }
+        for n in nodes {
+            let labels = NodeLabels {
+                node: n.url.clone(),
+            };
+            self.node_up.get_or_create(&labels).set(i64::from(n.up));
+            self.node_calls.get_or_create(&labels).set(n.active_calls);
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -247,6 +326,29 @@ mod tests {
             text.contains(r#"codeb_http_request_duration_seconds_count{route="/api.ashx/v1/calls",method="GET"} 2"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn live_calls_and_nodes() {
+        let m = Metrics::new();
+        m.set_live(
+            &[("in-flight".into(), 3), ("scheduled".into(), 7)],
+            &[NodeSample {
+                url: "http://10.0.0.10:50051".into(),
+                up: true,
+                active_calls: 3,
+            }],
+        );
+        let text = m.render();
+        for line in [
+            r#"codeb_calls{status="in-flight"} 3"#,
+            r#"codeb_calls{status="scheduled"} 7"#,
+            r#"codeb_calls{status="dispatching"} 0"#,
+            r#"codeb_switch_node_up{node="http://10.0.0.10:50051"} 1"#,
+            r#"codeb_switch_node_active_calls{node="http://10.0.0.10:50051"} 3"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

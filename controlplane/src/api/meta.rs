@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::ENDPOINTS;
 use crate::auth::Admin;
+use crate::metrics::NodeSample;
 use crate::state::AppState;
 
 /// Changes with every build, so monitoring can tell when handlers changed.
@@ -81,6 +82,27 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics` (needs a bearer: configure the scraper with an API key).
 pub async fn metrics(State(state): State<AppState>, _admin: Admin) -> Response {
+    let calls = match state.store.live_call_counts().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: live calls not counted");
+            Vec::new()
+        }
+    };
+    let nodes: Vec<NodeSample> = state
+        .switch
+        .nodes()
+        .iter()
+        .map(|n| {
+            let h = n.health();
+            NodeSample {
+                url: n.url().to_owned(),
+                up: h.healthy,
+                active_calls: h.stats.map_or(0, |s| i64::from(s.active_calls)),
+            }
+        })
+        .collect();
+    state.metrics.set_live(&calls, &nodes);
     let mut resp = state.metrics.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

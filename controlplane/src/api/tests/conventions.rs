@@ -269,7 +269,28 @@ async fn openapi_and_metrics(h: Harness) {
         ["fromNumber"]
     );
     assert!(names("/api.ashx/v1/calls", "post").is_empty());
+    // A call in hand shows among the live calls.
+    let r = h
+        .post(
+            "/api.ashx/v1/calls",
+            &t,
+            serde_json::json!({"phone": "+15551234567", "email": "ops@example.com",
+                "systemPrompt": "reminder", "apiKey": "AIza-test-key-0123456789",
+                "scheduleAtUtc": "2026-06-05T09:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let m = h.get("/metrics", &t).await;
+    assert!(
+        m.text.contains(r#"codeb_calls{status="scheduled"} 1"#),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text.contains(r#"codeb_calls{status="in-flight"} 0"#),
+        "{}",
+        m.text
+    );
     assert_eq!(m.status, StatusCode::OK);
     assert!(m.text.contains(r#"codeb_http_requests_total{route="/api.ashx/v1/openapi.json",method="GET",status="200"} 1"#), "{}", m.text);
     assert!(
