@@ -367,6 +367,21 @@ macro_rules! insert_call_query {
 }
 
 impl Store {
+    /// Outbound calls not yet ended, by status (every tenant): what the
+    /// control plane has in hand, for its metrics. Served by the
+    /// `(status, next_attempt_at)` index, whatever the history holds.
+    pub async fn live_call_counts(&self) -> Result<Vec<(String, i64)>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, (String, i64)>(
+                "SELECT status, COUNT(*) FROM calls WHERE status IN \
+                 ('scheduled', 'dispatching', 'in-flight', 'ended-failed-retry-pending') \
+                 GROUP BY status",
+            )
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
     /// Stores a call and adds its number to the tenant's whitelist, in one
     /// transaction. Returns the record and whether the number was new to the
     /// whitelist.

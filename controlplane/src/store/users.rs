@@ -129,21 +129,6 @@ impl Store {
         })
     }
 
-    /// Outbound calls not yet ended, by status (every tenant): what the
-    /// control plane has in hand, for its metrics. Served by the
-    /// `(status, next_attempt_at)` index, whatever the history holds.
-    pub async fn live_call_counts(&self) -> Result<Vec<(String, i64)>> {
-        on_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, (String, i64)>(
-                "SELECT status, COUNT(*) FROM calls WHERE status IN \
-                 ('scheduled', 'dispatching', 'in-flight', 'ended-failed-retry-pending') \
-                 GROUP BY status",
-            )
-            .fetch_all(pool)
-            .await?)
-        })
-    }
-
     pub async fn count_users(&self) -> Result<i64> {
         on_pool!(self, |pool| {
             Ok(sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users")
