@@ -54,8 +54,8 @@ pub struct LegConfig {
     pub codec: CodecSpec,
     /// RFC 4733 payload type.
     pub telephone_event: Option<u8>,
-    /// The clock its telephone-events run on (negotiated; 8 kHz by
-    /// default, the audio's where the far end offered that).
+    /// The clock its telephone-events run on: the audio's by default (as
+    /// RFC 4733 recommends); negotiation may say 8 kHz beside Opus.
     pub telephone_event_clock: u32,
     /// Where the far end's SDP says to send (before latching).
     pub remote_rtp: Option<SocketAddr>,
@@ -75,7 +75,7 @@ impl LegConfig {
         LegConfig {
             codec,
             telephone_event: None,
-            telephone_event_clock: 8_000,
+            telephone_event_clock: codec.clock_rate,
             remote_rtp: None,
             remote_rtcp: None,
             rtcp_mux: false,
