@@ -291,6 +291,32 @@ fn relay_source_change_stays_one_stream_and_relatch_needs_policy() {
     );
 }
 
+/// Presses `key` for 100 ms on `from` (its far end `far`), as
+/// telephone-events of payload type `pt` on a `clock` Hz clock, one packet
+/// a ptime; what the pipeline made of each packet.
+fn press(h: &mut Harness, from: Leg, far: &str, pt: u8, key: char, clock: u32) -> Vec<Verdict> {
+    let mut tx = DtmfSender::new(
+        char_event(key).unwrap(),
+        10,
+        Duration::from_millis(100),
+        clock,
+        PTIME,
+        3200,
+    );
+    let mut verdicts = Vec::new();
+    let mut seq = 20;
+    while let Some(ev) = tx.next_packet() {
+        verdicts.push(h.rtp(
+            from,
+            far,
+            &packet(pt, seq, ev.timestamp, 5, ev.marker, &ev.payload),
+        ));
+        seq += 1;
+        h.now += PTIME;
+    }
+    verdicts
+}
+
 #[test]
 fn relay_dtmf_uses_other_legs_payload_type_and_reports_once() {
     let t0 = Instant::now();
@@ -299,27 +325,11 @@ fn relay_dtmf_uses_other_legs_payload_type_and_reports_once() {
     let mut b = leg(CodecSpec::pcmu(), 2, FAR_B);
     b.telephone_event = Some(96);
     let mut h = Harness::new(Pipeline::bridge(t0, cfg(), a, b).unwrap(), t0);
-    let mut tx = DtmfSender::new(
-        char_event('#').unwrap(),
-        10,
-        Duration::from_millis(100),
-        8000,
-        PTIME,
-        3200,
+    let verdicts = press(&mut h, Leg::A, FAR_A, 101, '#', 8000);
+    assert!(
+        verdicts.iter().all(|v| *v == Verdict::Forwarded),
+        "{verdicts:?}"
     );
-    let mut seq = 20;
-    while let Some(ev) = tx.next_packet() {
-        assert_eq!(
-            h.rtp(
-                Leg::A,
-                FAR_A,
-                &packet(101, seq, ev.timestamp, 5, ev.marker, &ev.payload)
-            ),
-            Verdict::Forwarded
-        );
-        seq += 1;
-        h.now += PTIME;
-    }
     let out = h.rtp_to(Leg::B);
     assert_eq!(out.len(), 7);
     assert!(out.iter().all(|p| p.payload_type() == 96));
@@ -360,24 +370,7 @@ fn dtmf_crosses_clock_rates_when_transcoding() {
             (Leg::B, FAR_B, Leg::A, 101, 8_000, 102, opus_events)
         };
         let case = format!("from Opus: {from_opus}, Opus events at {opus_events} Hz");
-        let mut tx = DtmfSender::new(
-            char_event('5').unwrap(),
-            10,
-            Duration::from_millis(100),
-            clock,
-            PTIME,
-            3200,
-        );
-        let mut seq = 20;
-        while let Some(ev) = tx.next_packet() {
-            h.rtp(
-                from,
-                far,
-                &packet(pt, seq, ev.timestamp, 5, ev.marker, &ev.payload),
-            );
-            seq += 1;
-            h.now += PTIME;
-        }
+        press(&mut h, from, far, pt, '5', clock);
         let digits: Vec<_> = h
             .events
             .iter()
@@ -417,24 +410,7 @@ fn relayed_dtmf_is_put_on_the_other_legs_event_clock() {
     b.telephone_event = Some(102);
     b.telephone_event_clock = 48_000;
     let mut h = Harness::new(Pipeline::bridge(t0, cfg(), a, b).unwrap(), t0);
-    let mut tx = DtmfSender::new(
-        char_event('7').unwrap(),
-        10,
-        Duration::from_millis(100),
-        8_000,
-        PTIME,
-        3200,
-    );
-    let mut seq = 20;
-    while let Some(ev) = tx.next_packet() {
-        h.rtp(
-            Leg::A,
-            FAR_A,
-            &packet(101, seq, ev.timestamp, 5, ev.marker, &ev.payload),
-        );
-        seq += 1;
-        h.now += PTIME;
-    }
+    press(&mut h, Leg::A, FAR_A, 101, '7', 8_000);
     let out = h.rtp_to(Leg::B);
     let last = TelephoneEvent::parse(out.last().unwrap().payload()).unwrap();
     assert_eq!(out.last().unwrap().payload_type(), 102);

@@ -1793,27 +1793,26 @@ mod tests {
         );
     }
 
-    /// Keys are reported whatever path a call's media takes: relayed
-    /// telephone-events once per key (their end is sent three times), tones
-    /// in the G.711 audio of a leg that agreed no telephone-event, and a
-    /// pipeline's own reports.
+    /// A worker with call 1 relayed PCMU ↔ PCMU, B's far end as `b` makes
+    /// it from the usual one; the worker and the far ends.
+    fn relayed_pcmu(b: impl FnOnce(Remote) -> Remote) -> (Worker, [SocketAddr; 2]) {
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
+        w.remote(1, LegSide::B, b(far_end(1, far_b, [0, 0])));
+        (w, [far_a, far_b])
+    }
+
     /// A relayed key between legs whose events run on different clocks
     /// (8 kHz on A, 48 kHz on B) reaches B with its duration on B's clock,
     /// and is timed on A's.
     #[test]
     fn relayed_keys_are_put_on_the_other_legs_event_clock() {
         use codeb_media::dtmf::TelephoneEvent;
-        let [far_a, far_b] = addresses().far;
-        let mut w = one_call();
-        w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
-        w.remote(
-            1,
-            LegSide::B,
-            Remote {
-                dtmf_clock_rate: 48_000,
-                ..far_end(1, far_b, [0, 0])
-            },
-        );
+        let (mut w, [far_a, _]) = relayed_pcmu(|b| Remote {
+            dtmf_clock_rate: 48_000,
+            ..b
+        });
         let a = w.st.calls[&1].legs[0].rtp;
         let ev = TelephoneEvent {
             event: 5,
@@ -1848,22 +1847,18 @@ mod tests {
         );
     }
 
+    /// Keys are reported whatever path a call's media takes: relayed
+    /// telephone-events once per key (their end is sent three times), tones
+    /// in the G.711 audio of a leg that agreed no telephone-event, and a
+    /// pipeline's own reports.
     #[test]
     fn keys_pressed_are_reported_on_the_relay_and_through_a_pipeline() {
         use codeb_media::dtmf::{DtmfSource, TelephoneEvent};
-        let [far_a, far_b] = addresses().far;
-        let mut w = one_call();
-        w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
         // B agreed no telephone-event.
-        w.remote(
-            1,
-            LegSide::B,
-            Remote {
-                dtmf_payload_type: None,
-                dtmf_clock_rate: 8000,
-                ..far_end(1, far_b, [0, 0])
-            },
-        );
+        let (mut w, [far_a, far_b]) = relayed_pcmu(|b| Remote {
+            dtmf_payload_type: None,
+            ..b
+        });
         let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
         let packet = |pt: u8, seq: u16, ts: u32, payload: &[u8]| {
             let mut p = vec![0u8; 12 + payload.len()];
