@@ -59,6 +59,18 @@ pub struct Settings {
     #[arg(long, env = "CODEB_SWITCH_URLS", value_delimiter = ',', global = true)]
     pub switch_urls: Vec<String>,
 
+    /// Shared secret of the control link: sent as a bearer on every call
+    /// to the switch nodes, which refuse calls without it when they have
+    /// it too (16-256 visible ASCII characters). `codeb dev` passes it to
+    /// its switch.
+    #[arg(
+        long,
+        env = "CODEB_SWITCH_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub switch_token: Option<String>,
+
     /// How long a switch node may stay unreachable before its calls are
     /// ended (`ended-failed-*`, errorDetail "switch node <url> lost") and
     /// retried per their settings (`ms`, `s`, `m`).
@@ -169,6 +181,8 @@ pub struct Config {
     pub admin_user: String,
     pub admin_password: Option<String>,
     pub switch_urls: Vec<String>,
+    /// `CODEB_SWITCH_TOKEN`.
+    pub switch_token: Option<String>,
     /// `CODEB_SWITCH_LOST_AFTER`.
     pub switch_lost_after: Duration,
     /// `CODEB_CALL_RETRY_DELAY_UNIT`: what one `retryDelayMinutes` is.
@@ -273,6 +287,8 @@ pub enum ConfigError {
     BadWebhookTimeout(String),
     #[error("CODEB_SWITCH_URLS: {0}")]
     BadSwitchUrl(String),
+    #[error("CODEB_SWITCH_TOKEN: must be 16-256 visible ASCII characters")]
+    BadSwitchToken,
     #[error("CODEB_SWITCH_LOST_AFTER: {0}")]
     BadSwitchLostAfter(String),
     #[error("CODEB_SMTP_URL: {0}")]
@@ -370,6 +386,13 @@ impl Settings {
             .filter(|s| !s.is_empty())
             .map(switch_url)
             .collect::<Result<Vec<_>, _>>()?;
+        let switch_token = match self.switch_token.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(t) if (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(t.to_owned())
+            }
+            Some(_) => return Err(ConfigError::BadSwitchToken),
+        };
         let switch_lost_after =
             parse_duration(&self.switch_lost_after).map_err(ConfigError::BadSwitchLostAfter)?;
         if switch_lost_after < Duration::from_secs(1) {
@@ -395,6 +418,7 @@ impl Settings {
             admin_user: self.admin_user.clone(),
             admin_password: self.admin_password.clone(),
             switch_urls,
+            switch_token,
             switch_lost_after,
             call_retry_delay_unit,
             webhooks: WebhookConfig {
@@ -499,20 +523,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn smtp_settings() {
+    /// The configuration `codeb` resolves from these flags.
+    fn resolve(args: &[&str]) -> Result<Config, ConfigError> {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
             settings: Settings,
         }
-        let resolve = |args: &[&str]| {
-            use clap::Parser as _;
-            Cli::try_parse_from(std::iter::once("codeb").chain(args.iter().copied()))
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("codeb").chain(args.iter().copied()))
+            .unwrap()
+            .settings
+            .resolve()
+    }
+
+    #[test]
+    fn the_switch_token_is_long_and_printable() {
+        assert_eq!(resolve(&[]).unwrap().switch_token, None);
+        let ok = "0123456789abcdef";
+        assert_eq!(
+            resolve(&["--switch-token", ok])
                 .unwrap()
-                .settings
-                .resolve()
-        };
+                .switch_token
+                .as_deref(),
+            Some(ok)
+        );
+        for bad in ["short", "0123456789 abcdef", &"x".repeat(257)] {
+            assert!(
+                matches!(
+                    resolve(&["--switch-token", bad]),
+                    Err(ConfigError::BadSwitchToken)
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn smtp_settings() {
         // No relay: queued only; the sender address from the public host.
         let c = resolve(&["--public-base-url", "https://phone.example.com/"]).unwrap();
         assert_eq!(c.email.smtp, None);
@@ -558,18 +606,6 @@ mod tests {
 
     #[test]
     fn call_retry_delay_unit_is_a_minute_unless_shortened_for_tests() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            settings: Settings,
-        }
-        let resolve = |args: &[&str]| {
-            use clap::Parser as _;
-            Cli::try_parse_from(std::iter::once("codeb").chain(args.iter().copied()))
-                .unwrap()
-                .settings
-                .resolve()
-        };
         assert_eq!(
             resolve(&[]).unwrap().call_retry_delay_unit,
             Duration::from_secs(60)

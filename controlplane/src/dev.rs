@@ -405,6 +405,9 @@ async fn start(
         .env("CODEB_GEMINI_URL", &gemini_url)
         .env("CODEB_OPENAI_URL", &openai_url)
         .env("CODEB_LOG", log);
+    if let Some(token) = &config.switch_token {
+        switch.env("CODEB_SWITCH_TOKEN", token);
+    }
     // Personas without a key of their own (a virtual number made with no
     // geminiApiKey) use the node's; the simulator takes any key, or the
     // one chosen for it.
@@ -459,6 +462,11 @@ pub async fn run(mut config: Config, dev: DevSettings, log: &str) -> anyhow::Res
     }
     let mut signals = StopSignals::new().context("listening for stop signals")?;
     let mut children = Children::default();
+    // The control link is authenticated here as in production: the token
+    // given, or one made for this run.
+    if config.switch_token.is_none() {
+        config.switch_token = Some(hex::encode(crate::crypto::random_bytes::<16>()));
+    }
     let started = tokio::select! {
         r = start(&mut children, &config, &dev, log) => Some(r),
         sig = signals.recv() => {

@@ -72,7 +72,12 @@ impl AppState {
             lost_after: config.switch_lost_after,
             ..LinkSettings::default()
         };
-        let switch = SwitchNodes::new(config.switch_urls.clone(), settings, clock.clone());
+        let switch = SwitchNodes::with_token(
+            config.switch_urls.clone(),
+            settings,
+            clock.clone(),
+            config.switch_token.as_deref(),
+        );
         let guard = Arc::new(crate::webhooks::guard_for(&config));
         AppState(Arc::new(Shared {
             store,

@@ -105,11 +105,22 @@ pub struct SwitchNodes {
 
 impl SwitchNodes {
     pub fn new(urls: Vec<String>, settings: LinkSettings, clock: Clock) -> SwitchNodes {
+        Self::with_token(urls, settings, clock, None)
+    }
+
+    /// Nodes whose requests carry `token` (`CODEB_SWITCH_TOKEN`).
+    pub fn with_token(
+        urls: Vec<String>,
+        settings: LinkSettings,
+        clock: Clock,
+        token: Option<&str>,
+    ) -> SwitchNodes {
+        let token = node::Token::new(token);
         let mut seen = std::collections::HashSet::new();
         let nodes = urls
             .into_iter()
             .filter(|u| seen.insert(u.clone()))
-            .map(|u| Arc::new(Node::new(&u, settings.channel)))
+            .map(|u| Arc::new(Node::new(&u, settings.channel, &token)))
             .collect();
         SwitchNodes {
             nodes,

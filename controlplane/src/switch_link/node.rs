@@ -10,7 +10,35 @@ use std::time::Duration;
 use codeb_proto::v1::StatsReply;
 use codeb_proto::v1::switch_client::SwitchClient;
 use codeb_types::UtcMillis;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// A node's gRPC client: every request carries the link's token
+/// (`CODEB_SWITCH_TOKEN`) when one is set.
+pub type Client = SwitchClient<InterceptedService<Channel, Token>>;
+
+/// Adds `authorization: Bearer <CODEB_SWITCH_TOKEN>` to each request.
+#[derive(Debug, Clone, Default)]
+pub struct Token(Option<MetadataValue<Ascii>>);
+
+impl Token {
+    /// The header for `token` (None: requests go without one). A token
+    /// that is not a valid header value is refused by the settings first.
+    pub fn new(token: Option<&str>) -> Token {
+        Token(token.and_then(|t| format!("Bearer {t}").parse().ok()))
+    }
+}
+
+impl Interceptor for Token {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// What the last probes of a node found.
 #[derive(Debug, Clone, Default)]
@@ -47,7 +75,7 @@ pub struct Instance {
 #[derive(Debug)]
 pub struct Node {
     url: String,
-    client: Option<SwitchClient<Channel>>,
+    client: Option<Client>,
     health: Mutex<Health>,
     /// Calls this control plane ended for good while the node was
     /// unreachable: if it answers again (it was only cut off or frozen),
@@ -70,7 +98,7 @@ pub struct ChannelSettings {
 impl Node {
     /// A node for `url` (`http://host:port`). A URL the channel cannot use
     /// gives a node that is never healthy and says why.
-    pub fn new(url: &str, settings: ChannelSettings) -> Node {
+    pub fn new(url: &str, settings: ChannelSettings, token: &Token) -> Node {
         let client = Endpoint::from_shared(url.to_owned())
             .map(|e| {
                 let channel = e
@@ -80,7 +108,7 @@ impl Node {
                     .keep_alive_timeout(settings.keepalive)
                     .keep_alive_while_idle(true)
                     .connect_lazy();
-                SwitchClient::new(channel)
+                SwitchClient::with_interceptor(channel, token.clone())
             })
             .map_err(|e| tracing::error!(node = %url, "unusable switch URL: {e}"))
             .ok();
@@ -118,7 +146,7 @@ impl Node {
     }
 
     /// A client for one call (clones share the channel).
-    pub fn client(&self) -> Result<SwitchClient<Channel>, String> {
+    pub fn client(&self) -> Result<Client, String> {
         self.client
             .clone()
             .ok_or_else(|| format!("{}: unusable URL", self.url))

@@ -56,6 +56,13 @@ struct Cli {
         default_value = "127.0.0.1:50051"
     )]
     grpc_addr: SocketAddr,
+    /// Shared secret of the control link: gRPC calls without
+    /// `authorization: Bearer <it>` are refused (UNAUTHENTICATED); the
+    /// control planes send it from their CODEB_SWITCH_TOKEN. 16-256
+    /// visible ASCII characters. Unset: any caller is taken (a start on a
+    /// non-loopback address says so).
+    #[arg(long, env = "CODEB_SWITCH_TOKEN", hide_env_values = true)]
+    switch_token: Option<String>,
     /// Address advertised in SDP [default: the IP of CODEB_SIP_ADDR].
     #[arg(long, env = "CODEB_MEDIA_ADDR")]
     media_addr: Option<IpAddr>,
@@ -443,6 +450,12 @@ fn check_settings(cli: &Cli) -> anyhow::Result<()> {
     if let Some(id) = &cli.node_id {
         ensure!(!id.trim().is_empty(), "CODEB_NODE_ID is empty");
     }
+    if let Some(t) = cli.switch_token.as_deref().filter(|t| !t.is_empty()) {
+        ensure!(
+            (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()),
+            "CODEB_SWITCH_TOKEN: must be 16-256 visible ASCII characters"
+        );
+    }
     ensure!(
         cli.journal_max_events > 0 && cli.journal_max_bytes >= 4096,
         "CODEB_JOURNAL_MAX_EVENTS must be at least 1 and CODEB_JOURNAL_MAX_BYTES at least 4096"
@@ -620,6 +633,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_calls: cli.max_calls,
             pushed_version,
             config_version,
+            token: cli.switch_token.clone().filter(|t| !t.is_empty()),
         },
         waiter.waker(),
     )?;

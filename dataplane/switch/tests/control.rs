@@ -406,3 +406,35 @@ async fn a_full_journal_refuses_new_calls_until_acknowledged() {
     let ev = next(&mut events, Duration::from_secs(10)).await.unwrap();
     assert_eq!((ev.seq, ev.call_id.as_str()), (2, "oac-full-2"));
 }
+
+/// With CODEB_SWITCH_TOKEN set, the control link takes only calls that
+/// carry it as a bearer: none, or a wrong one, is UNAUTHENTICATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_token_is_required_of_every_call() {
+    const TOKEN: &str = "a-long-enough-switch-token";
+    let sw = Switch::start("", &[("CODEB_SWITCH_TOKEN", TOKEN)]);
+    let mut c = client(&sw).await;
+    let err = c.stats(v1::StatsRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    for (bearer, ok) in [
+        ("Bearer a-long-enough-switch-tokeX", false),
+        ("Bearer a-long-enough-switch-token-and-more", false),
+        ("a-long-enough-switch-token", false),
+        ("Bearer a-long-enough-switch-token", true),
+    ] {
+        let mut req = tonic::Request::new(v1::StatsRequest {});
+        req.metadata_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        let got = c.stats(req).await;
+        match got {
+            Ok(r) => {
+                assert!(ok, "{bearer} was taken");
+                assert!(!r.into_inner().node_id.is_empty());
+            }
+            Err(e) => {
+                assert!(!ok, "{bearer}: {e:?}");
+                assert_eq!(e.code(), tonic::Code::Unauthenticated);
+            }
+        }
+    }
+}

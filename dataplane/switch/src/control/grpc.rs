@@ -82,21 +82,62 @@ impl Service {
     }
 }
 
+/// The control link's check of each call: with a token
+/// (`CODEB_SWITCH_TOKEN`), `authorization: Bearer <token>` or
+/// UNAUTHENTICATED (compared in constant time).
+#[derive(Clone)]
+pub struct Auth(Option<std::sync::Arc<[u8]>>);
+
+impl Auth {
+    pub fn new(token: Option<&str>) -> Auth {
+        Auth(token.map(|t| format!("Bearer {t}").into_bytes().into()))
+    }
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let Some(want) = &self.0 else {
+            return Ok(req);
+        };
+        let got = req
+            .metadata()
+            .get("authorization")
+            .map_or(&[][..], |v| v.as_bytes());
+        // Equal lengths first (the token's length is no secret), then
+        // every byte, whatever differs.
+        let same = got.len() == want.len()
+            && got
+                .iter()
+                .zip(want.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(
+                "this switch needs its CODEB_SWITCH_TOKEN as a bearer",
+            ))
+        }
+    }
+}
+
 /// Serves until `stop` fires.
 pub async fn serve(
     service: Service,
     listener: tokio::net::TcpListener,
     stop: oneshot::Receiver<()>,
+    auth: Auth,
 ) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let res = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(256)
         .timeout(Duration::from_secs(30))
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             SwitchServer::new(service)
                 .max_decoding_message_size(16 << 20)
                 .max_encoding_message_size(16 << 20),
-        )
+            auth,
+        ))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop.await;
         })

@@ -354,6 +354,8 @@ pub struct Settings {
     /// Version of the snapshot the switch starts on, when it was pushed.
     pub pushed_version: Option<u64>,
     pub config_version: u64,
+    /// `CODEB_SWITCH_TOKEN`: calls without it are refused (None: any).
+    pub token: Option<String>,
 }
 
 /// The running link.
@@ -601,8 +603,18 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         let _guard = runtime.enter();
         tokio::net::TcpListener::from_std(listener)?
     };
-    runtime.spawn(grpc::serve(service, listener, stop_rx));
-    tracing::info!(addr = %local_addr, "gRPC control link listening");
+    if settings.token.is_none() && !local_addr.ip().is_loopback() {
+        tracing::warn!(addr = %local_addr,
+            "the gRPC control link takes any caller: set CODEB_SWITCH_TOKEN (here and on the control planes), or keep it on a network only they reach");
+    }
+    runtime.spawn(grpc::serve(
+        service,
+        listener,
+        stop_rx,
+        grpc::Auth::new(settings.token.as_deref()),
+    ));
+    tracing::info!(addr = %local_addr, authenticated = settings.token.is_some(),
+        "gRPC control link listening");
     Ok(Link {
         sip: SipSide {
             commands: cmd_rx,
