@@ -20,8 +20,25 @@ use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 /// How long one protocol command, or one `wait_for`, may take.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The browser's process group, killed when this is dropped: a test that
+/// fails anywhere after the start (the handshake included) leaves no
+/// browser running.
+struct Browser(Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = i32::try_from(self.0.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Tab {
-    child: Child,
+    _browser: Browser,
     ws: WebSocket<TcpStream>,
     session: String,
     next_id: u64,
@@ -31,7 +48,7 @@ pub struct Tab {
 impl Tab {
     pub fn open(chromium: &Path) -> Tab {
         let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new(chromium)
+        let child = Command::new(chromium)
             .args(super::browser::HEADLESS)
             .arg("--remote-debugging-port=0")
             .arg(format!("--user-data-dir={}", profile.path().display()))
@@ -42,9 +59,10 @@ impl Tab {
             .process_group(0)
             .spawn()
             .expect("start chromium");
+        let mut browser = Browser(child);
         // It says where its DevTools endpoint listens on stderr; the rest
         // of stderr is drained so it never blocks on a full pipe.
-        let stderr = child.stderr.take().unwrap();
+        let stderr = browser.0.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -54,7 +72,6 @@ impl Tab {
             }
         });
         let Ok(url) = rx.recv_timeout(COMMAND_DEADLINE) else {
-            kill_group(&mut child);
             panic!("chromium did not open its DevTools endpoint");
         };
         let addr = url
@@ -71,7 +88,7 @@ impl Tab {
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         let mut tab = Tab {
-            child,
+            _browser: browser,
             ws,
             session: String::new(),
             next_id: 1,
@@ -222,21 +239,5 @@ impl Tab {
             "(() => {{ const e = document.querySelector({s}); \
              return !!e && e.getClientRects().length > 0; }})()"
         )) == Value::Bool(true)
-    }
-}
-
-fn kill_group(child: &mut Child) {
-    if let Some(pid) = i32::try_from(child.id())
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
-    let _ = child.wait();
-}
-
-impl Drop for Tab {
-    fn drop(&mut self) {
-        kill_group(&mut self.child);
     }
 }
