@@ -63,7 +63,15 @@ struct Cli {
     /// non-loopback address says so).
     #[arg(long, env = "CODEB_SWITCH_TOKEN", hide_env_values = true)]
     switch_token: Option<String>,
-    /// Address advertised in SDP [default: the IP of CODEB_SIP_ADDR].
+    /// The address far ends reach SIP at, when it is not the listen
+    /// address (behind a 1:1 NAT, as on a cloud VM: listen on the private
+    /// IP, advertise the public one): `IP` or `IP:PORT` [default: the
+    /// listen address; the port defaults to the listen port]. Goes into our
+    /// Via, Contact and generated Call-IDs and From hosts.
+    #[arg(long, env = "CODEB_SIP_ADVERTISE", value_parser = parse_advertise)]
+    sip_advertise: Option<(IpAddr, Option<u16>)>,
+    /// Address advertised in SDP [default: the IP of CODEB_SIP_ADVERTISE,
+    /// else of CODEB_SIP_ADDR].
     #[arg(long, env = "CODEB_MEDIA_ADDR")]
     media_addr: Option<IpAddr>,
     /// RTP port range (even ports RTP, odd RTCP), split evenly among the
@@ -399,6 +407,25 @@ const TURN_EVENTS: usize = 1024;
 
 /// Settings that would start a switch that cannot work, or not as asked:
 /// refused at start, naming the setting (nothing is clamped silently).
+/// `CODEB_SIP_ADVERTISE`: an IP, or an IP and port (`[v6]:port` for IPv6).
+fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok((a.ip(), Some(a.port())));
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| (ip, None))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:port"))
+}
+
+/// The address we appear at: the advertised one, on the listen port unless
+/// it names its own.
+fn advertised(bound: SocketAddr, advertise: Option<(IpAddr, Option<u16>)>) -> SocketAddr {
+    match advertise {
+        Some((ip, port)) => SocketAddr::new(ip, port.unwrap_or(bound.port())),
+        None => bound,
+    }
+}
+
 fn check_settings(cli: &Cli) -> anyhow::Result<()> {
     use anyhow::ensure;
     ensure!(
@@ -407,6 +434,12 @@ fn check_settings(cli: &Cli) -> anyhow::Result<()> {
          Contact and (without CODEB_MEDIA_ADDR) SDP; 0.0.0.0 and [::] are not one",
         cli.sip_addr
     );
+    if let Some((ip, port)) = cli.sip_advertise {
+        ensure!(
+            !ip.is_unspecified() && port != Some(0),
+            "CODEB_SIP_ADVERTISE {ip}: the address far ends reach SIP at; 0.0.0.0, :: and port 0 are not one"
+        );
+    }
     if let Some(ip) = cli.media_addr {
         ensure!(
             !ip.is_unspecified(),
@@ -542,8 +575,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
         .unwrap_or(0);
     let wall = wall_ms / 1000;
+    let advertised = advertised(sip_addr, cli.sip_advertise);
     let settings = CoreSettings {
-        sip_addr,
+        sip_addr: advertised,
         timers: Timers {
             t1: Duration::from_millis(cli.t1_ms.max(1)),
             t2: Duration::from_millis(cli.t2_ms.max(1)),
@@ -557,7 +591,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         registrar: RegistrarLimits::default(),
         wall_base: (now, wall),
         wall_base_ms: (now, wall_ms),
-        media_ip: cli.media_addr.unwrap_or(sip_addr.ip()),
+        media_ip: cli.media_addr.unwrap_or(advertised.ip()),
         rtp_ports: cli.rtp_ports,
         max_calls: cli.max_calls,
         ring_timeout: Duration::from_secs(cli.ring_timeout.clamp(1, 86_400)),
@@ -645,7 +679,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
     .with_context(|| format!("binding CODEB_SWITCH_METRICS_ADDR {}", cli.metrics_addr))?;
     tracing::info!(%addr, "metrics at /metrics");
-    tracing::info!(sip = %sip_addr, backend = transport.backend(), grpc = %link.local_addr,
+    tracing::info!(sip = %sip_addr, advertised = %advertised, backend = transport.backend(), grpc = %link.local_addr,
         "switch listening");
     let mut next_metrics = now;
     // Set by the first SIGINT/SIGTERM: the calls are being ended, and the

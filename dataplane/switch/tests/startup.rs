@@ -55,6 +55,14 @@ fn settings_that_cannot_work_stop_the_start_naming_them() {
             "CODEB_SIP_ADDR 0.0.0.0:5060",
         ),
         (&[("CODEB_MEDIA_ADDR", "0.0.0.0")][..], "CODEB_MEDIA_ADDR"),
+        (
+            &[("CODEB_SIP_ADVERTISE", "0.0.0.0")][..],
+            "CODEB_SIP_ADVERTISE 0.0.0.0",
+        ),
+        (
+            &[("CODEB_SIP_ADVERTISE", "sbc.example.com")][..],
+            "\"sbc.example.com\" is not an IP address or IP:port",
+        ),
         (&[("CODEB_WORKERS", "0")][..], "CODEB_WORKERS 0"),
         (&[("CODEB_WORKERS", "10000")][..], "CODEB_WORKERS 10000"),
         (&[("CODEB_RING_TIMEOUT", "0")][..], "CODEB_RING_TIMEOUT 0"),

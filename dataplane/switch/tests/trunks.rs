@@ -204,3 +204,67 @@ fn a_tcp_trunk_nobody_listens_on_is_down_without_waiting_for_timer_f() {
             >= 1.0
     );
 }
+
+/// Reads datagrams on `sock` until one starts with `prefix` (a request the
+/// switch retransmits, or a provisional answer first, is skipped).
+fn recv_starting(sock: &UdpSocket, prefix: &str) -> (String, std::net::SocketAddr) {
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 8192];
+    loop {
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no {prefix:?}: {e}"));
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with(prefix) {
+            return (text, from);
+        }
+    }
+}
+
+/// A switch behind a 1:1 NAT listens on its private address and shows the
+/// carrier its public one: in the Via, Contact, Call-ID and SDP of what it
+/// sends. Its loop check knows that address as its own: the INVITE coming
+/// back to it through the carrier is refused with 482.
+#[test]
+fn a_switch_behind_nat_shows_its_advertised_address() {
+    let carrier = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let carrier_port = carrier.local_addr().unwrap().port();
+    let sw = Switch::start(
+        &carrier_config(carrier_port, false, 0),
+        &[("CODEB_SIP_ADVERTISE", "198.51.100.7:5070")],
+    );
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = caller.local_addr().unwrap();
+    let to = sw.sip;
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = format!(
+        "INVITE sip:+15550003333@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-nat1\r\nMax-Forwards: 70\r\nFrom: <sip:+15550001111@{me}>;tag=n1\r\nTo: <sip:+15550003333@{to}>\r\nCall-ID: nat-1@test\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    caller.send_to(invite.as_bytes(), to).unwrap();
+
+    let (out, _) = recv_starting(&carrier, "INVITE ");
+    let head = out.split("\r\n\r\n").next().unwrap();
+    assert!(
+        head.contains("\r\nVia: SIP/2.0/UDP 198.51.100.7:5070;"),
+        "{out}"
+    );
+    assert!(head.contains("@198.51.100.7:5070>"), "Contact: {out}");
+    assert!(head.contains("@198.51.100.7:5070\r\n"), "Call-ID: {out}");
+    assert!(out.contains("\r\nc=IN IP4 198.51.100.7\r\n"), "SDP: {out}");
+    assert!(
+        !head.contains(&sw.sip.to_string()),
+        "the private address leaked: {out}"
+    );
+
+    // The carrier routes it back to the switch, its own Via on top.
+    let looped = out.replacen(
+        "\r\nVia: ",
+        &format!("\r\nVia: SIP/2.0/UDP 127.0.0.1:{carrier_port};branch=z9hG4bK-back\r\nVia: "),
+        1,
+    );
+    carrier.send_to(looped.as_bytes(), to).unwrap();
+    let (answer, _) = recv_starting(&carrier, "SIP/2.0 482 ");
+    assert!(answer.contains("branch=z9hG4bK-back"), "{answer}");
+    assert!(!answer.contains("merged"), "refused as a loop: {answer}");
+}

@@ -72,7 +72,9 @@ const TICK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
-    /// The SIP listening address (Via and Contact of what we send).
+    /// The address we appear at (Via, Contact, Call-ID and From hosts of
+    /// what we send, and the Via our loop check looks for): the listening
+    /// address, or the one advertised for it behind a NAT.
     pub sip_addr: SocketAddr,
     pub timers: Timers,
     pub max_transactions: usize,
