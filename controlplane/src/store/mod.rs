@@ -97,6 +97,8 @@ pub enum StoreError {
     Render(#[from] serde_json::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot reach the database at {url}: {cause}")]
+    Unreachable { url: String, cause: String },
     #[error("unsupported database URL (expected sqlite:// or postgres://): {0}")]
     UnsupportedUrl(String),
     #[error("stored row is corrupt: {0}")]
@@ -202,6 +204,25 @@ impl Store {
             (Pool::Sqlite(pool), Dialect::Sqlite)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
+            // One connection first: a pool that cannot connect says only
+            // that it timed out; this says why (refused, password, no such
+            // database, no route).
+            let unreachable = |cause: String| StoreError::Unreachable {
+                url: redact_url(url),
+                cause,
+            };
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                sqlx::ConnectOptions::connect(&options),
+            )
+            .await
+            {
+                Ok(Ok(c)) => {
+                    let _ = sqlx::Connection::close(c).await;
+                }
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                Err(_) => return Err(unreachable("no answer within 10 s".into())),
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
@@ -436,3 +457,31 @@ impl JsonPage {
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod connect_tests {
+    use super::Store;
+
+    /// A PostgreSQL that cannot be reached is named with the reason, and
+    /// the URL's password is not.
+    #[tokio::test]
+    async fn an_unreachable_postgres_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let err = Store::connect("postgres://codeb:s3cret@127.0.0.1:1/codeb", dir.path())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("cannot reach the database at postgres://codeb:***@127.0.0.1:1/codeb"),
+            "{err}"
+        );
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{err}"
+        );
+    }
+}
