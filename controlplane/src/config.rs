@@ -71,6 +71,30 @@ pub struct Settings {
     )]
     pub switch_token: Option<String>,
 
+    /// PEM certificate(s) the `https://` switch nodes' certificates must
+    /// chain to [default: the public web roots].
+    #[arg(long, env = "CODEB_SWITCH_TLS_CA", global = true)]
+    pub switch_tls_ca: Option<std::path::PathBuf>,
+
+    /// PEM client certificate chain this control plane shows `https://`
+    /// switch nodes that ask for one (their CODEB_SWITCH_TLS_CLIENT_CA).
+    #[arg(
+        long,
+        env = "CODEB_SWITCH_CLIENT_CERT",
+        requires = "switch_client_key",
+        global = true
+    )]
+    pub switch_client_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of CODEB_SWITCH_CLIENT_CERT.
+    #[arg(
+        long,
+        env = "CODEB_SWITCH_CLIENT_KEY",
+        requires = "switch_client_cert",
+        global = true
+    )]
+    pub switch_client_key: Option<std::path::PathBuf>,
+
     /// How long a switch node may stay unreachable before its calls are
     /// ended (`ended-failed-*`, errorDetail "switch node <url> lost") and
     /// retried per their settings (`ms`, `s`, `m`).
@@ -183,6 +207,9 @@ pub struct Config {
     pub switch_urls: Vec<String>,
     /// `CODEB_SWITCH_TOKEN`.
     pub switch_token: Option<String>,
+    /// `CODEB_SWITCH_TLS_CA` and `CODEB_SWITCH_CLIENT_CERT` / `_KEY`: how
+    /// `https://` nodes are reached.
+    pub switch_tls: SwitchTls,
     /// `CODEB_SWITCH_LOST_AFTER`.
     pub switch_lost_after: Duration,
     /// `CODEB_CALL_RETRY_DELAY_UNIT`: what one `retryDelayMinutes` is.
@@ -289,6 +316,8 @@ pub enum ConfigError {
     BadSwitchUrl(String),
     #[error("CODEB_SWITCH_TOKEN: must be 16-256 visible ASCII characters")]
     BadSwitchToken,
+    #[error("{0}")]
+    BadSwitchTls(String),
     #[error("CODEB_SWITCH_LOST_AFTER: {0}")]
     BadSwitchLostAfter(String),
     #[error("CODEB_SMTP_URL: {0}")]
@@ -305,11 +334,58 @@ pub enum ConfigError {
 
 /// A switch node URL the link can use: `http://host:port` (the link is
 /// plaintext gRPC; keep it on a private network).
+/// The PEM files of the control link's TLS, read at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwitchTls {
+    /// Trust anchors of the nodes' certificates (None: the web roots).
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate chain and key, for nodes that require one.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl SwitchTls {
+    fn read(s: &Settings) -> Result<SwitchTls, ConfigError> {
+        let read = |setting: &str, path: &std::path::Path| {
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::BadSwitchTls(format!("{setting} {}: {e}", path.display()))
+            })?;
+            if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+                return Err(ConfigError::BadSwitchTls(format!(
+                    "{setting} {}: not a PEM file",
+                    path.display()
+                )));
+            }
+            Ok(pem)
+        };
+        let ca = match &s.switch_tls_ca {
+            Some(p) => Some(read("CODEB_SWITCH_TLS_CA", p)?),
+            None => None,
+        };
+        let client = match (&s.switch_client_cert, &s.switch_client_key) {
+            (Some(c), Some(k)) => Some((
+                read("CODEB_SWITCH_CLIENT_CERT", c)?,
+                read("CODEB_SWITCH_CLIENT_KEY", k)?,
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::BadSwitchTls(
+                    "CODEB_SWITCH_CLIENT_CERT and CODEB_SWITCH_CLIENT_KEY go together".into(),
+                ));
+            }
+        };
+        Ok(SwitchTls { ca, client })
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client.is_some()
+    }
+}
+
 fn switch_url(s: &str) -> Result<String, ConfigError> {
     let u = url::Url::parse(s).map_err(|e| ConfigError::BadSwitchUrl(format!("{s}: {e}")))?;
-    if u.scheme() != "http" {
+    if !matches!(u.scheme(), "http" | "https") {
         return Err(ConfigError::BadSwitchUrl(format!(
-            "{s}: use http://host:port (the link does not do TLS)"
+            "{s}: use http://host:port, or https://host:port for a node serving TLS"
         )));
     }
     if u.host_str().is_none_or(str::is_empty) || u.port_or_known_default().is_none() {
@@ -393,6 +469,16 @@ impl Settings {
             }
             Some(_) => return Err(ConfigError::BadSwitchToken),
         };
+        let switch_tls = SwitchTls::read(self)?;
+        crate::switch_link::node::check_tls(&switch_tls).map_err(ConfigError::BadSwitchTls)?;
+        if switch_tls.is_set()
+            && let Some(plain) = switch_urls.iter().find(|u| u.starts_with("http://"))
+        {
+            return Err(ConfigError::BadSwitchTls(format!(
+                "CODEB_SWITCH_URLS {plain}: plaintext although the link's TLS is set \
+                 (CODEB_SWITCH_TLS_CA / CODEB_SWITCH_CLIENT_CERT); use https://"
+            )));
+        }
         let switch_lost_after =
             parse_duration(&self.switch_lost_after).map_err(ConfigError::BadSwitchLostAfter)?;
         if switch_lost_after < Duration::from_secs(1) {
@@ -419,6 +505,7 @@ impl Settings {
             admin_password: self.admin_password.clone(),
             switch_urls,
             switch_token,
+            switch_tls,
             switch_lost_after,
             call_retry_delay_unit,
             webhooks: WebhookConfig {
@@ -633,9 +720,13 @@ mod tests {
             switch_url("http://10.0.0.5:50051/").unwrap(),
             "http://10.0.0.5:50051"
         );
+        assert_eq!(
+            switch_url("https://switch-1.example:50051").unwrap(),
+            "https://switch-1.example:50051"
+        );
         for bad in [
             "10.0.0.5:50051",
-            "https://s:1",
+            "grpc://s:1",
             "http://:1",
             "http://s:1/x",
             "http://u:p@s:1",

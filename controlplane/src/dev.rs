@@ -404,7 +404,12 @@ async fn start(
         .env("CODEB_RTP_PORTS", &dev.rtp_ports)
         .env("CODEB_GEMINI_URL", &gemini_url)
         .env("CODEB_OPENAI_URL", &openai_url)
-        .env("CODEB_LOG", log);
+        .env("CODEB_LOG", log)
+        // Its link is the plaintext loopback one dev dials, whatever TLS
+        // settings this shell carries for a real deployment.
+        .env_remove("CODEB_SWITCH_TLS_CERT")
+        .env_remove("CODEB_SWITCH_TLS_KEY")
+        .env_remove("CODEB_SWITCH_TLS_CLIENT_CA");
     if let Some(token) = &config.switch_token {
         switch.env("CODEB_SWITCH_TOKEN", token);
     }

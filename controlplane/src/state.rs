@@ -72,11 +72,12 @@ impl AppState {
             lost_after: config.switch_lost_after,
             ..LinkSettings::default()
         };
-        let switch = SwitchNodes::with_token(
+        let switch = SwitchNodes::secured(
             config.switch_urls.clone(),
             settings,
             clock.clone(),
             config.switch_token.as_deref(),
+            &config.switch_tls,
         );
         let guard = Arc::new(crate::webhooks::guard_for(&config));
         AppState(Arc::new(Shared {

@@ -32,6 +32,7 @@ use tonic::Code;
 use self::backoff::Backoff;
 use self::node::{ChannelSettings, Node};
 use crate::clock::Clock;
+use crate::config::SwitchTls;
 use crate::store::{DispatchCall, Lost, Store};
 
 /// Deadline of one Stats probe.
@@ -105,22 +106,24 @@ pub struct SwitchNodes {
 
 impl SwitchNodes {
     pub fn new(urls: Vec<String>, settings: LinkSettings, clock: Clock) -> SwitchNodes {
-        Self::with_token(urls, settings, clock, None)
+        Self::secured(urls, settings, clock, None, &SwitchTls::default())
     }
 
-    /// Nodes whose requests carry `token` (`CODEB_SWITCH_TOKEN`).
-    pub fn with_token(
+    /// Nodes whose requests carry `token` (`CODEB_SWITCH_TOKEN`), reached
+    /// over `tls` where their URL is `https://`.
+    pub fn secured(
         urls: Vec<String>,
         settings: LinkSettings,
         clock: Clock,
         token: Option<&str>,
+        tls: &SwitchTls,
     ) -> SwitchNodes {
         let token = node::Token::new(token);
         let mut seen = std::collections::HashSet::new();
         let nodes = urls
             .into_iter()
             .filter(|u| seen.insert(u.clone()))
-            .map(|u| Arc::new(Node::new(&u, settings.channel, &token)))
+            .map(|u| Arc::new(Node::new(&u, settings.channel, &token, tls)))
             .collect();
         SwitchNodes {
             nodes,

@@ -13,7 +13,9 @@ use codeb_types::UtcMillis;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::SwitchTls;
 
 /// A node's gRPC client: every request carries the link's token
 /// (`CODEB_SWITCH_TOKEN`) when one is set.
@@ -38,6 +40,70 @@ impl Interceptor for Token {
         }
         Ok(req)
     }
+}
+
+/// The TLS an `https://` node is reached with: its certificate checked
+/// against `CODEB_SWITCH_TLS_CA` (else the web roots) and the host of its
+/// URL, and our client certificate shown if one is set.
+pub fn client_tls(tls: &SwitchTls) -> ClientTlsConfig {
+    let mut c = ClientTlsConfig::new();
+    c = match &tls.ca {
+        Some(ca) => c.ca_certificate(Certificate::from_pem(ca)),
+        None => c.with_webpki_roots(),
+    };
+    if let Some((cert, key)) = &tls.client {
+        c = c.identity(Identity::from_pem(cert, key));
+    }
+    c
+}
+
+/// Whether the link's TLS files hold what they should (checked at start,
+/// so a bad file stops the start instead of leaving every node
+/// unreachable: the channel itself skips certificates it cannot parse).
+pub fn check_tls(tls: &SwitchTls) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = |setting: &str, pem: &[u8]| -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{setting}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("{setting}: no certificate in it"));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = &tls.ca {
+        for c in certs("CODEB_SWITCH_TLS_CA", ca)? {
+            roots
+                .add(c)
+                .map_err(|e| format!("CODEB_SWITCH_TLS_CA: not a CA certificate: {e}"))?;
+        }
+    }
+    if let Some((cert, key)) = &tls.client {
+        let chain = certs("CODEB_SWITCH_CLIENT_CERT", cert)?;
+        let key = PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| format!("CODEB_SWITCH_CLIENT_KEY: {e}"))?;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| {
+                format!("CODEB_SWITCH_CLIENT_CERT / _KEY: not a certificate and its key: {e}")
+            })?;
+    }
+    Endpoint::from_static("https://switch.invalid:1")
+        .tls_config(client_tls(tls))
+        .map(drop)
+        .map_err(|e| {
+            use std::error::Error as _;
+            match e.source() {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            }
+        })
 }
 
 /// What the last probes of a node found.
@@ -96,10 +162,18 @@ pub struct ChannelSettings {
 }
 
 impl Node {
-    /// A node for `url` (`http://host:port`). A URL the channel cannot use
-    /// gives a node that is never healthy and says why.
-    pub fn new(url: &str, settings: ChannelSettings, token: &Token) -> Node {
+    /// A node for `url` (`http://host:port`, or `https://host:port` over
+    /// `tls`). A URL the channel cannot use gives a node that is never
+    /// healthy and says why.
+    pub fn new(url: &str, settings: ChannelSettings, token: &Token, tls: &SwitchTls) -> Node {
         let client = Endpoint::from_shared(url.to_owned())
+            .and_then(|e| {
+                if url.starts_with("https://") {
+                    e.tls_config(client_tls(tls))
+                } else {
+                    Ok(e)
+                }
+            })
             .map(|e| {
                 let channel = e
                     .connect_timeout(settings.connect_timeout)

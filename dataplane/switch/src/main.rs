@@ -70,6 +70,19 @@ struct Cli {
     /// Via, Contact and generated Call-IDs and From hosts.
     #[arg(long, env = "CODEB_SIP_ADVERTISE", value_parser = parse_advertise)]
     sip_advertise: Option<(IpAddr, Option<u16>)>,
+    /// PEM certificate chain of the gRPC control link: with it (and
+    /// CODEB_SWITCH_TLS_KEY) the link is served over TLS only, and the
+    /// control planes reach it at an `https://` URL.
+    #[arg(long, env = "CODEB_SWITCH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of CODEB_SWITCH_TLS_CERT.
+    #[arg(long, env = "CODEB_SWITCH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM certificate(s) of the CA that signs the control planes' client
+    /// certificates: with it, a TLS client without such a certificate is
+    /// refused in the handshake (mutual TLS).
+    #[arg(long, env = "CODEB_SWITCH_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Address advertised in SDP [default: the IP of CODEB_SIP_ADVERTISE,
     /// else of CODEB_SIP_ADDR].
     #[arg(long, env = "CODEB_MEDIA_ADDR")]
@@ -407,6 +420,38 @@ const TURN_EVENTS: usize = 1024;
 
 /// Settings that would start a switch that cannot work, or not as asked:
 /// refused at start, naming the setting (nothing is clamped silently).
+/// The control link's TLS settings, read from their files (a file that
+/// cannot be read, or does not parse, stops the start naming its setting).
+fn link_tls(cli: &Cli) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |setting: &str, path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("{setting} {}", path.display()))
+    };
+    let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(
+        read("CODEB_SWITCH_TLS_CERT", cert)?,
+        read("CODEB_SWITCH_TLS_KEY", key)?,
+    );
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &cli.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(
+            "CODEB_SWITCH_TLS_CLIENT_CA",
+            ca,
+        )?));
+    }
+    // Parsed now, so a bad file stops the start rather than the link.
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "CODEB_SWITCH_TLS_CERT / _KEY / _CLIENT_CA: not a usable certificate and key: {e}"
+            )
+        })?;
+    Ok(Some(tls))
+}
+
 /// `CODEB_SIP_ADVERTISE`: an IP, or an IP and port (`[v6]:port` for IPv6).
 fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -668,6 +713,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pushed_version,
             config_version,
             token: cli.switch_token.clone().filter(|t| !t.is_empty()),
+            tls: link_tls(&cli)?,
         },
         waiter.waker(),
     )?;

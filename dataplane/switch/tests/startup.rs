@@ -77,6 +77,21 @@ fn settings_that_cannot_work_stop_the_start_naming_them() {
         ),
         (&[("CODEB_NODE_ID", " ")][..], "CODEB_NODE_ID"),
         (
+            &[
+                ("CODEB_SWITCH_TLS_CERT", "/nonexistent/cert.pem"),
+                ("CODEB_SWITCH_TLS_KEY", "/nonexistent/key.pem"),
+            ][..],
+            "CODEB_SWITCH_TLS_CERT /nonexistent/cert.pem",
+        ),
+        (
+            &[
+                ("CODEB_SWITCH_TLS_CERT", "/dev/null"),
+                ("CODEB_SWITCH_TLS_KEY", "/dev/null"),
+            ][..],
+            "not a usable certificate and key",
+        ),
+        (&[("CODEB_SWITCH_TLS_CERT", "/dev/null")][..], "--tls-key"),
+        (
             &[("CODEB_LOG", "x=notalevel")][..],
             "CODEB_LOG \"x=notalevel\"",
         ),

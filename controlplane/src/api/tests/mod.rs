@@ -66,6 +66,7 @@ impl Harness {
             admin_password: Some(ADMIN_PW.into()),
             switch_urls,
             switch_token: None,
+            switch_tls: crate::config::SwitchTls::default(),
             switch_lost_after: std::time::Duration::from_secs(5),
             call_retry_delay_unit: std::time::Duration::from_secs(60),
             webhooks: crate::config::WebhookConfig::default(),

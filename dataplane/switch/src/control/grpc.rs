@@ -127,9 +127,21 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stop: oneshot::Receiver<()>,
     auth: Auth,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let res = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        // Checked at start (`link_tls`): this does not fail.
+        server = match server.tls_config(tls) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "gRPC TLS settings refused; the link is not served");
+                return;
+            }
+        };
+    }
+    let res = server
         .concurrency_limit_per_connection(256)
         .timeout(Duration::from_secs(30))
         .add_service(tonic::service::interceptor::InterceptedService::new(

@@ -356,6 +356,8 @@ pub struct Settings {
     pub config_version: u64,
     /// `CODEB_SWITCH_TOKEN`: calls without it are refused (None: any).
     pub token: Option<String>,
+    /// `CODEB_SWITCH_TLS_*`: the link is served over TLS (None: plaintext).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// The running link.
@@ -603,17 +605,25 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         let _guard = runtime.enter();
         tokio::net::TcpListener::from_std(listener)?
     };
-    if settings.token.is_none() && !local_addr.ip().is_loopback() {
-        tracing::warn!(addr = %local_addr,
-            "the gRPC control link takes any caller: set CODEB_SWITCH_TOKEN (here and on the control planes), or keep it on a network only they reach");
+    if !local_addr.ip().is_loopback() {
+        if settings.token.is_none() {
+            tracing::warn!(addr = %local_addr,
+                "the gRPC control link takes any caller: set CODEB_SWITCH_TOKEN (here and on the control planes), or keep it on a network only they reach");
+        }
+        if settings.tls.is_none() {
+            tracing::warn!(addr = %local_addr,
+                "the gRPC control link is plaintext (its token and the calls' prompts and keys included): set CODEB_SWITCH_TLS_CERT and _KEY, or keep it on a network only the control planes reach");
+        }
     }
+    let tls = settings.tls.is_some();
     runtime.spawn(grpc::serve(
         service,
         listener,
         stop_rx,
         grpc::Auth::new(settings.token.as_deref()),
+        settings.tls.clone(),
     ));
-    tracing::info!(addr = %local_addr, authenticated = settings.token.is_some(),
+    tracing::info!(addr = %local_addr, authenticated = settings.token.is_some(), tls,
         "gRPC control link listening");
     Ok(Link {
         sip: SipSide {
