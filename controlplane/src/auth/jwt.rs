@@ -47,6 +47,12 @@ pub struct AccessClaims {
     /// versions, which are judged by `iat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat_ms: Option<i64>,
+    /// The sign-in session (its refresh-token family) the token belongs
+    /// to: revoking the session (sign-out, or a replayed refresh token)
+    /// revokes its access tokens too. Absent without `offline_access` (no
+    /// session to revoke) and in older tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Why a token was refused. Details go to the log, never to the client.
@@ -279,6 +285,7 @@ mod tests {
             client_id: "codeb-admin".into(),
             scope: "openid".into(),
             iat_ms: Some(now * 1000 + 250),
+            sid: Some("f00d".into()),
         }
     }
 

@@ -131,6 +131,13 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
             "The access token was revoked; sign in again",
         ));
     }
+    if let Some(sid) = &claims.sid
+        && state.store.session_revoked(sid).await?
+    {
+        return Err(ApiError::unauthorized(
+            "The session was signed out; sign in again",
+        ));
+    }
     if user.tenant != claims.tenant {
         return Err(ApiError::unauthorized("Invalid access token"));
     }

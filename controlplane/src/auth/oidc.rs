@@ -140,8 +140,8 @@ fn no_store(mut resp: Response) -> Response {
 enum Refresh {
     /// Start a new family (password grant), if `offline_access` was granted.
     NewFamily,
-    /// Already minted and stored by a rotation.
-    Rotated(String),
+    /// Already minted and stored by a rotation of this family.
+    Rotated { token: String, family: String },
 }
 
 /// Mints the token response for a user.
@@ -153,6 +153,13 @@ async fn issue(
     now: UtcMillis,
 ) -> Result<Response, ApiError> {
     let iat = now.0.div_euclid(1000);
+    let offline = scope.split(' ').any(|s| s == "offline_access");
+    // The session: the refresh-token family, made here for a sign-in.
+    let (family, rotated) = match refresh {
+        Refresh::Rotated { token, family } => (Some(family), Some(token)),
+        Refresh::NewFamily if offline => (Some(hex::encode(crypto::random_bytes::<16>())), None),
+        Refresh::NewFamily => (None, None),
+    };
     let claims = AccessClaims {
         iss: state.config.issuer.clone(),
         sub: user.id.to_string(),
@@ -166,6 +173,7 @@ async fn issue(
         client_id: CLIENT_ID.to_owned(),
         scope: scope.clone(),
         iat_ms: Some(now.0),
+        sid: family.clone(),
     };
     let access_token = state.signing_key.sign("at+jwt", &claims);
     let id_token = state.signing_key.sign(
@@ -179,11 +187,9 @@ async fn issue(
             preferred_username: &user.username,
         },
     );
-    let offline = scope.split(' ').any(|s| s == "offline_access");
-    let refresh_token = match refresh {
-        Refresh::Rotated(token) => Some(token),
-        Refresh::NewFamily if offline => {
-            let family = hex::encode(crypto::random_bytes::<16>());
+    let refresh_token = match (rotated, family) {
+        (Some(token), _) => Some(token),
+        (None, Some(family)) => {
             let token = format!(
                 "{REFRESH_PREFIX}{}",
                 hex::encode(crypto::random_bytes::<32>())
@@ -201,7 +207,7 @@ async fn issue(
                 .await?;
             Some(token)
         }
-        Refresh::NewFamily => None,
+        (None, None) => None,
     };
     let body = TokenResponse {
         access_token,
@@ -323,7 +329,17 @@ async fn refresh_grant(state: &AppState, form: &[(String, String)]) -> Result<Re
             asked
         }
     };
-    issue(state, &user, scope, Refresh::Rotated(next), now).await
+    issue(
+        state,
+        &user,
+        scope,
+        Refresh::Rotated {
+            token: next,
+            family: rotated.family,
+        },
+        now,
+    )
+    .await
 }
 
 /// `POST /oidc.ashx/revoke` (RFC 7009): always 200 for a well-formed request.
@@ -340,6 +356,15 @@ pub async fn revoke(
             .store
             .revoke_refresh_family(&crypto::sha256_hex(token.as_bytes()), state.now())
             .await?;
+    } else if let Ok(claims) = state.signing_key.verify_access(
+        token,
+        &state.config.issuer,
+        API_AUDIENCE,
+        state.now().0.div_euclid(1000),
+    ) && let Some(sid) = claims.sid
+    {
+        // An access token of ours: its session ends (every token of it).
+        state.store.revoke_session(&sid, state.now()).await?;
     }
     Ok(StatusCode::OK.into_response())
 }

@@ -307,6 +307,36 @@ impl Store {
         })
     }
 
+    /// Revokes a session: its refresh-token family, and so the access
+    /// tokens that name it (`sid`).
+    pub async fn revoke_session(&self, family: &str, now: UtcMillis) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND family = $2",
+            )
+            .bind(now.0)
+            .bind(family)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Whether a session was revoked (signed out, or its refresh token
+    /// replayed). A session whose rows are gone (purged once expired,
+    /// after every access token of it) is not.
+    pub async fn session_revoked(&self, family: &str) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let row = sqlx::query(
+                "SELECT 1 FROM refresh_tokens WHERE family = $1 AND revoked_at IS NOT NULL LIMIT 1",
+            )
+            .bind(family)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.is_some())
+        })
+    }
+
     /// Drops refresh tokens that can no longer be used.
     pub async fn purge_refresh_tokens(&self, now: UtcMillis) -> Result<u64> {
         on_pool!(self, |pool| {

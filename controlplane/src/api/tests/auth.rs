@@ -13,6 +13,7 @@ on_both_backends!(
     oauth_errors,
     failed_logins_are_throttled,
     refresh_tokens_rotate_and_replay_revokes_family,
+    signing_out_ends_the_sessions_access_tokens,
     password_change_and_removal_revoke_tokens,
     forged_and_expired_tokens_are_refused,
     api_keys_lifecycle,
@@ -243,6 +244,103 @@ async fn refresh_tokens_rotate_and_replay_revokes_family(h: Harness) {
         refresh("rt_garbage".into()).await.json["error"],
         "invalid_grant"
     );
+}
+
+/// Sign-out (RFC 7009 revocation of the refresh token, or of an access
+/// token) ends the session: every access token of it is refused at once,
+/// not an hour later. Another session of the same user is untouched. A
+/// replayed refresh token, which revokes its session, ends the session's
+/// access tokens too.
+async fn signing_out_ends_the_sessions_access_tokens(h: Harness) {
+    let sign_in = || async {
+        let r = h
+            .form(
+                "/oidc.ashx/token",
+                &[
+                    ("grant_type", "password"),
+                    ("client_id", "codeb-admin"),
+                    ("username", ADMIN),
+                    ("password", ADMIN_PW),
+                    ("scope", "openid offline_access"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        (
+            r.json["access_token"].as_str().unwrap().to_owned(),
+            r.json["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    };
+    let refresh = |rt: String| {
+        let h = &h;
+        async move {
+            h.form(
+                "/oidc.ashx/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "codeb-admin"),
+                    ("refresh_token", &rt),
+                ],
+            )
+            .await
+        }
+    };
+    let revoke = |token: String| {
+        let h = &h;
+        async move {
+            h.form(
+                "/oidc.ashx/revoke",
+                &[("client_id", "codeb-admin"), ("token", &token)],
+            )
+            .await
+            .status
+        }
+    };
+    let calls = |at: String| {
+        let h = &h;
+        async move { h.get("/api.ashx/v1/calls", &at).await }
+    };
+
+    // Session A: an access token, then a rotated one; session B beside it.
+    let (a1, rt) = sign_in().await;
+    let r = refresh(rt).await;
+    let a2 = r.json["access_token"].as_str().unwrap().to_owned();
+    let a_rt = r.json["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&a1)["sid"], claims_of(&a2)["sid"], "one session");
+    let (b, _) = sign_in().await;
+    assert_ne!(claims_of(&a1)["sid"], claims_of(&b)["sid"]);
+    for at in [&a1, &a2, &b] {
+        assert_eq!(calls(at.clone()).await.status, StatusCode::OK);
+    }
+    // Signing A out by its refresh token ends both of its access tokens.
+    assert_eq!(revoke(a_rt).await, StatusCode::OK);
+    for at in [&a1, &a2] {
+        let r = calls(at.clone()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+        assert!(r.text.contains("signed out"), "{}", r.text);
+    }
+    assert_eq!(calls(b.clone()).await.status, StatusCode::OK, "B lives on");
+
+    // Revoking an access token ends its session, refresh token included.
+    let (c, c_rt) = sign_in().await;
+    assert_eq!(revoke(c.clone()).await, StatusCode::OK);
+    assert_eq!(calls(c).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refresh(c_rt).await.json["error"], "invalid_grant");
+
+    // A replayed refresh token ends its session's access tokens too.
+    let (d, d_rt) = sign_in().await;
+    assert_eq!(refresh(d_rt.clone()).await.status, StatusCode::OK);
+    assert_eq!(refresh(d_rt).await.json["error"], "invalid_grant");
+    assert_eq!(calls(d).await.status, StatusCode::UNAUTHORIZED);
+
+    // Without offline_access there is no session to end: no sid.
+    let r = h.login(ADMIN, ADMIN_PW).await;
+    assert!(
+        claims_of(r.json["access_token"].as_str().unwrap())
+            .get("sid")
+            .is_none()
+    );
+    assert_eq!(calls(b).await.status, StatusCode::OK);
 }
 
 async fn password_change_and_removal_revoke_tokens(h: Harness) {
