@@ -342,6 +342,32 @@ fn the_monitor_follows_a_call_to_its_transcript_and_hangs_up_a_scheduled_one() {
         ),
     );
     assert_eq!(tab.text(&format!("{row} td.outcome")), "finished");
+    // A keyboard user on the row's Transcript button keeps the focus
+    // across the periodic redraw.
+    tab.eval(&format!(
+        "(() => {{ const b = [...document.querySelector({r}).querySelectorAll('button')]\
+         .find(b => b.textContent === 'Transcript'); b.focus(); \
+         window.__drawnAt = document.getElementById('updated').textContent; \
+         window.__focusedRow = document.querySelector({r}); }})()",
+        r = json!(row)
+    ));
+    tab.wait_for(
+        "a redraw",
+        &format!(
+            "document.getElementById('updated').textContent !== window.__drawnAt \
+             && document.querySelector({r}) !== window.__focusedRow",
+            r = json!(row)
+        ),
+    );
+    assert_eq!(
+        tab.eval(&format!(
+            "document.activeElement.textContent === 'Transcript' \
+             && document.activeElement.closest('tr') === document.querySelector({r})",
+            r = json!(row)
+        )),
+        json!(true),
+        "the focus stayed on the redrawn row's Transcript button"
+    );
     tab.eval(&format!(
         "[...document.querySelectorAll({r})].flatMap(r => [...r.querySelectorAll('button')])\
          .find(b => b.textContent === 'Transcript').click()",

@@ -556,7 +556,9 @@
     const at = offset;
     const j = await api('GET', `/calls?limit=${PAGE_SIZE}&offset=${at}${filter}`);
     if (mine !== callsSeq || (auto && armed())) return;
+    const focused = focusInCalls();
     $('calls-body').replaceChildren(...j.data.map(callRow));
+    refocus(focused);
     $('calls-empty').textContent = at > 0 || status ? 'No calls here.' : 'No calls yet.';
     $('calls-empty').hidden = j.data.length > 0;
     $('prev').disabled = at === 0;
@@ -565,6 +567,25 @@
       ? `${at + 1}–${at + j.data.length} of ${j.total}` : '';
     $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
     $('error').textContent = '';
+  }
+
+  // The button focused in the list (keyboard users tab through it), by
+  // its row and label, so a redraw puts the focus back where it was.
+  function focusInCalls() {
+    const el = document.activeElement;
+    const row = el && el.closest ? el.closest('#calls-body tr') : null;
+    return row ? {id: row.dataset.id, label: el.textContent} : null;
+  }
+
+  // Focuses the same button in the redrawn row: the first one if its own
+  // is gone (a hang-up button once the call ended), nothing if the row is.
+  function refocus(f) {
+    if (!f) return;
+    const row = [...$('calls-body').rows].find((r) => r.dataset.id === f.id);
+    if (!row) return;
+    const buttons = [...row.querySelectorAll('button')];
+    const el = buttons.find((b) => b.textContent === f.label) || buttons[0];
+    if (el) el.focus({preventScroll: true});
   }
 
   function callRow(c) {
