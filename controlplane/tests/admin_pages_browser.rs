@@ -273,15 +273,23 @@ fn an_admin_mints_a_key_and_subscribes_a_webhook_through_the_pages() {
     assert_eq!(listed["total"], 0, "{listed}");
 
     // Sign out ends the session for every page of the tab and revokes its
-    // refresh token at the issuer.
-    let refresh = tab.eval("JSON.parse(sessionStorage.getItem('codeb.admin.session')).refresh");
-    let refresh = refresh.as_str().unwrap().to_owned();
-    tab.eval("window.__cdpOld = true");
-    tab.click("#sign-out");
+    // refresh token at the issuer, and with it the session's access token.
+    let session = tab.eval("JSON.parse(sessionStorage.getItem('codeb.admin.session'))");
+    let refresh = session["refresh"].as_str().unwrap().to_owned();
+    let access = session["access"].as_str().unwrap().to_owned();
+    assert_eq!(
+        curl(&[
+            "-H",
+            &format!("Authorization: Bearer {access}"),
+            &server.url("/api.ashx/v1/webhooks"),
+        ])
+        .0,
+        200
+    );
+    tab.click_to_new_document("#sign-out");
     tab.wait_for(
         "the page signed out",
-        "!window.__cdpOld && document.readyState === 'complete' && \
-         !document.getElementById('sign-in').hidden",
+        "!document.getElementById('sign-in').hidden",
     );
     assert_eq!(tab.text("#sign-in-error"), "Signed out.");
     assert!(!tab.shown("#secret"), "nothing of the last session stays");
@@ -299,6 +307,12 @@ fn an_admin_mints_a_key_and_subscribes_a_webhook_through_the_pages() {
         ]);
         (code == 400 && body["error"] == "invalid_grant").then_some(())
     });
+    let (code, body, _) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {access}"),
+        &server.url("/api.ashx/v1/webhooks"),
+    ]);
+    assert_eq!(code, 401, "the signed-out access token: {body}");
     tab.goto(&server.url("/outbound-ai-monitor.html"));
     tab.wait_for(
         "the sign-in form",

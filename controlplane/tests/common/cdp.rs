@@ -45,6 +45,13 @@ pub struct Tab {
     _profile: tempfile::TempDir,
 }
 
+/// Marks the current document, so waiting for the next one's readiness
+/// is not fooled by its own.
+const MARK_OLD_DOCUMENT: &str = "window.__cdpOld = true";
+/// True once a document other than the marked one has loaded.
+const NEW_DOCUMENT_READY: &str = "!window.__cdpOld && location.href !== 'about:blank' && \
+     document.readyState === 'complete'";
+
 impl Tab {
     pub fn open(chromium: &Path) -> Tab {
         let profile = tempfile::tempdir().unwrap();
@@ -148,12 +155,20 @@ impl Tab {
     /// Loads `url` and waits until the new document is complete (the
     /// old one is marked first, so its own readiness does not count).
     pub fn goto(&mut self, url: &str) {
-        self.eval("window.__cdpOld = true");
+        self.eval(MARK_OLD_DOCUMENT);
         self.command("Page.navigate", json!({"url": url}), true);
+        self.wait_for(&format!("{url} loaded"), NEW_DOCUMENT_READY);
+    }
+
+    /// Clicks `selector` (which must load a document: a link, or a button
+    /// whose handler reloads) and waits until the new document is
+    /// complete, as [`Self::goto`] does.
+    pub fn click_to_new_document(&mut self, selector: &str) {
+        self.eval(MARK_OLD_DOCUMENT);
+        self.click(selector);
         self.wait_for(
-            &format!("{url} loaded"),
-            "!window.__cdpOld && location.href !== 'about:blank' && \
-             document.readyState === 'complete'",
+            &format!("the document {selector} loads"),
+            NEW_DOCUMENT_READY,
         );
     }
 
