@@ -43,7 +43,7 @@ pub use keys::{ApiKeyRecord, RefreshOutcome, RefreshToken};
 pub use numbers::NumberRecord;
 pub use outbox::{
     AttemptLog, AttemptOutcome, Audience, ClaimedDelivery, DeliveryRecord, DeliveryState, NextStep,
-    Paused, ReplayOutcome, event_body,
+    Paused, ReplayOutcome, Room, event_body,
 };
 pub use prompts::{
     BUILTIN_PROMPTS, BuiltinPrompt, MAX_PROMPT_NAME, MAX_PROMPT_TEXT, MAX_SLUG, PromptRecord,

@@ -134,6 +134,39 @@ pub struct ClaimedDelivery {
     pub secret: String,
     /// The previous secret while its rotation grace period runs.
     pub prev_secret: Option<String>,
+    /// The subscription's consecutive failed attempts when claimed.
+    pub failures: i64,
+}
+
+/// How many attempts each subscription may have in flight: up to
+/// `per_subscription`, but one at a time while it is failing (its last
+/// attempt here failed, or its stored count of consecutive failures is
+/// above 0). A resumed subscription whose receiver is still down is then
+/// probed one delivery at a time, and pauses again at its 20th failure
+/// instead of a whole batch of attempts past it.
+#[derive(Debug, Clone, Default)]
+pub struct Room {
+    pub in_flight: HashMap<SubscriptionId, usize>,
+    /// Subscriptions whose last attempt in this process failed.
+    pub failing: std::collections::HashSet<SubscriptionId>,
+    pub per_subscription: usize,
+}
+
+impl Room {
+    pub fn new(per_subscription: usize) -> Room {
+        Room {
+            per_subscription,
+            ..Room::default()
+        }
+    }
+
+    fn cap(&self, sub: &SubscriptionId, stored_failures: i64) -> usize {
+        if stored_failures > 0 || self.failing.contains(sub) {
+            1
+        } else {
+            self.per_subscription
+        }
+    }
 }
 
 /// What happens to a delivery after an attempt.
@@ -353,7 +386,7 @@ macro_rules! claim_select {
              ORDER BY d.next_attempt_at, d.seq LIMIT $2",
             $lock,
             ") SELECT d.seq, d.id, d.webhook_id, d.attempts, e.name, e.body, w.url, w.secret, \
-             w.prev_secret, w.prev_secret_until, w.active \
+             w.prev_secret, w.prev_secret_until, w.active, w.failures \
              FROM due JOIN webhook_deliveries d ON d.seq = due.seq \
              JOIN webhooks w ON w.id = d.webhook_id \
              JOIN webhook_events e ON e.seq = d.event_seq \
@@ -401,21 +434,18 @@ fn claimed_from_row(row: &impl RowExt, token: i64, now: UtcMillis) -> Result<Cla
         secret: col(row, "secret")?,
         prev_secret: (!prev_secret.is_empty() && prev_until.is_some_and(|t| t > now))
             .then_some(prev_secret),
+        failures: col(row, "failures")?,
     })
 }
 
 /// Keeps at most `room(sub)` rows per subscription, in claim order.
-fn fit_to_room(
-    rows: Vec<ClaimedDelivery>,
-    in_flight: &HashMap<SubscriptionId, usize>,
-    per_subscription: usize,
-) -> Vec<ClaimedDelivery> {
+fn fit_to_room(rows: Vec<ClaimedDelivery>, room: &Room) -> Vec<ClaimedDelivery> {
     let mut taken: HashMap<SubscriptionId, usize> = HashMap::new();
     rows.into_iter()
         .filter(|r| {
-            let busy = in_flight.get(&r.webhook_id).copied().unwrap_or(0);
+            let busy = room.in_flight.get(&r.webhook_id).copied().unwrap_or(0);
             let n = taken.entry(r.webhook_id.clone()).or_insert(0);
-            if busy + *n < per_subscription {
+            if busy + *n < room.cap(&r.webhook_id, r.failures) {
                 *n += 1;
                 true
             } else {
@@ -667,19 +697,20 @@ impl Store {
         }
     }
 
-    /// Claims up to `limit` due deliveries for `lease_ms`, at most
-    /// `per_subscription` in flight per subscription counting `in_flight`.
+    /// Claims up to `limit` due deliveries for `lease_ms`, leaving each
+    /// subscription no more in flight than `room` allows.
     pub async fn claim_deliveries(
         &self,
         now: UtcMillis,
         lease_ms: i64,
         limit: i64,
-        in_flight: &HashMap<SubscriptionId, usize>,
-        per_subscription: usize,
+        room: &Room,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let skip: Vec<String> = in_flight
+        // Full already (a failing one with one attempt out is): not asked for.
+        let skip: Vec<String> = room
+            .in_flight
             .iter()
-            .filter(|(_, n)| **n >= per_subscription)
+            .filter(|(k, n)| **n >= room.cap(k, 0))
             .map(|(k, _)| k.as_str().to_owned())
             .collect();
         let token = i64::from_be_bytes(crypto::random_bytes::<8>());
@@ -706,7 +737,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                let claimed = fit_to_room(claimed, in_flight, per_subscription);
+                let claimed = fit_to_room(claimed, room);
                 for c in &claimed {
                     sqlx::query(
                         "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2, \
@@ -775,7 +806,7 @@ impl Store {
                         .await?;
                     }
                 }
-                let claimed = fit_to_room(claimed, in_flight, per_subscription);
+                let claimed = fit_to_room(claimed, room);
                 let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
                 if !seqs.is_empty() {
                     sqlx::query(
@@ -1382,12 +1413,37 @@ mod tests {
             url: String::new(),
             secret: String::new(),
             prev_secret: None,
+            failures: 0,
         };
         let a = "aaaaaaaaaaaaaaaa";
         let b = "bbbbbbbbbbbbbbbb";
         let rows = vec![mk(a, 1), mk(a, 2), mk(b, 3), mk(a, 4), mk(b, 5)];
-        let busy = HashMap::from([(SubscriptionId::parse(a).unwrap(), 1)]);
-        let kept: Vec<i64> = fit_to_room(rows, &busy, 2).iter().map(|c| c.seq).collect();
+        let mut room = Room::new(2);
+        room.in_flight = HashMap::from([(SubscriptionId::parse(a).unwrap(), 1)]);
+        let kept: Vec<i64> = fit_to_room(rows.clone(), &room)
+            .iter()
+            .map(|c| c.seq)
+            .collect();
         assert_eq!(kept, vec![1, 3, 5]);
+        // Failing here: one at a time, so a with one out gets none.
+        room.failing.insert(SubscriptionId::parse(a).unwrap());
+        let kept: Vec<i64> = fit_to_room(rows.clone(), &room)
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(kept, vec![3, 5]);
+        // Failing as stored: b's first row only.
+        let stored: Vec<ClaimedDelivery> = rows
+            .into_iter()
+            .map(|mut r| {
+                r.failures = 3;
+                r
+            })
+            .collect();
+        let kept: Vec<i64> = fit_to_room(stored, &Room::new(2))
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(kept, vec![1, 3]);
     }
 }

@@ -5,8 +5,9 @@
 //! - Claims are leases in the database, so any number of replicas can run
 //!   this loop against one PostgreSQL and each delivery goes to one of them.
 //! - At most `concurrency` attempts run at once and at most
-//!   `per_subscription` for any one subscription, so a slow or dead
-//!   receiver holds a bounded share and never delays the others.
+//!   `per_subscription` for any one subscription (one while it is
+//!   failing), so a slow or dead receiver holds a bounded share and never
+//!   delays the others.
 //! - The loop sleeps until a delivery is due, an event is recorded (a local
 //!   wake, or PostgreSQL `NOTIFY` from another process), an attempt
 //!   finishes, or `idle_poll` passes (which covers expired leases).
@@ -34,7 +35,7 @@ use super::schedule::{AttemptResult, RetryPolicy, parse_retry_after};
 use super::sign::{Signing, delivery_headers};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{AttemptOutcome, ClaimedDelivery, Store};
+use crate::store::{AttemptOutcome, ClaimedDelivery, Room, Store};
 
 /// Most attempt results written in one transaction.
 const RECORD_BATCH: usize = 512;
@@ -136,31 +137,45 @@ pub fn start(
 }
 
 /// Attempts running now.
-#[derive(Default)]
 struct InFlight {
     /// task -> (subscription, seq, lease token)
     tasks: HashMap<tokio::task::Id, (SubscriptionId, i64, i64)>,
-    per_subscription: HashMap<SubscriptionId, usize>,
+    /// Attempts per subscription, and which are failing.
+    room: Room,
 }
 
 impl InFlight {
+    fn new(per_subscription: usize) -> InFlight {
+        InFlight {
+            tasks: HashMap::new(),
+            room: Room::new(per_subscription),
+        }
+    }
+
     fn add(&mut self, task: tokio::task::Id, d: &ClaimedDelivery) {
         self.tasks
             .insert(task, (d.webhook_id.clone(), d.seq, d.lease_token));
-        *self
-            .per_subscription
-            .entry(d.webhook_id.clone())
-            .or_default() += 1;
+        *self.room.in_flight.entry(d.webhook_id.clone()).or_default() += 1;
     }
 
-    /// Forgets a finished task; returns its lease.
-    fn done(&mut self, task: tokio::task::Id) -> Option<(i64, i64)> {
+    /// Forgets a finished task (`delivered`: its receiver took it; None:
+    /// it did not finish); returns its lease.
+    fn done(&mut self, task: tokio::task::Id, delivered: Option<bool>) -> Option<(i64, i64)> {
         let (sub, seq, token) = self.tasks.remove(&task)?;
-        if let Some(n) = self.per_subscription.get_mut(&sub) {
+        if let Some(n) = self.room.in_flight.get_mut(&sub) {
             *n -= 1;
             if *n == 0 {
-                self.per_subscription.remove(&sub);
+                self.room.in_flight.remove(&sub);
             }
+        }
+        match delivered {
+            Some(true) => {
+                self.room.failing.remove(&sub);
+            }
+            Some(false) => {
+                self.room.failing.insert(sub);
+            }
+            None => {}
         }
         Some((seq, token))
     }
@@ -179,8 +194,8 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let stop = stop.clone();
         tokio::spawn(async move { store.relay_outbox_notifications(stop).await })
     };
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    let mut in_flight = InFlight::default();
+    let mut tasks: JoinSet<bool> = JoinSet::new();
+    let mut in_flight = InFlight::new(sh.cfg.per_subscription);
     let mut housekeeping_at = Instant::now() + Duration::from_secs(60);
     // The last claim filled its batch: more is due than was taken.
     let mut backlog = false;
@@ -233,8 +248,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     sh.clock.now(),
                     millis(sh.cfg.lease),
                     i64::try_from(want).unwrap_or(i64::MAX),
-                    &in_flight.per_subscription,
-                    sh.cfg.per_subscription,
+                    &in_flight.room,
                 )
                 .await;
             match claim {
@@ -285,10 +299,10 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tasks.abort_all();
         while let Some(r) = tasks.join_next_with_id().await {
             match r {
-                Ok((id, ())) => {
-                    in_flight.done(id);
+                Ok((id, delivered)) => {
+                    in_flight.done(id, Some(delivered));
                 }
-                Err(e) => abandoned.extend(in_flight.done(e.id())),
+                Err(e) => abandoned.extend(in_flight.done(e.id(), None)),
             }
         }
     }
@@ -311,16 +325,16 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     tracing::info!("webhook delivery stopped");
 }
 
-fn finished(r: Result<(tokio::task::Id, ()), tokio::task::JoinError>, in_flight: &mut InFlight) {
+fn finished(r: Result<(tokio::task::Id, bool), tokio::task::JoinError>, in_flight: &mut InFlight) {
     match r {
-        Ok((id, ())) => {
-            in_flight.done(id);
+        Ok((id, delivered)) => {
+            in_flight.done(id, Some(delivered));
         }
         Err(e) => {
             // A panicked attempt: its lease expires and the delivery is
             // retried under the same id.
             tracing::error!(error = %e, "a webhook delivery attempt failed abnormally");
-            in_flight.done(e.id());
+            in_flight.done(e.id(), None);
         }
     }
 }
@@ -353,7 +367,12 @@ async fn housekeep(sh: &Shared) {
 }
 
 /// One attempt: sign, POST, decide what follows, report.
-async fn attempt(sh: Arc<Shared>, d: ClaimedDelivery, done: mpsc::UnboundedSender<AttemptOutcome>) {
+/// One attempt; true if the receiver took it.
+async fn attempt(
+    sh: Arc<Shared>,
+    d: ClaimedDelivery,
+    done: mpsc::UnboundedSender<AttemptOutcome>,
+) -> bool {
     let started = sh.clock.now();
     let t0 = Instant::now();
     let headers = delivery_headers(&Signing {
@@ -421,6 +440,7 @@ async fn attempt(sh: Arc<Shared>, d: ClaimedDelivery, done: mpsc::UnboundedSende
         tracing::info!(delivery = %d.id, webhook = %d.webhook_id, attempt = d.attempt,
             error = %error, next = ?decision.next, "webhook attempt failed");
     }
+    let delivered = error.is_empty();
     let _ = done.send(AttemptOutcome {
         seq: d.seq,
         lease_token: d.lease_token,
@@ -433,6 +453,7 @@ async fn attempt(sh: Arc<Shared>, d: ClaimedDelivery, done: mpsc::UnboundedSende
         next: decision.next,
         gone: decision.gone,
     });
+    delivered
 }
 
 /// Writes attempt results in batches (whatever has arrived since the last

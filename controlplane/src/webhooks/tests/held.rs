@@ -6,8 +6,6 @@
 //! The first test runs real workers and a receiver; the others drive the
 //! store step by step as a worker would, so the interleavings are exact.
 
-use std::collections::HashMap;
-
 use codeb_types::{EventName, SubscriptionId, UtcMillis};
 use serde_json::json;
 
@@ -30,7 +28,7 @@ const CALL_B: &str = "oac-bbbbbbbbbbbb";
 /// Claims everything due at `now`, as one worker would.
 async fn claim(fx: &Fx, now: UtcMillis) -> Vec<ClaimedDelivery> {
     fx.store
-        .claim_deliveries(now, 60_000, 100, &HashMap::new(), 100)
+        .claim_deliveries(now, 60_000, 100, &crate::store::Room::new(100))
         .await
         .unwrap()
 }
