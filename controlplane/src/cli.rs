@@ -161,10 +161,11 @@ pub(crate) async fn serve(config: Config, dev: Option<&str>) -> anyhow::Result<(
     match &bootstrap {
         Bootstrap::Generated(pw) if dev.is_none() => {
             // Printed once, on the first start only; it is not stored.
-            eprintln!(
+            say!(
                 "\n  Created admin user '{}' with generated password:\n\n      {pw}\n\n  \
                  It is shown only now. Change it with: codeb admin users passwd {}\n",
-                config.admin_user, config.admin_user
+                config.admin_user,
+                config.admin_user
             );
         }
         Bootstrap::Created => {
@@ -182,7 +183,7 @@ pub(crate) async fn serve(config: Config, dev: Option<&str>) -> anyhow::Result<(
                     .into()
             }
         };
-        eprintln!(
+        say!(
             "\n  CodeB dev: control plane at {url} (SQLite in {})\n  \
              Admin user: {}   password: {pw}\n  \
              Admin pages: {url}/api-keys-admin.html  {url}/webhooks-admin.html  \

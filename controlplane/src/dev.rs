@@ -300,7 +300,7 @@ impl Proc {
                 .await
                 .is_err()
             {
-                eprintln!(
+                say!(
                     "codeb dev: {} did not stop within {}s of SIGTERM; killing it",
                     self.name,
                     STOP_GRACE.as_secs()
@@ -448,7 +448,7 @@ fn unexpected(name: &str, status: std::io::Result<ExitStatus>) -> anyhow::Error 
         Ok(s) => s.to_string(),
         Err(e) => format!("could not wait for it: {e}"),
     };
-    eprintln!(
+    say!(
         "\n  codeb dev: {name} EXITED UNEXPECTEDLY ({how}); stopping the whole platform.\n  \
          Its last output is above, prefixed [{name}].\n"
     );
@@ -475,7 +475,7 @@ pub async fn run(mut config: Config, dev: DevSettings, log: &str) -> anyhow::Res
     let started = tokio::select! {
         r = start(&mut children, &config, &dev, log) => Some(r),
         sig = signals.recv() => {
-            eprintln!("codeb dev: {sig} while starting; stopping");
+            say!("codeb dev: {sig} while starting; stopping");
             None
         }
     };
@@ -513,7 +513,7 @@ async fn serve(
         s = sim.child.wait() => Err(unexpected(sim.name, s)),
         sig = signals.recv() => {
             if sig == "SIGHUP" {
-                eprintln!("codeb dev: SIGHUP (terminal gone?); stopping");
+                say!("codeb dev: SIGHUP (terminal gone?); stopping");
                 return Ok(());
             }
             // The control plane got the same signal and is finishing the
@@ -521,7 +521,7 @@ async fn serve(
             match tokio::time::timeout(STOP_GRACE, &mut control_plane).await {
                 Ok(r) => r,
                 Err(_) => {
-                    eprintln!(
+                    say!(
                         "codeb dev: the control plane did not stop within {}s of {sig}",
                         STOP_GRACE.as_secs()
                     );

@@ -3,6 +3,16 @@
 //! link to switch nodes. The binary is `codeb`; `app()` is the whole HTTP
 //! application as a function, so tests drive it without a socket.
 
+/// `eprintln!` without its panic on a closed stderr (a `codeb dev` or
+/// `codeb serve` whose terminal or log pipe went away keeps running and
+/// stops cleanly).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod api;
 pub mod auth;
 pub mod cli;

@@ -544,3 +544,86 @@ fn a_log_filter_that_does_not_parse_stops_the_start_naming_it() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("CODEB_LOG \"x=notalevel\""), "{err}");
 }
+
+/// `codeb dev` whose terminal is gone (stderr a closed pipe) still stops
+/// cleanly: its own messages used to panic on the closed pipe, ending it
+/// with a panic instead of stopping its children in order.
+#[test]
+fn codeb_dev_with_its_terminal_gone_stops_cleanly_on_sighup() {
+    sibling("codeb-switch");
+    sibling("codeb-ai-sim");
+    let dir = tempfile::tempdir().unwrap();
+    let http = common::free_port();
+    let sip = free_sip_port();
+    let rtp = 40_000 + (sip % 100) * 100;
+    let env = [
+        ("CODEB_HTTP_ADDR", format!("127.0.0.1:{http}")),
+        ("CODEB_SIP_ADDR", format!("127.0.0.1:{sip}")),
+        (
+            "CODEB_SWITCH_GRPC_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        ("CODEB_RTP_PORTS", format!("{rtp}-{}", rtp + 99)),
+        (
+            "CODEB_SIM_GEMINI_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        (
+            "CODEB_SIM_OPENAI_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        (
+            "CODEB_SWITCH_METRICS_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        ("CODEB_WORKERS", "1".into()),
+    ];
+    // Its output goes into a pipe whose reading end is closed at once.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_codeb"));
+    cmd.arg("dev").current_dir(dir.path());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CODEB_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start codeb dev");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let mut dev = Dev {
+        child,
+        out: Output::default(),
+        children: Vec::new(),
+    };
+    let out = dev.out.clone();
+    wait("the control plane", 90, &out, || {
+        (common::curl(&["-s", &format!("http://127.0.0.1:{http}/healthz")]).0 == 200).then_some(())
+    });
+    let kids = wait("the children", 30, &out, || {
+        let kids = children_of(dev.child.id());
+        (kids.len() == 2).then_some(kids)
+    });
+    signal(dev.child.id(), rustix::process::Signal::HUP);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = dev.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "codeb dev did not stop on SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "codeb dev ended with {status}");
+    for (pid, name) in &kids {
+        wait(&format!("{name} (pid {pid}) to end"), 15, &out, || {
+            (!running(*pid)).then_some(())
+        });
+    }
+}
