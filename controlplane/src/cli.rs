@@ -126,7 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let store = Store::connect(&config.database_url, &config.data_dir).await?;
             store.migrate().await?;
-            println!("migrations applied to {}", redact_url(&config.database_url));
+            out!("migrations applied to {}", redact_url(&config.database_url));
             Ok(())
         }
         Command::Admin { command } => admin(config, command).await,
@@ -282,9 +282,9 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 store
                     .ensure_catchall(&tenant, crate::state::CATCHALL_DEFAULT_USER, now)
                     .await?;
-                println!("added {} '{username}' in tenant {tenant}", role.as_str());
+                out!("added {} '{username}' in tenant {tenant}", role.as_str());
                 if generated {
-                    println!("password: {pw}");
+                    out!("password: {pw}");
                 }
             }
             UserCommand::Passwd {
@@ -307,16 +307,16 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 if !store.update_user(&username, Some(&hash), role, now).await? {
                     anyhow::bail!("no user '{username}'");
                 }
-                println!("password of '{username}' changed; their sessions are signed out");
+                out!("password of '{username}' changed; their sessions are signed out");
                 if generated {
-                    println!("password: {pw}");
+                    out!("password: {pw}");
                 }
             }
             UserCommand::List => {
                 let users = store.list_users().await?;
-                println!("{:<24} {:<8} {:<28} CREATED", "USER", "ROLE", "TENANT");
+                out!("{:<24} {:<8} {:<28} CREATED", "USER", "ROLE", "TENANT");
                 for u in users {
-                    println!(
+                    out!(
                         "{:<24} {:<8} {:<28} {}",
                         u.username,
                         u.role.as_str(),
@@ -337,7 +337,7 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 if !store.update_user(&username, None, Some(role), now).await? {
                     anyhow::bail!("no user '{username}'");
                 }
-                println!(
+                out!(
                     "'{username}' is now {}; their sessions are signed out",
                     role.as_str()
                 );
@@ -349,18 +349,21 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 if !store.remove_user(&username).await? {
                     anyhow::bail!("no user '{username}'");
                 }
-                println!("removed '{username}'");
+                out!("removed '{username}'");
             }
         },
         AdminCommand::Keys { command } => match command {
             KeyCommand::List => {
                 let page = store.list_api_keys(None, i64::MAX, 0).await?;
-                println!(
+                out!(
                     "{:<22} {:<24} {:<20} {:<24} LAST USED",
-                    "ID", "NAME", "TENANT", "CREATED"
+                    "ID",
+                    "NAME",
+                    "TENANT",
+                    "CREATED"
                 );
                 for k in page.items {
-                    println!(
+                    out!(
                         "{:<22} {:<24} {:<20} {:<24} {}",
                         k.id,
                         k.name,
@@ -377,7 +380,7 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 if !store.revoke_api_key(None, &id, now).await? {
                     anyhow::bail!("no live API key {id}");
                 }
-                println!("revoked {id}");
+                out!("revoked {id}");
             }
         },
     }

@@ -13,6 +13,15 @@ macro_rules! say {
     }};
 }
 
+/// `println!` without its panic on a closed stdout: `codeb admin users
+/// list | head -1` ends quietly, as a Unix tool does.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod api;
 pub mod auth;
 pub mod cli;

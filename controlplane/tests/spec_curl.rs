@@ -379,6 +379,22 @@ fn run_spec_examples(server: &Server) {
         ok && out.contains("vic") && out.contains("viewer") && out.contains(ADMIN),
         "{out}"
     );
+    // Piped into a reader that stops at once (`| head -0`): a quiet end.
+    let mut list = std::process::Command::new(env!("CARGO_BIN_EXE_codeb"))
+        .args(["admin", "users", "list"])
+        .envs(server.env.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(list.stdout.take());
+    let done = list.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        done.status.success() && !err.contains("panicked"),
+        "{:?}: {err}",
+        done.status
+    );
     // A role change keeps the password.
     let (ok, out) = server.admin_cmd(&["users", "role", "vic", "admin"]);
     assert!(ok, "{out}");
