@@ -143,7 +143,9 @@ pub struct ClaimedDelivery {
 /// attempt here failed, or its stored count of consecutive failures is
 /// above 0). A resumed subscription whose receiver is still down is then
 /// probed one delivery at a time, and pauses again at its 20th failure
-/// instead of a whole batch of attempts past it.
+/// instead of a whole batch of attempts past it. It is per process: a
+/// success seen by another replica frees this one's limit only after its
+/// own next success.
 #[derive(Debug, Clone, Default)]
 pub struct Room {
     pub in_flight: HashMap<SubscriptionId, usize>,
@@ -439,7 +441,16 @@ fn claimed_from_row(row: &impl RowExt, token: i64, now: UtcMillis) -> Result<Cla
 }
 
 /// Keeps at most `room(sub)` rows per subscription, in claim order.
-fn fit_to_room(rows: Vec<ClaimedDelivery>, room: &Room) -> Vec<ClaimedDelivery> {
+/// A subscription whose stored failures are above 0 joins `room.failing`,
+/// so the next claim skips it while its one attempt is out (its rows would
+/// otherwise fill the claim's limit again only to be dropped here).
+fn fit_to_room(rows: Vec<ClaimedDelivery>, room: &mut Room) -> Vec<ClaimedDelivery> {
+    for r in &rows {
+        if r.failures > 0 && !room.failing.contains(&r.webhook_id) {
+            room.failing.insert(r.webhook_id.clone());
+        }
+    }
+    let room = &*room;
     let mut taken: HashMap<SubscriptionId, usize> = HashMap::new();
     rows.into_iter()
         .filter(|r| {
@@ -698,13 +709,14 @@ impl Store {
     }
 
     /// Claims up to `limit` due deliveries for `lease_ms`, leaving each
-    /// subscription no more in flight than `room` allows.
+    /// subscription no more in flight than `room` allows; subscriptions
+    /// found failing as stored are added to `room.failing`.
     pub async fn claim_deliveries(
         &self,
         now: UtcMillis,
         lease_ms: i64,
         limit: i64,
-        room: &Room,
+        room: &mut Room,
     ) -> Result<Vec<ClaimedDelivery>> {
         // Full already (a failing one with one attempt out is): not asked for.
         let skip: Vec<String> = room
@@ -737,7 +749,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                let claimed = fit_to_room(claimed, room);
+                let claimed = fit_to_room(claimed, &mut *room);
                 for c in &claimed {
                     sqlx::query(
                         "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2, \
@@ -806,7 +818,7 @@ impl Store {
                         .await?;
                     }
                 }
-                let claimed = fit_to_room(claimed, room);
+                let claimed = fit_to_room(claimed, &mut *room);
                 let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
                 if !seqs.is_empty() {
                     sqlx::query(
@@ -1420,14 +1432,14 @@ mod tests {
         let rows = vec![mk(a, 1), mk(a, 2), mk(b, 3), mk(a, 4), mk(b, 5)];
         let mut room = Room::new(2);
         room.in_flight = HashMap::from([(SubscriptionId::parse(a).unwrap(), 1)]);
-        let kept: Vec<i64> = fit_to_room(rows.clone(), &room)
+        let kept: Vec<i64> = fit_to_room(rows.clone(), &mut room)
             .iter()
             .map(|c| c.seq)
             .collect();
         assert_eq!(kept, vec![1, 3, 5]);
         // Failing here: one at a time, so a with one out gets none.
         room.failing.insert(SubscriptionId::parse(a).unwrap());
-        let kept: Vec<i64> = fit_to_room(rows.clone(), &room)
+        let kept: Vec<i64> = fit_to_room(rows.clone(), &mut room)
             .iter()
             .map(|c| c.seq)
             .collect();
@@ -1440,10 +1452,14 @@ mod tests {
                 r
             })
             .collect();
-        let kept: Vec<i64> = fit_to_room(stored, &Room::new(2))
+        let mut room = Room::new(2);
+        let kept: Vec<i64> = fit_to_room(stored, &mut room)
             .iter()
             .map(|c| c.seq)
             .collect();
         assert_eq!(kept, vec![1, 3]);
+        // Marked failing, so the next claim skips both while their one
+        // attempt is out.
+        assert_eq!(room.failing.len(), 2);
     }
 }

@@ -35,7 +35,7 @@ use super::schedule::{AttemptResult, RetryPolicy, parse_retry_after};
 use super::sign::{Signing, delivery_headers};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{AttemptOutcome, ClaimedDelivery, Room, Store};
+use crate::store::{AttemptOutcome, ClaimedDelivery, NextStep, Room, Store};
 
 /// Most attempt results written in one transaction.
 const RECORD_BATCH: usize = 512;
@@ -159,25 +159,37 @@ impl InFlight {
     }
 
     /// Forgets a finished task (`delivered`: its receiver took it; None:
-    /// it did not finish); returns its lease.
+    /// it did not finish); returns its lease. A failed attempt keeps its
+    /// subscription's slot until its result is written ([`Self::recorded`]):
+    /// the next attempt of a failing subscription waits for the count of
+    /// failures that may pause it.
     fn done(&mut self, task: tokio::task::Id, delivered: Option<bool>) -> Option<(i64, i64)> {
         let (sub, seq, token) = self.tasks.remove(&task)?;
-        if let Some(n) = self.room.in_flight.get_mut(&sub) {
-            *n -= 1;
-            if *n == 0 {
-                self.room.in_flight.remove(&sub);
-            }
-        }
         match delivered {
             Some(true) => {
                 self.room.failing.remove(&sub);
+                self.release(&sub);
             }
             Some(false) => {
                 self.room.failing.insert(sub);
             }
-            None => {}
+            None => self.release(&sub),
         }
         Some((seq, token))
+    }
+
+    /// A failed attempt's result is written: its slot is free.
+    fn recorded(&mut self, sub: &SubscriptionId) {
+        self.release(sub);
+    }
+
+    fn release(&mut self, sub: &SubscriptionId) {
+        if let Some(n) = self.room.in_flight.get_mut(sub) {
+            *n -= 1;
+            if *n == 0 {
+                self.room.in_flight.remove(sub);
+            }
+        }
     }
 }
 
@@ -188,7 +200,8 @@ fn millis(d: Duration) -> i64 {
 async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let wake = sh.store.outbox_wake();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let recorder = tokio::spawn(record(sh.clone(), done_rx));
+    let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(record(sh.clone(), done_rx, recorded_tx));
     let relay = {
         let store = sh.store.clone();
         let stop = stop.clone();
@@ -216,6 +229,9 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         while let Some(r) = tasks.try_join_next_with_id() {
             finished(r, &mut in_flight);
+        }
+        while let Ok(sub) = recorded_rx.try_recv() {
+            in_flight.recorded(&sub);
         }
         if Instant::now() >= housekeeping_at {
             housekeeping_at = Instant::now() + HOUSEKEEPING_EVERY;
@@ -248,7 +264,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     sh.clock.now(),
                     millis(sh.cfg.lease),
                     i64::try_from(want).unwrap_or(i64::MAX),
-                    &in_flight.room,
+                    &mut in_flight.room,
                 )
                 .await;
             match claim {
@@ -440,7 +456,8 @@ async fn attempt(
         tracing::info!(delivery = %d.id, webhook = %d.webhook_id, attempt = d.attempt,
             error = %error, next = ?decision.next, "webhook attempt failed");
     }
-    let delivered = error.is_empty();
+    // The same test as the recorder's release of a failed attempt's slot.
+    let delivered = decision.next == NextStep::Succeeded;
     let _ = done.send(AttemptOutcome {
         seq: d.seq,
         lease_token: d.lease_token,
@@ -459,7 +476,13 @@ async fn attempt(
 /// Writes attempt results in batches (whatever has arrived since the last
 /// write), then wakes the claim loop: a result can make the next delivery
 /// of the same call claimable.
-async fn record(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<AttemptOutcome>) {
+/// `recorded` hears the subscription of each failed attempt once its
+/// result is written (or given up on).
+async fn record(
+    sh: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<AttemptOutcome>,
+    recorded: mpsc::UnboundedSender<SubscriptionId>,
+) {
     let wake = sh.store.outbox_wake();
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -499,7 +522,11 @@ async fn record(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<AttemptOutcome>
                 }
             }
         }
-        batch.clear();
+        for o in batch.drain(..) {
+            if o.next != NextStep::Succeeded {
+                let _ = recorded.send(o.webhook_id);
+            }
+        }
         wake.notify_one();
     }
 }

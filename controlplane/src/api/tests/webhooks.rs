@@ -50,7 +50,7 @@ async fn finish_all(h: &Harness, next: NextStep, status: Option<u16>, gone: bool
     let claimed = h
         .state
         .store
-        .claim_deliveries(now, 60_000, 100, &crate::store::Room::new(100))
+        .claim_deliveries(now, 60_000, 100, &mut crate::store::Room::new(100))
         .await
         .unwrap();
     let outcomes: Vec<AttemptOutcome> = claimed
@@ -361,7 +361,7 @@ async fn pause_resume_and_rotation(h: Harness) {
     let claimed = h
         .state
         .store
-        .claim_deliveries(h.clock.now(), 1_000, 10, &crate::store::Room::new(10))
+        .claim_deliveries(h.clock.now(), 1_000, 10, &mut crate::store::Room::new(10))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -372,7 +372,7 @@ async fn pause_resume_and_rotation(h: Harness) {
     let claimed = h
         .state
         .store
-        .claim_deliveries(h.clock.now(), 1_000, 10, &crate::store::Room::new(10))
+        .claim_deliveries(h.clock.now(), 1_000, 10, &mut crate::store::Room::new(10))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "the lease ran out: claimable again");

@@ -28,7 +28,7 @@ const CALL_B: &str = "oac-bbbbbbbbbbbb";
 /// Claims everything due at `now`, as one worker would.
 async fn claim(fx: &Fx, now: UtcMillis) -> Vec<ClaimedDelivery> {
     fx.store
-        .claim_deliveries(now, 60_000, 100, &crate::store::Room::new(100))
+        .claim_deliveries(now, 60_000, 100, &mut crate::store::Room::new(100))
         .await
         .unwrap()
 }
