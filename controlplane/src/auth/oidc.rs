@@ -356,14 +356,14 @@ pub async fn revoke(
             .store
             .revoke_refresh_family(&crypto::sha256_hex(token.as_bytes()), state.now())
             .await?;
-    } else if let Ok(claims) = state.signing_key.verify_access(
-        token,
-        &state.config.issuer,
-        API_AUDIENCE,
-        state.now().0.div_euclid(1000),
-    ) && let Some(sid) = claims.sid
+    } else if let Ok(claims) =
+        state
+            .signing_key
+            .verify_access_any_time(token, &state.config.issuer, API_AUDIENCE)
+        && let Some(sid) = claims.sid
     {
-        // An access token of ours: its session ends (every token of it).
+        // An access token of ours, expired or not: its session ends
+        // (every token of it).
         state.store.revoke_session(&sid, state.now()).await?;
     }
     Ok(StatusCode::OK.into_response())

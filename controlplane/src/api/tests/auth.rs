@@ -341,6 +341,16 @@ async fn signing_out_ends_the_sessions_access_tokens(h: Harness) {
             .is_none()
     );
     assert_eq!(calls(b).await.status, StatusCode::OK);
+
+    // Revoking an expired access token of a session ends it too.
+    let (e_old, e_rt) = sign_in().await;
+    h.clock.advance_ms(3_700_000);
+    let r = refresh(e_rt).await;
+    let e_new = r.json["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(calls(e_old.clone()).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(calls(e_new.clone()).await.status, StatusCode::OK);
+    assert_eq!(revoke(e_old).await, StatusCode::OK);
+    assert_eq!(calls(e_new).await.status, StatusCode::UNAUTHORIZED);
 }
 
 async fn password_change_and_removal_revoke_tokens(h: Harness) {
