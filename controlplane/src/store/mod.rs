@@ -97,8 +97,8 @@ pub enum StoreError {
     Render(#[from] serde_json::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("cannot reach the database at {url}: {cause}")]
-    Unreachable { url: String, cause: String },
+    #[error("cannot connect: {0}")]
+    Unreachable(String),
     #[error("unsupported database URL (expected sqlite:// or postgres://): {0}")]
     UnsupportedUrl(String),
     #[error("stored row is corrupt: {0}")]
@@ -207,10 +207,7 @@ impl Store {
             // One connection first: a pool that cannot connect says only
             // that it timed out; this says why (refused, password, no such
             // database, no route).
-            let unreachable = |cause: String| StoreError::Unreachable {
-                url: redact_url(url),
-                cause,
-            };
+            let unreachable = StoreError::Unreachable;
             match tokio::time::timeout(
                 Duration::from_secs(10),
                 sqlx::ConnectOptions::connect(&options),
@@ -473,10 +470,7 @@ mod connect_tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(
-            err.contains("cannot reach the database at postgres://codeb:***@127.0.0.1:1/codeb"),
-            "{err}"
-        );
+        assert!(err.starts_with("cannot connect: "), "{err}");
         assert!(err.to_lowercase().contains("refused"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
         assert!(
