@@ -54,8 +54,9 @@ pub struct Settings {
     )]
     pub admin_password: Option<String>,
 
-    /// Comma-separated gRPC URLs of switch nodes, `http://host:port`
-    /// (none: calls cannot be placed).
+    /// Comma-separated gRPC URLs of switch nodes: `https://host:port` for
+    /// a node serving TLS (its CODEB_SWITCH_TLS_CERT), `http://host:port`
+    /// for plaintext (none: calls cannot be placed).
     #[arg(long, env = "CODEB_SWITCH_URLS", value_delimiter = ',', global = true)]
     pub switch_urls: Vec<String>,
 
@@ -78,21 +79,11 @@ pub struct Settings {
 
     /// PEM client certificate chain this control plane shows `https://`
     /// switch nodes that ask for one (their CODEB_SWITCH_TLS_CLIENT_CA).
-    #[arg(
-        long,
-        env = "CODEB_SWITCH_CLIENT_CERT",
-        requires = "switch_client_key",
-        global = true
-    )]
+    #[arg(long, env = "CODEB_SWITCH_CLIENT_CERT", global = true)]
     pub switch_client_cert: Option<std::path::PathBuf>,
 
     /// PEM private key of CODEB_SWITCH_CLIENT_CERT.
-    #[arg(
-        long,
-        env = "CODEB_SWITCH_CLIENT_KEY",
-        requires = "switch_client_cert",
-        global = true
-    )]
+    #[arg(long, env = "CODEB_SWITCH_CLIENT_KEY", global = true)]
     pub switch_client_key: Option<std::path::PathBuf>,
 
     /// How long a switch node may stay unreachable before its calls are
@@ -332,10 +323,8 @@ pub enum ConfigError {
     BadRetryDelayUnit(String),
 }
 
-/// A switch node URL the link can use: `http://host:port` (the link is
-/// plaintext gRPC; keep it on a private network).
 /// The PEM files of the control link's TLS, read at start.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct SwitchTls {
     /// Trust anchors of the nodes' certificates (None: the web roots).
     pub ca: Option<Vec<u8>>,
@@ -381,6 +370,23 @@ impl SwitchTls {
     }
 }
 
+/// The sizes only: the client key stays out of any log of the settings.
+impl std::fmt::Debug for SwitchTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwitchTls")
+            .field("ca_bytes", &self.ca.as_ref().map(Vec::len))
+            .field(
+                "client_cert_bytes",
+                &self.client.as_ref().map(|c| c.0.len()),
+            )
+            .field("client_key", &self.client.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A switch node URL the link can use: `https://host:port` for a node
+/// serving TLS, `http://host:port` for plaintext gRPC (keep that on a
+/// private network).
 fn switch_url(s: &str) -> Result<String, ConfigError> {
     let u = url::Url::parse(s).map_err(|e| ConfigError::BadSwitchUrl(format!("{s}: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") {

@@ -409,7 +409,10 @@ async fn start(
         // settings this shell carries for a real deployment.
         .env_remove("CODEB_SWITCH_TLS_CERT")
         .env_remove("CODEB_SWITCH_TLS_KEY")
-        .env_remove("CODEB_SWITCH_TLS_CLIENT_CA");
+        .env_remove("CODEB_SWITCH_TLS_CLIENT_CA")
+        // Nor a deployment's public addresses: dev's switch is on loopback.
+        .env_remove("CODEB_SIP_ADVERTISE")
+        .env_remove("CODEB_MEDIA_ADDR");
     if let Some(token) = &config.switch_token {
         switch.env("CODEB_SWITCH_TOKEN", token);
     }

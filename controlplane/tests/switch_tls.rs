@@ -238,7 +238,7 @@ fn bad_link_tls_files_stop_the_control_plane() {
         ),
         (
             vec![("CODEB_SWITCH_CLIENT_CERT", &broken)],
-            "--switch-client-key",
+            "CODEB_SWITCH_CLIENT_CERT and CODEB_SWITCH_CLIENT_KEY go together",
         ),
     ] {
         let out = Command::new("timeout")

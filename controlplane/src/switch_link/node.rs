@@ -46,7 +46,7 @@ impl Interceptor for Token {
 /// against `CODEB_SWITCH_TLS_CA` (else the web roots) and the host of its
 /// URL, and our client certificate shown if one is set.
 pub fn client_tls(tls: &SwitchTls) -> ClientTlsConfig {
-    let mut c = ClientTlsConfig::new();
+    let mut c = ClientTlsConfig::new().timeout(Duration::from_secs(10));
     c = match &tls.ca {
         Some(ca) => c.ca_certificate(Certificate::from_pem(ca)),
         None => c.with_webpki_roots(),
@@ -277,7 +277,11 @@ impl Node {
     /// Records a failed Stats call.
     pub fn record_failure(&self, error: String, now: UtcMillis) {
         let mut h = self.lock();
-        if h.healthy {
+        // Said when the node goes down, when it has not come up yet, and
+        // whenever the reason changes (a certificate fixed on one side
+        // only, a token that differs): the cause is in the log without
+        // debug logging, once per change rather than once per probe.
+        if h.healthy || error != h.last_error {
             tracing::warn!(node = %self.url, "switch node unreachable: {error}");
         }
         h.healthy = false;

@@ -73,15 +73,15 @@ struct Cli {
     /// PEM certificate chain of the gRPC control link: with it (and
     /// CODEB_SWITCH_TLS_KEY) the link is served over TLS only, and the
     /// control planes reach it at an `https://` URL.
-    #[arg(long, env = "CODEB_SWITCH_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "CODEB_SWITCH_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of CODEB_SWITCH_TLS_CERT.
-    #[arg(long, env = "CODEB_SWITCH_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "CODEB_SWITCH_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// PEM certificate(s) of the CA that signs the control planes' client
     /// certificates: with it, a TLS client without such a certificate is
     /// refused in the handshake (mutual TLS).
-    #[arg(long, env = "CODEB_SWITCH_TLS_CLIENT_CA", requires = "tls_cert")]
+    #[arg(long, env = "CODEB_SWITCH_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
     /// Address advertised in SDP [default: the IP of CODEB_SIP_ADVERTISE,
     /// else of CODEB_SIP_ADDR].
@@ -418,37 +418,79 @@ impl std::io::Write for LogSink {
 /// commands again.
 const TURN_EVENTS: usize = 1024;
 
-/// Settings that would start a switch that cannot work, or not as asked:
-/// refused at start, naming the setting (nothing is clamped silently).
-/// The control link's TLS settings, read from their files (a file that
-/// cannot be read, or does not parse, stops the start naming its setting).
+/// The control link's TLS settings, read from their files and checked
+/// now, before anything is bound: a file that cannot be read, holds no
+/// certificate or key, or a key that is not the certificate's, stops the
+/// start naming the setting, the file and why.
 fn link_tls(cli: &Cli) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let (cert, key) = match (&cli.tls_cert, &cli.tls_key, &cli.tls_client_ca) {
+        (None, None, None) => return Ok(None),
+        (Some(c), Some(k), _) => (c, k),
+        (_, _, Some(_)) if cli.tls_cert.is_none() => anyhow::bail!(
+            "CODEB_SWITCH_TLS_CLIENT_CA needs CODEB_SWITCH_TLS_CERT and CODEB_SWITCH_TLS_KEY"
+        ),
+        _ => anyhow::bail!("CODEB_SWITCH_TLS_CERT and CODEB_SWITCH_TLS_KEY go together"),
+    };
     let read = |setting: &str, path: &PathBuf| {
         std::fs::read(path).with_context(|| format!("{setting} {}", path.display()))
     };
-    let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) else {
-        return Ok(None);
+    let certs = |setting: &str, path: &PathBuf, pem: &[u8]| {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "{setting} {}: no PEM certificate in it",
+            path.display()
+        );
+        Ok(certs)
     };
-    let identity = Identity::from_pem(
+    let (cert_pem, key_pem) = (
         read("CODEB_SWITCH_TLS_CERT", cert)?,
         read("CODEB_SWITCH_TLS_KEY", key)?,
     );
-    let mut tls = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &cli.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(
-            "CODEB_SWITCH_TLS_CLIENT_CA",
-            ca,
-        )?));
-    }
-    // Parsed now, so a bad file stops the start rather than the link.
-    tonic::transport::Server::builder()
-        .tls_config(tls.clone())
+    let chain = certs("CODEB_SWITCH_TLS_CERT", cert, &cert_pem)?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        anyhow::anyhow!(
+            "CODEB_SWITCH_TLS_KEY {}: no unencrypted PEM private key in it ({e})",
+            key.display()
+        )
+    })?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
         .map_err(|e| {
             anyhow::anyhow!(
-                "CODEB_SWITCH_TLS_CERT / _KEY / _CLIENT_CA: not a usable certificate and key: {e}"
+                "CODEB_SWITCH_TLS_CERT {} / CODEB_SWITCH_TLS_KEY {}: not a certificate and its key: {e}",
+                cert.display(),
+                key.display()
             )
         })?;
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        // A peer that connects and never finishes its handshake is dropped.
+        .timeout(Duration::from_secs(10));
+    if let Some(ca) = &cli.tls_client_ca {
+        let pem = read("CODEB_SWITCH_TLS_CLIENT_CA", ca)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs("CODEB_SWITCH_TLS_CLIENT_CA", ca, &pem)? {
+            roots.add(c).map_err(|e| {
+                anyhow::anyhow!(
+                    "CODEB_SWITCH_TLS_CLIENT_CA {}: not a CA certificate: {e}",
+                    ca.display()
+                )
+            })?;
+        }
+        tls = tls.client_ca_root(Certificate::from_pem(pem));
+    }
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|e| anyhow::anyhow!("CODEB_SWITCH_TLS_*: {e}"))?;
     Ok(Some(tls))
 }
 
@@ -471,6 +513,8 @@ fn advertised(bound: SocketAddr, advertise: Option<(IpAddr, Option<u16>)>) -> So
     }
 }
 
+/// Settings that would start a switch that cannot work, or not as asked:
+/// refused at start, naming the setting (nothing is clamped silently).
 fn check_settings(cli: &Cli) -> anyhow::Result<()> {
     use anyhow::ensure;
     ensure!(
@@ -480,15 +524,28 @@ fn check_settings(cli: &Cli) -> anyhow::Result<()> {
         cli.sip_addr
     );
     if let Some((ip, port)) = cli.sip_advertise {
+        let shown = port.map_or(ip.to_string(), |p| SocketAddr::new(ip, p).to_string());
         ensure!(
             !ip.is_unspecified() && port != Some(0),
-            "CODEB_SIP_ADVERTISE {ip}: the address far ends reach SIP at; 0.0.0.0, :: and port 0 are not one"
+            "CODEB_SIP_ADVERTISE {shown}: the address far ends reach SIP at; 0.0.0.0, :: and port 0 are not one"
+        );
+        ensure!(
+            ip.is_ipv4() == cli.sip_addr.is_ipv4(),
+            "CODEB_SIP_ADVERTISE {shown}: not the address family of CODEB_SIP_ADDR {}",
+            cli.sip_addr
         );
     }
     if let Some(ip) = cli.media_addr {
         ensure!(
             !ip.is_unspecified(),
             "CODEB_MEDIA_ADDR {ip}: the address far ends send media to; 0.0.0.0 and :: are not one"
+        );
+        // Media sockets bind to CODEB_SIP_ADDR's IP: an SDP address of the
+        // other family would send every far end where nothing listens.
+        ensure!(
+            ip.is_ipv4() == cli.sip_addr.is_ipv4(),
+            "CODEB_MEDIA_ADDR {ip}: not the address family of CODEB_SIP_ADDR {} (the media sockets bind there)",
+            cli.sip_addr
         );
     }
     if let Some(w) = cli.workers {
@@ -576,6 +633,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     install_signals();
     check_settings(&cli)?;
+    let link_tls = link_tls(&cli)?;
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating CODEB_DATA_DIR {}", cli.data_dir.display()))?;
     let _lock = lock_data_dir(&cli.data_dir)?;
@@ -713,7 +771,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pushed_version,
             config_version,
             token: cli.switch_token.clone().filter(|t| !t.is_empty()),
-            tls: link_tls(&cli)?,
+            tls: link_tls,
+            client_certs: cli.tls_client_ca.is_some(),
         },
         waiter.waker(),
     )?;

@@ -88,9 +88,28 @@ fn settings_that_cannot_work_stop_the_start_naming_them() {
                 ("CODEB_SWITCH_TLS_CERT", "/dev/null"),
                 ("CODEB_SWITCH_TLS_KEY", "/dev/null"),
             ][..],
-            "not a usable certificate and key",
+            "CODEB_SWITCH_TLS_CERT /dev/null: no PEM certificate in it",
         ),
-        (&[("CODEB_SWITCH_TLS_CERT", "/dev/null")][..], "--tls-key"),
+        (
+            &[("CODEB_SWITCH_TLS_CERT", "/dev/null")][..],
+            "CODEB_SWITCH_TLS_CERT and CODEB_SWITCH_TLS_KEY go together",
+        ),
+        (
+            &[("CODEB_SWITCH_TLS_CLIENT_CA", "/dev/null")][..],
+            "CODEB_SWITCH_TLS_CLIENT_CA needs CODEB_SWITCH_TLS_CERT",
+        ),
+        (
+            &[("CODEB_SIP_ADVERTISE", "::1")][..],
+            "CODEB_SIP_ADVERTISE ::1: not the address family of CODEB_SIP_ADDR",
+        ),
+        (
+            &[("CODEB_MEDIA_ADDR", "::1")][..],
+            "CODEB_MEDIA_ADDR ::1: not the address family",
+        ),
+        (
+            &[("CODEB_SIP_ADVERTISE", "127.0.0.2:0")][..],
+            "CODEB_SIP_ADVERTISE 127.0.0.2:0:",
+        ),
         (
             &[("CODEB_LOG", "x=notalevel")][..],
             "CODEB_LOG \"x=notalevel\"",

@@ -358,6 +358,9 @@ pub struct Settings {
     pub token: Option<String>,
     /// `CODEB_SWITCH_TLS_*`: the link is served over TLS (None: plaintext).
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// `CODEB_SWITCH_TLS_CLIENT_CA` is set: callers must show a client
+    /// certificate it signed.
+    pub client_certs: bool,
 }
 
 /// The running link.
@@ -606,7 +609,7 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         tokio::net::TcpListener::from_std(listener)?
     };
     if !local_addr.ip().is_loopback() {
-        if settings.token.is_none() {
+        if settings.token.is_none() && !settings.client_certs {
             tracing::warn!(addr = %local_addr,
                 "the gRPC control link takes any caller: set CODEB_SWITCH_TOKEN (here and on the control planes), or keep it on a network only they reach");
         }
@@ -623,8 +626,8 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         grpc::Auth::new(settings.token.as_deref()),
         settings.tls.clone(),
     ));
-    tracing::info!(addr = %local_addr, authenticated = settings.token.is_some(), tls,
-        "gRPC control link listening");
+    tracing::info!(addr = %local_addr, token = settings.token.is_some(), tls,
+        client_certificates = settings.client_certs, "gRPC control link listening");
     Ok(Link {
         sip: SipSide {
             commands: cmd_rx,
