@@ -101,6 +101,14 @@ struct Dev {
 
 impl Dev {
     fn start(binary: &Path, workdir: &Path, env: &[(&str, String)]) -> Dev {
+        let mut dev = Self::spawn(binary, workdir, env);
+        dev.out.collect(dev.child.stdout.take().unwrap());
+        dev.out.collect(dev.child.stderr.take().unwrap());
+        dev
+    }
+
+    /// Started with its output piped, nothing reading it yet.
+    fn spawn(binary: &Path, workdir: &Path, env: &[(&str, String)]) -> Dev {
         let mut cmd = Command::new(binary);
         cmd.arg("dev").current_dir(workdir);
         // Only what the test sets: nothing from the developer's shell.
@@ -109,19 +117,16 @@ impl Dev {
                 cmd.env_remove(k);
             }
         }
-        let mut child = cmd
+        let child = cmd
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start codeb dev");
-        let out = Output::default();
-        out.collect(child.stdout.take().unwrap());
-        out.collect(child.stderr.take().unwrap());
         Dev {
             child,
-            out,
+            out: Output::default(),
             children: Vec::new(),
         }
     }
@@ -578,28 +583,10 @@ fn codeb_dev_with_its_terminal_gone_stops_cleanly_on_sighup() {
         ),
         ("CODEB_WORKERS", "1".into()),
     ];
-    // Its output goes into a pipe whose reading end is closed at once.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_codeb"));
-    cmd.arg("dev").current_dir(dir.path());
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("CODEB_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start codeb dev");
-    drop(child.stdout.take());
-    drop(child.stderr.take());
-    let mut dev = Dev {
-        child,
-        out: Output::default(),
-        children: Vec::new(),
-    };
+    // Its output goes into pipes whose reading ends are closed at once.
+    let mut dev = Dev::spawn(Path::new(env!("CARGO_BIN_EXE_codeb")), dir.path(), &env);
+    drop(dev.child.stdout.take());
+    drop(dev.child.stderr.take());
     let out = dev.out.clone();
     wait("the control plane", 90, &out, || {
         (common::curl(&["-s", &format!("http://127.0.0.1:{http}/healthz")]).0 == 200).then_some(())

@@ -241,39 +241,35 @@ fn bad_link_tls_files_stop_the_control_plane() {
             "CODEB_SWITCH_CLIENT_CERT and CODEB_SWITCH_CLIENT_KEY go together",
         ),
     ] {
-        let out = Command::new("timeout")
-            .args(["20", env!("CARGO_BIN_EXE_codeb"), "serve"])
-            .env("CODEB_DATA_DIR", dir.path().join("cp"))
-            .env(
-                "CODEB_HTTP_ADDR",
-                format!("127.0.0.1:{}", common::free_port()),
-            )
-            .env("CODEB_SWITCH_URLS", "https://localhost:1")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{env:?} started");
+        let err = serve_fails(dir.path(), "https://localhost:1", &env);
         assert!(err.contains(named), "{env:?}: {err}");
     }
     // Plaintext URLs beside the link's TLS settings are a mistake.
     let ca = Ca::new(dir.path(), "ca");
+    let err = serve_fails(
+        dir.path(),
+        "http://10.0.0.5:50051",
+        &[("CODEB_SWITCH_TLS_CA", &ca.pem)],
+    );
+    assert!(err.contains("plaintext although"), "{err}");
+}
+
+/// `codeb serve` with these switch URLs and settings: it must not start;
+/// what it said.
+fn serve_fails(dir: &Path, urls: &str, env: &[(&str, &PathBuf)]) -> String {
     let out = Command::new("timeout")
         .args(["20", env!("CARGO_BIN_EXE_codeb"), "serve"])
-        .env("CODEB_DATA_DIR", dir.path().join("cp"))
+        .env("CODEB_DATA_DIR", dir.join("cp"))
         .env(
             "CODEB_HTTP_ADDR",
             format!("127.0.0.1:{}", common::free_port()),
         )
-        .env("CODEB_SWITCH_URLS", "http://10.0.0.5:50051")
-        .env("CODEB_SWITCH_TLS_CA", &ca.pem)
+        .env("CODEB_SWITCH_URLS", urls)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
         .stdout(Stdio::null())
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("plaintext although"),
-        "{err}"
-    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{env:?} started: {err}");
+    err
 }

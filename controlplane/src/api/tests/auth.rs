@@ -4,7 +4,7 @@ use axum::http::{Method, StatusCode, header};
 use base64::Engine as _;
 use serde_json::json;
 
-use super::{ADMIN, ADMIN_PW, Harness, ISSUER, TENANT, on_both_backends};
+use super::{ADMIN, ADMIN_PW, Harness, ISSUER, Resp, TENANT, on_both_backends};
 use crate::auth::jwt::{AccessClaims, SigningKey};
 use crate::store::Role;
 
@@ -19,6 +19,34 @@ on_both_backends!(
     api_keys_lifecycle,
     discovery_and_jwks,
 );
+
+/// A password grant of the bootstrap admin with `offline_access` (a
+/// session with a refresh token).
+async fn offline_sign_in(h: &Harness) -> Resp {
+    h.form(
+        "/oidc.ashx/token",
+        &[
+            ("grant_type", "password"),
+            ("client_id", "codeb-admin"),
+            ("username", ADMIN),
+            ("password", ADMIN_PW),
+            ("scope", "openid offline_access"),
+        ],
+    )
+    .await
+}
+
+async fn refresh_grant(h: &Harness, refresh_token: &str) -> Resp {
+    h.form(
+        "/oidc.ashx/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "codeb-admin"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
 
 fn claims_of(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).unwrap();
@@ -170,33 +198,12 @@ async fn failed_logins_are_throttled(h: Harness) {
 }
 
 async fn refresh_tokens_rotate_and_replay_revokes_family(h: Harness) {
-    let r = h
-        .form(
-            "/oidc.ashx/token",
-            &[
-                ("grant_type", "password"),
-                ("client_id", "codeb-admin"),
-                ("username", ADMIN),
-                ("password", ADMIN_PW),
-                ("scope", "openid offline_access"),
-            ],
-        )
-        .await;
+    let r = offline_sign_in(&h).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let rt1 = r.json["refresh_token"].as_str().unwrap().to_owned();
     let refresh = |rt: String| {
         let h = &h;
-        async move {
-            h.form(
-                "/oidc.ashx/token",
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", "codeb-admin"),
-                    ("refresh_token", &rt),
-                ],
-            )
-            .await
-        }
+        async move { refresh_grant(h, &rt).await }
     };
     let r = refresh(rt1.clone()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -219,18 +226,7 @@ async fn refresh_tokens_rotate_and_replay_revokes_family(h: Harness) {
     );
     assert_eq!(refresh(rt2).await.json["error"], "invalid_grant");
     // Revocation endpoint.
-    let r = h
-        .form(
-            "/oidc.ashx/token",
-            &[
-                ("grant_type", "password"),
-                ("client_id", "codeb-admin"),
-                ("username", ADMIN),
-                ("password", ADMIN_PW),
-                ("scope", "openid offline_access"),
-            ],
-        )
-        .await;
+    let r = offline_sign_in(&h).await;
     let rt3 = r.json["refresh_token"].as_str().unwrap().to_owned();
     let rv = h
         .form(
@@ -253,18 +249,7 @@ async fn refresh_tokens_rotate_and_replay_revokes_family(h: Harness) {
 /// access tokens too.
 async fn signing_out_ends_the_sessions_access_tokens(h: Harness) {
     let sign_in = || async {
-        let r = h
-            .form(
-                "/oidc.ashx/token",
-                &[
-                    ("grant_type", "password"),
-                    ("client_id", "codeb-admin"),
-                    ("username", ADMIN),
-                    ("password", ADMIN_PW),
-                    ("scope", "openid offline_access"),
-                ],
-            )
-            .await;
+        let r = offline_sign_in(&h).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         (
             r.json["access_token"].as_str().unwrap().to_owned(),
@@ -273,17 +258,7 @@ async fn signing_out_ends_the_sessions_access_tokens(h: Harness) {
     };
     let refresh = |rt: String| {
         let h = &h;
-        async move {
-            h.form(
-                "/oidc.ashx/token",
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", "codeb-admin"),
-                    ("refresh_token", &rt),
-                ],
-            )
-            .await
-        }
+        async move { refresh_grant(h, &rt).await }
     };
     let revoke = |token: String| {
         let h = &h;
