@@ -155,7 +155,9 @@ fn the_control_link_runs_over_mutual_tls() {
         let mut env: Vec<(&str, &str)> =
             vec![("CODEB_SWITCH_URLS", url), ("CODEB_SWITCH_TOKEN", token)];
         env.extend(tls.iter().map(|(k, v)| (*k, v.as_str())));
-        Server::start_with(&d.join(name), None, &env, Stdio::null())
+        // Its log (warnings) in <name>.log.
+        let log = std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
+        Server::start_with(&d.join(name), None, &env, Stdio::from(log))
     };
     let trusted = cp(
         "cp-mtls",
@@ -200,6 +202,13 @@ fn the_control_link_runs_over_mutual_tls() {
         );
     }
     assert_eq!(node_up(&trusted, &tls_url).as_deref(), Some("1"));
+    // The log says why, without debug logging: the TLS alert beneath
+    // tonic's "transport error".
+    let log = std::fs::read_to_string(d.join("cp-no-cert.log")).unwrap();
+    assert!(
+        log.contains("switch node unreachable") && log.contains("CertificateRequired"),
+        "{log}"
+    );
 }
 
 /// A control plane whose link TLS files are wrong does not start, and says

@@ -636,13 +636,27 @@ async fn journal_unread(store: &Store, node: &Node) -> crate::store::Result<Opti
     })
 }
 
-/// A gRPC status as one line: code and message.
+/// A gRPC status as one line: code, message, and the causes beneath a
+/// transport failure ("transport error" alone does not say that the TLS
+/// handshake failed, or why).
 fn describe(s: &tonic::Status) -> String {
-    if s.message().is_empty() {
+    let mut line = if s.message().is_empty() {
         format!("{:?}", s.code())
     } else {
         format!("{:?}: {}", s.code(), s.message())
+    };
+    let mut cause = std::error::Error::source(s);
+    // A few levels: the chain is tonic → hyper → io → rustls at most.
+    for _ in 0..6 {
+        let Some(c) = cause else { break };
+        let text = c.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
     }
+    line
 }
 
 /// Runs futures concurrently and collects their outputs in order.
