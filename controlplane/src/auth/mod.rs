@@ -114,9 +114,9 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
         })?;
     let user_id =
         UserId::parse(&claims.sub).map_err(|_| ApiError::unauthorized("Invalid access token"))?;
-    let user = state
+    let (user, session_revoked) = state
         .store
-        .user_by_id(&user_id)
+        .user_of_session(&user_id, claims.sid.as_deref())
         .await?
         .ok_or_else(|| ApiError::unauthorized("The token's user no longer exists"))?;
     // A password change or role change revokes earlier tokens: to the
@@ -131,9 +131,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
             "The access token was revoked; sign in again",
         ));
     }
-    if let Some(sid) = &claims.sid
-        && state.store.session_revoked(sid).await?
-    {
+    if session_revoked {
         return Err(ApiError::unauthorized(
             "The session was signed out; sign in again",
         ));

@@ -322,21 +322,6 @@ impl Store {
         })
     }
 
-    /// Whether a session was revoked (signed out, or its refresh token
-    /// replayed). A session whose rows are gone (purged once expired,
-    /// after every access token of it) is not.
-    pub async fn session_revoked(&self, family: &str) -> Result<bool> {
-        on_pool!(self, |pool| {
-            let row = sqlx::query(
-                "SELECT 1 FROM refresh_tokens WHERE family = $1 AND revoked_at IS NOT NULL LIMIT 1",
-            )
-            .bind(family)
-            .fetch_optional(pool)
-            .await?;
-            Ok(row.is_some())
-        })
-    }
-
     /// Drops refresh tokens that can no longer be used.
     pub async fn purge_refresh_tokens(&self, now: UtcMillis) -> Result<u64> {
         on_pool!(self, |pool| {

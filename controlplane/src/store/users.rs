@@ -4,7 +4,7 @@
 
 use codeb_types::{UserId, UtcMillis};
 
-use super::{Result, RowExt, Store, StoreError, WritePool, col, ms, on_pool};
+use super::{Result, RowExt, Store, StoreError, WritePool, col, flag, ms, on_pool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -114,6 +114,33 @@ impl Store {
                 .fetch_optional(pool)
                 .await?;
             row.as_ref().map(user_from_row).transpose()
+        })
+    }
+
+    /// A bearer's user and whether its session (`sid`, a refresh-token
+    /// family) was revoked, in one query: every OIDC-authenticated request
+    /// asks both. Without a session (NULL never matches), never revoked.
+    pub async fn user_of_session(
+        &self,
+        id: &UserId,
+        sid: Option<&str>,
+    ) -> Result<Option<(UserRecord, bool)>> {
+        on_pool!(self, |pool| {
+            let sql = concat!(
+                "SELECT ",
+                user_columns!(),
+                ", CAST(CASE WHEN EXISTS (SELECT 1 FROM refresh_tokens \
+                 WHERE family = $2 AND revoked_at IS NOT NULL) THEN 1 ELSE 0 END AS BIGINT) \
+                 AS session_revoked FROM users WHERE id = $1"
+            );
+            let row = sqlx::query(sql)
+                .bind(id.as_str())
+                .bind(sid)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref()
+                .map(|r| Ok((user_from_row(r)?, flag(r, "session_revoked")?)))
+                .transpose()
         })
     }
 
