@@ -25,6 +25,17 @@
 //! address, and its media comes from the public IP its SIP does.
 //! [`SourceLatch::relearn`] reopens learning, and is meant for an explicit
 //! policy event such as a re-INVITE that changed the far end's SDP.
+//!
+//! A NAT may rebind mid-call: its mapping for the far end expires or the
+//! router restarts, and the same stream carries on from the same public IP
+//! on a new port. Without a re-INVITE the call would go one-way for good.
+//! So the latch moves to a new port of the latched source's own IP when
+//! both hold: the latched source has sent nothing for
+//! [`LatchConfig::move_after`], and the packet carries the SSRC of the
+//! latched stream's last packet. A stranger must then share the far end's
+//! IP (a carrier-grade NAT), wait for a pause and know a 32-bit SSRC; a
+//! stream that changes its SSRC and its port at once, or moves to another
+//! IP, still needs the far end's re-INVITE.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -36,6 +47,9 @@ pub struct LatchConfig {
     pub learn_packets: u32,
     /// Time after the first accepted packet that closes the window.
     pub learn_window: Duration,
+    /// How long the latched source must have been silent before the same
+    /// stream (same IP, same SSRC) may move it to another port.
+    pub move_after: Duration,
 }
 
 impl Default for LatchConfig {
@@ -43,6 +57,7 @@ impl Default for LatchConfig {
         LatchConfig {
             learn_packets: 5,
             learn_window: Duration::from_millis(500),
+            move_after: Duration::from_millis(100),
         }
     }
 }
@@ -77,6 +92,10 @@ pub struct SourceLatch {
     /// from ([`SourceLatch::trust`]).
     trusted: Option<IpAddr>,
     state: State,
+    /// When the latched (or candidate) source's last packet came, and its
+    /// SSRC: what a NAT rebinding's first packet from a new port must
+    /// match.
+    last: Option<(Instant, u32)>,
     dropped: u64,
 }
 
@@ -87,6 +106,7 @@ impl SourceLatch {
             expected,
             trusted: None,
             state: State::Learning { candidate: None },
+            last: None,
             dropped: 0,
         }
     }
@@ -99,25 +119,46 @@ impl SourceLatch {
         self.trusted = ip;
     }
 
-    /// Filters one valid packet from `src`.
-    pub fn check(&mut self, now: Instant, src: SocketAddr) -> LatchVerdict {
+    /// Filters one valid packet from `src`; `ssrc` is the stream it
+    /// belongs to (an RTP packet's SSRC, an RTCP compound's sender).
+    pub fn check(&mut self, now: Instant, src: SocketAddr, ssrc: u32) -> LatchVerdict {
+        let verdict = self.judge(now, src, ssrc);
+        if verdict == LatchVerdict::Drop {
+            self.dropped += 1;
+        } else {
+            self.last = Some((now, ssrc));
+        }
+        verdict
+    }
+
+    fn judge(&mut self, now: Instant, src: SocketAddr, ssrc: u32) -> LatchVerdict {
         let (expected, trusted) = (self.expected, self.trusted);
         let takes_over = |src: SocketAddr, current: SocketAddr| {
             let known = |ip: IpAddr| expected.is_some_and(|e| e.ip() == ip) || trusted == Some(ip);
             known(src.ip()) && !known(current.ip())
         };
+        // The latched stream itself, after a pause, from a new port of
+        // the same IP: a NAT that rebound.
+        let last = self.last;
+        let move_after = self.config.move_after;
+        let rebound = |current: SocketAddr| {
+            src.ip() == current.ip()
+                && last.is_some_and(|(at, last_ssrc)| {
+                    last_ssrc == ssrc && now.saturating_duration_since(at) >= move_after
+                })
+        };
         match &mut self.state {
             State::Locked(addr) => {
                 if *addr == src {
                     LatchVerdict::Accept
-                } else if Some(src) == expected || takes_over(src, *addr) {
+                } else if Some(src) == expected || takes_over(src, *addr) || rebound(*addr) {
                     // The far end where its SDP said, after another IP
                     // (or another port of its own IP: a stale stream of
-                    // the same host or gateway) got in first.
+                    // the same host or gateway) got in first; or its
+                    // stream on the port its NAT now maps it to.
                     *addr = src;
                     LatchVerdict::Learned(src)
                 } else {
-                    self.dropped += 1;
                     LatchVerdict::Drop
                 }
             }
@@ -127,7 +168,7 @@ impl SourceLatch {
                     && now.saturating_duration_since(first) >= self.config.learn_window
                 {
                     self.state = State::Locked(addr);
-                    return self.check(now, src);
+                    return self.judge(now, src, ssrc);
                 }
                 let verdict = match candidate {
                     None => {
@@ -136,15 +177,12 @@ impl SourceLatch {
                     }
                     Some((addr, _, _)) if *addr == src => LatchVerdict::Accept,
                     Some((addr, count, first))
-                        if Some(src) == expected || takes_over(src, *addr) =>
+                        if Some(src) == expected || takes_over(src, *addr) || rebound(*addr) =>
                     {
                         *candidate = Some((src, *count, *first));
                         LatchVerdict::Learned(src)
                     }
-                    Some(_) => {
-                        self.dropped += 1;
-                        return LatchVerdict::Drop;
-                    }
+                    Some(_) => return LatchVerdict::Drop,
                 };
                 if let Some((addr, count, _)) = candidate {
                     *count += 1;
@@ -192,12 +230,16 @@ impl SourceLatch {
     pub fn relearn(&mut self, expected: Option<SocketAddr>) {
         self.expected = expected;
         self.state = State::Learning { candidate: None };
+        self.last = None;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The far end's stream.
+    const SSRC: u32 = 0x5eed;
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -209,21 +251,25 @@ mod tests {
         let cfg = LatchConfig {
             learn_packets: 3,
             learn_window: Duration::from_secs(10),
+            ..LatchConfig::default()
         };
         let mut l = SourceLatch::new(cfg, Some(a("192.0.2.1:4000")));
         assert_eq!(l.destination(), Some(a("192.0.2.1:4000")));
         let nat = a("198.51.100.7:31000");
-        assert_eq!(l.check(t0, nat), LatchVerdict::Learned(nat));
+        assert_eq!(l.check(t0, nat, SSRC), LatchVerdict::Learned(nat));
         assert_eq!(l.destination(), Some(nat));
         // An attacker during learning is dropped.
-        assert_eq!(l.check(t0, a("203.0.113.66:1")), LatchVerdict::Drop);
-        assert_eq!(l.check(t0, nat), LatchVerdict::Accept);
+        assert_eq!(l.check(t0, a("203.0.113.66:1"), SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, nat, SSRC), LatchVerdict::Accept);
         assert!(!l.is_locked());
-        assert_eq!(l.check(t0, nat), LatchVerdict::Accept);
+        assert_eq!(l.check(t0, nat, SSRC), LatchVerdict::Accept);
         assert!(l.is_locked());
         // Strict now for everyone else.
-        assert_eq!(l.check(t0, a("203.0.113.66:1")), LatchVerdict::Drop);
-        assert_eq!(l.check(t0, a("198.51.100.7:31001")), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, a("203.0.113.66:1"), SSRC), LatchVerdict::Drop);
+        assert_eq!(
+            l.check(t0, a("198.51.100.7:31001"), SSRC),
+            LatchVerdict::Drop
+        );
         assert_eq!(l.dropped(), 3);
         assert_eq!(l.destination(), Some(nat));
     }
@@ -236,21 +282,27 @@ mod tests {
         let sdp = a("192.0.2.1:4000");
         let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
         let scanner = a("203.0.113.66:1");
-        assert_eq!(l.check(t0, scanner), LatchVerdict::Learned(scanner));
+        assert_eq!(l.check(t0, scanner, SSRC), LatchVerdict::Learned(scanner));
         for _ in 0..10 {
-            l.check(t0, scanner);
+            l.check(t0, scanner, SSRC);
         }
         assert!(l.is_locked());
         // The far end's first packet, from where its SDP said, takes the
         // call back; the scanner is dropped from then on.
         let later = t0 + Duration::from_secs(2);
-        assert_eq!(l.check(later, sdp), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(later, sdp, SSRC), LatchVerdict::Learned(sdp));
         assert_eq!(l.destination(), Some(sdp));
-        assert_eq!(l.check(later, scanner), LatchVerdict::Drop);
+        assert_eq!(l.check(later, scanner, SSRC), LatchVerdict::Drop);
         // On its own IP the far end is final: another port of that IP,
         // or another scanner, cannot move it.
-        assert_eq!(l.check(later, a("192.0.2.1:4002")), LatchVerdict::Drop);
-        assert_eq!(l.check(later, a("203.0.113.67:9")), LatchVerdict::Drop);
+        assert_eq!(
+            l.check(later, a("192.0.2.1:4002"), SSRC),
+            LatchVerdict::Drop
+        );
+        assert_eq!(
+            l.check(later, a("203.0.113.67:9"), SSRC),
+            LatchVerdict::Drop
+        );
         assert_eq!(l.destination(), Some(sdp));
     }
 
@@ -261,14 +313,14 @@ mod tests {
         let sdp = a("192.0.2.1:4000");
         let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
         let scanner = a("203.0.113.66:1");
-        assert_eq!(l.check(t0, scanner), LatchVerdict::Learned(scanner));
+        assert_eq!(l.check(t0, scanner, SSRC), LatchVerdict::Learned(scanner));
         let mapped = a("192.0.2.1:61000");
-        assert_eq!(l.check(t0, mapped), LatchVerdict::Learned(mapped));
+        assert_eq!(l.check(t0, mapped, SSRC), LatchVerdict::Learned(mapped));
         // Then the exact SDP address still wins while learning, and the
         // scanner is out.
-        assert_eq!(l.check(t0, scanner), LatchVerdict::Drop);
-        assert_eq!(l.check(t0, sdp), LatchVerdict::Learned(sdp));
-        assert_eq!(l.check(t0, mapped), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, scanner, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, sdp, SSRC), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(t0, mapped, SSRC), LatchVerdict::Drop);
     }
 
     /// A stale stream from the far end's own IP on another port (a gateway
@@ -281,13 +333,13 @@ mod tests {
         let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
         let stale = a("198.51.100.7:46300");
         for _ in 0..10 {
-            l.check(t0, stale);
+            l.check(t0, stale, SSRC);
         }
         assert!(l.is_locked());
         assert_eq!(l.destination(), Some(stale));
-        assert_eq!(l.check(t0, sdp), LatchVerdict::Learned(sdp));
-        assert_eq!(l.check(t0, stale), LatchVerdict::Drop);
-        assert_eq!(l.check(t0, sdp), LatchVerdict::Accept);
+        assert_eq!(l.check(t0, sdp, SSRC), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(t0, stale, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, sdp, SSRC), LatchVerdict::Accept);
         assert_eq!(l.destination(), Some(sdp));
     }
 
@@ -298,15 +350,18 @@ mod tests {
         l.trust(Some("198.51.100.7".parse().unwrap()));
         let scanner = a("203.0.113.66:1");
         for _ in 0..10 {
-            l.check(t0, scanner);
+            l.check(t0, scanner, SSRC);
         }
         assert!(l.is_locked());
         // The phone's media, from the public IP its SIP comes from, on
         // the port its NAT picked.
         let public = a("198.51.100.7:31000");
-        assert_eq!(l.check(t0, public), LatchVerdict::Learned(public));
-        assert_eq!(l.check(t0, scanner), LatchVerdict::Drop);
-        assert_eq!(l.check(t0, a("198.51.100.7:31002")), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, public, SSRC), LatchVerdict::Learned(public));
+        assert_eq!(l.check(t0, scanner, SSRC), LatchVerdict::Drop);
+        assert_eq!(
+            l.check(t0, a("198.51.100.7:31002"), SSRC),
+            LatchVerdict::Drop
+        );
         assert_eq!(l.destination(), Some(public));
     }
 
@@ -317,12 +372,12 @@ mod tests {
         let t0 = Instant::now();
         let mut l = SourceLatch::new(LatchConfig::default(), Some(a("10.0.0.5:4000")));
         let public = a("198.51.100.7:31000");
-        assert_eq!(l.check(t0, public), LatchVerdict::Learned(public));
+        assert_eq!(l.check(t0, public, SSRC), LatchVerdict::Learned(public));
         for _ in 0..5 {
-            assert_eq!(l.check(t0, public), LatchVerdict::Accept);
+            assert_eq!(l.check(t0, public, SSRC), LatchVerdict::Accept);
         }
         assert!(l.is_locked());
-        assert_eq!(l.check(t0, a("203.0.113.66:1")), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, a("203.0.113.66:1"), SSRC), LatchVerdict::Drop);
         assert_eq!(l.destination(), Some(public));
     }
 
@@ -331,10 +386,10 @@ mod tests {
         let t0 = Instant::now();
         let mut l = SourceLatch::new(LatchConfig::default(), Some(a("192.0.2.1:4000")));
         let first = a("203.0.113.66:1");
-        assert_eq!(l.check(t0, first), LatchVerdict::Learned(first));
+        assert_eq!(l.check(t0, first, SSRC), LatchVerdict::Learned(first));
         let sdp = a("192.0.2.1:4000");
-        assert_eq!(l.check(t0, sdp), LatchVerdict::Learned(sdp));
-        assert_eq!(l.check(t0, first), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, sdp, SSRC), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(t0, first, SSRC), LatchVerdict::Drop);
         assert_eq!(l.destination(), Some(sdp));
     }
 
@@ -344,21 +399,82 @@ mod tests {
         let cfg = LatchConfig {
             learn_packets: 100,
             learn_window: Duration::from_millis(200),
+            ..LatchConfig::default()
         };
         let mut l = SourceLatch::new(cfg, None);
         let src = a("198.51.100.7:31000");
-        l.check(t0, src);
+        l.check(t0, src, SSRC);
         assert!(!l.is_locked());
         let other = a("198.51.100.8:31000");
         assert_eq!(
-            l.check(t0 + Duration::from_millis(199), other),
+            l.check(t0 + Duration::from_millis(199), other, SSRC),
             LatchVerdict::Drop
         );
         assert_eq!(
-            l.check(t0 + Duration::from_millis(200), src),
+            l.check(t0 + Duration::from_millis(200), src, SSRC),
             LatchVerdict::Accept
         );
         assert!(l.is_locked());
+    }
+
+    /// A NAT that rebinds mid-call: the same stream, from the same public
+    /// IP, on a new port once the old mapping has gone quiet. Only that
+    /// moves a locked latch: not a new port while the old one still
+    /// sends, not another stream (SSRC) on the IP, not the stream from
+    /// another IP.
+    #[test]
+    fn a_nat_rebinding_moves_the_stream_to_its_new_port() {
+        let t0 = Instant::now();
+        let mut l = SourceLatch::new(LatchConfig::default(), Some(a("10.0.0.5:4000")));
+        l.trust(Some("198.51.100.7".parse().unwrap()));
+        let old = a("198.51.100.7:31000");
+        for i in 0..10 {
+            l.check(t0 + Duration::from_millis(20 * i), old, SSRC);
+        }
+        assert!(l.is_locked());
+        let last = t0 + Duration::from_millis(180);
+        let new = a("198.51.100.7:31002");
+        // While the old mapping still sends (its last packet under
+        // `move_after` ago), the new port is a stranger.
+        let soon = last + Duration::from_millis(99);
+        assert_eq!(l.check(soon, new, SSRC), LatchVerdict::Drop);
+        // Someone else on the IP (a carrier-grade NAT's other customer),
+        // with a stream of its own, after the pause: dropped.
+        let paused = last + Duration::from_millis(100);
+        assert_eq!(l.check(paused, new, 0xbad), LatchVerdict::Drop);
+        // The stream itself from another IP: dropped.
+        let elsewhere = a("203.0.113.66:31000");
+        assert_eq!(l.check(paused, elsewhere, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.destination(), Some(old));
+        // The stream from its new port: moved, and the old port is now
+        // the stranger.
+        assert_eq!(l.check(paused, new, SSRC), LatchVerdict::Learned(new));
+        assert_eq!(l.destination(), Some(new));
+        let next = paused + Duration::from_millis(20);
+        assert_eq!(l.check(next, new, SSRC), LatchVerdict::Accept);
+        assert_eq!(l.check(next, old, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.dropped(), 4);
+    }
+
+    /// While learning too: a candidate's stream that moves port after a
+    /// pause is followed, as a locked one is.
+    #[test]
+    fn a_rebinding_during_learning_moves_the_candidate() {
+        let t0 = Instant::now();
+        let cfg = LatchConfig {
+            learn_packets: 100,
+            learn_window: Duration::from_secs(10),
+            ..LatchConfig::default()
+        };
+        let mut l = SourceLatch::new(cfg, None);
+        let old = a("198.51.100.7:31000");
+        l.check(t0, old, SSRC);
+        let new = a("198.51.100.7:40000");
+        assert_eq!(l.check(t0, new, SSRC), LatchVerdict::Drop);
+        let later = t0 + Duration::from_millis(150);
+        assert_eq!(l.check(later, new, SSRC), LatchVerdict::Learned(new));
+        assert!(!l.is_locked());
+        assert_eq!(l.destination(), Some(new));
     }
 
     #[test]
@@ -368,18 +484,19 @@ mod tests {
             LatchConfig {
                 learn_packets: 1,
                 learn_window: Duration::from_secs(1),
+                ..LatchConfig::default()
             },
             None,
         );
         let old = a("198.51.100.7:31000");
-        l.check(t0, old);
+        l.check(t0, old, SSRC);
         assert!(l.is_locked());
         let new = a("198.51.100.9:5000");
-        assert_eq!(l.check(t0, new), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, new, SSRC), LatchVerdict::Drop);
         l.relearn(Some(new));
         assert_eq!(l.destination(), Some(new));
-        assert_eq!(l.check(t0, new), LatchVerdict::Learned(new));
+        assert_eq!(l.check(t0, new, SSRC), LatchVerdict::Learned(new));
         assert!(l.is_locked());
-        assert_eq!(l.check(t0, old), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, old, SSRC), LatchVerdict::Drop);
     }
 }

@@ -108,7 +108,26 @@ fn callee_media(
     stop: Arc<AtomicBool>,
     heard: Arc<Heard>,
 ) -> std::thread::JoinHandle<()> {
+    rebinding_callee_media(sock, None, pause, speech, hz, stop, heard)
+}
+
+/// [`callee_media`] behind a NAT that rebinds: `rebind` is when (after the
+/// callee starts sending) and to which socket. The callee sends nothing
+/// for 200 ms, then carries on from the new socket (the same stream: its
+/// SSRC and sequence go on) and listens there; `heard` then counts only
+/// what reaches the new socket.
+fn rebinding_callee_media(
+    sock: UdpSocket,
+    rebind: Option<(Duration, UdpSocket)>,
+    pause: Duration,
+    speech: Duration,
+    hz: f64,
+    stop: Arc<AtomicBool>,
+    heard: Arc<Heard>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        let mut sock = sock;
+        let mut rebind = rebind;
         sock.set_read_timeout(Some(Duration::from_millis(5)))
             .unwrap();
         let mut buf = [0u8; 2048];
@@ -118,6 +137,18 @@ fn callee_media(
         let (mut seq, mut ts) = (1000u16, 160_000u32);
         let mut phase = 0f64;
         while !stop.load(Ordering::Relaxed) {
+            if let (Some(t0), Some((at, _))) = (started, &rebind)
+                && Instant::now() >= t0 + *at
+                && let Some((_, new)) = rebind.take()
+            {
+                std::thread::sleep(Duration::from_millis(200));
+                new.set_read_timeout(Some(Duration::from_millis(5)))
+                    .unwrap();
+                sock = new;
+                heard.packets.store(0, Ordering::Relaxed);
+                heard.loud.store(0, Ordering::Relaxed);
+                next = Instant::now();
+            }
             while let Ok((n, from)) = sock.recv_from(&mut buf) {
                 if n > 12 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 0 {
                     peer.get_or_insert(from);
@@ -412,6 +443,70 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
         (4000..12_000).contains(&right),
         "the callee's 1.2 s of tone on the right: {right} loud samples"
     );
+}
+
+/// The callee's NAT rebinds a second into the call: its stream carries on
+/// from a new port, with no re-INVITE. The switch follows it: the engine
+/// hears the callee's speech from the new port, and the AI's answer
+/// reaches it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ai_call_follows_a_callee_whose_nat_rebinds() {
+    let Outbound {
+        sim: _sim,
+        sw,
+        carrier,
+        media,
+        _dir,
+    } = outbound("").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let heard = Arc::new(Heard::default());
+    let moved = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let phone = rebinding_callee_media(
+        media,
+        Some((Duration::from_millis(1000), moved)),
+        Duration::from_millis(2500),
+        Duration::from_millis(1200),
+        300.0,
+        stop.clone(),
+        heard.clone(),
+    );
+    let (_c, mut events) = place_ai_call(
+        &sw,
+        "oac-ai-nat-0001",
+        "You remind people of appointments. END_AFTER_TURNS=1",
+    )
+    .await;
+    let got = until_ended(&mut events).await;
+    stop.store(true, Ordering::Relaxed);
+    phone.join().unwrap();
+    let turns: Vec<(String, String)> = got
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(event::Kind::Turn(t)) => Some((t.role.clone(), t.text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        turns
+            .iter()
+            .any(|(role, text)| role == "caller" && text.contains("caller spoke 1.")),
+        "the engine heard the callee's 1.2 s from its new port: {turns:#?}"
+    );
+    let Some(event::Kind::Ended(end)) = got.last().and_then(|e| e.kind.clone()) else {
+        panic!("no CallEnded: {got:#?}");
+    };
+    assert_eq!(end.outcome, "finished", "{end:?}");
+    let (packets, loud) = (
+        heard.packets.load(Ordering::Relaxed),
+        heard.loud.load(Ordering::Relaxed),
+    );
+    assert!(packets > 50, "RTP at the new port: {packets}");
+    assert!(loud > 20, "the AI's answer among it: {loud} of {packets}");
+    let mut carrier = carrier;
+    let st = carrier
+        .wait(Duration::from_secs(10))
+        .expect("SIPp got our BYE");
+    assert!(st.success(), "SIPp: {st}");
 }
 
 /// Loud samples (left, right) of a call's recording, once the recorder

@@ -714,6 +714,7 @@ fuzz_target!(|data: &[u8]| {
         latch: LatchConfig {
             learn_packets: u32::from(latch % 8),
             learn_window: Duration::from_millis(u64::from(latch >> 3) * 40),
+            ..LatchConfig::default()
         },
         inactivity_timeout: Duration::from_secs(30),
         wallclock: Some((start, SystemTime::now())),

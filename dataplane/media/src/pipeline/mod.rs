@@ -432,7 +432,7 @@ impl Pipeline {
             l.stats.malformed += 1;
             return Verdict::Dropped(DropReason::Malformed);
         }
-        match l.latch.check(now, src) {
+        match l.latch.check(now, src, pkt.ssrc()) {
             LatchVerdict::Drop => {
                 l.stats.wrong_source += 1;
                 return Verdict::Dropped(DropReason::WrongSource);

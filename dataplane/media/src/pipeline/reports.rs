@@ -33,7 +33,7 @@ impl Pipeline {
         // the one that learns (or moves) where the leg's RTP goes: that is
         // reported like any other latch. A separate RTCP port's latch only
         // decides where our reports go.
-        let learned = match latch.check(now, src) {
+        let learned = match latch.check(now, src, compound.sender_ssrc()) {
             LatchVerdict::Drop => {
                 l.stats.wrong_source += 1;
                 return Verdict::Dropped(DropReason::WrongSource);

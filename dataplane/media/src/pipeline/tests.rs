@@ -119,6 +119,7 @@ fn cfg() -> PipelineConfig {
         latch: LatchConfig {
             learn_packets: 3,
             learn_window: Duration::from_millis(500),
+            ..LatchConfig::default()
         },
         ..PipelineConfig::default()
     }
@@ -212,6 +213,62 @@ fn relay_rewrites_header_and_enforces_strict_source() {
     assert_eq!(h.p.stats(Leg::B).unwrap().rtp_out, 10);
     // B has not sent yet: its destination is its SDP address.
     assert_eq!(h.p.destination(Leg::B), Some(addr(FAR_B)));
+}
+
+/// A far end behind NAT (its SDP names a private address) whose NAT
+/// rebinds mid-call: its stream (same SSRC), from the same public IP on a
+/// new port after a pause, is followed and reported as a latch; another
+/// stream from that port is not, nor the old port afterwards.
+#[test]
+fn a_pipeline_leg_follows_its_nat_to_a_new_port() {
+    let t0 = Instant::now();
+    let p = Pipeline::bridge(
+        t0,
+        cfg(),
+        leg(CodecSpec::pcmu(), 1, "10.0.0.5:4000"),
+        leg(CodecSpec::pcma(), 2, FAR_B),
+    )
+    .unwrap();
+    let mut h = Harness::new(p, t0);
+    h.p.trust_source(Leg::A, Some(addr(FAR_A).ip()));
+    let mut seq = 0u16;
+    let mut send = |h: &mut Harness, from: SocketAddr, ssrc: u32| {
+        seq += 1;
+        let ts = 160 * u32::from(seq);
+        let at = format!("{from}");
+        h.rtp(Leg::A, &at, &packet(0, seq, ts, ssrc, false, &[0x55; 160]))
+    };
+    let old = addr(FAR_A);
+    for _ in 0..5 {
+        assert_ne!(
+            send(&mut h, old, 77),
+            Verdict::Dropped(DropReason::WrongSource)
+        );
+        h.now += PTIME;
+    }
+    let new = SocketAddr::new(old.ip(), old.port() + 10);
+    h.events.clear();
+    h.now += Duration::from_millis(100);
+    assert_eq!(
+        send(&mut h, new, 78),
+        Verdict::Dropped(DropReason::WrongSource)
+    );
+    assert_ne!(
+        send(&mut h, new, 77),
+        Verdict::Dropped(DropReason::WrongSource)
+    );
+    assert_eq!(h.p.destination(Leg::A), Some(new));
+    assert_eq!(
+        h.events,
+        vec![Event::Latched {
+            leg: Leg::A,
+            address: new
+        }]
+    );
+    assert_eq!(
+        send(&mut h, old, 77),
+        Verdict::Dropped(DropReason::WrongSource)
+    );
 }
 
 #[test]

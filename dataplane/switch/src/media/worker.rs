@@ -1244,7 +1244,8 @@ impl State {
             // where ours go, and kept a dead call from timing out.
             let from_far_end = if is_rtcp {
                 this.latch.knows_ip(from.ip())
-                    && this.rtcp_latch.check(now, from) != LatchVerdict::Drop
+                    && this.rtcp_latch.check(now, from, compound.sender_ssrc())
+                        != LatchVerdict::Drop
             } else {
                 this.latch.destination() == Some(from)
             };
@@ -1270,7 +1271,7 @@ impl State {
             this.stats.dropped_invalid += 1;
             return;
         };
-        if this.latch.check(now, from) == LatchVerdict::Drop {
+        if this.latch.check(now, from, pkt.ssrc()) == LatchVerdict::Drop {
             this.stats.dropped_source += 1;
             return;
         }
@@ -1695,6 +1696,52 @@ mod tests {
         w.st.sends.clear();
         w.st.datagram(t0, a, scanner, &loud_pcmu(11, 160));
         assert!(w.st.sends.is_empty(), "the scanner is out");
+    }
+
+    /// A far end's NAT rebinds mid-call: its stream, from the same public
+    /// IP, comes from a new port once the old mapping has gone quiet. The
+    /// leg follows it (B's audio goes to the new port) and the old port is
+    /// a stranger from then on.
+    #[test]
+    fn a_relayed_leg_follows_its_nat_to_a_new_port() {
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        let private: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        w.remote(
+            1,
+            LegSide::A,
+            Remote {
+                signalling: Some(far_a.ip()),
+                ..far_end(0, private, [0, 0])
+            },
+        );
+        w.remote(1, LegSide::B, far_end(1, far_b, [0, 0]));
+        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for seq in 0..10 {
+            w.st.datagram(at(20 * u64::from(seq)), a, far_a, &loud_pcmu(seq, 160));
+        }
+        assert!(w.st.calls[&1].legs[0].latch.is_locked());
+        let rebound = SocketAddr::new(far_a.ip(), far_a.port() + 2);
+        // Still sending from the old port: the new one is dropped.
+        w.st.datagram(at(200), a, rebound, &loud_pcmu(10, 160));
+        assert_eq!(w.st.calls[&1].legs[0].latch.destination(), Some(far_a));
+        // The old mapping quiet for 100 ms: followed.
+        w.st.datagram(at(280), a, rebound, &loud_pcmu(11, 160));
+        assert_eq!(w.st.calls[&1].legs[0].latch.destination(), Some(rebound));
+        w.st.sends.clear();
+        w.st.out.clear();
+        w.st.datagram(at(290), b, far_b, &loud_pcmu(1, 160));
+        assert_eq!(w.st.sends.len(), 1);
+        assert_eq!(w.st.sends[0].1, rebound, "B's audio reaches A's new port");
+        w.st.sends.clear();
+        w.st.out.clear();
+        w.st.datagram(at(300), a, far_a, &loud_pcmu(12, 160));
+        assert!(w.st.sends.is_empty(), "the old port is a stranger now");
+        w.st.datagram(at(300), a, rebound, &loud_pcmu(12, 160));
+        assert_eq!(w.st.sends.len(), 1, "the new port is relayed");
+        assert_eq!(w.st.calls[&1].legs[0].stats.dropped_source, 2);
     }
 
     /// A pipeline's RTP to a held far end is not sent either (its RTCP
@@ -2564,6 +2611,8 @@ mod tests {
             // last changed.
             let mut heard: [Vec<SocketAddr>; 2] = [vec![], vec![]];
             let mut locked: [Option<SocketAddr>; 2] = [None, None];
+            // When each leg last accepted RTP, and its SSRC.
+            let mut last: [Option<(Instant, u32)>; 2] = [None, None];
             for step in 0..1500 {
                 now += Duration::from_millis(r.pick(&[0, 1, 5, 20, 20, 20, 100, 700]));
                 if step == 200 && !b_known {
@@ -2572,6 +2621,7 @@ mod tests {
                     b_known = true;
                     heard[1].clear();
                     locked[1] = None;
+                    last[1] = None;
                     continue;
                 } else if r.below(300) == 0 {
                     // A re-INVITE (or the late answer) moves a far end.
@@ -2579,6 +2629,7 @@ mod tests {
                     b_known |= side == 1;
                     heard[side].clear();
                     locked[side] = None;
+                    last[side] = None;
                     continue;
                 }
                 let side = r.below(2) as usize;
@@ -2602,8 +2653,33 @@ mod tests {
                 received[side] += 1;
                 let after = w.st.calls[&1].legs[side].stats;
                 let accepted = after.rx_packets > before.rx_packets;
-                if accepted && socket == rtp_socket && !heard[side].contains(&from) {
-                    heard[side].push(from);
+                if accepted && socket == rtp_socket {
+                    if !heard[side].contains(&from) {
+                        heard[side].push(from);
+                    }
+                    let ssrc = RtpPacket::parse(&data).unwrap().ssrc();
+                    // Strict source: once locked, only the locked address,
+                    // but for the SDP's IP taking over from another IP, the
+                    // SDP's exact address from another port of its IP, and
+                    // the locked stream itself from another port of its IP
+                    // after 100 ms without a packet (a NAT that rebound).
+                    if let Some(l) = locked[side]
+                        && from != l
+                    {
+                        let sdp_ip = sdp[side].ip();
+                        let rebound = from.ip() == l.ip()
+                            && last[side].is_some_and(|(at, s)| {
+                                s == ssrc && now.duration_since(at) >= Duration::from_millis(100)
+                            });
+                        assert!(
+                            (from.ip() == sdp_ip && l.ip() != sdp_ip)
+                                || from == sdp[side]
+                                || rebound,
+                            "seed {seed} step {step}: locked on {l}, accepted from {from}"
+                        );
+                        locked[side] = Some(from);
+                    }
+                    last[side] = Some((now, ssrc));
                 }
                 assert!(
                     w.st.sends.len() <= 1,
@@ -2636,19 +2712,6 @@ mod tests {
                     };
                     assert_eq!(output.payload_type(), pt);
                     assert!(output.marker() || !input.marker());
-                    // Strict source: once locked, only the locked address,
-                    // but for the SDP's IP taking over from another IP, and
-                    // the SDP's exact address from another port of its IP.
-                    if let Some(l) = locked[side]
-                        && from != l
-                    {
-                        let sdp_ip = sdp[side].ip();
-                        assert!(
-                            (from.ip() == sdp_ip && l.ip() != sdp_ip) || from == sdp[side],
-                            "seed {seed} step {step}: locked on {l}, relayed from {from}"
-                        );
-                        locked[side] = Some(from);
-                    }
                     sent[other] += 1;
                 } else if accepted && socket == rtp_socket {
                     assert!(after.dropped_unrouted > before.dropped_unrouted || !b_known);
