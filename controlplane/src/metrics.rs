@@ -1,8 +1,9 @@
 //! Prometheus metrics of the control plane: HTTP requests by route, method
-//! and status, and their latency; webhook and email attempts; and, read at
-//! each scrape, the calls in hand by status and each switch node's state. Routes are the matched route templates
-//! (`/api.ashx/v1/calls/{id}`), never raw paths, so label cardinality stays
-//! bounded whatever clients send.
+//! and status, and their latency; webhook and email attempts; calls ended,
+//! by status and outcome ([`CallEnds`]); and, read at each scrape, the
+//! calls in hand by status and each switch node's state. Routes are the
+//! matched route templates (`/api.ashx/v1/calls/{id}`), never raw paths,
+//! so label cardinality stays bounded whatever clients send.
 
 use axum::extract::MatchedPath;
 use axum::http::Method;
@@ -92,6 +93,90 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptEndLabels {
+    status: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The outcomes a call can end with (the spec's glossary, and `busy` and
+/// `failed` for attempts that reached no one); any other string the
+/// switch reports counts as `other`, so the label stays bounded.
+const OUTCOMES: [&str; 11] = [
+    "finished",
+    "far-hangup",
+    "empty-room",
+    "transferred-to-vnum",
+    "voicemail",
+    "not-now",
+    "no-answer",
+    "cancelled",
+    "max-duration",
+    "busy",
+    "failed",
+];
+
+/// `outcome` as a label: itself if it is one of [`OUTCOMES`], else `other`.
+pub fn outcome_label(outcome: &str) -> &'static str {
+    OUTCOMES
+        .iter()
+        .find(|o| **o == outcome)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Calls ended in this process, counted when the transaction that ended
+/// them commits (`store::StoreTx`): each outbound attempt by the status
+/// it left its call in (`ended-failed-retry-pending` for one that will be
+/// retried) and its outcome, each inbound call by its outcome. Shared by
+/// the store, which counts, and [`Metrics`], which shows them.
+#[derive(Clone, Debug, Default)]
+pub struct CallEnds {
+    attempts: Family<AttemptEndLabels, Counter>,
+    inbound: Family<OutcomeLabels, Counter>,
+}
+
+impl CallEnds {
+    pub fn attempt(&self, status: CallStatus, outcome: &str) {
+        self.attempts
+            .get_or_create(&AttemptEndLabels {
+                status: status.as_str(),
+                outcome: outcome_label(outcome),
+            })
+            .inc();
+    }
+
+    pub fn inbound(&self, outcome: &str) {
+        self.inbound
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome_label(outcome),
+            })
+            .inc();
+    }
+
+    /// Attempts counted as ended with `status` and `outcome` (a label).
+    #[cfg(test)]
+    pub fn attempts(&self, status: CallStatus, outcome: &'static str) -> u64 {
+        self.attempts
+            .get_or_create(&AttemptEndLabels {
+                status: status.as_str(),
+                outcome,
+            })
+            .get()
+    }
+
+    /// Inbound calls counted as ended with `outcome` (a label).
+    #[cfg(test)]
+    pub fn inbound_count(&self, outcome: &'static str) -> u64 {
+        self.inbound.get_or_create(&OutcomeLabels { outcome }).get()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     /// A URL of CODEB_SWITCH_URLS (bounded by the configuration).
     node: String,
@@ -146,6 +231,11 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Self::with_call_ends(CallEnds::default())
+    }
+
+    /// Metrics that show `ends` (the store's: `Store::call_ends`).
+    pub fn with_call_ends(ends: CallEnds) -> Metrics {
         let mut registry = Registry::with_prefix("codeb");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -191,6 +281,16 @@ impl Metrics {
             "calls",
             "Outbound calls not yet ended, by status (every tenant)",
             calls.clone(),
+        );
+        registry.register(
+            "call_attempts_ended",
+            "Outbound call attempts ended in this process, by the status they left the call in and their outcome",
+            ends.attempts,
+        );
+        registry.register(
+            "inbound_calls_ended",
+            "Inbound calls ended in this process, by outcome",
+            ends.inbound,
         );
         let (node_up, node_calls) = (
             Family::<NodeLabels, Gauge>::default(),
@@ -304,6 +404,23 @@ mod tests {
         m.observe(Route::Fixed("unmatched"), method_label(&odd), 405, 0.001);
         m.observe_webhook_attempt("success", 0.01);
         m.observe_email("sent");
+        let ends = CallEnds::default();
+        let m2 = Metrics::with_call_ends(ends.clone());
+        ends.attempt(CallStatus::EndedFailedRetryPending, "no-answer");
+        ends.attempt(CallStatus::EndedSuccess, "finished");
+        ends.attempt(CallStatus::EndedSuccess, "finished");
+        ends.attempt(CallStatus::EndedFailedFinal, "something the switch made up");
+        ends.inbound("far-hangup");
+        let text = m2.render();
+        for line in [
+            r#"codeb_call_attempts_ended_total{status="ended-failed-retry-pending",outcome="no-answer"} 1"#,
+            r#"codeb_call_attempts_ended_total{status="ended-success",outcome="finished"} 2"#,
+            r#"codeb_call_attempts_ended_total{status="ended-failed-final",outcome="other"} 1"#,
+            r#"codeb_inbound_calls_ended_total{outcome="far-hangup"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(!text.contains("made up"), "{text}");
         let text = m.render();
         assert!(text.contains("codeb_emails_sent_total 1"), "{text}");
         assert!(text.contains("codeb_emails_failed_total 0"), "{text}");

@@ -80,12 +80,13 @@ impl AppState {
             &config.switch_tls,
         );
         let guard = Arc::new(crate::webhooks::guard_for(&config));
+        let metrics = Arc::new(Metrics::with_call_ends(store.call_ends().clone()));
         AppState(Arc::new(Shared {
             store,
             config: Arc::new(config),
             signing_key: Arc::new(signing_key),
             throttle: Arc::new(LoginThrottle::default()),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             switch: Arc::new(switch),
             clock,
             key_touches: Arc::new(Mutex::new(HashMap::new())),

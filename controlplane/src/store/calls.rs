@@ -564,6 +564,10 @@ impl Store {
                     transcript: None,
                 };
                 tx.queue_call_email(&call, &ending, now).await?;
+                tx.ends(super::tx::Ended::Attempt(
+                    CallStatus::Cancelled,
+                    "cancelled",
+                ));
                 // The glossary's `cancelled` ("Scheduled call was
                 // cancelled") is an outbound-ai outcome: subscribers hear
                 // of it as they do of every other end.

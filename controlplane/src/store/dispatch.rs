@@ -31,9 +31,10 @@ use codeb_types::{CallId, CallStatus, EventName, UtcMillis};
 use serde_json::json;
 
 use super::switch_events::Speaker;
-use super::tx::{StoreTx, TxInner};
+use super::tx::{Ended, StoreTx, TxInner};
 use super::{Pool, Result, RowExt, Store, StoreError, TranscriptRecord, Turn, col, opt_ms};
 use crate::crypto;
+use crate::metrics::outcome_label;
 
 /// How long a dispatcher holds a claimed call before another may take it
 /// over (it covers a config push and `PlaceCall`, both with deadlines well
@@ -638,6 +639,7 @@ impl Store {
         let answered_at = end.answered_at;
         let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
         let outcome = cut(&end.outcome, 64);
+        tx.ends(Ended::Attempt(status, outcome_label(&outcome)));
         let turns = tx.attempt_turns(&call.call_id, call.attempt).await?;
         let counted = end.with_turn_counts(&turns);
         let end = &counted;

@@ -474,10 +474,13 @@ async fn no_answer_is_retried_then_final(db: TestDb) {
     ] {
         let c = in_flight(s, n, 3).await;
         let cursor = s.switch_cursor(NODE).await.unwrap().unwrap().last_seq;
+        let counted = s.call_ends().attempts(want, outcome);
         s.apply_switch_event(NODE, &ev(cursor + 1, &c, ended(outcome, answered)), now)
             .await
             .unwrap();
         assert_eq!(status(s, &c.call_id).await, want, "{outcome}");
+        // Counted for the metrics, by status and outcome.
+        assert_eq!(s.call_ends().attempts(want, outcome), counted + 1);
     }
 }
 

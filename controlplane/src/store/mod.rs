@@ -68,6 +68,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codeb_types::UtcMillis;
+
+use crate::metrics::CallEnds;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -148,6 +150,8 @@ pub struct Store {
     outbox_wake: Arc<Notify>,
     /// Woken when the routing configuration changed in this process.
     config_wake: Arc<Notify>,
+    /// Calls ended by this process's commits, for the metrics.
+    call_ends: CallEnds,
     /// What one unit of a call's `retryDelayMinutes` is, ms (a minute;
     /// `CODEB_CALL_RETRY_DELAY_UNIT` shortens it for tests).
     retry_delay_unit_ms: i64,
@@ -163,6 +167,11 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// The calls this process's commits ended (shown by the metrics).
+    pub fn call_ends(&self) -> &CallEnds {
+        &self.call_ends
+    }
+
     /// Opens the database behind `url` and runs pending migrations.
     pub async fn open(url: &str, data_dir: &Path) -> Result<Store> {
         let store = Self::connect(url, data_dir).await?;
@@ -237,6 +246,7 @@ impl Store {
             data_dir: Arc::from(data_dir),
             outbox_wake: Arc::new(Notify::new()),
             config_wake: Arc::new(Notify::new()),
+            call_ends: CallEnds::default(),
             retry_delay_unit_ms: 60_000,
         })
     }

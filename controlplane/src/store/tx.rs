@@ -14,6 +14,18 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::{Pool, Result, Store, WritePool};
+use crate::metrics::CallEnds;
+use codeb_types::CallStatus;
+
+/// A call this transaction ends, counted when it commits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ended {
+    /// An outbound attempt, by the status it left its call in, and its
+    /// outcome label (`metrics::outcome_label`).
+    Attempt(CallStatus, &'static str),
+    /// An inbound call, by its outcome label.
+    Inbound(&'static str),
+}
 
 pub(crate) enum TxInner {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
@@ -40,6 +52,9 @@ pub struct StoreTx {
     wake: Arc<Notify>,
     /// Set when deliveries were queued, so the commit wakes the workers.
     pub(crate) queued_deliveries: bool,
+    /// Calls this transaction ends, counted in `call_ends` once it commits.
+    ended: Vec<Ended>,
+    call_ends: CallEnds,
 }
 
 impl std::fmt::Debug for StoreTx {
@@ -61,6 +76,8 @@ impl Store {
             inner,
             wake: self.outbox_wake.clone(),
             queued_deliveries: false,
+            ended: Vec::new(),
+            call_ends: self.call_ends.clone(),
         })
     }
 }
@@ -77,6 +94,17 @@ impl StoreTx {
         if self.queued_deliveries {
             self.wake.notify_one();
         }
+        for e in self.ended {
+            match e {
+                Ended::Attempt(status, outcome) => self.call_ends.attempt(status, outcome),
+                Ended::Inbound(outcome) => self.call_ends.inbound(outcome),
+            }
+        }
         Ok(())
+    }
+
+    /// Counts a call this transaction ends, once it commits.
+    pub(crate) fn ends(&mut self, ended: Ended) {
+        self.ended.push(ended);
     }
 }

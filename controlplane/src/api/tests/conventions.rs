@@ -280,9 +280,37 @@ async fn openapi_and_metrics(h: Harness) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json["callId"].as_str().unwrap().to_owned();
     let m = h.get("/metrics", &t).await;
     assert!(
         m.text.contains(r#"codeb_calls{status="scheduled"} 1"#),
+        "{}",
+        m.text
+    );
+    assert!(
+        !m.text.contains("codeb_call_attempts_ended_total{"),
+        "{}",
+        m.text
+    );
+    // Cancelled: counted among the ended, and no longer in hand.
+    let r = h
+        .post(
+            &format!("/api.ashx/v1/calls/{id}/hangup"),
+            &t,
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let m = h.get("/metrics", &t).await;
+    assert!(
+        m.text.contains(
+            r#"codeb_call_attempts_ended_total{status="cancelled",outcome="cancelled"} 1"#
+        ),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text.contains(r#"codeb_calls{status="scheduled"} 0"#),
         "{}",
         m.text
     );

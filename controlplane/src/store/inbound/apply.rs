@@ -5,10 +5,11 @@ use codeb_types::{EventName, UtcMillis};
 use serde_json::json;
 
 use super::{ATTEMPT, InboundCallRecord};
+use crate::metrics::outcome_label;
 use crate::store::dispatch::{AttemptEnd, MAX_ERROR_DETAIL, cut};
 use crate::store::numbers::number_from_row;
 use crate::store::switch_events::InboundStart;
-use crate::store::tx::{StoreTx, on_tx};
+use crate::store::tx::{Ended, StoreTx, on_tx};
 use crate::store::{
     Applied, EventKind, NumberRecord, Result, Store, SwitchEvent, TranscriptRecord, Turn, on_pool,
 };
@@ -250,6 +251,7 @@ impl Store {
         let answered = end.answered || answered_at.is_some();
         let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
         let outcome = cut(&end.outcome, 64);
+        tx.ends(Ended::Inbound(outcome_label(&outcome)));
         let tokens = call.tokens_in.saturating_add(call.tokens_out);
         let turns = if call.save_transcripts {
             tx.attempt_turns(id, ATTEMPT).await?

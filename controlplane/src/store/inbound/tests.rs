@@ -392,6 +392,8 @@ async fn a_failed_end_leaves_no_trace(db: TestDb) {
     std::fs::write(s.transcripts_dir(), b"in the way").unwrap();
     let end = ev(4, CALL, TENANT, ended("far-hangup"));
     assert!(s.apply_switch_event(NODE, &end, T0).await.is_err());
+    // Rolled back: not counted as ended either.
+    assert_eq!(s.call_ends().inbound_count("far-hangup"), 0);
     assert_eq!(
         s.inbound_call(TENANT, CALL)
             .await
@@ -407,6 +409,7 @@ async fn a_failed_end_leaves_no_trace(db: TestDb) {
         s.apply_switch_event(NODE, &end, T0).await.unwrap(),
         Applied::Applied
     );
+    assert_eq!(s.call_ends().inbound_count("far-hangup"), 1);
     assert_eq!(event_data(s, TENANT, "call.ended").await.len(), 1);
     assert_eq!(event_data(s, TENANT, "transcript.saved").await.len(), 1);
 }
