@@ -307,6 +307,8 @@ pub enum ConfigError {
     BadSwitchUrl(String),
     #[error("CODEB_SWITCH_TOKEN: must be 16-256 visible ASCII characters")]
     BadSwitchToken,
+    #[error("CODEB_SWITCH_TOKEN is set but empty: give it the link's secret, or unset it")]
+    EmptySwitchToken,
     #[error("{0}")]
     BadSwitchTls(String),
     #[error("CODEB_SWITCH_LOST_AFTER: {0}")]
@@ -469,7 +471,10 @@ impl Settings {
             .map(switch_url)
             .collect::<Result<Vec<_>, _>>()?;
         let switch_token = match self.switch_token.as_deref().map(str::trim) {
-            None | Some("") => None,
+            None => None,
+            // An empty secret (a template whose secret did not arrive)
+            // must not quietly send no token.
+            Some("") => return Err(ConfigError::EmptySwitchToken),
             Some(t) if (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()) => {
                 Some(t.to_owned())
             }
@@ -641,6 +646,15 @@ mod tests {
                 .as_deref(),
             Some(ok)
         );
+        for empty in ["", "  "] {
+            assert!(
+                matches!(
+                    resolve(&["--switch-token", empty]),
+                    Err(ConfigError::EmptySwitchToken)
+                ),
+                "{empty:?}"
+            );
+        }
         for bad in ["short", "0123456789 abcdef", &"x".repeat(257)] {
             assert!(
                 matches!(

@@ -585,7 +585,13 @@ fn check_settings(cli: &Cli) -> anyhow::Result<()> {
     if let Some(id) = &cli.node_id {
         ensure!(!id.trim().is_empty(), "CODEB_NODE_ID is empty");
     }
-    if let Some(t) = cli.switch_token.as_deref().filter(|t| !t.is_empty()) {
+    if let Some(t) = cli.switch_token.as_deref() {
+        // An empty secret (a template whose secret did not arrive) must
+        // not quietly open the link to any caller.
+        ensure!(
+            !t.trim().is_empty(),
+            "CODEB_SWITCH_TOKEN is set but empty: give it the link's secret, or unset it"
+        );
         ensure!(
             (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()),
             "CODEB_SWITCH_TOKEN: must be 16-256 visible ASCII characters"

@@ -77,6 +77,10 @@ fn settings_that_cannot_work_stop_the_start_naming_them() {
         ),
         (&[("CODEB_NODE_ID", " ")][..], "CODEB_NODE_ID"),
         (
+            &[("CODEB_SWITCH_TOKEN", "")][..],
+            "CODEB_SWITCH_TOKEN is set but empty",
+        ),
+        (
             &[
                 ("CODEB_SWITCH_TLS_CERT", "/nonexistent/cert.pem"),
                 ("CODEB_SWITCH_TLS_KEY", "/nonexistent/key.pem"),
