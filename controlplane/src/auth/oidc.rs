@@ -45,7 +45,7 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>,
     let mime = ct.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(invalid_request(
-            "The token endpoint takes an application/x-www-form-urlencoded body",
+            "This endpoint takes an application/x-www-form-urlencoded body",
         ));
     }
     let mut out: Vec<(String, String)> = Vec::new();

@@ -228,6 +228,26 @@ async fn refresh_tokens_rotate_and_replay_revokes_family(h: Harness) {
     // Revocation endpoint.
     let r = offline_sign_in(&h).await;
     let rt3 = r.json["refresh_token"].as_str().unwrap().to_owned();
+    // A JSON body is refused (RFC 7009 takes a form), naming what it takes
+    // (not another endpoint), and revokes nothing.
+    let at = r.json["access_token"].as_str().unwrap().to_owned();
+    let rv = h
+        .post(
+            "/oidc.ashx/revoke",
+            &at,
+            serde_json::json!({"client_id": "codeb-admin", "token": rt3}),
+        )
+        .await;
+    assert_eq!(rv.status, StatusCode::BAD_REQUEST, "{}", rv.text);
+    assert_eq!(rv.json["error"], "invalid_request");
+    assert_eq!(
+        rv.json["error_description"],
+        "This endpoint takes an application/x-www-form-urlencoded body"
+    );
+    assert_eq!(
+        h.get("/api.ashx/v1/calls", &at).await.status,
+        StatusCode::OK
+    );
     let rv = h
         .form(
             "/oidc.ashx/revoke",
