@@ -3,7 +3,8 @@
 //! `codeb serve` reaching it at an `https://` URL. Only a control plane that
 //! trusts the switch's CA and shows a certificate of the client CA gets
 //! through; one without a client certificate, one trusting another CA and
-//! one speaking plaintext never see the node up.
+//! one speaking plaintext never see the node up. The switch's certificate
+//! is renewed under it with SIGHUP, without dropping the link.
 
 #![allow(clippy::unwrap_used)] // a test: failing loudly is the point
 
@@ -140,11 +141,13 @@ fn the_control_link_runs_over_mutual_tls() {
             .env("CODEB_SWITCH_TLS_CERT", &srv_cert)
             .env("CODEB_SWITCH_TLS_KEY", &srv_key)
             .env("CODEB_SWITCH_TLS_CLIENT_CA", &ca.pem)
-            .env("CODEB_LOG", "warn")
+            .env("CODEB_LOG", "info")
             .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("switch.log")).unwrap())
             .spawn()
             .unwrap(),
     );
+    let switch_log = || std::fs::read_to_string(d.join("switch.log")).unwrap();
     wait("the switch's gRPC port", 20, || {
         std::net::TcpStream::connect(("127.0.0.1", grpc)).ok()
     });
@@ -209,6 +212,71 @@ fn the_control_link_runs_over_mutual_tls() {
         log.contains("switch node unreachable") && log.contains("CertificateRequired"),
         "{log}"
     );
+    // So does the switch's, at warn.
+    let log = switch_log();
+    assert!(
+        log.contains("WARN") && log.contains("a TLS handshake failed"),
+        "{log}"
+    );
+
+    // Renewal. Files that do not work are refused, and the certificate in
+    // use stays.
+    let hup = || {
+        let st = Command::new("kill")
+            .args(["-HUP", &_switch.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    std::fs::write(&srv_key, "not a key").unwrap();
+    hup();
+    wait("the switch to refuse the broken key", 20, || {
+        switch_log().contains("TLS files refused").then_some(())
+    });
+    let log = switch_log();
+    assert!(log.contains("CODEB_SWITCH_TLS_KEY"), "{log}");
+    let again = cp(
+        "cp-again",
+        &tls_url,
+        &[
+            ("CODEB_SWITCH_TLS_CA", path(&ca.pem)),
+            ("CODEB_SWITCH_CLIENT_CERT", path(&cli_cert)),
+            ("CODEB_SWITCH_CLIENT_KEY", path(&cli_key)),
+        ],
+    );
+    wait("a new connection with the old certificate", 20, || {
+        (node_up(&again, &tls_url).as_deref() == Some("1")).then_some(())
+    });
+    // A renewed certificate (here from the other CA, so that the change
+    // shows) is served to new connections after SIGHUP; the connection up
+    // already stays up (a restart would have drained the calls).
+    let (new_cert, new_key) = other_ca.leaf(
+        d,
+        "switch-renewed",
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    std::fs::copy(&new_cert, &srv_cert).unwrap();
+    std::fs::copy(&new_key, &srv_key).unwrap();
+    hup();
+    wait("the switch to read the renewed certificate", 20, || {
+        switch_log()
+            .contains("TLS certificate, key and client CA read again")
+            .then_some(())
+    });
+    let renewed = cp(
+        "cp-renewed",
+        &tls_url,
+        &[
+            ("CODEB_SWITCH_TLS_CA", path(&other_ca.pem)),
+            ("CODEB_SWITCH_CLIENT_CERT", path(&cli_cert)),
+            ("CODEB_SWITCH_CLIENT_KEY", path(&cli_key)),
+        ],
+    );
+    wait("the node up with the renewed certificate", 20, || {
+        (node_up(&renewed, &tls_url).as_deref() == Some("1")).then_some(())
+    });
+    assert_eq!(node_up(&trusted, &tls_url).as_deref(), Some("1"));
 }
 
 /// A control plane whose link TLS files are wrong does not start, and says

@@ -18,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use codeb_sip::transaction::Timers;
 use codeb_switch::ai::hub::{AiHub, AiSettings};
 use codeb_switch::config::{SwitchConfig, resolve_trunks};
 use codeb_switch::control;
+use codeb_switch::control::tls::{LinkTls, TlsFiles};
 use codeb_switch::metrics;
 use codeb_switch::ports::PortRange;
 use codeb_switch::protection;
@@ -422,10 +424,7 @@ const TURN_EVENTS: usize = 1024;
 /// now, before anything is bound: a file that cannot be read, holds no
 /// certificate or key, or a key that is not the certificate's, stops the
 /// start naming the setting, the file and why.
-fn link_tls(cli: &Cli) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+fn link_tls(cli: &Cli) -> anyhow::Result<Option<Arc<LinkTls>>> {
     let (cert, key) = match (&cli.tls_cert, &cli.tls_key, &cli.tls_client_ca) {
         (None, None, None) => return Ok(None),
         (Some(c), Some(k), _) => (c, k),
@@ -434,64 +433,12 @@ fn link_tls(cli: &Cli) -> anyhow::Result<Option<tonic::transport::ServerTlsConfi
         ),
         _ => anyhow::bail!("CODEB_SWITCH_TLS_CERT and CODEB_SWITCH_TLS_KEY go together"),
     };
-    let read = |setting: &str, path: &PathBuf| {
-        std::fs::read(path).with_context(|| format!("{setting} {}", path.display()))
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: cli.tls_client_ca.clone(),
     };
-    let certs = |setting: &str, path: &PathBuf, pem: &[u8]| {
-        let certs = CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))?;
-        anyhow::ensure!(
-            !certs.is_empty(),
-            "{setting} {}: no PEM certificate in it",
-            path.display()
-        );
-        Ok(certs)
-    };
-    let (cert_pem, key_pem) = (
-        read("CODEB_SWITCH_TLS_CERT", cert)?,
-        read("CODEB_SWITCH_TLS_KEY", key)?,
-    );
-    let chain = certs("CODEB_SWITCH_TLS_CERT", cert, &cert_pem)?;
-    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        anyhow::anyhow!(
-            "CODEB_SWITCH_TLS_KEY {}: no unencrypted PEM private key in it ({e})",
-            key.display()
-        )
-    })?;
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "CODEB_SWITCH_TLS_CERT {} / CODEB_SWITCH_TLS_KEY {}: not a certificate and its key: {e}",
-                cert.display(),
-                key.display()
-            )
-        })?;
-    let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        // A peer that connects and never finishes its handshake is dropped.
-        .timeout(Duration::from_secs(10));
-    if let Some(ca) = &cli.tls_client_ca {
-        let pem = read("CODEB_SWITCH_TLS_CLIENT_CA", ca)?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certs("CODEB_SWITCH_TLS_CLIENT_CA", ca, &pem)? {
-            roots.add(c).map_err(|e| {
-                anyhow::anyhow!(
-                    "CODEB_SWITCH_TLS_CLIENT_CA {}: not a CA certificate: {e}",
-                    ca.display()
-                )
-            })?;
-        }
-        tls = tls.client_ca_root(Certificate::from_pem(pem));
-    }
-    tonic::transport::Server::builder()
-        .tls_config(tls.clone())
-        .map_err(|e| anyhow::anyhow!("CODEB_SWITCH_TLS_*: {e}"))?;
-    Ok(Some(tls))
+    Ok(Some(Arc::new(LinkTls::load(files)?)))
 }
 
 /// `CODEB_SIP_ADVERTISE`: an IP, or an IP and port (`[v6]:port` for IPv6).
@@ -777,8 +724,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pushed_version,
             config_version,
             token: cli.switch_token.clone().filter(|t| !t.is_empty()),
-            tls: link_tls,
-            client_certs: cli.tls_client_ca.is_some(),
+            tls: link_tls.clone(),
         },
         waiter.waker(),
     )?;
@@ -849,9 +795,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         transport.flush();
         if RELOAD.swap(false, Ordering::Relaxed) {
+            if let Some(tls) = &link_tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        "gRPC control link: TLS certificate, key and client CA read again; new connections use them"
+                    ),
+                    Err(e) => tracing::error!(error = %format!("{e:#}"),
+                        "gRPC control link: TLS files refused; keeping the ones in use"),
+                }
+            }
             if link.sip.pushed() {
                 tracing::warn!(
-                    "SIGHUP ignored: the switch runs on the configuration the control plane pushed (delete config.pb in the data directory and restart to use the file)"
+                    "SIGHUP: the configuration file is not read: the switch runs on the configuration the control plane pushed (delete config.pb in the data directory and restart to use the file)"
                 );
             } else {
                 match load_config(&cli) {

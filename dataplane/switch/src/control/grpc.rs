@@ -127,21 +127,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stop: oneshot::Receiver<()>,
     auth: Auth,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<super::tls::LinkTls>>,
 ) {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        // Checked at start (`link_tls`): this does not fail.
-        server = match server.tls_config(tls) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "gRPC TLS settings refused; the link is not served");
-                return;
-            }
-        };
-    }
-    let res = server
+    let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(256)
         .timeout(Duration::from_secs(30))
         .add_service(tonic::service::interceptor::InterceptedService::new(
@@ -149,11 +137,24 @@ pub async fn serve(
                 .max_decoding_message_size(16 << 20)
                 .max_encoding_message_size(16 << 20),
             auth,
-        ))
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop.await;
-        })
-        .await;
+        ));
+    let stopped = async {
+        let _ = stop.await;
+    };
+    let res = match tls {
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+        Some(tls) => {
+            // Our acceptor, so that SIGHUP can renew the certificate.
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            tokio::spawn(super::tls::accept(listener, tls, tx));
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+    };
     if let Err(e) = res {
         tracing::error!(error = %e, "gRPC server failed");
     }

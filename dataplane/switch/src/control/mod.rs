@@ -18,6 +18,7 @@
 pub mod grpc;
 pub mod journal;
 pub mod snapshot;
+pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read as _;
@@ -356,11 +357,9 @@ pub struct Settings {
     pub config_version: u64,
     /// `CODEB_SWITCH_TOKEN`: calls without it are refused (None: any).
     pub token: Option<String>,
-    /// `CODEB_SWITCH_TLS_*`: the link is served over TLS (None: plaintext).
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
-    /// `CODEB_SWITCH_TLS_CLIENT_CA` is set: callers must show a client
-    /// certificate it signed.
-    pub client_certs: bool,
+    /// `CODEB_SWITCH_TLS_*`: the link is served over TLS (None:
+    /// plaintext); SIGHUP reads its files again.
+    pub tls: Option<Arc<tls::LinkTls>>,
 }
 
 /// The running link.
@@ -608,8 +607,11 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         let _guard = runtime.enter();
         tokio::net::TcpListener::from_std(listener)?
     };
+    // `CODEB_SWITCH_TLS_CLIENT_CA`: callers must show a client certificate
+    // it signed.
+    let client_certs = settings.tls.as_ref().is_some_and(|t| t.client_certs());
     if !local_addr.ip().is_loopback() {
-        if settings.token.is_none() && !settings.client_certs {
+        if settings.token.is_none() && !client_certs {
             tracing::warn!(addr = %local_addr,
                 "the gRPC control link takes any caller: set CODEB_SWITCH_TOKEN (here and on the control planes), or keep it on a network only they reach");
         }
@@ -627,7 +629,7 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         settings.tls.clone(),
     ));
     tracing::info!(addr = %local_addr, token = settings.token.is_some(), tls,
-        client_certificates = settings.client_certs, "gRPC control link listening");
+        client_certificates = client_certs, "gRPC control link listening");
     Ok(Link {
         sip: SipSide {
             commands: cmd_rx,
