@@ -19,7 +19,8 @@
 //! from another IP: a scanner that sprays the port range before the far
 //! end's first packet (a caller whose phone starts sending late, or sends
 //! nothing while on hold or silent) is latched first, and without this
-//! would keep the call's audio. A source on the SDP's own IP is final. The
+//! would keep the call's audio. A source on the SDP's own IP is final
+//! against other IPs. The
 //! IP the far end's signalling comes from can be trusted the same way
 //! ([`SourceLatch::trust`]): behind NAT a phone's SDP names a private
 //! address, and its media comes from the public IP its SIP does.
@@ -30,15 +31,35 @@
 //! router restarts, and the same stream carries on from the same public IP
 //! on a new port. Without a re-INVITE the call would go one-way for good.
 //! So the latch moves to a new port of the latched source's own IP when
-//! both hold: the latched source has sent nothing for
-//! [`LatchConfig::move_after`], and the packet carries the SSRC of the
-//! latched stream's last packet. A stranger must then share the far end's
-//! IP (a carrier-grade NAT), wait for a pause and know a 32-bit SSRC; a
-//! stream that changes its SSRC and its port at once, or moves to another
-//! IP, still needs the far end's re-INVITE.
+//! all of these hold: the latched source is not the SDP's exact address (a
+//! far end that is where it said does not rebind); it has sent no RTP for
+//! [`LatchConfig::move_after`]; and the packet is RTP that carries on the
+//! latched stream: its SSRC, and a sequence number at most
+//! [`MAX_REBIND_SEQ_GAP`] past the last one accepted. A stranger must then
+//! share the far end's IP (a carrier-grade NAT), wait for a pause, and
+//! know the SSRC and where the numbering is. RTCP never moves a latch this
+//! way (it carries no sequence), nor does a stream that changes its SSRC
+//! and its port at once, or moves to another IP: those still need the far
+//! end's re-INVITE.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+
+/// How far past the last accepted sequence number the first packet from
+/// a rebound NAT's new port may be: a minute of 20 ms packets, for a
+/// router that takes that long to come back (silence suppression does
+/// not advance the numbering).
+pub const MAX_REBIND_SEQ_GAP: u16 = 3000;
+
+/// What a packet says about the stream it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// RTP: its SSRC and sequence number.
+    Rtp { ssrc: u32, seq: u16 },
+    /// RTCP, which carries no sequence: it never moves a latch to a new
+    /// port, and is not the stream's last packet for one that does.
+    Rtcp,
+}
 
 /// Learning-window settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +68,8 @@ pub struct LatchConfig {
     pub learn_packets: u32,
     /// Time after the first accepted packet that closes the window.
     pub learn_window: Duration,
-    /// How long the latched source must have been silent before the same
-    /// stream (same IP, same SSRC) may move it to another port.
+    /// How long the latched source must have sent no RTP before its
+    /// stream may move it to another port of its IP (a NAT that rebound).
     pub move_after: Duration,
 }
 
@@ -92,10 +113,10 @@ pub struct SourceLatch {
     /// from ([`SourceLatch::trust`]).
     trusted: Option<IpAddr>,
     state: State,
-    /// When the latched (or candidate) source's last packet came, and its
-    /// SSRC: what a NAT rebinding's first packet from a new port must
-    /// match.
-    last: Option<(Instant, u32)>,
+    /// When the latched (or candidate) source's last RTP packet came, its
+    /// SSRC and sequence number: what a NAT rebinding's first packet from
+    /// a new port must carry on.
+    last: Option<(Instant, u32, u16)>,
     dropped: u64,
 }
 
@@ -119,19 +140,18 @@ impl SourceLatch {
         self.trusted = ip;
     }
 
-    /// Filters one valid packet from `src`; `ssrc` is the stream it
-    /// belongs to (an RTP packet's SSRC, an RTCP compound's sender).
-    pub fn check(&mut self, now: Instant, src: SocketAddr, ssrc: u32) -> LatchVerdict {
-        let verdict = self.judge(now, src, ssrc);
+    /// Filters one valid packet from `src`.
+    pub fn check(&mut self, now: Instant, src: SocketAddr, stream: Stream) -> LatchVerdict {
+        let verdict = self.judge(now, src, stream);
         if verdict == LatchVerdict::Drop {
             self.dropped += 1;
-        } else {
-            self.last = Some((now, ssrc));
+        } else if let Stream::Rtp { ssrc, seq } = stream {
+            self.last = Some((now, ssrc, seq));
         }
         verdict
     }
 
-    fn judge(&mut self, now: Instant, src: SocketAddr, ssrc: u32) -> LatchVerdict {
+    fn judge(&mut self, now: Instant, src: SocketAddr, stream: Stream) -> LatchVerdict {
         let (expected, trusted) = (self.expected, self.trusted);
         let takes_over = |src: SocketAddr, current: SocketAddr| {
             let known = |ip: IpAddr| expected.is_some_and(|e| e.ip() == ip) || trusted == Some(ip);
@@ -142,9 +162,15 @@ impl SourceLatch {
         let last = self.last;
         let move_after = self.config.move_after;
         let rebound = |current: SocketAddr| {
+            let Stream::Rtp { ssrc, seq } = stream else {
+                return false;
+            };
             src.ip() == current.ip()
-                && last.is_some_and(|(at, last_ssrc)| {
-                    last_ssrc == ssrc && now.saturating_duration_since(at) >= move_after
+                && Some(current) != expected
+                && last.is_some_and(|(at, last_ssrc, last_seq)| {
+                    last_ssrc == ssrc
+                        && now.saturating_duration_since(at) >= move_after
+                        && (1..=MAX_REBIND_SEQ_GAP).contains(&seq.wrapping_sub(last_seq))
                 })
         };
         match &mut self.state {
@@ -168,7 +194,7 @@ impl SourceLatch {
                     && now.saturating_duration_since(first) >= self.config.learn_window
                 {
                     self.state = State::Locked(addr);
-                    return self.judge(now, src, ssrc);
+                    return self.judge(now, src, stream);
                 }
                 let verdict = match candidate {
                     None => {
@@ -240,6 +266,12 @@ mod tests {
 
     /// The far end's stream.
     const SSRC: u32 = 0x5eed;
+    /// One of its packets (where the numbering is does not matter).
+    const S: Stream = Stream::Rtp { ssrc: SSRC, seq: 0 };
+
+    fn rtp(seq: u16) -> Stream {
+        Stream::Rtp { ssrc: SSRC, seq }
+    }
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -256,20 +288,17 @@ mod tests {
         let mut l = SourceLatch::new(cfg, Some(a("192.0.2.1:4000")));
         assert_eq!(l.destination(), Some(a("192.0.2.1:4000")));
         let nat = a("198.51.100.7:31000");
-        assert_eq!(l.check(t0, nat, SSRC), LatchVerdict::Learned(nat));
+        assert_eq!(l.check(t0, nat, S), LatchVerdict::Learned(nat));
         assert_eq!(l.destination(), Some(nat));
         // An attacker during learning is dropped.
-        assert_eq!(l.check(t0, a("203.0.113.66:1"), SSRC), LatchVerdict::Drop);
-        assert_eq!(l.check(t0, nat, SSRC), LatchVerdict::Accept);
+        assert_eq!(l.check(t0, a("203.0.113.66:1"), S), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, nat, S), LatchVerdict::Accept);
         assert!(!l.is_locked());
-        assert_eq!(l.check(t0, nat, SSRC), LatchVerdict::Accept);
+        assert_eq!(l.check(t0, nat, S), LatchVerdict::Accept);
         assert!(l.is_locked());
         // Strict now for everyone else.
-        assert_eq!(l.check(t0, a("203.0.113.66:1"), SSRC), LatchVerdict::Drop);
-        assert_eq!(
-            l.check(t0, a("198.51.100.7:31001"), SSRC),
-            LatchVerdict::Drop
-        );
+        assert_eq!(l.check(t0, a("203.0.113.66:1"), S), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, a("198.51.100.7:31001"), S), LatchVerdict::Drop);
         assert_eq!(l.dropped(), 3);
         assert_eq!(l.destination(), Some(nat));
     }
@@ -282,27 +311,21 @@ mod tests {
         let sdp = a("192.0.2.1:4000");
         let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
         let scanner = a("203.0.113.66:1");
-        assert_eq!(l.check(t0, scanner, SSRC), LatchVerdict::Learned(scanner));
+        assert_eq!(l.check(t0, scanner, S), LatchVerdict::Learned(scanner));
         for _ in 0..10 {
-            l.check(t0, scanner, SSRC);
+            l.check(t0, scanner, S);
         }
         assert!(l.is_locked());
         // The far end's first packet, from where its SDP said, takes the
         // call back; the scanner is dropped from then on.
         let later = t0 + Duration::from_secs(2);
-        assert_eq!(l.check(later, sdp, SSRC), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(later, sdp, S), LatchVerdict::Learned(sdp));
         assert_eq!(l.destination(), Some(sdp));
-        assert_eq!(l.check(later, scanner, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(later, scanner, S), LatchVerdict::Drop);
         // On its own IP the far end is final: another port of that IP,
         // or another scanner, cannot move it.
-        assert_eq!(
-            l.check(later, a("192.0.2.1:4002"), SSRC),
-            LatchVerdict::Drop
-        );
-        assert_eq!(
-            l.check(later, a("203.0.113.67:9"), SSRC),
-            LatchVerdict::Drop
-        );
+        assert_eq!(l.check(later, a("192.0.2.1:4002"), S), LatchVerdict::Drop);
+        assert_eq!(l.check(later, a("203.0.113.67:9"), S), LatchVerdict::Drop);
         assert_eq!(l.destination(), Some(sdp));
     }
 
@@ -313,14 +336,14 @@ mod tests {
         let sdp = a("192.0.2.1:4000");
         let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
         let scanner = a("203.0.113.66:1");
-        assert_eq!(l.check(t0, scanner, SSRC), LatchVerdict::Learned(scanner));
+        assert_eq!(l.check(t0, scanner, S), LatchVerdict::Learned(scanner));
         let mapped = a("192.0.2.1:61000");
-        assert_eq!(l.check(t0, mapped, SSRC), LatchVerdict::Learned(mapped));
+        assert_eq!(l.check(t0, mapped, S), LatchVerdict::Learned(mapped));
         // Then the exact SDP address still wins while learning, and the
         // scanner is out.
-        assert_eq!(l.check(t0, scanner, SSRC), LatchVerdict::Drop);
-        assert_eq!(l.check(t0, sdp, SSRC), LatchVerdict::Learned(sdp));
-        assert_eq!(l.check(t0, mapped, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, scanner, S), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, sdp, S), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(t0, mapped, S), LatchVerdict::Drop);
     }
 
     /// A stale stream from the far end's own IP on another port (a gateway
@@ -333,13 +356,13 @@ mod tests {
         let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
         let stale = a("198.51.100.7:46300");
         for _ in 0..10 {
-            l.check(t0, stale, SSRC);
+            l.check(t0, stale, S);
         }
         assert!(l.is_locked());
         assert_eq!(l.destination(), Some(stale));
-        assert_eq!(l.check(t0, sdp, SSRC), LatchVerdict::Learned(sdp));
-        assert_eq!(l.check(t0, stale, SSRC), LatchVerdict::Drop);
-        assert_eq!(l.check(t0, sdp, SSRC), LatchVerdict::Accept);
+        assert_eq!(l.check(t0, sdp, S), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(t0, stale, S), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, sdp, S), LatchVerdict::Accept);
         assert_eq!(l.destination(), Some(sdp));
     }
 
@@ -350,18 +373,15 @@ mod tests {
         l.trust(Some("198.51.100.7".parse().unwrap()));
         let scanner = a("203.0.113.66:1");
         for _ in 0..10 {
-            l.check(t0, scanner, SSRC);
+            l.check(t0, scanner, S);
         }
         assert!(l.is_locked());
         // The phone's media, from the public IP its SIP comes from, on
         // the port its NAT picked.
         let public = a("198.51.100.7:31000");
-        assert_eq!(l.check(t0, public, SSRC), LatchVerdict::Learned(public));
-        assert_eq!(l.check(t0, scanner, SSRC), LatchVerdict::Drop);
-        assert_eq!(
-            l.check(t0, a("198.51.100.7:31002"), SSRC),
-            LatchVerdict::Drop
-        );
+        assert_eq!(l.check(t0, public, S), LatchVerdict::Learned(public));
+        assert_eq!(l.check(t0, scanner, S), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, a("198.51.100.7:31002"), S), LatchVerdict::Drop);
         assert_eq!(l.destination(), Some(public));
     }
 
@@ -372,12 +392,12 @@ mod tests {
         let t0 = Instant::now();
         let mut l = SourceLatch::new(LatchConfig::default(), Some(a("10.0.0.5:4000")));
         let public = a("198.51.100.7:31000");
-        assert_eq!(l.check(t0, public, SSRC), LatchVerdict::Learned(public));
+        assert_eq!(l.check(t0, public, S), LatchVerdict::Learned(public));
         for _ in 0..5 {
-            assert_eq!(l.check(t0, public, SSRC), LatchVerdict::Accept);
+            assert_eq!(l.check(t0, public, S), LatchVerdict::Accept);
         }
         assert!(l.is_locked());
-        assert_eq!(l.check(t0, a("203.0.113.66:1"), SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, a("203.0.113.66:1"), S), LatchVerdict::Drop);
         assert_eq!(l.destination(), Some(public));
     }
 
@@ -386,10 +406,10 @@ mod tests {
         let t0 = Instant::now();
         let mut l = SourceLatch::new(LatchConfig::default(), Some(a("192.0.2.1:4000")));
         let first = a("203.0.113.66:1");
-        assert_eq!(l.check(t0, first, SSRC), LatchVerdict::Learned(first));
+        assert_eq!(l.check(t0, first, S), LatchVerdict::Learned(first));
         let sdp = a("192.0.2.1:4000");
-        assert_eq!(l.check(t0, sdp, SSRC), LatchVerdict::Learned(sdp));
-        assert_eq!(l.check(t0, first, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, sdp, S), LatchVerdict::Learned(sdp));
+        assert_eq!(l.check(t0, first, S), LatchVerdict::Drop);
         assert_eq!(l.destination(), Some(sdp));
     }
 
@@ -403,15 +423,15 @@ mod tests {
         };
         let mut l = SourceLatch::new(cfg, None);
         let src = a("198.51.100.7:31000");
-        l.check(t0, src, SSRC);
+        l.check(t0, src, S);
         assert!(!l.is_locked());
         let other = a("198.51.100.8:31000");
         assert_eq!(
-            l.check(t0 + Duration::from_millis(199), other, SSRC),
+            l.check(t0 + Duration::from_millis(199), other, S),
             LatchVerdict::Drop
         );
         assert_eq!(
-            l.check(t0 + Duration::from_millis(200), src, SSRC),
+            l.check(t0 + Duration::from_millis(200), src, S),
             LatchVerdict::Accept
         );
         assert!(l.is_locked());
@@ -420,16 +440,21 @@ mod tests {
     /// A NAT that rebinds mid-call: the same stream, from the same public
     /// IP, on a new port once the old mapping has gone quiet. Only that
     /// moves a locked latch: not a new port while the old one still
-    /// sends, not another stream (SSRC) on the IP, not the stream from
-    /// another IP.
+    /// sends, not another stream (SSRC) on the IP, not a packet whose
+    /// numbering does not carry on from the stream's, not RTCP, not the
+    /// stream from another IP.
     #[test]
     fn a_nat_rebinding_moves_the_stream_to_its_new_port() {
         let t0 = Instant::now();
         let mut l = SourceLatch::new(LatchConfig::default(), Some(a("10.0.0.5:4000")));
         l.trust(Some("198.51.100.7".parse().unwrap()));
         let old = a("198.51.100.7:31000");
-        for i in 0..10 {
-            l.check(t0 + Duration::from_millis(20 * i), old, SSRC);
+        for i in 0..10u16 {
+            l.check(
+                t0 + Duration::from_millis(20 * u64::from(i)),
+                old,
+                rtp(1000 + i),
+            );
         }
         assert!(l.is_locked());
         let last = t0 + Duration::from_millis(180);
@@ -437,23 +462,68 @@ mod tests {
         // While the old mapping still sends (its last packet under
         // `move_after` ago), the new port is a stranger.
         let soon = last + Duration::from_millis(99);
-        assert_eq!(l.check(soon, new, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(soon, new, rtp(1010)), LatchVerdict::Drop);
         // Someone else on the IP (a carrier-grade NAT's other customer),
         // with a stream of its own, after the pause: dropped.
         let paused = last + Duration::from_millis(100);
-        assert_eq!(l.check(paused, new, 0xbad), LatchVerdict::Drop);
+        let other = Stream::Rtp {
+            ssrc: 0xbad,
+            seq: 1010,
+        };
+        assert_eq!(l.check(paused, new, other), LatchVerdict::Drop);
+        // The SSRC, but numbering that does not carry on the stream's
+        // (behind it, or too far ahead), or RTCP: dropped.
+        for stream in [rtp(1009), rtp(1009 + MAX_REBIND_SEQ_GAP + 1), Stream::Rtcp] {
+            assert_eq!(l.check(paused, new, stream), LatchVerdict::Drop);
+        }
         // The stream itself from another IP: dropped.
         let elsewhere = a("203.0.113.66:31000");
-        assert_eq!(l.check(paused, elsewhere, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(paused, elsewhere, rtp(1010)), LatchVerdict::Drop);
         assert_eq!(l.destination(), Some(old));
-        // The stream from its new port: moved, and the old port is now
-        // the stranger.
-        assert_eq!(l.check(paused, new, SSRC), LatchVerdict::Learned(new));
+        // The stream from its new port, a few packets lost on the way:
+        // moved, and the old port is now the stranger.
+        assert_eq!(l.check(paused, new, rtp(1013)), LatchVerdict::Learned(new));
         assert_eq!(l.destination(), Some(new));
         let next = paused + Duration::from_millis(20);
-        assert_eq!(l.check(next, new, SSRC), LatchVerdict::Accept);
-        assert_eq!(l.check(next, old, SSRC), LatchVerdict::Drop);
-        assert_eq!(l.dropped(), 4);
+        assert_eq!(l.check(next, new, rtp(1014)), LatchVerdict::Accept);
+        assert_eq!(l.check(next, old, rtp(1015)), LatchVerdict::Drop);
+        assert_eq!(l.dropped(), 7);
+    }
+
+    /// A far end latched where its SDP said (not behind NAT) does not
+    /// rebind: another port of its IP stays a stranger, however well it
+    /// carries on the stream.
+    #[test]
+    fn a_far_end_at_its_sdp_address_does_not_move() {
+        let t0 = Instant::now();
+        let sdp = a("198.51.100.7:31000");
+        let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
+        for i in 0..10u16 {
+            l.check(t0, sdp, rtp(i));
+        }
+        assert!(l.is_locked());
+        let later = t0 + Duration::from_secs(1);
+        let other_port = a("198.51.100.7:31002");
+        assert_eq!(l.check(later, other_port, rtp(10)), LatchVerdict::Drop);
+        assert_eq!(l.destination(), Some(sdp));
+    }
+
+    /// RTCP on the latch (multiplexed) is not the stream's last packet:
+    /// it neither resets the pause nor stands in for the numbering.
+    #[test]
+    fn rtcp_does_not_count_as_the_streams_last_packet() {
+        let t0 = Instant::now();
+        let mut l = SourceLatch::new(LatchConfig::default(), None);
+        let old = a("198.51.100.7:31000");
+        for i in 0..10u16 {
+            l.check(t0, old, rtp(i));
+        }
+        // Its RTCP keeps coming from the old port after its RTP stopped.
+        let t1 = t0 + Duration::from_millis(90);
+        assert_eq!(l.check(t1, old, Stream::Rtcp), LatchVerdict::Accept);
+        let new = a("198.51.100.7:40000");
+        let t2 = t0 + Duration::from_millis(100);
+        assert_eq!(l.check(t2, new, rtp(10)), LatchVerdict::Learned(new));
     }
 
     /// While learning too: a candidate's stream that moves port after a
@@ -468,11 +538,11 @@ mod tests {
         };
         let mut l = SourceLatch::new(cfg, None);
         let old = a("198.51.100.7:31000");
-        l.check(t0, old, SSRC);
+        l.check(t0, old, rtp(7));
         let new = a("198.51.100.7:40000");
-        assert_eq!(l.check(t0, new, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, new, rtp(8)), LatchVerdict::Drop);
         let later = t0 + Duration::from_millis(150);
-        assert_eq!(l.check(later, new, SSRC), LatchVerdict::Learned(new));
+        assert_eq!(l.check(later, new, rtp(9)), LatchVerdict::Learned(new));
         assert!(!l.is_locked());
         assert_eq!(l.destination(), Some(new));
     }
@@ -489,14 +559,14 @@ mod tests {
             None,
         );
         let old = a("198.51.100.7:31000");
-        l.check(t0, old, SSRC);
+        l.check(t0, old, S);
         assert!(l.is_locked());
         let new = a("198.51.100.9:5000");
-        assert_eq!(l.check(t0, new, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, new, S), LatchVerdict::Drop);
         l.relearn(Some(new));
         assert_eq!(l.destination(), Some(new));
-        assert_eq!(l.check(t0, new, SSRC), LatchVerdict::Learned(new));
+        assert_eq!(l.check(t0, new, S), LatchVerdict::Learned(new));
         assert!(l.is_locked());
-        assert_eq!(l.check(t0, old, SSRC), LatchVerdict::Drop);
+        assert_eq!(l.check(t0, old, S), LatchVerdict::Drop);
     }
 }

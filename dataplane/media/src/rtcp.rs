@@ -183,12 +183,6 @@ impl<'a> Compound<'a> {
         Ok(Compound { buf })
     }
 
-    /// The SSRC of the compound's sender: its first packet, an SR or RR
-    /// (checked by [`Compound::parse`]), names it.
-    pub fn sender_ssrc(&self) -> u32 {
-        be32(self.buf, 4)
-    }
-
     pub fn packets(&self) -> impl Iterator<Item = RtcpPacket<'a>> + 'a {
         let buf = self.buf;
         let mut at = 0;

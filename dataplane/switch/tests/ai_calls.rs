@@ -108,17 +108,27 @@ fn callee_media(
     stop: Arc<AtomicBool>,
     heard: Arc<Heard>,
 ) -> std::thread::JoinHandle<()> {
-    rebinding_callee_media(sock, None, pause, speech, hz, stop, heard)
+    callee_media_behind_nat(sock, None, pause, speech, hz, stop, heard)
 }
 
-/// [`callee_media`] behind a NAT that rebinds: `rebind` is when (after the
-/// callee starts sending) and to which socket. The callee sends nothing
-/// for 200 ms, then carries on from the new socket (the same stream: its
-/// SSRC and sequence go on) and listens there; `heard` then counts only
-/// what reaches the new socket.
-fn rebinding_callee_media(
+/// The NAT in front of a callee: its two mappings of the callee's media,
+/// and when (after the callee starts sending) it drops the first for the
+/// second.
+struct Nat {
+    first: UdpSocket,
+    rebinds_at: Duration,
+    second: UdpSocket,
+}
+
+/// [`callee_media`] behind `nat`: the callee hears the switch's first
+/// packet where its SDP said (`sock`), then sends and listens on the
+/// NAT's first mapping (a port its SDP does not name); when the NAT
+/// rebinds, it sends nothing for 200 ms and carries on from the second
+/// (the same stream: its SSRC and numbering go on), and `heard` counts
+/// only what reaches the second.
+fn callee_media_behind_nat(
     sock: UdpSocket,
-    rebind: Option<(Duration, UdpSocket)>,
+    nat: Option<Nat>,
     pause: Duration,
     speech: Duration,
     hz: f64,
@@ -127,7 +137,7 @@ fn rebinding_callee_media(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut sock = sock;
-        let mut rebind = rebind;
+        let mut nat = nat;
         sock.set_read_timeout(Some(Duration::from_millis(5)))
             .unwrap();
         let mut buf = [0u8; 2048];
@@ -137,14 +147,15 @@ fn rebinding_callee_media(
         let (mut seq, mut ts) = (1000u16, 160_000u32);
         let mut phase = 0f64;
         while !stop.load(Ordering::Relaxed) {
-            if let (Some(t0), Some((at, _))) = (started, &rebind)
-                && Instant::now() >= t0 + *at
-                && let Some((_, new)) = rebind.take()
+            if let (Some(t0), Some(n)) = (started, &nat)
+                && Instant::now() >= t0 + n.rebinds_at
+                && let Some(Nat { second, .. }) = nat.take()
             {
                 std::thread::sleep(Duration::from_millis(200));
-                new.set_read_timeout(Some(Duration::from_millis(5)))
+                second
+                    .set_read_timeout(Some(Duration::from_millis(5)))
                     .unwrap();
-                sock = new;
+                sock = second;
                 heard.packets.store(0, Ordering::Relaxed);
                 heard.loud.store(0, Ordering::Relaxed);
                 next = Instant::now();
@@ -165,6 +176,16 @@ fn rebinding_callee_media(
                 }
             }
             let Some(to) = peer else { continue };
+            if started.is_none()
+                && let Some(n) = nat.as_ref()
+            {
+                // Behind the NAT from the first packet on.
+                let first = n.first.try_clone().unwrap();
+                first
+                    .set_read_timeout(Some(Duration::from_millis(5)))
+                    .unwrap();
+                sock = first;
+            }
             let now = Instant::now();
             if now < next {
                 continue;
@@ -445,7 +466,8 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
     );
 }
 
-/// The callee's NAT rebinds a second into the call: its stream carries on
+/// The callee is behind a NAT (its media comes from a port its SDP does
+/// not name), which rebinds a second into the call: its stream carries on
 /// from a new port, with no re-INVITE. The switch follows it: the engine
 /// hears the callee's speech from the new port, and the AI's answer
 /// reaches it there.
@@ -460,10 +482,15 @@ async fn an_ai_call_follows_a_callee_whose_nat_rebinds() {
     } = outbound("").await;
     let stop = Arc::new(AtomicBool::new(false));
     let heard = Arc::new(Heard::default());
-    let moved = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let phone = rebinding_callee_media(
+    let mapping = || UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nat = Nat {
+        first: mapping(),
+        rebinds_at: Duration::from_millis(1000),
+        second: mapping(),
+    };
+    let phone = callee_media_behind_nat(
         media,
-        Some((Duration::from_millis(1000), moved)),
+        Some(nat),
         Duration::from_millis(2500),
         Duration::from_millis(1200),
         300.0,

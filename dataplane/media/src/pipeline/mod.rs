@@ -51,7 +51,7 @@ mod txqueue;
 mod types;
 
 use crate::dtmf::TelephoneEvent;
-use crate::latch::LatchVerdict;
+use crate::latch::{LatchVerdict, Stream};
 use crate::resample::Resampler;
 use crate::rewrite::Source;
 use crate::rtp::{MAX_PACKET_LEN, RtpHeader, RtpPacket, is_rtcp, rewrite_header};
@@ -432,7 +432,14 @@ impl Pipeline {
             l.stats.malformed += 1;
             return Verdict::Dropped(DropReason::Malformed);
         }
-        match l.latch.check(now, src, pkt.ssrc()) {
+        match l.latch.check(
+            now,
+            src,
+            Stream::Rtp {
+                ssrc: pkt.ssrc(),
+                seq: pkt.sequence(),
+            },
+        ) {
             LatchVerdict::Drop => {
                 l.stats.wrong_source += 1;
                 return Verdict::Dropped(DropReason::WrongSource);

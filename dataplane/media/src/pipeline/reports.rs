@@ -2,7 +2,7 @@
 //! with an SDES CNAME every `rtcp_interval`.
 
 use super::{DropReason, Event, Leg, PacketKind, Pipeline, Verdict};
-use crate::latch::LatchVerdict;
+use crate::latch::{LatchVerdict, Stream};
 use crate::rtcp::{Compound, CompoundWriter, RtcpPacket, SenderInfo};
 use std::net::SocketAddr;
 use std::time::{Instant, UNIX_EPOCH};
@@ -33,7 +33,7 @@ impl Pipeline {
         // the one that learns (or moves) where the leg's RTP goes: that is
         // reported like any other latch. A separate RTCP port's latch only
         // decides where our reports go.
-        let learned = match latch.check(now, src, compound.sender_ssrc()) {
+        let learned = match latch.check(now, src, Stream::Rtcp) {
             LatchVerdict::Drop => {
                 l.stats.wrong_source += 1;
                 return Verdict::Dropped(DropReason::WrongSource);

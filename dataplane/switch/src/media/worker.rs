@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use codeb_io::{Event, Reactor, SocketId, Waker};
 use codeb_media::dtmf::{Digit, DtmfReceiver, TelephoneEvent};
 use codeb_media::inband::{DetectorConfig, DtmfDetector};
-use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch};
+use codeb_media::latch::{LatchConfig, LatchVerdict, SourceLatch, Stream};
 use codeb_media::pipeline::{self, LegConfig, PacketKind, Pipeline};
 use codeb_media::record::{RecCodec, RecordFeed};
 use codeb_media::rewrite::{Source, StreamRewriter};
@@ -1244,8 +1244,7 @@ impl State {
             // where ours go, and kept a dead call from timing out.
             let from_far_end = if is_rtcp {
                 this.latch.knows_ip(from.ip())
-                    && this.rtcp_latch.check(now, from, compound.sender_ssrc())
-                        != LatchVerdict::Drop
+                    && this.rtcp_latch.check(now, from, Stream::Rtcp) != LatchVerdict::Drop
             } else {
                 this.latch.destination() == Some(from)
             };
@@ -1271,7 +1270,11 @@ impl State {
             this.stats.dropped_invalid += 1;
             return;
         };
-        if this.latch.check(now, from, pkt.ssrc()) == LatchVerdict::Drop {
+        let stream = Stream::Rtp {
+            ssrc: pkt.ssrc(),
+            seq: pkt.sequence(),
+        };
+        if this.latch.check(now, from, stream) == LatchVerdict::Drop {
             this.stats.dropped_source += 1;
             return;
         }
@@ -2611,8 +2614,8 @@ mod tests {
             // last changed.
             let mut heard: [Vec<SocketAddr>; 2] = [vec![], vec![]];
             let mut locked: [Option<SocketAddr>; 2] = [None, None];
-            // When each leg last accepted RTP, and its SSRC.
-            let mut last: [Option<(Instant, u32)>; 2] = [None, None];
+            // When each leg last accepted RTP, its SSRC and sequence.
+            let mut last: [Option<(Instant, u32, u16)>; 2] = [None, None];
             for step in 0..1500 {
                 now += Duration::from_millis(r.pick(&[0, 1, 5, 20, 20, 20, 100, 700]));
                 if step == 200 && !b_known {
@@ -2657,19 +2660,27 @@ mod tests {
                     if !heard[side].contains(&from) {
                         heard[side].push(from);
                     }
-                    let ssrc = RtpPacket::parse(&data).unwrap().ssrc();
+                    let input = RtpPacket::parse(&data).unwrap();
+                    let (ssrc, seq) = (input.ssrc(), input.sequence());
                     // Strict source: once locked, only the locked address,
                     // but for the SDP's IP taking over from another IP, the
                     // SDP's exact address from another port of its IP, and
-                    // the locked stream itself from another port of its IP
-                    // after 100 ms without a packet (a NAT that rebound).
+                    // the locked stream itself (its SSRC, its numbering
+                    // carried on) from another port of its IP after 100 ms
+                    // without RTP, unless locked on the SDP's address (a
+                    // NAT that rebound).
                     if let Some(l) = locked[side]
                         && from != l
                     {
                         let sdp_ip = sdp[side].ip();
+                        // (Before B's answer its latch has no SDP address.)
+                        let expected = (side == 0 || b_known).then_some(sdp[side]);
                         let rebound = from.ip() == l.ip()
-                            && last[side].is_some_and(|(at, s)| {
-                                s == ssrc && now.duration_since(at) >= Duration::from_millis(100)
+                            && Some(l) != expected
+                            && last[side].is_some_and(|(at, s, q)| {
+                                s == ssrc
+                                    && now.duration_since(at) >= Duration::from_millis(100)
+                                    && (1..=3000).contains(&seq.wrapping_sub(q))
                             });
                         assert!(
                             (from.ip() == sdp_ip && l.ip() != sdp_ip)
@@ -2679,7 +2690,7 @@ mod tests {
                         );
                         locked[side] = Some(from);
                     }
-                    last[side] = Some((now, ssrc));
+                    last[side] = Some((now, ssrc, seq));
                 }
                 assert!(
                     w.st.sends.len() <= 1,
