@@ -5,12 +5,18 @@
 //! (`CODEB_SWITCH_TLS_CERT`, `_KEY`, `_CLIENT_CA`) are read again on
 //! [`LinkTls::reload`] (SIGHUP): connections accepted from then on get the
 //! new certificate, those already up keep theirs, and files that do not
-//! make a working configuration leave the running one in place. A failed
-//! handshake is logged at warn (tonic logged it at debug), at most one
-//! line per [`FAILURE_LOG_EVERY`] with the count of those left unlogged,
-//! so a scanner cannot flood the log.
+//! make a working configuration leave the running one in place. A reload
+//! cuts no connection: to shut out a control plane whose certificate is
+//! no longer trusted, restart the switch. A failed handshake is logged at
+//! warn (tonic logged it at debug), at most one line per
+//! [`FAILURE_LOG_EVERY`] per source IP with the count of those left
+//! unlogged, so a scanner can neither flood the log nor hide a control
+//! plane's failures in it. Handshakes in progress are bounded per source
+//! IP and in all, so idle connections from one host cannot shut the
+//! control planes out.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -21,17 +27,21 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
 /// A peer that connects and does not finish its handshake in this long is
 /// dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; a connection past them is closed at
-/// once (a flood of idle connections cannot hold the link).
-const MAX_HANDSHAKES: usize = 256;
-/// At most one failed-handshake line per this long.
+/// Handshakes in progress at once, in all and from one IP; a connection
+/// past either is closed at once.
+const MAX_HANDSHAKES: usize = 1024;
+const MAX_HANDSHAKES_PER_IP: usize = 16;
+/// At most one failed-handshake line per source IP per this long.
 pub const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Source IPs whose failures are rate-limited each on its own; past this
+/// many (a scan from everywhere at once) the rest share one limit.
+const FAILURE_LOG_IPS: usize = 4096;
 
 /// Where the link's certificate, key and client CA are read from.
 #[derive(Debug, Clone)]
@@ -46,7 +56,8 @@ pub struct TlsFiles {
 pub struct LinkTls {
     files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
-    failures: Mutex<FailureLog>,
+    failures: Mutex<FailureLogs>,
+    handshakes: Arc<Handshakes>,
 }
 
 impl std::fmt::Debug for LinkTls {
@@ -65,7 +76,8 @@ impl LinkTls {
         Ok(LinkTls {
             files,
             current: RwLock::new(Arc::new(config)),
-            failures: Mutex::new(FailureLog::default()),
+            failures: Mutex::new(FailureLogs::default()),
+            handshakes: Arc::default(),
         })
     }
 
@@ -93,13 +105,65 @@ impl LinkTls {
     }
 
     fn handshake_failed(&self, peer: SocketAddr, why: &str) {
+        let now = Instant::now();
         let unlogged = match self.failures.lock() {
-            Ok(mut f) => f.failed(Instant::now()),
-            Err(poisoned) => poisoned.into_inner().failed(Instant::now()),
+            Ok(mut f) => f.failed(peer.ip(), now),
+            Err(poisoned) => poisoned.into_inner().failed(peer.ip(), now),
         };
         if let Some(unlogged) = unlogged {
             tracing::warn!(%peer, error = why, unlogged,
-                "gRPC control link: a TLS handshake failed (unlogged: failures since the last such line)");
+                "gRPC control link: a TLS handshake failed (unlogged: this IP's failures since its last such line)");
+        }
+    }
+}
+
+/// Handshakes in progress, by source IP.
+#[derive(Debug, Default)]
+struct Handshakes {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Handshakes {
+    /// A handshake from `ip` may start: the guard ends it. None: too many
+    /// are in progress, from it or in all.
+    fn start(self: &Arc<Self>, ip: IpAddr) -> Option<Pending> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = by_ip.values().sum();
+        let mine = by_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= MAX_HANDSHAKES_PER_IP || total >= MAX_HANDSHAKES {
+            return None;
+        }
+        by_ip.insert(ip, mine + 1);
+        Some(Pending {
+            of: self.clone(),
+            ip,
+        })
+    }
+
+    #[cfg(test)]
+    fn in_progress(&self) -> usize {
+        self.by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+}
+
+/// A handshake in progress, counted until dropped.
+struct Pending {
+    of: Arc<Handshakes>,
+    ip: IpAddr,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut by_ip = self.of.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
         }
     }
 }
@@ -111,7 +175,6 @@ pub async fn accept(
     tls: Arc<LinkTls>,
     tx: mpsc::Sender<std::io::Result<TlsStream<TcpStream>>>,
 ) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = tx.closed() => return,
@@ -125,7 +188,7 @@ pub async fn accept(
                 }
             },
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+        let Some(permit) = tls.handshakes.start(peer.ip()) else {
             tls.handshake_failed(peer, "too many handshakes in progress; closed");
             continue;
         };
@@ -202,6 +265,28 @@ fn certs(setting: &str, path: &Path, pem: &[u8]) -> anyhow::Result<Vec<Certifica
     Ok(certs)
 }
 
+/// When to log a failed handshake, per source IP.
+#[derive(Debug, Default)]
+struct FailureLogs {
+    by_ip: HashMap<IpAddr, FailureLog>,
+    /// IPs past [`FAILURE_LOG_IPS`].
+    rest: FailureLog,
+}
+
+impl FailureLogs {
+    fn failed(&mut self, ip: IpAddr, now: Instant) -> Option<u64> {
+        if !self.by_ip.contains_key(&ip) && self.by_ip.len() >= FAILURE_LOG_IPS {
+            // Forget the IPs that have been quiet for an interval (their
+            // next failure is logged at once anyway).
+            self.by_ip.retain(|_, l| l.unlogged > 0 || !l.quiet(now));
+        }
+        if self.by_ip.len() >= FAILURE_LOG_IPS && !self.by_ip.contains_key(&ip) {
+            return self.rest.failed(now);
+        }
+        self.by_ip.entry(ip).or_default().failed(now)
+    }
+}
+
 /// When to log a failed handshake: the first, then at most one per
 /// [`FAILURE_LOG_EVERY`].
 #[derive(Debug, Default)]
@@ -213,11 +298,14 @@ struct FailureLog {
 impl FailureLog {
     /// A failure at `now`: Some(failures left unlogged since the last
     /// line) if this one is to be logged.
+    /// No line in the last interval.
+    fn quiet(&self, now: Instant) -> bool {
+        self.last
+            .is_none_or(|t| now.saturating_duration_since(t) >= FAILURE_LOG_EVERY)
+    }
+
     fn failed(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < FAILURE_LOG_EVERY)
-        {
+        if !self.quiet(now) {
             self.unlogged += 1;
             return None;
         }
@@ -241,5 +329,55 @@ mod tests {
         assert_eq!(log.failed(t0 + FAILURE_LOG_EVERY), Some(5));
         assert_eq!(log.failed(t0 + FAILURE_LOG_EVERY), None);
         assert_eq!(log.failed(t0 + FAILURE_LOG_EVERY * 3), Some(1));
+    }
+
+    /// Idle connections from one host hold at most its share of the
+    /// handshakes in progress; others still get theirs, and a finished
+    /// handshake frees its place.
+    #[test]
+    fn handshakes_are_bounded_per_ip_and_in_all() {
+        let h = Arc::new(Handshakes::default());
+        let flood: IpAddr = "203.0.113.9".parse().unwrap();
+        let held: Vec<Pending> = (0..MAX_HANDSHAKES_PER_IP)
+            .map(|_| h.start(flood).unwrap())
+            .collect();
+        assert!(h.start(flood).is_none());
+        let cp: IpAddr = "10.0.0.2".parse().unwrap();
+        let mine = h.start(cp).expect("another IP still gets in");
+        drop(mine);
+        drop(held);
+        assert_eq!(h.in_progress(), 0);
+        assert!(h.by_ip.lock().unwrap().is_empty());
+        // In all: many hosts at once fill the table, then no one gets in
+        // until a place frees.
+        let many: Vec<Pending> = (0..MAX_HANDSHAKES as u32)
+            .map(|i| {
+                h.start(IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)))
+                    .unwrap()
+            })
+            .collect();
+        assert!(h.start(cp).is_none());
+        drop(many);
+        assert!(h.start(cp).is_some());
+    }
+
+    /// A scanner's failures do not hide another IP's (a control plane
+    /// whose certificate expired): each IP has its own limit.
+    #[test]
+    fn each_ip_has_its_own_failure_limit() {
+        let mut logs = FailureLogs::default();
+        let t0 = Instant::now();
+        let (scanner, cp): (IpAddr, IpAddr) =
+            ("203.0.113.9".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert_eq!(logs.failed(scanner, t0), Some(0));
+        assert_eq!(logs.failed(scanner, t0), None);
+        assert_eq!(logs.failed(cp, t0), Some(0));
+        // A scan from many IPs at once: past the table's size they share
+        // one limit, and the known IPs keep theirs.
+        for i in 0..(FAILURE_LOG_IPS as u32 + 10) {
+            logs.failed(IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)), t0);
+        }
+        assert!(logs.by_ip.len() <= FAILURE_LOG_IPS);
+        assert_eq!(logs.failed(cp, t0 + FAILURE_LOG_EVERY), Some(0));
     }
 }
