@@ -129,11 +129,12 @@ pub fn outcome_label(outcome: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Calls ended in this process, counted when the transaction that ended
-/// them commits (`store::StoreTx`): each outbound attempt by the status
-/// it left its call in (`ended-failed-retry-pending` for one that will be
-/// retried) and its outcome, each inbound call by its outcome. Shared by
-/// the store, which counts, and [`Metrics`], which shows them.
+/// Call ends recorded in this process, counted when the transaction that
+/// records them commits (`store::StoreTx`): for outbound calls each
+/// attempt's end and each cancellation before dialling, by the status it
+/// left the call in (`ended-failed-retry-pending` for an attempt to be
+/// tried again) and the outcome; each inbound call by its outcome. Shared
+/// by the store, which counts, and [`Metrics`], which shows them.
 #[derive(Clone, Debug, Default)]
 pub struct CallEnds {
     attempts: Family<AttemptEndLabels, Counter>,
@@ -283,13 +284,13 @@ impl Metrics {
             calls.clone(),
         );
         registry.register(
-            "call_attempts_ended",
-            "Outbound call attempts ended in this process, by the status they left the call in and their outcome",
+            "outbound_call_ends",
+            "Ends outbound calls recorded in this process (each attempt's end, and a cancellation before dialling), by the status they left the call in and the outcome",
             ends.attempts,
         );
         registry.register(
-            "inbound_calls_ended",
-            "Inbound calls ended in this process, by outcome",
+            "inbound_call_ends",
+            "Inbound calls that ended in this process, by outcome",
             ends.inbound,
         );
         let (node_up, node_calls) = (
@@ -413,10 +414,10 @@ mod tests {
         ends.inbound("far-hangup");
         let text = m2.render();
         for line in [
-            r#"codeb_call_attempts_ended_total{status="ended-failed-retry-pending",outcome="no-answer"} 1"#,
-            r#"codeb_call_attempts_ended_total{status="ended-success",outcome="finished"} 2"#,
-            r#"codeb_call_attempts_ended_total{status="ended-failed-final",outcome="other"} 1"#,
-            r#"codeb_inbound_calls_ended_total{outcome="far-hangup"} 1"#,
+            r#"codeb_outbound_call_ends_total{status="ended-failed-retry-pending",outcome="no-answer"} 1"#,
+            r#"codeb_outbound_call_ends_total{status="ended-success",outcome="finished"} 2"#,
+            r#"codeb_outbound_call_ends_total{status="ended-failed-final",outcome="other"} 1"#,
+            r#"codeb_inbound_call_ends_total{outcome="far-hangup"} 1"#,
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -288,7 +288,7 @@ async fn openapi_and_metrics(h: Harness) {
         m.text
     );
     assert!(
-        !m.text.contains("codeb_call_attempts_ended_total{"),
+        !m.text.contains("codeb_outbound_call_ends_total{"),
         "{}",
         m.text
     );
@@ -304,7 +304,7 @@ async fn openapi_and_metrics(h: Harness) {
     let m = h.get("/metrics", &t).await;
     assert!(
         m.text.contains(
-            r#"codeb_call_attempts_ended_total{status="cancelled",outcome="cancelled"} 1"#
+            r#"codeb_outbound_call_ends_total{status="cancelled",outcome="cancelled"} 1"#
         ),
         "{}",
         m.text
