@@ -15,6 +15,7 @@
 //! - figures for Stats (active calls, config version, its own CPU load)
 //!   are published as atomics.
 
+pub mod cert;
 pub mod grpc;
 pub mod journal;
 pub mod snapshot;

@@ -214,10 +214,24 @@ fn server_config(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
     const KEY: &str = "CODEB_SWITCH_TLS_KEY";
     const CA: &str = "CODEB_SWITCH_TLS_CLIENT_CA";
     let chain = certs(CERT, &files.cert, &read(CERT, &files.cert)?)?;
-    let private = PrivateKeyDer::from_pem_slice(&read(KEY, &files.key)?).map_err(|e| {
-        anyhow::anyhow!(
-            "{KEY} {}: no unencrypted PEM private key in it ({e})",
+    if let Some(warning) = check_leaf(unix_now(), &files.cert, &chain[0])? {
+        tracing::warn!("{warning}");
+    }
+    let key_pem = read(KEY, &files.key)?;
+    if key_pem
+        .windows(b"ENCRYPTED".len())
+        .any(|w| w == b"ENCRYPTED")
+    {
+        anyhow::bail!(
+            "{KEY} {}: the private key is encrypted; the switch needs it unencrypted (openssl pkey -in KEY -out PLAIN, kept readable by the switch alone)",
             files.key.display()
+        );
+    }
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        anyhow::anyhow!(
+            "{KEY} {}: no unencrypted PEM private key in it ({})",
+            files.key.display(),
+            pem_error(&e)
         )
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -253,10 +267,69 @@ fn read(setting: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("{setting} {}", path.display()))
 }
 
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Warn this long before the certificate expires.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// The server certificate (`leaf`, the chain's first), at `now`: an error
+/// if no control plane would take it (expired, not yet valid, a CA's
+/// certificate first in the chain); a warning if it expires soon.
+fn check_leaf(now: i64, path: &Path, leaf: &[u8]) -> anyhow::Result<Option<String>> {
+    use super::cert::{facts, utc};
+    const CERT: &str = "CODEB_SWITCH_TLS_CERT";
+    let Some(f) = facts(leaf) else {
+        return Ok(None);
+    };
+    let path = path.display();
+    anyhow::ensure!(
+        !f.ca,
+        "{CERT} {path}: its first certificate is a CA's (basicConstraints CA:TRUE); the server's own certificate must come first"
+    );
+    anyhow::ensure!(
+        now <= f.not_after,
+        "{CERT} {path}: the certificate expired on {}",
+        utc(f.not_after)
+    );
+    anyhow::ensure!(
+        now >= f.not_before,
+        "{CERT} {path}: the certificate is not valid until {}",
+        utc(f.not_before)
+    );
+    let days = (f.not_after - now) / 86_400;
+    Ok((days < EXPIRY_WARNING_DAYS).then(|| {
+        format!(
+            "{CERT} {path}: the certificate expires on {} (in {days} days): renew it, then SIGHUP the switch",
+            utc(f.not_after)
+        )
+    }))
+}
+
+/// A PEM parse error, readable (the library prints markers as byte lists).
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "no \"{}\" line: the file is cut short?",
+            String::from_utf8_lossy(end_marker).trim()
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "a malformed BEGIN line: \"{}\"",
+            String::from_utf8_lossy(line).trim()
+        ),
+        other => other.to_string(),
+    }
+}
+
 fn certs(setting: &str, path: &Path, pem: &[u8]) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{setting} {}: {}", path.display(), pem_error(&e)))?;
     anyhow::ensure!(
         !certs.is_empty(),
         "{setting} {}: no PEM certificate in it",
@@ -329,6 +402,57 @@ mod tests {
         assert_eq!(log.failed(t0 + FAILURE_LOG_EVERY), Some(5));
         assert_eq!(log.failed(t0 + FAILURE_LOG_EVERY), None);
         assert_eq!(log.failed(t0 + FAILURE_LOG_EVERY * 3), Some(1));
+    }
+
+    /// A certificate no control plane would take is refused when read, and
+    /// one that expires soon is warned of; rcgen makes them.
+    #[test]
+    fn the_server_certificate_is_checked_when_read() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, date_time_ymd};
+        let key = KeyPair::generate().unwrap();
+        let make = |from: (i32, u8, u8), to: (i32, u8, u8), ca: bool| {
+            let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            p.not_before = date_time_ymd(from.0, from.1, from.2);
+            p.not_after = date_time_ymd(to.0, to.1, to.2);
+            if ca {
+                p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            }
+            p.self_signed(&key).unwrap().der().to_vec()
+        };
+        let day = 86_400;
+        // 2026-12-01 00:00:00 UTC.
+        let now = 20_788 * day;
+        let path = Path::new("/etc/codeb/switch.crt");
+        let good = make((2026, 1, 1), (2027, 6, 1), false);
+        assert_eq!(check_leaf(now, path, &good).unwrap(), None);
+        let soon = make((2026, 1, 1), (2026, 12, 11), false);
+        let warning = check_leaf(now, path, &soon).unwrap().unwrap();
+        assert!(
+            warning.contains("expires on 2026-12-11 00:00:00 UTC (in 10 days)"),
+            "{warning}"
+        );
+        let expired = make((2025, 1, 1), (2026, 11, 30), false);
+        let err = check_leaf(now, path, &expired).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "/etc/codeb/switch.crt: the certificate expired on 2026-11-30 00:00:00 UTC"
+            ),
+            "{err}"
+        );
+        let early = make((2026, 12, 2), (2027, 1, 1), false);
+        let err = check_leaf(now, path, &early).unwrap_err().to_string();
+        assert!(err.contains("not valid until 2026-12-02"), "{err}");
+        let ca = make((2026, 1, 1), (2030, 1, 1), true);
+        let err = check_leaf(now, path, &ca).unwrap_err().to_string();
+        assert!(err.contains("basicConstraints CA:TRUE"), "{err}");
+        // Past 2049 the dates are GeneralizedTime.
+        let long = make((2026, 1, 1), (2051, 5, 6), false);
+        let f = super::super::cert::facts(&long).unwrap();
+        assert_eq!(
+            super::super::cert::utc(f.not_after),
+            "2051-05-06 00:00:00 UTC"
+        );
+        assert!(!f.ca);
     }
 
     /// Idle connections from one host hold at most its share of the

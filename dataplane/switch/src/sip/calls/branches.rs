@@ -366,6 +366,14 @@ impl Core {
                 .invite
                 .reply(StatusCode::REQUEST_TIMEOUT, Some(b"timeout"))
                 .build();
+            if let Some(o) = self
+                .calls
+                .calls
+                .get_mut(&key)
+                .and_then(|c| c.origin.as_mut())
+            {
+                o.timing_out = true;
+            }
             if let Ok(resp) = fake {
                 self.on_branch_response(now, key, bi, resp);
             }

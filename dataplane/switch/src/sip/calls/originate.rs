@@ -158,8 +158,12 @@ pub(super) struct Origin {
     max_seconds: u32,
     /// Why the call ends, decided by whoever ended it first.
     end: Option<(String, String)>,
-    /// The last final failure of the dialling: status and reason.
-    failure: Option<(u16, String)>,
+    /// The last final failure of the dialling: status, reason, and
+    /// whether it was our own (Timer B: the trunk never answered).
+    failure: Option<(u16, String, bool)>,
+    /// The next failure noted is the INVITE's own timeout, not the
+    /// trunk's answer.
+    pub(super) timing_out: bool,
     pub(super) answered_at_ms: Option<u64>,
     /// Its entries in the deadline set, removed when it ends.
     ring_at: Instant,
@@ -197,6 +201,7 @@ impl Origin {
             },
             end: None,
             failure: None,
+            timing_out: false,
             reported: false,
             answered_at_ms: Some(answered_at_ms),
             ring_at: now,
@@ -279,8 +284,17 @@ fn printable_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-/// The failure outcome of a dialling that ended with `code`.
-fn failure_outcome(code: u16, reason: &str) -> (String, String) {
+/// The failure outcome of a dialling that ended with `code` (`local`: our
+/// own 408 for an INVITE that got no answer at all, not even 100 Trying:
+/// the trunk is down or unreachable, which is not a callee who did not
+/// pick up).
+fn failure_outcome(code: u16, reason: &str, local: bool) -> (String, String) {
+    if local {
+        return (
+            "failed".into(),
+            "the trunk did not answer the INVITE (no SIP response)".into(),
+        );
+    }
     match code {
         486 | 600 => ("busy".into(), String::new()),
         480 | 408 => ("no-answer".into(), String::new()),
@@ -496,6 +510,7 @@ impl Core {
                 },
                 end: None,
                 failure: None,
+                timing_out: false,
                 reported: false,
                 answered_at_ms: None,
                 ring_at,
@@ -601,7 +616,8 @@ impl Core {
                 .filter(|c| !c.is_control())
                 .take(128)
                 .collect();
-            o.failure = Some((code, reason));
+            let local = std::mem::take(&mut o.timing_out);
+            o.failure = Some((code, reason, local));
         }
     }
 
@@ -685,13 +701,13 @@ impl Core {
         let (outcome, error_detail) = match (&o.end, &o.failure) {
             (Some(end), _) => end.clone(),
             (None, _) if answered => ("far-hangup".into(), String::new()),
-            (None, Some((code, reason))) => failure_outcome(*code, reason),
+            (None, Some((code, reason, local))) => failure_outcome(*code, reason, *local),
             (None, None) => ("failed".into(), "the call ended before any answer".into()),
         };
         let sip_status = if answered {
             0
         } else {
-            o.failure.as_ref().map(|(c, _)| *c).unwrap_or(0)
+            o.failure.as_ref().map(|(c, _, _)| *c).unwrap_or(0)
         };
         // Whole seconds to the nearest, half up (the spec's example rounds
         // 144.5 s of talk to 145).

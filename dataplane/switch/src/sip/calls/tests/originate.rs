@@ -184,6 +184,8 @@ fn busy_and_other_failures_become_outcomes() {
         (StatusCode::BUSY_HERE, "busy", ""),
         (StatusCode::new(600).unwrap(), "busy", ""),
         (StatusCode::TEMPORARILY_UNAVAILABLE, "no-answer", ""),
+        // The carrier's own 408: its callee did not answer in time.
+        (StatusCode::REQUEST_TIMEOUT, "no-answer", ""),
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "failed",
@@ -212,6 +214,29 @@ fn busy_and_other_failures_become_outcomes() {
         );
         assert_eq!(h.core.active_calls(), 0);
     }
+}
+
+/// A trunk that never answers the INVITE at all (down, or unreachable):
+/// Timer B's 408 is ours, and the attempt `failed` saying so, not
+/// `no-answer` as if a callee had let it ring.
+#[test]
+fn a_trunk_that_never_answers_fails_the_attempt() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-silent", |_| {});
+    assert_eq!(invite.method, Method::Invite);
+    h.advance(secs(40));
+    let evs = events(&mut h);
+    assert_eq!(
+        ended(&evs),
+        (
+            "failed".into(),
+            "the trunk did not answer the INVITE (no SIP response)".into(),
+            false,
+            0,
+            408
+        )
+    );
+    assert_eq!(h.core.active_calls(), 0);
 }
 
 #[test]
