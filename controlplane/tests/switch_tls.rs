@@ -212,6 +212,9 @@ fn the_control_link_runs_over_mutual_tls() {
         log.contains("switch node unreachable") && log.contains("CertificateRequired"),
         "{log}"
     );
+    // A plaintext control plane's says what is likely wrong.
+    let log = std::fs::read_to_string(d.join("cp-plain.log")).unwrap();
+    assert!(log.contains("its URL takes https://"), "{log}");
     // So does the switch's, at warn.
     let log = switch_log();
     assert!(

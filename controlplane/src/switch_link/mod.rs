@@ -656,6 +656,11 @@ fn describe(s: &tonic::Status) -> String {
         }
         cause = c.source();
     }
+    // Plaintext HTTP/2 to a port that serves TLS reads the TLS alert as a
+    // frame header; say what it likely is.
+    if line.contains("frame with invalid size") {
+        line.push_str(" (a node serving TLS reached over http://? its URL takes https://)");
+    }
     line
 }
 
