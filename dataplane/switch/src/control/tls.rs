@@ -428,14 +428,14 @@ mod tests {
         let soon = make((2026, 1, 1), (2026, 12, 11), false);
         let warning = check_leaf(now, path, &soon).unwrap().unwrap();
         assert!(
-            warning.contains("expires on 2026-12-11 00:00:00 UTC (in 10 days)"),
+            warning.contains("expires on 2026-12-11T00:00:00.000Z (in 10 days)"),
             "{warning}"
         );
         let expired = make((2025, 1, 1), (2026, 11, 30), false);
         let err = check_leaf(now, path, &expired).unwrap_err().to_string();
         assert!(
             err.contains(
-                "/etc/codeb/switch.crt: the certificate expired on 2026-11-30 00:00:00 UTC"
+                "/etc/codeb/switch.crt: the certificate expired on 2026-11-30T00:00:00.000Z"
             ),
             "{err}"
         );
@@ -450,7 +450,7 @@ mod tests {
         let f = super::super::cert::facts(&long).unwrap();
         assert_eq!(
             super::super::cert::utc(f.not_after),
-            "2051-05-06 00:00:00 UTC"
+            "2051-05-06T00:00:00.000Z"
         );
         assert!(!f.ca);
     }
