@@ -1666,11 +1666,9 @@ mod tests {
         assert_eq!(to[0].ip(), far_a.ip());
     }
 
-    /// A far end behind NAT (its SDP names a private address) takes its
-    /// call back from a scanner that sprayed first, by the IP its
-    /// signalling comes from.
-    #[test]
-    fn the_signalling_ip_takes_a_call_back_from_a_scanner() {
+    /// One call whose A is behind NAT: its SDP names a private address,
+    /// and its signalling comes from far A's IP. B is where it said.
+    fn call_with_a_behind_nat() -> Worker {
         let [far_a, far_b] = addresses().far;
         let mut w = one_call();
         let private: SocketAddr = "10.0.0.5:4000".parse().unwrap();
@@ -1683,6 +1681,16 @@ mod tests {
             },
         );
         w.remote(1, LegSide::B, far_end(1, far_b, [0, 0]));
+        w
+    }
+
+    /// A far end behind NAT (its SDP names a private address) takes its
+    /// call back from a scanner that sprayed first, by the IP its
+    /// signalling comes from.
+    #[test]
+    fn the_signalling_ip_takes_a_call_back_from_a_scanner() {
+        let [far_a, _] = addresses().far;
+        let mut w = call_with_a_behind_nat();
         let a = w.st.calls[&1].legs[0].rtp;
         let scanner: SocketAddr = "203.0.113.66:1".parse().unwrap();
         let t0 = Instant::now();
@@ -1708,17 +1716,7 @@ mod tests {
     #[test]
     fn a_relayed_leg_follows_its_nat_to_a_new_port() {
         let [far_a, far_b] = addresses().far;
-        let mut w = one_call();
-        let private: SocketAddr = "10.0.0.5:4000".parse().unwrap();
-        w.remote(
-            1,
-            LegSide::A,
-            Remote {
-                signalling: Some(far_a.ip()),
-                ..far_end(0, private, [0, 0])
-            },
-        );
-        w.remote(1, LegSide::B, far_end(1, far_b, [0, 0]));
+        let mut w = call_with_a_behind_nat();
         let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
