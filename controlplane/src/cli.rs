@@ -253,6 +253,21 @@ fn read_password(given: Option<String>) -> anyhow::Result<(String, bool)> {
 }
 
 async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
+    // A mistyped data directory must not become a new, empty database
+    // that the command then reports on (or adds a user to) as if it were
+    // the platform's.
+    if let Some(file) = config
+        .database_url
+        .strip_prefix("sqlite://")
+        .and_then(|rest| rest.split('?').next())
+        .map(std::path::Path::new)
+        && !file.exists()
+    {
+        anyhow::bail!(
+            "no database at {}: is CODEB_DATA_DIR (--data-dir) right? `codeb serve` or `codeb migrate` creates it",
+            file.display()
+        );
+    }
     let store = Store::open(&config.database_url, &config.data_dir).await?;
     let now = Clock::system().now();
     match command {
@@ -350,6 +365,18 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                     anyhow::bail!("no user '{username}'");
                 }
                 out!("removed '{username}'");
+                // Their API keys are the tenant's and stay valid: say so,
+                // so that whoever removes a departed admin can revoke them.
+                let keys = store.list_api_keys(None, i64::MAX, 0).await?;
+                for k in keys.items.iter().filter(|k| k.created_by == username) {
+                    out!(
+                        "API key {} ({:?}, tenant {}) that '{username}' minted stays valid: `codeb admin keys revoke {}` ends it",
+                        k.id,
+                        k.name,
+                        k.tenant,
+                        k.id
+                    );
+                }
             }
         },
         AdminCommand::Keys { command } => match command {

@@ -379,6 +379,21 @@ fn run_spec_examples(server: &Server) {
         ok && out.contains("vic") && out.contains("viewer") && out.contains(ADMIN),
         "{out}"
     );
+    // A mistyped data directory is refused, and no database appears there.
+    let root = tempfile::tempdir().unwrap();
+    let typo = root.path().join("typo");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_codeb"))
+        .args(["admin", "users", "list"])
+        .env("CODEB_DATA_DIR", &typo)
+        .env_remove("CODEB_DATABASE_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no database at"),
+        "{err}"
+    );
+    assert!(!typo.exists(), "nothing created at {}", typo.display());
     // Piped into a reader that stops at once (`| head -0`): a quiet end.
     let mut list = std::process::Command::new(env!("CARGO_BIN_EXE_codeb"))
         .args(["admin", "users", "list"])
@@ -409,9 +424,31 @@ fn run_spec_examples(server: &Server) {
         200,
         "now an admin"
     );
+    // An API key vic mints stays valid when vic is removed, and the
+    // removal says so.
+    let (code, vkey, raw) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &vauth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name":"vic-integration"}"#,
+        &server.url("/api.ashx/v1/api-keys"),
+    ]);
+    assert_eq!(code, 201, "{raw}");
+    let vkey_id = vkey["id"].as_str().unwrap().to_owned();
     let (ok, out) = server.admin_cmd(&["users", "role", "vic", "viewer"]);
     assert!(ok, "{out}");
     let (ok, out) = server.admin_cmd(&["users", "remove", "vic"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("API key {vkey_id}"))
+            && out.contains("that 'vic' minted stays valid"),
+        "{out}"
+    );
+    let (ok, out) = server.admin_cmd(&["keys", "revoke", &vkey_id]);
     assert!(ok, "{out}");
     assert_eq!(login("vic", "viewer-pass-2").0, 400);
     // The tenant's last admin stays, unless forced: nobody could sign in
