@@ -12,7 +12,7 @@ use codeb_sip::transaction::TransactionId;
 use codeb_sip::{Dialog, Method, Request, StatusCode};
 
 use super::*;
-use crate::config::RouteTarget;
+use crate::config::{RouteTarget, TrunkConfig};
 use crate::routing::{self, CallFacts};
 
 /// A new call's A leg, ready (see [`Core::open_a_leg`]).
@@ -62,23 +62,7 @@ impl Core {
                 Some("a copy of an INVITE already in progress (merged request)"),
             );
         }
-        // A trunk's calls come from its inbound networks, or, when it
-        // names none, from its own signalling address.
-        let from_ip = source.peer().ip();
-        let trunk = self
-            .config
-            .trunks
-            .iter()
-            .find(|t| {
-                if t.inbound.is_empty() {
-                    self.trunk_addrs
-                        .get(&t.id)
-                        .is_some_and(|a| a.ip() == from_ip)
-                } else {
-                    t.inbound.iter().any(|c| c.contains(from_ip))
-                }
-            })
-            .cloned();
+        let trunk = inbound_trunk(&self.config.trunks, &self.trunk_addrs, source.peer()).cloned();
         let Some(trunk) = trunk else {
             tracing::info!(source = %source.peer(), "INVITE from an unknown source refused");
             return self.reject(
@@ -521,5 +505,73 @@ impl Core {
         }
         load.recent.push_back(now);
         None
+    }
+}
+
+/// The trunk a call from `peer` comes in on. A trunk's calls come from its
+/// inbound networks, or, when it names none, from its own signalling
+/// address's IP. Several trunks may share an IP (a carrier's trunks on
+/// one gateway, told apart by port): the one whose signalling address is
+/// `peer` exactly wins, then the first that takes the IP.
+fn inbound_trunk<'a>(
+    trunks: &'a [TrunkConfig],
+    addrs: &HashMap<String, SocketAddr>,
+    peer: SocketAddr,
+) -> Option<&'a TrunkConfig> {
+    let takes = |t: &TrunkConfig| {
+        if t.inbound.is_empty() {
+            addrs.get(&t.id).is_some_and(|a| a.ip() == peer.ip())
+        } else {
+            t.inbound.iter().any(|c| c.contains(peer.ip()))
+        }
+    };
+    trunks
+        .iter()
+        .filter(|t| takes(t))
+        .find(|t| addrs.get(&t.id) == Some(&peer))
+        .or_else(|| trunks.iter().find(|t| takes(t)))
+}
+
+#[cfg(test)]
+mod trunk_tests {
+    use super::*;
+
+    #[test]
+    fn a_call_comes_in_on_the_trunk_at_its_exact_address_first() {
+        let c: crate::config::SwitchConfig = toml::from_str(
+            r#"
+[[trunks]]
+id = "tr_000000000000000a"
+host = "127.0.0.1"
+port = 48999
+options_interval = 0
+
+[[trunks]]
+id = "tr_000000000000000b"
+host = "127.0.0.1"
+port = 48070
+options_interval = 0
+
+[[trunks]]
+id = "tr_000000000000000c"
+host = "gw.example"
+inbound = ["198.51.100.0/24"]
+options_interval = 0
+"#,
+        )
+        .unwrap();
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let addrs = HashMap::from([
+            ("tr_000000000000000a".to_owned(), a("127.0.0.1:48999")),
+            ("tr_000000000000000b".to_owned(), a("127.0.0.1:48070")),
+            ("tr_000000000000000c".to_owned(), a("198.51.100.7:5060")),
+        ]);
+        let id = |peer: &str| inbound_trunk(&c.trunks, &addrs, a(peer)).map(|t| t.id.as_str());
+        assert_eq!(id("127.0.0.1:48070"), Some("tr_000000000000000b"));
+        assert_eq!(id("127.0.0.1:48999"), Some("tr_000000000000000a"));
+        // Another port of the shared IP: the first trunk that takes it.
+        assert_eq!(id("127.0.0.1:5060"), Some("tr_000000000000000a"));
+        assert_eq!(id("198.51.100.9:5060"), Some("tr_000000000000000c"));
+        assert_eq!(id("203.0.113.1:5060"), None);
     }
 }
