@@ -354,6 +354,18 @@ impl Core {
     /// dialog that got no answer ends that dialog (§12.2.1.2), and with it
     /// the call (see `session.rs`).
     pub(crate) fn on_timeout(&mut self, now: Instant, tx: TransactionId, timer: Timer) {
+        self.branch_got_no_answer(now, tx, timer, NO_SIP_RESPONSE);
+    }
+
+    /// [`Core::on_timeout`], for a request that got no answer because of
+    /// `why` (for a placed call's record).
+    fn branch_got_no_answer(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        timer: Timer,
+        why: &'static str,
+    ) {
         let Some(key) = self.calls.by_tx.get(&tx).copied() else {
             return;
         };
@@ -372,7 +384,7 @@ impl Core {
                 .get_mut(&key)
                 .and_then(|c| c.origin.as_mut())
             {
-                o.timing_out = true;
+                o.no_answer = Some(why);
             }
             if let Ok(resp) = fake {
                 self.on_branch_response(now, key, bi, resp);
@@ -402,7 +414,7 @@ impl Core {
     }
 
     pub(crate) fn on_transport_error(&mut self, now: Instant, tx: TransactionId) {
-        self.on_timeout(now, tx, Timer::B);
+        self.branch_got_no_answer(now, tx, Timer::B, TRANSPORT_FAILED);
     }
 
     /// A transaction of a call is gone: a branch that ended without a final
@@ -421,6 +433,12 @@ impl Core {
         self.settle(now, key);
     }
 }
+
+/// A placed call's errorDetail when its INVITE got no SIP response at all.
+pub(super) const NO_SIP_RESPONSE: &str = "the trunk did not answer the INVITE (no SIP response)";
+/// ... and when it could not even be sent (a TCP connection refused).
+pub(super) const TRANSPORT_FAILED: &str =
+    "the trunk could not be reached (its connection failed; see the switch's log)";
 
 /// Whether the caller's INVITE requires reliable provisional responses
 /// (`Require: 100rel`, RFC 3262).

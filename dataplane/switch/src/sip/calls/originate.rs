@@ -158,12 +158,12 @@ pub(super) struct Origin {
     max_seconds: u32,
     /// Why the call ends, decided by whoever ended it first.
     end: Option<(String, String)>,
-    /// The last final failure of the dialling: status, reason, and
-    /// whether it was our own (Timer B: the trunk never answered).
-    failure: Option<(u16, String, bool)>,
-    /// The next failure noted is the INVITE's own timeout, not the
+    /// The last final failure of the dialling: status, reason, and why
+    /// when it was our own 408 (no SIP response, or a transport failure).
+    failure: Option<(u16, String, Option<&'static str>)>,
+    /// The next failure noted is our own 408, for this reason, not the
     /// trunk's answer.
-    pub(super) timing_out: bool,
+    pub(super) no_answer: Option<&'static str>,
     pub(super) answered_at_ms: Option<u64>,
     /// Its entries in the deadline set, removed when it ends.
     ring_at: Instant,
@@ -201,7 +201,7 @@ impl Origin {
             },
             end: None,
             failure: None,
-            timing_out: false,
+            no_answer: None,
             reported: false,
             answered_at_ms: Some(answered_at_ms),
             ring_at: now,
@@ -284,16 +284,13 @@ fn printable_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-/// The failure outcome of a dialling that ended with `code` (`local`: our
-/// own 408 for an INVITE that got no answer at all, not even 100 Trying:
-/// the trunk is down or unreachable, which is not a callee who did not
-/// pick up).
-fn failure_outcome(code: u16, reason: &str, local: bool) -> (String, String) {
-    if local {
-        return (
-            "failed".into(),
-            "the trunk did not answer the INVITE (no SIP response)".into(),
-        );
+/// The failure outcome of a dialling that ended with `code` (`local`: why,
+/// when it is our own 408 for an INVITE that got no answer at all, not even
+/// 100 Trying, or could not be sent: the trunk is down or unreachable,
+/// which is not a callee who did not pick up).
+fn failure_outcome(code: u16, reason: &str, local: Option<&str>) -> (String, String) {
+    if let Some(why) = local {
+        return ("failed".into(), why.to_owned());
     }
     match code {
         486 | 600 => ("busy".into(), String::new()),
@@ -510,7 +507,7 @@ impl Core {
                 },
                 end: None,
                 failure: None,
-                timing_out: false,
+                no_answer: None,
                 reported: false,
                 answered_at_ms: None,
                 ring_at,
@@ -616,7 +613,7 @@ impl Core {
                 .filter(|c| !c.is_control())
                 .take(128)
                 .collect();
-            let local = std::mem::take(&mut o.timing_out);
+            let local = o.no_answer.take();
             o.failure = Some((code, reason, local));
         }
     }

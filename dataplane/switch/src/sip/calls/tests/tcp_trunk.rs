@@ -475,13 +475,23 @@ fn a_placed_call_goes_out_over_tcp_and_ends_at_once_when_it_cannot_connect() {
     h.all_over(conn(7));
     let _ = super::originate::events(&mut h);
 
-    // ...and a call whose connection fails ends the same way, at once.
+    // ...and a call whose connection fails ends the same way, at once,
+    // saying the trunk could not be reached rather than that it did not
+    // answer.
     let mut h = tcp_harness(0);
     placed(&mut h, TCP_TRUNK);
     connect_refused(&mut h, conn(9));
+    let tcp = super::originate::ended(&super::originate::events(&mut h));
+    assert_eq!(udp.1, crate::sip::calls::branches::NO_SIP_RESPONSE);
     assert_eq!(
-        super::originate::ended(&super::originate::events(&mut h)),
-        udp
+        tcp,
+        (
+            udp.0,
+            crate::sip::calls::branches::TRANSPORT_FAILED.to_owned(),
+            udp.2,
+            udp.3,
+            udp.4
+        )
     );
 }
 
