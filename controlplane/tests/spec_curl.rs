@@ -11,6 +11,25 @@ use std::process::Command;
 use common::{ADMIN, ADMIN_PW, Server, curl};
 use serde_json::{Value, json};
 
+/// `POST /v1/api-keys` as `auth` (an `Authorization:` header): the new
+/// key's JSON.
+fn mint_key(server: &Server, auth: &str, name: &str) -> Value {
+    let body = json!({ "name": name }).to_string();
+    let (code, key, raw) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        auth,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &body,
+        &server.url("/api.ashx/v1/api-keys"),
+    ]);
+    assert_eq!(code, 201, "{raw}");
+    key
+}
+
 fn run_spec_examples(server: &Server) {
     // Authentication: the spec's token request, verbatim apart from host and credentials.
     let (code, tok, raw) = curl(&[
@@ -32,18 +51,7 @@ fn run_spec_examples(server: &Server) {
     let oidc = tok["access_token"].as_str().unwrap().to_owned();
     let auth = format!("Authorization: Bearer {oidc}");
     // Quick start 1: mint an API key (the page's backend), then use it as $TOKEN.
-    let (code, key, raw) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &auth,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"name":"quick-start"}"#,
-        &server.url("/api.ashx/v1/api-keys"),
-    ]);
-    assert_eq!(code, 201, "{raw}");
+    let key = mint_key(server, &auth, "quick-start");
     let token = key["key"].as_str().unwrap().to_owned();
     let bearer = format!("Authorization: Bearer {token}");
     // Quick start 3.
@@ -426,18 +434,7 @@ fn run_spec_examples(server: &Server) {
     );
     // An API key vic mints stays valid when vic is removed, and the
     // removal says so.
-    let (code, vkey, raw) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &vauth,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"name":"vic-integration"}"#,
-        &server.url("/api.ashx/v1/api-keys"),
-    ]);
-    assert_eq!(code, 201, "{raw}");
+    let vkey = mint_key(server, &vauth, "vic-integration");
     let vkey_id = vkey["id"].as_str().unwrap().to_owned();
     let (ok, out) = server.admin_cmd(&["users", "role", "vic", "viewer"]);
     assert!(ok, "{out}");

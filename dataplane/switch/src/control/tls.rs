@@ -117,23 +117,29 @@ impl LinkTls {
     }
 }
 
-/// Handshakes in progress, by source IP.
+/// Handshakes in progress, by source IP and in all.
 #[derive(Debug, Default)]
 struct Handshakes {
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    by_ip: HashMap<IpAddr, usize>,
+    total: usize,
 }
 
 impl Handshakes {
     /// A handshake from `ip` may start: the guard ends it. None: too many
     /// are in progress, from it or in all.
     fn start(self: &Arc<Self>, ip: IpAddr) -> Option<Pending> {
-        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = by_ip.values().sum();
-        let mine = by_ip.get(&ip).copied().unwrap_or(0);
-        if mine >= MAX_HANDSHAKES_PER_IP || total >= MAX_HANDSHAKES {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = c.by_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= MAX_HANDSHAKES_PER_IP || c.total >= MAX_HANDSHAKES {
             return None;
         }
-        by_ip.insert(ip, mine + 1);
+        c.by_ip.insert(ip, mine + 1);
+        c.total += 1;
         Some(Pending {
             of: self.clone(),
             ip,
@@ -142,11 +148,7 @@ impl Handshakes {
 
     #[cfg(test)]
     fn in_progress(&self) -> usize {
-        self.by_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .sum()
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 }
 
@@ -158,12 +160,13 @@ struct Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let mut by_ip = self.of.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = by_ip.get_mut(&self.ip) {
+        let mut c = self.of.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.by_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                by_ip.remove(&self.ip);
+                c.by_ip.remove(&self.ip);
             }
+            c.total -= 1;
         }
     }
 }
@@ -471,7 +474,7 @@ mod tests {
         drop(mine);
         drop(held);
         assert_eq!(h.in_progress(), 0);
-        assert!(h.by_ip.lock().unwrap().is_empty());
+        assert!(h.counts.lock().unwrap().by_ip.is_empty());
         // In all: many hosts at once fill the table, then no one gets in
         // until a place frees.
         let many: Vec<Pending> = (0..MAX_HANDSHAKES as u32)
