@@ -693,6 +693,61 @@ async fn a_virtual_number_is_answered_by_its_ai_persona() {
     assert!(sw.metric("codeb_virtual_number_calls_total").unwrap_or(0.0) >= 1.0);
 }
 
+/// The virtual number's AI engine cannot be reached: the caller, which
+/// rang meanwhile, is refused with 503 (not answered and hung up on), and
+/// the call's record says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_number_whose_ai_is_unreachable_refuses_the_caller() {
+    // A port nothing listens on: the engine's connection is refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let sw = Switch::start(
+        "",
+        &[
+            ("CODEB_OPENAI_URL", url.as_str()),
+            ("CODEB_OPENAI_API_KEY", "sim-key"),
+        ],
+    );
+    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
+    c.apply_config(receptionist(1)).await.unwrap();
+    let mut events = subscribe_all(&mut c).await;
+    let target = sw.sip;
+    let caller = tokio::task::spawn_blocking(move || {
+        common::sipp_client(
+            target,
+            &[
+                "-sf",
+                common::scenario("uac_ring_refused.xml").to_str().unwrap(),
+                "-s",
+                "7000",
+                "-m",
+                "1",
+            ],
+        )
+    });
+    let got = until_ended(&mut events).await;
+    assert_eq!(caller.await.unwrap(), (1, 0), "rang, then got the 503");
+    let kinds: Vec<_> = got.iter().filter_map(|e| e.kind.clone()).collect();
+    assert!(
+        matches!(kinds.first(), Some(event::Kind::Inbound(_))),
+        "{kinds:#?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, event::Kind::Answered(_) | event::Kind::Started(_))),
+        "never answered: {kinds:#?}"
+    );
+    let Some(event::Kind::Ended(end)) = kinds.last() else {
+        panic!("{kinds:#?}");
+    };
+    assert_eq!(end.outcome, "failed");
+    assert!(!end.answered);
+    assert_eq!(end.sip_status, 503);
+    assert!(end.error_detail.starts_with("AI engine: "), "{end:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voicemail_beep_ends_the_call_as_voicemail() {
     let Outbound {

@@ -336,8 +336,10 @@ async fn a_pushed_configuration_routes_inbound_calls_and_outlives_a_restart() {
         (2, 0),
         "routed by the pushed routes"
     );
+    // The number's AI engine is unreachable (port 9): the caller is
+    // refused with 503 rather than routed on to the user by "*".
     let (status, _) = tokio::task::block_in_place(|| invite_status(&sw, "7000"));
-    assert_eq!(status, 200, "the virtual number's AI answers");
+    assert_eq!(status, 503, "the virtual number's AI could not start");
 
     // The pushed snapshot is kept and wins over the (empty) file.
     drop(c);
@@ -346,7 +348,7 @@ async fn a_pushed_configuration_routes_inbound_calls_and_outlives_a_restart() {
     let stats = c.stats(v1::StatsRequest {}).await.unwrap().into_inner();
     assert_eq!(stats.config_version, 5);
     let (status, _) = tokio::task::block_in_place(|| invite_status(&sw, "7000"));
-    assert_eq!(status, 200, "the virtual-number route is kept");
+    assert_eq!(status, 503, "the virtual-number route is kept");
     assert_eq!(
         calls(sw.sip).await.unwrap(),
         (2, 0),

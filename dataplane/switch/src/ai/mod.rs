@@ -144,7 +144,9 @@ pub struct AiStart {
     pub telephony: Codec,
     pub tap: TapEngine,
     /// When the call was answered: transcript offsets count from here.
-    pub answered_at: Instant,
+    /// None: the call is answered as its session starts (a virtual
+    /// number's caller rings until the AI is ready).
+    pub answered_at: Option<Instant>,
     /// Listen for an answering machine (placed calls): one ends the call
     /// as `voicemail`.
     pub detect_voicemail: bool,

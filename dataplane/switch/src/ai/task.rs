@@ -652,7 +652,7 @@ pub(super) async fn run(
         rate,
         wrong_format_logged: false,
     };
-    let mut conv = Conversation::new(start.answered_at, rate);
+    let mut conv = Conversation::new(start.answered_at.unwrap_or_else(Instant::now), rate);
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut usage = Usage::default();

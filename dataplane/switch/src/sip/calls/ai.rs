@@ -63,6 +63,7 @@ impl Core {
         };
         let (call_id, tenant, attempt) = (o.call_id.clone(), o.tenant.clone(), o.attempt);
         let inbound = o.inbound;
+        let phase = call.phase;
         let transfer_users = self.transfer_users(&tenant, &persona);
         let calls = &mut self.calls;
         let Some(call) = calls.calls.get(&key) else {
@@ -130,7 +131,8 @@ impl Core {
                     AiCodec::Pcmu
                 },
                 tap,
-                answered_at: now,
+                // A call still ringing is answered as the session starts.
+                answered_at: (phase != Phase::Routing).then_some(now),
                 detect_voicemail: !inbound,
                 narrowband_caller: matches!(negotiated.codec, Codec::Pcmu | Codec::Pcma),
                 transfer_users,
@@ -143,6 +145,11 @@ impl Core {
         // Once the party is handed over, the AI no longer decides how the
         // call ends (a note may have crossed the stop).
         let handed_over = self.calls.calls.get(&key).is_some_and(|c| c.transferred);
+        let ringing = self
+            .calls
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.phase == Phase::Routing);
         let placed = &mut self.calls.placed;
         let Some(ai) = placed.ai.get_mut(&key) else {
             return;
@@ -156,7 +163,23 @@ impl Core {
             kind,
         };
         match note {
-            AiNote::Started => placed.events.push_back(event(CallEventKind::Started)),
+            // A session that comes up after its call was given up (the
+            // caller left, or it was not ready in time) started nothing.
+            AiNote::Started if ai.stopping => {
+                tracing::debug!(call = key, "AI session up after its call ended; ignored");
+            }
+            AiNote::Started => {
+                // A virtual number's caller has rung while the session
+                // started: the call is answered now (before `Started`).
+                if ringing {
+                    self.answer_vnum(now, key);
+                }
+                self.calls
+                    .placed
+                    .events
+                    .push_back(event(CallEventKind::Started));
+                self.drain(now);
+            }
             AiNote::Turn {
                 role,
                 text,

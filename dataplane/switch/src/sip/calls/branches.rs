@@ -137,9 +137,9 @@ impl Core {
         let Some(call) = self.calls.calls.get(&key) else {
             return;
         };
-        let (Some(a_tx), Some(a_id)) = (call.a_invite_tx, call.a.dialog.clone()) else {
+        if call.a_invite_tx.is_none() || call.a.dialog.is_none() {
             return;
-        };
+        }
         // Early media (RFC 3960: an 18x with SDP, 183 or a 180 that plays
         // its own ringback) needs A's offer answered; a late-offer call
         // just rings.
@@ -163,7 +163,22 @@ impl Core {
                 self.sync_media(key);
             }
         }
+        self.provisional_to_a(now, key, status, early);
+    }
+
+    /// Sends A a provisional response on its INVITE (with our answer when
+    /// `early`), reliably when A requires it (RFC 3262).
+    pub(super) fn provisional_to_a(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        status: StatusCode,
+        early: bool,
+    ) {
         let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
+        let (Some(a_tx), Some(a_id)) = (call.a_invite_tx, call.a.dialog.clone()) else {
             return;
         };
         let Some(mut b) = self

@@ -52,6 +52,10 @@ impl Core {
     /// dialog ends, the branches are cancelled, and the call is forgotten
     /// once they have all ended.
     fn abandon(&mut self, now: Instant, key: CallKey) {
+        // A virtual number's caller gave up while its AI was starting.
+        if self.is_inbound(key) {
+            self.note_end(key, "far-hangup", "");
+        }
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };

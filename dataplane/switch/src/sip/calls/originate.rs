@@ -175,16 +175,16 @@ pub(super) struct Origin {
 }
 
 impl Origin {
-    /// An inbound call the switch answers itself (a virtual number): it
-    /// is answered from the start, with `max_seconds` of talk time.
+    /// An inbound call the switch answers itself (a virtual number), with
+    /// `max_seconds` of talk time once answered; it rings until
+    /// `ready_by` at the latest.
     pub(super) fn inbound(
-        now: Instant,
         call_id: String,
         tenant: String,
         trunk_id: String,
         persona: crate::ai::Persona,
         max_seconds: u32,
-        answered_at_ms: u64,
+        ready_by: Instant,
     ) -> Origin {
         Origin {
             call_id,
@@ -203,10 +203,20 @@ impl Origin {
             failure: None,
             no_answer: None,
             reported: false,
-            answered_at_ms: Some(answered_at_ms),
-            ring_at: now,
+            answered_at_ms: None,
+            ring_at: ready_by,
             talk_at: None,
         }
+    }
+
+    /// The call was answered (`now`, `at_ms` on the wall clock): its talk
+    /// time starts. Returns its ring deadline, which no longer applies,
+    /// and its talk deadline.
+    pub(super) fn answered(&mut self, now: Instant, at_ms: u64) -> (Instant, Instant) {
+        self.answered_at_ms = Some(at_ms);
+        let talk_at = now + Duration::from_secs(u64::from(self.max_seconds));
+        self.talk_at = Some(talk_at);
+        (self.ring_at, talk_at)
     }
 }
 
@@ -573,7 +583,23 @@ impl Core {
             return;
         };
         self.note_end(key, outcome, detail);
+        let answering = self
+            .calls
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.a_invite_tx.is_some());
         match phase {
+            // A virtual number's caller still rings: it gets a final
+            // answer (503 when something failed, else 480).
+            Phase::Routing if answering => {
+                let status = if outcome == "failed" {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::TEMPORARILY_UNAVAILABLE
+                };
+                self.note_failure(key, status.as_u16(), status.canonical_reason().as_bytes());
+                self.fail_call(now, key, status);
+            }
             Phase::Routing => {
                 if let Some(call) = self.calls.calls.get_mut(&key) {
                     call.phase = Phase::Ending;
@@ -585,6 +611,15 @@ impl Core {
             Phase::Answered | Phase::Confirmed => self.hang_up(now, key),
             Phase::Ending => {}
         }
+    }
+
+    /// The call is a virtual number's (its caller is on A).
+    pub(super) fn is_inbound(&self, key: CallKey) -> bool {
+        self.calls
+            .calls
+            .get(&key)
+            .and_then(|c| c.origin.as_ref())
+            .is_some_and(|o| o.inbound)
     }
 
     /// Records why a placed call ends, unless something ended it first.
@@ -653,18 +688,16 @@ impl Core {
     }
 
     /// Books an inbound AI call as a call with an id of its own (Hangup
-    /// and events use it), with its talk-time deadline; returns that id.
-    pub(super) fn book_inbound(&mut self, now: Instant, key: CallKey) -> Option<String> {
-        let call = self.calls.calls.get_mut(&key)?;
-        let o = call.origin.as_mut()?;
-        let talk_at = now + Duration::from_secs(u64::from(o.max_seconds));
-        o.talk_at = Some(talk_at);
+    /// and events use it), ringing until its deadline.
+    pub(super) fn book_inbound(&mut self, key: CallKey) {
+        let Some(o) = self.calls.calls.get(&key).and_then(|c| c.origin.as_ref()) else {
+            return;
+        };
         let placed = &mut self.calls.placed;
-        placed.deadlines.insert((talk_at, key, Deadline::Talk));
+        placed.deadlines.insert((o.ring_at, key, Deadline::Ring));
         placed
             .by_id
             .insert(o.call_id.clone(), (key, o.attempt, o.trunk_id.clone()));
-        Some(o.call_id.clone())
     }
 
     /// An answered placed call starts ending (either side hung up): its
@@ -782,6 +815,17 @@ impl Core {
                 continue;
             };
             match (what, phase) {
+                (Deadline::Ring, Phase::Routing) if self.is_inbound(key) => {
+                    tracing::warn!(
+                        call = key,
+                        "the AI session was not ready in time; refusing the caller"
+                    );
+                    let why = format!(
+                        "the AI engine was not ready within {} s",
+                        super::vnum::AI_READY_TIMEOUT.as_secs()
+                    );
+                    self.end_placed(now, key, "failed", &why);
+                }
                 (Deadline::Ring, Phase::Routing) => {
                     tracing::info!(call = key, "ring timeout; cancelling");
                     self.end_placed(now, key, "no-answer", "");

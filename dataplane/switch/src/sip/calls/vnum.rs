@@ -4,14 +4,14 @@
 //! hex digits): InboundCall, then CallAnswered (inbound), the AI's
 //! events, and CallEnded; Hangup works on it by that id.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use codeb_sip::sdp::{LocalMedia, Sdp};
 use codeb_sip::transaction::TransactionId;
 use codeb_sip::{Request, StatusCode};
 
 use super::inbound::OpenedA;
-use super::originate::{CallEvent, CallEventKind, Origin};
+use super::originate::{CallEvent, CallEventKind, Deadline, Origin};
 use super::*;
 use crate::ai::Persona;
 use crate::config::{AiConfig, TrunkConfig};
@@ -23,6 +23,11 @@ pub(super) struct VnumCall<'a> {
     pub from: &'a str,
     pub number: &'a str,
 }
+
+/// How long a virtual number's caller rings while its AI session starts;
+/// past it the call is refused (503). The engine's own connect timeout
+/// (10 s) normally reports first.
+pub const AI_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn persona(ai: &AiConfig) -> Persona {
     Persona {
@@ -86,10 +91,9 @@ impl Core {
             port: b_port,
             ..a.media.clone()
         });
-        let answered_ms = self.wall_ms(now);
         let call = Call {
             key,
-            phase: Phase::Answered,
+            phase: Phase::Routing,
             a_invite_tx: Some(id),
             a_invite: req,
             a,
@@ -99,15 +103,14 @@ impl Core {
             bye_a_when_acked: false,
             trunks: vec![v.trunk.id.clone()],
             started: now,
-            answered_at: Some(now),
+            answered_at: None,
             origin: Some(Box::new(Origin::inbound(
-                now,
                 call_id.clone(),
                 tenant.clone(),
                 v.trunk.id.clone(),
                 persona,
                 vn.max_seconds,
-                answered_ms,
+                now + AI_READY_TIMEOUT,
             ))),
             media: call_media,
             bridged: None,
@@ -131,40 +134,76 @@ impl Core {
             self.calls.by_a_request.insert(k, key);
         }
         self.calls.calls.insert(key, Box::new(call));
-        self.book_inbound(now, key);
-        let event = |kind| CallEvent {
-            at_unix_ms: answered_ms,
+        self.book_inbound(key);
+        let event = CallEvent {
+            at_unix_ms: self.wall_ms(now),
             call_id: call_id.clone(),
             attempt: 1,
-            tenant: tenant.clone(),
-            kind,
-        };
-        self.calls
-            .placed
-            .events
-            .push_back(event(CallEventKind::Inbound {
+            tenant,
+            kind: CallEventKind::Inbound {
                 did: v.did.to_owned(),
                 from_number: v.from.to_owned(),
                 virtual_number: vn.number.clone(),
                 trunk_id: v.trunk.id.clone(),
-            }));
-        self.answer_a(now, key);
-        self.calls
-            .placed
-            .events
-            .push_back(event(CallEventKind::Answered {
-                trunk_id: v.trunk.id.clone(),
-                answer_ms: 0,
+            },
+        };
+        self.calls.placed.events.push_back(event);
+        if offer.is_none() {
+            // A late offer: the codec is known only from the answer in
+            // A's ACK, so the call is answered at once (our 2xx carries
+            // the offer) and the AI starts with that ACK.
+            return self.answer_vnum(now, key);
+        }
+        // The caller rings while the AI session starts, and is answered
+        // once it is up: an engine that cannot be reached gets the
+        // caller a 503 (its carrier may route elsewhere), not an answer
+        // and a hang-up it is billed for.
+        tracing::info!(call = key, %call_id, number = %vn.number, "virtual number rings while its AI starts");
+        self.provisional_to_a(now, key, StatusCode::RINGING, false);
+        self.sync_media(key);
+        self.start_ai(now, key);
+    }
+
+    /// A virtual number's call is answered: its AI session is up (or,
+    /// for a late offer, is to start with A's ACK). The 2xx goes to A,
+    /// CallAnswered is reported, and the talk time starts.
+    pub(super) fn answer_vnum(&mut self, now: Instant, key: CallKey) {
+        let at_ms = self.wall_ms(now);
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        if call.phase != Phase::Routing {
+            return;
+        }
+        let started = call.started;
+        let Some(o) = call.origin.as_mut().filter(|o| o.inbound) else {
+            return;
+        };
+        call.phase = Phase::Answered;
+        call.answered_at = Some(now);
+        let (ready_by, talk_at) = o.answered(now, at_ms);
+        let event = CallEvent {
+            at_unix_ms: at_ms,
+            call_id: o.call_id.clone(),
+            attempt: 1,
+            tenant: o.tenant.clone(),
+            kind: CallEventKind::Answered {
+                trunk_id: o.trunk_id.clone(),
+                answer_ms: u32::try_from(now.saturating_duration_since(started).as_millis())
+                    .unwrap_or(u32::MAX),
                 inbound: true,
-            }));
+            },
+        };
+        let call_id = o.call_id.clone();
+        let placed = &mut self.calls.placed;
+        placed.deadlines.remove(&(ready_by, key, Deadline::Ring));
+        placed.deadlines.insert((talk_at, key, Deadline::Talk));
+        self.answer_a(now, key);
+        self.calls.placed.events.push_back(event);
         self.stats.virtual_number_calls += 1;
-        tracing::info!(call = key, %call_id, number = %vn.number, "virtual number answered");
+        tracing::info!(call = key, %call_id, "virtual number answered");
         self.sync_media(key);
         self.start_recording(now, key);
-        // A late offer's answer comes with the ACK; the AI starts then.
-        if offer.is_some() {
-            self.start_ai(now, key);
-        }
     }
 
     /// A call routed to a virtual number was refused before any answer

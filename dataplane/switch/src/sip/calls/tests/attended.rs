@@ -606,12 +606,8 @@ pub(super) fn handed_to_bob(h: &mut Harness, tag: &[u8]) -> (Dialog<Peer>, Dialo
     use super::originate::{ai_request, events};
     use crate::ai::{AiNote, AiRequest};
     let invite = h.invite_from_a("7000", &[]);
-    h.send(A, invite.clone());
-    let ok = response(h.one(A));
+    let (ok, start) = super::vnum::ai_answers(h, &invite);
     let caller = a_dialog(h, &invite, &ok, true, None);
-    let AiRequest::Start(start) = ai_request(h) else {
-        panic!("no AI start");
-    };
     let _ = events(h);
     super::transfer::transfer_to(h, start.key, "bob");
     let to_bob = request(h.one(B));

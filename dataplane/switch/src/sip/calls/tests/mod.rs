@@ -18,6 +18,7 @@ mod tcp_trunk;
 mod tcp_user;
 mod timers;
 mod transfer;
+mod vnum;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

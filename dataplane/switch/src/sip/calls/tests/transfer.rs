@@ -239,13 +239,8 @@ fn a_virtual_number_call_refused_before_the_answer_is_reported() {
 fn a_virtual_numbers_caller_is_handed_to_a_user() {
     let mut h = Harness::with_config(None, RECEPTIONIST);
     let invite = h.invite_from_a("7000", &[]);
-    h.send(A, invite.clone());
-    let ok = response(h.one(A));
-    assert_eq!(ok.status, StatusCode::OK, "the AI answers");
+    let (ok, start) = super::vnum::ai_answers(&mut h, &invite);
     let mut caller = a_dialog(&mut h, &invite, &ok, true, None);
-    let AiRequest::Start(start) = ai_request(&mut h) else {
-        panic!("no AI start");
-    };
     let key = start.key;
     let call_id = start.call_id.clone();
     let _ = events(&mut h);

@@ -1,0 +1,200 @@
+//! A virtual number's caller rings while the number's AI session starts,
+//! and is answered only once it is up: an engine that fails, or is not
+//! ready in time, gets the caller a 503 (its carrier may route the call
+//! elsewhere) instead of an answer and a hang-up; a caller who gives up
+//! meanwhile stops the session. Each leaves a truthful record.
+
+use super::originate::{ai_request, ended, events};
+use super::transfer::RECEPTIONIST;
+use super::*;
+use crate::ai::{AiNote, AiRequest, AiStart};
+use crate::sip::calls::CallEventKind;
+use crate::sip::calls::vnum::AI_READY_TIMEOUT;
+
+/// Sends A's INVITE to the virtual number: A hears 180 (no SDP: nothing
+/// plays yet) and the AI session is asked for.
+fn rings(h: &mut Harness, invite: &Request) -> Box<AiStart> {
+    h.send(A, invite.clone());
+    let ringing = response(h.one(A));
+    assert_eq!(
+        ringing.status,
+        StatusCode::RINGING,
+        "rings while the AI starts"
+    );
+    assert!(ringing.body.is_empty(), "no early media: {ringing:?}");
+    let AiRequest::Start(start) = ai_request(h) else {
+        panic!("no AI start");
+    };
+    assert_eq!(start.answered_at, None, "answered as the session starts");
+    start
+}
+
+/// A rings the virtual number and its AI session comes up: A gets our
+/// 2xx then. Returns that 2xx and the session's start.
+pub(super) fn ai_answers(h: &mut Harness, invite: &Request) -> (Response, Box<AiStart>) {
+    let start = rings(h, invite);
+    h.core.ai_note(h.now, start.key, AiNote::Started);
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK, "the AI answers");
+    (ok, start)
+}
+
+#[test]
+fn the_caller_rings_until_the_ai_session_is_up_then_is_answered() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[]);
+    let start = rings(&mut h, &invite);
+    let evs = events(&mut h);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert!(matches!(evs[0].kind, CallEventKind::Inbound { .. }));
+    // The session takes 1.5 s to come up: the caller only rings.
+    h.advance(Duration::from_millis(1500));
+    assert!(h.take(A).is_empty(), "no answer before the AI is up");
+    assert_eq!(h.core.stats.virtual_number_calls, 0);
+    h.core.ai_note(h.now, start.key, AiNote::Started);
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(!ok.body.is_empty(), "our SDP answer");
+    let evs = events(&mut h);
+    let kinds: Vec<_> = evs.iter().map(|e| &e.kind).collect();
+    assert!(
+        matches!(
+            kinds[..],
+            [
+                CallEventKind::Answered {
+                    answer_ms: 1500,
+                    inbound: true,
+                    ..
+                },
+                CallEventKind::Started
+            ]
+        ),
+        "answered (after 1.5 s of ringing), then started: {kinds:#?}"
+    );
+    assert_eq!(h.core.stats.virtual_number_calls, 1);
+    let _caller = a_dialog(&mut h, &invite, &ok, true, None);
+    // The ring deadline no longer applies once answered.
+    h.advance(AI_READY_TIMEOUT + Duration::from_secs(1));
+    assert!(h.take(A).is_empty());
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn an_ai_that_cannot_start_gets_the_caller_a_503_and_a_failed_record() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[]);
+    let start = rings(&mut h, &invite);
+    let detail = "AI engine: could not connect to the vendor";
+    h.core.ai_note(
+        h.now,
+        start.key,
+        AiNote::Failed {
+            detail: detail.into(),
+        },
+    );
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The CallEnded waits for the session to close.
+    h.core.ai_note(h.now, start.key, AiNote::Closed);
+    let evs = events(&mut h);
+    let (outcome, why, answered, talk, sip) = ended(&evs);
+    assert_eq!(
+        (outcome.as_str(), why.as_str(), answered, talk, sip),
+        ("failed", detail, false, 0, 503)
+    );
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e.kind, CallEventKind::Answered { .. })),
+        "never answered: {evs:#?}"
+    );
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn an_ai_not_ready_in_time_is_given_up_with_a_503() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[]);
+    let start = rings(&mut h, &invite);
+    h.advance(AI_READY_TIMEOUT - Duration::from_millis(10));
+    assert!(h.take(A).is_empty(), "still ringing");
+    h.advance(Duration::from_millis(10));
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == start.key));
+    // A session that comes up after all is too late: nothing answers.
+    h.core.ai_note(h.now, start.key, AiNote::Started);
+    assert!(h.take(A).is_empty());
+    h.core.ai_note(h.now, start.key, AiNote::Closed);
+    let evs = events(&mut h);
+    assert!(
+        !evs.iter().any(|e| matches!(e.kind, CallEventKind::Started)),
+        "{evs:#?}"
+    );
+    let (outcome, why, answered, _, sip) = ended(&evs);
+    assert_eq!((outcome.as_str(), answered, sip), ("failed", false, 503));
+    assert_eq!(why, "the AI engine was not ready within 15 s");
+}
+
+#[test]
+fn a_caller_who_gives_up_while_the_ai_starts_stops_the_session() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[]);
+    let start = rings(&mut h, &invite);
+    h.send(A, codeb_sip::cancel_for(&invite).unwrap());
+    let mut to_a: Vec<u16> = h
+        .take(A)
+        .into_iter()
+        .map(|m| response(m).status.as_u16())
+        .collect();
+    to_a.sort_unstable();
+    assert_eq!(to_a, [200, 487], "CANCEL answered, INVITE terminated");
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == start.key));
+    h.core.ai_note(h.now, start.key, AiNote::Closed);
+    let evs = events(&mut h);
+    let (outcome, why, answered, _, sip) = ended(&evs);
+    assert_eq!(
+        (outcome.as_str(), why.as_str(), answered, sip),
+        ("far-hangup", "", false, 0)
+    );
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn hanging_up_a_ringing_virtual_number_call_refuses_it_with_480() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[]);
+    let start = rings(&mut h, &invite);
+    let already = h.core.hangup_call(h.now, &start.call_id, None).unwrap();
+    assert!(!already);
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::TEMPORARILY_UNAVAILABLE);
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == start.key));
+    h.core.ai_note(h.now, start.key, AiNote::Closed);
+    let evs = events(&mut h);
+    let (outcome, _, answered, _, sip) = ended(&evs);
+    assert_eq!((outcome.as_str(), answered, sip), ("cancelled", false, 480));
+}
+
+/// A caller that requires reliable provisional responses gets its 180
+/// reliably (RFC 3262); the 2xx need not wait for its PRACK, as the 180
+/// carried no SDP (§3).
+#[test]
+fn a_100rel_caller_gets_its_ringing_reliably() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[(KnownHeader::Require, "100rel")]);
+    h.send(A, invite.clone());
+    let ringing = response(h.one(A));
+    assert_eq!(ringing.status, StatusCode::RINGING);
+    assert!(
+        header(&ringing, KnownHeader::RSeq).is_some(),
+        "sent reliably: {ringing:?}"
+    );
+    let AiRequest::Start(start) = ai_request(&mut h) else {
+        panic!("no AI start");
+    };
+    h.core.ai_note(h.now, start.key, AiNote::Started);
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK);
+}
