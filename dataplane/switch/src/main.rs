@@ -696,6 +696,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     core.set_media_engine(engine);
     core.set_record_all(cli.record == "all");
     core.set_ai_quiet_batch(cli.ai_quiet_batch_ms);
+    core.set_ai_connect_timeout(Duration::from_secs(cli.ai_connect_timeout.clamp(1, 120)));
     let endpoints = codeb_ai::Endpoints::parse(&cli.gemini_url, &cli.openai_url)
         .map_err(|e| anyhow::anyhow!("CODEB_GEMINI_URL / CODEB_OPENAI_URL: {e}"))?;
     tracing::info!(gemini = %endpoints.gemini, openai = %endpoints.openai, "voice-AI endpoints");

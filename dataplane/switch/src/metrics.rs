@@ -88,7 +88,7 @@ pub fn render(core: &Core, wire: &WireStats, backend: &str) -> String {
     counter(
         &mut o,
         "codeb_virtual_number_refused_total",
-        "Inbound calls routed to a virtual number and refused before the answer",
+        "Inbound calls routed to a virtual number that ended before the answer (refused, or given up while ringing)",
         s.virtual_number_refused,
     );
     counter(

@@ -186,6 +186,12 @@ fn tap_tick(
     tx: &mut TxQueue,
     scratch: &mut Scratch,
 ) {
+    // Nowhere to send yet (a caller that still rings: its address is set
+    // on the answer): no silence goes out, and the engine's audio waits
+    // in its ring, so the first words are heard once the call is up.
+    if !caller.held && caller.latch.destination().is_none() {
+        return;
+    }
     let Scratch { pcm, pcm2, payload } = scratch;
     let in_n = tap.from_engine.input_len();
     let out_n = tap.from_engine.output_len();

@@ -1136,6 +1136,38 @@ fn tap_pipeline(t0: Instant, send_silence: bool) -> (Harness, TapEngine) {
     (Harness::new(p, t0), e)
 }
 
+/// A tap whose caller has no address yet (a call still ringing) sends
+/// nothing, not even silence, and keeps the engine's audio: once the
+/// address is set (the answer), the first frame goes out first.
+#[test]
+fn ai_tap_holds_its_playout_until_the_caller_has_an_address() {
+    let t0 = Instant::now();
+    let (p, mut engine) = Pipeline::ai_tap(
+        t0,
+        cfg(),
+        LegConfig {
+            remote_rtp: None,
+            ..leg(CodecSpec::pcmu(), 7, FAR_A)
+        },
+        TapConfig::default(),
+    )
+    .unwrap();
+    let mut h = Harness::new(p, t0);
+    let greeting = sine(500.0, 24_000, 10_000.0, 24_000 / 2, 0);
+    engine.write_engine(&greeting);
+    h.advance(Duration::from_millis(400));
+    assert_eq!(h.rtp_to(Leg::A).len(), 0, "nothing while ringing");
+    assert_eq!(engine.played_ms(), 0);
+    h.p.update_remote(Leg::A, Some(addr(FAR_A)), None);
+    h.advance(Duration::from_millis(600));
+    let sent = h.rtp_to(Leg::A);
+    assert!(sent.len() >= 25, "{}", sent.len());
+    // The greeting's first frame is audio, not the silence before it.
+    let first = sent[0].payload().to_vec();
+    assert!(first.iter().any(|&b| b != 0xff && b != 0x7f), "{first:?}");
+    assert_eq!(engine.played_ms(), 500, "all of the half-second greeting");
+}
+
 #[test]
 fn ai_tap_caller_audio_reaches_engine_at_16k() {
     let t0 = Instant::now();

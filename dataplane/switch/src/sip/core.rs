@@ -156,7 +156,8 @@ pub struct CoreStats {
     pub digest_replays: u64,
     /// Inbound calls routed to a virtual number and refused before the
     /// answer (no codec in common, no media ports, a persona the node
-    /// cannot run, a number it does not have).
+    /// cannot run, a number it does not have, an AI session that failed
+    /// or was not ready in time), or given up by the caller while ringing.
     pub virtual_number_refused: u64,
     /// Answered calls hung up because their RTP stopped.
     pub rtp_timeouts: u64,

@@ -82,9 +82,14 @@ impl Core {
             return self.end_placed(now, key, "failed", "the far end's SDP has no usable audio");
         };
         let ssrc = self.ids.next_u64() as u32;
-        let Some(leg) = media::leg_config(&negotiated, ssrc) else {
+        let Some(mut leg) = media::leg_config(&negotiated, ssrc) else {
             return self.end_placed(now, key, "failed", "the far end's SDP has no audio codec");
         };
+        if phase == Phase::Routing {
+            // Not answered yet: nothing may reach the caller until the
+            // answer sets its address (the tap holds the engine's audio).
+            leg.remote_rtp = None;
+        }
         let tap_cfg = Persona::tap_config(model.provider, calls.ai_quiet_batch_ms);
         let tap = match (&mut calls.media, call.media.handle) {
             (media::MediaPorts::Engine(engine), Some(h)) => engine

@@ -55,6 +55,9 @@ impl Core {
         // A virtual number's caller gave up while its AI was starting.
         if self.is_inbound(key) {
             self.note_end(key, "far-hangup", "");
+            let status = StatusCode::REQUEST_TERMINATED;
+            self.note_failure(key, status.as_u16(), status.canonical_reason().as_bytes());
+            self.stats.virtual_number_refused += 1;
         }
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;

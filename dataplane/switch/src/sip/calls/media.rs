@@ -286,6 +286,13 @@ impl Core {
         self.calls.ai_quiet_batch_ms = ms;
     }
 
+    /// The AI engine's connect timeout: a virtual number's caller rings
+    /// that long and 5 s more while its session starts (15 s in all by
+    /// default), then is refused.
+    pub fn set_ai_connect_timeout(&mut self, timeout: std::time::Duration) {
+        self.calls.ai_ready_timeout = timeout + std::time::Duration::from_secs(5);
+    }
+
     /// An answered call starts recording if the node records every call
     /// or the call asked (and the node records at all).
     pub(super) fn start_recording(&mut self, now: Instant, key: CallKey) {

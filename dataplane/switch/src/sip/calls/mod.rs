@@ -288,6 +288,9 @@ pub struct Calls {
     /// An AI tap's caller audio in a long silence goes to the engine in
     /// batches of this many ms (`CODEB_AI_QUIET_BATCH_MS`).
     ai_quiet_batch_ms: u32,
+    /// How long a virtual number's caller rings while its AI session
+    /// starts (the engine's connect timeout and a margin).
+    ai_ready_timeout: std::time::Duration,
     pub completed: u64,
     pub failed: u64,
 }
@@ -310,6 +313,7 @@ impl Calls {
             placed: originate::Placements::default(),
             record_all: false,
             ai_quiet_batch_ms: crate::ai::QUIET_BATCH_MS,
+            ai_ready_timeout: vnum::AI_READY_TIMEOUT,
             completed: 0,
             failed: 0,
         }

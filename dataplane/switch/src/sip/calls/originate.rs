@@ -598,6 +598,7 @@ impl Core {
                     StatusCode::TEMPORARILY_UNAVAILABLE
                 };
                 self.note_failure(key, status.as_u16(), status.canonical_reason().as_bytes());
+                self.stats.virtual_number_refused += 1;
                 self.fail_call(now, key, status);
             }
             Phase::Routing => {
@@ -822,7 +823,7 @@ impl Core {
                     );
                     let why = format!(
                         "the AI engine was not ready within {} s",
-                        super::vnum::AI_READY_TIMEOUT.as_secs()
+                        self.calls.ai_ready_timeout.as_secs()
                     );
                     self.end_placed(now, key, "failed", &why);
                 }

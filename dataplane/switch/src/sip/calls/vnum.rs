@@ -24,9 +24,9 @@ pub(super) struct VnumCall<'a> {
     pub number: &'a str,
 }
 
-/// How long a virtual number's caller rings while its AI session starts;
-/// past it the call is refused (503). The engine's own connect timeout
-/// (10 s) normally reports first.
+/// How long a virtual number's caller rings while its AI session starts,
+/// by default; past it the call is refused (503). The engine's own
+/// connect timeout (5 s less) normally reports first.
 pub const AI_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn persona(ai: &AiConfig) -> Persona {
@@ -110,7 +110,7 @@ impl Core {
                 v.trunk.id.clone(),
                 persona,
                 vn.max_seconds,
-                now + AI_READY_TIMEOUT,
+                now + self.calls.ai_ready_timeout,
             ))),
             media: call_media,
             bridged: None,
@@ -160,7 +160,8 @@ impl Core {
         // and a hang-up it is billed for.
         tracing::info!(call = key, %call_id, number = %vn.number, "virtual number rings while its AI starts");
         self.provisional_to_a(now, key, StatusCode::RINGING, false);
-        self.sync_media(key);
+        // No media to the caller yet: its address is set on the answer
+        // (until then the tap sends nothing and keeps the engine's audio).
         self.start_ai(now, key);
     }
 

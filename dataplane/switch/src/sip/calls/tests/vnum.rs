@@ -79,6 +79,40 @@ fn the_caller_rings_until_the_ai_session_is_up_then_is_answered() {
     assert_eq!(h.core.active_calls(), 1);
 }
 
+/// The number's talk-time limit counts from the answer, not from the
+/// INVITE: 10 s of ringing do not shorten a 20-s call.
+#[test]
+fn the_talk_time_limit_counts_from_the_answer() {
+    let config = RECEPTIONIST.replacen(
+        "number = \"7000\"\n",
+        "number = \"7000\"\nmax_seconds = 20\n",
+        1,
+    );
+    assert_ne!(config, RECEPTIONIST);
+    let mut h = Harness::with_config(None, &config);
+    let invite = h.invite_from_a("7000", &[]);
+    let start = rings(&mut h, &invite);
+    h.advance(Duration::from_secs(10));
+    h.core.ai_note(h.now, start.key, AiNote::Started);
+    let ok = response(h.one(A));
+    let caller = a_dialog(&mut h, &invite, &ok, true, None);
+    let _ = events(&mut h);
+    h.advance(Duration::from_millis(19_900));
+    assert!(h.take(A).is_empty(), "talking 19.9 s after the answer");
+    h.advance(Duration::from_millis(100));
+    let bye = request(h.one(A));
+    assert_eq!(bye.method, Method::Bye);
+    h.send(A, caller.reply(&bye, StatusCode::OK).build().unwrap());
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == start.key));
+    h.core.ai_note(h.now, start.key, AiNote::Closed);
+    let evs = events(&mut h);
+    let (outcome, _, answered, talk, _) = ended(&evs);
+    assert_eq!(
+        (outcome.as_str(), answered, talk),
+        ("max-duration", true, 20)
+    );
+}
+
 #[test]
 fn an_ai_that_cannot_start_gets_the_caller_a_503_and_a_failed_record() {
     let mut h = Harness::with_config(None, RECEPTIONIST);
@@ -94,6 +128,7 @@ fn an_ai_that_cannot_start_gets_the_caller_a_503_and_a_failed_record() {
     );
     let refused = response(h.one(A));
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.core.stats.virtual_number_refused, 1, "counted as refused");
     // The CallEnded waits for the session to close.
     h.core.ai_note(h.now, start.key, AiNote::Closed);
     let evs = events(&mut h);
@@ -155,8 +190,10 @@ fn a_caller_who_gives_up_while_the_ai_starts_stops_the_session() {
     let (outcome, why, answered, _, sip) = ended(&evs);
     assert_eq!(
         (outcome.as_str(), why.as_str(), answered, sip),
-        ("far-hangup", "", false, 0)
+        ("far-hangup", "", false, 487)
     );
+    assert_eq!(h.core.stats.virtual_number_refused, 1);
+    assert_eq!(h.core.stats.virtual_number_calls, 0);
     h.advance(Duration::from_secs(40));
     assert_eq!(h.core.active_calls(), 0);
 }
