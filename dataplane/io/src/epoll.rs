@@ -147,6 +147,22 @@ impl EpollReactor {
         Ok(())
     }
 
+    /// Stops (or resumes) reading a UDP socket: its registration stays,
+    /// with no events asked for while it is paused.
+    pub fn set_udp_paused(&mut self, s: SocketId, paused: bool) -> io::Result<()> {
+        let sock = self
+            .udp
+            .get(s.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such UDP socket"))?;
+        if !paused {
+            crate::sys::discard_queued(sock);
+        }
+        let fd = sock.as_raw_fd();
+        let events = if paused { 0 } else { libc::EPOLLIN as u32 };
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, TAG_UDP | u64::from(s.0))
+    }
+
     pub fn add_listener(&mut self, l: TcpListener) -> io::Result<SocketId> {
         l.set_nonblocking(true)?;
         let idx = u32::try_from(self.listeners.len()).map_err(io::Error::other)?;

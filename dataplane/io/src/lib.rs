@@ -270,6 +270,28 @@ impl Reactor {
         }
     }
 
+    /// Stops receiving on a UDP socket for now (one flooded with
+    /// datagrams): nothing is read from it, so the kernel drops what
+    /// overflows its receive buffer, at no cost to this thread. With port
+    /// steering its port is taken out of the steering too. Pausing a
+    /// paused socket does nothing.
+    pub fn pause_udp(&mut self, socket: SocketId) -> io::Result<()> {
+        match self {
+            Reactor::Uring(r) => r.pause_udp(socket),
+            Reactor::Epoll(r) => r.set_udp_paused(socket, true),
+        }
+    }
+
+    /// Receives on a paused UDP socket again. What its receive buffer
+    /// kept meanwhile (the flood, and audio seconds old) is dropped
+    /// first, not delivered.
+    pub fn resume_udp(&mut self, socket: SocketId) -> io::Result<()> {
+        match self {
+            Reactor::Uring(r) => r.resume_udp(socket),
+            Reactor::Epoll(r) => r.set_udp_paused(socket, false),
+        }
+    }
+
     pub fn add_tcp_listener(&mut self, listener: TcpListener) -> io::Result<SocketId> {
         match self {
             Reactor::Uring(r) => r.add_listener(listener),

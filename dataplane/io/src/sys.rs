@@ -170,6 +170,34 @@ pub(crate) fn set_int_option(
     }
 }
 
+/// Most datagrams [`discard_queued`] drops in one call (a receive buffer
+/// holds far fewer).
+const MAX_DISCARD: u32 = 65_536;
+
+/// Drops what waits in a UDP socket's receive buffer, without blocking;
+/// returns how many datagrams it dropped.
+pub(crate) fn discard_queued(socket: &impl AsRawFd) -> u32 {
+    let mut scratch = [0u8; 16];
+    let mut n = 0;
+    while n < MAX_DISCARD {
+        // SAFETY: a receive into a live stack buffer of the given length
+        // on a socket we own; MSG_TRUNC only reports the datagram's size.
+        let got = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                scratch.as_mut_ptr().cast(),
+                scratch.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if got < 0 {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -577,6 +577,67 @@ fn steered_ports_arrive_as_their_sockets_and_others_ports_are_left_alone() {
     assert_eq!(&buf[..n], b"after");
 }
 
+/// Polls for `for_ms` and returns every datagram seen: (socket, data).
+fn quiet_for(r: &mut Reactor, for_ms: u64) -> Vec<(crate::SocketId, Vec<u8>)> {
+    let until = Instant::now() + Duration::from_millis(for_ms);
+    let mut seen = Vec::new();
+    while Instant::now() < until {
+        r.poll(Some(Duration::from_millis(10)), &mut |ev| {
+            if let Event::Datagram { socket, data, .. } = ev {
+                seen.push((socket, data.to_vec()));
+            }
+        })
+        .unwrap();
+    }
+    seen
+}
+
+/// A paused socket reads nothing (its datagrams wait in, and overflow,
+/// its receive buffer) while the others read on; resumed, it drops what
+/// its buffer kept and reads what comes next. Both backends, and with
+/// port steering.
+#[test]
+fn a_paused_socket_reads_nothing_until_resumed() {
+    let bind = || UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cases: Vec<(Reactor, UdpSocket, UdpSocket)> = reactors(Options::default())
+        .into_iter()
+        .map(|r| (r, bind(), bind()))
+        .collect();
+    let (a, b) = (bind(), bind());
+    let port = |s: &UdpSocket| s.local_addr().unwrap().port();
+    let (lo, hi) = (port(&a).min(port(&b)), port(&a).max(port(&b)));
+    if let Some(r) = steering(lo..=hi) {
+        cases.push((r, a, b));
+    }
+    let peer = bind();
+    for (mut r, a, b) in cases {
+        let (addr_a, addr_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let id_a = r.add_udp(a).unwrap();
+        let id_b = r.add_udp(b).unwrap();
+        peer.send_to(b"before", addr_a).unwrap();
+        assert_eq!(datagrams(&mut r, 1), vec![(id_a, b"before".to_vec())]);
+        r.pause_udp(id_a).unwrap();
+        r.pause_udp(id_a).unwrap();
+        // The cancel goes through before anything is sent to it.
+        assert!(quiet_for(&mut r, 20).is_empty());
+        for i in 0..10u8 {
+            peer.send_to(&[b'p', i], addr_a).unwrap();
+        }
+        peer.send_to(b"to-b", addr_b).unwrap();
+        let seen = quiet_for(&mut r, 150);
+        assert_eq!(seen, vec![(id_b, b"to-b".to_vec())], "{}", r.backend());
+        r.resume_udp(id_a).unwrap();
+        r.resume_udp(id_a).unwrap();
+        peer.send_to(b"after", addr_a).unwrap();
+        assert_eq!(datagrams(&mut r, 1), vec![(id_a, b"after".to_vec())]);
+        // Paused and removed: the socket goes, and its id with it.
+        r.pause_udp(id_b).unwrap();
+        r.remove_udp(id_b).unwrap();
+        assert!(r.resume_udp(id_b).is_err());
+        assert!(quiet_for(&mut r, 20).is_empty());
+    }
+}
+
 #[test]
 fn steering_is_refused_where_it_cannot_work() {
     let mut epoll = Reactor::new(&Options {

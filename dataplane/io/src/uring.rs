@@ -81,6 +81,8 @@ struct UdpSlot {
     closing: bool,
     /// Its port's datagrams arrive on the steering socket.
     steered: Option<u16>,
+    /// Paused by the owner: not re-armed, and out of the steering.
+    paused: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -237,7 +239,7 @@ impl UringReactor {
         let Some(slot) = self.udp.get_mut(idx as usize).and_then(Option::as_mut) else {
             return Ok(());
         };
-        if slot.closing {
+        if slot.closing || slot.paused {
             return Ok(());
         }
         slot.armed = true;
@@ -351,6 +353,7 @@ impl UringReactor {
             fixed: false,
             closing: false,
             steered: None,
+            paused: false,
         };
         let idx = match self.free_udp.pop() {
             Some(idx) => {
@@ -411,6 +414,71 @@ impl UringReactor {
             self.free_udp_slot(idx);
             Ok(())
         }
+    }
+
+    /// Stops receiving on a UDP socket until [`Self::resume_udp`]: its
+    /// receive is cancelled and its port leaves the steering map, so its
+    /// datagrams wait in (and overflow) its own receive buffer.
+    pub fn pause_udp(&mut self, s: SocketId) -> io::Result<()> {
+        let idx = s.0;
+        let Some(slot) = self
+            .udp
+            .get_mut(idx as usize)
+            .and_then(Option::as_mut)
+            .filter(|slot| !slot.closing)
+        else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such UDP socket",
+            ));
+        };
+        if slot.paused {
+            return Ok(());
+        }
+        slot.paused = true;
+        if let Some(port) = slot.steered
+            && let Some((steer, _)) = self.steer.as_mut()
+        {
+            steer.remove(port);
+        }
+        if slot.armed {
+            let e = opcode::AsyncCancel::new(user_data(Kind::Udp, 0, idx))
+                .build()
+                .user_data(user_data(Kind::Cancel, 0, idx));
+            self.push(&e)?;
+        }
+        Ok(())
+    }
+
+    /// Receives on a paused UDP socket again (and steers its port again).
+    pub fn resume_udp(&mut self, s: SocketId) -> io::Result<()> {
+        let idx = s.0;
+        let Some(slot) = self
+            .udp
+            .get_mut(idx as usize)
+            .and_then(Option::as_mut)
+            .filter(|slot| !slot.closing)
+        else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such UDP socket",
+            ));
+        };
+        if !slot.paused {
+            return Ok(());
+        }
+        slot.paused = false;
+        crate::sys::discard_queued(&slot.sock);
+        let armed = slot.armed;
+        if let Some(port) = slot.steered
+            && let Some((steer, _)) = self.steer.as_mut()
+            && let Err(e) = steer.insert(port, idx)
+        {
+            tracing::warn!(port, error = %e, "port not steered again; its socket receives for itself");
+        }
+        // Still armed: the cancel has not completed yet, and its
+        // completion re-arms the receive as the slot is no longer paused.
+        if armed { Ok(()) } else { self.arm_udp(idx) }
     }
 
     fn free_udp_slot(&mut self, idx: u32) {

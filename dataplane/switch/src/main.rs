@@ -118,6 +118,12 @@ struct Cli {
     #[arg(long, env = "CODEB_RTP_STEER", default_value = "off",
           value_parser = ["on", "off"])]
     rtp_steer: String,
+    /// Datagrams a second on one media port past which the port is not
+    /// read for 2 s (a flood: the kernel drops it at the socket's full
+    /// receive buffer instead of the worker paying for each datagram).
+    /// A 20-ms stream is 50 a second. 0: never.
+    #[arg(long, env = "CODEB_RTP_FLOOD_PPS", default_value_t = codeb_switch::media::DEFAULT_FLOOD_PPS)]
+    rtp_flood_pps: u32,
     /// Call recording (dual-channel WAV in $CODEB_DATA_DIR/recordings):
     /// `off`, `requested` (calls whose PlaceCall asks) or `all` (every
     /// answered call).
@@ -686,6 +692,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             coalesce: Duration::from_micros(cli.rtp_coalesce_us.min(10_000)),
             record_dir: (cli.record != "off").then(|| cli.data_dir.join("recordings")),
             steer: cli.rtp_steer == "on",
+            flood_pps: cli.rtp_flood_pps,
         },
         Some(waiter.waker()),
     )

@@ -224,6 +224,18 @@ pub fn render(core: &Core, wire: &WireStats, backend: &str) -> String {
             "Steered media datagrams for a port no call holds any more (CODEB_RTP_STEER=on)",
             io.steered_strays,
         );
+        counter(
+            &mut o,
+            "codeb_media_flood_pauses_total",
+            "Media ports paused for 2 s because they received more datagrams a second than CODEB_RTP_FLOOD_PPS",
+            io.flood_pauses,
+        );
+        gauge(
+            &mut o,
+            "codeb_media_flooded_ports",
+            "Media ports paused for a flood now",
+            io.flooded_ports,
+        );
         gauge(
             &mut o,
             "codeb_media_port_steering_workers",

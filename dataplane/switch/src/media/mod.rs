@@ -15,6 +15,7 @@
 //! source (learn, then lock), rewrite the header into the other leg's
 //! stream, send. No lock and no allocation per packet.
 
+mod flood;
 mod recorder;
 mod worker;
 
@@ -94,7 +95,13 @@ pub struct MediaSettings {
     /// one receive per port per datagram. Where it cannot be done the
     /// worker says why once and each port receives for itself.
     pub steer: bool,
+    /// Datagrams a second on one port past which the port is paused for
+    /// 2 s (`flood.rs`); 0: never.
+    pub flood_pps: u32,
 }
+
+/// [`MediaSettings::flood_pps`] by default.
+pub const DEFAULT_FLOOD_PPS: u32 = flood::DEFAULT_LIMIT;
 
 /// Which leg of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -363,6 +370,9 @@ pub(super) struct WorkerIo {
     pub(super) stats: codeb_io::SharedStats,
     /// Its ports are received through port steering.
     steering: std::sync::atomic::AtomicBool,
+    /// Ports paused for a flood since the start, and paused now.
+    pub(super) flood_pauses: AtomicU64,
+    pub(super) flooded_ports: AtomicU64,
 }
 
 /// The media workers' IO, summed over workers (for metrics).
@@ -378,6 +388,9 @@ pub struct MediaIo {
     pub steered_strays: u64,
     /// Workers whose ports are received through port steering.
     pub steering_workers: usize,
+    /// Ports paused for a flood since the start, and paused now.
+    pub flood_pauses: u64,
+    pub flooded_ports: u64,
 }
 
 /// The engine, owned by the SIP thread.
@@ -454,6 +467,7 @@ impl MediaEngine {
             let notify = notify.clone();
             let inactivity = settings.inactivity;
             let rtcp_interval = settings.rtcp_interval;
+            let flood_pps = settings.flood_pps;
             let coalesce = settings.coalesce;
             let count = Arc::clone(&relayed);
             let workers_n = settings.workers.max(1);
@@ -514,6 +528,7 @@ impl MediaEngine {
                             inactivity,
                             rtcp_interval,
                             coalescing,
+                            flood_pps,
                         },
                         count,
                         i,
@@ -571,6 +586,8 @@ impl MediaEngine {
             m.send_errors += s.send_errors;
             m.steered_strays += s.steered_strays;
             m.steering_workers += usize::from(w.io.steering.load(Ordering::Relaxed));
+            m.flood_pauses += w.io.flood_pauses.load(Ordering::Relaxed);
+            m.flooded_ports += w.io.flooded_ports.load(Ordering::Relaxed);
             m
         })
     }

@@ -45,6 +45,9 @@ use super::{Bound, Command, LegSide, MediaEvent, MediaHandle, Pair, Remote};
 
 /// How often quiet calls are looked for.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Flooded ports are logged at most this often per worker.
+const FLOOD_LOG_EVERY: Duration = Duration::from_secs(10);
 /// G.711's 20 ms frame at 8 kHz, until a leg's remote says otherwise.
 const DEFAULT_CLOCK: u32 = 8000;
 /// SDES CNAME of the switch's streams.
@@ -246,6 +249,11 @@ struct State {
     out: Vec<u8>,
     sends: Vec<(SocketId, SocketAddr, usize, usize)>,
     unknown_socket: u64,
+    /// Flooded ports, paused for a while.
+    flood: super::flood::FloodGuard,
+    /// When a flood was last logged, and pauses since then not logged.
+    flood_logged: Option<Instant>,
+    flood_unlogged: u64,
     /// Our RTCP reports among this turn's sends (not relayed packets).
     reports_queued: usize,
     ssrc_seed: std::collections::hash_map::RandomState,
@@ -272,6 +280,8 @@ pub(super) struct Timing {
     pub inactivity: Duration,
     pub rtcp_interval: Duration,
     pub coalescing: Coalescing,
+    /// Datagrams a second on one port past which it is paused (0: never).
+    pub flood_pps: u32,
 }
 
 pub(super) struct Worker {
@@ -309,6 +319,7 @@ impl Worker {
             inactivity,
             rtcp_interval,
             coalescing,
+            flood_pps,
         } = timing;
         Worker {
             reactor,
@@ -333,6 +344,9 @@ impl Worker {
                 out: Vec::with_capacity(64 * 1024),
                 sends: Vec::with_capacity(512),
                 unknown_socket: 0,
+                flood: super::flood::FloodGuard::new(flood_pps),
+                flood_logged: None,
+                flood_unlogged: 0,
                 reports_queued: 0,
                 ssrc_seed: std::collections::hash_map::RandomState::new(),
                 digits: Vec::new(),
@@ -358,6 +372,48 @@ impl Worker {
     fn publish_io(&self) {
         if let Some(io) = &self.io {
             io.stats.publish(&self.reactor.stats());
+            let r = std::sync::atomic::Ordering::Relaxed;
+            io.flood_pauses.store(self.st.flood.pauses, r);
+            io.flooded_ports.store(self.st.flood.paused() as u64, r);
+        }
+    }
+
+    /// Pauses the ports this turn found flooded, and reads again those
+    /// whose pause is over. `turn`: this turn's clock, if it read any
+    /// datagram.
+    fn floods(&mut self, turn: Option<Instant>) {
+        let now = turn.unwrap_or_else(Instant::now);
+        let Worker { reactor, st, .. } = self;
+        let mut paused = 0u64;
+        for s in st.flood.take_flooded(now) {
+            match reactor.pause_udp(SocketId(s)) {
+                Ok(()) => paused += 1,
+                Err(e) => tracing::warn!(worker = st.worker, error = %e, "flooded port not paused"),
+            }
+        }
+        if paused > 0 {
+            st.flood_unlogged += paused;
+            // One line per worker per 10 s, however many ports flood.
+            if st
+                .flood_logged
+                .is_none_or(|t| now.saturating_duration_since(t) >= FLOOD_LOG_EVERY)
+            {
+                tracing::warn!(
+                    worker = st.worker,
+                    ports = st.flood_unlogged,
+                    paused_now = st.flood.paused(),
+                    "media ports flooded (datagrams past CODEB_RTP_FLOOD_PPS a second); each is not read for 2 s"
+                );
+                st.flood_logged = Some(now);
+                st.flood_unlogged = 0;
+            }
+        }
+        if st.flood.next_due().is_some_and(|t| t <= now) {
+            for s in st.flood.due(now) {
+                if let Err(e) = reactor.resume_udp(SocketId(s)) {
+                    tracing::debug!(worker = st.worker, error = %e, "paused port not resumed");
+                }
+            }
         }
     }
 
@@ -387,6 +443,7 @@ impl Worker {
             }
             let wait = next_tap
                 .map_or(next_check, |t| t.min(next_check))
+                .min(self.st.flood.next_due().unwrap_or(next_check))
                 .saturating_duration_since(now);
             codeb_media::tap::wake_deferred();
             let Worker { reactor, st, .. } = self;
@@ -403,6 +460,7 @@ impl Worker {
                 tracing::error!(worker = self.st.worker, error = %e, "media worker reactor failed");
                 break;
             }
+            self.floods(turn);
             self.flush();
             self.report_digits();
         }
@@ -827,6 +885,7 @@ impl Worker {
             if let Some(slot) = self.st.sockets.get_mut(s.0 as usize) {
                 *slot = None;
             }
+            self.st.flood.forget(s.0);
             let _ = self.reactor.remove_udp(s);
         }
     }
@@ -1170,6 +1229,7 @@ impl State {
     }
 
     fn datagram(&mut self, now: Instant, socket: SocketId, from: SocketAddr, data: &[u8]) {
+        self.flood.datagram(now, socket.0);
         let Some(&Some((id, side, is_rtcp))) = self.sockets.get(socket.0 as usize) else {
             self.unknown_socket += 1;
             return;
@@ -1459,6 +1519,7 @@ mod tests {
                 inactivity: Duration::from_secs(60),
                 rtcp_interval: Duration::from_secs(5),
                 coalescing,
+                flood_pps: 0,
             },
             Arc::new(AtomicU64::new(0)),
             0,
