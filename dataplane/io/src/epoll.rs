@@ -46,6 +46,8 @@ pub struct EpollReactor {
     /// UDP sockets by [`SocketId`]; `None` is a free slot (in `free_udp`).
     udp: Vec<Option<UdpSocket>>,
     free_udp: Vec<u32>,
+    /// UDP sockets paused by the owner.
+    paused_udp: std::collections::HashSet<u32>,
     listeners: Vec<TcpListener>,
     conns: Slab<Conn>,
     wake_fd: Arc<OwnedFd>,
@@ -76,6 +78,7 @@ impl EpollReactor {
             ep,
             udp: Vec::new(),
             free_udp: Vec::new(),
+            paused_udp: std::collections::HashSet::new(),
             listeners: Vec::new(),
             conns: Slab::new(),
             wake_fd: Arc::new(eventfd()?),
@@ -143,6 +146,7 @@ impl EpollReactor {
         // first keeps a readiness event of it out of the next wait.
         let _ = self.ctl(libc::EPOLL_CTL_DEL, sock.as_raw_fd(), 0, 0);
         drop(sock);
+        self.paused_udp.remove(&s.0);
         self.free_udp.push(s.0);
         Ok(())
     }
@@ -155,12 +159,21 @@ impl EpollReactor {
             .get(s.0 as usize)
             .and_then(Option::as_ref)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such UDP socket"))?;
+        let fd = sock.as_raw_fd();
+        if paused == self.paused_udp.contains(&s.0) {
+            return Ok(());
+        }
         if !paused {
             crate::sys::discard_queued(sock);
         }
-        let fd = sock.as_raw_fd();
         let events = if paused { 0 } else { libc::EPOLLIN as u32 };
-        self.ctl(libc::EPOLL_CTL_MOD, fd, events, TAG_UDP | u64::from(s.0))
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, TAG_UDP | u64::from(s.0))?;
+        if paused {
+            self.paused_udp.insert(s.0);
+        } else {
+            self.paused_udp.remove(&s.0);
+        }
+        Ok(())
     }
 
     pub fn add_listener(&mut self, l: TcpListener) -> io::Result<SocketId> {

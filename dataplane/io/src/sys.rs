@@ -170,9 +170,10 @@ pub(crate) fn set_int_option(
     }
 }
 
-/// Most datagrams [`discard_queued`] drops in one call (a receive buffer
-/// holds far fewer).
-const MAX_DISCARD: u32 = 65_536;
+/// Most datagrams [`discard_queued`] drops in one call: about what a
+/// media socket's receive buffer holds. A flood that goes on refills the
+/// buffer as it is drained; the rest is read, or paused again, as usual.
+const MAX_DISCARD: u32 = 2_048;
 
 /// Drops what waits in a UDP socket's receive buffer, without blocking;
 /// returns how many datagrams it dropped.

@@ -630,11 +630,23 @@ fn a_paused_socket_reads_nothing_until_resumed() {
         r.resume_udp(id_a).unwrap();
         peer.send_to(b"after", addr_a).unwrap();
         assert_eq!(datagrams(&mut r, 1), vec![(id_a, b"after".to_vec())]);
-        // Paused and removed: the socket goes, and its id with it.
+        // Paused and resumed in one turn (the receive's cancel still in
+        // flight): it reads on.
+        r.pause_udp(id_a).unwrap();
+        r.resume_udp(id_a).unwrap();
+        peer.send_to(b"again", addr_a).unwrap();
+        assert_eq!(datagrams(&mut r, 1), vec![(id_a, b"again".to_vec())]);
+        // Paused and removed: the socket goes, and its id with it; a new
+        // socket given the id receives as usual.
         r.pause_udp(id_b).unwrap();
         r.remove_udp(id_b).unwrap();
         assert!(r.resume_udp(id_b).is_err());
         assert!(quiet_for(&mut r, 20).is_empty());
+        let c = bind();
+        let addr_c = c.local_addr().unwrap();
+        let id_c = r.add_udp(c).unwrap();
+        peer.send_to(b"to-c", addr_c).unwrap();
+        assert_eq!(datagrams(&mut r, 1), vec![(id_c, b"to-c".to_vec())]);
     }
 }
 

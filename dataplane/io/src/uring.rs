@@ -400,7 +400,9 @@ impl UringReactor {
             ));
         }
         slot.closing = true;
+        // A paused socket's port is out of the steering already.
         if let Some(port) = slot.steered
+            && !slot.paused
             && let Some((steer, _)) = self.steer.as_mut()
         {
             steer.remove(port);
@@ -475,6 +477,7 @@ impl UringReactor {
             && let Err(e) = steer.insert(port, idx)
         {
             tracing::warn!(port, error = %e, "port not steered again; its socket receives for itself");
+            slot.steered = None;
         }
         // Still armed: the cancel has not completed yet, and its
         // completion re-arms the receive as the slot is no longer paused.

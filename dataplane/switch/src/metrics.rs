@@ -221,7 +221,7 @@ pub fn render(core: &Core, wire: &WireStats, backend: &str) -> String {
         counter(
             &mut o,
             "codeb_media_steered_strays_total",
-            "Steered media datagrams for a port no call holds any more (CODEB_RTP_STEER=on)",
+            "Steered media datagrams for a port no call holds any more, or paused for a flood (CODEB_RTP_STEER=on)",
             io.steered_strays,
         );
         counter(

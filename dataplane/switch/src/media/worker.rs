@@ -385,10 +385,16 @@ impl Worker {
         let now = turn.unwrap_or_else(Instant::now);
         let Worker { reactor, st, .. } = self;
         let mut paused = 0u64;
-        for s in st.flood.take_flooded(now) {
+        for s in st.flood.take_flooded() {
             match reactor.pause_udp(SocketId(s)) {
-                Ok(()) => paused += 1,
-                Err(e) => tracing::warn!(worker = st.worker, error = %e, "flooded port not paused"),
+                Ok(()) => {
+                    st.flood.paused_at(now, s);
+                    paused += 1;
+                }
+                Err(e) => {
+                    st.flood.forget(s);
+                    tracing::warn!(worker = st.worker, error = %e, "flooded port not paused");
+                }
             }
         }
         if paused > 0 {
