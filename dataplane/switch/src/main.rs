@@ -703,7 +703,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     core.set_media_engine(engine);
     core.set_record_all(cli.record == "all");
     core.set_ai_quiet_batch(cli.ai_quiet_batch_ms);
-    core.set_ai_connect_timeout(Duration::from_secs(cli.ai_connect_timeout.clamp(1, 120)));
+    core.set_ai_connect_timeout(Duration::from_secs(cli.ai_connect_timeout));
     let endpoints = codeb_ai::Endpoints::parse(&cli.gemini_url, &cli.openai_url)
         .map_err(|e| anyhow::anyhow!("CODEB_GEMINI_URL / CODEB_OPENAI_URL: {e}"))?;
     tracing::info!(gemini = %endpoints.gemini, openai = %endpoints.openai, "voice-AI endpoints");
@@ -712,7 +712,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             endpoints,
             gemini_key: cli.gemini_api_key.clone(),
             openai_key: cli.openai_api_key.clone(),
-            connect_timeout: Duration::from_secs(cli.ai_connect_timeout.clamp(1, 120)),
+            connect_timeout: Duration::from_secs(cli.ai_connect_timeout),
             tls: ai_tls,
             threads: usize::from(cli.ai_threads),
         },

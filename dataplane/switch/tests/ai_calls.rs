@@ -748,6 +748,113 @@ async fn a_virtual_number_whose_ai_is_unreachable_refuses_the_caller() {
     assert!(end.error_detail.starts_with("AI engine: "), "{end:?}");
 }
 
+/// A header's value in a SIP message (the first of that name).
+fn sip_header(msg: &str, name: &str) -> Option<String> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// A virtual number's caller that requires reliable provisionals PRACKs
+/// the 180 while the AI engine hangs in its setup: nothing is sent to its
+/// media port while it rings (no early media), and it is refused with 503
+/// once the engine's connect timeout (1 s here) passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_virtual_number_sends_no_media_even_after_a_prack() {
+    // An engine that takes connections and never answers the upgrade.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", hung.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hung.accept() {
+            conns.push(c);
+            if conns.len() == 1 {
+                std::thread::sleep(Duration::from_secs(2));
+                return;
+            }
+        }
+    });
+    let sw = Switch::start(
+        "",
+        &[
+            ("CODEB_OPENAI_URL", url.as_str()),
+            ("CODEB_OPENAI_API_KEY", "sim-key"),
+            ("CODEB_AI_CONNECT_TIMEOUT", "1"),
+        ],
+    );
+    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
+    c.apply_config(receptionist(1)).await.unwrap();
+    let to = sw.sip;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = sip.local_addr().unwrap();
+        let media = rtp.local_addr().unwrap().port();
+        sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = common::rand_u32();
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {media} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        );
+        let invite = format!(
+            "INVITE sip:7000@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-i{n}\r\nMax-Forwards: 70\r\nFrom: <sip:+15550001111@{me}>;tag=f{n}\r\nTo: <sip:7000@{to}>\r\nCall-ID: pr-{n}@test\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nRequire: 100rel\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        sip.send_to(invite.as_bytes(), to).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let ringing = loop {
+            let (len, _) = sip.recv_from(&mut buf).expect("a 180");
+            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+            if common::status_of(&buf[..len]) == Some(180) {
+                break text;
+            }
+        };
+        let rseq = sip_header(&ringing, "RSeq").expect("a reliable 180");
+        let to_hdr = sip_header(&ringing, "To").unwrap();
+        let prack = format!(
+            "PRACK sip:7000@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-p{n}\r\nMax-Forwards: 70\r\nFrom: <sip:+15550001111@{me}>;tag=f{n}\r\nTo: {to_hdr}\r\nCall-ID: pr-{n}@test\r\nCSeq: 2 PRACK\r\nRAck: {rseq} 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip.send_to(prack.as_bytes(), to).unwrap();
+        // Until the final answer: the PRACK's 200, then the INVITE's 503;
+        // nothing may reach the media port meanwhile.
+        rtp.set_nonblocking(true).unwrap();
+        let mut early_rtp = 0;
+        let mut statuses = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            while rtp.recv_from(&mut buf).is_ok() {
+                early_rtp += 1;
+            }
+            sip.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            if let Ok((len, _)) = sip.recv_from(&mut buf) {
+                let status = common::status_of(&buf[..len]).unwrap_or(0);
+                let cseq = sip_header(&String::from_utf8_lossy(&buf[..len]), "CSeq").unwrap_or_default();
+                statuses.push((status, cseq));
+                if status >= 300 {
+                    break;
+                }
+            }
+        }
+        (early_rtp, statuses)
+    })
+    .await
+    .unwrap();
+    let (early_rtp, statuses) = outcome;
+    assert!(
+        statuses.contains(&(200, "2 PRACK".to_owned())),
+        "the PRACK answered: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.last().map(|(s, _)| *s),
+        Some(503),
+        "refused once the engine timed out: {statuses:?}"
+    );
+    assert_eq!(early_rtp, 0, "RTP reached a caller that was still ringing");
+    let _ = held.join();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voicemail_beep_ends_the_call_as_voicemail() {
     let Outbound {

@@ -196,7 +196,15 @@ impl Core {
                 .map(|d| d.remote().peer().ip())
         };
         // A call with an AI leg has one SIP leg; the tap learns its far
-        // end (answer, re-INVITE) from here.
+        // end (answer, re-INVITE) from here, not before the answer: a
+        // virtual number's caller that rings gets nothing (a PRACK or an
+        // UPDATE while it rings changes nothing until then).
+        if let Some(o) = &call.origin
+            && o.inbound
+            && call.phase == Phase::Routing
+        {
+            return;
+        }
         if let Some(o) = &call.origin
             && o.ai.is_some()
             && !call.transferred

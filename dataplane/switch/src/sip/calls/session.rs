@@ -155,7 +155,10 @@ impl Core {
     /// places it elsewhere or later) and ends every call it carries, so
     /// far ends get their BYE or CANCEL and each placed or AI call's end
     /// is reported and journaled before the process exits. True while a
-    /// call is still ending.
+    /// call is still ending, or its end waits for its AI session to close
+    /// (at most [`super::ai::AI_CLOSE_GRACE`]): a virtual number's call
+    /// refused as it rang is gone from the table at once, its CallEnded
+    /// not yet out.
     pub fn shut_down_calls(&mut self, now: Instant) -> bool {
         if !self.calls.draining {
             self.calls.draining = true;
@@ -178,7 +181,7 @@ impl Core {
             }
             self.drain(now);
         }
-        !self.calls.calls.is_empty()
+        !self.calls.calls.is_empty() || !self.calls.placed.ai.is_empty()
     }
 
     /// True once [`Self::shut_down_calls`] has begun.

@@ -235,3 +235,67 @@ fn a_100rel_caller_gets_its_ringing_reliably() {
     let ok = response(h.one(A));
     assert_eq!(ok.status, StatusCode::OK);
 }
+
+/// A switch shutting down while a virtual number's caller rings refuses
+/// it (503) and stays up until the call's end is out: the CallEnded waits
+/// for its AI session to close, and the process must not exit before.
+#[test]
+fn shutting_down_while_it_rings_waits_for_the_calls_end() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[]);
+    let start = rings(&mut h, &invite);
+    let _ = events(&mut h);
+    assert!(h.core.shut_down_calls(h.now), "its end is not out yet");
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == start.key));
+    assert!(events(&mut h).is_empty());
+    assert!(
+        h.core.shut_down_calls(h.now),
+        "still waiting for the session"
+    );
+    h.core.ai_note(h.now, start.key, AiNote::Closed);
+    let evs = events(&mut h);
+    let (outcome, why, answered, _, sip) = ended(&evs);
+    assert_eq!(
+        (outcome.as_str(), why.as_str(), answered, sip),
+        ("failed", "the switch shut down", false, 503)
+    );
+    assert!(!h.core.shut_down_calls(h.now), "done");
+}
+
+/// An UPDATE with an offer while the caller rings (its INVITE's offer not
+/// answered yet: our 180 has no SDP) gets 500 with a Retry-After of 0-10
+/// s (RFC 3311 §5.2), and the call is answered as usual afterwards.
+#[test]
+fn an_update_offer_while_it_rings_is_refused_with_retry_after() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[]);
+    h.send(A, invite.clone());
+    let ringing = response(h.one(A));
+    assert_eq!(ringing.status, StatusCode::RINGING);
+    let AiRequest::Start(start) = ai_request(&mut h) else {
+        panic!("no AI start");
+    };
+    let mut caller = a_dialog(&mut h, &invite, &ringing, false, None);
+    let sdp = "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\n";
+    let update = caller
+        .request(Method::Update)
+        .unwrap()
+        .body(
+            &crate::sip::calls::sdp_type(),
+            Bytes::from_static(sdp.as_bytes()),
+        )
+        .build()
+        .unwrap();
+    h.send(A, update);
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::SERVER_INTERNAL_ERROR);
+    let retry: u32 = header(&refused, KnownHeader::RetryAfter)
+        .expect("a Retry-After")
+        .parse()
+        .unwrap();
+    assert!(retry <= 10, "{retry}");
+    h.core.ai_note(h.now, start.key, AiNote::Started);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+}
