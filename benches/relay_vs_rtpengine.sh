@@ -30,6 +30,13 @@
 # ports are free for the next. The switch inherits the environment, so
 # its own settings can be set for a run (e.g. CODEB_RTP_STEER=on).
 #
+# FLOOD=<pps> also runs rtp-flood on the generator's core, from 3 s into
+# the run for SECS + 20 s: a stranger spraying that many datagrams a second
+# at the switch's first four RTP ports (10000-10006: the first calls'
+# legs), to see what a flood at some calls' ports costs the others (the
+# switch's CODEB_RTP_FLOOD_PPS, from the environment, decides whether the
+# flooded ports are paused).
+#
 # TARGET=switch runs the switch alone (no rtpengine). PER_PACKET=1 (with
 # one N) also prints the media worker's CPU per relayed datagram: `perf
 # stat -e task-clock,sock:sock_send_length` on its media-0 thread for 5 s
@@ -101,11 +108,20 @@ if [ -n "${PER_PACKET:-}" ]; then
     ) &
     PP=$!
 fi
+if [ -n "${FLOOD:-}" ]; then
+    (
+        sleep 3
+        taskset -c "$GEN_CPU" "$BIN/rtp-flood" --pps "$FLOOD" --seconds $((SECS + 20)) \
+            --to 127.0.0.1:10000,127.0.0.1:10002,127.0.0.1:10004,127.0.0.1:10006
+    ) &
+    FL=$!
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 taskset -c "$GEN_CPU" "$BIN/rtp-load" --target "$TARGET" \
     --sip 127.0.0.1:$SW_PORT --uas 127.0.0.1:$UAS_PORT "${RE_ARGS[@]}" --switch-pid $SW \
     --calls "$(echo "$CALLS" | tr ' ' ',')" --seconds "$SECS"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -z "${FL:-}" ] || wait "$FL"
 if [ -n "${PER_PACKET:-}" ]; then
     wait $PP
     awk -F, '/task-clock/ { cpu = $1 } /sock_send_length/ { sent = $1 }
