@@ -57,6 +57,14 @@ enum Kind {
     Cancel = 7,
 }
 
+/// The slot of a UDP socket its owner holds (added, not being removed).
+fn held_udp(udp: &mut [Option<UdpSlot>], idx: u32) -> io::Result<&mut UdpSlot> {
+    udp.get_mut(idx as usize)
+        .and_then(Option::as_mut)
+        .filter(|slot| !slot.closing)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such UDP socket"))
+}
+
 fn user_data(kind: Kind, generation: u32, index: u32) -> u64 {
     (u64::from(kind as u8) << 56) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(index)
 }
@@ -387,18 +395,7 @@ impl UringReactor {
     /// socket's receive (a later poll).
     pub fn remove_udp(&mut self, s: SocketId) -> io::Result<()> {
         let idx = s.0;
-        let Some(slot) = self.udp.get_mut(idx as usize).and_then(Option::as_mut) else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no such UDP socket",
-            ));
-        };
-        if slot.closing {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no such UDP socket",
-            ));
-        }
+        let slot = held_udp(&mut self.udp, idx)?;
         slot.closing = true;
         // A paused socket's port is out of the steering already.
         if let Some(port) = slot.steered
@@ -408,14 +405,20 @@ impl UringReactor {
             steer.remove(port);
         }
         if slot.armed {
-            let e = opcode::AsyncCancel::new(user_data(Kind::Udp, 0, idx))
-                .build()
-                .user_data(user_data(Kind::Cancel, 0, idx));
-            self.push(&e)
+            self.cancel_udp(idx)
         } else {
             self.free_udp_slot(idx);
             Ok(())
         }
+    }
+
+    /// Cancels a UDP slot's multishot receive; its final completion
+    /// follows (and re-arms it unless it is paused or closing).
+    fn cancel_udp(&mut self, idx: u32) -> io::Result<()> {
+        let e = opcode::AsyncCancel::new(user_data(Kind::Udp, 0, idx))
+            .build()
+            .user_data(user_data(Kind::Cancel, 0, idx));
+        self.push(&e)
     }
 
     /// Stops receiving on a UDP socket until [`Self::resume_udp`]: its
@@ -423,17 +426,7 @@ impl UringReactor {
     /// datagrams wait in (and overflow) its own receive buffer.
     pub fn pause_udp(&mut self, s: SocketId) -> io::Result<()> {
         let idx = s.0;
-        let Some(slot) = self
-            .udp
-            .get_mut(idx as usize)
-            .and_then(Option::as_mut)
-            .filter(|slot| !slot.closing)
-        else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no such UDP socket",
-            ));
-        };
+        let slot = held_udp(&mut self.udp, idx)?;
         if slot.paused {
             return Ok(());
         }
@@ -444,10 +437,7 @@ impl UringReactor {
             steer.remove(port);
         }
         if slot.armed {
-            let e = opcode::AsyncCancel::new(user_data(Kind::Udp, 0, idx))
-                .build()
-                .user_data(user_data(Kind::Cancel, 0, idx));
-            self.push(&e)?;
+            self.cancel_udp(idx)?;
         }
         Ok(())
     }
@@ -455,17 +445,7 @@ impl UringReactor {
     /// Receives on a paused UDP socket again (and steers its port again).
     pub fn resume_udp(&mut self, s: SocketId) -> io::Result<()> {
         let idx = s.0;
-        let Some(slot) = self
-            .udp
-            .get_mut(idx as usize)
-            .and_then(Option::as_mut)
-            .filter(|slot| !slot.closing)
-        else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no such UDP socket",
-            ));
-        };
+        let slot = held_udp(&mut self.udp, idx)?;
         if !slot.paused {
             return Ok(());
         }

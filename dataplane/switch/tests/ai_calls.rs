@@ -604,39 +604,41 @@ fn receptionist(version: u64) -> v1::ConfigSnapshot {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_virtual_number_is_answered_by_its_ai_persona() {
-    let sim = SimServer::bind(Vendor::OpenAi, "127.0.0.1:0", SimConfig::default())
-        .await
-        .unwrap();
-    let url = sim.url();
+/// A switch whose OpenAI engine is at `url` and whose DID 7000 is the
+/// receptionist, called once by SIPp running `scenario` (offering PCMA):
+/// the switch, the call's events up to its end, and SIPp's (successful,
+/// failed) calls.
+async fn call_the_receptionist(url: &str, scenario: &str) -> (Switch, Vec<v1::Event>, (u64, u64)) {
     let sw = Switch::start(
         "",
         &[
-            ("CODEB_OPENAI_URL", url.as_str()),
+            ("CODEB_OPENAI_URL", url),
             ("CODEB_OPENAI_API_KEY", "sim-key"),
         ],
     );
     let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
     c.apply_config(receptionist(1)).await.unwrap();
     let mut events = subscribe_all(&mut c).await;
-    // The caller (SIPp, offering PCMA) waits for the AI to hang up.
     let target = sw.sip;
+    let scenario = common::scenario(scenario);
     let caller = tokio::task::spawn_blocking(move || {
         common::sipp_client(
             target,
-            &[
-                "-sf",
-                common::scenario("uac_wait_bye.xml").to_str().unwrap(),
-                "-s",
-                "7000",
-                "-m",
-                "1",
-            ],
+            &["-sf", scenario.to_str().unwrap(), "-s", "7000", "-m", "1"],
         )
     });
     let got = until_ended(&mut events).await;
-    assert_eq!(caller.await.unwrap(), (1, 0), "the caller got the AI's BYE");
+    (sw, got, caller.await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_number_is_answered_by_its_ai_persona() {
+    let sim = SimServer::bind(Vendor::OpenAi, "127.0.0.1:0", SimConfig::default())
+        .await
+        .unwrap();
+    // The caller waits for the AI to hang up.
+    let (sw, got, caller) = call_the_receptionist(&sim.url(), "uac_wait_bye.xml").await;
+    assert_eq!(caller, (1, 0), "the caller got the AI's BYE");
     let call_id = got.first().map(|e| e.call_id.clone()).unwrap_or_default();
     assert!(
         call_id.len() == 16
@@ -702,32 +704,8 @@ async fn a_virtual_number_whose_ai_is_unreachable_refuses_the_caller() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}", dead.local_addr().unwrap());
     drop(dead);
-    let sw = Switch::start(
-        "",
-        &[
-            ("CODEB_OPENAI_URL", url.as_str()),
-            ("CODEB_OPENAI_API_KEY", "sim-key"),
-        ],
-    );
-    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
-    c.apply_config(receptionist(1)).await.unwrap();
-    let mut events = subscribe_all(&mut c).await;
-    let target = sw.sip;
-    let caller = tokio::task::spawn_blocking(move || {
-        common::sipp_client(
-            target,
-            &[
-                "-sf",
-                common::scenario("uac_ring_refused.xml").to_str().unwrap(),
-                "-s",
-                "7000",
-                "-m",
-                "1",
-            ],
-        )
-    });
-    let got = until_ended(&mut events).await;
-    assert_eq!(caller.await.unwrap(), (1, 0), "rang, then got the 503");
+    let (_sw, got, caller) = call_the_receptionist(&url, "uac_ring_refused.xml").await;
+    assert_eq!(caller, (1, 0), "rang, then got the 503");
     let kinds: Vec<_> = got.iter().filter_map(|e| e.kind.clone()).collect();
     assert!(
         matches!(kinds.first(), Some(event::Kind::Inbound(_))),
