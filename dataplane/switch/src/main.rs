@@ -843,10 +843,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 break;
             }
             if now >= until || STOP.load(Ordering::Relaxed) {
-                tracing::warn!(
-                    calls = core.active_calls(),
-                    "calls still ending at shutdown (their far ends did not answer in time); stopping"
-                );
+                if core.active_calls() > 0 {
+                    tracing::warn!(
+                        calls = core.active_calls(),
+                        "calls still ending at shutdown (their far ends did not answer in time); stopping"
+                    );
+                }
                 break;
             }
         }
@@ -875,6 +877,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             transport.unpark();
             polled?;
         }
+    }
+    // Ends held for AI sessions that did not close in time go out now,
+    // so the link journals them.
+    let held = core.release_held_ends();
+    if held > 0 {
+        tracing::warn!(
+            calls = held,
+            "AI sessions still closing at shutdown; their calls' ends are reported without them"
+        );
     }
     ai.shutdown();
     link.shutdown(&mut core);

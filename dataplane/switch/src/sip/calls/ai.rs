@@ -302,6 +302,24 @@ impl Core {
         }
     }
 
+    /// The switch stops now: every CallEnded still held for its AI
+    /// session goes out without it (as after [`AI_CLOSE_GRACE`]), so the
+    /// link can journal and send it. Returns how many.
+    pub fn release_held_ends(&mut self) -> usize {
+        let held: Vec<CallKey> = self
+            .calls
+            .placed
+            .ai
+            .iter()
+            .filter(|(_, ai)| ai.ended.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for &key in &held {
+            self.release_ended(key);
+        }
+        held.len()
+    }
+
     /// Calls whose AI session did not close in time end without it.
     pub(super) fn ai_close_deadlines(&mut self, now: Instant) {
         while let Some(&(at, key)) = self.calls.placed.ai_close.first() {

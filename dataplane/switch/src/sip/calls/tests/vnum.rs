@@ -299,3 +299,25 @@ fn an_update_offer_while_it_rings_is_refused_with_retry_after() {
     h.core.ai_note(h.now, start.key, AiNote::Started);
     assert_eq!(response(h.one(A)).status, StatusCode::OK);
 }
+
+/// At the end of a shutdown, a call's end still held for an AI session
+/// that has not closed goes out without it, for the link to journal.
+#[test]
+fn a_held_end_goes_out_when_the_switch_stops() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.invite_from_a("7000", &[]);
+    let _start = rings(&mut h, &invite);
+    let _ = events(&mut h);
+    assert!(h.core.shut_down_calls(h.now));
+    assert_eq!(response(h.one(A)).status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(events(&mut h).is_empty(), "held for the AI session");
+    assert_eq!(h.core.release_held_ends(), 1);
+    let evs = events(&mut h);
+    let (outcome, why, _, _, sip) = ended(&evs);
+    assert_eq!(
+        (outcome.as_str(), why.as_str(), sip),
+        ("failed", "the switch shut down", 503)
+    );
+    assert!(!h.core.shut_down_calls(h.now));
+    assert_eq!(h.core.release_held_ends(), 0);
+}
