@@ -102,7 +102,11 @@ impl<A: Address> Dialog<A> {
                 None,
             );
         }
-        if invite && self.theirs_pending.is_some() {
+        // Their INVITE still pending (§14.2), or an UPDATE offer while
+        // the offer of the INVITE that created the dialog is unanswered
+        // (RFC 3311 §5.2): 500 with a Retry-After of 0-10 s.
+        let unanswered = !invite && !request.body.is_empty() && self.their_offer_open;
+        if (invite && self.theirs_pending.is_some()) || unanswered {
             let secs = retry_after_secs(&mut self.ids);
             return ResponseBuilder::reply_to(
                 &request.headers,
@@ -186,8 +190,10 @@ impl<A: Address> Dialog<A> {
         }
         if cseq.method == Method::Invite && seq == self.invite_cseq {
             // A final response ends the provisional ones (§3 of RFC 3262:
-            // no more retransmissions).
+            // no more retransmissions), and answers the INVITE's offer
+            // (or ends the dialog).
             self.reliable_1xx = None;
+            self.their_offer_open = false;
         }
         let target = self.pending_target.take_if(|(s, _)| *s == seq);
         if !status.is_success() {

@@ -109,6 +109,8 @@ impl<A: Address> Dialog<A> {
             Err(_) => self.remote.clone(),
         };
         let timers: Timers = self.config.timers.sanitized();
+        // A reliable provisional with SDP answers the INVITE's offer.
+        self.their_offer_open &= response.body.is_empty();
         self.reliable_1xx = Some(Reliable1xx {
             rseq,
             wire: wire_response(&response),

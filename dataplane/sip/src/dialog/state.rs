@@ -87,6 +87,10 @@ pub struct Dialog<A> {
     pub(super) ours_pending: Option<(u32, Method)>,
     /// Their INVITE awaiting our final response (§14.2).
     pub(super) theirs_pending: Option<u32>,
+    /// The offer in their dialog-creating INVITE is not answered yet: no
+    /// reliable provisional with SDP and no final response has gone out.
+    /// An UPDATE offer meanwhile gets 500 (RFC 3311 §5.2).
+    pub(super) their_offer_open: bool,
     /// A target refresh received, applied when we answer it with 2xx.
     pub(super) pending_target: Option<(u32, Uri)>,
     /// The CSeq of the last INVITE of ours that got a 2xx.
@@ -156,6 +160,7 @@ impl<A: Address> Dialog<A> {
             ids: IdGenerator::new(ids.next_u64()),
             ours_pending: None,
             theirs_pending: None,
+            their_offer_open: false,
             pending_target: None,
             answered: None,
             last_ack: None,
@@ -257,6 +262,7 @@ impl<A: Address> Dialog<A> {
             ids,
         );
         d.theirs_pending = Some(cseq);
+        d.their_offer_open = !invite.body.is_empty();
         Ok(d)
     }
 

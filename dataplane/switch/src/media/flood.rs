@@ -122,6 +122,11 @@ impl FloodGuard {
         out
     }
 
+    /// Nothing is flooded or paused (the worker's turn skips it).
+    pub(super) fn idle(&self) -> bool {
+        self.flooded.is_empty() && self.paused.is_empty()
+    }
+
     /// When the next paused socket is to be read again.
     pub(super) fn next_due(&self) -> Option<Instant> {
         self.paused.first().map(|(at, _)| *at)

@@ -382,6 +382,9 @@ impl Worker {
     /// whose pause is over. `turn`: this turn's clock, if it read any
     /// datagram.
     fn floods(&mut self, turn: Option<Instant>) {
+        if self.st.flood.idle() {
+            return;
+        }
         let now = turn.unwrap_or_else(Instant::now);
         let Worker { reactor, st, .. } = self;
         let mut paused = 0u64;

@@ -228,3 +228,71 @@ fn responses_481_and_408_end_the_dialog() {
     c.alice.request_failed(c.t0);
     assert_eq!(c.alice.state(), DialogState::Terminated);
 }
+
+/// RFC 3311 §5.2: an UPDATE offer in the early dialog while the offer of
+/// the INVITE that created it is unanswered gets 500 with Retry-After; a
+/// reliable provisional with SDP answers that offer (an UPDATE then goes
+/// through), and so does a final response.
+#[test]
+fn an_update_offer_before_the_invites_offer_is_answered_gets_500() {
+    let t0 = Instant::now();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    for answered_by in ["reliable 183", "nothing", "no offer"] {
+        let mut ids = IdGenerator::new(7);
+        let offered = if answered_by == "no offer" {
+            invite(&[], &[])
+        } else {
+            body(invite(&[], &[]), sdp)
+        };
+        let mut bob = Dialog::uas(
+            &offered,
+            b"bob1",
+            bob_local(),
+            alice_peer(),
+            no_timers(),
+            &mut ids,
+        )
+        .unwrap();
+        let ringing = bob_answers(t0, &mut bob, &offered, 180);
+        if answered_by == "reliable 183" {
+            let early = bob.reply(&offered, StatusCode::SESSION_PROGRESS).body(
+                &crate::MediaType::from_bytes("application/sdp").unwrap(),
+                Bytes::from_static(sdp.as_bytes()),
+            );
+            assert!(matches!(bob.send_reliably(t0, early), Some(Ok(_))));
+        }
+        let mut alice = Dialog::uac(
+            t0,
+            &offered,
+            &ringing,
+            alice_local(),
+            bob_peer(),
+            no_timers(),
+            &mut ids,
+        )
+        .unwrap();
+        let update = body(alice.request(Method::Update).unwrap().build().unwrap(), sdp);
+        let got = bob.handle_request(t0, &update);
+        if answered_by == "nothing" {
+            let r = rejected(got);
+            assert_eq!(r.status, StatusCode::SERVER_INTERNAL_ERROR);
+            let secs: u32 = std::str::from_utf8(r.headers.get(KnownHeader::RetryAfter).unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(secs <= 10);
+            alice.handle_response(t0, &r);
+            // An UPDATE without an offer is not refused.
+            let bare = alice.request(Method::Update).unwrap().build().unwrap();
+            assert_eq!(bob.handle_request(t0, &bare), Incoming::Accept);
+            let ok = bob_answers(t0, &mut bob, &bare, 200);
+            alice.handle_response(t0, &ok);
+            // Answered by the 2xx: an offer goes through afterwards.
+            let _ = bob_answers(t0, &mut bob, &offered, 200);
+            let again = body(alice.request(Method::Update).unwrap().build().unwrap(), sdp);
+            assert_eq!(bob.handle_request(t0, &again), Incoming::Accept);
+        } else {
+            assert_eq!(got, Incoming::Accept, "{answered_by}");
+        }
+    }
+}

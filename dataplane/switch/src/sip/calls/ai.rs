@@ -150,11 +150,6 @@ impl Core {
         // Once the party is handed over, the AI no longer decides how the
         // call ends (a note may have crossed the stop).
         let handed_over = self.calls.calls.get(&key).is_some_and(|c| c.transferred);
-        let ringing = self
-            .calls
-            .calls
-            .get(&key)
-            .is_some_and(|c| c.phase == Phase::Routing);
         let placed = &mut self.calls.placed;
         let Some(ai) = placed.ai.get_mut(&key) else {
             return;
@@ -176,9 +171,7 @@ impl Core {
             AiNote::Started => {
                 // A virtual number's caller has rung while the session
                 // started: the call is answered now (before `Started`).
-                if ringing {
-                    self.answer_vnum(now, key);
-                }
+                self.answer_vnum(now, key);
                 self.calls
                     .placed
                     .events

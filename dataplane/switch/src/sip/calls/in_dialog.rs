@@ -259,28 +259,6 @@ impl Core {
         let Some(call) = self.calls.calls.get(&key) else {
             return;
         };
-        // A virtual number's caller that rings has its INVITE's offer
-        // still unanswered (our 180 carries no SDP): an offer in an
-        // UPDATE then gets 500 with a Retry-After of 0-10 s (RFC 3311
-        // §5.2), not an answer that would start its media early.
-        let offer_pending = call.phase == Phase::Routing
-            && call.origin.as_ref().is_some_and(|o| o.inbound)
-            && !req.body.is_empty();
-        if req.method == Method::Update && offer_pending {
-            let retry = (self.ids.next_u64() % 11).to_string();
-            if let Some(Ok(r)) = self.calls.dialogs.get(dialog).map(|d| {
-                d.reply(req, StatusCode::SERVER_INTERNAL_ERROR)
-                    .header(KnownHeader::RetryAfter, retry)
-                    .header(KnownHeader::Server, "CodeB-Switch")
-                    .build()
-            }) {
-                self.calls
-                    .dialogs
-                    .update(dialog, |d| d.sent_response(now, &r));
-                self.respond(now, id, r);
-            }
-            return;
-        }
         let (status, body) = if req.body.is_empty() {
             let offer = (req.method == Method::Invite).then(|| call.leg(side).sdp.clone());
             (StatusCode::OK, offer)
