@@ -695,6 +695,48 @@ async fn a_virtual_number_is_answered_by_its_ai_persona() {
     assert!(sw.metric("codeb_virtual_number_calls_total").unwrap_or(0.0) >= 1.0);
 }
 
+/// A caller with no offer in its INVITE that takes reliable provisional
+/// responses rings too: our offer in a reliable 180, its answer (PCMA) in
+/// the PRACK, the AI session in that codec, then the 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_offer_caller_with_100rel_rings_then_talks_to_the_ai() {
+    let sim = SimServer::bind(Vendor::OpenAi, "127.0.0.1:0", SimConfig::default())
+        .await
+        .unwrap();
+    let (_sw, got, caller) = call_the_receptionist(&sim.url(), "uac_late_offer_100rel.xml").await;
+    assert_eq!(
+        caller,
+        (1, 0),
+        "180 with our offer, PRACK, 200, the AI's BYE"
+    );
+    let kinds: Vec<_> = got.iter().filter_map(|e| e.kind.clone()).collect();
+    assert!(
+        matches!(
+            kinds[..],
+            [
+                event::Kind::Inbound(_),
+                event::Kind::Answered(_),
+                event::Kind::Started(_),
+                ..
+            ]
+        ),
+        "{kinds:#?}"
+    );
+    let Some(event::Kind::Ended(end)) = kinds.last() else {
+        panic!("{kinds:#?}");
+    };
+    assert_eq!((end.outcome.as_str(), end.answered), ("finished", true));
+    let setup = sim
+        .records()
+        .iter()
+        .find_map(|r| match r {
+            SimRecord::Setup(v) => Some(v.to_string()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(setup.contains("pcma"), "the PRACK's codec: {setup}");
+}
+
 /// The virtual number's AI engine cannot be reached: the caller, which
 /// rang meanwhile, is refused with 503 (not answered and hung up on), and
 /// the call's record says why.

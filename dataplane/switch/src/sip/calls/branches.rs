@@ -167,7 +167,10 @@ impl Core {
     }
 
     /// Sends A a provisional response on its INVITE (with our answer when
-    /// `early`), reliably when A requires it (RFC 3262).
+    /// `early`), reliably when A requires it (RFC 3262). To an INVITE
+    /// without an offer, the first reliable one carries ours (RFC 3262
+    /// §5: "the first reliable non-failure message"), and A's PRACK the
+    /// answer.
     pub(super) fn provisional_to_a(
         &mut self,
         now: Instant,
@@ -190,10 +193,11 @@ impl Core {
             return;
         };
         b = b.header(KnownHeader::Server, "CodeB-Switch");
-        if early {
+        let offer = call.a.reliable && call.a.negotiated.is_none() && !call.a.offer_in_1xx;
+        if early || offer {
             b = b.body(&sdp_type(), call.a.sdp.clone());
         }
-        if !requires_100rel(&call.a_invite) {
+        if !call.a.reliable {
             if let Ok(r) = b.build() {
                 self.respond(now, a_tx, r);
             }
@@ -206,7 +210,12 @@ impl Core {
             .dialogs
             .update(&a_id, |d| d.send_reliably(now, b))
         {
-            Some(Some(Ok(r))) => self.respond(now, a_tx, r),
+            Some(Some(Ok(r))) => {
+                if offer && let Some(call) = self.calls.calls.get_mut(&key) {
+                    call.a.offer_in_1xx = true;
+                }
+                self.respond(now, a_tx, r)
+            }
             Some(Some(Err(e))) => {
                 tracing::warn!(call = key, error = %e, "could not build a reliable 1xx")
             }
@@ -458,11 +467,18 @@ pub(super) const TRANSPORT_FAILED: &str =
 /// Whether the caller's INVITE requires reliable provisional responses
 /// (`Require: 100rel`, RFC 3262).
 pub(super) fn requires_100rel(invite: &Request) -> bool {
-    invite
-        .headers
-        .option_tags(KnownHeader::Require)
-        .is_ok_and(|tags| {
-            tags.iter()
-                .any(|t| t.eq_ignore_ascii_case(TAG_100REL.as_bytes()))
-        })
+    lists_100rel(invite, KnownHeader::Require)
+}
+
+/// The INVITE says its sender takes reliable provisional responses
+/// (`100rel` in Supported or Require).
+pub(super) fn supports_100rel(invite: &Request) -> bool {
+    lists_100rel(invite, KnownHeader::Supported) || requires_100rel(invite)
+}
+
+fn lists_100rel(invite: &Request, header: KnownHeader) -> bool {
+    invite.headers.option_tags(header).is_ok_and(|tags| {
+        tags.iter()
+            .any(|t| t.eq_ignore_ascii_case(TAG_100REL.as_bytes()))
+    })
 }

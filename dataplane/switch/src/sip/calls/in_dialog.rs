@@ -128,6 +128,15 @@ impl Core {
             return self.hang_up(now, key);
         };
         call.a.negotiated = Some(n);
+        self.a_answered_our_offer(now, key);
+    }
+
+    /// A answered the offer we made to its offerless INVITE (in its ACK,
+    /// or its PRACK): media follows, and a virtual number's AI starts.
+    fn a_answered_our_offer(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
         let ai_waits = call
             .origin
             .as_ref()
@@ -304,6 +313,14 @@ impl Core {
         if self.calls.dialogs.update(dialog, |d| d.handle_prack(req)) != Some(Prack::Acknowledged) {
             return self.simple(now, id, req, StatusCode::CALL_DOES_NOT_EXIST);
         }
+        let answers = self
+            .calls
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.a.offer_in_1xx && c.a.negotiated.is_none());
+        if answers {
+            return self.prack_answer(now, id, key, dialog, req);
+        }
         let answer = match req.body.is_empty() {
             true => None,
             false => match self.answer_on(key, Side::A, &req.body) {
@@ -325,6 +342,56 @@ impl Core {
             self.respond(now, id, r);
         }
         self.sync_media(key);
+        let held = self
+            .calls
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.phase == Phase::Answered && c.a_invite_tx.is_some());
+        if held {
+            self.answer_a(now, key);
+        }
+    }
+
+    /// A's PRACK for the reliable provisional response that carried our
+    /// offer to its offerless INVITE: its body is the answer (RFC 3262
+    /// §5). Without a usable one the INVITE fails with 488 (the PRACK
+    /// itself did acknowledge, and gets its 200).
+    fn prack_answer(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        key: CallKey,
+        dialog: &DialogId,
+        req: &Request,
+    ) {
+        let ok = self
+            .calls
+            .dialogs
+            .get(dialog)
+            .map(|d| d.reply(req, StatusCode::OK).build());
+        if let Some(Ok(r)) = ok {
+            self.respond(now, id, r);
+        }
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        let negotiated = Sdp::parse(&req.body, &SdpLimits::default())
+            .ok()
+            .filter(|_| !req.body.is_empty())
+            .and_then(|a| sdp::read_answer(&call.a.media, &a).ok());
+        let Some(n) = negotiated else {
+            let why = "the caller's PRACK did not answer our SDP offer";
+            tracing::info!(call = key, "{why}; 488");
+            let status = StatusCode::NOT_ACCEPTABLE_HERE;
+            self.note_end(key, "failed", why);
+            self.note_failure(key, status.as_u16(), status.canonical_reason().as_bytes());
+            if self.is_inbound(key) {
+                self.stats.virtual_number_refused += 1;
+            }
+            return self.fail_call(now, key, status);
+        };
+        call.a.negotiated = Some(n);
+        self.a_answered_our_offer(now, key);
         let held = self
             .calls
             .calls

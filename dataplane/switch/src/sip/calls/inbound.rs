@@ -384,6 +384,7 @@ impl Core {
                         .headers
                         .allow()
                         .is_ok_and(|m| m.contains(&Method::Update));
+                    a.reliable = branches::requires_100rel(req);
                     return Ok(OpenedA {
                         a,
                         call_media,

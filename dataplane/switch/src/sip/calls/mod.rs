@@ -97,6 +97,13 @@ pub struct Leg {
     /// The peer lists UPDATE in its Allow: refreshes use it, without a body
     /// (RFC 4028 §9 recommends no offer in a refreshing UPDATE).
     update: bool,
+    /// A: our provisional responses go reliably (RFC 3262): its INVITE
+    /// requires `100rel`, or a virtual number needs the answer to its
+    /// late offer before the 2xx.
+    reliable: bool,
+    /// A: its INVITE had no offer and ours went in a reliable provisional
+    /// response, so A's PRACK carries the answer (RFC 3262 §5).
+    offer_in_1xx: bool,
 }
 
 impl Leg {
@@ -107,6 +114,8 @@ impl Leg {
             sdp: Bytes::new(),
             negotiated: None,
             update: false,
+            reliable: false,
+            offer_in_1xx: false,
         }
     }
 }

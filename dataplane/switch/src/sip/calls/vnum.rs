@@ -76,10 +76,15 @@ impl Core {
             Err((status, why)) => return self.refused(now, &tenant, &v, status, &why),
         };
         let OpenedA {
-            a,
+            mut a,
             call_media,
             b_port,
         } = opened;
+        // A late offer from a caller that takes reliable provisional
+        // responses: ours goes in the 180 and its PRACK answers it, so the
+        // caller can ring while the AI starts, as with an early offer.
+        let late = offer.is_none();
+        a.reliable |= late && branches::supports_100rel(&req);
         let Some(a_id) = a.dialog.clone() else {
             return;
         };
@@ -148,10 +153,15 @@ impl Core {
             },
         };
         self.calls.placed.events.push_back(event);
-        if offer.is_none() {
-            // A late offer: the codec is known only from the answer in
-            // A's ACK, so the call is answered at once (our 2xx carries
-            // the offer) and the AI starts with that ACK.
+        let ringing = self
+            .calls
+            .calls
+            .get(&key)
+            .is_some_and(|c| !late || c.a.reliable);
+        if !ringing {
+            // A late offer without 100rel: the codec is known only from
+            // the answer in A's ACK, so the call is answered at once (our
+            // 2xx carries the offer) and the AI starts with that ACK.
             return self.answer_vnum(now, key);
         }
         // The caller rings while the AI session starts, and is answered
@@ -162,11 +172,15 @@ impl Core {
         self.provisional_to_a(now, key, StatusCode::RINGING, false);
         // No media to the caller yet: its address is set on the answer
         // (until then the tap sends nothing and keeps the engine's audio).
-        self.start_ai(now, key);
+        // A late offer's AI starts once A's PRACK has answered our offer
+        // (the codec is A's choice).
+        if !late {
+            self.start_ai(now, key);
+        }
     }
 
     /// A virtual number's call is answered: its AI session is up (or,
-    /// for a late offer, is to start with A's ACK). The 2xx goes to A,
+    /// for a late offer without 100rel, is to start with A's ACK). The 2xx goes to A,
     /// CallAnswered is reported, and the talk time starts.
     pub(super) fn answer_vnum(&mut self, now: Instant, key: CallKey) {
         let at_ms = self.wall_ms(now);

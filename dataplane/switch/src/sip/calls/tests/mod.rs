@@ -242,14 +242,26 @@ impl Harness {
     }
 
     pub fn invite_from_a(&mut self, did: &str, extra: &[(KnownHeader, &str)]) -> Request {
-        let mut b = self.invite(A, &format!("\"Carol\" <sip:+15550002222@{A}>"), did);
-        for (name, value) in extra {
-            b = b.header(*name, value.to_string());
-        }
+        let b = self.a_invite_builder(did, extra);
         let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8 0\r\na=rtpmap:8 PCMA/8000\r\n";
         b.body(&super::sdp_type(), Bytes::from_static(sdp.as_bytes()))
             .build()
             .unwrap()
+    }
+
+    /// A's INVITE without a body (a late offer, RFC 3261 §13.2.1).
+    pub fn offerless_invite_from_a(&mut self, did: &str, extra: &[(KnownHeader, &str)]) -> Request {
+        let invite = self.a_invite_builder(did, extra).build().unwrap();
+        assert!(invite.body.is_empty());
+        invite
+    }
+
+    fn a_invite_builder(&mut self, did: &str, extra: &[(KnownHeader, &str)]) -> RequestBuilder {
+        let mut b = self.invite(A, &format!("\"Carol\" <sip:+15550002222@{A}>"), did);
+        for (name, value) in extra {
+            b = b.header(*name, value.to_string());
+        }
+        b
     }
 }
 

@@ -141,7 +141,7 @@ fn early_media_goes_reliably_and_the_answer_waits_for_its_prack() {
 }
 
 /// A's PRACK for `provisional` carrying `offer`.
-fn prack_offering(
+pub(super) fn prack_offering(
     h: &mut Harness,
     invite: &Request,
     provisional: &Response,
@@ -290,4 +290,115 @@ fn a_callee_that_hangs_up_before_the_prack_fails_the_callers_invite() {
             .into_iter()
             .all(|m| response(m).status == StatusCode::TEMPORARILY_UNAVAILABLE)
     );
+}
+
+/// A calls bob requiring 100rel with no offer in its INVITE, and bob
+/// rings: A's INVITE, bob's, bob's side, and the 180 A got.
+fn late_offer_ringing(h: &mut Harness) -> (Request, Request, Dialog<Peer>, Response) {
+    let invite = h.offerless_invite_from_a("1000", REQUIRE);
+    h.send(A, invite.clone());
+    let to_b = request(h.one(B));
+    assert!(!to_b.body.is_empty(), "B gets our offer as for any call");
+    let b = Dialog::uas(
+        &to_b,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    h.send(B, b.reply(&to_b, StatusCode::RINGING).build().unwrap());
+    let to_a = response(h.one(A));
+    (invite, to_b, b, to_a)
+}
+
+/// A's answer to our offer: PCMA on 192.0.2.10:40000.
+const A_ANSWER: &str = "v=0\r\no=- 5 5 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+
+#[test]
+fn a_late_offer_goes_in_the_first_reliable_provisional_and_the_prack_answers_it() {
+    let mut h = Harness::new(None);
+    let (invite, to_b, mut b, to_a) = late_offer_ringing(&mut h);
+    assert_eq!(to_a.status, StatusCode::RINGING);
+    assert_eq!(header(&to_a, KnownHeader::Require).unwrap(), "100rel");
+    let offer = String::from_utf8_lossy(&to_a.body).into_owned();
+    assert!(
+        offer.contains("m=audio 30000 RTP/AVP 0 8"),
+        "our offer in the first reliable 1xx (RFC 3262 §5): {offer}"
+    );
+
+    let p = prack_offering(&mut h, &invite, &to_a, A_ANSWER);
+    h.send(A, p);
+    let ok = response(h.one(A));
+    assert_eq!(
+        (ok.status, ok.headers.cseq().unwrap().method),
+        (StatusCode::OK, Method::Prack)
+    );
+    assert!(ok.body.is_empty(), "an answer is not answered: {ok:?}");
+    assert_eq!(
+        a_side(&h),
+        (
+            codeb_sip::sdp::Codec::Pcma,
+            Some(SocketAddr::from(([192, 0, 2, 10], 40000)))
+        ),
+        "the PRACK's answer was taken"
+    );
+
+    // Bob answers: A's 2xx repeats the description the 180 gave (no new
+    // offer), and A's ACK without a body keeps the call.
+    let ok_b = with_sdp(&b, &to_b, StatusCode::OK);
+    b.sent_response(h.now, &ok_b);
+    h.send(B, ok_b);
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    let ok_a = response(h.one(A));
+    assert_eq!(ok_a.status, StatusCode::OK);
+    assert_eq!(ok_a.body, to_a.body, "the same session description");
+    let _a = a_dialog(&mut h, &invite, &ok_a, true, None);
+    assert!(h.take(A).is_empty() && h.take(B).is_empty(), "nothing else");
+    assert_eq!(h.core.active_calls(), 1, "the call is up");
+    assert_eq!(a_side(&h).0, codeb_sip::sdp::Codec::Pcma);
+}
+
+#[test]
+fn a_prack_that_does_not_answer_a_late_offer_fails_the_call_with_488() {
+    let mut h = Harness::new(None);
+    let (invite, _to_b, _b, to_a) = late_offer_ringing(&mut h);
+    assert!(!to_a.body.is_empty(), "our offer");
+    let p = prack(&mut h, &invite, &to_a, &format!("{} 1 INVITE", rseq(&to_a)));
+    h.send(A, p);
+    let got: Vec<(u16, Method)> = h
+        .take(A)
+        .into_iter()
+        .map(response)
+        .map(|r| (r.status.as_u16(), r.headers.cseq().unwrap().method))
+        .collect();
+    assert_eq!(
+        got,
+        [(200, Method::Prack), (488, Method::Invite)],
+        "the PRACK acknowledged; the INVITE fails"
+    );
+    assert_eq!(request(h.one(B)).method, Method::Cancel);
+}
+
+#[test]
+fn a_late_offer_from_a_caller_that_only_supports_100rel_rings_plainly() {
+    let mut h = Harness::new(None);
+    let invite = h.offerless_invite_from_a("1000", &[(KnownHeader::Supported, "100rel")]);
+    h.send(A, invite);
+    let to_b = request(h.one(B));
+    let b = Dialog::uas(
+        &to_b,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    h.send(B, b.reply(&to_b, StatusCode::RINGING).build().unwrap());
+    let to_a = response(h.one(A));
+    assert_eq!(to_a.status, StatusCode::RINGING);
+    assert_eq!(header(&to_a, KnownHeader::RSeq), None, "not reliable");
+    assert!(to_a.body.is_empty(), "the offer waits for our 2xx");
 }

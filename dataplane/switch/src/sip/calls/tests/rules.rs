@@ -254,28 +254,9 @@ fn no_common_codec_is_488() {
     assert_eq!(h.core.active_calls(), 0);
 }
 
-/// A's INVITE without a body (a late offer), sent as raw bytes.
-fn offerless_invite(h: &mut Harness) -> Request {
-    let invite = h.invite_from_a("1000", &[]);
-    let raw = String::from_utf8(Message::from(invite).to_bytes().to_vec()).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let head = head
-        .replace(
-            &format!("Content-Length: {}", body.len()),
-            "Content-Length: 0",
-        )
-        .replace("Content-Type: application/sdp\r\n", "");
-    let bytes = format!("{head}\r\n\r\n");
-    match parse_datagram(bytes::Bytes::from(bytes), &Limits::default()).unwrap() {
-        Message::Request(r) => r,
-        Message::Response(_) => unreachable!(),
-    }
-}
-
 /// B answers the switch's INVITE; returns our 2xx to A.
 fn late_offer_answered(h: &mut Harness) -> (Request, Response) {
-    let invite = offerless_invite(h);
-    assert!(invite.body.is_empty());
+    let invite = h.offerless_invite_from_a("1000", &[]);
     h.send(A, invite.clone());
     let to_b = request(h.one(B));
     assert!(!to_b.body.is_empty(), "B gets our offer as for any call");

@@ -236,6 +236,81 @@ fn a_100rel_caller_gets_its_ringing_reliably() {
     assert_eq!(ok.status, StatusCode::OK);
 }
 
+/// A caller whose INVITE has no offer but who takes reliable provisional
+/// responses rings too: our offer goes in a reliable 180, its PRACK
+/// answers it (the codec is its choice), and only then does the AI
+/// session start; the 2xx repeats our description once the AI is up.
+#[test]
+fn a_late_offer_that_takes_100rel_rings_with_our_offer_until_the_ai_is_up() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.offerless_invite_from_a("7000", &[(KnownHeader::Supported, "100rel")]);
+    h.send(A, invite.clone());
+    let ringing = response(h.one(A));
+    assert_eq!(ringing.status, StatusCode::RINGING);
+    assert!(header(&ringing, KnownHeader::RSeq).is_some(), "reliably");
+    assert!(!ringing.body.is_empty(), "our offer");
+    assert!(
+        h.core.poll_ai_request().is_none(),
+        "no AI before the codec is known"
+    );
+    let answer = "v=0\r\no=- 5 5 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+    let p = super::prack::prack_offering(&mut h, &invite, &ringing, answer);
+    h.send(A, p);
+    let ok = response(h.one(A));
+    assert_eq!(ok.headers.cseq().unwrap().method, Method::Prack);
+    assert!(ok.body.is_empty());
+    let AiRequest::Start(start) = ai_request(&mut h) else {
+        panic!("no AI start");
+    };
+    assert_eq!(
+        start.telephony,
+        codeb_ai::Codec::Pcma,
+        "the caller's choice"
+    );
+    assert_eq!(start.answered_at, None);
+    h.advance(Duration::from_millis(800));
+    assert!(h.take(A).is_empty(), "rings while the AI starts");
+    h.core.ai_note(h.now, start.key, AiNote::Started);
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body, ringing.body, "the same description, no new offer");
+    let _caller = a_dialog(&mut h, &invite, &ok, true, None);
+    assert!(h.take(A).is_empty());
+    assert_eq!(h.core.active_calls(), 1);
+    assert_eq!(h.core.stats.virtual_number_calls, 1);
+}
+
+/// Without 100rel a late offer's answer can only come in the ACK: the
+/// caller is answered at once with our offer, and the AI starts with the
+/// ACK's answer.
+#[test]
+fn a_late_offer_without_100rel_is_answered_at_once() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.offerless_invite_from_a("7000", &[]);
+    h.send(A, invite.clone());
+    let ok = response(h.one(A));
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(!ok.body.is_empty(), "our offer");
+    assert!(h.core.poll_ai_request().is_none());
+    let mut caller = a_dialog(&mut h, &invite, &ok, false, None);
+    let answer = "v=0\r\no=- 5 5 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let ack = caller
+        .ack_builder(1)
+        .unwrap()
+        .body(
+            &super::super::sdp_type(),
+            Bytes::from_static(answer.as_bytes()),
+        )
+        .build()
+        .unwrap();
+    h.send(A, ack);
+    let AiRequest::Start(start) = ai_request(&mut h) else {
+        panic!("no AI start");
+    };
+    assert_eq!(start.telephony, codeb_ai::Codec::Pcmu);
+    assert!(start.answered_at.is_some(), "answered before the session");
+}
+
 /// A switch shutting down while a virtual number's caller rings refuses
 /// it (503) and stays up until the call's end is out: the CallEnded waits
 /// for its AI session to close, and the process must not exit before.
