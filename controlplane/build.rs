@@ -20,11 +20,14 @@ fn main() {
         println!("cargo:rerun-if-changed={dir}");
         let list = migrations(&root.join(dir));
         let _ = writeln!(code, "pub static {name}: &[(i64, &str, &str)] = &[");
-        for (version, description, path) in list {
+        for (version, description, file) in list {
+            // The path is the crate's at compile time, not this script's:
+            // its output is reused by a checkout at another path that
+            // shares the target directory (a worktree, a moved clone).
             let _ = writeln!(
                 code,
-                "    ({version}, {description:?}, include_str!({:?})),",
-                path.display().to_string()
+                "    ({version}, {description:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {:?}))),",
+                format!("/{dir}/{file}")
             );
         }
         code.push_str("];\n");
@@ -32,10 +35,11 @@ fn main() {
     fs::write(out.join("migrations.rs"), code).expect("writing OUT_DIR/migrations.rs");
 }
 
-/// The migrations in `dir`, by version: sqlx's file naming
-/// (`<version>_<description>.sql`, underscores in the description read as
-/// spaces); other files are ignored, as sqlx ignores them.
-fn migrations(dir: &Path) -> Vec<(i64, String, PathBuf)> {
+/// The migrations in `dir` (version, description, file name), by
+/// version: sqlx's file naming (`<version>_<description>.sql`, underscores
+/// in the description read as spaces); other files are ignored, as sqlx
+/// ignores them.
+fn migrations(dir: &Path) -> Vec<(i64, String, String)> {
     let mut list = Vec::new();
     let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for entry in entries {
@@ -60,7 +64,7 @@ fn migrations(dir: &Path) -> Vec<(i64, String, PathBuf)> {
         let version: i64 = version
             .parse()
             .unwrap_or_else(|_| panic!("{file}: the name must start with a version number"));
-        list.push((version, stem.replace('_', " "), path));
+        list.push((version, stem.replace('_', " "), file.clone()));
     }
     list.sort_by_key(|(v, _, _)| *v);
     for pair in list.windows(2) {
