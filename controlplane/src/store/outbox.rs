@@ -146,11 +146,21 @@ pub struct ClaimedDelivery {
 /// instead of a whole batch of attempts past it. It is per process: a
 /// success seen by another replica frees this one's limit only after its
 /// own next success.
+///
+/// After a failed attempt that follows another (the receiver looks down,
+/// rather than rejecting one event), none of the subscription's
+/// deliveries is tried before `not_before` (the retry schedule's first
+/// step later): a receiver that is down for a moment (a restart, a
+/// deploy) while events keep coming is probed every few seconds, not run
+/// through its 20 failures in the milliseconds its refused connections
+/// take, which would pause it.
 #[derive(Debug, Clone, Default)]
 pub struct Room {
     pub in_flight: HashMap<SubscriptionId, usize>,
     /// Subscriptions whose last attempt in this process failed.
     pub failing: std::collections::HashSet<SubscriptionId>,
+    /// A failing subscription's next attempt waits until then.
+    pub not_before: HashMap<SubscriptionId, UtcMillis>,
     pub per_subscription: usize,
 }
 
@@ -718,12 +728,16 @@ impl Store {
         limit: i64,
         room: &mut Room,
     ) -> Result<Vec<ClaimedDelivery>> {
-        // Full already (a failing one with one attempt out is): not asked for.
+        // Full already (a failing one with one attempt out is), or waiting
+        // to be probed again: not asked for.
+        room.not_before.retain(|_, t| *t > now);
         let skip: Vec<String> = room
             .in_flight
             .iter()
             .filter(|(k, n)| **n >= room.cap(k, 0))
-            .map(|(k, _)| k.as_str().to_owned())
+            .map(|(k, _)| k)
+            .chain(room.not_before.keys())
+            .map(|k| k.as_str().to_owned())
             .collect();
         let token = i64::from_be_bytes(crypto::random_bytes::<8>());
         let until = now.0.saturating_add(lease_ms);

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use codeb_types::SubscriptionId;
+use codeb_types::{SubscriptionId, UtcMillis};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -142,13 +142,17 @@ struct InFlight {
     tasks: HashMap<tokio::task::Id, (SubscriptionId, i64, i64)>,
     /// Attempts per subscription, and which are failing.
     room: Room,
+    /// How long a failing subscription waits between attempts (the retry
+    /// schedule's first step).
+    probe_every: i64,
 }
 
 impl InFlight {
-    fn new(per_subscription: usize) -> InFlight {
+    fn new(per_subscription: usize, probe_every: Duration) -> InFlight {
         InFlight {
             tasks: HashMap::new(),
             room: Room::new(per_subscription),
+            probe_every: millis(probe_every),
         }
     }
 
@@ -159,23 +163,41 @@ impl InFlight {
     }
 
     /// Forgets a finished task (`delivered`: its receiver took it; None:
-    /// it did not finish); returns its lease. A failed attempt keeps its
-    /// subscription's slot until its result is written ([`Self::recorded`]):
-    /// the next attempt of a failing subscription waits for the count of
-    /// failures that may pause it.
-    fn done(&mut self, task: tokio::task::Id, delivered: Option<bool>) -> Option<(i64, i64)> {
+    /// it did not finish), at `now`; returns its lease. A failed attempt
+    /// keeps its subscription's slot until its result is written
+    /// ([`Self::recorded`]): the next attempt of a failing subscription
+    /// waits for the count of failures that may pause it, and, after a
+    /// second failure in a row, for `probe_every`.
+    fn done(
+        &mut self,
+        task: tokio::task::Id,
+        delivered: Option<bool>,
+        now: UtcMillis,
+    ) -> Option<(i64, i64)> {
         let (sub, seq, token) = self.tasks.remove(&task)?;
         match delivered {
             Some(true) => {
                 self.room.failing.remove(&sub);
+                self.room.not_before.remove(&sub);
                 self.release(&sub);
             }
             Some(false) => {
-                self.room.failing.insert(sub);
+                // A failure after a failure (not one event its receiver
+                // rejects among others it takes): the receiver looks down.
+                if !self.room.failing.insert(sub.clone()) {
+                    let at = now.plus_ms(self.probe_every);
+                    let t = self.room.not_before.entry(sub).or_insert(at);
+                    *t = (*t).max(at);
+                }
             }
             None => self.release(&sub),
         }
         Some((seq, token))
+    }
+
+    /// When the first subscription waiting to be probed may be tried.
+    fn next_probe(&self) -> Option<UtcMillis> {
+        self.room.not_before.values().copied().min()
     }
 
     /// A failed attempt's result is written: its slot is free.
@@ -208,7 +230,8 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tokio::spawn(async move { store.relay_outbox_notifications(stop).await })
     };
     let mut tasks: JoinSet<bool> = JoinSet::new();
-    let mut in_flight = InFlight::new(sh.cfg.per_subscription);
+    let probe_every = sh.cfg.policy.delays.first().copied().unwrap_or_default();
+    let mut in_flight = InFlight::new(sh.cfg.per_subscription, probe_every);
     let mut housekeeping_at = Instant::now() + Duration::from_secs(60);
     // The last claim filled its batch: more is due than was taken.
     let mut backlog = false;
@@ -228,7 +251,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             break;
         }
         while let Some(r) = tasks.try_join_next_with_id() {
-            finished(r, &mut in_flight);
+            finished(r, &mut in_flight, sh.clock.now());
         }
         while let Ok(sub) = recorded_rx.try_recv() {
             in_flight.recorded(&sub);
@@ -248,7 +271,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let until = *coalesce_until.get_or_insert_with(|| Instant::now() + sh.cfg.claim_wait);
             if Instant::now() < until {
                 tokio::select! {
-                    Some(r) = tasks.join_next_with_id() => finished(r, &mut in_flight),
+                    Some(r) = tasks.join_next_with_id() => finished(r, &mut in_flight, sh.clock.now()),
                     () = tokio::time::sleep_until(until.into()) => {}
                     r = stop.changed() => if r.is_err() { break },
                 }
@@ -290,14 +313,22 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             // A full batch: more may be due right now.
             continue;
         }
-        let pause = if want == 0 {
+        let mut pause = if want == 0 {
             sh.cfg.idle_poll
         } else {
             idle_pause(&sh).await
         };
+        // A failing subscription due to be probed again wakes the loop.
+        let now = sh.clock.now();
+        if want > 0
+            && let Some(t) = in_flight.next_probe().filter(|t| *t > now)
+        {
+            let wait = u64::try_from(t.0 - now.0).unwrap_or(1);
+            pause = pause.min(Duration::from_millis(wait));
+        }
         tokio::select! {
             () = wake.notified() => {}
-            Some(r) = tasks.join_next_with_id(), if !tasks.is_empty() => finished(r, &mut in_flight),
+            Some(r) = tasks.join_next_with_id(), if !tasks.is_empty() => finished(r, &mut in_flight, sh.clock.now()),
             () = tokio::time::sleep(pause) => {}
             r = stop.changed() => if r.is_err() { break },
         }
@@ -306,7 +337,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let grace = sh.cfg.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         while let Some(r) = tasks.join_next_with_id().await {
-            finished(r, &mut in_flight);
+            finished(r, &mut in_flight, sh.clock.now());
         }
     })
     .await;
@@ -316,9 +347,9 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         while let Some(r) = tasks.join_next_with_id().await {
             match r {
                 Ok((id, delivered)) => {
-                    in_flight.done(id, Some(delivered));
+                    in_flight.done(id, Some(delivered), sh.clock.now());
                 }
-                Err(e) => abandoned.extend(in_flight.done(e.id(), None)),
+                Err(e) => abandoned.extend(in_flight.done(e.id(), None, sh.clock.now())),
             }
         }
     }
@@ -341,16 +372,20 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     tracing::info!("webhook delivery stopped");
 }
 
-fn finished(r: Result<(tokio::task::Id, bool), tokio::task::JoinError>, in_flight: &mut InFlight) {
+fn finished(
+    r: Result<(tokio::task::Id, bool), tokio::task::JoinError>,
+    in_flight: &mut InFlight,
+    now: UtcMillis,
+) {
     match r {
         Ok((id, delivered)) => {
-            in_flight.done(id, Some(delivered));
+            in_flight.done(id, Some(delivered), now);
         }
         Err(e) => {
             // A panicked attempt: its lease expires and the delivery is
             // retried under the same id.
             tracing::error!(error = %e, "a webhook delivery attempt failed abnormally");
-            in_flight.done(e.id(), None);
+            in_flight.done(e.id(), None, now);
         }
     }
 }

@@ -17,6 +17,7 @@ on_both!(
     gone_disables_and_holds_later_events,
     twenty_failures_pause_the_subscription,
     a_resumed_dead_receiver_pauses_again_at_twenty,
+    a_receiver_down_for_a_moment_is_probed_not_paused,
     the_purge_expires_the_undelivered_and_keeps_their_log,
 );
 
@@ -156,7 +157,7 @@ async fn twenty_failures_pause_the_subscription(mut fx: Fx) {
     }))
     .await;
     let (sub, _) = fx.subscribe(&rx.url("/h"), &["*"]).await;
-    fx.start();
+    // All five are due when the workers start: the first round goes at once.
     for n in 0..5 {
         fx.event(
             EventName::CallEnded,
@@ -165,18 +166,39 @@ async fn twenty_failures_pause_the_subscription(mut fx: Fx) {
         )
         .await;
     }
-    for (round, wait) in [(1, 5_000), (2, 30_000), (3, 120_000)] {
-        fx.until(&sub, "a round of attempts", |d| {
-            d.len() == 5 && d.iter().all(|d| d.attempts == round)
-        })
-        .await;
-        assert!(fx.subscription(&sub).await.active);
-        fx.advance(wait);
-    }
-    fx.until(&sub, "the last round", |d| {
-        d.iter().all(|d| d.state == DeliveryState::Failed)
+    fx.start();
+    // The first round goes at once; then the receiver looks down (two
+    // failures in a row), and it is probed once per 5 s: each later
+    // attempt waits for its own retry time and for that.
+    fx.until(&sub, "the first round", |d| {
+        d.len() == 5 && d.iter().all(|d| d.attempts == 1)
     })
     .await;
+    for _ in 0..200 {
+        let d = fx.deliveries(&sub).await;
+        if d.iter().all(|d| d.state == DeliveryState::Failed) {
+            break;
+        }
+        assert!(fx.subscription(&sub).await.active);
+        fx.advance(5_000);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = fx
+        .until(&sub, "the last attempt", |d| {
+            d.iter().all(|d| d.state == DeliveryState::Failed)
+        })
+        .await;
+    let mut starts: Vec<UtcMillis> = d
+        .iter()
+        .flat_map(|d| d.log.iter().map(|a| a.started_at))
+        .collect();
+    starts.sort_unstable();
+    assert_eq!(starts.len(), 20);
+    assert!(starts[..5].iter().all(|t| *t == starts[0]), "{starts:?}");
+    assert!(
+        starts[4..].windows(2).all(|w| w[1].0 - w[0].0 >= 5_000),
+        "one probe per 5 s once failing: {starts:?}"
+    );
     let s = fx.subscription(&sub).await;
     assert_eq!((s.active, s.failures), (false, 20));
     assert!(
@@ -229,17 +251,66 @@ async fn a_resumed_dead_receiver_pauses_again_at_twenty(mut fx: Fx) {
     assert!(!fx.subscription(&sub).await.active);
     fx.store.resume_subscription(TENANT, &sub).await.unwrap();
     fx.store.wake_deliveries();
+    // One delivery at a time, and once the receiver looks down one per
+    // 5 s of the (manual) clock.
     let deadline = tokio::time::Instant::now() + SOON;
     while fx.subscription(&sub).await.active {
         assert!(tokio::time::Instant::now() < deadline, "never paused again");
+        assert!(
+            rx.hits().len() <= 21,
+            "past 20 failures: {}",
+            rx.hits().len()
+        );
+        fx.advance(5_000);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let s = fx.subscription(&sub).await;
     assert_eq!(s.failures, 20);
-    // The retries wait 5 s of the (manual) clock: every hit after the
-    // first was one of those failures.
+    // Every hit after the first was one of those failures.
+    fx.advance(600_000);
     rx.stays_at(1 + usize::try_from(s.failures).unwrap(), QUIET)
         .await;
+    fx.stop().await;
+}
+
+/// A receiver down for a moment (a restart) while events keep coming is
+/// not paused: after two failures in a row it is probed once per retry
+/// step (5 s), not run through its 20 failures in the milliseconds its
+/// refused requests take; once it is back, the next probe delivers and
+/// everything held goes.
+async fn a_receiver_down_for_a_moment_is_probed_not_paused(mut fx: Fx) {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d = down.clone();
+    let rx = Receiver::start(Arc::new(move |_, _| {
+        Answer::status(if d.load(std::sync::atomic::Ordering::SeqCst) {
+            503
+        } else {
+            200
+        })
+    }))
+    .await;
+    let (sub, _) = fx.subscribe(&rx.url("/h"), &["*"]).await;
+    // One attempt at a time, as for a subscription already failing.
+    fx.cfg.per_subscription = 1;
+    fx.start();
+    for n in 0..40 {
+        fx.event(EventName::CallEnded, json!({"n": n}), None).await;
+    }
+    rx.wait_for(2, SOON).await;
+    // Nothing more while the (manual) clock stands still: without the
+    // probe interval, the other 38 events' first attempts would fail at
+    // once and pause the subscription at 20.
+    rx.stays_at(2, QUIET).await;
+    assert!(fx.subscription(&sub).await.active);
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    fx.advance(5_000);
+    fx.until(&sub, "everything delivered", |d| {
+        d.len() == 40 && d.iter().all(|d| d.state == DeliveryState::Succeeded)
+    })
+    .await;
+    let s = fx.subscription(&sub).await;
+    assert_eq!((s.active, s.failures), (true, 0));
+    assert_eq!(rx.hits().len(), 42, "two failures, then each once");
     fx.stop().await;
 }
 
