@@ -89,11 +89,13 @@ impl<A: Address> Dialog<A> {
     /// Re-INVITE and UPDATE: glare, session interval, target refresh.
     fn check_offer(&mut self, request: &Request, seq: u32) -> Incoming {
         let invite = request.method == Method::Invite;
-        // An UPDATE without a body is no offer and cannot collide.
+        // An UPDATE without a body is no offer and cannot collide; one
+        // with a body collides with ours in a request or in a reliable
+        // provisional awaiting its PRACK (RFC 3311 §5.2).
         let collides = if invite {
             self.ours_pending.is_some()
         } else {
-            !request.body.is_empty() && self.offer_pending()
+            !request.body.is_empty() && (self.offer_pending() || self.our_offer_open)
         };
         if collides {
             return self.reject(
@@ -194,6 +196,7 @@ impl<A: Address> Dialog<A> {
             // (or ends the dialog).
             self.reliable_1xx = None;
             self.their_offer_open = false;
+            self.our_offer_open = false;
         }
         let target = self.pending_target.take_if(|(s, _)| *s == seq);
         if !status.is_success() {

@@ -109,8 +109,13 @@ impl<A: Address> Dialog<A> {
             Err(_) => self.remote.clone(),
         };
         let timers: Timers = self.config.timers.sanitized();
-        // A reliable provisional with SDP answers the INVITE's offer.
+        // A reliable provisional with SDP answers the INVITE's offer, or,
+        // the first to an offerless INVITE, makes ours.
         self.their_offer_open &= response.body.is_empty();
+        if self.invite_offerless && !self.offered_in_1xx && !response.body.is_empty() {
+            self.offered_in_1xx = true;
+            self.our_offer_open = true;
+        }
         self.reliable_1xx = Some(Reliable1xx {
             rseq,
             wire: wire_response(&response),
@@ -134,6 +139,9 @@ impl<A: Address> Dialog<A> {
                 if rseq == r.rseq && cseq == self.invite_cseq =>
             {
                 self.reliable_1xx = None;
+                // It carries the answer to our offer, if one was open (the
+                // TU fails the INVITE when it does not).
+                self.our_offer_open = false;
                 Prack::Acknowledged
             }
             _ => Prack::NoMatch,

@@ -91,6 +91,13 @@ pub struct Dialog<A> {
     /// reliable provisional with SDP and no final response has gone out.
     /// An UPDATE offer meanwhile gets 500 (RFC 3311 §5.2).
     pub(super) their_offer_open: bool,
+    /// Their dialog-creating INVITE had no offer (RFC 3261 §13.2.1).
+    pub(super) invite_offerless: bool,
+    /// Our offer went in a reliable provisional response to their
+    /// offerless INVITE (RFC 3262 §5); `our_offer_open` until the PRACK
+    /// that answers it. An UPDATE offer meanwhile gets 491 (RFC 3311 §5.2).
+    pub(super) offered_in_1xx: bool,
+    pub(super) our_offer_open: bool,
     /// A target refresh received, applied when we answer it with 2xx.
     pub(super) pending_target: Option<(u32, Uri)>,
     /// The CSeq of the last INVITE of ours that got a 2xx.
@@ -161,6 +168,9 @@ impl<A: Address> Dialog<A> {
             ours_pending: None,
             theirs_pending: None,
             their_offer_open: false,
+            invite_offerless: false,
+            offered_in_1xx: false,
+            our_offer_open: false,
             pending_target: None,
             answered: None,
             last_ack: None,
@@ -263,6 +273,7 @@ impl<A: Address> Dialog<A> {
         );
         d.theirs_pending = Some(cseq);
         d.their_offer_open = !invite.body.is_empty();
+        d.invite_offerless = invite.body.is_empty();
         Ok(d)
     }
 

@@ -296,3 +296,68 @@ fn an_update_offer_before_the_invites_offer_is_answered_gets_500() {
         }
     }
 }
+
+/// RFC 3311 §5.2 and RFC 3262 §5: to an offerless INVITE our offer goes in
+/// the first reliable provisional response; until the PRACK that answers
+/// it, an UPDATE offer collides with it (491), an UPDATE without one does
+/// not; after the PRACK an UPDATE offer goes through.
+#[test]
+fn an_update_offer_while_our_offer_in_a_reliable_1xx_awaits_its_prack_gets_491() {
+    let t0 = Instant::now();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let mut ids = IdGenerator::new(7);
+    let offerless = invite(&[], &[]);
+    let mut bob = Dialog::uas(
+        &offerless,
+        b"bob1",
+        bob_local(),
+        alice_peer(),
+        no_timers(),
+        &mut ids,
+    )
+    .unwrap();
+    let ringing = bob.reply(&offerless, StatusCode::RINGING).body(
+        &crate::MediaType::from_bytes("application/sdp").unwrap(),
+        Bytes::from_static(sdp.as_bytes()),
+    );
+    let Some(Ok(ringing)) = bob.send_reliably(t0, ringing) else {
+        panic!("not sent reliably");
+    };
+    let mut alice = Dialog::uac(
+        t0,
+        &offerless,
+        &ringing,
+        alice_local(),
+        bob_peer(),
+        no_timers(),
+        &mut ids,
+    )
+    .unwrap();
+    let update = body(alice.request(Method::Update).unwrap().build().unwrap(), sdp);
+    let r = rejected(bob.handle_request(t0, &update));
+    assert_eq!(r.status.as_u16(), 491, "collides with our open offer");
+    alice.handle_response(t0, &r);
+    let bare = alice.request(Method::Update).unwrap().build().unwrap();
+    assert_eq!(bob.handle_request(t0, &bare), Incoming::Accept);
+    let ok = bob_answers(t0, &mut bob, &bare, 200);
+    alice.handle_response(t0, &ok);
+
+    let rseq = std::str::from_utf8(ringing.headers.get(KnownHeader::RSeq).unwrap())
+        .unwrap()
+        .to_owned();
+    let prack = body(
+        alice
+            .request(Method::Prack)
+            .unwrap()
+            .header(KnownHeader::RAck, format!("{rseq} 1 INVITE"))
+            .build()
+            .unwrap(),
+        sdp,
+    );
+    assert_eq!(bob.handle_request(t0, &prack), Incoming::Accept);
+    assert_eq!(bob.handle_prack(&prack), crate::dialog::Prack::Acknowledged);
+    let ok = bob_answers(t0, &mut bob, &prack, 200);
+    alice.handle_response(t0, &ok);
+    let again = body(alice.request(Method::Update).unwrap().build().unwrap(), sdp);
+    assert_eq!(bob.handle_request(t0, &again), Incoming::Accept);
+}

@@ -244,11 +244,13 @@ impl Core {
     }
 
     /// Ends a call that was never answered: A gets `status`, branches
-    /// still ringing are cancelled.
+    /// still ringing are cancelled, and a B that did answer (while our 2xx
+    /// to A waited for A's PRACK) gets a BYE.
     pub(super) fn fail_call(&mut self, now: Instant, key: CallKey, status: StatusCode) {
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
+        let b_answered = call.phase == Phase::Answered;
         call.phase = Phase::Ending;
         if let Some(a_tx) = call.a_invite_tx.take() {
             let reply = match call
@@ -267,6 +269,9 @@ impl Core {
                 }
                 self.respond(now, a_tx, r);
             }
+        }
+        if b_answered {
+            self.hang_up_side(now, key, Side::B);
         }
         self.cancel_branches(now, key);
         self.calls.failed += 1;

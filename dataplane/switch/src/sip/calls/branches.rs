@@ -142,8 +142,10 @@ impl Core {
         }
         // Early media (RFC 3960: an 18x with SDP, 183 or a 180 that plays
         // its own ringback) needs A's offer answered; a late-offer call
-        // just rings.
-        let early = !resp.body.is_empty() && call.a.negotiated.is_some();
+        // just rings (B's early answer is kept for when A answers ours in
+        // a PRACK).
+        let b_early = !resp.body.is_empty();
+        let early = b_early && call.a.negotiated.is_some();
         let status = if early && resp.status != StatusCode::RINGING {
             StatusCode::SESSION_PROGRESS
         } else {
@@ -152,7 +154,7 @@ impl Core {
         // The callee's early media flows to A from now on: the branch that
         // last sent SDP is the B side's far end until one answers (whose
         // answer then takes its place).
-        if early {
+        if b_early {
             let early_answer = Sdp::parse(&resp.body, &SdpLimits::default())
                 .ok()
                 .and_then(|a| sdp::read_answer(&call.b.media, &a).ok());

@@ -49,7 +49,8 @@ impl Core {
     }
 
     /// A gave up before the answer (its INVITE has its 487): the early
-    /// dialog ends, the branches are cancelled, and the call is forgotten
+    /// dialog ends, the branches are cancelled (a B that answered while
+    /// our 2xx waited for A's PRACK is hung up), and the call is forgotten
     /// once they have all ended.
     fn abandon(&mut self, now: Instant, key: CallKey) {
         // A virtual number's caller gave up while its AI was starting.
@@ -63,11 +64,15 @@ impl Core {
             return;
         };
         call.a_invite_tx = None;
+        let b_answered = call.phase == Phase::Answered;
         call.phase = Phase::Ending;
         if let Some(id) = &call.a.dialog {
             self.calls
                 .dialogs
                 .update(id, |d| d.terminate(Termination::Rejected));
+        }
+        if b_answered {
+            self.hang_up_side(now, key, Side::B);
         }
         self.calls.failed += 1;
         self.cancel_branches(now, key);
@@ -99,6 +104,14 @@ impl Core {
         }
         if side == Side::A && call.a.negotiated.is_none() && call.phase != Phase::Ending {
             return self.late_answer(now, key, &req);
+        }
+        if side == Side::A && call.a.offer_in_1xx && !req.body.is_empty() {
+            // Our 2xx repeated the description A's PRACK answered: it was
+            // no offer, and this body answers nothing (RFC 3261 §13.2.1).
+            tracing::debug!(
+                call = key,
+                "SDP in an ACK after the PRACK's answer; ignored"
+            );
         }
         if side == Side::A && call.bye_a_when_acked {
             call.bye_a_when_acked = false;
@@ -298,10 +311,12 @@ impl Core {
 
     /// A's PRACK for our reliable provisional response (RFC 3262): 200 if
     /// it acknowledges the one outstanding (and our 2xx, if B answered
-    /// meanwhile and it waited for this), else 481. Our provisional
-    /// responses carry answers only, so a PRACK with a body is a new offer
-    /// (RFC 3262 §5): its 200 carries our answer from A's leg media, and
-    /// the relay follows it; an offer we cannot answer gets 488.
+    /// meanwhile and it waited for this), else 481. The PRACK for the 1xx
+    /// that carried our offer to an offerless INVITE answers it
+    /// ([`Self::prack_answer`]); otherwise our provisional responses
+    /// carry answers, so a PRACK with a body is a new offer (RFC 3262 §5):
+    /// its 200 carries our answer from A's leg media, and the relay
+    /// follows it; an offer we cannot answer gets 488.
     fn on_prack(
         &mut self,
         now: Instant,
@@ -391,7 +406,13 @@ impl Core {
             return self.fail_call(now, key, status);
         };
         call.a.negotiated = Some(n);
+        let b_early = call.phase == Phase::Routing && call.b.negotiated.is_some();
         self.a_answered_our_offer(now, key);
+        if b_early {
+            // B's early media came while A had not answered: A hears it
+            // from now on, told by a 183 with the same description.
+            self.provisional_to_a(now, key, StatusCode::SESSION_PROGRESS, true);
+        }
         let held = self
             .calls
             .calls

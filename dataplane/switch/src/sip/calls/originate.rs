@@ -817,14 +817,22 @@ impl Core {
             };
             match (what, phase) {
                 (Deadline::Ring, Phase::Routing) if self.is_inbound(key) => {
-                    tracing::warn!(
-                        call = key,
-                        "the AI session was not ready in time; refusing the caller"
-                    );
-                    let why = format!(
-                        "the AI engine was not ready within {} s",
-                        self.calls.ai_ready_timeout.as_secs()
-                    );
+                    let secs = self.calls.ai_ready_timeout.as_secs();
+                    // A late offer's AI starts only once the caller's
+                    // PRACK has answered our offer.
+                    let unanswered = self
+                        .calls
+                        .calls
+                        .get(&key)
+                        .is_some_and(|c| c.a.offer_in_1xx && c.a.negotiated.is_none());
+                    let why = if unanswered {
+                        format!(
+                            "the caller did not answer our SDP offer (no PRACK) within {secs} s"
+                        )
+                    } else {
+                        format!("the AI engine was not ready within {secs} s")
+                    };
+                    tracing::warn!(call = key, "{why}; refusing the caller");
                     self.end_placed(now, key, "failed", &why);
                 }
                 (Deadline::Ring, Phase::Routing) => {

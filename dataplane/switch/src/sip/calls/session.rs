@@ -57,15 +57,13 @@ impl Core {
                     "failed",
                     "the caller did not PRACK our provisional response",
                 );
-                let answered = self
-                    .calls
-                    .calls
-                    .get(&key)
-                    .is_some_and(|c| c.phase == Phase::Answered);
-                if answered {
-                    self.hang_up_side(now, key, Side::B);
+                let status = StatusCode::SERVER_INTERNAL_ERROR;
+                if self.is_inbound(key) {
+                    self.note_failure(key, status.as_u16(), status.canonical_reason().as_bytes());
+                    self.stats.virtual_number_refused += 1;
                 }
-                self.fail_call(now, key, StatusCode::SERVER_INTERNAL_ERROR);
+                // A B that answered meanwhile gets its BYE there.
+                self.fail_call(now, key, status);
             }
             DialogEvent::SessionExpired => {
                 tracing::info!(call = key, ?side, "session timer expired; hanging up");

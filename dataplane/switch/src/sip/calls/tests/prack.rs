@@ -402,3 +402,100 @@ fn a_late_offer_from_a_caller_that_only_supports_100rel_rings_plainly() {
     assert_eq!(header(&to_a, KnownHeader::RSeq), None, "not reliable");
     assert!(to_a.body.is_empty(), "the offer waits for our 2xx");
 }
+
+/// Bob answers while A's PRACK for the 180 with our offer is outstanding:
+/// B is ACKed, A's 2xx waits for the PRACK (it answers our offer).
+fn late_offer_answered_by_bob_first() -> (Harness, Request, Response) {
+    let mut h = Harness::new(None);
+    let (invite, to_b, mut b, to_a) = late_offer_ringing(&mut h);
+    let ok_b = with_sdp(&b, &to_b, StatusCode::OK);
+    b.sent_response(h.now, &ok_b);
+    h.send(B, ok_b);
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert!(h.take(A).is_empty(), "no 2xx before the PRACK");
+    (h, invite, to_a)
+}
+
+#[test]
+fn a_2xx_held_for_the_prack_that_answers_our_offer_goes_after_it() {
+    let (mut h, invite, to_a) = late_offer_answered_by_bob_first();
+    let p = prack_offering(&mut h, &invite, &to_a, A_ANSWER);
+    h.send(A, p);
+    let got: Vec<Response> = h.take(A).into_iter().map(response).collect();
+    let kinds: Vec<(u16, Method)> = got
+        .iter()
+        .map(|r| (r.status.as_u16(), r.headers.cseq().unwrap().method))
+        .collect();
+    assert_eq!(kinds, [(200, Method::Prack), (200, Method::Invite)]);
+    assert_eq!(got[1].body, to_a.body, "the same description");
+    let _a = a_dialog(&mut h, &invite, &got[1], true, None);
+    assert!(h.take(B).is_empty());
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn a_prack_without_the_answer_after_bob_answered_hangs_bob_up() {
+    let (mut h, invite, to_a) = late_offer_answered_by_bob_first();
+    let p = prack(&mut h, &invite, &to_a, &format!("{} 1 INVITE", rseq(&to_a)));
+    h.send(A, p);
+    let got: Vec<u16> = h
+        .take(A)
+        .into_iter()
+        .map(|m| response(m).status.as_u16())
+        .collect();
+    assert_eq!(got, [200, 488]);
+    assert_eq!(request(h.one(B)).method, Method::Bye, "B is not left up");
+}
+
+#[test]
+fn a_cancel_while_the_2xx_waits_for_the_prack_hangs_bob_up() {
+    let (mut h, invite, _to_a) = late_offer_answered_by_bob_first();
+    h.send(A, codeb_sip::cancel_for(&invite).unwrap());
+    let got: Vec<u16> = h
+        .take(A)
+        .into_iter()
+        .map(|m| response(m).status.as_u16())
+        .collect();
+    assert_eq!(got, [200, 487], "CANCEL answered, INVITE terminated");
+    assert_eq!(request(h.one(B)).method, Method::Bye, "B is not left up");
+}
+
+/// Bob's early media comes before A has answered our offer: it is kept,
+/// and once A's PRACK answers, A gets a 183 (the same description) and
+/// both legs are known to the relay.
+#[test]
+fn early_media_before_the_prack_answer_is_relayed_after_it() {
+    let mut h = Harness::new(None);
+    let invite = h.offerless_invite_from_a("1000", REQUIRE);
+    h.send(A, invite.clone());
+    let to_b = request(h.one(B));
+    let b = Dialog::uas(
+        &to_b,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    h.send(B, with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS));
+    let to_a = response(h.one(A));
+    assert_eq!(
+        to_a.status,
+        StatusCode::RINGING,
+        "our offer, not early media"
+    );
+    assert!(!to_a.body.is_empty());
+    let p = prack_offering(&mut h, &invite, &to_a, A_ANSWER);
+    h.send(A, p);
+    let got: Vec<Response> = h.take(A).into_iter().map(response).collect();
+    let kinds: Vec<(u16, Method)> = got
+        .iter()
+        .map(|r| (r.status.as_u16(), r.headers.cseq().unwrap().method))
+        .collect();
+    assert_eq!(kinds, [(200, Method::Prack), (183, Method::Invite)]);
+    assert_eq!(got[1].body, to_a.body, "the same description");
+    assert!(header(&got[1], KnownHeader::RSeq).is_some(), "reliably");
+    let call = h.core.calls.calls.values().next().unwrap();
+    assert!(call.a.negotiated.is_some() && call.b.negotiated.is_some());
+}

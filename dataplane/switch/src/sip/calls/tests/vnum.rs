@@ -280,6 +280,30 @@ fn a_late_offer_that_takes_100rel_rings_with_our_offer_until_the_ai_is_up() {
     assert_eq!(h.core.stats.virtual_number_calls, 1);
 }
 
+/// A late-offer caller that never PRACKs the 180 with our offer is
+/// refused at the ring deadline, and the record says why (not the AI,
+/// which was never started).
+#[test]
+fn a_late_offer_caller_that_never_pracks_is_refused_for_that() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    let invite = h.offerless_invite_from_a("7000", &[(KnownHeader::Supported, "100rel")]);
+    h.send(A, invite);
+    assert_eq!(response(h.one(A)).status, StatusCode::RINGING);
+    h.advance(AI_READY_TIMEOUT);
+    let finals: Vec<u16> = h
+        .take(A)
+        .into_iter()
+        .map(|m| response(m).status.as_u16())
+        .filter(|s| *s >= 200)
+        .collect();
+    assert_eq!(finals, [503]);
+    assert!(h.core.poll_ai_request().is_none(), "no AI was started");
+    let evs = events(&mut h);
+    let (outcome, detail, answered, _, sip) = ended(&evs);
+    assert_eq!((outcome.as_str(), answered, sip), ("failed", false, 503));
+    assert!(detail.contains("did not answer our SDP offer"), "{detail}");
+}
+
 /// Without 100rel a late offer's answer can only come in the ACK: the
 /// caller is answered at once with our offer, and the AI starts with the
 /// ACK's answer.
