@@ -89,6 +89,36 @@ fn a_caller_requiring_100rel_gets_reliable_early_media_and_prack() {
     assert_every_leg_ended(&sw);
 }
 
+/// A late offer from a caller that requires 100rel: our offer in the
+/// first reliable 180 (answered in its PRACK), the callee's early media
+/// then in a reliable 183, PRACKed; the 2xx after that, and the call ends
+/// cleanly on both legs.
+#[test]
+fn a_late_offer_requiring_100rel_is_made_in_the_first_reliable_provisional() {
+    let uas = scenario_server("uas_early_media.xml", &[]);
+    let sw = switch_to(&uas);
+    let (ok, failed) = scenario_client(
+        sw.sip,
+        "uac_late_offer_require_100rel.xml",
+        &["-m", "5", "-r", "5"],
+    );
+    assert_eq!((ok, failed), (5, 0));
+    for (method, status, n) in [
+        ("PRACK", 200, 10.0),
+        ("INVITE", 200, 5.0),
+        ("BYE", 200, 5.0),
+    ] {
+        assert_eq!(
+            sw.metric(&format!(
+                "codeb_sip_responses_total{{method=\"{method}\",status=\"{status}\"}}"
+            )),
+            Some(n),
+            "{method} {status}"
+        );
+    }
+    assert_every_leg_ended(&sw);
+}
+
 #[test]
 fn callee_hangs_up_first() {
     let uas = scenario_server("uas_bye.xml", &[]);
