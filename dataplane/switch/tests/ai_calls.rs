@@ -337,6 +337,68 @@ async fn call_end(events: &mut tonic::Streaming<v1::Event>) -> v1::CallEnded {
         .expect("CallEnded")
 }
 
+/// A switch told to stop (SIGTERM) while an AI call talks ends the call
+/// and streams its last events to the control plane connected to it,
+/// waiting for their acknowledgement, before it exits: the call's record
+/// is the switch's own account, not a node "lost" later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_told_to_stop_streams_its_calls_end_before_it_exits() {
+    let Outbound {
+        sim: _sim,
+        mut sw,
+        carrier: _carrier,
+        media: _media,
+        _dir,
+    } = outbound("").await;
+    let (mut c, mut events) = place_ai_call(&sw, "oac-ai-stop", "You chat forever.").await;
+    let mut got = Vec::new();
+    while let Some(ev) = next(&mut events, Duration::from_secs(20)).await {
+        let started = matches!(ev.kind, Some(event::Kind::Started(_)));
+        got.push(ev);
+        if started {
+            break;
+        }
+    }
+    assert!(
+        matches!(
+            got.last().and_then(|e| e.kind.as_ref()),
+            Some(event::Kind::Started(_))
+        ),
+        "{got:#?}"
+    );
+    sw.terminate();
+    // Read (and acknowledge, as a control plane does) until the stream ends.
+    while let Ok(Ok(Some(ev))) =
+        tokio::time::timeout(Duration::from_secs(10), events.message()).await
+    {
+        c.ack(v1::AckRequest {
+            journal_id: ev.journal_id.clone(),
+            up_to_seq: ev.seq,
+        })
+        .await
+        .unwrap();
+        got.push(ev);
+    }
+    let end = got.iter().find_map(|e| match &e.kind {
+        Some(event::Kind::Ended(end)) => Some(end.clone()),
+        _ => None,
+    });
+    let end = end.unwrap_or_else(|| panic!("no CallEnded before the stream closed: {got:#?}"));
+    assert_eq!(
+        (
+            end.outcome.as_str(),
+            end.error_detail.as_str(),
+            end.answered
+        ),
+        ("failed", "the switch shut down", true)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sw.is_running() {
+        assert!(Instant::now() < deadline, "the switch did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
     let Outbound {

@@ -24,7 +24,7 @@ use crate::sip::calls::{Originate, OriginateError, TransferError, TransferTarget
 /// How long an RPC waits for the SIP thread's answer.
 const REPLY_WAIT: Duration = Duration::from_secs(5);
 /// Concurrent Subscribe streams.
-const MAX_SUBSCRIBERS: usize = 16;
+pub(super) const MAX_SUBSCRIBERS: usize = 16;
 /// Events read from disk per step of a catching-up stream.
 const READ_BATCH: usize = 256;
 /// Events buffered per stream towards its client.
@@ -54,6 +54,12 @@ impl Service {
             subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
             apply: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The permits of the event streams: one is held per connected
+    /// subscriber.
+    pub fn subscribers(&self) -> Arc<Semaphore> {
+        self.subscribers.clone()
     }
 
     /// Queues a command for the SIP thread and waits (bounded) for its

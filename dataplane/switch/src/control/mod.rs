@@ -62,6 +62,10 @@ const JOURNAL_BATCH: usize = 512;
 /// meanwhile wake nobody.
 const JOURNAL_GATHER: Duration = Duration::from_millis(20);
 
+/// How long a stopping switch waits for a connected control plane to
+/// acknowledge its last events (the calls it ended) before it exits.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// A request for the SIP thread.
 #[derive(Debug)]
 pub enum Command {
@@ -370,6 +374,9 @@ pub struct Link {
     runtime: tokio::runtime::Runtime,
     journal_thread: std::thread::JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
+    journal: Arc<Mutex<journal::Journal>>,
+    /// Permits of the event streams (one taken per connected subscriber).
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Link {
@@ -548,6 +555,40 @@ fn journal_loop(
     }
 }
 
+/// Waits, at most `limit`, while a subscriber is connected and the
+/// journal holds events it has not acknowledged.
+fn wait_for_acks(
+    journal: &Mutex<journal::Journal>,
+    subscribers: &tokio::sync::Semaphore,
+    limit: Duration,
+) {
+    let until = Instant::now() + limit;
+    loop {
+        let (acked, last) = {
+            let j = journal.lock().unwrap_or_else(|p| p.into_inner());
+            (j.acked(), j.last_seq())
+        };
+        if acked >= last {
+            return;
+        }
+        if subscribers.available_permits() >= grpc::MAX_SUBSCRIBERS {
+            tracing::info!(
+                unacknowledged = last - acked,
+                "no control plane connected at shutdown: its last events wait in the journal"
+            );
+            return;
+        }
+        if Instant::now() >= until {
+            tracing::warn!(
+                unacknowledged = last - acked,
+                "the control plane did not acknowledge the last events in time; they wait in the journal"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Opens the journal, binds the gRPC address and starts serving.
 pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link> {
     use anyhow::Context as _;
@@ -597,12 +638,13 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         .build()?;
     let service = grpc::Service::new(grpc::Shared {
         state: state.clone(),
-        journal,
+        journal: journal.clone(),
         live,
         commands: cmd_tx,
         waker,
         data_dir: settings.data_dir.clone(),
     });
+    let subscribers = service.subscribers();
     let (stop_tx, stop_rx) = oneshot::channel();
     let listener = {
         let _guard = runtime.enter();
@@ -644,6 +686,8 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         runtime,
         journal_thread,
         shutdown: Some(stop_tx),
+        journal,
+        subscribers,
     })
 }
 
@@ -652,18 +696,25 @@ impl Link {
     pub fn shutdown(mut self, core: &mut Core) {
         self.sip.state.set_draining();
         self.sip.close(core);
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
         let Link {
             sip,
             runtime,
             journal_thread,
+            shutdown,
+            journal,
+            subscribers,
             ..
         } = self;
+        // The journal thread writes (and streams) what is left, then stops.
         drop(sip);
         if journal_thread.join().is_err() {
             tracing::error!("event journal thread panicked");
+        }
+        // The calls this stop ended are journaled: a control plane reading
+        // the stream gets their ends now, not as a node lost later.
+        wait_for_acks(&journal, &subscribers, ACK_WAIT);
+        if let Some(tx) = shutdown {
+            let _ = tx.send(());
         }
         runtime.shutdown_timeout(Duration::from_secs(2));
     }

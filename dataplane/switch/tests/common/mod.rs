@@ -102,6 +102,16 @@ impl Switch {
         self.spawn();
     }
 
+    /// Sends SIGTERM (stop: end the calls, then exit).
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM");
+    }
+
     /// Sends SIGHUP (reload the configuration file).
     pub fn sighup(&self) {
         let ok = Command::new("kill")
