@@ -208,6 +208,28 @@ impl AttemptEnd {
     }
 }
 
+/// When an outbound call's transcript starts: its end less the switch's
+/// duration (counted from the INVITE, which in a burst may come seconds
+/// after the dispatch), so that start, end and durationSec agree as in the
+/// spec's example. The duration is in whole seconds, so the start is kept
+/// between the dispatch and the answer (or the end): never before the call
+/// was placed, nor after it was answered.
+pub(super) fn transcript_start(
+    dispatched: Option<UtcMillis>,
+    answered: Option<UtcMillis>,
+    end: &AttemptEnd,
+) -> UtcMillis {
+    let latest = answered.unwrap_or(end.ended_at);
+    let earliest = dispatched.unwrap_or(latest).min(latest);
+    let started = if end.duration_seconds > 0 {
+        end.ended_at
+            .plus_ms(-end.duration_seconds.saturating_mul(1000))
+    } else {
+        earliest
+    };
+    UtcMillis(started.0.clamp(earliest.0, latest.0))
+}
+
 /// Whether an attempt that ended this way may be tried again (see the
 /// module table).
 pub fn retryable_outcome(outcome: &str, answered: bool) -> bool {
@@ -555,7 +577,7 @@ impl Store {
         now: UtcMillis,
     ) -> Result<usize> {
         Ok(self
-            .sweep_calls_on_node(node_url, lost, detail, now)
+            .sweep_calls_on_node(node_url, lost, detail, now, now)
             .await?
             .ended)
     }
@@ -563,14 +585,18 @@ impl Store {
     /// Ends the attempts a node lost: each call's attempt ends `failed`
     /// with `detail` (and is retried per its settings), one transaction
     /// per call; inbound calls the node carried end the same way (see
-    /// `store::inbound`).
+    /// `store::inbound`). Their end is put at `seen` (at most `now`): when
+    /// the node was last heard from, which is all that is known of it,
+    /// not when its loss was noticed (seconds later).
     pub async fn sweep_calls_on_node(
         &self,
         node_url: &str,
         lost: Lost<'_>,
         detail: &str,
+        seen: UtcMillis,
         now: UtcMillis,
     ) -> Result<Swept> {
+        let at = UtcMillis(seen.0.min(now.0));
         let mut ended = 0;
         let mut gone = Vec::new();
         for call in self.live_calls_on_node(node_url).await? {
@@ -587,15 +613,15 @@ impl Store {
             {
                 continue;
             }
-            let talk = live.answered_at.map_or(0, |a| now.seconds_since(a));
+            let talk = live.answered_at.map_or(0, |a| at.seconds_since(a));
             let end = AttemptEnd {
                 outcome: "failed".into(),
                 error_detail: detail.to_owned(),
                 answered: live.answered_at.is_some(),
                 answered_at: live.answered_at,
-                ended_at: now,
+                ended_at: at,
                 talk_seconds: talk,
-                duration_seconds: live.dispatched_at.map_or(0, |d| now.seconds_since(d)),
+                duration_seconds: live.dispatched_at.map_or(0, |d| at.seconds_since(d)),
                 ..AttemptEnd::default()
             };
             let status = self.finish_attempt(&mut tx, &live, &end, now).await?;
@@ -606,7 +632,7 @@ impl Store {
             }
         }
         let inbound = self
-            .fail_inbound_calls_on_node(node_url, lost, detail, now)
+            .fail_inbound_calls_on_node(node_url, lost, detail, at, now)
             .await?;
         ended += inbound.len();
         gone.extend(inbound);
@@ -650,12 +676,7 @@ impl Store {
             // transcript starts that long before its end, so that its
             // start, end and durationSec agree (in a burst the dispatch
             // may come seconds before the INVITE).
-            let started = if end.duration_seconds > 0 {
-                end.ended_at
-                    .plus_ms(-end.duration_seconds.saturating_mul(1000))
-            } else {
-                call.dispatched_at.unwrap_or(end.ended_at)
-            };
+            let started = transcript_start(call.dispatched_at, answered_at, end);
             let base = answered_at.unwrap_or(started);
             let record = TranscriptRecord {
                 call_id: call.call_id.clone(),

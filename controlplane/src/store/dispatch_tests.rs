@@ -318,7 +318,7 @@ async fn events_apply_once(db: TestDb) {
     // duration counts from there.
     let kind = match ended("finished", true) {
         EventKind::Ended(e) => EventKind::Ended(AttemptEnd {
-            duration_seconds: 55,
+            duration_seconds: 59,
             ..e
         }),
         other => other,
@@ -369,7 +369,7 @@ async fn events_apply_once(db: TestDb) {
     // Its start, end and duration agree, as the spec's example does.
     assert_eq!(
         (t.started_at, t.ended_at, t.duration_sec),
-        (T0.plus_ms(5_000), Some(T0.plus_ms(60_000)), 55)
+        (T0.plus_ms(1_000), Some(T0.plus_ms(60_000)), 59)
     );
     // An event for a call that already ended is skipped, but moves the
     // cursor (it will not come back).
@@ -723,9 +723,43 @@ async fn a_node_clock_behind_keeps_the_record_in_order(db: TestDb) {
     }
 }
 
+/// A transcript turn with no words (an AI turn cut before it said any)
+/// is not stored: no empty line in the transcript, not counted.
+async fn an_empty_turn_is_not_stored(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 5, 0).await;
+    for (seq, text) in [(1, "  "), (2, "Hello")] {
+        let turn = ev(
+            seq,
+            &call,
+            EventKind::Turn {
+                speaker: Speaker::Ai,
+                text: text.into(),
+                at_ms: 0,
+            },
+        );
+        let applied = s.apply_switch_event(NODE, &turn, T0).await.unwrap();
+        assert_eq!(
+            matches!(applied, Applied::Skipped(_)),
+            text.trim().is_empty(),
+            "{text:?}: {applied:?}"
+        );
+    }
+    let end = ev(3, &call, ended("finished", true));
+    s.apply_switch_event(NODE, &end, T0).await.unwrap();
+    let t = s
+        .transcript(TENANT, call.call_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    let texts: Vec<&str> = t.turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, ["Hello"]);
+}
+
 use crate::store::testing::both_backends as both;
 
 both!(
+    an_empty_turn_is_not_stored,
     claims_are_exclusive,
     stuck_dispatch_returns_to_its_node,
     failed_dispatch_retries_on_time,
@@ -739,3 +773,35 @@ both!(
     hangup_of_an_unplaced_dispatch_cancels_it,
     a_node_clock_behind_keeps_the_record_in_order,
 );
+
+/// A transcript's start is its end less the switch's whole-second
+/// duration, kept between the dispatch and the answer: rounding never puts
+/// it before the call was placed or after it was answered.
+#[test]
+fn a_transcript_starts_between_the_dispatch_and_the_answer() {
+    use super::transcript_start;
+    let at = |ms: i64| UtcMillis(1_700_000_000_000 + ms);
+    let end = |ended: i64, secs: i64| AttemptEnd {
+        ended_at: at(ended),
+        duration_seconds: secs,
+        ..AttemptEnd::default()
+    };
+    // INVITE 2 s after the dispatch: the start is the INVITE.
+    assert_eq!(
+        transcript_start(Some(at(0)), Some(at(5_000)), &end(20_000, 18)),
+        at(2_000)
+    );
+    // 19.52 s rounded up to 20: not before the dispatch.
+    assert_eq!(
+        transcript_start(Some(at(0)), Some(at(3_000)), &end(19_520, 20)),
+        at(0)
+    );
+    // 4.4 s rounded down to 4, answered 0.2 s after the INVITE: not after
+    // the answer.
+    assert_eq!(
+        transcript_start(Some(at(0)), Some(at(200)), &end(4_400, 4)),
+        at(200)
+    );
+    // Never answered, no duration: the dispatch.
+    assert_eq!(transcript_start(Some(at(0)), None, &end(30_000, 0)), at(0));
+}

@@ -403,6 +403,9 @@ impl StoreTx {
         ev: &SwitchEvent,
         (speaker, text, at_ms): (Speaker, &str, i64),
     ) -> Result<Option<Applied>> {
+        if text.trim().is_empty() {
+            return Ok(Some(Applied::Skipped("an empty transcript turn".into())));
+        }
         if self.turn_count(call_id, attempt).await? >= MAX_TURNS_PER_ATTEMPT {
             return Ok(Some(Applied::Skipped(format!(
                 "more than {MAX_TURNS_PER_ATTEMPT} transcript turns"

@@ -257,8 +257,11 @@ impl SwitchNodes {
                 continue;
             }
             let detail = format!("switch node {} lost", node.url());
+            // Its calls end when it was last heard from, not now.
+            let health = node.health();
+            let seen = health.last_ok.or(health.failing_since).unwrap_or(now);
             match store
-                .sweep_calls_on_node(node.url(), Lost::All, &detail, now)
+                .sweep_calls_on_node(node.url(), Lost::All, &detail, seen, now)
                 .await
             {
                 Ok(s) if s.ended == 0 => {}
@@ -328,9 +331,17 @@ impl SwitchNodes {
             "switch node {} restarted: the call was lost with its process",
             node.url()
         );
+        let seen = inst.predecessor_seen.unwrap_or(now);
         match store
-            .fail_calls_on_node(node.url(), Lost::CarriedBefore(&inst.id), &detail, now)
+            .sweep_calls_on_node(
+                node.url(),
+                Lost::CarriedBefore(&inst.id),
+                &detail,
+                seen,
+                now,
+            )
             .await
+            .map(|s| s.ended)
         {
             Ok(n) => {
                 if n > 0 {

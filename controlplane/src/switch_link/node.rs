@@ -136,6 +136,9 @@ pub struct Instance {
     pub last_seq: u64,
     /// Its predecessors' calls have been ended.
     pub swept: bool,
+    /// When this control plane last heard from the process before it
+    /// (None: none known): the calls it carried end there.
+    pub predecessor_seen: Option<UtcMillis>,
 }
 
 #[derive(Debug)]
@@ -251,11 +254,13 @@ impl Node {
                 tracing::warn!(node = %self.url, was = %was.id, now = %id,
                     "switch node restarted: the calls it carried are ended once its journal is read");
             }
+            let predecessor_seen = h.instance.as_ref().and(h.last_ok);
             h.instance = Some(Instance {
                 id,
                 journal_id: stats.journal_id.clone(),
                 last_seq: stats.last_seq,
                 swept: false,
+                predecessor_seen,
             });
         }
         h.healthy = true;

@@ -861,8 +861,13 @@ async fn placed(db: &TestDb, l: &SwitchNodes, n: u8, clock: &Clock) -> NewCall {
 async fn a_lost_node_ends_its_calls_within_the_bound() {
     let (db, clock, peer, server, l, call) = one_node_with_call(6).await;
     let url = server.url();
-    server.kill(&peer).await;
     let node = l.nodes()[0].clone();
+    // Last heard from 2 s after the call was placed; it dies then.
+    clock.advance_ms(2_000);
+    l.probe(&node).await;
+    let seen = node.health().last_ok.unwrap();
+    server.kill(&peer).await;
+    clock.advance_ms(1_000);
     l.probe(&node).await;
     assert!(!node.health().healthy);
     // Not yet: unreachable for less than CODEB_SWITCH_LOST_AFTER.
@@ -874,6 +879,9 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
     let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
     assert_eq!(rec.status, CallStatus::EndedFailedRetryPending);
     assert_eq!(rec.error_detail, format!("switch node {url} lost"));
+    // It ended when the node was last heard from, not 6 s later when its
+    // loss was noticed.
+    assert_eq!(rec.ended_at, Some(seen));
     // A hangup for a call on a dead node is a 502-class error.
     assert!(l.hangup(&url, call.call_id.as_str()).await.is_err());
 }
@@ -925,10 +933,15 @@ async fn a_node_that_restarts_ends_the_calls_its_earlier_process_carried() {
     // instance check its calls stayed in-flight for ever.
     let (db, clock, peer, server, l, old) = one_node_with_call(7).await;
     let url = server.url();
-    // Its process wrote an answer for it, then stopped.
-    peer.emit(old.call_id.as_str(), answered());
-    peer.restart("i2");
     let node = l.nodes()[0].clone();
+    // Its process wrote an answer for it, was last heard from 3 s after
+    // the call was placed, then stopped; the next answered 4 s later.
+    peer.emit(old.call_id.as_str(), answered());
+    clock.advance_ms(3_000);
+    l.probe(&node).await;
+    let seen = node.health().last_ok.unwrap();
+    peer.restart("i2");
+    clock.advance_ms(4_000);
     l.probe(&node).await;
     assert!(node.health().healthy);
     // A call placed on the new process is its own.
@@ -957,6 +970,11 @@ async fn a_node_that_restarts_ends_the_calls_its_earlier_process_carried() {
         format!("switch node {url} restarted: the call was lost with its process")
     );
     assert!(rec.answered_at.is_some(), "its answer was applied first");
+    assert_eq!(
+        rec.ended_at,
+        Some(seen),
+        "ended when its process was last heard from"
+    );
     assert_eq!(status(&db.store, &new.call_id).await, CallStatus::InFlight);
     // Once per instance: later sweeps leave the new process's calls be.
     l.sweep_lost_nodes(&db.store, clock.now()).await;

@@ -17,12 +17,14 @@ use crate::store::{
 impl Store {
     /// Ends every inbound call still up on a node that is gone: outcome
     /// `failed` with `detail`, `call.ended`, and the transcript when the
-    /// number saves them; one transaction per call. Returns their ids.
+    /// number saves them; one transaction per call, each ended at `at`
+    /// (when the node was last heard from). Returns their ids.
     pub(in crate::store) async fn fail_inbound_calls_on_node(
         &self,
         node_url: &str,
         lost: crate::store::Lost<'_>,
         detail: &str,
+        at: UtcMillis,
         now: UtcMillis,
     ) -> Result<Vec<String>> {
         let ids: Vec<(String, String)> = on_pool!(self, |pool| {
@@ -45,13 +47,15 @@ impl Store {
             if call.ended_at.is_some() || call.node_url != node_url {
                 continue;
             }
-            let since = |t: UtcMillis| now.seconds_since(t);
+            // Not before the call began, nor its answer.
+            let at = UtcMillis(at.0.max(call.answered_at.unwrap_or(call.created_at).0));
+            let since = |t: UtcMillis| at.seconds_since(t);
             let end = AttemptEnd {
                 outcome: "failed".into(),
                 error_detail: detail.to_owned(),
                 answered: call.answered_at.is_some(),
                 answered_at: call.answered_at,
-                ended_at: now,
+                ended_at: at,
                 talk_seconds: call.answered_at.map_or(0, since),
                 duration_seconds: since(call.created_at),
                 ..AttemptEnd::default()

@@ -178,6 +178,11 @@ impl Core {
                     .push_back(event(CallEventKind::Started));
                 self.drain(now);
             }
+            // A turn cut before a word was said (or heard) is none: not
+            // in the transcript, not counted.
+            AiNote::Turn { text, .. } if text.trim().is_empty() => {
+                tracing::debug!(call = key, "an empty transcript turn; dropped");
+            }
             AiNote::Turn {
                 role,
                 text,

@@ -560,7 +560,9 @@ fn an_ai_call_reports_its_conversation_and_ends_when_the_ai_says_goodbye() {
     };
     assert_eq!(h.core.ai_calls(), 1);
     h.core.ai_note(h.now, key, AiNote::Started);
+    // An AI turn cut before its first word is none.
     for (role, text) in [
+        (Role::Ai, " "),
         (Role::Ai, "Hello!"),
         (Role::Caller, "Hi."),
         (Role::Ai, "Bye."),
