@@ -138,6 +138,10 @@ pub struct ClaimedDelivery {
     pub failures: i64,
 }
 
+/// No probe gate is set further ahead than this: the Retry-After cap
+/// (10 min) and the longest probe interval (1 min).
+const GATE_MAX_MS: i64 = 11 * 60 * 1000;
+
 /// How many attempts each subscription may have in flight: up to
 /// `per_subscription`, but one at a time while it is failing (its last
 /// attempt here failed, or its stored count of consecutive failures is
@@ -147,13 +151,15 @@ pub struct ClaimedDelivery {
 /// success seen by another replica frees this one's limit only after its
 /// own next success.
 ///
-/// After a failed attempt that follows another (the receiver looks down,
-/// rather than rejecting one event), none of the subscription's
-/// deliveries is tried before `not_before` (the retry schedule's first
-/// step later): a receiver that is down for a moment (a restart, a
-/// deploy) while events keep coming is probed every few seconds, not run
-/// through its 20 failures in the milliseconds its refused connections
-/// take, which would pause it.
+/// After two attempts in a row that found its receiver down (no answer,
+/// or 502, 503, 504, 429; a receiver that answers and refuses an event
+/// is up), none of the subscription's deliveries is tried before
+/// `not_before`: the retry schedule's first step later (1–60 s), or what
+/// its Retry-After asked. A receiver that is down for a moment (a
+/// restart, a deploy) while events keep coming is probed every few
+/// seconds, not run through its 20 failures in the milliseconds its
+/// refused connections take, which would pause it. Per process: each
+/// replica probes on its own.
 #[derive(Debug, Clone, Default)]
 pub struct Room {
     pub in_flight: HashMap<SubscriptionId, usize>,
@@ -730,7 +736,10 @@ impl Store {
     ) -> Result<Vec<ClaimedDelivery>> {
         // Full already (a failing one with one attempt out is), or waiting
         // to be probed again: not asked for.
-        room.not_before.retain(|_, t| *t > now);
+        // Past, or further ahead than any gate is set (the clock was
+        // stepped back): lifted.
+        room.not_before
+            .retain(|_, t| *t > now && t.0 <= now.0.saturating_add(GATE_MAX_MS));
         let skip: Vec<String> = room
             .in_flight
             .iter()

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::client::{SendError, WebhookClient};
-use super::schedule::{AttemptResult, RetryPolicy, parse_retry_after};
+use super::schedule::{AttemptResult, RETRY_AFTER_CAP, RetryPolicy, parse_retry_after};
 use super::sign::{Signing, delivery_headers};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -136,14 +136,51 @@ pub fn start(
     DispatcherHandle { stop, task }
 }
 
+/// How an attempt went, as far as the pace of its subscription's next
+/// attempts is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    /// The receiver took it (2xx).
+    Delivered,
+    /// The receiver answered but refused it (a 4xx, a 500): it is up, so
+    /// its other events go on at the usual pace.
+    Refused,
+    /// No answer (connection refused, timeout), or one that says the
+    /// receiver is down or overloaded (502, 503, 504, 429), with the
+    /// time it asked for (Retry-After).
+    Down(Option<Duration>),
+}
+
+impl Reached {
+    fn of(result: &AttemptResult, delivered: bool) -> Reached {
+        match result {
+            _ if delivered => Reached::Delivered,
+            AttemptResult::NoAnswer => Reached::Down(None),
+            AttemptResult::Status {
+                status: 429 | 502 | 503 | 504,
+                retry_after,
+            } => Reached::Down(*retry_after),
+            AttemptResult::Status { .. } => Reached::Refused,
+        }
+    }
+}
+
+/// The wait between probes of a subscription whose receiver looks down:
+/// the retry schedule's first step, within these bounds.
+const PROBE_MIN: Duration = Duration::from_secs(1);
+const PROBE_MAX: Duration = Duration::from_secs(60);
+
 /// Attempts running now.
 struct InFlight {
     /// task -> (subscription, seq, lease token)
     tasks: HashMap<tokio::task::Id, (SubscriptionId, i64, i64)>,
     /// Attempts per subscription, and which are failing.
     room: Room,
-    /// How long a failing subscription waits between attempts (the retry
-    /// schedule's first step).
+    /// Consecutive attempts per subscription that found its receiver
+    /// down (in this process; an answer of any kind resets it).
+    down: HashMap<SubscriptionId, u32>,
+    /// How long a subscription whose receiver looks down waits between
+    /// attempts.
     probe_every: i64,
 }
 
@@ -152,7 +189,8 @@ impl InFlight {
         InFlight {
             tasks: HashMap::new(),
             room: Room::new(per_subscription),
-            probe_every: millis(probe_every),
+            down: HashMap::new(),
+            probe_every: millis(probe_every.clamp(PROBE_MIN, PROBE_MAX)),
         }
     }
 
@@ -162,30 +200,38 @@ impl InFlight {
         *self.room.in_flight.entry(d.webhook_id.clone()).or_default() += 1;
     }
 
-    /// Forgets a finished task (`delivered`: its receiver took it; None:
-    /// it did not finish), at `now`; returns its lease. A failed attempt
-    /// keeps its subscription's slot until its result is written
+    /// Forgets a finished task (`reached`: how it went; None: it did not
+    /// finish), at `now`; returns its lease. A failed attempt keeps its
+    /// subscription's slot until its result is written
     /// ([`Self::recorded`]): the next attempt of a failing subscription
-    /// waits for the count of failures that may pause it, and, after a
-    /// second failure in a row, for `probe_every`.
+    /// waits for the count of failures that may pause it. After two
+    /// attempts in a row that found the receiver down, the next waits for
+    /// `probe_every`, or the Retry-After it asked for (capped).
     fn done(
         &mut self,
         task: tokio::task::Id,
-        delivered: Option<bool>,
+        reached: Option<Reached>,
         now: UtcMillis,
     ) -> Option<(i64, i64)> {
         let (sub, seq, token) = self.tasks.remove(&task)?;
-        match delivered {
-            Some(true) => {
+        match reached {
+            Some(Reached::Delivered) => {
                 self.room.failing.remove(&sub);
                 self.room.not_before.remove(&sub);
+                self.down.remove(&sub);
                 self.release(&sub);
             }
-            Some(false) => {
-                // A failure after a failure (not one event its receiver
-                // rejects among others it takes): the receiver looks down.
-                if !self.room.failing.insert(sub.clone()) {
-                    let at = now.plus_ms(self.probe_every);
+            Some(Reached::Refused) => {
+                self.room.failing.insert(sub.clone());
+                self.down.remove(&sub);
+            }
+            Some(Reached::Down(asked)) => {
+                self.room.failing.insert(sub.clone());
+                let n = self.down.entry(sub.clone()).or_insert(0);
+                *n = n.saturating_add(1);
+                if *n >= 2 {
+                    let hint = asked.map_or(0, |d| millis(d.min(RETRY_AFTER_CAP)));
+                    let at = now.plus_ms(self.probe_every.max(hint));
                     let t = self.room.not_before.entry(sub).or_insert(at);
                     *t = (*t).max(at);
                 }
@@ -195,9 +241,15 @@ impl InFlight {
         Some((seq, token))
     }
 
-    /// When the first subscription waiting to be probed may be tried.
-    fn next_probe(&self) -> Option<UtcMillis> {
-        self.room.not_before.values().copied().min()
+    /// When the first subscription waiting to be probed may be tried,
+    /// after `now`.
+    fn next_probe(&self, now: UtcMillis) -> Option<UtcMillis> {
+        self.room
+            .not_before
+            .values()
+            .copied()
+            .filter(|t| *t > now)
+            .min()
     }
 
     /// A failed attempt's result is written: its slot is free.
@@ -229,7 +281,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let stop = stop.clone();
         tokio::spawn(async move { store.relay_outbox_notifications(stop).await })
     };
-    let mut tasks: JoinSet<bool> = JoinSet::new();
+    let mut tasks: JoinSet<Reached> = JoinSet::new();
     let probe_every = sh.cfg.policy.delays.first().copied().unwrap_or_default();
     let mut in_flight = InFlight::new(sh.cfg.per_subscription, probe_every);
     let mut housekeeping_at = Instant::now() + Duration::from_secs(60);
@@ -321,7 +373,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // A failing subscription due to be probed again wakes the loop.
         let now = sh.clock.now();
         if want > 0
-            && let Some(t) = in_flight.next_probe().filter(|t| *t > now)
+            && let Some(t) = in_flight.next_probe(now)
         {
             let wait = u64::try_from(t.0 - now.0).unwrap_or(1);
             pause = pause.min(Duration::from_millis(wait));
@@ -346,8 +398,8 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tasks.abort_all();
         while let Some(r) = tasks.join_next_with_id().await {
             match r {
-                Ok((id, delivered)) => {
-                    in_flight.done(id, Some(delivered), sh.clock.now());
+                Ok((id, reached)) => {
+                    in_flight.done(id, Some(reached), sh.clock.now());
                 }
                 Err(e) => abandoned.extend(in_flight.done(e.id(), None, sh.clock.now())),
             }
@@ -373,13 +425,13 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 fn finished(
-    r: Result<(tokio::task::Id, bool), tokio::task::JoinError>,
+    r: Result<(tokio::task::Id, Reached), tokio::task::JoinError>,
     in_flight: &mut InFlight,
     now: UtcMillis,
 ) {
     match r {
-        Ok((id, delivered)) => {
-            in_flight.done(id, Some(delivered), now);
+        Ok((id, reached)) => {
+            in_flight.done(id, Some(reached), now);
         }
         Err(e) => {
             // A panicked attempt: its lease expires and the delivery is
@@ -417,13 +469,12 @@ async fn housekeep(sh: &Shared) {
     }
 }
 
-/// One attempt: sign, POST, decide what follows, report.
-/// One attempt; true if the receiver took it.
+/// One attempt: sign, POST, decide what follows, report; how it went.
 async fn attempt(
     sh: Arc<Shared>,
     d: ClaimedDelivery,
     done: mpsc::UnboundedSender<AttemptOutcome>,
-) -> bool {
+) -> Reached {
     let started = sh.clock.now();
     let t0 = Instant::now();
     let headers = delivery_headers(&Signing {
@@ -492,7 +543,7 @@ async fn attempt(
             error = %error, next = ?decision.next, "webhook attempt failed");
     }
     // The same test as the recorder's release of a failed attempt's slot.
-    let delivered = decision.next == NextStep::Succeeded;
+    let reached = Reached::of(&result, decision.next == NextStep::Succeeded);
     let _ = done.send(AttemptOutcome {
         seq: d.seq,
         lease_token: d.lease_token,
@@ -505,7 +556,7 @@ async fn attempt(
         next: decision.next,
         gone: decision.gone,
     });
-    delivered
+    reached
 }
 
 /// Writes attempt results in batches (whatever has arrived since the last

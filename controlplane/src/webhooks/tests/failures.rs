@@ -18,6 +18,8 @@ on_both!(
     twenty_failures_pause_the_subscription,
     a_resumed_dead_receiver_pauses_again_at_twenty,
     a_receiver_down_for_a_moment_is_probed_not_paused,
+    a_receiver_refusing_some_events_is_not_slowed,
+    a_down_receivers_retry_after_spaces_the_probes,
     the_purge_expires_the_undelivered_and_keeps_their_log,
 );
 
@@ -152,8 +154,9 @@ async fn gone_disables_and_holds_later_events(mut fx: Fx) {
 
 async fn twenty_failures_pause_the_subscription(mut fx: Fx) {
     // Five deliveries, four attempts each: the twentieth failure pauses.
+    // 503: the receiver is down (a refusal such as 500 is an answer).
     let rx = Receiver::start(Arc::new(|i, _| {
-        Answer::status(if i < 20 { 500 } else { 200 })
+        Answer::status(if i < 20 { 503 } else { 200 })
     }))
     .await;
     let (sub, _) = fx.subscribe(&rx.url("/h"), &["*"]).await;
@@ -175,11 +178,9 @@ async fn twenty_failures_pause_the_subscription(mut fx: Fx) {
     })
     .await;
     for _ in 0..200 {
-        let d = fx.deliveries(&sub).await;
-        if d.iter().all(|d| d.state == DeliveryState::Failed) {
+        if !fx.subscription(&sub).await.active {
             break;
         }
-        assert!(fx.subscription(&sub).await.active);
         fx.advance(5_000);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -203,7 +204,7 @@ async fn twenty_failures_pause_the_subscription(mut fx: Fx) {
     assert_eq!((s.active, s.failures), (false, 20));
     assert!(
         s.paused_reason
-            .contains("after 20 consecutive failed attempts; last: HTTP 500"),
+            .contains("after 20 consecutive failed attempts; last: HTTP 503"),
         "{}",
         s.paused_reason
     );
@@ -273,6 +274,64 @@ async fn a_resumed_dead_receiver_pauses_again_at_twenty(mut fx: Fx) {
     fx.stop().await;
 }
 
+/// A receiver that is up and refuses some events (a 400 for a type it
+/// does not handle) is not treated as down: its other events go on at
+/// once, and only the refused ones wait for their retries.
+async fn a_receiver_refusing_some_events_is_not_slowed(mut fx: Fx) {
+    let rx = Receiver::start(Arc::new(|_, hit| {
+        // The first five in a row are refused.
+        let refused = hit.json()["data"]["n"].as_i64().unwrap_or(0) < 5;
+        Answer::status(if refused { 400 } else { 200 })
+    }))
+    .await;
+    let (sub, _) = fx.subscribe(&rx.url("/h"), &["*"]).await;
+    fx.cfg.per_subscription = 1;
+    fx.start();
+    for n in 0..10 {
+        fx.event(EventName::CallEnded, json!({"n": n}), None).await;
+    }
+    // Every first attempt while the (manual) clock stands still.
+    rx.wait_for(10, SOON).await;
+    fx.until(&sub, "five delivered", |d| {
+        d.iter()
+            .filter(|d| d.state == DeliveryState::Succeeded)
+            .count()
+            == 5
+    })
+    .await;
+    assert!(fx.subscription(&sub).await.active);
+    fx.stop().await;
+}
+
+/// A receiver down that asks for time (503 with Retry-After) is probed
+/// when it asked, not every 5 s (each probe would count to the 20).
+async fn a_down_receivers_retry_after_spaces_the_probes(mut fx: Fx) {
+    let rx = Receiver::start(Arc::new(|i, _| {
+        if i < 2 {
+            Answer::status(503).with("retry-after", "30")
+        } else {
+            Answer::status(200)
+        }
+    }))
+    .await;
+    let (sub, _) = fx.subscribe(&rx.url("/h"), &["*"]).await;
+    fx.cfg.per_subscription = 1;
+    fx.start();
+    for n in 0..3 {
+        fx.event(EventName::CallEnded, json!({"n": n}), None).await;
+    }
+    rx.wait_for(2, SOON).await;
+    fx.advance(29_999);
+    rx.stays_at(2, QUIET).await;
+    fx.advance(1);
+    rx.wait_for(3, SOON).await;
+    fx.until(&sub, "all delivered", |d| {
+        d.len() == 3 && d.iter().all(|d| d.state == DeliveryState::Succeeded)
+    })
+    .await;
+    fx.stop().await;
+}
+
 /// A receiver down for a moment (a restart) while events keep coming is
 /// not paused: after two failures in a row it is probed once per retry
 /// step (5 s), not run through its 20 failures in the milliseconds its
@@ -302,8 +361,10 @@ async fn a_receiver_down_for_a_moment_is_probed_not_paused(mut fx: Fx) {
     // once and pause the subscription at 20.
     rx.stays_at(2, QUIET).await;
     assert!(fx.subscription(&sub).await.active);
+    fx.advance(4_999);
+    rx.stays_at(2, QUIET).await;
     down.store(false, std::sync::atomic::Ordering::SeqCst);
-    fx.advance(5_000);
+    fx.advance(1);
     fx.until(&sub, "everything delivered", |d| {
         d.len() == 40 && d.iter().all(|d| d.state == DeliveryState::Succeeded)
     })
