@@ -255,8 +255,30 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TrunkDeleted>> {
     let t = load(&state, &who.tenant, &id).await?;
+    // A call waiting to be dialled through it would fail at its turn (and
+    // spend its retries): the trunk is kept until those are cancelled or
+    // dialled.
+    let in_use = |calls: i64| {
+        let s = if calls == 1 { "" } else { "s" };
+        ApiError::conflict(
+            "trunk_in_use",
+            format!(
+                "Trunk '{id}' is the trunkId of {calls} call{s} not dialled yet; cancel them or let them finish first"
+            ),
+        )
+    };
+    let calls = state.store.trunk_waiting_calls(&who.tenant, &t.id).await?;
+    if calls > 0 {
+        return Err(in_use(calls));
+    }
     if !state.store.delete_trunk(&who.tenant, &t.id).await? {
-        return Err(no_such_trunk(&id));
+        // One was placed meanwhile, or the trunk went.
+        let calls = state.store.trunk_waiting_calls(&who.tenant, &t.id).await?;
+        return Err(if calls > 0 {
+            in_use(calls)
+        } else {
+            no_such_trunk(&id)
+        });
     }
     Ok(axum::Json(TrunkDeleted {
         deleted: t.id.to_string(),

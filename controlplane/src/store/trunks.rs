@@ -235,13 +235,34 @@ impl Store {
         })
     }
 
+    /// Calls of `tenant` not dialled yet (scheduled, waiting for a retry,
+    /// being dispatched) that name trunk `id`.
+    pub async fn trunk_waiting_calls(&self, tenant: &str, id: &TrunkId) -> Result<i64> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM calls WHERE tenant = $1 AND trunk_id = $2 \
+                 AND status IN ('scheduled', 'ended-failed-retry-pending', 'dispatching')",
+            )
+            .bind(tenant)
+            .bind(id.as_str())
+            .fetch_one(pool)
+            .await?)
+        })
+    }
+
+    /// Deletes the trunk, unless a call not dialled yet names it (see
+    /// [`Store::trunk_waiting_calls`]); true if it was deleted.
     pub async fn delete_trunk(&self, tenant: &str, id: &TrunkId) -> Result<bool> {
         on_pool!(self, |pool| {
-            let res = sqlx::query("DELETE FROM trunks WHERE tenant = $1 AND id = $2")
-                .bind(tenant)
-                .bind(id.as_str())
-                .execute(pool)
-                .await?;
+            let res = sqlx::query(
+                "DELETE FROM trunks WHERE tenant = $1 AND id = $2 AND NOT EXISTS \
+                 (SELECT 1 FROM calls WHERE calls.tenant = $1 AND calls.trunk_id = $2 \
+                 AND calls.status IN ('scheduled', 'ended-failed-retry-pending', 'dispatching'))",
+            )
+            .bind(tenant)
+            .bind(id.as_str())
+            .execute(pool)
+            .await?;
             self.config_changed();
             Ok(res.rows_affected() > 0)
         })

@@ -11,10 +11,48 @@ on_both_backends!(
     numbers_crud_masks_keys,
     number_voice_follows_the_model_vendor,
     trunks_crud_keeps_password_write_only,
+    a_trunk_a_waiting_call_names_is_not_deleted,
     inbound_routes_as_the_spec_shows,
     transcripts_list_filter_and_fetch,
     webhooks_secret_shown_once,
 );
+
+/// A trunk that a call waiting to be dialled names (its `trunkId`) is not
+/// deleted: the call would fail at its turn and spend its retries. Once
+/// that call is cancelled, it goes.
+async fn a_trunk_a_waiting_call_names_is_not_deleted(h: Harness) {
+    let t = h.admin().await;
+    let r = h
+        .post(
+            "/api.ashx/v1/trunks",
+            &t,
+            json!({"name": "later", "host": "192.0.2.7", "port": 5060}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let trunk = r.json["id"].as_str().unwrap().to_owned();
+    let r = h
+        .post(
+            "/api.ashx/v1/calls",
+            &t,
+            json!({"phone": "+15551234567", "email": "ops@example.com", "systemPrompt": "Hi.",
+                "apiKey": "k", "trunkId": trunk, "scheduleAtUtc": "2026-06-05T09:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let call = r.json["callId"].as_str().unwrap().to_owned();
+    let r = h.delete(&format!("/api.ashx/v1/trunks/{trunk}"), &t).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.json["error"], "trunk_in_use");
+    assert!(r.text.contains("1 call not dialled yet"), "{}", r.text);
+    let r = h
+        .post(&format!("/api.ashx/v1/calls/{call}/hangup"), &t, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = h.delete(&format!("/api.ashx/v1/trunks/{trunk}"), &t).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["deleted"], trunk.as_str());
+}
 
 async fn numbers_crud_masks_keys(h: Harness) {
     let t = h.admin().await;
