@@ -201,7 +201,7 @@ impl InFlight {
     }
 
     /// Forgets a finished task (`reached`: how it went; None: it did not
-    /// finish), at `now`; returns its lease. A failed attempt keeps its
+    /// finish), started at `now`; returns its lease. A failed attempt keeps its
     /// subscription's slot until its result is written
     /// ([`Self::recorded`]): the next attempt of a failing subscription
     /// waits for the count of failures that may pause it. After two
@@ -281,7 +281,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let stop = stop.clone();
         tokio::spawn(async move { store.relay_outbox_notifications(stop).await })
     };
-    let mut tasks: JoinSet<Reached> = JoinSet::new();
+    let mut tasks: JoinSet<(Reached, UtcMillis)> = JoinSet::new();
     let probe_every = sh.cfg.policy.delays.first().copied().unwrap_or_default();
     let mut in_flight = InFlight::new(sh.cfg.per_subscription, probe_every);
     let mut housekeeping_at = Instant::now() + Duration::from_secs(60);
@@ -398,8 +398,8 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tasks.abort_all();
         while let Some(r) = tasks.join_next_with_id().await {
             match r {
-                Ok((id, reached)) => {
-                    in_flight.done(id, Some(reached), sh.clock.now());
+                Ok((id, (reached, started))) => {
+                    in_flight.done(id, Some(reached), started);
                 }
                 Err(e) => abandoned.extend(in_flight.done(e.id(), None, sh.clock.now())),
             }
@@ -425,13 +425,14 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 fn finished(
-    r: Result<(tokio::task::Id, Reached), tokio::task::JoinError>,
+    r: Result<(tokio::task::Id, (Reached, UtcMillis)), tokio::task::JoinError>,
     in_flight: &mut InFlight,
     now: UtcMillis,
 ) {
     match r {
-        Ok((id, reached)) => {
-            in_flight.done(id, Some(reached), now);
+        // Paced from when the attempt started.
+        Ok((id, (reached, started))) => {
+            in_flight.done(id, Some(reached), started);
         }
         Err(e) => {
             // A panicked attempt: its lease expires and the delivery is
@@ -469,12 +470,13 @@ async fn housekeep(sh: &Shared) {
     }
 }
 
-/// One attempt: sign, POST, decide what follows, report; how it went.
+/// One attempt: sign, POST, decide what follows, report; how it went,
+/// and when it started.
 async fn attempt(
     sh: Arc<Shared>,
     d: ClaimedDelivery,
     done: mpsc::UnboundedSender<AttemptOutcome>,
-) -> Reached {
+) -> (Reached, UtcMillis) {
     let started = sh.clock.now();
     let t0 = Instant::now();
     let headers = delivery_headers(&Signing {
@@ -556,7 +558,7 @@ async fn attempt(
         next: decision.next,
         gone: decision.gone,
     });
-    reached
+    (reached, started)
 }
 
 /// Writes attempt results in batches (whatever has arrived since the last

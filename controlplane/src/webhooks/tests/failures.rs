@@ -321,6 +321,15 @@ async fn a_down_receivers_retry_after_spaces_the_probes(mut fx: Fx) {
         fx.event(EventName::CallEnded, json!({"n": n}), None).await;
     }
     rx.wait_for(2, SOON).await;
+    // Their results written (each retry's time read from the clock) before
+    // it moves.
+    fx.until(&sub, "two failures recorded", |d| {
+        d.iter()
+            .filter(|d| d.attempts == 1 && d.last_status == Some(503))
+            .count()
+            == 2
+    })
+    .await;
     fx.advance(29_999);
     rx.stays_at(2, QUIET).await;
     fx.advance(1);
@@ -360,6 +369,10 @@ async fn a_receiver_down_for_a_moment_is_probed_not_paused(mut fx: Fx) {
     // probe interval, the other 38 events' first attempts would fail at
     // once and pause the subscription at 20.
     rx.stays_at(2, QUIET).await;
+    fx.until(&sub, "two failures recorded", |d| {
+        d.iter().filter(|d| d.attempts == 1).count() == 2
+    })
+    .await;
     assert!(fx.subscription(&sub).await.active);
     fx.advance(4_999);
     rx.stays_at(2, QUIET).await;
