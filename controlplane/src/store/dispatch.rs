@@ -325,6 +325,17 @@ impl Lost<'_> {
     }
 }
 
+/// What a call's row says of its last attempt's end, cleared once the
+/// next attempt is placed (not when it is claimed: one that cannot be
+/// placed yet goes back to waiting with the last end still to show).
+macro_rules! new_attempt_sql {
+    () => {
+        "ended_at = NULL, ended_reason = '', error_detail = '', duration_sec = 0, \
+         input_turns = 0, output_turns = 0, "
+    };
+}
+pub(super) use new_attempt_sql;
+
 /// The claim: one statement, so a row is either claimed whole or not.
 /// A `dispatching` row (an interrupted dispatch) keeps its attempt number,
 /// node and dispatch time; a due row starts a new attempt.
@@ -338,8 +349,6 @@ macro_rules! claim_sql {
              dispatched_at = CASE WHEN status = 'dispatching' THEN COALESCE(dispatched_at, $1) \
                  ELSE $1 END, \
              answered_at = CASE WHEN status = 'dispatching' THEN answered_at ELSE NULL END, \
-             ended_at = NULL, ended_reason = '', error_detail = '', duration_sec = 0, \
-             input_turns = 0, output_turns = 0, \
              status = 'dispatching', lease_until = $2, lease_token = $3, updated_at = $1 \
              WHERE call_id IN (SELECT call_id FROM calls WHERE \
              (($5 IS NULL AND ((status IN ('scheduled', 'ended-failed-retry-pending') \
@@ -446,12 +455,13 @@ impl Store {
         now: UtcMillis,
     ) -> Result<bool> {
         super::on_pool!(self, |pool| {
-            let res = sqlx::query(
-                "UPDATE calls SET status = 'in-flight', \
-                 trunk_id = CASE WHEN $1 = '' THEN trunk_id ELSE $1 END, \
-                 node_instance = $5, lease_until = NULL, updated_at = $2 \
-                 WHERE call_id = $3 AND status = 'dispatching' AND lease_token = $4",
-            )
+            let res = sqlx::query(concat!(
+                "UPDATE calls SET status = 'in-flight', ",
+                new_attempt_sql!(),
+                "trunk_id = CASE WHEN $1 = '' THEN trunk_id ELSE $1 END, \
+                     node_instance = $5, lease_until = NULL, updated_at = $2 \
+                     WHERE call_id = $3 AND status = 'dispatching' AND lease_token = $4"
+            ))
             .bind(trunk_id)
             .bind(now.0)
             .bind(call.call_id.as_str())

@@ -164,8 +164,14 @@ async fn failed_dispatch_retries_on_time(db: TestDb) {
     assert_eq!(retry.len(), 1);
     assert_eq!(retry[0].attempt, 2);
     assert_eq!(retry[0].node_url, None, "a new attempt may go to any node");
+    // The last attempt's end shows until the next is placed (one that
+    // cannot be placed yet goes back to waiting with it).
     let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
-    assert_eq!(rec.error_detail, "", "a new attempt starts clean");
+    assert_eq!(
+        (rec.ended_reason.as_str(), rec.error_detail.as_str()),
+        ("failed", "RESOURCE_EXHAUSTED: node full")
+    );
+    assert!(rec.ended_at.is_some());
     // No retries left: final.
     let st = s
         .dispatch_failed(&retry[0], "no switch node", due)
@@ -232,6 +238,16 @@ async fn a_deferred_dispatch_waits_as_before_its_claim(db: TestDb) {
         (rec.status, rec.attempt, rec.retries_left),
         (CallStatus::EndedFailedRetryPending, 1, 0)
     );
+    // Attempt 1's end still shows: the call says how it last ended, and
+    // why the next has not gone yet.
+    assert_eq!(
+        (
+            rec.ended_reason.as_str(),
+            rec.ended_at,
+            rec.error_detail.as_str()
+        ),
+        ("failed", Some(later), "not placed yet")
+    );
     let retry = s.claim_due_calls(due.plus_ms(5_000), 10).await.unwrap();
     assert_eq!(retry[0].attempt, 2);
     // One outbound-ai.finished: the attempt that really ended.
@@ -247,6 +263,37 @@ async fn a_deferred_dispatch_waits_as_before_its_claim(db: TestDb) {
     assert_eq!(
         (rec.status, rec.error_detail.as_str()),
         (CallStatus::Cancelled, "")
+    );
+}
+
+/// A new attempt's record starts clean once it is placed: the last
+/// attempt's end (outcome, detail, times, turns) is cleared then.
+async fn a_placed_retry_starts_clean(db: TestDb) {
+    let s = &db.store;
+    let c = new_call(6, T0, 1);
+    s.insert_call(&c).await.unwrap();
+    let first = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    s.dispatch_failed(&first, "no switch node", T0)
+        .await
+        .unwrap();
+    let due = T0.plus_ms(5 * 60_000);
+    let retry = s.claim_due_calls(due, 10).await.unwrap();
+    assert_eq!(retry[0].attempt, 2);
+    assert!(
+        s.set_dispatch_node(&retry[0], NODE, None, due)
+            .await
+            .unwrap()
+    );
+    assert!(s.mark_placed(&retry[0], "", "i1", due).await.unwrap());
+    let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::InFlight);
+    assert_eq!(
+        (
+            rec.ended_reason.as_str(),
+            rec.ended_at,
+            rec.error_detail.as_str()
+        ),
+        ("", None, "")
     );
 }
 
@@ -760,6 +807,7 @@ use crate::store::testing::both_backends as both;
 
 both!(
     an_empty_turn_is_not_stored,
+    a_placed_retry_starts_clean,
     claims_are_exclusive,
     stuck_dispatch_returns_to_its_node,
     failed_dispatch_retries_on_time,

@@ -259,10 +259,11 @@ impl Store {
                     .then_some(trunk_id.as_str())
                     .or(call.trunk_id.as_deref());
                 on_tx!(tx, |t| {
-                    sqlx::query(
-                        "UPDATE calls SET status = 'in-flight', answered_at = $1, \
-                         trunk_id = $2, lease_until = NULL, updated_at = $3 WHERE call_id = $4",
-                    )
+                    sqlx::query(concat!(
+                        "UPDATE calls SET status = 'in-flight', answered_at = $1, ",
+                        super::dispatch::new_attempt_sql!(),
+                        "trunk_id = $2, lease_until = NULL, updated_at = $3 WHERE call_id = $4"
+                    ))
                     .bind(not_before(ev.at, call.dispatched_at).0)
                     .bind(trunk)
                     .bind(now.0)
