@@ -473,6 +473,32 @@ impl Store {
         })
     }
 
+    /// A dispatch interrupted before it reached the node was made again,
+    /// and the node rang it only now (it was no duplicate): the attempt
+    /// was dispatched `at`, not when the first try claimed it (a lease,
+    /// a minute, earlier). Never after its answer.
+    pub async fn redispatched(
+        &self,
+        call: &DispatchCall,
+        node_url: &str,
+        at: UtcMillis,
+    ) -> Result<()> {
+        super::on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE calls SET dispatched_at = CASE WHEN answered_at IS NOT NULL \
+                 AND answered_at < $1 THEN answered_at ELSE $1 END \
+                 WHERE call_id = $2 AND attempt = $3 AND node_url = $4",
+            )
+            .bind(at.0)
+            .bind(call.call_id.as_str())
+            .bind(call.attempt)
+            .bind(node_url)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
     /// The process carrying an attempt that events moved on to in-flight
     /// before [`Store::mark_placed`] could (first answer wins). A row still
     /// `dispatching` is another dispatcher's (its lease ran out), which

@@ -483,6 +483,7 @@ impl SwitchNodes {
             Ok(c) => c,
             Err(e) => return defer(e).await,
         };
+        let sent_at = self.clock.now();
         let reply = tokio::time::timeout(CALL_TIMEOUT, client.place_call(request)).await;
         match reply {
             Ok(Ok(r)) if r.get_ref().duplicate && call.node_url.is_none() => {
@@ -513,6 +514,10 @@ impl SwitchNodes {
                     store
                         .record_node_instance(call, node.url(), &instance)
                         .await?;
+                }
+                if call.node_url.is_some() && !r.duplicate {
+                    // The dispatch this repeats never reached the node.
+                    store.redispatched(call, node.url(), sent_at).await?;
                 }
                 tracing::info!(call = %call.call_id, node = %node.url(), attempt = call.attempt,
                     duplicate = r.duplicate, "call placed");

@@ -857,6 +857,45 @@ async fn placed(db: &TestDb, l: &SwitchNodes, n: u8, clock: &Clock) -> NewCall {
     call
 }
 
+/// A dispatcher that died after recording the node but before PlaceCall
+/// left the call `dispatching`; dispatched again after the lease, the node
+/// rings it only then, and the record says when it really went. One that
+/// had reached the node (a duplicate) keeps its first time.
+#[tokio::test]
+async fn a_repeated_dispatch_is_dated_when_the_node_rang_it() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    let url = server.url();
+    for (n, reached) in [(21u8, false), (22, true)] {
+        let (call, first) = claimed_call(&db, n, &clock).await;
+        let t0 = clock.now();
+        assert!(
+            db.store
+                .set_dispatch_node(&first, &url, None, t0)
+                .await
+                .unwrap()
+        );
+        if reached {
+            // Its PlaceCall reached the node before the dispatcher died.
+            peer.with(|s| s.placed.insert((call.call_id.to_string(), 1)));
+        }
+        clock.advance_ms(crate::store::DISPATCH_LEASE_MS);
+        let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(matches!(
+            l.dispatch(&db.store, &again[0]).await,
+            Dispatched::Placed { duplicate, .. } if duplicate == reached
+        ));
+        let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+        let want = if reached { t0 } else { clock.now() };
+        assert_eq!(
+            rec.dispatched_at,
+            Some(want),
+            "reached the node first: {reached}"
+        );
+    }
+    server.kill(&peer).await;
+}
+
 #[tokio::test]
 async fn a_lost_node_ends_its_calls_within_the_bound() {
     let (db, clock, peer, server, l, call) = one_node_with_call(6).await;
