@@ -14,6 +14,7 @@ use super::validate;
 use crate::auth::Admin;
 use crate::crypto;
 use crate::state::AppState;
+use crate::store::DefaultTrunk;
 use crate::store::TrunkRecord;
 
 /// What the switch reaches a trunk over (it has no TLS transport: a `tls`
@@ -263,17 +264,32 @@ pub async fn remove(
         ApiError::conflict(
             "trunk_in_use",
             format!(
-                "Trunk '{id}' is the trunkId of {calls} call{s} not dialled yet; cancel them or let them finish first"
+                "Trunk '{id}' would dial {calls} call{s} not dialled yet or with a retry left (their trunkId, or the tenant's default); cancel them or let them finish first"
             ),
         )
     };
-    let calls = state.store.trunk_waiting_calls(&who.tenant, &t.id).await?;
+    // Calls naming no trunk use the tenant's default.
+    let default = matches!(
+        state.store.default_trunk_choice(&who.tenant).await?,
+        DefaultTrunk::Chosen(d) if d.id == t.id
+    );
+    let calls = state
+        .store
+        .trunk_waiting_calls(&who.tenant, &t.id, default)
+        .await?;
     if calls > 0 {
         return Err(in_use(calls));
     }
-    if !state.store.delete_trunk(&who.tenant, &t.id).await? {
+    if !state
+        .store
+        .delete_trunk(&who.tenant, &t.id, default)
+        .await?
+    {
         // One was placed meanwhile, or the trunk went.
-        let calls = state.store.trunk_waiting_calls(&who.tenant, &t.id).await?;
+        let calls = state
+            .store
+            .trunk_waiting_calls(&who.tenant, &t.id, default)
+            .await?;
         return Err(if calls > 0 {
             in_use(calls)
         } else {

@@ -539,7 +539,7 @@ impl Store {
                 on_tx!(tx, |t| {
                     sqlx::query(
                         "UPDATE calls SET status = 'cancelled', ended_reason = 'cancelled', \
-                         error_detail = '', \
+                         error_detail = '', duration_sec = 0, input_turns = 0, output_turns = 0, \
                          ended_at = $1, next_attempt_at = NULL, lease_until = NULL, \
                          lease_token = NULL, updated_at = $1 \
                          WHERE tenant = $2 AND call_id = $3",

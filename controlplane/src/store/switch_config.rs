@@ -258,7 +258,7 @@ mod tests {
         };
         assert!(s.create_number(&n).await.unwrap());
         bumped("number").await;
-        assert!(s.delete_trunk("a.test", &t.id).await.unwrap());
+        assert!(s.delete_trunk("a.test", &t.id, false).await.unwrap());
         bumped("trunk delete").await;
         let rows = s.config_rows().await.unwrap();
         assert_eq!(rows.version, last);

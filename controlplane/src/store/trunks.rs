@@ -79,6 +79,18 @@ macro_rules! clear_default_query {
     };
 }
 
+/// The calls that may still be dialled through trunk `$2` of tenant `$1`
+/// (`$3` = 1: it is the tenant's default, which calls naming no trunk
+/// use).
+macro_rules! trunk_users_sql {
+    () => {
+        "calls.tenant = $1 \
+         AND (calls.trunk_id = $2 OR ($3 = 1 AND calls.trunk_id IS NULL)) \
+         AND (calls.status IN ('scheduled', 'ended-failed-retry-pending', 'dispatching') \
+              OR (calls.status = 'in-flight' AND calls.retries_left > 0))"
+    };
+}
+
 impl Store {
     pub async fn list_trunks(
         &self,
@@ -235,32 +247,43 @@ impl Store {
         })
     }
 
-    /// Calls of `tenant` not dialled yet (scheduled, waiting for a retry,
-    /// being dispatched) that name trunk `id`.
-    pub async fn trunk_waiting_calls(&self, tenant: &str, id: &TrunkId) -> Result<i64> {
+    /// Calls of `tenant` that may still be dialled through trunk `id`:
+    /// not dialled yet (scheduled, waiting for a retry, being dispatched)
+    /// or in progress with a retry left, naming it, or naming no trunk
+    /// while it is the tenant's default (`default`: the one marked, or the
+    /// only one).
+    pub async fn trunk_waiting_calls(
+        &self,
+        tenant: &str,
+        id: &TrunkId,
+        default: bool,
+    ) -> Result<i64> {
         on_pool!(self, |pool| {
-            Ok(sqlx::query_scalar(
-                "SELECT COUNT(*) FROM calls WHERE tenant = $1 AND trunk_id = $2 \
-                 AND status IN ('scheduled', 'ended-failed-retry-pending', 'dispatching')",
-            )
+            Ok(sqlx::query_scalar(concat!(
+                "SELECT COUNT(*) FROM calls WHERE ",
+                trunk_users_sql!()
+            ))
             .bind(tenant)
             .bind(id.as_str())
+            .bind(i64::from(default))
             .fetch_one(pool)
             .await?)
         })
     }
 
-    /// Deletes the trunk, unless a call not dialled yet names it (see
-    /// [`Store::trunk_waiting_calls`]); true if it was deleted.
-    pub async fn delete_trunk(&self, tenant: &str, id: &TrunkId) -> Result<bool> {
+    /// Deletes the trunk, unless a call may still be dialled through it
+    /// (see [`Store::trunk_waiting_calls`]); true if it was deleted.
+    pub async fn delete_trunk(&self, tenant: &str, id: &TrunkId, default: bool) -> Result<bool> {
         on_pool!(self, |pool| {
-            let res = sqlx::query(
+            let res = sqlx::query(concat!(
                 "DELETE FROM trunks WHERE tenant = $1 AND id = $2 AND NOT EXISTS \
-                 (SELECT 1 FROM calls WHERE calls.tenant = $1 AND calls.trunk_id = $2 \
-                 AND calls.status IN ('scheduled', 'ended-failed-retry-pending', 'dispatching'))",
-            )
+                 (SELECT 1 FROM calls WHERE ",
+                trunk_users_sql!(),
+                ")"
+            ))
             .bind(tenant)
             .bind(id.as_str())
+            .bind(i64::from(default))
             .execute(pool)
             .await?;
             self.config_changed();

@@ -44,7 +44,26 @@ async fn a_trunk_a_waiting_call_names_is_not_deleted(h: Harness) {
     let r = h.delete(&format!("/api.ashx/v1/trunks/{trunk}"), &t).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(r.json["error"], "trunk_in_use");
-    assert!(r.text.contains("1 call not dialled yet"), "{}", r.text);
+    assert!(r.text.contains("would dial 1 call"), "{}", r.text);
+    let r = h
+        .post(&format!("/api.ashx/v1/calls/{call}/hangup"), &t, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The tenant's only trunk is its default: a call naming no trunk
+    // waits on it too.
+    let r = h
+        .post(
+            "/api.ashx/v1/calls",
+            &t,
+            json!({"phone": "+15551234567", "email": "ops@example.com", "systemPrompt": "Hi.",
+                "apiKey": "k", "scheduleAtUtc": "2026-06-05T09:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let call = r.json["callId"].as_str().unwrap().to_owned();
+    let r = h.delete(&format!("/api.ashx/v1/trunks/{trunk}"), &t).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.json["error"], "trunk_in_use");
     let r = h
         .post(&format!("/api.ashx/v1/calls/{call}/hangup"), &t, json!({}))
         .await;
