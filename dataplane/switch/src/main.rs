@@ -888,7 +888,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     ai.shutdown();
-    link.shutdown(&mut core);
+    link.shutdown(&mut core, &|| STOP.load(Ordering::Relaxed));
     while let Some(out) = core.poll_transmit() {
         transport.push(ToWire::Send(out));
     }

@@ -367,16 +367,17 @@ async fn a_switch_told_to_stop_streams_its_calls_end_before_it_exits() {
         "{got:#?}"
     );
     sw.terminate();
-    // Read (and acknowledge, as a control plane does) until the stream ends.
+    // Read (and acknowledge, as a control plane does) until the stream
+    // ends; the last ack's reply may be cut by the stop.
     while let Ok(Ok(Some(ev))) =
         tokio::time::timeout(Duration::from_secs(10), events.message()).await
     {
-        c.ack(v1::AckRequest {
-            journal_id: ev.journal_id.clone(),
-            up_to_seq: ev.seq,
-        })
-        .await
-        .unwrap();
+        let _ = c
+            .ack(v1::AckRequest {
+                journal_id: ev.journal_id.clone(),
+                up_to_seq: ev.seq,
+            })
+            .await;
         got.push(ev);
     }
     let end = got.iter().find_map(|e| match &e.kind {
@@ -397,6 +398,47 @@ async fn a_switch_told_to_stop_streams_its_calls_end_before_it_exits() {
         assert!(Instant::now() < deadline, "the switch did not exit");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A control plane that reads the stream but never acknowledges does not
+/// hold a stopping switch beyond the bound (5 s for far ends, 5 s for the
+/// acknowledgement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_switch_waits_for_acknowledgement_only_so_long() {
+    let Outbound {
+        sim: _sim,
+        mut sw,
+        carrier: _carrier,
+        media: _media,
+        _dir,
+    } = outbound("").await;
+    let (_c, mut events) = place_ai_call(&sw, "oac-ai-noack", "You chat forever.").await;
+    while let Some(ev) = next(&mut events, Duration::from_secs(20)).await {
+        if matches!(ev.kind, Some(event::Kind::Started(_))) {
+            break;
+        }
+    }
+    sw.terminate();
+    let stopped = Instant::now();
+    let mut ended = false;
+    while let Ok(Ok(Some(ev))) =
+        tokio::time::timeout(Duration::from_secs(15), events.message()).await
+    {
+        ended |= matches!(ev.kind, Some(event::Kind::Ended(_)));
+    }
+    assert!(ended, "the end was streamed");
+    while sw.is_running() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(12),
+            "the switch did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(5),
+        "it waited for the acknowledgement: {:?}",
+        stopped.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -555,15 +555,22 @@ fn journal_loop(
     }
 }
 
-/// Waits, at most `limit`, while a subscriber is connected and the
-/// journal holds events it has not acknowledged.
+/// Waits, at most `limit` and until `stop_now`, while a subscriber is
+/// connected and the journal holds events it has not acknowledged.
 fn wait_for_acks(
     journal: &Mutex<journal::Journal>,
     subscribers: &tokio::sync::Semaphore,
     limit: Duration,
+    stop_now: &dyn Fn() -> bool,
 ) {
     let until = Instant::now() + limit;
     loop {
+        if stop_now() {
+            tracing::info!(
+                "stopping at once (a second signal); unacknowledged events wait in the journal"
+            );
+            return;
+        }
         let (acked, last) = {
             let j = journal.lock().unwrap_or_else(|p| p.into_inner());
             (j.acked(), j.last_seq())
@@ -693,7 +700,8 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
 
 impl Link {
     /// Stops serving, writes the last events, and waits for the journal.
-    pub fn shutdown(mut self, core: &mut Core) {
+    /// `stop_now`: a second stop signal came (no more waiting).
+    pub fn shutdown(mut self, core: &mut Core, stop_now: &dyn Fn() -> bool) {
         self.sip.state.set_draining();
         self.sip.close(core);
         let Link {
@@ -712,7 +720,7 @@ impl Link {
         }
         // The calls this stop ended are journaled: a control plane reading
         // the stream gets their ends now, not as a node lost later.
-        wait_for_acks(&journal, &subscribers, ACK_WAIT);
+        wait_for_acks(&journal, &subscribers, ACK_WAIT, stop_now);
         if let Some(tx) = shutdown {
             let _ = tx.send(());
         }
