@@ -304,6 +304,7 @@ async fn session(node: &Node, store: &Store, clock: &Clock, backoff: &mut Backof
                 last_seq: 0,
             });
         }
+        node.record_event(clock.now());
         match store.apply_switch_event(node.url(), &ev, clock.now()).await {
             Ok(Applied::WrongJournal) => {
                 return StreamEnd::Link("cursor moved to another journal meanwhile".into());

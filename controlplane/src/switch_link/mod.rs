@@ -257,9 +257,12 @@ impl SwitchNodes {
                 continue;
             }
             let detail = format!("switch node {} lost", node.url());
-            // Its calls end when it was last heard from, not now.
-            let health = node.health();
-            let seen = health.last_ok.or(health.failing_since).unwrap_or(now);
+            // Its calls end when it was last heard from (a probe or an
+            // event), not now.
+            let seen = node
+                .last_heard()
+                .or(node.health().failing_since)
+                .unwrap_or(now);
             match store
                 .sweep_calls_on_node(node.url(), Lost::All, &detail, seen, now)
                 .await

@@ -113,6 +113,8 @@ pub struct Health {
     pub healthy: bool,
     /// When a Stats call last succeeded.
     pub last_ok: Option<UtcMillis>,
+    /// When an event last came on its stream.
+    pub last_event: Option<UtcMillis>,
     /// When the current run of failures began (None while healthy).
     pub failing_since: Option<UtcMillis>,
     pub last_error: String,
@@ -269,6 +271,22 @@ impl Node {
         h.last_error.clear();
         h.running_version = stats.config_version;
         h.stats = Some(stats);
+    }
+
+    /// An event came on the node's stream at `now`: it was alive then.
+    pub fn record_event(&self, now: UtcMillis) {
+        let mut h = self.lock();
+        h.last_event = Some(h.last_event.map_or(now, |t| t.max(now)));
+    }
+
+    /// When the node was last heard from: its last successful Stats call
+    /// or the last event on its stream.
+    pub fn last_heard(&self) -> Option<UtcMillis> {
+        let h = self.lock();
+        match (h.last_ok, h.last_event) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The instance whose predecessors' calls have been ended (unless a

@@ -901,10 +901,12 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
     let (db, clock, peer, server, l, call) = one_node_with_call(6).await;
     let url = server.url();
     let node = l.nodes()[0].clone();
-    // Last heard from 2 s after the call was placed; it dies then.
+    // Last probed 2 s after the call was placed; an event came on its
+    // stream 0.5 s later; it dies then.
     clock.advance_ms(2_000);
     l.probe(&node).await;
-    let seen = node.health().last_ok.unwrap();
+    let seen = node.health().last_ok.unwrap().plus_ms(500);
+    node.record_event(seen);
     server.kill(&peer).await;
     clock.advance_ms(1_000);
     l.probe(&node).await;
