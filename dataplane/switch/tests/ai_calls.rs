@@ -337,20 +337,19 @@ async fn call_end(events: &mut tonic::Streaming<v1::Event>) -> v1::CallEnded {
         .expect("CallEnded")
 }
 
-/// A switch told to stop (SIGTERM) while an AI call talks ends the call
-/// and streams its last events to the control plane connected to it,
-/// waiting for their acknowledgement, before it exits: the call's record
-/// is the switch's own account, not a node "lost" later.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_switch_told_to_stop_streams_its_calls_end_before_it_exits() {
-    let Outbound {
-        sim: _sim,
-        mut sw,
-        carrier: _carrier,
-        media: _media,
-        _dir,
-    } = outbound("").await;
-    let (mut c, mut events) = place_ai_call(&sw, "oac-ai-stop", "You chat forever.").await;
+/// An AI call `call_id` that talks on (its persona never ends it), up to
+/// its CallStarted: the set-up, a client, the event stream and the events
+/// so far.
+async fn talking_ai_call(
+    call_id: &str,
+) -> (
+    Outbound,
+    SwitchClient<tonic::transport::Channel>,
+    tonic::Streaming<v1::Event>,
+    Vec<v1::Event>,
+) {
+    let o = outbound("").await;
+    let (c, mut events) = place_ai_call(&o.sw, call_id, "You chat forever.").await;
     let mut got = Vec::new();
     while let Some(ev) = next(&mut events, Duration::from_secs(20)).await {
         let started = matches!(ev.kind, Some(event::Kind::Started(_)));
@@ -366,6 +365,17 @@ async fn a_switch_told_to_stop_streams_its_calls_end_before_it_exits() {
         ),
         "{got:#?}"
     );
+    (o, c, events, got)
+}
+
+/// A switch told to stop (SIGTERM) while an AI call talks ends the call
+/// and streams its last events to the control plane connected to it,
+/// waiting for their acknowledgement, before it exits: the call's record
+/// is the switch's own account, not a node "lost" later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_told_to_stop_streams_its_calls_end_before_it_exits() {
+    let (mut o, mut c, mut events, mut got) = talking_ai_call("oac-ai-stop").await;
+    let sw = &mut o.sw;
     sw.terminate();
     // Read (and acknowledge, as a control plane does) until the stream
     // ends; the last ack's reply may be cut by the stop.
@@ -405,19 +415,8 @@ async fn a_switch_told_to_stop_streams_its_calls_end_before_it_exits() {
 /// acknowledgement).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_switch_waits_for_acknowledgement_only_so_long() {
-    let Outbound {
-        sim: _sim,
-        mut sw,
-        carrier: _carrier,
-        media: _media,
-        _dir,
-    } = outbound("").await;
-    let (_c, mut events) = place_ai_call(&sw, "oac-ai-noack", "You chat forever.").await;
-    while let Some(ev) = next(&mut events, Duration::from_secs(20)).await {
-        if matches!(ev.kind, Some(event::Kind::Started(_))) {
-            break;
-        }
-    }
+    let (mut o, _c, mut events, _) = talking_ai_call("oac-ai-noack").await;
+    let sw = &mut o.sw;
     sw.terminate();
     let stopped = Instant::now();
     let mut ended = false;

@@ -127,10 +127,7 @@ impl Core {
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
-        let negotiated = Sdp::parse(&ack.body, &SdpLimits::default())
-            .ok()
-            .filter(|_| !ack.body.is_empty())
-            .and_then(|a| sdp::read_answer(&call.a.media, &a).ok());
+        let negotiated = call.a.read_answer(&ack.body);
         let Some(n) = negotiated else {
             tracing::info!(call = key, "late offer not answered in the ACK; hanging up");
             self.note_end(
@@ -390,10 +387,7 @@ impl Core {
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
-        let negotiated = Sdp::parse(&req.body, &SdpLimits::default())
-            .ok()
-            .filter(|_| !req.body.is_empty())
-            .and_then(|a| sdp::read_answer(&call.a.media, &a).ok());
+        let negotiated = call.a.read_answer(&req.body);
         let Some(n) = negotiated else {
             let why = "the caller's PRACK did not answer our SDP offer";
             tracing::info!(call = key, "{why}; 488");
@@ -453,6 +447,16 @@ impl Core {
 }
 
 impl Leg {
+    /// The stream `body` negotiates as the answer to the offer we made on
+    /// this leg; None when it is empty or answers nothing usable.
+    fn read_answer(&self, body: &Bytes) -> Option<Negotiated> {
+        if body.is_empty() {
+            return None;
+        }
+        let answer = Sdp::parse(body, &SdpLimits::default()).ok()?;
+        sdp::read_answer(&self.media, &answer).ok()
+    }
+
     /// Our answer to `offer` as we send it: a new o= version when it says
     /// something other than what we sent last (RFC 3264 §8), the same one
     /// otherwise.

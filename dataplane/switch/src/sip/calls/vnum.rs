@@ -180,8 +180,8 @@ impl Core {
     }
 
     /// A virtual number's call is answered: its AI session is up (or,
-    /// for a late offer without 100rel, is to start with A's ACK). The 2xx goes to A,
-    /// CallAnswered is reported, and the talk time starts.
+    /// for a late offer without 100rel, is to start with A's ACK). The
+    /// 2xx goes to A, CallAnswered is reported, and the talk time starts.
     pub(super) fn answer_vnum(&mut self, now: Instant, key: CallKey) {
         let at_ms = self.wall_ms(now);
         let Some(call) = self.calls.calls.get_mut(&key) else {

@@ -25,16 +25,30 @@ fn bob_called(h: &mut Harness, extra: &[(KnownHeader, &str)]) -> (Request, Reque
         let tags = header(&to_b, name).unwrap_or_default();
         assert!(!tags.contains("100rel"), "never asked of B: {tags}");
     }
-    let b = Dialog::uas(
-        &to_b,
+    let b = bob_side(h, &to_b);
+    (invite, to_b, b)
+}
+
+/// Bob's side of the dialog `to_b` (the switch's INVITE to him) makes.
+fn bob_side(h: &mut Harness, to_b: &Request) -> Dialog<Peer> {
+    Dialog::uas(
+        to_b,
         b"bobtag",
         local(B),
         Peer::udp(addr(SW)),
         peer_config(None),
         &mut h.ids,
     )
-    .unwrap();
-    (invite, to_b, b)
+    .unwrap()
+}
+
+/// The status and CSeq method of each response A got.
+fn a_got(h: &mut Harness) -> Vec<(u16, Method)> {
+    h.take(A)
+        .into_iter()
+        .map(response)
+        .map(|r| (r.status.as_u16(), r.headers.cseq().unwrap().method))
+        .collect()
 }
 
 /// Bob's `status` to `to_b` with his SDP.
@@ -299,15 +313,7 @@ fn late_offer_ringing(h: &mut Harness) -> (Request, Request, Dialog<Peer>, Respo
     h.send(A, invite.clone());
     let to_b = request(h.one(B));
     assert!(!to_b.body.is_empty(), "B gets our offer as for any call");
-    let b = Dialog::uas(
-        &to_b,
-        b"bobtag",
-        local(B),
-        Peer::udp(addr(SW)),
-        peer_config(None),
-        &mut h.ids,
-    )
-    .unwrap();
+    let b = bob_side(h, &to_b);
     h.send(B, b.reply(&to_b, StatusCode::RINGING).build().unwrap());
     let to_a = response(h.one(A));
     (invite, to_b, b, to_a)
@@ -367,14 +373,8 @@ fn a_prack_that_does_not_answer_a_late_offer_fails_the_call_with_488() {
     assert!(!to_a.body.is_empty(), "our offer");
     let p = prack(&mut h, &invite, &to_a, &format!("{} 1 INVITE", rseq(&to_a)));
     h.send(A, p);
-    let got: Vec<(u16, Method)> = h
-        .take(A)
-        .into_iter()
-        .map(response)
-        .map(|r| (r.status.as_u16(), r.headers.cseq().unwrap().method))
-        .collect();
     assert_eq!(
-        got,
+        a_got(&mut h),
         [(200, Method::Prack), (488, Method::Invite)],
         "the PRACK acknowledged; the INVITE fails"
     );
@@ -387,15 +387,7 @@ fn a_late_offer_from_a_caller_that_only_supports_100rel_rings_plainly() {
     let invite = h.offerless_invite_from_a("1000", &[(KnownHeader::Supported, "100rel")]);
     h.send(A, invite);
     let to_b = request(h.one(B));
-    let b = Dialog::uas(
-        &to_b,
-        b"bobtag",
-        local(B),
-        Peer::udp(addr(SW)),
-        peer_config(None),
-        &mut h.ids,
-    )
-    .unwrap();
+    let b = bob_side(&mut h, &to_b);
     h.send(B, b.reply(&to_b, StatusCode::RINGING).build().unwrap());
     let to_a = response(h.one(A));
     assert_eq!(to_a.status, StatusCode::RINGING);
@@ -438,12 +430,7 @@ fn a_prack_without_the_answer_after_bob_answered_hangs_bob_up() {
     let (mut h, invite, to_a) = late_offer_answered_by_bob_first();
     let p = prack(&mut h, &invite, &to_a, &format!("{} 1 INVITE", rseq(&to_a)));
     h.send(A, p);
-    let got: Vec<u16> = h
-        .take(A)
-        .into_iter()
-        .map(|m| response(m).status.as_u16())
-        .collect();
-    assert_eq!(got, [200, 488]);
+    assert_eq!(a_got(&mut h), [(200, Method::Prack), (488, Method::Invite)]);
     assert_eq!(request(h.one(B)).method, Method::Bye, "B is not left up");
 }
 
@@ -451,12 +438,11 @@ fn a_prack_without_the_answer_after_bob_answered_hangs_bob_up() {
 fn a_cancel_while_the_2xx_waits_for_the_prack_hangs_bob_up() {
     let (mut h, invite, _to_a) = late_offer_answered_by_bob_first();
     h.send(A, codeb_sip::cancel_for(&invite).unwrap());
-    let got: Vec<u16> = h
-        .take(A)
-        .into_iter()
-        .map(|m| response(m).status.as_u16())
-        .collect();
-    assert_eq!(got, [200, 487], "CANCEL answered, INVITE terminated");
+    assert_eq!(
+        a_got(&mut h),
+        [(200, Method::Cancel), (487, Method::Invite)],
+        "CANCEL answered, INVITE terminated"
+    );
     assert_eq!(request(h.one(B)).method, Method::Bye, "B is not left up");
 }
 
@@ -469,15 +455,7 @@ fn early_media_before_the_prack_answer_is_relayed_after_it() {
     let invite = h.offerless_invite_from_a("1000", REQUIRE);
     h.send(A, invite.clone());
     let to_b = request(h.one(B));
-    let b = Dialog::uas(
-        &to_b,
-        b"bobtag",
-        local(B),
-        Peer::udp(addr(SW)),
-        peer_config(None),
-        &mut h.ids,
-    )
-    .unwrap();
+    let b = bob_side(&mut h, &to_b);
     h.send(B, with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS));
     let to_a = response(h.one(A));
     assert_eq!(
