@@ -354,14 +354,7 @@ impl Core {
             self.respond(now, id, r);
         }
         self.sync_media(key);
-        let held = self
-            .calls
-            .calls
-            .get(&key)
-            .is_some_and(|c| c.phase == Phase::Answered && c.a_invite_tx.is_some());
-        if held {
-            self.answer_a(now, key);
-        }
+        self.answer_a_if_held(now, key);
     }
 
     /// A's PRACK for the reliable provisional response that carried our
@@ -407,6 +400,12 @@ impl Core {
             // from now on, told by a 183 with the same description.
             self.provisional_to_a(now, key, StatusCode::SESSION_PROGRESS, true);
         }
+        self.answer_a_if_held(now, key);
+    }
+
+    /// Our 2xx to A, if it waited for the PRACK just taken (B answered
+    /// meanwhile).
+    fn answer_a_if_held(&mut self, now: Instant, key: CallKey) {
         let held = self
             .calls
             .calls
