@@ -259,6 +259,22 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// How long a stopping switch waits for its calls' far ends to answer the
 /// BYEs and CANCELs it sent (a second signal stops it at once).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Where the main loop stands with a stop (SIGINT/SIGTERM).
+#[derive(Clone, Copy, Debug)]
+enum Stopping {
+    Running,
+    /// The first signal came: the calls are being ended, until they have
+    /// (or at this time, or at a second signal).
+    Ending {
+        until: Instant,
+    },
+    /// They have: a connected control plane acknowledges their ends (at
+    /// most until this time, or until a second signal).
+    Acks {
+        until: Instant,
+    },
+}
 static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -747,12 +763,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(sip = %sip_addr, advertised = %advertised, backend = transport.backend(), grpc = %link.local_addr,
         "switch listening");
     let mut next_metrics = now;
-    // Set by the first SIGINT/SIGTERM: the calls are being ended, and the
-    // switch exits once they have (or at this time, or at a second signal).
-    let mut draining_until: Option<Instant> = None;
+    let mut stopping = Stopping::Running;
     loop {
-        if draining_until.is_none() && STOP.swap(false, Ordering::Relaxed) {
-            draining_until = Some(Instant::now() + SHUTDOWN_GRACE);
+        if matches!(stopping, Stopping::Running) && STOP.swap(false, Ordering::Relaxed) {
+            stopping = Stopping::Ending {
+                until: Instant::now() + SHUTDOWN_GRACE,
+            };
         }
         // What the transport thread delivered; a bounded batch, so timers
         // and commands get their turn under a flood.
@@ -837,19 +853,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             next_metrics = now + Duration::from_secs(1);
         }
         anyhow::ensure!(transport.alive(), "the SIP transport thread stopped");
-        if let Some(until) = draining_until {
-            let busy = core.shut_down_calls(now);
-            if !busy {
-                break;
-            }
-            if now >= until || STOP.load(Ordering::Relaxed) {
-                if core.active_calls() > 0 {
+        match stopping {
+            Stopping::Running => {}
+            Stopping::Ending { until } => {
+                let busy = core.shut_down_calls(now);
+                let second = STOP.load(Ordering::Relaxed);
+                if busy && (now >= until || second) && core.active_calls() > 0 {
                     tracing::warn!(
                         calls = core.active_calls(),
                         "calls still ending at shutdown (their far ends did not answer in time); stopping"
                     );
                 }
-                break;
+                if !busy || now >= until || second {
+                    // Ends held for AI sessions that did not close in time
+                    // go out now, so the link journals them.
+                    let held = core.release_held_ends();
+                    if held > 0 {
+                        tracing::warn!(
+                            calls = held,
+                            "AI sessions still closing at shutdown; their calls' ends are reported without them"
+                        );
+                    }
+                    link.sip.forward_events(&mut core);
+                    stopping = Stopping::Acks {
+                        until: now + control::ACK_WAIT,
+                    };
+                }
+            }
+            // The loop goes on turning while a connected control plane
+            // acknowledges the ends: SIP is still read (503 to new calls,
+            // BYE retransmissions for calls still ending).
+            Stopping::Acks { until } => {
+                if link.acknowledged(now, until, STOP.load(Ordering::Relaxed)) {
+                    break;
+                }
             }
         }
         if more {
@@ -867,7 +904,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or(Duration::from_secs(1))
             .min(notes_due)
-            .min(if draining_until.is_some() {
+            .min(if !matches!(stopping, Stopping::Running) {
                 Duration::from_millis(50)
             } else {
                 Duration::MAX
@@ -878,17 +915,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             polled?;
         }
     }
-    // Ends held for AI sessions that did not close in time go out now,
-    // so the link journals them.
-    let held = core.release_held_ends();
-    if held > 0 {
-        tracing::warn!(
-            calls = held,
-            "AI sessions still closing at shutdown; their calls' ends are reported without them"
-        );
-    }
     ai.shutdown();
-    link.shutdown(&mut core, &|| STOP.load(Ordering::Relaxed));
+    link.shutdown(&mut core);
     while let Some(out) = core.poll_transmit() {
         transport.push(ToWire::Send(out));
     }

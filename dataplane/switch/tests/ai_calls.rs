@@ -379,17 +379,24 @@ async fn a_switch_told_to_stop_streams_its_calls_end_before_it_exits() {
     sw.terminate();
     // Read (and acknowledge, as a control plane does) until the stream
     // ends; the last ack's reply may be cut by the stop.
-    while let Ok(Ok(Some(ev))) =
-        tokio::time::timeout(Duration::from_secs(10), events.message()).await
-    {
-        let _ = c
-            .ack(v1::AckRequest {
-                journal_id: ev.journal_id.clone(),
-                up_to_seq: ev.seq,
-            })
-            .await;
-        got.push(ev);
-    }
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.message()).await {
+            Ok(Ok(Some(ev))) => {
+                let _ = c
+                    .ack(v1::AckRequest {
+                        journal_id: ev.journal_id.clone(),
+                        up_to_seq: ev.seq,
+                    })
+                    .await;
+                got.push(ev);
+            }
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(&closed, Ok(Err(s)) if s.code() == tonic::Code::Unavailable),
+        "the stream ends with a status: {closed:?}"
+    );
     let end = got.iter().find_map(|e| match &e.kind {
         Some(event::Kind::Ended(end)) => Some(end.clone()),
         _ => None,
@@ -412,7 +419,8 @@ async fn a_switch_told_to_stop_streams_its_calls_end_before_it_exits() {
 
 /// A control plane that reads the stream but never acknowledges does not
 /// hold a stopping switch beyond the bound (5 s for far ends, 5 s for the
-/// acknowledgement).
+/// acknowledgement). Meanwhile the switch still answers SIP (a new call
+/// gets 503), and the stream ends with UNAVAILABLE, not a cut connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_switch_waits_for_acknowledgement_only_so_long() {
     let (mut o, _c, mut events, _) = talking_ai_call("oac-ai-noack").await;
@@ -420,12 +428,31 @@ async fn a_stopping_switch_waits_for_acknowledgement_only_so_long() {
     sw.terminate();
     let stopped = Instant::now();
     let mut ended = false;
-    while let Ok(Ok(Some(ev))) =
-        tokio::time::timeout(Duration::from_secs(15), events.message()).await
-    {
-        ended |= matches!(ev.kind, Some(event::Kind::Ended(_)));
+    while !ended {
+        let ev = tokio::time::timeout(Duration::from_secs(15), events.message()).await;
+        let ev = ev
+            .expect("the end in time")
+            .expect("the stream")
+            .expect("an event");
+        ended = matches!(ev.kind, Some(event::Kind::Ended(_)));
     }
-    assert!(ended, "the end was streamed");
+    // The end is streamed and not acknowledged: the switch waits, and a
+    // caller is refused meanwhile.
+    let sip = sw.sip;
+    let status = tokio::task::spawn_blocking(move || final_status_of_invite(sip))
+        .await
+        .unwrap();
+    assert!(sw.is_running(), "still waiting for the acknowledgement");
+    assert_eq!(status, Some(503), "a new call while the switch waits");
+    let last = tokio::time::timeout(Duration::from_secs(15), events.message()).await;
+    let status = match last {
+        Ok(Err(status)) => status,
+        other => panic!("the stream's end: {other:?}"),
+    };
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Unavailable, "the switch is stopping")
+    );
     while sw.is_running() {
         assert!(
             stopped.elapsed() < Duration::from_secs(12),
@@ -438,6 +465,26 @@ async fn a_stopping_switch_waits_for_acknowledgement_only_so_long() {
         "it waited for the acknowledgement: {:?}",
         stopped.elapsed()
     );
+}
+
+/// Sends an INVITE from loopback to `sip` and returns the final status
+/// it gets within 3 s.
+fn final_status_of_invite(sip: SocketAddr) -> Option<u16> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = s.local_addr().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let invite = format!(
+        "INVITE sip:+15550002222@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-stop1\r\nMax-Forwards: 70\r\nFrom: <sip:+15550001111@{me}>;tag=f1\r\nTo: <sip:+15550002222@{sip}>\r\nCall-ID: stopping-1@test\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.send_to(invite.as_bytes(), sip).unwrap();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        match common::status_of(&buf[..n]) {
+            Some(code) if code >= 200 => return Some(code),
+            _ => {}
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

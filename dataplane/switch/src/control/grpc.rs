@@ -38,6 +38,8 @@ pub struct Shared {
     pub commands: SyncSender<Command>,
     pub waker: codeb_io::Waker,
     pub data_dir: PathBuf,
+    /// Becomes true when the switch stops: the event streams end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub struct Service {
@@ -423,7 +425,11 @@ async fn stream_events(
 ) {
     // Subscribed before reading, so nothing written meanwhile is missed.
     let mut live = shared.live.subscribe();
+    let mut stopping = shared.stopping.clone();
+    let stopped = Status::unavailable("the switch is stopping");
     loop {
+        // What is journaled is sent first: the stop comes after the last
+        // events are written.
         let view = {
             let j = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
             j.view()
@@ -451,8 +457,18 @@ async fn stream_events(
             }
             continue;
         }
+        if *stopping.borrow_and_update() {
+            let _ = tx.send(Err(stopped)).await;
+            return;
+        }
         tokio::select! {
             () = tx.closed() => return,
+            // Seen at the loop's top, after the journal is read again
+            // (an error: the link is gone without a stop, end now).
+            changed = stopping.changed() => if changed.is_err() {
+                let _ = tx.send(Err(stopped)).await;
+                return;
+            },
             got = live.recv() => match got {
                 Ok(ev) if ev.seq <= after => {}
                 Ok(ev) if ev.seq == after + 1 => {

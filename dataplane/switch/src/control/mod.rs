@@ -64,7 +64,11 @@ const JOURNAL_GATHER: Duration = Duration::from_millis(20);
 
 /// How long a stopping switch waits for a connected control plane to
 /// acknowledge its last events (the calls it ended) before it exits.
-const ACK_WAIT: Duration = Duration::from_secs(5);
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a stopping switch lets its gRPC connections finish (their
+/// event streams' closing statuses, a request in flight).
+const SERVER_STOP: Duration = Duration::from_secs(2);
 
 /// A request for the SIP thread.
 #[derive(Debug)]
@@ -108,6 +112,10 @@ pub struct NodeState {
     draining: AtomicBool,
     last_seq: AtomicU64,
     journal_full: AtomicBool,
+    /// Events the journal thread has taken from the SIP thread (written,
+    /// or lost to a failed write): at shutdown, equal to what the SIP
+    /// side forwarded once nothing is on its way to the journal.
+    journaled: AtomicU64,
 }
 
 impl NodeState {
@@ -180,6 +188,8 @@ pub struct SipSide {
     /// Version of the last snapshot pushed (None: running on the file).
     pushed: Option<u64>,
     load: LoadMeter,
+    /// Events handed to the journal thread.
+    forwarded: u64,
 }
 
 impl SipSide {
@@ -243,7 +253,7 @@ impl SipSide {
         };
         while let Some(ev) = self.pending.pop_front() {
             match tx.try_send(ev) {
-                Ok(()) => {}
+                Ok(()) => self.forwarded += 1,
                 Err(TrySendError::Full(ev)) => {
                     self.pending.push_front(ev);
                     return;
@@ -374,9 +384,13 @@ pub struct Link {
     runtime: tokio::runtime::Runtime,
     journal_thread: std::thread::JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// The gRPC server's task, which ends once its connections have.
+    server: tokio::task::JoinHandle<()>,
     journal: Arc<Mutex<journal::Journal>>,
     /// Permits of the event streams (one taken per connected subscriber).
     subscribers: Arc<tokio::sync::Semaphore>,
+    /// Set at shutdown: the event streams end.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Link {
@@ -530,6 +544,7 @@ fn journal_loop(
             std::thread::sleep(JOURNAL_GATHER);
             take(&mut batch);
         }
+        let taken = batch.len() as u64;
         let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
         let written = match j.append(batch) {
             Ok(w) => w,
@@ -539,6 +554,8 @@ fn journal_loop(
             }
         };
         state.last_seq.store(j.last_seq(), Ordering::Relaxed);
+        // After `last_seq`: whoever sees every event taken sees them written.
+        state.journaled.fetch_add(taken, Ordering::Release);
         let full = j.is_full();
         if full && !state.journal_full.swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -555,45 +572,46 @@ fn journal_loop(
     }
 }
 
-/// Waits, at most `limit` and until `stop_now`, while a subscriber is
-/// connected and the journal holds events it has not acknowledged.
-fn wait_for_acks(
+/// Whether a stopping switch is done waiting for its last events to be
+/// acknowledged: every event is journaled and acknowledged, no control
+/// plane is connected to hear them, a second stop signal came
+/// (`stop_now`), or `until` passed. It logs why, once, when it is done.
+fn ack_wait_over(
     journal: &Mutex<journal::Journal>,
     subscribers: &tokio::sync::Semaphore,
-    limit: Duration,
-    stop_now: &dyn Fn() -> bool,
-) {
-    let until = Instant::now() + limit;
-    loop {
-        if stop_now() {
-            tracing::info!(
-                "stopping at once (a second signal); unacknowledged events wait in the journal"
-            );
-            return;
-        }
-        let (acked, last) = {
-            let j = journal.lock().unwrap_or_else(|p| p.into_inner());
-            (j.acked(), j.last_seq())
-        };
-        if acked >= last {
-            return;
-        }
-        if subscribers.available_permits() >= grpc::MAX_SUBSCRIBERS {
-            tracing::info!(
-                unacknowledged = last - acked,
-                "no control plane connected at shutdown: its last events wait in the journal"
-            );
-            return;
-        }
-        if Instant::now() >= until {
-            tracing::warn!(
-                unacknowledged = last - acked,
-                "the control plane did not acknowledge the last events in time; they wait in the journal"
-            );
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    journaled: bool,
+    now: Instant,
+    until: Instant,
+    stop_now: bool,
+) -> bool {
+    if stop_now {
+        tracing::info!(
+            "stopping at once (a second signal); unacknowledged events wait in the journal"
+        );
+        return true;
     }
+    let (acked, last) = {
+        let j = journal.lock().unwrap_or_else(|p| p.into_inner());
+        (j.acked(), j.last_seq())
+    };
+    if journaled && acked >= last {
+        return true;
+    }
+    if subscribers.available_permits() >= grpc::MAX_SUBSCRIBERS {
+        tracing::info!(
+            unacknowledged = last - acked,
+            "no control plane connected at shutdown: its last events wait in the journal"
+        );
+        return true;
+    }
+    if now >= until {
+        tracing::warn!(
+            unacknowledged = last - acked,
+            "the control plane did not acknowledge the last events in time; they wait in the journal"
+        );
+        return true;
+    }
+    false
 }
 
 /// Opens the journal, binds the gRPC address and starts serving.
@@ -614,6 +632,7 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         draining: AtomicBool::new(false),
         last_seq: AtomicU64::new(journal.last_seq()),
         journal_full: AtomicBool::new(journal.is_full()),
+        journaled: AtomicU64::new(0),
     });
     tracing::info!(
         journal_id = %state.journal_id,
@@ -643,6 +662,7 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         .thread_name("grpc")
         .enable_all()
         .build()?;
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let service = grpc::Service::new(grpc::Shared {
         state: state.clone(),
         journal: journal.clone(),
@@ -650,6 +670,7 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         commands: cmd_tx,
         waker,
         data_dir: settings.data_dir.clone(),
+        stopping: stopping_rx,
     });
     let subscribers = service.subscribers();
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -671,7 +692,7 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         }
     }
     let tls = settings.tls.is_some();
-    runtime.spawn(grpc::serve(
+    let server = runtime.spawn(grpc::serve(
         service,
         listener,
         stop_rx,
@@ -688,20 +709,41 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
             state,
             pushed: settings.pushed_version,
             load: LoadMeter::new(),
+            forwarded: 0,
         },
         local_addr,
         runtime,
         journal_thread,
         shutdown: Some(stop_tx),
+        server,
         journal,
         subscribers,
+        stopping,
     })
 }
 
 impl Link {
-    /// Stops serving, writes the last events, and waits for the journal.
-    /// `stop_now`: a second stop signal came (no more waiting).
-    pub fn shutdown(mut self, core: &mut Core, stop_now: &dyn Fn() -> bool) {
+    /// The switch is stopping and its calls have ended: true once it need
+    /// not wait longer for a connected control plane to acknowledge their
+    /// ends (at most until `until`; `stop_now`: a second stop signal came).
+    /// The caller keeps its loop turning meanwhile, so SIP is still
+    /// answered (503 to new calls) and events are still forwarded.
+    pub fn acknowledged(&self, now: Instant, until: Instant, stop_now: bool) -> bool {
+        let journaled = self.sip.pending.is_empty()
+            && self.sip.state.journaled.load(Ordering::Acquire) == self.sip.forwarded;
+        ack_wait_over(
+            &self.journal,
+            &self.subscribers,
+            journaled,
+            now,
+            until,
+            stop_now,
+        )
+    }
+
+    /// Stops serving: writes the last events, waits for the journal,
+    /// closes the event streams with a status, and stops the gRPC server.
+    pub fn shutdown(mut self, core: &mut Core) {
         self.sip.state.set_draining();
         self.sip.close(core);
         let Link {
@@ -709,8 +751,8 @@ impl Link {
             runtime,
             journal_thread,
             shutdown,
-            journal,
-            subscribers,
+            server,
+            stopping,
             ..
         } = self;
         // The journal thread writes (and streams) what is left, then stops.
@@ -718,11 +760,19 @@ impl Link {
         if journal_thread.join().is_err() {
             tracing::error!("event journal thread panicked");
         }
-        // The calls this stop ended are journaled: a control plane reading
-        // the stream gets their ends now, not as a node lost later.
-        wait_for_acks(&journal, &subscribers, ACK_WAIT, stop_now);
+        // Each stream sends what it has not yet sent, then ends with
+        // UNAVAILABLE, so the server's graceful stop has nothing to wait for.
+        let _ = stopping.send(true);
         if let Some(tx) = shutdown {
             let _ = tx.send(());
+        }
+        // The server's graceful stop: the streams' statuses reach their
+        // clients (dropping the runtime would cut them mid-stream).
+        let drained = runtime.block_on(tokio::time::timeout(SERVER_STOP, server));
+        if drained.is_err() {
+            tracing::warn!(
+                "gRPC connections still open {SERVER_STOP:?} after the stop; closing them"
+            );
         }
         runtime.shutdown_timeout(Duration::from_secs(2));
     }
