@@ -111,13 +111,18 @@ pub struct LiveCall {
     /// The switch process carrying the call ('' until placed, or placed
     /// by a node that does not say).
     pub node_instance: String,
+    /// The attempt ended as lost with its node, and that node (see
+    /// migration 0015).
+    pub lost_attempt: Option<i64>,
+    pub lost_node: Option<String>,
 }
 
 macro_rules! live_columns {
     () => {
         "call_id, tenant, status, phone, display_name, requested_by, email, model, voice, \
          language, trunk_id, node_url, lease_token, attempt, retries_left, retry_delay_minutes, \
-         dispatched_at, answered_at, tokens_in, tokens_out, node_instance"
+         dispatched_at, answered_at, tokens_in, tokens_out, node_instance, lost_attempt, \
+         lost_node"
     };
 }
 
@@ -146,6 +151,8 @@ pub(super) fn live_from_row(row: &impl RowExt) -> Result<LiveCall> {
         tokens_in: col(row, "tokens_in")?,
         tokens_out: col(row, "tokens_out")?,
         node_instance: col(row, "node_instance")?,
+        lost_attempt: col(row, "lost_attempt")?,
+        lost_node: col(row, "lost_node")?,
     })
 }
 
@@ -273,6 +280,18 @@ pub(super) fn finished_data(
         "outputTurns": end.output_turns,
         "errorDetail": detail,
     })
+}
+
+/// Whose account ends an attempt ([`Store::finish_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finish<'a> {
+    /// The node's (its `Ended` event), or a dispatch that failed.
+    Ended,
+    /// The control plane's: the attempt was lost with this node.
+    Lost(&'a str),
+    /// The node's, read after the attempt was ended as [`Finish::Lost`]:
+    /// it replaces that end (see `store::switch_events`).
+    Correction,
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
@@ -547,7 +566,9 @@ impl Store {
             ended_at: now,
             ..AttemptEnd::default()
         };
-        let status = self.finish_attempt(&mut tx, &live, &end, now).await?;
+        let status = self
+            .finish_attempt(&mut tx, &live, &end, Finish::Ended, now)
+            .await?;
         tx.commit().await?;
         Ok(Some(status))
     }
@@ -660,7 +681,9 @@ impl Store {
                 duration_seconds: live.dispatched_at.map_or(0, |d| at.seconds_since(d)),
                 ..AttemptEnd::default()
             };
-            let status = self.finish_attempt(&mut tx, &live, &end, now).await?;
+            let status = self
+                .finish_attempt(&mut tx, &live, &end, Finish::Lost(node_url), now)
+                .await?;
             tx.commit().await?;
             ended += 1;
             if status != CallStatus::EndedFailedRetryPending {
@@ -683,6 +706,7 @@ impl Store {
         tx: &mut StoreTx,
         call: &LiveCall,
         end: &AttemptEnd,
+        how: Finish<'_>,
         now: UtcMillis,
     ) -> Result<CallStatus> {
         let status = status_after(end, call.retries_left);
@@ -701,7 +725,10 @@ impl Store {
         let answered_at = end.answered_at;
         let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
         let outcome = cut(&end.outcome, 64);
-        tx.ends(Ended::Attempt(status, outcome_label(&outcome)));
+        // A correction's attempt was counted when it was ended as lost.
+        if how != Finish::Correction {
+            tx.ends(Ended::Attempt(status, outcome_label(&outcome)));
+        }
         let turns = tx.attempt_turns(&call.call_id, call.attempt).await?;
         let counted = end.with_turn_counts(&turns);
         let end = &counted;
@@ -754,6 +781,10 @@ impl Store {
             Some(record)
         };
         let transcript_path = transcript.as_ref().map(|t| t.file.clone());
+        let lost_node = match how {
+            Finish::Lost(node) => Some(node),
+            Finish::Ended | Finish::Correction => None,
+        };
         macro_rules! update {
             ($t:expr) => {
                 sqlx::query(
@@ -763,6 +794,8 @@ impl Store {
                      scheduled_for = CASE WHEN $12 = 1 THEN $8 ELSE scheduled_for END, \
                      transcript_path = COALESCE($11, transcript_path), \
                      node_url = CASE WHEN $12 = 1 THEN NULL ELSE node_url END, \
+                     lost_attempt = CASE WHEN $15 IS NULL THEN NULL ELSE attempt END, \
+                     lost_node = $15, \
                      lease_until = NULL, lease_token = NULL, updated_at = $13 \
                      WHERE call_id = $14",
                 )
@@ -780,6 +813,7 @@ impl Store {
                 .bind(i64::from(retry))
                 .bind(now.0)
                 .bind(&call.call_id)
+                .bind(lost_node)
                 .execute(&mut **$t)
                 .await?
             };
@@ -792,23 +826,30 @@ impl Store {
                 update!(t);
             }
         }
+        // A correction says so, beside the spec's fields.
+        let corrected = |mut data: serde_json::Value| {
+            if how == Finish::Correction {
+                data["corrected"] = json!(true);
+            }
+            data
+        };
         tx.record_event(
             &call.tenant,
             EventName::OutboundAiFinished,
-            finished_data(call, end, &outcome, &detail),
+            corrected(finished_data(call, end, &outcome, &detail)),
             Some(&call.call_id),
             now,
         )
         .await?;
         if let Some(t) = &transcript {
-            let data = json!({
+            let data = corrected(json!({
                 "callId": call.call_id,
                 "phone": call.phone,
                 "displayName": call.display_name,
                 "file": t.file,
                 "outcome": t.outcome,
                 "source": "outbound-ai",
-            });
+            }));
             tx.record_event(
                 &call.tenant,
                 EventName::TranscriptSaved,

@@ -652,16 +652,35 @@ async fn lost_node_ends_its_calls(db: TestDb) {
             .unwrap(),
         0
     );
-    // If the node comes back and reports the old attempt, it is ignored.
+    // Once its retry is placed, the node's late report of the lost
+    // attempt is skipped: the call has moved on.
+    let retry = s.claim_due_calls(now.plus_ms(3_600_000), 10).await.unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].attempt, 2);
     let late = ev(5, &a, ended("finished", true));
     assert!(matches!(
         s.apply_switch_event(NODE, &late, now).await.unwrap(),
         Applied::Skipped(_)
     ));
+    assert_eq!(status(s, &a.call_id).await, CallStatus::Dispatching);
+    // Before that, it corrects the record (the whole story is in
+    // switch_link's tests): b talked on and finished.
+    let late = ev(6, &b, ended("finished", true));
+    assert!(matches!(
+        s.apply_switch_event(NODE, &late, now).await.unwrap(),
+        Applied::Applied
+    ));
+    let rb = s.call(TENANT, &b.call_id).await.unwrap().unwrap();
     assert_eq!(
-        status(s, &a.call_id).await,
-        CallStatus::EndedFailedRetryPending
+        (rb.status, rb.ended_reason.as_str(), rb.duration_sec),
+        (CallStatus::EndedSuccess, "finished", 58)
     );
+    // Once: a second end of that attempt is skipped.
+    let again = ev(7, &b, ended("failed", true));
+    assert!(matches!(
+        s.apply_switch_event(NODE, &again, now).await.unwrap(),
+        Applied::Skipped(_)
+    ));
 }
 
 async fn hangup_of_an_unplaced_dispatch_cancels_it(db: TestDb) {

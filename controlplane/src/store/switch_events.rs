@@ -16,7 +16,7 @@
 use codeb_types::{CallStatus, EventName, UtcMillis};
 use serde_json::json;
 
-use super::dispatch::{AttemptEnd, cut, not_before};
+use super::dispatch::{AttemptEnd, Finish, LiveCall, cut, not_before};
 use super::tx::{StoreTx, TxInner, on_tx};
 use super::{Result, Store, col};
 
@@ -232,6 +232,16 @@ impl Store {
                 ev.tenant
             )));
         }
+        if call.lost_attempt == Some(call.attempt)
+            && call.lost_node.as_deref() == Some(node_url)
+            && (ev.attempt == 0 || ev.attempt == call.attempt)
+            && matches!(
+                call.status,
+                CallStatus::EndedFailedFinal | CallStatus::EndedFailedRetryPending
+            )
+        {
+            return self.apply_lost_attempt_event(tx, call, ev, now).await;
+        }
         if call.status.is_terminal() {
             return Ok(Applied::Skipped(format!("call is already {}", call.status)));
         }
@@ -362,7 +372,100 @@ impl Store {
                 });
             }
             EventKind::Ended(end) => {
-                self.finish_attempt(tx, &call, end, now).await?;
+                self.finish_attempt(tx, &call, end, Finish::Ended, now)
+                    .await?;
+            }
+            EventKind::Ignored(_) | EventKind::Inbound(_) => {}
+        }
+        Ok(Applied::Applied)
+    }
+
+    /// An event of an attempt this control plane ended as lost with its
+    /// node (cut off or frozen past `CODEB_SWITCH_LOST_AFTER`, while the
+    /// call went on), read once the node answers again. The node's
+    /// account is the truth: its turns and usage are kept, and its end
+    /// replaces the one made up at the loss (status, outcome, times,
+    /// transcript), with `outbound-ai.finished` (and `transcript.saved`)
+    /// sent again, marked `"corrected": true`. A retry not yet placed is
+    /// called off when the callee was reached after all. The answer and
+    /// start events are not sent late; the corrected end carries the
+    /// answer. An end caused by the hangup sent when the node came back
+    /// (`cancelled`) keeps the loss's outcome and detail.
+    async fn apply_lost_attempt_event(
+        &self,
+        tx: &mut StoreTx,
+        mut call: LiveCall,
+        ev: &SwitchEvent,
+        now: UtcMillis,
+    ) -> Result<Applied> {
+        match &ev.kind {
+            EventKind::Turn {
+                speaker,
+                text,
+                at_ms,
+            } => {
+                let turn = (*speaker, text.as_str(), *at_ms);
+                if let Some(skipped) = tx.add_turn(&call.call_id, call.attempt, ev, turn).await? {
+                    return Ok(skipped);
+                }
+            }
+            EventKind::Usage { input, output } => {
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE calls SET tokens_in = tokens_in + $1, \
+                         tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4",
+                    )
+                    .bind(*input)
+                    .bind(*output)
+                    .bind(now.0)
+                    .bind(&call.call_id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+            }
+            EventKind::Ended(end) => {
+                let mut end = end.clone();
+                if end.outcome == "cancelled" {
+                    let (outcome, detail) = tx.call_end_reason(&call.call_id).await?;
+                    end.outcome = outcome;
+                    end.error_detail = detail;
+                }
+                // The retry the loss took is given back; the real end
+                // decides again whether to try once more.
+                if call.status == CallStatus::EndedFailedRetryPending {
+                    call.retries_left += 1;
+                }
+                let was = call.status;
+                let status = self
+                    .finish_attempt(tx, &call, &end, Finish::Correction, now)
+                    .await?;
+                tracing::warn!(call = %call.call_id, attempt = call.attempt, was = %was,
+                    now = %status, "the end of an attempt ended as lost arrived from its node; \
+                    the record is corrected");
+            }
+            // The answer time is kept for the corrected end; the event
+            // itself is not sent late (the corrected end says answered).
+            EventKind::Answered { trunk_id, .. } => {
+                let trunk = (!trunk_id.is_empty())
+                    .then_some(trunk_id.as_str())
+                    .or(call.trunk_id.as_deref());
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE calls SET answered_at = COALESCE(answered_at, $1), \
+                         trunk_id = $2, updated_at = $3 WHERE call_id = $4",
+                    )
+                    .bind(not_before(ev.at, call.dispatched_at).0)
+                    .bind(trunk)
+                    .bind(now.0)
+                    .bind(&call.call_id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+            }
+            EventKind::Started | EventKind::Transferred { .. } => {
+                return Ok(Applied::Skipped(
+                    "an event of an attempt ended as lost (its end corrects the record)".into(),
+                ));
             }
             EventKind::Ignored(_) | EventKind::Inbound(_) => {}
         }
@@ -371,6 +474,18 @@ impl Store {
 }
 
 impl StoreTx {
+    /// The stored outcome and errorDetail of a call.
+    async fn call_end_reason(&mut self, call_id: &str) -> Result<(String, String)> {
+        Ok(on_tx!(self, |t| {
+            let row =
+                sqlx::query("SELECT ended_reason, error_detail FROM calls WHERE call_id = $1")
+                    .bind(call_id)
+                    .fetch_one(&mut **t)
+                    .await?;
+            (col(&row, "ended_reason")?, col(&row, "error_detail")?)
+        }))
+    }
+
     /// The node's cursor row, locked for this transaction.
     async fn lock_cursor(&mut self, node_url: &str) -> Result<Option<Cursor>> {
         let row = match &mut self.inner {

@@ -927,6 +927,149 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
     assert!(l.hangup(&url, call.call_id.as_str()).await.is_err());
 }
 
+/// Call `n` placed on a node that is then cut off past
+/// CODEB_SWITCH_LOST_AFTER: its attempt is ended as lost (unanswered, so
+/// a retry is planned, the only one). Then, on the node, the call goes
+/// on: answered, two turns, usage, and an end with `outcome`
+/// (`answered`), and the node answers again. Returns the call's record
+/// once its events are read, and the `outbound-ai.finished` payloads.
+async fn lost_call_that_went_on(
+    n: u8,
+    outcome: &str,
+) -> (crate::store::CallRecord, Vec<serde_json::Value>, TestDb) {
+    let (db, clock, peer, server, l, call) = one_node_with_call(n).await;
+    let url = server.url();
+    let node = l.nodes()[0].clone();
+    peer.with(|s| s.dead = true);
+    l.probe(&node).await;
+    clock.advance_ms(5_000);
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    let lost = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(lost.status, CallStatus::EndedFailedRetryPending);
+    assert_eq!(lost.retries_left, 0);
+    let id = call.call_id.as_str();
+    peer.emit(id, answered());
+    for (role, text, at_ms) in [
+        ("ai", "Hello, this is your reminder.", 200),
+        ("caller", "Thanks, see you then.", 2_000),
+    ] {
+        peer.emit(
+            id,
+            pb::event::Kind::Turn(pb::TranscriptTurn {
+                role: role.into(),
+                text: text.into(),
+                at_ms,
+                interrupted: false,
+            }),
+        );
+    }
+    peer.emit(
+        id,
+        pb::event::Kind::Usage(pb::Usage {
+            input_tokens: 300,
+            output_tokens: 200,
+            estimated: false,
+        }),
+    );
+    let last = peer.emit(id, ended(outcome));
+    peer.with(|s| s.dead = false);
+    l.probe(&node).await;
+    let tasks = l.start(&db.store);
+    eventually("the node's events read", || async {
+        db.store
+            .switch_cursor(&url)
+            .await
+            .unwrap()
+            .map(|c| c.last_seq)
+            == i64::try_from(last).ok()
+    })
+    .await;
+    tasks.shutdown().await;
+    // No retry is due, whatever the time.
+    clock.advance_ms(3_600_000);
+    assert!(
+        db.store
+            .claim_due_calls(clock.now(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the retry is called off"
+    );
+    server.kill(&peer).await;
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    let finished = event_data(&db.store, TENANT, "outbound-ai.finished").await;
+    (rec, finished, db)
+}
+
+/// The callee answered after all and talked with the AI: the node's
+/// account replaces the end made up at the loss, the retry is called
+/// off, and the integrator is told again, marked corrected.
+#[tokio::test]
+async fn a_lost_calls_real_end_corrects_its_record() {
+    let (rec, finished, db) = lost_call_that_went_on(11, "finished").await;
+    assert_eq!(
+        (
+            rec.status,
+            rec.ended_reason.as_str(),
+            rec.error_detail.as_str()
+        ),
+        (CallStatus::EndedSuccess, "finished", "")
+    );
+    assert_eq!(rec.duration_sec, 12, "the node's talk time");
+    assert!(rec.answered_at.is_some());
+    assert_eq!(rec.retries_left, 1, "the retry the loss took is given back");
+    assert!(!rec.transcript_path.is_empty(), "the node's turns are kept");
+    assert_eq!(finished.len(), 2, "{finished:#?}");
+    assert_eq!(finished[0]["outcome"], "failed");
+    assert!(finished[0].get("corrected").is_none());
+    assert_eq!(
+        (
+            &finished[1]["outcome"],
+            &finished[1]["talkSec"],
+            &finished[1]["answered"],
+            &finished[1]["inputTurns"],
+            &finished[1]["outputTurns"],
+            &finished[1]["corrected"],
+        ),
+        (
+            &serde_json::json!("finished"),
+            &serde_json::json!(12),
+            &serde_json::json!(true),
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(true),
+        )
+    );
+    let saved = event_data(&db.store, TENANT, "transcript.saved").await;
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0]["corrected"], true);
+    assert!(
+        event_data(&db.store, TENANT, "call.answered")
+            .await
+            .is_empty(),
+        "the answer is not sent late"
+    );
+}
+
+/// The end a node reports for a call it was told to hang up when it came
+/// back (`cancelled`) corrects the times, not the reason: the call failed
+/// because its node was lost. Answered, it is not tried again.
+#[tokio::test]
+async fn a_lost_call_hung_up_on_the_nodes_return_keeps_its_reason() {
+    let (rec, finished, _db) = lost_call_that_went_on(12, "cancelled").await;
+    assert_eq!(rec.status, CallStatus::EndedFailedFinal);
+    assert_eq!(rec.ended_reason, "failed");
+    assert!(
+        rec.error_detail.starts_with("switch node ") && rec.error_detail.ends_with(" lost"),
+        "{}",
+        rec.error_detail
+    );
+    assert_eq!(rec.duration_sec, 12);
+    assert_eq!(finished.len(), 2);
+    assert_eq!(finished[1]["outcome"], "failed");
+    assert_eq!(finished[1]["corrected"], true);
+}
+
 /// A node cut off (or frozen) long enough to be declared lost, that then
 /// answers again as the same process, still carries the calls whose
 /// records were ended: each is hung up there (its far end got no BYE and
