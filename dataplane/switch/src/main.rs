@@ -769,6 +769,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stopping = Stopping::Ending {
                 until: Instant::now() + SHUTDOWN_GRACE,
             };
+            link.sip.state().set_stopping();
         }
         // What the transport thread delivered; a bounded batch, so timers
         // and commands get their turn under a flood.
@@ -865,8 +866,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
                 if !busy || now >= until || second {
-                    // Ends held for AI sessions that did not close in time
-                    // go out now, so the link journals them.
+                    // Placed calls still ending, and ends held for AI
+                    // sessions that did not close in time, report now, so
+                    // the link journals them.
+                    let unfinished = core.report_unfinished_ends(now);
+                    if unfinished > 0 {
+                        tracing::warn!(
+                            calls = unfinished,
+                            "placed calls still ending at shutdown; their ends are reported now"
+                        );
+                    }
                     let held = core.release_held_ends();
                     if held > 0 {
                         tracing::warn!(
@@ -916,7 +925,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     ai.shutdown();
-    link.shutdown(&mut core);
+    link.shutdown(&mut core, STOP.load(Ordering::Relaxed));
     while let Some(out) = core.poll_transmit() {
         transport.push(ToWire::Send(out));
     }

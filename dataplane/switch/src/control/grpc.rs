@@ -408,7 +408,7 @@ impl Switch for Service {
             active_calls: s.active_calls(),
             max_calls: s.max_calls,
             load: s.load(),
-            draining: s.draining(),
+            draining: s.stopping(),
             uptime_seconds: s.started.elapsed().as_secs(),
             last_seq: s.last_seq(),
             instance_id: s.instance_id.clone(),
@@ -428,8 +428,9 @@ async fn stream_events(
     let mut stopping = shared.stopping.clone();
     let stopped = Status::unavailable("the switch is stopping");
     loop {
-        // What is journaled is sent first: the stop comes after the last
-        // events are written.
+        // Read before the journal: the stop is set once the journal has
+        // every event, so what it holds then is sent before the end.
+        let stop = *stopping.borrow_and_update();
         let view = {
             let j = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
             j.view()
@@ -457,7 +458,7 @@ async fn stream_events(
             }
             continue;
         }
-        if *stopping.borrow_and_update() {
+        if stop {
             let _ = tx.send(Err(stopped)).await;
             return;
         }

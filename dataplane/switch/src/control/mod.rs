@@ -110,6 +110,9 @@ pub struct NodeState {
     /// f32 bits of the SIP thread's busy fraction.
     load: AtomicU32,
     draining: AtomicBool,
+    /// A stop signal came: Stats says draining (so no new call is sent
+    /// here) while the calls end and commands such as Hangup still run.
+    stopping: AtomicBool,
     last_seq: AtomicU64,
     journal_full: AtomicBool,
     /// Events the journal thread has taken from the SIP thread (written,
@@ -137,6 +140,16 @@ impl NodeState {
 
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the switch is stopping (a signal came) or has stopped
+    /// taking commands.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed) || self.draining()
+    }
+
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -630,6 +643,7 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         active_calls: AtomicU32::new(0),
         load: AtomicU32::new(0f32.to_bits()),
         draining: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
         last_seq: AtomicU64::new(journal.last_seq()),
         journal_full: AtomicBool::new(journal.is_full()),
         journaled: AtomicU64::new(0),
@@ -723,8 +737,8 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
 }
 
 impl Link {
-    /// The switch is stopping and its calls have ended: true once it need
-    /// not wait longer for a connected control plane to acknowledge their
+    /// The switch is stopping and its calls' ends are reported: true once
+    /// it need not wait longer for a connected control plane to acknowledge their
     /// ends (at most until `until`; `stop_now`: a second stop signal came).
     /// The caller keeps its loop turning meanwhile, so SIP is still
     /// answered (503 to new calls) and events are still forwarded.
@@ -742,8 +756,10 @@ impl Link {
     }
 
     /// Stops serving: writes the last events, waits for the journal,
-    /// closes the event streams with a status, and stops the gRPC server.
-    pub fn shutdown(mut self, core: &mut Core) {
+    /// closes the event streams with a status, and stops the gRPC server
+    /// (`stop_now`: a second stop signal came, so its connections are not
+    /// waited for).
+    pub fn shutdown(mut self, core: &mut Core, stop_now: bool) {
         self.sip.state.set_draining();
         self.sip.close(core);
         let Link {
@@ -768,8 +784,13 @@ impl Link {
         }
         // The server's graceful stop: the streams' statuses reach their
         // clients (dropping the runtime would cut them mid-stream).
-        let drained = runtime.block_on(tokio::time::timeout(SERVER_STOP, server));
-        if drained.is_err() {
+        let wait = if stop_now {
+            Duration::ZERO
+        } else {
+            SERVER_STOP
+        };
+        let drained = runtime.block_on(tokio::time::timeout(wait, server));
+        if drained.is_err() && !stop_now {
             tracing::warn!(
                 "gRPC connections still open {SERVER_STOP:?} after the stop; closing them"
             );

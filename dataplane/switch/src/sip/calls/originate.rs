@@ -726,6 +726,41 @@ impl Core {
         self.end_with_ai(now, key, event);
     }
 
+    /// The switch stops with calls still ending (a far end that never
+    /// answered our CANCEL): each placed call whose CallEnded is not out
+    /// yet reports its end now, as of `now`, so the link journals it
+    /// (else the control plane only learns of it as a lost node).
+    /// Returns how many; ends held for an AI session are released by
+    /// [`Self::release_held_ends`], called after this.
+    pub fn report_unfinished_ends(&mut self, now: Instant) -> usize {
+        let keys: Vec<CallKey> = self
+            .calls
+            .calls
+            .values()
+            .filter(|c| c.origin.as_ref().is_some_and(|o| !o.reported))
+            .map(|c| c.key)
+            .collect();
+        for &key in &keys {
+            let Some(call) = self.calls.calls.get(&key) else {
+                continue;
+            };
+            let Some(o) = call.origin.as_ref() else {
+                continue;
+            };
+            let event = self.ended_event(now, call, o);
+            if let Some(o) = self
+                .calls
+                .calls
+                .get_mut(&key)
+                .and_then(|c| c.origin.as_mut())
+            {
+                o.reported = true;
+            }
+            self.end_with_ai(now, key, event);
+        }
+        keys.len()
+    }
+
     /// A placed call's CallEnded, as of `now`.
     fn ended_event(&self, now: Instant, call: &Call, o: &Origin) -> CallEvent {
         let answered = o.answered_at_ms.is_some();

@@ -954,3 +954,39 @@ fn an_answer_without_usable_sdp_is_answered_and_failed() {
     assert_eq!((outcome.as_str(), answered), ("failed", true));
     assert!(detail.contains("no usable SDP"), "{detail}");
 }
+
+/// A switch that stops while a placed call rings sends CANCEL; a carrier
+/// that never answers it kept the call's end unreported (it comes when
+/// the call is gone, up to 64·T1 later, after the process exited). At the
+/// end of the stop's grace the end is reported, once.
+#[test]
+fn a_stopping_switch_reports_a_placed_call_whose_cancel_went_unanswered() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-stop-ringing", |_| {});
+    reply(&mut h, &invite, StatusCode::RINGING);
+    assert!(h.core.shut_down_calls(h.now), "the call is still ending");
+    let cancel = request(h.one(CARRIER));
+    assert_eq!(cancel.method, Method::Cancel);
+    assert!(
+        ended_events(&events(&mut h)) == 0,
+        "no end before the CANCEL is answered"
+    );
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.core.report_unfinished_ends(h.now), 1);
+    let evs = events(&mut h);
+    let (outcome, detail, answered, _, _) = ended(&evs);
+    assert_eq!(
+        (outcome.as_str(), detail.as_str(), answered),
+        ("failed", "the switch shut down", false)
+    );
+    assert_eq!(h.core.report_unfinished_ends(h.now), 0, "once");
+    // The carrier's late 487 ends the call without a second report.
+    reply(&mut h, &invite, StatusCode::REQUEST_TERMINATED);
+    assert_eq!(ended_events(&events(&mut h)), 0);
+}
+
+fn ended_events(evs: &[CallEvent]) -> usize {
+    evs.iter()
+        .filter(|e| matches!(e.kind, CallEventKind::Ended { .. }))
+        .count()
+}
