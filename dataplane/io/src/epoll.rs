@@ -153,6 +153,19 @@ impl EpollReactor {
 
     /// Stops (or resumes) reading a UDP socket: its registration stays,
     /// with no events asked for while it is paused.
+    pub fn filter_udp_sources(
+        &mut self,
+        s: SocketId,
+        sources: Option<&[std::net::IpAddr]>,
+    ) -> io::Result<()> {
+        let sock = self
+            .udp
+            .get(s.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such UDP socket"))?;
+        crate::filter::filter_sources(sock, sources)
+    }
+
     pub fn set_udp_paused(&mut self, s: SocketId, paused: bool) -> io::Result<()> {
         let sock = self
             .udp

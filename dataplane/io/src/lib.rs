@@ -21,6 +21,7 @@
 
 mod bufring;
 mod epoll;
+pub mod filter;
 mod mmsg;
 mod steer;
 mod sys;
@@ -289,6 +290,21 @@ impl Reactor {
         match self {
             Reactor::Uring(r) => r.resume_udp(socket),
             Reactor::Epoll(r) => r.set_udp_paused(socket, false),
+        }
+    }
+
+    /// Lets the kernel deliver to a UDP socket only datagrams from
+    /// `sources` (None: from anywhere again); see [`filter`]. Unsupported
+    /// for a socket whose port is steered (its datagrams arrive on the
+    /// steering socket, which all the worker's ports share).
+    pub fn filter_udp_sources(
+        &mut self,
+        socket: SocketId,
+        sources: Option<&[IpAddr]>,
+    ) -> io::Result<()> {
+        match self {
+            Reactor::Uring(r) => r.filter_udp_sources(socket, sources),
+            Reactor::Epoll(r) => r.filter_udp_sources(socket, sources),
         }
     }
 

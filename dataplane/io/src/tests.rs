@@ -1,7 +1,7 @@
 //! Both backends against real sockets on loopback.
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::{CloseReason, Event, Options, Reactor};
@@ -672,5 +672,61 @@ fn steering_is_refused_where_it_cannot_work() {
             .steer_ports(std::net::Ipv4Addr::LOCALHOST.into(), 20_099..=20_000)
             .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
+}
+
+/// A source filter: the kernel delivers only the listed sources'
+/// datagrams (both backends, IPv4 and IPv6), and all again once removed;
+/// a steered port cannot take one.
+#[test]
+fn a_filtered_socket_receives_only_from_its_sources() {
+    let from = |ip: &str| UdpSocket::bind((ip, 0)).unwrap();
+    let (known, stranger) = (from("127.0.0.2"), from("127.0.0.3"));
+    for mut r in reactors(Options::default()) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        let id = r.add_udp(s).unwrap();
+        let allowed: [IpAddr; 1] = ["127.0.0.2".parse().unwrap()];
+        r.filter_udp_sources(id, Some(&allowed)).unwrap();
+        stranger.send_to(b"stranger", addr).unwrap();
+        known.send_to(b"known", addr).unwrap();
+        stranger.send_to(b"stranger", addr).unwrap();
+        assert_eq!(
+            quiet_for(&mut r, 100),
+            vec![(id, b"known".to_vec())],
+            "{}",
+            r.backend()
+        );
+        r.filter_udp_sources(id, None).unwrap();
+        r.filter_udp_sources(id, None).unwrap();
+        stranger.send_to(b"again", addr).unwrap();
+        assert_eq!(datagrams(&mut r, 1), vec![(id, b"again".to_vec())]);
+        // IPv6, where the host has it.
+        let Ok(s6) = UdpSocket::bind("[::1]:0") else {
+            continue;
+        };
+        let addr6 = s6.local_addr().unwrap();
+        let id6 = r.add_udp(s6).unwrap();
+        let peer6 = UdpSocket::bind("[::1]:0").unwrap();
+        let elsewhere: [IpAddr; 2] = ["2001:db8::1".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        r.filter_udp_sources(id6, Some(&elsewhere)).unwrap();
+        peer6.send_to(b"v6-dropped", addr6).unwrap();
+        assert!(quiet_for(&mut r, 50).is_empty(), "{}", r.backend());
+        let loopback: [IpAddr; 1] = ["::1".parse().unwrap()];
+        r.filter_udp_sources(id6, Some(&loopback)).unwrap();
+        peer6.send_to(b"v6", addr6).unwrap();
+        assert_eq!(datagrams(&mut r, 1), vec![(id6, b"v6".to_vec())]);
+    }
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let port = |s: &UdpSocket| s.local_addr().unwrap().port();
+    let (lo, hi) = (port(&a).min(port(&b)), port(&a).max(port(&b)));
+    if let Some(mut r) = steering(lo..=hi) {
+        let id = r.add_udp(a).unwrap();
+        let allowed: [IpAddr; 1] = ["127.0.0.2".parse().unwrap()];
+        let err = r.filter_udp_sources(id, Some(&allowed)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
     }
 }

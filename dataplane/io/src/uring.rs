@@ -424,6 +424,21 @@ impl UringReactor {
     /// Stops receiving on a UDP socket until [`Self::resume_udp`]: its
     /// receive is cancelled and its port leaves the steering map, so its
     /// datagrams wait in (and overflow) its own receive buffer.
+    pub fn filter_udp_sources(
+        &mut self,
+        s: SocketId,
+        sources: Option<&[std::net::IpAddr]>,
+    ) -> io::Result<()> {
+        let slot = held_udp(&mut self.udp, s.0)?;
+        if slot.steered.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a steered port's datagrams arrive on the steering socket",
+            ));
+        }
+        crate::filter::filter_sources(&slot.sock, sources)
+    }
+
     pub fn pause_udp(&mut self, s: SocketId) -> io::Result<()> {
         let idx = s.0;
         let slot = held_udp(&mut self.udp, idx)?;
