@@ -242,6 +242,23 @@ impl SourceLatch {
             || self.trusted == Some(ip)
     }
 
+    /// The IPs this stream's packets may come from once its window has
+    /// closed: the latched source's, its SDP's and its signalling's (a
+    /// packet from any other IP is dropped, whatever it carries, so the
+    /// kernel may drop it first). None while learning: the far end may
+    /// be anywhere.
+    pub fn locked_ips(&self) -> Option<[Option<IpAddr>; 3]> {
+        let State::Locked(addr) = self.state else {
+            return None;
+        };
+        let latched = addr.ip();
+        let expected = self.expected.map(|a| a.ip()).filter(|&ip| ip != latched);
+        let trusted = self
+            .trusted
+            .filter(|&ip| ip != latched && Some(ip) != expected);
+        Some([Some(latched), expected, trusted])
+    }
+
     /// True once the window has closed.
     pub fn is_locked(&self) -> bool {
         matches!(self.state, State::Locked(_))
@@ -263,6 +280,39 @@ impl SourceLatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Once locked, only the latched source's, the SDP's and the
+    /// signalling's IPs can be accepted (the kernel filter's list); every
+    /// other IP is dropped. None while learning, and again on relearn.
+    #[test]
+    fn a_locked_latch_names_the_only_ips_it_can_accept() {
+        let sdp: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+        let nat: SocketAddr = "198.51.100.7:31000".parse().unwrap();
+        let sig: IpAddr = "203.0.113.5".parse().unwrap();
+        let t0 = Instant::now();
+        let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
+        l.trust(Some(sig));
+        assert_eq!(l.locked_ips(), None);
+        for i in 0..5 {
+            assert_ne!(l.check(t0, nat, rtp(i)), LatchVerdict::Drop);
+        }
+        assert!(l.is_locked());
+        assert_eq!(
+            l.locked_ips(),
+            Some([Some(nat.ip()), Some(sdp.ip()), Some(sig)])
+        );
+        // What the list leaves out is dropped, from any port.
+        let stranger: SocketAddr = "198.51.100.8:31000".parse().unwrap();
+        assert_eq!(l.check(t0, stranger, rtp(6)), LatchVerdict::Drop);
+        // Latched on the SDP's IP: listed once.
+        let mut l = SourceLatch::new(LatchConfig::default(), Some(sdp));
+        for i in 0..5 {
+            l.check(t0, sdp, rtp(i));
+        }
+        assert_eq!(l.locked_ips(), Some([Some(sdp.ip()), None, None]));
+        l.relearn(Some(sdp));
+        assert_eq!(l.locked_ips(), None);
+    }
 
     /// The far end's stream.
     const SSRC: u32 = 0x5eed;

@@ -347,6 +347,13 @@ impl Pipeline {
         }
     }
 
+    /// The IPs `leg`'s far end may send from once its source is locked
+    /// ([`SourceLatch::locked_ips`](crate::latch::SourceLatch::locked_ips));
+    /// None while it is learned.
+    pub fn locked_source_ips(&self, leg: Leg) -> Option<[Option<std::net::IpAddr>; 3]> {
+        self.legs[leg.index()].as_ref()?.latch.locked_ips()
+    }
+
     /// Trusts `ip`, where the far end of `leg` signals from, as its SDP's
     /// IP is trusted ([`SourceLatch::trust`](crate::latch::SourceLatch::trust)).
     pub fn trust_source(&mut self, leg: Leg, ip: Option<std::net::IpAddr>) {

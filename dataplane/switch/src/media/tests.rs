@@ -301,6 +301,97 @@ fn a_flooded_port_is_paused_while_other_calls_flow_then_read_again() {
     }
 }
 
+/// Once a leg's source is locked, the kernel drops what other IPs send
+/// to its port: a stranger's flood from another address costs the worker
+/// no read, never reaches the latch (nothing counted there), does not
+/// pause the port, and the far end's audio flows on through it. Where
+/// the source is learned again (a new far end), the filter goes. Both IO
+/// backends, each port on its own socket (a steered port cannot filter).
+#[test]
+fn a_locked_legs_port_takes_nothing_from_other_ips() {
+    let on = |ip: [u8; 4]| {
+        let s = UdpSocket::bind((Ipv4Addr::from(ip), 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    };
+    for (force_epoll, ports) in [(true, "32100-32149"), (false, "32150-32199")] {
+        let mut engine = MediaEngine::start(
+            &MediaSettings {
+                force_epoll,
+                flood_pps: 300,
+                steer: false,
+                ..one_worker(ports, Duration::from_secs(60))
+            },
+            None,
+        )
+        .unwrap();
+        let opened = engine.open().unwrap();
+        let (a, b) = (on([127, 0, 0, 2]), phone());
+        engine
+            .set_remote(opened.handle, LegSide::A, remote(&a, 0))
+            .unwrap();
+        engine
+            .set_remote(opened.handle, LegSide::B, remote(&b, 0))
+            .unwrap();
+        let ours = [
+            SocketAddr::new(LO, opened.ports[0]),
+            SocketAddr::new(LO, opened.ports[1]),
+        ];
+        // A's source locks (five packets), and the filter is set after
+        // that turn.
+        let mut seq = 0u16;
+        let mut speak = |payload: u8| {
+            a.send_to(
+                &packet(0, seq, u32::from(seq) * 160, 0xa, &[payload; 160]),
+                ours[0],
+            )
+            .unwrap();
+            seq += 1;
+        };
+        for _ in 0..6 {
+            speak(1);
+            recv(&b).expect("relayed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let stranger = on([127, 0, 0, 3]);
+        for i in 0..2_000u16 {
+            let _ = stranger.send_to(&packet(0, i, 0, 0xbad, &[9; 160]), ours[0]);
+        }
+        speak(2);
+        let (got, _) = recv(&b).expect("A's audio through the flood");
+        assert_eq!(RtpPacket::parse(&got).unwrap().payload(), &[2; 160]);
+        // Over a second: no pause would have been published.
+        std::thread::sleep(Duration::from_millis(1_300));
+        assert_eq!(engine.io().flood_pauses, 0, "force_epoll {force_epoll}");
+        // A new far end for A: learned again, from anywhere.
+        let moved = on([127, 0, 0, 4]);
+        engine
+            .set_remote(opened.handle, LegSide::A, remote(&moved, 0))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            moved
+                .send_to(&packet(0, 500, 80_000, 0xb, &[3; 160]), ours[0])
+                .unwrap();
+            b.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            if recv(&b)
+                .is_some_and(|(got, _)| RtpPacket::parse(&got).unwrap().payload() == [3; 160])
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the moved far end is not heard");
+        }
+        engine.close(opened.handle, opened.ports);
+        let MediaEvent::Closed { stats, .. } = wait_event(&mut engine) else {
+            panic!()
+        };
+        assert_eq!(stats[0].dropped_source, 0, "the kernel dropped the flood");
+    }
+}
+
 fn wait_event(engine: &mut MediaEngine) -> MediaEvent {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -119,6 +119,9 @@ struct Leg {
     inband: Option<DtmfDetector>,
     /// When this leg's last key was reported (see [`DTMF_MIN_GAP`]).
     last_digit: Option<Instant>,
+    /// The source IPs the kernel was last asked to let through to this
+    /// leg's ports (see [`sync_filter`]); None: all.
+    kernel_filter: Option<SourceIps>,
 }
 
 impl Leg {
@@ -259,6 +262,46 @@ struct State {
     ssrc_seed: std::collections::hash_map::RandomState,
     /// Keys pressed this turn, reported after it: (call, leg, key).
     digits: Vec<(u64, LegSide, Digit)>,
+    /// Kernel source filters to set after this turn (see [`sync_filter`]).
+    filters: Vec<(SocketId, Option<SourceIps>)>,
+    /// Ports whose filter could not be set (port steering: one socket
+    /// receives for all), and when that was last logged.
+    filters_refused: u64,
+    filters_logged: Option<Instant>,
+}
+
+/// A locked latch's IPs (see [`SourceLatch::locked_ips`]).
+type SourceIps = [Option<std::net::IpAddr>; 3];
+
+/// Brings the kernel source filter of `side`'s ports in line with the
+/// latch that judges its packets (the pipeline's, for a leg it carries):
+/// once the far end's source is locked, the kernel drops every datagram
+/// from an IP the latch would drop anyway, before it costs a read or
+/// fills the port's buffer; while the source is learned, none.
+fn sync_filter(filters: &mut Vec<(SocketId, Option<SourceIps>)>, call: &mut Call, side: LegSide) {
+    let want = match &call.pipe {
+        Some(p) => match p.kind.leg_of(side) {
+            Some(l) => p.pipeline.locked_source_ips(l),
+            None => call.legs[side as usize].latch.locked_ips(),
+        },
+        None => call.legs[side as usize].latch.locked_ips(),
+    };
+    filter_leg(filters, &mut call.legs[side as usize], want);
+}
+
+/// Asks for `want` as `leg`'s kernel source filter, if it is not already.
+fn filter_leg(
+    filters: &mut Vec<(SocketId, Option<SourceIps>)>,
+    leg: &mut Leg,
+    want: Option<SourceIps>,
+) {
+    if leg.kernel_filter != want {
+        leg.kernel_filter = want;
+        filters.push((leg.rtp, want));
+        if leg.rtcp != leg.rtp {
+            filters.push((leg.rtcp, want));
+        }
+    }
 }
 
 /// How long a loop turn may be held back to gather datagrams (see
@@ -350,6 +393,9 @@ impl Worker {
                 reports_queued: 0,
                 ssrc_seed: std::collections::hash_map::RandomState::new(),
                 digits: Vec::new(),
+                filters: Vec::new(),
+                filters_refused: 0,
+                filters_logged: None,
             },
         }
     }
@@ -375,6 +421,36 @@ impl Worker {
             let r = std::sync::atomic::Ordering::Relaxed;
             io.flood_pauses.store(self.st.flood.pauses, r);
             io.flooded_ports.store(self.st.flood.paused() as u64, r);
+        }
+    }
+
+    /// Sets the kernel source filters this turn asked for. A port that
+    /// cannot take one (steered) keeps its latch's filtering alone.
+    fn source_filters(&mut self) {
+        if self.st.filters.is_empty() {
+            return;
+        }
+        let Worker { reactor, st, .. } = self;
+        for (socket, want) in st.filters.drain(..) {
+            let ips: Option<Vec<std::net::IpAddr>> =
+                want.map(|w| w.into_iter().flatten().collect());
+            match reactor.filter_udp_sources(socket, ips.as_deref()) {
+                Ok(()) => {}
+                // The call ended this turn: its ports are gone.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    st.filters_refused += 1;
+                    let now = Instant::now();
+                    if st
+                        .filters_logged
+                        .is_none_or(|t| now.saturating_duration_since(t) >= FLOOD_LOG_EVERY)
+                    {
+                        tracing::debug!(worker = st.worker, error = %e, refused = st.filters_refused,
+                            "media port source filter not set; its latch alone drops strangers");
+                        st.filters_logged = Some(now);
+                    }
+                }
+            }
         }
     }
 
@@ -470,6 +546,7 @@ impl Worker {
                 break;
             }
             self.floods(turn);
+            self.source_filters();
             self.flush();
             self.report_digits();
         }
@@ -672,6 +749,7 @@ impl Worker {
                 dtmf: DtmfReceiver::new(DTMF_CLOCK, DTMF_END_TIMEOUT),
                 inband: None,
                 last_digit: None,
+                kernel_filter: None,
             });
         }
         let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
@@ -773,6 +851,8 @@ impl Worker {
             p.pipeline.trust_source(l, remote.signalling);
             p.pipeline.hold(l, !remote.we_send);
         }
+        // Learned again, or trusting another IP: the filter follows.
+        sync_filter(&mut self.st.filters, call, side);
     }
 
     /// Puts a call's packets through a pipeline (an AI tap: one leg and
@@ -803,6 +883,9 @@ impl Worker {
         let Some((kind, mut pipeline)) = pipe else {
             call.pipe = None;
             call.scheduled = None;
+            for side in [LegSide::A, LegSide::B] {
+                sync_filter(&mut self.st.filters, call, side);
+            }
             if !was_relay {
                 self.st.relays += 1;
             }
@@ -822,6 +905,10 @@ impl Worker {
         }
         call.pipe = Some(Piped { kind, pipeline });
         call.scheduled = None;
+        // The pipeline's latch judges the legs it carries now.
+        for side in [LegSide::A, LegSide::B] {
+            sync_filter(&mut self.st.filters, call, side);
+        }
         if was_relay {
             self.st.relays = self.st.relays.saturating_sub(1);
         }
@@ -1277,6 +1364,9 @@ impl State {
                     call.reported_quiet = false;
                 }
             }
+            if call.legs[side as usize].kernel_filter.is_none() {
+                sync_filter(&mut self.filters, call, side);
+            }
             // Also enters the pipeline's next deadline, which a packet
             // can move (jitter buffer playout).
             drain(
@@ -1343,9 +1433,15 @@ impl State {
             ssrc: pkt.ssrc(),
             seq: pkt.sequence(),
         };
-        if this.latch.check(now, from, stream) == LatchVerdict::Drop {
+        let verdict = this.latch.check(now, from, stream);
+        if verdict == LatchVerdict::Drop {
             this.stats.dropped_source += 1;
             return;
+        }
+        // Once per lock (and when the source moves): the kernel filter.
+        if this.kernel_filter.is_none() || verdict != LatchVerdict::Accept {
+            let want = this.latch.locked_ips();
+            filter_leg(&mut self.filters, this, want);
         }
         this.stats.rx_packets += 1;
         this.stats.rx_bytes += data.len() as u64;
