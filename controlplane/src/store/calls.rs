@@ -563,7 +563,7 @@ impl Store {
                     answered_at: None,
                     transcript: None,
                 };
-                tx.queue_call_email(&call, &ending, now).await?;
+                tx.queue_call_email(&call, &ending, false, now).await?;
                 tx.ends(super::tx::Ended::Attempt(
                     CallStatus::Cancelled,
                     "cancelled",

@@ -31,7 +31,7 @@ use codeb_types::{CallId, CallStatus, EventName, UtcMillis};
 use serde_json::json;
 
 use super::switch_events::Speaker;
-use super::tx::{Ended, StoreTx, TxInner};
+use super::tx::{Ended, StoreTx, TxInner, on_tx};
 use super::{Pool, Result, RowExt, Store, StoreError, TranscriptRecord, Turn, col, opt_ms};
 use crate::crypto;
 use crate::metrics::outcome_label;
@@ -719,7 +719,13 @@ impl Store {
         let delay_ms = call
             .retry_delay_minutes
             .saturating_mul(self.retry_delay_unit_ms);
-        let next_attempt_at = retry.then(|| now.plus_ms(delay_ms).0);
+        // A corrected end's retry waits from when the attempt really
+        // ended, not from when the node told of it.
+        let retry_from = match how {
+            Finish::Correction => UtcMillis(end.ended_at.0.min(now.0)),
+            Finish::Ended | Finish::Lost(_) => now,
+        };
+        let next_attempt_at = retry.then(|| retry_from.plus_ms(delay_ms).0);
         // The answer time recorded from the Answered event stands.
         let end = &end.on_timeline(call.dispatched_at, call.answered_at);
         let answered_at = end.answered_at;
@@ -776,8 +782,23 @@ impl Store {
                     .collect(),
                 ..TranscriptRecord::default()
             };
+            // A correction's transcript replaces the one the loss wrote,
+            // whose file name (from its start time) may differ.
+            let earlier = match how {
+                Finish::Correction => tx.call_transcript_path(&call.call_id).await?,
+                Finish::Ended | Finish::Lost(_) => None,
+            };
             let record = self.write_transcript_file(record, now).await?;
             tx.insert_transcript_row(&record).await?;
+            if let Some(old) = earlier.filter(|old| !old.is_empty() && *old != record.file) {
+                let path = self.transcripts_dir().join(&old);
+                if let Err(e) = tokio::fs::remove_file(&path).await
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "removing a transcript its correction replaced");
+                }
+            }
             Some(record)
         };
         let transcript_path = transcript.as_ref().map(|t| t.file.clone());
@@ -869,7 +890,8 @@ impl Store {
             answered_at,
             transcript: transcript.as_ref(),
         };
-        tx.queue_call_email(call, &ending, now).await?;
+        tx.queue_call_email(call, &ending, how == Finish::Correction, now)
+            .await?;
         tracing::info!(call = %call.call_id, attempt = call.attempt, status = %status,
             outcome = %end.outcome, detail = %detail, "call attempt ended");
         Ok(status)
@@ -877,6 +899,16 @@ impl Store {
 }
 
 impl StoreTx {
+    /// The transcript file a call's row names, if any.
+    pub(super) async fn call_transcript_path(&mut self, call_id: &str) -> Result<Option<String>> {
+        Ok(on_tx!(self, |t| {
+            sqlx::query_scalar::<_, String>("SELECT transcript_path FROM calls WHERE call_id = $1")
+                .bind(call_id)
+                .fetch_optional(&mut **t)
+                .await?
+        }))
+    }
+
     /// The call row, locked for this transaction (`FOR UPDATE` on
     /// PostgreSQL; SQLite's write transaction already excludes others).
     pub(super) async fn lock_call(&mut self, call_id: &str) -> Result<Option<LiveCall>> {

@@ -675,6 +675,13 @@ async fn lost_node_ends_its_calls(db: TestDb) {
         (rb.status, rb.ended_reason.as_str(), rb.duration_sec),
         (CallStatus::EndedSuccess, "finished", 58)
     );
+    // Its transcript replaces the loss's: one file, the row's.
+    let files: Vec<String> = std::fs::read_dir(s.transcripts_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(files, vec![rb.transcript_path.clone()]);
     // Once: a second end of that attempt is skipped.
     let again = ev(7, &b, ended("failed", true));
     assert!(matches!(

@@ -142,31 +142,40 @@ macro_rules! claim_sql {
 
 impl StoreTx {
     /// Queues a call's email inside this transaction (once per call: a
-    /// second one for the same call is ignored).
+    /// second one for the same call is ignored, unless it `replaces` the
+    /// first while that is still waiting to be sent: a corrected end).
     pub(super) async fn queue_email(
         &mut self,
         tenant: &str,
         call_id: &str,
         recipient: &str,
         (subject, body): (&str, &str),
+        replaces: bool,
         now: UtcMillis,
     ) -> Result<()> {
         let id = format!("em_{}", hex::encode(crypto::random_bytes::<12>()));
+        let sql = if replaces {
+            "INSERT INTO email_outbox (id, tenant, call_id, recipient, subject, body, state, \
+             attempts, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7) ON CONFLICT (call_id) DO \
+             UPDATE SET recipient = excluded.recipient, subject = excluded.subject, \
+             body = excluded.body WHERE email_outbox.state = 'queued'"
+        } else {
+            "INSERT INTO email_outbox (id, tenant, call_id, recipient, subject, body, state, \
+             attempts, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7) ON CONFLICT DO NOTHING"
+        };
         on_tx!(self, |t| {
-            sqlx::query(
-                "INSERT INTO email_outbox (id, tenant, call_id, recipient, subject, body, state, \
-                 attempts, next_attempt_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(&id)
-            .bind(tenant)
-            .bind(call_id)
-            .bind(recipient)
-            .bind(subject)
-            .bind(body)
-            .bind(now.0)
-            .execute(&mut **t)
-            .await?;
+            sqlx::query(sql)
+                .bind(&id)
+                .bind(tenant)
+                .bind(call_id)
+                .bind(recipient)
+                .bind(subject)
+                .bind(body)
+                .bind(now.0)
+                .execute(&mut **t)
+                .await?;
         });
         Ok(())
     }
@@ -418,6 +427,7 @@ impl StoreTx {
         &mut self,
         call: &super::LiveCall,
         e: &CallEnd<'_>,
+        corrected: bool,
         now: UtcMillis,
     ) -> Result<()> {
         if !e.status.is_terminal() || call.email.is_empty() {
@@ -447,6 +457,7 @@ impl StoreTx {
             &call.call_id,
             &call.email,
             (&subject, &body),
+            corrected,
             now,
         )
         .await

@@ -54,7 +54,8 @@ pub use shares::{NewShare, ShareRecord, ShareView};
 pub use sip_users::SipUserRecord;
 pub use switch_config::{ConfigRows, TenantRoute};
 pub use switch_events::{
-    Applied, Cursor, EventKind, InboundStart, MAX_INBOUND_FIELD, Speaker, SwitchEvent,
+    Applied, Cursor, EventKind, InboundStart, LOST_HANGUP_OUTCOME, MAX_INBOUND_FIELD, Speaker,
+    SwitchEvent,
 };
 pub use transcripts::{RenderTranscript, TranscriptFilter, TranscriptRecord, TranscriptRow, Turn};
 pub use trunks::{DefaultTrunk, TrunkRecord};

@@ -127,6 +127,11 @@ pub enum Applied {
     WrongJournal,
 }
 
+/// The outcome of the hangup the control plane sends a node that comes
+/// back still carrying calls it ended as lost: their `Ended` then
+/// corrects their times, not why they ended.
+pub const LOST_HANGUP_OUTCOME: &str = "lost";
+
 impl Store {
     /// The stored cursor of a node, if it ever had one.
     pub async fn switch_cursor(&self, node_url: &str) -> Result<Option<Cursor>> {
@@ -390,7 +395,8 @@ impl Store {
     /// called off when the callee was reached after all. The answer and
     /// start events are not sent late; the corrected end carries the
     /// answer. An end caused by the hangup sent when the node came back
-    /// (`cancelled`) keeps the loss's outcome and detail.
+    /// ([`LOST_HANGUP_OUTCOME`]) keeps the loss's outcome and detail; a
+    /// user's hangup that reached the node first (`cancelled`) cancels.
     async fn apply_lost_attempt_event(
         &self,
         tx: &mut StoreTx,
@@ -425,7 +431,7 @@ impl Store {
             }
             EventKind::Ended(end) => {
                 let mut end = end.clone();
-                if end.outcome == "cancelled" {
+                if end.outcome == LOST_HANGUP_OUTCOME {
                     let (outcome, detail) = tx.call_end_reason(&call.call_id).await?;
                     end.outcome = outcome;
                     end.error_detail = detail;

@@ -291,7 +291,12 @@ impl SwitchNodes {
         let mut failed = Vec::new();
         let mut ended = 0;
         for id in orphans {
-            match self.hangup(node.url(), &id).await {
+            // Its end says why, so that it corrects the record's times
+            // but not its reason (see `store::switch_events`).
+            match self
+                .hangup_as(node.url(), &id, crate::store::LOST_HANGUP_OUTCOME)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => ended += 1,
                 Err(e) => {
@@ -561,13 +566,23 @@ impl SwitchNodes {
     /// meanwhile) is not an error. `true`: the request changed nothing (the
     /// call had ended or was already ending, by an earlier hangup say).
     pub async fn hangup(&self, node_url: &str, call_id: &str) -> Result<bool, LinkError> {
+        self.hangup_as(node_url, call_id, "cancelled").await
+    }
+
+    /// [`Self::hangup`] with the outcome the node's `Ended` is to carry.
+    async fn hangup_as(
+        &self,
+        node_url: &str,
+        call_id: &str,
+        outcome: &str,
+    ) -> Result<bool, LinkError> {
         let node = self.node(node_url).ok_or_else(|| {
             LinkError::Unreachable(format!("{node_url}: no longer in CODEB_SWITCH_URLS"))
         })?;
         let mut client = node.client().map_err(LinkError::Unreachable)?;
         let request = pb::HangupRequest {
             call_id: call_id.to_owned(),
-            outcome: "cancelled".into(),
+            outcome: outcome.to_owned(),
         };
         match tokio::time::timeout(CALL_TIMEOUT, client.hangup(request)).await {
             Ok(Ok(r)) => Ok(r.into_inner().already_ending),

@@ -1051,23 +1051,105 @@ async fn a_lost_calls_real_end_corrects_its_record() {
     );
 }
 
-/// The end a node reports for a call it was told to hang up when it came
-/// back (`cancelled`) corrects the times, not the reason: the call failed
-/// because its node was lost. Answered, it is not tried again.
+/// A user's hangup that reached the node just before it was cut off:
+/// the call was cancelled, and is not tried again.
+#[tokio::test]
+async fn a_lost_call_the_user_hung_up_stays_cancelled() {
+    let (rec, finished, _db) = lost_call_that_went_on(12, "cancelled").await;
+    assert_eq!(rec.status, CallStatus::Cancelled);
+    assert_eq!(finished.len(), 2);
+    assert_eq!(finished[1]["outcome"], "cancelled");
+}
+
+/// A call ended as lost for good (no retry left) that its node, back
+/// again, still carries is hung up there; the end that hangup brings
+/// corrects the record's times, answer and transcript, not its reason,
+/// and the email not sent yet carries the corrected end.
 #[tokio::test]
 async fn a_lost_call_hung_up_on_the_nodes_return_keeps_its_reason() {
-    let (rec, finished, _db) = lost_call_that_went_on(12, "cancelled").await;
-    assert_eq!(rec.status, CallStatus::EndedFailedFinal);
-    assert_eq!(rec.ended_reason, "failed");
-    assert!(
-        rec.error_detail.starts_with("switch node ") && rec.error_detail.ends_with(" lost"),
-        "{}",
-        rec.error_detail
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    let url = server.url();
+    let call = NewCall {
+        retries: 0,
+        ..new_call(13, clock.now())
+    };
+    let claimed = stored_and_claimed(&db, &call, &clock).await;
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    let node = l.nodes()[0].clone();
+    peer.with(|s| s.dead = true);
+    l.probe(&node).await;
+    clock.advance_ms(5_000);
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(
+        status(&db.store, &call.call_id).await,
+        CallStatus::EndedFailedFinal
     );
-    assert_eq!(rec.duration_sec, 12);
+    let email = db.store.call_email(TENANT, call.call_id.as_str()).await;
+    assert!(email.unwrap().is_some(), "the loss's email is queued");
+    // On the node the callee answered and spoke.
+    let id = call.call_id.as_str();
+    peer.emit(id, answered());
+    peer.emit(
+        id,
+        pb::event::Kind::Turn(pb::TranscriptTurn {
+            role: "caller".into(),
+            text: "Thanks, see you then.".into(),
+            at_ms: 1_500,
+            interrupted: false,
+        }),
+    );
+    peer.with(|s| s.dead = false);
+    l.probe(&node).await;
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(peer.with(|s| s.hangups.clone()), vec![id.to_owned()]);
+    let last = peer.with(|s| s.next_seq - 1);
+    let tasks = l.start(&db.store);
+    eventually("the node's events read", || async {
+        db.store
+            .switch_cursor(&url)
+            .await
+            .unwrap()
+            .map(|c| c.last_seq)
+            == i64::try_from(last).ok()
+    })
+    .await;
+    tasks.shutdown().await;
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            rec.status,
+            rec.ended_reason.as_str(),
+            rec.error_detail.clone()
+        ),
+        (
+            CallStatus::EndedFailedFinal,
+            "failed",
+            format!("switch node {url} lost")
+        )
+    );
+    assert!(rec.answered_at.is_some(), "the node's answer");
+    assert!(!rec.transcript_path.is_empty(), "the node's turn");
+    let finished = event_data(&db.store, TENANT, "outbound-ai.finished").await;
     assert_eq!(finished.len(), 2);
-    assert_eq!(finished[1]["outcome"], "failed");
-    assert_eq!(finished[1]["corrected"], true);
+    assert_eq!(
+        (&finished[1]["outcome"], &finished[1]["corrected"]),
+        (&serde_json::json!("failed"), &serde_json::json!(true))
+    );
+    let email = db
+        .store
+        .call_email(TENANT, call.call_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        email.body.contains("Thanks, see you then."),
+        "{}",
+        email.body
+    );
+    server.kill(&peer).await;
 }
 
 /// A node cut off (or frozen) long enough to be declared lost, that then
