@@ -151,21 +151,29 @@ impl EpollReactor {
         Ok(())
     }
 
-    /// Stops (or resumes) reading a UDP socket: its registration stays,
-    /// with no events asked for while it is paused.
+    /// See [`crate::Reactor::filter_udp_sources`].
     pub fn filter_udp_sources(
         &mut self,
         s: SocketId,
         sources: Option<&[std::net::IpAddr]>,
     ) -> io::Result<()> {
-        let sock = self
-            .udp
-            .get(s.0 as usize)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such UDP socket"))?;
-        crate::filter::filter_sources(sock, sources)
+        crate::filter::filter_sources(self.udp_socket(s)?, sources)
     }
 
+    /// See [`crate::Reactor::udp_drops`].
+    pub fn udp_drops(&mut self, s: SocketId) -> io::Result<u64> {
+        crate::filter::socket_drops(self.udp_socket(s)?)
+    }
+
+    fn udp_socket(&self, s: SocketId) -> io::Result<&UdpSocket> {
+        self.udp
+            .get(s.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such UDP socket"))
+    }
+
+    /// Stops (or resumes) reading a UDP socket: its registration stays,
+    /// with no events asked for while it is paused.
     pub fn set_udp_paused(&mut self, s: SocketId, paused: bool) -> io::Result<()> {
         let sock = self
             .udp

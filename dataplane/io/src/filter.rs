@@ -210,6 +210,35 @@ pub fn filter_sources(socket: &impl AsRawFd, sources: Option<&[IpAddr]>) -> io::
     Ok(())
 }
 
+/// Datagrams the kernel dropped at `socket` (its filter's, and those past
+/// a full receive buffer): `SO_MEMINFO`'s `SK_MEMINFO_DROPS`.
+pub fn socket_drops(socket: &impl AsRawFd) -> io::Result<u64> {
+    /// `SK_MEMINFO_DROPS` (linux/sock_diag.h).
+    const DROPS: usize = 8;
+    let mut info = [0u32; 16];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: a live fd, and a buffer of `len` bytes the kernel fills.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (len as usize) < (DROPS + 1) * 4 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO without a drops count",
+        ));
+    }
+    Ok(u64::from(info[DROPS]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,6 +308,16 @@ impl Reactor {
         }
     }
 
+    /// Datagrams the kernel dropped at a UDP socket since it was opened:
+    /// turned away by its source filter, or past its full receive buffer
+    /// (`SK_MEMINFO_DROPS`).
+    pub fn udp_drops(&mut self, socket: SocketId) -> io::Result<u64> {
+        match self {
+            Reactor::Uring(r) => r.udp_drops(socket),
+            Reactor::Epoll(r) => r.udp_drops(socket),
+        }
+    }
+
     pub fn add_tcp_listener(&mut self, listener: TcpListener) -> io::Result<SocketId> {
         match self {
             Reactor::Uring(r) => r.add_listener(listener),

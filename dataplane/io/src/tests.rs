@@ -697,6 +697,11 @@ fn a_filtered_socket_receives_only_from_its_sources() {
             "{}",
             r.backend()
         );
+        assert_eq!(
+            r.udp_drops(id).unwrap(),
+            2,
+            "the kernel counts what it turned away"
+        );
         r.filter_udp_sources(id, None).unwrap();
         r.filter_udp_sources(id, None).unwrap();
         stranger.send_to(b"again", addr).unwrap();

@@ -421,9 +421,7 @@ impl UringReactor {
         self.push(&e)
     }
 
-    /// Stops receiving on a UDP socket until [`Self::resume_udp`]: its
-    /// receive is cancelled and its port leaves the steering map, so its
-    /// datagrams wait in (and overflow) its own receive buffer.
+    /// See [`crate::Reactor::filter_udp_sources`].
     pub fn filter_udp_sources(
         &mut self,
         s: SocketId,
@@ -439,6 +437,14 @@ impl UringReactor {
         crate::filter::filter_sources(&slot.sock, sources)
     }
 
+    /// See [`crate::Reactor::udp_drops`].
+    pub fn udp_drops(&mut self, s: SocketId) -> io::Result<u64> {
+        crate::filter::socket_drops(&held_udp(&mut self.udp, s.0)?.sock)
+    }
+
+    /// Stops receiving on a UDP socket until [`Self::resume_udp`]: its
+    /// receive is cancelled and its port leaves the steering map, so its
+    /// datagrams wait in (and overflow) its own receive buffer.
     pub fn pause_udp(&mut self, s: SocketId) -> io::Result<()> {
         let idx = s.0;
         let slot = held_udp(&mut self.udp, idx)?;

@@ -75,6 +75,10 @@ pub struct LegStats {
     /// Valid RTP or RTCP from an address other than the far end's
     /// (learned, then locked).
     pub dropped_source: u64,
+    /// Datagrams the kernel dropped at the leg's ports: from other IPs
+    /// once its source filter was set (see [`sync_filter`]), or past a
+    /// full receive buffer.
+    pub dropped_kernel: u64,
     /// Not RTP (bad version, lengths past the datagram, ...).
     pub dropped_invalid: u64,
     /// RTP that could not be relayed (the other leg has no far end yet,
@@ -275,9 +279,13 @@ type SourceIps = [Option<std::net::IpAddr>; 3];
 
 /// Brings the kernel source filter of `side`'s ports in line with the
 /// latch that judges its packets (the pipeline's, for a leg it carries):
-/// once the far end's source is locked, the kernel drops every datagram
-/// from an IP the latch would drop anyway, before it costs a read or
-/// fills the port's buffer; while the source is learned, none.
+/// the IPs a locked latch can still accept, or none while it learns. It
+/// is set once a stranger's datagram has been turned away from a locked
+/// leg (so calls nobody sprays cost the kernel nothing), and from then on
+/// the kernel drops every datagram from an IP the latch would drop anyway,
+/// before it costs a read or fills the port's buffer. It follows the
+/// latch when the leg learns again, trusts another IP or moves to or
+/// from a pipeline.
 fn sync_filter(filters: &mut Vec<(SocketId, Option<SourceIps>)>, call: &mut Call, side: LegSide) {
     let want = match &call.pipe {
         Some(p) => match p.kind.leg_of(side) {
@@ -438,6 +446,8 @@ impl Worker {
                 Ok(()) => {}
                 // The call ended this turn: its ports are gone.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // A steered port: its latch alone turns strangers away.
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
                 Err(e) => {
                     st.filters_refused += 1;
                     let now = Instant::now();
@@ -445,8 +455,8 @@ impl Worker {
                         .filters_logged
                         .is_none_or(|t| now.saturating_duration_since(t) >= FLOOD_LOG_EVERY)
                     {
-                        tracing::debug!(worker = st.worker, error = %e, refused = st.filters_refused,
-                            "media port source filter not set; its latch alone drops strangers");
+                        tracing::warn!(worker = st.worker, error = %e, refused = st.filters_refused,
+                            "media port source filter refused by the kernel; the latch alone turns strangers away");
                         st.filters_logged = Some(now);
                     }
                 }
@@ -514,6 +524,9 @@ impl Worker {
             if !self.commands() {
                 break;
             }
+            // A far end learned again must not wait a poll behind the
+            // filter of the one before.
+            self.source_filters();
             self.choose_coalescing();
             let now = Instant::now();
             if now >= next_check {
@@ -851,8 +864,10 @@ impl Worker {
             p.pipeline.trust_source(l, remote.signalling);
             p.pipeline.hold(l, !remote.we_send);
         }
-        // Learned again, or trusting another IP: the filter follows.
-        sync_filter(&mut self.st.filters, call, side);
+        // Learned again, or trusting another IP: a filter follows.
+        if call.legs[side as usize].kernel_filter.is_some() {
+            sync_filter(&mut self.st.filters, call, side);
+        }
     }
 
     /// Puts a call's packets through a pipeline (an AI tap: one leg and
@@ -884,7 +899,9 @@ impl Worker {
             call.pipe = None;
             call.scheduled = None;
             for side in [LegSide::A, LegSide::B] {
-                sync_filter(&mut self.st.filters, call, side);
+                if call.legs[side as usize].kernel_filter.is_some() {
+                    sync_filter(&mut self.st.filters, call, side);
+                }
             }
             if !was_relay {
                 self.st.relays += 1;
@@ -907,7 +924,9 @@ impl Worker {
         call.scheduled = None;
         // The pipeline's latch judges the legs it carries now.
         for side in [LegSide::A, LegSide::B] {
-            sync_filter(&mut self.st.filters, call, side);
+            if call.legs[side as usize].kernel_filter.is_some() {
+                sync_filter(&mut self.st.filters, call, side);
+            }
         }
         if was_relay {
             self.st.relays = self.st.relays.saturating_sub(1);
@@ -924,10 +943,15 @@ impl Worker {
         if call.pipe.is_none() {
             self.st.relays = self.st.relays.saturating_sub(1);
         }
+        let mut stats = call.stats();
+        for (leg, stats) in call.legs.iter().zip(&mut stats) {
+            for s in [leg.rtp, leg.rtcp] {
+                stats.dropped_kernel += self.reactor.udp_drops(s).unwrap_or(0);
+            }
+        }
         for leg in &call.legs {
             self.forget_leg(leg);
         }
-        let stats = call.stats();
         self.emit(MediaEvent::Closed {
             handle: MediaHandle {
                 worker: self.st.worker,
@@ -977,6 +1001,11 @@ impl Worker {
     }
 
     fn forget_leg(&mut self, leg: &Leg) {
+        // A filter still queued for these sockets must not reach the next
+        // sockets given their ids.
+        self.st
+            .filters
+            .retain(|(s, _)| *s != leg.rtp && *s != leg.rtcp);
         for s in [leg.rtp, leg.rtcp] {
             if let Some(slot) = self.st.sockets.get_mut(s.0 as usize) {
                 *slot = None;
@@ -1342,6 +1371,10 @@ impl State {
                 p.pipeline.handle_rtp(now, leg, from, data)
             };
             let this = &mut call.legs[side as usize];
+            let stranger = matches!(
+                verdict,
+                pipeline::Verdict::Dropped(pipeline::DropReason::WrongSource)
+            );
             match verdict {
                 pipeline::Verdict::Dropped(pipeline::DropReason::WrongSource) => {
                     this.stats.dropped_source += 1;
@@ -1364,7 +1397,7 @@ impl State {
                     call.reported_quiet = false;
                 }
             }
-            if call.legs[side as usize].kernel_filter.is_none() {
+            if stranger && call.legs[side as usize].kernel_filter.is_none() {
                 sync_filter(&mut self.filters, call, side);
             }
             // Also enters the pipeline's next deadline, which a packet
@@ -1409,6 +1442,10 @@ impl State {
             };
             if !from_far_end {
                 this.stats.dropped_source += 1;
+                if this.kernel_filter.is_none() {
+                    let want = this.latch.locked_ips();
+                    filter_leg(&mut self.filters, this, want);
+                }
                 return;
             }
             this.rtcp_mux |= !is_rtcp;
@@ -1433,15 +1470,14 @@ impl State {
             ssrc: pkt.ssrc(),
             seq: pkt.sequence(),
         };
-        let verdict = this.latch.check(now, from, stream);
-        if verdict == LatchVerdict::Drop {
+        if this.latch.check(now, from, stream) == LatchVerdict::Drop {
             this.stats.dropped_source += 1;
+            // A stranger at a locked leg: the kernel turns the rest away.
+            if this.kernel_filter.is_none() {
+                let want = this.latch.locked_ips();
+                filter_leg(&mut self.filters, this, want);
+            }
             return;
-        }
-        // Once per lock (and when the source moves): the kernel filter.
-        if this.kernel_filter.is_none() || verdict != LatchVerdict::Accept {
-            let want = this.latch.locked_ips();
-            filter_leg(&mut self.filters, this, want);
         }
         this.stats.rx_packets += 1;
         this.stats.rx_bytes += data.len() as u64;

@@ -352,11 +352,13 @@ impl Core {
                         a_lost = a.lost,
                         a_jitter_ms = a.jitter_ms,
                         a_dropped_source = a.dropped_source,
+                        a_dropped_kernel = a.dropped_kernel,
                         a_dropped_invalid = a.dropped_invalid,
                         b_rx = b.rx_packets,
                         b_lost = b.lost,
                         b_jitter_ms = b.jitter_ms,
                         b_dropped_source = b.dropped_source,
+                        b_dropped_kernel = b.dropped_kernel,
                         b_dropped_invalid = b.dropped_invalid,
                         "call media closed"
                     );
