@@ -35,7 +35,10 @@
 # at the switch's first four RTP ports (10000-10006: the first calls'
 # legs), to see what a flood at some calls' ports costs the others (the
 # switch's CODEB_RTP_FLOOD_PPS, from the environment, decides whether the
-# flooded ports are paused).
+# flooded ports are paused). FLOOD_FROM=<IPv4> sends it from that source
+# (default 127.0.0.1, the calls' own IP; another loopback address, e.g.
+# 127.0.0.9, is a stranger the switch's kernel source filter can turn
+# away).
 #
 # TARGET=switch runs the switch alone (no rtpengine). PER_PACKET=1 (with
 # one N) also prints the media worker's CPU per relayed datagram: `perf
@@ -112,6 +115,7 @@ if [ -n "${FLOOD:-}" ]; then
     (
         sleep 3
         taskset -c "$GEN_CPU" "$BIN/rtp-flood" --pps "$FLOOD" --seconds $((SECS + 20)) \
+            --from "${FLOOD_FROM:-127.0.0.1}" \
             --to 127.0.0.1:10000,127.0.0.1:10002,127.0.0.1:10004,127.0.0.1:10006
     ) &
     FL=$!

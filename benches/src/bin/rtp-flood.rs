@@ -3,11 +3,11 @@
 //! "Measured: a flood at one call's ports").
 //!
 //! ```text
-//! rtp-flood --to 127.0.0.1:10000,127.0.0.1:10002 --pps 200000 --seconds 30
+//! rtp-flood --to 127.0.0.1:10000,127.0.0.1:10002 --pps 200000 --seconds 30 [--from 127.0.0.9]
 //! ```
 //!
-//! The rate is split evenly over the addresses (IPv4, sent from
-//! 127.0.0.1) and paced per millisecond, in `sendmmsg` batches;
+//! The rate is split evenly over the addresses (IPv4, sent from `--from`,
+//! 127.0.0.1 by default) and paced per millisecond, in `sendmmsg` batches;
 //! each datagram is a 12-byte RTP header (its own SSRC, a running
 //! sequence number) and 160 bytes of payload. At the end it prints what
 //! it sent and the rate it reached.
@@ -20,6 +20,9 @@ use codeb_benches::udp_batch::{SendBatch, bind_any};
 
 struct Args {
     to: Vec<SocketAddr>,
+    /// The flood's source IP (another loopback address: a stranger the
+    /// switch can tell from the calls' far ends by IP).
+    from: Ipv4Addr,
     pps: u64,
     seconds: u64,
 }
@@ -27,6 +30,7 @@ struct Args {
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         to: Vec::new(),
+        from: Ipv4Addr::LOCALHOST,
         pps: 100_000,
         seconds: 10,
     };
@@ -39,9 +43,10 @@ fn args() -> anyhow::Result<Args> {
                     a.to.push(addr.parse().with_context(|| format!("--to {addr}"))?);
                 }
             }
+            "--from" => a.from = value.parse().context("--from")?,
             "--pps" => a.pps = value.parse().context("--pps")?,
             "--seconds" => a.seconds = value.parse().context("--seconds")?,
-            _ => bail!("unknown flag {flag} (--to ADDR[,ADDR...] --pps N --seconds N)"),
+            _ => bail!("unknown flag {flag} (--to ADDR[,ADDR...] --pps N --seconds N --from IP)"),
         }
     }
     if a.to.is_empty() {
@@ -76,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         while queued < due {
             let dst = to[(queued % to.len() as u64) as usize];
             seq = seq.wrapping_add(1);
-            batch.push(Ipv4Addr::LOCALHOST, dst, |buf| {
+            batch.push(a.from, dst, |buf| {
                 let packet = &mut buf[..172];
                 packet.fill(0);
                 packet[0] = 0x80;
