@@ -296,22 +296,39 @@ impl Proc {
             if let Some(pid) = pid {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             }
-            if tokio::time::timeout(STOP_GRACE, self.child.wait())
-                .await
-                .is_err()
-            {
-                say!(
-                    "codeb dev: {} did not stop within {}s of SIGTERM; killing it",
-                    self.name,
-                    STOP_GRACE.as_secs()
-                );
-                let _ = self.child.kill().await;
+            match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
+                Ok(Ok(status)) if !stopped_cleanly(status) => say!(
+                    "codeb dev: {} exited with {status} when told to stop (see its output above)",
+                    self.name
+                ),
+                Ok(_) => {}
+                Err(_) => {
+                    say!(
+                        "codeb dev: {} did not stop within {}s of SIGTERM; killing it",
+                        self.name,
+                        STOP_GRACE.as_secs()
+                    );
+                    let _ = self.child.kill().await;
+                }
             }
         }
         for task in self.output {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
     }
+}
+
+/// A stopped child's exit is clean as systemd reads one: status 0, or
+/// ended by the stop signal itself (a program that does not handle it).
+fn stopped_cleanly(status: ExitStatus) -> bool {
+    use rustix::process::Signal;
+    use std::os::unix::process::ExitStatusExt as _;
+    status.success()
+        || status.signal().is_some_and(|s| {
+            [Signal::HUP, Signal::INT, Signal::TERM, Signal::PIPE]
+                .iter()
+                .any(|c| c.as_raw() == s)
+        })
 }
 
 /// SIGINT, SIGTERM and SIGHUP, listened to from the start so none of them

@@ -425,6 +425,11 @@ fn codeb_dev_runs_the_whole_platform_and_stops_all_of_it() {
         });
     }
     assert!(!out.has("UNEXPECTEDLY"), "{}", out.text());
+    assert!(
+        !out.has("when told to stop") && !out.has("panicked"),
+        "{}",
+        out.text()
+    );
 
     // A password changed since it was generated is not shown at the next
     // start (the banner said a password the issuer refused).

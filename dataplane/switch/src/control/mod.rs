@@ -789,7 +789,8 @@ impl Link {
         } else {
             SERVER_STOP
         };
-        let drained = runtime.block_on(tokio::time::timeout(wait, server));
+        // The timer is made inside the runtime (it needs its clock).
+        let drained = runtime.block_on(async move { tokio::time::timeout(wait, server).await });
         if drained.is_err() && !stop_now {
             tracing::warn!(
                 "gRPC connections still open {SERVER_STOP:?} after the stop; closing them"

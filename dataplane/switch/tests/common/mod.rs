@@ -148,6 +148,23 @@ impl Switch {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// Waits (at most `limit`) for the process to exit, and asserts it
+    /// exited cleanly (status 0: no panic on the way out).
+    pub fn exits_cleanly_within(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the switch exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the switch did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// One OPTIONS over UDP; true on a 200.
