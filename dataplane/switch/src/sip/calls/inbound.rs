@@ -24,6 +24,10 @@ pub(super) struct OpenedA {
     pub b_port: u16,
 }
 
+/// Seconds a stopping switch asks for in its 503s' Retry-After: its stop
+/// (calls ending, acknowledgement) and a restart take about that long.
+const DRAINING_RETRY_AFTER: u32 = 10;
+
 impl Core {
     /// A new INVITE: check, route, and fork the B-leg.
     pub(crate) fn on_invite(
@@ -42,13 +46,21 @@ impl Core {
             return self.reject(now, id, &req, StatusCode::TOO_MANY_HOPS, None);
         }
         if self.calls.draining {
-            return self.reject(
-                now,
-                id,
-                &req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("the switch is shutting down"),
-            );
+            // Retry-After (RFC 3261 §21.5.4): an upstream proxy then sends
+            // this node nothing new for a while (its other nodes take the
+            // calls) instead of trying it again at once.
+            if let Ok(r) = self
+                .reply(&req, StatusCode::SERVICE_UNAVAILABLE)
+                .header(KnownHeader::RetryAfter, DRAINING_RETRY_AFTER.to_string())
+                .header(
+                    KnownHeader::Warning,
+                    "399 codeb \"the switch is shutting down\"",
+                )
+                .build()
+            {
+                self.respond(now, id, r);
+            }
+            return;
         }
         if self.is_loop(&req) {
             return self.reject(now, id, &req, StatusCode::LOOP_DETECTED, None);

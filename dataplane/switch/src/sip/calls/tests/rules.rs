@@ -456,6 +456,11 @@ fn a_switch_shutting_down_hangs_up_its_calls_and_takes_no_new_one() {
     h.send(A, invite);
     let refused = response(h.one(A));
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        header(&refused, KnownHeader::RetryAfter).as_deref(),
+        Some("10"),
+        "upstream sends this node nothing new for a while"
+    );
     answer_bye(&mut h, A, &mut call.a, &bye_a);
     answer_bye(&mut h, B, &mut call.b, &bye_b);
     assert!(!h.core.shut_down_calls(h.now), "nothing left: it may exit");
