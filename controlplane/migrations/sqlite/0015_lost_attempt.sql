@@ -7,3 +7,5 @@
 
 ALTER TABLE calls ADD COLUMN lost_attempt INTEGER;
 ALTER TABLE calls ADD COLUMN lost_node TEXT;
+-- An inbound call ended the same way (1): the node's end corrects it.
+ALTER TABLE inbound_calls ADD COLUMN lost BIGINT NOT NULL DEFAULT 0;

@@ -60,7 +60,8 @@ impl Store {
                 duration_seconds: since(call.created_at),
                 ..AttemptEnd::default()
             };
-            self.finish_inbound(&mut tx, &call, &end, now).await?;
+            self.finish_inbound(&mut tx, &call, &end, InboundFinish::Lost, now)
+                .await?;
             tx.commit().await?;
             ended.push(id.clone());
         }
@@ -93,6 +94,9 @@ impl Store {
                 "the call is on {}, not this node",
                 call.node_url
             )));
+        }
+        if call.ended_at.is_some() && call.lost {
+            return self.apply_lost_inbound_event(tx, &call, ev, now).await;
         }
         if call.ended_at.is_some() {
             return Ok(Applied::Skipped("the call already ended".into()));
@@ -232,7 +236,93 @@ impl Store {
                 });
             }
             EventKind::Ended(end) => {
-                self.finish_inbound(tx, &call, end, now).await?;
+                self.finish_inbound(tx, &call, end, InboundFinish::Ended, now)
+                    .await?;
+            }
+            EventKind::Inbound(_) | EventKind::Ignored(_) => {}
+        }
+        Ok(Applied::Applied)
+    }
+
+    /// An event of an inbound call this control plane ended because its
+    /// node was lost, read once the node answers again (as for outbound
+    /// calls, `store::switch_events`): the node's turns and usage are
+    /// kept, its answer time too (no late `call.answered`), and its end
+    /// replaces the one made at the loss, with `call.ended` (and
+    /// `transcript.saved`) sent again, marked `"corrected": true`. An end
+    /// from the hangup sent when the node came back keeps the loss's
+    /// outcome and detail.
+    async fn apply_lost_inbound_event(
+        &self,
+        tx: &mut StoreTx,
+        call: &InboundCallRecord,
+        ev: &SwitchEvent,
+        now: UtcMillis,
+    ) -> Result<Applied> {
+        let id = call.call_id.as_str();
+        match &ev.kind {
+            EventKind::Turn {
+                speaker,
+                text,
+                at_ms,
+            } => {
+                if call.save_transcripts {
+                    let turn = (*speaker, text.as_str(), *at_ms);
+                    if let Some(skipped) = tx.add_turn(id, ATTEMPT, ev, turn).await? {
+                        return Ok(skipped);
+                    }
+                }
+            }
+            EventKind::Usage { input, output } => {
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE inbound_calls SET tokens_in = tokens_in + $1, \
+                         tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4",
+                    )
+                    .bind(*input)
+                    .bind(*output)
+                    .bind(now.0)
+                    .bind(id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+            }
+            EventKind::Answered { answer_ms, .. } => {
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE inbound_calls SET answered_at = COALESCE(answered_at, $1), \
+                         answer_ms = COALESCE(answer_ms, $2), updated_at = $3 \
+                         WHERE call_id = $4",
+                    )
+                    .bind(ev.at.0)
+                    .bind(*answer_ms)
+                    .bind(now.0)
+                    .bind(id)
+                    .execute(&mut **t)
+                    .await?;
+                });
+            }
+            EventKind::Ended(end) => {
+                let mut end = end.clone();
+                if end.outcome == crate::store::LOST_HANGUP_OUTCOME {
+                    end.outcome.clone_from(&call.outcome);
+                    end.error_detail.clone_from(&call.error_detail);
+                }
+                // The answer time just stored, if the node's came late.
+                let call = tx
+                    .lock_inbound_call(id)
+                    .await?
+                    .unwrap_or_else(|| call.clone());
+                self.finish_inbound(tx, &call, &end, InboundFinish::Correction, now)
+                    .await?;
+                tracing::warn!(call = %id, "the end of an inbound call ended as lost arrived \
+                    from its node; the record is corrected");
+            }
+            EventKind::Started | EventKind::Transferred { .. } => {
+                return Ok(Applied::Skipped(
+                    "an event of an inbound call ended as lost (its end corrects the record)"
+                        .into(),
+                ));
             }
             EventKind::Inbound(_) | EventKind::Ignored(_) => {}
         }
@@ -247,6 +337,7 @@ impl Store {
         tx: &mut StoreTx,
         call: &InboundCallRecord,
         end: &AttemptEnd,
+        how: InboundFinish,
         now: UtcMillis,
     ) -> Result<()> {
         let id = call.call_id.as_str();
@@ -255,7 +346,10 @@ impl Store {
         let answered = end.answered || answered_at.is_some();
         let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
         let outcome = cut(&end.outcome, 64);
-        tx.ends(Ended::Inbound(outcome_label(&outcome)));
+        // A correction's call was counted when it was ended as lost.
+        if how != InboundFinish::Correction {
+            tx.ends(Ended::Inbound(outcome_label(&outcome)));
+        }
         let tokens = call.tokens_in.saturating_add(call.tokens_out);
         let turns = if call.save_transcripts {
             tx.attempt_turns(id, ATTEMPT).await?
@@ -298,6 +392,19 @@ impl Store {
             };
             let record = self.write_transcript_file(record, now).await?;
             tx.insert_transcript_row(&record).await?;
+            // A correction's transcript replaces the loss's file.
+            if how == InboundFinish::Correction
+                && !call.transcript_path.is_empty()
+                && call.transcript_path != record.file
+            {
+                let path = self.transcripts_dir().join(&call.transcript_path);
+                if let Err(e) = tokio::fs::remove_file(&path).await
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "removing a transcript its correction replaced");
+                }
+            }
             Some(record)
         };
         on_tx!(tx, |t| {
@@ -305,7 +412,7 @@ impl Store {
                 "UPDATE inbound_calls SET ended_at = $1, outcome = $2, error_detail = $3, \
                  answered = $4, answered_at = $5, talk_sec = $6, duration_sec = $7, \
                  sip_status = $8, input_turns = $9, output_turns = $10, \
-                 transcript_path = $11, updated_at = $12 WHERE call_id = $13",
+                 transcript_path = $11, updated_at = $12, lost = $14 WHERE call_id = $13",
             )
             .bind(end.ended_at.0)
             .bind(&outcome)
@@ -320,15 +427,22 @@ impl Store {
             .bind(transcript.as_ref().map_or("", |t| t.file.as_str()))
             .bind(now.0)
             .bind(id)
+            .bind(i64::from(how == InboundFinish::Lost))
             .execute(&mut **t)
             .await?;
         });
+        let corrected = |mut data: serde_json::Value| {
+            if how == InboundFinish::Correction {
+                data["corrected"] = json!(true);
+            }
+            data
+        };
         let number = if call.did.is_empty() {
             &call.number
         } else {
             &call.did
         };
-        let data = json!({
+        let data = corrected(json!({
             "callId": id,
             "number": number,
             "room": "",
@@ -336,17 +450,17 @@ impl Store {
             "durationSec": end.duration_seconds,
             "tokens": tokens,
             "source": "sip",
-        });
+        }));
         tx.record_event(&call.tenant, EventName::CallEnded, data, Some(id), now)
             .await?;
         if let Some(t) = &transcript {
-            let data = json!({
+            let data = corrected(json!({
                 "callId": id,
                 "number": call.number,
                 "file": t.file,
                 "outcome": t.outcome,
                 "source": "vnum",
-            });
+            }));
             tx.record_event(
                 &call.tenant,
                 EventName::TranscriptSaved,
@@ -360,6 +474,17 @@ impl Store {
             "inbound call ended");
         Ok(())
     }
+}
+
+/// Whose account ends an inbound call ([`Store::finish_inbound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InboundFinish {
+    /// The node's (its `Ended` event).
+    Ended,
+    /// The control plane's: its node was lost.
+    Lost,
+    /// The node's, read after the call was ended as lost.
+    Correction,
 }
 
 /// Creates the record of a new inbound call; a second `InboundCall` for the

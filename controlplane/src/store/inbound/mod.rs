@@ -91,6 +91,9 @@ pub struct InboundCallRecord {
     pub tokens_out: i64,
     pub transfers: i64,
     pub transcript_path: String,
+    /// Ended by the control plane because its node was lost; the node's
+    /// own end, read later, corrects it.
+    pub lost: bool,
 }
 
 macro_rules! inbound_columns {
@@ -98,7 +101,7 @@ macro_rules! inbound_columns {
         "call_id, tenant, node_url, number, did, from_number, trunk_id, number_known, \
          number_name, save_transcripts, created_at, answered_at, answer_ms, started_at, ended_at, \
          outcome, error_detail, answered, talk_sec, duration_sec, sip_status, input_turns, \
-         output_turns, tokens_in, tokens_out, transfers, transcript_path"
+         output_turns, tokens_in, tokens_out, transfers, transcript_path, lost"
     };
 }
 
@@ -131,6 +134,7 @@ fn inbound_from_row(row: &impl RowExt) -> Result<InboundCallRecord> {
         tokens_out: col(row, "tokens_out")?,
         transfers: col(row, "transfers")?,
         transcript_path: col(row, "transcript_path")?,
+        lost: flag(row, "lost")?,
     })
 }
 

@@ -673,15 +673,86 @@ async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
             .unwrap(),
         0
     );
-    // The node's own end, arriving later, does not rewrite it.
-    let late = ev(4, CALL, TENANT, ended("finished"));
+    // The node was only cut off: its account, read when it answers
+    // again, corrects the record (its turn, usage and end), and
+    // subscribers are told again, marked corrected.
+    for (seq, kind) in [
+        (4, turn(Speaker::Caller, "Is the office open today?", 5_000)),
+        (
+            5,
+            EventKind::Usage {
+                input: 40,
+                output: 60,
+            },
+        ),
+        (6, ended("finished")),
+    ] {
+        let late = ev(seq, CALL, TENANT, kind);
+        assert_eq!(
+            s.apply_switch_event(NODE, &late, now).await.unwrap(),
+            Applied::Applied
+        );
+    }
+    let rec = s.inbound_call(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.outcome.as_str(), rec.error_detail.as_str()),
+        ("finished", "")
+    );
+    assert_eq!((rec.talk_sec, rec.duration_sec), (38, 39));
+    assert_eq!(rec.ended_at, Some(T0.plus_ms(40_000)));
+    assert_eq!(rec.tokens_in + rec.tokens_out, 100);
+    let ends = event_data(s, TENANT, "call.ended").await;
+    assert_eq!(ends.len(), 2);
+    assert_eq!(
+        (&ends[1]["outcome"], &ends[1]["corrected"]),
+        (&json!("finished"), &json!(true))
+    );
+    let saved = event_data(s, TENANT, "transcript.saved").await;
+    assert_eq!(saved.len(), 2);
+    assert_eq!(saved[1]["corrected"], true);
+    let t = s
+        .transcript(TENANT, CALL)
+        .await
+        .unwrap()
+        .expect("the corrected transcript");
+    assert_eq!(t.turns.len(), 2, "{t:?}");
+    // Once: a second end is skipped.
+    let again = ev(7, CALL, TENANT, ended("failed"));
     assert!(matches!(
-        s.apply_switch_event(NODE, &late, now).await.unwrap(),
+        s.apply_switch_event(NODE, &again, now).await.unwrap(),
         Applied::Skipped(_)
     ));
+}
+
+/// An inbound call ended as lost, hung up on its node's return (the
+/// hangup's outcome says so): the node's end corrects its times, not why
+/// it ended.
+async fn a_lost_inbound_call_hung_up_on_return_keeps_its_reason(db: TestDb) {
+    let s = &db.store;
+    assert!(
+        s.create_number(&number(TENANT, "1234", true))
+            .await
+            .unwrap()
+    );
+    apply_all(s, CALL, TENANT, vec![start("1234"), answered()]).await;
+    let now = T0.plus_ms(32_000);
+    let detail = format!("switch node {NODE} lost");
+    s.fail_calls_on_node(NODE, crate::store::Lost::All, &detail, now)
+        .await
+        .unwrap();
+    let late = ev(3, CALL, TENANT, ended(crate::store::LOST_HANGUP_OUTCOME));
     assert_eq!(
-        s.inbound_call(TENANT, CALL).await.unwrap().unwrap().outcome,
-        "failed"
+        s.apply_switch_event(NODE, &late, now).await.unwrap(),
+        Applied::Applied
+    );
+    let rec = s.inbound_call(TENANT, CALL).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            rec.outcome.as_str(),
+            rec.error_detail.as_str(),
+            rec.talk_sec
+        ),
+        ("failed", detail.as_str(), 38)
     );
 }
 
@@ -728,6 +799,7 @@ both!(
     unknown_numbers_are_recorded_without_transcripts,
     oversized_fields_are_bounded,
     a_lost_node_ends_its_inbound_calls,
+    a_lost_inbound_call_hung_up_on_return_keeps_its_reason,
     a_restarted_node_ends_the_inbound_calls_its_earlier_process_carried,
     a_call_refused_before_the_answer_is_recorded,
 );
