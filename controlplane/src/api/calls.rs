@@ -373,7 +373,11 @@ pub async fn create(
             ));
         }
     }
-    let (record, whitelist_added) = state.store.insert_call(&call).await?;
+    let Ok((record, whitelist_added)) = state.store.insert_call_checked(&call).await? else {
+        // Deleted since it was checked above.
+        let id = call.trunk_id.as_ref().map_or("", |t| t.as_str());
+        return Err(ApiError::field("trunkId", format!("no trunk with id {id}")));
+    };
     tracing::info!(call = %record.call_id, tenant = %record.tenant, status = %record.status, "call stored");
     let mut bridge_reply = None;
     if immediate {

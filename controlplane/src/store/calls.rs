@@ -331,6 +331,10 @@ pub enum HangupResult {
     OnSwitch(CallStatus, String),
 }
 
+/// The trunk a new call names was deleted before it was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrunkGone;
+
 /// The INSERT of one call row, as a query to execute on either backend.
 macro_rules! insert_call_query {
     ($c:expr) => {{
@@ -386,8 +390,39 @@ impl Store {
     /// transaction. Returns the record and whether the number was new to the
     /// whitelist.
     pub async fn insert_call(&self, c: &NewCall) -> Result<(CallRecord, bool)> {
+        self.insert_call_checked(c)
+            .await?
+            .map_err(|TrunkGone| StoreError::Corrupt(format!("trunk {:?} is gone", c.trunk_id)))
+    }
+
+    /// Stores a new call (see [`Store::insert_call`]), unless the trunk it
+    /// names is gone. The trunks it may be dialled through (the one it
+    /// names, or all of the tenant's for one that names none) are read
+    /// inside the same transaction, `FOR SHARE` on PostgreSQL, so a trunk
+    /// DELETE running at the same moment either sees this call (and is
+    /// refused as in use) or has committed first (and this call is
+    /// refused, or, naming no trunk, waits for one as a scheduled call
+    /// may).
+    pub async fn insert_call_checked(
+        &self,
+        c: &NewCall,
+    ) -> Result<std::result::Result<(CallRecord, bool), TrunkGone>> {
+        let lock = if matches!(self.pool, super::Pool::Postgres(_)) {
+            "SELECT id FROM trunks WHERE tenant = $1 AND ($2 IS NULL OR id = $2) FOR SHARE"
+        } else {
+            "SELECT id FROM trunks WHERE tenant = $1 AND ($2 IS NULL OR id = $2)"
+        };
         on_pool!(self, |pool| {
             let mut tx = pool.write_tx().await?;
+            let trunk = c.trunk_id.as_ref().map(|t| t.as_str());
+            let found: Vec<String> = sqlx::query_scalar(lock)
+                .bind(&c.tenant)
+                .bind(trunk)
+                .fetch_all(&mut *tx)
+                .await?;
+            if trunk.is_some() && found.is_empty() {
+                return Ok(Err(TrunkGone));
+            }
             let added = sqlx::query(
                 "INSERT INTO whitelist (tenant, phone, added_at, added_by) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
@@ -409,7 +444,7 @@ impl Store {
                 .call(&c.tenant, &c.call_id)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("inserted call vanished".into()))?;
-            Ok((record, added))
+            Ok(Ok((record, added)))
         })
     }
 

@@ -846,7 +846,56 @@ both!(
     a_restarted_node_ends_only_what_its_earlier_processes_carried,
     hangup_of_an_unplaced_dispatch_cancels_it,
     a_node_clock_behind_keeps_the_record_in_order,
+    a_trunk_delete_and_a_call_through_it_do_not_cross,
 );
+
+/// A trunk DELETE and a call stored through that trunk at the same
+/// moment (two control planes, say): either the delete sees the call and
+/// is refused, or it went first and the call is refused; never a stored
+/// call naming a trunk that is gone. Raced many times (on PostgreSQL the
+/// guard and the insert are separate statements of separate transactions).
+async fn a_trunk_delete_and_a_call_through_it_do_not_cross(db: TestDb) {
+    use crate::store::TrunkRecord;
+    let s = &db.store;
+    let other = Store::open(&db.url, db.dir.path()).await.unwrap();
+    let (mut deleted, mut stored) = (0, 0);
+    for n in 0..30u8 {
+        let trunk = TrunkRecord {
+            id: codeb_types::TrunkId::from_random([n; 8]),
+            tenant: TENANT.into(),
+            name: format!("t{n}"),
+            host: "192.0.2.7".into(),
+            port: 5060,
+            transport: "udp".into(),
+            username: String::new(),
+            password: String::new(),
+            from_user: String::new(),
+            from_domain: String::new(),
+            max_concurrent_calls: 0,
+            calls_per_second: 0,
+            is_default: false,
+            register: false,
+            created_at: T0,
+            updated_at: T0,
+        };
+        s.create_trunk(&trunk).await.unwrap();
+        let call = NewCall {
+            trunk_id: Some(trunk.id.clone()),
+            scheduled_for: Some(T0.plus_ms(3_600_000)),
+            next_attempt_at: T0.plus_ms(3_600_000),
+            ..testing::new_call(n, 0)
+        };
+        let (ins, del) = tokio::join!(
+            s.insert_call_checked(&call),
+            other.delete_trunk(TENANT, &trunk.id, false)
+        );
+        let (ins, del) = (ins.unwrap(), del.unwrap());
+        assert_ne!(ins.is_ok(), del, "round {n}: stored {ins:?}, deleted {del}");
+        deleted += usize::from(del);
+        stored += usize::from(ins.is_ok());
+    }
+    assert_eq!(deleted + stored, 30);
+}
 
 /// A transcript's start is its end less the switch's whole-second
 /// duration, kept between the dispatch and the answer: rounding never puts

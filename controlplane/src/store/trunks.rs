@@ -275,6 +275,18 @@ impl Store {
     /// (see [`Store::trunk_waiting_calls`]); true if it was deleted.
     pub async fn delete_trunk(&self, tenant: &str, id: &TrunkId, default: bool) -> Result<bool> {
         on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            // On PostgreSQL the row is locked first, in a statement of its
+            // own: a call being stored through it (which holds it FOR
+            // SHARE, `Store::insert_call_checked`) commits before the
+            // guard below reads the calls, with a snapshot of its own.
+            if let super::Pool::Postgres(_) = &self.pool {
+                sqlx::query("SELECT id FROM trunks WHERE tenant = $1 AND id = $2 FOR UPDATE")
+                    .bind(tenant)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
             let res = sqlx::query(concat!(
                 "DELETE FROM trunks WHERE tenant = $1 AND id = $2 AND NOT EXISTS \
                  (SELECT 1 FROM calls WHERE ",
@@ -284,8 +296,9 @@ impl Store {
             .bind(tenant)
             .bind(id.as_str())
             .bind(i64::from(default))
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             self.config_changed();
             Ok(res.rows_affected() > 0)
         })
