@@ -847,7 +847,40 @@ both!(
     hangup_of_an_unplaced_dispatch_cancels_it,
     a_node_clock_behind_keeps_the_record_in_order,
     a_trunk_delete_and_a_call_through_it_do_not_cross,
+    a_corrected_retry_waits_from_the_real_end,
 );
+
+/// A lost attempt whose real end (read later) is a failure that is
+/// retried: the retry the loss took is given back and spent again, and
+/// the next attempt is due its delay after the real end, not after the
+/// correction arrived (minutes later, say).
+async fn a_corrected_retry_waits_from_the_real_end(db: TestDb) {
+    let s = &db.store;
+    let a = in_flight(s, 21, 2).await;
+    let lost_at = T0.plus_ms(30_000);
+    s.fail_calls_on_node(NODE, crate::store::Lost::All, "lost", lost_at)
+        .await
+        .unwrap();
+    let rec = s.call(TENANT, &a.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.retries_left),
+        (CallStatus::EndedFailedRetryPending, 1)
+    );
+    // Read ten minutes later: rang out at T0 + 60 s.
+    let read_at = T0.plus_ms(600_000);
+    let late = ev(1, &a, ended("no-answer", false));
+    assert_eq!(
+        s.apply_switch_event(NODE, &late, read_at).await.unwrap(),
+        Applied::Applied
+    );
+    let rec = s.call(TENANT, &a.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.ended_reason.as_str(), rec.retries_left),
+        (CallStatus::EndedFailedRetryPending, "no-answer", 1)
+    );
+    // Five minutes (retryDelayMinutes) after the real end.
+    assert_eq!(rec.scheduled_for, Some(T0.plus_ms(60_000 + 300_000)));
+}
 
 /// A trunk DELETE and a call stored through that trunk at the same
 /// moment (two control planes, say): either the delete sees the call and

@@ -143,7 +143,9 @@ macro_rules! claim_sql {
 impl StoreTx {
     /// Queues a call's email inside this transaction (once per call: a
     /// second one for the same call is ignored, unless it `replaces` the
-    /// first while that is still waiting to be sent: a corrected end).
+    /// first while that is still waiting to be sent: a corrected end). A
+    /// send of the first already under way loses its lease, so it is not
+    /// recorded as the sending of the replacement, which goes after it.
     pub(super) async fn queue_email(
         &mut self,
         tenant: &str,
@@ -159,7 +161,8 @@ impl StoreTx {
              attempts, next_attempt_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7) ON CONFLICT (call_id) DO \
              UPDATE SET recipient = excluded.recipient, subject = excluded.subject, \
-             body = excluded.body WHERE email_outbox.state = 'queued'"
+             body = excluded.body, lease_until = NULL, lease_token = NULL \
+             WHERE email_outbox.state = 'queued'"
         } else {
             "INSERT INTO email_outbox (id, tenant, call_id, recipient, subject, body, state, \
              attempts, next_attempt_at, created_at) \

@@ -287,17 +287,23 @@ impl Store {
                     .await?;
                 });
             }
-            EventKind::Answered { answer_ms, .. } => {
+            EventKind::Answered {
+                trunk_id,
+                answer_ms,
+            } => {
+                let trunk = (!trunk_id.is_empty()).then_some(trunk_id.as_str());
                 on_tx!(tx, |t| {
                     sqlx::query(
                         "UPDATE inbound_calls SET answered_at = COALESCE(answered_at, $1), \
-                         answer_ms = COALESCE(answer_ms, $2), updated_at = $3 \
+                         answer_ms = COALESCE(answer_ms, $2), \
+                         trunk_id = COALESCE(trunk_id, $5), updated_at = $3 \
                          WHERE call_id = $4",
                     )
                     .bind(ev.at.0)
                     .bind(*answer_ms)
                     .bind(now.0)
                     .bind(id)
+                    .bind(trunk)
                     .execute(&mut **t)
                     .await?;
                 });
