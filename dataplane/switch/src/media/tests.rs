@@ -688,6 +688,100 @@ fn legs_on_different_codecs_are_transcoded_and_back_to_relay_when_they_agree() {
     }
 }
 
+/// The kernel source filter follows the latch that judges a leg: a
+/// stranger at a transcoded leg (the pipeline's latch, locked) has the
+/// rest of its flood dropped by the kernel; back on the plain relay,
+/// whose latch learns the leg afresh, the filter goes (a far end from
+/// another IP is heard again). Both IO backends, per-port sockets.
+#[test]
+fn a_transcoded_legs_filter_follows_its_pipeline() {
+    use codeb_media::codec::CodecSpec;
+    use codeb_media::pipeline::LegConfig;
+    const FLOOD: u16 = 5_000;
+    let on = |ip: [u8; 4]| {
+        let s = UdpSocket::bind((Ipv4Addr::from(ip), 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    };
+    for (force_epoll, ports) in [(true, "32200-32249"), (false, "32250-32299")] {
+        let mut engine = MediaEngine::start(
+            &MediaSettings {
+                force_epoll,
+                steer: false,
+                ..one_worker(ports, Duration::from_secs(60))
+            },
+            None,
+        )
+        .unwrap();
+        let opened = engine.open().unwrap();
+        let (a, b) = (on([127, 0, 0, 2]), phone());
+        let ours = [
+            SocketAddr::new(LO, opened.ports[0]),
+            SocketAddr::new(LO, opened.ports[1]),
+        ];
+        let mut la = LegConfig::new(CodecSpec::pcmu(), 0xA);
+        la.remote_rtp = Some(a.local_addr().unwrap());
+        let mut lb = LegConfig::new(CodecSpec::pcma(), 0xB);
+        lb.remote_rtp = Some(b.local_addr().unwrap());
+        engine
+            .set_remote(opened.handle, LegSide::A, remote(&a, 0))
+            .unwrap();
+        engine
+            .set_remote(opened.handle, LegSide::B, remote(&b, 8))
+            .unwrap();
+        engine
+            .set_bridge(Instant::now(), opened.handle, Some((la, lb)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        // A's source locks in the pipeline (paced, so it is heard).
+        for i in 0..8u16 {
+            a.send_to(
+                &packet(0, i, u32::from(i) * 160, 0xa, &[0x55; 160]),
+                ours[0],
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stranger = on([127, 0, 0, 3]);
+        for i in 0..FLOOD {
+            let _ = stranger.send_to(&packet(0, i, 0, 0xbad, &[9; 160]), ours[0]);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        // Back on the relay: its latch learns A's leg afresh, so the
+        // filter goes, and a far end from another IP is heard.
+        engine
+            .set_bridge(Instant::now(), opened.handle, None)
+            .unwrap();
+        engine
+            .set_remote(opened.handle, LegSide::B, remote(&b, 0))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        b.set_nonblocking(true).unwrap();
+        while recv_now(&b).is_some() {}
+        b.set_nonblocking(false).unwrap();
+        let elsewhere = on([127, 0, 0, 4]);
+        elsewhere
+            .send_to(&packet(0, 300, 48_000, 0xc, &[0x42; 160]), ours[0])
+            .unwrap();
+        let (got, _) = recv(&b).expect("relayed from another IP once the filter went");
+        assert_eq!(RtpPacket::parse(&got).unwrap().payload(), &[0x42; 160]);
+        engine.close(opened.handle, opened.ports);
+        let MediaEvent::Closed { stats, .. } = wait_event(&mut engine) else {
+            panic!()
+        };
+        let a_stats = stats[0];
+        assert!(
+            (1..u64::from(FLOOD) / 4).contains(&a_stats.dropped_source),
+            "force_epoll {force_epoll}: {a_stats:?}"
+        );
+        assert!(
+            a_stats.dropped_kernel >= u64::from(FLOOD) / 2,
+            "{a_stats:?}"
+        );
+    }
+}
+
 fn recv_now(s: &UdpSocket) -> Option<Vec<u8>> {
     s.set_nonblocking(true).ok()?;
     let mut buf = [0u8; 2048];
