@@ -888,29 +888,11 @@ async fn a_corrected_retry_waits_from_the_real_end(db: TestDb) {
 /// call naming a trunk that is gone. Raced many times (on PostgreSQL the
 /// guard and the insert are separate statements of separate transactions).
 async fn a_trunk_delete_and_a_call_through_it_do_not_cross(db: TestDb) {
-    use crate::store::TrunkRecord;
     let s = &db.store;
     let other = Store::open(&db.url, db.dir.path()).await.unwrap();
     let (mut deleted, mut stored) = (0, 0);
     for n in 0..30u8 {
-        let trunk = TrunkRecord {
-            id: codeb_types::TrunkId::from_random([n; 8]),
-            tenant: TENANT.into(),
-            name: format!("t{n}"),
-            host: "192.0.2.7".into(),
-            port: 5060,
-            transport: "udp".into(),
-            username: String::new(),
-            password: String::new(),
-            from_user: String::new(),
-            from_domain: String::new(),
-            max_concurrent_calls: 0,
-            calls_per_second: 0,
-            is_default: false,
-            register: false,
-            created_at: T0,
-            updated_at: T0,
-        };
+        let trunk = testing::trunk(n, false);
         s.create_trunk(&trunk).await.unwrap();
         let call = NewCall {
             trunk_id: Some(trunk.id.clone()),

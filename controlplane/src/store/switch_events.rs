@@ -363,18 +363,8 @@ impl Store {
                 }
             }
             EventKind::Usage { input, output } => {
-                on_tx!(tx, |t| {
-                    sqlx::query(
-                        "UPDATE calls SET tokens_in = tokens_in + $1, \
-                         tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4",
-                    )
-                    .bind(*input)
-                    .bind(*output)
-                    .bind(now.0)
-                    .bind(&call.call_id)
-                    .execute(&mut **t)
+                tx.add_usage(Usage::Outbound, &call.call_id, (*input, *output), now)
                     .await?;
-                });
             }
             EventKind::Ended(end) => {
                 self.finish_attempt(tx, &call, end, Finish::Ended, now)
@@ -416,18 +406,8 @@ impl Store {
                 }
             }
             EventKind::Usage { input, output } => {
-                on_tx!(tx, |t| {
-                    sqlx::query(
-                        "UPDATE calls SET tokens_in = tokens_in + $1, \
-                         tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4",
-                    )
-                    .bind(*input)
-                    .bind(*output)
-                    .bind(now.0)
-                    .bind(&call.call_id)
-                    .execute(&mut **t)
+                tx.add_usage(Usage::Outbound, &call.call_id, (*input, *output), now)
                     .await?;
-                });
             }
             EventKind::Ended(end) => {
                 let mut end = end.clone();
@@ -479,7 +459,44 @@ impl Store {
     }
 }
 
+/// Which kind of call a node's token usage is added to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Usage {
+    Outbound,
+    Inbound,
+}
+
 impl StoreTx {
+    /// Adds a node's token usage (input, output) to a call's counts.
+    pub(super) async fn add_usage(
+        &mut self,
+        kind: Usage,
+        call_id: &str,
+        (input, output): (i64, i64),
+        now: UtcMillis,
+    ) -> Result<()> {
+        let sql = match kind {
+            Usage::Outbound => {
+                "UPDATE calls SET tokens_in = tokens_in + $1, \
+                 tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4"
+            }
+            Usage::Inbound => {
+                "UPDATE inbound_calls SET tokens_in = tokens_in + $1, \
+                 tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4"
+            }
+        };
+        on_tx!(self, |t| {
+            sqlx::query(sql)
+                .bind(input)
+                .bind(output)
+                .bind(now.0)
+                .bind(call_id)
+                .execute(&mut **t)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// The stored outcome and errorDetail of a call.
     async fn call_end_reason(&mut self, call_id: &str) -> Result<(String, String)> {
         Ok(on_tx!(self, |t| {

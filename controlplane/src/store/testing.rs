@@ -146,6 +146,28 @@ pub fn new_call(n: u8, retries: i64) -> NewCall {
     }
 }
 
+/// Trunk `n` of [`TENANT`] (a carrier on loopback), marked default or not.
+pub fn trunk(n: u8, is_default: bool) -> crate::store::TrunkRecord {
+    crate::store::TrunkRecord {
+        id: codeb_types::TrunkId::from_random([n; 8]),
+        tenant: TENANT.into(),
+        name: format!("carrier {n}"),
+        host: "127.0.0.1".into(),
+        port: 5070,
+        transport: "udp".into(),
+        username: String::new(),
+        password: String::new(),
+        from_user: String::new(),
+        from_domain: String::new(),
+        max_concurrent_calls: 0,
+        calls_per_second: 0,
+        is_default,
+        register: false,
+        created_at: UtcMillis(1),
+        updated_at: UtcMillis(1),
+    }
+}
+
 /// The switch's end of an attempt that began at [`T0`] and lasted a
 /// minute (58 s of it talk when answered), with one turn each way.
 pub fn ended(outcome: &str, answered: bool) -> EventKind {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use codeb_proto::v1 as pb;
 use codeb_proto::v1::switch_server::{Switch, SwitchServer};
-use codeb_types::{CallStatus, TrunkId, UtcMillis};
+use codeb_types::{CallStatus, UtcMillis};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
@@ -443,22 +443,8 @@ fn new_call(n: u8, now: UtcMillis) -> NewCall {
 
 fn trunk(n: u8) -> TrunkRecord {
     TrunkRecord {
-        id: TrunkId::from_random([n; 8]),
-        tenant: TENANT.into(),
         name: "carrier".into(),
-        host: "127.0.0.1".into(),
-        port: 5070,
-        transport: "udp".into(),
-        username: String::new(),
-        password: String::new(),
-        from_user: String::new(),
-        from_domain: String::new(),
-        max_concurrent_calls: 0,
-        calls_per_second: 0,
-        is_default: true,
-        register: false,
-        created_at: UtcMillis(1),
-        updated_at: UtcMillis(1),
+        ..testing::trunk(n, true)
     }
 }
 
@@ -927,6 +913,37 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
     assert!(l.hangup(&url, call.call_id.as_str()).await.is_err());
 }
 
+/// The node stops answering, and its loss is swept once
+/// CODEB_SWITCH_LOST_AFTER (5 s) has passed: its calls end as lost.
+async fn cut_off_past_the_bound(
+    db: &TestDb,
+    clock: &Clock,
+    peer: &Peer,
+    l: &SwitchNodes,
+    node: &Arc<super::node::Node>,
+) {
+    peer.with(|s| s.dead = true);
+    l.probe(node).await;
+    clock.advance_ms(5_000);
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+}
+
+/// Runs `l`'s tasks until the node at `url` has had its events up to
+/// `last` applied.
+async fn read_events_up_to(l: &Arc<SwitchNodes>, db: &TestDb, url: &str, last: u64) {
+    let tasks = l.start(&db.store);
+    eventually("the node's events read", || async {
+        db.store
+            .switch_cursor(url)
+            .await
+            .unwrap()
+            .map(|c| c.last_seq)
+            == i64::try_from(last).ok()
+    })
+    .await;
+    tasks.shutdown().await;
+}
+
 /// Call `n` placed on a node that is then cut off past
 /// CODEB_SWITCH_LOST_AFTER: its attempt is ended as lost (unanswered, so
 /// a retry is planned, the only one). Then, on the node, the call goes
@@ -940,10 +957,7 @@ async fn lost_call_that_went_on(
     let (db, clock, peer, server, l, call) = one_node_with_call(n).await;
     let url = server.url();
     let node = l.nodes()[0].clone();
-    peer.with(|s| s.dead = true);
-    l.probe(&node).await;
-    clock.advance_ms(5_000);
-    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    cut_off_past_the_bound(&db, &clock, &peer, &l, &node).await;
     let lost = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
     assert_eq!(lost.status, CallStatus::EndedFailedRetryPending);
     assert_eq!(lost.retries_left, 0);
@@ -974,17 +988,7 @@ async fn lost_call_that_went_on(
     let last = peer.emit(id, ended(outcome));
     peer.with(|s| s.dead = false);
     l.probe(&node).await;
-    let tasks = l.start(&db.store);
-    eventually("the node's events read", || async {
-        db.store
-            .switch_cursor(&url)
-            .await
-            .unwrap()
-            .map(|c| c.last_seq)
-            == i64::try_from(last).ok()
-    })
-    .await;
-    tasks.shutdown().await;
+    read_events_up_to(&l, &db, &url, last).await;
     // No retry is due, whatever the time.
     clock.advance_ms(3_600_000);
     assert!(
@@ -1079,10 +1083,7 @@ async fn a_lost_call_hung_up_on_the_nodes_return_keeps_its_reason() {
         Dispatched::Placed { .. }
     ));
     let node = l.nodes()[0].clone();
-    peer.with(|s| s.dead = true);
-    l.probe(&node).await;
-    clock.advance_ms(5_000);
-    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    cut_off_past_the_bound(&db, &clock, &peer, &l, &node).await;
     assert_eq!(
         status(&db.store, &call.call_id).await,
         CallStatus::EndedFailedFinal
@@ -1106,17 +1107,7 @@ async fn a_lost_call_hung_up_on_the_nodes_return_keeps_its_reason() {
     l.sweep_lost_nodes(&db.store, clock.now()).await;
     assert_eq!(peer.with(|s| s.hangups.clone()), vec![id.to_owned()]);
     let last = peer.with(|s| s.next_seq - 1);
-    let tasks = l.start(&db.store);
-    eventually("the node's events read", || async {
-        db.store
-            .switch_cursor(&url)
-            .await
-            .unwrap()
-            .map(|c| c.last_seq)
-            == i64::try_from(last).ok()
-    })
-    .await;
-    tasks.shutdown().await;
+    read_events_up_to(&l, &db, &url, last).await;
     let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
     assert_eq!(
         (

@@ -8,7 +8,7 @@ use super::{ATTEMPT, InboundCallRecord};
 use crate::metrics::outcome_label;
 use crate::store::dispatch::{AttemptEnd, MAX_ERROR_DETAIL, cut};
 use crate::store::numbers::number_from_row;
-use crate::store::switch_events::InboundStart;
+use crate::store::switch_events::{InboundStart, Usage};
 use crate::store::tx::{Ended, StoreTx, on_tx};
 use crate::store::{
     Applied, EventKind, NumberRecord, Result, Store, SwitchEvent, TranscriptRecord, Turn, on_pool,
@@ -222,18 +222,8 @@ impl Store {
                 }
             }
             EventKind::Usage { input, output } => {
-                on_tx!(tx, |t| {
-                    sqlx::query(
-                        "UPDATE inbound_calls SET tokens_in = tokens_in + $1, \
-                         tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4",
-                    )
-                    .bind(*input)
-                    .bind(*output)
-                    .bind(now.0)
-                    .bind(id)
-                    .execute(&mut **t)
+                tx.add_usage(Usage::Inbound, id, (*input, *output), now)
                     .await?;
-                });
             }
             EventKind::Ended(end) => {
                 self.finish_inbound(tx, &call, end, InboundFinish::Ended, now)
@@ -274,18 +264,8 @@ impl Store {
                 }
             }
             EventKind::Usage { input, output } => {
-                on_tx!(tx, |t| {
-                    sqlx::query(
-                        "UPDATE inbound_calls SET tokens_in = tokens_in + $1, \
-                         tokens_out = tokens_out + $2, updated_at = $3 WHERE call_id = $4",
-                    )
-                    .bind(*input)
-                    .bind(*output)
-                    .bind(now.0)
-                    .bind(id)
-                    .execute(&mut **t)
+                tx.add_usage(Usage::Inbound, id, (*input, *output), now)
                     .await?;
-                });
             }
             EventKind::Answered {
                 trunk_id,

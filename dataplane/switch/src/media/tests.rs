@@ -301,6 +301,42 @@ fn a_flooded_port_is_paused_while_other_calls_flow_then_read_again() {
     }
 }
 
+/// A socket on loopback address `ip` (127.0.0.x: a far end or a stranger
+/// the switch tells apart by IP), reading with a 500 ms timeout.
+fn on_ip(ip: [u8; 4]) -> UdpSocket {
+    let s = UdpSocket::bind((Ipv4Addr::from(ip), 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
+/// One worker on `ports`, each port on its own socket (no steering: a
+/// steered port cannot take a source filter).
+fn unsteered(force_epoll: bool, ports: &str) -> MediaEngine {
+    MediaEngine::start(
+        &MediaSettings {
+            force_epoll,
+            steer: false,
+            ..one_worker(ports, Duration::from_secs(60))
+        },
+        None,
+    )
+    .unwrap()
+}
+
+/// A leg that a stranger flooded with `flood` datagrams from another IP:
+/// the worker turned away the first few, the kernel the rest.
+fn kernel_took_the_flood(leg: &LegStats, flood: u16, force_epoll: bool) {
+    assert!(
+        (1..u64::from(flood) / 4).contains(&leg.dropped_source),
+        "force_epoll {force_epoll}: {leg:?}"
+    );
+    assert!(
+        leg.dropped_kernel + leg.dropped_source >= u64::from(flood) / 2,
+        "force_epoll {force_epoll}: {leg:?}"
+    );
+}
+
 /// Once a stranger's datagram has been turned away from a leg whose
 /// source is locked, the kernel drops what other IPs send to its ports: a
 /// flood from another address costs the worker a datagram or two, does
@@ -310,25 +346,11 @@ fn a_flooded_port_is_paused_while_other_calls_flow_then_read_again() {
 /// port on its own socket (a steered port cannot filter).
 #[test]
 fn a_locked_legs_port_takes_nothing_from_other_ips() {
-    let on = |ip: [u8; 4]| {
-        let s = UdpSocket::bind((Ipv4Addr::from(ip), 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        s
-    };
     const FLOOD: u16 = 5_000;
     for (force_epoll, ports) in [(true, "32100-32149"), (false, "32150-32199")] {
-        let mut engine = MediaEngine::start(
-            &MediaSettings {
-                force_epoll,
-                steer: false,
-                ..one_worker(ports, Duration::from_secs(60))
-            },
-            None,
-        )
-        .unwrap();
+        let mut engine = unsteered(force_epoll, ports);
         let opened = engine.open().unwrap();
-        let (a, b) = (on([127, 0, 0, 2]), phone());
+        let (a, b) = (on_ip([127, 0, 0, 2]), phone());
         engine
             .set_remote(opened.handle, LegSide::A, remote(&a, 0))
             .unwrap();
@@ -353,7 +375,7 @@ fn a_locked_legs_port_takes_nothing_from_other_ips() {
             speak(1);
             recv(&b).expect("relayed");
         }
-        let stranger = on([127, 0, 0, 3]);
+        let stranger = on_ip([127, 0, 0, 3]);
         for i in 0..FLOOD {
             let _ = stranger.send_to(&packet(0, i, 0, 0xbad, &[9; 160]), ours[0]);
         }
@@ -364,7 +386,7 @@ fn a_locked_legs_port_takes_nothing_from_other_ips() {
         std::thread::sleep(Duration::from_millis(1_300));
         assert_eq!(engine.io().flood_pauses, 0, "force_epoll {force_epoll}");
         // A new far end for A: learned again, from anywhere, at once.
-        let moved = on([127, 0, 0, 4]);
+        let moved = on_ip([127, 0, 0, 4]);
         engine
             .set_remote(opened.handle, LegSide::A, remote(&moved, 0))
             .unwrap();
@@ -378,17 +400,8 @@ fn a_locked_legs_port_takes_nothing_from_other_ips() {
         let MediaEvent::Closed { stats, .. } = wait_event(&mut engine) else {
             panic!()
         };
-        // The worker saw the first of the flood; the kernel the rest.
-        let a_stats = stats[0];
-        assert!(
-            (1..u64::from(FLOOD) / 4).contains(&a_stats.dropped_source),
-            "force_epoll {force_epoll}: {a_stats:?}"
-        );
-        assert!(
-            a_stats.dropped_kernel + a_stats.dropped_source >= u64::from(FLOOD) / 2,
-            "{a_stats:?}"
-        );
-        assert_eq!(a_stats.rx_packets, 7 + 1, "{a_stats:?}");
+        kernel_took_the_flood(&stats[0], FLOOD, force_epoll);
+        assert_eq!(stats[0].rx_packets, 7 + 1, "{:?}", stats[0]);
     }
 }
 
@@ -609,31 +622,42 @@ fn port_ranges_shard_into_whole_pairs() {
     assert_eq!(shards("20000-20003".parse().unwrap(), 8).len(), 2);
 }
 
+/// A call whose leg A (the far end `a`) speaks PCMU and leg B (`b`)
+/// PCMA, bridged by a transcoding pipeline; its ports, as addresses.
+fn transcoded(
+    engine: &mut MediaEngine,
+    a: &UdpSocket,
+    b: &UdpSocket,
+) -> (OpenedMedia, [SocketAddr; 2]) {
+    use codeb_media::codec::CodecSpec;
+    use codeb_media::pipeline::LegConfig;
+    let opened = engine.open().unwrap();
+    let ours = [
+        SocketAddr::new(LO, opened.ports[0]),
+        SocketAddr::new(LO, opened.ports[1]),
+    ];
+    let mut la = LegConfig::new(CodecSpec::pcmu(), 0xA);
+    la.remote_rtp = Some(a.local_addr().unwrap());
+    let mut lb = LegConfig::new(CodecSpec::pcma(), 0xB);
+    lb.remote_rtp = Some(b.local_addr().unwrap());
+    engine
+        .set_remote(opened.handle, LegSide::A, remote(a, 0))
+        .unwrap();
+    engine
+        .set_remote(opened.handle, LegSide::B, remote(b, 8))
+        .unwrap();
+    engine
+        .set_bridge(Instant::now(), opened.handle, Some((la, lb)))
+        .unwrap();
+    (opened, ours)
+}
+
 #[test]
 fn legs_on_different_codecs_are_transcoded_and_back_to_relay_when_they_agree() {
-    use codeb_media::codec::CodecSpec;
     use codeb_media::g711::Law;
-    use codeb_media::pipeline::LegConfig;
     for mut engine in engines("31500-31599") {
-        let opened = engine.open().unwrap();
         let (a, b) = (phone(), phone());
-        let ours = [
-            SocketAddr::new(LO, opened.ports[0]),
-            SocketAddr::new(LO, opened.ports[1]),
-        ];
-        let mut la = LegConfig::new(CodecSpec::pcmu(), 0xA);
-        la.remote_rtp = Some(a.local_addr().unwrap());
-        let mut lb = LegConfig::new(CodecSpec::pcma(), 0xB);
-        lb.remote_rtp = Some(b.local_addr().unwrap());
-        engine
-            .set_remote(opened.handle, LegSide::A, remote(&a, 0))
-            .unwrap();
-        engine
-            .set_remote(opened.handle, LegSide::B, remote(&b, 8))
-            .unwrap();
-        engine
-            .set_bridge(Instant::now(), opened.handle, Some((la, lb)))
-            .unwrap();
+        let (opened, ours) = transcoded(&mut engine, &a, &b);
         // A talks PCMU (a 400 Hz tone), paced; B must hear PCMA carrying
         // the same audio.
         let tone: Vec<i16> = (0..160)
@@ -695,44 +719,11 @@ fn legs_on_different_codecs_are_transcoded_and_back_to_relay_when_they_agree() {
 /// another IP is heard again). Both IO backends, per-port sockets.
 #[test]
 fn a_transcoded_legs_filter_follows_its_pipeline() {
-    use codeb_media::codec::CodecSpec;
-    use codeb_media::pipeline::LegConfig;
     const FLOOD: u16 = 5_000;
-    let on = |ip: [u8; 4]| {
-        let s = UdpSocket::bind((Ipv4Addr::from(ip), 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        s
-    };
     for (force_epoll, ports) in [(true, "32200-32249"), (false, "32250-32299")] {
-        let mut engine = MediaEngine::start(
-            &MediaSettings {
-                force_epoll,
-                steer: false,
-                ..one_worker(ports, Duration::from_secs(60))
-            },
-            None,
-        )
-        .unwrap();
-        let opened = engine.open().unwrap();
-        let (a, b) = (on([127, 0, 0, 2]), phone());
-        let ours = [
-            SocketAddr::new(LO, opened.ports[0]),
-            SocketAddr::new(LO, opened.ports[1]),
-        ];
-        let mut la = LegConfig::new(CodecSpec::pcmu(), 0xA);
-        la.remote_rtp = Some(a.local_addr().unwrap());
-        let mut lb = LegConfig::new(CodecSpec::pcma(), 0xB);
-        lb.remote_rtp = Some(b.local_addr().unwrap());
-        engine
-            .set_remote(opened.handle, LegSide::A, remote(&a, 0))
-            .unwrap();
-        engine
-            .set_remote(opened.handle, LegSide::B, remote(&b, 8))
-            .unwrap();
-        engine
-            .set_bridge(Instant::now(), opened.handle, Some((la, lb)))
-            .unwrap();
+        let mut engine = unsteered(force_epoll, ports);
+        let (a, b) = (on_ip([127, 0, 0, 2]), phone());
+        let (opened, ours) = transcoded(&mut engine, &a, &b);
         std::thread::sleep(Duration::from_millis(50));
         // A's source locks in the pipeline (paced, so it is heard).
         for i in 0..8u16 {
@@ -743,7 +734,7 @@ fn a_transcoded_legs_filter_follows_its_pipeline() {
             .unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
-        let stranger = on([127, 0, 0, 3]);
+        let stranger = on_ip([127, 0, 0, 3]);
         for i in 0..FLOOD {
             let _ = stranger.send_to(&packet(0, i, 0, 0xbad, &[9; 160]), ours[0]);
         }
@@ -760,7 +751,7 @@ fn a_transcoded_legs_filter_follows_its_pipeline() {
         b.set_nonblocking(true).unwrap();
         while recv_now(&b).is_some() {}
         b.set_nonblocking(false).unwrap();
-        let elsewhere = on([127, 0, 0, 4]);
+        let elsewhere = on_ip([127, 0, 0, 4]);
         elsewhere
             .send_to(&packet(0, 300, 48_000, 0xc, &[0x42; 160]), ours[0])
             .unwrap();
@@ -770,15 +761,7 @@ fn a_transcoded_legs_filter_follows_its_pipeline() {
         let MediaEvent::Closed { stats, .. } = wait_event(&mut engine) else {
             panic!()
         };
-        let a_stats = stats[0];
-        assert!(
-            (1..u64::from(FLOOD) / 4).contains(&a_stats.dropped_source),
-            "force_epoll {force_epoll}: {a_stats:?}"
-        );
-        assert!(
-            a_stats.dropped_kernel >= u64::from(FLOOD) / 2,
-            "{a_stats:?}"
-        );
+        kernel_took_the_flood(&stats[0], FLOOD, force_epoll);
     }
 }
 

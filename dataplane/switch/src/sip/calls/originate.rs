@@ -705,13 +705,19 @@ impl Core {
     /// CallEnded goes out now, timed now, not when the far end answers
     /// our BYE (up to 64·T1 later, or never).
     pub(super) fn placed_ending(&mut self, now: Instant, key: CallKey) {
+        self.report_end(now, key, true);
+    }
+
+    /// Sends a placed call's CallEnded as of `now`, once (nothing if it
+    /// went already, or `answered_only` and the call was not answered).
+    fn report_end(&mut self, now: Instant, key: CallKey, answered_only: bool) {
         let Some(call) = self.calls.calls.get(&key) else {
             return;
         };
         let Some(o) = call.origin.as_ref() else {
             return;
         };
-        if o.reported || o.answered_at_ms.is_none() {
+        if o.reported || (answered_only && o.answered_at_ms.is_none()) {
             return;
         }
         let event = self.ended_event(now, call, o);
@@ -741,22 +747,7 @@ impl Core {
             .map(|c| c.key)
             .collect();
         for &key in &keys {
-            let Some(call) = self.calls.calls.get(&key) else {
-                continue;
-            };
-            let Some(o) = call.origin.as_ref() else {
-                continue;
-            };
-            let event = self.ended_event(now, call, o);
-            if let Some(o) = self
-                .calls
-                .calls
-                .get_mut(&key)
-                .and_then(|c| c.origin.as_mut())
-            {
-                o.reported = true;
-            }
-            self.end_with_ai(now, key, event);
+            self.report_end(now, key, false);
         }
         keys.len()
     }
