@@ -269,8 +269,10 @@ enum Stopping {
     Ending {
         until: Instant,
     },
-    /// They have: a connected control plane acknowledges their ends (at
-    /// most until this time, or until a second signal).
+    /// Every placed call's end is reported (calls whose far ends did not
+    /// answer may still be ending): a connected control plane acknowledges
+    /// the ends, at most until this time or a second signal, while SIP is
+    /// still answered.
     Acks {
         until: Instant,
     },
