@@ -115,6 +115,8 @@ pub struct LiveCall {
     /// migration 0015).
     pub lost_attempt: Option<i64>,
     pub lost_node: Option<String>,
+    /// The call's talk-time limit (the switch ends it there).
+    pub max_seconds: i64,
 }
 
 macro_rules! live_columns {
@@ -122,7 +124,7 @@ macro_rules! live_columns {
         "call_id, tenant, status, phone, display_name, requested_by, email, model, voice, \
          language, trunk_id, node_url, lease_token, attempt, retries_left, retry_delay_minutes, \
          dispatched_at, answered_at, tokens_in, tokens_out, node_instance, lost_attempt, \
-         lost_node"
+         lost_node, max_seconds"
     };
 }
 
@@ -153,6 +155,7 @@ pub(super) fn live_from_row(row: &impl RowExt) -> Result<LiveCall> {
         node_instance: col(row, "node_instance")?,
         lost_attempt: col(row, "lost_attempt")?,
         lost_node: col(row, "lost_node")?,
+        max_seconds: col(row, "max_seconds")?,
     })
 }
 
@@ -282,13 +285,21 @@ pub(super) fn finished_data(
     })
 }
 
+/// How long a placed call rings at most: PlaceCall's
+/// `ring_timeout_seconds` is left 0, the switch's default.
+pub(super) const PLACED_RING_SECONDS: i64 = 60;
+/// Beyond its ring time and talk limit, how long a lost attempt may still
+/// take to end (its BYE, the AI session's close, clocks apart).
+const LOST_END_MARGIN_SECONDS: i64 = 30;
+
 /// Whose account ends an attempt ([`Store::finish_attempt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Finish<'a> {
     /// The node's (its `Ended` event), or a dispatch that failed.
     Ended,
-    /// The control plane's: the attempt was lost with this node.
-    Lost(&'a str),
+    /// The control plane's: the attempt was lost with this node, which
+    /// may still carry it (`may_go_on`: unreachable, not restarted).
+    Lost { node: &'a str, may_go_on: bool },
     /// The node's, read after the attempt was ended as [`Finish::Lost`]:
     /// it replaces that end (see `store::switch_events`).
     Correction,
@@ -681,9 +692,11 @@ impl Store {
                 duration_seconds: live.dispatched_at.map_or(0, |d| at.seconds_since(d)),
                 ..AttemptEnd::default()
             };
-            let status = self
-                .finish_attempt(&mut tx, &live, &end, Finish::Lost(node_url), now)
-                .await?;
+            let how = Finish::Lost {
+                node: node_url,
+                may_go_on: matches!(lost, Lost::All),
+            };
+            let status = self.finish_attempt(&mut tx, &live, &end, how, now).await?;
             tx.commit().await?;
             ended += 1;
             if status != CallStatus::EndedFailedRetryPending {
@@ -723,9 +736,26 @@ impl Store {
         // ended, not from when the node told of it.
         let retry_from = match how {
             Finish::Correction => UtcMillis(end.ended_at.0.min(now.0)),
-            Finish::Ended | Finish::Lost(_) => now,
+            Finish::Ended | Finish::Lost { .. } => now,
         };
-        let next_attempt_at = retry.then(|| retry_from.plus_ms(delay_ms).0);
+        let mut next_attempt_at = retry_from.plus_ms(delay_ms);
+        // A node that is only unreachable may still ring the callee, or
+        // have them talking to the AI: the retry waits until that attempt
+        // must have ended (the node ends it by its ring time and talk
+        // limit), so that nobody is called twice at once, and the node's
+        // own end, if it comes back, can call the retry off.
+        if let Finish::Lost {
+            may_go_on: true, ..
+        } = how
+            && let Some(dispatched) = call.dispatched_at
+        {
+            let latest_end = dispatched.plus_ms(
+                (PLACED_RING_SECONDS + call.max_seconds.max(0) + LOST_END_MARGIN_SECONDS)
+                    .saturating_mul(1000),
+            );
+            next_attempt_at = UtcMillis(next_attempt_at.0.max(latest_end.0));
+        }
+        let next_attempt_at = retry.then_some(next_attempt_at.0);
         // The answer time recorded from the Answered event stands.
         let end = &end.on_timeline(call.dispatched_at, call.answered_at);
         let answered_at = end.answered_at;
@@ -786,7 +816,7 @@ impl Store {
             // whose file name (from its start time) may differ.
             let earlier = match how {
                 Finish::Correction => tx.call_transcript_path(&call.call_id).await?,
-                Finish::Ended | Finish::Lost(_) => None,
+                Finish::Ended | Finish::Lost { .. } => None,
             };
             let record = self.write_transcript_file(record, now).await?;
             tx.insert_transcript_row(&record).await?;
@@ -803,7 +833,7 @@ impl Store {
         };
         let transcript_path = transcript.as_ref().map(|t| t.file.clone());
         let lost_node = match how {
-            Finish::Lost(node) => Some(node),
+            Finish::Lost { node, .. } => Some(node),
             Finish::Ended | Finish::Correction => None,
         };
         macro_rules! update {

@@ -848,7 +848,46 @@ both!(
     a_node_clock_behind_keeps_the_record_in_order,
     a_trunk_delete_and_a_call_through_it_do_not_cross,
     a_corrected_retry_waits_from_the_real_end,
+    a_retry_waits_while_a_lost_attempt_may_still_be_up,
 );
+
+/// A call lost with a node that is only unreachable may still ring, or
+/// talk, there: its retry waits until that attempt must have ended (ring
+/// time, talk limit, a margin), not just its delay, so the callee is not
+/// called twice at once. Lost with a restarted node (its process, and
+/// the call, gone), the delay alone.
+async fn a_retry_waits_while_a_lost_attempt_may_still_be_up(db: TestDb) {
+    let s = &db.store;
+    for (n, lost, due) in [
+        // Dispatched at T0, max 60 s: 60 + 60 + 30 s.
+        (22, crate::store::Lost::All, T0.plus_ms(150_000)),
+        // Lost at T0 + 10 s, one minute's delay.
+        (
+            23,
+            crate::store::Lost::CarriedBefore("i2"),
+            T0.plus_ms(70_000),
+        ),
+    ] {
+        let c = NewCall {
+            retry_delay_minutes: 1,
+            ..new_call(n, T0, 1)
+        };
+        s.insert_call(&c).await.unwrap();
+        let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+        assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+        assert!(
+            s.mark_placed(&claimed, "tr_0123456789abcdef", "i1", T0)
+                .await
+                .unwrap()
+        );
+        s.sweep_calls_on_node(NODE, lost, "lost", T0.plus_ms(10_000), T0.plus_ms(10_000))
+            .await
+            .unwrap();
+        let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+        assert_eq!(rec.status, CallStatus::EndedFailedRetryPending, "{lost:?}");
+        assert_eq!(rec.scheduled_for, Some(due), "{lost:?}");
+    }
+}
 
 /// A lost attempt whose real end (read later) is a failure that is
 /// retried: the retry the loss took is given back and spent again, and

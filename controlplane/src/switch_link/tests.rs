@@ -1262,8 +1262,20 @@ async fn a_retry_waits_until_the_nodes_journal_is_read() {
         .fail_calls_on_node(&url, crate::store::Lost::All, "lost", clock.now())
         .await
         .unwrap();
-    // The retry is due, and the node reports the event it wrote.
+    // Its retry delay (a minute) is not enough: attempt 1 may still go
+    // on there until its ring time (60 s) and talk limit (60 s) are over,
+    // and 30 s more.
     clock.advance_ms(60_000);
+    assert!(
+        db.store
+            .claim_due_calls(clock.now(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not while attempt 1 may still be up on its node"
+    );
+    // Then the retry is due, and the node reports the event it wrote.
+    clock.advance_ms(90_000);
     l.probe(&node).await;
     let retry = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
     assert_eq!(retry[0].attempt, 2);
