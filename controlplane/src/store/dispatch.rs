@@ -285,9 +285,9 @@ pub(super) fn finished_data(
     })
 }
 
-/// How long a placed call rings at most: PlaceCall's
-/// `ring_timeout_seconds` is left 0, the switch's default.
-pub(super) const PLACED_RING_SECONDS: i64 = 60;
+/// How long a placed call rings at most (PlaceCall's
+/// `ring_timeout_seconds`).
+pub const PLACED_RING_SECONDS: i64 = 60;
 /// Beyond its ring time and talk limit, how long a lost attempt may still
 /// take to end (its BYE, the AI session's close, clocks apart).
 const LOST_END_MARGIN_SECONDS: i64 = 30;
@@ -709,6 +709,38 @@ impl Store {
         ended += inbound.len();
         gone.extend(inbound);
         Ok(Swept { ended, gone })
+    }
+
+    /// A node came back as another process (`instance`): the attempts it
+    /// carried before, lost with it while it was unreachable, are over
+    /// for certain, so their retries need not wait for them to end (see
+    /// [`Finish::Lost`]): each is due its retry delay after the loss.
+    /// Returns how many were brought forward.
+    pub async fn release_lost_retries(
+        &self,
+        node_url: &str,
+        instance: &str,
+        now: UtcMillis,
+    ) -> Result<u64> {
+        let unit = self.retry_delay_unit_ms;
+        super::on_pool!(self, |pool| {
+            Ok(sqlx::query(
+                "UPDATE calls SET next_attempt_at = ended_at + retry_delay_minutes * $3, \
+                 scheduled_for = ended_at + retry_delay_minutes * $3, updated_at = $4 \
+                 WHERE lost_node = $1 AND lost_attempt = attempt \
+                 AND status = 'ended-failed-retry-pending' \
+                 AND node_instance <> '' AND node_instance <> $2 \
+                 AND ended_at IS NOT NULL \
+                 AND next_attempt_at > ended_at + retry_delay_minutes * $3",
+            )
+            .bind(node_url)
+            .bind(instance)
+            .bind(unit)
+            .bind(now.0)
+            .execute(pool)
+            .await?
+            .rows_affected())
+        })
     }
 
     /// Ends the current attempt of `call` inside `tx`: status, timings,

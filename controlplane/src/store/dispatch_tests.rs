@@ -886,6 +886,16 @@ async fn a_retry_waits_while_a_lost_attempt_may_still_be_up(db: TestDb) {
         let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
         assert_eq!(rec.status, CallStatus::EndedFailedRetryPending, "{lost:?}");
         assert_eq!(rec.scheduled_for, Some(due), "{lost:?}");
+        if lost == crate::store::Lost::All {
+            // The node answers again as the same process: the attempt may
+            // still be up there, so the wait stands.
+            let now = T0.plus_ms(20_000);
+            assert_eq!(s.release_lost_retries(NODE, "i1", now).await.unwrap(), 0);
+            // As another process: the attempt is gone; its delay alone.
+            assert_eq!(s.release_lost_retries(NODE, "i2", now).await.unwrap(), 1);
+            let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+            assert_eq!(rec.scheduled_for, Some(T0.plus_ms(70_000)));
+        }
     }
 }
 

@@ -360,6 +360,14 @@ impl SwitchNodes {
             }
             Err(e) => tracing::error!(node = %node.url(), "ending a restarted node's calls: {e}"),
         }
+        // Calls it lost while unreachable are gone with that process: their
+        // retries need not wait for them to end there.
+        match store.release_lost_retries(node.url(), &inst.id, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(node = %node.url(), calls = n,
+                "switch node restarted: the retries of calls lost with it are due after their delay"),
+            Err(e) => tracing::error!(node = %node.url(), "releasing lost calls' retries: {e}"),
+        }
     }
 
     /// Places a claimed call: on the node it was already handed to (an
@@ -481,7 +489,9 @@ impl SwitchNodes {
                 save_transcript: true,
             }),
             max_seconds: u32::try_from(call.max_seconds.max(0)).unwrap_or(u32::MAX),
-            ring_timeout_seconds: 0,
+            // Explicit: a lost attempt's retry waits this long and its
+            // talk limit (`store::finish_attempt`).
+            ring_timeout_seconds: crate::store::PLACED_RING_SECONDS.unsigned_abs() as u32,
             attempt: u32::try_from(call.attempt.max(1)).unwrap_or(u32::MAX),
             // The API has no per-call recording switch: the node's
             // CODEB_RECORD=all records every call.
