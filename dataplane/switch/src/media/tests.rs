@@ -324,15 +324,31 @@ fn unsteered(force_epoll: bool, ports: &str) -> MediaEngine {
     .unwrap()
 }
 
-/// A leg that a stranger flooded with `flood` datagrams from another IP:
-/// the worker turned away the first few, the kernel the rest.
+/// A stranger on another IP sends `ours` one datagram, which the worker
+/// turns away (and so filters the port), then `flood` more at once.
+fn flood_from_a_stranger(ours: SocketAddr, flood: u16) {
+    let stranger = on_ip([127, 0, 0, 3]);
+    stranger
+        .send_to(&packet(0, 0, 0, 0xbad, &[9; 160]), ours)
+        .unwrap();
+    // The worker's turn with it, and the filter set after it, are done
+    // long before this.
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 1..=flood {
+        let _ = stranger.send_to(&packet(0, i, 0, 0xbad, &[9; 160]), ours);
+    }
+}
+
+/// A leg that [`flood_from_a_stranger`] flooded: the worker turned away
+/// the first datagram (a few more only on a host too loaded to run its
+/// turn in 100 ms), the kernel the flood.
 fn kernel_took_the_flood(leg: &LegStats, flood: u16, force_epoll: bool) {
     assert!(
-        (1..u64::from(flood) / 4).contains(&leg.dropped_source),
+        (1..=16).contains(&leg.dropped_source),
         "force_epoll {force_epoll}: {leg:?}"
     );
     assert!(
-        leg.dropped_kernel + leg.dropped_source >= u64::from(flood) / 2,
+        leg.dropped_kernel + leg.dropped_source > u64::from(flood),
         "force_epoll {force_epoll}: {leg:?}"
     );
 }
@@ -361,6 +377,8 @@ fn a_locked_legs_port_takes_nothing_from_other_ips() {
             SocketAddr::new(LO, opened.ports[0]),
             SocketAddr::new(LO, opened.ports[1]),
         ];
+        // The far ends are known to the worker before A speaks.
+        std::thread::sleep(Duration::from_millis(50));
         // A's source locks (five packets).
         let mut seq = 0u16;
         let mut speak = |payload: u8| {
@@ -375,10 +393,7 @@ fn a_locked_legs_port_takes_nothing_from_other_ips() {
             speak(1);
             recv(&b).expect("relayed");
         }
-        let stranger = on_ip([127, 0, 0, 3]);
-        for i in 0..FLOOD {
-            let _ = stranger.send_to(&packet(0, i, 0, 0xbad, &[9; 160]), ours[0]);
-        }
+        flood_from_a_stranger(ours[0], FLOOD);
         speak(2);
         let (got, _) = recv(&b).expect("A's audio through the flood");
         assert_eq!(RtpPacket::parse(&got).unwrap().payload(), &[2; 160]);
@@ -734,10 +749,7 @@ fn a_transcoded_legs_filter_follows_its_pipeline() {
             .unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
-        let stranger = on_ip([127, 0, 0, 3]);
-        for i in 0..FLOOD {
-            let _ = stranger.send_to(&packet(0, i, 0, 0xbad, &[9; 160]), ours[0]);
-        }
+        flood_from_a_stranger(ours[0], FLOOD);
         std::thread::sleep(Duration::from_millis(100));
         // Back on the relay: its latch learns A's leg afresh, so the
         // filter goes, and a far end from another IP is heard.
