@@ -237,35 +237,44 @@ impl Store {
                 ev.tenant
             )));
         }
-        if call.lost_attempt == Some(call.attempt)
+        // An attempt this control plane ended as lost with its node (cut
+        // off or frozen past `CODEB_SWITCH_LOST_AFTER`, while the call went
+        // on), whose node now answers again: see `correct_lost_end`.
+        let lost = call.lost_attempt == Some(call.attempt)
             && call.lost_node.as_deref() == Some(node_url)
             && (ev.attempt == 0 || ev.attempt == call.attempt)
             && matches!(
                 call.status,
                 CallStatus::EndedFailedFinal | CallStatus::EndedFailedRetryPending
-            )
-        {
-            return self.apply_lost_attempt_event(tx, call, ev, now).await;
-        }
-        if call.status.is_terminal() {
-            return Ok(Applied::Skipped(format!("call is already {}", call.status)));
-        }
-        if !matches!(call.status, CallStatus::Dispatching | CallStatus::InFlight)
-            || call.node_url.as_deref() != Some(node_url)
-        {
-            return Ok(Applied::Skipped(format!(
-                "call is {} on {} (an earlier attempt's event)",
-                call.status,
-                call.node_url.as_deref().unwrap_or("no node")
-            )));
-        }
-        if ev.attempt > 0 && ev.attempt != call.attempt {
-            return Ok(Applied::Skipped(format!(
-                "event of attempt {}; the call is on attempt {}",
-                ev.attempt, call.attempt
-            )));
+            );
+        if !lost {
+            if call.status.is_terminal() {
+                return Ok(Applied::Skipped(format!("call is already {}", call.status)));
+            }
+            if !matches!(call.status, CallStatus::Dispatching | CallStatus::InFlight)
+                || call.node_url.as_deref() != Some(node_url)
+            {
+                return Ok(Applied::Skipped(format!(
+                    "call is {} on {} (an earlier attempt's event)",
+                    call.status,
+                    call.node_url.as_deref().unwrap_or("no node")
+                )));
+            }
+            if ev.attempt > 0 && ev.attempt != call.attempt {
+                return Ok(Applied::Skipped(format!(
+                    "event of attempt {}; the call is on attempt {}",
+                    ev.attempt, call.attempt
+                )));
+            }
         }
         match &ev.kind {
+            // A lost attempt's start and transfer are not sent late: its
+            // corrected end tells what became of the call.
+            EventKind::Started | EventKind::Transferred { .. } if lost => {
+                return Ok(Applied::Skipped(
+                    "an event of an attempt ended as lost (its end corrects the record)".into(),
+                ));
+            }
             EventKind::Answered {
                 trunk_id,
                 answer_ms,
@@ -273,13 +282,31 @@ impl Store {
                 let trunk = (!trunk_id.is_empty())
                     .then_some(trunk_id.as_str())
                     .or(call.trunk_id.as_deref());
+                let answered_at = not_before(ev.at, call.dispatched_at).0;
+                if lost {
+                    // The answer time is kept for the corrected end; the
+                    // event itself is not sent late.
+                    on_tx!(tx, |t| {
+                        sqlx::query(
+                            "UPDATE calls SET answered_at = COALESCE(answered_at, $1), \
+                             trunk_id = $2, updated_at = $3 WHERE call_id = $4",
+                        )
+                        .bind(answered_at)
+                        .bind(trunk)
+                        .bind(now.0)
+                        .bind(&call.call_id)
+                        .execute(&mut **t)
+                        .await?;
+                    });
+                    return Ok(Applied::Applied);
+                }
                 on_tx!(tx, |t| {
                     sqlx::query(concat!(
                         "UPDATE calls SET status = 'in-flight', answered_at = $1, ",
                         super::dispatch::new_attempt_sql!(),
                         "trunk_id = $2, lease_until = NULL, updated_at = $3 WHERE call_id = $4"
                     ))
-                    .bind(not_before(ev.at, call.dispatched_at).0)
+                    .bind(answered_at)
                     .bind(trunk)
                     .bind(now.0)
                     .bind(&call.call_id)
@@ -366,6 +393,9 @@ impl Store {
                 tx.add_usage(Usage::Outbound, &call.call_id, (*input, *output), now)
                     .await?;
             }
+            EventKind::Ended(end) if lost => {
+                self.correct_lost_end(tx, call, end, now).await?;
+            }
             EventKind::Ended(end) => {
                 self.finish_attempt(tx, &call, end, Finish::Ended, now)
                     .await?;
@@ -375,87 +405,41 @@ impl Store {
         Ok(Applied::Applied)
     }
 
-    /// An event of an attempt this control plane ended as lost with its
-    /// node (cut off or frozen past `CODEB_SWITCH_LOST_AFTER`, while the
-    /// call went on), read once the node answers again. The node's
-    /// account is the truth: its turns and usage are kept, and its end
-    /// replaces the one made up at the loss (status, outcome, times,
+    /// The end of an attempt ended as lost, from its node. The node's
+    /// account is the truth (its turns and usage are already kept): its
+    /// end replaces the one made up at the loss (status, outcome, times,
     /// transcript), with `outbound-ai.finished` (and `transcript.saved`)
     /// sent again, marked `"corrected": true`. A retry not yet placed is
-    /// called off when the callee was reached after all. The answer and
-    /// start events are not sent late; the corrected end carries the
-    /// answer. An end caused by the hangup sent when the node came back
-    /// ([`LOST_HANGUP_OUTCOME`]) keeps the loss's outcome and detail; a
-    /// user's hangup that reached the node first (`cancelled`) cancels.
-    async fn apply_lost_attempt_event(
+    /// called off when the callee was reached after all. An end caused by
+    /// the hangup sent when the node came back ([`LOST_HANGUP_OUTCOME`])
+    /// keeps the loss's outcome and detail; a user's hangup that reached
+    /// the node first (`cancelled`) cancels.
+    async fn correct_lost_end(
         &self,
         tx: &mut StoreTx,
         mut call: LiveCall,
-        ev: &SwitchEvent,
+        end: &AttemptEnd,
         now: UtcMillis,
-    ) -> Result<Applied> {
-        match &ev.kind {
-            EventKind::Turn {
-                speaker,
-                text,
-                at_ms,
-            } => {
-                let turn = (*speaker, text.as_str(), *at_ms);
-                if let Some(skipped) = tx.add_turn(&call.call_id, call.attempt, ev, turn).await? {
-                    return Ok(skipped);
-                }
-            }
-            EventKind::Usage { input, output } => {
-                tx.add_usage(Usage::Outbound, &call.call_id, (*input, *output), now)
-                    .await?;
-            }
-            EventKind::Ended(end) => {
-                let mut end = end.clone();
-                if end.outcome == LOST_HANGUP_OUTCOME {
-                    let (outcome, detail) = tx.call_end_reason(&call.call_id).await?;
-                    end.outcome = outcome;
-                    end.error_detail = detail;
-                }
-                // The retry the loss took is given back; the real end
-                // decides again whether to try once more.
-                if call.status == CallStatus::EndedFailedRetryPending {
-                    call.retries_left += 1;
-                }
-                let was = call.status;
-                let status = self
-                    .finish_attempt(tx, &call, &end, Finish::Correction, now)
-                    .await?;
-                tracing::warn!(call = %call.call_id, attempt = call.attempt, was = %was,
-                    now = %status, "the end of an attempt ended as lost arrived from its node; \
-                    the record is corrected");
-            }
-            // The answer time is kept for the corrected end; the event
-            // itself is not sent late (the corrected end says answered).
-            EventKind::Answered { trunk_id, .. } => {
-                let trunk = (!trunk_id.is_empty())
-                    .then_some(trunk_id.as_str())
-                    .or(call.trunk_id.as_deref());
-                on_tx!(tx, |t| {
-                    sqlx::query(
-                        "UPDATE calls SET answered_at = COALESCE(answered_at, $1), \
-                         trunk_id = $2, updated_at = $3 WHERE call_id = $4",
-                    )
-                    .bind(not_before(ev.at, call.dispatched_at).0)
-                    .bind(trunk)
-                    .bind(now.0)
-                    .bind(&call.call_id)
-                    .execute(&mut **t)
-                    .await?;
-                });
-            }
-            EventKind::Started | EventKind::Transferred { .. } => {
-                return Ok(Applied::Skipped(
-                    "an event of an attempt ended as lost (its end corrects the record)".into(),
-                ));
-            }
-            EventKind::Ignored(_) | EventKind::Inbound(_) => {}
+    ) -> Result<()> {
+        let mut end = end.clone();
+        if end.outcome == LOST_HANGUP_OUTCOME {
+            let (outcome, detail) = tx.call_end_reason(&call.call_id).await?;
+            end.outcome = outcome;
+            end.error_detail = detail;
         }
-        Ok(Applied::Applied)
+        // The retry the loss took is given back; the real end decides
+        // again whether to try once more.
+        if call.status == CallStatus::EndedFailedRetryPending {
+            call.retries_left += 1;
+        }
+        let was = call.status;
+        let status = self
+            .finish_attempt(tx, &call, &end, Finish::Correction, now)
+            .await?;
+        tracing::warn!(call = %call.call_id, attempt = call.attempt, was = %was,
+            now = %status, "the end of an attempt ended as lost arrived from its node; \
+            the record is corrected");
+        Ok(())
     }
 }
 

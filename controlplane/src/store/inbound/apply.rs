@@ -95,14 +95,43 @@ impl Store {
                 call.node_url
             )));
         }
-        if call.ended_at.is_some() && call.lost {
-            return self.apply_lost_inbound_event(tx, &call, ev, now).await;
-        }
-        if call.ended_at.is_some() {
+        // A call ended because its node was lost, whose node now answers
+        // again: as for outbound calls (`store::switch_events`), the node's
+        // turns and usage are kept, its answer time too (no late
+        // `call.answered`), and its end replaces the one made at the loss.
+        let lost = call.ended_at.is_some() && call.lost;
+        if call.ended_at.is_some() && !lost {
             return Ok(Applied::Skipped("the call already ended".into()));
         }
         let id = call.call_id.as_str();
         match &ev.kind {
+            EventKind::Started | EventKind::Transferred { .. } if lost => {
+                return Ok(Applied::Skipped(
+                    "an event of an inbound call ended as lost (its end corrects the record)"
+                        .into(),
+                ));
+            }
+            EventKind::Answered {
+                trunk_id,
+                answer_ms,
+            } if lost => {
+                let trunk = (!trunk_id.is_empty()).then_some(trunk_id.as_str());
+                on_tx!(tx, |t| {
+                    sqlx::query(
+                        "UPDATE inbound_calls SET answered_at = COALESCE(answered_at, $1), \
+                         answer_ms = COALESCE(answer_ms, $2), \
+                         trunk_id = COALESCE(trunk_id, $5), updated_at = $3 \
+                         WHERE call_id = $4",
+                    )
+                    .bind(ev.at.0)
+                    .bind(*answer_ms)
+                    .bind(now.0)
+                    .bind(id)
+                    .bind(trunk)
+                    .execute(&mut **t)
+                    .await?;
+                });
+            }
             EventKind::Answered {
                 trunk_id,
                 answer_ms,
@@ -225,71 +254,10 @@ impl Store {
                 tx.add_usage(Usage::Inbound, id, (*input, *output), now)
                     .await?;
             }
-            EventKind::Ended(end) => {
-                self.finish_inbound(tx, &call, end, InboundFinish::Ended, now)
-                    .await?;
-            }
-            EventKind::Inbound(_) | EventKind::Ignored(_) => {}
-        }
-        Ok(Applied::Applied)
-    }
-
-    /// An event of an inbound call this control plane ended because its
-    /// node was lost, read once the node answers again (as for outbound
-    /// calls, `store::switch_events`): the node's turns and usage are
-    /// kept, its answer time too (no late `call.answered`), and its end
-    /// replaces the one made at the loss, with `call.ended` (and
-    /// `transcript.saved`) sent again, marked `"corrected": true`. An end
-    /// from the hangup sent when the node came back keeps the loss's
-    /// outcome and detail.
-    async fn apply_lost_inbound_event(
-        &self,
-        tx: &mut StoreTx,
-        call: &InboundCallRecord,
-        ev: &SwitchEvent,
-        now: UtcMillis,
-    ) -> Result<Applied> {
-        let id = call.call_id.as_str();
-        match &ev.kind {
-            EventKind::Turn {
-                speaker,
-                text,
-                at_ms,
-            } => {
-                if call.save_transcripts {
-                    let turn = (*speaker, text.as_str(), *at_ms);
-                    if let Some(skipped) = tx.add_turn(id, ATTEMPT, ev, turn).await? {
-                        return Ok(skipped);
-                    }
-                }
-            }
-            EventKind::Usage { input, output } => {
-                tx.add_usage(Usage::Inbound, id, (*input, *output), now)
-                    .await?;
-            }
-            EventKind::Answered {
-                trunk_id,
-                answer_ms,
-            } => {
-                let trunk = (!trunk_id.is_empty()).then_some(trunk_id.as_str());
-                on_tx!(tx, |t| {
-                    sqlx::query(
-                        "UPDATE inbound_calls SET answered_at = COALESCE(answered_at, $1), \
-                         answer_ms = COALESCE(answer_ms, $2), \
-                         trunk_id = COALESCE(trunk_id, $5), updated_at = $3 \
-                         WHERE call_id = $4",
-                    )
-                    .bind(ev.at.0)
-                    .bind(*answer_ms)
-                    .bind(now.0)
-                    .bind(id)
-                    .bind(trunk)
-                    .execute(&mut **t)
-                    .await?;
-                });
-            }
-            EventKind::Ended(end) => {
+            EventKind::Ended(end) if lost => {
                 let mut end = end.clone();
+                // An end from the hangup sent when the node came back keeps
+                // the loss's outcome and detail.
                 if end.outcome == crate::store::LOST_HANGUP_OUTCOME {
                     end.outcome.clone_from(&call.outcome);
                     end.error_detail.clone_from(&call.error_detail);
@@ -304,11 +272,9 @@ impl Store {
                 tracing::warn!(call = %id, "the end of an inbound call ended as lost arrived \
                     from its node; the record is corrected");
             }
-            EventKind::Started | EventKind::Transferred { .. } => {
-                return Ok(Applied::Skipped(
-                    "an event of an inbound call ended as lost (its end corrects the record)"
-                        .into(),
-                ));
+            EventKind::Ended(end) => {
+                self.finish_inbound(tx, &call, end, InboundFinish::Ended, now)
+                    .await?;
             }
             EventKind::Inbound(_) | EventKind::Ignored(_) => {}
         }
