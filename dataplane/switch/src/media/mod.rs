@@ -5,9 +5,12 @@
 //! The SIP thread asks for a call's media with [`MediaEngine::open`]: the
 //! least-loaded worker is chosen, two even RTP ports (and the odd RTCP
 //! ports above them) are taken from that worker's shard of
-//! `CODEB_RTP_PORTS` and bound here (so a port that is busy is skipped at
-//! once and the SDP only ever names bound ports), and the sockets move to
-//! the worker with a command. Commands cross through a bounded queue and a
+//! `CODEB_RTP_PORTS`, bound ahead by the worker or bound here (so a port
+//! that is busy is skipped at once and the SDP only ever names bound
+//! ports), and the sockets move to the worker with a command. A call
+//! whose other party is a voice-AI engine opens one leg
+//! ([`MediaEngine::open_leg`]) and gets the second only if it is
+//! transferred to a person ([`MediaEngine::add_leg`]). Commands cross through a bounded queue and a
 //! wake-up of the worker's reactor; the worker never waits on the SIP
 //! thread. Events (a call's RTP went quiet) come back the same way.
 //!
@@ -125,6 +128,22 @@ pub struct OpenedMedia {
     pub ports: [u16; 2],
 }
 
+/// A leg's RTP/RTCP sockets on their way to the worker.
+enum LegSockets {
+    /// Bound ahead by the worker, on this RTP port.
+    Prebound(u16),
+    /// Bound by the SIP thread, on this RTP port.
+    Bound(Box<Pair>, u16),
+}
+
+impl LegSockets {
+    fn port(&self) -> u16 {
+        match self {
+            LegSockets::Prebound(p) | LegSockets::Bound(_, p) => *p,
+        }
+    }
+}
+
 /// What a leg's far end negotiated: where to send, and the payload type
 /// our packets to it carry for the call's codec (and for
 /// telephone-event, if negotiated).
@@ -196,18 +215,21 @@ pub enum MediaError {
 }
 
 enum Command {
+    /// A new call, with sockets for legs A and B (None: a leg the call
+    /// does not have yet).
     Open {
         id: u64,
-        sockets: Box<[[UdpSocket; 2]; 2]>,
+        legs: Box<[Option<LegSockets>; 2]>,
+    },
+    /// Sockets for a leg the call opened without.
+    AddLeg {
+        id: u64,
+        leg: LegSide,
+        sockets: LegSockets,
     },
     /// Bind an RTP/RTCP pair on each of these (even) ports for later calls.
     Prebind {
         ports: Vec<u16>,
-    },
-    /// A call on two pairs bound ahead (RTP ports of legs A and B).
-    OpenPrebound {
-        id: u64,
-        ports: [u16; 2],
     },
     Remote {
         id: u64,
@@ -318,14 +340,25 @@ impl Worker {
         }
     }
 
-    /// Two ports bound ahead, if there are.
-    fn take_ready(&mut self) -> Option<[u16; 2]> {
-        if self.ready.len() < 2 {
+    /// `n` ports bound ahead, if there are.
+    fn take_ready(&mut self, n: usize) -> Option<Vec<LegSockets>> {
+        if self.ready.len() < n {
             return None;
         }
-        let a = self.ready.pop_front()?;
-        let b = self.ready.pop_front()?;
-        Some([a, b])
+        Some(self.ready.drain(..n).map(LegSockets::Prebound).collect())
+    }
+
+    /// Takes back the sockets of a command the worker never got: ports
+    /// bound ahead are still bound there, ready for a later call (in
+    /// their order, first); ports bound here go back to the pool (their
+    /// sockets close as they drop).
+    fn give_back(&mut self, legs: impl DoubleEndedIterator<Item = LegSockets>) {
+        for l in legs.rev() {
+            match l {
+                LegSockets::Prebound(p) => self.ready.push_front(p),
+                LegSockets::Bound(_, p) => self.pool.release(p),
+            }
+        }
     }
 
     /// Asks the worker to bind another batch ahead, when it holds fewer
@@ -625,7 +658,7 @@ impl MediaEngine {
         self.relayed.load(Ordering::Relaxed)
     }
 
-    /// RTP ports in use (both legs of every call; not those bound ahead).
+    /// RTP ports in use (every leg of every call; not those bound ahead).
     pub fn ports_in_use(&self) -> usize {
         self.workers.iter().map(Worker::ports_in_use).sum()
     }
@@ -634,65 +667,130 @@ impl MediaEngine {
     /// worker that has ports. Pairs the worker bound ahead are used first;
     /// without them the pairs are bound here.
     pub fn open(&mut self) -> Result<OpenedMedia, MediaError> {
+        let (handle, [a, b]) = self.open_legs(&[LegSide::A, LegSide::B])?;
+        match (a, b) {
+            (Some(a), Some(b)) => Ok(OpenedMedia {
+                handle,
+                ports: [a, b],
+            }),
+            _ => Err(MediaError::NoPorts),
+        }
+    }
+
+    /// Opens the media of a call that has one leg: its other party is a
+    /// voice-AI engine, fed through a tap. One RTP/RTCP pair, as
+    /// [`Self::open`] takes them; the other leg gets one if the call is
+    /// handed to a person ([`Self::add_leg`]). Returns the leg's port.
+    pub fn open_leg(&mut self, side: LegSide) -> Result<(MediaHandle, u16), MediaError> {
+        let (handle, ports) = self.open_legs(&[side])?;
+        let port = ports[side as usize].ok_or(MediaError::NoPorts)?;
+        Ok((handle, port))
+    }
+
+    /// Gives a call opened with one leg its other one: a pair from its
+    /// worker's shard (a call stays on its worker). Returns the RTP port.
+    pub fn add_leg(&mut self, handle: MediaHandle, side: LegSide) -> Result<u16, MediaError> {
+        let wi = handle.worker;
+        if wi >= self.workers.len() {
+            return Err(MediaError::Stopped);
+        }
+        let Some(sockets) = self.take_legs(wi, 1)?.and_then(|mut l| l.pop()) else {
+            return Err(MediaError::NoPorts);
+        };
+        let port = sockets.port();
+        self.send_legs(
+            wi,
+            Command::AddLeg {
+                id: handle.id,
+                leg: side,
+                sockets,
+            },
+        )?;
+        self.workers[wi].prebind();
+        Ok(port)
+    }
+
+    /// A call with sockets for `sides` on the least-loaded worker that
+    /// has the ports; each side's RTP port.
+    fn open_legs(
+        &mut self,
+        sides: &[LegSide],
+    ) -> Result<(MediaHandle, [Option<u16>; 2]), MediaError> {
         let mut order: Vec<usize> = (0..self.workers.len()).collect();
         order.sort_by_key(|&i| self.workers[i].calls);
         for wi in order {
-            let id = self.next_id;
-            self.workers[wi].collect_bound();
-            let mut ready = self.workers[wi].take_ready();
-            let mut bound = None;
-            if ready.is_none() {
-                bound = self.bind_pair(wi)?;
-                if bound.is_none() && self.workers[wi].requested > 0 {
-                    // Nothing free but what is being bound ahead.
-                    self.workers[wi].wait_bound();
-                    ready = self.workers[wi].take_ready();
-                }
-            }
-            let (ports, cmd) = match (ready, bound) {
-                (Some(ports), _) => (ports, Command::OpenPrebound { id, ports }),
-                (None, Some([(a, a_port), (b, b_port)])) => (
-                    [a_port, b_port],
-                    Command::Open {
-                        id,
-                        sockets: Box::new([[a.rtp, a.rtcp], [b.rtp, b.rtcp]]),
-                    },
-                ),
-                (None, None) => continue,
+            let Some(taken) = self.take_legs(wi, sides.len())? else {
+                continue;
             };
-            let w = &mut self.workers[wi];
-            match w.tx.try_send(cmd) {
-                Ok(()) => {}
-                Err(e) => {
-                    let (err, cmd) = match e {
-                        TrySendError::Full(c) => (MediaError::Busy, c),
-                        TrySendError::Disconnected(c) => (MediaError::Stopped, c),
-                    };
-                    match cmd {
-                        // Still bound on the worker: ready for a later call.
-                        Command::OpenPrebound { .. } => {
-                            w.ready.push_front(ports[1]);
-                            w.ready.push_front(ports[0]);
-                        }
-                        _ => {
-                            for p in ports {
-                                w.pool.release(p);
-                            }
-                        }
-                    }
-                    return Err(err);
-                }
+            let mut legs = [None, None];
+            let mut ports = [None, None];
+            for (&side, sockets) in sides.iter().zip(taken) {
+                ports[side as usize] = Some(sockets.port());
+                legs[side as usize] = Some(sockets);
             }
-            w.kick();
+            let id = self.next_id;
+            self.send_legs(
+                wi,
+                Command::Open {
+                    id,
+                    legs: Box::new(legs),
+                },
+            )?;
+            let w = &mut self.workers[wi];
             w.calls += 1;
             w.prebind();
             self.next_id += 1;
-            return Ok(OpenedMedia {
-                handle: MediaHandle { worker: wi, id },
-                ports,
-            });
+            return Ok((MediaHandle { worker: wi, id }, ports));
         }
         Err(MediaError::NoPorts)
+    }
+
+    /// `n` legs' sockets from worker `wi`'s shard: pairs the worker bound
+    /// ahead first, else pairs bound here; None when the shard has too
+    /// few free ports.
+    fn take_legs(&mut self, wi: usize, n: usize) -> Result<Option<Vec<LegSockets>>, MediaError> {
+        self.workers[wi].collect_bound();
+        if let Some(ready) = self.workers[wi].take_ready(n) {
+            return Ok(Some(ready));
+        }
+        if let Some(bound) = self.bind_pairs(wi, n)? {
+            return Ok(Some(
+                bound
+                    .into_iter()
+                    .map(|(pair, port)| LegSockets::Bound(Box::new(pair), port))
+                    .collect(),
+            ));
+        }
+        let w = &mut self.workers[wi];
+        if w.requested > 0 {
+            // Nothing free but what is being bound ahead.
+            w.wait_bound();
+            return Ok(w.take_ready(n));
+        }
+        Ok(None)
+    }
+
+    /// Queues a command that carries sockets (open, add a leg) and wakes
+    /// the worker; if the worker cannot take it, its ports are given back.
+    fn send_legs(&mut self, wi: usize, cmd: Command) -> Result<(), MediaError> {
+        let w = &mut self.workers[wi];
+        let (err, cmd) = match w.tx.try_send(cmd) {
+            Ok(()) => {
+                w.kick();
+                return Ok(());
+            }
+            Err(TrySendError::Full(c)) => (MediaError::Busy, c),
+            Err(TrySendError::Disconnected(c)) => (MediaError::Stopped, c),
+        };
+        match cmd {
+            Command::Open { legs, .. } => {
+                let [a, b] = *legs;
+                w.give_back([a, b].into_iter().flatten());
+            }
+            Command::AddLeg { sockets, .. } => w.give_back(std::iter::once(sockets)),
+            _ => {}
+        }
+        Err(err)
     }
 
     /// Ports bound ahead and ready for calls, on every worker, in the
@@ -708,17 +806,17 @@ impl MediaEngine {
             .collect()
     }
 
-    /// Two bound RTP/RTCP pairs from one worker's shard, or None when it
-    /// has no free ports. Busy ports (another process, or a socket still
-    /// closing) are skipped and stay marked for a later retry.
-    fn bind_pair(&mut self, wi: usize) -> Result<Option<[(Pair, u16); 2]>, MediaError> {
+    /// `n` bound RTP/RTCP pairs from one worker's shard, or None when it
+    /// has too few free ports. Busy ports (another process, or a socket
+    /// still closing) are skipped and stay marked for a later retry.
+    fn bind_pairs(&mut self, wi: usize, n: usize) -> Result<Option<Vec<(Pair, u16)>>, MediaError> {
         let ip = self.bind_ip;
         let pool = &mut self.workers[wi].pool;
-        let mut got: Vec<(Pair, u16)> = Vec::with_capacity(2);
+        let mut got: Vec<(Pair, u16)> = Vec::with_capacity(n);
         let mut busy = Vec::new();
         let attempts = pool.capacity();
         for _ in 0..attempts {
-            if got.len() == 2 {
+            if got.len() == n {
                 break;
             }
             let Some(port) = pool.allocate() else {
@@ -742,15 +840,13 @@ impl MediaEngine {
         for p in busy {
             pool.release(p);
         }
-        if got.len() < 2 {
+        if got.len() < n {
             for (_, p) in &got {
                 pool.release(*p);
             }
             return Ok(None);
         }
-        let b = got.pop();
-        let a = got.pop();
-        Ok(a.zip(b).map(|(a, b)| [a, b]))
+        Ok(Some(got))
     }
 
     /// Tells the worker where a leg's far end is and what it speaks.
@@ -865,9 +961,10 @@ impl MediaEngine {
         }
     }
 
-    /// Closes a call's media; its ports return to the pool (a port whose
-    /// socket the worker has not closed yet is skipped by a later `open`).
-    pub fn close(&mut self, handle: MediaHandle, ports: [u16; 2]) {
+    /// Closes a call's media; its ports (those its legs have) return to
+    /// the pool (a port whose socket the worker has not closed yet is
+    /// skipped by a later `open`).
+    pub fn close(&mut self, handle: MediaHandle, ports: impl IntoIterator<Item = u16>) {
         if self
             .command(handle.worker, Command::Close { id: handle.id })
             .is_err()

@@ -551,6 +551,98 @@ fn a_quiet_call_is_reported_and_ports_are_reused() {
     engine.close(third.handle, third.ports);
 }
 
+/// A call opened with one leg (an AI call: the engine is the other
+/// party) holds one pair. The leg it gets later (a transfer to a person)
+/// relays both ways like any other, and its port goes back with the
+/// call's. A pair bound here (a shard too small to bind ahead) and one
+/// the worker bound ahead.
+#[test]
+fn a_leg_added_later_relays_and_its_port_goes_back_with_the_call() {
+    for (ports, ahead) in [("33000-33007", false), ("34000-35999", true)] {
+        let mut engine =
+            MediaEngine::start(&one_worker(ports, Duration::from_secs(60)), None).unwrap();
+        let (handle, b_port) = engine.open_leg(LegSide::B).unwrap();
+        assert_eq!(engine.ports_in_use(), 1, "{ports}");
+        let (a, b) = (phone(), phone());
+        engine
+            .set_remote(handle, LegSide::B, remote(&b, 0))
+            .unwrap();
+        let ready = if ahead {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while engine.ready_ports().len() < PREBIND_BATCH {
+                assert!(Instant::now() < deadline, "the worker never bound ahead");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            engine.ready_ports()
+        } else {
+            Vec::new()
+        };
+        let a_port = engine.add_leg(handle, LegSide::A).unwrap();
+        if ahead {
+            assert_eq!(a_port, ready[0], "the oldest pair bound ahead");
+        }
+        assert_ne!(a_port, b_port);
+        assert_eq!(engine.ports_in_use(), 2, "{ports}");
+        engine
+            .set_remote(handle, LegSide::A, remote(&a, 0))
+            .unwrap();
+        let ours = [SocketAddr::new(LO, a_port), SocketAddr::new(LO, b_port)];
+        media_up(&a, &b, ours[0], 0);
+        b.send_to(&packet(0, 7, 1120, 0x3333, &[0xAA; 160]), ours[1])
+            .unwrap();
+        let (got, from) = recv(&a).expect("relayed to the added leg");
+        assert_eq!(
+            (from, RtpPacket::parse(&got).unwrap().payload()),
+            (ours[0], &[0xAA; 160][..])
+        );
+        engine.close(handle, [a_port, b_port]);
+        let MediaEvent::Closed { stats, .. } = wait_event(&mut engine) else {
+            panic!()
+        };
+        assert!(
+            stats[0].tx_packets >= 1 && stats[1].tx_packets >= 1,
+            "{stats:?}"
+        );
+        assert_eq!(engine.ports_in_use(), 0, "{ports}");
+    }
+}
+
+/// A leg is added only from the call's own worker's shard: with none of
+/// its ports free the call keeps its one leg (and the caller is told),
+/// and it gets one once a port comes back.
+#[test]
+fn a_leg_with_no_port_left_is_refused_until_one_is_free() {
+    // Two pairs: two one-leg calls take them.
+    let mut engine =
+        MediaEngine::start(&one_worker("33100-33103", Duration::from_secs(60)), None).unwrap();
+    let (first, first_port) = engine.open_leg(LegSide::A).unwrap();
+    let (second, second_port) = engine.open_leg(LegSide::A).unwrap();
+    assert!(matches!(
+        engine.add_leg(first, LegSide::B),
+        Err(MediaError::NoPorts)
+    ));
+    assert_eq!(engine.ports_in_use(), 2);
+    engine.close(second, [second_port]);
+    // The freed port comes back once the worker has closed its sockets.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let b_port = loop {
+        match engine.add_leg(first, LegSide::B) {
+            Ok(p) => break p,
+            Err(MediaError::NoPorts) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(b_port, second_port);
+    let (a, b) = (phone(), phone());
+    engine.set_remote(first, LegSide::A, remote(&a, 0)).unwrap();
+    engine.set_remote(first, LegSide::B, remote(&b, 0)).unwrap();
+    media_up(&a, &b, SocketAddr::new(LO, first_port), 0);
+    engine.close(first, [first_port, b_port]);
+    assert_eq!(engine.ports_in_use(), 0);
+}
+
 #[test]
 fn calls_take_pairs_the_worker_bound_ahead() {
     // One worker with 1,000 pairs: room to bind ahead.

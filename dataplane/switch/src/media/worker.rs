@@ -41,7 +41,7 @@ use codeb_media::rtcp::{self, CompoundWriter, RtcpPacket, SenderInfo};
 use codeb_media::rtp::{self, RtpHeader, RtpPacket};
 use codeb_media::stats::{ReceiveStats, SendStats};
 
-use super::{Bound, Command, LegSide, MediaEvent, MediaHandle, Pair, Remote};
+use super::{Bound, Command, LegSide, LegSockets, MediaEvent, MediaHandle, Pair, Remote};
 
 /// How often quiet calls are looked for.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -92,8 +92,10 @@ pub struct LegStats {
 }
 
 struct Leg {
-    rtp: SocketId,
-    rtcp: SocketId,
+    /// The leg's RTP and RTCP sockets; None for the leg an AI call opens
+    /// without (its other party is the engine) until it is transferred
+    /// to a person.
+    sockets: Option<LegIo>,
     latch: SourceLatch,
     remote: Option<Remote>,
     /// The stream this leg's far end receives from us.
@@ -128,7 +130,24 @@ struct Leg {
     kernel_filter: Option<SourceIps>,
 }
 
+/// A leg's sockets in the worker's reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LegIo {
+    rtp: SocketId,
+    rtcp: SocketId,
+}
+
 impl Leg {
+    #[cfg(test)]
+    fn rtp(&self) -> Option<SocketId> {
+        self.sockets.map(|s| s.rtp)
+    }
+
+    #[cfg(test)]
+    fn rtcp(&self) -> Option<SocketId> {
+        self.sockets.map(|s| s.rtcp)
+    }
+
     /// Whether a key from this leg at `now` is reported: at most one per
     /// [`DTMF_MIN_GAP`], so a far end cannot flood the SIP thread's event
     /// queue (shared with every call's end) with telephone-events that
@@ -305,9 +324,11 @@ fn filter_leg(
 ) {
     if leg.kernel_filter != want {
         leg.kernel_filter = want;
-        filters.push((leg.rtp, want));
-        if leg.rtcp != leg.rtp {
-            filters.push((leg.rtcp, want));
+        if let Some(LegIo { rtp, rtcp }) = leg.sockets {
+            filters.push((rtp, want));
+            if rtcp != rtp {
+                filters.push((rtcp, want));
+            }
         }
     }
 }
@@ -633,9 +654,9 @@ impl Worker {
     fn commands(&mut self) -> bool {
         loop {
             match self.rx.try_recv() {
-                Ok(Command::Open { id, sockets }) => self.open(id, *sockets),
+                Ok(Command::Open { id, legs }) => self.open(id, *legs),
+                Ok(Command::AddLeg { id, leg, sockets }) => self.add_leg(id, leg, sockets),
                 Ok(Command::Prebind { ports }) => self.bind_ahead(&ports),
-                Ok(Command::OpenPrebound { id, ports }) => self.open_prebound(id, ports),
                 Ok(Command::Remote { id, leg, remote }) => self.remote(id, leg, remote),
                 Ok(Command::Tap { id, leg, pipeline }) => {
                     self.pipe(id, Some((PipeKind::Tap(leg), pipeline)));
@@ -698,81 +719,84 @@ impl Worker {
         }
     }
 
-    /// A call on two pairs bound ahead.
-    fn open_prebound(&mut self, id: u64, ports: [u16; 2]) {
-        let [a, b] = ports.map(|p| self.prebound.remove(&p));
-        match (a, b) {
-            (Some(a), Some(b)) => self.open(id, [a, b]),
-            _ => tracing::error!(
-                worker = self.st.worker,
-                call = id,
-                ?ports,
-                "prebound media ports missing; the call has no media"
-            ),
-        }
-    }
-
-    fn open(&mut self, id: u64, sockets: [[UdpSocket; 2]; 2]) {
-        let mut legs = Vec::with_capacity(2);
-        for (side, [rtp_sock, rtcp_sock]) in [LegSide::A, LegSide::B].into_iter().zip(sockets) {
-            let added = self.reactor.add_udp(rtp_sock).and_then(|rtp| {
-                match self.reactor.add_udp(rtcp_sock) {
+    /// A leg's sockets entered in the reactor and mapped to the call's
+    /// leg; None (logged) when they could not be.
+    fn leg_io(&mut self, id: u64, side: LegSide, sockets: LegSockets) -> Option<LegIo> {
+        let [rtp_sock, rtcp_sock] = match sockets {
+            LegSockets::Bound(pair, _) => [pair.rtp, pair.rtcp],
+            LegSockets::Prebound(port) => {
+                let Some(pair) = self.prebound.remove(&port) else {
+                    tracing::error!(
+                        worker = self.st.worker,
+                        call = id,
+                        port,
+                        "prebound media port missing; the leg has no media"
+                    );
+                    return None;
+                };
+                pair
+            }
+        };
+        let added =
+            self.reactor
+                .add_udp(rtp_sock)
+                .and_then(|rtp| match self.reactor.add_udp(rtcp_sock) {
                     Ok(rtcp) => Ok((rtp, rtcp)),
                     Err(e) => {
                         let _ = self.reactor.remove_udp(rtp);
                         Err(e)
                     }
-                }
-            });
-            let (rtp, rtcp) = match added {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::error!(worker = self.st.worker, call = id, error = %e,
-                        "media sockets not added; the call has no media");
-                    for leg in &legs {
-                        self.forget_leg(leg);
-                    }
-                    return;
-                }
-            };
-            self.st.map_socket(rtp, id, side, false);
-            self.st.map_socket(rtcp, id, side, true);
-            let ssrc = self.st.ssrc_seed.hash_one((id, side as u8)) as u32;
-            let seq_ts = self.st.ssrc_seed.hash_one((side as u8, id));
-            legs.push(Leg {
-                rtp,
-                rtcp,
-                latch: SourceLatch::new(LatchConfig::default(), None),
-                remote: None,
-                out: StreamRewriter::new(
-                    ssrc,
-                    DEFAULT_CLOCK,
-                    DEFAULT_CLOCK / 50,
-                    seq_ts as u16,
-                    (seq_ts >> 32) as u32,
-                ),
-                rx: ReceiveStats::new(DEFAULT_CLOCK),
-                stats: LegStats::default(),
-                last_rx: None,
-                remote_ssrc: None,
-                send: SendStats::default(),
-                rtcp_latch: SourceLatch::new(LatchConfig::default(), None),
-                rtcp_mux: false,
-                next_report: None,
-                dtmf: DtmfReceiver::new(DTMF_CLOCK, DTMF_END_TIMEOUT),
-                inband: None,
-                last_digit: None,
-                kernel_filter: None,
-            });
+                });
+        match added {
+            Ok((rtp, rtcp)) => {
+                self.st.map_socket(rtp, id, side, false);
+                self.st.map_socket(rtcp, id, side, true);
+                Some(LegIo { rtp, rtcp })
+            }
+            Err(e) => {
+                tracing::error!(worker = self.st.worker, call = id, error = %e,
+                    "media sockets not added; the leg has no media");
+                None
+            }
         }
-        let (Some(b), Some(a)) = (legs.pop(), legs.pop()) else {
+    }
+
+    /// A new call, with the legs it has sockets for. If a leg's sockets
+    /// cannot be taken in, the call has no media (the SIP side ends it
+    /// when it goes quiet).
+    fn open(&mut self, id: u64, legs: [Option<LegSockets>; 2]) {
+        let mut io = [None, None];
+        let mut failed = false;
+        for (side, sockets) in [LegSide::A, LegSide::B].into_iter().zip(legs) {
+            let Some(sockets) = sockets else {
+                continue;
+            };
+            if failed {
+                // Dropping them closes them; a prebound pair leaves the map.
+                if let LegSockets::Prebound(port) = sockets {
+                    self.prebound.remove(&port);
+                }
+                continue;
+            }
+            io[side as usize] = self.leg_io(id, side, sockets);
+            failed = io[side as usize].is_none();
+        }
+        if failed {
+            for leg in io.into_iter().flatten() {
+                self.forget_io(leg);
+            }
             return;
-        };
+        }
+        let [a, b] = io;
         self.st.relays += 1;
+        let legs = [
+            self.new_leg(id, LegSide::A, a),
+            self.new_leg(id, LegSide::B, b),
+        ];
         let replaced = self.st.calls.insert(
             id,
             Call {
-                legs: [a, b],
+                legs,
                 pipe: None,
                 routed_at: None,
                 reported_quiet: false,
@@ -788,6 +812,63 @@ impl Worker {
             for leg in &old.legs {
                 self.forget_leg(leg);
             }
+        }
+    }
+
+    /// Sockets for a leg its call opened without (an AI call handed to a
+    /// person). Nothing else about the leg changes: its far end comes
+    /// with the next `Remote`.
+    fn add_leg(&mut self, id: u64, side: LegSide, sockets: LegSockets) {
+        let has = match self.st.calls.get(&id) {
+            Some(call) => call.legs[side as usize].sockets.is_some(),
+            None => {
+                // Its open failed here (logged then).
+                if let LegSockets::Prebound(port) = sockets {
+                    self.prebound.remove(&port);
+                }
+                return;
+            }
+        };
+        if has {
+            tracing::error!(worker = self.st.worker, call = id, leg = ?side,
+                "a leg that has sockets was given more; the new ones are closed");
+            if let LegSockets::Prebound(port) = sockets {
+                self.prebound.remove(&port);
+            }
+            return;
+        }
+        let io = self.leg_io(id, side, sockets);
+        if let Some(call) = self.st.calls.get_mut(&id) {
+            call.legs[side as usize].sockets = io;
+        }
+    }
+
+    fn new_leg(&self, id: u64, side: LegSide, sockets: Option<LegIo>) -> Leg {
+        let ssrc = self.st.ssrc_seed.hash_one((id, side as u8)) as u32;
+        let seq_ts = self.st.ssrc_seed.hash_one((side as u8, id));
+        Leg {
+            sockets,
+            latch: SourceLatch::new(LatchConfig::default(), None),
+            remote: None,
+            out: StreamRewriter::new(
+                ssrc,
+                DEFAULT_CLOCK,
+                DEFAULT_CLOCK / 50,
+                seq_ts as u16,
+                (seq_ts >> 32) as u32,
+            ),
+            rx: ReceiveStats::new(DEFAULT_CLOCK),
+            stats: LegStats::default(),
+            last_rx: None,
+            remote_ssrc: None,
+            send: SendStats::default(),
+            rtcp_latch: SourceLatch::new(LatchConfig::default(), None),
+            rtcp_mux: false,
+            next_report: None,
+            dtmf: DtmfReceiver::new(DTMF_CLOCK, DTMF_END_TIMEOUT),
+            inband: None,
+            last_digit: None,
+            kernel_filter: None,
         }
     }
 
@@ -945,7 +1026,7 @@ impl Worker {
         }
         let mut stats = call.stats();
         for (leg, stats) in call.legs.iter().zip(&mut stats) {
-            for s in [leg.rtp, leg.rtcp] {
+            for s in leg.sockets.iter().flat_map(|s| [s.rtp, s.rtcp]) {
                 stats.dropped_kernel += self.reactor.udp_drops(s).unwrap_or(0);
             }
         }
@@ -1001,6 +1082,12 @@ impl Worker {
     }
 
     fn forget_leg(&mut self, leg: &Leg) {
+        if let Some(io) = leg.sockets {
+            self.forget_io(io);
+        }
+    }
+
+    fn forget_io(&mut self, leg: LegIo) {
         // A filter still queued for these sockets must not reach the next
         // sockets given their ids.
         self.st
@@ -1122,6 +1209,10 @@ fn drain(
     while let Some(t) = p.poll_transmit() {
         let side = kind.side_of(t.leg);
         let leg = &mut legs[side];
+        // A pipeline only carries legs that have sockets.
+        let Some(io) = leg.sockets else {
+            continue;
+        };
         let socket = match t.kind {
             PacketKind::Rtp => {
                 leg.stats.tx_packets += 1;
@@ -1131,9 +1222,9 @@ fn drain(
                 if let (PipeKind::Tap(_), Some(rec)) = (kind, record.as_deref_mut()) {
                     record_rtp(rec, 1 - side as u8, leg.remote, Instant::now(), t.data);
                 }
-                leg.rtp
+                io.rtp
             }
-            PacketKind::Rtcp => leg.rtcp,
+            PacketKind::Rtcp => io.rtcp,
         };
         let start = out.len();
         out.extend_from_slice(t.data);
@@ -1213,11 +1304,14 @@ fn queue_report(
     ntp: u64,
     bye: bool,
 ) -> bool {
+    let Some(io) = leg.sockets else {
+        return false;
+    };
     let (socket, to) = if leg.rtcp_mux {
-        (leg.rtp, leg.latch.destination().unwrap_or(remote.addr))
+        (io.rtp, leg.latch.destination().unwrap_or(remote.addr))
     } else {
         let to = leg.rtcp_latch.destination();
-        (leg.rtcp, to.unwrap_or_else(|| rtcp_port(remote.addr)))
+        (io.rtcp, to.unwrap_or_else(|| rtcp_port(remote.addr)))
     };
     if to.ip().is_unspecified() {
         // Held from its first SDP (RFC 2543): no address yet.
@@ -1516,7 +1610,8 @@ impl State {
                 inband_digits(det, here.payload_type, pkt.payload(), &mut report);
             }
         }
-        let (Some(there), Some(here)) = (other.remote, this.remote) else {
+        let (Some(there), Some(here), Some(there_io)) = (other.remote, this.remote, other.sockets)
+        else {
             this.stats.dropped_unrouted += 1;
             return;
         };
@@ -1582,7 +1677,7 @@ impl State {
         other
             .send
             .on_sent(now, mapped.timestamp, pkt.payload().len());
-        self.sends.push((other.rtp, to, start, end));
+        self.sends.push((there_io.rtp, to, start, end));
     }
 }
 
@@ -1597,9 +1692,14 @@ mod tests {
 
     use super::*;
 
-    fn sockets() -> [[UdpSocket; 2]; 2] {
-        let bind = || UdpSocket::bind((IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).unwrap();
-        [[bind(), bind()], [bind(), bind()]]
+    fn sockets() -> [Option<LegSockets>; 2] {
+        let leg = || {
+            let bind = || UdpSocket::bind((IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).unwrap();
+            let (rtp, rtcp) = (bind(), bind());
+            let port = rtp.local_addr().unwrap().port();
+            Some(LegSockets::Bound(Box::new(Pair { rtp, rtcp }), port))
+        };
+        [leg(), leg()]
     }
 
     /// A worker with call 1 transcoded PCMU (A) ↔ PCMA (B), both far ends
@@ -1610,7 +1710,7 @@ mod tests {
         w.pipe(1, Some((PipeKind::Bridge, transcoding())));
         w.remote(1, LegSide::A, far_end(0, far[0], [0, 8]));
         w.remote(1, LegSide::B, far_end(1, far[1], [0, 8]));
-        let socket = w.st.calls[&1].legs[0].rtp;
+        let socket = w.st.calls[&1].legs[0].rtp().unwrap();
         (w, socket, far)
     }
 
@@ -1760,7 +1860,7 @@ mod tests {
         w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
         // B put the call on hold: a=inactive.
         w.remote(1, LegSide::B, held(false, false));
-        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
+        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp().unwrap());
         let packet = |seq: u16| {
             let mut p = vec![0u8; 12 + 160];
             let h = RtpHeader {
@@ -1834,7 +1934,7 @@ mod tests {
         };
         w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
         w.remote(1, LegSide::B, far_end(1, far_b, [0, 0]));
-        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
+        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp().unwrap());
         let t0 = Instant::now();
         w.st.datagram(t0, b, far_b, &loud_pcmu(1, 160));
         w.remote(1, LegSide::B, held);
@@ -1858,7 +1958,7 @@ mod tests {
         let mut w = one_call();
         w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
         w.remote(1, LegSide::B, held);
-        let a = w.st.calls[&1].legs[0].rtp;
+        let a = w.st.calls[&1].legs[0].rtp().unwrap();
         w.st.datagram(t0, a, far_a, &loud_pcmu(1, 160));
         assert!(w.st.sends.is_empty(), "nothing to a far end on hold");
         w.st.reports(t0, Duration::from_secs(5));
@@ -1893,7 +1993,7 @@ mod tests {
     fn the_signalling_ip_takes_a_call_back_from_a_scanner() {
         let [far_a, _] = addresses().far;
         let mut w = call_with_a_behind_nat();
-        let a = w.st.calls[&1].legs[0].rtp;
+        let a = w.st.calls[&1].legs[0].rtp().unwrap();
         let scanner: SocketAddr = "203.0.113.66:1".parse().unwrap();
         let t0 = Instant::now();
         for seq in 0..10 {
@@ -1919,7 +2019,7 @@ mod tests {
     fn a_relayed_leg_follows_its_nat_to_a_new_port() {
         let [far_a, far_b] = addresses().far;
         let mut w = call_with_a_behind_nat();
-        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
+        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp().unwrap());
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         for seq in 0..10 {
@@ -1962,7 +2062,7 @@ mod tests {
             ..far_end(1, far_b, [0, 8])
         };
         w.remote(1, LegSide::B, held(true));
-        let socket = w.st.calls[&1].legs[0].rtp;
+        let socket = w.st.calls[&1].legs[0].rtp().unwrap();
         let mut now = Instant::now();
         let to_b = |w: &mut Worker, now: Instant, seq: u16| {
             w.st.datagram(now, socket, far_a, &loud_pcmu(seq, 160));
@@ -2063,7 +2163,7 @@ mod tests {
             dtmf_clock_rate: 48_000,
             ..b
         });
-        let a = w.st.calls[&1].legs[0].rtp;
+        let a = w.st.calls[&1].legs[0].rtp().unwrap();
         let ev = TelephoneEvent {
             event: 5,
             end: true,
@@ -2109,7 +2209,7 @@ mod tests {
             dtmf_payload_type: None,
             ..b
         });
-        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp);
+        let [a, b] = [0, 1].map(|i| w.st.calls[&1].legs[i].rtp().unwrap());
         let packet = |pt: u8, seq: u16, ts: u32, payload: &[u8]| {
             let mut p = vec![0u8; 12 + payload.len()];
             let h = RtpHeader {
@@ -2247,7 +2347,7 @@ mod tests {
         let mut w = one_call();
         w.remote(1, LegSide::A, far_end(0, far_a, [0, 8]));
         w.remote(1, LegSide::B, far_end(1, far_b, [0, 8]));
-        let socket = w.st.calls[&1].legs[0].rtp;
+        let socket = w.st.calls[&1].legs[0].rtp().unwrap();
         let mut now = Instant::now();
         let mut seq = 0u16;
         // RTP headers (ssrc, sequence) sent to B's far end so far.
@@ -2333,7 +2433,7 @@ mod tests {
         }
         let (rtp, rtcp) = {
             let leg = &w.st.calls[&1].legs[0];
-            (leg.rtp, leg.rtcp)
+            (leg.rtp().unwrap(), leg.rtcp().unwrap())
         };
         let (rr, n) = empty_rr();
         let t0 = Instant::now();
@@ -2420,7 +2520,7 @@ mod tests {
         for side in [LegSide::A, LegSide::B] {
             w.remote(1, side, far_end(side as usize, far[side as usize], [0, 0]));
         }
-        let rtcp = w.st.calls[&1].legs[0].rtcp;
+        let rtcp = w.st.calls[&1].legs[0].rtcp().unwrap();
         let (rr, n) = empty_rr();
         let t0 = Instant::now();
         for k in 0..10 {
@@ -2659,8 +2759,8 @@ mod tests {
             }
             let c = &w.st.calls[&1];
             let sockets = [
-                (c.legs[0].rtp, c.legs[0].rtcp),
-                (c.legs[1].rtp, c.legs[1].rtcp),
+                (c.legs[0].rtp().unwrap(), c.legs[0].rtcp().unwrap()),
+                (c.legs[1].rtp().unwrap(), c.legs[1].rtcp().unwrap()),
             ];
             // The streams the relay's legs had: the pipeline carries them on.
             let piped = c.pipe.as_ref().unwrap();
@@ -2799,8 +2899,8 @@ mod tests {
             let legs = |w: &Worker| {
                 let c = &w.st.calls[&1];
                 [
-                    (c.legs[0].rtp, c.legs[0].rtcp),
-                    (c.legs[1].rtp, c.legs[1].rtcp),
+                    (c.legs[0].rtp().unwrap(), c.legs[0].rtcp().unwrap()),
+                    (c.legs[1].rtp().unwrap(), c.legs[1].rtcp().unwrap()),
                 ]
             };
             let ours = |w: &Worker| {

@@ -19,9 +19,8 @@ use crate::routing::{self, CallFacts};
 pub(super) struct OpenedA {
     /// Its dialog, our answer and what it negotiated.
     pub a: Leg,
+    /// The call's media: A's port, and B's if it was asked for.
     pub call_media: media::CallMedia,
-    /// The call's second port, for its B side.
-    pub b_port: u16,
 }
 
 /// Seconds a stopping switch asks for in its 503s' Retry-After: its stop
@@ -258,16 +257,13 @@ impl Core {
         targets: Vec<Target>,
         trunks: Vec<String>,
     ) {
-        let Ok(opened) = self.open_a_leg(now, id, &req, source, offer) else {
+        let Ok(opened) = self.open_a_leg(now, id, &req, source, offer, true) else {
             return;
         };
-        let OpenedA {
-            a,
-            call_media,
-            b_port,
-        } = opened;
+        let OpenedA { a, call_media } = opened;
         let key = self.calls.next_key;
-        let Some(a_id) = a.dialog.clone() else {
+        // Both are there: the dialog is in the table, B's port was asked.
+        let (Some(a_id), Some(b_port)) = (a.dialog.clone(), call_media.ports[1]) else {
             return;
         };
         // Prefer A's codec on B so the call can be relayed without
@@ -337,10 +333,11 @@ impl Core {
     }
 
     /// The A leg of a new call: its UAS dialog (in the table), the call's
-    /// two media ports and our SDP answer to A's offer (or, for a late
-    /// offer, our offer, which A answers in its ACK). An error when the
-    /// call was refused: the response (its status and reason) is sent and
-    /// nothing is held.
+    /// media ports (A's, and B's `with_b`: a call to a voice-AI engine has
+    /// no B side until it is transferred) and our SDP answer to A's offer
+    /// (or, for a late offer, our offer, which A answers in its ACK). An
+    /// error when the call was refused: the response (its status and
+    /// reason) is sent and nothing is held.
     pub(super) fn open_a_leg(
         &mut self,
         now: Instant,
@@ -348,6 +345,7 @@ impl Core {
         req: &Request,
         source: Flow,
         offer: Option<&Sdp>,
+        with_b: bool,
     ) -> Result<OpenedA, (StatusCode, String)> {
         let a_tag = self.ids.tag();
         let Some(local) = self.dialog_local(&source) else {
@@ -366,12 +364,22 @@ impl Core {
                 return Err((StatusCode::BAD_REQUEST, warning));
             }
         };
-        let Some(call_media) = self.calls.media.open() else {
+        let legs = if with_b {
+            media::Legs::Both
+        } else {
+            media::Legs::Only(crate::media::LegSide::A)
+        };
+        // A's port is there whenever the call opened (it was asked for).
+        let Some((call_media, a_port)) = self
+            .calls
+            .media
+            .open(legs)
+            .and_then(|m| Some((m, m.ports[0]?)))
+        else {
             let why = "no media ports left";
             self.reject(now, id, req, StatusCode::SERVICE_UNAVAILABLE, Some(why));
             return Err((StatusCode::SERVICE_UNAVAILABLE, why.into()));
         };
-        let [a_port, b_port] = call_media.ports;
         let a_media = LocalMedia {
             addr: self.calls.media_ip,
             port: a_port,
@@ -397,11 +405,7 @@ impl Core {
                         .allow()
                         .is_ok_and(|m| m.contains(&Method::Update));
                     a.reliable = branches::requires_100rel(req);
-                    return Ok(OpenedA {
-                        a,
-                        call_media,
-                        b_port,
-                    });
+                    return Ok(OpenedA { a, call_media });
                 }
                 Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             },

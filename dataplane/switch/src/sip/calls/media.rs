@@ -35,40 +35,62 @@ impl std::fmt::Debug for MediaPorts {
 }
 
 /// A call's media: the engine's handle (None on a bare pool) and the RTP
-/// ports of its A and B legs.
+/// ports of its A and B legs (None: a leg it has no port for, the one an
+/// AI call's engine takes until it is transferred to a person).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CallMedia {
     pub handle: Option<MediaHandle>,
-    pub ports: [u16; 2],
+    pub ports: [Option<u16>; 2],
     /// Closed already: a call's media goes when it starts ending, not
     /// when its last BYE is answered (see `Core::ending`).
     pub released: bool,
 }
 
+/// Which of a call's legs get media ports when it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Legs {
+    Both,
+    /// A call whose other party is a voice-AI engine.
+    Only(LegSide),
+}
+
 impl MediaPorts {
-    /// Two RTP ports (A, B), or None when none are left.
-    pub(crate) fn open(&mut self) -> Option<CallMedia> {
-        match self {
-            MediaPorts::Pool(p) => {
+    /// RTP ports for `legs`, or None when none are left.
+    pub(crate) fn open(&mut self, legs: Legs) -> Option<CallMedia> {
+        let opened = |handle, ports| CallMedia {
+            handle,
+            ports,
+            released: false,
+        };
+        match (self, legs) {
+            (MediaPorts::Pool(p), Legs::Both) => {
                 let a = p.allocate()?;
                 match p.allocate() {
-                    Some(b) => Some(CallMedia {
-                        handle: None,
-                        ports: [a, b],
-                        released: false,
-                    }),
+                    Some(b) => Some(opened(None, [Some(a), Some(b)])),
                     None => {
                         p.release(a);
                         None
                     }
                 }
             }
-            MediaPorts::Engine(e) => match e.open() {
-                Ok(o) => Some(CallMedia {
-                    handle: Some(o.handle),
-                    ports: o.ports,
-                    released: false,
-                }),
+            (MediaPorts::Pool(p), Legs::Only(side)) => {
+                let mut ports = [None, None];
+                ports[side as usize] = Some(p.allocate()?);
+                Some(opened(None, ports))
+            }
+            (MediaPorts::Engine(e), Legs::Both) => match e.open() {
+                Ok(o) => Some(opened(Some(o.handle), o.ports.map(Some))),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no media for a call");
+                    None
+                }
+            },
+            (MediaPorts::Engine(e), Legs::Only(side)) => match e.open_leg(side) {
+                Ok((handle, port)) => {
+                    let mut ports = [None, None];
+                    ports[side as usize] = Some(port);
+                    Some(opened(Some(handle), ports))
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "no media for a call");
                     None
@@ -77,17 +99,41 @@ impl MediaPorts {
         }
     }
 
+    /// The RTP port of `side`, opening it if the call has none yet (an
+    /// AI call being transferred to a person); an error says why not.
+    pub(crate) fn leg_port(
+        &mut self,
+        media: &mut CallMedia,
+        side: LegSide,
+    ) -> Result<u16, crate::media::MediaError> {
+        use crate::media::MediaError;
+        if let Some(port) = media.ports[side as usize] {
+            return Ok(port);
+        }
+        if media.released {
+            return Err(MediaError::Stopped);
+        }
+        let port = match (self, media.handle) {
+            (MediaPorts::Pool(p), _) => p.allocate().ok_or(MediaError::NoPorts)?,
+            (MediaPorts::Engine(e), Some(h)) => e.add_leg(h, side)?,
+            (MediaPorts::Engine(_), None) => return Err(MediaError::Stopped),
+        };
+        media.ports[side as usize] = Some(port);
+        Ok(port)
+    }
+
     pub(crate) fn close(&mut self, media: CallMedia) {
         if media.released {
             return;
         }
+        let ports = media.ports.into_iter().flatten();
         match (self, media.handle) {
             (MediaPorts::Pool(p), _) => {
-                for port in media.ports {
+                for port in ports {
                     p.release(port);
                 }
             }
-            (MediaPorts::Engine(e), Some(h)) => e.close(h, media.ports),
+            (MediaPorts::Engine(e), Some(h)) => e.close(h, ports),
             (MediaPorts::Engine(_), None) => {}
         }
     }

@@ -78,6 +78,14 @@ impl Side {
             Side::B => Side::A,
         }
     }
+
+    /// The media engine's name for this side's leg.
+    fn media(self) -> crate::media::LegSide {
+        match self {
+            Side::A => crate::media::LegSide::A,
+            Side::B => crate::media::LegSide::B,
+        }
+    }
 }
 
 /// One side of a call: its dialog (state in the [`DialogTable`]) and our

@@ -406,11 +406,17 @@ impl Core {
         if let Some(why) = self.trunk_refusal(&trunk, now) {
             return Err(ResourceExhausted(why));
         }
-        let Some(call_media) = self.calls.media.open() else {
+        // B's port is in the INVITE; the AI is the other party, so A has
+        // none until the call is transferred to a person
+        // (`start_transfer`).
+        let Some((call_media, port)) = self
+            .calls
+            .media
+            .open(media::Legs::Only(crate::media::LegSide::B))
+            .and_then(|m| Some((m, m.ports[1]?)))
+        else {
             return Err(ResourceExhausted("no media ports left".into()));
         };
-        // A's port waits for the AI leg; B's is in the INVITE.
-        let [a_port, port] = call_media.ports;
         let media = LocalMedia {
             addr: self.calls.media_ip,
             port,
@@ -465,13 +471,10 @@ impl Core {
             s => s,
         };
         let ring_at = now + Duration::from_secs(u64::from(ring));
-        // No A side yet: its port waits for the AI leg, and
+        // No A side yet: no port (the AI takes its place), and
         // `a_invite` holds our INVITE, which nothing answers (the A-side
         // paths all need `a_invite_tx`, which stays None).
-        let a = Leg::new(LocalMedia {
-            port: a_port,
-            ..media
-        });
+        let a = Leg::new(LocalMedia { port: 0, ..media });
         let call = Call {
             key,
             phase: Phase::Routing,

@@ -213,6 +213,19 @@ impl Core {
         let Some(mut call) = self.calls.calls.remove(&key) else {
             return Err(UnknownCall(key.to_string()));
         };
+        // The free side opened without a port (the AI had it): it gets
+        // one now, from the call's worker, and keeps it until the call
+        // ends, whether or not the target answers.
+        let port = match self.calls.media.leg_port(&mut call.media, side.media()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.calls.calls.insert(key, call);
+                return Err(ResourceExhausted(format!(
+                    "no media port for the transfer: {e}"
+                )));
+            }
+        };
+        call.leg_mut(side).media.port = port;
         // The party is presented as the caller; the offer prefers its
         // codec, so the bridge can be a plain relay.
         let shown = if side == Side::B {

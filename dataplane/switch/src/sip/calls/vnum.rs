@@ -71,15 +71,13 @@ impl Core {
             self.reject(now, id, &req, StatusCode::SERVICE_UNAVAILABLE, Some(&e));
             return self.refused(now, &tenant, &v, StatusCode::SERVICE_UNAVAILABLE, &e);
         }
-        let opened = match self.open_a_leg(now, id, &req, source, offer) {
+        // The AI is the other party: no B side (and no port for it) until
+        // the call is transferred to a person.
+        let opened = match self.open_a_leg(now, id, &req, source, offer, false) {
             Ok(o) => o,
             Err((status, why)) => return self.refused(now, &tenant, &v, status, &why),
         };
-        let OpenedA {
-            mut a,
-            call_media,
-            b_port,
-        } = opened;
+        let OpenedA { mut a, call_media } = opened;
         // A late offer from a caller that takes reliable provisional
         // responses: ours goes in the 180 and its PRACK answers it, so the
         // caller can ring while the AI starts, as with an early offer.
@@ -91,9 +89,10 @@ impl Core {
         let key = self.calls.next_key;
         self.calls.next_key += 1;
         let call_id = format!("vnum{:012x}", self.ids.next_u64() & 0xffff_ffff_ffff);
-        // The B side's port stays unused: the AI is the other party.
+        // The B side gets its port if the call is transferred
+        // (`start_transfer`).
         let b = Leg::new(LocalMedia {
-            port: b_port,
+            port: 0,
             ..a.media.clone()
         });
         let call = Call {

@@ -57,7 +57,13 @@ fn plain(invite: &Request, status: StatusCode) -> Response {
 #[test]
 fn the_ai_hands_the_callee_to_a_user_and_the_two_are_bridged() {
     let (mut h, carrier, key) = answered_ai_call("oac-tr1");
+    assert_eq!(
+        h.core.calls.ports_in_use(),
+        1,
+        "the callee's port alone: the AI takes the other side"
+    );
     transfer_to(&mut h, key, "bob");
+    assert_eq!(h.core.calls.ports_in_use(), 2, "the free side's, opened");
     let to_bob = request(h.one(B));
     assert_eq!(to_bob.method, Method::Invite);
     let from = header(&to_bob, KnownHeader::From).unwrap();
@@ -67,8 +73,8 @@ fn the_ai_hands_the_callee_to_a_user_and_the_two_are_bridged() {
     );
     let offer = String::from_utf8_lossy(&to_bob.body).into_owned();
     assert!(
-        offer.contains("m=audio 30000 RTP/AVP 8 0"),
-        "the free side's port, the callee's codec (PCMA) first: {offer}"
+        offer.contains("m=audio 30002 RTP/AVP 8 0"),
+        "the free side's port (the callee's is 30000), the callee's codec (PCMA) first: {offer}"
     );
     assert!(h.take(CARRIER).is_empty(), "the callee hears nothing of it");
     let mut bob = bob_answers(&mut h, &to_bob);
@@ -114,6 +120,7 @@ fn the_ai_hands_the_callee_to_a_user_and_the_two_are_bridged() {
     assert!(talk >= 40, "the bridged talk counts: {talk}");
     assert_eq!(h.core.active_calls(), 0);
     assert_eq!(h.core.dialogs(), 0);
+    assert_eq!(h.core.calls.ports_in_use(), 0, "both ports are free");
 }
 
 #[test]
@@ -143,6 +150,43 @@ fn a_busy_user_leaves_the_call_with_the_ai_and_the_ai_is_told() {
     assert_eq!(request(h.one(B)).method, Method::Ack);
     assert!(h.take(CARRIER).is_empty());
     assert_eq!(h.core.active_calls(), 1, "the AI still has the callee");
+    assert_eq!(
+        h.core.calls.ports_in_use(),
+        2,
+        "the second try used the port the first opened"
+    );
+}
+
+/// With no port left for the free side, the transfer is refused at once
+/// and the AI keeps the callee; the port it would have taken is not
+/// counted as held.
+#[test]
+fn a_transfer_with_no_media_port_left_is_refused() {
+    let (mut h, _carrier, key) = answered_ai_call("oac-tr6");
+    let super::super::media::MediaPorts::Pool(pool) = &mut h.core.calls.media else {
+        panic!("the sans-IO core runs on a bare pool");
+    };
+    let mut taken = Vec::new();
+    while let Some(p) = pool.allocate() {
+        taken.push(p);
+    }
+    let held = h.core.calls.ports_in_use();
+    transfer_to(&mut h, key, "bob");
+    let (ok, why) = tool_result(&mut h);
+    assert!(!ok);
+    assert!(why.contains("no media port"), "{why}");
+    assert!(h.take(B).is_empty(), "bob is not called");
+    assert_eq!(h.core.active_calls(), 1, "the AI still has the callee");
+    assert_eq!(h.core.calls.ports_in_use(), held);
+    // A port freed meanwhile: the next try goes ahead.
+    let super::super::media::MediaPorts::Pool(pool) = &mut h.core.calls.media else {
+        panic!();
+    };
+    pool.release(taken[0]);
+    transfer_to(&mut h, key, "bob");
+    let offer = request(h.one(B)).body;
+    let offer = String::from_utf8_lossy(&offer);
+    assert!(offer.contains(&format!("m=audio {} ", taken[0])), "{offer}");
 }
 
 #[test]
@@ -244,8 +288,10 @@ fn a_virtual_numbers_caller_is_handed_to_a_user() {
     let key = start.key;
     let call_id = start.call_id.clone();
     let _ = events(&mut h);
+    assert_eq!(h.core.calls.ports_in_use(), 1, "the caller's port alone");
 
     transfer_to(&mut h, key, "bob");
+    assert_eq!(h.core.calls.ports_in_use(), 2, "the free side's, opened");
     let to_bob = request(h.one(B));
     let from = header(&to_bob, KnownHeader::From).unwrap();
     assert!(from.contains("+15550002222"), "bob sees the caller: {from}");
@@ -279,6 +325,7 @@ fn a_virtual_numbers_caller_is_handed_to_a_user() {
     let evs = events(&mut h);
     assert_eq!(ended(&evs).0, TRANSFERRED);
     assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.calls.ports_in_use(), 0, "both ports are free");
 }
 
 #[test]
