@@ -139,6 +139,13 @@ pub fn outcome_label(outcome: &str) -> &'static str {
 pub struct CallEnds {
     attempts: Family<AttemptEndLabels, Counter>,
     inbound: Family<OutcomeLabels, Counter>,
+    corrections: Family<CorrectionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CorrectionLabels {
+    direction: &'static str,
+    outcome: &'static str,
 }
 
 impl CallEnds {
@@ -157,6 +164,28 @@ impl CallEnds {
                 outcome: outcome_label(outcome),
             })
             .inc();
+    }
+
+    /// An end counted as lost that its node's own account corrected to
+    /// `outcome`.
+    pub fn correction(&self, inbound: bool, outcome: &str) {
+        self.corrections
+            .get_or_create(&CorrectionLabels {
+                direction: if inbound { "inbound" } else { "outbound" },
+                outcome: outcome_label(outcome),
+            })
+            .inc();
+    }
+
+    /// Corrections counted (see [`Self::correction`]).
+    #[cfg(test)]
+    pub fn corrections(&self, inbound: bool, outcome: &'static str) -> u64 {
+        self.corrections
+            .get_or_create(&CorrectionLabels {
+                direction: if inbound { "inbound" } else { "outbound" },
+                outcome,
+            })
+            .get()
     }
 
     /// Attempts counted as ended with `status` and `outcome` (a label).
@@ -292,6 +321,11 @@ impl Metrics {
             "inbound_call_ends",
             "Inbound calls that ended in this process, by outcome",
             ends.inbound,
+        );
+        registry.register(
+            "call_end_corrections",
+            "Call ends recorded as lost (counted among the ends as failed) that their switch node's own account, read when it answered again, corrected in this process; by direction and the corrected outcome",
+            ends.corrections,
         );
         let (node_up, node_calls) = (
             Family::<NodeLabels, Gauge>::default(),

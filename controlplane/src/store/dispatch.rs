@@ -794,9 +794,13 @@ impl Store {
         let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
         let outcome = cut(&end.outcome, 64);
         // A correction's attempt was counted when it was ended as lost.
-        if how != Finish::Correction {
-            tx.ends(Ended::Attempt(status, outcome_label(&outcome)));
-        }
+        tx.ends(match how {
+            Finish::Correction => Ended::Correction {
+                inbound: false,
+                outcome: outcome_label(&outcome),
+            },
+            Finish::Ended | Finish::Lost { .. } => Ended::Attempt(status, outcome_label(&outcome)),
+        });
         let turns = tx.attempt_turns(&call.call_id, call.attempt).await?;
         let counted = end.with_turn_counts(&turns);
         let end = &counted;
@@ -853,13 +857,7 @@ impl Store {
             let record = self.write_transcript_file(record, now).await?;
             tx.insert_transcript_row(&record).await?;
             if let Some(old) = earlier.filter(|old| !old.is_empty() && *old != record.file) {
-                let path = self.transcripts_dir().join(&old);
-                if let Err(e) = tokio::fs::remove_file(&path).await
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!(path = %path.display(), error = %e,
-                        "removing a transcript its correction replaced");
-                }
+                tx.remove_after_commit(self.transcripts_dir().join(&old));
             }
             Some(record)
         };

@@ -849,7 +849,26 @@ both!(
     a_trunk_delete_and_a_call_through_it_do_not_cross,
     a_corrected_retry_waits_from_the_real_end,
     a_retry_waits_while_a_lost_attempt_may_still_be_up,
+    a_replaced_file_goes_only_when_its_transaction_commits,
 );
+
+/// A file a transaction's new state no longer names (a transcript its
+/// correction replaced) is removed once it commits; a transaction that
+/// rolls back (its rows still name the file) leaves it.
+async fn a_replaced_file_goes_only_when_its_transaction_commits(db: TestDb) {
+    let s = &db.store;
+    let path = db.dir.path().join("replaced.txt");
+    std::fs::write(&path, b"the loss's transcript").unwrap();
+    let mut tx = s.begin().await.unwrap();
+    tx.remove_after_commit(path.clone());
+    drop(tx);
+    assert!(path.exists(), "rolled back: kept");
+    let mut tx = s.begin().await.unwrap();
+    tx.remove_after_commit(path.clone());
+    assert!(path.exists(), "not before the commit");
+    tx.commit().await.unwrap();
+    assert!(!path.exists(), "committed: removed");
+}
 
 /// A call lost with a node that is only unreachable may still ring, or
 /// talk, there: its retry waits until that attempt must have ended (ring
@@ -929,6 +948,17 @@ async fn a_corrected_retry_waits_from_the_real_end(db: TestDb) {
     );
     // Five minutes (retryDelayMinutes) after the real end.
     assert_eq!(rec.scheduled_for, Some(T0.plus_ms(60_000 + 300_000)));
+    // Counted once as an end (the loss), and once as corrected.
+    let ends = s.call_ends();
+    assert_eq!(
+        ends.attempts(CallStatus::EndedFailedRetryPending, "failed"),
+        1
+    );
+    assert_eq!(
+        ends.attempts(CallStatus::EndedFailedRetryPending, "no-answer"),
+        0
+    );
+    assert_eq!(ends.corrections(false, "no-answer"), 1);
 }
 
 /// A trunk DELETE and a call stored through that trunk at the same

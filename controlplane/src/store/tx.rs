@@ -9,6 +9,7 @@
 //! tx.commit().await?; // wakes the delivery workers
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -25,6 +26,13 @@ pub(crate) enum Ended {
     Attempt(CallStatus, &'static str),
     /// An inbound call, by its outcome label.
     Inbound(&'static str),
+    /// An end recorded as lost that its node's own account corrected
+    /// (counted once as lost already): inbound or not, and the corrected
+    /// outcome label.
+    Correction {
+        inbound: bool,
+        outcome: &'static str,
+    },
 }
 
 pub(crate) enum TxInner {
@@ -55,6 +63,10 @@ pub struct StoreTx {
     /// Calls this transaction ends, counted in `call_ends` once it commits.
     ended: Vec<Ended>,
     call_ends: CallEnds,
+    /// Files the committed state no longer names (a transcript its
+    /// correction replaced): removed once the commit is done, so a
+    /// transaction that rolls back keeps what its rows still point at.
+    obsolete: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for StoreTx {
@@ -78,6 +90,7 @@ impl Store {
             queued_deliveries: false,
             ended: Vec::new(),
             call_ends: self.call_ends.clone(),
+            obsolete: Vec::new(),
         })
     }
 }
@@ -98,6 +111,17 @@ impl StoreTx {
             match e {
                 Ended::Attempt(status, outcome) => self.call_ends.attempt(status, outcome),
                 Ended::Inbound(outcome) => self.call_ends.inbound(outcome),
+                Ended::Correction { inbound, outcome } => {
+                    self.call_ends.correction(inbound, outcome);
+                }
+            }
+        }
+        for path in self.obsolete {
+            if let Err(e) = tokio::fs::remove_file(&path).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "removing a file the committed records no longer name");
             }
         }
         Ok(())
@@ -106,5 +130,11 @@ impl StoreTx {
     /// Counts a call this transaction ends, once it commits.
     pub(crate) fn ends(&mut self, ended: Ended) {
         self.ended.push(ended);
+    }
+
+    /// Removes `path` once this transaction commits (not if it rolls
+    /// back).
+    pub(crate) fn remove_after_commit(&mut self, path: PathBuf) {
+        self.obsolete.push(path);
     }
 }

@@ -299,9 +299,13 @@ impl Store {
         let detail = cut(&end.error_detail, MAX_ERROR_DETAIL);
         let outcome = cut(&end.outcome, 64);
         // A correction's call was counted when it was ended as lost.
-        if how != InboundFinish::Correction {
-            tx.ends(Ended::Inbound(outcome_label(&outcome)));
-        }
+        tx.ends(match how {
+            InboundFinish::Correction => Ended::Correction {
+                inbound: true,
+                outcome: outcome_label(&outcome),
+            },
+            InboundFinish::Ended | InboundFinish::Lost => Ended::Inbound(outcome_label(&outcome)),
+        });
         let tokens = call.tokens_in.saturating_add(call.tokens_out);
         let turns = if call.save_transcripts {
             tx.attempt_turns(id, ATTEMPT).await?
@@ -349,13 +353,7 @@ impl Store {
                 && !call.transcript_path.is_empty()
                 && call.transcript_path != record.file
             {
-                let path = self.transcripts_dir().join(&call.transcript_path);
-                if let Err(e) = tokio::fs::remove_file(&path).await
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!(path = %path.display(), error = %e,
-                        "removing a transcript its correction replaced");
-                }
+                tx.remove_after_commit(self.transcripts_dir().join(&call.transcript_path));
             }
             Some(record)
         };

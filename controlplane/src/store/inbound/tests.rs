@@ -716,6 +716,10 @@ async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
         .unwrap()
         .expect("the corrected transcript");
     assert_eq!(t.turns.len(), 2, "{t:?}");
+    // Counted once as an end (the loss), and once as corrected.
+    assert_eq!(s.call_ends().inbound_count("failed"), 1);
+    assert_eq!(s.call_ends().inbound_count("finished"), 0);
+    assert_eq!(s.call_ends().corrections(true, "finished"), 1);
     // Once: a second end is skipped.
     let again = ev(7, CALL, TENANT, ended("failed"));
     assert!(matches!(
