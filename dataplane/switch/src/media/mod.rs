@@ -188,6 +188,11 @@ pub enum MediaEvent {
         handle: MediaHandle,
         stats: [LegStats; 2],
     },
+    /// The worker could not take in `leg`'s sockets (its fixed-file table
+    /// or the kernel refused them): the leg carries no audio. The call's
+    /// owner ends the call (nothing else would: a leg with no socket never
+    /// goes quiet).
+    LegFailed { handle: MediaHandle, leg: LegSide },
     /// A key the far end of `leg` pressed: an RFC 4733 telephone-event
     /// (whatever path the call's media takes), or a tone heard in the
     /// audio of a G.711 leg that negotiated no telephone-event.
@@ -202,6 +207,9 @@ pub enum MediaEvent {
 pub enum MediaError {
     #[error("no RTP ports left on any worker")]
     NoPorts,
+    /// A leg added to a call comes from its own worker's shard.
+    #[error("no RTP ports left on the call's media worker")]
+    NoPortsOnWorker,
     #[error("media worker is overloaded (command queue full)")]
     Busy,
     #[error("media worker has stopped")]
@@ -695,7 +703,7 @@ impl MediaEngine {
             return Err(MediaError::Stopped);
         }
         let Some(sockets) = self.take_legs(wi, 1)?.and_then(|mut l| l.pop()) else {
-            return Err(MediaError::NoPorts);
+            return Err(MediaError::NoPortsOnWorker);
         };
         let port = sockets.port();
         self.send_legs(

@@ -558,7 +558,7 @@ fn a_quiet_call_is_reported_and_ports_are_reused() {
 /// the worker bound ahead.
 #[test]
 fn a_leg_added_later_relays_and_its_port_goes_back_with_the_call() {
-    for (ports, ahead) in [("33000-33007", false), ("34000-35999", true)] {
+    for (ports, ahead) in [("36000-36007", false), ("36100-37999", true)] {
         let mut engine =
             MediaEngine::start(&one_worker(ports, Duration::from_secs(60)), None).unwrap();
         let (handle, b_port) = engine.open_leg(LegSide::B).unwrap();
@@ -614,12 +614,12 @@ fn a_leg_added_later_relays_and_its_port_goes_back_with_the_call() {
 fn a_leg_with_no_port_left_is_refused_until_one_is_free() {
     // Two pairs: two one-leg calls take them.
     let mut engine =
-        MediaEngine::start(&one_worker("33100-33103", Duration::from_secs(60)), None).unwrap();
+        MediaEngine::start(&one_worker("38000-38003", Duration::from_secs(60)), None).unwrap();
     let (first, first_port) = engine.open_leg(LegSide::A).unwrap();
     let (second, second_port) = engine.open_leg(LegSide::A).unwrap();
     assert!(matches!(
         engine.add_leg(first, LegSide::B),
-        Err(MediaError::NoPorts)
+        Err(MediaError::NoPortsOnWorker)
     ));
     assert_eq!(engine.ports_in_use(), 2);
     engine.close(second, [second_port]);
@@ -628,7 +628,7 @@ fn a_leg_with_no_port_left_is_refused_until_one_is_free() {
     let b_port = loop {
         match engine.add_leg(first, LegSide::B) {
             Ok(p) => break p,
-            Err(MediaError::NoPorts) if Instant::now() < deadline => {
+            Err(MediaError::NoPortsOnWorker) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => panic!("{e}"),

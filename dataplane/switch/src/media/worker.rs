@@ -762,8 +762,8 @@ impl Worker {
     }
 
     /// A new call, with the legs it has sockets for. If a leg's sockets
-    /// cannot be taken in, the call has no media (the SIP side ends it
-    /// when it goes quiet).
+    /// cannot be taken in, the call has no media here, and the SIP thread
+    /// is told ([`MediaEvent::LegFailed`]) so that it ends the call.
     fn open(&mut self, id: u64, legs: [Option<LegSockets>; 2]) {
         let mut io = [None, None];
         let mut failed = false;
@@ -779,7 +779,10 @@ impl Worker {
                 continue;
             }
             io[side as usize] = self.leg_io(id, side, sockets);
-            failed = io[side as usize].is_none();
+            if io[side as usize].is_none() {
+                failed = true;
+                self.leg_failed(id, side);
+            }
         }
         if failed {
             for leg in io.into_iter().flatten() {
@@ -817,7 +820,8 @@ impl Worker {
 
     /// Sockets for a leg its call opened without (an AI call handed to a
     /// person). Nothing else about the leg changes: its far end comes
-    /// with the next `Remote`.
+    /// with the next `Remote`. Sockets that cannot be taken in are
+    /// reported ([`MediaEvent::LegFailed`]).
     fn add_leg(&mut self, id: u64, side: LegSide, sockets: LegSockets) {
         let has = match self.st.calls.get(&id) {
             Some(call) => call.legs[side as usize].sockets.is_some(),
@@ -837,10 +841,25 @@ impl Worker {
             }
             return;
         }
-        let io = self.leg_io(id, side, sockets);
+        let Some(io) = self.leg_io(id, side, sockets) else {
+            return self.leg_failed(id, side);
+        };
         if let Some(call) = self.st.calls.get_mut(&id) {
-            call.legs[side as usize].sockets = io;
+            let leg = &mut call.legs[side as usize];
+            leg.sockets = Some(io);
+            // No filter on sockets that are new.
+            leg.kernel_filter = None;
         }
+    }
+
+    fn leg_failed(&mut self, id: u64, leg: LegSide) {
+        self.emit(MediaEvent::LegFailed {
+            handle: MediaHandle {
+                worker: self.st.worker,
+                id,
+            },
+            leg,
+        });
     }
 
     fn new_leg(&self, id: u64, side: LegSide, sockets: Option<LegIo>) -> Leg {
@@ -1748,10 +1767,15 @@ mod tests {
     /// A worker on a reactor of its own, driven by hand: no thread, no
     /// loop.
     fn worker(coalescing: Coalescing) -> Worker {
+        worker_reporting(coalescing).0
+    }
+
+    /// A worker, and where its events go.
+    fn worker_reporting(coalescing: Coalescing) -> (Worker, Receiver<MediaEvent>) {
         let reactor = Reactor::new(&codeb_io::Options::default()).unwrap();
         let (_commands, rx) = sync_channel(1);
-        let (events, _events) = sync_channel(16);
-        Worker::new(
+        let (events, reported) = sync_channel(16);
+        let w = Worker::new(
             reactor,
             rx,
             events,
@@ -1764,7 +1788,48 @@ mod tests {
             },
             Arc::new(AtomicU64::new(0)),
             0,
-        )
+        );
+        (w, reported)
+    }
+
+    /// Sockets the worker cannot take in (here a pair it is told it bound
+    /// ahead, which it did not) are reported, for a new call and for a
+    /// leg added later, so that the SIP thread ends the call instead of
+    /// leaving it silent: nothing else would (a leg with no socket never
+    /// goes quiet).
+    #[test]
+    fn a_leg_whose_sockets_cannot_be_taken_in_is_reported() {
+        let (mut w, events) = worker_reporting(Coalescing {
+            relay: Duration::from_micros(50),
+            decoded: Duration::from_millis(1),
+        });
+        let failed = |ev: Result<MediaEvent, _>| match ev {
+            Ok(MediaEvent::LegFailed { handle, leg }) => Some((handle.id, leg)),
+            _ => None,
+        };
+        // A new call: it is not kept, and its other leg's sockets go.
+        let [a, _] = sockets();
+        w.open(1, [a, Some(LegSockets::Prebound(40_000))]);
+        assert!(!w.st.calls.contains_key(&1));
+        assert!(
+            w.st.sockets.iter().all(Option::is_none),
+            "A's sockets are gone"
+        );
+        assert_eq!(failed(events.try_recv()), Some((1, LegSide::B)));
+        // A leg added later: the call keeps the leg it has.
+        let [a, _] = sockets();
+        w.open(2, [a, None]);
+        w.add_leg(2, LegSide::B, LegSockets::Prebound(40_002));
+        assert!(w.st.calls[&2].legs[0].sockets.is_some());
+        assert!(w.st.calls[&2].legs[1].sockets.is_none());
+        assert_eq!(failed(events.try_recv()), Some((2, LegSide::B)));
+        // Added to a call that is gone, or to a leg that has sockets:
+        // closed, and nothing to report.
+        w.add_leg(3, LegSide::B, LegSockets::Prebound(40_004));
+        let [extra, _] = sockets();
+        w.add_leg(2, LegSide::A, extra.unwrap());
+        assert!(events.try_recv().is_err());
+        assert_eq!(w.st.sockets.iter().flatten().count(), 2, "call 2's A leg");
     }
 
     #[test]

@@ -388,6 +388,17 @@ impl Core {
                     self.stats.rtp_timeouts += 1;
                     self.media_timeout(now, key);
                 }
+                MediaEvent::LegFailed { handle, leg } => {
+                    let Some(&key) = self.calls.by_media.get(&handle) else {
+                        continue;
+                    };
+                    tracing::error!(
+                        call = key,
+                        ?leg,
+                        "the media worker could not take in a leg's sockets; ending the call"
+                    );
+                    self.media_failed(now, key);
+                }
                 MediaEvent::Closed { handle, stats } => {
                     // Each call's media quality and what its strict source
                     // turned away, for the operator (loss, jitter, drops).
@@ -428,6 +439,28 @@ impl Core {
 impl Core {
     /// Ends an answered call whose RTP stopped (a placed call reports it
     /// as a failure with its reason).
+    /// A call one of whose legs has no sockets on its worker (see
+    /// [`MediaEvent::LegFailed`]): it cannot carry audio there, and would
+    /// never go quiet, so it ends now, in whatever phase it is.
+    pub(super) fn media_failed(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.calls.get(&key) else {
+            return;
+        };
+        if call.origin.is_some() {
+            return self.end_placed(
+                now,
+                key,
+                "failed",
+                "media: a leg's sockets could not be set up",
+            );
+        }
+        match call.phase {
+            Phase::Routing => self.fail_call(now, key, StatusCode::SERVICE_UNAVAILABLE),
+            Phase::Answered | Phase::Confirmed => self.hang_up(now, key),
+            Phase::Ending => {}
+        }
+    }
+
     fn media_timeout(&mut self, now: Instant, key: CallKey) {
         let Some(call) = self.calls.calls.get(&key) else {
             return;

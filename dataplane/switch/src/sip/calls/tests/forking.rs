@@ -298,3 +298,28 @@ fn an_offer_in_a_content_coding_we_do_not_decode_gets_415() {
     h.send(A, invite);
     assert_eq!(request(h.one(B)).method, Method::Invite, "rings");
 }
+
+/// A call whose media the worker could not set up (it could not take in
+/// a leg's sockets) is given up at once while it rings: every fork is
+/// cancelled and A gets 503, instead of a call that would connect with no
+/// audio and never go quiet.
+#[test]
+fn a_ringing_call_whose_media_failed_is_given_up() {
+    let mut h = two_phones();
+    let (_, to_b, to_b2) = ring_both(&mut h);
+    h.send(B, reply(&to_b, 180, b"t1"));
+    h.send(B2, reply(&to_b2, 180, b"t2"));
+    let _ = h.take(A);
+    let key = *h.core.calls.calls.keys().next().unwrap();
+    h.core.media_failed(h.now, key);
+    // As the SIP thread's loop does after reading media events.
+    h.core.drain(h.now);
+    assert_eq!(request(h.one(B)).method, Method::Cancel);
+    assert_eq!(request(h.one(B2)).method, Method::Cancel);
+    assert_eq!(response(h.one(A)).status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.core.calls.ports_in_use(), 0, "its ports are free");
+    h.send(B, reply(&to_b, 487, b"t1"));
+    h.send(B2, reply(&to_b2, 487, b"t2"));
+    h.advance(secs(40));
+    assert_eq!(h.core.active_calls(), 0);
+}

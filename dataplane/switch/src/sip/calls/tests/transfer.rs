@@ -157,6 +157,42 @@ fn a_busy_user_leaves_the_call_with_the_ai_and_the_ai_is_told() {
     );
 }
 
+/// The worker could not take in the sockets of the leg opened for a
+/// transfer: the call could not carry the person's audio and would never
+/// go quiet, so it ends, failed and saying why: the ringing target is
+/// cancelled, the callee gets a BYE, and both ports are free.
+#[test]
+fn a_call_whose_transfer_leg_failed_on_its_worker_ends() {
+    let (mut h, carrier, key) = answered_ai_call("oac-tr7");
+    transfer_to(&mut h, key, "bob");
+    let to_bob = request(h.one(B));
+    h.send(B, plain(&to_bob, StatusCode::RINGING));
+    h.core.media_failed(h.now, key);
+    // As the SIP thread's loop does after reading media events.
+    h.core.drain(h.now);
+    let cancel = request(h.one(B));
+    assert_eq!(cancel.method, Method::Cancel);
+    let bye = request(h.one(CARRIER));
+    assert_eq!(bye.method, Method::Bye);
+    h.send(
+        CARRIER,
+        carrier.reply(&bye, StatusCode::OK).build().unwrap(),
+    );
+    h.send(B, plain(&cancel, StatusCode::OK));
+    h.send(B, plain(&to_bob, StatusCode::REQUEST_TERMINATED));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert!(
+        matches!(ai_request(&mut h), AiRequest::Stop(k) if k == key),
+        "the AI is stopped"
+    );
+    h.core.ai_note(h.now, key, AiNote::Closed);
+    let evs = events(&mut h);
+    let (outcome, detail, answered, _, _) = ended(&evs);
+    assert_eq!((outcome.as_str(), answered), ("failed", true));
+    assert!(detail.contains("media"), "{detail}");
+    assert_eq!(h.core.calls.ports_in_use(), 0, "both ports are free");
+}
+
 /// With no port left for the free side, the transfer is refused at once
 /// and the AI keeps the callee; the port it would have taken is not
 /// counted as held.
