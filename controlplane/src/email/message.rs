@@ -47,7 +47,7 @@ pub struct CallSummary<'a> {
     pub transcript: Option<(&'a str, &'a [Turn])>,
 }
 
-fn cut_chars(s: &str, max: usize) -> String {
+pub(crate) fn cut_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_owned(),

@@ -140,12 +140,21 @@ macro_rules! claim_sql {
     };
 }
 
+/// What a corrected call's email, sent after an earlier one about the
+/// same call went out, says first (subject and body).
+const CORRECTED_SUBJECT: &str = "Corrected: ";
+const CORRECTED_PREAMBLE: &str = "This corrects the earlier email about this call: the \
+switch node carrying it was cut off, and the call was recorded as failed until the node \
+reported how it really ended.\n\n";
+
 impl StoreTx {
-    /// Queues a call's email inside this transaction (once per call: a
-    /// second one for the same call is ignored, unless it `replaces` the
-    /// first while that is still waiting to be sent: a corrected end). A
-    /// send of the first already under way loses its lease, so it is not
-    /// recorded as the sending of the replacement, which goes after it.
+    /// Queues a call's email inside this transaction: once per call (a
+    /// second one for the same call is ignored) unless it `replaces` the
+    /// first, for a corrected end. A correction rewrites an email still
+    /// waiting to be sent (a send of it already under way loses its
+    /// lease, so it is not recorded as the sending of the replacement,
+    /// which goes after it); once the first has gone, or failed for good,
+    /// it is a new email, marked as correcting the first.
     pub(super) async fn queue_email(
         &mut self,
         tenant: &str,
@@ -155,30 +164,58 @@ impl StoreTx {
         replaces: bool,
         now: UtcMillis,
     ) -> Result<()> {
-        let id = format!("em_{}", hex::encode(crypto::random_bytes::<12>()));
-        let sql = if replaces {
-            "INSERT INTO email_outbox (id, tenant, call_id, recipient, subject, body, state, \
-             attempts, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7) ON CONFLICT (call_id) DO \
-             UPDATE SET recipient = excluded.recipient, subject = excluded.subject, \
-             body = excluded.body, lease_until = NULL, lease_token = NULL \
-             WHERE email_outbox.state = 'queued'"
-        } else {
-            "INSERT INTO email_outbox (id, tenant, call_id, recipient, subject, body, state, \
-             attempts, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7) ON CONFLICT DO NOTHING"
-        };
-        on_tx!(self, |t| {
-            sqlx::query(sql)
-                .bind(&id)
-                .bind(tenant)
-                .bind(call_id)
+        let mut revision = 0;
+        let (mut subject, mut body) = (subject.to_owned(), body.to_owned());
+        if replaces {
+            let rewritten = on_tx!(self, |t| {
+                sqlx::query(
+                    "UPDATE email_outbox SET recipient = $1, subject = $2, body = $3, \
+                     lease_until = NULL, lease_token = NULL \
+                     WHERE call_id = $4 AND state = 'queued'",
+                )
                 .bind(recipient)
-                .bind(subject)
-                .bind(body)
-                .bind(now.0)
+                .bind(&subject)
+                .bind(&body)
+                .bind(call_id)
                 .execute(&mut **t)
-                .await?;
+                .await?
+                .rows_affected()
+            });
+            if rewritten > 0 {
+                return Ok(());
+            }
+            let last: Option<i64> = on_tx!(self, |t| {
+                sqlx::query_scalar("SELECT MAX(revision) FROM email_outbox WHERE call_id = $1")
+                    .bind(call_id)
+                    .fetch_one(&mut **t)
+                    .await?
+            });
+            if let Some(last) = last {
+                revision = last.saturating_add(1);
+                subject = crate::email::message::cut_chars(
+                    &format!("{CORRECTED_SUBJECT}{subject}"),
+                    crate::email::message::MAX_SUBJECT_CHARS,
+                );
+                body = format!("{CORRECTED_PREAMBLE}{body}");
+            }
+        }
+        let id = format!("em_{}", hex::encode(crypto::random_bytes::<12>()));
+        on_tx!(self, |t| {
+            sqlx::query(
+                "INSERT INTO email_outbox (id, tenant, call_id, recipient, subject, body, state, \
+                 attempts, next_attempt_at, created_at, revision) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7, $8) ON CONFLICT DO NOTHING",
+            )
+            .bind(&id)
+            .bind(tenant)
+            .bind(call_id)
+            .bind(recipient)
+            .bind(&subject)
+            .bind(&body)
+            .bind(now.0)
+            .bind(revision)
+            .execute(&mut **t)
+            .await?;
         });
         Ok(())
     }
@@ -293,13 +330,15 @@ impl Store {
         })
     }
 
-    /// The email of a call, if one was queued.
+    /// The latest email of a call (a correction sent after the first is
+    /// the latest), if one was queued.
     pub async fn call_email(&self, tenant: &str, call_id: &str) -> Result<Option<EmailRecord>> {
         on_pool!(self, |pool| {
             let row = sqlx::query(concat!(
                 "SELECT ",
                 email_columns!(),
-                " FROM email_outbox WHERE tenant = $1 AND call_id = $2"
+                " FROM email_outbox WHERE tenant = $1 AND call_id = $2 \
+                 ORDER BY revision DESC LIMIT 1"
             ))
             .bind(tenant)
             .bind(call_id)

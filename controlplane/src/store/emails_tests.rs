@@ -275,9 +275,64 @@ async fn claims_are_exclusive_and_results_need_the_lease(db: TestDb) {
     b.close().await;
 }
 
+/// A call recorded as lost (failed, for good) whose email has gone when
+/// its node's own account says it really finished: a second email goes,
+/// saying it corrects the first, which stays as sent.
+async fn a_correction_after_the_email_went_sends_another(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 50, 0).await;
+    let id = call.call_id.as_str();
+    s.fail_calls_on_node(
+        NODE,
+        crate::store::Lost::All,
+        "switch node lost",
+        T0.plus_ms(30_000),
+    )
+    .await
+    .unwrap();
+    let first = s.call_email(TENANT, id).await.unwrap().unwrap();
+    assert!(first.subject.contains(": failed ["), "{}", first.subject);
+    let claimed = s
+        .claim_emails(T0.plus_ms(30_000), 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        s.record_email_attempt(&claimed[0], &EmailStep::Sent, "", T0.plus_ms(31_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        apply(s, &call, ended("finished", true)).await,
+        Applied::Applied
+    );
+    let corrected = s.call_email(TENANT, id).await.unwrap().unwrap();
+    assert_ne!(corrected.id, first.id);
+    assert_eq!(corrected.state, EmailState::Queued);
+    assert!(
+        corrected.subject.starts_with("Corrected: Call to ")
+            && corrected.subject.contains(": finished ["),
+        "{}",
+        corrected.subject
+    );
+    assert!(
+        corrected
+            .body
+            .starts_with("This corrects the earlier email"),
+        "{}",
+        corrected.body
+    );
+    let all = s.email_page(TENANT, None, 10, 0).await.unwrap();
+    assert_eq!(all.total, 2);
+    let sent = s.email(TENANT, &first.id).await.unwrap().unwrap();
+    assert_eq!(sent.state, EmailState::Sent, "the first stays as it went");
+    assert_eq!(s.email_backlog().await.unwrap(), 1);
+}
+
 use crate::store::testing::both_backends as both;
 
 both!(
+    a_correction_after_the_email_went_sends_another,
     an_ended_call_queues_one_email_with_its_transcript,
     only_the_final_attempt_and_cancellations_send_email,
     a_rolled_back_end_queues_nothing,
