@@ -611,8 +611,11 @@ fn ack_wait_over(
         return true;
     }
     if subscribers.available_permits() >= grpc::MAX_SUBSCRIBERS {
+        // `unacknowledged` counts journaled events; with
+        // `all_journaled=false` some are still on their way to it.
         tracing::info!(
             unacknowledged = last - acked,
+            all_journaled = journaled,
             "no control plane connected at shutdown: its last events wait in the journal"
         );
         return true;
@@ -620,6 +623,7 @@ fn ack_wait_over(
     if now >= until {
         tracing::warn!(
             unacknowledged = last - acked,
+            all_journaled = journaled,
             "the control plane did not acknowledge the last events in time; they wait in the journal"
         );
         return true;
