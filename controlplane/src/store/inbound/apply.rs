@@ -392,7 +392,7 @@ impl Store {
         } else {
             &call.did
         };
-        let data = corrected(json!({
+        let mut data = corrected(json!({
             "callId": id,
             "number": number,
             "room": "",
@@ -401,6 +401,15 @@ impl Store {
             "tokens": tokens,
             "source": "sip",
         }));
+        // Beside the spec's fields, why a call failed: what went wrong
+        // (as `outbound-ai.finished` says it), and the SIP status the
+        // caller was refused with.
+        if !detail.is_empty() {
+            data["errorDetail"] = json!(detail);
+        }
+        if end.sip_status > 0 {
+            data["sipStatus"] = json!(end.sip_status);
+        }
         tx.record_event(&call.tenant, EventName::CallEnded, data, Some(id), now)
             .await?;
         if let Some(t) = &transcript {

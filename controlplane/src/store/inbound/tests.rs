@@ -788,9 +788,14 @@ async fn a_call_refused_before_the_answer_is_recorded(db: TestDb) {
     assert_eq!((rec.talk_sec, rec.duration_sec), (0, 0));
     let names: Vec<String> = events(s, TENANT).await.into_iter().map(|e| e.0).collect();
     assert_eq!(names, ["call.ended"]);
+    let data = &event_data(s, TENANT, "call.ended").await[0];
     assert_eq!(
-        event_data(s, TENANT, "call.ended").await[0]["outcome"],
-        "failed"
+        (&data["outcome"], &data["errorDetail"], &data["sipStatus"]),
+        (
+            &json!("failed"),
+            &json!("refused with SIP 488: no common codec"),
+            &json!(488)
+        )
     );
 }
 
