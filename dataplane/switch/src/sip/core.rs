@@ -496,6 +496,7 @@ impl Core {
     pub fn handle_stream_closed(&mut self, now: Instant, conn: ConnId, why: &str) {
         self.streams.remove(&conn);
         self.outbound_closed(conn, why);
+        self.callers_gone(now, conn);
         self.drain(now);
     }
 
@@ -637,13 +638,15 @@ impl Core {
         }
         match flow {
             Flow::TcpTo { peer } => self.send_tcp_to(peer, payload, tx),
-            // A connection to a TCP trunk's own address that has closed
-            // (a response, or a request in a dialog the trunk opened over
-            // our connection): a new one, as §18.2.2 has a server do.
-            Flow::Tcp { conn, peer }
-                if !self.streams.contains_key(&conn) && self.is_tcp_trunk(peer) =>
-            {
-                self.send_tcp_to(peer, payload, tx)
+            // A connection with a TCP trunk that has closed (ours to its
+            // address, or its own from a passing port; a response, or a
+            // request in a dialog the trunk opened over it): a new one to
+            // its address, as §18.2.2 has a server do.
+            Flow::Tcp { conn, peer } if !self.streams.contains_key(&conn) => {
+                match self.tcp_trunk_for(peer) {
+                    Some(to) => self.send_tcp_to(to, payload, tx),
+                    None => self.out.push_back(Outgoing { flow, payload }),
+                }
             }
             _ => self.out.push_back(Outgoing { flow, payload }),
         }

@@ -79,6 +79,46 @@ impl Core {
         self.settle(now, key);
     }
 
+    /// A TCP connection closed: each call still ringing whose caller
+    /// came over it is given up, as if the caller had sent CANCEL, unless
+    /// the caller is a TCP trunk (whose responses go over a new connection
+    /// to its address, RFC 3261 §18.2.2; see `Core::send`). For any other
+    /// caller (a trunk configured for UDP that called over TCP) there is
+    /// no address to reach it at: our responses cannot get to it, and the
+    /// callee would ring, and could answer, for nobody.
+    pub(crate) fn callers_gone(&mut self, now: Instant, conn: ConnId) {
+        let gone: Vec<CallKey> = self
+            .calls
+            .calls
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Routing && c.a_invite_tx.is_some())
+            .filter(|(_, c)| {
+                c.a.dialog
+                    .as_ref()
+                    .and_then(|id| self.calls.dialogs.get(id))
+                    .is_some_and(|d| match d.remote() {
+                        Flow::Tcp { conn: on, peer } => {
+                            *on == conn && self.tcp_trunk_for(*peer).is_none()
+                        }
+                        Flow::Udp { .. } | Flow::TcpTo { .. } => false,
+                    })
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            tracing::info!(
+                call = key,
+                "the caller's TCP connection closed while the call rang; the call is given up"
+            );
+            if self.is_inbound(key) {
+                // A virtual number's caller: its record says it hung up.
+                self.end_placed(now, key, "far-hangup", "the caller's connection closed");
+            } else {
+                self.fail_call(now, key, StatusCode::REQUEST_TERMINATED);
+            }
+        }
+    }
+
     /// The ACK for a 2xx of ours: the dialog stops retransmitting; a BYE
     /// that waited for it goes out.
     pub(crate) fn on_ack(&mut self, now: Instant, req: Request) {

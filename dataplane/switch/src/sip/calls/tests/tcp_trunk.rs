@@ -503,22 +503,7 @@ fn a_call_from_the_trunk_on_our_connection_is_answered_over_a_new_one_once_it_cl
     h.core.handle_timeout(h.now);
     h.open(conn(7), true);
     assert_eq!(request(h.one(TCP_CARRIER)).method, Method::Options);
-    let mut invite = h.invite_from_a("1000", &[]);
-    invite.headers.remove(KnownHeader::Via);
-    let via = Via::new(
-        &Transport::Tcp,
-        &Host::from_bytes("192.0.2.40").unwrap(),
-        Some(5060),
-        &h.ids.branch(),
-        true,
-    )
-    .unwrap();
-    let mut rendered = bytes::BytesMut::new();
-    via.render(&mut rendered);
-    invite.headers.insert(
-        0,
-        codeb_sip::header::Header::new(KnownHeader::Via, rendered.freeze()).unwrap(),
-    );
+    let invite = carrier_tcp_invite(&mut h, "1000", "192.0.2.40");
     h.send_tcp(conn(7), invite.clone());
     let to_b = request(h.one(B));
     assert_eq!(to_b.method, Method::Invite);
@@ -534,4 +519,87 @@ fn a_call_from_the_trunk_on_our_connection_is_answered_over_a_new_one_once_it_cl
     let ok = response(h.one(TCP_CARRIER));
     assert_eq!(ok.status, StatusCode::OK);
     h.all_over(conn(8));
+}
+
+/// An INVITE to `did` as a carrier at `ip` sends it over TCP (its Via:
+/// TCP, sent-by port 5060).
+fn carrier_tcp_invite(h: &mut Harness, did: &str, ip: &str) -> Request {
+    let mut invite = h.invite_from_a(did, &[]);
+    invite.headers.remove(KnownHeader::Via);
+    let via = Via::new(
+        &Transport::Tcp,
+        &Host::from_bytes(ip.to_owned()).unwrap(),
+        Some(5060),
+        &h.ids.branch(),
+        true,
+    )
+    .unwrap();
+    let mut rendered = bytes::BytesMut::new();
+    via.render(&mut rendered);
+    invite.headers.insert(
+        0,
+        codeb_sip::header::Header::new(KnownHeader::Via, rendered.freeze()).unwrap(),
+    );
+    invite
+}
+
+/// The trunk's own connection (from a passing port of its address) carries
+/// its INVITE and closes while bob rings: his ringing and his answer still
+/// reach the trunk, over a connection the switch opens to the trunk's
+/// address (RFC 3261 §18.2.2). Before, they went to the closed connection
+/// and were lost.
+#[test]
+fn a_call_on_the_trunks_own_connection_is_answered_over_a_new_one_once_it_closed() {
+    let mut h = tcp_harness(0);
+    let passing = "192.0.2.40:40123";
+    h.core.handle_connection(h.now, conn(9), addr(passing));
+    let invite = carrier_tcp_invite(&mut h, "1000", "192.0.2.40");
+    h.send_tcp(conn(9), invite);
+    let to_b = request(h.one(B));
+    assert_eq!(to_b.method, Method::Invite);
+    let _ = h.take(passing);
+    h.core
+        .handle_stream_closed(h.now, conn(9), "closed by the peer");
+    answer_invite(&mut h, B, &to_b, b"bobtag", ("192.0.2.20", 42000));
+    assert!(h.take(passing).is_empty());
+    h.open(conn(10), true);
+    let ok = response(h.one(TCP_CARRIER));
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(h.core.active_calls(), 1, "the call goes on");
+}
+
+/// A caller that is no TCP trunk (a trunk configured for UDP that called
+/// over TCP) has no address to reach it at once its connection is gone:
+/// the call it made is given up as if it had sent CANCEL, and the callee
+/// stops ringing, instead of ringing (and maybe answering) for nobody.
+#[test]
+fn a_ringing_call_whose_tcp_caller_is_gone_is_given_up() {
+    let mut h = tcp_harness(0);
+    let caller = "192.0.2.10:41000";
+    h.core.handle_connection(h.now, conn(9), addr(caller));
+    let invite = carrier_tcp_invite(&mut h, "1000", "192.0.2.10");
+    h.send_tcp(conn(9), invite);
+    let to_b = request(h.one(B));
+    assert_eq!(to_b.method, Method::Invite);
+    h.send(
+        B,
+        to_b.reply(StatusCode::RINGING, Some(b"bobtag"))
+            .build()
+            .unwrap(),
+    );
+    h.core
+        .handle_stream_closed(h.now, conn(9), "closed by the peer");
+    let cancel = request(h.one(B));
+    assert_eq!(cancel.method, Method::Cancel);
+    h.send(B, cancel.reply(StatusCode::OK, None).build().unwrap());
+    h.send(
+        B,
+        to_b.reply(StatusCode::REQUEST_TERMINATED, Some(b"bobtag"))
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    h.advance(secs(40));
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.calls.ports_in_use(), 0);
 }
