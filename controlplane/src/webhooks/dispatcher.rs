@@ -257,6 +257,26 @@ impl InFlight {
         self.release(sub);
     }
 
+    /// Forgets what this process remembers of subscriptions with nothing
+    /// in flight and no probe to wait for: one deleted while failing, or
+    /// one that failed and got no event since, would otherwise be kept
+    /// for the life of the process. A subscription whose failures are
+    /// stored is still held to one attempt at a time by that count
+    /// ([`Room`]); it only starts counting attempts that find its
+    /// receiver down afresh.
+    fn forget_idle(&mut self, now: UtcMillis) {
+        let Room {
+            in_flight,
+            failing,
+            not_before,
+            ..
+        } = &mut self.room;
+        not_before.retain(|s, at| *at > now || in_flight.contains_key(s));
+        let keep = |s: &SubscriptionId| in_flight.contains_key(s) || not_before.contains_key(s);
+        failing.retain(|s| keep(s));
+        self.down.retain(|s, _| keep(s));
+    }
+
     fn release(&mut self, sub: &SubscriptionId) {
         if let Some(n) = self.room.in_flight.get_mut(sub) {
             *n -= 1;
@@ -311,6 +331,7 @@ async fn run(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if Instant::now() >= housekeeping_at {
             housekeeping_at = Instant::now() + HOUSEKEEPING_EVERY;
             housekeep(&sh).await;
+            in_flight.forget_idle(sh.clock.now());
         }
         let want = sh
             .cfg
@@ -616,5 +637,46 @@ async fn record(
             }
         }
         wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(n: u8) -> SubscriptionId {
+        SubscriptionId::from_random([n; 8])
+    }
+
+    /// What the process remembers of a failing subscription goes once it
+    /// has nothing in flight and no probe due later; a subscription with
+    /// an attempt out, or a probe still to wait for, keeps it.
+    #[test]
+    fn idle_subscriptions_are_forgotten_busy_ones_kept() {
+        let now = UtcMillis(1_700_000_000_000);
+        let mut f = InFlight::new(16, Duration::from_secs(5));
+        let (busy, probing, idle) = (sub(1), sub(2), sub(3));
+        for s in [&busy, &probing, &idle] {
+            f.room.failing.insert(s.clone());
+            f.down.insert(s.clone(), 1);
+        }
+        f.room.in_flight.insert(busy.clone(), 1);
+        f.room.not_before.insert(busy.clone(), now.plus_ms(-1));
+        f.room
+            .not_before
+            .insert(probing.clone(), now.plus_ms(5_000));
+        f.room.not_before.insert(idle.clone(), now.plus_ms(-1));
+        f.forget_idle(now);
+        for s in [&busy, &probing] {
+            assert!(f.room.failing.contains(s) && f.down.contains_key(s));
+            assert!(f.room.not_before.contains_key(s));
+        }
+        assert!(!f.room.failing.contains(&idle));
+        assert!(!f.down.contains_key(&idle));
+        assert!(!f.room.not_before.contains_key(&idle));
+        // Its probe time passed and its attempt came back: forgotten too.
+        f.room.in_flight.remove(&busy);
+        f.forget_idle(now.plus_ms(10_000));
+        assert!(f.room.failing.is_empty() && f.down.is_empty() && f.room.not_before.is_empty());
     }
 }
