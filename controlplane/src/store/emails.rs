@@ -150,11 +150,13 @@ reported how it really ended.\n\n";
 impl StoreTx {
     /// Queues a call's email inside this transaction: once per call (a
     /// second one for the same call is ignored) unless it `replaces` the
-    /// first, for a corrected end. A correction rewrites an email still
-    /// waiting to be sent (a send of it already under way loses its
-    /// lease, so it is not recorded as the sending of the replacement,
-    /// which goes after it); once the first has gone, or failed for good,
-    /// it is a new email, marked as correcting the first.
+    /// first, for a corrected end. A correction takes the place of an
+    /// email nobody has received: one still waiting (rewritten), or one
+    /// that failed for good (rewritten and tried again). It is a new
+    /// email, marked as correcting the first, once the first may have
+    /// reached its recipient: sent, or being sent now (that send loses
+    /// its lease, so it is not recorded as the sending of the correction,
+    /// which goes after it under a Message-ID of its own).
     pub(super) async fn queue_email(
         &mut self,
         tenant: &str,
@@ -166,24 +168,75 @@ impl StoreTx {
     ) -> Result<()> {
         let mut revision = 0;
         let (mut subject, mut body) = (subject.to_owned(), body.to_owned());
+        let id = format!("em_{}", hex::encode(crypto::random_bytes::<12>()));
         if replaces {
-            let rewritten = on_tx!(self, |t| {
-                sqlx::query(
-                    "UPDATE email_outbox SET recipient = $1, subject = $2, body = $3, \
-                     lease_until = NULL, lease_token = NULL \
-                     WHERE call_id = $4 AND state = 'queued'",
+            let corrected_subject = || {
+                let room = crate::email::message::MAX_SUBJECT_CHARS
+                    .saturating_sub(CORRECTED_SUBJECT.chars().count());
+                format!(
+                    "{CORRECTED_SUBJECT}{}",
+                    crate::email::message::cut_chars(&subject, room)
                 )
-                .bind(recipient)
-                .bind(&subject)
-                .bind(&body)
-                .bind(call_id)
-                .execute(&mut **t)
-                .await?
-                .rows_affected()
-            });
-            if rewritten > 0 {
-                return Ok(());
+            };
+            let corrected = (corrected_subject(), format!("{CORRECTED_PREAMBLE}{body}"));
+            // The latest email of the call, as each case below finds it.
+            macro_rules! latest {
+                () => {
+                    "call_id = $4 AND revision = \
+                     (SELECT MAX(revision) FROM email_outbox WHERE call_id = $4)"
+                };
             }
+            let cases: [(&str, &(String, String)); 3] = [
+                // Waiting, not being sent: nobody has seen it.
+                (
+                    concat!(
+                        "UPDATE email_outbox SET recipient = $1, subject = $2, body = $3 \
+                         WHERE state = 'queued' AND (lease_until IS NULL OR lease_until <= $5) \
+                         AND $6 = $6 AND ",
+                        latest!()
+                    ),
+                    &(subject.clone(), body.clone()),
+                ),
+                // Being sent now: it may arrive, so the correction says so.
+                (
+                    concat!(
+                        "UPDATE email_outbox SET recipient = $1, subject = $2, body = $3, \
+                         id = $6, lease_until = NULL, lease_token = NULL \
+                         WHERE state = 'queued' AND lease_until > $5 AND ",
+                        latest!()
+                    ),
+                    &corrected,
+                ),
+                // Failed for good: it reached nobody; the correction is tried.
+                (
+                    concat!(
+                        "UPDATE email_outbox SET recipient = $1, subject = $2, body = $3, \
+                         state = 'queued', attempts = 0, next_attempt_at = $5, \
+                         last_error = '', finished_at = NULL, lease_until = NULL, \
+                         lease_token = NULL WHERE state = 'failed' AND $6 = $6 AND ",
+                        latest!()
+                    ),
+                    &(subject.clone(), body.clone()),
+                ),
+            ];
+            for (sql, (subj, text)) in cases {
+                let rewritten = on_tx!(self, |t| {
+                    sqlx::query(sql)
+                        .bind(recipient)
+                        .bind(subj)
+                        .bind(text)
+                        .bind(call_id)
+                        .bind(now.0)
+                        .bind(&id)
+                        .execute(&mut **t)
+                        .await?
+                        .rows_affected()
+                });
+                if rewritten > 0 {
+                    return Ok(());
+                }
+            }
+            // Sent: the correction is the call's next email.
             let last: Option<i64> = on_tx!(self, |t| {
                 sqlx::query_scalar("SELECT MAX(revision) FROM email_outbox WHERE call_id = $1")
                     .bind(call_id)
@@ -192,14 +245,9 @@ impl StoreTx {
             });
             if let Some(last) = last {
                 revision = last.saturating_add(1);
-                subject = crate::email::message::cut_chars(
-                    &format!("{CORRECTED_SUBJECT}{subject}"),
-                    crate::email::message::MAX_SUBJECT_CHARS,
-                );
-                body = format!("{CORRECTED_PREAMBLE}{body}");
+                (subject, body) = corrected;
             }
         }
-        let id = format!("em_{}", hex::encode(crypto::random_bytes::<12>()));
         on_tx!(self, |t| {
             sqlx::query(
                 "INSERT INTO email_outbox (id, tenant, call_id, recipient, subject, body, state, \

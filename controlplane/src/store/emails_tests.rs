@@ -329,10 +329,87 @@ async fn a_correction_after_the_email_went_sends_another(db: TestDb) {
     assert_eq!(s.email_backlog().await.unwrap(), 1);
 }
 
+/// A call recorded as lost (failed, for good), its email in `state` when
+/// its node's own account says it really finished: the email as the
+/// correction leaves it, and the first one as it was.
+async fn corrected_while(
+    s: &Store,
+    n: u8,
+    state: &str,
+) -> (super::EmailRecord, super::EmailRecord, super::ClaimedEmail) {
+    let call = in_flight(s, n, 0).await;
+    let id = call.call_id.as_str();
+    let lost_at = T0.plus_ms(30_000);
+    s.fail_calls_on_node(NODE, crate::store::Lost::All, "switch node lost", lost_at)
+        .await
+        .unwrap();
+    let first = s.call_email(TENANT, id).await.unwrap().unwrap();
+    let claimed = s.claim_emails(lost_at, 600_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    match state {
+        "leased" => {}
+        "failed" => assert!(
+            s.record_email_attempt(&claimed[0], &EmailStep::Failed, "550 no such user", lost_at)
+                .await
+                .unwrap()
+        ),
+        _ => unreachable!(),
+    }
+    assert_eq!(
+        apply(s, &call, ended("finished", true)).await,
+        Applied::Applied
+    );
+    let now = s.call_email(TENANT, id).await.unwrap().unwrap();
+    (first, now, claimed[0].clone())
+}
+
+/// The first email failed for good (it reached nobody): the correction
+/// takes its place, plainly, and is tried again.
+async fn a_correction_of_a_failed_email_replaces_it(db: TestDb) {
+    let s = &db.store;
+    let (first, now, _) = corrected_while(s, 51, "failed").await;
+    assert_eq!(now.id, first.id, "the same email, rewritten");
+    assert_eq!((now.state, now.attempts), (EmailState::Queued, 0));
+    assert!(now.last_error.is_empty() && now.finished_at.is_none());
+    assert!(
+        now.subject.starts_with("Call to ") && now.subject.contains(": finished ["),
+        "{}",
+        now.subject
+    );
+    assert_eq!(s.email_page(TENANT, None, 10, 0).await.unwrap().total, 1);
+    assert_eq!(s.email_backlog().await.unwrap(), 1);
+}
+
+/// The first email is being sent when the correction comes: it may
+/// arrive, so the correction says it corrects it, under a Message-ID of
+/// its own; the send under way is not recorded as the correction's.
+async fn a_correction_during_the_send_is_marked_and_goes_after_it(db: TestDb) {
+    let s = &db.store;
+    let (first, now, claimed) = corrected_while(s, 52, "leased").await;
+    assert_ne!(now.id, first.id, "a Message-ID of its own");
+    assert_eq!(now.state, EmailState::Queued);
+    assert!(now.subject.starts_with("Corrected: "), "{}", now.subject);
+    assert!(now.body.starts_with("This corrects the earlier email"));
+    assert!(
+        !s.record_email_attempt(&claimed, &EmailStep::Sent, "", T0.plus_ms(31_000))
+            .await
+            .unwrap(),
+        "the send under way lost its lease"
+    );
+    let again = s
+        .claim_emails(T0.plus_ms(31_000), 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, now.id);
+}
+
 use crate::store::testing::both_backends as both;
 
 both!(
     a_correction_after_the_email_went_sends_another,
+    a_correction_of_a_failed_email_replaces_it,
+    a_correction_during_the_send_is_marked_and_goes_after_it,
     an_ended_call_queues_one_email_with_its_transcript,
     only_the_final_attempt_and_cancellations_send_email,
     a_rolled_back_end_queues_nothing,
