@@ -40,7 +40,10 @@
 //! - `call.transferred`: `callId`, `fromVnum`, `toUser`/`toPhone`,
 //!   `transferType`, `room`, `source: vnum`.
 //! - `call.ended`: `callId`, `number` (the DID, as the spec says for
-//!   inbound SIP), `room`, `outcome`, `durationSec`, `tokens`, `source: sip`.
+//!   inbound SIP), `room`, `outcome`, `durationSec`, `tokens`, `source: sip`;
+//!   beside them `errorDetail` (when the switch said why) and `sipStatus`
+//!   (when the caller got a final response before the answer), and
+//!   `corrected: true` on a node's account of a call ended as lost.
 //! - `transcript.saved` (after `call.ended`): `callId`, `number` (the
 //!   virtual number), `file`, `outcome`, `source: vnum`.
 //!

@@ -219,6 +219,21 @@ pub struct Core {
     pub stats: CoreStats,
 }
 
+/// The sent-by port of a response's top Via (5060 if it names none), if
+/// `payload` is a response: where §18.2.2 sends a response whose
+/// connection has closed. Only read on that rare path.
+fn response_sent_by_port(payload: &Bytes) -> Option<u16> {
+    if !payload.starts_with(b"SIP/2.0 ") {
+        return None;
+    }
+    match codeb_sip::parse_datagram(payload.clone(), &codeb_sip::Limits::default()) {
+        Ok(codeb_sip::Message::Response(r)) => {
+            r.headers.top_via().ok().map(|v| v.port.unwrap_or(5060))
+        }
+        _ => None,
+    }
+}
+
 pub(crate) fn policy(tag_key: u64) -> Policy<'static> {
     let implemented: MethodSet = IMPLEMENTED.iter().cloned().collect();
     Policy {
@@ -496,7 +511,6 @@ impl Core {
     pub fn handle_stream_closed(&mut self, now: Instant, conn: ConnId, why: &str) {
         self.streams.remove(&conn);
         self.outbound_closed(conn, why);
-        self.callers_gone(now, conn);
         self.drain(now);
     }
 
@@ -638,14 +652,19 @@ impl Core {
         }
         match flow {
             Flow::TcpTo { peer } => self.send_tcp_to(peer, payload, tx),
-            // A connection with a TCP trunk that has closed (ours to its
-            // address, or its own from a passing port; a response, or a
-            // request in a dialog the trunk opened over it): a new one to
-            // its address, as §18.2.2 has a server do.
+            // A connection that has closed. To a TCP trunk's own address (a
+            // response, or a request in a dialog the trunk opened over our
+            // connection): a new one there. A response on a connection the
+            // peer opened: a new one to the port its Via's sent-by names,
+            // at the address the request came from (RFC 3261 §18.2.2);
+            // if that fails, its transaction hears of it.
             Flow::Tcp { conn, peer } if !self.streams.contains_key(&conn) => {
-                match self.tcp_trunk_for(peer) {
-                    Some(to) => self.send_tcp_to(to, payload, tx),
-                    None => self.out.push_back(Outgoing { flow, payload }),
+                if self.is_tcp_trunk(peer) {
+                    self.send_tcp_to(peer, payload, tx);
+                } else if let Some(port) = response_sent_by_port(&payload) {
+                    self.send_tcp_to(SocketAddr::new(peer.ip(), port), payload, tx);
+                } else {
+                    self.out.push_back(Outgoing { flow, payload });
                 }
             }
             _ => self.out.push_back(Outgoing { flow, payload }),

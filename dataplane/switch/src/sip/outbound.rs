@@ -255,22 +255,6 @@ impl Core {
         })
     }
 
-    /// Where a TCP trunk that `peer` is (its address), or connected from
-    /// (its IP, any port: a carrier's own connections come from passing
-    /// ports), is reached over a new connection: its configured address.
-    pub(crate) fn tcp_trunk_for(&self, peer: SocketAddr) -> Option<SocketAddr> {
-        if self.is_tcp_trunk(peer) {
-            return Some(peer);
-        }
-        self.config
-            .trunks
-            .iter()
-            .filter(|t| t.transport == TrunkTransport::Tcp)
-            .filter_map(|t| self.trunk_addrs.get(&t.id))
-            .find(|a| a.ip() == peer.ip())
-            .copied()
-    }
-
     /// Outbound connections open or opening.
     pub fn outbound_connections(&self) -> usize {
         self.outbound.len()

@@ -440,6 +440,16 @@ impl Core {
     }
 
     pub(crate) fn on_transport_error(&mut self, now: Instant, tx: TransactionId) {
+        // A's INVITE transaction: its response could not be sent.
+        if let Some(&key) = self.calls.by_tx.get(&tx)
+            && self
+                .calls
+                .calls
+                .get(&key)
+                .is_some_and(|c| c.a_invite_tx == Some(tx) && c.phase != Phase::Ending)
+        {
+            return self.caller_unreachable(now, key);
+        }
         self.branch_got_no_answer(now, tx, Timer::B, TRANSPORT_FAILED);
     }
 

@@ -48,10 +48,8 @@ impl Core {
         }
     }
 
-    /// A gave up before the answer (its INVITE has its 487): the early
-    /// dialog ends, the branches are cancelled (a B that answered while
-    /// our 2xx waited for A's PRACK is hung up), and the call is forgotten
-    /// once they have all ended.
+    /// A gave up before the answer (its INVITE has its 487): see
+    /// [`Self::give_up`].
     fn abandon(&mut self, now: Instant, key: CallKey) {
         // A virtual number's caller gave up while its AI was starting.
         if self.is_inbound(key) {
@@ -60,6 +58,33 @@ impl Core {
             self.note_failure(key, status.as_u16(), status.canonical_reason().as_bytes());
             self.stats.virtual_number_refused += 1;
         }
+        self.give_up(now, key);
+    }
+
+    /// A's INVITE transaction could not send its response: A's connection
+    /// closed and a new one to it failed (RFC 3261 §18.2.2; a phone or PBX
+    /// behind NAT cannot be reached that way). Nothing more reaches A, so
+    /// the call is given up as if A had cancelled it, instead of the
+    /// callee ringing, or answering, for nobody.
+    pub(super) fn caller_unreachable(&mut self, now: Instant, key: CallKey) {
+        tracing::info!(
+            call = key,
+            "the caller cannot be reached (its connection closed); the call is given up"
+        );
+        if self.is_inbound(key) {
+            self.note_end(key, "far-hangup", "the caller's connection closed");
+        }
+        if let Some(call) = self.calls.calls.get_mut(&key) {
+            call.a_invite_tx = None;
+        }
+        self.give_up(now, key);
+    }
+
+    /// Ends a call A left before the answer: the early dialog ends, the
+    /// branches are cancelled (a B that answered while our 2xx waited for
+    /// A's PRACK, or could not reach A, is hung up), and the call is
+    /// forgotten once they have all ended.
+    fn give_up(&mut self, now: Instant, key: CallKey) {
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
@@ -77,46 +102,6 @@ impl Core {
         self.calls.failed += 1;
         self.cancel_branches(now, key);
         self.settle(now, key);
-    }
-
-    /// A TCP connection closed: each call still ringing whose caller
-    /// came over it is given up, as if the caller had sent CANCEL, unless
-    /// the caller is a TCP trunk (whose responses go over a new connection
-    /// to its address, RFC 3261 §18.2.2; see `Core::send`). For any other
-    /// caller (a trunk configured for UDP that called over TCP) there is
-    /// no address to reach it at: our responses cannot get to it, and the
-    /// callee would ring, and could answer, for nobody.
-    pub(crate) fn callers_gone(&mut self, now: Instant, conn: ConnId) {
-        let gone: Vec<CallKey> = self
-            .calls
-            .calls
-            .iter()
-            .filter(|(_, c)| c.phase == Phase::Routing && c.a_invite_tx.is_some())
-            .filter(|(_, c)| {
-                c.a.dialog
-                    .as_ref()
-                    .and_then(|id| self.calls.dialogs.get(id))
-                    .is_some_and(|d| match d.remote() {
-                        Flow::Tcp { conn: on, peer } => {
-                            *on == conn && self.tcp_trunk_for(*peer).is_none()
-                        }
-                        Flow::Udp { .. } | Flow::TcpTo { .. } => false,
-                    })
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in gone {
-            tracing::info!(
-                call = key,
-                "the caller's TCP connection closed while the call rang; the call is given up"
-            );
-            if self.is_inbound(key) {
-                // A virtual number's caller: its record says it hung up.
-                self.end_placed(now, key, "far-hangup", "the caller's connection closed");
-            } else {
-                self.fail_call(now, key, StatusCode::REQUEST_TERMINATED);
-            }
-        }
     }
 
     /// The ACK for a 2xx of ours: the dialog stops retransmitting; a BYE

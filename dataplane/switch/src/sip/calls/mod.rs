@@ -590,7 +590,7 @@ impl Core {
     }
 
     /// A dialog whose peer we reached over a TCP connection that has
-    /// closed since (not a TCP trunk's: `send` reopens those): requests go
+    /// closed since (not a trunk's: `send` reopens those): requests go
     /// over a new connection to the port its Contact names, at the address
     /// the old connection came from (RFC 3261 §18.1.1; the Contact's own
     /// host may be a private address behind NAT), and the dialog follows.
@@ -603,7 +603,7 @@ impl Core {
         else {
             return;
         };
-        if self.stream_open(conn, peer) || self.tcp_trunk_for(peer).is_some() {
+        if self.stream_open(conn, peer) || self.is_tcp_trunk(peer) {
             return;
         }
         let to = Flow::TcpTo {

@@ -544,10 +544,10 @@ fn carrier_tcp_invite(h: &mut Harness, did: &str, ip: &str) -> Request {
 }
 
 /// The trunk's own connection (from a passing port of its address) carries
-/// its INVITE and closes while bob rings: his ringing and his answer still
-/// reach the trunk, over a connection the switch opens to the trunk's
-/// address (RFC 3261 §18.2.2). Before, they went to the closed connection
-/// and were lost.
+/// its INVITE and closes while bob rings: his answer still reaches the
+/// trunk, over a connection the switch opens to the port its Via's sent-by
+/// names, at its address (RFC 3261 §18.2.2). Before, it went to the
+/// closed connection and was lost.
 #[test]
 fn a_call_on_the_trunks_own_connection_is_answered_over_a_new_one_once_it_closed() {
     let mut h = tcp_harness(0);
@@ -568,12 +568,13 @@ fn a_call_on_the_trunks_own_connection_is_answered_over_a_new_one_once_it_closed
     assert_eq!(h.core.active_calls(), 1, "the call goes on");
 }
 
-/// A caller that is no TCP trunk (a trunk configured for UDP that called
-/// over TCP) has no address to reach it at once its connection is gone:
-/// the call it made is given up as if it had sent CANCEL, and the callee
-/// stops ringing, instead of ringing (and maybe answering) for nobody.
+/// A caller whose connection closed while the call rang, and who cannot
+/// be reached on a new one (behind NAT, say: the connection to its
+/// sent-by port is refused), is given up as if it had cancelled: the
+/// callee stops ringing, instead of ringing (and maybe answering) for
+/// nobody.
 #[test]
-fn a_ringing_call_whose_tcp_caller_is_gone_is_given_up() {
+fn a_ringing_call_whose_caller_cannot_be_reached_again_is_given_up() {
     let mut h = tcp_harness(0);
     let caller = "192.0.2.10:41000";
     h.core.handle_connection(h.now, conn(9), addr(caller));
@@ -581,14 +582,26 @@ fn a_ringing_call_whose_tcp_caller_is_gone_is_given_up() {
     h.send_tcp(conn(9), invite);
     let to_b = request(h.one(B));
     assert_eq!(to_b.method, Method::Invite);
+    h.core
+        .handle_stream_closed(h.now, conn(9), "closed by the peer");
+    assert_eq!(
+        h.core.active_calls(),
+        1,
+        "a closed connection alone ends nothing"
+    );
+    // Bob rings: the 180 for the caller needs a new connection, which is
+    // refused.
     h.send(
         B,
         to_b.reply(StatusCode::RINGING, Some(b"bobtag"))
             .build()
             .unwrap(),
     );
+    let peer = h.core.poll_connect().expect("a connection to the caller");
+    assert_eq!(peer, addr("192.0.2.10:5060"), "its sent-by port");
+    h.core.handle_connecting(h.now, peer, conn(10));
     h.core
-        .handle_stream_closed(h.now, conn(9), "closed by the peer");
+        .handle_stream_closed(h.now, conn(10), "Connection refused");
     let cancel = request(h.one(B));
     assert_eq!(cancel.method, Method::Cancel);
     h.send(B, cancel.reply(StatusCode::OK, None).build().unwrap());
