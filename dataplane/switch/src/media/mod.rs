@@ -190,8 +190,9 @@ pub enum MediaEvent {
     },
     /// The worker could not take in `leg`'s sockets (its fixed-file table
     /// or the kernel refused them): the leg carries no audio. The call's
-    /// owner ends the call (nothing else would: a leg with no socket never
-    /// goes quiet).
+    /// owner ends the call, or fails what the leg was added for
+    /// (nothing else would: a leg with no socket never goes quiet). Sent
+    /// until the event queue takes it.
     LegFailed { handle: MediaHandle, leg: LegSide },
     /// A key the far end of `leg` pressed: an RFC 4733 telephone-event
     /// (whatever path the call's media takes), or a tone heard in the
@@ -966,6 +967,15 @@ impl MediaEngine {
         match &self.recorder {
             Some((r, _)) if r.add(source, path.clone()) => Ok(path),
             _ => Err(MediaError::Busy),
+        }
+    }
+
+    /// Gives back the port of a leg whose sockets its worker could not
+    /// take in ([`MediaEvent::LegFailed`]): they are gone, and the call
+    /// may get that leg again with [`Self::add_leg`].
+    pub fn release_port(&mut self, handle: MediaHandle, port: u16) {
+        if let Some(w) = self.workers.get_mut(handle.worker) {
+            w.pool.release(port);
         }
     }
 

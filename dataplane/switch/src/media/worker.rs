@@ -368,6 +368,10 @@ pub(super) struct Worker {
     rtcp_interval: Duration,
     relayed: Arc<AtomicU64>,
     dropped_events: u64,
+    /// Legs whose sockets could not be taken in, not yet reported (the
+    /// event queue was full): told again every check, as nothing else
+    /// would end their calls.
+    unreported_failures: Vec<(u64, LegSide)>,
     /// Pairs bound ahead of calls (see `MediaEngine::open`), by RTP port.
     prebound: HashMap<u16, [UdpSocket; 2]>,
     /// Where prebinding binds, and where its outcomes go.
@@ -404,6 +408,7 @@ impl Worker {
             rtcp_interval: rtcp_interval.max(Duration::from_millis(100)),
             relayed,
             dropped_events: 0,
+            unreported_failures: Vec::new(),
             prebound: HashMap::new(),
             prebind: None,
             io: None,
@@ -551,6 +556,7 @@ impl Worker {
             self.choose_coalescing();
             let now = Instant::now();
             if now >= next_check {
+                self.report_failures();
                 self.check_quiet(now);
                 self.st.reports(now, self.rtcp_interval);
                 self.publish_io();
@@ -853,13 +859,29 @@ impl Worker {
     }
 
     fn leg_failed(&mut self, id: u64, leg: LegSide) {
-        self.emit(MediaEvent::LegFailed {
-            handle: MediaHandle {
-                worker: self.st.worker,
-                id,
-            },
-            leg,
-        });
+        self.unreported_failures.push((id, leg));
+        self.report_failures();
+    }
+
+    /// Reports legs that failed ([`MediaEvent::LegFailed`]) until the
+    /// event queue takes them.
+    fn report_failures(&mut self) {
+        while let Some(&(id, leg)) = self.unreported_failures.first() {
+            let ev = MediaEvent::LegFailed {
+                handle: MediaHandle {
+                    worker: self.st.worker,
+                    id,
+                },
+                leg,
+            };
+            if self.events.try_send(ev).is_err() {
+                break;
+            }
+            self.unreported_failures.remove(0);
+            if let Some(w) = &self.notify {
+                w.wake();
+            }
+        }
     }
 
     fn new_leg(&self, id: u64, side: LegSide, sockets: Option<LegIo>) -> Leg {
@@ -1830,6 +1852,20 @@ mod tests {
         w.add_leg(2, LegSide::A, extra.unwrap());
         assert!(events.try_recv().is_err());
         assert_eq!(w.st.sockets.iter().flatten().count(), 2, "call 2's A leg");
+        // A full event queue loses no failure: it is told again at the
+        // next check, once there is room.
+        for _ in 0..16 {
+            w.emit(MediaEvent::Inactive {
+                handle: MediaHandle { worker: 0, id: 2 },
+                stats: Default::default(),
+            });
+        }
+        w.add_leg(2, LegSide::B, LegSockets::Prebound(40_006));
+        assert_eq!(w.unreported_failures, [(2, LegSide::B)]);
+        while events.try_recv().is_ok() {}
+        w.report_failures();
+        assert!(w.unreported_failures.is_empty());
+        assert_eq!(failed(events.try_recv()), Some((2, LegSide::B)));
     }
 
     #[test]

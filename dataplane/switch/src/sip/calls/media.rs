@@ -122,6 +122,19 @@ impl MediaPorts {
         Ok(port)
     }
 
+    /// Gives back the port of `side`, whose sockets its worker could not
+    /// take in; the call may get that leg again ([`Self::leg_port`]).
+    pub(crate) fn release_leg(&mut self, media: &mut CallMedia, side: LegSide) {
+        let Some(port) = media.ports[side as usize].take() else {
+            return;
+        };
+        match (self, media.handle) {
+            (MediaPorts::Pool(p), _) => p.release(port),
+            (MediaPorts::Engine(e), Some(h)) => e.release_port(h, port),
+            (MediaPorts::Engine(_), None) => {}
+        }
+    }
+
     pub(crate) fn close(&mut self, media: CallMedia) {
         if media.released {
             return;
@@ -395,9 +408,9 @@ impl Core {
                     tracing::error!(
                         call = key,
                         ?leg,
-                        "the media worker could not take in a leg's sockets; ending the call"
+                        "the media worker could not take in a leg's sockets"
                     );
-                    self.media_failed(now, key);
+                    self.media_failed(now, key, leg);
                 }
                 MediaEvent::Closed { handle, stats } => {
                     // Each call's media quality and what its strict source
@@ -437,16 +450,34 @@ impl Core {
 }
 
 impl Core {
-    /// Ends an answered call whose RTP stopped (a placed call reports it
-    /// as a failure with its reason).
     /// A call one of whose legs has no sockets on its worker (see
-    /// [`MediaEvent::LegFailed`]): it cannot carry audio there, and would
-    /// never go quiet, so it ends now, in whatever phase it is.
-    pub(super) fn media_failed(&mut self, now: Instant, key: CallKey) {
-        let Some(call) = self.calls.calls.get(&key) else {
+    /// [`MediaEvent::LegFailed`]). A leg added for a transfer still
+    /// dialling: the transfer fails (the AI keeps the call, and is told),
+    /// and the port goes back. Otherwise the call cannot carry audio there,
+    /// and would never go quiet, so it ends now, in whatever phase it is.
+    pub(super) fn media_failed(&mut self, now: Instant, key: CallKey, leg: LegSide) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
         };
-        if call.origin.is_some() {
+        if call.phase == Phase::Ending {
+            return;
+        }
+        if let Some(t) = call.transfer.take_if(|t| t.side.media() == leg) {
+            self.calls.media.release_leg(&mut call.media, leg);
+            return self.transfer_failed(
+                now,
+                key,
+                *t,
+                "the switch could not set up the media for the transfer".into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+        }
+        let (placed, phase, answering) = (
+            call.origin.is_some(),
+            call.phase,
+            call.a_invite_tx.is_some(),
+        );
+        if placed {
             return self.end_placed(
                 now,
                 key,
@@ -454,13 +485,20 @@ impl Core {
                 "media: a leg's sockets could not be set up",
             );
         }
-        match call.phase {
+        match phase {
             Phase::Routing => self.fail_call(now, key, StatusCode::SERVICE_UNAVAILABLE),
+            // B answered and our 2xx waits for A's PRACK: A gets a final
+            // response and B a BYE.
+            Phase::Answered if answering => {
+                self.fail_call(now, key, StatusCode::SERVICE_UNAVAILABLE);
+            }
             Phase::Answered | Phase::Confirmed => self.hang_up(now, key),
             Phase::Ending => {}
         }
     }
 
+    /// Ends an answered call whose RTP stopped (a placed call reports it
+    /// as a failure with its reason).
     fn media_timeout(&mut self, now: Instant, key: CallKey) {
         let Some(call) = self.calls.calls.get(&key) else {
             return;

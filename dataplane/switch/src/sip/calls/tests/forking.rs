@@ -311,7 +311,7 @@ fn a_ringing_call_whose_media_failed_is_given_up() {
     h.send(B2, reply(&to_b2, 180, b"t2"));
     let _ = h.take(A);
     let key = *h.core.calls.calls.keys().next().unwrap();
-    h.core.media_failed(h.now, key);
+    h.core.media_failed(h.now, key, crate::media::LegSide::B);
     // As the SIP thread's loop does after reading media events.
     h.core.drain(h.now);
     assert_eq!(request(h.one(B)).method, Method::Cancel);

@@ -158,29 +158,55 @@ fn a_busy_user_leaves_the_call_with_the_ai_and_the_ai_is_told() {
 }
 
 /// The worker could not take in the sockets of the leg opened for a
-/// transfer: the call could not carry the person's audio and would never
-/// go quiet, so it ends, failed and saying why: the ringing target is
-/// cancelled, the callee gets a BYE, and both ports are free.
+/// transfer: the transfer fails (the ringing target is cancelled, the AI
+/// told) and the AI keeps the callee; the port goes back, and a later
+/// transfer opens the leg again.
 #[test]
-fn a_call_whose_transfer_leg_failed_on_its_worker_ends() {
-    let (mut h, carrier, key) = answered_ai_call("oac-tr7");
+fn a_transfer_whose_leg_failed_on_its_worker_fails_and_the_ai_keeps_the_call() {
+    let (mut h, _carrier, key) = answered_ai_call("oac-tr7");
     transfer_to(&mut h, key, "bob");
     let to_bob = request(h.one(B));
     h.send(B, plain(&to_bob, StatusCode::RINGING));
-    h.core.media_failed(h.now, key);
+    assert_eq!(h.core.calls.ports_in_use(), 2);
+    h.core.media_failed(h.now, key, crate::media::LegSide::A);
     // As the SIP thread's loop does after reading media events.
     h.core.drain(h.now);
     let cancel = request(h.one(B));
     assert_eq!(cancel.method, Method::Cancel);
+    let (ok, why) = tool_result(&mut h);
+    assert!(!ok);
+    assert!(why.contains("media"), "{why}");
+    assert!(h.take(CARRIER).is_empty(), "the callee stays with the AI");
+    h.send(B, plain(&cancel, StatusCode::OK));
+    h.send(B, plain(&to_bob, StatusCode::REQUEST_TERMINATED));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert_eq!(h.core.active_calls(), 1);
+    assert_eq!(
+        h.core.calls.ports_in_use(),
+        1,
+        "the failed leg's port is back"
+    );
+    assert!(events(&mut h).is_empty(), "no end, no transfer");
+    // The next try opens the leg afresh.
+    transfer_to(&mut h, key, "bob");
+    assert_eq!(request(h.one(B)).method, Method::Invite);
+    assert_eq!(h.core.calls.ports_in_use(), 2);
+}
+
+/// A leg that failed while the call is not transferring (here the
+/// callee's own, as if at the call's open): the call cannot carry audio,
+/// so it ends, failed and saying why.
+#[test]
+fn a_call_whose_own_leg_failed_on_its_worker_ends() {
+    let (mut h, carrier, key) = answered_ai_call("oac-tr8");
+    h.core.media_failed(h.now, key, crate::media::LegSide::B);
+    h.core.drain(h.now);
     let bye = request(h.one(CARRIER));
     assert_eq!(bye.method, Method::Bye);
     h.send(
         CARRIER,
         carrier.reply(&bye, StatusCode::OK).build().unwrap(),
     );
-    h.send(B, plain(&cancel, StatusCode::OK));
-    h.send(B, plain(&to_bob, StatusCode::REQUEST_TERMINATED));
-    assert_eq!(request(h.one(B)).method, Method::Ack);
     assert!(
         matches!(ai_request(&mut h), AiRequest::Stop(k) if k == key),
         "the AI is stopped"
@@ -190,7 +216,7 @@ fn a_call_whose_transfer_leg_failed_on_its_worker_ends() {
     let (outcome, detail, answered, _, _) = ended(&evs);
     assert_eq!((outcome.as_str(), answered), ("failed", true));
     assert!(detail.contains("media"), "{detail}");
-    assert_eq!(h.core.calls.ports_in_use(), 0, "both ports are free");
+    assert_eq!(h.core.calls.ports_in_use(), 0);
 }
 
 /// With no port left for the free side, the transfer is refused at once
