@@ -10,9 +10,10 @@
 //! ports), and the sockets move to the worker with a command. A call
 //! whose other party is a voice-AI engine opens one leg
 //! ([`MediaEngine::open_leg`]) and gets the second only if it is
-//! transferred to a person ([`MediaEngine::add_leg`]). Commands cross through a bounded queue and a
-//! wake-up of the worker's reactor; the worker never waits on the SIP
-//! thread. Events (a call's RTP went quiet) come back the same way.
+//! transferred to a person ([`MediaEngine::add_leg`]). Commands cross
+//! through a bounded queue and a wake-up of the worker's reactor; the
+//! worker never waits on the SIP thread. Events (a call's RTP went quiet)
+//! come back the same way.
 //!
 //! What a worker does with a packet is in [`worker`]: validate, filter by
 //! source (learn, then lock), rewrite the header into the other leg's
