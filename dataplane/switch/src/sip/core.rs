@@ -654,14 +654,17 @@ impl Core {
             Flow::TcpTo { peer } => self.send_tcp_to(peer, payload, tx),
             // A connection that has closed. To a TCP trunk's own address (a
             // response, or a request in a dialog the trunk opened over our
-            // connection): a new one there. A response on a connection the
-            // peer opened: a new one to the port its Via's sent-by names,
-            // at the address the request came from (RFC 3261 §18.2.2);
-            // if that fails, its transaction hears of it.
+            // connection): a new one there. A response to a trunk (where
+            // calls come from) on a connection it opened: a new one to the
+            // port its Via's sent-by names, at the address the request
+            // came from (RFC 3261 §18.2.2); if that fails, its transaction
+            // hears of it. Anyone else's is not worth a connection.
             Flow::Tcp { conn, peer } if !self.streams.contains_key(&conn) => {
                 if self.is_tcp_trunk(peer) {
                     self.send_tcp_to(peer, payload, tx);
-                } else if let Some(port) = response_sent_by_port(&payload) {
+                } else if let Some(port) =
+                    response_sent_by_port(&payload).filter(|_| self.is_caller_trunk(peer))
+                {
                     self.send_tcp_to(SocketAddr::new(peer.ip(), port), payload, tx);
                 } else {
                     self.out.push_back(Outgoing { flow, payload });

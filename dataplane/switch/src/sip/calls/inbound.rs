@@ -530,7 +530,7 @@ impl Core {
 /// address's IP. Several trunks may share an IP (a carrier's trunks on
 /// one gateway, told apart by port): the one whose signalling address is
 /// `peer` exactly wins, then the first that takes the IP.
-fn inbound_trunk<'a>(
+pub(super) fn inbound_trunk<'a>(
     trunks: &'a [TrunkConfig],
     addrs: &HashMap<String, SocketAddr>,
     peer: SocketAddr,

@@ -663,6 +663,12 @@ impl Core {
         self.trunk_addrs.values().any(|a| a.ip() == ip)
     }
 
+    /// Whether calls from `peer` are taken: it is a trunk's, by the rules
+    /// INVITEs are admitted by.
+    pub(crate) fn is_caller_trunk(&self, peer: SocketAddr) -> bool {
+        inbound::inbound_trunk(&self.config.trunks, &self.trunk_addrs, peer).is_some()
+    }
+
     /// [`Self::send_in_dialog`] in a given dialog of the call's `side`
     /// (a referrer's, which is no longer the leg's once its transfer
     /// answered).
