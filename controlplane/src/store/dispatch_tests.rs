@@ -850,7 +850,58 @@ both!(
     a_corrected_retry_waits_from_the_real_end,
     a_retry_waits_while_a_lost_attempt_may_still_be_up,
     a_replaced_file_goes_only_when_its_transaction_commits,
+    a_lost_attempts_transfer_is_told_late,
 );
+
+/// An attempt ended as lost whose node, meanwhile, had its AI hand the
+/// callee to a person: the node's account tells the transfer late (who
+/// took the call is news the corrected end does not carry), marked
+/// corrected, between the loss's end and the corrected one; its start is
+/// not told late.
+async fn a_lost_attempts_transfer_is_told_late(db: TestDb) {
+    let s = &db.store;
+    let a = in_flight(s, 22, 0).await;
+    s.fail_calls_on_node(NODE, crate::store::Lost::All, "lost", T0.plus_ms(30_000))
+        .await
+        .unwrap();
+    let late = [
+        EventKind::Started,
+        EventKind::Transferred {
+            to_user: "sales".into(),
+            to_phone: String::new(),
+            trunk_id: "tr_00000000000000a1".into(),
+            transfer_type: "outbound-to-user".into(),
+        },
+        ended("transferred-to-vnum", true),
+    ];
+    let mut applied = Vec::new();
+    for (seq, kind) in (1..).zip(late) {
+        applied.push(
+            s.apply_switch_event(NODE, &ev(seq, &a, kind), T0.plus_ms(600_000))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(matches!(applied[0], Applied::Skipped(_)), "{applied:?}");
+    assert_eq!(applied[1..], [Applied::Applied, Applied::Applied]);
+    let transferred = event_data(s, TENANT, "call.transferred").await;
+    assert_eq!(transferred.len(), 1);
+    assert_eq!(
+        (&transferred[0]["toUser"], &transferred[0]["corrected"]),
+        (&serde_json::json!("sales"), &serde_json::json!(true))
+    );
+    assert!(event_data(s, TENANT, "call.started").await.is_empty());
+    let names: Vec<String> = events(s, TENANT).await.into_iter().map(|e| e.0).collect();
+    let finished: Vec<usize> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| *n == "outbound-ai.finished")
+        .map(|(i, _)| i)
+        .collect();
+    let t = names.iter().position(|n| n == "call.transferred").unwrap();
+    assert_eq!(finished.len(), 2, "{names:?}");
+    assert!(finished[0] < t && t < finished[1], "{names:?}");
+}
 
 /// A file a transaction's new state no longer names (a transcript its
 /// correction replaced) is removed once it commits; a transaction that

@@ -268,9 +268,10 @@ impl Store {
             }
         }
         match &ev.kind {
-            // A lost attempt's start and transfer are not sent late: its
-            // corrected end tells what became of the call.
-            EventKind::Started | EventKind::Transferred { .. } if lost => {
+            // A lost attempt's start is not sent late: its corrected end
+            // says it was answered. (Its transfer is: who took the call is
+            // news the end does not carry.)
+            EventKind::Started if lost => {
                 return Ok(Applied::Skipped(
                     "an event of an attempt ended as lost (its end corrects the record)".into(),
                 ));
@@ -361,6 +362,11 @@ impl Store {
                     "transferType": transfer_type,
                     "source": "outbound-ai",
                 });
+                if lost {
+                    // After the loss's terminal event, before the
+                    // corrected one.
+                    data["corrected"] = json!(true);
+                }
                 for (k, v) in [
                     ("toUser", to_user),
                     ("toPhone", to_phone),

@@ -105,7 +105,9 @@ impl Store {
         }
         let id = call.call_id.as_str();
         match &ev.kind {
-            EventKind::Started | EventKind::Transferred { .. } if lost => {
+            // Its start is not sent late (the corrected end says it was
+            // answered); its transfer is, marked corrected.
+            EventKind::Started if lost => {
                 return Ok(Applied::Skipped(
                     "an event of an inbound call ended as lost (its end corrects the record)"
                         .into(),
@@ -222,6 +224,9 @@ impl Store {
                     "room": "",
                     "source": "vnum",
                 });
+                if lost {
+                    data["corrected"] = json!(true);
+                }
                 for (k, v) in [("toUser", to_user), ("toPhone", to_phone)] {
                     if !v.is_empty() {
                         data[k] = json!(v);

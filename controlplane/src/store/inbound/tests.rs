@@ -685,7 +685,16 @@ async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
                 output: 60,
             },
         ),
-        (6, ended("finished")),
+        (
+            6,
+            EventKind::Transferred {
+                to_user: "alex".into(),
+                to_phone: String::new(),
+                trunk_id: String::new(),
+                transfer_type: String::new(),
+            },
+        ),
+        (7, ended("finished")),
     ] {
         let late = ev(seq, CALL, TENANT, kind);
         assert_eq!(
@@ -720,8 +729,20 @@ async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
     assert_eq!(s.call_ends().inbound_count("failed"), 1);
     assert_eq!(s.call_ends().inbound_count("finished"), 0);
     assert_eq!(s.call_ends().corrections(true, "finished"), 1);
+    // The transfer the node made meanwhile is told late, marked, before
+    // the corrected end.
+    let transferred = event_data(s, TENANT, "call.transferred").await;
+    assert_eq!(transferred.len(), 1);
+    assert_eq!(
+        (&transferred[0]["toUser"], &transferred[0]["corrected"]),
+        (&json!("alex"), &json!(true))
+    );
+    assert_eq!(rec.transfers, 1);
+    let names: Vec<String> = events(s, TENANT).await.into_iter().map(|e| e.0).collect();
+    let at = |n: &str| names.iter().rposition(|x| x == n).unwrap();
+    assert!(at("call.transferred") < at("call.ended"), "{names:?}");
     // Once: a second end is skipped.
-    let again = ev(7, CALL, TENANT, ended("failed"));
+    let again = ev(8, CALL, TENANT, ended("failed"));
     assert!(matches!(
         s.apply_switch_event(NODE, &again, now).await.unwrap(),
         Applied::Skipped(_)
