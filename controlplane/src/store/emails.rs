@@ -150,13 +150,15 @@ reported how it really ended.\n\n";
 impl StoreTx {
     /// Queues a call's email inside this transaction: once per call (a
     /// second one for the same call is ignored) unless it `replaces` the
-    /// first, for a corrected end. A correction takes the place of an
-    /// email nobody has received: one still waiting (rewritten), or one
-    /// that failed for good (rewritten and tried again). It is a new
-    /// email, marked as correcting the first, once the first may have
-    /// reached its recipient: sent, or being sent now (that send loses
-    /// its lease, so it is not recorded as the sending of the correction,
-    /// which goes after it under a Message-ID of its own).
+    /// first, for a corrected end. A correction rewrites an email no send
+    /// was ever tried for (nobody has seen it). Once one was tried, it may
+    /// have arrived (a send under way, or one whose connection dropped
+    /// after the message): the correction takes the place of one not yet
+    /// sent (waiting to retry, being sent, failed for good), as a new
+    /// message (a Message-ID of its own, tried afresh) marked as
+    /// correcting the first, and a send under way loses its lease, so it
+    /// is not recorded as the correction's; after one was sent, it is the
+    /// call's next email, marked the same way.
     pub(super) async fn queue_email(
         &mut self,
         tenant: &str,
@@ -170,15 +172,17 @@ impl StoreTx {
         let (mut subject, mut body) = (subject.to_owned(), body.to_owned());
         let id = format!("em_{}", hex::encode(crypto::random_bytes::<12>()));
         if replaces {
-            let corrected_subject = || {
-                let room = crate::email::message::MAX_SUBJECT_CHARS
-                    .saturating_sub(CORRECTED_SUBJECT.chars().count());
+            let corrected = (
                 format!(
                     "{CORRECTED_SUBJECT}{}",
-                    crate::email::message::cut_chars(&subject, room)
-                )
-            };
-            let corrected = (corrected_subject(), format!("{CORRECTED_PREAMBLE}{body}"));
+                    crate::email::message::cut_chars(
+                        &subject,
+                        crate::email::message::MAX_SUBJECT_CHARS
+                            .saturating_sub(CORRECTED_SUBJECT.chars().count())
+                    )
+                ),
+                format!("{CORRECTED_PREAMBLE}{body}"),
+            );
             // The latest email of the call, as each case below finds it.
             macro_rules! latest {
                 () => {
@@ -186,37 +190,28 @@ impl StoreTx {
                      (SELECT MAX(revision) FROM email_outbox WHERE call_id = $4)"
                 };
             }
-            let cases: [(&str, &(String, String)); 3] = [
-                // Waiting, not being sent: nobody has seen it.
+            let cases: [(&str, &(String, String)); 2] = [
+                // Never tried (nor being tried): nobody has seen it.
                 (
                     concat!(
                         "UPDATE email_outbox SET recipient = $1, subject = $2, body = $3 \
-                         WHERE state = 'queued' AND (lease_until IS NULL OR lease_until <= $5) \
-                         AND $6 = $6 AND ",
+                         WHERE state = 'queued' AND attempts = 0 AND lease_token IS NULL \
+                         AND $5 = $5 AND $6 = $6 AND ",
                         latest!()
                     ),
                     &(subject.clone(), body.clone()),
                 ),
-                // Being sent now: it may arrive, so the correction says so.
+                // Tried and not sent: it may have arrived all the same.
                 (
                     concat!(
                         "UPDATE email_outbox SET recipient = $1, subject = $2, body = $3, \
-                         id = $6, lease_until = NULL, lease_token = NULL \
-                         WHERE state = 'queued' AND lease_until > $5 AND ",
+                         id = $6, state = 'queued', attempts = 0, next_attempt_at = $5, \
+                         created_at = $5, last_error = '', finished_at = NULL, \
+                         lease_until = NULL, lease_token = NULL \
+                         WHERE state IN ('queued', 'failed') AND ",
                         latest!()
                     ),
                     &corrected,
-                ),
-                // Failed for good: it reached nobody; the correction is tried.
-                (
-                    concat!(
-                        "UPDATE email_outbox SET recipient = $1, subject = $2, body = $3, \
-                         state = 'queued', attempts = 0, next_attempt_at = $5, \
-                         last_error = '', finished_at = NULL, lease_until = NULL, \
-                         lease_token = NULL WHERE state = 'failed' AND $6 = $6 AND ",
-                        latest!()
-                    ),
-                    &(subject.clone(), body.clone()),
                 ),
             ];
             for (sql, (subj, text)) in cases {

@@ -344,10 +344,12 @@ async fn corrected_while(
         .await
         .unwrap();
     let first = s.call_email(TENANT, id).await.unwrap().unwrap();
-    let claimed = s.claim_emails(lost_at, 600_000, 10).await.unwrap();
+    // A lease that ran out before the correction came (a slow send).
+    let lease = if state == "expired" { 1 } else { 600_000 };
+    let claimed = s.claim_emails(lost_at, lease, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     match state {
-        "leased" => {}
+        "leased" | "expired" => {}
         "failed" => assert!(
             s.record_email_attempt(&claimed[0], &EmailStep::Failed, "550 no such user", lost_at)
                 .await
@@ -363,21 +365,45 @@ async fn corrected_while(
     (first, now, claimed[0].clone())
 }
 
-/// The first email failed for good (it reached nobody): the correction
-/// takes its place, plainly, and is tried again.
-async fn a_correction_of_a_failed_email_replaces_it(db: TestDb) {
+/// The first email failed for good (it may still have arrived: a
+/// connection lost after the message): the correction takes its place,
+/// marked as one, under a Message-ID of its own, and is tried afresh.
+async fn a_correction_of_a_failed_email_takes_its_place(db: TestDb) {
     let s = &db.store;
     let (first, now, _) = corrected_while(s, 51, "failed").await;
-    assert_eq!(now.id, first.id, "the same email, rewritten");
+    assert_ne!(now.id, first.id, "a Message-ID of its own");
     assert_eq!((now.state, now.attempts), (EmailState::Queued, 0));
     assert!(now.last_error.is_empty() && now.finished_at.is_none());
     assert!(
-        now.subject.starts_with("Call to ") && now.subject.contains(": finished ["),
+        now.subject.starts_with("Corrected: Call to ") && now.subject.contains(": finished ["),
         "{}",
         now.subject
     );
     assert_eq!(s.email_page(TENANT, None, 10, 0).await.unwrap().total, 1);
     assert_eq!(s.email_backlog().await.unwrap(), 1);
+}
+
+/// The first email's send ran past its lease when the correction came:
+/// it may yet arrive, and it must not be recorded as the correction's.
+async fn a_correction_after_a_lease_ran_out_is_marked_too(db: TestDb) {
+    let s = &db.store;
+    let (first, now, claimed) = corrected_while(s, 53, "expired").await;
+    assert_ne!(now.id, first.id);
+    assert!(now.subject.starts_with("Corrected: "), "{}", now.subject);
+    assert!(
+        !s.record_email_attempt(&claimed, &EmailStep::Sent, "", T0.plus_ms(61_000))
+            .await
+            .unwrap(),
+        "the late send is not recorded as the correction's"
+    );
+    assert_eq!(
+        s.call_email(TENANT, &claimed.call_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        EmailState::Queued
+    );
 }
 
 /// The first email is being sent when the correction comes: it may
@@ -396,19 +422,24 @@ async fn a_correction_during_the_send_is_marked_and_goes_after_it(db: TestDb) {
             .unwrap(),
         "the send under way lost its lease"
     );
+    // Due from the correction (applied at T0 + 60 s), tried afresh.
     let again = s
-        .claim_emails(T0.plus_ms(31_000), 60_000, 10)
+        .claim_emails(T0.plus_ms(60_000), 60_000, 10)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].id, now.id);
+    assert_eq!(
+        (again[0].id.as_str(), again[0].attempt),
+        (now.id.as_str(), 1)
+    );
 }
 
 use crate::store::testing::both_backends as both;
 
 both!(
     a_correction_after_the_email_went_sends_another,
-    a_correction_of_a_failed_email_replaces_it,
+    a_correction_of_a_failed_email_takes_its_place,
+    a_correction_after_a_lease_ran_out_is_marked_too,
     a_correction_during_the_send_is_marked_and_goes_after_it,
     an_ended_call_queues_one_email_with_its_transcript,
     only_the_final_attempt_and_cancellations_send_email,

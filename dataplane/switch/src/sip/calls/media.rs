@@ -451,10 +451,13 @@ impl Core {
 
 impl Core {
     /// A call one of whose legs has no sockets on its worker (see
-    /// [`MediaEvent::LegFailed`]). A leg added for a transfer still
-    /// dialling: the transfer fails (the AI keeps the call, and is told),
-    /// and the port goes back. Otherwise the call cannot carry audio there,
-    /// and would never go quiet, so it ends now, in whatever phase it is.
+    /// [`MediaEvent::LegFailed`]). The free side of an AI call not handed
+    /// over (a leg added for a transfer, whose target has no dialog on it
+    /// yet): its port goes back, so the next transfer opens it afresh, and
+    /// a transfer still dialling fails (the AI keeps the call, and is
+    /// told). A leg that carries a party: the call cannot carry audio
+    /// there, and would never go quiet, so it ends now, in whatever phase
+    /// it is.
     pub(super) fn media_failed(&mut self, now: Instant, key: CallKey, leg: LegSide) {
         let Some(call) = self.calls.calls.get_mut(&key) else {
             return;
@@ -462,15 +465,25 @@ impl Core {
         if call.phase == Phase::Ending {
             return;
         }
-        if let Some(t) = call.transfer.take_if(|t| t.side.media() == leg) {
+        let side = match leg {
+            LegSide::A => Side::A,
+            LegSide::B => Side::B,
+        };
+        let free_side = call.origin.as_ref().is_some_and(|o| o.ai.is_some())
+            && !call.transferred
+            && call.leg(side).dialog.is_none();
+        if free_side {
             self.calls.media.release_leg(&mut call.media, leg);
-            return self.transfer_failed(
-                now,
-                key,
-                *t,
-                "the switch could not set up the media for the transfer".into(),
-                StatusCode::SERVICE_UNAVAILABLE,
-            );
+            if let Some(t) = call.transfer.take_if(|t| t.side == side) {
+                self.transfer_failed(
+                    now,
+                    key,
+                    *t,
+                    "the switch could not set up the media for the transfer".into(),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                );
+            }
+            return;
         }
         let (placed, phase, answering) = (
             call.origin.is_some(),

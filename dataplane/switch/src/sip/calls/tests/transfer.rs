@@ -193,6 +193,31 @@ fn a_transfer_whose_leg_failed_on_its_worker_fails_and_the_ai_keeps_the_call() {
     assert_eq!(h.core.calls.ports_in_use(), 2);
 }
 
+/// The failure of the free side's leg comes after its transfer already
+/// failed (a target that refused at once): the AI keeps the call, and the
+/// port goes back.
+#[test]
+fn a_free_sides_leg_that_failed_after_its_transfer_leaves_the_call_be() {
+    let (mut h, _carrier, key) = answered_ai_call("oac-tr9");
+    transfer_to(&mut h, key, "bob");
+    let to_bob = request(h.one(B));
+    h.send(B, plain(&to_bob, StatusCode::BUSY_HERE));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    let (ok, _) = tool_result(&mut h);
+    assert!(!ok);
+    assert_eq!(h.core.calls.ports_in_use(), 2);
+    h.core.media_failed(h.now, key, crate::media::LegSide::A);
+    h.core.drain(h.now);
+    assert!(h.take(CARRIER).is_empty() && h.take(B).is_empty());
+    assert_eq!(h.core.active_calls(), 1, "the AI still has the callee");
+    assert_eq!(
+        h.core.calls.ports_in_use(),
+        1,
+        "the failed leg's port is back"
+    );
+    assert!(events(&mut h).is_empty());
+}
+
 /// A leg that failed while the call is not transferring (here the
 /// callee's own, as if at the call's open): the call cannot carry audio,
 /// so it ends, failed and saying why.
