@@ -440,15 +440,23 @@ impl Core {
     }
 
     pub(crate) fn on_transport_error(&mut self, now: Instant, tx: TransactionId) {
-        // A's INVITE transaction: its response could not be sent.
+        let for_room = self.outbound.refused_for_room(tx);
+        // A's INVITE transaction (a transaction of the call that is none
+        // of the requests it sent): its response could not be sent. Its
+        // connection could not be made, not merely queued for want of
+        // room (then the call goes on, as a lost response over UDP would
+        // leave it).
         if let Some(&key) = self.calls.by_tx.get(&tx)
-            && self
-                .calls
-                .calls
-                .get(&key)
-                .is_some_and(|c| c.a_invite_tx == Some(tx) && c.phase != Phase::Ending)
+            && self.calls.calls.get(&key).is_some_and(|c| {
+                c.phase != Phase::Ending
+                    && !c.branches.iter().any(|b| b.tx == tx)
+                    && !c.sent.iter().any(|(t, _, _)| *t == tx)
+            })
         {
-            return self.caller_unreachable(now, key);
+            if !for_room {
+                self.caller_unreachable(now, key);
+            }
+            return;
         }
         self.branch_got_no_answer(now, tx, Timer::B, TRANSPORT_FAILED);
     }

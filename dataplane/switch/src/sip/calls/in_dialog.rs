@@ -63,21 +63,39 @@ impl Core {
 
     /// A's INVITE transaction could not send its response: A's connection
     /// closed and a new one to it failed (RFC 3261 §18.2.2; a phone or PBX
-    /// behind NAT cannot be reached that way). Nothing more reaches A, so
-    /// the call is given up as if A had cancelled it, instead of the
-    /// callee ringing, or answering, for nobody.
+    /// behind NAT cannot be reached that way). Nothing more reaches A.
+    /// Ringing (or B answered and our 2xx waits for A's PRACK): the call
+    /// is given up as if A had cancelled it, instead of the callee
+    /// ringing, or answering, for nobody. Our 2xx sent (it is what could
+    /// not go): the call is hung up, instead of B (or the AI) talking to
+    /// nobody until the 2xx times out.
     pub(super) fn caller_unreachable(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
         tracing::info!(
             call = key,
+            phase = ?call.phase,
             "the caller cannot be reached (its connection closed); the call is given up"
         );
-        if self.is_inbound(key) {
-            self.note_end(key, "far-hangup", "the caller's connection closed");
+        let ringing = call.phase == Phase::Routing
+            || (call.phase == Phase::Answered && call.a_invite_tx.is_some());
+        let placed = call.origin.is_some();
+        const WHY: &str = "the caller's connection closed";
+        if ringing {
+            if let Some(call) = self.calls.calls.get_mut(&key) {
+                call.a_invite_tx = None;
+            }
+            if self.is_inbound(key) {
+                self.note_end(key, "far-hangup", WHY);
+            }
+            return self.give_up(now, key);
         }
-        if let Some(call) = self.calls.calls.get_mut(&key) {
-            call.a_invite_tx = None;
+        if placed {
+            self.end_placed(now, key, "far-hangup", WHY);
+        } else {
+            self.hang_up(now, key);
         }
-        self.give_up(now, key);
     }
 
     /// Ends a call A left before the answer: the early dialog ends, the

@@ -616,3 +616,33 @@ fn a_ringing_call_whose_caller_cannot_be_reached_again_is_given_up() {
     assert_eq!(h.core.active_calls(), 0);
     assert_eq!(h.core.calls.ports_in_use(), 0);
 }
+
+/// The caller's connection closed while the call rang, silently (no 180),
+/// and B answers: our 2xx needs a new connection to the caller, which is
+/// refused. The call is hung up at once (B gets a BYE), instead of B
+/// talking to nobody until our 2xx times out.
+#[test]
+fn an_answer_that_cannot_reach_the_caller_hangs_the_call_up() {
+    let mut h = tcp_harness(0);
+    let caller = "192.0.2.10:41000";
+    h.core.handle_connection(h.now, conn(9), addr(caller));
+    let invite = carrier_tcp_invite(&mut h, "1000", "192.0.2.10");
+    h.send_tcp(conn(9), invite);
+    let to_b = request(h.one(B));
+    h.core
+        .handle_stream_closed(h.now, conn(9), "closed by the peer");
+    let b = answer_invite(&mut h, B, &to_b, b"bobtag", ("192.0.2.20", 42000));
+    let peer = h.core.poll_connect().expect("a connection to the caller");
+    assert_eq!(peer, addr("192.0.2.10:5060"));
+    h.core.handle_connecting(h.now, peer, conn(10));
+    h.core
+        .handle_stream_closed(h.now, conn(10), "Connection refused");
+    let bye = request(h.one(B));
+    assert_eq!(bye.method, Method::Bye);
+    h.send(B, b.reply(&bye, StatusCode::OK).build().unwrap());
+    assert_eq!(h.core.calls.ports_in_use(), 0, "its media went at once");
+    // What is left is A's side winding down (our 2xx unacknowledged,
+    // then its BYE unanswered), which reaches nobody.
+    h.advance(secs(70));
+    assert_eq!(h.core.active_calls(), 0);
+}
