@@ -568,6 +568,30 @@ fn a_call_on_the_trunks_own_connection_is_answered_over_a_new_one_once_it_closed
     assert_eq!(h.core.active_calls(), 1, "the call goes on");
 }
 
+/// A call from a trunk's address over a connection it opened (conn 9),
+/// which then closes while B (whose INVITE this returns) rings.
+fn tcp_call_whose_caller_left(h: &mut Harness) -> Request {
+    h.core
+        .handle_connection(h.now, conn(9), addr("192.0.2.10:41000"));
+    let invite = carrier_tcp_invite(h, "1000", "192.0.2.10");
+    h.send_tcp(conn(9), invite);
+    let to_b = request(h.one(B));
+    assert_eq!(to_b.method, Method::Invite);
+    h.core
+        .handle_stream_closed(h.now, conn(9), "closed by the peer");
+    to_b
+}
+
+/// The connection the switch opens to the caller's sent-by port (conn
+/// 10) is refused.
+fn caller_refuses_a_new_connection(h: &mut Harness) {
+    let peer = h.core.poll_connect().expect("a connection to the caller");
+    assert_eq!(peer, addr("192.0.2.10:5060"), "its sent-by port");
+    h.core.handle_connecting(h.now, peer, conn(10));
+    h.core
+        .handle_stream_closed(h.now, conn(10), "Connection refused");
+}
+
 /// A caller whose connection closed while the call rang, and who cannot
 /// be reached on a new one (behind NAT, say: the connection to its
 /// sent-by port is refused), is given up as if it had cancelled: the
@@ -576,14 +600,7 @@ fn a_call_on_the_trunks_own_connection_is_answered_over_a_new_one_once_it_closed
 #[test]
 fn a_ringing_call_whose_caller_cannot_be_reached_again_is_given_up() {
     let mut h = tcp_harness(0);
-    let caller = "192.0.2.10:41000";
-    h.core.handle_connection(h.now, conn(9), addr(caller));
-    let invite = carrier_tcp_invite(&mut h, "1000", "192.0.2.10");
-    h.send_tcp(conn(9), invite);
-    let to_b = request(h.one(B));
-    assert_eq!(to_b.method, Method::Invite);
-    h.core
-        .handle_stream_closed(h.now, conn(9), "closed by the peer");
+    let to_b = tcp_call_whose_caller_left(&mut h);
     assert_eq!(
         h.core.active_calls(),
         1,
@@ -597,11 +614,7 @@ fn a_ringing_call_whose_caller_cannot_be_reached_again_is_given_up() {
             .build()
             .unwrap(),
     );
-    let peer = h.core.poll_connect().expect("a connection to the caller");
-    assert_eq!(peer, addr("192.0.2.10:5060"), "its sent-by port");
-    h.core.handle_connecting(h.now, peer, conn(10));
-    h.core
-        .handle_stream_closed(h.now, conn(10), "Connection refused");
+    caller_refuses_a_new_connection(&mut h);
     let cancel = request(h.one(B));
     assert_eq!(cancel.method, Method::Cancel);
     h.send(B, cancel.reply(StatusCode::OK, None).build().unwrap());
@@ -624,19 +637,9 @@ fn a_ringing_call_whose_caller_cannot_be_reached_again_is_given_up() {
 #[test]
 fn an_answer_that_cannot_reach_the_caller_hangs_the_call_up() {
     let mut h = tcp_harness(0);
-    let caller = "192.0.2.10:41000";
-    h.core.handle_connection(h.now, conn(9), addr(caller));
-    let invite = carrier_tcp_invite(&mut h, "1000", "192.0.2.10");
-    h.send_tcp(conn(9), invite);
-    let to_b = request(h.one(B));
-    h.core
-        .handle_stream_closed(h.now, conn(9), "closed by the peer");
+    let to_b = tcp_call_whose_caller_left(&mut h);
     let b = answer_invite(&mut h, B, &to_b, b"bobtag", ("192.0.2.20", 42000));
-    let peer = h.core.poll_connect().expect("a connection to the caller");
-    assert_eq!(peer, addr("192.0.2.10:5060"));
-    h.core.handle_connecting(h.now, peer, conn(10));
-    h.core
-        .handle_stream_closed(h.now, conn(10), "Connection refused");
+    caller_refuses_a_new_connection(&mut h);
     let bye = request(h.one(B));
     assert_eq!(bye.method, Method::Bye);
     h.send(B, b.reply(&bye, StatusCode::OK).build().unwrap());
