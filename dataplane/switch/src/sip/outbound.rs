@@ -74,9 +74,6 @@ pub(crate) struct Outbound {
     /// Transactions whose message could not be delivered, to report to the
     /// transaction layer on the next drain.
     failed: Vec<TransactionId>,
-    /// Those of them refused for want of room (a full queue or table),
-    /// not because their peer could not be reached.
-    refused: std::collections::HashSet<TransactionId>,
 }
 
 /// Counters of outbound connections (exported as metrics).
@@ -103,13 +100,6 @@ impl Outbound {
 
     pub(crate) fn take_failed(&mut self) -> Vec<TransactionId> {
         std::mem::take(&mut self.failed)
-    }
-
-    /// Whether `tx`'s message was refused for want of room rather than
-    /// because its peer could not be reached (asked once, as its
-    /// transport error is handled).
-    pub(crate) fn refused_for_room(&mut self, tx: TransactionId) -> bool {
-        self.refused.remove(&tx)
     }
 
     /// Forgets `conn` (closed by either side); the queued messages, if it
@@ -166,7 +156,6 @@ impl Core {
         tracing::warn!(%peer, "TCP message refused: {why}");
         self.stats.outbound.refused += 1;
         self.outbound.failed.extend(tx);
-        self.outbound.refused.extend(tx);
     }
 
     /// The next connection the IO loop should open; answer with

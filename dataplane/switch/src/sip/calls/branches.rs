@@ -440,12 +440,11 @@ impl Core {
     }
 
     pub(crate) fn on_transport_error(&mut self, now: Instant, tx: TransactionId) {
-        let for_room = self.outbound.refused_for_room(tx);
         // A's INVITE transaction (a transaction of the call that is none
-        // of the requests it sent): its response could not be sent. Its
-        // connection could not be made, not merely queued for want of
-        // room (then the call goes on, as a lost response over UDP would
-        // leave it).
+        // of the requests it sent): its response could not be sent, and
+        // the transaction is over. Its connection could not be made, or
+        // the message was refused for want of room (the connection's
+        // queue or the table full): either way nothing more reaches A.
         if let Some(&key) = self.calls.by_tx.get(&tx)
             && self.calls.calls.get(&key).is_some_and(|c| {
                 c.phase != Phase::Ending
@@ -453,10 +452,7 @@ impl Core {
                     && !c.sent.iter().any(|(t, _, _)| *t == tx)
             })
         {
-            if !for_room {
-                self.caller_unreachable(now, key);
-            }
-            return;
+            return self.caller_unreachable(now, key);
         }
         self.branch_got_no_answer(now, tx, Timer::B, TRANSPORT_FAILED);
     }

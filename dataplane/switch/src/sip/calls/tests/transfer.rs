@@ -218,6 +218,43 @@ fn a_free_sides_leg_that_failed_after_its_transfer_leaves_the_call_be() {
     assert!(events(&mut h).is_empty());
 }
 
+/// A placed AI call whose callee's leg failed on its worker while it
+/// still rings: that leg is no free side (the callee's SDP names its
+/// port), so the call ends, failed and saying why, instead of ringing on
+/// with no media.
+#[test]
+fn a_ringing_ai_calls_callee_leg_that_failed_ends_the_call() {
+    let mut h = Harness::new(None);
+    let invite = place(&mut h, "oac-tr10", with_ai);
+    let invite = challenge(&mut h, &invite);
+    h.send(
+        CARRIER,
+        invite
+            .reply(StatusCode::RINGING, Some(b"calleetag"))
+            .build()
+            .unwrap(),
+    );
+    let _ = events(&mut h);
+    let key = *h.core.calls.calls.keys().next().unwrap();
+    h.core.media_failed(h.now, key, crate::media::LegSide::B);
+    h.core.drain(h.now);
+    let cancel = request(h.one(CARRIER));
+    assert_eq!(cancel.method, Method::Cancel);
+    h.send(CARRIER, cancel.reply(StatusCode::OK, None).build().unwrap());
+    h.send(
+        CARRIER,
+        invite
+            .reply(StatusCode::REQUEST_TERMINATED, Some(b"calleetag"))
+            .build()
+            .unwrap(),
+    );
+    let evs = events(&mut h);
+    let (outcome, detail, answered, _, _) = ended(&evs);
+    assert_eq!((outcome.as_str(), answered), ("failed", false));
+    assert!(detail.contains("media"), "{detail}");
+    assert_eq!(h.core.calls.ports_in_use(), 0);
+}
+
 /// A leg that failed while the call is not transferring (here the
 /// callee's own, as if at the call's open): the call cannot carry audio,
 /// so it ends, failed and saying why.
