@@ -440,17 +440,16 @@ impl Core {
     }
 
     pub(crate) fn on_transport_error(&mut self, now: Instant, tx: TransactionId) {
-        // A's INVITE transaction (a transaction of the call that is none
-        // of the requests it sent): its response could not be sent, and
-        // the transaction is over. Its connection could not be made, or
-        // the message was refused for want of room (the connection's
-        // queue or the table full): either way nothing more reaches A.
+        // A's INVITE transaction: its response could not be sent, and the
+        // transaction is over. Its connection could not be made, or the
+        // message was refused for want of room (the connection's queue or
+        // the table full): either way nothing more reaches A.
         if let Some(&key) = self.calls.by_tx.get(&tx)
-            && self.calls.calls.get(&key).is_some_and(|c| {
-                c.phase != Phase::Ending
-                    && !c.branches.iter().any(|b| b.tx == tx)
-                    && !c.sent.iter().any(|(t, _, _)| *t == tx)
-            })
+            && self
+                .calls
+                .calls
+                .get(&key)
+                .is_some_and(|c| c.phase != Phase::Ending && c.a_invite_id == Some(tx))
         {
             return self.caller_unreachable(now, key);
         }

@@ -280,6 +280,7 @@ impl Core {
             key,
             phase: Phase::Routing,
             a_invite_tx: Some(id),
+            a_invite_id: Some(id),
             a_invite: req,
             a,
             b,

@@ -205,6 +205,10 @@ pub struct Call {
     phase: Phase,
     /// A's INVITE while it awaits our final response.
     a_invite_tx: Option<TransactionId>,
+    /// A's INVITE transaction, for the call's life (`a_invite_tx` goes
+    /// as our final response is sent; a transport error of that response
+    /// still has to be known as A's). None for a call the switch placed.
+    a_invite_id: Option<TransactionId>,
     /// A's INVITE; for a call the switch placed (no A side), our INVITE.
     a_invite: Request,
     a: Leg,

@@ -479,6 +479,7 @@ impl Core {
             key,
             phase: Phase::Routing,
             a_invite_tx: None,
+            a_invite_id: None,
             a_invite: invite.clone(),
             a,
             b,
