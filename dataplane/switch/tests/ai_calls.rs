@@ -1189,6 +1189,160 @@ async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
     }
 }
 
+/// A caller to DID `did` offering PCMU with its media at `media_port`,
+/// which waits for our BYE; written to `<dir>/<name>.xml`.
+fn calling_scenario(dir: &std::path::Path, name: &str, media_port: u16) -> std::path::PathBuf {
+    let xml = std::fs::read_to_string(common::scenario("uac_wait_bye.xml"))
+        .unwrap()
+        .replace(
+            "m=audio [media_port] RTP/AVP 8 0\n      a=rtpmap:8 PCMA/8000",
+            &format!("m=audio {media_port} RTP/AVP 0\n      a=rtpmap:0 PCMU/8000"),
+        );
+    assert!(
+        xml.contains(&format!("m=audio {media_port} ")),
+        "the offer was rewritten"
+    );
+    let p = dir.join(format!("{name}.xml"));
+    std::fs::write(&p, xml).unwrap();
+    p
+}
+
+/// A caller to a virtual number whose AI puts it through to a user: the
+/// user's side of the call, which has no media port until the transfer
+/// opens one on the call's worker, relays both ways with the caller
+/// through the real media engine, and a hangup BYEs both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_numbers_ai_puts_the_caller_through_to_a_user() {
+    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let human_media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let human_sc = callee_scenario(
+        dir.path(),
+        "human",
+        human_media.local_addr().unwrap().port(),
+    );
+    let mut human = common::sipp_server(&["-sf", human_sc.to_str().unwrap(), "-m", "1"]);
+    let caller_media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let caller_sc = calling_scenario(
+        dir.path(),
+        "caller",
+        caller_media.local_addr().unwrap().port(),
+    );
+    let url = sim.url();
+    let sw = Switch::start(
+        "",
+        &[
+            ("CODEB_GEMINI_URL", url.as_str()),
+            ("CODEB_GEMINI_API_KEY", "sim-key"),
+        ],
+    );
+    let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
+    let mut config = receptionist(1);
+    config.users = vec![v1::User {
+        name: "sales".into(),
+        tenant: "example.com".into(),
+        contact: format!("sip:sales@127.0.0.1:{}", human.port),
+        ..Default::default()
+    }];
+    config.virtual_numbers[0].ai = Some(v1::AiSession {
+        system_prompt: "Put callers through to sales. TRANSFER_AFTER_TURNS=1:sales".into(),
+        save_transcript: true,
+        ..Default::default()
+    });
+    c.apply_config(config).await.unwrap();
+    let mut events = subscribe_all(&mut c).await;
+    let target = sw.sip;
+    let caller = tokio::task::spawn_blocking(move || {
+        common::sipp_client(
+            target,
+            &["-sf", caller_sc.to_str().unwrap(), "-s", "7000", "-m", "1"],
+        )
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller_heard = Arc::new(Heard::default());
+    let human_heard = Arc::new(Heard::default());
+    // The caller answers the greeting; the AI transfers on that turn.
+    let caller_talk = callee_media(
+        caller_media,
+        Duration::from_millis(2500),
+        Duration::from_millis(1200),
+        300.0,
+        stop.clone(),
+        caller_heard.clone(),
+    );
+    // The person talks (a 440 Hz tone) once the switch sends them audio.
+    let person = callee_media(
+        human_media,
+        Duration::ZERO,
+        Duration::from_secs(60),
+        440.0,
+        stop.clone(),
+        human_heard.clone(),
+    );
+    let mut transferred = None;
+    while transferred.is_none() {
+        let ev = next(&mut events, Duration::from_secs(30))
+            .await
+            .expect("CallTransferred within 30 s");
+        match ev.kind {
+            Some(event::Kind::Transferred(t)) => transferred = Some((ev.call_id, t)),
+            Some(event::Kind::Ended(e)) => panic!("ended before the transfer: {e:?}"),
+            _ => {}
+        }
+    }
+    let (call_id, t) = transferred.unwrap();
+    assert!(call_id.starts_with("vnum"), "{call_id}");
+    assert_eq!(t.to_user, "sales");
+    // Bridged: the caller hears the person's tone; the person gets the
+    // caller's stream.
+    let loud_before = caller_heard.loud.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && (caller_heard.loud.load(Ordering::Relaxed) < loud_before + 50
+            || human_heard.packets.load(Ordering::Relaxed) < 50)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (caller_loud, person_packets) = (
+        caller_heard.loud.load(Ordering::Relaxed) - loud_before,
+        human_heard.packets.load(Ordering::Relaxed),
+    );
+    assert!(
+        caller_loud >= 50,
+        "the caller hears the person: {caller_loud} loud packets"
+    );
+    assert!(
+        person_packets >= 50,
+        "the person hears the caller: {person_packets} packets"
+    );
+    c.hangup(v1::HangupRequest {
+        call_id: call_id.clone(),
+        outcome: String::new(),
+    })
+    .await
+    .unwrap();
+    let end = until_ended(&mut events)
+        .await
+        .into_iter()
+        .filter(|e| e.call_id == call_id)
+        .find_map(|e| match e.kind {
+            Some(event::Kind::Ended(e)) => Some(e),
+            _ => None,
+        })
+        .expect("CallEnded");
+    stop.store(true, Ordering::Relaxed);
+    caller_talk.join().unwrap();
+    person.join().unwrap();
+    assert_eq!(end.outcome, "transferred-to-vnum", "{end:?}");
+    assert_eq!(caller.await.unwrap(), (1, 0), "the caller got our BYE");
+    let st = human
+        .wait(Duration::from_secs(10))
+        .expect("SIPp got our BYE");
+    assert!(st.success(), "sales SIPp: {st}");
+}
+
 /// Writes a classic-format pcap of one PCMU stream (Ethernet/IPv4/UDP
 /// from 127.0.0.1:6000 to :6002, 20 ms apart): an answering machine's
 /// greeting (a voice-like 250 Hz buzz in syllables, with the short gaps
