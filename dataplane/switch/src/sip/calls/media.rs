@@ -469,13 +469,12 @@ impl Core {
             LegSide::A => Side::A,
             LegSide::B => Side::B,
         };
-        // The side the AI takes: A of a placed call, B of a virtual
-        // number's (as `start_transfer` has it).
-        let free_side =
-            call.origin.as_ref().is_some_and(|o| {
-                o.ai.is_some() && side == if o.inbound { Side::B } else { Side::A }
-            }) && !call.transferred
-                && call.leg(side).dialog.is_none();
+        let free_side = call
+            .origin
+            .as_ref()
+            .is_some_and(|o| o.ai.is_some() && side == o.ai_side())
+            && !call.transferred
+            && call.leg(side).dialog.is_none();
         if free_side {
             self.calls.media.release_leg(&mut call.media, leg);
             if let Some(t) = call.transfer.take_if(|t| t.side == side) {

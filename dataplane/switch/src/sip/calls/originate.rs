@@ -175,6 +175,13 @@ pub(super) struct Origin {
 }
 
 impl Origin {
+    /// The side its AI takes, which a transfer hands to a person: A of a
+    /// placed call (the callee is B), B of a virtual number's (the caller
+    /// is A).
+    pub(super) fn ai_side(&self) -> Side {
+        if self.inbound { Side::B } else { Side::A }
+    }
+
     /// An inbound call the switch answers itself (a virtual number), with
     /// `max_seconds` of talk time once answered; it rings until
     /// `ready_by` at the latest.

@@ -165,11 +165,8 @@ impl Core {
                 "the call is already transferred or being transferred".into(),
             ));
         }
-        let (party, side) = if o.inbound {
-            (Side::A, Side::B)
-        } else {
-            (Side::B, Side::A)
-        };
+        let side = o.ai_side();
+        let party = side.other();
         if call.leg(side).dialog.is_some() {
             return Err(FailedPrecondition("the call has no free side".into()));
         }
