@@ -186,29 +186,15 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use codeb_types::{TrunkId, UtcMillis};
+    use codeb_types::UtcMillis;
 
-    use crate::store::testing::TestDb;
+    use crate::store::testing::{self, TestDb};
     use crate::store::{InboundRoute, NumberRecord, TrunkRecord};
 
     fn trunk(tenant: &str, id: u8) -> TrunkRecord {
         TrunkRecord {
-            id: TrunkId::from_random([id; 8]),
             tenant: tenant.into(),
-            name: "t".into(),
-            host: "127.0.0.1".into(),
-            port: 5060,
-            transport: "udp".into(),
-            username: String::new(),
-            password: String::new(),
-            from_user: String::new(),
-            from_domain: String::new(),
-            max_concurrent_calls: 0,
-            calls_per_second: 0,
-            is_default: true,
-            register: false,
-            created_at: UtcMillis(1),
-            updated_at: UtcMillis(1),
+            ..testing::trunk(id, true)
         }
     }
 

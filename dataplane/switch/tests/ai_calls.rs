@@ -1054,6 +1054,49 @@ async fn a_voicemail_beep_ends_the_call_as_voicemail() {
     assert!(st.success(), "SIPp: {st}");
 }
 
+/// The call's CallTransferred (and its call id), within 30 s; an end
+/// before it fails the test.
+async fn until_transferred(
+    events: &mut tonic::Streaming<v1::Event>,
+) -> (String, v1::CallTransferred) {
+    loop {
+        let ev = next(events, Duration::from_secs(30))
+            .await
+            .expect("CallTransferred within 30 s");
+        match ev.kind {
+            Some(event::Kind::Transferred(t)) => return (ev.call_id, t),
+            Some(event::Kind::Ended(e)) => panic!("ended before the transfer: {e:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Once the AI has put `party` through to `person`, each hears the
+/// other within 10 s: `party` the person's tone (50 loud packets more),
+/// the person 50 packets of `party`'s stream.
+async fn hear_each_other(party: &Heard, person: &Heard) {
+    let loud_before = party.loud.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && (party.loud.load(Ordering::Relaxed) < loud_before + 50
+            || person.packets.load(Ordering::Relaxed) < 50)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (party_loud, person_packets) = (
+        party.loud.load(Ordering::Relaxed) - loud_before,
+        person.packets.load(Ordering::Relaxed),
+    );
+    assert!(
+        party_loud >= 50,
+        "the party hears the person: {party_loud} loud packets"
+    );
+    assert!(
+        person_packets >= 50,
+        "the person hears the party: {person_packets} packets"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
     // The user's phone: a SIPp that answers with its media on a socket
@@ -1113,18 +1156,7 @@ async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
     })
     .await
     .unwrap();
-    let mut transferred = None;
-    while transferred.is_none() {
-        let ev = next(&mut events, Duration::from_secs(30))
-            .await
-            .expect("CallTransferred within 30 s");
-        match ev.kind {
-            Some(event::Kind::Transferred(t)) => transferred = Some(t),
-            Some(event::Kind::Ended(e)) => panic!("ended before the transfer: {e:?}"),
-            _ => {}
-        }
-    }
-    let t = transferred.unwrap();
+    let (_, t) = until_transferred(&mut events).await;
     assert_eq!(
         (
             t.to_user.as_str(),
@@ -1133,28 +1165,7 @@ async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
         ),
         ("sales", "outbound-to-user", TRUNK)
     );
-    // Bridged: each now hears the other (the callee hears the person's
-    // tone; the person gets the callee's stream).
-    let loud_before = callee_heard.loud.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline
-        && (callee_heard.loud.load(Ordering::Relaxed) < loud_before + 50
-            || human_heard.packets.load(Ordering::Relaxed) < 50)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (callee_loud, person_packets) = (
-        callee_heard.loud.load(Ordering::Relaxed) - loud_before,
-        human_heard.packets.load(Ordering::Relaxed),
-    );
-    assert!(
-        callee_loud >= 50,
-        "the callee hears the person: {callee_loud} loud packets"
-    );
-    assert!(
-        person_packets >= 50,
-        "the person hears the callee: {person_packets} packets"
-    );
+    hear_each_other(&callee_heard, &human_heard).await;
     // The control plane hangs up; both parties get a BYE, and the call's
     // outcome says the AI handed it over.
     c.hangup(v1::HangupRequest {
@@ -1281,42 +1292,10 @@ async fn a_virtual_numbers_ai_puts_the_caller_through_to_a_user() {
         stop.clone(),
         human_heard.clone(),
     );
-    let mut transferred = None;
-    while transferred.is_none() {
-        let ev = next(&mut events, Duration::from_secs(30))
-            .await
-            .expect("CallTransferred within 30 s");
-        match ev.kind {
-            Some(event::Kind::Transferred(t)) => transferred = Some((ev.call_id, t)),
-            Some(event::Kind::Ended(e)) => panic!("ended before the transfer: {e:?}"),
-            _ => {}
-        }
-    }
-    let (call_id, t) = transferred.unwrap();
+    let (call_id, t) = until_transferred(&mut events).await;
     assert!(call_id.starts_with("vnum"), "{call_id}");
     assert_eq!(t.to_user, "sales");
-    // Bridged: the caller hears the person's tone; the person gets the
-    // caller's stream.
-    let loud_before = caller_heard.loud.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline
-        && (caller_heard.loud.load(Ordering::Relaxed) < loud_before + 50
-            || human_heard.packets.load(Ordering::Relaxed) < 50)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (caller_loud, person_packets) = (
-        caller_heard.loud.load(Ordering::Relaxed) - loud_before,
-        human_heard.packets.load(Ordering::Relaxed),
-    );
-    assert!(
-        caller_loud >= 50,
-        "the caller hears the person: {caller_loud} loud packets"
-    );
-    assert!(
-        person_packets >= 50,
-        "the person hears the caller: {person_packets} packets"
-    );
+    hear_each_other(&caller_heard, &human_heard).await;
     c.hangup(v1::HangupRequest {
         call_id: call_id.clone(),
         outcome: String::new(),
