@@ -1071,30 +1071,80 @@ async fn until_transferred(
     }
 }
 
-/// Once the AI has put `party` through to `person`, each hears the
-/// other within 10 s: `party` the person's tone (50 loud packets more),
-/// the person 50 packets of `party`'s stream.
-async fn hear_each_other(party: &Heard, person: &Heard) {
-    let loud_before = party.loud.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline
-        && (party.loud.load(Ordering::Relaxed) < loud_before + 50
-            || person.packets.load(Ordering::Relaxed) < 50)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// The two people of an AI transfer, talking on their media sockets:
+/// the AI's party answers its greeting (a 300 Hz turn, on which the AI
+/// transfers), the person it is handed to sends a 440 Hz tone once the
+/// switch sends them audio.
+struct Talkers {
+    stop: Arc<AtomicBool>,
+    party: Arc<Heard>,
+    person: Arc<Heard>,
+    threads: [std::thread::JoinHandle<()>; 2],
+}
+
+impl Talkers {
+    fn start(party: UdpSocket, person: UdpSocket) -> Talkers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let heard = [Arc::new(Heard::default()), Arc::new(Heard::default())];
+        let threads = [
+            callee_media(
+                party,
+                Duration::from_millis(2500),
+                Duration::from_millis(1200),
+                300.0,
+                stop.clone(),
+                heard[0].clone(),
+            ),
+            callee_media(
+                person,
+                Duration::ZERO,
+                Duration::from_secs(60),
+                440.0,
+                stop.clone(),
+                heard[1].clone(),
+            ),
+        ];
+        let [party, person] = heard;
+        Talkers {
+            stop,
+            party,
+            person,
+            threads,
+        }
     }
-    let (party_loud, person_packets) = (
-        party.loud.load(Ordering::Relaxed) - loud_before,
-        person.packets.load(Ordering::Relaxed),
-    );
-    assert!(
-        party_loud >= 50,
-        "the party hears the person: {party_loud} loud packets"
-    );
-    assert!(
-        person_packets >= 50,
-        "the person hears the party: {person_packets} packets"
-    );
+
+    /// Once the AI has put the party through, each hears the other within
+    /// 10 s: the party the person's tone (50 loud packets more), the
+    /// person 50 packets of the party's stream.
+    async fn hear_each_other(&self) {
+        let loud_before = self.party.loud.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && (self.party.loud.load(Ordering::Relaxed) < loud_before + 50
+                || self.person.packets.load(Ordering::Relaxed) < 50)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (party_loud, person_packets) = (
+            self.party.loud.load(Ordering::Relaxed) - loud_before,
+            self.person.packets.load(Ordering::Relaxed),
+        );
+        assert!(
+            party_loud >= 50,
+            "the party hears the person: {party_loud} loud packets"
+        );
+        assert!(
+            person_packets >= 50,
+            "the person hears the party: {person_packets} packets"
+        );
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1120,27 +1170,7 @@ async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
         human.port
     ))
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let callee_heard = Arc::new(Heard::default());
-    let human_heard = Arc::new(Heard::default());
-    // The callee answers the greeting; the AI transfers on that turn.
-    let callee = callee_media(
-        media,
-        Duration::from_millis(2500),
-        Duration::from_millis(1200),
-        300.0,
-        stop.clone(),
-        callee_heard.clone(),
-    );
-    // The person talks (a 440 Hz tone) once the switch sends them audio.
-    let person = callee_media(
-        human_media,
-        Duration::ZERO,
-        Duration::from_secs(60),
-        440.0,
-        stop.clone(),
-        human_heard.clone(),
-    );
+    let talk = Talkers::start(media, human_media);
     let mut c = SwitchClient::connect(sw.grpc_url()).await.unwrap();
     let mut events = subscribe_all(&mut c).await;
     c.place_call(v1::PlaceCallRequest {
@@ -1165,7 +1195,7 @@ async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
         ),
         ("sales", "outbound-to-user", TRUNK)
     );
-    hear_each_other(&callee_heard, &human_heard).await;
+    talk.hear_each_other().await;
     // The control plane hangs up; both parties get a BYE, and the call's
     // outcome says the AI handed it over.
     c.hangup(v1::HangupRequest {
@@ -1182,9 +1212,7 @@ async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
             _ => None,
         })
         .expect("CallEnded");
-    stop.store(true, Ordering::Relaxed);
-    callee.join().unwrap();
-    person.join().unwrap();
+    talk.stop();
     assert_eq!(end.outcome, "transferred-to-vnum", "{end:?}");
     assert!(end.answered);
     assert!(
@@ -1271,31 +1299,11 @@ async fn a_virtual_numbers_ai_puts_the_caller_through_to_a_user() {
             &["-sf", caller_sc.to_str().unwrap(), "-s", "7000", "-m", "1"],
         )
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let caller_heard = Arc::new(Heard::default());
-    let human_heard = Arc::new(Heard::default());
-    // The caller answers the greeting; the AI transfers on that turn.
-    let caller_talk = callee_media(
-        caller_media,
-        Duration::from_millis(2500),
-        Duration::from_millis(1200),
-        300.0,
-        stop.clone(),
-        caller_heard.clone(),
-    );
-    // The person talks (a 440 Hz tone) once the switch sends them audio.
-    let person = callee_media(
-        human_media,
-        Duration::ZERO,
-        Duration::from_secs(60),
-        440.0,
-        stop.clone(),
-        human_heard.clone(),
-    );
+    let talk = Talkers::start(caller_media, human_media);
     let (call_id, t) = until_transferred(&mut events).await;
     assert!(call_id.starts_with("vnum"), "{call_id}");
     assert_eq!(t.to_user, "sales");
-    hear_each_other(&caller_heard, &human_heard).await;
+    talk.hear_each_other().await;
     c.hangup(v1::HangupRequest {
         call_id: call_id.clone(),
         outcome: String::new(),
@@ -1311,9 +1319,7 @@ async fn a_virtual_numbers_ai_puts_the_caller_through_to_a_user() {
             _ => None,
         })
         .expect("CallEnded");
-    stop.store(true, Ordering::Relaxed);
-    caller_talk.join().unwrap();
-    person.join().unwrap();
+    talk.stop();
     assert_eq!(end.outcome, "transferred-to-vnum", "{end:?}");
     assert_eq!(caller.await.unwrap(), (1, 0), "the caller got our BYE");
     let st = human
