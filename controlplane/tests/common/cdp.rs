@@ -115,6 +115,14 @@ impl Tab {
     /// One protocol command (of the tab's session, or of the browser) and
     /// its result; a protocol error fails the test.
     fn command(&mut self, method: &str, params: Value, in_tab: bool) -> Value {
+        match self.try_command(method, params, in_tab) {
+            Ok(v) => v,
+            Err(err) => panic!("{method}: {err}"),
+        }
+    }
+
+    /// [`Self::command`], with a protocol error as `Err`.
+    fn try_command(&mut self, method: &str, params: Value, in_tab: bool) -> Result<Value, Value> {
         let id = self.next_id;
         self.next_id += 1;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -146,9 +154,9 @@ impl Tab {
                 continue; // an event, or an earlier command's late reply
             }
             if let Some(err) = reply.get("error") {
-                panic!("{method}: {err}");
+                return Err(err.clone());
             }
-            return reply["result"].clone();
+            return Ok(reply["result"].clone());
         }
     }
 
@@ -196,7 +204,20 @@ impl Tab {
     pub fn wait_for(&mut self, what: &str, js: &str) -> Value {
         let deadline = Instant::now() + COMMAND_DEADLINE;
         loop {
-            let v = self.eval(js);
+            // A document that navigates while the expression runs is not
+            // ready yet: ask the next one.
+            let params = json!({"expression": js, "awaitPromise": true, "returnByValue": true});
+            let v = match self.try_command("Runtime.evaluate", params, true) {
+                Err(err) if navigated(&err) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                Err(err) => panic!("waiting for {what}: {err}"),
+                Ok(r) if r.get("exceptionDetails").is_some() => {
+                    panic!("waiting for {what}: {js}: {}", r["exceptionDetails"])
+                }
+                Ok(r) => r["result"]["value"].clone(),
+            };
             let truthy = match &v {
                 Value::Null => false,
                 Value::Bool(b) => *b,
@@ -255,4 +276,17 @@ impl Tab {
              return !!e && e.getClientRects().length > 0; }})()"
         )) == Value::Bool(true)
     }
+}
+
+/// A protocol error that says the page's document went away under the
+/// command (it navigated), not that the command was wrong.
+fn navigated(err: &Value) -> bool {
+    let msg = err["message"].as_str().unwrap_or_default();
+    [
+        "navigated or closed",
+        "Execution context was destroyed",
+        "Cannot find context",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
 }
