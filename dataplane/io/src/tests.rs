@@ -182,6 +182,59 @@ fn removed_udp_sockets_close_and_their_ids_are_reused() {
     }
 }
 
+/// A socket whose receive the ring will not take is refused whole: the
+/// caller has no id to remove it by, so nothing of it may stay (its slot,
+/// its registered file, its steering entry, its port).
+fn refused_arm_frees_everything(mut r: Reactor, sock: UdpSocket) {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let Reactor::Uring(u) = &mut r else {
+        unreachable!("io_uring only")
+    };
+    let next_slot = u.udp_slots();
+    u.refuse_pushes = 1;
+    assert!(r.add_udp(sock).is_err());
+    // The port is free at once: the socket was closed, not kept.
+    let again = UdpSocket::bind(addr).expect("the refused socket's port is free");
+    let id = r.add_udp(again).unwrap();
+    assert_eq!(id.0, next_slot, "the refused socket's slot is taken again");
+    peer.send_to(b"after", addr).unwrap();
+    assert_eq!(datagrams(&mut r, 1), [(id, b"after".to_vec())]);
+    r.send_to(id, peer.local_addr().unwrap(), b"back").unwrap();
+    r.poll(Some(Duration::from_millis(10)), &mut |_| {})
+        .unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 8];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"back"[..], addr));
+    // Removing it frees its slot and port (a slot wrongly marked armed
+    // would wait for a completion that never comes).
+    r.remove_udp(id).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UdpSocket::bind(addr).is_err() {
+        assert!(Instant::now() < deadline, "port never freed");
+        r.poll(Some(Duration::from_millis(10)), &mut |_| {})
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_socket_whose_receive_cannot_be_armed_is_refused_and_closed() {
+    let r = Reactor::new(&Options::default()).unwrap();
+    if r.backend() != "io_uring" {
+        eprintln!("io_uring unavailable here: not tested");
+        return;
+    }
+    refused_arm_frees_everything(r, UdpSocket::bind("127.0.0.1:0").unwrap());
+    // With steering, the refused port leaves the steering map too: the
+    // next socket on it gets its datagrams.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    if let Some(r) = steering(port..=port) {
+        refused_arm_frees_everything(r, sock);
+    }
+}
+
 #[test]
 fn sockets_past_the_registered_file_table_send_and_receive_alike() {
     for mut r in reactors(Options {

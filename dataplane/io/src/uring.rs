@@ -157,6 +157,10 @@ pub struct UringReactor {
     fixed_files: u32,
     /// Port steering, with the slot of its receiving socket.
     steer: Option<(PortSteer, u32)>,
+    /// Tests: how many coming submissions fail as a full, unsubmittable
+    /// queue would.
+    #[cfg(test)]
+    pub(crate) refuse_pushes: u32,
 }
 
 impl UringReactor {
@@ -209,6 +213,8 @@ impl UringReactor {
             coalesce: None,
             fixed_files,
             steer: None,
+            #[cfg(test)]
+            refuse_pushes: 0,
         };
         r.arm_wake()?;
         // The first enter fails on kernels where io_uring exists but is
@@ -217,7 +223,19 @@ impl UringReactor {
         Ok(r)
     }
 
+    /// Tests: the UDP slots in the table, free or not (the next new one's
+    /// index).
+    #[cfg(test)]
+    pub(crate) fn udp_slots(&self) -> u32 {
+        u32::try_from(self.udp.len()).unwrap_or(u32::MAX)
+    }
+
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        #[cfg(test)]
+        if self.refuse_pushes > 0 {
+            self.refuse_pushes -= 1;
+            return Err(io::Error::other("submission refused by the test"));
+        }
         // SAFETY: every entry's buffers and headers live in `self` (boxed
         // slots, the buffer ring, sockets) until its completion arrives.
         unsafe {
@@ -250,12 +268,17 @@ impl UringReactor {
         if slot.closing || slot.paused {
             return Ok(());
         }
-        slot.armed = true;
         let e =
             opcode::RecvMsgMulti::new(Fd(slot.sock.as_raw_fd()), &raw const *slot.msg, BUF_GROUP)
                 .build()
                 .user_data(user_data(Kind::Udp, 0, idx));
-        self.push(&e)
+        self.push(&e)?;
+        // Only a receive the ring took is armed: a slot marked armed waits
+        // for its receive's final completion before it is freed.
+        if let Some(Some(slot)) = self.udp.get_mut(idx as usize) {
+            slot.armed = true;
+        }
+        Ok(())
     }
 
     fn arm_accept(&mut self, idx: u32) -> io::Result<()> {
@@ -319,7 +342,18 @@ impl UringReactor {
         // A steered socket's own receive is armed too, idle from now on:
         // it takes what queued on the socket before its port was steered,
         // so nothing sent to the port is lost.
-        self.arm_udp(idx)?;
+        if let Err(e) = self.arm_udp(idx) {
+            // The caller gets no id to remove it by: the slot, its
+            // registered file, its steering entry and the socket go now.
+            if let Some(Some(slot)) = self.udp.get(idx as usize)
+                && let Some(port) = slot.steered
+                && let Some((steer, _)) = self.steer.as_mut()
+            {
+                steer.remove(port);
+            }
+            self.free_udp_slot(idx);
+            return Err(e);
+        }
         Ok(SocketId(idx))
     }
 
