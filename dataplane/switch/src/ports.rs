@@ -81,12 +81,23 @@ impl PortPool {
         None
     }
 
+    /// The pair index of an RTP port of this pool's range.
+    fn index(&self, port: u16) -> Option<usize> {
+        let off = port.checked_sub(self.base)?;
+        let i = usize::from(off / 2);
+        (off.is_multiple_of(2) && i < self.used.len()).then_some(i)
+    }
+
+    /// Whether `port` is an RTP port of this pool's range, taken or not.
+    pub fn covers(&self, port: u16) -> bool {
+        self.index(port).is_some()
+    }
+
     /// Returns a port; unknown or free ports are ignored.
     pub fn release(&mut self, port: u16) {
-        if port < self.base || !(port - self.base).is_multiple_of(2) {
+        let Some(i) = self.index(port) else {
             return;
-        }
-        let i = usize::from((port - self.base) / 2);
+        };
         if let Some(slot) = self.used.get_mut(i)
             && *slot
         {
@@ -131,5 +142,9 @@ mod tests {
         p.release(10003);
         assert_eq!(p.in_use(), 1);
         assert_eq!(p.allocate(), Some(10002));
+        assert!(p.covers(10002) && p.covers(10004));
+        for other in [10000, 10003, 10006, 0, u16::MAX] {
+            assert!(!p.covers(other), "{other}");
+        }
     }
 }

@@ -209,9 +209,6 @@ pub enum MediaEvent {
 pub enum MediaError {
     #[error("no RTP ports left on any worker")]
     NoPorts,
-    /// A leg added to a call comes from its own worker's shard.
-    #[error("no RTP ports left on the call's media worker")]
-    NoPortsOnWorker,
     #[error("media worker is overloaded (command queue full)")]
     Busy,
     #[error("media worker has stopped")]
@@ -697,15 +694,34 @@ impl MediaEngine {
         Ok((handle, port))
     }
 
-    /// Gives a call opened with one leg its other one: a pair from its
-    /// worker's shard (a call stays on its worker). Returns the RTP port.
+    /// Gives a call opened with one leg its other one. Returns the RTP
+    /// port. A call stays on its worker, so the pair comes from that
+    /// worker's shard; when the shard has none free, it is bound here from
+    /// the shard with the most free (it returns there when the call ends,
+    /// and it is not steered: it receives on its own socket).
     pub fn add_leg(&mut self, handle: MediaHandle, side: LegSide) -> Result<u16, MediaError> {
         let wi = handle.worker;
         if wi >= self.workers.len() {
             return Err(MediaError::Stopped);
         }
-        let Some(sockets) = self.take_legs(wi, 1)?.and_then(|mut l| l.pop()) else {
-            return Err(MediaError::NoPortsOnWorker);
+        let mut sockets = self.take_legs(wi, 1)?.and_then(|mut l| l.pop());
+        if sockets.is_none() {
+            let mut others: Vec<usize> = (0..self.workers.len()).filter(|&o| o != wi).collect();
+            others.sort_by_key(|&o| {
+                let pool = &self.workers[o].pool;
+                std::cmp::Reverse(pool.capacity() - pool.in_use())
+            });
+            for o in others {
+                if let Some(mut bound) = self.bind_pairs(o, 1)?
+                    && let Some((pair, port)) = bound.pop()
+                {
+                    sockets = Some(LegSockets::Bound(Box::new(pair), port));
+                    break;
+                }
+            }
+        }
+        let Some(sockets) = sockets else {
+            return Err(MediaError::NoPorts);
         };
         let port = sockets.port();
         self.send_legs(
@@ -796,6 +812,14 @@ impl MediaEngine {
             Command::Open { legs, .. } => {
                 let [a, b] = *legs;
                 w.give_back([a, b].into_iter().flatten());
+            }
+            // Bound from another worker's shard: it goes back there.
+            Command::AddLeg {
+                sockets: LegSockets::Bound(pair, port),
+                ..
+            } if !w.pool.covers(port) => {
+                drop(pair);
+                self.release_port(port);
             }
             Command::AddLeg { sockets, .. } => w.give_back(std::iter::once(sockets)),
             _ => {}
@@ -974,8 +998,10 @@ impl MediaEngine {
     /// Gives back the port of a leg whose sockets its worker could not
     /// take in ([`MediaEvent::LegFailed`]): they are gone, and the call
     /// may get that leg again with [`Self::add_leg`].
-    pub fn release_port(&mut self, handle: MediaHandle, port: u16) {
-        if let Some(w) = self.workers.get_mut(handle.worker) {
+    /// A port returns to the shard it came from (a leg added to a call
+    /// may have taken it from another worker's).
+    pub fn release_port(&mut self, port: u16) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.pool.covers(port)) {
             w.pool.release(port);
         }
     }
@@ -995,9 +1021,9 @@ impl MediaEngine {
         }
         if let Some(w) = self.workers.get_mut(handle.worker) {
             w.calls = w.calls.saturating_sub(1);
-            for p in ports {
-                w.pool.release(p);
-            }
+        }
+        for p in ports {
+            self.release_port(p);
         }
     }
 

@@ -607,9 +607,8 @@ fn a_leg_added_later_relays_and_its_port_goes_back_with_the_call() {
     }
 }
 
-/// A leg is added only from the call's own worker's shard: with none of
-/// its ports free the call keeps its one leg (and the caller is told),
-/// and it gets one once a port comes back.
+/// With no port free on any shard the call keeps its one leg (and the
+/// caller is told), and it gets one once a port comes back.
 #[test]
 fn a_leg_with_no_port_left_is_refused_until_one_is_free() {
     // Two pairs: two one-leg calls take them.
@@ -619,7 +618,7 @@ fn a_leg_with_no_port_left_is_refused_until_one_is_free() {
     let (second, second_port) = engine.open_leg(LegSide::A).unwrap();
     assert!(matches!(
         engine.add_leg(first, LegSide::B),
-        Err(MediaError::NoPortsOnWorker)
+        Err(MediaError::NoPorts)
     ));
     assert_eq!(engine.ports_in_use(), 2);
     engine.close(second, [second_port]);
@@ -628,7 +627,7 @@ fn a_leg_with_no_port_left_is_refused_until_one_is_free() {
     let b_port = loop {
         match engine.add_leg(first, LegSide::B) {
             Ok(p) => break p,
-            Err(MediaError::NoPortsOnWorker) if Instant::now() < deadline => {
+            Err(MediaError::NoPorts) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => panic!("{e}"),
@@ -640,6 +639,60 @@ fn a_leg_with_no_port_left_is_refused_until_one_is_free() {
     engine.set_remote(first, LegSide::B, remote(&b, 0)).unwrap();
     media_up(&a, &b, SocketAddr::new(LO, first_port), 0);
     engine.close(first, [first_port, b_port]);
+    assert_eq!(engine.ports_in_use(), 0);
+}
+
+/// A leg is added from the call's own worker's shard when it can be;
+/// when that shard is full it comes from another worker's, relays like any
+/// other, and its port goes back to that shard.
+#[test]
+fn a_leg_comes_from_another_shard_when_its_workers_is_full() {
+    // Two workers, two pairs each: worker 0 has 38100 and 38102, worker 1
+    // 38104 and 38106.
+    let settings = MediaSettings {
+        workers: 2,
+        ..one_worker("38100-38107", Duration::from_secs(60))
+    };
+    let mut engine = MediaEngine::start(&settings, None).unwrap();
+    // Calls go to the least-loaded worker: 0, 1, 0.
+    let (first, first_port) = engine.open_leg(LegSide::A).unwrap();
+    let (second, second_port) = engine.open_leg(LegSide::A).unwrap();
+    let (third, third_port) = engine.open_leg(LegSide::A).unwrap();
+    assert_eq!(
+        (first.worker, second.worker, third.worker),
+        (0, 1, 0),
+        "{first_port} {second_port} {third_port}"
+    );
+    let b_port = engine.add_leg(first, LegSide::B).unwrap();
+    assert_eq!(b_port, 38106, "worker 1's free pair");
+    assert_eq!(engine.ports_in_use(), 4);
+    assert!(
+        matches!(engine.add_leg(second, LegSide::B), Err(MediaError::NoPorts)),
+        "no shard has a pair left"
+    );
+    // The borrowed pair carries the call's B leg, both ways.
+    let (a, b) = (phone(), phone());
+    engine.set_remote(first, LegSide::A, remote(&a, 0)).unwrap();
+    engine.set_remote(first, LegSide::B, remote(&b, 0)).unwrap();
+    media_up(&a, &b, SocketAddr::new(LO, first_port), 0);
+    media_up(&b, &a, SocketAddr::new(LO, b_port), 0);
+    // Closed, its pair is worker 1's again: worker 1's next leg takes it
+    // once the worker has closed the sockets.
+    engine.close(first, [first_port, b_port]);
+    assert_eq!(engine.ports_in_use(), 2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        match engine.add_leg(second, LegSide::B) {
+            Ok(p) => break p,
+            Err(MediaError::NoPorts) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(again, 38106, "back in worker 1's shard");
+    engine.close(second, [second_port, again]);
+    engine.close(third, [third_port]);
     assert_eq!(engine.ports_in_use(), 0);
 }
 

@@ -130,8 +130,7 @@ impl MediaPorts {
         };
         match (self, media.handle) {
             (MediaPorts::Pool(p), _) => p.release(port),
-            (MediaPorts::Engine(e), Some(h)) => e.release_port(h, port),
-            (MediaPorts::Engine(_), None) => {}
+            (MediaPorts::Engine(e), _) => e.release_port(port),
         }
     }
 
