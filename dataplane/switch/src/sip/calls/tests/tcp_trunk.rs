@@ -649,3 +649,43 @@ fn an_answer_that_cannot_reach_the_caller_hangs_the_call_up() {
     h.advance(secs(70));
     assert_eq!(h.core.active_calls(), 0);
 }
+
+/// The caller's connection closed while the call rang, and the connection
+/// to its sent-by port is still being made with its queue full (64
+/// messages already wait for it): the 180 for the caller is refused, and
+/// the refusal gives the call up as an unreachable caller would, instead
+/// of leaving the callee ringing for a caller who hears nothing.
+#[test]
+fn a_ringing_call_whose_response_finds_the_queue_full_is_given_up() {
+    let mut h = tcp_harness(0);
+    let to_b = tcp_call_whose_caller_left(&mut h);
+    let caller = addr("192.0.2.10:5060");
+    for i in 0..MAX_PENDING {
+        h.core.send_tcp_to(
+            caller,
+            Bytes::from(format!("OPTIONS sip:x SIP/2.0\r\nX-N: {i}\r\n\r\n")),
+            None,
+        );
+    }
+    assert_eq!(h.core.stats.outbound.refused, 0);
+    h.send(
+        B,
+        to_b.reply(StatusCode::RINGING, Some(b"bobtag"))
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(h.core.stats.outbound.refused, 1, "the 180 found no room");
+    let cancel = request(h.one(B));
+    assert_eq!(cancel.method, Method::Cancel);
+    h.send(B, cancel.reply(StatusCode::OK, None).build().unwrap());
+    h.send(
+        B,
+        to_b.reply(StatusCode::REQUEST_TERMINATED, Some(b"bobtag"))
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    h.advance(secs(40));
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.calls.ports_in_use(), 0);
+}
