@@ -950,8 +950,10 @@ impl Store {
             answered_at,
             transcript: transcript.as_ref(),
         };
-        tx.queue_call_email(call, &ending, how == Finish::Correction, now)
-            .await?;
+        // A correction replaces an email only where the loss queued one:
+        // it made the call's end final (a retry-pending loss sent none).
+        let replaces = how == Finish::Correction && call.status.is_terminal();
+        tx.queue_call_email(call, &ending, replaces, now).await?;
         tracing::info!(call = %call.call_id, attempt = call.attempt, status = %status,
             outcome = %end.outcome, detail = %detail, "call attempt ended");
         Ok(status)

@@ -150,7 +150,7 @@ reported how it really ended.\n\n";
 impl StoreTx {
     /// Queues a call's email inside this transaction: once per call (a
     /// second one for the same call is ignored) unless it `replaces` the
-    /// first, for a corrected end. A correction rewrites an email no send
+    /// first, for a corrected end of a call whose loss queued one. A correction rewrites an email no send
     /// was ever tried for (nobody has seen it). Once one was tried, it may
     /// have arrived (a send under way, or one whose connection dropped
     /// after the message): the correction takes the place of one not yet
@@ -158,7 +158,8 @@ impl StoreTx {
     /// message (a Message-ID of its own, tried afresh) marked as
     /// correcting the first, and a send under way loses its lease, so it
     /// is not recorded as the correction's; after one was sent, it is the
-    /// call's next email, marked the same way.
+    /// call's next email, marked the same way (so too when the sent one is
+    /// no longer in the outbox, purged after the retention).
     pub(super) async fn queue_email(
         &mut self,
         tenant: &str,
@@ -238,10 +239,11 @@ impl StoreTx {
                     .fetch_one(&mut **t)
                     .await?
             });
-            if let Some(last) = last {
-                revision = last.saturating_add(1);
-                (subject, body) = corrected;
-            }
+            // Sent, or already purged from the outbox (`purge_emails`: a
+            // node back after the retention): either way it went, and the
+            // correction says so.
+            revision = last.map_or(0, |last| last.saturating_add(1));
+            (subject, body) = corrected;
         }
         on_tx!(self, |t| {
             sqlx::query(
@@ -512,7 +514,7 @@ impl StoreTx {
         &mut self,
         call: &super::LiveCall,
         e: &CallEnd<'_>,
-        corrected: bool,
+        replaces: bool,
         now: UtcMillis,
     ) -> Result<()> {
         if !e.status.is_terminal() || call.email.is_empty() {
@@ -542,7 +544,7 @@ impl StoreTx {
             &call.call_id,
             &call.email,
             (&subject, &body),
-            corrected,
+            replaces,
             now,
         )
         .await

@@ -434,10 +434,76 @@ async fn a_correction_during_the_send_is_marked_and_goes_after_it(db: TestDb) {
     );
 }
 
+/// The loss's email went, and was purged from the outbox (the retention
+/// ran out) before its node came back with the real end: the correction
+/// still says it corrects an earlier email.
+async fn a_correction_after_the_sent_email_was_purged_is_marked(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 54, 0).await;
+    let id = call.call_id.as_str();
+    let lost_at = T0.plus_ms(30_000);
+    s.fail_calls_on_node(NODE, crate::store::Lost::All, "switch node lost", lost_at)
+        .await
+        .unwrap();
+    let claimed = s.claim_emails(lost_at, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        s.record_email_attempt(&claimed[0], &EmailStep::Sent, "", lost_at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.purge_emails(lost_at.plus_ms(1)).await.unwrap(), 1);
+    assert!(s.call_email(TENANT, id).await.unwrap().is_none());
+    assert_eq!(
+        apply(s, &call, ended("finished", true)).await,
+        Applied::Applied
+    );
+    let now = s.call_email(TENANT, id).await.unwrap().unwrap();
+    assert!(
+        now.subject.starts_with("Corrected: Call to ") && now.subject.contains(": finished ["),
+        "{}",
+        now.subject
+    );
+    assert!(now.body.starts_with("This corrects the earlier email"));
+}
+
+/// A loss that left a retry pending sent no email: the real end, when it
+/// comes, sends the call's first email, not marked as a correction.
+async fn a_correction_of_a_retry_pending_loss_sends_the_first_email(db: TestDb) {
+    let s = &db.store;
+    let call = in_flight(s, 55, 1).await;
+    let id = call.call_id.as_str();
+    s.fail_calls_on_node(
+        NODE,
+        crate::store::Lost::All,
+        "switch node lost",
+        T0.plus_ms(30_000),
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.call_email(TENANT, id).await.unwrap().is_none(),
+        "a retry is pending: no email yet"
+    );
+    assert_eq!(
+        apply(s, &call, ended("finished", true)).await,
+        Applied::Applied
+    );
+    let first = s.call_email(TENANT, id).await.unwrap().unwrap();
+    assert!(
+        first.subject.starts_with("Call to ") && first.subject.contains(": finished ["),
+        "{}",
+        first.subject
+    );
+    assert!(!first.body.starts_with("This corrects"));
+}
+
 use crate::store::testing::both_backends as both;
 
 both!(
     a_correction_after_the_email_went_sends_another,
+    a_correction_after_the_sent_email_was_purged_is_marked,
+    a_correction_of_a_retry_pending_loss_sends_the_first_email,
     a_correction_of_a_failed_email_takes_its_place,
     a_correction_after_a_lease_ran_out_is_marked_too,
     a_correction_during_the_send_is_marked_and_goes_after_it,
