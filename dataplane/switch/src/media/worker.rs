@@ -2811,6 +2811,57 @@ mod tests {
         w
     }
 
+    /// A source filter asked for a call's socket that has not reached the
+    /// kernel when the call ends must not reach the next call's socket
+    /// given the same id: that call would never hear its far end.
+    #[test]
+    fn a_filter_queued_for_an_ended_calls_socket_misses_the_socket_reusing_its_id() {
+        let mut w = one_call();
+        let old = w.st.calls[&1].legs[0].sockets.unwrap();
+        let only_far = Some([Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))), None, None]);
+        filter_leg(
+            &mut w.st.filters,
+            &mut w.st.calls.get_mut(&1).unwrap().legs[0],
+            only_far,
+        );
+        assert_eq!(w.st.filters.len(), 2, "RTP and RTCP");
+        w.close(1);
+        // The ring lets go of the closed sockets' slots.
+        for _ in 0..3 {
+            w.reactor.poll(Some(Duration::ZERO), &mut |_| {}).unwrap();
+        }
+        w.open(2, sockets());
+        let reused = w.st.calls[&2]
+            .legs
+            .iter()
+            .filter_map(|l| l.sockets)
+            .flat_map(|io| [io.rtp, io.rtcp])
+            .find(|&s| s == old.rtp)
+            .expect("the ended call's RTP socket id is given to the new call");
+        assert!(w.st.filters.is_empty());
+        w.source_filters();
+        // The kernel delivers a datagram from anywhere to the new socket.
+        let to = w.reactor.local_addr(reused).unwrap();
+        let far = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 9), 0)).unwrap();
+        far.send_to(&[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], to)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = false;
+        while !got {
+            assert!(
+                Instant::now() < deadline,
+                "the new call's socket heard nothing"
+            );
+            w.reactor
+                .poll(Some(Duration::from_millis(20)), &mut |ev| {
+                    if let Event::Datagram { socket, .. } = ev {
+                        got |= socket == reused;
+                    }
+                })
+                .unwrap();
+        }
+    }
+
     /// A re-INVITE moving one leg's far end between its two addresses;
     /// returns the leg.
     fn reinvite(w: &mut Worker, r: &mut Rng, sdp: &mut [SocketAddr; 2], codecs: [u8; 2]) -> usize {
