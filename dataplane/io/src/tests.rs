@@ -731,6 +731,36 @@ fn steering_is_refused_where_it_cannot_work() {
 /// A source filter: the kernel delivers only the listed sources'
 /// datagrams (both backends, IPv4 and IPv6), and all again once removed;
 /// a steered port cannot take one.
+/// A dual-stack socket (bound to `::`) sees IPv4 datagrams with an IPv4
+/// header, and reports their sources as IPv4-mapped IPv6 addresses: a
+/// filter given either form lets the far end through and no one else.
+#[test]
+fn a_dual_stack_socket_filters_ipv4_sources_in_either_form() {
+    let from = |ip: &str| UdpSocket::bind((ip, 0)).unwrap();
+    let (known, stranger) = (from("127.0.0.2"), from("127.0.0.3"));
+    for mut r in reactors(Options::default()) {
+        let Ok(s) = UdpSocket::bind("[::]:0") else {
+            eprintln!("no IPv6 here: dual-stack filtering not tested");
+            return;
+        };
+        let to = std::net::SocketAddr::from(([127, 0, 0, 1], s.local_addr().unwrap().port()));
+        let id = r.add_udp(s).unwrap();
+        for allowed in ["127.0.0.2", "::ffff:127.0.0.2"] {
+            let allowed: [IpAddr; 1] = [allowed.parse().unwrap()];
+            r.filter_udp_sources(id, Some(&allowed)).unwrap();
+            stranger.send_to(b"stranger", to).unwrap();
+            known.send_to(b"known", to).unwrap();
+            assert_eq!(
+                quiet_for(&mut r, 100),
+                vec![(id, b"known".to_vec())],
+                "{}: {allowed:?}",
+                r.backend()
+            );
+        }
+        assert_eq!(r.udp_drops(id).unwrap(), 2, "{}", r.backend());
+    }
+}
+
 #[test]
 fn a_filtered_socket_receives_only_from_its_sources() {
     let from = |ip: &str| UdpSocket::bind((ip, 0)).unwrap();
