@@ -236,6 +236,12 @@ pub fn render(core: &Core, wire: &WireStats, backend: &str) -> String {
             "Media ports paused for a flood now",
             io.flooded_ports,
         );
+        counter(
+            &mut o,
+            "codeb_media_source_filters_refused_total",
+            "Kernel source filters for a call's media port that the kernel refused (the call's own source check still drops strangers, after reading them)",
+            io.filters_refused,
+        );
         gauge(
             &mut o,
             "codeb_media_port_steering_workers",

@@ -81,6 +81,7 @@ fn recorded_call_through(callee: &str) -> f64 {
     assert_eq!(value("codeb_media_send_errors_total "), 0.0);
     assert_eq!(value("codeb_media_datagrams_truncated_total "), 0.0);
     assert_eq!(value("codeb_media_port_steering_workers "), 0.0);
+    assert_eq!(value("codeb_media_source_filters_refused_total "), 0.0);
     // The caller's RFC 4733 digit is reported on its leg, and again on the
     // callee's when the echo brings it back: the callee got it under the
     // telephone-event payload type it agreed, or its leg would not take

@@ -413,6 +413,8 @@ pub(super) struct WorkerIo {
     /// Ports paused for a flood since the start, and paused now.
     pub(super) flood_pauses: AtomicU64,
     pub(super) flooded_ports: AtomicU64,
+    /// Kernel source filters the kernel refused since the start.
+    pub(super) filters_refused: AtomicU64,
 }
 
 /// The media workers' IO, summed over workers (for metrics).
@@ -431,6 +433,9 @@ pub struct MediaIo {
     /// Ports paused for a flood since the start, and paused now.
     pub flood_pauses: u64,
     pub flooded_ports: u64,
+    /// Kernel source filters the kernel refused (those ports' latches
+    /// alone turn strangers away).
+    pub filters_refused: u64,
 }
 
 /// The engine, owned by the SIP thread.
@@ -628,6 +633,7 @@ impl MediaEngine {
             m.steering_workers += usize::from(w.io.steering.load(Ordering::Relaxed));
             m.flood_pauses += w.io.flood_pauses.load(Ordering::Relaxed);
             m.flooded_ports += w.io.flooded_ports.load(Ordering::Relaxed);
+            m.filters_refused += w.io.filters_refused.load(Ordering::Relaxed);
             m
         })
     }

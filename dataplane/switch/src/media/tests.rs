@@ -400,6 +400,11 @@ fn a_locked_legs_port_takes_nothing_from_other_ips() {
         // Over a second: a pause would have been published.
         std::thread::sleep(Duration::from_millis(1_300));
         assert_eq!(engine.io().flood_pauses, 0, "force_epoll {force_epoll}");
+        assert_eq!(
+            engine.io().filters_refused,
+            0,
+            "the kernel took the filter: force_epoll {force_epoll}"
+        );
         // A new far end for A: learned again, from anywhere, at once.
         let moved = on_ip([127, 0, 0, 4]);
         engine

@@ -455,6 +455,7 @@ impl Worker {
             let r = std::sync::atomic::Ordering::Relaxed;
             io.flood_pauses.store(self.st.flood.pauses, r);
             io.flooded_ports.store(self.st.flood.paused() as u64, r);
+            io.filters_refused.store(self.st.filters_refused, r);
         }
     }
 
