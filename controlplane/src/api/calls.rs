@@ -536,8 +536,12 @@ pub async fn hangup(
     {
         HangupResult::NotFound => Err(no_such_call(&id)),
         HangupResult::Noop(status) => Ok(axum::Json(reply(status, true))),
-        HangupResult::Cancelled => {
+        HangupResult::Cancelled { lost_on } => {
             tracing::info!(call = %call_id, actor = %who.username, "scheduled call cancelled");
+            if let Some(node) = lost_on {
+                // Its lost attempt may still be up there.
+                state.switch.want_lost_hangups(&node);
+            }
             Ok(axum::Json(reply(CallStatus::Cancelled, false)))
         }
         HangupResult::OnSwitch(status, node) => {

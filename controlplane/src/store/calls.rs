@@ -325,8 +325,13 @@ pub enum HangupResult {
     NotFound,
     /// Already over; nothing changed.
     Noop(CallStatus),
-    /// It had not reached the switch: now `cancelled`.
-    Cancelled,
+    /// It had not reached the switch: now `cancelled`. Or its attempt was
+    /// ended as lost with the node named (waiting for its retry), which
+    /// may still carry it: it is hung up there once the node answers
+    /// (`SwitchLink::hang_up_lost`).
+    Cancelled {
+        lost_on: Option<String>,
+    },
     /// It is on a switch (the node's URL): only the switch can end it.
     OnSwitch(CallStatus, String),
 }
@@ -615,7 +620,11 @@ impl Store {
                 )
                 .await?;
                 tx.commit().await?;
-                Ok(HangupResult::Cancelled)
+                let lost_on = call
+                    .lost_node
+                    .clone()
+                    .filter(|_| call.lost_attempt == Some(call.attempt));
+                Ok(HangupResult::Cancelled { lost_on })
             }
             (s, Some(node)) => Ok(HangupResult::OnSwitch(s, node.clone())),
             (s, None) => Err(StoreError::Corrupt(format!(

@@ -325,13 +325,9 @@ fn new_lease_token() -> i64 {
 /// What ending a node's calls did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Swept {
-    /// Calls whose attempt ended.
+    /// Calls whose attempt ended. Those a node that was only unreachable
+    /// may still carry wait for their hangup there (`store::lost_hangups`).
     pub ended: usize,
-    /// Of those, the calls ended for good (not waiting for a retry, whose
-    /// id a new attempt reuses): a node that was only unreachable may
-    /// still carry them when it answers again, and must be told to end
-    /// them.
-    pub gone: Vec<String>,
 }
 
 /// Which of a node's calls it lost.
@@ -666,7 +662,6 @@ impl Store {
     ) -> Result<Swept> {
         let at = UtcMillis(seen.0.min(now.0));
         let mut ended = 0;
-        let mut gone = Vec::new();
         for call in self.live_calls_on_node(node_url).await? {
             if !lost.takes(&call.node_instance) {
                 continue;
@@ -696,19 +691,15 @@ impl Store {
                 node: node_url,
                 may_go_on: matches!(lost, Lost::All),
             };
-            let status = self.finish_attempt(&mut tx, &live, &end, how, now).await?;
+            self.finish_attempt(&mut tx, &live, &end, how, now).await?;
             tx.commit().await?;
             ended += 1;
-            if status != CallStatus::EndedFailedRetryPending {
-                gone.push(live.call_id.clone());
-            }
         }
         let inbound = self
             .fail_inbound_calls_on_node(node_url, lost, detail, at, now)
             .await?;
         ended += inbound.len();
-        gone.extend(inbound);
-        Ok(Swept { ended, gone })
+        Ok(Swept { ended })
     }
 
     /// A node came back as another process (`instance`): the attempts it
@@ -876,7 +867,7 @@ impl Store {
                      transcript_path = COALESCE($11, transcript_path), \
                      node_url = CASE WHEN $12 = 1 THEN NULL ELSE node_url END, \
                      lost_attempt = CASE WHEN $15 IS NULL THEN NULL ELSE attempt END, \
-                     lost_node = $15, \
+                     lost_node = $15, lost_hangup_at = NULL, \
                      lease_until = NULL, lease_token = NULL, updated_at = $13 \
                      WHERE call_id = $14",
                 )

@@ -258,7 +258,10 @@ async fn a_deferred_dispatch_waits_as_before_its_claim(db: TestDb) {
         .await
         .unwrap();
     let r = s.hangup_unplaced(TENANT, &c.call_id, due).await.unwrap();
-    assert!(matches!(r, crate::store::HangupResult::Cancelled), "{r:?}");
+    assert!(
+        matches!(r, crate::store::HangupResult::Cancelled { .. }),
+        "{r:?}"
+    );
     let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
     assert_eq!(
         (rec.status, rec.error_detail.as_str()),
@@ -696,7 +699,10 @@ async fn hangup_of_an_unplaced_dispatch_cancels_it(db: TestDb) {
     s.insert_call(&c).await.unwrap();
     let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
     let r = s.hangup_unplaced(TENANT, &c.call_id, T0).await.unwrap();
-    assert!(matches!(r, crate::store::HangupResult::Cancelled), "{r:?}");
+    assert!(
+        matches!(r, crate::store::HangupResult::Cancelled { .. }),
+        "{r:?}"
+    );
     assert!(!s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
     // Subscribers hear of it: outbound-ai.finished, outcome cancelled.
     let finished = event_data(s, TENANT, "outbound-ai.finished").await;

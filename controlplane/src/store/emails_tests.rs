@@ -125,7 +125,10 @@ async fn only_the_final_attempt_and_cancellations_send_email(db: TestDb) {
     let c = new_call(3, 0);
     s.insert_call(&c).await.unwrap();
     let r = s.hangup_unplaced(TENANT, &c.call_id, T0).await.unwrap();
-    assert!(matches!(r, crate::store::HangupResult::Cancelled), "{r:?}");
+    assert!(
+        matches!(r, crate::store::HangupResult::Cancelled { .. }),
+        "{r:?}"
+    );
     let e = s
         .call_email(TENANT, c.call_id.as_str())
         .await

@@ -16,6 +16,7 @@ mod dispatch;
 mod emails;
 mod inbound;
 mod keys;
+mod lost_hangups;
 mod numbers;
 mod outbox;
 mod prompts;

@@ -41,6 +41,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Deadline of PlaceCall and Hangup.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls ended as lost hung up per node per sweep (the rest the next).
+const LOST_HANGUPS_PER_ROUND: i64 = 200;
 /// How long a call the node had no room for waits before it is tried
 /// again (the switch's own hint for a trunk's calls-per-second limit).
 pub const CAPACITY_WAIT_MS: i64 = 5_000;
@@ -215,6 +217,10 @@ impl SwitchNodes {
         match result {
             Ok(r) => {
                 node.record_ok(r.into_inner(), now);
+                if !was {
+                    // Back: it may still carry calls ended as lost.
+                    node.want_lost_hangups();
+                }
                 !was
             }
             Err(e) => {
@@ -250,10 +256,13 @@ impl SwitchNodes {
     pub async fn sweep_lost_nodes(&self, store: &Store, now: UtcMillis) {
         for node in &self.nodes {
             if !node.is_lost(now, self.settings.lost_after) {
-                if node.health().healthy {
-                    self.hang_up_orphans(node).await;
-                }
                 self.sweep_restarted(store, node, now).await;
+                // Once what an earlier process of it carried is settled
+                // (those calls ended with it).
+                let health = node.health();
+                if health.healthy && health.instance.as_ref().is_none_or(|i| i.swept) {
+                    self.hang_up_lost(store, node, now).await;
+                }
                 continue;
             }
             let detail = format!("switch node {} lost", node.url());
@@ -271,7 +280,7 @@ impl SwitchNodes {
                 Ok(s) => {
                     tracing::error!(node = %node.url(), calls = s.ended,
                         "switch node unreachable for {:?}: its calls ended", self.settings.lost_after);
-                    node.add_orphans(s.gone);
+                    node.want_lost_hangups();
                 }
                 Err(e) => tracing::error!(node = %node.url(), "ending a lost node's calls: {e}"),
             }
@@ -281,27 +290,46 @@ impl SwitchNodes {
     /// A node that answers again after its calls were ended as lost (it
     /// was cut off or frozen, not restarted) may still carry them: each is
     /// hung up there, so its far end gets a BYE and its AI stops, instead
-    /// of going on with no record to show for it. A node that restarted
-    /// does not know them (NotFound is no error).
-    async fn hang_up_orphans(&self, node: &Node) {
-        let orphans = node.take_orphans();
-        if orphans.is_empty() {
+    /// of going on with no record to show for it. The calls are read from
+    /// the store (`store::lost_hangups`), so a control plane restarted
+    /// meanwhile hangs them up too. A node that restarted does not know
+    /// them (NotFound is no error).
+    pub(crate) async fn hang_up_lost(&self, store: &Store, node: &Node, now: UtcMillis) {
+        if !node.take_lost_hangups_due() {
             return;
         }
-        let mut failed = Vec::new();
+        let due = match store
+            .lost_calls_to_hang_up(node.url(), now, LOST_HANGUPS_PER_ROUND)
+            .await
+        {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(node = %node.url(), "reading the calls lost with the node: {e}");
+                node.want_lost_hangups();
+                return;
+            }
+        };
+        if due.len() >= usize::try_from(LOST_HANGUPS_PER_ROUND).unwrap_or(usize::MAX) {
+            node.want_lost_hangups();
+        }
         let mut ended = 0;
-        for id in orphans {
+        for id in due {
             // Its end says why, so that it corrects the record's times
             // but not its reason (see `store::switch_events`).
             match self
                 .hangup_as(node.url(), &id, crate::store::LOST_HANGUP_OUTCOME)
                 .await
             {
-                Ok(true) => {}
-                Ok(false) => ended += 1,
+                Ok(already) => {
+                    ended += usize::from(!already);
+                    if let Err(e) = store.lost_call_hung_up(&id, now).await {
+                        tracing::error!(node = %node.url(), call = %id, "recording a lost call's hangup: {e}");
+                        node.want_lost_hangups();
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(node = %node.url(), call = %id, error = ?e, "hanging up a call ended as lost failed");
-                    failed.push(id);
+                    node.want_lost_hangups();
                 }
             }
         }
@@ -309,7 +337,6 @@ impl SwitchNodes {
             tracing::warn!(node = %node.url(), calls = ended,
                 "the node answered again still carrying calls ended as lost; hung them up");
         }
-        node.add_orphans(failed);
     }
 
     /// Once per instance of `node` (first seen answering), after every
@@ -360,8 +387,18 @@ impl SwitchNodes {
             }
             Err(e) => tracing::error!(node = %node.url(), "ending a restarted node's calls: {e}"),
         }
-        // Calls it lost while unreachable are gone with that process: their
-        // retries need not wait for them to end there.
+        // Calls it lost while unreachable are gone with that process: they
+        // need no hangup, and their retries need not wait for them to end
+        // there.
+        match store
+            .lost_calls_ended_by_restart(node.url(), &inst.id, now)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(node = %node.url(), "forgetting a restarted node's lost calls: {e}")
+            }
+        }
         match store.release_lost_retries(node.url(), &inst.id, now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(node = %node.url(), calls = n,
@@ -568,6 +605,15 @@ impl SwitchNodes {
                 node: node.url().to_owned(),
                 detail: "PlaceCall timed out".into(),
             }),
+        }
+    }
+
+    /// Calls ended as lost with `node_url` may wait to be hung up there
+    /// (a lost call cancelled while it waited for its retry): looked for
+    /// at the next sweep that finds the node answering.
+    pub fn want_lost_hangups(&self, node_url: &str) {
+        if let Some(node) = self.node(node_url) {
+            node.want_lost_hangups();
         }
     }
 

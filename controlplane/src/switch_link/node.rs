@@ -148,14 +148,13 @@ pub struct Node {
     url: String,
     client: Option<Client>,
     health: Mutex<Health>,
-    /// Calls this control plane ended for good while the node was
-    /// unreachable: if it answers again (it was only cut off or frozen),
-    /// it may still carry them, and is told to hang them up.
-    orphans: Mutex<Vec<String>>,
+    /// Whether calls ended as lost with the node may be waiting to be hung
+    /// up there (`Store::lost_calls_to_hang_up`): set at the start (a
+    /// restarted control plane does not know), when the node's calls are
+    /// ended as lost, when it answers again, and when a lost call is
+    /// cancelled; cleared once they are all hung up.
+    lost_hangups_due: std::sync::atomic::AtomicBool,
 }
-
-/// Most orphaned call ids kept per node (the oldest go first).
-const MAX_ORPHANS: usize = 100_000;
 
 /// Transport settings of every node's channel.
 #[derive(Debug, Clone, Copy)]
@@ -203,21 +202,21 @@ impl Node {
             url: url.to_owned(),
             client,
             health: Mutex::new(health),
-            orphans: Mutex::new(Vec::new()),
+            lost_hangups_due: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
-    /// Remembers calls ended for good while the node was unreachable.
-    pub fn add_orphans(&self, ids: impl IntoIterator<Item = String>) {
-        let mut o = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
-        o.extend(ids);
-        let over = o.len().saturating_sub(MAX_ORPHANS);
-        o.drain(..over);
+    /// Calls ended as lost with this node may wait to be hung up there.
+    pub fn want_lost_hangups(&self) {
+        self.lost_hangups_due
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The orphaned calls, forgotten here.
-    pub fn take_orphans(&self) -> Vec<String> {
-        std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Whether calls ended as lost may wait to be hung up; forgotten here
+    /// (set again with [`Self::want_lost_hangups`] if some are left).
+    pub fn take_lost_hangups_due(&self) -> bool {
+        self.lost_hangups_due
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn url(&self) -> &str {

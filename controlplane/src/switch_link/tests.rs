@@ -1184,6 +1184,114 @@ async fn a_lost_node_that_comes_back_is_told_to_end_the_calls_ended_meanwhile() 
     server.kill(&peer).await;
 }
 
+/// Call `n` with no retry left, placed on the one node, which is then
+/// cut off past CODEB_SWITCH_LOST_AFTER: ended as lost for good.
+async fn lost_for_good(db: &TestDb, clock: &Clock, peer: &Peer, l: &SwitchNodes, n: u8) -> NewCall {
+    let call = NewCall {
+        retries: 0,
+        ..new_call(n, clock.now())
+    };
+    let claimed = stored_and_claimed(db, &call, clock).await;
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    cut_off_past_the_bound(db, clock, peer, l, &l.nodes()[0].clone()).await;
+    assert_eq!(
+        status(&db.store, &call.call_id).await,
+        CallStatus::EndedFailedFinal
+    );
+    call
+}
+
+/// The control plane that ended a call as lost is restarted before the
+/// node answers again: the new one still hangs the call up there (the
+/// calls to hang up are kept in the database), once.
+#[tokio::test]
+async fn a_lost_call_is_hung_up_by_a_control_plane_started_after_the_loss() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    let call = lost_for_good(&db, &clock, &peer, &l, 14).await;
+    drop(l);
+    let restarted = link(vec![server.url()], &clock);
+    let node = restarted.nodes()[0].clone();
+    peer.with(|s| s.dead = false);
+    restarted.probe(&node).await;
+    assert!(node.health().healthy);
+    restarted.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(
+        peer.with(|s| s.hangups.clone()),
+        vec![call.call_id.to_string()]
+    );
+    // Taken: neither this control plane nor another one sends it again.
+    restarted.sweep_lost_nodes(&db.store, clock.now()).await;
+    let other = link(vec![server.url()], &clock);
+    other.probe(&other.nodes()[0].clone()).await;
+    other.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(peer.with(|s| s.hangups.len()), 1);
+    server.kill(&peer).await;
+}
+
+/// A call lost with its node and waiting for its retry is cancelled by
+/// its user: when the node answers again, the attempt it may still carry
+/// is hung up there, and the call stays cancelled.
+#[tokio::test]
+async fn a_lost_call_cancelled_while_waiting_for_its_retry_is_hung_up_on_the_nodes_return() {
+    let (db, clock, peer, server, l, call) = one_node_with_call(15).await;
+    let url = server.url();
+    let node = l.nodes()[0].clone();
+    cut_off_past_the_bound(&db, &clock, &peer, &l, &node).await;
+    assert_eq!(
+        status(&db.store, &call.call_id).await,
+        CallStatus::EndedFailedRetryPending
+    );
+    match db
+        .store
+        .hangup_unplaced(TENANT, &call.call_id, clock.now())
+        .await
+        .unwrap()
+    {
+        crate::store::HangupResult::Cancelled { lost_on } => {
+            assert_eq!(lost_on.as_deref(), Some(url.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+    l.want_lost_hangups(&url);
+    // Not while the node is still away.
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert!(peer.with(|s| s.hangups.is_empty()));
+    peer.with(|s| s.dead = false);
+    l.probe(&node).await;
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    let id = call.call_id.as_str();
+    assert_eq!(peer.with(|s| s.hangups.clone()), vec![id.to_owned()]);
+    let last = peer.with(|s| s.next_seq - 1);
+    read_events_up_to(&l, &db, &url, last).await;
+    assert_eq!(
+        status(&db.store, &call.call_id).await,
+        CallStatus::Cancelled
+    );
+    server.kill(&peer).await;
+}
+
+/// A node that comes back as another process ended the calls lost with
+/// it: none of them is hung up there.
+#[tokio::test]
+async fn the_calls_lost_with_a_node_that_restarted_are_not_hung_up() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    let url = server.url();
+    let call = lost_for_good(&db, &clock, &peer, &l, 16).await;
+    let last = peer.emit(call.call_id.as_str(), answered());
+    peer.restart("i2");
+    peer.with(|s| s.dead = false);
+    let node = l.nodes()[0].clone();
+    l.probe(&node).await;
+    read_events_up_to(&l, &db, &url, last).await;
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert!(peer.with(|s| s.hangups.is_empty()));
+    server.kill(&peer).await;
+}
+
 #[tokio::test]
 async fn a_node_that_restarts_ends_the_calls_its_earlier_process_carried() {
     // Back within CODEB_SWITCH_LOST_AFTER, so never "lost": without the

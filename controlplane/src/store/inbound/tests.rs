@@ -630,6 +630,89 @@ async fn a_restarted_node_ends_the_inbound_calls_its_earlier_process_carried(db:
         let rec = s.inbound_call(TENANT, id).await.unwrap().unwrap();
         assert_eq!(rec.ended_at.is_some(), instance == "i1", "{id}");
     }
+    // Ended with the process: no hangup is due for it once the node's
+    // new process is known.
+    let later = T0.plus_ms(1_000);
+    assert_eq!(
+        s.lost_calls_to_hang_up(NODE, later, 10).await.unwrap(),
+        ["vnum00000000000a"]
+    );
+    assert_eq!(
+        s.lost_calls_ended_by_restart(NODE, "i2", later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        s.lost_calls_to_hang_up(NODE, later, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Inbound and outbound calls ended as lost with a node wait for their
+/// hangup there, oldest first, until it is recorded; not those of another
+/// node, nor once a day has passed.
+async fn lost_calls_wait_for_their_hangup_until_it_is_recorded(db: TestDb) {
+    let s = &db.store;
+    assert!(
+        s.create_number(&number(TENANT, "1234", true))
+            .await
+            .unwrap()
+    );
+    apply_all(s, CALL, TENANT, vec![start("1234"), answered()]).await;
+    let outbound = crate::store::NewCall {
+        created_at: T0,
+        next_attempt_at: T0,
+        ..crate::store::testing::new_call(1, 0)
+    };
+    s.insert_call(&outbound).await.unwrap();
+    let claimed = s.claim_call(&outbound.call_id, T0).await.unwrap().unwrap();
+    assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+    assert!(s.mark_placed(&claimed, "", "", T0).await.unwrap());
+    let lost_at = T0.plus_ms(10_000);
+    assert_eq!(
+        s.fail_calls_on_node(NODE, crate::store::Lost::All, "lost", lost_at)
+            .await
+            .unwrap(),
+        2
+    );
+    let now = lost_at.plus_ms(5_000);
+    let due = s.lost_calls_to_hang_up(NODE, now, 10).await.unwrap();
+    assert_eq!(due.len(), 2, "{due:?}");
+    assert!(due.contains(&CALL.to_owned()) && due.contains(&outbound.call_id.to_string()));
+    assert_eq!(
+        s.lost_calls_to_hang_up(NODE, now, 1).await.unwrap().len(),
+        1
+    );
+    assert!(
+        s.lost_calls_to_hang_up(OTHER_NODE, now, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let day_later = lost_at.plus_ms(24 * 3600 * 1000 + 1);
+    assert!(
+        s.lost_calls_to_hang_up(NODE, day_later, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.lost_call_hung_up(CALL, now).await.unwrap();
+    assert_eq!(
+        s.lost_calls_to_hang_up(NODE, now, 10).await.unwrap(),
+        [outbound.call_id.to_string()]
+    );
+    s.lost_call_hung_up(outbound.call_id.as_str(), now)
+        .await
+        .unwrap();
+    assert!(
+        s.lost_calls_to_hang_up(NODE, now, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn a_lost_node_ends_its_inbound_calls(db: TestDb) {
@@ -823,6 +906,7 @@ async fn a_call_refused_before_the_answer_is_recorded(db: TestDb) {
 use crate::store::testing::both_backends as both;
 
 both!(
+    lost_calls_wait_for_their_hangup_until_it_is_recorded,
     a_whole_inbound_call_is_recorded,
     replayed_events_apply_once,
     a_failed_end_leaves_no_trace,
