@@ -171,6 +171,28 @@ fn an_ai_not_ready_in_time_is_given_up_with_a_503() {
     assert_eq!(why, "the AI engine was not ready within 15 s");
 }
 
+/// A node whose AI connect timeout is raised (`CODEB_AI_CONNECT_TIMEOUT`
+/// 30 s) lets a virtual number's caller ring while the session starts
+/// that long and 5 s more, past the default 15 s, and then says so.
+#[test]
+fn a_longer_ai_connect_timeout_lets_the_caller_ring_longer() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    h.core.set_ai_connect_timeout(Duration::from_secs(30));
+    let invite = h.invite_from_a("7000", &[]);
+    let start = rings(&mut h, &invite);
+    h.advance(Duration::from_millis(34_990));
+    assert!(h.take(A).is_empty(), "still ringing past the default 15 s");
+    h.advance(Duration::from_millis(10));
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == start.key));
+    h.core.ai_note(h.now, start.key, AiNote::Closed);
+    let evs = events(&mut h);
+    let (outcome, why, _, _, sip) = ended(&evs);
+    assert_eq!((outcome.as_str(), sip), ("failed", 503));
+    assert_eq!(why, "the AI engine was not ready within 35 s");
+}
+
 #[test]
 fn a_caller_who_gives_up_while_the_ai_starts_stops_the_session() {
     let mut h = Harness::with_config(None, RECEPTIONIST);
