@@ -548,9 +548,12 @@ fn check_settings(cli: &Cli) -> anyhow::Result<()> {
         "CODEB_RTP_COALESCE_US {}: must be at most 20000 (one 20 ms packet time)",
         cli.rtp_coalesce_us
     );
+    // A virtual number's caller rings while its session starts, for this
+    // and 5 s more: at most a minute, so no provisional need be repeated
+    // for a proxy's Timer C (RFC 3261 §13.3.1.1).
     ensure!(
-        (1..=300).contains(&cli.ai_connect_timeout),
-        "CODEB_AI_CONNECT_TIMEOUT {}: must be 1-300 seconds",
+        (1..=55).contains(&cli.ai_connect_timeout),
+        "CODEB_AI_CONNECT_TIMEOUT {}: must be 1-55 seconds (a virtual number's caller rings for it and 5 s more, at most a minute)",
         cli.ai_connect_timeout
     );
     if let Some(id) = &cli.node_id {

@@ -77,6 +77,10 @@ fn settings_that_cannot_work_stop_the_start_naming_them() {
         ),
         (&[("CODEB_NODE_ID", " ")][..], "CODEB_NODE_ID"),
         (
+            &[("CODEB_AI_CONNECT_TIMEOUT", "56")][..],
+            "CODEB_AI_CONNECT_TIMEOUT 56: must be 1-55 seconds",
+        ),
+        (
             &[("CODEB_SWITCH_TOKEN", "")][..],
             "CODEB_SWITCH_TOKEN is set but empty",
         ),
