@@ -8,12 +8,16 @@
 
 ALTER TABLE calls ADD COLUMN lost_hangup_at BIGINT;
 ALTER TABLE inbound_calls ADD COLUMN lost_hangup_at BIGINT;
-CREATE INDEX calls_lost_hangup ON calls (lost_node)
+CREATE INDEX calls_lost_hangup ON calls (lost_node, ended_at)
     WHERE lost_node IS NOT NULL AND lost_hangup_at IS NULL;
-CREATE INDEX inbound_calls_lost_hangup ON inbound_calls (node_url)
+CREATE INDEX inbound_calls_lost_hangup ON inbound_calls (node_url, ended_at)
     WHERE lost = 1 AND lost_hangup_at IS NULL;
 -- Calls lost before this migration were tracked in the memory of the
 -- control plane that ended them, which is gone with this upgrade's
--- restart: they are not hung up now.
-UPDATE calls SET lost_hangup_at = 0 WHERE lost_node IS NOT NULL;
-UPDATE inbound_calls SET lost_hangup_at = 0 WHERE lost = 1;
+-- restart: those of the last day are hung up if their node still
+-- carries them (a repeated hangup is answered NotFound); older ones are
+-- not looked at again.
+UPDATE calls SET lost_hangup_at = 0
+    WHERE lost_node IS NOT NULL AND ended_at < CAST(strftime('%s', 'now') AS INTEGER) * 1000 - 86400000;
+UPDATE inbound_calls SET lost_hangup_at = 0
+    WHERE lost = 1 AND ended_at < CAST(strftime('%s', 'now') AS INTEGER) * 1000 - 86400000;

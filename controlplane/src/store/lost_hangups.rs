@@ -36,7 +36,7 @@ impl Store {
                    SELECT call_id, ended_at FROM calls \
                    WHERE lost_node = $1 AND lost_hangup_at IS NULL \
                    AND lost_attempt = attempt AND ended_at >= $2 \
-                   AND status <> 'ended-failed-retry-pending' \
+                   AND status IN ('ended-failed-final', 'cancelled') \
                    UNION ALL \
                    SELECT call_id, ended_at FROM inbound_calls \
                    WHERE node_url = $1 AND lost = 1 AND lost_hangup_at IS NULL \

@@ -295,7 +295,7 @@ impl SwitchNodes {
     /// meanwhile hangs them up too. A node that restarted does not know
     /// them (NotFound is no error).
     pub(crate) async fn hang_up_lost(&self, store: &Store, node: &Node, now: UtcMillis) {
-        if !node.take_lost_hangups_due() {
+        if !node.take_lost_hangups_due(now) {
             return;
         }
         let due = match store
@@ -327,9 +327,13 @@ impl SwitchNodes {
                         node.want_lost_hangups();
                     }
                 }
+                // The node (not the call) failed: the rest wait for the
+                // next look (it answering again, or the recheck), instead
+                // of holding the scheduler's tick a timeout each.
                 Err(e) => {
-                    tracing::warn!(node = %node.url(), call = %id, error = ?e, "hanging up a call ended as lost failed");
-                    node.want_lost_hangups();
+                    tracing::warn!(node = %node.url(), call = %id, error = ?e,
+                        "hanging up a call ended as lost failed; the rest are tried later");
+                    break;
                 }
             }
         }

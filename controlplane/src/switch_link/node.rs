@@ -154,7 +154,16 @@ pub struct Node {
     /// ended as lost, when it answers again, and when a lost call is
     /// cancelled; cleared once they are all hung up.
     lost_hangups_due: std::sync::atomic::AtomicBool,
+    /// When they were last looked for (ms; `i64::MIN`: never). Another
+    /// control plane sharing the database may have ended the node's
+    /// calls as lost, which no flag here says: they are looked for again
+    /// every [`LOST_HANGUPS_RECHECK_MS`] all the same.
+    lost_hangups_looked: std::sync::atomic::AtomicI64,
 }
+
+/// How often calls ended as lost are looked for on a node that answers,
+/// whatever this control plane saw.
+pub const LOST_HANGUPS_RECHECK_MS: i64 = 30_000;
 
 /// Transport settings of every node's channel.
 #[derive(Debug, Clone, Copy)]
@@ -203,6 +212,7 @@ impl Node {
             client,
             health: Mutex::new(health),
             lost_hangups_due: std::sync::atomic::AtomicBool::new(true),
+            lost_hangups_looked: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
     }
 
@@ -212,11 +222,18 @@ impl Node {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether calls ended as lost may wait to be hung up; forgotten here
-    /// (set again with [`Self::want_lost_hangups`] if some are left).
-    pub fn take_lost_hangups_due(&self) -> bool {
-        self.lost_hangups_due
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    /// Whether calls ended as lost are to be looked for at `now`: asked
+    /// for, or not looked for in [`LOST_HANGUPS_RECHECK_MS`]. Forgotten
+    /// here (set again with [`Self::want_lost_hangups`] if some are left).
+    pub fn take_lost_hangups_due(&self, now: UtcMillis) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let asked = self.lost_hangups_due.swap(false, Relaxed);
+        let looked = self.lost_hangups_looked.load(Relaxed);
+        if asked || now.0.saturating_sub(looked) >= LOST_HANGUPS_RECHECK_MS {
+            self.lost_hangups_looked.store(now.0, Relaxed);
+            return true;
+        }
+        false
     }
 
     pub fn url(&self) -> &str {

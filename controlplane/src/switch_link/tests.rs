@@ -1231,6 +1231,47 @@ async fn a_lost_call_is_hung_up_by_a_control_plane_started_after_the_loss() {
     server.kill(&peer).await;
 }
 
+/// Another control plane sharing the database ended a call as lost (it
+/// could not reach the node; this one always could, so nothing here says
+/// to look): this one still hangs the call up, at its next recheck.
+#[tokio::test]
+async fn calls_another_control_plane_ended_as_lost_are_hung_up_at_the_recheck() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    let url = server.url();
+    let call = NewCall {
+        retries: 0,
+        ..new_call(17, clock.now())
+    };
+    let claimed = stored_and_claimed(&db, &call, &clock).await;
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Placed { .. }
+    ));
+    // This control plane has looked, and found nothing.
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    // The other one's loss.
+    db.store
+        .fail_calls_on_node(
+            &url,
+            crate::store::Lost::All,
+            "switch node lost",
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    clock.advance_ms(1_000);
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert!(peer.with(|s| s.hangups.is_empty()), "not looked for yet");
+    clock.advance_ms(super::node::LOST_HANGUPS_RECHECK_MS);
+    l.probe(&l.nodes()[0].clone()).await;
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(
+        peer.with(|s| s.hangups.clone()),
+        vec![call.call_id.to_string()]
+    );
+    server.kill(&peer).await;
+}
+
 /// A call lost with its node and waiting for its retry is cancelled by
 /// its user: when the node answers again, the attempt it may still carry
 /// is hung up there, and the call stays cancelled.
