@@ -235,6 +235,88 @@ fn a_socket_whose_receive_cannot_be_armed_is_refused_and_closed() {
     }
 }
 
+/// The io_uring reactor alone (None where it is unavailable).
+fn uring(opts: Options) -> Option<Reactor> {
+    let r = Reactor::new(&opts).unwrap();
+    if r.backend() == "io_uring" {
+        Some(r)
+    } else {
+        eprintln!("io_uring unavailable here: not tested");
+        None
+    }
+}
+
+/// A socket removed while the ring refuses its receive's cancel is still
+/// closed, its port freed, once the ring takes the cancel at a later poll
+/// (before, its slot and port were kept for ever).
+#[test]
+fn a_removed_socket_whose_cancel_is_refused_is_closed_at_a_later_poll() {
+    let Some(mut r) = uring(Options::default()) else {
+        return;
+    };
+    let id = r.add_udp(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+    let addr = r.local_addr(id).unwrap();
+    r.poll(Some(Duration::ZERO), &mut |_| {}).unwrap();
+    let Reactor::Uring(u) = &mut r else {
+        unreachable!()
+    };
+    u.refuse_pushes = 1;
+    r.remove_udp(id).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UdpSocket::bind(addr).is_err() {
+        assert!(Instant::now() < deadline, "port never freed");
+        r.poll(Some(Duration::from_millis(10)), &mut |_| {})
+            .unwrap();
+    }
+}
+
+/// A receive whose multishot ended (its buffers ran out) and that the
+/// ring refuses to re-arm is re-armed at the next poll; the reactor goes
+/// on (before, the poll failed, which stops a media worker).
+#[test]
+fn a_receive_the_ring_refuses_to_rearm_is_rearmed_at_the_next_poll() {
+    let Some(mut r) = uring(Options {
+        buffers: 4,
+        buffer_len: 2048,
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let id = r.add_udp(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+    let addr = r.local_addr(id).unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // More than the four buffers at once: the multishot receive ends.
+    for i in 0..16u8 {
+        peer.send_to(&[i; 32], addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let Reactor::Uring(u) = &mut r else {
+        unreachable!()
+    };
+    u.refuse_pushes = 1;
+    let mut got = 0;
+    r.poll(Some(Duration::from_millis(50)), &mut |ev| {
+        got += usize::from(matches!(ev, Event::Datagram { .. }));
+    })
+    .expect("a refused re-arm does not fail the poll");
+    let Reactor::Uring(u) = &mut r else {
+        unreachable!()
+    };
+    assert_eq!(u.refuse_pushes, 0, "the re-arm was tried and refused");
+    // Re-armed at the next poll: what is queued, and what comes later,
+    // is read.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got < 16 {
+        assert!(Instant::now() < deadline, "read {got} of 16");
+        r.poll(Some(Duration::from_millis(20)), &mut |ev| {
+            got += usize::from(matches!(ev, Event::Datagram { .. }));
+        })
+        .unwrap();
+    }
+    peer.send_to(b"later", addr).unwrap();
+    assert_eq!(datagrams(&mut r, 1), [(id, b"later".to_vec())]);
+}
+
 #[test]
 fn sockets_past_the_registered_file_table_send_and_receive_alike() {
     for mut r in reactors(Options {

@@ -285,12 +285,15 @@ impl UringReactor {
         let Some(l) = self.listeners.get_mut(idx as usize) else {
             return Ok(());
         };
-        l.1 = true;
         let e = opcode::AcceptMulti::new(Fd(l.0.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(user_data(Kind::Accept, 0, idx));
-        self.push(&e)
+        self.push(&e)?;
+        if let Some(l) = self.listeners.get_mut(idx as usize) {
+            l.1 = true;
+        }
+        Ok(())
     }
 
     fn arm_recv(&mut self, id: ConnId) -> io::Result<()> {
@@ -300,11 +303,14 @@ impl UringReactor {
         if c.state != ConnState::Open {
             return Ok(());
         }
-        c.recv_armed = true;
         let e = opcode::RecvMulti::new(Fd(c.stream.as_raw_fd()), BUF_GROUP)
             .build()
             .user_data(user_data(Kind::Recv, id.generation, id.index));
-        self.push(&e)
+        self.push(&e)?;
+        if let Some(c) = self.conns.get_mut(id) {
+            c.recv_armed = true;
+        }
+        Ok(())
     }
 
     /// See [`crate::Reactor::steer_ports`].
@@ -439,11 +445,16 @@ impl UringReactor {
             steer.remove(port);
         }
         if slot.armed {
-            self.cancel_udp(idx)
+            // Its receive's final completion frees the slot: the cancel
+            // must reach the ring, now or at the end of the next poll.
+            if let Err(e) = self.cancel_udp(idx) {
+                tracing::warn!(error = %e, slot = idx, "receive cancel deferred to the next poll");
+                self.rearm.push(user_data(Kind::Cancel, 0, idx));
+            }
         } else {
             self.free_udp_slot(idx);
-            Ok(())
         }
+        Ok(())
     }
 
     /// Cancels a UDP slot's multishot receive; its final completion
@@ -835,19 +846,38 @@ impl UringReactor {
         // inside our next enter).
         self.bufs.publish();
         result?;
-        for ud in std::mem::take(&mut self.rearm) {
+        self.run_deferred();
+        Ok(())
+    }
+
+    /// Re-arms the receives and accepts whose multishot ended, and sends
+    /// the cancels that could not go before. One the ring refuses (its
+    /// queue full and the kernel busy) waits, with those after it, for
+    /// the next poll, which first reaps completions: no socket is left
+    /// without its receive, and the reactor goes on.
+    fn run_deferred(&mut self) {
+        let todo = std::mem::take(&mut self.rearm);
+        for (i, &ud) in todo.iter().enumerate() {
             let (kind, generation, idx) = split(ud);
-            match kind {
-                k if k == Kind::Udp as u8 => self.arm_udp(idx)?,
-                k if k == Kind::Accept as u8 => self.arm_accept(idx)?,
+            let done = match kind {
+                k if k == Kind::Udp as u8 => self.arm_udp(idx),
+                k if k == Kind::Accept as u8 => self.arm_accept(idx),
                 k if k == Kind::Recv as u8 => self.arm_recv(ConnId {
                     index: idx,
                     generation,
-                })?,
-                _ => {}
+                }),
+                k if k == Kind::Cancel as u8 => match self.udp.get(idx as usize) {
+                    Some(Some(slot)) if slot.armed && slot.closing => self.cancel_udp(idx),
+                    _ => Ok(()),
+                },
+                _ => Ok(()),
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, waiting = todo.len() - i, "re-arming deferred to the next poll");
+                self.rearm.extend_from_slice(&todo[i..]);
+                return;
             }
         }
-        Ok(())
     }
 
     fn complete(

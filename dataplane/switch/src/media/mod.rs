@@ -1003,7 +1003,9 @@ impl MediaEngine {
 
     /// Gives back the port of a leg whose sockets its worker could not
     /// take in ([`MediaEvent::LegFailed`]): they are gone, and the call
-    /// may get that leg again with [`Self::add_leg`].
+    /// may get that leg again with [`Self::add_leg`]. Also used for every
+    /// port a closed call held.
+    ///
     /// A port returns to the shard it came from (a leg added to a call
     /// may have taken it from another worker's).
     pub fn release_port(&mut self, port: u16) {
