@@ -444,11 +444,8 @@ impl Core {
         s.last_active = now;
         let peer = s.peer;
         s.buf.extend_from_slice(data);
-        if s.buf.len() > self.limits.max_message_len + 4 {
-            self.stats.framing_errors += 1;
-            self.close_stream(conn);
-            return;
-        }
+        // The size limit is one message's: a read may bring many whole
+        // messages at once (a busy trunk's pipelined requests).
         loop {
             let Some(s) = self.streams.get_mut(&conn) else {
                 return;
@@ -467,7 +464,16 @@ impl Core {
                     let _ = s.buf.split_to(len);
                     s.crlfs += len / 2;
                 }
-                Ok(Frame::Incomplete { .. }) => break,
+                Ok(Frame::Incomplete { .. }) => {
+                    // What is left is one message still coming: past the
+                    // limit (a header section that never ends), it is cut.
+                    if s.buf.len() > self.limits.max_message_len + 4 {
+                        self.stats.framing_errors += 1;
+                        self.close_stream(conn);
+                        return;
+                    }
+                    break;
+                }
                 Err(e) => {
                     // A framing error loses the message boundaries for
                     // good: the connection cannot be trusted any more.

@@ -689,3 +689,44 @@ fn a_ringing_call_whose_response_finds_the_queue_full_is_given_up() {
     assert_eq!(h.core.active_calls(), 0);
     assert_eq!(h.core.calls.ports_in_use(), 0);
 }
+
+fn tcp_options(i: usize) -> String {
+    format!(
+        "OPTIONS sip:1000@192.0.2.1 SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 192.0.2.10:5060;branch=z9hG4bKpipe{i}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:carrier@192.0.2.10>;tag=t{i}\r\n\
+         To: <sip:1000@192.0.2.1>\r\n\
+         Call-ID: pipe{i}@192.0.2.10\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// A busy trunk's connection brings more than one message's worth of
+/// whole messages in one read (pipelined requests): each is taken, and the
+/// connection stays; the size limit is one message's, not one read's.
+#[test]
+fn a_read_of_many_whole_messages_past_the_message_limit_keeps_the_connection() {
+    let mut h = tcp_harness(0);
+    let peer = addr("192.0.2.10:41000");
+    h.core.handle_connection(h.now, conn(9), peer);
+    let n = 400;
+    let burst: String = (0..n).map(tcp_options).collect();
+    assert!(burst.len() > h.core.limits.max_message_len + 4);
+    h.core.handle_stream_data(h.now, conn(9), burst.as_bytes());
+    assert_eq!(h.core.stats.framing_errors, 0);
+    assert_eq!(h.core.stats.messages_in, n as u64);
+    h.core
+        .handle_stream_data(h.now, conn(9), tcp_options(n).as_bytes());
+    assert_eq!(h.core.stats.messages_in, n as u64 + 1, "still open");
+    // One message still coming past the limit (a header section that
+    // never ends) is cut, as before.
+    let endless = format!("OPTIONS sip:x SIP/2.0\r\nX-Pad: {}", "a".repeat(70_000));
+    h.core
+        .handle_stream_data(h.now, conn(9), endless.as_bytes());
+    assert_eq!(h.core.stats.framing_errors, 1);
+    h.core
+        .handle_stream_data(h.now, conn(9), tcp_options(n + 1).as_bytes());
+    assert_eq!(h.core.stats.messages_in, n as u64 + 1, "closed");
+}
