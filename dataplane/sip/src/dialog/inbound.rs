@@ -194,7 +194,11 @@ impl<A: Address> Dialog<A> {
             // A final response ends the provisional ones (§3 of RFC 3262:
             // no more retransmissions), and answers the INVITE's offer
             // (or ends the dialog).
-            self.reliable_1xx = None;
+            self.late_rseq = self
+                .reliable_1xx
+                .take()
+                .filter(|_| status.is_success())
+                .map(|r| r.rseq);
             self.their_offer_open = false;
             self.our_offer_open = false;
         }

@@ -26,7 +26,7 @@ pub const TAG_100REL: &str = "100rel";
 /// A reliable provisional response of ours awaiting its PRACK.
 #[derive(Debug, Clone)]
 pub(crate) struct Reliable1xx<A> {
-    rseq: u32,
+    pub(super) rseq: u32,
     wire: Bytes,
     to: A,
     /// None over a reliable transport: nothing to retransmit.
@@ -142,6 +142,12 @@ impl<A: Address> Dialog<A> {
                 // It carries the answer to our offer, if one was open (the
                 // TU fails the INVITE when it does not).
                 self.our_offer_open = false;
+                Prack::Acknowledged
+            }
+            (None, Some((rseq, cseq, Method::Invite)))
+                if Some(rseq) == self.late_rseq && cseq == self.invite_cseq =>
+            {
+                self.late_rseq = None;
                 Prack::Acknowledged
             }
             _ => Prack::NoMatch,

@@ -107,6 +107,10 @@ pub struct Dialog<A> {
     pub(super) unacked: Option<Unacked<A>>,
     /// Our reliable provisional response awaiting PRACK (RFC 3262).
     pub(super) reliable_1xx: Option<Reliable1xx<A>>,
+    /// The RSeq of one still unacknowledged when our 2xx went: no longer
+    /// sent again, but its PRACK, crossing the 2xx, still gets 200 (a
+    /// 481 would end the dialog at the caller, RFC 3261 §12.2.1.2).
+    pub(super) late_rseq: Option<u32>,
     /// The RSeq of our next reliable provisional response.
     pub(super) next_rseq: u32,
     /// §14.1 back-off after a 491.
@@ -176,6 +180,7 @@ impl<A: Address> Dialog<A> {
             last_ack: None,
             unacked: None,
             reliable_1xx: None,
+            late_rseq: None,
             next_rseq,
             retry_at: None,
             session: None,

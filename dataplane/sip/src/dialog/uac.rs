@@ -46,7 +46,10 @@ impl<A: Address> Dialog<A> {
             self.ours_pending = None;
         }
         match status.as_u16() {
-            _ if status.is_success() => {
+            // A 2xx to INFO, REFER, OPTIONS, … refreshes nothing (RFC 4028
+            // §7.2: only a 2xx to a session refresh sets the timer; it
+            // would otherwise drop it when the 2xx has no Session-Expires).
+            _ if status.is_success() && cseq.method == Method::Update => {
                 // 2xx to UPDATE: a target refresh and a session refresh.
                 if let Some(uri) = contact_uri(&response.headers) {
                     self.remote_target = uri;

@@ -361,3 +361,62 @@ fn an_update_offer_while_our_offer_in_a_reliable_1xx_awaits_its_prack_gets_491()
     let again = body(alice.request(Method::Update).unwrap().build().unwrap(), sdp);
     assert_eq!(bob.handle_request(t0, &again), Incoming::Accept);
 }
+
+/// RFC 3262 §3: a reliable provisional without SDP may be followed by the
+/// 2xx before its PRACK; the PRACK that then crosses the 2xx still
+/// acknowledges it (once), instead of being refused (481 would make the
+/// caller end the dialog). A non-2xx final leaves nothing to acknowledge.
+#[test]
+fn a_prack_crossing_the_2xx_still_acknowledges_its_1xx_once() {
+    let t0 = Instant::now();
+    for (final_status, acknowledged) in [(200, true), (486, false)] {
+        let mut ids = IdGenerator::new(9);
+        let offer = invite(&[], &[]);
+        let mut bob = Dialog::uas(
+            &offer,
+            b"bob1",
+            bob_local(),
+            alice_peer(),
+            no_timers(),
+            &mut ids,
+        )
+        .unwrap();
+        let Some(Ok(ringing)) = bob.send_reliably(t0, bob.reply(&offer, StatusCode::RINGING))
+        else {
+            panic!("not sent reliably");
+        };
+        let mut alice = Dialog::uac(
+            t0,
+            &offer,
+            &ringing,
+            alice_local(),
+            bob_peer(),
+            no_timers(),
+            &mut ids,
+        )
+        .unwrap();
+        let last = bob_answers(t0, &mut bob, &offer, final_status);
+        let rseq = std::str::from_utf8(ringing.headers.get(KnownHeader::RSeq).unwrap())
+            .unwrap()
+            .to_owned();
+        let prack = |alice: &mut Dialog<Peer>| {
+            alice
+                .request(Method::Prack)
+                .unwrap()
+                .header(KnownHeader::RAck, format!("{rseq} 1 INVITE"))
+                .build()
+                .unwrap()
+        };
+        let first = prack(&mut alice);
+        if !acknowledged {
+            assert_ne!(bob.handle_prack(&first), crate::dialog::Prack::Acknowledged);
+            continue;
+        }
+        alice.handle_response(t0, &last);
+        assert_eq!(bob.handle_request(t0, &first), Incoming::Accept);
+        assert_eq!(bob.handle_prack(&first), crate::dialog::Prack::Acknowledged);
+        let second = prack(&mut alice);
+        assert_eq!(bob.handle_request(t0, &second), Incoming::Accept);
+        assert_eq!(bob.handle_prack(&second), crate::dialog::Prack::NoMatch);
+    }
+}

@@ -66,6 +66,35 @@ fn the_uac_refreshes_at_half_and_the_uas_gives_up_before_expiry() {
     assert_eq!(c.bob.session_timer(), None);
 }
 
+/// A 2xx to INFO (a relayed key, say), or to any request that is not a
+/// session refresh, leaves the session timer as it was: the refresher
+/// still refreshes (before, the 2xx, with no Session-Expires, dropped the
+/// timer, and the far end ended the call at expiry).
+#[test]
+fn a_2xx_to_info_leaves_the_session_timer_running() {
+    let mut c = call_with(
+        config(),
+        &[
+            (KnownHeader::Supported, "timer"),
+            (KnownHeader::SessionExpires, "1800;refresher=uac"),
+        ],
+    );
+    let answered = c.t0 + ms(20);
+    let now = answered + secs(10);
+    for method in [Method::Info, Method::Options] {
+        let request = c.alice.request(method.clone()).unwrap().build().unwrap();
+        assert_eq!(c.bob.handle_request(now, &request), Incoming::Accept);
+        let ok = bob_answers(now, &mut c.bob, &request, 200);
+        assert_eq!(se_of(&ok), None, "{method:?}: no Session-Expires");
+        c.alice.handle_response(now, &ok);
+        assert_eq!(c.alice.session_timer(), Some((1800, true)), "{method:?}");
+    }
+    assert_eq!(
+        run(&mut c.alice, answered, answered + secs(901)),
+        vec![(secs(900), DialogEvent::RefreshDue)]
+    );
+}
+
 #[test]
 fn a_uac_without_timer_support_leaves_refreshing_to_the_uas() {
     let mut c = call_with(config(), &[(KnownHeader::SessionExpires, "600")]);
