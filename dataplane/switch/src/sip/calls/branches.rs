@@ -221,6 +221,14 @@ impl Core {
             Some(Some(Err(e))) => {
                 tracing::warn!(call = key, error = %e, "could not build a reliable 1xx")
             }
+            // The last one is not PRACKed yet: early media waits for it
+            // (the latest replaces any held), ringing is dropped.
+            Some(None) if early => {
+                tracing::debug!(call = key, "an early-media 1xx waits for A's PRACK");
+                if let Some(call) = self.calls.calls.get_mut(&key) {
+                    call.a_held_1xx = Some(status);
+                }
+            }
             Some(None) => {
                 tracing::debug!(call = key, "a 1xx waits for A's PRACK; this one is dropped")
             }

@@ -148,7 +148,22 @@ impl Core {
         if side == Side::A && call.a.negotiated.is_none() && call.phase != Phase::Ending {
             return self.late_answer(now, key, &req);
         }
-        if side == Side::A && call.a.offer_in_1xx && !req.body.is_empty() {
+        if std::mem::take(&mut call.leg_mut(side).offer_in_2xx) {
+            // It answers the offer our 2xx made to its offerless
+            // re-INVITE: its address or codec may have moved. Without a
+            // usable answer the session stays as it was.
+            match call.leg(side).read_answer(&req.body) {
+                Some(n) => {
+                    call.leg_mut(side).negotiated = Some(n);
+                    self.sync_media(key);
+                }
+                None => tracing::info!(
+                    call = key,
+                    ?side,
+                    "the ACK did not answer the offer in our 2xx to a re-INVITE; media unchanged"
+                ),
+            }
+        } else if side == Side::A && call.a.offer_in_1xx && !req.body.is_empty() {
             // Our 2xx repeated the description A's PRACK answered: it was
             // no offer, and this body answers nothing (RFC 3261 §13.2.1).
             tracing::debug!(
@@ -156,6 +171,9 @@ impl Core {
                 "SDP in an ACK after the PRACK's answer; ignored"
             );
         }
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
         if side == Side::A && call.bye_a_when_acked {
             call.bye_a_when_acked = false;
             self.hang_up_side(now, key, Side::A);
@@ -321,8 +339,9 @@ impl Core {
         let Some(call) = self.calls.calls.get(&key) else {
             return;
         };
+        let offerless_invite = req.body.is_empty() && req.method == Method::Invite;
         let (status, body) = if req.body.is_empty() {
-            let offer = (req.method == Method::Invite).then(|| call.leg(side).sdp.clone());
+            let offer = offerless_invite.then(|| call.leg(side).sdp.clone());
             (StatusCode::OK, offer)
         } else {
             match self.answer_on(key, side, &req.body) {
@@ -345,6 +364,9 @@ impl Core {
                 .dialogs
                 .update(dialog, |d| d.sent_response(now, &r));
             self.respond(now, id, r);
+            if offerless_invite && let Some(call) = self.calls.calls.get_mut(&key) {
+                call.leg_mut(side).offer_in_2xx = true;
+            }
         }
         self.sync_media(key);
     }
@@ -397,7 +419,22 @@ impl Core {
             self.respond(now, id, r);
         }
         self.sync_media(key);
+        self.provisional_if_held(now, key);
         self.answer_a_if_held(now, key);
+    }
+
+    /// The early-media provisional that waited for the PRACK just taken,
+    /// while B still rings.
+    fn provisional_if_held(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(status) = call.a_held_1xx.take() else {
+            return;
+        };
+        if call.phase == Phase::Routing {
+            self.provisional_to_a(now, key, status, true);
+        }
     }
 
     /// A's PRACK for the reliable provisional response that carried our
@@ -436,6 +473,8 @@ impl Core {
             return self.fail_call(now, key, status);
         };
         call.a.negotiated = Some(n);
+        // B's early media is told below, whether or not its 1xx was held.
+        call.a_held_1xx = None;
         let b_early = call.phase == Phase::Routing && call.b.negotiated.is_some();
         self.a_answered_our_offer(now, key);
         if b_early {

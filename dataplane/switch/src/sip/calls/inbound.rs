@@ -287,6 +287,7 @@ impl Core {
             branches: Vec::new(),
             sent: Vec::new(),
             bye_a_when_acked: false,
+            a_held_1xx: None,
             trunks,
             started: now,
             answered_at: None,

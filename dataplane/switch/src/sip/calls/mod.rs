@@ -112,6 +112,9 @@ pub struct Leg {
     /// A: its INVITE had no offer and ours went in a reliable provisional
     /// response, so A's PRACK carries the answer (RFC 3262 §5).
     offer_in_1xx: bool,
+    /// The peer's last re-INVITE had no offer and our 2xx made one: its
+    /// ACK carries the answer (RFC 3261 §14.2, RFC 3264 §8).
+    offer_in_2xx: bool,
 }
 
 impl Leg {
@@ -124,6 +127,7 @@ impl Leg {
             update: false,
             reliable: false,
             offer_in_1xx: false,
+            offer_in_2xx: false,
         }
     }
 }
@@ -219,6 +223,10 @@ pub struct Call {
     /// A BYE for A that waits for A's ACK of our 2xx (§15: the callee
     /// may not send BYE before it).
     bye_a_when_acked: bool,
+    /// An early-media provisional for A (its status) that waits for A's
+    /// PRACK of the previous reliable one (RFC 3262 §3): sent once it
+    /// comes, so A hears B's announcements. A ringing one is not held.
+    a_held_1xx: Option<StatusCode>,
     /// Trunks this call counts against (inbound and, if forwarded, outbound).
     trunks: Vec<String>,
     started: Instant,
@@ -512,18 +520,39 @@ impl Core {
         request_key(req).is_some_and(|k| self.calls.by_a_request.contains_key(&k))
     }
 
+    /// An INVITE that is one of ours come back unchanged: a Via of ours
+    /// (our address, our branch prefix) whose branch is a B-leg INVITE
+    /// still waiting for its answer, to the same Request-URI. One sent
+    /// back to another URI (a carrier forwarding our call to another of
+    /// our numbers) is a spiral, not a loop (RFC 3261 §16.3 item 4), and
+    /// is taken as a new call; Max-Forwards bounds any longer circle.
     pub(super) fn is_loop(&self, req: &Request) -> bool {
         let ours = self.settings.sip_addr;
         let our_host = match ours.ip() {
             IpAddr::V4(a) => Host::V4(a),
             IpAddr::V6(a) => Host::V6(a),
         };
-        req.headers.vias().unwrap_or_default().iter().any(|v| {
-            v.port == Some(ours.port())
-                && v.host == our_host
-                && v.branch
-                    .as_deref()
-                    .is_some_and(|b| b.starts_with(b"z9hG4bKcb"))
+        let vias = req.headers.vias().unwrap_or_default();
+        let mut branches = vias.iter().filter_map(|v| {
+            let b = v.branch.as_deref()?;
+            (v.port == Some(ours.port()) && v.host == our_host && b.starts_with(b"z9hG4bKcb"))
+                .then_some(b)
+        });
+        branches.any(|b| {
+            self.calls
+                .calls
+                .values()
+                .flat_map(|c| &c.branches)
+                .filter(|br| br.failed.is_none())
+                .any(|br| {
+                    br.invite
+                        .headers
+                        .top_via()
+                        .ok()
+                        .and_then(|v| v.branch)
+                        .is_some_and(|ours| ours.as_ref() == b)
+                        && br.invite.uri == req.uri
+                })
         })
     }
 

@@ -503,6 +503,7 @@ impl Core {
             }],
             sent: Vec::new(),
             bye_a_when_acked: false,
+            a_held_1xx: None,
             trunks: vec![trunk.id.clone()],
             started: now,
             answered_at: None,

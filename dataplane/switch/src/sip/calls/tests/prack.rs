@@ -154,6 +154,59 @@ fn early_media_goes_reliably_and_the_answer_waits_for_its_prack() {
     assert_eq!(request(h.one(B)).method, Method::Bye);
 }
 
+/// Bob rings, then sends early media (a carrier's announcement) before
+/// A has PRACKed the 180: the 183 waits for that PRACK and then goes,
+/// reliably, with our answer, so A hears the announcement (before, it
+/// was dropped and A heard nothing).
+#[test]
+fn early_media_that_comes_before_the_prack_of_a_180_follows_the_prack() {
+    let mut h = Harness::new(None);
+    let (invite, to_b, b) = ringing_bob(&mut h);
+    h.send(B, b.reply(&to_b, StatusCode::RINGING).build().unwrap());
+    let ringing = response(h.one(A));
+    assert_eq!(ringing.status, StatusCode::RINGING);
+    assert!(ringing.body.is_empty());
+    let n = rseq(&ringing);
+    h.send(B, with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS));
+    assert!(h.take(A).is_empty(), "not before the 180's PRACK");
+    let pracked = prack(&mut h, &invite, &ringing, &format!("{n} 1 INVITE"));
+    h.send(A, pracked);
+    let got: Vec<Response> = h.take(A).into_iter().map(response).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        (
+            got[0].status.as_u16(),
+            got[0].headers.cseq().unwrap().method
+        ),
+        (200, Method::Prack)
+    );
+    let progress = &got[1];
+    assert_eq!(progress.status, StatusCode::SESSION_PROGRESS);
+    assert_eq!(rseq(progress), n + 1);
+    assert!(!progress.body.is_empty(), "our answer, for the early media");
+}
+
+/// Bob answers quickly: our 2xx goes before A's PRACK of the 180 (which
+/// had no SDP), and the PRACK crosses it. It still gets 200: a 481 would
+/// make A end the call it just got (RFC 3261 §12.2.1.2).
+#[test]
+fn a_prack_crossing_our_2xx_gets_200() {
+    let mut h = Harness::new(None);
+    let (invite, to_b, mut b) = ringing_bob(&mut h);
+    h.send(B, b.reply(&to_b, StatusCode::RINGING).build().unwrap());
+    let ringing = response(h.one(A));
+    let n = rseq(&ringing);
+    let ok_b = with_sdp(&b, &to_b, StatusCode::OK);
+    b.sent_response(h.now, &ok_b);
+    h.send(B, ok_b);
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert_eq!(a_got(&mut h), [(200, Method::Invite)], "not held");
+    let late = prack(&mut h, &invite, &ringing, &format!("{n} 1 INVITE"));
+    h.send(A, late);
+    assert_eq!(a_got(&mut h), [(200, Method::Prack)]);
+    assert_eq!(h.core.active_calls(), 1);
+}
+
 /// A's PRACK for `provisional` carrying `offer`.
 pub(super) fn prack_offering(
     h: &mut Harness,
