@@ -44,16 +44,20 @@ pub struct RouteDeleted {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteInput {
     /// Phone number, extension, `anonymous`, `*`, or any matchable string.
+    #[schema(required = true)]
     pub did: Option<String>,
     /// Optional caller pattern (`*` wildcard, e.g. `+356*`).
     pub from_number: Option<String>,
     /// The user whose phones ring.
+    #[schema(required = true)]
     pub user: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteUserInput {
+    /// The user whose phones ring.
+    #[schema(required = true)]
     pub user: Option<String>,
 }
 

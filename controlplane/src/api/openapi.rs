@@ -90,7 +90,11 @@ fn query_params(method: &str, path: &str, list: bool) -> Vec<Value> {
                 json!({ "type": "string", "enum": ["vnum", "outbound-ai"] }),
                 "Only transcripts of calls to virtual numbers, or of outbound AI calls",
             ));
-            out.push(q("q", text(), "Only transcripts whose text contains this"));
+            out.push(q(
+                "q",
+                text(),
+                "Only transcripts whose caller, number, phone, display name or rule contains this",
+            ));
             out.push(q(
                 "since",
                 json!({ "type": "string", "format": "date-time" }),

@@ -107,9 +107,9 @@ impl Store {
     }
 
     /// The row addressed by `did` and `from`: with `from` given, exactly that
-    /// pair; without, the row with no From filter, or failing that (when
-    /// `first_with_did` is set) the first row with that DID in evaluation
-    /// order.
+    /// pair; without, the row with no From filter (PUT's addressing) or,
+    /// when `first_with_did` is set (GET's: "first row whose Did
+    /// matches"), the first row with that DID in evaluation order.
     pub async fn route(
         &self,
         tenant: &str,
@@ -120,13 +120,13 @@ impl Store {
         on_pool!(self, |pool| {
             let exact = "SELECT did, from_number, user_name FROM inbound_routes \
                  WHERE tenant = $1 AND did = $2 AND from_number = $3";
-            let row = sqlx::query(exact)
-                .bind(tenant)
-                .bind(did)
-                .bind(from.unwrap_or(""))
-                .fetch_optional(pool)
-                .await?;
-            if row.is_some() || from.is_some() || !first_with_did {
+            if from.is_some() || !first_with_did {
+                let row = sqlx::query(exact)
+                    .bind(tenant)
+                    .bind(did)
+                    .bind(from.unwrap_or(""))
+                    .fetch_optional(pool)
+                    .await?;
                 return row.as_ref().map(route_from_row).transpose();
             }
             let first = concat!(
@@ -211,7 +211,9 @@ impl Store {
         })
     }
 
-    /// Deletes the row `route()` would address; the catchall is refused.
+    /// Deletes the first row whose DID matches in evaluation order (with
+    /// `from`, exactly that pair), as `route()` finds it for GET; the
+    /// catchall is refused.
     pub async fn delete_route(
         &self,
         tenant: &str,
@@ -222,15 +224,15 @@ impl Store {
             let mut tx = pool.write_tx().await?;
             let first = concat!(
                 "SELECT did, from_number, user_name FROM inbound_routes WHERE tenant = $1 AND did = $2 \
-                 AND ($3 = '' OR from_number = $3) \
-                 ORDER BY CASE WHEN from_number = $4 THEN 0 ELSE 1 END, ",
+                 AND ($3 = 0 OR from_number = $4) \
+                 ORDER BY ",
                 route_order!(),
                 " LIMIT 1"
             );
             let row = sqlx::query(first)
                 .bind(tenant)
                 .bind(did)
-                .bind(from.unwrap_or(""))
+                .bind(i64::from(from.is_some()))
                 .bind(from.unwrap_or(""))
                 .fetch_optional(&mut *tx)
                 .await?;

@@ -238,6 +238,22 @@ async fn openapi_and_metrics(h: Harness) {
     let schema = &r.json["components"]["schemas"]["CreateCall"];
     assert!(schema["properties"]["systemPrompt"].is_object(), "{schema}");
     assert!(schema["properties"]["scheduleAtUtc"].is_object());
+    // What the spec requires is marked so (the handlers take every field
+    // as optional, to answer a missing one with a 400 naming it).
+    let required = |name: &str| -> Vec<String> {
+        let mut v: Vec<String> = r.json["components"]["schemas"][name]["required"]
+            .as_array()
+            .map(|a| a.iter().map(|f| f.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        required("CreateCall"),
+        ["apiKey", "email", "phone", "systemPrompt"]
+    );
+    assert_eq!(required("RouteInput"), ["did", "user"]);
+    assert_eq!(required("RouteUserInput"), ["user"]);
     assert!(r.json["components"]["schemas"]["CallView"]["properties"]["retriesLeft"].is_object());
     let post_calls = &r.json["paths"]["/api.ashx/v1/calls"]["post"];
     assert_eq!(

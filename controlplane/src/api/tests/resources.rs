@@ -13,6 +13,7 @@ on_both_backends!(
     trunks_crud_keeps_password_write_only,
     a_trunk_a_waiting_call_names_is_not_deleted,
     inbound_routes_as_the_spec_shows,
+    inbound_route_get_and_delete_take_the_first_row_whose_did_matches,
     transcripts_list_filter_and_fetch,
     webhooks_secret_shown_once,
 );
@@ -318,6 +319,55 @@ async fn trunks_crud_keeps_password_write_only(h: Harness) {
         h.get("/api.ashx/v1/trunks/tr_nothex", &t).await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// GET and DELETE without `fromNumber` act on "the first row whose Did
+/// matches" in evaluation order, scoped or not (the spec's words); only
+/// the catchall itself is refused, not a `*` row with a From filter.
+async fn inbound_route_get_and_delete_take_the_first_row_whose_did_matches(h: Harness) {
+    let t = h.admin().await;
+    for body in [
+        json!({"Did": "anonymous", "FromNumber": "*", "User": "callcentre"}),
+        json!({"Did": "anonymous", "User": "frontdesk"}),
+        json!({"Did": "*", "FromNumber": "+356*", "User": "malta"}),
+    ] {
+        let r = h.post("/api.ashx/v1/inbound-routes", &t, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let r = h.get("/api.ashx/v1/inbound-routes/anonymous", &t).await;
+    assert_eq!(
+        r.json,
+        json!({"did": "anonymous", "fromNumber": "*", "user": "callcentre"})
+    );
+    let r = h.delete("/api.ashx/v1/inbound-routes/anonymous", &t).await;
+    assert_eq!(
+        r.json,
+        json!({"deleted": {"Did": "anonymous", "FromNumber": "*", "User": "callcentre"}})
+    );
+    let r = h.delete("/api.ashx/v1/inbound-routes/anonymous", &t).await;
+    assert_eq!(
+        r.json,
+        json!({"deleted": {"Did": "anonymous", "User": "frontdesk"}})
+    );
+    // The scoped `*` row comes before the catchall: it goes first.
+    let r = h.get("/api.ashx/v1/inbound-routes/%2A", &t).await;
+    assert_eq!(
+        r.json,
+        json!({"did": "*", "fromNumber": "+356*", "user": "malta"})
+    );
+    let r = h.delete("/api.ashx/v1/inbound-routes/%2A", &t).await;
+    assert_eq!(
+        r.json,
+        json!({"deleted": {"Did": "*", "FromNumber": "+356*", "User": "malta"}})
+    );
+    let r = h.delete("/api.ashx/v1/inbound-routes/%2A", &t).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json["error"], "cannot_delete_catchall");
+    // `fromNumber` still addresses one row exactly.
+    let r = h
+        .get("/api.ashx/v1/inbound-routes/%2A?fromNumber=%2B356*", &t)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 async fn inbound_routes_as_the_spec_shows(h: Harness) {
