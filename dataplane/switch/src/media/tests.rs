@@ -573,8 +573,10 @@ fn a_leg_added_later_relays_and_its_port_goes_back_with_the_call() {
             .set_remote(handle, LegSide::B, remote(&b, 0))
             .unwrap();
         let ready = if ahead {
+            // Some of the batch may be busy (another test's socket on an
+            // ephemeral port in the range): one bound ahead is enough.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while engine.ready_ports().len() < PREBIND_BATCH {
+            while engine.ready_ports().is_empty() {
                 assert!(Instant::now() < deadline, "the worker never bound ahead");
                 std::thread::sleep(Duration::from_millis(5));
             }
