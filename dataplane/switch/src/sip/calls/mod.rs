@@ -520,39 +520,23 @@ impl Core {
         request_key(req).is_some_and(|k| self.calls.by_a_request.contains_key(&k))
     }
 
-    /// An INVITE that is one of ours come back unchanged: a Via of ours
-    /// (our address, our branch prefix) whose branch is a B-leg INVITE
-    /// still waiting for its answer, to the same Request-URI. One sent
-    /// back to another URI (a carrier forwarding our call to another of
-    /// our numbers) is a spiral, not a loop (RFC 3261 §16.3 item 4), and
-    /// is taken as a new call; Max-Forwards bounds any longer circle.
+    /// An INVITE that already went through us (a Via of ours: our
+    /// address and branch prefix). A B2BUA cannot tell a loop from a
+    /// spiral (a carrier forwarding our call to another of our numbers)
+    /// by comparing it with the INVITE just before, whose URI the carrier
+    /// rewrote: both are refused (482).
     pub(super) fn is_loop(&self, req: &Request) -> bool {
         let ours = self.settings.sip_addr;
         let our_host = match ours.ip() {
             IpAddr::V4(a) => Host::V4(a),
             IpAddr::V6(a) => Host::V6(a),
         };
-        let vias = req.headers.vias().unwrap_or_default();
-        let mut branches = vias.iter().filter_map(|v| {
-            let b = v.branch.as_deref()?;
-            (v.port == Some(ours.port()) && v.host == our_host && b.starts_with(b"z9hG4bKcb"))
-                .then_some(b)
-        });
-        branches.any(|b| {
-            self.calls
-                .calls
-                .values()
-                .flat_map(|c| &c.branches)
-                .filter(|br| br.failed.is_none())
-                .any(|br| {
-                    br.invite
-                        .headers
-                        .top_via()
-                        .ok()
-                        .and_then(|v| v.branch)
-                        .is_some_and(|ours| ours.as_ref() == b)
-                        && br.invite.uri == req.uri
-                })
+        req.headers.vias().unwrap_or_default().iter().any(|v| {
+            v.port == Some(ours.port())
+                && v.host == our_host
+                && v.branch
+                    .as_deref()
+                    .is_some_and(|b| b.starts_with(b"z9hG4bKcb"))
         })
     }
 
