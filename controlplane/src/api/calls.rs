@@ -32,18 +32,18 @@ const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * 24 * 3_600_000;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateCall {
     /// E.164, e.g. +15551234567 (required).
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub phone: Option<String>,
     /// Caller-ID label; defaults to phone.
     pub display_name: Option<String>,
     /// Where the transcript + outcome email is sent (required).
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub email: Option<String>,
     /// The AI agent's instructions, or a known prompt slug (required).
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub system_prompt: Option<String>,
     /// AI engine API key (required).
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub api_key: Option<String>,
     pub model: Option<String>,
     pub voice: Option<String>,

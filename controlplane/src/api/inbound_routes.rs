@@ -44,12 +44,12 @@ pub struct RouteDeleted {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteInput {
     /// Phone number, extension, `anonymous`, `*`, or any matchable string.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub did: Option<String>,
     /// Optional caller pattern (`*` wildcard, e.g. `+356*`).
     pub from_number: Option<String>,
     /// The user whose phones ring.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub user: Option<String>,
 }
 
@@ -57,7 +57,7 @@ pub struct RouteInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteUserInput {
     /// The user whose phones ring.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub user: Option<String>,
 }
 

@@ -254,6 +254,10 @@ async fn openapi_and_metrics(h: Harness) {
     );
     assert_eq!(required("RouteInput"), ["did", "user"]);
     assert_eq!(required("RouteUserInput"), ["user"]);
+    assert_eq!(
+        schema["properties"]["phone"]["type"], "string",
+        "required, so not null either: {schema}"
+    );
     assert!(r.json["components"]["schemas"]["CallView"]["properties"]["retriesLeft"].is_object());
     let post_calls = &r.json["paths"]["/api.ashx/v1/calls"]["post"];
     assert_eq!(

@@ -49,6 +49,10 @@ pub enum Prack {
     /// The outstanding reliable provisional response (a 2xx held for it
     /// may go now).
     Acknowledged,
+    /// A 1xx our 2xx went after, before its PRACK: it crossed the 2xx.
+    /// Answer 200 and take nothing from it (the INVITE's offer-answer is
+    /// done; RFC 3262 allows it no new offer then).
+    Late,
     /// Nothing outstanding matches its RAck: answer 481 (§3).
     NoMatch,
 }
@@ -148,7 +152,7 @@ impl<A: Address> Dialog<A> {
                 if Some(rseq) == self.late_rseq && cseq == self.invite_cseq =>
             {
                 self.late_rseq = None;
-                Prack::Acknowledged
+                Prack::Late
             }
             _ => Prack::NoMatch,
         }

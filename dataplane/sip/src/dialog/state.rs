@@ -351,6 +351,7 @@ impl<A: Address> Dialog<A> {
             self.state = DialogState::Terminated;
             self.unacked = None;
             self.reliable_1xx = None;
+            self.late_rseq = None;
             self.retry_at = None;
             self.session = None;
             self.ours_pending = None;

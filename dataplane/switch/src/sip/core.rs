@@ -464,16 +464,11 @@ impl Core {
                     let _ = s.buf.split_to(len);
                     s.crlfs += len / 2;
                 }
-                Ok(Frame::Incomplete { .. }) => {
-                    // What is left is one message still coming: past the
-                    // limit (a header section that never ends), it is cut.
-                    if s.buf.len() > self.limits.max_message_len + 4 {
-                        self.stats.framing_errors += 1;
-                        self.close_stream(conn);
-                        return;
-                    }
-                    break;
-                }
+                // What is left is one message still coming; `frame_stream`
+                // refuses one past the limit (a header section that never
+                // ends, a Content-Length too large), so the buffer holds at
+                // most one message and one read.
+                Ok(Frame::Incomplete { .. }) => break,
                 Err(e) => {
                     // A framing error loses the message boundaries for
                     // good: the connection cannot be trusted any more.

@@ -414,7 +414,7 @@ fn a_prack_crossing_the_2xx_still_acknowledges_its_1xx_once() {
         }
         alice.handle_response(t0, &last);
         assert_eq!(bob.handle_request(t0, &first), Incoming::Accept);
-        assert_eq!(bob.handle_prack(&first), crate::dialog::Prack::Acknowledged);
+        assert_eq!(bob.handle_prack(&first), crate::dialog::Prack::Late);
         let second = prack(&mut alice);
         assert_eq!(bob.handle_request(t0, &second), Incoming::Accept);
         assert_eq!(bob.handle_prack(&second), crate::dialog::Prack::NoMatch);

@@ -387,8 +387,14 @@ impl Core {
         dialog: &DialogId,
         req: &Request,
     ) {
-        if self.calls.dialogs.update(dialog, |d| d.handle_prack(req)) != Some(Prack::Acknowledged) {
-            return self.simple(now, id, req, StatusCode::CALL_DOES_NOT_EXIST);
+        match self.calls.dialogs.update(dialog, |d| d.handle_prack(req)) {
+            Some(Prack::Acknowledged) => {}
+            // It crossed our 2xx: acknowledged, and nothing more (a body
+            // in it is no offer we take, RFC 3262 §5).
+            Some(Prack::Late) => return self.simple(now, id, req, StatusCode::OK),
+            Some(Prack::NoMatch) | None => {
+                return self.simple(now, id, req, StatusCode::CALL_DOES_NOT_EXIST);
+            }
         }
         let answers = self
             .calls
@@ -403,8 +409,12 @@ impl Core {
             false => match self.answer_on(key, Side::A, &req.body) {
                 Some(sdp) => Some(sdp),
                 None => {
+                    // It acknowledged all the same: what waited for it
+                    // goes.
                     tracing::info!(call = key, "an offer in a PRACK we cannot answer");
-                    return self.simple(now, id, req, StatusCode::NOT_ACCEPTABLE_HERE);
+                    self.simple(now, id, req, StatusCode::NOT_ACCEPTABLE_HERE);
+                    self.provisional_if_held(now, key);
+                    return self.answer_a_if_held(now, key);
                 }
             },
         };

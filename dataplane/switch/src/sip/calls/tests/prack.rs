@@ -201,9 +201,15 @@ fn a_prack_crossing_our_2xx_gets_200() {
     h.send(B, ok_b);
     assert_eq!(request(h.one(B)).method, Method::Ack);
     assert_eq!(a_got(&mut h), [(200, Method::Invite)], "not held");
-    let late = prack(&mut h, &invite, &ringing, &format!("{n} 1 INVITE"));
+    // With a body, too, which is no offer now (RFC 3262 §5): the media
+    // stays as the INVITE's offer and answer made it.
+    let before = a_side(&h);
+    let moved = "v=0\r\no=- 1 2 IN IP4 192.0.2.99\r\ns=-\r\nc=IN IP4 192.0.2.99\r\nt=0 0\r\nm=audio 40900 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    assert_eq!(rseq(&ringing), n);
+    let late = prack_offering(&mut h, &invite, &ringing, moved);
     h.send(A, late);
     assert_eq!(a_got(&mut h), [(200, Method::Prack)]);
+    assert_eq!(a_side(&h), before);
     assert_eq!(h.core.active_calls(), 1);
 }
 
@@ -284,6 +290,27 @@ fn an_offer_in_the_prack_we_cannot_answer_gets_488() {
         codeb_sip::sdp::Codec::Pcma,
         "the call keeps PCMA"
     );
+}
+
+/// B answered while our reliable 183 waited for its PRACK, so our 2xx
+/// waits too; the PRACK comes with an offer we cannot answer (488). It
+/// still acknowledged the 183: our 2xx goes (before, it was held for good
+/// while B talked to nobody).
+#[test]
+fn a_2xx_held_for_a_prack_we_refuse_with_488_still_goes() {
+    let mut h = Harness::new(None);
+    let (invite, to_b, mut b) = ringing_bob(&mut h);
+    h.send(B, with_sdp(&b, &to_b, StatusCode::SESSION_PROGRESS));
+    let to_a = response(h.one(A));
+    let ok_b = with_sdp(&b, &to_b, StatusCode::OK);
+    b.sent_response(h.now, &ok_b);
+    h.send(B, ok_b);
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert!(h.take(A).is_empty(), "our 2xx waits for the PRACK");
+    let g729 = "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40002 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+    let p = prack_offering(&mut h, &invite, &to_a, g729);
+    h.send(A, p);
+    assert_eq!(a_got(&mut h), [(488, Method::Prack), (200, Method::Invite)]);
 }
 
 #[test]
