@@ -5,7 +5,14 @@
 //! PCM16 16 kHz, audio out base64 PCM16 24 kHz. Transcripts arrive as
 //! fragments without a final flag: the caller's utterance is final when the
 //! model turn starts, the AI's when the turn ends (`generationComplete`,
-//! `turnComplete` or `interrupted`, whichever comes first).
+//! `turnComplete` or `interrupted`, whichever comes first; some turns end
+//! with `generationComplete` alone). The caller's transcript has no
+//! ordering against the rest: pieces that come once the model turn has
+//! started are final again at its end (the switch joins them to the
+//! utterance, `ai::task`). The output transcript may go on after
+//! `generationComplete` until `turnComplete`: such pieces revise the ended
+//! turn's final text (sent again, whole), instead of opening a turn of
+//! their own.
 //!
 //! Resumption: setup always asks for `sessionResumption`; the newest
 //! resumable handle is kept. On `goAway` the engine asks the driver for a new
@@ -53,6 +60,10 @@ pub struct GeminiEngine {
     in_turn: bool,
     input_text: String,
     output_text: String,
+    /// The text of a turn `generationComplete` ended, while its output
+    /// transcript may still come (until `turnComplete`, an interruption
+    /// or the next turn's audio).
+    revising: Option<String>,
 }
 
 impl GeminiEngine {
@@ -71,6 +82,7 @@ impl GeminiEngine {
             in_turn: false,
             input_text: String::new(),
             output_text: String::new(),
+            revising: None,
         }
     }
 
@@ -92,23 +104,51 @@ impl GeminiEngine {
     fn model_content(&mut self, events: &mut Vec<EngineEvent>) {
         self.flush_input(events);
         self.in_turn = true;
+        self.revising = None;
     }
 
-    fn end_turn(&mut self, events: &mut Vec<EngineEvent>) {
+    /// The model turn ends (`revisable`: by `generationComplete`, after
+    /// which its output transcript may still come).
+    fn end_turn(&mut self, events: &mut Vec<EngineEvent>, revisable: bool) {
         self.flush_input(events);
         if !self.in_turn {
+            if !revisable {
+                self.revising = None;
+            }
             return;
         }
         self.in_turn = false;
         self.turn_since_go_away |= self.go_away;
-        if !self.output_text.is_empty() {
-            let text = std::mem::take(&mut self.output_text);
+        let text = std::mem::take(&mut self.output_text);
+        if !text.is_empty() {
             events.push(EngineEvent::OutputTranscript {
-                text,
+                text: text.clone(),
                 is_final: true,
             });
         }
+        self.revising = revisable.then_some(text);
         events.push(EngineEvent::TurnComplete);
+    }
+
+    /// A piece of the model's output transcript.
+    fn output_piece(&mut self, t: &str, events: &mut Vec<EngineEvent>) {
+        if !self.in_turn
+            && let Some(text) = &mut self.revising
+        {
+            // The ended turn's words, late: its final text, whole again.
+            push_bounded(text, t);
+            events.push(EngineEvent::OutputTranscript {
+                text: text.clone(),
+                is_final: true,
+            });
+            return;
+        }
+        self.model_content(events);
+        push_bounded(&mut self.output_text, t);
+        events.push(EngineEvent::OutputTranscript {
+            text: t.to_owned(),
+            is_final: false,
+        });
     }
 
     /// One `inlineData` part: the model's audio.
@@ -180,22 +220,17 @@ impl GeminiEngine {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
         {
-            self.model_content(events);
-            push_bounded(&mut self.output_text, t);
-            events.push(EngineEvent::OutputTranscript {
-                text: t.to_owned(),
-                is_final: false,
-            });
+            self.output_piece(t, events);
         }
         if sc.get("interrupted").and_then(Value::as_bool) == Some(true) {
             events.push(EngineEvent::Interrupted);
-            self.end_turn(events);
+            self.end_turn(events, false);
         }
         if sc.get("generationComplete").and_then(Value::as_bool) == Some(true) {
-            self.end_turn(events);
+            self.end_turn(events, true);
         }
         if sc.get("turnComplete").and_then(Value::as_bool) == Some(true) {
-            self.end_turn(events);
+            self.end_turn(events, false);
         }
         Ok(())
     }
@@ -416,6 +451,7 @@ impl Engine for GeminiEngine {
         self.turn_since_go_away = false;
         self.in_turn = false;
         self.output_text.clear();
+        self.revising = None;
         let mut setup = self.setup.clone();
         let resumption = match &self.handle {
             Some(h) => json!({"handle": h}),
@@ -468,12 +504,7 @@ impl Engine for GeminiEngine {
         if let Ok(m) = serde_json::from_str::<TranscriptOnly<'_>>(text) {
             let t = m.server_content.output_transcription.text;
             if !t.is_empty() {
-                self.model_content(events);
-                push_bounded(&mut self.output_text, &t);
-                events.push(EngineEvent::OutputTranscript {
-                    text: t.into_owned(),
-                    is_final: false,
-                });
+                self.output_piece(&t, events);
             }
             return Ok(self.step());
         }
@@ -582,7 +613,7 @@ impl Engine for GeminiEngine {
             };
         }
         // The turn in flight (if any) is over on this connection.
-        self.end_turn(events);
+        self.end_turn(events, false);
         let retiring = self.go_away || matches!(code, None | Some(1001 | 1006 | 1008 | 1011));
         if self.ready && retiring && self.handle.is_some() {
             return Step::Reconnect;
@@ -714,6 +745,23 @@ mod tests {
         assert!(
             matches!(&ev[1], EngineEvent::Audio { data, format } if data.len() == 4 && *format == AudioFormat::PCM16_24K)
         );
+        // Its transcript's last piece, after the answer began: final again
+        // with the model's next content (the switch joins it to "hi ").
+        feed(
+            &mut e,
+            json!({"serverContent": {"inputTranscription": {"text": "there"}}}),
+        );
+        let (ev, _, _) = feed(
+            &mut e,
+            json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio}}]}}}),
+        );
+        assert_eq!(
+            ev[0],
+            EngineEvent::InputTranscript {
+                text: "there".into(),
+                is_final: true
+            }
+        );
         let (ev, _, step) = feed(&mut e, json!({"goAway": {"timeLeft": "9.5s"}}));
         assert_eq!(ev, vec![EngineEvent::GoAway { time_left_ms: 9500 }]);
         assert_eq!(step, Step::Continue, "mid-turn: wait");
@@ -730,13 +778,15 @@ mod tests {
             json!({"serverContent": {"turnComplete": true}, "usageMetadata": {"promptTokenCount": 3, "responseTokenCount": 4, "totalTokenCount": 7}}),
         );
         assert_eq!(
-            ev[0],
-            EngineEvent::OutputTranscript {
-                text: "Hello".into(),
-                is_final: true
-            }
+            ev[..2],
+            [
+                EngineEvent::OutputTranscript {
+                    text: "Hello".into(),
+                    is_final: true
+                },
+                EngineEvent::TurnComplete
+            ]
         );
-        assert_eq!(ev[1], EngineEvent::TurnComplete);
         assert!(matches!(ev[2], EngineEvent::Usage(u) if u.total_tokens == 7));
         assert_eq!(step, Step::Reconnect);
         let mut out = Outbox::new();
@@ -750,6 +800,70 @@ mod tests {
         let (ev, out, _) = feed(&mut e, json!({"setupComplete": {}}));
         assert_eq!(ev, vec![EngineEvent::Resumed]);
         assert!(out.is_empty(), "no second greeting");
+    }
+
+    /// A turn `generationComplete` ends may have more of its output
+    /// transcript before `turnComplete`: those pieces revise its final
+    /// text (sent whole again) and open no turn of their own, so the turn
+    /// is counted once; the next turn's audio ends the revising.
+    #[test]
+    fn output_transcript_after_generation_complete_revises_the_ended_turn() {
+        let mut e = GeminiEngine::new(&cfg());
+        e.on_open(&mut Outbox::new()).unwrap();
+        feed(&mut e, json!({"setupComplete": {}}));
+        let audio = B64.encode([1u8, 0, 2, 0]);
+        let speak = json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio}}]}}});
+        let words = |t: &str| json!({"serverContent": {"outputTranscription": {"text": t}}});
+        feed(&mut e, speak.clone());
+        feed(&mut e, words("See you "));
+        let (ev, _, _) = feed(
+            &mut e,
+            json!({"serverContent": {"generationComplete": true}}),
+        );
+        assert_eq!(
+            ev,
+            [
+                EngineEvent::OutputTranscript {
+                    text: "See you ".into(),
+                    is_final: true
+                },
+                EngineEvent::TurnComplete
+            ]
+        );
+        let (ev, _, _) = feed(&mut e, words("tomorrow."));
+        assert_eq!(
+            ev,
+            [EngineEvent::OutputTranscript {
+                text: "See you tomorrow.".into(),
+                is_final: true
+            }]
+        );
+        let (ev, _, _) = feed(&mut e, json!({"serverContent": {"turnComplete": true}}));
+        assert!(ev.is_empty(), "no second turn: {ev:?}");
+        // After turnComplete, words open the next turn as before.
+        let (ev, _, _) = feed(&mut e, words("Bye"));
+        assert_eq!(
+            ev,
+            [EngineEvent::OutputTranscript {
+                text: "Bye".into(),
+                is_final: false
+            }]
+        );
+        let (ev, _, _) = feed(
+            &mut e,
+            json!({"serverContent": {"generationComplete": true}}),
+        );
+        assert_eq!(ev.last(), Some(&EngineEvent::TurnComplete));
+        // The next turn's audio ends the revising: its words are its own.
+        feed(&mut e, speak);
+        let (ev, _, _) = feed(&mut e, words("Hi"));
+        assert_eq!(
+            ev,
+            [EngineEvent::OutputTranscript {
+                text: "Hi".into(),
+                is_final: false
+            }]
+        );
     }
 
     /// `goAway` while no model turn is in flight does not reconnect at

@@ -42,7 +42,14 @@ pub struct OpenAiEngine {
     last_audio_item: Option<String>,
     response_had_output: bool,
     last_error: Option<(Option<String>, String)>,
+    /// Function calls of the response under way (`call_id`, `name`), from
+    /// `response.output_item.added`: their arguments' `done` is read with
+    /// the name from here when it comes without one.
+    calls: Vec<(String, String)>,
 }
+
+/// Function calls kept per response (a response makes one or two).
+const MAX_CALLS: usize = 16;
 
 fn format_json(f: AudioFormat) -> Value {
     match f.codec {
@@ -105,6 +112,7 @@ impl OpenAiEngine {
             last_audio_item: None,
             response_had_output: false,
             last_error: None,
+            calls: Vec::new(),
         }
     }
 
@@ -297,8 +305,23 @@ impl Engine for OpenAiEngine {
                     is_final: true,
                 });
             }
+            "response.output_item.added" => {
+                let item = msg.get("item").unwrap_or(&Value::Null);
+                if s(item, "type") == "function_call" && self.calls.len() < MAX_CALLS {
+                    self.calls
+                        .push((s(item, "call_id").to_owned(), s(item, "name").to_owned()));
+                }
+            }
             "response.function_call_arguments.done" => {
-                let name = s(&msg, "name");
+                let call_id = s(&msg, "call_id");
+                let name = match s(&msg, "name") {
+                    "" => self
+                        .calls
+                        .iter()
+                        .find(|(id, _)| id == call_id)
+                        .map_or("", |(_, n)| n.as_str()),
+                    n => n,
+                };
                 if name.is_empty() {
                     return Err(EngineError::Protocol("function call without a name".into()));
                 }
@@ -308,12 +331,39 @@ impl Engine for OpenAiEngine {
                     _ => json!({ "arguments": raw }),
                 };
                 events.push(EngineEvent::ToolCall {
-                    call_id: s(&msg, "call_id").to_owned(),
+                    call_id: call_id.to_owned(),
                     name: name.to_owned(),
                     args,
                 });
             }
             "response.done" => {
+                self.calls.clear();
+                // A response that failed, or stopped short (a token limit,
+                // a content filter), is said, not passed over in silence.
+                let status = msg.pointer("/response/status").and_then(Value::as_str);
+                if let Some(st @ ("failed" | "incomplete")) = status {
+                    let details = msg.pointer("/response/status_details");
+                    let reason = details
+                        .and_then(|d| d.pointer("/error/code").or_else(|| d.get("reason")))
+                        .and_then(Value::as_str);
+                    let message: String = details
+                        .and_then(|d| d.pointer("/error/message"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .chars()
+                        .take(512)
+                        .collect();
+                    events.push(EngineEvent::Error {
+                        code: Some(format!("response_{st}")),
+                        message: match reason {
+                            Some(r) if message.is_empty() => r.chars().take(128).collect(),
+                            Some(r) => {
+                                format!("{}: {message}", r.chars().take(128).collect::<String>())
+                            }
+                            None => message,
+                        },
+                    });
+                }
                 if let Some(u) = msg.pointer("/response/usage") {
                     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
                     events.push(EngineEvent::Usage(Usage {
@@ -474,6 +524,59 @@ mod tests {
         assert!(
             out[0].contains(r#""item_id":"item_1""#) && out[0].contains(r#""audio_end_ms":120"#)
         );
+    }
+
+    /// A function call's arguments may come without its name, which the
+    /// output item that opened it had; a response that failed or stopped
+    /// short is reported, with the vendor's reason.
+    #[test]
+    fn a_nameless_call_takes_its_items_name_and_a_failed_response_is_said() {
+        let mut e = engine();
+        let mut feed = |v: Value| {
+            let mut ev = Vec::new();
+            e.on_message(&v.to_string(), &mut ev, &mut Outbox::new())
+                .map(|_| ev)
+        };
+        feed(json!({"type": "response.created", "response": {"id": "r1"}})).unwrap();
+        feed(json!({"type": "response.output_item.added", "item": {"id": "fc_1", "type": "function_call", "call_id": "call_3", "name": "transfer_to_user", "arguments": ""}})).unwrap();
+        let ev = feed(json!({"type": "response.function_call_arguments.done", "item_id": "fc_1", "call_id": "call_3", "arguments": "{\"user\":\"alex\"}"})).unwrap();
+        assert_eq!(
+            ev,
+            [EngineEvent::ToolCall {
+                call_id: "call_3".into(),
+                name: "transfer_to_user".into(),
+                args: json!({"user": "alex"})
+            }]
+        );
+        // Unknown call and no name: a protocol error, as before.
+        assert!(feed(json!({"type": "response.function_call_arguments.done", "call_id": "call_4", "arguments": "{}"})).is_err());
+        let ev = feed(json!({"type": "response.done", "response": {"status": "failed",
+            "status_details": {"type": "failed", "error": {"type": "server_error", "code": "rate_limit_exceeded", "message": "Too many requests"}}}})).unwrap();
+        assert_eq!(
+            ev,
+            [EngineEvent::Error {
+                code: Some("response_failed".into()),
+                message: "rate_limit_exceeded: Too many requests".into()
+            }]
+        );
+        let ev = feed(
+            json!({"type": "response.done", "response": {"status": "incomplete",
+            "status_details": {"type": "incomplete", "reason": "max_output_tokens"}}}),
+        )
+        .unwrap();
+        assert_eq!(
+            ev,
+            [EngineEvent::Error {
+                code: Some("response_incomplete".into()),
+                message: "max_output_tokens".into()
+            }]
+        );
+        let ev = feed(
+            json!({"type": "response.done", "response": {"status": "cancelled",
+            "status_details": {"type": "cancelled", "reason": "turn_detected"}}}),
+        )
+        .unwrap();
+        assert!(ev.is_empty(), "a barge-in's cancel is no error: {ev:?}");
     }
 
     #[test]

@@ -186,6 +186,65 @@ async fn a_law_and_transfer_to_user() {
     }));
 }
 
+/// The server as spare and out of order as it may be: the caller's
+/// transcript after the response to it, and the function call's arguments
+/// without its name (our client takes it from the call's output item).
+#[tokio::test]
+async fn a_late_transcript_and_a_nameless_function_call() {
+    let sim = sim(
+        Vendor::OpenAi,
+        codeb_ai::sim::SimConfig {
+            late_transcripts: true,
+            ..sim_cfg()
+        },
+    )
+    .await;
+    let cfg = config(
+        &sim,
+        "gpt-realtime",
+        "sim-key",
+        "TRANSFER_AFTER_TURNS=1:sales",
+    );
+    let mut c = Caller::connect(cfg).await;
+    c.ai_says().await;
+    c.silence(700).await;
+    c.speak(500).await;
+    c.silence(400).await;
+    let evs = c
+        .until("transfer", |e| matches!(e, EngineEvent::ToolCall { .. }))
+        .await;
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e, EngineEvent::InputTranscript { is_final: true, .. })),
+        "the transcript comes after the response: {}",
+        summary(&evs)
+    );
+    let Some(EngineEvent::ToolCall { name, args, .. }) = evs.last().cloned() else {
+        unreachable!()
+    };
+    assert_eq!(
+        (name.as_str(), args),
+        ("transfer_to_user", json!({"user": "sales"}))
+    );
+    let evs = c
+        .until("caller transcript", |e| {
+            matches!(e, EngineEvent::InputTranscript { is_final: true, .. })
+        })
+        .await;
+    assert!(
+        evs.contains(&EngineEvent::TurnComplete),
+        "after the response's end: {}",
+        summary(&evs)
+    );
+    assert_eq!(
+        evs.last(),
+        Some(&EngineEvent::InputTranscript {
+            text: "[caller spoke 0.5 s]".into(),
+            is_final: true
+        })
+    );
+}
+
 #[tokio::test]
 async fn a_wrong_key_is_a_clean_rejection() {
     let sim = sim(Vendor::OpenAi, sim_cfg()).await;

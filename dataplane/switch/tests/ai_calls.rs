@@ -263,11 +263,16 @@ struct Outbound {
 
 /// `extra` is more switch configuration (TOML).
 async fn outbound(extra: &str) -> Outbound {
+    outbound_with(extra, SimConfig::default()).await
+}
+
+/// [`outbound`] with the simulator's configuration `sim`.
+async fn outbound_with(extra: &str, sim: SimConfig) -> Outbound {
     let media = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let scenario = callee_scenario(dir.path(), "callee", media.local_addr().unwrap().port());
     let carrier = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
-    let (sim, sw) = ai_switch(carrier.port, extra).await;
+    let (sim, sw) = ai_switch_with(carrier.port, extra, sim).await;
     Outbound {
         sim,
         sw,
@@ -280,7 +285,11 @@ async fn outbound(extra: &str) -> Outbound {
 /// The Gemini simulator, and a switch whose default trunk is the carrier
 /// at `carrier_port` (`extra`: more configuration, TOML).
 async fn ai_switch(carrier_port: u16, extra: &str) -> (SimServer, Switch) {
-    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", SimConfig::default())
+    ai_switch_with(carrier_port, extra, SimConfig::default()).await
+}
+
+async fn ai_switch_with(carrier_port: u16, extra: &str, cfg: SimConfig) -> (SimServer, Switch) {
+    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", cfg)
         .await
         .unwrap();
     let config = format!(
@@ -485,13 +494,42 @@ fn final_status_of_invite(sip: SocketAddr) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
+    talks_and_hangs_up(SimConfig::default()).await;
+}
+
+/// The same call with transcripts as out of order as Gemini may send them
+/// (the callee's last words transcribed after the answer began, the AI's
+/// last words after `generationComplete`): still one callee turn, and
+/// each AI turn whole, counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_transcript_pieces_still_make_whole_turns_counted_once() {
+    let turns = talks_and_hangs_up(SimConfig {
+        late_transcripts: true,
+        ..SimConfig::default()
+    })
+    .await;
+    // Its two pieces joined into one turn (about 1.2 s, as heard).
+    let caller = &turns[1].1;
+    assert!(
+        caller.starts_with("[caller spoke 1.") && caller.ends_with(" s]") && !caller.contains("  "),
+        "{turns:#?}"
+    );
+    assert!(
+        turns[0].1.ends_with("How can I help you today?"),
+        "the greeting's late last words: {turns:#?}"
+    );
+}
+
+/// An AI call whose callee listens to the greeting, talks 1.2 s and is
+/// said goodbye to; the turns the node reported (role, text).
+async fn talks_and_hangs_up(sim_cfg: SimConfig) -> Vec<(String, String)> {
     let Outbound {
         sim,
         sw,
         carrier,
         media,
         _dir,
-    } = outbound("").await;
+    } = outbound_with("", sim_cfg).await;
     let stop = Arc::new(AtomicBool::new(false));
     let heard = Arc::new(Heard::default());
     // The callee listens to the greeting, then talks for 1.2 s.
@@ -610,6 +648,7 @@ async fn an_ai_call_talks_with_the_callee_and_hangs_up_when_done() {
         (4000..12_000).contains(&right),
         "the callee's 1.2 s of tone on the right: {right} loud samples"
     );
+    turns
 }
 
 /// The callee is behind a NAT (its media comes from a port its SDP does

@@ -362,18 +362,36 @@ impl Conn {
     }
 
     async fn speak(&mut self, ws: &mut Ws, r: Reply) -> Result<(), EngineError> {
-        if let Some(t) = r.input_transcript() {
-            send(
-                ws,
-                json!({"serverContent": {"inputTranscription": {"text": t}}}),
-            )
-            .await?;
+        // With `late_transcripts`, the caller's transcript comes in pieces
+        // with no ordering against the model's answer (as Google's may):
+        // the first half before the answer's audio, the rest after its
+        // first chunk.
+        let late = self.shared.cfg.late_transcripts;
+        let (heard_early, heard_late) = match r.input_transcript() {
+            Some(t) if !late => (Some(t), None),
+            Some(t) => {
+                let cut = t[..t.len() / 2].rfind(' ').map_or(0, |i| i + 1);
+                (Some(t[..cut].to_owned()), Some(t[cut..].to_owned()))
+            }
+            None => (None, None),
+        };
+        let transcribed = |t: &str| json!({"serverContent": {"inputTranscription": {"text": t}}});
+        if let Some(t) = heard_early.filter(|t| !t.is_empty()) {
+            send(ws, transcribed(&t)).await?;
         }
         let pcm = synth(r.turn, r.audio_ms, OUT_RATE);
         let per_chunk = (OUT_RATE * self.shared.cfg.chunk_ms.clamp(10, 1000) / 1000) as usize;
         let chunks: Vec<&[i16]> = pcm.chunks(per_chunk).collect();
-        let words = pieces(&r.text, chunks.len());
+        let mut words = pieces(&r.text, chunks.len());
+        // The output transcript's last piece may follow
+        // `generationComplete` (only `turnComplete` ends the turn).
+        let last_word = if late && r.tool.is_none() && words.len() > 1 {
+            words.pop()
+        } else {
+            None
+        };
         self.shared.observe_says(self.observed.as_ref(), r.turn);
+        let mut heard_late = heard_late.filter(|t| !t.is_empty());
         for (i, c) in chunks.iter().enumerate() {
             let data = B64.encode(pcm16_bytes(c));
             send(
@@ -381,6 +399,9 @@ impl Conn {
                 json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}]}}}),
             )
             .await?;
+            if let Some(t) = heard_late.take() {
+                send(ws, transcribed(&t)).await?;
+            }
             if let Some(w) = words.get(i) {
                 send(
                     ws,
@@ -388,6 +409,9 @@ impl Conn {
                 )
                 .await?;
             }
+        }
+        if let Some(t) = heard_late {
+            send(ws, transcribed(&t)).await?;
         }
         self.shared.log.push(SimRecord::Said {
             turn: r.turn,
@@ -410,7 +434,16 @@ impl Conn {
                 send(ws, json!({"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}})).await?;
                 self.pending_tool = Some((call_id, r.turn, r.audio_ms));
             }
-            None => self.finish_generation(ws, r.audio_ms).await?,
+            None => {
+                self.finish_generation(ws, r.audio_ms).await?;
+                if let Some(w) = last_word {
+                    send(
+                        ws,
+                        json!({"serverContent": {"outputTranscription": {"text": w}}}),
+                    )
+                    .await?;
+                }
+            }
         }
         Ok(())
     }

@@ -48,6 +48,13 @@ pub struct SimConfig {
     /// semaphore before its `setupComplete`, so a test can act while a
     /// client's resumption is still opening.
     pub resume_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Messages as out of order, and as spare, as the vendors may send
+    /// them. Gemini: the second half of the caller's transcript after the
+    /// answer's first audio, and the answer's last words after
+    /// `generationComplete`. OpenAI: the caller's transcript after the
+    /// response to it is done, and a function call's arguments without
+    /// its name. Off: each in order and whole.
+    pub late_transcripts: bool,
 }
 
 impl Default for SimConfig {
@@ -61,6 +68,7 @@ impl Default for SimConfig {
             chunk_ms: 40,
             observer: None,
             resume_gate: None,
+            late_transcripts: false,
         }
     }
 }

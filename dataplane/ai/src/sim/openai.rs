@@ -191,6 +191,9 @@ struct Conn {
     speech_item: Option<String>,
     pending_tool: Option<String>,
     after_tool_output: bool,
+    /// With `late_transcripts`: the caller's transcript (its item and
+    /// text), sent once the response to it is done.
+    late_heard: Option<(String, String, u32)>,
 }
 
 impl Conn {
@@ -209,6 +212,7 @@ impl Conn {
             speech_item: None,
             pending_tool: None,
             after_tool_output: false,
+            late_heard: None,
         }
     }
 
@@ -499,9 +503,12 @@ impl Conn {
                 self.send(ws, json!({"type": "conversation.item.done", "event_id": self.ev(), "previous_item_id": self.last_item, "item": it})).await?;
                 self.last_item = Some(item.clone());
                 let t = super::script::heard_text(heard_ms);
-                self.send(ws, json!({"type": "conversation.item.input_audio_transcription.delta", "event_id": self.ev(), "item_id": item, "content_index": 0, "delta": t})).await?;
-                self.send(ws, json!({"type": "conversation.item.input_audio_transcription.completed", "event_id": self.ev(), "item_id": item, "content_index": 0, "transcript": t,
-                                     "usage": {"type": "duration", "seconds": f64::from(heard_ms) / 1000.0}})).await?;
+                if self.shared.cfg.late_transcripts {
+                    // It "may arrive before or after" the response.
+                    self.late_heard = Some((item, t, heard_ms));
+                } else {
+                    self.transcribed(ws, &item, &t, heard_ms).await?;
+                }
             }
             Act::Speak(r) => {
                 if self.pending_tool.is_none() {
@@ -539,6 +546,19 @@ impl Conn {
             json!({"type": "response.done", "event_id": self.ev(), "response": resp}),
         )
         .await
+    }
+
+    /// The caller's words in `item`, transcribed.
+    async fn transcribed(
+        &mut self,
+        ws: &mut Ws,
+        item: &str,
+        t: &str,
+        heard_ms: u32,
+    ) -> Result<(), EngineError> {
+        self.send(ws, json!({"type": "conversation.item.input_audio_transcription.delta", "event_id": self.ev(), "item_id": item, "content_index": 0, "delta": t})).await?;
+        self.send(ws, json!({"type": "conversation.item.input_audio_transcription.completed", "event_id": self.ev(), "item_id": item, "content_index": 0, "transcript": t,
+                             "usage": {"type": "duration", "seconds": f64::from(heard_ms) / 1000.0}})).await
     }
 
     async fn speak(&mut self, ws: &mut Ws, r: Reply) -> Result<(), EngineError> {
@@ -585,7 +605,13 @@ impl Conn {
             let f = json!({"id": fitem, "object": "realtime.item", "type": "function_call", "status": "in_progress", "name": name, "call_id": call_id, "arguments": ""});
             self.send(ws, json!({"type": "response.output_item.added", "event_id": self.ev(), "response_id": rid, "output_index": 1, "item": f})).await?;
             self.send(ws, json!({"type": "response.function_call_arguments.delta", "event_id": self.ev(), "response_id": rid, "item_id": fitem, "output_index": 1, "call_id": call_id, "delta": args})).await?;
-            self.send(ws, json!({"type": "response.function_call_arguments.done", "event_id": self.ev(), "response_id": rid, "item_id": fitem, "output_index": 1, "call_id": call_id, "name": name, "arguments": args})).await?;
+            let mut done = json!({"type": "response.function_call_arguments.done", "event_id": self.ev(), "response_id": rid, "item_id": fitem, "output_index": 1, "call_id": call_id, "arguments": args});
+            if !self.shared.cfg.late_transcripts {
+                // Without it, as some observe the real server send it
+                // (the name is the output item's).
+                done["name"] = json!(name);
+            }
+            self.send(ws, done).await?;
             let f = json!({"id": fitem, "object": "realtime.item", "type": "function_call", "status": "completed", "name": name, "call_id": call_id, "arguments": args});
             self.send(ws, json!({"type": "response.output_item.done", "event_id": self.ev(), "response_id": rid, "output_index": 1, "item": f})).await?;
             self.shared.log.push(SimRecord::ToolCall {
@@ -605,6 +631,10 @@ impl Conn {
             ws,
             json!({"type": "response.done", "event_id": self.ev(), "response": resp}),
         )
-        .await
+        .await?;
+        if let Some((item, t, heard_ms)) = self.late_heard.take() {
+            self.transcribed(ws, &item, &t, heard_ms).await?;
+        }
+        Ok(())
     }
 }

@@ -80,6 +80,13 @@ pub(super) struct Conversation {
     /// Engine sample rate.
     rate: u64,
     caller_text: String,
+    /// The caller's final words, held with when they were said until the
+    /// engine's answer to them ends (or is heard, or cut): pieces of the
+    /// same utterance the engine finalises late (Gemini gives its
+    /// transcript no ordering, OpenAI's may follow the answer) join them
+    /// instead of making another turn, and they are reported before the
+    /// answer's own turn.
+    held_caller: Option<(String, u32)>,
     ai_text: String,
     /// Stream position (in engine samples that reach the caller) where
     /// the current AI turn's audio starts.
@@ -87,6 +94,9 @@ pub(super) struct Conversation {
     turn_samples: u64,
     /// Played samples of the current turn when the caller cut in.
     interrupted_at: Option<u64>,
+    /// When the engine's current turn began (its first audio): the words
+    /// it answers were said by then, however late their transcript comes.
+    turn_began: Option<Instant>,
     /// Samples received from the engine, and the ones a flush threw away.
     received: u64,
     discarded: u64,
@@ -121,10 +131,12 @@ impl Conversation {
             answered_at,
             rate: u64::from(rate.max(1)),
             caller_text: String::new(),
+            held_caller: None,
             ai_text: String::new(),
             turn_start: None,
             turn_samples: 0,
             interrupted_at: None,
+            turn_began: None,
             received: 0,
             discarded: 0,
             ending: None,
@@ -156,7 +168,24 @@ impl Conversation {
     /// gathering (a vendor's transcript may come after the AI's answer,
     /// as OpenAI's does).
     fn caller_spoke(&self) -> bool {
-        self.caller_turns > 0 || !self.caller_text.trim().is_empty()
+        self.caller_turns > 0 || !self.caller_text.trim().is_empty() || self.held_caller.is_some()
+    }
+
+    /// The engine is answering: its turn's audio or words have begun.
+    fn answering(&self) -> bool {
+        self.turn_start.is_some() || !self.ai_text.is_empty()
+    }
+
+    /// The caller's held words, as their turn.
+    pub(super) fn release_caller(&mut self) -> Option<AiNote> {
+        let (text, at_ms) = self.held_caller.take()?;
+        self.caller_turns += 1;
+        Some(AiNote::Turn {
+            role: Role::Caller,
+            text,
+            at_ms,
+            interrupted: false,
+        })
     }
 
     fn at_ms(&self, now: Instant) -> u32 {
@@ -164,10 +193,11 @@ impl Conversation {
             .unwrap_or(u32::MAX)
     }
 
-    /// Engine audio arrived (`samples` of it).
-    pub(super) fn ai_audio(&mut self, samples: u64) {
+    /// Engine audio arrived (`samples` of it) at `now`.
+    pub(super) fn ai_audio(&mut self, now: Instant, samples: u64) {
         if self.turn_start.is_none() {
             self.turn_start = Some(self.received.saturating_sub(self.discarded));
+            self.turn_began = Some(now);
         }
         self.turn_samples += samples;
         self.received += samples;
@@ -245,18 +275,36 @@ impl Conversation {
     fn take_caller(&mut self, now: Instant) -> Option<AiNote> {
         let text = std::mem::take(&mut self.caller_text);
         let text = text.trim();
-        if !text.is_empty() {
-            self.caller_turns += 1;
+        if text.is_empty() {
+            return None;
         }
-        (!text.is_empty()).then(|| AiNote::Turn {
-            role: Role::Caller,
-            text: text.to_owned(),
-            at_ms: self.at_ms(now),
-            interrupted: false,
-        })
+        {
+            // Dated when the answer began, if it has: the caller had said
+            // it by then.
+            let at = self.turn_began.filter(|t| *t < now).unwrap_or(now);
+            let at_ms = self.at_ms(at);
+            match &mut self.held_caller {
+                Some((held, _)) => {
+                    held.push(' ');
+                    held.push_str(text);
+                }
+                None => self.held_caller = Some((text.to_owned(), at_ms)),
+            }
+        }
+        None
     }
 
     pub(super) fn ai_transcript(&mut self, text: &str, is_final: bool) {
+        if is_final
+            && !self.answering()
+            && let Some(p) = &mut self.playing
+        {
+            // The engine's revision of the turn it ended, still playing
+            // (Gemini's transcript may go on after `generationComplete`).
+            p.text.clear();
+            push_text(&mut p.text, text.trim());
+            return;
+        }
         if is_final {
             self.ai_text.clear();
         }
@@ -272,7 +320,10 @@ impl Conversation {
         let text = std::mem::take(&mut self.ai_text);
         let interrupted = self.interrupted_at.is_some();
         let (start, samples) = (
-            self.turn_start.take(),
+            {
+                self.turn_began = None;
+                self.turn_start.take()
+            },
             std::mem::take(&mut self.turn_samples),
         );
         let heard = if let Some(at) = self.interrupted_at.take() {
@@ -366,6 +417,7 @@ impl Conversation {
     pub(super) fn finish(&mut self, now: Instant, played: u64) -> Vec<AiNote> {
         let mut out = Vec::new();
         out.extend(self.take_caller(now));
+        out.extend(self.release_caller());
         out.extend(self.heard_at_end(now, played));
         if !self.ai_text.trim().is_empty() {
             out.extend(self.turn_complete(now, played));
@@ -712,11 +764,14 @@ pub(super) async fn run(
                 match ev {
                     EngineEvent::Audio { data, format } => {
                         let n = play.push(&data, format);
-                        conv.ai_audio(n);
+                        conv.ai_audio(now, n);
                     }
                     EngineEvent::Interrupted => {
                         play.tap.flush();
                         play.pending.clear();
+                        if let Some(n) = conv.release_caller() {
+                            notes.send(n).await;
+                        }
                         let played = play.played();
                         let heard = conv.played_ms_of_turn(played);
                         if let Some(n) = conv.interrupted(now, played) {
@@ -733,6 +788,9 @@ pub(super) async fn run(
                         conv.ai_transcript(&text, is_final);
                     }
                     EngineEvent::TurnComplete => {
+                        if let Some(n) = conv.release_caller() {
+                            notes.send(n).await;
+                        }
                         if let Some(n) = conv.turn_complete(now, play.played()) {
                             notes.send(n).await;
                         }
@@ -813,6 +871,10 @@ pub(super) async fn run(
         }
         play.top_up();
         if let Some(n) = conv.played_out(now, play.played()) {
+            // The words it answered, if their transcript is only now in.
+            if let Some(c) = conv.release_caller() {
+                notes.send(c).await;
+            }
             notes.send(n).await;
         }
         if stop_by.is_none()
@@ -969,13 +1031,72 @@ mod tests {
         }
     }
 
+    /// The caller's transcript may come, in more than one final piece,
+    /// after the engine's answer has begun (Gemini gives it no ordering):
+    /// the pieces are one caller turn, dated when the answer began and
+    /// reported before the answer's own turn. The engine's late revision
+    /// of a turn still playing is the turn's text.
+    #[test]
+    fn late_caller_pieces_are_one_turn_before_the_answer() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut c = Conversation::new(t0, 24_000);
+        c.ai_audio(t0 + ms(2_000), 24_000);
+        assert_eq!(
+            c.caller_transcript(t0 + ms(2_100), "is the office", true),
+            None
+        );
+        c.ai_transcript("Yes, ", false);
+        assert_eq!(
+            c.caller_transcript(t0 + ms(2_700), "open today", true),
+            None
+        );
+        assert!(c.caller_spoke());
+        let caller = c.release_caller();
+        assert_eq!(
+            caller,
+            Some(AiNote::Turn {
+                role: Role::Caller,
+                text: "is the office open today".into(),
+                at_ms: 2_000,
+                interrupted: false
+            })
+        );
+        assert_eq!(c.release_caller(), None, "once");
+        // The turn ends before it has played; its words go on.
+        assert_eq!(c.turn_complete(t0 + ms(2_800), 0), None);
+        c.ai_transcript("Yes, until six.", true);
+        assert_eq!(
+            turn(c.played_out(t0 + ms(3_100), 24_000)),
+            ("Yes, until six.".into(), false)
+        );
+        assert_eq!(c.caller_transcript(t0 + ms(5_000), "thanks", true), None);
+        let later = c.release_caller();
+        assert!(
+            matches!(
+                later,
+                Some(AiNote::Turn {
+                    role: Role::Caller,
+                    at_ms: 5_000,
+                    ..
+                })
+            ),
+            "{later:?}"
+        );
+    }
+
     #[test]
     fn whole_turns_are_reported_once_final() {
         let t0 = Instant::now();
         let mut c = Conversation::new(t0, 24_000);
         assert_eq!(c.caller_transcript(t0, "hel", false), None);
         assert_eq!(c.caller_transcript(t0, "lo", false), None);
-        let n = c.caller_transcript(t0 + Duration::from_millis(1500), "hello there", true);
+        assert_eq!(
+            c.caller_transcript(t0 + Duration::from_millis(1500), "hello there", true),
+            None,
+            "held until the answer to it ends"
+        );
+        let n = c.release_caller();
         assert_eq!(
             n,
             Some(AiNote::Turn {
@@ -987,7 +1108,7 @@ mod tests {
         );
         c.ai_transcript("Hi, ", false);
         c.ai_transcript("how can I help?", false);
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         // Nothing finished yet: the playout clock does not matter.
         assert!(!c.awaits_playout());
         // Generated faster than it plays: reported once heard to the end,
@@ -1010,12 +1131,12 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Conversation::new(t0, 24_000);
         // A first, fully played turn of one second.
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         c.ai_transcript("First turn.", true);
         assert!(!turn(c.turn_complete(t0, 24_000)).1);
         // The second turn: 4 s of audio, interrupted after 1 s of it played
         // while it was still being generated.
-        c.ai_audio(96_000);
+        c.ai_audio(t0, 96_000);
         c.ai_transcript("one two three four five six seven eight", true);
         assert_eq!(c.played_ms_of_turn(24_000 + 24_000), 1000);
         assert_eq!(c.interrupted(t0, 24_000 + 24_000), None);
@@ -1024,7 +1145,7 @@ mod tests {
         assert_eq!(text, "one two");
         // The next turn starts where the caller's stream is, not after
         // the discarded audio.
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         assert_eq!(c.played_ms_of_turn(48_000 + 12_000), 500);
     }
 
@@ -1033,7 +1154,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Conversation::new(t0, 24_000);
         // 4 s of reply, generated at once; the caller cuts in after 1 s.
-        c.ai_audio(96_000);
+        c.ai_audio(t0, 96_000);
         c.ai_transcript("one two three four five six seven eight", true);
         assert_eq!(c.turn_complete(t0, 0), None, "held while it plays");
         assert_eq!(c.played_ms_of_turn(24_000), 1000);
@@ -1044,7 +1165,7 @@ mod tests {
         assert!(!c.awaits_playout(), "cut: nothing left to watch");
         assert_eq!(c.played_out(t0, u64::MAX), None, "reported once");
         // The next turn starts where the caller's stream is.
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         c.ai_transcript("Sorry, go on.", true);
         assert_eq!(c.turn_complete(t0, 24_000), None);
         // The call ends 0.65 s into its 1 s: what was heard is kept.
@@ -1060,7 +1181,7 @@ mod tests {
         let t0 = Instant::now();
         // Hung up 0.3 s into a 1 s greeting.
         let mut c = Conversation::new(t0, 24_000);
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         c.ai_transcript("Hello there, this is the clinic calling.", true);
         assert_eq!(c.turn_complete(t0, 0), None);
         let left = c.finish(t0, 7_200);
@@ -1070,14 +1191,14 @@ mod tests {
         );
         // Within the slack of its end: heard whole.
         let mut c = Conversation::new(t0, 24_000);
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         c.ai_transcript("Goodbye.", true);
         assert_eq!(c.turn_complete(t0, 0), None);
         let left = c.finish(t0, 24_000 - 2_400);
         assert_eq!(turn(left.into_iter().next()), ("Goodbye.".into(), false));
         // Not heard at all (still being generated): left out.
         let mut c = Conversation::new(t0, 24_000);
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         c.ai_transcript("Hello", false);
         assert!(c.finish(t0, 0).is_empty());
     }
@@ -1088,16 +1209,17 @@ mod tests {
         let mut c = Conversation::new(t0, 24_000);
         assert_eq!(c.reached(0), None, "nothing said yet");
         // The greeting, generated and played: no exchange yet.
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         c.ai_transcript("Hello, this is Ada.", true);
         assert_eq!(c.turn_complete(t0, 0), None);
         assert_eq!(c.reached(12_000), None, "greeting still playing");
         assert!(c.played_out(t0, 24_000).is_some());
         assert_eq!(c.reached(24_000), None, "greeted, the caller said nothing");
         // The caller answers; the AI's reply is generated, then plays.
-        assert!(c.caller_transcript(t0, "Hi, who is this?", true).is_some());
+        assert!(c.caller_transcript(t0, "Hi, who is this?", true).is_none());
+        assert!(c.release_caller().is_some());
         assert_eq!(c.reached(24_000), None, "the AI has not answered");
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         assert_eq!(c.reached(24_000), None, "the AI is answering");
         c.ai_transcript("Your dentist's office.", true);
         assert_eq!(c.turn_complete(t0, 24_000), None);
@@ -1109,15 +1231,16 @@ mod tests {
         );
         // An answer that the caller cut to nothing is no reply.
         let mut c = Conversation::new(t0, 24_000);
-        assert!(c.caller_transcript(t0, "Hello?", true).is_some());
-        c.ai_audio(24_000);
+        assert!(c.caller_transcript(t0, "Hello?", true).is_none());
+        assert!(c.release_caller().is_some());
+        c.ai_audio(t0, 24_000);
         c.ai_transcript("Good morning", true);
         assert_eq!(c.interrupted(t0, 0), None);
         assert_eq!(turn(c.turn_complete(t0, 0)), (String::new(), true));
         assert_eq!(c.reached(0), None);
         // During the goodbye (end_call), the call has reached the reason's
         // outcome, whatever is still playing.
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         c.end_call(t0, "not-now".into());
         assert_eq!(c.reached(0), Some("not-now".into()));
         let mut c = Conversation::new(t0, 8_000);
@@ -1126,10 +1249,11 @@ mod tests {
         // The caller talks over the greeting, which was generated before
         // and plays on: no reply to them yet.
         let mut c = Conversation::new(t0, 24_000);
-        c.ai_audio(24_000);
+        c.ai_audio(t0, 24_000);
         c.ai_transcript("Hello, this is Ada.", true);
         assert_eq!(c.turn_complete(t0, 0), None);
-        assert!(c.caller_transcript(t0, "Hello?", true).is_some());
+        assert!(c.caller_transcript(t0, "Hello?", true).is_none());
+        assert!(c.release_caller().is_some());
         assert_eq!(c.reached(24_000), None, "greeting heard, no reply");
         assert!(c.played_out(t0, 24_000).is_some());
         assert_eq!(c.reached(24_000), None);
@@ -1141,13 +1265,14 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            c.ai_audio(24_000);
+            c.ai_audio(t0, 24_000);
             c.ai_transcript(text, true);
             assert_eq!(c.turn_complete(t0, 0), None);
             assert!(c.played_out(t0, 24_000 * (i as u64 + 1)).is_some());
         }
         assert_eq!(c.reached(48_000), None, "the caller said nothing (yet)");
-        assert!(c.caller_transcript(t0, "When is it?", true).is_some());
+        assert!(c.caller_transcript(t0, "When is it?", true).is_none());
+        assert!(c.release_caller().is_some());
         assert_eq!(c.reached(48_000), Some("finished".into()));
     }
 
@@ -1163,8 +1288,9 @@ mod tests {
         assert!(!c.exchanged(0));
         assert!(heeds(&long, c.exchanged(0)) && heeds(&beep, c.exchanged(0)));
         // The callee says hello; the AI greets and is heard.
-        assert!(c.caller_transcript(t0, "Hello?", true).is_some());
-        c.ai_audio(24_000);
+        assert!(c.caller_transcript(t0, "Hello?", true).is_none());
+        assert!(c.release_caller().is_some());
+        c.ai_audio(t0, 24_000);
         c.ai_transcript("Hi, this is the clinic.", true);
         let _ = c.turn_complete(t0, 0);
         let _ = c.played_out(t0, 24_000);
