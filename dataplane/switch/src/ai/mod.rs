@@ -194,6 +194,10 @@ pub enum AiNote {
     /// to tool call `id` (sent only if the transfer fails; one that
     /// succeeds stops the session).
     Transfer { id: String, user: String },
+    /// The engine called tool call `id` off (Gemini's
+    /// `toolCallCancellation`, on the caller cutting in): a transfer it
+    /// asked for that still rings is called off, and no answer is sent.
+    ToolCancelled { id: String },
     /// The session could not start or was lost; the call cannot go on.
     Failed { detail: String },
     /// Tokens used since the last Usage note: the vendor's reports as they

@@ -852,8 +852,13 @@ pub(super) async fn run(
                     EngineEvent::Error { code, message } => {
                         tracing::info!(call_id = %call_id, ?code, %message, "AI engine reported an error");
                     }
+                    EngineEvent::ToolCallCancelled { ids } => {
+                        tracing::info!(call_id = %call_id, ?ids, "the engine called tool calls off");
+                        for id in ids.into_iter().take(16) {
+                            notes.send(AiNote::ToolCancelled { id }).await;
+                        }
+                    }
                     EngineEvent::Ready
-                    | EngineEvent::ToolCallCancelled { .. }
                     | EngineEvent::GoAway { .. }
                     | EngineEvent::Resumed => {
                         tracing::debug!(call_id = %call_id, ?ev, "AI session event");

@@ -211,7 +211,10 @@ impl Core {
                     }));
                 }
             }
-            AiNote::EndCall { .. } | AiNote::Failed { .. } | AiNote::Transfer { .. }
+            AiNote::EndCall { .. }
+            | AiNote::Failed { .. }
+            | AiNote::Transfer { .. }
+            | AiNote::ToolCancelled { .. }
                 if handed_over =>
             {
                 tracing::debug!(call = key, ?note, "AI note after the transfer; ignored");
@@ -221,6 +224,7 @@ impl Core {
                 self.drain(now);
             }
             AiNote::Transfer { id, user } => self.ai_transfer(now, key, id, user),
+            AiNote::ToolCancelled { id } => self.ai_transfer_called_off(now, key, &id),
             AiNote::Failed { detail } => {
                 tracing::info!(call = key, %detail, "AI leg failed; ending the call");
                 self.end_placed(now, key, "failed", &detail);

@@ -98,6 +98,33 @@ impl Core {
         self.drain(now);
     }
 
+    /// The engine called off its tool call `id`: the transfer it asked
+    /// for, if it still rings, stops (its branches cancelled) with no
+    /// answer to the engine, which no longer waits for one.
+    pub(super) fn ai_transfer_called_off(&mut self, now: Instant, key: CallKey, id: &str) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        if call
+            .transfer
+            .as_ref()
+            .is_none_or(|t| t.tool.as_deref() != Some(id))
+        {
+            return;
+        }
+        if let Some(mut t) = call.transfer.take() {
+            t.tool = None;
+            self.transfer_failed(
+                now,
+                key,
+                *t,
+                "the AI called it off".into(),
+                StatusCode::REQUEST_TERMINATED,
+            );
+        }
+        self.drain(now);
+    }
+
     fn tool_answer(&mut self, key: CallKey, id: String, ok: bool, detail: String) {
         self.calls
             .placed

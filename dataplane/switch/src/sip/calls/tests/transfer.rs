@@ -157,6 +157,41 @@ fn a_busy_user_leaves_the_call_with_the_ai_and_the_ai_is_told() {
     );
 }
 
+/// The engine calls off the transfer it asked for (Gemini's
+/// `toolCallCancellation`: the caller cut in) while the user rings: the
+/// ringing stops, the engine gets no answer (it waits for none), and the
+/// AI keeps the callee. A call-off naming another tool call, or coming
+/// once nothing rings, changes nothing.
+#[test]
+fn a_transfer_the_engine_calls_off_stops_ringing_and_the_ai_keeps_the_call() {
+    let (mut h, _carrier, key) = answered_ai_call("oac-tr9");
+    transfer_to(&mut h, key, "bob");
+    let to_bob = request(h.one(B));
+    h.send(B, plain(&to_bob, StatusCode::RINGING));
+    h.core.ai_note(
+        h.now,
+        key,
+        AiNote::ToolCancelled {
+            id: "fc-other".into(),
+        },
+    );
+    assert!(h.take(B).is_empty(), "not this transfer's call");
+    h.core
+        .ai_note(h.now, key, AiNote::ToolCancelled { id: "fc-1".into() });
+    let cancel = request(h.one(B));
+    assert_eq!(cancel.method, Method::Cancel);
+    h.send(B, plain(&cancel, StatusCode::OK));
+    h.send(B, plain(&to_bob, StatusCode::REQUEST_TERMINATED));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    assert!(h.core.poll_ai_request().is_none(), "no tool answer");
+    assert!(events(&mut h).is_empty(), "no transfer, no end");
+    assert_eq!(h.core.active_calls(), 1, "the AI still has the callee");
+    h.core
+        .ai_note(h.now, key, AiNote::ToolCancelled { id: "fc-1".into() });
+    assert!(h.take(B).is_empty() && h.core.poll_ai_request().is_none());
+    assert_eq!(h.core.active_calls(), 1);
+}
+
 /// The worker could not take in the sockets of the leg opened for a
 /// transfer: the transfer fails (the ringing target is cancelled, the AI
 /// told) and the AI keeps the callee; the port goes back, and a later
