@@ -95,6 +95,24 @@ impl<A: Address> Dialog<A> {
         Ok(b)
     }
 
+    /// The request started with [`Self::request`], as built and sent: an
+    /// UPDATE without a body is no offer, so the peer's offer meanwhile
+    /// is no glare (RFC 3311 §5.2) and gets its answer, not a 491.
+    pub fn request_sent(&mut self, request: &Request) {
+        let Ok(cseq) = request.headers.cseq() else {
+            return;
+        };
+        if request.method == Method::Update
+            && request.body.is_empty()
+            && self
+                .ours_pending
+                .as_ref()
+                .is_some_and(|(s, _)| *s == cseq.seq)
+        {
+            self.ours_offers = false;
+        }
+    }
+
     /// Starts a request in the dialog: BYE, re-INVITE, UPDATE, INFO,
     /// OPTIONS, REFER, ... The TU adds a body or headers, builds it and
     /// sends it with the transaction layer (to [`Self::next_hop`]), then
@@ -114,7 +132,7 @@ impl<A: Address> Dialog<A> {
             Method::Invite if self.state != DialogState::Confirmed => {
                 return Err(DialogError::WrongState);
             }
-            Method::Invite | Method::Update if self.offer_pending() => {
+            Method::Invite | Method::Update if self.mid_dialog_pending() => {
                 return Err(DialogError::Pending);
             }
             Method::Invite if self.theirs_pending.is_some() => return Err(DialogError::Pending),
@@ -138,6 +156,7 @@ impl<A: Address> Dialog<A> {
             b = b.contact(&self.local.contact.clone());
             b = self.session_headers(b);
             self.ours_pending = Some((seq, method.clone()));
+            self.ours_offers = true;
         }
         if method == Method::Bye {
             self.terminate(Termination::LocalBye);

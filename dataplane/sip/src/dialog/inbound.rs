@@ -93,7 +93,11 @@ impl<A: Address> Dialog<A> {
         // with a body collides with ours in a request or in a reliable
         // provisional awaiting its PRACK (RFC 3311 §5.2).
         let collides = if invite {
-            self.ours_pending.is_some()
+            // Our re-INVITE, or our UPDATE with an offer (RFC 3261 §14.1,
+            // RFC 3311 §5.2); not a bodiless refresh UPDATE.
+            self.ours_pending
+                .as_ref()
+                .is_some_and(|(_, m)| *m == Method::Invite || self.ours_offers)
         } else {
             !request.body.is_empty() && (self.offer_pending() || self.our_offer_open)
         };

@@ -85,6 +85,10 @@ pub struct Dialog<A> {
     pub(super) ids: IdGenerator,
     /// Our INVITE or UPDATE awaiting its final response (§14.1).
     pub(super) ours_pending: Option<(u32, Method)>,
+    /// Whether that request of ours carries an offer: an UPDATE sent
+    /// without a body (a session refresh) does not, and collides with no
+    /// offer of the peer's (RFC 3311 §5.2; see [`Dialog::request_sent`]).
+    pub(super) ours_offers: bool,
     /// Their INVITE awaiting our final response (§14.2).
     pub(super) theirs_pending: Option<u32>,
     /// The offer in their dialog-creating INVITE is not answered yet: no
@@ -170,6 +174,7 @@ impl<A: Address> Dialog<A> {
             invite_cseq,
             ids: IdGenerator::new(ids.next_u64()),
             ours_pending: None,
+            ours_offers: true,
             theirs_pending: None,
             their_offer_open: false,
             invite_offerless: false,
@@ -338,6 +343,12 @@ impl<A: Address> Dialog<A> {
     /// UPDATE run in the early dialog it created, and only the TU knows
     /// whether that INVITE's offer has been answered.
     pub(super) fn offer_pending(&self) -> bool {
+        self.ours_offers && self.mid_dialog_pending()
+    }
+
+    /// Whether a re-INVITE or UPDATE of ours awaits its final response
+    /// (offer or not): another waits for it.
+    pub(super) fn mid_dialog_pending(&self) -> bool {
         self.ours_pending.as_ref().is_some_and(|(seq, method)| {
             !(self.side == Side::Uac && *method == Method::Invite && *seq == self.invite_cseq)
         })

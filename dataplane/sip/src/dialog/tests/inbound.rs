@@ -184,6 +184,40 @@ fn updates_collide_only_when_both_carry_offers() {
     );
 }
 
+/// Our session refresh, an UPDATE without a body, is no offer: the
+/// peer's re-INVITE or UPDATE offer meanwhile is taken, not refused with
+/// a 491 that would hold its hold or resume back by seconds. An UPDATE of
+/// ours with an offer still collides, and ours waits for neither.
+#[test]
+fn our_bodiless_refresh_update_collides_with_no_offer_of_the_peer() {
+    let sdp = "v=0\r\n";
+    for ours_offers in [false, true] {
+        let mut c = call_with(no_timers(), &[]);
+        let mut refresh = c.alice.request(Method::Update).unwrap().build().unwrap();
+        if ours_offers {
+            refresh = body(refresh, sdp);
+        }
+        c.alice.request_sent(&refresh);
+        assert_eq!(
+            c.alice.request(Method::Invite).err(),
+            Some(DialogError::Pending),
+            "one of ours at a time"
+        );
+        let reinvite = body(c.bob.request(Method::Invite).unwrap().build().unwrap(), sdp);
+        let got = c.alice.handle_request(c.t0, &reinvite);
+        if ours_offers {
+            assert_eq!(rejected(got).status.as_u16(), 491);
+        } else {
+            assert_eq!(got, Incoming::Accept, "a refresh is no offer");
+        }
+    }
+    let mut c = call_with(no_timers(), &[]);
+    let refresh = c.alice.request(Method::Update).unwrap().build().unwrap();
+    c.alice.request_sent(&refresh);
+    let update = body(c.bob.request(Method::Update).unwrap().build().unwrap(), sdp);
+    assert_eq!(c.alice.handle_request(c.t0, &update), Incoming::Accept);
+}
+
 #[test]
 fn bye_ends_the_dialog_and_later_requests_get_481() {
     let mut c = call_with(no_timers(), &[]);

@@ -719,7 +719,10 @@ impl Core {
         let sent = edit(builder)
             .build()
             .map_err(LegError::from)
-            .and_then(|req| Ok(self.layer.send_request(now, req, flow)?));
+            .and_then(|req| {
+                self.calls.dialogs.update(&id, |d| d.request_sent(&req));
+                Ok(self.layer.send_request(now, req, flow)?)
+            });
         match sent {
             Ok(tx) => {
                 self.calls.by_tx.insert(tx, key);

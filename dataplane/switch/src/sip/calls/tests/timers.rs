@@ -86,6 +86,40 @@ fn b_leg_is_refreshed_at_half_the_interval_and_the_timer_restarts() {
     assert_eq!(h.core.active_calls(), 1);
 }
 
+/// B puts the call on hold while our refreshing UPDATE (no body) to it
+/// is still unanswered: the hold re-INVITE is answered at once, not
+/// refused with 491 (a refresh is no offer, RFC 3311 §5.2).
+#[test]
+fn a_hold_reinvite_crossing_our_refresh_update_is_answered() {
+    let mut h = Harness::new(Some(SessionTimerConfig::default()));
+    let mut call = answered_call(
+        &mut h,
+        Setup {
+            b_timer: Some(SessionTimerConfig::default()),
+            b_extra: &[(KnownHeader::Allow, "INVITE, ACK, BYE, CANCEL, UPDATE")],
+            ..Setup::default()
+        },
+    );
+    h.advance(secs(900));
+    let update = request(h.one(B));
+    assert_eq!(update.method, Method::Update);
+    let hold = "v=0\r\no=- 1 2 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 42000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n";
+    let reinvite = call
+        .b
+        .request(Method::Invite)
+        .unwrap()
+        .body(
+            &super::super::sdp_type(),
+            Bytes::from_static(hold.as_bytes()),
+        )
+        .build()
+        .unwrap();
+    h.send(B, reinvite);
+    let got = response(h.one(B));
+    assert_eq!(got.status, StatusCode::OK, "{got:?}");
+    assert!(String::from_utf8_lossy(&got.body).contains("a=recvonly"));
+}
+
 #[test]
 fn update_refused_falls_back_to_reinvite() {
     let mut h = Harness::new(Some(SessionTimerConfig::default()));
