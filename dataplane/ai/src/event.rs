@@ -40,6 +40,13 @@ pub enum EngineEvent {
         /// Whole-turn text.
         is_final: bool,
     },
+    /// The whole text of the turn the last [`Self::TurnComplete`] ended,
+    /// revised: more of its transcript came after it ended (Gemini's may
+    /// follow `generationComplete`). Not a turn of its own.
+    OutputRevised {
+        /// The turn's whole text.
+        text: String,
+    },
     /// The AI finished (or abandoned) a turn: `outputTurns += 1`.
     TurnComplete,
     /// The model wants a function run; answer with `Session::tool_result`.

@@ -11,7 +11,7 @@
 //! started are final again at its end (the switch joins them to the
 //! utterance, `ai::task`). The output transcript may go on after
 //! `generationComplete` until `turnComplete`: such pieces revise the ended
-//! turn's final text (sent again, whole), instead of opening a turn of
+//! turn's text (`OutputRevised`, whole), instead of opening a turn of
 //! their own.
 //!
 //! Resumption: setup always asks for `sessionResumption`; the newest
@@ -135,12 +135,9 @@ impl GeminiEngine {
         if !self.in_turn
             && let Some(text) = &mut self.revising
         {
-            // The ended turn's words, late: its final text, whole again.
+            // The ended turn's words, late: its text, whole again.
             push_bounded(text, t);
-            events.push(EngineEvent::OutputTranscript {
-                text: text.clone(),
-                is_final: true,
-            });
+            events.push(EngineEvent::OutputRevised { text: text.clone() });
             return;
         }
         self.model_content(events);
@@ -547,7 +544,8 @@ impl Engine for GeminiEngine {
                 if name.is_empty() {
                     return Err(EngineError::Protocol("toolCall without a name".into()));
                 }
-                self.in_turn = true;
+                // The caller's words before it are final, as before audio.
+                self.model_content(events);
                 let args = c.get("args").cloned().unwrap_or_else(|| json!({}));
                 events.push(EngineEvent::ToolCall {
                     call_id,
@@ -833,9 +831,8 @@ mod tests {
         let (ev, _, _) = feed(&mut e, words("tomorrow."));
         assert_eq!(
             ev,
-            [EngineEvent::OutputTranscript {
+            [EngineEvent::OutputRevised {
                 text: "See you tomorrow.".into(),
-                is_final: true
             }]
         );
         let (ev, _, _) = feed(&mut e, json!({"serverContent": {"turnComplete": true}}));

@@ -197,6 +197,7 @@ impl Engine for OpenAiEngine {
     }
 
     fn on_open(&mut self, out: &mut Outbox) -> Result<(), EngineError> {
+        self.calls.clear();
         out.json(
             &json!({"type": "session.update", "event_id": SETUP_EVENT, "session": self.session}),
         );

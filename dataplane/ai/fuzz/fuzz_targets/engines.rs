@@ -83,6 +83,9 @@ fn check(events: &[EngineEvent], len: usize, readies: &mut usize) {
                 };
                 assert!(text.len() <= bound, "{} bytes of transcript", text.len());
             }
+            EngineEvent::OutputRevised { text } => {
+                assert!(text.len() <= len.max(4 * MAX_TRANSCRIPT_CHARS));
+            }
             EngineEvent::ToolCall { call_id, name, .. } => {
                 assert!(!name.is_empty());
                 assert!(call_id.len() + name.len() <= len);

@@ -364,8 +364,9 @@ impl Conn {
     async fn speak(&mut self, ws: &mut Ws, r: Reply) -> Result<(), EngineError> {
         // With `late_transcripts`, the caller's transcript comes in pieces
         // with no ordering against the model's answer (as Google's may):
-        // the first half before the answer's audio, the rest after its
-        // first chunk.
+        // the first half before the answer's audio, the rest after the
+        // answer's `generationComplete` (after its first chunk when it
+        // ends in a tool call).
         let late = self.shared.cfg.late_transcripts;
         let (heard_early, heard_late) = match r.input_transcript() {
             Some(t) if !late => (Some(t), None),
@@ -392,6 +393,10 @@ impl Conn {
         };
         self.shared.observe_says(self.observed.as_ref(), r.turn);
         let mut heard_late = heard_late.filter(|t| !t.is_empty());
+        let mut after_generation = None;
+        if r.tool.is_none() {
+            after_generation = heard_late.take();
+        }
         for (i, c) in chunks.iter().enumerate() {
             let data = B64.encode(pcm16_bytes(c));
             send(
@@ -436,6 +441,9 @@ impl Conn {
             }
             None => {
                 self.finish_generation(ws, r.audio_ms).await?;
+                if let Some(t) = after_generation {
+                    send(ws, transcribed(&t)).await?;
+                }
                 if let Some(w) = last_word {
                     send(
                         ws,

@@ -81,11 +81,11 @@ pub(super) struct Conversation {
     rate: u64,
     caller_text: String,
     /// The caller's final words, held with when they were said until the
-    /// engine's answer to them ends (or is heard, or cut): pieces of the
-    /// same utterance the engine finalises late (Gemini gives its
-    /// transcript no ordering, OpenAI's may follow the answer) join them
-    /// instead of making another turn, and they are reported before the
-    /// answer's own turn.
+    /// AI turn that answers them is reported (heard, or cut), or the AI
+    /// acts on them (a tool), or the session ends: pieces of the same
+    /// utterance the engine finalises late (Gemini gives its transcript no
+    /// ordering, OpenAI's may follow the answer) join them instead of
+    /// making another turn, and they are reported just before that turn.
     held_caller: Option<(String, u32)>,
     ai_text: String,
     /// Stream position (in engine samples that reach the caller) where
@@ -176,6 +176,14 @@ impl Conversation {
         self.turn_start.is_some() || !self.ai_text.is_empty()
     }
 
+    /// `note`, and before it, if it is an AI turn, the caller's held words
+    /// it answered.
+    pub(super) fn answered(&mut self, note: Option<AiNote>) -> [Option<AiNote>; 2] {
+        let ai_turn = matches!(note, Some(AiNote::Turn { role: Role::Ai, .. }));
+        let caller = if ai_turn { self.release_caller() } else { None };
+        [caller, note]
+    }
+
     /// The caller's held words, as their turn.
     pub(super) fn release_caller(&mut self) -> Option<AiNote> {
         let (text, at_ms) = self.held_caller.take()?;
@@ -216,6 +224,9 @@ impl Conversation {
         if let Some(start) = self.turn_start {
             self.interrupted_at = Some(played.saturating_sub(start).min(self.turn_samples));
         }
+        // Words that come from now on cut in: they were said now, not
+        // before the cut turn began.
+        self.turn_began = None;
         let p = self.playing.take()?;
         let heard = played.saturating_sub(p.start).min(p.samples);
         let text = played_text(&p.text, heard, p.samples.max(1)).to_owned();
@@ -285,26 +296,33 @@ impl Conversation {
             let at_ms = self.at_ms(at);
             match &mut self.held_caller {
                 Some((held, _)) => {
-                    held.push(' ');
-                    held.push_str(text);
+                    push_text(held, " ");
+                    push_text(held, text);
                 }
-                None => self.held_caller = Some((text.to_owned(), at_ms)),
+                None => {
+                    let mut held = String::new();
+                    push_text(&mut held, text);
+                    self.held_caller = Some((held, at_ms));
+                }
             }
         }
         None
     }
 
-    pub(super) fn ai_transcript(&mut self, text: &str, is_final: bool) {
-        if is_final
-            && !self.answering()
-            && let Some(p) = &mut self.playing
-        {
-            // The engine's revision of the turn it ended, still playing
-            // (Gemini's transcript may go on after `generationComplete`).
-            p.text.clear();
-            push_text(&mut p.text, text.trim());
+    /// The engine's whole text of the turn it ended last (more of its
+    /// transcript came after): the turn still playing takes it; one
+    /// already reported keeps what it said.
+    pub(super) fn ai_revised(&mut self, text: &str) {
+        if self.answering() {
             return;
         }
+        if let Some(p) = &mut self.playing {
+            p.text.clear();
+            push_text(&mut p.text, text.trim());
+        }
+    }
+
+    pub(super) fn ai_transcript(&mut self, text: &str, is_final: bool) {
         if is_final {
             self.ai_text.clear();
         }
@@ -710,12 +728,18 @@ pub(super) async fn run(
     let mut usage = Usage::default();
     let mut usage_sent = Usage::default();
     let mut stop_by: Option<Instant> = None;
+    // Tool calls the engine called off: an answer the core still sends for
+    // one (its transfer failed just before) is not the engine's to get.
+    let mut called_off: VecDeque<String> = VecDeque::new();
     loop {
         // The housekeeping clock ticked.
         let mut serve = false;
         let housekeeping = !play.pending.is_empty() || conv.awaits_playout() || stop_by.is_some();
         tokio::select! {
             ctl = control.recv(), if stop_by.is_none() => match ctl {
+                Some(Control::ToolResult { id, .. }) if called_off.contains(&id) => {
+                    tracing::debug!(call_id = %call_id, %id, "answer to a tool call the engine called off; dropped");
+                }
                 Some(Control::ToolResult { id, name, ok, detail }) => {
                     let out = if ok {
                         json!({"ok": true})
@@ -726,6 +750,9 @@ pub(super) async fn run(
                 }
                 None => {
                     stop_by = Some(Instant::now() + CLOSE_GRACE);
+                    if let Some(n) = conv.release_caller() {
+                        notes.send(n).await;
+                    }
                     notes.send(AiNote::Reached { outcome: conv.reached(play.played()) }).await;
                     let _ = session.close().await;
                 }
@@ -769,12 +796,10 @@ pub(super) async fn run(
                     EngineEvent::Interrupted => {
                         play.tap.flush();
                         play.pending.clear();
-                        if let Some(n) = conv.release_caller() {
-                            notes.send(n).await;
-                        }
                         let played = play.played();
                         let heard = conv.played_ms_of_turn(played);
-                        if let Some(n) = conv.interrupted(now, played) {
+                        let cut = conv.interrupted(now, played);
+                        for n in conv.answered(cut).into_iter().flatten() {
                             notes.send(n).await;
                         }
                         let _ = session.truncate(heard).await;
@@ -787,15 +812,18 @@ pub(super) async fn run(
                     EngineEvent::OutputTranscript { text, is_final } => {
                         conv.ai_transcript(&text, is_final);
                     }
+                    EngineEvent::OutputRevised { text } => conv.ai_revised(&text),
                     EngineEvent::TurnComplete => {
-                        if let Some(n) = conv.release_caller() {
-                            notes.send(n).await;
-                        }
-                        if let Some(n) = conv.turn_complete(now, play.played()) {
+                        let done = conv.turn_complete(now, play.played());
+                        for n in conv.answered(done).into_iter().flatten() {
                             notes.send(n).await;
                         }
                     }
                     EngineEvent::ToolCall { call_id: id, name, args } => {
+                        // The AI acts on what the caller said: it is said.
+                        if let Some(n) = conv.release_caller() {
+                            notes.send(n).await;
+                        }
                         let arg = |k: &str| args.get(k).and_then(|v| v.as_str()).unwrap_or_default();
                         let out = match name.as_str() {
                             codeb_ai::config::TOOL_END_CALL => {
@@ -855,6 +883,10 @@ pub(super) async fn run(
                     EngineEvent::ToolCallCancelled { ids } => {
                         tracing::info!(call_id = %call_id, ?ids, "the engine called tool calls off");
                         for id in ids.into_iter().take(16) {
+                            if called_off.len() == 16 {
+                                called_off.pop_front();
+                            }
+                            called_off.push_back(id.clone());
                             notes.send(AiNote::ToolCancelled { id }).await;
                         }
                     }
@@ -875,11 +907,8 @@ pub(super) async fn run(
             break;
         }
         play.top_up();
-        if let Some(n) = conv.played_out(now, play.played()) {
-            // The words it answered, if their transcript is only now in.
-            if let Some(c) = conv.release_caller() {
-                notes.send(c).await;
-            }
+        let heard = conv.played_out(now, play.played());
+        for n in conv.answered(heard).into_iter().flatten() {
             notes.send(n).await;
         }
         if stop_by.is_none()
@@ -1037,10 +1066,11 @@ mod tests {
     }
 
     /// The caller's transcript may come, in more than one final piece,
-    /// after the engine's answer has begun (Gemini gives it no ordering):
-    /// the pieces are one caller turn, dated when the answer began and
-    /// reported before the answer's own turn. The engine's late revision
-    /// of a turn still playing is the turn's text.
+    /// after the engine's answer has begun (Gemini gives it no ordering),
+    /// even after the answer's turn ended: the pieces are one caller turn,
+    /// dated when the answer began and reported just before the answer's
+    /// own turn. The engine's revision of a turn still playing is the
+    /// turn's text; one already reported keeps what it said.
     #[test]
     fn late_caller_pieces_are_one_turn_before_the_answer() {
         let t0 = Instant::now();
@@ -1052,12 +1082,17 @@ mod tests {
             None
         );
         c.ai_transcript("Yes, ", false);
+        // The turn ends before it has played; then come its last words and
+        // the caller's.
+        assert_eq!(c.turn_complete(t0 + ms(2_800), 0), None);
+        c.ai_revised("Yes, until six.");
         assert_eq!(
-            c.caller_transcript(t0 + ms(2_700), "open today", true),
+            c.caller_transcript(t0 + ms(2_900), "open today", true),
             None
         );
         assert!(c.caller_spoke());
-        let caller = c.release_caller();
+        let heard = c.played_out(t0 + ms(3_100), 24_000);
+        let [caller, ai] = c.answered(heard);
         assert_eq!(
             caller,
             Some(AiNote::Turn {
@@ -1067,14 +1102,11 @@ mod tests {
                 interrupted: false
             })
         );
-        assert_eq!(c.release_caller(), None, "once");
-        // The turn ends before it has played; its words go on.
-        assert_eq!(c.turn_complete(t0 + ms(2_800), 0), None);
-        c.ai_transcript("Yes, until six.", true);
-        assert_eq!(
-            turn(c.played_out(t0 + ms(3_100), 24_000)),
-            ("Yes, until six.".into(), false)
-        );
+        assert_eq!(turn(ai), ("Yes, until six.".into(), false));
+        // Reported: a revision now changes nothing, and words now are the
+        // next exchange's, dated when they come.
+        c.ai_revised("Yes, until six. Bye.");
+        assert!(!c.answering());
         assert_eq!(c.caller_transcript(t0 + ms(5_000), "thanks", true), None);
         let later = c.release_caller();
         assert!(
