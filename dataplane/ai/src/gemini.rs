@@ -201,6 +201,14 @@ impl GeminiEngine {
                 text: t.to_owned(),
                 is_final: false,
             });
+            // Between `generationComplete` and `turnComplete` (which may
+            // wait for the answer's playback), words are the answered
+            // utterance's, late: final at once, so that they join it
+            // before the answer's turn is reported. (A barge-in comes
+            // after `interrupted`, which ends this window.)
+            if !self.in_turn && self.revising.is_some() {
+                self.flush_input(events);
+            }
         }
         if let Some(parts) = sc.pointer("/modelTurn/parts").and_then(Value::as_array) {
             for part in parts {
@@ -220,6 +228,9 @@ impl GeminiEngine {
             self.output_piece(t, events);
         }
         if sc.get("interrupted").and_then(Value::as_bool) == Some(true) {
+            // The words the cut turn answered are final first: they stand
+            // before it, and the barge-in's words after.
+            self.flush_input(events);
             events.push(EngineEvent::Interrupted);
             self.end_turn(events, false);
         }
@@ -835,8 +846,38 @@ mod tests {
                 text: "See you tomorrow.".into(),
             }]
         );
+        // The caller's late words meanwhile are final at once.
+        let (ev, _, _) = feed(
+            &mut e,
+            json!({"serverContent": {"inputTranscription": {"text": "ok"}}}),
+        );
+        assert_eq!(
+            ev.last(),
+            Some(&EngineEvent::InputTranscript {
+                text: "ok".into(),
+                is_final: true
+            })
+        );
         let (ev, _, _) = feed(&mut e, json!({"serverContent": {"turnComplete": true}}));
         assert!(ev.is_empty(), "no second turn: {ev:?}");
+        // A turn cut by the caller: the words it answered are final before
+        // the cut, and the barge-in's come after.
+        feed(&mut e, speak.clone());
+        feed(
+            &mut e,
+            json!({"serverContent": {"inputTranscription": {"text": "and then"}}}),
+        );
+        let (ev, _, _) = feed(&mut e, json!({"serverContent": {"interrupted": true}}));
+        assert_eq!(
+            ev[..2],
+            [
+                EngineEvent::InputTranscript {
+                    text: "and then".into(),
+                    is_final: true
+                },
+                EngineEvent::Interrupted
+            ]
+        );
         // After turnComplete, words open the next turn as before.
         let (ev, _, _) = feed(&mut e, words("Bye"));
         assert_eq!(

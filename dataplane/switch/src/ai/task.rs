@@ -82,7 +82,8 @@ pub(super) struct Conversation {
     caller_text: String,
     /// The caller's final words, held with when they were said until the
     /// AI turn that answers them is reported (heard, or cut), or the AI
-    /// acts on them (a tool), or the session ends: pieces of the same
+    /// acts on them (a tool), or the session is over (`finish`, where
+    /// words still coming join them): pieces of the same
     /// utterance the engine finalises late (Gemini gives its transcript no
     /// ordering, OpenAI's may follow the answer) join them instead of
     /// making another turn, and they are reported just before that turn.
@@ -750,9 +751,6 @@ pub(super) async fn run(
                 }
                 None => {
                     stop_by = Some(Instant::now() + CLOSE_GRACE);
-                    if let Some(n) = conv.release_caller() {
-                        notes.send(n).await;
-                    }
                     notes.send(AiNote::Reached { outcome: conv.reached(play.played()) }).await;
                     let _ = session.close().await;
                 }

@@ -91,18 +91,7 @@ fn b_leg_is_refreshed_at_half_the_interval_and_the_timer_restarts() {
 /// refused with 491 (a refresh is no offer, RFC 3311 §5.2).
 #[test]
 fn a_hold_reinvite_crossing_our_refresh_update_is_answered() {
-    let mut h = Harness::new(Some(SessionTimerConfig::default()));
-    let mut call = answered_call(
-        &mut h,
-        Setup {
-            b_timer: Some(SessionTimerConfig::default()),
-            b_extra: &[(KnownHeader::Allow, "INVITE, ACK, BYE, CANCEL, UPDATE")],
-            ..Setup::default()
-        },
-    );
-    h.advance(secs(900));
-    let update = request(h.one(B));
-    assert_eq!(update.method, Method::Update);
+    let (mut h, mut call, _update) = refreshing_b_by_update();
     let hold = "v=0\r\no=- 1 2 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 42000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n";
     let reinvite = call
         .b
@@ -120,10 +109,11 @@ fn a_hold_reinvite_crossing_our_refresh_update_is_answered() {
     assert!(String::from_utf8_lossy(&got.body).contains("a=recvonly"));
 }
 
-#[test]
-fn update_refused_falls_back_to_reinvite() {
+/// A call whose B leg takes UPDATE, at the half-time of its session
+/// timer: the refreshing UPDATE the switch sent B.
+fn refreshing_b_by_update() -> (Harness, Call, Request) {
     let mut h = Harness::new(Some(SessionTimerConfig::default()));
-    let mut call = answered_call(
+    let call = answered_call(
         &mut h,
         Setup {
             b_timer: Some(SessionTimerConfig::default()),
@@ -134,6 +124,12 @@ fn update_refused_falls_back_to_reinvite() {
     h.advance(secs(900));
     let update = request(h.one(B));
     assert_eq!(update.method, Method::Update);
+    (h, call, update)
+}
+
+#[test]
+fn update_refused_falls_back_to_reinvite() {
+    let (mut h, mut call, update) = refreshing_b_by_update();
     assert!(
         update.body.is_empty(),
         "a refreshing UPDATE carries no offer"
