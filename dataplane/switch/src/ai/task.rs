@@ -268,46 +268,39 @@ impl Conversation {
         self.heard(note, p.after_caller)
     }
 
-    pub(super) fn caller_transcript(
-        &mut self,
-        now: Instant,
-        text: &str,
-        is_final: bool,
-    ) -> Option<AiNote> {
+    /// A piece of the caller's transcript: a final one is held (see
+    /// `held_caller`), to go out with the AI turn that answers it.
+    pub(super) fn caller_transcript(&mut self, now: Instant, text: &str, is_final: bool) {
         if is_final {
             self.caller_text.clear();
-            push_text(&mut self.caller_text, text);
-        } else {
-            push_text(&mut self.caller_text, text);
-            return None;
         }
-        self.take_caller(now)
+        push_text(&mut self.caller_text, text);
+        if is_final {
+            self.hold_caller(now);
+        }
     }
 
-    fn take_caller(&mut self, now: Instant) -> Option<AiNote> {
+    /// The caller's words gathered so far join the held ones.
+    fn hold_caller(&mut self, now: Instant) {
         let text = std::mem::take(&mut self.caller_text);
         let text = text.trim();
         if text.is_empty() {
-            return None;
+            return;
         }
-        {
-            // Dated when the answer began, if it has: the caller had said
-            // it by then.
-            let at = self.turn_began.filter(|t| *t < now).unwrap_or(now);
-            let at_ms = self.at_ms(at);
-            match &mut self.held_caller {
-                Some((held, _)) => {
-                    push_text(held, " ");
-                    push_text(held, text);
-                }
-                None => {
-                    let mut held = String::new();
-                    push_text(&mut held, text);
-                    self.held_caller = Some((held, at_ms));
-                }
+        match &mut self.held_caller {
+            Some((held, _)) => {
+                push_text(held, " ");
+                push_text(held, text);
+            }
+            None => {
+                // Dated when the answer began, if it has: the caller had
+                // said it by then.
+                let at = self.turn_began.filter(|t| *t < now).unwrap_or(now);
+                let mut held = String::new();
+                push_text(&mut held, text);
+                self.held_caller = Some((held, self.at_ms(at)));
             }
         }
-        None
     }
 
     /// The engine's whole text of the turn it ended last (more of its
@@ -435,7 +428,7 @@ impl Conversation {
     /// count): a turn still playing counts as heard.
     pub(super) fn finish(&mut self, now: Instant, played: u64) -> Vec<AiNote> {
         let mut out = Vec::new();
-        out.extend(self.take_caller(now));
+        self.hold_caller(now);
         out.extend(self.release_caller());
         out.extend(self.heard_at_end(now, played));
         if !self.ai_text.trim().is_empty() {
@@ -803,9 +796,7 @@ pub(super) async fn run(
                         let _ = session.truncate(heard).await;
                     }
                     EngineEvent::InputTranscript { text, is_final } => {
-                        if let Some(n) = conv.caller_transcript(now, &text, is_final) {
-                            notes.send(n).await;
-                        }
+                        conv.caller_transcript(now, &text, is_final);
                     }
                     EngineEvent::OutputTranscript { text, is_final } => {
                         conv.ai_transcript(&text, is_final);
@@ -1075,19 +1066,13 @@ mod tests {
         let ms = Duration::from_millis;
         let mut c = Conversation::new(t0, 24_000);
         c.ai_audio(t0 + ms(2_000), 24_000);
-        assert_eq!(
-            c.caller_transcript(t0 + ms(2_100), "is the office", true),
-            None
-        );
+        c.caller_transcript(t0 + ms(2_100), "is the office", true);
         c.ai_transcript("Yes, ", false);
         // The turn ends before it has played; then come its last words and
         // the caller's.
         assert_eq!(c.turn_complete(t0 + ms(2_800), 0), None);
         c.ai_revised("Yes, until six.");
-        assert_eq!(
-            c.caller_transcript(t0 + ms(2_900), "open today", true),
-            None
-        );
+        c.caller_transcript(t0 + ms(2_900), "open today", true);
         assert!(c.caller_spoke());
         let heard = c.played_out(t0 + ms(3_100), 24_000);
         let [caller, ai] = c.answered(heard);
@@ -1105,7 +1090,7 @@ mod tests {
         // next exchange's, dated when they come.
         c.ai_revised("Yes, until six. Bye.");
         assert!(!c.answering());
-        assert_eq!(c.caller_transcript(t0 + ms(5_000), "thanks", true), None);
+        c.caller_transcript(t0 + ms(5_000), "thanks", true);
         let later = c.release_caller();
         assert!(
             matches!(
@@ -1124,13 +1109,11 @@ mod tests {
     fn whole_turns_are_reported_once_final() {
         let t0 = Instant::now();
         let mut c = Conversation::new(t0, 24_000);
-        assert_eq!(c.caller_transcript(t0, "hel", false), None);
-        assert_eq!(c.caller_transcript(t0, "lo", false), None);
-        assert_eq!(
-            c.caller_transcript(t0 + Duration::from_millis(1500), "hello there", true),
-            None,
-            "held until the answer to it ends"
-        );
+        c.caller_transcript(t0, "hel", false);
+        c.caller_transcript(t0, "lo", false);
+        assert!(c.held_caller.is_none(), "pieces are not held");
+        c.caller_transcript(t0 + Duration::from_millis(1500), "hello there", true);
+        assert!(c.held_caller.is_some(), "held until the answer to it");
         let n = c.release_caller();
         assert_eq!(
             n,
@@ -1251,7 +1234,7 @@ mod tests {
         assert!(c.played_out(t0, 24_000).is_some());
         assert_eq!(c.reached(24_000), None, "greeted, the caller said nothing");
         // The caller answers; the AI's reply is generated, then plays.
-        assert!(c.caller_transcript(t0, "Hi, who is this?", true).is_none());
+        c.caller_transcript(t0, "Hi, who is this?", true);
         assert!(c.release_caller().is_some());
         assert_eq!(c.reached(24_000), None, "the AI has not answered");
         c.ai_audio(t0, 24_000);
@@ -1266,7 +1249,7 @@ mod tests {
         );
         // An answer that the caller cut to nothing is no reply.
         let mut c = Conversation::new(t0, 24_000);
-        assert!(c.caller_transcript(t0, "Hello?", true).is_none());
+        c.caller_transcript(t0, "Hello?", true);
         assert!(c.release_caller().is_some());
         c.ai_audio(t0, 24_000);
         c.ai_transcript("Good morning", true);
@@ -1287,7 +1270,7 @@ mod tests {
         c.ai_audio(t0, 24_000);
         c.ai_transcript("Hello, this is Ada.", true);
         assert_eq!(c.turn_complete(t0, 0), None);
-        assert!(c.caller_transcript(t0, "Hello?", true).is_none());
+        c.caller_transcript(t0, "Hello?", true);
         assert!(c.release_caller().is_some());
         assert_eq!(c.reached(24_000), None, "greeting heard, no reply");
         assert!(c.played_out(t0, 24_000).is_some());
@@ -1306,7 +1289,7 @@ mod tests {
             assert!(c.played_out(t0, 24_000 * (i as u64 + 1)).is_some());
         }
         assert_eq!(c.reached(48_000), None, "the caller said nothing (yet)");
-        assert!(c.caller_transcript(t0, "When is it?", true).is_none());
+        c.caller_transcript(t0, "When is it?", true);
         assert!(c.release_caller().is_some());
         assert_eq!(c.reached(48_000), Some("finished".into()));
     }
@@ -1323,7 +1306,7 @@ mod tests {
         assert!(!c.exchanged(0));
         assert!(heeds(&long, c.exchanged(0)) && heeds(&beep, c.exchanged(0)));
         // The callee says hello; the AI greets and is heard.
-        assert!(c.caller_transcript(t0, "Hello?", true).is_none());
+        c.caller_transcript(t0, "Hello?", true);
         assert!(c.release_caller().is_some());
         c.ai_audio(t0, 24_000);
         c.ai_transcript("Hi, this is the clinic.", true);
