@@ -548,3 +548,17 @@ pub(super) fn answered_call(h: &mut Harness, s: Setup<'_>) -> Call {
     while b.poll_event().is_some() {}
     Call { a, b, to_b, ok }
 }
+
+/// A re-INVITE in `d` putting its party on hold (`a=sendonly`) at
+/// `ip`:`port` with payload type `pt` (0 PCMU or 8 PCMA).
+pub(super) fn hold_reinvite(d: &mut Dialog<Peer>, ip: &str, port: u16, pt: u8) -> Request {
+    let name = if pt == 8 { "PCMA" } else { "PCMU" };
+    let hold = format!(
+        "v=0\r\no=- 1 2 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {name}/8000\r\na=sendonly\r\n"
+    );
+    d.request(Method::Invite)
+        .unwrap()
+        .body(&super::sdp_type(), Bytes::from(hold))
+        .build()
+        .unwrap()
+}

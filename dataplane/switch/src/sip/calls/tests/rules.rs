@@ -88,17 +88,7 @@ fn a_hold_reinvite_is_answered_on_its_own_leg() {
     let mut h = Harness::new(None);
     let mut call = answered_call(&mut h, Setup::default());
     let before = text(&call.ok.body);
-    let hold = "v=0\r\no=- 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendonly\r\n";
-    let reinvite = call
-        .a
-        .request(Method::Invite)
-        .unwrap()
-        .body(
-            &super::super::sdp_type(),
-            Bytes::from_static(hold.as_bytes()),
-        )
-        .build()
-        .unwrap();
+    let reinvite = hold_reinvite(&mut call.a, "192.0.2.10", 40000, 8);
     h.send(A, reinvite);
     let ok = response(h.one(A));
     assert_eq!(ok.status, StatusCode::OK);

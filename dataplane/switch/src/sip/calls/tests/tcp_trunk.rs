@@ -592,6 +592,24 @@ fn caller_refuses_a_new_connection(h: &mut Harness) {
         .handle_stream_closed(h.now, conn(10), "Connection refused");
 }
 
+/// The call was given up while B rang: B gets a CANCEL (and its INVITE a
+/// 487, ACKed), and nothing of the call is left.
+fn b_is_cancelled_and_the_call_is_gone(h: &mut Harness, to_b: &Request) {
+    let cancel = request(h.one(B));
+    assert_eq!(cancel.method, Method::Cancel);
+    h.send(B, cancel.reply(StatusCode::OK, None).build().unwrap());
+    h.send(
+        B,
+        to_b.reply(StatusCode::REQUEST_TERMINATED, Some(b"bobtag"))
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    h.advance(secs(40));
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.calls.ports_in_use(), 0);
+}
+
 /// A caller whose connection closed while the call rang, and who cannot
 /// be reached on a new one (behind NAT, say: the connection to its
 /// sent-by port is refused), is given up as if it had cancelled: the
@@ -615,19 +633,7 @@ fn a_ringing_call_whose_caller_cannot_be_reached_again_is_given_up() {
             .unwrap(),
     );
     caller_refuses_a_new_connection(&mut h);
-    let cancel = request(h.one(B));
-    assert_eq!(cancel.method, Method::Cancel);
-    h.send(B, cancel.reply(StatusCode::OK, None).build().unwrap());
-    h.send(
-        B,
-        to_b.reply(StatusCode::REQUEST_TERMINATED, Some(b"bobtag"))
-            .build()
-            .unwrap(),
-    );
-    assert_eq!(request(h.one(B)).method, Method::Ack);
-    h.advance(secs(40));
-    assert_eq!(h.core.active_calls(), 0);
-    assert_eq!(h.core.calls.ports_in_use(), 0);
+    b_is_cancelled_and_the_call_is_gone(&mut h, &to_b);
 }
 
 /// The caller's connection closed while the call rang, silently (no 180),
@@ -675,19 +681,7 @@ fn a_ringing_call_whose_response_finds_the_queue_full_is_given_up() {
             .unwrap(),
     );
     assert_eq!(h.core.stats.outbound.refused, 1, "the 180 found no room");
-    let cancel = request(h.one(B));
-    assert_eq!(cancel.method, Method::Cancel);
-    h.send(B, cancel.reply(StatusCode::OK, None).build().unwrap());
-    h.send(
-        B,
-        to_b.reply(StatusCode::REQUEST_TERMINATED, Some(b"bobtag"))
-            .build()
-            .unwrap(),
-    );
-    assert_eq!(request(h.one(B)).method, Method::Ack);
-    h.advance(secs(40));
-    assert_eq!(h.core.active_calls(), 0);
-    assert_eq!(h.core.calls.ports_in_use(), 0);
+    b_is_cancelled_and_the_call_is_gone(&mut h, &to_b);
 }
 
 fn tcp_options(i: usize) -> String {

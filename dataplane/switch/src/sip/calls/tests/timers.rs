@@ -92,17 +92,7 @@ fn b_leg_is_refreshed_at_half_the_interval_and_the_timer_restarts() {
 #[test]
 fn a_hold_reinvite_crossing_our_refresh_update_is_answered() {
     let (mut h, mut call, _update) = refreshing_b_by_update();
-    let hold = "v=0\r\no=- 1 2 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 42000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n";
-    let reinvite = call
-        .b
-        .request(Method::Invite)
-        .unwrap()
-        .body(
-            &super::super::sdp_type(),
-            Bytes::from_static(hold.as_bytes()),
-        )
-        .build()
-        .unwrap();
+    let reinvite = hold_reinvite(&mut call.b, "192.0.2.20", 42000, 0);
     h.send(B, reinvite);
     let got = response(h.one(B));
     assert_eq!(got.status, StatusCode::OK, "{got:?}");
