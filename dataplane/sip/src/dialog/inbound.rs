@@ -26,7 +26,8 @@ pub enum Incoming {
     /// out-of-order CSeq (§12.2.2), 491 for a re-INVITE or UPDATE offer
     /// while ours is pending (§14.2, RFC 3311), 500 with Retry-After for a
     /// second INVITE before our final (§14.2), 422 for a session interval
-    /// below our Min-SE (RFC 4028 §9), 481 on a terminated dialog.
+    /// below our Min-SE (RFC 4028 §9), 481 on a terminated dialog, but
+    /// 200 for the peer's BYE crossing ours.
     Reject(Response),
     /// The ACK for our 2xx: its retransmissions have stopped. It may carry
     /// the answer to an offer in our 2xx.
@@ -66,6 +67,12 @@ impl<A: Address> Dialog<A> {
             _ => {}
         }
         if self.state == DialogState::Terminated {
+            // BYEs that cross: the peer hung up as we did. Its BYE is
+            // answered 200, not 481, while ours is still out (RFC 5407
+            // §3.2.1); both ends take the dialog as ended either way.
+            if request.method == Method::Bye && self.ended == Some(Termination::LocalBye) {
+                return self.reject(request, StatusCode::OK, None);
+            }
             return self.reject(request, StatusCode::CALL_DOES_NOT_EXIST, None);
         }
         if self.remote_seq.is_some_and(|r| seq < r) {

@@ -122,6 +122,8 @@ pub struct Dialog<A> {
     pub(super) session: Option<SessionTimer>,
     /// Our Min-SE, raised by 422s.
     pub(super) min_se: u32,
+    /// Why the dialog ended, once it has.
+    pub(super) ended: Option<Termination>,
     pub(super) transmits: VecDeque<Transmit<A>>,
     pub(super) events: VecDeque<DialogEvent>,
 }
@@ -190,6 +192,7 @@ impl<A: Address> Dialog<A> {
             retry_at: None,
             session: None,
             min_se,
+            ended: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -360,6 +363,7 @@ impl<A: Address> Dialog<A> {
     pub fn terminate(&mut self, why: Termination) {
         if self.state != DialogState::Terminated {
             self.state = DialogState::Terminated;
+            self.ended = Some(why);
             self.unacked = None;
             self.reliable_1xx = None;
             self.late_rseq = None;

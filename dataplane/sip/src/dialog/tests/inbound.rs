@@ -242,6 +242,41 @@ fn bye_ends_the_dialog_and_later_requests_get_481() {
     assert_eq!(c.bob.handle_request(c.t0, &cancel), Incoming::Accept);
 }
 
+/// RFC 5407 §3.2.1: both ends hang up at once. Each answers the other's
+/// BYE with 200 while its own is out; anything else in a dialog we ended,
+/// and a BYE in one the peer ended, still gets 481.
+#[test]
+fn a_bye_crossing_ours_gets_200() {
+    let mut c = call_with(no_timers(), &[]);
+    let info = c.alice.request(Method::Info).unwrap().build().unwrap();
+    let ours = c.bob.request(Method::Bye).unwrap().build().unwrap();
+    assert_eq!(c.bob.state(), DialogState::Terminated);
+    assert_eq!(
+        events(&mut c.bob),
+        vec![DialogEvent::Terminated(Termination::LocalBye)]
+    );
+    assert_eq!(
+        rejected(c.bob.handle_request(c.t0, &info)).status,
+        StatusCode::CALL_DOES_NOT_EXIST
+    );
+    let theirs = c.alice.request(Method::Bye).unwrap().build().unwrap();
+    let answer = rejected(c.bob.handle_request(c.t0, &theirs));
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers.to().unwrap().tag(), Some(&b"bob1"[..]));
+    assert_eq!(
+        rejected(c.alice.handle_request(c.t0, &ours)).status,
+        StatusCode::OK
+    );
+
+    let mut c = call_with(no_timers(), &[]);
+    let bye = c.alice.request(Method::Bye).unwrap().build().unwrap();
+    assert_eq!(c.bob.handle_request(c.t0, &bye), Incoming::Accept);
+    assert_eq!(
+        rejected(c.bob.handle_request(c.t0, &bye)).status,
+        StatusCode::CALL_DOES_NOT_EXIST
+    );
+}
+
 #[test]
 fn responses_481_and_408_end_the_dialog() {
     for code in [481, 408] {

@@ -349,6 +349,9 @@ impl Core {
         {
             self.calls.by_a_request.remove(&k);
         }
+        for (_, id) in &call.byes {
+            self.calls.owners.remove(id);
+        }
         let referrer = call.referral.as_ref().map(|r| &r.dialog);
         for id in [&call.a.dialog, &call.b.dialog, &referrer.cloned()]
             .into_iter()

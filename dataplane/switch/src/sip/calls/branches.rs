@@ -51,10 +51,14 @@ impl Core {
             return;
         };
         let (_, side, kind) = call.sent.remove(pos);
+        let refresh_here = dialog.is_some() && call.leg(side).dialog == dialog;
+        if kind == Sent::Bye {
+            self.bye_answered(tx, key);
+        }
         // A refresh answered in a dialog that has since left its side (an
         // attended transfer or a Replaces took the side over) says nothing
         // of the leg's media now.
-        if kind == Sent::Refresh && dialog.is_some() && call.leg(side).dialog == dialog {
+        if kind == Sent::Refresh && refresh_here {
             self.refresh_answered(now, key, side, &resp);
         }
         if kind == Sent::Notify {
@@ -477,7 +481,20 @@ impl Core {
             b.failed.get_or_insert(StatusCode::REQUEST_TERMINATED);
         }
         call.sent.retain(|(t, _, _)| *t != tx);
+        self.bye_answered(tx, key);
         self.settle(now, key);
+    }
+
+    /// Our BYE `tx` (if it is one) is over: a BYE in the dialog it ended
+    /// no longer crosses it.
+    fn bye_answered(&mut self, tx: TransactionId, key: CallKey) {
+        let Some(call) = self.calls.calls.get_mut(&key) else {
+            return;
+        };
+        if let Some(pos) = call.byes.iter().position(|(t, _)| *t == tx) {
+            let (_, id) = call.byes.swap_remove(pos);
+            self.calls.owners.remove(&id);
+        }
     }
 }
 

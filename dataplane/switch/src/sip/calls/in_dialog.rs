@@ -233,6 +233,12 @@ impl Core {
             .find_request(&req)
             .and_then(|d| Some((self.calls.owners.get(&d).copied()?, d)));
         let Some(((key, side), dialog)) = found else {
+            if req.method == Method::Bye && self.bye_of_ours_out(&req) {
+                // The BYEs cross: the peer hung up as we did (RFC 5407
+                // §3.2.1). Its dialog has ended here with our BYE; 481
+                // would tell it the call never existed.
+                return self.simple(now, id, &req, StatusCode::OK);
+            }
             // A REFER without a To-tag is outside any dialog: the switch
             // takes REFER only inside a call.
             if req.method == Method::Refer
@@ -280,6 +286,19 @@ impl Core {
             Method::Options => self.capabilities(now, id, &req),
             _ => self.simple(now, id, &req, StatusCode::METHOD_NOT_ALLOWED),
         }
+    }
+
+    /// Whether `req` names a dialog that our BYE, still awaiting its
+    /// answer, ended.
+    fn bye_of_ours_out(&self, req: &Request) -> bool {
+        let Some(id) = DialogId::of_request(req) else {
+            return false;
+        };
+        self.calls
+            .owners
+            .get(&id)
+            .and_then(|(key, _)| self.calls.calls.get(key))
+            .is_some_and(|c| c.byes.iter().any(|(_, d)| *d == id))
     }
 
     /// One side hung up (its dialog has ended): the other side gets a BYE,

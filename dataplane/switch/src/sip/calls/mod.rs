@@ -220,6 +220,10 @@ pub struct Call {
     branches: Vec<Branch>,
     /// Requests we sent in the call's dialogs, awaiting a final response.
     sent: Vec<(TransactionId, Side, Sent)>,
+    /// The dialogs our BYEs among them ended: a BYE of the peer's in one
+    /// crosses ours and is answered 200 (their owner entries stay until
+    /// ours is answered).
+    byes: Vec<(TransactionId, DialogId)>,
     /// A BYE for A that waits for A's ACK of our 2xx (§15: the callee
     /// may not send BYE before it).
     bye_a_when_acked: bool,
@@ -728,6 +732,9 @@ impl Core {
                 self.calls.by_tx.insert(tx, key);
                 if let Some(call) = self.calls.calls.get_mut(&key) {
                     call.sent.push((tx, side, kind));
+                    if kind == Sent::Bye {
+                        call.byes.push((tx, id));
+                    }
                 }
                 Ok(tx)
             }

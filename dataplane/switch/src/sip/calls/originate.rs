@@ -502,6 +502,7 @@ impl Core {
                 interval_raised: false,
             }],
             sent: Vec::new(),
+            byes: Vec::new(),
             bye_a_when_acked: false,
             a_held_1xx: None,
             trunks: vec![trunk.id.clone()],

@@ -71,10 +71,13 @@ impl Core {
                 self.hang_up(now, key);
             }
             DialogEvent::Terminated(why) => {
-                self.calls.owners.remove(&id);
                 let Some(call) = self.calls.calls.get_mut(&key) else {
+                    self.calls.owners.remove(&id);
                     return;
                 };
+                if !call.byes.iter().any(|(_, d)| *d == id) {
+                    self.calls.owners.remove(&id);
+                }
                 if call.leg(side).dialog.as_ref() == Some(&id) {
                     call.leg_mut(side).dialog = None;
                 }

@@ -105,6 +105,7 @@ impl Core {
             b,
             branches: Vec::new(),
             sent: Vec::new(),
+            byes: Vec::new(),
             bye_a_when_acked: false,
             a_held_1xx: None,
             trunks: vec![v.trunk.id.clone()],

@@ -259,6 +259,25 @@ fn bye_from_b_ends_both_legs_and_frees_the_ports() {
     assert!(late.is_err(), "B's own dialog ended with its BYE");
 }
 
+/// B hangs up and A hangs up too before our BYE reaches it: A's BYE gets
+/// 200, not 481 (RFC 5407 §3.2.1), and the call still ends once A answers
+/// ours.
+#[test]
+fn a_bye_from_a_crossing_ours_gets_200() {
+    let mut h = Harness::new(None);
+    let mut call = answered_call(&mut h, Setup::default());
+    hang_up(&mut h, B, &mut call.b);
+    let ours = request(h.one(A));
+    assert_eq!(ours.method, Method::Bye);
+    let theirs = call.a.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, theirs);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    assert_eq!(h.core.active_calls(), 1, "our BYE is still out");
+    let answer = call.a.reply(&ours, StatusCode::OK).build().unwrap();
+    h.send(A, answer);
+    assert_all_ended(&h);
+}
+
 #[test]
 fn no_common_codec_is_488() {
     let mut h = Harness::new(None);
