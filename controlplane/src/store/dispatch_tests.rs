@@ -300,6 +300,36 @@ async fn a_placed_retry_starts_clean(db: TestDb) {
     );
 }
 
+/// Two control planes share the database and both meet a node's journal
+/// for the first time: the second one's reset, from its stale view of the
+/// cursor, does not send the cursor back to the start, so the events the
+/// first applied are not applied again. A new journal still starts over.
+async fn a_second_control_planes_first_contact_applies_nothing_again(db: TestDb) {
+    let a = db.store.clone();
+    let b = Store::open(&db.url, db.dir.path()).await.unwrap();
+    let call = in_flight(&a, 4, 0).await;
+    let answered = EventKind::Answered {
+        trunk_id: String::new(),
+        answer_ms: 1,
+    };
+    let first = ev(1, &call, answered.clone());
+    assert_eq!(
+        a.apply_switch_event(NODE, &first, T0).await.unwrap(),
+        Applied::Applied
+    );
+    b.reset_switch_cursor(NODE, "j1", T0).await.unwrap();
+    let cursor = b.switch_cursor(NODE).await.unwrap().unwrap();
+    assert_eq!((cursor.journal_id.as_str(), cursor.last_seq), ("j1", 1));
+    assert_eq!(
+        b.apply_switch_event(NODE, &first, T0).await.unwrap(),
+        Applied::Duplicate
+    );
+    assert_eq!(event_data(&a, TENANT, "call.answered").await.len(), 1);
+    b.reset_switch_cursor(NODE, "j2", T0).await.unwrap();
+    let cursor = a.switch_cursor(NODE).await.unwrap().unwrap();
+    assert_eq!((cursor.journal_id.as_str(), cursor.last_seq), ("j2", 0));
+}
+
 async fn events_apply_once(db: TestDb) {
     let s = &db.store;
     let call = in_flight(s, 3, 0).await;
@@ -754,10 +784,11 @@ async fn the_retry_delay_unit_scales_retry_delay_minutes(db: TestDb) {
 /// the end.
 async fn a_node_clock_behind_keeps_the_record_in_order(db: TestDb) {
     let s = &db.store;
+    // One journal: the second call's events carry on its numbering.
+    let mut seq = 1;
     for (n, with_answered_event) in [(5, true), (6, false)] {
         let call = in_flight(s, n, 0).await;
         let behind = |ms: i64| T0.plus_ms(-ms);
-        let mut seq = 1;
         if with_answered_event {
             let mut answered = ev(
                 seq,
@@ -786,6 +817,7 @@ async fn a_node_clock_behind_keeps_the_record_in_order(db: TestDb) {
         s.apply_switch_event(NODE, &ev(seq, &call, kind), T0)
             .await
             .unwrap();
+        seq += 1;
         let rec = s.call(TENANT, &call.call_id).await.unwrap().unwrap();
         assert_eq!(rec.status, CallStatus::EndedSuccess);
         assert_eq!(rec.dispatched_at, Some(T0));
@@ -845,6 +877,7 @@ both!(
     failed_dispatch_retries_on_time,
     a_deferred_dispatch_waits_as_before_its_claim,
     events_apply_once,
+    a_second_control_planes_first_contact_applies_nothing_again,
     a_failed_application_leaves_no_trace,
     no_answer_is_retried_then_final,
     the_retry_delay_unit_scales_retry_delay_minutes,

@@ -152,7 +152,10 @@ impl Store {
     }
 
     /// Points a node's cursor at the start of a journal (first contact, or
-    /// the node lost its journal and started a new one).
+    /// the node lost its journal and started a new one), unless it is at
+    /// that journal already: another control plane sharing the database may
+    /// have reset it and applied events since this one last read it, and
+    /// starting over would apply those again. Read the cursor after.
     pub async fn reset_switch_cursor(
         &self,
         node_url: &str,
@@ -163,7 +166,8 @@ impl Store {
             sqlx::query(
                 "INSERT INTO switch_cursors (node_url, journal_id, last_seq, updated_at) \
                  VALUES ($1, $2, 0, $3) ON CONFLICT (node_url) DO UPDATE SET \
-                 journal_id = excluded.journal_id, last_seq = 0, updated_at = excluded.updated_at",
+                 journal_id = excluded.journal_id, last_seq = 0, updated_at = excluded.updated_at \
+                 WHERE switch_cursors.journal_id <> excluded.journal_id",
             )
             .bind(node_url)
             .bind(journal_id)

@@ -299,10 +299,12 @@ async fn session(node: &Node, store: &Store, clock: &Clock, backoff: &mut Backof
             {
                 return StreamEnd::Store(e);
             }
-            cursor = Some(Cursor {
-                journal_id: ev.journal_id.clone(),
-                last_seq: 0,
-            });
+            // Another control plane may have been first: what it applied
+            // is not applied again (the cursor says where it stands).
+            cursor = match store.switch_cursor(node.url()).await {
+                Ok(c) => c,
+                Err(e) => return StreamEnd::Store(e),
+            };
         }
         node.record_event(clock.now());
         match store.apply_switch_event(node.url(), &ev, clock.now()).await {
