@@ -34,6 +34,13 @@ struct Args {
     /// RMS (0–32767) at or above which caller audio counts as speech.
     #[arg(long, env = "CODEB_SIM_SPEECH_RMS", default_value_t = 500.0)]
     speech_rms: f64,
+    /// Send messages as out of order and as piecemeal as the vendors may
+    /// (the caller's transcript late and in pieces, the answer's last words
+    /// after Gemini's `generationComplete`, an OpenAI function call without
+    /// its name), as the real services do; `false`: each in order and
+    /// whole.
+    #[arg(long, env = "CODEB_SIM_LATE_TRANSCRIPTS", default_value_t = true, action = clap::ArgAction::Set)]
+    late_transcripts: bool,
 }
 
 #[tokio::main]
@@ -48,6 +55,7 @@ async fn main() -> std::io::Result<()> {
         },
         connection_lifetime: a.connection_lifetime_ms.map(Duration::from_millis),
         go_away_notice: Duration::from_millis(a.go_away_notice_ms),
+        late_transcripts: a.late_transcripts,
         ..SimConfig::default()
     };
     let gemini = SimServer::bind(Vendor::Gemini, &a.gemini_addr, cfg.clone()).await?;
