@@ -85,7 +85,11 @@ impl Service {
         match tokio::time::timeout(REPLY_WAIT, rx).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => Err(Status::unavailable("the switch is shutting down")),
-            Err(_) => Err(Status::unavailable("the SIP thread did not answer in time")),
+            // Not UNAVAILABLE (nothing done, try elsewhere): the command
+            // may still take effect, or may have.
+            Err(_) => Err(Status::deadline_exceeded(
+                "the SIP thread did not answer in time; the command may yet take effect",
+            )),
         }
     }
 }
@@ -206,12 +210,6 @@ impl Switch for Service {
         request: Request<v1::PlaceCallRequest>,
     ) -> Result<Response<v1::PlaceCallReply>, Status> {
         let r = request.into_inner();
-        if self.shared.state.journal_full() {
-            tracing::warn!(call_id = %r.call_id, "PlaceCall refused: the event journal is full");
-            return Err(Status::resource_exhausted(
-                "the switch's event journal is full (unacknowledged events); call refused",
-            ));
-        }
         let req = Originate {
             call_id: r.call_id,
             tenant: r.tenant,

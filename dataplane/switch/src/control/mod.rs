@@ -208,11 +208,19 @@ pub struct SipSide {
 impl SipSide {
     /// Runs queued commands against the core.
     pub fn run_commands(&mut self, core: &mut Core, now: Instant) {
+        core.set_journal_full(self.state.journal_full());
         for _ in 0..COMMANDS_PER_TURN {
             let Ok(cmd) = self.commands.try_recv() else {
                 return;
             };
             match cmd {
+                // Whoever asked has stopped waiting (the control link's
+                // reply wait ran out and said so): the call is not placed
+                // behind its back; asked again, it is placed then.
+                Command::Place(req, reply) if reply.is_closed() => {
+                    tracing::warn!(call_id = %req.call_id, attempt = req.attempt,
+                        "PlaceCall given up by the control link before the SIP thread took it; not placed");
+                }
                 Command::Place(req, reply) => {
                     let _ = reply.send(core.place_call(now, *req));
                 }

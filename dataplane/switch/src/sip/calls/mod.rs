@@ -298,6 +298,9 @@ pub struct Calls {
     calls: HashMap<CallKey, Box<Call>>,
     /// The switch is shutting down: no new calls, the ones up are ended.
     draining: bool,
+    /// The event journal is full (the control plane has not acknowledged
+    /// its events): calls that would journal events are refused.
+    journal_full: bool,
     by_tx: HashMap<TransactionId, CallKey>,
     /// Every leg's dialog...
     dialogs: DialogTable<Flow>,
@@ -333,6 +336,7 @@ impl Calls {
         Calls {
             calls: HashMap::new(),
             draining: false,
+            journal_full: false,
             by_tx: HashMap::new(),
             dialogs: DialogTable::new(dialog_capacity(max_calls)),
             owners: HashMap::new(),

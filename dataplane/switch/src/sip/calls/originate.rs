@@ -334,15 +334,24 @@ impl Core {
                 "call_id: 1-64 characters of A-Z a-z 0-9 - _ . :".into(),
             ));
         }
-        if self.calls.draining {
-            return Err(ResourceExhausted("the switch is shutting down".into()));
-        }
+        // A repeat of an attempt placed here is answered as such first,
+        // whatever else stops new calls: the control plane that asks again
+        // (its first answer was lost) must learn the call rings, not that
+        // it may place it elsewhere.
         let attempt = req.attempt.max(1);
         if let Some(trunk_id) = self.calls.placed.duplicate(&req.call_id, attempt)? {
             return Ok(Placed {
                 trunk_id,
                 duplicate: true,
             });
+        }
+        if self.calls.draining {
+            return Err(ResourceExhausted("the switch is shutting down".into()));
+        }
+        if self.calls.journal_full {
+            return Err(ResourceExhausted(
+                "the switch's event journal is full (unacknowledged events); call refused".into(),
+            ));
         }
         if !number_ok(&req.phone) {
             return Err(InvalidArgument(

@@ -54,6 +54,14 @@ impl Core {
         v: VnumCall<'_>,
     ) {
         let tenant = v.trunk.tenant.clone();
+        if self.calls.journal_full {
+            // Its record (events) could not be kept: refused, and not
+            // recorded either.
+            let why = "the switch's event journal is full";
+            tracing::warn!(number = v.number, "virtual number call refused: {why}");
+            self.stats.virtual_number_refused += 1;
+            return self.reject(now, id, &req, StatusCode::SERVICE_UNAVAILABLE, Some(why));
+        }
         let Some(vn) = self
             .config
             .virtual_numbers

@@ -374,6 +374,41 @@ fn talk_time_limit_hangs_up() {
     );
 }
 
+/// A full event journal refuses new calls, but an attempt placed already
+/// is still told as such (its first answer lost, the control plane asks
+/// again; told "refused" it would place the call elsewhere as well), and
+/// so is one asked of a switch that is shutting down.
+#[test]
+fn a_full_journal_or_a_shutdown_refuses_new_calls_not_repeats() {
+    let mut h = Harness::new(None);
+    let _invite = place(&mut h, "oac-placed", |_| {});
+    let ask = |h: &mut Harness, id: &str| {
+        h.core.place_call(
+            h.now,
+            Originate {
+                call_id: id.into(),
+                phone: "+15551230000".into(),
+                trunk_id: CARRIER_TRUNK.into(),
+                ..Originate::default()
+            },
+        )
+    };
+    h.core.set_journal_full(true);
+    assert!(matches!(
+        ask(&mut h, "oac-new"),
+        Err(OriginateError::ResourceExhausted(m)) if m.contains("journal")
+    ));
+    assert!(ask(&mut h, "oac-placed").unwrap().duplicate);
+    assert!(h.take(CARRIER).is_empty(), "nothing rings");
+    h.core.set_journal_full(false);
+    h.core.shut_down_calls(h.now);
+    assert!(ask(&mut h, "oac-placed").unwrap().duplicate);
+    assert!(matches!(
+        ask(&mut h, "oac-new"),
+        Err(OriginateError::ResourceExhausted(m)) if m.contains("shutting down")
+    ));
+}
+
 #[test]
 fn placing_again_is_idempotent() {
     let mut h = Harness::new(None);

@@ -236,6 +236,24 @@ fn hanging_up_a_ringing_virtual_number_call_refuses_it_with_480() {
     assert_eq!((outcome.as_str(), answered, sip), ("cancelled", false, 480));
 }
 
+/// With the event journal full, a virtual number's caller gets 503 at
+/// once: no AI starts and no record is made (it could not be kept).
+#[test]
+fn a_full_journal_refuses_virtual_number_calls() {
+    let mut h = Harness::with_config(None, RECEPTIONIST);
+    h.core.set_journal_full(true);
+    let invite = h.invite_from_a("7000", &[]);
+    h.send(A, invite);
+    let refused = response(h.one(A));
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(h.core.poll_ai_request().is_none(), "no AI starts");
+    assert!(events(&mut h).is_empty(), "no record");
+    assert_eq!(h.core.active_calls(), 0);
+    h.core.set_journal_full(false);
+    let invite = h.invite_from_a("7000", &[]);
+    rings(&mut h, &invite);
+}
+
 /// A caller that requires reliable provisional responses gets its 180
 /// reliably (RFC 3262); the 2xx need not wait for its PRACK, as the 180
 /// carried no SDP (§3).
