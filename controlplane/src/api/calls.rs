@@ -16,7 +16,7 @@ use crate::auth::Admin;
 use crate::crypto;
 use crate::state::AppState;
 use crate::store::{CallFilter, CallRow, DISPATCH_LEASE_MS, DefaultTrunk, HangupResult, NewCall};
-use crate::switch_link::{Dispatched, LinkError};
+use crate::switch_link::{Dispatched, Hangup, LinkError};
 
 pub const DEFAULT_MODEL: &str = codeb_types::vendor::GEMINI_DEFAULT_MODEL;
 /// Gemini's default voice (the spec's); see [`codeb_types::Vendor`].
@@ -555,11 +555,27 @@ pub async fn hangup(
             // one if it takes longer than HANGUP_WAIT.
             // Of several hangups at once, the one the switch acted on is
             // not a no-op; the others are.
-            let noop = state
+            let hung = state
                 .switch
                 .hangup(&node, call_id.as_str())
                 .await
                 .map_err(hangup_link_error)?;
+            // Still being dispatched and unknown to its node: its
+            // PlaceCall has not reached the node (or will not). It is
+            // cancelled here; a PlaceCall that rings it after all is hung
+            // up by its dispatcher.
+            if hung == Hangup::Unknown && status == CallStatus::Dispatching {
+                let r = state
+                    .store
+                    .hangup_unknown_to_node(&who.tenant, &call_id, &node, now)
+                    .await?;
+                if let HangupResult::Cancelled { .. } = r {
+                    tracing::info!(call = %call_id, actor = %who.username, node = %node,
+                        "call cancelled before its node knew it");
+                    return Ok(axum::Json(reply(CallStatus::Cancelled, false)));
+                }
+            }
+            let noop = hung.was_noop();
             tracing::info!(call = %call_id, actor = %who.username, node = %node, noop, "hangup sent to the switch");
             let ended = wait_for(HANGUP_WAIT, || async {
                 let c = state.store.call(&who.tenant, &call_id).await.ok()??;

@@ -166,7 +166,8 @@ pub async fn hangup(
             .switch
             .hangup(&call.node_url, &call.call_id)
             .await
-            .map_err(hangup_link_error)?;
+            .map_err(hangup_link_error)?
+            .was_noop();
     if !ended {
         tracing::info!(call = %call.call_id, actor = %who.username, node = %call.node_url,
             noop = was_noop, "inbound call hangup sent to the switch");

@@ -562,6 +562,31 @@ impl Store {
         id: &CallId,
         now: UtcMillis,
     ) -> Result<HangupResult> {
+        self.hangup_where(tenant, id, now, None).await
+    }
+
+    /// [`Self::hangup_unplaced`] of a call that `node_url` said it does not
+    /// know: one still `dispatching` there (its PlaceCall has not reached
+    /// the node, or will not) is cancelled as one not handed to a node yet.
+    /// A dispatcher whose PlaceCall then rings it after all finds it
+    /// cancelled and hangs it up there; its events are not applied.
+    pub async fn hangup_unknown_to_node(
+        &self,
+        tenant: &str,
+        id: &CallId,
+        node_url: &str,
+        now: UtcMillis,
+    ) -> Result<HangupResult> {
+        self.hangup_where(tenant, id, now, Some(node_url)).await
+    }
+
+    async fn hangup_where(
+        &self,
+        tenant: &str,
+        id: &CallId,
+        now: UtcMillis,
+        unknown_to: Option<&str>,
+    ) -> Result<HangupResult> {
         let mut tx = self.begin().await?;
         let Some(call) = tx
             .lock_call(id.as_str())
@@ -575,62 +600,74 @@ impl Store {
             // Not handed to a node yet: a dispatcher holding the claim
             // finds it cancelled when it records its node, and stops.
             (CallStatus::Scheduled | CallStatus::EndedFailedRetryPending, _)
-            | (CallStatus::Dispatching, None) => {
-                on_tx!(tx, |t| {
-                    sqlx::query(
-                        "UPDATE calls SET status = 'cancelled', ended_reason = 'cancelled', \
-                         error_detail = '', duration_sec = 0, input_turns = 0, output_turns = 0, \
-                         ended_at = $1, next_attempt_at = NULL, lease_until = NULL, \
-                         lease_token = NULL, updated_at = $1 \
-                         WHERE tenant = $2 AND call_id = $3",
-                    )
-                    .bind(now.0)
-                    .bind(tenant)
-                    .bind(id.as_str())
-                    .execute(&mut **t)
-                    .await?;
-                });
-                let end = AttemptEnd {
-                    outcome: "cancelled".into(),
-                    ended_at: now,
-                    ..AttemptEnd::default()
-                };
-                let ending = super::emails::CallEnd {
-                    status: CallStatus::Cancelled,
-                    outcome: "cancelled",
-                    detail: "",
-                    end: &end,
-                    answered_at: None,
-                    transcript: None,
-                };
-                tx.queue_call_email(&call, &ending, false, now).await?;
-                tx.ends(super::tx::Ended::Attempt(
-                    CallStatus::Cancelled,
-                    "cancelled",
-                ));
-                // The glossary's `cancelled` ("Scheduled call was
-                // cancelled") is an outbound-ai outcome: subscribers hear
-                // of it as they do of every other end.
-                tx.record_event(
-                    &call.tenant,
-                    EventName::OutboundAiFinished,
-                    super::dispatch::finished_data(&call, &end, "cancelled", ""),
-                    Some(&call.call_id),
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                let lost_on = call
-                    .lost_node
-                    .clone()
-                    .filter(|_| call.lost_attempt == Some(call.attempt));
-                Ok(HangupResult::Cancelled { lost_on })
+            | (CallStatus::Dispatching, None) => self.cancel_locked(tx, &call, now).await,
+            (CallStatus::Dispatching, Some(node)) if unknown_to == Some(node.as_str()) => {
+                self.cancel_locked(tx, &call, now).await
             }
             (s, Some(node)) => Ok(HangupResult::OnSwitch(s, node.clone())),
             (s, None) => Err(StoreError::Corrupt(format!(
                 "call {id} is {s} without a switch node"
             ))),
         }
+    }
+
+    /// Cancels the call locked in `tx` and commits.
+    async fn cancel_locked(
+        &self,
+        mut tx: super::tx::StoreTx,
+        call: &super::dispatch::LiveCall,
+        now: UtcMillis,
+    ) -> Result<HangupResult> {
+        let (tenant, id) = (call.tenant.as_str(), call.call_id.as_str());
+        on_tx!(tx, |t| {
+            sqlx::query(
+                "UPDATE calls SET status = 'cancelled', ended_reason = 'cancelled', \
+                 error_detail = '', duration_sec = 0, input_turns = 0, output_turns = 0, \
+                 ended_at = $1, next_attempt_at = NULL, lease_until = NULL, \
+                 lease_token = NULL, updated_at = $1 \
+                 WHERE tenant = $2 AND call_id = $3",
+            )
+            .bind(now.0)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut **t)
+            .await?;
+        });
+        let end = AttemptEnd {
+            outcome: "cancelled".into(),
+            ended_at: now,
+            ..AttemptEnd::default()
+        };
+        let ending = super::emails::CallEnd {
+            status: CallStatus::Cancelled,
+            outcome: "cancelled",
+            detail: "",
+            end: &end,
+            answered_at: None,
+            transcript: None,
+        };
+        tx.queue_call_email(call, &ending, false, now).await?;
+        tx.ends(super::tx::Ended::Attempt(
+            CallStatus::Cancelled,
+            "cancelled",
+        ));
+        // The glossary's `cancelled` ("Scheduled call was
+        // cancelled") is an outbound-ai outcome: subscribers hear
+        // of it as they do of every other end.
+        tx.record_event(
+            &call.tenant,
+            EventName::OutboundAiFinished,
+            super::dispatch::finished_data(call, &end, "cancelled", ""),
+            Some(&call.call_id),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        let lost_on = call
+            .lost_node
+            .clone()
+            .filter(|_| call.lost_attempt == Some(call.attempt));
+        Ok(HangupResult::Cancelled { lost_on })
     }
 
     /// Whether the number is on the tenant's whitelist.

@@ -20,8 +20,8 @@ use super::backoff::Backoff;
 use super::node::Node;
 use crate::clock::Clock;
 use crate::store::{
-    Applied, AttemptEnd, Cursor, EventKind, InboundStart, MAX_INBOUND_FIELD, Speaker, Store,
-    StoreError, SwitchEvent,
+    Applied, AttemptEnd, EventKind, InboundStart, MAX_INBOUND_FIELD, Speaker, Store, StoreError,
+    SwitchEvent,
 };
 
 /// Longest id or tenant a node may send.

@@ -41,6 +41,25 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Deadline of PlaceCall and Hangup.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a node made of a hangup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hangup {
+    /// It ends the call now; its `Ended` event follows.
+    Ending,
+    /// The call was ending already (an earlier hangup, its own end).
+    AlreadyEnding,
+    /// The node does not know the call: it ended there long ago, or it
+    /// was never placed there (its PlaceCall has not arrived, or will not).
+    Unknown,
+}
+
+impl Hangup {
+    /// The hangup changed nothing on the node.
+    pub fn was_noop(self) -> bool {
+        self != Hangup::Ending
+    }
+}
 /// Calls ended as lost hung up per node per sweep (the rest the next).
 const LOST_HANGUPS_PER_ROUND: i64 = 200;
 /// How long a call the node had no room for waits before it is tried
@@ -320,8 +339,8 @@ impl SwitchNodes {
                 .hangup_as(node.url(), &id, crate::store::LOST_HANGUP_OUTCOME)
                 .await
             {
-                Ok(already) => {
-                    ended += usize::from(!already);
+                Ok(h) => {
+                    ended += usize::from(!h.was_noop());
                     if let Err(e) = store.lost_call_hung_up(&id, now).await {
                         tracing::error!(node = %node.url(), call = %id, "recording a lost call's hangup: {e}");
                         node.want_lost_hangups();
@@ -445,6 +464,18 @@ impl SwitchNodes {
         // now): the call waits as for a full trunk, its attempt unspent,
         // and is tried again; calls that fall due during a switch outage
         // go out when a node is back instead of failing at once.
+        // A repeat of a dispatch that was interrupted (its PlaceCall got no
+        // answer) may have rung on its node already: whatever stops this
+        // one short of the node's answer leaves it there, unsure (its lease
+        // runs out and it is asked again), instead of freeing it for
+        // another node, or another attempt, to ring a second time.
+        let repeat = call.node_url.is_some();
+        let unsure = |node: &str, detail: String| {
+            Ok(Dispatched::Unknown {
+                node: node.to_owned(),
+                detail,
+            })
+        };
         let defer = |why: String| async move {
             let now = self.clock.now();
             let until = now.plus_ms(CAPACITY_WAIT_MS);
@@ -502,6 +533,9 @@ impl SwitchNodes {
             return Ok(Dispatched::Lost);
         }
         if let Err(e) = config::ensure_config(&node, store).await {
+            if repeat {
+                return unsure(node.url(), e);
+            }
             return fail(e).await;
         }
         // A systemPrompt naming a prompt slug is placed as its text (the
@@ -540,6 +574,7 @@ impl SwitchNodes {
         };
         let mut client = match node.client() {
             Ok(c) => c,
+            Err(e) if repeat => return unsure(node.url(), e),
             Err(e) => return defer(e).await,
         };
         let sent_at = self.clock.now();
@@ -573,6 +608,20 @@ impl SwitchNodes {
                     store
                         .record_node_instance(call, node.url(), &instance)
                         .await?;
+                    // Or a hangup cancelled it while the node did not know
+                    // it yet: it rings now, so it is hung up there.
+                    if store
+                        .call(&call.tenant, &call.call_id)
+                        .await?
+                        .is_some_and(|c| c.status == CallStatus::Cancelled)
+                    {
+                        tracing::info!(call = %call.call_id, node = %node.url(),
+                            "cancelled while its PlaceCall was under way; hung up");
+                        if let Err(e) = self.hangup(node.url(), call.call_id.as_str()).await {
+                            tracing::warn!(call = %call.call_id, node = %node.url(),
+                                "hanging up a call cancelled while it was placed failed: {e:?}");
+                        }
+                    }
                 }
                 if call.node_url.is_some() && !r.duplicate {
                     // The dispatch this repeats never reached the node.
@@ -594,6 +643,13 @@ impl SwitchNodes {
             // failing).
             // So is a node that is going away (shutting down) or that the
             // connection could not reach: nothing rang there either.
+            // A repeat that did not reach the core says nothing of what
+            // became of the first: it stays. (A node answers a repeat of
+            // an attempt it placed as a duplicate before any limit, so
+            // a limit's refusal means the first did not ring there.)
+            Ok(Err(s)) if repeat && s.code() == Code::Unavailable => {
+                unsure(node.url(), format!("{}: {}", node.url(), s.message()))
+            }
             Ok(Err(s)) if matches!(s.code(), Code::ResourceExhausted | Code::Unavailable) => {
                 defer(format!("{}: {}", node.url(), s.message())).await
             }
@@ -623,9 +679,8 @@ impl SwitchNodes {
 
     /// Asks `node_url` to end a call (CANCEL or BYE); the outcome arrives
     /// as its `Ended` event. A node that does not know the call (it ended
-    /// meanwhile) is not an error. `true`: the request changed nothing (the
-    /// call had ended or was already ending, by an earlier hangup say).
-    pub async fn hangup(&self, node_url: &str, call_id: &str) -> Result<bool, LinkError> {
+    /// meanwhile, or its PlaceCall has not reached it) is not an error.
+    pub async fn hangup(&self, node_url: &str, call_id: &str) -> Result<Hangup, LinkError> {
         self.hangup_as(node_url, call_id, "cancelled").await
     }
 
@@ -635,7 +690,7 @@ impl SwitchNodes {
         node_url: &str,
         call_id: &str,
         outcome: &str,
-    ) -> Result<bool, LinkError> {
+    ) -> Result<Hangup, LinkError> {
         let node = self.node(node_url).ok_or_else(|| {
             LinkError::Unreachable(format!("{node_url}: no longer in CODEB_SWITCH_URLS"))
         })?;
@@ -645,8 +700,9 @@ impl SwitchNodes {
             outcome: outcome.to_owned(),
         };
         match tokio::time::timeout(CALL_TIMEOUT, client.hangup(request)).await {
-            Ok(Ok(r)) => Ok(r.into_inner().already_ending),
-            Ok(Err(s)) if s.code() == Code::NotFound => Ok(true),
+            Ok(Ok(r)) if r.get_ref().already_ending => Ok(Hangup::AlreadyEnding),
+            Ok(Ok(_)) => Ok(Hangup::Ending),
+            Ok(Err(s)) if s.code() == Code::NotFound => Ok(Hangup::Unknown),
             Ok(Err(s)) => Err(LinkError::Unreachable(format!(
                 "{node_url}: {}",
                 describe(&s)

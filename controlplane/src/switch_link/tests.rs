@@ -34,6 +34,12 @@ struct PeerState {
     placed: HashSet<(String, u32)>,
     active: HashSet<String>,
     place_error: Option<tonic::Code>,
+    /// Places the call, then answers with this error (its answer lost).
+    place_then_error: Option<tonic::Code>,
+    /// PlaceCall waits for a permit of this before it places.
+    place_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// PlaceCall requests that arrived (placed or not).
+    place_requests: u32,
     placements: Vec<pb::PlaceCallRequest>,
     hangups: Vec<String>,
     /// Calls a hangup has started to end (a second one changes nothing).
@@ -146,6 +152,13 @@ impl Switch for Peer {
         request: Request<pb::PlaceCallRequest>,
     ) -> Result<Response<pb::PlaceCallReply>, Status> {
         let r = request.into_inner();
+        let gate = self.with(|s| {
+            s.place_requests += 1;
+            s.place_gate.clone()
+        });
+        if let Some(gate) = gate {
+            let _permit = gate.acquire().await;
+        }
         self.with(|s| {
             if s.dead {
                 return Err(unavailable());
@@ -170,6 +183,9 @@ impl Switch for Peer {
                 s.active.insert(r.call_id.clone());
                 s.placements.push(r);
             }
+            if let Some(code) = s.place_then_error {
+                return Err(Status::new(code, "placed, but the answer is lost"));
+            }
             Ok(Response::new(pb::PlaceCallReply {
                 trunk_id: trunk,
                 duplicate,
@@ -188,8 +204,9 @@ impl Switch for Peer {
                 return Err(unavailable());
             }
             s.hangups.push(r.call_id.clone());
-            let already = !s.ending.insert(r.call_id.clone());
-            Ok((s.active.contains(&r.call_id), already, s.slow_ends))
+            let known = s.active.contains(&r.call_id);
+            let already = known && !s.ending.insert(r.call_id.clone());
+            Ok((known, already, s.slow_ends))
         })?;
         if !known {
             return Err(Status::not_found("no such call"));
@@ -1544,6 +1561,158 @@ async fn api_places_and_hangs_up_through_the_node() {
         .post(&format!("{url}/hangup"), &t, serde_json::json!({}))
         .await;
     assert_eq!(r.json["wasNoop"], true);
+    tasks.shutdown().await;
+    server.kill(&peer).await;
+}
+
+/// A PlaceCall whose answer was lost (the node placed the call but its
+/// answer timed out): the call stays on that node, unsure. Asked again
+/// while the node cannot take the request, it still stays (not deferred
+/// and handed to the other node, which would ring the callee twice); once
+/// the node takes it, it answers the repeat as the duplicate it is.
+#[tokio::test]
+async fn an_unanswered_placement_is_never_placed_on_another_node() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let (first, other) = (Peer::new("a"), Peer::new("b"));
+    other.with(|s| s.active.extend(["x".to_owned(), "y".to_owned()]));
+    let (sa, sb) = (
+        Server::start(&first, None).await,
+        Server::start(&other, None).await,
+    );
+    let l = link(vec![sa.url(), sb.url()], &clock);
+    assert_eq!(l.choose_probing().await.unwrap().url(), sa.url());
+    first.with(|s| s.place_then_error = Some(tonic::Code::DeadlineExceeded));
+    let (call, claimed) = claimed_call(&db, 7, &clock).await;
+    let d = l.dispatch(&db.store, &claimed).await;
+    assert!(
+        matches!(&d, Dispatched::Unknown { node, .. } if *node == sa.url()),
+        "{d:?}"
+    );
+    assert_eq!(
+        status(&db.store, &call.call_id).await,
+        CallStatus::Dispatching
+    );
+    // The node now refuses requests at its door (its command queue full),
+    // and is the busier of the two.
+    first.with(|s| {
+        s.place_then_error = None;
+        s.place_error = Some(tonic::Code::Unavailable);
+        s.active
+            .extend(["p".to_owned(), "q".to_owned(), "r".to_owned()]);
+    });
+    other.with(|s| s.active.clear());
+    for node in l.nodes() {
+        l.probe(node).await;
+    }
+    clock.advance_ms(crate::store::DISPATCH_LEASE_MS);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    let d = l.dispatch(&db.store, &again[0]).await;
+    assert!(
+        matches!(&d, Dispatched::Unknown { node, .. } if *node == sa.url()),
+        "{d:?}"
+    );
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!((rec.status, rec.attempt), (CallStatus::Dispatching, 1));
+    first.with(|s| s.place_error = None);
+    clock.advance_ms(crate::store::DISPATCH_LEASE_MS);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    let d = l.dispatch(&db.store, &again[0]).await;
+    assert!(
+        matches!(&d, Dispatched::Placed { node, duplicate: true, .. } if *node == sa.url()),
+        "{d:?}"
+    );
+    assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
+    assert!(
+        other.with(|s| s.place_requests) == 0,
+        "never asked of the other node"
+    );
+    assert_eq!(first.with(|s| s.placements.len()), 1, "rang once");
+}
+
+/// A hangup while the call's PlaceCall is on its way: the node does not
+/// know the call yet, so the call is cancelled at once; when the node then
+/// rings it after all, its dispatcher hangs it up there, and the node's
+/// events do not bring it back.
+#[tokio::test]
+async fn a_call_hung_up_while_its_placecall_is_under_way_is_hung_up_once_placed() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    let url = server.url();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    peer.with(|s| s.place_gate = Some(gate.clone()));
+    let (call, claimed) = claimed_call(&db, 8, &clock).await;
+    let dispatch = {
+        let (l, store) = (l.clone(), db.store.clone());
+        tokio::spawn(async move { l.dispatch(&store, &claimed).await })
+    };
+    eventually("the PlaceCall at the node", || async {
+        peer.with(|s| s.place_requests) == 1
+    })
+    .await;
+    assert_eq!(
+        l.hangup(&url, call.call_id.as_str()).await.unwrap(),
+        super::Hangup::Unknown
+    );
+    let r = db
+        .store
+        .hangup_unknown_to_node(TENANT, &call.call_id, &url, clock.now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, crate::store::HangupResult::Cancelled { .. }),
+        "{r:?}"
+    );
+    gate.add_permits(1);
+    let d = dispatch.await.unwrap();
+    assert!(matches!(d, Dispatched::Placed { .. }), "{d:?}");
+    assert_eq!(
+        peer.with(|s| (s.hangups.clone(), s.active.len())),
+        (vec![call.call_id.to_string(), call.call_id.to_string()], 0),
+        "hung up there once it rang"
+    );
+    let tasks = l.start(&db.store);
+    read_events_up_to(&l, &db, &url, 1).await;
+    tasks.shutdown().await;
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::Cancelled);
+    let finished = event_data(&db.store, TENANT, "outbound-ai.finished").await;
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    server.kill(&peer).await;
+}
+
+/// Through the API: a call whose PlaceCall never reached its node (the
+/// node skipped it, its answer timed out) is cancelled by a hangup at once,
+/// and not dispatched again.
+#[tokio::test]
+async fn api_hangup_of_a_call_its_node_never_got_cancels_it() {
+    use axum::http::StatusCode;
+    let peer = Peer::new("j1");
+    peer.with(|s| s.place_error = Some(tonic::Code::DeadlineExceeded));
+    let (server, h, tasks, t, r) = api_call_through(&peer).await;
+    assert_eq!(r.json["status"], "dispatching", "{}", r.text);
+    let id = r.json["callId"].as_str().unwrap().to_owned();
+    let url = format!("/api.ashx/v1/calls/{id}");
+    let r = h
+        .post(&format!("{url}/hangup"), &t, serde_json::json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.json["newStatus"].as_str(), r.json["wasNoop"].as_bool()),
+        (Some("cancelled"), Some(false)),
+        "{}",
+        r.text
+    );
+    assert_eq!(h.get(&url, &t).await.json["status"], "cancelled");
+    peer.with(|s| s.place_error = None);
+    let due = h
+        .state
+        .store
+        .claim_due_calls(UtcMillis(i64::MAX / 2), 10)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "not dispatched again: {due:?}");
+    assert!(peer.with(|s| s.placements.is_empty()));
     tasks.shutdown().await;
     server.kill(&peer).await;
 }
