@@ -50,8 +50,12 @@ pub struct StreamRewriter {
     /// Samples per packet at `clock_rate` (the minimum step on a switch).
     frame_ticks: u32,
     mapping: Option<Mapping>,
-    /// Highest sequence and timestamp sent, and when.
-    last: Option<(u16, u32, Instant)>,
+    /// Highest sequence number sent.
+    last_seq: Option<u16>,
+    /// Latest timestamp sent, and when. Not the highest-numbered packet's:
+    /// a telephone-event packet carries its event's start (RFC 4733 §2.5),
+    /// behind the audio sent meanwhile.
+    last_ts: Option<(u32, Instant)>,
     first_seq: u16,
     first_ts: u32,
 }
@@ -71,7 +75,8 @@ impl StreamRewriter {
             clock_rate: clock_rate.max(1),
             frame_ticks,
             mapping: None,
-            last: None,
+            last_seq: None,
+            last_ts: None,
             first_seq,
             first_ts,
         }
@@ -98,16 +103,14 @@ impl StreamRewriter {
     pub fn map(&mut self, now: Instant, source: Source, seq: u16, ts: u32) -> Rewritten {
         let switched = self.mapping.is_none_or(|m| m.source != source);
         if switched {
-            let (next_seq, next_ts) = match self.last {
-                Some((last_seq, last_ts, at)) => {
+            let next_seq = self.last_seq.map_or(self.first_seq, |s| s.wrapping_add(1));
+            let next_ts = match self.last_ts {
+                Some((last_ts, at)) => {
                     let nanos = now.saturating_duration_since(at).as_nanos();
                     let elapsed = (nanos * u128::from(self.clock_rate) / 1_000_000_000) as u32;
-                    (
-                        last_seq.wrapping_add(1),
-                        last_ts.wrapping_add(elapsed.max(self.frame_ticks)),
-                    )
+                    last_ts.wrapping_add(elapsed.max(self.frame_ticks))
                 }
-                None => (self.first_seq, self.first_ts),
+                None => self.first_ts,
             };
             self.mapping = Some(Mapping {
                 source,
@@ -125,16 +128,21 @@ impl StreamRewriter {
             timestamp: ts.wrapping_add(m.ts_offset),
             marker: switched,
         };
-        // Track the newest packet sent (sequence order, modulo wrap).
-        let newer = match self.last {
-            None => true,
-            Some((s, _, _)) => {
-                let d = out.sequence.wrapping_sub(s);
-                d != 0 && d < 0x8000
-            }
-        };
-        if newer || switched {
-            self.last = Some((out.sequence, out.timestamp, now));
+        // Track the newest sequence number and timestamp sent, each in
+        // its own order (modulo wrap).
+        let seq_newer = self.last_seq.is_none_or(|s| {
+            let d = out.sequence.wrapping_sub(s);
+            d != 0 && d < 0x8000
+        });
+        if seq_newer || switched {
+            self.last_seq = Some(out.sequence);
+        }
+        let ts_newer = self.last_ts.is_none_or(|(t, _)| {
+            let d = out.timestamp.wrapping_sub(t);
+            d != 0 && d < 0x8000_0000
+        });
+        if ts_newer || switched {
+            self.last_ts = Some((out.timestamp, now));
         }
         out
     }
@@ -195,6 +203,28 @@ mod tests {
         let g = r.map(ms(200), Source::Relay { ssrc: 2 }, 60_001, 4_000_000_160);
         assert_eq!((g.sequence, g.timestamp), (1007, 51_760));
         assert_eq!(r.ssrc(), 0xabc);
+    }
+
+    /// Telephone-event packets carry their event's start timestamp while
+    /// their sequence numbers go on: the next source goes on from the
+    /// audio's latest timestamp, not from the last event packet's.
+    #[test]
+    fn a_new_source_goes_on_from_the_latest_timestamp_not_the_last_packet() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut r = StreamRewriter::new(1, 8000, 160, 0, 0);
+        let audio = Source::Local { id: 1 };
+        for k in 0..=12u16 {
+            r.map(ms(u64::from(k) * 20), audio, k, u32::from(k) * 160);
+        }
+        // A key pressed at ts 160: its packets go on after the audio.
+        for k in 13..=20u16 {
+            r.map(ms(240 + u64::from(k - 12) * 5), audio, k, 160);
+        }
+        let next = r.map(ms(300), Source::Local { id: 2 }, 0, 0);
+        assert_eq!(next.sequence, 21);
+        // The audio's ts 1920 was sent at 240 ms: 60 ms on is 480 ticks.
+        assert_eq!(next.timestamp, 1920 + 480);
     }
 
     #[test]

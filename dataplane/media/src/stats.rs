@@ -266,11 +266,20 @@ pub struct SendStats {
 }
 
 impl SendStats {
+    /// Counts a packet sent. Its timestamp becomes the SR's reference only
+    /// if it is the latest yet: a telephone-event packet carries its
+    /// event's start (RFC 4733 §2.5), behind the audio already sent.
     pub fn on_sent(&mut self, now: Instant, rtp_ts: u32, payload_len: usize) {
         self.packets += 1;
         self.octets += payload_len as u64;
-        self.last_rtp_ts = rtp_ts;
-        self.last_sent = Some(now);
+        let later = self.last_sent.is_none() || {
+            let d = rtp_ts.wrapping_sub(self.last_rtp_ts);
+            d != 0 && d < 0x8000_0000
+        };
+        if later {
+            self.last_rtp_ts = rtp_ts;
+            self.last_sent = Some(now);
+        }
     }
 
     /// The RTP timestamp corresponding to `now` (the last one sent advanced
@@ -290,6 +299,25 @@ impl SendStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sender_reports_timestamp_follows_the_audio_not_a_keys_start() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut s = SendStats::default();
+        s.on_sent(ms(0), 1000, 160);
+        s.on_sent(ms(20), 1160, 160);
+        // Telephone-event packets of a key pressed at ts 1000.
+        s.on_sent(ms(40), 1000, 4);
+        s.on_sent(ms(45), 1000, 4);
+        assert_eq!((s.packets, s.octets), (4, 328));
+        assert_eq!(s.rtp_ts_at(ms(60), 8000), 1160 + 320);
+        // Across the 32-bit wrap, the later timestamp is still taken.
+        let mut s = SendStats::default();
+        s.on_sent(ms(0), u32::MAX - 100, 160);
+        s.on_sent(ms(20), 59, 160);
+        assert_eq!(s.rtp_ts_at(ms(20), 8000), 59);
+    }
 
     fn feed(s: &mut ReceiveStats, t0: Instant, seqs: &[u16]) -> Vec<SeqVerdict> {
         seqs.iter()

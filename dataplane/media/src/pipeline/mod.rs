@@ -302,6 +302,10 @@ impl Pipeline {
         match &mut self.legs[leg.index()] {
             Some(l) if l.rewriter.clock_rate() == stream.clock_rate() => {
                 l.rewriter = stream.clone();
+                // This pipeline's sources are not the earlier one's, even
+                // where their ids match (each numbers its own from 1): its
+                // first packet starts a new run from the last one sent.
+                l.rewriter.rebase();
                 l.send = sent;
                 true
             }
