@@ -55,6 +55,9 @@ pub struct ReceiveStats {
     /// Last SR from this source: middle 32 bits of its NTP time and when it
     /// arrived (for LSR/DLSR in our report blocks).
     last_sr: Option<(u32, Instant)>,
+    /// Packets lost by the sources before this one (for the stream's
+    /// whole account; report blocks are this source's alone).
+    lost_before: i64,
 }
 
 impl ReceiveStats {
@@ -76,17 +79,44 @@ impl ReceiveStats {
             octets: 0,
             duplicates: 0,
             last_sr: None,
+            lost_before: 0,
         }
     }
 
-    /// Another source (SSRC) took over the stream: its jitter is its own
-    /// (RFC 3550 §6.4.1, A.8: per source), and its sender reports too.
-    /// The counts go on: a jump in its sequence numbers restarts them
-    /// as any restart does.
+    /// Another source (SSRC) took over the stream. Its sequence numbers,
+    /// loss, jitter and sender reports are its own (RFC 3550 §6.4.1, A.1:
+    /// per source, a new one on probation): numbers of its that happen to
+    /// lie near the old source's would otherwise count as a gap or as
+    /// reordering. What the earlier sources lost stays in
+    /// [`Self::lost_total`].
     pub fn new_source(&mut self) {
+        self.lost_before = self.lost_total();
+        self.started = false;
+        self.probation = MIN_SEQUENTIAL;
+        self.received = 0;
+        self.expected_prior = 0;
+        self.received_prior = 0;
         self.transit = None;
         self.jitter_q4 = 0;
         self.last_sr = None;
+    }
+
+    /// The source's RTP clock changed (the far end's codec did): arrival
+    /// times are measured on the new one, and jitter starts afresh.
+    pub fn set_clock_rate(&mut self, clock_rate: u32) {
+        let clock_rate = clock_rate.max(1);
+        if clock_rate != self.clock_rate {
+            self.clock_rate = clock_rate;
+            self.transit = None;
+            self.jitter_q4 = 0;
+        }
+    }
+
+    /// Packets lost over the whole stream, every source's (unclamped; may
+    /// be negative with duplicates).
+    pub fn lost_total(&self) -> i64 {
+        let lost = self.expected() as i64 - self.received as i64;
+        self.lost_before.saturating_add(lost)
     }
 
     fn init_seq(&mut self, seq: u16) {
@@ -399,6 +429,50 @@ mod tests {
             r.update(at, i, 9_000_000 + 160 * u32::from(i), 160);
         }
         assert_eq!(r.jitter_rtp(), 0);
+    }
+
+    /// A new source's sequence numbers are its own: ones that happen to
+    /// lie just above (or below) the old source's are neither a gap nor
+    /// reordering; the stream's total loss keeps what earlier sources lost.
+    #[test]
+    fn a_new_source_counts_its_own_sequence_and_loss() {
+        let t0 = Instant::now();
+        let at = |k: u64| t0 + Duration::from_millis(20 * k);
+        let mut r = ReceiveStats::new(8000);
+        for (k, seq) in (1000..=1100u16).filter(|s| *s != 1050).enumerate() {
+            r.update(at(k as u64), seq, u32::from(seq) * 160, 160);
+        }
+        assert_eq!(r.cumulative_lost(), 1);
+        for (start, k0) in [(2000u16, 200u64), (1900, 400)] {
+            r.new_source();
+            for k in 0..=100u16 {
+                let seq = start + k;
+                r.update(at(k0 + u64::from(k)), seq, u32::from(seq) * 160, 160);
+            }
+            let block = r.report_block(at(k0 + 101), 9);
+            assert_eq!(
+                (block.cumulative_lost, block.fraction_lost),
+                (0, 0),
+                "source from {start}"
+            );
+            assert_eq!(r.extended_max(), u32::from(start) + 100);
+        }
+        assert_eq!(r.lost_total(), 1);
+    }
+
+    /// A far end whose codec runs on another clock (Opus, 48 kHz): arrivals
+    /// are measured on it, so a paced stream has no jitter.
+    #[test]
+    fn jitter_is_measured_on_the_sources_clock() {
+        let t0 = Instant::now();
+        let mut r = ReceiveStats::new(8000);
+        r.set_clock_rate(48_000);
+        for q in 0..50u16 {
+            let at = t0 + Duration::from_millis(20 * u64::from(q));
+            r.update(at, q, u32::from(q) * 960, 80);
+        }
+        assert_eq!(r.jitter_rtp(), 0);
+        assert_eq!(r.jitter(), Duration::ZERO);
     }
 
     #[test]

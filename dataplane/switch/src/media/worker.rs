@@ -169,7 +169,7 @@ fn admit_digit(last: &mut Option<Instant>, now: Instant) -> bool {
 impl Leg {
     fn snapshot(&self) -> LegStats {
         LegStats {
-            lost: i64::from(self.rx.cumulative_lost()),
+            lost: self.rx.lost_total(),
             jitter_ms: self.rx.jitter().as_secs_f64() * 1000.0,
             ..self.stats
         }
@@ -931,6 +931,8 @@ impl Worker {
         let moved = leg.remote.is_none_or(|r| r.addr != remote.addr);
         if leg.remote.is_none_or(|r| r.clock_rate != remote.clock_rate) {
             let rate = remote.clock_rate.max(1);
+            // What it sends runs on that clock too.
+            leg.rx.set_clock_rate(rate);
             leg.out = StreamRewriter::new(
                 leg.out.ssrc(),
                 rate,
@@ -2438,6 +2440,41 @@ mod tests {
         let got: Vec<_> = w.st.digits.drain(..).collect();
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!((got[0].1, got[0].2.char()), (LegSide::A, Some('#')));
+    }
+
+    /// A relayed far end whose codec runs at 48 kHz: its jitter is
+    /// measured on that clock (a paced stream reads 100 ms of it on 8 kHz).
+    #[test]
+    fn a_relayed_48_khz_stream_is_measured_on_its_own_clock() {
+        let [far_a, far_b] = addresses().far;
+        let mut w = one_call();
+        let opus = |side, addr| Remote {
+            payload_type: 111,
+            codec: CodecKind::Opus,
+            clock_rate: 48_000,
+            dtmf_clock_rate: 48_000,
+            ..far_end(side, addr, [0, 0])
+        };
+        w.remote(1, LegSide::A, opus(0, far_a));
+        w.remote(1, LegSide::B, opus(1, far_b));
+        let socket = w.st.calls[&1].legs[0].rtp().unwrap();
+        let t0 = Instant::now();
+        for seq in 0..50u16 {
+            let header = RtpHeader {
+                marker: seq == 0,
+                payload_type: 111,
+                sequence: seq,
+                timestamp: u32::from(seq) * 960,
+                ssrc: 0x4243,
+            };
+            let mut packet = [0u8; 12 + 60];
+            header.write(&mut packet).unwrap();
+            let at = t0 + Duration::from_millis(20 * u64::from(seq));
+            w.st.datagram(at, socket, far_a, &packet);
+        }
+        let stats = w.st.calls[&1].legs[0].snapshot();
+        assert!(stats.rx_packets >= 50, "{stats:?}");
+        assert!(stats.jitter_ms < 0.5, "{stats:?}");
     }
 
     /// A call moved from the relay to a transcoding pipeline, to another
