@@ -107,11 +107,19 @@ impl Digit {
 
 #[derive(Debug, Clone, Copy)]
 struct Current {
+    /// The timestamp of the event's current segment.
     ts: u32,
     event: u8,
     duration: u16,
+    /// Ticks of the segments before the current one (an event longer
+    /// than the 16-bit duration field, RFC 4733 §2.5.1.3).
+    before: u64,
     last_seen: Instant,
 }
+
+/// Durations at least this long end a segment of a long event rather than
+/// a digit: the sender is about to run out of the 16-bit field.
+const SEGMENT_FULL: u16 = 0xF000;
 
 /// Turns received telephone-event packets into one report per digit.
 #[derive(Debug, Clone)]
@@ -142,7 +150,7 @@ impl DtmfReceiver {
         Digit {
             event: c.event,
             duration: Duration::from_micros(
-                u64::from(c.duration) * 1_000_000 / u64::from(self.clock_rate),
+                (c.before + u64::from(c.duration)) * 1_000_000 / u64::from(self.clock_rate),
             ),
             source: DtmfSource::TelephoneEvent,
         }
@@ -161,6 +169,22 @@ impl DtmfReceiver {
         if self.done == Some((rtp_ts, ev.event)) {
             return None; // retransmitted end, or a late update of it
         }
+        if let Some(c) = &mut self.current
+            && c.event == ev.event
+            && c.ts != rtp_ts
+            && c.duration >= SEGMENT_FULL
+        {
+            // The next segment of a long event starts where the last one
+            // ended (its timestamp on by that segment's duration): the
+            // same key still held, not a second press.
+            let step = rtp_ts.wrapping_sub(c.ts);
+            let slack = self.clock_rate / 20;
+            if step > 0 && step <= u32::from(c.duration).saturating_add(slack) {
+                c.before += u64::from(step);
+                c.ts = rtp_ts;
+                c.duration = 0;
+            }
+        }
         if let Some(c) = self.current
             && (c.ts != rtp_ts || c.event != ev.event)
         {
@@ -170,6 +194,7 @@ impl DtmfReceiver {
             ts: rtp_ts,
             event: ev.event,
             duration: 0,
+            before: 0,
             last_seen: now,
         });
         c.duration = c.duration.max(ev.duration);
@@ -417,5 +442,44 @@ mod tests {
         // Same digit again, new timestamp: a new report.
         let r = rx.on_packet(t0, 3000, &ev(2, true, 800), &mut also);
         assert_eq!(r.map(|d| d.event), Some(2));
+    }
+
+    /// A key held past the 16-bit duration field (1.37 s at 48 kHz) comes
+    /// in segments, each after the first timestamped where the last ended,
+    /// only the last with the end bit (RFC 4733 §2.5.1.3): one digit, as
+    /// long as all of them. A second press of the same key whose first
+    /// lost its ends is still a second digit.
+    #[test]
+    fn a_long_event_in_segments_is_one_digit() {
+        let t0 = Instant::now();
+        let mut rx = DtmfReceiver::new(48_000, Duration::from_millis(300));
+        let ev = |end, duration| TelephoneEvent {
+            event: 11,
+            end,
+            volume: 10,
+            duration,
+        };
+        let mut also = None;
+        let mut got = Vec::new();
+        let mut at = t0;
+        for d in (960..=0xFFFF).step_by(960).chain([0xFFFF]) {
+            got.extend(rx.on_packet(at, 5000, &ev(false, d as u16), &mut also));
+            at += Duration::from_millis(20);
+        }
+        for d in [960u16, 1920, 2880, 2880, 2880] {
+            got.extend(rx.on_packet(at, 5000 + 0xFFFF, &ev(d == 2880, d), &mut also));
+            got.extend(also.take());
+            at += Duration::from_millis(20);
+        }
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].char(), Some('#'));
+        // 68,415 ticks at 48 kHz: 1.425 s.
+        assert_eq!(got[0].duration, Duration::from_micros(1_425_312));
+        // A short press whose end packets were lost, then the key again.
+        let mut rx = DtmfReceiver::new(8000, Duration::from_millis(300));
+        let mut also = None;
+        assert_eq!(rx.on_packet(t0, 100, &ev(false, 800), &mut also), None);
+        let first = rx.on_packet(t0, 100 + 800, &ev(false, 160), &mut also);
+        assert_eq!(first.map(|d| d.duration), Some(Duration::from_millis(100)));
     }
 }
