@@ -1641,11 +1641,20 @@ impl State {
             if Some(pkt.payload_type()) == here.dtmf_payload_type {
                 if let Ok(ev) = TelephoneEvent::parse(pkt.payload()) {
                     let mut also = None;
-                    if let Some(d) = this.dtmf.on_packet(now, pkt.timestamp(), &ev, &mut also) {
-                        report(d);
-                    }
-                    if let Some(d) = also {
-                        report(d);
+                    let first = this.dtmf.on_packet(now, pkt.timestamp(), &ev, &mut also);
+                    // Two keys from one packet (the first one's ends all
+                    // lost, the second's only packet an end) are both
+                    // real: the gap applies to the pair (at most two keys
+                    // per DTMF_MIN_GAP).
+                    match (first, also) {
+                        (Some(d), Some(e)) => {
+                            if admit_digit(last_digit, now) {
+                                digits.push((id, side, d));
+                                digits.push((id, side, e));
+                            }
+                        }
+                        (Some(d), None) | (None, Some(d)) => report(d),
+                        (None, None) => {}
                     }
                 }
             } else if let Some(det) = &mut this.inband
@@ -2355,6 +2364,29 @@ mod tests {
         assert_eq!(got[0].2.char(), Some('5'));
         assert_eq!(got[0].2.source, DtmfSource::TelephoneEvent);
         assert_eq!(got[0].2.duration, Duration::from_millis(80));
+        // '2' whose end packets are all lost, then '3' of which only an
+        // end arrives: both keys, from the one packet that shows both.
+        for (i, (event, end, ts)) in [(2, false, 12_000), (2, false, 12_000), (3, true, 13_000)]
+            .into_iter()
+            .enumerate()
+        {
+            let ev = TelephoneEvent {
+                event,
+                end,
+                volume: 10,
+                duration: 320,
+            };
+            w.st.datagram(
+                now,
+                a,
+                far_a,
+                &packet(101, 10 + i as u16, ts, &ev.to_bytes()),
+            );
+            now += Duration::from_millis(20);
+        }
+        let keys: Vec<_> = w.st.digits.drain(..).map(|d| d.2.char()).collect();
+        assert_eq!(keys, [Some('2'), Some('3')]);
+        now += Duration::from_millis(40);
         // A far end sending a whole key in every packet, 20 ms apart: one
         // report per 40 ms at most (no key is shorter), not one a packet.
         for i in 0..20u16 {
