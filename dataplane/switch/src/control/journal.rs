@@ -117,8 +117,21 @@ pub struct Journal {
     file: Option<File>,
     next_seq: u64,
     acked: u64,
-    /// Events refused at the hard bound.
+    /// Events refused at the hard bound (or too large to record).
     pub dropped: u64,
+    /// Tests: the next write puts this many bytes of its batch on disk,
+    /// then fails (a full disk, an I/O error).
+    #[cfg(test)]
+    fail_next_write: Option<usize>,
+}
+
+/// A batch the journal could not write (the disk is full, say): nothing
+/// of it was kept, and the journal is as it was before it. The events come
+/// back, to be written again later.
+#[derive(Debug)]
+pub struct Unwritten {
+    pub error: io::Error,
+    pub events: Vec<Event>,
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -288,6 +301,8 @@ impl Journal {
             next_seq: written.max(acked) + 1,
             acked,
             dropped: 0,
+            #[cfg(test)]
+            fail_next_write: None,
         };
         // Segments an interrupted Ack did not get to delete.
         j.drop_acked()?;
@@ -331,10 +346,68 @@ impl Journal {
 
     /// Numbers `events` (their `seq` and `journal_id` are set here), writes
     /// them durably, and returns those written. Past the hard bound the
-    /// rest are dropped (counted in `dropped`).
-    pub fn append(&mut self, mut events: Vec<Event>) -> io::Result<Vec<Event>> {
-        let mut buf = Vec::new();
+    /// rest are dropped (counted in `dropped`). All or nothing: if a write
+    /// fails, the journal is put back as it was (a partly written record
+    /// would end every segment read at it, and the next batch would be
+    /// written after it) and the events are handed back.
+    pub fn append(&mut self, events: Vec<Event>) -> Result<Vec<Event>, Unwritten> {
+        let before = (
+            self.next_seq,
+            self.segments.len(),
+            self.segments.last().map(|s| (s.last, s.bytes)),
+            self.dropped,
+        );
         let mut kept = Vec::with_capacity(events.len());
+        match self.append_all(events, &mut kept) {
+            Ok(()) => Ok(kept),
+            Err(error) => {
+                self.undo(before);
+                for ev in &mut kept {
+                    ev.seq = 0;
+                    ev.journal_id.clear();
+                }
+                Err(Unwritten {
+                    error,
+                    events: kept,
+                })
+            }
+        }
+    }
+
+    /// Puts the journal back as it was before a failed append: the
+    /// segments it opened removed, the one it wrote to cut back, the
+    /// counters restored.
+    fn undo(&mut self, (next_seq, segments, last, dropped): (u64, usize, Option<(u64, u64)>, u64)) {
+        while self.segments.len() > segments {
+            if let Some(seg) = self.segments.pop() {
+                let _ = fs::remove_file(&seg.path);
+            }
+        }
+        self.file = None;
+        if let (Some(seg), Some((last, bytes))) = (self.segments.last_mut(), last) {
+            seg.last = last;
+            seg.bytes = bytes;
+            let reopened = OpenOptions::new()
+                .append(true)
+                .open(&seg.path)
+                .and_then(|f| {
+                    f.set_len(bytes)?;
+                    Ok(f)
+                });
+            match reopened {
+                Ok(f) => self.file = Some(f),
+                // Not appended to again: the next append opens a new
+                // segment (which the reader takes from its first seq).
+                Err(e) => tracing::error!(segment = %seg.path.display(), error = %e,
+                    "event journal: a failed write could not be cut back"),
+            }
+        }
+        self.next_seq = next_seq;
+        self.dropped = dropped;
+    }
+
+    fn append_all(&mut self, mut events: Vec<Event>, kept: &mut Vec<Event>) -> io::Result<()> {
+        let mut buf = Vec::new();
         let (mut count, mut bytes) = (self.retained(), self.retained_bytes());
         for mut ev in events.drain(..) {
             if count >= self.limits.hard_events() || bytes >= self.limits.hard_bytes() {
@@ -358,10 +431,15 @@ impl Journal {
             ev.seq = self.next_seq;
             ev.journal_id.clone_from(&self.id);
             let payload = ev.encode_to_vec();
-            let len = u32::try_from(payload.len())
+            let Some(len) = u32::try_from(payload.len())
                 .ok()
                 .filter(|l| *l <= MAX_RECORD)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "event too large"))?;
+            else {
+                self.dropped += 1;
+                tracing::error!(call_id = %ev.call_id, bytes = payload.len(),
+                    "event too large for the journal: dropped");
+                continue;
+            };
             buf.extend_from_slice(&len.to_le_bytes());
             buf.extend_from_slice(&crc32(&payload).to_le_bytes());
             buf.extend_from_slice(&payload);
@@ -375,14 +453,20 @@ impl Journal {
             bytes += rec;
             kept.push(ev);
         }
-        self.flush(&mut buf)?;
-        Ok(kept)
+        self.flush(&mut buf)
     }
 
     /// Writes and syncs what `buf` holds to the open segment.
     fn flush(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
+        }
+        #[cfg(test)]
+        if let Some(n) = self.fail_next_write.take()
+            && let Some(f) = self.file.as_mut()
+        {
+            f.write_all(&buf[..n.min(buf.len())])?;
+            return Err(io::Error::other("injected write failure"));
         }
         let f = self
             .file
@@ -525,6 +609,21 @@ mod tests {
         max_bytes: 1 << 30,
     };
 
+    /// Segment files in `d`.
+    fn segs(d: &Path) -> usize {
+        fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("seg-")
+            })
+            .count()
+    }
+
     fn seqs(evs: &[Event]) -> Vec<u64> {
         evs.iter().map(|e| e.seq).collect()
     }
@@ -616,19 +715,6 @@ mod tests {
             j.append((0..10).map(|_| ev("x")).collect()).unwrap();
         }
         assert_eq!(j.last_seq(), 200);
-        let segs = |d: &Path| {
-            fs::read_dir(d)
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_str()
-                        .unwrap()
-                        .starts_with("seg-")
-                })
-                .count()
-        };
         let before = segs(dir.path());
         assert!(before > 2, "{before} segments");
         j.ack(150).unwrap();
@@ -683,6 +769,43 @@ mod tests {
             j.append(vec![ev("x")]).unwrap();
         }
         assert!(j.retained_bytes() >= 8192);
+    }
+
+    /// A write that fails halfway (a full disk) leaves nothing behind:
+    /// the events come back unnumbered, the next batch takes their numbers
+    /// and is readable after those before it, now and after a reopen.
+    #[test]
+    fn a_failed_write_leaves_the_journal_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = Limits {
+            max_events: 1_000_000,
+            max_bytes: 1 << 30,
+        };
+        let mut j = Journal::open(dir.path(), small).unwrap();
+        assert_eq!(seqs(&j.append(vec![ev("a"), ev("b")]).unwrap()), [1, 2]);
+        j.fail_next_write = Some(10);
+        let failed = j.append(vec![ev("c"), ev("d")]).unwrap_err();
+        assert_eq!(failed.events.len(), 2);
+        assert!(
+            failed
+                .events
+                .iter()
+                .all(|e| e.seq == 0 && e.journal_id.is_empty())
+        );
+        assert_eq!(j.last_seq(), 2);
+        assert_eq!(seqs(&j.append(failed.events).unwrap()), [3, 4]);
+        assert_eq!(seqs(&j.view().read_after(0, 10)), [1, 2, 3, 4]);
+        drop(j);
+        let mut j = Journal::open(dir.path(), small).unwrap();
+        assert_eq!(seqs(&j.view().read_after(0, 10)), [1, 2, 3, 4]);
+        // A failure in a batch that opens a new segment removes it.
+        let segments = segs(dir.path());
+        j.file = None;
+        j.fail_next_write = Some(3);
+        assert!(j.append(vec![ev("e")]).is_err());
+        assert_eq!(segs(dir.path()), segments);
+        assert_eq!(seqs(&j.append(vec![ev("e")]).unwrap()), [5]);
+        assert_eq!(seqs(&j.view().read_after(0, 10)), [1, 2, 3, 4, 5]);
     }
 
     #[test]

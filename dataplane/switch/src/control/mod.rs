@@ -539,6 +539,10 @@ fn to_proto(ev: CallEvent, instance: &str) -> v1::Event {
     }
 }
 
+/// A failed journal write is tried again this many times, this far apart.
+const JOURNAL_WRITE_TRIES: u32 = 5;
+const JOURNAL_RETRY_WAIT: Duration = Duration::from_millis(200);
+
 /// Writes events as they come, one durable batch at a time, then
 /// streams them.
 fn journal_loop(
@@ -567,11 +571,27 @@ fn journal_loop(
         }
         let taken = batch.len() as u64;
         let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
-        let written = match j.append(batch) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "event journal write failed; events of this batch are lost");
-                Vec::new()
+        // A failed write (a full disk) is tried again a few times, the
+        // journal's lock let go in between; then the batch is lost.
+        let mut tries = 0;
+        let written = loop {
+            match j.append(batch) {
+                Ok(w) => break w,
+                Err(failed) if tries < JOURNAL_WRITE_TRIES => {
+                    tries += 1;
+                    tracing::error!(error = %failed.error, events = failed.events.len(), tries,
+                        "event journal write failed; trying again");
+                    batch = failed.events;
+                    drop(j);
+                    std::thread::sleep(JOURNAL_RETRY_WAIT);
+                    j = journal.lock().unwrap_or_else(|p| p.into_inner());
+                }
+                Err(failed) => {
+                    j.dropped += failed.events.len() as u64;
+                    tracing::error!(error = %failed.error, events = failed.events.len(),
+                        "event journal write failed again; the events of this batch are lost");
+                    break Vec::new();
+                }
             }
         };
         state.last_seq.store(j.last_seq(), Ordering::Relaxed);
