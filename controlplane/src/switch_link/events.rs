@@ -1,6 +1,9 @@
 //! Reading a node's event stream: `Subscribe` from the cursor stored in the
 //! database, apply each event (one transaction with the cursor and its
-//! webhook events, see `store::switch_events`), then `Ack` it. A restart of
+//! webhook events, see `store::switch_events`), then `Ack` what was applied:
+//! once [`ACK_EVERY`] events are in, or the stream has been quiet for
+//! [`ACK_DELAY`] (the node makes each ack durable, which a catch-up of many
+//! thousands of events one ack each would wait on). A restart of
 //! either side resumes from the stored cursor: an event applied before the
 //! crash is at or below the cursor and skipped when resent; one that was
 //! not is applied now.
@@ -23,6 +26,11 @@ use crate::store::{
     Applied, AttemptEnd, EventKind, InboundStart, MAX_INBOUND_FIELD, Speaker, Store, StoreError,
     SwitchEvent,
 };
+
+/// Events applied before they are acknowledged, at most...
+pub const ACK_EVERY: u64 = 256;
+/// ...and how long applied events wait for more before they are.
+pub const ACK_DELAY: Duration = Duration::from_millis(50);
 
 /// Longest id or tenant a node may send.
 const MAX_ID: usize = 256;
@@ -273,11 +281,30 @@ async fn session(node: &Node, store: &Store, clock: &Clock, backoff: &mut Backof
         Err(s) => return StreamEnd::Link(s.message().to_owned()),
     };
     tracing::info!(node = %node.url(), after_seq, "subscribed to switch events");
+    // Applied and not yet acknowledged: (journal, up to seq, how many).
+    let mut unacked: Option<(String, u64, u64)> = None;
     loop {
-        let ev = match stream.message().await {
+        let next = match &unacked {
+            // Applied events wait a moment for more, then are acked.
+            Some(_) => match tokio::time::timeout(ACK_DELAY, stream.message()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    ack(&mut client, node, unacked.take()).await;
+                    continue;
+                }
+            },
+            None => stream.message().await,
+        };
+        let ev = match next {
             Ok(Some(ev)) => ev,
-            Ok(None) => return StreamEnd::Link("stream closed by the node".into()),
-            Err(s) => return StreamEnd::Link(s.message().to_owned()),
+            Ok(None) => {
+                ack(&mut client, node, unacked.take()).await;
+                return StreamEnd::Link("stream closed by the node".into());
+            }
+            Err(s) => {
+                ack(&mut client, node, unacked.take()).await;
+                return StreamEnd::Link(s.message().to_owned());
+            }
         };
         backoff.reset();
         let ev = match convert(&ev) {
@@ -317,14 +344,36 @@ async fn session(node: &Node, store: &Store, clock: &Clock, backoff: &mut Backof
         if let Some(c) = cursor.as_mut() {
             c.last_seq = c.last_seq.max(ev.seq);
         }
-        let ack = pb::AckRequest {
-            journal_id: ev.journal_id.clone(),
-            up_to_seq: u64::try_from(ev.seq).unwrap_or(0),
+        let seq = u64::try_from(ev.seq).unwrap_or(0);
+        let count = match unacked.take() {
+            Some((journal, _, n)) if journal == ev.journal_id => n + 1,
+            // Acked up to the other journal's events first.
+            other => {
+                ack(&mut client, node, other).await;
+                1
+            }
         };
-        // A lost ack only means the node resends; the cursor skips it.
-        if let Err(s) = tokio::time::timeout(Duration::from_secs(5), client.ack(ack)).await {
-            tracing::debug!(node = %node.url(), "ack timed out: {s}");
+        unacked = Some((ev.journal_id.clone(), seq, count));
+        if count >= ACK_EVERY {
+            ack(&mut client, node, unacked.take()).await;
         }
+    }
+}
+
+/// Acknowledges what was applied (a journal's events up to a seq). A lost
+/// ack only means the node resends; the cursor skips what it resends.
+async fn ack(client: &mut super::node::Client, node: &Node, applied: Option<(String, u64, u64)>) {
+    let Some((journal_id, up_to_seq, _)) = applied else {
+        return;
+    };
+    let request = pb::AckRequest {
+        journal_id,
+        up_to_seq,
+    };
+    match tokio::time::timeout(Duration::from_secs(5), client.ack(request)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(s)) => tracing::debug!(node = %node.url(), "ack refused: {s}"),
+        Err(_) => tracing::debug!(node = %node.url(), "ack timed out"),
     }
 }
 

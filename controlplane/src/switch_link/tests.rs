@@ -47,6 +47,8 @@ struct PeerState {
     /// A node whose calls take a while to end: a hangup emits no Ended.
     slow_ends: bool,
     subscribes: Vec<(String, u64)>,
+    /// Ack requests received (up_to_seq of each).
+    acks: Vec<u64>,
     /// A node that forgets to honour after_seq (resends all it retains).
     resend_all: bool,
     /// A node whose idempotency key is the call id alone (every attempt
@@ -328,6 +330,7 @@ impl Switch for Peer {
             if s.dead {
                 return Err(unavailable());
             }
+            s.acks.push(r.up_to_seq);
             if r.journal_id == s.journal_id {
                 s.journal.retain(|e| e.seq > r.up_to_seq);
             }
@@ -1714,6 +1717,38 @@ async fn api_hangup_of_a_call_its_node_never_got_cancels_it() {
     assert!(due.is_empty(), "not dispatched again: {due:?}");
     assert!(peer.with(|s| s.placements.is_empty()));
     tasks.shutdown().await;
+    server.kill(&peer).await;
+}
+
+/// A backlog of events (a node that kept them while the control plane was
+/// away) is acknowledged in batches, not one ack (one durable write on the
+/// node) per event; the last few are acknowledged once the stream is quiet.
+#[tokio::test]
+async fn a_backlog_is_acknowledged_in_batches() {
+    let (db, _clock, peer, server, l) = one_node_named("j1").await;
+    let n = super::events::ACK_EVERY * 2 + 10;
+    for k in 0..n {
+        peer.emit(&format!("oac-{k:012x}"), answered());
+    }
+    let tasks = l.start(&db.store);
+    eventually("every event acknowledged", || async {
+        peer.with(|s| s.journal.is_empty())
+    })
+    .await;
+    tasks.shutdown().await;
+    let acks = peer.with(|s| s.acks.clone());
+    assert_eq!(
+        acks,
+        [super::events::ACK_EVERY, super::events::ACK_EVERY * 2, n],
+        "in batches, the rest when quiet"
+    );
+    let cursor = db
+        .store
+        .switch_cursor(&server.url())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cursor.last_seq, i64::try_from(n).unwrap());
     server.kill(&peer).await;
 }
 
