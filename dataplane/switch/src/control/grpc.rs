@@ -425,6 +425,7 @@ async fn stream_events(
     let mut live = shared.live.subscribe();
     let mut stopping = shared.stopping.clone();
     let stopped = Status::unavailable("the switch is stopping");
+    let mut pos = None;
     loop {
         // Read before the journal: the stop is set once the journal has
         // every event, so what it holds then is sent before the end.
@@ -437,9 +438,12 @@ async fn stream_events(
         if last > after {
             let from = after;
             let batch =
-                tokio::task::spawn_blocking(move || view.read_after(from, READ_BATCH)).await;
+                tokio::task::spawn_blocking(move || view.read_from(from, READ_BATCH, pos)).await;
             let batch = match batch {
-                Ok(b) => b,
+                Ok((b, p)) => {
+                    pos = p;
+                    b
+                }
                 Err(_) => return,
             };
             if batch.is_empty() {

@@ -27,7 +27,7 @@
 //! that, events are dropped and counted.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use codeb_proto::v1::Event;
@@ -154,12 +154,21 @@ fn write_atomic(dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
-/// Reads the records of a segment: the events in order, and the length of
-/// the valid prefix (shorter than the file when its tail is torn or
-/// corrupt). Sequence numbers must run on from `first`.
-fn scan(path: &Path, first: u64, mut each: impl FnMut(Event) -> bool) -> io::Result<(u64, bool)> {
-    let mut r = BufReader::new(File::open(path)?);
-    let mut good = 0u64;
+/// Reads the records of a segment from byte `offset` (where the record of
+/// seq `first` starts): each event with the offset just past its record,
+/// and the length of the valid prefix (shorter than the file when its tail
+/// is torn or corrupt). Sequence numbers must run on from `first`.
+fn scan(
+    path: &Path,
+    (offset, first): (u64, u64),
+    mut each: impl FnMut(Event, u64) -> bool,
+) -> io::Result<(u64, bool)> {
+    let mut file = File::open(path)?;
+    if offset > 0 {
+        file.seek(io::SeekFrom::Start(offset))?;
+    }
+    let mut r = BufReader::new(file);
+    let mut good = offset;
     let mut expect = first;
     let mut head = [0u8; 8];
     loop {
@@ -185,7 +194,7 @@ fn scan(path: &Path, first: u64, mut each: impl FnMut(Event) -> bool) -> io::Res
         }
         expect += 1;
         good += 8 + u64::from(len);
-        if !each(ev) {
+        if !each(ev, good) {
             return Ok((good, true));
         }
     }
@@ -273,7 +282,7 @@ impl Journal {
         // could have cut a write.
         if let Some(seg) = segments.last_mut() {
             let mut last = seg.first - 1;
-            let (good, clean) = scan(&seg.path, seg.first, |ev| {
+            let (good, clean) = scan(&seg.path, (0, seg.first), |ev, _| {
                 last = ev.seq;
                 true
             })?;
@@ -555,17 +564,41 @@ impl ReadView {
     /// Up to `max` retained events with seq > `after`, from disk, in
     /// order. A segment deleted meanwhile (acknowledged) is skipped.
     pub fn read_after(&self, after: u64, max: usize) -> Vec<Event> {
+        self.read_from(after, max, None).0
+    }
+
+    /// [`Self::read_after`] for a reader going through the journal in
+    /// order: `pos`, where its last read stopped, lets this one start
+    /// there instead of reading the segment from its start again (a
+    /// catch-up of a long backlog read each segment once, not once per
+    /// batch). Returns where this read stopped.
+    pub fn read_from(
+        &self,
+        after: u64,
+        max: usize,
+        pos: Option<ReadPos>,
+    ) -> (Vec<Event>, Option<ReadPos>) {
         let after = after.max(self.acked);
         let mut out = Vec::new();
+        let mut stopped = None;
         for (first, last, path) in &self.segments {
             if *last <= after || out.len() >= max {
                 continue;
             }
-            let res = scan(path, *first, |ev| {
+            let start = match pos {
+                Some(p) if p.segment == *first && p.next_seq == after + 1 => (p.offset, p.next_seq),
+                _ => (0, *first),
+            };
+            let res = scan(path, start, |ev, end| {
                 if ev.seq > self.last_seq {
                     return false;
                 }
                 if ev.seq > after {
+                    stopped = Some(ReadPos {
+                        segment: *first,
+                        offset: end,
+                        next_seq: ev.seq + 1,
+                    });
                     out.push(ev);
                 }
                 out.len() < max
@@ -579,8 +612,17 @@ impl ReadView {
                 }
             }
         }
-        out
+        (out, stopped)
     }
+}
+
+/// Where a read of the journal stopped: the segment (by its first seq),
+/// the offset of the next record in it and that record's seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPos {
+    segment: u64,
+    offset: u64,
+    next_seq: u64,
 }
 
 #[cfg(test)]
@@ -769,6 +811,46 @@ mod tests {
             j.append(vec![ev("x")]).unwrap();
         }
         assert!(j.retained_bytes() >= 8192);
+    }
+
+    /// A reader that goes on from where its last read stopped gets every
+    /// event once and in order, across segments, and after an
+    /// acknowledgement deleted the segment its position was in.
+    #[test]
+    fn reads_go_on_from_where_the_last_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = Limits {
+            max_events: 1_000_000,
+            max_bytes: 64 * 1024,
+        };
+        let mut j = Journal::open(dir.path(), small).unwrap();
+        for _ in 0..30 {
+            j.append((0..20).map(|_| ev("x")).collect()).unwrap();
+        }
+        assert!(segs(dir.path()) > 2);
+        let view = j.view();
+        let (mut after, mut pos, mut got) = (0, None, Vec::new());
+        loop {
+            let (batch, p) = view.read_from(after, 7, pos);
+            if batch.is_empty() {
+                break;
+            }
+            after = batch.last().unwrap().seq;
+            got.extend(seqs(&batch));
+            pos = p;
+        }
+        assert_eq!(got, (1..=600).collect::<Vec<_>>());
+        // Mid-way, the segment of its position acknowledged and deleted.
+        let (batch, pos) = view.read_from(0, 5, None);
+        assert_eq!(seqs(&batch), [1, 2, 3, 4, 5]);
+        j.ack(300).unwrap();
+        let view = j.view();
+        let (batch, _) = view.read_from(5, 3, pos);
+        assert_eq!(seqs(&batch), [301, 302, 303]);
+        // A position for another point is not taken.
+        let (_, pos) = view.read_from(400, 2, None);
+        let (batch, _) = view.read_from(310, 2, pos);
+        assert_eq!(seqs(&batch), [311, 312]);
     }
 
     /// A write that fails halfway (a full disk) leaves nothing behind:
