@@ -114,11 +114,15 @@ struct Current {
     /// Ticks of the segments before the current one (an event longer
     /// than the 16-bit duration field, RFC 4733 §2.5.1.3).
     before: u64,
+    /// The previous segment's timestamp: its last packet, sent three
+    /// times, may still arrive.
+    previous: Option<u32>,
     last_seen: Instant,
 }
 
 /// Durations at least this long end a segment of a long event rather than
-/// a digit: the sender is about to run out of the 16-bit field.
+/// a digit: the sender is about to run out of the 16-bit field (some of
+/// the segment's last updates may be lost).
 const SEGMENT_FULL: u16 = 0xF000;
 
 /// Turns received telephone-event packets into one report per digit.
@@ -171,16 +175,22 @@ impl DtmfReceiver {
         }
         if let Some(c) = &mut self.current
             && c.event == ev.event
-            && c.ts != rtp_ts
-            && c.duration >= SEGMENT_FULL
         {
+            if c.previous == Some(rtp_ts) {
+                return None; // the previous segment's last packet, again
+            }
             // The next segment of a long event starts where the last one
-            // ended (its timestamp on by that segment's duration): the
-            // same key still held, not a second press.
+            // ended, its timestamp on by that segment's full duration
+            // (0xFFFF): the same key still held, not a second press.
             let step = rtp_ts.wrapping_sub(c.ts);
             let slack = self.clock_rate / 20;
-            if step > 0 && step <= u32::from(c.duration).saturating_add(slack) {
+            if c.ts != rtp_ts
+                && c.duration >= SEGMENT_FULL
+                && step >= u32::from(c.duration)
+                && step <= u32::from(u16::MAX).saturating_add(slack)
+            {
                 c.before += u64::from(step);
+                c.previous = Some(c.ts);
                 c.ts = rtp_ts;
                 c.duration = 0;
             }
@@ -195,6 +205,7 @@ impl DtmfReceiver {
             event: ev.event,
             duration: 0,
             before: 0,
+            previous: None,
             last_seen: now,
         });
         c.duration = c.duration.max(ev.duration);
@@ -469,12 +480,26 @@ mod tests {
         for d in [960u16, 1920, 2880, 2880, 2880] {
             got.extend(rx.on_packet(at, 5000 + 0xFFFF, &ev(d == 2880, d), &mut also));
             got.extend(also.take());
+            if d == 960 {
+                // A late copy of the first segment's last packet.
+                got.extend(rx.on_packet(at, 5000, &ev(false, 0xFFFF), &mut also));
+            }
             at += Duration::from_millis(20);
         }
+        got.extend(rx.poll(at + Duration::from_secs(1)));
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].char(), Some('#'));
         // 68,415 ticks at 48 kHz: 1.425 s.
         assert_eq!(got[0].duration, Duration::from_micros(1_425_312));
+        // The first segment's last updates lost (last seen 0xF000): still
+        // one key.
+        let mut rx = DtmfReceiver::new(48_000, Duration::from_millis(300));
+        let mut got = Vec::new();
+        got.extend(rx.on_packet(t0, 7000, &ev(false, 0xF000), &mut also));
+        got.extend(rx.on_packet(t0, 7000u32.wrapping_add(0xFFFF), &ev(true, 960), &mut also));
+        got.extend(also.take());
+        got.extend(rx.poll(t0 + Duration::from_secs(1)));
+        assert_eq!(got.len(), 1, "{got:?}");
         // A short press whose end packets were lost, then the key again.
         let mut rx = DtmfReceiver::new(8000, Duration::from_millis(300));
         let mut also = None;
