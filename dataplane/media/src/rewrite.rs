@@ -137,16 +137,28 @@ impl StreamRewriter {
         if seq_newer || switched {
             self.last_seq = Some(out.sequence);
         }
-        let ts_newer = self.last_ts.is_none_or(|(t, _)| {
-            let d = out.timestamp.wrapping_sub(t);
-            d != 0 && d < 0x8000_0000
-        });
+        let ts_newer = self
+            .last_ts
+            .is_none_or(|(t, _)| later_timestamp(out.timestamp, t, self.clock_rate));
         if ts_newer || switched {
             self.last_ts = Some((out.timestamp, now));
         }
         out
     }
 }
+
+/// Whether `ts` goes on from `last`: ahead of it (modulo wrap), or so far
+/// behind that the stream's timestamps started again elsewhere (a source
+/// that restarted its clock). A little behind is a telephone-event packet,
+/// which carries its key's start (RFC 4733 §2.5): not later.
+pub(crate) fn later_timestamp(ts: u32, last: u32, clock_rate: u32) -> bool {
+    let ahead = ts.wrapping_sub(last);
+    let behind = last.wrapping_sub(ts);
+    (ahead != 0 && ahead < 0x8000_0000) || behind > clock_rate.saturating_mul(KEY_SPAN_SECS)
+}
+
+/// The longest a key's packets may lag the audio (a key held this long).
+const KEY_SPAN_SECS: u32 = 30;
 
 #[cfg(test)]
 mod tests {
@@ -225,6 +237,23 @@ mod tests {
         assert_eq!(next.sequence, 21);
         // The audio's ts 1920 was sent at 240 ms: 60 ms on is 480 ticks.
         assert_eq!(next.timestamp, 1920 + 480);
+    }
+
+    /// A relayed source that starts its timestamps again far behind (same
+    /// SSRC, a restart) is followed there: the next source goes on from
+    /// what was sent last, not from before the restart.
+    #[test]
+    fn a_source_restarting_its_clock_is_followed() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut r = StreamRewriter::new(1, 8000, 160, 0, 10_000_000);
+        let src = Source::Relay { ssrc: 9 };
+        r.map(ms(0), src, 0, 5_000_000);
+        r.map(ms(20), src, 1, 5_000_160);
+        // Restarted 600 s of clock back.
+        let back = r.map(ms(40), src, 2, 200_000);
+        let next = r.map(ms(60), Source::Local { id: 1 }, 0, 0);
+        assert_eq!(next.timestamp, back.timestamp.wrapping_add(160));
     }
 
     #[test]

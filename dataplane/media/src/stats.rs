@@ -296,20 +296,26 @@ pub struct SendStats {
 }
 
 impl SendStats {
-    /// Counts a packet sent. Its timestamp becomes the SR's reference only
-    /// if it is the latest yet: a telephone-event packet carries its
-    /// event's start (RFC 4733 §2.5), behind the audio already sent.
-    pub fn on_sent(&mut self, now: Instant, rtp_ts: u32, payload_len: usize) {
+    /// Counts a packet sent on a `clock_rate` stream. Its timestamp
+    /// becomes the SR's reference only if it goes on from the last one: a
+    /// telephone-event packet carries its event's start (RFC 4733 §2.5),
+    /// behind the audio already sent.
+    pub fn on_sent(&mut self, now: Instant, rtp_ts: u32, payload_len: usize, clock_rate: u32) {
         self.packets += 1;
         self.octets += payload_len as u64;
-        let later = self.last_sent.is_none() || {
-            let d = rtp_ts.wrapping_sub(self.last_rtp_ts);
-            d != 0 && d < 0x8000_0000
-        };
+        let later = self.last_sent.is_none()
+            || crate::rewrite::later_timestamp(rtp_ts, self.last_rtp_ts, clock_rate);
         if later {
             self.last_rtp_ts = rtp_ts;
             self.last_sent = Some(now);
         }
+    }
+
+    /// The stream's timestamps start again on another base (its clock
+    /// changed): the next packet sent is the SR's reference, whatever its
+    /// timestamp. The counts go on.
+    pub fn new_timeline(&mut self) {
+        self.last_sent = None;
     }
 
     /// The RTP timestamp corresponding to `now` (the last one sent advanced
@@ -335,18 +341,27 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut s = SendStats::default();
-        s.on_sent(ms(0), 1000, 160);
-        s.on_sent(ms(20), 1160, 160);
+        s.on_sent(ms(0), 1000, 160, 8000);
+        s.on_sent(ms(20), 1160, 160, 8000);
         // Telephone-event packets of a key pressed at ts 1000.
-        s.on_sent(ms(40), 1000, 4);
-        s.on_sent(ms(45), 1000, 4);
+        s.on_sent(ms(40), 1000, 4, 8000);
+        s.on_sent(ms(45), 1000, 4, 8000);
         assert_eq!((s.packets, s.octets), (4, 328));
         assert_eq!(s.rtp_ts_at(ms(60), 8000), 1160 + 320);
         // Across the 32-bit wrap, the later timestamp is still taken.
         let mut s = SendStats::default();
-        s.on_sent(ms(0), u32::MAX - 100, 160);
-        s.on_sent(ms(20), 59, 160);
+        s.on_sent(ms(0), u32::MAX - 100, 160, 8000);
+        s.on_sent(ms(20), 59, 160, 8000);
         assert_eq!(s.rtp_ts_at(ms(20), 8000), 59);
+        // A stream whose timestamps start again far behind (its source
+        // restarted its clock) is followed there; and after a new
+        // timeline (the clock changed), whatever comes next.
+        s.on_sent(ms(40), 1_000_000_000, 160, 8000);
+        s.on_sent(ms(60), 5_000, 160, 8000);
+        assert_eq!(s.rtp_ts_at(ms(60), 8000), 5_000);
+        s.new_timeline();
+        s.on_sent(ms(80), 4_000, 160, 48_000);
+        assert_eq!(s.rtp_ts_at(ms(80), 48_000), 4_000);
     }
 
     fn feed(s: &mut ReceiveStats, t0: Instant, seqs: &[u16]) -> Vec<SeqVerdict> {
@@ -540,8 +555,8 @@ mod tests {
     fn send_stats_extrapolate_timestamp() {
         let t0 = Instant::now();
         let mut s = SendStats::default();
-        s.on_sent(t0, 1000, 160);
-        s.on_sent(t0, 1160, 160);
+        s.on_sent(t0, 1000, 160, 8000);
+        s.on_sent(t0, 1160, 160, 8000);
         assert_eq!(s.packets, 2);
         assert_eq!(s.octets, 320);
         assert_eq!(s.rtp_ts_at(t0 + Duration::from_millis(10), 8000), 1240);

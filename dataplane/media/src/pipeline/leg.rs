@@ -171,8 +171,12 @@ impl LegState {
     /// activity.
     pub fn on_received(&mut self, now: Instant, ssrc: u32, seq: u16, ts: u32, len: usize) {
         if self.remote_ssrc != Some(ssrc) {
+            // Another source: its own sequence, loss and jitter; what the
+            // one before lost stays in the stream's total.
+            if self.remote_ssrc.is_some() {
+                self.recv.new_source();
+            }
             self.remote_ssrc = Some(ssrc);
-            self.recv = ReceiveStats::new(self.cfg.codec.clock_rate);
         }
         self.recv.update(now, seq, ts, len);
         self.last_rx = now;

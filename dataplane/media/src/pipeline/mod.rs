@@ -255,12 +255,12 @@ impl Pipeline {
 
     /// RFC 3550 receive statistics of the far end's stream on `leg`:
     /// (expected, received, cumulative lost, jitter in RTP units).
-    pub fn receive_stats(&self, leg: Leg) -> Option<(u64, u64, i32, u32)> {
+    pub fn receive_stats(&self, leg: Leg) -> Option<(u64, u64, i64, u32)> {
         self.legs[leg.index()].as_ref().map(|l| {
             (
                 l.recv.expected(),
                 l.recv.received(),
-                l.recv.cumulative_lost(),
+                l.recv.lost_total(),
                 l.recv.jitter_rtp(),
             )
         })
@@ -604,7 +604,12 @@ impl Pipeline {
                 dst_leg.cfg.telephone_event_clock,
             );
         }
-        dst_leg.send.on_sent(now, rw.timestamp, pkt.payload().len());
+        dst_leg.send.on_sent(
+            now,
+            rw.timestamp,
+            pkt.payload().len(),
+            dst_leg.rewriter.clock_rate(),
+        );
         dst_leg.stats.rtp_out += 1;
         Verdict::Forwarded
     }
@@ -699,7 +704,8 @@ impl Pipeline {
                 return Verdict::Dropped(DropReason::Malformed);
             }
         }
-        dst_leg.send.on_sent(now, rw.timestamp, 4);
+        let clock = dst_leg.rewriter.clock_rate();
+        dst_leg.send.on_sent(now, rw.timestamp, 4, clock);
         dst_leg.stats.rtp_out += 1;
         Verdict::Forwarded
     }
@@ -915,7 +921,8 @@ fn send_encoded(
             return false;
         }
     }
-    dst_leg.send.on_sent(now, rw.timestamp, n);
+    let clock = dst_leg.rewriter.clock_rate();
+    dst_leg.send.on_sent(now, rw.timestamp, n, clock);
     dst_leg.stats.rtp_out += 1;
     true
 }

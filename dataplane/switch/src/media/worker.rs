@@ -101,6 +101,9 @@ struct Leg {
     /// The stream this leg's far end receives from us.
     out: StreamRewriter,
     rx: ReceiveStats,
+    /// Packets lost while pipelines that carried the leg before the
+    /// current path received its stream.
+    lost_elsewhere: i64,
     stats: LegStats,
     last_rx: Option<Instant>,
     /// The far end's stream (the SSRC of its last accepted packet), for
@@ -169,7 +172,7 @@ fn admit_digit(last: &mut Option<Instant>, now: Instant) -> bool {
 impl Leg {
     fn snapshot(&self) -> LegStats {
         LegStats {
-            lost: self.rx.lost_total(),
+            lost: self.rx.lost_total().saturating_add(self.lost_elsewhere),
             jitter_ms: self.rx.jitter().as_secs_f64() * 1000.0,
             ..self.stats
         }
@@ -249,7 +252,8 @@ impl Call {
                     .map_or(8000, |r| r.clock_rate)
                     .max(1);
                 let s = &mut out[side as usize];
-                s.lost = i64::from(lost);
+                // The relay's and earlier pipelines' loss, and this one's.
+                s.lost = s.lost.saturating_add(lost);
                 s.jitter_ms = f64::from(jitter) * 1000.0 / f64::from(clock);
             }
         }
@@ -900,6 +904,7 @@ impl Worker {
                 (seq_ts >> 32) as u32,
             ),
             rx: ReceiveStats::new(DEFAULT_CLOCK),
+            lost_elsewhere: 0,
             stats: LegStats::default(),
             last_rx: None,
             remote_ssrc: None,
@@ -931,8 +936,10 @@ impl Worker {
         let moved = leg.remote.is_none_or(|r| r.addr != remote.addr);
         if leg.remote.is_none_or(|r| r.clock_rate != remote.clock_rate) {
             let rate = remote.clock_rate.max(1);
-            // What it sends runs on that clock too.
+            // What it sends runs on that clock too; what we send it starts
+            // on a new base.
             leg.rx.set_clock_rate(rate);
+            leg.send.new_timeline();
             leg.out = StreamRewriter::new(
                 leg.out.ssrc(),
                 rate,
@@ -1017,6 +1024,15 @@ impl Worker {
                 {
                     leg.out = s.clone();
                     leg.send = sent;
+                }
+                // What it lost while the old pipeline received it stays
+                // in the call's account.
+                if let Some((_, _, lost, _)) = old
+                    .kind
+                    .leg_of(side)
+                    .and_then(|l| old.pipeline.receive_stats(l))
+                {
+                    leg.lost_elsewhere = leg.lost_elsewhere.saturating_add(lost);
                 }
             }
         }
@@ -1727,9 +1743,12 @@ impl State {
         }
         other.stats.tx_packets += 1;
         other.stats.tx_bytes += data.len() as u64;
-        other
-            .send
-            .on_sent(now, mapped.timestamp, pkt.payload().len());
+        other.send.on_sent(
+            now,
+            mapped.timestamp,
+            pkt.payload().len(),
+            other.out.clock_rate(),
+        );
         self.sends.push((there_io.rtp, to, start, end));
     }
 }
@@ -2264,6 +2283,102 @@ mod tests {
         w.remote(1, LegSide::A, far_end(0, far_a, [0, 0]));
         w.remote(1, LegSide::B, b(far_end(1, far_b, [0, 0])));
         (w, [far_a, far_b])
+    }
+
+    /// A µ-law packet of silence from `ssrc` with this sequence number and
+    /// timestamp.
+    fn silence(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
+        let mut p = vec![0xffu8; 12 + 160];
+        RtpHeader {
+            marker: false,
+            payload_type: 0,
+            sequence: seq,
+            timestamp: ts,
+            ssrc,
+        }
+        .write(&mut p)
+        .unwrap();
+        p
+    }
+
+    /// A far end whose codec changes clock (a re-INVITE to Opus): what we
+    /// send it starts on a new timestamp base, and our sender reports
+    /// follow that base, not the old stream's (whichever side of it the
+    /// new base falls).
+    #[test]
+    fn sender_reports_follow_a_new_clock_on_the_far_end() {
+        for id in 0..8u64 {
+            let (mut w, [far_a, far_b]) = relayed_pcmu(|b| b);
+            w.st.ssrc_seed = std::hash::RandomState::new();
+            let a = w.st.calls[&1].legs[0].rtp().unwrap();
+            let mut now = Instant::now();
+            for k in 0..5u16 {
+                w.st.datagram(now, a, far_a, &silence(0x51, k, u32::from(k) * 160));
+                now += Duration::from_millis(20);
+            }
+            let opus = |r: Remote| Remote {
+                payload_type: 0,
+                clock_rate: 48_000,
+                ..r
+            };
+            w.remote(1, LegSide::B, opus(far_end(1, far_b, [0, 0])));
+            w.remote(1, LegSide::A, opus(far_end(0, far_a, [0, 0])));
+            w.st.sends.clear();
+            w.st.out.clear();
+            for k in 5..10u16 {
+                w.st.datagram(now, a, far_a, &silence(0x51, k, u32::from(k) * 960));
+                now += Duration::from_millis(20);
+            }
+            let last =
+                w.st.sends
+                    .iter()
+                    .filter(|s| s.1 == far_b)
+                    .map(|&(_, _, start, end)| {
+                        RtpPacket::parse(&w.st.out[start..end]).unwrap().timestamp()
+                    })
+                    .next_back()
+                    .unwrap();
+            let at = w.st.calls[&1].legs[1]
+                .send
+                .rtp_ts_at(now - Duration::from_millis(20), 48_000);
+            assert_eq!(at, last, "run {id}");
+        }
+    }
+
+    /// A leg's loss stays in the call's account across its paths: what
+    /// the relay saw lost, then what a pipeline saw, then after it.
+    #[test]
+    fn a_legs_loss_is_kept_across_relay_and_pipeline() {
+        let (mut w, [far_a, far_b]) = relayed_pcmu(|b| b);
+        let a = w.st.calls[&1].legs[0].rtp().unwrap();
+        let mut now = Instant::now();
+        let send = |w: &mut Worker, now: &mut Instant, ssrc: u32, seqs: std::ops::Range<u16>| {
+            for k in seqs.filter(|k| k % 10 != 7) {
+                w.st.datagram(*now, a, far_a, &silence(ssrc, k, u32::from(k) * 160));
+                *now += Duration::from_millis(20);
+            }
+        };
+        send(&mut w, &mut now, 0x61, 0..20);
+        assert_eq!(w.st.calls[&1].stats()[0].lost, 2);
+        let leg = |codec, ssrc, far| LegConfig {
+            remote_rtp: Some(far),
+            ..LegConfig::new(codec, ssrc)
+        };
+        let bridge = Pipeline::bridge(
+            now,
+            super::super::bridge_pipeline_config(now),
+            leg(CodecSpec::pcmu(), 1, far_a),
+            leg(CodecSpec::pcma(), 2, far_b),
+        )
+        .unwrap();
+        w.pipe(1, Some((PipeKind::Bridge, Box::new(bridge))));
+        send(&mut w, &mut now, 0x61, 20..40);
+        // A new source meanwhile: its own numbering.
+        send(&mut w, &mut now, 0x62, 1000..1020);
+        assert_eq!(w.st.calls[&1].stats()[0].lost, 2 + 2 + 2);
+        w.pipe(1, None);
+        send(&mut w, &mut now, 0x62, 1020..1040);
+        assert_eq!(w.st.calls[&1].stats()[0].lost, 2 + 2 + 2 + 2);
     }
 
     /// A relayed key between legs whose events run on different clocks
