@@ -476,6 +476,12 @@ impl Core {
         self.calls.dialogs()
     }
 
+    /// Dialogs known as a call's (tests: none outlives its call).
+    #[cfg(test)]
+    pub(crate) fn dialog_owners(&self) -> usize {
+        self.calls.owners.len()
+    }
+
     pub fn active_calls(&self) -> usize {
         self.calls.active()
     }

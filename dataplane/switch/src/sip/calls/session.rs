@@ -151,6 +151,12 @@ impl Core {
         }
     }
 
+    /// Whether the event journal is full: new placed calls and calls to
+    /// virtual numbers, whose records are events, are refused while it is.
+    pub fn set_journal_full(&mut self, full: bool) {
+        self.calls.journal_full = full;
+    }
+
     /// The switch is shutting down (SIGTERM): it takes no new call
     /// (INVITE 503, PlaceCall refused as no room, so the control plane
     /// places it elsewhere or later) and ends every call it carries, so
@@ -160,12 +166,6 @@ impl Core {
     /// (at most [`super::ai::AI_CLOSE_GRACE`]): a virtual number's call
     /// refused as it rang is gone from the table at once, its CallEnded
     /// not yet out.
-    /// Whether the event journal is full: new placed calls and calls to
-    /// virtual numbers, whose records are events, are refused while it is.
-    pub fn set_journal_full(&mut self, full: bool) {
-        self.calls.journal_full = full;
-    }
-
     pub fn shut_down_calls(&mut self, now: Instant) -> bool {
         if !self.calls.draining {
             self.calls.draining = true;

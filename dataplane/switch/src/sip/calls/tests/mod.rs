@@ -510,6 +510,7 @@ pub(super) fn info_reaches(h: &mut Harness, at: &str, d: &mut Dialog<Peer>, to: 
 pub(super) fn assert_all_ended(h: &Harness) {
     assert_eq!(h.core.active_calls(), 0);
     assert_eq!(h.core.dialogs(), 0);
+    assert_eq!(h.core.dialog_owners(), 0);
 }
 
 pub(super) fn answered_call(h: &mut Harness, s: Setup<'_>) -> Call {

@@ -276,6 +276,17 @@ fn a_bye_from_a_crossing_ours_gets_200() {
     let answer = call.a.reply(&ours, StatusCode::OK).build().unwrap();
     h.send(A, answer);
     assert_all_ended(&h);
+
+    // Again, our BYE never answered (A gone after its own): the call ends
+    // when it times out, and nothing of it is left.
+    let mut call = answered_call(&mut h, Setup::default());
+    hang_up(&mut h, B, &mut call.b);
+    let _ours = request(h.one(A));
+    let theirs = call.a.request(Method::Bye).unwrap().build().unwrap();
+    h.send(A, theirs);
+    assert_eq!(response(h.one(A)).status, StatusCode::OK);
+    h.advance(Duration::from_secs(40));
+    assert_all_ended(&h);
 }
 
 #[test]
