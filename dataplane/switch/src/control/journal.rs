@@ -364,7 +364,6 @@ impl Journal {
             self.next_seq,
             self.segments.len(),
             self.segments.last().map(|s| (s.last, s.bytes)),
-            self.dropped,
         );
         let mut kept = Vec::with_capacity(events.len());
         match self.append_all(events, &mut kept) {
@@ -385,8 +384,9 @@ impl Journal {
 
     /// Puts the journal back as it was before a failed append: the
     /// segments it opened removed, the one it wrote to cut back, the
-    /// counters restored.
-    fn undo(&mut self, (next_seq, segments, last, dropped): (u64, usize, Option<(u64, u64)>, u64)) {
+    /// numbering restored. (Events it dropped, at the hard bound or too
+    /// large, stay dropped and counted: they are not handed back.)
+    fn undo(&mut self, (next_seq, segments, last): (u64, usize, Option<(u64, u64)>)) {
         while self.segments.len() > segments {
             if let Some(seg) = self.segments.pop() {
                 let _ = fs::remove_file(&seg.path);
@@ -412,7 +412,6 @@ impl Journal {
             }
         }
         self.next_seq = next_seq;
-        self.dropped = dropped;
     }
 
     fn append_all(&mut self, mut events: Vec<Event>, kept: &mut Vec<Event>) -> io::Result<()> {
