@@ -1240,6 +1240,7 @@ async fn the_ai_transfers_the_callee_to_a_user_and_bridges_them() {
     c.hangup(v1::HangupRequest {
         call_id: "oac-tr-0001".into(),
         outcome: String::new(),
+        attempt: 0,
     })
     .await
     .unwrap();
@@ -1346,6 +1347,7 @@ async fn a_virtual_numbers_ai_puts_the_caller_through_to_a_user() {
     c.hangup(v1::HangupRequest {
         call_id: call_id.clone(),
         outcome: String::new(),
+        attempt: 0,
     })
     .await
     .unwrap();

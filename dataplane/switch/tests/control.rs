@@ -119,6 +119,7 @@ async fn placed_call_is_answered_and_hung_up_with_events() {
     c.hangup(v1::HangupRequest {
         call_id: "oac-e2e-0001".into(),
         outcome: "finished".into(),
+        attempt: 1,
     })
     .await
     .unwrap();
@@ -141,10 +142,36 @@ async fn placed_call_is_answered_and_hung_up_with_events() {
         .hangup(v1::HangupRequest {
             call_id: "oac-e2e-0001".into(),
             outcome: String::new(),
+            attempt: 0,
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    // Named with its attempt, an ended call is told as over, not unknown
+    // (its end may not have been applied yet where the hangup came from).
+    let r = c
+        .hangup(v1::HangupRequest {
+            call_id: "oac-e2e-0001".into(),
+            outcome: String::new(),
+            attempt: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.already_ending);
+    // An attempt hung up before its PlaceCall came is never placed.
+    let err = c
+        .hangup(v1::HangupRequest {
+            call_id: "oac-e2e-0002".into(),
+            outcome: String::new(),
+            attempt: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = c.place_call(place("oac-e2e-0002")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("hung up before"), "{err}");
     let err = c
         .transfer(v1::TransferRequest {
             call_id: "oac-e2e-0001".into(),

@@ -247,6 +247,7 @@ impl Switch for Service {
             .ask(|reply| Command::Hangup {
                 call_id: r.call_id,
                 outcome: r.outcome,
+                attempt: r.attempt,
                 reply,
             })
             .await?
@@ -399,6 +400,16 @@ impl Switch for Service {
         _request: Request<v1::StatsRequest>,
     ) -> Result<Response<v1::StatsReply>, Status> {
         let s = &self.shared.state;
+        if let Some(silent) = s.sip_stalled(std::time::Instant::now()) {
+            tracing::error!(
+                silent_secs = silent.as_secs(),
+                "the SIP thread is not running; Stats fails"
+            );
+            return Err(Status::unavailable(format!(
+                "the switch's SIP thread has not run for {} s",
+                silent.as_secs()
+            )));
+        }
         Ok(Response::new(v1::StatsReply {
             node_id: s.node_id.clone(),
             journal_id: s.journal_id.clone(),

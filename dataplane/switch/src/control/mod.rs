@@ -80,6 +80,7 @@ pub enum Command {
     Hangup {
         call_id: String,
         outcome: String,
+        attempt: u32,
         /// `true`: the call was already ending.
         reply: oneshot::Sender<Result<bool, UnknownCall>>,
     },
@@ -119,7 +120,15 @@ pub struct NodeState {
     /// or lost to a failed write): at shutdown, equal to what the SIP
     /// side forwarded once nothing is on its way to the journal.
     journaled: AtomicU64,
+    /// When the SIP thread last published its figures (about once a
+    /// second), in ms since `started`.
+    beat_ms: AtomicU64,
 }
+
+/// A SIP thread silent this long is taken as hung: Stats fails, so the
+/// control plane sends no call here and, if it stays so, ends the calls
+/// the node carries as lost (instead of leaving them in flight).
+pub const SIP_STALL: Duration = Duration::from_secs(10);
 
 impl NodeState {
     pub fn config_version(&self) -> u64 {
@@ -154,6 +163,14 @@ impl NodeState {
 
     pub fn last_seq(&self) -> u64 {
         self.last_seq.load(Ordering::Relaxed)
+    }
+
+    /// How long the SIP thread has been silent, if longer than
+    /// [`SIP_STALL`].
+    pub fn sip_stalled(&self, now: Instant) -> Option<Duration> {
+        let beat = self.started + Duration::from_millis(self.beat_ms.load(Ordering::Relaxed));
+        let silent = now.saturating_duration_since(beat);
+        (silent > SIP_STALL).then_some(silent)
     }
 
     pub fn journal_full(&self) -> bool {
@@ -227,10 +244,11 @@ impl SipSide {
                 Command::Hangup {
                     call_id,
                     outcome,
+                    attempt,
                     reply,
                 } => {
                     let outcome = (!outcome.is_empty()).then_some(outcome.as_str());
-                    let _ = reply.send(core.hangup_call(now, &call_id, outcome));
+                    let _ = reply.send(core.hangup_attempt(now, &call_id, outcome, attempt));
                 }
                 Command::Transfer {
                     call_id,
@@ -290,6 +308,9 @@ impl SipSide {
     /// samples the thread's CPU time).
     pub fn publish(&mut self, core: &Core, now: Instant) {
         let s = &self.state;
+        let beat = now.saturating_duration_since(s.started).as_millis();
+        s.beat_ms
+            .store(u64::try_from(beat).unwrap_or(u64::MAX), Ordering::Relaxed);
         s.active_calls.store(
             u32::try_from(core.active_calls()).unwrap_or(u32::MAX),
             Ordering::Relaxed,
@@ -551,6 +572,10 @@ fn journal_loop(
     live: broadcast::Sender<Arc<v1::Event>>,
     state: Arc<NodeState>,
 ) {
+    // A batch that used up its tries leaves the disk taken as failing:
+    // later batches get one try each until a write succeeds again, so a
+    // backlog (at shutdown, say) is not held up a second per batch.
+    let mut failing = false;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![to_proto(first, &state.instance_id)];
         // Disconnected: the SIP thread is done; what it sent is read and
@@ -576,8 +601,11 @@ fn journal_loop(
         let mut tries = 0;
         let written = loop {
             match j.append(batch) {
-                Ok(w) => break w,
-                Err(failed) if tries < JOURNAL_WRITE_TRIES => {
+                Ok(w) => {
+                    failing = false;
+                    break w;
+                }
+                Err(failed) if tries < JOURNAL_WRITE_TRIES && !failing => {
                     tries += 1;
                     tracing::error!(error = %failed.error, events = failed.events.len(), tries,
                         "event journal write failed; trying again");
@@ -587,6 +615,7 @@ fn journal_loop(
                     j = journal.lock().unwrap_or_else(|p| p.into_inner());
                 }
                 Err(failed) => {
+                    failing = true;
                     j.dropped += failed.events.len() as u64;
                     tracing::error!(error = %failed.error, events = failed.events.len(),
                         "event journal write failed again; the events of this batch are lost");
@@ -678,6 +707,7 @@ pub fn start(settings: Settings, waker: codeb_io::Waker) -> anyhow::Result<Link>
         stopping: AtomicBool::new(false),
         last_seq: AtomicU64::new(journal.last_seq()),
         journal_full: AtomicBool::new(journal.is_full()),
+        beat_ms: AtomicU64::new(0),
         journaled: AtomicU64::new(0),
     });
     tracing::info!(
@@ -829,5 +859,47 @@ impl Link {
             );
         }
         runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> NodeState {
+        NodeState {
+            node_id: "n".into(),
+            instance_id: "i".into(),
+            journal_id: "j".into(),
+            max_calls: 1,
+            started: Instant::now(),
+            config_version: AtomicU64::new(0),
+            active_calls: AtomicU32::new(0),
+            load: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            last_seq: AtomicU64::new(0),
+            journal_full: AtomicBool::new(false),
+            journaled: AtomicU64::new(0),
+            beat_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Stats fails once the SIP thread has not published for SIP_STALL.
+    #[test]
+    fn a_silent_sip_thread_is_stalled() {
+        let s = state();
+        let at = |ms: u64| s.started + Duration::from_millis(ms);
+        assert_eq!(s.sip_stalled(at(10_000)), None);
+        assert_eq!(
+            s.sip_stalled(at(10_001)),
+            Some(Duration::from_millis(10_001))
+        );
+        s.beat_ms.store(5_000, Ordering::Relaxed);
+        assert_eq!(s.sip_stalled(at(15_000)), None);
+        assert_eq!(
+            s.sip_stalled(at(16_000)),
+            Some(Duration::from_millis(11_000))
+        );
     }
 }

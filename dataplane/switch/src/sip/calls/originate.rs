@@ -246,6 +246,10 @@ pub(super) struct Placements {
     /// Ended attempts (call id, attempt) and their trunks, oldest first.
     recent: VecDeque<((String, u32), String)>,
     recent_set: HashSet<(String, u32)>,
+    /// Attempts hung up before this node placed them (their PlaceCall was
+    /// still on its way), oldest first: never placed after.
+    hung_up: VecDeque<(String, u32)>,
+    hung_up_set: HashSet<(String, u32)>,
     pub(super) deadlines: std::collections::BTreeSet<(Instant, CallKey, Deadline)>,
     pub(super) events: VecDeque<CallEvent>,
     /// Calls with an AI leg, what the hub must do, and when held ends
@@ -269,6 +273,19 @@ impl Placements {
         }
         self.recent_set.insert(attempt.clone());
         self.recent.push_back((attempt, trunk));
+    }
+
+    fn forbid(&mut self, attempt: (String, u32)) {
+        if self.hung_up_set.contains(&attempt) {
+            return;
+        }
+        if self.hung_up.len() >= RECENT_IDS
+            && let Some(old) = self.hung_up.pop_front()
+        {
+            self.hung_up_set.remove(&old);
+        }
+        self.hung_up_set.insert(attempt.clone());
+        self.hung_up.push_back(attempt);
     }
 
     /// The trunk of this attempt if it was placed already; an error when
@@ -344,6 +361,17 @@ impl Core {
                 trunk_id,
                 duplicate: true,
             });
+        }
+        if self
+            .calls
+            .placed
+            .hung_up_set
+            .contains(&(req.call_id.clone(), attempt))
+        {
+            return Err(FailedPrecondition(format!(
+                "attempt {attempt} of call {} was hung up before it was placed here",
+                req.call_id
+            )));
         }
         if self.calls.draining {
             return Err(ResourceExhausted("the switch is shutting down".into()));
@@ -582,7 +610,29 @@ impl Core {
         call_id: &str,
         outcome: Option<&str>,
     ) -> Result<bool, UnknownCall> {
+        self.hangup_attempt(now, call_id, outcome, 0)
+    }
+
+    /// [`Self::hangup_call`] for `attempt` of the call (0: not said). An
+    /// attempt placed here and ended since is already over (true); one
+    /// this node has not placed is refused if its PlaceCall comes after
+    /// all (it was on its way as the call was hung up), so that what the
+    /// control plane cancels never rings.
+    pub fn hangup_attempt(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        outcome: Option<&str>,
+        attempt: u32,
+    ) -> Result<bool, UnknownCall> {
         let Some((key, _, _)) = self.calls.placed.by_id.get(call_id).cloned() else {
+            if attempt > 0 {
+                let id = (call_id.to_owned(), attempt);
+                if self.calls.placed.recent_set.contains(&id) {
+                    return Ok(true);
+                }
+                self.calls.placed.forbid(id);
+            }
             return Err(UnknownCall(call_id.to_owned()));
         };
         let already = self
