@@ -548,7 +548,7 @@ pub async fn hangup(
             }
             Ok(axum::Json(reply(CallStatus::Cancelled, false)))
         }
-        HangupResult::OnSwitch(status, node) => {
+        HangupResult::OnSwitch(status, node, attempt) => {
             // The switch ends it (CANCEL or BYE) and its event says so: the
             // status shown is the call's once that event is in (normally
             // `cancelled` within a fraction of a second), or the current
@@ -557,13 +557,13 @@ pub async fn hangup(
             // not a no-op; the others are.
             let hung = state
                 .switch
-                .hangup(&node, call_id.as_str())
+                .hangup(&node, call_id.as_str(), attempt)
                 .await
                 .map_err(hangup_link_error)?;
-            // Still being dispatched and unknown to its node: its
-            // PlaceCall has not reached the node (or will not). It is
-            // cancelled here; a PlaceCall that rings it after all is hung
-            // up by its dispatcher.
+            // Still being dispatched and its attempt unknown to its node:
+            // its PlaceCall has not reached the node, and the node, told
+            // of the hangup, refuses it if it still comes. It is
+            // cancelled here.
             if hung == Hangup::Unknown && status == CallStatus::Dispatching {
                 let r = state
                     .store

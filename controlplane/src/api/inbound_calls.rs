@@ -164,7 +164,7 @@ pub async fn hangup(
     let was_noop = ended
         || state
             .switch
-            .hangup(&call.node_url, &call.call_id)
+            .hangup(&call.node_url, &call.call_id, 0)
             .await
             .map_err(hangup_link_error)?
             .was_noop();

@@ -332,8 +332,9 @@ pub enum HangupResult {
     Cancelled {
         lost_on: Option<String>,
     },
-    /// It is on a switch (the node's URL): only the switch can end it.
-    OnSwitch(CallStatus, String),
+    /// It is on a switch (the node's URL, and the attempt there): only
+    /// the switch can end it.
+    OnSwitch(CallStatus, String, i64),
 }
 
 /// The trunk a new call names was deleted before it was stored.
@@ -565,11 +566,10 @@ impl Store {
         self.hangup_where(tenant, id, now, None).await
     }
 
-    /// [`Self::hangup_unplaced`] of a call that `node_url` said it does not
-    /// know: one still `dispatching` there (its PlaceCall has not reached
-    /// the node, or will not) is cancelled as one not handed to a node yet.
-    /// A dispatcher whose PlaceCall then rings it after all finds it
-    /// cancelled and hangs it up there; its events are not applied.
+    /// [`Self::hangup_unplaced`] of a call whose attempt `node_url` said it
+    /// has not placed (and, told so by the hangup, never will: its
+    /// PlaceCall, if still on its way, is refused there): one still
+    /// `dispatching` there is cancelled as one not handed to a node yet.
     pub async fn hangup_unknown_to_node(
         &self,
         tenant: &str,
@@ -604,7 +604,7 @@ impl Store {
             (CallStatus::Dispatching, Some(node)) if unknown_to == Some(node.as_str()) => {
                 self.cancel_locked(tx, &call, now).await
             }
-            (s, Some(node)) => Ok(HangupResult::OnSwitch(s, node.clone())),
+            (s, Some(node)) => Ok(HangupResult::OnSwitch(s, node.clone(), call.attempt)),
             (s, None) => Err(StoreError::Corrupt(format!(
                 "call {id} is {s} without a switch node"
             ))),

@@ -63,6 +63,22 @@ pub struct DispatchCall {
     /// this node again.
     pub node_url: Option<String>,
     pub lease_token: i64,
+    /// When the attempt was first dispatched.
+    pub dispatched_at: Option<UtcMillis>,
+}
+
+impl DispatchCall {
+    /// Whether an attempt dispatched then must be over by `now`, whatever
+    /// became of its PlaceCall: rung out, talked to its limit, ended.
+    pub fn surely_over(&self, now: UtcMillis) -> bool {
+        self.dispatched_at.is_some_and(|at| {
+            let latest_end = at.plus_ms(
+                (PLACED_RING_SECONDS + self.max_seconds.max(0) + LOST_END_MARGIN_SECONDS)
+                    .saturating_mul(1000),
+            );
+            now.0 > latest_end.0
+        })
+    }
 }
 
 fn dispatch_from_row(row: &impl RowExt) -> Result<DispatchCall> {
@@ -82,6 +98,7 @@ fn dispatch_from_row(row: &impl RowExt) -> Result<DispatchCall> {
         attempt: col(row, "attempt")?,
         node_url: col(row, "node_url")?,
         lease_token: col::<Option<i64>>(row, "lease_token")?.unwrap_or_default(),
+        dispatched_at: opt_ms(row, "dispatched_at")?,
     })
 }
 
@@ -384,7 +401,7 @@ macro_rules! claim_sql {
              ORDER BY next_attempt_at, call_id LIMIT $4",
             $lock,
             ") RETURNING call_id, tenant, phone, display_name, system_prompt, ai_api_key, model, \
-             voice, language, max_seconds, trunk_id, attempt, node_url, lease_token"
+             voice, language, max_seconds, trunk_id, attempt, node_url, lease_token, dispatched_at"
         )
     };
 }

@@ -746,7 +746,7 @@ async fn hangup_of_an_unplaced_dispatch_cancels_it(db: TestDb) {
         .await
         .unwrap();
     assert!(
-        matches!(&r, crate::store::HangupResult::OnSwitch(CallStatus::InFlight, n) if n == NODE),
+        matches!(&r, crate::store::HangupResult::OnSwitch(CallStatus::InFlight, n, 1) if n == NODE),
         "{r:?}"
     );
 }

@@ -150,6 +150,22 @@ impl Store {
         })
     }
 
+    /// Raises the configuration version past `running`, a version a switch
+    /// node runs that this database never reached (it was recreated, or
+    /// restored from a backup): nodes ignore snapshots older than what
+    /// they run, so without this they would keep the old configuration
+    /// until as many changes had been made here again.
+    pub async fn raise_config_version(&self, running: i64) -> Result<()> {
+        let to = running.saturating_add(1);
+        super::on_pool!(self, |pool| {
+            sqlx::query("UPDATE config_version SET version = $1 WHERE id = 1 AND version < $1")
+                .bind(to)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
     /// Every row of the routing configuration, read in one transaction
     /// (a repeatable-read snapshot on PostgreSQL).
     pub async fn config_rows(&self) -> Result<ConfigRows> {

@@ -1,6 +1,6 @@
 //! The routing snapshot pushed to switch nodes (`ApplyConfig`), built from
 //! the store, and the task that pushes it: to every node whose running
-//! version is older than the store's, on a change in this process (the
+//! version is not the store's, on a change in this process (the
 //! store's `config_wake`, bursts coalesced), on a node (re)appearing, and
 //! on a slow poll of the version (changes made by other control planes).
 //!
@@ -162,6 +162,9 @@ pub fn snapshot(rows: &ConfigRows) -> pb::ConfigSnapshot {
 pub enum Pushed {
     /// The node runs this version (or a newer one) now.
     Running(u64),
+    /// The node runs a version newer than this database has ever had (the
+    /// database was replaced): it ignored the snapshot.
+    Ahead(u64),
     /// The node refused the snapshot; it keeps its last good one.
     Refused(String),
     /// The node could not be reached.
@@ -178,13 +181,15 @@ pub async fn push(node: &Node, snap: &pb::ConfigSnapshot) -> Pushed {
     match reply {
         Ok(Ok(r)) => {
             let r = r.into_inner();
-            node.record_running_version(r.running_version);
             if r.running_version > snap.version {
-                tracing::error!(node = %node.url(), ours = snap.version, running = r.running_version,
-                    "switch node runs a NEWER configuration than this control plane's database \
-                     holds (was the database replaced?); it ignores our snapshots until our \
-                     version passes its own");
-            } else if r.applied {
+                tracing::warn!(node = %node.url(), ours = snap.version, running = r.running_version,
+                    "switch node runs a NEWER configuration version than this control plane's \
+                     database holds (was the database recreated or restored?); the database's \
+                     version is raised past it and the configuration pushed again");
+                return Pushed::Ahead(r.running_version);
+            }
+            node.record_running_version(r.running_version);
+            if r.applied {
                 tracing::info!(node = %node.url(), version = snap.version, "configuration applied");
             }
             Pushed::Running(r.running_version)
@@ -201,10 +206,12 @@ pub async fn push(node: &Node, snap: &pb::ConfigSnapshot) -> Pushed {
     }
 }
 
-/// Whether `node` should be sent `version`.
+/// Whether `node` should be sent `version`: it runs another one (an older
+/// one; or a newer one, which this database never had unless another
+/// control plane pushed it just now, see [`Pushed::Ahead`]).
 fn behind(node: &Node, version: u64) -> bool {
     let h = node.health();
-    h.healthy && h.running_version < version && h.refused_version != Some(version)
+    h.healthy && h.running_version != version && h.refused_version != Some(version)
 }
 
 /// Pushes the store's configuration to every reachable node that runs an
@@ -222,11 +229,36 @@ pub async fn push_all(link: &SwitchNodes, store: &Store) -> crate::store::Result
     }
     let snap = snapshot(&store.config_rows().await?);
     for node in &stale {
-        if let Pushed::Failed(e) = push(node, &snap).await {
-            tracing::warn!(node = %node.url(), "configuration push failed: {e}");
+        match push(node, &snap).await {
+            Pushed::Failed(e) => {
+                tracing::warn!(node = %node.url(), "configuration push failed: {e}");
+            }
+            Pushed::Ahead(running) => {
+                if let Pushed::Failed(e) = push_past(node, store, running).await? {
+                    tracing::warn!(node = %node.url(), "configuration push failed: {e}");
+                }
+            }
+            Pushed::Running(_) | Pushed::Refused(_) => {}
         }
     }
     Ok(stale.len())
+}
+
+/// `node` runs `running`, newer than this database's version: the version
+/// is raised past it and the configuration pushed again.
+async fn push_past(node: &Node, store: &Store, running: u64) -> crate::store::Result<Pushed> {
+    store
+        .raise_config_version(i64::try_from(running).unwrap_or(i64::MAX))
+        .await?;
+    let snap = snapshot(&store.config_rows().await?);
+    Ok(match push(node, &snap).await {
+        // Raised meanwhile by another change: the next push settles it.
+        Pushed::Ahead(v) => Pushed::Failed(format!(
+            "{}: still runs a newer configuration ({v})",
+            node.url()
+        )),
+        other => other,
+    })
 }
 
 /// Makes sure `node` runs the store's current configuration (or newer)
@@ -235,12 +267,19 @@ pub async fn ensure_config(node: &Node, store: &Store) -> Result<(), String> {
     let version =
         u64::try_from(store.config_version().await.map_err(|e| e.to_string())?).unwrap_or(0);
     let h = node.health();
-    if h.running_version >= version {
+    if h.running_version == version {
         return Ok(());
     }
     let rows = store.config_rows().await.map_err(|e| e.to_string())?;
-    match push(node, &snapshot(&rows)).await {
+    let pushed = match push(node, &snapshot(&rows)).await {
+        Pushed::Ahead(running) => push_past(node, store, running)
+            .await
+            .map_err(|e| e.to_string())?,
+        other => other,
+    };
+    match pushed {
         Pushed::Running(_) => Ok(()),
+        Pushed::Ahead(_) => Err(format!("{} runs a newer configuration", node.url())),
         Pushed::Refused(e) => Err(format!("{} refused the configuration: {e}", node.url())),
         Pushed::Failed(e) => Err(e),
     }

@@ -1,8 +1,8 @@
 //! Reading a node's event stream: `Subscribe` from the cursor stored in the
 //! database, apply each event (one transaction with the cursor and its
 //! webhook events, see `store::switch_events`), then `Ack` what was applied:
-//! once [`ACK_EVERY`] events are in, or the stream has been quiet for
-//! [`ACK_DELAY`] (the node makes each ack durable, which a catch-up of many
+//! once [`ACK_EVERY`] events are in, or [`ACK_DELAY`] after the first of
+//! them was (the node makes each ack durable, which a catch-up of many
 //! thousands of events one ack each would wait on). A restart of
 //! either side resumes from the stored cursor: an event applied before the
 //! crash is at or below the cursor and skipped when resent; one that was
@@ -29,7 +29,7 @@ use crate::store::{
 
 /// Events applied before they are acknowledged, at most...
 pub const ACK_EVERY: u64 = 256;
-/// ...and how long applied events wait for more before they are.
+/// ...and how long an applied event waits for its acknowledgement.
 pub const ACK_DELAY: Duration = Duration::from_millis(50);
 
 /// Longest id or tenant a node may send.
@@ -281,12 +281,11 @@ async fn session(node: &Node, store: &Store, clock: &Clock, backoff: &mut Backof
         Err(s) => return StreamEnd::Link(s.message().to_owned()),
     };
     tracing::info!(node = %node.url(), after_seq, "subscribed to switch events");
-    // Applied and not yet acknowledged: (journal, up to seq, how many).
-    let mut unacked: Option<(String, u64, u64)> = None;
+    let mut unacked = Unacked::default();
     loop {
-        let next = match &unacked {
+        let next = match unacked.due() {
             // Applied events wait a moment for more, then are acked.
-            Some(_) => match tokio::time::timeout(ACK_DELAY, stream.message()).await {
+            Some(due) => match tokio::time::timeout_at(due, stream.message()).await {
                 Ok(next) => next,
                 Err(_) => {
                     ack(&mut client, node, unacked.take()).await;
@@ -345,25 +344,60 @@ async fn session(node: &Node, store: &Store, clock: &Clock, backoff: &mut Backof
             c.last_seq = c.last_seq.max(ev.seq);
         }
         let seq = u64::try_from(ev.seq).unwrap_or(0);
-        let count = match unacked.take() {
-            Some((journal, _, n)) if journal == ev.journal_id => n + 1,
-            // Acked up to the other journal's events first.
-            other => {
-                ack(&mut client, node, other).await;
-                1
-            }
-        };
-        unacked = Some((ev.journal_id.clone(), seq, count));
-        if count >= ACK_EVERY {
+        let (before, now) = unacked.applied(&ev.journal_id, seq, tokio::time::Instant::now());
+        ack(&mut client, node, before).await;
+        if now {
             ack(&mut client, node, unacked.take()).await;
         }
     }
 }
 
+/// Events applied and not yet acknowledged: acknowledged once
+/// [`ACK_EVERY`] are in, or [`ACK_DELAY`] after the first of them.
+#[derive(Debug, Default)]
+struct Unacked {
+    /// (journal, up to seq, how many).
+    applied: Option<(String, u64, u64)>,
+    due: Option<tokio::time::Instant>,
+}
+
+impl Unacked {
+    /// An event of `journal` up to `seq` applied at `now`: what to
+    /// acknowledge first (another journal's events), and whether these
+    /// are to be acknowledged at once.
+    fn applied(
+        &mut self,
+        journal: &str,
+        seq: u64,
+        now: tokio::time::Instant,
+    ) -> (Option<(String, u64)>, bool) {
+        let (before, count) = match self.applied.take() {
+            Some((j, _, n)) if j == journal => (None, n + 1),
+            other => {
+                self.due = Some(now + ACK_DELAY);
+                (other.map(|(j, s, _)| (j, s)), 1)
+            }
+        };
+        self.applied = Some((journal.to_owned(), seq, count));
+        (before, count >= ACK_EVERY)
+    }
+
+    /// When what is applied is to be acknowledged, if anything is.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.applied.as_ref().and(self.due)
+    }
+
+    /// What to acknowledge now; nothing is pending after.
+    fn take(&mut self) -> Option<(String, u64)> {
+        self.due = None;
+        self.applied.take().map(|(j, s, _)| (j, s))
+    }
+}
+
 /// Acknowledges what was applied (a journal's events up to a seq). A lost
 /// ack only means the node resends; the cursor skips what it resends.
-async fn ack(client: &mut super::node::Client, node: &Node, applied: Option<(String, u64, u64)>) {
-    let Some((journal_id, up_to_seq, _)) = applied else {
+async fn ack(client: &mut super::node::Client, node: &Node, applied: Option<(String, u64)>) {
+    let Some((journal_id, up_to_seq)) = applied else {
         return;
     };
     let request = pb::AckRequest {
@@ -380,6 +414,36 @@ async fn ack(client: &mut super::node::Client, node: &Node, applied: Option<(Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Applied events are acknowledged every ACK_EVERY, or ACK_DELAY after
+    /// the first of them whatever follows; another journal's events first
+    /// acknowledge the old journal's.
+    #[test]
+    fn applied_events_are_acknowledged_in_batches_and_soon() {
+        let t0 = tokio::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut u = Unacked::default();
+        assert_eq!(u.due(), None);
+        assert_eq!(u.applied("j", 1, ms(0)), (None, false));
+        assert_eq!(u.due(), Some(ms(0) + ACK_DELAY));
+        // A steady trickle does not push the acknowledgement back.
+        for seq in 2..10 {
+            assert_eq!(u.applied("j", seq, ms(seq * 5)), (None, false));
+        }
+        assert_eq!(u.due(), Some(ms(0) + ACK_DELAY));
+        assert_eq!(u.take(), Some(("j".into(), 9)));
+        assert_eq!((u.due(), u.take()), (None, None));
+        // A backlog: every ACK_EVERY at once.
+        for seq in 10..10 + ACK_EVERY - 1 {
+            assert_eq!(u.applied("j", seq, ms(100)), (None, false));
+        }
+        assert_eq!(u.applied("j", 9 + ACK_EVERY, ms(100)), (None, true));
+        assert_eq!(u.take(), Some(("j".into(), 9 + ACK_EVERY)));
+        // A new journal: the old one's events are acknowledged first.
+        u.applied("j", 500, ms(200));
+        assert_eq!(u.applied("k", 1, ms(210)), (Some(("j".into(), 500)), false));
+        assert_eq!(u.due(), Some(ms(210) + ACK_DELAY));
+    }
 
     fn ev(kind: pb::event::Kind) -> pb::Event {
         pb::Event {

@@ -336,7 +336,7 @@ impl SwitchNodes {
             // Its end says why, so that it corrects the record's times
             // but not its reason (see `store::switch_events`).
             match self
-                .hangup_as(node.url(), &id, crate::store::LOST_HANGUP_OUTCOME)
+                .hangup_as(node.url(), &id, crate::store::LOST_HANGUP_OUTCOME, 0)
                 .await
             {
                 Ok(h) => {
@@ -469,7 +469,9 @@ impl SwitchNodes {
         // one short of the node's answer leaves it there, unsure (its lease
         // runs out and it is asked again), instead of freeing it for
         // another node, or another attempt, to ring a second time.
-        let repeat = call.node_url.is_some();
+        // Past the longest the first could have lasted it is over either
+        // way, and is handled as a fresh dispatch.
+        let repeat = call.node_url.is_some() && !call.surely_over(self.clock.now());
         let unsure = |node: &str, detail: String| {
             Ok(Dispatched::Unknown {
                 node: node.to_owned(),
@@ -608,20 +610,6 @@ impl SwitchNodes {
                     store
                         .record_node_instance(call, node.url(), &instance)
                         .await?;
-                    // Or a hangup cancelled it while the node did not know
-                    // it yet: it rings now, so it is hung up there.
-                    if store
-                        .call(&call.tenant, &call.call_id)
-                        .await?
-                        .is_some_and(|c| c.status == CallStatus::Cancelled)
-                    {
-                        tracing::info!(call = %call.call_id, node = %node.url(),
-                            "cancelled while its PlaceCall was under way; hung up");
-                        if let Err(e) = self.hangup(node.url(), call.call_id.as_str()).await {
-                            tracing::warn!(call = %call.call_id, node = %node.url(),
-                                "hanging up a call cancelled while it was placed failed: {e:?}");
-                        }
-                    }
                 }
                 if call.node_url.is_some() && !r.duplicate {
                     // The dispatch this repeats never reached the node.
@@ -677,11 +665,19 @@ impl SwitchNodes {
         }
     }
 
-    /// Asks `node_url` to end a call (CANCEL or BYE); the outcome arrives
-    /// as its `Ended` event. A node that does not know the call (it ended
-    /// meanwhile, or its PlaceCall has not reached it) is not an error.
-    pub async fn hangup(&self, node_url: &str, call_id: &str) -> Result<Hangup, LinkError> {
-        self.hangup_as(node_url, call_id, "cancelled").await
+    /// Asks `node_url` to end `attempt` of a call (0: whichever it
+    /// carries, for calls without attempts such as inbound ones): CANCEL or
+    /// BYE, the outcome arriving as its `Ended` event. A node that does not
+    /// know the call is not an error: named with its attempt, that means
+    /// the node has not placed it and now never will ([`Hangup::Unknown`]).
+    pub async fn hangup(
+        &self,
+        node_url: &str,
+        call_id: &str,
+        attempt: i64,
+    ) -> Result<Hangup, LinkError> {
+        self.hangup_as(node_url, call_id, "cancelled", attempt)
+            .await
     }
 
     /// [`Self::hangup`] with the outcome the node's `Ended` is to carry.
@@ -690,6 +686,7 @@ impl SwitchNodes {
         node_url: &str,
         call_id: &str,
         outcome: &str,
+        attempt: i64,
     ) -> Result<Hangup, LinkError> {
         let node = self.node(node_url).ok_or_else(|| {
             LinkError::Unreachable(format!("{node_url}: no longer in CODEB_SWITCH_URLS"))
@@ -698,6 +695,7 @@ impl SwitchNodes {
         let request = pb::HangupRequest {
             call_id: call_id.to_owned(),
             outcome: outcome.to_owned(),
+            attempt: u32::try_from(attempt).unwrap_or(0),
         };
         match tokio::time::timeout(CALL_TIMEOUT, client.hangup(request)).await {
             Ok(Ok(r)) if r.get_ref().already_ending => Ok(Hangup::AlreadyEnding),

@@ -44,6 +44,8 @@ struct PeerState {
     hangups: Vec<String>,
     /// Calls a hangup has started to end (a second one changes nothing).
     ending: HashSet<String>,
+    /// Attempts hung up before they were placed here: never placed.
+    forbidden: HashSet<(String, u32)>,
     /// A node whose calls take a while to end: a hangup emits no Ended.
     slow_ends: bool,
     subscribes: Vec<(String, u64)>,
@@ -171,6 +173,11 @@ impl Switch for Peer {
             if let Some(code) = s.place_error {
                 return Err(Status::new(code, "scripted refusal"));
             }
+            if s.forbidden.contains(&(r.call_id.clone(), r.attempt)) {
+                return Err(Status::failed_precondition(
+                    "hung up before it was placed here",
+                ));
+            }
             let trunk = if r.trunk_id.is_empty() {
                 "tr_00000000000000aa".to_owned()
             } else {
@@ -208,7 +215,14 @@ impl Switch for Peer {
             s.hangups.push(r.call_id.clone());
             let known = s.active.contains(&r.call_id);
             let already = known && !s.ending.insert(r.call_id.clone());
-            Ok((known, already, s.slow_ends))
+            let attempt = (r.call_id.clone(), r.attempt);
+            // Named with its attempt: one placed and ended here is over;
+            // one not placed here never will be.
+            let ended = !known && r.attempt > 0 && s.placed.contains(&attempt);
+            if !known && r.attempt > 0 && !ended {
+                s.forbidden.insert(attempt);
+            }
+            Ok((known || ended, already || ended, s.slow_ends))
         })?;
         if !known {
             return Err(Status::not_found("no such call"));
@@ -692,6 +706,49 @@ async fn refused_placements_follow_the_retry_policy() {
     );
 }
 
+/// A node that runs a configuration version this database never reached
+/// (the database was recreated, or restored from a backup) is not left on
+/// it: the database's version is raised past the node's, and the node
+/// takes the snapshot, before a call is placed and from the push task.
+#[tokio::test]
+async fn a_node_ahead_of_a_replaced_database_gets_its_configuration() {
+    let (db, clock, peer, server, l) = one_node().await;
+    db.store.create_trunk(&trunk(1)).await.unwrap();
+    peer.with(|s| {
+        s.running = Some(pb::ConfigSnapshot {
+            version: 1000,
+            ..Default::default()
+        })
+    });
+    l.probe(&l.nodes()[0]).await;
+    // Before a call: ensure_config raises and pushes.
+    let (_call, claimed) = claimed_call(&db, 9, &clock).await;
+    let d = l.dispatch(&db.store, &claimed).await;
+    assert!(matches!(d, Dispatched::Placed { .. }), "{d:?}");
+    let running = peer.with(|s| s.running.clone().unwrap());
+    assert_eq!((running.version, running.trunks.len()), (1001, 1));
+    assert_eq!(db.store.config_version().await.unwrap(), 1001);
+    // From the push task, for a node that comes up ahead later.
+    peer.with(|s| {
+        s.running = Some(pb::ConfigSnapshot {
+            version: 5000,
+            ..Default::default()
+        })
+    });
+    l.probe(&l.nodes()[0]).await;
+    let tasks = l.start(&db.store);
+    eventually("the configuration pushed past the node's", || async {
+        peer.with(|s| {
+            s.running
+                .as_ref()
+                .is_some_and(|r| r.version == 5001 && r.trunks.len() == 1)
+        })
+    })
+    .await;
+    tasks.shutdown().await;
+    server.kill(&peer).await;
+}
+
 #[tokio::test]
 async fn reconnects_with_backoff_and_pushes_config_on_connect_and_change() {
     let db = TestDb::sqlite().await;
@@ -930,7 +987,7 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
     // loss was noticed.
     assert_eq!(rec.ended_at, Some(seen));
     // A hangup for a call on a dead node is a 502-class error.
-    assert!(l.hangup(&url, call.call_id.as_str()).await.is_err());
+    assert!(l.hangup(&url, call.call_id.as_str(), 1).await.is_err());
 }
 
 /// The node stops answering, and its loss is swept once
@@ -1634,12 +1691,47 @@ async fn an_unanswered_placement_is_never_placed_on_another_node() {
     assert_eq!(first.with(|s| s.placements.len()), 1, "rang once");
 }
 
-/// A hangup while the call's PlaceCall is on its way: the node does not
-/// know the call yet, so the call is cancelled at once; when the node then
-/// rings it after all, its dispatcher hangs it up there, and the node's
-/// events do not bring it back.
+/// A repeat that stays unsure is not kept on its node for ever: once the
+/// first attempt must be over (its ring time, talk limit and margin
+/// passed), the call is dispatched as a fresh one would be.
 #[tokio::test]
-async fn a_call_hung_up_while_its_placecall_is_under_way_is_hung_up_once_placed() {
+async fn an_unsure_repeat_is_freed_once_its_first_attempt_must_be_over() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    peer.with(|s| s.place_then_error = Some(tonic::Code::DeadlineExceeded));
+    let (call, claimed) = claimed_call(&db, 11, &clock).await;
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Unknown { .. }
+    ));
+    peer.with(|s| {
+        s.place_then_error = None;
+        s.place_error = Some(tonic::Code::Unavailable);
+    });
+    clock.advance_ms(crate::store::DISPATCH_LEASE_MS);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    assert!(matches!(
+        l.dispatch(&db.store, &again[0]).await,
+        Dispatched::Unknown { .. }
+    ));
+    // 60 s of ringing + 60 s of talk (the call's maxSeconds) + 30 s.
+    clock.advance_ms(150_000);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    let d = l.dispatch(&db.store, &again[0]).await;
+    assert!(matches!(d, Dispatched::Deferred { .. }), "{d:?}");
+    assert_eq!(
+        status(&db.store, &call.call_id).await,
+        CallStatus::Scheduled
+    );
+    server.kill(&peer).await;
+}
+
+/// A hangup while the call's PlaceCall is on its way: the node does not
+/// know the call yet, so the call is cancelled at once, and the node,
+/// told which attempt was hung up, refuses the PlaceCall when it comes:
+/// nothing rings.
+#[tokio::test]
+async fn a_call_hung_up_while_its_placecall_is_under_way_never_rings() {
     let (db, clock, peer, server, l) = one_node_named("j1").await;
     let url = server.url();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -1654,7 +1746,7 @@ async fn a_call_hung_up_while_its_placecall_is_under_way_is_hung_up_once_placed(
     })
     .await;
     assert_eq!(
-        l.hangup(&url, call.call_id.as_str()).await.unwrap(),
+        l.hangup(&url, call.call_id.as_str(), 1).await.unwrap(),
         super::Hangup::Unknown
     );
     let r = db
@@ -1668,19 +1760,37 @@ async fn a_call_hung_up_while_its_placecall_is_under_way_is_hung_up_once_placed(
     );
     gate.add_permits(1);
     let d = dispatch.await.unwrap();
-    assert!(matches!(d, Dispatched::Placed { .. }), "{d:?}");
-    assert_eq!(
-        peer.with(|s| (s.hangups.clone(), s.active.len())),
-        (vec![call.call_id.to_string(), call.call_id.to_string()], 0),
-        "hung up there once it rang"
-    );
-    let tasks = l.start(&db.store);
-    read_events_up_to(&l, &db, &url, 1).await;
-    tasks.shutdown().await;
+    assert!(matches!(d, Dispatched::Lost), "{d:?}");
+    assert!(peer.with(|s| s.placements.is_empty()), "nothing rang");
     let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
     assert_eq!(rec.status, CallStatus::Cancelled);
     let finished = event_data(&db.store, TENANT, "outbound-ai.finished").await;
     assert_eq!(finished.len(), 1, "{finished:?}");
+    server.kill(&peer).await;
+}
+
+/// A hangup of a call whose PlaceCall answer was lost but which rang and
+/// ended on its node before the node's end was read: the node says it is
+/// over, the call is not cancelled, and its real end is what it records.
+#[tokio::test]
+async fn a_hangup_after_an_unrecorded_placement_ended_keeps_its_real_end() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    let url = server.url();
+    peer.with(|s| s.place_then_error = Some(tonic::Code::DeadlineExceeded));
+    let (call, claimed) = claimed_call(&db, 10, &clock).await;
+    assert!(matches!(
+        l.dispatch(&db.store, &claimed).await,
+        Dispatched::Unknown { .. }
+    ));
+    peer.emit(call.call_id.as_str(), ended("no-answer"));
+    assert_eq!(
+        l.hangup(&url, call.call_id.as_str(), 1).await.unwrap(),
+        super::Hangup::AlreadyEnding
+    );
+    read_events_up_to(&l, &db, &url, 1).await;
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_ne!(rec.status, CallStatus::Cancelled);
+    assert_eq!(rec.ended_reason, "no-answer");
     server.kill(&peer).await;
 }
 
