@@ -123,6 +123,9 @@ pub struct Journal {
     /// then fails (a full disk, an I/O error).
     #[cfg(test)]
     fail_next_write: Option<usize>,
+    /// Tests: every write fails (a disk gone bad).
+    #[cfg(test)]
+    pub(crate) fail_every_write: bool,
 }
 
 /// A batch the journal could not write (the disk is full, say): nothing
@@ -312,6 +315,8 @@ impl Journal {
             dropped: 0,
             #[cfg(test)]
             fail_next_write: None,
+            #[cfg(test)]
+            fail_every_write: false,
         };
         // Segments an interrupted Ack did not get to delete.
         j.drop_acked()?;
@@ -468,6 +473,10 @@ impl Journal {
     fn flush(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
+        }
+        #[cfg(test)]
+        if self.fail_every_write {
+            return Err(io::Error::other("injected write failure"));
         }
         #[cfg(test)]
         if let Some(n) = self.fail_next_write.take()

@@ -885,6 +885,40 @@ mod tests {
         }
     }
 
+    /// A disk that fails every write costs the first batch its retries and
+    /// each later one a single try: a backlog (at shutdown) is dropped and
+    /// counted in about a second, not a second per batch.
+    #[test]
+    fn a_failing_disk_costs_one_round_of_retries_not_one_per_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = journal::Limits {
+            max_events: 1_000_000,
+            max_bytes: 1 << 30,
+        };
+        let mut j = journal::Journal::open(dir.path(), limits).unwrap();
+        j.fail_every_write = true;
+        let j = Arc::new(Mutex::new(j));
+        let n = JOURNAL_BATCH * 4;
+        let (tx, rx) = mpsc::sync_channel(n);
+        for k in 0..n {
+            tx.send(crate::sip::calls::CallEvent {
+                at_unix_ms: 1,
+                call_id: format!("oac-{k}"),
+                attempt: 1,
+                tenant: "t".into(),
+                kind: crate::sip::calls::CallEventKind::Started,
+            })
+            .unwrap();
+        }
+        drop(tx);
+        let (live, _) = broadcast::channel(16);
+        let t0 = Instant::now();
+        journal_loop(rx, j.clone(), live, Arc::new(state()));
+        let took = t0.elapsed();
+        assert!(took < Duration::from_millis(2500), "{took:?}");
+        assert_eq!(j.lock().unwrap().dropped, n as u64);
+    }
+
     /// Stats fails once the SIP thread has not published for SIP_STALL.
     #[test]
     fn a_silent_sip_thread_is_stalled() {
