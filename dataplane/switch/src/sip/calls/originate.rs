@@ -625,7 +625,7 @@ impl Core {
         outcome: Option<&str>,
         attempt: u32,
     ) -> Result<bool, UnknownCall> {
-        let Some((key, _, _)) = self.calls.placed.by_id.get(call_id).cloned() else {
+        let Some((key, carried, _)) = self.calls.placed.by_id.get(call_id).cloned() else {
             if attempt > 0 {
                 let id = (call_id.to_owned(), attempt);
                 if self.calls.placed.recent_set.contains(&id) {
@@ -635,6 +635,12 @@ impl Core {
             }
             return Err(UnknownCall(call_id.to_owned()));
         };
+        // Another attempt of the call is up here (an earlier one, lost to
+        // the control plane): it is ended, and the attempt named is never
+        // placed after it.
+        if attempt > 0 && carried != attempt {
+            self.calls.placed.forbid((call_id.to_owned(), attempt));
+        }
         let already = self
             .calls
             .calls

@@ -409,6 +409,48 @@ fn a_full_journal_or_a_shutdown_refuses_new_calls_not_repeats() {
     ));
 }
 
+/// A hangup names its attempt: one not placed here is never placed after
+/// (its PlaceCall was still on its way), a retry still is; one that ended
+/// here is over; one while another attempt is up ends that one and the
+/// attempt named is not placed after it.
+#[test]
+fn a_hangup_of_an_attempt_not_placed_here_keeps_it_from_ringing() {
+    let mut h = Harness::new(None);
+    let ask = |h: &mut Harness, id: &str, attempt: u32| {
+        h.core.place_call(
+            h.now,
+            Originate {
+                call_id: id.into(),
+                phone: "+15551230000".into(),
+                trunk_id: CARRIER_TRUNK.into(),
+                attempt,
+                ..Originate::default()
+            },
+        )
+    };
+    assert!(h.core.hangup_attempt(h.now, "oac-h1", None, 1).is_err());
+    assert!(matches!(
+        ask(&mut h, "oac-h1", 1),
+        Err(OriginateError::FailedPrecondition(m)) if m.contains("hung up before")
+    ));
+    assert!(h.take(CARRIER).is_empty(), "nothing rings");
+    assert!(
+        !ask(&mut h, "oac-h1", 2).unwrap().duplicate,
+        "a retry rings"
+    );
+    assert_eq!(request(h.one(CARRIER)).method, Method::Invite);
+    // Attempt 2 is up; a hangup naming attempt 3 ends it, and 3 never rings.
+    assert_eq!(h.core.hangup_attempt(h.now, "oac-h1", None, 3), Ok(false));
+    h.advance(secs(40));
+    let _ = events(&mut h);
+    assert!(matches!(
+        ask(&mut h, "oac-h1", 3),
+        Err(OriginateError::FailedPrecondition(_))
+    ));
+    // Attempt 2 ended here: it is over, not unknown.
+    assert_eq!(h.core.hangup_attempt(h.now, "oac-h1", None, 2), Ok(true));
+}
+
 #[test]
 fn placing_again_is_idempotent() {
     let mut h = Harness::new(None);
