@@ -166,9 +166,15 @@ impl NodeState {
     }
 
     /// How long the SIP thread has been silent, if longer than
-    /// [`SIP_STALL`].
+    /// [`SIP_STALL`]: not before its first turn (the start binds its
+    /// addresses meanwhile), nor once it is stopping (it may have left its
+    /// loop, its ends journaled, while the link waits for acknowledgements).
     pub fn sip_stalled(&self, now: Instant) -> Option<Duration> {
-        let beat = self.started + Duration::from_millis(self.beat_ms.load(Ordering::Relaxed));
+        let beat_ms = self.beat_ms.load(Ordering::Relaxed);
+        if beat_ms == 0 || self.stopping() {
+            return None;
+        }
+        let beat = self.started + Duration::from_millis(beat_ms);
         let silent = now.saturating_duration_since(beat);
         (silent > SIP_STALL).then_some(silent)
     }
@@ -308,7 +314,7 @@ impl SipSide {
     /// samples the thread's CPU time).
     pub fn publish(&mut self, core: &Core, now: Instant) {
         let s = &self.state;
-        let beat = now.saturating_duration_since(s.started).as_millis();
+        let beat = now.saturating_duration_since(s.started).as_millis().max(1);
         s.beat_ms
             .store(u64::try_from(beat).unwrap_or(u64::MAX), Ordering::Relaxed);
         s.active_calls.store(
@@ -924,16 +930,16 @@ mod tests {
     fn a_silent_sip_thread_is_stalled() {
         let s = state();
         let at = |ms: u64| s.started + Duration::from_millis(ms);
-        assert_eq!(s.sip_stalled(at(10_000)), None);
-        assert_eq!(
-            s.sip_stalled(at(10_001)),
-            Some(Duration::from_millis(10_001))
-        );
+        // Not before its first turn.
+        assert_eq!(s.sip_stalled(at(60_000)), None);
         s.beat_ms.store(5_000, Ordering::Relaxed);
         assert_eq!(s.sip_stalled(at(15_000)), None);
         assert_eq!(
             s.sip_stalled(at(16_000)),
             Some(Duration::from_millis(11_000))
         );
+        // Nor once it is stopping.
+        s.set_stopping();
+        assert_eq!(s.sip_stalled(at(16_000)), None);
     }
 }
