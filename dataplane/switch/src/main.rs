@@ -16,6 +16,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -305,10 +306,48 @@ fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
 }
 
 fn config_path(cli: &Cli) -> Option<PathBuf> {
-    cli.config.clone().or_else(|| {
-        let p = cli.data_dir.join("switch.toml");
+    config_file(cli.config.as_deref(), &cli.data_dir)
+}
+
+/// The configuration file: the one named, else `switch.toml` in the data
+/// directory if there is one.
+fn config_file(named: Option<&std::path::Path>, data_dir: &std::path::Path) -> Option<PathBuf> {
+    named.map(ToOwned::to_owned).or_else(|| {
+        let p = data_dir.join("switch.toml");
         p.exists().then_some(p)
     })
+}
+
+/// A SIGHUP reload's configuration file read and its trunks resolved, off
+/// the SIP thread (a slow resolver would stall every call, and the node
+/// would be taken as hung); the result comes back on `done`.
+fn reload_in_background(
+    named: Option<PathBuf>,
+    data_dir: PathBuf,
+    done: std::sync::mpsc::Sender<anyhow::Result<(SwitchConfig, HashMap<String, SocketAddr>)>>,
+    waker: codeb_io::Waker,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("config-reload".into())
+        .spawn(move || {
+            let loaded = match config_file(named.as_deref(), &data_dir) {
+                Some(p) => SwitchConfig::load(&p).map_err(anyhow::Error::from),
+                None => {
+                    tracing::info!(
+                        "no configuration file: running with no trunks, users or routes"
+                    );
+                    Ok(SwitchConfig::default())
+                }
+            };
+            let _ = done.send(loaded.map(|c| {
+                let addrs = resolve_trunks(&c);
+                (c, addrs)
+            }));
+            waker.wake();
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "configuration reload: no thread to read it on; keeping the running one");
+    }
 }
 
 /// The session-timer settings, checked: Min-SE at least one second, and an
@@ -768,6 +807,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(sip = %sip_addr, advertised = %advertised, backend = transport.backend(), grpc = %link.local_addr,
         "switch listening");
     let mut next_metrics = now;
+    let (reloaded_tx, reloaded) = std::sync::mpsc::channel();
+    let mut reloading = false;
     let mut stopping = Stopping::Running;
     loop {
         if matches!(stopping, Stopping::Running) && STOP.swap(false, Ordering::Relaxed) {
@@ -838,15 +879,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::warn!(
                     "SIGHUP: the configuration file is not read: the switch runs on the configuration the control plane pushed (delete config.pb in the data directory and restart to use the file)"
                 );
-            } else {
-                match load_config(&cli) {
-                    Ok(c) => {
-                        let addrs = resolve_trunks(&c);
-                        core.apply_config(c, addrs);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "configuration reload refused; keeping the running one")
-                    }
+            } else if !reloading {
+                reloading = true;
+                reload_in_background(
+                    cli.config.clone(),
+                    cli.data_dir.clone(),
+                    reloaded_tx.clone(),
+                    waiter.waker(),
+                );
+            }
+        }
+        if let Ok(r) = reloaded.try_recv() {
+            reloading = false;
+            match r {
+                // Pushed meanwhile: the control plane's configuration wins.
+                Ok(_) if link.sip.pushed() => {}
+                Ok((c, addrs)) => core.apply_config(c, addrs),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "configuration reload refused; keeping the running one")
                 }
             }
         }

@@ -446,6 +446,35 @@ async fn a_full_journal_refuses_new_calls_until_acknowledged() {
     assert_eq!((ev.seq, ev.call_id.as_str()), (2, "oac-full-2"));
 }
 
+/// SIGHUP reads the configuration file again (off the SIP thread) and
+/// the switch runs on it: a trunk added to the file is probed with OPTIONS.
+#[test]
+fn sighup_reloads_the_configuration_file() {
+    let trunk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    trunk
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let sw = Switch::start("", &[]);
+    let config = format!(
+        "[[trunks]]\nid = \"tr_00000000000000cb\"\nhost = \"127.0.0.1\"\nport = {}\noptions_interval = 1\n",
+        trunk.local_addr().unwrap().port()
+    );
+    std::fs::write(sw.dir.path().join("switch.toml"), config).unwrap();
+    sw.sighup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    let got = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no OPTIONS to the new trunk"
+        );
+        if let Ok(n) = trunk.recv(&mut buf) {
+            break String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+    };
+    assert!(got.starts_with("OPTIONS "), "{got}");
+}
+
 /// With CODEB_SWITCH_TOKEN set, the control link takes only calls that
 /// carry it as a bearer: none, or a wrong one, is UNAUTHENTICATED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
