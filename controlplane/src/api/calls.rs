@@ -555,26 +555,45 @@ pub async fn hangup(
             // one if it takes longer than HANGUP_WAIT.
             // Of several hangups at once, the one the switch acted on is
             // not a no-op; the others are.
-            let hung = state
-                .switch
-                .hangup(&node, call_id.as_str(), attempt)
-                .await
-                .map_err(hangup_link_error)?;
-            // Still being dispatched and its attempt unknown to its node:
-            // its PlaceCall has not reached the node, and the node, told
-            // of the hangup, refuses it if it still comes. It is
-            // cancelled here.
-            if hung == Hangup::Unknown && status == CallStatus::Dispatching {
-                let r = state
-                    .store
-                    .hangup_unknown_to_node(&who.tenant, &call_id, &node, now)
-                    .await?;
-                if let HangupResult::Cancelled { .. } = r {
-                    tracing::info!(call = %call_id, actor = %who.username, node = %node,
-                        "call cancelled before its node knew it");
-                    return Ok(axum::Json(reply(CallStatus::Cancelled, false)));
+            let (mut status, mut node, mut attempt) = (status, node, attempt);
+            let mut moves = 0;
+            let hung = loop {
+                let hung = state
+                    .switch
+                    .hangup(&node, call_id.as_str(), attempt)
+                    .await
+                    .map_err(hangup_link_error)?;
+                if hung != Hangup::Unknown || status != CallStatus::Dispatching {
+                    break hung;
                 }
-            }
+                // Still being dispatched and its attempt unknown to its
+                // node: its PlaceCall has not reached the node, and the
+                // node, told of the hangup, refuses it if it still comes.
+                // It is cancelled here, unless it moved on meanwhile (its
+                // dispatcher deferred it and another took it to another
+                // node): then the hangup goes there.
+                match state
+                    .store
+                    .hangup_unknown_to_node(&who.tenant, &call_id, &node, attempt, now)
+                    .await?
+                {
+                    HangupResult::Cancelled { .. } => {
+                        tracing::info!(call = %call_id, actor = %who.username, node = %node,
+                            "call cancelled before its node knew it");
+                        return Ok(axum::Json(reply(CallStatus::Cancelled, false)));
+                    }
+                    HangupResult::OnSwitch(s, n, a) if (n != node || a != attempt) && moves < 3 => {
+                        moves += 1;
+                        (status, node, attempt) = (s, n, a);
+                    }
+                    HangupResult::OnSwitch(s, ..) => {
+                        status = s;
+                        break hung;
+                    }
+                    HangupResult::Noop(s) => return Ok(axum::Json(reply(s, true))),
+                    HangupResult::NotFound => return Err(no_such_call(&id)),
+                }
+            };
             let noop = hung.was_noop();
             tracing::info!(call = %call_id, actor = %who.username, node = %node, noop, "hangup sent to the switch");
             let ended = wait_for(HANGUP_WAIT, || async {

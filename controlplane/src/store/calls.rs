@@ -575,9 +575,11 @@ impl Store {
         tenant: &str,
         id: &CallId,
         node_url: &str,
+        attempt: i64,
         now: UtcMillis,
     ) -> Result<HangupResult> {
-        self.hangup_where(tenant, id, now, Some(node_url)).await
+        self.hangup_where(tenant, id, now, Some((node_url, attempt)))
+            .await
     }
 
     async fn hangup_where(
@@ -585,7 +587,7 @@ impl Store {
         tenant: &str,
         id: &CallId,
         now: UtcMillis,
-        unknown_to: Option<&str>,
+        unknown_to: Option<(&str, i64)>,
     ) -> Result<HangupResult> {
         let mut tx = self.begin().await?;
         let Some(call) = tx
@@ -601,7 +603,9 @@ impl Store {
             // finds it cancelled when it records its node, and stops.
             (CallStatus::Scheduled | CallStatus::EndedFailedRetryPending, _)
             | (CallStatus::Dispatching, None) => self.cancel_locked(tx, &call, now).await,
-            (CallStatus::Dispatching, Some(node)) if unknown_to == Some(node.as_str()) => {
+            (CallStatus::Dispatching, Some(node))
+                if unknown_to == Some((node.as_str(), call.attempt)) =>
+            {
                 self.cancel_locked(tx, &call, now).await
             }
             (s, Some(node)) => Ok(HangupResult::OnSwitch(s, node.clone(), call.attempt)),

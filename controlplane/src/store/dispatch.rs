@@ -65,19 +65,32 @@ pub struct DispatchCall {
     pub lease_token: i64,
     /// When the attempt was first dispatched.
     pub dispatched_at: Option<UtcMillis>,
+    /// When its last PlaceCall was sent (an interrupted dispatch's).
+    pub placecall_sent_at: Option<UtcMillis>,
 }
 
+/// The longest a PlaceCall may take to reach the node and be acted on
+/// after it is sent (the control plane's own wait for its answer).
+const PLACECALL_WAIT_SECONDS: i64 = 10;
+
 impl DispatchCall {
-    /// Whether an attempt dispatched then must be over by `now`, whatever
-    /// became of its PlaceCall: rung out, talked to its limit, ended.
+    /// Whether the attempt must be over by `now` whatever became of its
+    /// last PlaceCall: rung out, talked to its limit (the node's own
+    /// limit where none is stored), ended.
     pub fn surely_over(&self, now: UtcMillis) -> bool {
-        self.dispatched_at.is_some_and(|at| {
-            let latest_end = at.plus_ms(
-                (PLACED_RING_SECONDS + self.max_seconds.max(0) + LOST_END_MARGIN_SECONDS)
-                    .saturating_mul(1000),
-            );
-            now.0 > latest_end.0
-        })
+        let talk = match self.max_seconds {
+            s if s > 0 => s,
+            _ => 3600,
+        };
+        self.placecall_sent_at
+            .or(self.dispatched_at)
+            .is_some_and(|at| {
+                let latest_end = at.plus_ms(
+                    (PLACECALL_WAIT_SECONDS + PLACED_RING_SECONDS + talk + LOST_END_MARGIN_SECONDS)
+                        .saturating_mul(1000),
+                );
+                now.0 > latest_end.0
+            })
     }
 }
 
@@ -99,6 +112,7 @@ fn dispatch_from_row(row: &impl RowExt) -> Result<DispatchCall> {
         node_url: col(row, "node_url")?,
         lease_token: col::<Option<i64>>(row, "lease_token")?.unwrap_or_default(),
         dispatched_at: opt_ms(row, "dispatched_at")?,
+        placecall_sent_at: opt_ms(row, "placecall_sent_at")?,
     })
 }
 
@@ -391,6 +405,8 @@ macro_rules! claim_sql {
              node_instance = CASE WHEN status = 'dispatching' THEN node_instance ELSE '' END, \
              dispatched_at = CASE WHEN status = 'dispatching' THEN COALESCE(dispatched_at, $1) \
                  ELSE $1 END, \
+             placecall_sent_at = CASE WHEN status = 'dispatching' THEN placecall_sent_at \
+                 ELSE NULL END, \
              answered_at = CASE WHEN status = 'dispatching' THEN answered_at ELSE NULL END, \
              status = 'dispatching', lease_until = $2, lease_token = $3, updated_at = $1 \
              WHERE call_id IN (SELECT call_id FROM calls WHERE \
@@ -401,7 +417,8 @@ macro_rules! claim_sql {
              ORDER BY next_attempt_at, call_id LIMIT $4",
             $lock,
             ") RETURNING call_id, tenant, phone, display_name, system_prompt, ai_api_key, model, \
-             voice, language, max_seconds, trunk_id, attempt, node_url, lease_token, dispatched_at"
+             voice, language, max_seconds, trunk_id, attempt, node_url, lease_token, dispatched_at, \
+             placecall_sent_at"
         )
     };
 }
@@ -484,6 +501,24 @@ impl Store {
             .execute(pool)
             .await?;
             Ok(res.rows_affected() == 1)
+        })
+    }
+
+    /// A PlaceCall for the claimed attempt is being sent now: its repeat
+    /// stays on this node until the attempt must be over counted from
+    /// here ([`DispatchCall::surely_over`]).
+    pub async fn placecall_sending(&self, call: &DispatchCall, now: UtcMillis) -> Result<()> {
+        super::on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE calls SET placecall_sent_at = $1 \
+                 WHERE call_id = $2 AND status = 'dispatching' AND lease_token = $3",
+            )
+            .bind(now.0)
+            .bind(call.call_id.as_str())
+            .bind(call.lease_token)
+            .execute(pool)
+            .await?;
+            Ok(())
         })
     }
 

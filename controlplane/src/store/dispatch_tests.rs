@@ -751,6 +751,36 @@ async fn hangup_of_an_unplaced_dispatch_cancels_it(db: TestDb) {
     );
 }
 
+/// A dispatching call is cancelled for a node that said it has not placed
+/// it only if the call is still that node's and that attempt's (it may have
+/// moved on meanwhile: then the hangup must go where it is now).
+async fn a_call_unknown_to_its_node_is_cancelled_only_there(db: TestDb) {
+    let s = &db.store;
+    let c = new_call(14, T0, 0);
+    s.insert_call(&c).await.unwrap();
+    let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+    for (node, attempt) in [("http://other:1", 1), (NODE, 2)] {
+        let r = s
+            .hangup_unknown_to_node(TENANT, &c.call_id, node, attempt, T0)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&r, crate::store::HangupResult::OnSwitch(CallStatus::Dispatching, n, 1) if n == NODE),
+            "{r:?}"
+        );
+    }
+    let r = s
+        .hangup_unknown_to_node(TENANT, &c.call_id, NODE, 1, T0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, crate::store::HangupResult::Cancelled { .. }),
+        "{r:?}"
+    );
+    assert_eq!(status(s, &c.call_id).await, CallStatus::Cancelled);
+}
+
 async fn the_retry_delay_unit_scales_retry_delay_minutes(db: TestDb) {
     // CODEB_CALL_RETRY_DELAY_UNIT=1s: retryDelayMinutes 5 waits 5 s.
     let s = &db
@@ -884,6 +914,7 @@ both!(
     lost_node_ends_its_calls,
     a_restarted_node_ends_only_what_its_earlier_processes_carried,
     hangup_of_an_unplaced_dispatch_cancels_it,
+    a_call_unknown_to_its_node_is_cancelled_only_there,
     a_node_clock_behind_keeps_the_record_in_order,
     a_trunk_delete_and_a_call_through_it_do_not_cross,
     a_corrected_retry_waits_from_the_real_end,

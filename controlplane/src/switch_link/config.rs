@@ -211,7 +211,10 @@ pub async fn push(node: &Node, snap: &pb::ConfigSnapshot) -> Pushed {
 /// control plane pushed it just now, see [`Pushed::Ahead`]).
 fn behind(node: &Node, version: u64) -> bool {
     let h = node.health();
-    h.healthy && h.running_version != version && h.refused_version != Some(version)
+    h.healthy
+        && h.running_version != version
+        && h.refused_version != Some(version)
+        && h.ahead_of != Some(version)
 }
 
 /// Pushes the store's configuration to every reachable node that runs an
@@ -234,7 +237,7 @@ pub async fn push_all(link: &SwitchNodes, store: &Store) -> crate::store::Result
                 tracing::warn!(node = %node.url(), "configuration push failed: {e}");
             }
             Pushed::Ahead(running) => {
-                if let Pushed::Failed(e) = push_past(node, store, running).await? {
+                if let Pushed::Failed(e) = push_past(node, store, snap.version, running).await? {
                     tracing::warn!(node = %node.url(), "configuration push failed: {e}");
                 }
             }
@@ -244,9 +247,24 @@ pub async fn push_all(link: &SwitchNodes, store: &Store) -> crate::store::Result
     Ok(stale.len())
 }
 
-/// `node` runs `running`, newer than this database's version: the version
-/// is raised past it and the configuration pushed again.
-async fn push_past(node: &Node, store: &Store, running: u64) -> crate::store::Result<Pushed> {
+/// `node` runs `running`, newer than this database's version (`ours`):
+/// the version is raised past it and the configuration pushed again, once.
+async fn push_past(
+    node: &Node,
+    store: &Store,
+    ours: u64,
+    running: u64,
+) -> crate::store::Result<Pushed> {
+    if !node.may_raise_past(ours) {
+        tracing::error!(node = %node.url(), ours, running,
+            "SWITCH NODE RUNS ANOTHER CONFIGURATION AGAIN after this control plane raised its \
+             version past it: is it also configured by another deployment's database? Not \
+             pushed to it again until this database's configuration changes");
+        return Ok(Pushed::Failed(format!(
+            "{} runs a configuration from elsewhere",
+            node.url()
+        )));
+    }
     store
         .raise_config_version(i64::try_from(running).unwrap_or(i64::MAX))
         .await?;
@@ -271,8 +289,9 @@ pub async fn ensure_config(node: &Node, store: &Store) -> Result<(), String> {
         return Ok(());
     }
     let rows = store.config_rows().await.map_err(|e| e.to_string())?;
-    let pushed = match push(node, &snapshot(&rows)).await {
-        Pushed::Ahead(running) => push_past(node, store, running)
+    let snap = snapshot(&rows);
+    let pushed = match push(node, &snap).await {
+        Pushed::Ahead(running) => push_past(node, store, snap.version, running)
             .await
             .map_err(|e| e.to_string())?,
         other => other,

@@ -344,9 +344,9 @@ async fn session(node: &Node, store: &Store, clock: &Clock, backoff: &mut Backof
             c.last_seq = c.last_seq.max(ev.seq);
         }
         let seq = u64::try_from(ev.seq).unwrap_or(0);
-        let (before, now) = unacked.applied(&ev.journal_id, seq, tokio::time::Instant::now());
+        let (before, due) = unacked.applied(&ev.journal_id, seq, tokio::time::Instant::now());
         ack(&mut client, node, before).await;
-        if now {
+        if due {
             ack(&mut client, node, unacked.take()).await;
         }
     }
@@ -364,7 +364,9 @@ struct Unacked {
 impl Unacked {
     /// An event of `journal` up to `seq` applied at `now`: what to
     /// acknowledge first (another journal's events), and whether these
-    /// are to be acknowledged at once.
+    /// are to be acknowledged at once (ACK_EVERY of them, or their time
+    /// has come: a stream that always has the next event ready never lets
+    /// the wait for it time out).
     fn applied(
         &mut self,
         journal: &str,
@@ -379,7 +381,8 @@ impl Unacked {
             }
         };
         self.applied = Some((journal.to_owned(), seq, count));
-        (before, count >= ACK_EVERY)
+        let overdue = self.due.is_some_and(|d| now >= d);
+        (before, count >= ACK_EVERY || overdue)
     }
 
     /// When what is applied is to be acknowledged, if anything is.
@@ -426,11 +429,15 @@ mod tests {
         assert_eq!(u.due(), None);
         assert_eq!(u.applied("j", 1, ms(0)), (None, false));
         assert_eq!(u.due(), Some(ms(0) + ACK_DELAY));
-        // A steady trickle does not push the acknowledgement back.
+        // A steady trickle does not push the acknowledgement back...
         for seq in 2..10 {
             assert_eq!(u.applied("j", seq, ms(seq * 5)), (None, false));
         }
         assert_eq!(u.due(), Some(ms(0) + ACK_DELAY));
+        // ...and one applied past it is acknowledged with the rest.
+        assert_eq!(u.applied("j", 10, ms(50)), (None, true));
+        assert_eq!(u.take(), Some(("j".into(), 10)));
+        u.applied("j", 9, ms(60));
         assert_eq!(u.take(), Some(("j".into(), 9)));
         assert_eq!((u.due(), u.take()), (None, None));
         // A backlog: every ACK_EVERY at once.

@@ -580,6 +580,7 @@ impl SwitchNodes {
             Err(e) => return defer(e).await,
         };
         let sent_at = self.clock.now();
+        store.placecall_sending(call, sent_at).await?;
         let reply = tokio::time::timeout(CALL_TIMEOUT, client.place_call(request)).await;
         match reply {
             Ok(Ok(r)) if r.get_ref().duplicate && call.node_url.is_none() => {

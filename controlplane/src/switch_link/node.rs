@@ -123,6 +123,13 @@ pub struct Health {
     pub running_version: u64,
     /// A version the node refused (INVALID_ARGUMENT): not pushed again.
     pub refused_version: Option<u64>,
+    /// This control plane raised its database's configuration version
+    /// past the node's once already (see `config::Pushed::Ahead`).
+    pub raised_past: bool,
+    /// The node ran a newer version again after that: someone else (another
+    /// deployment's database) configures it, and this version is not
+    /// pushed to it again.
+    pub ahead_of: Option<u64>,
     /// The node's process as first seen answering (see [`Instance`]).
     pub instance: Option<Instance>,
 }
@@ -273,6 +280,10 @@ impl Node {
                     "switch node restarted: the calls it carried are ended once its journal is read");
             }
             let predecessor_seen = h.instance.as_ref().and(h.last_ok);
+            // A new process: its configuration is news to this control
+            // plane again.
+            h.raised_past = false;
+            h.ahead_of = None;
             h.instance = Some(Instance {
                 id,
                 journal_id: stats.journal_id.clone(),
@@ -335,6 +346,21 @@ impl Node {
 
     pub fn record_refused(&self, version: u64) {
         self.lock().refused_version = Some(version);
+    }
+
+    /// The node runs a version newer than `ours`: whether this control
+    /// plane may raise its database's version past it (once per node
+    /// process; a node that keeps getting ahead is configured by someone
+    /// else, and raising again would take it back and forth between the
+    /// two).
+    pub fn may_raise_past(&self, ours: u64) -> bool {
+        let mut h = self.lock();
+        if h.raised_past {
+            h.ahead_of = Some(ours);
+            return false;
+        }
+        h.raised_past = true;
+        true
     }
 
     /// Unreachable for at least `after` at `now`: its calls are lost.
