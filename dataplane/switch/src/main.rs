@@ -326,7 +326,7 @@ fn reload_in_background(
     data_dir: PathBuf,
     done: std::sync::mpsc::Sender<anyhow::Result<(SwitchConfig, HashMap<String, SocketAddr>)>>,
     waker: codeb_io::Waker,
-) {
+) -> bool {
     let spawned = std::thread::Builder::new()
         .name("config-reload".into())
         .spawn(move || {
@@ -345,9 +345,10 @@ fn reload_in_background(
             }));
             waker.wake();
         });
-    if let Err(e) = spawned {
+    if let Err(e) = &spawned {
         tracing::error!(error = %e, "configuration reload: no thread to read it on; keeping the running one");
     }
+    spawned.is_ok()
 }
 
 /// The session-timer settings, checked: Min-SE at least one second, and an
@@ -808,7 +809,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "switch listening");
     let mut next_metrics = now;
     let (reloaded_tx, reloaded) = std::sync::mpsc::channel();
-    let mut reloading = false;
+    // A reload under way, and another asked for meanwhile (the file may
+    // have changed again after it was read).
+    let (mut reloading, mut reload_again) = (false, false);
     let mut stopping = Stopping::Running;
     loop {
         if matches!(stopping, Stopping::Running) && STOP.swap(false, Ordering::Relaxed) {
@@ -879,9 +882,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::warn!(
                     "SIGHUP: the configuration file is not read: the switch runs on the configuration the control plane pushed (delete config.pb in the data directory and restart to use the file)"
                 );
-            } else if !reloading {
-                reloading = true;
-                reload_in_background(
+            } else if reloading {
+                reload_again = true;
+            } else {
+                reloading = reload_in_background(
                     cli.config.clone(),
                     cli.data_dir.clone(),
                     reloaded_tx.clone(),
@@ -891,6 +895,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         if let Ok(r) = reloaded.try_recv() {
             reloading = false;
+            if std::mem::take(&mut reload_again) && !link.sip.pushed() {
+                reloading = reload_in_background(
+                    cli.config.clone(),
+                    cli.data_dir.clone(),
+                    reloaded_tx.clone(),
+                    waiter.waker(),
+                );
+            }
             match r {
                 // Pushed meanwhile: the control plane's configuration wins.
                 Ok(_) if link.sip.pushed() => {}
