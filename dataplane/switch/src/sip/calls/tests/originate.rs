@@ -374,6 +374,24 @@ fn talk_time_limit_hangs_up() {
     );
 }
 
+/// The control link asks for `attempt` of call `id` through the carrier.
+fn ask_to_place(
+    h: &mut Harness,
+    id: &str,
+    attempt: u32,
+) -> Result<crate::sip::calls::Placed, OriginateError> {
+    h.core.place_call(
+        h.now,
+        Originate {
+            call_id: id.into(),
+            phone: "+15551230000".into(),
+            trunk_id: CARRIER_TRUNK.into(),
+            attempt,
+            ..Originate::default()
+        },
+    )
+}
+
 /// A full event journal refuses new calls, but an attempt placed already
 /// is still told as such (its first answer lost, the control plane asks
 /// again; told "refused" it would place the call elsewhere as well), and
@@ -382,17 +400,7 @@ fn talk_time_limit_hangs_up() {
 fn a_full_journal_or_a_shutdown_refuses_new_calls_not_repeats() {
     let mut h = Harness::new(None);
     let _invite = place(&mut h, "oac-placed", |_| {});
-    let ask = |h: &mut Harness, id: &str| {
-        h.core.place_call(
-            h.now,
-            Originate {
-                call_id: id.into(),
-                phone: "+15551230000".into(),
-                trunk_id: CARRIER_TRUNK.into(),
-                ..Originate::default()
-            },
-        )
-    };
+    let ask = |h: &mut Harness, id: &str| ask_to_place(h, id, 1);
     h.core.set_journal_full(true);
     assert!(matches!(
         ask(&mut h, "oac-new"),
@@ -416,18 +424,7 @@ fn a_full_journal_or_a_shutdown_refuses_new_calls_not_repeats() {
 #[test]
 fn a_hangup_of_an_attempt_not_placed_here_keeps_it_from_ringing() {
     let mut h = Harness::new(None);
-    let ask = |h: &mut Harness, id: &str, attempt: u32| {
-        h.core.place_call(
-            h.now,
-            Originate {
-                call_id: id.into(),
-                phone: "+15551230000".into(),
-                trunk_id: CARRIER_TRUNK.into(),
-                attempt,
-                ..Originate::default()
-            },
-        )
-    };
+    let ask = ask_to_place;
     assert!(h.core.hangup_attempt(h.now, "oac-h1", None, 1).is_err());
     assert!(matches!(
         ask(&mut h, "oac-h1", 1),
@@ -445,7 +442,7 @@ fn a_hangup_of_an_attempt_not_placed_here_keeps_it_from_ringing() {
     let _ = events(&mut h);
     assert!(matches!(
         ask(&mut h, "oac-h1", 3),
-        Err(OriginateError::FailedPrecondition(_))
+        Err(OriginateError::FailedPrecondition(m)) if m.contains("hung up before")
     ));
     // Attempt 2 ended here: it is over, not unknown.
     assert_eq!(h.core.hangup_attempt(h.now, "oac-h1", None, 2), Ok(true));
