@@ -73,24 +73,28 @@ pub struct DispatchCall {
 /// after it is sent (the control plane's own wait for its answer).
 const PLACECALL_WAIT_SECONDS: i64 = 10;
 
+/// When an attempt whose last PlaceCall was sent at `sent` (or that was
+/// dispatched then) must be over, whatever became of it: its PlaceCall
+/// acted on, rung out, talked to its limit (the node's own where none is
+/// stored), ended.
+fn attempt_latest_end(sent: UtcMillis, max_seconds: i64) -> UtcMillis {
+    let talk = match max_seconds {
+        s if s > 0 => s,
+        _ => 3600,
+    };
+    sent.plus_ms(
+        (PLACECALL_WAIT_SECONDS + PLACED_RING_SECONDS + talk + LOST_END_MARGIN_SECONDS)
+            .saturating_mul(1000),
+    )
+}
+
 impl DispatchCall {
     /// Whether the attempt must be over by `now` whatever became of its
-    /// last PlaceCall: rung out, talked to its limit (the node's own
-    /// limit where none is stored), ended.
+    /// last PlaceCall.
     pub fn surely_over(&self, now: UtcMillis) -> bool {
-        let talk = match self.max_seconds {
-            s if s > 0 => s,
-            _ => 3600,
-        };
         self.placecall_sent_at
             .or(self.dispatched_at)
-            .is_some_and(|at| {
-                let latest_end = at.plus_ms(
-                    (PLACECALL_WAIT_SECONDS + PLACED_RING_SECONDS + talk + LOST_END_MARGIN_SECONDS)
-                        .saturating_mul(1000),
-                );
-                now.0 > latest_end.0
-            })
+            .is_some_and(|at| now.0 > attempt_latest_end(at, self.max_seconds).0)
     }
 }
 
@@ -148,6 +152,8 @@ pub struct LiveCall {
     pub lost_node: Option<String>,
     /// The call's talk-time limit (the switch ends it there).
     pub max_seconds: i64,
+    /// When the attempt's last PlaceCall was sent (migration 0018).
+    pub placecall_sent_at: Option<UtcMillis>,
 }
 
 macro_rules! live_columns {
@@ -155,7 +161,7 @@ macro_rules! live_columns {
         "call_id, tenant, status, phone, display_name, requested_by, email, model, voice, \
          language, trunk_id, node_url, lease_token, attempt, retries_left, retry_delay_minutes, \
          dispatched_at, answered_at, tokens_in, tokens_out, node_instance, lost_attempt, \
-         lost_node, max_seconds"
+         lost_node, max_seconds, placecall_sent_at"
     };
 }
 
@@ -187,6 +193,7 @@ pub(super) fn live_from_row(row: &impl RowExt) -> Result<LiveCall> {
         lost_attempt: col(row, "lost_attempt")?,
         lost_node: col(row, "lost_node")?,
         max_seconds: col(row, "max_seconds")?,
+        placecall_sent_at: opt_ms(row, "placecall_sent_at")?,
     })
 }
 
@@ -822,12 +829,9 @@ impl Store {
         if let Finish::Lost {
             may_go_on: true, ..
         } = how
-            && let Some(dispatched) = call.dispatched_at
+            && let Some(sent) = call.placecall_sent_at.or(call.dispatched_at)
         {
-            let latest_end = dispatched.plus_ms(
-                (PLACED_RING_SECONDS + call.max_seconds.max(0) + LOST_END_MARGIN_SECONDS)
-                    .saturating_mul(1000),
-            );
+            let latest_end = attempt_latest_end(sent, call.max_seconds);
             next_attempt_at = UtcMillis(next_attempt_at.0.max(latest_end.0));
         }
         let next_attempt_at = retry.then_some(next_attempt_at.0);

@@ -919,6 +919,7 @@ both!(
     a_trunk_delete_and_a_call_through_it_do_not_cross,
     a_corrected_retry_waits_from_the_real_end,
     a_retry_waits_while_a_lost_attempt_may_still_be_up,
+    a_lost_repeat_retries_after_its_last_placecall,
     a_replaced_file_goes_only_when_its_transaction_commits,
     a_lost_attempts_transfer_is_told_late,
 );
@@ -999,8 +1000,9 @@ async fn a_replaced_file_goes_only_when_its_transaction_commits(db: TestDb) {
 async fn a_retry_waits_while_a_lost_attempt_may_still_be_up(db: TestDb) {
     let s = &db.store;
     for (n, lost, due) in [
-        // Dispatched at T0, max 60 s: 60 + 60 + 30 s.
-        (22, crate::store::Lost::All, T0.plus_ms(150_000)),
+        // Dispatched at T0, max 60 s: 10 (its PlaceCall's answer wait) +
+        // 60 + 60 + 30 s.
+        (22, crate::store::Lost::All, T0.plus_ms(160_000)),
         // Lost at T0 + 10 s, one minute's delay.
         (
             23,
@@ -1037,6 +1039,33 @@ async fn a_retry_waits_while_a_lost_attempt_may_still_be_up(db: TestDb) {
             assert_eq!(rec.scheduled_for, Some(T0.plus_ms(70_000)));
         }
     }
+}
+
+/// A dispatching call lost with its node after a repeated PlaceCall (the
+/// first's answer lost, the repeat's too): its retry waits until the
+/// repeat's attempt must be over, not the first claim's.
+async fn a_lost_repeat_retries_after_its_last_placecall(db: TestDb) {
+    let s = &db.store;
+    let c = NewCall {
+        retry_delay_minutes: 1,
+        ..new_call(24, T0, 1)
+    };
+    s.insert_call(&c).await.unwrap();
+    let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+    s.placecall_sending(&claimed, T0).await.unwrap();
+    let repeat_at = T0.plus_ms(crate::store::DISPATCH_LEASE_MS);
+    let again = s.claim_due_calls(repeat_at, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].placecall_sent_at, Some(T0));
+    s.placecall_sending(&again[0], repeat_at).await.unwrap();
+    let lost_at = repeat_at.plus_ms(10_000);
+    s.sweep_calls_on_node(NODE, crate::store::Lost::All, "lost", lost_at, lost_at)
+        .await
+        .unwrap();
+    let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::EndedFailedRetryPending);
+    assert_eq!(rec.scheduled_for, Some(repeat_at.plus_ms(160_000)));
 }
 
 /// A lost attempt whose real end (read later) is a failure that is

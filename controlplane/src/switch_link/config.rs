@@ -188,7 +188,7 @@ pub async fn push(node: &Node, snap: &pb::ConfigSnapshot) -> Pushed {
                      version is raised past it and the configuration pushed again");
                 return Pushed::Ahead(r.running_version);
             }
-            node.record_running_version(r.running_version);
+            node.record_running_version(r.running_version, snap.version);
             if r.applied {
                 tracing::info!(node = %node.url(), version = snap.version, "configuration applied");
             }
@@ -249,12 +249,25 @@ pub async fn push_all(link: &SwitchNodes, store: &Store) -> crate::store::Result
 
 /// `node` runs `running`, newer than this database's version (`ours`):
 /// the version is raised past it and the configuration pushed again, once.
-async fn push_past(
+pub(super) async fn push_past(
     node: &Node,
     store: &Store,
     ours: u64,
     running: u64,
 ) -> crate::store::Result<Pushed> {
+    // Another control plane on this database may have pushed a newer
+    // version just now: then this one is behind, not the database.
+    let current = u64::try_from(store.config_version().await?).unwrap_or(0);
+    if current >= running {
+        let snap = snapshot(&store.config_rows().await?);
+        return Ok(match push(node, &snap).await {
+            Pushed::Ahead(v) => Pushed::Failed(format!(
+                "{}: runs a newer configuration ({v}) again",
+                node.url()
+            )),
+            other => other,
+        });
+    }
     if !node.may_raise_past(ours) {
         tracing::error!(node = %node.url(), ours, running,
             "SWITCH NODE RUNS ANOTHER CONFIGURATION AGAIN after this control plane raised its \

@@ -340,8 +340,14 @@ impl Node {
     }
 
     /// The node answered ApplyConfig with the version it now runs.
-    pub fn record_running_version(&self, version: u64) {
-        self.lock().running_version = version;
+    /// The node runs `version` after a push of ours: if it is ours, the
+    /// node is configured from here again.
+    pub fn record_running_version(&self, version: u64, ours: u64) {
+        let mut h = self.lock();
+        h.running_version = version;
+        if version == ours {
+            h.ahead_of = None;
+        }
     }
 
     pub fn record_refused(&self, version: u64) {
@@ -380,6 +386,11 @@ impl Node {
         if s.draining || (s.max_calls > 0 && s.active_calls >= s.max_calls) {
             return None;
         }
+        // Configured from elsewhere: our calls would find neither our
+        // trunks nor our whitelists there.
+        if h.ahead_of.is_some() {
+            return None;
+        }
         let share = if s.max_calls > 0 {
             f64::from(s.active_calls) / f64::from(s.max_calls)
         } else {
@@ -399,6 +410,9 @@ impl Node {
         let h = self.lock();
         match &h.stats {
             Some(s) if h.healthy && s.draining => format!("{}: draining", self.url),
+            Some(_) if h.healthy && h.ahead_of.is_some() => {
+                format!("{}: runs another deployment's configuration", self.url)
+            }
             Some(s) if h.healthy => format!(
                 "{}: full ({} of {} calls)",
                 self.url, s.active_calls, s.max_calls

@@ -790,6 +790,41 @@ async fn two_databases_configuring_one_node_raise_once_each() {
         "settled"
     );
     assert_eq!(peer.with(|s| s.applies), applies, "no more snapshots");
+    // The node runs B's configuration: A places no call there.
+    let err = la.choose().unwrap_err();
+    assert!(format!("{err:?}").contains("another deployment"), "{err:?}");
+    server.kill(&peer).await;
+}
+
+/// Two control planes on one database: one finds the node ahead only
+/// because the other pushed a newer version just now. Having raised past
+/// this node once already, it still pushes (the database is at that
+/// version), rather than taking the node as configured from elsewhere.
+#[tokio::test]
+async fn a_node_ahead_by_a_peer_control_plane_is_not_taken_as_foreign() {
+    let (db, _clock, peer, server, l) = one_node().await;
+    db.store.create_trunk(&trunk(1)).await.unwrap();
+    let node = l.nodes()[0].clone();
+    assert!(node.may_raise_past(0), "raised past once before");
+    let ours = u64::try_from(db.store.config_version().await.unwrap()).unwrap();
+    // The other control plane's change and push: the database and the
+    // node are one version on.
+    db.store.create_trunk(&trunk(2)).await.unwrap();
+    let now = ours + 1;
+    peer.with(|s| {
+        s.running = Some(pb::ConfigSnapshot {
+            version: now,
+            ..Default::default()
+        })
+    });
+    let pushed = super::config::push_past(&node, &db.store, ours, now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(pushed, super::config::Pushed::Running(_)),
+        "{pushed:?}"
+    );
+    assert!(node.load_key().is_some(), "still a node for our calls");
     server.kill(&peer).await;
 }
 
@@ -1533,8 +1568,8 @@ async fn a_retry_waits_until_the_nodes_journal_is_read() {
         .await
         .unwrap();
     // Its retry delay (a minute) is not enough: attempt 1 may still go
-    // on there until its ring time (60 s) and talk limit (60 s) are over,
-    // and 30 s more.
+    // on there until its PlaceCall's answer wait (10 s), ring time (60 s)
+    // and talk limit (60 s) are over, and 30 s more.
     clock.advance_ms(60_000);
     assert!(
         db.store
@@ -1545,7 +1580,7 @@ async fn a_retry_waits_until_the_nodes_journal_is_read() {
         "not while attempt 1 may still be up on its node"
     );
     // Then the retry is due, and the node reports the event it wrote.
-    clock.advance_ms(90_000);
+    clock.advance_ms(100_000);
     l.probe(&node).await;
     let retry = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
     assert_eq!(retry[0].attempt, 2);
@@ -1915,7 +1950,7 @@ async fn a_backlog_is_acknowledged_in_batches() {
     let acks = peer.with(|s| s.acks.clone());
     // Every ACK_EVERY events, or 50 ms after the first unacknowledged one
     // (each event is a transaction here): far fewer acks than events.
-    assert!(acks.len() < 30, "{acks:?}");
+    assert!(acks.len() < (n / 4) as usize, "{acks:?}");
     assert!(acks.windows(2).all(|w| w[0] < w[1]), "{acks:?}");
     assert!(
         acks.windows(2)
