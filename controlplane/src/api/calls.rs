@@ -577,7 +577,12 @@ pub async fn hangup(
                     .hangup_unknown_to_node(&who.tenant, &call_id, &node, attempt, now)
                     .await?
                 {
-                    HangupResult::Cancelled { .. } => {
+                    HangupResult::Cancelled { lost_on } => {
+                        // (Or it was lost meanwhile, waiting for its
+                        // retry: hung up there if the node still has it.)
+                        if let Some(lost) = lost_on {
+                            state.switch.want_lost_hangups(&lost);
+                        }
                         tracing::info!(call = %call_id, actor = %who.username, node = %node,
                             "call cancelled before its node knew it");
                         return Ok(axum::Json(reply(CallStatus::Cancelled, false)));
