@@ -363,6 +363,19 @@ impl Platform {
         );
         assert_eq!(code, 201, "{raw}");
         platform.sub = sub["id"].as_str().unwrap().to_owned();
+        // The control plane has had the switch answer its Stats: a first
+        // call right after the start does not race the node's first probe
+        // (2 s at most) on a machine busy with other tests.
+        wait("the control plane to see the switch up", 30, || {
+            let (_, _, text) = curl(&[
+                "-H",
+                &format!("Authorization: Bearer {}", platform.key),
+                &platform.server().url("/metrics"),
+            ]);
+            text.lines()
+                .any(|l| l.starts_with("codeb_switch_node_up{") && l.ends_with(" 1"))
+                .then_some(())
+        });
         Some(platform)
     }
 
