@@ -9,7 +9,7 @@
 //! [`super::ai`]); it ends when the AI calls `end_call`, the far end hangs
 //! up, the control plane hangs it up, or its talk time runs out.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -238,18 +238,51 @@ pub(super) enum Deadline {
     RouteRing,
 }
 
+/// The last [`RECENT_IDS`] attempts (call id, attempt) remembered with a
+/// value, oldest forgotten first.
+#[derive(Debug)]
+struct Bounded<V> {
+    map: HashMap<(String, u32), V>,
+    order: VecDeque<(String, u32)>,
+}
+
+impl<V> Default for Bounded<V> {
+    fn default() -> Self {
+        Bounded {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<V> Bounded<V> {
+    fn insert(&mut self, key: (String, u32), value: V) {
+        if self.map.insert(key.clone(), value).is_some() {
+            return;
+        }
+        self.order.push_back(key);
+        if self.order.len() > RECENT_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.map.remove(&old);
+        }
+    }
+
+    fn get(&self, key: &(String, u32)) -> Option<&V> {
+        self.map.get(key)
+    }
+}
+
 /// The placed calls' bookkeeping inside [`Calls`].
 #[derive(Debug, Default)]
 pub(super) struct Placements {
     /// Calls in progress by call id: their key, attempt and trunk.
     by_id: HashMap<String, (CallKey, u32, String)>,
     /// Ended attempts (call id, attempt) and their trunks, oldest first.
-    recent: VecDeque<((String, u32), String)>,
-    recent_set: HashSet<(String, u32)>,
+    recent: Bounded<String>,
     /// Attempts hung up before this node placed them (their PlaceCall was
-    /// still on its way), oldest first: never placed after.
-    hung_up: VecDeque<(String, u32)>,
-    hung_up_set: HashSet<(String, u32)>,
+    /// still on its way): never placed after.
+    hung_up: Bounded<()>,
     pub(super) deadlines: std::collections::BTreeSet<(Instant, CallKey, Deadline)>,
     pub(super) events: VecDeque<CallEvent>,
     /// Calls with an AI leg, what the hub must do, and when held ends
@@ -266,26 +299,11 @@ impl Placements {
     }
 
     fn remember(&mut self, attempt: (String, u32), trunk: String) {
-        if self.recent.len() >= RECENT_IDS
-            && let Some((old, _)) = self.recent.pop_front()
-        {
-            self.recent_set.remove(&old);
-        }
-        self.recent_set.insert(attempt.clone());
-        self.recent.push_back((attempt, trunk));
+        self.recent.insert(attempt, trunk);
     }
 
     fn forbid(&mut self, attempt: (String, u32)) {
-        if self.hung_up_set.contains(&attempt) {
-            return;
-        }
-        if self.hung_up.len() >= RECENT_IDS
-            && let Some(old) = self.hung_up.pop_front()
-        {
-            self.hung_up_set.remove(&old);
-        }
-        self.hung_up_set.insert(attempt.clone());
-        self.hung_up.push_back(attempt);
+        self.hung_up.insert(attempt, ());
     }
 
     /// The trunk of this attempt if it was placed already; an error when
@@ -299,15 +317,7 @@ impl Placements {
                 "attempt {a} of call {call_id} is still in progress on this node"
             )));
         }
-        let key = (call_id.to_owned(), attempt);
-        if self.recent_set.contains(&key) {
-            return Ok(self
-                .recent
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, t)| t.clone()));
-        }
-        Ok(None)
+        Ok(self.recent.get(&(call_id.to_owned(), attempt)).cloned())
     }
 }
 
@@ -365,8 +375,9 @@ impl Core {
         if self
             .calls
             .placed
-            .hung_up_set
-            .contains(&(req.call_id.clone(), attempt))
+            .hung_up
+            .get(&(req.call_id.clone(), attempt))
+            .is_some()
         {
             return Err(FailedPrecondition(format!(
                 "attempt {attempt} of call {} was hung up before it was placed here",
@@ -628,7 +639,7 @@ impl Core {
         let Some((key, carried, _)) = self.calls.placed.by_id.get(call_id).cloned() else {
             if attempt > 0 {
                 let id = (call_id.to_owned(), attempt);
-                if self.calls.placed.recent_set.contains(&id) {
+                if self.calls.placed.recent.get(&id).is_some() {
                     return Ok(true);
                 }
                 self.calls.placed.forbid(id);
