@@ -292,28 +292,45 @@ pub(super) async fn push_past(
     })
 }
 
+/// Why a node cannot take a call now for want of our configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotConfigured {
+    /// The push did not get through (no connection, a timeout, the
+    /// store unreadable): the platform's own trouble, gone when it is.
+    Unreached(String),
+    /// The node said no: it refused the snapshot, or runs another
+    /// deployment's newer one.
+    Refused(String),
+}
+
 /// Makes sure `node` runs the store's current configuration (or newer)
 /// before a call is placed on it.
-pub async fn ensure_config(node: &Node, store: &Store) -> Result<(), String> {
-    let version =
-        u64::try_from(store.config_version().await.map_err(|e| e.to_string())?).unwrap_or(0);
+pub async fn ensure_config(node: &Node, store: &Store) -> Result<(), NotConfigured> {
+    let unreached = |e: crate::store::StoreError| NotConfigured::Unreached(e.to_string());
+    let version = u64::try_from(store.config_version().await.map_err(unreached)?).unwrap_or(0);
     let h = node.health();
     if h.running_version == version {
         return Ok(());
     }
-    let rows = store.config_rows().await.map_err(|e| e.to_string())?;
+    let rows = store.config_rows().await.map_err(unreached)?;
     let snap = snapshot(&rows);
     let pushed = match push(node, &snap).await {
         Pushed::Ahead(running) => push_past(node, store, snap.version, running)
             .await
-            .map_err(|e| e.to_string())?,
+            .map_err(unreached)?,
         other => other,
     };
     match pushed {
         Pushed::Running(_) => Ok(()),
-        Pushed::Ahead(_) => Err(format!("{} runs a newer configuration", node.url())),
-        Pushed::Refused(e) => Err(format!("{} refused the configuration: {e}", node.url())),
-        Pushed::Failed(e) => Err(e),
+        Pushed::Ahead(_) => Err(NotConfigured::Refused(format!(
+            "{} runs a newer configuration",
+            node.url()
+        ))),
+        Pushed::Refused(e) => Err(NotConfigured::Refused(format!(
+            "{} refused the configuration: {e}",
+            node.url()
+        ))),
+        Pushed::Failed(e) => Err(NotConfigured::Unreached(e)),
     }
 }
 

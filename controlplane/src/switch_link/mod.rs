@@ -534,11 +534,19 @@ impl SwitchNodes {
         {
             return Ok(Dispatched::Lost);
         }
-        if let Err(e) = config::ensure_config(&node, store).await {
-            if repeat {
+        match config::ensure_config(&node, store).await {
+            Ok(()) => {}
+            Err(config::NotConfigured::Unreached(e) | config::NotConfigured::Refused(e))
+                if repeat =>
+            {
                 return unsure(node.url(), e);
             }
-            return fail(e).await;
+            // Nothing rang and the platform is the reason (the node went
+            // away since its last probe): as when no node is up.
+            Err(config::NotConfigured::Unreached(e)) => {
+                return defer(format!("no configuration on {}: {e}", node.url())).await;
+            }
+            Err(config::NotConfigured::Refused(e)) => return fail(e).await,
         }
         // A systemPrompt naming a prompt slug is placed as its text (the
         // call record keeps what the integrator sent).
@@ -638,6 +646,17 @@ impl SwitchNodes {
             // a limit's refusal means the first did not ring there.)
             Ok(Err(s)) if repeat && s.code() == Code::Unavailable => {
                 unsure(node.url(), format!("{}: {}", node.url(), s.message()))
+            }
+            // The same codes made by the transport after the request may
+            // have gone out (an HTTP/2 keep-alive ping unanswered, a stream
+            // reset) say nothing of whether the node placed the call: the
+            // call stays with this node, as for a timeout, and its repeat
+            // asks the node again.
+            Ok(Err(s))
+                if matches!(s.code(), Code::ResourceExhausted | Code::Unavailable)
+                    && !from_node_or_unsent(&s) =>
+            {
+                unsure(node.url(), describe(&s))
             }
             Ok(Err(s)) if matches!(s.code(), Code::ResourceExhausted | Code::Unavailable) => {
                 defer(format!("{}: {}", node.url(), s.message())).await
@@ -783,6 +802,26 @@ async fn journal_unread(store: &Store, node: &Node) -> crate::store::Result<Opti
             stats.journal_id
         )),
     })
+}
+
+/// Whether a failed request's status is the node's own answer (read from
+/// its trailers, so the node decided) or the transport's failure to reach
+/// it at all (no connection: the request never left). Anything else the
+/// transport reports may have come after the request was delivered.
+fn from_node_or_unsent(s: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(s);
+    if cause.is_none() {
+        return true;
+    }
+    // The chain is tonic → tower → hyper → io at most.
+    for _ in 0..8 {
+        let Some(c) = cause else { break };
+        if c.is::<tonic::ConnectError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// A gRPC status as one line: code, message, and the causes beneath a

@@ -1870,6 +1870,165 @@ async fn a_call_hung_up_while_its_placecall_is_under_way_never_rings() {
     server.kill(&peer).await;
 }
 
+/// A TCP relay to `upstream` that can be frozen: from then on it passes
+/// nothing either way and keeps every connection open, as a peer behind a
+/// network that went dark does.
+struct FreezingRelay {
+    addr: SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezingRelay {
+    async fn start(upstream: SocketAddr) -> FreezingRelay {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = frozen.clone();
+        let task = tokio::spawn(async move {
+            let mut pumps = tokio::task::JoinSet::new();
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                for (mut from, mut to, flag) in [
+                    (
+                        Box::new(ri) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(wo) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                        flag.clone(),
+                    ),
+                    (Box::new(ro), Box::new(wi), flag.clone()),
+                ] {
+                    pumps.spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if flag.load(Ordering::SeqCst) {
+                                // Dark: hold both ends, pass nothing.
+                                std::future::pending::<()>().await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FreezingRelay { addr, frozen, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A first dispatch whose PlaceCall reached the node, which then went
+/// dark before its answer came back: the transport's UNAVAILABLE (the
+/// HTTP/2 keep-alive ping unanswered) does not mean nothing rang, so the
+/// call stays with that node, unsure, instead of waiting to be placed on
+/// another (where it would ring a second time).
+#[tokio::test]
+async fn a_placecall_cut_off_after_it_was_delivered_stays_with_its_node() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let peer = Peer::new("j1");
+    let server = Server::start(&peer, None).await;
+    let relay = FreezingRelay::start(server.addr).await;
+    let l = link(vec![relay.url()], &clock);
+    l.choose_probing().await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    peer.with(|s| s.place_gate = Some(gate.clone()));
+    let (call, claimed) = claimed_call(&db, 9, &clock).await;
+    let dispatch = {
+        let (l, store) = (l.clone(), db.store.clone());
+        tokio::spawn(async move { l.dispatch(&store, &claimed).await })
+    };
+    eventually("the PlaceCall at the node", || async {
+        peer.with(|s| s.place_requests) == 1
+    })
+    .await;
+    relay.freeze();
+    gate.add_permits(1);
+    let d = dispatch.await.unwrap();
+    assert!(
+        matches!(&d, Dispatched::Unknown { node, detail }
+            if *node == relay.url() && detail.starts_with("Unavailable")),
+        "{d:?}"
+    );
+    assert_eq!(peer.with(|s| s.placements.len()), 1, "it rang there");
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::Dispatching);
+    // Its next dispatch asks that node again.
+    clock.advance_ms(crate::store::DISPATCH_LEASE_MS);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].node_url.as_deref(), Some(relay.url().as_str()));
+    server.kill(&peer).await;
+}
+
+/// A node that died since its last probe: the PlaceCall (or the
+/// configuration push before it) finds no one to connect to, so it surely
+/// rang nothing, and the call waits to be placed on whichever node is up
+/// then, its attempt unspent, as when no node is up at all.
+#[tokio::test]
+async fn a_call_on_a_node_that_could_not_be_reached_waits_to_be_placed_anywhere() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    db.store.create_trunk(&trunk(1)).await.unwrap();
+    super::config::ensure_config(&l.nodes()[0], &db.store)
+        .await
+        .unwrap();
+    server.kill(&peer).await;
+    let (call, claimed) = claimed_call(&db, 9, &clock).await;
+    let d = l.dispatch(&db.store, &claimed).await;
+    assert!(
+        matches!(&d, Dispatched::Deferred { detail, .. }
+            if detail.starts_with("not placed yet") && detail.contains("connect")),
+        "{d:?}"
+    );
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.attempt, rec.retries_left),
+        (CallStatus::Scheduled, 0, 1)
+    );
+    // Its configuration changed meanwhile: the push fails the same way.
+    db.store.create_trunk(&trunk(2)).await.unwrap();
+    clock.advance_ms(super::CAPACITY_WAIT_MS);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].node_url, None, "free for any node");
+    let d = l.dispatch(&db.store, &again[0]).await;
+    assert!(
+        matches!(&d, Dispatched::Deferred { detail, .. }
+            if detail.starts_with("not placed yet: no configuration on")),
+        "{d:?}"
+    );
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.attempt, rec.retries_left),
+        (CallStatus::Scheduled, 0, 1)
+    );
+}
+
 /// A hangup of a call whose PlaceCall answer was lost but which rang and
 /// ended on its node before the node's end was read: the node says it is
 /// over, the call is not cancelled, and its real end is what it records.
