@@ -65,9 +65,14 @@ async fn a_whole_conversation_in_g711() {
         .await;
     c.session.truncate(160).await.unwrap();
     assert!(
-        sim.wait_for(WAIT, |r| r
-            .contains(&SimRecord::Truncated { audio_end_ms: 160 }))
-            .await
+        sim.wait_for(WAIT, |r| r.iter().any(|r| matches!(
+            r,
+            SimRecord::Truncated {
+                audio_end_ms: 160,
+                ..
+            }
+        )))
+        .await
     );
 
     c.silence(400).await;

@@ -186,7 +186,14 @@ impl TapEngine {
 
     /// Milliseconds of engine audio sent to the caller so far.
     pub fn played_ms(&self) -> u64 {
-        self.shared.played.load(Ordering::Acquire) * 1000 / u64::from(self.from_engine_rate)
+        self.played_samples() * 1000 / u64::from(self.from_engine_rate)
+    }
+
+    /// Engine samples (at the engine's rate) sent to the caller so far:
+    /// exact, where [`Self::played_ms`] rounds down, so a position counted
+    /// in samples is reached when its last sample is played.
+    pub fn played_samples(&self) -> u64 {
+        self.shared.played.load(Ordering::Acquire)
     }
 
     /// Caller frames lost because this side did not read in time.
@@ -676,6 +683,8 @@ mod tests {
         assert!(f.iter().all(|&s| s == 2));
         w.mark_played(480);
         assert_eq!(e.played_ms(), 20);
+        w.mark_played(23);
+        assert_eq!((e.played_ms(), e.played_samples()), (20, 503));
     }
 
     #[test]

@@ -268,11 +268,16 @@ async fn outbound(extra: &str) -> Outbound {
 
 /// [`outbound`] with the simulator's configuration `sim`.
 async fn outbound_with(extra: &str, sim: SimConfig) -> Outbound {
+    outbound_to(Vendor::Gemini, extra, sim).await
+}
+
+/// [`outbound_with`] with `vendor`'s simulator.
+async fn outbound_to(vendor: Vendor, extra: &str, sim: SimConfig) -> Outbound {
     let media = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let scenario = callee_scenario(dir.path(), "callee", media.local_addr().unwrap().port());
     let carrier = common::sipp_server(&["-sf", scenario.to_str().unwrap(), "-m", "1"]);
-    let (sim, sw) = ai_switch_with(carrier.port, extra, sim).await;
+    let (sim, sw) = ai_switch_to(vendor, carrier.port, extra, sim).await;
     Outbound {
         sim,
         sw,
@@ -289,20 +294,26 @@ async fn ai_switch(carrier_port: u16, extra: &str) -> (SimServer, Switch) {
 }
 
 async fn ai_switch_with(carrier_port: u16, extra: &str, cfg: SimConfig) -> (SimServer, Switch) {
-    let sim = SimServer::bind(Vendor::Gemini, "127.0.0.1:0", cfg)
-        .await
-        .unwrap();
+    ai_switch_to(Vendor::Gemini, carrier_port, extra, cfg).await
+}
+
+/// [`ai_switch_with`] with `vendor`'s simulator.
+async fn ai_switch_to(
+    vendor: Vendor,
+    carrier_port: u16,
+    extra: &str,
+    cfg: SimConfig,
+) -> (SimServer, Switch) {
+    let sim = SimServer::bind(vendor, "127.0.0.1:0", cfg).await.unwrap();
     let config = format!(
         "[[trunks]]\nid = \"{TRUNK}\"\nhost = \"127.0.0.1\"\nport = {carrier_port}\ndefault = true\noptions_interval = 0\n{extra}"
     );
     let url = sim.url();
-    let sw = Switch::start(
-        &config,
-        &[
-            ("CODEB_GEMINI_URL", url.as_str()),
-            ("CODEB_GEMINI_API_KEY", "sim-key"),
-        ],
-    );
+    let (url_var, key_var) = match vendor {
+        Vendor::Gemini => ("CODEB_GEMINI_URL", "CODEB_GEMINI_API_KEY"),
+        Vendor::OpenAi => ("CODEB_OPENAI_URL", "CODEB_OPENAI_API_KEY"),
+    };
+    let sw = Switch::start(&config, &[(url_var, url.as_str()), (key_var, "sim-key")]);
     (sim, sw)
 }
 
@@ -520,16 +531,34 @@ async fn late_transcript_pieces_still_make_whole_turns_counted_once() {
     );
 }
 
+/// The same call with OpenAI Realtime as the engine. Its server says
+/// `speech_started` whenever the callee starts talking, here after the
+/// greeting has all been played: nothing is cut, so the engine is not told
+/// to truncate the greeting (which would make it forget what it said).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_call_talks_with_the_callee_and_keeps_what_it_said() {
+    talks_and_hangs_up_with(Vendor::OpenAi, SimConfig::default()).await;
+}
+
 /// An AI call whose callee listens to the greeting, talks 1.2 s and is
 /// said goodbye to; the turns the node reported (role, text).
 async fn talks_and_hangs_up(sim_cfg: SimConfig) -> Vec<(String, String)> {
+    talks_and_hangs_up_with(Vendor::Gemini, sim_cfg).await
+}
+
+/// [`talks_and_hangs_up`] with `vendor`'s engine.
+async fn talks_and_hangs_up_with(vendor: Vendor, sim_cfg: SimConfig) -> Vec<(String, String)> {
+    let (model, voice) = match vendor {
+        Vendor::Gemini => ("gemini-live-2.5-flash", "Aoede"),
+        Vendor::OpenAi => ("openai/gpt-realtime", "marin"),
+    };
     let Outbound {
         sim,
         sw,
         carrier,
         media,
         _dir,
-    } = outbound_with("", sim_cfg).await;
+    } = outbound_to(vendor, "", sim_cfg).await;
     let stop = Arc::new(AtomicBool::new(false));
     let heard = Arc::new(Heard::default());
     // The callee listens to the greeting, then talks for 1.2 s.
@@ -551,8 +580,8 @@ async fn talks_and_hangs_up(sim_cfg: SimConfig) -> Vec<(String, String)> {
         display_name: "Reminder".into(),
         attempt: 1,
         ai: Some(v1::AiSession {
-            model: "gemini-live-2.5-flash".into(),
-            voice: "Aoede".into(),
+            model: model.into(),
+            voice: voice.into(),
             language: "en-US".into(),
             system_prompt: "You remind people of appointments. END_AFTER_TURNS=1".into(),
             ..Default::default()
@@ -623,8 +652,14 @@ async fn talks_and_hangs_up(sim_cfg: SimConfig) -> Vec<(String, String)> {
         })
         .unwrap();
     assert!(
-        setup.contains("END_AFTER_TURNS=1") && setup.contains("Aoede"),
+        setup.contains("END_AFTER_TURNS=1") && setup.contains(voice),
         "{setup}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(r, SimRecord::Truncated { .. })),
+        "nothing was cut, so nothing truncated: {records:#?}"
     );
     assert!(
         records

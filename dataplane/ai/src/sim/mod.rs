@@ -152,6 +152,8 @@ pub enum SimRecord {
     },
     /// OpenAI `conversation.item.truncate`.
     Truncated {
+        /// The assistant item truncated.
+        item_id: String,
         /// Audio played, ms.
         audio_end_ms: u64,
     },

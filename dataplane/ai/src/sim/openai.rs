@@ -194,7 +194,14 @@ struct Conn {
     /// With `late_transcripts`: the caller's transcript (its item and
     /// text), sent once the response to it is done.
     late_heard: Option<(String, String, u32)>,
+    /// The assistant audio items of this connection and their length in
+    /// ms (the latest [`MAX_AUDIO_ITEMS`]), which a truncate must name
+    /// and stay within.
+    audio_items: std::collections::VecDeque<(String, u64)>,
 }
+
+/// Assistant audio items a connection remembers for truncates.
+const MAX_AUDIO_ITEMS: usize = 64;
 
 impl Conn {
     fn new(shared: Arc<Shared>) -> Self {
@@ -213,6 +220,7 @@ impl Conn {
             pending_tool: None,
             after_tool_output: false,
             late_heard: None,
+            audio_items: std::collections::VecDeque::new(),
         }
     }
 
@@ -375,12 +383,38 @@ impl Conn {
                     .await?;
                 }
                 "conversation.item.truncate" => {
-                    let item_id = msg.get("item_id").cloned().unwrap_or(Value::Null);
+                    let item_id = msg
+                        .get("item_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
                     let end = msg.get("audio_end_ms").and_then(Value::as_u64).unwrap_or(0);
-                    self.shared
-                        .log
-                        .push(SimRecord::Truncated { audio_end_ms: end });
-                    self.send(ws, json!({"type": "conversation.item.truncated", "event_id": self.ev(), "item_id": item_id, "content_index": 0, "audio_end_ms": end})).await?;
+                    // As the vendor: only an assistant audio item of this
+                    // conversation, and not past its audio.
+                    match self.audio_items.iter_mut().find(|(id, _)| *id == item_id) {
+                        None => {
+                            let m = format!(
+                                "Invalid 'item_id': no assistant message with audio '{}'.",
+                                item_id.chars().take(64).collect::<String>()
+                            );
+                            self.error(ws, "invalid_request_error", "invalid_value", &m)
+                                .await?;
+                        }
+                        Some((_, len)) if end > *len => {
+                            let m =
+                                format!("Audio content of {len}ms is already shorter than {end}ms");
+                            self.error(ws, "invalid_request_error", "invalid_value", &m)
+                                .await?;
+                        }
+                        Some((_, len)) => {
+                            *len = end;
+                            self.shared.log.push(SimRecord::Truncated {
+                                item_id: item_id.clone(),
+                                audio_end_ms: end,
+                            });
+                            self.send(ws, json!({"type": "conversation.item.truncated", "event_id": self.ev(), "item_id": item_id, "content_index": 0, "audio_end_ms": end})).await?;
+                        }
+                    }
                 }
                 other => {
                     let m = format!(
@@ -581,6 +615,11 @@ impl Conn {
                 self.send(ws, json!({"type": "response.output_audio_transcript.delta", "event_id": self.ev(), "response_id": rid, "item_id": item, "output_index": 0, "content_index": 0, "delta": w})).await?;
             }
         }
+        if self.audio_items.len() == MAX_AUDIO_ITEMS {
+            self.audio_items.pop_front();
+        }
+        self.audio_items
+            .push_back((item.clone(), u64::from(r.audio_ms)));
         self.shared.log.push(SimRecord::Said {
             turn: r.turn,
             text: r.text.clone(),

@@ -201,6 +201,11 @@ fn tap_tick(
     tap.speaking = kind == EngineFrame::Audio;
     match kind {
         EngineFrame::Audio => {
+            // Played once taken: a frame that cannot go out (no address
+            // for the caller yet, a full queue, a codec error) is a gap in
+            // the caller's stream, not audio still to come, and the AI
+            // side counts its turns' positions in these samples.
+            tap.worker.mark_played(got);
             tap.partial_waiting = false;
             if tap
                 .from_engine
@@ -223,7 +228,7 @@ fn tap_tick(
         tap.source = tap.source.wrapping_add(1);
         tap.sending = true;
     }
-    let sent = send_encoded(
+    send_encoded(
         now,
         caller,
         tx,
@@ -231,7 +236,4 @@ fn tap_tick(
         payload,
         Source::Local { id: tap.source },
     );
-    if sent && kind == EngineFrame::Audio {
-        tap.worker.mark_played(got);
-    }
 }

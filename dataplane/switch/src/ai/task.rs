@@ -240,16 +240,19 @@ impl Conversation {
         self.heard(note, p.after_caller)
     }
 
-    /// Milliseconds the caller heard of the AI turn an interruption cut
-    /// (the one still playing, else the one being generated).
-    pub(super) fn played_ms_of_turn(&self, played: u64) -> u32 {
-        let heard = match (self.interrupted_at, &self.playing, self.turn_start) {
+    /// Milliseconds the caller heard of the AI turn an interruption cuts
+    /// (the one being generated, else the one still playing), or `None`
+    /// when it cuts nothing: the caller speaking after the AI's audio has
+    /// all been played leaves the engine's record of it whole (a truncate
+    /// would make the engine forget what it said).
+    pub(super) fn played_ms_of_turn(&self, played: u64) -> Option<u32> {
+        let heard = match (self.interrupted_at, self.turn_start, &self.playing) {
             (Some(at), _, _) => at,
-            (None, Some(p), _) => played.saturating_sub(p.start).min(p.samples),
-            (None, None, Some(start)) => played.saturating_sub(start).min(self.turn_samples),
-            (None, None, None) => 0,
+            (None, Some(start), _) => played.saturating_sub(start).min(self.turn_samples),
+            (None, None, Some(p)) if played < p.start + p.samples => played.saturating_sub(p.start),
+            _ => return None,
         };
-        u32::try_from(heard * 1000 / self.rate).unwrap_or(u32::MAX)
+        Some(u32::try_from(heard * 1000 / self.rate).unwrap_or(u32::MAX))
     }
 
     /// A finished turn whose audio has now all been played, reported.
@@ -623,8 +626,10 @@ impl Playout {
         (direct + rest.len().min(room)) as u64
     }
 
+    /// Engine samples played to the caller (the turns' positions count
+    /// in the same samples).
     fn played(&self) -> u64 {
-        self.tap.played_ms() * u64::from(self.rate) / 1000
+        self.tap.played_samples()
     }
 
     fn drained(&self) -> bool {
@@ -793,7 +798,9 @@ pub(super) async fn run(
                         for n in conv.answered(cut).into_iter().flatten() {
                             notes.send(n).await;
                         }
-                        let _ = session.truncate(heard).await;
+                        if let Some(heard) = heard {
+                            let _ = session.truncate(heard).await;
+                        }
                     }
                     EngineEvent::InputTranscript { text, is_final } => {
                         conv.caller_transcript(now, &text, is_final);
@@ -973,6 +980,66 @@ mod tests {
         let held: Vec<i16> = play.pending.iter().copied().collect();
         assert_eq!(held, (160..460).collect::<Vec<i16>>());
         assert!(!play.drained());
+    }
+
+    /// A turn whose length is no whole number of milliseconds is played
+    /// to its last sample: the playout position is counted in samples,
+    /// not rounded down to a millisecond, or the turn would never count as
+    /// played out (its transcript late, the call's end taken for a hang-up
+    /// in mid-sentence).
+    #[test]
+    fn a_turn_of_no_whole_millisecond_is_played_to_its_last_sample() {
+        use codeb_media::codec::CodecSpec;
+        use codeb_media::pipeline::{LegConfig, Pipeline};
+        use codeb_media::tap::TapConfig;
+        let t0 = Instant::now();
+        let tap = TapConfig {
+            to_engine_rate: 8_000,
+            from_engine_rate: 8_000,
+            from_engine_ms: 200,
+            ..TapConfig::default()
+        };
+        let leg = LegConfig {
+            remote_rtp: Some("127.0.0.1:4000".parse().unwrap()),
+            ..LegConfig::new(CodecSpec::pcmu(), 7)
+        };
+        let (mut pipeline, tap) =
+            Pipeline::ai_tap(t0, crate::media::tap_pipeline_config(t0), leg, tap).unwrap();
+        let ring = tap.engine_space();
+        let mut play = Playout {
+            tap,
+            pending: VecDeque::new(),
+            max_pending: 8_000,
+            ring,
+            rate: 8_000,
+            wrong_format_logged: false,
+        };
+        let f = AudioFormat {
+            codec: codeb_ai::Codec::PcmS16le,
+            rate_hz: 8_000,
+        };
+        let mut conv = Conversation::new(t0, 8_000);
+        // 125.375 ms of speech.
+        let pcm: Vec<u8> = (0..1003i16).flat_map(|i| (i * 20).to_le_bytes()).collect();
+        let n = play.push(&pcm, f);
+        assert_eq!(n, 1003);
+        conv.ai_audio(t0, n);
+        conv.ai_transcript("Goodbye.", true);
+        assert_eq!(conv.turn_complete(t0, play.played()), None, "still to play");
+        let mut now = t0;
+        while now < t0 + Duration::from_millis(400) {
+            if let Some(at) = pipeline.poll_timeout() {
+                now = at.max(now);
+            }
+            now += Duration::from_millis(1);
+            pipeline.handle_timeout(now);
+            while pipeline.poll_transmit().is_some() {}
+        }
+        assert_eq!(play.played(), 1003);
+        assert_eq!(
+            turn(conv.played_out(now, play.played())),
+            ("Goodbye.".into(), false)
+        );
     }
 
     #[test]
@@ -1156,7 +1223,7 @@ mod tests {
         // while it was still being generated.
         c.ai_audio(t0, 96_000);
         c.ai_transcript("one two three four five six seven eight", true);
-        assert_eq!(c.played_ms_of_turn(24_000 + 24_000), 1000);
+        assert_eq!(c.played_ms_of_turn(24_000 + 24_000), Some(1000));
         assert_eq!(c.interrupted(t0, 24_000 + 24_000), None);
         let (text, interrupted) = turn(c.turn_complete(t0, 48_000));
         assert!(interrupted);
@@ -1164,7 +1231,24 @@ mod tests {
         // The next turn starts where the caller's stream is, not after
         // the discarded audio.
         c.ai_audio(t0, 24_000);
-        assert_eq!(c.played_ms_of_turn(48_000 + 12_000), 500);
+        assert_eq!(c.played_ms_of_turn(48_000 + 12_000), Some(500));
+    }
+
+    /// The caller speaking once the AI's turn has all been played cuts
+    /// nothing: the engine is not told to truncate what it said.
+    #[test]
+    fn speech_after_the_turn_played_out_cuts_nothing() {
+        let t0 = Instant::now();
+        let mut c = Conversation::new(t0, 24_000);
+        assert_eq!(c.played_ms_of_turn(0), None, "nothing said yet");
+        c.ai_audio(t0, 24_000);
+        c.ai_transcript("Hello, this is the clinic.", true);
+        assert_eq!(c.turn_complete(t0, 6_000), None, "held while it plays");
+        assert_eq!(c.played_ms_of_turn(23_999), Some(999), "still playing");
+        assert_eq!(c.played_ms_of_turn(24_000), None, "played to its end");
+        assert!(turn(c.played_out(t0, 24_000)).0.starts_with("Hello"));
+        assert_eq!(c.played_ms_of_turn(30_000), None);
+        assert_eq!(c.interrupted(t0, 30_000), None);
     }
 
     #[test]
@@ -1175,7 +1259,7 @@ mod tests {
         c.ai_audio(t0, 96_000);
         c.ai_transcript("one two three four five six seven eight", true);
         assert_eq!(c.turn_complete(t0, 0), None, "held while it plays");
-        assert_eq!(c.played_ms_of_turn(24_000), 1000);
+        assert_eq!(c.played_ms_of_turn(24_000), Some(1000));
         assert!(c.awaits_playout());
         let (text, interrupted) = turn(c.interrupted(t0, 24_000));
         assert!(interrupted);
