@@ -16,9 +16,11 @@
 //!
 //! Resumption: setup always asks for `sessionResumption`; the newest
 //! resumable handle is kept. On `goAway` the engine asks the driver for a new
-//! connection once a model turn has ended since (the caller's words before
-//! it are then in the session's state; what it has not answered yet would
-//! be lost), or at once if the server closes first, and the new setup
+//! connection once a model turn has been answered to its `turnComplete`
+//! since (the caller's words before it are then in the session's state,
+//! and the turn's usage and last words have come; what it has not answered
+//! yet would be lost, so not after a turn the caller cut into), or at once
+//! if the server closes first, and the new setup
 //! carries the handle, so the conversation goes on where it was.
 
 use std::borrow::Cow;
@@ -58,6 +60,9 @@ pub struct GeminiEngine {
     /// are in the session's state.
     turn_since_go_away: bool,
     in_turn: bool,
+    /// The last model turn was cut by the caller (`interrupted`), who is
+    /// speaking: no point to move connections at until the next turn.
+    cut: bool,
     input_text: String,
     output_text: String,
     /// The text of a turn `generationComplete` ended, while its output
@@ -80,6 +85,7 @@ impl GeminiEngine {
             go_away: false,
             turn_since_go_away: false,
             in_turn: false,
+            cut: false,
             input_text: String::new(),
             output_text: String::new(),
             revising: None,
@@ -104,6 +110,7 @@ impl GeminiEngine {
     fn model_content(&mut self, events: &mut Vec<EngineEvent>) {
         self.flush_input(events);
         self.in_turn = true;
+        self.cut = false;
         self.revising = None;
     }
 
@@ -118,7 +125,6 @@ impl GeminiEngine {
             return;
         }
         self.in_turn = false;
-        self.turn_since_go_away |= self.go_away;
         let text = std::mem::take(&mut self.output_text);
         if !text.is_empty() {
             events.push(EngineEvent::OutputTranscript {
@@ -173,7 +179,8 @@ impl GeminiEngine {
     }
 
     /// What the driver does after a message: after `goAway`, reconnect
-    /// once a model turn has ended since, with none in flight. Not at
+    /// once a model turn has come to its `turnComplete` since (answered,
+    /// not cut by the caller), with none in flight. Not at
     /// once: the caller may be speaking, and what the model has not
     /// answered yet is not in the state a resumed connection gets, so it
     /// would be lost. The notice is long (about 50 s); a connection that
@@ -233,12 +240,18 @@ impl GeminiEngine {
             self.flush_input(events);
             events.push(EngineEvent::Interrupted);
             self.end_turn(events, false);
+            self.cut = true;
         }
         if sc.get("generationComplete").and_then(Value::as_bool) == Some(true) {
             self.end_turn(events, true);
         }
         if sc.get("turnComplete").and_then(Value::as_bool) == Some(true) {
             self.end_turn(events, false);
+            // A turn answered to its end (not one the caller cut into,
+            // who is speaking now) is a point to move connections at:
+            // the turn's usage and last words have come with or before
+            // its `turnComplete`, not with `generationComplete`.
+            self.turn_since_go_away |= self.go_away && !self.cut;
         }
         Ok(())
     }
@@ -943,6 +956,68 @@ mod tests {
         assert_eq!(step, Step::Continue);
         let mut evs = Vec::new();
         assert_eq!(e.on_close(Some(1008), "", &mut evs), Step::Reconnect);
+    }
+
+    /// After `goAway` the connection moves at a turn's `turnComplete`,
+    /// which carries its usage and follows its last words, not at its
+    /// `generationComplete`; and not at the end of a turn the caller cut
+    /// into (they are speaking), but at the end of the answer to them.
+    #[test]
+    fn go_away_moves_at_the_end_of_a_whole_answered_turn() {
+        let audio = B64.encode([1u8, 0, 2, 0]);
+        let model_audio = json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio}}]}}});
+        let mut e = GeminiEngine::new(&cfg());
+        e.on_open(&mut Outbox::new()).unwrap();
+        feed(&mut e, json!({"setupComplete": {}}));
+        feed(
+            &mut e,
+            json!({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true}}),
+        );
+        feed(&mut e, json!({"goAway": {"timeLeft": "50s"}}));
+        assert_eq!(feed(&mut e, model_audio.clone()).2, Step::Continue);
+        let (_, _, step) = feed(
+            &mut e,
+            json!({"serverContent": {"generationComplete": true}}),
+        );
+        assert_eq!(step, Step::Continue, "its usage and last words are to come");
+        let (ev, _, step) = feed(
+            &mut e,
+            json!({"serverContent": {"outputTranscription": {"text": " bye"}}}),
+        );
+        assert_eq!(step, Step::Continue);
+        assert!(
+            matches!(&ev[..], [EngineEvent::OutputRevised { .. }]),
+            "{ev:?}"
+        );
+        let (ev, _, step) = feed(
+            &mut e,
+            json!({"serverContent": {"turnComplete": true}, "usageMetadata": {"totalTokenCount": 907}}),
+        );
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, EngineEvent::Usage(u) if u.total_tokens == 907)),
+            "{ev:?}"
+        );
+        assert_eq!(step, Step::Reconnect);
+
+        // The caller cuts into the first turn after the notice.
+        let mut e = GeminiEngine::new(&cfg());
+        e.on_open(&mut Outbox::new()).unwrap();
+        feed(&mut e, json!({"setupComplete": {}}));
+        feed(
+            &mut e,
+            json!({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true}}),
+        );
+        feed(&mut e, json!({"goAway": {"timeLeft": "50s"}}));
+        feed(&mut e, model_audio.clone());
+        let (_, _, step) = feed(&mut e, json!({"serverContent": {"interrupted": true}}));
+        assert_eq!(step, Step::Continue, "the caller is speaking");
+        let (_, _, step) = feed(&mut e, json!({"serverContent": {"turnComplete": true}}));
+        assert_eq!(step, Step::Continue, "the caller is still speaking");
+        // The answer to what they said, to its end.
+        assert_eq!(feed(&mut e, model_audio).2, Step::Continue);
+        let (_, _, step) = feed(&mut e, json!({"serverContent": {"turnComplete": true}}));
+        assert_eq!(step, Step::Reconnect);
     }
 
     #[test]

@@ -51,11 +51,13 @@ async fn a_whole_conversation_turn_by_turn() {
         *e == EngineEvent::TurnComplete
     })
     .await;
+
+    // The greeting plays out (its usage comes with its turnComplete,
+    // once it has played by the audio clock); the caller speaks 1.2 s;
+    // the AI answers.
+    c.silence(700).await;
     c.until("greeting usage", |e| matches!(e, EngineEvent::Usage(_)))
         .await;
-
-    // The greeting plays out; the caller speaks 1.2 s; the AI answers.
-    c.silence(700).await;
     c.speak(1200).await;
     c.silence(400).await;
     let evs = c
@@ -116,6 +118,8 @@ async fn a_whole_conversation_turn_by_turn() {
     );
     c.until("goodbye turn complete", |e| *e == EngineEvent::TurnComplete)
         .await;
+    // Its usage once it has played.
+    c.silence(600).await;
     c.until("goodbye usage", |e| matches!(e, EngineEvent::Usage(_)))
         .await;
 
@@ -198,8 +202,8 @@ async fn a_whole_conversation_turn_by_turn() {
         (p, r, t, 3)
     );
     assert_eq!(usage.tokens_total(), t);
-    // Audio clock: 0.7 + 1.2 + 0.4 + 0.4 + 0.4 s sent; 0.67 + 0.38 + 0.58 s received.
-    assert_eq!(usage.audio_in_us, 3_100_000);
+    // Audio clock: 0.7 + 1.2 + 0.4 + 0.4 + 0.4 + 0.6 s sent; 0.67 + 0.38 + 0.58 s received.
+    assert_eq!(usage.audio_in_us, 3_700_000);
     assert_eq!(usage.audio_out_us, 670_000 + 380_000 + 580_000);
 }
 
@@ -280,6 +284,52 @@ async fn go_away_resumes_transparently_and_the_conversation_continues() {
             .count(),
         1
     );
+}
+
+/// After `goAway` the client moves to a new connection at the end of the
+/// next answered turn, its `turnComplete` (which carries the turn's usage
+/// and comes once the turn has played by the audio clock), not at its
+/// `generationComplete`: the usage of every turn arrives, none is left on
+/// the old connection.
+#[tokio::test]
+async fn go_away_moves_after_the_turns_usage_has_come() {
+    let mut sc = sim_cfg();
+    sc.connection_lifetime = Some(Duration::from_millis(6000));
+    sc.go_away_notice = Duration::from_millis(5000);
+    let sim = sim(Vendor::Gemini, sc).await;
+    let mut c = Caller::connect(config(&sim, "gemini-live-2.5-flash", "sim-key", "chat")).await;
+    assert_eq!(c.ai_says().await.0, GREETING);
+    c.silence(700).await;
+    c.speak(800).await;
+    c.silence(400).await;
+    let (text, evs) = c.ai_says().await;
+    assert_eq!(text, "Reply 1: I heard 0.8 seconds from you.");
+    assert!(
+        evs.iter().any(|e| matches!(e, EngineEvent::GoAway { .. })),
+        "{}",
+        summary(&evs)
+    );
+    // Reply 1 plays; its turnComplete brings its usage, then the move.
+    c.silence(500).await;
+    let evs = c.until("resumed", |e| *e == EngineEvent::Resumed).await;
+    assert!(
+        evs.iter().any(|e| matches!(e, EngineEvent::Usage(_))),
+        "reply 1's usage before the move: {}",
+        summary(&evs)
+    );
+    c.session.close().await.unwrap();
+    let evs = c
+        .until("closed", |e| matches!(e, EngineEvent::Closed { .. }))
+        .await;
+    let Some(EngineEvent::Closed { usage, .. }) = evs.last().cloned() else {
+        unreachable!()
+    };
+    let reported = sim
+        .records()
+        .iter()
+        .filter(|r| matches!(r, SimRecord::Usage { .. }))
+        .count();
+    assert_eq!((reported, usage.reports), (2, 2), "greeting and reply 1");
 }
 
 #[tokio::test]

@@ -132,6 +132,7 @@ pub(crate) async fn serve_connection(
         open_turn: None,
         heard_ms_unreported: 0,
         go_away_sent: false,
+        usage_due: None,
     };
     if let (Some(gate), Some(_)) = (&shared.cfg.resume_gate, handle) {
         // A closed gate lets everything through.
@@ -225,6 +226,8 @@ struct Conn {
     open_turn: Option<(u32, bool)>,
     heard_ms_unreported: u64,
     go_away_sent: bool,
+    /// The usage of the turn whose `turnComplete` is still to come.
+    usage_due: Option<Value>,
 }
 
 impl Conn {
@@ -286,7 +289,7 @@ impl Conn {
                             self.finish_generation(ws, audio_ms).await?;
                             if self.open_turn == Some((turn, true)) {
                                 self.open_turn = None;
-                                send(ws, json!({"serverContent": {"turnComplete": true}})).await?;
+                                self.turn_complete(ws).await?;
                             }
                         }
                         other => {
@@ -343,7 +346,7 @@ impl Conn {
                     self.open_turn = None;
                     self.shared.log.push(SimRecord::Interrupted { turn });
                     send(ws, json!({"serverContent": {"interrupted": true}})).await?;
-                    send(ws, json!({"serverContent": {"turnComplete": true}})).await?;
+                    self.turn_complete(ws).await?;
                 }
             }
             Act::Speak(r) => self.speak(ws, r).await?,
@@ -353,7 +356,7 @@ impl Conn {
                         self.open_turn = Some((turn, true));
                     } else {
                         self.open_turn = None;
-                        send(ws, json!({"serverContent": {"turnComplete": true}})).await?;
+                        self.turn_complete(ws).await?;
                     }
                 }
             }
@@ -457,10 +460,10 @@ impl Conn {
     }
 
     /// The turn's content is all sent: a resumption point, then
-    /// `generationComplete` with this turn's usage.
+    /// `generationComplete`; the turn's usage waits for its
+    /// `turnComplete` ([`Self::turn_complete`]), as Google sends it.
     async fn finish_generation(&mut self, ws: &mut Ws, audio_ms: u32) -> Result<(), EngineError> {
         self.resumption_update(ws).await?;
-        let mut msg = json!({"serverContent": {"generationComplete": true}});
         if self.shared.cfg.send_usage {
             let prompt = audio_tokens(std::mem::take(&mut self.heard_ms_unreported))
                 + std::mem::take(&mut self.prompt_tokens);
@@ -471,10 +474,19 @@ impl Conn {
                 response,
                 total,
             });
-            msg["usageMetadata"] = json!({
+            self.usage_due = Some(json!({
                 "promptTokenCount": prompt, "responseTokenCount": response, "totalTokenCount": total,
                 "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": response}]
-            });
+            }));
+        }
+        send(ws, json!({"serverContent": {"generationComplete": true}})).await
+    }
+
+    /// `turnComplete`, with the usage of the turn it ends.
+    async fn turn_complete(&mut self, ws: &mut Ws) -> Result<(), EngineError> {
+        let mut msg = json!({"serverContent": {"turnComplete": true}});
+        if let Some(u) = self.usage_due.take() {
+            msg["usageMetadata"] = u;
         }
         send(ws, msg).await
     }
