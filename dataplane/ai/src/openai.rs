@@ -46,6 +46,13 @@ pub struct OpenAiEngine {
     /// `response.output_item.added`: their arguments' `done` is read with
     /// the name from here when it comes without one.
     calls: Vec<(String, String)>,
+    /// A response is under way (from `response.created` to its
+    /// `response.done`): the server refuses another `response.create`
+    /// until it is done.
+    responding: bool,
+    /// A `response.create` waits for the response under way to be done
+    /// (a tool's answer, or text, that came meanwhile).
+    create_due: bool,
 }
 
 /// Function calls kept per response (a response makes one or two).
@@ -113,13 +120,27 @@ impl OpenAiEngine {
             response_had_output: false,
             last_error: None,
             calls: Vec::new(),
+            responding: false,
+            create_due: false,
         }
     }
 
-    fn user_text(text: &str, out: &mut Outbox) {
+    fn user_text(&mut self, text: &str, out: &mut Outbox) {
         out.json(&json!({"type": "conversation.item.create",
                    "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}));
-        out.json(&json!({"type": "response.create"}));
+        self.create_response(out);
+    }
+
+    /// Asks for a response now, or once the one under way is done (the
+    /// server refuses a second with `conversation_already_has_active_response`:
+    /// a tool call's arguments come before its response's `response.done`,
+    /// and the answer to it may come back before that).
+    fn create_response(&mut self, out: &mut Outbox) {
+        if self.responding {
+            self.create_due = true;
+        } else {
+            out.json(&json!({"type": "response.create"}));
+        }
     }
 
     /// A chunk of the model's audio (base64 `delta`) of item `item`.
@@ -207,13 +228,13 @@ impl Engine for OpenAiEngine {
     fn on_command(&mut self, cmd: Command, out: &mut Outbox) -> Result<(), EngineError> {
         match cmd {
             Command::Audio(a) => self.on_audio(&a, out)?,
-            Command::Text(t) => Self::user_text(&t, out),
+            Command::Text(t) => self.user_text(&t, out),
             Command::ToolResult {
                 call_id, output, ..
             } => {
                 out.json(&json!({"type": "conversation.item.create",
                            "item": {"type": "function_call_output", "call_id": call_id, "output": output.to_string()}}));
-                out.json(&json!({"type": "response.create"}));
+                self.create_response(out);
             }
             Command::Truncate { played_ms } => {
                 if let Some(item) = self.last_audio_item.take() {
@@ -264,7 +285,7 @@ impl Engine for OpenAiEngine {
                 self.ready = true;
                 events.push(EngineEvent::Ready);
                 if let Some(k) = self.kickoff.clone() {
-                    Self::user_text(&k, out);
+                    self.user_text(&k, out);
                 }
             }
             "input_audio_buffer.speech_started" => events.push(EngineEvent::Interrupted),
@@ -284,7 +305,10 @@ impl Engine for OpenAiEngine {
                     is_final: true,
                 });
             }
-            "response.created" => self.response_had_output = false,
+            "response.created" => {
+                self.response_had_output = false;
+                self.responding = true;
+            }
             // `response.audio.*` are the beta names, accepted read-only.
             "response.output_audio.delta" | "response.audio.delta" => {
                 self.audio_delta(s(&msg, "delta"), s(&msg, "item_id"), events)?;
@@ -339,6 +363,10 @@ impl Engine for OpenAiEngine {
             }
             "response.done" => {
                 self.calls.clear();
+                self.responding = false;
+                if std::mem::take(&mut self.create_due) {
+                    self.create_response(out);
+                }
                 // A response that failed, or stopped short (a token limit,
                 // a content filter), is said, not passed over in silence.
                 let status = msg.pointer("/response/status").and_then(Value::as_str);
@@ -383,6 +411,13 @@ impl Engine for OpenAiEngine {
                 let code = e.get("code").and_then(Value::as_str).map(str::to_owned);
                 let message: String = s(&e, "message").chars().take(512).collect();
                 self.last_error = Some((code.clone(), message.clone()));
+                if code.as_deref() == Some("conversation_already_has_active_response") {
+                    // Ours crossed one the server began itself (its voice
+                    // detection ends a caller's turn): asked again once
+                    // that one is done.
+                    self.responding = true;
+                    self.create_due = true;
+                }
                 if !self.ready && e.get("event_id").and_then(Value::as_str) == Some(SETUP_EVENT) {
                     // Our session.update refused (a voice or format the
                     // vendor does not have): OpenAI keeps the connection
@@ -525,6 +560,61 @@ mod tests {
         assert!(
             out[0].contains(r#""item_id":"item_1""#) && out[0].contains(r#""audio_end_ms":120"#)
         );
+    }
+
+    /// A tool's answer that comes back while the response that called it
+    /// is still under way (its arguments come before its `response.done`)
+    /// asks for the next response once that one is done, not at once
+    /// (the server would refuse it); one refused all the same (a response
+    /// the server began itself) is asked again after that one.
+    #[test]
+    fn a_response_is_asked_for_once_the_one_under_way_is_done() {
+        let mut e = engine();
+        let feed = |e: &mut OpenAiEngine, v: Value| {
+            let mut out = Outbox::new();
+            e.on_message(&v.to_string(), &mut Vec::new(), &mut out)
+                .unwrap();
+            out.texts()
+        };
+        let creates = |out: &[String]| {
+            out.iter()
+                .filter(|t| t.contains(r#""type":"response.create""#))
+                .count()
+        };
+        feed(&mut e, json!({"type": "session.updated", "session": {}}));
+        feed(&mut e, json!({"type": "response.created"}));
+        feed(
+            &mut e,
+            json!({"type": "response.function_call_arguments.done", "call_id": "call_9", "name": "transfer_to_user", "arguments": "{\"user\":\"bob\"}"}),
+        );
+        let mut out = Outbox::new();
+        e.on_command(
+            Command::ToolResult {
+                call_id: "call_9".into(),
+                name: "transfer_to_user".into(),
+                output: json!({"ok": false}),
+            },
+            &mut out,
+        )
+        .unwrap();
+        let out = out.texts();
+        assert!(out[0].contains("function_call_output"), "{out:?}");
+        assert_eq!(creates(&out), 0, "the response is still under way");
+        let out = feed(&mut e, json!({"type": "response.done", "response": {}}));
+        assert_eq!(creates(&out), 1, "{out:?}");
+        // Ours crosses one the server began: refused, asked again after.
+        let out = feed(
+            &mut e,
+            json!({"type": "error", "error": {"type": "invalid_request_error", "code": "conversation_already_has_active_response", "message": "busy"}}),
+        );
+        assert_eq!(creates(&out), 0);
+        let out = feed(&mut e, json!({"type": "response.done", "response": {}}));
+        assert_eq!(creates(&out), 1);
+        // With none under way, at once.
+        let mut out = Outbox::new();
+        e.on_command(Command::Text("hello".into()), &mut out)
+            .unwrap();
+        assert_eq!(creates(&out.texts()), 1);
     }
 
     /// A function call's arguments may come without its name, which the

@@ -535,6 +535,9 @@ async fn late_transcript_pieces_still_make_whole_turns_counted_once() {
 /// `speech_started` whenever the callee starts talking, here after the
 /// greeting has all been played: nothing is cut, so the engine is not told
 /// to truncate the greeting (which would make it forget what it said).
+/// The `end_call` answered at once, while its response is still under
+/// way, asks for the next response only once that one is done (the
+/// server refuses it before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_call_talks_with_the_callee_and_keeps_what_it_said() {
     talks_and_hangs_up_with(Vendor::OpenAi, SimConfig::default()).await;
@@ -660,6 +663,12 @@ async fn talks_and_hangs_up_with(vendor: Vendor, sim_cfg: SimConfig) -> Vec<(Str
             .iter()
             .any(|r| matches!(r, SimRecord::Truncated { .. })),
         "nothing was cut, so nothing truncated: {records:#?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(r, SimRecord::ClientError { .. })),
+        "the engine refused nothing we sent: {records:#?}"
     );
     assert!(
         records

@@ -55,6 +55,13 @@ pub struct SimConfig {
     /// response to it is done, and a function call's arguments without
     /// its name. Off: each in order and whole.
     pub late_transcripts: bool,
+    /// OpenAI: how long a response that calls a function stays under way
+    /// after the call's arguments are done (the real server's
+    /// `response.done` follows them, while a quick client may already be
+    /// answering the call): a `response.create` read meanwhile is refused
+    /// with `conversation_already_has_active_response`, as the vendor
+    /// refuses it. Zero: `response.done` at once.
+    pub tool_response_window: Duration,
 }
 
 impl Default for SimConfig {
@@ -69,6 +76,7 @@ impl Default for SimConfig {
             observer: None,
             resume_gate: None,
             late_transcripts: false,
+            tool_response_window: Duration::from_millis(50),
         }
     }
 }
@@ -105,6 +113,11 @@ pub enum SimRecord {
     Connected {
         /// Resumed with a handle.
         resumed: bool,
+    },
+    /// OpenAI: an `error` event sent for a client event (its code).
+    ClientError {
+        /// The error's code.
+        code: String,
     },
     /// The key was wrong (the connection was then closed as the vendor does).
     Rejected {

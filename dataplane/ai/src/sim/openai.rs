@@ -198,6 +198,10 @@ struct Conn {
     /// ms (the latest [`MAX_AUDIO_ITEMS`]), which a truncate must name
     /// and stay within.
     audio_items: std::collections::VecDeque<(String, u64)>,
+    /// Client messages read while a response was under way, handled
+    /// after it (in order), and whether the client went meanwhile.
+    deferred: std::collections::VecDeque<String>,
+    peer_gone: bool,
 }
 
 /// Assistant audio items a connection remembers for truncates.
@@ -221,6 +225,8 @@ impl Conn {
             after_tool_output: false,
             late_heard: None,
             audio_items: std::collections::VecDeque::new(),
+            deferred: std::collections::VecDeque::new(),
+            peer_gone: false,
         }
     }
 
@@ -247,12 +253,20 @@ impl Conn {
     ) -> Result<(), EngineError> {
         let v = json!({"type": "error", "event_id": self.ev(),
             "error": {"type": kind, "code": code, "message": message, "param": null, "event_id": self.client_event}});
+        self.shared.log.push(SimRecord::ClientError {
+            code: code.to_owned(),
+        });
         self.send(ws, v).await
     }
 
     async fn run(&mut self, ws: &mut Ws) -> Result<(), EngineError> {
         loop {
-            let text = match ws.next().await {
+            let next = match self.deferred.pop_front() {
+                Some(t) => Some(Ok(Message::Text(t.into()))),
+                None if self.peer_gone => None,
+                None => ws.next().await,
+            };
+            let text = match next {
                 Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
                 Some(Ok(Message::Binary(_))) => {
                     self.error(
@@ -595,6 +609,45 @@ impl Conn {
                              "usage": {"type": "duration", "seconds": f64::from(heard_ms) / 1000.0}})).await
     }
 
+    /// The response `rid` stays under way for the configured window:
+    /// what the client sends meanwhile is kept for after it, but a
+    /// `response.create` is refused, as the vendor refuses it.
+    async fn under_way(&mut self, ws: &mut Ws, rid: &str) -> Result<(), EngineError> {
+        let until = tokio::time::Instant::now() + self.shared.cfg.tool_response_window;
+        while !self.peer_gone {
+            let text = match tokio::time::timeout_at(until, ws.next()).await {
+                Err(_) => break,
+                Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_owned(),
+                Ok(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => {
+                    self.peer_gone = true;
+                    break;
+                }
+                Ok(Some(Ok(_))) => continue,
+            };
+            let msg = serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+            if msg.get("type").and_then(Value::as_str) == Some("response.create") {
+                self.client_event = msg
+                    .get("event_id")
+                    .and_then(Value::as_str)
+                    .map(|e| e.chars().take(64).collect());
+                let m = format!(
+                    "Conversation already has an active response in progress: {rid}. \
+                     Wait until the response is finished before creating a new one."
+                );
+                self.error(
+                    ws,
+                    "invalid_request_error",
+                    "conversation_already_has_active_response",
+                    &m,
+                )
+                .await?;
+            } else if self.deferred.len() < 1024 {
+                self.deferred.push_back(text);
+            }
+        }
+        Ok(())
+    }
+
     async fn speak(&mut self, ws: &mut Ws, r: Reply) -> Result<(), EngineError> {
         let rid = self.id("resp");
         let item = self.id("item");
@@ -661,6 +714,7 @@ impl Conn {
             self.pending_tool = Some(call_id);
             self.last_item = Some(fitem);
             output.push(f);
+            self.under_way(ws, &rid).await?;
         }
         let mut resp = json!({"object": "realtime.response", "id": rid, "status": "completed", "status_details": null, "output": output});
         if self.shared.cfg.send_usage {
