@@ -27,6 +27,10 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 const MAX_PENDING_SECONDS: usize = 120;
 /// After `end_call`, the goodbye has this long to play out.
 const END_GRACE: Duration = Duration::from_secs(20);
+/// After `end_call`, how long the engine may stay quiet (no audio, no
+/// turn ended) before its goodbye is taken as said: a response after the
+/// tool's answer may say nothing at all.
+const END_QUIET: Duration = Duration::from_millis(1500);
 /// After a stop, the session has this long to say its last word (usage).
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// Longest transcript turn kept (the control plane cuts again).
@@ -104,6 +108,10 @@ pub(super) struct Conversation {
     /// `end_call` was called: its reason and how long playout may take.
     ending: Option<(String, Instant)>,
     end_reported: bool,
+    /// Since `end_call`: a turn has ended (the goodbye is all generated),
+    /// and when the engine last sent audio (or the call, if none since).
+    end_turn_done: bool,
+    end_quiet_from: Option<Instant>,
     /// An AI turn the engine has finished but the caller has not heard to
     /// the end yet: reported once played out, or cut by an interruption.
     playing: Option<Spoken>,
@@ -142,6 +150,8 @@ impl Conversation {
             discarded: 0,
             ending: None,
             end_reported: false,
+            end_turn_done: false,
+            end_quiet_from: None,
             playing: None,
             caller_turns: 0,
             ai_heard: 0,
@@ -204,6 +214,9 @@ impl Conversation {
 
     /// Engine audio arrived (`samples` of it) at `now`.
     pub(super) fn ai_audio(&mut self, now: Instant, samples: u64) {
+        if self.ending.is_some() {
+            self.end_quiet_from = Some(now);
+        }
         if self.turn_start.is_none() {
             self.turn_start = Some(self.received.saturating_sub(self.discarded));
             self.turn_began = Some(now);
@@ -332,6 +345,7 @@ impl Conversation {
     /// [`Self::played_out`] or [`Self::interrupted`]: the caller may yet
     /// cut it.
     pub(super) fn turn_complete(&mut self, now: Instant, played: u64) -> Option<AiNote> {
+        self.end_turn_done |= self.ending.is_some();
         let text = std::mem::take(&mut self.ai_text);
         let interrupted = self.interrupted_at.is_some();
         let (start, samples) = (
@@ -373,18 +387,43 @@ impl Conversation {
     pub(super) fn end_call(&mut self, now: Instant, reason: String) {
         if self.ending.is_none() {
             self.ending = Some((reason, now + END_GRACE));
+            self.end_quiet_from = Some(now);
         }
     }
 
-    /// Once the goodbye has played (`drained`) or its grace is over: the
-    /// reason to end the call with, reported once.
-    pub(super) fn end_due(&mut self, now: Instant, drained: bool) -> Option<String> {
-        let (reason, by) = self.ending.as_ref()?;
-        if self.end_reported || !(drained || now >= *by) {
+    /// Ends now, whatever is playing (an answering machine): the reason,
+    /// unless the end was reported already.
+    pub(super) fn end_now(&mut self, now: Instant, reason: String) -> Option<String> {
+        self.end_call(now, reason);
+        self.end_reported_once()
+    }
+
+    fn end_reported_once(&mut self) -> Option<String> {
+        let (reason, _) = self.ending.as_ref()?;
+        if std::mem::replace(&mut self.end_reported, true) {
             return None;
         }
-        self.end_reported = true;
         Some(reason.clone())
+    }
+
+    /// Once the goodbye has been said and played (`drained`), or its grace
+    /// is over: the reason to end the call with, reported once. Said: a
+    /// turn has ended since `end_call` with none under way (the model may
+    /// call the tool before it speaks, or speak again after the tool's
+    /// answer), or the engine has been quiet for [`END_QUIET`].
+    pub(super) fn end_due(&mut self, now: Instant, drained: bool) -> Option<String> {
+        let (_, by) = self.ending.as_ref()?;
+        let said = !self.answering()
+            && (self.end_turn_done || self.end_quiet_from.is_some_and(|at| now >= at + END_QUIET));
+        if !((drained && said) || now >= *by) {
+            return None;
+        }
+        self.end_reported_once()
+    }
+
+    /// When the goodbye's playout must be over, if `end_call` was called.
+    pub(super) fn end_by(&self) -> Option<Instant> {
+        self.ending.as_ref().map(|(_, by)| *by)
     }
 
     pub(super) fn ending(&self) -> bool {
@@ -730,6 +769,7 @@ pub(super) async fn run(
     // Tool calls the engine called off: an answer the core still sends for
     // one (its transfer failed just before) is not the engine's to get.
     let mut called_off: VecDeque<String> = VecDeque::new();
+    let mut closed_ending = false;
     loop {
         // The housekeeping clock ticked.
         let mut serve = false;
@@ -764,8 +804,7 @@ pub(super) async fn run(
                 {
                     let now = Instant::now();
                     tracing::info!(call_id = %call_id, ?cue, "answering machine detected; hanging up");
-                    conv.end_call(now, "voicemail".into());
-                    let _ = conv.end_due(now, true);
+                    let _ = conv.end_now(now, "voicemail".into());
                     notes
                         .send(AiNote::EndCall {
                             reason: "voicemail".into(),
@@ -789,6 +828,10 @@ pub(super) async fn run(
                         let n = play.push(&data, format);
                         conv.ai_audio(now, n);
                     }
+                    // The AI has decided to end the call: its goodbye
+                    // plays to the end though the caller talks over it
+                    // (says goodbye too).
+                    EngineEvent::Interrupted if conv.ending() => {}
                     EngineEvent::Interrupted => {
                         play.tap.flush();
                         play.pending.clear();
@@ -867,8 +910,10 @@ pub(super) async fn run(
                             };
                             if !detail.is_empty() {
                                 notes.send(AiNote::Failed { detail }).await;
-                            } else if let Some(reason) = conv.end_due(now, true) {
-                                notes.send(AiNote::EndCall { reason }).await;
+                            } else {
+                                // Closed after end_call: its goodbye
+                                // still plays out below.
+                                closed_ending = conv.ending();
                             }
                         }
                         break;
@@ -910,6 +955,23 @@ pub(super) async fn run(
         if stop_by.is_none()
             && let Some(reason) = conv.end_due(now, play.drained())
         {
+            tracing::info!(call_id = %call_id, %reason, "the AI ended the call");
+            notes.send(AiNote::EndCall { reason }).await;
+        }
+    }
+    if closed_ending {
+        // The engine closed after end_call: the goodbye it sent plays to
+        // its end (or its grace) before the call is hung up, unless the
+        // call goes first.
+        let by = conv.end_by().unwrap_or_else(Instant::now);
+        while !play.drained() && Instant::now() < by {
+            play.top_up();
+            tokio::select! {
+                ctl = control.recv() => if ctl.is_none() { break },
+                () = tokio::time::sleep(HOUSEKEEPING / 5) => {}
+            }
+        }
+        if let Some(reason) = conv.end_reported_once() {
             tracing::info!(call_id = %call_id, %reason, "the AI ended the call");
             notes.send(AiNote::EndCall { reason }).await;
         }
@@ -1404,18 +1466,63 @@ mod tests {
     #[test]
     fn end_call_waits_for_playout_or_its_grace() {
         let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
         let mut c = Conversation::new(t0, 8_000);
         assert_eq!(c.end_due(t0, true), None);
         assert!(!c.awaits_playout());
-        c.end_call(t0, "voicemail".into());
+        // The goodbye is spoken, then end_call; its turn ends after the
+        // tool's answer.
+        c.ai_audio(t0, 8_000);
+        c.ai_transcript("Thank you, goodbye.", true);
+        c.end_call(ms(100), "finished".into());
         assert!(c.awaits_playout(), "the goodbye drains or its grace ends");
-        assert_eq!(c.end_due(t0, false), None);
-        assert_eq!(c.end_due(t0, true), Some("voicemail".into()));
+        assert_eq!(c.end_due(ms(200), true), None, "still being said");
+        assert_eq!(c.turn_complete(ms(300), 2_400), None, "plays on");
+        assert_eq!(c.end_due(ms(400), false), None, "still playing");
+        assert_eq!(
+            turn(c.played_out(ms(1_000), 8_000)).0,
+            "Thank you, goodbye."
+        );
+        assert_eq!(c.end_due(ms(1_000), true), Some("finished".into()));
         assert!(!c.awaits_playout());
-        assert_eq!(c.end_due(t0, true), None, "reported once");
+        assert_eq!(c.end_due(ms(1_000), true), None, "reported once");
+        // end_call before a word is said: the goodbye after the tool's
+        // answer is waited for, not hung up on at once.
+        let mut c = Conversation::new(t0, 8_000);
+        c.end_call(t0, "finished".into());
+        assert_eq!(c.end_due(ms(100), true), None);
+        c.ai_audio(ms(600), 8_000);
+        c.ai_transcript("Goodbye!", true);
+        assert_eq!(c.end_due(ms(700), true), None, "being said");
+        assert_eq!(turn(c.turn_complete(ms(800), 8_000)).0, "Goodbye!");
+        assert_eq!(c.end_due(ms(800), true), Some("finished".into()));
+        // A turn ended after end_call, then the response to the tool's
+        // answer speaks again: that is waited for too.
+        let mut c = Conversation::new(t0, 8_000);
+        c.end_call(t0, "finished".into());
+        c.ai_audio(ms(100), 800);
+        let _ = c.turn_complete(ms(200), 800);
+        c.ai_audio(ms(300), 800);
+        assert_eq!(c.end_due(ms(400), true), None, "speaking again");
+        let _ = c.turn_complete(ms(500), 1_600);
+        assert_eq!(c.end_due(ms(500), true), Some("finished".into()));
+        // Nothing more said after the tool's answer: quiet for END_QUIET.
+        let mut c = Conversation::new(t0, 8_000);
+        c.end_call(t0, "finished".into());
+        assert_eq!(
+            c.end_due(t0 + END_QUIET - Duration::from_millis(1), true),
+            None
+        );
+        assert_eq!(c.end_due(t0 + END_QUIET, true), Some("finished".into()));
+        // Never drained: the grace.
         let mut c = Conversation::new(t0, 8_000);
         c.end_call(t0, String::new());
         assert_eq!(c.end_due(t0 + END_GRACE, false), Some(String::new()));
+        // An answering machine: at once, once.
+        let mut c = Conversation::new(t0, 8_000);
+        c.ai_audio(t0, 8_000);
+        assert_eq!(c.end_now(t0, "voicemail".into()), Some("voicemail".into()));
+        assert_eq!(c.end_due(t0 + END_GRACE, true), None);
     }
 
     #[test]
