@@ -34,11 +34,15 @@ impl Core {
             return;
         };
         let wanted = call.phase == Phase::Routing && call.b.dialog.is_none();
+        let ending = call.phase == Phase::Ending;
         let (invite, flow) = (branch.invite.clone(), branch.flow);
         let Some(dialog) = self.b_dialog(now, &invite, &resp, flow) else {
             return;
         };
-        if self.transfer_branch(key, bi) {
+        // A transfer's target answering as the call ends (its 2xx crossed
+        // our CANCEL) is hung up as a losing fork is: there is no call
+        // left to hand over.
+        if self.transfer_branch(key, bi) && !ending {
             return self.transfer_answered(now, key, bi, dialog, &resp);
         }
         if !wanted {

@@ -529,7 +529,8 @@ impl Core {
             .filter_map(|b| b.failed)
             .min_by_key(|s| failure_rank(*s))
             .unwrap_or(status);
-        let why = match status.as_u16() {
+        // Said of the best answer, not the last branch's.
+        let why = match best.as_u16() {
             486 | 600 | 603 => "the target is busy".to_owned(),
             408 | 480 | 487 => "the target did not answer".to_owned(),
             c => format!("the target could not be reached (SIP {c})"),

@@ -13,8 +13,14 @@ use super::*;
 
 /// Bob is also registered at B2, so his calls ring B (his fixed contact)
 /// and B2.
-fn two_phones() -> Harness {
+pub(super) fn two_phones() -> Harness {
     let mut h = Harness::new(None);
+    register_bob_at_b2(&mut h);
+    h
+}
+
+/// Bob registers B2 as a second phone.
+pub(super) fn register_bob_at_b2(h: &mut Harness) {
     let owner = Bytes::from_static(b"<sip:bob@192.0.2.21:5060>");
     let contact = Contact::parse(&owner, &owner, &codeb_sip::Limits::default()).unwrap();
     let now = h.now;
@@ -33,7 +39,6 @@ fn two_phones() -> Harness {
             now,
         )
         .unwrap();
-    h
 }
 
 /// A calls 1000; both phones get an INVITE.

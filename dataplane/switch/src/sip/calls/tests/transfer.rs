@@ -388,6 +388,85 @@ fn hanging_up_while_the_user_rings_cancels_the_transfer() {
     assert_eq!(h.core.active_calls(), 0);
 }
 
+/// A user with two phones, one busy and the other not answering: the AI
+/// is told the best answer of the two (busy), not the last one's.
+#[test]
+fn a_transfer_to_two_phones_reports_the_best_answer() {
+    let (mut h, _carrier, key) = answered_ai_call("oac-tr6");
+    super::forking::register_bob_at_b2(&mut h);
+    transfer_to(&mut h, key, "bob");
+    let to_b = request(h.one(B));
+    let to_b2 = request(h.one(B2));
+    h.send(B, plain(&to_b, StatusCode::BUSY_HERE));
+    assert_eq!(request(h.one(B)).method, Method::Ack);
+    h.send(
+        B2,
+        to_b2
+            .reply(StatusCode::REQUEST_TIMEOUT, Some(b"b2tag"))
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(request(h.one(B2)).method, Method::Ack);
+    let (ok, why) = tool_result(&mut h);
+    assert_eq!((ok, why.as_str()), (false, "the target is busy"));
+}
+
+/// The user answers just as the call ends (their 200 crosses our
+/// CANCEL): the call is over, so their dialog is ACKed and hung up at
+/// once, no transfer is reported, and nothing outlives the call.
+#[test]
+fn a_user_answering_as_the_call_ends_is_hung_up_on() {
+    let (mut h, mut carrier, key) = answered_ai_call("oac-tr5");
+    h.core
+        .transfer_call(h.now, "oac-tr5", TransferTarget::User("bob".into()))
+        .unwrap();
+    let to_bob = request(h.one(B));
+    h.send(B, plain(&to_bob, StatusCode::RINGING));
+    let bye = carrier.request(Method::Bye).unwrap().build().unwrap();
+    h.send(CARRIER, bye);
+    assert_eq!(response(h.one(CARRIER)).status, StatusCode::OK);
+    let cancel = request(h.one(B));
+    assert_eq!(cancel.method, Method::Cancel);
+    // Bob picks up before the CANCEL reaches his phone.
+    let mut bob = Dialog::uas(
+        &to_bob,
+        b"bobtag",
+        local(B),
+        Peer::udp(addr(SW)),
+        peer_config(None),
+        &mut h.ids,
+    )
+    .unwrap();
+    answer_with_sdp(&mut h, B, &mut bob, &to_bob, ("192.0.2.20", 42000));
+    h.send(B, plain(&cancel, StatusCode::OK));
+    let sent: Vec<Request> = h
+        .take(B)
+        .into_iter()
+        .filter_map(|m| match m {
+            codeb_sip::Message::Request(r) => Some(r),
+            codeb_sip::Message::Response(_) => None,
+        })
+        .collect();
+    let methods: Vec<_> = sent.iter().map(|r| r.method.clone()).collect();
+    assert_eq!(
+        methods,
+        [Method::Ack, Method::Bye],
+        "ACK, then BYE to the user"
+    );
+    h.send(B, sent[1].reply(StatusCode::OK, None).build().unwrap());
+    assert!(matches!(ai_request(&mut h), AiRequest::Stop(k) if k == key));
+    h.core.ai_note(h.now, key, AiNote::Closed);
+    let evs = events(&mut h);
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e.kind, CallEventKind::Transferred { .. })),
+        "{evs:#?}"
+    );
+    assert_eq!(ended(&evs).0, "far-hangup");
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.dialogs(), 0, "the user's dialog is gone too");
+}
+
 /// DID 7000 is a virtual number whose AI answers callers from A.
 pub(super) const RECEPTIONIST: &str = r#"
 [[virtual_numbers]]
