@@ -70,6 +70,9 @@ impl AppState {
     pub fn new(store: Store, config: Config, signing_key: SigningKey, clock: Clock) -> AppState {
         let settings = LinkSettings {
             lost_after: config.switch_lost_after,
+            // Well past what a node that is only cut off (lost_after) or
+            // a peer that notes it every few seconds would take.
+            unwatched_after: (config.switch_lost_after * 6).max(std::time::Duration::from_secs(30)),
             ..LinkSettings::default()
         };
         let switch = SwitchNodes::secured(

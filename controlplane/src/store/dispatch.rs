@@ -691,6 +691,52 @@ impl Store {
         })
     }
 
+    /// Notes that `node_url` was heard from at `at` (kept if later than
+    /// what is noted).
+    pub async fn note_node_heard(&self, node_url: &str, at: UtcMillis) -> Result<()> {
+        super::on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO switch_nodes_heard (node_url, heard_at) VALUES ($1, $2) \
+                 ON CONFLICT (node_url) DO UPDATE SET heard_at = CASE \
+                 WHEN excluded.heard_at > switch_nodes_heard.heard_at \
+                 THEN excluded.heard_at ELSE switch_nodes_heard.heard_at END",
+            )
+            .bind(node_url)
+            .bind(at.0)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The nodes that carry live calls (outbound or inbound) and are not
+    /// in `watched`, with when any control plane last noted hearing from
+    /// them (none: never), at most `limit` of them.
+    pub async fn nodes_with_calls_beyond(
+        &self,
+        watched: &[&str],
+        limit: usize,
+    ) -> Result<Vec<(String, Option<UtcMillis>)>> {
+        let rows: Vec<(String, Option<i64>)> = super::on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT u.node_url, h.heard_at FROM ( \
+                 SELECT DISTINCT node_url FROM calls \
+                 WHERE status IN ('dispatching', 'in-flight') AND node_url IS NOT NULL \
+                 UNION SELECT DISTINCT node_url FROM inbound_calls WHERE ended_at IS NULL \
+                 ) u LEFT JOIN switch_nodes_heard h ON h.node_url = u.node_url \
+                 ORDER BY u.node_url",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter(|(url, _)| !watched.contains(&url.as_str()))
+            .take(limit)
+            .map(|(url, at)| (url, at.map(UtcMillis)))
+            .collect())
+    }
+
     /// [`Store::sweep_calls_on_node`], counting the calls it ended.
     pub async fn fail_calls_on_node(
         &self,

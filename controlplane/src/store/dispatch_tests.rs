@@ -922,7 +922,39 @@ both!(
     a_lost_repeat_retries_after_its_last_placecall,
     a_replaced_file_goes_only_when_its_transaction_commits,
     a_lost_attempts_transfer_is_told_late,
+    nodes_with_calls_beyond_a_list_say_when_they_were_heard,
 );
+
+/// The nodes carrying live calls beyond a control plane's list, with when
+/// any noted hearing from them (the latest note stands).
+async fn nodes_with_calls_beyond_a_list_say_when_they_were_heard(db: TestDb) {
+    let s = &db.store;
+    assert!(s.nodes_with_calls_beyond(&[], 16).await.unwrap().is_empty());
+    in_flight(s, 31, 0).await;
+    assert_eq!(
+        s.nodes_with_calls_beyond(&[], 16).await.unwrap(),
+        [(NODE.to_owned(), None)]
+    );
+    s.note_node_heard(NODE, T0.plus_ms(1_000)).await.unwrap();
+    s.note_node_heard(NODE, T0).await.unwrap();
+    assert_eq!(
+        s.nodes_with_calls_beyond(&["http://other:1"], 16)
+            .await
+            .unwrap(),
+        [(NODE.to_owned(), Some(T0.plus_ms(1_000)))]
+    );
+    s.note_node_heard(NODE, T0.plus_ms(2_000)).await.unwrap();
+    assert_eq!(
+        s.nodes_with_calls_beyond(&[], 16).await.unwrap(),
+        [(NODE.to_owned(), Some(T0.plus_ms(2_000)))]
+    );
+    assert!(
+        s.nodes_with_calls_beyond(&[NODE], 16)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
 
 /// An attempt ended as lost whose node, meanwhile, had its AI hand the
 /// callee to a person: the node's account tells the transfer late (who

@@ -80,6 +80,10 @@ pub struct LinkSettings {
     /// A node unreachable this long has lost its calls
     /// (`CODEB_SWITCH_LOST_AFTER`).
     pub lost_after: Duration,
+    /// Calls on a node that no control plane has heard from this long,
+    /// and that is not in this one's CODEB_SWITCH_URLS, end as lost (its
+    /// URL left every control plane's list: no one else would end them).
+    pub unwatched_after: Duration,
     pub channel: ChannelSettings,
 }
 
@@ -87,6 +91,7 @@ impl Default for LinkSettings {
     fn default() -> Self {
         LinkSettings {
             lost_after: Duration::from_secs(5),
+            unwatched_after: Duration::from_secs(30),
             channel: ChannelSettings {
                 connect_timeout: Duration::from_secs(2),
                 keepalive: Duration::from_secs(2),
@@ -123,6 +128,12 @@ pub struct SwitchNodes {
     clock: Clock,
     /// Fired when a node turns reachable (so configuration goes out now).
     node_appeared: tokio::sync::Notify,
+    /// When this control plane began, when it last noted hearing from
+    /// each node in the store, and when it last looked for calls on
+    /// nodes no one watches (`sweep_unwatched`).
+    started: UtcMillis,
+    noted: std::sync::Mutex<std::collections::HashMap<String, UtcMillis>>,
+    unwatched_checked: std::sync::Mutex<Option<UtcMillis>>,
 }
 
 impl SwitchNodes {
@@ -149,8 +160,11 @@ impl SwitchNodes {
         SwitchNodes {
             nodes,
             settings,
+            started: clock.now(),
             clock,
             node_appeared: tokio::sync::Notify::new(),
+            noted: std::sync::Mutex::default(),
+            unwatched_checked: std::sync::Mutex::default(),
         }
     }
 
@@ -273,6 +287,8 @@ impl SwitchNodes {
     /// that stops loses its calls; the next one does not know them, and
     /// no event would ever end them).
     pub async fn sweep_lost_nodes(&self, store: &Store, now: UtcMillis) {
+        self.note_heard(store).await;
+        self.sweep_unwatched(store, now).await;
         for node in &self.nodes {
             if !node.is_lost(now, self.settings.lost_after) {
                 self.sweep_restarted(store, node, now).await;
@@ -303,6 +319,96 @@ impl SwitchNodes {
                 }
                 Err(e) => tracing::error!(node = %node.url(), "ending a lost node's calls: {e}"),
             }
+        }
+    }
+
+    /// Notes in the store when each node was last heard from (every
+    /// sixth of `unwatched_after`), so that other control planes on the
+    /// database know it is watched.
+    async fn note_heard(&self, store: &Store) {
+        let every =
+            i64::try_from(self.settings.unwatched_after.as_millis() / 6).unwrap_or(i64::MAX);
+        for node in &self.nodes {
+            let Some(heard) = node.last_heard() else {
+                continue;
+            };
+            let due = self
+                .noted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(node.url())
+                .is_none_or(|n| heard.0.saturating_sub(n.0) >= every);
+            if !due {
+                continue;
+            }
+            match store.note_node_heard(node.url(), heard).await {
+                Ok(()) => {
+                    self.noted
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(node.url().to_owned(), heard);
+                }
+                Err(e) => tracing::warn!(node = %node.url(), "noting the node heard from: {e}"),
+            }
+        }
+    }
+
+    /// Ends the calls of nodes that are in no control plane's
+    /// CODEB_SWITCH_URLS: not this one's, and not heard from by any for
+    /// `unwatched_after` (a renamed host, a node taken out of service).
+    /// Nothing else would ever end them: no one reads their events, and
+    /// no one probes them. Looked for every 5 s, once this control plane
+    /// has run for `unwatched_after` (so that its peers have noted theirs).
+    pub async fn sweep_unwatched(&self, store: &Store, now: UtcMillis) {
+        let after = i64::try_from(self.settings.unwatched_after.as_millis()).unwrap_or(i64::MAX);
+        if now.0.saturating_sub(self.started.0) < after {
+            return;
+        }
+        {
+            let mut last = self
+                .unwatched_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| now.0.saturating_sub(t.0) < 5_000) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let watched: Vec<&str> = self.nodes.iter().map(|n| n.url()).collect();
+        let beyond = match store.nodes_with_calls_beyond(&watched, 16).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("looking for calls on nodes no one watches: {e}");
+                return;
+            }
+        };
+        for (url, heard) in beyond {
+            if heard.is_some_and(|h| now.0.saturating_sub(h.0) < after) {
+                continue;
+            }
+            let detail = format!(
+                "switch node {url} lost: no control plane watches it (it is in no CODEB_SWITCH_URLS)"
+            );
+            match store
+                .sweep_calls_on_node(&url, Lost::All, &detail, heard.unwrap_or(now), now)
+                .await
+            {
+                Ok(s) if s.ended == 0 => {}
+                Ok(s) => tracing::error!(node = %url, calls = s.ended,
+                    "calls on a switch node no control plane watches were ended as lost"),
+                Err(e) => {
+                    tracing::error!(node = %url, "ending the calls of an unwatched node: {e}")
+                }
+            }
+        }
+    }
+
+    /// Without nodes of its own, a control plane still ends the calls of
+    /// nodes no one watches (CODEB_SWITCH_URLS emptied).
+    async fn unwatched_loop(self: Arc<Self>, store: Store) {
+        loop {
+            self.sweep_unwatched(&store, self.clock.now()).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
     }
 
@@ -752,6 +858,8 @@ impl SwitchNodes {
                 store.clone(),
                 self.clock.clone(),
             )));
+        } else {
+            tasks.push(tokio::spawn(self.clone().unwatched_loop(store.clone())));
         }
         LinkTasks { tasks }
     }

@@ -1069,6 +1069,48 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
     assert!(l.hangup(&url, call.call_id.as_str(), 1).await.is_err());
 }
 
+/// A node taken out of every control plane's CODEB_SWITCH_URLS (its host
+/// renamed) would leave its calls in flight for ever: no one reads its
+/// events or probes it. Another control plane ends them as lost once no
+/// one has heard from the node for `unwatched_after`, and not while one
+/// still watches it.
+#[tokio::test]
+async fn calls_on_a_node_no_control_plane_watches_end_as_lost() {
+    let (db, clock, peer, server, l, call) = one_node_with_call(6).await;
+    let url = server.url();
+    // The control plane after the rename: its list no longer has `url`.
+    let renamed = link(vec!["http://127.0.0.1:1".into()], &clock);
+    let after = renamed.settings().unwatched_after;
+    let node = l.nodes()[0].clone();
+    clock.advance_ms(1_000);
+    l.probe(&node).await;
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    // Past the bound, but the first control plane still watches it.
+    clock.advance_ms(after.as_millis() as i64);
+    l.probe(&node).await;
+    let heard = node.last_heard().unwrap();
+    l.sweep_lost_nodes(&db.store, clock.now()).await;
+    renamed.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
+    // It stops watching (restarted with the new list); no one hears from
+    // the node any more.
+    clock.advance_ms(after.as_millis() as i64 - 1);
+    renamed.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
+    clock.advance_ms(5_000);
+    renamed.sweep_lost_nodes(&db.store, clock.now()).await;
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::EndedFailedRetryPending);
+    assert_eq!(
+        rec.error_detail,
+        format!(
+            "switch node {url} lost: no control plane watches it (it is in no CODEB_SWITCH_URLS)"
+        )
+    );
+    assert_eq!(rec.ended_at, Some(heard), "when it was last heard from");
+    server.kill(&peer).await;
+}
+
 /// The node stops answering, and its loss is swept once
 /// CODEB_SWITCH_LOST_AFTER (5 s) has passed: its calls end as lost.
 async fn cut_off_past_the_bound(
