@@ -16,7 +16,9 @@ use super::extract::{JsonBody, ListEnvelope, Paging, QueryParams};
 use super::validate;
 use crate::auth::Admin;
 use crate::state::AppState;
-use crate::store::{MAX_PROMPT_NAME, MAX_PROMPT_TEXT, PromptRecord, builtin_prompt, is_slug};
+use crate::store::{
+    MAX_PROMPT_NAME, MAX_PROMPT_TEXT, PromptDelete, PromptRecord, builtin_prompt, is_slug,
+};
 
 /// Body of `POST /prompts` (slug and text required) and `PUT
 /// /prompts/{slug}` (name and/or text; the slug is the path's).
@@ -227,9 +229,15 @@ pub async fn remove(
     // dialled is kept: its slug would be used as the AI's instructions,
     // word for word. (Deleting a tenant's own `reminder` brings back the
     // built-in, so that is allowed.)
-    if builtin_prompt(&slug).is_none() {
-        let (numbers, calls) = state.store.prompt_users(&who.tenant, &slug).await?;
-        if !numbers.is_empty() || calls > 0 {
+    let checked = builtin_prompt(&slug).is_none();
+    match state
+        .store
+        .delete_prompt(&who.tenant, &slug, checked)
+        .await?
+    {
+        PromptDelete::Deleted => {}
+        PromptDelete::NotFound => return Err(no_such_prompt(&slug)),
+        PromptDelete::InUse { numbers, calls } => {
             let mut users = Vec::new();
             if !numbers.is_empty() {
                 users.push(format!("virtual numbers {}", numbers.join(", ")));
@@ -246,9 +254,6 @@ pub async fn remove(
                 ),
             ));
         }
-    }
-    if !state.store.delete_prompt(&who.tenant, &slug).await? {
-        return Err(no_such_prompt(&slug));
     }
     Ok(axum::Json(DeletedPrompt { deleted: p.into() }))
 }

@@ -413,7 +413,8 @@ impl Store {
         &self,
         c: &NewCall,
     ) -> Result<std::result::Result<(CallRecord, bool), TrunkGone>> {
-        let lock = if matches!(self.pool, super::Pool::Postgres(_)) {
+        let is_postgres = matches!(self.pool, super::Pool::Postgres(_));
+        let lock = if is_postgres {
             "SELECT id FROM trunks WHERE tenant = $1 AND ($2 IS NULL OR id = $2) FOR SHARE"
         } else {
             "SELECT id FROM trunks WHERE tenant = $1 AND ($2 IS NULL OR id = $2)"
@@ -428,6 +429,16 @@ impl Store {
                 .await?;
             if trunk.is_some() && found.is_empty() {
                 return Ok(Err(TrunkGone));
+            }
+            // A tenant prompt the call names, read FOR SHARE likewise: a
+            // DELETE of it at the same moment either counts this call
+            // (and is refused) or has committed first.
+            if is_postgres && crate::store::is_slug(&c.system_prompt) {
+                sqlx::query("SELECT slug FROM prompts WHERE tenant = $1 AND slug = $2 FOR SHARE")
+                    .bind(&c.tenant)
+                    .bind(&c.system_prompt)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             }
             let added = sqlx::query(
                 "INSERT INTO whitelist (tenant, phone, added_at, added_by) VALUES ($1, $2, $3, $4) \

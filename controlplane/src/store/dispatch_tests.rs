@@ -923,7 +923,57 @@ both!(
     a_replaced_file_goes_only_when_its_transaction_commits,
     a_lost_attempts_transfer_is_told_late,
     nodes_with_calls_beyond_a_list_say_when_they_were_heard,
+    a_prompt_an_in_flight_call_will_retry_with_is_kept,
 );
+
+/// A call in flight with a retry to come names a tenant prompt: the retry
+/// is placed with the prompt's text again, so the prompt is not deleted
+/// (its slug would become the retry's instructions); once the call has no
+/// retry left, it goes.
+async fn a_prompt_an_in_flight_call_will_retry_with_is_kept(db: TestDb) {
+    use crate::store::PromptDelete;
+    let s = &db.store;
+    s.create_prompt(TENANT, "dentist", "Dentist", "Remind them.", T0)
+        .await
+        .unwrap();
+    let c = NewCall {
+        system_prompt: "dentist".into(),
+        ..new_call(32, T0, 1)
+    };
+    s.insert_call(&c).await.unwrap();
+    let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
+    assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
+    assert!(
+        s.mark_placed(&claimed, "tr_0123456789abcdef", "", T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(s, &c.call_id).await, CallStatus::InFlight);
+    assert_eq!(
+        s.delete_prompt(TENANT, "dentist", true).await.unwrap(),
+        PromptDelete::InUse {
+            numbers: Vec::new(),
+            calls: 1
+        }
+    );
+    assert!(s.tenant_prompt(TENANT, "dentist").await.unwrap().is_some());
+    // Its last attempt: nothing will name the prompt again.
+    crate::store::on_pool!(s, |pool| {
+        sqlx::query("UPDATE calls SET retries_left = 0 WHERE call_id = $1")
+            .bind(c.call_id.as_str())
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        s.delete_prompt(TENANT, "dentist", true).await.unwrap(),
+        PromptDelete::Deleted
+    );
+    assert_eq!(
+        s.delete_prompt(TENANT, "dentist", true).await.unwrap(),
+        PromptDelete::NotFound
+    );
+}
 
 /// The nodes carrying live calls beyond a control plane's list, with when
 /// any noted hearing from them (the latest note stands).

@@ -47,8 +47,8 @@ pub use outbox::{
     Paused, ReplayOutcome, Room, event_body,
 };
 pub use prompts::{
-    BUILTIN_PROMPTS, BuiltinPrompt, MAX_PROMPT_NAME, MAX_PROMPT_TEXT, MAX_SLUG, PromptRecord,
-    builtin_prompt, is_slug,
+    BUILTIN_PROMPTS, BuiltinPrompt, MAX_PROMPT_NAME, MAX_PROMPT_TEXT, MAX_SLUG, PromptDelete,
+    PromptRecord, builtin_prompt, is_slug,
 };
 pub use routes::{InboundRoute, RouteError};
 pub use shares::{NewShare, ShareRecord, ShareView};

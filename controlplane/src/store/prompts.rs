@@ -14,6 +14,7 @@
 
 use codeb_types::UtcMillis;
 
+use super::WritePool as _;
 use super::{Page, Result, RowExt, Store, col, on_pool, opt_ms};
 
 /// Longest prompt text, in bytes.
@@ -119,6 +120,18 @@ pub fn with_call_context(text: &str, phone: &str, display_name: &str) -> String 
     format!(
         "{text}\n\nCall context: you are calling {phone}; the call's caller-ID name is \"{display_name}\"."
     )
+}
+
+/// What [`Store::delete_prompt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptDelete {
+    Deleted,
+    NotFound,
+    /// Still named: the virtual numbers (up to ten) and how many calls.
+    InUse {
+        numbers: Vec<String>,
+        calls: i64,
+    },
 }
 
 impl Store {
@@ -255,44 +268,69 @@ impl Store {
         })
     }
 
-    /// Deletes a tenant prompt; false if it has none with this slug.
-    /// What still names the tenant prompt `slug` as its `systemPrompt`:
-    /// virtual numbers (up to ten, by number) and calls not dialled yet.
-    pub async fn prompt_users(&self, tenant: &str, slug: &str) -> Result<(Vec<String>, i64)> {
-        on_pool!(self, |pool| {
-            let numbers: Vec<String> = sqlx::query_scalar(
-                "SELECT number FROM numbers WHERE tenant = $1 AND system_prompt = $2 \
-                 ORDER BY number LIMIT 10",
-            )
-            .bind(tenant)
-            .bind(slug)
-            .fetch_all(pool)
-            .await?;
-            let calls: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM calls WHERE tenant = $1 AND system_prompt = $2 \
-                 AND status IN ('scheduled', 'ended-failed-retry-pending', 'dispatching')",
-            )
-            .bind(tenant)
-            .bind(slug)
-            .fetch_one(pool)
-            .await?;
-            Ok((numbers, calls))
-        })
-    }
-
-    pub async fn delete_prompt(&self, tenant: &str, slug: &str) -> Result<bool> {
-        on_pool!(self, |pool| {
-            let n = sqlx::query("DELETE FROM prompts WHERE tenant = $1 AND slug = $2")
+    /// Deletes a tenant prompt unless something still names it as its
+    /// `systemPrompt` (`checked`: a slug with no built-in behind it, whose
+    /// users would get the slug itself as instructions): virtual numbers
+    /// (up to ten, by number) and calls still to be dialled, including a
+    /// retry still to come of one in flight. Checked and deleted in one
+    /// transaction, the prompt's row locked on PostgreSQL, so a call
+    /// stored at the same moment (which reads the row `FOR SHARE`) is
+    /// either counted or stored after the prompt is gone.
+    pub async fn delete_prompt(
+        &self,
+        tenant: &str,
+        slug: &str,
+        checked: bool,
+    ) -> Result<PromptDelete> {
+        let lock = if matches!(self.pool, super::Pool::Postgres(_)) {
+            "SELECT slug FROM prompts WHERE tenant = $1 AND slug = $2 FOR UPDATE"
+        } else {
+            "SELECT slug FROM prompts WHERE tenant = $1 AND slug = $2"
+        };
+        let out = on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            let found: Option<String> = sqlx::query_scalar(lock)
                 .bind(tenant)
                 .bind(slug)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            if n > 0 {
-                self.config_changed();
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                return Ok(PromptDelete::NotFound);
             }
-            Ok(n > 0)
-        })
+            if checked {
+                let numbers: Vec<String> = sqlx::query_scalar(
+                    "SELECT number FROM numbers WHERE tenant = $1 AND system_prompt = $2 \
+                     ORDER BY number LIMIT 10",
+                )
+                .bind(tenant)
+                .bind(slug)
+                .fetch_all(&mut *tx)
+                .await?;
+                let calls: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM calls WHERE tenant = $1 AND system_prompt = $2 \
+                     AND (status IN ('scheduled', 'ended-failed-retry-pending', 'dispatching') \
+                     OR (status = 'in-flight' AND retries_left > 0))",
+                )
+                .bind(tenant)
+                .bind(slug)
+                .fetch_one(&mut *tx)
+                .await?;
+                if !numbers.is_empty() || calls > 0 {
+                    return Ok(PromptDelete::InUse { numbers, calls });
+                }
+            }
+            sqlx::query("DELETE FROM prompts WHERE tenant = $1 AND slug = $2")
+                .bind(tenant)
+                .bind(slug)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(PromptDelete::Deleted)
+        });
+        if matches!(out, Ok(PromptDelete::Deleted)) {
+            self.config_changed();
+        }
+        out
     }
 
     /// The instructions a call's session gets: a `systemPrompt` that is a
