@@ -27,6 +27,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // No id, slug or number has a control character; the database
+        // would refuse a NUL (PostgreSQL text cannot hold one) with an
+        // error that is no fault of the server's.
+        if has_control_escape(parts.uri.path()) {
+            return Err(ApiError::bad_request(
+                "the URL's path has a control character (such as %00) in it",
+            ));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
             Err(e) => Err(ApiError::bad_request(format!(
@@ -35,6 +43,18 @@ where
             ))),
         }
     }
+}
+
+/// Whether a percent-encoded URL part decodes to a control character
+/// (`%00`–`%1F`, `%7F`).
+fn has_control_escape(raw: &str) -> bool {
+    raw.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()),
+                (b'0' | b'1', b'0'..=b'9' | b'A'..=b'F') | (b'7', b'F')
+            )
+    })
 }
 
 /// Largest request body accepted anywhere (1 MiB).
@@ -256,6 +276,15 @@ impl QueryParams {
     pub fn parse(query: Option<&str>) -> Result<QueryParams, ApiError> {
         let mut out: Vec<(String, String)> = Vec::new();
         for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if k.chars().chain(v.chars()).any(char::is_control) {
+                return Err(ApiError::bad_request(format!(
+                    "Query parameter '{}' has a control character (such as %00) in it",
+                    k.chars()
+                        .filter(|c| !c.is_control())
+                        .take(64)
+                        .collect::<String>()
+                )));
+            }
             if out.iter().any(|(seen, _)| *seen == k) {
                 return Err(ApiError::bad_request(format!(
                     "Query parameter '{k}' is given twice"
