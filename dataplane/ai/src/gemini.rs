@@ -69,7 +69,16 @@ pub struct GeminiEngine {
     /// transcript may still come (until `turnComplete`, an interruption
     /// or the next turn's audio).
     revising: Option<String>,
+    /// Tool calls of this connection not answered yet, and those of an
+    /// earlier connection the session resumed from, which the new one
+    /// does not know (a `toolResponse` naming one is refused with 1007):
+    /// their answers go as text instead.
+    open_calls: Vec<String>,
+    stale_calls: Vec<String>,
 }
+
+/// Tool calls remembered per session (more are answered as they come).
+const MAX_OPEN_CALLS: usize = 16;
 
 impl GeminiEngine {
     /// An engine for `cfg` (nothing is sent until the driver opens a connection).
@@ -89,6 +98,8 @@ impl GeminiEngine {
             input_text: String::new(),
             output_text: String::new(),
             revising: None,
+            open_calls: Vec::new(),
+            stale_calls: Vec::new(),
         }
     }
 
@@ -473,6 +484,10 @@ impl Engine for GeminiEngine {
         self.in_turn = false;
         self.output_text.clear();
         self.revising = None;
+        let open = std::mem::take(&mut self.open_calls);
+        self.stale_calls.extend(open);
+        let excess = self.stale_calls.len().saturating_sub(MAX_OPEN_CALLS);
+        self.stale_calls.drain(..excess);
         let mut setup = self.setup.clone();
         let resumption = match &self.handle {
             Some(h) => json!({"handle": h}),
@@ -488,6 +503,15 @@ impl Engine for GeminiEngine {
             Command::Audio(pcm) => self.on_audio(&pcm, out)?,
             Command::Text(t) => out.json(&json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": t}]}], "turnComplete": true}})),
             Command::ToolResult { call_id, name, output } => {
+                if let Some(i) = self.stale_calls.iter().position(|c| *c == call_id) {
+                    // Called on a connection since replaced: this one has
+                    // no such call, so the model is told in words.
+                    self.stale_calls.swap_remove(i);
+                    let text = format!("(The {name} call you made earlier has finished: {output})");
+                    out.json(&json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}}));
+                    return Ok(());
+                }
+                self.open_calls.retain(|c| *c != call_id);
                 let response = if output.is_object() { output } else { json!({ "result": output }) };
                 out.json(&json!({"toolResponse": {"functionResponses": [{"id": call_id, "name": name, "response": response}]}}));
             }
@@ -570,6 +594,9 @@ impl Engine for GeminiEngine {
                 }
                 // The caller's words before it are final, as before audio.
                 self.model_content(events);
+                if self.open_calls.len() < MAX_OPEN_CALLS && !call_id.is_empty() {
+                    self.open_calls.push(call_id.clone());
+                }
                 let args = c.get("args").cloned().unwrap_or_else(|| json!({}));
                 events.push(EngineEvent::ToolCall {
                     call_id,
@@ -582,11 +609,12 @@ impl Engine for GeminiEngine {
             .pointer("/toolCallCancellation/ids")
             .and_then(Value::as_array)
         {
-            let ids = ids
+            let ids: Vec<String> = ids
                 .iter()
                 .filter_map(Value::as_str)
                 .map(str::to_owned)
                 .collect();
+            self.open_calls.retain(|c| !ids.contains(c));
             events.push(EngineEvent::ToolCallCancelled { ids });
         }
         if let Some(upd) = msg.get("sessionResumptionUpdate") {
@@ -1018,6 +1046,55 @@ mod tests {
         assert_eq!(feed(&mut e, model_audio).2, Step::Continue);
         let (_, _, step) = feed(&mut e, json!({"serverContent": {"turnComplete": true}}));
         assert_eq!(step, Step::Reconnect);
+    }
+
+    /// A tool call still open when the session moves to a new connection
+    /// (a transfer ringing across a `goAway`) is unknown to the new one,
+    /// which refuses a `toolResponse` naming it: its answer goes as text;
+    /// a call made on the new connection is answered as a call.
+    #[test]
+    fn a_tool_call_from_before_a_resumption_is_answered_in_words() {
+        let mut e = GeminiEngine::new(&cfg());
+        e.on_open(&mut Outbox::new()).unwrap();
+        feed(&mut e, json!({"setupComplete": {}}));
+        feed(
+            &mut e,
+            json!({"toolCall": {"functionCalls": [{"id": "fc-1", "name": "transfer_to_user", "args": {"user": "bob"}}]}}),
+        );
+        // Resumed on a new connection while bob's phone rings.
+        e.on_open(&mut Outbox::new()).unwrap();
+        feed(&mut e, json!({"setupComplete": {}}));
+        feed(
+            &mut e,
+            json!({"toolCall": {"functionCalls": [{"id": "fc-2", "name": "end_call", "args": {}}]}}),
+        );
+        let answer = |e: &mut GeminiEngine, id: &str, name: &str| {
+            let mut out = Outbox::new();
+            e.on_command(
+                Command::ToolResult {
+                    call_id: id.into(),
+                    name: name.into(),
+                    output: json!({"ok": false, "error": "the target is busy"}),
+                },
+                &mut out,
+            )
+            .unwrap();
+            out.texts()
+        };
+        let out = answer(&mut e, "fc-1", "transfer_to_user");
+        assert_eq!(out.len(), 1);
+        let v: Value = serde_json::from_str(&out[0]).unwrap();
+        assert!(v.get("toolResponse").is_none(), "{v}");
+        let text = v["clientContent"]["turns"][0]["parts"][0]["text"]
+            .as_str()
+            .unwrap();
+        assert!(
+            text.contains("transfer_to_user") && text.contains("the target is busy"),
+            "{text}"
+        );
+        let out = answer(&mut e, "fc-2", "end_call");
+        let v: Value = serde_json::from_str(&out[0]).unwrap();
+        assert_eq!(v["toolResponse"]["functionResponses"][0]["id"], "fc-2");
     }
 
     #[test]
