@@ -296,6 +296,7 @@ pub async fn start(
         backlog: Vec::new(),
         wakes: WakeSet::new(SOURCES),
         first: 0,
+        resumed: std::collections::VecDeque::new(),
     };
     tokio::spawn(driver.run(link, early));
     Ok((session, ev_rx))
@@ -427,7 +428,16 @@ struct Driver {
     wakes: WakeSet,
     /// The source polled first next time.
     first: usize,
+    /// When the session last moved to a new connection (the latest
+    /// [`MAX_RESUMES`]): a vendor that accepts each new connection and
+    /// drops it again at once is given up on, not resumed for ever.
+    resumed: std::collections::VecDeque<std::time::Instant>,
 }
+
+/// Connection moves allowed within [`RESUME_WINDOW`] (Gemini retires a
+/// connection every ten minutes or so; five a minute is a failing vendor).
+const MAX_RESUMES: usize = 5;
+const RESUME_WINDOW: Duration = Duration::from_secs(60);
 
 /// Runs `fut` (a resumed connection opening) while still reading the
 /// caller: what comes meanwhile is kept in `backlog` (up to
@@ -562,6 +572,16 @@ impl Driver {
                 Flow::End { code, error } => {
                     close_ws(&mut link, CloseCode::Normal, "call ended").await;
                     break (code, error);
+                }
+                Flow::Reconnect if !self.may_resume(std::time::Instant::now()) => {
+                    close_ws(&mut link, CloseCode::Normal, "call ended").await;
+                    break (
+                        None,
+                        Some(EngineError::Transport(format!(
+                            "the connection was lost {MAX_RESUMES} times within {} s",
+                            RESUME_WINDOW.as_secs()
+                        ))),
+                    );
                 }
                 Flow::Reconnect => match self.reconnect(&mut link).await {
                     Ok(new) => {
@@ -739,6 +759,23 @@ impl Driver {
         }
     }
 
+    /// Whether the session may move to a new connection at `now` (and
+    /// counts the move if so): not a sixth time within a minute.
+    fn may_resume(&mut self, now: std::time::Instant) -> bool {
+        while self
+            .resumed
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= RESUME_WINDOW)
+        {
+            self.resumed.pop_front();
+        }
+        if self.resumed.len() >= MAX_RESUMES {
+            return false;
+        }
+        self.resumed.push_back(now);
+        true
+    }
+
     /// Retires `old` and opens a resumed connection, retrying a few times.
     async fn reconnect(&mut self, old: &mut Client) -> Result<Client, EngineError> {
         close_ws(old, CloseCode::Normal, "resuming").await;
@@ -839,6 +876,7 @@ mod tests {
             backlog: Vec::new(),
             wakes: WakeSet::new(SOURCES),
             first: 0,
+            resumed: std::collections::VecDeque::new(),
         };
         let mut evs = Vec::new();
         let flow = driver.lost(EngineError::Transport("broken pipe".into()), &mut evs);
@@ -854,5 +892,15 @@ mod tests {
         );
         // No resumption handle yet: the session ends, with the error.
         assert!(matches!(flow, Flow::End { error: Some(_), .. }));
+
+        // Five moves to a new connection within a minute, not a sixth;
+        // a minute after the first, one more.
+        let t0 = std::time::Instant::now();
+        for i in 0..5 {
+            assert!(driver.may_resume(t0 + Duration::from_secs(i)), "move {i}");
+        }
+        assert!(!driver.may_resume(t0 + Duration::from_secs(59)));
+        assert!(driver.may_resume(t0 + Duration::from_secs(60)));
+        assert!(!driver.may_resume(t0 + Duration::from_secs(60)));
     }
 }

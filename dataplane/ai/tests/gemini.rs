@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use codeb_ai::sim::{SimRecord, Vendor, gemini::BAD_KEY_REASON};
 use codeb_ai::{AudioFormat, EngineError, EngineEvent, Provider, Usage};
 use common::*;
@@ -350,6 +351,46 @@ async fn an_abrupt_1008_close_also_resumes() {
         "Reply 1: I heard 0.6 seconds from you."
     );
     assert!(sim.records().contains(&SimRecord::Closed { code: 1008 }));
+}
+
+/// A vendor that takes every new connection and drops it again at once
+/// is not resumed for ever: the sixth loss within a minute ends the
+/// session with an error.
+#[tokio::test]
+async fn a_connection_lost_again_and_again_ends_the_session() {
+    let mut sc = sim_cfg();
+    sc.connection_lifetime = Some(Duration::from_millis(200));
+    sc.go_away_notice = Duration::ZERO;
+    let sim = sim(Vendor::Gemini, sc).await;
+    let mut c = Caller::connect(config(&sim, "", "sim-key", "chat")).await;
+    assert_eq!(c.ai_says().await.0, GREETING);
+    // Each connection is closed after 0.2 s of the caller's audio.
+    // Paced, so that each new connection gets its share, until the
+    // session refuses more.
+    let f = c.session.input_format();
+    let frame = vec![0u8; (f.rate_hz / 50 * f.bytes_per_sample()) as usize];
+    for _ in 0..200 {
+        if c.session
+            .send_audio(Bytes::from(frame.clone()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let evs = c
+        .until("closed", |e| matches!(e, EngineEvent::Closed { .. }))
+        .await;
+    let resumed = evs.iter().filter(|e| **e == EngineEvent::Resumed).count();
+    assert_eq!(resumed, 5, "{}", summary(&evs));
+    let Some(EngineEvent::Closed { error, .. }) = evs.last() else {
+        unreachable!()
+    };
+    assert!(
+        matches!(error, Some(EngineError::Transport(m)) if m.contains("lost 5 times")),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
