@@ -72,7 +72,8 @@ impl AppState {
             lost_after: config.switch_lost_after,
             // Well past what a node that is only cut off (lost_after) or
             // a peer that notes it every few seconds would take.
-            unwatched_after: (config.switch_lost_after * 6).max(std::time::Duration::from_secs(30)),
+            unwatched_after: (config.switch_lost_after * 6)
+                .max(std::time::Duration::from_secs(120)),
             ..LinkSettings::default()
         };
         let switch = SwitchNodes::secured(

@@ -709,12 +709,14 @@ impl Store {
         })
     }
 
-    /// The nodes that carry live calls (outbound or inbound) and are not
-    /// in `watched`, with when any control plane last noted hearing from
-    /// them (none: never), at most `limit` of them.
+    /// The nodes that carry live calls (outbound or inbound), are not in
+    /// `watched`, and no control plane has noted hearing from since
+    /// `cutoff`, with when one last did (none: never); at most `limit` of
+    /// them.
     pub async fn nodes_with_calls_beyond(
         &self,
         watched: &[&str],
+        cutoff: UtcMillis,
         limit: usize,
     ) -> Result<Vec<(String, Option<UtcMillis>)>> {
         let rows: Vec<(String, Option<i64>)> = super::on_pool!(self, |pool| {
@@ -731,7 +733,9 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .filter(|(url, _)| !watched.contains(&url.as_str()))
+            .filter(|(url, at)| {
+                !watched.contains(&url.as_str()) && at.is_none_or(|at| at < cutoff.0)
+            })
             .take(limit)
             .map(|(url, at)| (url, at.map(UtcMillis)))
             .collect())

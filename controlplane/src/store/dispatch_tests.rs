@@ -740,6 +740,9 @@ async fn hangup_of_an_unplaced_dispatch_cancels_it(db: TestDb) {
     assert_eq!(finished[0]["callId"], c.call_id.as_str());
     assert_eq!(finished[0]["outcome"], "cancelled");
     assert_eq!(finished[0]["answered"], false);
+    // It rang nowhere: no attempt was made, none was dialled.
+    let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
+    assert_eq!((rec.attempt, rec.dispatched_at), (0, None));
     let placed = in_flight(s, 13, 0).await;
     let r = s
         .hangup_unplaced(TENANT, &placed.call_id, T0)
@@ -979,27 +982,40 @@ async fn a_prompt_an_in_flight_call_will_retry_with_is_kept(db: TestDb) {
 /// any noted hearing from them (the latest note stands).
 async fn nodes_with_calls_beyond_a_list_say_when_they_were_heard(db: TestDb) {
     let s = &db.store;
-    assert!(s.nodes_with_calls_beyond(&[], 16).await.unwrap().is_empty());
+    let late = T0.plus_ms(10_000);
+    assert!(
+        s.nodes_with_calls_beyond(&[], late, 16)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     in_flight(s, 31, 0).await;
     assert_eq!(
-        s.nodes_with_calls_beyond(&[], 16).await.unwrap(),
+        s.nodes_with_calls_beyond(&[], late, 16).await.unwrap(),
         [(NODE.to_owned(), None)]
     );
     s.note_node_heard(NODE, T0.plus_ms(1_000)).await.unwrap();
     s.note_node_heard(NODE, T0).await.unwrap();
     assert_eq!(
-        s.nodes_with_calls_beyond(&["http://other:1"], 16)
+        s.nodes_with_calls_beyond(&["http://other:1"], late, 16)
             .await
             .unwrap(),
         [(NODE.to_owned(), Some(T0.plus_ms(1_000)))]
     );
+    // Heard since the cutoff: not listed (nor counted against the limit).
     s.note_node_heard(NODE, T0.plus_ms(2_000)).await.unwrap();
+    assert!(
+        s.nodes_with_calls_beyond(&[], T0.plus_ms(2_000), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        s.nodes_with_calls_beyond(&[], 16).await.unwrap(),
+        s.nodes_with_calls_beyond(&[], late, 16).await.unwrap(),
         [(NODE.to_owned(), Some(T0.plus_ms(2_000)))]
     );
     assert!(
-        s.nodes_with_calls_beyond(&[NODE], 16)
+        s.nodes_with_calls_beyond(&[NODE], late, 16)
             .await
             .unwrap()
             .is_empty()

@@ -167,7 +167,11 @@ pub enum Pushed {
     Ahead(u64),
     /// The node refused the snapshot; it keeps its last good one.
     Refused(String),
-    /// The node could not be reached.
+    /// The node could not be reached: no connection, or the node said it
+    /// cannot take requests now (shutting down). Nothing was applied.
+    Unreached(String),
+    /// Anything else: a timeout, another error, a node running another
+    /// deployment's configuration.
     Failed(String),
 }
 
@@ -175,7 +179,7 @@ pub enum Pushed {
 pub async fn push(node: &Node, snap: &pb::ConfigSnapshot) -> Pushed {
     let mut client = match node.client() {
         Ok(c) => c,
-        Err(e) => return Pushed::Failed(e),
+        Err(e) => return Pushed::Unreached(e),
     };
     let reply = tokio::time::timeout(APPLY_TIMEOUT, client.apply_config(snap.clone())).await;
     match reply {
@@ -200,6 +204,11 @@ pub async fn push(node: &Node, snap: &pb::ConfigSnapshot) -> Pushed {
                 "SWITCH NODE REFUSED THE CONFIGURATION: {}; it keeps running its last good \
                  configuration until a corrected one is pushed", status.message());
             Pushed::Refused(status.message().to_owned())
+        }
+        Ok(Err(status))
+            if status.code() == Code::Unavailable && super::from_node_or_unsent(&status) =>
+        {
+            Pushed::Unreached(format!("{}: {}", node.url(), super::describe(&status)))
         }
         Ok(Err(status)) => Pushed::Failed(format!("{}: {}", node.url(), status.message())),
         Err(_) => Pushed::Failed(format!("{}: ApplyConfig timed out", node.url())),
@@ -233,11 +242,13 @@ pub async fn push_all(link: &SwitchNodes, store: &Store) -> crate::store::Result
     let snap = snapshot(&store.config_rows().await?);
     for node in &stale {
         match push(node, &snap).await {
-            Pushed::Failed(e) => {
+            Pushed::Failed(e) | Pushed::Unreached(e) => {
                 tracing::warn!(node = %node.url(), "configuration push failed: {e}");
             }
             Pushed::Ahead(running) => {
-                if let Pushed::Failed(e) = push_past(node, store, snap.version, running).await? {
+                if let Pushed::Failed(e) | Pushed::Unreached(e) =
+                    push_past(node, store, snap.version, running).await?
+                {
                     tracing::warn!(node = %node.url(), "configuration push failed: {e}");
                 }
             }
@@ -295,12 +306,13 @@ pub(super) async fn push_past(
 /// Why a node cannot take a call now for want of our configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotConfigured {
-    /// The push did not get through (no connection, a timeout, the
-    /// store unreadable): the platform's own trouble, gone when it is.
+    /// The push did not get through (no connection, the node shutting
+    /// down, the store unreadable): the platform's own trouble, gone when
+    /// it is.
     Unreached(String),
-    /// The node said no: it refused the snapshot, or runs another
-    /// deployment's newer one.
-    Refused(String),
+    /// The node refused it, runs another deployment's configuration, or
+    /// the push went wrong otherwise (a timeout): the attempt fails.
+    Failed(String),
 }
 
 /// Makes sure `node` runs the store's current configuration (or newer)
@@ -322,15 +334,16 @@ pub async fn ensure_config(node: &Node, store: &Store) -> Result<(), NotConfigur
     };
     match pushed {
         Pushed::Running(_) => Ok(()),
-        Pushed::Ahead(_) => Err(NotConfigured::Refused(format!(
+        Pushed::Ahead(_) => Err(NotConfigured::Failed(format!(
             "{} runs a newer configuration",
             node.url()
         ))),
-        Pushed::Refused(e) => Err(NotConfigured::Refused(format!(
+        Pushed::Refused(e) => Err(NotConfigured::Failed(format!(
             "{} refused the configuration: {e}",
             node.url()
         ))),
-        Pushed::Failed(e) => Err(NotConfigured::Unreached(e)),
+        Pushed::Unreached(e) => Err(NotConfigured::Unreached(e)),
+        Pushed::Failed(e) => Err(NotConfigured::Failed(e)),
     }
 }
 

@@ -91,7 +91,7 @@ impl Default for LinkSettings {
     fn default() -> Self {
         LinkSettings {
             lost_after: Duration::from_secs(5),
-            unwatched_after: Duration::from_secs(30),
+            unwatched_after: Duration::from_secs(120),
             channel: ChannelSettings {
                 connect_timeout: Duration::from_secs(2),
                 keepalive: Duration::from_secs(2),
@@ -133,7 +133,23 @@ pub struct SwitchNodes {
     /// nodes no one watches (`sweep_unwatched`).
     started: UtcMillis,
     noted: std::sync::Mutex<std::collections::HashMap<String, UtcMillis>>,
-    unwatched_checked: std::sync::Mutex<Option<UtcMillis>>,
+    unwatched: std::sync::Mutex<Unwatched>,
+    /// How this control plane reaches a node: kept to probe a node it
+    /// does not watch before ending that node's calls.
+    token: node::Token,
+    tls: SwitchTls,
+}
+
+/// What [`SwitchNodes::sweep_unwatched`] keeps between its rounds.
+#[derive(Debug, Default)]
+struct Unwatched {
+    /// When it last looked.
+    checked: Option<UtcMillis>,
+    /// When it first found each node (with calls, beyond its list) with
+    /// no note of anyone hearing from it.
+    first_found: std::collections::HashMap<String, UtcMillis>,
+    /// The nodes it found answering and has said so of (once each).
+    told: std::collections::HashSet<String>,
 }
 
 impl SwitchNodes {
@@ -164,7 +180,9 @@ impl SwitchNodes {
             clock,
             node_appeared: tokio::sync::Notify::new(),
             noted: std::sync::Mutex::default(),
-            unwatched_checked: std::sync::Mutex::default(),
+            unwatched: std::sync::Mutex::default(),
+            token,
+            tls: tls.clone(),
         }
     }
 
@@ -265,13 +283,14 @@ impl SwitchNodes {
 
     /// Probes `node` until aborted: every `PROBE_INTERVAL` while it
     /// answers, with backoff while it does not.
-    async fn probe_loop(self: Arc<Self>, node: Arc<Node>) {
+    async fn probe_loop(self: Arc<Self>, node: Arc<Node>, store: Store) {
         let mut backoff = Backoff::default();
         loop {
             let appeared = self.probe(&node).await;
             if appeared {
                 self.node_appeared.notify_one();
             }
+            self.note_heard(&store).await;
             let wait = if node.health().healthy {
                 backoff.reset();
                 PROBE_INTERVAL
@@ -354,53 +373,86 @@ impl SwitchNodes {
     }
 
     /// Ends the calls of nodes that are in no control plane's
-    /// CODEB_SWITCH_URLS: not this one's, and not heard from by any for
-    /// `unwatched_after` (a renamed host, a node taken out of service).
-    /// Nothing else would ever end them: no one reads their events, and
-    /// no one probes them. Looked for every 5 s, once this control plane
-    /// has run for `unwatched_after` (so that its peers have noted theirs).
+    /// CODEB_SWITCH_URLS (a renamed host, a node taken out of service),
+    /// which nothing else would ever end: no one reads their events, and
+    /// no one probes them. A node counts as unwatched once no control
+    /// plane has noted hearing from it for `unwatched_after` (one never
+    /// noted: since this control plane first found it so), and its calls
+    /// end only if it does not answer this control plane's own probe
+    /// either: one that answers (watched by a control plane that does not
+    /// note, or left out of every list by mistake) is reported, not
+    /// touched. Looked for every 5 s, once this control plane has run for
+    /// `unwatched_after`.
     pub async fn sweep_unwatched(&self, store: &Store, now: UtcMillis) {
         let after = i64::try_from(self.settings.unwatched_after.as_millis()).unwrap_or(i64::MAX);
         if now.0.saturating_sub(self.started.0) < after {
             return;
         }
         {
-            let mut last = self
-                .unwatched_checked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.is_some_and(|t| now.0.saturating_sub(t.0) < 5_000) {
+            let mut u = self.unwatched();
+            if u.checked.is_some_and(|t| now.0.saturating_sub(t.0) < 5_000) {
                 return;
             }
-            *last = Some(now);
+            u.checked = Some(now);
         }
         let watched: Vec<&str> = self.nodes.iter().map(|n| n.url()).collect();
-        let beyond = match store.nodes_with_calls_beyond(&watched, 16).await {
+        let cutoff = UtcMillis(now.0.saturating_sub(after));
+        let beyond = match store.nodes_with_calls_beyond(&watched, cutoff, 16).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!("looking for calls on nodes no one watches: {e}");
                 return;
             }
         };
-        for (url, heard) in beyond {
-            if heard.is_some_and(|h| now.0.saturating_sub(h.0) < after) {
+        let stale: Vec<(String, UtcMillis)> = {
+            let mut u = self.unwatched();
+            u.first_found
+                .retain(|url, _| beyond.iter().any(|(b, _)| b == url));
+            beyond
+                .into_iter()
+                .filter_map(|(url, heard)| {
+                    let since = match heard {
+                        Some(h) => h,
+                        None => *u.first_found.entry(url.clone()).or_insert(now),
+                    };
+                    (now.0.saturating_sub(since.0) >= after).then_some((url, since))
+                })
+                .collect()
+        };
+        for (url, since) in stale {
+            let probe = Node::new(&url, self.settings.channel, &self.token, &self.tls);
+            self.probe(&probe).await;
+            if probe.health().healthy {
+                if self.unwatched().told.insert(url.clone()) {
+                    tracing::error!(node = %url, "A SWITCH NODE CARRIES CALLS THAT NO CONTROL PLANE \
+                        WATCHES: it is in no CODEB_SWITCH_URLS that notes it, yet answers; its \
+                        calls' events are not read and the calls will not end until it is \
+                        watched again (add it back to CODEB_SWITCH_URLS)");
+                }
                 continue;
             }
             let detail = format!(
                 "switch node {url} lost: no control plane watches it (it is in no CODEB_SWITCH_URLS)"
             );
             match store
-                .sweep_calls_on_node(&url, Lost::All, &detail, heard.unwrap_or(now), now)
+                .sweep_calls_on_node(&url, Lost::All, &detail, since, now)
                 .await
             {
                 Ok(s) if s.ended == 0 => {}
                 Ok(s) => tracing::error!(node = %url, calls = s.ended,
-                    "calls on a switch node no control plane watches were ended as lost"),
+                    "calls on a switch node no control plane watches, which does not answer, \
+                     were ended as lost"),
                 Err(e) => {
                     tracing::error!(node = %url, "ending the calls of an unwatched node: {e}")
                 }
             }
         }
+    }
+
+    fn unwatched(&self) -> std::sync::MutexGuard<'_, Unwatched> {
+        self.unwatched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Without nodes of its own, a control plane still ends the calls of
@@ -642,7 +694,7 @@ impl SwitchNodes {
         }
         match config::ensure_config(&node, store).await {
             Ok(()) => {}
-            Err(config::NotConfigured::Unreached(e) | config::NotConfigured::Refused(e))
+            Err(config::NotConfigured::Unreached(e) | config::NotConfigured::Failed(e))
                 if repeat =>
             {
                 return unsure(node.url(), e);
@@ -652,7 +704,7 @@ impl SwitchNodes {
             Err(config::NotConfigured::Unreached(e)) => {
                 return defer(format!("no configuration on {}: {e}", node.url())).await;
             }
-            Err(config::NotConfigured::Refused(e)) => return fail(e).await,
+            Err(config::NotConfigured::Failed(e)) => return fail(e).await,
         }
         // A systemPrompt naming a prompt slug is placed as its text (the
         // call record keeps what the integrator sent).
@@ -842,7 +894,9 @@ impl SwitchNodes {
     pub fn start(self: &Arc<Self>, store: &Store) -> LinkTasks {
         let mut tasks = Vec::new();
         for node in &self.nodes {
-            tasks.push(tokio::spawn(self.clone().probe_loop(node.clone())));
+            tasks.push(tokio::spawn(
+                self.clone().probe_loop(node.clone(), store.clone()),
+            ));
             tasks.push(tokio::spawn(events::run(
                 node.clone(),
                 store.clone(),
@@ -916,7 +970,7 @@ async fn journal_unread(store: &Store, node: &Node) -> crate::store::Result<Opti
 /// its trailers, so the node decided) or the transport's failure to reach
 /// it at all (no connection: the request never left). Anything else the
 /// transport reports may have come after the request was delivered.
-fn from_node_or_unsent(s: &tonic::Status) -> bool {
+pub(super) fn from_node_or_unsent(s: &tonic::Status) -> bool {
     let mut cause = std::error::Error::source(s);
     if cause.is_none() {
         return true;
@@ -935,7 +989,7 @@ fn from_node_or_unsent(s: &tonic::Status) -> bool {
 /// A gRPC status as one line: code, message, and the causes beneath a
 /// transport failure ("transport error" alone does not say that the TLS
 /// handshake failed, or why).
-fn describe(s: &tonic::Status) -> String {
+pub(super) fn describe(s: &tonic::Status) -> String {
     let mut line = if s.message().is_empty() {
         format!("{:?}", s.code())
     } else {

@@ -30,6 +30,8 @@ struct PeerState {
     running: Option<pb::ConfigSnapshot>,
     applies: u32,
     refuse_config: bool,
+    /// ApplyConfig fails with this code.
+    config_error: Option<tonic::Code>,
     /// (call_id, attempt) placed; calls still up.
     placed: HashSet<(String, u32)>,
     active: HashSet<String>,
@@ -263,6 +265,9 @@ impl Switch for Peer {
                 return Err(unavailable());
             }
             s.applies += 1;
+            if let Some(code) = s.config_error {
+                return Err(Status::new(code, "scripted ApplyConfig failure"));
+            }
             if s.refuse_config {
                 return Err(Status::invalid_argument("trunks[0].host: not a host"));
             }
@@ -1072,31 +1077,61 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
 /// A node taken out of every control plane's CODEB_SWITCH_URLS (its host
 /// renamed) would leave its calls in flight for ever: no one reads its
 /// events or probes it. Another control plane ends them as lost once no
-/// one has heard from the node for `unwatched_after`, and not while one
-/// still watches it.
+/// one has heard from the node for `unwatched_after` and it does not
+/// answer that control plane's own probe; not while one still watches
+/// it, nor while it answers. A node no one ever noted counts from when
+/// the sweep first found it.
 #[tokio::test]
 async fn calls_on_a_node_no_control_plane_watches_end_as_lost() {
     let (db, clock, peer, server, l, call) = one_node_with_call(6).await;
     let url = server.url();
     // The control plane after the rename: its list no longer has `url`.
     let renamed = link(vec!["http://127.0.0.1:1".into()], &clock);
-    let after = renamed.settings().unwatched_after;
+    let after = renamed.settings().unwatched_after.as_millis() as i64;
+    // A call on a node that never answered anyone (nothing listens there).
+    let (never, claimed) = claimed_call(&db, 7, &clock).await;
+    let dead = "http://127.0.0.1:2";
+    assert!(
+        db.store
+            .set_dispatch_node(&claimed, dead, None, clock.now())
+            .await
+            .unwrap()
+    );
     let node = l.nodes()[0].clone();
     clock.advance_ms(1_000);
     l.probe(&node).await;
     l.sweep_lost_nodes(&db.store, clock.now()).await;
     // Past the bound, but the first control plane still watches it.
-    clock.advance_ms(after.as_millis() as i64);
+    clock.advance_ms(after);
     l.probe(&node).await;
     let heard = node.last_heard().unwrap();
     l.sweep_lost_nodes(&db.store, clock.now()).await;
     renamed.sweep_lost_nodes(&db.store, clock.now()).await;
     assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
-    // It stops watching (restarted with the new list); no one hears from
-    // the node any more.
-    clock.advance_ms(after.as_millis() as i64 - 1);
+    // Found unnoted only now: its bound counts from here.
+    assert_eq!(
+        status(&db.store, &never.call_id).await,
+        CallStatus::Dispatching
+    );
+    // It stops watching (restarted with the new list); no one notes the
+    // node any more.
+    clock.advance_ms(after - 1);
     renamed.sweep_lost_nodes(&db.store, clock.now()).await;
     assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
+    // Past the bound, but the node answers the probe: it is left alone
+    // (and reported).
+    clock.advance_ms(5_000);
+    renamed.sweep_lost_nodes(&db.store, clock.now()).await;
+    assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
+    let rec = db
+        .store
+        .call(TENANT, &never.call_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.status, CallStatus::EndedFailedRetryPending, "{rec:?}");
+    // Gone too: its calls end, when it was last heard from.
+    server.kill(&peer).await;
     clock.advance_ms(5_000);
     renamed.sweep_lost_nodes(&db.store, clock.now()).await;
     let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
@@ -1108,7 +1143,6 @@ async fn calls_on_a_node_no_control_plane_watches_end_as_lost() {
         )
     );
     assert_eq!(rec.ended_at, Some(heard), "when it was last heard from");
-    server.kill(&peer).await;
 }
 
 /// The node stops answering, and its loss is swept once
@@ -2069,6 +2103,35 @@ async fn a_call_on_a_node_that_could_not_be_reached_waits_to_be_placed_anywhere(
         (rec.status, rec.attempt, rec.retries_left),
         (CallStatus::Scheduled, 0, 1)
     );
+}
+
+/// The configuration push before a call fails: a node that says it
+/// cannot take requests now (UNAVAILABLE from the node itself) leaves the
+/// call waiting, its attempt unspent; any other failure fails the attempt
+/// (it is retried per the call's settings) rather than waiting for ever.
+#[tokio::test]
+async fn a_failed_configuration_push_waits_only_when_the_node_is_unavailable() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    db.store.create_trunk(&trunk(1)).await.unwrap();
+    peer.with(|s| s.config_error = Some(tonic::Code::Unavailable));
+    let (call, claimed) = claimed_call(&db, 10, &clock).await;
+    let d = l.dispatch(&db.store, &claimed).await;
+    assert!(
+        matches!(&d, Dispatched::Deferred { detail, .. } if detail.contains("no configuration on")),
+        "{d:?}"
+    );
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!((rec.status, rec.attempt), (CallStatus::Scheduled, 0));
+    peer.with(|s| s.config_error = Some(tonic::Code::Internal));
+    clock.advance_ms(super::CAPACITY_WAIT_MS);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    let d = l.dispatch(&db.store, &again[0]).await;
+    assert!(
+        matches!(&d, Dispatched::Failed { detail, .. } if detail.contains("scripted ApplyConfig failure")),
+        "{d:?}"
+    );
+    assert!(peer.with(|s| s.placements.is_empty()), "nothing rang");
+    server.kill(&peer).await;
 }
 
 /// A hangup of a call whose PlaceCall answer was lost but which rang and
