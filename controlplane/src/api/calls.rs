@@ -192,13 +192,18 @@ pub(crate) fn render_call(c: &CallRow<'_>, out: &mut Vec<u8>) -> serde_json::Res
 
 /// A hangup that could not reach the node carrying the call.
 pub(super) fn hangup_link_error(e: LinkError) -> ApiError {
+    hangup_error(e, "")
+}
+
+/// [`hangup_link_error`], saying `more` of what was done all the same.
+fn hangup_error(e: LinkError, more: &str) -> ApiError {
     match e {
         LinkError::Unreachable(detail) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "bridge_unreachable",
             format!(
                 "The switch node carrying the call cannot be reached, so it was not hung up; \
-                 try again (if the node stays away, the call ends as lost): {detail}"
+                 try again (if the node stays away, the call ends as lost){more}: {detail}"
             ),
         ),
         other => link_error(other),
@@ -558,11 +563,21 @@ pub async fn hangup(
             let (mut status, mut node, mut attempt) = (status, node, attempt);
             let mut moves = 0;
             let hung = loop {
-                let hung = state
-                    .switch
-                    .hangup(&node, call_id.as_str(), attempt)
-                    .await
-                    .map_err(hangup_link_error)?;
+                let hung = match state.switch.hangup(&node, call_id.as_str(), attempt).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        // Asked to hang up: whatever becomes of this
+                        // attempt, the callee is not dialled again.
+                        state
+                            .store
+                            .forgo_retries(&who.tenant, &call_id, now)
+                            .await?;
+                        return Err(hangup_error(
+                            e,
+                            "; its retries are called off, so it is not dialled again",
+                        ));
+                    }
+                };
                 if hung != Hangup::Unknown || status != CallStatus::Dispatching {
                     break hung;
                 }

@@ -562,6 +562,26 @@ impl Store {
         }
     }
 
+    /// A hangup asked for a call its node could not be reached to hang
+    /// up: its retries are called off, so however its attempt ends (lost
+    /// with the node, most likely), the callee is not dialled again.
+    /// False if the call is no longer on a switch.
+    pub async fn forgo_retries(&self, tenant: &str, id: &CallId, now: UtcMillis) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let n = sqlx::query(
+                "UPDATE calls SET retries_left = 0, updated_at = $3 \
+                 WHERE tenant = $1 AND call_id = $2 AND status IN ('dispatching', 'in-flight')",
+            )
+            .bind(tenant)
+            .bind(id.as_str())
+            .bind(now.0)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(n > 0)
+        })
+    }
+
     /// Cancels a call that has not reached a switch; reports what it found
     /// otherwise. The status check and the update are one transaction (the
     /// row locked on PostgreSQL), so a scheduler that claims the call at
@@ -634,10 +654,23 @@ impl Store {
         now: UtcMillis,
     ) -> Result<HangupResult> {
         let (tenant, id) = (call.tenant.as_str(), call.call_id.as_str());
+        // A call still `dispatching` was claimed (its attempt counted, its
+        // dispatch time set) but rang nowhere: it is recorded as not
+        // dialled in that attempt, as a deferred dispatch is.
+        let mut call = call.clone();
+        if call.status == CallStatus::Dispatching {
+            call.attempt = (call.attempt - 1).max(0);
+            call.dispatched_at = None;
+        }
+        let call = &call;
         on_tx!(tx, |t| {
             sqlx::query(
                 "UPDATE calls SET status = 'cancelled', ended_reason = 'cancelled', \
                  error_detail = '', duration_sec = 0, input_turns = 0, output_turns = 0, \
+                 attempt = CASE WHEN status = 'dispatching' AND attempt > 0 \
+                     THEN attempt - 1 ELSE attempt END, \
+                 dispatched_at = CASE WHEN status = 'dispatching' THEN NULL \
+                     ELSE dispatched_at END, \
                  ended_at = $1, next_attempt_at = NULL, lease_until = NULL, \
                  lease_token = NULL, updated_at = $1 \
                  WHERE tenant = $2 AND call_id = $3",

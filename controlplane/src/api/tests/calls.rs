@@ -475,6 +475,47 @@ async fn unreachable_switch_is_502_and_not_stored() {
     );
 }
 
+/// A hangup of an in-flight call whose node cannot be reached is a 502,
+/// and the call's retries are called off: however its attempt ends (lost
+/// with the node), the callee is not dialled again.
+#[tokio::test]
+async fn a_hangup_that_cannot_reach_the_node_calls_off_the_retries() {
+    let db = crate::store::testing::TestDb::sqlite().await;
+    let node = "http://127.0.0.1:1";
+    let h = Harness::with_switch(db, vec![node.into()]).await;
+    let t = h.admin().await;
+    let mut body = call_body();
+    body["retries"] = json!(2);
+    let r = h.post("/api.ashx/v1/calls", &t, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = codeb_types::CallId::parse(r.json["callId"].as_str().unwrap()).unwrap();
+    let s = &h.db.store;
+    let now = h.clock.now();
+    let claimed = s.claim_call(&id, now).await.unwrap().unwrap();
+    assert!(
+        s.set_dispatch_node(&claimed, node, None, now)
+            .await
+            .unwrap()
+    );
+    assert!(s.mark_placed(&claimed, "", "", now).await.unwrap());
+    let r = h
+        .post(&format!("/api.ashx/v1/calls/{id}/hangup"), &t, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    assert_eq!(r.json["error"], "bridge_unreachable");
+    assert!(
+        r.json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("its retries are called off"),
+        "{}",
+        r.text
+    );
+    let r = h.get(&format!("/api.ashx/v1/calls/{id}"), &t).await;
+    assert_eq!(r.json["status"], "in-flight", "{}", r.text);
+    assert_eq!(r.json["retriesLeft"], 0, "{}", r.text);
+}
+
 async fn voice_follows_the_model_vendor(h: Harness) {
     let t = h.admin().await;
     // No voice: the default of the model's vendor, not Gemini's Aoede
