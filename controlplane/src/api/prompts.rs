@@ -244,7 +244,7 @@ pub async fn remove(
             }
             if calls > 0 {
                 let s = if calls == 1 { "" } else { "s" };
-                users.push(format!("{calls} call{s} not dialled yet"));
+                users.push(format!("{calls} call{s} still to be dialled"));
             }
             return Err(ApiError::conflict(
                 "prompt_in_use",

@@ -20,7 +20,9 @@
 //! since (the caller's words before it are then in the session's state,
 //! and the turn's usage and last words have come; what it has not answered
 //! yet would be lost, so not after a turn the caller cut into), or at once
-//! if the server closes first, and the new setup
+//! if the server closes first (as it does if no turn ends with a
+//! `turnComplete` before the notice runs out: a turn ended by
+//! `generationComplete` alone is no point to move at), and the new setup
 //! carries the handle, so the conversation goes on where it was.
 
 use std::borrow::Cow;

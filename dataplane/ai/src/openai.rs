@@ -4,9 +4,11 @@
 //! `OpenAI-Beta` header. One `session.update` (`type: realtime`, G.711 both
 //! ways, server VAD that interrupts responses, input transcription); ready
 //! at `session.updated`. Barge-in is `input_audio_buffer.speech_started`:
-//! reported as [`EngineEvent::Interrupted`]; the call answers with
+//! reported as [`EngineEvent::Interrupted`] (the server says it at every
+//! caller utterance); when that cut a reply short, the call answers with
 //! `Session::truncate(played_ms)`, sent as `conversation.item.truncate` for
-//! the last audio item. Usage is summed over `response.done`. There is no
+//! the last audio item. A `response.create` waits while a response is
+//! under way. Usage is summed over `response.done`. There is no
 //! resumption: a dropped connection ends the session.
 
 use std::borrow::Cow;

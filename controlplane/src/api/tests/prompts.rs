@@ -49,7 +49,7 @@ async fn a_prompt_in_use_is_not_deleted(h: Harness) {
     assert!(r.text.contains("virtual numbers 1261"), "{}", r.text);
     let r = h.delete("/api.ashx/v1/prompts/later", &t).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
-    assert!(r.text.contains("1 call not dialled yet"), "{}", r.text);
+    assert!(r.text.contains("1 call still to be dialled"), "{}", r.text);
     // Once the number names another prompt, it goes.
     let r = h
         .put(
