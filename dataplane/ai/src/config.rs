@@ -248,6 +248,11 @@ pub struct SessionConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Bound on the time to connect and get the session ready.
     pub connect_timeout: std::time::Duration,
+    /// A connection the vendor has sent nothing on for this long (while
+    /// the session runs) is pinged; one that stays silent as long again
+    /// is taken as lost: resumed where the vendor allows it, else the
+    /// session ends (a hung vendor would leave the call silent).
+    pub idle_ping: std::time::Duration,
 }
 
 impl SessionConfig {
@@ -269,6 +274,7 @@ impl SessionConfig {
             vad_silence_ms: DEFAULT_VAD_SILENCE_MS,
             tls: None,
             connect_timeout: std::time::Duration::from_secs(10),
+            idle_ping: std::time::Duration::from_secs(15),
         }
     }
 

@@ -235,7 +235,13 @@ impl Session {
 pub async fn connect(
     cfg: SessionConfig,
 ) -> Result<(Session, mpsc::Receiver<EngineEvent>), EngineError> {
-    start(engine_for(&cfg), cfg.tls.clone(), cfg.connect_timeout, None).await
+    start(
+        engine_for(&cfg),
+        cfg.tls.clone(),
+        (cfg.connect_timeout, cfg.idle_ping),
+        None,
+    )
+    .await
 }
 
 /// [`connect`], with the caller audio read from `input` by the session
@@ -247,7 +253,7 @@ pub async fn connect_with_input(
     start(
         engine_for(&cfg),
         cfg.tls.clone(),
-        cfg.connect_timeout,
+        (cfg.connect_timeout, cfg.idle_ping),
         Some(input),
     )
     .await
@@ -262,13 +268,15 @@ fn engine_for(cfg: &SessionConfig) -> Box<dyn Engine> {
 }
 
 /// Starts a session on any [`Engine`] (what [`connect`] does after picking
-/// one), reading caller audio from `input` if given.
+/// one), reading caller audio from `input` if given; `timing`: the bound
+/// on connecting, and [`SessionConfig::idle_ping`].
 pub async fn start(
     mut engine: Box<dyn Engine>,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    connect_timeout: Duration,
+    timing: (Duration, Duration),
     input: Option<Box<dyn AudioInput>>,
 ) -> Result<(Session, mpsc::Receiver<EngineEvent>), EngineError> {
+    let (connect_timeout, idle_ping) = timing;
     let mut usage = Usage::default();
     let mut early = Vec::new();
     let link = tokio::time::timeout(
@@ -297,6 +305,9 @@ pub async fn start(
         wakes: WakeSet::new(SOURCES),
         first: 0,
         resumed: std::collections::VecDeque::new(),
+        idle_ping,
+        last_heard: std::time::Instant::now(),
+        pinged: false,
     };
     tokio::spawn(driver.run(link, early));
     Ok((session, ev_rx))
@@ -432,6 +443,11 @@ struct Driver {
     /// [`MAX_RESUMES`]): a vendor that accepts each new connection and
     /// drops it again at once is given up on, not resumed for ever.
     resumed: std::collections::VecDeque<std::time::Instant>,
+    /// The vendor watchdog ([`SessionConfig::idle_ping`]): when the
+    /// connection last brought a frame, and whether it was pinged since.
+    idle_ping: Duration,
+    last_heard: std::time::Instant,
+    pinged: bool,
 }
 
 /// Connection moves allowed within [`RESUME_WINDOW`] (Gemini retires a
@@ -541,6 +557,10 @@ impl Driver {
         let (code, error) = loop {
             evs.clear();
             let woke = std::future::poll_fn(|cx| self.poll_sources(cx, &mut link, format)).await;
+            if matches!(woke, Woke::Frame(Some(Ok(_)))) {
+                self.last_heard = std::time::Instant::now();
+                self.pinged = false;
+            }
             let flow = match woke {
                 Woke::Frame(msg) => self.on_frame(msg, &mut evs, link.outbox()),
                 Woke::Command(cmd) => self.on_commands(cmd, &mut link).await,
@@ -551,6 +571,10 @@ impl Driver {
                     flow
                 }
                 Woke::Input(false) => Flow::Go,
+            };
+            let flow = match flow {
+                Flow::Go => self.watchdog(link.outbox(), &mut evs),
+                f => f,
             };
             let sent = send_all(&mut link).await;
             // A failed write ends the connection: what the engine says
@@ -586,6 +610,8 @@ impl Driver {
                 Flow::Reconnect => match self.reconnect(&mut link).await {
                     Ok(new) => {
                         link = new;
+                        self.last_heard = std::time::Instant::now();
+                        self.pinged = false;
                         // The resumption polled the input with the task's
                         // own waker, and the new socket was never polled:
                         // every source is looked at again.
@@ -661,6 +687,28 @@ impl Driver {
             }
         }
         Poll::Pending
+    }
+
+    /// Pings a connection the vendor has been silent on for `idle_ping`,
+    /// and takes one silent for twice that as lost (the pong, or any
+    /// frame, would have come).
+    fn watchdog(&mut self, out: &mut Outbox, evs: &mut Vec<EngineEvent>) -> Flow {
+        let quiet = self.last_heard.elapsed();
+        if quiet >= self.idle_ping * 2 {
+            tracing::warn!(
+                quiet_ms = quiet.as_millis() as u64,
+                "the voice-AI vendor sent nothing, not even a pong: the connection is taken as lost"
+            );
+            return self.lost(
+                EngineError::Timeout("the vendor sent nothing, not even a pong to a ping"),
+                evs,
+            );
+        }
+        if quiet >= self.idle_ping && !self.pinged {
+            out.ping(b"codeb");
+            self.pinged = true;
+        }
+        Flow::Go
     }
 
     /// The connection failed under a write: the engine closes its side,
@@ -877,6 +925,9 @@ mod tests {
             wakes: WakeSet::new(SOURCES),
             first: 0,
             resumed: std::collections::VecDeque::new(),
+            idle_ping: Duration::from_secs(15),
+            last_heard: std::time::Instant::now(),
+            pinged: false,
         };
         let mut evs = Vec::new();
         let flow = driver.lost(EngineError::Transport("broken pipe".into()), &mut evs);

@@ -137,6 +137,14 @@ impl Outbox {
         self.written > 0 && self.written < self.end
     }
 
+    /// Queues a ping (a control frame: at most 125 bytes of `payload`).
+    pub fn ping(&mut self, payload: &[u8]) {
+        let payload = &payload[..payload.len().min(125)];
+        let (start, key) = self.header_op(0x89, payload.len());
+        self.put(payload);
+        mask(&mut self.wire[start..self.end], key);
+    }
+
     /// Queues a text frame.
     pub fn text(&mut self, text: &str) {
         let (start, key) = self.header(text.len());
@@ -179,15 +187,20 @@ impl Outbox {
     /// the length in the shortest form (as tungstenite writes it), a
     /// fresh mask key. Returns where the payload starts, and the key.
     fn header(&mut self, len: usize) -> (usize, [u8; 4]) {
+        self.header_op(0x81, len)
+    }
+
+    /// [`Self::header`] with the first byte (FIN and opcode) given.
+    fn header_op(&mut self, first: u8, len: usize) -> (usize, [u8; 4]) {
         self.frames += 1;
         match u16::try_from(len) {
-            Ok(l) if l <= 125 => self.put(&[0x81, 0x80 | l as u8]),
+            Ok(l) if l <= 125 => self.put(&[first, 0x80 | l as u8]),
             Ok(l) => {
                 let [a, b] = l.to_be_bytes();
-                self.put(&[0x81, 0x80 | 126, a, b]);
+                self.put(&[first, 0x80 | 126, a, b]);
             }
             Err(_) => {
-                self.put(&[0x81, 0x80 | 127]);
+                self.put(&[first, 0x80 | 127]);
                 self.put(&(len as u64).to_be_bytes());
             }
         }

@@ -393,6 +393,83 @@ async fn a_connection_lost_again_and_again_ends_the_session() {
     );
 }
 
+/// A vendor that takes the session and then sends nothing at all, not even
+/// a pong to the session's ping, is taken as gone after twice
+/// `idle_ping`: the session ends with an error (no resumption handle yet)
+/// instead of leaving the call silent.
+#[tokio::test]
+async fn a_vendor_that_goes_silent_is_given_up_on() {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let _setup = ws.next().await;
+        ws.send(tokio_tungstenite::tungstenite::Message::text(
+            r#"{"setupComplete":{}}"#,
+        ))
+        .await
+        .unwrap();
+        // Hung: holds the connection, reads and answers nothing.
+        std::future::pending::<()>().await;
+        drop(ws);
+    });
+    let endpoints = codeb_ai::config::Endpoints::parse(&url, &url).unwrap();
+    let mut cfg = codeb_ai::SessionConfig::new(
+        codeb_ai::config::ModelChoice::from_model("").unwrap(),
+        endpoints,
+        "k",
+    );
+    cfg.kickoff = None;
+    cfg.idle_ping = Duration::from_millis(200);
+    let (session, mut rx) = codeb_ai::connect(cfg).await.unwrap();
+    assert_eq!(rx.recv().await, Some(EngineEvent::Ready));
+    let f = session.input_format();
+    let frame = vec![0u8; (f.rate_hz / 50 * f.bytes_per_sample()) as usize];
+    let started = std::time::Instant::now();
+    let closed = loop {
+        let _ = session.send_audio(Bytes::from(frame.clone())).await;
+        match tokio::time::timeout(Duration::from_millis(20), rx.recv()).await {
+            Ok(Some(EngineEvent::Closed { error, .. })) => break error,
+            Ok(None) => panic!("no Closed event"),
+            Ok(Some(_)) | Err(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still up");
+    };
+    assert!(
+        matches!(&closed, Some(EngineError::Transport(m)) if m.contains("not even a pong")),
+        "{closed:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    server.abort();
+}
+
+/// A vendor that is quiet but answers the session's pings (the
+/// simulator, while the caller says nothing) keeps the session.
+#[tokio::test]
+async fn a_quiet_vendor_that_answers_pings_is_kept() {
+    let sim = sim(Vendor::Gemini, sim_cfg()).await;
+    let mut cfg = config(&sim, "", "sim-key", "chat");
+    cfg.idle_ping = Duration::from_millis(100);
+    let mut c = Caller::connect(cfg).await;
+    assert_eq!(c.ai_says().await.0, GREETING);
+    for _ in 0..20 {
+        c.silence(60).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.speak(600).await;
+    c.silence(400).await;
+    let (text, evs) = c.ai_says().await;
+    assert_eq!(text, "Reply 1: I heard 0.6 seconds from you.");
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e, EngineEvent::Closed { .. } | EngineEvent::Resumed)),
+        "{}",
+        summary(&evs)
+    );
+}
+
 #[tokio::test]
 async fn without_reported_usage_the_audio_clock_estimates_it() {
     let mut sc = sim_cfg();
