@@ -34,12 +34,21 @@ impl Drop for Server {
     }
 }
 
+/// A TCP port free on loopback now, in 10000–29999: below the kernel's
+/// ephemeral range, so that a process restarted on it (a switch node, the
+/// control plane) finds it free again; an ephemeral port could meanwhile
+/// be handed to another test's outgoing connection.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..10_000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 10_000 + (h.finish() % 20_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 10000-29999");
 }
 
 impl Server {

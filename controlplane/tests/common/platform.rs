@@ -34,12 +34,12 @@ impl Drop for Killed {
     }
 }
 
-/// A port free for UDP and TCP on loopback now (SIP listens on both).
+/// A port free for UDP and TCP on loopback now (SIP listens on both),
+/// below the kernel's ephemeral range ([`super::free_port`]).
 pub fn free_sip_port() -> u16 {
     loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = super::free_port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
