@@ -570,7 +570,7 @@ pub async fn hangup(
                         // attempt, the callee is not dialled again.
                         state
                             .store
-                            .forgo_retries(&who.tenant, &call_id, now)
+                            .note_hangup_request(&who.tenant, &call_id, now)
                             .await?;
                         return Err(hangup_error(
                             e,

@@ -564,12 +564,19 @@ impl Store {
 
     /// A hangup asked for a call its node could not be reached to hang
     /// up: its retries are called off, so however its attempt ends (lost
-    /// with the node, most likely), the callee is not dialled again.
-    /// False if the call is no longer on a switch.
-    pub async fn forgo_retries(&self, tenant: &str, id: &CallId, now: UtcMillis) -> Result<bool> {
+    /// with the node, most likely), the callee is not dialled again; and
+    /// the request is recorded, so that a dispatch of it still under way
+    /// cancels it instead of placing it (migration 0020). False if the
+    /// call is no longer on a switch.
+    pub async fn note_hangup_request(
+        &self,
+        tenant: &str,
+        id: &CallId,
+        now: UtcMillis,
+    ) -> Result<bool> {
         on_pool!(self, |pool| {
             let n = sqlx::query(
-                "UPDATE calls SET retries_left = 0, updated_at = $3 \
+                "UPDATE calls SET retries_left = 0, hangup_requested_at = $3, updated_at = $3 \
                  WHERE tenant = $1 AND call_id = $2 AND status IN ('dispatching', 'in-flight')",
             )
             .bind(tenant)
@@ -611,6 +618,21 @@ impl Store {
     ) -> Result<HangupResult> {
         self.hangup_where(tenant, id, now, Some((node_url, attempt)))
             .await
+    }
+
+    /// Cancels a call this dispatcher holds the claim of (its lease
+    /// token) and has placed nowhere (a hangup was asked for meanwhile):
+    /// false if the claim is no longer its own.
+    pub async fn cancel_claimed(&self, call: &super::DispatchCall, now: UtcMillis) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let Some(live) = tx.lock_call(call.call_id.as_str()).await? else {
+            return Ok(false);
+        };
+        if live.status != CallStatus::Dispatching || live.lease_token != Some(call.lease_token) {
+            return Ok(false);
+        }
+        self.cancel_locked(tx, &live, now).await?;
+        Ok(true)
     }
 
     async fn hangup_where(

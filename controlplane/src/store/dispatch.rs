@@ -67,6 +67,21 @@ pub struct DispatchCall {
     pub dispatched_at: Option<UtcMillis>,
     /// When its last PlaceCall was sent (an interrupted dispatch's).
     pub placecall_sent_at: Option<UtcMillis>,
+    /// A hangup was asked for while its node could not be reached
+    /// (migration 0020): it is to be cancelled, not placed.
+    pub hangup_requested: bool,
+}
+
+/// What [`Store::defer_dispatch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// The call waits, as before its claim.
+    Deferred,
+    /// Not deferred: a hangup was asked for meanwhile (its node could not
+    /// be reached); the dispatcher cancels it instead.
+    HangupRequested,
+    /// The claim was lost (cancelled, or taken over).
+    Lost,
 }
 
 /// The longest a PlaceCall may take to reach the node and be acted on
@@ -117,6 +132,7 @@ fn dispatch_from_row(row: &impl RowExt) -> Result<DispatchCall> {
         lease_token: col::<Option<i64>>(row, "lease_token")?.unwrap_or_default(),
         dispatched_at: opt_ms(row, "dispatched_at")?,
         placecall_sent_at: opt_ms(row, "placecall_sent_at")?,
+        hangup_requested: opt_ms(row, "hangup_requested_at")?.is_some(),
     })
 }
 
@@ -425,7 +441,7 @@ macro_rules! claim_sql {
             $lock,
             ") RETURNING call_id, tenant, phone, display_name, system_prompt, ai_api_key, model, \
              voice, language, max_seconds, trunk_id, attempt, node_url, lease_token, dispatched_at, \
-             placecall_sent_at"
+             placecall_sent_at, hangup_requested_at"
         )
     };
 }
@@ -652,7 +668,7 @@ impl Store {
         until: UtcMillis,
         detail: &str,
         now: UtcMillis,
-    ) -> Result<bool> {
+    ) -> Result<Deferral> {
         let detail = cut(detail, MAX_ERROR_DETAIL);
         super::on_pool!(self, |pool| {
             let res = sqlx::query(
@@ -662,7 +678,8 @@ impl Store {
                  node_url = NULL, node_instance = '', dispatched_at = NULL, \
                  next_attempt_at = $1, scheduled_for = $1, error_detail = $2, lease_until = NULL, \
                  lease_token = NULL, updated_at = $3 \
-                 WHERE call_id = $4 AND status = 'dispatching' AND lease_token = $5",
+                 WHERE call_id = $4 AND status = 'dispatching' AND lease_token = $5 \
+                 AND hangup_requested_at IS NULL",
             )
             .bind(until.0)
             .bind(&detail)
@@ -671,7 +688,22 @@ impl Store {
             .bind(call.lease_token)
             .execute(pool)
             .await?;
-            Ok(res.rows_affected() == 1)
+            if res.rows_affected() == 1 {
+                return Ok(Deferral::Deferred);
+            }
+            let asked: Option<i64> = sqlx::query_scalar(
+                "SELECT hangup_requested_at FROM calls WHERE call_id = $1 \
+                 AND status = 'dispatching' AND lease_token = $2",
+            )
+            .bind(call.call_id.as_str())
+            .bind(call.lease_token)
+            .fetch_optional(pool)
+            .await?
+            .flatten();
+            Ok(match asked {
+                Some(_) => Deferral::HangupRequested,
+                None => Deferral::Lost,
+            })
         })
     }
 

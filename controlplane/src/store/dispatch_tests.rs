@@ -22,7 +22,11 @@ async fn status(s: &Store, id: &CallId) -> CallStatus {
 
 /// Inserts, claims, hands to NODE and marks placed.
 async fn in_flight(s: &Store, n: u8, retries: i64) -> DispatchCall {
-    let c = new_call(n, T0, retries);
+    in_flight_call(s, new_call(n, T0, retries)).await
+}
+
+/// [`in_flight`] for the call `c`.
+async fn in_flight_call(s: &Store, c: NewCall) -> DispatchCall {
     s.insert_call(&c).await.unwrap();
     let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
     assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
@@ -197,10 +201,11 @@ async fn a_deferred_dispatch_waits_as_before_its_claim(db: TestDb) {
     let first = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
     assert_eq!(first.attempt, 1);
     let later = T0.plus_ms(5_000);
-    assert!(
+    assert_eq!(
         s.defer_dispatch(&first, later, "not placed yet: trunk full", T0)
             .await
-            .unwrap()
+            .unwrap(),
+        crate::store::Deferral::Deferred
     );
     let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
     assert_eq!(
@@ -219,7 +224,10 @@ async fn a_deferred_dispatch_waits_as_before_its_claim(db: TestDb) {
     let again = s.claim_due_calls(later, 10).await.unwrap();
     assert_eq!(again[0].attempt, 1);
     // A stale claim (the lease token of the first) defers nothing.
-    assert!(!s.defer_dispatch(&first, later, "x", later).await.unwrap());
+    assert_eq!(
+        s.defer_dispatch(&first, later, "x", later).await.unwrap(),
+        crate::store::Deferral::Lost
+    );
     s.dispatch_failed(&again[0], "busy here", later)
         .await
         .unwrap();
@@ -228,10 +236,11 @@ async fn a_deferred_dispatch_waits_as_before_its_claim(db: TestDb) {
     let due = later.plus_ms(5 * 60_000);
     let retry = s.claim_due_calls(due, 10).await.unwrap();
     assert_eq!(retry[0].attempt, 2);
-    assert!(
+    assert_eq!(
         s.defer_dispatch(&retry[0], due.plus_ms(5_000), "not placed yet", due)
             .await
-            .unwrap()
+            .unwrap(),
+        crate::store::Deferral::Deferred
     );
     let rec = s.call(TENANT, &c.call_id).await.unwrap().unwrap();
     assert_eq!(
@@ -939,18 +948,14 @@ async fn a_prompt_an_in_flight_call_will_retry_with_is_kept(db: TestDb) {
     s.create_prompt(TENANT, "dentist", "Dentist", "Remind them.", T0)
         .await
         .unwrap();
-    let c = NewCall {
-        system_prompt: "dentist".into(),
-        ..new_call(32, T0, 1)
-    };
-    s.insert_call(&c).await.unwrap();
-    let claimed = s.claim_call(&c.call_id, T0).await.unwrap().unwrap();
-    assert!(s.set_dispatch_node(&claimed, NODE, None, T0).await.unwrap());
-    assert!(
-        s.mark_placed(&claimed, "tr_0123456789abcdef", "", T0)
-            .await
-            .unwrap()
-    );
+    let c = in_flight_call(
+        s,
+        NewCall {
+            system_prompt: "dentist".into(),
+            ..new_call(32, T0, 1)
+        },
+    )
+    .await;
     assert_eq!(status(s, &c.call_id).await, CallStatus::InFlight);
     assert_eq!(
         s.delete_prompt(TENANT, "dentist", true).await.unwrap(),

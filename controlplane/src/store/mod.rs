@@ -35,8 +35,8 @@ mod webhooks;
 
 pub use calls::{CallFilter, CallRecord, CallRow, HangupResult, NewCall, RenderCall};
 pub use dispatch::{
-    AttemptEnd, DISPATCH_LEASE_MS, DispatchCall, LiveCall, Lost, PLACED_RING_SECONDS, Swept,
-    cut as cut_text, retryable_outcome,
+    AttemptEnd, DISPATCH_LEASE_MS, Deferral, DispatchCall, LiveCall, Lost, PLACED_RING_SECONDS,
+    Swept, cut as cut_text, retryable_outcome,
 };
 pub use emails::{ClaimedEmail, EmailRecord, EmailState, EmailStep};
 pub use inbound::InboundCallRecord;

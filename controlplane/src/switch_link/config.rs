@@ -167,8 +167,9 @@ pub enum Pushed {
     Ahead(u64),
     /// The node refused the snapshot; it keeps its last good one.
     Refused(String),
-    /// The node could not be reached: no connection, or the node said it
-    /// cannot take requests now (shutting down). Nothing was applied.
+    /// Not applied for now: no connection (or one lost under the
+    /// request), the node shutting down, or a race with another control
+    /// plane's push. Tried again.
     Unreached(String),
     /// Anything else: a timeout, another error, a node running another
     /// deployment's configuration.
@@ -205,9 +206,10 @@ pub async fn push(node: &Node, snap: &pb::ConfigSnapshot) -> Pushed {
                  configuration until a corrected one is pushed", status.message());
             Pushed::Refused(status.message().to_owned())
         }
-        Ok(Err(status))
-            if status.code() == Code::Unavailable && super::from_node_or_unsent(&status) =>
-        {
+        // Unavailable, the node's (shutting down) or the transport's (no
+        // connection, or one lost under the request): a snapshot rings
+        // nothing, so whether it arrived does not matter; tried again.
+        Ok(Err(status)) if status.code() == Code::Unavailable => {
             Pushed::Unreached(format!("{}: {}", node.url(), super::describe(&status)))
         }
         Ok(Err(status)) => Pushed::Failed(format!("{}: {}", node.url(), status.message())),
@@ -271,8 +273,9 @@ pub(super) async fn push_past(
     let current = u64::try_from(store.config_version().await?).unwrap_or(0);
     if current >= running {
         let snap = snapshot(&store.config_rows().await?);
+        // A race with another control plane's push: tried again.
         return Ok(match push(node, &snap).await {
-            Pushed::Ahead(v) => Pushed::Failed(format!(
+            Pushed::Ahead(v) => Pushed::Unreached(format!(
                 "{}: runs a newer configuration ({v}) again",
                 node.url()
             )),
@@ -295,7 +298,7 @@ pub(super) async fn push_past(
     let snap = snapshot(&store.config_rows().await?);
     Ok(match push(node, &snap).await {
         // Raised meanwhile by another change: the next push settles it.
-        Pushed::Ahead(v) => Pushed::Failed(format!(
+        Pushed::Ahead(v) => Pushed::Unreached(format!(
             "{}: still runs a newer configuration ({v})",
             node.url()
         )),

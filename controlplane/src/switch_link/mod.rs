@@ -33,7 +33,7 @@ use self::backoff::Backoff;
 use self::node::{ChannelSettings, Node};
 use crate::clock::Clock;
 use crate::config::SwitchTls;
-use crate::store::{DispatchCall, Lost, Store};
+use crate::store::{Deferral, DispatchCall, Lost, Store};
 
 /// Deadline of one Stats probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -148,9 +148,16 @@ struct Unwatched {
     /// When it first found each node (with calls, beyond its list) with
     /// no note of anyone hearing from it.
     first_found: std::collections::HashMap<String, UtcMillis>,
-    /// The nodes it found answering and has said so of (once each).
-    told: std::collections::HashSet<String>,
+    /// The nodes it found answering, and when (left out of the search
+    /// for [`ANSWERED_RECHECK_MS`], then probed again).
+    answered: std::collections::HashMap<String, UtcMillis>,
+    /// The nodes that did not answer its last probe (a second miss, a
+    /// round later, ends their calls).
+    missed: std::collections::HashSet<String>,
 }
+
+/// How long a node not watched but answering is left out of the search.
+const ANSWERED_RECHECK_MS: i64 = 600_000;
 
 impl SwitchNodes {
     pub fn new(urls: Vec<String>, settings: LinkSettings, clock: Clock) -> SwitchNodes {
@@ -307,7 +314,6 @@ impl SwitchNodes {
     /// no event would ever end them).
     pub async fn sweep_lost_nodes(&self, store: &Store, now: UtcMillis) {
         self.note_heard(store).await;
-        self.sweep_unwatched(store, now).await;
         for node in &self.nodes {
             if !node.is_lost(now, self.settings.lost_after) {
                 self.sweep_restarted(store, node, now).await;
@@ -342,11 +348,12 @@ impl SwitchNodes {
     }
 
     /// Notes in the store when each node was last heard from (every
-    /// sixth of `unwatched_after`), so that other control planes on the
-    /// database know it is watched.
+    /// sixth of `unwatched_after`, 10 s at most), so that other control
+    /// planes on the database know it is watched.
     async fn note_heard(&self, store: &Store) {
-        let every =
-            i64::try_from(self.settings.unwatched_after.as_millis() / 6).unwrap_or(i64::MAX);
+        let every = i64::try_from(self.settings.unwatched_after.as_millis() / 6)
+            .unwrap_or(i64::MAX)
+            .min(10_000);
         for node in &self.nodes {
             let Some(heard) = node.last_heard() else {
                 continue;
@@ -378,26 +385,33 @@ impl SwitchNodes {
     /// no one probes them. A node counts as unwatched once no control
     /// plane has noted hearing from it for `unwatched_after` (one never
     /// noted: since this control plane first found it so), and its calls
-    /// end only if it does not answer this control plane's own probe
-    /// either: one that answers (watched by a control plane that does not
-    /// note, or left out of every list by mistake) is reported, not
-    /// touched. Looked for every 5 s, once this control plane has run for
-    /// `unwatched_after`.
+    /// end only if it does not answer two of this control plane's own
+    /// probes a round apart either (no connection: refused, no such host,
+    /// timed out; a node that answers anything, an error or a TLS alert
+    /// included, answers). One that answers (watched by a control plane
+    /// that does not note, or left out of every list by mistake) is
+    /// reported, not touched, and looked at again after ten minutes.
+    /// Looked for every 5 s (by its own task), once this control plane
+    /// has run for `unwatched_after`.
     pub async fn sweep_unwatched(&self, store: &Store, now: UtcMillis) {
         let after = i64::try_from(self.settings.unwatched_after.as_millis()).unwrap_or(i64::MAX);
         if now.0.saturating_sub(self.started.0) < after {
             return;
         }
-        {
+        let skip: Vec<String> = {
             let mut u = self.unwatched();
             if u.checked.is_some_and(|t| now.0.saturating_sub(t.0) < 5_000) {
                 return;
             }
             u.checked = Some(now);
-        }
-        let watched: Vec<&str> = self.nodes.iter().map(|n| n.url()).collect();
+            u.answered
+                .retain(|_, at| now.0.saturating_sub(at.0) < ANSWERED_RECHECK_MS);
+            u.answered.keys().cloned().collect()
+        };
+        let mut left_out: Vec<&str> = self.nodes.iter().map(|n| n.url()).collect();
+        left_out.extend(skip.iter().map(String::as_str));
         let cutoff = UtcMillis(now.0.saturating_sub(after));
-        let beyond = match store.nodes_with_calls_beyond(&watched, cutoff, 16).await {
+        let beyond = match store.nodes_with_calls_beyond(&left_out, cutoff, 16).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!("looking for calls on nodes no one watches: {e}");
@@ -419,18 +433,30 @@ impl SwitchNodes {
                 })
                 .collect()
         };
-        for (url, since) in stale {
-            let probe = Node::new(&url, self.settings.channel, &self.token, &self.tls);
-            self.probe(&probe).await;
-            if probe.health().healthy {
-                if self.unwatched().told.insert(url.clone()) {
-                    tracing::error!(node = %url, "A SWITCH NODE CARRIES CALLS THAT NO CONTROL PLANE \
-                        WATCHES: it is in no CODEB_SWITCH_URLS that notes it, yet answers; its \
-                        calls' events are not read and the calls will not end until it is \
-                        watched again (add it back to CODEB_SWITCH_URLS)");
+        let answers = futures_join(stale.iter().map(|(url, _)| self.answers(url))).await;
+        for ((url, since), answers) in stale.into_iter().zip(answers) {
+            let second_miss = {
+                let mut u = self.unwatched();
+                if answers {
+                    u.missed.remove(&url);
+                    u.answered.insert(url.clone(), now);
+                    false
+                } else {
+                    // A first miss: the next round's probe decides.
+                    !u.missed.insert(url.clone())
                 }
+            };
+            if answers {
+                tracing::error!(node = %url, "A SWITCH NODE CARRIES CALLS THAT NO CONTROL PLANE \
+                    WATCHES: it is in no CODEB_SWITCH_URLS that notes it, yet answers; its \
+                    calls' events are not read and the calls will not end until it is \
+                    watched again (add it back to CODEB_SWITCH_URLS)");
                 continue;
             }
+            if !second_miss {
+                continue;
+            }
+            self.unwatched().missed.remove(&url);
             let detail = format!(
                 "switch node {url} lost: no control plane watches it (it is in no CODEB_SWITCH_URLS)"
             );
@@ -449,14 +475,29 @@ impl SwitchNodes {
         }
     }
 
+    /// Whether the node at `url` answers at all: anything but no
+    /// connection (refused, no such host, no TCP within the probe's time)
+    /// counts, an error status or a failed TLS handshake included.
+    async fn answers(&self, url: &str) -> bool {
+        let node = Node::new(url, self.settings.channel, &self.token, &self.tls);
+        let Ok(mut client) = node.client() else {
+            return false;
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, client.stats(pb::StatsRequest {})).await {
+            Ok(Ok(_)) => true,
+            Err(_) => false,
+            Ok(Err(status)) => !no_connection(&status),
+        }
+    }
+
     fn unwatched(&self) -> std::sync::MutexGuard<'_, Unwatched> {
         self.unwatched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Without nodes of its own, a control plane still ends the calls of
-    /// nodes no one watches (CODEB_SWITCH_URLS emptied).
+    /// Ends the calls of nodes no one watches ([`Self::sweep_unwatched`]),
+    /// also in a control plane without nodes of its own.
     async fn unwatched_loop(self: Arc<Self>, store: Store) {
         loop {
             self.sweep_unwatched(&store, self.clock.now()).await;
@@ -641,12 +682,22 @@ impl SwitchNodes {
             let until = now.plus_ms(CAPACITY_WAIT_MS);
             let detail = format!("not placed yet: {why}");
             tracing::info!(call = %call.call_id, "no switch node can take the call now; it waits: {why}");
-            if store.defer_dispatch(call, until, &detail, now).await? {
-                Ok(Dispatched::Deferred { until, detail })
-            } else {
-                Ok(Dispatched::Lost)
+            match store.defer_dispatch(call, until, &detail, now).await? {
+                Deferral::Deferred => Ok(Dispatched::Deferred { until, detail }),
+                // Nothing rang (that is why it would wait), and a hangup
+                // was asked for meanwhile: cancelled, on the node it was
+                // being handed to.
+                Deferral::HangupRequested => {
+                    store.cancel_claimed(call, now).await?;
+                    tracing::info!(call = %call.call_id, "a hangup was asked for: cancelled, not placed");
+                    Ok(Dispatched::Lost)
+                }
+                Deferral::Lost => Ok(Dispatched::Lost),
             }
         };
+        if call.hangup_requested {
+            return self.hangup_requested(store, call).await;
+        }
         let node = match &call.node_url {
             Some(url) => match self.node(url) {
                 Some(n) => n.clone(),
@@ -834,6 +885,59 @@ impl SwitchNodes {
         }
     }
 
+    /// A claimed call a hangup was asked for (its node could not be
+    /// reached then): ended instead of placed. One never handed to a
+    /// node, or whose node now says it has not placed the attempt (and so
+    /// never will), is cancelled; one the node carries is being hung up
+    /// there (its events end it); one whose node still cannot be reached
+    /// waits (its lease runs out and it comes back here) until its attempt
+    /// must be over, then is cancelled.
+    async fn hangup_requested(
+        &self,
+        store: &Store,
+        call: &DispatchCall,
+    ) -> crate::store::Result<Dispatched> {
+        let Some(url) = call.node_url.clone() else {
+            store.cancel_claimed(call, self.clock.now()).await?;
+            return Ok(Dispatched::Lost);
+        };
+        let now = self.clock.now();
+        match self.hangup(&url, call.call_id.as_str(), call.attempt).await {
+            Ok(Hangup::Unknown) => {
+                self.cancel_requested(store, call, &url).await?;
+                Ok(Dispatched::Lost)
+            }
+            Ok(Hangup::Ending | Hangup::AlreadyEnding) => Ok(Dispatched::Unknown {
+                node: url,
+                detail: "a hangup was asked for; the node is ending the call".into(),
+            }),
+            Err(_) if call.surely_over(now) => {
+                self.cancel_requested(store, call, &url).await?;
+                Ok(Dispatched::Lost)
+            }
+            Err(e) => Ok(Dispatched::Unknown {
+                node: url,
+                detail: format!("a hangup was asked for; not delivered yet: {e:?}"),
+            }),
+        }
+    }
+
+    /// Cancels `call` for a hangup asked for while it was being
+    /// dispatched, its attempt not (or no longer) carried by `node`.
+    async fn cancel_requested(
+        &self,
+        store: &Store,
+        call: &DispatchCall,
+        node: &str,
+    ) -> crate::store::Result<()> {
+        let now = self.clock.now();
+        let r = store
+            .hangup_unknown_to_node(&call.tenant, &call.call_id, node, call.attempt, now)
+            .await?;
+        tracing::info!(call = %call.call_id, result = ?r, "a call a hangup was asked for is not placed");
+        Ok(())
+    }
+
     /// Calls ended as lost with `node_url` may wait to be hung up there
     /// (a lost call cancelled while it waited for its retry): looked for
     /// at the next sweep that finds the node answering.
@@ -912,9 +1016,8 @@ impl SwitchNodes {
                 store.clone(),
                 self.clock.clone(),
             )));
-        } else {
-            tasks.push(tokio::spawn(self.clone().unwatched_loop(store.clone())));
         }
+        tasks.push(tokio::spawn(self.clone().unwatched_loop(store.clone())));
         LinkTasks { tasks }
     }
 }
@@ -984,6 +1087,23 @@ pub(super) fn from_node_or_unsent(s: &tonic::Status) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// Whether a failed request found no one at the node's address: no TCP
+/// connection (refused, no such host, timed out). A TLS handshake that
+/// failed reached someone.
+fn no_connection(s: &tonic::Status) -> bool {
+    let mut connect = false;
+    let mut cause = std::error::Error::source(s);
+    for _ in 0..8 {
+        let Some(c) = cause else { break };
+        if c.is::<rustls::Error>() {
+            return false;
+        }
+        connect |= c.is::<tonic::ConnectError>();
+        cause = c.source();
+    }
+    connect
 }
 
 /// A gRPC status as one line: code, message, and the causes beneath a

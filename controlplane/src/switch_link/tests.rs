@@ -1078,9 +1078,10 @@ async fn a_lost_node_ends_its_calls_within_the_bound() {
 /// renamed) would leave its calls in flight for ever: no one reads its
 /// events or probes it. Another control plane ends them as lost once no
 /// one has heard from the node for `unwatched_after` and it does not
-/// answer that control plane's own probe; not while one still watches
-/// it, nor while it answers. A node no one ever noted counts from when
-/// the sweep first found it.
+/// answer two of that control plane's own probes a round apart; not while
+/// one still watches it, nor while it answers (it is then looked at again
+/// after ten minutes). A node no one ever noted counts from when the
+/// sweep first found it.
 #[tokio::test]
 async fn calls_on_a_node_no_control_plane_watches_end_as_lost() {
     let (db, clock, peer, server, l, call) = one_node_with_call(6).await;
@@ -1088,6 +1089,10 @@ async fn calls_on_a_node_no_control_plane_watches_end_as_lost() {
     // The control plane after the rename: its list no longer has `url`.
     let renamed = link(vec!["http://127.0.0.1:1".into()], &clock);
     let after = renamed.settings().unwatched_after.as_millis() as i64;
+    let round = |ms: i64| {
+        clock.advance_ms(ms);
+        renamed.sweep_unwatched(&db.store, clock.now())
+    };
     // A call on a node that never answered anyone (nothing listens there).
     let (never, claimed) = claimed_call(&db, 7, &clock).await;
     let dead = "http://127.0.0.1:2";
@@ -1106,7 +1111,7 @@ async fn calls_on_a_node_no_control_plane_watches_end_as_lost() {
     l.probe(&node).await;
     let heard = node.last_heard().unwrap();
     l.sweep_lost_nodes(&db.store, clock.now()).await;
-    renamed.sweep_lost_nodes(&db.store, clock.now()).await;
+    round(0).await;
     assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
     // Found unnoted only now: its bound counts from here.
     assert_eq!(
@@ -1115,14 +1120,18 @@ async fn calls_on_a_node_no_control_plane_watches_end_as_lost() {
     );
     // It stops watching (restarted with the new list); no one notes the
     // node any more.
-    clock.advance_ms(after - 1);
-    renamed.sweep_lost_nodes(&db.store, clock.now()).await;
+    round(after - 1).await;
     assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
     // Past the bound, but the node answers the probe: it is left alone
-    // (and reported).
-    clock.advance_ms(5_000);
-    renamed.sweep_lost_nodes(&db.store, clock.now()).await;
+    // (and reported); the dead one missed its first probe.
+    round(5_000).await;
     assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
+    assert_eq!(
+        status(&db.store, &never.call_id).await,
+        CallStatus::Dispatching,
+        "one miss is not enough"
+    );
+    round(5_000).await;
     let rec = db
         .store
         .call(TENANT, &never.call_id)
@@ -1130,10 +1139,12 @@ async fn calls_on_a_node_no_control_plane_watches_end_as_lost() {
         .unwrap()
         .unwrap();
     assert_eq!(rec.status, CallStatus::EndedFailedRetryPending, "{rec:?}");
-    // Gone too: its calls end, when it was last heard from.
+    // Gone too: looked at again ten minutes after it answered, it misses
+    // two probes, and its calls end when it was last heard from.
     server.kill(&peer).await;
-    clock.advance_ms(5_000);
-    renamed.sweep_lost_nodes(&db.store, clock.now()).await;
+    round(600_000).await;
+    assert_eq!(status(&db.store, &call.call_id).await, CallStatus::InFlight);
+    round(5_000).await;
     let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
     assert_eq!(rec.status, CallStatus::EndedFailedRetryPending);
     assert_eq!(
@@ -2132,6 +2143,91 @@ async fn a_failed_configuration_push_waits_only_when_the_node_is_unavailable() {
     );
     assert!(peer.with(|s| s.placements.is_empty()), "nothing rang");
     server.kill(&peer).await;
+}
+
+/// A hangup asked for while the call was being handed to a node that
+/// could not be reached (the API's 502): the dispatch under way, finding
+/// that nothing rang there, cancels the call instead of leaving it to be
+/// placed on another node later.
+#[tokio::test]
+async fn a_hangup_asked_for_during_a_failing_dispatch_cancels_the_call() {
+    let (db, clock, peer, server, l) = one_node_named("j1").await;
+    let (call, claimed) = claimed_call(&db, 11, &clock).await;
+    server.kill(&peer).await;
+    assert!(
+        db.store
+            .note_hangup_request(TENANT, &call.call_id, clock.now())
+            .await
+            .unwrap()
+    );
+    let d = l.dispatch(&db.store, &claimed).await;
+    assert!(matches!(d, Dispatched::Lost), "{d:?}");
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!((rec.status, rec.attempt), (CallStatus::Cancelled, 0));
+    clock.advance_ms(super::CAPACITY_WAIT_MS + crate::store::DISPATCH_LEASE_MS);
+    assert!(
+        db.store
+            .claim_due_calls(clock.now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A repeated dispatch of a call a hangup was asked for (its node could
+/// not be reached then) is not placed: while the node stays away it
+/// waits (the first PlaceCall may have rung there); once the node is back
+/// and says it never placed the attempt, it is cancelled. Nothing goes to
+/// another node.
+#[tokio::test]
+async fn a_repeat_a_hangup_was_asked_for_is_never_placed() {
+    let db = TestDb::sqlite().await;
+    let clock = Clock::manual(UtcMillis(1_780_000_000_000));
+    let (pa, pb) = (Peer::new("ja"), Peer::new("jb"));
+    let (sa, sb) = (
+        Server::start(&pa, None).await,
+        Server::start(&pb, None).await,
+    );
+    let l = link(vec![sa.url(), sb.url()], &clock);
+    l.choose_probing().await.unwrap();
+    let (call, claimed) = claimed_call(&db, 12, &clock).await;
+    // Its dispatcher recorded node A, then died; A dies too.
+    let a = sa.url();
+    assert!(
+        db.store
+            .set_dispatch_node(&claimed, &a, None, clock.now())
+            .await
+            .unwrap()
+    );
+    sa.kill(&pa).await;
+    assert!(
+        db.store
+            .note_hangup_request(TENANT, &call.call_id, clock.now())
+            .await
+            .unwrap()
+    );
+    clock.advance_ms(crate::store::DISPATCH_LEASE_MS);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    assert!(again[0].hangup_requested);
+    let d = l.dispatch(&db.store, &again[0]).await;
+    assert!(
+        matches!(&d, Dispatched::Unknown { node, .. } if *node == a),
+        "{d:?}"
+    );
+    // A is back (restarted): told of the hangup, it says it has not
+    // placed the attempt (and now never will): cancelled, not placed.
+    let addr: std::net::SocketAddr = a.trim_start_matches("http://").parse().unwrap();
+    let sa = Server::start(&pa, Some(addr)).await;
+    clock.advance_ms(crate::store::DISPATCH_LEASE_MS);
+    let again = db.store.claim_due_calls(clock.now(), 10).await.unwrap();
+    let d = l.dispatch(&db.store, &again[0]).await;
+    assert!(matches!(d, Dispatched::Lost), "{d:?}");
+    let rec = db.store.call(TENANT, &call.call_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, CallStatus::Cancelled);
+    assert!(pa.with(|s| s.placements.is_empty()), "nothing rang on A");
+    assert!(pb.with(|s| s.placements.is_empty()), "nor on B");
+    sa.kill(&pa).await;
+    sb.kill(&pb).await;
 }
 
 /// A hangup of a call whose PlaceCall answer was lost but which rang and

@@ -988,14 +988,9 @@ mod tests {
         assert_eq!(e.on_close(Some(1008), "", &mut evs), Step::Reconnect);
     }
 
-    /// After `goAway` the connection moves at a turn's `turnComplete`,
-    /// which carries its usage and follows its last words, not at its
-    /// `generationComplete`; and not at the end of a turn the caller cut
-    /// into (they are speaking), but at the end of the answer to them.
-    #[test]
-    fn go_away_moves_at_the_end_of_a_whole_answered_turn() {
-        let audio = B64.encode([1u8, 0, 2, 0]);
-        let model_audio = json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio}}]}}});
+    /// An engine with a resumption handle that has just been told
+    /// `goAway`.
+    fn resumable_after_go_away() -> GeminiEngine {
         let mut e = GeminiEngine::new(&cfg());
         e.on_open(&mut Outbox::new()).unwrap();
         feed(&mut e, json!({"setupComplete": {}}));
@@ -1004,6 +999,18 @@ mod tests {
             json!({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true}}),
         );
         feed(&mut e, json!({"goAway": {"timeLeft": "50s"}}));
+        e
+    }
+
+    /// After `goAway` the connection moves at a turn's `turnComplete`,
+    /// which carries its usage and follows its last words, not at its
+    /// `generationComplete`; and not at the end of a turn the caller cut
+    /// into (they are speaking), but at the end of the answer to them.
+    #[test]
+    fn go_away_moves_at_the_end_of_a_whole_answered_turn() {
+        let audio = B64.encode([1u8, 0, 2, 0]);
+        let model_audio = json!({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio}}]}}});
+        let mut e = resumable_after_go_away();
         assert_eq!(feed(&mut e, model_audio.clone()).2, Step::Continue);
         let (_, _, step) = feed(
             &mut e,
@@ -1031,14 +1038,7 @@ mod tests {
         assert_eq!(step, Step::Reconnect);
 
         // The caller cuts into the first turn after the notice.
-        let mut e = GeminiEngine::new(&cfg());
-        e.on_open(&mut Outbox::new()).unwrap();
-        feed(&mut e, json!({"setupComplete": {}}));
-        feed(
-            &mut e,
-            json!({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": true}}),
-        );
-        feed(&mut e, json!({"goAway": {"timeLeft": "50s"}}));
+        let mut e = resumable_after_go_away();
         feed(&mut e, model_audio.clone());
         let (_, _, step) = feed(&mut e, json!({"serverContent": {"interrupted": true}}));
         assert_eq!(step, Step::Continue, "the caller is speaking");

@@ -224,21 +224,30 @@ async fn a_wrong_key_is_a_clean_rejection() {
     assert!(sim.records().contains(&SimRecord::Rejected { code: 1007 }));
 }
 
-#[tokio::test]
-async fn go_away_resumes_transparently_and_the_conversation_continues() {
+/// A Gemini simulator whose connections live `life_ms` of caller audio,
+/// with `goAway` `notice_ms` before; a caller that has heard the greeting,
+/// spoken 0.8 s and heard the reply; the events of that reply.
+async fn until_reply_one(
+    life_ms: u64,
+    notice_ms: u64,
+) -> (codeb_ai::sim::SimServer, Caller, Vec<EngineEvent>) {
     let mut sc = sim_cfg();
-    sc.connection_lifetime = Some(Duration::from_millis(3000));
-    sc.go_away_notice = Duration::from_millis(500);
+    sc.connection_lifetime = Some(Duration::from_millis(life_ms));
+    sc.go_away_notice = Duration::from_millis(notice_ms);
     let sim = sim(Vendor::Gemini, sc).await;
     let mut c = Caller::connect(config(&sim, "gemini-live-2.5-flash", "sim-key", "chat")).await;
     assert_eq!(c.ai_says().await.0, GREETING);
     c.silence(700).await;
     c.speak(800).await;
     c.silence(400).await;
-    assert_eq!(
-        c.ai_says().await.0,
-        "Reply 1: I heard 0.8 seconds from you."
-    );
+    let (text, evs) = c.ai_says().await;
+    assert_eq!(text, "Reply 1: I heard 0.8 seconds from you.");
+    (sim, c, evs)
+}
+
+#[tokio::test]
+async fn go_away_resumes_transparently_and_the_conversation_continues() {
+    let (sim, mut c, _) = until_reply_one(3000, 500).await;
     // Audio clock passes 2.5 s: goAway. No model turn follows, so the
     // client waits for one (the caller might be speaking); the connection
     // closes at 3 s and the client resumes then, on a new connection.
@@ -294,17 +303,7 @@ async fn go_away_resumes_transparently_and_the_conversation_continues() {
 /// the old connection.
 #[tokio::test]
 async fn go_away_moves_after_the_turns_usage_has_come() {
-    let mut sc = sim_cfg();
-    sc.connection_lifetime = Some(Duration::from_millis(6000));
-    sc.go_away_notice = Duration::from_millis(5000);
-    let sim = sim(Vendor::Gemini, sc).await;
-    let mut c = Caller::connect(config(&sim, "gemini-live-2.5-flash", "sim-key", "chat")).await;
-    assert_eq!(c.ai_says().await.0, GREETING);
-    c.silence(700).await;
-    c.speak(800).await;
-    c.silence(400).await;
-    let (text, evs) = c.ai_says().await;
-    assert_eq!(text, "Reply 1: I heard 0.8 seconds from you.");
+    let (sim, mut c, evs) = until_reply_one(6000, 5000).await;
     assert!(
         evs.iter().any(|e| matches!(e, EngineEvent::GoAway { .. })),
         "{}",

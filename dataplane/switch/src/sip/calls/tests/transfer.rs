@@ -365,11 +365,13 @@ fn a_user_the_call_may_not_reach_is_refused_at_once() {
     );
 }
 
-#[test]
-fn hanging_up_while_the_user_rings_cancels_the_transfer() {
-    let (mut h, mut carrier, key) = answered_ai_call("oac-tr4");
+/// AI call `call_id` transferring its callee to bob, whose phone rings,
+/// when the callee hangs up: the harness, the call's key, the INVITE to
+/// bob and our CANCEL of it.
+fn callee_hangs_up_while_bob_rings(call_id: &str) -> (Harness, u64, Request, Request) {
+    let (mut h, mut carrier, key) = answered_ai_call(call_id);
     h.core
-        .transfer_call(h.now, "oac-tr4", TransferTarget::User("bob".into()))
+        .transfer_call(h.now, call_id, TransferTarget::User("bob".into()))
         .unwrap();
     let to_bob = request(h.one(B));
     h.send(B, plain(&to_bob, StatusCode::RINGING));
@@ -378,6 +380,12 @@ fn hanging_up_while_the_user_rings_cancels_the_transfer() {
     assert_eq!(response(h.one(CARRIER)).status, StatusCode::OK);
     let cancel = request(h.one(B));
     assert_eq!(cancel.method, Method::Cancel);
+    (h, key, to_bob, cancel)
+}
+
+#[test]
+fn hanging_up_while_the_user_rings_cancels_the_transfer() {
+    let (mut h, key, to_bob, cancel) = callee_hangs_up_while_bob_rings("oac-tr4");
     h.send(B, plain(&cancel, StatusCode::OK));
     h.send(B, plain(&to_bob, StatusCode::REQUEST_TERMINATED));
     assert_eq!(request(h.one(B)).method, Method::Ack);
@@ -416,17 +424,7 @@ fn a_transfer_to_two_phones_reports_the_best_answer() {
 /// once, no transfer is reported, and nothing outlives the call.
 #[test]
 fn a_user_answering_as_the_call_ends_is_hung_up_on() {
-    let (mut h, mut carrier, key) = answered_ai_call("oac-tr5");
-    h.core
-        .transfer_call(h.now, "oac-tr5", TransferTarget::User("bob".into()))
-        .unwrap();
-    let to_bob = request(h.one(B));
-    h.send(B, plain(&to_bob, StatusCode::RINGING));
-    let bye = carrier.request(Method::Bye).unwrap().build().unwrap();
-    h.send(CARRIER, bye);
-    assert_eq!(response(h.one(CARRIER)).status, StatusCode::OK);
-    let cancel = request(h.one(B));
-    assert_eq!(cancel.method, Method::Cancel);
+    let (mut h, key, to_bob, cancel) = callee_hangs_up_while_bob_rings("oac-tr5");
     // Bob picks up before the CANCEL reaches his phone.
     let mut bob = Dialog::uas(
         &to_bob,
