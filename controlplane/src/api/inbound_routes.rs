@@ -81,16 +81,15 @@ impl From<InboundRoute> for RouteEcho {
     }
 }
 
-/// DIDs and From patterns: 1–64 visible characters (no spaces).
+/// DIDs and From patterns: 1–64 bytes of visible characters (no
+/// spaces), as the switch takes them.
 fn pattern(field: &str, v: &str) -> ApiResult<()> {
-    if (1..=64).contains(&v.chars().count())
-        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if (1..=64).contains(&v.len()) && !v.chars().any(|c| c.is_whitespace() || c.is_control()) {
         Ok(())
     } else {
         Err(ApiError::field(
             field,
-            "must be 1-64 characters without spaces",
+            "must be 1-64 bytes of characters without spaces",
         ))
     }
 }

@@ -19,6 +19,9 @@ const MODES: &[&str] = &["live-voice-ai", "disabled"];
 const VISIBILITIES: &[&str] = &["public", "signed-in"];
 const DEFAULT_MAX_DURATION: i64 = 3500;
 
+/// A number's own instructions, in bytes (the switch takes 64 KiB).
+const MAX_NUMBER_PROMPT_BYTES: usize = 60_000;
+
 /// Body of `POST /numbers` and `PUT /numbers/{number}` (PUT changes only
 /// the fields given; `number` is taken from the path there).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -141,6 +144,14 @@ fn apply(n: &mut NumberRecord, input: NumberInput) -> ApiResult<()> {
     if let Some(prompt) = input.system_prompt {
         n.system_prompt = validate::optional_text("systemPrompt", Some(prompt), 20_000, true)?
             .unwrap_or_default();
+        // The switch takes 64 KiB of instructions: 20,000 characters of
+        // four bytes each would not fit.
+        if n.system_prompt.len() > MAX_NUMBER_PROMPT_BYTES {
+            return Err(ApiError::field(
+                "systemPrompt",
+                format!("must be at most {MAX_NUMBER_PROMPT_BYTES} bytes"),
+            ));
+        }
     }
     // The masked key a GET shows, written back unchanged (read, edit,
     // PUT), keeps the key it stands for.

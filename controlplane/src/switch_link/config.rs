@@ -41,12 +41,35 @@ fn u32_of(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
+/// What the switch takes of a route's DID, a virtual number's name and its
+/// persona's instructions, in bytes (its `Config::validate`): a row past
+/// them would make every node refuse the whole snapshot, for every tenant.
+const SWITCH_MAX_DID: usize = 64;
+const SWITCH_MAX_NUMBER_NAME: usize = 256;
+const SWITCH_MAX_PROMPT: usize = 65_536;
+
 /// The snapshot of `rows`.
 pub fn snapshot(rows: &ConfigRows) -> pb::ConfigSnapshot {
-    let ai_numbers: HashSet<(&str, &str)> = rows
+    // A row the switch would refuse (stored before the API's byte bounds)
+    // is left out, and said so, rather than freezing every tenant's
+    // configuration.
+    let numbers: Vec<_> = rows
         .numbers
         .iter()
         .filter(|n| n.mode == "live-voice-ai")
+        .filter(|n| {
+            let fits = n.name.len() <= SWITCH_MAX_NUMBER_NAME
+                && n.system_prompt.len() <= SWITCH_MAX_PROMPT;
+            if !fits {
+                tracing::warn!(number = %n.number, tenant = %n.tenant,
+                    "virtual number left out of the switch configuration: its name or \
+                     instructions are longer than the switch takes");
+            }
+            fits
+        })
+        .collect();
+    let ai_numbers: HashSet<(&str, &str)> = numbers
+        .iter()
         .map(|n| (n.tenant.as_str(), n.number.as_str()))
         .collect();
     // A trunk the switch cannot reach (a `tls` one stored before the API
@@ -96,6 +119,17 @@ pub fn snapshot(rows: &ConfigRows) -> pb::ConfigSnapshot {
     let routes = rows
         .routes
         .iter()
+        .filter(|r| {
+            let fits = !r.did.is_empty()
+                && r.did.len() <= SWITCH_MAX_DID
+                && !r.did.chars().any(char::is_whitespace);
+            if !fits {
+                tracing::warn!(did = %r.did, tenant = %r.tenant,
+                    "inbound route left out of the switch configuration: its DID is not one \
+                     the switch takes");
+            }
+            fits
+        })
         .map(|r| pb::InboundRoute {
             tenant: r.tenant.clone(),
             did: r.did.clone(),
@@ -109,10 +143,8 @@ pub fn snapshot(rows: &ConfigRows) -> pb::ConfigSnapshot {
             ),
         })
         .collect();
-    let virtual_numbers = rows
-        .numbers
+    let virtual_numbers = numbers
         .iter()
-        .filter(|n| n.mode == "live-voice-ai")
         .map(|n| pb::VirtualNumber {
             tenant: n.tenant.clone(),
             number: n.number.clone(),

@@ -2724,3 +2724,73 @@ fn a_trunk_the_switch_cannot_reach_is_left_out_of_the_snapshot() {
     let ids: Vec<&str> = snap.trunks.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, [trunk(1).id.to_string(), trunk(3).id.to_string()]);
 }
+
+/// A virtual number whose instructions, or a route whose DID, are longer
+/// (in bytes) than the switch takes, stored before the API counted bytes,
+/// would make every node refuse the whole snapshot, for every tenant:
+/// each is left out; a route to a number left out is a user route.
+#[test]
+fn rows_the_switch_would_refuse_are_left_out_of_the_snapshot() {
+    let number = |n: &str, prompt: String| crate::store::NumberRecord {
+        tenant: TENANT.into(),
+        number: n.into(),
+        name: "desk".into(),
+        mode: "live-voice-ai".into(),
+        voice: "Aoede".into(),
+        language: "en-US".into(),
+        model: "gemini-live-2.5-flash".into(),
+        save_transcripts: true,
+        max_duration_sec: 600,
+        visibility: "private".into(),
+        system_prompt: prompt,
+        ai_api_key: String::new(),
+        created_at: UtcMillis(0),
+        updated_at: UtcMillis(0),
+    };
+    let route = |did: &str, to: &str| crate::store::TenantRoute {
+        tenant: TENANT.into(),
+        did: did.into(),
+        from_number: String::new(),
+        user: to.into(),
+    };
+    let rows = crate::store::ConfigRows {
+        version: 3,
+        trunks: Vec::new(),
+        sip_users: Vec::new(),
+        routes: vec![
+            route("7001", "+15550001"),
+            route(&"é".repeat(33), "+15550001"),
+            route("7002", "+15550002"),
+        ],
+        numbers: vec![
+            number("+15550001", "Greet.".into()),
+            number("+15550002", "😀".repeat(16_385)),
+        ],
+        whitelist: Vec::new(),
+    };
+    let snap = super::config::snapshot(&rows);
+    let numbers: Vec<&str> = snap
+        .virtual_numbers
+        .iter()
+        .map(|v| v.number.as_str())
+        .collect();
+    assert_eq!(numbers, ["+15550001"]);
+    let routes: Vec<(&str, &Option<pb::inbound_route::Target>)> = snap
+        .routes
+        .iter()
+        .map(|r| (r.did.as_str(), &r.target))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            (
+                "7001",
+                &Some(pb::inbound_route::Target::VirtualNumber("+15550001".into()))
+            ),
+            (
+                "7002",
+                &Some(pb::inbound_route::Target::User("+15550002".into()))
+            ),
+        ]
+    );
+}

@@ -16,7 +16,41 @@ on_both_backends!(
     inbound_route_get_and_delete_take_the_first_row_whose_did_matches,
     transcripts_list_filter_and_fetch,
     webhooks_secret_shown_once,
+    lengths_are_bounded_in_bytes_as_the_switch_takes_them,
 );
+
+/// A DID, or a number's instructions, within the API's bound in
+/// characters but past the switch's in bytes would have been stored, and
+/// then made every node refuse the configuration: they are a 400.
+async fn lengths_are_bounded_in_bytes_as_the_switch_takes_them(h: Harness) {
+    let t = h.admin().await;
+    let r = h
+        .post(
+            "/api.ashx/v1/inbound-routes",
+            &t,
+            json!({"Did": "é".repeat(33), "User": "alex"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("64 bytes"), "{}", r.text);
+    let r = h
+        .post(
+            "/api.ashx/v1/numbers",
+            &t,
+            json!({"name": "desk", "number": "1262", "systemPrompt": "😀".repeat(16_385)}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("60000 bytes"), "{}", r.text);
+    let r = h
+        .post(
+            "/api.ashx/v1/numbers",
+            &t,
+            json!({"name": "desk", "number": "1262", "systemPrompt": "😀".repeat(15_000)}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
 
 /// A trunk that a call waiting to be dialled names (its `trunkId`) is not
 /// deleted: the call would fail at its turn and spend its retries. Once
