@@ -173,7 +173,17 @@ impl Core {
         };
         let mut trunks = vec![trunk.id.clone()];
         let targets = match route.target() {
-            Some(RouteTarget::User(user)) => self.user_targets(user, now),
+            // A tenant's route rings only that tenant's users (user names
+            // are one namespace across tenants; a route naming another
+            // tenant's user reaches no one).
+            Some(RouteTarget::User(user)) if self.user_of(&route.tenant, user) => {
+                self.user_targets(user, now)
+            }
+            Some(RouteTarget::User(user)) => {
+                tracing::warn!(%did, %user, tenant = %route.tenant,
+                    "inbound route names a user of another tenant; not rung");
+                Vec::new()
+            }
             Some(RouteTarget::Trunk(out)) => {
                 let Some(out) = self.config.trunks.iter().find(|t| t.id == out).cloned() else {
                     return self.reject(

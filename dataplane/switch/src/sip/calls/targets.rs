@@ -13,6 +13,18 @@ use super::*;
 use crate::config::{TrunkConfig, TrunkTransport};
 
 impl Core {
+    /// Whether `user` may be rung for `tenant`: a user of that tenant, or
+    /// one with no tenant (a file-configured switch); a route of no
+    /// tenant may ring any user.
+    pub(super) fn user_of(&self, tenant: &str, user: &str) -> bool {
+        tenant.is_empty()
+            || self
+                .config
+                .users
+                .iter()
+                .any(|u| u.name == user && (u.tenant.is_empty() || u.tenant == tenant))
+    }
+
     /// A user's contacts: registrations (sent to where the REGISTER came
     /// from when the contact names another address, i.e. behind NAT) and
     /// the configured fixed contact. A contact's `transport` parameter

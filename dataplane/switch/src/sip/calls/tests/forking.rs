@@ -328,3 +328,44 @@ fn a_ringing_call_whose_media_failed_is_given_up() {
     h.advance(secs(40));
     assert_eq!(h.core.active_calls(), 0);
 }
+
+/// A tenant's route rings only that tenant's users: user names are one
+/// namespace across tenants, and a route naming another tenant's user
+/// (carol, of b.example, from a route of a.example) reaches no one.
+#[test]
+fn a_route_does_not_ring_another_tenants_user() {
+    for (carols, rung) in [("b.example", false), ("a.example", true)] {
+        let mut h = Harness::new(None);
+        let mut c = config(&format!(
+            "[[users]]\nname = \"carol\"\ncontact = \"sip:carol@{B2}\"\n"
+        ));
+        c.trunks[0].tenant = "a.example".into();
+        for u in c.users.iter_mut().filter(|u| u.name == "carol") {
+            u.tenant = carols.into();
+        }
+        c.routes.insert(
+            0,
+            crate::config::RouteConfig {
+                tenant: "a.example".into(),
+                did: "3000".into(),
+                from: None,
+                user: Some("carol".into()),
+                trunk: None,
+                virtual_number: None,
+            },
+        );
+        h.core.apply_config(c, std::collections::HashMap::new());
+        let invite = h.invite_from_a("3000", &[]);
+        h.send(A, invite);
+        let to_carol = h.take(B2);
+        assert_eq!(
+            !to_carol.is_empty(),
+            rung,
+            "carol of {carols}: {to_carol:?}"
+        );
+        if !rung {
+            let r = response(h.one(A));
+            assert!(r.status.as_u16() >= 400, "{:?}", r.status);
+        }
+    }
+}
