@@ -413,8 +413,8 @@ impl Store {
         &self,
         c: &NewCall,
     ) -> Result<std::result::Result<(CallRecord, bool), TrunkGone>> {
-        let is_postgres = matches!(self.pool, super::Pool::Postgres(_));
-        let lock = if is_postgres {
+        let prompt_lock = self.prompt_share_lock(&c.system_prompt);
+        let lock = if matches!(self.pool, super::Pool::Postgres(_)) {
             "SELECT id FROM trunks WHERE tenant = $1 AND ($2 IS NULL OR id = $2) FOR SHARE"
         } else {
             "SELECT id FROM trunks WHERE tenant = $1 AND ($2 IS NULL OR id = $2)"
@@ -433,8 +433,8 @@ impl Store {
             // A tenant prompt the call names, read FOR SHARE likewise: a
             // DELETE of it at the same moment either counts this call
             // (and is refused) or has committed first.
-            if is_postgres && crate::store::is_slug(&c.system_prompt) {
-                sqlx::query("SELECT slug FROM prompts WHERE tenant = $1 AND slug = $2 FOR SHARE")
+            if let Some(lock) = prompt_lock {
+                sqlx::query(lock)
                     .bind(&c.tenant)
                     .bind(&c.system_prompt)
                     .fetch_optional(&mut *tx)

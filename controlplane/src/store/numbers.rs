@@ -4,6 +4,7 @@
 
 use codeb_types::UtcMillis;
 
+use super::WritePool as _;
 use super::{Page, Result, RowExt, Store, col, flag, ms, on_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +99,16 @@ impl Store {
 
     /// Adds a number; false if the tenant already has it.
     pub async fn create_number(&self, n: &NumberRecord) -> Result<bool> {
+        let lock = self.prompt_share_lock(&n.system_prompt);
         on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            if let Some(lock) = lock {
+                sqlx::query(lock)
+                    .bind(&n.tenant)
+                    .bind(&n.system_prompt)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
             let res = sqlx::query(
                 "INSERT INTO numbers (tenant, number, name, mode, voice, language, model, \
                  save_transcripts, max_duration_sec, visibility, system_prompt, ai_api_key, \
@@ -120,8 +130,9 @@ impl Store {
             .bind(&n.ai_api_key)
             .bind(n.created_at.0)
             .bind(n.updated_at.0)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             self.config_changed();
             Ok(res.rows_affected() > 0)
         })
@@ -129,7 +140,16 @@ impl Store {
 
     /// Replaces every editable field; false if there is no such number.
     pub async fn update_number(&self, n: &NumberRecord) -> Result<bool> {
+        let lock = self.prompt_share_lock(&n.system_prompt);
         on_pool!(self, |pool| {
+            let mut tx = pool.write_tx().await?;
+            if let Some(lock) = lock {
+                sqlx::query(lock)
+                    .bind(&n.tenant)
+                    .bind(&n.system_prompt)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
             let res = sqlx::query(
                 "UPDATE numbers SET name = $1, mode = $2, voice = $3, language = $4, model = $5, \
                  save_transcripts = $6, max_duration_sec = $7, visibility = $8, system_prompt = $9, \
@@ -148,11 +168,22 @@ impl Store {
             .bind(n.updated_at.0)
             .bind(&n.tenant)
             .bind(&n.number)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             self.config_changed();
             Ok(res.rows_affected() > 0)
         })
+    }
+
+    /// On PostgreSQL, the query that reads a tenant prompt `FOR SHARE` when
+    /// `system_prompt` is a slug: a number stored naming it and a DELETE
+    /// of the prompt at the same moment do not cross (the delete counts
+    /// the number, or has committed first). SQLite's write transactions
+    /// are one at a time already.
+    pub(super) fn prompt_share_lock(&self, system_prompt: &str) -> Option<&'static str> {
+        (matches!(self.pool, super::Pool::Postgres(_)) && super::prompts::is_slug(system_prompt))
+            .then_some("SELECT slug FROM prompts WHERE tenant = $1 AND slug = $2 FOR SHARE")
     }
 
     pub async fn delete_number(&self, tenant: &str, number: &str) -> Result<bool> {
