@@ -85,6 +85,9 @@ pub async fn prepare(config: &Config, clock: Clock) -> anyhow::Result<(AppState,
     store
         .ensure_catchall(&config.tenant, CATCHALL_DEFAULT_USER, now)
         .await?;
+    if store.note_builtin_prompts().await? {
+        tracing::info!("the built-in prompts changed: the switch configuration is pushed again");
+    }
     let purged = store.purge_refresh_tokens(now).await?;
     if purged > 0 {
         tracing::info!(purged, "expired refresh tokens removed");

@@ -32,6 +32,19 @@ pub struct BuiltinPrompt {
     pub text: &'static str,
 }
 
+/// A fingerprint of the built-in prompts (FNV-1a over their slugs and
+/// texts, in hex): stable across builds, changed by any change of text.
+pub fn builtin_fingerprint() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in BUILTIN_PROMPTS {
+        for b in p.slug.bytes().chain([0]).chain(p.text.bytes()).chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
 /// The built-in prompts, in slug order.
 pub static BUILTIN_PROMPTS: &[BuiltinPrompt] = &[BuiltinPrompt {
     slug: "reminder",

@@ -150,6 +150,30 @@ impl Store {
         })
     }
 
+    /// Raises the configuration version if the built-in prompts' texts
+    /// differ from those it was last raised for (a new release changed
+    /// one): snapshots carry a virtual number's built-in prompt as text,
+    /// and nodes would keep the old one until some other change. True if
+    /// it was raised.
+    pub async fn note_builtin_prompts(&self) -> Result<bool> {
+        let print = super::prompts::builtin_fingerprint();
+        let raised = super::on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE config_version SET version = version + 1, builtins = $1 \
+                 WHERE id = 1 AND builtins <> $1",
+            )
+            .bind(&print)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                > 0
+        });
+        if raised {
+            self.config_changed();
+        }
+        Ok(raised)
+    }
+
     /// Raises the configuration version past `running`, a version a switch
     /// node runs that this database never reached (it was recreated, or
     /// restored from a backup): nodes ignore snapshots older than what
@@ -268,6 +292,39 @@ mod tests {
         assert_eq!(rows.numbers.len(), 1);
         assert_eq!(rows.routes.len(), 2);
         assert_eq!(rows.routes[1].did, "*", "catchall is last");
+    }
+
+    /// The built-in prompts' texts raise the version once per change of
+    /// them (the first start after the migration, or a release changing
+    /// one), not at every start.
+    async fn builtin_prompts_raise_the_version_once(db: TestDb) {
+        let s = &db.store;
+        let v0 = s.config_version().await.unwrap();
+        assert!(s.note_builtin_prompts().await.unwrap());
+        assert_eq!(s.config_version().await.unwrap(), v0 + 1);
+        assert!(!s.note_builtin_prompts().await.unwrap());
+        assert_eq!(s.config_version().await.unwrap(), v0 + 1);
+        // Another release's texts.
+        crate::store::on_pool!(s, |pool| {
+            sqlx::query("UPDATE config_version SET builtins = 'older' WHERE id = 1")
+                .execute(pool)
+                .await
+                .unwrap();
+        });
+        assert!(s.note_builtin_prompts().await.unwrap());
+        assert_eq!(s.config_version().await.unwrap(), v0 + 2);
+    }
+
+    #[tokio::test]
+    async fn builtin_prompts_sqlite() {
+        builtin_prompts_raise_the_version_once(TestDb::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn builtin_prompts_postgres() {
+        if let Some(db) = TestDb::postgres().await {
+            builtin_prompts_raise_the_version_once(db).await;
+        }
     }
 
     #[tokio::test]
